@@ -1,0 +1,3 @@
+from chexbench.cli import main
+
+main()

@@ -1,0 +1,186 @@
+"""The backbone contract and weight loading with a key audit.
+
+A :class:`BackboneSpec` (registered instance) builds a :class:`Backbone`: a timm model with
+one input channel and no classifier, exposing pooled features ``(B, D)`` and, for ViTs,
+patch tokens ``(B, N, D)`` with their grid shape. Foreign checkpoints (ImageNet,
+self-supervised encoders) are mapped onto it by :func:`load_checkpoint`, which refuses any
+missing or unexpected key that is not declared, and reports what it adapted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from chexbench.errors import WeightsError
+
+if TYPE_CHECKING:
+    from chexbench.config import CellConfig
+
+
+class Backbone(nn.Module):
+    """A feature extractor: ``forward(x)`` with ``x`` (B, 1, H, W) float → pooled features (B, D)."""
+
+    def __init__(self, model: nn.Module, spec: BackboneSpec, image_size: int):
+        super().__init__()
+        self.model = model
+        self.spec_name = spec.name
+        self.kind = spec.kind
+        self.image_size = image_size
+        self.num_features: int = int(model.num_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    @property
+    def is_vit(self) -> bool:
+        return self.kind == "vit"
+
+    def token_grid(self) -> tuple[int, int]:
+        """(rows, cols) of the patch-token grid (ViTs only)."""
+        if not self.is_vit:
+            raise TypeError(f"{self.spec_name} has no patch tokens")
+        return tuple(self.model.patch_embed.grid_size)  # type: ignore[return-value]
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens (B, N, D) after the final norm, prefix (class/register) tokens removed."""
+        if not self.is_vit:
+            raise TypeError(f"{self.spec_name} has no patch tokens")
+        tokens = self.model.forward_features(x)
+        return tokens[:, self.model.num_prefix_tokens :]
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_checkpoint` did; becomes part of a cell's init record."""
+
+    loaded_keys: int = 0
+    dropped_keys: list[str] = field(default_factory=list)  # declared unexpected keys (e.g. classifier head)
+    reinitialized_keys: list[str] = field(default_factory=list)  # declared missing keys
+    notes: list[str] = field(default_factory=list)
+
+
+class BackboneSpec:
+    """Registered description of an architecture. Subclasses implement ``create``."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    kind: ClassVar[str] = "cnn"  # "cnn" | "vit"
+    #: timm name (with pretrained tag) whose ImageNet checkpoint fits this architecture, if any
+    imagenet_weights: ClassVar[str | None] = None
+    #: key prefixes of a foreign checkpoint's classifier head: dropped on load, recorded
+    head_prefixes: ClassVar[tuple[str, ...]] = ()
+    #: keys of the first convolution, adapted from 3 input channels to 1 by summing
+    first_conv_keys: ClassVar[tuple[str, ...]] = ()
+    #: image sizes must be a multiple of this
+    size_multiple: ClassVar[int] = 32
+    #: option names a grid may set under [backbone.<name>], with defaults
+    options: ClassVar[dict[str, Any]] = {}
+
+    def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
+        raise NotImplementedError
+
+    def build(self, image_size: int, options: dict[str, Any] | None = None) -> Backbone:
+        opts = {**self.options, **(options or {})}
+        if image_size % self.size_multiple:
+            raise ValueError(f"{self.name}: image size {image_size} is not a multiple of {self.size_multiple}")
+        return Backbone(self.create(image_size, opts), self, image_size)
+
+    def invalid_reason(self, cell: CellConfig) -> str | None:
+        size = cell.settings.image_size
+        if size % self.size_multiple:
+            return f"{self.name} needs an image size that is a multiple of {self.size_multiple} (got {size})"
+        return None
+
+    def adapt_checkpoint(self, state: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """Map a foreign checkpoint's tensors onto ``model``: 3→1 channel first conv, and
+        (for ViTs) position embeddings resampled to this image size. Returns notes."""
+        notes = []
+        target = model.state_dict()
+        state = dict(state)
+        for key in self.first_conv_keys:
+            if key in state and key in target and state[key].shape[1] == 3 and target[key].shape[1] == 1:
+                # Summing over RGB makes the filter's response to a gray image (R=G=B) identical.
+                state[key] = state[key].sum(dim=1, keepdim=True)
+                notes.append(f"{key}: RGB filters summed to 1 channel")
+        return state, notes
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a torch file (``.pth``/``.pt``/``.bin``).
+
+    Common wrappers are unwrapped (``state_dict``, ``model``); nothing else is guessed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt or foreign file
+        raise WeightsError(f"cannot read weights file {path}: {type(e).__name__}: {e}") from None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def load_checkpoint(
+    backbone: Backbone,
+    state: dict[str, torch.Tensor],
+    spec: BackboneSpec,
+    *,
+    source: str,
+    declared_unexpected: tuple[str, ...] = (),
+    declared_missing: tuple[str, ...] = (),
+) -> LoadReport:
+    """Load ``state`` into ``backbone.model`` strictly, after ``spec.adapt_checkpoint``.
+
+    Keys starting with a prefix in ``declared_unexpected`` (e.g. a classifier head) are
+    dropped; keys of the model starting with a prefix in ``declared_missing`` keep their
+    fresh initialization. Any other missing or unexpected key, or any shape mismatch, is a
+    :class:`WeightsError` naming the keys — never a silent partial load.
+    """
+    model = backbone.model
+    state, notes = spec.adapt_checkpoint(state, model)
+    target = model.state_dict()
+    report = LoadReport(notes=notes)
+    unexpected = [k for k in state if k not in target]
+    missing = [k for k in target if k not in state]
+    bad_unexpected = [k for k in unexpected if not k.startswith(declared_unexpected or ("\0",))]
+    bad_missing = [k for k in missing if not k.startswith(declared_missing or ("\0",))]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)}→{tuple(target[k].shape)}"
+        for k in state
+        if k in target and state[k].shape != target[k].shape
+    ]
+    problems = []
+    if bad_missing:
+        problems.append(f"missing keys {_short(bad_missing)}")
+    if bad_unexpected:
+        problems.append(f"unexpected keys {_short(bad_unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches {_short(mismatched)}")
+    if problems:
+        raise WeightsError(f"checkpoint {source} does not fit {spec.name}: " + "; ".join(problems))
+    report.dropped_keys = sorted(unexpected)
+    report.reinitialized_keys = sorted(missing)
+    filtered = {k: v for k, v in state.items() if k in target}
+    model.load_state_dict({**target, **filtered}, strict=True)
+    report.loaded_keys = len(filtered)
+    return report
+
+
+def _short(keys: list[str], n: int = 6) -> str:
+    shown = ", ".join(keys[:n])
+    return f"[{shown}{', …' if len(keys) > n else ''}] ({len(keys)})"

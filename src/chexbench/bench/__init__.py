@@ -1,0 +1,1 @@
+"""Cells, grids, the runner, protocols, the training loop, metrics and the result store."""

@@ -1,0 +1,124 @@
+"""Protocol ``finetune``: train backbone and a linear multi-label head end to end.
+
+BCE with logits over unmasked labels (missing and U-Ignore-uncertain entries carry no
+loss), AdamW with linear warmup and cosine decay, one validation pass per epoch; the epoch
+with the best validation macro AUROC over the evaluation labels is kept (ties: the
+earlier epoch), and only that model predicts the test split.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from chexbench.bench import training as T
+from chexbench.bench.metrics import macro_auroc
+from chexbench.bench.protocols.base import Protocol, ProtocolResult
+from chexbench.registry import PROTOCOLS
+
+if TYPE_CHECKING:
+    from chexbench.backbones.base import Backbone
+    from chexbench.bench.context import RunContext
+    from chexbench.config import CellConfig
+    from chexbench.datasets.celldata import CellData
+    from chexbench.strategies.base import InitRecord
+
+
+class Classifier(nn.Module):
+    """Backbone + linear head: (B, 1, H, W) → logits (B, L)."""
+
+    def __init__(self, backbone: Backbone, num_labels: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.num_features, num_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+class Finetune(Protocol):
+    name = "finetune"
+    description = "end-to-end fine-tuning, AdamW + warmup-cosine, selection on validation macro AUROC"
+    options: dict[str, Any] = {"augment": True}
+
+    def run(self, backbone: Backbone, data: CellData, cell: CellConfig, ctx: RunContext, init: InitRecord) -> ProtocolResult:
+        from chexbench.strategies.augment import light_augment
+
+        s = cell.settings
+        opts = {**self.options, **cell.protocol_options}
+        device = ctx.device
+        normalize = tuple(init.extra.get("normalize", T.DEFAULT_NORMALIZE))
+        model = Classifier(backbone, len(data.labels)).to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        step_model = torch.compile(model) if s.compile else model
+        eval_labels = [lbl for lbl in data.eval_labels if lbl in data.labels]
+        n_train = len(data.train.images)
+        if n_train == 0:
+            raise ValueError("the train split is empty after label-fraction sampling")
+        steps_per_epoch = math.ceil(n_train / s.batch_size)
+        total = steps_per_epoch * s.epochs
+        opt = T.build_optimizer(model.parameters(), s, device)
+        sched = T.warmup_cosine(opt, total, round(s.warmup_epochs * steps_per_epoch))
+        gen = torch.Generator().manual_seed(cell.seed)
+        targets = torch.as_tensor(data.train.targets, dtype=torch.float32)
+
+        best_auroc, best_epoch, best_state = -math.inf, -1, None
+        history: list[dict[str, Any]] = []
+        train_seconds = 0.0
+        ctx.progress.start("finetune", total)
+        for epoch in range(s.epochs):
+            model.train()
+            t0 = time.perf_counter()
+            losses = []
+            for step, idx in enumerate(T.batches(n_train, s.batch_size, gen)):
+                x = T.to_input(data.train.images[idx], device, normalize, channels_last=device.type == "cuda")
+                if opts["augment"]:
+                    x = light_augment(x, gen)
+                y = targets[idx].to(device, non_blocking=True)
+                with T.autocast(device, s.amp):
+                    logits = step_model(x)
+                loss = T.masked_bce(logits, y)
+                T.check_finite(loss, f"epoch {epoch} step {step}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                ctx.progress.advance()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            train_seconds += time.perf_counter() - t0
+            val_scores = T.predict_probs(model, data.valid.images, s.eval_batch_size, device, normalize, s.amp)
+            val_auroc = macro_auroc(data.valid.targets, val_scores, data.labels, eval_labels)
+            history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_macro_auroc": val_auroc})
+            ctx.progress.message(f"epoch {epoch}: loss {np.mean(losses):.4f}, val macro AUROC {val_auroc:.3f}")
+            score = val_auroc if not math.isnan(val_auroc) else -1.0
+            if score > best_auroc:
+                best_auroc, best_epoch = score, epoch
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        assert best_state is not None
+        model.load_state_dict(best_state)
+        t1 = time.perf_counter()
+        valid_scores = T.predict_probs(model, data.valid.images, s.eval_batch_size, device, normalize, s.amp)
+        test_scores = T.predict_probs(model, data.test.images, s.eval_batch_size, device, normalize, s.amp)
+        eval_seconds = time.perf_counter() - t1
+        return ProtocolResult(
+            valid_scores=valid_scores,
+            test_scores=test_scores,
+            selected_epoch=best_epoch,
+            val_macro_auroc=float(history[best_epoch]["val_macro_auroc"]),
+            history=history,
+            train_seconds=train_seconds,
+            eval_seconds=eval_seconds,
+            images_per_second=n_train * s.epochs / max(train_seconds, 1e-9),
+        )
+
+
+PROTOCOLS.add("finetune", Finetune(), Finetune.description)

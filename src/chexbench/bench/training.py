@@ -1,0 +1,155 @@
+"""Pieces every training loop shares: seeding, input conversion, optimizer, schedule, loss.
+
+Images arrive as uint8 arrays ``(N, H, W)`` from the prepared cache; they become float
+``(B, 1, H, W)`` tensors on the device only batch by batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import resource
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from chexbench.config import Settings
+
+#: default input normalization for one-channel radiographs scaled to [0, 1]
+DEFAULT_NORMALIZE: tuple[float, float] = (0.5, 0.25)
+
+
+class DivergedError(RuntimeError):
+    """The loss became NaN or infinite; the cell is recorded as failed with this message."""
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
+    """Seed python, numpy and torch; return a CPU generator for data order."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def to_input(
+    images: np.ndarray | torch.Tensor,
+    device: torch.device,
+    normalize: tuple[float, float] = DEFAULT_NORMALIZE,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """uint8 ``(B, H, W)`` → normalized float ``(B, 1, H, W)`` on ``device``."""
+    t = torch.as_tensor(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    if device.type == "cuda":
+        t = t.pin_memory().to(device, non_blocking=True)
+    else:
+        t = t.to(device)
+    x = t.unsqueeze(1).float().div_(255.0)
+    mean, std = normalize
+    x = (x - mean) / std
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[np.ndarray]:
+    """Index batches over ``range(n)``, shuffled when a generator is given."""
+    order = torch.randperm(n, generator=generator).numpy() if generator is not None else np.arange(n)
+    stop = n - (n % batch_size) if drop_last and n >= batch_size else n
+    for i in range(0, stop, batch_size):
+        yield np.sort(order[i : i + batch_size])  # sorted indices read a memmap faster
+
+
+def build_optimizer(params, settings: Settings, device: torch.device, lr: float | None = None) -> torch.optim.Optimizer:
+    lr = settings.lr if lr is None else lr
+    if settings.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=settings.weight_decay, fused=device.type == "cuda")
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True)
+    from chexbench.errors import ConfigError
+
+    raise ConfigError(f"unknown optimizer '{settings.optimizer}' (adamw or sgd)")
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup to the base lr, then cosine decay to zero (Loshchilov & Hutter 2017)."""
+    total_steps = max(total_steps, 1)
+    warmup_steps = min(max(warmup_steps, 0), total_steps - 1) if total_steps > 1 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean BCE-with-logits over the entries whose target is not NaN. Shapes (B, L)."""
+    mask = ~torch.isnan(targets)
+    safe = torch.where(mask, targets, torch.zeros_like(targets))
+    loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), safe, reduction="none")
+    return (loss * mask).sum() / mask.sum().clamp(min=1)
+
+
+def check_finite(loss: torch.Tensor, where: str) -> None:
+    if not torch.isfinite(loss).all():
+        raise DivergedError(f"loss became {loss.item()} at {where}")
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA; a no-op elsewhere."""
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module,
+    images: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+    normalize: tuple[float, float] = DEFAULT_NORMALIZE,
+    amp: bool = True,
+) -> np.ndarray:
+    """Sigmoid probabilities ``(N, L)`` of a multi-label model on uint8 images ``(N, H, W)``."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for idx in batches(len(images), batch_size):
+        x = to_input(images[idx], device, normalize, channels_last=device.type == "cuda")
+        with autocast(device, amp):
+            out.append(torch.sigmoid(model(x).float()).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak accelerator memory on CUDA; the process's peak resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"

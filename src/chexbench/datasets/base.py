@@ -1,0 +1,86 @@
+"""The dataset contract: a native root on disk becomes an index, one row per image.
+
+Index columns (in this order), then one float column per harmonized label:
+
+    image_id    str   unique within the dataset (e.g. the CheXpert ``Path`` without prefix)
+    patient_id  str   e.g. ``patient00001``
+    study_id    str   unique within the dataset (includes the patient id)
+    path        str   path of the image file relative to the dataset root
+    view        str   ``PA`` / ``AP`` / ``LATERAL`` / ``LL`` / ``UNKNOWN``
+    sex         str   ``M`` / ``F`` / ``U``
+    age         float years, NaN if unknown
+    split       str   ``train`` / ``valid`` / ``test`` (see each dataset's split rule)
+
+Label values: 1.0 positive, 0.0 negative, -1.0 uncertain, NaN not mentioned.
+Label column names are harmonized snake_case names from ``chexbench.datasets.labels``.
+
+Registered objects are *instances* of :class:`Dataset` subclasses
+(``DATASETS.add("chexpert", CheXpert())``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from chexbench.config import CellConfig
+
+INDEX_META_COLUMNS: tuple[str, ...] = (
+    "image_id",
+    "patient_id",
+    "study_id",
+    "path",
+    "view",
+    "sex",
+    "age",
+    "split",
+)
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+FRONTAL_VIEWS: frozenset[str] = frozenset({"PA", "AP", "FRONTAL"})
+
+
+def label_columns(index: pd.DataFrame) -> list[str]:
+    """The harmonized label columns of an index (every column that is not metadata)."""
+    return [c for c in index.columns if c not in INDEX_META_COLUMNS]
+
+
+class Dataset:
+    """Base class of a registered dataset.
+
+    Subclasses set ``name``, ``description``, ``labels`` (every harmonized label the dataset
+    can carry), ``eval_labels`` (the labels a leaderboard averages over) and ``options``
+    (the option names a grid may set under ``[dataset.<name>]``, with defaults), and
+    implement ``load_index``.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    labels: ClassVar[tuple[str, ...]] = ()
+    eval_labels: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[dict[str, Any]] = {"root": None}
+
+    def resolve_root(self, options: dict[str, Any]) -> Path:
+        """The root folder to read; subclasses may locate or generate a default."""
+        root = options.get("root")
+        if not root:
+            from chexbench.errors import DataError
+
+            raise DataError(
+                f"dataset '{self.name}' needs a root: set root = \"/path\" under [dataset.{self.name}] "
+                f"in the grid, or pass --root"
+            )
+        path = Path(root).expanduser()
+        if not path.exists():
+            from chexbench.errors import DataError
+
+            raise DataError(f"dataset '{self.name}': root folder not found: {path}")
+        return path
+
+    def load_index(self, root: Path) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def invalid_reason(self, cell: CellConfig) -> str | None:
+        return None

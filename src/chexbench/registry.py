@@ -1,0 +1,138 @@
+"""One generic registry for strategies, backbones, datasets and grids.
+
+Registration is by decorator (``@STRATEGIES.register("simclr", "SimCLR, Chen et al. 2020")``);
+third-party packages add entries through Python entry points in the groups
+``chexbench.strategies``, ``chexbench.backbones`` and ``chexbench.datasets``. An entry point
+may point at a module (importing it registers its entries) or at a callable that is called
+with the registry. Built-in modules are imported lazily the first time a registry is read,
+so ``import chexbench`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Generic, TypeVar
+
+from chexbench.errors import ChexbenchError
+
+T = TypeVar("T")
+
+
+class RegistryError(ChexbenchError):
+    """Duplicate or unknown registry names."""
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    obj: T
+    description: str
+    source: str  # "builtin" or the entry point's distribution/name
+
+
+class Registry(Generic[T]):
+    """A named collection of objects with did-you-mean lookup and entry-point plugins."""
+
+    def __init__(self, kind: str, builtin_modules: tuple[str, ...] = (), entry_point_group: str | None = None):
+        self.kind = kind
+        self._builtin_modules = builtin_modules
+        self._group = entry_point_group
+        self._entries: dict[str, Entry[T]] = {}
+        self._loaded = False
+        self._loading = False
+        self._source = "builtin"
+
+    # -- registration -------------------------------------------------------------------
+    def register(self, name: str, description: str = "") -> Callable[[T], T]:
+        """Decorator: register ``obj`` under ``name``; a second registration of a name is an error."""
+
+        def deco(obj: T) -> T:
+            self.add(name, obj, description)
+            return obj
+
+        return deco
+
+    def add(self, name: str, obj: T, description: str = "") -> None:
+        if name in self._entries:
+            prev = self._entries[name]
+            raise RegistryError(
+                f"{self.kind} '{name}' is registered twice (first by {prev.source}, again by {self._source})"
+            )
+        if not description:
+            doc = getattr(obj, "__doc__", None) or ""
+            description = doc.strip().splitlines()[0] if doc.strip() else ""
+        self._entries[name] = Entry(name, obj, description, self._source)
+
+    # -- loading ------------------------------------------------------------------------
+    def _ensure_loaded(self) -> None:
+        if self._loaded or self._loading:
+            return
+        self._loading = True
+        try:
+            for mod in self._builtin_modules:
+                importlib.import_module(mod)
+            if self._group:
+                for ep in entry_points(group=self._group):
+                    self._source = f"plugin {ep.value}"
+                    try:
+                        loaded = ep.load()
+                        if callable(loaded) and not isinstance(loaded, type):
+                            loaded(self)
+                    finally:
+                        self._source = "builtin"
+            self._loaded = True
+        finally:
+            self._loading = False
+
+    # -- lookup -------------------------------------------------------------------------
+    def get(self, name: str) -> T:
+        return self.entry(name).obj
+
+    def entry(self, name: str) -> Entry[T]:
+        self._ensure_loaded()
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise RegistryError(self.unknown_message(name)) from None
+
+    def unknown_message(self, name: str) -> str:
+        close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        return f"unknown {self.kind} '{name}'{hint} (known: {', '.join(sorted(self._entries))})"
+
+    def __contains__(self, name: object) -> bool:
+        self._ensure_loaded()
+        return name in self._entries
+
+    def names(self, pattern: str = "*") -> list[str]:
+        self._ensure_loaded()
+        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+
+    def entries(self) -> list[Entry[T]]:
+        self._ensure_loaded()
+        return [self._entries[n] for n in sorted(self._entries)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+STRATEGIES: Registry[Any] = Registry(
+    "strategy", ("chexbench.strategies",), "chexbench.strategies"
+)
+BACKBONES: Registry[Any] = Registry("backbone", ("chexbench.backbones",), "chexbench.backbones")
+DATASETS: Registry[Any] = Registry("dataset", ("chexbench.datasets",), "chexbench.datasets")
+PROTOCOLS: Registry[Any] = Registry("protocol", ("chexbench.bench.protocols",))
+GRIDS: Registry[Any] = Registry("grid", ("chexbench.grids",))
+
+REGISTRIES: dict[str, Registry[Any]] = {
+    "strategies": STRATEGIES,
+    "backbones": BACKBONES,
+    "datasets": DATASETS,
+    "protocols": PROTOCOLS,
+    "grids": GRIDS,
+}

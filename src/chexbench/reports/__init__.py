@@ -1,0 +1,1 @@
+"""Statistics and rendering: pure functions from stored results to Markdown and figures."""
