@@ -1,0 +1,363 @@
+"""The prepared cache: a dataset's index plus every image decoded once into a uint8 memmap.
+
+Layout of a prepared folder (default ``cache_dir()/prepared/<dataset>-s<size>-<key>/``)::
+
+    manifest.json   dataset, root, size, loader version, counts, skipped images with reasons,
+                    source label-file sizes/mtimes, per-image source size/mtime table name
+    index.parquet   the dataset index (schema of datasets/base.py), images that decoded only
+    rows.npy        int64 (N,): row of images.u8 holding index row i
+    sources.parquet path, size, mtime_ns of every source image (for ``data verify``)
+    images.u8       raw uint8 (M, S, S), C order; M ≥ N (skipped images keep a zero row)
+
+Aspect handling: the shorter side is resized to S (bilinear, antialiased by PIL's reducing
+gap), then the centre S×S is cropped; 16-bit images are scaled by 255 / max; colour images
+are converted to luminance (PIL ``L``). JPEGs are decoded with DCT scaling (``draft``) to
+the smallest scale at least S on the short side, which is what makes preparation fast.
+
+Preparation decodes in parallel processes and works in ``<folder>.partial/``: a state file
+records finished chunks, so an interrupted ``data prepare`` resumes where it stopped. Only
+a complete folder is renamed to its final name, so a reader never sees a partial cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from chexbench.bench.store import atomic_write_text
+from chexbench.errors import DataError
+
+#: Bump when decoding or the index schema changes; part of every cache key.
+LOADER_VERSION = 1
+CHUNK = 128
+
+
+# -- decoding -------------------------------------------------------------------------------
+def decode_image(path: str | Path, size: int) -> np.ndarray:
+    """Decode one image file to uint8 (size, size): shorter side → size, centre crop."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.format == "JPEG":
+            im.draft("L", (size, size))
+        im = _to_gray8(im)
+        w, h = im.size
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        im = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+        return np.asarray(im, dtype=np.uint8)
+
+
+def _to_gray8(im: Any) -> Any:
+    from PIL import Image
+
+    if im.mode == "L":
+        im.load()
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = float(arr.max()) if arr.size else 0.0
+        arr = arr * (255.0 / top) if top > 255 else arr
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+    return im.convert("L")
+
+
+def _decode_chunk(task: tuple[str, tuple[int, int, int], list[int], list[str], int]) -> list[tuple[int, str]]:
+    """Worker: decode the images of one chunk into the memmap; return (row, reason) failures."""
+    mm_path, shape, rows, paths, size = task
+    mm = np.memmap(mm_path, dtype=np.uint8, mode="r+", shape=shape)
+    failures: list[tuple[int, str]] = []
+    for row, path in zip(rows, paths, strict=True):
+        try:
+            mm[row] = decode_image(path, size)
+        except FileNotFoundError:
+            failures.append((row, "missing file"))
+        except Exception as e:  # PIL raises many types for corrupt files; report them all
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            failures.append((row, f"{type(e).__name__}: {reason}"))
+    mm.flush()
+    del mm
+    return failures
+
+
+# -- the prepared folder --------------------------------------------------------------------
+@dataclass
+class PreparedCache:
+    """An opened prepared folder. ``images[rows[i]]`` is the image of ``index.iloc[i]``."""
+
+    dir: Path
+    index: pd.DataFrame
+    rows: np.ndarray  # int64 (N,)
+    images: np.memmap  # uint8 (M, S, S), read-only
+    manifest: dict[str, Any]
+
+    @property
+    def size(self) -> int:
+        return int(self.manifest["size"])
+
+    @property
+    def cache_id(self) -> str:
+        return str(self.manifest["cache_id"])
+
+
+def cache_key(dataset: str, root: Path, size: int) -> str:
+    payload = json.dumps([dataset, str(Path(root).resolve()), int(size), LOADER_VERSION])
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def default_prepared_dir(dataset: str, root: Path, size: int) -> Path:
+    from chexbench.paths import cache_dir
+
+    return cache_dir() / "prepared" / f"{dataset}-s{size}-{cache_key(dataset, root, size)}"
+
+
+def label_file_fingerprint(dataset_obj: Any, root: Path) -> dict[str, list[int]]:
+    """``{file: [size, mtime_ns]}`` of the dataset's label files (empty if it declares none)."""
+    files = getattr(dataset_obj, "label_files", None)
+    out: dict[str, list[int]] = {}
+    for f in files(root) if files else []:
+        st = Path(f).stat()
+        out[str(Path(f).resolve())] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def open_prepared(folder: Path) -> PreparedCache:
+    """Open a complete prepared folder (one with a manifest)."""
+    folder = Path(folder)
+    mf = folder / "manifest.json"
+    if not mf.is_file():
+        raise DataError(f"no prepared cache at {folder} (run: chexbench data prepare DATASET --root PATH)")
+    manifest = json.loads(mf.read_text())
+    shape = tuple(manifest["cache_shape"])
+    images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r", shape=shape)
+    index = pd.read_parquet(folder / "index.parquet")
+    rows = np.load(folder / "rows.npy")
+    return PreparedCache(folder, index, rows, images, manifest)
+
+
+def prepare(
+    dataset: str,
+    root: Path,
+    size: int,
+    out: Path | None = None,
+    *,
+    workers: int | None = None,
+    strict: bool = False,
+    progress: bool | Callable[[int, int], None] = False,
+    index: pd.DataFrame | None = None,
+) -> PreparedCache:
+    """Decode every image of ``dataset`` at ``root`` into a prepared folder (resuming if possible).
+
+    Missing or corrupt images are skipped and listed in the manifest; with ``strict`` the
+    first one is a :class:`DataError` and nothing is written under the final name.
+    ``progress``: True for a Rich progress bar, or a callback ``(done, total)``.
+    """
+    from chexbench.registry import DATASETS
+
+    if size < 8:
+        raise DataError(f"image size must be at least 8 pixels, got {size}")
+    ds = DATASETS.get(dataset)
+    root = Path(root)
+    final = Path(out) if out is not None else default_prepared_dir(dataset, root, size)
+    if index is None:
+        index = ds.load_index(root)
+    index = index.reset_index(drop=True)
+    n = len(index)
+    if n == 0:
+        raise DataError(f"dataset '{dataset}' at {root}: the index has no images")
+    partial = final.with_name(final.name + ".partial")
+    shape = (n, size, size)
+    ids_hash = hashlib.sha256("\n".join(index["image_id"].astype(str)).encode()).hexdigest()
+    state_file = partial / "state.json"
+    state: dict[str, Any] = {}
+    if state_file.is_file():
+        state = json.loads(state_file.read_text())
+        if state.get("ids_sha256") != ids_hash or state.get("shape") != list(shape):
+            state = {}
+    if not state:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        np.memmap(partial / "images.u8", dtype=np.uint8, mode="w+", shape=shape).flush()
+        state = {"ids_sha256": ids_hash, "shape": list(shape), "done_chunks": [], "failures": {}}
+        atomic_write_text(json.dumps(state), state_file)
+
+    paths = [str(root / p) for p in index["path"].astype(str)]
+    chunks = [list(range(s, min(s + CHUNK, n))) for s in range(0, n, CHUNK)]
+    todo = [c for c in range(len(chunks)) if c not in set(state["done_chunks"])]
+    done_images = n - sum(len(chunks[c]) for c in todo)
+    report, close = _progress_reporter(progress, n, f"prepare {dataset} @ {size}px")
+    report(done_images, n)
+    tasks = [(str(partial / "images.u8"), shape, chunks[c], [paths[r] for r in chunks[c]], size) for c in todo]
+    n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    try:
+        for c, failures in zip(todo, _map(tasks, n_workers), strict=True):
+            if failures and strict:
+                row, reason = failures[0]
+                raise DataError(f"image {paths[row]}: {reason} (--strict; drop it to skip bad images)")
+            for row, reason in failures:
+                state["failures"][str(row)] = reason
+            state["done_chunks"].append(c)
+            atomic_write_text(json.dumps(state), state_file)
+            done_images += len(chunks[c])
+            report(done_images, n)
+    finally:
+        close()
+
+    failed_rows = sorted(int(r) for r in state["failures"])
+    keep = np.ones(n, dtype=bool)
+    keep[failed_rows] = False
+    rows = np.flatnonzero(keep).astype(np.int64)
+    if len(rows) == 0:
+        raise DataError(f"dataset '{dataset}' at {root}: no image could be read (first: {paths[failed_rows[0]]})")
+    index.iloc[rows].reset_index(drop=True).to_parquet(partial / "index.parquet", index=False)
+    np.save(partial / "rows.npy", rows)
+    _source_table(index, paths).to_parquet(partial / "sources.parquet", index=False)
+    skipped = [{"path": str(index["path"].iloc[r]), "reason": state["failures"][str(r)]} for r in failed_rows]
+    manifest = {
+        "dataset": dataset,
+        "root": str(root.resolve()),
+        "size": int(size),
+        "loader_version": LOADER_VERSION,
+        "cache_id": f"{dataset}-s{size}-{cache_key(dataset, root, size)}",
+        "cache_shape": list(shape),
+        "aspect": "shorter side resized to size, centre crop",
+        "n_index_rows": n,
+        "n_images": int(len(rows)),
+        "n_skipped": len(skipped),
+        "skipped": skipped,
+        "split_counts": {k: int(v) for k, v in index.iloc[rows]["split"].value_counts().items()},
+        "label_files": label_file_fingerprint(ds, root),
+        "index_sha256": ids_hash,
+    }
+    atomic_write_text(json.dumps(manifest, indent=1), partial / "manifest.json")
+    state_file.unlink()
+    if final.exists():
+        old = final.with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(partial, final)
+    return open_prepared(final)
+
+
+def _map(tasks: list[Any], n_workers: int) -> Any:
+    if n_workers <= 1 or len(tasks) <= 1:
+        return map(_decode_chunk, tasks)
+    ctx = mp.get_context("fork") if sys.platform.startswith("linux") else mp.get_context()
+    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx)
+
+    def gen() -> Any:
+        try:
+            yield from pool.map(_decode_chunk, tasks)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    return gen()
+
+
+def _source_table(index: pd.DataFrame, paths: list[str]) -> pd.DataFrame:
+    sizes, mtimes = [], []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            sizes.append(st.st_size)
+            mtimes.append(st.st_mtime_ns)
+        except OSError:
+            sizes.append(-1)
+            mtimes.append(-1)
+    return pd.DataFrame({"path": index["path"].astype(str).to_numpy(), "size": sizes, "mtime_ns": mtimes})
+
+
+def _progress_reporter(
+    progress: bool | Callable[[int, int], None], total: int, title: str
+) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    if callable(progress):
+        return progress, lambda: None
+    if not progress:
+        return (lambda done, total: None), lambda: None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    task = bar.add_task(title, total=total)
+    bar.start()
+    return (lambda done, _total: bar.update(task, completed=done)), bar.stop
+
+
+def ensure_prepared(dataset: str, root: Path, size: int, *, progress: bool = False) -> PreparedCache:
+    """Reuse the default prepared folder if it is complete and its label files are unchanged."""
+    from chexbench.registry import DATASETS
+
+    folder = default_prepared_dir(dataset, root, size)
+    if (folder / "manifest.json").is_file():
+        cache = open_prepared(folder)
+        if cache.manifest.get("label_files") == label_file_fingerprint(DATASETS.get(dataset), Path(root)):
+            return cache
+    return prepare(dataset, root, size, progress=progress)
+
+
+# -- verification ---------------------------------------------------------------------------
+@dataclass
+class VerifyReport:
+    checked: int
+    changed_sources: list[str]  # size or mtime differs from the manifest
+    missing_sources: list[str]
+    mismatched_pixels: list[str]  # re-decoding gives different pixels
+    stale_label_files: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.changed_sources or self.missing_sources or self.mismatched_pixels or self.stale_label_files)
+
+
+def verify(cache: PreparedCache, root: Path | None = None, sample: int = 0, seed: int = 0) -> VerifyReport:
+    """Check a prepared cache against its sources: label files, file stats, and re-decoded pixels.
+
+    ``sample > 0`` re-decodes that many images chosen with ``seed`` (all by default).
+    """
+    from chexbench.registry import DATASETS
+
+    root = Path(root) if root is not None else Path(cache.manifest["root"])
+    stale = []
+    try:
+        now = label_file_fingerprint(DATASETS.get(cache.manifest["dataset"]), root)
+    except OSError:
+        now = {}
+    for f, stat in cache.manifest.get("label_files", {}).items():
+        if now.get(f) != stat:
+            stale.append(f)
+    sources = pd.read_parquet(cache.dir / "sources.parquet")
+    n = len(cache.index)
+    pick = np.arange(n) if sample <= 0 or sample >= n else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+    changed, missing, mismatched = [], [], []
+    for i in pick:
+        rel = str(cache.index["path"].iloc[i])
+        row = int(cache.rows[i])
+        src = root / rel
+        try:
+            st = src.stat()
+        except OSError:
+            missing.append(rel)
+            continue
+        if [st.st_size, st.st_mtime_ns] != [int(sources["size"].iloc[row]), int(sources["mtime_ns"].iloc[row])]:
+            changed.append(rel)
+        try:
+            same = np.array_equal(decode_image(src, cache.size), cache.images[row])
+        except Exception:
+            same = False
+        if not same:
+            mismatched.append(rel)
+    return VerifyReport(len(pick), changed, missing, mismatched, stale)

@@ -1,0 +1,229 @@
+"""The data of one cell: uint8 images and masked targets per split, plus a JSON manifest.
+
+:func:`build_cell_data` is what the runner calls. Order of operations (each recorded in the
+manifest): prepared cache (reused or built) → views → uncertainty policy → patient-overlap
+check between splits → label fraction (train, patient level, seed = cell seed, stratified on
+the evaluation labels) → image caps (train: cell seed; valid/test: fixed seed, so every cell
+of a grid is scored on the same test images) → arrays.
+
+:func:`pretrain_pool` gives the unlabeled train-split images of the pretraining source and
+refuses (LeakageError) when a patient of the cell's test split is in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from chexbench.config import CellConfig
+from chexbench.datasets.base import FRONTAL_VIEWS, SPLITS
+from chexbench.datasets.cache import PreparedCache, ensure_prepared
+from chexbench.datasets.labels import HARMONIZED_LABELS, apply_uncertainty
+from chexbench.datasets.splits import ids_sha256, patient_overlaps, sample_patients
+from chexbench.errors import ConfigError, DataError, LeakageError
+
+#: Seed of the valid/test image caps: fixed, so paired comparisons see identical test sets.
+EVAL_CAP_SEED = 0
+#: Selections larger than this are written to a memmap file instead of held in RAM.
+IN_MEMORY_LIMIT_BYTES = 2 << 30
+VIEWS = ("frontal", "all")
+
+
+@dataclass
+class SplitData:
+    images: np.ndarray  # uint8 (N, S, S), one channel
+    targets: np.ndarray  # float32 (N, L): 1 / 0, NaN = masked; uncertainty policy applied
+    image_ids: np.ndarray  # str (N,)
+    patient_ids: np.ndarray  # str (N,)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+@dataclass
+class CellData:
+    labels: list[str]  # the L label columns trained on
+    eval_labels: list[str]  # the subset the leaderboard averages over
+    train: SplitData
+    valid: SplitData
+    test: SplitData
+    manifest: dict[str, Any]
+
+    def split(self, name: str) -> SplitData:
+        return {"train": self.train, "valid": self.valid, "test": self.test}[name]
+
+
+def resolve_prepared(dataset: str, options: dict[str, Any], size: int) -> tuple[Any, Path, PreparedCache]:
+    """The registered dataset, its resolved root and its prepared cache at ``size``."""
+    from chexbench.registry import DATASETS
+
+    ds = DATASETS.get(dataset)
+    root = Path(ds.resolve_root(options))
+    return ds, root, ensure_prepared(dataset, root, size)
+
+
+def _view_mask(index: pd.DataFrame, views: str) -> np.ndarray:
+    if views not in VIEWS:
+        raise ConfigError(f"unknown views setting '{views}' (known: {', '.join(VIEWS)})")
+    if views == "all":
+        return np.ones(len(index), dtype=bool)
+    return index["view"].astype(str).isin(FRONTAL_VIEWS).to_numpy()
+
+
+def _ordered_labels(ds: Any, index: pd.DataFrame) -> list[str]:
+    declared = list(ds.labels) or [lab for lab in HARMONIZED_LABELS if lab in index.columns]
+    return [lab for lab in declared if lab in index.columns]
+
+
+def _take_images(cache: PreparedCache, rows: np.ndarray) -> np.ndarray:
+    """``cache.images[rows]`` (rows sorted), in RAM when small, else as a read-only memmap file."""
+    s = cache.size
+    if len(rows) * s * s <= IN_MEMORY_LIMIT_BYTES:
+        return np.asarray(cache.images[rows])
+    from chexbench.paths import cache_dir
+
+    key = hashlib.sha256(cache.cache_id.encode() + rows.tobytes()).hexdigest()[:16]
+    path = cache_dir() / "cells" / f"{key}.u8"
+    shape = (len(rows), s, s)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
+        for start in range(0, len(rows), 4096):
+            out[start : start + 4096] = cache.images[rows[start : start + 4096]]
+        out.flush()
+        del out
+        tmp.replace(path)
+    return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
+
+
+def _split_summary(index: pd.DataFrame, mask: np.ndarray) -> dict[str, Any]:
+    return {
+        "images": int(mask.sum()),
+        "patients": int(index["patient_id"][mask].nunique()),
+        "image_ids_sha256": ids_sha256(index["image_id"][mask].to_numpy()),
+    }
+
+
+def build_cell_data(cell: CellConfig) -> CellData:
+    """Images and targets of the cell's train / valid / test splits, with a manifest."""
+    st = cell.settings
+    ds, root, cache = resolve_prepared(cell.dataset, cell.dataset_options, st.image_size)
+    index = cache.index
+    labels = _ordered_labels(ds, index)
+    if not labels:
+        raise DataError(f"dataset '{cell.dataset}' at {root}: the index has no label columns")
+    eval_labels = [lab for lab in ds.eval_labels if lab in labels] or list(labels)
+    view_ok = _view_mask(index, st.views)
+    targets = apply_uncertainty(index[labels].to_numpy(dtype=np.float64), labels, st.uncertainty)
+    eval_cols = [labels.index(lab) for lab in eval_labels]
+    positives = targets[:, eval_cols] == 1.0
+    split = index["split"].astype(str).to_numpy()
+    patients = index["patient_id"].astype(str).to_numpy()
+
+    masks = {name: (split == name) & view_ok for name in SPLITS}
+    for name, m in masks.items():
+        if not m.any():
+            raise DataError(f"dataset '{cell.dataset}' at {root}: the {name} split has no images (views = {st.views})")
+    overlaps = patient_overlaps({name: patients[m] for name, m in masks.items()})
+    if overlaps and not st.allow_leakage:
+        detail = ", ".join(f"{k}: {v}" for k, v in overlaps.items())
+        raise LeakageError(
+            f"dataset '{cell.dataset}': {sum(overlaps.values())} patients appear in more than one split "
+            f"({detail}); set allow_leakage = true to override (the record will say so)"
+        )
+
+    before = {name: _split_summary(index, m) for name, m in masks.items()}
+    sub = np.flatnonzero(masks["train"])
+    keep = sample_patients(
+        patients[sub], positives[sub], cell.seed, fraction=cell.label_fraction, max_images=st.max_train_images
+    )
+    masks["train"] = np.zeros(len(index), dtype=bool)
+    masks["train"][sub[keep]] = True
+    if st.max_eval_images > 0:
+        for name in ("valid", "test"):
+            sub = np.flatnonzero(masks[name])
+            keep = sample_patients(patients[sub], positives[sub], EVAL_CAP_SEED, max_images=st.max_eval_images)
+            masks[name] = np.zeros(len(index), dtype=bool)
+            masks[name][sub[keep]] = True
+
+    parts = {}
+    for name, m in masks.items():
+        sel = np.flatnonzero(m)
+        parts[name] = SplitData(
+            images=_take_images(cache, cache.rows[sel]),
+            targets=np.ascontiguousarray(targets[sel]),
+            image_ids=index["image_id"].to_numpy(dtype=str)[sel],
+            patient_ids=patients[sel].astype(str),
+        )
+    manifest = {
+        "dataset": cell.dataset,
+        "root": str(root.resolve()),
+        "cache_id": cache.cache_id,
+        "cache_dir": str(cache.dir),
+        "loader_version": cache.manifest.get("loader_version"),
+        "image_size": st.image_size,
+        "views": st.views,
+        "uncertainty": st.uncertainty,
+        "labels": labels,
+        "eval_labels": eval_labels,
+        "label_fraction": cell.label_fraction,
+        "label_fraction_seed": cell.seed,
+        "max_train_images": st.max_train_images,
+        "max_eval_images": st.max_eval_images,
+        "eval_cap_seed": EVAL_CAP_SEED,
+        "allow_leakage": st.allow_leakage,
+        "patient_overlaps": overlaps,
+        "skipped_images": cache.manifest.get("n_skipped", 0),
+        "splits_before_sampling": before,
+        "splits": {name: _split_summary(index, m) for name, m in masks.items()},
+        "train_positives": {lab: int(np.nansum(parts["train"].targets[:, i] == 1.0)) for i, lab in enumerate(labels)},
+    }
+    return CellData(labels, eval_labels, parts["train"], parts["valid"], parts["test"], manifest)
+
+
+def pretrain_pool(cell: CellConfig, max_images: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unlabeled train-split images of ``cell.settings.pretrain_source`` and their patient ids.
+
+    Returns uint8 (N, S, S) and str (N,). The source's root comes from the cell's dataset
+    options when the source is the cell's dataset, else from ``pretrain_root`` in the
+    strategy options, else the source's default (e.g. the embedded phantom set). Views follow
+    ``cell.settings.views``. ``max_images > 0`` takes whole patients up to that many images
+    (seed ``cell.settings.pretrain_seed``). Leakage guard: when the source and the target are
+    the same dataset (same name or same root), no patient of the target's test split may be
+    in the pool — refused with LeakageError unless ``allow_leakage``.
+    """
+    st = cell.settings
+    source = st.pretrain_source
+    if source == cell.dataset:
+        options = dict(cell.dataset_options)
+    else:
+        pr = cell.strategy_options.get("pretrain_root")
+        options = {"root": pr} if pr else {}
+    _, src_root, cache = resolve_prepared(source, options, st.image_size)
+    index = cache.index
+    mask = (index["split"].astype(str).to_numpy() == "train") & _view_mask(index, st.views)
+    patients = index["patient_id"].astype(str).to_numpy()
+    if not mask.any():
+        raise DataError(f"pretraining source '{source}' at {src_root}: its train split has no images")
+
+    _, tgt_root, tgt_cache = resolve_prepared(cell.dataset, cell.dataset_options, st.image_size)
+    if source == cell.dataset or Path(src_root).resolve() == Path(tgt_root).resolve():
+        tgt = tgt_cache.index
+        test_patients = set(tgt["patient_id"].astype(str)[tgt["split"].astype(str) == "test"])
+        leaked = set(patients[mask]) & test_patients
+        if leaked and not st.allow_leakage:
+            raise LeakageError(
+                f"dataset '{cell.dataset}': {len(leaked)} test patients are in the pretraining pool of "
+                f"'{source}'; set allow_leakage = true to override (the record will say so)"
+            )
+    sel = np.flatnonzero(mask)
+    if max_images > 0:
+        keep = sample_patients(patients[sel], np.zeros((len(sel), 0), bool), st.pretrain_seed, max_images=max_images)
+        sel = sel[keep]
+    return _take_images(cache, cache.rows[sel]), patients[sel].astype(str)

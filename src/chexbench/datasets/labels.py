@@ -1,0 +1,224 @@
+"""The harmonized label vocabulary, each dataset's mapping onto it, and uncertainty policies.
+
+Every index carries one float column per harmonized label it knows, with values
+1.0 positive, 0.0 negative, -1.0 uncertain, NaN not mentioned. Training targets are made
+from those columns by an uncertainty policy (Irvin et al., "CheXpert", AAAI 2019, §4):
+
+    ignore   U-Ignore: uncertain → masked (NaN)
+    zeros    U-Zeros:  uncertain → 0
+    ones     U-Ones:   uncertain → 1
+    mixed    the paper's best per-label choice: U-Ones for atelectasis and edema,
+             U-Zeros for every other label
+
+Not-mentioned (NaN) stays masked under every policy: the CheXpert labeler's blank means
+"not mentioned", which is not a negative.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from chexbench.errors import ConfigError
+
+#: The harmonized vocabulary (snake_case); every dataset maps onto a subset of it.
+HARMONIZED_LABELS: tuple[str, ...] = (
+    "no_finding",
+    "enlarged_cardiomediastinum",
+    "cardiomegaly",
+    "lung_opacity",
+    "lung_lesion",
+    "edema",
+    "consolidation",
+    "pneumonia",
+    "atelectasis",
+    "pneumothorax",
+    "pleural_effusion",
+    "pleural_other",
+    "fracture",
+    "support_devices",
+    "infiltration",
+    "mass",
+    "nodule",
+    "emphysema",
+    "fibrosis",
+    "pleural_thickening",
+    "hernia",
+)
+
+# -- CheXpert (Irvin et al. 2019): the 14 observation columns of train.csv / valid.csv --
+CHEXPERT_COLUMNS: dict[str, str] = {
+    "No Finding": "no_finding",
+    "Enlarged Cardiomediastinum": "enlarged_cardiomediastinum",
+    "Cardiomegaly": "cardiomegaly",
+    "Lung Opacity": "lung_opacity",
+    "Lung Lesion": "lung_lesion",
+    "Edema": "edema",
+    "Consolidation": "consolidation",
+    "Pneumonia": "pneumonia",
+    "Atelectasis": "atelectasis",
+    "Pneumothorax": "pneumothorax",
+    "Pleural Effusion": "pleural_effusion",
+    "Pleural Other": "pleural_other",
+    "Fracture": "fracture",
+    "Support Devices": "support_devices",
+}
+#: The five CheXpert competition labels, the headline evaluation set.
+CHEXPERT_EVAL_LABELS: tuple[str, ...] = (
+    "atelectasis",
+    "cardiomegaly",
+    "consolidation",
+    "edema",
+    "pleural_effusion",
+)
+
+# -- NIH ChestX-ray14 (Wang et al., CVPR 2017): tokens of the ``Finding Labels`` column --
+NIH_FINDINGS: dict[str, str] = {
+    "Atelectasis": "atelectasis",
+    "Cardiomegaly": "cardiomegaly",
+    "Effusion": "pleural_effusion",
+    "Infiltration": "infiltration",
+    "Mass": "mass",
+    "Nodule": "nodule",
+    "Pneumonia": "pneumonia",
+    "Pneumothorax": "pneumothorax",
+    "Consolidation": "consolidation",
+    "Edema": "edema",
+    "Emphysema": "emphysema",
+    "Fibrosis": "fibrosis",
+    "Pleural_Thickening": "pleural_thickening",
+    "Hernia": "hernia",
+}
+NIH_NO_FINDING = "No Finding"
+NIH_EVAL_LABELS: tuple[str, ...] = tuple(NIH_FINDINGS.values())
+
+# -- Indiana / OpenI (Demner-Fushman et al., JAMIA 2016): MeSH terms of the reports --
+#: Lower-cased MeSH ``major`` / ``automatic`` terms → harmonized label. A term is matched on
+#: its full text first (``cardiac shadow/enlarged``), then on its first ``/`` component
+#: (``pleural effusion/right`` → ``pleural effusion``). Terms not listed (anatomy such as
+#: ``lung/hypoinflation``, ``aorta/tortuous``, ``calcified granuloma``, ``scoliosis``) carry
+#: no harmonized label. ``normal`` marks a report with no finding.
+INDIANA_TERMS: dict[str, str] = {
+    # cardiac / mediastinum
+    "cardiomegaly": "cardiomegaly",
+    "cardiac shadow/enlarged": "cardiomegaly",
+    "mediastinum/enlarged": "enlarged_cardiomediastinum",
+    "mediastinum/prominent": "enlarged_cardiomediastinum",
+    # lung parenchyma
+    "opacity": "lung_opacity",
+    "density": "lung_opacity",
+    "airspace disease": "lung_opacity",
+    "consolidation": "consolidation",
+    "pneumonia": "pneumonia",
+    "pulmonary atelectasis": "atelectasis",
+    "atelectasis": "atelectasis",
+    "atelectases": "atelectasis",
+    "pulmonary edema": "edema",
+    "edema": "edema",
+    "edemas": "edema",
+    "pulmonary congestion": "edema",  # the CheXpert labeler counts vascular congestion as edema
+    "infiltrate": "infiltration",
+    "infiltrates": "infiltration",
+    "nodule": "nodule",
+    "nodules": "nodule",
+    "mass": "mass",
+    "emphysema": "emphysema",
+    "emphysemas": "emphysema",
+    "pulmonary emphysema": "emphysema",
+    "bullous emphysema": "emphysema",
+    "pulmonary fibrosis": "fibrosis",
+    "fibrosis": "fibrosis",
+    "lung diseases, interstitial": "fibrosis",
+    "cavitation": "lung_lesion",
+    "cysts": "lung_lesion",
+    # pleura
+    "pleural effusion": "pleural_effusion",
+    "pleural effusions": "pleural_effusion",
+    "bilateral pleural effusion": "pleural_effusion",
+    "effusion": "pleural_effusion",
+    "pneumothorax": "pneumothorax",
+    "hydropneumothorax": "pneumothorax",
+    "hemopneumothorax": "pneumothorax",
+    "thickening/pleura": "pleural_thickening",
+    "pleural thickening": "pleural_thickening",
+    # other
+    "hernia, hiatal": "hernia",
+    "hiatal hernia": "hernia",
+    "hernia, diaphragmatic": "hernia",
+    "fractures, bone": "fracture",
+    "fracture": "fracture",
+    "rib fracture": "fracture",
+    "rib fractures": "fracture",
+    "catheters, indwelling": "support_devices",
+    "catheterization, central venous": "support_devices",
+    "implanted medical device": "support_devices",
+    "medical device": "support_devices",
+    "tube, inserted": "support_devices",
+    "pacemaker, artificial": "support_devices",
+    "stents": "support_devices",
+}
+INDIANA_NORMAL_TERM = "normal"
+INDIANA_UNINDEXED_TERM = "no indexing"
+#: Indiana labels the index carries: every label some term maps to, plus no_finding.
+INDIANA_LABELS: tuple[str, ...] = tuple(
+    lab for lab in HARMONIZED_LABELS if lab == "no_finding" or lab in set(INDIANA_TERMS.values())
+)
+#: Rule for Indiana's evaluation set: a label is evaluated when at least this many reports
+#: (studies) in the full collection carry it. On the 3,955 real reports (torchxrayvision's
+#: NLMCXR_reports.tgz) this keeps the labels below; counts are asserted by the tests.
+INDIANA_MIN_POSITIVE_REPORTS = 100
+INDIANA_EVAL_LABELS: tuple[str, ...] = (
+    "cardiomegaly",  # 442 positive reports
+    "lung_opacity",  # 672
+    "edema",  # 142
+    "atelectasis",  # 425
+    "pleural_effusion",  # 231
+    "support_devices",  # 277
+    "infiltration",  # 152
+    "nodule",  # 166
+    "emphysema",  # 154
+    "fracture",  # 135
+)
+
+
+def indiana_term_label(term: str) -> str | None:
+    """The harmonized label of one MeSH term (``Pleural Effusion/right`` → ``pleural_effusion``)."""
+    t = " ".join(term.strip().lower().split())
+    if t in INDIANA_TERMS:
+        return INDIANA_TERMS[t]
+    parts = t.split("/")
+    if len(parts) > 1:
+        two = "/".join(parts[:2])
+        if two in INDIANA_TERMS:
+            return INDIANA_TERMS[two]
+    return INDIANA_TERMS.get(parts[0].strip())
+
+
+# -- uncertainty policies -----------------------------------------------------------------
+UNCERTAINTY_POLICIES: tuple[str, ...] = ("ignore", "zeros", "ones", "mixed")
+#: CheXpert paper, Table 2: U-Ones was best for these labels, U-Zeros for the others.
+MIXED_U_ONES: frozenset[str] = frozenset({"atelectasis", "edema"})
+
+
+def apply_uncertainty(values: np.ndarray, labels: list[str] | tuple[str, ...], policy: str) -> np.ndarray:
+    """Training targets from raw label values under an uncertainty policy.
+
+    values: float (N, L) with 1 / 0 / -1 / NaN, columns named by ``labels``.
+    Returns float32 (N, L) with 1 / 0 / NaN (masked); the input is not modified.
+    """
+    if policy not in UNCERTAINTY_POLICIES:
+        raise ConfigError(f"unknown uncertainty policy '{policy}' (known: {', '.join(UNCERTAINTY_POLICIES)})")
+    out = np.array(values, dtype=np.float32, copy=True)
+    if out.ndim != 2 or out.shape[1] != len(labels):
+        raise ValueError(f"values must be (N, {len(labels)}), got {out.shape}")
+    uncertain = out == -1.0
+    if policy == "ignore":
+        out[uncertain] = np.nan
+    elif policy == "zeros":
+        out[uncertain] = 0.0
+    elif policy == "ones":
+        out[uncertain] = 1.0
+    else:
+        ones = np.array([lab in MIXED_U_ONES for lab in labels], dtype=bool)
+        out[uncertain & ones[None, :]] = 1.0
+        out[uncertain & ~ones[None, :]] = 0.0
+    return out
