@@ -1,0 +1,243 @@
+"""The runner: plan a grid, run the cells not yet finished, store each one as it ends.
+
+A cell runs as: seed → data (prepared cache, splits, label fraction) → backbone → strategy
+init (scratch / weights / shared pretraining) → protocol (train, select on validation,
+predict test) → metrics → atomic write. A failing cell is stored as failed with its reason
+and the grid goes on; a cell that cannot run here (e.g. no ImageNet weights) is listed as
+skipped. Rerunning the same command skips every finished cell.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+import chexbench
+from chexbench.bench import training as T
+from chexbench.bench.context import RunContext
+from chexbench.bench.metrics import macro, per_label_metrics
+from chexbench.bench.store import ResultStore, atomic_write_parquet
+from chexbench.config import CellConfig, Grid, PlannedCell
+from chexbench.errors import SkipCell
+from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
+
+SKIPPED_COLUMNS = ("cell_id", "grid", "strategy", "backbone", "dataset", "protocol", "label_fraction", "seed", "reason")
+
+
+@dataclass
+class CellOutcome:
+    cell: CellConfig
+    status: str  # "ok" | "failed" | "skipped" | "done-before"
+    seconds: float = 0.0
+    macro_auroc: float = float("nan")
+    reason: str = ""
+
+
+@dataclass
+class RunSummary:
+    outcomes: list[CellOutcome] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+
+def _git_sha() -> str:
+    try:
+        root = Path(chexbench.__file__).resolve().parents[2]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _versions() -> dict[str, str]:
+    import timm
+
+    return {"torch_version": torch.__version__, "timm_version": timm.__version__, "chexbench_version": chexbench.__version__}
+
+
+def base_record(cell: CellConfig, device: torch.device) -> dict[str, Any]:
+    return {
+        "schema_version": 0,
+        "cell_id": cell.cell_id,
+        "grid": cell.grid,
+        **cell.axis_values(),
+        "config_json": cell.canonical_json(),
+        "config_hash": cell.config_hash,
+        "status": "failed",
+        "failure_reason": "",
+        "eval_labels_json": "[]",
+        "macro_auroc": float("nan"),
+        "macro_auprc": float("nan"),
+        "metrics_json": "{}",
+        "val_macro_auroc": float("nan"),
+        "selected_epoch": -1,
+        "init_json": "{}",
+        "data_json": "{}",
+        "history_json": "[]",
+        "train_seconds": 0.0,
+        "eval_seconds": 0.0,
+        "images_per_second": 0.0,
+        "peak_memory_mb": 0.0,
+        "device_name": T.device_name(device),
+        **_versions(),
+        "git_sha": _git_sha(),
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _long_predictions(split: str, data_split: Any, scores: np.ndarray, labels: list[str]) -> pd.DataFrame:
+    n, n_labels = scores.shape
+    return pd.DataFrame(
+        {
+            "image_id": np.repeat(np.asarray(data_split.image_ids, dtype=str), n_labels),
+            "patient_id": np.repeat(np.asarray(data_split.patient_ids, dtype=str), n_labels),
+            "label": np.tile(np.asarray(labels, dtype=str), n),
+            "y_true": np.asarray(data_split.targets, dtype=np.float64).reshape(-1),
+            "y_score": scores.astype(np.float64).reshape(-1),
+            "split": split,
+        }
+    )
+
+
+def run_cell(cell: CellConfig, ctx: RunContext) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Run one cell; returns (record, predictions). Raises on failure (the caller records it)."""
+    from chexbench.datasets.celldata import build_cell_data
+
+    record = base_record(cell, ctx.device)
+    T.seed_everything(cell.seed, cell.settings.deterministic)
+    T.reset_peak_memory(ctx.device)
+    ctx.progress.message("preparing data")
+    data = build_cell_data(cell)
+    spec = BACKBONES.get(cell.backbone)
+    backbone = spec.build(cell.settings.image_size, cell.backbone_options)
+    strategy = STRATEGIES.get(cell.strategy)
+    init = strategy.init_backbone(backbone, cell, ctx)
+    T.seed_everything(cell.seed, cell.settings.deterministic)  # the protocol's randomness does not depend on pretraining
+    protocol = PROTOCOLS.get(cell.protocol)
+    result = protocol.run(backbone, data, cell, ctx, init)
+
+    eval_labels = [lbl for lbl in data.eval_labels if lbl in data.labels]
+    metrics = per_label_metrics(data.test.targets, result.test_scores, data.labels)
+    predictions = pd.concat(
+        [
+            _long_predictions("valid", data.valid, result.valid_scores, data.labels),
+            _long_predictions("test", data.test, result.test_scores, data.labels),
+        ],
+        ignore_index=True,
+    )
+    record.update(
+        status="ok",
+        eval_labels_json=json.dumps(eval_labels),
+        macro_auroc=macro(metrics, eval_labels, "auroc"),
+        macro_auprc=macro(metrics, eval_labels, "auprc"),
+        metrics_json=json.dumps(metrics, allow_nan=True),
+        val_macro_auroc=result.val_macro_auroc,
+        selected_epoch=result.selected_epoch,
+        init_json=json.dumps(init.to_dict(), default=str),
+        data_json=json.dumps({**data.manifest, "protocol_extra": result.extra}, default=str),
+        history_json=json.dumps(result.history, allow_nan=True),
+        train_seconds=result.train_seconds,
+        eval_seconds=result.eval_seconds,
+        images_per_second=result.images_per_second,
+        peak_memory_mb=T.peak_memory_mb(ctx.device),
+    )
+    return record, predictions
+
+
+def preflight(planned: list[PlannedCell]) -> None:
+    """Resolve every dataset root the runnable cells need, before anything is written.
+
+    A missing root is one clear error here rather than a failed record per cell.
+    """
+    seen: set[str] = set()
+    for p in planned:
+        if p.status != "run":
+            continue
+        cell = p.cell
+        for name, options in ((cell.dataset, cell.dataset_options),):
+            key = f"{name}:{json.dumps(options, sort_keys=True, default=str)}"
+            if key not in seen:
+                seen.add(key)
+                DATASETS.get(name).resolve_root(options)
+
+
+def write_skipped(store: ResultStore, planned: list[PlannedCell], runtime_skips: dict[str, str] | None = None) -> None:
+    """Merge this plan's skipped cells into ``skipped.parquet`` (cells that now run are removed)."""
+    path = store.root / "skipped.parquet"
+    old = pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=list(SKIPPED_COLUMNS))
+    runtime_skips = runtime_skips or {}
+    planned_ids = {p.cell.cell_id for p in planned}
+    rows = []
+    for p in planned:
+        reason = p.reason if p.status == "skipped" else runtime_skips.get(p.cell.cell_id)
+        if reason:
+            rows.append({"cell_id": p.cell.cell_id, "grid": p.cell.grid, **p.cell.axis_values(), "reason": reason})
+    keep = old[~old["cell_id"].isin(planned_ids)]
+    new = pd.concat([keep, pd.DataFrame(rows, columns=list(SKIPPED_COLUMNS))], ignore_index=True)
+    atomic_write_parquet(new.astype({"label_fraction": float, "seed": int}), path)
+
+
+def run_grid(
+    grid: Grid,
+    results_dir: Path,
+    ctx: RunContext,
+    only: dict[str, list[str]] | None = None,
+    overwrite: bool = False,
+    on_cell_start=None,
+    on_cell_end=None,
+    cells: list[PlannedCell] | None = None,
+) -> RunSummary:
+    """Run every runnable, unfinished cell of ``grid``; store each as it ends."""
+    store = ResultStore(results_dir)
+    planned = cells if cells is not None else grid.cells(only)
+    preflight(planned)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    summary = RunSummary()
+    runtime_skips: dict[str, str] = {}
+    for p in planned:
+        if p.status == "skipped":
+            summary.outcomes.append(CellOutcome(p.cell, "skipped", reason=p.reason))
+    write_skipped(store, planned)
+    todo = [p for p in planned if p.status == "run"]
+    for i, p in enumerate(todo):
+        cell = p.cell
+        if store.has(cell.cell_id) and not overwrite:
+            summary.outcomes.append(CellOutcome(cell, "done-before"))
+            if on_cell_end:
+                on_cell_end(i, cell, summary.outcomes[-1])
+            continue
+        if on_cell_start:
+            on_cell_start(i, cell)
+        t0 = time.perf_counter()
+        try:
+            record, predictions = run_cell(cell, ctx)
+            store.write(record, predictions)
+            outcome = CellOutcome(cell, "ok", time.perf_counter() - t0, record["macro_auroc"])
+        except SkipCell as e:
+            runtime_skips[cell.cell_id] = str(e)
+            write_skipped(store, planned, runtime_skips)
+            outcome = CellOutcome(cell, "skipped", time.perf_counter() - t0, reason=str(e))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # the cell failed; record why and go on with the grid
+            reason = f"{type(e).__name__}: {e}"
+            record = base_record(cell, ctx.device)
+            record["failure_reason"] = reason
+            record["data_json"] = json.dumps({"traceback": traceback.format_exc(limit=8)})
+            store.write(record, None)
+            outcome = CellOutcome(cell, "failed", time.perf_counter() - t0, reason=reason)
+        summary.outcomes.append(outcome)
+        if on_cell_end:
+            on_cell_end(i, cell, outcome)
+    return summary

@@ -1,0 +1,208 @@
+"""Core commands: list, plan, run, status."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from chexbench.cli.app import app, console
+from chexbench.errors import ConfigError
+
+RESULTS_HELP = "results directory (one Parquet record + predictions per cell)"
+GridOpt = Annotated[str, typer.Option("--grid", "-g", help="grid preset name (smoke, full) or path to a TOML file")]
+OnlyOpt = Annotated[
+    list[str] | None,
+    typer.Option("--only", help="keep cells whose axis matches, e.g. --only strategy=scratch,simclr --only seed=0"),
+]
+ResultsOpt = Annotated[Path, typer.Option("--results", "-r", help=RESULTS_HELP)]
+
+
+@app.command("list")
+def list_cmd(
+    what: Annotated[str, typer.Argument(help="strategies | backbones | datasets | protocols | grids | all")] = "all",
+    profile: Annotated[bool, typer.Option(help="count parameters and GFLOPs of each backbone")] = True,
+) -> None:
+    """Show what is registered (plugins included), with one-line descriptions."""
+    from chexbench.registry import REGISTRIES
+
+    kinds = list(REGISTRIES) if what == "all" else [what]
+    for kind in kinds:
+        if kind not in REGISTRIES:
+            raise ConfigError(f"unknown registry '{kind}'; choose from {', '.join(REGISTRIES)}")
+        table = Table(title=kind, title_justify="left")
+        table.add_column("name", style="bold cyan")
+        show_profile = kind == "backbones" and profile
+        if show_profile:
+            table.add_column("params (M)", justify="right")
+            table.add_column("GFLOPs", justify="right")
+        table.add_column("description")
+        table.add_column("source", style="dim")
+        for e in REGISTRIES[kind].entries():
+            extra: list[str] = []
+            if show_profile:
+                extra = _profile_cells(e.name)
+            table.add_row(e.name, *extra, e.description, e.source)
+        console.print(table)
+
+
+def _profile_cells(name: str) -> list[str]:
+    try:
+        from chexbench.backbones.profile import profile_backbone
+    except ImportError:
+        return ["", ""]
+    size = 64 if "tiny" in name else 224
+    params, gflops = profile_backbone(name, size)
+    return [f"{params:.1f}", f"{gflops:.2f} @{size}px"]
+
+
+@app.command()
+def plan(grid: GridOpt = "smoke", only: OnlyOpt = None, results: ResultsOpt = Path("chexbench-results")) -> None:
+    """Print the cells of a grid, what is skipped and why, and the shared pretraining runs."""
+    from chexbench.bench.store import ResultStore
+    from chexbench.config import load_grid, parse_only
+    from chexbench.registry import STRATEGIES
+
+    g = load_grid(grid)
+    planned = g.cells(parse_only(only))
+    store = ResultStore(results)
+    table = Table(title=f"grid {g.name}: {g.description}", title_justify="left")
+    for col in ("cell", "strategy", "backbone", "dataset", "protocol", "fraction", "seed", "status"):
+        table.add_column(col)
+    pretrain: dict[str, list[str]] = {}
+    for p in planned:
+        c = p.cell
+        if p.status == "run":
+            key = STRATEGIES.get(c.strategy).pretrain_key(c)
+            if key is not None:
+                from chexbench.config import CellConfig  # noqa: F401  (documentation of the key's origin)
+
+                run = f"{c.strategy}/{c.backbone}/{c.settings.pretrain_source}/seed{c.settings.pretrain_seed}"
+                pretrain.setdefault(run, []).append(c.cell_id)
+        state = ("[green]done" if store.has(c.cell_id) else "run") if p.status == "run" else f"[yellow]skipped[/]: {p.reason}"
+        table.add_row(c.cell_id, c.strategy, c.backbone, c.dataset, c.protocol, f"{c.label_fraction:g}", str(c.seed), state)
+    if len(planned) <= 400:
+        console.print(table)
+    counts = Counter(p.status for p in planned)
+    done = sum(store.has(p.cell.cell_id) for p in planned if p.status == "run")
+    console.print(
+        f"[bold]{len(planned)} cells[/]: {counts.get('run', 0)} to run ({done} already done), "
+        f"{counts.get('skipped', 0)} skipped; {len(pretrain)} shared pretraining runs"
+    )
+    reasons = Counter(p.reason for p in planned if p.status == "skipped")
+    for reason, n in reasons.most_common():
+        console.print(f"  [yellow]skipped ×{n}[/]: {reason}")
+    for run, ids in sorted(pretrain.items()):
+        console.print(f"  pretraining [cyan]{run}[/] serves {len(ids)} cells")
+
+
+class _RichStepProgress:
+    """Adapts a Rich Progress to the StepProgress protocol for within-cell steps."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.task = progress.add_task("", total=1, visible=False)
+
+    def start(self, description: str, total: int) -> None:
+        self.progress.reset(self.task, total=max(total, 1), description=f"  {description}", visible=True)
+
+    def advance(self, n: int = 1) -> None:
+        self.progress.advance(self.task, n)
+
+    def message(self, text: str) -> None:
+        self.progress.update(self.task, description=f"  {text}")
+
+
+@app.command()
+def run(
+    grid: GridOpt = "smoke",
+    results: ResultsOpt = Path("chexbench-results"),
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
+    only: OnlyOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="rerun and rewrite cells that already finished")] = False,
+) -> None:
+    """Run every unfinished cell of a grid; finished cells are skipped (resume)."""
+    from chexbench.bench.context import RunContext, resolve_device
+    from chexbench.bench.runner import run_grid
+    from chexbench.config import load_grid, parse_only
+    from chexbench.paths import cache_dir
+
+    g = load_grid(grid)
+    only_map = parse_only(only)
+    dev = resolve_device(device)
+    planned = g.cells(only_map)
+    n_run = sum(p.status == "run" for p in planned)
+    console.print(
+        f"grid [bold]{g.name}[/] → {results}: {n_run} runnable cells, {len(planned) - n_run} skipped, device {dev}"
+    )
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False
+    ) as progress:
+        grid_task = progress.add_task("cells", total=n_run)
+        steps = _RichStepProgress(progress)
+        ctx = RunContext(device=dev, results_dir=results, cache_dir=cache_dir(), progress=steps)
+
+        def on_start(i: int, cell) -> None:
+            progress.update(grid_task, description=f"cell {i + 1}/{n_run} {cell.label()}")
+
+        def on_end(i: int, cell, outcome) -> None:
+            progress.advance(grid_task)
+            if outcome.status == "ok":
+                progress.console.print(
+                    f"  [green]ok[/] {cell.cell_id} {cell.label()}  macro AUROC {outcome.macro_auroc:.3f}  ({outcome.seconds:.1f}s)"
+                )
+            elif outcome.status == "failed":
+                progress.console.print(f"  [red]failed[/] {cell.cell_id} {cell.label()}: {outcome.reason}")
+            elif outcome.status == "skipped":
+                progress.console.print(f"  [yellow]skipped[/] {cell.cell_id} {cell.label()}: {outcome.reason}")
+
+        summary = run_grid(g, results, ctx, cells=planned, overwrite=overwrite, on_cell_start=on_start, on_cell_end=on_end)
+    before = summary.count("done-before")
+    ran = summary.count("ok") + summary.count("failed")
+    if ran == 0 and before:
+        console.print(f"nothing to train: all {before} runnable cells already finished in {results}")
+    console.print(
+        f"[bold]done[/]: {summary.count('ok')} ok, {summary.count('failed')} failed, "
+        f"{before} finished before, {summary.count('skipped')} skipped → {results}"
+    )
+    if summary.count("failed"):
+        sys.exit(1)
+
+
+@app.command()
+def status(
+    results: ResultsOpt = Path("chexbench-results"),
+    grid: Annotated[str | None, typer.Option("--grid", "-g", help="also count the grid's pending cells")] = None,
+    only: OnlyOpt = None,
+) -> None:
+    """Done / pending / failed / skipped cells, per grid."""
+    from chexbench.bench.store import ResultStore
+    from chexbench.config import load_grid, parse_only
+
+    store = ResultStore(results)
+    recs = store.records()
+    table = Table(title=f"results in {results}", title_justify="left")
+    for col in ("grid", "done", "failed", "pending", "skipped"):
+        table.add_column(col, justify="right" if col != "grid" else "left")
+    rows: dict[str, Counter] = {}
+    for _, r in recs.iterrows():
+        rows.setdefault(str(r["grid"]), Counter())["done" if r["status"] == "ok" else "failed"] += 1
+    if grid:
+        g = load_grid(grid)
+        c = rows.setdefault(g.name, Counter())
+        for p in g.cells(parse_only(only)):
+            if p.status == "skipped":
+                c["skipped"] += 1
+            elif store.status_of(p.cell.cell_id) == "pending":
+                c["pending"] += 1
+    for name, c in sorted(rows.items()):
+        table.add_row(name, str(c["done"]), str(c["failed"]), str(c["pending"]) if grid else "-", str(c["skipped"]) if grid else "-")
+    console.print(table)
+    failed = recs[recs["status"] != "ok"] if len(recs) else recs
+    for _, r in failed.iterrows():
+        console.print(f"  [red]failed[/] {r['cell_id']} {r['strategy']}/{r['backbone']}/{r['dataset']}/{r['protocol']}: {r['failure_reason']}")
