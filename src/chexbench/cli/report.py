@@ -1,0 +1,29 @@
+"""``chexbench report``: report.md, figures and leaderboard tables from a results directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from chexbench.cli.app import app, console
+from chexbench.errors import ConfigError
+
+
+@app.command("report")
+def report(
+    results: Annotated[Path, typer.Option("--results", help="results directory written by `chexbench run`")] = Path("chexbench-results"),
+    baseline: Annotated[str, typer.Option("--baseline", help="strategy every other strategy is compared with")] = "scratch",
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="patient-level bootstrap resamples")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the bootstrap resamples")] = 0,
+    figures: Annotated[bool, typer.Option("--figures/--no-figures", help="render figures/*.png")] = True,
+) -> None:
+    """Write report.md (leaderboards with patient-level bootstrap CIs, paired Δ vs baseline), figures and leaderboard.parquet/.csv."""
+    from chexbench.reports.report import write_report
+
+    if bootstrap < 100:
+        raise ConfigError(f"--bootstrap must be at least 100 for a 95% percentile interval, got {bootstrap}")
+    with console.status("scoring cells and bootstrapping…"):
+        path = write_report(results, baseline=baseline, n_boot=bootstrap, seed=seed, figures=figures)
+    console.print(str(path), highlight=False, soft_wrap=True)

@@ -1,0 +1,199 @@
+"""Patient-level (cluster) bootstrap of per-label AUROC and AUPRC, shared across labels and cells.
+
+Images of one patient are correlated, so the resampling unit is the patient (Field & Welsh
+2007, cluster bootstrap; Efron & Tibshirani 1993 ch. 13 percentile intervals): draw the test
+set's patients with replacement, each image inherits its patient's count as a weight. One set
+of resamples is drawn per test set (its sorted patient ids and a seed) and reused for every
+label and every cell evaluated on that test set, so paired differences are computed on the
+same resampled patients.
+
+A resample in which a label has no positive (or no negative) weight has no AUROC: it is
+recorded as NaN, *counted* (``n_degenerate``) and left out of that label's percentile
+interval (the interval is conditional on both classes being present).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from chexbench.errors import DataError
+from chexbench.reports.auroc import SortedLabel
+
+DEFAULT_N_BOOT = 2000
+DEFAULT_SEED = 0
+CI_LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class PatientResamples:
+    """``n_boot`` patient-level resamples of one test set: ``weights`` (B, n_patients) counts."""
+
+    patient_ids: np.ndarray  # (n_patients,) sorted unique ids (str)
+    weights: np.ndarray  # (B, n_patients) float64 multinomial counts, each row sums to n_patients
+    seed: int
+
+    @property
+    def n_boot(self) -> int:
+        return int(self.weights.shape[0])
+
+    def index_of(self, patient_ids: np.ndarray | pd.Series) -> np.ndarray:
+        """Column index in ``weights`` of each given patient id; DataError on an unknown id."""
+        ids = np.asarray(patient_ids).astype(str)
+        pos = np.searchsorted(self.patient_ids, ids)
+        pos_clipped = np.minimum(pos, len(self.patient_ids) - 1)
+        bad = (pos >= len(self.patient_ids)) | (self.patient_ids[pos_clipped] != ids)
+        if bad.any():
+            raise DataError(f"patient_id '{ids[bad][0]}' is not in this test set's resamples")
+        return pos
+
+
+def patient_set_key(patient_ids: np.ndarray | pd.Series) -> str:
+    """A short stable hash of a test set's patient set (cells with equal keys share resamples)."""
+    ids = np.unique(np.asarray(patient_ids).astype(str))
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def draw_patient_resamples(patient_ids: np.ndarray | pd.Series, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) -> PatientResamples:
+    """Draw ``n_boot`` resamples of the unique patients; reproducible from (patient set, seed).
+
+    The random stream is seeded by ``seed`` and the test set's key, so a test set gets the
+    same resamples whatever other test sets are analysed beside it.
+    """
+    ids = np.unique(np.asarray(patient_ids).astype(str))
+    n = len(ids)
+    if n == 0:
+        raise DataError("cannot bootstrap an empty test set (no patients)")
+    key = int(patient_set_key(ids), 16)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), key]))
+    draws = rng.integers(0, n, size=(n_boot, n))
+    offsets = (np.arange(n_boot, dtype=np.int64) * n)[:, None]
+    counts = np.bincount((draws + offsets).ravel(), minlength=n_boot * n).reshape(n_boot, n)
+    return PatientResamples(ids, counts.astype(np.float64), int(seed))
+
+
+@dataclass
+class LabelScores:
+    """One label of one cell: point estimates, resample replicates and what made them undefined."""
+
+    label: str
+    n_pos: int
+    n_neg: int
+    n_patients: int
+    auroc: float
+    auprc: float
+    auroc_boot: np.ndarray  # (B,), NaN where the resample lost a class
+    auprc_boot: np.ndarray
+    reason: str = ""  # why the point estimate is undefined ("" when defined)
+
+    @property
+    def defined(self) -> bool:
+        return bool(np.isfinite(self.auroc))
+
+    @property
+    def n_degenerate(self) -> int:
+        return int(np.isnan(self.auroc_boot).sum()) if self.defined else len(self.auroc_boot)
+
+
+@dataclass
+class CellScores:
+    """Every evaluated label of one set of predictions on one test set."""
+
+    name: str
+    labels: dict[str, LabelScores] = field(default_factory=dict)
+    n_images: int = 0
+    n_patients: int = 0
+
+    def defined_labels(self) -> list[str]:
+        return [k for k, v in self.labels.items() if v.defined]
+
+
+def percentile_ci(replicates: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float]:
+    """Percentile interval of the finite replicates (NaN, NaN when there are none). (B,) → 2 floats."""
+    r = np.asarray(replicates, dtype=float)
+    r = r[np.isfinite(r)]
+    if len(r) == 0:
+        return float("nan"), float("nan")
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(r, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def check_prediction_frame(df: pd.DataFrame, source: str) -> None:
+    """DataError naming ``source`` and the column when a long-form prediction table is malformed."""
+    need = ("image_id", "patient_id", "label", "y_true", "y_score")
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise DataError(f"{source}: missing column(s) {', '.join(missing)} (need {', '.join(need)})")
+    for col in ("y_true", "y_score"):
+        if not pd.api.types.is_numeric_dtype(df[col]):
+            raise DataError(f"{source}: column '{col}' must be numeric")
+    bad_true = df["y_true"].notna() & ~df["y_true"].isin([0, 1])
+    if bad_true.any():
+        v = df.loc[bad_true, "y_true"].iloc[0]
+        raise DataError(f"{source}: column 'y_true' must be 0, 1 or empty (masked), found {v!r}")
+    bad_score = df["y_true"].notna() & ~np.isfinite(df["y_score"].to_numpy(dtype=float))
+    if bad_score.any():
+        raise DataError(f"{source}: column 'y_score' has a non-finite value at image '{df.loc[bad_score, 'image_id'].iloc[0]}'")
+    dup = df.duplicated(["image_id", "label"])
+    if dup.any():
+        r = df.loc[dup].iloc[0]
+        raise DataError(f"{source}: image '{r['image_id']}' has label '{r['label']}' twice")
+
+
+def score_predictions(
+    predictions: pd.DataFrame,
+    resamples: PatientResamples,
+    labels: list[str] | None = None,
+    name: str = "",
+) -> CellScores:
+    """Per-label AUROC/AUPRC with replicates under ``resamples``; masked rows (NaN y_true) dropped.
+
+    ``predictions``: long form with image_id, patient_id, label, y_true, y_score (one split).
+    ``labels``: the evaluation label set (default: every label present), in report order.
+    """
+    df = predictions[predictions["y_true"].notna()]
+    if labels is None:
+        labels = list(dict.fromkeys(predictions["label"].astype(str)))
+    out = CellScores(name=name, n_images=int(df["image_id"].nunique()), n_patients=int(df["patient_id"].nunique()))
+    grouped = {str(k): g for k, g in df.groupby("label", sort=False)}
+    n_boot = resamples.n_boot
+    for label in labels:
+        g = grouped.get(label)
+        if g is None or len(g) == 0:
+            out.labels[label] = _undefined(label, 0, 0, 0, n_boot, "no test image has a known value for this label")
+            continue
+        y = g["y_true"].to_numpy(dtype=float)
+        n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+        n_pat = int(g["patient_id"].nunique())
+        if n_pos == 0 or n_neg == 0:
+            why = "no positive test image" if n_pos == 0 else "no negative test image"
+            out.labels[label] = _undefined(label, n_pos, n_neg, n_pat, n_boot, why)
+            continue
+        cluster = resamples.index_of(g["patient_id"].to_numpy())
+        op = SortedLabel(y, g["y_score"].to_numpy(dtype=float), cluster, len(resamples.patient_ids))
+        point_a, point_p = op.evaluate(np.ones((1, len(resamples.patient_ids))))
+        boot_a, boot_p = op.evaluate(resamples.weights)
+        out.labels[label] = LabelScores(label, n_pos, n_neg, n_pat, float(point_a[0]), float(point_p[0]), boot_a, boot_p)
+    return out
+
+
+def _undefined(label: str, n_pos: int, n_neg: int, n_pat: int, n_boot: int, reason: str) -> LabelScores:
+    nan = np.full(n_boot, np.nan)
+    return LabelScores(label, n_pos, n_neg, n_pat, float("nan"), float("nan"), nan, nan.copy(), reason)
+
+
+def macro_replicates(cell: CellScores, labels: list[str], metric: str = "auroc") -> np.ndarray:
+    """Mean over ``labels`` per resample; NaN where any of them lost a class. → (B,)."""
+    arrays = [getattr(cell.labels[k], f"{metric}_boot") for k in labels]
+    if not arrays:
+        return np.full(0, np.nan)
+    return np.mean(np.vstack(arrays), axis=0)  # NaN propagates: degenerate resample
+
+
+def macro_point(cell: CellScores, labels: list[str], metric: str = "auroc") -> float:
+    vals = [getattr(cell.labels[k], metric) for k in labels]
+    return float(np.mean(vals)) if vals else float("nan")

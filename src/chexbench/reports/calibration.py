@@ -1,0 +1,143 @@
+"""Calibration and an operating point chosen on validation, reported beside AUROC.
+
+- Expected calibration error (Naeini et al. 2015; Guo et al. 2017): 15 equal-width bins of the
+  predicted probability, ECE = Σ_bins (n_bin / n) · |mean(y) − mean(p)|, per label on test.
+- Operating point: the threshold maximizing Youden's J = sensitivity + specificity − 1
+  (Youden 1950) on the *validation* split, then sensitivity and specificity at that threshold
+  on test (never chosen on test). A label without both classes on validation has none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+N_BINS = 15
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Per-bin counts, mean predicted probability and observed frequency; (n_bins,) arrays."""
+
+    edges: np.ndarray  # (n_bins + 1,)
+    count: np.ndarray
+    mean_predicted: np.ndarray  # NaN for empty bins
+    observed: np.ndarray  # NaN for empty bins
+    ece: float
+
+
+def reliability(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = N_BINS) -> Reliability:
+    """Reliability table and ECE of probabilities ``y_prob`` (n,) for outcomes ``y_true`` (n,) in {0,1}."""
+    y = np.asarray(y_true, dtype=float)
+    p = np.asarray(y_prob, dtype=float)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    if len(y) == 0:
+        nan = np.full(n_bins, np.nan)
+        return Reliability(edges, np.zeros(n_bins, int), nan, nan.copy(), float("nan"))
+    if p.min() < 0 or p.max() > 1:
+        raise ValueError("ECE needs probabilities in [0, 1]")
+    bin_of = np.clip(np.digitize(p, edges[1:-1], right=True), 0, n_bins - 1)  # bins (a, b], first [0, b]
+    count = np.bincount(bin_of, minlength=n_bins)
+    sum_p = np.bincount(bin_of, weights=p, minlength=n_bins)
+    sum_y = np.bincount(bin_of, weights=y, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.where(count > 0, sum_p / count, np.nan)
+        obs = np.where(count > 0, sum_y / count, np.nan)
+    ece = float(np.nansum(count / len(y) * np.abs(obs - mean_p)))
+    return Reliability(edges, count, mean_p, obs, ece)
+
+
+def expected_calibration_error(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = N_BINS) -> float:
+    return reliability(y_true, y_prob, n_bins).ece
+
+
+def youden_threshold(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """Threshold t (predict positive when score ≥ t) maximizing sensitivity + specificity − 1.
+
+    Among equal J the largest threshold wins (the most specific). NaN without both classes.
+    """
+    from sklearn.metrics import roc_curve
+
+    y = np.asarray(y_true, dtype=float)
+    if y.min(initial=1) == y.max(initial=0) or len(y) == 0:
+        return float("nan")
+    fpr, tpr, thr = roc_curve(y, y_score, drop_intermediate=False)
+    j = tpr - fpr
+    finite = np.isfinite(thr)
+    best = np.flatnonzero(finite & (j == j[finite].max()))
+    return float(thr[best[0]])  # thresholds are decreasing: the first is the largest
+
+
+def sensitivity_specificity(y_true: np.ndarray, y_score: np.ndarray, threshold: float) -> tuple[float, float]:
+    y = np.asarray(y_true, dtype=float) > 0.5
+    called = np.asarray(y_score, dtype=float) >= threshold
+    sens = float(called[y].mean()) if y.any() else float("nan")
+    spec = float((~called[~y]).mean()) if (~y).any() else float("nan")
+    return sens, spec
+
+
+def cell_calibration(predictions: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """Per label: test ECE, the validation-chosen threshold and test sensitivity / specificity."""
+    rows = []
+    df = predictions[predictions["y_true"].notna()]
+    split = df["split"] if "split" in df.columns else pd.Series("test", index=df.index)
+    probabilities = bool(len(df) == 0 or (df["y_score"].min() >= 0 and df["y_score"].max() <= 1))
+    for label in labels:
+        test = df[(df["label"] == label) & (split == "test")]
+        valid = df[(df["label"] == label) & (split == "valid")]
+        note = []
+        ece = float("nan")
+        if not probabilities:
+            note.append("scores are not probabilities: no ECE")
+        elif len(test):
+            ece = expected_calibration_error(test["y_true"].to_numpy(), test["y_score"].to_numpy())
+        thr = youden_threshold(valid["y_true"].to_numpy(), valid["y_score"].to_numpy()) if len(valid) else float("nan")
+        sens = spec = float("nan")
+        if np.isfinite(thr):
+            sens, spec = sensitivity_specificity(test["y_true"].to_numpy(), test["y_score"].to_numpy(), thr)
+        else:
+            note.append("no operating point: validation lacks a class" if len(valid) else "no validation predictions")
+        rows.append({"label": label, "ece": ece, "threshold": thr, "sensitivity": sens, "specificity": spec, "note": "; ".join(note)})
+    return pd.DataFrame(rows, columns=["label", "ece", "threshold", "sensitivity", "specificity", "note"])
+
+
+def reliability_figures(results, tables, figures_dir: Path) -> list[tuple[str, Path]]:
+    """One reliability diagram per (dataset, protocol): the top configuration at the largest
+    label fraction, first seed, test images of every macro label pooled."""
+    from chexbench.reports.plots import _pyplot, _slug, save_figure
+
+    lb = tables.leaderboard
+    out: list[tuple[str, Path]] = []
+    if lb.empty:
+        return out
+    for (dataset, protocol), g in lb.groupby(["dataset", "protocol"], sort=True):
+        g = g[(g["label_fraction"] == g["label_fraction"].max()) & g["macro_auroc"].notna()]
+        labels = tables.macro_labels.get(dataset, [])
+        if g.empty or not labels:
+            continue
+        best = g.sort_values(["macro_auroc", "strategy"], ascending=[False, True]).iloc[0]
+        cell_id = best["cell_ids"].split(",")[0]
+        preds = results.predictions(cell_id)
+        test = preds[(preds["split"] == "test") & preds["y_true"].notna() & preds["label"].isin(labels)]
+        if test.empty or test["y_score"].min() < 0 or test["y_score"].max() > 1:
+            continue
+        rel = reliability(test["y_true"].to_numpy(), test["y_score"].to_numpy())
+        plt = _pyplot()
+        fig, (ax, axh) = plt.subplots(2, 1, figsize=(4.6, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+        centers = (rel.edges[:-1] + rel.edges[1:]) / 2
+        width = rel.edges[1] - rel.edges[0]
+        ax.bar(centers, np.nan_to_num(rel.observed), width=width * 0.9, color="tab:blue", alpha=0.7, label="observed frequency")
+        ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
+        ax.plot(rel.mean_predicted, rel.observed, "o-", color="tab:red", ms=3, lw=1, label="mean predicted → observed")
+        ax.set_ylabel("fraction positive")
+        ax.set_title(f"{dataset} · {protocol} · {best['strategy']}/{best['backbone']}\nECE = {rel.ece:.3f} ({len(labels)} labels pooled)", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+        axh.bar(centers, rel.count, width=width * 0.9, color="grey")
+        axh.set_xlabel("predicted probability")
+        axh.set_ylabel("images")
+        title = f"Reliability · {dataset} · {protocol}"
+        out.append((title, save_figure(fig, figures_dir / f"reliability_{_slug(dataset, protocol)}.png")))
+    return out

@@ -1,0 +1,97 @@
+"""``write_report``: a pure function from a results directory to report.md, figures and tables.
+
+Outputs (in the results directory, each written atomically):
+    report.md                 summary, leaderboards, comparisons, per-label tables, calibration,
+                              skipped / failed cells, methods, provenance
+    leaderboard.parquet/.csv  one row per configuration (seeds pooled)
+    per_label.parquet/.csv    one row per configuration × label
+    figures/*.png             label-fraction curves, ROC curves, forest plot, reliability
+                              diagrams, pretraining loss curves
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chexbench.bench.store import atomic_write_parquet, atomic_write_text
+from chexbench.reports.aggregate import LoadedResults, load_results
+from chexbench.reports.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED
+from chexbench.reports.leaderboard import Tables, build_tables
+from chexbench.reports.markdown import (
+    calibration_section,
+    comparison_section,
+    failed_section,
+    leaderboard_section,
+    per_label_section,
+    provenance_section,
+    skipped_section,
+    summary_section,
+)
+
+
+def methods_section(results: LoadedResults) -> str:
+    return (
+        "## Methods\n\n"
+        f"- Per-label AUROC (exact Mann–Whitney with midranks for ties) and AUPRC (average precision) on the test split; "
+        "masked labels (not mentioned, or uncertain under U-Ignore) are dropped per label.\n"
+        f"- 95% intervals: patient-level (cluster) bootstrap, {results.n_boot} resamples, seed {results.seed}, percentile. "
+        "Patients are resampled, not images, because images of one patient are correlated. The same resamples serve every "
+        "label and every cell evaluated on the same test set.\n"
+        "- Resamples in which a label has no positive or no negative image have no AUROC; they are counted and left out "
+        "of that interval (column `n_degenerate` of `leaderboard.csv`). A macro value needs every macro label defined.\n"
+        "- Seeds: mean ± sd over seeds; the interval is a two-level bootstrap (seeds resampled inside each patient "
+        "resample), so it covers test-sample and seed variation. With one seed it is the patient-level interval only.\n"
+        "- Paired Δ vs the baseline: same patient resamples for both arms; two-sided p by inverting the percentile "
+        "interval; Holm and Benjamini–Hochberg corrections over the family stated above.\n"
+        "- DeLong's test assumes independent images; it is a cross-check only (see `docs/STATISTICS.md`).\n"
+    )
+
+
+def render_report(results: LoadedResults, tables: Tables, figures_md: str = "") -> str:
+    """The full Markdown text of the report."""
+    n_ok, n_failed, n_skipped = len(results.ok), len(results.failed), len(results.skipped)
+    intro = (
+        "# chexbench report\n\n"
+        f"Results: `{results.root.name}` — {n_ok} cell(s) scored, {n_failed} failed, {n_skipped} skipped. "
+        f"Baseline: `{tables.baseline}`. Intervals: 95%, patient-level bootstrap with {results.n_boot} resamples "
+        f"(seed {results.seed}); seeds pooled by a two-level bootstrap (see Methods).\n"
+    )
+    sections = [
+        intro,
+        summary_section(tables),
+        leaderboard_section(tables, results),
+        comparison_section(tables),
+        per_label_section(tables),
+        calibration_section(tables, results),
+    ]
+    if figures_md:
+        sections.append(figures_md)
+    sections += [skipped_section(results), failed_section(results), methods_section(results), provenance_section(results)]
+    return "\n".join(s.rstrip() + "\n" for s in sections)
+
+
+def write_report(
+    results_dir: str | Path,
+    baseline: str = "scratch",
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
+    figures: bool = True,
+) -> Path:
+    """Score every finished cell of ``results_dir`` and write the report; returns report.md's path."""
+    results = load_results(results_dir, n_boot=n_boot, seed=seed)
+    tables = build_tables(results, baseline=baseline)
+    root = Path(results_dir)
+    figures_md = ""
+    if figures:
+        from chexbench.reports.plots import write_figures
+
+        figures_md = write_figures(results, tables, root / "figures")
+    if not tables.leaderboard.empty:
+        atomic_write_parquet(tables.leaderboard, root / "leaderboard.parquet")
+        atomic_write_text(tables.leaderboard.to_csv(index=False), root / "leaderboard.csv")
+    if not tables.per_label.empty:
+        atomic_write_parquet(tables.per_label, root / "per_label.parquet")
+        atomic_write_text(tables.per_label.to_csv(index=False), root / "per_label.csv")
+    path = root / "report.md"
+    atomic_write_text(render_report(results, tables, figures_md), path)
+    return path

@@ -1,0 +1,88 @@
+"""write_report / `chexbench report` on a synthetic result store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
+
+from chexbench.bench.store import ResultStore
+from chexbench.cli import app
+from chexbench.errors import DataError
+from chexbench.reports.report import write_report
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    from synthetic_store import write_synthetic_results
+
+    root = write_synthetic_results(tmp_path_factory.mktemp("rep") / "results", fractions=(0.1, 1.0))
+    write_report(root, n_boot=200, seed=0)
+    return root
+
+
+def test_report_sections_and_files(report_dir):
+    text = (report_dir / "report.md").read_text()
+    for heading in ("## Summary", "## Leaderboards", "### chexpert · finetune", "## Paired comparisons vs `scratch`",
+                    "## Per-label AUROC", "## Calibration and operating point", "## Figures", "## Skipped cells",
+                    "## Failed cells", "## Appendix: provenance"):
+        assert heading in text, heading
+    assert "no ImageNet weights file" in text  # skipped reason
+    assert "loss became NaN at epoch 2 step 17" in text  # failure reason
+    assert "n/a (no positive test image)" in text  # undefined label, no fake number
+    for name in ("leaderboard.parquet", "leaderboard.csv", "per_label.parquet", "per_label.csv",
+                 "figures/forest_delta.png", "figures/fraction_chexpert_finetune.png", "figures/roc_chexpert_finetune.png",
+                 "figures/reliability_chexpert_finetune.png", "figures/pretrain_loss.png"):
+        assert (report_dir / name).stat().st_size > 0, name
+    assert not list(report_dir.rglob("*.tmp"))
+
+
+def test_leaderboard_numbers_match_sklearn(report_dir):
+    lb = pd.read_parquet(report_dir / "leaderboard.parquet")
+    assert len(lb) == 2 * 3 * 2  # backbones × strategies × fractions
+    store = ResultStore(report_dir)
+    row = lb[(lb["strategy"] == "simclr") & (lb["backbone"] == "resnet50") & (lb["label_fraction"] == 1.0)].iloc[0]
+    labels = json.loads(row["labels"])
+    assert labels == ["atelectasis", "cardiomegaly", "edema"]  # pneumothorax undefined on test
+    per_seed = []
+    for cell_id in row["cell_ids"].split(","):
+        p = store.predictions(cell_id)
+        p = p[(p["split"] == "test") & p["y_true"].notna()]
+        per_seed.append(np.mean([roc_auc_score(g["y_true"], g["y_score"]) for _, g in p[p["label"].isin(labels)].groupby("label")]))
+    assert row["macro_auroc"] == pytest.approx(np.mean(per_seed), abs=1e-12)
+    assert row["macro_auroc_sd"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-12)
+    assert row["macro_auroc_ci_low"] < row["macro_auroc"] < row["macro_auroc_ci_high"]
+    assert row["n_seeds"] == 2
+    base = lb[(lb["strategy"] == "scratch") & (lb["backbone"] == "resnet50") & (lb["label_fraction"] == 1.0)].iloc[0]
+    assert row["delta"] == pytest.approx(row["macro_auroc"] - base["macro_auroc"], abs=1e-12)
+    assert row["delta_ci_low"] <= row["delta"] <= row["delta_ci_high"]
+    assert (lb["p_holm"].dropna() >= lb["p_value"].dropna()).all()
+
+
+def test_report_cli_prints_path(report_dir):
+    result = CliRunner().invoke(app, ["report", "--results", str(report_dir), "--bootstrap", "100", "--no-figures"])
+    assert result.exit_code == 0, result.output
+    assert str(report_dir / "report.md") in result.output
+
+
+def test_report_cli_missing_dir_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["report", "--results", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "results directory not found" in result.output
+
+
+def test_malformed_predictions_writes_nothing(tmp_path):
+    from synthetic_store import write_synthetic_results
+
+    root = write_synthetic_results(tmp_path / "r", seeds=(0,), n_patients=8)
+    store = ResultStore(root)
+    bad = store.predictions(store.cell_ids()[0]).drop(columns=["y_score"])
+    bad.to_parquet(store.predictions_path(store.cell_ids()[0]))
+    with pytest.raises(DataError, match="missing column"):
+        write_report(root, n_boot=100)
+    assert not (root / "report.md").exists()
+    assert not (root / "leaderboard.parquet").exists()
