@@ -1,0 +1,100 @@
+"""``chexbench data prepare`` and ``chexbench data verify``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from chexbench.cli.app import console, data_app
+from chexbench.errors import DataError
+
+
+def _root(dataset: str, root: Path | None) -> Path:
+    from chexbench.registry import DATASETS
+
+    ds = DATASETS.get(dataset)
+    return Path(ds.resolve_root({"root": str(root)} if root else {}))
+
+
+@data_app.command("prepare")
+def prepare_cmd(
+    dataset: Annotated[str, typer.Argument(help="registered dataset name (chexbench list datasets)")],
+    root: Annotated[Path | None, typer.Option(help="dataset root folder (native layout)")] = None,
+    size: Annotated[int, typer.Option(help="side of the square uint8 images; runs use settings.image_size")] = 256,
+    out: Annotated[
+        Path | None, typer.Option(help="write here instead of the cache folder that runs read")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="decoding processes (0 = all cores)")] = 0,
+    strict: Annotated[bool, typer.Option(help="a missing or corrupt image is fatal instead of skipped")] = False,
+) -> None:
+    """Index a dataset and decode its images once into a uint8 cache (resumable)."""
+    from chexbench.datasets.cache import prepare
+
+    path = _root(dataset, root)
+    cache = prepare(dataset, path, size, out, workers=workers or None, strict=strict, progress=True)
+    m = cache.manifest
+    table = Table(title=f"{dataset} prepared at {size}px", show_header=False)
+    table.add_row("folder", str(cache.dir))
+    table.add_row("images", f"{m['n_images']:,}")
+    table.add_row("patients", f"{cache.index['patient_id'].nunique():,}")
+    for split, n in sorted(m["split_counts"].items()):
+        table.add_row(f"split {split}", f"{n:,}")
+    table.add_row("skipped", f"{m['n_skipped']:,}")
+    console.print(table)
+    for item in m["skipped"][:10]:
+        console.print(f"[yellow]skipped[/] {item['path']}: {item['reason']}", highlight=False)
+    if m["n_skipped"] > 10:
+        console.print(f"[yellow]… {m['n_skipped'] - 10} more skipped images listed in {cache.dir / 'manifest.json'}[/]")
+
+
+def _find_prepared(dataset: str, root: Path | None, size: int, out: Path | None) -> Path:
+    from chexbench.datasets.cache import default_prepared_dir
+    from chexbench.paths import cache_dir
+
+    if out is not None:
+        return out
+    if root is not None:
+        return default_prepared_dir(dataset, _root(dataset, root), size)
+    candidates = sorted((cache_dir() / "prepared").glob(f"{dataset}-s{size}-*/manifest.json"))
+    if len(candidates) == 1:
+        return candidates[0].parent
+    if not candidates:
+        raise DataError(f"no prepared cache of '{dataset}' at {size}px (run: chexbench data prepare {dataset} --root PATH)")
+    raise DataError(f"{len(candidates)} prepared caches of '{dataset}' at {size}px; pass --root or --out to pick one")
+
+
+@data_app.command("verify")
+def verify_cmd(
+    dataset: Annotated[str, typer.Argument(help="registered dataset name")],
+    root: Annotated[Path | None, typer.Option(help="dataset root the cache was prepared from")] = None,
+    size: Annotated[int, typer.Option(help="image size of the cache to check")] = 256,
+    out: Annotated[Path | None, typer.Option(help="a prepared folder written with prepare --out")] = None,
+    sample: Annotated[int, typer.Option(help="re-decode this many random images (0 = all)")] = 0,
+) -> None:
+    """Check a prepared cache against its sources (label files, file stats, re-decoded pixels)."""
+    from chexbench.datasets.cache import open_prepared, verify
+
+    folder = _find_prepared(dataset, root, size, out)
+    cache = open_prepared(folder)
+    report = verify(cache, root, sample=sample)
+    table = Table(title=f"verify {folder}", show_header=False)
+    table.add_row("images checked", f"{report.checked:,}")
+    table.add_row("label files changed", str(len(report.stale_label_files)))
+    table.add_row("sources missing", str(len(report.missing_sources)))
+    table.add_row("sources changed (size/mtime)", str(len(report.changed_sources)))
+    table.add_row("pixels differ", str(len(report.mismatched_pixels)))
+    console.print(table)
+    for what, items in (
+        ("label file changed", report.stale_label_files),
+        ("missing", report.missing_sources),
+        ("changed", report.changed_sources),
+        ("pixels differ", report.mismatched_pixels),
+    ):
+        for item in items[:5]:
+            console.print(f"[red]{what}[/] {item}", highlight=False)
+    if not report.ok:
+        raise DataError(f"prepared cache {folder} does not match its sources; rerun chexbench data prepare {dataset}")
+    console.print("[green]ok[/]: the cache matches its sources")
