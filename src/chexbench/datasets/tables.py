@@ -42,7 +42,7 @@ def parse_label_column(df: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{path}: column '{column}' has unknown label value {raw.iloc[i]!r} on data row {i + 1} "
+            f"{path}: column '{column}' has unknown label value {str(raw.iloc[i])!r} on data row {i + 1} "
             f"(expected 1.0, 0.0, -1.0 or blank)"
         )
     values[blank] = np.nan
