@@ -1,0 +1,98 @@
+"""Phantom chest radiographs: the embedded default datasets (see docs/PHANTOM.md).
+
+Registers ``phantom-chexpert``, ``phantom-nih`` and ``phantom-indiana``. Each generates its
+site's native layout on first use into ``cache_dir()/phantom/<layout>-<hash of options>``
+(unless ``root`` is given) and reads it with the *real* loader of that layout, so phantoms
+and real data travel the same path.
+
+Modules: :mod:`.fields` (drawing primitives), :mod:`.anatomy`, :mod:`.findings`,
+:mod:`.sites` (acquisition), :mod:`.cohort` (patients, studies, label sampling),
+:mod:`.labels` (native encodings), :mod:`.render`, ``write_*`` (layouts), :mod:`.generate`,
+:mod:`.preview`. Heavy modules are imported only when data is generated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+
+from chexbench.datasets.base import Dataset
+from chexbench.datasets.labels import CHEXPERT_EVAL_LABELS, INDIANA_EVAL_LABELS, NIH_EVAL_LABELS
+from chexbench.registry import DATASETS
+
+#: labels each layout carries *and* the phantom draws (harmonized names)
+PHANTOM_LABELS: dict[str, tuple[str, ...]] = {
+    "chexpert": (
+        "no_finding", "enlarged_cardiomediastinum", "cardiomegaly", "lung_opacity", "lung_lesion", "edema",
+        "consolidation", "pneumonia", "atelectasis", "pneumothorax", "pleural_effusion", "fracture",
+        "support_devices",
+    ),
+    "nih": (
+        "atelectasis", "cardiomegaly", "pleural_effusion", "infiltration", "mass", "nodule", "pneumonia",
+        "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural_thickening", "hernia",
+        "no_finding",
+    ),
+    "indiana": (
+        "atelectasis", "cardiomegaly", "consolidation", "edema", "emphysema", "fibrosis", "fracture", "hernia",
+        "infiltration", "lung_opacity", "mass", "nodule", "pleural_effusion", "pneumonia", "pneumothorax",
+        "support_devices", "no_finding",
+    ),
+}
+#: the real datasets' evaluation labels (all of them are drawn)
+PHANTOM_EVAL_LABELS: dict[str, tuple[str, ...]] = {
+    "chexpert": CHEXPERT_EVAL_LABELS,
+    "nih": NIH_EVAL_LABELS,
+    "indiana": INDIANA_EVAL_LABELS,
+}
+#: where each layout's loader root sits inside a generated site folder
+LAYOUT_SUBDIR: dict[str, str] = {"chexpert": "CheXpert-v1.0-small", "nih": "", "indiana": ""}
+
+
+def layout_root(layout: str, folder: Path) -> Path:
+    """The folder the real loader of ``layout`` reads, given a generated site folder (or that folder itself)."""
+    sub = LAYOUT_SUBDIR[layout]
+    return folder / sub if sub and (folder / sub).is_dir() else folder
+
+
+class PhantomDataset(Dataset):
+    """A phantom in one site's native layout, read by that layout's real loader."""
+
+    layout: ClassVar[str] = ""
+    options: ClassVar[dict[str, Any]] = {"root": None, "patients": 500, "size": 128, "seed": 0}
+
+    def resolve_root(self, options: dict[str, Any]) -> Path:
+        if options.get("root"):
+            return layout_root(self.layout, super().resolve_root(options))
+        from chexbench.datasets.phantom.generate import cached_site
+        from chexbench.paths import cache_dir
+
+        full = {**self.options, **{k: v for k, v in options.items() if k != "root"}}
+        return layout_root(self.layout, cached_site(cache_dir(), self.layout, full))
+
+    def load_index(self, root: Path) -> pd.DataFrame:
+        return DATASETS.get(self.layout).load_index(root)
+
+
+def _make(layout: str, name: str, description: str) -> PhantomDataset:
+    cls = type(
+        f"Phantom{layout.capitalize()}",
+        (PhantomDataset,),
+        {
+            "name": name,
+            "description": description,
+            "layout": layout,
+            "labels": PHANTOM_LABELS[layout],
+            "eval_labels": PHANTOM_EVAL_LABELS[layout],
+        },
+    )
+    return cls()
+
+
+for _layout, _desc in (
+    ("chexpert", "phantom radiographs in the CheXpert-v1.0-small layout (generated on first use)"),
+    ("nih", "phantom radiographs in the NIH ChestX-ray14 layout (generated on first use)"),
+    ("indiana", "phantom radiographs in the Indiana/OpenI layout (generated on first use)"),
+):
+    DATASETS.add(f"phantom-{_layout}", _make(_layout, f"phantom-{_layout}", _desc), _desc)

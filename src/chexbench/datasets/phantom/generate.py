@@ -1,0 +1,135 @@
+"""Generate phantom datasets: one native-layout folder per site, written atomically.
+
+``generate(out, sites=("chexpert",), patients=500, size=128, seed=0)`` writes
+``out/<site>/`` for each site (the layout of :mod:`.write_chexpert`, :mod:`.write_nih`,
+:mod:`.write_indiana`) plus ``out/<site>/phantom_manifest.json``. Everything is written into
+a temporary sibling folder first and renamed into place, so ``out`` is either complete or
+absent. Deterministic for a seed: the same arguments give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chexbench.datasets.phantom.cohort import sample_cohort
+from chexbench.datasets.phantom.output import SiteTally, SiteWriter
+from chexbench.errors import ConfigError, DataError
+
+#: bump when generated pixels or files change; part of the phantom cache key
+GENERATOR_VERSION = 1
+SITE_NAMES: tuple[str, ...] = ("chexpert", "nih", "indiana")
+MAX_SIZE = 2048
+
+
+def writer_for(site: str) -> SiteWriter:
+    if site == "chexpert":
+        from chexbench.datasets.phantom.write_chexpert import CheXpertWriter
+
+        return CheXpertWriter()
+    if site == "nih":
+        from chexbench.datasets.phantom.write_nih import NIHWriter
+
+        return NIHWriter()
+    if site == "indiana":
+        from chexbench.datasets.phantom.write_indiana import IndianaWriter
+
+        return IndianaWriter()
+    raise ConfigError(f"unknown phantom site '{site}' (known: {', '.join(SITE_NAMES)})")
+
+
+@dataclass
+class GenerationResult:
+    root: Path
+    tallies: dict[str, SiteTally]
+    seconds: float
+
+
+def check_options(patients: int, size: int, seed: int) -> None:
+    if not isinstance(patients, int) or isinstance(patients, bool) or patients < 1:
+        raise ConfigError(f"phantom: patients must be a positive integer, got {patients!r}")
+    if not isinstance(size, int) or isinstance(size, bool) or not 16 <= size <= MAX_SIZE:
+        raise ConfigError(f"phantom: size must be an integer in [16, {MAX_SIZE}], got {size!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"phantom: seed must be a non-negative integer, got {seed!r}")
+
+
+def write_site(root: Path, site: str, patients: int, size: int, seed: int) -> SiteTally:
+    """Write one site's native layout into ``root`` (which must exist); returns the tally."""
+    check_options(patients, size, seed)
+    writer = writer_for(site)
+    cohort = sample_cohort(site, patients, seed)
+    writer.write(root, cohort, size, seed)
+    manifest = {"generator": "chexbench phantom", "version": GENERATOR_VERSION, "site": site,
+                "patients": patients, "size": size, "seed": seed}
+    (root / "phantom_manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return writer.tally
+
+
+def _atomic_dir(final: Path) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+
+
+def generate(out: str | Path, sites: tuple[str, ...] = ("chexpert",), patients: int = 500, size: int = 128,
+             seed: int = 0) -> GenerationResult:
+    """Write ``out/<site>/`` for every site; ``out`` must not exist or be empty."""
+    out = Path(out).expanduser()
+    check_options(patients, size, seed)
+    for site in sites:
+        writer_for(site)  # unknown sites fail before anything is written
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"output folder {out} exists and is not empty; choose another --out or remove it")
+    start = time.perf_counter()
+    tmp = _atomic_dir(out)
+    try:
+        tallies = {}
+        for site in sites:
+            (tmp / site).mkdir()
+            tallies[site] = write_site(tmp / site, site, patients, size, seed)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return GenerationResult(out, tallies, time.perf_counter() - start)
+
+
+def options_key(layout: str, options: dict[str, Any]) -> str:
+    """Short hash naming a cached phantom: layout, patients, size, seed, generator version."""
+    payload = json.dumps({"layout": layout, "patients": options["patients"], "size": options["size"],
+                          "seed": options["seed"], "version": GENERATOR_VERSION}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+def cached_site(cache: Path, layout: str, options: dict[str, Any]) -> Path:
+    """The generated root of ``layout`` under ``cache``; generated on first use, then reused.
+
+    Concurrent callers each generate into their own temporary folder; the first rename wins
+    and the others discard theirs.
+    """
+    check_options(options["patients"], options["size"], options["seed"])
+    final = cache / "phantom" / f"{layout}-{options_key(layout, options)}"
+    if (final / "phantom_manifest.json").exists():
+        return final
+    tmp = _atomic_dir(final)
+    try:
+        write_site(tmp, layout, options["patients"], options["size"], options["seed"])
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not (final / "phantom_manifest.json").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
