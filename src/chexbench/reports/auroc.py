@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 #: target number of float64 cells in one chunk of the (3K+1) × resamples intermediate
-_CHUNK_CELLS = 4_000_000
+_CHUNK_CELLS = 250_000
 
 
 def auroc(y_true: np.ndarray, y_score: np.ndarray) -> float:
@@ -93,15 +93,19 @@ class SortedLabel:
             pos, tie, above = sums[:k], sums[k : 2 * k], sums[2 * k :]
             w_pos = pos.sum(axis=0)
             w_neg = tie.sum(axis=0) + above.sum(axis=0)
-            # negatives strictly below positive group k: S_0..S_k and T_0..T_{k-1}
-            neg_below = np.cumsum(above[:k] + tie, axis=0) - tie
-            numerator = (pos * (neg_below + 0.5 * tie)).sum(axis=0)
-            # for AP, from the top: TP and FP at or above the threshold of positive group k
-            tp = np.cumsum(pos[::-1], axis=0)[::-1]
-            fp = np.cumsum((above[1:] + tie)[::-1], axis=0)[::-1]
-            called = tp + fp
-            precision = np.divide(tp, called, out=np.zeros_like(tp), where=called > 0)
-            ap_sum = (pos * precision).sum(axis=0)
+            # negatives at or below positive group k (ties included): S_0..S_k + T_0..T_k
+            neg_cum = np.cumsum(above[:k] + tie, axis=0)
+            # AUROC numerator: Σ_k P_k (negatives strictly below + ½ tied) = Σ_k P_k (neg_cum_k − ½ T_k)
+            numerator = np.einsum("kb,kb->b", pos, neg_cum) - 0.5 * np.einsum("kb,kb->b", pos, tie)
+            # AP, thresholds at positive groups from the top: TP_k = W_pos − Σ_{s<k} P_s, FP_k = W_neg − below_k
+            tp = np.cumsum(pos, axis=0)
+            tp -= pos
+            np.subtract(w_pos, tp, out=tp)
+            called = np.subtract(tie, neg_cum, out=neg_cum)
+            called += w_neg
+            called += tp
+            np.divide(tp, called, out=tp, where=called > 0)  # called == 0 only where tp == 0
+            ap_sum = np.einsum("kb,kb->b", pos, tp)
             ok = (w_pos > 0) & (w_neg > 0)
             with np.errstate(invalid="ignore", divide="ignore"):
                 out_auroc[b0 : b0 + step] = np.where(ok, numerator / (w_pos * w_neg), np.nan)
