@@ -179,6 +179,8 @@ def prepare(
     n = len(index)
     if n == 0:
         raise DataError(f"dataset '{dataset}' at {root}: the index has no images")
+    if final.exists() and not (final / "manifest.json").is_file() and any(final.iterdir()):
+        raise DataError(f"{final} exists and is not a prepared cache; refusing to overwrite it")
     partial = final.with_name(final.name + ".partial")
     shape = (n, size, size)
     ids_hash = hashlib.sha256("\n".join(index["image_id"].astype(str)).encode()).hexdigest()
@@ -197,17 +199,20 @@ def prepare(
 
     paths = [str(root / p) for p in index["path"].astype(str)]
     chunks = [list(range(s, min(s + CHUNK, n))) for s in range(0, n, CHUNK)]
-    todo = [c for c in range(len(chunks)) if c not in set(state["done_chunks"])]
+    finished = set(state["done_chunks"])
+    todo = [c for c in range(len(chunks)) if c not in finished]
     done_images = n - sum(len(chunks[c]) for c in todo)
     report, close = _progress_reporter(progress, n, f"prepare {dataset} @ {size}px")
     report(done_images, n)
     tasks = [(str(partial / "images.u8"), shape, chunks[c], [paths[r] for r in chunks[c]], size) for c in todo]
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    results = _map(tasks, n_workers)
+    strict_failure: tuple[int, str] | None = None
     try:
-        for c, failures in zip(todo, _map(tasks, n_workers), strict=True):
+        for c, failures in zip(todo, results, strict=True):
             if failures and strict:
-                row, reason = failures[0]
-                raise DataError(f"image {paths[row]}: {reason} (--strict; drop it to skip bad images)")
+                strict_failure = failures[0]
+                break
             for row, reason in failures:
                 state["failures"][str(row)] = reason
             state["done_chunks"].append(c)
@@ -215,7 +220,12 @@ def prepare(
             done_images += len(chunks[c])
             report(done_images, n)
     finally:
+        getattr(results, "close", lambda: None)()  # stops and joins the worker pool
         close()
+    if strict_failure is not None:
+        shutil.rmtree(partial, ignore_errors=True)  # bad input under --strict: leave nothing behind
+        row, reason = strict_failure
+        raise DataError(f"image {paths[row]}: {reason} (--strict; without it bad images are skipped and counted)")
 
     failed_rows = sorted(int(r) for r in state["failures"])
     keep = np.ones(n, dtype=bool)
@@ -258,9 +268,9 @@ def _map(tasks: list[Any], n_workers: int) -> Any:
     if n_workers <= 1 or len(tasks) <= 1:
         return map(_decode_chunk, tasks)
     ctx = mp.get_context("fork") if sys.platform.startswith("linux") else mp.get_context()
-    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx)
 
     def gen() -> Any:
+        pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx)
         try:
             yield from pool.map(_decode_chunk, tasks)
         finally:

@@ -69,7 +69,9 @@ def sample_patients(
     ``max_images > 0`` — until the next patient would exceed that many images (at least one
     patient). Stratification: for each label with a positive patient in the pool but none in
     the sample, the first positive patient of the permutation is swapped in for the last
-    chosen patient that is not needed by any other label, so the sample size stays the same.
+    chosen patient that is not needed by any other label, so the sample size stays the same;
+    when every chosen patient is needed (a sample smaller than the number of labels), the
+    positive patient is added, so the sample grows by at most one patient per label.
     """
     n = len(patient_ids)
     positives = np.asarray(positives, dtype=bool).reshape(n, -1)

@@ -1,0 +1,147 @@
+"""The prepared uint8 cache on a CheXpert-layout fixture of real label rows and generated images."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from chexbench.datasets import cache as cache_mod
+from chexbench.datasets.cache import decode_image, ensure_prepared, open_prepared, prepare, verify
+from chexbench.datasets.chexpert import load_chexpert_index
+from chexbench.datasets.fixtures import fixture_level, real_label_file, write_chexpert_layout, write_image
+from chexbench.errors import DataError
+
+SIZE = 24
+
+
+@pytest.fixture
+def root(tmp_path):
+    rows = pd.read_csv(real_label_file("chexpert"), nrows=60)
+    pid = rows["Path"].str.split("/").str[2]
+    return write_chexpert_layout(tmp_path / "data", rows[pid < "patient00016"], rows[pid >= "patient00016"])
+
+
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path / "cache"))
+
+
+def test_prepare_writes_index_and_pixels_that_match_the_sources(root, tmp_path):
+    c = prepare("chexpert", root, SIZE, tmp_path / "out", workers=2)
+    index = load_chexpert_index(root)
+    pd.testing.assert_frame_equal(c.index, index)
+    assert c.images.shape == (len(index), SIZE, SIZE) and c.images.dtype == np.uint8
+    for i in range(len(index)):
+        row = int(c.rows[i])
+        np.testing.assert_array_equal(c.images[row], decode_image(root / index["path"].iloc[i], SIZE))
+        assert abs(int(c.images[row][SIZE // 2, SIZE // 2]) - fixture_level(i)) <= 2  # the i-th written file
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["n_images"] == len(index) and m["n_skipped"] == 0 and m["size"] == SIZE
+    assert set(m["label_files"]) == {str((root / "train.csv").resolve()), str((root / "valid.csv").resolve())}
+    assert not (tmp_path / "out.partial").exists()
+
+
+def test_parallel_and_sequential_decoding_agree(root, tmp_path):
+    a = prepare("chexpert", root, SIZE, tmp_path / "a", workers=1)
+    b = prepare("chexpert", root, SIZE, tmp_path / "b", workers=2)
+    np.testing.assert_array_equal(np.asarray(a.images), np.asarray(b.images))
+
+
+def _break_two_images(root):
+    index = load_chexpert_index(root)
+    missing, corrupt = index["path"].iloc[3], index["path"].iloc[7]
+    (root / missing).unlink()
+    (root / corrupt).write_bytes(b"not a jpeg at all")
+    return index, missing, corrupt
+
+
+def test_missing_and_corrupt_images_are_skipped_and_counted(root, tmp_path):
+    index, missing, corrupt = _break_two_images(root)
+    c = prepare("chexpert", root, SIZE, tmp_path / "out", workers=1)
+    reasons = {s["path"]: s["reason"] for s in c.manifest["skipped"]}
+    assert c.manifest["n_skipped"] == 2
+    assert reasons[missing] == "missing file"
+    assert "UnidentifiedImageError" in reasons[corrupt]
+    assert len(c.index) == len(index) - 2 and missing not in set(c.index["path"])
+    kept = index[~index["path"].isin([missing, corrupt])].reset_index(drop=True)
+    for i in (0, 5, len(kept) - 1):  # rows still point at the right images after the gaps
+        np.testing.assert_array_equal(c.images[c.rows[i]], decode_image(root / kept["path"].iloc[i], SIZE))
+
+
+def test_strict_fails_on_the_first_bad_image_and_leaves_nothing(root, tmp_path):
+    _, missing, _ = _break_two_images(root)
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=f"image .*{missing}: missing file"):
+        prepare("chexpert", root, SIZE, out, workers=1, strict=True)
+    assert not out.exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_an_interrupted_prepare_resumes_where_it_stopped(root, tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_mod, "CHUNK", 8)
+    out = tmp_path / "out"
+
+    def interrupt(done, total):
+        if done >= 16:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare("chexpert", root, SIZE, out, workers=1, progress=interrupt)
+    assert not out.exists() and (tmp_path / "out.partial" / "state.json").is_file()
+    seen = []
+    c = prepare("chexpert", root, SIZE, out, workers=1, progress=lambda d, t: seen.append(d))
+    assert seen[0] == 16  # the first two chunks were not decoded again
+    fresh = prepare("chexpert", root, SIZE, tmp_path / "fresh", workers=1)
+    np.testing.assert_array_equal(np.asarray(c.images), np.asarray(fresh.images))
+    assert not (tmp_path / "out.partial").exists()
+
+
+def test_verify_detects_changed_images_and_label_files(root, tmp_path):
+    c = prepare("chexpert", root, SIZE, tmp_path / "out", workers=1)
+    assert verify(c).ok
+    path = root / c.index["path"].iloc[2]
+    write_image(path, 33)
+    os.utime(path, ns=(1, 1))
+    report = verify(open_prepared(tmp_path / "out"))
+    assert report.changed_sources == [c.index["path"].iloc[2]]
+    assert report.mismatched_pixels == [c.index["path"].iloc[2]]
+    (root / "valid.csv").write_text((root / "valid.csv").read_text() + "\n")
+    assert verify(c, sample=3).stale_label_files == [str((root / "valid.csv").resolve())]
+
+
+def test_ensure_prepared_reuses_until_the_labels_change(root):
+    a = ensure_prepared("chexpert", root, SIZE)
+    stamp = (a.dir / "images.u8").stat().st_mtime_ns
+    assert ensure_prepared("chexpert", root, SIZE).dir == a.dir
+    assert (a.dir / "images.u8").stat().st_mtime_ns == stamp
+    train = root / "train.csv"
+    train.write_text(train.read_text())
+    os.utime(train, ns=(2, 2))
+    b = ensure_prepared("chexpert", root, SIZE)
+    assert b.dir == a.dir and (b.dir / "images.u8").stat().st_mtime_ns != stamp
+
+
+def test_refuses_to_overwrite_a_folder_that_is_not_a_cache(root, tmp_path):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("x")
+    with pytest.raises(DataError, match="is not a prepared cache; refusing"):
+        prepare("chexpert", root, SIZE, out)
+    assert (out / "thesis.tex").exists()
+
+
+def test_decode_aspect_16bit_and_colour(tmp_path):
+    wide = np.tile(np.arange(64, dtype=np.uint8) * 4, (32, 1))  # 32 × 64 horizontal ramp
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    out = decode_image(tmp_path / "wide.png", 16)
+    assert out.shape == (16, 16)
+    # shorter side 32 → 16 halves the ramp; the centre crop keeps columns 16..47 of the source
+    assert abs(int(out[8, 0]) - 4 * 16) <= 6 and abs(int(out[8, -1]) - 4 * 47) <= 6
+    deep = (np.arange(40 * 40, dtype=np.uint16).reshape(40, 40) * 40).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    d = decode_image(tmp_path / "deep.png", 40)
+    np.testing.assert_allclose(d, np.clip(deep * (255.0 / deep.max()), 0, 255).astype(np.uint8), atol=1)
+    Image.fromarray(np.full((20, 20, 3), (200, 0, 0), np.uint8)).save(tmp_path / "rgb.png")
+    assert decode_image(tmp_path / "rgb.png", 10)[5, 5] == round(0.299 * 200)
