@@ -1,0 +1,124 @@
+"""Strategy ``mocov2``: MoCo-v2 (He et al. 2020, "Momentum Contrast for Unsupervised Visual
+Representation Learning"; Chen et al. 2020, "Improved Baselines with Momentum Contrastive
+Learning").
+
+A query encoder (trained) and a key encoder (its exponential moving average, momentum
+``m``) embed two views; InfoNCE contrasts each query with its key against a FIFO queue of
+past keys (size ``queue_size``, capped at the pretraining-set size — a larger queue would
+hold several keys of the same image as negatives; the cap is noted in the record).
+MLP head, temperature 0.2, SGD with cosine decay, as in MoCo-v2.
+
+**Why shuffle-BN, and what is done here.** With BatchNorm, a query and its key computed
+in the same batch can "communicate" through the batch statistics, and the model finds a
+shortcut that lowers the loss without learning good features (He et al. 2020, sec. 3.3).
+MoCo shuffles the sample order across GPUs before the key encoder (and unshuffles after),
+so a key's BN statistics come from a different subset of images than its query's. On one
+device we emulate this as the MoCo reference's single-GPU demo does: each encoder runs
+its batch in ``bn_splits`` chunks (each chunk normalized with its own statistics, like
+one GPU of a group), and the key batch is randomly permuted before chunking and
+unpermuted after. Backbones without BatchNorm (ViTs with LayerNorm) skip the chunking.
+Under DDP one would gather the keys' batch, shuffle it across ranks and unshuffle after
+(MoCo's ``_batch_shuffle_ddp``) — and must not use SyncBatchNorm, which would bring the
+shortcut back; chexbench runs pretraining in one process, so only the split form is used.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from chexbench.registry import STRATEGIES
+from chexbench.strategies.heads import ProjectionHead
+from chexbench.strategies.losses import info_nce
+from chexbench.strategies.momentum import KeyQueue, cosine_momentum, momentum_update
+from chexbench.strategies.pretrain import COMMON_OPTIONS, PretrainStrategy, split_forward
+
+MOCO_OPTIONS: dict[str, Any] = {
+    **COMMON_OPTIONS,
+    "queue_size": 65536,
+    "momentum": 0.999,
+    "cosine_momentum": False,  # MoCo-v3 schedule m → 1
+    "bn_splits": 2,
+    "temperature": 0.2,
+}
+
+
+class MoCoModel(nn.Module):
+    """Query encoder + head, momentum key encoder + head, key queue; ``loss(v1, v2, progress)``."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        num_features: int,
+        hidden_dim: int,
+        proj_dim: int,
+        queue_size: int,
+        momentum: float,
+        temperature: float,
+        bn_splits: int = 2,
+        cosine_schedule: bool = False,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.projector = ProjectionHead(num_features, hidden_dim, proj_dim, batch_norm=False)
+        self.key_encoder = copy.deepcopy(encoder)
+        self.key_projector = copy.deepcopy(self.projector)
+        for p in [*self.key_encoder.parameters(), *self.key_projector.parameters()]:
+            p.requires_grad_(False)
+        self.queue = KeyQueue(queue_size, proj_dim, generator)
+        self.base_momentum = momentum
+        self.cosine_schedule = cosine_schedule
+        self.temperature = temperature
+        self.bn_splits = bn_splits
+
+    def momentum_at(self, progress: float) -> float:
+        if not self.cosine_schedule:
+            return self.base_momentum
+        return cosine_momentum(progress, self.base_momentum)
+
+    def loss(self, v1: torch.Tensor, v2: torch.Tensor, progress: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        q = self.projector(split_forward(self.encoder, v1, self.bn_splits))  # (B, proj_dim)
+        with torch.no_grad():
+            m = self.momentum_at(progress)
+            momentum_update(self.encoder, self.key_encoder, m)
+            momentum_update(self.projector, self.key_projector, m)
+            perm = torch.randperm(v2.shape[0], generator=generator).to(v2.device)  # shuffle-BN
+            k = self.key_projector(split_forward(self.key_encoder, v2[perm], self.bn_splits))
+            k = F.normalize(k.float(), dim=1)[torch.argsort(perm)]  # (B, proj_dim), unshuffled
+        loss = info_nce(q, k, self.queue.keys.clone(), self.temperature)
+        self.queue.enqueue(k)
+        return loss
+
+
+class MoCoV2(PretrainStrategy):
+    name = "mocov2"
+    description = "MoCo-v2 (He et al. 2020; Chen et al. 2020): momentum encoder, key queue, MLP head, shuffle-BN"
+    options: dict[str, Any] = {**MOCO_OPTIONS, "pretrain_optimizer": "sgd", "pretrain_lr": 0.03, "pretrain_weight_decay": 1e-4}
+
+    def build_model(self, encoder, opts, pool_size, generator):
+        notes = []
+        queue_size = int(opts["queue_size"])
+        if queue_size > pool_size:
+            notes.append(f"queue size {queue_size} capped at the pretraining-set size {pool_size}")
+            queue_size = pool_size
+        model = MoCoModel(
+            encoder,
+            encoder.num_features,
+            int(opts["proj_hidden_dim"]),
+            int(opts["proj_dim"]),
+            queue_size,
+            float(opts["momentum"]),
+            float(opts["temperature"]),
+            int(opts["bn_splits"]),
+            bool(opts["cosine_momentum"]),
+            generator,
+        )
+        return model, notes
+
+
+STRATEGIES.add("mocov2", MoCoV2(), MoCoV2.description)
