@@ -23,7 +23,6 @@ from chexbench.datasets.phantom.fields import (
     ellipse,
     smooth_noise,
     soft_step,
-    tube,
 )
 
 SIDE_SIGN = (-1.0, 1.0)  # side 0 = image left (patient right), side 1 = image right (patient left)
@@ -214,11 +213,13 @@ def draw_frontal(anat: Anatomy, pose: Pose, height: int, width: int) -> Scene:
     anterior = soft_step(np.cos(2 * np.pi * t_ant) - 0.55, 0.2) * soft_step(ax - 0.25, 0.05)
     ribs = rib_zone * (0.075 * posterior + 0.035 * anterior) * soft_step(ax - 0.06, edge * 3)
 
-    clavicles = np.zeros_like(x)
-    for sgn in SIDE_SIGN:
-        pts = np.array([[sgn * 0.07, anat.clavicle_y + 0.03], [sgn * 0.32, anat.clavicle_y - 0.01],
-                        [sgn * 0.58, anat.clavicle_y - 0.05], [sgn * (tw + 0.05), anat.clavicle_y - 0.13]], F32)
-        clavicles = np.maximum(clavicles, tube(x, y, pts, 0.028, edge * 1.5))
+    # clavicles: slender bones rising laterally from the sternal notch
+    half_len = 0.5 * (tw - 0.02)
+    clavicles = np.maximum(*(
+        ellipse(x, y, sgn * (0.07 + half_len), anat.clavicle_y - 0.04, half_len, 0.026, edge * 1.5,
+                angle=-sgn * 0.16, power=2.4)
+        for sgn in SIDE_SIGN
+    ))
 
     vertebra = 0.85 + 0.15 * np.cos(2 * np.pi * (y / 0.105))
     spine = soft_step(0.075 - ax, edge * 2) * vertebra

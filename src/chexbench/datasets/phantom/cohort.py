@@ -10,6 +10,7 @@ about the acquisition (view, site markers, image size) depends on the findings.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -70,12 +71,19 @@ def site_labels(site: str) -> tuple[str, ...]:
     return tuple(SITE_STATS[site]["labels"])
 
 
-def _draw_pattern(rng: np.random.Generator, site: str) -> frozenset[str]:
+@lru_cache(maxsize=8)
+def _pattern_table(site: str) -> tuple[np.ndarray, np.ndarray]:
+    """Label-combination bitmasks of a site and their probabilities."""
     stats = SITE_STATS[site]
     masks = np.array([m for m, _ in stats["patterns"]], dtype=np.int64)
     counts = np.array([c for _, c in stats["patterns"]], dtype=float)
-    mask = int(masks[rng.choice(len(masks), p=counts / counts.sum())])
-    return frozenset(name for i, name in enumerate(stats["labels"]) if mask >> i & 1)
+    return masks, counts / counts.sum()
+
+
+def _draw_pattern(rng: np.random.Generator, site: str) -> frozenset[str]:
+    masks, probs = _pattern_table(site)
+    mask = int(masks[rng.choice(len(masks), p=probs)])
+    return frozenset(name for i, name in enumerate(SITE_STATS[site]["labels"]) if mask >> i & 1)
 
 
 def _drawn_names(site: str, labels: frozenset[str], rng: np.random.Generator) -> set[str]:
@@ -124,6 +132,7 @@ def _evolve(site: str, prev: tuple[Finding, ...], rng: np.random.Generator, marg
     return tuple(sorted(out, key=lambda f: f.name))
 
 
+@lru_cache(maxsize=8)
 def _marginals(site: str) -> dict[str, float]:
     stats = SITE_STATS[site]
     total = sum(c for _, c in stats["patterns"])
@@ -146,7 +155,7 @@ def sample_cohort(site: str, n_patients: int, seed: int) -> list[Patient]:
         female = bool(rng.random() < stats.get("female", 0.5))
         age = int(np.clip(rng.normal(stats.get("age_mean", 55), stats.get("age_sd", 17)), 18, 90))
         n_studies = int(rng.choice(len(hist), p=hist / hist.sum())) + 1
-        findings = tuple(sorted((_new_finding(site, n, rng) for n in _drawn_names(site, _draw_pattern(rng, site), rng)),
+        findings = tuple(sorted((_new_finding(site, n, rng) for n in sorted(_drawn_names(site, _draw_pattern(rng, site), rng))),
                                 key=lambda f: f.name))
         studies = []
         for k in range(n_studies):

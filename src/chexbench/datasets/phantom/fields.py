@@ -16,7 +16,10 @@ F32 = np.float32
 
 def soft_step(signed_distance: np.ndarray, width: float) -> np.ndarray:
     """0 → 1 as a linear ramp from -``width`` to +``width`` (positive inside); input shape."""
-    return np.clip(signed_distance * (0.5 / max(width, 1e-6)) + 0.5, 0.0, 1.0).astype(F32, copy=False)
+    t = signed_distance * F32(0.5 / max(width, 1e-6)) + F32(0.5)
+    np.maximum(t, 0.0, out=t)
+    np.minimum(t, 1.0, out=t)
+    return t.astype(F32, copy=False)
 
 
 def ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, a: float, b: float,
@@ -130,11 +133,19 @@ def gaussian_blur(img: np.ndarray, sigma_px: float) -> np.ndarray:
     return img
 
 
+@lru_cache(maxsize=64)
 def coordinate_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates: x in (-1, 1) across the width; y in the same units, 0 at mid-height."""
+    """Pixel-centre coordinates: x in (-1, 1) across the width; y in the same units, 0 at mid-height.
+
+    Read-only (H, W) arrays, cached per shape.
+    """
     xs = ((np.arange(width, dtype=F32) + 0.5) / width * 2 - 1)
     ys = ((np.arange(height, dtype=F32) + 0.5) - height / 2) / width * 2
-    return np.broadcast_to(xs[None, :], (height, width)), np.broadcast_to(ys[:, None], (height, width))
+    x = np.ascontiguousarray(np.broadcast_to(xs[None, :], (height, width)))
+    y = np.ascontiguousarray(np.broadcast_to(ys[:, None], (height, width)))
+    x.flags.writeable = False
+    y.flags.writeable = False
+    return x, y
 
 
 def mask_box(mask: np.ndarray, threshold: float = 0.5) -> tuple[int, int, int, int] | None:

@@ -13,6 +13,7 @@ The sidecar ``phantom_boxes.csv`` (CheXpert and Indiana layouts; NIH uses its na
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,16 +28,22 @@ from chexbench.datasets.phantom.render import Box
 JPEG_QUALITY = 92
 
 
+def _save(image: np.ndarray, path: Path, **params: object) -> None:
+    try:
+        Image.fromarray(image).save(path, **params)
+    except FileNotFoundError:  # first file of its folder
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(path, **params)
+
+
 def save_jpeg(image: np.ndarray, path: Path) -> None:
     """Grayscale baseline JPEG (as CheXpert-small); deterministic for the same pixels."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image, mode="L").save(path, format="JPEG", quality=JPEG_QUALITY, optimize=False)
+    _save(image, path, format="JPEG", quality=JPEG_QUALITY, optimize=False)
 
 
 def save_png(image: np.ndarray, path: Path) -> None:
     """8-bit grayscale PNG (as NIH / OpenI)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image, mode="L").save(path, format="PNG", compress_level=3)
+    _save(image, path, format="PNG", compress_level=3)
 
 
 @dataclass
@@ -69,24 +76,79 @@ class SiteTally:
         return {k: v / n for k, v in sorted(self.positives.items())}
 
 
+@dataclass(frozen=True)
+class ImageJob:
+    """One image to render and write: which study, which view, where, in which format."""
+
+    patient: Patient
+    study: Study
+    view: str  # "frontal" | "lateral"
+    path: Path
+    fmt: str  # "jpeg" | "png"
+    site: str
+    size: int
+    seed: int
+
+
+def render_and_save(job: ImageJob) -> tuple[tuple[int, int], list[Box]]:
+    """Render one image, write it; returns its (H, W) and its lesion boxes."""
+    from chexbench.datasets.phantom.render import render_study
+
+    image, boxes = render_study(job.patient, job.study, job.site, job.size, job.seed, view=job.view)
+    (save_jpeg if job.fmt == "jpeg" else save_png)(image, job.path)
+    return image.shape, boxes
+
+
+def default_workers(n_jobs: int) -> int:
+    """Processes to use: one per CPU (at most 8) for big batches, else 1 (no start-up cost)."""
+    if n_jobs < 200:
+        return 1
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def run_jobs(jobs: list[ImageJob], workers: int | None = None) -> list[tuple[tuple[int, int], list[Box]]]:
+    """Render and write every job, in parallel processes when ``workers`` > 1; results in job order.
+
+    Every image has its own random stream, so the files do not depend on ``workers``.
+    """
+    workers = default_workers(len(jobs)) if workers is None else workers
+    if workers <= 1:
+        return [render_and_save(j) for j in jobs]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        return list(pool.map(render_and_save, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
+
+
 class SiteWriter:
     """Base class of a layout writer: subclasses implement :meth:`write`."""
 
     site: ClassVar[str] = ""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int | None = None) -> None:
         self.tally = SiteTally(self.site)
         self.box_rows: list[BoxRow] = []
+        self.workers = workers
 
     def write(self, root: Path, patients: list[Patient], size: int, seed: int) -> None:
         raise NotImplementedError
 
-    def record(self, image_ref: str, patient: Patient, study: Study, view: str, split: str,
-               image: np.ndarray, boxes: list[Box]) -> None:
+    def render_all(self, jobs: list[ImageJob], refs: list[str]) -> list[list[Box]]:
+        """Render and write ``jobs``; tally them under ``refs`` (path or id); returns the boxes per job."""
+        out = []
+        for job, ref, (shape, boxes) in zip(jobs, refs, run_jobs(jobs, self.workers), strict=True):
+            self.record(ref, job.patient, job.study, job.view, shape, boxes)
+            out.append(boxes)
+        return out
+
+    def record(self, image_ref: str, patient: Patient, study: Study, view: str, shape: tuple[int, int],
+               boxes: list[Box]) -> None:
         t = self.tally
         t.images += 1
         t.patients.add(patient.index)
-        t.shapes[image.shape] += 1
+        t.shapes[shape] += 1
         if view == "frontal":
             t.frontal_images += 1
             t.studies += 1

@@ -136,8 +136,8 @@ def nih_stats(data_dir: Path) -> dict[str, Any]:
     }
 
 
-def indiana_major_terms(data_dir: Path) -> list[list[str]]:
-    """The MeSH ``major`` terms of every report in ``NLMCXR_reports.tgz`` (reports with images)."""
+def indiana_reports(data_dir: Path) -> list[tuple[list[str], int]]:
+    """(MeSH ``major`` terms, number of images) of every report with images in ``NLMCXR_reports.tgz``."""
     out = []
     with tarfile.open(data_dir / "NLMCXR_reports.tgz") as tar:
         for member in tar:
@@ -146,13 +146,15 @@ def indiana_major_terms(data_dir: Path) -> list[list[str]]:
             root = ET.parse(io.BytesIO(tar.extractfile(member).read())).getroot()
             if root.find("parentImage") is None:
                 continue
-            out.append([m.text or "" for m in root.iter("major")])
+            out.append(([m.text or "" for m in root.iter("major")], len(root.findall("parentImage"))))
     return out
 
 
 def indiana_stats(data_dir: Path) -> dict[str, Any]:
     labels = sorted(set(INDIANA_TERMS.values()))
-    reports = indiana_major_terms(data_dir)
+    parsed = indiana_reports(data_dir)
+    reports = [terms for terms, _ in parsed]
+    n_images = np.array([n for _, n in parsed])
     present = np.zeros((len(reports), len(labels)), dtype=bool)
     for i, terms in enumerate(reports):
         for term in terms:
@@ -166,6 +168,7 @@ def indiana_stats(data_dir: Path) -> dict[str, Any]:
         "labels": labels,
         "patterns": _patterns(present),
         "normal": round(float(np.mean([terms == ["normal"] for terms in reports])), 4),
+        "lateral_per_study": round(float(np.mean(n_images >= 2)), 4),
         "top_modifiers": [m for m, _ in modifiers.most_common(12)],
     }
 

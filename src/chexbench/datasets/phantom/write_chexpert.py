@@ -24,8 +24,7 @@ import numpy as np
 
 from chexbench.datasets.phantom.cohort import Patient, Study
 from chexbench.datasets.phantom.labels import CHEXPERT_LABEL_COLUMNS, chexpert_values
-from chexbench.datasets.phantom.output import SiteWriter, save_jpeg
-from chexbench.datasets.phantom.render import render_study
+from chexbench.datasets.phantom.output import ImageJob, SiteWriter
 
 PREFIX = "CheXpert-v1.0-small"
 META_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
@@ -52,6 +51,7 @@ class CheXpertWriter(SiteWriter):
         valid_ids = [p for p in patients if valid[p.index]]
         number = {p.index: i + 1 for i, p in enumerate(train_ids + valid_ids)}
         rows: dict[str, list[list[str]]] = {"train": [], "valid": []}
+        jobs, refs = [], []
         for patient in patients:
             split = "valid" if valid[patient.index] else "train"
             studies = patient.studies[:1] if split == "valid" else patient.studies
@@ -61,10 +61,10 @@ class CheXpertWriter(SiteWriter):
                 views = ["frontal", "lateral"] if study.lateral else ["frontal"]
                 for k, view in enumerate(views, start=1):
                     rel = f"{PREFIX}/{split}/patient{number[patient.index]:05d}/study{study.number}/view{k}_{view}.jpg"
-                    image, boxes = render_study(patient, study, self.site, size, seed, view=view)
-                    save_jpeg(image, root / rel)
                     rows[split].append(self._row(rel, study, view, labels))
-                    self.record(rel, patient, study, view, split, image, boxes)
+                    jobs.append(ImageJob(patient, study, view, root / rel, "jpeg", self.site, size, seed))
+                    refs.append(rel)
+        self.render_all(jobs, refs)
         for split, table in rows.items():
             with open(base / f"{split}.csv", "w", newline="") as fh:
                 w = csv.writer(fh, lineterminator="\n")
