@@ -66,3 +66,10 @@ def test_bench_data_writes_its_section(root, tmp_path):
     assert "## Data loading: PIL decode vs prepared cache" in text
     assert "ratio (b) / (a)" in text and "chexbench bench data chexpert" in text
     assert not list((tmp_path / "cache" / "prepared").glob("*"))  # the benchmark leaves the real cache alone
+
+
+def test_dataset_options_are_checked_against_the_dataset():
+    r = runner.invoke(app, ["data", "prepare", "chexpert", "--option", "patients=3"])
+    assert r.exit_code == 2 and "dataset 'chexpert' has no option 'patients'" in r.output
+    r = runner.invoke(app, ["bench", "data", "chexpert", "--option", "root"])
+    assert r.exit_code == 2 and "--option expects key=value" in r.output

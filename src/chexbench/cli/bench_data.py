@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from chexbench.cli.app import bench_app, console
+from chexbench.cli.data import OptionList, _root, parse_dataset_options
 
 DEFAULT_DATASET = "phantom-chexpert"
 
@@ -22,18 +23,18 @@ def bench_data_cmd(
     batch_size: Annotated[int, typer.Option(help="images per batch")] = 32,
     epochs: Annotated[int, typer.Option(help="passes over the images per path")] = 2,
     output: Annotated[Path | None, typer.Option(help="PERFORMANCE.md to update (default: docs/PERFORMANCE.md)")] = None,
+    option: OptionList = None,
 ) -> None:
     """Images/s of (a) PIL decode + resize and (b) the uint8 cache loader, same images and order."""
     from chexbench.bench.perf import record_section
     from chexbench.datasets.throughput import measure_loaders
-    from chexbench.registry import DATASETS
-
-    ds = DATASETS.get(dataset)
-    path = Path(ds.resolve_root({"root": str(root)} if root else {}))
+    options = parse_dataset_options(dataset, option)
+    path = _root(dataset, root, options)
     result = measure_loaders(dataset, path, size, images, batch_size, epochs)
     body = result.markdown()
     command = f"chexbench bench data {dataset}" + (f" --root {shlex.quote(str(root))}" if root else "")
     command += f" --size {size} --images {images} --batch-size {batch_size} --epochs {epochs}"
+    command += "".join(f" --option {shlex.quote(o)}" for o in option or [])
     file = record_section("Data loading: PIL decode vs prepared cache", body, command, output)
     console.print(body, highlight=False)
     console.print(f"written to {file}")

@@ -12,11 +12,45 @@ from chexbench.cli.app import console, data_app
 from chexbench.errors import DataError
 
 
-def _root(dataset: str, root: Path | None) -> Path:
+def parse_dataset_options(dataset: str, items: list[str] | None) -> dict[str, object]:
+    """``["patients=200", "size=320"]`` → ``{"patients": 200, "size": 320}``, checked against the dataset's options."""
+    from chexbench.errors import ConfigError
+    from chexbench.registry import DATASETS
+
+    allowed = set(getattr(DATASETS.get(dataset), "options", {}) or {})
+    out: dict[str, object] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--option expects key=value, got '{item}'")
+        if key not in allowed:
+            raise ConfigError(f"dataset '{dataset}' has no option '{key}' (options: {', '.join(sorted(allowed))})")
+        value: object = raw.strip()
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+        out[key] = value
+    return out
+
+
+def _root(dataset: str, root: Path | None, options: dict[str, object] | None = None) -> Path:
     from chexbench.registry import DATASETS
 
     ds = DATASETS.get(dataset)
-    return Path(ds.resolve_root({"root": str(root)} if root else {}))
+    opts = dict(options or {})
+    if root:
+        opts["root"] = str(root)
+    return Path(ds.resolve_root(opts))
+
+
+OptionList = Annotated[
+    list[str] | None,
+    typer.Option("--option", help="dataset option key=value (e.g. phantom patients=200); repeatable"),
+]
 
 
 @data_app.command("prepare")
@@ -29,11 +63,12 @@ def prepare_cmd(
     ] = None,
     workers: Annotated[int, typer.Option(help="decoding processes (0 = all cores)")] = 0,
     strict: Annotated[bool, typer.Option(help="a missing or corrupt image is fatal instead of skipped")] = False,
+    option: OptionList = None,
 ) -> None:
     """Index a dataset and decode its images once into a uint8 cache (resumable)."""
     from chexbench.datasets.cache import prepare
 
-    path = _root(dataset, root)
+    path = _root(dataset, root, parse_dataset_options(dataset, option))
     cache = prepare(dataset, path, size, out, workers=workers or None, strict=strict, progress=True)
     m = cache.manifest
     table = Table(title=f"{dataset} prepared at {size}px", show_header=False)

@@ -126,10 +126,17 @@ def default_prepared_dir(dataset: str, root: Path, size: int) -> Path:
 
 
 def label_file_fingerprint(dataset_obj: Any, root: Path) -> dict[str, list[int]]:
-    """``{file: [size, mtime_ns]}`` of the dataset's label files (empty if it declares none)."""
-    files = getattr(dataset_obj, "label_files", None)
+    """``{file: [size, mtime_ns]}`` of the dataset's label files.
+
+    A dataset names them with ``label_files(root)``; without that method, every regular file
+    directly inside ``root`` counts (label CSVs, split lists, archives), which covers datasets
+    that delegate to the CheXpert / NIH / Indiana loaders.
+    """
+    declared = getattr(dataset_obj, "label_files", None)
+    root = Path(root)
+    files = declared(root) if declared else sorted(p for p in root.iterdir() if p.is_file()) if root.is_dir() else []
     out: dict[str, list[int]] = {}
-    for f in files(root) if files else []:
+    for f in files:
         st = Path(f).stat()
         out[str(Path(f).resolve())] = [st.st_size, st.st_mtime_ns]
     return out

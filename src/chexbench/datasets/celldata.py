@@ -158,7 +158,7 @@ def build_cell_data(cell: CellConfig) -> CellData:
         parts[name] = SplitData(
             images=_take_images(cache, cache.rows[sel]),
             targets=np.ascontiguousarray(targets[sel]),
-            image_ids=index["image_id"].to_numpy(dtype=str)[sel],
+            image_ids=index["image_id"].to_numpy()[sel].astype(str),
             patient_ids=patients[sel].astype(str),
         )
     manifest = {
