@@ -145,3 +145,25 @@ def test_decode_aspect_16bit_and_colour(tmp_path):
     np.testing.assert_allclose(d, np.clip(deep * (255.0 / deep.max()), 0, 255).astype(np.uint8), atol=1)
     Image.fromarray(np.full((20, 20, 3), (200, 0, 0), np.uint8)).save(tmp_path / "rgb.png")
     assert decode_image(tmp_path / "rgb.png", 10)[5, 5] == round(0.299 * 200)
+
+
+def _ensure_in_child(root, queue):
+    c = ensure_prepared("chexpert", root, SIZE)
+    queue.put((str(c.dir), int(np.asarray(c.images).sum())))
+
+
+def test_concurrent_runs_prepare_the_same_cache_once(root):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_ensure_in_child, args=(root, queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert results[0] == results[1]
+    c = ensure_prepared("chexpert", root, SIZE)
+    assert verify(c).ok and str(c.dir) == results[0][0]

@@ -21,13 +21,15 @@ a complete folder is renamed to its final name, so a reader never sees a partial
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import multiprocessing as mp
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +158,18 @@ def open_prepared(folder: Path) -> PreparedCache:
     return PreparedCache(folder, index, rows, images, manifest)
 
 
+@contextlib.contextmanager
+def _folder_lock(final: Path) -> Iterator[None]:
+    """Exclusive lock on a prepared folder, so concurrent runs (shards) prepare it only once."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def prepare(
     dataset: str,
     root: Path,
@@ -172,14 +186,28 @@ def prepare(
     Missing or corrupt images are skipped and listed in the manifest; with ``strict`` the
     first one is a :class:`DataError` and nothing is written under the final name.
     ``progress``: True for a Rich progress bar, or a callback ``(done, total)``.
+    ``index``: prepare these rows instead of the dataset's whole index.
     """
-    from chexbench.registry import DATASETS
-
     if size < 8:
         raise DataError(f"image size must be at least 8 pixels, got {size}")
+    final = Path(out) if out is not None else default_prepared_dir(dataset, Path(root), size)
+    with _folder_lock(final):
+        return _prepare(dataset, Path(root), size, final, workers, strict, progress, index)
+
+
+def _prepare(
+    dataset: str,
+    root: Path,
+    size: int,
+    final: Path,
+    workers: int | None,
+    strict: bool,
+    progress: bool | Callable[[int, int], None],
+    index: pd.DataFrame | None,
+) -> PreparedCache:
+    from chexbench.registry import DATASETS
+
     ds = DATASETS.get(dataset)
-    root = Path(root)
-    final = Path(out) if out is not None else default_prepared_dir(dataset, root, size)
     if index is None:
         index = ds.load_index(root)
     index = index.reset_index(drop=True)
@@ -319,11 +347,22 @@ def ensure_prepared(dataset: str, root: Path, size: int, *, progress: bool = Fal
     from chexbench.registry import DATASETS
 
     folder = default_prepared_dir(dataset, root, size)
-    if (folder / "manifest.json").is_file():
-        cache = open_prepared(folder)
-        if cache.manifest.get("label_files") == label_file_fingerprint(DATASETS.get(dataset), Path(root)):
-            return cache
-    return prepare(dataset, root, size, progress=progress)
+    fingerprint = label_file_fingerprint(DATASETS.get(dataset), Path(root))
+
+    def reusable() -> PreparedCache | None:
+        if (folder / "manifest.json").is_file():
+            cache = open_prepared(folder)
+            if cache.manifest.get("label_files") == fingerprint:
+                return cache
+        return None
+
+    cache = reusable()
+    if cache is not None:
+        return cache
+    if size < 8:
+        raise DataError(f"image size must be at least 8 pixels, got {size}")
+    with _folder_lock(folder):
+        return reusable() or _prepare(dataset, Path(root), size, folder, None, False, progress, None)
 
 
 # -- verification ---------------------------------------------------------------------------

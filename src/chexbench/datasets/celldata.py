@@ -13,6 +13,8 @@ refuses (LeakageError) when a patient of the cell's test split is in it.
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,13 +94,18 @@ def _take_images(cache: PreparedCache, rows: np.ndarray) -> np.ndarray:
     shape = (len(rows), s, s)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
-        for start in range(0, len(rows), 4096):
-            out[start : start + 4096] = cache.images[rows[start : start + 4096]]
-        out.flush()
-        del out
-        tmp.replace(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
+            for start in range(0, len(rows), 4096):
+                out[start : start + 4096] = cache.images[rows[start : start + 4096]]
+            out.flush()
+            del out
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
 
 
