@@ -111,16 +111,35 @@ def test_verify_detects_changed_images_and_label_files(root, tmp_path):
     assert verify(c, sample=3).stale_label_files == [str((root / "valid.csv").resolve())]
 
 
-def test_ensure_prepared_reuses_until_the_labels_change(root):
+def test_ensure_prepared_reuses_and_reindexes_without_decoding_again(root, monkeypatch):
     a = ensure_prepared("chexpert", root, SIZE)
     stamp = (a.dir / "images.u8").stat().st_mtime_ns
     assert ensure_prepared("chexpert", root, SIZE).dir == a.dir
-    assert (a.dir / "images.u8").stat().st_mtime_ns == stamp
-    train = root / "train.csv"
-    train.write_text(train.read_text())
-    os.utime(train, ns=(2, 2))
+    # a new label value: the index is rebuilt over the same pixels
+    train = pd.read_csv(root / "train.csv")
+    assert pd.isna(train.loc[0, "Cardiomegaly"])
+    train.loc[0, "Cardiomegaly"] = 1.0
+    train.to_csv(root / "train.csv", index=False)
     b = ensure_prepared("chexpert", root, SIZE)
-    assert b.dir == a.dir and (b.dir / "images.u8").stat().st_mtime_ns != stamp
+    assert b.manifest["reindexed"] and (b.dir / "images.u8").stat().st_mtime_ns == stamp
+    assert b.index["cardiomegaly"].iloc[0] == 1.0
+    np.testing.assert_array_equal(b.images[b.rows[0]], decode_image(root / b.index["path"].iloc[0], SIZE))
+    # another split rule (a loader constant) also re-indexes
+    from chexbench.datasets import chexpert
+
+    monkeypatch.setattr(chexpert, "CHEXPERT_VALID_FRACTION", 0.5)
+    monkeypatch.setattr(chexpert.load_chexpert_index, "__defaults__", (0.5, chexpert.CHEXPERT_VALID_SEED))
+    c = ensure_prepared("chexpert", root, SIZE)
+    assert c.manifest["split_counts"]["valid"] > b.manifest["split_counts"]["valid"]
+    assert (c.dir / "images.u8").stat().st_mtime_ns == stamp
+    assert len(list(c.dir.glob("index*.parquet"))) == 1
+    # a changed image file forces a full decode
+    write_image(root / c.index["path"].iloc[1], 44)
+    os.utime(root / c.index["path"].iloc[1], ns=(3, 3))
+    (root / "valid.csv").write_text((root / "valid.csv").read_text())
+    d = ensure_prepared("chexpert", root, SIZE)
+    assert "reindexed" not in d.manifest and (d.dir / "images.u8").stat().st_mtime_ns != stamp
+    assert verify(d).ok
 
 
 def test_refuses_to_overwrite_a_folder_that_is_not_a_cache(root, tmp_path):

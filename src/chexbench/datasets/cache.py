@@ -144,6 +144,35 @@ def label_file_fingerprint(dataset_obj: Any, root: Path) -> dict[str, list[int]]
     return out
 
 
+#: Modules whose constants (label tables, split fractions and seeds) shape an index.
+INDEX_MODULES = (
+    "chexbench.datasets.labels",
+    "chexbench.datasets.chexpert",
+    "chexbench.datasets.nih",
+    "chexbench.datasets.indiana",
+)
+
+
+def index_fingerprint(dataset_obj: Any) -> str:
+    """sha256 of what shapes an index besides the files: the loaders' UPPER_CASE constants
+    (label mapping tables, split fractions and seeds), the dataset's labels and its module's
+    constants. A change re-indexes a prepared cache without decoding its images again."""
+    import importlib
+
+    def plain(v: Any) -> Any:
+        return sorted(v) if isinstance(v, (set, frozenset)) else str(v)
+
+    consts = {}
+    for name in dict.fromkeys((*INDEX_MODULES, type(dataset_obj).__module__)):
+        mod = importlib.import_module(name)
+        consts[name] = {
+            k: v for k, v in vars(mod).items()
+            if k.isupper() and isinstance(v, (int, float, str, tuple, list, dict, frozenset))
+        }
+    payload = [type(dataset_obj).__qualname__, list(dataset_obj.labels), list(dataset_obj.eval_labels), consts]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=plain).encode()).hexdigest()
+
+
 def open_prepared(folder: Path) -> PreparedCache:
     """Open a complete prepared folder (one with a manifest)."""
     folder = Path(folder)
@@ -153,8 +182,8 @@ def open_prepared(folder: Path) -> PreparedCache:
     manifest = json.loads(mf.read_text())
     shape = tuple(manifest["cache_shape"])
     images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r", shape=shape)
-    index = pd.read_parquet(folder / "index.parquet")
-    rows = np.load(folder / "rows.npy")
+    index = pd.read_parquet(folder / manifest.get("index_file", "index.parquet"))
+    rows = np.load(folder / manifest.get("rows_file", "rows.npy"))
     return PreparedCache(folder, index, rows, images, manifest)
 
 
@@ -286,6 +315,9 @@ def _prepare(
         "skipped": skipped,
         "split_counts": {k: int(v) for k, v in index.iloc[rows]["split"].value_counts().items()},
         "label_files": label_file_fingerprint(ds, root),
+        "index_fingerprint": index_fingerprint(ds),
+        "index_file": "index.parquet",
+        "rows_file": "rows.npy",
         "index_sha256": ids_hash,
     }
     atomic_write_text(json.dumps(manifest, indent=1), partial / "manifest.json")
@@ -343,26 +375,85 @@ def _progress_reporter(
 
 
 def ensure_prepared(dataset: str, root: Path, size: int, *, progress: bool = False) -> PreparedCache:
-    """Reuse the default prepared folder if it is complete and its label files are unchanged."""
+    """The default prepared folder of ``dataset`` at ``root`` and ``size``, built if needed.
+
+    Reused as is while its label files and index fingerprint are unchanged; when only those
+    changed (new labels, another split rule) and every image file is the one that was
+    decoded, the index is rebuilt over the cached pixels; otherwise everything is decoded again.
+    """
     from chexbench.registry import DATASETS
 
+    ds = DATASETS.get(dataset)
+    root = Path(root)
     folder = default_prepared_dir(dataset, root, size)
-    fingerprint = label_file_fingerprint(DATASETS.get(dataset), Path(root))
+    want = (label_file_fingerprint(ds, root), index_fingerprint(ds))
 
-    def reusable() -> PreparedCache | None:
+    def current() -> PreparedCache | None:
         if (folder / "manifest.json").is_file():
             cache = open_prepared(folder)
-            if cache.manifest.get("label_files") == fingerprint:
+            if (cache.manifest.get("label_files"), cache.manifest.get("index_fingerprint")) == want:
                 return cache
         return None
 
-    cache = reusable()
+    cache = current()
     if cache is not None:
         return cache
     if size < 8:
         raise DataError(f"image size must be at least 8 pixels, got {size}")
     with _folder_lock(folder):
-        return reusable() or _prepare(dataset, Path(root), size, folder, None, False, progress, None)
+        cache = current()
+        if cache is None and (folder / "manifest.json").is_file():
+            cache = _reindex(open_prepared(folder), ds, root, want)
+        return cache or _prepare(dataset, root, size, folder, None, False, progress, None)
+
+
+def _reindex(cache: PreparedCache, ds: Any, root: Path, want: tuple[dict, str]) -> PreparedCache | None:
+    """Rebuild the index over cached pixels, or None when some image file is new or changed."""
+    index = ds.load_index(root).reset_index(drop=True)
+    sources = pd.read_parquet(cache.dir / "sources.parquet")
+    row_of = {p: i for i, p in enumerate(sources["path"].astype(str))}
+    decoded = np.zeros(len(sources), dtype=bool)
+    decoded[cache.rows] = True
+    rows, keep, skipped = [], [], []
+    reasons = {s["path"]: s["reason"] for s in cache.manifest.get("skipped", [])}
+    for p in index["path"].astype(str):
+        r = row_of.get(p)
+        if r is None:
+            return None
+        try:
+            st = os.stat(root / p)
+            stat = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            stat = [-1, -1]
+        if stat != [int(sources["size"].iloc[r]), int(sources["mtime_ns"].iloc[r])]:
+            return None
+        keep.append(bool(decoded[r]))
+        if decoded[r]:
+            rows.append(r)
+        else:
+            skipped.append({"path": p, "reason": reasons.get(p, "skipped when prepared")})
+    kept = index[np.array(keep, dtype=bool)].reset_index(drop=True)
+    tag = want[1][:12]
+    kept.to_parquet(cache.dir / f"index.{tag}.parquet", index=False)
+    np.save(cache.dir / f"rows.{tag}.npy", np.array(rows, dtype=np.int64))
+    old_files = (cache.manifest.get("index_file", "index.parquet"), cache.manifest.get("rows_file", "rows.npy"))
+    manifest = {
+        **cache.manifest,
+        "label_files": want[0],
+        "index_fingerprint": want[1],
+        "index_file": f"index.{tag}.parquet",
+        "rows_file": f"rows.{tag}.npy",
+        "n_images": len(rows),
+        "n_skipped": len(skipped),
+        "skipped": skipped,
+        "split_counts": {k: int(v) for k, v in kept["split"].value_counts().items()},
+        "reindexed": True,
+    }
+    atomic_write_text(json.dumps(manifest, indent=1), cache.dir / "manifest.json")
+    for name in old_files:
+        if name not in (manifest["index_file"], manifest["rows_file"]):
+            (cache.dir / name).unlink(missing_ok=True)
+    return open_prepared(cache.dir)
 
 
 # -- verification ---------------------------------------------------------------------------
