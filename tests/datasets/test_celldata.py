@@ -79,6 +79,7 @@ def test_targets_and_images_match_the_source_rows(chexpert_root, policy):
     for i in (0, len(data.train) - 1):
         np.testing.assert_array_equal(data.train.images[i], decode_image(chexpert_root / data.train.image_ids[i], SIZE))
     assert data.manifest["uncertainty"] == policy
+    assert "valid.csv as test" in data.manifest["split_rule"]
     json.dumps(data.manifest)  # JSON-able
 
 

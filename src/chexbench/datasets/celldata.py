@@ -109,6 +109,17 @@ def _take_images(cache: PreparedCache, rows: np.ndarray) -> np.ndarray:
     return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
 
 
+def _split_rule(ds: Any) -> str:
+    """The dataset's documented split rule (a phantom reports the rule of the layout it uses)."""
+    from chexbench.registry import DATASETS
+
+    rule = getattr(ds, "split_rule", "")
+    layout = getattr(ds, "layout", "")
+    if not rule and layout and layout in DATASETS:
+        rule = getattr(DATASETS.get(layout), "split_rule", "")
+    return rule
+
+
 def _split_summary(index: pd.DataFrame, mask: np.ndarray) -> dict[str, Any]:
     return {
         "images": int(mask.sum()),
@@ -174,6 +185,8 @@ def build_cell_data(cell: CellConfig) -> CellData:
         "cache_id": cache.cache_id,
         "cache_dir": str(cache.dir),
         "loader_version": cache.manifest.get("loader_version"),
+        "index_fingerprint": cache.manifest.get("index_fingerprint"),
+        "split_rule": _split_rule(ds),
         "image_size": st.image_size,
         "views": st.views,
         "uncertainty": st.uncertainty,

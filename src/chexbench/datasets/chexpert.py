@@ -116,6 +116,10 @@ class CheXpert(Dataset):
     labels = tuple(CHEXPERT_COLUMNS.values())
     eval_labels = CHEXPERT_EVAL_LABELS
     options = {"root": None}
+    split_rule = (
+        f"test_labels.csv/test.csv as test and valid.csv as valid if present; else valid.csv as test and "
+        f"{CHEXPERT_VALID_FRACTION:g} of train patients as valid (seed {CHEXPERT_VALID_SEED})"
+    )
 
     def load_index(self, root: Path) -> pd.DataFrame:
         return load_chexpert_index(root)

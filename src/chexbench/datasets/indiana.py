@@ -184,6 +184,7 @@ class Indiana(Dataset):
     labels = INDIANA_LABELS
     eval_labels = INDIANA_EVAL_LABELS
     options = {"root": None}
+    split_rule = f"patients split train/valid/test {INDIANA_SPLIT} (seed {INDIANA_SPLIT_SEED})"
 
     def load_index(self, root: Path) -> pd.DataFrame:
         return load_indiana_index(root)

@@ -211,6 +211,10 @@ class NIHChestXray14(Dataset):
     labels = NIH_LABELS
     eval_labels = NIH_EVAL_LABELS
     options = {"root": None}
+    split_rule = (
+        f"official test_list.txt as test; {NIH_VALID_FRACTION:g} of train_val_list.txt patients as valid "
+        f"(seed {NIH_VALID_SEED})"
+    )
 
     def load_index(self, root: Path) -> pd.DataFrame:
         return load_nih_index(root)
