@@ -3,6 +3,7 @@ predictions with patient clustering, a failed cell, skipped cells and a pretrain
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def _record(cell_id: str, strategy: str, backbone: str, dataset: str, protocol: 
     return {
         "schema_version": 1, "cell_id": cell_id, "grid": "synthetic", "strategy": strategy, "backbone": backbone,
         "dataset": dataset, "protocol": protocol, "label_fraction": fraction, "seed": seed,
-        "config_json": json.dumps(cfg, sort_keys=True), "config_hash": f"{abs(hash(cell_id)) % 10**12:012d}"[:12] + "ffff",
+        "config_json": json.dumps(cfg, sort_keys=True), "config_hash": hashlib.sha256(cell_id.encode()).hexdigest(),
         "status": status, "failure_reason": reason, "eval_labels_json": json.dumps(LABELS),
         "macro_auroc": float("nan"), "macro_auprc": float("nan"), "metrics_json": "{}", "val_macro_auroc": float("nan"),
         "selected_epoch": 1, "init_json": "{}", "data_json": "{}", "history_json": "[]", "train_seconds": 1.0,

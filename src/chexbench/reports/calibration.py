@@ -57,18 +57,21 @@ def expected_calibration_error(y_true: np.ndarray, y_prob: np.ndarray, n_bins: i
 def youden_threshold(y_true: np.ndarray, y_score: np.ndarray) -> float:
     """Threshold t (predict positive when score ≥ t) maximizing sensitivity + specificity − 1.
 
-    Among equal J the largest threshold wins (the most specific). NaN without both classes.
+    Candidate thresholds are the distinct scores; among equal J the largest threshold wins
+    (the most specific). NaN without both classes. Shapes (n,).
     """
-    from sklearn.metrics import roc_curve
-
-    y = np.asarray(y_true, dtype=float)
-    if y.min(initial=1) == y.max(initial=0) or len(y) == 0:
+    y = np.asarray(y_true, dtype=float) > 0.5
+    s = np.asarray(y_score, dtype=float)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
         return float("nan")
-    fpr, tpr, thr = roc_curve(y, y_score, drop_intermediate=False)
-    j = tpr - fpr
-    finite = np.isfinite(thr)
-    best = np.flatnonzero(finite & (j == j[finite].max()))
-    return float(thr[best[0]])  # thresholds are decreasing: the first is the largest
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last_of_value = np.r_[s[1:] != s[:-1], True]  # threshold = this score: everything up to here is called
+    tp = np.cumsum(y)[last_of_value]
+    fp = np.cumsum(~y)[last_of_value]
+    j = tp / n_pos - fp / n_neg
+    return float(s[last_of_value][int(np.argmax(j))])  # argmax: first = largest threshold
 
 
 def sensitivity_specificity(y_true: np.ndarray, y_score: np.ndarray, threshold: float) -> tuple[float, float]:
