@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from chexbench.cli.app import app, console
@@ -84,7 +85,7 @@ def plan(grid: GridOpt = "smoke", only: OnlyOpt = None, results: ResultsOpt = Pa
 
                 run = f"{c.strategy}/{c.backbone}/{c.settings.pretrain_source}/seed{c.settings.pretrain_seed}"
                 pretrain.setdefault(run, []).append(c.cell_id)
-        state = ("[green]done" if store.has(c.cell_id) else "run") if p.status == "run" else f"[yellow]skipped[/]: {p.reason}"
+        state = ("[green]done" if store.has(c.cell_id) else "run") if p.status == "run" else f"[yellow]skipped[/]: {escape(p.reason)}"
         table.add_row(c.cell_id, c.strategy, c.backbone, c.dataset, c.protocol, f"{c.label_fraction:g}", str(c.seed), state)
     if len(planned) <= 400:
         console.print(table)
@@ -96,7 +97,7 @@ def plan(grid: GridOpt = "smoke", only: OnlyOpt = None, results: ResultsOpt = Pa
     )
     reasons = Counter(p.reason for p in planned if p.status == "skipped")
     for reason, n in reasons.most_common():
-        console.print(f"  [yellow]skipped ×{n}[/]: {reason}")
+        console.print(f"  [yellow]skipped ×{n}[/]: {escape(reason)}")
     for run, ids in sorted(pretrain.items()):
         console.print(f"  pretraining [cyan]{run}[/] serves {len(ids)} cells")
 
@@ -128,7 +129,7 @@ def run(
 ) -> None:
     """Run every unfinished cell of a grid; finished cells are skipped (resume)."""
     from chexbench.bench.context import RunContext, resolve_device
-    from chexbench.bench.runner import run_grid
+    from chexbench.bench.runner import preflight, run_grid
     from chexbench.config import load_grid, parse_only
     from chexbench.paths import cache_dir
 
@@ -136,6 +137,7 @@ def run(
     only_map = parse_only(only)
     dev = resolve_device(device)
     planned = g.cells(only_map)
+    preflight(planned)  # a missing data root is one clear error, before anything is printed or written
     n_run = sum(p.status == "run" for p in planned)
     console.print(
         f"grid [bold]{g.name}[/] → {results}: {n_run} runnable cells, {len(planned) - n_run} skipped, device {dev}"
@@ -157,9 +159,9 @@ def run(
                     f"  [green]ok[/] {cell.cell_id} {cell.label()}  macro AUROC {outcome.macro_auroc:.3f}  ({outcome.seconds:.1f}s)"
                 )
             elif outcome.status == "failed":
-                progress.console.print(f"  [red]failed[/] {cell.cell_id} {cell.label()}: {outcome.reason}")
+                progress.console.print(f"  [red]failed[/] {cell.cell_id} {cell.label()}: {escape(outcome.reason)}")
             elif outcome.status == "skipped":
-                progress.console.print(f"  [yellow]skipped[/] {cell.cell_id} {cell.label()}: {outcome.reason}")
+                progress.console.print(f"  [yellow]skipped[/] {cell.cell_id} {cell.label()}: {escape(outcome.reason)}")
 
         summary = run_grid(g, results, ctx, cells=planned, overwrite=overwrite, on_cell_start=on_start, on_cell_end=on_end)
     before = summary.count("done-before")
