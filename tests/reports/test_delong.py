@@ -7,7 +7,7 @@ import pytest
 
 from chexbench.reports.auroc import resampled_auroc_auprc
 from chexbench.reports.bootstrap import draw_patient_resamples
-from chexbench.reports.delong import delong, paired_delong_test
+from chexbench.reports.delong import auroc_influence, delong, influence_variance, paired_delong_test
 
 
 def _naive_delong(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
@@ -76,3 +76,17 @@ def test_paired_test_of_identical_scores_and_of_a_clear_difference():
     assert same.delta == 0 and same.p_value == 1.0
     diff = paired_delong_test(y, good, bad)
     assert diff.delta > 0 and diff.p_value < 1e-6 and diff.ci_low > 0
+
+
+def test_influence_form_matches_delong_and_clustered():
+    rng = np.random.default_rng(5)
+    n_pat, per = 300, 3
+    cluster = np.repeat(np.arange(n_pat), per)
+    y = (rng.random(n_pat * per) < 0.4).astype(float)
+    s = np.round(rng.normal(y, 1) + rng.normal(0, 1, n_pat)[cluster], 1)
+    auc, psi = auroc_influence(y, s)
+    m, n = int(y.sum()), int((1 - y).sum())
+    assert auc == pytest.approx(delong(y, s).auroc[0], abs=1e-12)
+    # Σψ² drops DeLong's m/(m−1), n/(n−1) factors: equal to within them
+    assert influence_variance(psi) == pytest.approx(delong(y, s).covariance[0, 0], rel=1.5 / min(m, n))
+    assert influence_variance(psi, cluster) == pytest.approx(delong(y, s, cluster).covariance[0, 0], rel=3.0 / min(m, n))

@@ -110,3 +110,33 @@ def paired_delong_test(y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndar
     else:
         p = float(2 * norm.sf(abs(delta) / se))
     return DeLongTest(delta, se, delta - zq * se, delta + zq * se, p)
+
+
+def auroc_influence(y_true: np.ndarray, y_score: np.ndarray) -> tuple[float, np.ndarray]:
+    """AUROC and each image's structural component in influence form, (n,) → float, (n,).
+
+    ψ_i = (V10_i − θ) / m for a positive, (V01_i − θ) / n for a negative, so that
+    Σ_i ψ_i² ≈ DeLong's variance (up to the factors m/(m−1), n/(n−1)) and summing ψ over a
+    patient's images before squaring gives the clustered (Obuchowski) variance. Sums of ψ
+    over several AUROCs on shared images give the variance of any linear combination, e.g.
+    a macro AUROC or a paired Δ.
+    """
+    y = np.asarray(y_true, dtype=float) > 0.5
+    auc, v_pos, v_neg = _placements(y, y_score)
+    theta = float(auc[0])
+    psi = np.empty(len(y))
+    psi[y] = (v_pos[0] - theta) / v_pos.shape[1]
+    psi[~y] = (v_neg[0] - theta) / v_neg.shape[1]
+    return theta, psi
+
+
+def influence_variance(psi: np.ndarray, cluster: np.ndarray | None = None) -> float:
+    """Variance of a statistic from its per-image influence values (n,): Σ ψ² over images, or
+    I/(I−1) · Σ over clusters of (Σ ψ in the cluster)² when ``cluster`` (n,) is given."""
+    p = np.asarray(psi, dtype=float)
+    if cluster is None:
+        return float(np.sum(p**2))
+    c = np.unique(np.asarray(cluster), return_inverse=True)[1]
+    sums = np.bincount(c, weights=p)
+    n_clusters = len(sums)
+    return float(n_clusters / max(n_clusters - 1, 1) * np.sum(sums**2))

@@ -64,6 +64,8 @@ def leaderboard_cell(row: pd.Series) -> str:
     text = fmt_ci(row["macro_auroc"], row["macro_auroc_ci_low"], row["macro_auroc_ci_high"]) + significance_mark(row)
     if row["n_seeds"] > 1:
         text += f" (±{fmt(row['macro_auroc_sd'])} sd, {row['n_seeds']} seeds)"
+    elif math.isfinite(row["macro_auroc"]):
+        text += " (1 seed: seed variation not estimated)"
     return text
 
 
@@ -225,3 +227,25 @@ def calibration_section(t: Tables, results: LoadedResults) -> str:
     if notes:
         text += "\nNot available for: " + "; ".join(notes) + ".\n"
     return text
+
+
+def crosscheck_section(cross: pd.DataFrame, t: Tables, results: LoadedResults) -> str:
+    head = ("## Cross-check: DeLong vs the patient-level bootstrap\n\n"
+            f"Δ macro AUROC vs `{t.baseline}` for the first seed of each arm. The patient-level bootstrap interval is "
+            "the primary one. DeLong's interval treats every image as independent; the clustered variant "
+            "(Obuchowski 1997) sums each patient's structural components. Width ratio: analytic width / bootstrap width.\n")
+    if cross.empty:
+        return head + "\nNo paired comparison to check.\n"
+    multi = [ts for ts in results.test_sets.values() if ts.images_per_patient > 1.0]
+    if multi:
+        worst = max(multi, key=lambda ts: ts.images_per_patient)
+        head += (f"\n**Patients hold several images here** (up to {worst.images_per_patient:.2f} per patient on "
+                 f"`{worst.dataset}`): DeLong's independence assumption fails, so its interval is too narrow and is "
+                 "shown only as a check, never as the result.\n")
+    rows = [[r.dataset, r.protocol, fmt_fraction(r.label_fraction), r.backbone, f"`{r.strategy}`",
+             fmt_delta(r.delta, r.bootstrap_ci_low, r.bootstrap_ci_high),
+             f"[{r.delong_ci_low:+.3f}, {r.delong_ci_high:+.3f}]", f"[{r.clustered_ci_low:+.3f}, {r.clustered_ci_high:+.3f}]",
+             fmt(r.delong_width_ratio, 2), fmt(r.clustered_width_ratio, 2)] for r in cross.itertuples()]
+    header = ["dataset", "protocol", "label fraction", "backbone", "strategy", "Δ [patient bootstrap 95% CI]",
+              "DeLong 95% CI", "clustered DeLong 95% CI", "DeLong width ratio", "clustered width ratio"]
+    return head + "\n" + table(header, rows) + "\n"

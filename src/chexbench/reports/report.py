@@ -13,13 +13,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from chexbench.bench.store import atomic_write_parquet, atomic_write_text
 from chexbench.reports.aggregate import LoadedResults, load_results
 from chexbench.reports.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED
+from chexbench.reports.crosscheck import delong_crosscheck
 from chexbench.reports.leaderboard import Tables, build_tables
 from chexbench.reports.markdown import (
     calibration_section,
     comparison_section,
+    crosscheck_section,
     failed_section,
     leaderboard_section,
     per_label_section,
@@ -47,7 +51,7 @@ def methods_section(results: LoadedResults) -> str:
     )
 
 
-def render_report(results: LoadedResults, tables: Tables, figures_md: str = "") -> str:
+def render_report(results: LoadedResults, tables: Tables, figures_md: str = "", cross: pd.DataFrame | None = None) -> str:
     """The full Markdown text of the report."""
     n_ok, n_failed, n_skipped = len(results.ok), len(results.failed), len(results.skipped)
     intro = (
@@ -61,6 +65,7 @@ def render_report(results: LoadedResults, tables: Tables, figures_md: str = "") 
         summary_section(tables),
         leaderboard_section(tables, results),
         comparison_section(tables),
+        crosscheck_section(cross if cross is not None else pd.DataFrame(), tables, results),
         per_label_section(tables),
         calibration_section(tables, results),
     ]
@@ -92,6 +97,7 @@ def write_report(
     if not tables.per_label.empty:
         atomic_write_parquet(tables.per_label, root / "per_label.parquet")
         atomic_write_text(tables.per_label.to_csv(index=False), root / "per_label.csv")
+    cross = delong_crosscheck(results, tables)
     path = root / "report.md"
-    atomic_write_text(render_report(results, tables, figures_md), path)
+    atomic_write_text(render_report(results, tables, figures_md, cross), path)
     return path
