@@ -1,0 +1,130 @@
+"""ViT with a convolutional stem (Xiao et al. 2021, "Early Convolutions Help Transformers See Better").
+
+The patchify stem (one 16×16 stride-16 convolution) is replaced by ``stem_convs`` stacked
+3×3 stride-2 convolutions, each followed by BatchNorm and ReLU, and a final 1×1 convolution
+to the embedding width; it plugs into timm's :class:`VisionTransformer` through its
+``embed_layer`` hook. Default (``stem_convs = 4``): stride 16, so 224 px gives the same
+14×14 token grid as ViT-B/16, and one transformer block fewer (depth 11) keeps compute
+matched, as the paper does. ``stem_convs = 3`` is the original study's stride-8 variant
+(28×28 tokens at 224 px, about 4× the attention cost).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+
+from chexbench.backbones.vit import VitSpec
+from chexbench.registry import BACKBONES
+
+
+class ConvStem(nn.Module):
+    """(B, C, H, W) → tokens (B, N, D): ``len(channels)`` × [3×3 conv stride 2, BN, ReLU] → 1×1 conv to D.
+
+    Exposes ``img_size``, ``patch_size`` (the total stride), ``grid_size`` and ``num_patches``
+    as timm's PatchEmbed does, so the ViT sizes its position embedding from it.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 1,
+        embed_dim: int = 768,
+        channels: tuple[int, ...] = (64, 128, 256, 512),
+        bias: bool = True,
+        **_: Any,  # PatchEmbed arguments that do not apply (dynamic_img_pad, norm_layer, …)
+    ):
+        super().__init__()
+        stride = 2 ** len(channels)
+        if patch_size != stride:
+            raise ValueError(f"ConvStem with {len(channels)} stride-2 convolutions has stride {stride}, not patch size {patch_size}")
+        if img_size % stride:
+            raise ValueError(f"ConvStem: image size {img_size} is not a multiple of its stride {stride}")
+        self.img_size = (img_size, img_size)
+        self.patch_size = (stride, stride)
+        self.grid_size = (img_size // stride, img_size // stride)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.flatten = True
+        layers: list[nn.Module] = []
+        prev = in_chans
+        for width in channels:
+            layers += [nn.Conv2d(prev, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            prev = width
+        layers.append(nn.Conv2d(prev, embed_dim, 1, bias=bias))
+        self.stem = nn.Sequential(*layers)
+
+    def feat_ratio(self, as_scalar: bool = True) -> int | tuple[int, int]:
+        return self.patch_size[0] if as_scalar else self.patch_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)  # (B, D, H/s, W/s)
+        return x.flatten(2).transpose(1, 2)  # (B, N, D)
+
+
+def convstem_channels(stem_convs: int, first: int, cap: int) -> tuple[int, ...]:
+    """Widths doubling from ``first`` per stride-2 convolution, capped at ``cap``."""
+    if stem_convs not in (3, 4):
+        raise ValueError(f"stem_convs must be 3 (stride 8) or 4 (stride 16), got {stem_convs}")
+    return tuple(min(first * 2**i, cap) for i in range(stem_convs))
+
+
+class _ConvStemSpec(VitSpec):
+    conv_stem = True
+    head_prefixes = ("head.",)
+    first_conv_keys = ("patch_embed.stem.0.weight",)
+    size_multiple = 16
+
+
+class VitB16ConvStem(_ConvStemSpec):
+    name = "vit_b16_convstem"
+    description = (
+        "ViT-B with a convolutional stem (Xiao et al. 2021): 4× [3×3 s2 conv, BN, ReLU] (64–512) + 1×1 → 768, "
+        "depth 11; stem_convs = 3 gives the stride-8 variant"
+    )
+    options: dict[str, Any] = {"stem_convs": 4, "depth": 11}
+
+    def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
+        from timm.models.vision_transformer import VisionTransformer
+
+        convs = int(options["stem_convs"])
+        return VisionTransformer(
+            img_size=image_size,
+            patch_size=2**convs,
+            in_chans=1,
+            num_classes=0,
+            embed_dim=768,
+            depth=int(options["depth"]),
+            num_heads=12,
+            embed_layer=partial(ConvStem, channels=convstem_channels(convs, 64, 512)),
+        )
+
+
+class VitConvStemTiny(_ConvStemSpec):
+    name = "vit_convstem_tiny"
+    description = "ConvStem ViT at CPU size (3× conv stem stride 8, 24–96 channels, width 96, depth 3): for tests and smoke runs"
+    size_multiple = 8
+    options: dict[str, Any] = {"stem_convs": 3, "depth": 3}
+
+    def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
+        from timm.models.vision_transformer import VisionTransformer
+
+        convs = int(options["stem_convs"])
+        return VisionTransformer(
+            img_size=image_size,
+            patch_size=2**convs,
+            in_chans=1,
+            num_classes=0,
+            embed_dim=96,
+            depth=int(options["depth"]),
+            num_heads=3,
+            mlp_ratio=2.0,
+            embed_layer=partial(ConvStem, channels=convstem_channels(convs, 24, 96)),
+        )
+
+
+BACKBONES.add("vit_b16_convstem", VitB16ConvStem(), VitB16ConvStem.description)
+BACKBONES.add("vit_convstem_tiny", VitConvStemTiny(), VitConvStemTiny.description)
