@@ -11,6 +11,16 @@ from chexbench.reports.aggregate import LoadedResults
 from chexbench.reports.leaderboard import Tables
 
 SIGNIFICANCE = 0.05
+#: above this share of degenerate resamples an interval is flagged as unreliable
+DEGENERATE_WARN = 0.05
+DEGENERATE_NOTE = (
+    "⚠: more than 5% of the resamples lost every positive or every negative of a label, so the interval is "
+    "conditional on the remaining resamples and unreliable: the test set is too small for that label."
+)
+
+
+def degenerate_mark(n_degenerate: float, n_boot: int) -> str:
+    return " ⚠" if n_boot and float(n_degenerate) / n_boot > DEGENERATE_WARN else ""
 
 
 def fmt(x: float, digits: int = 3) -> str:
@@ -62,6 +72,8 @@ def significance_mark(row: pd.Series) -> str:
 
 def leaderboard_cell(row: pd.Series) -> str:
     text = fmt_ci(row["macro_auroc"], row["macro_auroc_ci_low"], row["macro_auroc_ci_high"]) + significance_mark(row)
+    if math.isfinite(row["macro_auroc"]):
+        text += degenerate_mark(row["n_degenerate"], row["n_boot"])
     if row["n_seeds"] > 1:
         text += f" (±{fmt(row['macro_auroc_sd'])} sd, {row['n_seeds']} seeds)"
     elif math.isfinite(row["macro_auroc"]):
@@ -97,7 +109,7 @@ def leaderboard_section(t: Tables, results: LoadedResults) -> str:
     lb = t.leaderboard
     parts = ["## Leaderboards\n",
              f"Macro AUROC, mean over seeds, with its 95% interval. ↑/↓: better/worse than `{t.baseline}` "
-             "(paired bootstrap, Holm-corrected over the headline family, p < 0.05).\n"]
+             "(paired bootstrap, Holm-corrected over the headline family, p < 0.05). " + DEGENERATE_NOTE + "\n"]
     if lb.empty:
         return "\n".join(parts) + "\nNo finished cells.\n"
     for (dataset, protocol), g in lb.groupby(["dataset", "protocol"], sort=True):
@@ -145,12 +157,12 @@ def comparison_section(t: Tables) -> str:
     return head + "\n" + table(header, rows) + "\n"
 
 
-def per_label_section(t: Tables) -> str:
+def per_label_section(t: Tables, n_boot: int) -> str:
     pl = t.per_label
     parts = ["## Per-label AUROC\n",
              "Mean over seeds [95% interval]; n/a where the label has only one class on the test set. "
              f"Δ vs `{t.baseline}` per label is in `leaderboard.parquet`'s companion `per_label.csv` "
-             "(BH-corrected over all per-label comparisons: exploratory).\n"]
+             "(BH-corrected over all per-label comparisons: exploratory). " + DEGENERATE_NOTE + "\n"]
     if pl.empty:
         return "\n".join(parts) + "\nNo finished cells.\n"
     for (dataset, protocol, fraction, backbone), g in pl.groupby(["dataset", "protocol", "label_fraction", "backbone"], sort=True):
@@ -168,8 +180,8 @@ def per_label_section(t: Tables) -> str:
                     cells.append("—")
                     continue
                 r = by_s[s]
-                cells.append(fmt_ci(r["auroc"], r["auroc_ci_low"], r["auroc_ci_high"]) if math.isfinite(r["auroc"])
-                             else f"n/a ({r['undefined_reason']})")
+                cells.append(fmt_ci(r["auroc"], r["auroc_ci_low"], r["auroc_ci_high"]) + degenerate_mark(r["n_degenerate"], n_boot)
+                             if math.isfinite(r["auroc"]) else f"n/a ({r['undefined_reason']})")
             rows.append([label, counts, *cells])
         parts.append(table(["label", "test pos / neg", *[f"`{s}`" for s in strategies]], rows) + "\n")
     return "\n".join(parts)

@@ -66,7 +66,7 @@ def render_report(results: LoadedResults, tables: Tables, figures_md: str = "", 
         leaderboard_section(tables, results),
         comparison_section(tables),
         crosscheck_section(cross if cross is not None else pd.DataFrame(), tables, results),
-        per_label_section(tables),
+        per_label_section(tables, results.n_boot),
         calibration_section(tables, results),
     ]
     if figures_md:

@@ -1,0 +1,49 @@
+"""The report on degenerate result sets: no finished cell, only skipped cells, tiny test sets."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from synthetic_store import _record
+
+from chexbench.bench.store import ResultStore, atomic_write_parquet
+from chexbench.reports.report import write_report
+
+
+def test_only_failed_cells(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write(_record("f1", "scratch", "resnet50", "chexpert", "finetune", 1.0, 0, "failed", "CUDA out of memory"), None)
+    text = write_report(tmp_path, n_boot=100).read_text()
+    assert "No cell finished, so there is nothing to rank." in text
+    assert "CUDA out of memory" in text
+    assert not (tmp_path / "leaderboard.parquet").exists()
+
+
+def test_only_skipped_cells(tmp_path):
+    atomic_write_parquet(pd.DataFrame([{"cell_id": "s1", "grid": "g", "strategy": "imagenet", "backbone": "resnet50",
+                                        "dataset": "nih", "protocol": "linear", "label_fraction": 0.1, "seed": 2,
+                                        "reason": "imagenet: no weights file"}]), tmp_path / "skipped.parquet")
+    text = write_report(tmp_path, n_boot=100).read_text()
+    assert "0 cell(s) scored, 0 failed, 1 skipped" in text and "imagenet: no weights file" in text
+
+
+def test_tiny_test_set_flags_unreliable_intervals(tmp_path):
+    """Three test patients, one positive: the interval exists but is flagged; label b is n/a."""
+    store = ResultStore(tmp_path)
+    for i, strategy in enumerate(("scratch", "simclr")):
+        rows = []
+        for p in range(3):
+            for label in ("a", "b"):
+                y = float(p == 0) if label == "a" else 0.0
+                rows.append((f"i{p}", f"p{p}", label, y, 0.2 + 0.3 * p * (i + 1) / 3, "test"))
+                rows.append((f"v{p}", f"q{p}", label, y, 0.5, "valid"))
+        rec = _record(f"c{i}", strategy, "resnet50", "chexpert", "finetune", 1.0, 0)
+        rec["eval_labels_json"] = json.dumps(["a", "b"])
+        store.write(rec, pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "y_score", "split"]))
+    text = write_report(tmp_path, n_boot=200, figures=False).read_text()
+    assert "0.000 [0.000, 0.000] ⚠ (1 seed: seed variation not estimated)" in text
+    assert "`b` is undefined on the test set — no positive test image (0 pos / 3 neg)" in text
+    assert "no operating point" in text or "n/a" in text
+    lb = pd.read_parquet(tmp_path / "leaderboard.parquet")
+    assert (lb["n_degenerate"] > 0.2 * 200).all()  # ≈ (2/3)^3 of resamples miss the one positive patient
