@@ -19,7 +19,7 @@ GOLDEN = Path(__file__).parent / "golden" / "report_small.md"
 def test_report_markdown_matches_golden(tmp_path):
     root = write_synthetic_results(tmp_path / "results", fractions=(0.1, 1.0), seeds=(0, 1), n_patients=16, images_per_patient=2)
     text = write_report(root, n_boot=200, seed=0).read_text()
-    for png in ("forest_delta", "fraction_chexpert_finetune", "roc_chexpert_finetune", "reliability_chexpert_finetune", "pretrain_loss"):
+    for png in ("forest_chexpert_finetune", "fraction_chexpert_finetune", "roc_chexpert_finetune", "reliability_chexpert_finetune", "pretrain_loss"):
         assert (root / "figures" / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("CHEXBENCH_UPDATE_GOLDEN"):
         GOLDEN.write_text(text)

@@ -45,11 +45,12 @@ def _slug(*parts: object) -> str:
     return "_".join(str(p).replace("/", "-").replace(" ", "-").replace(".", "p") for p in parts)
 
 
-def forest_plot(tables: Tables, path: Path) -> Path | None:
-    """Δ macro AUROC vs the baseline with 95% intervals, one row per comparison."""
+def forest_plot(tables: Tables, dataset: str, protocol: str, path: Path) -> Path | None:
+    """Δ macro AUROC vs the baseline with 95% intervals, one row per comparison of (dataset, protocol)."""
     lb = tables.leaderboard
     if lb.empty:
         return None
+    lb = lb[(lb["dataset"] == dataset) & (lb["protocol"] == protocol)]
     comp = lb[(lb["strategy"] != tables.baseline) & lb["delta"].notna()]
     if comp.empty:
         return None
@@ -65,10 +66,10 @@ def forest_plot(tables: Tables, path: Path) -> Path | None:
     for yi, (d, err_lo, err_hi, c) in enumerate(zip(comp["delta"], lo, hi, colors, strict=True)):
         ax.errorbar(d, y[yi], xerr=[[err_lo], [err_hi]], fmt="o", color=c, capsize=3)
     ax.axvline(0, color="grey", lw=1, ls="--")
-    names = [f"{r.dataset}/{r.protocol}/f={r.label_fraction:g}/{r.backbone}: {r.strategy}" for r in comp.itertuples()]
+    names = [f"f={r.label_fraction:g} · {r.backbone} · {r.strategy}" for r in comp.itertuples()]
     ax.set_yticks(y, names, fontsize=8)
     ax.set_xlabel(f"Δ macro AUROC vs {tables.baseline} (95% CI; red: Holm p < 0.05)")
-    ax.set_title("Paired differences vs baseline")
+    ax.set_title(f"Paired differences vs baseline · {dataset} · {protocol}")
     return save_figure(fig, path)
 
 
@@ -162,12 +163,12 @@ def write_figures(results: LoadedResults, tables: Tables, figures_dir: Path) -> 
     """Render every figure that the results support; returns the report's Figures section."""
     made: list[tuple[str, Path]] = []
     notes: list[str] = []
-    p = forest_plot(tables, figures_dir / "forest_delta.png")
-    if p:
-        made.append((f"Δ macro AUROC vs `{tables.baseline}`", p))
     lb = tables.leaderboard
     pairs = sorted({(r.dataset, r.protocol) for r in lb.itertuples()}) if not lb.empty else []
     for dataset, protocol in pairs:
+        p = forest_plot(tables, dataset, protocol, figures_dir / f"forest_{_slug(dataset, protocol)}.png")
+        if p:
+            made.append((f"Δ macro AUROC vs `{tables.baseline}` · {dataset} · {protocol}", p))
         p = fraction_curves(tables, dataset, protocol, figures_dir / f"fraction_{_slug(dataset, protocol)}.png")
         if p:
             made.append((f"Label-fraction curves · {dataset} · {protocol}", p))
