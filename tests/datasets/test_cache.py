@@ -186,3 +186,17 @@ def test_concurrent_runs_prepare_the_same_cache_once(root):
     assert results[0] == results[1]
     c = ensure_prepared("chexpert", root, SIZE)
     assert verify(c).ok and str(c.dir) == results[0][0]
+
+
+def test_a_smaller_size_is_derived_from_a_larger_prepared_cache(root):
+    big = prepare("chexpert", root, 2 * SIZE, workers=1)
+    small = ensure_prepared("chexpert", root, SIZE)
+    assert small.manifest["derived_from"] == {"cache_id": big.cache_id, "size": 2 * SIZE}
+    assert small.images.shape == (big.images.shape[0], SIZE, SIZE)
+    direct = prepare("chexpert", root, SIZE, small.dir.parent / "direct", workers=1)
+    diff = np.abs(np.asarray(small.images, dtype=int) - np.asarray(direct.images, dtype=int))
+    assert diff.max() <= 16 and diff.mean() < 1.5  # same crop, one extra resampling (edges differ most)
+    pd.testing.assert_frame_equal(small.index, direct.index)
+    assert verify(small).ok
+    write_image(root / small.index["path"].iloc[0], 41)
+    assert verify(small).mismatched_pixels == [small.index["path"].iloc[0]]

@@ -404,7 +404,81 @@ def ensure_prepared(dataset: str, root: Path, size: int, *, progress: bool = Fal
         cache = current()
         if cache is None and (folder / "manifest.json").is_file():
             cache = _reindex(open_prepared(folder), ds, root, want)
+        if cache is None:
+            larger = _larger_prepared(dataset, root, size, want)
+            if larger is not None:
+                return _derive(larger, size, folder)
         return cache or _prepare(dataset, root, size, folder, None, False, progress, None)
+
+
+def _larger_prepared(dataset: str, root: Path, size: int, want: tuple[dict, str]) -> PreparedCache | None:
+    """The smallest up-to-date default prepared folder of the same dataset and root above ``size``."""
+    from chexbench.paths import cache_dir
+
+    found = []
+    for mf in (cache_dir() / "prepared").glob(f"{dataset}-s*-*/manifest.json"):
+        try:
+            m = json.loads(mf.read_text())
+        except (OSError, ValueError):
+            continue
+        if (
+            m.get("root") == str(Path(root).resolve())
+            and int(m.get("size", 0)) > size
+            and m.get("loader_version") == LOADER_VERSION
+            and not m.get("derived_from")
+            and (m.get("label_files"), m.get("index_fingerprint")) == want
+            and mf.parent == default_prepared_dir(dataset, root, int(m["size"]))
+        ):
+            found.append((int(m["size"]), mf.parent))
+    return open_prepared(min(found)[1]) if found else None
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (F, F) → uint8 (size, size), bilinear with PIL's antialiasing reducing gap."""
+    from PIL import Image
+
+    im = Image.fromarray(np.ascontiguousarray(image), mode="L")
+    return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0), dtype=np.uint8)
+
+
+def _derive(source: PreparedCache, size: int, final: Path) -> PreparedCache:
+    """A prepared folder at ``size`` made by resizing a larger one's pixels (no decoding).
+
+    The crop region is the same (centre square of the shorter side), so the result differs
+    from a direct decode only by the second resampling; the manifest says ``derived_from``.
+    """
+    partial = final.with_name(final.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    shape = (source.images.shape[0], size, size)
+    out = np.memmap(partial / "images.u8", dtype=np.uint8, mode="w+", shape=shape)
+    for row in source.rows:
+        out[row] = resize_square(source.images[row], size)
+    out.flush()
+    del out
+    m = source.manifest
+    for name in (m.get("index_file", "index.parquet"), m.get("rows_file", "rows.npy"), "sources.parquet"):
+        shutil.copy2(source.dir / name, partial / name)
+    manifest = {
+        **m,
+        "size": int(size),
+        "cache_id": f"{m['dataset']}-s{size}-{cache_key(m['dataset'], Path(m['root']), size)}",
+        "cache_shape": list(shape),
+        "derived_from": {"cache_id": m["cache_id"], "size": int(m["size"])},
+    }
+    atomic_write_text(json.dumps(manifest, indent=1), partial / "manifest.json")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(partial, final)
+    return open_prepared(final)
+
+
+def expected_pixels(cache: PreparedCache, path: Path) -> np.ndarray:
+    """What the cache should hold for a source file: a direct decode, or decode + resize if derived."""
+    derived = cache.manifest.get("derived_from")
+    if derived:
+        return resize_square(decode_image(path, int(derived["size"])), cache.size)
+    return decode_image(path, cache.size)
 
 
 def _reindex(cache: PreparedCache, ds: Any, root: Path, want: tuple[dict, str]) -> PreparedCache | None:
@@ -502,7 +576,7 @@ def verify(cache: PreparedCache, root: Path | None = None, sample: int = 0, seed
         if [st.st_size, st.st_mtime_ns] != [int(sources["size"].iloc[row]), int(sources["mtime_ns"].iloc[row])]:
             changed.append(rel)
         try:
-            same = np.array_equal(decode_image(src, cache.size), cache.images[row])
+            same = np.array_equal(expected_pixels(cache, src), cache.images[row])
         except Exception:
             same = False
         if not same:
