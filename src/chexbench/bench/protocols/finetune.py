@@ -3,7 +3,8 @@
 BCE with logits over unmasked labels (missing and U-Ignore-uncertain entries carry no
 loss), AdamW with linear warmup and cosine decay, one validation pass per epoch; the epoch
 with the best validation macro AUROC over the evaluation labels is kept (ties: the
-earlier epoch), and only that model predicts the test split.
+earlier epoch), and only that model predicts the test split. ``head = "topk"`` puts a
+patch scorer with top-K pooling between a ViT and the linear layer (bench/cell_model.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from chexbench.bench import training as T
+from chexbench.bench.cell_model import HEAD_OPTIONS, apply_head, finish_cell, head_invalid_reason
 from chexbench.bench.metrics import macro_auroc
 from chexbench.bench.protocols.base import Protocol, ProtocolResult
 from chexbench.registry import PROTOCOLS
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
 
 class Classifier(nn.Module):
-    """Backbone + linear head: (B, 1, H, W) → logits (B, L)."""
+    """Backbone (or a top-K wrapped ViT) + linear head: (B, 1, H, W) → logits (B, L)."""
 
     def __init__(self, backbone: Backbone, num_labels: int):
         super().__init__()
@@ -45,7 +47,10 @@ class Classifier(nn.Module):
 class Finetune(Protocol):
     name = "finetune"
     description = "end-to-end fine-tuning, AdamW + warmup-cosine, selection on validation macro AUROC"
-    options: dict[str, Any] = {"augment": True}
+    options: dict[str, Any] = {"augment": True, **HEAD_OPTIONS}
+
+    def invalid_reason(self, cell: CellConfig) -> str | None:
+        return head_invalid_reason(cell, self.name)
 
     def run(self, backbone: Backbone, data: CellData, cell: CellConfig, ctx: RunContext, init: InitRecord) -> ProtocolResult:
         from chexbench.strategies.augment import light_augment
@@ -54,7 +59,8 @@ class Finetune(Protocol):
         opts = {**self.options, **cell.protocol_options}
         device = ctx.device
         normalize = tuple(init.extra.get("normalize", T.DEFAULT_NORMALIZE))
-        model = Classifier(backbone, len(data.labels)).to(device)
+        features, head_notes = apply_head(backbone, opts, init)
+        model = Classifier(features, len(data.labels)).to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         step_model = torch.compile(model) if s.compile else model
@@ -109,6 +115,7 @@ class Finetune(Protocol):
         valid_scores = T.predict_probs(model, data.valid.images, s.eval_batch_size, device, normalize, s.amp)
         test_scores = T.predict_probs(model, data.test.images, s.eval_batch_size, device, normalize, s.amp)
         eval_seconds = time.perf_counter() - t1
+        extra = {**finish_cell(model, data, cell, ctx, opts, normalize), "head_notes": head_notes}
         return ProtocolResult(
             valid_scores=valid_scores,
             test_scores=test_scores,
@@ -118,6 +125,7 @@ class Finetune(Protocol):
             train_seconds=train_seconds,
             eval_seconds=eval_seconds,
             images_per_second=n_train * s.epochs / max(train_seconds, 1e-9),
+            extra=extra,
         )
 
 

@@ -8,6 +8,8 @@ once (one batched einsum, independent gradients); the head and epoch with the be
 validation macro AUROC over the evaluation labels is selected (ties: smaller λ, then
 earlier epoch) and only it predicts the test split. This is the linear evaluation of
 Kolesnikov et al. 2019 / SimCLR's appendix, with validation-selected regularization.
+``head = "topk"`` pools a ViT's patch tokens with the frozen pretrained patch scorer of a
+``*_topk`` strategy (bench/cell_model.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ import numpy as np
 import torch
 
 from chexbench.bench import training as T
+from chexbench.bench.cell_model import (
+    HEAD_OPTIONS,
+    ProbeClassifier,
+    apply_head,
+    finish_cell,
+    head_invalid_reason,
+)
 from chexbench.bench.metrics import macro_auroc
 from chexbench.bench.protocols.base import Protocol, ProtocolResult
 from chexbench.registry import PROTOCOLS
@@ -111,7 +120,10 @@ def macro_auroc_per_head(targets: np.ndarray, scores: np.ndarray, label_cols: li
 class Linear(Protocol):
     name = "linear"
     description = "linear probe on frozen features, (lr, L2) selected on validation macro AUROC"
-    options: dict[str, Any] = {"lr_grid": [1e-3, 1e-2], "l2_grid": [0.0, 1e-4, 1e-3, 1e-2, 1e-1]}
+    options: dict[str, Any] = {"lr_grid": [1e-3, 1e-2], "l2_grid": [0.0, 1e-4, 1e-3, 1e-2, 1e-1], **HEAD_OPTIONS}
+
+    def invalid_reason(self, cell: CellConfig) -> str | None:
+        return head_invalid_reason(cell, self.name)
 
     def run(self, backbone: Backbone, data: CellData, cell: CellConfig, ctx: RunContext, init: InitRecord) -> ProtocolResult:
         s = cell.settings
@@ -122,6 +134,7 @@ class Linear(Protocol):
         n_train = len(data.train.images)
         if n_train == 0:
             raise ValueError("the train split is empty after label-fraction sampling")
+        backbone, head_notes = apply_head(backbone, opts, init)
         backbone = backbone.to(device)
         for p in backbone.parameters():
             p.requires_grad_(False)
@@ -194,6 +207,8 @@ class Linear(Protocol):
             for e in range(s.epochs)
         ]
         lr, l2 = grid[chosen]
+        selected = ProbeClassifier(backbone, len(data.labels)).set_head(mean, std, w, b)
+        extra = {**finish_cell(selected, data, cell, ctx, opts, normalize), "head_notes": head_notes}
         return ProtocolResult(
             valid_scores=valid_scores,
             test_scores=test_scores,
@@ -207,6 +222,7 @@ class Linear(Protocol):
                 "selected_lr": lr,
                 "selected_l2": l2,
                 "feature_dim": backbone.num_features,
+                **extra,
                 "grid_val_macro_auroc": {f"lr={lr:g},l2={l2:g}": float(np.nanmax(val_auroc[:, g], initial=np.nan)) if not np.isnan(val_auroc[:, g]).all() else None for g, (lr, l2) in enumerate(grid)},
             },
         )

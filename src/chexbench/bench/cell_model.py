@@ -1,0 +1,214 @@
+"""The classification head options of the protocols, the trained model of a cell on disk,
+and what happens after a protocol has selected its model (localization, saving).
+
+``head = "linear"`` (default): pooled backbone features → linear layer.
+``head = "topk"``: a ViT's patch tokens → :class:`~chexbench.strategies.topk.TopKBackbone`
+(patch scorer, score-weighted top-K pooling) → linear layer. The scorer starts from the
+pretrained one when the strategy made one (``simclr_topk``, ``mocov2_topk``), else fresh;
+under ``linear`` (frozen backbone) it must be pretrained, since a frozen random scorer
+would select arbitrary patches.
+
+**Saved models.** ``save_model = "auto"`` (default) writes the selected model's state dict
+to ``<results>/models/<cell_id>.pt`` when it has at most :data:`SMALL_MODEL_PARAMS`
+parameters (the CPU-sized backbones); ``true`` always, ``false`` never. ``chexbench explain``
+rebuilds the model from the cell's config and loads that file strictly.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from chexbench.errors import ConfigError, DataError, WeightsError
+
+if TYPE_CHECKING:
+    from chexbench.backbones.base import Backbone
+    from chexbench.bench.context import RunContext
+    from chexbench.config import CellConfig
+    from chexbench.datasets.celldata import CellData
+    from chexbench.strategies.base import InitRecord
+
+#: protocol options for the head, the saved model and the localization at the end of a cell
+HEAD_OPTIONS: dict[str, Any] = {
+    "head": "linear",  # linear | topk
+    "topk": 0.25,  # K of head = topk: a count or a fraction of the tokens
+    "scorer_hidden": 0,
+    "topk_temperature": 1.0,
+    "save_model": "auto",  # auto | true | false
+    "localize": True,  # pointing game + deletion AUC when the test split has boxes
+    "localize_images": 64,
+    "deletion_steps": 10,
+}
+HEADS = ("linear", "topk")
+SMALL_MODEL_PARAMS = 5_000_000
+MODEL_FORMAT = 1
+
+
+def head_invalid_reason(cell: CellConfig, protocol: str) -> str | None:
+    """Why the cell's head option cannot work for this (protocol, backbone, strategy), or None."""
+    from chexbench.strategies.topk import is_vit_cell
+
+    head = cell.protocol_options.get("head", "linear")
+    if head not in HEADS:
+        return f"[protocol.{protocol}] head must be one of {', '.join(HEADS)}, got {head!r}"
+    if head == "topk" and not is_vit_cell(cell):
+        return f"head = topk needs a ViT backbone (it scores patch tokens); got {cell.backbone}"
+    if head == "topk" and protocol == "linear" and not cell.strategy.endswith("_topk"):
+        return f"linear probe with head = topk needs a pretrained patch scorer (a *_topk strategy); got {cell.strategy}"
+    return None
+
+
+def apply_head(backbone: Backbone, opts: dict[str, Any], init: InitRecord) -> tuple[nn.Module, list[str]]:
+    """The feature extractor for ``opts["head"]``: the backbone itself, or it wrapped with the top-K
+    scorer (pretrained scorer loaded strictly when ``init`` names one). Returns notes."""
+    from chexbench.strategies.topk import load_scorer, wrap_topk
+
+    head = opts.get("head", "linear")
+    if head not in HEADS:
+        raise ConfigError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+    scorer = init.extra.get("topk_scorer")
+    if head == "linear":
+        return backbone, ["pretrained patch scorer not used (head = linear)"] if scorer else []
+    wrapped = wrap_topk(backbone, opts)
+    notes = [f"head = topk: score-weighted top-{wrapped.k} of {wrapped.num_tokens} patch tokens"]
+    if scorer:
+        n = load_scorer(wrapped, scorer)
+        notes.append(f"patch scorer loaded from {scorer} ({n} tensors; pretrained with topk = {init.extra.get('topk_pretrain_k')})")
+    else:
+        notes.append("patch scorer initialized fresh (no pretrained scorer)")
+    return wrapped, notes
+
+
+class ProbeClassifier(nn.Module):
+    """Frozen features, standardized, then a linear layer: (B, 1, H, W) → logits (B, L).
+    The linear protocol's selected head as one module (for heatmaps and saving)."""
+
+    def __init__(self, backbone: nn.Module, num_labels: int):
+        super().__init__()
+        self.backbone = backbone
+        d = backbone.num_features
+        self.register_buffer("feature_mean", torch.zeros(1, d))
+        self.register_buffer("feature_std", torch.ones(1, d))
+        self.head = nn.Linear(d, num_labels)
+
+    @torch.no_grad()
+    def set_head(self, mean: torch.Tensor, std: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> ProbeClassifier:
+        """mean, std (1, D); weight (D, L); bias (1, L) or (L,) — as the linear protocol holds them."""
+        dev = self.head.weight.device
+        self.feature_mean.copy_(mean.view(1, -1).to(dev))
+        self.feature_std.copy_(std.view(1, -1).to(dev))
+        self.head.weight.copy_(weight.T.to(dev))
+        self.head.bias.copy_(bias.reshape(-1).to(dev))
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head((self.backbone(x).float() - self.feature_mean) / self.feature_std)
+
+
+def model_path(results_dir: str | Path, cell_id: str) -> Path:
+    return Path(results_dir) / "models" / f"{cell_id}.pt"
+
+
+def should_save(model: nn.Module, option: Any) -> bool:
+    if option in (True, "true"):
+        return True
+    if option in (False, "false"):
+        return False
+    if option != "auto":
+        raise ConfigError(f"save_model must be auto, true or false, got {option!r}")
+    return sum(p.numel() for p in model.parameters()) <= SMALL_MODEL_PARAMS
+
+
+def save_cell_model(model: nn.Module, cell: CellConfig, ctx: RunContext, opts: dict[str, Any],
+                    labels: list[str], normalize: tuple[float, float]) -> Path:
+    """Write the selected model's state dict and what is needed to rebuild it (atomically)."""
+    path = model_path(ctx.results_dir, cell.cell_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": MODEL_FORMAT,
+        "cell_id": cell.cell_id,
+        "protocol": cell.protocol,
+        "head": opts.get("head", "linear"),
+        "head_options": {k: opts[k] for k in ("topk", "scorer_hidden", "topk_temperature") if k in opts},
+        "labels": list(labels),
+        "normalize": [float(v) for v in normalize],
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def build_classifier(cell: CellConfig, head: str, head_options: dict[str, Any], num_labels: int) -> nn.Module:
+    """An untrained classifier of the cell's architecture (backbone, head kind, protocol)."""
+    from chexbench.bench.protocols.finetune import Classifier
+    from chexbench.registry import BACKBONES
+    from chexbench.strategies.topk import wrap_topk
+
+    backbone: nn.Module = BACKBONES.get(cell.backbone).build(cell.settings.image_size, cell.backbone_options)
+    if head == "topk":
+        backbone = wrap_topk(backbone, head_options)
+    if cell.protocol == "linear":
+        return ProbeClassifier(backbone, num_labels)
+    return Classifier(backbone, num_labels)
+
+
+def load_cell_model(results_dir: str | Path, cell: CellConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """The saved model of ``cell`` (eval mode, CPU) and its metadata (labels, normalize, head)."""
+    path = model_path(results_dir, cell.cell_id)
+    if not path.is_file():
+        raise DataError(
+            f"no saved model for cell {cell.cell_id} ({path}); rerun it with [protocol.{cell.protocol}] save_model = true"
+        )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(f"cannot read saved model {path}: {type(e).__name__}: {e}") from None
+    if payload.get("format") != MODEL_FORMAT:
+        raise WeightsError(f"{path}: saved-model format {payload.get('format')} is not {MODEL_FORMAT}")
+    model = build_classifier(cell, payload["head"], payload["head_options"], len(payload["labels"]))
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as e:
+        raise WeightsError(f"{path} does not fit cell {cell.cell_id}'s model: {str(e).splitlines()[0]}") from None
+    model.eval()
+    return model, {k: v for k, v in payload.items() if k != "state_dict"}
+
+
+def finish_cell(model: nn.Module, data: CellData, cell: CellConfig, ctx: RunContext, opts: dict[str, Any],
+                normalize: tuple[float, float]) -> dict[str, Any]:
+    """After selection: save the model (per ``save_model``) and localize on the test split's boxes.
+    Returns entries for ``ProtocolResult.extra``."""
+    from chexbench.bench.localization import evaluate_localization
+
+    extra: dict[str, Any] = {"head": opts.get("head", "linear")}
+    if not _is_main_rank():  # under torchrun only rank 0 writes and measures
+        return extra
+    if should_save(model, opts.get("save_model", "auto")):
+        extra["model_path"] = str(save_cell_model(model, cell, ctx, opts, data.labels, normalize))
+    if opts.get("localize", True):
+        loc = evaluate_localization(
+            model, data, normalize, ctx.device, int(opts.get("localize_images", 64)), int(opts.get("deletion_steps", 10)), seed=cell.seed
+        )
+        if loc is not None:
+            extra["localization"] = loc
+    return extra
+
+
+def _is_main_rank() -> bool:
+    try:
+        from chexbench.bench import distributed
+    except ImportError:
+        return True
+    return distributed.is_main()

@@ -1,0 +1,20 @@
+"""Strategy ``mocov2_topk``: MoCo-v2 whose query and key embeddings are the score-weighted
+top-K of the ViT's patch tokens; the key encoder's scorer is the momentum copy of the
+query's (see :mod:`chexbench.strategies.topk`). Valid only for ViT backbones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chexbench.registry import STRATEGIES
+from chexbench.strategies.mocov2 import MoCoV2
+from chexbench.strategies.topk import TOPK_OPTIONS, TopKPretrainMixin
+
+
+class MoCoV2TopK(TopKPretrainMixin, MoCoV2):
+    name = "mocov2_topk"
+    description = "MoCo-v2 with a top-K patch-scoring head: query and key embeddings pool the K best-scored ViT patch tokens"
+    options: dict[str, Any] = {**MoCoV2.options, **TOPK_OPTIONS}
+
+
+STRATEGIES.add("mocov2_topk", MoCoV2TopK(), MoCoV2TopK.description)

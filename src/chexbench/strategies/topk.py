@@ -1,0 +1,242 @@
+"""Top-K patch scoring: let a ViT learn which patches matter and embed only those.
+
+A small MLP (:class:`PatchScorer`) gives every patch token one score; the K highest-scoring
+tokens are kept and pooled with weights ``softmax(score / τ)`` over the kept ones, so the
+scorer receives gradient through the weights (the hard selection itself has none). This is
+the top-K token pooling used for weakly supervised localization in the spirit of
+"attention MIL" (Ilse et al. 2018) and TopK pooling of patch scores (Durand et al. 2016,
+WELDON), applied to ViT patch tokens.
+
+:class:`TopKBackbone` wraps a ViT :class:`~chexbench.backbones.base.Backbone`, shares its
+timm model (same parameters) and adds the scorer: ``forward(x)`` gives the pooled top-K
+features ``(B, D)``, :meth:`TopKBackbone.forward_topk` also the scores ``(B, N)``, the
+selected indices ``(B, K)`` and their weights, and :meth:`TopKBackbone.score_map` the scores
+on the token grid ``(B, rows, cols)``.
+
+**Where the scorer's weights go.** In ``simclr_topk`` / ``mocov2_topk`` pretraining the
+wrapper is the encoder, so the pooled top-K embedding is the view embedding. The pretraining
+cache stores the ViT (``encoder.pt``, transferred strictly as for every strategy) and the full
+model in ``checkpoint.pt``; :class:`TopKPretrainMixin` extracts the scorer's tensors from it
+into ``scorer.pt`` beside them and names that file in the cell's init record
+(``extra["topk_scorer"]``). A protocol with ``head = "topk"`` loads it strictly (any key or
+shape mismatch is an error); with ``head = "linear"`` it is not used and the record says so.
+K is not part of the scorer's weights, so a protocol may use another K than pretraining did.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from chexbench.errors import ConfigError, WeightsError
+
+if TYPE_CHECKING:
+    from chexbench.backbones.base import Backbone
+    from chexbench.bench.context import RunContext
+    from chexbench.config import CellConfig
+    from chexbench.strategies.base import InitRecord
+
+#: options of the top-K pooling (strategies ``*_topk`` and protocols with ``head = "topk"``)
+TOPK_OPTIONS: dict[str, Any] = {
+    "topk": 0.25,  # K: a count (int ≥ 1) or a fraction of the tokens (float in (0, 1])
+    "scorer_hidden": 0,  # hidden width of the scorer MLP, 0 = max(16, D // 4)
+    "topk_temperature": 1.0,  # τ of the softmax over the kept tokens' scores
+}
+SCORER_FILE = "scorer.pt"
+
+
+def resolve_k(k: int | float, num_tokens: int) -> int:
+    """K as a count: an int ≥ 1 is a count (capped at ``num_tokens``), a float in (0, 1] a fraction
+    (rounded, at least 1). ``1`` is one token, ``1.0`` all of them."""
+    if isinstance(k, bool) or not isinstance(k, (int, float)):
+        raise ConfigError(f"topk must be a count (int ≥ 1) or a fraction in (0, 1], got {k!r}")
+    if isinstance(k, int):
+        if k < 1:
+            raise ConfigError(f"topk as a count must be ≥ 1, got {k}")
+        return min(k, num_tokens)
+    if not 0.0 < k <= 1.0:
+        raise ConfigError(f"topk as a fraction must be in (0, 1], got {k}")
+    return max(1, min(num_tokens, round(k * num_tokens)))
+
+
+class PatchScorer(nn.Module):
+    """MLP over patch tokens: (B, N, D) → one score per patch (B, N). ``Linear → GELU → Linear``."""
+
+    def __init__(self, dim: int, hidden: int = 0):
+        super().__init__()
+        hidden = hidden or max(16, dim // 4)
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.net(tokens).squeeze(-1)
+
+
+def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (B, K) of the K highest scores of (B, N), highest first."""
+    return scores.topk(k, dim=1, largest=True, sorted=True).indices
+
+
+def topk_pool(tokens: torch.Tensor, scores: torch.Tensor, k: int, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pool the K best tokens: tokens (B, N, D), scores (B, N) → pooled (B, D), indices (B, K), weights (B, K).
+
+    The weights are ``softmax(score_i / τ)`` over the kept tokens; gradient reaches ``scores``
+    through them. With K = N and equal scores this is mean pooling.
+    """
+    idx = topk_indices(scores, k)  # (B, K)
+    kept_scores = scores.gather(1, idx)  # (B, K)
+    weights = torch.softmax(kept_scores.float() / temperature, dim=1)  # (B, K)
+    kept = tokens.gather(1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))  # (B, K, D)
+    pooled = (weights.unsqueeze(-1).to(kept.dtype) * kept).sum(dim=1)  # (B, D)
+    return pooled, idx, weights
+
+
+@dataclass
+class TopKOutput:
+    pooled: torch.Tensor  # (B, D)
+    scores: torch.Tensor  # (B, N), every patch
+    indices: torch.Tensor  # (B, K), highest score first
+    weights: torch.Tensor  # (B, K), softmax over the kept scores
+
+
+class TopKBackbone(nn.Module):
+    """A ViT backbone whose pooled features are the score-weighted top-K patch tokens.
+
+    Shares ``backbone.model`` (so its state-dict keys are ``model.*`` as in the backbone, plus
+    ``scorer.*``) and offers the Backbone interface (``num_features``, ``token_grid``,
+    ``forward_tokens``, ``is_vit``) so protocols and probes treat it as a backbone.
+    """
+
+    def __init__(self, backbone: Backbone, k: int | float = 0.25, hidden: int = 0, temperature: float = 1.0):
+        super().__init__()
+        if not backbone.is_vit:
+            raise ConfigError(f"top-K patch pooling needs a ViT backbone (patch tokens); got {backbone.spec_name}")
+        self.model = backbone.model
+        self.spec_name = backbone.spec_name
+        self.kind = backbone.kind
+        self.image_size = backbone.image_size
+        self.num_features = backbone.num_features
+        rows, cols = backbone.token_grid()
+        self.num_tokens = rows * cols
+        self.k_option = k
+        self.k = resolve_k(k, self.num_tokens)
+        self.temperature = float(temperature)
+        self.scorer = PatchScorer(self.num_features, int(hidden))
+
+    @property
+    def is_vit(self) -> bool:
+        return True
+
+    def token_grid(self) -> tuple[int, int]:
+        return tuple(self.model.patch_embed.grid_size)  # type: ignore[return-value]
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens (B, N, D), as :meth:`Backbone.forward_tokens`."""
+        return self.model.forward_features(x)[:, self.model.num_prefix_tokens :]
+
+    def forward_topk(self, x: torch.Tensor) -> TopKOutput:
+        """x (B, 1, H, W) → pooled (B, D), scores (B, N), indices (B, K), weights (B, K)."""
+        tokens = self.forward_tokens(x)  # (B, N, D)
+        scores = self.scorer(tokens)  # (B, N)
+        pooled, idx, weights = topk_pool(tokens, scores, self.k, self.temperature)
+        return TopKOutput(pooled, scores, idx, weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_topk(x).pooled
+
+    def score_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores on the token grid (B, rows, cols) and the selected indices (B, K)."""
+        out = self.forward_topk(x)
+        rows, cols = self.token_grid()
+        return out.scores.float().view(-1, rows, cols), out.indices
+
+
+def wrap_topk(backbone: Backbone, options: dict[str, Any]) -> TopKBackbone:
+    """``backbone`` wrapped with a fresh scorer configured by ``options`` (see :data:`TOPK_OPTIONS`)."""
+    opts = {**TOPK_OPTIONS, **options}
+    return TopKBackbone(backbone, opts["topk"], int(opts["scorer_hidden"]), float(opts["topk_temperature"]))
+
+
+def load_scorer(model: TopKBackbone, path: str | Path) -> int:
+    """Load a pretrained scorer strictly; returns the number of tensors loaded."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"pretrained patch scorer not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    target = model.scorer.state_dict()
+    missing = sorted(set(target) - set(state))
+    unexpected = sorted(set(state) - set(target))
+    mismatched = [f"{k} {tuple(state[k].shape)}→{tuple(target[k].shape)}" for k in target if k in state and state[k].shape != target[k].shape]
+    if missing or unexpected or mismatched:
+        raise WeightsError(
+            f"patch scorer {path} does not fit: missing {missing}, unexpected {unexpected}, shape mismatches {mismatched}"
+            " (scorer_hidden must match pretraining)"
+        )
+    model.scorer.load_state_dict(state, strict=True)
+    return len(state)
+
+
+def is_vit_cell(cell: CellConfig) -> bool:
+    from chexbench.registry import BACKBONES
+
+    return getattr(BACKBONES.get(cell.backbone), "kind", "") == "vit"
+
+
+class TopKPretrainMixin:
+    """Turns a contrastive :class:`~chexbench.strategies.pretrain.PretrainStrategy` into its top-K
+    variant: the encoder is a :class:`TopKBackbone`, the scorer is kept for transfer."""
+
+    name: str
+
+    def invalid_reason(self, cell: CellConfig) -> str | None:
+        if not is_vit_cell(cell):
+            return f"{self.name} needs a ViT backbone (it scores patch tokens); got {cell.backbone}"
+        return super().invalid_reason(cell)  # type: ignore[misc]
+
+    def build_model(self, encoder: Backbone, opts: dict[str, Any], pool_size: int, generator: torch.Generator):
+        wrapped = wrap_topk(encoder, {k: opts[k] for k in TOPK_OPTIONS})
+        model, notes = super().build_model(wrapped, opts, pool_size, generator)  # type: ignore[misc]
+        return model, [*notes, f"view embedding: score-weighted top-{wrapped.k} of {wrapped.num_tokens} patch tokens"]
+
+    def init_backbone(self, backbone: Backbone, cell: CellConfig, ctx: RunContext) -> InitRecord:
+        init = super().init_backbone(backbone, cell, ctx)  # type: ignore[misc]
+        run_dir = Path(init.extra["pretrain_dir"])
+        path = extract_scorer(run_dir)
+        opts = self.resolved_options(cell)  # type: ignore[attr-defined]
+        init.extra.update(
+            topk_scorer=str(path),
+            topk_pretrain_k=opts["topk"],
+            scorer_hidden=int(opts["scorer_hidden"]),
+            topk_temperature=float(opts["topk_temperature"]),
+        )
+        init.notes.append(f"patch scorer saved to {path}: used by protocols with head = topk, not by head = linear")
+        return init
+
+
+def extract_scorer(run_dir: Path) -> Path:
+    """``run_dir/scorer.pt``: the scorer tensors of the finished run's ``checkpoint.pt`` (written once, atomically)."""
+    path = run_dir / SCORER_FILE
+    if path.is_file():
+        return path
+    ckpt_path = run_dir / "checkpoint.pt"
+    if not ckpt_path.is_file():
+        raise WeightsError(f"pretraining run {run_dir} has no checkpoint.pt to take the patch scorer from")
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["model"]
+    prefix = "encoder.scorer."
+    scorer = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not scorer:
+        raise WeightsError(f"{ckpt_path} holds no patch scorer (no '{prefix}*' keys)")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=run_dir)
+    os.close(fd)
+    try:
+        torch.save(scorer, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
