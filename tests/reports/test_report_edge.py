@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 from synthetic_store import _record
 
 from chexbench.bench.store import ResultStore, atomic_write_parquet
@@ -47,3 +48,29 @@ def test_tiny_test_set_flags_unreliable_intervals(tmp_path):
     assert "no operating point" in text or "n/a" in text
     lb = pd.read_parquet(tmp_path / "leaderboard.parquet")
     assert (lb["n_degenerate"] > 0.2 * 200).all()  # ≈ (2/3)^3 of resamples miss the one positive patient
+
+
+def test_failed_figure_keeps_previous_report(tmp_path, monkeypatch):
+    from synthetic_store import write_synthetic_results
+
+    import chexbench.reports.plots as plots
+
+    root = write_synthetic_results(tmp_path / "r", seeds=(0,), n_patients=8)
+    write_report(root, n_boot=100, figures=False)
+    before = (root / "report.md").read_text()
+    (root / "figures").mkdir()
+    (root / "figures" / "stale.png").write_bytes(b"x")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("renderer crashed")
+
+    monkeypatch.setattr(plots, "roc_curves", broken)
+    with pytest.raises(RuntimeError, match="renderer crashed"):
+        write_report(root, n_boot=100, seed=9)
+    assert (root / "report.md").read_text() == before
+    assert (root / "figures" / "stale.png").exists()
+    assert not [p for p in root.iterdir() if p.name.startswith(".figures")]
+    monkeypatch.undo()
+    write_report(root, n_boot=100)
+    assert not (root / "figures" / "stale.png").exists()  # a new report replaces the whole folder
+    assert (root / "figures" / "roc_chexpert_finetune.png").exists()

@@ -127,6 +127,7 @@ def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResul
     if records.empty and skipped.empty:
         raise DataError(f"{root}: no cell records and no skipped.parquet (run `chexbench run` first)")
     records = records.sort_values(list(CONFIG_AXES) + ["seed", "cell_id"]).reset_index(drop=True)
+    skipped = skipped[~skipped["cell_id"].isin(records["cell_id"])].reset_index(drop=True)  # ran since
     records["eval_labels"] = records["eval_labels_json"].map(_eval_labels)
 
     failed_rows, ok_ids = [], []

@@ -11,6 +11,9 @@ Outputs (in the results directory, each written atomically):
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -82,22 +85,48 @@ def write_report(
     seed: int = DEFAULT_SEED,
     figures: bool = True,
 ) -> Path:
-    """Score every finished cell of ``results_dir`` and write the report; returns report.md's path."""
+    """Score every finished cell of ``results_dir`` and write the report; returns report.md's path.
+
+    Everything is computed (figures into a hidden temporary folder) before anything is
+    replaced, so an error leaves the previous report, tables and figures as they were.
+    """
     results = load_results(results_dir, n_boot=n_boot, seed=seed)
     tables = build_tables(results, baseline=baseline)
     root = Path(results_dir)
-    figures_md = ""
-    if figures:
-        from chexbench.reports.plots import write_figures
+    cross = delong_crosscheck(results, tables)
+    staged = Path(tempfile.mkdtemp(prefix=".figures.", dir=root)) if figures else None
+    try:
+        figures_md = ""
+        if staged is not None:
+            from chexbench.reports.plots import write_figures
 
-        figures_md = write_figures(results, tables, root / "figures")
+            figures_md = write_figures(results, tables, staged)
+        text = render_report(results, tables, figures_md, cross)
+    except BaseException:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+        raise
+    if staged is not None:
+        _swap_folder(staged, root / "figures")
     if not tables.leaderboard.empty:
         atomic_write_parquet(tables.leaderboard, root / "leaderboard.parquet")
         atomic_write_text(tables.leaderboard.to_csv(index=False), root / "leaderboard.csv")
     if not tables.per_label.empty:
         atomic_write_parquet(tables.per_label, root / "per_label.parquet")
         atomic_write_text(tables.per_label.to_csv(index=False), root / "per_label.csv")
-    cross = delong_crosscheck(results, tables)
     path = root / "report.md"
-    atomic_write_text(render_report(results, tables, figures_md, cross), path)
+    atomic_write_text(text, path)
     return path
+
+
+def _swap_folder(staged: Path, final: Path) -> None:
+    """Replace ``final`` by ``staged`` (two renames; stale figures of an earlier report go away)."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old.{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    staged.rename(final)
+    os.chmod(final, 0o755)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
