@@ -36,8 +36,8 @@ GLOBAL = frozenset({"cardiomegaly", "enlarged_cardiomediastinum", "edema", "emph
                     "hernia", "support_devices"})
 #: subtle (uncertain) rate for sites whose files carry no uncertainty
 DEFAULT_SUBTLE_RATE = 0.15
-#: lesions whose CheXpert label is "Lung Lesion": drawn as a nodule (70%) or a mass
-LESION_AS_MASS = 0.3
+#: lesions whose CheXpert label is "Lung Lesion": drawn as a nodule or a mass (half each)
+LESION_AS_MASS = 0.5
 #: CheXpert parent label "Lung Opacity" covers these drawn findings
 OPACITIES = frozenset({"lung_opacity", "consolidation", "pneumonia", "edema", "atelectasis", "nodule",
                        "mass", "infiltration"})

@@ -169,15 +169,15 @@ def paint_pneumonia(scene: Scene, f: Finding, rng: np.random.Generator) -> list[
     """Patchy, fluffy, multifocal air-space opacities in one zone."""
     out = []
     for side in _sides(f):
-        cx, cy = _point_in_lung(scene, side, rng, (0.35, 0.8), (-0.2, 0.5))
+        cx, cy = _point_in_lung(scene, side, rng, (0.4, 0.7), (-0.1, 0.3))
         total = np.zeros_like(scene.x)
-        for _ in range(int(rng.integers(3, 6))):
-            px = cx + rng.normal(0, 0.07)
-            py = cy + rng.normal(0, 0.07)
-            r = rng.uniform(0.04, 0.07) * (0.8 + 0.6 * f.severity)
+        for _ in range(int(rng.integers(5, 9))):
+            px = cx + rng.normal(0, 0.10)
+            py = cy + rng.normal(0, 0.12)
+            r = rng.uniform(0.035, 0.055) * (0.8 + 0.5 * f.severity)
             total = np.maximum(total, gaussian_blob(scene.x, scene.y, px, py, r, r))
-        total = np.clip(total * (0.8 + 0.3 * smooth_noise(rng, *scene.x.shape, 20)), 0, 1)
-        _opacify(scene, (0.35 + 0.45 * f.severity) * total)
+        total = np.clip(total * 1.3 * (0.85 + 0.25 * smooth_noise(rng, *scene.x.shape, 20)), 0, 1)
+        _opacify(scene, (0.5 + 0.4 * f.severity) * total)
         out.append(("pneumonia", total * scene.lungs[side]))
     return out
 
@@ -232,10 +232,10 @@ def paint_nodule(scene: Scene, f: Finding, rng: np.random.Generator) -> list[Les
     """Small (<3 cm) well-defined round opacity."""
     side = f.side if f.side != BILATERAL else int(rng.integers(2))
     cx, cy = _point_in_lung(scene, side, rng, (0.15, 0.75))
-    r = 0.035 + 0.025 * f.severity
+    r = 0.05 + 0.03 * f.severity
     blob = ellipse(scene.x, scene.y, cx, cy, r, r * rng.uniform(0.85, 1.0), 0.006)
-    _opacify(scene, (0.55 + 0.4 * f.severity) * blob)
-    scene.dense += 0.04 * blob * scene.lung
+    _opacify(scene, (0.65 + 0.35 * f.severity) * blob)
+    scene.dense += 0.06 * blob * scene.lung
     return [("nodule", blob * scene.lungs[side])]
 
 
@@ -307,8 +307,8 @@ def paint_fracture(scene: Scene, f: Finding, rng: np.random.Generator) -> list[L
     g = scene.lung_geometry[side]
     cx = g["lateral"] - SIDE_SIGN[side] * 0.06
     cy = float(rng.uniform(g["apex"] + 0.25, g["dome"] - 0.2))
-    callus = ellipse(scene.x, scene.y, cx, cy, 0.035 + 0.02 * f.severity, 0.028, 0.008)
-    scene.dense += (0.10 + 0.08 * f.severity) * callus
+    callus = ellipse(scene.x, scene.y, cx, cy, 0.055 + 0.02 * f.severity, 0.045, 0.008)
+    scene.dense += (0.20 + 0.10 * f.severity) * callus
     return [("fracture", callus)]
 
 

@@ -29,19 +29,19 @@ SITE_NAMES: tuple[str, ...] = ("chexpert", "nih", "indiana")
 MAX_SIZE = 2048
 
 
-def writer_for(site: str) -> SiteWriter:
+def writer_for(site: str, workers: int | None = None) -> SiteWriter:
     if site == "chexpert":
         from chexbench.datasets.phantom.write_chexpert import CheXpertWriter
 
-        return CheXpertWriter()
+        return CheXpertWriter(workers)
     if site == "nih":
         from chexbench.datasets.phantom.write_nih import NIHWriter
 
-        return NIHWriter()
+        return NIHWriter(workers)
     if site == "indiana":
         from chexbench.datasets.phantom.write_indiana import IndianaWriter
 
-        return IndianaWriter()
+        return IndianaWriter(workers)
     raise ConfigError(f"unknown phantom site '{site}' (known: {', '.join(SITE_NAMES)})")
 
 
@@ -61,10 +61,14 @@ def check_options(patients: int, size: int, seed: int) -> None:
         raise ConfigError(f"phantom: seed must be a non-negative integer, got {seed!r}")
 
 
-def write_site(root: Path, site: str, patients: int, size: int, seed: int) -> SiteTally:
-    """Write one site's native layout into ``root`` (which must exist); returns the tally."""
+def write_site(root: Path, site: str, patients: int, size: int, seed: int, workers: int | None = None) -> SiteTally:
+    """Write one site's native layout into ``root`` (which must exist); returns the tally.
+
+    ``workers``: processes rendering images (None: one per CPU for big runs); the files do
+    not depend on it.
+    """
     check_options(patients, size, seed)
-    writer = writer_for(site)
+    writer = writer_for(site, workers)
     cohort = sample_cohort(site, patients, seed)
     writer.write(root, cohort, size, seed)
     manifest = {"generator": "chexbench phantom", "version": GENERATOR_VERSION, "site": site,
@@ -79,7 +83,7 @@ def _atomic_dir(final: Path) -> Path:
 
 
 def generate(out: str | Path, sites: tuple[str, ...] = ("chexpert",), patients: int = 500, size: int = 128,
-             seed: int = 0) -> GenerationResult:
+             seed: int = 0, workers: int | None = None) -> GenerationResult:
     """Write ``out/<site>/`` for every site; ``out`` must not exist or be empty."""
     out = Path(out).expanduser()
     check_options(patients, size, seed)
@@ -93,7 +97,7 @@ def generate(out: str | Path, sites: tuple[str, ...] = ("chexpert",), patients: 
         tallies = {}
         for site in sites:
             (tmp / site).mkdir()
-            tallies[site] = write_site(tmp / site, site, patients, size, seed)
+            tallies[site] = write_site(tmp / site, site, patients, size, seed, workers)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

@@ -1,0 +1,91 @@
+"""``chexbench data synth`` (phantom radiographs in native layouts) and ``chexbench bench phantom``."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from chexbench.cli.app import bench_app, console, data_app
+from chexbench.errors import ConfigError
+
+
+def parse_sites(text: str) -> tuple[str, ...]:
+    from chexbench.datasets.phantom.generate import SITE_NAMES
+
+    sites = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not sites:
+        raise ConfigError("--sites is empty (choose from chexpert, nih, indiana)")
+    for s in sites:
+        if s not in SITE_NAMES:
+            raise ConfigError(f"--sites: unknown site '{s}' (known: {', '.join(SITE_NAMES)})")
+    if len(set(sites)) != len(sites):
+        raise ConfigError(f"--sites lists a site twice: {text}")
+    return sites
+
+
+@data_app.command("synth")
+def synth_cmd(
+    out: Annotated[Path, typer.Option(help="output folder (must not exist or be empty); one sub-folder per site")],
+    sites: Annotated[str, typer.Option(help="comma-separated: chexpert, nih, indiana")] = "chexpert,nih,indiana",
+    patients: Annotated[int, typer.Option(help="patients per site (each with 1-5 studies)")] = 200,
+    size: Annotated[int, typer.Option(help="image width in pixels")] = 256,
+    seed: Annotated[int, typer.Option(help="random seed; same seed, same bytes")] = 0,
+    preview: Annotated[bool, typer.Option(help="also write OUT/contact_sheet.png, a labelled tile per finding")] = False,
+    workers: Annotated[int, typer.Option(help="processes (0: one per CPU for big runs)")] = 0,
+) -> None:
+    """Phantom chest radiographs written in the CheXpert, NIH and Indiana native layouts."""
+    from chexbench.datasets.phantom.generate import generate
+
+    site_list = parse_sites(sites)
+    result = generate(out, site_list, patients=patients, size=size, seed=seed, workers=workers or None)
+    table = Table(title=f"phantom data in {result.root} ({result.seconds:.1f} s)")
+    for col in ("site", "images", "patients", "studies", "boxes", "folder"):
+        table.add_column(col, justify="left" if col in ("site", "folder") else "right")
+    for site, tally in result.tallies.items():
+        table.add_row(site, str(tally.images), str(len(tally.patients)), str(tally.studies), str(tally.boxes),
+                      str(result.root / site))
+    console.print(table)
+    prevalence = Table(title="label prevalence (share of frontal images showing each finding)")
+    prevalence.add_column("finding")
+    for site in result.tallies:
+        prevalence.add_column(site, justify="right")
+    found = sorted({lab for t in result.tallies.values() for lab in t.positives})
+    for lab in found:
+        prevalence.add_row(lab, *(f"{t.prevalence().get(lab, 0.0):.1%}" for t in result.tallies.values()))
+    console.print(prevalence)
+    if preview:
+        from chexbench.datasets.phantom.preview import contact_sheet
+
+        sheet = contact_sheet(result.root / "contact_sheet.png", site_list, size=max(size, 128), seed=seed)
+        console.print(f"contact sheet: {sheet}")
+
+
+@bench_app.command("phantom")
+def bench_phantom_cmd(
+    size: Annotated[int, typer.Option(help="image width in pixels")] = 256,
+    images: Annotated[int, typer.Option(help="images to render per site")] = 100,
+    output: Annotated[Path | None, typer.Option(help="PERFORMANCE.md to update (default: docs/PERFORMANCE.md)")] = None,
+) -> None:
+    """Phantom generation speed (images/s on one core, render + encode) per site."""
+    from chexbench.bench.perf import record_section
+    from chexbench.datasets.phantom.bench import measure_generation
+
+    start = time.perf_counter()
+    rows = measure_generation(size=size, images=images)
+    lines = ["| site | format | images | render img/s | render + encode img/s |", "|---|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.site} | {r.fmt} | {r.images} | {r.render_per_s:.1f} | {r.total_per_s:.1f} |")
+    body = "\n".join(lines) + (
+        f"\n\nOne process, one thread, {size} px wide frontal images of a sampled cohort (findings as"
+        " the site's real label statistics); encode = JPEG (CheXpert) or PNG (NIH, Indiana) to memory."
+    )
+    command = f"chexbench bench phantom --size {size} --images {images}" + (
+        f" --output {shlex.quote(str(output))}" if output else "")
+    file = record_section("Phantom generation", body, command, output)
+    console.print(body, highlight=False)
+    console.print(f"written to {file} ({time.perf_counter() - start:.1f} s)")
