@@ -72,10 +72,11 @@ def test_missing_and_corrupt_images_are_skipped_and_counted(root, tmp_path):
 
 
 def test_strict_fails_on_the_first_bad_image_and_leaves_nothing(root, tmp_path):
-    _, missing, _ = _break_two_images(root)
+    _, missing, corrupt = _break_two_images(root)
     out = tmp_path / "out"
-    with pytest.raises(DataError, match=f"image .*{missing}: missing file"):
+    with pytest.raises(DataError, match="--strict") as e:
         prepare("chexpert", root, SIZE, out, workers=1, strict=True)
+    assert f"{corrupt}: UnidentifiedImageError" in str(e.value) or f"{missing}: missing file" in str(e.value)
     assert not out.exists() and not (tmp_path / "out.partial").exists()
 
 

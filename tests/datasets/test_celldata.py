@@ -128,12 +128,17 @@ def test_caps_take_whole_patients_and_eval_caps_ignore_the_seed(chexpert_root):
     assert a.manifest["max_train_images"] == 30
 
 
-def test_large_selections_become_a_memmap(chexpert_root, monkeypatch):
+def test_large_selections_are_cache_views_or_memmap_files(chexpert_root, tmp_path, monkeypatch):
     small = build_cell_data(cell(chexpert_root))
+    half = build_cell_data(cell(chexpert_root, fraction=0.5))
     monkeypatch.setattr(celldata, "IN_MEMORY_LIMIT_BYTES", 0)
     big = build_cell_data(cell(chexpert_root))
-    assert isinstance(big.train.images, np.memmap)
+    # a whole split's frontal images are one block of the cache: a view, no copy
+    assert isinstance(big.train.images, np.memmap) and not list((tmp_path / "cache").glob("cells/*.u8"))
     np.testing.assert_array_equal(np.asarray(big.train.images), small.train.images)
+    big_half = build_cell_data(cell(chexpert_root, fraction=0.5))
+    assert len(list((tmp_path / "cache").glob("cells/*.u8"))) == 1  # a subsample is written once
+    np.testing.assert_array_equal(np.asarray(big_half.train.images), half.train.images)
 
 
 @pytest.fixture

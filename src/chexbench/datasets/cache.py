@@ -42,7 +42,7 @@ from chexbench.bench.store import atomic_write_text
 from chexbench.errors import DataError
 
 #: Bump when decoding or the index schema changes; part of every cache key.
-LOADER_VERSION = 1
+LOADER_VERSION = 2
 CHUNK = 128
 
 
@@ -262,13 +262,16 @@ def _prepare(
         atomic_write_text(json.dumps(state), state_file)
 
     paths = [str(root / p) for p in index["path"].astype(str)]
+    order = memmap_order(index)  # memmap row m holds index row order[m]
+    slot = np.empty(n, dtype=np.int64)
+    slot[order] = np.arange(n)
     chunks = [list(range(s, min(s + CHUNK, n))) for s in range(0, n, CHUNK)]
     finished = set(state["done_chunks"])
     todo = [c for c in range(len(chunks)) if c not in finished]
     done_images = n - sum(len(chunks[c]) for c in todo)
     report, close = _progress_reporter(progress, n, f"prepare {dataset} @ {size}px")
     report(done_images, n)
-    tasks = [(str(partial / "images.u8"), shape, chunks[c], [paths[r] for r in chunks[c]], size) for c in todo]
+    tasks = [(str(partial / "images.u8"), shape, chunks[c], [paths[order[m]] for m in chunks[c]], size) for c in todo]
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
     results = _map(tasks, n_workers)
     strict_failure: tuple[int, str] | None = None
@@ -289,18 +292,20 @@ def _prepare(
     if strict_failure is not None:
         shutil.rmtree(partial, ignore_errors=True)  # bad input under --strict: leave nothing behind
         row, reason = strict_failure
-        raise DataError(f"image {paths[row]}: {reason} (--strict; without it bad images are skipped and counted)")
+        raise DataError(f"image {paths[order[row]]}: {reason} (--strict; without it bad images are skipped and counted)")
 
-    failed_rows = sorted(int(r) for r in state["failures"])
+    reasons = {int(order[int(m)]): why for m, why in state["failures"].items()}  # by index row
+    failed_rows = sorted(reasons)
     keep = np.ones(n, dtype=bool)
     keep[failed_rows] = False
-    rows = np.flatnonzero(keep).astype(np.int64)
-    if len(rows) == 0:
+    kept = np.flatnonzero(keep)
+    if len(kept) == 0:
         raise DataError(f"dataset '{dataset}' at {root}: no image could be read (first: {paths[failed_rows[0]]})")
-    index.iloc[rows].reset_index(drop=True).to_parquet(partial / "index.parquet", index=False)
+    rows = slot[kept]
+    index.iloc[kept].reset_index(drop=True).to_parquet(partial / "index.parquet", index=False)
     np.save(partial / "rows.npy", rows)
-    _source_table(index, paths).to_parquet(partial / "sources.parquet", index=False)
-    skipped = [{"path": str(index["path"].iloc[r]), "reason": state["failures"][str(r)]} for r in failed_rows]
+    _source_table(index.iloc[order], [paths[i] for i in order]).to_parquet(partial / "sources.parquet", index=False)
+    skipped = [{"path": str(index["path"].iloc[r]), "reason": reasons[r]} for r in failed_rows]
     manifest = {
         "dataset": dataset,
         "root": str(root.resolve()),
@@ -313,7 +318,7 @@ def _prepare(
         "n_images": int(len(rows)),
         "n_skipped": len(skipped),
         "skipped": skipped,
-        "split_counts": {k: int(v) for k, v in index.iloc[rows]["split"].value_counts().items()},
+        "split_counts": {k: int(v) for k, v in index.iloc[kept]["split"].value_counts().items()},
         "label_files": label_file_fingerprint(ds, root),
         "index_fingerprint": index_fingerprint(ds),
         "index_file": "index.parquet",
@@ -329,6 +334,18 @@ def _prepare(
         shutil.rmtree(old, ignore_errors=True)
     os.replace(partial, final)
     return open_prepared(final)
+
+
+def memmap_order(index: pd.DataFrame) -> np.ndarray:
+    """Index rows in memmap order: by split (train, valid, test, other), frontal before
+    lateral, then index order — so a whole split's frontal images are one contiguous block
+    that a cell can use without copying."""
+    from chexbench.datasets.base import FRONTAL_VIEWS, SPLITS
+
+    rank = {name: i for i, name in enumerate(SPLITS)}
+    split_rank = index["split"].astype(str).map(lambda v: rank.get(v, len(SPLITS))).to_numpy()
+    lateral = ~index["view"].astype(str).isin(FRONTAL_VIEWS).to_numpy()
+    return np.lexsort((np.arange(len(index)), lateral, split_rank))
 
 
 def _map(tasks: list[Any], n_workers: int) -> Any:

@@ -83,10 +83,13 @@ def _ordered_labels(ds: Any, index: pd.DataFrame) -> list[str]:
 
 
 def _take_images(cache: PreparedCache, rows: np.ndarray) -> np.ndarray:
-    """``cache.images[rows]`` (rows sorted), in RAM when small, else as a read-only memmap file."""
+    """``cache.images[rows]``: in RAM when small; a view of the cache when the rows are one
+    contiguous block (a whole split's frontal images); else a read-only memmap file."""
     s = cache.size
     if len(rows) * s * s <= IN_MEMORY_LIMIT_BYTES:
         return np.asarray(cache.images[rows])
+    if rows[-1] - rows[0] + 1 == len(rows) and bool(np.all(np.diff(rows) == 1)):
+        return cache.images[rows[0] : rows[-1] + 1]  # a contiguous block (see memmap_order): no copy
     from chexbench.paths import cache_dir
 
     key = hashlib.sha256(cache.cache_id.encode() + rows.tobytes()).hexdigest()[:16]
