@@ -1,0 +1,198 @@
+"""A cross-process, cross-host file lock with stale-lock recovery.
+
+Shards of one grid may run on different nodes that share a filesystem (SLURM), where
+``flock`` is unreliable (NFS, Lustre without ``-o flock``) and a killed job's lock must
+not block the others forever. So the lock is a file created atomically (``O_CREAT |
+O_EXCL``) holding the owner's host, pid and a token; while held, a heartbeat thread
+touches it every ``heartbeat_s`` seconds. A waiter breaks the lock when it is *stale*:
+
+- its mtime is older than ``stale_after_s`` (the owner stopped beating: killed, node lost), or
+- the owner is on this host and its pid no longer exists (killed a moment ago).
+
+Breaking is a rename to a unique name, so two waiters cannot both break the same lock and
+then steal each other's fresh one. Only the holder whose token is in the file removes it.
+
+Used by the shared pretraining cache and the prepared-data cache, so concurrent shards do
+the work once and the others wait, then reuse the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from chexbench.errors import ChexbenchError
+
+#: seconds between heartbeats of a held lock
+HEARTBEAT_S = 10.0
+#: a lock whose file was not touched for this long is stale
+STALE_AFTER_S = 120.0
+
+
+class LockTimeout(ChexbenchError):
+    """Waited longer than the caller's timeout for a live lock."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class FileLock:
+    """Exclusive lock on ``path`` (the lock file itself); re-entrant within one thread.
+
+    ``with FileLock(p): ...`` waits (polling every ``poll_s``) until the lock is free or
+    stale, holds it with a heartbeat, and releases it on exit — also on exceptions.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        heartbeat_s: float = HEARTBEAT_S,
+        stale_after_s: float = STALE_AFTER_S,
+        poll_s: float = 0.2,
+        timeout_s: float | None = None,
+        info: dict | None = None,
+    ):
+        if stale_after_s <= heartbeat_s:
+            raise ValueError(f"stale_after_s ({stale_after_s}) must exceed heartbeat_s ({heartbeat_s})")
+        self.path = Path(path)
+        self.heartbeat_s, self.stale_after_s, self.poll_s, self.timeout_s = heartbeat_s, stale_after_s, poll_s, timeout_s
+        self.info = dict(info or {})  # extra fields written into the lock file (e.g. the torchrun job)
+        self.token = ""
+        self._depth = 0
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        self.broken_stale: list[dict] = []  # owners of stale locks this instance broke (for logs/tests)
+
+    # -- acquiring ----------------------------------------------------------------------
+    def _try_create(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump({**self.info, "host": socket.gethostname(), "pid": os.getpid(), "token": token, "since": time.time()}, f)
+        self.token = token
+        return True
+
+    def owner(self) -> dict | None:
+        """The current owner's ``{host, pid, token, since}``; None if unlocked (or unreadable)."""
+        try:
+            return json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError, OSError):
+            return None
+
+    def is_stale(self) -> bool:
+        return self._stale_owner() is not None
+
+    def _stale_owner(self) -> dict | None:
+        """The owner record (``{}`` if unreadable) when the lock is stale, else None."""
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        owner = self.owner()
+        if age > self.stale_after_s:
+            return owner or {}
+        if owner is None:  # being written right now, or garbage: only the age can tell
+            return None
+        if owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1))):
+            return owner
+        return None
+
+    def _break_stale(self, seen: dict) -> None:
+        grave = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(self.path, grave)  # atomic: exactly one waiter wins
+        except FileNotFoundError:
+            return
+        moved = _read_json(grave) or {}
+        if moved.get("token") != seen.get("token"):
+            # someone broke it first and a fresh lock was taken since our check: put that one back
+            with contextlib.suppress(OSError):
+                os.link(grave, self.path)
+        else:
+            self.broken_stale.append(seen)
+        grave.unlink(missing_ok=True)
+
+    def acquire(self) -> None:
+        if self._depth:
+            self._depth += 1
+            return
+        start = time.monotonic()
+        while not self._try_create():
+            stale = self._stale_owner()
+            if stale is not None:
+                self._break_stale(stale)
+                continue
+            if self.timeout_s is not None and time.monotonic() - start > self.timeout_s:
+                raise LockTimeout(f"lock {self.path} is held by {self.owner()} for longer than {self.timeout_s:g}s")
+            time.sleep(self.poll_s)
+        self._depth = 1
+        self._stop.clear()
+        self._beat = threading.Thread(target=self._heartbeat, name=f"lock-heartbeat {self.path.name}", daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            if not self.held():
+                return
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+    def held(self) -> bool:
+        """True if the lock file exists and carries this instance's token."""
+        owner = self.owner()
+        return bool(self.token) and owner is not None and owner.get("token") == self.token
+
+    def release(self) -> None:
+        if self._depth > 1:
+            self._depth -= 1
+            return
+        if self._depth == 0:
+            return
+        self._depth = 0
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+        if self.held():
+            self.path.unlink(missing_ok=True)
+        self.token = ""
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, OSError):
+        return None
+
+
+@contextlib.contextmanager
+def locked(path: str | Path, **kwargs: float) -> Iterator[FileLock]:
+    """``with locked(folder / ".lock"):`` — the :class:`FileLock` as a context manager."""
+    lock = FileLock(path, **kwargs)  # type: ignore[arg-type]
+    with lock:
+        yield lock

@@ -1,0 +1,76 @@
+"""Grid sharding: ``--shard i/n`` gives job ``i`` of ``n`` a deterministic part of the grid.
+
+The runnable cells are ordered by (shared pretraining run, cell id) and cut into ``n``
+contiguous blocks whose sizes differ by at most one; shard ``i`` runs block ``i``. So the
+``n`` shards cover every runnable cell exactly once, each cell's shard depends only on the
+grid (and ``--only`` filters), never on what has already run, and the cells that share a
+pretraining run mostly land in the same shard — a run needed by two shards is trained by
+whichever gets there first while the other waits on its lock and then reuses it
+(:mod:`chexbench.bench.lock`). Skipped cells belong to shard 0, which lists them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+
+from chexbench.config import PlannedCell
+from chexbench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int  # 0-based
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"1/3"`` → ``Shard(1, 3)``; indices are 0-based (0/3, 1/3, 2/3)."""
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+        if not m:
+            raise ConfigError(f"--shard expects i/n with 0 ≤ i < n (e.g. 0/3), got '{text}'")
+        i, n = int(m.group(1)), int(m.group(2))
+        if n < 1 or not 0 <= i < n:
+            raise ConfigError(f"--shard {text}: need 0 ≤ i < n and n ≥ 1 (shards are numbered 0 … n-1)")
+        return cls(i, n)
+
+
+ALL = Shard(0, 1)
+
+
+def pretrain_group(planned: PlannedCell) -> str:
+    """Hash of the cell's shared pretraining run ("" for strategies that do not pretrain)."""
+    from chexbench.registry import STRATEGIES
+
+    if planned.status != "run":
+        return ""
+    key_of = getattr(STRATEGIES.get(planned.cell.strategy), "pretrain_key", None)
+    key = key_of(planned.cell) if key_of is not None else None
+    if key is None:
+        return ""
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def shard_cells(planned: list[PlannedCell], shard: Shard) -> list[PlannedCell]:
+    """The cells of ``planned`` that shard ``shard`` runs (plus, for shard 0, the skipped ones)."""
+    if shard.count == 1:
+        return list(planned)
+    return _blocks(planned, shard.count)[shard.index]
+
+
+def _blocks(planned: list[PlannedCell], count: int) -> list[list[PlannedCell]]:
+    runnable = sorted((p for p in planned if p.status == "run"), key=lambda p: (pretrain_group(p), p.cell.cell_id))
+    n = len(runnable)
+    blocks = [runnable[i * n // count : (i + 1) * n // count] for i in range(count)]
+    blocks[0] = [p for p in planned if p.status != "run"] + blocks[0]
+    return blocks
+
+
+def shard_of(planned: list[PlannedCell], count: int) -> dict[str, int]:
+    """``cell_id → shard index`` for every runnable cell."""
+    return {p.cell.cell_id: i for i, block in enumerate(_blocks(planned, count)) for p in block if p.status == "run"}

@@ -1,0 +1,142 @@
+"""Grid sharding (exact cover, balance, determinism) and the stale-recovering file lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chexbench.bench.lock import FileLock, LockTimeout
+from chexbench.bench.shard import Shard, pretrain_group, shard_cells, shard_of
+from chexbench.config import PlannedCell, load_grid, parse_grid
+from chexbench.errors import ConfigError
+
+
+def test_parse_shard():
+    assert Shard.parse("0/3") == Shard(0, 3) and Shard.parse(" 2 / 3 ") == Shard(2, 3)
+    assert str(Shard(1, 4)) == "1/4"
+    for bad in ("3/3", "1", "-1/3", "a/b", "0/0", ""):
+        with pytest.raises(ConfigError, match="--shard"):
+            Shard.parse(bad)
+
+
+@pytest.mark.parametrize("grid_name", ["smoke", "full"])
+@pytest.mark.parametrize("n", [2, 3, 7])
+def test_shards_cover_packaged_grids_exactly_once(grid_name, n):
+    planned = load_grid(grid_name).cells()
+    runnable = [p.cell.cell_id for p in planned if p.status == "run"]
+    parts = [shard_cells(planned, Shard(i, n)) for i in range(n)]
+    got = Counter(p.cell.cell_id for part in parts for p in part if p.status == "run")
+    assert sorted(got) == sorted(runnable) and set(got.values()) <= {1}
+    sizes = [sum(p.status == "run" for p in part) for part in parts]
+    assert max(sizes) - min(sizes) <= 1
+    # skipped cells are listed by shard 0 only
+    skipped = [p.cell.cell_id for p in planned if p.status != "run"]
+    assert [p.cell.cell_id for p in parts[0] if p.status != "run"] == skipped
+    assert all(p.status == "run" for part in parts[1:] for p in part)
+    # deterministic: a fresh plan of the same grid assigns every cell to the same shard
+    assert shard_of(load_grid(grid_name).cells(), n) == shard_of(planned, n)
+
+
+def test_cells_sharing_a_pretraining_run_stay_together():
+    planned = load_grid("full").cells()
+    n = 4
+    owner = shard_of(planned, n)
+    groups: dict[str, set[int]] = {}
+    for p in planned:
+        if p.status == "run" and pretrain_group(p):
+            groups.setdefault(pretrain_group(p), set()).add(owner[p.cell.cell_id])
+    assert groups, "the full grid has self-supervised cells"
+    # contiguous blocks of the group-ordered list: at most n - 1 groups straddle a shard boundary
+    assert sum(len(s) > 1 for s in groups.values()) <= n - 1
+
+
+def _tiny_planned(n_cells: int) -> list[PlannedCell]:
+    raw = {
+        "axes": {"strategy": ["scratch"], "backbone": ["resnet_tiny"], "dataset": ["phantom-chexpert"], "protocol": ["finetune"], "seed": list(range(n_cells))},
+        "settings": {"image_size": 32},
+    }
+    return parse_grid(raw, "t.toml").cells()
+
+
+@settings(max_examples=25, deadline=None)
+@given(n_cells=st.integers(1, 30), n=st.integers(1, 9))
+def test_any_grid_size_is_partitioned(n_cells, n):
+    planned = _tiny_planned(n_cells)
+    ids = [p.cell.cell_id for i in range(n) for p in shard_cells(planned, Shard(i, n))]
+    assert sorted(ids) == sorted(p.cell.cell_id for p in planned)
+
+
+# -- the lock -------------------------------------------------------------------------------
+def test_lock_excludes_threads_and_releases(tmp_path):
+    path = tmp_path / "x.lck"
+    inside, overlaps = [], []
+
+    def work(k: int) -> None:
+        with FileLock(path, poll_s=0.01):
+            inside.append(k)
+            if len(inside) > 1:
+                overlaps.append(list(inside))
+            time.sleep(0.05)
+            inside.remove(k)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == [] and not path.exists()
+
+
+def test_lock_times_out_on_a_live_owner(tmp_path):
+    path = tmp_path / "x.lck"
+    with FileLock(path):
+        owner = json.loads(path.read_text())
+        assert owner["pid"] == os.getpid() and owner["host"]
+        with pytest.raises(LockTimeout, match="x.lck"):
+            FileLock(path, poll_s=0.01, timeout_s=0.2).acquire()
+    assert not path.exists()
+
+
+def test_lock_of_a_dead_process_is_broken(tmp_path):
+    path = tmp_path / "x.lck"
+    code = (
+        "import sys, os; from chexbench.bench.lock import FileLock; "
+        f"l = FileLock({str(path)!r}); l.acquire(); os._exit(0)"  # dies holding the lock
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    dead = json.loads(path.read_text())
+    lock = FileLock(path, poll_s=0.01, timeout_s=5)
+    with lock:
+        assert lock.held()
+    assert [o["pid"] for o in lock.broken_stale] == [dead["pid"]]
+
+
+def test_lock_without_heartbeat_goes_stale_with_age(tmp_path):
+    path = tmp_path / "x.lck"
+    path.write_text(json.dumps({"host": "another-node", "pid": 1, "token": "t"}))  # a node we cannot ask
+    lock = FileLock(path, heartbeat_s=0.05, stale_after_s=0.5, poll_s=0.01, timeout_s=0.2)
+    with pytest.raises(LockTimeout):  # fresh: it is respected
+        lock.acquire()
+    old = time.time() - 10
+    os.utime(path, (old, old))
+    with lock:
+        assert lock.held() and lock.broken_stale[0]["host"] == "another-node"
+
+
+def test_heartbeat_keeps_a_long_held_lock_fresh(tmp_path):
+    path = tmp_path / "x.lck"
+    holder = FileLock(path, heartbeat_s=0.05, stale_after_s=0.3)
+    with holder:
+        waiter = FileLock(path, heartbeat_s=0.05, stale_after_s=0.3, poll_s=0.02, timeout_s=1.0)
+        with pytest.raises(LockTimeout):  # 1 s > stale_after: only the heartbeat keeps it alive
+            waiter.acquire()
+        assert holder.held() and waiter.broken_stale == []
