@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from chexbench.cli.app import console, data_app
+from chexbench.cli.app import console, data_app, err_console
 from chexbench.errors import DataError
 
 
@@ -69,7 +69,11 @@ def prepare_cmd(
     from chexbench.datasets.cache import prepare
 
     path = _root(dataset, root, parse_dataset_options(dataset, option))
-    cache = prepare(dataset, path, size, out, workers=workers or None, strict=strict, progress=True)
+    try:
+        cache = prepare(dataset, path, size, out, workers=workers or None, strict=strict, progress=True)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: finished chunks are kept; rerun the same command to resume")
+        raise typer.Exit(130) from None
     m = cache.manifest
     table = Table(title=f"{dataset} prepared at {size}px", show_header=False)
     table.add_row("folder", str(cache.dir))
