@@ -23,9 +23,12 @@ import pandas as pd
 import torch
 
 import chexbench
+from chexbench.bench import distributed as D
 from chexbench.bench import training as T
 from chexbench.bench.context import RunContext
+from chexbench.bench.lock import FileLock
 from chexbench.bench.metrics import macro, per_label_metrics
+from chexbench.bench.shard import Shard, shard_cells
 from chexbench.bench.store import ResultStore, atomic_write_parquet
 from chexbench.config import CellConfig, Grid, PlannedCell
 from chexbench.errors import SkipCell
@@ -173,7 +176,18 @@ def preflight(planned: list[PlannedCell]) -> None:
 
 
 def write_skipped(store: ResultStore, planned: list[PlannedCell], runtime_skips: dict[str, str] | None = None) -> None:
-    """Merge this plan's skipped cells into ``skipped.parquet`` (cells that now run are removed)."""
+    """Merge this plan's skipped cells into ``skipped.parquet`` (cells that now run are removed).
+
+    Concurrent shards share the file: the read-merge-write runs under a lock; only rank 0 writes.
+    """
+    if not D.is_main():
+        return
+    store.root.mkdir(parents=True, exist_ok=True)
+    with FileLock(store.root / ".skipped.lock"):
+        _merge_skipped(store, planned, runtime_skips)
+
+
+def _merge_skipped(store: ResultStore, planned: list[PlannedCell], runtime_skips: dict[str, str] | None) -> None:
     path = store.root / "skipped.parquet"
     old = pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=list(SKIPPED_COLUMNS))
     runtime_skips = runtime_skips or {}
@@ -197,10 +211,17 @@ def run_grid(
     on_cell_start=None,
     on_cell_end=None,
     cells: list[PlannedCell] | None = None,
+    shard: Shard | None = None,
 ) -> RunSummary:
-    """Run every runnable, unfinished cell of ``grid``; store each as it ends."""
+    """Run every runnable, unfinished cell of ``grid`` (of this ``shard``); store each as it ends.
+
+    Under torchrun every rank runs every cell together (data-parallel); rank 0 decides what
+    is finished and alone writes results.
+    """
     store = ResultStore(results_dir)
     planned = cells if cells is not None else grid.cells(only)
+    if shard is not None:
+        planned = shard_cells(planned, shard)
     preflight(planned)
     results_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary()
@@ -212,7 +233,7 @@ def run_grid(
     todo = [p for p in planned if p.status == "run"]
     for i, p in enumerate(todo):
         cell = p.cell
-        if store.has(cell.cell_id) and not overwrite:
+        if D.broadcast_object(store.has(cell.cell_id) and not overwrite):
             summary.outcomes.append(CellOutcome(cell, "done-before"))
             if on_cell_end:
                 on_cell_end(i, cell, summary.outcomes[-1])
@@ -222,7 +243,8 @@ def run_grid(
         t0 = time.perf_counter()
         try:
             record, predictions = run_cell(cell, ctx)
-            store.write(record, predictions)
+            if D.is_main():
+                store.write(record, predictions)
             outcome = CellOutcome(cell, "ok", time.perf_counter() - t0, record["macro_auroc"])
         except SkipCell as e:
             runtime_skips[cell.cell_id] = str(e)
@@ -235,7 +257,8 @@ def run_grid(
             record = base_record(cell, ctx.device)
             record["failure_reason"] = reason
             record["data_json"] = json.dumps({"traceback": traceback.format_exc(limit=8)})
-            store.write(record, None)
+            if D.is_main():
+                store.write(record, None)
             outcome = CellOutcome(cell, "failed", time.perf_counter() - t0, reason=reason)
         summary.outcomes.append(outcome)
         if on_cell_end:

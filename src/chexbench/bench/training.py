@@ -104,6 +104,21 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (loss * mask).sum() / mask.sum().clamp(min=1)
 
 
+def masked_bce_share(logits: torch.Tensor, y_local: torch.Tensor, y_global: torch.Tensor, world: int) -> torch.Tensor:
+    """This rank's share of the global batch's masked BCE (logits, y_local: (b, L); y_global: (B, L)).
+
+    ``masked_bce`` of the rank's rows, rescaled by (its unmasked count × world / the global
+    unmasked count): DDP averages gradients over ranks, so the average equals the gradient
+    of ``masked_bce`` over the whole global batch. ``world == 1``: plain ``masked_bce``.
+    """
+    loss = masked_bce(logits, y_local)
+    if world == 1:
+        return loss
+    n_local = (~torch.isnan(y_local)).sum().clamp(min=1)
+    n_global = (~torch.isnan(y_global)).sum().clamp(min=1).to(loss.device)
+    return loss * n_local * world / n_global
+
+
 def check_finite(loss: torch.Tensor, where: str) -> None:
     if not torch.isfinite(loss).all():
         raise DivergedError(f"loss became {loss.item()} at {where}")
@@ -126,15 +141,31 @@ def predict_probs(
     amp: bool = True,
 ) -> np.ndarray:
     """Sigmoid probabilities ``(N, L)`` of a multi-label model on uint8 images ``(N, H, W)``."""
+    from chexbench.bench import distributed as D
+
     was_training = model.training
     model.eval()
+    lo, hi = D.rank_range(len(images))  # under torchrun each rank predicts its slice; gathered below
     out = []
-    for idx in batches(len(images), batch_size):
-        x = to_input(images[idx], device, normalize, channels_last=device.type == "cuda")
+    for idx in batches(hi - lo, batch_size):
+        x = to_input(images[idx + lo], device, normalize, channels_last=device.type == "cuda")
         with autocast(device, amp):
             out.append(torch.sigmoid(model(x).float()).cpu().numpy())
     model.train(was_training)
+    if D.is_distributed():
+        n_labels = D.broadcast_object(out[0].shape[1] if out else 0, src=D.world_size() - 1)  # the last rank has rows
+        local = np.concatenate(out) if out else np.zeros((0, n_labels), dtype=np.float32)
+        return D.gather_numpy_rows(local)
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def compile_requested() -> bool:
+    """``chexbench run --compile`` (or ``CHEXBENCH_COMPILE=1``): compile training steps.
+
+    An execution option like the device: it is not part of a cell's config, so it does not
+    change cell ids.
+    """
+    return os.environ.get("CHEXBENCH_COMPILE", "") not in ("", "0")
 
 
 def reset_peak_memory(device: torch.device) -> None:

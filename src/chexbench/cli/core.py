@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from chexbench.cli.app import app, console
@@ -126,27 +127,63 @@ def run(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     only: OnlyOpt = None,
     overwrite: Annotated[bool, typer.Option(help="rerun and rewrite cells that already finished")] = False,
+    shard: Annotated[
+        str | None, typer.Option(help="run only shard i of n (0-based, e.g. 0/3); n jobs cover the grid exactly once")
+    ] = None,
+    gpus: Annotated[int, typer.Option(help="train each cell data-parallel on N GPUs (relaunches under torchrun)")] = 1,
+    compile_step: Annotated[bool, typer.Option("--compile", help="torch.compile the training step (CUDA)")] = False,
 ) -> None:
     """Run every unfinished cell of a grid; finished cells are skipped (resume)."""
-    from chexbench.bench.context import RunContext, resolve_device
-    from chexbench.bench.runner import preflight, run_grid
+    import os
+
+    from chexbench.bench import distributed as D
+    from chexbench.bench.context import resolve_device
+    from chexbench.bench.runner import preflight
+    from chexbench.bench.shard import Shard, shard_cells
     from chexbench.config import load_grid, parse_only
-    from chexbench.paths import cache_dir
 
     g = load_grid(grid)
     only_map = parse_only(only)
+    the_shard = Shard.parse(shard) if shard is not None else None
+    if gpus < 1:
+        raise ConfigError(f"--gpus must be ≥ 1, got {gpus}")
+    if compile_step:
+        os.environ["CHEXBENCH_COMPILE"] = "1"  # an execution option, not part of any cell's config (or id)
     dev = resolve_device(device)
     planned = g.cells(only_map)
     preflight(planned)  # a missing data root is one clear error, before anything is printed or written
+    if gpus > 1 and not D.launched_by_torchrun():
+        code = D.relaunch_under_torchrun(gpus, D.strip_option(sys.argv[1:], "--gpus"))
+        sys.exit(code)
+    dev = D.init_from_env(dev)
+    try:
+        _run_ranks(g, planned, results, dev, the_shard, overwrite, shard_cells)
+    finally:
+        D.shutdown()
+
+
+def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard_cells) -> None:
+    from chexbench.bench import distributed as D
+    from chexbench.bench.context import NullProgress, RunContext
+    from chexbench.bench.runner import run_grid
+    from chexbench.paths import cache_dir
+
+    if the_shard is not None:
+        planned = shard_cells(planned, the_shard)
+    main = D.is_main()
+    out = console if main else Console(quiet=True)
     n_run = sum(p.status == "run" for p in planned)
-    console.print(
-        f"grid [bold]{g.name}[/] → {results}: {n_run} runnable cells, {len(planned) - n_run} skipped, device {dev}"
+    where = f", shard {the_shard}" if the_shard is not None else ""
+    ranks = f" × {D.world_size()} ranks" if D.is_distributed() else ""
+    out.print(
+        f"grid [bold]{g.name}[/] → {results}: {n_run} runnable cells{where}, {len(planned) - n_run} skipped, device {dev}{ranks}"
     )
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out, transient=False,
+        disable=not main,
     ) as progress:
         grid_task = progress.add_task("cells", total=n_run)
-        steps = _RichStepProgress(progress)
+        steps = _RichStepProgress(progress) if main else NullProgress()
         ctx = RunContext(device=dev, results_dir=results, cache_dir=cache_dir(), progress=steps)
 
         def on_start(i: int, cell) -> None:
@@ -167,8 +204,8 @@ def run(
     before = summary.count("done-before")
     ran = summary.count("ok") + summary.count("failed")
     if ran == 0 and before:
-        console.print(f"nothing to train: all {before} runnable cells already finished in {results}")
-    console.print(
+        out.print(f"nothing to train: all {before} runnable cells already finished in {results}")
+    out.print(
         f"[bold]done[/]: {summary.count('ok')} ok, {summary.count('failed')} failed, "
         f"{before} finished before, {summary.count('skipped')} skipped → {results}"
     )

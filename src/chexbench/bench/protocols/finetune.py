@@ -5,6 +5,11 @@ loss), AdamW with linear warmup and cosine decay, one validation pass per epoch;
 with the best validation macro AUROC over the evaluation labels is kept (ties: the
 earlier epoch), and only that model predicts the test split. ``head = "topk"`` puts a
 patch scorer with top-K pooling between a ViT and the linear layer (bench/cell_model.py).
+
+Under torchrun the model is trained data-parallel with the same global batch
+(:mod:`chexbench.bench.distributed`): each rank keeps a contiguous slice of every batch,
+BatchNorm is synchronized on CUDA (option ``sync_bn``), and evaluation is split over ranks
+and gathered, so every rank selects the same epoch.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from chexbench.bench import distributed as D
 from chexbench.bench import training as T
 from chexbench.bench.cell_model import HEAD_OPTIONS, apply_head, finish_cell, head_invalid_reason
 from chexbench.bench.metrics import macro_auroc
@@ -47,7 +53,7 @@ class Classifier(nn.Module):
 class Finetune(Protocol):
     name = "finetune"
     description = "end-to-end fine-tuning, AdamW + warmup-cosine, selection on validation macro AUROC"
-    options: dict[str, Any] = {"augment": True, **HEAD_OPTIONS}
+    options: dict[str, Any] = {"augment": True, "sync_bn": True, **HEAD_OPTIONS}
 
     def invalid_reason(self, cell: CellConfig) -> str | None:
         return head_invalid_reason(cell, self.name)
@@ -63,7 +69,11 @@ class Finetune(Protocol):
         model = Classifier(features, len(data.labels)).to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        step_model = torch.compile(model) if s.compile else model
+        # data-parallel under torchrun (SyncBN on CUDA), then optionally compiled; eval uses `model`
+        step_model = D.wrap_ddp(model, device, sync_bn=bool(opts["sync_bn"]))
+        if s.compile or T.compile_requested():
+            step_model = torch.compile(step_model)
+        world = D.world_size()
         eval_labels = [lbl for lbl in data.eval_labels if lbl in data.labels]
         n_train = len(data.train.images)
         if n_train == 0:
@@ -84,19 +94,24 @@ class Finetune(Protocol):
             t0 = time.perf_counter()
             losses = []
             for step, idx in enumerate(T.batches(n_train, s.batch_size, gen)):
+                if world > 1 and len(idx) < 2 * world:
+                    continue  # every rank needs ≥ 2 rows (BatchNorm); all ranks skip the same tail batch
+                # every rank builds the global batch (same indices, same augmentation draws) and keeps its slice
                 x = T.to_input(data.train.images[idx], device, normalize, channels_last=device.type == "cuda")
                 if opts["augment"]:
                     x = light_augment(x, gen)
-                y = targets[idx].to(device, non_blocking=True)
+                y = targets[idx]
+                x, y_local = D.local_rows(x), D.local_rows(y).to(device, non_blocking=True)
                 with T.autocast(device, s.amp):
                     logits = step_model(x)
-                loss = T.masked_bce(logits, y)
-                T.check_finite(loss, f"epoch {epoch} step {step}")
+                loss = T.masked_bce_share(logits, y_local, y, world)  # DDP's average = the global batch's gradient
+                global_loss = D.mean_over_ranks(loss.detach())  # every rank sees a divergence together
+                T.check_finite(global_loss, f"epoch {epoch} step {step}")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                losses.append(loss.item())
+                losses.append(global_loss.item())
                 ctx.progress.advance()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)

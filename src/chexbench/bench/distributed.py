@@ -1,0 +1,303 @@
+"""Data-parallel training across processes (``torchrun``): ranks, slices, gathers, DDP.
+
+The design keeps a DDP run equal to a single-process run with the same *global* batch:
+
+- every rank draws the same global index batch and the same augmentation parameters (all
+  random streams are seeded identically), builds the global batch's inputs and keeps its
+  **contiguous slice** (rank ``r`` of ``w`` keeps rows ``r·B/w … (r+1)·B/w``);
+- losses are scaled so that DDP's gradient average equals the gradient of the global-batch
+  loss (fine-tuning: masked BCE divided by the global count of unmasked targets);
+- SimCLR's negatives come from every rank (:func:`gather_with_grad`: all-gather whose
+  backward all-reduces, so each embedding also receives the gradient it gets as another
+  rank's negative); MoCo's keys from every rank enter the queue in rank order, so all ranks
+  keep identical queues, and keys are computed on a batch shuffled *across* ranks
+  (shuffle-BN, He et al. 2020 sec. 3.3);
+- evaluation predicts a slice of the images per rank and gathers them in order;
+- rank 0 alone writes records, predictions, checkpoints and caches.
+
+BatchNorm: fine-tuning and SimCLR convert BN to SyncBatchNorm on CUDA (SimCLR's global BN);
+torch has no SyncBatchNorm on CPU, so gloo runs keep per-rank statistics. MoCo never uses
+SyncBN (it would reopen the shortcut shuffle-BN closes).
+
+Outside torchrun every helper degrades to the single-process identity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+#: minutes a collective may wait (data preparation by one rank can take a while)
+DEFAULT_TIMEOUT_MIN = 60
+
+
+# -- who am I ---------------------------------------------------------------------------
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    """True on rank 0 (and in a single process): the one that writes files."""
+    return rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def job_id() -> str:
+    """An id shared by the ranks of one torchrun job (and no other job)."""
+    return os.environ.get("TORCHELASTIC_RUN_ID") or f"{os.environ.get('MASTER_ADDR', '')}:{os.environ.get('MASTER_PORT', '')}"
+
+
+def init_from_env(device: torch.device) -> torch.device:
+    """Join the process group torchrun describes in the environment; returns this rank's device.
+
+    NCCL on CUDA (one GPU per rank, ``LOCAL_RANK``), gloo on CPU. A no-op outside torchrun.
+    """
+    if not launched_by_torchrun() or is_distributed():
+        return device
+    timeout = _dt.timedelta(minutes=float(os.environ.get("CHEXBENCH_DDP_TIMEOUT_MIN", DEFAULT_TIMEOUT_MIN)))
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", timeout=timeout, device_id=device)
+    else:
+        dist.init_process_group("gloo", timeout=timeout)
+    return device
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (a decision every rank must share)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over ranks (a new tensor; ``x`` itself in a single process)."""
+    if not is_distributed():
+        return x
+    y = x.detach().clone()
+    dist.all_reduce(y, op=dist.ReduceOp.SUM)
+    return y / world_size()
+
+
+@contextlib.contextmanager
+def exclusive_across_jobs(path: str | Path, poll_s: float = 0.2) -> Iterator[None]:
+    """A :class:`~chexbench.bench.lock.FileLock` on ``path`` held by the whole torchrun job.
+
+    Rank 0 takes the lock (waiting for other jobs, e.g. other shards); the other ranks poll
+    until the lock names their job, so nobody waits inside a collective (which would time
+    out during a long wait). Everyone leaves together. In one process: just the lock.
+    """
+    from chexbench.bench.lock import FileLock
+
+    if not is_distributed():
+        with FileLock(path):
+            yield
+        return
+    me = job_id()
+    lock = FileLock(path, info={"job": me}) if is_main() else None
+    if lock is not None:
+        lock.acquire()
+    else:
+        watcher = FileLock(path)
+        while (watcher.owner() or {}).get("job") != me:
+            time.sleep(poll_s)
+    try:
+        barrier()
+        yield
+    finally:
+        barrier()
+        if lock is not None:
+            lock.release()
+
+
+# -- slices of a global batch -------------------------------------------------------------
+def rank_range(n: int, r: int | None = None, w: int | None = None) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of ``n`` global rows that rank ``r`` of ``w`` owns (contiguous, sizes differ by ≤ 1)."""
+    r = rank() if r is None else r
+    w = world_size() if w is None else w
+    return r * n // w, (r + 1) * n // w
+
+
+def local_rows(x: Any) -> Any:
+    """This rank's contiguous slice of a global batch (array or tensor, first dimension)."""
+    if not is_distributed():
+        return x
+    lo, hi = rank_range(len(x))
+    return x[lo:hi]
+
+
+def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's ``x`` (n_r, ...) in rank order (n_r may differ); no gradient."""
+    if not is_distributed():
+        return x
+    sizes = [torch.zeros((), dtype=torch.long, device=x.device) for _ in range(world_size())]
+    dist.all_gather(sizes, torch.tensor(x.shape[0], device=x.device))
+    n_max = int(max(s.item() for s in sizes))
+    padded = torch.zeros((n_max, *x.shape[1:]), dtype=x.dtype, device=x.device)
+    padded[: x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes, strict=True)])
+
+
+def gather_numpy_rows(x: np.ndarray) -> np.ndarray:
+    """:func:`all_gather_rows` for NumPy arrays (evaluation predictions)."""
+    if not is_distributed():
+        return x
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    return all_gather_rows(torch.as_tensor(x).to(device)).cpu().numpy()
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather (equal shapes) whose backward sums the incoming gradients over ranks and
+    returns this rank's slice — the gradient every rank's loss puts on this rank's rows."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        n = grad.shape[0] // dist.get_world_size()
+        r = dist.get_rank()
+        return grad[r * n : (r + 1) * n]
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``x`` (b, D) concatenated in rank order (w·b, D), differentiable w.r.t. the local part."""
+    if not is_distributed():
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+# -- contrastive losses across ranks ------------------------------------------------------
+def nt_xent_across_ranks(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """SimCLR's NT-Xent for this rank's ``b`` pairs against the ``2·w·b − 2`` views of all ranks.
+
+    ``z1``, ``z2`` (b, D) are this rank's two views (equal b on every rank). The mean of the
+    ranks' values (and, through DDP's gradient average, the gradient) equals
+    :func:`chexbench.strategies.losses.nt_xent` on the concatenated global batch.
+    """
+    from chexbench.strategies.losses import nt_xent
+
+    if not is_distributed():
+        return nt_xent(z1, z2, temperature)
+    b, w, r = z1.shape[0], world_size(), rank()
+    z1_all = F.normalize(gather_with_grad(z1.float().contiguous()), dim=1)  # (B, D), B = w·b
+    z2_all = F.normalize(gather_with_grad(z2.float().contiguous()), dim=1)
+    n = w * b
+    everyone = torch.cat([z1_all, z2_all])  # (2B, D), the candidate set of every anchor
+    mine = torch.cat([torch.arange(r * b, (r + 1) * b), n + torch.arange(r * b, (r + 1) * b)]).to(z1.device)  # (2b,)
+    sim = everyone[mine] @ everyone.T / temperature  # (2b, 2B)
+    sim = sim.masked_fill(F.one_hot(mine, 2 * n).bool(), float("-inf"))  # no self-similarity
+    partner = torch.where(mine < n, mine + n, mine - n)
+    return F.cross_entropy(sim, partner)
+
+
+@torch.no_grad()
+def all_gather_keys(k: torch.Tensor) -> torch.Tensor:
+    """MoCo: every rank's keys (b, D) in rank order (w·b, D), for one queue shared by all ranks."""
+    return all_gather_rows(k.contiguous())
+
+
+# -- models ---------------------------------------------------------------------------------
+def has_batch_norm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def wrap_ddp(module: nn.Module, device: torch.device, sync_bn: bool = True) -> nn.Module:
+    """``DistributedDataParallel(module)`` under torchrun (SyncBN on CUDA if asked); else ``module``.
+
+    Buffers are not broadcast each step (MoCo's queue is identical on every rank by
+    construction; BN running statistics stay per rank and rank 0's are saved).
+    """
+    if not is_distributed():
+        return module
+    if sync_bn and device.type == "cuda" and has_batch_norm(module):
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+
+
+class LossForward(nn.Module):
+    """Routes ``forward(*args)`` to ``model.loss(*args)``, so DDP's hooks see the loss computation."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: Any) -> torch.Tensor:
+        return self.model.loss(*args)
+
+
+# -- launching -----------------------------------------------------------------------------
+def torchrun_command(nproc: int, chexbench_args: Sequence[str]) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc-per-node N -m chexbench ARGS``."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "chexbench", *chexbench_args]
+
+
+def strip_option(argv: Sequence[str], name: str) -> list[str]:
+    """``argv`` without ``--name VALUE`` / ``--name=VALUE`` (to relaunch without ``--gpus``)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == name:
+            skip = True
+            continue
+        if a.startswith(name + "="):
+            continue
+        out.append(a)
+    return out
+
+
+def relaunch_under_torchrun(nproc: int, argv: Sequence[str]) -> int:
+    """Run this same ``chexbench`` command as ``nproc`` ranks; returns torchrun's exit code."""
+    import subprocess
+
+    if shutil.which(sys.executable) is None:  # pragma: no cover - defensive
+        raise RuntimeError("cannot find the Python interpreter to start torchrun")
+    return subprocess.call(torchrun_command(nproc, list(argv)))
