@@ -201,3 +201,26 @@ def test_a_smaller_size_is_derived_from_a_larger_prepared_cache(root):
     assert verify(small).ok
     write_image(root / small.index["path"].iloc[0], 41)
     assert verify(small).mismatched_pixels == [small.index["path"].iloc[0]]
+
+
+def test_preparing_again_after_new_images_decodes_only_what_changed(root, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    first = prepare("chexpert", root, SIZE, out, workers=1)
+    n = len(first.index)
+    # one more study in train.csv (a new image), and one existing image rewritten
+    train = pd.read_csv(root / "train.csv")
+    extra = train.iloc[[0]].copy()
+    extra["Path"] = extra["Path"].str.replace("study1/view1_frontal", "study9/view1_frontal")
+    pd.concat([train, extra]).to_csv(root / "train.csv", index=False)
+    write_image(root / extra["Path"].iloc[0].split("/", 1)[1], 7)
+    changed = first.index["path"].iloc[4]
+    write_image(root / changed, 45)
+    os.utime(root / changed, ns=(5, 5))
+    decoded = []
+    real_decode = cache_mod.decode_image
+    monkeypatch.setattr(cache_mod, "decode_image", lambda p, s: decoded.append(str(p)) or real_decode(p, s))
+    second = prepare("chexpert", root, SIZE, out, workers=1)
+    assert second.manifest["reused_images"] == n - 1
+    assert sorted(decoded) == sorted([str(root / changed), str(root / extra["Path"].iloc[0].split("/", 1)[1])])
+    monkeypatch.setattr(cache_mod, "decode_image", real_decode)
+    assert verify(second).ok and len(second.index) == n + 1

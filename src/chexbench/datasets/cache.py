@@ -254,24 +254,29 @@ def _prepare(
         state = json.loads(state_file.read_text())
         if state.get("ids_sha256") != ids_hash or state.get("shape") != list(shape):
             state = {}
-    if not state:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        np.memmap(partial / "images.u8", dtype=np.uint8, mode="w+", shape=shape).flush()
-        state = {"ids_sha256": ids_hash, "shape": list(shape), "done_chunks": [], "failures": {}}
-        atomic_write_text(json.dumps(state), state_file)
-
     paths = [str(root / p) for p in index["path"].astype(str)]
     order = memmap_order(index)  # memmap row m holds index row order[m]
     slot = np.empty(n, dtype=np.int64)
     slot[order] = np.arange(n)
     chunks = [list(range(s, min(s + CHUNK, n))) for s in range(0, n, CHUNK)]
+    reused: set[int] = set()
+    if not state:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        mm = np.memmap(partial / "images.u8", dtype=np.uint8, mode="w+", shape=shape)
+        reused = _copy_unchanged_pixels(final, size, [paths[i] for i in order], index["path"].iloc[order], mm)
+        mm.flush()
+        del mm
+        done = [c for c, rows in enumerate(chunks) if all(m in reused for m in rows)]
+        state = {"ids_sha256": ids_hash, "shape": list(shape), "done_chunks": done, "failures": {}, "reused": len(reused)}
+        atomic_write_text(json.dumps(state), state_file)
     finished = set(state["done_chunks"])
     todo = [c for c in range(len(chunks)) if c not in finished]
     done_images = n - sum(len(chunks[c]) for c in todo)
     report, close = _progress_reporter(progress, n, f"prepare {dataset} @ {size}px")
     report(done_images, n)
-    tasks = [(str(partial / "images.u8"), shape, chunks[c], [paths[order[m]] for m in chunks[c]], size) for c in todo]
+    todo_rows = {c: [m for m in chunks[c] if m not in reused] for c in todo}
+    tasks = [(str(partial / "images.u8"), shape, todo_rows[c], [paths[order[m]] for m in todo_rows[c]], size) for c in todo]
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
     results = _map(tasks, n_workers)
     strict_failure: tuple[int, str] | None = None
@@ -324,6 +329,7 @@ def _prepare(
         "index_file": "index.parquet",
         "rows_file": "rows.npy",
         "index_sha256": ids_hash,
+        "reused_images": int(state.get("reused", 0)),
     }
     atomic_write_text(json.dumps(manifest, indent=1), partial / "manifest.json")
     state_file.unlink()
@@ -334,6 +340,40 @@ def _prepare(
         shutil.rmtree(old, ignore_errors=True)
     os.replace(partial, final)
     return open_prepared(final)
+
+
+def _copy_unchanged_pixels(
+    final: Path, size: int, abs_paths: list[str], rel_paths: pd.Series, out: np.memmap
+) -> set[int]:
+    """Incremental preparation: copy into ``out`` the pixels of every image the previous
+    prepared folder at ``final`` decoded from a file that is unchanged (size and mtime).
+    Returns the memmap rows filled."""
+    if not (final / "manifest.json").is_file():
+        return set()
+    try:
+        old = open_prepared(final)
+        sources = pd.read_parquet(final / "sources.parquet")
+    except (OSError, ValueError, KeyError):
+        return set()
+    if old.size != size or old.manifest.get("loader_version") != LOADER_VERSION or old.manifest.get("derived_from"):
+        return set()
+    decoded = np.zeros(len(sources), dtype=bool)
+    decoded[old.rows] = True
+    old_row = {p: i for i, p in enumerate(sources["path"].astype(str)) if decoded[i]}
+    old_stat = sources[["size", "mtime_ns"]].to_numpy(dtype=np.int64)
+    filled: set[int] = set()
+    for m, (rel, path) in enumerate(zip(rel_paths.astype(str), abs_paths, strict=True)):
+        r = old_row.get(rel)
+        if r is None:
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if st.st_size == old_stat[r, 0] and st.st_mtime_ns == old_stat[r, 1]:
+            out[m] = old.images[r]
+            filled.add(m)
+    return filled
 
 
 def memmap_order(index: pd.DataFrame) -> np.ndarray:
@@ -503,6 +543,7 @@ def _reindex(cache: PreparedCache, ds: Any, root: Path, want: tuple[dict, str]) 
     index = ds.load_index(root).reset_index(drop=True)
     sources = pd.read_parquet(cache.dir / "sources.parquet")
     row_of = {p: i for i, p in enumerate(sources["path"].astype(str))}
+    old_stat = sources[["size", "mtime_ns"]].to_numpy(dtype=np.int64)
     decoded = np.zeros(len(sources), dtype=bool)
     decoded[cache.rows] = True
     rows, keep, skipped = [], [], []
@@ -516,7 +557,7 @@ def _reindex(cache: PreparedCache, ds: Any, root: Path, want: tuple[dict, str]) 
             stat = [st.st_size, st.st_mtime_ns]
         except OSError:
             stat = [-1, -1]
-        if stat != [int(sources["size"].iloc[r]), int(sources["mtime_ns"].iloc[r])]:
+        if stat != old_stat[r].tolist():
             return None
         keep.append(bool(decoded[r]))
         if decoded[r]:
