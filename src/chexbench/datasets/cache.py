@@ -22,7 +22,6 @@ a complete folder is renamed to its final name, so a reader never sees a partial
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import multiprocessing as mp
@@ -189,14 +188,16 @@ def open_prepared(folder: Path) -> PreparedCache:
 
 @contextlib.contextmanager
 def _folder_lock(final: Path) -> Iterator[None]:
-    """Exclusive lock on a prepared folder, so concurrent runs (shards) prepare it only once."""
+    """Exclusive lock on a prepared folder, so concurrent runs (shards) prepare it only once.
+
+    The lock type shared with the pretraining cache: works across hosts on a shared
+    filesystem and recovers from a killed owner (:mod:`chexbench.bench.lock`).
+    """
+    from chexbench.bench.lock import FileLock
+
     final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / f".{final.name}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with FileLock(final.parent / f".{final.name}.lck"):
+        yield
 
 
 def prepare(
