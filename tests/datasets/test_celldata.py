@@ -201,3 +201,14 @@ def test_indiana_fixture_end_to_end(tmp_path):
     )
     assert data.manifest["skipped_images"] == 0
     assert set(data.eval_labels) <= set(data.labels)
+
+
+def test_pretrain_pool_of_another_dataset_comes_from_pretrain_root(chexpert_root, tmp_path):
+    rows = pd.read_csv(real_label_file("nih"), nrows=60)
+    nih_root = write_nih_layout(tmp_path / "nih", rows, set(rows["Patient ID"].unique()[-3:]))
+    target = cell(nih_root, dataset="nih", pretrain_source="chexpert")
+    target = dataclasses.replace(target, strategy_options={"pretrain_root": str(chexpert_root)})
+    images, patients = pretrain_pool(target)
+    chexpert_train = build_cell_data(cell(chexpert_root)).train
+    assert sorted(patients) == sorted(chexpert_train.patient_ids)
+    assert images.shape == (len(chexpert_train), SIZE, SIZE)
