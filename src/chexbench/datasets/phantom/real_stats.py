@@ -83,9 +83,10 @@ MAX_PATTERNS = 400
 
 
 def torchxrayvision_data_dir() -> Path:
-    import torchxrayvision
+    """torchxrayvision's ``data/`` folder, found without importing the package."""
+    from chexbench.datasets.fixtures import real_label_file
 
-    return Path(torchxrayvision.__file__).parent / "data"
+    return real_label_file("chexpert").parent
 
 
 def _patterns(present: np.ndarray) -> list[tuple[int, int]]:
