@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ class StatsBenchmark:
     sklearn_resamples: int
     max_abs_diff: float  # over every (label, resample) the sklearn loop evaluated
     n_degenerate: int
+    load_before: float = float("nan")  # 1-minute load average when the run started / ended
+    load_after: float = float("nan")
 
     @property
     def sklearn_seconds_full(self) -> float:
@@ -57,6 +60,7 @@ def run_stats_benchmark(n_boot: int = 2000, n_labels: int = 14, n_images: int = 
     if n_images < n_patients:
         raise ValueError("need at least one image per patient")
     patient_ids, y, score = synthetic_test_set(n_images, n_patients, n_labels, seed)
+    load_before = _load_average()
 
     def vectorized() -> tuple[np.ndarray, np.ndarray, float]:
         t0 = time.perf_counter()
@@ -95,7 +99,14 @@ def run_stats_benchmark(n_boot: int = 2000, n_labels: int = 14, n_images: int = 
     finite = np.isfinite(ref)
     diff = float(np.max(np.abs(sub[finite] - ref[finite]))) if finite.any() else float("nan")
     return StatsBenchmark(n_boot, n_labels, n_images, n_patients, ours_seconds, sklearn_seconds, n_sk, diff,
-                          int(np.isnan(ours).sum()))
+                          int(np.isnan(ours).sum()), load_before, _load_average())
+
+
+def _load_average() -> float:
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return float("nan")
 
 
 def benchmark_markdown(b: StatsBenchmark) -> str:
@@ -112,4 +123,6 @@ def benchmark_markdown(b: StatsBenchmark) -> str:
         f"Speed-up: **{b.speedup:.0f}×**. Max |Δ AUROC| over every compared (label, resample): "
         f"**{b.max_abs_diff:.1e}**. Degenerate resamples (a label without positives or negatives): {b.n_degenerate}, "
         "identical in both.\n"
+        f"\nOne thread each. 1-minute load average at start / end: {b.load_before:.1f} / {b.load_after:.1f} "
+        f"(a shared machine: other processes competed for the {os.cpu_count()} cores, slowing both sides).\n"
     )
