@@ -9,9 +9,11 @@ import pytest
 from PIL import Image
 
 from chexbench.datasets import cache as cache_mod
-from chexbench.datasets.cache import decode_image, ensure_prepared, open_prepared, prepare, verify
+from chexbench.datasets.cache import ensure_prepared, open_prepared, prepare
 from chexbench.datasets.chexpert import load_chexpert_index
+from chexbench.datasets.decode import decode_image
 from chexbench.datasets.fixtures import fixture_level, real_label_file, write_chexpert_layout, write_image
+from chexbench.datasets.verify import verify
 from chexbench.errors import DataError
 
 SIZE = 24

@@ -13,8 +13,8 @@ import pytest
 
 from chexbench.config import CellConfig, Settings
 from chexbench.datasets import celldata
-from chexbench.datasets.cache import decode_image
 from chexbench.datasets.celldata import build_cell_data, pretrain_pool
+from chexbench.datasets.decode import decode_image
 from chexbench.datasets.fixtures import (
     real_indiana_reports,
     real_label_file,

@@ -114,7 +114,8 @@ def verify_cmd(
     sample: Annotated[int, typer.Option(help="re-decode this many random images (0 = all)")] = 0,
 ) -> None:
     """Check a prepared cache against its sources (label files, file stats, re-decoded pixels)."""
-    from chexbench.datasets.cache import open_prepared, verify
+    from chexbench.datasets.cache import open_prepared
+    from chexbench.datasets.verify import verify
 
     folder = _find_prepared(dataset, root, size, out)
     cache = open_prepared(folder)

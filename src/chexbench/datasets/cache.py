@@ -1,22 +1,25 @@
 """The prepared cache: a dataset's index plus every image decoded once into a uint8 memmap.
 
-Layout of a prepared folder (default ``cache_dir()/prepared/<dataset>-s<size>-<key>/``)::
+Layout of a prepared folder (default ``cache_dir()/prepared/<dataset>-s<size>-<key>/``, the
+key hashing dataset, resolved root, size and :data:`LOADER_VERSION`)::
 
-    manifest.json   dataset, root, size, loader version, counts, skipped images with reasons,
-                    source label-file sizes/mtimes, per-image source size/mtime table name
-    index.parquet   the dataset index (schema of datasets/base.py), images that decoded only
+    manifest.json   dataset, root, size, counts, skipped images with reasons, label-file
+                    sizes/mtimes, index fingerprint, names of the index and rows files
+    index.parquet   the dataset index (schema of datasets/base.py) of the images that decoded
     rows.npy        int64 (N,): row of images.u8 holding index row i
-    sources.parquet path, size, mtime_ns of every source image (for ``data verify``)
-    images.u8       raw uint8 (M, S, S), C order; M ≥ N (skipped images keep a zero row)
+    sources.parquet path, size, mtime_ns of the source image of every images.u8 row
+    images.u8       raw uint8 (M, S, S), C order; M ≥ N (a skipped image keeps a zero row)
 
-Aspect handling: the shorter side is resized to S (bilinear, antialiased by PIL's reducing
-gap), then the centre S×S is cropped; 16-bit images are scaled by 255 / max; colour images
-are converted to luminance (PIL ``L``). JPEGs are decoded with DCT scaling (``draft``) to
-the smallest scale at least S on the short side, which is what makes preparation fast.
+Rows of images.u8 are ordered by split (train, valid, test), frontal before lateral, so a
+split's frontal images are one contiguous block (:func:`memmap_order`). Decoding is in
+:mod:`chexbench.datasets.decode`; reuse of earlier pixels (incremental preparation,
+re-indexing, smaller sizes) in :mod:`chexbench.datasets.reuse`; checks in
+:mod:`chexbench.datasets.verify`.
 
 Preparation decodes in parallel processes and works in ``<folder>.partial/``: a state file
 records finished chunks, so an interrupted ``data prepare`` resumes where it stopped. Only
 a complete folder is renamed to its final name, so a reader never sees a partial cache.
+A lock on the folder makes concurrent runs (shards) prepare it once.
 """
 
 from __future__ import annotations
@@ -38,43 +41,12 @@ import numpy as np
 import pandas as pd
 
 from chexbench.bench.store import atomic_write_text
+from chexbench.datasets.decode import decode_image
 from chexbench.errors import DataError
 
 #: Bump when decoding or the index schema changes; part of every cache key.
 LOADER_VERSION = 2
 CHUNK = 128
-
-
-# -- decoding -------------------------------------------------------------------------------
-def decode_image(path: str | Path, size: int) -> np.ndarray:
-    """Decode one image file to uint8 (size, size): shorter side → size, centre crop."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        if im.format == "JPEG":
-            im.draft("L", (size, size))
-        im = _to_gray8(im)
-        w, h = im.size
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        im = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        im = im.crop((left, top, left + size, top + size))
-        return np.asarray(im, dtype=np.uint8)
-
-
-def _to_gray8(im: Any) -> Any:
-    from PIL import Image
-
-    if im.mode == "L":
-        im.load()
-        return im
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        top = float(arr.max()) if arr.size else 0.0
-        arr = arr * (255.0 / top) if top > 255 else arr
-        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
-    return im.convert("L")
 
 
 def _decode_chunk(task: tuple[str, tuple[int, int, int], list[int], list[str], int]) -> list[tuple[int, str]]:
@@ -262,10 +234,12 @@ def _prepare(
     chunks = [list(range(s, min(s + CHUNK, n))) for s in range(0, n, CHUNK)]
     reused: set[int] = set()
     if not state:
+        from chexbench.datasets.reuse import copy_unchanged_pixels
+
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         mm = np.memmap(partial / "images.u8", dtype=np.uint8, mode="w+", shape=shape)
-        reused = _copy_unchanged_pixels(final, size, [paths[i] for i in order], index["path"].iloc[order], mm)
+        reused = copy_unchanged_pixels(final, size, [paths[i] for i in order], index["path"].iloc[order], mm)
         mm.flush()
         del mm
         done = [c for c, rows in enumerate(chunks) if all(m in reused for m in rows)]
@@ -341,40 +315,6 @@ def _prepare(
         shutil.rmtree(old, ignore_errors=True)
     os.replace(partial, final)
     return open_prepared(final)
-
-
-def _copy_unchanged_pixels(
-    final: Path, size: int, abs_paths: list[str], rel_paths: pd.Series, out: np.memmap
-) -> set[int]:
-    """Incremental preparation: copy into ``out`` the pixels of every image the previous
-    prepared folder at ``final`` decoded from a file that is unchanged (size and mtime).
-    Returns the memmap rows filled."""
-    if not (final / "manifest.json").is_file():
-        return set()
-    try:
-        old = open_prepared(final)
-        sources = pd.read_parquet(final / "sources.parquet")
-    except (OSError, ValueError, KeyError):
-        return set()
-    if old.size != size or old.manifest.get("loader_version") != LOADER_VERSION or old.manifest.get("derived_from"):
-        return set()
-    decoded = np.zeros(len(sources), dtype=bool)
-    decoded[old.rows] = True
-    old_row = {p: i for i, p in enumerate(sources["path"].astype(str)) if decoded[i]}
-    old_stat = sources[["size", "mtime_ns"]].to_numpy(dtype=np.int64)
-    filled: set[int] = set()
-    for m, (rel, path) in enumerate(zip(rel_paths.astype(str), abs_paths, strict=True)):
-        r = old_row.get(rel)
-        if r is None:
-            continue
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        if st.st_size == old_stat[r, 0] and st.st_mtime_ns == old_stat[r, 1]:
-            out[m] = old.images[r]
-            filled.add(m)
-    return filled
 
 
 def memmap_order(index: pd.DataFrame) -> np.ndarray:
@@ -458,186 +398,14 @@ def ensure_prepared(dataset: str, root: Path, size: int, *, progress: bool = Fal
         return cache
     if size < 8:
         raise DataError(f"image size must be at least 8 pixels, got {size}")
+    from chexbench.datasets.reuse import derive, larger_prepared, reindex
+
     with _folder_lock(folder):
         cache = current()
         if cache is None and (folder / "manifest.json").is_file():
-            cache = _reindex(open_prepared(folder), ds, root, want)
+            cache = reindex(open_prepared(folder), ds, root, want)
         if cache is None:
-            larger = _larger_prepared(dataset, root, size, want)
+            larger = larger_prepared(dataset, root, size, want)
             if larger is not None:
-                return _derive(larger, size, folder)
+                return derive(larger, size, folder)
         return cache or _prepare(dataset, root, size, folder, None, False, progress, None)
-
-
-def _larger_prepared(dataset: str, root: Path, size: int, want: tuple[dict, str]) -> PreparedCache | None:
-    """The smallest up-to-date default prepared folder of the same dataset and root above ``size``."""
-    from chexbench.paths import cache_dir
-
-    found = []
-    for mf in (cache_dir() / "prepared").glob(f"{dataset}-s*-*/manifest.json"):
-        try:
-            m = json.loads(mf.read_text())
-        except (OSError, ValueError):
-            continue
-        if (
-            m.get("root") == str(Path(root).resolve())
-            and int(m.get("size", 0)) > size
-            and m.get("loader_version") == LOADER_VERSION
-            and not m.get("derived_from")
-            and (m.get("label_files"), m.get("index_fingerprint")) == want
-            and mf.parent == default_prepared_dir(dataset, root, int(m["size"]))
-        ):
-            found.append((int(m["size"]), mf.parent))
-    return open_prepared(min(found)[1]) if found else None
-
-
-def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (F, F) → uint8 (size, size), bilinear with PIL's antialiasing reducing gap."""
-    from PIL import Image
-
-    im = Image.fromarray(np.ascontiguousarray(image), mode="L")
-    return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0), dtype=np.uint8)
-
-
-def _derive(source: PreparedCache, size: int, final: Path) -> PreparedCache:
-    """A prepared folder at ``size`` made by resizing a larger one's pixels (no decoding).
-
-    The crop region is the same (centre square of the shorter side), so the result differs
-    from a direct decode only by the second resampling; the manifest says ``derived_from``.
-    """
-    partial = final.with_name(final.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    shape = (source.images.shape[0], size, size)
-    out = np.memmap(partial / "images.u8", dtype=np.uint8, mode="w+", shape=shape)
-    for row in source.rows:
-        out[row] = resize_square(source.images[row], size)
-    out.flush()
-    del out
-    m = source.manifest
-    for name in (m.get("index_file", "index.parquet"), m.get("rows_file", "rows.npy"), "sources.parquet"):
-        shutil.copy2(source.dir / name, partial / name)
-    manifest = {
-        **m,
-        "size": int(size),
-        "cache_id": f"{m['dataset']}-s{size}-{cache_key(m['dataset'], Path(m['root']), size)}",
-        "cache_shape": list(shape),
-        "derived_from": {"cache_id": m["cache_id"], "size": int(m["size"])},
-    }
-    atomic_write_text(json.dumps(manifest, indent=1), partial / "manifest.json")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(partial, final)
-    return open_prepared(final)
-
-
-def expected_pixels(cache: PreparedCache, path: Path) -> np.ndarray:
-    """What the cache should hold for a source file: a direct decode, or decode + resize if derived."""
-    derived = cache.manifest.get("derived_from")
-    if derived:
-        return resize_square(decode_image(path, int(derived["size"])), cache.size)
-    return decode_image(path, cache.size)
-
-
-def _reindex(cache: PreparedCache, ds: Any, root: Path, want: tuple[dict, str]) -> PreparedCache | None:
-    """Rebuild the index over cached pixels, or None when some image file is new or changed."""
-    index = ds.load_index(root).reset_index(drop=True)
-    sources = pd.read_parquet(cache.dir / "sources.parquet")
-    row_of = {p: i for i, p in enumerate(sources["path"].astype(str))}
-    old_stat = sources[["size", "mtime_ns"]].to_numpy(dtype=np.int64)
-    decoded = np.zeros(len(sources), dtype=bool)
-    decoded[cache.rows] = True
-    rows, keep, skipped = [], [], []
-    reasons = {s["path"]: s["reason"] for s in cache.manifest.get("skipped", [])}
-    for p in index["path"].astype(str):
-        r = row_of.get(p)
-        if r is None:
-            return None
-        try:
-            st = os.stat(root / p)
-            stat = [st.st_size, st.st_mtime_ns]
-        except OSError:
-            stat = [-1, -1]
-        if stat != old_stat[r].tolist():
-            return None
-        keep.append(bool(decoded[r]))
-        if decoded[r]:
-            rows.append(r)
-        else:
-            skipped.append({"path": p, "reason": reasons.get(p, "skipped when prepared")})
-    kept = index[np.array(keep, dtype=bool)].reset_index(drop=True)
-    tag = want[1][:12]
-    kept.to_parquet(cache.dir / f"index.{tag}.parquet", index=False)
-    np.save(cache.dir / f"rows.{tag}.npy", np.array(rows, dtype=np.int64))
-    old_files = (cache.manifest.get("index_file", "index.parquet"), cache.manifest.get("rows_file", "rows.npy"))
-    manifest = {
-        **cache.manifest,
-        "label_files": want[0],
-        "index_fingerprint": want[1],
-        "index_file": f"index.{tag}.parquet",
-        "rows_file": f"rows.{tag}.npy",
-        "n_images": len(rows),
-        "n_skipped": len(skipped),
-        "skipped": skipped,
-        "split_counts": {k: int(v) for k, v in kept["split"].value_counts().items()},
-        "reindexed": True,
-    }
-    atomic_write_text(json.dumps(manifest, indent=1), cache.dir / "manifest.json")
-    for name in old_files:
-        if name not in (manifest["index_file"], manifest["rows_file"]):
-            (cache.dir / name).unlink(missing_ok=True)
-    return open_prepared(cache.dir)
-
-
-# -- verification ---------------------------------------------------------------------------
-@dataclass
-class VerifyReport:
-    checked: int
-    changed_sources: list[str]  # size or mtime differs from the manifest
-    missing_sources: list[str]
-    mismatched_pixels: list[str]  # re-decoding gives different pixels
-    stale_label_files: list[str]
-
-    @property
-    def ok(self) -> bool:
-        return not (self.changed_sources or self.missing_sources or self.mismatched_pixels or self.stale_label_files)
-
-
-def verify(cache: PreparedCache, root: Path | None = None, sample: int = 0, seed: int = 0) -> VerifyReport:
-    """Check a prepared cache against its sources: label files, file stats, and re-decoded pixels.
-
-    ``sample > 0`` re-decodes that many images chosen with ``seed`` (all by default).
-    """
-    from chexbench.registry import DATASETS
-
-    root = Path(root) if root is not None else Path(cache.manifest["root"])
-    stale = []
-    try:
-        now = label_file_fingerprint(DATASETS.get(cache.manifest["dataset"]), root)
-    except OSError:
-        now = {}
-    for f, stat in cache.manifest.get("label_files", {}).items():
-        if now.get(f) != stat:
-            stale.append(f)
-    sources = pd.read_parquet(cache.dir / "sources.parquet")
-    n = len(cache.index)
-    pick = np.arange(n) if sample <= 0 or sample >= n else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
-    changed, missing, mismatched = [], [], []
-    for i in pick:
-        rel = str(cache.index["path"].iloc[i])
-        row = int(cache.rows[i])
-        src = root / rel
-        try:
-            st = src.stat()
-        except OSError:
-            missing.append(rel)
-            continue
-        if [st.st_size, st.st_mtime_ns] != [int(sources["size"].iloc[row]), int(sources["mtime_ns"].iloc[row])]:
-            changed.append(rel)
-        try:
-            same = np.array_equal(expected_pixels(cache, src), cache.images[row])
-        except Exception:
-            same = False
-        if not same:
-            mismatched.append(rel)
-    return VerifyReport(len(pick), changed, missing, mismatched, stale)

@@ -92,7 +92,8 @@ def _measure(
 
     from chexbench.bench.training import batches, to_input
     from chexbench.datasets.base import FRONTAL_VIEWS
-    from chexbench.datasets.cache import decode_image, prepare
+    from chexbench.datasets.cache import prepare
+    from chexbench.datasets.decode import decode_image
     from chexbench.errors import DataError
     from chexbench.registry import DATASETS
     from chexbench.strategies.augment import light_augment
