@@ -59,7 +59,9 @@ def train_and_score(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
     gen = torch.Generator().manual_seed(seed)
-    loss_fn = nn.BCEWithLogitsLoss()
+    # rare findings weigh as much as common ones (BCE positive weight = negatives / positives, capped)
+    pos = yt.sum(0).clamp(min=1)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=((len(yt) - pos) / pos).clamp(max=10))
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(xt), generator=gen)

@@ -305,10 +305,12 @@ def paint_fracture(scene: Scene, f: Finding, rng: np.random.Generator) -> list[L
     """Healing rib fracture: a cortical step with a bright callus on a lateral rib."""
     side = f.side if f.side != BILATERAL else int(rng.integers(2))
     g = scene.lung_geometry[side]
-    cx = g["lateral"] - SIDE_SIGN[side] * 0.06
-    cy = float(rng.uniform(g["apex"] + 0.25, g["dome"] - 0.2))
-    callus = ellipse(scene.x, scene.y, cx, cy, 0.055 + 0.02 * f.severity, 0.045, 0.008)
-    scene.dense += (0.20 + 0.10 * f.severity) * callus
+    cx = g["lateral"] - SIDE_SIGN[side] * 0.10
+    cy = float(rng.uniform(g["apex"] + 0.25, g["dome"] - 0.25))
+    callus = ellipse(scene.x, scene.y, cx, cy, 0.065 + 0.025 * f.severity, 0.05, 0.008)
+    # the fracture line: a dark cleft across the callus
+    cleft = ellipse(scene.x, scene.y, cx, cy, 0.012, 0.06, 0.006, angle=0.3)
+    scene.dense += (0.22 + 0.12 * f.severity) * callus - 0.10 * cleft * callus
     return [("fracture", callus)]
 
 
