@@ -102,3 +102,18 @@ def test_malformed_xml_and_missing_reports_are_data_errors(tmp_path):
     (tmp_path / "ecgen-radiology" / "7.xml").write_text("<eCitation><uId id='CXR7'/>")
     with pytest.raises(DataError, match=r"7\.xml: invalid XML"):
         load_indiana_index(tmp_path)
+
+
+def test_views_from_the_real_dicom_metadata(tmp_path):
+    reports = real_indiana_reports(30)
+    root = write_indiana_layout(tmp_path, reports)
+    shutil.copy(real_label_file("indiana_dicom"), root / "nlmcxr_dicom_metadata.csv.gz")
+    idx = load_indiana_index(root).set_index("image_id")
+    meta = pd.read_csv(root / "nlmcxr_dicom_metadata.csv.gz", usecols=["imageid", "View Position"]).set_index("imageid")
+    checked = 0
+    for image_id, vp in meta["View Position"].dropna().items():
+        if image_id in idx.index:
+            want = vp if vp in ("PA", "AP") else "LATERAL"
+            assert idx.loc[image_id, "view"] == want, image_id
+            checked += 1
+    assert checked >= 10

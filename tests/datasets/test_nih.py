@@ -134,3 +134,15 @@ def test_age_strings_of_the_2017_release():
     ages = _parse_age(pd.Series(["058Y", "011M", "414", "30"]))
     np.testing.assert_allclose(ages, [58, 11 / 12, np.nan, 30])
     np.testing.assert_allclose(_parse_age(pd.Series([58, 414])), [58, np.nan])
+
+
+def test_images_directly_in_an_images_folder(tmp_path):
+    root, rows = _small(tmp_path)
+    flat = tmp_path / "flat"
+    (flat / "images").mkdir(parents=True)
+    for p in root.glob("images_*/images/*.png"):
+        shutil.copy(p, flat / "images" / p.name)
+    for name in ("Data_Entry_2017_v2020.csv", "test_list.txt", "train_val_list.txt"):
+        shutil.copy(root / name, flat / name)
+    idx = load_nih_index(flat)
+    assert all(p.startswith("images/") and (flat / p).is_file() for p in idx["path"])
