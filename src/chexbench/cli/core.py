@@ -101,6 +101,22 @@ def plan(grid: GridOpt = "smoke", only: OnlyOpt = None, results: ResultsOpt = Pa
         console.print(f"  [yellow]skipped ×{n}[/]: {escape(reason)}")
     for run, ids in sorted(pretrain.items()):
         console.print(f"  pretraining [cyan]{run}[/] serves {len(ids)} cells")
+    _print_gpu_hours(planned)
+
+
+def _print_gpu_hours(planned) -> None:
+    """GPU-hours from the throughput recorded in docs/PERFORMANCE.md (or the H100 targets)."""
+    from chexbench.bench.perf import performance_file
+    from chexbench.bench.throughput import estimate_gpu_hours, recorded_measurements
+
+    file = performance_file()
+    measured = recorded_measurements(file.read_text()) if file.exists() else []
+    est = estimate_gpu_hours(planned, measured)
+    if est.cells:
+        console.print(
+            f"estimated [bold]{est.gpu_hours:,.1f} GPU-hours[/] for {est.cells} cells and {est.pretrain_runs} pretraining runs "
+            f"({escape(est.source)}; nominal dataset sizes, one GPU per cell)"
+        )
 
 
 class _RichStepProgress:
@@ -245,3 +261,6 @@ def status(
     failed = recs[recs["status"] != "ok"] if len(recs) else recs
     for _, r in failed.iterrows():
         console.print(f"  [red]failed[/] {r['cell_id']} {r['strategy']}/{r['backbone']}/{r['dataset']}/{r['protocol']}: {r['failure_reason']}")
+    from chexbench.cli.submit import print_jobs
+
+    print_jobs(results)  # the latest `chexbench submit` jobs of this results directory, if any

@@ -1,0 +1,306 @@
+"""Throughput of the training modes per backbone, the loader's rate, and GPU-hour estimates.
+
+For one backbone at one batch size and image size this measures images/s and peak memory of
+
+- ``finetune``: forward + masked BCE + backward + AdamW step of backbone + linear head;
+- ``linear``: frozen-backbone feature extraction (no grad, eval mode);
+- ``simclr``: one SimCLR step (two views through encoder + projector, NT-Xent, backward, step);
+- ``mocov2``: one MoCo-v2 step (query + momentum key encoder, queue, InfoNCE, backward, step);
+
+each with the fast path of the run on CUDA (bf16 autocast, channels_last, fused AdamW,
+optional ``torch.compile``), plus the loader: uint8 rows gathered from a memory-mapped cache,
+copied (pinned, non-blocking on CUDA) and augmented batched on the device — the light
+fine-tuning warp, or two contrastive views. A step is *input-bound* when the loader feeding
+it is slower than the step itself.
+
+Every measurement is embedded as JSON in its PERFORMANCE.md section, so ``chexbench plan``
+can turn the recorded rates into a GPU-hours estimate (:func:`estimate_gpu_hours`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from chexbench.bench import training as T
+
+MODES = ("finetune", "linear", "simclr", "mocov2")
+#: which loader feeds which mode
+LOADER_OF_MODE = {"finetune": "light", "linear": "plain", "simclr": "views", "mocov2": "views"}
+JSON_MARK = "throughput-json"
+
+
+@dataclass
+class Measurement:
+    device: str  # device name, e.g. "NVIDIA H100 80GB HBM3" or "cpu (2 cores, 2 threads)"
+    backbone: str
+    mode: str  # finetune | linear | simclr | mocov2 | loader:light | loader:views | loader:plain
+    batch_size: int
+    image_size: int
+    images_per_second: float
+    peak_memory_mb: float
+    compiled: bool = False
+
+
+# -- timing --------------------------------------------------------------------------------
+def _time_steps(step: Callable[[], Any], device: torch.device, steps: int, warmup: int) -> float:
+    """Seconds per call of ``step`` after ``warmup`` calls (CUDA synchronized)."""
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t0) / max(steps, 1)
+
+
+def _fake_batch(batch_size: int, image_size: int, device: torch.device, gen: torch.Generator) -> torch.Tensor:
+    x = torch.rand(batch_size, 1, image_size, image_size, generator=gen).to(device)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+def _maybe_compile(fn: Any, compile_step: bool) -> Any:
+    return torch.compile(fn) if compile_step else fn
+
+
+def _finetune_step(backbone: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, compile_step: bool, gen: torch.Generator) -> Callable[[], Any]:
+    from chexbench.bench.protocols.finetune import Classifier
+    from chexbench.config import Settings
+
+    model = Classifier(backbone, 14).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    fwd = _maybe_compile(model, compile_step)
+    opt = T.build_optimizer(model.parameters(), Settings(), device)
+    x = _fake_batch(batch_size, image_size, device, gen)
+    y = (torch.rand(batch_size, 14, generator=gen) < 0.3).float().to(device)
+
+    def step() -> None:
+        with T.autocast(device):
+            logits = fwd(x)
+        loss = T.masked_bce(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _linear_step(backbone: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, compile_step: bool, gen: torch.Generator) -> Callable[[], Any]:
+    backbone = backbone.to(device).eval()
+    if device.type == "cuda":
+        backbone = backbone.to(memory_format=torch.channels_last)
+    fwd = _maybe_compile(backbone, compile_step)
+    x = _fake_batch(batch_size, image_size, device, gen)
+
+    @torch.no_grad()
+    def step() -> None:
+        with T.autocast(device):
+            fwd(x).float()
+
+    return step
+
+
+def _contrastive_step(mode: str, backbone: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, compile_step: bool, gen: torch.Generator) -> Callable[[], Any]:
+    from chexbench.strategies.pretrain import _make_optimizer
+
+    if mode == "simclr":
+        from chexbench.strategies.simclr import SimCLR, SimCLRModel
+
+        opts = SimCLR.options
+        model = SimCLRModel(backbone, backbone.num_features, int(opts["proj_hidden_dim"]), int(opts["proj_dim"]), float(opts["temperature"]))
+    else:
+        from chexbench.strategies.mocov2 import MoCoModel, MoCoV2
+
+        opts = MoCoV2.options
+        model = MoCoModel(backbone, backbone.num_features, int(opts["proj_hidden_dim"]), int(opts["proj_dim"]), int(opts["queue_size"]),
+                          float(opts["momentum"]), float(opts["temperature"]), int(opts["bn_splits"]), generator=gen)
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = _maybe_compile(model.loss, compile_step)
+    opt = _make_optimizer(model, opts, device)
+    v1, v2 = _fake_batch(batch_size, image_size, device, gen), _fake_batch(batch_size, image_size, device, gen)
+
+    def step() -> None:
+        with T.autocast(device):
+            loss = loss_fn(v1, v2, 0.5, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def measure_mode(mode: str, backbone_name: str, batch_size: int, image_size: int, device: torch.device, steps: int = 10, warmup: int = 3, compile_step: bool = False) -> Measurement:
+    """images/s and peak memory of one training mode (see the module docstring)."""
+    from chexbench.registry import BACKBONES
+
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    backbone = BACKBONES.get(backbone_name).build(image_size, {})
+    makers = {"finetune": _finetune_step, "linear": _linear_step}
+    if mode in makers:
+        step = makers[mode](backbone, batch_size, image_size, device, compile_step, gen)
+    else:
+        step = _contrastive_step(mode, backbone, batch_size, image_size, device, compile_step, gen)
+    T.reset_peak_memory(device)
+    seconds = _time_steps(step, device, steps, warmup + (5 if compile_step else 0))
+    return Measurement(T.device_name(device), backbone_name, mode, batch_size, image_size, batch_size / seconds, T.peak_memory_mb(device), compile_step)
+
+
+def measure_loader(kind: str, batch_size: int, image_size: int, device: torch.device, steps: int = 10, n_images: int = 0) -> Measurement:
+    """images/s of the input path: memmap uint8 rows → device → batched augmentation.
+
+    ``kind``: ``plain`` (no augmentation), ``light`` (fine-tuning warp), ``views`` (two
+    contrastive views, :class:`~chexbench.strategies.augment.ViewAugment` defaults).
+    """
+    from chexbench.strategies.augment import ViewAugment, light_augment, view_pair
+
+    n = n_images or batch_size * (steps + 2)
+    gen = torch.Generator().manual_seed(0)
+    aug = ViewAugment()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "images.u8"
+        mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, image_size, image_size))
+        mm[:] = np.random.default_rng(0).integers(0, 256, mm.shape, dtype=np.uint8)
+        mm.flush()
+        images = np.load(path, mmap_mode="r")
+        order = iter(list(T.batches(n, batch_size, gen, drop_last=True)) * 2)
+
+        def step() -> None:
+            idx = next(order)
+            if kind == "plain":
+                T.to_input(images[idx], device)
+            elif kind == "light":
+                light_augment(T.to_input(images[idx], device), gen)
+            else:
+                view_pair(T.to_input(images[idx], device, (0.0, 1.0)), aug, gen)
+
+        T.reset_peak_memory(device)
+        seconds = _time_steps(step, device, steps, 2)
+    return Measurement(T.device_name(device), "-", f"loader:{kind}", batch_size, image_size, batch_size / seconds, T.peak_memory_mb(device))
+
+
+# -- reporting -------------------------------------------------------------------------------
+def input_bound(rows: list[Measurement]) -> dict[tuple[str, str], bool]:
+    """``(backbone, mode) → True`` where the mode's loader is slower than the step."""
+    loaders = {r.mode.split(":", 1)[1]: r.images_per_second for r in rows if r.mode.startswith("loader:")}
+    out = {}
+    for r in rows:
+        if r.mode in LOADER_OF_MODE and LOADER_OF_MODE[r.mode] in loaders:
+            out[(r.backbone, r.mode)] = loaders[LOADER_OF_MODE[r.mode]] < r.images_per_second
+    return out
+
+
+def markdown(rows: list[Measurement]) -> str:
+    """A table of the measurements, the input-bound verdicts and the embedded JSON."""
+    bound = input_bound(rows)
+    finetune = {r.backbone: r.images_per_second for r in rows if r.mode == "finetune"}
+    lines = [
+        "| backbone | mode | batch | px | images/s | × fine-tune | peak MB | input-bound |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        ratio = f"{r.images_per_second / finetune[r.backbone]:.2f}" if r.backbone in finetune and not r.mode.startswith("loader") else ""
+        verdict = {True: "**yes**", False: "no"}.get(bound.get((r.backbone, r.mode)), "")
+        mode = r.mode + (" (compiled)" if r.compiled else "")
+        lines.append(f"| {r.backbone} | {mode} | {r.batch_size} | {r.image_size} | {r.images_per_second:,.0f} | {ratio} | {r.peak_memory_mb:,.0f} | {verdict} |")
+    payload = json.dumps([asdict(r) for r in rows], separators=(",", ":"))
+    lines += ["", f"<!-- {JSON_MARK} {payload} -->"]
+    return "\n".join(lines)
+
+
+def recorded_measurements(text: str) -> list[Measurement]:
+    """Every measurement embedded in a PERFORMANCE.md text."""
+    out = []
+    for m in re.finditer(rf"<!-- {JSON_MARK} (\[.*?\]) -->", text):
+        out += [Measurement(**d) for d in json.loads(m.group(1))]
+    return out
+
+
+# -- GPU-hours estimate ----------------------------------------------------------------------
+#: the issue's H100 targets (224 px, bf16), used when no GPU measurement is recorded
+H100_TARGETS = {"resnet50": 5000.0, "vit_b16": 3000.0, "vit_b16_convstem": 3000.0}
+TARGET_RATIO = {"finetune": 1.0, "linear": 3.0, "simclr": 0.5, "mocov2": 0.7}
+#: train-split images per dataset (frontal views), for datasets whose size is not in the cell
+NOMINAL_TRAIN_IMAGES = {"chexpert": 191_229, "nih": 86_524, "indiana": 3_300}
+
+
+@dataclass
+class Estimate:
+    gpu_hours: float
+    cells: int
+    pretrain_runs: int
+    source: str  # where the rates came from
+
+
+def _rate_table(measured: list[Measurement]) -> tuple[dict[tuple[str, str], float], str]:
+    gpu = [m for m in measured if not m.device.startswith("cpu") and not m.mode.startswith("loader")]
+    if gpu:
+        best: dict[tuple[str, str], float] = {}
+        for m in gpu:
+            best[(m.backbone, m.mode)] = max(best.get((m.backbone, m.mode), 0.0), m.images_per_second)
+        return best, f"measured on {gpu[-1].device}"
+    table = {(b, mode): rate * TARGET_RATIO[mode] for b, rate in H100_TARGETS.items() for mode in MODES}
+    return table, "assumed H100 target rates (no GPU measurement recorded in docs/PERFORMANCE.md)"
+
+
+def _train_images(cell: Any) -> int:
+    n = NOMINAL_TRAIN_IMAGES.get(cell.dataset, 2 * int(cell.dataset_options.get("patients", 1000)))
+    n = int(math.ceil(n * cell.label_fraction))
+    return min(n, cell.settings.max_train_images) if cell.settings.max_train_images > 0 else n
+
+
+def estimate_gpu_hours(planned: list[Any], measured: list[Measurement]) -> Estimate:
+    """GPU-hours of the runnable cells and their shared pretraining runs (each run once).
+
+    Fine-tuning: epochs × train images at the fine-tune rate plus one validation pass per
+    epoch at the extraction rate (validation taken as 10 % of train); linear: extracting
+    train + valid + test once; pretraining: epochs × pool images at the method's rate. A
+    backbone without a rate uses the slowest known rate of the same mode.
+    """
+    from chexbench.registry import STRATEGIES
+
+    rates, source = _rate_table(measured)
+
+    def rate(backbone: str, mode: str) -> float:
+        if (backbone, mode) in rates:
+            return rates[(backbone, mode)]
+        same = [v for (b, m), v in rates.items() if m == mode]
+        return min(same) if same else 1.0
+
+    seconds, runs, cells = 0.0, {}, 0
+    for p in planned:
+        if p.status != "run":
+            continue
+        c, cells = p.cell, cells + 1
+        n = _train_images(c)
+        if c.protocol == "finetune":
+            seconds += c.settings.epochs * (n / rate(c.backbone, "finetune") + 0.1 * n / rate(c.backbone, "linear"))
+        else:
+            seconds += 1.2 * n / rate(c.backbone, "linear")
+        strategy = STRATEGIES.get(c.strategy)
+        key = strategy.pretrain_key(c) if hasattr(strategy, "pretrain_key") else None
+        if key is not None:
+            opts = key["options"]
+            pool = NOMINAL_TRAIN_IMAGES.get(key["pretrain_source"], n)
+            if int(opts.get("max_pretrain_images", 0)) > 0:
+                pool = min(pool, int(opts["max_pretrain_images"]))
+            mode = "simclr" if "simclr" in c.strategy else "mocov2"
+            runs[json.dumps(key, sort_keys=True, default=str)] = int(opts.get("pretrain_epochs", 100)) * pool / rate(c.backbone, mode)
+    seconds += sum(runs.values())
+    return Estimate(seconds / 3600.0, cells, len(runs), source)

@@ -1,0 +1,199 @@
+"""``chexbench submit``: an array of shard jobs through submitit (SLURM, or local processes).
+
+Job ``i`` of ``n`` runs ``chexbench run --grid … --shard i/n`` (with ``--gpus`` for a
+multi-GPU job, which relaunches itself under torchrun). The submission is appended to
+``<results>/jobs.json`` (atomic write), which ``chexbench status`` reads to show each
+job's state and how many of its shard's cells are stored.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from chexbench.cli.app import app, console
+from chexbench.cli.core import GridOpt, OnlyOpt, ResultsOpt
+from chexbench.errors import ConfigError
+
+JOBS_FILE = "jobs.json"
+
+
+def shard_command(grid: str, results: Path, shard: str, gpus: int, device: str, only: list[str]) -> list[str]:
+    """The ``chexbench run`` command line job ``shard`` executes."""
+    cmd = [sys.executable, "-m", "chexbench", "run", "--grid", grid, "--results", str(results), "--shard", shard, "--device", device]
+    if gpus > 1:
+        cmd += ["--gpus", str(gpus)]
+    for o in only:
+        cmd += ["--only", o]
+    return cmd
+
+
+def run_shard_job(cmd: list[str]) -> int:
+    """Body of one submitted job: run the shard; a failing shard fails the job (with its output tail)."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[2:])} exited with {proc.returncode}: {(proc.stdout + proc.stderr)[-2000:]}")
+    return 0
+
+
+def read_jobs(results: Path) -> list[dict[str, Any]]:
+    """Every submission recorded in ``results/jobs.json`` (oldest first)."""
+    path = Path(results) / JOBS_FILE
+    if not path.exists():
+        return []
+    try:
+        return list(json.loads(path.read_text())["submissions"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path}: not a chexbench jobs file ({e})") from None
+
+
+def record_submission(results: Path, submission: dict[str, Any]) -> Path:
+    from chexbench.bench.lock import FileLock
+    from chexbench.bench.store import atomic_write_text
+
+    results.mkdir(parents=True, exist_ok=True)
+    with FileLock(results / f".{JOBS_FILE}.lck"):
+        subs = read_jobs(results) + [submission]
+        path = results / JOBS_FILE
+        atomic_write_text(json.dumps({"submissions": subs}, indent=2), path)
+    return path
+
+
+def job_state(executor: str, folder: str, job_id: str) -> str:
+    """FINISHED / FAILED from the job's result file; else SLURM's state, or RUNNING / LOST for a local pid."""
+    import pickle
+
+    result = Path(folder) / f"{job_id}_0_result.pkl"
+    if result.exists():
+        try:
+            outcome, _ = pickle.loads(result.read_bytes())
+        except Exception:  # noqa: BLE001 - a half-written pickle: the job is ending
+            return "FINISHING"
+        return "FINISHED" if outcome == "success" else "FAILED"
+    if executor == "slurm":
+        try:
+            import submitit
+
+            return str(submitit.SlurmJob(folder=folder, job_id=job_id).state)
+        except Exception as e:  # noqa: BLE001 - sacct missing or unreachable
+            return f"UNKNOWN ({type(e).__name__})"
+    pid = int(job_id.split("_")[0]) if job_id.split("_")[0].isdigit() else -1
+    try:
+        os.kill(pid, 0)
+        return "RUNNING"
+    except (ProcessLookupError, ValueError):
+        return "LOST (no result)"
+    except PermissionError:
+        return "RUNNING"
+
+
+@app.command()
+def submit(
+    grid: GridOpt = "smoke",
+    results: ResultsOpt = Path("chexbench-results"),
+    only: OnlyOpt = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-n", help="number of shard jobs (the grid is split into this many shards)")] = 1,
+    partition: Annotated[str | None, typer.Option(help="SLURM partition")] = None,
+    gpus_per_job: Annotated[int, typer.Option(help="GPUs per job; > 1 trains each cell data-parallel (torchrun)")] = 1,
+    cpus_per_job: Annotated[int, typer.Option(help="CPU cores per job")] = 8,
+    mem_gb: Annotated[int, typer.Option(help="memory per job (GB)")] = 64,
+    timeout_min: Annotated[int, typer.Option(help="wall-clock limit per job (minutes)")] = 24 * 60,
+    executor: Annotated[str, typer.Option(help="slurm | local (local processes, for testing the setup)")] = "slurm",
+    device: Annotated[str, typer.Option(help="device inside each job: auto | cpu | cuda")] = "auto",
+    wait: Annotated[bool, typer.Option(help="block until every job ends; exit 1 if one failed")] = False,
+) -> None:
+    """Submit an array of ``--jobs`` shard jobs; ``chexbench status`` follows them."""
+    import submitit
+
+    from chexbench.bench.runner import preflight
+    from chexbench.config import load_grid, parse_only
+
+    if executor not in ("slurm", "local"):
+        raise ConfigError(f"--executor must be slurm or local, got '{executor}'")
+    if jobs < 1 or gpus_per_job < 1:
+        raise ConfigError(f"--jobs and --gpus-per-job must be ≥ 1 (got {jobs}, {gpus_per_job})")
+    g = load_grid(grid)
+    planned = g.cells(parse_only(only))
+    preflight(planned)  # a missing data root fails here, not in n queued jobs
+    results = results.resolve()
+    grid_arg = str(Path(grid).resolve()) if Path(grid).exists() else grid
+    folder = results / "jobs" / "%j"
+    ex = submitit.AutoExecutor(folder=folder, cluster=None if executor == "slurm" else "local")
+    params: dict[str, Any] = {"timeout_min": timeout_min, "name": f"chexbench-{g.name}", "tasks_per_node": 1}
+    if executor == "slurm":
+        params.update(gpus_per_node=gpus_per_job, cpus_per_task=cpus_per_job, mem_gb=mem_gb, slurm_array_parallelism=jobs)
+        if partition:
+            params["slurm_partition"] = partition
+    elif device != "cpu":
+        params["gpus_per_node"] = gpus_per_job
+    ex.update_parameters(**params)
+    shards = [f"{i}/{jobs}" for i in range(jobs)]
+    commands = [shard_command(grid_arg, results, s, gpus_per_job, device, list(only or [])) for s in shards]
+    submitted = ex.map_array(run_shard_job, commands)
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    record = {
+        "grid": grid_arg,
+        "grid_name": g.name,
+        "only": list(only or []),
+        "executor": executor,
+        "submitted_at": now,
+        "jobs": [
+            {"shard": s, "job_id": str(j.job_id), "folder": str(j.paths.folder)} for s, j in zip(shards, submitted, strict=True)
+        ],
+    }
+    path = record_submission(results, record)
+    table = Table(title=f"{len(submitted)} {executor} job(s) for grid {g.name}", title_justify="left")
+    for col in ("shard", "job"):
+        table.add_column(col)
+    for s, j in zip(shards, submitted, strict=True):
+        table.add_row(s, str(j.job_id))
+    console.print(table)
+    console.print(f"jobs recorded in {path}; follow them with: chexbench status --results {results}")
+    if wait:
+        failed = 0
+        for s, j in zip(shards, submitted, strict=True):
+            try:
+                j.result()
+            except Exception as e:  # noqa: BLE001 - a failed job is reported, the others still awaited
+                failed += 1
+                console.print(f"  [red]shard {s} failed[/]: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        console.print(f"{len(submitted) - failed}/{len(submitted)} jobs finished")
+        if failed:
+            sys.exit(1)
+
+
+def print_jobs(results: Path) -> None:
+    """The latest submission's jobs: state and stored cells of each shard (used by ``chexbench status``)."""
+    from chexbench.bench.shard import Shard, shard_cells
+    from chexbench.bench.store import ResultStore
+    from chexbench.config import load_grid, parse_only
+
+    subs = read_jobs(results)
+    if not subs:
+        return
+    sub = subs[-1]
+    store = ResultStore(results)
+    try:
+        planned = load_grid(sub["grid"]).cells(parse_only(sub.get("only")))
+    except ConfigError:
+        planned = None
+    table = Table(title=f"{sub['executor']} jobs submitted {sub['submitted_at']} (grid {sub['grid_name']})", title_justify="left")
+    for col in ("shard", "job", "state", "cells stored"):
+        table.add_column(col)
+    for job in sub["jobs"]:
+        cells = ""
+        if planned is not None:
+            mine = [p.cell.cell_id for p in shard_cells(planned, Shard.parse(job["shard"])) if p.status == "run"]
+            cells = f"{sum(store.has(c) for c in mine)}/{len(mine)}"
+        table.add_row(job["shard"], job["job_id"], job_state(sub["executor"], job["folder"], job["job_id"]), cells)
+    console.print(table)
