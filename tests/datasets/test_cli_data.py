@@ -26,9 +26,13 @@ def test_prepare_then_verify(root, tmp_path):
     assert "skipped" in r.output and "40" in r.output
     folders = list((tmp_path / "cache" / "prepared").glob("chexpert-s16-*"))
     assert len(folders) == 1 and json.loads((folders[0] / "manifest.json").read_text())["n_images"] == 40
-    r = runner.invoke(app, ["data", "verify", "chexpert", "--size", "16"])
+    r = runner.invoke(app, ["data", "verify", "chexpert"])  # the only prepared cache: found without --size
     assert r.exit_code == 0, r.output
     assert "matches its sources" in r.output
+    assert runner.invoke(app, ["data", "prepare", "chexpert", "--root", str(root), "--size", "12"]).exit_code == 0
+    r = runner.invoke(app, ["data", "verify", "chexpert"])
+    assert r.exit_code == 2 and "2 prepared caches of 'chexpert'" in r.output
+    assert runner.invoke(app, ["data", "verify", "chexpert", "--size", "12"]).exit_code == 0
     index = pd.read_parquet(folders[0] / "index.parquet")
     write_image(root / index["path"].iloc[0], 40)
     r = runner.invoke(app, ["data", "verify", "chexpert", "--size", "16", "--root", str(root)])

@@ -89,27 +89,34 @@ def prepare_cmd(
         console.print(f"[yellow]… {m['n_skipped'] - 10} more skipped images listed in {cache.dir / 'manifest.json'}[/]")
 
 
-def _find_prepared(dataset: str, root: Path | None, size: int, out: Path | None) -> Path:
-    from chexbench.datasets.cache import default_prepared_dir
+def _find_prepared(dataset: str, root: Path | None, size: int | None, out: Path | None) -> Path:
+    """The prepared folder to verify: ``--out``, else the one matching root and size (either may be left out)."""
+    import json
+
     from chexbench.paths import cache_dir
 
     if out is not None:
         return out
-    if root is not None:
-        return default_prepared_dir(dataset, _root(dataset, root), size)
-    candidates = sorted((cache_dir() / "prepared").glob(f"{dataset}-s{size}-*/manifest.json"))
+    want_root = str(_root(dataset, root).resolve()) if root is not None else None
+    candidates = []
+    for mf in sorted((cache_dir() / "prepared").glob(f"{dataset}-s{size or '*'}-*/manifest.json")):
+        m = json.loads(mf.read_text())
+        if m.get("dataset") == dataset and (want_root is None or m.get("root") == want_root):
+            candidates.append(mf.parent)
+    at = f" at {size}px" if size else ""
     if len(candidates) == 1:
-        return candidates[0].parent
+        return candidates[0]
     if not candidates:
-        raise DataError(f"no prepared cache of '{dataset}' at {size}px (run: chexbench data prepare {dataset} --root PATH)")
-    raise DataError(f"{len(candidates)} prepared caches of '{dataset}' at {size}px; pass --root or --out to pick one")
+        raise DataError(f"no prepared cache of '{dataset}'{at} (run: chexbench data prepare {dataset} --root PATH)")
+    names = ", ".join(c.name for c in candidates)
+    raise DataError(f"{len(candidates)} prepared caches of '{dataset}'{at} ({names}); pass --size, --root or --out")
 
 
 @data_app.command("verify")
 def verify_cmd(
     dataset: Annotated[str, typer.Argument(help="registered dataset name")],
     root: Annotated[Path | None, typer.Option(help="dataset root the cache was prepared from")] = None,
-    size: Annotated[int, typer.Option(help="image size of the cache to check")] = 256,
+    size: Annotated[int | None, typer.Option(help="image size of the cache to check (needed if several)")] = None,
     out: Annotated[Path | None, typer.Option(help="a prepared folder written with prepare --out")] = None,
     sample: Annotated[int, typer.Option(help="re-decode this many random images (0 = all)")] = 0,
 ) -> None:
