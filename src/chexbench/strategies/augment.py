@@ -178,3 +178,20 @@ def view_pair(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Two independent views of the same batch (the positive pairs of contrastive learning)."""
     return contrastive_view(x01, aug, generator, normalize), contrastive_view(x01, aug, generator, normalize)
+
+
+def preview_pairs(images: torch.Tensor, aug: ViewAugment, seed: int = 0) -> torch.Tensor:
+    """A contact sheet: one row per image of uint8 ``images`` (N, S, S) — original | view 1 | view 2.
+
+    Returns uint8 (N·S, 3·S + 2·gap) with views mapped back to [0, 255] (normalization undone).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    x01 = images.unsqueeze(1).float() / 255.0
+    v1, v2 = view_pair(x01, aug, gen, normalize=(0.0, 1.0))
+    n, s = images.shape[0], images.shape[-1]
+    gap = max(s // 32, 1)
+    sheet = torch.full((n * s, 3 * s + 2 * gap), 255, dtype=torch.uint8)
+    for col, block in enumerate((x01, v1, v2)):
+        tiles = (block.clamp(0, 1) * 255).round().to(torch.uint8)[:, 0]  # (N, S, S)
+        sheet[:, col * (s + gap) : col * (s + gap) + s] = tiles.reshape(n * s, s)
+    return sheet

@@ -12,8 +12,9 @@ seed. Every cell needing that run reuses it. Layout of ``ctx.pretrain_dir / run_
     history.parquet loss curve and probe history (also copied to results_dir/pretrain/)
     done            marker written last
 
-A file lock on ``lock`` makes concurrent shards wait for one another instead of pretraining
-the same run twice. The probe: every ``probe_every`` epochs a weighted kNN classifier
+A file lock on ``pretrain.lck`` (:mod:`chexbench.bench.lock`: cross-host, stale-lock recovery)
+makes concurrent shards wait for one another instead of pretraining the same run twice;
+under torchrun the ranks pretrain together and rank 0 alone writes. The probe: every ``probe_every`` epochs a weighted kNN classifier
 (Wu et al. 2018, k neighbours, weights exp(cos/0.07)) on frozen encoder features of a small
 labeled subset of the source's train split predicts its valid split; macro AUROC is stored.
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import fcntl
 import hashlib
 import json
 import math
@@ -121,18 +121,21 @@ class PretrainStrategy(Strategy):
         st = cell.settings
         source = st.pretrain_source
         opts = self.resolved_options(cell)
-        root = cell.dataset_options.get("root") if source == cell.dataset else opts.get("pretrain_root")
+        # the options that identify the source's data: the cell's dataset options when the source is the
+        # target (root, and e.g. a phantom's generation options), else pretrain_root; unset values dropped
+        raw = cell.dataset_options if source == cell.dataset else {"root": opts.get("pretrain_root")}
+        source_options = {k: str(v) if k == "root" else v for k, v in sorted(raw.items()) if v is not None}
         return {
             "strategy": self.name,
             "backbone": cell.backbone,
             "backbone_options": dict(sorted(cell.backbone_options.items())),
             "pretrain_source": source,
-            "pretrain_root": str(root) if root else None,
+            "pretrain_source_options": source_options,
             "split": "train",
             "views": st.views,
             "image_size": st.image_size,
             "pretrain_seed": st.pretrain_seed,
-            "options": dict(sorted(opts.items())),
+            "options": {k: v for k, v in sorted(opts.items()) if k != "pretrain_root"},
         }
 
     def init_backbone(self, backbone: Backbone, cell: CellConfig, ctx: RunContext) -> InitRecord:
@@ -170,9 +173,11 @@ def ensure_pretrained(strategy: PretrainStrategy, cell: CellConfig, ctx: RunCont
     run_id = run_id_of(key)
     run_dir = Path(ctx.pretrain_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second shard waits here, then finds the run done
-        if not (run_dir / "done").exists():
+    from chexbench.bench import distributed as D
+
+    # a second shard waits here, then finds the run done; a killed owner's lock goes stale
+    with D.exclusive_across_jobs(run_dir / "pretrain.lck"):
+        if not D.broadcast_object((run_dir / "done").exists()):
             # the global RNG is restored afterwards: a cell gets the same head init whether
             # its pretraining run was cached or not
             with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
@@ -180,7 +185,7 @@ def ensure_pretrained(strategy: PretrainStrategy, cell: CellConfig, ctx: RunCont
     meta = json.loads((run_dir / "meta.json").read_text())
     state = torch.load(run_dir / "encoder.pt", map_location="cpu", weights_only=True)
     results_history = Path(ctx.results_dir) / "pretrain" / f"{run_id}.parquet"
-    if not results_history.exists():
+    if D.is_main() and not results_history.exists():
         import pandas as pd
 
         from chexbench.bench.store import atomic_write_parquet
@@ -220,6 +225,7 @@ def _make_optimizer(model: nn.Module, opts: dict[str, Any], device: torch.device
 def _pretrain(strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext, key: dict[str, Any], run_id: str, run_dir: Path) -> None:
     import pandas as pd
 
+    from chexbench.bench import distributed as D
     from chexbench.bench import training as T
     from chexbench.bench.store import atomic_write_parquet, atomic_write_text
     from chexbench.datasets.celldata import pretrain_pool
@@ -249,6 +255,9 @@ def _pretrain(strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext, key
     model, model_notes = strategy.build_model(encoder, opts, n, gen)
     notes += model_notes
     model.to(device)
+    # data-parallel under torchrun (chexbench.bench.distributed): the loop feeds the global batch,
+    # the model keeps its rank's slice; SyncBN only where the method wants global BN (SimCLR)
+    train_model = D.wrap_ddp(D.LossForward(model), device, sync_bn=bool(getattr(model, "sync_bn", False)))
     opt = _make_optimizer(model, opts, device)
     sched = T.warmup_cosine(opt, total, round(float(opts["pretrain_warmup_epochs"]) * steps_per_epoch))
     aug = view_augment(opts)
@@ -291,8 +300,9 @@ def _pretrain(strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext, key
             x01 = T.to_input(images[idx], device, (0.0, 1.0))
             v1, v2 = view_pair(x01, aug, gen, normalize)
             with T.autocast(device, st.amp):
-                loss = model.loss(v1, v2, step / max(total - 1, 1), gen)
-            T.check_finite(loss, f"pretraining {run_id} epoch {epoch} step {step}")
+                loss = train_model(v1, v2, step / max(total - 1, 1), gen)
+            loss_all = D.mean_over_ranks(loss.detach())
+            T.check_finite(loss_all, f"pretraining {run_id} epoch {epoch} step {step}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if float(opts["grad_clip"]) > 0:
@@ -301,7 +311,7 @@ def _pretrain(strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext, key
             sched.step()
             step += 1
             images_seen += len(idx)
-            window.append(loss.item())
+            window.append(loss_all.item())
             ctx.progress.advance()
             if len(window) == log_every:
                 history.append(_row(run_id, strategy.name, cell.backbone, epoch, step, float(np.mean(window)), math.nan))
@@ -311,7 +321,7 @@ def _pretrain(strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext, key
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t_train += time.perf_counter() - t0
-        if probe is not None and probe.ok and ((epoch + 1) % int(opts["probe_every"]) == 0 or epoch + 1 == epochs):
+        if D.is_main() and probe is not None and probe.ok and ((epoch + 1) % int(opts["probe_every"]) == 0 or epoch + 1 == epochs):
             history[-1]["probe_auroc"] = probe.evaluate(model.encoder, device, normalize, int(opts["probe_k"]), st.eval_batch_size)
         ckpt = {
             "model": model.state_dict(),
@@ -325,14 +335,18 @@ def _pretrain(strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext, key
             "history": history,
             "pool_fingerprint": fingerprint,
         }
-        _atomic_torch_save(ckpt, ckpt_path)
-        write_history()
+        if D.is_main():  # rank 0 alone writes; the others wait for it at the next collective
+            _atomic_torch_save(ckpt, ckpt_path)
+            write_history()
         last = history[-1]
         ctx.progress.message(
             f"pretrain {strategy.name} epoch {epoch + 1}/{epochs}: loss {last['loss']:.4f}"
             + ("" if math.isnan(last["probe_auroc"]) else f", kNN probe macro AUROC {last['probe_auroc']:.3f}")
         )
 
+    if not D.is_main():
+        D.barrier()  # wait until rank 0 has written the finished run
+        return
     write_history()
     losses = [r["loss"] for r in history]
     probes = [r["probe_auroc"] for r in history if not math.isnan(r["probe_auroc"])]
@@ -360,6 +374,7 @@ def _pretrain(strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext, key
     }
     atomic_write_text(json.dumps(meta, indent=2, default=str), run_dir / "meta.json")
     atomic_write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + "\n", run_dir / "done")
+    D.barrier()
 
 
 def _row(run_id: str, strategy: str, backbone: str, epoch: int, step: int, loss: float, probe: float) -> dict[str, Any]:
