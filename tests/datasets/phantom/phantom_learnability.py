@@ -1,6 +1,6 @@
 """Shared helper of the learnability tests: a small CNN trained from scratch on phantom pixels.
 
-Kept out of the test module so it can be run by hand (``python tests/datasets/phantom/learnability.py``)
+Kept out of the test module so it can be run by hand (``python tests/datasets/phantom/phantom_learnability.py``)
 to print per-label AUROCs and timings.
 """
 
