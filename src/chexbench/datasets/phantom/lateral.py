@@ -20,10 +20,11 @@ def draw_lateral(anat: Anatomy, pose: Pose, height: int, width: int) -> Scene:
     x, y = posed_grid(height, width, pose)
     edge = 1.2 / (width * pose.zoom)
     rng = np.random.default_rng(anat.noise_seed + 1)
-    depth = 0.55 + 0.2 * (anat.thorax_half_width - 0.76)  # anteroposterior half-depth of the thorax
+    depth = 0.50 + 0.2 * (anat.thorax_half_width - 0.76)  # anteroposterior half-depth of the thorax
     dome = max(anat.dome_y) + pose.inspiration + 0.05 - (1 - min(anat.lung_scale)) * 0.5
     g = {
-        "cx": 0.02, "cy": anat.apex_y + 0.75 * (dome - anat.apex_y), "a": depth, "b": 0.75 * (dome - anat.apex_y),
+        "cx": -0.05, "cy": anat.apex_y - 0.05 + 0.7 * (dome - anat.apex_y), "a": depth,
+        "b": 0.7 * (dome - anat.apex_y),
         "dome": dome, "dome_height": 0.18, "apex": anat.apex_y, "lateral": depth,
     }
     field = lung_mask(x, y, g, edge * 2)
@@ -34,12 +35,13 @@ def draw_lateral(anat: Anatomy, pose: Pose, height: int, width: int) -> Scene:
     heart = ellipse(x, y, -depth + heart_r * 0.95, dome - 0.2 - heart_r * 0.35, heart_r, heart_r * 0.85, edge * 2,
                     angle=0.5)
     heart = heart * soft_step(dome + 0.02 - y, 0.03)
-    body = ellipse(x, y, 0.02, 0.2, depth + 0.18, 1.5, edge * 3, power=4.0)
+    body = ellipse(x, y, 0.05, 0.2, depth + 0.36, 1.5, edge * 3, power=4.0)
 
-    spine_x = depth + 0.10 - 0.08 * (y + 0.2) ** 2
-    vertebra = soft_step(0.5 - np.abs(((y / 0.11) % 1.0) - 0.5), 0.08)
-    spine = soft_step(0.085 - np.abs(x - spine_x), edge * 2) * (0.6 + 0.4 * vertebra)
-    sternum = tube(x, y, np.array([[-depth - 0.05, anat.apex_y + 0.1], [-depth - 0.02, dome - 0.25]], np.float32),
+    # thoracic spine behind the lungs: vertebral bodies separated by darker disc spaces
+    spine_x = depth - 0.05 + 0.13 - 0.10 * (y + 0.1) ** 2
+    vertebra = soft_step(0.36 - np.abs(((y / 0.11) % 1.0) - 0.5), 0.06)
+    spine = soft_step(0.09 - np.abs(x - spine_x), edge * 2) * (0.45 + 0.55 * vertebra)
+    sternum = tube(x, y, np.array([[-depth - 0.08, anat.apex_y + 0.1], [-depth - 0.05, dome - 0.25]], np.float32),
                    0.025, edge)
     ribs = 0.04 * soft_step(np.cos(2 * np.pi * (y - 0.6 * x) / (anat.rib_spacing * 1.2)) - 0.6, 0.2) * field
     bones = ribs + 0.16 * spine + 0.12 * sternum
