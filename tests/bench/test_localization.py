@@ -1,0 +1,153 @@
+"""Localization: pointing game on synthetic heatmaps with known boxes, the random baseline,
+box mapping onto the prepared image, deletion curves, and the whole evaluation on files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from chexbench.bench.localization import (
+    curve_auc,
+    deletion_curve,
+    evaluate_localization,
+    load_split_boxes,
+    map_box_to_cache,
+    pointing_hit,
+    random_hit_probability,
+)
+from chexbench.datasets.cache import decode_image
+from chexbench.datasets.celldata import CellData, SplitData
+
+
+def _blob(h: int, w: int, cx: float, cy: float, s: float = 2.0) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    return np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s * s))
+
+
+def test_pointing_game_on_a_synthetic_heatmap_with_a_known_box():
+    box = (10.0, 20.0, 18.0, 30.0)  # x0, y0, x1, y1
+    assert pointing_hit(_blob(40, 40, 14, 25), [box])
+    assert not pointing_hit(_blob(40, 40, 30, 5), [box])
+    assert pointing_hit(_blob(40, 40, 30, 5), [box, (28.0, 2.0, 33.0, 8.0)])  # any box of the label
+    assert not pointing_hit(_blob(40, 40, 21, 25), [box])
+    assert pointing_hit(_blob(40, 40, 21, 25), [box], tolerance=3.0)
+
+
+def test_random_baseline_is_the_box_area_fraction_and_matches_random_heatmaps():
+    boxes = [(0.0, 0.0, 10.0, 8.0), (5.0, 4.0, 15.0, 12.0)]  # overlapping: union 80 + 80 - 20 = 140 px
+    p = random_hit_probability(boxes, 20, 40)
+    assert p == pytest.approx(140 / 800)
+    rng = np.random.default_rng(0)
+    hits = np.mean([pointing_hit(rng.random((20, 40)), boxes) for _ in range(3000)])
+    assert abs(hits - p) < 4 * np.sqrt(p * (1 - p) / 3000)
+
+
+@pytest.mark.parametrize(("width", "height"), [(60, 40), (40, 72), (50, 50)])
+def test_box_mapping_follows_the_prepared_cache(tmp_path, width, height):
+    img = np.zeros((height, width), np.uint8)
+    x, y, w, h = 20, 14, 12, 16
+    img[y : y + h, x : x + w] = 255
+    Image.fromarray(img).save(tmp_path / "a.png")
+    size = 32
+    cached = decode_image(tmp_path / "a.png", size)
+    ys, xs = np.nonzero(cached > 127)
+    x0, y0, x1, y1 = map_box_to_cache(x, y, w, h, width, height, size)
+    assert abs(x0 - xs.min()) <= 1.0 and abs(x1 - (xs.max() + 1)) <= 1.0
+    assert abs(y0 - ys.min()) <= 1.0 and abs(y1 - (ys.max() + 1)) <= 1.0
+    assert map_box_to_cache(0, 0, 3, 3, 100, 40, 32) is None  # cropped away
+
+
+class RegionLogit(nn.Module):
+    """Logit of label 0 = 8 × mean of the top-left 4×4 region − 2; label 1 constant."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = x[:, 0, :4, :4].mean(dim=(1, 2))
+        return torch.stack([8 * r - 2, torch.zeros_like(r)], dim=1)
+
+
+def test_deletion_curve_and_auc():
+    x = torch.ones(1, 1, 8, 8)
+    heat = np.zeros((8, 8))
+    heat[:4, :4] = 1.0
+    order = np.argsort(-heat.reshape(-1), kind="stable")
+    probs = deletion_curve(RegionLogit(), x, order, 0, steps=4)
+    assert probs[0] == pytest.approx(torch.sigmoid(torch.tensor(6.0)).item())
+    assert probs[1] == pytest.approx(torch.sigmoid(torch.tensor(-2.0)).item())  # the first quarter is the region
+    assert probs[-1] == pytest.approx(torch.sigmoid(torch.tensor(-2.0)).item())
+    rand = deletion_curve(RegionLogit(), x, np.random.default_rng(0).permutation(64), 0, steps=4)
+    assert curve_auc(probs) < curve_auc(rand)
+    assert curve_auc(np.array([1.0, 0.0])) == pytest.approx(0.5)
+
+
+class BrightCNN(nn.Module):
+    """A CNN 'backbone' whose one channel follows brightness; the classifier says label 0 = bright."""
+
+    kind = "cnn"
+    num_features = 1
+
+    def __init__(self):
+        super().__init__()
+        self.stage = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, bias=False))
+        with torch.no_grad():
+            self.stage[0].weight.fill_(1 / 9)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.stage(x)).amax(dim=(2, 3))
+
+
+class BrightClassifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = BrightCNN()
+        self.head = nn.Linear(1, 2)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[4.0], [0.0]]))
+            self.head.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def test_evaluate_localization_on_files(tmp_path):
+    """Native-size images with a bright lesion, a phantom box sidecar, an index: Grad-CAM points into the box."""
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    (root / "img").mkdir(parents=True)
+    cache.mkdir()
+    rng = np.random.default_rng(0)
+    ids, paths, images, rows = [], [], [], []
+    for i in range(6):
+        img = (40 + 10 * rng.random((48, 64))).astype(np.uint8)  # W 64 × H 48 → resized to 43 × 32, 5 px cropped on the left
+        x, y = 14 + 5 * i, 10 + 3 * i
+        img[y : y + 8, x : x + 8] = 230
+        path = f"img/{i}.png"
+        Image.fromarray(img).save(root / path)
+        ids.append(f"id{i}")
+        paths.append(path)
+        images.append(decode_image(root / path, 32))
+        rows.append({"image": f"{root.name}/{path}", "label": "lesion", "x": x, "y": y, "w": 8, "h": 8})
+    rows.append({"image": f"{root.name}/img/0.png", "label": "other", "x": 0, "y": 0, "w": 60, "h": 40})
+    pd.DataFrame(rows).to_csv(root / "phantom_boxes.csv", index=False)
+    pd.DataFrame({"image_id": ids, "path": paths}).to_parquet(cache / "index.parquet")
+    targets = np.array([[1.0, 0.0]] * 5 + [[0.0, 0.0]], dtype=np.float32)  # the last image is negative
+    test = SplitData(np.stack(images), targets, np.array(ids), np.array(ids))
+    data = CellData(["lesion", "other"], ["lesion"], test, test, test,
+                    {"root": str(root), "cache_dir": str(cache), "image_size": 32})
+
+    boxes = load_split_boxes(data)
+    assert set(boxes) == {f"id{i}" for i in range(6)}
+    lbl, (x0, y0, x1, y1) = boxes["id0"][0]
+    assert lbl == "lesion" and (x0, y0, x1, y1) == pytest.approx((14 * 43 / 64 - 5, 10 * 32 / 48, 22 * 43 / 64 - 5, 18 * 32 / 48))
+
+    result = evaluate_localization(BrightClassifier(), data, (0.0, 1.0), torch.device("cpu"), deletion_steps=4)
+    assert result["method"] == "gradcam" and result["pairs"] == 5 and result["images"] == 5
+    assert result["pointing_hit_rate"] == 1.0
+    lesion_boxes = [[b for lbl, b in boxes[f"id{i}"] if lbl == "lesion"] for i in range(5)]
+    assert result["random_hit_rate"] == pytest.approx(np.mean([random_hit_probability(b, 32, 32) for b in lesion_boxes]))
+    assert 25 / 1024 <= result["random_hit_rate"] <= 36 / 1024  # an 8 px box is ~5.4 px at 2/3 scale
+    assert result["deletion_auc"] < result["random_deletion_auc"]
+    assert evaluate_localization(BrightClassifier(), CellData(["lesion"], ["lesion"], test, test, test, {}),
+                                 (0.0, 1.0), torch.device("cpu")) is None  # no boxes: nothing to measure
