@@ -61,10 +61,16 @@ def test_leaderboard_numbers_match_sklearn(report_dir):
     assert (lb["p_holm"].dropna() >= lb["p_value"].dropna()).all()
 
 
-def test_report_cli_prints_path(report_dir):
-    result = CliRunner().invoke(app, ["report", "--results", str(report_dir), "--bootstrap", "100", "--no-figures"])
+def test_report_cli_prints_path(tmp_path):
+    from synthetic_store import write_synthetic_results
+
+    root = write_synthetic_results(tmp_path / "r", seeds=(0,), n_patients=8)
+    result = CliRunner().invoke(app, ["report", "--results", str(root), "--bootstrap", "100", "--no-figures"])
     assert result.exit_code == 0, result.output
-    assert str(report_dir / "report.md") in result.output
+    assert str(root / "report.md") in result.output
+    assert (root / "report.md").exists()
+    bad = CliRunner().invoke(app, ["report", "--results", str(root), "--bootstrap", "10"])
+    assert bad.exit_code == 2 and "--bootstrap" in bad.output
 
 
 def test_report_cli_missing_dir_one_line(tmp_path):

@@ -53,6 +53,7 @@ def test_tiny_test_set_flags_unreliable_intervals(tmp_path):
 def test_failed_figure_keeps_previous_report(tmp_path, monkeypatch):
     from synthetic_store import write_synthetic_results
 
+    import chexbench.reports.calibration as calibration
     import chexbench.reports.plots as plots
 
     root = write_synthetic_results(tmp_path / "r", seeds=(0,), n_patients=8)
@@ -64,13 +65,16 @@ def test_failed_figure_keeps_previous_report(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("renderer crashed")
 
-    monkeypatch.setattr(plots, "roc_curves", broken)
+    monkeypatch.setattr(plots, "forest_plot", broken)
     with pytest.raises(RuntimeError, match="renderer crashed"):
         write_report(root, n_boot=100, seed=9)
     assert (root / "report.md").read_text() == before
     assert (root / "figures" / "stale.png").exists()
     assert not [p for p in root.iterdir() if p.name.startswith(".figures")]
     monkeypatch.undo()
+    # a new report replaces the whole folder (only the cheap figures are drawn here)
+    monkeypatch.setattr(plots, "roc_curves", lambda *a, **k: None)
+    monkeypatch.setattr(calibration, "reliability_figures", lambda *a, **k: [])
     write_report(root, n_boot=100)
-    assert not (root / "figures" / "stale.png").exists()  # a new report replaces the whole folder
-    assert (root / "figures" / "roc_chexpert_finetune.png").exists()
+    assert not (root / "figures" / "stale.png").exists()
+    assert (root / "figures" / "forest_chexpert_finetune.png").exists()

@@ -84,27 +84,30 @@ def sensitivity_specificity(y_true: np.ndarray, y_score: np.ndarray, threshold: 
 
 def cell_calibration(predictions: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     """Per label: test ECE, the validation-chosen threshold and test sensitivity / specificity."""
-    rows = []
     df = predictions[predictions["y_true"].notna()]
-    split = df["split"] if "split" in df.columns else pd.Series("test", index=df.index)
+    split = df["split"].to_numpy() if "split" in df.columns else np.full(len(df), "test")
     probabilities = bool(len(df) == 0 or (df["y_score"].min() >= 0 and df["y_score"].max() <= 1))
+    y_all, s_all = df["y_true"].to_numpy(dtype=float), df["y_score"].to_numpy(dtype=float)
+    rows_of = {str(k): v for k, v in df.groupby("label", sort=False).indices.items()} if len(df) else {}
+    empty = np.zeros(0, dtype=np.int64)
+    out = []
     for label in labels:
-        test = df[(df["label"] == label) & (split == "test")]
-        valid = df[(df["label"] == label) & (split == "valid")]
+        idx = rows_of.get(label, empty)
+        test, valid = idx[split[idx] == "test"], idx[split[idx] == "valid"]
         note = []
         ece = float("nan")
         if not probabilities:
             note.append("scores are not probabilities: no ECE")
         elif len(test):
-            ece = expected_calibration_error(test["y_true"].to_numpy(), test["y_score"].to_numpy())
-        thr = youden_threshold(valid["y_true"].to_numpy(), valid["y_score"].to_numpy()) if len(valid) else float("nan")
+            ece = expected_calibration_error(y_all[test], s_all[test])
+        thr = youden_threshold(y_all[valid], s_all[valid]) if len(valid) else float("nan")
         sens = spec = float("nan")
         if np.isfinite(thr):
-            sens, spec = sensitivity_specificity(test["y_true"].to_numpy(), test["y_score"].to_numpy(), thr)
+            sens, spec = sensitivity_specificity(y_all[test], s_all[test], thr)
         else:
             note.append("no operating point: validation lacks a class" if len(valid) else "no validation predictions")
-        rows.append({"label": label, "ece": ece, "threshold": thr, "sensitivity": sens, "specificity": spec, "note": "; ".join(note)})
-    return pd.DataFrame(rows, columns=["label", "ece", "threshold", "sensitivity", "specificity", "note"])
+        out.append({"label": label, "ece": ece, "threshold": thr, "sensitivity": sens, "specificity": spec, "note": "; ".join(note)})
+    return pd.DataFrame(out, columns=["label", "ece", "threshold", "sensitivity", "specificity", "note"])
 
 
 def reliability_figures(results, tables, figures_dir: Path) -> list[tuple[str, Path]]:
