@@ -1,1 +1,15 @@
-"""Statistics and rendering: pure functions from stored results to Markdown and figures."""
+"""Statistics and rendering: pure functions from stored results to Markdown and figures.
+
+Modules, bottom up (methods and citations: docs/STATISTICS.md):
+    auroc        exact AUROC / AUPRC for one sample or thousands of weighted resamples at once
+    bootstrap    patient-level (cluster) resamples shared per test set; per-label scores
+    delong       DeLong (Sun & Xu fast algorithm) and the clustered variant (Obuchowski 1997)
+    compare      paired Δ on shared resamples, bootstrap p-values, Holm / BH
+    seeds        mean ± sd over seeds and the two-level (seeds × patients) interval
+    calibration  ECE, reliability diagrams, operating point chosen on validation
+    aggregate    results directory → scored cells;  leaderboard: → tables
+    crosscheck   DeLong vs bootstrap for every paired comparison
+    markdown, plots, report   rendering; ``report.write_report(results_dir, ...)`` is the entry point
+    score        ``chexbench score`` / ``compare`` for any long-form prediction file
+    benchmark    ``chexbench bench stats``
+"""
