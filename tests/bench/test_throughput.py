@@ -1,0 +1,92 @@
+"""``chexbench bench throughput`` and the GPU-hours estimate of ``plan``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from chexbench.bench.throughput import (
+    H100_TARGETS,
+    Measurement,
+    estimate_gpu_hours,
+    input_bound,
+    markdown,
+    measure_loader,
+    measure_mode,
+    recorded_measurements,
+)
+from chexbench.cli import app
+from chexbench.config import parse_grid
+
+CPU = torch.device("cpu")
+
+
+def _m(backbone: str, mode: str, rate: float, device: str = "cpu (2 cores)") -> Measurement:
+    return Measurement(device, backbone, mode, 8, 32, rate, 100.0)
+
+
+def test_markdown_embeds_measurements_that_read_back_and_flags_input_bound():
+    rows = [_m("-", "loader:light", 50.0), _m("-", "loader:views", 500.0), _m("r", "finetune", 100.0), _m("r", "simclr", 40.0)]
+    assert input_bound(rows) == {("r", "finetune"): True, ("r", "simclr"): False}
+    text = "# Performance\n\n## t\n\n" + markdown(rows) + "\n\n## other\n"
+    assert recorded_measurements(text) == rows
+    assert "| r | finetune | 8 | 32 | 100 | 1.00 | 100 | **yes** |" in text
+    assert "| r | simclr | 8 | 32 | 40 | 0.40 | 100 | no |" in text
+
+
+@pytest.mark.parametrize("mode", ["finetune", "linear", "simclr", "mocov2"])
+def test_every_mode_runs_on_a_tiny_backbone(mode):
+    torch.set_num_threads(1)
+    m = measure_mode(mode, "resnet_tiny", 4, 32, CPU, steps=1, warmup=1)
+    assert m.mode == mode and m.images_per_second > 0 and m.peak_memory_mb > 0 and m.device.startswith("cpu")
+
+
+def test_loaders_run_and_light_is_faster_than_two_views():
+    plain, views = measure_loader("plain", 8, 32, CPU, steps=3), measure_loader("views", 8, 32, CPU, steps=3)
+    assert plain.mode == "loader:plain" and views.mode == "loader:views"
+    assert plain.images_per_second > views.images_per_second > 0  # two augmented views cost more than a copy
+
+
+def _planned(backbone: str = "resnet50", epochs: int = 2, fraction: float = 0.1):
+    raw = {
+        "axes": {"strategy": ["scratch", "simclr"], "backbone": [backbone], "dataset": ["chexpert"], "protocol": ["finetune"], "label_fraction": [fraction], "seed": [0, 1]},
+        "settings": {"epochs": epochs},
+        "strategy": {"simclr": {"pretrain_epochs": 10}},
+        "dataset": {"chexpert": {"root": "/nowhere"}},
+    }
+    return parse_grid(raw, "g.toml").cells()
+
+
+def test_gpu_hours_from_targets_and_from_measurements():
+    planned = _planned()
+    est = estimate_gpu_hours(planned, [])
+    assert est.cells == 4 and est.pretrain_runs == 1 and "assumed H100 target" in est.source
+    n = 19_123  # ceil(191_229 × 0.1)
+    rate = H100_TARGETS["resnet50"]
+    per_cell = 2 * (n / rate + 0.1 * n / (3 * rate))
+    pretrain = 10 * 191_229 / (0.5 * rate)
+    assert est.gpu_hours == pytest.approx((4 * per_cell + pretrain) / 3600, rel=1e-6)
+    # measured GPU rates replace the targets; CPU measurements are ignored
+    gpu = "NVIDIA H100 80GB HBM3"
+    measured = [_m("resnet50", "finetune", rate / 2, gpu), _m("resnet50", "linear", 1.5 * rate, gpu), _m("resnet50", "simclr", rate / 4, gpu), _m("resnet50", "finetune", 1.0)]
+    slower = estimate_gpu_hours(planned, measured)
+    assert gpu in slower.source and slower.gpu_hours == pytest.approx(2 * est.gpu_hours, rel=1e-6)
+
+
+def test_cli_bench_throughput_writes_a_section(tmp_path):
+    out = tmp_path / "PERFORMANCE.md"
+    res = CliRunner().invoke(
+        app,
+        ["bench", "throughput", "--backbone", "vit_tiny", "--mode", "finetune", "--mode", "linear", "--batch-size", "4",
+         "--image-size", "32", "--steps", "1", "--warmup", "1", "--threads", "1", "--output", str(out)],
+    )
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    assert "## Throughput: training steps and loader (CPU, 32 px)" in text and "pending a GPU run" in text
+    rows = recorded_measurements(text)
+    assert {(r.backbone, r.mode) for r in rows} == {("-", "loader:plain"), ("-", "loader:light"), ("-", "loader:views"), ("vit_tiny", "finetune"), ("vit_tiny", "linear")}
+    bad = CliRunner().invoke(app, ["bench", "throughput", "--backbone", "resnet5", "--output", str(out)])
+    assert bad.exit_code == 2 and "did you mean" in bad.output
+    bad = CliRunner().invoke(app, ["bench", "throughput", "--mode", "dino", "--output", str(out)])
+    assert bad.exit_code == 2 and "--mode must be one of" in bad.output
