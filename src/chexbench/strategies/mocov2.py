@@ -17,9 +17,12 @@ device we emulate this as the MoCo reference's single-GPU demo does: each encode
 its batch in ``bn_splits`` chunks (each chunk normalized with its own statistics, like
 one GPU of a group), and the key batch is randomly permuted before chunking and
 unpermuted after. Backbones without BatchNorm (ViTs with LayerNorm) skip the chunking.
-Under DDP one would gather the keys' batch, shuffle it across ranks and unshuffle after
-(MoCo's ``_batch_shuffle_ddp``) — and must not use SyncBatchNorm, which would bring the
-shortcut back; chexbench runs pretraining in one process, so only the split form is used.
+Under torchrun (:mod:`chexbench.bench.distributed`) every rank holds the global batch's
+views, the key batch is permuted across ranks and each rank encodes its slice of the
+permuted batch (MoCo's ``_batch_shuffle_ddp``); keys are gathered from all ranks,
+unshuffled and enqueued on every rank. BN groups over all ranks number
+``max(bn_splits, world size)``, so 2 ranks with ``bn_splits = 2`` compute exactly the
+single-process step. SyncBatchNorm is never used: it would bring the shortcut back.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chexbench.bench.distributed import all_gather_keys, local_rows, world_size
 from chexbench.registry import STRATEGIES
 from chexbench.strategies.heads import ProjectionHead
 from chexbench.strategies.losses import info_nce
@@ -82,16 +86,18 @@ class MoCoModel(nn.Module):
         return cosine_momentum(progress, self.base_momentum)
 
     def loss(self, v1: torch.Tensor, v2: torch.Tensor, progress: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
-        q = self.projector(split_forward(self.encoder, v1, self.bn_splits))  # (B, proj_dim)
+        # v1, v2: the global batch (B, 1, H, W); under torchrun each rank keeps its slice (b = B / w)
+        splits = max(1, self.bn_splits // world_size())  # BN groups over all ranks: max(bn_splits, w)
+        q = self.projector(split_forward(self.encoder, local_rows(v1), splits))  # (b, proj_dim)
         with torch.no_grad():
             m = self.momentum_at(progress)
             momentum_update(self.encoder, self.key_encoder, m)
             momentum_update(self.projector, self.key_projector, m)
-            perm = torch.randperm(v2.shape[0], generator=generator).to(v2.device)  # shuffle-BN
-            k = self.key_projector(split_forward(self.key_encoder, v2[perm], self.bn_splits))
-            k = F.normalize(k.float(), dim=1)[torch.argsort(perm)]  # (B, proj_dim), unshuffled
-        loss = info_nce(q, k, self.queue.keys.clone(), self.temperature)
-        self.queue.enqueue(k)
+            perm = torch.randperm(v2.shape[0], generator=generator).to(v2.device)  # shuffle-BN, across ranks
+            k = self.key_projector(split_forward(self.key_encoder, local_rows(v2[perm]), splits))
+            k_all = all_gather_keys(F.normalize(k.float(), dim=1))[torch.argsort(perm)]  # (B, proj_dim), unshuffled
+        loss = info_nce(q, local_rows(k_all), self.queue.keys.clone(), self.temperature)
+        self.queue.enqueue(k_all)  # every rank enqueues every rank's keys: the queues stay identical
         return loss
 
 
