@@ -90,3 +90,15 @@ def test_malformed_predictions_writes_nothing(tmp_path):
         write_report(root, n_boot=100)
     assert not (root / "report.md").exists()
     assert not (root / "leaderboard.parquet").exists()
+
+
+def test_per_label_table_deltas_and_undefined(report_dir):
+    pl = pd.read_parquet(report_dir / "per_label.parquet")
+    key = ["dataset", "protocol", "label_fraction", "backbone", "label"]
+    base = pl[pl["strategy"] == "scratch"].set_index(key)["auroc"]
+    other = pl[pl["strategy"] == "simclr"].set_index(key)
+    defined = other["auroc"].notna()
+    np.testing.assert_allclose(other.loc[defined, "delta"], other.loc[defined, "auroc"] - base.loc[other.index[defined]], atol=1e-12)
+    undefined = pl[pl["label"] == "pneumothorax"]
+    assert undefined["auroc"].isna().all() and (undefined["undefined_reason"] == "no positive test image").all()
+    assert (pl["p_bh"].dropna() >= pl["p_value"].dropna()).all()
