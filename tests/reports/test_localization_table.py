@@ -35,7 +35,7 @@ def test_rows_and_markdown():
     assert rows.loc[1, "K"] == 8 and rows.loc[0, "K"] == ""
     md = localization_section(records)
     assert md.startswith("## Localization")
-    assert "| scratch | vit_tiny | phantom-nih | finetune | topk | 8 | 1.0 | 0 | 0.812 | topk_scores | 40 | 0.450 | 0.083 | 0.310 | 0.400 |" in md
+    assert "| scratch | vit_tiny | phantom-nih | finetune | topk | 8 | 1 | 0 | 0.812 | topk_scores | 40 | 0.450 | 0.083 | 0.310 | 0.400 |" in md
     assert "| gradcam | 40 | 0.200 | 0.083 | — | 0.400 |" in md
 
 
