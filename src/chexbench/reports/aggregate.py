@@ -1,8 +1,8 @@
 """From a results directory to scored cells: records, predictions, shared resamples.
 
-Cells whose test split holds the same patients (same dataset, same test patient set) share
-one set of patient resamples, drawn from (that patient set, ``seed``): every per-label and
-paired statistic of the report is computed on those shared resamples.
+Cells whose test split holds the same images (same dataset, same test image ids) form one
+test set and share one set of patient resamples, drawn from (its patient set, ``seed``):
+every per-label and paired statistic of the report is computed on those shared resamples.
 """
 
 from __future__ import annotations
@@ -147,7 +147,9 @@ def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResul
             failed_rows.append(row)
             continue
         test = preds[preds["split"] == "test"]
-        key = f"{rec.dataset}:{patient_set_key(test['patient_id'])}"
+        # cells are paired only on the same test images; resamples depend on the patient set
+        # alone, so two image sets of the same patients still get identical resamples
+        key = f"{rec.dataset}:{patient_set_key(test['image_id'])}"
         if key not in test_sets:
             test_sets[key] = TestSet(
                 key=key,
