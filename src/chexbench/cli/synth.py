@@ -81,8 +81,9 @@ def bench_phantom_cmd(
     for r in rows:
         lines.append(f"| {r.site} | {r.fmt} | {r.images} | {r.render_per_s:.1f} | {r.total_per_s:.1f} |")
     body = "\n".join(lines) + (
-        f"\n\nOne process, one thread, {size} px wide frontal images of a sampled cohort (findings as"
-        " the site's real label statistics); encode = JPEG (CheXpert) or PNG (NIH, Indiana) to memory."
+        f"\n\nImages per CPU-second (one process, one BLAS thread) of {size} px wide frontal images of a"
+        " sampled cohort (findings as in the site's real label statistics); encode = JPEG (CheXpert) or"
+        " PNG (NIH, Indiana) to memory. `chexbench data synth` renders in one process per core."
     )
     command = f"chexbench bench phantom --size {size} --images {images}" + (
         f" --output {shlex.quote(str(output))}" if output else "")
