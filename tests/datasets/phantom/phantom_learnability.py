@@ -101,7 +101,7 @@ if __name__ == "__main__":
     from chexbench.datasets.phantom.generate import write_site
     from chexbench.registry import DATASETS
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 2)
     patients = int(sys.argv[1]) if len(sys.argv) > 1 else 600
     epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 12
     labels = [lab for lab in PHANTOM_LABELS["chexpert"] if lab != "no_finding"]

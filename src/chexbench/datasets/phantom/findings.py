@@ -171,13 +171,13 @@ def paint_pneumonia(scene: Scene, f: Finding, rng: np.random.Generator) -> list[
     for side in _sides(f):
         cx, cy = _point_in_lung(scene, side, rng, (0.4, 0.7), (-0.1, 0.3))
         total = np.zeros_like(scene.x)
-        for _ in range(int(rng.integers(5, 9))):
+        for _ in range(int(rng.integers(4, 7))):
             px = cx + rng.normal(0, 0.10)
             py = cy + rng.normal(0, 0.12)
-            r = rng.uniform(0.035, 0.055) * (0.8 + 0.5 * f.severity)
+            r = rng.uniform(0.05, 0.075) * (0.8 + 0.4 * f.severity)
             total = np.maximum(total, gaussian_blob(scene.x, scene.y, px, py, r, r))
         total = np.clip(total * 1.3 * (0.85 + 0.25 * smooth_noise(rng, *scene.x.shape, 20)), 0, 1)
-        _opacify(scene, (0.5 + 0.4 * f.severity) * total)
+        _opacify(scene, (0.6 + 0.35 * f.severity) * total)
         out.append(("pneumonia", total * scene.lungs[side]))
     return out
 
@@ -307,10 +307,10 @@ def paint_fracture(scene: Scene, f: Finding, rng: np.random.Generator) -> list[L
     g = scene.lung_geometry[side]
     cx = g["lateral"] - SIDE_SIGN[side] * 0.10
     cy = float(rng.uniform(g["apex"] + 0.25, g["dome"] - 0.25))
-    callus = ellipse(scene.x, scene.y, cx, cy, 0.065 + 0.025 * f.severity, 0.05, 0.008)
-    # the fracture line: a dark cleft across the callus
-    cleft = ellipse(scene.x, scene.y, cx, cy, 0.012, 0.06, 0.006, angle=0.3)
-    scene.dense += (0.22 + 0.12 * f.severity) * callus - 0.10 * cleft * callus
+    # a spindle of callus along the rib, cut by the dark fracture line
+    callus = ellipse(scene.x, scene.y, cx, cy, 0.10 + 0.03 * f.severity, 0.04, 0.008, angle=-SIDE_SIGN[side] * 0.5)
+    cleft = ellipse(scene.x, scene.y, cx, cy, 0.012, 0.06, 0.006, angle=-SIDE_SIGN[side] * 0.5)
+    scene.dense += (0.28 + 0.12 * f.severity) * callus - 0.12 * cleft * callus
     return [("fracture", callus)]
 
 
