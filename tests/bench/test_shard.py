@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -140,3 +141,17 @@ def test_heartbeat_keeps_a_long_held_lock_fresh(tmp_path):
         with pytest.raises(LockTimeout):  # 1 s > stale_after: only the heartbeat keeps it alive
             waiter.acquire()
         assert holder.held() and waiter.broken_stale == []
+
+
+def test_plan_prints_gpu_hours_and_the_shard_split():
+    from typer.testing import CliRunner
+
+    from chexbench.cli import app
+
+    res = CliRunner().invoke(app, ["plan", "--grid", "smoke", "--shards", "3"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "GPU-hours" in res.output and "--shard i/3" in res.output
+    planned = load_grid("smoke").cells()
+    sizes = [sum(p.status == "run" for p in shard_cells(planned, Shard(i, 3))) for i in range(3)]
+    for i, n in enumerate(sizes):  # each shard's row: "i/3 │ n │ …"
+        assert re.search(rf"{i}/3\W+{n}\W", res.output), (i, n)

@@ -64,8 +64,13 @@ def _profile_cells(name: str) -> list[str]:
 
 
 @app.command()
-def plan(grid: GridOpt = "smoke", only: OnlyOpt = None, results: ResultsOpt = Path("chexbench-results")) -> None:
-    """Print the cells of a grid, what is skipped and why, and the shared pretraining runs."""
+def plan(
+    grid: GridOpt = "smoke",
+    only: OnlyOpt = None,
+    results: ResultsOpt = Path("chexbench-results"),
+    shards: Annotated[int, typer.Option(help="also show how --shard i/N would split the grid (cells and GPU-hours per shard)")] = 0,
+) -> None:
+    """Print the cells of a grid, what is skipped and why, the shared pretraining runs and a GPU-hours estimate."""
     from chexbench.bench.store import ResultStore
     from chexbench.config import load_grid, parse_only
     from chexbench.registry import STRATEGIES
@@ -102,6 +107,24 @@ def plan(grid: GridOpt = "smoke", only: OnlyOpt = None, results: ResultsOpt = Pa
     for run, ids in sorted(pretrain.items()):
         console.print(f"  pretraining [cyan]{run}[/] serves {len(ids)} cells")
     _print_gpu_hours(planned)
+    if shards > 1:
+        _print_shards(planned, shards)
+
+
+def _print_shards(planned, count: int) -> None:
+    from chexbench.bench.perf import performance_file
+    from chexbench.bench.shard import Shard, shard_cells
+    from chexbench.bench.throughput import estimate_gpu_hours, recorded_measurements
+
+    file = performance_file()
+    measured = recorded_measurements(file.read_text()) if file.exists() else []
+    table = Table(title=f"--shard i/{count}", title_justify="left")
+    for col in ("shard", "cells", "pretraining runs", "GPU-hours"):
+        table.add_column(col, justify="right")
+    for i in range(count):
+        est = estimate_gpu_hours(shard_cells(planned, Shard(i, count)), measured)
+        table.add_row(f"{i}/{count}", str(est.cells), str(est.pretrain_runs), f"{est.gpu_hours:,.1f}")
+    console.print(table)
 
 
 def _print_gpu_hours(planned) -> None:
