@@ -1,10 +1,12 @@
 """Issue 3's scientific check: the labels are in the pixels and nowhere else.
 
-A small CNN trained from scratch on phantom-chexpert frontal images (64 px, read back through
-the real CheXpert loader) must rank test patients well on every drawn finding; the same
-recipe trained on labels shuffled within the training split must be at chance. The split is
-patient-disjoint. Findings with fewer than ``MIN_TEST_POSITIVES`` positive test images are
-reported but not asserted: their AUROC is too noisy at this size (see docs/PHANTOM.md).
+A small CNN trained from scratch on phantom-chexpert frontal images (1000 patients, 64 px,
+read back through the real CheXpert loader) must rank test images well on every drawn
+finding; the same recipe trained on labels shuffled within the training split must be at
+chance. The split is patient-disjoint (70/30). A finding with fewer than
+``MIN_TEST_POSITIVES`` positive test images would be reported but not asserted (too noisy);
+with this seed every drawn finding has enough. Measured (1 thread): macro 0.94, every
+finding >= 0.85, ~25 CPU-seconds per training.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from chexbench.datasets.phantom import PHANTOM_LABELS
 from chexbench.datasets.phantom.generate import write_site
 from chexbench.registry import DATASETS
 
-PATIENTS = 600
-EPOCHS = 10
-MIN_TEST_POSITIVES = 20
+PATIENTS = 1000
+EPOCHS = 12
+MIN_TEST_POSITIVES = 10
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def test_a_small_cnn_learns_every_drawn_finding(data):
     positives = y[test].sum(axis=0)
     report = {lab: (round(auc[j], 3), int(positives[j])) for j, lab in enumerate(labels)}
     assessed = [j for j in range(len(labels)) if positives[j] >= MIN_TEST_POSITIVES]
-    assert len(assessed) >= 8, report
+    assert len(assessed) >= len(labels) - 1, report
     assert np.mean([auc[j] for j in assessed]) >= 0.75, report
     assert all(auc[j] > 0.6 for j in assessed), report
 
