@@ -193,8 +193,9 @@ def draw_frontal(anat: Anatomy, pose: Pose, height: int, width: int) -> Scene:
     dome_mid = 0.5 * (geoms[0]["dome"] + geoms[1]["dome"]) - 0.6 * anat.dome_height
     heart_hw = anat.ctr * tw
     heart_hh = 0.62 * heart_hw + 0.07
-    heart = ellipse(x, y, 0.30 * heart_hw, dome_mid - 0.30 * heart_hh, heart_hw, heart_hh, edge * 2, angle=-0.30)
-    above_diaphragm = soft_step(dome_mid + 0.06 - y, 0.04)
+    # the heart sits on the diaphragm: below the dome tops its border merges with the liver
+    heart = ellipse(x, y, 0.30 * heart_hw, dome_mid - 0.45 * heart_hh, heart_hw, heart_hh, edge * 2, angle=-0.30)
+    above_diaphragm = soft_step(dome_mid + 0.02 - y, 0.03)
     mw = anat.mediastinum_half_width
     upper = soft_step(dome_mid - 0.3 * heart_hh - y, edge * 4)
     mediastinum = np.maximum(soft_step(mw - np.abs(x - 0.01), edge * 2) * upper, heart)

@@ -24,7 +24,7 @@ from chexbench.datasets.phantom.output import SiteTally, SiteWriter
 from chexbench.errors import ConfigError, DataError
 
 #: bump when generated pixels or files change; part of the phantom cache key
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 SITE_NAMES: tuple[str, ...] = ("chexpert", "nih", "indiana")
 MAX_SIZE = 2048
 
