@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -122,13 +123,15 @@ def submit(
         raise ConfigError(f"--executor must be slurm or local, got '{executor}'")
     if jobs < 1 or gpus_per_job < 1:
         raise ConfigError(f"--jobs and --gpus-per-job must be ≥ 1 (got {jobs}, {gpus_per_job})")
+    if executor == "slurm" and shutil.which("sbatch") is None:
+        raise ConfigError("--executor slurm: no SLURM here (sbatch not found); use --executor local to try the setup")
     g = load_grid(grid)
     planned = g.cells(parse_only(only))
     preflight(planned)  # a missing data root fails here, not in n queued jobs
     results = results.resolve()
     grid_arg = str(Path(grid).resolve()) if Path(grid).exists() else grid
     folder = results / "jobs" / "%j"
-    ex = submitit.AutoExecutor(folder=folder, cluster=None if executor == "slurm" else "local")
+    ex = submitit.AutoExecutor(folder=folder, cluster=executor)
     params: dict[str, Any] = {"timeout_min": timeout_min, "name": f"chexbench-{g.name}", "tasks_per_node": 1}
     if executor == "slurm":
         params.update(gpus_per_node=gpus_per_job, cpus_per_task=cpus_per_job, mem_gb=mem_gb, slurm_array_parallelism=jobs)

@@ -1,0 +1,99 @@
+"""``chexbench submit --executor local``: submitit runs a 2-job array of shard jobs of a tiny
+grid; the jobs file lets ``chexbench status`` follow them; bad options are one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from chexbench.bench.store import ResultStore
+from chexbench.cli import app
+from chexbench.cli.submit import job_state, read_jobs, shard_command
+from chexbench.config import load_grid
+
+GRID_TOML = """
+name = "tiny-submit"
+[axes]
+strategy = ["scratch"]
+backbone = ["resnet_tiny"]
+dataset = ["phantom-chexpert"]
+protocol = ["finetune"]
+seed = [0, 1]
+[settings]
+image_size = 32
+epochs = 1
+batch_size = 16
+max_train_images = 48
+max_eval_images = 48
+[dataset.phantom-chexpert]
+patients = 120
+size = 64
+"""
+
+
+@pytest.fixture()
+def cache(tmp_path_factory, monkeypatch):
+    path = tmp_path_factory.getbasetemp() / "e2e-cache"
+    monkeypatch.setenv("CHEXBENCH_CACHE", str(path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return path
+
+
+@pytest.mark.slow
+def test_local_executor_runs_a_two_job_array_and_status_follows_it(tmp_path, cache):
+    grid_file = tmp_path / "tiny-submit.toml"
+    grid_file.write_text(GRID_TOML)
+    results = tmp_path / "results"
+    runner = CliRunner()
+    out = runner.invoke(
+        app,
+        ["submit", "--grid", str(grid_file), "--results", str(results), "--jobs", "2", "--executor", "local", "--device", "cpu", "--wait"],
+    )
+    assert out.exit_code == 0, out.output
+    assert "2/2 jobs finished" in out.output
+
+    subs = read_jobs(results)
+    assert len(subs) == 1 and [j["shard"] for j in subs[0]["jobs"]] == ["0/2", "1/2"]
+    assert len({j["job_id"] for j in subs[0]["jobs"]}) == 2
+    for job in subs[0]["jobs"]:
+        assert job_state("local", job["folder"], job["job_id"]) == "FINISHED"
+
+    runnable = sorted(p.cell.cell_id for p in load_grid(str(grid_file)).cells() if p.status == "run")
+    recs = ResultStore(results).records()
+    assert sorted(recs["cell_id"]) == runnable and set(recs["status"]) == {"ok"}  # each cell once, by its shard's job
+
+    status = runner.invoke(app, ["status", "--results", str(results)], env={"COLUMNS": "200"})
+    assert status.exit_code == 0, status.output
+    assert status.output.count("FINISHED") == 2 and status.output.count("1/1") == 2
+
+
+def test_shard_command_and_option_errors(tmp_path):
+    cmd = shard_command("smoke", tmp_path, "1/4", 2, "cuda", ["seed=0"])
+    assert cmd[1:4] == ["-m", "chexbench", "run"]
+    assert cmd[cmd.index("--shard") + 1] == "1/4" and cmd[cmd.index("--gpus") + 1] == "2"
+    assert cmd[-2:] == ["--only", "seed=0"]
+    assert "--gpus" not in shard_command("smoke", tmp_path, "0/1", 1, "cpu", [])
+    runner = CliRunner()
+    bad = runner.invoke(app, ["submit", "--executor", "pbs", "--results", str(tmp_path)])
+    assert bad.exit_code == 2 and "--executor must be slurm or local" in bad.output
+    if shutil.which("sbatch") is None:
+        bad = runner.invoke(app, ["submit", "--executor", "slurm", "--results", str(tmp_path)])
+        assert bad.exit_code == 2 and "no SLURM here" in bad.output
+    bad = runner.invoke(app, ["submit", "--jobs", "0", "--results", str(tmp_path)])
+    assert bad.exit_code == 2 and "--jobs" in bad.output
+    (tmp_path / "jobs.json").write_text(json.dumps({"nope": 1}))
+    bad = runner.invoke(app, ["status", "--results", str(tmp_path)])
+    assert bad.exit_code == 2 and "not a chexbench jobs file" in bad.output
+
+
+def test_job_state_without_result_or_process(tmp_path):
+    assert job_state("local", str(tmp_path), "999999999") == "LOST (no result)"
+    import pickle
+
+    (tmp_path / "7_0_result.pkl").write_bytes(pickle.dumps(("error", "trace")))
+    assert job_state("local", str(tmp_path), "7") == "FAILED"
+    (tmp_path / "8_0_result.pkl").write_bytes(pickle.dumps(("success", 0)))
+    assert job_state("slurm", str(tmp_path), "8") == "FINISHED"
