@@ -178,12 +178,22 @@ def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes, strict=True)])
 
 
+def _backend_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def gather_cpu_rows(x: torch.Tensor) -> torch.Tensor:
+    """:func:`all_gather_rows` of a CPU tensor (through the backend's device), back on the CPU."""
+    if not is_distributed():
+        return x
+    return all_gather_rows(x.to(_backend_device())).cpu()
+
+
 def gather_numpy_rows(x: np.ndarray) -> np.ndarray:
     """:func:`all_gather_rows` for NumPy arrays (evaluation predictions)."""
     if not is_distributed():
         return x
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    return all_gather_rows(torch.as_tensor(x).to(device)).cpu().numpy()
+    return gather_cpu_rows(torch.as_tensor(x)).numpy()
 
 
 class _GatherWithGrad(torch.autograd.Function):

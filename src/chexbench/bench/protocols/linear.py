@@ -46,14 +46,20 @@ if TYPE_CHECKING:
 def extract_features(
     backbone: Backbone, images: np.ndarray, batch_size: int, device: torch.device, normalize: tuple[float, float], amp: bool
 ) -> torch.Tensor:
-    """Pooled features (N, D) float32 on CPU of uint8 images (N, S, S); backbone in eval mode."""
+    """Pooled features (N, D) float32 on CPU of uint8 images (N, S, S); backbone in eval mode.
+
+    Under torchrun each rank extracts a contiguous slice and the slices are gathered in order.
+    """
+    from chexbench.bench import distributed as D
+
     backbone.eval()
+    lo, hi = D.rank_range(len(images))
     out = []
-    for idx in T.batches(len(images), batch_size):
-        x = T.to_input(images[idx], device, normalize, channels_last=device.type == "cuda")
+    for idx in T.batches(hi - lo, batch_size):
+        x = T.to_input(images[idx + lo], device, normalize, channels_last=device.type == "cuda")
         with T.autocast(device, amp):
             out.append(backbone(x).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, backbone.num_features)
+    return D.gather_cpu_rows(torch.cat(out) if out else torch.zeros(0, backbone.num_features))
 
 
 class LinearHeads:
