@@ -78,3 +78,16 @@ def test_failed_figure_keeps_previous_report(tmp_path, monkeypatch):
     write_report(root, n_boot=100)
     assert not (root / "figures" / "stale.png").exists()
     assert (root / "figures" / "forest_chexpert_finetune.png").exists()
+
+
+def test_localization_section_appears_when_cells_stored_one(tmp_path):
+    store = ResultStore(tmp_path)
+    rows = [(f"{split}{p}", f"{split}p{p}", "a", float(p % 2), 0.1 + 0.1 * p, split) for p in range(6) for split in ("test", "valid")]
+    rec = _record("c1", "scratch", "vit_tiny", "phantom-nih", "finetune", 1.0, 0)
+    rec["eval_labels_json"] = json.dumps(["a"])
+    rec["data_json"] = json.dumps({"protocol_extra": {"head": "linear", "localization": {
+        "method": "gradcam", "pairs": 12, "pointing_hit_rate": 0.5, "random_hit_rate": 0.1,
+        "deletion_auc": 0.3, "random_deletion_auc": 0.4}}})
+    store.write(rec, pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "y_score", "split"]))
+    text = write_report(tmp_path, n_boot=100, figures=False).read_text()
+    assert "## Localization" in text and "| gradcam | 12 | 0.500 | 0.100 | 0.300 | 0.400 |" in text

@@ -138,7 +138,7 @@ def check_prediction_frame(df: pd.DataFrame, source: str) -> None:
     bad_score = df["y_true"].notna() & ~np.isfinite(df["y_score"].to_numpy(dtype=float))
     if bad_score.any():
         raise DataError(f"{source}: column 'y_score' has a non-finite value at image '{df.loc[bad_score, 'image_id'].iloc[0]}'")
-    dup = df.duplicated(["image_id", "label"])
+    dup = df.duplicated(["image_id", "label", "split"] if "split" in df.columns else ["image_id", "label"])
     if dup.any():
         r = df.loc[dup].iloc[0]
         raise DataError(f"{source}: image '{r['image_id']}' has label '{r['label']}' twice")

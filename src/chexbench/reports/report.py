@@ -23,6 +23,7 @@ from chexbench.reports.aggregate import LoadedResults, load_results
 from chexbench.reports.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED
 from chexbench.reports.crosscheck import delong_crosscheck
 from chexbench.reports.leaderboard import Tables, build_tables
+from chexbench.reports.localization_table import localization_section
 from chexbench.reports.markdown import (
     calibration_section,
     comparison_section,
@@ -71,11 +72,12 @@ def render_report(results: LoadedResults, tables: Tables, figures_md: str = "", 
         crosscheck_section(cross if cross is not None else pd.DataFrame(), tables, results),
         per_label_section(tables, results.n_boot),
         calibration_section(tables, results),
+        localization_section(results.records),  # "" unless cells stored a localization result
     ]
     if figures_md:
         sections.append(figures_md)
     sections += [skipped_section(results), failed_section(results), methods_section(results), provenance_section(results)]
-    return "\n".join(s.rstrip() + "\n" for s in sections)
+    return "\n".join(s.rstrip() + "\n" for s in sections if s)
 
 
 def write_report(
