@@ -72,8 +72,16 @@ def fake_source(monkeypatch):
 
 
 @pytest.fixture
-def ctx(tmp_path: Path) -> RunContext:
-    torch.set_num_threads(2)
+def one_thread():
+    """Small CPU models run fastest on one thread (no sync cost; decisive on a shared, busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, one_thread) -> RunContext:
     return RunContext(device=torch.device("cpu"), results_dir=tmp_path / "results", cache_dir=tmp_path / "cache")
 
 
