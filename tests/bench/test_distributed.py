@@ -18,6 +18,7 @@ from torch import nn
 
 from chexbench.bench import distributed as D
 from chexbench.bench import training as T
+from chexbench.bench.protocols.linear import extract_features
 from chexbench.strategies.losses import nt_xent
 from chexbench.strategies.mocov2 import MoCoModel
 
@@ -59,6 +60,13 @@ def _bce_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def _feature_net() -> nn.Module:
+    torch.manual_seed(9)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(36, 4))
+    net.num_features = 4
+    return net
+
+
 def _worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
@@ -98,6 +106,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         nn.init.normal_(p)
     images = np.random.default_rng(8).integers(0, 255, (7, 6, 6), dtype=np.uint8)
     res["probs"] = T.predict_probs(probs_model, images, 3, torch.device("cpu"))
+    res["features"] = extract_features(_feature_net(), images, 2, torch.device("cpu"), (0.5, 0.25), False)
     res["mean_over_ranks"] = D.mean_over_ranks(torch.tensor(float(rank))).item()
     torch.save(res, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
@@ -158,8 +167,10 @@ def test_gathers_restore_global_order(ranks):
         nn.init.normal_(p)
     images = np.random.default_rng(8).integers(0, 255, (7, 6, 6), dtype=np.uint8)
     ref = T.predict_probs(probs_model, images, 3, torch.device("cpu"))
+    feats = extract_features(_feature_net(), images, 2, torch.device("cpu"), (0.5, 0.25), False)
     for r in ranks:
         np.testing.assert_allclose(r["probs"], ref, rtol=1e-6)
+        torch.testing.assert_close(r["features"], feats)  # linear probe: slices per rank, gathered in order
 
 
 def test_helpers_are_the_identity_in_one_process():
