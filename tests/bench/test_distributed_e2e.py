@@ -1,0 +1,102 @@
+"""``chexbench run --gpus 2 --device cpu`` (torchrun, gloo): a tiny grid — a data-parallel
+fine-tuning cell and a MoCo-pretrained linear cell — is written exactly once, by rank 0, and
+the data-parallel fine-tuning equals the single-process run of the same cell."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from chexbench.bench.context import RunContext
+from chexbench.bench.runner import run_grid
+from chexbench.bench.store import ResultStore
+from chexbench.config import load_grid
+
+pytestmark = pytest.mark.slow
+
+GRID_TOML = """
+name = "tiny-ddp"
+[axes]
+strategy = ["scratch", "mocov2"]
+backbone = ["vit_tiny", "resnet_tiny"]
+dataset = ["phantom-chexpert"]
+protocol = ["finetune", "linear"]
+[settings]
+image_size = 32
+epochs = 2
+batch_size = 16
+max_train_images = 48
+max_eval_images = 48
+pretrain_source = "phantom-chexpert"
+optimizer = "sgd"  # no Adam normalization: float-level differences stay float-level
+lr = 0.01
+[dataset.phantom-chexpert]
+patients = 120
+size = 64
+[strategy.mocov2]
+pretrain_epochs = 1
+pretrain_batch_size = 16
+max_pretrain_images = 48
+probe_every = 0
+proj_hidden_dim = 64
+[[override]]
+match = { strategy = "mocov2", protocol = "finetune" }
+epochs = 1
+"""
+ONLY = ["--only", "strategy=scratch", "--only", "backbone=vit_tiny", "--only", "protocol=finetune"]
+MOCO = ["--only", "strategy=mocov2", "--only", "backbone=resnet_tiny", "--only", "protocol=linear"]
+
+
+@pytest.fixture()
+def cache(tmp_path_factory, monkeypatch):
+    path = tmp_path_factory.getbasetemp() / "e2e-cache"
+    monkeypatch.setenv("CHEXBENCH_CACHE", str(path))
+    return path
+
+
+def test_torchrun_grid_writes_each_record_once_and_matches_one_process(tmp_path, cache):
+    grid_file = tmp_path / "tiny-ddp.toml"
+    grid_file.write_text(GRID_TOML)
+    results = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "chexbench", "run", "--gpus", "2", "--device", "cpu", "--grid", str(grid_file), "--results", str(results)]
+    env = {**os.environ, "COLUMNS": "200"}
+    out = ""
+    for only in (ONLY, MOCO):
+        proc = subprocess.run(cmd + only, env=env, capture_output=True, text=True, timeout=900)
+        out += proc.stdout
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "× 2 ranks" in out
+    assert out.count(" ok ") == 2  # one line per cell: only rank 0 reports
+
+    grid = load_grid(str(grid_file))
+    wanted = [
+        p.cell for p in grid.cells()
+        if p.status == "run" and (p.cell.strategy, p.cell.backbone, p.cell.protocol) in {("scratch", "vit_tiny", "finetune"), ("mocov2", "resnet_tiny", "linear")}
+    ]
+    store = ResultStore(results)
+    recs = store.records()
+    assert sorted(recs["cell_id"]) == sorted(c.cell_id for c in wanted) and set(recs["status"]) == {"ok"}
+    assert not list(results.rglob("*.tmp"))
+    pretrain_runs = [d for d in (cache / "pretrain").iterdir() if (d / "done").exists()]
+    assert pretrain_runs and not list((cache / "pretrain").rglob("*.lck"))  # lock released
+
+    # the same fine-tuning cell in one process: same global batches and augmentations → same model
+    ft = next(c for c in wanted if c.protocol == "finetune")
+    single = tmp_path / "single"
+    torch.set_num_threads(1)
+    run_grid(grid, single, RunContext(torch.device("cpu"), single, cache), only={"strategy": ["scratch"], "backbone": ["vit_tiny"], "protocol": ["finetune"]})
+    a = store.predictions(ft.cell_id).sort_values(["split", "image_id", "label"])
+    b = ResultStore(single).predictions(ft.cell_id).sort_values(["split", "image_id", "label"])
+    assert list(a["image_id"]) == list(b["image_id"])
+    np.testing.assert_allclose(a["y_score"].to_numpy(), b["y_score"].to_numpy(), atol=2e-3)
+    hist_ddp = store.records([ft.cell_id])["history_json"].iloc[0]
+    hist_one = ResultStore(single).records([ft.cell_id])["history_json"].iloc[0]
+    np.testing.assert_allclose(
+        [h["train_loss"] for h in json.loads(hist_ddp)], [h["train_loss"] for h in json.loads(hist_one)], rtol=1e-3
+    )
