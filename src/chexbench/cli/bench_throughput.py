@@ -27,6 +27,7 @@ def bench_throughput_cmd(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N]")] = "auto",
     threads: Annotated[int, typer.Option(help="CPU threads for torch (0: leave as is)")] = 0,
     output: Annotated[Path | None, typer.Option(help="PERFORMANCE.md to update (default: docs/PERFORMANCE.md)")] = None,
+    note: Annotated[str, typer.Option(help="a remark recorded with the numbers (e.g. the machine was busy)")] = "",
 ) -> None:
     """Fine-tune / linear / SimCLR / MoCo step rates and the loader's rate; written to docs/PERFORMANCE.md."""
     import torch
@@ -69,6 +70,8 @@ def bench_throughput_cmd(
             "ResNet-50 ≥ 5,000 and ViT-B/16 ≥ 3,000 images/s at 224 px in bf16; MoCo ≥ 0.7× and SimCLR ≥ 0.5× "
             "of fine-tune; the loader faster than every step) are pending a GPU run."
         )
+    if note:
+        body += f"\n\nNote: {note}"
     command = "chexbench bench throughput" + "".join(f" --backbone {shlex.quote(b)}" for b in backbones)
     command += f" --batch-size {bs} --image-size {size} --steps {steps}" + (" --compile" if compile_step else "")
     command += "".join(f" --mode {m}" for m in mode or [])

@@ -137,8 +137,8 @@ def submit(
         params.update(gpus_per_node=gpus_per_job, cpus_per_task=cpus_per_job, mem_gb=mem_gb, slurm_array_parallelism=jobs)
         if partition:
             params["slurm_partition"] = partition
-    elif device != "cpu":
-        params["gpus_per_node"] = gpus_per_job
+    elif device != "cpu" and _cuda_count() > 0:
+        params["gpus_per_node"] = gpus_per_job  # the local executor hands each job its own GPUs
     ex.update_parameters(**params)
     shards = [f"{i}/{jobs}" for i in range(jobs)]
     commands = [shard_command(grid_arg, results, s, gpus_per_job, device, list(only or [])) for s in shards]
@@ -173,6 +173,12 @@ def submit(
         console.print(f"{len(submitted) - failed}/{len(submitted)} jobs finished")
         if failed:
             sys.exit(1)
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def print_jobs(results: Path) -> None:
