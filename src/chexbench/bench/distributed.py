@@ -68,7 +68,8 @@ def launched_by_torchrun() -> bool:
 
 def job_id() -> str:
     """An id shared by the ranks of one torchrun job (and no other job)."""
-    return os.environ.get("TORCHELASTIC_RUN_ID") or f"{os.environ.get('MASTER_ADDR', '')}:{os.environ.get('MASTER_PORT', '')}"
+    env = os.environ
+    return f"{env.get('TORCHELASTIC_RUN_ID', '')}@{env.get('MASTER_ADDR', '')}:{env.get('MASTER_PORT', '')}"
 
 
 def init_from_env(device: torch.device) -> torch.device:
