@@ -28,7 +28,7 @@ def report_dir(tmp_path_factory):
 def test_report_sections_and_files(report_dir):
     text = (report_dir / "report.md").read_text()
     for heading in ("## Summary", "## Leaderboards", "### chexpert · finetune", "## Paired comparisons vs `scratch`",
-                    "## Per-label AUROC", "## Calibration and operating point", "## Skipped cells",
+                    "## Per-label AUROC", "## AUPRC, calibration and operating point", "## Skipped cells",
                     "## Failed cells", "## Appendix: provenance"):
         assert heading in text, heading
     assert "no ImageNet weights file" in text  # skipped reason
