@@ -155,3 +155,48 @@ def test_plan_prints_gpu_hours_and_the_shard_split():
     sizes = [sum(p.status == "run" for p in shard_cells(planned, Shard(i, 3))) for i in range(3)]
     for i, n in enumerate(sizes):  # each shard's row: "i/3 │ n │ …"
         assert re.search(rf"{i}/3\W+{n}\W", res.output), (i, n)
+
+
+def test_a_pretraining_run_needed_by_two_shards_runs_once(tmp_path, monkeypatch):
+    """Two shards (threads here) need the same pretraining run: one trains, the other waits and
+    reuses it; a lock left by a killed owner is broken instead of blocking forever."""
+    import pandas as pd
+    import torch
+
+    from chexbench.bench.context import RunContext
+    from chexbench.config import CellConfig
+    from chexbench.registry import STRATEGIES
+    from chexbench.strategies import pretrain as P
+
+    calls: list[str] = []
+
+    def fake_pretrain(strategy, cell, ctx, key, run_id, run_dir) -> None:
+        calls.append(run_id)
+        time.sleep(0.5)  # long enough for the other shard to arrive and wait
+        torch.save({}, run_dir / "encoder.pt")
+        (run_dir / "meta.json").write_text(json.dumps({"run_id": run_id}))
+        pd.DataFrame(columns=list(P.HISTORY_COLUMNS)).to_parquet(run_dir / "history.parquet")
+        (run_dir / "done").write_text("now\n")
+
+    monkeypatch.setattr(P, "_pretrain", fake_pretrain)
+    strategy = STRATEGIES.get("simclr")
+    cell = CellConfig("simclr", "resnet_tiny", "phantom-chexpert", "linear", 1.0, 0)
+    run_dir = tmp_path / "cache" / "pretrain" / P.run_id_of(strategy.pretrain_key(cell))
+    run_dir.mkdir(parents=True)
+    # a lock left behind by a shard that was killed (a pid that no longer exists on this host)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    (run_dir / "pretrain.lck").write_text(json.dumps({"host": __import__("socket").gethostname(), "pid": int(dead), "token": "old"}))
+
+    got: list[str] = []
+
+    def shard(k: int) -> None:
+        ctx = RunContext(torch.device("cpu"), tmp_path / f"results{k}", tmp_path / "cache")
+        got.append(P.ensure_pretrained(strategy, cell, ctx)[0])
+
+    threads = [threading.Thread(target=shard, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and got == calls * 2
+    assert not (run_dir / "pretrain.lck").exists()
