@@ -73,7 +73,8 @@ def bench_throughput_cmd(
     if note:
         body += f"\n\nNote: {note}"
     command = "chexbench bench throughput" + "".join(f" --backbone {shlex.quote(b)}" for b in backbones)
-    command += f" --batch-size {bs} --image-size {size} --steps {steps}" + (" --compile" if compile_step else "")
+    command += f" --batch-size {bs} --image-size {size} --steps {steps} --warmup {warmup}" + (" --compile" if compile_step else "")
+    command += f" --threads {threads}" if threads > 0 else ""
     command += "".join(f" --mode {m}" for m in mode or [])
     kind = torch.cuda.get_device_name(dev) if cuda else "CPU"
     title = f"Throughput: training steps and loader ({kind}, {size} px{', compiled' if compile_step else ''})"
