@@ -103,6 +103,8 @@ class Finetune(Protocol):
                 x = T.to_input(data.train.images[idx], device, normalize, channels_last=device.type == "cuda")
                 if opts["augment"]:
                     x = light_augment(x, gen)
+                    if device.type == "cuda":
+                        x = x.contiguous(memory_format=torch.channels_last)  # the warp returns NCHW-contiguous
                 y = targets[idx]
                 x, y_local = D.local_rows(x), D.local_rows(y).to(device, non_blocking=True)
                 with T.autocast(device, s.amp):
