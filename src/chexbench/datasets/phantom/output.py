@@ -135,13 +135,12 @@ class SiteWriter:
     def write(self, root: Path, patients: list[Patient], size: int, seed: int) -> None:
         raise NotImplementedError
 
-    def render_all(self, jobs: list[ImageJob], refs: list[str]) -> list[list[Box]]:
-        """Render and write ``jobs``; tally them under ``refs`` (path or id); returns the boxes per job."""
-        out = []
-        for job, ref, (shape, boxes) in zip(jobs, refs, run_jobs(jobs, self.workers), strict=True):
+    def render_all(self, jobs: list[ImageJob], refs: list[str]) -> list[tuple[tuple[int, int], list[Box]]]:
+        """Render and write ``jobs``; tally them under ``refs`` (path or id); returns (H, W) and boxes per job."""
+        results = run_jobs(jobs, self.workers)
+        for job, ref, (shape, boxes) in zip(jobs, refs, results, strict=True):
             self.record(ref, job.patient, job.study, job.view, shape, boxes)
-            out.append(boxes)
-        return out
+        return results
 
     def record(self, image_ref: str, patient: Patient, study: Study, view: str, shape: tuple[int, int],
                boxes: list[Box]) -> None:

@@ -55,9 +55,8 @@ class NIHWriter(SiteWriter):
                 names.append(name)
                 lists[bool(is_test[patient.index])].append(name)
         bbox: list[str] = []
-        for job, name, boxes in zip(jobs, names, self.render_all(jobs, names), strict=True):
+        for job, name, ((h, w), boxes) in zip(jobs, names, self.render_all(jobs, names), strict=True):
             study = job.study
-            w = h = size  # NIH images are square
             spacing = round(DETECTOR_WIDTH_MM / w, 3)
             entries.append(",".join([
                 name, nih_finding_labels(study), str(study.number - 1), str(job.patient.index + 1), str(study.age),
