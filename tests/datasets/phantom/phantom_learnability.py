@@ -50,10 +50,15 @@ class AvgMaxPool(nn.Module):
 
 
 def train_and_score(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-                    epochs: int, seed: int = 0) -> dict[str, float]:
-    """Train from scratch (AdamW, BCE); per-label test AUROC (index → value), NaN when undefined."""
-    torch.manual_seed(seed)
-    model = small_cnn(y_train.shape[1])
+                    epochs: int, seed: int = 0, model: nn.Module | None = None) -> dict[int, float]:
+    """Train from scratch (AdamW, BCE); per-label test AUROC (index → value), NaN when undefined.
+
+    Pass a freshly built ``model`` to train several in parallel threads (the global torch seed
+    is then not touched, so each run stays deterministic).
+    """
+    if model is None:
+        torch.manual_seed(seed)
+        model = small_cnn(y_train.shape[1])
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     steps = epochs * int(np.ceil(len(x_train) / 64))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
