@@ -69,6 +69,7 @@ class Settings:
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     uncertainty: str = "ignore"  # ignore | zeros | ones | mixed (CheXpert paper: U-Ones for atelectasis, edema)
+    not_mentioned: str = "negative"  # negative (blank → 0, the CheXpert convention) | ignore (masked)
     views: str = "frontal"  # frontal | all
     max_train_images: int = 0  # 0: no cap; a cap makes smoke runs fast
     max_eval_images: int = 0

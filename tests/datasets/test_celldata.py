@@ -53,8 +53,8 @@ def cell(root, dataset="chexpert", fraction=1.0, seed=0, **settings):
     )
 
 
-def expected_chexpert_targets(root, image_ids, labels, policy):
-    """Targets straight from the CSVs: 1/0 kept, blank masked, -1 by the policy's definition."""
+def expected_chexpert_targets(root, image_ids, labels, policy, not_mentioned="negative"):
+    """Targets straight from the CSVs: 1/0 kept, blank → 0 (or masked), -1 by the policy's definition."""
     src = pd.concat([pd.read_csv(root / "train.csv"), pd.read_csv(root / "valid.csv")])
     src.index = src["Path"].str.split("/", n=1).str[1]
     raw = src.loc[list(image_ids), [k for k, v in CHEXPERT_COLUMNS.items() if v in labels]].to_numpy(float)
@@ -62,19 +62,25 @@ def expected_chexpert_targets(root, image_ids, labels, policy):
     for j, lab in enumerate(labels):
         unc = raw[:, j] == -1
         out[unc, j] = np.nan if policy == "ignore" else float(lab in U_ONES[policy])
+    if not_mentioned == "negative":
+        out[np.isnan(raw)] = 0.0
     return out
 
 
-@pytest.mark.parametrize("policy", ["ignore", "zeros", "ones", "mixed"])
-def test_targets_and_images_match_the_source_rows(chexpert_root, policy):
-    data = build_cell_data(cell(chexpert_root, uncertainty=policy))
+@pytest.mark.parametrize(
+    "policy,not_mentioned",
+    [("ignore", "negative"), ("zeros", "negative"), ("ones", "negative"), ("mixed", "negative"), ("ignore", "ignore"), ("zeros", "ignore")],
+)
+def test_targets_and_images_match_the_source_rows(chexpert_root, policy, not_mentioned):
+    data = build_cell_data(cell(chexpert_root, uncertainty=policy, not_mentioned=not_mentioned))
+    assert data.manifest["not_mentioned"] == not_mentioned
     assert data.labels == list(CHEXPERT_COLUMNS.values())
     assert data.eval_labels == ["atelectasis", "cardiomegaly", "consolidation", "edema", "pleural_effusion"]
     for split in (data.train, data.valid, data.test):
         assert split.images.dtype == np.uint8 and split.images.shape == (len(split), SIZE, SIZE)
         assert split.targets.dtype == np.float32
         np.testing.assert_array_equal(
-            split.targets, expected_chexpert_targets(chexpert_root, split.image_ids, data.labels, policy)
+            split.targets, expected_chexpert_targets(chexpert_root, split.image_ids, data.labels, policy, not_mentioned)
         )
     for i in (0, len(data.train) - 1):
         np.testing.assert_array_equal(data.train.images[i], decode_image(chexpert_root / data.train.image_ids[i], SIZE))

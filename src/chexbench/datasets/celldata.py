@@ -141,7 +141,14 @@ def build_cell_data(cell: CellConfig) -> CellData:
         raise DataError(f"dataset '{cell.dataset}' at {root}: the index has no label columns")
     eval_labels = [lab for lab in ds.eval_labels if lab in labels] or list(labels)
     view_ok = _view_mask(index, st.views)
-    targets = apply_uncertainty(index[labels].to_numpy(dtype=np.float64), labels, st.uncertainty)
+    raw = index[labels].to_numpy(dtype=np.float64)
+    targets = apply_uncertainty(raw, labels, st.uncertainty)
+    if st.not_mentioned == "negative":
+        # CheXpert convention: a label the report does not mention is a negative (blank → 0).
+        # Masking blanks instead would remove most negatives from training.
+        targets[np.isnan(raw)] = 0.0
+    elif st.not_mentioned != "ignore":
+        raise ConfigError(f"unknown not_mentioned setting '{st.not_mentioned}' (negative or ignore)")
     eval_cols = [labels.index(lab) for lab in eval_labels]
     positives = targets[:, eval_cols] == 1.0
     split = index["split"].astype(str).to_numpy()
@@ -193,6 +200,7 @@ def build_cell_data(cell: CellConfig) -> CellData:
         "image_size": st.image_size,
         "views": st.views,
         "uncertainty": st.uncertainty,
+        "not_mentioned": st.not_mentioned,
         "labels": labels,
         "eval_labels": eval_labels,
         "label_fraction": cell.label_fraction,
