@@ -164,12 +164,15 @@ def build_classifier(cell: CellConfig, head: str, head_options: dict[str, Any], 
     return Classifier(backbone, num_labels)
 
 
-def load_cell_model(results_dir: str | Path, cell: CellConfig) -> tuple[nn.Module, dict[str, Any]]:
-    """The saved model of ``cell`` (eval mode, CPU) and its metadata (labels, normalize, head)."""
-    path = model_path(results_dir, cell.cell_id)
+def load_cell_model(results_dir: str | Path, cell: CellConfig, cell_id: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """The saved model of ``cell`` (eval mode, CPU) and its metadata (labels, normalize, head).
+    ``cell_id``: the id the record was stored under (default: ``cell.cell_id``, which a later
+    change of the config schema may alter)."""
+    cell_id = cell_id or cell.cell_id
+    path = model_path(results_dir, cell_id)
     if not path.is_file():
         raise DataError(
-            f"no saved model for cell {cell.cell_id} ({path}); rerun it with [protocol.{cell.protocol}] save_model = true"
+            f"no saved model for cell {cell_id} ({path}); rerun it with [protocol.{cell.protocol}] save_model = true"
         )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -181,7 +184,7 @@ def load_cell_model(results_dir: str | Path, cell: CellConfig) -> tuple[nn.Modul
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as e:
-        raise WeightsError(f"{path} does not fit cell {cell.cell_id}'s model: {str(e).splitlines()[0]}") from None
+        raise WeightsError(f"{path} does not fit cell {cell_id}'s model: {str(e).splitlines()[0]}") from None
     model.eval()
     return model, {k: v for k, v in payload.items() if k != "state_dict"}
 

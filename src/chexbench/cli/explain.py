@@ -19,12 +19,15 @@ def explain_cmd(
     ids: Annotated[list[str] | None, typer.Option("--ids", help="explain these test image ids instead (repeatable)")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder (default RESULTS/explain/CELL)")] = None,
     columns: Annotated[int, typer.Option(help="overlays per row in gallery.png")] = 4,
+    root: Annotated[Path | None, typer.Option("--root", help="read the cell's dataset from this root instead")] = None,
 ) -> None:
     """Write heatmap overlays (top-K patch scores for ViT top-K cells, Grad-CAM for CNN cells),
     gallery.png and gallery.md for a finished cell whose model was saved."""
     from chexbench.reports.explain import write_explanations
 
-    summary = write_explanations(results, cell, n=n, ids=ids, out_dir=out, columns=columns)
+    summary = write_explanations(results, cell, n=n, ids=ids, out_dir=out, columns=columns, dataset_root=root)
+    if summary.note:
+        console.print(f"[yellow]warning:[/] {escape(summary.note)}")
     console.print(f"{len(summary.images)} overlays ({summary.method}) → {escape(str(summary.out_dir))}/gallery.md")
     loc = summary.localization
     if loc:

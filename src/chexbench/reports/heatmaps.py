@@ -130,14 +130,20 @@ def explain(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = Non
 
 
 # -- rendering ------------------------------------------------------------------------------
-def overlay_rgb(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
-    """uint8 gray (H, W) + heat (H, W) in [0, 1] → uint8 RGB (H, W, 3), heat blended with weight ``alpha·heat``
-    so cold regions show the radiograph unchanged."""
+def overlay_rgb(image: np.ndarray, heat: np.ndarray, alpha: float = 0.8, cmap: str = "jet", top_fraction: float = 0.15) -> np.ndarray:
+    """uint8 gray (H, W) + heat (H, W) in [0, 1] → uint8 RGB (H, W, 3). Only the hottest
+    ``top_fraction`` of the pixels is coloured (colour and weight rising from that quantile to
+    the maximum, weight at most ``alpha``), so the radiograph stays readable and the region
+    the model ranks highest stands out whatever the spread of its scores."""
     import matplotlib
 
-    colors = matplotlib.colormaps[cmap](np.clip(heat, 0, 1))[..., :3]  # (H, W, 3) in [0, 1]
+    heat = np.clip(np.asarray(heat, dtype=np.float64), 0, 1)
+    floor = float(np.quantile(heat, 1.0 - top_fraction))
+    top = float(heat.max())
+    rel = np.clip((heat - floor) / max(top - floor, 1e-9), 0, 1) if top > floor else np.zeros_like(heat)
+    w = alpha * np.sqrt(rel)[..., None]
+    colors = matplotlib.colormaps[cmap](0.35 + 0.65 * rel)[..., :3]  # (H, W, 3): cyan at the edge → red at the maximum
     gray = np.repeat(image[..., None].astype(np.float32) / 255.0, 3, axis=2)
-    w = alpha * np.clip(heat, 0, 1)[..., None] ** 0.7
     return (np.clip((1 - w) * gray + w * colors, 0, 1) * 255).astype(np.uint8)
 
 
