@@ -90,3 +90,23 @@ def test_head_option_validity():
     assert "pretrained patch scorer" in head_invalid_reason(lin, "linear")
     assert "head must be one of" in head_invalid_reason(bad, "finetune")
     assert PROTOCOLS.get("finetune").invalid_reason(cnn) is not None
+
+
+def test_k_is_a_grid_axis_and_invalid_heads_are_skipped():
+    from chexbench.config import parse_grid
+
+    grid = parse_grid({
+        "axes": {"strategy": ["scratch", "simclr_topk"], "backbone": ["vit_tiny", "resnet_tiny"], "dataset": ["phantom-chexpert"],
+                 "protocol": ["finetune", "linear"], "protocol.topk": [4, 16]},
+        "protocol": {"finetune": {"head": "topk"}, "linear": {"head": "topk"}},
+    }, "k.toml")
+    cells = grid.cells()
+    run = [(p.cell.strategy, p.cell.backbone, p.cell.protocol, p.cell.protocol_options["topk"]) for p in cells if p.status == "run"]
+    assert sorted(run) == sorted([
+        ("scratch", "vit_tiny", "finetune", 4), ("scratch", "vit_tiny", "finetune", 16),
+        ("simclr_topk", "vit_tiny", "finetune", 4), ("simclr_topk", "vit_tiny", "finetune", 16),
+        ("simclr_topk", "vit_tiny", "linear", 4), ("simclr_topk", "vit_tiny", "linear", 16),
+    ])
+    assert len({p.cell.cell_id for p in cells}) == len(cells) == 16
+    reasons = " ".join(p.reason for p in cells if p.status == "skipped")
+    assert "needs a ViT" in reasons and "pretrained patch scorer" in reasons
