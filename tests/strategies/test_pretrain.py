@@ -91,7 +91,6 @@ def test_pretrain_once_transfer_exactly_and_reuse(strategy: str, fake_source, ct
         load_checkpoint(BACKBONES.get("resnet_tiny").build(32), wider, BACKBONES.get("resnet_tiny"), source="x")
 
 
-@pytest.mark.slow
 def test_kill_and_rerun_resumes_to_the_same_steps_and_weights(fake_source, tmp_path, one_thread) -> None:
     strategy = "mocov2"  # the richest state: two encoders, queue, momentum
     cell = tiny_cell(strategy, "vit_tiny", pretrain_epochs=3, probe_every=0, max_pretrain_images=32)
