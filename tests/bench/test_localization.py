@@ -151,3 +151,10 @@ def test_evaluate_localization_on_files(tmp_path):
     assert result["deletion_auc"] < result["random_deletion_auc"]
     assert evaluate_localization(BrightClassifier(), CellData(["lesion"], ["lesion"], test, test, test, {}),
                                  (0.0, 1.0), torch.device("cpu")) is None  # no boxes: nothing to measure
+
+
+def test_a_maximal_plateau_points_at_its_centroid():
+    heat = np.zeros((8, 8))
+    heat[0:4, 0:4] = 1.0  # an upsampled 2×2 map whose top-left cell is the maximum
+    assert pointing_hit(heat, [(1.0, 1.0, 3.0, 3.0)])  # centroid (2, 2), not pixel (0, 0)
+    assert not pointing_hit(heat, [(0.0, 0.0, 1.0, 1.0)])

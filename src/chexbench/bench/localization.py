@@ -9,7 +9,8 @@ The unit of evaluation is an (image, label) pair of the **test split** whose tar
 positive and which has at least one box of that label. Metrics:
 
 - **Pointing game** (Zhang et al. 2016, "Top-down Neural Attention by Excitation Backprop"):
-  a hit when the heatmap's maximum pixel lies inside a box of the label (tolerance 0 px).
+  a hit when the heatmap's maximum pixel lies inside a box of the label (tolerance 0 px; a
+  maximal plateau counts by its centroid).
   The **random-heatmap baseline** is its expectation for a heatmap of i.i.d. values, whose
   maximum is a uniformly random pixel: the fraction of the image the label's boxes cover.
 - **Deletion AUC** (Petsiuk et al. 2018, RISE): pixels are set to the normalized mean (0) in
@@ -125,10 +126,20 @@ def box_mask(boxes: list[Box], height: int, width: int) -> np.ndarray:
 
 def pointing_hit(heat: np.ndarray, boxes: list[Box], tolerance: float = 0.0) -> bool:
     """Is the maximum of ``heat`` (H, W) inside one of ``boxes`` (grown by ``tolerance`` pixels)?
-    The maximum is the first in row-major order when several pixels tie."""
-    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-    cx, cy = x + 0.5, y + 0.5
-    return any(x0 - tolerance <= cx <= x1 + tolerance and y0 - tolerance <= cy <= y1 + tolerance for x0, y0, x1, y1 in boxes)
+
+    When the maximum is a plateau (an upsampled coarse map is flat near the border), the point
+    is the plateau's centroid, so ties do not favour the top-left corner.
+    """
+    y, x = maximum_point(heat)
+    return any(x0 - tolerance <= x <= x1 + tolerance and y0 - tolerance <= y <= y1 + tolerance for x0, y0, x1, y1 in boxes)
+
+
+def maximum_point(heat: np.ndarray, rtol: float = 1e-6) -> tuple[float, float]:
+    """(y, x) in pixel coordinates (pixel centres at +0.5) of the maximum of heat (H, W); the
+    centroid of the pixels within ``rtol`` of it when it is not unique."""
+    top = float(heat.max())
+    ys, xs = np.nonzero(heat >= top - rtol * max(abs(top), 1.0))
+    return float(ys.mean()) + 0.5, float(xs.mean()) + 0.5
 
 
 def random_hit_probability(boxes: list[Box], height: int, width: int) -> float:

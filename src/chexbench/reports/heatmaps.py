@@ -165,8 +165,10 @@ def draw_panel(ax: Any, image: np.ndarray, heat: np.ndarray, *, patches: list[tu
         ax.add_patch(Rectangle((x0, y0), pw, ph, fill=False, edgecolor="white", linewidth=0.8, alpha=0.9))
     for x0, y0, x1, y1 in boxes:
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.6, linestyle="--"))
-    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-    ax.plot([x + 0.5], [y + 0.5], marker="+", color="white", markersize=9, markeredgewidth=2)
+    from chexbench.bench.localization import maximum_point
+
+    y, x = maximum_point(heat)
+    ax.plot([x], [y], marker="+", color="white", markersize=9, markeredgewidth=2)
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     ax.set_xticks([])
