@@ -1,7 +1,8 @@
 """Packaged grid presets: every ``*.toml`` here is registered by its stem (``smoke``, ``full``)."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from chexbench.registry import GRIDS
 
