@@ -42,11 +42,10 @@ import difflib
 import hashlib
 import itertools
 import json
+import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from chexbench.errors import ConfigError
 

@@ -36,7 +36,7 @@ def record_section(title: str, body: str, command: str, path: str | Path | None 
     """
     file = performance_file(path)
     text = file.read_text() if file.exists() else HEADER
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = (
         f"## {title}\n\n"
         f"- machine: {machine_description()}\n- date: {stamp}\n- command: `{command}`\n\n"

@@ -95,7 +95,7 @@ def base_record(cell: CellConfig, device: torch.device) -> dict[str, Any]:
         "device_name": T.device_name(device),
         **_versions(),
         "git_sha": _git_sha(),
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -143,7 +143,7 @@ def submit(
     shards = [f"{i}/{jobs}" for i in range(jobs)]
     commands = [shard_command(grid_arg, results, s, gpus_per_job, device, list(only or [])) for s in shards]
     submitted = ex.map_array(run_shard_job, commands)
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     record = {
         "grid": grid_arg,
         "grid_name": g.name,

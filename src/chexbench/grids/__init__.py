@@ -1,8 +1,7 @@
 """Packaged grid presets: every ``*.toml`` here is registered by its stem (``smoke``, ``full``)."""
 
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 from chexbench.registry import GRIDS
 
