@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import synth_images
 from PIL import Image
+from ssl_fixtures import synth_images
 from typer.testing import CliRunner
 
 from chexbench.cli import app

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_cell
+from ssl_fixtures import tiny_cell
 
 from chexbench.backbones.base import load_checkpoint
 from chexbench.bench.context import NullProgress, RunContext

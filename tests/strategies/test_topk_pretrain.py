@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_cell as _tiny_cell
+from ssl_fixtures import tiny_cell as _tiny_cell
 
 from chexbench.bench.cell_model import apply_head, head_invalid_reason
 from chexbench.config import CellConfig

@@ -16,14 +16,13 @@ rebuilds the model from the cell's config and loads that file strictly.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from chexbench.bench.store import atomic_torch_save
 from chexbench.errors import ConfigError, DataError, WeightsError
 
 if TYPE_CHECKING:
@@ -139,14 +138,7 @@ def save_cell_model(model: nn.Module, cell: CellConfig, ctx: RunContext, opts: d
         "normalize": [float(v) for v in normalize],
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(payload, path)
     return path
 
 

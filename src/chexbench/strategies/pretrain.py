@@ -26,8 +26,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from chexbench.bench.store import atomic_torch_save
 from chexbench.errors import ConfigError, DataError
 from chexbench.strategies.base import InitRecord, Strategy
 
@@ -195,14 +194,7 @@ def ensure_pretrained(strategy: PretrainStrategy, cell: CellConfig, ctx: RunCont
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(obj, path)
 
 
 def _pool_fingerprint(images: np.ndarray, patient_ids: np.ndarray) -> str:

@@ -25,8 +25,6 @@ K is not part of the scorer's weights, so a protocol may use another K than pret
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from chexbench.bench.store import atomic_torch_save
 from chexbench.errors import ConfigError, WeightsError
 
 if TYPE_CHECKING:
@@ -231,12 +230,5 @@ def extract_scorer(run_dir: Path) -> Path:
     scorer = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not scorer:
         raise WeightsError(f"{ckpt_path} holds no patch scorer (no '{prefix}*' keys)")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=run_dir)
-    os.close(fd)
-    try:
-        torch.save(scorer, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(scorer, path)
     return path

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from chexbench.datasets.labels import NIH_FINDINGS
+
 #: CheXpert native label columns → harmonized names (findings the phantom draws)
 CHEXPERT_COLUMNS: dict[str, str] = {
     "Enlarged Cardiomediastinum": "enlarged_cardiomediastinum",
@@ -37,22 +39,7 @@ CHEXPERT_COLUMNS: dict[str, str] = {
     "Support Devices": "support_devices",
 }
 #: NIH ``Finding Labels`` names → harmonized names
-NIH_LABELS: dict[str, str] = {
-    "Atelectasis": "atelectasis",
-    "Cardiomegaly": "cardiomegaly",
-    "Effusion": "pleural_effusion",
-    "Infiltration": "infiltration",
-    "Mass": "mass",
-    "Nodule": "nodule",
-    "Pneumonia": "pneumonia",
-    "Pneumothorax": "pneumothorax",
-    "Consolidation": "consolidation",
-    "Edema": "edema",
-    "Emphysema": "emphysema",
-    "Fibrosis": "fibrosis",
-    "Pleural_Thickening": "pleural_thickening",
-    "Hernia": "hernia",
-}
+NIH_LABELS: dict[str, str] = NIH_FINDINGS
 #: Indiana MeSH ``major`` term heads (text before the first '/') → harmonized names
 INDIANA_TERMS: dict[str, str] = {
     "Cardiomegaly": "cardiomegaly",
