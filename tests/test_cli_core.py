@@ -75,3 +75,18 @@ def test_plan_lists_skipped_with_reason(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "4 cells" in result.output and "2 to run" in result.output and "2 skipped" in result.output
     assert "no ImageNet weights" in result.output
+
+
+def test_missing_pretraining_source_root_is_one_line_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path / "cache"))
+    grid = tmp_path / "g.toml"
+    grid.write_text(
+        '[axes]\nstrategy=["simclr"]\nbackbone=["resnet_tiny"]\ndataset=["phantom-chexpert"]\nprotocol=["linear"]\n'
+        '[settings]\npretrain_source = "nih"\n[dataset.phantom-chexpert]\npatients = 20\nsize = 48\n'
+    )
+    out = tmp_path / "results"
+    result = runner.invoke(app, ["run", "--grid", str(grid), "--results", str(out)])
+    assert result.exit_code == 2, result.output
+    line = _one_error_line(result)
+    assert "pretraining source 'nih' of simclr" in line and "pretrain_root" in line
+    assert not out.exists()

@@ -31,7 +31,7 @@ from chexbench.bench.metrics import macro, per_label_metrics
 from chexbench.bench.shard import Shard, shard_cells
 from chexbench.bench.store import ResultStore, atomic_write_parquet
 from chexbench.config import CellConfig, Grid, PlannedCell
-from chexbench.errors import SkipCell
+from chexbench.errors import ConfigError, DataError, SkipCell
 from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
 
 SKIPPED_COLUMNS = ("cell_id", "grid", "strategy", "backbone", "dataset", "protocol", "label_fraction", "seed", "reason")
@@ -168,11 +168,28 @@ def preflight(planned: list[PlannedCell]) -> None:
         if p.status != "run":
             continue
         cell = p.cell
-        for name, options in ((cell.dataset, cell.dataset_options),):
+        needed = [(cell.dataset, cell.dataset_options)]
+        if STRATEGIES.get(cell.strategy).pretrain_key(cell) is not None:
+            # the pretraining source's root, resolved the way datasets.celldata.pretrain_pool does
+            source = cell.settings.pretrain_source
+            if source != cell.dataset:
+                root = cell.strategy_options.get("pretrain_root")
+                needed.append((source, {"root": root} if root else {}))
+        for name, options in needed:
+            if name not in DATASETS:
+                raise ConfigError(f"pretrain_source: {DATASETS.unknown_message(name)}")
             key = f"{name}:{json.dumps(options, sort_keys=True, default=str)}"
             if key not in seen:
                 seen.add(key)
-                DATASETS.get(name).resolve_root(options)
+                try:
+                    DATASETS.get(name).resolve_root(options)
+                except DataError as e:
+                    if name == cell.dataset:
+                        raise
+                    raise DataError(
+                        f"pretraining source '{name}' of {cell.strategy} (settings.pretrain_source): {e}; "
+                        f"set pretrain_root under [strategy.{cell.strategy}], or another pretrain_source"
+                    ) from None
 
 
 def write_skipped(store: ResultStore, planned: list[PlannedCell], runtime_skips: dict[str, str] | None = None) -> None:
