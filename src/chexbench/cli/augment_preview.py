@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from chexbench.atomic import atomic_path
 from chexbench.cli.app import console, data_app
 
 
@@ -51,13 +50,6 @@ def augment_preview_cmd(
     cell = CellConfig(strategy, "resnet_tiny", dataset, "linear", 1.0, seed, Settings(image_size=size, pretrain_source=dataset))
     images, _ = pretrain_pool(cell, max_images=4 * pairs)  # whole patients: ask for more, show `pairs`
     sheet = preview_pairs(torch.as_tensor(images[:pairs]), view_augment(opts), seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         Image.fromarray(sheet.numpy()).save(tmp, format="PNG")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     console.print(f"wrote {out} ({len(images[:pairs])} rows: original | view 1 | view 2)")

@@ -13,8 +13,6 @@ refuses (LeakageError) when a patient of the cell's test split is in it.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chexbench.atomic import atomic_path
 from chexbench.config import CellConfig
 from chexbench.datasets.base import FRONTAL_VIEWS, SPLITS
 from chexbench.datasets.cache import PreparedCache, ensure_prepared
@@ -96,19 +95,12 @@ def _take_images(cache: PreparedCache, rows: np.ndarray) -> np.ndarray:
     path = cache_dir() / "cells" / f"{key}.u8"
     shape = (len(rows), s, s)
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
             for start in range(0, len(rows), 4096):
                 out[start : start + 4096] = cache.images[rows[start : start + 4096]]
             out.flush()
             del out
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
     return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
 
 

@@ -217,19 +217,12 @@ def save_gallery_png(path: str | Path, panels: list[dict[str, Any]], columns: in
 
 
 def _save_fig(fig: Any, path: Path) -> None:
-    import os
-    import tempfile
-
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
+    from chexbench.atomic import atomic_path
+
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)

@@ -4,13 +4,12 @@ reliability diagrams and pretraining loss curves. Each figure is written atomica
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from chexbench.atomic import atomic_path
 from chexbench.reports.aggregate import LoadedResults
 from chexbench.reports.leaderboard import Tables
 
@@ -27,15 +26,9 @@ def _pyplot():
 def save_figure(fig, path: Path) -> Path:
     """Save ``fig`` as PNG through a temp file + rename; closes the figure."""
     plt = _pyplot()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
     finally:
         plt.close(fig)
     return path
