@@ -73,10 +73,32 @@ def convstem_channels(stem_convs: int, first: int, cap: int) -> tuple[int, ...]:
 
 
 class _ConvStemSpec(VitSpec):
+    """A timm ViT whose patch embedding is a :class:`ConvStem`; subclasses set the widths."""
+
     conv_stem = True
     head_prefixes = ("head.",)
     first_conv_keys = ("patch_embed.stem.0.weight",)
     size_multiple = 16
+    embed_dim: int = 768
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    stem_widths: tuple[int, int] = (64, 512)  # first conv width, cap of the doubling widths
+
+    def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
+        from timm.models.vision_transformer import VisionTransformer
+
+        convs = int(options["stem_convs"])
+        return VisionTransformer(
+            img_size=image_size,
+            patch_size=2**convs,
+            in_chans=1,
+            num_classes=0,
+            embed_dim=self.embed_dim,
+            depth=int(options["depth"]),
+            num_heads=self.num_heads,
+            mlp_ratio=self.mlp_ratio,
+            embed_layer=partial(ConvStem, channels=convstem_channels(convs, *self.stem_widths)),
+        )
 
 
 class VitB16ConvStem(_ConvStemSpec):
@@ -87,43 +109,16 @@ class VitB16ConvStem(_ConvStemSpec):
     )
     options: dict[str, Any] = {"stem_convs": 4, "depth": 11}
 
-    def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
-        from timm.models.vision_transformer import VisionTransformer
-
-        convs = int(options["stem_convs"])
-        return VisionTransformer(
-            img_size=image_size,
-            patch_size=2**convs,
-            in_chans=1,
-            num_classes=0,
-            embed_dim=768,
-            depth=int(options["depth"]),
-            num_heads=12,
-            embed_layer=partial(ConvStem, channels=convstem_channels(convs, 64, 512)),
-        )
-
 
 class VitConvStemTiny(_ConvStemSpec):
     name = "vit_convstem_tiny"
     description = "ConvStem ViT at CPU size (3× conv stem stride 8, 24–96 channels, width 96, depth 3): for tests and smoke runs"
     size_multiple = 8
     options: dict[str, Any] = {"stem_convs": 3, "depth": 3}
-
-    def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
-        from timm.models.vision_transformer import VisionTransformer
-
-        convs = int(options["stem_convs"])
-        return VisionTransformer(
-            img_size=image_size,
-            patch_size=2**convs,
-            in_chans=1,
-            num_classes=0,
-            embed_dim=96,
-            depth=int(options["depth"]),
-            num_heads=3,
-            mlp_ratio=2.0,
-            embed_layer=partial(ConvStem, channels=convstem_channels(convs, 24, 96)),
-        )
+    embed_dim = 96
+    num_heads = 3
+    mlp_ratio = 2.0
+    stem_widths = (24, 96)
 
 
 BACKBONES.add("vit_b16_convstem", VitB16ConvStem(), VitB16ConvStem.description)

@@ -21,22 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from chexbench.datasets.labels import CHEXPERT_COLUMNS as LOADER_CHEXPERT_COLUMNS
 from chexbench.datasets.labels import NIH_FINDINGS
 
-#: CheXpert native label columns → harmonized names (findings the phantom draws)
+#: CheXpert native label columns → harmonized names (findings the phantom draws: the loader's
+#: table without "No Finding", which follows from the others, and "Pleural Other")
 CHEXPERT_COLUMNS: dict[str, str] = {
-    "Enlarged Cardiomediastinum": "enlarged_cardiomediastinum",
-    "Cardiomegaly": "cardiomegaly",
-    "Lung Opacity": "lung_opacity",
-    "Lung Lesion": "lung_lesion",
-    "Edema": "edema",
-    "Consolidation": "consolidation",
-    "Pneumonia": "pneumonia",
-    "Atelectasis": "atelectasis",
-    "Pneumothorax": "pneumothorax",
-    "Pleural Effusion": "pleural_effusion",
-    "Fracture": "fracture",
-    "Support Devices": "support_devices",
+    column: label for column, label in LOADER_CHEXPERT_COLUMNS.items() if label not in ("no_finding", "pleural_other")
 }
 #: NIH ``Finding Labels`` names → harmonized names
 NIH_LABELS: dict[str, str] = NIH_FINDINGS
