@@ -53,13 +53,6 @@ ONLY = ["--only", "strategy=scratch", "--only", "backbone=vit_tiny", "--only", "
 MOCO = ["--only", "strategy=mocov2", "--only", "backbone=resnet_tiny", "--only", "protocol=linear"]
 
 
-@pytest.fixture()
-def cache(tmp_path_factory, monkeypatch):
-    path = tmp_path_factory.getbasetemp() / "e2e-cache"
-    monkeypatch.setenv("CHEXBENCH_CACHE", str(path))
-    return path
-
-
 def test_torchrun_grid_writes_each_record_once_and_matches_one_process(tmp_path, cache):
     grid_file = tmp_path / "tiny-ddp.toml"
     grid_file.write_text(GRID_TOML)

@@ -29,13 +29,6 @@ GRID = {
 }
 
 
-@pytest.fixture()
-def cache(tmp_path_factory, monkeypatch):
-    path = tmp_path_factory.getbasetemp() / "e2e-cache"
-    monkeypatch.setenv("CHEXBENCH_CACHE", str(path))
-    return path
-
-
 def _ctx(results, cache) -> RunContext:
     return RunContext(torch.device("cpu"), results, cache)
 

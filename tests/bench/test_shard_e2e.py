@@ -43,13 +43,6 @@ size = 64
 
 
 @pytest.fixture()
-def cache(tmp_path_factory, monkeypatch):
-    path = tmp_path_factory.getbasetemp() / "e2e-cache"  # shared with the other end-to-end tests
-    monkeypatch.setenv("CHEXBENCH_CACHE", str(path))
-    return path
-
-
-@pytest.fixture()
 def grid_file(tmp_path) -> Path:
     path = tmp_path / "tiny-shards.toml"
     path.write_text(GRID_TOML)

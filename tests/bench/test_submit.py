@@ -35,11 +35,10 @@ size = 64
 
 
 @pytest.fixture()
-def cache(tmp_path_factory, monkeypatch):
-    path = tmp_path_factory.getbasetemp() / "e2e-cache"
-    monkeypatch.setenv("CHEXBENCH_CACHE", str(path))
+def cache(cache, monkeypatch):
+    """The shared end-to-end cache (tests/bench/conftest.py), with one OpenMP thread per job."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    return path
+    return cache
 
 
 @pytest.mark.slow
