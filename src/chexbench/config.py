@@ -120,6 +120,12 @@ class CellConfig:
     def config_hash(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
+    @property
+    def configuration_hash(self) -> str:
+        """sha256 of the resolved config *without* the seed: the cells that differ only in their
+        fine-tuning seed share it, and only they are pooled over seeds by the report."""
+        return configuration_hash(self.to_dict())
+
     def axis_values(self) -> dict[str, Any]:
         return {a: getattr(self, a) for a in AXES}
 
@@ -134,6 +140,47 @@ class CellConfig:
         d = dict(d)
         d["settings"] = Settings(**d.get("settings", {}))
         return cls(**d)
+
+
+#: keys of a resolved config that are not part of its configuration (seeds are pooled over)
+NOT_CONFIGURATION_KEYS = frozenset({"seed", "grid"})
+#: resolved-config sections and the grid key prefix that sets them (``strategy_options`` ← ``strategy.X``)
+_GRID_PREFIX = {"settings": "settings", "strategy_options": "strategy", "backbone_options": "backbone",
+                "dataset_options": "dataset", "protocol_options": "protocol"}
+
+
+def configuration_hash(config: dict[str, Any]) -> str:
+    """sha256 of a resolved config dict (``CellConfig.to_dict()`` or a record's parsed
+    ``config_json``) without its seed and grid name: the identity of a configuration."""
+    rest = {k: v for k, v in config.items() if k not in NOT_CONFIGURATION_KEYS}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def configuration_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config dict flattened to grid keys, seed and grid name left out:
+    ``{"strategy": "simclr", …, "settings.lr": 0.001, "strategy.temperature": 0.1, …}``."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in NOT_CONFIGURATION_KEYS:
+            continue
+        if isinstance(value, dict):
+            prefix = _GRID_PREFIX.get(key, key)
+            for sub, v in _flatten(value, prefix).items():
+                out[sub] = v
+        else:
+            out[key] = value
+    return out
+
+
+def _flatten(d: dict[str, Any], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        name = f"{prefix}.{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, name))
+        else:
+            out[name] = v
+    return out
 
 
 @dataclass

@@ -77,6 +77,7 @@ def base_record(cell: CellConfig, device: torch.device) -> dict[str, Any]:
         **cell.axis_values(),
         "config_json": cell.canonical_json(),
         "config_hash": cell.config_hash,
+        "configuration_hash": cell.configuration_hash,
         "status": "failed",
         "failure_reason": "",
         "eval_labels_json": "[]",

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from chexbench.atomic import atomic_path
-from chexbench.config import RESULTS_SCHEMA_VERSION
+from chexbench.config import RESULTS_SCHEMA_VERSION, configuration_hash
 
 #: Columns of a cell record, in order. ``*_json`` columns hold JSON strings.
 RECORD_COLUMNS: tuple[str, ...] = (
@@ -37,6 +37,7 @@ RECORD_COLUMNS: tuple[str, ...] = (
     "seed",  # int
     "config_json",  # resolved CellConfig as canonical JSON
     "config_hash",  # sha256 of config_json
+    "configuration_hash",  # sha256 of config_json without the seed (config.configuration_hash): seeds of one configuration share it
     "status",  # "ok" | "failed"
     "failure_reason",  # str, "" when ok
     "eval_labels_json",  # list of the dataset's evaluation labels
@@ -102,7 +103,11 @@ class ResultStore:
 
     # -- writing --------------------------------------------------------------------------
     def write(self, record: dict[str, Any], predictions: pd.DataFrame | None) -> None:
-        """Store one finished (or failed) cell: predictions first, then the record."""
+        """Store one finished (or failed) cell: predictions first, then the record.
+
+        ``configuration_hash`` may be left out: it is derived from ``config_json``."""
+        if "configuration_hash" not in record and isinstance(record.get("config_json"), str):
+            record = {**record, "configuration_hash": record_configuration_hash(record["config_json"])}
         missing = [c for c in RECORD_COLUMNS if c not in record]
         if missing:
             raise ValueError(f"record lacks columns: {missing}")
@@ -148,6 +153,12 @@ class ResultStore:
     def remove(self, cell_id: str) -> None:
         self.record_path(cell_id).unlink(missing_ok=True)
         self.predictions_path(cell_id).unlink(missing_ok=True)
+
+
+def record_configuration_hash(config_json: str) -> str:
+    """The configuration hash of a stored record, from its ``config_json`` (records written
+    before the ``configuration_hash`` column existed get theirs this way)."""
+    return configuration_hash(json.loads(config_json))
 
 
 def decode_json_columns(records: pd.DataFrame) -> list[dict[str, Any]]:

@@ -1,20 +1,30 @@
 """From a results directory to scored cells: records, predictions, shared resamples.
 
-Cells whose test split holds the same images (same dataset, same test image ids) form one
-test set and share one set of patient resamples, drawn from (its patient set, ``seed``):
-every per-label and paired statistic of the report is computed on those shared resamples.
+A *configuration* is a cell's full resolved config without its seed (and grid name),
+identified by ``configuration_hash``; only the cells of one configuration are pooled over
+seeds. Two ok cells of the same configuration and seed (e.g. written under two results-schema
+versions) are not averaged: the newer one (``created_at``) is kept, the other is listed as
+superseded in the report.
+
+Cells whose test split holds the same images *with the same truth* (``y_true``) form one test
+set: only they are paired. Patient resamples are drawn from (patient set, ``seed``) alone, so
+every per-label and paired statistic uses the same resampled patients, whatever else is in the
+results folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from chexbench.bench.store import ResultStore
+from chexbench.bench.store import ResultStore, record_configuration_hash
+from chexbench.config import configuration_keys
 from chexbench.errors import DataError
 from chexbench.reports.bootstrap import (
     CellScores,
@@ -23,12 +33,15 @@ from chexbench.reports.bootstrap import (
     draw_patient_resamples,
     patient_set_key,
     score_predictions,
+    truth_key,
 )
 from chexbench.reports.calibration import cell_calibration
 
 SKIPPED_COLUMNS = ("cell_id", "grid", "strategy", "backbone", "dataset", "protocol", "label_fraction", "seed", "reason")
 PRETRAIN_COLUMNS = ("run_id", "strategy", "backbone", "epoch", "step", "loss", "probe_auroc")
 CONFIG_AXES = ("dataset", "protocol", "label_fraction", "backbone", "strategy")
+SUPERSEDED_COLUMNS = ("cell_id", "kept_cell_id", "configuration_hash", "strategy", "backbone", "dataset", "protocol",
+                      "label_fraction", "seed", "created_at", "kept_created_at")
 
 
 @dataclass
@@ -37,6 +50,8 @@ class TestSet:
 
     key: str
     dataset: str
+    images_key: str  # hash of the test image ids
+    truth_key: str  # hash of the (image, label, y_true) rows
     resamples: PatientResamples
     n_images: int
     n_patients: int
@@ -63,6 +78,8 @@ class LoadedResults:
     test_set_of: dict[str, str]  # cell_id → test set key
     n_boot: int
     seed: int
+    configurations: dict[str, dict[str, Any]] = field(default_factory=dict)  # configuration_hash → its grid keys
+    superseded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(SUPERSEDED_COLUMNS)))
 
     def predictions(self, cell_id: str) -> pd.DataFrame:
         return ResultStore(self.root).predictions(cell_id)
@@ -116,6 +133,39 @@ def _read_predictions(path: Path) -> pd.DataFrame | str:
     return preds
 
 
+def _configurations(records: pd.DataFrame, root: Path) -> tuple[pd.Series, dict[str, dict[str, Any]]]:
+    """Each record's configuration hash (derived from ``config_json``, so records written before
+    the column existed work too) and each configuration's grid keys."""
+    hashes, configs = [], {}
+    for rec in records.itertuples(index=False):
+        try:
+            config = json.loads(rec.config_json)
+            if not isinstance(config, dict):
+                raise ValueError("not a JSON object")
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{root / 'records' / (str(rec.cell_id) + '.parquet')}: column 'config_json' is not a config ({e})") from None
+        h = record_configuration_hash(rec.config_json)
+        hashes.append(h)
+        configs.setdefault(h, configuration_keys(config))
+    return pd.Series(hashes, index=records.index, dtype=object), configs
+
+
+def _drop_duplicate_seeds(candidates: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
+    """Among ok records, one per (configuration, seed): the newest by ``created_at`` (then
+    schema version, then cell id). Returns the kept cell ids and the superseded rows."""
+    order = candidates.sort_values(["created_at", "schema_version", "cell_id"], kind="stable")
+    kept: list[str] = []
+    dropped = []
+    for _, g in order.groupby(["configuration_hash", "seed"], sort=False):
+        winner = g.iloc[-1]
+        kept.append(str(winner["cell_id"]))
+        for _, r in g.iloc[:-1].iterrows():
+            dropped.append({**{c: r[c] for c in SUPERSEDED_COLUMNS if c in r.index and c != "kept_cell_id"},
+                            "kept_cell_id": winner["cell_id"], "kept_created_at": winner["created_at"]})
+    superseded = pd.DataFrame(dropped, columns=list(SUPERSEDED_COLUMNS))
+    return kept, superseded.sort_values("cell_id").reset_index(drop=True)
+
+
 def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResults:
     """Read records, skipped cells, pretraining logs; score every ok cell's test predictions."""
     root = Path(results_dir)
@@ -129,15 +179,23 @@ def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResul
     records = records.sort_values(list(CONFIG_AXES) + ["seed", "cell_id"]).reset_index(drop=True)
     skipped = skipped[~skipped["cell_id"].isin(records["cell_id"])].reset_index(drop=True)  # ran since
     records["eval_labels"] = records["eval_labels_json"].map(_eval_labels)
+    records["configuration_hash"], configurations = _configurations(records, root)
+    ok_records = records[records["status"] == "ok"]
+    has_predictions = ok_records["cell_id"].map(lambda c: store.predictions_path(c).exists())
+    kept, superseded = _drop_duplicate_seeds(ok_records[has_predictions.astype(bool)])
+    superseded_ids = set(superseded["cell_id"])
 
     failed_rows, ok_ids = [], []
     test_sets: dict[str, TestSet] = {}
     test_set_of: dict[str, str] = {}
     scores: dict[str, CellScores] = {}
     calibration: dict[str, pd.DataFrame] = {}
+    resamples: dict[str, PatientResamples] = {}
     for rec in records.itertuples(index=False):
         if rec.status != "ok":
             failed_rows.append(rec._asdict())
+            continue
+        if rec.cell_id in superseded_ids:
             continue
         path = store.predictions_path(rec.cell_id)
         preds = _read_predictions(path)
@@ -147,14 +205,20 @@ def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResul
             failed_rows.append(row)
             continue
         test = preds[preds["split"] == "test"]
-        # cells are paired only on the same test images; resamples depend on the patient set
-        # alone, so two image sets of the same patients still get identical resamples
-        key = f"{rec.dataset}:{patient_set_key(test['image_id'])}"
+        # cells are paired only on the same test images with the same truth; resamples depend
+        # on the patient set alone, so every test set of the same patients gets identical resamples
+        images, truth = patient_set_key(test["image_id"]), truth_key(test)
+        key = f"{rec.dataset}:{images}:{truth}"
         if key not in test_sets:
+            patients = patient_set_key(test["patient_id"])
+            if patients not in resamples:
+                resamples[patients] = draw_patient_resamples(test["patient_id"], n_boot, seed)
             test_sets[key] = TestSet(
                 key=key,
                 dataset=rec.dataset,
-                resamples=draw_patient_resamples(test["patient_id"], n_boot, seed),
+                images_key=images,
+                truth_key=truth,
+                resamples=resamples[patients],
                 n_images=int(test["image_id"].nunique()),
                 n_patients=int(test["patient_id"].nunique()),
             )
@@ -180,4 +244,14 @@ def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResul
         test_set_of=test_set_of,
         n_boot=n_boot,
         seed=seed,
+        configurations={h: c for h, c in configurations.items() if h in set(ok["configuration_hash"])},
+        superseded=superseded,
     )
+
+
+def configuration_stream(seed: int, configuration_hash: str) -> np.random.Generator:
+    """The random stream of one configuration's seed level (two-level bootstrap): derived from
+    the report's seed and the configuration alone, so a configuration's interval (and a
+    comparison of two configurations) does not depend on what else is in the results folder."""
+    digest = int(hashlib.sha256(str(configuration_hash).encode()).hexdigest()[:16], 16)
+    return np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED, digest]))

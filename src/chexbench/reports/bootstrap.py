@@ -57,6 +57,18 @@ def patient_set_key(patient_ids: np.ndarray | pd.Series) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
 
+def truth_key(predictions: pd.DataFrame) -> str:
+    """A short hash of a test split's (image_id, label, y_true) rows, masked values included:
+    two cells are paired only when it agrees (same images *and* the same truth: two
+    uncertainty policies give different truths on the same images)."""
+    df = pd.DataFrame({"image_id": predictions["image_id"].astype(str).to_numpy(),
+                       "label": predictions["label"].astype(str).to_numpy(),
+                       "y_true": predictions["y_true"].to_numpy(dtype=float)})
+    df = df.sort_values(["image_id", "label"], kind="stable")
+    hashed = pd.util.hash_pandas_object(df, index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
+
+
 def draw_patient_resamples(patient_ids: np.ndarray | pd.Series, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) -> PatientResamples:
     """Draw ``n_boot`` resamples of the unique patients; reproducible from (patient set, seed).
 

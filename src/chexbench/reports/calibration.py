@@ -139,7 +139,7 @@ def reliability_figures(results, tables, figures_dir: Path) -> list[tuple[str, P
         ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
         ax.plot(rel.mean_predicted, rel.observed, "o-", color="tab:red", ms=3, lw=1, label="mean predicted → observed")
         ax.set_ylabel("fraction positive")
-        ax.set_title(f"{dataset} · {protocol} · {best['strategy']}/{best['backbone']}\nECE = {rel.ece:.3f} ({len(labels)} labels pooled)", fontsize=9)
+        ax.set_title(f"{dataset} · {protocol} · {best['configuration_label']}/{best['backbone']}\nECE = {rel.ece:.3f} ({len(labels)} labels pooled)", fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
         axh.bar(centers, rel.count, width=width * 0.9, color="grey")
         axh.set_xlabel("predicted probability")

@@ -9,6 +9,8 @@ variance sums each image's influence over labels before squaring (``delong.auroc
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
@@ -40,12 +42,12 @@ def delong_crosscheck(results: LoadedResults, tables: Tables) -> pd.DataFrame:
     if lb.empty:
         return pd.DataFrame(rows)
     cache: dict[str, pd.DataFrame] = {}
-    index = {tuple(r[k] for k in ("dataset", "protocol", "label_fraction", "backbone", "strategy")): r for _, r in lb.iterrows()}
+    index = {r["configuration_hash"]: r for _, r in lb.iterrows()}
     for _, r in lb.iterrows():
         if r["strategy"] == tables.baseline or not np.isfinite(r["delta"]):
             continue
-        base = index[(r["dataset"], r["protocol"], r["label_fraction"], r["backbone"], tables.baseline)]
-        labels = tables.macro_labels[r["dataset"]]
+        base = index[r["baseline_configuration"]]
+        labels = json.loads(r["labels"])
         cell_a, cell_b = r["cell_ids"].split(",")[0], base["cell_ids"].split(",")[0]
         sa, sb = results.scores[cell_a], results.scores[cell_b]
         boot = paired_delta(macro_point(sa, labels), macro_point(sb, labels), macro_replicates(sa, labels), macro_replicates(sb, labels))
@@ -60,7 +62,7 @@ def delong_crosscheck(results: LoadedResults, tables: Tables) -> pd.DataFrame:
         boot_width = boot.ci_high - boot.ci_low
         rows.append({
             "dataset": r["dataset"], "protocol": r["protocol"], "label_fraction": r["label_fraction"],
-            "backbone": r["backbone"], "strategy": r["strategy"], "cell_a": cell_a, "cell_b": cell_b,
+            "backbone": r["backbone"], "strategy": r["strategy"], "configuration_label": r["configuration_label"], "cell_a": cell_a, "cell_b": cell_b,
             "delta": boot.delta, "bootstrap_ci_low": boot.ci_low, "bootstrap_ci_high": boot.ci_high,
             "delong_ci_low": boot.delta - Z95 * se_images, "delong_ci_high": boot.delta + Z95 * se_images,
             "clustered_ci_low": boot.delta - Z95 * se_patients, "clustered_ci_high": boot.delta + Z95 * se_patients,

@@ -1,28 +1,46 @@
 """Scored cells → leaderboard tables: one row per configuration (seeds pooled), Δ vs baseline.
 
-A *configuration* is (dataset, protocol, label_fraction, backbone, strategy); its cells are
-its seeds. Macro metrics average a dataset's evaluation labels that are defined (both
-classes present) on the test set of every cell of that dataset, so all rows of one dataset
-average the same labels.
+A *configuration* is a cell's resolved config without its seed (``configuration_hash``); its
+cells are its seeds. Two configurations may share the five axes (dataset, protocol, label
+fraction, backbone, strategy) and differ in another key: a swept option axis
+(``protocol.topk``, ``strategy.temperature``, ``settings.uncertainty`` …) or a setting changed
+between two runs into the same folder. Such keys (``split_keys``) become columns of every
+table, named after the grid key; they are never averaged over.
+
+A configuration's macro metric averages the evaluation labels defined (both classes present)
+on its own test set, so a number depends only on its own cells.
 
 Comparison families (for the corrections):
 - *headline*: every macro-AUROC Δ vs the baseline strategy in the report (all datasets,
   protocols, label fractions, backbones) — Holm and BH over that one family;
+- *summary*: in each group of configurations that differ only in the strategy (and its
+  options), the top point estimate vs each other one — Holm over all of them;
 - *per-label*: every per-label AUROC Δ vs the baseline — BH over that family (exploratory).
+
+Every random stream is derived from what it belongs to: patient resamples from the test set's
+patients, the seed level of the two-level bootstrap from the configuration
+(``aggregate.configuration_stream``). A number is therefore reproduced exactly by any report
+that contains its cells.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from chexbench.reports.aggregate import CONFIG_AXES, LoadedResults
+from chexbench.reports.aggregate import CONFIG_AXES, LoadedResults, configuration_stream
 from chexbench.reports.bootstrap import macro_point, macro_replicates
 from chexbench.reports.compare import adjust_p_values, paired_delta
 from chexbench.reports.seeds import SeedSummary, combine_seeds
+
+#: the axes every table already shows; other varying keys get their own column
+AXIS_KEYS = frozenset(CONFIG_AXES)
+SIGNIFICANCE = 0.05
 
 
 @dataclass
@@ -31,89 +49,181 @@ class Tables:
 
     leaderboard: pd.DataFrame  # one row per configuration
     per_label: pd.DataFrame  # one row per configuration × evaluation label
-    macro_labels: dict[str, list[str]]  # dataset → labels in the macro average
-    undefined_labels: dict[str, dict[str, str]]  # dataset → label → why it is left out
+    macro_labels: dict[str, list[str]]  # dataset → labels in the macro of every test set of that dataset
+    undefined_labels: dict[str, dict[str, str]]  # dataset → label → why it is left out (of some test set)
     baseline: str
+    split_keys: list[str] = field(default_factory=list)  # grid keys telling configurations of the same axes apart
+    varying_keys: list[str] = field(default_factory=list)  # every non-axis grid key that varies (leaderboard.csv)
+    summary: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per group of competing strategies
+    test_set_labels: dict[str, list[str]] = field(default_factory=dict)  # test set key → macro labels
+    test_set_undefined: dict[str, dict[str, str]] = field(default_factory=dict)  # test set key → label → why not
 
 
-def macro_label_sets(results: LoadedResults) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
-    """Per dataset: the evaluation labels defined in every ok cell, and why the others are not."""
+def display_value(value: Any) -> str:
+    """A config value as a table shows it; ``default`` where the key is not set."""
+    if value is None:
+        return "default"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def varying_keys(configurations: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(every non-axis key whose value differs between configurations, the subset that differs
+    between two configurations with the same five axes: these must be shown to tell rows apart)."""
+    keys = sorted({k for c in configurations.values() for k in c} - AXIS_KEYS)
+    values = {h: {k: display_value(c.get(k)) for k in keys} for h, c in configurations.items()}
+    varying = [k for k in keys if len({v[k] for v in values.values()}) > 1]
+    by_axes: dict[tuple, list[str]] = {}
+    for h, c in configurations.items():
+        by_axes.setdefault(tuple(str(c.get(a)) for a in CONFIG_AXES), []).append(h)
+    split = [k for k in varying if any(len({values[h][k] for h in hs}) > 1 for hs in by_axes.values())]
+    return varying, split
+
+
+def configuration_label(strategy: str, keys: dict[str, str], split_keys: list[str]) -> str:
+    """``simclr`` or ``simclr · strategy.temperature=0.1`` (the split keys, in order)."""
+    extra = [f"{k}={keys[k]}" for k in split_keys]
+    return " · ".join([strategy, *extra])
+
+
+def test_set_label_sets(results: LoadedResults) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
+    """Per test set: the evaluation labels defined in its cells, and why the others are not."""
     labels: dict[str, list[str]] = {}
     undefined: dict[str, dict[str, str]] = {}
-    for dataset, recs in results.ok.groupby("dataset", sort=True):
+    for key, ts in sorted(results.test_sets.items()):
         order: list[str] = []
         why: dict[str, str] = {}
-        for cell_id in recs["cell_id"]:
+        for cell_id in ts.cell_ids:
             for name, ls in results.scores[cell_id].labels.items():
                 if name not in order:
                     order.append(name)
                 if not ls.defined and name not in why:
                     why[name] = f"{ls.reason} ({ls.n_pos} pos / {ls.n_neg} neg)"
-        labels[str(dataset)] = [k for k in order if k not in why]
-        undefined[str(dataset)] = why
+        labels[key] = [k for k in order if k not in why]
+        undefined[key] = why
     return labels, undefined
 
 
-def _summaries(results: LoadedResults, cell_ids: list[str], labels: list[str], rng: np.random.Generator) -> dict[str, SeedSummary]:
-    """Macro AUROC/AUPRC and per-label AUROC/AUPRC summaries over the seeds ``cell_ids``."""
+def macro_label_sets(results: LoadedResults) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
+    """Per dataset: the labels in the macro of every one of its test sets, and why the others are not."""
+    ts_labels, ts_undefined = test_set_label_sets(results)
+    labels: dict[str, list[str]] = {}
+    undefined: dict[str, dict[str, str]] = {}
+    for key, ts in sorted(results.test_sets.items()):
+        if ts.dataset in labels:
+            labels[ts.dataset] = [k for k in labels[ts.dataset] if k in ts_labels[key]]
+        else:
+            labels[ts.dataset] = list(ts_labels[key])
+        for name, why in ts_undefined[key].items():
+            undefined.setdefault(ts.dataset, {}).setdefault(name, why)
+        undefined.setdefault(ts.dataset, {})
+    return labels, undefined
+
+
+def _summaries(results: LoadedResults, cell_ids: list[str], labels: list[str], configuration_hash: str) -> dict[str, SeedSummary]:
+    """Macro AUROC/AUPRC and per-label AUROC/AUPRC summaries over the seeds ``cell_ids``.
+
+    Every summary of a configuration draws its seeds from the configuration's own stream
+    (the same draws for every metric), never from a stream shared with other configurations."""
     cells = [results.scores[c] for c in cell_ids]
     out: dict[str, SeedSummary] = {}
+
+    def stream() -> np.random.Generator:
+        return configuration_stream(results.seed, configuration_hash)
+
     for metric in ("auroc", "auprc"):
         out[f"macro_{metric}"] = combine_seeds(
             [macro_point(c, labels, metric) for c in cells],
             [macro_replicates(c, labels, metric) for c in cells],
-            rng,
+            stream(),
         )
         for label in cells[0].labels:
             if all(label in c.labels for c in cells):
                 out[f"{label}:{metric}"] = combine_seeds(
                     [getattr(c.labels[label], metric) for c in cells],
                     [getattr(c.labels[label], f"{metric}_boot") for c in cells],
-                    rng,
+                    stream(),
                 )
     return out
 
 
+@dataclass
+class _Configuration:
+    """One configuration's cells, keys and seed-pooled summaries (internal to build_tables)."""
+
+    hash: str
+    axes: dict[str, Any]
+    keys: dict[str, str]  # every varying key → display value
+    label: str
+    cell_ids: list[str]
+    seeds: list[int]
+    test_set: str
+    labels: list[str]
+    summaries: dict[str, SeedSummary]
+
+
 def build_tables(results: LoadedResults, baseline: str = "scratch") -> Tables:
-    """Leaderboard and per-label tables with seed-pooled intervals and Δ vs ``baseline``."""
+    """Leaderboard, per-label and summary tables with seed-pooled intervals and Δ vs ``baseline``."""
     macro_labels, undefined = macro_label_sets(results)
-    rng = np.random.default_rng(np.random.SeedSequence([results.seed, 7]))
-    summaries: dict[tuple, dict[str, SeedSummary]] = {}
-    meta: dict[tuple, dict] = {}
-    for key, recs in results.ok.groupby(list(CONFIG_AXES), sort=True):
-        cell_ids = list(recs.sort_values("seed")["cell_id"])
-        summaries[key] = _summaries(results, cell_ids, macro_labels[key[0]], rng)
-        keys = {results.test_set_of[c] for c in cell_ids}
-        meta[key] = {
-            "seeds": ",".join(str(s) for s in sorted(recs["seed"])),
-            "cell_ids": ",".join(cell_ids),
-            "config_hashes": ",".join(str(h)[:12] for h in recs.sort_values("seed")["config_hash"]),
-            "test_set": ",".join(sorted(keys)),
-            "n_test_images": results.test_sets[sorted(keys)[0]].n_images,
-            "n_test_patients": results.test_sets[sorted(keys)[0]].n_patients,
-        }
+    ts_labels, ts_undefined = test_set_label_sets(results)
+    varying, split = varying_keys(results.configurations)
+    configs: dict[str, _Configuration] = {}
+    ok = results.ok.sort_values([*CONFIG_AXES, "seed", "cell_id"])
+    for h, recs in ok.groupby("configuration_hash", sort=False):
+        cell_ids = list(recs["cell_id"])
+        test_keys = sorted({results.test_set_of[c] for c in cell_ids})
+        labels = [k for k in ts_labels[test_keys[0]] if all(k in ts_labels[t] for t in test_keys)]
+        cfg = results.configurations[h]
+        keys = {k: display_value(cfg.get(k)) for k in varying}
+        first = recs.iloc[0]
+        configs[h] = _Configuration(
+            hash=str(h),
+            axes={a: first[a] for a in CONFIG_AXES},
+            keys=keys,
+            label=configuration_label(str(first["strategy"]), keys, split),
+            cell_ids=cell_ids,
+            seeds=[int(s) for s in recs["seed"]],
+            test_set=",".join(test_keys),
+            labels=labels,
+            summaries=_summaries(results, cell_ids, labels, str(h)),
+        )
+    order = sorted(configs.values(), key=lambda c: (*(c.axes[a] for a in CONFIG_AXES), *(c.keys[k] for k in split)))
+    bases = {c.hash: _baseline_of(c, configs, split, baseline) for c in order}
 
     rows, label_rows = [], []
-    for key, summ in summaries.items():
-        config = dict(zip(CONFIG_AXES, key, strict=True))
-        base_key = (*key[:4], baseline)
-        row = {**config, **meta[key], "n_seeds": summ["macro_auroc"].n_seeds, "baseline": baseline}
+    for c in order:
+        summ = c.summaries
+        ts = results.test_sets[c.test_set.split(",")[0]]
+        base_hash, base_note = bases[c.hash]
+        row = {**c.axes, **c.keys, "configuration_label": c.label, "configuration_hash": c.hash,
+               "seeds": ",".join(str(s) for s in c.seeds), "cell_ids": ",".join(c.cell_ids), "test_set": c.test_set,
+               "n_test_images": ts.n_images, "n_test_patients": ts.n_patients,
+               "n_seeds": summ["macro_auroc"].n_seeds, "baseline": baseline, "baseline_configuration": base_hash}
         for metric in ("macro_auroc", "macro_auprc"):
             s = summ[metric]
             row.update({metric: s.mean, f"{metric}_sd": s.sd, f"{metric}_ci_low": s.ci_low, f"{metric}_ci_high": s.ci_high})
         row["n_degenerate"] = summ["macro_auroc"].n_degenerate
-        row.update(_calibration(results, meta[key]["cell_ids"].split(","), macro_labels[key[0]]))
+        row.update(_calibration(results, c.cell_ids, c.labels))
         row["n_boot"] = results.n_boot
-        row["labels"] = json.dumps(macro_labels[key[0]])
-        row.update(_delta(summaries, meta, key, base_key, "macro_auroc", baseline))
+        row["labels"] = json.dumps(c.labels)
+        row.update(_delta(c, configs.get(base_hash), base_note, "macro_auroc", results))
         rows.append(row)
-        for label in results.scores[meta[key]["cell_ids"].split(",")[0]].labels:
+        first_cell = results.scores[c.cell_ids[0]]
+        for label in first_cell.labels:
             if f"{label}:auroc" not in summ:
                 continue
             a, p = summ[f"{label}:auroc"], summ[f"{label}:auprc"]
-            first = results.scores[meta[key]["cell_ids"].split(",")[0]].labels[label]
+            first = first_cell.labels[label]
             lrow = {
-                **config,
+                **c.axes,
+                **c.keys,
+                "configuration_label": c.label,
+                "configuration_hash": c.hash,
                 "label": label,
                 "n_seeds": a.n_seeds,
                 "auroc": a.mean,
@@ -128,7 +238,7 @@ def build_tables(results: LoadedResults, baseline: str = "scratch") -> Tables:
                 "n_degenerate": a.n_degenerate,
                 "undefined_reason": first.reason,
             }
-            lrow.update(_delta(summaries, meta, key, base_key, f"{label}:auroc", baseline))
+            lrow.update(_delta(c, configs.get(base_hash), base_note, f"{label}:auroc", results))
             label_rows.append(lrow)
 
     leaderboard = pd.DataFrame(rows)
@@ -138,7 +248,116 @@ def build_tables(results: LoadedResults, baseline: str = "scratch") -> Tables:
         leaderboard["p_bh"] = adjust_p_values(leaderboard["p_value"], "bh")
     if not per_label.empty:
         per_label["p_bh"] = adjust_p_values(per_label["p_value"], "bh")
-    return Tables(leaderboard, per_label, macro_labels, undefined, baseline)
+    summary = _summary(order, split, results)
+    return Tables(leaderboard, per_label, macro_labels, undefined, baseline, split, varying, summary, ts_labels, ts_undefined)
+
+
+def _shared_keys(split: list[str]) -> list[str]:
+    """The split keys that a strategy's competitors must share (not the strategy's own options)."""
+    return [k for k in split if not k.startswith("strategy.")]
+
+
+def _baseline_of(c: _Configuration, configs: dict[str, _Configuration], split: list[str], baseline: str) -> tuple[str, str]:
+    """(hash of the baseline configuration that ``c`` is compared with, or "", and a note)."""
+    if c.axes["strategy"] == baseline:
+        return "", "baseline"
+    same_axes = [b for b in configs.values() if b.axes["strategy"] == baseline
+                 and all(b.axes[a] == c.axes[a] for a in ("dataset", "protocol", "label_fraction", "backbone"))]
+    if not same_axes:
+        return "", f"no '{baseline}' cell for this backbone/fraction"
+    shared = _shared_keys(split)
+    match = [b for b in same_axes if all(b.keys[k] == c.keys[k] for k in shared)]
+    if not match:
+        want = ", ".join(f"{k}={c.keys[k]}" for k in shared)
+        return "", f"no '{baseline}' configuration with {want}"
+    if len(match) > 1:
+        return "", f"{len(match)} '{baseline}' configurations match ({'; '.join(b.label for b in match)}): ambiguous"
+    return match[0].hash, ""
+
+
+def unpaired_reason(results: LoadedResults, test_set_a: str, test_set_b: str) -> str:
+    """Why two configurations are not paired ("" when they are: same images, same truth)."""
+    if test_set_a == test_set_b:
+        return ""
+    if "," in test_set_a or "," in test_set_b:
+        return "a configuration's seeds were tested on different test sets: not paired"
+    a, b = results.test_sets[test_set_a], results.test_sets[test_set_b]
+    if a.images_key != b.images_key:
+        return "different test images: not paired"
+    return "same test images but different y_true (another label policy): not paired"
+
+
+def _delta(c: _Configuration, base: _Configuration | None, note: str, metric: str, results: LoadedResults) -> dict:
+    """Δ vs baseline columns; NaN with a reason when there is nothing to compare."""
+    empty = {"delta": np.nan, "delta_ci_low": np.nan, "delta_ci_high": np.nan, "p_value": np.nan}
+    if base is None:
+        return {**empty, "delta_note": note}
+    why = unpaired_reason(results, c.test_set, base.test_set)
+    if why:
+        return {**empty, "delta_note": why}
+    a, b = c.summaries.get(metric), base.summaries.get(metric)
+    if a is None or b is None or not (np.isfinite(a.mean) and np.isfinite(b.mean)):
+        return {**empty, "delta_note": "undefined"}
+    if metric == "macro_auroc" and c.labels != base.labels:
+        return {**empty, "delta_note": "macro over different labels: not paired"}
+    d = paired_delta(a.mean, b.mean, a.replicates, b.replicates)
+    return {"delta": d.delta, "delta_ci_low": d.ci_low, "delta_ci_high": d.ci_high, "p_value": d.p_value, "delta_note": ""}
+
+
+def _summary(order: list[_Configuration], split: list[str], results: LoadedResults) -> pd.DataFrame:
+    """Per group of configurations that differ only in the strategy (and its options): the top
+    macro AUROC, and its paired test against every other one of the group. The top is "best"
+    only when every one of those tests is significant after Holm over the whole summary family."""
+    shared = _shared_keys(split)
+    groups: dict[tuple, list[_Configuration]] = {}
+    for c in order:
+        key = tuple(c.axes[a] for a in ("backbone", "dataset", "protocol", "label_fraction")) + tuple(c.keys[k] for k in shared)
+        groups.setdefault(key, []).append(c)
+    rows, tests = [], []
+    for key, members in groups.items():
+        row: dict[str, Any] = dict(zip(("backbone", "dataset", "protocol", "label_fraction"), key[:4], strict=True))
+        row.update(dict(zip(shared, key[4:], strict=True)))
+        defined = [c for c in members if np.isfinite(c.summaries["macro_auroc"].mean)]
+        row.update({"n_candidates": len(defined), "top_label": "", "top_hash": "", "verdict": "undefined"})
+        if defined:
+            top = sorted(defined, key=lambda c: (-c.summaries["macro_auroc"].mean, c.label))[0]
+            s = top.summaries["macro_auroc"]
+            row.update({"top_label": top.label, "top_strategy": top.axes["strategy"], "top_hash": top.hash,
+                        "macro_auroc": s.mean, "macro_auroc_ci_low": s.ci_low, "macro_auroc_ci_high": s.ci_high})
+            for other in defined:
+                if other is top:
+                    continue
+                why = unpaired_reason(results, top.test_set, other.test_set)
+                if not why and top.labels != other.labels:
+                    why = "macro over different labels: not paired"
+                t = {"group": len(rows), "other": other.label, "note": why, "delta": np.nan, "ci_low": np.nan,
+                     "ci_high": np.nan, "p_value": np.nan}
+                if not why:
+                    o = other.summaries["macro_auroc"]
+                    d = paired_delta(s.mean, o.mean, s.replicates, o.replicates)
+                    t.update({"delta": d.delta, "ci_low": d.ci_low, "ci_high": d.ci_high, "p_value": d.p_value})
+                tests.append(t)
+        rows.append(row)
+    tests_df = pd.DataFrame(tests, columns=["group", "other", "note", "delta", "ci_low", "ci_high", "p_value"])
+    tests_df["p_holm"] = adjust_p_values(tests_df["p_value"], "holm") if len(tests_df) else []
+    n_family = int(tests_df["p_value"].notna().sum())
+    for i, row in enumerate(rows):
+        row["n_family"] = n_family
+        if not row["top_label"]:
+            continue
+        mine = tests_df[tests_df["group"] == i]
+        if mine.empty:
+            row.update({"verdict": "only one", "closest": "", "closest_delta": np.nan, "closest_ci_low": np.nan,
+                        "closest_ci_high": np.nan, "closest_p_holm": np.nan, "closest_note": ""})
+            continue
+        unpaired = mine[mine["note"] != ""]
+        # the closest competitor: the untestable one first, else the one with the largest corrected p
+        worst = unpaired.iloc[0] if len(unpaired) else mine.sort_values(["p_holm", "other"], ascending=[False, True]).iloc[0]
+        row.update({"closest": worst["other"], "closest_delta": worst["delta"], "closest_ci_low": worst["ci_low"],
+                    "closest_ci_high": worst["ci_high"], "closest_p_holm": worst["p_holm"], "closest_note": worst["note"]})
+        significant = unpaired.empty and bool(((mine["p_holm"] < SIGNIFICANCE) & (mine["delta"] > 0)).all())
+        row["verdict"] = "best" if significant else ("not tested" if len(unpaired) else "no significant difference")
+    return pd.DataFrame(rows)
 
 
 def _calibration(results: LoadedResults, cell_ids: list[str], labels: list[str]) -> dict:
@@ -155,17 +374,8 @@ def _calibration(results: LoadedResults, cell_ids: list[str], labels: list[str])
     return {"macro_ece": means[0], "macro_sensitivity": means[1], "macro_specificity": means[2]}
 
 
-def _delta(summaries: dict, meta: dict, key: tuple, base_key: tuple, metric: str, baseline: str) -> dict:
-    """Δ vs baseline columns; NaN with a reason when there is nothing to compare."""
-    empty = {"delta": np.nan, "delta_ci_low": np.nan, "delta_ci_high": np.nan, "p_value": np.nan}
-    if key[4] == baseline:
-        return {**empty, "delta_note": "baseline"}
-    if base_key not in summaries:
-        return {**empty, "delta_note": f"no '{baseline}' cell for this backbone/fraction"}
-    if meta[key]["test_set"] != meta[base_key]["test_set"]:
-        return {**empty, "delta_note": "different test sets: not paired"}
-    a, b = summaries[key].get(metric), summaries[base_key].get(metric)
-    if a is None or b is None or not (np.isfinite(a.mean) and np.isfinite(b.mean)):
-        return {**empty, "delta_note": "undefined"}
-    d = paired_delta(a.mean, b.mean, a.replicates, b.replicates)
-    return {"delta": d.delta, "delta_ci_low": d.ci_low, "delta_ci_high": d.ci_high, "p_value": d.p_value, "delta_note": ""}
+def is_finite(x: Any) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False

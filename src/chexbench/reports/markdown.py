@@ -70,39 +70,73 @@ def significance_mark(row: pd.Series) -> str:
     return " ↑" if row["delta"] > 0 else " ↓"
 
 
+ONE_SEED_NOTE = "1 seed: seed variation not estimated (the interval covers test-sample variation only)."
+
+
 def leaderboard_cell(row: pd.Series) -> str:
     text = fmt_ci(row["macro_auroc"], row["macro_auroc_ci_low"], row["macro_auroc_ci_high"]) + significance_mark(row)
     if math.isfinite(row["macro_auroc"]):
         text += degenerate_mark(row["n_degenerate"], row["n_boot"])
     if row["n_seeds"] > 1:
         text += f" (±{fmt(row['macro_auroc_sd'])} sd, {row['n_seeds']} seeds)"
-    elif math.isfinite(row["macro_auroc"]):
-        text += " (1 seed: seed variation not estimated)"
     return text
 
 
+def seeds_note(n_seeds: Iterable[int]) -> str:
+    """The note under a table: said once, not in every cell."""
+    counts = {int(n) for n in n_seeds}
+    if counts == {1}:
+        return f"\n_Every row: {ONE_SEED_NOTE}_\n"
+    if 1 in counts:
+        return f"\n_Rows without ± sd: {ONE_SEED_NOTE}_\n"
+    return ""
+
+
+def key_columns(t: Tables, shared_only: bool = False) -> list[str]:
+    """The grid keys that tell configurations of the same axes apart (each its own column)."""
+    return [k for k in t.split_keys if not (shared_only and k.startswith("strategy."))]
+
+
 def summary_section(t: Tables) -> str:
-    lb = t.leaderboard
-    if lb.empty:
+    sm = t.summary
+    if t.leaderboard.empty or sm.empty:
         return "## Summary\n\nNo cell finished, so there is nothing to rank.\n"
+    keys = key_columns(t, shared_only=True)
+    n_family = int(sm["n_family"].iloc[0])
+    head = ("## Summary\n\n"
+            "Per row, the strategy with the highest macro AUROC is named **best** only when it is better than every "
+            "other strategy of the row in the paired bootstrap test on macro AUROC, after Holm correction over all "
+            f"{n_family} such comparison(s) of this summary (p < 0.05). Otherwise the row says "
+            "\"no significant difference\" and gives the top point estimate. Closest competitor: the comparison with "
+            "the largest corrected p.\n")
     rows = []
-    for (backbone, dataset, protocol, fraction), g in lb.groupby(["backbone", "dataset", "protocol", "label_fraction"], sort=True):
-        g = g[g["macro_auroc"].notna()]
-        if g.empty:
-            rows.append([backbone, dataset, protocol, fmt_fraction(fraction), "n/a (no defined macro AUROC)", "n/a", "n/a", "n/a"])
+    for r in sm.sort_values(["backbone", "dataset", "protocol", "label_fraction", *keys], kind="stable").to_dict("records"):
+        lead = [r["backbone"], r["dataset"], r["protocol"], fmt_fraction(r["label_fraction"]), *[r[k] for k in keys]]
+        if not r["top_label"]:
+            rows.append([*lead, "n/a (no defined macro AUROC)", "n/a", "n/a", "n/a"])
             continue
-        best = g.sort_values(["macro_auroc", "strategy"], ascending=[False, True]).iloc[0]
-        delta = "— (is the baseline)" if best["strategy"] == t.baseline else (
-            fmt_delta(best["delta"], best["delta_ci_low"], best["delta_ci_high"]) if math.isfinite(best["delta"]) else f"n/a ({best['delta_note']})"
-        )
-        rows.append([
-            backbone, dataset, protocol, fmt_fraction(fraction), f"`{best['strategy']}`",
-            fmt_ci(best["macro_auroc"], best["macro_auroc_ci_low"], best["macro_auroc_ci_high"]),
-            delta, fmt_p(best.get("p_holm", float("nan"))),
-        ])
-    header = ["backbone", "dataset", "protocol", "label fraction", "best strategy", "macro AUROC [95% CI]",
-              f"Δ vs `{t.baseline}` [95% CI]", "p (Holm)"]
-    return "## Summary\n\n" + table(header, rows) + "\n"
+        top = f"`{r['top_label']}`"
+        auroc = fmt_ci(r["macro_auroc"], r["macro_auroc_ci_low"], r["macro_auroc_ci_high"])
+        verdict = r["verdict"]
+        if verdict == "best":
+            best = f"**{top}**"
+        elif verdict == "only one":
+            best = f"{top} (the only strategy here: nothing to compare)"
+        elif verdict == "not tested":
+            best = f"not tested (top point estimate: {top})"
+        else:
+            best = f"no significant difference (top point estimate: {top})"
+        if verdict == "only one":
+            closest, delta, p = "—", "—", "—"
+        else:
+            closest = f"`{r['closest']}`"
+            delta = (fmt_delta(r["closest_delta"], r["closest_ci_low"], r["closest_ci_high"]) if not r["closest_note"]
+                     else f"n/a ({r['closest_note']})")
+            p = fmt_p(r["closest_p_holm"])
+        rows.append([*lead, best, auroc, closest, delta, p])
+    header = ["backbone", "dataset", "protocol", "label fraction", *keys, "best strategy", "top macro AUROC [95% CI]",
+              "closest competitor", "Δ top − closest [95% CI]", "p (Holm)"]
+    return head + "\n" + table(header, rows) + "\n"
 
 
 def leaderboard_section(t: Tables, results: LoadedResults) -> str:
@@ -112,24 +146,32 @@ def leaderboard_section(t: Tables, results: LoadedResults) -> str:
              "(paired bootstrap, Holm-corrected over the headline family, p < 0.05). " + DEGENERATE_NOTE + "\n"]
     if lb.empty:
         return "\n".join(parts) + "\nNo finished cells.\n"
+    keys = key_columns(t)
+    if keys:
+        parts.append("Configurations that share strategy, backbone, dataset, protocol and label fraction but differ in "
+                     f"{', '.join(f'`{k}`' for k in keys)} are separate rows, never pooled (`default`: not set in the grid).\n")
     for (dataset, protocol), g in lb.groupby(["dataset", "protocol"], sort=True):
         parts.append(f"### {dataset} · {protocol}\n")
-        labels = t.macro_labels.get(dataset, [])
-        parts.append(f"Macro over {len(labels)} label(s): {', '.join(labels) if labels else 'none'}.")
-        for label, why in t.undefined_labels.get(dataset, {}).items():
-            parts.append(f"Not in the macro: `{label}` is undefined on the test set — {why}.")
-        for key in sorted(set(g["test_set"])):
-            ts = results.test_sets[key.split(",")[0]]
-            parts.append(f"Test set: {ts.n_images} images from {ts.n_patients} patients ({ts.images_per_patient:.2f} images per patient).")
+        test_keys = sorted({k for ks in g["test_set"] for k in ks.split(",")})
+        for key in test_keys:
+            ts = results.test_sets[key]
+            labels = t.test_set_labels.get(key, [])
+            lead = f"Test set `{ts.images_key[:8]}/{ts.truth_key[:8]}`: " if len(test_keys) > 1 else "Test set: "
+            parts.append(f"{lead}{ts.n_images} images from {ts.n_patients} patients ({ts.images_per_patient:.2f} images per patient); "
+                         f"macro over {len(labels)} label(s): {', '.join(labels) if labels else 'none'}.")
+            for label, why in t.test_set_undefined.get(key, {}).items():
+                parts.append(f"Not in the macro: `{label}` is undefined on the test set — {why}.")
         parts.append("")
         backbones = sorted(g["backbone"].unique())
         for fraction, gf in g.groupby("label_fraction", sort=True):
             parts.append(f"Label fraction {fmt_fraction(fraction)}:\n")
             rows = []
-            for strategy, gs in gf.groupby("strategy", sort=True):
+            for _, gs in gf.groupby(["strategy", *keys], sort=True):
                 by_bb = {r["backbone"]: r for _, r in gs.iterrows()}
-                rows.append([f"`{strategy}`"] + [leaderboard_cell(by_bb[b]) if b in by_bb else "—" for b in backbones])
-            parts.append(table(["strategy", *backbones], rows) + "\n")
+                first = gs.iloc[0]
+                rows.append([f"`{first['strategy']}`", *[first[k] for k in keys]]
+                            + [leaderboard_cell(by_bb[b]) if b in by_bb else "—" for b in backbones])
+            parts.append(table(["strategy", *keys, *backbones], rows) + seeds_note(gf["n_seeds"]) + "\n")
     return "\n".join(parts)
 
 
@@ -139,21 +181,23 @@ def comparison_section(t: Tables) -> str:
     head = (
         f"## Paired comparisons vs `{t.baseline}`\n\n"
         "Δ macro AUROC = strategy − baseline on the same patient resamples (seeds resampled "
-        "independently in each arm). p: two-sided bootstrap p-value. Family for both corrections: "
+        "independently in each arm). Paired only on the same test images with the same `y_true`, and with the "
+        "baseline configuration that shares every other varying key. p: two-sided bootstrap p-value. Family for both corrections: "
         f"all {int(comp['p_value'].notna().sum()) if not comp.empty else 0} macro-AUROC comparisons "
         f"vs `{t.baseline}` in this report (every dataset, protocol, label fraction and backbone). "
         "Holm controls the family-wise error rate, BH the false discovery rate.\n"
     )
     if comp.empty:
         return head + "\nNothing to compare.\n"
+    keys = key_columns(t)
     rows = []
     for _, r in comp.iterrows():
         delta = fmt_delta(r["delta"], r["delta_ci_low"], r["delta_ci_high"])
         if not math.isfinite(r["delta"]):
             delta = f"n/a ({r['delta_note']})"
         rows.append([r["dataset"], r["protocol"], fmt_fraction(r["label_fraction"]), r["backbone"], f"`{r['strategy']}`",
-                     delta, fmt_p(r["p_value"]), fmt_p(r["p_holm"]), fmt_p(r["p_bh"])])
-    header = ["dataset", "protocol", "label fraction", "backbone", "strategy", "Δ macro AUROC [95% CI]", "p", "p Holm", "p BH"]
+                     *[r[k] for k in keys], delta, fmt_p(r["p_value"]), fmt_p(r["p_holm"]), fmt_p(r["p_bh"])])
+    header = ["dataset", "protocol", "label fraction", "backbone", "strategy", *keys, "Δ macro AUROC [95% CI]", "p", "p Holm", "p BH"]
     return head + "\n" + table(header, rows) + "\n"
 
 
@@ -167,24 +211,37 @@ def per_label_section(t: Tables, n_boot: int) -> str:
         return "\n".join(parts) + "\nNo finished cells.\n"
     for (dataset, protocol, fraction, backbone), g in pl.groupby(["dataset", "protocol", "label_fraction", "backbone"], sort=True):
         parts.append(f"### {dataset} · {protocol} · label fraction {fmt_fraction(fraction)} · {backbone}\n")
-        strategies = sorted(g["strategy"].unique())
+        configurations = list(dict.fromkeys(g.sort_values(["strategy", "configuration_label"])["configuration_label"]))
         rows = []
         for label in list(dict.fromkeys(g["label"])):
             gl = g[g["label"] == label]
-            first = gl.iloc[0]
-            counts = f"{first['n_pos']} / {first['n_neg']}"
-            by_s = {r["strategy"]: r for _, r in gl.iterrows()}
+            counts = sorted({f"{r['n_pos']} / {r['n_neg']}" for _, r in gl.iterrows()})
+            by_c = {r["configuration_label"]: r for _, r in gl.iterrows()}
             cells = []
-            for s in strategies:
-                if s not in by_s:
+            for c in configurations:
+                if c not in by_c:
                     cells.append("—")
                     continue
-                r = by_s[s]
+                r = by_c[c]
                 cells.append(fmt_ci(r["auroc"], r["auroc_ci_low"], r["auroc_ci_high"]) + degenerate_mark(r["n_degenerate"], n_boot)
                              if math.isfinite(r["auroc"]) else f"n/a ({r['undefined_reason']})")
-            rows.append([label, counts, *cells])
-        parts.append(table(["label", "test pos / neg", *[f"`{s}`" for s in strategies]], rows) + "\n")
+            rows.append([label, "; ".join(counts), *cells])
+        parts.append(table(["label", "test pos / neg", *[f"`{c}`" for c in configurations]], rows)
+                     + seeds_note(g.drop_duplicates("configuration_hash")["n_seeds"]) + "\n")
     return "\n".join(parts)
+
+
+def superseded_section(results: LoadedResults) -> str:
+    """Cells left out because a newer cell has the same configuration and seed ("" when none)."""
+    sup = results.superseded
+    if sup.empty:
+        return ""
+    head = ("## Superseded cells\n\nThese ok cells have the same configuration and seed as a newer cell (for example "
+            "written under an older results schema); the newer one (`created_at`) is used, these are not averaged in.\n")
+    rows = [[f"`{r.cell_id}`", f"`{r.kept_cell_id}`", r.strategy, r.backbone, r.dataset, r.protocol,
+             fmt_fraction(r.label_fraction), r.seed, r.created_at, r.kept_created_at] for r in sup.itertuples()]
+    return head + "\n" + table(["dropped cell", "kept cell", "strategy", "backbone", "dataset", "protocol", "label fraction",
+                                 "seed", "dropped created", "kept created"], rows) + "\n"
 
 
 def skipped_section(results: LoadedResults) -> str:
@@ -209,15 +266,16 @@ def failed_section(results: LoadedResults) -> str:
 
 def provenance_section(results: LoadedResults) -> str:
     head = ("## Appendix: provenance\n\nEvery number above comes from these cells; the config hash identifies the "
-            "resolved configuration, the cell id that plus the results-schema version.\n")
+            "resolved configuration, the configuration hash the same without the seed (the cells pooled over seeds share it), "
+            "the cell id the config hash plus the results-schema version.\n")
     recs = results.records
     if recs.empty:
         return head + "\nNo cell records.\n"
     rows = [[f"`{r.cell_id}`", r.status, r.strategy, r.backbone, r.dataset, r.protocol, fmt_fraction(r.label_fraction), r.seed,
-             f"`{str(r.config_hash)[:12]}`", r.grid, r.torch_version, r.timm_version, r.chexbench_version,
+             f"`{str(r.config_hash)[:12]}`", f"`{str(r.configuration_hash)[:12]}`", r.grid, r.torch_version, r.timm_version, r.chexbench_version,
              (str(r.git_sha)[:10] or "—") if r.git_sha else "—", r.device_name, r.created_at]
             for r in recs.itertuples()]
-    header = ["cell", "status", "strategy", "backbone", "dataset", "protocol", "label fraction", "seed", "config hash", "grid",
+    header = ["cell", "status", "strategy", "backbone", "dataset", "protocol", "label fraction", "seed", "config hash", "configuration", "grid",
               "torch", "timm", "chexbench", "git", "device", "created"]
     return head + "\n" + table(header, rows) + "\n"
 
@@ -230,7 +288,7 @@ def calibration_section(t: Tables, results: LoadedResults) -> str:
     lb = t.leaderboard
     if lb.empty:
         return head + "\nNo finished cells.\n"
-    rows = [[r.dataset, r.protocol, fmt_fraction(r.label_fraction), r.backbone, f"`{r.strategy}`",
+    rows = [[r.dataset, r.protocol, fmt_fraction(r.label_fraction), r.backbone, f"`{r.configuration_label}`",
              fmt_ci(r.macro_auroc, r.macro_auroc_ci_low, r.macro_auroc_ci_high),
              fmt_ci(r.macro_auprc, r.macro_auprc_ci_low, r.macro_auprc_ci_high),
              fmt(r.macro_ece), fmt(r.macro_sensitivity), fmt(r.macro_specificity)] for r in lb.itertuples()]
@@ -255,7 +313,7 @@ def crosscheck_section(cross: pd.DataFrame, t: Tables, results: LoadedResults) -
         head += (f"\n**Patients hold several images here** (up to {worst.images_per_patient:.2f} per patient on "
                  f"`{worst.dataset}`): DeLong's independence assumption fails, so its interval is too narrow and is "
                  "shown only as a check, never as the result.\n")
-    rows = [[r.dataset, r.protocol, fmt_fraction(r.label_fraction), r.backbone, f"`{r.strategy}`",
+    rows = [[r.dataset, r.protocol, fmt_fraction(r.label_fraction), r.backbone, f"`{r.configuration_label}`",
              fmt_delta(r.delta, r.bootstrap_ci_low, r.bootstrap_ci_high),
              f"[{r.delong_ci_low:+.3f}, {r.delong_ci_high:+.3f}]", f"[{r.clustered_ci_low:+.3f}, {r.clustered_ci_high:+.3f}]",
              fmt(r.delong_width_ratio, 2), fmt(r.clustered_width_ratio, 2)] for r in cross.itertuples()]

@@ -48,7 +48,7 @@ def forest_plot(tables: Tables, dataset: str, protocol: str, path: Path) -> Path
     if comp.empty:
         return None
     plt = _pyplot()
-    comp = comp.sort_values(["dataset", "protocol", "label_fraction", "backbone", "strategy"])
+    comp = comp.sort_values(["dataset", "protocol", "label_fraction", "backbone", "configuration_label"])
     n = len(comp)
     fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.32 * n))
     y = np.arange(n)[::-1]
@@ -59,7 +59,7 @@ def forest_plot(tables: Tables, dataset: str, protocol: str, path: Path) -> Path
     for yi, (d, err_lo, err_hi, c) in enumerate(zip(comp["delta"], lo, hi, colors, strict=True)):
         ax.errorbar(d, y[yi], xerr=[[err_lo], [err_hi]], fmt="o", color=c, capsize=3)
     ax.axvline(0, color="grey", lw=1, ls="--")
-    names = [f"f={r.label_fraction:g} · {r.backbone} · {r.strategy}" for r in comp.itertuples()]
+    names = [f"f={r.label_fraction:g} · {r.backbone} · {r.configuration_label}" for r in comp.itertuples()]
     ax.set_yticks(y, names, fontsize=8)
     ax.set_xlabel(f"Δ macro AUROC vs {tables.baseline} (95% CI; red: Holm p < 0.05)")
     ax.set_title(f"Paired differences vs baseline · {dataset} · {protocol}")
@@ -76,7 +76,7 @@ def fraction_curves(tables: Tables, dataset: str, protocol: str, path: Path) -> 
     backbones = sorted(g["backbone"].unique())
     fig, axes = plt.subplots(1, len(backbones), figsize=(4.2 * len(backbones), 3.4), squeeze=False, sharey=True)
     for ax, bb in zip(axes[0], backbones, strict=True):
-        for strategy, gs in g[g["backbone"] == bb].groupby("strategy", sort=True):
+        for strategy, gs in g[g["backbone"] == bb].groupby("configuration_label", sort=True):  # one line per configuration
             gs = gs.sort_values("label_fraction")
             line = ax.plot(gs["label_fraction"], gs["macro_auroc"], marker="o", label=strategy)[0]
             ax.fill_between(gs["label_fraction"], gs["macro_auroc_ci_low"], gs["macro_auroc_ci_high"], color=line.get_color(), alpha=0.2)
@@ -112,7 +112,7 @@ def roc_curves(results: LoadedResults, tables: Tables, dataset: str, protocol: s
             p = preds[preds["label"] == label]
             fpr, tpr, _ = roc_curve(p["y_true"].to_numpy(), p["y_score"].to_numpy())
             auc = results.scores[cell_id].labels[label].auroc
-            ax.plot(fpr, tpr, lw=1.2, label=f"{r.strategy}/{r.backbone} {auc:.2f}")
+            ax.plot(fpr, tpr, lw=1.2, label=f"{r.configuration_label}/{r.backbone} {auc:.2f}")
     for ax, label in zip(axes.flat, labels, strict=False):
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
         ax.set_title(label, fontsize=9)

@@ -34,6 +34,7 @@ from chexbench.reports.markdown import (
     provenance_section,
     skipped_section,
     summary_section,
+    superseded_section,
 )
 
 
@@ -76,7 +77,8 @@ def render_report(results: LoadedResults, tables: Tables, figures_md: str = "", 
     ]
     if figures_md:
         sections.append(figures_md)
-    sections += [skipped_section(results), failed_section(results), methods_section(results), provenance_section(results)]
+    sections += [skipped_section(results), failed_section(results), superseded_section(results), methods_section(results),
+                 provenance_section(results)]
     return "\n".join(s.rstrip() + "\n" for s in sections if s)
 
 
