@@ -62,32 +62,50 @@ def score(
 
 @app.command("compare")
 def compare(
-    a: Annotated[Path, typer.Argument(help="predictions of model A (CSV or Parquet)")],
-    b: Annotated[Path, typer.Argument(help="predictions of model B, same test images")],
+    files: Annotated[list[Path], typer.Argument(help="prediction files (CSV or Parquet) of two or more models on the same test rows")],
+    baseline: Annotated[Path | None, typer.Option("--baseline", help="compare every file with this one (default: all pairs)")] = None,
+    on_shared: Annotated[bool, typer.Option("--on-shared", help="compare on the rows all files share (says how many each loses)")] = False,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="patient-level bootstrap resamples")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="seed of the resamples")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="write the table (.csv or .parquet)")] = None,
 ) -> None:
-    """Paired ΔAUROC = A − B per label and macro: patient-level bootstrap CI and p (primary), DeLong as cross-check."""
-    from chexbench.reports.score import MACRO, compare_files, write_table
+    """Paired ΔAUROC and ΔAUPRC (A − B) per label and macro, for two files, all pairs of several, or each vs --baseline:
+    patient-level bootstrap CI and p (primary), DeLong as cross-check, Holm over the family."""
+    from chexbench.reports.score import MACRO, compare_predictions, write_table
 
     _check(bootstrap, out)
-    df = compare_files(a, b, bootstrap, seed)
-    table = Table(title=f"A = {a.name}, B = {b.name}: paired on shared images, {bootstrap} patient resamples")
-    for col in ("label", "AUROC A", "AUROC B", "Δ [95% CI]", "p", "p Holm", "p BH", "DeLong p", "clustered DeLong p"):
-        table.add_column(col)
-    for r in df.itertuples():
-        if not math.isfinite(float(r.delta)):
-            table.add_row(str(r.label), "n/a", "n/a", f"n/a ({r.note})", "", "", "", "", "")
-            continue
-        delta = f"{r.delta:+.3f} [{r.delta_ci_low:+.3f}, {r.delta_ci_high:+.3f}]"
-        is_macro = r.label == MACRO
-        table.add_row(str(r.label), _num(r.auroc_a), _num(r.auroc_b), delta, _p(r.p_value),
-                      "" if is_macro else _p(r.p_holm), "" if is_macro else _p(r.p_bh),
-                      "" if is_macro else _p(r.delong_p), "" if is_macro else _p(r.clustered_delong_p))
-    console.print(table)
-    console.print("Holm / BH family: the per-label comparisons of this pair. DeLong treats images as independent "
-                  "(too narrow when patients hold several images); the clustered variant (Obuchowski 1997) does not.",
-                  highlight=False)
+    c = compare_predictions(files, baseline=baseline, on_shared=on_shared, n_boot=bootstrap, seed=seed)
+    console.print(f"Paired on {c.n_rows} (image, label) rows from {c.n_patients} patients, {bootstrap} patient resamples "
+                  f"(seed {seed}), the same for every model.", highlight=False, soft_wrap=True)
+    if any(c.lost.values()):
+        lost = "; ".join(f"{name} lost {c.lost[name]} of its {c.rows_of[name]} rows" for name in c.models)
+        console.print(f"--on-shared: compared on the shared rows only: {lost}.", highlight=False, soft_wrap=True)
+    for a, b in c.pairs:
+        df = c.table[(c.table["model_a"] == a) & (c.table["model_b"] == b)]
+        table = Table(title=f"A = {a}, B = {b}")
+        for col in ("label", "AUROC A [95% CI]", "AUROC B [95% CI]", "ΔAUROC [95% CI]", "p", "p Holm",
+                    "ΔAUPRC [95% CI]", "DeLong p", "clustered DeLong p"):
+            table.add_column(col)
+        for r in df.itertuples():
+            if not math.isfinite(float(r.delta)):
+                table.add_row(str(r.label), "n/a", "n/a", f"n/a ({r.note})", "", "", "", "", "")
+                continue
+            if r.label == MACRO:
+                table.caption = f"macro: {r.note}; its DeLong p sums each image's influence over those labels"
+            table.add_row(str(r.label), _ci(r.auroc_a, r.auroc_a_ci_low, r.auroc_a_ci_high),
+                          _ci(r.auroc_b, r.auroc_b_ci_low, r.auroc_b_ci_high), _delta(r.delta, r.delta_ci_low, r.delta_ci_high),
+                          _p(r.p_value), _p(r.p_holm), _delta(r.auprc_delta, r.auprc_delta_ci_low, r.auprc_delta_ci_high),
+                          _p(r.delong_p), _p(r.clustered_delong_p))
+        console.print(table)
+    console.print(c.family, highlight=False, soft_wrap=True)
+    console.print("DeLong treats images as independent (too narrow when patients hold several images); the clustered "
+                  "variant (Obuchowski 1997) does not. The macro DeLong sums each image's influence over labels.",
+                  highlight=False, soft_wrap=True)
     if out is not None:
-        console.print(f"wrote {write_table(df, out)}", highlight=False)
+        console.print(f"wrote {write_table(c.table, out)}", highlight=False)
+
+
+def _delta(d: float, lo: float, hi: float) -> str:
+    if d is None or not math.isfinite(float(d)):
+        return "n/a"
+    return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"

@@ -150,6 +150,11 @@ def check_prediction_frame(df: pd.DataFrame, source: str) -> None:
     bad_score = df["y_true"].notna() & ~np.isfinite(df["y_score"].to_numpy(dtype=float))
     if bad_score.any():
         raise DataError(f"{source}: column 'y_score' has a non-finite value at image '{df.loc[bad_score, 'image_id'].iloc[0]}'")
+    patients = df.groupby(df["image_id"].astype(str), sort=False)["patient_id"].nunique()
+    if (patients > 1).any():
+        image = patients.index[patients > 1][0]
+        ids = sorted(df.loc[df["image_id"].astype(str) == image, "patient_id"].astype(str).unique())
+        raise DataError(f"{source}: image '{image}' appears under two patient ids ({', '.join(repr(i) for i in ids)})")
     dup = df.duplicated(["image_id", "label", "split"] if "split" in df.columns else ["image_id", "label"])
     if dup.any():
         r = df.loc[dup].iloc[0]

@@ -7,15 +7,18 @@ are scored when it has any).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from chexbench.bench.store import atomic_write_parquet, atomic_write_text
 from chexbench.errors import DataError
 from chexbench.reports.bootstrap import (
     CellScores,
+    LabelScores,
     check_prediction_frame,
     draw_patient_resamples,
     macro_point,
@@ -24,9 +27,10 @@ from chexbench.reports.bootstrap import (
     score_predictions,
 )
 from chexbench.reports.compare import adjust_p_values, paired_delta
-from chexbench.reports.delong import paired_delong_test
+from chexbench.reports.delong import auroc_influence, influence_variance, paired_delong_test
 
 MACRO = "macro"
+Z95 = float(norm.ppf(0.975))
 
 
 def read_prediction_file(path: str | Path) -> pd.DataFrame:
@@ -83,71 +87,200 @@ def score_file(path: str | Path, n_boot: int = 2000, seed: int = 0) -> pd.DataFr
     return pd.DataFrame([*rows, macro])
 
 
-def align_pair(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str) -> pd.DataFrame:
-    """Inner join of two prediction tables on (image_id, label); y_true and patient_id must agree."""
-    cols = ["image_id", "label", "patient_id", "y_true", "y_score"]
-    j = a[cols].merge(b[cols], on=["image_id", "label"], suffixes=("_a", "_b"), how="inner")
-    if j.empty:
-        raise DataError(f"{name_a} and {name_b} share no (image_id, label) row: not the same test set")
-    bad = j["patient_id_a"].astype(str) != j["patient_id_b"].astype(str)
-    if bad.any():
-        raise DataError(f"image '{j.loc[bad, 'image_id'].iloc[0]}' has different patient_id in {name_a} and {name_b}")
-    both = j["y_true_a"].notna() & j["y_true_b"].notna()
-    bad = both & (j["y_true_a"] != j["y_true_b"])
-    if bad.any():
-        r = j.loc[bad].iloc[0]
-        raise DataError(f"image '{r['image_id']}' label '{r['label']}': y_true differs between {name_a} and {name_b}")
-    j = j[both]
-    return j.rename(columns={"patient_id_a": "patient_id", "y_true_a": "y_true"}).drop(columns=["patient_id_b", "y_true_b"])
+@dataclass
+class Comparison:
+    """Paired comparisons of several prediction files on their common test rows."""
+
+    table: pd.DataFrame  # one row per (pair, label) and one macro row per pair
+    models: list[str]  # display names, in the order given
+    pairs: list[tuple[str, str]]  # (A, B): Δ = A − B
+    n_rows: int  # (image, label) rows compared
+    n_patients: int
+    rows_of: dict[str, int]  # each model's (image, label) rows in its file
+    lost: dict[str, int]  # rows of each file left out (only with on_shared)
+    family: str  # the comparison family and correction, in words
 
 
-def compare_files(path_a: str | Path, path_b: str | Path, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Paired Δ (A − B) per label and macro on the shared images: bootstrap CI and p (primary),
-    Holm / BH over this pair's per-label family, DeLong and clustered DeLong as cross-checks."""
-    a, b = read_prediction_file(path_a), read_prediction_file(path_b)
-    j = align_pair(a, b, str(path_a), str(path_b))
+def _row_keys(df: pd.DataFrame) -> pd.Index:
+    return pd.MultiIndex.from_arrays([df["image_id"].astype(str), df["label"].astype(str)])
+
+
+def align_predictions(frames: dict[str, pd.DataFrame], on_shared: bool = False) -> tuple[pd.DataFrame, dict[str, int]]:
+    """One wide table (image_id, label, patient_id, y_true, one y_score column per model) of the
+    rows every model covers. Different row sets are an error unless ``on_shared``; patient ids and
+    ``y_true`` (masked or not included) must agree. Returns the table and the rows each model lost."""
+    names = list(frames)
+    keys = {n: _row_keys(df) for n, df in frames.items()}
+    shared = keys[names[0]]
+    for n in names[1:]:
+        shared = shared.intersection(keys[n])
+    lost = {n: int(len(keys[n]) - len(shared)) for n in names}
+    if len(shared) == 0:
+        raise DataError(f"{' and '.join(names)} share no (image_id, label) row: not the same test set")
+    if any(lost.values()) and not on_shared:
+        counts = ", ".join(f"{len(keys[n])} in {n}" for n in names)
+        raise DataError(f"the prediction files cover different test rows ((image, label) rows: {counts}; {len(shared)} shared); "
+                        "pass --on-shared to compare on the shared rows only")
+    base_name = names[0]
+    base = frames[base_name][keys[base_name].isin(shared)]
+    out = base[["image_id", "label", "patient_id", "y_true"]].astype({"image_id": str, "label": str, "patient_id": str})
+    out = out.reset_index(drop=True)
+    index = _row_keys(out)
+    for n in names:
+        df = frames[n]
+        other = df.set_index(keys[n]).loc[index]
+        pid = other["patient_id"].astype(str).to_numpy()
+        bad = pid != out["patient_id"].to_numpy()
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"image '{out['image_id'].iloc[i]}' has patient id '{out['patient_id'].iloc[i]}' in {base_name} "
+                            f"but '{pid[i]}' in {n}")
+        y = other["y_true"].to_numpy(dtype=float)
+        y0 = out["y_true"].to_numpy(dtype=float)
+        differ = ~((y == y0) | (np.isnan(y) & np.isnan(y0)))
+        if differ.any():
+            i = int(np.flatnonzero(differ)[0])
+            raise DataError(f"image '{out['image_id'].iloc[i]}' label '{out['label'].iloc[i]}': y_true differs between "
+                            f"{base_name} ({y0[i]:g}) and {n} ({y[i]:g}); the files are not paired (another label policy?)")
+        out[f"y_score::{n}"] = other["y_score"].to_numpy(dtype=float)
+    return out, lost
+
+
+def _names(paths: list[Path]) -> list[str]:
+    short = [p.name for p in paths]
+    return short if len(set(short)) == len(short) else [str(p) for p in paths]
+
+
+def _macro_delong(g: pd.DataFrame, labels: list[str], a: str, b: str) -> tuple[float, float]:
+    """Unclustered and patient-clustered standard errors of the macro ΔAUROC (A − B) over
+    ``labels``: per-image influences summed over labels before squaring (delong.py)."""
+    frames = []
+    for label in labels:
+        gl = g[g["label"] == label]
+        y = gl["y_true"].to_numpy()
+        _, psi_a = auroc_influence(y, gl[f"y_score::{a}"].to_numpy())
+        _, psi_b = auroc_influence(y, gl[f"y_score::{b}"].to_numpy())
+        frames.append(pd.DataFrame({"image_id": gl["image_id"].to_numpy(), "patient_id": gl["patient_id"].to_numpy(),
+                                    "psi": (psi_a - psi_b) / len(labels)}))
+    psi = pd.concat(frames, ignore_index=True)
+    per_image = psi.groupby("image_id", sort=True).agg(psi=("psi", "sum"), patient_id=("patient_id", "first"))
+    se = float(np.sqrt(influence_variance(per_image["psi"].to_numpy())))
+    se_clustered = float(np.sqrt(influence_variance(per_image["psi"].to_numpy(), per_image["patient_id"].to_numpy())))
+    return se, se_clustered
+
+
+def _normal_test(delta: float, se: float) -> tuple[float, float, float]:
+    """(CI low, CI high, two-sided p) of a normal test of Δ = 0."""
+    if not (np.isfinite(se) and se > 0):
+        return float("nan"), float("nan"), float("nan")
+    return delta - Z95 * se, delta + Z95 * se, float(2 * norm.sf(abs(delta) / se))
+
+
+def compare_predictions(paths: list[str | Path], baseline: str | Path | None = None, on_shared: bool = False,
+                        n_boot: int = 2000, seed: int = 0) -> Comparison:
+    """Paired ΔAUROC and ΔAUPRC for every pair of prediction files (or each vs ``baseline``) on
+    their common test rows, with the same patient resamples for every model: bootstrap CI and p
+    (primary), DeLong and clustered DeLong (cross-checks, per label and macro); Holm and BH over
+    the per-label comparisons of all pairs, Holm over the macro comparisons of all pairs."""
+    paths = [Path(p) for p in paths]
+    if baseline is not None and Path(baseline) not in paths:
+        paths.append(Path(baseline))
+    if len(set(paths)) != len(paths):
+        raise DataError("the same prediction file is given twice")
+    if len(paths) < 2:
+        raise DataError("compare needs at least two prediction files (or one and --baseline)")
+    names = _names(paths)
+    frames = {n: read_prediction_file(p) for n, p in zip(names, paths, strict=True)}
+    rows_of = {n: len(df) for n, df in frames.items()}
+    j, lost = align_predictions(frames, on_shared)
     resamples = draw_patient_resamples(j["patient_id"], n_boot, seed)
-    base = j[["image_id", "patient_id", "label", "y_true"]]
-    sa = score_predictions(base.assign(y_score=j["y_score_a"]), resamples, name="A")
-    sb = score_predictions(base.assign(y_score=j["y_score_b"]), resamples, name="B")
+    truth = j[["image_id", "patient_id", "label", "y_true"]]
+    scores = {n: score_predictions(truth.assign(y_score=j[f"y_score::{n}"]), resamples, name=n) for n in names}
+    if baseline is not None:
+        base_name = names[paths.index(Path(baseline))]
+        pairs = [(n, base_name) for n in names if n != base_name]
+        family = (f"each of the {len(pairs)} model(s) vs the baseline {base_name}")
+    else:
+        pairs = [(names[i], names[k]) for i in range(len(names)) for k in range(i + 1, len(names))]
+        family = f"all {len(pairs)} pair(s) of the {len(names)} models"
+    known = j[j["y_true"].notna()]
+    groups = {str(k): g for k, g in known.groupby("label", sort=False)}
     rows = []
-    groups = {str(k): g for k, g in j.groupby("label", sort=False)}
-    for label, la in sa.labels.items():
-        lb = sb.labels[label]
-        row = {"label": label, "n_pos": la.n_pos, "n_neg": la.n_neg, "n_patients": la.n_patients,
-               "auroc_a": la.auroc, "auroc_b": lb.auroc}
-        if not la.defined:
-            rows.append({**row, "delta": np.nan, "note": la.reason})
-            continue
-        d = paired_delta(la.auroc, lb.auroc, la.auroc_boot, lb.auroc_boot)
-        g = groups[label]
-        y, s1, s2 = g["y_true"].to_numpy(), g["y_score_a"].to_numpy(), g["y_score_b"].to_numpy()
-        dl = paired_delong_test(y, s1, s2)
-        try:
-            dc = paired_delong_test(y, s1, s2, cluster=g["patient_id"].to_numpy())
-            dc_p, dc_lo, dc_hi = dc.p_value, dc.ci_low, dc.ci_high
-        except ValueError:
-            dc_p = dc_lo = dc_hi = np.nan
-        rows.append({**row, "delta": d.delta, "delta_ci_low": d.ci_low, "delta_ci_high": d.ci_high, "p_value": d.p_value,
-                     "n_degenerate": d.n_degenerate, "delong_ci_low": dl.ci_low, "delong_ci_high": dl.ci_high,
-                     "delong_p": dl.p_value, "clustered_delong_ci_low": dc_lo, "clustered_delong_ci_high": dc_hi,
-                     "clustered_delong_p": dc_p, "note": ""})
-    out = pd.DataFrame(rows)
+    for a, b in pairs:
+        sa, sb = scores[a], scores[b]
+        for label, la in sa.labels.items():
+            rows.append(_label_row(a, b, label, la, sb.labels[label], groups.get(label)))
+        defined = sa.defined_labels()
+        if defined:
+            rows.append(_macro_row(a, b, sa, sb, defined, known))
+    table = pd.DataFrame(rows)
     for col in ("delta_ci_low", "delta_ci_high", "p_value", "n_degenerate", "delong_p", "clustered_delong_p"):
-        if col not in out.columns:
-            out[col] = np.nan
-    out["p_holm"] = adjust_p_values(out["p_value"], "holm")
-    out["p_bh"] = adjust_p_values(out["p_value"], "bh")
-    defined = sa.defined_labels()
-    if defined:
-        d = paired_delta(macro_point(sa, defined), macro_point(sb, defined),
-                         macro_replicates(sa, defined), macro_replicates(sb, defined))
-        macro = {"label": MACRO, "n_patients": sa.n_patients, "auroc_a": macro_point(sa, defined),
-                 "auroc_b": macro_point(sb, defined), "delta": d.delta, "delta_ci_low": d.ci_low,
-                 "delta_ci_high": d.ci_high, "p_value": d.p_value, "n_degenerate": d.n_degenerate,
-                 "note": f"mean over {len(defined)} defined label(s); primary test (no correction needed)"}
-        out = pd.concat([out, pd.DataFrame([macro])], ignore_index=True)
-    return out
+        if col not in table.columns:
+            table[col] = np.nan
+    is_macro = table["label"] == MACRO
+    table["p_holm"] = np.nan
+    table["p_bh"] = np.nan
+    table.loc[~is_macro, "p_holm"] = adjust_p_values(table.loc[~is_macro, "p_value"], "holm")
+    table.loc[~is_macro, "p_bh"] = adjust_p_values(table.loc[~is_macro, "p_value"], "bh")
+    table.loc[is_macro, "p_holm"] = adjust_p_values(table.loc[is_macro, "p_value"], "holm")
+    table.loc[is_macro, "p_bh"] = adjust_p_values(table.loc[is_macro, "p_value"], "bh")
+    n_macro = int(is_macro.sum())
+    n_label = int(table.loc[~is_macro, "p_value"].notna().sum())
+    family_text = (f"Comparisons: {family}. Corrections (statsmodels multipletests): Holm over the {n_macro} macro "
+                   f"comparison(s); Holm and Benjamini–Hochberg over the {n_label} per-label comparison(s) of all pairs.")
+    return Comparison(table, names, pairs, int(len(j)), int(j["patient_id"].nunique()), rows_of, lost, family_text)
+
+
+def _label_row(a: str, b: str, label: str, la: LabelScores, lb: LabelScores, g: pd.DataFrame | None) -> dict:
+    a_lo, a_hi = percentile_ci(la.auroc_boot)
+    b_lo, b_hi = percentile_ci(lb.auroc_boot)
+    row = {"model_a": a, "model_b": b, "label": label, "n_pos": la.n_pos, "n_neg": la.n_neg, "n_patients": la.n_patients,
+           "auroc_a": la.auroc, "auroc_a_ci_low": a_lo, "auroc_a_ci_high": a_hi,
+           "auroc_b": lb.auroc, "auroc_b_ci_low": b_lo, "auroc_b_ci_high": b_hi, "auprc_a": la.auprc, "auprc_b": lb.auprc}
+    if not la.defined or g is None:
+        return {**row, "delta": np.nan, "note": la.reason}
+    d = paired_delta(la.auroc, lb.auroc, la.auroc_boot, lb.auroc_boot)
+    dp = paired_delta(la.auprc, lb.auprc, la.auprc_boot, lb.auprc_boot)
+    y, s1, s2 = g["y_true"].to_numpy(), g[f"y_score::{a}"].to_numpy(), g[f"y_score::{b}"].to_numpy()
+    dl = paired_delong_test(y, s1, s2)
+    try:
+        dc = paired_delong_test(y, s1, s2, cluster=g["patient_id"].to_numpy())
+        dc_p, dc_lo, dc_hi = dc.p_value, dc.ci_low, dc.ci_high
+    except ValueError:
+        dc_p = dc_lo = dc_hi = np.nan
+    return {**row, "delta": d.delta, "delta_ci_low": d.ci_low, "delta_ci_high": d.ci_high, "p_value": d.p_value,
+            "auprc_delta": dp.delta, "auprc_delta_ci_low": dp.ci_low, "auprc_delta_ci_high": dp.ci_high,
+            "auprc_p_value": dp.p_value, "n_degenerate": d.n_degenerate, "delong_ci_low": dl.ci_low,
+            "delong_ci_high": dl.ci_high, "delong_p": dl.p_value, "clustered_delong_ci_low": dc_lo,
+            "clustered_delong_ci_high": dc_hi, "clustered_delong_p": dc_p, "note": ""}
+
+
+def _macro_row(a: str, b: str, sa: CellScores, sb: CellScores, defined: list[str], known: pd.DataFrame) -> dict:
+    row = {"model_a": a, "model_b": b, "label": MACRO, "n_patients": sa.n_patients}
+    for m, s in (("a", sa), ("b", sb)):
+        lo, hi = percentile_ci(macro_replicates(s, defined))
+        row.update({f"auroc_{m}": macro_point(s, defined), f"auroc_{m}_ci_low": lo, f"auroc_{m}_ci_high": hi,
+                    f"auprc_{m}": macro_point(s, defined, "auprc")})
+    d = paired_delta(macro_point(sa, defined), macro_point(sb, defined), macro_replicates(sa, defined), macro_replicates(sb, defined))
+    dp = paired_delta(macro_point(sa, defined, "auprc"), macro_point(sb, defined, "auprc"),
+                      macro_replicates(sa, defined, "auprc"), macro_replicates(sb, defined, "auprc"))
+    try:
+        se, se_c = _macro_delong(known[known["label"].isin(defined)], defined, a, b)
+    except ValueError:
+        se = se_c = float("nan")
+    dl_lo, dl_hi, dl_p = _normal_test(d.delta, se)
+    dc_lo, dc_hi, dc_p = _normal_test(d.delta, se_c)
+    return {**row, "delta": d.delta, "delta_ci_low": d.ci_low, "delta_ci_high": d.ci_high, "p_value": d.p_value,
+            "auprc_delta": dp.delta, "auprc_delta_ci_low": dp.ci_low, "auprc_delta_ci_high": dp.ci_high,
+            "auprc_p_value": dp.p_value, "n_degenerate": d.n_degenerate, "delong_ci_low": dl_lo, "delong_ci_high": dl_hi,
+            "delong_p": dl_p, "clustered_delong_ci_low": dc_lo, "clustered_delong_ci_high": dc_hi, "clustered_delong_p": dc_p,
+            "note": f"mean over {len(defined)} defined label(s)"}
+
+
+def compare_files(path_a: str | Path, path_b: str | Path, n_boot: int = 2000, seed: int = 0,
+                  on_shared: bool = False) -> pd.DataFrame:
+    """Paired Δ (A − B) per label and macro (see :func:`compare_predictions`), as one table."""
+    return compare_predictions([path_a, path_b], n_boot=n_boot, seed=seed, on_shared=on_shared).table
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
