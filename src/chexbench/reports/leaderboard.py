@@ -160,6 +160,7 @@ class _Configuration:
     axes: dict[str, Any]
     keys: dict[str, str]  # every varying key → display value
     label: str
+    strategy_label: str  # the strategy and its own varying options (a summary row's columns show the rest)
     cell_ids: list[str]
     seeds: list[int]
     test_set: str
@@ -186,6 +187,7 @@ def build_tables(results: LoadedResults, baseline: str = "scratch") -> Tables:
             axes={a: first[a] for a in CONFIG_AXES},
             keys=keys,
             label=configuration_label(str(first["strategy"]), keys, split),
+            strategy_label=configuration_label(str(first["strategy"]), keys, [k for k in split if k.startswith("strategy.")]),
             cell_ids=cell_ids,
             seeds=[int(s) for s in recs["seed"]],
             test_set=",".join(test_keys),
@@ -322,7 +324,7 @@ def _summary(order: list[_Configuration], split: list[str], results: LoadedResul
         if defined:
             top = sorted(defined, key=lambda c: (-c.summaries["macro_auroc"].mean, c.label))[0]
             s = top.summaries["macro_auroc"]
-            row.update({"top_label": top.label, "top_strategy": top.axes["strategy"], "top_hash": top.hash,
+            row.update({"top_label": top.strategy_label, "top_strategy": top.axes["strategy"], "top_hash": top.hash,
                         "macro_auroc": s.mean, "macro_auroc_ci_low": s.ci_low, "macro_auroc_ci_high": s.ci_high})
             for other in defined:
                 if other is top:
@@ -330,7 +332,7 @@ def _summary(order: list[_Configuration], split: list[str], results: LoadedResul
                 why = unpaired_reason(results, top.test_set, other.test_set)
                 if not why and top.labels != other.labels:
                     why = "macro over different labels: not paired"
-                t = {"group": len(rows), "other": other.label, "note": why, "delta": np.nan, "ci_low": np.nan,
+                t = {"group": len(rows), "other": other.strategy_label, "note": why, "delta": np.nan, "ci_low": np.nan,
                      "ci_high": np.nan, "p_value": np.nan}
                 if not why:
                     o = other.summaries["macro_auroc"]

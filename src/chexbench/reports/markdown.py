@@ -86,9 +86,9 @@ def seeds_note(n_seeds: Iterable[int]) -> str:
     """The note under a table: said once, not in every cell."""
     counts = {int(n) for n in n_seeds}
     if counts == {1}:
-        return f"\n_Every row: {ONE_SEED_NOTE}_\n"
+        return f"\n\n_Every row: {ONE_SEED_NOTE}_\n"
     if 1 in counts:
-        return f"\n_Rows without ± sd: {ONE_SEED_NOTE}_\n"
+        return f"\n\n_Rows without ± sd: {ONE_SEED_NOTE}_\n"
     return ""
 
 
