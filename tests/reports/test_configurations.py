@@ -63,11 +63,16 @@ def test_records_without_the_column_still_load(tmp_path):
     assert len(lb) == 2 and lb["configuration_hash"].str.len().eq(64).all()
 
 
-def test_swept_option_axis_gives_separate_rows(tmp_path):
+@pytest.mark.parametrize("baseline_swept_too", [False, True])
+def test_swept_option_axis_gives_separate_rows(tmp_path, baseline_swept_too):
+    """``"strategy.temperature" = [0.1, 0.2]`` as an axis; a grid axis reaches every strategy, the
+    baseline's cells too (then each simclr row is paired with the scratch cell of its own value)."""
     store = ResultStore(tmp_path)
     for seed in (0, 1):
-        _cell(store, f"s{seed}", "scratch", seed, 0.6)
         for t in (0.1, 0.2):
+            if baseline_swept_too or t == 0.1:
+                extra = {"strategy_options": {"temperature": t}} if baseline_swept_too else None
+                _cell(store, f"s{t}_{seed}", "scratch", seed, 0.6, extra)
             _cell(store, f"t{t}_{seed}", "simclr", seed, 1.4, {"strategy_options": {"temperature": t}})
     t = _tables(tmp_path)
     lb = t.leaderboard
@@ -76,6 +81,10 @@ def test_swept_option_axis_gives_separate_rows(tmp_path):
     assert list(simclr["strategy.temperature"]) == ["0.1", "0.2"]
     assert list(simclr["seeds"]) == ["0,1", "0,1"] and (simclr["n_seeds"] == 2).all()
     assert simclr["delta"].notna().all()  # each is compared with scratch (the option is the strategy's own)
+    base = lb.set_index("configuration_hash").loc[list(simclr["baseline_configuration"])]
+    assert list(base["strategy"]) == ["scratch", "scratch"]
+    if baseline_swept_too:
+        assert list(base["strategy.temperature"]) == ["0.1", "0.2"]
     text = write_report(tmp_path, n_boot=200, figures=False).read_text()
     assert "| strategy | strategy.temperature | resnet50 |" in text
     assert "| `simclr` | 0.1 |" in text and "| `simclr` | 0.2 |" in text

@@ -269,6 +269,8 @@ def _baseline_of(c: _Configuration, configs: dict[str, _Configuration], split: l
         return "", f"no '{baseline}' cell for this backbone/fraction"
     shared = _shared_keys(split)
     match = [b for b in same_axes if all(b.keys[k] == c.keys[k] for k in shared)]
+    if len(match) > 1:  # a swept strategy option reaches the baseline too (a grid axis applies to every cell)
+        match = [b for b in match if all(b.keys[k] == c.keys[k] for k in split)] or match
     if not match:
         want = ", ".join(f"{k}={c.keys[k]}" for k in shared)
         return "", f"no '{baseline}' configuration with {want}"
