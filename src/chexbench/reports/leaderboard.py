@@ -26,7 +26,6 @@ that contains its cells.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -377,9 +376,3 @@ def _calibration(results: LoadedResults, cell_ids: list[str], labels: list[str])
     means = arr.mean(axis=0) if len(arr) else np.full(3, np.nan)
     return {"macro_ece": means[0], "macro_sensitivity": means[1], "macro_specificity": means[2]}
 
-
-def is_finite(x: Any) -> bool:
-    try:
-        return math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
