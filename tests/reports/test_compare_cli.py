@@ -65,6 +65,8 @@ def test_an_image_under_two_patient_ids_is_an_error(three, tmp_path):
     df.to_csv(within, index=False)
     r = _invoke(str(within), str(b), "--bootstrap", "100")
     assert r.exit_code == 2 and "img3_1" in r.output and "two patient ids" in r.output
+    r = CliRunner().invoke(app, ["score", str(within), "--bootstrap", "100"])  # within one file, nothing to compare with
+    assert r.exit_code == 2 and "within.csv: image 'img3_1' appears under two patient ids" in r.output
     across = tmp_path / "across.csv"
     df = pd.read_csv(b)
     df.loc[df["image_id"] == "img5_0", "patient_id"] = "pat77"
