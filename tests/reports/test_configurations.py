@@ -120,6 +120,7 @@ def test_duplicate_configuration_and_seed_newer_wins_and_is_listed(tmp_path):
     assert row["macro_auroc"] == single  # the newer cell's own number, not an average
     text = write_report(tmp_path, n_boot=200, figures=False).read_text()
     assert "## Superseded cells" in text and "| `old_id` | `new_id` |" in text
+    assert "| `old_id` | superseded by `new_id` |" in text  # provenance
 
 
 def _tables_of_one(root, cell_id):

@@ -177,7 +177,8 @@ def build_tables(results: LoadedResults, baseline: str = "scratch") -> Tables:
     for h, recs in ok.groupby("configuration_hash", sort=False):
         cell_ids = list(recs["cell_id"])
         test_keys = sorted({results.test_set_of[c] for c in cell_ids})
-        labels = [k for k in ts_labels[test_keys[0]] if all(k in ts_labels[t] for t in test_keys)]
+        labels = [k for k in ts_labels[test_keys[0]] if all(k in ts_labels[t] for t in test_keys)
+                  and all(k in results.scores[c].labels for c in cell_ids)]  # only its own evaluation labels
         cfg = results.configurations[h]
         keys = {k: display_value(cfg.get(k)) for k in varying}
         first = recs.iloc[0]

@@ -271,7 +271,8 @@ def provenance_section(results: LoadedResults) -> str:
     recs = results.records
     if recs.empty:
         return head + "\nNo cell records.\n"
-    rows = [[f"`{r.cell_id}`", r.status, r.strategy, r.backbone, r.dataset, r.protocol, fmt_fraction(r.label_fraction), r.seed,
+    superseded = dict(zip(results.superseded["cell_id"], results.superseded["kept_cell_id"], strict=True))
+    rows = [[f"`{r.cell_id}`", f"superseded by `{superseded[r.cell_id]}`" if r.cell_id in superseded else r.status, r.strategy, r.backbone, r.dataset, r.protocol, fmt_fraction(r.label_fraction), r.seed,
              f"`{str(r.config_hash)[:12]}`", f"`{str(r.configuration_hash)[:12]}`", r.grid, r.torch_version, r.timm_version, r.chexbench_version,
              (str(r.git_sha)[:10] or "—") if r.git_sha else "—", r.device_name, r.created_at]
             for r in recs.itertuples()]
