@@ -338,6 +338,41 @@ def load_grid(name_or_path: str) -> Grid:
     return parse_grid(raw, source, default_name=path.stem)
 
 
+def _expand_named_strategies(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """A strategy with ``named_tables`` (e.g. ``checkpoint``) declares several named instances.
+
+    Its table(s) become one ``[strategy.NAME]`` table per instance, NAME an alias of the
+    strategy, and the axis value (``checkpoint``) stands for all of them; each instance is
+    then a strategy of its own in cells, records and the leaderboard.
+    """
+    from chexbench.registry import STRATEGIES, RegistryError
+
+    if not isinstance(raw.get("axes"), dict):
+        return raw
+    tables = raw.get("strategy", {})
+    axis = raw["axes"].get("strategy", [])
+    axis = axis if isinstance(axis, list) else [axis]
+    if not isinstance(tables, dict):
+        return raw
+    bases = [n for n in dict.fromkeys([*tables, *axis]) if isinstance(n, str) and n in STRATEGIES
+             and hasattr(STRATEGIES.get(n), "named_tables") and STRATEGIES.get(n).name == n]
+    if not bases:
+        return raw
+    tables, axis = dict(tables), list(axis)
+    for base in bases:
+        named = STRATEGIES.get(base).named_tables(tables.pop(base, None), source)
+        for name, table in named.items():
+            if name in tables:
+                raise ConfigError(f"{source}: [strategy.{name}] is given twice (as a table and as a {base} name)")
+            try:
+                STRATEGIES.alias(name, base)
+            except RegistryError as e:
+                raise ConfigError(f"{source}: [strategy.{base}] name '{name}': {e}") from None
+            tables[name] = table
+        axis = [x for v in axis for x in (list(named) if v == base else [v])]
+    return {**raw, "strategy": tables, "axes": {**raw["axes"], "strategy": list(dict.fromkeys(axis))}}
+
+
 def parse_grid(raw: dict[str, Any], source: str, default_name: str = "grid") -> Grid:
     from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
 
@@ -346,6 +381,7 @@ def parse_grid(raw: dict[str, Any], source: str, default_name: str = "grid") -> 
     _check_keys(raw, top_keys, "the top level", source)
     if "axes" not in raw:
         raise ConfigError(f"{source}: missing [axes] table")
+    raw = _expand_named_strategies(raw, source)
     axes_raw = raw["axes"]
     axes: dict[str, list[Any]] = {}
     for k, v in axes_raw.items():

@@ -43,6 +43,7 @@ class Registry(Generic[T]):
         self._builtin_modules = builtin_modules
         self._group = entry_point_group
         self._entries: dict[str, Entry[T]] = {}
+        self._aliases: dict[str, str] = {}
         self._loaded = False
         self._loading = False
         self._source = "builtin"
@@ -67,6 +68,21 @@ class Registry(Generic[T]):
             doc = getattr(obj, "__doc__", None) or ""
             description = doc.strip().splitlines()[0] if doc.strip() else ""
         self._entries[name] = Entry(name, obj, description, self._source)
+
+    def alias(self, name: str, target: str) -> None:
+        """Let ``name`` resolve to the entry ``target`` (e.g. a named checkpoint → ``checkpoint``).
+
+        Aliases come from a grid (they are not listed by :meth:`names`); an alias may be set
+        again to the same target, never shadow an entry or point elsewhere.
+        """
+        self._ensure_loaded()
+        if name in self._entries and name != target:
+            raise RegistryError(f"{self.kind} '{name}' is already registered; an alias cannot shadow it")
+        if self._aliases.get(name, target) != target:
+            raise RegistryError(f"{self.kind} alias '{name}' already stands for '{self._aliases[name]}', not '{target}'")
+        self.entry(target)
+        if name != target:
+            self._aliases[name] = target
 
     # -- loading ------------------------------------------------------------------------
     def _ensure_loaded(self) -> None:
@@ -96,7 +112,7 @@ class Registry(Generic[T]):
     def entry(self, name: str) -> Entry[T]:
         self._ensure_loaded()
         try:
-            return self._entries[name]
+            return self._entries[self._aliases.get(name, name)]
         except KeyError:
             raise RegistryError(self.unknown_message(name)) from None
 
@@ -107,7 +123,7 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         self._ensure_loaded()
-        return name in self._entries
+        return name in self._entries or name in self._aliases
 
     def names(self, pattern: str = "*") -> list[str]:
         self._ensure_loaded()

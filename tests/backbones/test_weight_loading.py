@@ -98,6 +98,7 @@ def test_missing_weights_skip_with_instructions(tmp_path, monkeypatch):
 
 def test_conventional_cache_location_is_found(tmp_path, monkeypatch):
     monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path))
+    assert STRATEGIES.get("imagenet").unavailable_reason(_cell("resnet50", None))
     (tmp_path / "weights").mkdir()
-    torch.save(_rgb_resnet_tiny().state_dict(), tmp_path / "weights" / "resnet_tiny.pth")
-    assert STRATEGIES.get("imagenet").unavailable_reason(_cell("resnet_tiny", None)) is None
+    (tmp_path / "weights" / "resnet50.a1_in1k.pth").write_bytes(b"")  # presence is what planning checks
+    assert STRATEGIES.get("imagenet").unavailable_reason(_cell("resnet50", None)) is None

@@ -54,6 +54,43 @@ class Backbone(nn.Module):
         return tokens[:, self.model.num_prefix_tokens :]
 
 
+@dataclass(frozen=True)
+class Normalization:
+    """One-channel input normalization ``(x - mean) / std`` on [0, 1] pixels, and where it came from."""
+
+    mean: float
+    std: float
+    source: str
+
+    def pair(self) -> tuple[float, float]:
+        return (self.mean, self.std)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "source": self.source}
+
+
+def timm_normalization(timm_name: str | None) -> Normalization:
+    """RGB-averaged mean/std of timm's pretrained config ``timm_name`` (timm's ImageNet default if None)."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
+    from timm.models import get_pretrained_cfg
+
+    if timm_name is None:
+        mean, std, source = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, "timm IMAGENET_DEFAULT_MEAN/STD"
+    else:
+        cfg = get_pretrained_cfg(timm_name)
+        if cfg is None:
+            raise WeightsError(f"timm has no pretrained config '{timm_name}' (timm {_timm_version()})")
+        data = resolve_data_config(pretrained_cfg=cfg.to_dict())
+        mean, std, source = data["mean"], data["std"], f"timm pretrained_cfg {timm_name}"
+    return Normalization(round(sum(mean) / len(mean), 6), round(sum(std) / len(std), 6), f"{source}, averaged over RGB")
+
+
+def _timm_version() -> str:
+    import timm
+
+    return timm.__version__
+
+
 @dataclass
 class LoadReport:
     """What :func:`load_checkpoint` did; becomes part of a cell's init record."""
@@ -89,6 +126,21 @@ class BackboneSpec:
         if image_size % self.size_multiple:
             raise ValueError(f"{self.name}: image size {image_size} is not a multiple of {self.size_multiple}")
         return Backbone(self.create(image_size, opts), self, image_size)
+
+    @property
+    def has_imagenet_weights(self) -> bool:
+        """Whether this architecture declares an ImageNet checkpoint (else ``imagenet`` does not apply)."""
+        return bool(self.imagenet_weights)
+
+    def imagenet_normalize(self) -> Normalization:
+        """The input normalization the declared ImageNet weights were trained with.
+
+        Read from timm's pretrained config of :attr:`imagenet_weights` (in timm's code: no
+        download), averaged over RGB: with the first convolution summed to one channel, a gray
+        image stands for R = G = B. Architectures without a declared checkpoint get timm's
+        ImageNet default statistics, said so in ``source``.
+        """
+        return timm_normalization(self.imagenet_weights)
 
     def invalid_reason(self, cell: CellConfig) -> str | None:
         size = cell.settings.image_size
@@ -151,7 +203,27 @@ def load_checkpoint(
     fresh initialization. Any other missing or unexpected key, or any shape mismatch, is a
     :class:`WeightsError` naming the keys — never a silent partial load.
     """
+    report, filtered = audit_checkpoint(
+        backbone.model, state, spec, source=source, declared_unexpected=declared_unexpected, declared_missing=declared_missing
+    )
     model = backbone.model
+    model.load_state_dict({**model.state_dict(), **filtered}, strict=True)
+    return report
+
+
+def audit_checkpoint(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    spec: BackboneSpec,
+    *,
+    source: str,
+    declared_unexpected: tuple[str, ...] = (),
+    declared_missing: tuple[str, ...] = (),
+) -> tuple[LoadReport, dict[str, torch.Tensor]]:
+    """The checks of :func:`load_checkpoint` without loading: the report and the tensors to load.
+
+    ``model`` may live on the meta device (a pre-run check needs only its keys and shapes).
+    """
     state, notes = spec.adapt_checkpoint(state, model)
     target = model.state_dict()
     report = LoadReport(notes=notes)
@@ -176,9 +248,8 @@ def load_checkpoint(
     report.dropped_keys = sorted(unexpected)
     report.reinitialized_keys = sorted(missing)
     filtered = {k: v for k, v in state.items() if k in target}
-    model.load_state_dict({**target, **filtered}, strict=True)
     report.loaded_keys = len(filtered)
-    return report
+    return report, filtered
 
 
 def _short(keys: list[str], n: int = 6) -> str:

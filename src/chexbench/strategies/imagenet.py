@@ -1,11 +1,18 @@
 """Strategy ``imagenet``: supervised ImageNet weights from a local file, loaded strictly.
 
-Nothing is downloaded. The weights come from, in order: ``weights = "FILE"`` under
-``[strategy.imagenet]`` in the grid; ``<cache>/weights/<timm name>.{safetensors,pth}``;
-the local Hugging Face cache that timm fills (``timm/<timm name>``). If none exists the
-cell is *skipped* (not failed) with a message saying where to put the file. The 3-channel
-first convolution is summed to one channel; ViT position embeddings are resampled to the
-image size; the classifier head is dropped. Every other key must match exactly.
+Nothing is downloaded during a run (``chexbench weights fetch`` does that, when asked). The
+weights come from, in order: ``weights = "FILE"`` under ``[strategy.imagenet]`` in the grid;
+``<cache>/weights/<timm name>.{safetensors,pth}``; the local Hugging Face cache that timm
+fills (``timm/<timm name>``). A backbone that declares no ImageNet checkpoint (the ConvStem
+ViT, the CPU-size variants) is *not applicable*; a declared checkpoint that is not on this
+machine makes the cell *skipped* (not failed) with the command that fetches it. The
+3-channel first convolution is summed to one channel; ViT position embeddings are resampled
+to the image size; the classifier head is dropped. Every other key must match exactly.
+
+Inputs are normalized as the weights were trained: timm's pretrained config of the declared
+checkpoint (ResNet-50 ``a1_in1k``: ImageNet mean/std; ViT-B ``augreg2``: 0.5/0.5), averaged
+over RGB, recorded in the cell's init record and used for training, evaluation, features and
+heatmaps.
 """
 
 from __future__ import annotations
@@ -13,47 +20,35 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from chexbench.backbones.imagenet_weights import find_local, local_candidates
 from chexbench.errors import SkipCell
-from chexbench.paths import cache_dir
 from chexbench.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.base import InitRecord, Strategy
 
-#: ImageNet statistics averaged over RGB: what a gray image sees after the first conv is summed
-IMAGENET_GRAY_NORMALIZE = (0.449, 0.226)
 
-
-def _hf_cached_file(timm_name: str) -> Path | None:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
+def not_applicable_reason(backbone_name: str) -> str | None:
+    """Why ``imagenet`` does not apply to this backbone (it declares no ImageNet checkpoint), or None."""
+    if BACKBONES.get(backbone_name).has_imagenet_weights:
         return None
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        found = try_to_load_from_cache(f"timm/{timm_name}", filename)
-        if isinstance(found, str) and Path(found).is_file():
-            return Path(found)
-    return None
+    return f"not applicable: {backbone_name} has no ImageNet-pretrained weights"
 
 
 def find_weights(backbone_name: str, options: dict[str, Any]) -> tuple[Path | None, str]:
-    """The weights file to use and, if none, the message saying where to put one."""
+    """The weights file to use and, if none, the message saying how to get one."""
     if options.get("weights"):
         path = Path(str(options["weights"])).expanduser()
         if path.is_file():
             return path, ""
         return None, f"weights file not found: {path} (set by [strategy.imagenet] weights)"
     spec = BACKBONES.get(backbone_name)
-    tag = spec.imagenet_weights or backbone_name
-    local = [cache_dir() / "weights" / f"{tag}{ext}" for ext in (".safetensors", ".pth")]
-    for path in local:
-        if path.is_file():
-            return path, ""
-    if spec.imagenet_weights:
-        hf = _hf_cached_file(spec.imagenet_weights)
-        if hf:
-            return hf, ""
+    if not spec.has_imagenet_weights:
+        return None, not_applicable_reason(backbone_name) or ""
+    found = find_local(spec.imagenet_weights)
+    if found:
+        return found, ""
     return None, (
-        f"no ImageNet weights for {backbone_name} on this machine: save a timm '{tag}' state dict to "
-        f"{local[0]} (or .pth), or set weights = \"FILE\" under [strategy.imagenet]"
+        f"no ImageNet weights for {backbone_name} on this machine: run `chexbench weights fetch {backbone_name}` "
+        f"(stores {local_candidates(spec.imagenet_weights)[0]}), or set weights = \"FILE\" under [strategy.imagenet]"
     )
 
 
@@ -61,6 +56,11 @@ class ImageNet(Strategy):
     name = "imagenet"
     description = "supervised ImageNet-1k weights (timm) from a local file, strict key audit"
     options: dict[str, Any] = {"weights": None}
+
+    def invalid_reason(self, cell) -> str | None:
+        if {**self.options, **cell.strategy_options}.get("weights"):
+            return None  # the grid names a file: the user says it fits
+        return not_applicable_reason(cell.backbone)
 
     def unavailable_reason(self, cell) -> str | None:
         path, why = find_weights(cell.backbone, {**self.options, **cell.strategy_options})
@@ -76,12 +76,21 @@ class ImageNet(Strategy):
         report = load_checkpoint(
             backbone, read_state_dict(path), spec, source=str(path), declared_unexpected=spec.head_prefixes
         )
+        norm = spec.imagenet_normalize()
         return InitRecord(
             source=str(path),
             loaded_keys=report.loaded_keys,
             reinitialized_keys=report.reinitialized_keys,
-            notes=report.notes + [f"dropped (classifier head): {', '.join(report.dropped_keys) or 'none'}"],
-            extra={"normalize": list(IMAGENET_GRAY_NORMALIZE), "dropped_keys": report.dropped_keys},
+            notes=report.notes + [
+                f"dropped (classifier head): {', '.join(report.dropped_keys) or 'none'}",
+                f"normalize {norm.mean:g}/{norm.std:g} ({norm.source})",
+            ],
+            extra={
+                "normalize": list(norm.pair()),
+                "normalize_source": norm.source,
+                "imagenet_weights": spec.imagenet_weights,
+                "dropped_keys": report.dropped_keys,
+            },
         )
 
 

@@ -1,0 +1,243 @@
+"""Foreign checkpoints (MoCo, Lightning, torchvision, timm, safetensors) mapped onto our backbones.
+
+Reading never runs code from the file: ``.safetensors`` holds tensors only, and torch files
+are read with ``torch.load(weights_only=True)``. Training checkpoints often carry pickled
+objects beside the weights (Lightning's hyper-parameter ``AttributeDict``, an
+``argparse.Namespace``, a ``PosixPath``); each such class is replaced by an inert placeholder
+of our own (an empty ``OrderedDict``) before torch's restricted unpickler sees it, so the
+tensors can be read while nothing from the foreign class is imported or called.
+
+A checkpoint's layout decides which keys are the encoder:
+
+- ``moco``: facebookresearch/moco (``main_moco.py``: ``{"epoch", "arch", "state_dict",
+  "optimizer"}``, a DistributedDataParallel ``state_dict`` with ``module.encoder_q.*`` (the
+  query encoder, kept), ``module.encoder_k.*`` (momentum encoder), ``module.queue`` and
+  ``module.queue_ptr``, all dropped) and MoCo-CXR, which shares it; MoCo v3
+  (``module.base_encoder.*`` kept, ``module.momentum_encoder.*`` and ``module.predictor.*``
+  dropped).
+- ``lightning``: ``{"state_dict": {"<attribute>.<key>": …}, "epoch", "global_step", …}``; the
+  attribute prefix (``model.``, ``backbone.``, ``encoder.`` …) is found by matching the keys
+  against the target architecture.
+- ``torchvision``: ResNet names (``conv1``, ``bn1``, ``layer1.0.conv1`` … ``fc``) are timm's
+  ResNet names, key for key, so they load unchanged.
+- ``timm`` / ``state_dict``: the keys are already the architecture's.
+- ``auto``: any of the above, decided from the keys.
+
+``prefix`` (e.g. ``module.encoder_q.``) overrides the search: only keys under it are the
+encoder. After the prefix is stripped, the backbone's own adaptations apply (3-channel first
+convolution summed, ViT position embeddings resampled, classifier/projection head dropped)
+and every other key must load strictly (:func:`chexbench.backbones.base.audit_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from chexbench.errors import WeightsError
+
+FORMATS = ("auto", "timm", "torchvision", "moco", "lightning", "state_dict")
+
+#: encoder prefixes of MoCo checkpoints, preferred in this order (the query / base encoder)
+MOCO_ENCODER_PREFIXES = ("module.encoder_q.", "encoder_q.", "module.base_encoder.", "base_encoder.")
+#: wrappers around the state dict in training checkpoints, tried in this order
+STATE_WRAPPERS = ("state_dict", "model", "model_state_dict", "module", "net", "teacher", "student")
+
+
+@dataclass
+class ForeignState:
+    """The encoder's tensors found in a checkpoint, and how they were found."""
+
+    state: dict[str, torch.Tensor]
+    layout: str  # moco | lightning | torchvision | timm | state_dict
+    prefix: str  # stripped from every kept key ("" if none)
+    wrapper: str  # the container key the state dict was under ("" if the file is the state dict)
+    outside: list[str] = field(default_factory=list)  # keys of the file's state dict not under the prefix (dropped)
+    notes: list[str] = field(default_factory=list)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _inert_class(full_name: str) -> type:
+    module, _, name = full_name.rpartition(".")
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> collections.OrderedDict:  # noqa: N807
+        return collections.OrderedDict()  # a placeholder torch's unpickler can fill and build; no foreign code
+
+    return type(name, (), {"__new__": __new__, "__module__": module, "__qualname__": name})
+
+
+def load_torch_file(path: Path) -> Any:
+    """``torch.load(weights_only=True)``; foreign pickled classes become inert placeholders."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
+    except Exception as first:
+        try:
+            foreign = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception:
+            foreign = []
+        if not foreign:
+            raise WeightsError(f"cannot read weights file {path}: {type(first).__name__}: {_first_line(first)}") from None
+        try:
+            with torch.serialization.safe_globals([_inert_class(g) for g in foreign]):
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
+        except Exception as e:
+            raise WeightsError(f"cannot read weights file {path}: {type(e).__name__}: {_first_line(e)}") from None
+
+
+def _is_zip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    for line in text.splitlines():
+        if "WeightsUnpickler error" in line or "Unsupported" in line:
+            return line.strip()
+    return text.splitlines()[0] if text else ""
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The flat tensor mapping of a checkpoint file and the wrapper key it was under."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path)), ""
+        except Exception as e:
+            raise WeightsError(f"cannot read weights file {path}: {type(e).__name__}: {_first_line(e)}") from None
+    obj = load_torch_file(path)
+    wrapper = ""
+    for key in STATE_WRAPPERS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict) and _tensor_values(obj[key]):
+            obj, wrapper = obj[key], key
+            break
+    if not isinstance(obj, dict) or not obj:
+        raise WeightsError(f"{path} does not hold a state dict of tensors (top-level type {type(obj).__name__})")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise WeightsError(
+            f"{path} holds no tensors at the top level (keys: {', '.join(map(str, list(obj)[:6]))}); "
+            "save the model's state_dict, or a dict with it under 'state_dict'"
+        )
+    others = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if others and not wrapper:
+        raise WeightsError(f"{path}: entries that are not tensors beside the weights: {', '.join(others[:6])}")
+    return tensors, wrapper
+
+
+def _tensor_values(d: dict) -> bool:
+    return any(isinstance(v, torch.Tensor) for v in d.values())
+
+
+def _candidate_prefixes(keys: list[str]) -> set[str]:
+    out = {""}
+    for k in keys:
+        parts = k.split(".")
+        for i in range(1, len(parts)):
+            out.add(".".join(parts[:i]) + ".")
+    return out
+
+
+def _coverage(keys: set[str], prefix: str, target: list[str]) -> int:
+    return sum(prefix + t in keys for t in target)
+
+
+def find_encoder(
+    tensors: dict[str, torch.Tensor], target_keys: list[str], *, fmt: str = "auto", prefix: str | None = None,
+    wrapper: str = "", source: str = "",
+) -> ForeignState:
+    """Pick the encoder's keys out of ``tensors`` for a model whose keys are ``target_keys``.
+
+    ``prefix`` given: exactly the keys under it. Otherwise the layout ``fmt`` decides (MoCo:
+    the query/base encoder), and ``auto``/``lightning`` take the key prefix under which most of
+    the target's keys are found — a tie between two full encoders (a momentum encoder beside
+    its query encoder) is resolved by MoCo's convention, any other tie is an error.
+    """
+    if fmt not in FORMATS:
+        raise WeightsError(f"{source}: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    keys = list(tensors)
+    keyset = set(keys)
+    if prefix is None or prefix == "":
+        if fmt == "moco":
+            found = [p for p in MOCO_ENCODER_PREFIXES if any(k.startswith(p) for k in keys)]
+            if not found:
+                raise WeightsError(
+                    f"{source}: format 'moco' expects keys under {' or '.join(MOCO_ENCODER_PREFIXES)}; "
+                    f"found {_first(keys)}"
+                )
+            prefix = found[0]
+        elif fmt in ("timm", "torchvision", "state_dict"):
+            prefix = ""
+        else:
+            prefix = _best_prefix(keyset, target_keys, source)
+            if fmt == "lightning" and prefix == "" and wrapper != "state_dict":
+                raise WeightsError(f"{source}: format 'lightning' expects a 'state_dict' entry whose keys carry a module prefix")
+    kept = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not kept:
+        raise WeightsError(f"{source}: no key starts with prefix '{prefix}' (first keys: {_first(keys)})")
+    outside = sorted(k for k in keys if not k.startswith(prefix))
+    layout = _layout_name(fmt, prefix, wrapper)
+    notes = [f"layout {layout}" + (f", keys under '{prefix}' (prefix stripped)" if prefix else "")]
+    if outside:
+        notes.append(f"dropped outside the encoder: {_group_summary(outside)}")
+    return ForeignState(kept, layout, prefix, wrapper, outside, notes)
+
+
+def _best_prefix(keyset: set[str], target_keys: list[str], source: str) -> str:
+    scores = {p: _coverage(keyset, p, target_keys) for p in _candidate_prefixes(list(keyset))}
+    best = max(scores.values())
+    if best == 0:
+        raise WeightsError(
+            f"{source}: no key matches the architecture under any prefix (first keys: {_first(sorted(keyset))}; "
+            f"expected keys such as {_first(target_keys)})"
+        )
+    tops = sorted(p for p, s in scores.items() if s == best)
+    if len(tops) == 1:
+        return tops[0]
+    for moco in MOCO_ENCODER_PREFIXES:
+        if moco in tops:
+            return moco
+    raise WeightsError(
+        f"{source}: several key prefixes each hold a matching encoder ({', '.join(repr(p) for p in tops[:4])}); "
+        "set prefix = \"…\" to choose one"
+    )
+
+
+def _layout_name(fmt: str, prefix: str, wrapper: str) -> str:
+    if fmt != "auto":
+        return fmt
+    if any(prefix.startswith(p) or prefix == p for p in MOCO_ENCODER_PREFIXES):
+        return "moco"
+    if prefix and wrapper == "state_dict":
+        return "lightning"
+    return "state_dict"
+
+
+def _first(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (", …" if len(keys) > n else "") if keys else "(none)"
+
+
+def _group_summary(keys: list[str]) -> str:
+    """``module.encoder_k.* (320 keys), module.queue, module.queue_ptr``: keys grouped two levels deep."""
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        parts = k.split(".")
+        g = ".".join(parts[:2]) if len(parts) > 2 else k
+        groups.setdefault(g, []).append(k)
+    return ", ".join(g if len(v) == 1 and v[0] == g else f"{g}.* ({len(v)} keys)" for g, v in groups.items())

@@ -1,0 +1,72 @@
+"""``chexbench weights fetch|list``: ImageNet weights on request, and what is on this machine.
+
+``fetch`` is the only command that downloads anything; a grid run never does.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from chexbench.cli.app import app, console
+from chexbench.errors import ConfigError
+
+weights_app = typer.Typer(help="ImageNet weights: fetch them on request, list what is here.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+def _backbones_with_weights() -> list[str]:
+    from chexbench.registry import BACKBONES
+
+    return [n for n in BACKBONES.names() if BACKBONES.get(n).has_imagenet_weights]
+
+
+@weights_app.command("fetch")
+def fetch_cmd(
+    backbones: Annotated[list[str] | None, typer.Argument(help="backbones whose ImageNet weights to download")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="every backbone that declares ImageNet weights")] = False,
+) -> None:
+    """Download the ImageNet weights each backbone declares (timm / Hugging Face hub), verify
+    them against our one-channel model, store them where the imagenet strategy finds them."""
+    from chexbench.backbones.imagenet_weights import fetch
+    from chexbench.registry import BACKBONES
+
+    names = list(backbones or [])
+    if all_:
+        names += [n for n in _backbones_with_weights() if n not in names]
+    if not names:
+        raise ConfigError("name one or more backbones, or --all (with weights: " + ", ".join(_backbones_with_weights()) + ")")
+    for n in names:  # every name checked before anything is downloaded
+        if n not in BACKBONES:
+            raise ConfigError(BACKBONES.unknown_message(n))
+        if not BACKBONES.get(n).has_imagenet_weights:
+            raise ConfigError(f"{n} has no ImageNet weights to fetch (backbones with weights: {', '.join(_backbones_with_weights())})")
+    for n in names:
+        stored = fetch(n)
+        console.print(f"stored {escape(stored.timm_name)} for {n}: {escape(str(stored.path))}  sha256 {stored.sha256}  "
+                      f"(from {escape(stored.source)})", highlight=False, soft_wrap=True)
+
+
+@weights_app.command("list")
+def list_cmd() -> None:
+    """Per backbone: its declared ImageNet weights, whether a file is here, its source and sha256."""
+    from chexbench.backbones.imagenet_weights import present
+    from chexbench.registry import BACKBONES
+
+    table = Table(title="ImageNet weights", title_justify="left")
+    for col in ("backbone", "timm weights", "present", "file", "source", "sha256"):
+        table.add_column(col, overflow="fold")
+    for name in BACKBONES.names():
+        spec = BACKBONES.get(name)
+        if not spec.has_imagenet_weights:
+            table.add_row(name, "—", "not applicable", "", "", "")
+            continue
+        files = present(name)
+        if not files:
+            table.add_row(name, spec.imagenet_weights, "[yellow]no[/]", f"chexbench weights fetch {name}", "", "")
+        for f in files:
+            table.add_row(name, f.timm_name, "[green]yes[/]", escape(str(f.path)), escape(f.source), f.sha256)
+    console.print(table)

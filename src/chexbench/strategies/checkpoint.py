@@ -1,0 +1,198 @@
+"""Strategy ``checkpoint``: someone else's pretrained encoder on the leaderboard, loaded strictly.
+
+In a grid::
+
+    [axes]
+    strategy = ["mocov2", "checkpoint"]
+
+    [[strategy.checkpoint]]                 # one table per checkpoint (or [strategy.checkpoint.NAME])
+    name = "moco-cxr"                       # the strategy's name in records and the leaderboard
+    path = "/models/moco-cxr-r50.pth.tar"
+    format = "moco"                         # auto | timm | torchvision | moco | lightning | state_dict
+    # prefix = "module.encoder_q."          # keys kept (stripped); found from the layout when unset
+    # normalize = "imagenet"                # imagenet | backbone | chexbench | [mean, std]
+
+    [[strategy.checkpoint]]
+    name = "lab-simclr"
+    path = "/models/simclr.ckpt"            # a Lightning checkpoint: the module prefix is found
+
+The axis value ``checkpoint`` stands for every checkpoint declared; each becomes its own
+strategy name (so two checkpoints are never pooled as if they were seeds, and ``--only
+strategy=moco-cxr`` selects one). A single ``[strategy.checkpoint]`` table without a name keeps
+the name ``checkpoint``. Keys outside the encoder (a momentum encoder, a queue, an optimizer)
+and the encoder's head are dropped; every other key must fit the backbone exactly, and the
+record lists what was dropped and adapted. Inputs are normalized as the checkpoint was
+trained (ImageNet statistics by default: MoCo, MoCo-CXR and torchvision all use them).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from chexbench.errors import ConfigError, WeightsError
+from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.strategies.base import InitRecord, Strategy
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+NORMALIZE_CHOICES = ("imagenet", "backbone", "chexbench")
+
+#: (path, size, mtime, options, backbone, image size, backbone options) → None (checked) or the error line
+_PREFLIGHT_CACHE: dict[str, str | None] = {}
+
+
+class Checkpoint(Strategy):
+    name = "checkpoint"
+    description = "a published or your own pretrained checkpoint (MoCo, Lightning, torchvision, timm, safetensors), strict key audit"
+    options: dict[str, Any] = {"path": None, "format": "auto", "prefix": "", "name": "", "normalize": "imagenet"}
+
+    # -- grid ---------------------------------------------------------------------------
+    def named_tables(self, value: Any, source: str) -> dict[str, dict[str, Any]]:
+        """The grid's ``[strategy.checkpoint]`` value → {strategy name: options table}.
+
+        Accepts one table (name optional), an array of tables ``[[strategy.checkpoint]]``
+        (each named), or named sub-tables ``[strategy.checkpoint.NAME]``.
+        """
+        where = f"{source}: [strategy.checkpoint]"
+        if value is None:
+            raise ConfigError(f"{where} is missing: the checkpoint strategy needs path = \"FILE\" (and a name)")
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            entries = [{**table, "name": table.get("name", key)} for key, table in value.items()]
+        elif isinstance(value, dict):
+            entries = [value]
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            entries = list(value)
+            for i, e in enumerate(entries):
+                if not e.get("name"):
+                    raise ConfigError(f"{where} #{i + 1} needs a name (several checkpoints are told apart by name)")
+        else:
+            raise ConfigError(f"{where} must be a table or an array of tables, got {type(value).__name__}")
+        out: dict[str, dict[str, Any]] = {}
+        for e in entries:
+            name = str(e.get("name") or self.name)
+            if not NAME_PATTERN.match(name):
+                raise ConfigError(f"{where}: name {name!r} must be letters, digits, '.', '_', '+' or '-'")
+            if name in out:
+                raise ConfigError(f"{where}: two checkpoints are named {name!r}")
+            if name != self.name and name in STRATEGIES and STRATEGIES.get(name) is not self:
+                raise ConfigError(f"{where}: name {name!r} is already a strategy; choose another")
+            if not e.get("path"):
+                raise ConfigError(f"{where} {name!r}: path = \"FILE\" is required")
+            fmt = e.get("format", "auto")
+            from chexbench.backbones.foreign import FORMATS
+
+            if fmt not in FORMATS:
+                raise ConfigError(f"{where} {name!r}: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+            _normalize_option(e.get("normalize", "imagenet"), f"{where} {name!r}")
+            out[name] = {**e, "name": name}
+        return out
+
+    # -- checks before anything runs -----------------------------------------------------
+    def preflight(self, cell) -> None:
+        """Refuse a missing file, an unreadable one or one that does not fit the backbone: one line."""
+        opts = self._options(cell)
+        path = Path(str(opts["path"])).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"strategy {cell.strategy}: checkpoint file not found: {path} (path under [strategy.checkpoint])")
+        st = path.stat()
+        key = repr((str(path.resolve()), st.st_size, st.st_mtime_ns, sorted(opts.items()), cell.backbone,
+                    cell.settings.image_size, sorted(cell.backbone_options.items())))
+        if key not in _PREFLIGHT_CACHE:
+            try:
+                with torch.device("meta"):
+                    backbone = BACKBONES.get(cell.backbone).build(cell.settings.image_size, cell.backbone_options)
+                self._map(backbone, cell, opts, path, load=False)
+                _PREFLIGHT_CACHE[key] = None
+            except WeightsError as e:
+                _PREFLIGHT_CACHE[key] = str(e)
+        if _PREFLIGHT_CACHE[key]:
+            raise WeightsError(_PREFLIGHT_CACHE[key])
+
+    # -- the cell -----------------------------------------------------------------------
+    def init_backbone(self, backbone, cell, ctx) -> InitRecord:
+        from chexbench.backbones.foreign import file_sha256
+
+        opts = self._options(cell)
+        path = Path(str(opts["path"])).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"strategy {cell.strategy}: checkpoint file not found: {path}")
+        found, report = self._map(backbone, cell, opts, path, load=True)
+        norm = _normalization(opts["normalize"], cell.backbone)
+        return InitRecord(
+            source=str(path),
+            loaded_keys=report.loaded_keys,
+            reinitialized_keys=report.reinitialized_keys,
+            notes=found.notes + report.notes + [f"dropped (head): {', '.join(report.dropped_keys) or 'none'}",
+                                                f"normalize {norm['mean']:g}/{norm['std']:g} ({norm['source']})"],
+            extra={
+                "checkpoint_name": cell.strategy,
+                "checkpoint_sha256": file_sha256(path),
+                "layout": found.layout,
+                "wrapper": found.wrapper,
+                "prefix": found.prefix,
+                # every key of the file's state dict that was not loaded, by its name in the file
+                "dropped_keys": sorted(found.outside + [found.prefix + k for k in report.dropped_keys]),
+                "head_dropped_keys": report.dropped_keys,
+                "adapted": report.notes,
+                "normalize": [norm["mean"], norm["std"]],
+                "normalize_source": norm["source"],
+            },
+        )
+
+    def _options(self, cell) -> dict[str, Any]:
+        unknown = set(cell.strategy_options) - set(self.options)
+        if unknown:
+            raise ConfigError(f"[strategy.{cell.strategy}]: unknown option(s) {sorted(unknown)}")
+        opts = {**self.options, **cell.strategy_options}
+        if not opts["path"]:
+            raise ConfigError(f"strategy {cell.strategy}: set path = \"FILE\" under [strategy.checkpoint]")
+        return opts
+
+    def _map(self, backbone, cell, opts: dict[str, Any], path: Path, load: bool):
+        from chexbench.backbones.base import audit_checkpoint, load_checkpoint
+        from chexbench.backbones.foreign import find_encoder, read_checkpoint
+
+        spec = BACKBONES.get(cell.backbone)
+        source = f"strategy {cell.strategy}: {path}"
+        if opts["format"] == "torchvision" and spec.kind != "cnn":
+            raise WeightsError(f"{source}: torchvision names are mapped for ResNets only; {cell.backbone} needs timm names")
+        tensors, wrapper = read_checkpoint(path)
+        found = find_encoder(
+            tensors, list(backbone.model.state_dict()), fmt=opts["format"], prefix=opts["prefix"] or None,
+            wrapper=wrapper, source=source,
+        )
+        if load:
+            report = load_checkpoint(backbone, found.state, spec, source=source, declared_unexpected=spec.head_prefixes)
+        else:
+            report, _ = audit_checkpoint(backbone.model, found.state, spec, source=source, declared_unexpected=spec.head_prefixes)
+        return found, report
+
+
+def _normalize_option(value: Any, where: str) -> None:
+    if isinstance(value, str) and value in NORMALIZE_CHOICES:
+        return
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) and value[1] > 0:
+        return
+    raise ConfigError(f"{where}: normalize must be one of {', '.join(NORMALIZE_CHOICES)} or [mean, std], got {value!r}")
+
+
+def _normalization(value: Any, backbone: str) -> dict[str, Any]:
+    """The one-channel (mean, std) the checkpoint's encoder expects, and where it came from."""
+    from chexbench.backbones.base import timm_normalization
+    from chexbench.bench.training import DEFAULT_NORMALIZE
+
+    if value == "imagenet":
+        n = timm_normalization(None)
+    elif value == "backbone":
+        n = BACKBONES.get(backbone).imagenet_normalize()
+    elif value == "chexbench":
+        return {"mean": DEFAULT_NORMALIZE[0], "std": DEFAULT_NORMALIZE[1], "source": "chexbench's own pretraining normalization"}
+    else:
+        return {"mean": float(value[0]), "std": float(value[1]), "source": "set in the grid"}
+    return n.to_dict()
+
+
+STRATEGIES.add("checkpoint", Checkpoint(), Checkpoint.description)
