@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,27 @@ class ForeignState:
     wrapper: str  # the container key the state dict was under ("" if the file is the state dict)
     outside: list[str] = field(default_factory=list)  # keys of the file's state dict not under the prefix (dropped)
     notes: list[str] = field(default_factory=list)
+
+
+_CHECKED: dict[str, str | None] = {}
+
+
+def check_once(path: Path, context: Any, check: Callable[[], None]) -> None:
+    """Run a pre-run ``check`` of the file ``path`` once per (file state, ``context``) in this process.
+
+    A :class:`WeightsError` it raised is remembered and raised again for the same inputs, so a
+    check over many cells reads each file once.
+    """
+    st = path.stat()
+    key = repr((str(path.resolve()), st.st_size, st.st_mtime_ns, context))
+    if key not in _CHECKED:
+        try:
+            check()
+            _CHECKED[key] = None
+        except WeightsError as e:
+            _CHECKED[key] = str(e)
+    if _CHECKED[key]:
+        raise WeightsError(_CHECKED[key])
 
 
 def file_sha256(path: str | Path) -> str:

@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from chexbench.cli.app import app, console
 from chexbench.errors import ConfigError
@@ -56,17 +55,13 @@ def list_cmd() -> None:
     from chexbench.backbones.imagenet_weights import present
     from chexbench.registry import BACKBONES
 
-    table = Table(title="ImageNet weights", title_justify="left")
-    for col in ("backbone", "timm weights", "present", "file", "source", "sha256"):
-        table.add_column(col, overflow="fold")
-    for name in BACKBONES.names():
+    for name in BACKBONES.names():  # one line per file: greppable, never wrapped
         spec = BACKBONES.get(name)
         if not spec.has_imagenet_weights:
-            table.add_row(name, "—", "not applicable", "", "", "")
-            continue
-        files = present(name)
-        if not files:
-            table.add_row(name, spec.imagenet_weights, "[yellow]no[/]", f"chexbench weights fetch {name}", "", "")
-        for f in files:
-            table.add_row(name, f.timm_name, "[green]yes[/]", escape(str(f.path)), escape(f.source), f.sha256)
-    console.print(table)
+            line = f"{name}: not applicable (no ImageNet-pretrained weights)"
+        else:
+            files = present(name)
+            line = "\n".join(
+                f"{name}: {f.timm_name} present at {escape(str(f.path))}  source {escape(f.source)}  sha256 {f.sha256}" for f in files
+            ) or f"{name}: {spec.imagenet_weights} [yellow]missing[/]: chexbench weights fetch {name}"
+        console.print(line, highlight=False, soft_wrap=True)

@@ -40,9 +40,6 @@ from chexbench.strategies.base import InitRecord, Strategy
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 NORMALIZE_CHOICES = ("imagenet", "backbone", "chexbench")
 
-#: (path, size, mtime, options, backbone, image size, backbone options) → None (checked) or the error line
-_PREFLIGHT_CACHE: dict[str, str | None] = {}
-
 
 class Checkpoint(Strategy):
     name = "checkpoint"
@@ -97,19 +94,15 @@ class Checkpoint(Strategy):
         path = Path(str(opts["path"])).expanduser()
         if not path.is_file():
             raise WeightsError(f"strategy {cell.strategy}: checkpoint file not found: {path} (path under [strategy.checkpoint])")
-        st = path.stat()
-        key = repr((str(path.resolve()), st.st_size, st.st_mtime_ns, sorted(opts.items()), cell.backbone,
-                    cell.settings.image_size, sorted(cell.backbone_options.items())))
-        if key not in _PREFLIGHT_CACHE:
-            try:
-                with torch.device("meta"):
-                    backbone = BACKBONES.get(cell.backbone).build(cell.settings.image_size, cell.backbone_options)
-                self._map(backbone, cell, opts, path, load=False)
-                _PREFLIGHT_CACHE[key] = None
-            except WeightsError as e:
-                _PREFLIGHT_CACHE[key] = str(e)
-        if _PREFLIGHT_CACHE[key]:
-            raise WeightsError(_PREFLIGHT_CACHE[key])
+        from chexbench.backbones.foreign import check_once
+
+        def check() -> None:
+            with torch.device("meta"):  # keys and shapes only: no memory for the weights
+                backbone = BACKBONES.get(cell.backbone).build(cell.settings.image_size, cell.backbone_options)
+            self._map(backbone, cell, opts, path, load=False)
+
+        context = (cell.strategy, sorted(opts.items()), cell.backbone, cell.settings.image_size, sorted(cell.backbone_options.items()))
+        check_once(path, context, check)
 
     # -- the cell -----------------------------------------------------------------------
     def init_backbone(self, backbone, cell, ctx) -> InitRecord:

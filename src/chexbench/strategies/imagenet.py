@@ -66,6 +66,27 @@ class ImageNet(Strategy):
         path, why = find_weights(cell.backbone, {**self.options, **cell.strategy_options})
         return None if path else why
 
+    def preflight(self, cell) -> None:
+        """A weights file that does not fit the backbone is refused before anything runs (one line)."""
+        import torch
+
+        from chexbench.backbones.base import audit_checkpoint, read_state_dict
+        from chexbench.backbones.foreign import check_once
+
+        if self.invalid_reason(cell):
+            return
+        path, _ = find_weights(cell.backbone, {**self.options, **cell.strategy_options})
+        if path is None:
+            return  # skipped with its reason, not an error
+        spec = BACKBONES.get(cell.backbone)
+
+        def check() -> None:
+            with torch.device("meta"):
+                backbone = spec.build(cell.settings.image_size, cell.backbone_options)
+            audit_checkpoint(backbone.model, read_state_dict(path), spec, source=str(path), declared_unexpected=spec.head_prefixes)
+
+        check_once(path, (cell.backbone, cell.settings.image_size, sorted(cell.backbone_options.items())), check)
+
     def init_backbone(self, backbone, cell, ctx) -> InitRecord:
         from chexbench.backbones.base import load_checkpoint, read_state_dict
 
