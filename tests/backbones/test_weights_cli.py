@@ -126,3 +126,17 @@ def test_backbones_without_weights_are_refused_by_name(tmp_path, monkeypatch):
     assert listed.exit_code == 0
     row = next(line for line in listed.output.splitlines() if "vit_b16_convstem" in line)
     assert "not applicable" in row
+
+
+def test_plan_says_not_applicable_and_names_no_weights_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path / "cache"))
+    grid = tmp_path / "g.toml"
+    grid.write_text('[axes]\nstrategy=["imagenet"]\nbackbone=["resnet_tiny","vit_b16_convstem","resnet50"]\n'
+                    'dataset=["chexpert"]\nprotocol=["linear"]\n')
+    out = runner.invoke(app, ["plan", "--grid", str(grid), "--results", str(tmp_path / "r")], terminal_width=400)
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())  # the summary lines, unwrapped
+    assert "skipped ×1: not applicable: resnet_tiny has no ImageNet weights" in text
+    assert "skipped ×1: not applicable: vit_b16_convstem has no ImageNet weights" in text
+    assert "run `chexbench weights fetch resnet50`" in text
+    assert "resnet_tiny.safetensors" not in text and "'resnet_tiny' state dict" not in text and "convstem.safetensors" not in text

@@ -30,7 +30,7 @@ def not_applicable_reason(backbone_name: str) -> str | None:
     """Why ``imagenet`` does not apply to this backbone (it declares no ImageNet checkpoint), or None."""
     if BACKBONES.get(backbone_name).has_imagenet_weights:
         return None
-    return f"not applicable: {backbone_name} has no ImageNet-pretrained weights"
+    return f"not applicable: {backbone_name} has no ImageNet weights (its architecture declares no pretrained checkpoint)"
 
 
 def find_weights(backbone_name: str, options: dict[str, Any]) -> tuple[Path | None, str]:
