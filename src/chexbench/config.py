@@ -205,6 +205,8 @@ class Grid:
         from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
 
         registries = {"strategy": STRATEGIES, "backbone": BACKBONES, "dataset": DATASETS, "protocol": PROTOCOLS}
+        if only and "strategy" in only:  # `--only strategy=checkpoint` selects every named checkpoint
+            only = {**only, "strategy": _with_named_instances(only["strategy"], self.axes["strategy"])}
         axis_names = list(self.axes)
         out: list[PlannedCell] = []
         for combo in itertools.product(*(self.axes[a] for a in axis_names)):
@@ -260,6 +262,17 @@ class Grid:
             protocol_options=options["protocol"],
             grid=self.name,
         )
+
+
+def _with_named_instances(selected: list[str], axis: list[Any]) -> list[str]:
+    """``selected`` plus the axis' named instances (aliases) of any selected strategy."""
+    from chexbench.registry import STRATEGIES
+
+    out = list(selected)
+    for v in selected:
+        if v in STRATEGIES and STRATEGIES.get(v).name == v:
+            out += [str(a) for a in axis if str(a) != v and str(a) in STRATEGIES and STRATEGIES.get(str(a)) is STRATEGIES.get(v)]
+    return list(dict.fromkeys(out))
 
 
 def _equal(a: Any, b: Any) -> bool:

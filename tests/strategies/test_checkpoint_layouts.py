@@ -169,6 +169,9 @@ def test_grid_declares_several_named_checkpoints(tmp_path):
     assert [c.strategy for c in cells] == ["scratch", "moco-cxr", "lab-ssl"]
     assert cells[1].strategy_options["path"] == "a.pth" and cells[2].strategy_options["path"] == "b.ckpt"
     assert STRATEGIES.get("moco-cxr") is STRATEGY and len({c.cell_id for c in cells}) == 3
+    grid = parse_grid(raw, "g.toml")
+    assert [p.cell.strategy for p in grid.cells({"strategy": ["checkpoint"]})] == ["moco-cxr", "lab-ssl"]
+    assert [p.cell.strategy for p in grid.cells({"strategy": ["lab-ssl", "scratch"]})] == ["scratch", "lab-ssl"]
     named = {**raw, "strategy": {"checkpoint": {"moco-cxr": {"path": "a.pth"}, "other": {"path": "c.pth"}}}}
     assert [p.cell.strategy for p in parse_grid(named, "g.toml").cells()] == ["scratch", "moco-cxr", "other"]
     single = {**raw, "strategy": {"checkpoint": {"path": "a.pth"}}}
@@ -183,3 +186,16 @@ def test_grid_declares_several_named_checkpoints(tmp_path):
     ]:
         with pytest.raises(ConfigError, match=msg):
             parse_grid({**raw, "strategy": bad}, "g.toml")
+
+
+def test_moco_inside_a_lightning_module_and_a_prefix_without_its_dot(tmp_path):
+    path = tmp_path / "moco.pth"
+    encoder_q = moco_checkpoint(path)
+    saved = torch.load(path, weights_only=True)["state_dict"]
+    lit = {"model." + k[len("module."):]: v for k, v in saved.items()}  # model.encoder_q.*, model.encoder_k.*, model.queue
+    torch.save({"state_dict": lit, "epoch": 3, "global_step": 10}, tmp_path / "lit.ckpt")
+    backbone, record = _init(_cell(tmp_path / "lit.ckpt"), tmp_path)
+    _assert_transferred(backbone, expected_transfer(encoder_q))
+    assert record.extra["prefix"] == "model.encoder_q." and record.extra["layout"] == "moco"
+    backbone, record = _init(_cell(path, prefix="module.encoder_q"), tmp_path)
+    _assert_transferred(backbone, expected_transfer(encoder_q))

@@ -195,6 +195,8 @@ def find_encoder(
         raise WeightsError(f"{source}: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     keys = list(tensors)
     keyset = set(keys)
+    if prefix and not prefix.endswith("."):
+        prefix += "."  # "module.encoder_q" means the module, not a partial key
     if prefix is None or prefix == "":
         if fmt == "moco":
             found = [p for p in MOCO_ENCODER_PREFIXES if any(k.startswith(p) for k in keys)]
@@ -232,19 +234,23 @@ def _best_prefix(keyset: set[str], target_keys: list[str], source: str) -> str:
     tops = sorted(p for p, s in scores.items() if s == best)
     if len(tops) == 1:
         return tops[0]
-    for moco in MOCO_ENCODER_PREFIXES:
-        if moco in tops:
-            return moco
+    preferred = [p for p in tops if _is_moco_encoder(p)]  # MoCo's query (v1/v2) or base (v3) encoder, wherever it sits
+    if len(preferred) == 1:
+        return preferred[0]
     raise WeightsError(
         f"{source}: several key prefixes each hold a matching encoder ({', '.join(repr(p) for p in tops[:4])}); "
         "set prefix = \"…\" to choose one"
     )
 
 
+def _is_moco_encoder(prefix: str) -> bool:
+    return prefix == "encoder_q." or prefix == "base_encoder." or prefix.endswith((".encoder_q.", ".base_encoder."))
+
+
 def _layout_name(fmt: str, prefix: str, wrapper: str) -> str:
     if fmt != "auto":
         return fmt
-    if any(prefix.startswith(p) or prefix == p for p in MOCO_ENCODER_PREFIXES):
+    if _is_moco_encoder(prefix):
         return "moco"
     if prefix and wrapper == "state_dict":
         return "lightning"
