@@ -165,26 +165,12 @@ class BackboneSpec:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or a torch file (``.pth``/``.pt``/``.bin``).
 
-    Common wrappers are unwrapped (``state_dict``, ``model``); nothing else is guessed.
+    Never runs code from the file (:func:`chexbench.backbones.foreign.read_checkpoint`);
+    common wrappers are unwrapped (``state_dict``, ``model`` …); nothing else is guessed.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    from chexbench.backbones.foreign import read_checkpoint
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or foreign file
-        raise WeightsError(f"cannot read weights file {path}: {type(e).__name__}: {e}") from None
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
-            state = state[wrapper]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{path} does not hold a state dict of tensors")
-    return state
+    return read_checkpoint(path)[0]
 
 
 def load_checkpoint(

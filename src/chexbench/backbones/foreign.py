@@ -150,7 +150,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
             obj, wrapper = obj[key], key
             break
     if not isinstance(obj, dict) or not obj:
-        raise WeightsError(f"{path} does not hold a state dict of tensors (top-level type {type(obj).__name__})")
+        raise WeightsError(
+            f"{path} does not hold a state dict of tensors (a pickled model object? save model.state_dict() instead)"
+        )
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise WeightsError(
