@@ -75,7 +75,7 @@ def test_fetch_verifies_stores_and_imagenet_then_loads_it(hub):
     assert imagenet.invalid_reason(cell) is None and imagenet.unavailable_reason(cell) is None
     backbone = BACKBONES.get("resnet_tiny").build(32)
     init = imagenet.init_backbone(backbone, cell, RunContext(torch.device("cpu"), hub["tmp"], hub["tmp"]))
-    assert init.source == str(stored)
+    assert init.source == str(stored) and init.extra["weights_sha256"] == sha
     assert torch.equal(backbone.model.layer3[0].conv2.weight, rgb.layer3[0].conv2.weight)
     assert torch.equal(backbone.model.conv1.weight, rgb.conv1.weight.sum(1, keepdim=True))
 

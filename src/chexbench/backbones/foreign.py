@@ -83,7 +83,19 @@ def check_once(path: Path, context: Any, check: Callable[[], None]) -> None:
         raise WeightsError(_CHECKED[key])
 
 
+_SHA256: dict[tuple[str, int, int], str] = {}
+
+
 def file_sha256(path: str | Path) -> str:
+    """The file's sha256 (hex), computed once per (path, size, mtime) in this process."""
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA256:
+        _SHA256[key] = _sha256(path)
+    return _SHA256[key]
+
+
+def _sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -89,6 +89,7 @@ class ImageNet(Strategy):
 
     def init_backbone(self, backbone, cell, ctx) -> InitRecord:
         from chexbench.backbones.base import load_checkpoint, read_state_dict
+        from chexbench.backbones.foreign import file_sha256
 
         spec = BACKBONES.get(cell.backbone)
         path, why = find_weights(cell.backbone, {**self.options, **cell.strategy_options})
@@ -110,6 +111,7 @@ class ImageNet(Strategy):
                 "normalize": list(norm.pair()),
                 "normalize_source": norm.source,
                 "imagenet_weights": spec.imagenet_weights,
+                "weights_sha256": file_sha256(path),
                 "dropped_keys": report.dropped_keys,
             },
         )
