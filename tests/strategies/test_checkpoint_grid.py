@@ -70,6 +70,7 @@ path = "{tmp_path / 'timm.safetensors'}"
     for name, tensors in expected.items():
         init = json.loads(recs.loc[name, "init_json"])
         assert init["reinitialized_keys"] == [] and init["loaded_keys"] == len(tensors)
+        assert init["dropped_keys"] == init["extra"]["dropped_keys"]
         assert init["extra"]["dropped_keys"] and init["extra"]["checkpoint_name"] == name
         payload = torch.load(results / "models" / f"{recs.loc[name, 'cell_id']}.pt", weights_only=True)
         backbone = {k[len("backbone.model."):]: v for k, v in payload["state_dict"].items() if k.startswith("backbone.model.")}

@@ -25,6 +25,7 @@ class InitRecord:
     source: str  # "random", a weights file path, or "pretrain:<run id>"
     loaded_keys: int = 0
     reinitialized_keys: list[str] = field(default_factory=list)
+    dropped_keys: list[str] = field(default_factory=list)  # keys of the source file not loaded (heads, momentum encoder …)
     notes: list[str] = field(default_factory=list)
     pretrain_run: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -34,6 +35,7 @@ class InitRecord:
             "source": self.source,
             "loaded_keys": self.loaded_keys,
             "reinitialized_keys": list(self.reinitialized_keys),
+            "dropped_keys": list(self.dropped_keys),
             "notes": list(self.notes),
             "pretrain_run": self.pretrain_run,
             "extra": dict(self.extra),

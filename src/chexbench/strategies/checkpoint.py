@@ -114,10 +114,12 @@ class Checkpoint(Strategy):
             raise WeightsError(f"strategy {cell.strategy}: checkpoint file not found: {path}")
         found, report = self._map(backbone, cell, opts, path, load=True)
         norm = _normalization(opts["normalize"], cell.backbone)
+        dropped = sorted(found.outside + [found.prefix + k for k in report.dropped_keys])  # by their names in the file
         return InitRecord(
             source=str(path),
             loaded_keys=report.loaded_keys,
             reinitialized_keys=report.reinitialized_keys,
+            dropped_keys=dropped,
             notes=found.notes + report.notes + [f"dropped (head): {', '.join(report.dropped_keys) or 'none'}",
                                                 f"normalize {norm['mean']:g}/{norm['std']:g} ({norm['source']})"],
             extra={
@@ -126,8 +128,7 @@ class Checkpoint(Strategy):
                 "layout": found.layout,
                 "wrapper": found.wrapper,
                 "prefix": found.prefix,
-                # every key of the file's state dict that was not loaded, by its name in the file
-                "dropped_keys": sorted(found.outside + [found.prefix + k for k in report.dropped_keys]),
+                "dropped_keys": dropped,
                 "head_dropped_keys": report.dropped_keys,
                 "adapted": report.notes,
                 "normalize": [norm["mean"], norm["std"]],

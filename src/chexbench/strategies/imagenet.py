@@ -103,6 +103,7 @@ class ImageNet(Strategy):
             source=str(path),
             loaded_keys=report.loaded_keys,
             reinitialized_keys=report.reinitialized_keys,
+            dropped_keys=report.dropped_keys,
             notes=report.notes + [
                 f"dropped (classifier head): {', '.join(report.dropped_keys) or 'none'}",
                 f"normalize {norm.mean:g}/{norm.std:g} ({norm.source})",
