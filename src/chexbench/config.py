@@ -237,8 +237,9 @@ class Grid:
                     settings[k] = v
                 else:
                     options[section][k] = v
-        for ov in self.overrides:
-            if all(_equal(values.get(k), v) for k, v in ov["match"].items()):
+        for ov in self.overrides:  # match = {strategy = "checkpoint"} also matches each named checkpoint
+            if all(_equal(values.get(k), v) or (k == "strategy" and str(values[k]) in _with_named_instances([str(v)], [values[k]]))
+                   for k, v in ov["match"].items()):
                 settings.update(ov["settings"])
         for axis, v in values.items():  # extra axes such as "strategy.temperature"
             if axis in AXES:

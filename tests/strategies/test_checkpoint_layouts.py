@@ -172,6 +172,8 @@ def test_grid_declares_several_named_checkpoints(tmp_path):
     grid = parse_grid(raw, "g.toml")
     assert [p.cell.strategy for p in grid.cells({"strategy": ["checkpoint"]})] == ["moco-cxr", "lab-ssl"]
     assert [p.cell.strategy for p in grid.cells({"strategy": ["lab-ssl", "scratch"]})] == ["scratch", "lab-ssl"]
+    grid = parse_grid({**raw, "override": [{"match": {"strategy": "checkpoint"}, "lr": 0.5}]}, "g.toml")
+    assert [p.cell.settings.lr for p in grid.cells()][1:] == [0.5, 0.5] and grid.cells()[0].cell.settings.lr != 0.5
     named = {**raw, "strategy": {"checkpoint": {"moco-cxr": {"path": "a.pth"}, "other": {"path": "c.pth"}}}}
     assert [p.cell.strategy for p in parse_grid(named, "g.toml").cells()] == ["scratch", "moco-cxr", "other"]
     single = {**raw, "strategy": {"checkpoint": {"path": "a.pth"}}}
