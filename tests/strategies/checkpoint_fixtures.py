@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import torch
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
@@ -84,6 +85,7 @@ def lightning_checkpoint(path: Path, attr: str = "model", seed: int = 0) -> dict
             "lr_schedulers": [],
             "hparams_name": "kwargs",
             "hyper_parameters": HParams(lr=1e-3, args=argparse.Namespace(data="/data/cxr"), out=Path("/runs/x")),
+            "callbacks": {"ModelCheckpoint": {"best_model_score": np.float64(0.81), "scores": np.array([0.7, 0.81])}},
         },
         path,
     )

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,19 +113,58 @@ def _inert_class(full_name: str) -> type:
     return type(name, (), {"__new__": __new__, "__module__": module, "__qualname__": name})
 
 
+def _numpy_data_global(full_name: str) -> Any | None:
+    """NumPy's array/scalar reconstruction (data only, the set torch's docs allow-list), else None.
+
+    Training checkpoints often hold a NumPy scalar (a best score) or array beside the weights;
+    these are rebuilt for real. Only the fixed names below are resolved — never an arbitrary one.
+    """
+    import numpy as np
+
+    try:
+        multiarray = importlib.import_module("numpy._core.multiarray")
+    except ImportError:  # NumPy 1
+        multiarray = importlib.import_module("numpy.core.multiarray")
+    fixed = {"numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype}
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        fixed[f"{module}._reconstruct"] = multiarray._reconstruct
+        fixed[f"{module}.scalar"] = multiarray.scalar
+    if full_name in fixed:
+        return fixed[full_name]
+    module, _, name = full_name.rpartition(".")
+    if module == "numpy.dtypes" and name.endswith("DType") and hasattr(np, "dtypes"):
+        return getattr(np.dtypes, name, None)
+    return None
+
+
+def _foreign_globals(path: Path) -> list[tuple[Any, str]]:
+    """For each global the restricted unpickler refuses: NumPy data types as themselves, the rest inert."""
+    import numpy as np
+
+    out: list[tuple[Any, str]] = []
+    for name in torch.serialization.get_unsafe_globals_in_checkpoint(str(path)):
+        obj = _numpy_data_global(name)
+        out.append((obj if obj is not None else _inert_class(name), name))
+    if any(name == "numpy.dtype" for _, name in out) and hasattr(np, "dtypes"):
+        # a rebuilt dtype is an instance of its DType class: BUILD needs that class allowed too
+        out += [(cls, f"numpy.dtypes.{cls.__name__}") for cls in vars(np.dtypes).values()
+                if isinstance(cls, type) and cls.__name__.endswith("DType")]
+    return out
+
+
 def load_torch_file(path: Path) -> Any:
     """``torch.load(weights_only=True)``; foreign pickled classes become inert placeholders."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
     except Exception as first:
         try:
-            foreign = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+            foreign = _foreign_globals(path)
         except Exception:
             foreign = []
         if not foreign:
             raise WeightsError(f"cannot read weights file {path}: {type(first).__name__}: {_first_line(first)}") from None
         try:
-            with torch.serialization.safe_globals([_inert_class(g) for g in foreign]):
+            with torch.serialization.safe_globals(foreign):
                 return torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
         except Exception as e:
             raise WeightsError(f"cannot read weights file {path}: {type(e).__name__}: {_first_line(e)}") from None
@@ -136,11 +176,13 @@ def _is_zip(path: Path) -> bool:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    for line in text.splitlines():
-        if "WeightsUnpickler error" in line or "Unsupported" in line:
-            return line.strip()
-    return text.splitlines()[0] if text else ""
+    """One line of an exception's text: torch's unpickler reason when there is one."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[-1].strip()
+            return rest or (lines[i + 1] if i + 1 < len(lines) else line)
+    return lines[0] if lines else type(e).__name__
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
