@@ -141,11 +141,11 @@ def test_wrong_architecture_and_missing_file_refused_before_running(tmp_path):
 
 def test_two_full_encoders_without_a_convention_need_a_prefix(tmp_path):
     rgb = rgb_resnet_tiny()
-    state = {f"student.{k}": v for k, v in rgb.state_dict().items()} | {f"teacher_ema.{k}": v for k, v in rgb.state_dict().items()}
+    state = {f"vision.{k}": v for k, v in rgb.state_dict().items()} | {f"text_tower.{k}": v for k, v in rgb.state_dict().items()}
     torch.save(state, tmp_path / "two.pth")
     with pytest.raises(WeightsError, match="set prefix"):
         STRATEGY.preflight(_cell(tmp_path / "two.pth"))
-    STRATEGY.preflight(_cell(tmp_path / "two.pth", prefix="teacher_ema."))
+    STRATEGY.preflight(_cell(tmp_path / "two.pth", prefix="text_tower."))
 
 
 def test_reading_never_runs_code_from_the_file(tmp_path):
@@ -203,3 +203,14 @@ def test_moco_inside_a_lightning_module_and_a_prefix_without_its_dot(tmp_path):
     assert record.extra["prefix"] == "model.encoder_q." and record.extra["layout"] == "moco"
     backbone, record = _init(_cell(path, prefix="module.encoder_q"), tmp_path)
     _assert_transferred(backbone, expected_transfer(encoder_q))
+
+
+def test_a_momentum_copy_beside_the_encoder_is_not_chosen(tmp_path):
+    online, momentum = rgb_resnet_tiny(seed=5), rgb_resnet_tiny(seed=6)
+    state = {f"backbone.{k}": v for k, v in online.state_dict().items()}  # lightly's MoCo module
+    state |= {f"backbone_momentum.{k}": v for k, v in momentum.state_dict().items()}
+    state["projection_head.layers.0.weight"] = torch.zeros(8, 256)
+    torch.save({"state_dict": state, "epoch": 1}, tmp_path / "lightly.ckpt")
+    backbone, record = _init(_cell(tmp_path / "lightly.ckpt"), tmp_path)
+    _assert_transferred(backbone, expected_transfer(online.state_dict()))
+    assert record.extra["prefix"] == "backbone."

@@ -34,6 +34,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,8 @@ FORMATS = ("auto", "timm", "torchvision", "moco", "lightning", "state_dict")
 
 #: encoder prefixes of MoCo checkpoints, preferred in this order (the query / base encoder)
 MOCO_ENCODER_PREFIXES = ("module.encoder_q.", "encoder_q.", "module.base_encoder.", "base_encoder.")
+#: a key prefix naming a momentum / EMA / target copy of an encoder (the trained one is the other)
+MOMENTUM_COPY = re.compile(r"(^|[._])(momentum|encoder_k|ema|target|key_encoder)([._]|$)")
 #: wrappers around the state dict in training checkpoints, tried in this order
 STATE_WRAPPERS = ("state_dict", "model", "model_state_dict", "module", "net", "teacher", "student")
 
@@ -293,6 +296,9 @@ def _best_prefix(keyset: set[str], target_keys: list[str], source: str) -> str:
     preferred = [p for p in tops if _is_moco_encoder(p)]  # MoCo's query (v1/v2) or base (v3) encoder, wherever it sits
     if len(preferred) == 1:
         return preferred[0]
+    online = [p for p in tops if not MOMENTUM_COPY.search(p)]  # lightly's backbone vs backbone_momentum, BYOL's online vs target
+    if len(online) == 1:
+        return online[0]
     raise WeightsError(
         f"{source}: several key prefixes each hold a matching encoder ({', '.join(repr(p) for p in tops[:4])}); "
         "set prefix = \"…\" to choose one"
