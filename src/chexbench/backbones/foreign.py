@@ -5,7 +5,8 @@ are read with ``torch.load(weights_only=True)``. Training checkpoints often carr
 objects beside the weights (Lightning's hyper-parameter ``AttributeDict``, an
 ``argparse.Namespace``, a ``PosixPath``); each such class is replaced by an inert placeholder
 of our own (an empty ``OrderedDict``) before torch's restricted unpickler sees it, so the
-tensors can be read while nothing from the foreign class is imported or called.
+tensors can be read while nothing from the foreign class is imported or called. NumPy
+scalars and arrays (a best score) are rebuilt from NumPy's fixed data-only functions.
 
 A checkpoint's layout decides which keys are the encoder:
 
@@ -21,7 +22,10 @@ A checkpoint's layout decides which keys are the encoder:
 - ``torchvision``: ResNet names (``conv1``, ``bn1``, ``layer1.0.conv1`` … ``fc``) are timm's
   ResNet names, key for key, so they load unchanged.
 - ``timm`` / ``state_dict``: the keys are already the architecture's.
-- ``auto``: any of the above, decided from the keys.
+- ``auto``: any of the above, decided from the keys: the key prefix under which most of the
+  architecture's keys are found. When two prefixes hold a full encoder, MoCo's query/base
+  encoder wins, then the one that is not a momentum/EMA/target copy (lightly's
+  ``backbone_momentum``, BYOL's ``target``); any other tie asks for ``prefix``.
 
 ``prefix`` (e.g. ``module.encoder_q.``) overrides the search: only keys under it are the
 encoder. After the prefix is stripped, the backbone's own adaptations apply (3-channel first
