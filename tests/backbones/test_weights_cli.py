@@ -68,6 +68,9 @@ def test_fetch_verifies_stores_and_imagenet_then_loads_it(hub):
 
     listed = runner.invoke(app, ["weights", "list"], terminal_width=400)
     assert listed.exit_code == 0 and sha in listed.output and "timm/resnet18.a1_in1k" in listed.output
+    again = runner.invoke(app, ["weights", "fetch", "resnet_tiny"])
+    assert again.exit_code == 0 and "already stored" in again.output and len(hub["calls"]) == 1
+    assert runner.invoke(app, ["weights", "fetch", "resnet_tiny", "--force"]).exit_code == 0 and len(hub["calls"]) == 2
 
     cell = CellConfig(strategy="imagenet", backbone="resnet_tiny", dataset="chexpert", protocol="linear", label_fraction=1.0,
                       seed=0, settings=Settings(image_size=32))

@@ -109,6 +109,17 @@ def _read_record(timm_name: str) -> dict[str, Any] | None:
         return None
 
 
+def fetched(backbone: str) -> WeightsFile | None:
+    """The weights :func:`fetch` stored for ``backbone``, if they are still there."""
+    spec = BACKBONES.get(backbone)
+    if not spec.has_imagenet_weights:
+        return None
+    record = _read_record(spec.imagenet_weights)
+    if not record or not Path(record.get("path", "")).is_file():
+        return None
+    return WeightsFile(backbone, spec.imagenet_weights, Path(record["path"]), record["source"], record["sha256"])
+
+
 # -- fetch ----------------------------------------------------------------------------------
 def fetch(backbone: str) -> WeightsFile:
     """Download, verify and store the ImageNet weights ``backbone`` declares. Network: yes."""

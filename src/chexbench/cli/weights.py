@@ -27,10 +27,11 @@ def _backbones_with_weights() -> list[str]:
 def fetch_cmd(
     backbones: Annotated[list[str] | None, typer.Argument(help="backbones whose ImageNet weights to download")] = None,
     all_: Annotated[bool, typer.Option("--all", help="every backbone that declares ImageNet weights")] = False,
+    force: Annotated[bool, typer.Option("--force", help="download again even if the weights are already stored")] = False,
 ) -> None:
     """Download the ImageNet weights each backbone declares (timm / Hugging Face hub), verify
     them against our one-channel model, store them where the imagenet strategy finds them."""
-    from chexbench.backbones.imagenet_weights import fetch
+    from chexbench.backbones.imagenet_weights import fetch, fetched
     from chexbench.registry import BACKBONES
 
     names = list(backbones or [])
@@ -44,6 +45,11 @@ def fetch_cmd(
         if not BACKBONES.get(n).has_imagenet_weights:
             raise ConfigError(f"{n} has no ImageNet weights to fetch (backbones with weights: {', '.join(_backbones_with_weights())})")
     for n in names:
+        stored = None if force else fetched(n)
+        if stored is not None:
+            console.print(f"already stored {escape(stored.timm_name)} for {n}: {escape(str(stored.path))}  sha256 {stored.sha256}  "
+                          "(--force downloads it again)", highlight=False, soft_wrap=True)
+            continue
         stored = fetch(n)
         console.print(f"stored {escape(stored.timm_name)} for {n}: {escape(str(stored.path))}  sha256 {stored.sha256}  "
                       f"(from {escape(stored.source)})", highlight=False, soft_wrap=True)
