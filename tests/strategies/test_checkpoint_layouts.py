@@ -176,6 +176,11 @@ def test_grid_declares_several_named_checkpoints(tmp_path):
     assert [p.cell.strategy for p in grid.cells({"strategy": ["lab-ssl", "scratch"]})] == ["scratch", "lab-ssl"]
     grid = parse_grid({**raw, "override": [{"match": {"strategy": "checkpoint"}, "lr": 0.5}]}, "g.toml")
     assert [p.cell.settings.lr for p in grid.cells()][1:] == [0.5, 0.5] and grid.cells()[0].cell.settings.lr != 0.5
+    both = {**raw, "axes": {**raw["axes"], "backbone": ["resnet_tiny", "vit_tiny"]},
+            "strategy": {"checkpoint": {"name": "r", "path": "a.pth", "backbone": "resnet_tiny"}}}
+    plan = {(p.cell.strategy, p.cell.backbone): p for p in parse_grid(both, "g.toml").cells()}
+    assert plan[("r", "resnet_tiny")].status == "run"
+    assert plan[("r", "vit_tiny")].status == "skipped" and plan[("r", "vit_tiny")].reason.startswith("not applicable")
     named = {**raw, "strategy": {"checkpoint": {"moco-cxr": {"path": "a.pth"}, "other": {"path": "c.pth"}}}}
     assert [p.cell.strategy for p in parse_grid(named, "g.toml").cells()] == ["scratch", "moco-cxr", "other"]
     single = {**raw, "strategy": {"checkpoint": {"path": "a.pth"}}}
@@ -186,6 +191,7 @@ def test_grid_declares_several_named_checkpoints(tmp_path):
         ({"checkpoint": [{"name": "a", "path": "a.pth"}, {"name": "a", "path": "b.pth"}]}, "two checkpoints are named 'a'"),
         ({"checkpoint": {"name": "x", "path": "a.pth", "format": "mocco"}}, "format must be one of"),
         ({"checkpoint": {"name": "x"}}, "path = \"FILE\" is required"),
+        ({"checkpoint": {"name": "x", "path": "a.pth", "backbone": "resnet5"}}, "unknown backbone 'resnet5'"),
         ({}, r"\[strategy.checkpoint\] is missing"),
     ]:
         with pytest.raises(ConfigError, match=msg):

@@ -11,6 +11,7 @@ In a grid::
     format = "moco"                         # auto | timm | torchvision | moco | lightning | state_dict
     # prefix = "module.encoder_q."          # keys kept (stripped); found from the layout when unset
     # normalize = "imagenet"                # imagenet | backbone | chexbench | [mean, std]
+    backbone = "resnet50"                   # the architecture it fits; other backbones: not applicable
 
     [[strategy.checkpoint]]
     name = "lab-simclr"
@@ -44,7 +45,17 @@ NORMALIZE_CHOICES = ("imagenet", "backbone", "chexbench")
 class Checkpoint(Strategy):
     name = "checkpoint"
     description = "a published or your own pretrained checkpoint (MoCo, Lightning, torchvision, timm, safetensors), strict key audit"
-    options: dict[str, Any] = {"path": None, "format": "auto", "prefix": "", "name": "", "normalize": "imagenet"}
+    options: dict[str, Any] = {"path": None, "format": "auto", "prefix": "", "name": "", "normalize": "imagenet", "backbone": None}
+
+    def invalid_reason(self, cell) -> str | None:
+        """A checkpoint that declares its architecture (``backbone = "resnet50"``) does not apply to others."""
+        fits = cell.strategy_options.get("backbone")
+        if fits is None:
+            return None
+        fits = [fits] if isinstance(fits, str) else list(fits)
+        if cell.backbone in fits:
+            return None
+        return f"not applicable: checkpoint {cell.strategy} is for {', '.join(fits)}, not {cell.backbone}"
 
     # -- grid ---------------------------------------------------------------------------
     def named_tables(self, value: Any, source: str) -> dict[str, dict[str, Any]]:
@@ -84,6 +95,10 @@ class Checkpoint(Strategy):
             if fmt not in FORMATS:
                 raise ConfigError(f"{where} {name!r}: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
             _normalize_option(e.get("normalize", "imagenet"), f"{where} {name!r}")
+            fits = e.get("backbone")
+            for b in [fits] if isinstance(fits, str) else list(fits or []):
+                if b not in BACKBONES:
+                    raise ConfigError(f"{where} {name!r}: backbone: {BACKBONES.unknown_message(str(b))}")
             out[name] = {**e, "name": name}
         return out
 
