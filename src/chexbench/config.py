@@ -84,6 +84,32 @@ class Settings:
 
 SETTINGS_KEYS = frozenset(f.name for f in fields(Settings))
 
+#: the meaning of every :class:`Settings` key (``chexbench list settings`` prints it; a test
+#: requires one line per key, so a new key cannot go undocumented)
+SETTINGS_HELP: dict[str, str] = {
+    "epochs": "training epochs of the protocol (fine-tuning, or the linear probe's optimizer)",
+    "batch_size": "training images per step",
+    "eval_batch_size": "images per step when predicting validation and test",
+    "image_size": "side of the square input image, in pixels",
+    "optimizer": "optimizer of the protocol: adamw | sgd",
+    "lr": "peak learning rate of the protocol (cosine schedule after warmup)",
+    "weight_decay": "weight decay of the protocol",
+    "warmup_epochs": "linear learning-rate warmup, in epochs",
+    "uncertainty": "uncertain (-1) labels: ignore (masked) | zeros | ones | mixed (U-Ones for atelectasis and edema, U-Zeros otherwise)",
+    "not_mentioned": "blank (not mentioned) labels: negative (the CheXpert convention) | ignore (masked)",
+    "views": "images used: frontal | all",
+    "max_train_images": "cap on the training images of a cell; 0: no cap (a cap makes smoke runs fast)",
+    "max_eval_images": "cap on the validation and test images; 0: no cap",
+    "pretrain_source": "dataset whose train split is the unlabeled pretraining pool of self-supervised strategies",
+    "pretrain_seed": "seed of the shared pretraining run; one run per pretraining seed serves every fine-tuning seed "
+    "(sweep it as an axis, \"settings.pretrain_seed\" = [0, 1], to measure pretraining variance)",
+    "allow_leakage": "run even when test patients are in the training split or pretraining pool (recorded in the cell)",
+    "deterministic": "torch.use_deterministic_algorithms (slower; bitwise-reproducible where torch allows)",
+    "num_workers": "data-loader worker processes",
+    "compile": "torch.compile the model (CUDA)",
+    "amp": "bf16 autocast on CUDA; ignored on CPU",
+}
+
 
 @dataclass(frozen=True)
 class CellConfig:

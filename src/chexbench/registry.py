@@ -33,6 +33,17 @@ class Entry(Generic[T]):
     obj: T
     description: str
     source: str  # "builtin" or the entry point's distribution/name
+    distribution: str = ""  # a plugin's distribution name ("" for built-ins)
+    version: str = ""  # that distribution's version
+
+    @property
+    def is_plugin(self) -> bool:
+        return bool(self.distribution)
+
+    @property
+    def display_name(self) -> str:
+        """The name a figure or a table shows: the component's ``display_name``, else its registry name."""
+        return str(getattr(self.obj, "display_name", "") or self.name)
 
 
 class Registry(Generic[T]):
@@ -47,6 +58,7 @@ class Registry(Generic[T]):
         self._loaded = False
         self._loading = False
         self._source = "builtin"
+        self._dist: tuple[str, str] = ("", "")
 
     # -- registration -------------------------------------------------------------------
     def register(self, name: str, description: str = "") -> Callable[[T], T]:
@@ -67,7 +79,7 @@ class Registry(Generic[T]):
         if not description:
             doc = getattr(obj, "__doc__", None) or ""
             description = doc.strip().splitlines()[0] if doc.strip() else ""
-        self._entries[name] = Entry(name, obj, description, self._source)
+        self._entries[name] = Entry(name, obj, description, self._source, *self._dist)
 
     def alias(self, name: str, target: str) -> None:
         """Let ``name`` resolve to the entry ``target`` (e.g. a named checkpoint → ``checkpoint``).
@@ -95,12 +107,15 @@ class Registry(Generic[T]):
             if self._group:
                 for ep in entry_points(group=self._group):
                     self._source = f"plugin {ep.value}"
+                    dist = getattr(ep, "dist", None)
+                    self._dist = (str(dist.name), str(dist.version)) if dist is not None else (ep.value, "unknown")
                     try:
                         loaded = ep.load()
                         if callable(loaded) and not isinstance(loaded, type):
                             loaded(self)
                     finally:
                         self._source = "builtin"
+                        self._dist = ("", "")
             self._loaded = True
         finally:
             self._loading = False
@@ -135,6 +150,30 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+    def plugin_version(self, name: str) -> str | None:
+        """``"distribution==version"`` of a plugin component; None for a built-in one."""
+        e = self.entry(name)
+        return f"{e.distribution}=={e.version}" if e.is_plugin else None
+
+    def has_plugins(self) -> bool:
+        """Whether any installed distribution declares an entry point of this registry (cheap: metadata only)."""
+        return bool(self._group) and bool(list(entry_points(group=self._group)))
+
+    def listing(self) -> list[tuple[str, str, str]]:
+        """``(name, description, source)`` of every entry, for ``chexbench list``.
+
+        Without plugins and with an up-to-date index of the built-ins (see
+        :mod:`chexbench.builtin_index`) this imports nothing heavy (no torch, no timm), so
+        ``chexbench list`` answers at once; otherwise it loads the registry.
+        """
+        from chexbench.builtin_index import cached_listing
+
+        if not self._loaded and not self.has_plugins():
+            rows = cached_listing(self.kind, self._builtin_modules)
+            if rows is not None:
+                return rows
+        return [(e.name, e.description, e.source) for e in self.entries()]
 
 
 STRATEGIES: Registry[Any] = Registry(

@@ -108,6 +108,10 @@ class VitB16ConvStem(_ConvStemSpec):
         "depth 11; stem_convs = 3 gives the stride-8 variant"
     )
     options: dict[str, Any] = {"stem_convs": 4, "depth": 11}
+    option_help: dict[str, str] = {
+        "stem_convs": "stride-2 3×3 convolutions in the stem: 4 gives patch stride 16, 3 gives stride 8",
+        "depth": "transformer blocks after the stem (one fewer than ViT-B's 12 keeps the compute equal)",
+    }
 
 
 class VitConvStemTiny(_ConvStemSpec):
@@ -115,6 +119,7 @@ class VitConvStemTiny(_ConvStemSpec):
     description = "ConvStem ViT at CPU size (3× conv stem stride 8, 24–96 channels, width 96, depth 3): for tests and smoke runs"
     size_multiple = 8
     options: dict[str, Any] = {"stem_convs": 3, "depth": 3}
+    option_help: dict[str, str] = VitB16ConvStem.option_help
     embed_dim = 96
     num_heads = 3
     mlp_ratio = 2.0

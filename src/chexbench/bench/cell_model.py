@@ -43,6 +43,16 @@ HEAD_OPTIONS: dict[str, Any] = {
     "localize_images": 64,
     "deletion_steps": 10,
 }
+HEAD_OPTIONS_HELP: dict[str, str] = {
+    "head": "classification head: linear (on pooled features) | topk (on the top-K scored patches; ViT only)",
+    "topk": "K of head = topk: a count (int ≥ 1) or a fraction of the tokens",
+    "scorer_hidden": "hidden width of the head's patch scorer; 0 uses max(16, D // 4)",
+    "topk_temperature": "temperature of the softmax over the kept patches' scores",
+    "save_model": "save the trained model for `chexbench explain`: auto (small models only) | true | false",
+    "localize": "measure the pointing game and deletion AUC when the test split has lesion boxes",
+    "localize_images": "test images used for localization",
+    "deletion_steps": "steps of the deletion curve",
+}
 HEADS = ("linear", "topk")
 SMALL_MODEL_PARAMS = 5_000_000
 MODEL_FORMAT = 1

@@ -6,6 +6,7 @@ become one red line on stderr and exit code 2; nothing else is printed.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -16,8 +17,23 @@ from typer.core import TyperGroup
 
 from chexbench.errors import ChexbenchError
 
-console = Console()
-err_console = Console(stderr=True)
+#: width used when the output is not a terminal: Rich would otherwise wrap and cut tables at 80
+#: columns, so a piped or redirected table would lose text (ids, intervals) behind "…"
+PIPE_WIDTH = 10_000
+
+
+def _width(stream) -> int | None:
+    """None (Rich measures the terminal) on a terminal or when COLUMNS is set; PIPE_WIDTH otherwise."""
+    if os.environ.get("COLUMNS"):
+        return None
+    try:
+        return None if stream.isatty() else PIPE_WIDTH
+    except (AttributeError, ValueError):
+        return PIPE_WIDTH
+
+
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
 
 
 class _ErrorsAsOneLine(TyperGroup):
@@ -40,4 +56,22 @@ app = typer.Typer(
 data_app = typer.Typer(help="Generate phantom data, prepare and verify datasets.", no_args_is_help=True)
 bench_app = typer.Typer(help="Measure speed; results go to docs/PERFORMANCE.md.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from chexbench import __version__
+
+        console.print(f"chexbench {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", help="print the chexbench version and exit", callback=_print_version, is_eager=True
+    ),
+) -> None:
+    """Benchmark pretraining strategies for chest X-ray classifiers, with honest statistics."""
+
 app.add_typer(bench_app, name="bench")

@@ -27,38 +27,90 @@ ResultsOpt = Annotated[Path, typer.Option("--results", "-r", help=RESULTS_HELP)]
 
 @app.command("list")
 def list_cmd(
-    what: Annotated[str, typer.Argument(help="strategies | backbones | datasets | protocols | grids | all")] = "all",
-    profile: Annotated[bool, typer.Option(help="count parameters and GFLOPs of each backbone")] = True,
+    what: Annotated[
+        str, typer.Argument(help="strategies | backbones | datasets | protocols | grids | all | settings | options")
+    ] = "all",
+    name: Annotated[
+        str | None, typer.Argument(help="with `options`: the strategy, backbone, dataset or protocol (default: every one)")
+    ] = None,
+    flops: Annotated[bool, typer.Option("--flops", help="also count parameters and GFLOPs of each backbone (slow)")] = False,
 ) -> None:
-    """Show what is registered (plugins included), with one-line descriptions."""
+    """Show what is registered (plugins included), every [settings] key, or a component's options."""
     from chexbench.registry import REGISTRIES
 
+    if what == "settings":
+        _print_settings()
+        return
+    if what == "options":
+        _print_options(name)
+        return
+    if name is not None:
+        raise ConfigError(f"`chexbench list {what}` takes no name (only `chexbench list options NAME` does)")
     kinds = list(REGISTRIES) if what == "all" else [what]
     for kind in kinds:
         if kind not in REGISTRIES:
-            raise ConfigError(f"unknown registry '{kind}'; choose from {', '.join(REGISTRIES)}")
+            choices = [*REGISTRIES, "all", "settings", "options"]
+            raise ConfigError(f"unknown registry '{kind}'; choose from {', '.join(choices)}")
         table = Table(title=kind, title_justify="left")
-        table.add_column("name", style="bold cyan")
-        show_profile = kind == "backbones" and profile
+        table.add_column("name", style="bold cyan", no_wrap=True)
+        show_profile = kind == "backbones" and flops
         if show_profile:
             table.add_column("params (M)", justify="right")
             table.add_column("GFLOPs", justify="right")
         table.add_column("description")
         table.add_column("source", style="dim")
-        for e in REGISTRIES[kind].entries():
-            extra: list[str] = []
-            if show_profile:
-                extra = _profile_cells(e.name)
-            table.add_row(e.name, *extra, e.description, e.source)
+        # the cached listing needs no torch; the profile needs the real backbones
+        rows = REGISTRIES[kind].listing() if not show_profile else [(e.name, e.description, e.source) for e in REGISTRIES[kind].entries()]
+        for entry_name, description, source in rows:
+            extra = _profile_cells(entry_name) if show_profile else []
+            table.add_row(entry_name, *extra, escape(description), escape(source))
+        console.print(table)
+
+
+def _print_settings() -> None:
+    from chexbench.reference import settings_rows
+
+    title = "[settings] keys (any level of a grid: [settings], [dataset.NAME], …, [[override]])"
+    table = Table(title=escape(title), title_justify="left")
+    table.add_column("key", style="bold cyan", no_wrap=True)
+    table.add_column("default", no_wrap=True)
+    table.add_column("meaning")
+    for r in settings_rows():
+        table.add_row(r.key, escape(r.default), escape(r.meaning))
+    console.print(table)
+
+
+def _print_options(name: str | None) -> None:
+    from chexbench.reference import OPTION_KINDS, find_components, option_rows, unknown_component_message
+    from chexbench.registry import REGISTRIES
+
+    if name is None:
+        found = [(section, e.obj, e.name) for kind, section in OPTION_KINDS.items() for e in REGISTRIES[kind].entries()]
+    else:
+        found = [(section, obj, name) for section, obj in find_components(name)]
+        if not found:
+            raise ConfigError(unknown_component_message(name))
+    for section, obj, entry_name in found:
+        rows = option_rows(obj)
+        title = f"[{section}.{entry_name}] options"
+        if not rows:
+            console.print(escape(f"{title}: none (the [settings] keys apply; see `chexbench list settings`)"), highlight=False)
+            continue
+        table = Table(title=escape(title), title_justify="left")
+        table.add_column("option", style="bold cyan", no_wrap=True)
+        table.add_column("default")
+        table.add_column("meaning")
+        for r in rows:
+            table.add_row(r.key, escape(r.default), escape(r.meaning or "(undocumented)"))
         console.print(table)
 
 
 def _profile_cells(name: str) -> list[str]:
-    try:
-        from chexbench.backbones.profile import profile_backbone
-    except ImportError:
-        return ["", ""]
-    size = 64 if "tiny" in name else 224
+    from chexbench.backbones.profile import profile_backbone
+    from chexbench.registry import BACKBONES
+
+    # the component says what size it is built for (tiny test variants are small)
+    size = int(getattr(BACKBONES.get(name), "profile_size", 0) or (64 if "tiny" in name else 224))
     params, gflops = profile_backbone(name, size)
     return [f"{params:.1f}", f"{gflops:.2f} @{size}px"]
 

@@ -61,6 +61,7 @@ class Dataset:
     labels: ClassVar[tuple[str, ...]] = ()
     eval_labels: ClassVar[tuple[str, ...]] = ()
     options: ClassVar[dict[str, Any]] = {"root": None}
+    option_help: ClassVar[dict[str, str]] = {"root": "folder holding the dataset in its native layout"}
 
     def resolve_root(self, options: dict[str, Any]) -> Path:
         """The root folder to read; subclasses may locate or generate a default."""

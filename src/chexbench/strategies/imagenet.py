@@ -56,6 +56,10 @@ class ImageNet(Strategy):
     name = "imagenet"
     description = "supervised ImageNet-1k weights (timm) from a local file, strict key audit"
     options: dict[str, Any] = {"weights": None}
+    option_help: dict[str, str] = {
+        "weights": "local timm checkpoint (.safetensors / .pth) of this backbone's ImageNet weights; "
+        "unset: ~/.cache/chexbench/weights/<timm name>.safetensors or timm's local Hugging Face cache",
+    }
 
     def invalid_reason(self, cell) -> str | None:
         if {**self.options, **cell.strategy_options}.get("weights"):

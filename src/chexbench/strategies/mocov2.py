@@ -49,6 +49,12 @@ MOCO_OPTIONS: dict[str, Any] = {
     "bn_splits": 2,
     "temperature": 0.2,
 }
+MOCO_OPTIONS_HELP: dict[str, str] = {
+    "queue_size": "negative keys kept in the queue (capped at the pretraining-pool size)",
+    "momentum": "momentum of the key encoder's exponential moving average",
+    "cosine_momentum": "raise the momentum to 1 on a cosine schedule (MoCo-v3) instead of keeping it fixed",
+    "bn_splits": "groups of the shuffled / split batch norm that stops the key encoder from cheating on one device",
+}
 
 
 class MoCoModel(nn.Module):
@@ -105,6 +111,7 @@ class MoCoV2(PretrainStrategy):
     name = "mocov2"
     description = "MoCo-v2 (He et al. 2020; Chen et al. 2020): momentum encoder, key queue, MLP head, shuffle-BN"
     options: dict[str, Any] = {**MOCO_OPTIONS, "pretrain_optimizer": "sgd", "pretrain_lr": 0.03, "pretrain_weight_decay": 1e-4}
+    option_help: dict[str, str] = MOCO_OPTIONS_HELP
 
     def build_model(self, encoder, opts, pool_size, generator):
         notes = []

@@ -71,6 +71,30 @@ COMMON_OPTIONS: dict[str, Any] = {
     "probe_images": 512,
     "probe_k": 20,
 }
+#: what each of :data:`COMMON_OPTIONS` means (``chexbench list options STRATEGY`` shows it)
+COMMON_OPTIONS_HELP: dict[str, str] = {
+    "pretrain_epochs": "epochs of self-supervised pretraining over the pretraining pool",
+    "pretrain_batch_size": "images per pretraining step (two views each)",
+    "pretrain_optimizer": "optimizer of the pretraining run: sgd | adamw",
+    "pretrain_lr": "peak learning rate of the pretraining run (cosine schedule after warmup)",
+    "pretrain_weight_decay": "weight decay of the pretraining run",
+    "pretrain_warmup_epochs": "linear learning-rate warmup of the pretraining run, in epochs",
+    "grad_clip": "maximum gradient norm during pretraining; 0 turns clipping off",
+    "temperature": "temperature of the contrastive (InfoNCE / NT-Xent) softmax",
+    "proj_dim": "output width of the projection head",
+    "proj_hidden_dim": "hidden width of the projection head",
+    "max_pretrain_images": "cap on the pretraining pool (images); 0 uses the whole pool",
+    "pretrain_root": "root of the pretraining source dataset when it is not the cell's own dataset",
+    "crop_scale_min": "smallest area fraction of a random resized crop",
+    "max_rotation_deg": "largest random rotation of a view, in degrees",
+    "flip_p": "probability of a horizontal flip (0 by default: a flipped chest swaps heart and situs)",
+    "intensity": "amplitude of random brightness and contrast changes",
+    "blur_p": "probability of a Gaussian blur",
+    "noise_std": "standard deviation of additive Gaussian noise",
+    "probe_every": "epochs between kNN probes of the encoder during pretraining; 0 turns them off",
+    "probe_images": "images used by each kNN probe",
+    "probe_k": "neighbours of the kNN probe",
+}
 LOG_POINTS_PER_EPOCH = 4
 
 
@@ -103,6 +127,7 @@ class PretrainStrategy(Strategy):
     """
 
     options: dict[str, Any] = COMMON_OPTIONS
+    option_help: dict[str, str] = COMMON_OPTIONS_HELP
 
     def resolved_options(self, cell: CellConfig) -> dict[str, Any]:
         unknown = set(cell.strategy_options) - set(self.options)

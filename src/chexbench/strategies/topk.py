@@ -47,6 +47,11 @@ TOPK_OPTIONS: dict[str, Any] = {
     "scorer_hidden": 0,  # hidden width of the scorer MLP, 0 = max(16, D // 4)
     "topk_temperature": 1.0,  # τ of the softmax over the kept tokens' scores
 }
+TOPK_OPTIONS_HELP: dict[str, str] = {
+    "topk": "K patches kept: a count (int ≥ 1) or a fraction of the tokens (float in (0, 1])",
+    "scorer_hidden": "hidden width of the patch-scorer MLP; 0 uses max(16, D // 4)",
+    "topk_temperature": "temperature of the softmax over the kept patches' scores",
+}
 SCORER_FILE = "scorer.pt"
 
 
@@ -191,6 +196,7 @@ class TopKPretrainMixin:
     variant: the encoder is a :class:`TopKBackbone`, the scorer is kept for transfer."""
 
     name: str
+    option_help: dict[str, str] = TOPK_OPTIONS_HELP
 
     def invalid_reason(self, cell: CellConfig) -> str | None:
         if not is_vit_cell(cell):

@@ -24,7 +24,7 @@ from torch import nn
 
 from chexbench.bench import distributed as D
 from chexbench.bench import training as T
-from chexbench.bench.cell_model import HEAD_OPTIONS, apply_head, finish_cell, head_invalid_reason
+from chexbench.bench.cell_model import HEAD_OPTIONS, HEAD_OPTIONS_HELP, apply_head, finish_cell, head_invalid_reason
 from chexbench.bench.metrics import macro_auroc
 from chexbench.bench.protocols.base import Protocol, ProtocolResult
 from chexbench.registry import PROTOCOLS
@@ -57,6 +57,11 @@ class Finetune(Protocol):
     name = "finetune"
     description = "end-to-end fine-tuning, AdamW + warmup-cosine, selection on validation macro AUROC"
     options: dict[str, Any] = {"augment": True, "sync_bn": True, **HEAD_OPTIONS}
+    option_help: dict[str, str] = {
+        "augment": "light augmentation (crop, small rotation, intensity) of the training images",
+        "sync_bn": "synchronize batch-norm statistics across ranks under --gpus N",
+        **HEAD_OPTIONS_HELP,
+    }
 
     def invalid_reason(self, cell: CellConfig) -> str | None:
         return head_invalid_reason(cell, self.name)

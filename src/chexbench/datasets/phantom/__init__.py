@@ -61,6 +61,12 @@ class PhantomDataset(Dataset):
 
     layout: ClassVar[str] = ""
     options: ClassVar[dict[str, Any]] = {"root": None, "patients": 500, "size": 128, "seed": 0}
+    option_help: ClassVar[dict[str, str]] = {
+        "root": "read an existing phantom set from this folder instead of generating one into the cache",
+        "patients": "phantom patients generated (each with several studies)",
+        "size": "side of the generated images, in pixels",
+        "seed": "seed of the phantom cohort and images",
+    }
 
     def resolve_root(self, options: dict[str, Any]) -> Path:
         if options.get("root"):
