@@ -127,10 +127,14 @@ class CellConfig:
     dataset_options: dict[str, Any] = field(default_factory=dict)
     protocol_options: dict[str, Any] = field(default_factory=dict)
     grid: str = ""
+    #: axis → "distribution==version" for each component that a plugin provides (empty for built-ins)
+    plugins: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("grid")  # the grid name does not change what the cell computes
+        if not d["plugins"]:
+            d.pop("plugins")  # built-in cells keep the ids they had before plugins were versioned
         return d
 
     def canonical_json(self) -> str:
@@ -276,6 +280,7 @@ class Grid:
             else:
                 options[section][key] = v
         return CellConfig(
+            plugins=plugin_versions(values),
             strategy=str(values["strategy"]),
             backbone=str(values["backbone"]),
             dataset=str(values["dataset"]),
@@ -300,6 +305,23 @@ def _with_named_instances(selected: list[str], axis: list[Any]) -> list[str]:
         if v in STRATEGIES and STRATEGIES.get(v).name == v:
             out += [str(a) for a in axis if str(a) != v and str(a) in STRATEGIES and STRATEGIES.get(str(a)) is STRATEGIES.get(v)]
     return list(dict.fromkeys(out))
+
+
+def plugin_versions(values: dict[str, Any]) -> dict[str, str]:
+    """``{axis: "distribution==version"}`` for the cell's components that plugins provide.
+
+    Part of the cell's config, hence of its id: a new plugin release is a new cell, never a
+    silent overwrite of results that an older release made.
+    """
+    from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
+
+    registries = {"strategy": STRATEGIES, "backbone": BACKBONES, "dataset": DATASETS, "protocol": PROTOCOLS}
+    out = {}
+    for axis, reg in registries.items():
+        version = reg.plugin_version(str(values[axis]))
+        if version is not None:
+            out[axis] = version
+    return out
 
 
 def _equal(a: Any, b: Any) -> bool:

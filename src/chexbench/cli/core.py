@@ -151,7 +151,7 @@ def plan(
     counts = Counter(p.status for p in planned)
     done = sum(store.has(p.cell.cell_id) for p in planned if p.status == "run")
     console.print(
-        f"[bold]{len(planned)} cells[/]: {counts.get('run', 0)} to run ({done} already done), "
+        f"[bold]{len(planned)} cells[/]: {counts.get('run', 0) - done} to run ({done} already done), "
         f"{counts.get('skipped', 0)} skipped; {len(pretrain)} shared pretraining runs"
     )
     reasons = Counter(p.reason for p in planned if p.status == "skipped")
@@ -258,6 +258,7 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
     from chexbench.bench import distributed as D
     from chexbench.bench.context import NullProgress, RunContext
     from chexbench.bench.runner import run_grid
+    from chexbench.bench.store import ResultStore
     from chexbench.paths import cache_dir
 
     if the_shard is not None:
@@ -267,21 +268,28 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
     n_run = sum(p.status == "run" for p in planned)
     where = f", shard {the_shard}" if the_shard is not None else ""
     ranks = f" × {D.world_size()} ranks" if D.is_distributed() else ""
+    done = 0 if overwrite else sum(ResultStore(results).has(p.cell.cell_id) for p in planned if p.status == "run")
     out.print(
-        f"grid [bold]{g.name}[/] → {results}: {n_run} runnable cells{where}, {len(planned) - n_run} skipped, device {dev}{ranks}"
+        f"grid [bold]{g.name}[/] → {results}: {n_run - done} to run ({done} already done){where}, "
+        f"{len(planned) - n_run} skipped, device {dev}{ranks}"
     )
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out, transient=False,
         disable=not main,
     ) as progress:
-        grid_task = progress.add_task("cells", total=n_run)
+        to_train = n_run - done
+        grid_task = progress.add_task("cells", total=to_train)
         steps = _RichStepProgress(progress) if main else NullProgress()
         ctx = RunContext(device=dev, results_dir=results, cache_dir=cache_dir(), progress=steps)
+        started = [0]  # cells started in this run: the count the user sees ("cell 2/2", not "cell 6/6")
 
         def on_start(i: int, cell) -> None:
-            progress.update(grid_task, description=f"cell {i + 1}/{n_run} {cell.label()}")
+            started[0] += 1
+            progress.update(grid_task, description=f"cell {started[0]}/{to_train} {cell.label()}")
 
         def on_end(i: int, cell, outcome) -> None:
+            if outcome.status == "done-before":
+                return
             progress.advance(grid_task)
             if outcome.status == "ok":
                 progress.console.print(
@@ -308,35 +316,43 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
 @app.command()
 def status(
     results: ResultsOpt = Path("chexbench-results"),
-    grid: Annotated[str | None, typer.Option("--grid", "-g", help="also count the grid's pending cells")] = None,
+    grid: Annotated[str | None, typer.Option("--grid", "-g", help="also list the grid's pending and skipped cells")] = None,
     only: OnlyOpt = None,
+    failed: Annotated[bool, typer.Option("--failed", help="list only failed cells")] = False,
+    pending: Annotated[bool, typer.Option("--pending", help="list only pending cells (needs --grid)")] = False,
 ) -> None:
-    """Done / pending / failed / skipped cells, per grid."""
+    """Done / failed / pending / skipped counts per grid, then one line per cell with its id."""
+    from chexbench.bench.status import cell_statuses
     from chexbench.bench.store import ResultStore
     from chexbench.config import load_grid, parse_only
 
+    if pending and not grid:
+        raise ConfigError("--pending needs --grid: a pending cell is a cell of a grid that has no record yet")
     store = ResultStore(results)
-    recs = store.records()
+    planned = load_grid(grid).cells(parse_only(only)) if grid else None
+    cells = cell_statuses(store, planned, grid_name=load_grid(grid).name if grid else None)
     table = Table(title=f"results in {results}", title_justify="left")
     for col in ("grid", "done", "failed", "pending", "skipped"):
         table.add_column(col, justify="right" if col != "grid" else "left")
-    rows: dict[str, Counter] = {}
-    for _, r in recs.iterrows():
-        rows.setdefault(str(r["grid"]), Counter())["done" if r["status"] == "ok" else "failed"] += 1
-    if grid:
-        g = load_grid(grid)
-        c = rows.setdefault(g.name, Counter())
-        for p in g.cells(parse_only(only)):
-            if p.status == "skipped":
-                c["skipped"] += 1
-            elif store.status_of(p.cell.cell_id) == "pending":
-                c["pending"] += 1
-    for name, c in sorted(rows.items()):
+    counts: dict[str, Counter] = {}
+    for c in cells:
+        counts.setdefault(c.grid, Counter())[c.status] += 1
+    for name, c in sorted(counts.items()):
         table.add_row(name, str(c["done"]), str(c["failed"]), str(c["pending"]) if grid else "-", str(c["skipped"]) if grid else "-")
     console.print(table)
-    failed = recs[recs["status"] != "ok"] if len(recs) else recs
-    for _, r in failed.iterrows():
-        console.print(f"  [red]failed[/] {r['cell_id']} {r['strategy']}/{r['backbone']}/{r['dataset']}/{r['protocol']}: {r['failure_reason']}")
+    wanted = {s for s, on in (("failed", failed), ("pending", pending)) if on}
+    shown = [c for c in cells if not wanted or c.status in wanted]
+    if not shown:
+        console.print(f"no {' or '.join(sorted(wanted))} cells" if wanted else "no cells")
+    else:
+        cell_table = Table(title="cells", title_justify="left")
+        for col in ("cell", "status", "strategy", "backbone", "dataset", "protocol", "fraction", "seed", "reason"):
+            cell_table.add_column(col, no_wrap=col in ("cell", "status"))
+        colors = {"done": "green", "failed": "red", "pending": "white", "skipped": "yellow"}
+        for c in shown:
+            cell_table.add_row(c.cell_id, f"[{colors[c.status]}]{c.status}[/]", c.strategy, c.backbone, c.dataset, c.protocol,
+                               f"{c.label_fraction:g}", str(c.seed), escape(c.reason))
+        console.print(cell_table)
     from chexbench.cli.submit import print_jobs
 
     print_jobs(results)  # the latest `chexbench submit` jobs of this results directory, if any

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from chexbench.bench.store import atomic_write_parquet, atomic_write_text
+from chexbench.errors import ConfigError
 from chexbench.reports.aggregate import LoadedResults, load_results
 from chexbench.reports.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED
 from chexbench.reports.crosscheck import delong_crosscheck
@@ -82,6 +83,23 @@ def render_report(results: LoadedResults, tables: Tables, figures_md: str = "", 
     return "\n".join(s.rstrip() + "\n" for s in sections if s)
 
 
+def check_baseline(results_dir: str | Path, baseline: str) -> None:
+    """Refuse (one line) a baseline strategy that no finished cell of ``results_dir`` used.
+
+    Every Δ and p of the report is relative to the baseline; without it they would all be n/a.
+    A folder with no finished cell has nothing to compare, so it passes.
+    """
+    from chexbench.bench.store import ResultStore
+
+    recs = ResultStore(results_dir).records()
+    strategies = sorted({str(s) for s in recs.loc[recs["status"] == "ok", "strategy"]}) if len(recs) else []
+    if strategies and baseline not in strategies:
+        raise ConfigError(
+            f"--baseline '{baseline}': no finished cell of {results_dir} used that strategy "
+            f"(strategies there: {', '.join(strategies)})"
+        )
+
+
 def write_report(
     results_dir: str | Path,
     baseline: str = "scratch",
@@ -94,6 +112,7 @@ def write_report(
     Everything is computed (figures into a hidden temporary folder) before anything is
     replaced, so an error leaves the previous report, tables and figures as they were.
     """
+    check_baseline(results_dir, baseline)
     results = load_results(results_dir, n_boot=n_boot, seed=seed)
     tables = build_tables(results, baseline=baseline)
     root = Path(results_dir)

@@ -1,0 +1,103 @@
+"""`status` lists cell ids with filters; cell-id prefixes; a missing baseline; plan's counts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from chexbench.bench.cell_ids import resolve_cell_id
+from chexbench.bench.runner import base_record
+from chexbench.bench.store import ResultStore
+from chexbench.cli import app
+from chexbench.config import load_grid
+from chexbench.errors import DataError
+
+sys.path.insert(0, str(Path(__file__).parent / "reports"))
+from synthetic_store import write_synthetic_results  # noqa: E402
+
+runner = CliRunner()
+
+GRID = (
+    '[axes]\nstrategy=["scratch"]\nbackbone=["resnet_tiny"]\ndataset=["phantom-chexpert"]\nprotocol=["linear"]\n'
+    "seed=[0,1,2,3,4,5]\n"
+)
+
+
+def _grid_with_done_cells(tmp_path: Path, done: int, failed: int = 0) -> tuple[Path, Path, list[str]]:
+    """A 6-cell grid whose first ``done`` cells have ok records and next ``failed`` failed ones."""
+    import torch
+
+    grid = tmp_path / "g.toml"
+    grid.write_text(GRID)
+    results = tmp_path / "results"
+    store = ResultStore(results)
+    cells = [p.cell for p in load_grid(str(grid)).cells()]
+    for i, cell in enumerate(cells[: done + failed]):
+        rec = base_record(cell, torch.device("cpu"))
+        rec["status"] = "ok" if i < done else "failed"
+        rec["failure_reason"] = "" if i < done else "RuntimeError: loss became NaN at epoch 2 step 17 " + "x" * 120
+        store.write(rec, None)
+    return grid, results, [c.cell_id for c in cells]
+
+
+def test_plan_counts_only_the_cells_left_to_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path / "cache"))
+    grid, results, _ = _grid_with_done_cells(tmp_path, done=4)
+    result = runner.invoke(app, ["plan", "--grid", str(grid), "--results", str(results)])
+    assert result.exit_code == 0, result.output
+    assert "6 cells: 2 to run (4 already done)" in result.output
+
+
+def test_status_lists_every_cell_id_and_filters(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path / "cache"))
+    grid, results, ids = _grid_with_done_cells(tmp_path, done=3, failed=1)
+    result = runner.invoke(app, ["status", "--results", str(results), "--grid", str(grid)])
+    assert result.exit_code == 0, result.output
+    assert all(i in result.output for i in ids)
+    # the failure reason is printed whole: a pipe is not cut at 80 columns
+    assert "loss became NaN at epoch 2 step 17 " + "x" * 120 in result.output
+
+    result = runner.invoke(app, ["status", "--results", str(results), "--failed"])
+    assert result.exit_code == 0, result.output
+    assert ids[3] in result.output and not any(i in result.output for i in ids[:3] + ids[4:])
+
+    result = runner.invoke(app, ["status", "--results", str(results), "--grid", str(grid), "--pending"])
+    assert result.exit_code == 0, result.output
+    assert ids[4] in result.output and ids[5] in result.output and not any(i in result.output for i in ids[:4])
+
+    result = runner.invoke(app, ["status", "--results", str(results), "--pending"])
+    assert result.exit_code == 2 and "--pending needs --grid" in result.output
+
+
+def test_a_unique_prefix_names_its_cell():
+    ids = ["a1b2c3d4e5f6", "a1b2ffffffff", "0123456789ab"]
+    assert resolve_cell_id("0123", ids, "R") == "0123456789ab"
+    assert resolve_cell_id("a1b2c", ids, "R") == "a1b2c3d4e5f6"
+    assert resolve_cell_id("a1b2ffffffff", ids, "R") == "a1b2ffffffff"
+    with pytest.raises(DataError, match="ambiguous in R: a1b2c3d4e5f6, a1b2ffffffff"):
+        resolve_cell_id("a1b2", ids, "R")
+    with pytest.raises(DataError, match="no cell id starting with 'zz' in R"):
+        resolve_cell_id("zz", ids, "R")
+
+
+def test_explain_accepts_a_prefix_and_refuses_an_ambiguous_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path / "cache"))
+    _, results, ids = _grid_with_done_cells(tmp_path, done=0, failed=2)
+    # the prefix resolves to the failed cell, which explain then refuses for what it is (not for its id)
+    result = runner.invoke(app, ["explain", "--results", str(results), "--cell", ids[0][:6]])
+    assert result.exit_code == 2
+    assert f"cell {ids[0]} " in result.output and "did not finish" in result.output
+    result = runner.invoke(app, ["explain", "--results", str(results), "--cell", ""])
+    assert result.exit_code == 2 and "empty cell id" in result.output
+
+
+def test_report_with_a_baseline_not_in_the_results_is_one_line(tmp_path):
+    root = write_synthetic_results(tmp_path / "results", seeds=(0,), n_patients=10)
+    result = runner.invoke(app, ["report", "--results", str(root), "--baseline", "imagenett", "--bootstrap", "100"])
+    assert result.exit_code == 2
+    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "--baseline 'imagenett'" in lines[0] and "mocov2, scratch, simclr" in lines[0]
+    assert not (root / "report.md").exists()

@@ -1,0 +1,102 @@
+"""`chexbench list`: fast (no torch), `list settings` / `list options NAME` generated from the code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import fields
+
+from typer.testing import CliRunner
+
+from chexbench.builtin_index import build_index
+from chexbench.cli import app
+from chexbench.config import Settings
+from chexbench.reference import option_rows, undocumented_options
+from chexbench.registry import STRATEGIES
+
+runner = CliRunner()
+
+
+def test_version_prints_the_package_version():
+    import chexbench
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"chexbench {chexbench.__version__}"
+
+
+def test_list_imports_neither_torch_nor_timm():
+    """`chexbench list` answers from the built-in index: no torch import (seconds) on the way."""
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from chexbench.cli import app\n"
+        "r = CliRunner().invoke(app, ['list'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "assert 'simclr' in r.output and 'vit_b16' in r.output and 'phantom-nih' in r.output and 'finetune' in r.output\n"
+        "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_builtin_index_matches_the_live_registries():
+    """The generated index must say what the registries say (regenerate: see chexbench.builtin_index)."""
+    from chexbench._builtin_index_data import INDEX
+
+    assert build_index() == INDEX
+
+
+def test_list_gives_the_same_rows_as_the_loaded_registry():
+    from chexbench.builtin_index import cached_listing
+
+    rows = cached_listing("strategy", ("chexbench.strategies",))
+    assert rows == [(e.name, e.description, e.source) for e in STRATEGIES.entries() if e.source == "builtin"]
+
+
+def test_flops_only_when_asked():
+    result = runner.invoke(app, ["list", "backbones"])
+    assert result.exit_code == 0 and "GFLOPs" not in result.output
+    result = runner.invoke(app, ["list", "backbones", "--flops"])
+    assert result.exit_code == 0, result.output
+    assert "GFLOPs" in result.output and "@64px" in result.output
+
+
+def test_list_settings_shows_every_key_with_default_and_meaning():
+    result = runner.invoke(app, ["list", "settings"])
+    assert result.exit_code == 0, result.output
+    for f in fields(Settings):
+        line = next((ln for ln in result.output.splitlines() if f" {f.name} " in ln), None)
+        assert line is not None, f.name
+        assert len(line.split("│")[3].strip()) > 10, f"no meaning for {f.name}: {line}"
+    assert "settings.pretrain_seed" in result.output  # the axis for pretraining variance is documented
+
+
+def test_every_option_of_every_component_has_a_meaning():
+    assert undocumented_options() == []
+
+
+def test_list_options_of_a_strategy_shows_defaults_and_meanings():
+    result = runner.invoke(app, ["list", "options", "mocov2"])
+    assert result.exit_code == 0, result.output
+    assert "[strategy.mocov2] options" in result.output
+    queue = next(ln for ln in result.output.splitlines() if " queue_size " in ln)
+    assert "65536" in queue and "negative keys" in queue
+    # inherited defaults are the strategy's own (MoCo-v2 pretrains with SGD)
+    assert '"sgd"' in next(ln for ln in result.output.splitlines() if " pretrain_optimizer " in ln)
+    assert [r.key for r in option_rows(STRATEGIES.get("mocov2"))] == list(STRATEGIES.get("mocov2").options)
+
+
+def test_list_options_of_unknown_component_is_one_line():
+    result = runner.invoke(app, ["list", "options", "simclrr"])
+    assert result.exit_code == 2
+    assert "did you mean 'simclr'" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_piped_tables_are_not_cut():
+    """Under a pipe (CliRunner is not a terminal) a long description is printed whole, on one line."""
+    result = runner.invoke(app, ["list", "options", "imagenet"])
+    assert result.exit_code == 0
+    assert "~/.cache/chexbench/weights/<timm name>.safetensors or timm's local Hugging Face cache" in result.output
+    assert "…" not in result.output
