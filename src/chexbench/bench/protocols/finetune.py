@@ -24,7 +24,13 @@ from torch import nn
 
 from chexbench.bench import distributed as D
 from chexbench.bench import training as T
-from chexbench.bench.cell_model import HEAD_OPTIONS, HEAD_OPTIONS_HELP, apply_head, finish_cell, head_invalid_reason
+from chexbench.bench.cell_model import (
+    HEAD_OPTIONS,
+    HEAD_OPTIONS_HELP,
+    apply_head,
+    finish_cell,
+    head_invalid_reason,
+)
 from chexbench.bench.metrics import macro_auroc
 from chexbench.bench.protocols.base import Protocol, ProtocolResult
 from chexbench.registry import PROTOCOLS
