@@ -1,0 +1,117 @@
+"""The example plugin package (examples/chexbench-example-plugin) is found, listed and run.
+
+How it is installed here, honestly: `pip install -e` into a fresh venv takes minutes, so the
+test does what pip's install would leave behind — a ``*.dist-info`` folder whose METADATA and
+``entry_points.txt`` are written from the example's own ``pyproject.toml`` — and puts it and
+the example's ``src`` on ``sys.path`` of a subprocess. chexbench then discovers the plugin
+through ``importlib.metadata`` exactly as for an installed distribution.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "chexbench-example-plugin"
+
+GRID = """
+name = "plugin-demo"
+[axes]
+strategy = ["scratch", "orthogonal"]
+backbone = ["resnet_tiny"]
+dataset = ["phantom-chexpert"]
+protocol = ["linear"]
+[settings]
+image_size = 32
+epochs = 2
+batch_size = 16
+max_train_images = 64
+uncertainty = "zeros"
+[dataset.phantom-chexpert]
+patients = 24
+size = 32
+[protocol.linear]
+lr_grid = [1e-2]
+l2_grid = [0.0]
+localize = false
+save_model = "false"
+"""
+
+
+def fake_install(site: Path, version: str | None = None) -> str:
+    """Write the dist-info pip would write for the example package; returns the distribution name."""
+    project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
+    name, version = project["name"], version or project["version"]
+    for old in site.glob("*.dist-info"):
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = []
+    for group, entries in project["entry-points"].items():
+        lines.append(f"[{group}]")
+        lines += [f"{k} = {v}" for k, v in entries.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    return name
+
+
+def chexbench(site: Path, cache: Path, *args: str) -> subprocess.CompletedProcess:
+    code = textwrap.dedent(
+        """
+        import sys
+        from typer.testing import CliRunner
+        from chexbench.cli import app
+        r = CliRunner().invoke(app, sys.argv[1:])
+        print(r.output)
+        sys.exit(r.exit_code)
+        """
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), str(EXAMPLE / "src"), str(REPO / "src")]),
+        "CHEXBENCH_CACHE": str(cache),
+    }
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_example_plugin_is_listed_documented_and_runs_in_a_tiny_grid(tmp_path):
+    site, cache, results = tmp_path / "site", tmp_path / "cache", tmp_path / "results"
+    dist = fake_install(site)
+    grid = tmp_path / "plugin.toml"
+    grid.write_text(GRID)
+
+    out = chexbench(site, cache, "list", "strategies")
+    assert out.returncode == 0, out.stdout + out.stderr
+    row = next(ln for ln in out.stdout.splitlines() if " orthogonal " in ln)
+    assert "plugin chexbench_example_plugin.strategy:register" in row and "Saxe et al. 2014" in row
+
+    out = chexbench(site, cache, "list", "options", "orthogonal")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[strategy.orthogonal] options" in out.stdout and "norm-preserving" in out.stdout
+
+    out = chexbench(site, cache, "run", "--grid", str(grid), "--results", str(results), "--device", "cpu")
+    assert out.returncode == 0, out.stdout + out.stderr
+    records = pd.concat([pd.read_parquet(p) for p in (results / "records").glob("*.parquet")])
+    assert sorted(records["status"]) == ["ok", "ok"]
+    by_strategy = {r.strategy: r for r in records.itertuples()}
+    plugin_config = json.loads(by_strategy["orthogonal"].config_json)
+    assert plugin_config["plugins"] == {"strategy": f"{dist}==0.1.0"}  # name and version in every plugin record
+    assert "plugins" not in json.loads(by_strategy["scratch"].config_json)
+    assert "orthogonal init (gain 1)" in by_strategy["orthogonal"].init_json
+
+    # a new release of the plugin is a new cell; the built-in cell is still done
+    fake_install(site, version="0.2.0")
+    out = chexbench(site, cache, "plan", "--grid", str(grid), "--results", str(results))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2 cells: 1 to run (1 already done)" in out.stdout
+    assert by_strategy["scratch"].cell_id in out.stdout and by_strategy["orthogonal"].cell_id not in out.stdout
