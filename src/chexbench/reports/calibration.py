@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -108,42 +107,3 @@ def cell_calibration(predictions: pd.DataFrame, labels: list[str]) -> pd.DataFra
             note.append("no operating point: validation lacks a class" if len(valid) else "no validation predictions")
         out.append({"label": label, "ece": ece, "threshold": thr, "sensitivity": sens, "specificity": spec, "note": "; ".join(note)})
     return pd.DataFrame(out, columns=["label", "ece", "threshold", "sensitivity", "specificity", "note"])
-
-
-def reliability_figures(results, tables, figures_dir: Path) -> list[tuple[str, Path]]:
-    """One reliability diagram per (dataset, protocol): the top configuration at the largest
-    label fraction, first seed, test images of every macro label pooled."""
-    from chexbench.reports.plots import _pyplot, _slug, save_figure
-
-    lb = tables.leaderboard
-    out: list[tuple[str, Path]] = []
-    if lb.empty:
-        return out
-    for (dataset, protocol), g in lb.groupby(["dataset", "protocol"], sort=True):
-        g = g[(g["label_fraction"] == g["label_fraction"].max()) & g["macro_auroc"].notna()]
-        labels = tables.macro_labels.get(dataset, [])
-        if g.empty or not labels:
-            continue
-        best = g.sort_values(["macro_auroc", "strategy"], ascending=[False, True]).iloc[0]
-        cell_id = best["cell_ids"].split(",")[0]
-        preds = results.predictions(cell_id)
-        test = preds[(preds["split"] == "test") & preds["y_true"].notna() & preds["label"].isin(labels)]
-        if test.empty or test["y_score"].min() < 0 or test["y_score"].max() > 1:
-            continue
-        rel = reliability(test["y_true"].to_numpy(), test["y_score"].to_numpy())
-        plt = _pyplot()
-        fig, (ax, axh) = plt.subplots(2, 1, figsize=(4.6, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-        centers = (rel.edges[:-1] + rel.edges[1:]) / 2
-        width = rel.edges[1] - rel.edges[0]
-        ax.bar(centers, np.nan_to_num(rel.observed), width=width * 0.9, color="tab:blue", alpha=0.7, label="observed frequency")
-        ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
-        ax.plot(rel.mean_predicted, rel.observed, "o-", color="tab:red", ms=3, lw=1, label="mean predicted → observed")
-        ax.set_ylabel("fraction positive")
-        ax.set_title(f"{dataset} · {protocol} · {best['configuration_label']}/{best['backbone']}\nECE = {rel.ece:.3f} ({len(labels)} labels pooled)", fontsize=9)
-        ax.legend(fontsize=7, loc="upper left")
-        axh.bar(centers, rel.count, width=width * 0.9, color="grey")
-        axh.set_xlabel("predicted probability")
-        axh.set_ylabel("images")
-        title = f"Reliability · {dataset} · {protocol}"
-        out.append((title, save_figure(fig, figures_dir / f"reliability_{_slug(dataset, protocol)}.png")))
-    return out

@@ -12,6 +12,8 @@ import pandas as pd
 from chexbench.atomic import atomic_path
 from chexbench.reports.aggregate import LoadedResults
 from chexbench.reports.leaderboard import Tables
+from chexbench.reports.markdown import DEGENERATE_WARN, fmt, fmt_p
+from chexbench.reports.names import config_label, display_name, fraction_words, setting_label
 
 
 def _pyplot():
@@ -23,12 +25,21 @@ def _pyplot():
     return plt
 
 
+#: one colour per strategy, the same in every figure of a report
+_PALETTE = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+
+
 def save_figure(fig, path: Path) -> Path:
-    """Save ``fig`` as PNG through a temp file + rename; closes the figure."""
+    """Save ``fig`` as PNG (for report.md) and, beside it, as PDF (vector, for a manuscript).
+
+    Each file goes through a temp file + rename; the figure is closed. Returns the PNG path.
+    """
     plt = _pyplot()
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
+        with atomic_path(path.with_suffix(".pdf")) as tmp:
+            fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata={"Creator": None, "Producer": None, "CreationDate": None})
     finally:
         plt.close(fig)
     return path
@@ -38,31 +49,57 @@ def _slug(*parts: object) -> str:
     return "_".join(str(p).replace("/", "-").replace(" ", "-").replace(".", "p") for p in parts)
 
 
+def strategy_colors(strategies) -> dict[str, str]:
+    """A fixed colour per strategy (sorted by name), so one strategy looks the same in every figure."""
+    return {s: _PALETTE[i % len(_PALETTE)] for i, s in enumerate(sorted(set(strategies)))}
+
+
+def _flags(row) -> list[str]:
+    """Reliability flags of a leaderboard row, in words."""
+    flags = []
+    if int(row.n_seeds) < 2:
+        flags.append("1 seed")
+    if row.n_boot and float(row.n_degenerate) / float(row.n_boot) > DEGENERATE_WARN:
+        flags.append(f"⚠ {float(row.n_degenerate) / float(row.n_boot):.0%} degenerate resamples")
+    return flags
+
+
 def forest_plot(tables: Tables, dataset: str, protocol: str, path: Path) -> Path | None:
-    """Δ macro AUROC vs the baseline with 95% intervals, one row per comparison of (dataset, protocol)."""
+    """Δ macro AUROC vs the baseline with 95% intervals, one row per comparison of (dataset, protocol);
+    each row prints its numbers, its Holm-corrected p and its reliability flags on the right."""
     lb = tables.leaderboard
     if lb.empty:
         return None
     lb = lb[(lb["dataset"] == dataset) & (lb["protocol"] == protocol)]
-    comp = lb[(lb["strategy"] != tables.baseline) & lb["delta"].notna()]
-    if comp.empty:
+    comp = lb[lb["strategy"] != tables.baseline]
+    if comp.empty or comp["delta"].notna().sum() == 0:
         return None
     plt = _pyplot()
-    comp = comp.sort_values(["dataset", "protocol", "label_fraction", "backbone", "configuration_label"])
+    comp = comp.sort_values(["label_fraction", "backbone", "strategy"])
     n = len(comp)
-    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.32 * n))
+    fig, ax = plt.subplots(figsize=(6.0, 1.3 + 0.36 * n))
     y = np.arange(n)[::-1]
-    lo = comp["delta"] - comp["delta_ci_low"]
-    hi = comp["delta_ci_high"] - comp["delta"]
-    significant = comp["p_holm"].fillna(1.0) < 0.05
-    colors = np.where(significant, "tab:red", "tab:blue")
-    for yi, (d, err_lo, err_hi, c) in enumerate(zip(comp["delta"], lo, hi, colors, strict=True)):
-        ax.errorbar(d, y[yi], xerr=[[err_lo], [err_hi]], fmt="o", color=c, capsize=3)
+    for yi, r in zip(y, comp.itertuples(), strict=True):
+        if math.isfinite(r.delta):
+            significant = math.isfinite(r.p_holm) and r.p_holm < 0.05
+            color = "tab:red" if significant else "tab:blue"
+            ax.errorbar(r.delta, yi, xerr=[[r.delta - r.delta_ci_low], [r.delta_ci_high - r.delta]], fmt="o", color=color, capsize=3)
+            text = f"{r.delta:+.3f} [{r.delta_ci_low:+.3f}, {r.delta_ci_high:+.3f}]   p(Holm) {fmt_p(r.p_holm)}"
+        else:
+            text = f"n/a ({r.delta_note})"
+        flags = _flags(r)
+        if flags:
+            text += "   " + "; ".join(flags)
+        ax.text(1.03, yi, text, transform=ax.get_yaxis_transform(), va="center", ha="left", fontsize=8, family="DejaVu Sans")
     ax.axvline(0, color="grey", lw=1, ls="--")
-    names = [f"f={r.label_fraction:g} · {r.backbone} · {r.configuration_label}" for r in comp.itertuples()]
-    ax.set_yticks(y, names, fontsize=8)
-    ax.set_xlabel(f"Δ macro AUROC vs {tables.baseline} (95% CI; red: Holm p < 0.05)")
-    ax.set_title(f"Paired differences vs baseline · {dataset} · {protocol}")
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_yticks(y, [config_label(r.strategy, r.backbone, r.label_fraction) for r in comp.itertuples()], fontsize=8)
+    base = display_name("strategy", tables.baseline)
+    ax.set_xlabel(f"Δ macro AUROC vs {base} (95% interval; red: Holm-corrected p < 0.05)", fontsize=9)
+    ax.text(1.03, n - 0.3, "Δ [95% CI] · Holm-corrected p · flags", transform=ax.get_yaxis_transform(), va="bottom", ha="left",
+            fontsize=8, fontweight="bold")
+    ax.set_title(f"Paired differences vs {base} · {setting_label(dataset, protocol)}", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
     return save_figure(fig, path)
 
 
@@ -73,81 +110,199 @@ def fraction_curves(tables: Tables, dataset: str, protocol: str, path: Path) -> 
     if g["label_fraction"].nunique() < 2:
         return None
     plt = _pyplot()
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    colors = strategy_colors(g["strategy"])
     backbones = sorted(g["backbone"].unique())
-    fig, axes = plt.subplots(1, len(backbones), figsize=(4.2 * len(backbones), 3.4), squeeze=False, sharey=True)
+    fractions = sorted(g["label_fraction"].unique())
+    fig, axes = plt.subplots(1, len(backbones), figsize=(4.0 * len(backbones), 3.4), squeeze=False, sharey=True)
     for ax, bb in zip(axes[0], backbones, strict=True):
-        for strategy, gs in g[g["backbone"] == bb].groupby("configuration_label", sort=True):  # one line per configuration
+        for strategy, gs in g[g["backbone"] == bb].groupby("strategy", sort=True):
             gs = gs.sort_values("label_fraction")
-            line = ax.plot(gs["label_fraction"], gs["macro_auroc"], marker="o", label=strategy)[0]
-            ax.fill_between(gs["label_fraction"], gs["macro_auroc_ci_low"], gs["macro_auroc_ci_high"], color=line.get_color(), alpha=0.2)
+            c = colors[strategy]
+            ax.plot(gs["label_fraction"], gs["macro_auroc"], marker="o", color=c, label=display_name("strategy", strategy))
+            ax.fill_between(gs["label_fraction"], gs["macro_auroc_ci_low"], gs["macro_auroc_ci_high"], color=c, alpha=0.15, lw=0)
         ax.set_xscale("log")
-        ax.set_xlabel("label fraction")
-        ax.set_title(bb)
+        ax.xaxis.set_major_locator(FixedLocator(fractions))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{100 * v:.3g}%"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("labelled training patients (% of the train split)", fontsize=9)
+        ax.set_title(display_name("backbone", bb), fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("macro AUROC (95% CI)")
-    axes[0][-1].legend(fontsize=8)
-    fig.suptitle(f"{dataset} · {protocol}")
+    axes[0][0].set_ylabel("macro AUROC (band: 95% interval)", fontsize=9)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:
+        for h, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            if name not in names:
+                handles.append(h)
+                names.append(name)
+    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(names), 5), fontsize=8, frameon=False)
+    fig.suptitle(f"Macro AUROC vs label budget · {setting_label(dataset, protocol)}", fontsize=10)
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
-def roc_curves(results: LoadedResults, tables: Tables, dataset: str, protocol: str, path: Path) -> Path | None:
-    """Test ROC curve per macro label, one line per strategy/backbone (largest fraction, first seed)."""
+ROC_GRID = np.linspace(0.0, 1.0, 201)
+
+
+def _seed_roc(preds: pd.DataFrame, label: str) -> np.ndarray | None:
+    """TPR of one seed's test ROC curve for ``label`` on :data:`ROC_GRID`; None without both classes."""
     from sklearn.metrics import roc_curve
 
+    p = preds[preds["label"] == label]
+    y = p["y_true"].to_numpy()
+    if len(np.unique(y)) < 2:
+        return None
+    fpr, tpr, _ = roc_curve(y, p["y_score"].to_numpy())
+    curve = np.interp(ROC_GRID, fpr, tpr)
+    curve[0] = 0.0
+    return curve
+
+
+def roc_curves(results: LoadedResults, tables: Tables, dataset: str, protocol: str, path: Path) -> Path | None:
+    """Test ROC curves per macro label at the largest label fraction, one line per configuration:
+    the mean over its seeds of each seed's curve, with the range across seeds as a band. The AUROC
+    in the legend is the mean over seeds, the number of the per-label table."""
     lb = tables.leaderboard
     g = lb[(lb["dataset"] == dataset) & (lb["protocol"] == protocol)]
     labels = tables.macro_labels.get(dataset, [])
     if g.empty or not labels:
         return None
-    g = g[g["label_fraction"] == g["label_fraction"].max()]
+    fraction = g["label_fraction"].max()
+    g = g[g["label_fraction"] == fraction].sort_values(["backbone", "strategy"])
+    colors = strategy_colors(lb["strategy"])
+    styles = {bb: ls for bb, ls in zip(sorted(g["backbone"].unique()), ("-", "--", ":", "-."), strict=False)}
     plt = _pyplot()
-    ncol = min(4, len(labels))
+    ncol = min(2, len(labels))
     nrow = math.ceil(len(labels) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 3.0 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.6 * ncol, 3.0 * nrow), squeeze=False, layout="constrained")
+    seed_counts = set()
     for r in g.itertuples():
-        cell_id = r.cell_ids.split(",")[0]
-        preds = results.predictions(cell_id)
-        preds = preds[(preds["split"] == "test") & preds["y_true"].notna()]
+        cell_ids = [c for c in str(r.cell_ids).split(",") if c]
+        seed_counts.add(len(cell_ids))
+        test = {c: results.predictions(c) for c in cell_ids}
+        test = {c: p[(p["split"] == "test") & p["y_true"].notna()] for c, p in test.items()}
         for ax, label in zip(axes.flat, labels, strict=False):
-            p = preds[preds["label"] == label]
-            fpr, tpr, _ = roc_curve(p["y_true"].to_numpy(), p["y_score"].to_numpy())
-            auc = results.scores[cell_id].labels[label].auroc
-            ax.plot(fpr, tpr, lw=1.2, label=f"{r.configuration_label}/{r.backbone} {auc:.2f}")
+            curves = [cv for cv in (_seed_roc(test[c], label) for c in cell_ids) if cv is not None]
+            if not curves:
+                continue
+            stack = np.vstack(curves)
+            aurocs = [results.scores[c].labels[label].auroc for c in cell_ids if label in results.scores[c].labels]
+            auc = float(np.mean(aurocs)) if aurocs else float("nan")
+            seeds = f"{len(curves)} seeds" if len(curves) > 1 else "1 seed"
+            name = f"{config_label(r.strategy, r.backbone)}: {fmt(auc)} ({seeds})"
+            line = ax.plot(ROC_GRID, stack.mean(axis=0), lw=1.3, color=colors[r.strategy], ls=styles.get(r.backbone, "-"), label=name)[0]
+            if len(curves) > 1:
+                ax.fill_between(ROC_GRID, stack.min(axis=0), stack.max(axis=0), color=line.get_color(), alpha=0.12, lw=0)
     for ax, label in zip(axes.flat, labels, strict=False):
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-        ax.set_title(label, fontsize=9)
+        ax.set_title(label.replace("_", " "), fontsize=9)
         ax.set_xlabel("1 − specificity", fontsize=8)
         ax.set_ylabel("sensitivity", fontsize=8)
-        ax.legend(fontsize=6, loc="lower right")
+        ax.set_aspect("equal")
+        # outside the axes, so no curve is hidden behind it
+        ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, title="mean AUROC", title_fontsize=7)
     for ax in list(axes.flat)[len(labels):]:
         ax.axis("off")
-    fig.suptitle(f"ROC curves on test · {dataset} · {protocol} · label fraction {g['label_fraction'].max():g} · first seed")
-    fig.tight_layout()
+    how = ("mean over seeds; band: range across seeds" if max(seed_counts) > 1 else "one seed per configuration")
+    fig.suptitle(f"ROC curves on test · {setting_label(dataset, protocol)} · {fraction_words(fraction)} ({how})", fontsize=10)
     return save_figure(fig, path)
 
 
+def reliability_figures(results: LoadedResults, tables: Tables, figures_dir: Path) -> list[tuple[str, Path]]:
+    """One reliability diagram per configuration at the largest label fraction, one figure per
+    (dataset, protocol): test images of every macro label and every seed pooled, the image count
+    printed on each bin."""
+    from chexbench.reports.calibration import reliability
+
+    lb = tables.leaderboard
+    out: list[tuple[str, Path]] = []
+    if lb.empty:
+        return out
+    for (dataset, protocol), g in lb.groupby(["dataset", "protocol"], sort=True):
+        labels = tables.macro_labels.get(dataset, [])
+        g = g[g["label_fraction"] == g["label_fraction"].max()]
+        if g.empty or not labels:
+            continue
+        panels = []
+        for r in g.sort_values(["backbone", "strategy"]).itertuples():
+            frames = [results.predictions(c) for c in str(r.cell_ids).split(",") if c]
+            test = pd.concat(frames, ignore_index=True)
+            test = test[(test["split"] == "test") & test["y_true"].notna() & test["label"].isin(labels)]
+            if test.empty or test["y_score"].min() < 0 or test["y_score"].max() > 1:
+                continue
+            panels.append((r, reliability(test["y_true"].to_numpy(), test["y_score"].to_numpy()), len(frames)))
+        if not panels:
+            continue
+        backbones = sorted({p[0].backbone for p in panels})
+        strategies = sorted({p[0].strategy for p in panels})
+        plt = _pyplot()
+        fig, axes = plt.subplots(len(backbones), len(strategies), figsize=(3.0 * len(strategies), 3.1 * len(backbones)),
+                                 squeeze=False, sharex=True, sharey=True)
+        for ax in axes.flat:
+            ax.axis("off")
+        for r, rel, n_seeds in panels:
+            ax = axes[backbones.index(r.backbone)][strategies.index(r.strategy)]
+            ax.axis("on")
+            centers = (rel.edges[:-1] + rel.edges[1:]) / 2
+            width = rel.edges[1] - rel.edges[0]
+            filled = rel.count > 0  # an empty bin has no observed frequency: no bar, not a bar at 0
+            ax.bar(centers[filled], rel.observed[filled], width=width * 0.9, color="tab:blue", alpha=0.6)
+            ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8)
+            ax.plot(rel.mean_predicted[filled], rel.observed[filled], "o-", color="tab:red", ms=2.5, lw=0.9)
+            for x, n in zip(centers[filled], rel.count[filled], strict=True):
+                ax.text(x, 0.015, str(int(n)), ha="center", va="bottom", fontsize=5.5, rotation=90, color="0.1")
+            seeds = f"{n_seeds} seeds" if n_seeds > 1 else "1 seed"
+            ax.set_title(f"{config_label(r.strategy, r.backbone)}\npooled ECE {rel.ece:.3f} · {int(rel.count.sum())} image–label pairs · {seeds}", fontsize=7.5)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1.08)
+        for ax in axes[-1]:
+            ax.set_xlabel("predicted probability", fontsize=8)
+        for row in axes:
+            row[0].set_ylabel("observed fraction positive", fontsize=8)
+        fig.suptitle(
+            f"Reliability on test · {setting_label(dataset, protocol)} · {fraction_words(g['label_fraction'].max())}\n"
+            f"bars: observed frequency per bin (number at the foot: image–label pairs in the bin); red: mean predicted → observed; "
+            f"{len(labels)} labels and all seeds pooled",
+            fontsize=8.5,
+        )
+        fig.tight_layout()
+        path = save_figure(fig, figures_dir / f"reliability_{_slug(dataset, protocol)}.png")
+        out.append((f"Reliability diagrams · {setting_label(dataset, protocol)}", path))
+    return out
+
+
 def pretrain_curves(pretrain: pd.DataFrame, path: Path) -> Path | None:
-    """Pretraining loss vs step per run (and the probe AUROC where it was measured)."""
+    """Pretraining loss vs optimizer step per run (and the kNN-probe AUROC vs epochs completed)."""
     if pretrain.empty:
         return None
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     has_probe = pretrain["probe_auroc"].notna().any()
     fig, axes = plt.subplots(1, 2 if has_probe else 1, figsize=(10 if has_probe else 5.5, 3.6), squeeze=False)
+    colors = strategy_colors(pretrain["strategy"])
     for run_id, g in pretrain.groupby("run_id", sort=True):
         g = g.sort_values("step")
-        name = f"{g['strategy'].iloc[0]}/{g['backbone'].iloc[0]} ({run_id})"
-        axes[0][0].plot(g["step"], g["loss"], lw=1.2, label=name)
+        name = f"{config_label(g['strategy'].iloc[0], g['backbone'].iloc[0])} (run {str(run_id)[:8]})"
+        c = colors[g["strategy"].iloc[0]]
+        axes[0][0].plot(g["step"], g["loss"], lw=1.2, color=c, label=name)
         if has_probe:
             gp = g[g["probe_auroc"].notna()]
-            axes[0][1].plot(gp["step"], gp["probe_auroc"], marker="o", lw=1.2, label=name)
-    axes[0][0].set_xlabel("step")
+            # the history's epoch is 0-based and the probe runs at the end of it
+            axes[0][1].plot(gp["epoch"] + 1, gp["probe_auroc"], marker="o", lw=1.2, color=c, label=name)
+    axes[0][0].set_xlabel("optimizer step")
     axes[0][0].set_ylabel("pretraining loss")
-    axes[0][0].set_title("Self-supervised pretraining loss")
-    axes[0][0].legend(fontsize=7)
+    axes[0][0].set_title("Self-supervised pretraining loss", fontsize=10)
     if has_probe:
-        axes[0][1].set_xlabel("step")
-        axes[0][1].set_ylabel("linear-probe AUROC")
-        axes[0][1].set_title("Probe during pretraining")
+        axes[0][1].set_xlabel("epochs completed")
+        axes[0][1].set_ylabel("kNN-probe AUROC (validation)")
+        axes[0][1].set_title("Probe during pretraining", fontsize=10)
+    for ax in axes[0]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and epochs are counts
+        ax.grid(alpha=0.3)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(names), 3), fontsize=8, frameon=False)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -161,24 +316,22 @@ def write_figures(results: LoadedResults, tables: Tables, figures_dir: Path) -> 
     for dataset, protocol in pairs:
         p = forest_plot(tables, dataset, protocol, figures_dir / f"forest_{_slug(dataset, protocol)}.png")
         if p:
-            made.append((f"Δ macro AUROC vs `{tables.baseline}` · {dataset} · {protocol}", p))
+            made.append((f"Δ macro AUROC vs {display_name('strategy', tables.baseline)} · {setting_label(dataset, protocol)}", p))
         p = fraction_curves(tables, dataset, protocol, figures_dir / f"fraction_{_slug(dataset, protocol)}.png")
         if p:
-            made.append((f"Label-fraction curves · {dataset} · {protocol}", p))
+            made.append((f"Label-fraction curves · {setting_label(dataset, protocol)}", p))
         else:
-            notes.append(f"No label-fraction curve for {dataset} · {protocol}: only one label fraction was run.")
+            notes.append(f"No label-fraction curve for {setting_label(dataset, protocol)}: only one label fraction was run.")
         p = roc_curves(results, tables, dataset, protocol, figures_dir / f"roc_{_slug(dataset, protocol)}.png")
         if p:
-            made.append((f"ROC curves · {dataset} · {protocol}", p))
-    from chexbench.reports.calibration import reliability_figures
-
+            made.append((f"ROC curves · {setting_label(dataset, protocol)}", p))
     made += reliability_figures(results, tables, figures_dir)
     p = pretrain_curves(results.pretrain, figures_dir / "pretrain_loss.png")
     if p:
         made.append(("Pretraining loss curves", p))
     else:
         notes.append("No pretraining loss curve: no self-supervised pretraining log in this results directory.")
-    lines = ["## Figures\n"]
+    lines = ["## Figures\n", "Each figure is also written as a vector PDF beside its PNG (`figures/*.pdf`), for a manuscript.\n"]
     for title, path in made:
         lines.append(f"**{title}**\n\n![{title}](figures/{path.name})\n")
     lines += [f"- {n}" for n in notes]
