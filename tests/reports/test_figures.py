@@ -1,0 +1,130 @@
+"""Report figures as a reviewer reads them: vector copies, names in words, numbers that match the
+tables, legends clear of the data, integer step axes."""
+
+from __future__ import annotations
+
+import matplotlib
+import pytest
+from synthetic_store import write_synthetic_results
+
+from chexbench.reports import plots
+from chexbench.reports.aggregate import load_results
+from chexbench.reports.leaderboard import build_tables
+from chexbench.reports.names import config_label, display_name, fraction_words
+from chexbench.reports.report import write_report
+
+matplotlib.use("Agg", force=True)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """Every figure of a 2-seed, 2-fraction synthetic report, with the texts each figure drew."""
+    root = write_synthetic_results(tmp_path_factory.mktemp("fig") / "results", fractions=(0.1, 1.0), seeds=(0, 1),
+                                   n_patients=16, images_per_patient=2)
+    seen: dict[str, object] = {}
+    original = plots.save_figure
+
+    def keep(fig, path):
+        fig.canvas.draw()
+        seen[path.stem] = {
+            "texts": [t.get_text() for t in fig.findobj(matplotlib.text.Text) if t.get_text()],
+            "overlaps": [_legend_overlaps(ax) for ax in fig.axes if ax.get_legend() is not None],
+            "xticks": [[t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes],
+        }
+        return original(fig, path)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(plots, "save_figure", keep)
+    write_report(root, n_boot=200, seed=0)
+    mp.undo()
+    results = load_results(root, n_boot=200, seed=0)
+    return root, seen, build_tables(results)
+
+
+def _legend_overlaps(ax) -> bool:
+    return ax.get_legend().get_window_extent().overlaps(ax.get_window_extent())
+
+
+def test_every_png_has_a_pdf_beside_it(rendered):
+    root, _, _ = rendered
+    pngs = sorted((root / "figures").glob("*.png"))
+    assert len(pngs) == 5
+    for png in pngs:
+        pdf = png.with_suffix(".pdf")
+        assert pdf.read_bytes()[:5] == b"%PDF-", pdf
+
+
+def test_names_are_words_from_one_table():
+    assert config_label("simclr", "resnet50", 0.1) == "SimCLR · ResNet-50 · 10% labels"
+    assert fraction_words(0.005) == "0.5% labels" and fraction_words(1.0) == "100% labels"
+    assert display_name("protocol", "finetune") == "fine-tuning"
+    assert display_name("strategy", "not_installed_plugin") == "not_installed_plugin"
+
+
+def test_forest_plot_prints_each_comparison_with_its_numbers(rendered):
+    _, seen, tables = rendered
+    texts = seen["forest_chexpert_finetune"]["texts"]
+    lb = tables.leaderboard
+    for r in lb[lb["strategy"] != "scratch"].itertuples():
+        assert config_label(r.strategy, r.backbone, r.label_fraction) in texts
+        assert any(t.startswith(f"{r.delta:+.3f} [{r.delta_ci_low:+.3f}, {r.delta_ci_high:+.3f}]") for t in texts), r
+    assert not any("resnet50" in t or "f=0.1" in t for t in texts)  # no internal strings
+
+
+def test_roc_curves_pool_seeds_and_show_the_tables_auroc_outside_the_axes(rendered):
+    _, seen, tables = rendered
+    fig = seen["roc_chexpert_finetune"]
+    assert any("mean over seeds; band: range across seeds" in t for t in fig["texts"])
+    pl = tables.per_label
+    top = pl[pl["label_fraction"] == pl["label_fraction"].max()]
+    for r in top.itertuples():
+        if r.label in tables.macro_labels["chexpert"]:
+            assert f"{config_label(r.strategy, r.backbone)}: {r.auroc:.3f} (2 seeds)" in fig["texts"], r
+    assert fig["overlaps"] and not any(fig["overlaps"])  # no legend covers its curves
+
+
+def test_a_reliability_diagram_per_configuration_with_bin_counts(rendered):
+    _, seen, tables = rendered
+    texts = seen["reliability_chexpert_finetune"]["texts"]
+    lb = tables.leaderboard
+    configs = lb[lb["label_fraction"] == 1.0]
+    titles = [t for t in texts if "pooled ECE" in t]
+    assert len(titles) == len(configs) == 6
+    for r in configs.itertuples():
+        assert any(t.startswith(config_label(r.strategy, r.backbone) + "\n") for t in titles)
+    counts = [int(t) for t in texts if t.isdigit()]
+    assert sum(counts) >= 6 * 100  # every panel's bins carry their counts
+
+
+def test_pretraining_curves_have_integer_step_and_epoch_axes(tmp_path):
+    """A short run (4 steps, 2 epochs) would get ticks at 1.5, 2.5 … without an integer locator."""
+    import pandas as pd
+
+    pre = pd.DataFrame({"run_id": "r1", "strategy": "simclr", "backbone": "resnet50", "epoch": [0, 0, 1, 1],
+                        "step": [1, 2, 3, 4], "loss": [5.0, 4.0, 3.5, 3.2], "probe_auroc": [float("nan"), 0.6, float("nan"), 0.7]})
+    seen = {}
+
+    def keep(fig, path):
+        fig.canvas.draw()
+        seen["xticks"] = [[t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes]
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(plots, "save_figure", keep)
+    plots.pretrain_curves(pre, tmp_path / "pretrain.png")
+    mp.undo()
+    assert len(seen["xticks"]) == 2
+    for ticks in seen["xticks"]:
+        shown = [t.replace("−", "-") for t in ticks if t]
+        assert shown and all(t.lstrip("-").isdigit() for t in shown), ticks
+
+
+def test_one_seed_is_flagged_on_the_forest_plot(tmp_path):
+    root = write_synthetic_results(tmp_path / "results", seeds=(0,), n_patients=10)
+    results = load_results(root, n_boot=100, seed=0)
+    tables = build_tables(results)
+    seen = {}
+    mp = pytest.MonkeyPatch()
+    mp.setattr(plots, "save_figure", lambda fig, path: seen.setdefault("texts", [t.get_text() for t in fig.findobj(matplotlib.text.Text)]))
+    plots.forest_plot(tables, "chexpert", "finetune", tmp_path / "forest.png")
+    mp.undo()
+    assert sum("1 seed" in t for t in seen["texts"]) == 4  # every comparison of the 1-seed folder
