@@ -3,6 +3,7 @@ predictions with patient clustering, a failed cell, skipped cells and a pretrain
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from chexbench.bench.store import ResultStore, atomic_write_parquet
+from chexbench.config import Settings
 
 LABELS = ["atelectasis", "cardiomegaly", "edema", "pneumothorax"]
 STRENGTH = {"scratch": 0.6, "simclr": 1.4, "mocov2": 1.0}
@@ -18,15 +20,20 @@ STRENGTH = {"scratch": 0.6, "simclr": 1.4, "mocov2": 1.0}
 
 def _record(cell_id: str, strategy: str, backbone: str, dataset: str, protocol: str, fraction: float, seed: int,
             status: str = "ok", reason: str = "") -> dict:
+    settings = {**dataclasses.asdict(Settings()), "epochs": 5, "image_size": 64, "uncertainty": "zeros"}
     cfg = {"strategy": strategy, "backbone": backbone, "dataset": dataset, "protocol": protocol,
-           "label_fraction": fraction, "seed": seed}
+           "label_fraction": fraction, "seed": seed, "settings": settings,
+           "strategy_options": {"temperature": 0.1} if strategy == "simclr" else {}, "backbone_options": {},
+           "dataset_options": {}, "protocol_options": {"augment": False} if protocol == "finetune" else {}}
+    pretrained = strategy in ("simclr", "mocov2")
+    init = {"source": f"pretrain:{strategy}-{backbone}", "pretrain_run": f"{strategy}-{backbone}"} if pretrained else {"source": "random"}
     return {
         "schema_version": 1, "cell_id": cell_id, "grid": "synthetic", "strategy": strategy, "backbone": backbone,
         "dataset": dataset, "protocol": protocol, "label_fraction": fraction, "seed": seed,
         "config_json": json.dumps(cfg, sort_keys=True), "config_hash": hashlib.sha256(cell_id.encode()).hexdigest(),
         "status": status, "failure_reason": reason, "eval_labels_json": json.dumps(LABELS),
         "macro_auroc": float("nan"), "macro_auprc": float("nan"), "metrics_json": "{}", "val_macro_auroc": float("nan"),
-        "selected_epoch": 1, "init_json": "{}", "data_json": "{}", "history_json": "[]", "train_seconds": 1.0,
+        "selected_epoch": 1, "init_json": json.dumps(init), "data_json": "{}", "history_json": "[]", "train_seconds": 1.0,
         "eval_seconds": 0.5, "images_per_second": 100.0, "peak_memory_mb": 10.0, "device_name": "cpu",
         "torch_version": "2.14.1", "timm_version": "1.0", "chexbench_version": "0.1.0", "git_sha": "",
         "created_at": "2026-01-01T00:00:00+00:00",

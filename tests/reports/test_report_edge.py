@@ -54,7 +54,6 @@ def test_tiny_test_set_flags_unreliable_intervals(tmp_path):
 def test_failed_figure_keeps_previous_report(tmp_path, monkeypatch):
     from synthetic_store import write_synthetic_results
 
-    import chexbench.reports.calibration as calibration
     import chexbench.reports.plots as plots
 
     root = write_synthetic_results(tmp_path / "r", seeds=(0,), n_patients=8)
@@ -75,7 +74,7 @@ def test_failed_figure_keeps_previous_report(tmp_path, monkeypatch):
     monkeypatch.undo()
     # a new report replaces the whole folder (only the cheap figures are drawn here)
     monkeypatch.setattr(plots, "roc_curves", lambda *a, **k: None)
-    monkeypatch.setattr(calibration, "reliability_figures", lambda *a, **k: [])
+    monkeypatch.setattr(plots, "reliability_figures", lambda *a, **k: [])
     write_report(root, n_boot=100)
     assert not (root / "figures" / "stale.png").exists()
     assert (root / "figures" / "forest_chexpert_finetune.png").exists()

@@ -21,6 +21,7 @@ def test_report_markdown_matches_golden(tmp_path):
     text = write_report(root, n_boot=200, seed=0).read_text()
     for png in ("forest_chexpert_finetune", "fraction_chexpert_finetune", "roc_chexpert_finetune", "reliability_chexpert_finetune", "pretrain_loss"):
         assert (root / "figures" / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (root / "figures" / f"{png}.pdf").read_bytes()[:5] == b"%PDF-"  # vector copy for a manuscript
     if os.environ.get("CHEXBENCH_UPDATE_GOLDEN"):
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text(), "report.md changed; if intended, regenerate the golden file (see module docstring)"

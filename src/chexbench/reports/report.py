@@ -25,6 +25,7 @@ from chexbench.reports.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED
 from chexbench.reports.crosscheck import delong_crosscheck
 from chexbench.reports.leaderboard import Tables, build_tables
 from chexbench.reports.localization_table import localization_section
+from chexbench.reports.methods import hyperparameter_section
 from chexbench.reports.markdown import (
     calibration_section,
     comparison_section,
@@ -79,7 +80,7 @@ def render_report(results: LoadedResults, tables: Tables, figures_md: str = "", 
     if figures_md:
         sections.append(figures_md)
     sections += [skipped_section(results), failed_section(results), superseded_section(results), methods_section(results),
-                 provenance_section(results)]
+                 hyperparameter_section(results.ok), provenance_section(results)]
     return "\n".join(s.rstrip() + "\n" for s in sections if s)
 
 
