@@ -25,7 +25,6 @@ from chexbench.reports.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED
 from chexbench.reports.crosscheck import delong_crosscheck
 from chexbench.reports.leaderboard import Tables, build_tables
 from chexbench.reports.localization_table import localization_section
-from chexbench.reports.methods import hyperparameter_section
 from chexbench.reports.markdown import (
     calibration_section,
     comparison_section,
@@ -38,6 +37,7 @@ from chexbench.reports.markdown import (
     summary_section,
     superseded_section,
 )
+from chexbench.reports.methods import hyperparameter_section
 
 
 def methods_section(results: LoadedResults) -> str:
