@@ -4,8 +4,9 @@ Outputs (in the results directory, each written atomically):
     report.md                 summary, leaderboards, comparisons, per-label tables, calibration,
                               skipped / failed cells, methods, provenance
     leaderboard.parquet/.csv  one row per configuration (seeds pooled)
+    tables/*.tex|md|csv       with ``table_formats``: leaderboard and paired table for a manuscript
     per_label.parquet/.csv    one row per configuration × label
-    figures/*.png             label-fraction curves, ROC curves, forest plot, reliability
+    figures/*.png + *.pdf     label-fraction curves, ROC curves, forest plot, reliability
                               diagrams, pretraining loss curves
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +25,7 @@ from chexbench.errors import ConfigError
 from chexbench.reports.aggregate import LoadedResults, load_results
 from chexbench.reports.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED
 from chexbench.reports.crosscheck import delong_crosscheck
+from chexbench.reports.export import check_formats, write_tables
 from chexbench.reports.leaderboard import Tables, build_tables
 from chexbench.reports.localization_table import localization_section
 from chexbench.reports.markdown import (
@@ -107,12 +110,14 @@ def write_report(
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = DEFAULT_SEED,
     figures: bool = True,
+    table_formats: Sequence[str] = (),
 ) -> Path:
     """Score every finished cell of ``results_dir`` and write the report; returns report.md's path.
 
     Everything is computed (figures into a hidden temporary folder) before anything is
     replaced, so an error leaves the previous report, tables and figures as they were.
     """
+    formats = check_formats(list(table_formats))
     check_baseline(results_dir, baseline)
     results = load_results(results_dir, n_boot=n_boot, seed=seed)
     tables = build_tables(results, baseline=baseline)
@@ -140,6 +145,8 @@ def write_report(
         atomic_write_text(tables.per_label.to_csv(index=False), root / "per_label.csv")
     path = root / "report.md"
     atomic_write_text(text, path)
+    if formats:
+        write_tables(tables, root / "tables", formats)
     return path
 
 
