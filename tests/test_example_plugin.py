@@ -109,6 +109,12 @@ def test_example_plugin_is_listed_documented_and_runs_in_a_tiny_grid(tmp_path):
     assert "plugins" not in json.loads(by_strategy["scratch"].config_json)
     assert "orthogonal init (gain 1)" in by_strategy["orthogonal"].init_json
 
+    # the report calls the plugin by its declared display name, and lists it with its version
+    out = chexbench(site, cache, "report", "--results", str(results), "--bootstrap", "100", "--no-figures", "--format", "markdown")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "| Orthogonal init |" in (results / "tables" / "paired.md").read_text()
+    assert f"strategy: {dist}==0.1.0" in (results / "report.md").read_text()
+
     # a new release of the plugin is a new cell; the built-in cell is still done
     fake_install(site, version="0.2.0")
     out = chexbench(site, cache, "plan", "--grid", str(grid), "--results", str(results))
