@@ -101,3 +101,26 @@ def test_report_with_a_baseline_not_in_the_results_is_one_line(tmp_path):
     lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "--baseline 'imagenett'" in lines[0] and "mocov2, scratch, simclr" in lines[0]
     assert not (root / "report.md").exists()
+
+
+def test_a_narrow_console_folds_table_cells_instead_of_cutting_them(tmp_path, monkeypatch):
+    """Even at 60 columns (a narrow terminal, or COLUMNS set in a pipe) no cell is cut with "…"."""
+    import io
+
+    from rich.console import Console
+
+    import chexbench.cli.core as core
+
+    monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path / "cache"))
+    grid, results, ids = _grid_with_done_cells(tmp_path, done=1, failed=1)
+    buf = io.StringIO()
+    monkeypatch.setattr(core, "console", Console(file=buf, width=60, color_system=None))
+    result = runner.invoke(app, ["status", "--results", str(results), "--grid", str(grid)])
+    assert result.exit_code == 0, result.output
+    out = buf.getvalue()
+    assert "…" not in out
+    assert all(i in out for i in ids)  # ids are never folded (no_wrap) …
+    # … and the failure reason (last column) folds onto more lines: read back, every character is there
+    table_lines = [ln for ln in out.splitlines() if ln.startswith("│")]
+    reason = "".join(ln.split("│")[-2].strip() for ln in table_lines if ids[1] in ln or ln.split("│")[1].strip() == "")
+    assert reason.replace(" ", "") == ("RuntimeError: loss became NaN at epoch 2 step 17 " + "x" * 120).replace(" ", "")

@@ -13,6 +13,7 @@ import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table as _RichTable
 from typer.core import TyperGroup
 
 from chexbench.errors import ChexbenchError
@@ -30,6 +31,15 @@ def _width(stream) -> int | None:
         return None if stream.isatty() else PIPE_WIDTH
     except (AttributeError, ValueError):
         return PIPE_WIDTH
+
+
+class Table(_RichTable):
+    """A Rich table whose cells fold long text onto more lines instead of cutting it with "…":
+    in a narrow terminal or a pipe nothing is lost (an id, an interval, a failure reason)."""
+
+    def add_column(self, *args, **kwargs) -> None:  # type: ignore[override]
+        kwargs.setdefault("overflow", "fold")
+        super().add_column(*args, **kwargs)
 
 
 console = Console(width=_width(sys.stdout))

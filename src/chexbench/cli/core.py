@@ -11,9 +11,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from chexbench.cli.app import app, console
+from chexbench.cli.app import Table, app, console
 from chexbench.errors import ConfigError
 
 RESULTS_HELP = "results directory (one Parquet record + predictions per cell)"

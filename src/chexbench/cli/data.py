@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from chexbench.cli.app import console, data_app, err_console
+from chexbench.cli.app import Table, console, data_app, err_console
 from chexbench.errors import DataError
 
 

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from chexbench.cli.app import app, console
+from chexbench.cli.app import Table, app, console
 from chexbench.errors import ConfigError
 
 

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from chexbench.cli.app import app, console
+from chexbench.cli.app import Table, app, console
 from chexbench.cli.core import GridOpt, OnlyOpt, ResultsOpt
 from chexbench.errors import ConfigError
 

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from chexbench.cli.app import bench_app, console, data_app
+from chexbench.cli.app import Table, bench_app, console, data_app
 from chexbench.errors import ConfigError
 
 
