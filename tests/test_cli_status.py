@@ -79,7 +79,7 @@ def test_a_unique_prefix_names_its_cell():
     assert resolve_cell_id("a1b2ffffffff", ids, "R") == "a1b2ffffffff"
     with pytest.raises(DataError, match="ambiguous in R: a1b2c3d4e5f6, a1b2ffffffff"):
         resolve_cell_id("a1b2", ids, "R")
-    with pytest.raises(DataError, match="no cell id starting with 'zz' in R"):
+    with pytest.raises(DataError, match="no cell 'zz' in R \\(no cell id starts with it"):
         resolve_cell_id("zz", ids, "R")
 
 

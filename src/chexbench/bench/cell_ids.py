@@ -26,6 +26,9 @@ def resolve_cell_id(prefix: str, known: Iterable[str], where: str) -> str:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise DataError(f"no cell id starting with '{prefix}' in {where} ({len(ids)} cells; see `chexbench status --results {where}`)")
+        raise DataError(
+            f"no cell '{prefix}' in {where} (no cell id starts with it; {len(ids)} cells there, "
+            f"see `chexbench status --results {where}`)"
+        )
     shown = ", ".join(matches[:SHOW_CANDIDATES]) + (f", … ({len(matches)} in all)" if len(matches) > SHOW_CANDIDATES else "")
     raise DataError(f"cell id prefix '{prefix}' is ambiguous in {where}: {shown}; give more characters")
