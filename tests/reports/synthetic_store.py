@@ -19,12 +19,13 @@ STRENGTH = {"scratch": 0.6, "simclr": 1.4, "mocov2": 1.0}
 
 
 def _record(cell_id: str, strategy: str, backbone: str, dataset: str, protocol: str, fraction: float, seed: int,
-            status: str = "ok", reason: str = "") -> dict:
-    settings = {**dataclasses.asdict(Settings()), "epochs": 5, "image_size": 64, "uncertainty": "zeros"}
+            status: str = "ok", reason: str = "", full_config: bool = False) -> dict:
     cfg = {"strategy": strategy, "backbone": backbone, "dataset": dataset, "protocol": protocol,
-           "label_fraction": fraction, "seed": seed, "settings": settings,
-           "strategy_options": {"temperature": 0.1} if strategy == "simclr" else {}, "backbone_options": {},
-           "dataset_options": {}, "protocol_options": {"augment": False} if protocol == "finetune" else {}}
+           "label_fraction": fraction, "seed": seed}
+    if full_config:  # a resolved config as `chexbench run` records it (the seed streams derive from it)
+        cfg |= {"settings": {**dataclasses.asdict(Settings()), "epochs": 5, "image_size": 64, "uncertainty": "zeros"},
+                "strategy_options": {"temperature": 0.1} if strategy == "simclr" else {}, "backbone_options": {},
+                "dataset_options": {}, "protocol_options": {"augment": False} if protocol == "finetune" else {}}
     pretrained = strategy in ("simclr", "mocov2")
     init = {"source": f"pretrain:{strategy}-{backbone}", "pretrain_run": f"{strategy}-{backbone}"} if pretrained else {"source": "random"}
     return {
@@ -67,7 +68,8 @@ def _predictions(truth: pd.DataFrame, rng: np.random.Generator, strength: float)
     return truth.assign(y_score=1 / (1 + np.exp(-(logit - 0.8))))[["image_id", "patient_id", "label", "y_true", "y_score", "split"]]
 
 
-def write_synthetic_results(root: Path, fractions=(1.0,), seeds=(0, 1), n_patients: int = 40, images_per_patient: int = 3) -> Path:
+def write_synthetic_results(root: Path, fractions=(1.0,), seeds=(0, 1), n_patients: int = 40, images_per_patient: int = 3,
+                            full_config: bool = False) -> Path:
     store = ResultStore(root)
     n = 0
     truth = _truth(n_patients, images_per_patient)
@@ -82,7 +84,8 @@ def write_synthetic_results(root: Path, fractions=(1.0,), seeds=(0, 1), n_patien
                             rng = np.random.default_rng(n)
                             s = STRENGTH[strategy] * (0.6 + 0.4 * fraction) + (0.2 if backbone == "vit_b16" else 0)
                             preds = _predictions(truth, rng, s)
-                            store.write(_record(cell_id, strategy, backbone, dataset, protocol, fraction, seed), preds)
+                            store.write(_record(cell_id, strategy, backbone, dataset, protocol, fraction, seed,
+                                                full_config=full_config), preds)
     store.write(_record("f00000000001", "mocov2", "vit_b16", "chexpert", "linear", 1.0, 0, "failed",
                         "loss became NaN at epoch 2 step 17"), None)
     skipped = pd.DataFrame([{"cell_id": "s00000000001", "grid": "synthetic", "strategy": "imagenet", "backbone": "resnet50",

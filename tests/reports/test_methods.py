@@ -16,7 +16,7 @@ def _rows(text: str, first_cell: str) -> list[list[str]]:
 
 
 def test_training_table_has_one_row_per_configuration_with_the_recorded_values(tmp_path):
-    root = write_synthetic_results(tmp_path / "results", fractions=(0.1, 1.0), seeds=(0, 1), n_patients=8)
+    root = write_synthetic_results(tmp_path / "results", fractions=(0.1, 1.0), seeds=(0, 1), n_patients=8, full_config=True)
     store = ResultStore(root)
     recs = store.records()
     # the recorded lr of one configuration differs from every default: the table must show it
@@ -40,7 +40,7 @@ def test_training_table_has_one_row_per_configuration_with_the_recorded_values(t
 
 
 def test_pretraining_table_says_which_seeds_a_run_serves_and_how_to_sweep_pretraining(tmp_path):
-    root = write_synthetic_results(tmp_path / "results", fractions=(0.1, 1.0), seeds=(0, 1), n_patients=8)
+    root = write_synthetic_results(tmp_path / "results", fractions=(0.1, 1.0), seeds=(0, 1), n_patients=8, full_config=True)
     text = hyperparameter_section(ResultStore(root).records())
     simclr = next(r for r in _rows(text, "SimCLR · ResNet-50") if "`simclr-resnet50`" in r)
     assert simclr[-2:] == ["0, 1", "4"]  # one run: both fine-tuning seeds at both label fractions
@@ -50,7 +50,7 @@ def test_pretraining_table_says_which_seeds_a_run_serves_and_how_to_sweep_pretra
 
 
 def test_plugins_get_a_column_and_old_records_show_missing_values(tmp_path):
-    root = write_synthetic_results(tmp_path / "results", seeds=(0,), n_patients=8)
+    root = write_synthetic_results(tmp_path / "results", seeds=(0,), n_patients=8, full_config=True)
     store = ResultStore(root)
     recs = store.records()
     first = recs.iloc[0]

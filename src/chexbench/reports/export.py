@@ -30,10 +30,14 @@ from chexbench.reports.markdown import (
     fmt_p,
     table,
 )
-from chexbench.reports.names import display_name
+from chexbench.reports.names import display_name, row_label
 
 FORMATS: dict[str, str] = {"latex": "tex", "markdown": "md", "csv": "csv"}
 SORT = ["dataset", "protocol", "label_fraction", "backbone", "strategy"]
+
+
+def _sort_keys(frame: pd.DataFrame) -> list[str]:
+    return SORT + (["configuration_label"] if "configuration_label" in frame.columns else [])
 
 
 def check_formats(formats: list[str] | tuple[str, ...]) -> list[str]:
@@ -56,20 +60,20 @@ def _unreliable(row) -> bool:
     return bool(row["n_boot"]) and float(row["n_degenerate"]) / float(row["n_boot"]) > DEGENERATE_WARN
 
 
-def _names(row) -> dict[str, str]:
+def _names(row: pd.Series) -> dict[str, str]:
     return {
         "Dataset": display_name("dataset", row["dataset"]),
         "Protocol": display_name("protocol", row["protocol"]),
         "Labels": f"{100 * float(row['label_fraction']):.3g}%",
         "Backbone": display_name("backbone", row["backbone"]),
-        "Strategy": display_name("strategy", row["strategy"]),
+        "Strategy": row_label(row, backbone=False, fraction=False),
     }
 
 
 def leaderboard_frame(t: Tables, latex: bool = False) -> pd.DataFrame:
     """One row per configuration: names, seeds, macro AUROC [95% CI] with its marks (and the raw numbers)."""
     rows = []
-    for _, r in t.leaderboard.sort_values(SORT).iterrows():
+    for _, r in t.leaderboard.sort_values(_sort_keys(t.leaderboard)).iterrows():
         text = fmt_ci(r["macro_auroc"], r["macro_auroc_ci_low"], r["macro_auroc_ci_high"]) + _mark(r, latex)
         if math.isfinite(r["macro_auroc"]) and _unreliable(r):
             text += "$^\\dagger$" if latex else "†"
@@ -84,7 +88,7 @@ def leaderboard_frame(t: Tables, latex: bool = False) -> pd.DataFrame:
 def paired_frame(t: Tables, latex: bool = False) -> pd.DataFrame:
     """One row per comparison with the baseline: Δ macro AUROC [95% CI], p, Holm and BH p, mark."""
     lb = t.leaderboard
-    comp = lb[lb["strategy"] != t.baseline].sort_values(SORT) if not lb.empty else lb
+    comp = lb[lb["strategy"] != t.baseline].sort_values(_sort_keys(lb)) if not lb.empty else lb
     rows = []
     for _, r in comp.iterrows():
         delta = fmt_delta(r["delta"], r["delta_ci_low"], r["delta_ci_high"]) if math.isfinite(r["delta"]) else f"n/a ({r['delta_note']})"

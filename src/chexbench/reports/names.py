@@ -19,6 +19,7 @@ DISPLAY_NAMES: dict[str, dict[str, str]] = {
         "moco_convstem": "MoCo-v2 (ConvStem)",
         "simclr_topk": "SimCLR top-K",
         "mocov2_topk": "MoCo-v2 top-K",
+        "checkpoint": "Checkpoint",
     },
     "backbone": {
         "resnet50": "ResNet-50",
@@ -64,6 +65,21 @@ def config_label(strategy: str, backbone: str | None = None, label_fraction: flo
         parts.append(display_name("backbone", backbone))
     if label_fraction is not None:
         parts.append(fraction_words(label_fraction))
+    return " · ".join(parts)
+
+
+def row_label(row, backbone: bool = True, fraction: bool = True) -> str:
+    """A leaderboard row in words: the strategy, the keys that tell configurations with the same
+    axes apart (its ``configuration_label`` beyond the strategy, e.g. ``strategy.temperature=0.1``),
+    then the backbone and the label budget: ``"SimCLR · strategy.temperature=0.1 · ResNet-50 · 10% labels"``."""
+    strategy = str(row.strategy)
+    label = str(getattr(row, "configuration_label", strategy) or strategy)
+    extra = label[len(strategy):].lstrip(" ·") if label.startswith(strategy) else ""
+    parts = [display_name("strategy", strategy)] + ([extra] if extra else [])
+    if backbone:
+        parts.append(display_name("backbone", str(row.backbone)))
+    if fraction:
+        parts.append(fraction_words(float(row.label_fraction)))
     return " · ".join(parts)
 
 

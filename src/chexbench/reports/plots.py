@@ -13,7 +13,7 @@ from chexbench.atomic import atomic_path
 from chexbench.reports.aggregate import LoadedResults
 from chexbench.reports.leaderboard import Tables
 from chexbench.reports.markdown import DEGENERATE_WARN, fmt, fmt_p
-from chexbench.reports.names import config_label, display_name, fraction_words, setting_label
+from chexbench.reports.names import config_label, display_name, fraction_words, row_label, setting_label
 
 
 def _pyplot():
@@ -54,6 +54,11 @@ def strategy_colors(strategies) -> dict[str, str]:
     return {s: _PALETTE[i % len(_PALETTE)] for i, s in enumerate(sorted(set(strategies)))}
 
 
+def _configuration_order(frame: pd.DataFrame) -> list[str]:
+    """Sort keys telling configurations apart: the strategy, then its configuration label if the tables have one."""
+    return ["strategy", "configuration_label"] if "configuration_label" in frame.columns else ["strategy"]
+
+
 def _flags(row) -> list[str]:
     """Reliability flags of a leaderboard row, in words."""
     flags = []
@@ -75,7 +80,7 @@ def forest_plot(tables: Tables, dataset: str, protocol: str, path: Path) -> Path
     if comp.empty or comp["delta"].notna().sum() == 0:
         return None
     plt = _pyplot()
-    comp = comp.sort_values(["label_fraction", "backbone", "strategy"])
+    comp = comp.sort_values(["label_fraction", "backbone", *_configuration_order(comp)])
     n = len(comp)
     fig, ax = plt.subplots(figsize=(6.0, 1.3 + 0.36 * n))
     y = np.arange(n)[::-1]
@@ -93,7 +98,7 @@ def forest_plot(tables: Tables, dataset: str, protocol: str, path: Path) -> Path
         ax.text(1.03, yi, text, transform=ax.get_yaxis_transform(), va="center", ha="left", fontsize=8, family="DejaVu Sans")
     ax.axvline(0, color="grey", lw=1, ls="--")
     ax.set_ylim(-0.7, n - 0.3)
-    ax.set_yticks(y, [config_label(r.strategy, r.backbone, r.label_fraction) for r in comp.itertuples()], fontsize=8)
+    ax.set_yticks(y, [row_label(r) for r in comp.itertuples()], fontsize=8)
     base = display_name("strategy", tables.baseline)
     ax.set_xlabel(f"Δ macro AUROC vs {base} (95% interval; red: Holm-corrected p < 0.05)", fontsize=9)
     ax.text(1.03, n - 0.3, "Δ [95% CI] · Holm-corrected p · flags", transform=ax.get_yaxis_transform(), va="bottom", ha="left",
@@ -117,10 +122,12 @@ def fraction_curves(tables: Tables, dataset: str, protocol: str, path: Path) -> 
     fractions = sorted(g["label_fraction"].unique())
     fig, axes = plt.subplots(1, len(backbones), figsize=(4.0 * len(backbones), 3.4), squeeze=False, sharey=True)
     for ax, bb in zip(axes[0], backbones, strict=True):
-        for strategy, gs in g[g["backbone"] == bb].groupby("strategy", sort=True):
+        gb = g[g["backbone"] == bb]
+        for _, gs in gb.groupby(_configuration_order(gb), sort=True):  # one line per configuration
             gs = gs.sort_values("label_fraction")
-            c = colors[strategy]
-            ax.plot(gs["label_fraction"], gs["macro_auroc"], marker="o", color=c, label=display_name("strategy", strategy))
+            first = next(gs.itertuples())
+            c = colors[first.strategy]
+            ax.plot(gs["label_fraction"], gs["macro_auroc"], marker="o", color=c, label=row_label(first, backbone=False, fraction=False))
             ax.fill_between(gs["label_fraction"], gs["macro_auroc_ci_low"], gs["macro_auroc_ci_high"], color=c, alpha=0.15, lw=0)
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(FixedLocator(fractions))
@@ -169,7 +176,7 @@ def roc_curves(results: LoadedResults, tables: Tables, dataset: str, protocol: s
     if g.empty or not labels:
         return None
     fraction = g["label_fraction"].max()
-    g = g[g["label_fraction"] == fraction].sort_values(["backbone", "strategy"])
+    g = g[g["label_fraction"] == fraction].sort_values(["backbone", *_configuration_order(g)])
     colors = strategy_colors(lb["strategy"])
     styles = {bb: ls for bb, ls in zip(sorted(g["backbone"].unique()), ("-", "--", ":", "-."), strict=False)}
     plt = _pyplot()
@@ -190,7 +197,7 @@ def roc_curves(results: LoadedResults, tables: Tables, dataset: str, protocol: s
             aurocs = [results.scores[c].labels[label].auroc for c in cell_ids if label in results.scores[c].labels]
             auc = float(np.mean(aurocs)) if aurocs else float("nan")
             seeds = f"{len(curves)} seeds" if len(curves) > 1 else "1 seed"
-            name = f"{config_label(r.strategy, r.backbone)}: {fmt(auc)} ({seeds})"
+            name = f"{row_label(r, fraction=False)}: {fmt(auc)} ({seeds})"
             line = ax.plot(ROC_GRID, stack.mean(axis=0), lw=1.3, color=colors[r.strategy], ls=styles.get(r.backbone, "-"), label=name)[0]
             if len(curves) > 1:
                 ax.fill_between(ROC_GRID, stack.min(axis=0), stack.max(axis=0), color=line.get_color(), alpha=0.12, lw=0)
@@ -225,7 +232,7 @@ def reliability_figures(results: LoadedResults, tables: Tables, figures_dir: Pat
         if g.empty or not labels:
             continue
         panels = []
-        for r in g.sort_values(["backbone", "strategy"]).itertuples():
+        for r in g.sort_values(["backbone", *_configuration_order(g)]).itertuples():
             frames = [results.predictions(c) for c in str(r.cell_ids).split(",") if c]
             test = pd.concat(frames, ignore_index=True)
             test = test[(test["split"] == "test") & test["y_true"].notna() & test["label"].isin(labels)]
@@ -235,14 +242,14 @@ def reliability_figures(results: LoadedResults, tables: Tables, figures_dir: Pat
         if not panels:
             continue
         backbones = sorted({p[0].backbone for p in panels})
-        strategies = sorted({p[0].strategy for p in panels})
+        strategies = list(dict.fromkeys(row_label(p[0], backbone=False, fraction=False) for p in panels))
         plt = _pyplot()
         fig, axes = plt.subplots(len(backbones), len(strategies), figsize=(3.0 * len(strategies), 3.1 * len(backbones)),
                                  squeeze=False, sharex=True, sharey=True)
         for ax in axes.flat:
             ax.axis("off")
         for r, rel, n_seeds in panels:
-            ax = axes[backbones.index(r.backbone)][strategies.index(r.strategy)]
+            ax = axes[backbones.index(r.backbone)][strategies.index(row_label(r, backbone=False, fraction=False))]
             ax.axis("on")
             centers = (rel.edges[:-1] + rel.edges[1:]) / 2
             width = rel.edges[1] - rel.edges[0]
@@ -253,7 +260,7 @@ def reliability_figures(results: LoadedResults, tables: Tables, figures_dir: Pat
             for x, n in zip(centers[filled], rel.count[filled], strict=True):
                 ax.text(x, 0.015, str(int(n)), ha="center", va="bottom", fontsize=5.5, rotation=90, color="0.1")
             seeds = f"{n_seeds} seeds" if n_seeds > 1 else "1 seed"
-            ax.set_title(f"{config_label(r.strategy, r.backbone)}\npooled ECE {rel.ece:.3f} · {int(rel.count.sum())} image–label pairs · {seeds}", fontsize=7.5)
+            ax.set_title(f"{row_label(r, fraction=False)}\npooled ECE {rel.ece:.3f} · {int(rel.count.sum())} image–label pairs · {seeds}", fontsize=7.5)
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1.08)
         for ax in axes[-1]:

@@ -46,6 +46,14 @@ class Checkpoint(Strategy):
     name = "checkpoint"
     description = "a published or your own pretrained checkpoint (MoCo, Lightning, torchvision, timm, safetensors), strict key audit"
     options: dict[str, Any] = {"path": None, "format": "auto", "prefix": "", "name": "", "normalize": "imagenet", "backbone": None}
+    option_help: dict[str, str] = {
+        "path": "the checkpoint file (.pth, .pth.tar, .ckpt, .safetensors, …)",
+        "format": "its layout: auto | timm | torchvision | moco | lightning | state_dict",
+        "prefix": "key prefix of the encoder inside the file (kept, stripped); unset: found from the layout",
+        "name": "the strategy's name in records and the leaderboard (one per [[strategy.checkpoint]] table)",
+        "normalize": "input normalization the checkpoint was trained with: imagenet | backbone | chexbench | [mean, std]",
+        "backbone": "the architecture(s) the checkpoint fits; cells of other backbones are skipped as not applicable",
+    }
 
     def invalid_reason(self, cell) -> str | None:
         """A checkpoint that declares its architecture (``backbone = "resnet50"``) does not apply to others."""
