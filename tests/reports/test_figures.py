@@ -10,7 +10,7 @@ from synthetic_store import write_synthetic_results
 from chexbench.reports import plots
 from chexbench.reports.aggregate import load_results
 from chexbench.reports.leaderboard import build_tables
-from chexbench.reports.names import config_label, display_name, fraction_words
+from chexbench.reports.names import config_label, display_name, fraction_words, row_label
 from chexbench.reports.report import write_report
 
 matplotlib.use("Agg", force=True)
@@ -59,6 +59,13 @@ def test_names_are_words_from_one_table():
     assert fraction_words(0.005) == "0.5% labels" and fraction_words(1.0) == "100% labels"
     assert display_name("protocol", "finetune") == "fine-tuning"
     assert display_name("strategy", "not_installed_plugin") == "not_installed_plugin"
+    # two configurations with the same axes stay apart by the keys that differ
+    from types import SimpleNamespace
+
+    row = SimpleNamespace(strategy="simclr", backbone="resnet50", label_fraction=0.1,
+                          configuration_label="simclr · strategy.temperature=0.2")
+    assert row_label(row) == "SimCLR · strategy.temperature=0.2 · ResNet-50 · 10% labels"
+    assert row_label(row, backbone=False, fraction=False) == "SimCLR · strategy.temperature=0.2"
 
 
 def test_forest_plot_prints_each_comparison_with_its_numbers(rendered):
