@@ -97,11 +97,11 @@ def forest_plot(tables: Tables, dataset: str, protocol: str, path: Path) -> Path
             text += "   " + "; ".join(flags)
         ax.text(1.03, yi, text, transform=ax.get_yaxis_transform(), va="center", ha="left", fontsize=8, family="DejaVu Sans")
     ax.axvline(0, color="grey", lw=1, ls="--")
-    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_ylim(-0.7, n + 0.3)  # a free row on top holds the column header of the printed numbers
     ax.set_yticks(y, [row_label(r) for r in comp.itertuples()], fontsize=8)
     base = display_name("strategy", tables.baseline)
     ax.set_xlabel(f"Δ macro AUROC vs {base} (95% interval; red: Holm-corrected p < 0.05)", fontsize=9)
-    ax.text(1.03, n - 0.3, "Δ [95% CI] · Holm-corrected p · flags", transform=ax.get_yaxis_transform(), va="bottom", ha="left",
+    ax.text(1.03, n - 0.1, "Δ [95% CI] · Holm-corrected p · flags", transform=ax.get_yaxis_transform(), va="center", ha="left",
             fontsize=8, fontweight="bold")
     ax.set_title(f"Paired differences vs {base} · {setting_label(dataset, protocol)}", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
@@ -152,8 +152,8 @@ def fraction_curves(tables: Tables, dataset: str, protocol: str, path: Path) -> 
 ROC_GRID = np.linspace(0.0, 1.0, 201)
 
 
-def _seed_roc(preds: pd.DataFrame, label: str) -> np.ndarray | None:
-    """TPR of one seed's test ROC curve for ``label`` on :data:`ROC_GRID`; None without both classes."""
+def _seed_roc(preds: pd.DataFrame, label: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """One seed's test ROC curve for ``label`` as (fpr, tpr); None without both classes."""
     from sklearn.metrics import roc_curve
 
     p = preds[preds["label"] == label]
@@ -161,9 +161,13 @@ def _seed_roc(preds: pd.DataFrame, label: str) -> np.ndarray | None:
     if len(np.unique(y)) < 2:
         return None
     fpr, tpr, _ = roc_curve(y, p["y_score"].to_numpy())
-    curve = np.interp(ROC_GRID, fpr, tpr)
-    curve[0] = 0.0
-    return curve
+    return fpr, tpr
+
+
+def _on_grid(fpr: np.ndarray, tpr: np.ndarray) -> np.ndarray:
+    """A staircase ROC curve as TPR on :data:`ROC_GRID` (the highest TPR reached at each FPR)."""
+    idx = np.searchsorted(fpr, ROC_GRID, side="right") - 1
+    return tpr[np.clip(idx, 0, len(tpr) - 1)]
 
 
 def roc_curves(results: LoadedResults, tables: Tables, dataset: str, protocol: str, path: Path) -> Path | None:
@@ -193,12 +197,14 @@ def roc_curves(results: LoadedResults, tables: Tables, dataset: str, protocol: s
             curves = [cv for cv in (_seed_roc(test[c], label) for c in cell_ids) if cv is not None]
             if not curves:
                 continue
-            stack = np.vstack(curves)
+            stack = np.vstack([_on_grid(*cv) for cv in curves])
             aurocs = [results.scores[c].labels[label].auroc for c in cell_ids if label in results.scores[c].labels]
             auc = float(np.mean(aurocs)) if aurocs else float("nan")
             seeds = f"{len(curves)} seeds" if len(curves) > 1 else "1 seed"
             name = f"{row_label(r, fraction=False)}: {fmt(auc)} ({seeds})"
-            line = ax.plot(ROC_GRID, stack.mean(axis=0), lw=1.3, color=colors[r.strategy], ls=styles.get(r.backbone, "-"), label=name)[0]
+            # one seed: its exact curve; several: the mean of their curves on a common FPR grid
+            x, yv = curves[0] if len(curves) == 1 else (np.r_[0.0, ROC_GRID], np.r_[0.0, stack.mean(axis=0)])
+            line = ax.plot(x, yv, lw=1.3, color=colors[r.strategy], ls=styles.get(r.backbone, "-"), label=name)[0]
             if len(curves) > 1:
                 ax.fill_between(ROC_GRID, stack.min(axis=0), stack.max(axis=0), color=line.get_color(), alpha=0.12, lw=0)
     for ax, label in zip(axes.flat, labels, strict=False):
@@ -208,7 +214,8 @@ def roc_curves(results: LoadedResults, tables: Tables, dataset: str, protocol: s
         ax.set_ylabel("sensitivity", fontsize=8)
         ax.set_aspect("equal")
         # outside the axes, so no curve is hidden behind it
-        ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, title="mean AUROC", title_fontsize=7)
+        ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False,
+                  title="AUROC (mean over seeds)" if max(seed_counts, default=1) > 1 else "AUROC", title_fontsize=7)
     for ax in list(axes.flat)[len(labels):]:
         ax.axis("off")
     how = ("mean over seeds; band: range across seeds" if max(seed_counts) > 1 else "one seed per configuration")
