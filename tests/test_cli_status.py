@@ -22,7 +22,7 @@ runner = CliRunner()
 
 GRID = (
     '[axes]\nstrategy=["scratch"]\nbackbone=["resnet_tiny"]\ndataset=["phantom-chexpert"]\nprotocol=["linear"]\n'
-    "seed=[0,1,2,3,4,5]\n"
+    "seed=[0,1,2,3,4,5]\n[dataset.phantom-chexpert]\npatients = 20\nsize = 32\n"
 )
 
 
@@ -49,6 +49,14 @@ def test_plan_counts_only_the_cells_left_to_run(tmp_path, monkeypatch):
     result = runner.invoke(app, ["plan", "--grid", str(grid), "--results", str(results)])
     assert result.exit_code == 0, result.output
     assert "6 cells: 2 to run (4 already done)" in result.output
+
+
+def test_run_counts_only_the_cells_left_to_train(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path / "cache"))
+    grid, results, _ = _grid_with_done_cells(tmp_path, done=6)
+    result = runner.invoke(app, ["run", "--grid", str(grid), "--results", str(results), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "0 to run (6 already done)" in result.output and "nothing to train" in result.output
 
 
 def test_status_lists_every_cell_id_and_filters(tmp_path, monkeypatch):
