@@ -28,10 +28,18 @@ class NullProgress:
 
 @dataclass
 class RunContext:
+    """``amp_dtype`` / ``channels_last`` / ``compile``: the fast path of the training and
+    evaluation steps. ``None`` (default) means the device's policy (:func:`fast_path_for`):
+    bf16 autocast and channels_last on CUDA, plain fp32 elsewhere. Set them to drive the
+    CUDA fast path on a CPU (tests) or to switch it off."""
+
     device: torch.device
     results_dir: Path
     cache_dir: Path
     progress: StepProgress = field(default_factory=NullProgress)
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool | None = None
+    compile: bool = False  # also requested by ``--compile`` / settings.compile
 
     @property
     def pretrain_dir(self) -> Path:
@@ -39,8 +47,35 @@ class RunContext:
         return self.cache_dir / "pretrain"
 
     @property
+    def fast_path(self) -> FastPath:
+        """The device's policy, with this context's explicit choices on top."""
+        default = fast_path_for(self.device)
+        return FastPath(
+            amp_dtype=self.amp_dtype if self.amp_dtype is not None else default.amp_dtype,
+            channels_last=self.channels_last if self.channels_last is not None else default.channels_last,
+            compile=self.compile or default.compile,
+        )
+
+    @property
     def use_amp(self) -> bool:
-        return self.device.type == "cuda"
+        return self.fast_path.amp_dtype is not None
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """How steps run: autocast dtype (``None``: fp32), channels_last memory format, ``torch.compile``."""
+
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    compile: bool = False
+
+
+def fast_path_for(device: torch.device) -> FastPath:
+    """The default policy: bf16 autocast + channels_last on CUDA; fp32, NCHW on CPU (bf16 on a
+    CPU without AMX is slower than fp32). ``torch.compile`` only when asked."""
+    if device.type == "cuda":
+        return FastPath(amp_dtype=torch.bfloat16, channels_last=True)
+    return FastPath()
 
 
 def resolve_device(name: str) -> torch.device:

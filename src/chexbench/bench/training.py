@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from chexbench.bench.context import FastPath, fast_path_for
 from chexbench.config import Settings
 
 #: default input normalization for one-channel radiographs scaled to [0, 1]
@@ -71,12 +72,19 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None = None, d
         yield np.sort(order[i : i + batch_size])  # sorted indices read a memmap faster
 
 
+def optimizer_implementation(device: torch.device) -> dict[str, bool]:
+    """``fused`` kernels on CUDA (one kernel for every parameter's update); ``foreach``
+    (multi-tensor) elsewhere, where torch has no fused AdamW/SGD for every dtype."""
+    return {"fused": True} if device.type == "cuda" else {"foreach": True}
+
+
 def build_optimizer(params, settings: Settings, device: torch.device, lr: float | None = None) -> torch.optim.Optimizer:
     lr = settings.lr if lr is None else lr
+    impl = optimizer_implementation(device)
     if settings.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=settings.weight_decay, fused=device.type == "cuda")
+        return torch.optim.AdamW(params, lr=lr, weight_decay=settings.weight_decay, **impl)
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True, **impl)
     from chexbench.errors import ConfigError
 
     raise ConfigError(f"unknown optimizer '{settings.optimizer}' (adamw or sgd)")
@@ -124,11 +132,13 @@ def check_finite(loss: torch.Tensor, where: str) -> None:
         raise DivergedError(f"loss became {loss.item()} at {where}")
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA; a no-op elsewhere."""
-    if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast(device: torch.device, enabled: bool = True, dtype: torch.dtype | None = None):
+    """Autocast to ``dtype``; ``None``: the device's policy (bf16 on CUDA, a no-op elsewhere,
+    see :func:`chexbench.bench.context.fast_path_for`). ``enabled=False``: a no-op."""
+    dtype = dtype if dtype is not None else fast_path_for(device).amp_dtype
+    if not enabled or dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 @torch.no_grad()
@@ -139,17 +149,22 @@ def predict_probs(
     device: torch.device,
     normalize: tuple[float, float] = DEFAULT_NORMALIZE,
     amp: bool = True,
+    fast: FastPath | None = None,
 ) -> np.ndarray:
-    """Sigmoid probabilities ``(N, L)`` of a multi-label model on uint8 images ``(N, H, W)``."""
+    """Sigmoid probabilities ``(N, L)`` of a multi-label model on uint8 images ``(N, H, W)``.
+
+    ``fast``: autocast dtype and memory format of the inputs (default: the device's policy).
+    """
     from chexbench.bench import distributed as D
 
+    fast = fast or fast_path_for(device)
     was_training = model.training
     model.eval()
     lo, hi = D.rank_range(len(images))  # under torchrun each rank predicts its slice; gathered below
     out = []
     for idx in batches(hi - lo, batch_size):
-        x = to_input(images[idx + lo], device, normalize, channels_last=device.type == "cuda")
-        with autocast(device, amp):
+        x = to_input(images[idx + lo], device, normalize, channels_last=fast.channels_last)
+        with autocast(device, amp, fast.amp_dtype):
             out.append(torch.sigmoid(model(x).float()).cpu().numpy())
     model.train(was_training)
     if D.is_distributed():

@@ -234,9 +234,12 @@ def _make_optimizer(model: nn.Module, opts: dict[str, Any], device: torch.device
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
     groups = [{"params": decay, "weight_decay": float(opts["pretrain_weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}]
     lr = float(opts["pretrain_lr"])
+    from chexbench.bench.training import optimizer_implementation
+
+    impl = optimizer_implementation(device)  # fused on CUDA, foreach elsewhere
     if opts["pretrain_optimizer"] == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
-    return torch.optim.SGD(groups, lr=lr, momentum=0.9)
+        return torch.optim.AdamW(groups, lr=lr, **impl)
+    return torch.optim.SGD(groups, lr=lr, momentum=0.9, **impl)
 
 
 def _pretrain(strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext, key: dict[str, Any], run_id: str, run_dir: Path) -> None:
@@ -272,6 +275,9 @@ def _pretrain(strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext, key
     model, model_notes = strategy.build_model(encoder, opts, n, gen)
     notes += model_notes
     model.to(device)
+    fast = ctx.fast_path  # bf16 autocast + channels_last on CUDA (see RunContext)
+    if fast.channels_last:
+        model.to(memory_format=torch.channels_last)
     # data-parallel under torchrun (chexbench.bench.distributed): the loop feeds the global batch,
     # the model keeps its rank's slice; SyncBN only where the method wants global BN (SimCLR)
     train_model = D.wrap_ddp(D.LossForward(model), device, sync_bn=bool(getattr(model, "sync_bn", False)))
@@ -316,7 +322,9 @@ def _pretrain(strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext, key
         for idx in T.batches(n, batch_size, gen, drop_last=True):
             x01 = T.to_input(images[idx], device, (0.0, 1.0))
             v1, v2 = view_pair(x01, aug, gen, normalize)
-            with T.autocast(device, st.amp):
+            if fast.channels_last:
+                v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+            with T.autocast(device, st.amp, fast.amp_dtype):
                 loss = train_model(v1, v2, step / max(total - 1, 1), gen)
             loss_all = D.mean_over_ranks(loss.detach())
             T.check_finite(loss_all, f"pretraining {run_id} epoch {epoch} step {step}")

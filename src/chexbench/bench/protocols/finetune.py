@@ -78,14 +78,15 @@ class Finetune(Protocol):
         s = cell.settings
         opts = {**self.options, **cell.protocol_options}
         device = ctx.device
+        fast = ctx.fast_path  # bf16 autocast + channels_last on CUDA (see RunContext)
         normalize = tuple(init.extra.get("normalize", T.DEFAULT_NORMALIZE))
         features, head_notes = apply_head(backbone, opts, init)
         model = Classifier(features, len(data.labels)).to(device)
-        if device.type == "cuda":
+        if fast.channels_last:
             model = model.to(memory_format=torch.channels_last)
         # data-parallel under torchrun (SyncBN on CUDA), then optionally compiled; eval uses `model`
         step_model = D.wrap_ddp(model, device, sync_bn=bool(opts["sync_bn"]))
-        if s.compile or T.compile_requested():
+        if s.compile or T.compile_requested() or fast.compile:
             step_model = torch.compile(step_model)
         world = D.world_size()
         eval_labels = [lbl for lbl in data.eval_labels if lbl in data.labels]
@@ -111,14 +112,14 @@ class Finetune(Protocol):
                 if world > 1 and len(idx) < 2 * world:
                     continue  # every rank needs ≥ 2 rows (BatchNorm); all ranks skip the same tail batch
                 # every rank builds the global batch (same indices, same augmentation draws) and keeps its slice
-                x = T.to_input(data.train.images[idx], device, normalize, channels_last=device.type == "cuda")
+                x = T.to_input(data.train.images[idx], device, normalize, channels_last=fast.channels_last)
                 if opts["augment"]:
                     x = light_augment(x, gen)
-                    if device.type == "cuda":
+                    if fast.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)  # the warp returns NCHW-contiguous
                 y = targets[idx]
                 x, y_local = D.local_rows(x), D.local_rows(y).to(device, non_blocking=True)
-                with T.autocast(device, s.amp):
+                with T.autocast(device, s.amp, fast.amp_dtype):
                     logits = step_model(x)
                 loss = T.masked_bce_share(logits, y_local, y, world)  # DDP's average = the global batch's gradient
                 loss_sum += D.mean_over_ranks(loss.detach()).float()  # every rank sees a divergence together
@@ -134,7 +135,7 @@ class Finetune(Protocol):
                 torch.cuda.synchronize(device)
             train_seconds += time.perf_counter() - t0
             T.check_finite(loss_sum, f"epoch {epoch}")
-            val_scores = T.predict_probs(model, data.valid.images, s.eval_batch_size, device, normalize, s.amp)
+            val_scores = T.predict_probs(model, data.valid.images, s.eval_batch_size, device, normalize, s.amp, fast)
             val_auroc = macro_auroc(data.valid.targets, val_scores, data.labels, eval_labels)
             train_loss = float(loss_sum.item() / max(n_steps, 1))
             history.append({"epoch": epoch, "train_loss": train_loss, "val_macro_auroc": val_auroc})
@@ -146,8 +147,8 @@ class Finetune(Protocol):
         assert best_state is not None
         model.load_state_dict(best_state)
         t1 = time.perf_counter()
-        valid_scores = T.predict_probs(model, data.valid.images, s.eval_batch_size, device, normalize, s.amp)
-        test_scores = T.predict_probs(model, data.test.images, s.eval_batch_size, device, normalize, s.amp)
+        valid_scores = T.predict_probs(model, data.valid.images, s.eval_batch_size, device, normalize, s.amp, fast)
+        test_scores = T.predict_probs(model, data.test.images, s.eval_batch_size, device, normalize, s.amp, fast)
         eval_seconds = time.perf_counter() - t1
         extra = {**finish_cell(model, data, cell, ctx, opts, normalize), "head_notes": head_notes}
         return ProtocolResult(

@@ -31,6 +31,7 @@ from chexbench.bench.cell_model import (
     finish_cell,
     head_invalid_reason,
 )
+from chexbench.bench.context import FastPath, fast_path_for
 from chexbench.bench.metrics import macro_auroc
 from chexbench.bench.protocols.base import Protocol, ProtocolResult
 from chexbench.registry import PROTOCOLS
@@ -45,20 +46,23 @@ if TYPE_CHECKING:
 
 @torch.no_grad()
 def extract_features(
-    backbone: Backbone, images: np.ndarray, batch_size: int, device: torch.device, normalize: tuple[float, float], amp: bool
+    backbone: Backbone, images: np.ndarray, batch_size: int, device: torch.device, normalize: tuple[float, float], amp: bool,
+    fast: FastPath | None = None,
 ) -> torch.Tensor:
     """Pooled features (N, D) float32 on CPU of uint8 images (N, S, S); backbone in eval mode.
+    ``fast``: autocast dtype and memory format (default: the device's policy).
 
     Under torchrun each rank extracts a contiguous slice and the slices are gathered in order.
     """
     from chexbench.bench import distributed as D
 
+    fast = fast or fast_path_for(device)
     backbone.eval()
     lo, hi = D.rank_range(len(images))
     out = []
     for idx in T.batches(hi - lo, batch_size):
-        x = T.to_input(images[idx + lo], device, normalize, channels_last=device.type == "cuda")
-        with T.autocast(device, amp):
+        x = T.to_input(images[idx + lo], device, normalize, channels_last=fast.channels_last)
+        with T.autocast(device, amp, fast.amp_dtype):
             out.append(backbone(x).float().cpu())
     return D.gather_cpu_rows(torch.cat(out) if out else torch.zeros(0, backbone.num_features))
 
@@ -149,12 +153,14 @@ class Linear(Protocol):
             raise ValueError("the train split is empty after label-fraction sampling")
         backbone, head_notes = apply_head(backbone, opts, init)
         backbone = backbone.to(device)
+        if ctx.fast_path.channels_last:
+            backbone = backbone.to(memory_format=torch.channels_last)
         for p in backbone.parameters():
             p.requires_grad_(False)
 
         t0 = time.perf_counter()
         feats = {
-            name: extract_features(backbone, data.split(name).images, s.eval_batch_size, device, normalize, s.amp)
+            name: extract_features(backbone, data.split(name).images, s.eval_batch_size, device, normalize, s.amp, ctx.fast_path)
             for name in ("train", "valid", "test")
         }
         extract_seconds = time.perf_counter() - t0
