@@ -87,6 +87,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     v1, v2 = _views()
     loss = ddp(v1, v2, 0.0, torch.Generator().manual_seed(5))
     loss.backward()
+    model.flush_queue()  # the step's keys enter the queue once backward is done with it
     res.update(moco_loss=loss.item(), moco_queue=model.queue.keys.clone(), moco_ptr=int(model.queue.ptr),
                moco_grads={n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
 
@@ -137,6 +138,7 @@ def test_moco_step_across_ranks_equals_single_process(ranks):
     v1, v2 = _views()
     ref = model.loss(v1, v2, 0.0, torch.Generator().manual_seed(5))
     ref.backward()
+    model.flush_queue()
     assert np.mean([r["moco_loss"] for r in ranks]) == pytest.approx(ref.item(), rel=1e-5)
     for r in ranks:  # one queue, identical on every rank, holding both ranks' keys in order
         torch.testing.assert_close(r["moco_queue"], model.queue.keys, rtol=1e-5, atol=1e-6)

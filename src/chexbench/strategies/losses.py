@@ -31,21 +31,25 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> tor
     return F.cross_entropy(sim, partner)
 
 
-def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+def info_nce(
+    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2, queue_normalized: bool = False
+) -> torch.Tensor:
     """InfoNCE with a queue: ``q``, ``k`` (B, D) queries and their positive keys, ``queue`` (K, D) negatives.
 
     Logits are ``[q·k, q·queue_1 … q·queue_K] / τ`` (B, 1+K); the positive is index 0.
     Keys carry no gradient in MoCo; pass ``k.detach()`` (it is not detached here, so the
     function stays a plain loss). An empty queue (K = 0) leaves only the positive logit.
+    ``queue_normalized``: the queue rows are unit vectors already (MoCo's queue is), so the
+    (K, D) normalization is skipped — with K = 65536 it costs more than a small encoder.
     """
     if q.shape != k.shape or q.dim() != 2:
         raise ValueError(f"info_nce expects q and k of equal (B, D) shape, got {tuple(q.shape)} and {tuple(k.shape)}")
     if queue.dim() != 2 or queue.shape[1] != q.shape[1]:
         raise ValueError(f"info_nce expects a (K, {q.shape[1]}) queue, got {tuple(queue.shape)}")
-    q = F.normalize(q.float(), dim=1)
+    q = F.normalize(q.float(), dim=1) / temperature  # τ folded into the (B, D) queries, not the (B, 1+K) logits
     k = F.normalize(k.float(), dim=1)
-    neg = F.normalize(queue.float(), dim=1)
+    neg = queue.float() if queue_normalized else F.normalize(queue.float(), dim=1)
     l_pos = (q * k).sum(dim=1, keepdim=True)  # (B, 1)
     l_neg = q @ neg.T  # (B, K)
-    logits = torch.cat([l_pos, l_neg], dim=1) / temperature
+    logits = torch.cat([l_pos, l_neg], dim=1)
     return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))

@@ -85,6 +85,9 @@ class MoCoModel(nn.Module):
         self.cosine_schedule = cosine_schedule
         self.temperature = temperature
         self.bn_splits = bn_splits
+        self._pending_keys: torch.Tensor | None = None
+        # a checkpoint taken after a step holds that step's keys in the queue
+        self.register_state_dict_pre_hook(lambda module, prefix, keep_vars: module.flush_queue())
 
     def momentum_at(self, progress: float) -> float:
         if not self.cosine_schedule:
@@ -93,6 +96,7 @@ class MoCoModel(nn.Module):
 
     def loss(self, v1: torch.Tensor, v2: torch.Tensor, progress: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
         # v1, v2: the global batch (B, 1, H, W); under torchrun each rank keeps its slice (b = B / w)
+        self.flush_queue()
         splits = max(1, self.bn_splits // world_size())  # BN groups over all ranks: max(bn_splits, w)
         q = self.projector(split_forward(self.encoder, local_rows(v1), splits))  # (b, proj_dim)
         with torch.no_grad():
@@ -102,9 +106,18 @@ class MoCoModel(nn.Module):
             perm = torch.randperm(v2.shape[0], generator=generator).to(v2.device)  # shuffle-BN, across ranks
             k = self.key_projector(split_forward(self.key_encoder, local_rows(v2[perm]), splits))
             k_all = all_gather_keys(F.normalize(k.float(), dim=1))[torch.argsort(perm)]  # (B, proj_dim), unshuffled
-        loss = info_nce(q, local_rows(k_all), self.queue.keys.clone(), self.temperature)
-        self.queue.enqueue(k_all)  # every rank enqueues every rank's keys: the queues stay identical
+        # the queue itself (not a copy) is saved for backward, so this step's keys are enqueued only
+        # when the next step starts (or a state dict is taken): by then backward is done with it
+        loss = info_nce(q, local_rows(k_all), self.queue.keys, self.temperature, queue_normalized=True)
+        self._pending_keys = k_all  # every rank enqueues every rank's keys: the queues stay identical
         return loss
+
+    @torch.no_grad()
+    def flush_queue(self) -> None:
+        """Enqueue the last step's keys (after its backward); a no-op when there are none."""
+        if self._pending_keys is not None:
+            self.queue.enqueue(self._pending_keys)
+            self._pending_keys = None
 
 
 class MoCoV2(PretrainStrategy):

@@ -57,8 +57,12 @@ def momentum_update(online: nn.Module, target: nn.Module, momentum: float) -> No
     Buffers (BatchNorm running statistics) are not averaged: the key encoder runs in train
     mode and keeps its own statistics, as in the reference implementation.
     """
-    for p_online, p_target in zip(online.parameters(), target.parameters(), strict=True):
-        p_target.mul_(momentum).add_(p_online.detach(), alpha=1.0 - momentum)
+    online_params, target_params = list(online.parameters()), list(target.parameters())
+    if len(online_params) != len(target_params):
+        raise ValueError(f"momentum update: {len(online_params)} online parameters but {len(target_params)} target ones")
+    # one multi-tensor kernel per op instead of two small kernels per parameter (ResNet-50: 161 tensors)
+    torch._foreach_mul_(target_params, momentum)
+    torch._foreach_add_(target_params, [p.detach() for p in online_params], alpha=1.0 - momentum)
 
 
 def cosine_momentum(progress: float, base: float) -> float:
