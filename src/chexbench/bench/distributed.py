@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import gc
 import os
 import shutil
 import sys
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,15 @@ from torch import nn
 
 #: minutes a collective may wait (data preparation by one rank can take a while)
 DEFAULT_TIMEOUT_MIN = 60
+#: minutes a collective inside a cell may wait for the other ranks (see :func:`cell_scope`)
+DEFAULT_CELL_TIMEOUT_MIN = 10
+
+#: the process group of the cell in flight (:func:`cell_scope`); None: the default group
+_cell_group: Any = None
+
+
+def _group() -> Any:
+    return _cell_group
 
 
 # -- who am I ---------------------------------------------------------------------------
@@ -97,7 +108,7 @@ def shutdown() -> None:
 
 def barrier() -> None:
     if is_distributed():
-        dist.barrier()
+        dist.barrier(group=_group())
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
@@ -105,7 +116,7 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     if not is_distributed():
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src)
+    dist.broadcast_object_list(box, src=src, group=_group())
     return box[0]
 
 
@@ -114,7 +125,7 @@ def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return x
     y = x.detach().clone()
-    dist.all_reduce(y, op=dist.ReduceOp.SUM)
+    dist.all_reduce(y, op=dist.ReduceOp.SUM, group=_group())
     return y / world_size()
 
 
@@ -170,12 +181,12 @@ def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return x
     sizes = [torch.zeros((), dtype=torch.long, device=x.device) for _ in range(world_size())]
-    dist.all_gather(sizes, torch.tensor(x.shape[0], device=x.device))
+    dist.all_gather(sizes, torch.tensor(x.shape[0], device=x.device), group=_group())
     n_max = int(max(s.item() for s in sizes))
     padded = torch.zeros((n_max, *x.shape[1:]), dtype=x.dtype, device=x.device)
     padded[: x.shape[0]] = x
     parts = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(parts, padded.contiguous())
+    dist.all_gather(parts, padded.contiguous(), group=_group())
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes, strict=True)])
 
 
@@ -204,13 +215,13 @@ class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.contiguous())
+        dist.all_gather(parts, x.contiguous(), group=_group())
         return torch.cat(parts)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         grad = grad.contiguous()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=_group())
         n = grad.shape[0] // dist.get_world_size()
         r = dist.get_rank()
         return grad[r * n : (r + 1) * n]
@@ -267,9 +278,9 @@ def wrap_ddp(module: nn.Module, device: torch.device, sync_bn: bool = True) -> n
     if not is_distributed():
         return module
     if sync_bn and device.type == "cuda" and has_batch_norm(module):
-        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group=_group())
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False, process_group=_group())
 
 
 class LossForward(nn.Module):
@@ -281,6 +292,85 @@ class LossForward(nn.Module):
 
     def forward(self, *args: Any) -> torch.Tensor:
         return self.model.loss(*args)
+
+
+# -- one cell, agreed by every rank ---------------------------------------------------------
+class CellFailedOnRank(RuntimeError):
+    """The cell failed on some rank; raised on every rank with that rank's reason."""
+
+
+def _is_collective_error(e: BaseException) -> bool:
+    """An error a rank gets because *another* rank left a collective (not the cause)."""
+    text = str(e)
+    return isinstance(e, getattr(dist, "DistError", ())) or any(
+        m in text for m in ("Connection closed by peer", "Connection reset by peer", "Timed out waiting", "gloo", "NCCL")
+    )
+
+
+@contextlib.contextmanager
+def cell_scope() -> Iterator[None]:
+    """Run one cell so that no rank can hang the others; every rank leaves with the same outcome.
+
+    The cell's collectives (everything in this module, DDP, SyncBN) run on a fresh process group
+    with a short timeout (``CHEXBENCH_CELL_TIMEOUT_MIN``, default :data:`DEFAULT_CELL_TIMEOUT_MIN`).
+    A rank that raises drops its references to that group and destroys it: with gloo its peers'
+    pending collectives fail at once ("connection closed"); with NCCL the group is aborted and the
+    peers' collectives end at the short timeout, not the hour of the default group. Then, on the
+    default group (idle during cells), the ranks gather every rank's outcome: if any rank failed,
+    every rank raises :class:`CellFailedOnRank` naming the first cause (errors that are only a
+    consequence of a peer leaving, like "connection closed", are not taken as the cause), or
+    :class:`~chexbench.errors.SkipCell` if that cause was a skip. Rank 0 then records the cell
+    once and every rank goes on with the next cell. Outside torchrun: a no-op.
+    """
+    if not is_distributed():
+        yield
+        return
+    from chexbench.errors import SkipCell
+
+    global _cell_group
+    minutes = float(os.environ.get("CHEXBENCH_CELL_TIMEOUT_MIN", DEFAULT_CELL_TIMEOUT_MIN))
+    _cell_group = dist.new_group(timeout=_dt.timedelta(minutes=minutes))
+    mine: dict[str, Any] | None = None
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # noqa: BLE001 - every failure is agreed on, then re-raised on all ranks
+        mine = {
+            "type": type(e).__name__,
+            "message": str(e).splitlines()[0] if str(e) else "",
+            "skip": isinstance(e, SkipCell),
+            "consequence": _is_collective_error(e),
+            "time": time.time(),
+            "traceback": traceback.format_exc(limit=8),
+        }
+        traceback.clear_frames(e.__traceback__)  # the frames hold the DDP model, which holds the group
+        del e
+    finally:
+        group, _cell_group = _cell_group, None
+        _close_group(group, failed=mine is not None)
+        del group
+    outcomes: list[dict[str, Any] | None] = [None] * world_size()
+    dist.all_gather_object(outcomes, mine)  # the default group: no rank is inside a cell collective now
+    failures = [(r, o) for r, o in enumerate(outcomes) if o is not None]
+    if not failures:
+        return
+    r, cause = min(failures, key=lambda ro: (ro[1]["consequence"], ro[1]["time"]))
+    if cause["skip"]:
+        raise SkipCell(cause["message"])
+    raise CellFailedOnRank(f"rank {r} of {world_size()}: {cause['type']}: {cause['message']}")
+
+
+def _close_group(group: Any, failed: bool) -> None:
+    """Destroy the cell's group; after a failure make sure its connections close (peers unblock)."""
+    if group is None:
+        return
+    if failed:
+        gc.collect()  # objects of the failed cell (DDP reducer, buckets) may still reference the group
+        if dist.get_backend(group) == "nccl":
+            dist.distributed_c10d._abort_process_group(group)
+            return
+    dist.destroy_process_group(group)
 
 
 # -- launching -----------------------------------------------------------------------------

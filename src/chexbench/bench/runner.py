@@ -260,7 +260,8 @@ def run_grid(
             on_cell_start(i, cell)
         t0 = time.perf_counter()
         try:
-            record, predictions = run_cell(cell, ctx)
+            with D.cell_scope():  # under torchrun: a failure on one rank fails the cell on every rank, nobody hangs
+                record, predictions = run_cell(cell, ctx)
             if D.is_main():
                 store.write(record, predictions)
             outcome = CellOutcome(cell, "ok", time.perf_counter() - t0, record["macro_auroc"])
