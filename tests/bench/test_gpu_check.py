@@ -1,0 +1,112 @@
+"""``make gpu-check``: the parts that need no GPU — arguments, the one-line refusal without CUDA,
+the targets' verdicts, the PERFORMANCE.md section written from a (fake) result, which ``plan``'s
+GPU-hours estimate then reads, and the small grid it runs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tomllib
+
+import pytest
+import torch
+
+from chexbench.bench import gpu_check as G
+from chexbench.bench.throughput import Measurement, estimate_gpu_hours, recorded_measurements
+from chexbench.config import parse_grid
+from chexbench.paths import repo_root
+
+GPU = "NVIDIA H200"
+
+
+def _m(backbone: str, mode: str, rate: float, compiled: bool = False, peak: float = 9000.0) -> Measurement:
+    return Measurement(GPU, backbone, mode, 256, 224, rate, peak, compiled)
+
+
+def _fake_result() -> G.CheckResult:
+    rows = [
+        _m("-", "loader:plain", 90_000.0), _m("-", "loader:light", 40_000.0), _m("-", "loader:views", 20_000.0),
+        _m("resnet50", "finetune", 5_600.0), _m("resnet50", "plain:finetune", 5_800.0), _m("resnet50", "linear", 17_000.0),
+        _m("resnet50", "plain:linear", 17_500.0), _m("resnet50", "simclr", 2_400.0), _m("resnet50", "mocov2", 4_200.0),
+        _m("vit_b16", "finetune", 2_700.0), _m("vit_b16", "mocov2", 1_700.0), _m("vit_b16", "simclr", 1_400.0),
+        _m("resnet50", "finetune", 7_000.0, compiled=True),
+    ]
+    grid = G.GridOutcome(cells_ok=14, cells_failed=1, cells_skipped=5, seconds=95.0, report="gpu-check/results/report.md",
+                         failures=["mocov2 × resnet50 × linear: DivergedError: loss became nan"])
+    return G.CheckResult(GPU, "make gpu-check", "`pytest -q -m gpu tests` → 9 passed", True, rows,
+                         ["vit_b16_convstem simclr (compiled): time budget spent"], grid, 430.0)
+
+
+def test_arguments_have_gpu_sized_defaults_and_reject_bad_values(capsys):
+    args = G.parse_args([])
+    assert (args.batch_size, args.image_size, args.budget_s, args.backbone) == (256, 224, 450.0, None)
+    args = G.parse_args(["--backbone", "vit_b16", "--no-grid", "--budget-s", "120"])
+    assert args.backbone == ["vit_b16"] and args.no_grid and args.budget_s == 120
+    for bad in (["--batch-size", "1"], ["--backbone", "resnet_tiny"], ["--budget-s", "0"]):
+        with pytest.raises(SystemExit) as e:
+            G.parse_args(bad)
+        assert e.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_without_cuda_it_stops_at_once_with_one_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "PERFORMANCE.md"
+    assert G.main(["--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "CUDA is not available" in err[0] and "make gpu-check" in err[0]
+    assert not out.exists()  # nothing written
+
+
+@pytest.mark.skipif(shutil.which("make") is None or repo_root() is None, reason="needs make and the source checkout")
+def test_make_gpu_check_fails_fast_without_a_gpu():
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has an NVIDIA GPU")
+    res = subprocess.run(["make", "-s", "gpu-check"], cwd=repo_root(), capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0
+    assert "make gpu-check: no NVIDIA GPU on this machine" in res.stderr
+
+
+def test_target_verdicts_compare_with_the_issue_targets_and_the_plain_loop():
+    verdicts = G.target_verdicts(_fake_result().measurements)
+    assert "resnet50 fine-tune 5,600 images/s (target ≥ 5,000): met" in verdicts
+    assert "vit_b16 fine-tune 2,700 images/s (target ≥ 3,000): **not met**" in verdicts
+    assert "resnet50 mocov2 0.75× fine-tune (target ≥ 0.7×): met" in verdicts
+    assert "resnet50 simclr 0.43× fine-tune (target ≥ 0.5×): **not met**" in verdicts
+    assert "resnet50 fine-tune step 0.97× the plain PyTorch loop of the same model" in verdicts
+    assert "loader never the bottleneck: met" in verdicts
+    slow_loader = [_m("-", "loader:light", 1_000.0), _m("resnet50", "finetune", 5_000.0)]
+    assert G.target_verdicts(slow_loader)[-1] == "loader never the bottleneck: **not met** (input-bound: resnet50 finetune)"
+
+
+def test_the_section_holds_gpu_command_numbers_and_feeds_plans_estimate(tmp_path):
+    out = tmp_path / "PERFORMANCE.md"
+    out.write_text("# Performance\n\n## Other benchmark\n\nkept\n")
+    G.write_section(_fake_result(), out)
+    G.write_section(_fake_result(), out)  # rewritten in place, not appended twice
+    text = out.read_text()
+    assert text.count(f"## GPU check ({GPU})") == 1 and "## Other benchmark\n\nkept" in text
+    assert "- command: `make gpu-check`" in text and f"- GPU: {GPU}" in text
+    assert "| resnet50 | finetune | 256 | 224 | 5,600 | 1.00 | 0.97 | 9,000 | no |" in text
+    assert "vit_b16_convstem simclr (compiled): time budget spent" in text
+    assert "- cells: 14 ok, 1 failed, 5 skipped, in 95 s" in text and "DivergedError" in text
+    measured = recorded_measurements(text)
+    assert measured == _fake_result().measurements
+    raw = {"axes": {"strategy": ["scratch"], "backbone": ["resnet50"], "dataset": ["chexpert"], "protocol": ["finetune"],
+                    "label_fraction": [0.1], "seed": [0]},
+           "settings": {"epochs": 2}, "dataset": {"chexpert": {"root": "/nowhere"}}}
+    est = estimate_gpu_hours(parse_grid(raw, "g.toml").cells(), measured)
+    assert GPU in est.source
+    n = 19_123  # ceil(191_229 × 0.1): the uncompiled fine-tune rate (5,600) is used, not the compiled one
+    assert est.gpu_hours == pytest.approx(2 * (n / 5_600 + 0.1 * n / 17_000) / 3600, rel=1e-9)
+
+
+def test_the_small_grid_is_valid_and_runs_every_strategy():
+    raw = tomllib.loads(G.grid_toml(150, 224))
+    grid = parse_grid(raw, "gpu_check.toml")
+    planned = grid.cells()
+    runnable = {(p.cell.strategy, p.cell.backbone) for p in planned if p.status == "run"}
+    assert {s for s, _ in runnable} >= {"scratch", "simclr", "mocov2", "moco_convstem"}
+    assert all(p.cell.settings.image_size == 224 for p in planned)
+    assert all(p.cell.settings.epochs == 1 for p in planned if p.cell.protocol == "finetune")
+    assert all(p.cell.strategy_options.get("pretrain_epochs", 1) == 1 for p in planned)
