@@ -23,3 +23,8 @@ class SkipCell(ChexbenchError):
 
 class LeakageError(ChexbenchError):
     """Test patients would leak into training or pretraining."""
+
+
+#: a note in a cell record (e.g. the protocol's ``head_notes``) that starts with this is a warning:
+#: the cell ran, but a reader of its number must know something (listed in the report's "Warnings")
+RECORD_WARNING_PREFIX = "warning: "

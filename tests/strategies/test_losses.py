@@ -80,3 +80,23 @@ def test_gradients_flow_to_both_views_and_shapes_are_checked() -> None:
         nt_xent(torch.randn(4, 8), torch.randn(3, 8))
     with pytest.raises(ValueError, match="queue"):
         info_nce(torch.randn(4, 8), torch.randn(4, 8), torch.randn(5, 7))
+
+
+@pytest.mark.parametrize("batch,queue_size", [(1, 1), (4, 9), (6, 0)])
+def test_info_nce_gradients_equal_cross_entropy_on_the_concatenated_logits(batch: int, queue_size: int) -> None:
+    """The fused queue loss has the value and the gradients (queries, keys, queue) of the textbook form."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(batch + queue_size)
+    q0, k0, n0 = torch.randn(batch, 5, generator=g), torch.randn(batch, 5, generator=g), torch.randn(queue_size, 5, generator=g)
+    q, k, n = (t.clone().double().requires_grad_(True) for t in (q0, k0, n0))
+    got = info_nce(q, k, n, 0.2)
+    got.backward()
+    qr, kr, nr = (t.clone().double().requires_grad_(True) for t in (q0, k0, n0))
+    qn, kn, nn_ = F.normalize(qr, dim=1), F.normalize(kr, dim=1), F.normalize(nr, dim=1)
+    logits = torch.cat([(qn * kn).sum(1, keepdim=True), qn @ nn_.T], dim=1) / 0.2
+    ref = F.cross_entropy(logits, torch.zeros(batch, dtype=torch.long))
+    ref.backward()
+    assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+    for a, b in ((q, qr), (k, kr), (n, nr)):
+        torch.testing.assert_close(a.grad.double(), b.grad, rtol=1e-5, atol=1e-7)

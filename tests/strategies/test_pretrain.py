@@ -71,7 +71,7 @@ def test_pretrain_once_transfer_exactly_and_reuse(strategy: str, fake_source, ct
     meta = json.loads((run_dir / "meta.json").read_text())
     assert rec.extra["pretrain_steps"] == meta["steps"] == 48 // 16
     if strategy == "mocov2":
-        assert "queue size 1000 capped at the pretraining-set size 48" in rec.notes
+        assert any(n.startswith("queue size 1000 capped at 32 (pretraining-set size 48 − batch 16)") for n in rec.notes)
     # a second cell of another target/protocol/seed reuses the run: no new pool read, same weights
     other = dataclasses.replace(cell, protocol="finetune", label_fraction=0.1, seed=5)
     bb2, rec2 = _init(strategy, other, ctx)

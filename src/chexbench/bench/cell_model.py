@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from chexbench.bench.store import atomic_torch_save
-from chexbench.errors import ConfigError, DataError, WeightsError
+from chexbench.errors import RECORD_WARNING_PREFIX, ConfigError, DataError, WeightsError
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
@@ -74,7 +74,9 @@ def head_invalid_reason(cell: CellConfig, protocol: str) -> str | None:
 
 def apply_head(backbone: Backbone, opts: dict[str, Any], init: InitRecord) -> tuple[nn.Module, list[str]]:
     """The feature extractor for ``opts["head"]``: the backbone itself, or it wrapped with the top-K
-    scorer (pretrained scorer loaded strictly when ``init`` names one). Returns notes."""
+    scorer (pretrained scorer loaded strictly when ``init`` names one). Returns notes; a note starting with
+    :data:`~chexbench.errors.RECORD_WARNING_PREFIX` is a warning the report lists. With a pretrained scorer,
+    ``opts``' ``scorer_hidden`` and ``topk_temperature`` are set to the pretraining's (in place)."""
     from chexbench.strategies.topk import load_scorer, wrap_topk
 
     head = opts.get("head", "linear")
@@ -82,15 +84,48 @@ def apply_head(backbone: Backbone, opts: dict[str, Any], init: InitRecord) -> tu
         raise ConfigError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
     scorer = init.extra.get("topk_scorer")
     if head == "linear":
-        return backbone, ["pretrained patch scorer not used (head = linear)"] if scorer else []
+        if not scorer:
+            return backbone, []
+        return backbone, [
+            f"{RECORD_WARNING_PREFIX}head = linear reads the backbone's own pooled output (a ViT's CLS token), which this top-K "
+            "pretraining never trained as an embedding (its views were embedded by the patch scorer's top-K pooling); "
+            "the pretrained patch scorer is not used. Use head = topk to evaluate what was pretrained."
+        ]
+    notes: list[str] = []
+    if scorer:  # in place: the saved model's head options (save_cell_model) must be the ones used
+        notes = _scorer_options_from_pretraining(opts, init)
     wrapped = wrap_topk(backbone, opts)
-    notes = [f"head = topk: score-weighted top-{wrapped.k} of {wrapped.num_tokens} patch tokens"]
+    notes = [f"head = topk: score-weighted top-{wrapped.k} of {wrapped.num_tokens} patch tokens", *notes]
     if scorer:
         n = load_scorer(wrapped, scorer)
         notes.append(f"patch scorer loaded from {scorer} ({n} tensors; pretrained with topk = {init.extra.get('topk_pretrain_k')})")
     else:
         notes.append("patch scorer initialized fresh (no pretrained scorer)")
     return wrapped, notes
+
+
+def _scorer_options_from_pretraining(opts: dict[str, Any], init: InitRecord) -> list[str]:
+    """Set ``opts``' scorer width and softmax temperature to the pretraining's (in place); returns notes.
+
+    A protocol option left at its default takes the pretraining's value (noted); one set to
+    another value than the pretraining's is refused — the loaded scorer would run with a
+    temperature (or a width) it was not trained with.
+    """
+    notes = []
+    for key in ("scorer_hidden", "topk_temperature"):
+        if key not in init.extra:
+            continue
+        pretrained, asked = init.extra[key], opts.get(key, HEAD_OPTIONS[key])
+        if float(asked) == float(pretrained):
+            continue
+        if float(asked) != float(HEAD_OPTIONS[key]):
+            raise ConfigError(
+                f"protocol option {key} = {asked} differs from the top-K pretraining's {key} = {pretrained} "
+                f"({init.source}); leave it unset to use the pretrained value"
+            )
+        opts[key] = pretrained
+        notes.append(f"{key} = {pretrained} taken from the top-K pretraining (protocol default {asked})")
+    return notes
 
 
 class ProbeClassifier(nn.Module):

@@ -24,6 +24,7 @@ from chexbench.bench.store import atomic_write_parquet, atomic_write_text
 from chexbench.errors import ConfigError
 from chexbench.reports.aggregate import LoadedResults, load_results
 from chexbench.reports.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED
+from chexbench.reports.cell_warnings import warnings_section
 from chexbench.reports.crosscheck import delong_crosscheck
 from chexbench.reports.export import check_formats, write_tables
 from chexbench.reports.leaderboard import Tables, build_tables
@@ -79,6 +80,7 @@ def render_report(results: LoadedResults, tables: Tables, figures_md: str = "", 
         per_label_section(tables, results.n_boot),
         calibration_section(tables, results),
         localization_section(results.records),  # "" unless cells stored a localization result
+        warnings_section(results.records),  # "" unless a cell recorded a warning (reports/cell_warnings.py)
     ]
     if figures_md:
         sections.append(figures_md)

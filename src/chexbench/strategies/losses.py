@@ -49,7 +49,42 @@ def info_nce(
     q = F.normalize(q.float(), dim=1) / temperature  # τ folded into the (B, D) queries, not the (B, 1+K) logits
     k = F.normalize(k.float(), dim=1)
     neg = queue.float() if queue_normalized else F.normalize(queue.float(), dim=1)
-    l_pos = (q * k).sum(dim=1, keepdim=True)  # (B, 1)
-    l_neg = q @ neg.T  # (B, K)
-    logits = torch.cat([l_pos, l_neg], dim=1)
-    return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+    return _QueueCrossEntropy.apply(q, k, neg)
+
+
+class _QueueCrossEntropy(torch.autograd.Function):
+    """``mean_i −log softmax([q_i·k_i, q_i·n_1 … q_i·n_K])[0]`` for scaled queries ``q`` (B, D),
+    keys ``k`` (B, D) and negatives ``n`` (K, D), without building the (B, 1+K) logits twice.
+
+    Equal to ``F.cross_entropy(cat([l_pos, l_neg]), 0)``; it keeps one (B, K) buffer (turned into
+    the softmax in place) instead of the concatenated logits, their log-softmax and its gradient:
+    with MoCo's K = 65536 those passes cost more than a small encoder. The gradient of the mean
+    loss: ``∂/∂q_i = ((p_i0 − 1)·k_i + Σ_j p_ij·n_j) / B``, ``∂/∂k_i = (p_i0 − 1)·q_i / B``,
+    ``∂/∂n_j = Σ_i p_ij·q_i / B``.
+    """
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        l_pos = (q * k).sum(dim=1, keepdim=True)  # (B, 1)
+        p_neg = (q @ neg.T).float() if neg.shape[0] else q.new_zeros(q.shape[0], 0)  # (B, K) logits, then softmax
+        top = torch.maximum(l_pos, p_neg.amax(dim=1, keepdim=True)) if neg.shape[0] else l_pos
+        p_neg.sub_(top).exp_()
+        p_pos = (l_pos - top).exp()
+        z = p_pos + p_neg.sum(dim=1, keepdim=True)  # (B, 1)
+        loss = (z.log() + top - l_pos).mean()
+        p_neg.div_(z)
+        ctx.save_for_backward(q, k, neg, p_pos / z, p_neg)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        q, k, neg, p_pos, p_neg = ctx.saved_tensors
+        scale = grad / q.shape[0]
+        grad_q = grad_k = grad_neg = None
+        if ctx.needs_input_grad[0]:
+            grad_q = ((p_pos - 1) * k + (p_neg @ neg.to(p_neg.dtype) if neg.shape[0] else 0)) * scale
+        if ctx.needs_input_grad[1]:
+            grad_k = (p_pos - 1) * q * scale
+        if ctx.needs_input_grad[2]:
+            grad_neg = p_neg.T @ q.to(p_neg.dtype) * scale
+        return grad_q, grad_k, grad_neg

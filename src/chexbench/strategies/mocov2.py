@@ -4,8 +4,9 @@ Learning").
 
 A query encoder (trained) and a key encoder (its exponential moving average, momentum
 ``m``) embed two views; InfoNCE contrasts each query with its key against a FIFO queue of
-past keys (size ``queue_size``, capped at the pretraining-set size — a larger queue would
-hold several keys of the same image as negatives; the cap is noted in the record).
+past keys (size ``queue_size``, capped at the pretraining-set size minus the batch size — a
+queue of the whole pool would hold a key of every image, so each query would meet its own
+image's previous key as a negative; the cap is noted in the record).
 MLP head, temperature 0.2, SGD with cosine decay, as in MoCo-v2.
 
 **Why shuffle-BN, and what is done here.** With BatchNorm, a query and its key computed
@@ -16,7 +17,9 @@ so a key's BN statistics come from a different subset of images than its query's
 device we emulate this as the MoCo reference's single-GPU demo does: each encoder runs
 its batch in ``bn_splits`` chunks (each chunk normalized with its own statistics, like
 one GPU of a group), and the key batch is randomly permuted before chunking and
-unpermuted after. Backbones without BatchNorm (ViTs with LayerNorm) skip the chunking.
+unpermuted after. A batch not divisible by ``bn_splits`` is split into groups whose sizes
+differ by one (noted in the record). Backbones without BatchNorm (ViTs with LayerNorm) skip
+the chunking.
 Under torchrun (:mod:`chexbench.bench.distributed`) every rank holds the global batch's
 views, the key batch is permuted across ranks and each rank encodes its slice of the
 permuted batch (MoCo's ``_batch_shuffle_ddp``); keys are gathered from all ranks,
@@ -39,7 +42,7 @@ from chexbench.registry import STRATEGIES
 from chexbench.strategies.heads import ProjectionHead
 from chexbench.strategies.losses import info_nce
 from chexbench.strategies.momentum import KeyQueue, cosine_momentum, momentum_update
-from chexbench.strategies.pretrain import COMMON_OPTIONS, PretrainStrategy, split_forward
+from chexbench.strategies.pretrain import COMMON_OPTIONS, PretrainStrategy, has_batch_norm, split_forward
 
 MOCO_OPTIONS: dict[str, Any] = {
     **COMMON_OPTIONS,
@@ -129,9 +132,21 @@ class MoCoV2(PretrainStrategy):
     def build_model(self, encoder, opts, pool_size, generator):
         notes = []
         queue_size = int(opts["queue_size"])
-        if queue_size > pool_size:
-            notes.append(f"queue size {queue_size} capped at the pretraining-set size {pool_size}")
-            queue_size = pool_size
+        batch = min(int(opts["pretrain_batch_size"]), pool_size)
+        # a queue of the whole pool holds every image's key from its previous epoch: the query
+        # would meet its own image among the negatives; pool − batch keeps the current batch's out
+        cap = max(pool_size - batch, 1)
+        if queue_size > cap:
+            notes.append(
+                f"queue size {queue_size} capped at {cap} (pretraining-set size {pool_size} − batch {batch}), "
+                "so that the queue cannot hold a key of every image"
+            )
+            queue_size = cap
+        splits = int(opts["bn_splits"])
+        local = batch // world_size()
+        if splits > 1 and has_batch_norm(encoder) and local % min(splits, local):
+            sizes = [len(c) for c in torch.arange(local).tensor_split(min(splits, local))]
+            notes.append(f"shuffle-BN: batch {local} is not divisible by bn_splits {splits}; BN groups of {sizes} images")
         model = MoCoModel(
             encoder,
             encoder.num_features,

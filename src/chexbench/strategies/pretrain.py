@@ -489,11 +489,13 @@ def knn_scores(bank: torch.Tensor, bank_targets: torch.Tensor, queries: torch.Te
 
 
 def split_forward(module: nn.Module, x: torch.Tensor, splits: int) -> torch.Tensor:
-    """``module`` applied to ``splits`` equal chunks of the batch separately, so BatchNorm
-    normalizes each chunk with its own statistics (single-device shuffle-BN, see mocov2)."""
-    if splits <= 1 or x.shape[0] % splits or not has_batch_norm(module):
+    """``module`` applied to ``splits`` chunks of the batch separately, so BatchNorm normalizes
+    each chunk with its own statistics (single-device shuffle-BN, see mocov2). Chunk sizes
+    differ by at most one when the batch is not divisible (never silently one chunk)."""
+    splits = min(splits, x.shape[0])
+    if splits <= 1 or not has_batch_norm(module):
         return module(x)
-    return torch.cat([module(chunk) for chunk in x.chunk(splits)])
+    return torch.cat([module(chunk) for chunk in x.tensor_split(splits)])
 
 
 def has_batch_norm(module: nn.Module) -> bool:
