@@ -280,11 +280,11 @@ def run_grid(args: argparse.Namespace, budget: Budget) -> GridOutcome:
     t0 = time.monotonic()
     try:
         run = subprocess.run([*chex, "run", "--grid", str(grid), "--results", str(results), "--device", "cuda"],
-                             capture_output=True, text=True, env=env, timeout=max(budget.left() - 30, 30))
+                             capture_output=True, text=True, env=env, timeout=max(budget.left() - 45, 20))
         if run.returncode != 0:
             outcome.error = f"chexbench run exited {run.returncode}: {(run.stderr.strip().splitlines() or [''])[-1][:200]}"
         rep = subprocess.run([*chex, "report", "--results", str(results)], capture_output=True, text=True, env=env,
-                             timeout=max(budget.left(), 30))
+                             timeout=max(budget.left() - 5, 15))
         if rep.returncode == 0 and (results / "report.md").exists():
             outcome.report = str(results / "report.md")
         elif not outcome.error:
