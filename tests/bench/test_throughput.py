@@ -42,6 +42,17 @@ def test_every_mode_runs_on_a_tiny_backbone(mode):
     assert m.mode == mode and m.images_per_second > 0 and m.peak_memory_mb > 0 and m.device.startswith("cpu")
 
 
+@pytest.mark.parametrize("mode", ["plain:finetune", "plain:linear"])
+def test_the_plain_pytorch_loop_runs_and_is_reported_as_the_ratio(mode):
+    torch.set_num_threads(1)
+    m = measure_mode(mode, "resnet_tiny", 4, 32, CPU, steps=1, warmup=1)
+    assert m.mode == mode and m.images_per_second > 0
+    harness = _m("resnet_tiny", mode.split(":")[1], 2 * m.images_per_second)
+    text = markdown([harness, m])
+    assert f"| resnet_tiny | {harness.mode} | 8 | 32 | {harness.images_per_second:,.0f} |" in text
+    assert "| 2.00 |" in text  # the harness's step over the plain loop of the same model
+
+
 def test_loaders_run_and_light_is_faster_than_two_views():
     plain, views = measure_loader("plain", 8, 32, CPU, steps=3), measure_loader("views", 8, 32, CPU, steps=3)
     assert plain.mode == "loader:plain" and views.mode == "loader:views"

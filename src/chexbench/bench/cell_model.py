@@ -87,9 +87,9 @@ def apply_head(backbone: Backbone, opts: dict[str, Any], init: InitRecord) -> tu
         if not scorer:
             return backbone, []
         return backbone, [
-            f"{RECORD_WARNING_PREFIX}head = linear reads the backbone's own pooled output (a ViT's CLS token), which this top-K "
-            "pretraining never trained as an embedding (its views were embedded by the patch scorer's top-K pooling); "
-            "the pretrained patch scorer is not used. Use head = topk to evaluate what was pretrained."
+            f"{RECORD_WARNING_PREFIX}pretrained patch scorer not used (head = linear): the head reads the backbone's own "
+            "pooled output (a ViT's CLS token), which this top-K pretraining never trained as an embedding (its views "
+            "were embedded by the scorer's top-K pooling); head = topk evaluates what was pretrained"
         ]
     notes: list[str] = []
     if scorer:  # in place: the saved model's head options (save_cell_model) must be the ones used

@@ -20,7 +20,7 @@ def bench_throughput_cmd(
     backbone: Annotated[list[str] | None, typer.Option(help="backbone(s) to measure (default: resnet50, vit_b16 on CUDA; tiny ones on CPU)")] = None,
     batch_size: Annotated[int | None, typer.Option(help="images per step (default 256 on CUDA, 16 on CPU)")] = None,
     image_size: Annotated[int | None, typer.Option(help="image side in pixels (default 224 on CUDA, 64 on CPU)")] = None,
-    mode: Annotated[list[str] | None, typer.Option(help="finetune | linear | simclr | mocov2 (default: all)")] = None,
+    mode: Annotated[list[str] | None, typer.Option(help="finetune | linear | simclr | mocov2 | plain:finetune | plain:linear (default: all)")] = None,
     steps: Annotated[int, typer.Option(help="timed steps per measurement")] = 10,
     warmup: Annotated[int, typer.Option(help="untimed steps first")] = 3,
     compile_step: Annotated[bool, typer.Option("--compile", help="torch.compile each step")] = False,
@@ -34,7 +34,7 @@ def bench_throughput_cmd(
 
     from chexbench.bench.context import resolve_device
     from chexbench.bench.perf import record_section
-    from chexbench.bench.throughput import MODES, markdown, measure_loader, measure_mode
+    from chexbench.bench.throughput import MODES, PLAIN_MODES, markdown, measure_loader, measure_mode
     from chexbench.registry import BACKBONES
 
     dev = resolve_device(device)
@@ -42,13 +42,13 @@ def bench_throughput_cmd(
         torch.set_num_threads(threads)
     cuda = dev.type == "cuda"
     backbones = backbone or (GPU_BACKBONES if cuda else CPU_BACKBONES)
-    modes = mode or list(MODES)
+    modes = mode or [*MODES, *PLAIN_MODES]  # plain:*: a textbook PyTorch loop of the same model, for the ratio
     for b in backbones:
         if b not in BACKBONES:
             raise ConfigError(f"--backbone: {BACKBONES.unknown_message(b)}")
     for m in modes:
-        if m not in MODES:
-            raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got '{m}'")
+        if m not in (*MODES, *PLAIN_MODES):
+            raise ConfigError(f"--mode must be one of {', '.join((*MODES, *PLAIN_MODES))}, got '{m}'")
     bs = batch_size or (256 if cuda else 16)
     size = image_size or (224 if cuda else 64)
     if bs < 2 or size < 16 or steps < 1:
