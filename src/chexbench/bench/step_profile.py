@@ -1,0 +1,86 @@
+"""CPU-time ratios of the training steps and the profiler's top operators of one step.
+
+``python -m chexbench.bench.step_profile [--backbone NAME …] [--mode mocov2] [--repeats 4]``
+
+Wall-clock rates on a shared machine measure the neighbours as much as the step; this
+measures process CPU time per step (one thread), alternating the modes within one run and
+keeping the fastest of ``--repeats`` rounds, then profiles one mode with ``torch.profiler``
+(operators grouped by input shape, share of the step's self CPU time). It uses the steps of
+:mod:`chexbench.bench.throughput`, so the numbers are those of ``chexbench bench throughput``
+without the noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from chexbench.bench.throughput import _contrastive_step, _finetune_step
+
+
+def _step(mode: str, backbone: str, batch_size: int, image_size: int) -> Callable[[], Any]:
+    from chexbench.registry import BACKBONES
+
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    bb = BACKBONES.get(backbone).build(image_size, {})
+    device = torch.device("cpu")
+    if mode == "finetune":
+        return _finetune_step(bb, batch_size, image_size, device, False, gen)
+    return _contrastive_step(mode, bb, batch_size, image_size, device, False, gen)
+
+
+def cpu_ms_per_step(backbone: str, modes: list[str], batch_size: int, image_size: int, repeats: int, steps: int = 5) -> dict[str, float]:
+    """Fastest CPU milliseconds per step of each mode over ``repeats`` alternating rounds."""
+    fns = {m: _step(m, backbone, batch_size, image_size) for m in modes}
+    for fn in fns.values():
+        for _ in range(3):
+            fn()
+    best = {m: float("inf") for m in modes}
+    for _ in range(repeats):
+        for m, fn in fns.items():
+            t0 = time.process_time()
+            for _ in range(steps):
+                fn()
+            best[m] = min(best[m], (time.process_time() - t0) / steps * 1000)
+    return best
+
+
+def top_ops(backbone: str, mode: str, batch_size: int, image_size: int, n: int = 6) -> list[tuple[str, float]]:
+    """The ``n`` operators (name and input shapes) with the largest share of self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn = _step(mode, backbone, batch_size, image_size)
+    for _ in range(3):
+        fn()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(5):
+            fn()
+    events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    return [(f"{e.key} {str(e.input_shapes)[:70]}", e.self_cpu_time_total / total) for e in events[:n]]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m chexbench.bench.step_profile", description=__doc__.splitlines()[0])
+    p.add_argument("--backbone", action="append", help="default: resnet_tiny and vit_tiny")
+    p.add_argument("--mode", default="mocov2", help="the mode to profile (default mocov2)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=4)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    for b in args.backbone or ["resnet_tiny", "vit_tiny"]:
+        ms = cpu_ms_per_step(b, ["finetune", "mocov2", "simclr"], args.batch_size, args.image_size, args.repeats)
+        ratios = ", ".join(f"{m} {ms['finetune'] / ms[m]:.2f}×" for m in ("mocov2", "simclr"))
+        print(f"{b}: CPU ms/step " + ", ".join(f"{m} {v:.1f}" for m, v in ms.items()) + f"; of fine-tune: {ratios}")
+        for op, share in top_ops(b, args.mode, args.batch_size, args.image_size):
+            print(f"  {share:5.1%}  {op}")
+
+
+if __name__ == "__main__":
+    main()
