@@ -101,3 +101,14 @@ def test_cli_bench_throughput_writes_a_section(tmp_path):
     assert bad.exit_code == 2 and "did you mean" in bad.output
     bad = CliRunner().invoke(app, ["bench", "throughput", "--mode", "dino", "--output", str(out)])
     assert bad.exit_code == 2 and "--mode must be one of" in bad.output
+
+
+def test_step_profile_gives_cpu_times_and_operator_shares():
+    from chexbench.bench.step_profile import cpu_ms_per_step, top_ops
+
+    torch.set_num_threads(1)
+    ms = cpu_ms_per_step("resnet_tiny", ["finetune", "mocov2"], 4, 32, repeats=1, steps=1)
+    assert set(ms) == {"finetune", "mocov2"} and all(0 < v < float("inf") for v in ms.values())
+    ops = top_ops("resnet_tiny", "mocov2", 4, 32, n=3)
+    assert len(ops) == 3 and all(0 < share <= 1 for _, share in ops) and sum(s for _, s in ops) <= 1
+    assert [s for _, s in ops] == sorted((s for _, s in ops), reverse=True)

@@ -133,3 +133,19 @@ def test_topk_head_takes_scorer_temperature_and_width_from_pretraining_or_refuse
     asked = {"head": "topk", "topk": 0.25, "scorer_hidden": 24, "topk_temperature": 2.0}
     with pytest.raises(ConfigError, match="topk_temperature = 2.0 differs from the top-K pretraining's topk_temperature = 0.5"):
         apply_head(BACKBONES.get("vit_tiny").build(32, {}), asked, _topk_init(path, 0.5, hidden=24))
+
+
+def test_preflight_refuses_topk_scorer_options_that_differ_from_pretraining():
+    from chexbench.config import CellConfig, Settings
+    from chexbench.registry import PROTOCOLS
+
+    def cell(protocol_options):
+        return CellConfig("mocov2_topk", "vit_tiny", "phantom-chexpert", "finetune", 1.0, 0, Settings(image_size=32),
+                          strategy_options={"topk_temperature": 0.5}, protocol_options=protocol_options)
+
+    finetune = PROTOCOLS.get("finetune")
+    with pytest.raises(ConfigError, match=r"\[protocol.finetune\] topk_temperature = 2.0 differs from \[strategy.mocov2_topk\]"):
+        finetune.preflight(cell({"head": "topk", "topk_temperature": 2.0}))
+    finetune.preflight(cell({"head": "topk", "topk_temperature": 0.5}))  # the same value: fine
+    finetune.preflight(cell({"head": "topk"}))  # unset: taken from pretraining at run time
+    finetune.preflight(cell({"head": "linear", "topk_temperature": 2.0}))  # no scorer used

@@ -72,6 +72,25 @@ def head_invalid_reason(cell: CellConfig, protocol: str) -> str | None:
     return None
 
 
+def head_preflight(cell: CellConfig, protocol: str) -> None:
+    """Refuse, before anything runs, a ``head = "topk"`` whose ``scorer_hidden`` / ``topk_temperature``
+    set under ``[protocol.*]`` differ from the values the cell's ``*_topk`` pretraining uses."""
+    from chexbench.registry import STRATEGIES
+
+    if cell.protocol_options.get("head", "linear") != "topk" or cell.strategy not in STRATEGIES:
+        return
+    strategy = STRATEGIES.get(cell.strategy)
+    if not hasattr(strategy, "resolved_options"):
+        return
+    pretraining = strategy.resolved_options(cell)
+    for key in ("scorer_hidden", "topk_temperature"):
+        if key in pretraining and key in cell.protocol_options and float(cell.protocol_options[key]) != float(pretraining[key]):
+            raise ConfigError(
+                f"[protocol.{protocol}] {key} = {cell.protocol_options[key]} differs from [strategy.{cell.strategy}] "
+                f"{key} = {pretraining[key]}: the pretrained patch scorer would run with another {key}; leave it unset"
+            )
+
+
 def apply_head(backbone: Backbone, opts: dict[str, Any], init: InitRecord) -> tuple[nn.Module, list[str]]:
     """The feature extractor for ``opts["head"]``: the backbone itself, or it wrapped with the top-K
     scorer (pretrained scorer loaded strictly when ``init`` names one). Returns notes; a note starting with

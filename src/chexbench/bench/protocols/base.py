@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from chexbench.bench.cell_model import head_preflight
+
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
     from chexbench.bench.context import RunContext
@@ -39,6 +41,11 @@ class Protocol:
 
     def invalid_reason(self, cell: CellConfig) -> str | None:
         return None
+
+    def preflight(self, cell: CellConfig) -> None:
+        """Checks without training (the agreed pre-run hook): a top-K head whose scorer options
+        differ from the ``*_topk`` pretraining's is refused with one line."""
+        head_preflight(cell, self.name)
 
     def run(self, backbone: Backbone, data: CellData, cell: CellConfig, ctx: RunContext, init: InitRecord) -> ProtocolResult:
         raise NotImplementedError
