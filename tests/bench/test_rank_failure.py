@@ -1,5 +1,6 @@
 """No rank can hang the others: two gloo ranks run a grid of three cells through the real runner;
-in the first cell rank 1 raises while rank 0 waits in a collective. Both ranks must leave that
+in the first cell rank 1 raises while rank 0 waits in a collective (in the last, rank 0 raises while
+rank 1 polls for the pretraining lock rank 0 would have taken). Both ranks must leave that
 cell within seconds (not the process-group timeout), agree that it failed (with rank 1's reason),
 record it once, and run the next cells together."""
 
@@ -29,7 +30,7 @@ def _grid():
 
     raw = {
         "axes": {"strategy": ["scratch"], "backbone": ["resnet_tiny"], "dataset": ["chexpert"], "protocol": ["finetune"],
-                 "label_fraction": [1.0], "seed": [0, 1, 2]},
+                 "label_fraction": [1.0], "seed": [0, 1, 2, 3]},
         "dataset": {"chexpert": {"root": "/nowhere"}},
     }
     return parse_grid(raw, "g.toml")
@@ -60,6 +61,12 @@ def _worker(rank: int, port: int, out: str) -> None:
             D.mean_over_ranks(torch.ones(()))
         if cell.seed == 2:
             raise SkipCell("no weights on any rank")
+        if cell.seed == 3:  # rank 0 fails before taking the pretraining lock that rank 1 waits for (polling)
+            if D.rank() == 0:
+                time.sleep(0.5)
+                raise ValueError("rank 0 broke before the lock")
+            with D.exclusive_across_jobs(Path(out) / "pretrain.lck"):
+                pass
         value = D.mean_over_ranks(torch.tensor(float(D.rank()))).item()  # the ranks still talk to each other
         record = runner.base_record(cell, ctx.device)
         record.update(status="ok", macro_auroc=value)
@@ -95,6 +102,7 @@ def test_a_rank_that_raises_fails_the_cell_on_every_rank_within_seconds(ranks):
         assert seeds[0] == ("failed", "CellFailedOnRank: rank 1 of 2: ValueError: rank 1 broke")
         assert seeds[1] == ("ok", "")
         assert seeds[2][0] == "skipped" and "no weights" in seeds[2][1]
+        assert seeds[3] == ("failed", "CellFailedOnRank: rank 0 of 2: ValueError: rank 0 broke before the lock")
 
 
 def test_the_failed_cell_is_recorded_once_and_the_next_cell_ran(ranks):
@@ -105,7 +113,7 @@ def test_the_failed_cell_is_recorded_once_and_the_next_cell_ran(ranks):
     out, _, _ = ranks
     store = ResultStore(out / "results")
     records = store.records()
-    assert len(records) == 2 and records["cell_id"].is_unique  # cell 2 was skipped, not recorded
+    assert len(records) == 3 and records["cell_id"].is_unique  # cell 2 was skipped, not recorded
     by_seed = records.set_index("seed")
     assert by_seed.loc[0, "status"] == "failed"
     assert by_seed.loc[0, "failure_reason"] == "CellFailedOnRank: rank 1 of 2: ValueError: rank 1 broke"

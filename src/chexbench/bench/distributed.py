@@ -49,6 +49,8 @@ DEFAULT_CELL_TIMEOUT_MIN = 10
 
 #: the process group of the cell in flight (:func:`cell_scope`); None: the default group
 _cell_group: Any = None
+#: cells entered so far (the same count on every rank): names the cell's failure flag in the store
+_cell_index = 0
 
 
 def _group() -> Any:
@@ -150,6 +152,8 @@ def exclusive_across_jobs(path: str | Path, poll_s: float = 0.2) -> Iterator[Non
     else:
         watcher = FileLock(path)
         while (watcher.owner() or {}).get("job") != me:
+            if peer_failed():  # rank 0 will never take the lock: it failed (cell_scope)
+                raise CellFailedOnRank(f"another rank failed while this one waited for {path}")
             time.sleep(poll_s)
     try:
         barrier()
@@ -302,7 +306,7 @@ class CellFailedOnRank(RuntimeError):
 def _is_collective_error(e: BaseException) -> bool:
     """An error a rank gets because *another* rank left a collective (not the cause)."""
     text = str(e)
-    return isinstance(e, getattr(dist, "DistError", ())) or any(
+    return isinstance(e, (CellFailedOnRank, getattr(dist, "DistError", ()))) or any(
         m in text for m in ("Connection closed by peer", "Connection reset by peer", "Timed out waiting", "gloo", "NCCL")
     )
 
@@ -327,7 +331,8 @@ def cell_scope() -> Iterator[None]:
         return
     from chexbench.errors import SkipCell
 
-    global _cell_group
+    global _cell_group, _cell_index
+    _cell_index += 1
     minutes = float(os.environ.get("CHEXBENCH_CELL_TIMEOUT_MIN", DEFAULT_CELL_TIMEOUT_MIN))
     _cell_group = dist.new_group(timeout=_dt.timedelta(minutes=minutes))
     mine: dict[str, Any] | None = None
@@ -346,6 +351,7 @@ def cell_scope() -> Iterator[None]:
         }
         traceback.clear_frames(e.__traceback__)  # the frames hold the DDP model, which holds the group
         del e
+        dist.distributed_c10d._get_default_store().set(_failure_key(), "1")  # for ranks polling outside collectives
     finally:
         group, _cell_group = _cell_group, None
         _close_group(group, failed=mine is not None)
@@ -359,6 +365,18 @@ def cell_scope() -> Iterator[None]:
     if cause["skip"]:
         raise SkipCell(cause["message"])
     raise CellFailedOnRank(f"rank {r} of {world_size()}: {cause['type']}: {cause['message']}")
+
+
+def _failure_key() -> str:
+    return f"chexbench/cell/{_cell_index}/failed"
+
+
+def peer_failed() -> bool:
+    """Inside :func:`cell_scope`: whether another rank has already failed this cell (for loops
+    that wait outside a collective, such as :func:`exclusive_across_jobs`'s polling)."""
+    if not is_distributed() or _cell_group is None:
+        return False
+    return dist.distributed_c10d._get_default_store().check([_failure_key()])
 
 
 def _close_group(group: Any, failed: bool) -> None:
