@@ -42,7 +42,7 @@ def test_arguments_have_gpu_sized_defaults_and_reject_bad_values(capsys):
     assert (args.batch_size, args.image_size, args.budget_s, args.backbone) == (256, 224, 450.0, None)
     args = G.parse_args(["--backbone", "vit_b16", "--no-grid", "--budget-s", "120"])
     assert args.backbone == ["vit_b16"] and args.no_grid and args.budget_s == 120
-    for bad in (["--batch-size", "1"], ["--backbone", "resnet_tiny"], ["--budget-s", "0"]):
+    for bad in (["--batch-size", "1"], ["--backbone", "resnet5O"], ["--budget-s", "0"], ["--device", "tpu"]):
         with pytest.raises(SystemExit) as e:
             G.parse_args(bad)
         assert e.value.code == 2

@@ -13,7 +13,9 @@ On a CUDA machine, with no download, within a time budget (default 7.5 minutes):
    section whose embedded measurements ``chexbench plan`` uses for its GPU-hours estimate.
 
 Without CUDA it stops at once with one line (exit 2). The pieces that need no GPU (argument
-handling, the targets' verdicts, the section's text) are tested on the CPU.
+handling, the targets' verdicts, the section's text) are tested on the CPU; ``--device cpu``
+rehearses the whole script with tiny backbones (e.g. ``--backbone resnet_tiny --grid-backbone
+resnet_tiny --grid-backbone vit_convstem_tiny --image-size 32 --batch-size 4 --no-compile``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class GridOutcome:
     report: str = ""
     failures: list[str] = field(default_factory=list)
     error: str = ""
+    image_size: int = 224
 
 
 @dataclass
@@ -73,14 +76,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=256, help="images per step (default 256)")
     p.add_argument("--image-size", type=int, default=224, help="pixels (default 224)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per measurement (default 10)")
-    p.add_argument("--backbone", action="append", choices=BACKBONES, help="backbone(s) to measure (default: all three)")
+    p.add_argument("--backbone", action="append", help="backbone(s) to measure (default: resnet50, vit_b16, vit_b16_convstem)")
     p.add_argument("--no-tests", action="store_true", help="skip the gpu-marked tests")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurements")
     p.add_argument("--no-grid", action="store_true", help="skip the small real grid")
     p.add_argument("--grid-patients", type=int, default=150, help="phantom patients of the small grid (default 150)")
     p.add_argument("--work-dir", type=Path, default=Path("gpu-check"), help="results, cache and report of the small grid")
     p.add_argument("--output", type=Path, default=None, help="PERFORMANCE.md to update (default: the checkout's docs/)")
+    p.add_argument("--grid-backbone", action="append", help="backbones of the small grid (default: resnet50, vit_b16_convstem)")
+    p.add_argument("--device", default="cuda", help="cuda (default); cpu only rehearses the script with tiny backbones")
     args = p.parse_args(argv)
+    from chexbench.registry import BACKBONES as REGISTERED
+
+    for name in [*(args.backbone or []), *(args.grid_backbone or [])]:
+        if name not in REGISTERED:
+            p.error(f"--backbone/--grid-backbone: {REGISTERED.unknown_message(name)}")
+    if args.device not in ("cuda", "cpu"):
+        p.error(f"--device must be cuda or cpu, got {args.device!r}")
     if args.budget_s <= 0 or args.batch_size < 2 or args.image_size < 32 or args.steps < 1 or args.grid_patients < 20:
         p.error("need --budget-s > 0, --batch-size ≥ 2, --image-size ≥ 32, --steps ≥ 1, --grid-patients ≥ 20")
     return args
@@ -127,13 +139,15 @@ def render_section(result: CheckResult) -> str:
     if verdicts:
         lines += ["Targets:", "", *[f"- {v}" for v in verdicts], ""]
     if result.measurements:
-        lines += ["Throughput (bf16, channels_last; `plain:*` = a textbook PyTorch loop of the same model):", "",
+        cpu = result.measurements[0].device.startswith("cpu")
+        policy = "fp32, NCHW on the CPU" if cpu else "bf16, channels_last"
+        lines += [f"Throughput ({policy}; `plain:*` = a textbook PyTorch loop of the same model):", "",
                   throughput_markdown(result.measurements), ""]
     if result.not_measured:
         lines += ["Not measured (time budget or error):", "", *[f"- {x}" for x in result.not_measured], ""]
     g = result.grid
     if g is not None:
-        lines += ["Small real grid (phantoms at 224 px, one epoch of pretraining and fine-tuning per strategy):", ""]
+        lines += [f"Small real grid (phantoms at {g.image_size} px, one epoch of pretraining and fine-tuning per strategy):", ""]
         if g.error:
             lines.append(f"- **did not finish**: {g.error}")
         lines.append(f"- cells: {g.cells_ok} ok, {g.cells_failed} failed, {g.cells_skipped} skipped, in {g.seconds:.0f} s")
@@ -182,7 +196,7 @@ def measure_all(args: argparse.Namespace, budget: Budget, result: CheckResult) -
 
     from chexbench.bench.throughput import measure_loader
 
-    dev = torch.device("cuda")
+    dev = torch.device(args.device)
     backbones = args.backbone or list(BACKBONES)
     for kind in ("plain", "light", "views"):
         result.measurements.append(measure_loader(kind, args.batch_size, args.image_size, dev, args.steps))
@@ -217,18 +231,20 @@ def _measure(result: CheckResult, mode: str, backbone: str, args: argparse.Names
         result.not_measured.append(f"{backbone} {mode}{' (compiled)' if compiled else ''}: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
         _say(result.not_measured[-1])
     finally:
-        torch.cuda.empty_cache()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         torch._dynamo.reset()
 
 
-def grid_toml(patients: int, image_size: int) -> str:
+def grid_toml(patients: int, image_size: int, backbones: list[str] | None = None) -> str:
     """The small real grid: every strategy on ResNet-50 and ConvStem ViT-B, one epoch each."""
+    names = ", ".join(f'"{b}"' for b in (backbones or ["resnet50", "vit_b16_convstem"]))
     return f"""name = "gpu-check"
 description = "make gpu-check: phantoms at {image_size} px, one epoch of pretraining and fine-tuning per strategy"
 
 [axes]
 strategy = ["scratch", "imagenet", "simclr", "mocov2", "moco_convstem"]
-backbone = ["resnet50", "vit_b16_convstem"]
+backbone = [{names}]
 dataset = ["phantom-chexpert"]
 protocol = ["finetune", "linear"]
 label_fraction = [1.0]
@@ -272,14 +288,14 @@ def run_grid(args: argparse.Namespace, budget: Budget) -> GridOutcome:
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     grid = work / "gpu_check.toml"
-    grid.write_text(grid_toml(args.grid_patients, args.image_size))
+    grid.write_text(grid_toml(args.grid_patients, args.image_size, args.grid_backbone))
     results = work / "results"
     env = {**os.environ, "CHEXBENCH_CACHE": str(work / "cache"), "HF_HUB_OFFLINE": "1"}
     chex = [sys.executable, "-m", "chexbench"]
-    outcome = GridOutcome()
+    outcome = GridOutcome(image_size=args.image_size)
     t0 = time.monotonic()
     try:
-        run = subprocess.run([*chex, "run", "--grid", str(grid), "--results", str(results), "--device", "cuda"],
+        run = subprocess.run([*chex, "run", "--grid", str(grid), "--results", str(results), "--device", args.device],
                              capture_output=True, text=True, env=env, timeout=max(budget.left() - 45, 20))
         if run.returncode != 0:
             outcome.error = f"chexbench run exited {run.returncode}: {(run.stderr.strip().splitlines() or [''])[-1][:200]}"
@@ -313,7 +329,7 @@ def _say(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    problem = cuda_problem()
+    problem = cuda_problem() if args.device == "cuda" else None
     if problem:
         print(problem, file=sys.stderr)
         return 2
@@ -324,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     budget = Budget(args.budget_s)
     command = "make gpu-check  # python -m chexbench.bench.gpu_check " + shlex.join(argv if argv is not None else sys.argv[1:])
-    result = CheckResult(gpu_name=torch.cuda.get_device_name(0), command=command.strip())
+    name = torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU rehearsal (not a GPU result)"
+    result = CheckResult(gpu_name=name, command=command.strip())
     print(f"gpu-check on {result.gpu_name}, budget {args.budget_s:.0f} s", flush=True)
     if not args.no_tests:
         result.tests_summary, result.tests_ok = run_gpu_tests(repo_root(), min(90.0, budget.left() / 4))
