@@ -40,4 +40,4 @@ lint: install
 	$(VENV)/bin/ruff check src tests
 
 clean:
-	rm -rf $(VENV) .smoke-check $(RESULTS)
+	rm -rf $(VENV) .smoke-check $(RESULTS) gpu-check
