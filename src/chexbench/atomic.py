@@ -1,12 +1,47 @@
-"""Atomic file writes: everything chexbench writes goes through :func:`atomic_path`."""
+"""Atomic file writes: everything chexbench writes goes through :func:`atomic_path`.
+
+Temporary files and folders are created with the modes an ordinary ``open`` / ``mkdir``
+would give them (``0o666`` / ``0o777`` less the umask), so a group-shared results folder
+stays readable by the group (``tempfile.mkstemp`` would make every file ``0o600``).
+
+A temporary file's name carries its writer (``.<name>.<random>.<pid>@<host>.tmp``), so a
+later run can tell a leftover of a killed writer from one still being written:
+:func:`clean_stale_temporaries` removes the first kind only.
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import re
+import secrets
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+#: a temporary file untouched for this long is a leftover whatever its writer (other hosts' writers
+#: cannot be asked whether they live); a writer appends to its file, so a live one keeps it fresh
+STALE_TEMP_AGE_S = 6 * 3600.0
+
+_TEMP_NAME = re.compile(r"^\..+\.(?P<rand>[0-9a-f]{8})\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9._-]+)\.tmp$")
+
+
+def _host() -> str:
+    """This host's name, reduced to characters safe in a file name."""
+    return re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64] or "host"
+
+
+def _create_temp_file(path: Path) -> Path:
+    """Create an empty temporary file beside ``path`` (mode ``0o666`` less the umask)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name[:120]}.{secrets.token_hex(4)}.{os.getpid()}@{_host()}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"could not create a temporary file beside {path}")
 
 
 @contextmanager
@@ -18,11 +53,64 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _create_temp_file(path)
     try:
-        yield tmp
+        yield str(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def make_temp_dir(parent: str | Path, prefix: str) -> Path:
+    """A new empty folder ``parent/<prefix><random>`` (mode ``0o777`` less the umask, as ``mkdir`` gives)."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        tmp = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir(mode=0o777)
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"could not create a temporary folder in {parent}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # exists under another user / not a pid we can ask about
+        return True
+    return True
+
+
+def clean_stale_temporaries(folder: str | Path, max_age_s: float = STALE_TEMP_AGE_S, recursive: bool = True) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_path` in ``folder`` whose writer is gone.
+
+    A temporary file is stale when its writer ran on this host and that process no longer
+    exists, or when it has not been modified for ``max_age_s`` seconds. Files of live
+    writers, and files that are not ours, are left alone. Returns the removed paths.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    host, now, removed = _host(), time.time(), []
+    candidates = folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")
+    for tmp in candidates:
+        m = _TEMP_NAME.match(tmp.name)
+        if m is None or not tmp.is_file() or tmp.is_symlink():
+            continue
+        try:
+            age = now - tmp.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        writer_dead = m["host"] == host and not _pid_alive(int(m["pid"]))
+        if writer_dead or age > max_age_s:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(tmp)
+    return removed

@@ -83,7 +83,7 @@ class FileLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             return False
         with os.fdopen(fd, "w") as f:

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from chexbench.atomic import make_temp_dir
 from chexbench.errors import ConfigError, DataError
 
 
@@ -125,7 +125,7 @@ def write_explanations(results_dir: Path, cell_id: str, n: int = 8, ids: list[st
 
     out_dir = Path(out_dir) if out_dir else results_dir / "explain" / cell_id
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = make_temp_dir(out_dir.parent, f".{out_dir.name}.")
     try:
         panels, lines = [], _gallery_header(cell, cell_id, method, extra.get("localization"), note)
         for i, r in enumerate(rows):

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from chexbench.atomic import make_temp_dir
 from chexbench.bench.store import atomic_write_parquet, atomic_write_text
 from chexbench.errors import ConfigError
 from chexbench.reports.aggregate import LoadedResults, load_results
@@ -125,7 +125,7 @@ def write_report(
     tables = build_tables(results, baseline=baseline)
     root = Path(results_dir)
     cross = delong_crosscheck(results, tables)
-    staged = Path(tempfile.mkdtemp(prefix=".figures.", dir=root)) if figures else None
+    staged = make_temp_dir(root, ".figures.") if figures else None
     try:
         figures_md = ""
         if staged is not None:

@@ -13,12 +13,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chexbench.atomic import make_temp_dir
 from chexbench.datasets.phantom.cohort import sample_cohort
 from chexbench.datasets.phantom.output import SiteTally, SiteWriter
 from chexbench.errors import ConfigError, DataError
@@ -79,7 +79,7 @@ def write_site(root: Path, site: str, patients: int, size: int, seed: int, worke
 
 def _atomic_dir(final: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    return make_temp_dir(final.parent, f".{final.name}.tmp-")
 
 
 def generate(out: str | Path, sites: tuple[str, ...] = ("chexpert",), patients: int = 500, size: int = 128,
