@@ -4,14 +4,18 @@ grid; the jobs file lets ``chexbench status`` follow them; bad options are one-l
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
+import socket
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
 
 from chexbench.bench.store import ResultStore
 from chexbench.cli import app
-from chexbench.cli.submit import job_state, read_jobs, shard_command
+from chexbench.cli.submit import job_state, read_jobs, shard_command, state_file_name
 from chexbench.config import load_grid
 
 GRID_TOML = """
@@ -88,11 +92,73 @@ def test_shard_command_and_option_errors(tmp_path):
     assert bad.exit_code == 2 and "not a chexbench jobs file" in bad.output
 
 
-def test_job_state_without_result_or_process(tmp_path):
-    assert job_state("local", str(tmp_path), "999999999") == "LOST (no result)"
-    import pickle
+def test_job_state_comes_from_the_jobs_own_json_never_from_a_pickle(tmp_path):
+    assert job_state("local", str(tmp_path), "999999999") == "LOST (no state)"
+    (tmp_path / "7_0_result.pkl").write_bytes(pickle.dumps(("success", 0)))  # submitit's: ignored
+    assert job_state("local", str(tmp_path), "7") != "FINISHED"
+    (tmp_path / state_file_name("8")).write_text(json.dumps({"state": "FAILED", "host": "n1", "pid": 1}))
+    assert job_state("slurm", str(tmp_path), "8") == "FAILED"
+    (tmp_path / state_file_name("9_1")).write_text(json.dumps({"state": "FINISHED", "host": "n1", "pid": 1}))
+    assert job_state("slurm", str(tmp_path), "9_1") == "FINISHED"
+    # a job that said RUNNING on this host and whose process is gone was lost
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / state_file_name("10")).write_text(
+        json.dumps({"state": "RUNNING", "host": socket.gethostname(), "pid": int(gone.stdout)})
+    )
+    assert job_state("local", str(tmp_path), "10").startswith("LOST")
 
-    (tmp_path / "7_0_result.pkl").write_bytes(pickle.dumps(("error", "trace")))
-    assert job_state("local", str(tmp_path), "7") == "FAILED"
-    (tmp_path / "8_0_result.pkl").write_bytes(pickle.dumps(("success", 0)))
-    assert job_state("slurm", str(tmp_path), "8") == "FINISHED"
+
+class _Planted:
+    """Unpickling this creates ``marker``: proof that code from the results folder ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _plant(results, folder, job_id, marker):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{job_id}_0_result.pkl").write_bytes(pickle.dumps(("success", _Planted(marker))))
+    sub = {"grid": "smoke", "grid_name": "smoke", "only": [], "executor": "local", "submitted_at": "2026-01-01T00:00:00+00:00",
+           "jobs": [{"shard": "0/1", "job_id": job_id, "folder": str(folder)}]}
+    (results / "jobs.json").write_text(json.dumps({"submissions": [sub]}))
+
+
+def test_status_never_executes_a_pickle_planted_in_the_results_folder(tmp_path):
+    results, marker = tmp_path / "results", tmp_path / "pwned"
+    _plant(results, results / "jobs" / "999999999", "999999999", marker)
+    out = CliRunner().invoke(app, ["status", "--results", str(results)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert not marker.exists()
+    assert "LOST (no state)" in out.output
+
+
+@pytest.mark.parametrize("where", ["outside", "dotdot", "symlink"])
+def test_status_refuses_job_folders_outside_the_results_folder(tmp_path, where):
+    results, marker = tmp_path / "results", tmp_path / "pwned"
+    results.mkdir()
+    elsewhere = tmp_path / "elsewhere" / "999999999"
+    folder = {"outside": elsewhere, "dotdot": results / ".." / "elsewhere" / "999999999", "symlink": results / "jobs" / "link"}[where]
+    _plant(results, elsewhere, "999999999", marker)
+    if where == "symlink":
+        folder.parent.mkdir()
+        folder.symlink_to(elsewhere)
+    sub = json.loads((results / "jobs.json").read_text())
+    sub["submissions"][0]["jobs"][0]["folder"] = str(folder)
+    (results / "jobs.json").write_text(json.dumps(sub))
+    out = CliRunner().invoke(app, ["status", "--results", str(results)], env={"COLUMNS": "200"})
+    assert out.exit_code == 2, out.output
+    assert "outside the results folder" in out.output and "Traceback" not in out.output
+    assert not marker.exists()
+
+
+def test_status_refuses_a_job_id_that_is_a_path(tmp_path):
+    results = tmp_path / "results"
+    _plant(results, results / "jobs" / "1", "1", tmp_path / "pwned")
+    sub = json.loads((results / "jobs.json").read_text())
+    sub["submissions"][0]["jobs"][0]["job_id"] = "../../x"
+    (results / "jobs.json").write_text(json.dumps(sub))
+    out = CliRunner().invoke(app, ["status", "--results", str(results)])
+    assert out.exit_code == 2 and "not a scheduler job id" in out.output

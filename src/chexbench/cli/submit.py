@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +26,8 @@ from chexbench.cli.core import GridOpt, OnlyOpt, ResultsOpt
 from chexbench.errors import ConfigError
 
 JOBS_FILE = "jobs.json"
+#: a SLURM job id (``123``, array task ``123_4``) or a local executor's pid
+_JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
 
 
 def shard_command(grid: str, results: Path, shard: str, gpus: int, device: str, only: list[str]) -> list[str]:
@@ -37,24 +41,66 @@ def shard_command(grid: str, results: Path, shard: str, gpus: int, device: str, 
 
 
 def run_shard_job(cmd: list[str]) -> int:
-    """Body of one submitted job: run the shard; a failing shard fails the job (with its output tail)."""
+    """Body of one submitted job: run the shard; a failing shard fails the job (with its output tail).
+
+    The job writes its own state (``RUNNING`` at start, ``FINISHED`` / ``FAILED`` at the end)
+    as JSON into its submitit folder, so ``chexbench status`` follows it without unpickling
+    anything (submitit's result pickles could carry code planted by whoever can write there).
+    """
+    import submitit
+
+    env = submitit.JobEnvironment()
+    state_file = Path(env.paths.folder) / state_file_name(str(env.job_id))
+    _write_state(state_file, "RUNNING")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)
+    _write_state(state_file, "FINISHED" if proc.returncode == 0 else "FAILED", returncode=proc.returncode)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[2:])} exited with {proc.returncode}: {(proc.stdout + proc.stderr)[-2000:]}")
     return 0
 
 
+def state_file_name(job_id: str) -> str:
+    """The JSON state file a job writes into its submitit folder."""
+    return f"{job_id}_chexbench_state.json"
+
+
+def _write_state(path: Path, state: str, **extra: Any) -> None:
+    from chexbench.atomic import atomic_path
+
+    info = {"state": state, "host": socket.gethostname(), "pid": os.getpid(), **extra,
+            "updated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(info))
+
+
 def read_jobs(results: Path) -> list[dict[str, Any]]:
-    """Every submission recorded in ``results/jobs.json`` (oldest first)."""
+    """Every submission recorded in ``results/jobs.json`` (oldest first).
+
+    The file is data from a folder that may not be ours: every job folder must lie inside
+    the results folder and every job id must look like one, else this refuses (ConfigError).
+    """
     path = Path(results) / JOBS_FILE
     if not path.exists():
         return []
     try:
-        return list(json.loads(path.read_text())["submissions"])
+        subs = list(json.loads(path.read_text())["submissions"])
+        for sub in subs:
+            for job in sub["jobs"]:
+                _check_job_entry(path, Path(results), job)
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ConfigError(f"{path}: not a chexbench jobs file ({e})") from None
+    return subs
+
+
+def _check_job_entry(path: Path, results: Path, job: dict[str, Any]) -> None:
+    job_id, folder = str(job["job_id"]), Path(str(job["folder"]))
+    if not _JOB_ID.fullmatch(job_id):
+        raise ConfigError(f"{path}: job id {job_id!r} is not a scheduler job id; refusing to read it")
+    inside = folder if folder.is_absolute() else results / folder
+    if not inside.resolve().is_relative_to(results.resolve()):
+        raise ConfigError(f"{path}: job folder {folder} lies outside the results folder {results}; refusing to read it")
 
 
 def record_submission(results: Path, submission: dict[str, Any]) -> Path:
@@ -70,31 +116,57 @@ def record_submission(results: Path, submission: dict[str, Any]) -> Path:
 
 
 def job_state(executor: str, folder: str, job_id: str) -> str:
-    """FINISHED / FAILED from the job's result file; else SLURM's state, or RUNNING / LOST for a local pid."""
-    import pickle
+    """The job's state from the JSON it writes (never from submitit's pickles); else SLURM's, or the local pid's.
 
-    result = Path(folder) / f"{job_id}_0_result.pkl"
-    if result.exists():
-        try:
-            outcome, _ = pickle.loads(result.read_bytes())
-        except Exception:  # noqa: BLE001 - a half-written pickle: the job is ending
-            return "FINISHING"
-        return "FINISHED" if outcome == "success" else "FAILED"
+    FINISHED / FAILED once the job ended; RUNNING while it runs (LOST if its process is gone);
+    before the job started: SLURM's state from ``sacct``, or for a local job whether its pid lives.
+    """
+    if not _JOB_ID.fullmatch(job_id):
+        raise ConfigError(f"job id {job_id!r} is not a scheduler job id")
+    state = _read_state(Path(folder) / state_file_name(job_id))
+    if state is not None:
+        name = str(state.get("state", "UNKNOWN"))
+        if name == "RUNNING" and state.get("host") == socket.gethostname() and not _pid_alive(state.get("pid")):
+            return "LOST (ended without a result)"
+        return name if name in ("RUNNING", "FINISHED", "FAILED") else "UNKNOWN"
     if executor == "slurm":
-        try:
-            import submitit
+        return _sacct_state(job_id)
+    pid = int(job_id.split("_")[0])
+    return "RUNNING" if _pid_alive(pid) else "LOST (no state)"
 
-            return str(submitit.SlurmJob(folder=folder, job_id=job_id).state)
-        except Exception as e:  # noqa: BLE001 - sacct missing or unreachable
-            return f"UNKNOWN ({type(e).__name__})"
-    pid = int(job_id.split("_")[0]) if job_id.split("_")[0].isdigit() else -1
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
-        return "RUNNING"
-    except (ProcessLookupError, ValueError):
-        return "LOST (no result)"
+    except (ProcessLookupError, OverflowError):
+        return False
     except PermissionError:
-        return "RUNNING"
+        return True
+    return True
+
+
+def _sacct_state(job_id: str) -> str:
+    """SLURM's state of ``job_id`` (``sacct``), or UNKNOWN when it cannot be asked."""
+    try:
+        out = subprocess.run(["sacct", "-j", job_id, "-o", "JobID,State", "--parsable2", "--noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"UNKNOWN ({type(e).__name__})"
+    for line in out.stdout.splitlines():
+        jid, _, state = line.partition("|")
+        if jid == job_id and state:
+            return state.split()[0]
+    return "UNKNOWN"
 
 
 @app.command()
