@@ -9,8 +9,19 @@ touches it every ``heartbeat_s`` seconds. A waiter breaks the lock when it is *s
 - its mtime is older than ``stale_after_s`` (the owner stopped beating: killed, node lost), or
 - the owner is on this host and its pid no longer exists (killed a moment ago).
 
-Breaking is a rename to a unique name, so two waiters cannot both break the same lock and
-then steal each other's fresh one. Only the holder whose token is in the file removes it.
+Breaking happens under a second, short-lived lock (``<lock>.break``, same O_EXCL file):
+the breaker looks again at the lock, and removes it only if it is still the very stale lock
+it saw (same token). A waiter acting on an outdated look therefore never removes a fresh
+lock another waiter has taken since. (An earlier version renamed the lock away and put a
+fresh one back with ``os.link``, which failed silently when a third process had taken the
+path meanwhile: two holders.) The guarantee assumes what the heartbeat makes true: a lock
+judged stale belongs to a dead owner. Only the holder whose token is in the file removes
+it; ``held()`` tells a holder whether its lock is still its own.
+
+Why not ``filelock``: its ``FileLock`` is ``flock``-based, which NFS and Lustre (without
+``-o flock``) do not make reliable across nodes; its soft locks are file-existence locks
+like this one. This module keeps its own because the torchrun ranks read the owner's
+``info`` (the job) from the file, and the tests read which stale owners were broken.
 
 Used by the shared pretraining cache and the prepared-data cache, so concurrent shards do
 the work once and the others wait, then reuse the result.
@@ -117,33 +128,72 @@ class FileLock:
         return None
 
     def _break_stale(self, seen: dict) -> None:
-        grave = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex[:8]}")
+        """Remove the lock file if it still holds the stale lock ``seen`` (under ``<lock>.break``)."""
+        breaker = self.path.with_name(f"{self.path.name}.break")
+        if not self._take_breaker(breaker):
+            return  # another waiter is breaking it right now; look again later
         try:
-            os.rename(self.path, grave)  # atomic: exactly one waiter wins
-        except FileNotFoundError:
-            return
-        moved = _read_json(grave) or {}
-        if moved.get("token") != seen.get("token"):
-            # someone broke it first and a fresh lock was taken since our check: put that one back
-            with contextlib.suppress(OSError):
-                os.link(grave, self.path)
-        else:
+            now = self._stale_owner()
+            if now is None or now.get("token") != seen.get("token"):
+                return  # taken or released since we looked: not ours to break
+            self.path.unlink(missing_ok=True)
             self.broken_stale.append(seen)
-        grave.unlink(missing_ok=True)
+        finally:
+            breaker.unlink(missing_ok=True)
+
+    def _take_breaker(self, breaker: Path) -> bool:
+        """Create ``breaker`` exclusively; a breaker left by a dead waiter is removed first."""
+        for _ in range(2):
+            try:
+                fd = os.open(breaker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                try:
+                    age = time.time() - breaker.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                other = _read_json(breaker) or {}
+                dead = other.get("host") == socket.gethostname() and not _pid_alive(int(other.get("pid", -1)))
+                if not (dead or age > self.stale_after_s):
+                    return False
+                breaker.unlink(missing_ok=True)  # breaking takes milliseconds: this one's owner died
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": socket.gethostname(), "pid": os.getpid()}, f)
+            return True
+        return False
+
+    def _attempt(self) -> bool:
+        """One try: create the lock, or break a stale one and create it."""
+        if self._try_create():
+            return True
+        stale = self._stale_owner()
+        if stale is None:
+            return False
+        self._break_stale(stale)
+        return self._try_create()
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free or stale, without waiting; True if now held."""
+        if self._depth:
+            self._depth += 1
+            return True
+        if not self._attempt():
+            return False
+        self._start_heartbeat()
+        return True
 
     def acquire(self) -> None:
         if self._depth:
             self._depth += 1
             return
         start = time.monotonic()
-        while not self._try_create():
-            stale = self._stale_owner()
-            if stale is not None:
-                self._break_stale(stale)
-                continue
+        while not self._attempt():
             if self.timeout_s is not None and time.monotonic() - start > self.timeout_s:
                 raise LockTimeout(f"lock {self.path} is held by {self.owner()} for longer than {self.timeout_s:g}s")
             time.sleep(self.poll_s)
+        self._start_heartbeat()
+
+    def _start_heartbeat(self) -> None:
         self._depth = 1
         self._stop.clear()
         self._beat = threading.Thread(target=self._heartbeat, name=f"lock-heartbeat {self.path.name}", daemon=True)
