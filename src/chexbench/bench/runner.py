@@ -14,6 +14,7 @@ import json
 import subprocess
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import pandas as pd
 import torch
 
 import chexbench
+from chexbench.atomic import clean_stale_temporaries
 from chexbench.bench import distributed as D
 from chexbench.bench import training as T
 from chexbench.bench.context import RunContext
@@ -40,7 +42,7 @@ SKIPPED_COLUMNS = ("cell_id", "grid", "strategy", "backbone", "dataset", "protoc
 @dataclass
 class CellOutcome:
     cell: CellConfig
-    status: str  # "ok" | "failed" | "skipped" | "done-before"
+    status: str  # "ok" | "failed" | "skipped" | "done-before" | "elsewhere" (stored by another worker meanwhile)
     seconds: float = 0.0
     macro_auroc: float = float("nan")
     reason: str = ""
@@ -220,6 +222,10 @@ def _merge_skipped(store: ResultStore, planned: list[PlannedCell], runtime_skips
     atomic_write_parquet(new.astype({"label_fraction": float, "seed": int}), path)
 
 
+#: seconds between looks at cells another worker has claimed
+CLAIM_POLL_S = 2.0
+
+
 def run_grid(
     grid: Grid,
     results_dir: Path,
@@ -234,7 +240,9 @@ def run_grid(
     """Run every runnable, unfinished cell of ``grid`` (of this ``shard``); store each as it ends.
 
     Under torchrun every rank runs every cell together (data-parallel); rank 0 decides what
-    is finished and alone writes results.
+    is finished and alone writes results. Workers sharing the results folder split the cells
+    through per-cell claims: a cell claimed by another live worker is looked at again later
+    (every ``CLAIM_POLL_S``), and taken over if that worker dies.
     """
     store = ResultStore(results_dir)
     planned = cells if cells is not None else grid.cells(only)
@@ -242,29 +250,46 @@ def run_grid(
         planned = shard_cells(planned, shard)
     preflight(planned)
     results_dir.mkdir(parents=True, exist_ok=True)
+    if D.is_main():
+        clean_stale_temporaries(results_dir)  # leftovers of writers killed mid-write
     summary = RunSummary()
     runtime_skips: dict[str, str] = {}
     for p in planned:
         if p.status == "skipped":
             summary.outcomes.append(CellOutcome(p.cell, "skipped", reason=p.reason))
     write_skipped(store, planned)
-    todo = [p for p in planned if p.status == "run"]
-    for i, p in enumerate(todo):
+    queue = deque(p for p in planned if p.status == "run")
+    waited: dict[str, tuple[int, int] | None] = {}  # cells found claimed by another worker → their record then
+    busy_in_a_row, i = 0, 0
+    while queue:
+        p = queue.popleft()
         cell = p.cell
-        if D.broadcast_object(store.has(cell.cell_id) and not overwrite):
-            summary.outcomes.append(CellOutcome(cell, "done-before"))
+        claim = store.claim(cell.cell_id)
+        decision = D.broadcast_object(_decide(store, claim, cell.cell_id, overwrite, waited) if D.is_main() else None)
+        if decision == "busy":
+            queue.append(p)
+            busy_in_a_row += 1
+            if busy_in_a_row >= len(queue):  # every cell left is another worker's: wait a little
+                time.sleep(CLAIM_POLL_S)
+                busy_in_a_row = 0
+            continue
+        busy_in_a_row = 0
+        if decision in ("done", "elsewhere"):
+            summary.outcomes.append(CellOutcome(cell, "done-before" if decision == "done" else "elsewhere"))
             if on_cell_end:
                 on_cell_end(i, cell, summary.outcomes[-1])
+            i += 1
             continue
-        if on_cell_start:
-            on_cell_start(i, cell)
         t0 = time.perf_counter()
-        try:
+        try:  # from here on this worker holds the cell's claim: released in `finally`, whatever happens
+            if on_cell_start:
+                on_cell_start(i, cell)
             with D.cell_scope():  # under torchrun: a failure on one rank fails the cell on every rank, nobody hangs
                 record, predictions = run_cell(cell, ctx)
-            if D.is_main():
-                store.write(record, predictions)
+            stored = _write_claimed(store, claim, record, predictions) if D.is_main() else True
             outcome = CellOutcome(cell, "ok", time.perf_counter() - t0, record["macro_auroc"])
+            if not stored:
+                outcome = CellOutcome(cell, "failed", outcome.seconds, reason=f"claim {claim.path} taken over by {claim.owner()}; not stored")
         except SkipCell as e:
             runtime_skips[cell.cell_id] = str(e)
             write_skipped(store, planned, runtime_skips)
@@ -277,9 +302,52 @@ def run_grid(
             record["failure_reason"] = reason
             record["data_json"] = json.dumps({"traceback": traceback.format_exc(limit=8)})
             if D.is_main():
-                store.write(record, None)
+                _write_claimed(store, claim, record, None)
             outcome = CellOutcome(cell, "failed", time.perf_counter() - t0, reason=reason)
+        finally:
+            if D.is_main():
+                claim.release()
         summary.outcomes.append(outcome)
         if on_cell_end:
             on_cell_end(i, cell, outcome)
+        i += 1
     return summary
+
+
+def _decide(store: ResultStore, claim: FileLock, cell_id: str, overwrite: bool, waited: dict) -> str:
+    """What this worker does with a cell: "done" | "elsewhere" | "busy" | "run" (then it holds the claim).
+
+    "elsewhere": another worker held the claim when we first looked and has stored the cell
+    since (ok or failed): its failure is not retried here, a rerun retries it. ``waited``
+    maps each cell found claimed to its record file's (mtime, size) at that moment.
+    """
+    stored_since = cell_id in waited and _record_stamp(store, cell_id) != waited[cell_id]
+    if not overwrite and store.check(cell_id).state == "ok":  # cheap look, no lock: the common resume case
+        return "elsewhere" if stored_since else "done"
+    if not claim.try_acquire():
+        waited.setdefault(cell_id, _record_stamp(store, cell_id))
+        return "busy"
+    state = store.verify(cell_id).state  # again under the claim (a damaged cell is quarantined: pending)
+    if stored_since and state in ("ok", "failed"):
+        claim.release()
+        return "elsewhere"
+    if not overwrite and state == "ok":
+        claim.release()
+        return "done"
+    return "run"
+
+
+def _record_stamp(store: ResultStore, cell_id: str) -> tuple[int, int] | None:
+    try:
+        st = store.record_path(cell_id).stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def _write_claimed(store: ResultStore, claim: FileLock, record: dict[str, Any], predictions: pd.DataFrame | None) -> bool:
+    """Store a cell only if this worker still holds its claim (else another one took it over): True if stored."""
+    if not claim.held():
+        return False
+    store.write(record, predictions)
+    return True

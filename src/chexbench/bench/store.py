@@ -10,19 +10,41 @@ Layout of a results directory::
 Every write goes to a temporary file in the same folder and is renamed into place, so a
 killed run never leaves a half-written file under a final name. Predictions are written
 before the record, so a record with status ``ok`` always has its predictions.
+
+Each write pairs the two files: both carry, in their Parquet footer's key-value metadata, the
+cell id, a write id and the predictions' row count and labels. A cell is *done* only when
+its record reads back with status ``ok`` and its predictions' footer agrees with it
+(:meth:`ResultStore.check`; footers only, no full read). A file that cannot be read, or a
+pair that disagrees, is *damaged*: reported once, moved to ``quarantine/`` (never deleted,
+logged in ``quarantine/log.jsonl``) and the cell counts as pending, so the next ``run``
+recomputes it.
+
+Concurrent workers on one folder split the cells through per-cell claims
+(``claims/<cell_id>.lock``, a :class:`~chexbench.bench.lock.FileLock` with heartbeat): a
+worker trains and writes a cell only while it holds the cell's claim; files of a cell that
+another live worker has claimed are never judged damaged or moved.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
-from collections.abc import Iterable
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from chexbench.atomic import atomic_path
+from chexbench.bench.lock import FileLock
 from chexbench.config import RESULTS_SCHEMA_VERSION, configuration_hash
+from chexbench.errors import DataError
 
 #: Columns of a cell record, in order. ``*_json`` columns hold JSON strings.
 RECORD_COLUMNS: tuple[str, ...] = (
@@ -72,10 +94,23 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
 )
 
 
-def atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
-    """Write ``df`` to ``path`` through a temporary file and an atomic rename."""
+#: key of chexbench's entry in a record's / predictions file's Parquet key-value metadata
+PAIR_KEY = b"chexbench.pair"
+
+
+def atomic_write_parquet(df: pd.DataFrame, path: Path, metadata: dict[str, Any] | None = None) -> None:
+    """Write ``df`` to ``path`` through a temporary file and an atomic rename.
+
+    ``metadata`` (JSON-able) goes into the footer under :data:`PAIR_KEY`; pages carry CRC checksums.
+    """
+    if metadata is None:
+        with atomic_path(path) as tmp:
+            df.to_parquet(tmp, index=False)
+        return
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), PAIR_KEY: json.dumps(metadata).encode()})
     with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp, write_page_checksum=True)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -91,15 +126,41 @@ def atomic_write_text(text: str, path: Path) -> None:
         Path(tmp).write_text(text)
 
 
+class DamagedResultError(DataError):
+    """A stored record or predictions file cannot be read (it has been moved to quarantine)."""
+
+
+@dataclass
+class CellCheck:
+    """What :meth:`ResultStore.check` found for one cell."""
+
+    state: str  # "pending" | "ok" | "failed" | "damaged" | "running" (damaged-looking, claimed by a live worker)
+    problems: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason) when damaged
+    record: pd.DataFrame | None = None  # the record's one row, when it reads back
+
+
+def _report_to_stderr(message: str) -> None:
+    sys.stderr.write(f"chexbench: {message}\n")
+
+
 class ResultStore:
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, report: Callable[[str], None] | None = None):
         self.root = Path(root)
+        self.report = report or _report_to_stderr  # told once about every file moved to quarantine
+        self.quarantined: list[tuple[Path, Path, str]] = []  # (file, moved to, reason) in this process
+        self._claims: dict[str, FileLock] = {}
 
     def record_path(self, cell_id: str) -> Path:
         return self.root / "records" / f"{cell_id}.parquet"
 
     def predictions_path(self, cell_id: str) -> Path:
         return self.root / "predictions" / f"{cell_id}.parquet"
+
+    def claim(self, cell_id: str) -> FileLock:
+        """The cell's claim (one instance per cell and store, re-entrant); not acquired here."""
+        if cell_id not in self._claims:
+            self._claims[cell_id] = FileLock(self.root / "claims" / f"{cell_id}.lock")
+        return self._claims[cell_id]
 
     # -- writing --------------------------------------------------------------------------
     def write(self, record: dict[str, Any], predictions: pd.DataFrame | None) -> None:
@@ -114,41 +175,130 @@ class ResultStore:
         record = {c: record[c] for c in RECORD_COLUMNS}
         record["schema_version"] = RESULTS_SCHEMA_VERSION
         cell_id = record["cell_id"]
+        pair: dict[str, Any] = {"cell_id": cell_id, "write_id": uuid.uuid4().hex, "rows": None, "labels": None}
         if predictions is not None:
             missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
             if missing:
                 raise ValueError(f"predictions lack columns: {missing}")
-            atomic_write_parquet(predictions[list(PREDICTION_COLUMNS)].reset_index(drop=True), self.predictions_path(cell_id))
-        atomic_write_parquet(pd.DataFrame([record]), self.record_path(cell_id))
+            pair.update(rows=len(predictions), labels=sorted(map(str, predictions["label"].unique())))
+            atomic_write_parquet(
+                predictions[list(PREDICTION_COLUMNS)].reset_index(drop=True), self.predictions_path(cell_id), metadata=pair
+            )
+        atomic_write_parquet(pd.DataFrame([record]), self.record_path(cell_id), metadata=pair)
+
+    # -- checking -------------------------------------------------------------------------
+    def check(self, cell_id: str) -> CellCheck:
+        """Read-only: is the cell pending, ok, failed, or damaged? (record read; predictions' footer only)"""
+        rec_path, pred_path = self.record_path(cell_id), self.predictions_path(cell_id)
+        if not rec_path.exists():
+            return CellCheck("pending")
+        try:
+            table = pq.read_table(rec_path)
+            record = table.to_pandas()
+        except Exception as e:  # noqa: BLE001 - any reader error means the file is damaged
+            return CellCheck("damaged", [(rec_path, _reason(e))])
+        problem = _record_problem(record, cell_id)
+        if problem:
+            return CellCheck("damaged", [(rec_path, problem)])
+        if str(record["status"].iloc[0]) != "ok":
+            return CellCheck("failed", record=record)
+        if not pred_path.exists():
+            return CellCheck("damaged", [(rec_path, "status ok but its predictions file is missing")])
+        try:
+            footer = pq.read_metadata(pred_path)
+        except Exception as e:  # noqa: BLE001
+            return CellCheck("damaged", [(pred_path, _reason(e)), (rec_path, "its predictions file is damaged")])
+        problem = _pair_problem(table.schema.metadata, footer, cell_id, _eval_labels(record))
+        if problem:
+            return CellCheck("damaged", [(pred_path, problem), (rec_path, "does not match its predictions file")])
+        return CellCheck("ok", record=record)
+
+    def verify(self, cell_id: str) -> CellCheck:
+        """:meth:`check`, moving a damaged cell's files to quarantine (then it is pending).
+
+        A damaged-looking cell that a live worker has claimed is being written right now: it
+        is left alone and reported as ``running``.
+        """
+        found = self.check(cell_id)
+        if found.state != "damaged":
+            return found
+        claim = self.claim(cell_id)
+        if not claim.try_acquire():
+            return CellCheck("running", found.problems)
+        try:
+            found = self.check(cell_id)  # again, now that nobody can be writing it
+            if found.state != "damaged":
+                return found
+            for path, reason in found.problems:
+                self._quarantine(path, reason)
+            return CellCheck("pending", found.problems)
+        finally:
+            claim.release()
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        """Move ``path`` to ``quarantine/<records|predictions>/`` under a free name; log and report it."""
+        if not path.exists():
+            return
+        folder = self.root / "quarantine" / path.parent.name
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in range(10_000):
+            target = folder / (path.name if n == 0 else f"{path.stem}.{n}{path.suffix}")
+            try:
+                os.link(path, target)  # never replaces an earlier quarantined file
+            except FileExistsError:
+                continue
+            except OSError as e:  # e.g. a read-only folder that is not ours
+                self.report(f"damaged {path} ({reason}); could not move it to quarantine: {e.strerror or e}")
+                return
+            path.unlink()
+            break
+        else:
+            raise DataError(f"{folder}: no free name to quarantine {path.name}")
+        entry = {"file": str(path.relative_to(self.root)), "moved_to": str(target.relative_to(self.root)), "reason": reason,
+                 "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+        with open(self.root / "quarantine" / "log.jsonl", "a") as log:
+            log.write(json.dumps(entry) + "\n")
+        self.quarantined.append((path, target, reason))
+        self.report(f"damaged {path} ({reason}): moved to {target}; its cell will be recomputed by the next run")
 
     # -- reading --------------------------------------------------------------------------
     def has(self, cell_id: str) -> bool:
-        """True if the cell finished successfully (failed cells are retried on rerun)."""
-        path = self.record_path(cell_id)
-        if not path.exists():
-            return False
-        rec = pd.read_parquet(path, columns=["status"])
-        return bool((rec["status"] == "ok").all())
+        """True if the cell finished successfully and its files agree (failed and damaged cells are rerun)."""
+        return self.verify(cell_id).state == "ok"
 
     def status_of(self, cell_id: str) -> str:
-        path = self.record_path(cell_id)
-        if not path.exists():
-            return "pending"
-        return str(pd.read_parquet(path, columns=["status"])["status"].iloc[0])
+        """pending | ok | failed | running (a damaged cell is quarantined and then pending)."""
+        return self.verify(cell_id).state
 
     def cell_ids(self) -> list[str]:
         d = self.root / "records"
         return sorted(p.stem for p in d.glob("*.parquet")) if d.exists() else []
 
     def records(self, cell_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """Records of the ok and failed cells (damaged ones are quarantined and left out)."""
         ids = list(cell_ids) if cell_ids is not None else self.cell_ids()
-        frames = [pd.read_parquet(self.record_path(i)) for i in ids if self.record_path(i).exists()]
+        frames = [c.record for c in map(self.verify, ids) if c.state in ("ok", "failed") and c.record is not None]
         if not frames:
             return pd.DataFrame(columns=list(RECORD_COLUMNS))
         return pd.concat(frames, ignore_index=True)
 
     def predictions(self, cell_id: str) -> pd.DataFrame:
-        return pd.read_parquet(self.predictions_path(cell_id))
+        """The cell's predictions (full read, page checksums verified); a damaged file is quarantined."""
+        path = self.predictions_path(cell_id)
+        try:
+            return pq.read_table(path, page_checksum_verification=True).to_pandas()
+        except FileNotFoundError:
+            raise DataError(f"{path}: no predictions stored for cell {cell_id}") from None
+        except Exception as e:  # noqa: BLE001
+            reason = _reason(e)
+            claim = self.claim(cell_id)
+            if claim.try_acquire():
+                try:
+                    self._quarantine(path, reason)
+                    self._quarantine(self.record_path(cell_id), "its predictions file is damaged")
+                finally:
+                    claim.release()
+            raise DamagedResultError(f"{path}: damaged ({reason}); moved to quarantine, rerun `chexbench run` to recompute") from None
 
     def remove(self, cell_id: str) -> None:
         self.record_path(cell_id).unlink(missing_ok=True)
@@ -159,6 +309,60 @@ def record_configuration_hash(config_json: str) -> str:
     """The configuration hash of a stored record, from its ``config_json`` (records written
     before the ``configuration_hash`` column existed get theirs this way)."""
     return configuration_hash(json.loads(config_json))
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"unreadable: {type(e).__name__}: {text}"[:300]
+
+
+def _record_problem(record: pd.DataFrame, cell_id: str) -> str:
+    missing = [c for c in ("cell_id", "status", "eval_labels_json") if c not in record.columns]
+    if missing:
+        return f"lacks columns {missing}"
+    if len(record) != 1:
+        return f"holds {len(record)} rows, not one"
+    if str(record["cell_id"].iloc[0]) != cell_id:
+        return f"holds cell {record['cell_id'].iloc[0]!r}, not {cell_id!r}"
+    return ""
+
+
+def _eval_labels(record: pd.DataFrame) -> list[str]:
+    try:
+        return [str(x) for x in json.loads(str(record["eval_labels_json"].iloc[0]))]
+    except (json.JSONDecodeError, TypeError):
+        return []
+
+
+def _pair(metadata: dict[bytes, bytes] | None) -> dict[str, Any] | None:
+    try:
+        return json.loads((metadata or {})[PAIR_KEY])
+    except (KeyError, json.JSONDecodeError, TypeError):
+        return None
+
+
+def _pair_problem(record_meta: dict[bytes, bytes] | None, footer: pq.FileMetaData, cell_id: str, eval_labels: list[str]) -> str:
+    """Why a predictions file's footer does not belong to its record ("" if it does)."""
+    columns = set(footer.schema.names)
+    if missing := [c for c in PREDICTION_COLUMNS if c not in columns]:
+        return f"lacks columns {missing}"
+    if footer.num_rows == 0:
+        return "holds no rows"
+    theirs, ours = _pair(footer.metadata), _pair(record_meta)
+    if ours is None:  # written before records and predictions were paired: the footer is all we can check
+        return ""
+    if theirs is None:
+        return "carries no pairing metadata (not written with its record)"
+    if theirs.get("cell_id") != cell_id:
+        return f"belongs to cell {theirs.get('cell_id')!r}, not {cell_id!r}"
+    if theirs.get("write_id") != ours.get("write_id"):
+        return "comes from another write than its record (write ids differ)"
+    if footer.num_rows != ours.get("rows") or theirs.get("rows") != footer.num_rows:
+        return f"holds {footer.num_rows} rows, its record says {ours.get('rows')}"
+    labels = set(theirs.get("labels") or [])
+    if labels != set(ours.get("labels") or []) or not set(eval_labels) <= labels:
+        return f"labels {sorted(labels)} do not cover the record's {eval_labels}"
+    return ""
 
 
 def decode_json_columns(records: pd.DataFrame) -> list[dict[str, Any]]:

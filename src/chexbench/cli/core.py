@@ -298,6 +298,8 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
                 progress.console.print(f"  [red]failed[/] {cell.cell_id} {cell.label()}: {escape(outcome.reason)}")
             elif outcome.status == "skipped":
                 progress.console.print(f"  [yellow]skipped[/] {cell.cell_id} {cell.label()}: {escape(outcome.reason)}")
+            elif outcome.status == "elsewhere":
+                progress.console.print(f"  [cyan]stored by another worker[/] {cell.cell_id} {cell.label()}")
 
         summary = run_grid(g, results, ctx, cells=planned, overwrite=overwrite, on_cell_start=on_start, on_cell_end=on_end)
     before = summary.count("done-before")
@@ -306,7 +308,7 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
         out.print(f"nothing to train: all {before} runnable cells already finished in {results}")
     out.print(
         f"[bold]done[/]: {summary.count('ok')} ok, {summary.count('failed')} failed, "
-        f"{before} finished before, {summary.count('skipped')} skipped → {results}"
+        f"{before} finished before, {summary.count('elsewhere')} by other workers, {summary.count('skipped')} skipped → {results}"
     )
     if summary.count("failed"):
         sys.exit(1)
@@ -327,7 +329,7 @@ def status(
 
     if pending and not grid:
         raise ConfigError("--pending needs --grid: a pending cell is a cell of a grid that has no record yet")
-    store = ResultStore(results)
+    store = ResultStore(results, report=lambda message: console.print(f"[red]{escape(message)}[/]", soft_wrap=True))  # damaged: told once
     planned = load_grid(grid).cells(parse_only(only)) if grid else None
     cells = cell_statuses(store, planned, grid_name=load_grid(grid).name if grid else None)
     table = Table(title=f"results in {results}", title_justify="left")
@@ -352,6 +354,9 @@ def status(
             cell_table.add_row(c.cell_id, f"[{colors[c.status]}]{c.status}[/]", c.strategy, c.backbone, c.dataset, c.protocol,
                                f"{c.label_fraction:g}", str(c.seed), escape(c.reason))
         console.print(cell_table)
+    quarantined = [p for p in (results / "quarantine").rglob("*.parquet")] if (results / "quarantine").is_dir() else []
+    if quarantined:
+        console.print(f"  [red]{len(quarantined)} damaged file(s)[/] kept in {results / 'quarantine'} (reasons in log.jsonl)")
     from chexbench.cli.submit import print_jobs
 
     print_jobs(results)  # the latest `chexbench submit` jobs of this results directory, if any
