@@ -1,4 +1,7 @@
+import importlib.util
+import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -75,3 +78,137 @@ def test_record_schema_is_enforced(tmp_path):
     with pytest.raises(ValueError, match="macro_auroc"):
         ResultStore(tmp_path).write(rec, None)
     assert not (tmp_path / "records").exists() or not list((tmp_path / "records").iterdir())
+
+
+# -- damaged files: reported once, quarantined (never deleted), cell pending again ------------
+def _truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _stored(tmp_path, seeds=(0, 1)):
+    messages: list[str] = []
+    store = ResultStore(tmp_path, report=messages.append)
+    ids = []
+    for s in seeds:
+        cell, rec = _record(s)
+        store.write(rec, _preds())
+        ids.append(cell.cell_id)
+    return store, ids, messages
+
+
+@pytest.mark.parametrize("which", ["record", "predictions"])
+def test_a_truncated_file_is_reported_once_quarantined_and_its_cell_pending(tmp_path, which):
+    store, (bad, good), messages = _stored(tmp_path)
+    victim = store.record_path(bad) if which == "record" else store.predictions_path(bad)
+    original = victim.read_bytes()
+    _truncate(victim)
+    assert store.check(bad).state == "damaged"
+    recs = store.records()  # readers go on with the rest
+    assert list(recs["cell_id"]) == [good]
+    assert not store.has(bad) and store.status_of(bad) == "pending"
+    assert len(messages) == (1 if which == "record" else 2) and str(victim) in messages[0] and "quarantine" in messages[0]
+    moved = tmp_path / "quarantine" / victim.parent.name / victim.name
+    assert moved.read_bytes() == original[: len(original) // 2]  # kept, byte for byte
+    log = [json.loads(line) for line in (tmp_path / "quarantine" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["file"] == f"{victim.parent.name}/{victim.name}" and "unreadable" in log[0]["reason"]
+    store.records()
+    assert len(messages) == (1 if which == "record" else 2)  # reported once
+    assert store.has(good)
+
+
+def test_quarantine_never_overwrites_an_earlier_quarantined_file(tmp_path):
+    store, (bad, _), messages = _stored(tmp_path)
+    for _ in range(3):
+        _, rec = _record(0)
+        store.write(rec, _preds())
+        _truncate(store.record_path(bad))
+        assert store.status_of(bad) == "pending"
+    names = sorted(p.name for p in (tmp_path / "quarantine" / "records").iterdir())
+    assert names == [f"{bad}.1.parquet", f"{bad}.2.parquet", f"{bad}.parquet"]
+    assert len(messages) == 3
+
+
+def test_predictions_that_do_not_belong_to_their_record_are_damaged(tmp_path):
+    store, (a, b), messages = _stored(tmp_path)
+    # another write of the same cell left its predictions; the record is from the first write
+    first_preds = store.predictions_path(a).read_bytes()
+    _, rec = _record(0)
+    store.write(rec, _preds(8))
+    store.predictions_path(a).write_bytes(first_preds)
+    assert store.check(a).state == "damaged" and "write" in store.check(a).problems[0][1]
+    # cell b's predictions copied under cell a's name
+    store.write(rec, _preds(8))
+    store.predictions_path(a).write_bytes(store.predictions_path(b).read_bytes())
+    found = store.check(a)
+    assert found.state == "damaged" and b in found.problems[0][1]
+    assert not store.has(a) and store.has(b)
+    assert {p.parent.name for p in (tmp_path / "quarantine").rglob("*.parquet")} == {"records", "predictions"}
+
+
+def test_an_ok_record_without_predictions_is_damaged(tmp_path):
+    store, (a, _), _ = _stored(tmp_path)
+    store.predictions_path(a).unlink()
+    assert store.check(a).state == "damaged"
+    assert not store.has(a)
+
+
+def test_a_damaged_looking_cell_claimed_by_a_live_worker_is_left_alone(tmp_path):
+    store, (a, _), messages = _stored(tmp_path)
+    _truncate(store.predictions_path(a))  # as if another worker were rewriting it right now
+    other = ResultStore(tmp_path).claim(a)
+    assert other.try_acquire()
+    try:
+        assert store.status_of(a) == "running"
+        assert store.predictions_path(a).exists() and messages == []
+    finally:
+        other.release()
+    assert store.status_of(a) == "pending" and len(messages) == 2
+
+
+def test_full_read_of_damaged_predictions_is_one_error_naming_the_file(tmp_path):
+    from chexbench.bench.store import DamagedResultError
+
+    store, (a, _), _ = _stored(tmp_path)
+    path = store.predictions_path(a)
+    data = bytearray(path.read_bytes())
+    data[100:140] = b"\xff" * 40  # a data page damaged, the footer intact
+    path.write_bytes(bytes(data))
+    assert store.check(a).state == "ok"  # the footer-level check cannot see it; the full read must
+    with pytest.raises(DamagedResultError, match=a):
+        store.predictions(a)
+    assert not path.exists() and not store.has(a)
+
+
+def test_records_written_before_pairing_still_count(tmp_path):
+    store = ResultStore(tmp_path)
+    cell, rec = _record()
+    store.write(rec, _preds())
+    for path in (store.record_path(cell.cell_id), store.predictions_path(cell.cell_id)):
+        pd.read_parquet(path).to_parquet(path, index=False)  # as the previous version wrote them
+    assert store.has(cell.cell_id)
+    _truncate(store.predictions_path(cell.cell_id))
+    assert not store.has(cell.cell_id)
+
+
+def test_status_and_report_go_on_past_damaged_files(tmp_path):
+    from typer.testing import CliRunner
+
+    from chexbench.cli import app
+
+    spec = importlib.util.spec_from_file_location("synthetic_store", Path(__file__).parents[1] / "reports" / "synthetic_store.py")
+    synthetic = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(synthetic)
+    synthetic.write_synthetic_results(tmp_path, seeds=(0, 1))
+    store = ResultStore(tmp_path)
+    ok = sorted(store.records().query("status == 'ok'")["cell_id"])
+    _truncate(store.record_path(ok[0]))
+    _truncate(store.predictions_path(ok[1]))
+    runner = CliRunner()
+    status = runner.invoke(app, ["status", "--results", str(tmp_path)], env={"COLUMNS": "250"})
+    assert status.exit_code == 0, status.output
+    assert "Traceback" not in status.output and status.output.count("moved to") == 3
+    assert "3 damaged file(s)" in status.output
+    report = runner.invoke(app, ["report", "--results", str(tmp_path), "--no-figures"], env={"COLUMNS": "250"})
+    assert report.exit_code == 0, report.output
+    assert ok[0] not in (tmp_path / "report.md").read_text()
