@@ -1,0 +1,98 @@
+"""Workers sharing one results folder split the cells; damaged files and a killed writer's
+leftovers are repaired by the next run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chexbench.bench.store import ResultStore
+from chexbench.config import load_grid
+
+pytestmark = pytest.mark.slow
+
+GRID_TOML = """
+name = "tiny-workers"
+[axes]
+strategy = ["scratch"]
+backbone = ["resnet_tiny"]
+dataset = ["phantom-chexpert"]
+protocol = ["finetune"]
+seed = [0, 1, 2, 3]
+[settings]
+image_size = 32
+epochs = 1
+batch_size = 16
+max_train_images = 48
+max_eval_images = 48
+[dataset.phantom-chexpert]
+patients = 120
+size = 64
+"""
+
+
+@pytest.fixture()
+def grid_file(tmp_path) -> Path:
+    path = tmp_path / "tiny-workers.toml"
+    path.write_text(GRID_TOML)
+    return path
+
+
+def _run_cmd(grid_file: Path, results: Path) -> list[str]:
+    return [sys.executable, "-m", "chexbench", "run", "--grid", str(grid_file), "--results", str(results), "--device", "cpu"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+
+
+def _trained(output: str) -> list[str]:
+    """Cell ids this worker trained and stored (its "ok <cell>" lines)."""
+    return [line.split()[1] for line in output.splitlines() if line.strip().startswith("ok ")]
+
+
+def test_two_workers_on_one_folder_train_each_cell_once(tmp_path, cache, grid_file):
+    results = tmp_path / "results"
+    procs = [
+        subprocess.Popen(_run_cmd(grid_file, results), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=900)[0].decode() for p in procs]
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+    runnable = sorted(p.cell.cell_id for p in load_grid(str(grid_file)).cells() if p.status == "run")
+    trained = sorted(_trained(outputs[0]) + _trained(outputs[1]))
+    assert trained == runnable, outputs  # each cell trained by exactly one worker
+    store = ResultStore(results)
+    assert all(store.check(c).state == "ok" for c in runnable)  # record and predictions of one write
+    assert not list((results / "claims").glob("*.lock"))  # every claim released
+
+
+def test_a_rerun_recomputes_damaged_cells_and_cleans_a_killed_writers_temporaries(tmp_path, cache, grid_file):
+    results = tmp_path / "results"
+    first = subprocess.run(_run_cmd(grid_file, results), env=_env(), capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:]
+    store = ResultStore(results)
+    ids = store.cell_ids()
+    bad_record, bad_predictions = store.record_path(ids[0]), store.predictions_path(ids[1])
+    for path in (bad_record, bad_predictions):
+        path.write_bytes(path.read_bytes()[:200])
+    code = (
+        "import os; from chexbench.atomic import atomic_path\n"
+        f"tmp = atomic_path({str(store.record_path(ids[2]))!r}).__enter__(); open(tmp, 'w').write('half'); os._exit(9)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=False)
+    assert len(list((results / "records").glob(".*.tmp"))) == 1
+
+    again = subprocess.run(_run_cmd(grid_file, results), env=_env(), capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "Traceback" not in again.stdout + again.stderr
+    assert sorted(_trained(again.stdout)) == sorted(ids[:2])  # only the damaged cells are recomputed
+    assert again.stderr.count("moved to") == 3  # the truncated record, the truncated predictions and their record
+    assert all(store.check(c).state == "ok" for c in ids)
+    assert not list(results.rglob(".*.tmp"))
+    assert len(list((results / "quarantine").rglob("*.parquet"))) == 3
