@@ -25,7 +25,7 @@ DEFAULT_NORMALIZE: tuple[float, float] = (0.5, 0.25)
 
 
 class DivergedError(RuntimeError):
-    """The loss became NaN or infinite; the cell is recorded as failed with this message."""
+    """The loss, or the model's outputs, became NaN or infinite; the cell is recorded as failed with this message."""
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
@@ -130,6 +130,18 @@ def masked_bce_share(logits: torch.Tensor, y_local: torch.Tensor, y_global: torc
 def check_finite(loss: torch.Tensor, where: str) -> None:
     if not torch.isfinite(loss).all():
         raise DivergedError(f"loss became {loss.item()} at {where}")
+
+
+def check_finite_outputs(values: np.ndarray | torch.Tensor, what: str, where: str) -> None:
+    """Raise :class:`DivergedError` if any model output in ``values`` is NaN or infinite.
+
+    A model whose weights blew up (a learning rate far too high) can keep a finite loss for a
+    while, or its outputs can overflow first; scoring them would fail later, far from the cause
+    (scikit-learn's "Input contains NaN"), so the protocols check what they evaluate.
+    """
+    bad = ~np.isfinite(values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values))
+    if bad.any():
+        raise DivergedError(f"{what} became non-finite ({int(bad.sum())} of {bad.size} values) at {where}")
 
 
 def autocast(device: torch.device, enabled: bool = True, dtype: torch.dtype | None = None):

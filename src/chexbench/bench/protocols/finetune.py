@@ -134,8 +134,9 @@ class Finetune(Protocol):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_seconds += time.perf_counter() - t0
-            T.check_finite(loss_sum, f"epoch {epoch}")
+            T.check_finite(loss_sum, f"epoch {epoch} step {step}")
             val_scores = T.predict_probs(model, data.valid.images, s.eval_batch_size, device, normalize, s.amp, fast)
+            T.check_finite_outputs(val_scores, "validation outputs", f"epoch {epoch} step {step}")
             val_auroc = macro_auroc(data.valid.targets, val_scores, data.labels, eval_labels)
             train_loss = float(loss_sum.item() / max(n_steps, 1))
             history.append({"epoch": epoch, "train_loss": train_loss, "val_macro_auroc": val_auroc})
@@ -149,6 +150,7 @@ class Finetune(Protocol):
         t1 = time.perf_counter()
         valid_scores = T.predict_probs(model, data.valid.images, s.eval_batch_size, device, normalize, s.amp, fast)
         test_scores = T.predict_probs(model, data.test.images, s.eval_batch_size, device, normalize, s.amp, fast)
+        T.check_finite_outputs(test_scores, "test outputs of the selected model", f"epoch {best_epoch}")
         eval_seconds = time.perf_counter() - t1
         extra = {**finish_cell(model, data, cell, ctx, opts, normalize), "head_notes": head_notes}
         return ProtocolResult(

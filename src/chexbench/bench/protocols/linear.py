@@ -164,6 +164,8 @@ class Linear(Protocol):
             for name in ("train", "valid", "test")
         }
         extract_seconds = time.perf_counter() - t0
+        for name, f in feats.items():
+            T.check_finite_outputs(f, f"{name} features of the frozen backbone", "feature extraction (before the probe's first step)")
         mean = feats["train"].mean(0, keepdim=True)
         std = feats["train"].std(0, keepdim=True).clamp(min=1e-6) if n_train > 1 else torch.ones_like(mean)
         feats = {k: ((v - mean) / std).to(device) for k, v in feats.items()}
@@ -198,7 +200,7 @@ class Linear(Protocol):
                 for idx in T.batches(n_train, s.batch_size, gen):
                     idx_t = torch.as_tensor(idx, device=device)
                     per_head = heads.loss(feats["train"][idx_t], targets[idx_t])  # (G,)
-                    T.check_finite(per_head.sum(), f"linear probe epoch {epoch}")
+                    T.check_finite(per_head.sum(), f"linear probe epoch {epoch} step {step}")
                     per_head.sum().backward()  # heads are independent: each gets its own gradient
                     heads.step(lr_factor(step))
                     step += 1
@@ -207,6 +209,10 @@ class Linear(Protocol):
                 train_loss[epoch] = np.mean(losses, axis=0)
                 with torch.no_grad():
                     val_probs = torch.sigmoid(heads(feats["valid"])).cpu().numpy()  # (G, N_valid, L)
+                for g in np.flatnonzero(~np.isfinite(val_probs).all(axis=(1, 2))):  # the first head that blew up
+                    lr, l2 = grid[g]
+                    T.check_finite_outputs(val_probs[g], f"validation outputs of the probe head lr={lr:g}, l2={l2:g}",
+                                           f"linear probe epoch {epoch} step {step}")
                 val_auroc[epoch] = macro_auroc_per_head(data.valid.targets, val_probs, eval_cols)
                 for g in np.flatnonzero(np.nan_to_num(val_auroc[epoch], nan=-1.0) > best_score):  # strictly better: ties keep the earlier epoch
                     best_score[g] = np.nan_to_num(val_auroc[epoch, g], nan=-1.0)
