@@ -250,8 +250,9 @@ def run_grid(
         planned = shard_cells(planned, shard)
     preflight(planned)
     results_dir.mkdir(parents=True, exist_ok=True)
-    if D.is_main():
-        clean_stale_temporaries(results_dir)  # leftovers of writers killed mid-write
+    if D.is_main():  # leftovers of writers killed mid-write (a killed pretraining checkpoint can be large)
+        for folder in (results_dir, ctx.pretrain_dir, ctx.cache_dir / "cells"):
+            clean_stale_temporaries(folder)
     summary = RunSummary()
     runtime_skips: dict[str, str] = {}
     for p in planned:
