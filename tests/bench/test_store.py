@@ -212,3 +212,21 @@ def test_status_and_report_go_on_past_damaged_files(tmp_path):
     report = runner.invoke(app, ["report", "--results", str(tmp_path), "--no-figures"], env={"COLUMNS": "250"})
     assert report.exit_code == 0, report.output
     assert ok[0] not in (tmp_path / "report.md").read_text()
+
+
+def test_quarantine_works_on_a_filesystem_without_hard_links(tmp_path, monkeypatch):
+    import errno
+
+    from chexbench.bench import store as store_module
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(store_module.os, "link", no_links)
+    store, (bad, _), messages = _stored(tmp_path)
+    for _ in range(2):
+        _, rec = _record(0)
+        store.write(rec, _preds())
+        _truncate(store.record_path(bad))
+        assert store.status_of(bad) == "pending"
+    assert sorted(p.name for p in (tmp_path / "quarantine" / "records").iterdir()) == [f"{bad}.1.parquet", f"{bad}.parquet"]

@@ -28,6 +28,7 @@ another live worker has claimed are never judged damaged or moved.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 import sys
@@ -244,13 +245,12 @@ class ResultStore:
         for n in range(10_000):
             target = folder / (path.name if n == 0 else f"{path.stem}.{n}{path.suffix}")
             try:
-                os.link(path, target)  # never replaces an earlier quarantined file
+                _move_without_replacing(path, target)
             except FileExistsError:
                 continue
             except OSError as e:  # e.g. a read-only folder that is not ours
                 self.report(f"damaged {path} ({reason}); could not move it to quarantine: {e.strerror or e}")
                 return
-            path.unlink()
             break
         else:
             raise DataError(f"{folder}: no free name to quarantine {path.name}")
@@ -309,6 +309,22 @@ def record_configuration_hash(config_json: str) -> str:
     """The configuration hash of a stored record, from its ``config_json`` (records written
     before the ``configuration_hash`` column existed get theirs this way)."""
     return configuration_hash(json.loads(config_json))
+
+
+def _move_without_replacing(path: Path, target: Path) -> None:
+    """Move ``path`` to ``target``; FileExistsError if ``target`` exists (a rename would replace it)."""
+    try:
+        os.link(path, target)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        if target.exists():  # a filesystem without hard links: check, then rename
+            raise FileExistsError(target) from None
+        os.rename(path, target)
+        return
+    path.unlink()
 
 
 def _reason(e: BaseException) -> str:
