@@ -230,3 +230,14 @@ def test_quarantine_works_on_a_filesystem_without_hard_links(tmp_path, monkeypat
         _truncate(store.record_path(bad))
         assert store.status_of(bad) == "pending"
     assert sorted(p.name for p in (tmp_path / "quarantine" / "records").iterdir()) == [f"{bad}.1.parquet", f"{bad}.parquet"]
+
+
+def test_a_damaged_file_that_cannot_be_moved_is_reported_once_and_left_out(tmp_path):
+    store, (bad, good), messages = _stored(tmp_path)
+    _truncate(store.record_path(bad))
+    (tmp_path / "claims").write_text("")  # as in a folder we may not write to: no claim, no quarantine
+    (tmp_path / "quarantine").write_text("")
+    assert list(store.records()["cell_id"]) == [good]
+    assert store.status_of(bad) == "damaged" and not store.has(bad)
+    assert len(messages) == 1 and "could not move" in messages[0] and str(store.record_path(bad)) in messages[0]
+    assert store.record_path(bad).exists()

@@ -150,6 +150,7 @@ class ResultStore:
         self.report = report or _report_to_stderr  # told once about every file moved to quarantine
         self.quarantined: list[tuple[Path, Path, str]] = []  # (file, moved to, reason) in this process
         self._claims: dict[str, FileLock] = {}
+        self._unmovable: set[Path] = set()  # damaged files already reported as impossible to move
 
     def record_path(self, cell_id: str) -> Path:
         return self.root / "records" / f"{cell_id}.parquet"
@@ -224,7 +225,13 @@ class ResultStore:
         if found.state != "damaged":
             return found
         claim = self.claim(cell_id)
-        if not claim.try_acquire():
+        try:
+            claimed = claim.try_acquire()
+        except OSError as e:  # a folder we may not write to: report, move nothing
+            for path, reason in found.problems:
+                self._report_unmovable(path, reason, e)
+            return found
+        if not claimed:
             return CellCheck("running", found.problems)
         try:
             found = self.check(cell_id)  # again, now that nobody can be writing it
@@ -241,25 +248,31 @@ class ResultStore:
         if not path.exists():
             return
         folder = self.root / "quarantine" / path.parent.name
-        folder.mkdir(parents=True, exist_ok=True)
-        for n in range(10_000):
-            target = folder / (path.name if n == 0 else f"{path.stem}.{n}{path.suffix}")
-            try:
-                _move_without_replacing(path, target)
-            except FileExistsError:
-                continue
-            except OSError as e:  # e.g. a read-only folder that is not ours
-                self.report(f"damaged {path} ({reason}); could not move it to quarantine: {e.strerror or e}")
-                return
-            break
-        else:
-            raise DataError(f"{folder}: no free name to quarantine {path.name}")
-        entry = {"file": str(path.relative_to(self.root)), "moved_to": str(target.relative_to(self.root)), "reason": reason,
-                 "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
-        with open(self.root / "quarantine" / "log.jsonl", "a") as log:
-            log.write(json.dumps(entry) + "\n")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for n in range(10_000):
+                target = folder / (path.name if n == 0 else f"{path.stem}.{n}{path.suffix}")
+                try:
+                    _move_without_replacing(path, target)
+                except FileExistsError:
+                    continue
+                break
+            else:
+                raise DataError(f"{folder}: no free name to quarantine {path.name}")
+            entry = {"file": str(path.relative_to(self.root)), "moved_to": str(target.relative_to(self.root)),
+                     "reason": reason, "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+            with open(self.root / "quarantine" / "log.jsonl", "a") as log:
+                log.write(json.dumps(entry) + "\n")
+        except OSError as e:  # e.g. a read-only folder that is not ours: the cell stays damaged
+            self._report_unmovable(path, reason, e)
+            return
         self.quarantined.append((path, target, reason))
         self.report(f"damaged {path} ({reason}): moved to {target}; its cell will be recomputed by the next run")
+
+    def _report_unmovable(self, path: Path, reason: str, error: OSError) -> None:
+        if path not in self._unmovable:
+            self._unmovable.add(path)
+            self.report(f"damaged {path} ({reason}); could not move it to quarantine: {error.strerror or error}")
 
     # -- reading --------------------------------------------------------------------------
     def has(self, cell_id: str) -> bool:
@@ -267,7 +280,7 @@ class ResultStore:
         return self.verify(cell_id).state == "ok"
 
     def status_of(self, cell_id: str) -> str:
-        """pending | ok | failed | running (a damaged cell is quarantined and then pending)."""
+        """pending | ok | failed | running | damaged (a damaged cell is quarantined, then pending; damaged if it cannot be moved)."""
         return self.verify(cell_id).state
 
     def cell_ids(self) -> list[str]:
