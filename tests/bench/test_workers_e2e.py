@@ -3,7 +3,9 @@ leftovers are repaired by the next run."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -72,7 +74,7 @@ def test_two_workers_on_one_folder_train_each_cell_once(tmp_path, cache, grid_fi
     assert not list((results / "claims").glob("*.lock"))  # every claim released
 
 
-def test_a_rerun_recomputes_damaged_cells_and_cleans_a_killed_writers_temporaries(tmp_path, cache, grid_file):
+def test_a_rerun_recomputes_damaged_cells_takes_over_dead_claims_and_cleans_temporaries(tmp_path, cache, grid_file):
     results = tmp_path / "results"
     first = subprocess.run(_run_cmd(grid_file, results), env=_env(), capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:]
@@ -87,6 +89,12 @@ def test_a_rerun_recomputes_damaged_cells_and_cleans_a_killed_writers_temporarie
     )
     subprocess.run([sys.executable, "-c", code], check=False)
     assert len(list((results / "records").glob(".*.tmp"))) == 1
+    # the damaged cell's claim was left by a worker killed while holding it: taken over, not waited for
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (results / "claims").mkdir(exist_ok=True)
+    (results / "claims" / f"{ids[0]}.lock").write_text(
+        json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "token": "killed", "since": 0})
+    )
 
     again = subprocess.run(_run_cmd(grid_file, results), env=_env(), capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:]

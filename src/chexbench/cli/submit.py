@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +29,8 @@ from chexbench.errors import ConfigError
 JOBS_FILE = "jobs.json"
 #: a SLURM job id (``123``, array task ``123_4``) or a local executor's pid
 _JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
+#: seconds between looks at a job `submit --wait` waits for
+WAIT_POLL_S = 1.0
 
 
 def shard_command(grid: str, results: Path, shard: str, gpus: int, device: str, only: list[str]) -> list[str]:
@@ -236,11 +239,12 @@ def submit(
     if wait:
         failed = 0
         for s, j in zip(shards, submitted, strict=True):
-            try:
-                j.result()
-            except Exception as e:  # noqa: BLE001 - a failed job is reported, the others still awaited
+            while not j.done():  # submitit's look at the scheduler / result file: nothing unpickled
+                time.sleep(WAIT_POLL_S)
+            state = job_state(executor, str(j.paths.folder), str(j.job_id))
+            if state != "FINISHED":  # the job's own JSON state, as `chexbench status` reads it
                 failed += 1
-                console.print(f"  [red]shard {s} failed[/]: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+                console.print(f"  [red]shard {s} failed[/] ({state}); its output: {j.paths.stderr}")
         console.print(f"{len(submitted) - failed}/{len(submitted)} jobs finished")
         if failed:
             sys.exit(1)
