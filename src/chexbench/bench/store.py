@@ -189,13 +189,16 @@ class ResultStore:
         atomic_write_parquet(pd.DataFrame([record]), self.record_path(cell_id), metadata=pair)
 
     # -- checking -------------------------------------------------------------------------
-    def check(self, cell_id: str) -> CellCheck:
-        """Read-only: is the cell pending, ok, failed, or damaged? (record read; predictions' footer only)"""
+    def check(self, cell_id: str, full_record: bool = False) -> CellCheck:
+        """Read-only: is the cell pending, ok, failed, or damaged? (record read; predictions' footer only)
+
+        ``full_record``: read every record column (else only those the check needs).
+        """
         rec_path, pred_path = self.record_path(cell_id), self.predictions_path(cell_id)
         if not rec_path.exists():
             return CellCheck("pending")
         try:
-            table = pq.read_table(rec_path)
+            table = pq.read_table(rec_path, columns=None if full_record else list(_CHECKED_COLUMNS))
             record = table.to_pandas()
         except Exception as e:  # noqa: BLE001 - any reader error means the file is damaged
             return CellCheck("damaged", [(rec_path, _reason(e))])
@@ -215,13 +218,13 @@ class ResultStore:
             return CellCheck("damaged", [(pred_path, problem), (rec_path, "does not match its predictions file")])
         return CellCheck("ok", record=record)
 
-    def verify(self, cell_id: str) -> CellCheck:
+    def verify(self, cell_id: str, full_record: bool = False) -> CellCheck:
         """:meth:`check`, moving a damaged cell's files to quarantine (then it is pending).
 
         A damaged-looking cell that a live worker has claimed is being written right now: it
         is left alone and reported as ``running``.
         """
-        found = self.check(cell_id)
+        found = self.check(cell_id, full_record)
         if found.state != "damaged":
             return found
         claim = self.claim(cell_id)
@@ -234,7 +237,7 @@ class ResultStore:
         if not claimed:
             return CellCheck("running", found.problems)
         try:
-            found = self.check(cell_id)  # again, now that nobody can be writing it
+            found = self.check(cell_id, full_record)  # again, now that nobody can be writing it
             if found.state != "damaged":
                 return found
             for path, reason in found.problems:
@@ -290,7 +293,8 @@ class ResultStore:
     def records(self, cell_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """Records of the ok and failed cells (damaged ones are quarantined and left out)."""
         ids = list(cell_ids) if cell_ids is not None else self.cell_ids()
-        frames = [c.record for c in map(self.verify, ids) if c.state in ("ok", "failed") and c.record is not None]
+        checked = (self.verify(i, full_record=True) for i in ids)
+        frames = [c.record for c in checked if c.state in ("ok", "failed") and c.record is not None]
         if not frames:
             return pd.DataFrame(columns=list(RECORD_COLUMNS))
         return pd.concat(frames, ignore_index=True)
@@ -345,8 +349,12 @@ def _reason(e: BaseException) -> str:
     return f"unreadable: {type(e).__name__}: {text}"[:300]
 
 
+#: record columns :meth:`ResultStore.check` reads
+_CHECKED_COLUMNS = ("cell_id", "status", "eval_labels_json")
+
+
 def _record_problem(record: pd.DataFrame, cell_id: str) -> str:
-    missing = [c for c in ("cell_id", "status", "eval_labels_json") if c not in record.columns]
+    missing = [c for c in _CHECKED_COLUMNS if c not in record.columns]
     if missing:
         return f"lacks columns {missing}"
     if len(record) != 1:
