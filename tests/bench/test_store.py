@@ -241,3 +241,17 @@ def test_a_damaged_file_that_cannot_be_moved_is_reported_once_and_left_out(tmp_p
     assert store.status_of(bad) == "damaged" and not store.has(bad)
     assert len(messages) == 1 and "could not move" in messages[0] and str(store.record_path(bad)) in messages[0]
     assert store.record_path(bad).exists()
+
+
+def test_a_damaged_skipped_file_is_quarantined_and_rebuilt_by_the_next_plan(tmp_path):
+    from chexbench.bench.runner import write_skipped
+    from chexbench.config import PlannedCell
+
+    store, _, messages = _stored(tmp_path)
+    cell, _ = _record(5)
+    planned = [PlannedCell(cell, "skipped", "no weights here")]
+    write_skipped(store, planned)
+    _truncate(tmp_path / "skipped.parquet")
+    write_skipped(store, planned)
+    assert pd.read_parquet(tmp_path / "skipped.parquet")["cell_id"].tolist() == [cell.cell_id]
+    assert (tmp_path / "quarantine" / "skipped.parquet").exists() and len(messages) == 1

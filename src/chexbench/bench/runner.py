@@ -209,7 +209,9 @@ def write_skipped(store: ResultStore, planned: list[PlannedCell], runtime_skips:
 
 def _merge_skipped(store: ResultStore, planned: list[PlannedCell], runtime_skips: dict[str, str] | None) -> None:
     path = store.root / "skipped.parquet"
-    old = pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=list(SKIPPED_COLUMNS))
+    old = store.read_side_file(path)  # a damaged one is quarantined and rebuilt from this plan
+    if old is None:
+        old = pd.DataFrame(columns=list(SKIPPED_COLUMNS))
     runtime_skips = runtime_skips or {}
     planned_ids = {p.cell.cell_id for p in planned}
     rows = []

@@ -247,10 +247,10 @@ class ResultStore:
             claim.release()
 
     def _quarantine(self, path: Path, reason: str) -> None:
-        """Move ``path`` to ``quarantine/<records|predictions>/`` under a free name; log and report it."""
+        """Move ``path`` to ``quarantine/<its folder's name>/`` under a free name; log and report it."""
         if not path.exists():
             return
-        folder = self.root / "quarantine" / path.parent.name
+        folder = self.root / "quarantine" / path.parent.relative_to(self.root)  # records/, predictions/, or the top
         try:
             folder.mkdir(parents=True, exist_ok=True)
             for n in range(10_000):
@@ -271,6 +271,16 @@ class ResultStore:
             return
         self.quarantined.append((path, target, reason))
         self.report(f"damaged {path} ({reason}): moved to {target}; its cell will be recomputed by the next run")
+
+    def read_side_file(self, path: Path) -> pd.DataFrame | None:
+        """A Parquet file the store rebuilds (e.g. ``skipped.parquet``); None if missing or damaged (then quarantined)."""
+        if not path.exists():
+            return None
+        try:
+            return pq.read_table(path).to_pandas()
+        except Exception as e:  # noqa: BLE001
+            self._quarantine(path, _reason(e))
+            return None
 
     def _report_unmovable(self, path: Path, reason: str, error: OSError) -> None:
         if path not in self._unmovable:
