@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -42,7 +43,10 @@ def stored(tmp_path, monkeypatch):
         record = base_record(cell, torch.device("cpu"))
         record.update(status="ok", data_json=json.dumps({"protocol_extra": {"localization": {
             "pairs": 4, "pointing_hit_rate": 0.5, "random_hit_rate": 0.1, "deletion_auc": 0.2, "random_deletion_auc": 0.3}}}))
-        ResultStore(results).write(record, None)
+        predictions = pd.DataFrame({"image_id": ["i0"], "patient_id": ["p0"], "label": [LABELS[0]], "y_true": [1.0],
+                                    "y_score": [0.5], "split": ["test"]})  # an ok record always has its predictions
+        record.update(eval_labels_json=json.dumps(LABELS[:1]))
+        ResultStore(results).write(record, predictions)
         torch.manual_seed(0)
         model = build_classifier(cell, opts.get("head", "linear"), opts, len(LABELS))
         save_cell_model(model, cell, RunContext(torch.device("cpu"), results, tmp_path / "cache"), opts, LABELS, (0.5, 0.25))
