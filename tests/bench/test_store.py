@@ -204,6 +204,8 @@ def test_status_and_report_go_on_past_damaged_files(tmp_path):
     ok = sorted(store.records().query("status == 'ok'")["cell_id"])
     _truncate(store.record_path(ok[0]))
     _truncate(store.predictions_path(ok[1]))
+    pretrain_log = sorted((tmp_path / "pretrain").glob("*.parquet"))[0]
+    _truncate(pretrain_log)
     runner = CliRunner()
     status = runner.invoke(app, ["status", "--results", str(tmp_path)], env={"COLUMNS": "250"})
     assert status.exit_code == 0, status.output
@@ -212,6 +214,11 @@ def test_status_and_report_go_on_past_damaged_files(tmp_path):
     report = runner.invoke(app, ["report", "--results", str(tmp_path), "--no-figures"], env={"COLUMNS": "250"})
     assert report.exit_code == 0, report.output
     assert ok[0] not in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "quarantine" / "pretrain" / pretrain_log.name).exists()
+    _truncate(tmp_path / "skipped.parquet")
+    again = runner.invoke(app, ["report", "--results", str(tmp_path), "--no-figures"], env={"COLUMNS": "250"})
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "quarantine" / "skipped.parquet").exists()
 
 
 def test_quarantine_works_on_a_filesystem_without_hard_links(tmp_path, monkeypatch):

@@ -97,9 +97,9 @@ def _eval_labels(value: Any) -> list[str]:
 
 def read_skipped(root: Path) -> pd.DataFrame:
     path = root / "skipped.parquet"
-    if not path.exists():
+    df = ResultStore(root).read_side_file(path)  # a damaged one is quarantined (the next run rebuilds it)
+    if df is None:
         return pd.DataFrame(columns=list(SKIPPED_COLUMNS))
-    df = pd.read_parquet(path)
     missing = [c for c in SKIPPED_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
@@ -110,7 +110,9 @@ def read_pretrain(root: Path) -> pd.DataFrame:
     files = sorted((root / "pretrain").glob("*.parquet")) if (root / "pretrain").exists() else []
     frames = []
     for f in files:
-        df = pd.read_parquet(f)
+        df = ResultStore(root).read_side_file(f)  # a damaged log is quarantined, the report goes on without it
+        if df is None:
+            continue
         missing = [c for c in PRETRAIN_COLUMNS if c not in df.columns]
         if missing:
             raise DataError(f"{f}: missing column(s) {', '.join(missing)}")
