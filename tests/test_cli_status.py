@@ -39,8 +39,15 @@ def _grid_with_done_cells(tmp_path: Path, done: int, failed: int = 0) -> tuple[P
         rec = base_record(cell, torch.device("cpu"))
         rec["status"] = "ok" if i < done else "failed"
         rec["failure_reason"] = "" if i < done else "RuntimeError: loss became NaN at epoch 2 step 17 " + "x" * 120
-        store.write(rec, None)
+        store.write(rec, _one_prediction() if i < done else None)  # an ok record always has its predictions
     return grid, results, [c.cell_id for c in cells]
+
+
+def _one_prediction():
+    import pandas as pd
+
+    return pd.DataFrame({"image_id": ["i0"], "patient_id": ["p0"], "label": ["Edema"], "y_true": [1.0], "y_score": [0.5],
+                         "split": ["test"]})
 
 
 def test_plan_counts_only_the_cells_left_to_run(tmp_path, monkeypatch):
