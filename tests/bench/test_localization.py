@@ -11,13 +11,17 @@ from PIL import Image
 from torch import nn
 
 from chexbench.bench.localization import (
+    bootstrap_rate_interval,
     curve_auc,
     deletion_curve,
     evaluate_localization,
     load_split_boxes,
     map_box_to_cache,
     pointing_hit,
+    pointing_score,
     random_hit_probability,
+    resolve_tolerance,
+    standard_tolerance,
 )
 from chexbench.datasets.cache import decode_image
 from chexbench.datasets.celldata import CellData, SplitData
@@ -112,8 +116,8 @@ class BrightClassifier(nn.Module):
         return self.head(self.backbone(x))
 
 
-def test_evaluate_localization_on_files(tmp_path):
-    """Native-size images with a bright lesion, a phantom box sidecar, an index: Grad-CAM points into the box."""
+def _boxed_data(tmp_path):
+    """Native-size images with a bright lesion, a phantom box sidecar, an index (6 images, 5 positive)."""
     root, cache = tmp_path / "root", tmp_path / "cache"
     (root / "img").mkdir(parents=True)
     cache.mkdir()
@@ -136,7 +140,12 @@ def test_evaluate_localization_on_files(tmp_path):
     test = SplitData(np.stack(images), targets, np.array(ids), np.array(ids))
     data = CellData(["lesion", "other"], ["lesion"], test, test, test,
                     {"root": str(root), "cache_dir": str(cache), "image_size": 32})
+    return data, test
 
+
+def test_evaluate_localization_on_files(tmp_path):
+    """Grad-CAM of a brightness classifier points into the lesion boxes."""
+    data, test = _boxed_data(tmp_path)
     boxes = load_split_boxes(data)
     assert set(boxes) == {f"id{i}" for i in range(6)}
     lbl, (x0, y0, x1, y1) = boxes["id0"][0]
@@ -144,7 +153,12 @@ def test_evaluate_localization_on_files(tmp_path):
 
     result = evaluate_localization(BrightClassifier(), data, (0.0, 1.0), torch.device("cpu"), deletion_steps=4)
     assert result["method"] == "gradcam" and result["pairs"] == 5 and result["images"] == 5
-    assert result["pointing_hit_rate"] == 1.0
+    assert result["pointing_hit_rate"] == 1.0 and result["flat_maps"] == 0
+    assert result["pointing_ci"] == [1.0, 1.0] and result["interval"]["unit"] == "patient"
+    assert result["tolerant"]["tolerance_px"] == pytest.approx(15 * 32 / 224)
+    assert result["tolerant"]["pointing_hit_rate"] == 1.0
+    assert result["tolerant"]["random_hit_rate"] > result["random_hit_rate"]
+    assert set(result["per_label"]["lesion"]) >= {"pairs", "pointing_hit_rate", "random_hit_rate", "pointing_ci", "flat_maps", "tolerant"}
     lesion_boxes = [[b for lbl, b in boxes[f"id{i}"] if lbl == "lesion"] for i in range(5)]
     assert result["random_hit_rate"] == pytest.approx(np.mean([random_hit_probability(b, 32, 32) for b in lesion_boxes]))
     assert 25 / 1024 <= result["random_hit_rate"] <= 36 / 1024  # an 8 px box is ~5.4 px at 2/3 scale
@@ -158,3 +172,74 @@ def test_a_maximal_plateau_points_at_its_centroid():
     heat[0:4, 0:4] = 1.0  # an upsampled 2×2 map whose top-left cell is the maximum
     assert pointing_hit(heat, [(1.0, 1.0, 3.0, 3.0)])  # centroid (2, 2), not pixel (0, 0)
     assert not pointing_hit(heat, [(0.0, 0.0, 1.0, 1.0)])
+
+
+def test_a_flat_map_is_not_a_hit_at_the_centre():
+    centre_box = [(12.0, 12.0, 20.0, 20.0)]  # covers the image centre, as cardiomegaly does
+    for heat in (np.zeros((32, 32)), np.full((32, 32), 0.3), 1.0 + 1e-9 * np.random.default_rng(0).random((32, 32))):
+        assert not pointing_hit(heat, centre_box)
+        assert pointing_score(heat, centre_box) == 0.0
+        assert not pointing_hit(heat, centre_box, tolerance=standard_tolerance(32))
+
+
+def test_two_far_apart_tied_maxima_do_not_average_into_a_point_between_them():
+    heat = np.zeros((32, 32))
+    heat[2, 2] = heat[29, 29] = 1.0  # tied maxima in opposite corners; their mean (16, 16) is cold
+    middle = [(12.0, 12.0, 20.0, 20.0)]
+    assert not pointing_hit(heat, middle)
+    assert pointing_score(heat, middle) == 0.0
+    assert pointing_score(heat, [(0.0, 0.0, 5.0, 5.0)]) == 0.5  # one of two: the expected hit of a random tie-break
+    assert pointing_score(heat, [(0.0, 0.0, 5.0, 5.0), (27.0, 27.0, 32.0, 32.0)]) == 1.0
+
+
+def test_tolerance_is_euclidean_and_the_standard_one_scales_with_the_image():
+    assert standard_tolerance(224) == 15.0 and standard_tolerance(64) == pytest.approx(15 * 64 / 224)
+    assert resolve_tolerance("standard", 448) == 30.0 and resolve_tolerance(3, 64) == 3.0
+    with pytest.raises(Exception, match="pointing_tolerance"):
+        resolve_tolerance("wide", 64)
+    heat = _blob(64, 64, 30.5, 30.5)  # maximum at pixel centre (30.5, 30.5)
+    box = [(34.0, 34.0, 50.0, 50.0)]  # 3.5 px away along each axis: 4.95 px Euclidean
+    assert pointing_score(heat, box) == 0.0
+    assert pointing_score(heat, box, tolerance=4.9) == 0.0  # a square grown box would count it
+    assert pointing_score(heat, box, tolerance=5.0) == 1.0
+    p_strict = random_hit_probability(box, 64, 64)
+    p_tol = random_hit_probability(box, 64, 64, tolerance=5.0)
+    assert p_strict == pytest.approx(16 * 16 / 64**2)
+    ref = sum(1 for y in range(64) for x in range(64)
+              if np.hypot(max(34 - (x + 0.5), 0, x + 0.5 - 50), max(34 - (y + 0.5), 0, y + 0.5 - 50)) <= 5.0) / 64**2
+    assert p_tol == pytest.approx(ref) and p_tol > p_strict
+
+
+def test_bootstrap_interval_resamples_patients_and_covers_the_rate():
+    rng = np.random.default_rng(3)
+    hits = (rng.random(200) < 0.3).astype(float)
+    chance = np.full(200, 0.05)
+    per_image = bootstrap_rate_interval(hits, chance, np.arange(200), resamples=4000)
+    lo, hi = per_image["pointing_ci"]
+    se = np.sqrt(0.3 * 0.7 / 200)
+    assert lo < hits.mean() < hi and hi - lo == pytest.approx(2 * 1.96 * se, rel=0.2)
+    assert per_image["random_ci"] == pytest.approx([0.05, 0.05])
+    assert per_image["difference_ci"] == pytest.approx([lo - 0.05, hi - 0.05])
+    # 20 patients of 10 pairs each that all hit or all miss: far wider than 200 independent pairs
+    clustered = np.repeat((rng.random(20) < 0.3).astype(float), 10)
+    by_patient = bootstrap_rate_interval(clustered, np.full(200, 0.05), np.repeat(np.arange(20), 10), resamples=4000)
+    by_image = bootstrap_rate_interval(clustered, np.full(200, 0.05), np.arange(200), resamples=4000)
+    width = lambda r: r["pointing_ci"][1] - r["pointing_ci"][0]  # noqa: E731
+    assert width(by_patient) > 2.5 * width(by_image)
+
+
+class FlatClassifier(BrightClassifier):
+    """Grad-CAM of a head whose weight is negative for the bright channel: ReLU zeroes the map."""
+
+    def __init__(self):
+        super().__init__()
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[-4.0], [0.0]]))
+
+
+def test_evaluate_localization_counts_flat_maps_as_misses(tmp_path):
+    data, _ = _boxed_data(tmp_path)
+    result = evaluate_localization(FlatClassifier(), data, (0.0, 1.0), torch.device("cpu"), deletion_steps=0, tolerance=2.0)
+    assert result["pairs"] == 5 and result["flat_maps"] == 5 and result["flat_rule"] == "miss"
+    assert result["pointing_hit_rate"] == 0.0 and result["tolerant"]["pointing_hit_rate"] == 0.0
+    assert result["tolerant"]["tolerance_px"] == 2.0 and result["per_label"]["lesion"]["flat_maps"] == 5

@@ -14,15 +14,18 @@ from chexbench.bench.protocols.finetune import Classifier
 from chexbench.registry import BACKBONES
 from chexbench.reports.heatmaps import (
     GradCAM,
+    draw_panel,
     explain,
     explain_method,
+    flat_maps,
     normalize_maps,
     overlay_rgb,
     patch_rects,
     save_gallery_png,
     save_overlay_png,
+    upsample,
 )
-from chexbench.strategies.topk import wrap_topk
+from chexbench.strategies.topk import ClasswiseTopKClassifier, wrap_topk
 
 
 def _resnet_classifier() -> Classifier:
@@ -64,7 +67,7 @@ def test_topk_heatmap_peaks_in_the_best_scored_patch():
     model = Classifier(wrap_topk(BACKBONES.get("vit_tiny").build(32), {"topk": 3}), 2)
     assert explain_method(model) == "topk_scores"
     assert explain_method(_resnet_classifier()) == "gradcam"
-    assert explain_method(Classifier(BACKBONES.get("vit_tiny").build(32), 2)) is None
+    assert explain_method(Classifier(BACKBONES.get("vit_tiny").build(32), 2)) == "vit_gradcam"
     x = torch.randn(2, 1, 32, 32)
     out = explain(model, x)
     grid, idx = model.backbone.score_map(x)
@@ -100,6 +103,99 @@ def test_pngs_are_written_and_readable(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png", "one.png"]  # no temp files left
 
 
-def test_no_heatmap_for_a_plain_vit():
-    with pytest.raises(TypeError, match="head = topk"):
-        explain(Classifier(BACKBONES.get("vit_tiny").build(32), 2), torch.randn(1, 1, 32, 32))
+def test_no_heatmap_for_a_model_without_a_known_backbone():
+    class Plain(torch.nn.Module):
+        backbone = None
+
+        def forward(self, x):
+            return x.mean(dim=(1, 2, 3))[:, None]
+
+    assert explain_method(Plain()) is None
+    with pytest.raises(TypeError, match="no heatmap"):
+        explain(Plain(), torch.randn(1, 1, 32, 32))
+
+
+def test_vit_gradcam_equals_a_manual_forward_through_the_blocks():
+    """Reference: the ViT run block by block by hand, the last block's norm1 output kept as a
+    leaf, its gradient taken with autograd; no hook and none of ViTGradCAM's code."""
+    torch.manual_seed(0)
+    model = Classifier(BACKBONES.get("vit_tiny").build(32), 3).eval()
+    x = torch.randn(2, 1, 32, 32)
+    labels = torch.tensor([1, 2])
+    out = explain(model, x, labels)
+    assert out.method == "vit_gradcam" and out.grid == (4, 4)
+
+    vit = model.backbone.model
+    t = vit._pos_embed(vit.patch_embed(x))
+    t = vit.norm_pre(t)
+    for blk in vit.blocks[:-1]:
+        t = blk(t)
+    last = vit.blocks[-1]
+    a = last.norm1(t).detach().requires_grad_(True)  # (B, 1 + N, D)
+    t = t + last.drop_path1(last.ls1(last.attn(a)))
+    t = t + last.drop_path2(last.ls2(last.mlp(last.norm2(t))))
+    logits = model.head(vit.forward_head(vit.norm(t)))
+    torch.testing.assert_close(logits, model(x), rtol=1e-5, atol=1e-5)  # the manual pass is the model
+    g = torch.autograd.grad(logits[torch.arange(2), labels].sum(), a)[0][:, 1:]  # patch tokens
+    ref = torch.relu((g.mean(1, keepdim=True) * a.detach()[:, 1:]).sum(-1)).view(2, 4, 4)
+    ref = F.interpolate(ref[:, None], size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(torch.as_tensor(out.heat), normalize_maps(ref), rtol=1e-4, atol=1e-4)
+    assert not out.flat.any()
+
+
+def _constant(model: torch.nn.Module) -> torch.nn.Module:
+    """The same architecture, made to give the same logits for every input (head weights zero,
+    scorer output layer zero)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith("head.") or name.startswith("backbone.scorer.net.2"):
+                p.zero_()
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["resnet", "vit", "topk", "topk_classwise"])
+def test_explanation_maps_of_a_constant_model_are_flagged_flat(kind):
+    torch.manual_seed(0)
+    if kind == "resnet":
+        model = _resnet_classifier()
+    elif kind == "vit":
+        model = Classifier(BACKBONES.get("vit_tiny").build(32), 3)
+    elif kind == "topk":
+        model = Classifier(wrap_topk(BACKBONES.get("vit_tiny").build(32), {"topk": 3}), 3)
+    else:
+        model = ClasswiseTopKClassifier(BACKBONES.get("vit_tiny").build(32), 3, k=3)
+    model = _constant(model)
+    x = torch.randn(3, 1, 32, 32)
+    assert torch.allclose(model(x), model(x[[1, 2, 0]])[[2, 0, 1]])  # constant logits
+    assert torch.allclose(model(x)[0], model(x)[1])
+    out = explain(model, x, torch.tensor([0, 1, 2]))
+    assert out.flat.tolist() == [True, True, True]
+    assert (out.heat == 0).all()  # not min–max stretched into a hot spot
+
+
+def test_a_one_cell_or_near_constant_map_is_flat_and_not_stretched():
+    one = torch.full((2, 1, 1), 0.7)
+    assert flat_maps(one).tolist() == [True, True]
+    near = torch.ones(1, 4, 4) + 1e-9 * torch.rand(1, 4, 4)
+    assert flat_maps(near).tolist() == [True]
+    assert (normalize_maps(upsample(near, (8, 8))) == 0).all()
+    shaped = torch.rand(1, 4, 4)
+    assert flat_maps(shaped).tolist() == [False] and float(normalize_maps(shaped).max()) == 1.0
+
+
+def test_a_flat_map_is_drawn_without_heat_or_maximum():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    image = np.full((32, 32), 90, np.uint8)
+    heat = np.zeros((32, 32))
+    heat[3, 3] = 1.0
+    fig, (flat_ax, shaped_ax) = plt.subplots(1, 2)
+    draw_panel(flat_ax, image, heat, flat=True)  # flagged upstream: no heat, no '+'
+    draw_panel(shaped_ax, image, heat)
+    assert len(flat_ax.lines) == 0 and np.asarray(flat_ax.images[0].get_array()).ndim == 2  # the gray image only
+    assert len(shaped_ax.lines) == 1 and np.asarray(shaped_ax.images[0].get_array()).ndim == 3  # RGB overlay + marker
+    assert any("flat map" in t.get_text() for t in flat_ax.texts)
+    plt.close(fig)

@@ -6,7 +6,11 @@ and what happens after a protocol has selected its model (localization, saving).
 (patch scorer, score-weighted top-K pooling) → linear layer. The scorer starts from the
 pretrained one when the strategy made one (``simclr_topk``, ``mocov2_topk``), else fresh;
 under ``linear`` (frozen backbone) it must be pretrained, since a frozen random scorer
-would select arbitrary patches.
+would select arbitrary patches. One class-agnostic map per image.
+``head = "topk_classwise"``: a ViT's patch tokens → per-class patch logits → each class's
+logit pooled from its own top-K patches (+ ``wildcat_alpha`` × its K lowest, Durand et al.
+2017): :class:`~chexbench.strategies.topk.ClasswiseTopKClassifier`, one map per label. Under
+``linear`` only the patch-logit layer is trained on the frozen tokens; any ViT strategy works.
 
 **Saved models.** ``save_model = "auto"`` (default) writes the selected model's state dict
 to ``<results>/models/<cell_id>.pt`` when it has at most :data:`SMALL_MODEL_PARAMS`
@@ -34,26 +38,30 @@ if TYPE_CHECKING:
 
 #: protocol options for the head, the saved model and the localization at the end of a cell
 HEAD_OPTIONS: dict[str, Any] = {
-    "head": "linear",  # linear | topk
-    "topk": 0.25,  # K of head = topk: a count or a fraction of the tokens
+    "head": "linear",  # linear | topk | topk_classwise
+    "topk": 0.25,  # K of head = topk / topk_classwise: a count or a fraction of the tokens
+    "wildcat_alpha": 0.0,  # head = topk_classwise: weight of the K lowest patches' mean (WILDCAT), 0 = top-K mean only
     "scorer_hidden": 0,
     "topk_temperature": 1.0,
     "save_model": "auto",  # auto | true | false
     "localize": True,  # pointing game + deletion AUC when the test split has boxes
     "localize_images": 64,
     "deletion_steps": 10,
+    "pointing_tolerance": "standard",  # the tolerant pointing game: "standard" = 15 px × S/224, or pixels
 }
 HEAD_OPTIONS_HELP: dict[str, str] = {
-    "head": "classification head: linear (on pooled features) | topk (on the top-K scored patches; ViT only)",
-    "topk": "K of head = topk: a count (int ≥ 1) or a fraction of the tokens",
+    "head": "classification head: linear (on pooled features) | topk (on the top-K scored patches; ViT only) | topk_classwise (per-class patch logits, each class pooled from its own top-K patches; ViT only)",
+    "topk": "K of head = topk / topk_classwise: a count (int ≥ 1) or a fraction of the tokens",
+    "wildcat_alpha": "head = topk_classwise: weight of the mean of each class's K lowest patch logits (WILDCAT); 0 = top-K mean only",
     "scorer_hidden": "hidden width of the head's patch scorer; 0 uses max(16, D // 4)",
     "topk_temperature": "temperature of the softmax over the kept patches' scores",
     "save_model": "save the trained model for `chexbench explain`: auto (small models only) | true | false",
     "localize": "measure the pointing game and deletion AUC when the test split has lesion boxes",
     "localize_images": "test images used for localization",
     "deletion_steps": "steps of the deletion curve",
+    "pointing_tolerance": "tolerance of the tolerant pointing game: standard (15 px at 224 px, scaled to the image) or pixels",
 }
-HEADS = ("linear", "topk")
+HEADS = ("linear", "topk", "topk_classwise")
 SMALL_MODEL_PARAMS = 5_000_000
 MODEL_FORMAT = 1
 
@@ -65,8 +73,8 @@ def head_invalid_reason(cell: CellConfig, protocol: str) -> str | None:
     head = cell.protocol_options.get("head", "linear")
     if head not in HEADS:
         return f"[protocol.{protocol}] head must be one of {', '.join(HEADS)}, got {head!r}"
-    if head == "topk" and not is_vit_cell(cell):
-        return f"head = topk needs a ViT backbone (it scores patch tokens); got {cell.backbone}"
+    if head in ("topk", "topk_classwise") and not is_vit_cell(cell):
+        return f"head = {head} needs a ViT backbone (it scores patch tokens); got {cell.backbone}"
     if head == "topk" and protocol == "linear" and not cell.strategy.endswith("_topk"):
         return f"linear probe with head = topk needs a pretrained patch scorer (a *_topk strategy); got {cell.strategy}"
     return None
@@ -110,6 +118,10 @@ def apply_head(backbone: Backbone, opts: dict[str, Any], init: InitRecord) -> tu
             "pooled output (a ViT's CLS token), which this top-K pretraining never trained as an embedding (its views "
             "were embedded by the scorer's top-K pooling); head = topk evaluates what was pretrained"
         ]
+    if head == "topk_classwise":
+        notes = [f"head = topk_classwise: per-class patch logits, each class pooled from its own top-{opts.get('topk')} patches"
+                 + (f" + {float(opts.get('wildcat_alpha', 0.0)):g} × its lowest" if opts.get("wildcat_alpha") else "")]
+        return backbone, [*notes, "pretrained patch scorer not used (class-specific head)"] if scorer else notes
     notes: list[str] = []
     if scorer:  # in place: the saved model's head options (save_cell_model) must be the ones used
         notes = _scorer_options_from_pretraining(opts, init)
@@ -173,6 +185,18 @@ class ProbeClassifier(nn.Module):
         return self.head((self.backbone(x).float() - self.feature_mean) / self.feature_std)
 
 
+def make_classifier(features: nn.Module, num_labels: int, opts: dict[str, Any], protocol: str) -> nn.Module:
+    """The trainable classifier of ``features`` (what :func:`apply_head` returned) for the protocol's head."""
+    from chexbench.bench.protocols.finetune import Classifier
+    from chexbench.strategies.topk import ClasswiseTopKClassifier
+
+    if opts.get("head", "linear") == "topk_classwise":
+        return ClasswiseTopKClassifier(features, num_labels, opts.get("topk", 0.25), float(opts.get("wildcat_alpha", 0.0)))
+    if protocol == "linear":
+        return ProbeClassifier(features, num_labels)
+    return Classifier(features, num_labels)
+
+
 def model_path(results_dir: str | Path, cell_id: str) -> Path:
     return Path(results_dir) / "models" / f"{cell_id}.pt"
 
@@ -197,7 +221,7 @@ def save_cell_model(model: nn.Module, cell: CellConfig, ctx: RunContext, opts: d
         "cell_id": cell.cell_id,
         "protocol": cell.protocol,
         "head": opts.get("head", "linear"),
-        "head_options": {k: opts[k] for k in ("topk", "scorer_hidden", "topk_temperature") if k in opts},
+        "head_options": {k: opts[k] for k in ("topk", "scorer_hidden", "topk_temperature", "wildcat_alpha") if k in opts},
         "labels": list(labels),
         "normalize": [float(v) for v in normalize],
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -208,16 +232,13 @@ def save_cell_model(model: nn.Module, cell: CellConfig, ctx: RunContext, opts: d
 
 def build_classifier(cell: CellConfig, head: str, head_options: dict[str, Any], num_labels: int) -> nn.Module:
     """An untrained classifier of the cell's architecture (backbone, head kind, protocol)."""
-    from chexbench.bench.protocols.finetune import Classifier
     from chexbench.registry import BACKBONES
     from chexbench.strategies.topk import wrap_topk
 
     backbone: nn.Module = BACKBONES.get(cell.backbone).build(cell.settings.image_size, cell.backbone_options)
     if head == "topk":
         backbone = wrap_topk(backbone, head_options)
-    if cell.protocol == "linear":
-        return ProbeClassifier(backbone, num_labels)
-    return Classifier(backbone, num_labels)
+    return make_classifier(backbone, num_labels, {**head_options, "head": head}, cell.protocol)
 
 
 def load_cell_model(results_dir: str | Path, cell: CellConfig, cell_id: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
@@ -258,7 +279,8 @@ def finish_cell(model: nn.Module, data: CellData, cell: CellConfig, ctx: RunCont
         extra["model_path"] = str(save_cell_model(model, cell, ctx, opts, data.labels, normalize))
     if opts.get("localize", True):
         loc = evaluate_localization(
-            model, data, normalize, ctx.device, int(opts.get("localize_images", 64)), int(opts.get("deletion_steps", 10)), seed=cell.seed
+            model, data, normalize, ctx.device, int(opts.get("localize_images", 64)), int(opts.get("deletion_steps", 10)),
+            seed=cell.seed, tolerance=opts.get("pointing_tolerance", "standard"),
         )
         if loc is not None:
             extra["localization"] = loc

@@ -124,27 +124,133 @@ def box_mask(boxes: list[Box], height: int, width: int) -> np.ndarray:
     return mask
 
 
-def pointing_hit(heat: np.ndarray, boxes: list[Box], tolerance: float = 0.0) -> bool:
-    """Is the maximum of ``heat`` (H, W) inside one of ``boxes`` (grown by ``tolerance`` pixels)?
+#: Zhang et al. (2016) count a hit within 15 px of the box on images of about 224 px
+STANDARD_TOLERANCE_PX_AT_224 = 15.0
+#: a map whose range is at most this fraction of its magnitude is flat (no maximum to point with)
+FLAT_RTOL = 1e-6
 
-    When the maximum is a plateau (an upsampled coarse map is flat near the border), the point
-    is the plateau's centroid, so ties do not favour the top-left corner.
+
+def standard_tolerance(size: int) -> float:
+    """The pointing game's usual tolerance (15 px at 224 px, Zhang et al. 2016) scaled to ``size`` px."""
+    return STANDARD_TOLERANCE_PX_AT_224 * float(size) / 224.0
+
+
+def resolve_tolerance(option: Any, size: int) -> float:
+    """``pointing_tolerance`` option → pixels of the cell's image: ``"standard"`` (15 px × size/224) or a number ≥ 0."""
+    from chexbench.errors import ConfigError
+
+    if option == "standard":
+        return standard_tolerance(size)
+    if isinstance(option, bool) or not isinstance(option, (int, float)) or not np.isfinite(option) or option < 0:
+        raise ConfigError(f"pointing_tolerance must be \"standard\" or a number of pixels ≥ 0, got {option!r}")
+    return float(option)
+
+
+def is_flat(heat: np.ndarray, rtol: float = FLAT_RTOL) -> bool:
+    """A map with no maximum to point with: not finite, constant, or a range within ``rtol`` of its magnitude
+    (e.g. an all-zero Grad-CAM after its ReLU)."""
+    heat = np.asarray(heat, dtype=np.float64)
+    if heat.size == 0 or not np.isfinite(heat).all():
+        return True
+    hi, lo = float(heat.max()), float(heat.min())
+    return hi - lo <= rtol * max(abs(hi), abs(lo)) or hi == lo
+
+
+def maximum_points(heat: np.ndarray, rtol: float = FLAT_RTOL) -> list[tuple[float, float]]:
+    """The maxima of heat (H, W) as (y, x) pixel-centre coordinates (+0.5), one per connected
+    (8-neighbour) region of pixels within ``rtol`` of the maximum; [] for a flat map.
+
+    A connected plateau (an upsampled coarse cell) is one maximum, placed at its centroid, or
+    at its pixel nearest the centroid when the centroid falls outside it; separate tied regions
+    stay separate points, so two far-apart maxima never average into a point neither of them is.
     """
-    y, x = maximum_point(heat)
-    return any(x0 - tolerance <= x <= x1 + tolerance and y0 - tolerance <= y <= y1 + tolerance for x0, y0, x1, y1 in boxes)
+    from scipy import ndimage
 
-
-def maximum_point(heat: np.ndarray, rtol: float = 1e-6) -> tuple[float, float]:
-    """(y, x) in pixel coordinates (pixel centres at +0.5) of the maximum of heat (H, W); the
-    centroid of the pixels within ``rtol`` of it when it is not unique."""
+    heat = np.asarray(heat, dtype=np.float64)
+    if is_flat(heat, rtol):
+        return []
     top = float(heat.max())
-    ys, xs = np.nonzero(heat >= top - rtol * max(abs(top), 1.0))
-    return float(ys.mean()) + 0.5, float(xs.mean()) + 0.5
+    plateau = heat >= top - rtol * max(abs(top), 1e-12)
+    regions, n = ndimage.label(plateau, structure=np.ones((3, 3), dtype=bool))
+    points = []
+    for r in range(1, n + 1):
+        ys, xs = np.nonzero(regions == r)
+        cy, cx = ys.mean(), xs.mean()
+        if regions[int(round(cy)), int(round(cx))] != r:  # non-convex region: its pixel nearest the centroid
+            i = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
+            cy, cx = float(ys[i]), float(xs[i])
+        points.append((float(cy) + 0.5, float(cx) + 0.5))
+    return points
 
 
-def random_hit_probability(boxes: list[Box], height: int, width: int) -> float:
-    """Pointing-game hit probability of a heatmap whose maximum is a uniformly random pixel."""
-    return float(box_mask(boxes, height, width).mean())
+def maximum_point(heat: np.ndarray, rtol: float = FLAT_RTOL) -> tuple[float, float] | None:
+    """The first of :func:`maximum_points` (for drawing a marker), None for a flat map."""
+    points = maximum_points(heat, rtol)
+    return points[0] if points else None
+
+
+def _inside(y: float, x: float, boxes: list[Box], tolerance: float) -> bool:
+    """Is (y, x) within Euclidean distance ``tolerance`` of one of the boxes?"""
+    for x0, y0, x1, y1 in boxes:
+        dx, dy = max(x0 - x, 0.0, x - x1), max(y0 - y, 0.0, y - y1)
+        if dx * dx + dy * dy <= tolerance * tolerance:
+            return True
+    return False
+
+
+def pointing_score(heat: np.ndarray, boxes: list[Box], tolerance: float = 0.0) -> float:
+    """Pointing-game score of one map (Zhang et al. 2016): 1 when its maximum lies within
+    ``tolerance`` px of a box, else 0. A flat map scores 0 (a miss). With k separate tied maxima
+    the score is the fraction of them that hit: the expected hit of breaking the tie at random."""
+    points = maximum_points(heat)
+    if not points:
+        return 0.0
+    return float(np.mean([_inside(y, x, boxes, tolerance) for y, x in points]))
+
+
+def pointing_hit(heat: np.ndarray, boxes: list[Box], tolerance: float = 0.0) -> bool:
+    """Does the map's (unique) maximum hit a box? False for a flat map or a tie that is not all hits."""
+    return pointing_score(heat, boxes, tolerance) == 1.0
+
+
+def tolerance_mask(boxes: list[Box], height: int, width: int, tolerance: float = 0.0) -> np.ndarray:
+    """Boolean (H, W): pixels whose centre lies within ``tolerance`` px (Euclidean) of any box."""
+    yy, xx = np.mgrid[0:height, 0:width] + 0.5
+    mask = np.zeros((height, width), dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        dx = np.maximum(np.maximum(x0 - xx, 0.0), xx - x1)
+        dy = np.maximum(np.maximum(y0 - yy, 0.0), yy - y1)
+        mask |= dx * dx + dy * dy <= tolerance * tolerance
+    return mask
+
+
+def random_hit_probability(boxes: list[Box], height: int, width: int, tolerance: float = 0.0) -> float:
+    """Pointing-game hit probability of a heatmap whose maximum is a uniformly random pixel:
+    the fraction of pixels within ``tolerance`` of the label's boxes."""
+    return float(tolerance_mask(boxes, height, width, tolerance).mean())
+
+
+def bootstrap_rate_interval(
+    hits: np.ndarray, chance: np.ndarray, clusters: np.ndarray, resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> dict[str, list[float]]:
+    """Percentile intervals of the mean hit rate, of the random baseline and of their difference,
+    resampling ``clusters`` (patients, or images) with replacement: hits, chance, clusters (n,).
+    Every pair of a drawn cluster comes with it, so pairs of one patient are not treated as independent."""
+    hits, chance = np.asarray(hits, dtype=np.float64), np.asarray(chance, dtype=np.float64)
+    _, inverse = np.unique(np.asarray(clusters).astype(str), return_inverse=True)
+    c = int(inverse.max()) + 1
+    count = np.bincount(inverse, minlength=c).astype(np.float64)  # (C,)
+    sum_hit = np.bincount(inverse, weights=hits, minlength=c)
+    sum_chance = np.bincount(inverse, weights=chance, minlength=c)
+    w = np.random.default_rng(seed).multinomial(c, np.full(c, 1.0 / c), size=resamples).astype(np.float64)  # (R, C)
+    n = w @ count  # (R,), > 0: every cluster holds at least one pair
+    rate, base = (w @ sum_hit) / n, (w @ sum_chance) / n
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+
+    def pct(v: np.ndarray) -> list[float]:
+        return [float(x) for x in np.percentile(v, q)]
+
+    return {"pointing_ci": pct(rate), "random_ci": pct(base), "difference_ci": pct(rate - base)}
 
 
 @torch.no_grad()
@@ -176,10 +282,13 @@ def evaluate_localization(
     deletion_steps: int = 10,
     seed: int = 0,
     batch_size: int = 32,
+    tolerance: Any = "standard",
+    resamples: int = 2000,
 ) -> dict[str, Any] | None:
-    """Pointing game and deletion AUC of the model's heatmaps on the test split, with their
-    random baselines; None when the model has no heatmap method or no test image has a box
-    of a positive label."""
+    """Pointing game (strict, 0 px, and with ``tolerance``; see :func:`resolve_tolerance`) with
+    patient-level bootstrap intervals, and deletion AUC, of the model's heatmaps on the test split,
+    with their random baselines; None when the model has no heatmap method or no test image has
+    a box of a positive label. Flat maps are misses and are counted (``flat_maps``)."""
     from chexbench.bench import training as T
     from chexbench.reports.heatmaps import explain, explain_method
 
@@ -201,39 +310,71 @@ def evaluate_localization(
     model.eval()
     rng = np.random.default_rng(seed)
     size = test.images.shape[-2:]
-    hits, chance, del_auc, rand_auc, per_label = [], [], [], [], {}
+    tol = resolve_tolerance(tolerance, int(size[0]))
+    patient_ids = getattr(test, "patient_ids", None)
+    unit = "patient" if patient_ids is not None and len(patient_ids) == len(test.image_ids) else "image"
+    clusters = np.asarray(patient_ids if unit == "patient" else test.image_ids, dtype=str)
+    hit0, hit_t, chance0, chance_t, flat, ties, labels_of, cluster_of = [], [], [], [], [], [], [], []
+    del_auc, rand_auc = [], []
+    grid = None
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         x = T.to_input(np.stack([test.images[r] for r, _, _ in chunk]), device, normalize)
         labels = torch.as_tensor([j for _, j, _ in chunk], device=device)
-        heat = explain(model, x, labels).heat  # (B, H, W)
-        for i, (_row, j, label_boxes) in enumerate(chunk):
-            hit = pointing_hit(heat[i], label_boxes)
-            p0 = random_hit_probability(label_boxes, *size)
-            hits.append(hit)
-            chance.append(p0)
-            stats = per_label.setdefault(data.labels[j], {"pairs": 0, "hits": 0, "random": 0.0})
-            stats["pairs"] += 1
-            stats["hits"] += int(hit)
-            stats["random"] += p0
+        expl = explain(model, x, labels)
+        grid = expl.grid
+        for i, (row, j, label_boxes) in enumerate(chunk):
+            heat = expl.heat[i]
+            is_flat_map = bool(expl.flat[i]) or is_flat(heat)
+            flat.append(is_flat_map)
+            ties.append(not is_flat_map and len(maximum_points(heat)) > 1)
+            hit0.append(0.0 if is_flat_map else pointing_score(heat, label_boxes, 0.0))
+            hit_t.append(0.0 if is_flat_map else pointing_score(heat, label_boxes, tol))
+            chance0.append(random_hit_probability(label_boxes, *size))
+            chance_t.append(random_hit_probability(label_boxes, *size, tolerance=tol))
+            labels_of.append(data.labels[j])
+            cluster_of.append(clusters[row])
             if deletion_steps > 0:
-                order = np.argsort(-heat[i].reshape(-1), kind="stable")
+                order = np.argsort(-heat.reshape(-1), kind="stable")
                 del_auc.append(curve_auc(deletion_curve(model, x[i : i + 1], order, j, deletion_steps)))
                 rand_order = rng.permutation(order.size)
                 rand_auc.append(curve_auc(deletion_curve(model, x[i : i + 1], rand_order, j, deletion_steps)))
+    hit0, hit_t, chance0, chance_t = map(np.asarray, (hit0, hit_t, chance0, chance_t))
+    labels_arr, cluster_arr, flat_arr = np.asarray(labels_of), np.asarray(cluster_of), np.asarray(flat)
+
+    def summary(keep: np.ndarray) -> dict[str, Any]:
+        strict = bootstrap_rate_interval(hit0[keep], chance0[keep], cluster_arr[keep], resamples, seed=seed)
+        tolerant = bootstrap_rate_interval(hit_t[keep], chance_t[keep], cluster_arr[keep], resamples, seed=seed)
+        return {
+            "pairs": int(keep.sum()),
+            "pointing_hit_rate": float(hit0[keep].mean()),
+            "random_hit_rate": float(chance0[keep].mean()),
+            "pointing_ci": strict["pointing_ci"],
+            "difference_ci": strict["difference_ci"],
+            "flat_maps": int(flat_arr[keep].sum()),
+            "tolerant": {
+                "tolerance_px": tol,
+                "pointing_hit_rate": float(hit_t[keep].mean()),
+                "random_hit_rate": float(chance_t[keep].mean()),
+                "pointing_ci": tolerant["pointing_ci"],
+                "difference_ci": tolerant["difference_ci"],
+            },
+        }
+
+    overall = summary(np.ones(len(hit0), dtype=bool))
     return {
         "method": method,
         "split": "test",
         "images": len(rows),
-        "pairs": len(pairs),
+        **overall,
+        "random_ci": bootstrap_rate_interval(hit0, chance0, cluster_arr, resamples, seed=seed)["random_ci"],
         "tolerance_px": 0,
-        "pointing_hit_rate": float(np.mean(hits)),
-        "random_hit_rate": float(np.mean(chance)),
+        "flat_rule": "miss",
+        "tied_maxima": int(np.sum(ties)),
+        "map_grid": list(grid) if grid else None,
+        "interval": {"level": 0.95, "resamples": resamples, "unit": unit, "method": "percentile bootstrap"},
         "deletion_auc": float(np.mean(del_auc)) if del_auc else None,
         "random_deletion_auc": float(np.mean(rand_auc)) if rand_auc else None,
         "deletion_steps": deletion_steps,
-        "per_label": {
-            k: {"pairs": v["pairs"], "pointing_hit_rate": v["hits"] / v["pairs"], "random_hit_rate": v["random"] / v["pairs"]}
-            for k, v in sorted(per_label.items())
-        },
+        "per_label": {label: summary(labels_arr == label) for label in sorted(set(labels_of))},
     }

@@ -91,7 +91,7 @@ def write_explanations(results_dir: Path, cell_id: str, n: int = 8, ids: list[st
     """
     from chexbench.bench import training as T
     from chexbench.bench.cell_model import load_cell_model
-    from chexbench.bench.localization import load_split_boxes, pointing_hit
+    from chexbench.bench.localization import load_split_boxes, pointing_score
     from chexbench.datasets.celldata import build_cell_data
     from chexbench.reports.heatmaps import (
         explain,
@@ -107,7 +107,7 @@ def write_explanations(results_dir: Path, cell_id: str, n: int = 8, ids: list[st
     model, meta = load_cell_model(results_dir, cell, cell_id)
     method = explain_method(model)
     if method is None:
-        raise ConfigError(f"cell {cell_id} ({cell.backbone}, head = {meta['head']}): heatmaps need a ViT with head = topk or a CNN")
+        raise ConfigError(f"cell {cell_id} ({cell.backbone}, head = {meta['head']}): heatmaps need a ViT or a CNN backbone")
     data_cell = dataclasses.replace(cell, dataset_options={**cell.dataset_options, "root": str(dataset_root)}) if dataset_root else cell
     data = build_cell_data(data_cell)
     note = _data_note(stored, data.manifest, same_root_expected=dataset_root is None)
@@ -137,11 +137,14 @@ def write_explanations(results_dir: Path, cell_id: str, n: int = 8, ids: list[st
             positives = [lbl for k, lbl in enumerate(data.labels) if data.test.targets[r, k] == 1.0]
             title = f"{data.labels[j]} p={probs[i, j]:.2f}"
             name = f"{i:02d}_{_safe(Path(image_id).stem)}.png"
-            save_overlay_png(tmp / name, image, expl.heat[i], patches=patches, boxes=shown, title=title)
-            panels.append({"image": image, "heat": expl.heat[i], "patches": patches, "boxes": shown, "title": title})
+            flat = bool(expl.flat[i]) if expl.flat is not None else False
+            if flat:
+                title += " (flat map)"
+            save_overlay_png(tmp / name, image, expl.heat[i], patches=patches, boxes=shown, title=title, flat=flat)
+            panels.append({"image": image, "heat": expl.heat[i], "patches": patches, "boxes": shown, "title": title, "flat": flat})
             top = sorted(range(len(data.labels)), key=lambda k: -probs[i, k])[:3]
             prob_text = ", ".join(f"{data.labels[k]} {probs[i, k]:.2f}" for k in top)
-            hit = ("yes" if pointing_hit(expl.heat[i], shown) else "no") if shown else "—"
+            hit = _hit_text(pointing_score(expl.heat[i], shown), flat) if shown else "—"
             lines.append(f"| `{image_id}` | {', '.join(positives) or '—'} | {data.labels[j]} | {hit} | {prob_text} | ![{image_id}]({name}) |")
         save_gallery_png(tmp / "gallery.png", panels, columns=columns, title=f"{cell.label()} — {method}")
         (tmp / "gallery.md").write_text("\n".join([*lines, "", "![gallery](gallery.png)", ""]))
@@ -152,6 +155,12 @@ def write_explanations(results_dir: Path, cell_id: str, n: int = 8, ids: list[st
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExplainSummary(out_dir, cell_id, method, [str(data.test.image_ids[r]) for r in rows], extra.get("localization"), note)
+
+
+def _hit_text(score: float, flat: bool) -> str:
+    if flat:
+        return "no (flat map)"
+    return "yes" if score == 1.0 else "no" if score == 0.0 else f"{score:.2f} (tied maxima)"
 
 
 def _data_note(stored: dict[str, Any], manifest: dict[str, Any], same_root_expected: bool = True) -> str:
@@ -178,7 +187,12 @@ def _explained_label(data, row: int, probs: np.ndarray, boxes: dict[str, list]) 
 
 
 def _gallery_header(cell, cell_id: str, method: str, loc: dict[str, Any] | None, note: str = "") -> list[str]:
-    what = {"topk_scores": "top-K patch scores (white: the K selected patches)", "gradcam": "Grad-CAM on the last conv stage"}[method]
+    what = {
+        "topk_scores": "top-K patch scores (white: the K selected patches)",
+        "topk_classwise": "the explained label's patch logits (white: its K pooled patches)",
+        "gradcam": "Grad-CAM on the last conv stage",
+        "vit_gradcam": "Grad-CAM on the last block's patch tokens",
+    }[method]
     lines = [
         f"# Heatmaps of cell `{cell_id}`",
         "",
@@ -189,8 +203,10 @@ def _gallery_header(cell, cell_id: str, method: str, loc: dict[str, Any] | None,
         lines += [f"**Warning:** {note}.", ""]
     if loc:
         lines += [
-            f"Localization on the test split ({loc['pairs']} image–label pairs): pointing game {loc['pointing_hit_rate']:.3f} "
-            f"(random heatmap {loc['random_hit_rate']:.3f})"
+            f"Localization on the test split ({loc['pairs']} image–label pairs): pointing game {loc['pointing_hit_rate']:.3f}"
+            + (" [{:.3f}, {:.3f}]".format(*loc["pointing_ci"]) if loc.get("pointing_ci") else "")
+            + f" (random heatmap {loc['random_hit_rate']:.3f})"
+            + (f", flat maps {loc['flat_maps']}" if loc.get("flat_maps") is not None else "")
             + (f", deletion AUC {loc['deletion_auc']:.3f} (random order {loc['random_deletion_auc']:.3f})" if loc.get("deletion_auc") is not None else "")
             + ".",
             "",

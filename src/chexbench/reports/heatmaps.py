@@ -1,16 +1,25 @@
 """Heatmaps of where a classifier looked, and their overlays.
 
-Two explainers, chosen by the model (:func:`explain_method`):
+Four explainers, chosen by the model (:func:`explain_method`):
 
 - ``topk_scores`` — a ViT with the top-K head: the patch scorer's scores on the token grid,
   upsampled bilinearly to the image; the K selected patches are returned for outlining.
   Class-agnostic (one map per image).
+- ``topk_classwise`` — a ViT with the class-specific top-K head: the explained label's own
+  patch logits on the token grid; its K pooled patches are returned for outlining.
 - ``gradcam`` — a CNN: Grad-CAM (Selvaraju et al. 2017) on the last convolutional stage:
   ``ReLU(Σ_c α_c A_c)`` with ``α_c`` the spatial mean of ∂logit/∂A_c, upsampled to the image.
   Our own implementation with a forward hook (activation) and a tensor hook (its gradient).
+- ``vit_gradcam`` — a plain ViT classifier (the baseline a user gets anyway): Grad-CAM on the
+  patch tokens entering the last block's attention (``blocks[-1].norm1``, as pytorch-grad-cam
+  does for ViTs: the class token is read from there), ``ReLU(Σ_d α_d A_{n,d})`` with ``α_d`` the
+  token mean of ∂logit/∂A_{·,d}, on the token grid.
 
-Every map is scaled to [0, 1] per image (min–max; a constant map becomes zeros). The model
-is any ``nn.Module`` with a ``backbone`` attribute mapping (B, 1, H, W) to logits (B, L).
+Every map is scaled to [0, 1] per image (min–max) **unless it is flat**: a map on a 1×1 grid,
+or one whose range is within :data:`~chexbench.bench.localization.FLAT_RTOL` of its magnitude
+(an all-zero Grad-CAM after its ReLU, the scores of a constant model), is returned as zeros and
+flagged in ``Explanation.flat`` — never stretched into a false hot spot. The model is any
+``nn.Module`` with a ``backbone`` attribute mapping (B, 1, H, W) to logits (B, L).
 """
 
 from __future__ import annotations
@@ -24,34 +33,56 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chexbench.bench.localization import FLAT_RTOL
+
 
 @dataclass
 class Explanation:
-    heat: np.ndarray  # (B, H, W) float32 in [0, 1]
-    method: str  # "topk_scores" | "gradcam"
+    heat: np.ndarray  # (B, H, W) float32 in [0, 1]; zeros where flat
+    method: str  # "topk_scores" | "topk_classwise" | "gradcam" | "vit_gradcam"
     topk_indices: np.ndarray | None = None  # (B, K) token indices, highest score first
-    grid: tuple[int, int] | None = None  # token grid (rows, cols) of the indices
+    grid: tuple[int, int] | None = None  # (rows, cols) of the map before upsampling (token grid or CAM size)
+    flat: np.ndarray | None = None  # (B,) bool: the map is degenerate (no maximum to point with)
 
 
 def explain_method(model: nn.Module) -> str | None:
-    """``topk_scores`` for a top-K ViT, ``gradcam`` for a CNN, None otherwise."""
-    from chexbench.strategies.topk import TopKBackbone
+    """The heatmap method for ``model``: ``topk_classwise``, ``topk_scores``, ``gradcam`` (CNN),
+    ``vit_gradcam`` (plain ViT), None otherwise."""
+    from chexbench.strategies.topk import ClasswiseTopKClassifier, TopKBackbone
 
+    if isinstance(model, ClasswiseTopKClassifier):
+        return "topk_classwise"
     backbone = getattr(model, "backbone", None)
     if isinstance(backbone, TopKBackbone):
         return "topk_scores"
     if getattr(backbone, "kind", None) == "cnn":
         return "gradcam"
+    if getattr(backbone, "kind", None) == "vit" and hasattr(getattr(backbone, "model", None), "blocks"):
+        return "vit_gradcam"
     return None
 
 
-def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
-    """Per-map min–max to [0, 1]: (B, H, W) → (B, H, W); constant maps become zeros."""
-    flat = maps.flatten(1)
+def flat_maps(maps: torch.Tensor, rtol: float = FLAT_RTOL) -> torch.Tensor:
+    """(B, h, w) → (B,) bool: a map on a 1×1 grid, not finite, or with range ≤ rtol × magnitude."""
+    flat = maps.flatten(1).double()
     lo, hi = flat.min(1).values, flat.max(1).values
+    scale = torch.maximum(hi.abs(), lo.abs())
+    out = (hi - lo <= rtol * scale) | ~torch.isfinite(flat).all(1)
+    if maps.shape[-2:].numel() <= 1:
+        out = torch.ones_like(out)
+    return out
+
+
+def normalize_maps(maps: torch.Tensor, flat: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-map min–max to [0, 1]: (B, H, W) → (B, H, W); flat maps (``flat`` (B,), default:
+    :func:`flat_maps` of ``maps``) become zeros instead of being stretched."""
+    flat = flat_maps(maps) if flat is None else flat.to(maps.device)
+    flat_in = maps.flatten(1)
+    lo, hi = flat_in.min(1).values, flat_in.max(1).values
     span = (hi - lo).clamp(min=1e-12)
-    out = (flat - lo[:, None]) / span[:, None]
-    return torch.where((hi - lo)[:, None] > 1e-12, out, torch.zeros_like(out)).view_as(maps)
+    out = (flat_in - lo[:, None]) / span[:, None]
+    keep = ((hi - lo) > 1e-12) & ~flat
+    return torch.where(keep[:, None], out, torch.zeros_like(out)).view_as(maps)
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -59,15 +90,26 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
+def _finish(coarse: torch.Tensor, size: tuple[int, int], method: str, indices: torch.Tensor | None = None) -> Explanation:
+    """Coarse maps (B, h, w) → flagged, upsampled, normalized :class:`Explanation`."""
+    flat = flat_maps(coarse)
+    heat = normalize_maps(upsample(coarse, size), flat)
+    return Explanation(heat.detach().cpu().numpy().astype(np.float32), method,
+                       None if indices is None else indices.cpu().numpy(), tuple(coarse.shape[-2:]), flat.cpu().numpy())
+
+
 @torch.no_grad()
 def topk_heatmaps(model: nn.Module, x: torch.Tensor) -> Explanation:
     """Score maps of a top-K ViT classifier for x (B, 1, H, W)."""
-    backbone = model.backbone
-    grid, idx = backbone.score_map(x)  # (B, rows, cols), (B, K)
-    heat = normalize_maps(upsample(grid, tuple(x.shape[-2:])))
-    return Explanation(heat.cpu().numpy().astype(np.float32), "topk_scores", idx.cpu().numpy(), tuple(grid.shape[1:]))
+    grid, idx = model.backbone.score_map(x)  # (B, rows, cols), (B, K)
+    return _finish(grid, tuple(x.shape[-2:]), "topk_scores", idx)
 
 
+@torch.no_grad()
+def classwise_heatmaps(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> Explanation:
+    """Each image's label's patch logits for a class-specific top-K classifier: x (B, 1, H, W), labels (B,)."""
+    grid, idx = model.class_maps(x, labels)  # (B, rows, cols), (B, K)
+    return _finish(grid, tuple(x.shape[-2:]), "topk_classwise", idx)
 def last_conv_stage(module: nn.Module) -> nn.Module:
     """The last convolutional stage of a CNN: ``layer4`` (timm/torchvision ResNets) if present,
     else the last child that contains a convolution."""
@@ -109,8 +151,49 @@ class GradCAM:
             self.model.train(was_training)
         act, grad = saved["act"].detach().float(), saved["grad"].float()  # (B, C, h, w)
         alpha = grad.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
-        cam = torch.relu((alpha * act).sum(1))  # (B, h, w)
-        return normalize_maps(upsample(cam, tuple(x.shape[-2:])))
+        self.coarse = torch.relu((alpha * act).sum(1))  # (B, h, w)
+        return normalize_maps(upsample(self.coarse, tuple(x.shape[-2:])), flat_maps(self.coarse))
+
+
+def vit_last_block_input(model: nn.Module) -> nn.Module:
+    """The module whose output is the last ViT block's normalized input tokens (``blocks[-1].norm1``)."""
+    inner = model.backbone.model
+    return inner.blocks[-1].norm1
+
+
+class ViTGradCAM:
+    """Grad-CAM on the patch tokens of a plain ViT classifier: call with x (B, 1, H, W) and labels (B,)
+    → coarse maps (B, rows, cols) ≥ 0 on the token grid."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.layer = vit_last_block_input(model)
+        self.prefix = int(getattr(model.backbone.model, "num_prefix_tokens", 1))
+        self.grid = tuple(model.backbone.model.patch_embed.grid_size)
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        saved: dict[str, torch.Tensor] = {}
+
+        def keep(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            saved["act"] = output
+            output.register_hook(lambda g: saved.__setitem__("grad", g))
+
+        handle = self.layer.register_forward_hook(keep)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.enable_grad():
+                x = x.detach().clone().requires_grad_(True)
+                logits = self.model(x).float()
+                logits.gather(1, labels.view(-1, 1).to(logits.device)).sum().backward()
+        finally:
+            handle.remove()
+            self.model.train(was_training)
+        act = saved["act"].detach().float()[:, self.prefix :]  # (B, N, D)
+        grad = saved["grad"].float()[:, self.prefix :]
+        alpha = grad.mean(dim=1, keepdim=True)  # (B, 1, D)
+        cam = torch.relu((alpha * act).sum(-1))  # (B, N)
+        return cam.view(-1, *self.grid)
 
 
 def explain(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = None) -> Explanation:
@@ -119,14 +202,19 @@ def explain(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = Non
     method = explain_method(model)
     if method == "topk_scores":
         return topk_heatmaps(model, x)
+    if method is None:
+        raise TypeError("no heatmap for this model: needs a ViT or a CNN backbone")
+    if labels is None:
+        with torch.no_grad():
+            model.eval()
+            labels = model(x).argmax(1)
+    if method == "topk_classwise":
+        return classwise_heatmaps(model, x, labels)
     if method == "gradcam":
-        if labels is None:
-            with torch.no_grad():
-                model.eval()
-                labels = model(x).argmax(1)
-        heat = GradCAM(model)(x, labels)
-        return Explanation(heat.cpu().numpy().astype(np.float32), "gradcam")
-    raise TypeError("no heatmap for this model: needs a ViT with head = topk or a CNN backbone")
+        cam = GradCAM(model)
+        cam(x, labels)
+        return _finish(cam.coarse, tuple(x.shape[-2:]), "gradcam")
+    return _finish(ViTGradCAM(model)(x, labels), tuple(x.shape[-2:]), "vit_gradcam")
 
 
 # -- rendering ------------------------------------------------------------------------------
@@ -155,20 +243,26 @@ def patch_rects(indices: np.ndarray, grid: tuple[int, int], size: tuple[int, int
 
 
 def draw_panel(ax: Any, image: np.ndarray, heat: np.ndarray, *, patches: list[tuple[float, float, float, float]] = (),
-               boxes: list[tuple[float, float, float, float]] = (), title: str = "") -> None:
-    """One overlay on a matplotlib axis: heat, top-K patches (white), ground-truth boxes (lime, x0 y0 x1 y1)."""
+               boxes: list[tuple[float, float, float, float]] = (), title: str = "", flat: bool = False) -> None:
+    """One overlay on a matplotlib axis: heat, top-K patches (white), ground-truth boxes (lime, x0 y0 x1 y1).
+    A flat map is not drawn (no heat, no maximum): the panel says "flat map" instead."""
     from matplotlib.patches import Rectangle
 
+    from chexbench.bench.localization import is_flat, maximum_points
+
     h, w = image.shape
-    ax.imshow(overlay_rgb(image, heat), extent=(0, w, h, 0), interpolation="bilinear")
+    flat = flat or is_flat(heat)
+    if flat:
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255, extent=(0, w, h, 0))
+        ax.text(w / 2, h / 2, "flat map", color="yellow", ha="center", va="center", fontsize=8)
+    else:
+        ax.imshow(overlay_rgb(image, heat), extent=(0, w, h, 0), interpolation="bilinear")
     for x0, y0, pw, ph in patches:
         ax.add_patch(Rectangle((x0, y0), pw, ph, fill=False, edgecolor="white", linewidth=0.8, alpha=0.9))
     for x0, y0, x1, y1 in boxes:
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.6, linestyle="--"))
-    from chexbench.bench.localization import maximum_point
-
-    y, x = maximum_point(heat)
-    ax.plot([x], [y], marker="+", color="white", markersize=9, markeredgewidth=2)
+    for y, x in ([] if flat else maximum_points(heat)):
+        ax.plot([x], [y], marker="+", color="white", markersize=9, markeredgewidth=2)
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     ax.set_xticks([])
@@ -177,7 +271,8 @@ def draw_panel(ax: Any, image: np.ndarray, heat: np.ndarray, *, patches: list[tu
         ax.set_title(title, fontsize=7)
 
 
-def save_overlay_png(path: str | Path, image: np.ndarray, heat: np.ndarray, *, patches=(), boxes=(), title: str = "") -> None:
+def save_overlay_png(path: str | Path, image: np.ndarray, heat: np.ndarray, *, patches=(), boxes=(), title: str = "",
+                     flat: bool = False) -> None:
     """Image beside its overlay, one PNG (written to a temp name, then renamed)."""
     import matplotlib
 
@@ -190,7 +285,7 @@ def save_overlay_png(path: str | Path, image: np.ndarray, heat: np.ndarray, *, p
     axes[0].set_xticks([])
     axes[0].set_yticks([])
     axes[0].set_title("image", fontsize=7)
-    draw_panel(axes[1], image, heat, patches=patches, boxes=boxes, title=title)
+    draw_panel(axes[1], image, heat, patches=patches, boxes=boxes, title=title, flat=flat)
     fig.tight_layout()
     _save_fig(fig, Path(path))
 
@@ -209,7 +304,8 @@ def save_gallery_png(path: str | Path, panels: list[dict[str, Any]], columns: in
         ax.axis("off")
     for ax, p in zip(axes.flat, panels, strict=False):
         ax.axis("on")
-        draw_panel(ax, p["image"], p["heat"], patches=p.get("patches", ()), boxes=p.get("boxes", ()), title=p.get("title", ""))
+        draw_panel(ax, p["image"], p["heat"], patches=p.get("patches", ()), boxes=p.get("boxes", ()), title=p.get("title", ""),
+                   flat=bool(p.get("flat", False)))
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

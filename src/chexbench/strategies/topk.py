@@ -160,6 +160,69 @@ class TopKBackbone(nn.Module):
         return out.scores.float().view(-1, rows, cols), out.indices
 
 
+def classwise_topk_pool(patch_logits: torch.Tensor, k: int, alpha: float = 0.0, dim: int = 1) -> torch.Tensor:
+    """Class-specific top-K pooling of per-class patch logits along ``dim`` (the tokens):
+    (B, N, L) → (B, L) with ``s_c = mean of the K highest logits of class c + α × mean of its K
+    lowest`` — the top-K mean of WELDON (Durand et al. 2016) and, with α > 0, WILDCAT's
+    min-patch term (Durand et al. 2017). Each class picks its own K patches."""
+    top = patch_logits.topk(k, dim=dim, largest=True).values.mean(dim)
+    if alpha:
+        top = top + alpha * patch_logits.topk(k, dim=dim, largest=False).values.mean(dim)
+    return top
+
+
+class ClasswiseTopKClassifier(nn.Module):
+    """ViT patch tokens → a linear layer per patch (per-class patch logits, (B, N, L)) →
+    class-specific top-K pooling (:func:`classwise_topk_pool`) → image logits (B, L).
+
+    Each label has its own map: its patch logits on the token grid (:meth:`class_maps`).
+    ``feature_mean`` / ``feature_std`` (1, D) standardize the tokens first (identity unless the
+    linear protocol sets them from its frozen train-split tokens).
+    """
+
+    def __init__(self, backbone: nn.Module, num_labels: int, k: int | float = 0.25, alpha: float = 0.0):
+        super().__init__()
+        if not getattr(backbone, "is_vit", False):
+            raise ConfigError(f"head = topk_classwise needs a ViT backbone (patch tokens); got {getattr(backbone, 'spec_name', type(backbone).__name__)}")
+        self.backbone = backbone
+        rows, cols = backbone.token_grid()
+        self.grid = (int(rows), int(cols))
+        self.num_tokens = rows * cols
+        self.k_option = k
+        self.k = resolve_k(k, self.num_tokens)
+        self.alpha = float(alpha)
+        d = backbone.num_features
+        self.register_buffer("feature_mean", torch.zeros(1, d))
+        self.register_buffer("feature_std", torch.ones(1, d))
+        self.head = nn.Linear(d, num_labels)
+
+    def patch_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 1, H, W) → per-class patch logits (B, N, L)."""
+        tokens = self.backbone.forward_tokens(x)  # (B, N, D)
+        return self.head((tokens.float() - self.feature_mean) / self.feature_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return classwise_topk_pool(self.patch_logits(x), self.k, self.alpha)
+
+    @torch.no_grad()
+    def class_maps(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The patch logits of each image's label on the token grid (B, rows, cols) and that
+        label's K pooled patches (B, K), highest first."""
+        logits = self.patch_logits(x)  # (B, N, L)
+        chosen = logits.gather(2, labels.view(-1, 1, 1).to(logits.device).expand(-1, logits.shape[1], 1))[..., 0]  # (B, N)
+        return chosen.view(-1, *self.grid), topk_indices(chosen, self.k)
+
+    @torch.no_grad()
+    def set_head(self, mean: torch.Tensor, std: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> ClasswiseTopKClassifier:
+        """mean, std (1, D); weight (D, L); bias (1, L) or (L,) — as the linear protocol holds them."""
+        dev = self.head.weight.device
+        self.feature_mean.copy_(mean.reshape(1, -1).to(dev))
+        self.feature_std.copy_(std.reshape(1, -1).to(dev))
+        self.head.weight.copy_(weight.T.to(dev))
+        self.head.bias.copy_(bias.reshape(-1).to(dev))
+        return self
+
+
 def wrap_topk(backbone: Backbone, options: dict[str, Any]) -> TopKBackbone:
     """``backbone`` wrapped with a fresh scorer configured by ``options`` (see :data:`TOPK_OPTIONS`)."""
     opts = {**TOPK_OPTIONS, **options}

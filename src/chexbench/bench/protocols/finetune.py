@@ -4,7 +4,8 @@ BCE with logits over unmasked labels (missing and U-Ignore-uncertain entries car
 loss), AdamW with linear warmup and cosine decay, one validation pass per epoch; the epoch
 with the best validation macro AUROC over the evaluation labels is kept (ties: the
 earlier epoch), and only that model predicts the test split. ``head = "topk"`` puts a
-patch scorer with top-K pooling between a ViT and the linear layer (bench/cell_model.py).
+patch scorer with top-K pooling between a ViT and the linear layer; ``head = "topk_classwise"``
+pools per-class patch logits from each class's own top-K patches (bench/cell_model.py).
 
 Under torchrun the model is trained data-parallel with the same global batch
 (:mod:`chexbench.bench.distributed`): each rank keeps a contiguous slice of every batch,
@@ -30,6 +31,7 @@ from chexbench.bench.cell_model import (
     apply_head,
     finish_cell,
     head_invalid_reason,
+    make_classifier,
 )
 from chexbench.bench.metrics import macro_auroc
 from chexbench.bench.protocols.base import Protocol, ProtocolResult
@@ -81,7 +83,7 @@ class Finetune(Protocol):
         fast = ctx.fast_path  # bf16 autocast + channels_last on CUDA (see RunContext)
         normalize = tuple(init.extra.get("normalize", T.DEFAULT_NORMALIZE))
         features, head_notes = apply_head(backbone, opts, init)
-        model = Classifier(features, len(data.labels)).to(device)
+        model = make_classifier(features, len(data.labels), opts, self.name).to(device)
         if fast.channels_last:
             model = model.to(memory_format=torch.channels_last)
         # data-parallel under torchrun (SyncBN on CUDA), then optionally compiled; eval uses `model`

@@ -9,7 +9,9 @@ validation macro AUROC over the evaluation labels is selected (ties: smaller λ,
 earlier epoch) and only it predicts the test split. This is the linear evaluation of
 Kolesnikov et al. 2019 / SimCLR's appendix, with validation-selected regularization.
 ``head = "topk"`` pools a ViT's patch tokens with the frozen pretrained patch scorer of a
-``*_topk`` strategy (bench/cell_model.py).
+``*_topk`` strategy (bench/cell_model.py). ``head = "topk_classwise"`` keeps every patch token
+``(N, T, D)`` instead and trains the heads as per-class patch classifiers whose image logit of
+class c is pooled from c's own top-K patch logits (same selection grid).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,15 +29,16 @@ from chexbench.bench import training as T
 from chexbench.bench.cell_model import (
     HEAD_OPTIONS,
     HEAD_OPTIONS_HELP,
-    ProbeClassifier,
     apply_head,
     finish_cell,
     head_invalid_reason,
+    make_classifier,
 )
 from chexbench.bench.context import FastPath, fast_path_for
 from chexbench.bench.metrics import macro_auroc
 from chexbench.bench.protocols.base import Protocol, ProtocolResult
 from chexbench.registry import PROTOCOLS
+from chexbench.strategies.topk import classwise_topk_pool
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
@@ -48,8 +52,10 @@ if TYPE_CHECKING:
 def extract_features(
     backbone: Backbone, images: np.ndarray, batch_size: int, device: torch.device, normalize: tuple[float, float], amp: bool,
     fast: FastPath | None = None,
+    tokens: bool = False,
 ) -> torch.Tensor:
-    """Pooled features (N, D) float32 on CPU of uint8 images (N, S, S); backbone in eval mode.
+    """Pooled features (N, D) float32 on CPU of uint8 images (N, S, S) — or, with ``tokens``, the
+    patch tokens (N, T, D); backbone in eval mode.
     ``fast``: autocast dtype and memory format (default: the device's policy).
 
     Under torchrun each rank extracts a contiguous slice and the slices are gathered in order.
@@ -63,8 +69,11 @@ def extract_features(
     for idx in T.batches(hi - lo, batch_size):
         x = T.to_input(images[idx + lo], device, normalize, channels_last=fast.channels_last)
         with T.autocast(device, amp, fast.amp_dtype):
-            out.append(backbone(x).float().cpu())
-    return D.gather_cpu_rows(torch.cat(out) if out else torch.zeros(0, backbone.num_features))
+            out.append((backbone.forward_tokens(x) if tokens else backbone(x)).float().cpu())
+    if not out:
+        shape = (0, int(np.prod(backbone.token_grid())), backbone.num_features) if tokens else (0, backbone.num_features)
+        return D.gather_cpu_rows(torch.zeros(shape))
+    return D.gather_cpu_rows(torch.cat(out))
 
 
 class LinearHeads:
@@ -72,8 +81,10 @@ class LinearHeads:
     (Kingma & Ba 2015) with a learning rate per head; plain tensors, no autograd graph
     beyond the logits."""
 
-    def __init__(self, lrs: torch.Tensor, l2s: torch.Tensor, dim: int, num_labels: int, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, lrs: torch.Tensor, l2s: torch.Tensor, dim: int, num_labels: int, betas=(0.9, 0.999), eps=1e-8,
+                 pool: Callable[[torch.Tensor], torch.Tensor] | None = None):
         g, dev = len(lrs), lrs.device
+        self.pool = pool  # token features: (G, N, T, L) patch logits → (G, N, L)
         self.weight = torch.zeros(g, dim, num_labels, device=dev, requires_grad=True)
         self.bias = torch.zeros(g, 1, num_labels, device=dev, requires_grad=True)
         self.lrs, self.l2s, self.betas, self.eps = lrs.view(g, 1, 1), l2s, betas, eps
@@ -81,6 +92,9 @@ class LinearHeads:
         self._t = 0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) → (G, N, L); token features (N, T, D) → patch logits (G, N, T, L) → ``pool`` → (G, N, L)."""
+        if x.dim() == 3:
+            return self.pool(torch.einsum("ntd,gdl->gntl", x, self.weight) + self.bias[:, :, None])
         return torch.einsum("nd,gdl->gnl", x, self.weight) + self.bias
 
     def loss(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -157,17 +171,21 @@ class Linear(Protocol):
             backbone = backbone.to(memory_format=torch.channels_last)
         for p in backbone.parameters():
             p.requires_grad_(False)
+        classwise = opts["head"] == "topk_classwise"
+        selected = make_classifier(backbone, len(data.labels), opts, self.name).to(device)
+        pool = (lambda z: classwise_topk_pool(z, selected.k, selected.alpha, dim=-2)) if classwise else None
 
         t0 = time.perf_counter()
         feats = {
-            name: extract_features(backbone, data.split(name).images, s.eval_batch_size, device, normalize, s.amp, ctx.fast_path)
+            name: extract_features(backbone, data.split(name).images, s.eval_batch_size, device, normalize, s.amp, ctx.fast_path, tokens=classwise)
             for name in ("train", "valid", "test")
         }
         extract_seconds = time.perf_counter() - t0
         for name, f in feats.items():
             T.check_finite_outputs(f, f"{name} features of the frozen backbone", "feature extraction (before the probe's first step)")
-        mean = feats["train"].mean(0, keepdim=True)
-        std = feats["train"].std(0, keepdim=True).clamp(min=1e-6) if n_train > 1 else torch.ones_like(mean)
+        flat_train = feats["train"].reshape(-1, feats["train"].shape[-1])  # tokens: standardized per channel over all patches
+        mean = flat_train.mean(0, keepdim=True)
+        std = flat_train.std(0, keepdim=True).clamp(min=1e-6) if len(flat_train) > 1 else torch.ones_like(mean)
         feats = {k: ((v - mean) / std).to(device) for k, v in feats.items()}
 
         grid = [(float(lr), float(l2)) for l2 in opts["l2_grid"] for lr in opts["lr_grid"]]
@@ -176,6 +194,7 @@ class Linear(Protocol):
             torch.tensor([l2 for _, l2 in grid], device=device),
             backbone.num_features,
             len(data.labels),
+            pool=pool,
         )
         steps_per_epoch = math.ceil(n_train / s.batch_size)
         total = steps_per_epoch * s.epochs
@@ -225,15 +244,18 @@ class Linear(Protocol):
 
         t2 = time.perf_counter()
         with torch.no_grad():
-            valid_scores = torch.sigmoid(feats["valid"] @ w + b).cpu().numpy()
-            test_scores = torch.sigmoid(feats["test"] @ w + b).cpu().numpy()
+            def probs(f: torch.Tensor) -> np.ndarray:
+                z = f @ w + b  # (N, L), or patch logits (N, T, L)
+                return torch.sigmoid(pool(z) if classwise else z).cpu().numpy()
+
+            valid_scores, test_scores = probs(feats["valid"]), probs(feats["test"])
         eval_seconds = time.perf_counter() - t2
         history = [
             {"epoch": e, "train_loss": float(train_loss[e, chosen]), "val_macro_auroc": float(val_auroc[e, chosen])}
             for e in range(s.epochs)
         ]
         lr, l2 = grid[chosen]
-        selected = ProbeClassifier(backbone, len(data.labels)).set_head(mean, std, w, b)
+        selected.set_head(mean, std, w, b)
         extra = {**finish_cell(selected, data, cell, ctx, opts, normalize), "head_notes": head_notes}
         return ProtocolResult(
             valid_scores=valid_scores,
