@@ -83,3 +83,16 @@ def test_explain_errors_are_one_line(stored, tmp_path):
     res = runner.invoke(app, ["explain", "-r", str(results), "--cell", cells["resnet_tiny"]])
     assert res.exit_code == 2 and "save_model = true" in res.output and len(res.output.strip().splitlines()) <= 2
     assert not (results / "explain").exists()  # nothing partial
+
+
+@pytest.mark.slow
+def test_several_cells_are_compared_side_by_side_on_the_same_images(stored, tmp_path):
+    results, cells = stored
+    out = tmp_path / "cmp"
+    res = CliRunner().invoke(app, ["explain", "-r", str(results), "--cell", cells["vit_tiny"], "--cell", cells["resnet_tiny"],
+                                   "--n", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    with Image.open(out / "comparison.png") as im:
+        assert im.size[0] > 300 and im.size[1] > 300  # 2 images × 2 cells
+    res = CliRunner().invoke(app, ["explain", "-r", str(results), "--cell", cells["vit_tiny"], "--cell", "ffffffffffff"])
+    assert res.exit_code == 2 and "no cell 'ffffffffffff'" in res.output

@@ -1,32 +1,50 @@
-"""The localization section: one row per cell that stored a localization, numbers as stored."""
+"""The localization section: per configuration (seeds pooled on the same pairs, never across
+configurations) with patient-level intervals, per label, and per cell as stored."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
+import pytest
 
-from chexbench.reports.localization_table import localization_rows, localization_section
+from chexbench.reports.localization_table import (
+    localization_label_rows,
+    localization_rows,
+    localization_section,
+    localization_summary,
+)
 
 
-def _record(cell_id: str, backbone: str, head: str | None, loc: dict | None, status: str = "ok") -> dict:
-    opts = {"head": head, "topk": 8} if head else {}
+def _detail(hits: list[float], patients: list[str] | None = None) -> dict:
+    n = len(hits)
+    return {"image_id": [f"img{i}" for i in range(n)], "cluster": patients or [f"p{i}" for i in range(n)],
+            "label": ["cardiomegaly" if i % 2 else "pleural_effusion" for i in range(n)], "hit": hits, "hit_tolerant": hits,
+            "random": [0.1] * n, "random_tolerant": [0.2] * n, "flat": [False] * n}
+
+
+def _record(cell_id: str, backbone: str, head: str | None, loc: dict | None, status: str = "ok", seed: int = 0,
+            topk: int = 8) -> dict:
+    opts = {"head": head, "topk": topk} if head else {}
     return {
         "cell_id": cell_id, "status": status, "strategy": "scratch", "backbone": backbone, "dataset": "phantom-nih",
-        "protocol": "finetune", "label_fraction": 1.0, "seed": 0, "macro_auroc": 0.8125,
-        "config_json": json.dumps({"protocol_options": opts}),
+        "protocol": "finetune", "label_fraction": 1.0, "seed": seed, "macro_auroc": 0.8125,
+        "config_json": json.dumps({"backbone": backbone, "seed": seed, "protocol_options": opts}),
         "data_json": json.dumps({"protocol_extra": {"head": head or "linear", **({"localization": loc} if loc else {})}}),
     }
 
 
-LOC = {"method": "topk_scores", "pairs": 40, "pointing_hit_rate": 0.45, "random_hit_rate": 0.0825,
+LOC = {"method": "topk_scores", "pairs": 40, "pointing_hit_rate": 0.45, "random_hit_rate": 0.0825, "flat_maps": 0,
+       "pointing_ci": [0.3, 0.6], "tolerant": {"tolerance_px": 4.29, "pointing_hit_rate": 0.5, "pointing_ci": [0.35, 0.65],
+                                                "random_hit_rate": 0.12},
        "deletion_auc": 0.31, "random_deletion_auc": 0.4}
 
 
 def test_rows_and_markdown():
     records = pd.DataFrame([
         _record("a", "vit_tiny", "topk", LOC),
-        _record("b", "resnet_tiny", None, {**LOC, "method": "gradcam", "pointing_hit_rate": 0.2, "deletion_auc": None}),
+        _record("b", "resnet_tiny", None, {**LOC, "method": "gradcam", "pointing_hit_rate": 0.2, "deletion_auc": None, "flat_maps": 3}),
         _record("c", "vit_tiny", None, None),
         _record("d", "vit_tiny", "topk", LOC, status="failed"),
     ])
@@ -35,8 +53,28 @@ def test_rows_and_markdown():
     assert rows.loc[1, "K"] == 8 and rows.loc[0, "K"] == ""
     md = localization_section(records)
     assert md.startswith("## Localization")
-    assert "| scratch | vit_tiny | phantom-nih | finetune | topk | 8 | 1 | 0 | 0.812 | topk_scores | 40 | 0.450 | 0.083 | 0.310 | 0.400 |" in md
-    assert "| gradcam | 40 | 0.200 | 0.083 | — | 0.400 |" in md
+    assert "| phantom-nih | scratch | vit_tiny | topk | 8 | topk_scores | 1 | 0.812 | 40 | 0 | 0.450 | [0.300, 0.600] | 0.083 | 0.500 | [0.350, 0.650] | 0.120 | 4.167 | — |" in md
+    assert "| gradcam | 1 | 0.812 | 40 | 3 | 0.200 | [0.300, 0.600] |" in md  # flat maps shown
+
+
+def test_seeds_of_one_configuration_are_pooled_on_the_same_pairs_and_configurations_are_not():
+    a = [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0]
+    b = [1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0]
+    loc = lambda hits: {**LOC, "pairs": len(hits), "pointing_hit_rate": float(np.mean(hits)), "pair_detail": _detail(hits)}  # noqa: E731
+    records = pd.DataFrame([
+        _record("s0", "vit_tiny", "topk_classwise", loc(a), seed=0),
+        _record("s1", "vit_tiny", "topk_classwise", loc(b), seed=1),
+        _record("k16", "vit_tiny", "topk_classwise", loc(b), seed=0, topk=16),  # another configuration
+    ])
+    summary = localization_summary(records)
+    assert len(summary) == 2 and sorted(summary["seeds"]) == [1, 2]
+    pooled = summary[summary["seeds"] == 2].iloc[0]
+    assert pooled["pointing"] == pytest.approx(np.mean((np.array(a) + np.array(b)) / 2))
+    assert pooled["random tolerant"] == pytest.approx(0.2) and pooled["tolerant ÷ random"] == pytest.approx(pooled["tolerant pointing"] / 0.2)
+    lo, hi = pooled["pointing CI"]
+    assert lo < pooled["pointing"] < hi
+    labels = localization_label_rows(records)
+    assert set(labels["label"]) == {"cardiomegaly", "pleural_effusion"} and labels["pairs"].sum() == 16
 
 
 def test_empty_without_localization():

@@ -90,4 +90,5 @@ def test_localization_section_appears_when_cells_stored_one(tmp_path):
         "deletion_auc": 0.3, "random_deletion_auc": 0.4}}})
     store.write(rec, pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "y_score", "split"]))
     text = write_report(tmp_path, n_boot=100, figures=False).read_text()
-    assert "## Localization" in text and "| gradcam | 12 | 0.500 | 0.100 | 0.300 | 0.400 |" in text
+    assert "## Localization" in text and "| gradcam | 1 |" in text
+    assert "| 12 | — | 0.500 | — | 0.100 |" in text  # a record of the older format: no flat-map count, no interval

@@ -377,4 +377,15 @@ def evaluate_localization(
         "random_deletion_auc": float(np.mean(rand_auc)) if rand_auc else None,
         "deletion_steps": deletion_steps,
         "per_label": {label: summary(labels_arr == label) for label in sorted(set(labels_of))},
+        # one entry per pair, so a report can pool seeds of one configuration on the same pairs
+        "pair_detail": {
+            "image_id": [str(test.image_ids[r]) for r, _, _ in pairs],
+            "cluster": [str(c) for c in cluster_arr],
+            "label": [str(v) for v in labels_arr],
+            "hit": [round(float(v), 6) for v in hit0],
+            "hit_tolerant": [round(float(v), 6) for v in hit_t],
+            "random": [round(float(v), 6) for v in chance0],
+            "random_tolerant": [round(float(v), 6) for v in chance_t],
+            "flat": [bool(v) for v in flat_arr],
+        },
     }

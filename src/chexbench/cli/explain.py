@@ -13,7 +13,7 @@ from chexbench.cli.app import app, console
 
 @app.command("explain")
 def explain_cmd(
-    cell: Annotated[str, typer.Option("--cell", "-c", help="cell id or a unique prefix of it (see `chexbench status`)")],
+    cell: Annotated[list[str], typer.Option("--cell", "-c", help="cell id or a unique prefix of it (see `chexbench status`); repeat it to compare cells' maps side by side")],
     results: Annotated[Path, typer.Option("--results", "-r", help="results directory")] = Path("chexbench-results"),
     n: Annotated[int, typer.Option("--n", help="how many test images (boxed positives first)")] = 8,
     ids: Annotated[list[str] | None, typer.Option("--ids", help="explain these test image ids instead (repeatable)")] = None,
@@ -21,14 +21,20 @@ def explain_cmd(
     columns: Annotated[int, typer.Option(help="overlays per row in gallery.png")] = 4,
     root: Annotated[Path | None, typer.Option("--root", help="read the cell's dataset from this root instead")] = None,
 ) -> None:
-    """Write heatmap overlays (top-K patch scores for ViT top-K cells, Grad-CAM for CNN cells),
-    gallery.png and gallery.md for a finished cell whose model was saved."""
+    """Write heatmap overlays (top-K patch scores, per-class top-K patch logits, ViT or CNN Grad-CAM),
+    gallery.png and gallery.md for a finished cell whose model was saved; with several --cell, one
+    comparison.png of their maps side by side on the same images."""
     from chexbench.bench.cell_ids import resolve_cell_id
     from chexbench.bench.store import ResultStore
-    from chexbench.reports.explain import write_explanations
+    from chexbench.reports.explain import write_explanations, write_method_comparison
 
-    cell = resolve_cell_id(cell, ResultStore(results).cell_ids(), str(results))
-    summary = write_explanations(results, cell, n=n, ids=ids, out_dir=out, columns=columns, dataset_root=root)
+    known = ResultStore(results).cell_ids()
+    cell = [resolve_cell_id(c, known, str(results)) for c in cell]
+    if len(cell) > 1:
+        path = write_method_comparison(results, cell, n=n, ids=ids, out=out / "comparison.png" if out else None, dataset_root=root)
+        console.print(f"{len(cell)} cells side by side → {escape(str(path))}")
+        return
+    summary = write_explanations(results, cell[0], n=n, ids=ids, out_dir=out, columns=columns, dataset_root=root)
     if summary.note:
         console.print(f"[yellow]warning:[/] {escape(summary.note)}")
     console.print(f"{len(summary.images)} overlays ({summary.method}) → {escape(str(summary.out_dir))}/gallery.md")

@@ -157,6 +157,55 @@ def write_explanations(results_dir: Path, cell_id: str, n: int = 8, ids: list[st
     return ExplainSummary(out_dir, cell_id, method, [str(data.test.image_ids[r]) for r in rows], extra.get("localization"), note)
 
 
+def write_method_comparison(results_dir: Path, cell_ids: list[str], n: int = 6, ids: list[str] | None = None,
+                            out: Path | None = None, dataset_root: Path | None = None) -> Path:
+    """One PNG with each cell's heatmap side by side on the same test images (rows: images, columns:
+    cells), each explaining the same label (a positive label with a box). The cells must share their
+    test split. Returns the PNG's path (default ``<results>/explain/comparison.png``)."""
+    from chexbench.bench import training as T
+    from chexbench.bench.cell_model import load_cell_model
+    from chexbench.bench.localization import load_split_boxes, pointing_score
+    from chexbench.datasets.celldata import build_cell_data
+    from chexbench.reports.heatmaps import explain, explain_method, patch_rects, save_gallery_png
+
+    results_dir = Path(results_dir)
+    if len(cell_ids) < 2:
+        raise ConfigError("a comparison needs at least two cells (--cell A --cell B …)")
+    loaded = []
+    for cell_id in cell_ids:
+        cell, _ = load_cell_config(results_dir, cell_id)
+        model, meta = load_cell_model(results_dir, cell, cell_id)
+        if explain_method(model) is None:
+            raise ConfigError(f"cell {cell_id} ({cell.backbone}, head = {meta['head']}): no heatmap for this model")
+        loaded.append((cell_id, cell, model, meta))
+    first = loaded[0][1]
+    data_cell = dataclasses.replace(first, dataset_options={**first.dataset_options, "root": str(dataset_root)}) if dataset_root else first
+    data = build_cell_data(data_cell)
+    for cell_id, cell, _, meta in loaded[1:]:
+        if (cell.dataset, cell.settings.image_size) != (first.dataset, first.settings.image_size) or list(meta["labels"]) != list(data.labels):
+            raise DataError(f"cell {cell_id} has another dataset, image size or label set than {loaded[0][0]}: not comparable")
+    boxes = load_split_boxes(data, "test")
+    rows = choose_images(data, boxes, n, ids)
+    zeros = np.zeros(len(data.labels))
+    labels = [_explained_label(data, r, zeros, boxes) for r in rows]
+    panels = []
+    for i, r in enumerate(rows):
+        image_id = str(data.test.image_ids[r])
+        image = np.asarray(data.test.images[r])
+        shown = [b for lbl, b in boxes.get(image_id, []) if lbl == data.labels[labels[i]]]
+        for cell_id, cell, model, meta in loaded:
+            x = T.to_input(data.test.images[r : r + 1], torch.device("cpu"), tuple(meta["normalize"]))
+            expl = explain(model, x, torch.as_tensor([labels[i]]))
+            flat = bool(expl.flat[0]) if expl.flat is not None else False
+            patches = patch_rects(expl.topk_indices[0], expl.grid, image.shape) if expl.topk_indices is not None else []
+            hit = "flat" if flat else ("hit" if pointing_score(expl.heat[0], shown) == 1.0 else "miss") if shown else ""
+            title = f"{cell.strategy} · {meta['head']} · {expl.method}\n{data.labels[labels[i]]} {hit}"
+            panels.append({"image": image, "heat": expl.heat[0], "patches": patches, "boxes": shown, "title": title, "flat": flat})
+    out = Path(out) if out else results_dir / "explain" / "comparison.png"
+    save_gallery_png(out, panels, columns=len(loaded), title=f"{first.dataset}: each column one cell, same images and label")
+    return out
+
+
 def _hit_text(score: float, flat: bool) -> str:
     if flat:
         return "no (flat map)"

@@ -1,21 +1,38 @@
-"""The report's localization section: per cell, AUROC beside the pointing game and deletion AUC
-(with their random-heatmap baselines), from ``data_json["protocol_extra"]["localization"]``
-(see :mod:`chexbench.bench.localization`). Pure function of the stored records."""
+"""The report's localization section, a pure function of the stored records
+(``data_json["protocol_extra"]["localization"]``, see :mod:`chexbench.bench.localization`).
+
+- :func:`localization_summary`: one row per **configuration** (the resolved config without the
+  seed; seeds of one configuration are pooled, different configurations never are): AUROC
+  beside the pointing game at 0 px and at the stored tolerance, each with a 95% patient-level
+  bootstrap interval, the random-heatmap baselines, their ratio and the flat-map count. Seeds
+  are pooled on the same (image, label) pairs: each pair's hit is averaged over the seeds, then
+  patients are resampled — the interval covers the test sample, the seed spread is shown beside it.
+- :func:`localization_label_rows`: the same per label.
+- :func:`localization_rows`: one row per cell, numbers as stored.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from chexbench.bench.localization import bootstrap_rate_interval
+
 COLUMNS = ("strategy", "backbone", "dataset", "protocol", "head", "K", "label_fraction", "seed", "macro AUROC",
-           "heatmap", "pairs", "pointing", "random pointing", "deletion AUC", "random deletion AUC")
+           "heatmap", "pairs", "flat maps", "pointing", "pointing CI", "random pointing", "tolerance px",
+           "tolerant pointing", "tolerant CI", "random tolerant", "deletion AUC", "random deletion AUC")
+SUMMARY_COLUMNS = ("dataset", "strategy", "backbone", "protocol", "head", "K", "label_fraction", "heatmap", "seeds",
+                   "macro AUROC", "pairs", "flat maps", "pointing", "pointing CI", "random pointing", "tolerance px",
+                   "tolerant pointing", "tolerant CI", "random tolerant", "tolerant ÷ random", "seed range (tolerant)")
+RESAMPLES = 2000
 
 
-def localization_rows(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per finished cell that stored a localization result (columns :data:`COLUMNS`)."""
-    rows: list[dict[str, Any]] = []
+def _cells(records: pd.DataFrame) -> list[dict[str, Any]]:
+    """Finished cells that stored a localization result, with their parsed config and result."""
+    out = []
     for _, r in records.iterrows():
         if r.get("status") != "ok":
             continue
@@ -23,14 +40,29 @@ def localization_rows(records: pd.DataFrame) -> pd.DataFrame:
         loc = extra.get("localization")
         if not loc:
             continue
-        proto_opts = json.loads(r.get("config_json") or "{}").get("protocol_options", {}) or {}
+        config = json.loads(r.get("config_json") or "{}")
+        proto_opts = config.get("protocol_options", {}) or {}
         head = extra.get("head", proto_opts.get("head", "linear"))
+        key = json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True, default=str)
+        out.append({"record": r, "loc": loc, "head": head, "K": proto_opts.get("topk", 0.25) if head != "linear" else "",
+                    "config_key": key})
+    return out
+
+
+def localization_rows(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per finished cell that stored a localization result (columns :data:`COLUMNS`)."""
+    rows: list[dict[str, Any]] = []
+    for c in _cells(records):
+        r, loc = c["record"], c["loc"]
+        tol = loc.get("tolerant") or {}
         rows.append({
             "strategy": r["strategy"], "backbone": r["backbone"], "dataset": r["dataset"], "protocol": r["protocol"],
-            "head": head, "K": proto_opts.get("topk", 0.25) if head == "topk" else "",
-            "label_fraction": r["label_fraction"], "seed": r["seed"], "macro AUROC": r["macro_auroc"],
-            "heatmap": loc["method"], "pairs": loc["pairs"], "pointing": loc["pointing_hit_rate"],
-            "random pointing": loc["random_hit_rate"], "deletion AUC": loc.get("deletion_auc"),
+            "head": c["head"], "K": c["K"], "label_fraction": r["label_fraction"], "seed": r["seed"],
+            "macro AUROC": r["macro_auroc"], "heatmap": loc["method"], "pairs": loc["pairs"],
+            "flat maps": loc.get("flat_maps"), "pointing": loc["pointing_hit_rate"], "pointing CI": loc.get("pointing_ci"),
+            "random pointing": loc["random_hit_rate"], "tolerance px": tol.get("tolerance_px"),
+            "tolerant pointing": tol.get("pointing_hit_rate"), "tolerant CI": tol.get("pointing_ci"),
+            "random tolerant": tol.get("random_hit_rate"), "deletion AUC": loc.get("deletion_auc"),
             "random deletion AUC": loc.get("random_deletion_auc"),
         })
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
@@ -38,29 +70,141 @@ def localization_rows(records: pd.DataFrame) -> pd.DataFrame:
                              key=lambda s: s.astype(str)).reset_index(drop=True)
 
 
+def _pooled_pairs(cells: list[dict[str, Any]]) -> pd.DataFrame | None:
+    """The pairs every seed of one configuration evaluated, each hit averaged over the seeds; None
+    when a cell stored no per-pair detail."""
+    frames = []
+    for c in cells:
+        detail = c["loc"].get("pair_detail")
+        if not detail:
+            return None
+        frames.append(pd.DataFrame(detail).assign(seed=c["record"]["seed"]))
+    long = pd.concat(frames, ignore_index=True)
+    n_seeds = long["seed"].nunique()
+    pooled = long.groupby(["image_id", "label"], sort=True).agg(
+        cluster=("cluster", "first"), n=("seed", "nunique"), hit=("hit", "mean"), hit_tolerant=("hit_tolerant", "mean"),
+        random=("random", "first"), random_tolerant=("random_tolerant", "first"), flat=("flat", "sum"),
+    )
+    return pooled[pooled["n"] == n_seeds].reset_index()
+
+
+def _rate_and_ci(pairs: pd.DataFrame, hit: str, chance: str) -> tuple[float, list[float], float]:
+    ci = bootstrap_rate_interval(pairs[hit].to_numpy(), pairs[chance].to_numpy(), pairs["cluster"].to_numpy(), RESAMPLES)
+    return float(pairs[hit].mean()), ci["pointing_ci"], float(pairs[chance].mean())
+
+
+def _groups(records: pd.DataFrame) -> list[list[dict[str, Any]]]:
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for c in _cells(records):
+        by_key.setdefault(c["config_key"], []).append(c)
+    return list(by_key.values())
+
+
+def _describe(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    r = cells[0]["record"]
+    return {"dataset": r["dataset"], "strategy": r["strategy"], "backbone": r["backbone"], "protocol": r["protocol"],
+            "head": cells[0]["head"], "K": cells[0]["K"], "label_fraction": r["label_fraction"],
+            "heatmap": cells[0]["loc"]["method"], "seeds": len(cells)}
+
+
+def localization_summary(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration, seeds pooled (columns :data:`SUMMARY_COLUMNS`)."""
+    rows = []
+    for cells in _groups(records):
+        row = _describe(cells)
+        row["macro AUROC"] = float(np.nanmean([float(c["record"]["macro_auroc"]) for c in cells]))
+        tol_rates = [c["loc"].get("tolerant", {}).get("pointing_hit_rate") for c in cells]
+        row["seed range (tolerant)"] = ([min(tol_rates), max(tol_rates)] if None not in tol_rates and len(cells) > 1 else None)
+        row["tolerance px"] = cells[0]["loc"].get("tolerant", {}).get("tolerance_px")
+        pairs = _pooled_pairs(cells)
+        if pairs is None or pairs.empty:  # records of an older format: single-seed numbers only
+            loc = cells[0]["loc"]
+            tol = loc.get("tolerant") or {}
+            row.update({"pairs": loc["pairs"], "flat maps": loc.get("flat_maps"), "pointing": loc["pointing_hit_rate"],
+                        "pointing CI": loc.get("pointing_ci") if len(cells) == 1 else None,
+                        "random pointing": loc["random_hit_rate"], "tolerant pointing": tol.get("pointing_hit_rate"),
+                        "tolerant CI": tol.get("pointing_ci") if len(cells) == 1 else None,
+                        "random tolerant": tol.get("random_hit_rate")})
+        else:
+            row["pairs"] = len(pairs)
+            row["flat maps"] = int(pairs["flat"].sum())
+            row["pointing"], row["pointing CI"], row["random pointing"] = _rate_and_ci(pairs, "hit", "random")
+            row["tolerant pointing"], row["tolerant CI"], row["random tolerant"] = _rate_and_ci(pairs, "hit_tolerant", "random_tolerant")
+        tp, rt = row.get("tolerant pointing"), row.get("random tolerant")
+        row["tolerant ÷ random"] = tp / rt if tp is not None and rt else None
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    return frame.sort_values(["dataset", "backbone", "strategy", "protocol", "head", "K", "label_fraction"], kind="stable",
+                             key=lambda s: s.astype(str)).reset_index(drop=True)
+
+
+def localization_label_rows(records: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration and label, seeds pooled: pairs, pointing (0 px and tolerant, with intervals) and random."""
+    rows = []
+    for cells in _groups(records):
+        pairs = _pooled_pairs(cells)
+        if pairs is None or pairs.empty:
+            continue
+        for label, sub in pairs.groupby("label", sort=True):
+            p0, ci0, r0 = _rate_and_ci(sub, "hit", "random")
+            pt, cit, rt = _rate_and_ci(sub, "hit_tolerant", "random_tolerant")
+            rows.append({**_describe(cells), "label": label, "pairs": len(sub), "pointing": p0, "pointing CI": ci0,
+                         "random pointing": r0, "tolerant pointing": pt, "tolerant CI": cit, "random tolerant": rt})
+    return pd.DataFrame(rows)
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return "—"
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        return f"[{v[0]:.3f}, {v[1]:.3f}]"
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def _table(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(f"{row[c]:g}" if c == "label_fraction" else _fmt(row[c]) for c in columns) + " |")
+    return lines
+
+
 def localization_section(records: pd.DataFrame, heading: str = "## Localization") -> str:
-    """Markdown: a table of AUROC, pointing game and deletion AUC per cell; "" when no cell has one."""
-    frame = localization_rows(records)
-    if frame.empty:
+    """Markdown: the per-configuration table (seeds pooled, intervals), the per-label table and the
+    per-cell table; "" when no cell has a localization result."""
+    summary = localization_summary(records)
+    if summary.empty:
         return ""
-
-    def fmt(v: Any) -> str:
-        if v is None or (isinstance(v, float) and pd.isna(v)):
-            return "—"
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-
+    tol = summary["tolerance px"].dropna().unique()
+    tol_text = f"{tol[0]:.2f} px" if len(tol) == 1 else "the tolerance in its column"
     lines = [
         heading,
         "",
-        "Test split, (image, label) pairs with a positive label and a ground-truth box. Pointing game: the heatmap's "
-        "maximum lies in a box of the label (higher is better; random = the boxes' area fraction). Deletion AUC: the "
-        "label's probability as pixels are removed in heatmap order (lower is better; random = random order). "
-        "Heatmaps: top-K patch scores (ViT, head = topk) or Grad-CAM (CNN).",
+        "Test split, (image, label) pairs with a positive label and a ground-truth box. **Pointing game** (Zhang et al. "
+        f"2016): the heatmap's maximum lies in a box of the label (0 px), or within {tol_text} of one (tolerant; the "
+        "standard 15 px at 224 px, scaled). A flat map (constant, all zero, 1×1) is a miss and counted under *flat maps*; "
+        "separate tied maxima count as the fraction of them that hit. **Random**: the hit rate of a map whose maximum is a "
+        "uniformly random pixel (the boxes' area fraction, grown by the tolerance). Intervals: 95% percentile bootstrap "
+        f"over patients ({RESAMPLES} resamples); seeds of one configuration are pooled on the same pairs (each pair's hit "
+        "averaged over seeds), the seed range is shown beside. Heatmaps: `topk_classwise` (the label's own patch logits), "
+        "`topk_scores` (class-agnostic patch scorer), `vit_gradcam` (Grad-CAM on a plain ViT's last-block tokens), "
+        "`gradcam` (ResNet, last stage).",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
     ]
-    for _, row in frame.iterrows():
-        cells = [f"{row[c]:g}" if c == "label_fraction" else fmt(row[c]) for c in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
+    summary_cols = [c for c in SUMMARY_COLUMNS if c not in ("protocol", "label_fraction", "tolerance px")
+                    or summary[c].astype(str).nunique() > 1]
+    lines += _table(summary, summary_cols)
+    labels = localization_label_rows(records)
+    if not labels.empty:
+        lines += ["", "Per label (seeds pooled):", ""]
+        label_cols = ["dataset", "strategy", "backbone", "head", "K", "label", "pairs", "pointing", "random pointing",
+                      "tolerant pointing", "tolerant CI", "random tolerant"]
+        lines += _table(labels, label_cols)
+    cells = localization_rows(records)
+    if len(cells) > len(summary):
+        lines += ["", "<details><summary>Per cell</summary>", ""]
+        lines += _table(cells, [c for c in COLUMNS if c not in ("deletion AUC", "random deletion AUC")
+                                or cells[c].notna().any()])
+        lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
