@@ -193,7 +193,7 @@ def write_method_comparison(results_dir: Path, cell_ids: list[str], n: int = 6, 
         image_id = str(data.test.image_ids[r])
         image = np.asarray(data.test.images[r])
         shown = [b for lbl, b in boxes.get(image_id, []) if lbl == data.labels[labels[i]]]
-        for cell_id, cell, model, meta in loaded:
+        for _cell_id, cell, model, meta in loaded:
             x = T.to_input(data.test.images[r : r + 1], torch.device("cpu"), tuple(meta["normalize"]))
             expl = explain(model, x, torch.as_tensor([labels[i]]))
             flat = bool(expl.flat[0]) if expl.flat is not None else False
