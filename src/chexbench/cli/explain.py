@@ -40,7 +40,12 @@ def explain_cmd(
     console.print(f"{len(summary.images)} overlays ({summary.method}) → {escape(str(summary.out_dir))}/gallery.md")
     loc = summary.localization
     if loc:
+        ci = " [{:.3f}, {:.3f}]".format(*loc["pointing_ci"]) if loc.get("pointing_ci") else ""
+        tol = loc.get("tolerant") or {}
+        tol_text = (f"; within {tol['tolerance_px']:.2f} px {tol['pointing_hit_rate']:.3f} vs random {tol['random_hit_rate']:.3f}"
+                    if tol else "")
+        flat = f"; {loc['flat_maps']} flat map(s) counted as misses" if loc.get("flat_maps") else ""
         console.print(
-            f"pointing game {loc['pointing_hit_rate']:.3f} vs random {loc['random_hit_rate']:.3f} "
-            f"on {loc['pairs']} test image–label pairs"
+            f"pointing game {loc['pointing_hit_rate']:.3f}{ci} vs random {loc['random_hit_rate']:.3f} "
+            f"on {loc['pairs']} test image–label pairs{tol_text}{flat}"
         )
