@@ -93,6 +93,7 @@ def _maps_at_lesions(model: nn.Module, normalize, split: SplitData, cells: np.nd
     return np.stack(peaks, 1), cells[both]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["finetune", "linear"])
 def test_maps_of_two_classes_differ_where_their_lesions_differ(tmp_path, protocol):
     """Trained through the protocol and rebuilt from the saved model: on images with both
