@@ -112,7 +112,8 @@ def localization_summary(records: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for cells in _groups(records):
         row = _describe(cells)
-        row["macro AUROC"] = float(np.nanmean([float(c["record"]["macro_auroc"]) for c in cells]))
+        aurocs = np.array([float(c["record"]["macro_auroc"]) for c in cells], dtype=np.float64)
+        row["macro AUROC"] = float(aurocs[~np.isnan(aurocs)].mean()) if (~np.isnan(aurocs)).any() else float("nan")
         tol_rates = [c["loc"].get("tolerant", {}).get("pointing_hit_rate") for c in cells]
         row["seed range (tolerant)"] = ([min(tol_rates), max(tol_rates)] if None not in tol_rates and len(cells) > 1 else None)
         row["tolerance px"] = cells[0]["loc"].get("tolerant", {}).get("tolerance_px")
