@@ -199,7 +199,7 @@ def write_method_comparison(results_dir: Path, cell_ids: list[str], n: int = 6, 
             flat = bool(expl.flat[0]) if expl.flat is not None else False
             patches = patch_rects(expl.topk_indices[0], expl.grid, image.shape) if expl.topk_indices is not None else []
             hit = "flat" if flat else ("hit" if pointing_score(expl.heat[0], shown) == 1.0 else "miss") if shown else ""
-            title = f"{cell.strategy} · {meta['head']} · {expl.method}\n{data.labels[labels[i]]} {hit}"
+            title = f"{cell.strategy} · {cell.backbone} · {meta['head']}\n{expl.method}: {data.labels[labels[i]]} {hit}"
             panels.append({"image": image, "heat": expl.heat[0], "patches": patches, "boxes": shown, "title": title, "flat": flat})
     out = Path(out) if out else results_dir / "explain" / "comparison.png"
     save_gallery_png(out, panels, columns=len(loaded), title=f"{first.dataset}: each column one cell, same images and label")
