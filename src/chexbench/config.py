@@ -38,16 +38,19 @@ Precedence, lowest first: [settings] < dataset < backbone < strategy < protocol 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import itertools
 import json
 import tomllib
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, create_model
 
 from chexbench.errors import ConfigError
+from chexbench.options import OptionInfo, Options, did_you_mean, options_model, schema_of, validate_table
 
 #: bump when the meaning of a stored record changes; it is part of every cell id.
 RESULTS_SCHEMA_VERSION = 1
@@ -56,30 +59,58 @@ AXES: tuple[str, ...] = ("strategy", "backbone", "dataset", "protocol", "label_f
 SECTIONS: tuple[str, ...] = ("dataset", "backbone", "strategy", "protocol")
 
 
+def _setting(default: Any, meaning: str, **bounds: Any) -> Any:
+    """A settings field: its default, one-line meaning and bounds (read by :func:`settings_schema`)."""
+    return field(default=default, metadata={"meaning": meaning, "bounds": bounds})
+
+
 @dataclass(frozen=True)
 class Settings:
     """Training and data settings; every field may be set in a grid at any level."""
 
-    epochs: int = 10
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    image_size: int = 224
-    optimizer: str = "adamw"  # adamw | sgd
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    uncertainty: str = "ignore"  # ignore | zeros | ones | mixed (CheXpert paper: U-Ones for atelectasis, edema)
-    not_mentioned: str = "negative"  # negative (blank → 0, the CheXpert convention) | ignore (masked)
-    views: str = "frontal"  # frontal | all
-    max_train_images: int = 0  # 0: no cap; a cap makes smoke runs fast
-    max_eval_images: int = 0
-    pretrain_source: str = "chexpert"  # dataset whose train split is the unlabeled pretraining pool
-    pretrain_seed: int = 0
-    allow_leakage: bool = False  # refuse test patients in train/pretrain unless set (recorded)
-    deterministic: bool = False  # torch.use_deterministic_algorithms
-    num_workers: int = 0
-    compile: bool = False
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    epochs: int = _setting(10, "training epochs of the protocol (fine-tuning or linear probe)", ge=1)
+    batch_size: int = _setting(32, "training batch size", ge=1)
+    eval_batch_size: int = _setting(128, "batch size of feature extraction and prediction", ge=1)
+    image_size: int = _setting(224, "square input size in pixels (a multiple of the backbone's patch/stride)", ge=8)
+    optimizer: Literal["adamw", "sgd"] = _setting("adamw", "optimizer of the protocol")
+    lr: float = _setting(1e-3, "peak learning rate (after warmup, cosine decay)", gt=0)
+    weight_decay: float = _setting(1e-4, "weight decay (decoupled for AdamW)", ge=0)
+    warmup_epochs: float = _setting(1.0, "linear warmup, in epochs", ge=0)
+    uncertainty: Literal["ignore", "zeros", "ones", "mixed"] = _setting(
+        "ignore", "uncertain labels (-1): masked, 0, 1, or mixed (CheXpert paper: U-Ones for atelectasis, edema)"
+    )
+    not_mentioned: Literal["negative", "ignore"] = _setting(
+        "negative", "labels a report does not mention: negative (blank → 0, the CheXpert convention) or ignore (masked)"
+    )
+    views: Literal["frontal", "all"] = _setting("frontal", "images used: frontal (PA/AP) only, or all views")
+    max_train_images: int = _setting(0, "cap on train images (whole patients; 0 = no cap)", ge=0)
+    max_eval_images: int = _setting(0, "cap on valid and test images (whole patients, fixed seed; 0 = no cap)", ge=0)
+    pretrain_source: str = _setting(
+        "chexpert", "dataset whose train split is the unlabeled pretraining pool (default: the target's default source)"
+    )
+    pretrain_seed: int = _setting(0, "seed of the shared pretraining run", ge=0)
+    allow_leakage: bool = _setting(False, "run even when test patients are in train/pretraining (recorded)")
+    deterministic: bool = _setting(False, "torch.use_deterministic_algorithms")
+    num_workers: int = _setting(0, "data-loader worker processes", ge=0)
+    compile: bool = _setting(False, "torch.compile the model")
+    amp: bool = _setting(True, "bf16 autocast on CUDA; ignored on CPU")
+
+
+def _settings_model() -> type[Options]:
+    """The pydantic model that validates a grid's settings values (types, choices, bounds)."""
+    hints = typing.get_type_hints(Settings)
+    fields_: dict[str, Any] = {}
+    for f in fields(Settings):
+        fields_[f.name] = (hints[f.name], Field(f.default, description=f.metadata.get("meaning", ""), **f.metadata.get("bounds", {})))
+    return create_model("SettingsOptions", __base__=Options, **fields_)
+
+
+SETTINGS_MODEL = _settings_model()
+
+
+def settings_schema() -> list[OptionInfo]:
+    """Machine-readable rows of every ``[settings]`` key (name, type, default, choices, bounds, meaning)."""
+    return schema_of(SETTINGS_MODEL)
 
 
 SETTINGS_KEYS = frozenset(f.name for f in fields(Settings))
@@ -220,6 +251,27 @@ class PlannedCell:
     reason: str = ""
 
 
+def _registries() -> dict[str, Any]:
+    from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
+
+    return {"strategy": STRATEGIES, "backbone": BACKBONES, "dataset": DATASETS, "protocol": PROTOCOLS}
+
+
+def backbone_family(backbone: str) -> str:
+    """The family of a registered backbone (its ``kind``: ``cnn``, ``vit``, …); recipes are chosen by it."""
+    from chexbench.registry import BACKBONES
+
+    return str(getattr(BACKBONES.get(backbone), "kind", ""))
+
+
+def default_pretrain_source(dataset: str) -> str:
+    """The pretraining source a cell of ``dataset`` uses when the grid names none (the dataset's
+    ``default_pretrain_source``: the CheXpert train split, or its phantom for phantom targets)."""
+    from chexbench.registry import DATASETS
+
+    return str(getattr(DATASETS.get(dataset), "default_pretrain_source", Settings.pretrain_source))
+
+
 @dataclass
 class Grid:
     name: str
@@ -229,21 +281,45 @@ class Grid:
     settings: dict[str, Any]
     sections: dict[str, dict[str, dict[str, Any]]]  # section -> name -> raw table
     overrides: list[dict[str, Any]]
+    #: strategy name -> backbone family -> options (``[strategy.NAME.recipe.FAMILY]``)
+    recipes: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def check_only(self, only: dict[str, list[str]] | None) -> None:
+        """Every ``--only`` value must be one of the grid's values of that axis (did-you-mean otherwise)."""
+        for key, wanted in (only or {}).items():
+            values = self.axes.get(key, [])
+            for v in wanted:
+                named = key == "strategy" and len(_with_named_instances([v], values)) > 1
+                if not named and not any(_equal(have, v) for have in values):
+                    shown = ", ".join(_show(x) for x in values)
+                    raise ConfigError(
+                        f"--only {key}={v}: not a {key} of grid '{self.name}'{did_you_mean(v, [_show(x) for x in values])} "
+                        f"({key} values: {shown})"
+                    )
 
     def cells(self, only: dict[str, list[str]] | None = None) -> list[PlannedCell]:
-        """Every cell of the grid (after ``only`` filters), each marked run or skipped."""
-        from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
+        """Every cell of the grid (after ``only`` filters), each marked run or skipped.
 
-        registries = {"strategy": STRATEGIES, "backbone": BACKBONES, "dataset": DATASETS, "protocol": PROTOCOLS}
+        An option axis (``"strategy.temperature"``) applies to the components that declare the
+        option; a cell it does not change appears once. A cell of an alias strategy
+        (``moco_convstem``) that computes exactly what its target's cell computes takes that
+        cell's place: the target's is listed as skipped, with the reason.
+        """
+        self.check_only(only)
+        registries = _registries()
         if only and "strategy" in only:  # `--only strategy=checkpoint` selects every named checkpoint
             only = {**only, "strategy": _with_named_instances(only["strategy"], self.axes["strategy"])}
         axis_names = list(self.axes)
         out: list[PlannedCell] = []
+        seen: set[str] = set()
         for combo in itertools.product(*(self.axes[a] for a in axis_names)):
             values = dict(zip(axis_names, combo, strict=True))
             if only and not _matches_only(values, only):
                 continue
             cell = self._resolve(values)
+            if cell.cell_id in seen:  # an option axis that this cell's components do not take
+                continue
+            seen.add(cell.cell_id)
             reason = ""
             for axis, reg in registries.items():
                 obj = reg.get(getattr(cell, axis))
@@ -253,20 +329,26 @@ class Grid:
                     if reason:
                         break
             if not reason:
-                reason = STRATEGIES.get(cell.strategy).unavailable_reason(cell) or ""
+                reason = registries["strategy"].get(cell.strategy).unavailable_reason(cell) or ""
             out.append(PlannedCell(cell, "skipped" if reason else "run", reason))
-        return out
+        return _alias_takes_target_cells(out)
 
     def _resolve(self, values: dict[str, Any]) -> CellConfig:
+        registries = _registries()
         settings = dict(self.settings)
         options: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+        strategy = registries["strategy"].get(str(values["strategy"]))
+        table_of = {s: str(values[s]) for s in SECTIONS}
+        table_of["strategy"] = getattr(strategy, "alias_of", None) or table_of["strategy"]
         for section in SECTIONS:
-            table = self.sections.get(section, {}).get(str(values[section]), {})
+            table = self.sections.get(section, {}).get(table_of[section], {})
             for k, v in table.items():
                 if k in SETTINGS_KEYS:
                     settings[k] = v
                 else:
                     options[section][k] = v
+        recipe = self.recipes.get(table_of["strategy"], {}).get(backbone_family(str(values["backbone"])), {})
+        options["strategy"].update(recipe)
         for ov in self.overrides:  # match = {strategy = "checkpoint"} also matches each named checkpoint
             if all(_equal(values.get(k), v) or (k == "strategy" and str(values[k]) in _with_named_instances([str(v)], [values[k]]))
                    for k, v in ov["match"].items()):
@@ -277,8 +359,9 @@ class Grid:
             section, key = axis.split(".", 1)
             if section == "settings":
                 settings[key] = v
-            else:
+            elif key in _declared_options(registries[section].get(str(values[section]))):
                 options[section][key] = v
+        settings.setdefault("pretrain_source", default_pretrain_source(str(values["dataset"])))
         return CellConfig(
             plugins=plugin_versions(values),
             strategy=str(values["strategy"]),
@@ -324,6 +407,30 @@ def plugin_versions(values: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _alias_takes_target_cells(planned: list[PlannedCell]) -> list[PlannedCell]:
+    """Mark skipped each runnable cell that a runnable alias cell computes identically."""
+    from chexbench.registry import STRATEGIES
+
+    by_id = {p.cell.cell_id: p for p in planned}
+    for p in planned:
+        target = getattr(STRATEGIES.get(p.cell.strategy), "alias_of", None)
+        if p.status != "run" or not target:
+            continue
+        twin = by_id.get(dataclasses.replace(p.cell, strategy=target).cell_id)
+        if twin is not None and twin.status == "run":
+            twin.status = "skipped"
+            twin.reason = f"runs as {p.cell.strategy}, the study's name for {target} on {p.cell.backbone} (same computation)"
+    return planned
+
+
+def _declared_options(component: Any) -> set[str]:
+    return set(options_model(component).model_fields)
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _equal(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         try:
@@ -338,7 +445,10 @@ def _matches_only(values: dict[str, Any], only: dict[str, list[str]]) -> bool:
 
 
 def parse_only(items: list[str] | None) -> dict[str, list[str]]:
-    """``["strategy=scratch,simclr", "seed=0"]`` → ``{"strategy": ["scratch", "simclr"], "seed": ["0"]}``."""
+    """``["strategy=scratch,simclr", "seed=0"]`` → ``{"strategy": ["scratch", "simclr"], "seed": ["0"]}``.
+
+    Values are checked against a grid's axes by :meth:`Grid.cells` (:meth:`Grid.check_only`).
+    """
     out: dict[str, list[str]] = {}
     for item in items or []:
         if "=" not in item:
@@ -346,35 +456,33 @@ def parse_only(items: list[str] | None) -> dict[str, list[str]]:
         key, value = item.split("=", 1)
         key = key.strip()
         if key not in AXES:
-            raise ConfigError(f"--only: unknown axis '{key}'{_did_you_mean(key, AXES)} (axes: {', '.join(AXES)})")
-        out.setdefault(key, []).extend(v.strip() for v in value.split(",") if v.strip())
+            raise ConfigError(f"--only: unknown axis '{key}'{did_you_mean(key, AXES)} (axes: {', '.join(AXES)})")
+        values = [v.strip() for v in value.split(",") if v.strip()]
+        if not values:
+            raise ConfigError(f"--only {key}= names no value")
+        out.setdefault(key, []).extend(values)
     return out
-
-
-def _did_you_mean(key: str, known: Any) -> str:
-    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _check_keys(table: dict[str, Any], allowed: Any, where: str, source: str) -> None:
     for k in table:
         if k not in allowed:
-            raise ConfigError(f"{source}: unknown key '{k}' in {where}{_did_you_mean(k, allowed)}")
+            raise ConfigError(f"{source}: unknown key '{k}' in {where}{did_you_mean(k, allowed)}")
 
 
-_SETTINGS_TYPES: dict[str, type] = {f.name: type(f.default) for f in fields(Settings)}
+def _check_settings(table: dict[str, Any], where: str, source: str) -> dict[str, Any]:
+    """Settings values checked for type, choices and bounds; ``pretrain_source`` must be a dataset."""
+    from chexbench.registry import DATASETS
 
-
-def _check_settings_types(table: dict[str, Any], where: str, source: str) -> dict[str, Any]:
-    out = {}
-    for k, v in table.items():
-        want = _SETTINGS_TYPES[k]
-        if want is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if not isinstance(v, want) or (want is int and isinstance(v, bool)):
-            raise ConfigError(f"{source}: {where} '{k}' must be {want.__name__}, got {v!r}")
-        out[k] = v
+    _check_keys(table, SETTINGS_KEYS, where, source)
+    out = validate_table(SETTINGS_MODEL, table, where, source)
+    if "pretrain_source" in out and out["pretrain_source"] not in DATASETS:
+        raise ConfigError(f"{source}: {where} 'pretrain_source': {DATASETS.unknown_message(out['pretrain_source'])}")
     return out
+
+
+def _check_options(component: Any, table: dict[str, Any], where: str, source: str) -> dict[str, Any]:
+    return validate_table(options_model(component), table, where, source)
 
 
 def load_grid(name_or_path: str) -> Grid:
@@ -435,25 +543,24 @@ def _expand_named_strategies(raw: dict[str, Any], source: str) -> dict[str, Any]
     return {**raw, "strategy": tables, "axes": {**raw["axes"], "strategy": list(dict.fromkeys(axis))}}
 
 
-def parse_grid(raw: dict[str, Any], source: str, default_name: str = "grid") -> Grid:
-    from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
+def _is_table(value: Any) -> bool:
+    return isinstance(value, dict)
 
-    registries = {"strategy": STRATEGIES, "backbone": BACKBONES, "dataset": DATASETS, "protocol": PROTOCOLS}
-    top_keys = {"name", "description", "axes", "settings", "override", *SECTIONS}
-    _check_keys(raw, top_keys, "the top level", source)
-    if "axes" not in raw:
-        raise ConfigError(f"{source}: missing [axes] table")
-    raw = _expand_named_strategies(raw, source)
-    axes_raw = raw["axes"]
+
+def _parse_axes(raw_axes: Any, source: str) -> dict[str, list[Any]]:
+    registries = _registries()
+    if not _is_table(raw_axes):
+        raise ConfigError(f"{source}: [axes] must be a table")
     axes: dict[str, list[Any]] = {}
-    for k, v in axes_raw.items():
-        if k not in AXES and not (
-            "." in k and k.split(".", 1)[0] in (*SECTIONS, "settings")
-        ):
-            raise ConfigError(f"{source}: unknown key '{k}' in [axes]{_did_you_mean(k, AXES)}")
+    for k, v in raw_axes.items():
+        if k not in AXES and not ("." in k and k.split(".", 1)[0] in (*SECTIONS, "settings")):
+            raise ConfigError(f"{source}: unknown key '{k}' in [axes]{did_you_mean(k, AXES)}")
         vals = v if isinstance(v, list) else [v]
         if not vals:
             raise ConfigError(f"{source}: axis '{k}' in [axes] is empty")
+        for i, a in enumerate(vals):
+            if any(_same_value(a, b) for b in vals[:i]):
+                raise ConfigError(f"{source}: [axes] {k} lists {a!r} twice")
         axes[k] = vals
     for a in AXES:
         if a not in axes:
@@ -463,46 +570,135 @@ def parse_grid(raw: dict[str, Any], source: str, default_name: str = "grid") -> 
                 axes[a] = [0]
             else:
                 raise ConfigError(f"{source}: [axes] needs '{a}'")
-    for a in ("strategy", "backbone", "dataset", "protocol"):
+    for a in SECTIONS:
         for v in axes[a]:
-            if v not in registries[a]:
+            if not isinstance(v, str) or v not in registries[a]:
                 raise ConfigError(f"{source}: [axes] {a}: {registries[a].unknown_message(str(v))}")
     for v in axes["label_fraction"]:
-        if not isinstance(v, (int, float)) or not 0 < float(v) <= 1:
-            raise ConfigError(f"{source}: [axes] label_fraction values must be in (0, 1], got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < float(v) <= 1:
+            raise ConfigError(f"{source}: [axes] label_fraction values must be numbers in (0, 1], got {v!r}")
     for v in axes["seed"]:
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise ConfigError(f"{source}: [axes] seed values must be integers, got {v!r}")
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"{source}: [axes] seed values must be integers ≥ 0, got {v!r}")
+    for k, vals in axes.items():  # option axes: "settings.KEY" or "SECTION.OPTION"
+        if k in AXES:
+            continue
+        section, key = k.split(".", 1)
+        where = f"[axes] '{k}'"
+        if section == "settings":
+            _check_keys({key: None}, SETTINGS_KEYS, "[axes] settings.*", source)
+            for v in vals:
+                _check_settings({key: v}, where, source)
+            continue
+        if key in SETTINGS_KEYS:
+            raise ConfigError(f"{source}: {where}: '{key}' is a setting; sweep it as \"settings.{key}\"")
+        takers = [registries[section].get(name) for name in axes[section]]
+        takers = [c for c in takers if key in _declared_options(c)]
+        if not takers:
+            known = sorted(set().union(*(_declared_options(registries[section].get(n)) for n in axes[section])))
+            raise ConfigError(
+                f"{source}: {where}: no {section} of the grid ({', '.join(axes[section])}) has an option '{key}'"
+                f"{did_you_mean(key, known)}"
+            )
+        for c in takers:
+            for v in vals:
+                _check_options(c, {key: v}, f"{where} (option of {section} {c.name})", source)
+    return axes
 
-    settings_raw = raw.get("settings", {})
-    _check_keys(settings_raw, SETTINGS_KEYS, "[settings]", source)
-    settings = _check_settings_types(settings_raw, "[settings]", source)
 
+def _same_value(a: Any, b: Any) -> bool:
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
+
+
+def _parse_sections(raw: dict[str, Any], source: str) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, dict[str, Any]]]]:
+    registries = _registries()
+    families = sorted({backbone_family(n) for n in registries["backbone"].names()} - {""})
     sections: dict[str, dict[str, dict[str, Any]]] = {}
+    recipes: dict[str, dict[str, dict[str, Any]]] = {}
     for section in SECTIONS:
         tables = raw.get(section, {})
-        if not isinstance(tables, dict):
+        if not _is_table(tables):
             raise ConfigError(f"{source}: [{section}] must be a table of [{section}.NAME] tables")
         sections[section] = {}
         for name, table in tables.items():
             if name not in registries[section]:
                 raise ConfigError(f"{source}: [{section}.{name}]: {registries[section].unknown_message(name)}")
+            if not _is_table(table):
+                raise ConfigError(f"{source}: [{section}.{name}] must be a table")
             obj = registries[section].get(name)
-            allowed_opts = set(getattr(obj, "options", {}) or {})
-            _check_keys(table, SETTINGS_KEYS | allowed_opts, f"[{section}.{name}]", source)
-            st = _check_settings_types({k: v for k, v in table.items() if k in SETTINGS_KEYS}, f"[{section}.{name}]", source)
-            sections[section][name] = {**{k: v for k, v in table.items() if k not in SETTINGS_KEYS}, **st}
+            target = getattr(obj, "alias_of", None)
+            if target:
+                raise ConfigError(
+                    f"{source}: [{section}.{name}]: {name} is an alias of {target} (same recipe); "
+                    f"set its options under [{section}.{target}]"
+                )
+            where = f"[{section}.{name}]"
+            table = dict(table)
+            if section == "strategy" and "recipe" in table and "recipe" not in _declared_options(obj):
+                recipe = table.pop("recipe")
+                if not _is_table(recipe):
+                    raise ConfigError(f"{source}: {where} recipe must be a table of [{where[1:-1]}.recipe.FAMILY] tables")
+                recipes[name] = {}
+                for family, opts in recipe.items():
+                    if family not in families:
+                        raise ConfigError(
+                            f"{source}: [{section}.{name}.recipe.{family}]: unknown backbone family '{family}'"
+                            f"{did_you_mean(family, families)} (families: {', '.join(families)})"
+                        )
+                    if not _is_table(opts):
+                        raise ConfigError(f"{source}: [{section}.{name}.recipe.{family}] must be a table")
+                    recipes[name][family] = _check_options(obj, opts, f"[{section}.{name}.recipe.{family}]", source)
+            declared = _declared_options(obj)
+            _check_keys(table, SETTINGS_KEYS | declared, where, source)
+            st = _check_settings({k: v for k, v in table.items() if k in SETTINGS_KEYS}, where, source)
+            opts = _check_options(obj, {k: v for k, v in table.items() if k not in SETTINGS_KEYS}, where, source)
+            sections[section][name] = {**opts, **st}
+    return sections, recipes
 
+
+def _parse_overrides(raw: Any, axes: dict[str, list[Any]], source: str) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{source}: 'override' must be an array of [[override]] tables")
     overrides = []
-    for i, ov in enumerate(raw.get("override", [])):
+    for i, ov in enumerate(raw):
         where = f"[[override]] #{i + 1}"
-        if "match" not in ov:
+        if not _is_table(ov) or "match" not in ov or not _is_table(ov["match"]):
             raise ConfigError(f"{source}: {where} needs a 'match' table")
         _check_keys(ov["match"], AXES, f"{where} match", source)
+        for key, value in ov["match"].items():
+            named = key == "strategy" and len(_with_named_instances([str(value)], axes[key])) > 1
+            if not named and not any(_equal(have, value) for have in axes[key]):
+                shown = [_show(x) for x in axes[key]]
+                raise ConfigError(
+                    f"{source}: {where} match {key} = {value!r} matches no cell: not among the grid's {key} values "
+                    f"({', '.join(shown)}){did_you_mean(str(value), shown)}"
+                )
         rest = {k: v for k, v in ov.items() if k != "match"}
-        _check_keys(rest, SETTINGS_KEYS, where, source)
-        overrides.append({"match": ov["match"], "settings": _check_settings_types(rest, where, source)})
+        if not rest:
+            raise ConfigError(f"{source}: {where} sets nothing besides 'match'")
+        overrides.append({"match": ov["match"], "settings": _check_settings(rest, where, source)})
+    return overrides
 
+
+def parse_grid(raw: dict[str, Any], source: str, default_name: str = "grid") -> Grid:
+    """A grid from a parsed TOML table. Everything is checked here, before any cell exists:
+    axis values, every settings and option value's type, choices and bounds, option keys
+    against each component's declared options, recipes and overrides. One line per error."""
+    top_keys = {"name", "description", "axes", "settings", "override", *SECTIONS}
+    _check_keys(raw, top_keys, "the top level", source)
+    if "axes" not in raw:
+        raise ConfigError(f"{source}: missing [axes] table")
+    for key in ("name", "description"):
+        if key in raw and not isinstance(raw[key], str):
+            raise ConfigError(f"{source}: '{key}' must be a string, got {raw[key]!r}")
+    raw = _expand_named_strategies(raw, source)
+    axes = _parse_axes(raw["axes"], source)
+    settings_raw = raw.get("settings", {})
+    if not _is_table(settings_raw):
+        raise ConfigError(f"{source}: [settings] must be a table")
+    settings = _check_settings(settings_raw, "[settings]", source)
+    sections, recipes = _parse_sections(raw, source)
+    overrides = _parse_overrides(raw.get("override", []), axes, source)
     return Grid(
         name=str(raw.get("name", default_name)),
         description=str(raw.get("description", "")),
@@ -511,4 +707,5 @@ def parse_grid(raw: dict[str, Any], source: str, default_name: str = "grid") -> 
         settings=settings,
         sections=sections,
         overrides=overrides,
+        recipes=recipes,
     )

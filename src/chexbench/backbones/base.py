@@ -148,6 +148,11 @@ class BackboneSpec:
             return f"{self.name} needs an image size that is a multiple of {self.size_multiple} (got {size})"
         return None
 
+    def preflight(self, cell: CellConfig) -> None:
+        """Check without training what can be checked for ``cell``; raise a ChexbenchError with
+        one line. Called by ``bench.runner.preflight`` once per distinct configuration. The
+        default checks nothing."""
+
     def adapt_checkpoint(self, state: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
         """Map a foreign checkpoint's tensors onto ``model``: 3→1 channel first conv, and
         (for ViTs) position embeddings resampled to this image size. Returns notes."""

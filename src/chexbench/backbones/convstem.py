@@ -12,12 +12,14 @@ matched, as the paper does. ``stem_convs = 3`` is the original study's stride-8 
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from chexbench.backbones.vit import VitSpec
+from chexbench.options import Options
 from chexbench.registry import BACKBONES
 
 
@@ -72,6 +74,11 @@ def convstem_channels(stem_convs: int, first: int, cap: int) -> tuple[int, ...]:
     return tuple(min(first * 2**i, cap) for i in range(stem_convs))
 
 
+class ConvStemOptions(Options):
+    stem_convs: Literal[3, 4] = Field(4, description="stride-2 3×3 convolutions of the stem: 4 (stride 16) or 3 (stride 8)")
+    depth: int = Field(11, ge=1, description="transformer blocks (11: one block's compute goes to the stem, Xiao et al. 2021)")
+
+
 class _ConvStemSpec(VitSpec):
     """A timm ViT whose patch embedding is a :class:`ConvStem`; subclasses set the widths."""
 
@@ -107,7 +114,8 @@ class VitB16ConvStem(_ConvStemSpec):
         "ViT-B with a convolutional stem (Xiao et al. 2021): 4× [3×3 s2 conv, BN, ReLU] (64–512) + 1×1 → 768, "
         "depth 11; stem_convs = 3 gives the stride-8 variant"
     )
-    options: dict[str, Any] = {"stem_convs": 4, "depth": 11}
+    option_model = ConvStemOptions
+    options: dict[str, Any] = ConvStemOptions.defaults()
     option_help: dict[str, str] = {
         "stem_convs": "stride-2 3×3 convolutions in the stem: 4 gives patch stride 16, 3 gives stride 8",
         "depth": "transformer blocks after the stem (one fewer than ViT-B's 12 keeps the compute equal)",
@@ -118,7 +126,8 @@ class VitConvStemTiny(_ConvStemSpec):
     name = "vit_convstem_tiny"
     description = "ConvStem ViT at CPU size (3× conv stem stride 8, 24–96 channels, width 96, depth 3): for tests and smoke runs"
     size_multiple = 8
-    options: dict[str, Any] = {"stem_convs": 3, "depth": 3}
+    option_model = ConvStemOptions.with_defaults("ConvStemTinyOptions", stem_convs=3, depth=3)
+    options: dict[str, Any] = option_model.defaults()
     option_help: dict[str, str] = VitB16ConvStem.option_help
     embed_dim = 96
     num_heads = 3

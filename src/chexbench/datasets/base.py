@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
+from pydantic import Field
+
+from chexbench.options import Options
 
 if TYPE_CHECKING:
     from chexbench.config import CellConfig
@@ -47,6 +50,12 @@ def label_columns(index: pd.DataFrame) -> list[str]:
     return [c for c in index.columns if c not in INDEX_META_COLUMNS]
 
 
+class DatasetOptions(Options):
+    """Options every dataset accepts under ``[dataset.<name>]``."""
+
+    root: str | None = Field(None, description="folder of the dataset in its native layout")
+
+
 class Dataset:
     """Base class of a registered dataset.
 
@@ -60,8 +69,11 @@ class Dataset:
     description: ClassVar[str] = ""
     labels: ClassVar[tuple[str, ...]] = ()
     eval_labels: ClassVar[tuple[str, ...]] = ()
+    option_model: ClassVar[type[Options]] = DatasetOptions
     options: ClassVar[dict[str, Any]] = {"root": None}
     option_help: ClassVar[dict[str, str]] = {"root": "folder holding the dataset in its native layout"}
+    #: the pretraining source of a self-supervised cell on this dataset when a grid names none
+    default_pretrain_source: ClassVar[str] = "chexpert"
 
     def resolve_root(self, options: dict[str, Any]) -> Path:
         """The root folder to read; subclasses may locate or generate a default."""
@@ -85,3 +97,8 @@ class Dataset:
 
     def invalid_reason(self, cell: CellConfig) -> str | None:
         return None
+
+    def preflight(self, cell: CellConfig) -> None:
+        """Check without training what can be checked for ``cell`` (index, labels, leakage);
+        raise a ChexbenchError with one line. Called by ``bench.runner.preflight`` once per
+        distinct configuration. The default checks nothing."""

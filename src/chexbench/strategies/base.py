@@ -59,6 +59,11 @@ class Strategy:
         """Why the cell cannot run on this machine (e.g. no weights file), or None. Skipped, not failed."""
         return None
 
+    def preflight(self, cell: CellConfig) -> None:
+        """Check without training what can be checked for ``cell``; raise a ChexbenchError with
+        one line. Called by ``bench.runner.preflight`` once per distinct configuration. The
+        default checks nothing."""
+
     def pretrain_key(self, cell: CellConfig) -> dict[str, Any] | None:
         """The config identifying a shared pretraining run, or None if no pretraining."""
         return None

@@ -20,8 +20,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from chexbench.backbones.imagenet_weights import find_local, local_candidates
 from chexbench.errors import SkipCell
+from chexbench.options import Options
 from chexbench.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.base import InitRecord, Strategy
 
@@ -52,10 +55,15 @@ def find_weights(backbone_name: str, options: dict[str, Any]) -> tuple[Path | No
     )
 
 
+class ImageNetOptions(Options):
+    weights: str | None = Field(None, description="local weights file (.safetensors/.pth); default: <cache>/weights, then the Hugging Face cache")
+
+
 class ImageNet(Strategy):
     name = "imagenet"
     description = "supervised ImageNet-1k weights (timm) from a local file, strict key audit"
-    options: dict[str, Any] = {"weights": None}
+    option_model = ImageNetOptions
+    options: dict[str, Any] = ImageNetOptions.defaults()
     option_help: dict[str, str] = {
         "weights": "local timm checkpoint (.safetensors / .pth) of this backbone's ImageNet weights; "
         "unset: ~/.cache/chexbench/weights/<timm name>.safetensors or timm's local Hugging Face cache",

@@ -1,37 +1,32 @@
-"""Strategy ``moco_convstem``: MoCo-v2 on a ViT with a convolutional stem, with the ViT recipe.
+"""Strategy ``moco_convstem``: the study's name for MoCo-v2 on a ViT with a convolutional stem.
 
-The objective is MoCo-v2's (momentum key encoder, key queue, MLP head, InfoNCE at τ = 0.2;
-see :mod:`chexbench.strategies.mocov2`), on ``vit_b16_convstem`` (Xiao et al. 2021). The
-optimization follows MoCo-v3 (Chen, Xie & He 2021, "An Empirical Study of Training
-Self-Supervised Vision Transformers"): AdamW (lr 1.5e-4 at batch 256, weight decay 0.1,
-none on biases and norms), linear warmup then cosine decay, and the momentum rising from
-0.99 to 1 on a cosine schedule. MoCo-v3 found ViT training unstable — loss spikes that
-start in the patch projection — and stabilized it by freezing a random patch projection;
-Xiao et al. showed a convolutional stem removes that instability while staying trainable,
-which is why the stem here is trained. The stem has BatchNorm, so the shuffle-BN emulation
-of MoCo-v2 (``bn_splits``) applies to it. Valid only for backbones with a conv stem.
+An alias of :mod:`chexbench.strategies.mocov2`, not another method: the same objective
+(momentum key encoder, key queue, MLP head, InfoNCE at τ = 0.2), the same options, and the
+same recipe that ``mocov2`` uses on any ViT — MoCo v3's (Chen, Xie & He 2021, "An Empirical
+Study of Training Self-Supervised Vision Transformers"): AdamW (lr 1.5e-4 at batch 256,
+weight decay 0.1, none on biases and norms), 40 warmup epochs then cosine decay, and the
+momentum rising from 0.99 to 1 on a cosine. So ``mocov2`` on ``vit_b16`` and
+``moco_convstem`` on ``vit_b16_convstem`` differ only in the stem (Xiao et al. 2021). A grid
+sets its options under ``[strategy.mocov2]``; its pretraining runs are ``mocov2``'s (one run
+serves both names), and when a grid holds both names on a conv-stem backbone the plan runs
+the cell once, under this name. MoCo v3 stabilized ViT training by freezing a random patch
+projection; the conv stem removes that instability while staying trainable (Xiao et al.),
+so it is trained here. The stem has BatchNorm, so the shuffle-BN emulation of MoCo-v2
+(``bn_splits``) applies to it. Valid only for backbones with a conv stem.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar
 
 from chexbench.registry import BACKBONES, STRATEGIES
-from chexbench.strategies.mocov2 import MOCO_OPTIONS, MoCoV2
+from chexbench.strategies.mocov2 import MoCoV2
 
 
 class MoCoConvStem(MoCoV2):
     name = "moco_convstem"
-    description = "MoCo-v2 on a ConvStem ViT (Xiao et al. 2021) with MoCo-v3's AdamW + warmup + cosine momentum"
-    options: dict[str, Any] = {
-        **MOCO_OPTIONS,
-        "pretrain_optimizer": "adamw",
-        "pretrain_lr": 1.5e-4,
-        "pretrain_weight_decay": 0.1,
-        "pretrain_warmup_epochs": 10.0,
-        "momentum": 0.99,
-        "cosine_momentum": True,
-    }
+    description = "the study's name for mocov2 on a ConvStem ViT (Xiao et al. 2021): same objective, same ViT recipe (MoCo v3)"
+    alias_of: ClassVar[str | None] = "mocov2"
 
     def invalid_reason(self, cell) -> str | None:
         spec = BACKBONES.get(cell.backbone)

@@ -7,7 +7,8 @@ A query encoder (trained) and a key encoder (its exponential moving average, mom
 past keys (size ``queue_size``, capped at the pretraining-set size minus the batch size — a
 queue of the whole pool would hold a key of every image, so each query would meet its own
 image's previous key as a negative; the cap is noted in the record).
-MLP head, temperature 0.2, SGD with cosine decay, as in MoCo-v2.
+MLP head, temperature 0.2. The optimization recipe depends on the backbone family
+(:attr:`MoCoV2.recipes`): MoCo-v2's SGD on a ResNet, MoCo v3's AdamW recipe on a ViT.
 
 **Why shuffle-BN, and what is done here.** With BatchNorm, a query and its key computed
 in the same batch can "communicate" through the batch statistics, and the model finds a
@@ -31,10 +32,11 @@ single-process step. SyncBatchNorm is never used: it would bring the shortcut ba
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from chexbench.bench.distributed import all_gather_keys, local_rows, world_size
@@ -42,15 +44,38 @@ from chexbench.registry import STRATEGIES
 from chexbench.strategies.heads import ProjectionHead
 from chexbench.strategies.losses import info_nce
 from chexbench.strategies.momentum import KeyQueue, cosine_momentum, momentum_update
-from chexbench.strategies.pretrain import COMMON_OPTIONS, PretrainStrategy, has_batch_norm, split_forward
+from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy, has_batch_norm, split_forward
 
-MOCO_OPTIONS: dict[str, Any] = {
-    **COMMON_OPTIONS,
-    "queue_size": 65536,
+
+class MoCoOptions(PretrainOptions):
+    """MoCo's options, over the common pretraining options."""
+
+    queue_size: int = Field(65536, ge=1, description="keys in the FIFO queue of negatives (capped at the pool size minus the batch size)")
+    momentum: float = Field(0.999, ge=0, le=1, description="key-encoder EMA momentum (the start value with cosine_momentum)")
+    cosine_momentum: bool = Field(False, description="momentum rises to 1 along a half cosine (BYOL / MoCo v3)")
+    bn_splits: int = Field(2, ge=1, description="BatchNorm groups of the single-device shuffle-BN")
+    temperature: float = Field(0.2, gt=0, description="softmax temperature of InfoNCE")
+
+
+MOCO_OPTIONS: dict[str, Any] = MoCoOptions.defaults()
+#: MoCo-v2 on a ResNet (Chen, Fan, Girshick & He 2020): SGD lr 0.03 at batch 256, wd 1e-4, m 0.999
+MOCO_V2_RECIPE: dict[str, Any] = {
+    "pretrain_optimizer": "sgd",
+    "pretrain_lr": 0.03,
+    "pretrain_weight_decay": 1e-4,
+    "pretrain_warmup_epochs": 0.0,
     "momentum": 0.999,
-    "cosine_momentum": False,  # MoCo-v3 schedule m → 1
-    "bn_splits": 2,
-    "temperature": 0.2,
+    "cosine_momentum": False,
+}
+#: the ViT recipe of MoCo v3 (Chen, Xie & He 2021): AdamW lr 1.5e-4 × B/256, wd 0.1, 40 warmup
+#: epochs, momentum 0.99 rising to 1 on a cosine; the same objective (queue, τ) as on a ResNet
+MOCO_V3_VIT_RECIPE: dict[str, Any] = {
+    "pretrain_optimizer": "adamw",
+    "pretrain_lr": 1.5e-4,
+    "pretrain_weight_decay": 0.1,
+    "pretrain_warmup_epochs": 40.0,
+    "momentum": 0.99,
+    "cosine_momentum": True,
 }
 MOCO_OPTIONS_HELP: dict[str, str] = {
     "queue_size": "negative keys kept in the queue (capped at the pretraining-pool size)",
@@ -126,7 +151,9 @@ class MoCoModel(nn.Module):
 class MoCoV2(PretrainStrategy):
     name = "mocov2"
     description = "MoCo-v2 (He et al. 2020; Chen et al. 2020): momentum encoder, key queue, MLP head, shuffle-BN"
-    options: dict[str, Any] = {**MOCO_OPTIONS, "pretrain_optimizer": "sgd", "pretrain_lr": 0.03, "pretrain_weight_decay": 1e-4}
+    option_model = MoCoOptions
+    options: dict[str, Any] = MOCO_OPTIONS
+    recipes: ClassVar[dict[str, dict[str, Any]]] = {"cnn": MOCO_V2_RECIPE, "vit": MOCO_V3_VIT_RECIPE}
     option_help: dict[str, str] = MOCO_OPTIONS_HELP
 
     def build_model(self, encoder, opts, pool_size, generator):

@@ -28,14 +28,16 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from chexbench.bench.store import atomic_torch_save
 from chexbench.errors import ConfigError, DataError
+from chexbench.options import Options, options_model, validate_table
 from chexbench.strategies.base import InitRecord, Strategy
 
 if TYPE_CHECKING:
@@ -45,32 +47,36 @@ if TYPE_CHECKING:
 
 #: columns of ``results_dir/pretrain/<run_id>.parquet``
 HISTORY_COLUMNS = ("run_id", "strategy", "backbone", "epoch", "step", "loss", "probe_auroc")
+
+
+class PretrainOptions(Options):
+    """Options every self-supervised strategy accepts under ``[strategy.<name>]`` (defaults per strategy)."""
+
+    pretrain_epochs: int = Field(100, ge=1, description="pretraining epochs over the unlabeled pool")
+    pretrain_batch_size: int = Field(256, ge=2, description="pretraining batch size (capped at the pool size)")
+    pretrain_optimizer: Literal["sgd", "adamw"] = Field("sgd", description="pretraining optimizer (SGD momentum 0.9, or AdamW)")
+    pretrain_lr: float = Field(0.03, gt=0, description="peak pretraining learning rate (not rescaled by batch size)")
+    pretrain_weight_decay: float = Field(1e-4, ge=0, description="weight decay, none on biases and norms")
+    pretrain_warmup_epochs: float = Field(0.0, ge=0, description="linear warmup before the cosine decay, in epochs")
+    grad_clip: float = Field(0.0, ge=0, description="max gradient norm, 0 = off")
+    temperature: float = Field(0.2, gt=0, description="softmax temperature of the contrastive loss")
+    proj_dim: int = Field(128, ge=1, description="output width of the projection head")
+    proj_hidden_dim: int = Field(2048, ge=1, description="hidden width of the projection head")
+    max_pretrain_images: int = Field(0, ge=0, description="cap on the pool (whole patients), 0 = the whole pool")
+    pretrain_root: str | None = Field(None, description="root of the pretraining source when it is not the cell's dataset")
+    crop_scale_min: float = Field(0.35, gt=0, le=1, description="smallest random-resized-crop area fraction")
+    max_rotation_deg: float = Field(10.0, ge=0, description="largest random rotation, degrees")
+    flip_p: float = Field(0.0, ge=0, le=1, description="horizontal flip probability")
+    intensity: float = Field(0.2, ge=0, description="brightness and contrast jitter amplitude")
+    blur_p: float = Field(0.5, ge=0, le=1, description="Gaussian blur probability")
+    noise_std: float = Field(0.03, ge=0, description="additive Gaussian noise std (intensities in [0, 1])")
+    probe_every: int = Field(1, ge=0, description="epochs between kNN probes, 0 = off")
+    probe_images: int = Field(512, ge=1, description="labeled images of the kNN probe's memory bank and queries")
+    probe_k: int = Field(20, ge=1, description="neighbours of the kNN probe")
+
+
 #: every self-supervised strategy accepts these under [strategy.<name>] (defaults per strategy)
-COMMON_OPTIONS: dict[str, Any] = {
-    "pretrain_epochs": 100,
-    "pretrain_batch_size": 256,
-    "pretrain_optimizer": "sgd",  # sgd | adamw
-    "pretrain_lr": 0.03,
-    "pretrain_weight_decay": 1e-4,
-    "pretrain_warmup_epochs": 0.0,
-    "grad_clip": 0.0,  # max gradient norm, 0 = off
-    "temperature": 0.2,
-    "proj_dim": 128,
-    "proj_hidden_dim": 2048,
-    "max_pretrain_images": 0,  # 0 = the whole pool
-    "pretrain_root": None,  # root of the pretraining source when it is not the cell's dataset
-    # augmentation (see strategies.augment.ViewAugment)
-    "crop_scale_min": 0.35,
-    "max_rotation_deg": 10.0,
-    "flip_p": 0.0,
-    "intensity": 0.2,  # brightness and contrast amplitude
-    "blur_p": 0.5,
-    "noise_std": 0.03,
-    # probe
-    "probe_every": 1,  # epochs between kNN probes, 0 = off
-    "probe_images": 512,
-    "probe_k": 20,
-}
+COMMON_OPTIONS: dict[str, Any] = PretrainOptions.defaults()
 #: what each of :data:`COMMON_OPTIONS` means (``chexbench list options STRATEGY`` shows it)
 COMMON_OPTIONS_HELP: dict[str, str] = {
     "pretrain_epochs": "epochs of self-supervised pretraining over the pretraining pool",
@@ -126,17 +132,26 @@ class PretrainStrategy(Strategy):
     notes for the record.
     """
 
+    option_model: ClassVar[type[Options]] = PretrainOptions
     options: dict[str, Any] = COMMON_OPTIONS
     option_help: dict[str, str] = COMMON_OPTIONS_HELP
+    #: backbone family (the backbone's ``kind``: "cnn", "vit", …) -> option defaults of that
+    #: family's recipe, over ``options``; a grid's [strategy.NAME] and its
+    #: [strategy.NAME.recipe.FAMILY] tables override them
+    recipes: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: the strategy this one is another name for (same options, recipes and pretraining runs)
+    alias_of: ClassVar[str | None] = None
+
+    def recipe_for(self, backbone: str) -> dict[str, Any]:
+        """The option defaults of ``backbone``'s family recipe (empty when the family has none)."""
+        from chexbench.config import backbone_family
+
+        return dict(self.recipes.get(backbone_family(backbone), {}))
 
     def resolved_options(self, cell: CellConfig) -> dict[str, Any]:
-        unknown = set(cell.strategy_options) - set(self.options)
-        if unknown:
-            raise ConfigError(f"[strategy.{self.name}]: unknown option(s) {sorted(unknown)}")
-        opts = {**self.options, **cell.strategy_options}
-        if opts["pretrain_optimizer"] not in ("sgd", "adamw"):
-            raise ConfigError(f"[strategy.{self.name}] pretrain_optimizer must be sgd or adamw, got {opts['pretrain_optimizer']!r}")
-        return opts
+        """Defaults < the backbone family's recipe < the cell's options (validated by the grid)."""
+        given = validate_table(options_model(self), cell.strategy_options, f"[strategy.{self.name}]", f"cell {cell.cell_id}")
+        return {**self.options, **self.recipe_for(cell.backbone), **given}
 
     def build_model(self, encoder: Backbone, opts: dict[str, Any], pool_size: int, generator: torch.Generator) -> tuple[nn.Module, list[str]]:
         raise NotImplementedError
@@ -150,7 +165,7 @@ class PretrainStrategy(Strategy):
         raw = cell.dataset_options if source == cell.dataset else {"root": opts.get("pretrain_root")}
         source_options = {k: str(v) if k == "root" else v for k, v in sorted(raw.items()) if v is not None}
         return {
-            "strategy": self.name,
+            "strategy": self.alias_of or self.name,  # an alias shares its target's pretraining runs
             "backbone": cell.backbone,
             "backbone_options": dict(sorted(cell.backbone_options.items())),
             "pretrain_source": source,

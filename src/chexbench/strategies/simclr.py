@@ -5,14 +5,14 @@ Two augmented views of each image go through the encoder and an MLP projection h
 NT-Xent loss pulls each pair together against the other ``2B − 2`` views of the batch.
 Both views pass the encoder as one batch, so BatchNorm normalizes over all ``2B`` views
 (the single-device equivalent of SimCLR's global BN; under torchrun negatives are gathered
-from every rank and BN is synchronized on CUDA, see :mod:`chexbench.bench.distributed`). Departure from the paper: AdamW
+from every rank and BN is synchronized on CUDA, see :mod:`chexbench.bench.distributed`). The optimization recipe depends on the backbone family (:attr:`SimCLR.recipes`). Departure from the paper: AdamW
 instead of LARS (no LARS in torch; AdamW is the usual single-GPU substitute), and the
 augmentations are the radiograph set of :mod:`chexbench.strategies.augment` (no color).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -20,7 +20,24 @@ from torch import nn
 from chexbench.bench.distributed import local_rows, nt_xent_across_ranks
 from chexbench.registry import STRATEGIES
 from chexbench.strategies.heads import ProjectionHead
-from chexbench.strategies.pretrain import COMMON_OPTIONS, PretrainStrategy
+from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy
+
+SIMCLR_OPTIONS = PretrainOptions.with_defaults("SimCLROptions", temperature=0.1)
+#: SimCLR on a ResNet (Chen et al. 2020): 10 warmup epochs, wd 1e-6; AdamW 1e-3 stands in for LARS
+SIMCLR_RESNET_RECIPE: dict[str, Any] = {
+    "pretrain_optimizer": "adamw",
+    "pretrain_lr": 1e-3,
+    "pretrain_weight_decay": 1e-6,
+    "pretrain_warmup_epochs": 10.0,
+}
+#: on a ViT, the ViT optimization recipe of MoCo v3 (Chen, Xie & He 2021), the framework in which
+#: they also trained SimCLR on ViTs: AdamW lr 1.5e-4 × B/256, wd 0.1, 40 warmup epochs
+SIMCLR_VIT_RECIPE: dict[str, Any] = {
+    "pretrain_optimizer": "adamw",
+    "pretrain_lr": 1.5e-4,
+    "pretrain_weight_decay": 0.1,
+    "pretrain_warmup_epochs": 40.0,
+}
 
 
 class SimCLRModel(nn.Module):
@@ -44,14 +61,9 @@ class SimCLRModel(nn.Module):
 class SimCLR(PretrainStrategy):
     name = "simclr"
     description = "SimCLR (Chen et al. 2020): two views, NT-Xent over the batch, MLP head; pretrained on unlabeled CXRs"
-    options: dict[str, Any] = {
-        **COMMON_OPTIONS,
-        "pretrain_optimizer": "adamw",
-        "pretrain_lr": 1e-3,
-        "pretrain_weight_decay": 1e-6,
-        "pretrain_warmup_epochs": 10.0,
-        "temperature": 0.1,
-    }
+    option_model = SIMCLR_OPTIONS
+    options: dict[str, Any] = SIMCLR_OPTIONS.defaults()
+    recipes: ClassVar[dict[str, dict[str, Any]]] = {"cnn": SIMCLR_RESNET_RECIPE, "vit": SIMCLR_VIT_RECIPE}
 
     def build_model(self, encoder, opts, pool_size, generator):
         model = SimCLRModel(encoder, encoder.num_features, int(opts["proj_hidden_dim"]), int(opts["proj_dim"]), float(opts["temperature"]))

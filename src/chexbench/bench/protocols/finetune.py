@@ -35,6 +35,7 @@ from chexbench.bench.cell_model import (
 )
 from chexbench.bench.metrics import macro_auroc
 from chexbench.bench.protocols.base import Protocol, ProtocolResult
+from chexbench.bench.protocols.options import FinetuneOptions
 from chexbench.registry import PROTOCOLS
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class Classifier(nn.Module):
 class Finetune(Protocol):
     name = "finetune"
     description = "end-to-end fine-tuning, AdamW + warmup-cosine, selection on validation macro AUROC"
+    option_model = FinetuneOptions
     options: dict[str, Any] = {"augment": True, "sync_bn": True, **HEAD_OPTIONS}
     option_help: dict[str, str] = {
         "augment": "light augmentation (crop, small rotation, intensity) of the training images",

@@ -37,6 +37,7 @@ from chexbench.bench.cell_model import (
 from chexbench.bench.context import FastPath, fast_path_for
 from chexbench.bench.metrics import macro_auroc
 from chexbench.bench.protocols.base import Protocol, ProtocolResult
+from chexbench.bench.protocols.options import LinearOptions
 from chexbench.registry import PROTOCOLS
 from chexbench.strategies.topk import classwise_topk_pool
 
@@ -146,6 +147,7 @@ def macro_auroc_per_head(targets: np.ndarray, scores: np.ndarray, label_cols: li
 class Linear(Protocol):
     name = "linear"
     description = "linear probe on frozen features, (lr, L2) selected on validation macro AUROC"
+    option_model = LinearOptions
     options: dict[str, Any] = {"lr_grid": [1e-3, 1e-2], "l2_grid": [0.0, 1e-4, 1e-3, 1e-2, 1e-1], **HEAD_OPTIONS}
     option_help: dict[str, str] = {
         "lr_grid": "learning rates of the linear probe, chosen on validation macro AUROC",

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
+from pydantic import Field
 
-from chexbench.datasets.base import Dataset
+from chexbench.datasets.base import Dataset, DatasetOptions
 from chexbench.datasets.labels import CHEXPERT_EVAL_LABELS, INDIANA_EVAL_LABELS, NIH_EVAL_LABELS
+from chexbench.options import Options
 from chexbench.registry import DATASETS
 
 #: labels each layout carries *and* the phantom draws (harmonized names)
@@ -56,11 +58,21 @@ def layout_root(layout: str, folder: Path) -> Path:
     return folder / sub if sub and (folder / sub).is_dir() else folder
 
 
+class PhantomOptions(DatasetOptions):
+    """Options of a phantom: a root to read, or the generation parameters of the cached set."""
+
+    patients: int = Field(500, ge=1, description="patients generated (several studies each)")
+    size: int = Field(128, ge=16, le=2048, description="generated image size in pixels")
+    seed: int = Field(0, ge=0, description="generation seed")
+
+
 class PhantomDataset(Dataset):
     """A phantom in one site's native layout, read by that layout's real loader."""
 
     layout: ClassVar[str] = ""
-    options: ClassVar[dict[str, Any]] = {"root": None, "patients": 500, "size": 128, "seed": 0}
+    option_model: ClassVar[type[Options]] = PhantomOptions
+    options: ClassVar[dict[str, Any]] = PhantomOptions.defaults()
+    default_pretrain_source: ClassVar[str] = "phantom-chexpert"
     option_help: ClassVar[dict[str, str]] = {
         "root": "read an existing phantom set from this folder instead of generating one into the cache",
         "patients": "phantom patients generated (each with several studies)",

@@ -1,0 +1,45 @@
+"""Typed options of the built-in protocols (``[protocol.linear]``, ``[protocol.finetune]``).
+
+The defaults mirror :data:`chexbench.bench.cell_model.HEAD_OPTIONS` and each protocol's
+``options`` dict (a test keeps them equal); types, choices and bounds are checked when a grid
+is read, so a typo stops the grid before any cell runs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from chexbench.options import Options
+
+
+class HeadOptions(Options):
+    """The classification head, the saved model and the localization at the end of a cell."""
+
+    head: Literal["linear", "topk"] = Field("linear", description="pooled features → linear, or a ViT's top-K patch pooling → linear")
+    topk: int | float = Field(0.25, gt=0, description="K of head = topk: a count (int ≥ 1) or a fraction of the tokens (float ≤ 1)")
+    scorer_hidden: int = Field(0, ge=0, description="hidden width of the patch scorer, 0 = max(16, D // 4)")
+    topk_temperature: float = Field(1.0, gt=0, description="softmax temperature over the kept tokens' scores")
+    save_model: Literal["auto"] | bool = Field(
+        "auto", description="write the selected model to <results>/models: auto (small models), true, false"
+    )
+    localize: bool = Field(True, description="pointing game and deletion AUC when the test split has boxes")
+    localize_images: int = Field(64, ge=1, description="test images with boxes used for localization")
+    deletion_steps: int = Field(10, ge=1, description="steps of the deletion curve")
+
+
+class FinetuneOptions(HeadOptions):
+    """End-to-end fine-tuning."""
+
+    augment: bool = Field(True, description="light train-time augmentation (crop, rotation, intensity)")
+    sync_bn: bool = Field(True, description="SyncBatchNorm across ranks under torchrun on CUDA")
+
+
+class LinearOptions(HeadOptions):
+    """Linear probe on frozen features."""
+
+    lr_grid: list[float] = Field([1e-3, 1e-2], min_length=1, description="learning rates tried; the best on validation is kept")
+    l2_grid: list[float] = Field(
+        [0.0, 1e-4, 1e-3, 1e-2, 1e-1], min_length=1, description="L2 penalties tried; the best on validation is kept"
+    )
