@@ -30,11 +30,12 @@ from chexbench.bench import training as T
 from chexbench.bench.context import RunContext
 from chexbench.bench.lock import FileLock
 from chexbench.bench.metrics import macro, per_label_metrics
+from chexbench.bench.preflight import preflight  # the pre-run checks (plan, run, submit)
 from chexbench.bench.shard import Shard, shard_cells
 from chexbench.bench.store import ResultStore, atomic_write_parquet
 from chexbench.config import CellConfig, Grid, PlannedCell
-from chexbench.errors import ConfigError, DataError, SkipCell
-from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
+from chexbench.errors import SkipCell
+from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
 
 SKIPPED_COLUMNS = ("cell_id", "grid", "strategy", "backbone", "dataset", "protocol", "label_fraction", "seed", "reason")
 
@@ -159,40 +160,6 @@ def run_cell(cell: CellConfig, ctx: RunContext) -> tuple[dict[str, Any], pd.Data
         peak_memory_mb=T.peak_memory_mb(ctx.device),
     )
     return record, predictions
-
-
-def preflight(planned: list[PlannedCell]) -> None:
-    """Resolve every dataset root the runnable cells need, before anything is written.
-
-    A missing root is one clear error here rather than a failed record per cell.
-    """
-    seen: set[str] = set()
-    for p in planned:
-        if p.status != "run":
-            continue
-        cell = p.cell
-        needed = [(cell.dataset, cell.dataset_options)]
-        if STRATEGIES.get(cell.strategy).pretrain_key(cell) is not None:
-            # the pretraining source's root, resolved the way datasets.celldata.pretrain_pool does
-            source = cell.settings.pretrain_source
-            if source != cell.dataset:
-                root = cell.strategy_options.get("pretrain_root")
-                needed.append((source, {"root": root} if root else {}))
-        for name, options in needed:
-            if name not in DATASETS:
-                raise ConfigError(f"pretrain_source: {DATASETS.unknown_message(name)}")
-            key = f"{name}:{json.dumps(options, sort_keys=True, default=str)}"
-            if key not in seen:
-                seen.add(key)
-                try:
-                    DATASETS.get(name).resolve_root(options)
-                except DataError as e:
-                    if name == cell.dataset:
-                        raise
-                    raise DataError(
-                        f"pretraining source '{name}' of {cell.strategy} (settings.pretrain_source): {e}; "
-                        f"set pretrain_root under [strategy.{cell.strategy}], or another pretrain_source"
-                    ) from None
 
 
 def write_skipped(store: ResultStore, planned: list[PlannedCell], runtime_skips: dict[str, str] | None = None) -> None:

@@ -120,14 +120,21 @@ def plan(
     only: OnlyOpt = None,
     results: ResultsOpt = Path("chexbench-results"),
     shards: Annotated[int, typer.Option(help="also show how --shard i/N would split the grid (cells and GPU-hours per shard)")] = 0,
+    check: Annotated[
+        bool, typer.Option(help="check datasets (index, splits), weights and leakage first, as run does; --no-check only plans")
+    ] = True,
 ) -> None:
-    """Print the cells of a grid, what is skipped and why, the shared pretraining runs and a GPU-hours estimate."""
+    """Print the cells of a grid, what is skipped and why, the shared pretraining runs, each dataset's
+    splits and test positives, and a GPU-hours estimate. Refuses (exit 2) what run would refuse."""
+    from chexbench.bench.preflight import preflight, split_summaries
     from chexbench.bench.store import ResultStore
     from chexbench.config import load_grid, parse_only
     from chexbench.registry import STRATEGIES
 
     g = load_grid(grid)
     planned = g.cells(parse_only(only))
+    if check:
+        preflight(planned)  # one line naming every affected cell group, before anything is printed
     store = ResultStore(results)
     table = Table(title=f"grid {g.name}: {g.description}", title_justify="left")
     for col in ("cell", "strategy", "backbone", "dataset", "protocol", "fraction", "seed", "status"):
@@ -158,9 +165,35 @@ def plan(
         console.print(f"  [yellow]skipped ×{n}[/]: {escape(reason)}")
     for run, ids in sorted(pretrain.items()):
         console.print(f"  pretraining [cyan]{run}[/] serves {len(ids)} cells")
+    if check:
+        for summary in split_summaries(planned):
+            _print_split_summary(summary)
     _print_gpu_hours(planned)
     if shards > 1:
         _print_shards(planned, shards)
+
+
+def _print_split_summary(s) -> None:
+    """Split sizes and the test split's positives per evaluation label; a warning for thin labels."""
+    from chexbench.bench.preflight import MIN_POSITIVE_TEST_PATIENTS
+
+    sizes = " · ".join(f"{name} {images:,} images / {patients:,} patients" for name, (images, patients) in s.splits.items())
+    cap = f", test capped at {s.max_eval_images} images" if s.max_eval_images else ""
+    console.print(f"[bold]{escape(s.dataset)}[/] (views {s.views}, uncertainty {s.uncertainty}{cap}): {sizes}")
+    table = Table(title=f"{s.dataset}: positives in the test split", title_justify="left")
+    for col in ("label", "positive patients", "positive images"):
+        table.add_column(col, justify="left" if col == "label" else "right")
+    for label, (patients, images) in s.test_positives.items():
+        mark = f" [yellow](< {MIN_POSITIVE_TEST_PATIENTS})[/]" if patients < MIN_POSITIVE_TEST_PATIENTS else ""
+        table.add_row(label, f"{patients}{mark}", str(images))
+    console.print(table)
+    thin = s.thin_labels()
+    if thin:
+        console.print(
+            f"  [yellow]warning[/]: {s.dataset}: {', '.join(thin)} "
+            f"{'has' if len(thin) == 1 else 'have'} fewer than {MIN_POSITIVE_TEST_PATIENTS} positive test patients; "
+            "their AUROC intervals will be wide and unreliable"
+        )
 
 
 def _print_shards(planned, count: int) -> None:
