@@ -42,6 +42,7 @@ from chexbench.reports.markdown import (
     superseded_section,
 )
 from chexbench.reports.methods import hyperparameter_section
+from chexbench.reports.study import study_questions_section
 
 
 def methods_section(results: LoadedResults) -> str:
@@ -74,6 +75,7 @@ def render_report(results: LoadedResults, tables: Tables, figures_md: str = "", 
     sections = [
         intro,
         summary_section(tables),
+        study_questions_section(results.ok, tables.baseline),
         leaderboard_section(tables, results),
         comparison_section(tables),
         crosscheck_section(cross if cross is not None else pd.DataFrame(), tables, results),
