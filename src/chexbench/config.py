@@ -24,6 +24,8 @@ A grid file looks like this (every section is optional except ``[axes]``)::
     lr = 1e-4
     [strategy.simclr]           # settings overrides and strategy options
     temperature = 0.1
+    [strategy.simclr.recipe.vit]   # options for backbones of one family (the backbone's ``kind``)
+    pretrain_lr = 1.5e-4
     [protocol.linear]           # settings overrides and protocol options
     epochs = 30
 
@@ -31,8 +33,16 @@ A grid file looks like this (every section is optional except ``[axes]``)::
     match = { backbone = "vit_b16", protocol = "finetune" }
     lr = 5e-5
 
-Precedence, lowest first: [settings] < dataset < backbone < strategy < protocol < overrides
-(in file order). Unknown keys are errors naming the key, the section and the file.
+Precedence, lowest first: [settings] < dataset < backbone < strategy (< its recipe for the
+cell's backbone family) < protocol < overrides (in file order) < option axes.
+
+Everything is checked when the grid is read, before any cell exists: unknown keys, every
+value's type, choices and bounds (:class:`Settings` fields and each component's option model,
+see :mod:`chexbench.options`), option axes against the options the grid's components declare
+(an option axis applies to the components that declare it), override matches against the
+grid's axis values, and ``--only`` values against them too. Errors are one line naming the
+file, the section and the key, with a did-you-mean. An alias strategy (``moco_convstem``) takes
+its target's table; when ``pretrain_source`` is not set, each dataset's default source is used.
 """
 
 from __future__ import annotations
