@@ -58,6 +58,11 @@ CASES = [
     ("recipe-family-typo", "", "", "[strategy.simclr.recipe.vitt]\npretrain_lr = 1e-4", [], ["unknown backbone family 'vitt'", "did you mean 'vit'"]),
     ("override-match-typo", "", "", '[[override]]\nmatch = { backbone = "resnet_tinyy" }\nlr = 1e-4', [], ["matches no cell", "did you mean 'resnet_tiny'"]),
     ("override-value-range", "", "", '[[override]]\nmatch = { seed = 1 }\nbatch_size = -4', [], ["[[override]] #1 'batch_size' must be int >= 1"]),
+    ("override-sets-an-option", "", "", '[[override]]\nmatch = { strategy = "simclr" }\ntemperature = 0.1', [], ["'temperature' is a component option", "settings only"]),
+    ("settings-float-for-int", "", "epochs = 10.5", "", [], ["'epochs' must be int", "10.5"]),
+    ("settings-string-for-bool", "", 'amp = "yes"', "", [], ["'amp' must be bool", "'yes'"]),
+    ("dataset-option-typo", "", "", '[dataset.phantom-chexpert]\npatiens = 20', [], ["unknown key 'patiens'", "did you mean 'patients'"]),
+    ("section-typo", "", "", "[strategies.simclr]\ntemperature = 0.1", [], ["unknown key 'strategies'", "did you mean 'strategy'"]),
     ("fraction-bool", "", "", "", [], None),  # replaced below: label_fraction = [true]
     ("seed-twice", "", "", "", [], None),  # replaced below: seed = [0, 0]
     ("alias-own-table", "", "", "[strategy.moco_convstem]\ntemperature = 0.1", [], ["moco_convstem is an alias of mocov2", "[strategy.mocov2]"]),

@@ -684,6 +684,12 @@ def _parse_overrides(raw: Any, axes: dict[str, list[Any]], source: str) -> list[
                     f"({', '.join(shown)}){did_you_mean(str(value), shown)}"
                 )
         rest = {k: v for k, v in ov.items() if k != "match"}
+        for k in rest:
+            if k not in SETTINGS_KEYS and any(k in _declared_options(e.obj) for r in _registries().values() for e in r.entries()):
+                raise ConfigError(
+                    f"{source}: {where}: '{k}' is a component option; [[override]] sets settings only — "
+                    f"set options under [SECTION.NAME] (or [strategy.NAME.recipe.FAMILY])"
+                )
         if not rest:
             raise ConfigError(f"{source}: {where} sets nothing besides 'match'")
         overrides.append({"match": ov["match"], "settings": _check_settings(rest, where, source)})
