@@ -117,3 +117,8 @@ def test_the_report_names_the_comparison_for_each_study_question() -> None:
     assert "`mocov2`·`vit_b16`: 0.1, 1" in text
     ok.loc[2, "config_json"] = json.dumps({"strategy_options": {"temperature": 0.1}})
     assert "not like with like" in study_questions_section(ok)
+
+
+def test_the_study_section_holds_when_no_conv_stem_vit_is_in_the_results() -> None:
+    ok = pd.DataFrame([_record("mocov2", "vit_b16", 0.1, {}), _record("scratch", "resnet50", 0.1, {})])
+    assert "not in these results" in study_questions_section(ok)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+import numpy as np
 import pandas as pd
 
 from chexbench.registry import BACKBONES, STRATEGIES
@@ -32,6 +33,11 @@ def _names(values: Iterable[object]) -> str:
     return ", ".join(f"`{v}`" for v in sorted({str(v) for v in values})) or "none"
 
 
+def _rows(frame: pd.DataFrame, column: str, keep) -> pd.DataFrame:
+    """The rows of ``frame`` whose ``column`` value satisfies ``keep`` (an empty frame stays a frame of rows)."""
+    return frame[np.array([bool(keep(v)) for v in frame[column]], dtype=bool)]
+
+
 def _strategy_options(row: pd.Series) -> str:
     try:
         return json.dumps(json.loads(row["config_json"]).get("strategy_options", {}), sort_keys=True)
@@ -41,9 +47,9 @@ def _strategy_options(row: pd.Series) -> str:
 
 def _stem_comparisons(ok: pd.DataFrame) -> tuple[str, str]:
     """(comparison text, what these results hold) for the conv-stem question."""
-    vit = ok[[_attr(BACKBONES, b, "kind", "") == "vit" for b in ok["backbone"]]]
-    conv = vit[[bool(_attr(BACKBONES, b, "conv_stem", False)) for b in vit["backbone"]]]
-    patch = vit[[not bool(_attr(BACKBONES, b, "conv_stem", False)) for b in vit["backbone"]]]
+    vit = _rows(ok, "backbone", lambda b: _attr(BACKBONES, b, "kind", "") == "vit")
+    conv = _rows(vit, "backbone", lambda b: bool(_attr(BACKBONES, b, "conv_stem", False)))
+    patch = _rows(vit, "backbone", lambda b: not _attr(BACKBONES, b, "conv_stem", False))
     what = (
         "per self-supervised objective: the objective on a patchify ViT vs the same objective on a conv-stem ViT "
         "(`moco_convstem` is `mocov2` on a conv stem), same dataset, protocol and label fraction; the recipe is "
@@ -56,8 +62,8 @@ def _stem_comparisons(ok: pd.DataFrame) -> tuple[str, str]:
         for objective in sorted({_objective(s) for s in p["strategy"]} & {_objective(s) for s in c["strategy"]}):
             if not _attr(STRATEGIES, objective, "recipes", None):
                 continue  # not a pretraining objective with recipes (scratch, imagenet)
-            a = p[[_objective(s) == objective for s in p["strategy"]]]
-            b = c[[_objective(s) == objective for s in c["strategy"]]]
+            a = _rows(p, "strategy", lambda s, o=objective: _objective(s) == o)
+            b = _rows(c, "strategy", lambda s, o=objective: _objective(s) == o)
             pair = f"`{a['strategy'].iloc[0]}`·`{a['backbone'].iloc[0]}` vs `{b['strategy'].iloc[0]}`·`{b['backbone'].iloc[0]}`"
             found.append(f"{pair} ({dataset} · {protocol} · {float(fraction):g})")
             if len({_strategy_options(r) for _, r in pd.concat([a, b]).iterrows()}) > 1:
