@@ -60,15 +60,16 @@ INDEX: dict = {'backbone': {'entries': [['resnet50',
                            'linear probe on frozen features, (lr, L2) selected on validation macro AUROC']],
               'modules': ['chexbench.bench.protocols.base',
                           'chexbench.bench.protocols.finetune',
-                          'chexbench.bench.protocols.linear']},
+                          'chexbench.bench.protocols.linear',
+                          'chexbench.bench.protocols.options']},
  'strategy': {'entries': [['checkpoint',
                            'a published or your own pretrained checkpoint (MoCo, Lightning, torchvision, '
                            'timm, safetensors), strict key audit'],
                           ['imagenet',
                            'supervised ImageNet-1k weights (timm) from a local file, strict key audit'],
                           ['moco_convstem',
-                           "MoCo-v2 on a ConvStem ViT (Xiao et al. 2021) with MoCo-v3's AdamW + warmup + "
-                           'cosine momentum'],
+                           "the study's name for mocov2 on a ConvStem ViT (Xiao et al. 2021): same "
+                           'objective, same ViT recipe (MoCo v3)'],
                           ['mocov2',
                            'MoCo-v2 (He et al. 2020; Chen et al. 2020): momentum encoder, key queue, MLP '
                            'head, shuffle-BN'],

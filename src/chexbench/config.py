@@ -42,7 +42,7 @@ see :mod:`chexbench.options`), option axes against the options the grid's compon
 (an option axis applies to the components that declare it), override matches against the
 grid's axis values, and ``--only`` values against them too. Errors are one line naming the
 file, the section and the key, with a did-you-mean. An alias strategy (``moco_convstem``) takes
-its target's table; when ``pretrain_source`` is not set, each dataset's default source is used.
+its target's table.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class Settings:
     max_train_images: int = _setting(0, "cap on train images (whole patients; 0 = no cap)", ge=0)
     max_eval_images: int = _setting(0, "cap on valid and test images (whole patients, fixed seed; 0 = no cap)", ge=0)
     pretrain_source: str = _setting(
-        "chexpert", "dataset whose train split is the unlabeled pretraining pool (default: the target's default source)"
+        "chexpert", "dataset whose train split is the unlabeled pretraining pool (checked by plan: its root must resolve)"
     )
     pretrain_seed: int = _setting(0, "seed of the shared pretraining run", ge=0)
     allow_leakage: bool = _setting(False, "run even when test patients are in train/pretraining (recorded)")
@@ -274,14 +274,6 @@ def backbone_family(backbone: str) -> str:
     return str(getattr(BACKBONES.get(backbone), "kind", ""))
 
 
-def default_pretrain_source(dataset: str) -> str:
-    """The pretraining source a cell of ``dataset`` uses when the grid names none (the dataset's
-    ``default_pretrain_source``: the CheXpert train split, or its phantom for phantom targets)."""
-    from chexbench.registry import DATASETS
-
-    return str(getattr(DATASETS.get(dataset), "default_pretrain_source", Settings.pretrain_source))
-
-
 @dataclass
 class Grid:
     name: str
@@ -371,7 +363,6 @@ class Grid:
                 settings[key] = v
             elif key in _declared_options(registries[section].get(str(values[section]))):
                 options[section][key] = v
-        settings.setdefault("pretrain_source", default_pretrain_source(str(values["dataset"])))
         return CellConfig(
             plugins=plugin_versions(values),
             strategy=str(values["strategy"]),

@@ -112,18 +112,24 @@ def test_plan_prints_split_sizes_and_test_positives_and_warns_on_thin_labels(tmp
     assert summary.thin_labels() == list(DATASETS.get("chexpert").eval_labels)
 
 
-def test_a_phantom_grid_without_pretrain_source_plans_and_passes_the_run_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """It used to plan fine and then refuse at `run` (the default source was CheXpert, with no root)."""
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_a_phantom_grid_without_pretrain_source_is_refused_by_plan_as_by_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """It used to plan fine and then refuse at `run` (the default source is CheXpert, with no root here)."""
     monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "g.toml"
     path.write_text(
-        '[axes]\nstrategy = ["simclr"]\nbackbone = ["resnet_tiny"]\ndataset = ["phantom-nih"]\nprotocol = ["linear"]\n'
+        '[axes]\nstrategy = ["scratch", "simclr"]\nbackbone = ["resnet_tiny"]\ndataset = ["phantom-nih"]\nprotocol = ["linear"]\n'
         "[settings]\nimage_size = 32\n[dataset.phantom-nih]\npatients = 20\nsize = 32\n"
-        "[strategy.simclr]\npretrain_epochs = 1\n"
     )
-    planned = load_grid(str(path)).cells()
-    assert planned[0].cell.settings.pretrain_source == "phantom-chexpert"
-    preflight(planned)  # what `run` checks first: no exception
+    out = tmp_path / "results"
+    result = runner.invoke(app, [command, "--grid", str(path), "--results", str(out)])
+    assert result.exit_code == 2, result.output
+    line = _one_error_line(result.output)
+    assert "pretraining source 'chexpert' of simclr (settings.pretrain_source)" in line
+    assert "[strategy=simclr: 1 cell]" in line
+    assert not out.exists()
 
 
 def test_a_component_hook_is_called_once_per_configuration_and_its_error_names_the_group(

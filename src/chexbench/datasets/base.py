@@ -72,8 +72,6 @@ class Dataset:
     option_model: ClassVar[type[Options]] = DatasetOptions
     options: ClassVar[dict[str, Any]] = {"root": None}
     option_help: ClassVar[dict[str, str]] = {"root": "folder holding the dataset in its native layout"}
-    #: the pretraining source of a self-supervised cell on this dataset when a grid names none
-    default_pretrain_source: ClassVar[str] = "chexpert"
 
     def resolve_root(self, options: dict[str, Any]) -> Path:
         """The root folder to read; subclasses may locate or generate a default."""

@@ -22,7 +22,10 @@ from chexbench.registry import STRATEGIES
 from chexbench.strategies.heads import ProjectionHead
 from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy
 
-SIMCLR_OPTIONS = PretrainOptions.with_defaults("SimCLROptions", temperature=0.1)
+#: defaults: SimCLR's ResNet recipe (what ``options`` says when no backbone is known)
+SIMCLR_OPTIONS = PretrainOptions.with_defaults(
+    "SimCLROptions", temperature=0.1, pretrain_optimizer="adamw", pretrain_lr=1e-3, pretrain_weight_decay=1e-6, pretrain_warmup_epochs=10.0
+)
 #: SimCLR on a ResNet (Chen et al. 2020): 10 warmup epochs, wd 1e-6; AdamW 1e-3 stands in for LARS
 SIMCLR_RESNET_RECIPE: dict[str, Any] = {
     "pretrain_optimizer": "adamw",

@@ -72,7 +72,6 @@ class PhantomDataset(Dataset):
     layout: ClassVar[str] = ""
     option_model: ClassVar[type[Options]] = PhantomOptions
     options: ClassVar[dict[str, Any]] = PhantomOptions.defaults()
-    default_pretrain_source: ClassVar[str] = "phantom-chexpert"
     option_help: ClassVar[dict[str, str]] = {
         "root": "read an existing phantom set from this folder instead of generating one into the cache",
         "patients": "phantom patients generated (each with several studies)",
