@@ -105,6 +105,20 @@ def _choices(annotation: Any) -> tuple[Any, ...] | None:
     return None
 
 
+def _literal_union(annotation: Any) -> tuple[list[Any], list[str]] | None:
+    """(literal choices, other type names) of a union that mixes a Literal with other types, else None."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return None
+    literals: list[Any] = []
+    others: list[str] = []
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is Literal:
+            literals += list(typing.get_args(arg))
+        else:
+            others.append(_type_name(arg))
+    return (literals, others) if literals else None
+
+
 _BOUND_SYMBOLS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
 
 
@@ -202,6 +216,10 @@ def validation_message(error: ValidationError, model: type[BaseModel], where: st
         return f"unknown key '{top}' in {where}{did_you_mean(top, known)} (known: {', '.join(known) or 'none'})"
     field = model.model_fields.get(top)
     choices = _choices(field.annotation) if field is not None else None
+    mixed = _literal_union(field.annotation) if field is not None else None
+    if mixed is not None:
+        literals, others = mixed
+        return f"{where} '{top}' must be one of {', '.join(repr(c) for c in literals)} or a {' or '.join(others)}, got {value!r}"
     if choices is not None:
         return f"{where} '{key}' must be one of {', '.join(repr(c) for c in choices)}, got {value!r}{did_you_mean(str(value), choices)}"
     want = _type_name(field.annotation) if field is not None else "valid"

@@ -21,7 +21,7 @@ class HeadOptions(Options):
     topk: int | float = Field(0.25, gt=0, description="K of head = topk: a count (int ≥ 1) or a fraction of the tokens (float ≤ 1)")
     scorer_hidden: int = Field(0, ge=0, description="hidden width of the patch scorer, 0 = max(16, D // 4)")
     topk_temperature: float = Field(1.0, gt=0, description="softmax temperature over the kept tokens' scores")
-    save_model: Literal["auto"] | bool = Field(
+    save_model: Literal["auto", "true", "false"] | bool = Field(
         "auto", description="write the selected model to <results>/models: auto (small models), true, false"
     )
     localize: bool = Field(True, description="pointing game and deletion AUC when the test split has boxes")
