@@ -56,3 +56,11 @@ def test_a_subclass_that_adds_options_in_its_dict_keeps_the_declared_types() -> 
     assert {"topk", "queue_size"} <= set(topk.model_fields)
     with pytest.raises(ConfigError, match="'pretrain_optimizer' must be one of"):
         validate_table(topk, {"pretrain_optimizer": "lamb"}, "[strategy.mocov2_topk]", "g.toml")
+
+
+def test_every_packaged_grid_passes_the_typed_validation() -> None:
+    from chexbench.config import load_grid
+    from chexbench.registry import GRIDS
+
+    for name in GRIDS.names():
+        assert load_grid(name).cells(), name

@@ -17,8 +17,11 @@ from chexbench.options import Options
 class HeadOptions(Options):
     """The classification head, the saved model and the localization at the end of a cell."""
 
-    head: Literal["linear", "topk"] = Field("linear", description="pooled features → linear, or a ViT's top-K patch pooling → linear")
-    topk: int | float = Field(0.25, gt=0, description="K of head = topk: a count (int ≥ 1) or a fraction of the tokens (float ≤ 1)")
+    head: Literal["linear", "topk", "topk_classwise"] = Field(
+        "linear", description="pooled features → linear; a ViT's top-K patch pooling → linear; or per-class top-K patch logits"
+    )
+    topk: int | float = Field(0.25, gt=0, description="K of head = topk / topk_classwise: a count (int ≥ 1) or a fraction of the tokens")
+    wildcat_alpha: float = Field(0.0, ge=0, description="head = topk_classwise: weight of each class's K lowest patch logits (WILDCAT)")
     scorer_hidden: int = Field(0, ge=0, description="hidden width of the patch scorer, 0 = max(16, D // 4)")
     topk_temperature: float = Field(1.0, gt=0, description="softmax temperature over the kept tokens' scores")
     save_model: Literal["auto", "true", "false"] | bool = Field(
@@ -26,7 +29,10 @@ class HeadOptions(Options):
     )
     localize: bool = Field(True, description="pointing game and deletion AUC when the test split has boxes")
     localize_images: int = Field(64, ge=1, description="test images with boxes used for localization")
-    deletion_steps: int = Field(10, ge=1, description="steps of the deletion curve")
+    deletion_steps: int = Field(10, ge=0, description="steps of the deletion curve, 0 = no deletion AUC")
+    pointing_tolerance: Literal["standard"] | float = Field(
+        "standard", description="tolerant pointing game: standard (15 px at 224 px, scaled) or pixels ≥ 0"
+    )
 
 
 class FinetuneOptions(HeadOptions):
