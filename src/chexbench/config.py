@@ -90,7 +90,7 @@ class Settings:
         "ignore", "uncertain labels (-1): masked, 0, 1, or mixed (CheXpert paper: U-Ones for atelectasis, edema)"
     )
     not_mentioned: Literal["negative", "ignore"] = _setting(
-        "negative", "labels a report does not mention: negative (blank → 0, the CheXpert convention) or ignore (masked)"
+        "negative", "blank labels on a dataset whose blank means not mentioned (CheXpert): negative (→ 0) or ignore (masked); other blanks stay masked"
     )
     views: Literal["frontal", "all"] = _setting("frontal", "images used: frontal (PA/AP) only, or all views")
     max_train_images: int = _setting(0, "cap on train images (whole patients; 0 = no cap)", ge=0)

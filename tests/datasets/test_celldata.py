@@ -209,6 +209,62 @@ def test_indiana_fixture_end_to_end(tmp_path):
     assert set(data.eval_labels) <= set(data.labels)
 
 
+def _unindexed_images(reports):
+    """Image ids of the reports whose MeSH terms carry no label information, from the XML directly."""
+    import xml.etree.ElementTree as ET
+
+    out = set()
+    for _name, data in reports:
+        doc = ET.fromstring(data)
+        terms = {t.text.strip().lower() for tag in ("major", "automatic") for t in doc.iter(tag) if t.text and t.text.strip()}
+        if not terms - {"no indexing"}:
+            out |= {p.get("id") for p in doc.findall("parentImage")}
+    return out
+
+
+@pytest.mark.parametrize("not_mentioned", ["negative", "ignore"])
+def test_unindexed_indiana_reports_are_never_negatives_in_any_split(tmp_path, not_mentioned):
+    reports = real_indiana_reports(200)
+    unindexed = _unindexed_images(reports)
+    assert len(unindexed) >= 5  # the real collection's first 200 reports hold a few "No Indexing" ones
+    root = write_indiana_layout(tmp_path / "iu", reports)
+    data = build_cell_data(cell(root, dataset="indiana", views="all", uncertainty="zeros", not_mentioned=not_mentioned))
+    index = pd.concat([pd.Series(data.split(s).image_ids) for s in ("train", "valid", "test")])
+    assert not set(index) & unindexed
+    for s in ("train", "valid", "test"):
+        assert not np.isnan(data.split(s).targets).all(axis=1).any()  # every kept image has a usable label
+    excluded = data.manifest["unlabeled_images_excluded"]
+    assert sum(excluded.values()) == len(unindexed)
+    assert data.manifest["blank_label_means"] == "unknown" and data.manifest["blank_is_negative"] is False
+    # per split: the loader's split of the unindexed images
+    from chexbench.datasets.indiana import load_indiana_index
+
+    full = load_indiana_index(root)
+    by_split = full[full["image_id"].isin(unindexed)]["split"].value_counts().to_dict()
+    assert excluded == {s: by_split.get(s, 0) for s in ("train", "valid", "test")}
+    assert excluded["test"] > 0 and excluded["train"] > 0
+
+
+def test_chexpert_blanks_stay_negative_by_default_and_nothing_is_excluded(chexpert_root):
+    data = build_cell_data(cell(chexpert_root, uncertainty="ignore"))
+    src = pd.read_csv(chexpert_root / "train.csv")
+    assert src["Pneumothorax"].isna().sum() > 0
+    j = data.labels.index("pneumothorax")
+    n_blank_train = int(src.set_index(src["Path"].str.split("/", n=1).str[1]).loc[list(data.train.image_ids), "Pneumothorax"].isna().sum())
+    assert n_blank_train > 0 and (data.train.targets[:, j] == 0).sum() >= n_blank_train
+    assert data.manifest["blank_is_negative"] is True and data.manifest["blank_label_means"] == "not_mentioned"
+    assert data.manifest["unlabeled_images_excluded"] == {"train": 0, "valid": 0, "test": 0}
+
+
+def test_phantom_datasets_take_their_layouts_label_convention():
+    from chexbench.registry import DATASETS
+
+    for layout in ("chexpert", "nih", "indiana"):
+        assert DATASETS.get(f"phantom-{layout}").blank_label_means == DATASETS.get(layout).blank_label_means
+    assert DATASETS.get("indiana").blank_label_means == "unknown"
+    assert DATASETS.get("chexpert").blank_label_means == "not_mentioned"
+
+
 def test_pretrain_pool_of_another_dataset_comes_from_pretrain_root(chexpert_root, tmp_path):
     rows = pd.read_csv(real_label_file("nih"), nrows=60)
     nih_root = write_nih_layout(tmp_path / "nih", rows, set(rows["Patient ID"].unique()[-3:]))

@@ -4,6 +4,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chexbench.datasets.labels import (
+    BLANK_NOT_MENTIONED,
+    BLANK_UNKNOWN,
     CHEXPERT_COLUMNS,
     CHEXPERT_EVAL_LABELS,
     HARMONIZED_LABELS,
@@ -13,7 +15,9 @@ from chexbench.datasets.labels import (
     NIH_EVAL_LABELS,
     NIH_FINDINGS,
     apply_uncertainty,
+    has_usable_label,
     indiana_term_label,
+    training_targets,
 )
 from chexbench.errors import ConfigError
 
@@ -86,3 +90,28 @@ def test_policies_never_touch_certain_values_and_keep_not_mentioned_masked(value
         np.testing.assert_array_equal(out[certain], raw[certain])
         assert np.isnan(out[np.isnan(raw)]).all()
         assert set(np.unique(out[~np.isnan(out)])) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("uncertainty", ["ignore", "zeros", "ones", "mixed"])
+def test_blanks_follow_the_dataset_convention_after_the_uncertainty_policy(uncertainty):
+    after_policy = apply_uncertainty(RAW, LABELS, uncertainty)
+    negative = training_targets(RAW, LABELS, uncertainty, "negative", BLANK_NOT_MENTIONED)
+    expected = after_policy.copy()
+    expected[np.isnan(RAW)] = 0.0  # CheXpert: a blank (not mentioned) is a negative by default
+    np.testing.assert_array_equal(negative, expected)
+    np.testing.assert_array_equal(training_targets(RAW, LABELS, uncertainty, "ignore", BLANK_NOT_MENTIONED), after_policy)
+    # "unknown" blanks (no label information) are masked whatever not_mentioned says
+    for not_mentioned in ("negative", "ignore"):
+        np.testing.assert_array_equal(training_targets(RAW, LABELS, uncertainty, not_mentioned, BLANK_UNKNOWN), after_policy)
+
+
+def test_rows_without_any_usable_target_are_found():
+    raw = np.array([[np.nan, np.nan], [np.nan, 0.0], [-1.0, np.nan]])
+    assert has_usable_label(training_targets(raw, LABELS[:2], "ignore", "negative", BLANK_UNKNOWN)).tolist() == [False, True, False]
+    assert has_usable_label(training_targets(raw, LABELS[:2], "zeros", "negative", BLANK_UNKNOWN)).tolist() == [False, True, True]
+    assert has_usable_label(training_targets(raw, LABELS[:2], "ignore", "negative", BLANK_NOT_MENTIONED)).all()
+
+
+def test_unknown_not_mentioned_setting_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown not_mentioned setting 'negativ'"):
+        training_targets(RAW, LABELS, "zeros", "negativ", BLANK_NOT_MENTIONED)

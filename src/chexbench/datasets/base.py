@@ -11,7 +11,9 @@ Index columns (in this order), then one float column per harmonized label:
     age         float years, NaN if unknown
     split       str   ``train`` / ``valid`` / ``test`` (see each dataset's split rule)
 
-Label values: 1.0 positive, 0.0 negative, -1.0 uncertain, NaN not mentioned.
+Label values: 1.0 positive, 0.0 negative, -1.0 uncertain, NaN blank. What a blank means is
+the dataset's convention, declared by :attr:`Dataset.blank_label_means` (values and the rule
+that turns them into training targets in :mod:`chexbench.datasets.labels`).
 Label column names are harmonized snake_case names from ``chexbench.datasets.labels``.
 
 Registered objects are *instances* of :class:`Dataset` subclasses
@@ -27,6 +29,8 @@ import pandas as pd
 from pydantic import Field
 
 from chexbench.options import Options
+
+from chexbench.datasets.labels import BLANK_UNKNOWN
 
 if TYPE_CHECKING:
     from chexbench.config import CellConfig
@@ -62,7 +66,12 @@ class Dataset:
     Subclasses set ``name``, ``description``, ``labels`` (every harmonized label the dataset
     can carry), ``eval_labels`` (the labels a leaderboard averages over) and ``options``
     (the option names a grid may set under ``[dataset.<name>]``, with defaults), and
-    implement ``load_index``.
+    implement ``load_index``. ``blank_label_means`` declares what a NaN label value of its
+    index means: :data:`~chexbench.datasets.labels.BLANK_NOT_MENTIONED` (the source was read
+    and does not mention the finding, CheXpert's blank: ``settings.not_mentioned`` decides)
+    or :data:`~chexbench.datasets.labels.BLANK_UNKNOWN` (no label information: always masked).
+    The default is the safe one, ``BLANK_UNKNOWN``: a blank becomes a negative only where a
+    dataset says that is its convention.
     """
 
     name: ClassVar[str] = ""
@@ -72,6 +81,7 @@ class Dataset:
     option_model: ClassVar[type[Options]] = DatasetOptions
     options: ClassVar[dict[str, Any]] = {"root": None}
     option_help: ClassVar[dict[str, str]] = {"root": "folder holding the dataset in its native layout"}
+    blank_label_means: ClassVar[str] = BLANK_UNKNOWN
 
     def resolve_root(self, options: dict[str, Any]) -> Path:
         """The root folder to read; subclasses may locate or generate a default."""

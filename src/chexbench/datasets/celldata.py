@@ -1,10 +1,12 @@
 """The data of one cell: uint8 images and masked targets per split, plus a JSON manifest.
 
 :func:`build_cell_data` is what the runner calls. Order of operations (each recorded in the
-manifest): prepared cache (reused or built) → views → uncertainty policy → patient-overlap
-check between splits → label fraction (train, patient level, seed = cell seed, stratified on
-the evaluation labels) → image caps (train: cell seed; valid/test: fixed seed, so every cell
-of a grid is scored on the same test images) → arrays.
+manifest): prepared cache (reused or built) → views → uncertainty policy → blanks by the
+dataset's convention (:func:`chexbench.datasets.labels.training_targets`) → patient-overlap
+check between splits → images with no usable label left out (counted per split) → label
+fraction (train, patient level, seed = cell seed, stratified on the evaluation labels) →
+image caps (train: cell seed; valid/test: fixed seed, so every cell of a grid is scored on
+the same test images) → arrays.
 
 :func:`pretrain_pool` gives the unlabeled train-split images of the pretraining source and
 refuses (LeakageError) when a patient of the cell's test split is in it.
@@ -24,7 +26,13 @@ from chexbench.atomic import atomic_path
 from chexbench.config import CellConfig
 from chexbench.datasets.base import FRONTAL_VIEWS, SPLITS
 from chexbench.datasets.cache import PreparedCache, ensure_prepared
-from chexbench.datasets.labels import HARMONIZED_LABELS, apply_uncertainty
+from chexbench.datasets.labels import (
+    BLANK_UNKNOWN,
+    HARMONIZED_LABELS,
+    blank_is_negative,
+    has_usable_label,
+    training_targets,
+)
 from chexbench.datasets.splits import ids_sha256, patient_overlaps, sample_patients
 from chexbench.errors import ConfigError, DataError, LeakageError
 
@@ -134,13 +142,11 @@ def build_cell_data(cell: CellConfig) -> CellData:
     eval_labels = [lab for lab in ds.eval_labels if lab in labels] or list(labels)
     view_ok = _view_mask(index, st.views)
     raw = index[labels].to_numpy(dtype=np.float64)
-    targets = apply_uncertainty(raw, labels, st.uncertainty)
-    if st.not_mentioned == "negative":
-        # CheXpert convention: a label the report does not mention is a negative (blank → 0).
-        # Masking blanks instead would remove most negatives from training.
-        targets[np.isnan(raw)] = 0.0
-    elif st.not_mentioned != "ignore":
-        raise ConfigError(f"unknown not_mentioned setting '{st.not_mentioned}' (negative or ignore)")
+    # uncertainty policy, then blanks by the dataset's convention (datasets/labels.py): e.g. a
+    # CheXpert blank is a negative by default, an unindexed Indiana report stays masked
+    blank_means = getattr(ds, "blank_label_means", BLANK_UNKNOWN)
+    targets = training_targets(raw, labels, st.uncertainty, st.not_mentioned, blank_means)
+    usable = has_usable_label(targets)
     eval_cols = [labels.index(lab) for lab in eval_labels]
     positives = targets[:, eval_cols] == 1.0
     split = index["split"].astype(str).to_numpy()
@@ -150,6 +156,7 @@ def build_cell_data(cell: CellConfig) -> CellData:
     for name, m in masks.items():
         if not m.any():
             raise DataError(f"dataset '{cell.dataset}' at {root}: the {name} split has no images (views = {st.views})")
+    # the split rule is checked on every image of a split, labelled or not
     overlaps = patient_overlaps({name: patients[m] for name, m in masks.items()})
     if overlaps and not st.allow_leakage:
         detail = ", ".join(f"{k}: {v}" for k, v in overlaps.items())
@@ -158,6 +165,17 @@ def build_cell_data(cell: CellConfig) -> CellData:
             f"({detail}); set allow_leakage = true to override (the record will say so)"
         )
 
+    # images without one usable target (e.g. unindexed Indiana reports) carry no label: they are
+    # neither trained on nor scored, and never counted as negatives
+    unlabeled = {name: int((m & ~usable).sum()) for name, m in masks.items()}
+    masks = {name: m & usable for name, m in masks.items()}
+    for name, m in masks.items():
+        if not m.any():
+            raise DataError(
+                f"dataset '{cell.dataset}' at {root}: the {name} split has no image with a usable label "
+                f"({unlabeled[name]} without; views = {st.views}, uncertainty = {st.uncertainty}, "
+                f"not_mentioned = {st.not_mentioned})"
+            )
     before = {name: _split_summary(index, m) for name, m in masks.items()}
     sub = np.flatnonzero(masks["train"])
     keep = sample_patients(
@@ -193,6 +211,9 @@ def build_cell_data(cell: CellConfig) -> CellData:
         "views": st.views,
         "uncertainty": st.uncertainty,
         "not_mentioned": st.not_mentioned,
+        "blank_label_means": blank_means,
+        "blank_is_negative": blank_is_negative(blank_means, st.not_mentioned),
+        "unlabeled_images_excluded": unlabeled,
         "labels": labels,
         "eval_labels": eval_labels,
         "label_fraction": cell.label_fraction,

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from chexbench.datasets.base import INDEX_META_COLUMNS, Dataset
-from chexbench.datasets.labels import CHEXPERT_COLUMNS, CHEXPERT_EVAL_LABELS
+from chexbench.datasets.labels import BLANK_NOT_MENTIONED, CHEXPERT_COLUMNS, CHEXPERT_EVAL_LABELS
 from chexbench.datasets.splits import carve_patients
 from chexbench.datasets.tables import parse_label_column, read_csv_checked
 from chexbench.errors import DataError
@@ -116,6 +116,7 @@ class CheXpert(Dataset):
     labels = tuple(CHEXPERT_COLUMNS.values())
     eval_labels = CHEXPERT_EVAL_LABELS
     options = {"root": None}
+    blank_label_means = BLANK_NOT_MENTIONED  # the labeler's blank: the report does not mention it
     split_rule = (
         f"test_labels.csv/test.csv as test and valid.csv as valid if present; else valid.csv as test and "
         f"{CHEXPERT_VALID_FRACTION:g} of train patients as valid (seed {CHEXPERT_VALID_SEED})"

@@ -12,7 +12,9 @@ Labels come from the report's MeSH ``major`` and ``automatic`` terms through the
 :data:`chexbench.datasets.labels.INDIANA_TERMS`: a label is 1 when some term maps to it and 0
 otherwise (the MeSH list of a report enumerates its findings); ``no_finding`` is 1 when the
 report is indexed ``normal`` and no other label is positive. A report indexed only as
-``No Indexing`` (or with no MeSH terms) has every label NaN.
+``No Indexing`` (or with no MeSH terms) has every label NaN: the dataset declares its blanks
+as ``unknown`` (``blank_label_means``), so they stay masked and such images are left out of
+every split of a cell (never counted as negatives; see :mod:`chexbench.datasets.labels`).
 
 Patients: the collection is de-identified per report, so each report (``uId``, e.g. CXR1)
 is taken as its own patient and study.
@@ -40,6 +42,7 @@ import pandas as pd
 
 from chexbench.datasets.base import INDEX_META_COLUMNS, Dataset
 from chexbench.datasets.labels import (
+    BLANK_UNKNOWN,
     INDIANA_EVAL_LABELS,
     INDIANA_LABELS,
     INDIANA_NORMAL_TERM,
@@ -184,6 +187,8 @@ class Indiana(Dataset):
     labels = INDIANA_LABELS
     eval_labels = INDIANA_EVAL_LABELS
     options = {"root": None}
+    # blanks are only those of unindexed reports: no label information, never a negative
+    blank_label_means = BLANK_UNKNOWN
     split_rule = f"patients split train/valid/test {INDIANA_SPLIT} (seed {INDIANA_SPLIT_SEED})"
 
     def load_index(self, root: Path) -> pd.DataFrame:

@@ -1,17 +1,29 @@
-"""The harmonized label vocabulary, each dataset's mapping onto it, and uncertainty policies.
+"""The harmonized label vocabulary, each dataset's mapping onto it, and the target rules.
 
 Every index carries one float column per harmonized label it knows, with values
-1.0 positive, 0.0 negative, -1.0 uncertain, NaN not mentioned. Training targets are made
-from those columns by an uncertainty policy (Irvin et al., "CheXpert", AAAI 2019, §4):
+1.0 positive, 0.0 negative, -1.0 uncertain, NaN blank. :func:`training_targets` turns those
+values into the targets a cell trains and is scored on (1 / 0 / NaN = masked), in two steps:
 
-    ignore   U-Ignore: uncertain → masked (NaN)
-    zeros    U-Zeros:  uncertain → 0
-    ones     U-Ones:   uncertain → 1
-    mixed    the paper's best per-label choice: U-Ones for atelectasis and edema,
-             U-Zeros for every other label
+1. Uncertain (-1) by the uncertainty policy (Irvin et al., "CheXpert", AAAI 2019, §4):
 
-Not-mentioned (NaN) stays masked under every policy: the CheXpert labeler's blank means
-"not mentioned", which is not a negative.
+       ignore   U-Ignore: uncertain → masked (NaN)
+       zeros    U-Zeros:  uncertain → 0
+       ones     U-Ones:   uncertain → 1
+       mixed    the paper's best per-label choice: U-Ones for atelectasis and edema,
+                U-Zeros for every other label
+
+2. Blank (NaN) by the dataset's convention (``Dataset.blank_label_means``):
+
+       not_mentioned  the report was read and does not mention the finding (CheXpert's
+                      labeler blank). ``settings.not_mentioned = "negative"`` (default, the
+                      CheXpert convention) makes it 0; ``"ignore"`` keeps it masked.
+       unknown        there is no label information (an Indiana report indexed only
+                      ``No Indexing``): masked whatever ``settings.not_mentioned`` says.
+
+An image whose targets are all masked after both steps has no usable label: it is left out
+of train, valid and test, and the cell manifest counts it (``unlabeled_images_excluded``).
+NIH ChestX-ray14 has no blanks (every finding is 1 or 0 in the index); an indexed Indiana
+report has 0 for every label no MeSH term names, set by its loader.
 """
 
 from __future__ import annotations
@@ -222,3 +234,43 @@ def apply_uncertainty(values: np.ndarray, labels: list[str] | tuple[str, ...], p
         out[uncertain & ones[None, :]] = 1.0
         out[uncertain & ~ones[None, :]] = 0.0
     return out
+
+
+# -- blanks ------------------------------------------------------------------------------
+#: A blank is "not mentioned": 0 under ``not_mentioned = "negative"``, masked under "ignore".
+BLANK_NOT_MENTIONED = "not_mentioned"
+#: A blank is "no label information": always masked.
+BLANK_UNKNOWN = "unknown"
+BLANK_MEANINGS: tuple[str, ...] = (BLANK_NOT_MENTIONED, BLANK_UNKNOWN)
+NOT_MENTIONED_SETTINGS: tuple[str, ...] = ("negative", "ignore")
+
+
+def blank_is_negative(blank_label_means: str, not_mentioned: str) -> bool:
+    """Whether a blank label becomes 0 under a dataset's convention and ``settings.not_mentioned``."""
+    if not_mentioned not in NOT_MENTIONED_SETTINGS:
+        raise ConfigError(f"unknown not_mentioned setting '{not_mentioned}' (known: {', '.join(NOT_MENTIONED_SETTINGS)})")
+    if blank_label_means not in BLANK_MEANINGS:
+        raise ConfigError(f"unknown blank_label_means '{blank_label_means}' (known: {', '.join(BLANK_MEANINGS)})")
+    return blank_label_means == BLANK_NOT_MENTIONED and not_mentioned == "negative"
+
+
+def training_targets(
+    values: np.ndarray,
+    labels: list[str] | tuple[str, ...],
+    uncertainty: str,
+    not_mentioned: str,
+    blank_label_means: str,
+) -> np.ndarray:
+    """Targets from raw label values: the uncertainty policy, then the blank rule (module docstring).
+
+    values: float (N, L) with 1 / 0 / -1 / NaN. Returns float32 (N, L) with 1 / 0 / NaN (masked).
+    """
+    out = apply_uncertainty(values, labels, uncertainty)
+    if blank_is_negative(blank_label_means, not_mentioned):
+        out[np.isnan(np.asarray(values, dtype=np.float64))] = 0.0
+    return out
+
+
+def has_usable_label(targets: np.ndarray) -> np.ndarray:
+    """bool (N,): rows of ``targets`` (N, L) with at least one target that is not masked."""
+    return ~np.isnan(targets).all(axis=1) if targets.shape[1] else np.zeros(len(targets), dtype=bool)

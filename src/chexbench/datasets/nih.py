@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from chexbench.datasets.base import INDEX_META_COLUMNS, Dataset
-from chexbench.datasets.labels import NIH_EVAL_LABELS, NIH_FINDINGS, NIH_NO_FINDING
+from chexbench.datasets.labels import BLANK_NOT_MENTIONED, NIH_EVAL_LABELS, NIH_FINDINGS, NIH_NO_FINDING
 from chexbench.datasets.splits import carve_patients
 from chexbench.datasets.tables import read_csv_checked
 from chexbench.errors import DataError
@@ -211,6 +211,8 @@ class NIHChestXray14(Dataset):
     labels = NIH_LABELS
     eval_labels = NIH_EVAL_LABELS
     options = {"root": None}
+    # a finding absent from 'Finding Labels' is not mentioned; the loader already writes it as 0
+    blank_label_means = BLANK_NOT_MENTIONED
     split_rule = (
         f"official test_list.txt as test; {NIH_VALID_FRACTION:g} of train_val_list.txt patients as valid "
         f"(seed {NIH_VALID_SEED})"

@@ -12,6 +12,7 @@ Outputs (in the results directory, each written atomically):
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -45,11 +46,44 @@ from chexbench.reports.methods import hyperparameter_section
 from chexbench.reports.study import study_questions_section
 
 
+def _blank_rule(results: LoadedResults) -> str:
+    """How blank labels were treated, per dataset, from the cells' data manifests."""
+    negative: set[str] = set()
+    masked: set[str] = set()
+    unknown: set[str] = set()
+    excluded: dict[str, int] = {}
+    for _, rec in results.ok.iterrows():
+        try:
+            manifest = json.loads(rec.get("data_json") or "{}")
+        except (TypeError, json.JSONDecodeError):
+            manifest = {}
+        name = str(rec["dataset"])
+        if "blank_is_negative" not in manifest:
+            unknown.add(name)
+            continue
+        (negative if manifest["blank_is_negative"] else masked).add(name)
+        n = int((manifest.get("unlabeled_images_excluded") or {}).get("test", 0))
+        excluded[name] = max(excluded.get(name, 0), n)
+    parts = []
+    if negative:
+        parts.append(f"a blank (not mentioned) label is a negative on {', '.join(sorted(negative))} (CheXpert convention)")
+    if masked:
+        parts.append(f"a blank label is masked on {', '.join(sorted(masked))}")
+    if unknown:
+        parts.append(f"the blank rule is not recorded for {', '.join(sorted(unknown))}")
+    left_out = ", ".join(f"{k} {v}" for k, v in sorted(excluded.items()) if v)
+    tail = f" (test images left out: {left_out})" if left_out else ""
+    if negative or masked:
+        parts.append(f"images with no usable label are left out of every split{tail}")
+    rule = "; ".join(parts) or "no cell scored"
+    return f"Targets: {rule}; masked labels (blank where masked, uncertain under U-Ignore) are dropped per label."
+
+
 def methods_section(results: LoadedResults) -> str:
     return (
         "## Methods\n\n"
-        f"- Per-label AUROC (exact Mann–Whitney with midranks for ties) and AUPRC (average precision) on the test split; "
-        "masked labels (not mentioned, or uncertain under U-Ignore) are dropped per label.\n"
+        f"- Per-label AUROC (exact Mann–Whitney with midranks for ties) and AUPRC (average precision) on the test split. "
+        f"{_blank_rule(results)}\n"
         f"- 95% intervals: patient-level (cluster) bootstrap, {results.n_boot} resamples, seed {results.seed}, percentile. "
         "Patients are resampled, not images, because images of one patient are correlated. The same resamples serve every "
         "label and every cell evaluated on the same test set.\n"

@@ -20,7 +20,10 @@ import pandas as pd
 from pydantic import Field
 
 from chexbench.datasets.base import Dataset, DatasetOptions
+from chexbench.datasets.chexpert import CheXpert
+from chexbench.datasets.indiana import Indiana
 from chexbench.datasets.labels import CHEXPERT_EVAL_LABELS, INDIANA_EVAL_LABELS, NIH_EVAL_LABELS
+from chexbench.datasets.nih import NIHChestXray14
 from chexbench.options import Options
 from chexbench.registry import DATASETS
 
@@ -48,6 +51,8 @@ PHANTOM_EVAL_LABELS: dict[str, tuple[str, ...]] = {
     "nih": NIH_EVAL_LABELS,
     "indiana": INDIANA_EVAL_LABELS,
 }
+#: the dataset class of each layout: a phantom follows its layout's label conventions
+LAYOUT_DATASETS: dict[str, type[Dataset]] = {"chexpert": CheXpert, "nih": NIHChestXray14, "indiana": Indiana}
 #: where each layout's loader root sits inside a generated site folder
 LAYOUT_SUBDIR: dict[str, str] = {"chexpert": "CheXpert-v1.0-small", "nih": "", "indiana": ""}
 
@@ -102,6 +107,7 @@ def _make(layout: str, name: str, description: str) -> PhantomDataset:
             "layout": layout,
             "labels": PHANTOM_LABELS[layout],
             "eval_labels": PHANTOM_EVAL_LABELS[layout],
+            "blank_label_means": LAYOUT_DATASETS[layout].blank_label_means,
         },
     )
     return cls()
