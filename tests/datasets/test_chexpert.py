@@ -3,6 +3,7 @@
 import gzip
 import io
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -132,6 +133,14 @@ def test_unknown_label_value_names_file_column_and_value(tmp_path):
         load_chexpert_index(root)
 
 
+@pytest.mark.parametrize("written", ["2", "2.0", " 3", "-2"])
+def test_an_unknown_label_value_is_echoed_as_the_file_writes_it(tmp_path, written):
+    text = VALID_CSV.replace("Male,70,Frontal,PA,0.0,0.0,0.0", f"Male,70,Frontal,PA,0.0,0.0,{written}", 1)
+    root = _write(tmp_path, text)
+    with pytest.raises(DataError, match=rf"column 'Cardiomegaly' has unknown label value '{written}' on data row 2"):
+        load_chexpert_index(root)
+
+
 def test_missing_label_file_and_bad_path_are_data_errors(tmp_path):
     with pytest.raises(DataError, match="label file not found: .*train.csv"):
         load_chexpert_index(tmp_path)
@@ -146,3 +155,10 @@ def test_registered_instance_declares_labels_and_eval_labels():
     assert set(ds.eval_labels) <= set(ds.labels)
     with pytest.raises(DataError, match="needs a root"):
         ds.resolve_root({})
+
+
+def test_valid_label_values_are_read_however_they_are_written():
+    from chexbench.datasets.tables import parse_label_column
+
+    df = pd.DataFrame({"Edema": ["1", "1.00", " 0.0", "-1", "", None, "-1.0"]}, dtype=object)
+    np.testing.assert_array_equal(parse_label_column(df, "Edema", Path("x.csv")), [1, 1, 0, -1, np.nan, np.nan, -1])

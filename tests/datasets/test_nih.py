@@ -1,5 +1,6 @@
 """The NIH ChestX-ray14 loader on the real Data_Entry_2017_v2020.csv (all 112,120 rows)."""
 
+import logging
 import shutil
 import warnings
 
@@ -9,7 +10,7 @@ import pytest
 
 from chexbench.datasets.fixtures import real_label_file, write_nih_layout
 from chexbench.datasets.labels import NIH_FINDINGS, apply_uncertainty
-from chexbench.datasets.nih import NIH_VALID_FRACTION, DataWarning, _parse_age, load_nih_boxes, load_nih_index
+from chexbench.datasets.nih import NIH_VALID_FRACTION, _parse_age, load_nih_boxes, load_nih_index
 from chexbench.errors import DataError
 
 # positives per finding in the real file (Wang et al. 2017, v2020 release)
@@ -33,9 +34,18 @@ def real(tmp_path_factory):
     raw = pd.read_csv(root / "Data_Entry_2017_v2020.csv.gz")
     test_mask = (raw["Patient ID"] % 5 == 0).to_numpy()  # a patient-disjoint list pair in the official format
     _official_lists(root, raw["Image Index"].to_numpy(), test_mask)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DataWarning)  # disjoint lists: no warning
-        index = load_nih_index(root)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("chexbench.datasets.nih")
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            index = load_nih_index(root)
+    finally:
+        logger.removeHandler(handler)
+    assert not records  # disjoint lists: no warning
     return root, raw, test_mask, index
 
 
@@ -90,7 +100,7 @@ def test_images_are_found_in_images_nnn_folders(tmp_path):
     assert all((root / p).is_file() for p in idx["path"])
 
 
-def test_lists_sharing_patients_warn_loudly_with_the_count(tmp_path):
+def test_lists_sharing_patients_warn_loudly_with_the_count(tmp_path, caplog):
     root, rows = _small(tmp_path)
     names = rows["Image Index"].to_numpy()
     pid = rows["Patient ID"].to_numpy()
@@ -98,11 +108,17 @@ def test_lists_sharing_patients_warn_loudly_with_the_count(tmp_path):
     test_mask[[0, len(rows) - 1]] = True  # patient of row 0 now on both sides
     _official_lists(root, names, test_mask)
     shared = len(set(pid[test_mask]) & set(pid[~test_mask]))
-    with pytest.warns(DataWarning, match=f"share {shared} patients"):
-        load_nih_index(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a log line, not a Python warning with a source line
+        with caplog.at_level(logging.WARNING, logger="chexbench.datasets.nih"):
+            load_nih_index(root)
+            load_nih_index(root)
+    lines = [r.getMessage() for r in caplog.records if "share" in r.getMessage()]
+    assert lines == [f"NIH {root}: the split lists share {shared} patients between train_val and test; "
+                     "cells on this dataset are refused unless allow_leakage = true"]  # once, one line
 
 
-def test_an_image_in_both_lists_and_unlisted_images(tmp_path):
+def test_an_image_in_both_lists_and_unlisted_images(tmp_path, caplog):
     root, rows = _small(tmp_path)
     names = rows["Image Index"].tolist()
     (root / "test_list.txt").write_text(names[0] + "\n")
@@ -110,10 +126,9 @@ def test_an_image_in_both_lists_and_unlisted_images(tmp_path):
     with pytest.raises(DataError, match=f"'{names[0]}' is also in train_val_list.txt"):
         load_nih_index(root)
     (root / "train_val_list.txt").write_text("\n".join(names[1:-1]) + "\n")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with caplog.at_level(logging.WARNING, logger="chexbench.datasets.nih"):
         idx = load_nih_index(root)
-    messages = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    messages = [r.getMessage() for r in caplog.records]
     assert any("1 images of Data_Entry_2017_v2020.csv are in neither split list" in m for m in messages)
     assert any("share 1 patients" in m for m in messages)  # names[0]'s patient has images on both sides
     assert len(idx) == len(names) - 1

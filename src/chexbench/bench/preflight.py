@@ -31,6 +31,7 @@ from chexbench.datasets.base import FRONTAL_VIEWS, SPLITS, label_columns
 from chexbench.datasets.cache import label_file_fingerprint
 from chexbench.datasets.celldata import EVAL_CAP_SEED
 from chexbench.datasets.labels import apply_uncertainty
+from chexbench.datasets.leakage import pretrain_source_options
 from chexbench.datasets.splits import sample_patients
 from chexbench.errors import ChexbenchError, ConfigError, DataError, SkipCell
 from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
@@ -52,14 +53,10 @@ class PreflightError(ConfigError):
 
 
 def dataset_options_for_source(cell: CellConfig) -> tuple[str, dict[str, Any]]:
-    """The pretraining source of ``cell`` and the options its root is resolved with (the cell's
-    dataset options when the source is the target, else ``pretrain_root``), as
-    ``datasets.celldata.pretrain_pool`` resolves them."""
-    source = cell.settings.pretrain_source
-    if source == cell.dataset:
-        return source, dict(cell.dataset_options)
-    root = cell.strategy_options.get("pretrain_root")
-    return source, ({"root": root} if root else {})
+    """The pretraining source of ``cell`` and the options its root is resolved with, as
+    ``datasets.celldata.pretrain_pool`` resolves them (:func:`chexbench.datasets.leakage.pretrain_source_options`:
+    ``pretrain_root`` when set, else the cell's dataset options when the source is the target)."""
+    return cell.settings.pretrain_source, pretrain_source_options(cell)
 
 
 def dataset_index(name: str, options: dict[str, Any]) -> tuple[Path, pd.DataFrame]:

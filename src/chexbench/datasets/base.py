@@ -28,9 +28,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pandas as pd
 from pydantic import Field
 
+from chexbench.datasets import leakage
+from chexbench.datasets.labels import BLANK_UNKNOWN
+from chexbench.datasets.splits import FRONTAL_VIEWS, SPLITS
 from chexbench.options import Options
 
-from chexbench.datasets.labels import BLANK_UNKNOWN
+__all__ = ["FRONTAL_VIEWS", "INDEX_META_COLUMNS", "SPLITS", "Dataset", "label_columns"]
 
 if TYPE_CHECKING:
     from chexbench.config import CellConfig
@@ -45,8 +48,6 @@ INDEX_META_COLUMNS: tuple[str, ...] = (
     "age",
     "split",
 )
-SPLITS: tuple[str, ...] = ("train", "valid", "test")
-FRONTAL_VIEWS: frozenset[str] = frozenset({"PA", "AP", "FRONTAL"})
 
 
 def label_columns(index: pd.DataFrame) -> list[str]:
@@ -107,6 +108,8 @@ class Dataset:
         return None
 
     def preflight(self, cell: CellConfig) -> None:
-        """Check without training what can be checked for ``cell`` (index, labels, leakage);
-        raise a ChexbenchError with one line. Called by ``bench.runner.preflight`` once per
-        distinct configuration. The default checks nothing."""
+        """Check without training what can be checked for ``cell``: the index builds (label files
+        and values), every split has images, no patient is in two splits, and no test patient is
+        in the cell's pretraining pool, compared by patient id (:mod:`chexbench.datasets.leakage`).
+        Raises a one-line ChexbenchError. Called by ``bench.runner.preflight``; indexes are cached."""
+        leakage.check_cell(cell)

@@ -33,6 +33,12 @@ from chexbench.datasets.labels import (
     has_usable_label,
     training_targets,
 )
+from chexbench.datasets.leakage import (
+    indexed_root,
+    pool_leakage,
+    pretrain_source_options,
+    split_leakage_message,
+)
 from chexbench.datasets.splits import ids_sha256, patient_overlaps, sample_patients
 from chexbench.errors import ConfigError, DataError, LeakageError
 
@@ -159,11 +165,7 @@ def build_cell_data(cell: CellConfig) -> CellData:
     # the split rule is checked on every image of a split, labelled or not
     overlaps = patient_overlaps({name: patients[m] for name, m in masks.items()})
     if overlaps and not st.allow_leakage:
-        detail = ", ".join(f"{k}: {v}" for k, v in overlaps.items())
-        raise LeakageError(
-            f"dataset '{cell.dataset}': {sum(overlaps.values())} patients appear in more than one split "
-            f"({detail}); set allow_leakage = true to override (the record will say so)"
-        )
+        raise LeakageError(split_leakage_message(cell.dataset, overlaps))
 
     # images without one usable target (e.g. unindexed Indiana reports) carry no label: they are
     # neither trained on nor scored, and never counted as negatives
@@ -234,38 +236,24 @@ def build_cell_data(cell: CellConfig) -> CellData:
 def pretrain_pool(cell: CellConfig, max_images: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Unlabeled train-split images of ``cell.settings.pretrain_source`` and their patient ids.
 
-    Returns uint8 (N, S, S) and str (N,). The source's root comes from the cell's dataset
-    options when the source is the cell's dataset, else from ``pretrain_root`` in the
-    strategy options, else the source's default (e.g. the embedded phantom set). Views follow
+    Returns uint8 (N, S, S) and str (N,). The source is located by
+    :func:`chexbench.datasets.leakage.pretrain_source_options`: ``pretrain_root`` in the strategy
+    options when set, else the cell's dataset options when the source is the cell's dataset,
+    else the source's default (e.g. the embedded phantom set). Views follow
     ``cell.settings.views``. ``max_images > 0`` takes whole patients up to that many images
-    (seed ``cell.settings.pretrain_seed``). Leakage guard: when the source and the target are
-    the same dataset (same name or same root), no patient of the target's test split may be
-    in the pool — refused with LeakageError unless ``allow_leakage``.
+    (seed ``cell.settings.pretrain_seed``). Leakage guard: no patient of the target's test
+    split may be in the pool, compared by patient id whatever the names and roots — refused
+    with LeakageError naming both roots unless ``allow_leakage``.
     """
     st = cell.settings
     source = st.pretrain_source
-    if source == cell.dataset:
-        options = dict(cell.dataset_options)
-    else:
-        pr = cell.strategy_options.get("pretrain_root")
-        options = {"root": pr} if pr else {}
-    _, src_root, cache = resolve_prepared(source, options, st.image_size)
+    _, src_root, cache = resolve_prepared(source, pretrain_source_options(cell), st.image_size)
     index = cache.index
     mask = (index["split"].astype(str).to_numpy() == "train") & _view_mask(index, st.views)
     patients = index["patient_id"].astype(str).to_numpy()
     if not mask.any():
         raise DataError(f"pretraining source '{source}' at {src_root}: its train split has no images")
-
-    _, tgt_root, tgt_cache = resolve_prepared(cell.dataset, cell.dataset_options, st.image_size)
-    if source == cell.dataset or Path(src_root).resolve() == Path(tgt_root).resolve():
-        tgt = tgt_cache.index
-        test_patients = set(tgt["patient_id"].astype(str)[tgt["split"].astype(str) == "test"])
-        leaked = set(patients[mask]) & test_patients
-        if leaked and not st.allow_leakage:
-            raise LeakageError(
-                f"dataset '{cell.dataset}': {len(leaked)} test patients are in the pretraining pool of "
-                f"'{source}'; set allow_leakage = true to override (the record will say so)"
-            )
+    pool_leakage(cell, patients[mask], src_root, indexed_root(cell.dataset, cell.dataset_options))
     sel = np.flatnonzero(mask)
     if max_images > 0:
         keep = sample_patients(patients[sel], np.zeros((len(sel), 0), bool), st.pretrain_seed, max_images=max_images)

@@ -57,7 +57,9 @@ def _relative_paths(paths: pd.Series, file: Path) -> np.ndarray:
 
 def read_chexpert_csv(file: Path) -> pd.DataFrame:
     """One CheXpert CSV as index rows (without ``split``), label columns harmonized."""
-    df = read_csv_checked(file, (*META_COLUMNS, *CHEXPERT_COLUMNS), dtype={"Path": str, "Sex": str})
+    # label columns read as text, so an error echoes a value as the file writes it ('2', not '2.0')
+    text_columns = {"Path": str, "Sex": str, **{c: str for c in CHEXPERT_COLUMNS}}
+    df = read_csv_checked(file, (*META_COLUMNS, *CHEXPERT_COLUMNS), dtype=text_columns)
     rel = _relative_paths(df["Path"], file)
     parts = pd.Series(rel).str.split("/")
     patient = parts.str[-3].to_numpy(dtype=object)

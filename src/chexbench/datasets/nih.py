@@ -14,15 +14,16 @@ Split rule: ``test_list.txt`` → test; ``train_val_list.txt`` → train, except
 validation split of ``NIH_VALID_FRACTION`` of its patients (seeded permutation of the sorted
 patient ids, seed ``NIH_VALID_SEED``). Images in neither list are left out (with a warning);
 an image in both lists is an error. The official lists are patient-disjoint; if given lists
-are not, a :class:`DataWarning` names the count at load time and ``build_cell_data`` refuses
+are not, a warning (one line on the ``chexbench.datasets.nih`` logger, once per root and
+process) names the count at load time, and ``build_cell_data`` and the pre-run check refuse
 the dataset unless ``allow_leakage`` is set.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +47,16 @@ ENTRY_FILES = (
 REQUIRED = ("Image Index", "Finding Labels", "Patient ID", "Patient Age", "Patient Gender", "View Position")
 NIH_LABELS: tuple[str, ...] = ("no_finding", *NIH_FINDINGS.values())
 _BBOX_NAMES = {**NIH_FINDINGS, "Infiltrate": "infiltration"}
+log = logging.getLogger(__name__)
+_WARNED: set[str] = set()
 
 
-class DataWarning(UserWarning):
-    """A dataset property that is suspicious but not fatal at load time (e.g. overlapping lists)."""
+def _warn_once(message: str) -> None:
+    """A suspicious but not fatal property of a root, as one log line (not a Python warning with
+    a source line); the same message is given once per process."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
 
 
 def entry_file(root: Path) -> Path:
@@ -144,18 +151,12 @@ def load_nih_index(root: Path, valid_fraction: float = NIH_VALID_FRACTION, seed:
     split = np.where(in_test, "test", np.where(in_trainval, "train", ""))
     listed = split != ""
     if not listed.all():
-        warnings.warn(
-            f"NIH {root}: {int((~listed).sum())} images of {file.name} are in neither split list; left out",
-            DataWarning,
-            stacklevel=2,
-        )
+        _warn_once(f"NIH {root}: {int((~listed).sum())} images of {file.name} are in neither split list; left out")
     shared = set(patient[split == "test"]) & set(patient[split == "train"])
     if shared:
-        warnings.warn(
+        _warn_once(
             f"NIH {root}: the split lists share {len(shared)} patients between train_val and test; "
-            f"cells on this dataset are refused unless allow_leakage = true",
-            DataWarning,
-            stacklevel=2,
+            f"cells on this dataset are refused unless allow_leakage = true"
         )
     carved = carve_patients(patient[split == "train"], valid_fraction, seed)
     is_carved = np.fromiter((p in carved for p in patient), dtype=bool, count=len(patient))

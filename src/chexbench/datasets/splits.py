@@ -11,6 +11,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+FRONTAL_VIEWS: frozenset[str] = frozenset({"PA", "AP", "FRONTAL"})
+
 
 def _sorted_unique(patient_ids: np.ndarray) -> np.ndarray:
     return np.array(sorted(set(map(str, patient_ids))), dtype=object)

@@ -36,6 +36,7 @@ from pydantic import Field
 from torch import nn
 
 from chexbench.bench.store import atomic_torch_save
+from chexbench.datasets.leakage import check_pretrain_leakage, pretrain_source_options
 from chexbench.errors import ConfigError, DataError
 from chexbench.options import Options, options_model, validate_table
 from chexbench.strategies.base import InitRecord, Strategy
@@ -160,9 +161,9 @@ class PretrainStrategy(Strategy):
         st = cell.settings
         source = st.pretrain_source
         opts = self.resolved_options(cell)
-        # the options that identify the source's data: the cell's dataset options when the source is the
-        # target (root, and e.g. a phantom's generation options), else pretrain_root; unset values dropped
-        raw = cell.dataset_options if source == cell.dataset else {"root": opts.get("pretrain_root")}
+        # the options that identify the source's data (pretrain_root, else the cell's dataset options when
+        # the source is the target, e.g. a phantom's generation options); unset values dropped
+        raw = pretrain_source_options(cell)
         source_options = {k: str(v) if k == "root" else v for k, v in sorted(raw.items()) if v is not None}
         return {
             "strategy": self.alias_of or self.name,  # an alias shares its target's pretraining runs
@@ -181,6 +182,8 @@ class PretrainStrategy(Strategy):
         from chexbench.backbones.base import load_checkpoint
         from chexbench.registry import BACKBONES
 
+        # every cell, also one whose pretraining run is cached: its own test patients vs the pool
+        leaked = check_pretrain_leakage(cell)
         run_id, state, meta = ensure_pretrained(self, cell, ctx)
         spec = BACKBONES.get(cell.backbone)
         if meta.get("backbone") != cell.backbone:
@@ -201,6 +204,7 @@ class PretrainStrategy(Strategy):
                 "pretrain_dir": meta["dir"],
                 "pretrain_final_loss": meta.get("final_loss"),
                 "pretrain_final_probe_auroc": meta.get("final_probe_auroc"),
+                "pretrain_test_patients_shared": leaked,  # > 0 only under allow_leakage
             },
         )
 
@@ -446,7 +450,7 @@ class _ProbeData:
 
         st = cell.settings
         source = st.pretrain_source
-        ds_opts = dict(cell.dataset_options) if source == cell.dataset else ({"root": opts["pretrain_root"]} if opts.get("pretrain_root") else {})
+        ds_opts = pretrain_source_options(cell)
         n = int(opts["probe_images"])
         probe_cell = dataclasses.replace(
             cell,

@@ -5,6 +5,11 @@
 :mod:`.write_indiana`) plus ``out/<site>/phantom_manifest.json``. Everything is written into
 a temporary sibling folder first and renamed into place, so ``out`` is either complete or
 absent. Deterministic for a seed: the same arguments give byte-identical files.
+
+A temporary folder is named ``.<final>.tmp-<host>-<pid>-<random>``. A process killed while
+generating (SIGKILL, power loss) leaves it behind; the next generation next to it removes it
+(:func:`remove_stale_temporaries`) when its owner is a dead process on this host, or when
+nothing in it changed for :data:`STALE_AFTER_SECONDS` (owners on other hosts, older names).
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +34,10 @@ from chexbench.errors import ConfigError, DataError
 GENERATOR_VERSION = 4
 SITE_NAMES: tuple[str, ...] = ("chexpert", "nih", "indiana")
 MAX_SIZE = 2048
+#: a temporary folder untouched this long is abandoned, whoever made it (a day: generous
+#: for the largest phantom on a slow shared filesystem)
+STALE_AFTER_SECONDS = 24 * 3600
+_TMP_NAME = re.compile(r"^\.(?P<final>.+)\.tmp-(?:(?P<host>.+)-(?P<pid>\d+)-)?[^-]+$")
 
 
 def writer_for(site: str, workers: int | None = None) -> SiteWriter:
@@ -77,9 +88,59 @@ def write_site(root: Path, site: str, patients: int, size: int, seed: int, worke
     return writer.tally
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
 def _atomic_dir(final: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
-    return make_temp_dir(final.parent, f".{final.name}.tmp-")
+    return make_temp_dir(final.parent, f".{final.name}.tmp-{_host()}-{os.getpid()}-")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _last_change(folder: Path) -> float:
+    newest = folder.stat().st_mtime
+    for dirpath, dirs, files in os.walk(folder):
+        for name in (*dirs, *files):
+            try:
+                newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
+            except OSError:
+                continue
+    return newest
+
+
+def remove_stale_temporaries(parent: Path, final_name: str | None = None, now: float | None = None) -> list[Path]:
+    """Remove abandoned generation folders under ``parent`` (only those of ``final_name`` when
+    given): owner pid dead on this host, or nothing changed for :data:`STALE_AFTER_SECONDS`.
+    Returns the removed folders."""
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    for entry in parent.iterdir():
+        m = _TMP_NAME.match(entry.name)
+        if m is None or (final_name is not None and m["final"] != final_name) or not entry.is_dir() or entry.is_symlink():
+            continue
+        mine = m["pid"] is not None and m["host"] == _host()
+        if mine and int(m["pid"]) == os.getpid():
+            continue
+        try:
+            stale = (mine and not _pid_alive(int(m["pid"]))) or now - _last_change(entry) > STALE_AFTER_SECONDS
+        except OSError:  # removed meanwhile by another cleaner
+            continue
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def generate(out: str | Path, sites: tuple[str, ...] = ("chexpert",), patients: int = 500, size: int = 128,
@@ -92,6 +153,7 @@ def generate(out: str | Path, sites: tuple[str, ...] = ("chexpert",), patients: 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"output folder {out} exists and is not empty; choose another --out or remove it")
     start = time.perf_counter()
+    remove_stale_temporaries(out.parent, out.name)
     tmp = _atomic_dir(out)
     try:
         tallies = {}
@@ -124,6 +186,7 @@ def cached_site(cache: Path, layout: str, options: dict[str, Any]) -> Path:
     final = cache / "phantom" / f"{layout}-{options_key(layout, options)}"
     if (final / "phantom_manifest.json").exists():
         return final
+    remove_stale_temporaries(final.parent)  # every abandoned phantom of the cache, not only this one
     tmp = _atomic_dir(final)
     try:
         write_site(tmp, layout, options["patients"], options["size"], options["seed"])
