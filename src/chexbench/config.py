@@ -285,6 +285,7 @@ class Grid:
     overrides: list[dict[str, Any]]
     #: strategy name -> backbone family -> options (``[strategy.NAME.recipe.FAMILY]``)
     recipes: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    excludes: list[dict[str, Any]] = field(default_factory=list)
 
     def check_only(self, only: dict[str, list[str]] | None) -> None:
         """Every ``--only`` value must be one of the grid's values of that axis (did-you-mean otherwise)."""
@@ -331,9 +332,18 @@ class Grid:
                     if reason:
                         break
             if not reason:
+                reason = self._excluded(values)
+            if not reason:
                 reason = registries["strategy"].get(cell.strategy).unavailable_reason(cell) or ""
             out.append(PlannedCell(cell, "skipped" if reason else "run", reason))
         return _alias_takes_target_cells(out)
+
+    def _excluded(self, values: dict[str, Any]) -> str:
+        """The skip reason of the first [[exclude]] table matching ``values``, or ""."""
+        for i, ex in enumerate(self.excludes):
+            if all(any(_equal(values.get(k), v) for v in allowed) for k, allowed in ex["match"].items()):
+                return f"excluded by the grid ([[exclude]] #{i + 1})" + (f": {ex['reason']}" if ex["reason"] else "")
+        return ""
 
     def _resolve(self, values: dict[str, Any]) -> CellConfig:
         registries = _registries()
@@ -691,7 +701,7 @@ def parse_grid(raw: dict[str, Any], source: str, default_name: str = "grid") -> 
     """A grid from a parsed TOML table. Everything is checked here, before any cell exists:
     axis values, every settings and option value's type, choices and bounds, option keys
     against each component's declared options, recipes and overrides. One line per error."""
-    top_keys = {"name", "description", "axes", "settings", "override", *SECTIONS}
+    top_keys = {"name", "description", "axes", "settings", "override", "exclude", *SECTIONS}
     _check_keys(raw, top_keys, "the top level", source)
     if "axes" not in raw:
         raise ConfigError(f"{source}: missing [axes] table")
@@ -706,6 +716,7 @@ def parse_grid(raw: dict[str, Any], source: str, default_name: str = "grid") -> 
     settings = _check_settings(settings_raw, "[settings]", source)
     sections, recipes = _parse_sections(raw, source)
     overrides = _parse_overrides(raw.get("override", []), axes, source)
+    excludes = _parse_excludes(raw.get("exclude", []), axes, source)
     return Grid(
         name=str(raw.get("name", default_name)),
         description=str(raw.get("description", "")),
@@ -715,4 +726,35 @@ def parse_grid(raw: dict[str, Any], source: str, default_name: str = "grid") -> 
         sections=sections,
         overrides=overrides,
         recipes=recipes,
+        excludes=excludes,
     )
+
+
+def _parse_excludes(raw: Any, axes: dict[str, list[Any]], source: str) -> list[dict[str, Any]]:
+    """``[[exclude]]`` tables: ``match`` (axis → value or list of values of that axis), ``reason``."""
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        raise ConfigError(f"{source}: 'exclude' must be an array of [[exclude]] tables")
+    out = []
+    for i, table in enumerate(raw):
+        where = f"[[exclude]] #{i + 1}"
+        _check_keys(table, ("match", "reason"), where, source)
+        match = table.get("match")
+        if not isinstance(match, dict) or not match:
+            raise ConfigError(f"{source}: {where} needs a non-empty 'match' table")
+        _check_keys(match, AXES, f"{where} match", source)
+        parsed = {}
+        for k, v in match.items():
+            values = v if isinstance(v, list) else [v]
+            for value in values:  # a value the axis does not have would exclude nothing, silently
+                if not any(_equal(value, a) for a in axes[k]):
+                    known = [str(a) for a in axes[k]]
+                    raise ConfigError(
+                        f"{source}: {where} match {k} = {value!r} is not a value of axis '{k}'"
+                        f"{did_you_mean(str(value), known)} (values: {', '.join(known)})"
+                    )
+            parsed[k] = values
+        reason = table.get("reason", "")
+        if not isinstance(reason, str):
+            raise ConfigError(f"{source}: {where} 'reason' must be a string, got {reason!r}")
+        out.append({"match": parsed, "reason": reason})
+    return out

@@ -1,8 +1,9 @@
 """``python -m chexbench.bench.smoke_check DIR``: check that a smoke run produced a sane report.
 
 Used by ``make test`` after the smoke grid: the report exists and names every strategy
-that ran, the store holds exactly one record per cell with no failures, and fine-tuning
-on phantoms learned something (macro AUROC well above chance).
+that ran and every dataset of the smoke grid, the store holds exactly one record per cell
+with no failures, each dataset of the grid has finished cells, and fine-tuning learned
+something on each of them (best macro AUROC well above chance; the bars below).
 """
 
 from __future__ import annotations
@@ -11,11 +12,27 @@ import sys
 from pathlib import Path
 
 from chexbench.bench.store import ResultStore
+from chexbench.config import load_grid
 
-MIN_FINETUNE_AUROC = 0.65
+#: Best finetune macro AUROC a working pipeline reaches on each phantom layout under the smoke
+#: grid's budget. A broken pipeline (labels detached from the images, weights not loaded, the
+#: wrong label columns) scores ≈ 0.5. Set well below what the smoke grid measured (docstring of
+#: each entry) so that seed and machine noise do not trip them.
+MIN_FINETUNE_AUROC: dict[str, float] = {
+    "phantom-chexpert": 0.65,
+    "phantom-nih": 0.6,
+    "phantom-indiana": 0.6,
+}
+DEFAULT_MIN_FINETUNE_AUROC = 0.6
 
 
-def check(results: Path) -> list[str]:
+def smoke_datasets() -> list[str]:
+    """The datasets the packaged smoke grid runs cells on."""
+    return sorted({p.cell.dataset for p in load_grid("smoke").cells() if p.status == "run"})
+
+
+def check(results: Path, datasets: list[str] | None = None) -> list[str]:
+    """Problems found in a smoke results folder (empty when it is sane)."""
     problems = []
     report = results / "report.md"
     if not report.is_file():
@@ -32,13 +49,22 @@ def check(results: Path) -> list[str]:
     for strategy in sorted(set(recs["strategy"])):
         if strategy not in text:
             problems.append(f"strategy {strategy} does not appear in report.md")
-    ft = recs[(recs["protocol"] == "finetune") & (recs["status"] == "ok")]
-    if ft.empty:
-        problems.append("no finished finetune cell")
-    else:
+    ok = recs[recs["status"] == "ok"]
+    for dataset in datasets if datasets is not None else smoke_datasets():
+        mine = ok[ok["dataset"] == dataset]
+        if mine.empty:
+            problems.append(f"dataset {dataset}: no finished cell")
+            continue
+        if dataset not in text:
+            problems.append(f"dataset {dataset} does not appear in report.md")
+        ft = mine[mine["protocol"] == "finetune"]
+        if ft.empty:
+            problems.append(f"dataset {dataset}: no finished finetune cell")
+            continue
         best = ft["macro_auroc"].max()
-        if not best >= MIN_FINETUNE_AUROC:
-            problems.append(f"best finetune macro AUROC {best:.3f} < {MIN_FINETUNE_AUROC}: the pipeline learned nothing")
+        bar = MIN_FINETUNE_AUROC.get(dataset, DEFAULT_MIN_FINETUNE_AUROC)
+        if not best >= bar:
+            problems.append(f"dataset {dataset}: best finetune macro AUROC {best:.3f} < {bar}: the pipeline learned nothing")
     return problems
 
 
@@ -49,8 +75,8 @@ def main() -> None:
         for p in problems:
             print(f"smoke check: {p}", file=sys.stderr)
         sys.exit(1)
-    n = len(ResultStore(results).records())
-    print(f"smoke check: ok ({n} cells, report at {results / 'report.md'})")
+    recs = ResultStore(results).records()
+    print(f"smoke check: ok ({len(recs)} cells on {recs['dataset'].nunique()} datasets, report at {results / 'report.md'})")
 
 
 if __name__ == "__main__":

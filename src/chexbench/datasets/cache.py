@@ -42,6 +42,7 @@ import pandas as pd
 
 from chexbench.bench.store import atomic_write_text
 from chexbench.datasets.decode import decode_image
+from chexbench.datasets.workers import die_with_parent
 from chexbench.errors import DataError
 
 #: Bump when decoding or the index schema changes; part of every cache key.
@@ -335,7 +336,7 @@ def _map(tasks: list[Any], n_workers: int) -> Any:
     ctx = mp.get_context("fork") if sys.platform.startswith("linux") else mp.get_context()
 
     def gen() -> Any:
-        pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx)
+        pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),))
         try:
             yield from pool.map(_decode_chunk, tasks)
         finally:

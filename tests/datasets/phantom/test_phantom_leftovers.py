@@ -18,6 +18,19 @@ def _dead_pid() -> int:
     return proc.pid
 
 
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if text.encode() in f.read():
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
 def test_a_sigkill_during_generation_leaves_nothing_after_the_next_run(tmp_path):
     cache = tmp_path / "cache"
     code = (
@@ -27,11 +40,19 @@ def test_a_sigkill_during_generation_leaves_nothing_after_the_next_run(tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen([sys.executable, "-c", code, str(cache)], env=env, start_new_session=True)
     phantom = cache / "phantom"
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(phantom.glob(".chexpert-*.tmp-*/CheXpert-v1.0-small/train")):
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the generator and its rendering workers, as a job kill does
-    proc.wait()
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not next(phantom.glob(".chexpert-*.tmp-*/**/*.jpg"), None):
+            time.sleep(0.2)  # the rendering workers are writing images
+        proc.send_signal(signal.SIGKILL)  # the generator only: its workers must not outlive it
+        proc.wait()
+        deadline = time.time() + 30
+        while time.time() < deadline and _processes_mentioning(str(cache)):
+            time.sleep(0.2)
+        assert not _processes_mentioning(str(cache)), "rendering workers outlived the killed generator"
+    finally:
+        if proc.poll() is None or _processes_mentioning(str(cache)):
+            os.killpg(proc.pid, signal.SIGKILL)
     left = list(phantom.glob(".chexpert-*.tmp-*"))
     assert left, "the kill came too late to test anything"
     cached_site(cache, "nih", OPTIONS)  # the next generation in the same cache

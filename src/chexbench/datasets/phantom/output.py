@@ -24,6 +24,7 @@ from PIL import Image
 
 from chexbench.datasets.phantom.cohort import Patient, Study
 from chexbench.datasets.phantom.render import Box
+from chexbench.datasets.workers import die_with_parent
 
 JPEG_QUALITY = 92
 
@@ -118,7 +119,8 @@ def run_jobs(jobs: list[ImageJob], workers: int | None = None) -> list[tuple[tup
     from concurrent.futures import ProcessPoolExecutor
 
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    # a killed generator takes its workers with it (no orphans writing into its temporary folder)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         return list(pool.map(render_and_save, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
 
 

@@ -1,0 +1,34 @@
+"""The smoke check of ``make test``: every layout of the smoke grid ran, is in the report, and learned."""
+
+from chexbench.bench.smoke_check import MIN_FINETUNE_AUROC, check, smoke_datasets
+from chexbench.bench.store import RECORD_COLUMNS, ResultStore
+
+DATASETS = ["phantom-chexpert", "phantom-indiana", "phantom-nih"]
+
+
+def _store(root, cells):
+    store = ResultStore(root)
+    for k, (dataset, protocol, auroc) in enumerate(cells):
+        rec = {c: "" for c in RECORD_COLUMNS}
+        rec.update(cell_id=f"c{k:03d}", strategy="scratch", backbone="resnet_tiny", dataset=dataset, protocol=protocol,
+                   label_fraction=1.0, seed=0, status="ok", macro_auroc=auroc)
+        store.write(rec, None)
+    (root / "report.md").write_text("# report\nscratch " + " ".join(sorted({d for d, _, _ in cells})) + "\n")
+    return root
+
+
+def test_the_smoke_grid_evaluates_the_three_layouts():
+    assert smoke_datasets() == DATASETS
+    assert set(MIN_FINETUNE_AUROC) == set(DATASETS)
+
+
+def test_a_sane_run_passes_and_each_missing_or_unlearned_dataset_is_named(tmp_path):
+    good = [(d, p, 0.8) for d in DATASETS for p in ("finetune", "linear")]
+    assert check(_store(tmp_path / "good", good), DATASETS) == []
+    missing = [c for c in good if c[0] != "phantom-indiana"]
+    assert check(_store(tmp_path / "missing", missing), DATASETS) == ["dataset phantom-indiana: no finished cell"]
+    chance = [(d, p, 0.52 if d == "phantom-nih" and p == "finetune" else 0.8) for d, p, _ in good]
+    problems = check(_store(tmp_path / "chance", chance), DATASETS)
+    assert len(problems) == 1 and problems[0].startswith("dataset phantom-nih: best finetune macro AUROC 0.520 <")
+    linear_only = [c for c in good if not (c[0] == "phantom-chexpert" and c[1] == "finetune")]
+    assert check(_store(tmp_path / "linear", linear_only), DATASETS) == ["dataset phantom-chexpert: no finished finetune cell"]
