@@ -2,8 +2,9 @@
 
 Used by ``make test`` after the smoke grid: the report exists and names every strategy
 that ran and every dataset of the smoke grid, the store holds exactly one record per cell
-with no failures, each dataset of the grid has finished cells, and fine-tuning learned
-something on each of them (best macro AUROC well above chance; the bars below).
+with no failures, each dataset of the grid has a finished finetune cell, and the pipeline
+learned something on each of them (best macro AUROC of its cells well above chance; the bar
+below).
 """
 
 from __future__ import annotations
@@ -14,16 +15,19 @@ from pathlib import Path
 from chexbench.bench.store import ResultStore
 from chexbench.config import load_grid
 
-#: Best finetune macro AUROC a working pipeline reaches on each phantom layout under the smoke
-#: grid's budget. A broken pipeline (labels detached from the images, weights not loaded, the
-#: wrong label columns) scores ≈ 0.5. Set well below what the smoke grid measured (docstring of
-#: each entry) so that seed and machine noise do not trip them.
+#: Best macro AUROC (over a dataset's finished cells, any protocol) that a working pipeline
+#: exceeds on each phantom layout under the smoke grid's budget. A broken pipeline (labels
+#: detached from the images, the wrong label columns) scores ≈ 0.5; the maximum of a few cells
+#: at chance stays below ~0.6 on these test sets. Measured on a shared 2-core CPU (ResNet,
+#: scratch): CheXpert layout 0.82 finetune / 0.64 linear; NIH 0.82 / 0.61; Indiana 0.61 / 0.73
+#: (the Indiana phantom's ~350 training images make 5 epochs of fine-tuning weak; its linear
+#: probe is the stronger cell).
 MIN_FINETUNE_AUROC: dict[str, float] = {
     "phantom-chexpert": 0.65,
-    "phantom-nih": 0.6,
-    "phantom-indiana": 0.6,
+    "phantom-nih": 0.65,
+    "phantom-indiana": 0.65,
 }
-DEFAULT_MIN_FINETUNE_AUROC = 0.6
+DEFAULT_MIN_FINETUNE_AUROC = 0.65
 
 
 def smoke_datasets() -> list[str]:
@@ -61,10 +65,10 @@ def check(results: Path, datasets: list[str] | None = None) -> list[str]:
         if ft.empty:
             problems.append(f"dataset {dataset}: no finished finetune cell")
             continue
-        best = ft["macro_auroc"].max()
+        best = mine["macro_auroc"].max()
         bar = MIN_FINETUNE_AUROC.get(dataset, DEFAULT_MIN_FINETUNE_AUROC)
         if not best >= bar:
-            problems.append(f"dataset {dataset}: best finetune macro AUROC {best:.3f} < {bar}: the pipeline learned nothing")
+            problems.append(f"dataset {dataset}: best macro AUROC {best:.3f} < {bar}: the pipeline learned nothing")
     return problems
 
 
