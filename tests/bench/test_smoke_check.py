@@ -1,5 +1,7 @@
 """The smoke check of ``make test``: every layout of the smoke grid ran, is in the report, and learned."""
 
+import pandas as pd
+
 from chexbench.bench.smoke_check import MIN_FINETUNE_AUROC, check, smoke_datasets
 from chexbench.bench.store import RECORD_COLUMNS, ResultStore
 
@@ -12,7 +14,9 @@ def _store(root, cells):
         rec = {c: "" for c in RECORD_COLUMNS}
         rec.update(cell_id=f"c{k:03d}", strategy="scratch", backbone="resnet_tiny", dataset=dataset, protocol=protocol,
                    label_fraction=1.0, seed=0, status="ok", macro_auroc=auroc)
-        store.write(rec, None)
+        preds = pd.DataFrame({"image_id": ["a", "b"], "patient_id": ["p", "q"], "label": "edema", "y_true": [1.0, 0.0],
+                              "y_score": [0.9, 0.1], "split": "test"})
+        store.write(rec, preds)
     (root / "report.md").write_text("# report\nscratch " + " ".join(sorted({d for d, _, _ in cells})) + "\n")
     return root
 
