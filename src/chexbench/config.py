@@ -170,12 +170,18 @@ class CellConfig:
     grid: str = ""
     #: axis → "distribution==version" for each component that a plugin provides (empty for built-ins)
     plugins: dict[str, str] = field(default_factory=dict)
+    #: dataset options of ``settings.pretrain_source`` (another dataset than the cell's) from the grid's
+    #: ``[dataset.<source>]`` table, ``pretrain_root`` overriding ``root``, for a strategy that pretrains;
+    #: empty when the grid has no such table or the source is the target (the cell's dataset options
+    #: and ``pretrain_root`` then locate it): see ``datasets.leakage.pretrain_source_options``
+    pretrain_source_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("grid")  # the grid name does not change what the cell computes
-        if not d["plugins"]:
-            d.pop("plugins")  # built-in cells keep the ids they had before plugins were versioned
+        for key in ("plugins", "pretrain_source_options"):
+            if not d[key]:
+                d.pop(key)  # cells without them keep the ids they had before these fields existed
         return d
 
     def canonical_json(self) -> str:
@@ -373,21 +379,42 @@ class Grid:
                 settings[key] = v
             elif key in _declared_options(registries[section].get(str(values[section]))):
                 options[section][key] = v
+        resolved = Settings(**settings)
         return CellConfig(
             plugins=plugin_versions(values),
+            pretrain_source_options=self._pretrain_source_options(strategy, resolved, str(values["dataset"]),
+                                                                  options["dataset"], options["strategy"]),
             strategy=str(values["strategy"]),
             backbone=str(values["backbone"]),
             dataset=str(values["dataset"]),
             protocol=str(values["protocol"]),
             label_fraction=float(values["label_fraction"]),
             seed=int(values["seed"]),
-            settings=Settings(**settings),
+            settings=resolved,
             strategy_options=options["strategy"],
             backbone_options=options["backbone"],
             dataset_options=options["dataset"],
             protocol_options=options["protocol"],
             grid=self.name,
         )
+
+
+    def _pretrain_source_options(self, strategy: Any, settings: Settings, dataset: str,
+                                 dataset_options: dict[str, Any], strategy_options: dict[str, Any]) -> dict[str, Any]:
+        """The pretraining source's dataset options from its ``[dataset.<source>]`` table, for a strategy
+        that pretrains on another dataset than the cell's; else ``{}``: the source is then read with
+        what the cell already holds (its own dataset options, ``pretrain_root``), so cells of grids
+        without such a table keep their ids. Resolved by ``datasets.leakage.pretrain_source_options``."""
+        from chexbench.datasets.leakage import resolve_pretrain_source_options
+        from chexbench.strategies.base import Strategy
+
+        if getattr(type(strategy), "pretrain_key", None) is Strategy.pretrain_key:
+            return {}  # no pretraining run: the source plays no part in the cell
+        source = settings.pretrain_source
+        table = {k: v for k, v in self.sections.get("dataset", {}).get(source, {}).items() if k not in SETTINGS_KEYS}
+        if source == dataset or not table:
+            return {}
+        return resolve_pretrain_source_options(source, dataset, dataset_options, table, strategy_options.get("pretrain_root"))
 
 
 def _with_named_instances(selected: list[str], axis: list[Any]) -> list[str]:

@@ -54,8 +54,7 @@ class PreflightError(ConfigError):
 
 def dataset_options_for_source(cell: CellConfig) -> tuple[str, dict[str, Any]]:
     """The pretraining source of ``cell`` and the options its root is resolved with, as
-    ``datasets.celldata.pretrain_pool`` resolves them (:func:`chexbench.datasets.leakage.pretrain_source_options`:
-    ``pretrain_root`` when set, else the cell's dataset options when the source is the target)."""
+    ``datasets.celldata.pretrain_pool`` resolves them (:func:`chexbench.datasets.leakage.pretrain_source_options`)."""
     return cell.settings.pretrain_source, pretrain_source_options(cell)
 
 

@@ -237,9 +237,9 @@ def pretrain_pool(cell: CellConfig, max_images: int = 0) -> tuple[np.ndarray, np
     """Unlabeled train-split images of ``cell.settings.pretrain_source`` and their patient ids.
 
     Returns uint8 (N, S, S) and str (N,). The source is located by
-    :func:`chexbench.datasets.leakage.pretrain_source_options`: ``pretrain_root`` in the strategy
-    options when set, else the cell's dataset options when the source is the cell's dataset,
-    else the source's default (e.g. the embedded phantom set). Views follow
+    :func:`chexbench.datasets.leakage.pretrain_source_options` (the grid's ``[dataset.<source>]``
+    options, or the cell's own dataset options when the source is the target; ``pretrain_root``
+    as root; none: the source's default, e.g. the embedded phantom set). Views follow
     ``cell.settings.views``. ``max_images > 0`` takes whole patients up to that many images
     (seed ``cell.settings.pretrain_seed``). Leakage guard: no patient of the target's test
     split may be in the pool, compared by patient id whatever the names and roots — refused

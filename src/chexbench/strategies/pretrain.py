@@ -64,7 +64,7 @@ class PretrainOptions(Options):
     proj_dim: int = Field(128, ge=1, description="output width of the projection head")
     proj_hidden_dim: int = Field(2048, ge=1, description="hidden width of the projection head")
     max_pretrain_images: int = Field(0, ge=0, description="cap on the pool (whole patients), 0 = the whole pool")
-    pretrain_root: str | None = Field(None, description="root of the pretraining source when it is not the cell's dataset")
+    pretrain_root: str | None = Field(None, description="root of the pretraining source (overrides its [dataset.SOURCE] root)")
     crop_scale_min: float = Field(0.35, gt=0, le=1, description="smallest random-resized-crop area fraction")
     max_rotation_deg: float = Field(10.0, ge=0, description="largest random rotation, degrees")
     flip_p: float = Field(0.0, ge=0, le=1, description="horizontal flip probability")
@@ -91,7 +91,7 @@ COMMON_OPTIONS_HELP: dict[str, str] = {
     "proj_dim": "output width of the projection head",
     "proj_hidden_dim": "hidden width of the projection head",
     "max_pretrain_images": "cap on the pretraining pool (images); 0 uses the whole pool",
-    "pretrain_root": "root of the pretraining source dataset when it is not the cell's own dataset",
+    "pretrain_root": "root of the pretraining source dataset (overrides the root of its [dataset.SOURCE] table)",
     "crop_scale_min": "smallest area fraction of a random resized crop",
     "max_rotation_deg": "largest random rotation of a view, in degrees",
     "flip_p": "probability of a horizontal flip (0 by default: a flipped chest swaps heart and situs)",
@@ -161,8 +161,8 @@ class PretrainStrategy(Strategy):
         st = cell.settings
         source = st.pretrain_source
         opts = self.resolved_options(cell)
-        # the options that identify the source's data (pretrain_root, else the cell's dataset options when
-        # the source is the target, e.g. a phantom's generation options); unset values dropped
+        # the options that identify the source's data (the grid's [dataset.<source>] table or the cell's own
+        # dataset options, e.g. a phantom's generation options; pretrain_root as root): one run per source data
         raw = pretrain_source_options(cell)
         source_options = {k: str(v) if k == "root" else v for k, v in sorted(raw.items()) if v is not None}
         return {
