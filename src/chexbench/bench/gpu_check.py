@@ -270,12 +270,7 @@ pretrain_epochs = 1
 pretrain_batch_size = 64
 probe_every = 0
 
-[strategy.mocov2]
-pretrain_epochs = 1
-pretrain_batch_size = 64
-probe_every = 0
-
-[strategy.moco_convstem]
+[strategy.mocov2]                   # also moco_convstem's: an alias of mocov2 on the conv-stem ViT
 pretrain_epochs = 1
 pretrain_batch_size = 64
 probe_every = 0
