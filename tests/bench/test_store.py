@@ -57,6 +57,15 @@ def test_failed_cells_are_not_finished(tmp_path):
     assert store.status_of(cell.cell_id) == "failed"
 
 
+def test_an_ok_record_without_predictions_is_refused_not_quarantined_later(tmp_path):
+    store = ResultStore(tmp_path)
+    cell, rec = _record(status="ok")
+    with pytest.raises(ValueError, match=f"{cell.cell_id}.*status ok needs its predictions"):
+        store.write(rec, None)
+    assert not store.record_path(cell.cell_id).exists()
+    assert store.check(cell.cell_id).state == "pending" and not (tmp_path / "quarantine").exists()
+
+
 def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
     path = tmp_path / "x.parquet"
     atomic_write_parquet(pd.DataFrame({"a": [1]}), path)

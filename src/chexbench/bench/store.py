@@ -168,6 +168,9 @@ class ResultStore:
     def write(self, record: dict[str, Any], predictions: pd.DataFrame | None) -> None:
         """Store one finished (or failed) cell: predictions first, then the record.
 
+        An ``ok`` record must come with its predictions (only a failed one may have none): a
+        lone ``ok`` record would be judged damaged by the next :meth:`check`, so it is refused here.
+
         ``configuration_hash`` may be left out: it is derived from ``config_json``."""
         if "configuration_hash" not in record and isinstance(record.get("config_json"), str):
             record = {**record, "configuration_hash": record_configuration_hash(record["config_json"])}
@@ -177,6 +180,8 @@ class ResultStore:
         record = {c: record[c] for c in RECORD_COLUMNS}
         record["schema_version"] = RESULTS_SCHEMA_VERSION
         cell_id = record["cell_id"]
+        if record["status"] == "ok" and predictions is None:  # it would read back damaged and be quarantined
+            raise ValueError(f"cell {cell_id}: a record with status ok needs its predictions (got none); nothing written")
         pair: dict[str, Any] = {"cell_id": cell_id, "write_id": uuid.uuid4().hex, "rows": None, "labels": None}
         if predictions is not None:
             missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
