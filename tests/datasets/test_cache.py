@@ -226,3 +226,86 @@ def test_preparing_again_after_new_images_decodes_only_what_changed(root, tmp_pa
     assert sorted(decoded) == sorted([str(root / changed), str(root / extra["Path"].iloc[0].split("/", 1)[1])])
     monkeypatch.setattr(cache_mod, "decode_image", real_decode)
     assert verify(second).ok and len(second.index) == n + 1
+
+
+def test_readers_never_miss_the_index_while_two_configs_reindex_the_same_cache(root):
+    """Two processes whose loader constants differ share one prepared folder (the cache key
+    does not hold the index fingerprint) and re-index it back and forth; a third keeps opening
+    it. The reader must always get a whole index, never a missing or half-written file."""
+    import threading
+
+    from chexbench.datasets.reuse import reindex
+    from chexbench.registry import DATASETS
+
+    folder = ensure_prepared("chexpert", root, SIZE).dir
+    ds = DATASETS.get("chexpert")
+    labels = cache_mod.label_file_fingerprint(ds, root)
+    configs = [(labels, "a" * 64), (labels, "b" * 64)]
+    stop, errors, opened = threading.Event(), [], []
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            try:
+                with cache_mod._folder_lock(folder):
+                    assert reindex(open_prepared(folder), ds, root, configs[i % 2]) is not None
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"writer: {e!r}")
+                stop.set()
+            i += 1
+
+    def reader():
+        while not stop.is_set():
+            try:
+                c = open_prepared(folder)
+                assert len(c.index) == len(c.rows) > 0
+                opened.append(c.manifest["index_fingerprint"])
+            except Exception as e:  # noqa: BLE001 - the failure under test is any of them
+                errors.append(repr(e))
+                stop.set()
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader), threading.Thread(target=reader)]
+    for t in threads:
+        t.start()
+    stop.wait(8.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert {"a" * 64, "b" * 64} <= set(opened)  # the readers did see both configs' indexes
+
+
+def test_ensure_prepared_waits_for_a_rebuild_in_progress_instead_of_failing(root):
+    """Another process rebuilds the folder (``data prepare`` again), which is swapped out and in
+    under the lock; a run calling ensure_prepared meanwhile gets the whole cache, old or new."""
+    import threading
+
+    first = ensure_prepared("chexpert", root, SIZE)
+    stop, errors, opened = threading.Event(), [], []
+
+    def rebuilder():
+        while not stop.is_set():
+            try:
+                prepare("chexpert", root, SIZE, workers=1)
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"rebuild: {e!r}")
+                stop.set()
+
+    def runner():
+        while not stop.is_set():
+            try:
+                c = ensure_prepared("chexpert", root, SIZE)
+                assert c.dir == first.dir and len(c.index) == len(first.index)
+                opened.append(c)
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+                stop.set()
+
+    threads = [threading.Thread(target=rebuilder), threading.Thread(target=runner), threading.Thread(target=runner)]
+    for t in threads:
+        t.start()
+    stop.wait(8.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == [] and opened

@@ -146,17 +146,37 @@ def index_fingerprint(dataset_obj: Any) -> str:
 
 
 def open_prepared(folder: Path) -> PreparedCache:
-    """Open a complete prepared folder (one with a manifest)."""
+    """Open a complete prepared folder (one with a manifest).
+
+    Safe while another process re-indexes the folder: a re-index writes its new index and
+    rows files, replaces the manifest atomically, and only then deletes the old files. A file
+    the manifest names that has gone missing is therefore read again from the newer manifest;
+    it is an error only when the manifest did not change meanwhile.
+    """
     folder = Path(folder)
     mf = folder / "manifest.json"
-    if not mf.is_file():
-        raise DataError(f"no prepared cache at {folder} (run: chexbench data prepare DATASET --root PATH)")
-    manifest = json.loads(mf.read_text())
-    shape = tuple(manifest["cache_shape"])
-    images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r", shape=shape)
-    index = pd.read_parquet(folder / manifest.get("index_file", "index.parquet"))
-    rows = np.load(folder / manifest.get("rows_file", "rows.npy"))
-    return PreparedCache(folder, index, rows, images, manifest)
+    text = _read_manifest_text(mf, folder)
+    while True:
+        manifest = json.loads(text)
+        try:
+            shape = tuple(manifest["cache_shape"])
+            images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r", shape=shape)
+            index = pd.read_parquet(folder / manifest.get("index_file", "index.parquet"))
+            rows = np.load(folder / manifest.get("rows_file", "rows.npy"))
+        except FileNotFoundError as e:
+            newer = _read_manifest_text(mf, folder)
+            if newer == text:
+                raise DataError(f"prepared cache {folder}: {Path(e.filename or '?').name} named by manifest.json is missing") from e
+            text = newer  # replaced meanwhile (re-index or rebuild): read what it names now
+            continue
+        return PreparedCache(folder, index, rows, images, manifest)
+
+
+def _read_manifest_text(mf: Path, folder: Path) -> str:
+    try:
+        return mf.read_text()
+    except FileNotFoundError:
+        raise DataError(f"no prepared cache at {folder} (run: chexbench data prepare DATASET --root PATH)") from None
 
 
 @contextlib.contextmanager
@@ -389,11 +409,19 @@ def ensure_prepared(dataset: str, root: Path, size: int, *, progress: bool = Fal
 
     def current() -> PreparedCache | None:
         if (folder / "manifest.json").is_file():
-            cache = open_prepared(folder)
+            try:
+                cache = open_prepared(folder)
+            except DataError:
+                # Being replaced by a rebuild in another process (the folder is renamed away
+                # for a moment): wait for it under the lock below and look again.
+                if locked:
+                    raise
+                return None
             if (cache.manifest.get("label_files"), cache.manifest.get("index_fingerprint")) == want:
                 return cache
         return None
 
+    locked = False
     cache = current()
     if cache is not None:
         return cache
@@ -402,6 +430,7 @@ def ensure_prepared(dataset: str, root: Path, size: int, *, progress: bool = Fal
     from chexbench.datasets.reuse import derive, larger_prepared, reindex
 
     with _folder_lock(folder):
+        locked = True
         cache = current()
         if cache is None and (folder / "manifest.json").is_file():
             cache = reindex(open_prepared(folder), ds, root, want)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chexbench.atomic import atomic_path
 from chexbench.bench.store import atomic_write_text
 from chexbench.datasets.cache import (
     LOADER_VERSION,
@@ -100,8 +102,11 @@ def derive(source: PreparedCache, size: int, final: Path) -> PreparedCache:
     out.flush()
     del out
     m = source.manifest
-    for name in (m.get("index_file", "index.parquet"), m.get("rows_file", "rows.npy"), "sources.parquet"):
-        shutil.copy2(source.dir / name, partial / name)
+    # index and rows from the opened source, not its files: another process may re-index the
+    # source meanwhile and delete the files its manifest named when it was opened
+    source.index.to_parquet(partial / m.get("index_file", "index.parquet"), index=False)
+    np.save(partial / m.get("rows_file", "rows.npy"), np.asarray(source.rows, dtype=np.int64))
+    shutil.copy2(source.dir / "sources.parquet", partial / "sources.parquet")
     manifest = {
         **m,
         "size": int(size),
@@ -143,9 +148,14 @@ def reindex(cache: PreparedCache, ds: Any, root: Path, want: tuple[dict, str]) -
         else:
             skipped.append({"path": p, "reason": reasons.get(p, "skipped when prepared")})
     kept = index[np.array(keep, dtype=bool)].reset_index(drop=True)
-    tag = want[1][:12]
-    kept.to_parquet(cache.dir / f"index.{tag}.parquet", index=False)
-    np.save(cache.dir / f"rows.{tag}.npy", np.array(rows, dtype=np.int64))
+    # The files are named by everything that shapes them (label files and loader constants),
+    # and written beside their final names then renamed: a process still reading the current
+    # index never sees it rewritten in place or half-written.
+    tag = hashlib.sha256(json.dumps([want[0], want[1]], sort_keys=True).encode()).hexdigest()[:12]
+    with atomic_path(cache.dir / f"index.{tag}.parquet") as tmp:
+        kept.to_parquet(tmp, index=False)
+    with atomic_path(cache.dir / f"rows.{tag}.npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.array(rows, dtype=np.int64))
     old_files = (cache.manifest.get("index_file", "index.parquet"), cache.manifest.get("rows_file", "rows.npy"))
     manifest = {
         **cache.manifest,
