@@ -167,6 +167,19 @@ def test_evaluate_localization_on_files(tmp_path):
                                  (0.0, 1.0), torch.device("cpu")) is None  # no boxes: nothing to measure
 
 
+def test_boxes_are_found_through_the_index_a_reindexed_cache_names(tmp_path):
+    """After a re-index the cache's index is index.<tag>.parquet (named by its manifest) and
+    there is no index.parquet; the boxes are still mapped to the cached images."""
+    import json
+    from pathlib import Path
+
+    data, _ = _boxed_data(tmp_path)
+    cache = Path(data.manifest["cache_dir"])
+    (cache / "index.parquet").rename(cache / "index.0123456789ab.parquet")
+    (cache / "manifest.json").write_text(json.dumps({"index_file": "index.0123456789ab.parquet", "reindexed": True}))
+    assert set(load_split_boxes(data)) == {f"id{i}" for i in range(6)}
+
+
 def test_a_maximal_plateau_points_at_its_centroid():
     heat = np.zeros((8, 8))
     heat[0:4, 0:4] = 1.0  # an upsampled 2×2 map whose top-left cell is the maximum

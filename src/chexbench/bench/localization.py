@@ -29,6 +29,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from chexbench.datasets.cache import read_prepared_index
+
 if TYPE_CHECKING:
     from chexbench.datasets.celldata import CellData
 
@@ -79,7 +81,8 @@ def load_split_boxes(data: CellData, split: str = "test") -> dict[str, list[tupl
     if boxes is None or boxes.empty:
         return {}
     size = int(manifest.get("image_size") or data.split(split).images.shape[-1])
-    index = pd.read_parquet(Path(manifest["cache_dir"]) / "index.parquet", columns=["image_id", "path"])
+    # the file the cache's manifest names: a re-indexed cache has index.<tag>.parquet, no index.parquet
+    index = read_prepared_index(Path(manifest["cache_dir"]), columns=["image_id", "path"])
     wanted = set(np.asarray(data.split(split).image_ids, dtype=str).tolist())
     index = index[index["image_id"].astype(str).isin(wanted)]
     by_ref: dict[str, tuple[str, str]] = {}

@@ -172,6 +172,26 @@ def open_prepared(folder: Path) -> PreparedCache:
         return PreparedCache(folder, index, rows, images, manifest)
 
 
+def read_prepared_index(folder: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """The index of a prepared folder: the file its manifest names (``index.<tag>.parquet``
+    after a re-index), read as safely as :func:`open_prepared` does. A folder without a
+    manifest is read from ``index.parquet``."""
+    folder = Path(folder)
+    mf = folder / "manifest.json"
+    if not mf.exists():
+        return pd.read_parquet(folder / "index.parquet", columns=columns)
+    text = _read_manifest_text(mf, folder)
+    while True:
+        name = json.loads(text).get("index_file", "index.parquet")
+        try:
+            return pd.read_parquet(folder / name, columns=columns)
+        except FileNotFoundError as e:
+            newer = _read_manifest_text(mf, folder)
+            if newer == text:
+                raise DataError(f"prepared cache {folder}: {name} named by manifest.json is missing") from e
+            text = newer
+
+
 def _read_manifest_text(mf: Path, folder: Path) -> str:
     try:
         return mf.read_text()
