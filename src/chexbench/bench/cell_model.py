@@ -130,7 +130,9 @@ def apply_head(backbone: Backbone, opts: dict[str, Any], init: InitRecord) -> tu
         ]
     if head == "topk_classwise":
         notes = [f"head = topk_classwise: per-class patch logits, each class pooled from its own top-{opts.get('topk')} patches"
-                 + (f" + {float(opts.get('wildcat_alpha', 0.0)):g} × its lowest" if opts.get("wildcat_alpha") else "")]
+                 + (f" + {float(opts.get('wildcat_alpha', 0.0)):g} × its lowest" if opts.get("wildcat_alpha") else "")
+                 + ("; patch logits from a 3×3-token convolution of the patch embeddings (classwise_source = local)"
+                    if opts.get("classwise_source", "tokens") == "local" else "")]
         return backbone, [*notes, "pretrained patch scorer not used (class-specific head)"] if scorer else notes
     notes: list[str] = []
     if scorer:  # in place: the saved model's head options (save_cell_model) must be the ones used
