@@ -79,3 +79,13 @@ def test_seeds_of_one_configuration_are_pooled_on_the_same_pairs_and_configurati
 
 def test_empty_without_localization():
     assert localization_section(pd.DataFrame([_record("c", "vit_tiny", None, None)])) == ""
+
+
+def test_the_local_classwise_source_is_its_own_named_row():
+    """Two class-specific cells that differ only in classwise_source are two rows, the local one named."""
+    plain = _record("a", "vit_tiny", "topk_classwise", {**LOC, "pair_detail": _detail([1.0, 0.0])})
+    local = _record("b", "vit_tiny", "topk_classwise", {**LOC, "pair_detail": _detail([1.0, 1.0])})
+    local["config_json"] = json.dumps({"backbone": "vit_tiny", "seed": 0, "protocol_options": {
+        "head": "topk_classwise", "topk": 8, "classwise_source": "local"}})
+    summary = localization_summary(pd.DataFrame([plain, local]))
+    assert sorted(summary["head"]) == ["topk_classwise", "topk_classwise (local)"]

@@ -41,6 +41,8 @@ HEAD_OPTIONS: dict[str, Any] = {
     "head": "linear",  # linear | topk | topk_classwise
     "topk": 0.25,  # K of head = topk / topk_classwise: a count or a fraction of the tokens
     "wildcat_alpha": 0.0,  # head = topk_classwise: weight of the K lowest patches' mean (WILDCAT), 0 = top-K mean only
+    "classwise_source": "tokens",  # head = topk_classwise: per-class patch logits from the final tokens | local (patch embeddings, 3×3 tokens)
+    "local_hidden": 64,  # head = topk_classwise, classwise_source = local: channels of the local convolution
     "scorer_hidden": 0,
     "topk_temperature": 1.0,
     "save_model": "auto",  # auto | true | false
@@ -53,6 +55,8 @@ HEAD_OPTIONS_HELP: dict[str, str] = {
     "head": "classification head: linear (on pooled features) | topk (on the top-K scored patches; ViT only) | topk_classwise (per-class patch logits, each class pooled from its own top-K patches; ViT only)",
     "topk": "K of head = topk / topk_classwise: a count (int ≥ 1) or a fraction of the tokens",
     "wildcat_alpha": "head = topk_classwise: weight of the mean of each class's K lowest patch logits (WILDCAT); 0 = top-K mean only",
+    "classwise_source": "head = topk_classwise: tokens (a linear layer on the ViT's final patch tokens) | local (a 3×3-token convolution of the patch embeddings + positional embeddings, the class token adding one offset per class; finetune only)",
+    "local_hidden": "head = topk_classwise, classwise_source = local: channels of the local convolution",
     "scorer_hidden": "hidden width of the head's patch scorer; 0 uses max(16, D // 4)",
     "topk_temperature": "temperature of the softmax over the kept patches' scores",
     "save_model": "save the trained model for `chexbench explain`: auto (small models only) | true | false",
@@ -62,6 +66,7 @@ HEAD_OPTIONS_HELP: dict[str, str] = {
     "pointing_tolerance": "tolerance of the tolerant pointing game: standard (15 px at 224 px, scaled to the image) or pixels",
 }
 HEADS = ("linear", "topk", "topk_classwise")
+CLASSWISE_SOURCES = ("tokens", "local")  # the same as chexbench.strategies.topk.CLASSWISE_SOURCES (tested)
 SMALL_MODEL_PARAMS = 5_000_000
 MODEL_FORMAT = 1
 
@@ -77,6 +82,11 @@ def head_invalid_reason(cell: CellConfig, protocol: str) -> str | None:
         return f"head = {head} needs a ViT backbone (it scores patch tokens); got {cell.backbone}"
     if head == "topk" and protocol == "linear" and not cell.strategy.endswith("_topk"):
         return f"linear probe with head = topk needs a pretrained patch scorer (a *_topk strategy); got {cell.strategy}"
+    source = cell.protocol_options.get("classwise_source", "tokens")
+    if head == "topk_classwise" and source not in CLASSWISE_SOURCES:
+        return f"[protocol.{protocol}] classwise_source must be one of {', '.join(CLASSWISE_SOURCES)}, got {source!r}"
+    if head == "topk_classwise" and source != "tokens" and protocol == "linear":
+        return f"classwise_source = {source} trains a convolution on the patch embeddings: finetune only (the linear probe reads the frozen final tokens)"
     return None
 
 
@@ -120,7 +130,9 @@ def apply_head(backbone: Backbone, opts: dict[str, Any], init: InitRecord) -> tu
         ]
     if head == "topk_classwise":
         notes = [f"head = topk_classwise: per-class patch logits, each class pooled from its own top-{opts.get('topk')} patches"
-                 + (f" + {float(opts.get('wildcat_alpha', 0.0)):g} × its lowest" if opts.get("wildcat_alpha") else "")]
+                 + (f" + {float(opts.get('wildcat_alpha', 0.0)):g} × its lowest" if opts.get("wildcat_alpha") else "")
+                 + ("; patch logits from a 3×3-token convolution of the patch embeddings (classwise_source = local)"
+                    if opts.get("classwise_source", "tokens") == "local" else "")]
         return backbone, [*notes, "pretrained patch scorer not used (class-specific head)"] if scorer else notes
     notes: list[str] = []
     if scorer:  # in place: the saved model's head options (save_cell_model) must be the ones used
@@ -191,7 +203,11 @@ def make_classifier(features: nn.Module, num_labels: int, opts: dict[str, Any], 
     from chexbench.strategies.topk import ClasswiseTopKClassifier
 
     if opts.get("head", "linear") == "topk_classwise":
-        return ClasswiseTopKClassifier(features, num_labels, opts.get("topk", 0.25), float(opts.get("wildcat_alpha", 0.0)))
+        source = opts.get("classwise_source", "tokens")
+        if source != "tokens" and protocol == "linear":
+            raise ConfigError(f"classwise_source = {source!r} trains new layers on the patch embeddings: finetune only (linear keeps classwise_source = \"tokens\")")
+        return ClasswiseTopKClassifier(features, num_labels, opts.get("topk", 0.25), float(opts.get("wildcat_alpha", 0.0)),
+                                       source, int(opts.get("local_hidden", 64)))
     if protocol == "linear":
         return ProbeClassifier(features, num_labels)
     return Classifier(features, num_labels)
@@ -221,7 +237,7 @@ def save_cell_model(model: nn.Module, cell: CellConfig, ctx: RunContext, opts: d
         "cell_id": cell.cell_id,
         "protocol": cell.protocol,
         "head": opts.get("head", "linear"),
-        "head_options": {k: opts[k] for k in ("topk", "scorer_hidden", "topk_temperature", "wildcat_alpha") if k in opts},
+        "head_options": {k: opts[k] for k in ("topk", "scorer_hidden", "topk_temperature", "wildcat_alpha", "classwise_source", "local_hidden") if k in opts},
         "labels": list(labels),
         "normalize": [float(v) for v in normalize],
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},

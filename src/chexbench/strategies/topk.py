@@ -160,6 +160,12 @@ class TopKBackbone(nn.Module):
         return out.scores.float().view(-1, rows, cols), out.indices
 
 
+#: where topk_classwise's per-class patch logits come from: "tokens" (a linear layer on the ViT's
+#: final patch tokens) or "local" (a small convolution of the patch embeddings, see
+#: :meth:`ClasswiseTopKClassifier._local_patch_logits`)
+CLASSWISE_SOURCES = ("tokens", "local")
+
+
 def classwise_topk_pool(patch_logits: torch.Tensor, k: int, alpha: float = 0.0, dim: int = 1) -> torch.Tensor:
     """Class-specific top-K pooling of per-class patch logits along ``dim`` (the tokens):
     (B, N, L) → (B, L) with ``s_c = mean of the K highest logits of class c + α × mean of its K
@@ -180,8 +186,11 @@ class ClasswiseTopKClassifier(nn.Module):
     linear protocol sets them from its frozen train-split tokens).
     """
 
-    def __init__(self, backbone: nn.Module, num_labels: int, k: int | float = 0.25, alpha: float = 0.0):
+    def __init__(self, backbone: nn.Module, num_labels: int, k: int | float = 0.25, alpha: float = 0.0,
+                 source: str = "tokens", local_hidden: int = 64):
         super().__init__()
+        if source not in CLASSWISE_SOURCES:
+            raise ConfigError(f"classwise_source must be one of {', '.join(CLASSWISE_SOURCES)}, got {source!r}")
         if not getattr(backbone, "is_vit", False):
             raise ConfigError(f"head = topk_classwise needs a ViT backbone (patch tokens); got {getattr(backbone, 'spec_name', type(backbone).__name__)}")
         self.backbone = backbone
@@ -195,11 +204,34 @@ class ClasswiseTopKClassifier(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(1, d))
         self.register_buffer("feature_std", torch.ones(1, d))
         self.head = nn.Linear(d, num_labels)
+        self.source = source
+        if source == "local":
+            hidden = int(local_hidden)
+            self.local = nn.Sequential(nn.Conv2d(d, hidden, 3, padding=1), nn.GELU(), nn.Conv2d(hidden, num_labels, 1))
 
     def patch_logits(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 1, H, W) → per-class patch logits (B, N, L)."""
+        if self.source == "local":
+            return self._local_patch_logits(x)
         tokens = self.backbone.forward_tokens(x)  # (B, N, D)
         return self.head((tokens.float() - self.feature_mean) / self.feature_std)
+
+    def _local_patch_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``classwise_source = "local"``: the evidence of class c at patch n is a small convolution
+        (3×3 tokens, then 1×1) of the patch embeddings (+ positional embeddings) around n, so a
+        patch's logit can only come from its neighbourhood; the ViT's class token adds one offset
+        per class, the same for every patch (it moves no maximum)."""
+        vit = self.backbone.model
+        embedded = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))  # (B, P + N, D)
+        prefix = vit.num_prefix_tokens
+        patches = embedded[:, prefix:].float()
+        b, n, d = patches.shape
+        rows, cols = self.grid
+        local = self.local(patches.transpose(1, 2).reshape(b, d, rows, cols))  # (B, L, rows, cols)
+        local = local.flatten(2).transpose(1, 2)  # (B, N, L)
+        tokens = vit.norm(vit.blocks(embedded))
+        offset = self.head(tokens[:, 0].float()) if prefix else self.head(tokens.float().mean(1))  # (B, L)
+        return local + offset[:, None, :]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return classwise_topk_pool(self.patch_logits(x), self.k, self.alpha)
