@@ -122,7 +122,33 @@ def last_conv_stage(module: nn.Module) -> nn.Module:
     return stages[-1]
 
 
+def activation_and_gradient(
+    model: nn.Module, layer: nn.Module, x: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output of ``layer`` and the gradient of the chosen logits (one label per image) with respect to
+    it, in float32, from one forward and backward of ``model`` in eval mode (its mode restored after)."""
+    saved: dict[str, torch.Tensor] = {}
+
+    def keep(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        saved["act"] = output
+        output.register_hook(lambda g: saved.__setitem__("grad", g))
+
+    handle = layer.register_forward_hook(keep)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            x = x.detach().clone().requires_grad_(True)  # a graph even when the backbone is frozen
+            logits = model(x).float()  # (B, L)
+            logits.gather(1, labels.view(-1, 1).to(logits.device)).sum().backward()
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return saved["act"].detach().float(), saved["grad"].float()
+
+
 class GradCAM:
+
     """Grad-CAM on ``layer`` of ``model`` (Selvaraju et al. 2017): call with x (B, 1, H, W) and
     one label index per image (B,) → maps (B, H, W) in [0, 1]."""
 
@@ -131,25 +157,7 @@ class GradCAM:
         self.layer = layer if layer is not None else last_conv_stage(model.backbone)
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        saved: dict[str, torch.Tensor] = {}
-
-        def keep(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-            saved["act"] = output
-            output.register_hook(lambda g: saved.__setitem__("grad", g))
-
-        handle = self.layer.register_forward_hook(keep)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.enable_grad():
-                x = x.detach().clone().requires_grad_(True)  # a graph even when the backbone is frozen
-                logits = self.model(x).float()  # (B, L)
-                chosen = logits.gather(1, labels.view(-1, 1).to(logits.device)).sum()
-                chosen.backward()
-        finally:
-            handle.remove()
-            self.model.train(was_training)
-        act, grad = saved["act"].detach().float(), saved["grad"].float()  # (B, C, h, w)
+        act, grad = activation_and_gradient(self.model, self.layer, x, labels)  # (B, C, h, w)
         alpha = grad.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
         self.coarse = torch.relu((alpha * act).sum(1))  # (B, h, w)
         return normalize_maps(upsample(self.coarse, tuple(x.shape[-2:])), flat_maps(self.coarse))
@@ -172,25 +180,8 @@ class ViTGradCAM:
         self.grid = tuple(model.backbone.model.patch_embed.grid_size)
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        saved: dict[str, torch.Tensor] = {}
-
-        def keep(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-            saved["act"] = output
-            output.register_hook(lambda g: saved.__setitem__("grad", g))
-
-        handle = self.layer.register_forward_hook(keep)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.enable_grad():
-                x = x.detach().clone().requires_grad_(True)
-                logits = self.model(x).float()
-                logits.gather(1, labels.view(-1, 1).to(logits.device)).sum().backward()
-        finally:
-            handle.remove()
-            self.model.train(was_training)
-        act = saved["act"].detach().float()[:, self.prefix :]  # (B, N, D)
-        grad = saved["grad"].float()[:, self.prefix :]
+        act, grad = activation_and_gradient(self.model, self.layer, x, labels)
+        act, grad = act[:, self.prefix :], grad[:, self.prefix :]  # (B, N, D) patch tokens only
         alpha = grad.mean(dim=1, keepdim=True)  # (B, 1, D)
         cam = torch.relu((alpha * act).sum(-1))  # (B, N)
         return cam.view(-1, *self.grid)
