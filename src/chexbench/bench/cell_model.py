@@ -28,6 +28,7 @@ from torch import nn
 
 from chexbench.bench.store import atomic_torch_save
 from chexbench.errors import RECORD_WARNING_PREFIX, ConfigError, DataError, WeightsError
+from chexbench.strategies.heads import copy_probe_head
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
@@ -183,14 +184,9 @@ class ProbeClassifier(nn.Module):
         self.register_buffer("feature_std", torch.ones(1, d))
         self.head = nn.Linear(d, num_labels)
 
-    @torch.no_grad()
     def set_head(self, mean: torch.Tensor, std: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> ProbeClassifier:
         """mean, std (1, D); weight (D, L); bias (1, L) or (L,) — as the linear protocol holds them."""
-        dev = self.head.weight.device
-        self.feature_mean.copy_(mean.view(1, -1).to(dev))
-        self.feature_std.copy_(std.view(1, -1).to(dev))
-        self.head.weight.copy_(weight.T.to(dev))
-        self.head.bias.copy_(bias.reshape(-1).to(dev))
+        copy_probe_head(self, mean, std, weight, bias)
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

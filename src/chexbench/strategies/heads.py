@@ -1,7 +1,9 @@
-"""Projection heads used during contrastive pretraining (discarded before transfer)."""
+"""Heads: projection heads of contrastive pretraining (discarded before transfer) and the
+standardized linear head a linear probe fits."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -19,3 +21,16 @@ class ProjectionHead(nn.Sequential):
             layers.append(nn.BatchNorm1d(hidden_dim))
         layers += [nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)]
         super().__init__(*layers)
+
+
+@torch.no_grad()
+def copy_probe_head(
+    module: nn.Module, mean: torch.Tensor, std: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+) -> None:
+    """Load a fitted linear probe into ``module``'s ``feature_mean``/``feature_std`` buffers and its
+    ``head`` (``nn.Linear``): mean, std (1, D); weight (D, L); bias (1, L) or (L,)."""
+    dev = module.head.weight.device
+    module.feature_mean.copy_(mean.reshape(1, -1).to(dev))
+    module.feature_std.copy_(std.reshape(1, -1).to(dev))
+    module.head.weight.copy_(weight.T.to(dev))
+    module.head.bias.copy_(bias.reshape(-1).to(dev))

@@ -34,6 +34,7 @@ from torch import nn
 
 from chexbench.bench.store import atomic_torch_save
 from chexbench.errors import ConfigError, WeightsError
+from chexbench.strategies.heads import copy_probe_head
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
@@ -244,14 +245,9 @@ class ClasswiseTopKClassifier(nn.Module):
         chosen = logits.gather(2, labels.view(-1, 1, 1).to(logits.device).expand(-1, logits.shape[1], 1))[..., 0]  # (B, N)
         return chosen.view(-1, *self.grid), topk_indices(chosen, self.k)
 
-    @torch.no_grad()
     def set_head(self, mean: torch.Tensor, std: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> ClasswiseTopKClassifier:
         """mean, std (1, D); weight (D, L); bias (1, L) or (L,) — as the linear protocol holds them."""
-        dev = self.head.weight.device
-        self.feature_mean.copy_(mean.reshape(1, -1).to(dev))
-        self.feature_std.copy_(std.reshape(1, -1).to(dev))
-        self.head.weight.copy_(weight.T.to(dev))
-        self.head.bias.copy_(bias.reshape(-1).to(dev))
+        copy_probe_head(self, mean, std, weight, bias)
         return self
 
 
