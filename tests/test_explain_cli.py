@@ -13,11 +13,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from chexbench.bench.cell_model import build_classifier, save_cell_model
-from chexbench.bench.context import RunContext
 from chexbench.bench.runner import base_record
 from chexbench.bench.store import ResultStore
 from chexbench.cli import app
 from chexbench.config import CellConfig, Settings
+from chexbench.core.context import RunContext
 from chexbench.datasets.celldata import CellData, SplitData
 
 LABELS = ["cardiomegaly", "edema"]

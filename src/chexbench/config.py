@@ -59,7 +59,7 @@ from typing import Any, Literal
 
 from pydantic import Field, create_model
 
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 from chexbench.options import OptionInfo, Options, did_you_mean, options_model, schema_of, validate_table
 
 #: bump when the meaning of a stored record changes; it is part of every cell id.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from chexbench.errors import ChexbenchError
+from chexbench.core.errors import ChexbenchError
 
 T = TypeVar("T")
 

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from chexbench.backbones.base import Backbone
-from chexbench.bench import training as T
-from chexbench.bench.context import FastPath, RunContext, fast_path_for
 from chexbench.bench.protocols.linear import extract_features
 from chexbench.config import CellConfig, Settings
+from chexbench.core import training as T
+from chexbench.core.context import FastPath, RunContext, fast_path_for
 from chexbench.datasets.celldata import CellData, SplitData
 from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
 from chexbench.strategies.base import InitRecord
@@ -310,7 +310,7 @@ def test_cuda_finetune_runs_bf16_channels_last_by_default(name, tmp_path):
 @pytest.mark.gpu
 @cuda
 def test_cuda_syncbn_conversion_under_ddp_keeps_the_forward():
-    from chexbench.bench import distributed as D
+    from chexbench.core import distributed as D
 
     assert not D.is_distributed()  # one process: wrap_ddp is the identity, SyncBN needs a process group
     model = TinyConvNet().cuda()

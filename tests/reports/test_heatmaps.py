@@ -11,8 +11,7 @@ from PIL import Image
 
 from chexbench.bench.cell_model import ProbeClassifier
 from chexbench.bench.protocols.finetune import Classifier
-from chexbench.registry import BACKBONES
-from chexbench.reports.heatmaps import (
+from chexbench.explain.heatmaps import (
     GradCAM,
     draw_panel,
     explain,
@@ -25,6 +24,7 @@ from chexbench.reports.heatmaps import (
     save_overlay_png,
     upsample,
 )
+from chexbench.registry import BACKBONES
 from chexbench.strategies.topk import ClasswiseTopKClassifier, wrap_topk
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from chexbench.errors import WeightsError
+from chexbench.core.errors import WeightsError
 
 if TYPE_CHECKING:
     from chexbench.config import CellConfig

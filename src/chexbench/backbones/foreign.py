@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from chexbench.errors import WeightsError
+from chexbench.core.errors import WeightsError
 
 FORMATS = ("auto", "timm", "torchvision", "moco", "lightning", "state_dict")
 

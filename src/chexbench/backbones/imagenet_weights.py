@@ -26,9 +26,9 @@ from urllib.parse import urlparse
 
 import torch
 
-from chexbench.atomic import atomic_path
-from chexbench.errors import WeightsError
-from chexbench.paths import cache_dir
+from chexbench.core.atomic import atomic_path
+from chexbench.core.errors import WeightsError
+from chexbench.core.paths import cache_dir
 from chexbench.registry import BACKBONES
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from chexbench.bench.store import atomic_torch_save
-from chexbench.errors import RECORD_WARNING_PREFIX, ConfigError, DataError, WeightsError
+from chexbench.core.atomic import atomic_torch_save
+from chexbench.core.errors import RECORD_WARNING_PREFIX, ConfigError, DataError, WeightsError
 from chexbench.strategies.heads import copy_probe_head
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.bench.context import RunContext
     from chexbench.config import CellConfig
+    from chexbench.core.context import RunContext
     from chexbench.datasets.celldata import CellData
     from chexbench.strategies.base import InitRecord
 
@@ -113,7 +113,7 @@ def head_preflight(cell: CellConfig, protocol: str) -> None:
 def apply_head(backbone: Backbone, opts: dict[str, Any], init: InitRecord) -> tuple[nn.Module, list[str]]:
     """The feature extractor for ``opts["head"]``: the backbone itself, or it wrapped with the top-K
     scorer (pretrained scorer loaded strictly when ``init`` names one). Returns notes; a note starting with
-    :data:`~chexbench.errors.RECORD_WARNING_PREFIX` is a warning the report lists. With a pretrained scorer,
+    :data:`~chexbench.core.errors.RECORD_WARNING_PREFIX` is a warning the report lists. With a pretrained scorer,
     ``opts``' ``scorer_hidden`` and ``topk_temperature`` are set to the pretraining's (in place)."""
     from chexbench.strategies.topk import load_scorer, wrap_topk
 
@@ -282,7 +282,7 @@ def finish_cell(model: nn.Module, data: CellData, cell: CellConfig, ctx: RunCont
                 normalize: tuple[float, float]) -> dict[str, Any]:
     """After selection: save the model (per ``save_model``) and localize on the test split's boxes.
     Returns entries for ``ProtocolResult.extra``."""
-    from chexbench.bench.localization import evaluate_localization
+    from chexbench.explain.localization import evaluate_localization
 
     extra: dict[str, Any] = {"head": opts.get("head", "linear")}
     if not _is_main_rank():  # under torchrun only rank 0 writes and measures
@@ -301,7 +301,7 @@ def finish_cell(model: nn.Module, data: CellData, cell: CellConfig, ctx: RunCont
 
 def _is_main_rank() -> bool:
     try:
-        from chexbench.bench import distributed
+        from chexbench.core import distributed
     except ImportError:
         return True
     return distributed.is_main()

@@ -24,17 +24,17 @@ import pandas as pd
 import torch
 
 import chexbench
-from chexbench.atomic import clean_stale_temporaries
-from chexbench.bench import distributed as D
-from chexbench.bench import training as T
-from chexbench.bench.context import RunContext
-from chexbench.bench.lock import FileLock
-from chexbench.bench.metrics import macro, per_label_metrics
 from chexbench.bench.preflight import preflight  # the pre-run checks (plan, run, submit)
 from chexbench.bench.shard import Shard, shard_cells
-from chexbench.bench.store import ResultStore, atomic_write_parquet
+from chexbench.bench.store import ResultStore
 from chexbench.config import CellConfig, Grid, PlannedCell
-from chexbench.errors import SkipCell
+from chexbench.core import distributed as D
+from chexbench.core import training as T
+from chexbench.core.atomic import atomic_write_parquet, clean_stale_temporaries
+from chexbench.core.context import RunContext
+from chexbench.core.errors import SkipCell
+from chexbench.core.lock import FileLock
+from chexbench.core.metrics import macro, per_label_metrics
 from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
 
 SKIPPED_COLUMNS = ("cell_id", "grid", "strategy", "backbone", "dataset", "protocol", "label_fraction", "seed", "reason")

@@ -1,6 +1,6 @@
 """The Typer application objects; command modules attach their commands to these.
 
-Domain errors (:class:`chexbench.errors.ChexbenchError`) raised anywhere under a command
+Domain errors (:class:`chexbench.core.errors.ChexbenchError`) raised anywhere under a command
 become one red line on stderr and exit code 2; nothing else is printed.
 """
 
@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table as _RichTable
 from typer.core import TyperGroup
 
-from chexbench.errors import ChexbenchError
+from chexbench.core.errors import ChexbenchError
 
 #: width used when the output is not a terminal: Rich would otherwise wrap and cut tables at 80
 #: columns, so a piped or redirected table would lose text (ids, intervals) behind "…"

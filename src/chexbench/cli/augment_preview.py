@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from chexbench.atomic import atomic_path
 from chexbench.cli.app import console, data_app
+from chexbench.core.atomic import atomic_path
 
 
 def _parse_options(strategy: str, items: list[str] | None) -> dict[str, object]:
-    from chexbench.errors import ConfigError
+    from chexbench.core.errors import ConfigError
     from chexbench.registry import STRATEGIES
 
     allowed = dict(getattr(STRATEGIES.get(strategy), "options", {}) or {})

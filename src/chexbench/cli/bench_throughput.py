@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from chexbench.cli.app import bench_app, console
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 
 GPU_BACKBONES = ["resnet50", "vit_b16"]
 CPU_BACKBONES = ["resnet_tiny", "vit_tiny"]
@@ -32,9 +32,9 @@ def bench_throughput_cmd(
     """Fine-tune / linear / SimCLR / MoCo step rates and the loader's rate; written to docs/PERFORMANCE.md."""
     import torch
 
-    from chexbench.bench.context import resolve_device
-    from chexbench.bench.perf import record_section
-    from chexbench.bench.throughput import MODES, PLAIN_MODES, markdown, measure_loader, measure_mode
+    from chexbench.core.context import resolve_device
+    from chexbench.perf.record import record_section
+    from chexbench.perf.throughput import MODES, PLAIN_MODES, markdown, measure_loader, measure_mode
     from chexbench.registry import BACKBONES
 
     dev = resolve_device(device)

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from chexbench.cli.app import Table, app, console
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 
 RESULTS_HELP = "results directory (one Parquet record + predictions per cell)"
 GridOpt = Annotated[str, typer.Option("--grid", "-g", help="grid preset name (smoke, full) or path to a TOML file")]
@@ -197,9 +197,9 @@ def _print_split_summary(s) -> None:
 
 
 def _print_shards(planned, count: int) -> None:
-    from chexbench.bench.perf import performance_file
     from chexbench.bench.shard import Shard, shard_cells
-    from chexbench.bench.throughput import estimate_gpu_hours, recorded_measurements
+    from chexbench.perf.record import performance_file
+    from chexbench.perf.throughput import estimate_gpu_hours, recorded_measurements
 
     file = performance_file()
     measured = recorded_measurements(file.read_text()) if file.exists() else []
@@ -214,8 +214,8 @@ def _print_shards(planned, count: int) -> None:
 
 def _print_gpu_hours(planned) -> None:
     """GPU-hours from the throughput recorded in docs/PERFORMANCE.md (or the H100 targets)."""
-    from chexbench.bench.perf import performance_file
-    from chexbench.bench.throughput import estimate_gpu_hours, recorded_measurements
+    from chexbench.perf.record import performance_file
+    from chexbench.perf.throughput import estimate_gpu_hours, recorded_measurements
 
     file = performance_file()
     measured = recorded_measurements(file.read_text()) if file.exists() else []
@@ -260,11 +260,11 @@ def run(
     """Run every unfinished cell of a grid; finished cells are skipped (resume)."""
     import os
 
-    from chexbench.bench import distributed as D
-    from chexbench.bench.context import resolve_device
     from chexbench.bench.runner import preflight
     from chexbench.bench.shard import Shard, shard_cells
     from chexbench.config import load_grid, parse_only
+    from chexbench.core import distributed as D
+    from chexbench.core.context import resolve_device
 
     g = load_grid(grid)
     only_map = parse_only(only)
@@ -287,11 +287,11 @@ def run(
 
 
 def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard_cells) -> None:
-    from chexbench.bench import distributed as D
-    from chexbench.bench.context import NullProgress, RunContext
     from chexbench.bench.runner import run_grid
     from chexbench.bench.store import ResultStore
-    from chexbench.paths import cache_dir
+    from chexbench.core import distributed as D
+    from chexbench.core.context import NullProgress, RunContext
+    from chexbench.core.paths import cache_dir
 
     if the_shard is not None:
         planned = shard_cells(planned, the_shard)

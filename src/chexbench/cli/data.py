@@ -8,12 +8,12 @@ from typing import Annotated
 import typer
 
 from chexbench.cli.app import Table, console, data_app, err_console
-from chexbench.errors import DataError
+from chexbench.core.errors import DataError
 
 
 def parse_dataset_options(dataset: str, items: list[str] | None) -> dict[str, object]:
     """``["patients=200", "size=320"]`` → ``{"patients": 200, "size": 320}``, checked against the dataset's options."""
-    from chexbench.errors import ConfigError
+    from chexbench.core.errors import ConfigError
     from chexbench.registry import DATASETS
 
     allowed = set(getattr(DATASETS.get(dataset), "options", {}) or {})
@@ -92,7 +92,7 @@ def _find_prepared(dataset: str, root: Path | None, size: int | None, out: Path 
     """The prepared folder to verify: ``--out``, else the one matching root and size (either may be left out)."""
     import json
 
-    from chexbench.paths import cache_dir
+    from chexbench.core.paths import cache_dir
 
     if out is not None:
         return out

@@ -26,7 +26,7 @@ def explain_cmd(
     comparison.png of their maps side by side on the same images."""
     from chexbench.bench.cell_ids import resolve_cell_id
     from chexbench.bench.store import ResultStore
-    from chexbench.reports.explain import write_explanations, write_method_comparison
+    from chexbench.explain.gallery import write_explanations, write_method_comparison
 
     known = ResultStore(results).cell_ids()
     cell = [resolve_cell_id(c, known, str(results)) for c in cell]

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from chexbench.cli.app import app, console
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 
 
 @app.command("report")

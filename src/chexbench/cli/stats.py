@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from chexbench.cli.app import Table, app, console
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 
 
 def _num(x: float) -> str:

@@ -24,7 +24,7 @@ import typer
 
 from chexbench.cli.app import Table, app, console
 from chexbench.cli.core import GridOpt, OnlyOpt, ResultsOpt
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 
 JOBS_FILE = "jobs.json"
 #: a SLURM job id (``123``, array task ``123_4``) or a local executor's pid
@@ -70,7 +70,7 @@ def state_file_name(job_id: str) -> str:
 
 
 def _write_state(path: Path, state: str, **extra: Any) -> None:
-    from chexbench.atomic import atomic_path
+    from chexbench.core.atomic import atomic_path
 
     info = {"state": state, "host": socket.gethostname(), "pid": os.getpid(), **extra,
             "updated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
@@ -107,8 +107,8 @@ def _check_job_entry(path: Path, results: Path, job: dict[str, Any]) -> None:
 
 
 def record_submission(results: Path, submission: dict[str, Any]) -> Path:
-    from chexbench.bench.lock import FileLock
-    from chexbench.bench.store import atomic_write_text
+    from chexbench.core.atomic import atomic_write_text
+    from chexbench.core.lock import FileLock
 
     results.mkdir(parents=True, exist_ok=True)
     with FileLock(results / f".{JOBS_FILE}.lck"):

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from chexbench.cli.app import Table, bench_app, console, data_app
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 
 
 def parse_sites(text: str) -> tuple[str, ...]:
@@ -71,8 +71,8 @@ def bench_phantom_cmd(
     output: Annotated[Path | None, typer.Option(help="PERFORMANCE.md to update (default: docs/PERFORMANCE.md)")] = None,
 ) -> None:
     """Phantom generation speed (images/s on one core, render + encode) per site."""
-    from chexbench.bench.perf import record_section
-    from chexbench.datasets.phantom.bench import measure_generation
+    from chexbench.perf.phantom import measure_generation
+    from chexbench.perf.record import record_section
 
     start = time.perf_counter()
     rows = measure_generation(size=size, images=images)

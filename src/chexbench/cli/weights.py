@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from chexbench.cli.app import app, console
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 
 weights_app = typer.Typer(help="ImageNet weights: fetch them on request, list what is here.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")

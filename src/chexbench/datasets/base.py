@@ -88,7 +88,7 @@ class Dataset:
         """The root folder to read; subclasses may locate or generate a default."""
         root = options.get("root")
         if not root:
-            from chexbench.errors import DataError
+            from chexbench.core.errors import DataError
 
             raise DataError(
                 f"dataset '{self.name}' needs a root: set root = \"/path\" under [dataset.{self.name}] "
@@ -96,7 +96,7 @@ class Dataset:
             )
         path = Path(root).expanduser()
         if not path.exists():
-            from chexbench.errors import DataError
+            from chexbench.core.errors import DataError
 
             raise DataError(f"dataset '{self.name}': root folder not found: {path}")
         return path

@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chexbench.bench.store import atomic_write_text
+from chexbench.core.atomic import atomic_write_text
+from chexbench.core.errors import DataError
 from chexbench.datasets.decode import decode_image
 from chexbench.datasets.workers import die_with_parent
-from chexbench.errors import DataError
 
 #: Bump when decoding or the index schema changes; part of every cache key.
 LOADER_VERSION = 2
@@ -94,7 +94,7 @@ def cache_key(dataset: str, root: Path, size: int) -> str:
 
 
 def default_prepared_dir(dataset: str, root: Path, size: int) -> Path:
-    from chexbench.paths import cache_dir
+    from chexbench.core.paths import cache_dir
 
     return cache_dir() / "prepared" / f"{dataset}-s{size}-{cache_key(dataset, root, size)}"
 
@@ -204,9 +204,9 @@ def _folder_lock(final: Path) -> Iterator[None]:
     """Exclusive lock on a prepared folder, so concurrent runs (shards) prepare it only once.
 
     The lock type shared with the pretraining cache: works across hosts on a shared
-    filesystem and recovers from a killed owner (:mod:`chexbench.bench.lock`).
+    filesystem and recovers from a killed owner (:mod:`chexbench.core.lock`).
     """
-    from chexbench.bench.lock import FileLock
+    from chexbench.core.lock import FileLock
 
     final.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(final.parent / f".{final.name}.lck"):

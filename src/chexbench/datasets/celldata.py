@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chexbench.atomic import atomic_path
 from chexbench.config import CellConfig
+from chexbench.core.atomic import atomic_path
+from chexbench.core.errors import ConfigError, DataError, LeakageError
 from chexbench.datasets.base import FRONTAL_VIEWS, SPLITS
 from chexbench.datasets.cache import PreparedCache, ensure_prepared
 from chexbench.datasets.labels import (
@@ -40,7 +41,6 @@ from chexbench.datasets.leakage import (
     split_leakage_message,
 )
 from chexbench.datasets.splits import ids_sha256, patient_overlaps, sample_patients
-from chexbench.errors import ConfigError, DataError, LeakageError
 
 #: Seed of the valid/test image caps: fixed, so paired comparisons see identical test sets.
 EVAL_CAP_SEED = 0
@@ -103,7 +103,7 @@ def _take_images(cache: PreparedCache, rows: np.ndarray) -> np.ndarray:
         return np.asarray(cache.images[rows])
     if rows[-1] - rows[0] + 1 == len(rows) and bool(np.all(np.diff(rows) == 1)):
         return cache.images[rows[0] : rows[-1] + 1]  # a contiguous block (see memmap_order): no copy
-    from chexbench.paths import cache_dir
+    from chexbench.core.paths import cache_dir
 
     key = hashlib.sha256(cache.cache_id.encode() + rows.tobytes()).hexdigest()[:16]
     path = cache_dir() / "cells" / f"{key}.u8"

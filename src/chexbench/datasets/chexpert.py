@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chexbench.core.errors import DataError
 from chexbench.datasets.base import INDEX_META_COLUMNS, Dataset
 from chexbench.datasets.labels import BLANK_NOT_MENTIONED, CHEXPERT_COLUMNS, CHEXPERT_EVAL_LABELS
 from chexbench.datasets.splits import carve_patients
 from chexbench.datasets.tables import parse_label_column, read_csv_checked
-from chexbench.errors import DataError
 from chexbench.registry import DATASETS
 
 CHEXPERT_VALID_FRACTION = 0.05

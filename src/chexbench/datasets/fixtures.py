@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chexbench.errors import DataError
+from chexbench.core.errors import DataError
 
 REAL_FILES = {
     "chexpert": "chexpert_train.csv.gz",

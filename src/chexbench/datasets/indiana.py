@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chexbench.core.errors import DataError
 from chexbench.datasets.base import INDEX_META_COLUMNS, Dataset
 from chexbench.datasets.labels import (
     BLANK_UNKNOWN,
@@ -50,7 +51,6 @@ from chexbench.datasets.labels import (
     indiana_term_label,
 )
 from chexbench.datasets.splits import assign_patient_splits
-from chexbench.errors import DataError
 from chexbench.registry import DATASETS
 
 INDIANA_SPLIT = {"train": 0.7, "valid": 0.1, "test": 0.2}

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from chexbench.core.errors import DataError, LeakageError
 from chexbench.datasets.cache import label_file_fingerprint
 from chexbench.datasets.splits import FRONTAL_VIEWS, SPLITS, patient_overlaps
-from chexbench.errors import DataError, LeakageError
 from chexbench.registry import DATASETS, STRATEGIES
 
 if TYPE_CHECKING:

@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chexbench.core.errors import DataError
 from chexbench.datasets.base import INDEX_META_COLUMNS, Dataset
 from chexbench.datasets.labels import BLANK_NOT_MENTIONED, NIH_EVAL_LABELS, NIH_FINDINGS, NIH_NO_FINDING
 from chexbench.datasets.splits import carve_patients
 from chexbench.datasets.tables import read_csv_checked
-from chexbench.errors import DataError
 from chexbench.registry import DATASETS
 
 NIH_VALID_FRACTION = 0.1

@@ -25,7 +25,7 @@ import pandas as pd
 
 from chexbench.bench.store import ResultStore, record_configuration_hash
 from chexbench.config import configuration_keys
-from chexbench.errors import DataError
+from chexbench.core.errors import DataError
 from chexbench.reports.bootstrap import (
     CellScores,
     PatientResamples,

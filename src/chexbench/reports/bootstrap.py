@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from chexbench.errors import DataError
+from chexbench.core.errors import DataError
 from chexbench.reports.auroc import SortedLabel
 
 DEFAULT_N_BOOT = 2000

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chexbench.atomic import atomic_path
+from chexbench.core.atomic import atomic_path
 from chexbench.reports.aggregate import LoadedResults
 from chexbench.reports.leaderboard import Tables
 from chexbench.reports.markdown import DEGENERATE_WARN, fmt, fmt_p

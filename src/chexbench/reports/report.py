@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from chexbench.atomic import make_temp_dir
-from chexbench.bench.store import atomic_write_parquet, atomic_write_text
-from chexbench.errors import ConfigError
+from chexbench.core.atomic import atomic_write_parquet, atomic_write_text, make_temp_dir
+from chexbench.core.errors import ConfigError
 from chexbench.reports.aggregate import LoadedResults, load_results
 from chexbench.reports.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED
 from chexbench.reports.cell_warnings import warnings_section

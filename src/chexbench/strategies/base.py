@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.bench.context import RunContext
     from chexbench.config import CellConfig
+    from chexbench.core.context import RunContext
 
 
 @dataclass

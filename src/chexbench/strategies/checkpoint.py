@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from chexbench.errors import ConfigError, WeightsError
+from chexbench.core.errors import ConfigError, WeightsError
 from chexbench.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.base import InitRecord, Strategy
 
@@ -199,7 +199,7 @@ def _normalize_option(value: Any, where: str) -> None:
 def _normalization(value: Any, backbone: str) -> dict[str, Any]:
     """The one-channel (mean, std) the checkpoint's encoder expects, and where it came from."""
     from chexbench.backbones.base import timm_normalization
-    from chexbench.bench.training import DEFAULT_NORMALIZE
+    from chexbench.core.training import DEFAULT_NORMALIZE
 
     if value == "imagenet":
         n = timm_normalization(None)

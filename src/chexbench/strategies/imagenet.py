@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import Field
 
 from chexbench.backbones.imagenet_weights import find_local, local_candidates
-from chexbench.errors import SkipCell
+from chexbench.core.errors import SkipCell
 from chexbench.options import Options
 from chexbench.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.base import InitRecord, Strategy

@@ -12,7 +12,7 @@ seed. Every cell needing that run reuses it. Layout of ``ctx.pretrain_dir / run_
     history.parquet loss curve and probe history (also copied to results_dir/pretrain/)
     done            marker written last
 
-A file lock on ``pretrain.lck`` (:mod:`chexbench.bench.lock`: cross-host, stale-lock recovery)
+A file lock on ``pretrain.lck`` (:mod:`chexbench.core.lock`: cross-host, stale-lock recovery)
 makes concurrent shards wait for one another instead of pretraining the same run twice;
 under torchrun the ranks pretrain together and rank 0 alone writes. The probe: every ``probe_every`` epochs a weighted kNN classifier
 (Wu et al. 2018, k neighbours, weights exp(cos/0.07)) on frozen encoder features of a small
@@ -35,16 +35,16 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from chexbench.bench.store import atomic_torch_save
+from chexbench.core.atomic import atomic_torch_save
+from chexbench.core.errors import ConfigError, DataError
 from chexbench.datasets.leakage import check_pretrain_leakage, pretrain_source_options
-from chexbench.errors import ConfigError, DataError
 from chexbench.options import Options, options_model, validate_table
 from chexbench.strategies.base import InitRecord, Strategy
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.bench.context import RunContext
     from chexbench.config import CellConfig
+    from chexbench.core.context import RunContext
 
 #: columns of ``results_dir/pretrain/<run_id>.parquet``
 HISTORY_COLUMNS = ("run_id", "strategy", "backbone", "epoch", "step", "loss", "probe_auroc")
@@ -216,7 +216,7 @@ def ensure_pretrained(strategy: PretrainStrategy, cell: CellConfig, ctx: RunCont
     run_id = run_id_of(key)
     run_dir = Path(ctx.pretrain_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    from chexbench.bench import distributed as D
+    from chexbench.core import distributed as D
 
     # a second shard waits here, then finds the run done; a killed owner's lock goes stale
     with D.exclusive_across_jobs(run_dir / "pretrain.lck"):
@@ -231,7 +231,7 @@ def ensure_pretrained(strategy: PretrainStrategy, cell: CellConfig, ctx: RunCont
     if D.is_main() and not results_history.exists():
         import pandas as pd
 
-        from chexbench.bench.store import atomic_write_parquet
+        from chexbench.core.atomic import atomic_write_parquet
 
         atomic_write_parquet(pd.read_parquet(run_dir / "history.parquet"), results_history)
     return run_id, state, meta
@@ -253,7 +253,7 @@ def _make_optimizer(model: nn.Module, opts: dict[str, Any], device: torch.device
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
     groups = [{"params": decay, "weight_decay": float(opts["pretrain_weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}]
     lr = float(opts["pretrain_lr"])
-    from chexbench.bench.training import optimizer_implementation
+    from chexbench.core.training import optimizer_implementation
 
     impl = optimizer_implementation(device)  # fused on CUDA, foreach elsewhere
     if opts["pretrain_optimizer"] == "adamw":
@@ -264,9 +264,9 @@ def _make_optimizer(model: nn.Module, opts: dict[str, Any], device: torch.device
 def _pretrain(strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext, key: dict[str, Any], run_id: str, run_dir: Path) -> None:
     import pandas as pd
 
-    from chexbench.bench import distributed as D
-    from chexbench.bench import training as T
-    from chexbench.bench.store import atomic_write_parquet, atomic_write_text
+    from chexbench.core import distributed as D
+    from chexbench.core import training as T
+    from chexbench.core.atomic import atomic_write_parquet, atomic_write_text
     from chexbench.datasets.celldata import pretrain_pool
     from chexbench.registry import BACKBONES
     from chexbench.strategies.augment import view_pair
@@ -297,7 +297,7 @@ def _pretrain(strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext, key
     fast = ctx.fast_path  # bf16 autocast + channels_last on CUDA (see RunContext)
     if fast.channels_last:
         model.to(memory_format=torch.channels_last)
-    # data-parallel under torchrun (chexbench.bench.distributed): the loop feeds the global batch,
+    # data-parallel under torchrun (chexbench.core.distributed): the loop feeds the global batch,
     # the model keeps its rank's slice; SyncBN only where the method wants global BN (SimCLR)
     train_model = D.wrap_ddp(D.LossForward(model), device, sync_bn=bool(getattr(model, "sync_bn", False)))
     opt = _make_optimizer(model, opts, device)
@@ -445,8 +445,8 @@ class _ProbeData:
     @classmethod
     def build(cls, cell: CellConfig, opts: dict[str, Any]) -> _ProbeData:
         """Uses only fields of the pretraining key (source, root, size, views, seed), never the test split."""
+        from chexbench.core.errors import ChexbenchError
         from chexbench.datasets.celldata import build_cell_data
-        from chexbench.errors import ChexbenchError
 
         st = cell.settings
         source = st.pretrain_source
@@ -468,7 +468,7 @@ class _ProbeData:
 
     @torch.no_grad()
     def evaluate(self, encoder: Backbone, device: torch.device, normalize: tuple[float, float], k: int, batch_size: int) -> float:
-        from chexbench.bench.metrics import macro_auroc
+        from chexbench.core.metrics import macro_auroc
 
         bank = extract_features(encoder, self.train_images, device, normalize, batch_size)
         queries = extract_features(encoder, self.valid_images, device, normalize, batch_size)
@@ -479,7 +479,7 @@ class _ProbeData:
 @torch.no_grad()
 def extract_features(encoder: nn.Module, images: np.ndarray, device: torch.device, normalize: tuple[float, float], batch_size: int) -> torch.Tensor:
     """Pooled features (N, D) on CPU of uint8 images (N, S, S), encoder in eval mode (restored after)."""
-    from chexbench.bench import training as T
+    from chexbench.core import training as T
 
     was_training = encoder.training
     encoder.eval()

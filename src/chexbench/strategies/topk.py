@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from chexbench.bench.store import atomic_torch_save
-from chexbench.errors import ConfigError, WeightsError
+from chexbench.core.atomic import atomic_torch_save
+from chexbench.core.errors import ConfigError, WeightsError
 from chexbench.strategies.heads import copy_probe_head
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.bench.context import RunContext
     from chexbench.config import CellConfig
+    from chexbench.core.context import RunContext
     from chexbench.strategies.base import InitRecord
 
 #: options of the top-K pooling (strategies ``*_topk`` and protocols with ``head = "topk"``)

@@ -15,8 +15,8 @@ from chexbench.bench.cell_model import head_preflight
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.bench.context import RunContext
     from chexbench.config import CellConfig
+    from chexbench.core.context import RunContext
     from chexbench.datasets.celldata import CellData
     from chexbench.strategies.base import InitRecord
 

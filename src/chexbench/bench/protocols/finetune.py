@@ -8,7 +8,7 @@ patch scorer with top-K pooling between a ViT and the linear layer; ``head = "to
 pools per-class patch logits from each class's own top-K patches (bench/cell_model.py).
 
 Under torchrun the model is trained data-parallel with the same global batch
-(:mod:`chexbench.bench.distributed`): each rank keeps a contiguous slice of every batch,
+(:mod:`chexbench.core.distributed`): each rank keeps a contiguous slice of every batch,
 BatchNorm is synchronized on CUDA (option ``sync_bn``), and evaluation is split over ranks
 and gathered, so every rank selects the same epoch.
 """
@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from chexbench.bench import distributed as D
-from chexbench.bench import training as T
 from chexbench.bench.cell_model import (
     HEAD_OPTIONS,
     HEAD_OPTIONS_HELP,
@@ -33,15 +31,17 @@ from chexbench.bench.cell_model import (
     head_invalid_reason,
     make_classifier,
 )
-from chexbench.bench.metrics import macro_auroc
 from chexbench.bench.protocols.base import Protocol, ProtocolResult
 from chexbench.bench.protocols.options import FinetuneOptions
+from chexbench.core import distributed as D
+from chexbench.core import training as T
+from chexbench.core.metrics import macro_auroc
 from chexbench.registry import PROTOCOLS
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.bench.context import RunContext
     from chexbench.config import CellConfig
+    from chexbench.core.context import RunContext
     from chexbench.datasets.celldata import CellData
     from chexbench.strategies.base import InitRecord
 

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from chexbench.bench import training as T
 from chexbench.bench.cell_model import (
     HEAD_OPTIONS,
     HEAD_OPTIONS_HELP,
@@ -34,17 +33,18 @@ from chexbench.bench.cell_model import (
     head_invalid_reason,
     make_classifier,
 )
-from chexbench.bench.context import FastPath, fast_path_for
-from chexbench.bench.metrics import macro_auroc
 from chexbench.bench.protocols.base import Protocol, ProtocolResult
 from chexbench.bench.protocols.options import LinearOptions
+from chexbench.core import training as T
+from chexbench.core.context import FastPath, fast_path_for
+from chexbench.core.metrics import macro_auroc
 from chexbench.registry import PROTOCOLS
 from chexbench.strategies.topk import classwise_topk_pool
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.bench.context import RunContext
     from chexbench.config import CellConfig
+    from chexbench.core.context import RunContext
     from chexbench.datasets.celldata import CellData
     from chexbench.strategies.base import InitRecord
 
@@ -61,7 +61,7 @@ def extract_features(
 
     Under torchrun each rank extracts a contiguous slice and the slices are gathered in order.
     """
-    from chexbench.bench import distributed as D
+    from chexbench.core import distributed as D
 
     fast = fast or fast_path_for(device)
     backbone.eval()

@@ -87,8 +87,8 @@ class PhantomDataset(Dataset):
     def resolve_root(self, options: dict[str, Any]) -> Path:
         if options.get("root"):
             return layout_root(self.layout, super().resolve_root(options))
+        from chexbench.core.paths import cache_dir
         from chexbench.datasets.phantom.generate import cached_site
-        from chexbench.paths import cache_dir
 
         full = {**self.options, **{k: v for k, v in options.items() if k != "root"}}
         return layout_root(self.layout, cached_site(cache_dir(), self.layout, full))

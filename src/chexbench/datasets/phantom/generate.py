@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chexbench.atomic import make_temp_dir
+from chexbench.core.atomic import make_temp_dir
+from chexbench.core.errors import ConfigError, DataError
 from chexbench.datasets.phantom.cohort import sample_cohort
 from chexbench.datasets.phantom.output import SiteTally, SiteWriter
-from chexbench.errors import ConfigError, DataError
 
 #: bump when generated pixels or files change; part of the phantom cache key
 GENERATOR_VERSION = 4

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from chexbench.bench.context import FastPath, fast_path_for
 from chexbench.config import Settings
+from chexbench.core.context import FastPath, fast_path_for
 
 #: default input normalization for one-channel radiographs scaled to [0, 1]
 DEFAULT_NORMALIZE: tuple[float, float] = (0.5, 0.25)
@@ -85,7 +85,7 @@ def build_optimizer(params, settings: Settings, device: torch.device, lr: float 
         return torch.optim.AdamW(params, lr=lr, weight_decay=settings.weight_decay, **impl)
     if settings.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True, **impl)
-    from chexbench.errors import ConfigError
+    from chexbench.core.errors import ConfigError
 
     raise ConfigError(f"unknown optimizer '{settings.optimizer}' (adamw or sgd)")
 
@@ -146,7 +146,7 @@ def check_finite_outputs(values: np.ndarray | torch.Tensor, what: str, where: st
 
 def autocast(device: torch.device, enabled: bool = True, dtype: torch.dtype | None = None):
     """Autocast to ``dtype``; ``None``: the device's policy (bf16 on CUDA, a no-op elsewhere,
-    see :func:`chexbench.bench.context.fast_path_for`). ``enabled=False``: a no-op."""
+    see :func:`chexbench.core.context.fast_path_for`). ``enabled=False``: a no-op."""
     dtype = dtype if dtype is not None else fast_path_for(device).amp_dtype
     if not enabled or dtype is None:
         return contextlib.nullcontext()
@@ -167,7 +167,7 @@ def predict_probs(
 
     ``fast``: autocast dtype and memory format of the inputs (default: the device's policy).
     """
-    from chexbench.bench import distributed as D
+    from chexbench.core import distributed as D
 
     fast = fast or fast_path_for(device)
     was_training = model.training

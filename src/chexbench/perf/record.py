@@ -7,8 +7,8 @@ import platform
 import re
 from pathlib import Path
 
-from chexbench.bench.store import atomic_write_text
-from chexbench.paths import repo_root
+from chexbench.core.atomic import atomic_write_text
+from chexbench.core.paths import repo_root
 
 HEADER = "# Performance\n\nMeasured by `chexbench bench …`; each section is rewritten when its benchmark runs again.\n"
 

@@ -79,7 +79,7 @@ def fast_path_for(device: torch.device) -> FastPath:
 
 
 def resolve_device(name: str) -> torch.device:
-    from chexbench.errors import ConfigError
+    from chexbench.core.errors import ConfigError
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

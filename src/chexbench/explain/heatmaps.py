@@ -16,7 +16,7 @@ Four explainers, chosen by the model (:func:`explain_method`):
   token mean of ∂logit/∂A_{·,d}, on the token grid.
 
 Every map is scaled to [0, 1] per image (min–max) **unless it is flat**: a map on a 1×1 grid,
-or one whose range is within :data:`~chexbench.bench.localization.FLAT_RTOL` of its magnitude
+or one whose range is within :data:`~chexbench.explain.localization.FLAT_RTOL` of its magnitude
 (an all-zero Grad-CAM after its ReLU, the scores of a constant model), is returned as zeros and
 flagged in ``Explanation.flat`` — never stretched into a false hot spot. The model is any
 ``nn.Module`` with a ``backbone`` attribute mapping (B, 1, H, W) to logits (B, L).
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chexbench.bench.localization import FLAT_RTOL
+from chexbench.explain.localization import FLAT_RTOL
 
 
 @dataclass
@@ -239,7 +239,7 @@ def draw_panel(ax: Any, image: np.ndarray, heat: np.ndarray, *, patches: list[tu
     A flat map is not drawn (no heat, no maximum): the panel says "flat map" instead."""
     from matplotlib.patches import Rectangle
 
-    from chexbench.bench.localization import is_flat, maximum_points
+    from chexbench.explain.localization import is_flat, maximum_points
 
     h, w = image.shape
     flat = flat or is_flat(heat)
@@ -306,7 +306,7 @@ def save_gallery_png(path: str | Path, panels: list[dict[str, Any]], columns: in
 def _save_fig(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from chexbench.atomic import atomic_path
+    from chexbench.core.atomic import atomic_path
 
     try:
         with atomic_path(path) as tmp:

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from chexbench.bench import training as T
-from chexbench.bench.context import fast_path_for
+from chexbench.core import training as T
+from chexbench.core.context import fast_path_for
 
 MODES = ("finetune", "linear", "simclr", "mocov2")
 #: a textbook PyTorch loop of the same model for the harness's own modes (the ratio says what the harness costs)

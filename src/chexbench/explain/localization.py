@@ -108,7 +108,7 @@ def _image_size(root: Path, path: str) -> tuple[int, int]:
     """(width, height) of an original image, read from its header only."""
     from PIL import Image
 
-    from chexbench.errors import DataError
+    from chexbench.core.errors import DataError
 
     file = Path(path) if Path(path).is_absolute() else root / path
     try:
@@ -140,7 +140,7 @@ def standard_tolerance(size: int) -> float:
 
 def resolve_tolerance(option: Any, size: int) -> float:
     """``pointing_tolerance`` option → pixels of the cell's image: ``"standard"`` (15 px × size/224) or a number ≥ 0."""
-    from chexbench.errors import ConfigError
+    from chexbench.core.errors import ConfigError
 
     if option == "standard":
         return standard_tolerance(size)
@@ -292,8 +292,8 @@ def evaluate_localization(
     patient-level bootstrap intervals, and deletion AUC, of the model's heatmaps on the test split,
     with their random baselines; None when the model has no heatmap method or no test image has
     a box of a positive label. Flat maps are misses and are counted (``flat_maps``)."""
-    from chexbench.bench import training as T
-    from chexbench.reports.heatmaps import explain, explain_method
+    from chexbench.core import training as T
+    from chexbench.explain.heatmaps import explain, explain_method
 
     method = explain_method(model)
     if method is None:
