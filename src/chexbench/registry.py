@@ -1,7 +1,9 @@
 """One generic registry for strategies, backbones, datasets and grids.
 
-Registration is by decorator (``@STRATEGIES.register("simclr", "SimCLR, Chen et al. 2020")``);
-third-party packages add entries through Python entry points in the groups
+Registration is by decorator on the component's class: ``@STRATEGIES.register`` registers one
+instance of the class under its ``name`` attribute, described by its ``description`` attribute
+(else the first line of its docstring). ``add(name, obj, description)`` registers an object that
+is not a class of its own (the phantom datasets made per layout, the grid files). Third-party packages add entries through Python entry points in the groups
 ``chexbench.strategies``, ``chexbench.backbones`` and ``chexbench.datasets``. An entry point
 may point at a module (importing it registers its entries) or at a callable that is called
 with the registry. Built-in modules are imported lazily the first time a registry is read,
@@ -13,7 +15,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
@@ -61,14 +63,25 @@ class Registry(Generic[T]):
         self._dist: tuple[str, str] = ("", "")
 
     # -- registration -------------------------------------------------------------------
-    def register(self, name: str, description: str = "") -> Callable[[T], T]:
-        """Decorator: register ``obj`` under ``name``; a second registration of a name is an error."""
+    def register(self, target: Any, description: str = "") -> Any:
+        """Class decorator ``@REGISTRY.register``: register ``cls()`` under ``cls.name``, described by
+        ``cls.description`` (else its docstring's first line). ``@REGISTRY.register("name", "description")``
+        registers the decorated object itself under an explicit name (a function, a class used as is).
+        A second registration of a name is an error."""
+        if isinstance(target, str):
 
-        def deco(obj: T) -> T:
-            self.add(name, obj, description)
-            return obj
+            def deco(obj: T) -> T:
+                self.add(target, obj, description)
+                return obj
 
-        return deco
+            return deco
+        if not isinstance(target, type):
+            raise RegistryError(f"{self.kind}: register decorates a class, or takes a name (got {target!r})")
+        name = getattr(target, "name", None)
+        if not isinstance(name, str) or not name:
+            raise RegistryError(f"{self.kind} class {target.__qualname__} has no `name` attribute to register it under")
+        self.add(name, target(), str(getattr(target, "description", "") or ""))
+        return target
 
     def add(self, name: str, obj: T, description: str = "") -> None:
         if name in self._entries:

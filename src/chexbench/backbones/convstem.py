@@ -108,6 +108,7 @@ class _ConvStemSpec(VitSpec):
         )
 
 
+@BACKBONES.register
 class VitB16ConvStem(_ConvStemSpec):
     name = "vit_b16_convstem"
     description = (
@@ -122,6 +123,7 @@ class VitB16ConvStem(_ConvStemSpec):
     }
 
 
+@BACKBONES.register
 class VitConvStemTiny(_ConvStemSpec):
     name = "vit_convstem_tiny"
     description = "ConvStem ViT at CPU size (3× conv stem stride 8, 24–96 channels, width 96, depth 3): for tests and smoke runs"
@@ -133,7 +135,3 @@ class VitConvStemTiny(_ConvStemSpec):
     num_heads = 3
     mlp_ratio = 2.0
     stem_widths = (24, 96)
-
-
-BACKBONES.add("vit_b16_convstem", VitB16ConvStem(), VitB16ConvStem.description)
-BACKBONES.add("vit_convstem_tiny", VitConvStemTiny(), VitConvStemTiny.description)

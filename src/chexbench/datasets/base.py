@@ -17,7 +17,7 @@ that turns them into training targets in :mod:`chexbench.datasets.labels`).
 Label column names are harmonized snake_case names from ``chexbench.datasets.labels``.
 
 Registered objects are *instances* of :class:`Dataset` subclasses
-(``DATASETS.add("chexpert", CheXpert())``).
+(``@DATASETS.register`` on the class).
 """
 
 from __future__ import annotations

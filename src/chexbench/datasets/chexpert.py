@@ -110,6 +110,7 @@ def load_chexpert_index(
     return index[[*INDEX_META_COLUMNS, *labels]]
 
 
+@DATASETS.register
 class CheXpert(Dataset):
     """CheXpert v1.0 (Stanford): 224k radiographs, 65k patients, 14 labeler observations."""
 
@@ -131,6 +132,3 @@ class CheXpert(Dataset):
         """The files whose change makes a prepared cache stale."""
         names = ("train.csv", "valid.csv", "test_labels.csv", "test.csv")
         return [Path(root) / n for n in names if (Path(root) / n).is_file()]
-
-
-DATASETS.add("chexpert", CheXpert(), CheXpert.description)

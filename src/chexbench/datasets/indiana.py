@@ -179,6 +179,7 @@ def load_indiana_index(root: Path, seed: int = INDIANA_SPLIT_SEED) -> pd.DataFra
     return index[[*INDEX_META_COLUMNS, *INDIANA_LABELS]]
 
 
+@DATASETS.register
 class Indiana(Dataset):
     """Indiana University / OpenI chest X-rays: 3,955 reports, ~7.5k images, MeSH-coded findings."""
 
@@ -200,6 +201,3 @@ class Indiana(Dataset):
         files = [folder] if folder.is_dir() else [root / REPORT_TGZ]
         files += [root / "indiana_projections.csv", root / "nlmcxr_dicom_metadata.csv", root / "nlmcxr_dicom_metadata.csv.gz"]
         return [f for f in files if f.exists()]
-
-
-DATASETS.add("indiana", Indiana(), Indiana.description)

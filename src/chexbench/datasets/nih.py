@@ -204,6 +204,7 @@ def load_nih_boxes(root: Path) -> pd.DataFrame:
     )
 
 
+@DATASETS.register
 class NIHChestXray14(Dataset):
     """NIH ChestX-ray14: 112,120 frontal radiographs, 30,805 patients, 14 text-mined findings."""
 
@@ -226,6 +227,3 @@ class NIHChestXray14(Dataset):
         root = Path(root)
         files = [entry_file(root), root / "train_val_list.txt", root / "test_list.txt"]
         return [f for f in files if f.is_file()]
-
-
-DATASETS.add("nih", NIHChestXray14(), NIHChestXray14.description)

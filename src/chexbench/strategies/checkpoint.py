@@ -42,6 +42,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 NORMALIZE_CHOICES = ("imagenet", "backbone", "chexbench")
 
 
+@STRATEGIES.register
 class Checkpoint(Strategy):
     name = "checkpoint"
     description = "a published or your own pretrained checkpoint (MoCo, Lightning, torchvision, timm, safetensors), strict key audit"
@@ -210,6 +211,3 @@ def _normalization(value: Any, backbone: str) -> dict[str, Any]:
     else:
         return {"mean": float(value[0]), "std": float(value[1]), "source": "set in the grid"}
     return n.to_dict()
-
-
-STRATEGIES.add("checkpoint", Checkpoint(), Checkpoint.description)

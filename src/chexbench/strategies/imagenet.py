@@ -59,6 +59,7 @@ class ImageNetOptions(Options):
     weights: str | None = Field(None, description="local weights file (.safetensors/.pth); default: <cache>/weights, then the Hugging Face cache")
 
 
+@STRATEGIES.register
 class ImageNet(Strategy):
     name = "imagenet"
     description = "supervised ImageNet-1k weights (timm) from a local file, strict key audit"
@@ -128,6 +129,3 @@ class ImageNet(Strategy):
                 "dropped_keys": report.dropped_keys,
             },
         )
-
-
-STRATEGIES.add("imagenet", ImageNet(), ImageNet.description)

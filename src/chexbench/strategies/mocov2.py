@@ -148,6 +148,7 @@ class MoCoModel(nn.Module):
             self._pending_keys = None
 
 
+@STRATEGIES.register
 class MoCoV2(PretrainStrategy):
     name = "mocov2"
     description = "MoCo-v2 (He et al. 2020; Chen et al. 2020): momentum encoder, key queue, MLP head, shuffle-BN"
@@ -187,6 +188,3 @@ class MoCoV2(PretrainStrategy):
             generator,
         )
         return model, notes
-
-
-STRATEGIES.add("mocov2", MoCoV2(), MoCoV2.description)

@@ -62,6 +62,7 @@ class SimCLRModel(nn.Module):
         return nt_xent_across_ranks(z1, z2, self.temperature)  # negatives from every rank
 
 
+@STRATEGIES.register
 class SimCLR(PretrainStrategy):
     name = "simclr"
     description = "SimCLR (Chen et al. 2020): two views, NT-Xent over the batch, MLP head; pretrained on unlabeled CXRs"
@@ -72,6 +73,3 @@ class SimCLR(PretrainStrategy):
     def build_model(self, encoder, opts, pool_size, generator):
         model = SimCLRModel(encoder, encoder.num_features, int(opts["proj_hidden_dim"]), int(opts["proj_dim"]), float(opts["temperature"]))
         return model, []
-
-
-STRATEGIES.add("simclr", SimCLR(), SimCLR.description)

@@ -62,6 +62,7 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x))
 
 
+@PROTOCOLS.register
 class Finetune(Protocol):
     name = "finetune"
     description = "end-to-end fine-tuning, AdamW + warmup-cosine, selection on validation macro AUROC"
@@ -168,6 +169,3 @@ class Finetune(Protocol):
             images_per_second=n_train * s.epochs / max(train_seconds, 1e-9),
             extra=extra,
         )
-
-
-PROTOCOLS.add("finetune", Finetune(), Finetune.description)

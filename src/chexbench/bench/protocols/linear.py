@@ -144,6 +144,7 @@ def macro_auroc_per_head(targets: np.ndarray, scores: np.ndarray, label_cols: li
     return np.mean(per_label, axis=0) if per_label else np.full(scores.shape[0], np.nan)
 
 
+@PROTOCOLS.register
 class Linear(Protocol):
     name = "linear"
     description = "linear probe on frozen features, (lr, L2) selected on validation macro AUROC"
@@ -290,6 +291,3 @@ def _single_thread_on_cpu(device: torch.device):
         yield
     finally:
         torch.set_num_threads(before)
-
-
-PROTOCOLS.add("linear", Linear(), Linear.description)
