@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,11 +35,9 @@ from torch import nn
 from chexbench.core import training as T
 from chexbench.core.errors import ConfigError, DataError
 from chexbench.datasets.cache import read_prepared_index
+from chexbench.datasets.celldata import CellData
 from chexbench.datasets.nih import load_nih_boxes
 from chexbench.datasets.tables import read_csv_checked
-
-if TYPE_CHECKING:
-    from chexbench.datasets.celldata import CellData
 
 #: (x0, y0, x1, y1) in pixels of the cell's (S × S) image
 Box = tuple[float, float, float, float]
