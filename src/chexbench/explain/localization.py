@@ -3,7 +3,7 @@
 Boxes come from the dataset root: NIH's ``BBox_List_2017.csv`` (real NIH and the NIH-layout
 phantom) or a phantom's ``phantom_boxes.csv`` sidecar (CheXpert and Indiana layouts). They
 are given in pixels of the original image and mapped here onto the cell's images exactly as
-the prepared cache made them (shorter side resized to S, centre crop; see datasets/cache.py).
+the prepared cache made them (shorter side resized to S, centre crop; see datasets/decode.py).
 
 The unit of evaluation is an (image, label) pair of the **test split** whose target is
 positive and which has at least one box of that label. Metrics:
@@ -29,15 +29,17 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from scipy import ndimage
 from torch import nn
 
 from chexbench.core import training as T
 from chexbench.core.errors import ConfigError, DataError
-from chexbench.datasets.cache import read_prepared_index
 from chexbench.datasets.celldata import CellData
 from chexbench.datasets.nih import load_nih_boxes
+from chexbench.datasets.prepared import read_prepared_index
 from chexbench.datasets.tables import read_csv_checked
+
+# FLAT_RTOL and maximum_point: still imported from here by explain.heatmaps until it imports explain.maxima
+from chexbench.explain.maxima import FLAT_RTOL, is_flat, maximum_point, maximum_points  # noqa: F401
 
 #: (x0, y0, x1, y1) in pixels of the cell's (S × S) image
 Box = tuple[float, float, float, float]
@@ -126,8 +128,6 @@ def box_mask(boxes: list[Box], height: int, width: int) -> np.ndarray:
 
 #: Zhang et al. (2016) count a hit within 15 px of the box on images of about 224 px
 STANDARD_TOLERANCE_PX_AT_224 = 15.0
-#: a map whose range is at most this fraction of its magnitude is flat (no maximum to point with)
-FLAT_RTOL = 1e-6
 
 
 def standard_tolerance(size: int) -> float:
@@ -142,47 +142,6 @@ def resolve_tolerance(option: Any, size: int) -> float:
     if isinstance(option, bool) or not isinstance(option, (int, float)) or not np.isfinite(option) or option < 0:
         raise ConfigError(f"pointing_tolerance must be \"standard\" or a number of pixels ≥ 0, got {option!r}")
     return float(option)
-
-
-def is_flat(heat: np.ndarray, rtol: float = FLAT_RTOL) -> bool:
-    """A map with no maximum to point with: not finite, constant, or a range within ``rtol`` of its magnitude
-    (e.g. an all-zero Grad-CAM after its ReLU)."""
-    heat = np.asarray(heat, dtype=np.float64)
-    if heat.size == 0 or not np.isfinite(heat).all():
-        return True
-    hi, lo = float(heat.max()), float(heat.min())
-    return hi - lo <= rtol * max(abs(hi), abs(lo)) or hi == lo
-
-
-def maximum_points(heat: np.ndarray, rtol: float = FLAT_RTOL) -> list[tuple[float, float]]:
-    """The maxima of heat (H, W) as (y, x) pixel-centre coordinates (+0.5), one per connected
-    (8-neighbour) region of pixels within ``rtol`` of the maximum; [] for a flat map.
-
-    A connected plateau (an upsampled coarse cell) is one maximum, placed at its centroid, or
-    at its pixel nearest the centroid when the centroid falls outside it; separate tied regions
-    stay separate points, so two far-apart maxima never average into a point neither of them is.
-    """
-    heat = np.asarray(heat, dtype=np.float64)
-    if is_flat(heat, rtol):
-        return []
-    top = float(heat.max())
-    plateau = heat >= top - rtol * max(abs(top), 1e-12)
-    regions, n = ndimage.label(plateau, structure=np.ones((3, 3), dtype=bool))
-    points = []
-    for r in range(1, n + 1):
-        ys, xs = np.nonzero(regions == r)
-        cy, cx = ys.mean(), xs.mean()
-        if regions[int(round(cy)), int(round(cx))] != r:  # non-convex region: its pixel nearest the centroid
-            i = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
-            cy, cx = float(ys[i]), float(xs[i])
-        points.append((float(cy) + 0.5, float(cx) + 0.5))
-    return points
-
-
-def maximum_point(heat: np.ndarray, rtol: float = FLAT_RTOL) -> tuple[float, float] | None:
-    """The first of :func:`maximum_points` (for drawing a marker), None for a flat map."""
-    points = maximum_points(heat, rtol)
-    return points[0] if points else None
 
 
 def _inside(y: float, x: float, boxes: list[Box], tolerance: float) -> bool:
