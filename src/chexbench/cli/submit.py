@@ -52,7 +52,8 @@ def run_shard_job(cmd: list[str]) -> int:
     as JSON into its submitit folder, so ``chexbench status`` follows it without unpickling
     anything (submitit's result pickles could carry code planted by whoever can write there).
     """
-    import submitit  # here, not at the top, to keep `chexbench --help` fast
+    # lazy: submitit is optional (the slurm extra); keeps chexbench --help fast
+    import submitit
 
     env = submitit.JobEnvironment()
     state_file = Path(env.paths.folder) / state_file_name(str(env.job_id))
@@ -187,7 +188,7 @@ def submit(
     wait: Annotated[bool, typer.Option(help="block until every job ends; exit 1 if one failed")] = False,
 ) -> None:
     """Submit an array of ``--jobs`` shard jobs; ``chexbench status`` follows them."""
-    # imported here, not at the top, to keep `chexbench --help` fast
+    # lazy: submitit is optional (the slurm extra); keeps chexbench --help fast
     import submitit
 
     from chexbench.bench.runner import preflight
@@ -274,14 +275,15 @@ def _wait_for_jobs(executor: str, shards: list[str], submitted: list[Any]) -> in
 
 
 def _cuda_count() -> int:
-    import torch  # here, not at the top, to keep `chexbench --help` fast
+    # lazy: keeps chexbench --help fast
+    import torch
 
     return torch.cuda.device_count()
 
 
 def print_jobs(results: Path) -> None:
     """The latest submission's jobs: state and stored cells of each shard (used by ``chexbench status``)."""
-    # imported here, not at the top, to keep `chexbench --help` fast
+    # lazy: keeps chexbench --help fast
     from chexbench.bench.shard import Shard, shard_cells
     from chexbench.bench.store import ResultStore
     from chexbench.config import load_grid, parse_only
