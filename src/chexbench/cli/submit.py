@@ -73,7 +73,6 @@ def state_file_name(job_id: str) -> str:
 
 
 def _write_state(path: Path, state: str, **extra: Any) -> None:
-
     info = {"state": state, "host": socket.gethostname(), "pid": os.getpid(), **extra,
             "updated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     with atomic_path(path) as tmp:
@@ -109,7 +108,6 @@ def _check_job_entry(path: Path, results: Path, job: dict[str, Any]) -> None:
 
 
 def record_submission(results: Path, submission: dict[str, Any]) -> Path:
-
     results.mkdir(parents=True, exist_ok=True)
     with FileLock(results / f".{JOBS_FILE}.lck"):
         subs = read_jobs(results) + [submission]
