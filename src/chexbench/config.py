@@ -404,17 +404,39 @@ class Grid:
         """The pretraining source's dataset options from its ``[dataset.<source>]`` table, for a strategy
         that pretrains on another dataset than the cell's; else ``{}``: the source is then read with
         what the cell already holds (its own dataset options, ``pretrain_root``), so cells of grids
-        without such a table keep their ids. Resolved by ``datasets.leakage.pretrain_source_options``."""
-        from chexbench.datasets.leakage import resolve_pretrain_source_options
-        from chexbench.strategies.base import Strategy
-
-        if getattr(type(strategy), "pretrain_key", None) is Strategy.pretrain_key:
+        without such a table keep their ids. Read back by ``datasets.leakage.pretrain_source_options``."""
+        if not _has_pretraining_run(strategy):
             return {}  # no pretraining run: the source plays no part in the cell
         source = settings.pretrain_source
         table = {k: v for k, v in self.sections.get("dataset", {}).get(source, {}).items() if k not in SETTINGS_KEYS}
         if source == dataset or not table:
             return {}
         return resolve_pretrain_source_options(source, dataset, dataset_options, table, strategy_options.get("pretrain_root"))
+
+
+def resolve_pretrain_source_options(source: str, dataset: str, dataset_options: dict[str, Any],
+                                    source_table: dict[str, Any], pretrain_root: Any = None) -> dict[str, Any]:
+    """The dataset options that locate and define a pretraining source's data.
+
+    The cell's own dataset options when the source is the cell's dataset; else the grid's
+    ``[dataset.<source>]`` option keys (its root, a phantom's generation options; ``{}``: the
+    source's defaults). ``pretrain_root`` (under ``[strategy.<name>]``) overrides ``root`` when
+    set. Unset (None) values are dropped.
+    """
+    opts = dict(dataset_options) if source == dataset else dict(source_table)
+    if pretrain_root:
+        opts["root"] = str(pretrain_root)
+    return {k: v for k, v in sorted(opts.items()) if v is not None}
+
+
+
+def _has_pretraining_run(strategy: Any) -> bool:
+    """Whether ``strategy`` has a pretraining run: its class overrides the contract's ``pretrain_key``
+    (the base class of the strategy contract, the last class in the MRO that defines it, answers None).
+
+    Decided from the object itself, so the spec layer needs no import of ``chexbench.strategies``."""
+    owners = [cls for cls in type(strategy).__mro__ if "pretrain_key" in vars(cls)]
+    return len(owners) > 1
 
 
 def _with_named_instances(selected: list[str], axis: list[Any]) -> list[str]:

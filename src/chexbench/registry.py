@@ -15,11 +15,14 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
+import importlib.util
+import pkgutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
+from chexbench._builtin_index_data import INDEX
 from chexbench.core.errors import ChexbenchError
 
 T = TypeVar("T")
@@ -180,13 +183,30 @@ class Registry(Generic[T]):
         :mod:`chexbench.builtin_index`) this imports nothing heavy (no torch, no timm), so
         ``chexbench list`` answers at once; otherwise it loads the registry.
         """
-        from chexbench.builtin_index import cached_listing
-
         if not self._loaded and not self.has_plugins():
             rows = cached_listing(self.kind, self._builtin_modules)
             if rows is not None:
                 return rows
         return [(e.name, e.description, e.source) for e in self.entries()]
+
+
+def builtin_module_names(packages: tuple[str, ...]) -> list[str]:
+    """Module names inside the built-in packages, found without importing them."""
+    names: list[str] = []
+    for package in packages:
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.submodule_search_locations is None:
+            continue
+        names += sorted(f"{package}.{m.name}" for m in pkgutil.iter_modules(list(spec.submodule_search_locations)))
+    return names
+
+
+def cached_listing(kind: str, packages: tuple[str, ...]) -> list[tuple[str, str, str]] | None:
+    """The indexed ``(name, description, "builtin")`` rows of registry ``kind``, or None when stale."""
+    entry = INDEX.get(kind)
+    if entry is None or entry["modules"] != builtin_module_names(packages):
+        return None
+    return [(name, description, "builtin") for name, description in entry["entries"]]
 
 
 STRATEGIES: Registry[Any] = Registry(
