@@ -24,6 +24,7 @@ demo: install
 	$(CHEX) report --results $(RESULTS)
 
 test: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests
 	rm -rf .smoke-check
 	$(CHEX) run --grid smoke --results .smoke-check

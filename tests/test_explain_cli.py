@@ -33,9 +33,9 @@ def _data(cell: CellConfig) -> CellData:
 
 @pytest.fixture
 def stored(tmp_path, monkeypatch):
-    import chexbench.datasets.celldata as celldata
+    import chexbench.bench.finished as finished
 
-    monkeypatch.setattr(celldata, "build_cell_data", _data)
+    monkeypatch.setattr(finished, "build_cell_data", _data)
     results = tmp_path / "results"
     cells = {}
     for backbone, opts in (("vit_tiny", {"head": "topk", "topk": 3}), ("resnet_tiny", {})):

@@ -61,6 +61,7 @@ from pydantic import Field, create_model
 
 from chexbench.core.errors import ConfigError
 from chexbench.options import OptionInfo, Options, did_you_mean, options_model, schema_of, validate_table
+from chexbench.registry import BACKBONES, DATASETS, GRIDS, PROTOCOLS, STRATEGIES, RegistryError
 
 #: bump when the meaning of a stored record changes; it is part of every cell id.
 RESULTS_SCHEMA_VERSION = 1
@@ -268,15 +269,11 @@ class PlannedCell:
 
 
 def _registries() -> dict[str, Any]:
-    from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
-
     return {"strategy": STRATEGIES, "backbone": BACKBONES, "dataset": DATASETS, "protocol": PROTOCOLS}
 
 
 def backbone_family(backbone: str) -> str:
     """The family of a registered backbone (its ``kind``: ``cnn``, ``vit``, …); recipes are chosen by it."""
-    from chexbench.registry import BACKBONES
-
     return str(getattr(BACKBONES.get(backbone), "kind", ""))
 
 
@@ -441,8 +438,6 @@ def _has_pretraining_run(strategy: Any) -> bool:
 
 def _with_named_instances(selected: list[str], axis: list[Any]) -> list[str]:
     """``selected`` plus the axis' named instances (aliases) of any selected strategy."""
-    from chexbench.registry import STRATEGIES
-
     out = list(selected)
     for v in selected:
         if v in STRATEGIES and STRATEGIES.get(v).name == v:
@@ -456,8 +451,6 @@ def plugin_versions(values: dict[str, Any]) -> dict[str, str]:
     Part of the cell's config, hence of its id: a new plugin release is a new cell, never a
     silent overwrite of results that an older release made.
     """
-    from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
-
     registries = {"strategy": STRATEGIES, "backbone": BACKBONES, "dataset": DATASETS, "protocol": PROTOCOLS}
     out = {}
     for axis, reg in registries.items():
@@ -469,8 +462,6 @@ def plugin_versions(values: dict[str, Any]) -> dict[str, str]:
 
 def _alias_takes_target_cells(planned: list[PlannedCell]) -> list[PlannedCell]:
     """Mark skipped each runnable cell that a runnable alias cell computes identically."""
-    from chexbench.registry import STRATEGIES
-
     by_id = {p.cell.cell_id: p for p in planned}
     for p in planned:
         target = getattr(STRATEGIES.get(p.cell.strategy), "alias_of", None)
@@ -532,8 +523,6 @@ def _check_keys(table: dict[str, Any], allowed: Any, where: str, source: str) ->
 
 def _check_settings(table: dict[str, Any], where: str, source: str) -> dict[str, Any]:
     """Settings values checked for type, choices and bounds; ``pretrain_source`` must be a dataset."""
-    from chexbench.registry import DATASETS
-
     _check_keys(table, SETTINGS_KEYS, where, source)
     out = validate_table(SETTINGS_MODEL, table, where, source)
     if "pretrain_source" in out and out["pretrain_source"] not in DATASETS:
@@ -547,8 +536,6 @@ def _check_options(component: Any, table: dict[str, Any], where: str, source: st
 
 def load_grid(name_or_path: str) -> Grid:
     """Load a packaged grid preset by name (``smoke``, ``full``) or a TOML file by path."""
-    from chexbench.registry import GRIDS
-
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
@@ -575,8 +562,6 @@ def _expand_named_strategies(raw: dict[str, Any], source: str) -> dict[str, Any]
     strategy, and the axis value (``checkpoint``) stands for all of them; each instance is
     then a strategy of its own in cells, records and the leaderboard.
     """
-    from chexbench.registry import STRATEGIES, RegistryError
-
     if not isinstance(raw.get("axes"), dict):
         return raw
     tables = raw.get("strategy", {})

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from chexbench.backbones.vit import VitSpec
@@ -92,8 +93,6 @@ class _ConvStemSpec(VitSpec):
     stem_widths: tuple[int, int] = (64, 512)  # first conv width, cap of the doubling widths
 
     def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
-        from timm.models.vision_transformer import VisionTransformer
-
         convs = int(options["stem_convs"])
         return VisionTransformer(
             img_size=image_size,
@@ -128,6 +127,7 @@ class VitConvStemTiny(_ConvStemSpec):
     name = "vit_convstem_tiny"
     description = "ConvStem ViT at CPU size (3× conv stem stride 8, 24–96 channels, width 96, depth 3): for tests and smoke runs"
     size_multiple = 8
+    profile_size = 64
     option_model = ConvStemOptions.with_defaults("ConvStemTinyOptions", stem_convs=3, depth=3)
     options: dict[str, Any] = option_model.defaults()
     option_help: dict[str, str] = VitB16ConvStem.option_help

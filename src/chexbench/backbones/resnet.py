@@ -33,6 +33,7 @@ class ResNet50(_ResNetSpec):
 class ResNetTiny(_ResNetSpec):
     name = "resnet_tiny"
     description = "ResNet-10 (BasicBlock ×[1,1,1,1], widths 32–256): the ResNet family at CPU size, for tests and smoke runs"
+    profile_size = 64
 
     def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
         return ResNet(BasicBlock, layers=(1, 1, 1, 1), channels=(32, 64, 128, 256), stem_width=32, in_chans=1, num_classes=0)

@@ -51,6 +51,7 @@ class VitTiny(VitSpec):
     name = "vit_tiny"
     description = "ViT at CPU size (patch 8, width 96, depth 4, 3 heads): the ViT family for tests and smoke runs"
     size_multiple = 8
+    profile_size = 64
 
     def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
         return VisionTransformer(

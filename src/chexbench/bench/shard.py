@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from chexbench.config import PlannedCell
 from chexbench.core.errors import ConfigError
+from chexbench.registry import STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,6 @@ ALL = Shard(0, 1)
 
 def pretrain_group(planned: PlannedCell) -> str:
     """Hash of the cell's shared pretraining run ("" for strategies that do not pretrain)."""
-    from chexbench.registry import STRATEGIES
-
     if planned.status != "run":
         return ""
     key_of = getattr(STRATEGIES.get(planned.cell.strategy), "pretrain_key", None)

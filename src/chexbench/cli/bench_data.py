@@ -26,6 +26,7 @@ def bench_data_cmd(
     option: OptionList = None,
 ) -> None:
     """Images/s of (a) PIL decode + resize and (b) the uint8 cache loader, same images and order."""
+    # lazy: keeps chexbench --help fast
     from chexbench.perf.loader import measure_loaders
     from chexbench.perf.record import record_section
     options = parse_dataset_options(dataset, option)

@@ -23,6 +23,7 @@ def bench_stats(
     out: Annotated[Path | None, typer.Option("--out", help="PERFORMANCE.md to write (default: the checkout's docs/)")] = None,
 ) -> None:
     """Time the patient-level bootstrap against scikit-learn's roc_auc_score on the same resamples."""
+    # lazy: keeps chexbench --help fast
     from chexbench.perf.record import record_section
     from chexbench.perf.stats import benchmark_markdown, run_stats_benchmark
 

@@ -12,16 +12,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from chexbench.cli.app import Table, app, console
+from chexbench.cli.app import GridOpt, OnlyOpt, ResultsOpt, Table, app, console
+from chexbench.cli.submit import print_jobs
 from chexbench.core.errors import ConfigError
-
-RESULTS_HELP = "results directory (one Parquet record + predictions per cell)"
-GridOpt = Annotated[str, typer.Option("--grid", "-g", help="grid preset name (smoke, full) or path to a TOML file")]
-OnlyOpt = Annotated[
-    list[str] | None,
-    typer.Option("--only", help="keep cells whose axis matches, e.g. --only strategy=scratch,simclr --only seed=0"),
-]
-ResultsOpt = Annotated[Path, typer.Option("--results", "-r", help=RESULTS_HELP)]
+from chexbench.registry import BACKBONES, REGISTRIES, STRATEGIES
 
 
 @app.command("list")
@@ -35,8 +29,6 @@ def list_cmd(
     flops: Annotated[bool, typer.Option("--flops", help="also count parameters and GFLOPs of each backbone (slow)")] = False,
 ) -> None:
     """Show what is registered (plugins included), every [settings] key, or a component's options."""
-    from chexbench.registry import REGISTRIES
-
     if what == "settings":
         _print_settings()
         return
@@ -67,6 +59,7 @@ def list_cmd(
 
 
 def _print_settings() -> None:
+    # lazy: keeps chexbench --help fast
     from chexbench.reference import settings_rows
 
     title = "[settings] keys (any level of a grid: [settings], [dataset.NAME], …, [[override]])"
@@ -80,8 +73,8 @@ def _print_settings() -> None:
 
 
 def _print_options(name: str | None) -> None:
+    # lazy: keeps chexbench --help fast
     from chexbench.reference import OPTION_KINDS, find_components, option_rows, unknown_component_message
-    from chexbench.registry import REGISTRIES
 
     if name is None:
         found = [(section, e.obj, e.name) for kind, section in OPTION_KINDS.items() for e in REGISTRIES[kind].entries()]
@@ -105,11 +98,10 @@ def _print_options(name: str | None) -> None:
 
 
 def _profile_cells(name: str) -> list[str]:
+    # lazy: keeps chexbench --help fast
     from chexbench.backbones.profile import profile_backbone
-    from chexbench.registry import BACKBONES
 
-    # the component says what size it is built for (tiny test variants are small)
-    size = int(getattr(BACKBONES.get(name), "profile_size", 0) or (64 if "tiny" in name else 224))
+    size = int(getattr(BACKBONES.get(name), "profile_size", 224))  # the size the component is built for
     params, gflops = profile_backbone(name, size)
     return [f"{params:.1f}", f"{gflops:.2f} @{size}px"]
 
@@ -126,10 +118,10 @@ def plan(
 ) -> None:
     """Print the cells of a grid, what is skipped and why, the shared pretraining runs, each dataset's
     splits and test positives, and a GPU-hours estimate. Refuses (exit 2) what run would refuse."""
+    # lazy: keeps chexbench --help fast
     from chexbench.bench.preflight import preflight, split_summaries
     from chexbench.bench.store import ResultStore
     from chexbench.config import load_grid, parse_only
-    from chexbench.registry import STRATEGIES
 
     g = load_grid(grid)
     planned = g.cells(parse_only(only))
@@ -145,6 +137,7 @@ def plan(
         if p.status == "run":
             key = STRATEGIES.get(c.strategy).pretrain_key(c)
             if key is not None:
+                # lazy: keeps chexbench --help fast
                 from chexbench.strategies.pretrain import run_id_of
 
                 # grouped by the run's own hash, so runs differing only in an option are counted apart
@@ -175,6 +168,7 @@ def plan(
 
 def _print_split_summary(s) -> None:
     """Split sizes and the test split's positives per evaluation label; a warning for thin labels."""
+    # lazy: keeps chexbench --help fast
     from chexbench.bench.preflight import MIN_POSITIVE_TEST_PATIENTS
 
     sizes = " · ".join(f"{name} {images:,} images / {patients:,} patients" for name, (images, patients) in s.splits.items())
@@ -197,6 +191,7 @@ def _print_split_summary(s) -> None:
 
 
 def _print_shards(planned, count: int) -> None:
+    # lazy: keeps chexbench --help fast
     from chexbench.bench.shard import Shard, shard_cells
     from chexbench.perf.record import performance_file
     from chexbench.perf.throughput import estimate_gpu_hours, recorded_measurements
@@ -214,6 +209,7 @@ def _print_shards(planned, count: int) -> None:
 
 def _print_gpu_hours(planned) -> None:
     """GPU-hours from the throughput recorded in docs/PERFORMANCE.md (or the H100 targets)."""
+    # lazy: keeps chexbench --help fast
     from chexbench.perf.record import performance_file
     from chexbench.perf.throughput import estimate_gpu_hours, recorded_measurements
 
@@ -356,6 +352,7 @@ def status(
     pending: Annotated[bool, typer.Option("--pending", help="list only pending cells (needs --grid)")] = False,
 ) -> None:
     """Done / failed / pending / skipped counts per grid, then one line per cell with its id."""
+    # lazy: keeps chexbench --help fast
     from chexbench.bench.status import cell_statuses
     from chexbench.bench.store import ResultStore
     from chexbench.config import load_grid, parse_only
@@ -390,6 +387,5 @@ def status(
     quarantined = [p for p in (results / "quarantine").rglob("*.parquet")] if (results / "quarantine").is_dir() else []
     if quarantined:
         console.print(f"  [red]{len(quarantined)} damaged file(s)[/] kept in {results / 'quarantine'} (reasons in log.jsonl)")
-    from chexbench.cli.submit import print_jobs
 
     print_jobs(results)  # the latest `chexbench submit` jobs of this results directory, if any

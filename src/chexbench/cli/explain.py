@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from chexbench.bench.cell_ids import resolve_cell_id
 from chexbench.cli.app import app, console
 
 
@@ -25,7 +26,7 @@ def explain_cmd(
     gallery.png and gallery.md for a finished cell whose model was saved; with several --cell, one
     comparison.png of their maps side by side on the same images."""
     # lazy: keeps chexbench --help fast (torch, the models)
-    from chexbench.bench.cell_ids import resolve_cell_id
+    # lazy: keeps chexbench --help fast
     from chexbench.bench.finished import load_finished_cell, rebuild_cell_data
     from chexbench.bench.store import ResultStore
     from chexbench.explain.gallery import heatmap_method, write_explanations, write_method_comparison

@@ -24,6 +24,7 @@ def report(
     ] = None,
 ) -> None:
     """Write report.md (leaderboards with patient-level bootstrap CIs, paired Δ vs baseline), figures and leaderboard.parquet/.csv."""
+    # lazy: keeps chexbench --help fast
     from chexbench.reports.export import FORMATS, check_formats
     from chexbench.reports.report import write_report
 

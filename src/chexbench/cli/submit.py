@@ -22,8 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from chexbench.cli.app import Table, app, console
-from chexbench.cli.core import GridOpt, OnlyOpt, ResultsOpt
+from chexbench.cli.app import GridOpt, OnlyOpt, ResultsOpt, Table, app, console
 from chexbench.core.atomic import atomic_path, atomic_write_text
 from chexbench.core.errors import ConfigError
 from chexbench.core.lock import FileLock

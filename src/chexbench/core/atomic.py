@@ -115,7 +115,7 @@ def atomic_write_parquet(df: pd.DataFrame, path: str | Path, footer: dict[bytes,
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` through :func:`atomic_path` (torch is imported here, not at module level,
     so that the foundation stays importable without it for ``chexbench --help``)."""
-    import torch
+    import torch  # lazy: keeps chexbench --help fast (the CLI imports this module)
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)

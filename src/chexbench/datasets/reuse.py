@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from chexbench.core.atomic import atomic_path, atomic_write_text
+from chexbench.core.paths import cache_dir
 from chexbench.datasets.cache import (
     LOADER_VERSION,
     PreparedCache,
@@ -65,8 +66,6 @@ def copy_unchanged_pixels(
 
 def larger_prepared(dataset: str, root: Path, size: int, want: tuple[dict, str]) -> PreparedCache | None:
     """The smallest up-to-date default prepared folder of the same dataset and root above ``size``."""
-    from chexbench.core.paths import cache_dir
-
     found = []
     for mf in (cache_dir() / "prepared").glob(f"{dataset}-s*-*/manifest.json"):
         try:

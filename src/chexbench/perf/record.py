@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import re
 from pathlib import Path
+
+import torch
 
 from chexbench.core.atomic import atomic_write_text
 from chexbench.core.paths import repo_root
@@ -14,10 +17,6 @@ HEADER = "# Performance\n\nMeasured by `chexbench bench …`; each section is re
 
 
 def machine_description() -> str:
-    import os
-
-    import torch
-
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
     return f"{dev}; Python {platform.python_version()}, torch {torch.__version__}"
 

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from chexbench.reports.auroc import SortedLabel
 from chexbench.reports.bootstrap import draw_patient_resamples
@@ -55,8 +56,6 @@ def synthetic_test_set(n_images: int, n_patients: int, n_labels: int, seed: int 
 def run_stats_benchmark(n_boot: int = 2000, n_labels: int = 14, n_images: int = 20_000, n_patients: int = 6_000,
                         seed: int = 0, sklearn_resamples: int | None = None) -> StatsBenchmark:
     """Time both on the same resamples; ``sklearn_resamples`` limits the (slow) loop to the first N."""
-    from sklearn.metrics import roc_auc_score
-
     if n_images < n_patients:
         raise ValueError("need at least one image per patient")
     patient_ids, y, score = synthetic_test_set(n_images, n_patients, n_labels, seed)
