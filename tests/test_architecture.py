@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import grimp
+import pytest
 
 import chexbench
 
@@ -26,6 +27,10 @@ def _lint_imports(source_root: Path, cwd: Path) -> subprocess.CompletedProcess[s
                           capture_output=True, text=True, timeout=300)
 
 
+# Until branch `onecopy` is merged: its files hold the last broken arrow (core.training -> config,
+# Settings in the optimizer factory). strict: the merge makes this pass, which fails the run until
+# the marker goes (issue 15).
+@pytest.mark.xfail(strict=True, reason="core.training -> config: removed on branch onecopy (issue 15)")
 def test_the_layer_contract_holds(tmp_path):
     out = _lint_imports(PACKAGE.parent, tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -103,6 +108,11 @@ def _describe(g: grimp.ImportGraph, component: list[str]) -> str:
     return "; ".join(arrows)
 
 
+# Until branches `onecopy` and `splitfns` are merged: the remaining cycles run through their files
+# (bench.cell_model <-> bench.protocols; datasets.cache <-> reuse / base via leakage; explain.heatmaps
+# <-> localization); splitfns adds datasets.prepared and explain.maxima, from which reuse, leakage
+# and heatmaps then import. strict: the merge makes this pass, which fails the run until the marker goes.
+@pytest.mark.xfail(strict=True, reason="cycles through files of branches onecopy and splitfns (issue 15)")
 def test_no_import_cycle_between_modules():
     """Every import counts, also one inside a function; ``if TYPE_CHECKING:`` imports do not (never run)."""
     g = grimp.build_graph("chexbench", include_external_packages=False, exclude_type_checking_imports=True)
