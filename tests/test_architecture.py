@@ -108,11 +108,10 @@ def _describe(g: grimp.ImportGraph, component: list[str]) -> str:
     return "; ".join(arrows)
 
 
-# Until branches `onecopy` and `splitfns` are merged: the remaining cycles run through their files
-# (bench.cell_model <-> bench.protocols; datasets.cache <-> reuse / base via leakage; explain.heatmaps
-# <-> localization); splitfns adds datasets.prepared and explain.maxima, from which reuse, leakage
-# and heatmaps then import. strict: the merge makes this pass, which fails the run until the marker goes.
-@pytest.mark.xfail(strict=True, reason="cycles through files of branches onecopy and splitfns (issue 15)")
+# Until branch `onecopy` is merged: the last cycle runs through its files (bench.cell_model <->
+# bench.protocols.base / finetune). strict: the merge makes this pass, which fails the run until the
+# marker goes (issue 15).
+@pytest.mark.xfail(strict=True, reason="bench.cell_model <-> bench.protocols: files of branch onecopy (issue 15)")
 def test_no_import_cycle_between_modules():
     """Every import counts, also one inside a function; ``if TYPE_CHECKING:`` imports do not (never run)."""
     g = grimp.build_graph("chexbench", include_external_packages=False, exclude_type_checking_imports=True)

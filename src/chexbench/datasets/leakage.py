@@ -31,7 +31,7 @@ import pandas as pd
 
 from chexbench.config import resolve_pretrain_source_options
 from chexbench.core.errors import DataError, LeakageError
-from chexbench.datasets.cache import label_file_fingerprint
+from chexbench.datasets.prepared import label_file_fingerprint
 from chexbench.datasets.splits import FRONTAL_VIEWS, SPLITS, patient_overlaps
 from chexbench.registry import DATASETS, STRATEGIES
 

@@ -20,14 +20,14 @@ import pandas as pd
 
 from chexbench.core.atomic import atomic_path, atomic_write_text
 from chexbench.core.paths import cache_dir
-from chexbench.datasets.cache import (
+from chexbench.datasets.decode import resize_square
+from chexbench.datasets.prepared import (
     LOADER_VERSION,
     PreparedCache,
     cache_key,
     default_prepared_dir,
     open_prepared,
 )
-from chexbench.datasets.decode import resize_square
 
 
 def copy_unchanged_pixels(

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chexbench.datasets.cache import PreparedCache, label_file_fingerprint
 from chexbench.datasets.decode import decode_image, resize_square
+from chexbench.datasets.prepared import PreparedCache, label_file_fingerprint
 from chexbench.registry import DATASETS
 
 

@@ -16,7 +16,7 @@ Four explainers, chosen by the model (:func:`explain_method`):
   token mean of ∂logit/∂A_{·,d}, on the token grid.
 
 Every map is scaled to [0, 1] per image (min–max) **unless it is flat**: a map on a 1×1 grid,
-or one whose range is within :data:`~chexbench.explain.localization.FLAT_RTOL` of its magnitude
+or one whose range is within :data:`~chexbench.explain.maxima.FLAT_RTOL` of its magnitude
 (an all-zero Grad-CAM after its ReLU, the scores of a constant model), is returned as zeros and
 flagged in ``Explanation.flat`` — never stretched into a false hot spot. The model is any
 ``nn.Module`` with a ``backbone`` attribute mapping (B, 1, H, W) to logits (B, L).
@@ -37,7 +37,7 @@ from matplotlib.patches import Rectangle
 from torch import nn
 
 from chexbench.core.atomic import atomic_path
-from chexbench.explain.localization import FLAT_RTOL, is_flat, maximum_points
+from chexbench.explain.maxima import FLAT_RTOL, is_flat, maximum_points
 from chexbench.strategies.topk import ClasswiseTopKClassifier, TopKBackbone
 
 
