@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from chexbench.backbones.base import Backbone
-from chexbench.bench.protocols.linear import extract_features
+from chexbench.bench.protocols.finetune import Finetune
 from chexbench.config import CellConfig, Settings
 from chexbench.core import training as T
 from chexbench.core.context import FastPath, RunContext, fast_path_for
+from chexbench.core.optim import build_optimizer, optimizer_implementation
 from chexbench.datasets.celldata import CellData, SplitData
 from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
 from chexbench.strategies.base import InitRecord
@@ -135,7 +136,7 @@ def test_linear_probe_extraction_runs_bf16_channels_last_and_returns_fp32(name, 
     result = PROTOCOLS.get("linear").run(backbone, _data(), _cell(name, "linear"), _ctx(tmp_path), InitRecord(source="scratch"))
     assert probe.calls and all(c["dtype"] == torch.bfloat16 and c["channels_last"] and not c["training"] for c in probe.calls)
     assert np.isfinite(result.test_scores).all()
-    feats = extract_features(backbone, _split(5, 3).images, 2, CPU, T.DEFAULT_NORMALIZE, True, BF16)
+    feats = T.extract_features(backbone, _split(5, 3).images, 2, CPU, T.DEFAULT_NORMALIZE, True, BF16)
     assert feats.dtype == torch.float32 and feats.shape == (5, backbone.num_features)
 
 
@@ -185,20 +186,21 @@ def test_without_compile_no_graph_is_captured(tmp_path):
 
 
 def test_optimizers_are_foreach_on_cpu_and_fused_on_cuda():
-    from chexbench.strategies.pretrain import _make_optimizer
     from chexbench.strategies.simclr import SimCLR
 
     params = [nn.Parameter(torch.randn(3, 2))]
     for optimizer in ("adamw", "sgd"):
-        opt = T.build_optimizer(params, Settings(optimizer=optimizer), CPU)
+        st = Settings(optimizer=optimizer)
+        opt = build_optimizer(nn.ParameterList(params), CPU, name=st.optimizer, lr=st.lr, weight_decay=st.weight_decay,
+                              choice=Finetune.optimizer_choice)
         assert opt.defaults["foreach"] is True and not opt.defaults.get("fused"), optimizer
         params[0].grad = torch.ones_like(params[0])
         before = params[0].detach().clone()
         opt.step()  # the chosen implementation runs on the CPU
         assert not torch.equal(before, params[0])
-    assert T.optimizer_implementation(torch.device("cuda")) == {"fused": True}
-    assert T.optimizer_implementation(CPU) == {"foreach": True}
-    pre = _make_optimizer(nn.Linear(2, 2), dict(SimCLR.options), CPU)
+    assert optimizer_implementation(torch.device("cuda")) == {"fused": True}
+    assert optimizer_implementation(CPU) == {"foreach": True}
+    pre = STRATEGIES.get(SimCLR.name).build_optimizer(nn.Linear(2, 2), dict(SimCLR.options), CPU)
     assert pre.defaults["foreach"] is True and not pre.defaults.get("fused")
 
 
@@ -276,7 +278,9 @@ def test_cuda_adamw_and_sgd_are_fused_and_step():
     dev = torch.device("cuda")
     params = [nn.Parameter(torch.randn(4, 4, device=dev))]
     for optimizer in ("adamw", "sgd"):
-        opt = T.build_optimizer(params, Settings(optimizer=optimizer), dev)
+        st = Settings(optimizer=optimizer)
+        opt = build_optimizer(nn.ParameterList(params), dev, name=st.optimizer, lr=st.lr, weight_decay=st.weight_decay,
+                              choice=Finetune.optimizer_choice)
         assert opt.defaults["fused"] is True
         params[0].grad = torch.ones_like(params[0])
         opt.step()

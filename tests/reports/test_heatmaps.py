@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from chexbench.bench.cell_model import ProbeClassifier
-from chexbench.bench.protocols.finetune import Classifier
+from chexbench.bench.cell_model import Classifier, ProbeClassifier
 from chexbench.explain.heatmaps import (
     GradCAM,
     draw_panel,

@@ -254,8 +254,6 @@ def run(
     compile_step: Annotated[bool, typer.Option("--compile", help="torch.compile the training step (CUDA)")] = False,
 ) -> None:
     """Run every unfinished cell of a grid; finished cells are skipped (resume)."""
-    import os
-
     from chexbench.bench.runner import preflight
     from chexbench.bench.shard import Shard, shard_cells
     from chexbench.config import load_grid, parse_only
@@ -267,8 +265,6 @@ def run(
     the_shard = Shard.parse(shard) if shard is not None else None
     if gpus < 1:
         raise ConfigError(f"--gpus must be ≥ 1, got {gpus}")
-    if compile_step:
-        os.environ["CHEXBENCH_COMPILE"] = "1"  # an execution option, not part of any cell's config (or id)
     dev = resolve_device(device)
     planned = g.cells(only_map)
     preflight(planned)  # a missing data root is one clear error, before anything is printed or written
@@ -277,12 +273,12 @@ def run(
         sys.exit(code)
     dev = D.init_from_env(dev)
     try:
-        _run_ranks(g, planned, results, dev, the_shard, overwrite, shard_cells)
+        _run_ranks(g, planned, results, dev, the_shard, overwrite, shard_cells, compile_step)
     finally:
         D.shutdown()
 
 
-def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard_cells) -> None:
+def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard_cells, compile_step: bool = False) -> None:
     from chexbench.bench.runner import run_grid
     from chexbench.bench.store import ResultStore
     from chexbench.core import distributed as D
@@ -308,7 +304,8 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
         to_train = n_run - done
         grid_task = progress.add_task("cells", total=to_train)
         steps = _RichStepProgress(progress) if main else NullProgress()
-        ctx = RunContext(device=dev, results_dir=results, cache_dir=cache_dir(), progress=steps)
+        # --compile: an execution option in the run context, not part of any cell's config (or id)
+        ctx = RunContext(device=dev, results_dir=results, cache_dir=cache_dir(), progress=steps, compile=compile_step)
         started = [0]  # cells started in this run: the count the user sees ("cell 2/2", not "cell 6/6")
 
         def on_start(i: int, cell) -> None:

@@ -29,6 +29,7 @@ import datetime as _dt
 import gc
 import os
 import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -40,6 +41,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from chexbench.core.errors import SkipCell
+from chexbench.core.lock import FileLock
 
 #: minutes a collective may wait (data preparation by one rank can take a while)
 DEFAULT_TIMEOUT_MIN = 60
@@ -138,8 +142,6 @@ def exclusive_across_jobs(path: str | Path, poll_s: float = 0.2) -> Iterator[Non
     until the lock names their job, so nobody waits inside a collective (which would time
     out during a long wait). Everyone leaves together. In one process: just the lock.
     """
-    from chexbench.core.lock import FileLock
-
     if not is_distributed():
         with FileLock(path):
             yield
@@ -304,8 +306,6 @@ def cell_scope() -> Iterator[None]:
     if not is_distributed():
         yield
         return
-    from chexbench.core.errors import SkipCell
-
     global _cell_group, _cell_index
     _cell_index += 1
     minutes = float(os.environ.get("CHEXBENCH_CELL_TIMEOUT_MIN", DEFAULT_CELL_TIMEOUT_MIN))
@@ -390,8 +390,6 @@ def strip_option(argv: Sequence[str], name: str) -> list[str]:
 
 def relaunch_under_torchrun(nproc: int, argv: Sequence[str]) -> int:
     """Run this same ``chexbench`` command as ``nproc`` ranks; returns torchrun's exit code."""
-    import subprocess
-
     if shutil.which(sys.executable) is None:  # pragma: no cover - defensive
         raise RuntimeError("cannot find the Python interpreter to start torchrun")
     return subprocess.call(torchrun_command(nproc, list(argv)))

@@ -1,4 +1,5 @@
-"""Pieces every training loop shares: seeding, input conversion, optimizer, schedule, loss.
+"""Pieces every training loop shares: seeding, input conversion, loss, divergence checks, prediction
+and feature extraction (the optimizer and schedule: :mod:`chexbench.core.optim`).
 
 Images arrive as uint8 arrays ``(N, H, W)`` from the prepared cache; they become float
 ``(B, 1, H, W)`` tensors on the device only batch by batch.
@@ -7,7 +8,6 @@ Images arrive as uint8 arrays ``(N, H, W)`` from the prepared cache; they become
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import random
 import resource
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from chexbench.config import Settings
+from chexbench.core import distributed as D
 from chexbench.core.context import FastPath, fast_path_for
 
 #: default input normalization for one-channel radiographs scaled to [0, 1]
@@ -70,38 +70,6 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None = None, d
     stop = n - (n % batch_size) if drop_last and n >= batch_size else n
     for i in range(0, stop, batch_size):
         yield np.sort(order[i : i + batch_size])  # sorted indices read a memmap faster
-
-
-def optimizer_implementation(device: torch.device) -> dict[str, bool]:
-    """``fused`` kernels on CUDA (one kernel for every parameter's update); ``foreach``
-    (multi-tensor) elsewhere, where torch has no fused AdamW/SGD for every dtype."""
-    return {"fused": True} if device.type == "cuda" else {"foreach": True}
-
-
-def build_optimizer(params, settings: Settings, device: torch.device, lr: float | None = None) -> torch.optim.Optimizer:
-    lr = settings.lr if lr is None else lr
-    impl = optimizer_implementation(device)
-    if settings.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=settings.weight_decay, **impl)
-    if settings.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True, **impl)
-    from chexbench.core.errors import ConfigError
-
-    raise ConfigError(f"unknown optimizer '{settings.optimizer}' (adamw or sgd)")
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup to the base lr, then cosine decay to zero (Loshchilov & Hutter 2017)."""
-    total_steps = max(total_steps, 1)
-    warmup_steps = min(max(warmup_steps, 0), total_steps - 1) if total_steps > 1 else 0
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -167,8 +135,6 @@ def predict_probs(
 
     ``fast``: autocast dtype and memory format of the inputs (default: the device's policy).
     """
-    from chexbench.core import distributed as D
-
     fast = fast or fast_path_for(device)
     was_training = model.training
     model.eval()
@@ -186,13 +152,42 @@ def predict_probs(
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
-def compile_requested() -> bool:
-    """``chexbench run --compile`` (or ``CHEXBENCH_COMPILE=1``): compile training steps.
+@torch.no_grad()
+def extract_features(
+    encoder: nn.Module,
+    images: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+    normalize: tuple[float, float] = DEFAULT_NORMALIZE,
+    amp: bool = True,
+    fast: FastPath | None = None,
+    tokens: bool = False,
+    split_over_ranks: bool = True,
+) -> torch.Tensor:
+    """Pooled features ``(N, D)`` float32 on CPU of uint8 images ``(N, S, S)`` — or, with
+    ``tokens``, the patch tokens ``(N, T, D)`` (``encoder.forward_tokens``). The encoder runs in
+    eval mode (its mode is restored after); ``encoder.num_features`` sizes an empty result.
 
-    An execution option like the device: it is not part of a cell's config, so it does not
-    change cell ids.
+    ``fast``: autocast dtype and memory format of the inputs (default: the device's policy).
+    ``split_over_ranks``: under torchrun each rank extracts a contiguous slice and the slices
+    are gathered in order (every rank must call); ``False`` when one rank alone extracts.
     """
-    return os.environ.get("CHEXBENCH_COMPILE", "") not in ("", "0")
+    fast = fast or fast_path_for(device)
+    was_training = encoder.training
+    encoder.eval()
+    lo, hi = D.rank_range(len(images)) if split_over_ranks else (0, len(images))
+    out = []
+    for idx in batches(hi - lo, batch_size):
+        x = to_input(images[idx + lo], device, normalize, channels_last=fast.channels_last)
+        with autocast(device, amp, fast.amp_dtype):
+            out.append((encoder.forward_tokens(x) if tokens else encoder(x)).float().cpu())
+    encoder.train(was_training)
+    if out:
+        local = torch.cat(out)
+    else:
+        dim = encoder.num_features
+        local = torch.zeros((0, int(np.prod(encoder.token_grid())), dim) if tokens else (0, dim))
+    return D.gather_cpu_rows(local) if split_over_ranks else local
 
 
 def reset_peak_memory(device: torch.device) -> None:

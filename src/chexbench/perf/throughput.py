@@ -34,6 +34,7 @@ import torch
 
 from chexbench.core import training as T
 from chexbench.core.context import fast_path_for
+from chexbench.core.optim import build_optimizer, optimizer_implementation
 
 MODES = ("finetune", "linear", "simclr", "mocov2")
 #: a textbook PyTorch loop of the same model for the harness's own modes (the ratio says what the harness costs)
@@ -80,14 +81,16 @@ def _maybe_compile(fn: Any, compile_step: bool) -> Any:
 
 
 def _finetune_step(backbone: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, compile_step: bool, gen: torch.Generator) -> Callable[[], Any]:
-    from chexbench.bench.protocols.finetune import Classifier
+    from chexbench.bench.cell_model import Classifier
+    from chexbench.bench.protocols.finetune import Finetune
     from chexbench.config import Settings
 
     model = Classifier(backbone, 14).to(device)
     if fast_path_for(device).channels_last:
         model = model.to(memory_format=torch.channels_last)
     fwd = _maybe_compile(model, compile_step)
-    opt = T.build_optimizer(model.parameters(), Settings(), device)
+    st = Settings()
+    opt = build_optimizer(model, device, name=st.optimizer, lr=st.lr, weight_decay=st.weight_decay, choice=Finetune.optimizer_choice)
     x = _fake_batch(batch_size, image_size, device, gen)
     y = (torch.rand(batch_size, 14, generator=gen) < 0.3).float().to(device)
 
@@ -118,7 +121,7 @@ def _linear_step(backbone: torch.nn.Module, batch_size: int, image_size: int, de
 
 
 def _contrastive_step(mode: str, backbone: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, compile_step: bool, gen: torch.Generator) -> Callable[[], Any]:
-    from chexbench.strategies.pretrain import _make_optimizer
+    from chexbench.registry import STRATEGIES
 
     if mode == "simclr":
         from chexbench.strategies.simclr import SimCLR, SimCLRModel
@@ -135,7 +138,7 @@ def _contrastive_step(mode: str, backbone: torch.nn.Module, batch_size: int, ima
     if fast_path_for(device).channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = _maybe_compile(model.loss, compile_step)
-    opt = _make_optimizer(model, opts, device)
+    opt = STRATEGIES.get(mode).build_optimizer(model, opts, device)  # the strategy's pretraining optimizer
     v1, v2 = _fake_batch(batch_size, image_size, device, gen), _fake_batch(batch_size, image_size, device, gen)
 
     def step() -> None:
@@ -166,7 +169,7 @@ def _plain_step(mode: str, backbone: torch.nn.Module, batch_size: int, image_siz
         return extract
     net = torch.nn.Sequential(backbone, torch.nn.Linear(backbone.num_features, 14)).to(device).to(memory_format=fmt)
     fwd = torch.compile(net) if compile_step else net
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, **T.optimizer_implementation(device))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, **optimizer_implementation(device))
     y = (torch.rand(batch_size, 14, generator=gen) < 0.3).float().to(device)
     criterion = torch.nn.BCEWithLogitsLoss()
 

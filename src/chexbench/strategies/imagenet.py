@@ -20,8 +20,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import Field
 
+from chexbench.backbones.base import audit_checkpoint, load_checkpoint, read_state_dict
+from chexbench.backbones.foreign import check_once, file_sha256
 from chexbench.backbones.imagenet_weights import find_local, local_candidates
 from chexbench.core.errors import SkipCell
 from chexbench.options import Options
@@ -81,11 +84,6 @@ class ImageNet(Strategy):
 
     def preflight(self, cell) -> None:
         """A weights file that does not fit the backbone is refused before anything runs (one line)."""
-        import torch
-
-        from chexbench.backbones.base import audit_checkpoint, read_state_dict
-        from chexbench.backbones.foreign import check_once
-
         if self.invalid_reason(cell):
             return
         path, _ = find_weights(cell.backbone, {**self.options, **cell.strategy_options})
@@ -101,9 +99,6 @@ class ImageNet(Strategy):
         check_once(path, (cell.backbone, cell.settings.image_size, sorted(cell.backbone_options.items())), check)
 
     def init_backbone(self, backbone, cell, ctx) -> InitRecord:
-        from chexbench.backbones.base import load_checkpoint, read_state_dict
-        from chexbench.backbones.foreign import file_sha256
-
         spec = BACKBONES.get(cell.backbone)
         path, why = find_weights(cell.backbone, {**self.options, **cell.strategy_options})
         if path is None:

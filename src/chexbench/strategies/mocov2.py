@@ -39,12 +39,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from chexbench.core.distributed import all_gather_keys, local_rows, world_size
+from chexbench.core.distributed import all_gather_keys, has_batch_norm, local_rows, world_size
 from chexbench.registry import STRATEGIES
 from chexbench.strategies.heads import ProjectionHead
 from chexbench.strategies.losses import info_nce
 from chexbench.strategies.momentum import KeyQueue, cosine_momentum, momentum_update
-from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy, has_batch_norm, split_forward
+from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy, split_forward
 
 
 class MoCoOptions(PretrainOptions):

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from chexbench.core.atomic import atomic_torch_save
 from chexbench.core.errors import ConfigError, WeightsError
+from chexbench.registry import BACKBONES
 from chexbench.strategies.heads import copy_probe_head
 
 if TYPE_CHECKING:
@@ -277,8 +278,6 @@ def load_scorer(model: TopKBackbone, path: str | Path) -> int:
 
 
 def is_vit_cell(cell: CellConfig) -> bool:
-    from chexbench.registry import BACKBONES
-
     return getattr(BACKBONES.get(cell.backbone), "kind", "") == "vit"
 
 
@@ -288,6 +287,7 @@ class TopKPretrainMixin:
 
     name: str
     option_help: dict[str, str] = TOPK_OPTIONS_HELP
+    makes_topk_scorer: ClassVar[bool] = True
 
     def invalid_reason(self, cell: CellConfig) -> str | None:
         if not is_vit_cell(cell):
