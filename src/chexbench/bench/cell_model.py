@@ -30,7 +30,7 @@ from chexbench.core import distributed
 from chexbench.core.atomic import atomic_torch_save
 from chexbench.core.errors import RECORD_WARNING_PREFIX, ConfigError, DataError, WeightsError
 from chexbench.explain.localization import evaluate_localization
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
 from chexbench.strategies.heads import copy_probe_head
 from chexbench.strategies.topk import ClasswiseTopKClassifier, is_vit_cell, load_scorer, wrap_topk
 
@@ -83,12 +83,12 @@ def head_invalid_reason(cell: CellConfig, protocol: str) -> str | None:
         return f"[protocol.{protocol}] head must be one of {', '.join(HEADS)}, got {head!r}"
     if head in ("topk", "topk_classwise") and not is_vit_cell(cell):
         return f"head = {head} needs a ViT backbone (it scores patch tokens); got {cell.backbone}"
-    if head == "topk" and protocol == "linear" and not _makes_topk_scorer(cell.strategy):
+    if head == "topk" and _freezes_backbone(protocol) and not _makes_topk_scorer(cell.strategy):
         return f"linear probe with head = topk needs a pretrained patch scorer (a *_topk strategy); got {cell.strategy}"
     source = cell.protocol_options.get("classwise_source", "tokens")
     if head == "topk_classwise" and source not in CLASSWISE_SOURCES:
         return f"[protocol.{protocol}] classwise_source must be one of {', '.join(CLASSWISE_SOURCES)}, got {source!r}"
-    if head == "topk_classwise" and source != "tokens" and protocol == "linear":
+    if head == "topk_classwise" and source != "tokens" and _freezes_backbone(protocol):
         return f"classwise_source = {source} trains a convolution on the patch embeddings: finetune only (the linear probe reads the frozen final tokens)"
     return None
 
@@ -170,6 +170,12 @@ def _scorer_options_from_pretraining(opts: dict[str, Any], init: InitRecord) -> 
     return notes
 
 
+def _freezes_backbone(protocol: str) -> bool:
+    """Whether the protocol trains only a head on frozen features (the linear probe): its model is a
+    :class:`ProbeClassifier`, and heads that train layers on the patch embeddings do not fit it."""
+    return protocol in PROTOCOLS and bool(getattr(PROTOCOLS.get(protocol), "freezes_backbone", False))
+
+
 def _makes_topk_scorer(strategy: str) -> bool:
     """Whether the strategy pretrains a patch scorer (an unknown strategy is reported elsewhere)."""
     return strategy in STRATEGIES and bool(getattr(STRATEGIES.get(strategy), "makes_topk_scorer", False))
@@ -213,11 +219,11 @@ def make_classifier(features: nn.Module, num_labels: int, opts: dict[str, Any], 
     """The trainable classifier of ``features`` (what :func:`apply_head` returned) for the protocol's head."""
     if opts.get("head", "linear") == "topk_classwise":
         source = opts.get("classwise_source", "tokens")
-        if source != "tokens" and protocol == "linear":
+        if source != "tokens" and _freezes_backbone(protocol):
             raise ConfigError(f"classwise_source = {source!r} trains new layers on the patch embeddings: finetune only (linear keeps classwise_source = \"tokens\")")
         return ClasswiseTopKClassifier(features, num_labels, opts.get("topk", 0.25), float(opts.get("wildcat_alpha", 0.0)),
                                        source, int(opts.get("local_hidden", 64)))
-    if protocol == "linear":
+    if _freezes_backbone(protocol):
         return ProbeClassifier(features, num_labels)
     return Classifier(features, num_labels)
 

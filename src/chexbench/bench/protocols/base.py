@@ -73,6 +73,8 @@ class EvaluationProtocol:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     options: ClassVar[dict[str, Any]] = {}
+    #: the protocol trains a head on frozen features (its saved model is a ``ProbeClassifier``)
+    freezes_backbone: ClassVar[bool] = False
 
     def invalid_reason(self, cell: CellConfig) -> str | None:
         return None

@@ -121,6 +121,7 @@ class Linear(EvaluationProtocol):
     name = "linear"
     description = "linear probe on frozen features, (lr, L2) selected on validation macro AUROC"
     option_model = LinearOptions
+    freezes_backbone = True
     options: dict[str, Any] = {"lr_grid": [1e-3, 1e-2], "l2_grid": [0.0, 1e-4, 1e-3, 1e-2, 1e-1], **HEAD_OPTIONS}
     option_help: dict[str, str] = {
         "lr_grid": "learning rates of the linear probe, chosen on validation macro AUROC",
