@@ -18,6 +18,7 @@ from torch import nn
 
 from chexbench.core import distributed as D
 from chexbench.core import training as T
+from chexbench.core.inference import extract_features, predict_probs
 from chexbench.strategies.losses import nt_xent, nt_xent_across_ranks
 from chexbench.strategies.mocov2 import MoCoModel
 
@@ -105,8 +106,8 @@ def _worker(rank: int, port: int, out: str) -> None:
     for p in probs_model.parameters():
         nn.init.normal_(p)
     images = np.random.default_rng(8).integers(0, 255, (7, 6, 6), dtype=np.uint8)
-    res["probs"] = T.predict_probs(probs_model, images, 3, torch.device("cpu"))
-    res["features"] = T.extract_features(_feature_net(), images, 2, torch.device("cpu"), (0.5, 0.25), False)
+    res["probs"] = predict_probs(probs_model, images, 3, torch.device("cpu"))
+    res["features"] = extract_features(_feature_net(), images, 2, torch.device("cpu"), (0.5, 0.25), False)
     res["mean_over_ranks"] = D.mean_over_ranks(torch.tensor(float(rank))).item()
     torch.save(res, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
@@ -167,8 +168,8 @@ def test_gathers_restore_global_order(ranks):
     for p in probs_model.parameters():
         nn.init.normal_(p)
     images = np.random.default_rng(8).integers(0, 255, (7, 6, 6), dtype=np.uint8)
-    ref = T.predict_probs(probs_model, images, 3, torch.device("cpu"))
-    feats = T.extract_features(_feature_net(), images, 2, torch.device("cpu"), (0.5, 0.25), False)
+    ref = predict_probs(probs_model, images, 3, torch.device("cpu"))
+    feats = extract_features(_feature_net(), images, 2, torch.device("cpu"), (0.5, 0.25), False)
     for r in ranks:
         np.testing.assert_allclose(r["probs"], ref, rtol=1e-6)
         torch.testing.assert_close(r["features"], feats)  # linear probe: slices per rank, gathered in order

@@ -22,6 +22,7 @@ from chexbench.bench.protocols.finetune import Finetune
 from chexbench.config import CellConfig, Settings
 from chexbench.core import training as T
 from chexbench.core.context import FastPath, RunContext, fast_path_for
+from chexbench.core.inference import extract_features
 from chexbench.core.optim import build_optimizer, optimizer_implementation
 from chexbench.datasets.celldata import CellData, SplitData
 from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
@@ -136,7 +137,7 @@ def test_linear_probe_extraction_runs_bf16_channels_last_and_returns_fp32(name, 
     result = PROTOCOLS.get("linear").run(backbone, _data(), _cell(name, "linear"), _ctx(tmp_path), InitRecord(source="scratch"))
     assert probe.calls and all(c["dtype"] == torch.bfloat16 and c["channels_last"] and not c["training"] for c in probe.calls)
     assert np.isfinite(result.test_scores).all()
-    feats = T.extract_features(backbone, _split(5, 3).images, 2, CPU, T.DEFAULT_NORMALIZE, True, BF16)
+    feats = extract_features(backbone, _split(5, 3).images, 2, CPU, T.DEFAULT_NORMALIZE, True, BF16)
     assert feats.dtype == torch.float32 and feats.shape == (5, backbone.num_features)
 
 

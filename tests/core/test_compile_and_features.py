@@ -14,6 +14,7 @@ from chexbench.cli import app
 from chexbench.config import CellConfig, Settings
 from chexbench.core import training as T
 from chexbench.core.context import RunContext
+from chexbench.core.inference import extract_features
 from chexbench.datasets.celldata import CellData, SplitData
 from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES, Entry
 from chexbench.strategies.base import InitRecord, Strategy
@@ -85,13 +86,13 @@ def test_extract_features_runs_in_eval_mode_restores_the_mode_and_returns_fp32_r
     modes = []
     enc.register_forward_hook(lambda m, i, o: modes.append(m.training))
     images = np.random.default_rng(1).integers(0, 256, (5, 8, 8), dtype=np.uint8)
-    feats = T.extract_features(enc, images, 2, CPU, (0.5, 0.25))
+    feats = extract_features(enc, images, 2, CPU, (0.5, 0.25))
     assert modes == [False, False, False] and enc.training  # three batches, eval mode, then train mode again
     assert feats.dtype == torch.float32 and feats.shape == (5, 3)
     with torch.no_grad():
         expected = enc.eval()(T.to_input(images, CPU, (0.5, 0.25)))
     torch.testing.assert_close(feats, expected)
-    assert T.extract_features(enc, images[:0], 2, CPU, split_over_ranks=False).shape == (0, 3)
+    assert extract_features(enc, images[:0], 2, CPU, split_over_ranks=False).shape == (0, 3)
 
 
 def test_each_shared_piece_is_defined_once_in_the_package():

@@ -43,6 +43,7 @@ from chexbench.core import training as T
 from chexbench.core.atomic import atomic_torch_save, atomic_write_parquet, atomic_write_text
 from chexbench.core.context import FastPath, fast_path_for
 from chexbench.core.errors import ChexbenchError, ConfigError, DataError
+from chexbench.core.inference import extract_features
 from chexbench.core.metrics import macro_auroc
 from chexbench.core.optim import OptimizerChoice, build_optimizer, optimizer_record, warmup_cosine
 from chexbench.datasets import celldata
@@ -505,8 +506,8 @@ class _ProbeData:
     def evaluate(self, encoder: Backbone, device: torch.device, normalize: tuple[float, float], k: int, batch_size: int) -> float:
         # rank 0 alone probes: no gather; the device's autocast on NCHW inputs
         fast = FastPath(amp_dtype=fast_path_for(device).amp_dtype)
-        bank = T.extract_features(encoder, self.train_images, batch_size, device, normalize, fast=fast, split_over_ranks=False)
-        queries = T.extract_features(encoder, self.valid_images, batch_size, device, normalize, fast=fast, split_over_ranks=False)
+        bank = extract_features(encoder, self.train_images, batch_size, device, normalize, fast=fast, split_over_ranks=False)
+        queries = extract_features(encoder, self.valid_images, batch_size, device, normalize, fast=fast, split_over_ranks=False)
         scores = knn_scores(bank, torch.as_tensor(self.train_targets), queries, k)
         return macro_auroc(self.valid_targets, scores.numpy(), self.labels, self.eval_labels)
 

@@ -35,6 +35,7 @@ from chexbench.bench.protocols.base import CellSetup, EvaluationProtocol, Protoc
 from chexbench.bench.protocols.options import FinetuneOptions
 from chexbench.core import distributed as D
 from chexbench.core import training as T
+from chexbench.core.inference import predict_probs
 from chexbench.core.metrics import macro_auroc
 from chexbench.core.optim import OptimizerChoice, build_optimizer, optimizer_record, warmup_cosine
 from chexbench.registry import PROTOCOLS
@@ -91,7 +92,7 @@ class Finetune(EvaluationProtocol):
             t0 = time.perf_counter()
             train_loss, where = self._train_epoch(model, step_model, opt, sched, data, setup, epoch)
             train_seconds += time.perf_counter() - t0
-            val_scores = T.predict_probs(model, data.valid.images, s.eval_batch_size, device, setup.normalize, s.amp, fast)
+            val_scores = predict_probs(model, data.valid.images, s.eval_batch_size, device, setup.normalize, s.amp, fast)
             T.check_finite_outputs(val_scores, "validation outputs", where)
             val_auroc = macro_auroc(data.valid.targets, val_scores, data.labels, setup.eval_labels)
             history.append({"epoch": epoch, "train_loss": train_loss, "val_macro_auroc": val_auroc})
@@ -150,7 +151,7 @@ class Finetune(EvaluationProtocol):
         """The selected model's validation and test predictions, saved model and localization."""
         s = setup.settings
         t1 = time.perf_counter()
-        predict = [T.predict_probs(model, split.images, s.eval_batch_size, setup.device, setup.normalize, s.amp, setup.fast)
+        predict = [predict_probs(model, split.images, s.eval_batch_size, setup.device, setup.normalize, s.amp, setup.fast)
                    for split in (data.valid, data.test)]
         valid_scores, test_scores = predict
         T.check_finite_outputs(test_scores, "test outputs of the selected model", f"epoch {best_epoch}")

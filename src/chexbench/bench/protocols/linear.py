@@ -36,6 +36,7 @@ from chexbench.bench.cell_model import (
 from chexbench.bench.protocols.base import CellSetup, EvaluationProtocol, ProtocolResult
 from chexbench.bench.protocols.options import LinearOptions
 from chexbench.core import training as T
+from chexbench.core.inference import extract_features
 from chexbench.core.metrics import macro_auroc, macro_auroc_per_head
 from chexbench.core.optim import warmup_cosine_factor
 from chexbench.registry import PROTOCOLS
@@ -188,7 +189,7 @@ class Linear(EvaluationProtocol):
         """Each split's features on the device, standardized with the train split's mean and std (1, D)."""
         s = setup.settings
         feats = {
-            name: T.extract_features(backbone, data.split(name).images, s.eval_batch_size, setup.device, setup.normalize, s.amp,
+            name: extract_features(backbone, data.split(name).images, s.eval_batch_size, setup.device, setup.normalize, s.amp,
                                      setup.fast, tokens=tokens)
             for name in ("train", "valid", "test")
         }
