@@ -3,6 +3,8 @@ two builders it replaced (kept here verbatim as the reference), and its groups a
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -99,3 +101,42 @@ def test_the_record_states_the_components_choices():
 def test_an_unknown_optimizer_is_one_clear_error():
     with pytest.raises(ConfigError, match="unknown optimizer 'lamb'"):
         build_optimizer(_model(), CPU, name="lamb", lr=LR, weight_decay=WD, choice=OptimizerChoice())
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_a_pretraining_checkpoint_of_the_old_builder_resumes_to_the_same_weights(name, tmp_path):
+    """Optimizer state saved with the old group order (decayed group first) resumes bit-identically."""
+    from chexbench.strategies.pretrain import _fit_group_order
+
+    def steps(model, opt, seed, n):
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(n):
+            x, y = torch.randn(5, 1, 8, 8, generator=g), torch.randn(5, 3, generator=g)
+            opt.zero_grad(set_to_none=True)
+            (model(x) - y).pow(2).mean().backward()
+            opt.step()
+
+    ref_model = _model()
+    ref_opt = _old_pretrain_optimizer(ref_model, name)
+    steps(ref_model, ref_opt, 1, 2)
+    saved_model, saved_opt = copy.deepcopy(ref_model.state_dict()), copy.deepcopy(ref_opt.state_dict())  # as torch.save would
+    steps(ref_model, ref_opt, 2, 2)
+
+    model = _model()
+    model.load_state_dict(saved_model)
+    opt = PretrainStrategy().build_optimizer(model, {"pretrain_optimizer": name, "pretrain_lr": LR, "pretrain_weight_decay": WD}, CPU)
+    opt.load_state_dict(_fit_group_order(saved_opt, opt, tmp_path / "checkpoint.pt"))
+    steps(model, opt, 2, 2)
+    for a, b in zip(model.parameters(), ref_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.0, WD]
+
+
+def test_a_checkpoint_whose_groups_do_not_fit_is_one_clear_error(tmp_path):
+    from chexbench.strategies.pretrain import _fit_group_order
+
+    model = _model()
+    saved = torch.optim.SGD(model.parameters(), lr=LR, weight_decay=WD).state_dict()  # one group
+    opt = build_optimizer(model, CPU, name="sgd", lr=LR, weight_decay=WD, choice=PretrainStrategy.optimizer_choice)
+    with pytest.raises(ConfigError, match="parameter groups .* do not fit"):
+        _fit_group_order(saved, opt, tmp_path / "checkpoint.pt")

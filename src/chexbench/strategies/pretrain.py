@@ -257,6 +257,26 @@ def _pool_fingerprint(images: np.ndarray, patient_ids: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
+def _group_layout(groups: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    return [(len(g["params"]), float(g["weight_decay"])) for g in groups]
+
+
+def _fit_group_order(saved: dict[str, Any], opt: torch.optim.Optimizer, path: Path) -> dict[str, Any]:
+    """``saved`` (an optimizer state dict) with its parameter groups in ``opt``'s order.
+
+    Checkpoints written before the optimizer factory hold the decayed group first, timm's
+    grouping puts it last; the groups are matched by (size, weight decay), never silently
+    by position (loading restores each group's weight decay from the checkpoint)."""
+    want = _group_layout(opt.param_groups)
+    if _group_layout(saved["param_groups"]) == want:
+        return saved
+    flipped = list(reversed(saved["param_groups"]))
+    if _group_layout(flipped) == want:
+        return {**saved, "param_groups": flipped}
+    raise ConfigError(f"pretraining checkpoint {path}: its optimizer's parameter groups {_group_layout(saved['param_groups'])} "
+                      f"do not fit this run's {want}; delete {path.parent} to pretrain again")
+
+
 def _pretrain(strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext, key: dict[str, Any], run_id: str, run_dir: Path) -> None:
     """Train the run ``run_id`` in ``run_dir`` (resuming from its checkpoint) and write its files."""
     PretrainRun(strategy, cell, ctx, key, run_id, run_dir).run()
@@ -327,11 +347,7 @@ class PretrainRun:
                 f"delete {self.run_dir} to pretrain again"
             )
         self.model.load_state_dict(ckpt["model"])
-        try:
-            self.opt.load_state_dict(ckpt["optimizer"])
-        except ValueError as e:  # parameter groups laid out otherwise (a checkpoint of an older chexbench)
-            raise ConfigError(f"pretraining checkpoint {self.checkpoint_path}: its optimizer state does not fit ({e}); "
-                              f"delete {self.run_dir} to pretrain again") from None
+        self.opt.load_state_dict(_fit_group_order(ckpt["optimizer"], self.opt, self.checkpoint_path))
         self.sched.load_state_dict(ckpt["scheduler"])
         self.gen.set_state(ckpt["data_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
