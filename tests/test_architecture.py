@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import grimp
-import pytest
 
 import chexbench
 
@@ -27,10 +26,6 @@ def _lint_imports(source_root: Path, cwd: Path) -> subprocess.CompletedProcess[s
                           capture_output=True, text=True, timeout=300)
 
 
-# Until branch `onecopy` is merged: its files hold the last broken arrow (core.training -> config,
-# Settings in the optimizer factory). strict: the merge makes this pass, which fails the run until
-# the marker goes (issue 15).
-@pytest.mark.xfail(strict=True, reason="core.training -> config: removed on branch onecopy (issue 15)")
 def test_the_layer_contract_holds(tmp_path):
     out = _lint_imports(PACKAGE.parent, tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -108,10 +103,6 @@ def _describe(g: grimp.ImportGraph, component: list[str]) -> str:
     return "; ".join(arrows)
 
 
-# Until branch `onecopy` is merged: the last cycle runs through its files (bench.cell_model <->
-# bench.protocols.base / finetune). strict: the merge makes this pass, which fails the run until the
-# marker goes (issue 15).
-@pytest.mark.xfail(strict=True, reason="bench.cell_model <-> bench.protocols: files of branch onecopy (issue 15)")
 def test_no_import_cycle_between_modules():
     """Every import counts, also one inside a function; ``if TYPE_CHECKING:`` imports do not (never run)."""
     g = grimp.build_graph("chexbench", include_external_packages=False, exclude_type_checking_imports=True)
