@@ -20,9 +20,10 @@ from torch import nn
 from chexbench.backbones.base import Backbone
 from chexbench.bench.protocols.finetune import Finetune
 from chexbench.config import CellConfig, Settings
-from chexbench.core import training as T
 from chexbench.core.context import FastPath, RunContext, fast_path_for
+from chexbench.core.devices import autocast
 from chexbench.core.inference import extract_features
+from chexbench.core.inputs import DEFAULT_NORMALIZE, to_input
 from chexbench.core.optim import build_optimizer, optimizer_implementation
 from chexbench.datasets.celldata import CellData, SplitData
 from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
@@ -99,11 +100,11 @@ def test_the_device_policy_is_bf16_channels_last_on_cuda_and_fp32_on_cpu(tmp_pat
     assert plain.fast_path == FastPath() and not plain.use_amp
     asked = _ctx(tmp_path)
     assert asked.fast_path == BF16 and asked.use_amp
-    with T.autocast(CPU, True, torch.bfloat16):
+    with autocast(CPU, True, torch.bfloat16):
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    with T.autocast(CPU, False, torch.bfloat16):
+    with autocast(CPU, False, torch.bfloat16):
         assert not torch.is_autocast_enabled("cpu")
-    with T.autocast(CPU):
+    with autocast(CPU):
         assert not torch.is_autocast_enabled("cpu")  # the CPU's default policy: fp32
 
 
@@ -137,7 +138,7 @@ def test_linear_probe_extraction_runs_bf16_channels_last_and_returns_fp32(name, 
     result = PROTOCOLS.get("linear").run(backbone, _data(), _cell(name, "linear"), _ctx(tmp_path), InitRecord(source="scratch"))
     assert probe.calls and all(c["dtype"] == torch.bfloat16 and c["channels_last"] and not c["training"] for c in probe.calls)
     assert np.isfinite(result.test_scores).all()
-    feats = extract_features(backbone, _split(5, 3).images, 2, CPU, T.DEFAULT_NORMALIZE, True, BF16)
+    feats = extract_features(backbone, _split(5, 3).images, 2, CPU, DEFAULT_NORMALIZE, True, BF16)
     assert feats.dtype == torch.float32 and feats.shape == (5, backbone.num_features)
 
 
@@ -232,7 +233,7 @@ def test_ssl_step_loss_under_bf16_autocast_is_finite_and_equals_fp32(kind):
         seen = []
         conv = next(m for m in model.encoder.modules() if isinstance(m, nn.Conv2d))
         conv.register_forward_hook(lambda m, i, o, seen=seen: seen.append(o.dtype))
-        with T.autocast(CPU, dtype is not None, dtype):
+        with autocast(CPU, dtype is not None, dtype):
             loss = model.loss(v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last),
                               0.0, torch.Generator().manual_seed(3))
         loss.backward()
@@ -293,7 +294,7 @@ def test_cuda_adamw_and_sgd_are_fused_and_step():
 def test_cuda_input_copies_are_pinned_non_blocking_and_exact():
     dev = torch.device("cuda")
     images = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE), dtype=np.uint8)
-    x = T.to_input(images, dev, (0.5, 0.25), channels_last=True)
+    x = to_input(images, dev, (0.5, 0.25), channels_last=True)
     torch.cuda.synchronize()
     ref = (torch.as_tensor(images).float().div(255.0).unsqueeze(1) - 0.5) / 0.25
     assert x.device.type == "cuda" and x.is_contiguous(memory_format=torch.channels_last)
@@ -336,6 +337,6 @@ def test_cuda_ssl_loss_in_bf16_equals_fp32(kind):
     losses = []
     for dtype in (None, torch.bfloat16):
         model = _ssl_model(kind).to(dev)
-        with T.autocast(dev, dtype is not None, dtype):
+        with autocast(dev, dtype is not None, dtype):
             losses.append(model.loss(v1, v2, 0.0, torch.Generator().manual_seed(3)).item())
     assert np.isfinite(losses[1]) and losses[1] == pytest.approx(losses[0], rel=BF16_LOSS_RTOL)

@@ -12,9 +12,9 @@ from chexbench.bench.cell_model import head_invalid_reason, make_classifier
 from chexbench.bench.protocols.base import EvaluationProtocol
 from chexbench.cli import app
 from chexbench.config import CellConfig, Settings
-from chexbench.core import training as T
 from chexbench.core.context import RunContext
 from chexbench.core.inference import extract_features
+from chexbench.core.inputs import to_input
 from chexbench.datasets.celldata import CellData, SplitData
 from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES, Entry
 from chexbench.strategies.base import InitRecord, Strategy
@@ -90,7 +90,7 @@ def test_extract_features_runs_in_eval_mode_restores_the_mode_and_returns_fp32_r
     assert modes == [False, False, False] and enc.training  # three batches, eval mode, then train mode again
     assert feats.dtype == torch.float32 and feats.shape == (5, 3)
     with torch.no_grad():
-        expected = enc.eval()(T.to_input(images, CPU, (0.5, 0.25)))
+        expected = enc.eval()(to_input(images, CPU, (0.5, 0.25)))
     torch.testing.assert_close(feats, expected)
     assert extract_features(enc, images[:0], 2, CPU, split_over_ranks=False).shape == (0, 3)
 

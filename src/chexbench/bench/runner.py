@@ -31,12 +31,13 @@ from chexbench.bench.shard import Shard, shard_cells
 from chexbench.bench.store import ResultStore
 from chexbench.config import CellConfig, Grid, PlannedCell
 from chexbench.core import distributed as D
-from chexbench.core import training as T
 from chexbench.core.atomic import atomic_write_parquet, clean_stale_temporaries
 from chexbench.core.context import RunContext
+from chexbench.core.devices import device_name, peak_memory_mb, reset_peak_memory
 from chexbench.core.errors import SkipCell
 from chexbench.core.lock import FileLock
 from chexbench.core.metrics import macro, per_label_metrics
+from chexbench.core.seeding import seed_everything
 from chexbench.datasets import celldata  # called as celldata.build_cell_data: tests substitute it
 from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
 
@@ -97,7 +98,7 @@ def base_record(cell: CellConfig, device: torch.device) -> dict[str, Any]:
         "eval_seconds": 0.0,
         "images_per_second": 0.0,
         "peak_memory_mb": 0.0,
-        "device_name": T.device_name(device),
+        "device_name": device_name(device),
         **_versions(),
         "git_sha": _git_sha(),
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -121,15 +122,15 @@ def _long_predictions(split: str, data_split: Any, scores: np.ndarray, labels: l
 def run_cell(cell: CellConfig, ctx: RunContext) -> tuple[dict[str, Any], pd.DataFrame]:
     """Run one cell; returns (record, predictions). Raises on failure (the caller records it)."""
     record = base_record(cell, ctx.device)
-    T.seed_everything(cell.seed, cell.settings.deterministic)
-    T.reset_peak_memory(ctx.device)
+    seed_everything(cell.seed, cell.settings.deterministic)
+    reset_peak_memory(ctx.device)
     ctx.progress.message("preparing data")
     data = celldata.build_cell_data(cell)
     spec = BACKBONES.get(cell.backbone)
     backbone = spec.build(cell.settings.image_size, cell.backbone_options)
     strategy = STRATEGIES.get(cell.strategy)
     init = strategy.init_backbone(backbone, cell, ctx)
-    T.seed_everything(cell.seed, cell.settings.deterministic)  # the protocol's randomness does not depend on pretraining
+    seed_everything(cell.seed, cell.settings.deterministic)  # the protocol's randomness does not depend on pretraining
     protocol = PROTOCOLS.get(cell.protocol)
     result = protocol.run(backbone, data, cell, ctx, init)
 
@@ -156,7 +157,7 @@ def run_cell(cell: CellConfig, ctx: RunContext) -> tuple[dict[str, Any], pd.Data
         train_seconds=result.train_seconds,
         eval_seconds=result.eval_seconds,
         images_per_second=result.images_per_second,
-        peak_memory_mb=T.peak_memory_mb(ctx.device),
+        peak_memory_mb=peak_memory_mb(ctx.device),
     )
     return record, predictions
 

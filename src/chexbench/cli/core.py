@@ -254,6 +254,7 @@ def run(
     compile_step: Annotated[bool, typer.Option("--compile", help="torch.compile the training step (CUDA)")] = False,
 ) -> None:
     """Run every unfinished cell of a grid; finished cells are skipped (resume)."""
+    # lazy: keeps chexbench --help fast
     from chexbench.bench.runner import preflight
     from chexbench.bench.shard import Shard, shard_cells
     from chexbench.config import load_grid, parse_only
@@ -279,6 +280,7 @@ def run(
 
 
 def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard_cells, compile_step: bool = False) -> None:
+    # lazy: keeps chexbench --help fast
     from chexbench.bench.runner import run_grid
     from chexbench.bench.store import ResultStore
     from chexbench.core import distributed as D

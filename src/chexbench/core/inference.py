@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from chexbench.core import distributed as D
-from chexbench.core import training as T
 from chexbench.core.context import FastPath, fast_path_for
+from chexbench.core.devices import autocast
+from chexbench.core.inputs import DEFAULT_NORMALIZE, batches, to_input
 
 
 @torch.no_grad()
@@ -19,7 +20,7 @@ def predict_probs(
     images: np.ndarray,
     batch_size: int,
     device: torch.device,
-    normalize: tuple[float, float] = T.DEFAULT_NORMALIZE,
+    normalize: tuple[float, float] = DEFAULT_NORMALIZE,
     amp: bool = True,
     fast: FastPath | None = None,
 ) -> np.ndarray:
@@ -32,9 +33,9 @@ def predict_probs(
     model.eval()
     lo, hi = D.rank_range(len(images))  # under torchrun each rank predicts its slice; gathered below
     out = []
-    for idx in T.batches(hi - lo, batch_size):
-        x = T.to_input(images[idx + lo], device, normalize, channels_last=fast.channels_last)
-        with T.autocast(device, amp, fast.amp_dtype):
+    for idx in batches(hi - lo, batch_size):
+        x = to_input(images[idx + lo], device, normalize, channels_last=fast.channels_last)
+        with autocast(device, amp, fast.amp_dtype):
             out.append(torch.sigmoid(model(x).float()).cpu().numpy())
     model.train(was_training)
     if D.is_distributed():
@@ -50,7 +51,7 @@ def extract_features(
     images: np.ndarray,
     batch_size: int,
     device: torch.device,
-    normalize: tuple[float, float] = T.DEFAULT_NORMALIZE,
+    normalize: tuple[float, float] = DEFAULT_NORMALIZE,
     amp: bool = True,
     fast: FastPath | None = None,
     tokens: bool = False,
@@ -69,9 +70,9 @@ def extract_features(
     encoder.eval()
     lo, hi = D.rank_range(len(images)) if split_over_ranks else (0, len(images))
     out = []
-    for idx in T.batches(hi - lo, batch_size):
-        x = T.to_input(images[idx + lo], device, normalize, channels_last=fast.channels_last)
-        with T.autocast(device, amp, fast.amp_dtype):
+    for idx in batches(hi - lo, batch_size):
+        x = to_input(images[idx + lo], device, normalize, channels_last=fast.channels_last)
+        with autocast(device, amp, fast.amp_dtype):
             out.append((encoder.forward_tokens(x) if tokens else encoder(x)).float().cpu())
     encoder.train(was_training)
     if out:

@@ -45,6 +45,7 @@ from chexbench.datasets.prepared import (
     memmap_order,
     open_prepared,
 )
+from chexbench.datasets.reuse import copy_unchanged_pixels, derive, larger_prepared, reindex
 from chexbench.datasets.workers import die_with_parent
 from chexbench.registry import DATASETS
 
@@ -191,8 +192,6 @@ def _resumable_state(lay: _Layout) -> dict[str, Any]:
 def _start_partial(lay: _Layout, final: Path, size: int) -> tuple[dict[str, Any], set[int]]:
     """A fresh ``.partial`` folder with the unchanged pixels of ``final`` copied in; returns
     the new state and the memmap rows so reused."""
-    from chexbench.datasets.reuse import copy_unchanged_pixels  # reuse imports this module
-
     shutil.rmtree(lay.partial, ignore_errors=True)
     lay.partial.mkdir(parents=True)
     mm = np.memmap(lay.partial / "images.u8", dtype=np.uint8, mode="w+", shape=lay.shape)
@@ -369,8 +368,6 @@ def ensure_prepared(dataset: str, root: Path, size: int, *, progress: bool = Fal
         return cache
     if size < 8:
         raise DataError(f"image size must be at least 8 pixels, got {size}")
-    from chexbench.datasets.reuse import derive, larger_prepared, reindex  # reuse imports this module
-
     with _folder_lock(folder):
         locked = True
         cache = current()

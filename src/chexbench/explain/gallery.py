@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from chexbench.config import CellConfig
-from chexbench.core import training as T
 from chexbench.core.atomic import atomic_write_text, make_temp_dir
 from chexbench.core.errors import ConfigError, DataError
+from chexbench.core.inputs import to_input
 from chexbench.datasets.celldata import CellData
 from chexbench.explain.heatmaps import (
     explain,
@@ -113,7 +113,7 @@ def write_explanations(finished: FinishedCell, data: CellData, out_dir: Path, n:
     rows = choose_images(data, boxes, n, ids)
     normalize = tuple(meta["normalize"])
     device = torch.device("cpu")
-    x = T.to_input(np.stack([data.test.images[r] for r in rows]), device, normalize)
+    x = to_input(np.stack([data.test.images[r] for r in rows]), device, normalize)
     with torch.no_grad():
         probs = torch.sigmoid(model(x).float()).numpy()  # (B, L)
     labels = torch.as_tensor([_explained_label(data, r, probs[i], boxes) for i, r in enumerate(rows)])
@@ -184,7 +184,7 @@ def write_method_comparison(cells: Sequence[FinishedCell], data: CellData, out: 
         image = np.asarray(data.test.images[r])
         shown = [b for lbl, b in boxes.get(image_id, []) if lbl == data.labels[labels[i]]]
         for _cell_id, cell, model, meta in loaded:
-            x = T.to_input(data.test.images[r : r + 1], torch.device("cpu"), tuple(meta["normalize"]))
+            x = to_input(data.test.images[r : r + 1], torch.device("cpu"), tuple(meta["normalize"]))
             expl = explain(model, x, torch.as_tensor([labels[i]]))
             flat = bool(expl.flat[0]) if expl.flat is not None else False
             patches = patch_rects(expl.topk_indices[0], expl.grid, image.shape) if expl.topk_indices is not None else []

@@ -31,15 +31,16 @@ import torch
 from PIL import Image
 from torch import nn
 
-from chexbench.core import training as T
 from chexbench.core.errors import ConfigError, DataError
+from chexbench.core.inputs import to_input
 from chexbench.datasets.celldata import CellData
 from chexbench.datasets.nih import load_nih_boxes
 from chexbench.datasets.prepared import read_prepared_index
 from chexbench.datasets.tables import read_csv_checked
 
 # FLAT_RTOL and maximum_point: still imported from here by explain.heatmaps until it imports explain.maxima
-from chexbench.explain.maxima import FLAT_RTOL, is_flat, maximum_point, maximum_points  # noqa: F401
+from chexbench.explain.heatmaps import explain, explain_method
+from chexbench.explain.maxima import is_flat, maximum_points
 
 #: (x0, y0, x1, y1) in pixels of the cell's (S × S) image
 Box = tuple[float, float, float, float]
@@ -265,8 +266,6 @@ def evaluate_localization(
     patient-level bootstrap intervals, and deletion AUC, of the model's heatmaps on the test split,
     with their random baselines; None when the model has no heatmap method or no test image has
     a box of a positive label. Flat maps are misses and are counted (``flat_maps``)."""
-    from chexbench.explain.heatmaps import explain_method  # heatmaps imports this module
-
     method = explain_method(model)
     if method is None:
         return None
@@ -333,11 +332,9 @@ def _score_batch(
     scores: _PairScores,
 ) -> None:
     """Heatmaps of one batch of pairs; append their pointing, chance and deletion scores."""
-    from chexbench.explain.heatmaps import explain  # heatmaps imports this module
-
     test = data.test
     size = test.images.shape[-2:]
-    x = T.to_input(np.stack([test.images[r] for r, _, _ in chunk]), device, normalize)
+    x = to_input(np.stack([test.images[r] for r, _, _ in chunk]), device, normalize)
     expl = explain(model, x, torch.as_tensor([j for _, j, _ in chunk], device=device))
     scores.grid = expl.grid
     for i, (row, j, label_boxes) in enumerate(chunk):

@@ -1,7 +1,7 @@
 """``bench data``: images/s of decoding native files with PIL vs reading the prepared cache.
 
 Both paths deliver the same uint8 batches (B, 1, S, S) of the same images in the same
-shuffled order (:func:`chexbench.core.training.batches`). Path (a) decodes and resizes every
+shuffled order (:func:`chexbench.core.inputs.batches`). Path (a) decodes and resizes every
 image from its native file with PIL (the same decode as ``data prepare``, i.e. the *fast* PIL
 path with JPEG DCT scaling); path (b) gathers rows of the uint8 memmap. Each is timed twice:
 the loader alone (the headline ratio: what feeds a GPU, where augmentation runs on the
@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from chexbench.core.errors import DataError
-from chexbench.core.training import batches, to_input
+from chexbench.core.inputs import batches, to_input
 from chexbench.datasets.cache import prepare
 from chexbench.datasets.decode import decode_image
 from chexbench.datasets.splits import FRONTAL_VIEWS

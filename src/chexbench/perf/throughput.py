@@ -34,6 +34,8 @@ import torch
 
 from chexbench.core import training as T
 from chexbench.core.context import fast_path_for
+from chexbench.core.devices import autocast, device_name, peak_memory_mb, reset_peak_memory
+from chexbench.core.inputs import batches, to_input
 from chexbench.core.optim import build_optimizer, optimizer_implementation
 
 MODES = ("finetune", "linear", "simclr", "mocov2")
@@ -95,7 +97,7 @@ def _finetune_step(backbone: torch.nn.Module, batch_size: int, image_size: int, 
     y = (torch.rand(batch_size, 14, generator=gen) < 0.3).float().to(device)
 
     def step() -> None:
-        with T.autocast(device):
+        with autocast(device):
             logits = fwd(x)
         loss = T.masked_bce(logits, y)
         opt.zero_grad(set_to_none=True)
@@ -114,7 +116,7 @@ def _linear_step(backbone: torch.nn.Module, batch_size: int, image_size: int, de
 
     @torch.no_grad()
     def step() -> None:
-        with T.autocast(device):
+        with autocast(device):
             fwd(x).float()
 
     return step
@@ -142,7 +144,7 @@ def _contrastive_step(mode: str, backbone: torch.nn.Module, batch_size: int, ima
     v1, v2 = _fake_batch(batch_size, image_size, device, gen), _fake_batch(batch_size, image_size, device, gen)
 
     def step() -> None:
-        with T.autocast(device):
+        with autocast(device):
             loss = loss_fn(v1, v2, 0.5, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -197,9 +199,9 @@ def measure_mode(mode: str, backbone_name: str, batch_size: int, image_size: int
         step = makers[mode](backbone, batch_size, image_size, device, compile_step, gen)
     else:
         step = _contrastive_step(mode, backbone, batch_size, image_size, device, compile_step, gen)
-    T.reset_peak_memory(device)
+    reset_peak_memory(device)
     seconds = _time_steps(step, device, steps, warmup + (5 if compile_step else 0))
-    return Measurement(T.device_name(device), backbone_name, mode, batch_size, image_size, batch_size / seconds, T.peak_memory_mb(device), compile_step)
+    return Measurement(device_name(device), backbone_name, mode, batch_size, image_size, batch_size / seconds, peak_memory_mb(device), compile_step)
 
 
 def measure_loader(kind: str, batch_size: int, image_size: int, device: torch.device, steps: int = 10, n_images: int = 0) -> Measurement:
@@ -219,20 +221,20 @@ def measure_loader(kind: str, batch_size: int, image_size: int, device: torch.de
         mm[:] = np.random.default_rng(0).integers(0, 256, mm.shape, dtype=np.uint8)
         mm.flush()
         images = np.load(path, mmap_mode="r")
-        order = iter(list(T.batches(n, batch_size, gen, drop_last=True)) * 2)
+        order = iter(list(batches(n, batch_size, gen, drop_last=True)) * 2)
 
         def step() -> None:
             idx = next(order)
             if kind == "plain":
-                T.to_input(images[idx], device)
+                to_input(images[idx], device)
             elif kind == "light":
-                light_augment(T.to_input(images[idx], device), gen)
+                light_augment(to_input(images[idx], device), gen)
             else:
-                view_pair(T.to_input(images[idx], device, (0.0, 1.0)), aug, gen)
+                view_pair(to_input(images[idx], device, (0.0, 1.0)), aug, gen)
 
-        T.reset_peak_memory(device)
+        reset_peak_memory(device)
         seconds = _time_steps(step, device, steps, 2)
-    return Measurement(T.device_name(device), "-", f"loader:{kind}", batch_size, image_size, batch_size / seconds, T.peak_memory_mb(device))
+    return Measurement(device_name(device), "-", f"loader:{kind}", batch_size, image_size, batch_size / seconds, peak_memory_mb(device))
 
 
 # -- reporting -------------------------------------------------------------------------------
@@ -326,7 +328,7 @@ def estimate_gpu_hours(planned: list[Any], measured: list[Measurement]) -> Estim
     train + valid + test once; pretraining: epochs × pool images at the method's rate. A
     backbone without a rate uses the slowest known rate of the same mode.
     """
-    from chexbench.registry import STRATEGIES
+    from chexbench.registry import PROTOCOLS, STRATEGIES
 
     rates, source = _rate_table(measured)
 
@@ -342,7 +344,7 @@ def estimate_gpu_hours(planned: list[Any], measured: list[Measurement]) -> Estim
             continue
         c, cells = p.cell, cells + 1
         n = _train_images(c)
-        if c.protocol == "finetune":
+        if not PROTOCOLS.get(c.protocol).freezes_backbone:  # the backbone trains: epochs of fine-tuning
             seconds += c.settings.epochs * (n / rate(c.backbone, "finetune") + 0.1 * n / rate(c.backbone, "linear"))
         else:
             seconds += 1.2 * n / rate(c.backbone, "linear")

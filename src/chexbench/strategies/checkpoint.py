@@ -37,7 +37,7 @@ import torch
 from chexbench.backbones.base import audit_checkpoint, load_checkpoint, timm_normalization
 from chexbench.backbones.foreign import FORMATS, check_once, file_sha256, find_encoder, read_checkpoint
 from chexbench.core.errors import ConfigError, WeightsError
-from chexbench.core.training import DEFAULT_NORMALIZE
+from chexbench.core.inputs import DEFAULT_NORMALIZE
 from chexbench.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.base import InitRecord, Strategy
 

@@ -42,8 +42,10 @@ from chexbench.core import distributed as D
 from chexbench.core import training as T
 from chexbench.core.atomic import atomic_torch_save, atomic_write_parquet, atomic_write_text
 from chexbench.core.context import FastPath, fast_path_for
+from chexbench.core.devices import autocast
 from chexbench.core.errors import ChexbenchError, ConfigError, DataError
 from chexbench.core.inference import extract_features
+from chexbench.core.inputs import DEFAULT_NORMALIZE, batches, to_input
 from chexbench.core.metrics import macro_auroc
 from chexbench.core.optim import OptimizerChoice, build_optimizer, optimizer_record, warmup_cosine
 from chexbench.datasets import celldata
@@ -292,7 +294,7 @@ class PretrainRun:
         self.opts = strategy.resolved_options(cell)
         self.device = ctx.device
         self.fast = ctx.fast_path  # bf16 autocast + channels_last on CUDA (see RunContext)
-        self.normalize = T.DEFAULT_NORMALIZE
+        self.normalize = DEFAULT_NORMALIZE
         self.notes: list[str] = []
         self.start_epoch, self.step, self.history = 0, 0, []
         self.t_train, self.images_seen = 0.0, 0
@@ -380,7 +382,7 @@ class PretrainRun:
         t0 = time.perf_counter()
         log_every = max(1, self.steps_per_epoch // LOG_POINTS_PER_EPOCH)
         window: list[float] = []
-        for idx in T.batches(self.n, self.batch_size, self.gen, drop_last=True):
+        for idx in batches(self.n, self.batch_size, self.gen, drop_last=True):
             window.append(self.train_step(idx, epoch))
             self.images_seen += len(idx)
             self.ctx.progress.advance()
@@ -395,11 +397,11 @@ class PretrainRun:
 
     def train_step(self, idx: np.ndarray, epoch: int) -> float:
         """One optimizer step on the batch ``idx`` (two augmented views of each image); the loss averaged over ranks."""
-        x01 = T.to_input(self.images[idx], self.device, (0.0, 1.0))
+        x01 = to_input(self.images[idx], self.device, (0.0, 1.0))
         v1, v2 = view_pair(x01, self.aug, self.gen, self.normalize)
         if self.fast.channels_last:
             v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
-        with T.autocast(self.device, self.cell.settings.amp, self.fast.amp_dtype):
+        with autocast(self.device, self.cell.settings.amp, self.fast.amp_dtype):
             loss = self.train_model(v1, v2, self.step / max(self.total - 1, 1), self.gen)
         loss_all = D.mean_over_ranks(loss.detach())
         T.check_finite(loss_all, f"pretraining {self.run_id} epoch {epoch} step {self.step}")

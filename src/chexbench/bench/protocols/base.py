@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from chexbench.bench.cell_model import head_preflight
-from chexbench.core import training as T
+from chexbench.core.inputs import DEFAULT_NORMALIZE
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
@@ -99,7 +99,7 @@ class EvaluationProtocol:
             opts={**self.options, **cell.protocol_options},
             settings=s,
             ctx=dataclasses.replace(ctx, compile=ctx.compile or s.compile),
-            normalize=tuple(init.extra.get("normalize", T.DEFAULT_NORMALIZE)),
+            normalize=tuple(init.extra.get("normalize", DEFAULT_NORMALIZE)),
             eval_labels=[lbl for lbl in data.eval_labels if lbl in data.labels],
             n_train=n_train,
             steps_per_epoch=steps_per_epoch,

@@ -35,7 +35,9 @@ from chexbench.bench.protocols.base import CellSetup, EvaluationProtocol, Protoc
 from chexbench.bench.protocols.options import FinetuneOptions
 from chexbench.core import distributed as D
 from chexbench.core import training as T
+from chexbench.core.devices import autocast
 from chexbench.core.inference import predict_probs
+from chexbench.core.inputs import batches, to_input
 from chexbench.core.metrics import macro_auroc
 from chexbench.core.optim import OptimizerChoice, build_optimizer, optimizer_record, warmup_cosine
 from chexbench.registry import PROTOCOLS
@@ -117,18 +119,18 @@ class Finetune(EvaluationProtocol):
         targets = torch.as_tensor(data.train.targets, dtype=torch.float32)
         model.train()
         loss_sum, n_steps = torch.zeros((), device=device), 0  # summed on the device: no host sync per step
-        for step, idx in enumerate(T.batches(setup.n_train, s.batch_size, setup.generator)):
+        for step, idx in enumerate(batches(setup.n_train, s.batch_size, setup.generator)):
             if world > 1 and len(idx) < 2 * world:
                 continue  # every rank needs ≥ 2 rows (BatchNorm); all ranks skip the same tail batch
             # every rank builds the global batch (same indices, same augmentation draws) and keeps its slice
-            x = T.to_input(data.train.images[idx], device, setup.normalize, channels_last=fast.channels_last)
+            x = to_input(data.train.images[idx], device, setup.normalize, channels_last=fast.channels_last)
             if opts["augment"]:
                 x = light_augment(x, setup.generator)
                 if fast.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)  # the warp returns NCHW-contiguous
             y = targets[idx]
             x, y_local = D.local_rows(x), D.local_rows(y).to(device, non_blocking=True)
-            with T.autocast(device, s.amp, fast.amp_dtype):
+            with autocast(device, s.amp, fast.amp_dtype):
                 logits = step_model(x)
             loss = T.masked_bce_share(logits, y_local, y, world)  # DDP's average = the global batch's gradient
             loss_sum += D.mean_over_ranks(loss.detach()).float()  # every rank sees a divergence together

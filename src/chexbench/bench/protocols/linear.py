@@ -37,6 +37,7 @@ from chexbench.bench.protocols.base import CellSetup, EvaluationProtocol, Protoc
 from chexbench.bench.protocols.options import LinearOptions
 from chexbench.core import training as T
 from chexbench.core.inference import extract_features
+from chexbench.core.inputs import batches
 from chexbench.core.metrics import macro_auroc, macro_auroc_per_head
 from chexbench.core.optim import warmup_cosine_factor
 from chexbench.registry import PROTOCOLS
@@ -217,7 +218,7 @@ class Linear(EvaluationProtocol):
         with _single_thread_on_cpu(device):  # many tiny matmuls
             for epoch in range(s.epochs):
                 losses = []
-                for idx in T.batches(setup.n_train, s.batch_size, setup.generator):
+                for idx in batches(setup.n_train, s.batch_size, setup.generator):
                     idx_t = torch.as_tensor(idx, device=device)
                     per_head = heads.loss(feats["train"][idx_t], targets[idx_t])  # (G,)
                     T.check_finite(per_head.sum(), f"linear probe epoch {epoch} step {step}")
