@@ -24,6 +24,7 @@ demo: install
 	$(CHEX) report --results $(RESULTS)
 
 test: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests
 	rm -rf .smoke-check
 	$(CHEX) run --grid smoke --results .smoke-check
@@ -34,7 +35,7 @@ test: install
 gpu-check:
 	@$(PYTHON) -c "import shutil, sys; shutil.which('nvidia-smi') or sys.exit('make gpu-check: no NVIDIA GPU on this machine (nvidia-smi not found); run it on a CUDA machine')"
 	@test -x $(PY) || $(MAKE) install
-	$(PY) -m chexbench.bench.gpu_check $(GPU_CHECK_ARGS)
+	$(PY) -m chexbench.perf.gpu_check $(GPU_CHECK_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check src tests

@@ -12,9 +12,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from chexbench.atomic import atomic_path, clean_stale_temporaries, make_temp_dir
-from chexbench.bench.store import atomic_write_parquet, atomic_write_text
 from chexbench.cli import app
+from chexbench.core.atomic import (
+    atomic_path,
+    atomic_write_parquet,
+    atomic_write_text,
+    clean_stale_temporaries,
+    make_temp_dir,
+)
 
 
 @pytest.fixture()
@@ -52,7 +57,7 @@ def test_data_synth_out_folder_is_group_readable(tmp_path, group_umask):
 def test_temporaries_of_dead_writers_are_cleaned_and_live_ones_kept(tmp_path):
     # a writer killed inside the block leaves its temporary file behind
     code = (
-        "import os; from chexbench.atomic import atomic_path\n"
+        "import os; from chexbench.core.atomic import atomic_path\n"
         f"cm = atomic_path({str(tmp_path / 'records' / 'c.parquet')!r}); tmp = cm.__enter__()\n"
         "open(tmp, 'w').write('half'); os._exit(9)"
     )

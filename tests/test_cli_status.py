@@ -13,7 +13,7 @@ from chexbench.bench.runner import base_record
 from chexbench.bench.store import ResultStore
 from chexbench.cli import app
 from chexbench.config import load_grid
-from chexbench.errors import DataError
+from chexbench.core.errors import DataError
 
 sys.path.insert(0, str(Path(__file__).parent / "reports"))
 from synthetic_store import write_synthetic_results  # noqa: E402

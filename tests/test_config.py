@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chexbench.config import CellConfig, Settings, load_grid, parse_grid, parse_only
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 
 BASE = {
     "axes": {

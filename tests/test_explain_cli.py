@@ -13,11 +13,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from chexbench.bench.cell_model import build_classifier, save_cell_model
-from chexbench.bench.context import RunContext
 from chexbench.bench.runner import base_record
 from chexbench.bench.store import ResultStore
 from chexbench.cli import app
 from chexbench.config import CellConfig, Settings
+from chexbench.core.context import RunContext
 from chexbench.datasets.celldata import CellData, SplitData
 
 LABELS = ["cardiomegaly", "edema"]
@@ -33,9 +33,9 @@ def _data(cell: CellConfig) -> CellData:
 
 @pytest.fixture
 def stored(tmp_path, monkeypatch):
-    import chexbench.datasets.celldata as celldata
+    import chexbench.bench.finished as finished
 
-    monkeypatch.setattr(celldata, "build_cell_data", _data)
+    monkeypatch.setattr(finished, "build_cell_data", _data)
     results = tmp_path / "results"
     cells = {}
     for backbone, opts in (("vit_tiny", {"head": "topk", "topk": 3}), ("resnet_tiny", {})):

@@ -3,7 +3,7 @@
 import pytest
 
 from chexbench.config import load_grid, parse_grid
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 
 BASE = {
     "axes": {

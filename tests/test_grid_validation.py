@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from chexbench.cli import app
 from chexbench.config import load_grid, parse_only
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 
 runner = CliRunner()
 

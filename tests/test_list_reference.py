@@ -8,11 +8,12 @@ from dataclasses import fields
 
 from typer.testing import CliRunner
 
+from chexbench._builtin_index_data import INDEX
 from chexbench.builtin_index import build_index
 from chexbench.cli import app
 from chexbench.config import Settings
 from chexbench.reference import option_rows, undocumented_options
-from chexbench.registry import STRATEGIES
+from chexbench.registry import BACKBONES, STRATEGIES, cached_listing
 
 runner = CliRunner()
 
@@ -43,14 +44,10 @@ def test_list_imports_neither_torch_nor_timm():
 
 def test_builtin_index_matches_the_live_registries():
     """The generated index must say what the registries say (regenerate: see chexbench.builtin_index)."""
-    from chexbench._builtin_index_data import INDEX
-
     assert build_index() == INDEX
 
 
 def test_list_gives_the_same_rows_as_the_loaded_registry():
-    from chexbench.builtin_index import cached_listing
-
     rows = cached_listing("strategy", ("chexbench.strategies",))
     assert rows == [(e.name, e.description, e.source) for e in STRATEGIES.entries() if e.source == "builtin"]
 
@@ -100,3 +97,11 @@ def test_piped_tables_are_not_cut():
     assert result.exit_code == 0
     assert "~/.cache/chexbench/weights/<timm name>.safetensors or timm's local Hugging Face cache" in result.output
     assert "…" not in result.output
+
+
+def test_every_backbone_says_its_profile_size():
+    """`list --flops` profiles a backbone at its own ``profile_size`` (the CPU-sized test variants
+    at 64 px, the study's backbones at 224 px), never by a test on its name."""
+    sizes = {name: BACKBONES.get(name).profile_size for name in BACKBONES.names()}
+    assert sizes == {"resnet50": 224, "resnet_tiny": 64, "vit_b16": 224, "vit_b16_convstem": 224,
+                     "vit_convstem_tiny": 64, "vit_tiny": 64}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chexbench.config import Settings, settings_schema
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 from chexbench.options import option_schema, options_model, validate_table
 from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
 

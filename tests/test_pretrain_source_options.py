@@ -6,10 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from chexbench.config import parse_grid
+from chexbench.config import _has_pretraining_run, parse_grid
 from chexbench.datasets.celldata import pretrain_pool, resolve_prepared
 from chexbench.datasets.fixtures import real_label_file, write_chexpert_layout, write_nih_layout
 from chexbench.registry import STRATEGIES
+from chexbench.strategies.base import Strategy
 from chexbench.strategies.pretrain import run_id_of
 
 PHANTOM_SOURCE = {"patients": 120, "size": 16, "seed": 3}
@@ -96,3 +97,20 @@ def test_cells_whose_source_options_they_already_hold_keep_their_ids():
     # the source-is-target cell and the nih cell pretrain on the same data: one run
     simclr = STRATEGIES.get("simclr")
     assert run_id_of(simclr.pretrain_key(ids["simclr", "chexpert"])) == run_id_of(simclr.pretrain_key(ids["simclr", "nih"]))
+
+
+def test_the_grid_asks_the_strategy_object_whether_it_pretrains():
+    """config decides without importing strategies: a class that overrides the contract's
+    ``pretrain_key`` pretrains, one that inherits it does not (whatever its name)."""
+    class Plain(Strategy):
+        name = "plain_pretrain_in_name"
+
+    class Pretrains(Plain):
+        def pretrain_key(self, cell):
+            return {"run": 1}
+
+    assert not _has_pretraining_run(Plain())
+    assert _has_pretraining_run(Pretrains())
+    assert [n for n in STRATEGIES.names() if _has_pretraining_run(STRATEGIES.get(n))] == [
+        n for n in STRATEGIES.names() if type(STRATEGIES.get(n)).pretrain_key is not Strategy.pretrain_key
+    ]

@@ -65,3 +65,26 @@ def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch):
     assert reg.names() == ["plugin_strategy"]
     assert reg.entry("plugin_strategy").source.startswith("plugin")
     sys.modules.pop("cxr_plugin_mod", None)
+
+
+def test_class_decorator_registers_one_instance_under_the_class_name():
+    reg: Registry = Registry("thing")
+
+    @reg.register
+    class Beta:
+        name = "beta"
+        description = "the second"
+
+    assert isinstance(reg.get("beta"), Beta)
+    assert reg.entry("beta").description == "the second"
+    with pytest.raises(RegistryError, match="registered twice"):
+        reg.register(Beta)
+
+
+def test_class_decorator_needs_a_name_attribute():
+    reg: Registry = Registry("thing")
+    with pytest.raises(RegistryError, match="no `name` attribute"):
+
+        @reg.register
+        class Nameless:
+            pass

@@ -59,8 +59,9 @@ from typing import Any, Literal
 
 from pydantic import Field, create_model
 
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 from chexbench.options import OptionInfo, Options, did_you_mean, options_model, schema_of, validate_table
+from chexbench.registry import BACKBONES, DATASETS, GRIDS, PROTOCOLS, STRATEGIES, RegistryError
 
 #: bump when the meaning of a stored record changes; it is part of every cell id.
 RESULTS_SCHEMA_VERSION = 1
@@ -268,15 +269,11 @@ class PlannedCell:
 
 
 def _registries() -> dict[str, Any]:
-    from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
-
     return {"strategy": STRATEGIES, "backbone": BACKBONES, "dataset": DATASETS, "protocol": PROTOCOLS}
 
 
 def backbone_family(backbone: str) -> str:
     """The family of a registered backbone (its ``kind``: ``cnn``, ``vit``, …); recipes are chosen by it."""
-    from chexbench.registry import BACKBONES
-
     return str(getattr(BACKBONES.get(backbone), "kind", ""))
 
 
@@ -404,11 +401,8 @@ class Grid:
         """The pretraining source's dataset options from its ``[dataset.<source>]`` table, for a strategy
         that pretrains on another dataset than the cell's; else ``{}``: the source is then read with
         what the cell already holds (its own dataset options, ``pretrain_root``), so cells of grids
-        without such a table keep their ids. Resolved by ``datasets.leakage.pretrain_source_options``."""
-        from chexbench.datasets.leakage import resolve_pretrain_source_options
-        from chexbench.strategies.base import Strategy
-
-        if getattr(type(strategy), "pretrain_key", None) is Strategy.pretrain_key:
+        without such a table keep their ids. Read back by ``datasets.leakage.pretrain_source_options``."""
+        if not _has_pretraining_run(strategy):
             return {}  # no pretraining run: the source plays no part in the cell
         source = settings.pretrain_source
         table = {k: v for k, v in self.sections.get("dataset", {}).get(source, {}).items() if k not in SETTINGS_KEYS}
@@ -417,10 +411,33 @@ class Grid:
         return resolve_pretrain_source_options(source, dataset, dataset_options, table, strategy_options.get("pretrain_root"))
 
 
+def resolve_pretrain_source_options(source: str, dataset: str, dataset_options: dict[str, Any],
+                                    source_table: dict[str, Any], pretrain_root: Any = None) -> dict[str, Any]:
+    """The dataset options that locate and define a pretraining source's data.
+
+    The cell's own dataset options when the source is the cell's dataset; else the grid's
+    ``[dataset.<source>]`` option keys (its root, a phantom's generation options; ``{}``: the
+    source's defaults). ``pretrain_root`` (under ``[strategy.<name>]``) overrides ``root`` when
+    set. Unset (None) values are dropped.
+    """
+    opts = dict(dataset_options) if source == dataset else dict(source_table)
+    if pretrain_root:
+        opts["root"] = str(pretrain_root)
+    return {k: v for k, v in sorted(opts.items()) if v is not None}
+
+
+
+def _has_pretraining_run(strategy: Any) -> bool:
+    """Whether ``strategy`` has a pretraining run: its class overrides the contract's ``pretrain_key``
+    (the base class of the strategy contract, the last class in the MRO that defines it, answers None).
+
+    Decided from the object itself, so the spec layer needs no import of ``chexbench.strategies``."""
+    owners = [cls for cls in type(strategy).__mro__ if "pretrain_key" in vars(cls)]
+    return len(owners) > 1
+
+
 def _with_named_instances(selected: list[str], axis: list[Any]) -> list[str]:
     """``selected`` plus the axis' named instances (aliases) of any selected strategy."""
-    from chexbench.registry import STRATEGIES
-
     out = list(selected)
     for v in selected:
         if v in STRATEGIES and STRATEGIES.get(v).name == v:
@@ -434,8 +451,6 @@ def plugin_versions(values: dict[str, Any]) -> dict[str, str]:
     Part of the cell's config, hence of its id: a new plugin release is a new cell, never a
     silent overwrite of results that an older release made.
     """
-    from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
-
     registries = {"strategy": STRATEGIES, "backbone": BACKBONES, "dataset": DATASETS, "protocol": PROTOCOLS}
     out = {}
     for axis, reg in registries.items():
@@ -447,8 +462,6 @@ def plugin_versions(values: dict[str, Any]) -> dict[str, str]:
 
 def _alias_takes_target_cells(planned: list[PlannedCell]) -> list[PlannedCell]:
     """Mark skipped each runnable cell that a runnable alias cell computes identically."""
-    from chexbench.registry import STRATEGIES
-
     by_id = {p.cell.cell_id: p for p in planned}
     for p in planned:
         target = getattr(STRATEGIES.get(p.cell.strategy), "alias_of", None)
@@ -510,8 +523,6 @@ def _check_keys(table: dict[str, Any], allowed: Any, where: str, source: str) ->
 
 def _check_settings(table: dict[str, Any], where: str, source: str) -> dict[str, Any]:
     """Settings values checked for type, choices and bounds; ``pretrain_source`` must be a dataset."""
-    from chexbench.registry import DATASETS
-
     _check_keys(table, SETTINGS_KEYS, where, source)
     out = validate_table(SETTINGS_MODEL, table, where, source)
     if "pretrain_source" in out and out["pretrain_source"] not in DATASETS:
@@ -525,8 +536,6 @@ def _check_options(component: Any, table: dict[str, Any], where: str, source: st
 
 def load_grid(name_or_path: str) -> Grid:
     """Load a packaged grid preset by name (``smoke``, ``full``) or a TOML file by path."""
-    from chexbench.registry import GRIDS
-
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
@@ -553,8 +562,6 @@ def _expand_named_strategies(raw: dict[str, Any], source: str) -> dict[str, Any]
     strategy, and the axis value (``checkpoint``) stands for all of them; each instance is
     then a strategy of its own in cells, records and the leaderboard.
     """
-    from chexbench.registry import STRATEGIES, RegistryError
-
     if not isinstance(raw.get("axes"), dict):
         return raw
     tables = raw.get("strategy", {})

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 
 
 class Options(BaseModel):

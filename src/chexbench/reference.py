@@ -10,11 +10,13 @@ merges them along the class hierarchy (so a subclass inherits its base's meaning
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, fields
 from typing import Any
 
 from chexbench.config import SETTINGS_HELP, Settings
+from chexbench.registry import REGISTRIES
 
 #: registry kinds whose components take options, with their grid section
 OPTION_KINDS: dict[str, str] = {"strategies": "strategy", "backbones": "backbone", "datasets": "dataset", "protocols": "protocol"}
@@ -59,8 +61,6 @@ def option_rows(component: Any) -> list[OptionRow]:
 
 def undocumented_options() -> list[str]:
     """``kind/name: key`` for every registered option without a meaning (a test keeps this empty)."""
-    from chexbench.registry import REGISTRIES
-
     missing = []
     for kind in OPTION_KINDS:
         for e in REGISTRIES[kind].entries():
@@ -70,16 +70,10 @@ def undocumented_options() -> list[str]:
 
 def find_components(name: str) -> list[tuple[str, Any]]:
     """``(grid section, component)`` of every registry entry called ``name``."""
-    from chexbench.registry import REGISTRIES
-
     return [(section, REGISTRIES[kind].get(name)) for kind, section in OPTION_KINDS.items() if name in REGISTRIES[kind]]
 
 
 def unknown_component_message(name: str) -> str:
-    import difflib
-
-    from chexbench.registry import REGISTRIES
-
     known = [n for kind in OPTION_KINDS for n in REGISTRIES[kind].names()]
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""

@@ -1,7 +1,9 @@
 """One generic registry for strategies, backbones, datasets and grids.
 
-Registration is by decorator (``@STRATEGIES.register("simclr", "SimCLR, Chen et al. 2020")``);
-third-party packages add entries through Python entry points in the groups
+Registration is by decorator on the component's class: ``@STRATEGIES.register`` registers one
+instance of the class under its ``name`` attribute, described by its ``description`` attribute
+(else the first line of its docstring). ``add(name, obj, description)`` registers an object that
+is not a class of its own (the phantom datasets made per layout, the grid files). Third-party packages add entries through Python entry points in the groups
 ``chexbench.strategies``, ``chexbench.backbones`` and ``chexbench.datasets``. An entry point
 may point at a module (importing it registers its entries) or at a callable that is called
 with the registry. Built-in modules are imported lazily the first time a registry is read,
@@ -13,12 +15,15 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
-from collections.abc import Callable, Iterator
+import importlib.util
+import pkgutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from chexbench.errors import ChexbenchError
+from chexbench._builtin_index_data import INDEX
+from chexbench.core.errors import ChexbenchError
 
 T = TypeVar("T")
 
@@ -61,14 +66,25 @@ class Registry(Generic[T]):
         self._dist: tuple[str, str] = ("", "")
 
     # -- registration -------------------------------------------------------------------
-    def register(self, name: str, description: str = "") -> Callable[[T], T]:
-        """Decorator: register ``obj`` under ``name``; a second registration of a name is an error."""
+    def register(self, target: Any, description: str = "") -> Any:
+        """Class decorator ``@REGISTRY.register``: register ``cls()`` under ``cls.name``, described by
+        ``cls.description`` (else its docstring's first line). ``@REGISTRY.register("name", "description")``
+        registers the decorated object itself under an explicit name (a function, a class used as is).
+        A second registration of a name is an error."""
+        if isinstance(target, str):
 
-        def deco(obj: T) -> T:
-            self.add(name, obj, description)
-            return obj
+            def deco(obj: T) -> T:
+                self.add(target, obj, description)
+                return obj
 
-        return deco
+            return deco
+        if not isinstance(target, type):
+            raise RegistryError(f"{self.kind}: register decorates a class, or takes a name (got {target!r})")
+        name = getattr(target, "name", None)
+        if not isinstance(name, str) or not name:
+            raise RegistryError(f"{self.kind} class {target.__qualname__} has no `name` attribute to register it under")
+        self.add(name, target(), str(getattr(target, "description", "") or ""))
+        return target
 
     def add(self, name: str, obj: T, description: str = "") -> None:
         if name in self._entries:
@@ -167,13 +183,30 @@ class Registry(Generic[T]):
         :mod:`chexbench.builtin_index`) this imports nothing heavy (no torch, no timm), so
         ``chexbench list`` answers at once; otherwise it loads the registry.
         """
-        from chexbench.builtin_index import cached_listing
-
         if not self._loaded and not self.has_plugins():
             rows = cached_listing(self.kind, self._builtin_modules)
             if rows is not None:
                 return rows
         return [(e.name, e.description, e.source) for e in self.entries()]
+
+
+def builtin_module_names(packages: tuple[str, ...]) -> list[str]:
+    """Module names inside the built-in packages, found without importing them."""
+    names: list[str] = []
+    for package in packages:
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.submodule_search_locations is None:
+            continue
+        names += sorted(f"{package}.{m.name}" for m in pkgutil.iter_modules(list(spec.submodule_search_locations)))
+    return names
+
+
+def cached_listing(kind: str, packages: tuple[str, ...]) -> list[tuple[str, str, str]] | None:
+    """The indexed ``(name, description, "builtin")`` rows of registry ``kind``, or None when stale."""
+    entry = INDEX.get(kind)
+    if entry is None or entry["modules"] != builtin_module_names(packages):
+        return None
+    return [(name, description, "builtin") for name, description in entry["entries"]]
 
 
 STRATEGIES: Registry[Any] = Registry(

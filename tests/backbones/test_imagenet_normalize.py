@@ -7,8 +7,8 @@ import timm
 import torch
 from timm.models import get_pretrained_cfg
 
-from chexbench.bench.context import RunContext
 from chexbench.config import CellConfig, Settings
+from chexbench.core.context import RunContext
 from chexbench.registry import BACKBONES, STRATEGIES
 
 WITH_WEIGHTS = [n for n in BACKBONES.names() if BACKBONES.get(n).has_imagenet_weights]
@@ -70,7 +70,7 @@ def test_imagenet_is_not_applicable_where_no_weights_exist(tmp_path, monkeypatch
 def test_imagenet_preflight_refuses_a_file_of_another_architecture(tmp_path):
     from timm.models.resnet import BasicBlock, ResNet
 
-    from chexbench.errors import WeightsError
+    from chexbench.core.errors import WeightsError
 
     wrong = ResNet(BasicBlock, layers=(1, 2, 1, 1), channels=(32, 64, 128, 256), in_chans=3, num_classes=1000)
     torch.save(wrong.state_dict(), tmp_path / "w.pth")

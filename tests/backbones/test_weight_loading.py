@@ -6,9 +6,9 @@ from timm.models.resnet import BasicBlock, ResNet
 from timm.models.vision_transformer import VisionTransformer
 
 from chexbench.backbones.base import load_checkpoint, read_state_dict
-from chexbench.bench.context import RunContext
 from chexbench.config import CellConfig
-from chexbench.errors import SkipCell, WeightsError
+from chexbench.core.context import RunContext
+from chexbench.core.errors import SkipCell, WeightsError
 from chexbench.registry import BACKBONES, STRATEGIES
 
 

@@ -13,9 +13,9 @@ from timm.models.resnet import BasicBlock, ResNet
 from typer.testing import CliRunner
 
 from chexbench.backbones import imagenet_weights
-from chexbench.bench.context import RunContext
 from chexbench.cli import app
 from chexbench.config import CellConfig, Settings
+from chexbench.core.context import RunContext
 from chexbench.registry import BACKBONES, STRATEGIES
 
 runner = CliRunner()

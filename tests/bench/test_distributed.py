@@ -16,10 +16,10 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from chexbench.bench import distributed as D
-from chexbench.bench import training as T
-from chexbench.bench.protocols.linear import extract_features
-from chexbench.strategies.losses import nt_xent
+from chexbench.core import distributed as D
+from chexbench.core import training as T
+from chexbench.core.inference import extract_features, predict_probs
+from chexbench.strategies.losses import nt_xent, nt_xent_across_ranks
 from chexbench.strategies.mocov2 import MoCoModel
 
 WORLD, B, DIM = 2, 8, 16
@@ -77,7 +77,7 @@ def _worker(rank: int, port: int, out: str) -> None:
 
     # SimCLR: negatives gathered with gradient
     z1, z2 = (z[lo:hi].clone().requires_grad_(True) for z in _embeddings())
-    loss = D.nt_xent_across_ranks(z1, z2, 0.1)
+    loss = nt_xent_across_ranks(z1, z2, 0.1)
     loss.backward()
     res.update(simclr_loss=loss.item(), simclr_g1=z1.grad, simclr_g2=z2.grad)
 
@@ -106,7 +106,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     for p in probs_model.parameters():
         nn.init.normal_(p)
     images = np.random.default_rng(8).integers(0, 255, (7, 6, 6), dtype=np.uint8)
-    res["probs"] = T.predict_probs(probs_model, images, 3, torch.device("cpu"))
+    res["probs"] = predict_probs(probs_model, images, 3, torch.device("cpu"))
     res["features"] = extract_features(_feature_net(), images, 2, torch.device("cpu"), (0.5, 0.25), False)
     res["mean_over_ranks"] = D.mean_over_ranks(torch.tensor(float(rank))).item()
     torch.save(res, f"{out}/rank{rank}.pt")
@@ -168,7 +168,7 @@ def test_gathers_restore_global_order(ranks):
     for p in probs_model.parameters():
         nn.init.normal_(p)
     images = np.random.default_rng(8).integers(0, 255, (7, 6, 6), dtype=np.uint8)
-    ref = T.predict_probs(probs_model, images, 3, torch.device("cpu"))
+    ref = predict_probs(probs_model, images, 3, torch.device("cpu"))
     feats = extract_features(_feature_net(), images, 2, torch.device("cpu"), (0.5, 0.25), False)
     for r in ranks:
         np.testing.assert_allclose(r["probs"], ref, rtol=1e-6)
@@ -182,7 +182,7 @@ def test_helpers_are_the_identity_in_one_process():
     assert D.rank_range(10, 1, 3) == (3, 6) and D.rank_range(10, 2, 3) == (6, 10)
     assert D.broadcast_object({"a": 1}) == {"a": 1}
     z1, z2 = _embeddings()
-    assert D.nt_xent_across_ranks(z1, z2, 0.1).item() == pytest.approx(nt_xent(z1, z2, 0.1).item())
+    assert nt_xent_across_ranks(z1, z2, 0.1).item() == pytest.approx(nt_xent(z1, z2, 0.1).item())
     m = nn.Linear(2, 2)
     assert D.wrap_ddp(m, torch.device("cpu")) is m
 

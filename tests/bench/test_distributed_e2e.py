@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from chexbench.bench.context import RunContext
 from chexbench.bench.runner import run_grid
 from chexbench.bench.store import ResultStore
 from chexbench.config import load_grid
+from chexbench.core.context import RunContext
 
 pytestmark = pytest.mark.slow
 

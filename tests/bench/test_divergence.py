@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from chexbench.backbones.base import Backbone
-from chexbench.bench.context import RunContext
-from chexbench.bench.training import DivergedError
 from chexbench.config import CellConfig, Settings
+from chexbench.core.context import RunContext
+from chexbench.core.training import DivergedError
 from chexbench.datasets.celldata import CellData, SplitData
 from chexbench.registry import BACKBONES, PROTOCOLS
 from chexbench.strategies.base import InitRecord

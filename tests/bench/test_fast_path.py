@@ -18,10 +18,13 @@ import torch
 from torch import nn
 
 from chexbench.backbones.base import Backbone
-from chexbench.bench import training as T
-from chexbench.bench.context import FastPath, RunContext, fast_path_for
-from chexbench.bench.protocols.linear import extract_features
+from chexbench.bench.protocols.finetune import Finetune
 from chexbench.config import CellConfig, Settings
+from chexbench.core.context import FastPath, RunContext, fast_path_for
+from chexbench.core.devices import autocast
+from chexbench.core.inference import extract_features
+from chexbench.core.inputs import DEFAULT_NORMALIZE, to_input
+from chexbench.core.optim import build_optimizer, optimizer_implementation
 from chexbench.datasets.celldata import CellData, SplitData
 from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
 from chexbench.strategies.base import InitRecord
@@ -97,11 +100,11 @@ def test_the_device_policy_is_bf16_channels_last_on_cuda_and_fp32_on_cpu(tmp_pat
     assert plain.fast_path == FastPath() and not plain.use_amp
     asked = _ctx(tmp_path)
     assert asked.fast_path == BF16 and asked.use_amp
-    with T.autocast(CPU, True, torch.bfloat16):
+    with autocast(CPU, True, torch.bfloat16):
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    with T.autocast(CPU, False, torch.bfloat16):
+    with autocast(CPU, False, torch.bfloat16):
         assert not torch.is_autocast_enabled("cpu")
-    with T.autocast(CPU):
+    with autocast(CPU):
         assert not torch.is_autocast_enabled("cpu")  # the CPU's default policy: fp32
 
 
@@ -135,7 +138,7 @@ def test_linear_probe_extraction_runs_bf16_channels_last_and_returns_fp32(name, 
     result = PROTOCOLS.get("linear").run(backbone, _data(), _cell(name, "linear"), _ctx(tmp_path), InitRecord(source="scratch"))
     assert probe.calls and all(c["dtype"] == torch.bfloat16 and c["channels_last"] and not c["training"] for c in probe.calls)
     assert np.isfinite(result.test_scores).all()
-    feats = extract_features(backbone, _split(5, 3).images, 2, CPU, T.DEFAULT_NORMALIZE, True, BF16)
+    feats = extract_features(backbone, _split(5, 3).images, 2, CPU, DEFAULT_NORMALIZE, True, BF16)
     assert feats.dtype == torch.float32 and feats.shape == (5, backbone.num_features)
 
 
@@ -185,20 +188,21 @@ def test_without_compile_no_graph_is_captured(tmp_path):
 
 
 def test_optimizers_are_foreach_on_cpu_and_fused_on_cuda():
-    from chexbench.strategies.pretrain import _make_optimizer
     from chexbench.strategies.simclr import SimCLR
 
     params = [nn.Parameter(torch.randn(3, 2))]
     for optimizer in ("adamw", "sgd"):
-        opt = T.build_optimizer(params, Settings(optimizer=optimizer), CPU)
+        st = Settings(optimizer=optimizer)
+        opt = build_optimizer(nn.ParameterList(params), CPU, name=st.optimizer, lr=st.lr, weight_decay=st.weight_decay,
+                              choice=Finetune.optimizer_choice)
         assert opt.defaults["foreach"] is True and not opt.defaults.get("fused"), optimizer
         params[0].grad = torch.ones_like(params[0])
         before = params[0].detach().clone()
         opt.step()  # the chosen implementation runs on the CPU
         assert not torch.equal(before, params[0])
-    assert T.optimizer_implementation(torch.device("cuda")) == {"fused": True}
-    assert T.optimizer_implementation(CPU) == {"foreach": True}
-    pre = _make_optimizer(nn.Linear(2, 2), dict(SimCLR.options), CPU)
+    assert optimizer_implementation(torch.device("cuda")) == {"fused": True}
+    assert optimizer_implementation(CPU) == {"foreach": True}
+    pre = STRATEGIES.get(SimCLR.name).build_optimizer(nn.Linear(2, 2), dict(SimCLR.options), CPU)
     assert pre.defaults["foreach"] is True and not pre.defaults.get("fused")
 
 
@@ -229,7 +233,7 @@ def test_ssl_step_loss_under_bf16_autocast_is_finite_and_equals_fp32(kind):
         seen = []
         conv = next(m for m in model.encoder.modules() if isinstance(m, nn.Conv2d))
         conv.register_forward_hook(lambda m, i, o, seen=seen: seen.append(o.dtype))
-        with T.autocast(CPU, dtype is not None, dtype):
+        with autocast(CPU, dtype is not None, dtype):
             loss = model.loss(v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last),
                               0.0, torch.Generator().manual_seed(3))
         loss.backward()
@@ -276,7 +280,9 @@ def test_cuda_adamw_and_sgd_are_fused_and_step():
     dev = torch.device("cuda")
     params = [nn.Parameter(torch.randn(4, 4, device=dev))]
     for optimizer in ("adamw", "sgd"):
-        opt = T.build_optimizer(params, Settings(optimizer=optimizer), dev)
+        st = Settings(optimizer=optimizer)
+        opt = build_optimizer(nn.ParameterList(params), dev, name=st.optimizer, lr=st.lr, weight_decay=st.weight_decay,
+                              choice=Finetune.optimizer_choice)
         assert opt.defaults["fused"] is True
         params[0].grad = torch.ones_like(params[0])
         opt.step()
@@ -288,7 +294,7 @@ def test_cuda_adamw_and_sgd_are_fused_and_step():
 def test_cuda_input_copies_are_pinned_non_blocking_and_exact():
     dev = torch.device("cuda")
     images = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE), dtype=np.uint8)
-    x = T.to_input(images, dev, (0.5, 0.25), channels_last=True)
+    x = to_input(images, dev, (0.5, 0.25), channels_last=True)
     torch.cuda.synchronize()
     ref = (torch.as_tensor(images).float().div(255.0).unsqueeze(1) - 0.5) / 0.25
     assert x.device.type == "cuda" and x.is_contiguous(memory_format=torch.channels_last)
@@ -310,7 +316,7 @@ def test_cuda_finetune_runs_bf16_channels_last_by_default(name, tmp_path):
 @pytest.mark.gpu
 @cuda
 def test_cuda_syncbn_conversion_under_ddp_keeps_the_forward():
-    from chexbench.bench import distributed as D
+    from chexbench.core import distributed as D
 
     assert not D.is_distributed()  # one process: wrap_ddp is the identity, SyncBN needs a process group
     model = TinyConvNet().cuda()
@@ -331,6 +337,6 @@ def test_cuda_ssl_loss_in_bf16_equals_fp32(kind):
     losses = []
     for dtype in (None, torch.bfloat16):
         model = _ssl_model(kind).to(dev)
-        with T.autocast(dev, dtype is not None, dtype):
+        with autocast(dev, dtype is not None, dtype):
             losses.append(model.loss(v1, v2, 0.0, torch.Generator().manual_seed(3)).item())
     assert np.isfinite(losses[1]) and losses[1] == pytest.approx(losses[0], rel=BF16_LOSS_RTOL)

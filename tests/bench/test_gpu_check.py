@@ -11,10 +11,10 @@ import tomllib
 import pytest
 import torch
 
-from chexbench.bench import gpu_check as G
-from chexbench.bench.throughput import Measurement, estimate_gpu_hours, recorded_measurements
 from chexbench.config import parse_grid
-from chexbench.paths import repo_root
+from chexbench.core.paths import repo_root
+from chexbench.perf import gpu_check as G
+from chexbench.perf.throughput import Measurement, estimate_gpu_hours, recorded_measurements
 
 GPU = "NVIDIA H200"
 

@@ -9,10 +9,9 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from chexbench.backbones.base import Backbone
-from chexbench.bench.context import RunContext
-from chexbench.bench.metrics import macro_auroc
-from chexbench.bench.protocols.linear import macro_auroc_per_head
 from chexbench.config import CellConfig, Settings
+from chexbench.core.context import RunContext
+from chexbench.core.metrics import macro_auroc, macro_auroc_per_head
 from chexbench.datasets.celldata import CellData, SplitData
 from chexbench.registry import BACKBONES, PROTOCOLS
 from chexbench.strategies.base import InitRecord

@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from chexbench.bench.localization import (
+from chexbench.datasets.cache import decode_image
+from chexbench.datasets.celldata import CellData, SplitData
+from chexbench.explain.localization import (
     bootstrap_rate_interval,
     curve_auc,
     deletion_curve,
@@ -23,8 +25,6 @@ from chexbench.bench.localization import (
     resolve_tolerance,
     standard_tolerance,
 )
-from chexbench.datasets.cache import decode_image
-from chexbench.datasets.celldata import CellData, SplitData
 
 
 def _blob(h: int, w: int, cx: float, cy: float, s: float = 2.0) -> np.ndarray:

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 
-from chexbench.bench import lock as lock_module
-from chexbench.bench.lock import FileLock
+from chexbench.core import lock as lock_module
+from chexbench.core.lock import FileLock
 
 
 def _dead_pid() -> int:
@@ -75,7 +75,7 @@ def test_three_processes_racing_to_break_one_stale_lock_hold_it_one_at_a_time(tm
     _plant_stale(path)
     code = (
         "import json, os, sys, time\n"
-        "from chexbench.bench.lock import FileLock\n"
+        "from chexbench.core.lock import FileLock\n"
         f"path, inside, go = {str(path)!r}, {str(inside)!r}, {str(go)!r}\n"
         "while not os.path.exists(go): time.sleep(0.001)\n"
         "lock = FileLock(path, poll_s=0.001, timeout_s=30)\n"

@@ -135,7 +135,7 @@ def test_a_phantom_grid_without_pretrain_source_is_refused_by_plan_as_by_run(
 def test_a_component_hook_is_called_once_per_configuration_and_its_error_names_the_group(
     tmp_path: Path, roots: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chexbench.errors import WeightsError
+    from chexbench.core.errors import WeightsError
     from chexbench.registry import BACKBONES
 
     calls: list[str] = []

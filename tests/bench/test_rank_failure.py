@@ -42,10 +42,10 @@ def _worker(rank: int, port: int, out: str) -> None:
     import pandas as pd
     import torch.distributed as dist
 
-    from chexbench.bench import distributed as D
     from chexbench.bench import runner
-    from chexbench.bench.context import RunContext
-    from chexbench.errors import SkipCell
+    from chexbench.core import distributed as D
+    from chexbench.core.context import RunContext
+    from chexbench.core.errors import SkipCell
 
     os.environ["CHEXBENCH_CELL_TIMEOUT_MIN"] = "1"  # the fallback; the disconnect must be much faster
     torch.set_num_threads(1)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from chexbench.bench.context import RunContext
 from chexbench.bench.runner import run_grid
 from chexbench.bench.store import ResultStore
 from chexbench.cli import app
 from chexbench.config import parse_grid
+from chexbench.core.context import RunContext
 
 GRID = {
     "name": "tiny",
@@ -85,7 +85,7 @@ def test_interrupt_mid_grid_then_resume(tmp_path, cache):
 
 
 def test_diverging_cell_is_failed_and_grid_goes_on(tmp_path, cache, monkeypatch):
-    from chexbench.bench import training
+    from chexbench.core import training
 
     grid = parse_grid(GRID, "tiny.toml")
     results = tmp_path / "results"

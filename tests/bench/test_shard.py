@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chexbench.bench.lock import FileLock, LockTimeout
 from chexbench.bench.shard import Shard, pretrain_group, shard_cells, shard_of
 from chexbench.config import PlannedCell, load_grid, parse_grid
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
+from chexbench.core.lock import FileLock, LockTimeout
 
 
 def test_parse_shard():
@@ -110,7 +110,7 @@ def test_lock_times_out_on_a_live_owner(tmp_path):
 def test_lock_of_a_dead_process_is_broken(tmp_path):
     path = tmp_path / "x.lck"
     code = (
-        "import sys, os; from chexbench.bench.lock import FileLock; "
+        "import sys, os; from chexbench.core.lock import FileLock; "
         f"l = FileLock({str(path)!r}); l.acquire(); os._exit(0)"  # dies holding the lock
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -163,8 +163,8 @@ def test_a_pretraining_run_needed_by_two_shards_runs_once(tmp_path, monkeypatch)
     import pandas as pd
     import torch
 
-    from chexbench.bench.context import RunContext
     from chexbench.config import CellConfig
+    from chexbench.core.context import RunContext
     from chexbench.registry import STRATEGIES
     from chexbench.strategies import pretrain as P
 

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from chexbench.bench.context import RunContext
 from chexbench.bench.runner import run_grid
 from chexbench.bench.shard import Shard, shard_cells
 from chexbench.bench.store import ResultStore
 from chexbench.config import load_grid
+from chexbench.core.context import RunContext
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from chexbench.bench.runner import base_record
-from chexbench.bench.store import PREDICTION_COLUMNS, RECORD_COLUMNS, ResultStore, atomic_write_parquet
+from chexbench.bench.store import PREDICTION_COLUMNS, RECORD_COLUMNS, ResultStore
 from chexbench.config import CellConfig
+from chexbench.core.atomic import atomic_write_parquet
 
 
 def _record(cell_id_seed: int = 0, status: str = "ok"):

@@ -6,7 +6,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from chexbench.bench.throughput import (
+from chexbench.cli import app
+from chexbench.config import parse_grid
+from chexbench.perf.throughput import (
     H100_TARGETS,
     Measurement,
     estimate_gpu_hours,
@@ -16,8 +18,6 @@ from chexbench.bench.throughput import (
     measure_mode,
     recorded_measurements,
 )
-from chexbench.cli import app
-from chexbench.config import parse_grid
 
 CPU = torch.device("cpu")
 
@@ -104,7 +104,7 @@ def test_cli_bench_throughput_writes_a_section(tmp_path):
 
 
 def test_step_profile_gives_cpu_times_and_operator_shares():
-    from chexbench.bench.step_profile import cpu_ms_per_step, top_ops
+    from chexbench.perf.step_profile import cpu_ms_per_step, top_ops
 
     torch.set_num_threads(1)
     ms = cpu_ms_per_step("resnet_tiny", ["finetune", "mocov2"], 4, 32, repeats=1, steps=1)

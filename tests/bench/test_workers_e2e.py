@@ -84,7 +84,7 @@ def test_a_rerun_recomputes_damaged_cells_takes_over_dead_claims_and_cleans_temp
     for path in (bad_record, bad_predictions):
         path.write_bytes(path.read_bytes()[:200])
     code = (
-        "import os; from chexbench.atomic import atomic_path\n"
+        "import os; from chexbench.core.atomic import atomic_path\n"
         f"tmp = atomic_path({str(store.record_path(ids[2]))!r}).__enter__(); open(tmp, 'w').write('half'); os._exit(9)"
     )
     subprocess.run([sys.executable, "-c", code], check=False)

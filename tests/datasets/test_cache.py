@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from chexbench.core.errors import DataError
 from chexbench.datasets import cache as cache_mod
 from chexbench.datasets.cache import ensure_prepared, open_prepared, prepare
 from chexbench.datasets.chexpert import load_chexpert_index
 from chexbench.datasets.decode import decode_image
 from chexbench.datasets.fixtures import fixture_level, real_label_file, write_chexpert_layout, write_image
 from chexbench.datasets.verify import verify
-from chexbench.errors import DataError
 
 SIZE = 24
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from chexbench.config import CellConfig, Settings
+from chexbench.core.errors import LeakageError
 from chexbench.datasets import celldata
 from chexbench.datasets.celldata import build_cell_data, pretrain_pool
 from chexbench.datasets.decode import decode_image
@@ -23,7 +24,6 @@ from chexbench.datasets.fixtures import (
     write_nih_layout,
 )
 from chexbench.datasets.labels import CHEXPERT_COLUMNS, NIH_FINDINGS
-from chexbench.errors import LeakageError
 
 SIZE = 16
 U_ONES = {"ones": set(CHEXPERT_COLUMNS.values()), "zeros": set(), "mixed": {"atelectasis", "edema"}}

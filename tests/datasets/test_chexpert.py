@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from chexbench.core.errors import DataError
 from chexbench.datasets.base import INDEX_META_COLUMNS
 from chexbench.datasets.chexpert import CHEXPERT_VALID_FRACTION, load_chexpert_index
 from chexbench.datasets.fixtures import real_label_file
 from chexbench.datasets.labels import apply_uncertainty
-from chexbench.errors import DataError
 from chexbench.registry import DATASETS
 
 # value counts of the real file (CheXpert-v1.0-small train.csv), per competition label:

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from chexbench.core.errors import DataError
 from chexbench.datasets.fixtures import real_indiana_reports, real_label_file, write_indiana_layout
 from chexbench.datasets.indiana import INDIANA_SPLIT, load_indiana_index, parse_report, report_labels
 from chexbench.datasets.labels import (
@@ -14,7 +15,6 @@ from chexbench.datasets.labels import (
     INDIANA_MIN_POSITIVE_REPORTS,
     apply_uncertainty,
 )
-from chexbench.errors import DataError
 
 # positive reports (with images) per label in the real collection, under the documented table
 REAL_POSITIVE_REPORTS = {

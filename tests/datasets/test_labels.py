@@ -3,6 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chexbench.core.errors import ConfigError
 from chexbench.datasets.labels import (
     BLANK_NOT_MENTIONED,
     BLANK_UNKNOWN,
@@ -19,7 +20,6 @@ from chexbench.datasets.labels import (
     indiana_term_label,
     training_targets,
 )
-from chexbench.errors import ConfigError
 
 
 def test_vocabulary_is_the_21_snake_case_labels_and_mappings_land_in_it():

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from chexbench.core.errors import DataError
 from chexbench.datasets.fixtures import real_label_file, write_nih_layout
 from chexbench.datasets.labels import NIH_FINDINGS, apply_uncertainty
 from chexbench.datasets.nih import NIH_VALID_FRACTION, _parse_age, load_nih_boxes, load_nih_index
-from chexbench.errors import DataError
 
 # positives per finding in the real file (Wang et al. 2017, v2020 release)
 REAL_POSITIVES = {

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chexbench.bench.store import ResultStore, atomic_write_parquet
+from chexbench.bench.store import ResultStore
 from chexbench.config import Settings
+from chexbench.core.atomic import atomic_write_parquet
 
 LABELS = ["atelectasis", "cardiomegaly", "edema", "pneumothorax"]
 STRENGTH = {"scratch": 0.6, "simclr": 1.4, "mocov2": 1.0}

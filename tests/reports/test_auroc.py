@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from chexbench.reports.auroc import SortedLabel, auroc, average_precision, resampled_auroc_auprc
+from chexbench.core.auroc import SortedLabel, auroc, average_precision, resampled_auroc_auprc
 
 
 def _heavy_ties(rng: np.random.Generator, n: int):
@@ -53,7 +53,7 @@ def test_one_class_is_nan_not_a_number():
 
 
 def test_chunking_gives_same_result(monkeypatch):
-    import chexbench.reports.auroc as mod
+    import chexbench.core.auroc as mod
 
     rng = np.random.default_rng(2)
     y, s = _heavy_ties(rng, 500)

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from chexbench.errors import DataError
-from chexbench.reports.auroc import resampled_auroc_auprc
+from chexbench.core.auroc import resampled_auroc_auprc
+from chexbench.core.errors import DataError
 from chexbench.reports.bootstrap import (
     draw_patient_resamples,
     patient_set_key,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chexbench.reports.auroc import resampled_auroc_auprc
+from chexbench.core.auroc import resampled_auroc_auprc
 from chexbench.reports.bootstrap import draw_patient_resamples
 from chexbench.reports.delong import auroc_influence, delong, influence_variance, paired_delong_test
 

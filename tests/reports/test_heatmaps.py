@@ -9,10 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from chexbench.bench.cell_model import ProbeClassifier
-from chexbench.bench.protocols.finetune import Classifier
-from chexbench.registry import BACKBONES
-from chexbench.reports.heatmaps import (
+from chexbench.bench.cell_model import Classifier, ProbeClassifier
+from chexbench.explain.heatmaps import (
     GradCAM,
     draw_panel,
     explain,
@@ -25,6 +23,7 @@ from chexbench.reports.heatmaps import (
     save_overlay_png,
     upsample,
 )
+from chexbench.registry import BACKBONES
 from chexbench.strategies.topk import ClasswiseTopKClassifier, wrap_topk
 
 

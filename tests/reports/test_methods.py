@@ -7,7 +7,8 @@ import json
 import pandas as pd
 from synthetic_store import write_synthetic_results
 
-from chexbench.bench.store import ResultStore, atomic_write_parquet
+from chexbench.bench.store import ResultStore
+from chexbench.core.atomic import atomic_write_parquet
 from chexbench.reports.methods import hyperparameter_section
 
 

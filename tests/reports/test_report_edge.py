@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from synthetic_store import _record
 
-from chexbench.bench.store import ResultStore, atomic_write_parquet
+from chexbench.bench.store import ResultStore
+from chexbench.core.atomic import atomic_write_parquet
 from chexbench.reports.report import write_report
 
 

@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from chexbench.cli import app
-from chexbench.reports.benchmark import run_stats_benchmark
+from chexbench.perf.stats import run_stats_benchmark
 from chexbench.reports.score import compare_files, score_file
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from chexbench.bench.context import RunContext
 from chexbench.config import CellConfig, Settings
+from chexbench.core.context import RunContext
 from chexbench.datasets.celldata import CellData, SplitData
 
 LABELS = ["Cardiomegaly", "Pleural Effusion", "Support Devices"]

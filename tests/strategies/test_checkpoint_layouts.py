@@ -10,9 +10,9 @@ from checkpoint_fixtures import expected_transfer, lightning_checkpoint, moco_ch
 from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
-from chexbench.bench.context import RunContext
 from chexbench.config import CellConfig
-from chexbench.errors import ConfigError, WeightsError
+from chexbench.core.context import RunContext
+from chexbench.core.errors import ConfigError, WeightsError
 from chexbench.registry import BACKBONES, STRATEGIES
 
 STRATEGY = STRATEGIES.get("checkpoint")

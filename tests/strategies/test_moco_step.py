@@ -15,7 +15,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from chexbench.bench.cell_model import apply_head
-from chexbench.errors import RECORD_WARNING_PREFIX, ConfigError
+from chexbench.core.errors import RECORD_WARNING_PREFIX, ConfigError
 from chexbench.registry import BACKBONES
 from chexbench.reports.cell_warnings import warnings_section
 from chexbench.strategies.base import InitRecord

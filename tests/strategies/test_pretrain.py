@@ -11,8 +11,8 @@ import torch
 from ssl_fixtures import tiny_cell
 
 from chexbench.backbones.base import load_checkpoint
-from chexbench.bench.context import NullProgress, RunContext
-from chexbench.errors import WeightsError
+from chexbench.core.context import NullProgress, RunContext
+from chexbench.core.errors import WeightsError
 from chexbench.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.pretrain import HISTORY_COLUMNS, run_id_of
 
@@ -117,7 +117,7 @@ def test_kill_and_rerun_resumes_to_the_same_steps_and_weights(fake_source, tmp_p
 
 
 def test_unknown_option_and_bad_optimizer_are_config_errors() -> None:
-    from chexbench.errors import ConfigError
+    from chexbench.core.errors import ConfigError
 
     cell = tiny_cell("simclr", pretrain_optimizer="lamb")
     with pytest.raises(ConfigError, match="'pretrain_optimizer' must be one of 'sgd', 'adamw', got 'lamb'"):

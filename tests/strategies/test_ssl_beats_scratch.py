@@ -14,9 +14,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chexbench.bench.context import RunContext
-from chexbench.bench.metrics import macro_auroc
 from chexbench.config import CellConfig, Settings
+from chexbench.core.context import RunContext
+from chexbench.core.metrics import macro_auroc
 from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
 
 #: the CPU-scale pretraining recipe of the check (milder crops than the defaults: 8 epochs only)

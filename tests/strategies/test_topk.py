@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 from chexbench.registry import BACKBONES
 from chexbench.strategies.topk import TopKBackbone, resolve_k, topk_indices, topk_pool, wrap_topk
 

@@ -8,12 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from chexbench.bench.context import RunContext
-from chexbench.bench.metrics import macro_auroc
 from chexbench.config import CellConfig, Settings
+from chexbench.core.context import RunContext
+from chexbench.core.inputs import to_input
+from chexbench.core.metrics import macro_auroc
 from chexbench.datasets.celldata import CellData, SplitData
+from chexbench.explain.heatmaps import explain
 from chexbench.registry import BACKBONES, PROTOCOLS
-from chexbench.reports.heatmaps import explain
 from chexbench.strategies.base import InitRecord
 from chexbench.strategies.topk import ClasswiseTopKClassifier, classwise_topk_pool
 
@@ -80,10 +81,9 @@ def _cell(protocol: str, epochs: int, **options) -> CellConfig:
 
 def _maps_at_lesions(model: nn.Module, normalize, split: SplitData, cells: np.ndarray) -> np.ndarray:
     """For images holding both lesions: the token cell of each label's map maximum (n, 2)."""
-    from chexbench.bench import training as T
 
     both = np.flatnonzero((cells >= 0).all(1))
-    x = T.to_input(split.images[both], torch.device("cpu"), normalize)
+    x = to_input(split.images[both], torch.device("cpu"), normalize)
     peaks = []
     for j in (0, 1):
         heat = explain(model, x, torch.full((len(both),), j)).heat  # (n, 32, 32)
@@ -113,9 +113,8 @@ def test_maps_of_two_classes_differ_where_their_lesions_differ(tmp_path, protoco
     assert macro_auroc(test.targets, result.test_scores, data.labels, data.labels) > 0.85
     model, meta = load_cell_model(ctx.results_dir, cell)
     assert meta["head"] == "topk_classwise" and isinstance(model, ClasswiseTopKClassifier)
-    from chexbench.bench import training as T
 
-    probs = torch.sigmoid(model(T.to_input(test.images, torch.device("cpu"), tuple(meta["normalize"])))).detach().numpy()
+    probs = torch.sigmoid(model(to_input(test.images, torch.device("cpu"), tuple(meta["normalize"])))).detach().numpy()
     np.testing.assert_allclose(probs, result.test_scores, atol=1e-5)  # the saved model is the evaluated one
     if protocol == "linear":
         assert all(torch.equal(v, frozen[k]) for k, v in backbone.state_dict().items())
@@ -157,7 +156,7 @@ def test_local_source_patch_logits_depend_only_on_the_3x3_neighbourhood():
 def test_local_source_is_refused_by_the_linear_probe_and_typos_are_named():
     from chexbench.bench.cell_model import CLASSWISE_SOURCES as listed
     from chexbench.bench.cell_model import head_invalid_reason
-    from chexbench.errors import ConfigError
+    from chexbench.core.errors import ConfigError
     from chexbench.strategies.topk import CLASSWISE_SOURCES
 
     assert listed == CLASSWISE_SOURCES

@@ -12,7 +12,7 @@ from ssl_fixtures import tiny_cell as _tiny_cell
 
 from chexbench.bench.cell_model import apply_head, head_invalid_reason
 from chexbench.config import CellConfig
-from chexbench.errors import RECORD_WARNING_PREFIX, WeightsError
+from chexbench.core.errors import RECORD_WARNING_PREFIX, WeightsError
 from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
 from chexbench.strategies.topk import TopKBackbone, load_scorer, wrap_topk
 

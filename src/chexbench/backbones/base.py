@@ -13,10 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import timm
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
+from timm.models import get_pretrained_cfg
 from torch import nn
 
-from chexbench.errors import WeightsError
+from chexbench.backbones.foreign import read_checkpoint
+from chexbench.core.errors import WeightsError
 
 if TYPE_CHECKING:
     from chexbench.config import CellConfig
@@ -71,9 +75,6 @@ class Normalization:
 
 def timm_normalization(timm_name: str | None) -> Normalization:
     """RGB-averaged mean/std of timm's pretrained config ``timm_name`` (timm's ImageNet default if None)."""
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
-    from timm.models import get_pretrained_cfg
-
     if timm_name is None:
         mean, std, source = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, "timm IMAGENET_DEFAULT_MEAN/STD"
     else:
@@ -86,8 +87,6 @@ def timm_normalization(timm_name: str | None) -> Normalization:
 
 
 def _timm_version() -> str:
-    import timm
-
     return timm.__version__
 
 
@@ -115,6 +114,8 @@ class BackboneSpec:
     first_conv_keys: ClassVar[tuple[str, ...]] = ()
     #: image sizes must be a multiple of this
     size_multiple: ClassVar[int] = 32
+    #: image size at which ``chexbench list backbones`` profiles parameters and GFLOPs (the size it is built for)
+    profile_size: ClassVar[int] = 224
     #: option names a grid may set under [backbone.<name>], with defaults
     options: ClassVar[dict[str, Any]] = {}
 
@@ -173,8 +174,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Never runs code from the file (:func:`chexbench.backbones.foreign.read_checkpoint`);
     common wrappers are unwrapped (``state_dict``, ``model`` …); nothing else is guessed.
     """
-    from chexbench.backbones.foreign import read_checkpoint
-
     return read_checkpoint(path)[0]
 
 

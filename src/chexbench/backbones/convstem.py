@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from chexbench.backbones.vit import VitSpec
@@ -92,8 +93,6 @@ class _ConvStemSpec(VitSpec):
     stem_widths: tuple[int, int] = (64, 512)  # first conv width, cap of the doubling widths
 
     def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
-        from timm.models.vision_transformer import VisionTransformer
-
         convs = int(options["stem_convs"])
         return VisionTransformer(
             img_size=image_size,
@@ -108,6 +107,7 @@ class _ConvStemSpec(VitSpec):
         )
 
 
+@BACKBONES.register
 class VitB16ConvStem(_ConvStemSpec):
     name = "vit_b16_convstem"
     description = (
@@ -122,10 +122,12 @@ class VitB16ConvStem(_ConvStemSpec):
     }
 
 
+@BACKBONES.register
 class VitConvStemTiny(_ConvStemSpec):
     name = "vit_convstem_tiny"
     description = "ConvStem ViT at CPU size (3× conv stem stride 8, 24–96 channels, width 96, depth 3): for tests and smoke runs"
     size_multiple = 8
+    profile_size = 64
     option_model = ConvStemOptions.with_defaults("ConvStemTinyOptions", stem_convs=3, depth=3)
     options: dict[str, Any] = option_model.defaults()
     option_help: dict[str, str] = VitB16ConvStem.option_help
@@ -133,7 +135,3 @@ class VitConvStemTiny(_ConvStemSpec):
     num_heads = 3
     mlp_ratio = 2.0
     stem_widths = (24, 96)
-
-
-BACKBONES.add("vit_b16_convstem", VitB16ConvStem(), VitB16ConvStem.description)
-BACKBONES.add("vit_convstem_tiny", VitConvStemTiny(), VitConvStemTiny.description)

@@ -44,9 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from safetensors.torch import load_file
 
-from chexbench.errors import WeightsError
+from chexbench.core.errors import WeightsError
 
 FORMATS = ("auto", "timm", "torchvision", "moco", "lightning", "state_dict")
 
@@ -126,8 +128,6 @@ def _numpy_data_global(full_name: str) -> Any | None:
     Training checkpoints often hold a NumPy scalar (a best score) or array beside the weights;
     these are rebuilt for real. Only the fixed names below are resolved — never an arbitrary one.
     """
-    import numpy as np
-
     try:
         multiarray = importlib.import_module("numpy._core.multiarray")
     except ImportError:  # NumPy 1
@@ -146,8 +146,6 @@ def _numpy_data_global(full_name: str) -> Any | None:
 
 def _foreign_globals(path: Path) -> list[tuple[Any, str]]:
     """For each global the restricted unpickler refuses: NumPy data types as themselves, the rest inert."""
-    import numpy as np
-
     out: list[tuple[Any, str]] = []
     for name in torch.serialization.get_unsafe_globals_in_checkpoint(str(path)):
         obj = _numpy_data_global(name)
@@ -198,8 +196,6 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path)), ""
         except Exception as e:

@@ -24,11 +24,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import huggingface_hub
 import torch
+from huggingface_hub import constants, try_to_load_from_cache
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+from huggingface_hub.utils import logging as hf_logging
+from safetensors.torch import save_file
+from timm.models import get_pretrained_cfg
 
-from chexbench.atomic import atomic_path
-from chexbench.errors import WeightsError
-from chexbench.paths import cache_dir
+from chexbench.backbones.base import audit_checkpoint
+from chexbench.backbones.foreign import file_sha256, read_checkpoint
+from chexbench.core.atomic import atomic_path
+from chexbench.core.errors import WeightsError
+from chexbench.core.paths import cache_dir
 from chexbench.registry import BACKBONES
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -60,10 +68,6 @@ def record_path(timm_name: str) -> Path:
 
 def hf_cached_file(timm_name: str) -> Path | None:
     """The checkpoint in the local Hugging Face cache (what timm downloads), if any. No network."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
     for filename in HUB_FILES:
         found = try_to_load_from_cache(f"timm/{timm_name}", filename)
         if isinstance(found, str) and Path(found).is_file():
@@ -81,8 +85,6 @@ def find_local(timm_name: str) -> Path | None:
 
 def present(backbone: str) -> list[WeightsFile]:
     """Every ImageNet weights file on this machine for ``backbone`` (empty if none or none declared)."""
-    from chexbench.backbones.foreign import file_sha256
-
     spec = BACKBONES.get(backbone)
     if not spec.has_imagenet_weights:
         return []
@@ -123,11 +125,6 @@ def fetched(backbone: str) -> WeightsFile | None:
 # -- fetch ----------------------------------------------------------------------------------
 def fetch(backbone: str) -> WeightsFile:
     """Download, verify and store the ImageNet weights ``backbone`` declares. Network: yes."""
-    from timm.models import get_pretrained_cfg
-
-    from chexbench.backbones.base import audit_checkpoint
-    from chexbench.backbones.foreign import file_sha256, read_checkpoint
-
     spec = BACKBONES.get(backbone)
     if not spec.has_imagenet_weights:
         raise WeightsError(f"{backbone} has no ImageNet weights to fetch (the imagenet strategy does not apply to it)")
@@ -143,7 +140,6 @@ def fetch(backbone: str) -> WeightsFile:
             model = spec.build(224)
         report, _ = audit_checkpoint(model.model, state, spec, source=f"{origin} (for {backbone})", declared_unexpected=spec.head_prefixes)
         if downloaded.suffix != ".safetensors":  # store tensors only: later reads never unpickle
-            from safetensors.torch import save_file
 
             converted = Path(tmp) / "converted.safetensors"
             save_file({k: v.contiguous() for k, v in state.items()}, str(converted))
@@ -171,11 +167,6 @@ def fetch(backbone: str) -> WeightsFile:
 def _download(cfg: Any, into: Path, backbone: str) -> tuple[Path, str]:
     """The checkpoint file timm's config ``cfg`` names, downloaded into ``into``; and its origin."""
     if cfg.hf_hub_id:
-        import huggingface_hub
-        from huggingface_hub import constants
-        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-        from huggingface_hub.utils import logging as hf_logging
-
         repo = cfg.hf_hub_id
         what = f"ImageNet weights of {backbone} ({repo})"
         if constants.HF_HUB_OFFLINE:

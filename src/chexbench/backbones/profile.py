@@ -7,15 +7,14 @@ import json
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from chexbench.registry import BACKBONES
 
 
 @functools.lru_cache(maxsize=64)
 def _profile(name: str, image_size: int, options_json: str) -> tuple[float, float]:
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from chexbench.registry import BACKBONES
-
     with torch.random.fork_rng():
         backbone = BACKBONES.get(name).build(image_size, json.loads(options_json))
     backbone.eval()

@@ -19,6 +19,7 @@ class _ResNetSpec(BackboneSpec):
     size_multiple = 32
 
 
+@BACKBONES.register
 class ResNet50(_ResNetSpec):
     name = "resnet50"
     description = "ResNet-50 (He et al. 2016), timm resnet50, 1 input channel, 2048-d features"
@@ -28,13 +29,11 @@ class ResNet50(_ResNetSpec):
         return timm.create_model("resnet50", pretrained=False, in_chans=1, num_classes=0)
 
 
+@BACKBONES.register
 class ResNetTiny(_ResNetSpec):
     name = "resnet_tiny"
     description = "ResNet-10 (BasicBlock ×[1,1,1,1], widths 32–256): the ResNet family at CPU size, for tests and smoke runs"
+    profile_size = 64
 
     def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
         return ResNet(BasicBlock, layers=(1, 1, 1, 1), channels=(32, 64, 128, 256), stem_width=32, in_chans=1, num_classes=0)
-
-
-BACKBONES.add("resnet50", ResNet50(), ResNet50.description)
-BACKBONES.add("resnet_tiny", ResNetTiny(), ResNetTiny.description)

@@ -34,6 +34,7 @@ class VitSpec(BackboneSpec):
         return state, notes
 
 
+@BACKBONES.register
 class VitB16(VitSpec):
     name = "vit_b16"
     description = "ViT-B/16 (Dosovitskiy et al. 2021), timm vit_base_patch16_224, 1 input channel, any size multiple of 16"
@@ -45,16 +46,14 @@ class VitB16(VitSpec):
         )
 
 
+@BACKBONES.register
 class VitTiny(VitSpec):
     name = "vit_tiny"
     description = "ViT at CPU size (patch 8, width 96, depth 4, 3 heads): the ViT family for tests and smoke runs"
     size_multiple = 8
+    profile_size = 64
 
     def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
         return VisionTransformer(
             img_size=image_size, patch_size=8, in_chans=1, num_classes=0, embed_dim=96, depth=4, num_heads=3, mlp_ratio=2.0
         )
-
-
-BACKBONES.add("vit_b16", VitB16(), VitB16.description)
-BACKBONES.add("vit_tiny", VitTiny(), VitTiny.description)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from chexbench.errors import DataError
+from chexbench.core.errors import DataError
 
 #: candidates listed when a prefix is ambiguous
 SHOW_CANDIDATES = 8

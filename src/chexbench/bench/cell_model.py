@@ -26,14 +26,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from chexbench.bench.store import atomic_torch_save
-from chexbench.errors import RECORD_WARNING_PREFIX, ConfigError, DataError, WeightsError
+from chexbench.core import distributed
+from chexbench.core.atomic import atomic_torch_save
+from chexbench.core.errors import RECORD_WARNING_PREFIX, ConfigError, DataError, WeightsError
+from chexbench.explain.localization import evaluate_localization
+from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
 from chexbench.strategies.heads import copy_probe_head
+from chexbench.strategies.topk import ClasswiseTopKClassifier, is_vit_cell, load_scorer, wrap_topk
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.bench.context import RunContext
     from chexbench.config import CellConfig
+    from chexbench.core.context import RunContext
     from chexbench.datasets.celldata import CellData
     from chexbench.strategies.base import InitRecord
 
@@ -74,19 +78,17 @@ MODEL_FORMAT = 1
 
 def head_invalid_reason(cell: CellConfig, protocol: str) -> str | None:
     """Why the cell's head option cannot work for this (protocol, backbone, strategy), or None."""
-    from chexbench.strategies.topk import is_vit_cell
-
     head = cell.protocol_options.get("head", "linear")
     if head not in HEADS:
         return f"[protocol.{protocol}] head must be one of {', '.join(HEADS)}, got {head!r}"
     if head in ("topk", "topk_classwise") and not is_vit_cell(cell):
         return f"head = {head} needs a ViT backbone (it scores patch tokens); got {cell.backbone}"
-    if head == "topk" and protocol == "linear" and not cell.strategy.endswith("_topk"):
+    if head == "topk" and _freezes_backbone(protocol) and not _makes_topk_scorer(cell.strategy):
         return f"linear probe with head = topk needs a pretrained patch scorer (a *_topk strategy); got {cell.strategy}"
     source = cell.protocol_options.get("classwise_source", "tokens")
     if head == "topk_classwise" and source not in CLASSWISE_SOURCES:
         return f"[protocol.{protocol}] classwise_source must be one of {', '.join(CLASSWISE_SOURCES)}, got {source!r}"
-    if head == "topk_classwise" and source != "tokens" and protocol == "linear":
+    if head == "topk_classwise" and source != "tokens" and _freezes_backbone(protocol):
         return f"classwise_source = {source} trains a convolution on the patch embeddings: finetune only (the linear probe reads the frozen final tokens)"
     return None
 
@@ -94,8 +96,6 @@ def head_invalid_reason(cell: CellConfig, protocol: str) -> str | None:
 def head_preflight(cell: CellConfig, protocol: str) -> None:
     """Refuse, before anything runs, a ``head = "topk"`` whose ``scorer_hidden`` / ``topk_temperature``
     set under ``[protocol.*]`` differ from the values the cell's ``*_topk`` pretraining uses."""
-    from chexbench.registry import STRATEGIES
-
     if cell.protocol_options.get("head", "linear") != "topk" or cell.strategy not in STRATEGIES:
         return
     strategy = STRATEGIES.get(cell.strategy)
@@ -113,10 +113,8 @@ def head_preflight(cell: CellConfig, protocol: str) -> None:
 def apply_head(backbone: Backbone, opts: dict[str, Any], init: InitRecord) -> tuple[nn.Module, list[str]]:
     """The feature extractor for ``opts["head"]``: the backbone itself, or it wrapped with the top-K
     scorer (pretrained scorer loaded strictly when ``init`` names one). Returns notes; a note starting with
-    :data:`~chexbench.errors.RECORD_WARNING_PREFIX` is a warning the report lists. With a pretrained scorer,
+    :data:`~chexbench.core.errors.RECORD_WARNING_PREFIX` is a warning the report lists. With a pretrained scorer,
     ``opts``' ``scorer_hidden`` and ``topk_temperature`` are set to the pretraining's (in place)."""
-    from chexbench.strategies.topk import load_scorer, wrap_topk
-
     head = opts.get("head", "linear")
     if head not in HEADS:
         raise ConfigError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
@@ -172,6 +170,30 @@ def _scorer_options_from_pretraining(opts: dict[str, Any], init: InitRecord) -> 
     return notes
 
 
+def _freezes_backbone(protocol: str) -> bool:
+    """Whether the protocol trains only a head on frozen features (the linear probe): its model is a
+    :class:`ProbeClassifier`, and heads that train layers on the patch embeddings do not fit it."""
+    return protocol in PROTOCOLS and bool(getattr(PROTOCOLS.get(protocol), "freezes_backbone", False))
+
+
+def _makes_topk_scorer(strategy: str) -> bool:
+    """Whether the strategy pretrains a patch scorer (an unknown strategy is reported elsewhere)."""
+    return strategy in STRATEGIES and bool(getattr(STRATEGIES.get(strategy), "makes_topk_scorer", False))
+
+
+class Classifier(nn.Module):
+    """Backbone (or a top-K wrapped ViT) + linear head: (B, 1, H, W) → logits (B, L). The
+    fine-tuning protocol's model."""
+
+    def __init__(self, backbone: Backbone, num_labels: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.num_features, num_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
 class ProbeClassifier(nn.Module):
     """Frozen features, standardized, then a linear layer: (B, 1, H, W) → logits (B, L).
     The linear protocol's selected head as one module (for heatmaps and saving)."""
@@ -195,16 +217,13 @@ class ProbeClassifier(nn.Module):
 
 def make_classifier(features: nn.Module, num_labels: int, opts: dict[str, Any], protocol: str) -> nn.Module:
     """The trainable classifier of ``features`` (what :func:`apply_head` returned) for the protocol's head."""
-    from chexbench.bench.protocols.finetune import Classifier
-    from chexbench.strategies.topk import ClasswiseTopKClassifier
-
     if opts.get("head", "linear") == "topk_classwise":
         source = opts.get("classwise_source", "tokens")
-        if source != "tokens" and protocol == "linear":
+        if source != "tokens" and _freezes_backbone(protocol):
             raise ConfigError(f"classwise_source = {source!r} trains new layers on the patch embeddings: finetune only (linear keeps classwise_source = \"tokens\")")
         return ClasswiseTopKClassifier(features, num_labels, opts.get("topk", 0.25), float(opts.get("wildcat_alpha", 0.0)),
                                        source, int(opts.get("local_hidden", 64)))
-    if protocol == "linear":
+    if _freezes_backbone(protocol):
         return ProbeClassifier(features, num_labels)
     return Classifier(features, num_labels)
 
@@ -244,9 +263,6 @@ def save_cell_model(model: nn.Module, cell: CellConfig, ctx: RunContext, opts: d
 
 def build_classifier(cell: CellConfig, head: str, head_options: dict[str, Any], num_labels: int) -> nn.Module:
     """An untrained classifier of the cell's architecture (backbone, head kind, protocol)."""
-    from chexbench.registry import BACKBONES
-    from chexbench.strategies.topk import wrap_topk
-
     backbone: nn.Module = BACKBONES.get(cell.backbone).build(cell.settings.image_size, cell.backbone_options)
     if head == "topk":
         backbone = wrap_topk(backbone, head_options)
@@ -282,10 +298,8 @@ def finish_cell(model: nn.Module, data: CellData, cell: CellConfig, ctx: RunCont
                 normalize: tuple[float, float]) -> dict[str, Any]:
     """After selection: save the model (per ``save_model``) and localize on the test split's boxes.
     Returns entries for ``ProtocolResult.extra``."""
-    from chexbench.bench.localization import evaluate_localization
-
     extra: dict[str, Any] = {"head": opts.get("head", "linear")}
-    if not _is_main_rank():  # under torchrun only rank 0 writes and measures
+    if not distributed.is_main():  # under torchrun only rank 0 writes and measures
         return extra
     if should_save(model, opts.get("save_model", "auto")):
         extra["model_path"] = str(save_cell_model(model, cell, ctx, opts, data.labels, normalize))
@@ -298,10 +312,3 @@ def finish_cell(model: nn.Module, data: CellData, cell: CellConfig, ctx: RunCont
             extra["localization"] = loc
     return extra
 
-
-def _is_main_rank() -> bool:
-    try:
-        from chexbench.bench import distributed
-    except ImportError:
-        return True
-    return distributed.is_main()

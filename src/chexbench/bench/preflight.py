@@ -27,13 +27,13 @@ import numpy as np
 import pandas as pd
 
 from chexbench.config import AXES, CellConfig, PlannedCell
+from chexbench.core.errors import ChexbenchError, ConfigError, DataError, SkipCell
 from chexbench.datasets.base import FRONTAL_VIEWS, SPLITS, label_columns
-from chexbench.datasets.cache import label_file_fingerprint
 from chexbench.datasets.celldata import EVAL_CAP_SEED
 from chexbench.datasets.labels import apply_uncertainty
 from chexbench.datasets.leakage import pretrain_source_options
+from chexbench.datasets.prepared import label_file_fingerprint
 from chexbench.datasets.splits import sample_patients
-from chexbench.errors import ChexbenchError, ConfigError, DataError, SkipCell
 from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
 
 #: components whose ``preflight(cell)`` hook is called, in this order

@@ -15,26 +15,30 @@ import subprocess
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import timm
 import torch
 
 import chexbench
-from chexbench.atomic import clean_stale_temporaries
-from chexbench.bench import distributed as D
-from chexbench.bench import training as T
-from chexbench.bench.context import RunContext
-from chexbench.bench.lock import FileLock
-from chexbench.bench.metrics import macro, per_label_metrics
 from chexbench.bench.preflight import preflight  # the pre-run checks (plan, run, submit)
 from chexbench.bench.shard import Shard, shard_cells
-from chexbench.bench.store import ResultStore, atomic_write_parquet
+from chexbench.bench.store import ResultStore
 from chexbench.config import CellConfig, Grid, PlannedCell
-from chexbench.errors import SkipCell
+from chexbench.core import distributed as D
+from chexbench.core.atomic import atomic_write_parquet, clean_stale_temporaries
+from chexbench.core.context import RunContext
+from chexbench.core.devices import device_name, peak_memory_mb, reset_peak_memory
+from chexbench.core.errors import SkipCell
+from chexbench.core.lock import FileLock
+from chexbench.core.metrics import macro, per_label_metrics
+from chexbench.core.seeding import seed_everything
+from chexbench.datasets import celldata  # called as celldata.build_cell_data: tests substitute it
 from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
 
 SKIPPED_COLUMNS = ("cell_id", "grid", "strategy", "backbone", "dataset", "protocol", "label_fraction", "seed", "reason")
@@ -67,8 +71,6 @@ def _git_sha() -> str:
 
 
 def _versions() -> dict[str, str]:
-    import timm
-
     return {"torch_version": torch.__version__, "timm_version": timm.__version__, "chexbench_version": chexbench.__version__}
 
 
@@ -96,7 +98,7 @@ def base_record(cell: CellConfig, device: torch.device) -> dict[str, Any]:
         "eval_seconds": 0.0,
         "images_per_second": 0.0,
         "peak_memory_mb": 0.0,
-        "device_name": T.device_name(device),
+        "device_name": device_name(device),
         **_versions(),
         "git_sha": _git_sha(),
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -119,18 +121,16 @@ def _long_predictions(split: str, data_split: Any, scores: np.ndarray, labels: l
 
 def run_cell(cell: CellConfig, ctx: RunContext) -> tuple[dict[str, Any], pd.DataFrame]:
     """Run one cell; returns (record, predictions). Raises on failure (the caller records it)."""
-    from chexbench.datasets.celldata import build_cell_data
-
     record = base_record(cell, ctx.device)
-    T.seed_everything(cell.seed, cell.settings.deterministic)
-    T.reset_peak_memory(ctx.device)
+    seed_everything(cell.seed, cell.settings.deterministic)
+    reset_peak_memory(ctx.device)
     ctx.progress.message("preparing data")
-    data = build_cell_data(cell)
+    data = celldata.build_cell_data(cell)
     spec = BACKBONES.get(cell.backbone)
     backbone = spec.build(cell.settings.image_size, cell.backbone_options)
     strategy = STRATEGIES.get(cell.strategy)
     init = strategy.init_backbone(backbone, cell, ctx)
-    T.seed_everything(cell.seed, cell.settings.deterministic)  # the protocol's randomness does not depend on pretraining
+    seed_everything(cell.seed, cell.settings.deterministic)  # the protocol's randomness does not depend on pretraining
     protocol = PROTOCOLS.get(cell.protocol)
     result = protocol.run(backbone, data, cell, ctx, init)
 
@@ -157,7 +157,7 @@ def run_cell(cell: CellConfig, ctx: RunContext) -> tuple[dict[str, Any], pd.Data
         train_seconds=result.train_seconds,
         eval_seconds=result.eval_seconds,
         images_per_second=result.images_per_second,
-        peak_memory_mb=T.peak_memory_mb(ctx.device),
+        peak_memory_mb=peak_memory_mb(ctx.device),
     )
     return record, predictions
 
@@ -224,9 +224,7 @@ def run_grid(
             clean_stale_temporaries(folder)
     summary = RunSummary()
     runtime_skips: dict[str, str] = {}
-    for p in planned:
-        if p.status == "skipped":
-            summary.outcomes.append(CellOutcome(p.cell, "skipped", reason=p.reason))
+    summary.outcomes.extend(CellOutcome(p.cell, "skipped", reason=p.reason) for p in planned if p.status == "skipped")
     write_skipped(store, planned)
     queue = deque(p for p in planned if p.status == "run")
     waited: dict[str, tuple[int, int] | None] = {}  # cells found claimed by another worker → their record then
@@ -245,43 +243,57 @@ def run_grid(
             continue
         busy_in_a_row = 0
         if decision in ("done", "elsewhere"):
-            summary.outcomes.append(CellOutcome(cell, "done-before" if decision == "done" else "elsewhere"))
-            if on_cell_end:
-                on_cell_end(i, cell, summary.outcomes[-1])
-            i += 1
-            continue
-        t0 = time.perf_counter()
-        try:  # from here on this worker holds the cell's claim: released in `finally`, whatever happens
-            if on_cell_start:
-                on_cell_start(i, cell)
-            with D.cell_scope():  # under torchrun: a failure on one rank fails the cell on every rank, nobody hangs
-                record, predictions = run_cell(cell, ctx)
-            stored = _write_claimed(store, claim, record, predictions) if D.is_main() else True
-            outcome = CellOutcome(cell, "ok", time.perf_counter() - t0, record["macro_auroc"])
-            if not stored:
-                outcome = CellOutcome(cell, "failed", outcome.seconds, reason=f"claim {claim.path} taken over by {claim.owner()}; not stored")
-        except SkipCell as e:
-            runtime_skips[cell.cell_id] = str(e)
-            write_skipped(store, planned, runtime_skips)
-            outcome = CellOutcome(cell, "skipped", time.perf_counter() - t0, reason=str(e))
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as e:  # the cell failed; record why and go on with the grid
-            reason = f"{type(e).__name__}: {e}"
-            record = base_record(cell, ctx.device)
-            record["failure_reason"] = reason
-            record["data_json"] = json.dumps({"traceback": traceback.format_exc(limit=8)})
-            if D.is_main():
-                _write_claimed(store, claim, record, None)
-            outcome = CellOutcome(cell, "failed", time.perf_counter() - t0, reason=reason)
-        finally:
-            if D.is_main():
-                claim.release()
+            outcome = CellOutcome(cell, "done-before" if decision == "done" else "elsewhere")
+        else:
+            outcome = _run_claimed(cell, ctx, store, claim, planned, runtime_skips, on_cell_start, i)
         summary.outcomes.append(outcome)
         if on_cell_end:
             on_cell_end(i, cell, outcome)
         i += 1
     return summary
+
+
+def _run_claimed(
+    cell: CellConfig,
+    ctx: RunContext,
+    store: ResultStore,
+    claim: FileLock,
+    planned: list[PlannedCell],
+    runtime_skips: dict[str, str],
+    on_cell_start: Callable[[int, CellConfig], Any] | None,
+    i: int,
+) -> CellOutcome:
+    """Run one cell this worker has claimed and store its record (a failure's too); the claim
+    is released whatever happens (``on_cell_start(i, cell)`` runs under that guarantee too).
+    A cell that skips itself joins ``runtime_skips``."""
+    t0 = time.perf_counter()
+    try:
+        if on_cell_start:
+            on_cell_start(i, cell)
+        with D.cell_scope():  # under torchrun: a failure on one rank fails the cell on every rank, nobody hangs
+            record, predictions = run_cell(cell, ctx)
+        stored = _write_claimed(store, claim, record, predictions) if D.is_main() else True
+        outcome = CellOutcome(cell, "ok", time.perf_counter() - t0, record["macro_auroc"])
+        if not stored:
+            outcome = CellOutcome(cell, "failed", outcome.seconds, reason=f"claim {claim.path} taken over by {claim.owner()}; not stored")
+    except SkipCell as e:
+        runtime_skips[cell.cell_id] = str(e)
+        write_skipped(store, planned, runtime_skips)
+        outcome = CellOutcome(cell, "skipped", time.perf_counter() - t0, reason=str(e))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # the cell failed; record why and go on with the grid
+        reason = f"{type(e).__name__}: {e}"
+        record = base_record(cell, ctx.device)
+        record["failure_reason"] = reason
+        record["data_json"] = json.dumps({"traceback": traceback.format_exc(limit=8)})
+        if D.is_main():
+            _write_claimed(store, claim, record, None)
+        outcome = CellOutcome(cell, "failed", time.perf_counter() - t0, reason=reason)
+    finally:
+        if D.is_main():
+            claim.release()
+    return outcome
 
 
 def _decide(store: ResultStore, claim: FileLock, cell_id: str, overwrite: bool, waited: dict) -> str:

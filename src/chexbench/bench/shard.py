@@ -6,7 +6,7 @@ contiguous blocks whose sizes differ by at most one; shard ``i`` runs block ``i`
 grid (and ``--only`` filters), never on what has already run, and the cells that share a
 pretraining run mostly land in the same shard — a run needed by two shards is trained by
 whichever gets there first while the other waits on its lock and then reuses it
-(:mod:`chexbench.bench.lock`). Skipped cells belong to shard 0, which lists them.
+(:mod:`chexbench.core.lock`). Skipped cells belong to shard 0, which lists them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass
 
 from chexbench.config import PlannedCell
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
+from chexbench.registry import STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,6 @@ ALL = Shard(0, 1)
 
 def pretrain_group(planned: PlannedCell) -> str:
     """Hash of the cell's shared pretraining run ("" for strategies that do not pretrain)."""
-    from chexbench.registry import STRATEGIES
-
     if planned.status != "run":
         return ""
     key_of = getattr(STRATEGIES.get(planned.cell.strategy), "pretrain_key", None)

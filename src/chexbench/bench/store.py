@@ -20,7 +20,7 @@ logged in ``quarantine/log.jsonl``) and the cell counts as pending, so the next 
 recomputes it.
 
 Concurrent workers on one folder split the cells through per-cell claims
-(``claims/<cell_id>.lock``, a :class:`~chexbench.bench.lock.FileLock` with heartbeat): a
+(``claims/<cell_id>.lock``, a :class:`~chexbench.core.lock.FileLock` with heartbeat): a
 worker trains and writes a cell only while it holds the cell's claim; files of a cell that
 another live worker has claimed are never judged damaged or moved.
 """
@@ -39,13 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from chexbench.atomic import atomic_path
-from chexbench.bench.lock import FileLock
 from chexbench.config import RESULTS_SCHEMA_VERSION, configuration_hash
-from chexbench.errors import DataError
+from chexbench.core.atomic import atomic_write_parquet
+from chexbench.core.errors import DataError
+from chexbench.core.lock import FileLock
 
 #: Columns of a cell record, in order. ``*_json`` columns hold JSON strings.
 RECORD_COLUMNS: tuple[str, ...] = (
@@ -97,34 +96,6 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
 
 #: key of chexbench's entry in a record's / predictions file's Parquet key-value metadata
 PAIR_KEY = b"chexbench.pair"
-
-
-def atomic_write_parquet(df: pd.DataFrame, path: Path, metadata: dict[str, Any] | None = None) -> None:
-    """Write ``df`` to ``path`` through a temporary file and an atomic rename.
-
-    ``metadata`` (JSON-able) goes into the footer under :data:`PAIR_KEY`; pages carry CRC checksums.
-    """
-    if metadata is None:
-        with atomic_path(path) as tmp:
-            df.to_parquet(tmp, index=False)
-        return
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), PAIR_KEY: json.dumps(metadata).encode()})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, write_page_checksum=True)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temporary file in the same folder and an atomic rename."""
-    import torch
-
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
 
 
 class DamagedResultError(DataError):
@@ -189,9 +160,9 @@ class ResultStore:
                 raise ValueError(f"predictions lack columns: {missing}")
             pair.update(rows=len(predictions), labels=sorted(map(str, predictions["label"].unique())))
             atomic_write_parquet(
-                predictions[list(PREDICTION_COLUMNS)].reset_index(drop=True), self.predictions_path(cell_id), metadata=pair
+                predictions[list(PREDICTION_COLUMNS)].reset_index(drop=True), self.predictions_path(cell_id), footer={PAIR_KEY: json.dumps(pair).encode()}
             )
-        atomic_write_parquet(pd.DataFrame([record]), self.record_path(cell_id), metadata=pair)
+        atomic_write_parquet(pd.DataFrame([record]), self.record_path(cell_id), footer={PAIR_KEY: json.dumps(pair).encode()})
 
     # -- checking -------------------------------------------------------------------------
     def check(self, cell_id: str, full_record: bool = False) -> CellCheck:

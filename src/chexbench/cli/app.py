@@ -1,6 +1,6 @@
 """The Typer application objects; command modules attach their commands to these.
 
-Domain errors (:class:`chexbench.errors.ChexbenchError`) raised anywhere under a command
+Domain errors (:class:`chexbench.core.errors.ChexbenchError`) raised anywhere under a command
 become one red line on stderr and exit code 2; nothing else is printed.
 """
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import click
 import typer
@@ -16,7 +18,17 @@ from rich.markup import escape
 from rich.table import Table as _RichTable
 from typer.core import TyperGroup
 
-from chexbench.errors import ChexbenchError
+from chexbench import __version__
+from chexbench.core.errors import ChexbenchError
+
+# options shared by several commands' signatures
+RESULTS_HELP = "results directory (one Parquet record + predictions per cell)"
+GridOpt = Annotated[str, typer.Option("--grid", "-g", help="grid preset name (smoke, full) or path to a TOML file")]
+OnlyOpt = Annotated[
+    list[str] | None,
+    typer.Option("--only", help="keep cells whose axis matches, e.g. --only strategy=scratch,simclr --only seed=0"),
+]
+ResultsOpt = Annotated[Path, typer.Option("--results", "-r", help=RESULTS_HELP)]
 
 #: width used when the output is not a terminal: Rich would otherwise wrap and cut tables at 80
 #: columns, so a piped or redirected table would lose text (ids, intervals) behind "…"
@@ -70,8 +82,6 @@ app.add_typer(data_app, name="data")
 
 def _print_version(value: bool) -> None:
     if value:
-        from chexbench import __version__
-
         console.print(f"chexbench {__version__}", highlight=False)
         raise typer.Exit()
 

@@ -7,14 +7,13 @@ from typing import Annotated
 
 import typer
 
-from chexbench.atomic import atomic_path
 from chexbench.cli.app import console, data_app
+from chexbench.core.atomic import atomic_path
+from chexbench.core.errors import ConfigError
+from chexbench.registry import STRATEGIES
 
 
 def _parse_options(strategy: str, items: list[str] | None) -> dict[str, object]:
-    from chexbench.errors import ConfigError
-    from chexbench.registry import STRATEGIES
-
     allowed = dict(getattr(STRATEGIES.get(strategy), "options", {}) or {})
     out: dict[str, object] = {}
     for item in items or []:
@@ -37,12 +36,14 @@ def augment_preview_cmd(
     option: Annotated[list[str] | None, typer.Option("--option", help="strategy option key=value, e.g. flip_p=0.5; repeatable")] = None,
 ) -> None:
     """Write OUT: each row an image of DATASET's train split, then two augmented views of it."""
+    # lazy: keeps chexbench --help fast
     import torch
     from PIL import Image
 
     from chexbench.config import CellConfig, Settings
     from chexbench.datasets.celldata import pretrain_pool
-    from chexbench.registry import STRATEGIES
+
+    # lazy: keeps chexbench --help fast
     from chexbench.strategies.augment import preview_pairs
     from chexbench.strategies.pretrain import view_augment
 

@@ -26,8 +26,9 @@ def bench_data_cmd(
     option: OptionList = None,
 ) -> None:
     """Images/s of (a) PIL decode + resize and (b) the uint8 cache loader, same images and order."""
-    from chexbench.bench.perf import record_section
-    from chexbench.datasets.throughput import measure_loaders
+    # lazy: keeps chexbench --help fast
+    from chexbench.perf.loader import measure_loaders
+    from chexbench.perf.record import record_section
     options = parse_dataset_options(dataset, option)
     path = _root(dataset, root, options)
     result = measure_loaders(dataset, path, size, images, batch_size, epochs)

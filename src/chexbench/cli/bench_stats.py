@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from chexbench.cli.app import bench_app, console
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 
 
 @bench_app.command("stats")
@@ -23,8 +23,9 @@ def bench_stats(
     out: Annotated[Path | None, typer.Option("--out", help="PERFORMANCE.md to write (default: the checkout's docs/)")] = None,
 ) -> None:
     """Time the patient-level bootstrap against scikit-learn's roc_auc_score on the same resamples."""
-    from chexbench.bench.perf import record_section
-    from chexbench.reports.benchmark import benchmark_markdown, run_stats_benchmark
+    # lazy: keeps chexbench --help fast
+    from chexbench.perf.record import record_section
+    from chexbench.perf.stats import benchmark_markdown, run_stats_benchmark
 
     if min(resamples, labels, images, patients) < 1 or images < patients:
         raise ConfigError("--resamples/--labels/--images/--patients must be positive, with at least one image per patient")

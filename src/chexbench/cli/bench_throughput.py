@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from chexbench.cli.app import bench_app, console
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
+from chexbench.registry import BACKBONES
 
 GPU_BACKBONES = ["resnet50", "vit_b16"]
 CPU_BACKBONES = ["resnet_tiny", "vit_tiny"]
@@ -30,12 +31,12 @@ def bench_throughput_cmd(
     note: Annotated[str, typer.Option(help="a remark recorded with the numbers (e.g. the machine was busy)")] = "",
 ) -> None:
     """Fine-tune / linear / SimCLR / MoCo step rates and the loader's rate; written to docs/PERFORMANCE.md."""
+    # lazy: keeps chexbench --help fast
     import torch
 
-    from chexbench.bench.context import resolve_device
-    from chexbench.bench.perf import record_section
-    from chexbench.bench.throughput import MODES, PLAIN_MODES, markdown, measure_loader, measure_mode
-    from chexbench.registry import BACKBONES
+    from chexbench.core.context import resolve_device
+    from chexbench.perf.record import record_section
+    from chexbench.perf.throughput import MODES, PLAIN_MODES, markdown, measure_loader, measure_mode
 
     dev = resolve_device(device)
     if threads > 0:

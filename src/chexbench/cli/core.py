@@ -12,16 +12,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from chexbench.cli.app import Table, app, console
-from chexbench.errors import ConfigError
-
-RESULTS_HELP = "results directory (one Parquet record + predictions per cell)"
-GridOpt = Annotated[str, typer.Option("--grid", "-g", help="grid preset name (smoke, full) or path to a TOML file")]
-OnlyOpt = Annotated[
-    list[str] | None,
-    typer.Option("--only", help="keep cells whose axis matches, e.g. --only strategy=scratch,simclr --only seed=0"),
-]
-ResultsOpt = Annotated[Path, typer.Option("--results", "-r", help=RESULTS_HELP)]
+from chexbench.cli.app import GridOpt, OnlyOpt, ResultsOpt, Table, app, console
+from chexbench.cli.submit import print_jobs
+from chexbench.core.errors import ConfigError
+from chexbench.registry import BACKBONES, REGISTRIES, STRATEGIES
 
 
 @app.command("list")
@@ -35,8 +29,6 @@ def list_cmd(
     flops: Annotated[bool, typer.Option("--flops", help="also count parameters and GFLOPs of each backbone (slow)")] = False,
 ) -> None:
     """Show what is registered (plugins included), every [settings] key, or a component's options."""
-    from chexbench.registry import REGISTRIES
-
     if what == "settings":
         _print_settings()
         return
@@ -67,6 +59,7 @@ def list_cmd(
 
 
 def _print_settings() -> None:
+    # lazy: keeps chexbench --help fast
     from chexbench.reference import settings_rows
 
     title = "[settings] keys (any level of a grid: [settings], [dataset.NAME], …, [[override]])"
@@ -80,8 +73,8 @@ def _print_settings() -> None:
 
 
 def _print_options(name: str | None) -> None:
+    # lazy: keeps chexbench --help fast
     from chexbench.reference import OPTION_KINDS, find_components, option_rows, unknown_component_message
-    from chexbench.registry import REGISTRIES
 
     if name is None:
         found = [(section, e.obj, e.name) for kind, section in OPTION_KINDS.items() for e in REGISTRIES[kind].entries()]
@@ -105,11 +98,10 @@ def _print_options(name: str | None) -> None:
 
 
 def _profile_cells(name: str) -> list[str]:
+    # lazy: keeps chexbench --help fast
     from chexbench.backbones.profile import profile_backbone
-    from chexbench.registry import BACKBONES
 
-    # the component says what size it is built for (tiny test variants are small)
-    size = int(getattr(BACKBONES.get(name), "profile_size", 0) or (64 if "tiny" in name else 224))
+    size = int(getattr(BACKBONES.get(name), "profile_size", 224))  # the size the component is built for
     params, gflops = profile_backbone(name, size)
     return [f"{params:.1f}", f"{gflops:.2f} @{size}px"]
 
@@ -126,10 +118,10 @@ def plan(
 ) -> None:
     """Print the cells of a grid, what is skipped and why, the shared pretraining runs, each dataset's
     splits and test positives, and a GPU-hours estimate. Refuses (exit 2) what run would refuse."""
+    # lazy: keeps chexbench --help fast
     from chexbench.bench.preflight import preflight, split_summaries
     from chexbench.bench.store import ResultStore
     from chexbench.config import load_grid, parse_only
-    from chexbench.registry import STRATEGIES
 
     g = load_grid(grid)
     planned = g.cells(parse_only(only))
@@ -145,6 +137,7 @@ def plan(
         if p.status == "run":
             key = STRATEGIES.get(c.strategy).pretrain_key(c)
             if key is not None:
+                # lazy: keeps chexbench --help fast
                 from chexbench.strategies.pretrain import run_id_of
 
                 # grouped by the run's own hash, so runs differing only in an option are counted apart
@@ -175,6 +168,7 @@ def plan(
 
 def _print_split_summary(s) -> None:
     """Split sizes and the test split's positives per evaluation label; a warning for thin labels."""
+    # lazy: keeps chexbench --help fast
     from chexbench.bench.preflight import MIN_POSITIVE_TEST_PATIENTS
 
     sizes = " · ".join(f"{name} {images:,} images / {patients:,} patients" for name, (images, patients) in s.splits.items())
@@ -197,9 +191,10 @@ def _print_split_summary(s) -> None:
 
 
 def _print_shards(planned, count: int) -> None:
-    from chexbench.bench.perf import performance_file
+    # lazy: keeps chexbench --help fast
     from chexbench.bench.shard import Shard, shard_cells
-    from chexbench.bench.throughput import estimate_gpu_hours, recorded_measurements
+    from chexbench.perf.record import performance_file
+    from chexbench.perf.throughput import estimate_gpu_hours, recorded_measurements
 
     file = performance_file()
     measured = recorded_measurements(file.read_text()) if file.exists() else []
@@ -214,8 +209,9 @@ def _print_shards(planned, count: int) -> None:
 
 def _print_gpu_hours(planned) -> None:
     """GPU-hours from the throughput recorded in docs/PERFORMANCE.md (or the H100 targets)."""
-    from chexbench.bench.perf import performance_file
-    from chexbench.bench.throughput import estimate_gpu_hours, recorded_measurements
+    # lazy: keeps chexbench --help fast
+    from chexbench.perf.record import performance_file
+    from chexbench.perf.throughput import estimate_gpu_hours, recorded_measurements
 
     file = performance_file()
     measured = recorded_measurements(file.read_text()) if file.exists() else []
@@ -258,21 +254,18 @@ def run(
     compile_step: Annotated[bool, typer.Option("--compile", help="torch.compile the training step (CUDA)")] = False,
 ) -> None:
     """Run every unfinished cell of a grid; finished cells are skipped (resume)."""
-    import os
-
-    from chexbench.bench import distributed as D
-    from chexbench.bench.context import resolve_device
+    # lazy: keeps chexbench --help fast
     from chexbench.bench.runner import preflight
     from chexbench.bench.shard import Shard, shard_cells
     from chexbench.config import load_grid, parse_only
+    from chexbench.core import distributed as D
+    from chexbench.core.context import resolve_device
 
     g = load_grid(grid)
     only_map = parse_only(only)
     the_shard = Shard.parse(shard) if shard is not None else None
     if gpus < 1:
         raise ConfigError(f"--gpus must be ≥ 1, got {gpus}")
-    if compile_step:
-        os.environ["CHEXBENCH_COMPILE"] = "1"  # an execution option, not part of any cell's config (or id)
     dev = resolve_device(device)
     planned = g.cells(only_map)
     preflight(planned)  # a missing data root is one clear error, before anything is printed or written
@@ -281,17 +274,18 @@ def run(
         sys.exit(code)
     dev = D.init_from_env(dev)
     try:
-        _run_ranks(g, planned, results, dev, the_shard, overwrite, shard_cells)
+        _run_ranks(g, planned, results, dev, the_shard, overwrite, shard_cells, compile_step)
     finally:
         D.shutdown()
 
 
-def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard_cells) -> None:
-    from chexbench.bench import distributed as D
-    from chexbench.bench.context import NullProgress, RunContext
+def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard_cells, compile_step: bool = False) -> None:
+    # lazy: keeps chexbench --help fast
     from chexbench.bench.runner import run_grid
     from chexbench.bench.store import ResultStore
-    from chexbench.paths import cache_dir
+    from chexbench.core import distributed as D
+    from chexbench.core.context import NullProgress, RunContext
+    from chexbench.core.paths import cache_dir
 
     if the_shard is not None:
         planned = shard_cells(planned, the_shard)
@@ -312,7 +306,8 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
         to_train = n_run - done
         grid_task = progress.add_task("cells", total=to_train)
         steps = _RichStepProgress(progress) if main else NullProgress()
-        ctx = RunContext(device=dev, results_dir=results, cache_dir=cache_dir(), progress=steps)
+        # --compile: an execution option in the run context, not part of any cell's config (or id)
+        ctx = RunContext(device=dev, results_dir=results, cache_dir=cache_dir(), progress=steps, compile=compile_step)
         started = [0]  # cells started in this run: the count the user sees ("cell 2/2", not "cell 6/6")
 
         def on_start(i: int, cell) -> None:
@@ -356,6 +351,7 @@ def status(
     pending: Annotated[bool, typer.Option("--pending", help="list only pending cells (needs --grid)")] = False,
 ) -> None:
     """Done / failed / pending / skipped counts per grid, then one line per cell with its id."""
+    # lazy: keeps chexbench --help fast
     from chexbench.bench.status import cell_statuses
     from chexbench.bench.store import ResultStore
     from chexbench.config import load_grid, parse_only
@@ -390,6 +386,5 @@ def status(
     quarantined = [p for p in (results / "quarantine").rglob("*.parquet")] if (results / "quarantine").is_dir() else []
     if quarantined:
         console.print(f"  [red]{len(quarantined)} damaged file(s)[/] kept in {results / 'quarantine'} (reasons in log.jsonl)")
-    from chexbench.cli.submit import print_jobs
 
     print_jobs(results)  # the latest `chexbench submit` jobs of this results directory, if any

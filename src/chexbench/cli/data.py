@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from chexbench.cli.app import Table, console, data_app, err_console
-from chexbench.errors import DataError
+from chexbench.core.errors import ConfigError, DataError
+from chexbench.core.paths import cache_dir
+from chexbench.registry import DATASETS
 
 
 def parse_dataset_options(dataset: str, items: list[str] | None) -> dict[str, object]:
     """``["patients=200", "size=320"]`` → ``{"patients": 200, "size": 320}``, checked against the dataset's options."""
-    from chexbench.errors import ConfigError
-    from chexbench.registry import DATASETS
-
     allowed = set(getattr(DATASETS.get(dataset), "options", {}) or {})
     out: dict[str, object] = {}
     for item in items or []:
@@ -37,8 +37,6 @@ def parse_dataset_options(dataset: str, items: list[str] | None) -> dict[str, ob
 
 
 def _root(dataset: str, root: Path | None, options: dict[str, object] | None = None) -> Path:
-    from chexbench.registry import DATASETS
-
     ds = DATASETS.get(dataset)
     opts = dict(options or {})
     if root:
@@ -65,6 +63,7 @@ def prepare_cmd(
     option: OptionList = None,
 ) -> None:
     """Index a dataset and decode its images once into a uint8 cache (resumable)."""
+    # lazy: keeps chexbench --help fast
     from chexbench.datasets.cache import prepare
 
     path = _root(dataset, root, parse_dataset_options(dataset, option))
@@ -90,10 +89,6 @@ def prepare_cmd(
 
 def _find_prepared(dataset: str, root: Path | None, size: int | None, out: Path | None) -> Path:
     """The prepared folder to verify: ``--out``, else the one matching root and size (either may be left out)."""
-    import json
-
-    from chexbench.paths import cache_dir
-
     if out is not None:
         return out
     want_root = str(_root(dataset, root).resolve()) if root is not None else None
@@ -120,6 +115,7 @@ def verify_cmd(
     sample: Annotated[int, typer.Option(help="re-decode this many random images (0 = all)")] = 0,
 ) -> None:
     """Check a prepared cache against its sources (label files, file stats, re-decoded pixels)."""
+    # lazy: keeps chexbench --help fast
     from chexbench.datasets.cache import open_prepared
     from chexbench.datasets.verify import verify
 

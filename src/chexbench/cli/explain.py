@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from chexbench.bench.cell_ids import resolve_cell_id
 from chexbench.cli.app import app, console
 
 
@@ -24,17 +25,29 @@ def explain_cmd(
     """Write heatmap overlays (top-K patch scores, per-class top-K patch logits, ViT or CNN Grad-CAM),
     gallery.png and gallery.md for a finished cell whose model was saved; with several --cell, one
     comparison.png of their maps side by side on the same images."""
-    from chexbench.bench.cell_ids import resolve_cell_id
+    # lazy: keeps chexbench --help fast (torch, the models)
+    # lazy: keeps chexbench --help fast
+    from chexbench.bench.finished import load_finished_cell, rebuild_cell_data
     from chexbench.bench.store import ResultStore
-    from chexbench.reports.explain import write_explanations, write_method_comparison
+    from chexbench.explain.gallery import heatmap_method, write_explanations, write_method_comparison
 
     known = ResultStore(results).cell_ids()
     cell = [resolve_cell_id(c, known, str(results)) for c in cell]
     if len(cell) > 1:
-        path = write_method_comparison(results, cell, n=n, ids=ids, out=out / "comparison.png" if out else None, dataset_root=root)
+        finished = []
+        for c in cell:
+            finished.append(load_finished_cell(results, c))
+            heatmap_method(finished[-1], why="no heatmap for this model")
+        data = rebuild_cell_data(finished[0].cell, root)
+        target = out / "comparison.png" if out else results / "explain" / "comparison.png"
+        path = write_method_comparison(finished, data, target, n=n, ids=ids)
         console.print(f"{len(cell)} cells side by side → {escape(str(path))}")
         return
-    summary = write_explanations(results, cell[0], n=n, ids=ids, out_dir=out, columns=columns, dataset_root=root)
+    one = load_finished_cell(results, cell[0])
+    heatmap_method(one)
+    data = rebuild_cell_data(one.cell, root)
+    summary = write_explanations(one, data, out or results / "explain" / cell[0], n=n, ids=ids, columns=columns,
+                                 same_root_expected=root is None)
     if summary.note:
         console.print(f"[yellow]warning:[/] {escape(summary.note)}")
     console.print(f"{len(summary.images)} overlays ({summary.method}) → {escape(str(summary.out_dir))}/gallery.md")

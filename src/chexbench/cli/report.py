@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from chexbench.cli.app import app, console
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 
 
 @app.command("report")
@@ -24,6 +24,7 @@ def report(
     ] = None,
 ) -> None:
     """Write report.md (leaderboards with patient-level bootstrap CIs, paired Δ vs baseline), figures and leaderboard.parquet/.csv."""
+    # lazy: keeps chexbench --help fast
     from chexbench.reports.export import FORMATS, check_formats
     from chexbench.reports.report import write_report
 

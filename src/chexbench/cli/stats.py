@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from chexbench.cli.app import Table, app, console
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 
 
 def _num(x: float) -> str:
@@ -43,6 +43,7 @@ def score(
     out: Annotated[Path | None, typer.Option("--out", help="write the table (.csv or .parquet)")] = None,
 ) -> None:
     """Per-label and macro AUROC / AUPRC with patient-level bootstrap 95% intervals."""
+    # lazy: keeps chexbench --help fast
     from chexbench.reports.score import score_file, write_table
 
     _check(bootstrap, out)
@@ -70,6 +71,7 @@ def compare(
 ) -> None:
     """Paired ΔAUROC and ΔAUPRC (A − B) per label and macro, for two files, all pairs of several, or each vs --baseline:
     patient-level bootstrap CI and p (primary), DeLong as cross-check, Holm over the family."""
+    # lazy: keeps chexbench --help fast
     from chexbench.reports.score import MACRO, compare_predictions, write_table
 
     _check(bootstrap, out)

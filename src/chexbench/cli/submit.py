@@ -22,9 +22,10 @@ from typing import Annotated, Any
 
 import typer
 
-from chexbench.cli.app import Table, app, console
-from chexbench.cli.core import GridOpt, OnlyOpt, ResultsOpt
-from chexbench.errors import ConfigError
+from chexbench.cli.app import GridOpt, OnlyOpt, ResultsOpt, Table, app, console
+from chexbench.core.atomic import atomic_path, atomic_write_text
+from chexbench.core.errors import ConfigError
+from chexbench.core.lock import FileLock
 
 JOBS_FILE = "jobs.json"
 #: a SLURM job id (``123``, array task ``123_4``) or a local executor's pid
@@ -50,6 +51,7 @@ def run_shard_job(cmd: list[str]) -> int:
     as JSON into its submitit folder, so ``chexbench status`` follows it without unpickling
     anything (submitit's result pickles could carry code planted by whoever can write there).
     """
+    # lazy: submitit is optional (the slurm extra); keeps chexbench --help fast
     import submitit
 
     env = submitit.JobEnvironment()
@@ -70,8 +72,6 @@ def state_file_name(job_id: str) -> str:
 
 
 def _write_state(path: Path, state: str, **extra: Any) -> None:
-    from chexbench.atomic import atomic_path
-
     info = {"state": state, "host": socket.gethostname(), "pid": os.getpid(), **extra,
             "updated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     with atomic_path(path) as tmp:
@@ -107,9 +107,6 @@ def _check_job_entry(path: Path, results: Path, job: dict[str, Any]) -> None:
 
 
 def record_submission(results: Path, submission: dict[str, Any]) -> Path:
-    from chexbench.bench.lock import FileLock
-    from chexbench.bench.store import atomic_write_text
-
     results.mkdir(parents=True, exist_ok=True)
     with FileLock(results / f".{JOBS_FILE}.lck"):
         subs = read_jobs(results) + [submission]
@@ -188,42 +185,31 @@ def submit(
     wait: Annotated[bool, typer.Option(help="block until every job ends; exit 1 if one failed")] = False,
 ) -> None:
     """Submit an array of ``--jobs`` shard jobs; ``chexbench status`` follows them."""
+    # lazy: submitit is optional (the slurm extra); keeps chexbench --help fast
     import submitit
 
     from chexbench.bench.runner import preflight
     from chexbench.config import load_grid, parse_only
 
-    if executor not in ("slurm", "local"):
-        raise ConfigError(f"--executor must be slurm or local, got '{executor}'")
-    if jobs < 1 or gpus_per_job < 1:
-        raise ConfigError(f"--jobs and --gpus-per-job must be ≥ 1 (got {jobs}, {gpus_per_job})")
-    if executor == "slurm" and shutil.which("sbatch") is None:
-        raise ConfigError("--executor slurm: no SLURM here (sbatch not found); use --executor local to try the setup")
+    _check_submit_options(executor, jobs, gpus_per_job)
     g = load_grid(grid)
     planned = g.cells(parse_only(only))
     preflight(planned)  # a missing data root fails here, not in n queued jobs
     results = results.resolve()
     grid_arg = str(Path(grid).resolve()) if Path(grid).exists() else grid
-    folder = results / "jobs" / "%j"
-    ex = submitit.AutoExecutor(folder=folder, cluster=executor)
-    params: dict[str, Any] = {"timeout_min": timeout_min, "name": f"chexbench-{g.name}", "tasks_per_node": 1}
-    if executor == "slurm":
-        params.update(gpus_per_node=gpus_per_job, cpus_per_task=cpus_per_job, mem_gb=mem_gb, slurm_array_parallelism=jobs)
-        if partition:
-            params["slurm_partition"] = partition
-    elif device != "cpu" and _cuda_count() > 0:
-        params["gpus_per_node"] = gpus_per_job  # the local executor hands each job its own GPUs
-    ex.update_parameters(**params)
+    ex = submitit.AutoExecutor(folder=results / "jobs" / "%j", cluster=executor)
+    ex.update_parameters(**_job_parameters(
+        executor, f"chexbench-{g.name}", timeout_min, jobs, partition, gpus_per_job, cpus_per_job, mem_gb, device
+    ))
     shards = [f"{i}/{jobs}" for i in range(jobs)]
     commands = [shard_command(grid_arg, results, s, gpus_per_job, device, list(only or [])) for s in shards]
     submitted = ex.map_array(run_shard_job, commands)
-    now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     record = {
         "grid": grid_arg,
         "grid_name": g.name,
         "only": list(only or []),
         "executor": executor,
-        "submitted_at": now,
+        "submitted_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "jobs": [
             {"shard": s, "job_id": str(j.job_id), "folder": str(j.paths.folder)} for s, j in zip(shards, submitted, strict=True)
         ],
@@ -236,21 +222,57 @@ def submit(
         table.add_row(s, str(j.job_id))
     console.print(table)
     console.print(f"jobs recorded in {path}; follow them with: chexbench status --results {results}")
-    if wait:
-        failed = 0
-        for s, j in zip(shards, submitted, strict=True):
-            while not j.done():  # submitit's look at the scheduler / result file: nothing unpickled
-                time.sleep(WAIT_POLL_S)
-            state = job_state(executor, str(j.paths.folder), str(j.job_id))
-            if state != "FINISHED":  # the job's own JSON state, as `chexbench status` reads it
-                failed += 1
-                console.print(f"  [red]shard {s} failed[/] ({state}); its output: {j.paths.stderr}")
-        console.print(f"{len(submitted) - failed}/{len(submitted)} jobs finished")
-        if failed:
-            sys.exit(1)
+    if wait and _wait_for_jobs(executor, shards, submitted):
+        sys.exit(1)
+
+
+def _check_submit_options(executor: str, jobs: int, gpus_per_job: int) -> None:
+    if executor not in ("slurm", "local"):
+        raise ConfigError(f"--executor must be slurm or local, got '{executor}'")
+    if jobs < 1 or gpus_per_job < 1:
+        raise ConfigError(f"--jobs and --gpus-per-job must be ≥ 1 (got {jobs}, {gpus_per_job})")
+    if executor == "slurm" and shutil.which("sbatch") is None:
+        raise ConfigError("--executor slurm: no SLURM here (sbatch not found); use --executor local to try the setup")
+
+
+def _job_parameters(
+    executor: str,
+    name: str,
+    timeout_min: int,
+    jobs: int,
+    partition: str | None,
+    gpus_per_job: int,
+    cpus_per_job: int,
+    mem_gb: int,
+    device: str,
+) -> dict[str, Any]:
+    """submitit parameters shared by every shard job of one submission."""
+    params: dict[str, Any] = {"timeout_min": timeout_min, "name": name, "tasks_per_node": 1}
+    if executor == "slurm":
+        params.update(gpus_per_node=gpus_per_job, cpus_per_task=cpus_per_job, mem_gb=mem_gb, slurm_array_parallelism=jobs)
+        if partition:
+            params["slurm_partition"] = partition
+    elif device != "cpu" and _cuda_count() > 0:
+        params["gpus_per_node"] = gpus_per_job  # the local executor hands each job its own GPUs
+    return params
+
+
+def _wait_for_jobs(executor: str, shards: list[str], submitted: list[Any]) -> int:
+    """Block until every job ends; print each failure; return how many failed."""
+    failed = 0
+    for s, j in zip(shards, submitted, strict=True):
+        while not j.done():  # submitit's look at the scheduler / result file: nothing unpickled
+            time.sleep(WAIT_POLL_S)
+        state = job_state(executor, str(j.paths.folder), str(j.job_id))
+        if state != "FINISHED":  # the job's own JSON state, as `chexbench status` reads it
+            failed += 1
+            console.print(f"  [red]shard {s} failed[/] ({state}); its output: {j.paths.stderr}")
+    console.print(f"{len(submitted) - failed}/{len(submitted)} jobs finished")
+    return failed
 
 
 def _cuda_count() -> int:
+    # lazy: keeps chexbench --help fast
     import torch
 
     return torch.cuda.device_count()
@@ -258,6 +280,7 @@ def _cuda_count() -> int:
 
 def print_jobs(results: Path) -> None:
     """The latest submission's jobs: state and stored cells of each shard (used by ``chexbench status``)."""
+    # lazy: keeps chexbench --help fast
     from chexbench.bench.shard import Shard, shard_cells
     from chexbench.bench.store import ResultStore
     from chexbench.config import load_grid, parse_only

@@ -10,10 +10,11 @@ from typing import Annotated
 import typer
 
 from chexbench.cli.app import Table, bench_app, console, data_app
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 
 
 def parse_sites(text: str) -> tuple[str, ...]:
+    # lazy: keeps chexbench --help fast
     from chexbench.datasets.phantom.generate import SITE_NAMES
 
     sites = tuple(s.strip() for s in text.split(",") if s.strip())
@@ -38,6 +39,7 @@ def synth_cmd(
     workers: Annotated[int, typer.Option(help="processes (0: one per CPU for big runs)")] = 0,
 ) -> None:
     """Phantom chest radiographs written in the CheXpert, NIH and Indiana native layouts."""
+    # lazy: keeps chexbench --help fast
     from chexbench.datasets.phantom.generate import generate
 
     site_list = parse_sites(sites)
@@ -58,6 +60,7 @@ def synth_cmd(
         prevalence.add_row(lab, *(f"{t.prevalence().get(lab, 0.0):.1%}" for t in result.tallies.values()))
     console.print(prevalence)
     if preview:
+        # lazy: keeps chexbench --help fast
         from chexbench.datasets.phantom.preview import contact_sheet
 
         sheet = contact_sheet(result.root / "contact_sheet.png", site_list, size=max(size, 128), seed=seed)
@@ -71,8 +74,9 @@ def bench_phantom_cmd(
     output: Annotated[Path | None, typer.Option(help="PERFORMANCE.md to update (default: docs/PERFORMANCE.md)")] = None,
 ) -> None:
     """Phantom generation speed (images/s on one core, render + encode) per site."""
-    from chexbench.bench.perf import record_section
-    from chexbench.datasets.phantom.bench import measure_generation
+    # lazy: keeps chexbench --help fast
+    from chexbench.perf.phantom import measure_generation
+    from chexbench.perf.record import record_section
 
     start = time.perf_counter()
     rows = measure_generation(size=size, images=images)

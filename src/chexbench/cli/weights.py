@@ -11,15 +11,14 @@ import typer
 from rich.markup import escape
 
 from chexbench.cli.app import app, console
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
+from chexbench.registry import BACKBONES
 
 weights_app = typer.Typer(help="ImageNet weights: fetch them on request, list what is here.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
 
 
 def _backbones_with_weights() -> list[str]:
-    from chexbench.registry import BACKBONES
-
     return [n for n in BACKBONES.names() if BACKBONES.get(n).has_imagenet_weights]
 
 
@@ -31,8 +30,8 @@ def fetch_cmd(
 ) -> None:
     """Download the ImageNet weights each backbone declares (timm / Hugging Face hub), verify
     them against our one-channel model, store them where the imagenet strategy finds them."""
+    # lazy: keeps chexbench --help fast
     from chexbench.backbones.imagenet_weights import fetch, fetched
-    from chexbench.registry import BACKBONES
 
     names = list(backbones or [])
     if all_:
@@ -58,8 +57,8 @@ def fetch_cmd(
 @weights_app.command("list")
 def list_cmd() -> None:
     """Per backbone: its declared ImageNet weights, whether a file is here, its source and sha256."""
+    # lazy: keeps chexbench --help fast
     from chexbench.backbones.imagenet_weights import present
-    from chexbench.registry import BACKBONES
 
     for name in BACKBONES.names():  # one line per file: greppable, never wrapped
         spec = BACKBONES.get(name)

@@ -17,7 +17,7 @@ that turns them into training targets in :mod:`chexbench.datasets.labels`).
 Label column names are harmonized snake_case names from ``chexbench.datasets.labels``.
 
 Registered objects are *instances* of :class:`Dataset` subclasses
-(``DATASETS.add("chexpert", CheXpert())``).
+(``@DATASETS.register`` on the class).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pandas as pd
 from pydantic import Field
 
+from chexbench.core.errors import DataError
 from chexbench.datasets import leakage
 from chexbench.datasets.labels import BLANK_UNKNOWN
 from chexbench.datasets.splits import FRONTAL_VIEWS, SPLITS
@@ -88,16 +89,12 @@ class Dataset:
         """The root folder to read; subclasses may locate or generate a default."""
         root = options.get("root")
         if not root:
-            from chexbench.errors import DataError
-
             raise DataError(
                 f"dataset '{self.name}' needs a root: set root = \"/path\" under [dataset.{self.name}] "
                 f"in the grid, or pass --root"
             )
         path = Path(root).expanduser()
         if not path.exists():
-            from chexbench.errors import DataError
-
             raise DataError(f"dataset '{self.name}': root folder not found: {path}")
         return path
 

@@ -1,20 +1,10 @@
 """The prepared cache: a dataset's index plus every image decoded once into a uint8 memmap.
 
-Layout of a prepared folder (default ``cache_dir()/prepared/<dataset>-s<size>-<key>/``, the
-key hashing dataset, resolved root, size and :data:`LOADER_VERSION`)::
-
-    manifest.json   dataset, root, size, counts, skipped images with reasons, label-file
-                    sizes/mtimes, index fingerprint, names of the index and rows files
-    index.parquet   the dataset index (schema of datasets/base.py) of the images that decoded
-    rows.npy        int64 (N,): row of images.u8 holding index row i
-    sources.parquet path, size, mtime_ns of the source image of every images.u8 row
-    images.u8       raw uint8 (M, S, S), C order; M ≥ N (a skipped image keeps a zero row)
-
-Rows of images.u8 are ordered by split (train, valid, test), frontal before lateral, so a
-split's frontal images are one contiguous block (:func:`memmap_order`). Decoding is in
-:mod:`chexbench.datasets.decode`; reuse of earlier pixels (incremental preparation,
-re-indexing, smaller sizes) in :mod:`chexbench.datasets.reuse`; checks in
-:mod:`chexbench.datasets.verify`.
+The layout of the folder, its key, fingerprints and readers are in
+:mod:`chexbench.datasets.prepared` (their names are imported here too, so ``cache.open_prepared``
+and friends keep working). Decoding is in :mod:`chexbench.datasets.decode`; reuse of earlier
+pixels (incremental preparation, re-indexing, smaller sizes) in :mod:`chexbench.datasets.reuse`;
+checks in :mod:`chexbench.datasets.verify`.
 
 Preparation decodes in parallel processes and works in ``<folder>.partial/``: a state file
 records finished chunks, so an interrupted ``data prepare`` resumes where it stopped. Only
@@ -39,14 +29,26 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from chexbench.bench.store import atomic_write_text
+from chexbench.core.atomic import atomic_write_text
+from chexbench.core.errors import DataError
+from chexbench.core.lock import FileLock
 from chexbench.datasets.decode import decode_image
+from chexbench.datasets.prepared import (
+    LOADER_VERSION,
+    PreparedCache,
+    cache_key,
+    default_prepared_dir,
+    index_fingerprint,
+    label_file_fingerprint,
+    memmap_order,
+    open_prepared,
+)
+from chexbench.datasets.reuse import copy_unchanged_pixels, derive, larger_prepared, reindex
 from chexbench.datasets.workers import die_with_parent
-from chexbench.errors import DataError
+from chexbench.registry import DATASETS
 
-#: Bump when decoding or the index schema changes; part of every cache key.
-LOADER_VERSION = 2
 CHUNK = 128
 
 
@@ -68,146 +70,13 @@ def _decode_chunk(task: tuple[str, tuple[int, int, int], list[int], list[str], i
     return failures
 
 
-# -- the prepared folder --------------------------------------------------------------------
-@dataclass
-class PreparedCache:
-    """An opened prepared folder. ``images[rows[i]]`` is the image of ``index.iloc[i]``."""
-
-    dir: Path
-    index: pd.DataFrame
-    rows: np.ndarray  # int64 (N,)
-    images: np.memmap  # uint8 (M, S, S), read-only
-    manifest: dict[str, Any]
-
-    @property
-    def size(self) -> int:
-        return int(self.manifest["size"])
-
-    @property
-    def cache_id(self) -> str:
-        return str(self.manifest["cache_id"])
-
-
-def cache_key(dataset: str, root: Path, size: int) -> str:
-    payload = json.dumps([dataset, str(Path(root).resolve()), int(size), LOADER_VERSION])
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
-def default_prepared_dir(dataset: str, root: Path, size: int) -> Path:
-    from chexbench.paths import cache_dir
-
-    return cache_dir() / "prepared" / f"{dataset}-s{size}-{cache_key(dataset, root, size)}"
-
-
-def label_file_fingerprint(dataset_obj: Any, root: Path) -> dict[str, list[int]]:
-    """``{file: [size, mtime_ns]}`` of the dataset's label files.
-
-    A dataset names them with ``label_files(root)``; without that method, every regular file
-    directly inside ``root`` counts (label CSVs, split lists, archives), which covers datasets
-    that delegate to the CheXpert / NIH / Indiana loaders.
-    """
-    declared = getattr(dataset_obj, "label_files", None)
-    root = Path(root)
-    files = declared(root) if declared else sorted(p for p in root.iterdir() if p.is_file()) if root.is_dir() else []
-    out: dict[str, list[int]] = {}
-    for f in files:
-        st = Path(f).stat()
-        out[str(Path(f).resolve())] = [st.st_size, st.st_mtime_ns]
-    return out
-
-
-#: Modules whose constants (label tables, split fractions and seeds) shape an index.
-INDEX_MODULES = (
-    "chexbench.datasets.labels",
-    "chexbench.datasets.chexpert",
-    "chexbench.datasets.nih",
-    "chexbench.datasets.indiana",
-)
-
-
-def index_fingerprint(dataset_obj: Any) -> str:
-    """sha256 of what shapes an index besides the files: the loaders' UPPER_CASE constants
-    (label mapping tables, split fractions and seeds), the dataset's labels and its module's
-    constants. A change re-indexes a prepared cache without decoding its images again."""
-    import importlib
-
-    def plain(v: Any) -> Any:
-        return sorted(v) if isinstance(v, (set, frozenset)) else str(v)
-
-    consts = {}
-    for name in dict.fromkeys((*INDEX_MODULES, type(dataset_obj).__module__)):
-        mod = importlib.import_module(name)
-        consts[name] = {
-            k: v for k, v in vars(mod).items()
-            if k.isupper() and isinstance(v, (int, float, str, tuple, list, dict, frozenset))
-        }
-    payload = [type(dataset_obj).__qualname__, list(dataset_obj.labels), list(dataset_obj.eval_labels), consts]
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=plain).encode()).hexdigest()
-
-
-def open_prepared(folder: Path) -> PreparedCache:
-    """Open a complete prepared folder (one with a manifest).
-
-    Safe while another process re-indexes the folder: a re-index writes its new index and
-    rows files, replaces the manifest atomically, and only then deletes the old files. A file
-    the manifest names that has gone missing is therefore read again from the newer manifest;
-    it is an error only when the manifest did not change meanwhile.
-    """
-    folder = Path(folder)
-    mf = folder / "manifest.json"
-    text = _read_manifest_text(mf, folder)
-    while True:
-        manifest = json.loads(text)
-        try:
-            shape = tuple(manifest["cache_shape"])
-            images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r", shape=shape)
-            index = pd.read_parquet(folder / manifest.get("index_file", "index.parquet"))
-            rows = np.load(folder / manifest.get("rows_file", "rows.npy"))
-        except FileNotFoundError as e:
-            newer = _read_manifest_text(mf, folder)
-            if newer == text:
-                raise DataError(f"prepared cache {folder}: {Path(e.filename or '?').name} named by manifest.json is missing") from e
-            text = newer  # replaced meanwhile (re-index or rebuild): read what it names now
-            continue
-        return PreparedCache(folder, index, rows, images, manifest)
-
-
-def read_prepared_index(folder: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """The index of a prepared folder: the file its manifest names (``index.<tag>.parquet``
-    after a re-index), read as safely as :func:`open_prepared` does. A folder without a
-    manifest is read from ``index.parquet``."""
-    folder = Path(folder)
-    mf = folder / "manifest.json"
-    if not mf.exists():
-        return pd.read_parquet(folder / "index.parquet", columns=columns)
-    text = _read_manifest_text(mf, folder)
-    while True:
-        name = json.loads(text).get("index_file", "index.parquet")
-        try:
-            return pd.read_parquet(folder / name, columns=columns)
-        except FileNotFoundError as e:
-            newer = _read_manifest_text(mf, folder)
-            if newer == text:
-                raise DataError(f"prepared cache {folder}: {name} named by manifest.json is missing") from e
-            text = newer
-
-
-def _read_manifest_text(mf: Path, folder: Path) -> str:
-    try:
-        return mf.read_text()
-    except FileNotFoundError:
-        raise DataError(f"no prepared cache at {folder} (run: chexbench data prepare DATASET --root PATH)") from None
-
-
 @contextlib.contextmanager
 def _folder_lock(final: Path) -> Iterator[None]:
     """Exclusive lock on a prepared folder, so concurrent runs (shards) prepare it only once.
 
     The lock type shared with the pretraining cache: works across hosts on a shared
-    filesystem and recovers from a killed owner (:mod:`chexbench.bench.lock`).
+    filesystem and recovers from a killed owner (:mod:`chexbench.core.lock`).
     """
-    from chexbench.bench.lock import FileLock
-
     final.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(final.parent / f".{final.name}.lck"):
         yield
@@ -238,6 +107,24 @@ def prepare(
         return _prepare(dataset, Path(root), size, final, workers, strict, progress, index)
 
 
+@dataclass
+class _Layout:
+    """What one preparation decodes and where: index rows, their source paths, memmap order."""
+
+    index: pd.DataFrame
+    paths: list[str]  # source file of every index row
+    order: np.ndarray  # memmap row m holds index row order[m]
+    slot: np.ndarray  # index row i lives in memmap row slot[i]
+    chunks: list[list[int]]  # memmap rows, CHUNK at a time
+    shape: tuple[int, int, int]
+    ids_hash: str
+    partial: Path
+
+    @property
+    def n(self) -> int:
+        return len(self.index)
+
+
 def _prepare(
     dataset: str,
     root: Path,
@@ -248,9 +135,26 @@ def _prepare(
     progress: bool | Callable[[int, int], None],
     index: pd.DataFrame | None,
 ) -> PreparedCache:
-    from chexbench.registry import DATASETS
-
     ds = DATASETS.get(dataset)
+    lay = _layout(dataset, ds, root, size, final, index)
+    state = _resumable_state(lay)
+    reused: set[int] = set()
+    if not state:
+        state, reused = _start_partial(lay, final, size)
+    report, close = _progress_reporter(progress, lay.n, f"prepare {dataset} @ {size}px")
+    try:
+        _decode_remaining(lay, state, reused, size, workers, strict, report)
+    finally:
+        close()
+    manifest = _write_prepared_files(lay, state, ds, dataset, root, size)
+    atomic_write_text(json.dumps(manifest, indent=1), lay.partial / "manifest.json")
+    (lay.partial / "state.json").unlink()
+    _publish(lay.partial, final)
+    return open_prepared(final)
+
+
+def _layout(dataset: str, ds: Any, root: Path, size: int, final: Path, index: pd.DataFrame | None) -> _Layout:
+    """Check the index and the target folder; fix the memmap order and the chunks."""
     if index is None:
         index = ds.load_index(root)
     index = index.reset_index(drop=True)
@@ -259,40 +163,66 @@ def _prepare(
         raise DataError(f"dataset '{dataset}' at {root}: the index has no images")
     if final.exists() and not (final / "manifest.json").is_file() and any(final.iterdir()):
         raise DataError(f"{final} exists and is not a prepared cache; refusing to overwrite it")
-    partial = final.with_name(final.name + ".partial")
-    shape = (n, size, size)
-    ids_hash = hashlib.sha256("\n".join(index["image_id"].astype(str)).encode()).hexdigest()
-    state_file = partial / "state.json"
-    state: dict[str, Any] = {}
-    if state_file.is_file():
-        state = json.loads(state_file.read_text())
-        if state.get("ids_sha256") != ids_hash or state.get("shape") != list(shape):
-            state = {}
-    paths = [str(root / p) for p in index["path"].astype(str)]
-    order = memmap_order(index)  # memmap row m holds index row order[m]
+    order = memmap_order(index)
     slot = np.empty(n, dtype=np.int64)
     slot[order] = np.arange(n)
-    chunks = [list(range(s, min(s + CHUNK, n))) for s in range(0, n, CHUNK)]
-    reused: set[int] = set()
-    if not state:
-        from chexbench.datasets.reuse import copy_unchanged_pixels
+    return _Layout(
+        index=index,
+        paths=[str(root / p) for p in index["path"].astype(str)],
+        order=order,
+        slot=slot,
+        chunks=[list(range(s, min(s + CHUNK, n))) for s in range(0, n, CHUNK)],
+        shape=(n, size, size),
+        ids_hash=hashlib.sha256("\n".join(index["image_id"].astype(str)).encode()).hexdigest(),
+        partial=final.with_name(final.name + ".partial"),
+    )
 
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        mm = np.memmap(partial / "images.u8", dtype=np.uint8, mode="w+", shape=shape)
-        reused = copy_unchanged_pixels(final, size, [paths[i] for i in order], index["path"].iloc[order], mm)
-        mm.flush()
-        del mm
-        done = [c for c, rows in enumerate(chunks) if all(m in reused for m in rows)]
-        state = {"ids_sha256": ids_hash, "shape": list(shape), "done_chunks": done, "failures": {}, "reused": len(reused)}
-        atomic_write_text(json.dumps(state), state_file)
+
+def _resumable_state(lay: _Layout) -> dict[str, Any]:
+    """The state of an interrupted run over the same images and shape, else ``{}``."""
+    state_file = lay.partial / "state.json"
+    if not state_file.is_file():
+        return {}
+    state = json.loads(state_file.read_text())
+    if state.get("ids_sha256") != lay.ids_hash or state.get("shape") != list(lay.shape):
+        return {}
+    return state
+
+
+def _start_partial(lay: _Layout, final: Path, size: int) -> tuple[dict[str, Any], set[int]]:
+    """A fresh ``.partial`` folder with the unchanged pixels of ``final`` copied in; returns
+    the new state and the memmap rows so reused."""
+    shutil.rmtree(lay.partial, ignore_errors=True)
+    lay.partial.mkdir(parents=True)
+    mm = np.memmap(lay.partial / "images.u8", dtype=np.uint8, mode="w+", shape=lay.shape)
+    reused = copy_unchanged_pixels(final, size, [lay.paths[i] for i in lay.order], lay.index["path"].iloc[lay.order], mm)
+    mm.flush()
+    del mm
+    done = [c for c, rows in enumerate(lay.chunks) if all(m in reused for m in rows)]
+    state = {"ids_sha256": lay.ids_hash, "shape": list(lay.shape), "done_chunks": done, "failures": {}, "reused": len(reused)}
+    atomic_write_text(json.dumps(state), lay.partial / "state.json")
+    return state, reused
+
+
+def _decode_remaining(
+    lay: _Layout,
+    state: dict[str, Any],
+    reused: set[int],
+    size: int,
+    workers: int | None,
+    strict: bool,
+    report: Callable[[int, int], None],
+) -> None:
+    """Decode the chunks not yet done, recording each finished chunk in the state file.
+    Under ``strict`` the first bad image removes the partial folder and raises."""
+    state_file = lay.partial / "state.json"
     finished = set(state["done_chunks"])
-    todo = [c for c in range(len(chunks)) if c not in finished]
-    done_images = n - sum(len(chunks[c]) for c in todo)
-    report, close = _progress_reporter(progress, n, f"prepare {dataset} @ {size}px")
-    report(done_images, n)
-    todo_rows = {c: [m for m in chunks[c] if m not in reused] for c in todo}
-    tasks = [(str(partial / "images.u8"), shape, todo_rows[c], [paths[order[m]] for m in todo_rows[c]], size) for c in todo]
+    todo = [c for c in range(len(lay.chunks)) if c not in finished]
+    done_images = lay.n - sum(len(lay.chunks[c]) for c in todo)
+    report(done_images, lay.n)
+    todo_rows = {c: [m for m in lay.chunks[c] if m not in reused] for c in todo}
+    mm_path = str(lay.partial / "images.u8")
+    tasks = [(mm_path, lay.shape, todo_rows[c], [lay.paths[lay.order[m]] for m in todo_rows[c]], size) for c in todo]
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
     results = _map(tasks, n_workers)
     strict_failure: tuple[int, str] | None = None
@@ -305,37 +235,43 @@ def _prepare(
                 state["failures"][str(row)] = reason
             state["done_chunks"].append(c)
             atomic_write_text(json.dumps(state), state_file)
-            done_images += len(chunks[c])
-            report(done_images, n)
+            done_images += len(lay.chunks[c])
+            report(done_images, lay.n)
     finally:
         getattr(results, "close", lambda: None)()  # stops and joins the worker pool
-        close()
     if strict_failure is not None:
-        shutil.rmtree(partial, ignore_errors=True)  # bad input under --strict: leave nothing behind
+        shutil.rmtree(lay.partial, ignore_errors=True)  # bad input under --strict: leave nothing behind
         row, reason = strict_failure
-        raise DataError(f"image {paths[order[row]]}: {reason} (--strict; without it bad images are skipped and counted)")
+        raise DataError(f"image {lay.paths[lay.order[row]]}: {reason} (--strict; without it bad images are skipped and counted)")
 
+
+def _write_prepared_files(
+    lay: _Layout, state: dict[str, Any], ds: Any, dataset: str, root: Path, size: int
+) -> dict[str, Any]:
+    """Write index, rows and sources of the images that decoded into the partial folder;
+    return the manifest describing them."""
+    index, order = lay.index, lay.order
     reasons = {int(order[int(m)]): why for m, why in state["failures"].items()}  # by index row
     failed_rows = sorted(reasons)
-    keep = np.ones(n, dtype=bool)
+    keep = np.ones(lay.n, dtype=bool)
     keep[failed_rows] = False
     kept = np.flatnonzero(keep)
     if len(kept) == 0:
-        raise DataError(f"dataset '{dataset}' at {root}: no image could be read (first: {paths[failed_rows[0]]})")
-    rows = slot[kept]
-    index.iloc[kept].reset_index(drop=True).to_parquet(partial / "index.parquet", index=False)
-    np.save(partial / "rows.npy", rows)
-    _source_table(index.iloc[order], [paths[i] for i in order]).to_parquet(partial / "sources.parquet", index=False)
+        raise DataError(f"dataset '{dataset}' at {root}: no image could be read (first: {lay.paths[failed_rows[0]]})")
+    rows = lay.slot[kept]
+    index.iloc[kept].reset_index(drop=True).to_parquet(lay.partial / "index.parquet", index=False)
+    np.save(lay.partial / "rows.npy", rows)
+    _source_table(index.iloc[order], [lay.paths[i] for i in order]).to_parquet(lay.partial / "sources.parquet", index=False)
     skipped = [{"path": str(index["path"].iloc[r]), "reason": reasons[r]} for r in failed_rows]
-    manifest = {
+    return {
         "dataset": dataset,
         "root": str(root.resolve()),
         "size": int(size),
         "loader_version": LOADER_VERSION,
         "cache_id": f"{dataset}-s{size}-{cache_key(dataset, root, size)}",
-        "cache_shape": list(shape),
+        "cache_shape": list(lay.shape),
         "aspect": "shorter side resized to size, centre crop",
-        "n_index_rows": n,
+        "n_index_rows": lay.n,
         "n_images": int(len(rows)),
         "n_skipped": len(skipped),
         "skipped": skipped,
@@ -344,30 +280,19 @@ def _prepare(
         "index_fingerprint": index_fingerprint(ds),
         "index_file": "index.parquet",
         "rows_file": "rows.npy",
-        "index_sha256": ids_hash,
+        "index_sha256": lay.ids_hash,
         "reused_images": int(state.get("reused", 0)),
     }
-    atomic_write_text(json.dumps(manifest, indent=1), partial / "manifest.json")
-    state_file.unlink()
+
+
+def _publish(partial: Path, final: Path) -> None:
+    """Rename the complete partial folder to its final name, replacing an older one."""
     if final.exists():
         old = final.with_name(final.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
         shutil.rmtree(old, ignore_errors=True)
     os.replace(partial, final)
-    return open_prepared(final)
-
-
-def memmap_order(index: pd.DataFrame) -> np.ndarray:
-    """Index rows in memmap order: by split (train, valid, test, other), frontal before
-    lateral, then index order — so a whole split's frontal images are one contiguous block
-    that a cell can use without copying."""
-    from chexbench.datasets.base import FRONTAL_VIEWS, SPLITS
-
-    rank = {name: i for i, name in enumerate(SPLITS)}
-    split_rank = index["split"].astype(str).map(lambda v: rank.get(v, len(SPLITS))).to_numpy()
-    lateral = ~index["view"].astype(str).isin(FRONTAL_VIEWS).to_numpy()
-    return np.lexsort((np.arange(len(index)), lateral, split_rank))
 
 
 def _map(tasks: list[Any], n_workers: int) -> Any:
@@ -405,8 +330,6 @@ def _progress_reporter(
         return progress, lambda: None
     if not progress:
         return (lambda done, total: None), lambda: None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     task = bar.add_task(title, total=total)
     bar.start()
@@ -420,8 +343,6 @@ def ensure_prepared(dataset: str, root: Path, size: int, *, progress: bool = Fal
     changed (new labels, another split rule) and every image file is the one that was
     decoded, the index is rebuilt over the cached pixels; otherwise everything is decoded again.
     """
-    from chexbench.registry import DATASETS
-
     ds = DATASETS.get(dataset)
     root = Path(root)
     folder = default_prepared_dir(dataset, root, size)
@@ -447,8 +368,6 @@ def ensure_prepared(dataset: str, root: Path, size: int, *, progress: bool = Fal
         return cache
     if size < 8:
         raise DataError(f"image size must be at least 8 pixels, got {size}")
-    from chexbench.datasets.reuse import derive, larger_prepared, reindex
-
     with _folder_lock(folder):
         locked = True
         cache = current()

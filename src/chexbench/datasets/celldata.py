@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chexbench.atomic import atomic_path
 from chexbench.config import CellConfig
+from chexbench.core.atomic import atomic_path
+from chexbench.core.errors import ConfigError, DataError, LeakageError
+from chexbench.core.paths import cache_dir
 from chexbench.datasets.base import FRONTAL_VIEWS, SPLITS
 from chexbench.datasets.cache import PreparedCache, ensure_prepared
 from chexbench.datasets.labels import (
@@ -40,7 +42,7 @@ from chexbench.datasets.leakage import (
     split_leakage_message,
 )
 from chexbench.datasets.splits import ids_sha256, patient_overlaps, sample_patients
-from chexbench.errors import ConfigError, DataError, LeakageError
+from chexbench.registry import DATASETS
 
 #: Seed of the valid/test image caps: fixed, so paired comparisons see identical test sets.
 EVAL_CAP_SEED = 0
@@ -75,8 +77,6 @@ class CellData:
 
 def resolve_prepared(dataset: str, options: dict[str, Any], size: int) -> tuple[Any, Path, PreparedCache]:
     """The registered dataset, its resolved root and its prepared cache at ``size``."""
-    from chexbench.registry import DATASETS
-
     ds = DATASETS.get(dataset)
     root = Path(ds.resolve_root(options))
     return ds, root, ensure_prepared(dataset, root, size)
@@ -103,8 +103,6 @@ def _take_images(cache: PreparedCache, rows: np.ndarray) -> np.ndarray:
         return np.asarray(cache.images[rows])
     if rows[-1] - rows[0] + 1 == len(rows) and bool(np.all(np.diff(rows) == 1)):
         return cache.images[rows[0] : rows[-1] + 1]  # a contiguous block (see memmap_order): no copy
-    from chexbench.paths import cache_dir
-
     key = hashlib.sha256(cache.cache_id.encode() + rows.tobytes()).hexdigest()[:16]
     path = cache_dir() / "cells" / f"{key}.u8"
     shape = (len(rows), s, s)
@@ -120,8 +118,6 @@ def _take_images(cache: PreparedCache, rows: np.ndarray) -> np.ndarray:
 
 def _split_rule(ds: Any) -> str:
     """The dataset's documented split rule (a phantom reports the rule of the layout it uses)."""
-    from chexbench.registry import DATASETS
-
     rule = getattr(ds, "split_rule", "")
     layout = getattr(ds, "layout", "")
     if not rule and layout and layout in DATASETS:
@@ -152,55 +148,12 @@ def build_cell_data(cell: CellConfig) -> CellData:
     # CheXpert blank is a negative by default, an unindexed Indiana report stays masked
     blank_means = getattr(ds, "blank_label_means", BLANK_UNKNOWN)
     targets = training_targets(raw, labels, st.uncertainty, st.not_mentioned, blank_means)
-    usable = has_usable_label(targets)
-    eval_cols = [labels.index(lab) for lab in eval_labels]
-    positives = targets[:, eval_cols] == 1.0
-    split = index["split"].astype(str).to_numpy()
     patients = index["patient_id"].astype(str).to_numpy()
-
-    masks = {name: (split == name) & view_ok for name in SPLITS}
-    for name, m in masks.items():
-        if not m.any():
-            raise DataError(f"dataset '{cell.dataset}' at {root}: the {name} split has no images (views = {st.views})")
-    # the split rule is checked on every image of a split, labelled or not
-    overlaps = patient_overlaps({name: patients[m] for name, m in masks.items()})
-    if overlaps and not st.allow_leakage:
-        raise LeakageError(split_leakage_message(cell.dataset, overlaps))
-
-    # images without one usable target (e.g. unindexed Indiana reports) carry no label: they are
-    # neither trained on nor scored, and never counted as negatives
-    unlabeled = {name: int((m & ~usable).sum()) for name, m in masks.items()}
-    masks = {name: m & usable for name, m in masks.items()}
-    for name, m in masks.items():
-        if not m.any():
-            raise DataError(
-                f"dataset '{cell.dataset}' at {root}: the {name} split has no image with a usable label "
-                f"({unlabeled[name]} without; views = {st.views}, uncertainty = {st.uncertainty}, "
-                f"not_mentioned = {st.not_mentioned})"
-            )
+    masks, unlabeled, overlaps = _split_masks(cell, root, index, view_ok, has_usable_label(targets))
     before = {name: _split_summary(index, m) for name, m in masks.items()}
-    sub = np.flatnonzero(masks["train"])
-    keep = sample_patients(
-        patients[sub], positives[sub], cell.seed, fraction=cell.label_fraction, max_images=st.max_train_images
-    )
-    masks["train"] = np.zeros(len(index), dtype=bool)
-    masks["train"][sub[keep]] = True
-    if st.max_eval_images > 0:
-        for name in ("valid", "test"):
-            sub = np.flatnonzero(masks[name])
-            keep = sample_patients(patients[sub], positives[sub], EVAL_CAP_SEED, max_images=st.max_eval_images)
-            masks[name] = np.zeros(len(index), dtype=bool)
-            masks[name][sub[keep]] = True
-
-    parts = {}
-    for name, m in masks.items():
-        sel = np.flatnonzero(m)
-        parts[name] = SplitData(
-            images=_take_images(cache, cache.rows[sel]),
-            targets=np.ascontiguousarray(targets[sel]),
-            image_ids=index["image_id"].to_numpy()[sel].astype(str),
-            patient_ids=patients[sel].astype(str),
-        )
+    positives = targets[:, [labels.index(lab) for lab in eval_labels]] == 1.0
+    masks = _sample_masks(cell, masks, patients, positives)
+    parts = {name: _split_data(cache, targets, patients, np.flatnonzero(m)) for name, m in masks.items()}
     manifest = {
         "dataset": cell.dataset,
         "root": str(root.resolve()),
@@ -231,6 +184,69 @@ def build_cell_data(cell: CellConfig) -> CellData:
         "train_positives": {lab: int(np.nansum(parts["train"].targets[:, i] == 1.0)) for i, lab in enumerate(labels)},
     }
     return CellData(labels, eval_labels, parts["train"], parts["valid"], parts["test"], manifest)
+
+
+def _split_masks(
+    cell: CellConfig, root: Path, index: pd.DataFrame, view_ok: np.ndarray, usable: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, int], Any]:
+    """Boolean masks of each split's images with a usable label, after the leakage check;
+    the count of images each split drops for having none; the patient overlaps found."""
+    st = cell.settings
+    split = index["split"].astype(str).to_numpy()
+    patients = index["patient_id"].astype(str).to_numpy()
+    masks = {name: (split == name) & view_ok for name in SPLITS}
+    for name, m in masks.items():
+        if not m.any():
+            raise DataError(f"dataset '{cell.dataset}' at {root}: the {name} split has no images (views = {st.views})")
+    # the split rule is checked on every image of a split, labelled or not
+    overlaps = patient_overlaps({name: patients[m] for name, m in masks.items()})
+    if overlaps and not st.allow_leakage:
+        raise LeakageError(split_leakage_message(cell.dataset, overlaps))
+    # images without one usable target (e.g. unindexed Indiana reports) carry no label: they are
+    # neither trained on nor scored, and never counted as negatives
+    unlabeled = {name: int((m & ~usable).sum()) for name, m in masks.items()}
+    masks = {name: m & usable for name, m in masks.items()}
+    for name, m in masks.items():
+        if not m.any():
+            raise DataError(
+                f"dataset '{cell.dataset}' at {root}: the {name} split has no image with a usable label "
+                f"({unlabeled[name]} without; views = {st.views}, uncertainty = {st.uncertainty}, "
+                f"not_mentioned = {st.not_mentioned})"
+            )
+    return masks, unlabeled, overlaps
+
+
+def _sample_masks(
+    cell: CellConfig, masks: dict[str, np.ndarray], patients: np.ndarray, positives: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The train split subsampled by whole patients to the label fraction (seed: the cell's);
+    valid and test capped at ``max_eval_images`` (fixed seed, the same for every cell)."""
+    st = cell.settings
+    n = len(patients)
+    out = dict(masks)
+    sub = np.flatnonzero(masks["train"])
+    keep = sample_patients(
+        patients[sub], positives[sub], cell.seed, fraction=cell.label_fraction, max_images=st.max_train_images
+    )
+    out["train"] = np.zeros(n, dtype=bool)
+    out["train"][sub[keep]] = True
+    if st.max_eval_images > 0:
+        for name in ("valid", "test"):
+            sub = np.flatnonzero(masks[name])
+            keep = sample_patients(patients[sub], positives[sub], EVAL_CAP_SEED, max_images=st.max_eval_images)
+            out[name] = np.zeros(n, dtype=bool)
+            out[name][sub[keep]] = True
+    return out
+
+
+def _split_data(cache: PreparedCache, targets: np.ndarray, patients: np.ndarray, sel: np.ndarray) -> SplitData:
+    """The images, targets and ids of index rows ``sel``."""
+    return SplitData(
+        images=_take_images(cache, cache.rows[sel]),
+        targets=np.ascontiguousarray(targets[sel]),
+        image_ids=cache.index["image_id"].to_numpy()[sel].astype(str),
+        patient_ids=patients[sel].astype(str),
+    )
 
 
 def pretrain_pool(cell: CellConfig, max_images: int = 0) -> tuple[np.ndarray, np.ndarray]:

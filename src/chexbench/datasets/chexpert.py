@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chexbench.core.errors import DataError
 from chexbench.datasets.base import INDEX_META_COLUMNS, Dataset
 from chexbench.datasets.labels import BLANK_NOT_MENTIONED, CHEXPERT_COLUMNS, CHEXPERT_EVAL_LABELS
 from chexbench.datasets.splits import carve_patients
 from chexbench.datasets.tables import parse_label_column, read_csv_checked
-from chexbench.errors import DataError
 from chexbench.registry import DATASETS
 
 CHEXPERT_VALID_FRACTION = 0.05
@@ -110,6 +110,7 @@ def load_chexpert_index(
     return index[[*INDEX_META_COLUMNS, *labels]]
 
 
+@DATASETS.register
 class CheXpert(Dataset):
     """CheXpert v1.0 (Stanford): 224k radiographs, 65k patients, 14 labeler observations."""
 
@@ -131,6 +132,3 @@ class CheXpert(Dataset):
         """The files whose change makes a prepared cache stale."""
         names = ("train.csv", "valid.csv", "test_labels.csv", "test.csv")
         return [Path(root) / n for n in names if (Path(root) / n).is_file()]
-
-
-DATASETS.add("chexpert", CheXpert(), CheXpert.description)

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 
 def decode_image(path: str | Path, size: int) -> np.ndarray:
     """Decode one image file to uint8 (size, size): shorter side → size, centre crop."""
-    from PIL import Image
-
     with Image.open(path) as im:
         if im.format == "JPEG":
             im.draft("L", (size, size))
@@ -32,8 +31,6 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
 
 
 def _to_gray8(im: Any) -> Any:
-    from PIL import Image
-
     if im.mode == "L":
         im.load()
         return im
@@ -47,7 +44,5 @@ def _to_gray8(im: Any) -> Any:
 
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     """uint8 (F, F) → uint8 (size, size), bilinear with PIL's antialiasing reducing gap."""
-    from PIL import Image
-
     im = Image.fromarray(np.ascontiguousarray(image), mode="L")
     return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0), dtype=np.uint8)

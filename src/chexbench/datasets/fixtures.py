@@ -16,8 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from chexbench.errors import DataError
+from chexbench.core.atomic import atomic_path, atomic_write_text
+from chexbench.core.errors import DataError
+from chexbench.datasets.indiana import parse_report
 
 REAL_FILES = {
     "chexpert": "chexpert_train.csv.gz",
@@ -46,13 +49,12 @@ def fixture_level(k: int) -> int:
 
 def write_image(path: Path, k: int, shape: tuple[int, int] = (48, 40)) -> None:
     """A uniform image (level of ``k``) with a 2-pixel darker border, as PNG or JPEG by suffix."""
-    from PIL import Image
-
     h, w = shape
     arr = np.full((h, w), fixture_level(k), dtype=np.uint8)
     arr[:2, :] = arr[-2:, :] = arr[:, :2] = arr[:, -2:] = fixture_level(k) // 2
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr, mode="L").save(path, **({"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}))
+    jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr, mode="L").save(tmp, format="JPEG" if jpeg else "PNG", **({"quality": 95} if jpeg else {}))
 
 
 def write_chexpert_layout(
@@ -72,8 +74,8 @@ def write_chexpert_layout(
         for p in df["Path"]:
             write_image(Path(out) / p, k)
             k += 1
-    train.to_csv(root / "train.csv", index=False)
-    valid.to_csv(root / "valid.csv", index=False)
+    atomic_write_text(train.to_csv(index=False), root / "train.csv")
+    atomic_write_text(valid.to_csv(index=False), root / "valid.csv")
     return root
 
 
@@ -82,10 +84,10 @@ def write_nih_layout(out: Path, rows: pd.DataFrame, test_patients: set[int], fol
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     rows = rows.reset_index(drop=True)
-    rows.to_csv(root / "Data_Entry_2017_v2020.csv", index=False)
+    atomic_write_text(rows.to_csv(index=False), root / "Data_Entry_2017_v2020.csv")
     is_test = rows["Patient ID"].isin(test_patients)
-    (root / "test_list.txt").write_text("\n".join(rows["Image Index"][is_test]) + "\n")
-    (root / "train_val_list.txt").write_text("\n".join(rows["Image Index"][~is_test]) + "\n")
+    atomic_write_text("\n".join(rows["Image Index"][is_test]) + "\n", root / "test_list.txt")
+    atomic_write_text("\n".join(rows["Image Index"][~is_test]) + "\n", root / "train_val_list.txt")
     for k, name in enumerate(rows["Image Index"]):
         write_image(root / f"images_{k % folders + 1:03d}" / "images" / name, k, (40, 40))
     return root
@@ -105,12 +107,10 @@ def real_indiana_reports(n: int | None = None) -> list[tuple[str, bytes]]:
 
 def write_indiana_layout(out: Path, reports: list[tuple[str, bytes]], as_tgz: bool = False) -> Path:
     """``out/ecgen-radiology/*.xml`` (or ``NLMCXR_reports.tgz``) and ``NLMCXR_png/<id>.png`` per image."""
-    from chexbench.datasets.indiana import parse_report
-
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     if as_tgz:
-        with tarfile.open(root / "NLMCXR_reports.tgz", "w:gz") as tar:
+        with atomic_path(root / "NLMCXR_reports.tgz") as tmp, tarfile.open(tmp, "w:gz") as tar:
             for name, data in reports:
                 info = tarfile.TarInfo(f"ecgen-radiology/{Path(name).name}")
                 info.size = len(data)
@@ -118,7 +118,8 @@ def write_indiana_layout(out: Path, reports: list[tuple[str, bytes]], as_tgz: bo
     else:
         for name, data in reports:
             (root / "ecgen-radiology").mkdir(exist_ok=True)
-            (root / "ecgen-radiology" / Path(name).name).write_bytes(data)
+            with atomic_path(root / "ecgen-radiology" / Path(name).name) as tmp:
+                Path(tmp).write_bytes(data)
     k = 0
     for name, data in reports:
         for img in parse_report(name, data)["images"]:

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chexbench.core.errors import DataError
 from chexbench.datasets.base import INDEX_META_COLUMNS, Dataset
 from chexbench.datasets.labels import (
     BLANK_UNKNOWN,
@@ -50,7 +51,6 @@ from chexbench.datasets.labels import (
     indiana_term_label,
 )
 from chexbench.datasets.splits import assign_patient_splits
-from chexbench.errors import DataError
 from chexbench.registry import DATASETS
 
 INDIANA_SPLIT = {"train": 0.7, "valid": 0.1, "test": 0.2}
@@ -179,6 +179,7 @@ def load_indiana_index(root: Path, seed: int = INDIANA_SPLIT_SEED) -> pd.DataFra
     return index[[*INDEX_META_COLUMNS, *INDIANA_LABELS]]
 
 
+@DATASETS.register
 class Indiana(Dataset):
     """Indiana University / OpenI chest X-rays: 3,955 reports, ~7.5k images, MeSH-coded findings."""
 
@@ -200,6 +201,3 @@ class Indiana(Dataset):
         files = [folder] if folder.is_dir() else [root / REPORT_TGZ]
         files += [root / "indiana_projections.csv", root / "nlmcxr_dicom_metadata.csv", root / "nlmcxr_dicom_metadata.csv.gz"]
         return [f for f in files if f.exists()]
-
-
-DATASETS.add("indiana", Indiana(), Indiana.description)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from chexbench.errors import ConfigError
+from chexbench.core.errors import ConfigError
 
 #: The harmonized vocabulary (snake_case); every dataset maps onto a subset of it.
 HARMONIZED_LABELS: tuple[str, ...] = (

@@ -29,35 +29,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from chexbench.datasets.cache import label_file_fingerprint
+from chexbench.config import resolve_pretrain_source_options
+from chexbench.core.errors import DataError, LeakageError
+from chexbench.datasets.prepared import label_file_fingerprint
 from chexbench.datasets.splits import FRONTAL_VIEWS, SPLITS, patient_overlaps
-from chexbench.errors import DataError, LeakageError
 from chexbench.registry import DATASETS, STRATEGIES
 
 if TYPE_CHECKING:
     from chexbench.config import CellConfig
 
 
-def resolve_pretrain_source_options(source: str, dataset: str, dataset_options: dict[str, Any],
-                                    source_table: dict[str, Any], pretrain_root: Any = None) -> dict[str, Any]:
-    """The dataset options that locate and define a pretraining source's data.
-
-    The cell's own dataset options when the source is the cell's dataset; else the grid's
-    ``[dataset.<source>]`` option keys (its root, a phantom's generation options; ``{}``: the
-    source's defaults). ``pretrain_root`` (under ``[strategy.<name>]``) overrides ``root`` when
-    set. Unset (None) values are dropped.
-    """
-    opts = dict(dataset_options) if source == dataset else dict(source_table)
-    if pretrain_root:
-        opts["root"] = str(pretrain_root)
-    return {k: v for k, v in sorted(opts.items()) if v is not None}
-
-
 def pretrain_source_options(cell: CellConfig) -> dict[str, Any]:
     """The dataset options of the cell's pretraining source, the one place that decides them:
     ``cell.pretrain_source_options`` when the grid resolved a ``[dataset.<source>]`` table into
     it; else the same resolution without such a table (the cell's own dataset options when the
-    source is the target, ``pretrain_root`` as root; :func:`resolve_pretrain_source_options`)."""
+    source is the target, ``pretrain_root`` as root; :func:`chexbench.config.resolve_pretrain_source_options`)."""
     if cell.pretrain_source_options:
         return dict(cell.pretrain_source_options)
     return resolve_pretrain_source_options(cell.settings.pretrain_source, cell.dataset, cell.dataset_options, {},

@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chexbench.core.errors import DataError
 from chexbench.datasets.base import INDEX_META_COLUMNS, Dataset
 from chexbench.datasets.labels import BLANK_NOT_MENTIONED, NIH_EVAL_LABELS, NIH_FINDINGS, NIH_NO_FINDING
 from chexbench.datasets.splits import carve_patients
 from chexbench.datasets.tables import read_csv_checked
-from chexbench.errors import DataError
 from chexbench.registry import DATASETS
 
 NIH_VALID_FRACTION = 0.1
@@ -114,54 +114,14 @@ def load_nih_index(root: Path, valid_fraction: float = NIH_VALID_FRACTION, seed:
     names = df["Image Index"].astype(str).str.strip()
     if names.duplicated().any():
         raise DataError(f"{file}: column 'Image Index' lists '{names[names.duplicated()].iloc[0]}' twice")
-
-    dummies = df["Finding Labels"].fillna("").astype(str).str.replace(" ", "").str.get_dummies("|")
-    known = {k.replace(" ", ""): v for k, v in {**NIH_FINDINGS, NIH_NO_FINDING: "no_finding"}.items()}
-    unknown = [c for c in dummies.columns if c not in known]
-    if unknown:
-        i = int(np.flatnonzero(dummies[unknown[0]].to_numpy())[0])
-        raise DataError(
-            f"{file}: column 'Finding Labels' has unknown label value {unknown[0]!r} on data row {i + 1} "
-            f"(known: {', '.join(sorted([*NIH_FINDINGS, NIH_NO_FINDING]))})"
-        )
-    labels = {lab: np.zeros(len(df), dtype=np.float64) for lab in NIH_LABELS}
-    for token, lab in known.items():
-        if token in dummies.columns:
-            labels[lab] = dummies[token].to_numpy(dtype=np.float64)
-
-    pid = pd.to_numeric(df["Patient ID"], errors="coerce")
-    if pid.isna().any():
-        i = int(np.flatnonzero(pid.isna().to_numpy())[0])
-        raise DataError(f"{file}: column 'Patient ID' has non-numeric value {df['Patient ID'].iloc[i]!r} on data row {i + 1}")
-    patient = np.array([f"{v:08d}" for v in pid.astype(np.int64)], dtype=object)
+    labels = _finding_labels(file, df)
+    patient = _patient_ids(file, df)
     view = df["View Position"].astype(str).str.strip().str.upper()
     view = view.where(view.isin(["PA", "AP", "LL", "LATERAL"]), "UNKNOWN")
     sex = df["Patient Gender"].astype(str).str.strip().str.upper().map({"M": "M", "F": "F"}).fillna("U")
     images = find_images(root)
     paths = np.array([images.get(n, f"images/{n}") for n in names], dtype=object)
-
-    test_names = set(read_split_list(root / "test_list.txt"))
-    trainval_names = set(read_split_list(root / "train_val_list.txt"))
-    both = test_names & trainval_names
-    if both:
-        raise DataError(f"{root / 'test_list.txt'}: image '{sorted(both)[0]}' is also in train_val_list.txt")
-    name_arr = names.to_numpy(dtype=object)
-    in_test = np.fromiter((n in test_names for n in name_arr), dtype=bool, count=len(name_arr))
-    in_trainval = np.fromiter((n in trainval_names for n in name_arr), dtype=bool, count=len(name_arr))
-    split = np.where(in_test, "test", np.where(in_trainval, "train", ""))
-    listed = split != ""
-    if not listed.all():
-        _warn_once(f"NIH {root}: {int((~listed).sum())} images of {file.name} are in neither split list; left out")
-    shared = set(patient[split == "test"]) & set(patient[split == "train"])
-    if shared:
-        _warn_once(
-            f"NIH {root}: the split lists share {len(shared)} patients between train_val and test; "
-            f"cells on this dataset are refused unless allow_leakage = true"
-        )
-    carved = carve_patients(patient[split == "train"], valid_fraction, seed)
-    is_carved = np.fromiter((p in carved for p in patient), dtype=bool, count=len(patient))
-    split = np.where((split == "train") & is_carved, "valid", split)
-
+    split = _listed_split(root, file, names.to_numpy(dtype=object), patient, valid_fraction, seed)
     out = pd.DataFrame(
         {
             "image_id": names.to_numpy(dtype=object),
@@ -175,7 +135,61 @@ def load_nih_index(root: Path, valid_fraction: float = NIH_VALID_FRACTION, seed:
             **labels,
         }
     )
-    return out[listed].reset_index(drop=True)[[*INDEX_META_COLUMNS, *NIH_LABELS]]
+    return out[split != ""].reset_index(drop=True)[[*INDEX_META_COLUMNS, *NIH_LABELS]]
+
+
+def _finding_labels(file: Path, df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """0/1 columns of the harmonized NIH labels from the '|'-joined 'Finding Labels'."""
+    dummies = df["Finding Labels"].fillna("").astype(str).str.replace(" ", "").str.get_dummies("|")
+    known = {k.replace(" ", ""): v for k, v in {**NIH_FINDINGS, NIH_NO_FINDING: "no_finding"}.items()}
+    unknown = [c for c in dummies.columns if c not in known]
+    if unknown:
+        i = int(np.flatnonzero(dummies[unknown[0]].to_numpy())[0])
+        raise DataError(
+            f"{file}: column 'Finding Labels' has unknown label value {unknown[0]!r} on data row {i + 1} "
+            f"(known: {', '.join(sorted([*NIH_FINDINGS, NIH_NO_FINDING]))})"
+        )
+    labels = {lab: np.zeros(len(df), dtype=np.float64) for lab in NIH_LABELS}
+    for token, lab in known.items():
+        if token in dummies.columns:
+            labels[lab] = dummies[token].to_numpy(dtype=np.float64)
+    return labels
+
+
+def _patient_ids(file: Path, df: pd.DataFrame) -> np.ndarray:
+    """'Patient ID' as zero-padded 8-digit strings (the numbering of the image names)."""
+    pid = pd.to_numeric(df["Patient ID"], errors="coerce")
+    if pid.isna().any():
+        i = int(np.flatnonzero(pid.isna().to_numpy())[0])
+        raise DataError(f"{file}: column 'Patient ID' has non-numeric value {df['Patient ID'].iloc[i]!r} on data row {i + 1}")
+    return np.array([f"{v:08d}" for v in pid.astype(np.int64)], dtype=object)
+
+
+def _listed_split(
+    root: Path, file: Path, names: np.ndarray, patient: np.ndarray, valid_fraction: float, seed: int
+) -> np.ndarray:
+    """train / valid / test of every image by the official split lists, valid carved out of
+    train_val by patient; "" for an image in neither list (left out, with a warning)."""
+    test_names = set(read_split_list(root / "test_list.txt"))
+    trainval_names = set(read_split_list(root / "train_val_list.txt"))
+    both = test_names & trainval_names
+    if both:
+        raise DataError(f"{root / 'test_list.txt'}: image '{sorted(both)[0]}' is also in train_val_list.txt")
+    in_test = np.fromiter((n in test_names for n in names), dtype=bool, count=len(names))
+    in_trainval = np.fromiter((n in trainval_names for n in names), dtype=bool, count=len(names))
+    split = np.where(in_test, "test", np.where(in_trainval, "train", ""))
+    listed = split != ""
+    if not listed.all():
+        _warn_once(f"NIH {root}: {int((~listed).sum())} images of {file.name} are in neither split list; left out")
+    shared = set(patient[split == "test"]) & set(patient[split == "train"])
+    if shared:
+        _warn_once(
+            f"NIH {root}: the split lists share {len(shared)} patients between train_val and test; "
+            f"cells on this dataset are refused unless allow_leakage = true"
+        )
+    carved = carve_patients(patient[split == "train"], valid_fraction, seed)
+    is_carved = np.fromiter((p in carved for p in patient), dtype=bool, count=len(patient))
+    return np.where((split == "train") & is_carved, "valid", split)
 
 
 def load_nih_boxes(root: Path) -> pd.DataFrame:
@@ -204,6 +218,7 @@ def load_nih_boxes(root: Path) -> pd.DataFrame:
     )
 
 
+@DATASETS.register
 class NIHChestXray14(Dataset):
     """NIH ChestX-ray14: 112,120 frontal radiographs, 30,805 patients, 14 text-mined findings."""
 
@@ -226,6 +241,3 @@ class NIHChestXray14(Dataset):
         root = Path(root)
         files = [entry_file(root), root / "train_val_list.txt", root / "test_list.txt"]
         return [f for f in files if f.is_file()]
-
-
-DATASETS.add("nih", NIHChestXray14(), NIHChestXray14.description)

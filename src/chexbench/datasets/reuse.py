@@ -18,16 +18,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chexbench.atomic import atomic_path
-from chexbench.bench.store import atomic_write_text
-from chexbench.datasets.cache import (
+from chexbench.core.atomic import atomic_path, atomic_write_text
+from chexbench.core.paths import cache_dir
+from chexbench.datasets.decode import resize_square
+from chexbench.datasets.prepared import (
     LOADER_VERSION,
     PreparedCache,
     cache_key,
     default_prepared_dir,
     open_prepared,
 )
-from chexbench.datasets.decode import resize_square
 
 
 def copy_unchanged_pixels(
@@ -66,8 +66,6 @@ def copy_unchanged_pixels(
 
 def larger_prepared(dataset: str, root: Path, size: int, want: tuple[dict, str]) -> PreparedCache | None:
     """The smallest up-to-date default prepared folder of the same dataset and root above ``size``."""
-    from chexbench.paths import cache_dir
-
     found = []
     for mf in (cache_dir() / "prepared").glob(f"{dataset}-s*-*/manifest.json"):
         try:

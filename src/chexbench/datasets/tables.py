@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chexbench.errors import DataError
+from chexbench.core.errors import DataError
 
 #: Allowed raw label values (NaN = not mentioned).
 LABEL_VALUES: frozenset[float] = frozenset({1.0, 0.0, -1.0})

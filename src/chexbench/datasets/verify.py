@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chexbench.datasets.cache import PreparedCache, label_file_fingerprint
 from chexbench.datasets.decode import decode_image, resize_square
+from chexbench.datasets.prepared import PreparedCache, label_file_fingerprint
+from chexbench.registry import DATASETS
 
 
 def expected_pixels(cache: PreparedCache, path: Path) -> np.ndarray:
@@ -38,8 +39,6 @@ def verify(cache: PreparedCache, root: Path | None = None, sample: int = 0, seed
 
     ``sample > 0`` re-decodes that many images chosen with ``seed`` (all by default).
     """
-    from chexbench.registry import DATASETS
-
     root = Path(root) if root is not None else Path(cache.manifest["root"])
     stale = []
     try:

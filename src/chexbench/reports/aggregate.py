@@ -25,7 +25,7 @@ import pandas as pd
 
 from chexbench.bench.store import ResultStore, record_configuration_hash
 from chexbench.config import configuration_keys
-from chexbench.errors import DataError
+from chexbench.core.errors import DataError
 from chexbench.reports.bootstrap import (
     CellScores,
     PatientResamples,
@@ -174,14 +174,7 @@ def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResul
     if not root.is_dir():
         raise DataError(f"results directory not found: {root}")
     store = ResultStore(root)
-    records = store.records()
-    skipped = read_skipped(root)
-    if records.empty and skipped.empty:
-        raise DataError(f"{root}: no cell records and no skipped.parquet (run `chexbench run` first)")
-    records = records.sort_values(list(CONFIG_AXES) + ["seed", "cell_id"]).reset_index(drop=True)
-    skipped = skipped[~skipped["cell_id"].isin(records["cell_id"])].reset_index(drop=True)  # ran since
-    records["eval_labels"] = records["eval_labels_json"].map(_eval_labels)
-    records["configuration_hash"], configurations = _configurations(records, root)
+    records, skipped, configurations = _read_records(store, root)
     ok_records = records[records["status"] == "ok"]
     has_predictions = ok_records["cell_id"].map(lambda c: store.predictions_path(c).exists())
     kept, superseded = _drop_duplicate_seeds(ok_records[has_predictions.astype(bool)])
@@ -199,45 +192,24 @@ def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResul
             continue
         if rec.cell_id in superseded_ids:
             continue
-        path = store.predictions_path(rec.cell_id)
-        preds = _read_predictions(path)
+        preds = _read_predictions(store.predictions_path(rec.cell_id))
         if isinstance(preds, str):
-            row = rec._asdict()
-            row["failure_reason"] = preds
-            failed_rows.append(row)
+            failed_rows.append({**rec._asdict(), "failure_reason": preds})
             continue
         test = preds[preds["split"] == "test"]
-        # cells are paired only on the same test images with the same truth; resamples depend
-        # on the patient set alone, so every test set of the same patients gets identical resamples
-        images, truth = patient_set_key(test["image_id"]), truth_key(test)
-        key = f"{rec.dataset}:{images}:{truth}"
-        if key not in test_sets:
-            patients = patient_set_key(test["patient_id"])
-            if patients not in resamples:
-                resamples[patients] = draw_patient_resamples(test["patient_id"], n_boot, seed)
-            test_sets[key] = TestSet(
-                key=key,
-                dataset=rec.dataset,
-                images_key=images,
-                truth_key=truth,
-                resamples=resamples[patients],
-                n_images=int(test["image_id"].nunique()),
-                n_patients=int(test["patient_id"].nunique()),
-            )
-        test_sets[key].cell_ids.append(rec.cell_id)
-        test_set_of[rec.cell_id] = key
-        scores[rec.cell_id] = score_predictions(test, test_sets[key].resamples, rec.eval_labels or None, name=rec.cell_id)
+        ts = _test_set(rec.dataset, test, test_sets, resamples, n_boot, seed)
+        ts.cell_ids.append(rec.cell_id)
+        test_set_of[rec.cell_id] = ts.key
+        scores[rec.cell_id] = score_predictions(test, ts.resamples, rec.eval_labels or None, name=rec.cell_id)
         calibration[rec.cell_id] = cell_calibration(preds, list(scores[rec.cell_id].labels))
         ok_ids.append(rec.cell_id)
 
     ok = records[records["cell_id"].isin(ok_ids)].reset_index(drop=True)
-    failed = pd.DataFrame(failed_rows, columns=list(records.columns))
-
     return LoadedResults(
         root=root,
         records=records,
         ok=ok,
-        failed=failed,
+        failed=pd.DataFrame(failed_rows, columns=list(records.columns)),
         skipped=skipped,
         pretrain=read_pretrain(root),
         scores=scores,
@@ -249,6 +221,50 @@ def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResul
         configurations={h: c for h, c in configurations.items() if h in set(ok["configuration_hash"])},
         superseded=superseded,
     )
+
+
+def _read_records(store: ResultStore, root: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, Any]]]:
+    """Cell records in configuration order (with eval labels and configuration hash), the
+    skipped cells that have not run since, and the configurations by hash."""
+    records = store.records()
+    skipped = read_skipped(root)
+    if records.empty and skipped.empty:
+        raise DataError(f"{root}: no cell records and no skipped.parquet (run `chexbench run` first)")
+    records = records.sort_values(list(CONFIG_AXES) + ["seed", "cell_id"]).reset_index(drop=True)
+    skipped = skipped[~skipped["cell_id"].isin(records["cell_id"])].reset_index(drop=True)  # ran since
+    records["eval_labels"] = records["eval_labels_json"].map(_eval_labels)
+    records["configuration_hash"], configurations = _configurations(records, root)
+    return records, skipped, configurations
+
+
+def _test_set(
+    dataset: str,
+    test: pd.DataFrame,
+    test_sets: dict[str, TestSet],
+    resamples: dict[str, PatientResamples],
+    n_boot: int,
+    seed: int,
+) -> TestSet:
+    """The test set of these test predictions, registered in ``test_sets`` on first sight.
+
+    Cells are paired only on the same test images with the same truth; resamples depend on
+    the patient set alone, so every test set of the same patients gets identical resamples."""
+    images, truth = patient_set_key(test["image_id"]), truth_key(test)
+    key = f"{dataset}:{images}:{truth}"
+    if key not in test_sets:
+        patients = patient_set_key(test["patient_id"])
+        if patients not in resamples:
+            resamples[patients] = draw_patient_resamples(test["patient_id"], n_boot, seed)
+        test_sets[key] = TestSet(
+            key=key,
+            dataset=dataset,
+            images_key=images,
+            truth_key=truth,
+            resamples=resamples[patients],
+            n_images=int(test["image_id"].nunique()),
+            n_patients=int(test["patient_id"].nunique()),
+        )
+    return test_sets[key]
 
 
 def configuration_stream(seed: int, configuration_hash: str) -> np.random.Generator:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from chexbench.errors import DataError
-from chexbench.reports.auroc import SortedLabel
+from chexbench.core.auroc import SortedLabel
+from chexbench.core.errors import DataError
 
 DEFAULT_N_BOOT = 2000
 DEFAULT_SEED = 0

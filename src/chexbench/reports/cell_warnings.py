@@ -1,7 +1,7 @@
 """The report's "Warnings" section: cells that ran, but whose number comes with a caveat.
 
 A protocol stores notes about its head in the record (``data_json → protocol_extra →
-head_notes``); notes starting with :data:`~chexbench.errors.RECORD_WARNING_PREFIX` are
+head_notes``); notes starting with :data:`~chexbench.core.errors.RECORD_WARNING_PREFIX` are
 warnings — e.g. a ``*_topk`` strategy probed with ``head = "linear"``, which reads a CLS
 token its pretraining never trained as an embedding.
 """
@@ -12,7 +12,7 @@ import json
 
 import pandas as pd
 
-from chexbench.errors import RECORD_WARNING_PREFIX
+from chexbench.core.errors import RECORD_WARNING_PREFIX
 
 
 def record_warnings(data_json: str) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from statsmodels.stats.multitest import multipletests
 
 from chexbench.reports.bootstrap import CI_LEVEL, percentile_ci
 
@@ -55,8 +56,6 @@ def bootstrap_p_value(delta_replicates: np.ndarray) -> float:
 def adjust_p_values(p_values: list[float] | np.ndarray, method: str) -> np.ndarray:
     """Holm (``"holm"``) or Benjamini–Hochberg (``"bh"``) adjusted p-values; NaN entries stay NaN
     and are not counted in the family."""
-    from statsmodels.stats.multitest import multipletests
-
     p = np.asarray(p_values, dtype=float)
     out = np.full(len(p), np.nan)
     ok = np.isfinite(p)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from chexbench.bench.store import atomic_write_text
-from chexbench.errors import ConfigError
+from chexbench.core.atomic import atomic_write_text
+from chexbench.core.errors import ConfigError
 from chexbench.reports.leaderboard import Tables
 from chexbench.reports.markdown import (
     DEGENERATE_WARN,

@@ -172,6 +172,31 @@ def build_tables(results: LoadedResults, baseline: str = "scratch") -> Tables:
     macro_labels, undefined = macro_label_sets(results)
     ts_labels, ts_undefined = test_set_label_sets(results)
     varying, split = varying_keys(results.configurations)
+    configs = _configurations(results, ts_labels, varying, split)
+    order = sorted(configs.values(), key=lambda c: (*(c.axes[a] for a in CONFIG_AXES), *(c.keys[k] for k in split)))
+    bases = {c.hash: _baseline_of(c, configs, split, baseline) for c in order}
+
+    rows, label_rows = [], []
+    for c in order:
+        base_hash, base_note = bases[c.hash]
+        rows.append(_leaderboard_row(c, results, baseline, base_hash, configs.get(base_hash), base_note))
+        label_rows.extend(_label_rows(c, results, configs.get(base_hash), base_note))
+
+    leaderboard = pd.DataFrame(rows)
+    per_label = pd.DataFrame(label_rows)
+    if not leaderboard.empty:
+        leaderboard["p_holm"] = adjust_p_values(leaderboard["p_value"], "holm")
+        leaderboard["p_bh"] = adjust_p_values(leaderboard["p_value"], "bh")
+    if not per_label.empty:
+        per_label["p_bh"] = adjust_p_values(per_label["p_value"], "bh")
+    summary = _summary(order, split, results)
+    return Tables(leaderboard, per_label, macro_labels, undefined, baseline, split, varying, summary, ts_labels, ts_undefined)
+
+
+def _configurations(
+    results: LoadedResults, ts_labels: dict[str, list[str]], varying: list[str], split: list[str]
+) -> dict[str, _Configuration]:
+    """Every configuration of the successful cells, its seeds pooled, by configuration hash."""
     configs: dict[str, _Configuration] = {}
     ok = results.ok.sort_values([*CONFIG_AXES, "seed", "cell_id"])
     for h, recs in ok.groupby("configuration_hash", sort=False):
@@ -194,64 +219,62 @@ def build_tables(results: LoadedResults, baseline: str = "scratch") -> Tables:
             labels=labels,
             summaries=_summaries(results, cell_ids, labels, str(h)),
         )
-    order = sorted(configs.values(), key=lambda c: (*(c.axes[a] for a in CONFIG_AXES), *(c.keys[k] for k in split)))
-    bases = {c.hash: _baseline_of(c, configs, split, baseline) for c in order}
+    return configs
 
-    rows, label_rows = [], []
-    for c in order:
-        summ = c.summaries
-        ts = results.test_sets[c.test_set.split(",")[0]]
-        base_hash, base_note = bases[c.hash]
-        row = {**c.axes, **c.keys, "configuration_label": c.label, "configuration_hash": c.hash,
-               "seeds": ",".join(str(s) for s in c.seeds), "cell_ids": ",".join(c.cell_ids), "test_set": c.test_set,
-               "n_test_images": ts.n_images, "n_test_patients": ts.n_patients,
-               "n_seeds": summ["macro_auroc"].n_seeds, "baseline": baseline, "baseline_configuration": base_hash}
-        for metric in ("macro_auroc", "macro_auprc"):
-            s = summ[metric]
-            row.update({metric: s.mean, f"{metric}_sd": s.sd, f"{metric}_ci_low": s.ci_low, f"{metric}_ci_high": s.ci_high})
-        row["n_degenerate"] = summ["macro_auroc"].n_degenerate
-        row.update(_calibration(results, c.cell_ids, c.labels))
-        row["n_boot"] = results.n_boot
-        row["labels"] = json.dumps(c.labels)
-        row.update(_delta(c, configs.get(base_hash), base_note, "macro_auroc", results))
-        rows.append(row)
-        first_cell = results.scores[c.cell_ids[0]]
-        for label in first_cell.labels:
-            if f"{label}:auroc" not in summ:
-                continue
-            a, p = summ[f"{label}:auroc"], summ[f"{label}:auprc"]
-            first = first_cell.labels[label]
-            lrow = {
-                **c.axes,
-                **c.keys,
-                "configuration_label": c.label,
-                "configuration_hash": c.hash,
-                "label": label,
-                "n_seeds": a.n_seeds,
-                "auroc": a.mean,
-                "auroc_sd": a.sd,
-                "auroc_ci_low": a.ci_low,
-                "auroc_ci_high": a.ci_high,
-                "auprc": p.mean,
-                "auprc_ci_low": p.ci_low,
-                "auprc_ci_high": p.ci_high,
-                "n_pos": first.n_pos,
-                "n_neg": first.n_neg,
-                "n_degenerate": a.n_degenerate,
-                "undefined_reason": first.reason,
-            }
-            lrow.update(_delta(c, configs.get(base_hash), base_note, f"{label}:auroc", results))
-            label_rows.append(lrow)
 
-    leaderboard = pd.DataFrame(rows)
-    per_label = pd.DataFrame(label_rows)
-    if not leaderboard.empty:
-        leaderboard["p_holm"] = adjust_p_values(leaderboard["p_value"], "holm")
-        leaderboard["p_bh"] = adjust_p_values(leaderboard["p_value"], "bh")
-    if not per_label.empty:
-        per_label["p_bh"] = adjust_p_values(per_label["p_value"], "bh")
-    summary = _summary(order, split, results)
-    return Tables(leaderboard, per_label, macro_labels, undefined, baseline, split, varying, summary, ts_labels, ts_undefined)
+def _leaderboard_row(
+    c: _Configuration, results: LoadedResults, baseline: str, base_hash: str, base: _Configuration | None, base_note: str
+) -> dict[str, Any]:
+    """One configuration's leaderboard row: macro AUROC/AUPRC over seeds, calibration, Δ vs its baseline."""
+    summ = c.summaries
+    ts = results.test_sets[c.test_set.split(",")[0]]
+    row = {**c.axes, **c.keys, "configuration_label": c.label, "configuration_hash": c.hash,
+           "seeds": ",".join(str(s) for s in c.seeds), "cell_ids": ",".join(c.cell_ids), "test_set": c.test_set,
+           "n_test_images": ts.n_images, "n_test_patients": ts.n_patients,
+           "n_seeds": summ["macro_auroc"].n_seeds, "baseline": baseline, "baseline_configuration": base_hash}
+    for metric in ("macro_auroc", "macro_auprc"):
+        s = summ[metric]
+        row.update({metric: s.mean, f"{metric}_sd": s.sd, f"{metric}_ci_low": s.ci_low, f"{metric}_ci_high": s.ci_high})
+    row["n_degenerate"] = summ["macro_auroc"].n_degenerate
+    row.update(_calibration(results, c.cell_ids, c.labels))
+    row["n_boot"] = results.n_boot
+    row["labels"] = json.dumps(c.labels)
+    row.update(_delta(c, base, base_note, "macro_auroc", results))
+    return row
+
+
+def _label_rows(c: _Configuration, results: LoadedResults, base: _Configuration | None, base_note: str) -> list[dict[str, Any]]:
+    """One configuration's per-label rows (the labels its first cell scored and its seeds pooled)."""
+    summ = c.summaries
+    first_cell = results.scores[c.cell_ids[0]]
+    out = []
+    for label in first_cell.labels:
+        if f"{label}:auroc" not in summ:
+            continue
+        a, p = summ[f"{label}:auroc"], summ[f"{label}:auprc"]
+        first = first_cell.labels[label]
+        lrow = {
+            **c.axes,
+            **c.keys,
+            "configuration_label": c.label,
+            "configuration_hash": c.hash,
+            "label": label,
+            "n_seeds": a.n_seeds,
+            "auroc": a.mean,
+            "auroc_sd": a.sd,
+            "auroc_ci_low": a.ci_low,
+            "auroc_ci_high": a.ci_high,
+            "auprc": p.mean,
+            "auprc_ci_low": p.ci_low,
+            "auprc_ci_high": p.ci_high,
+            "n_pos": first.n_pos,
+            "n_neg": first.n_neg,
+            "n_degenerate": a.n_degenerate,
+            "undefined_reason": first.reason,
+        }
+        lrow.update(_delta(c, base, base_note, f"{label}:auroc", results))
+        out.append(lrow)
+    return out
 
 
 def _shared_keys(split: list[str]) -> list[str]:

@@ -1,5 +1,5 @@
 """The report's localization section, a pure function of the stored records
-(``data_json["protocol_extra"]["localization"]``, see :mod:`chexbench.bench.localization`).
+(``data_json["protocol_extra"]["localization"]``, see :mod:`chexbench.explain.localization`).
 
 - :func:`localization_summary`: one row per **configuration** (the resolved config without the
   seed; seeds of one configuration are pooled, different configurations never are): AUROC
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chexbench.bench.localization import bootstrap_rate_interval
+from chexbench.explain.localization import bootstrap_rate_interval
 
 COLUMNS = ("strategy", "backbone", "dataset", "protocol", "head", "K", "label_fraction", "seed", "macro AUROC",
            "heatmap", "pairs", "flat maps", "pointing", "pointing CI", "random pointing", "tolerance px",

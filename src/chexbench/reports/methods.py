@@ -18,6 +18,7 @@ import pandas as pd
 
 from chexbench import __version__
 from chexbench.config import Settings
+from chexbench.registry import STRATEGIES
 from chexbench.reports.markdown import fmt_fraction, table
 from chexbench.reports.names import config_label, setting_label
 
@@ -77,8 +78,6 @@ def _configs(records: pd.DataFrame) -> list[dict[str, Any]]:
 def _strategy_options(strategy: str, recorded: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """The strategy's resolved options (its declared defaults + the recorded overrides), and whether
     the defaults could be read (False for a strategy that is not installed here)."""
-    from chexbench.registry import STRATEGIES
-
     if strategy in STRATEGIES:
         return {**(getattr(STRATEGIES.get(strategy), "options", {}) or {}), **recorded}, True
     return dict(recorded), False

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
+
 #: display names of the built-in components, by axis
 DISPLAY_NAMES: dict[str, dict[str, str]] = {
     "strategy": {
@@ -43,8 +45,6 @@ DISPLAY_NAMES: dict[str, dict[str, str]] = {
 
 def display_name(axis: str, name: str) -> str:
     """The words for ``name`` on ``axis`` (strategy, backbone, dataset, protocol)."""
-    from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
-
     registry = {"strategy": STRATEGIES, "backbone": BACKBONES, "dataset": DATASETS, "protocol": PROTOCOLS}[axis]
     declared = getattr(registry.get(name), "display_name", "") if name in registry else ""
     return str(declared or DISPLAY_NAMES[axis].get(name, name))

@@ -6,21 +6,23 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
+from sklearn.metrics import roc_curve
 
-from chexbench.atomic import atomic_path
+from chexbench.core.atomic import atomic_path
 from chexbench.reports.aggregate import LoadedResults
+from chexbench.reports.calibration import reliability
 from chexbench.reports.leaderboard import Tables
 from chexbench.reports.markdown import DEGENERATE_WARN, fmt, fmt_p
 from chexbench.reports.names import config_label, display_name, fraction_words, row_label, setting_label
 
 
 def _pyplot():
-    import matplotlib
-
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
 
     return plt
 
@@ -115,7 +117,6 @@ def fraction_curves(tables: Tables, dataset: str, protocol: str, path: Path) -> 
     if g["label_fraction"].nunique() < 2:
         return None
     plt = _pyplot()
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     colors = strategy_colors(g["strategy"])
     backbones = sorted(g["backbone"].unique())
@@ -154,8 +155,6 @@ ROC_GRID = np.linspace(0.0, 1.0, 201)
 
 def _seed_roc(preds: pd.DataFrame, label: str) -> tuple[np.ndarray, np.ndarray] | None:
     """One seed's test ROC curve for ``label`` as (fpr, tpr); None without both classes."""
-    from sklearn.metrics import roc_curve
-
     p = preds[preds["label"] == label]
     y = p["y_true"].to_numpy()
     if len(np.unique(y)) < 2:
@@ -227,8 +226,6 @@ def reliability_figures(results: LoadedResults, tables: Tables, figures_dir: Pat
     """One reliability diagram per configuration at the largest label fraction, one figure per
     (dataset, protocol): test images of every macro label and every seed pooled, the image count
     printed on each bin."""
-    from chexbench.reports.calibration import reliability
-
     lb = tables.leaderboard
     out: list[tuple[str, Path]] = []
     if lb.empty:
@@ -291,7 +288,6 @@ def pretrain_curves(pretrain: pd.DataFrame, path: Path) -> Path | None:
     if pretrain.empty:
         return None
     plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
 
     has_probe = pretrain["probe_auroc"].notna().any()
     fig, axes = plt.subplots(1, 2 if has_probe else 1, figsize=(10 if has_probe else 5.5, 3.6), squeeze=False)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from chexbench.atomic import make_temp_dir
-from chexbench.bench.store import atomic_write_parquet, atomic_write_text
-from chexbench.errors import ConfigError
+from chexbench.bench.store import ResultStore
+from chexbench.core.atomic import atomic_write_parquet, atomic_write_text, make_temp_dir
+from chexbench.core.errors import ConfigError
 from chexbench.reports.aggregate import LoadedResults, load_results
 from chexbench.reports.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED
 from chexbench.reports.cell_warnings import warnings_section
@@ -43,6 +43,7 @@ from chexbench.reports.markdown import (
     superseded_section,
 )
 from chexbench.reports.methods import hyperparameter_section
+from chexbench.reports.plots import write_figures
 from chexbench.reports.study import study_questions_section
 
 
@@ -131,8 +132,6 @@ def check_baseline(results_dir: str | Path, baseline: str) -> None:
     Every Δ and p of the report is relative to the baseline; without it they would all be n/a.
     A folder with no finished cell has nothing to compare, so it passes.
     """
-    from chexbench.bench.store import ResultStore
-
     recs = ResultStore(results_dir).records()
     strategies = sorted({str(s) for s in recs.loc[recs["status"] == "ok", "strategy"]}) if len(recs) else []
     if strategies and baseline not in strategies:
@@ -165,8 +164,6 @@ def write_report(
     try:
         figures_md = ""
         if staged is not None:
-            from chexbench.reports.plots import write_figures
-
             figures_md = write_figures(results, tables, staged)
         text = render_report(results, tables, figures_md, cross)
     except BaseException:

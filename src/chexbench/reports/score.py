@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from chexbench.bench.store import atomic_write_parquet, atomic_write_text
-from chexbench.errors import DataError
+from chexbench.core.atomic import atomic_write_parquet, atomic_write_text
+from chexbench.core.errors import DataError
 from chexbench.reports.bootstrap import (
     CellScores,
     LabelScores,

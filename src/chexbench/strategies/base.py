@@ -10,12 +10,12 @@ reuses one checkpoint.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.bench.context import RunContext
     from chexbench.config import CellConfig
+    from chexbench.core.context import RunContext
 
 
 @dataclass
@@ -50,6 +50,9 @@ class Strategy:
     #: option names this strategy accepts under ``[strategy.<name>]`` in a grid (besides
     #: the training settings); unknown options are config errors.
     options: dict[str, Any] = {}
+    #: the strategy pretrains a top-K patch scorer (``init.extra["topk_scorer"]``) that a frozen
+    #: linear probe with ``head = "topk"`` can use
+    makes_topk_scorer: ClassVar[bool] = False
 
     def invalid_reason(self, cell: CellConfig) -> str | None:
         """Why this (strategy, backbone, …) combination is invalid, or None. Shown as skipped."""

@@ -34,7 +34,10 @@ from typing import Any
 
 import torch
 
-from chexbench.errors import ConfigError, WeightsError
+from chexbench.backbones.base import audit_checkpoint, load_checkpoint, timm_normalization
+from chexbench.backbones.foreign import FORMATS, check_once, file_sha256, find_encoder, read_checkpoint
+from chexbench.core.errors import ConfigError, WeightsError
+from chexbench.core.inputs import DEFAULT_NORMALIZE
 from chexbench.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.base import InitRecord, Strategy
 
@@ -42,6 +45,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 NORMALIZE_CHOICES = ("imagenet", "backbone", "chexbench")
 
 
+@STRATEGIES.register
 class Checkpoint(Strategy):
     name = "checkpoint"
     description = "a published or your own pretrained checkpoint (MoCo, Lightning, torchvision, timm, safetensors), strict key audit"
@@ -98,8 +102,6 @@ class Checkpoint(Strategy):
             if not e.get("path"):
                 raise ConfigError(f"{where} {name!r}: path = \"FILE\" is required")
             fmt = e.get("format", "auto")
-            from chexbench.backbones.foreign import FORMATS
-
             if fmt not in FORMATS:
                 raise ConfigError(f"{where} {name!r}: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
             _normalize_option(e.get("normalize", "imagenet"), f"{where} {name!r}")
@@ -117,7 +119,6 @@ class Checkpoint(Strategy):
         path = Path(str(opts["path"])).expanduser()
         if not path.is_file():
             raise WeightsError(f"strategy {cell.strategy}: checkpoint file not found: {path} (path under [strategy.checkpoint])")
-        from chexbench.backbones.foreign import check_once
 
         def check() -> None:
             with torch.device("meta"):  # keys and shapes only: no memory for the weights
@@ -129,8 +130,6 @@ class Checkpoint(Strategy):
 
     # -- the cell -----------------------------------------------------------------------
     def init_backbone(self, backbone, cell, ctx) -> InitRecord:
-        from chexbench.backbones.foreign import file_sha256
-
         opts = self._options(cell)
         path = Path(str(opts["path"])).expanduser()
         if not path.is_file():
@@ -169,9 +168,6 @@ class Checkpoint(Strategy):
         return opts
 
     def _map(self, backbone, cell, opts: dict[str, Any], path: Path, load: bool):
-        from chexbench.backbones.base import audit_checkpoint, load_checkpoint
-        from chexbench.backbones.foreign import find_encoder, read_checkpoint
-
         spec = BACKBONES.get(cell.backbone)
         source = f"strategy {cell.strategy}: {path}"
         if opts["format"] == "torchvision" and spec.kind != "cnn":
@@ -198,9 +194,6 @@ def _normalize_option(value: Any, where: str) -> None:
 
 def _normalization(value: Any, backbone: str) -> dict[str, Any]:
     """The one-channel (mean, std) the checkpoint's encoder expects, and where it came from."""
-    from chexbench.backbones.base import timm_normalization
-    from chexbench.bench.training import DEFAULT_NORMALIZE
-
     if value == "imagenet":
         n = timm_normalization(None)
     elif value == "backbone":
@@ -210,6 +203,3 @@ def _normalization(value: Any, backbone: str) -> dict[str, Any]:
     else:
         return {"mean": float(value[0]), "std": float(value[1]), "source": "set in the grid"}
     return n.to_dict()
-
-
-STRATEGIES.add("checkpoint", Checkpoint(), Checkpoint.description)

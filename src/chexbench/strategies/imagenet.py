@@ -20,10 +20,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import Field
 
+from chexbench.backbones.base import audit_checkpoint, load_checkpoint, read_state_dict
+from chexbench.backbones.foreign import check_once, file_sha256
 from chexbench.backbones.imagenet_weights import find_local, local_candidates
-from chexbench.errors import SkipCell
+from chexbench.core.errors import SkipCell
 from chexbench.options import Options
 from chexbench.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.base import InitRecord, Strategy
@@ -59,6 +62,7 @@ class ImageNetOptions(Options):
     weights: str | None = Field(None, description="local weights file (.safetensors/.pth); default: <cache>/weights, then the Hugging Face cache")
 
 
+@STRATEGIES.register
 class ImageNet(Strategy):
     name = "imagenet"
     description = "supervised ImageNet-1k weights (timm) from a local file, strict key audit"
@@ -80,11 +84,6 @@ class ImageNet(Strategy):
 
     def preflight(self, cell) -> None:
         """A weights file that does not fit the backbone is refused before anything runs (one line)."""
-        import torch
-
-        from chexbench.backbones.base import audit_checkpoint, read_state_dict
-        from chexbench.backbones.foreign import check_once
-
         if self.invalid_reason(cell):
             return
         path, _ = find_weights(cell.backbone, {**self.options, **cell.strategy_options})
@@ -100,9 +99,6 @@ class ImageNet(Strategy):
         check_once(path, (cell.backbone, cell.settings.image_size, sorted(cell.backbone_options.items())), check)
 
     def init_backbone(self, backbone, cell, ctx) -> InitRecord:
-        from chexbench.backbones.base import load_checkpoint, read_state_dict
-        from chexbench.backbones.foreign import file_sha256
-
         spec = BACKBONES.get(cell.backbone)
         path, why = find_weights(cell.backbone, {**self.options, **cell.strategy_options})
         if path is None:
@@ -128,6 +124,3 @@ class ImageNet(Strategy):
                 "dropped_keys": report.dropped_keys,
             },
         )
-
-
-STRATEGIES.add("imagenet", ImageNet(), ImageNet.description)

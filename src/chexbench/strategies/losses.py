@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from chexbench.core import distributed as D
+
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """NT-Xent over ``2B`` views: ``z1``, ``z2`` (B, D), row i of each is the same image.
@@ -88,3 +90,24 @@ class _QueueCrossEntropy(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_neg = p_neg.T @ q.to(p_neg.dtype) * scale
         return grad_q, grad_k, grad_neg
+
+
+def nt_xent_across_ranks(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """SimCLR's NT-Xent for this rank's ``b`` pairs against the ``2·w·b − 2`` views of all ranks.
+
+    ``z1``, ``z2`` (b, D) are this rank's two views (equal b on every rank). The mean of the
+    ranks' values (and, through DDP's gradient average, the gradient) equals
+    :func:`nt_xent` on the concatenated global batch.
+    """
+    if not D.is_distributed():
+        return nt_xent(z1, z2, temperature)
+    b, w, r = z1.shape[0], D.world_size(), D.rank()
+    z1_all = F.normalize(D.gather_with_grad(z1.float().contiguous()), dim=1)  # (B, D), B = w·b
+    z2_all = F.normalize(D.gather_with_grad(z2.float().contiguous()), dim=1)
+    n = w * b
+    everyone = torch.cat([z1_all, z2_all])  # (2B, D), the candidate set of every anchor
+    mine = torch.cat([torch.arange(r * b, (r + 1) * b), n + torch.arange(r * b, (r + 1) * b)]).to(z1.device)  # (2b,)
+    sim = everyone[mine] @ everyone.T / temperature  # (2b, 2B)
+    sim = sim.masked_fill(F.one_hot(mine, 2 * n).bool(), float("-inf"))  # no self-similarity
+    partner = torch.where(mine < n, mine + n, mine - n)
+    return F.cross_entropy(sim, partner)

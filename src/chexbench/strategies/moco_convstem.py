@@ -23,6 +23,7 @@ from chexbench.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.mocov2 import MoCoV2
 
 
+@STRATEGIES.register
 class MoCoConvStem(MoCoV2):
     name = "moco_convstem"
     description = "the study's name for mocov2 on a ConvStem ViT (Xiao et al. 2021): same objective, same ViT recipe (MoCo v3)"
@@ -34,6 +35,3 @@ class MoCoConvStem(MoCoV2):
             with_stem = ", ".join(n for n in BACKBONES.names() if getattr(BACKBONES.get(n), "conv_stem", False))
             return f"moco_convstem needs a ViT with a convolutional stem ({with_stem}); got {cell.backbone}"
         return None
-
-
-STRATEGIES.add("moco_convstem", MoCoConvStem(), MoCoConvStem.description)

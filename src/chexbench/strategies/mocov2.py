@@ -21,7 +21,7 @@ one GPU of a group), and the key batch is randomly permuted before chunking and
 unpermuted after. A batch not divisible by ``bn_splits`` is split into groups whose sizes
 differ by one (noted in the record). Backbones without BatchNorm (ViTs with LayerNorm) skip
 the chunking.
-Under torchrun (:mod:`chexbench.bench.distributed`) every rank holds the global batch's
+Under torchrun (:mod:`chexbench.core.distributed`) every rank holds the global batch's
 views, the key batch is permuted across ranks and each rank encodes its slice of the
 permuted batch (MoCo's ``_batch_shuffle_ddp``); keys are gathered from all ranks,
 unshuffled and enqueued on every rank. BN groups over all ranks number
@@ -39,12 +39,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from chexbench.bench.distributed import all_gather_keys, local_rows, world_size
+from chexbench.core.distributed import all_gather_keys, has_batch_norm, local_rows, world_size
 from chexbench.registry import STRATEGIES
 from chexbench.strategies.heads import ProjectionHead
 from chexbench.strategies.losses import info_nce
 from chexbench.strategies.momentum import KeyQueue, cosine_momentum, momentum_update
-from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy, has_batch_norm, split_forward
+from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy, split_forward
 
 
 class MoCoOptions(PretrainOptions):
@@ -148,6 +148,7 @@ class MoCoModel(nn.Module):
             self._pending_keys = None
 
 
+@STRATEGIES.register
 class MoCoV2(PretrainStrategy):
     name = "mocov2"
     description = "MoCo-v2 (He et al. 2020; Chen et al. 2020): momentum encoder, key queue, MLP head, shuffle-BN"
@@ -187,6 +188,3 @@ class MoCoV2(PretrainStrategy):
             generator,
         )
         return model, notes
-
-
-STRATEGIES.add("mocov2", MoCoV2(), MoCoV2.description)

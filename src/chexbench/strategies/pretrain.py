@@ -12,7 +12,7 @@ seed. Every cell needing that run reuses it. Layout of ``ctx.pretrain_dir / run_
     history.parquet loss curve and probe history (also copied to results_dir/pretrain/)
     done            marker written last
 
-A file lock on ``pretrain.lck`` (:mod:`chexbench.bench.lock`: cross-host, stale-lock recovery)
+A file lock on ``pretrain.lck`` (:mod:`chexbench.core.lock`: cross-host, stale-lock recovery)
 makes concurrent shards wait for one another instead of pretraining the same run twice;
 under torchrun the ranks pretrain together and rank 0 alone writes. The probe: every ``probe_every`` epochs a weighted kNN classifier
 (Wu et al. 2018, k neighbours, weights exp(cos/0.07)) on frozen encoder features of a small
@@ -31,20 +31,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from pydantic import Field
 from torch import nn
 
-from chexbench.bench.store import atomic_torch_save
+from chexbench.backbones.base import load_checkpoint
+from chexbench.config import backbone_family
+from chexbench.core import distributed as D
+from chexbench.core import training as T
+from chexbench.core.atomic import atomic_torch_save, atomic_write_parquet, atomic_write_text
+from chexbench.core.context import FastPath, fast_path_for
+from chexbench.core.devices import autocast
+from chexbench.core.errors import ChexbenchError, ConfigError, DataError
+from chexbench.core.inference import extract_features
+from chexbench.core.inputs import DEFAULT_NORMALIZE, batches, to_input
+from chexbench.core.metrics import macro_auroc
+from chexbench.core.optim import OptimizerChoice, build_optimizer, optimizer_record, warmup_cosine
+from chexbench.datasets import celldata
 from chexbench.datasets.leakage import check_pretrain_leakage, pretrain_source_options
-from chexbench.errors import ConfigError, DataError
 from chexbench.options import Options, options_model, validate_table
+from chexbench.registry import BACKBONES
+from chexbench.strategies.augment import ViewAugment, view_pair
 from chexbench.strategies.base import InitRecord, Strategy
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.bench.context import RunContext
     from chexbench.config import CellConfig
+    from chexbench.core.context import RunContext
 
 #: columns of ``results_dir/pretrain/<run_id>.parquet``
 HISTORY_COLUMNS = ("run_id", "strategy", "backbone", "epoch", "step", "loss", "probe_auroc")
@@ -110,9 +124,7 @@ def run_id_of(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def view_augment(opts: dict[str, Any]):
-    from chexbench.strategies.augment import ViewAugment
-
+def view_augment(opts: dict[str, Any]) -> ViewAugment:
     return ViewAugment(
         crop_scale=(float(opts["crop_scale_min"]), 1.0),
         max_rotation_deg=float(opts["max_rotation_deg"]),
@@ -145,8 +157,6 @@ class PretrainStrategy(Strategy):
 
     def recipe_for(self, backbone: str) -> dict[str, Any]:
         """The option defaults of ``backbone``'s family recipe (empty when the family has none)."""
-        from chexbench.config import backbone_family
-
         return dict(self.recipes.get(backbone_family(backbone), {}))
 
     def resolved_options(self, cell: CellConfig) -> dict[str, Any]:
@@ -154,8 +164,22 @@ class PretrainStrategy(Strategy):
         given = validate_table(options_model(self), cell.strategy_options, f"[strategy.{self.name}]", f"cell {cell.cell_id}")
         return {**self.options, **self.recipe_for(cell.backbone), **given}
 
+    #: the pretraining optimizer's choices beyond ``pretrain_optimizer`` / ``_lr`` / ``_weight_decay``:
+    #: SGD with plain momentum 0.9, no weight decay on biases and norm parameters (MoCo-v3 / timm)
+    optimizer_choice: ClassVar[OptimizerChoice] = OptimizerChoice(momentum=0.9, nesterov=False, decay_norm_and_bias=False)
+
     def build_model(self, encoder: Backbone, opts: dict[str, Any], pool_size: int, generator: torch.Generator) -> tuple[nn.Module, list[str]]:
         raise NotImplementedError
+
+    def build_optimizer(self, model: nn.Module, opts: dict[str, Any], device: torch.device) -> torch.optim.Optimizer:
+        """The pretraining optimizer of ``model`` (:func:`chexbench.core.optim.build_optimizer`)."""
+        return build_optimizer(model, device, name=str(opts["pretrain_optimizer"]), lr=float(opts["pretrain_lr"]),
+                               weight_decay=float(opts["pretrain_weight_decay"]), choice=self.optimizer_choice)
+
+    def optimizer_record(self, opts: dict[str, Any]) -> dict[str, Any]:
+        """The pretraining optimizer as the run's ``meta.json`` and the cell's record state it."""
+        return optimizer_record(str(opts["pretrain_optimizer"]), float(opts["pretrain_lr"]), float(opts["pretrain_weight_decay"]),
+                                self.optimizer_choice)
 
     def pretrain_key(self, cell: CellConfig) -> dict[str, Any]:
         st = cell.settings
@@ -179,9 +203,6 @@ class PretrainStrategy(Strategy):
         }
 
     def init_backbone(self, backbone: Backbone, cell: CellConfig, ctx: RunContext) -> InitRecord:
-        from chexbench.backbones.base import load_checkpoint
-        from chexbench.registry import BACKBONES
-
         # every cell, also one whose pretraining run is cached: its own test patients vs the pool
         leaked = check_pretrain_leakage(cell)
         run_id, state, meta = ensure_pretrained(self, cell, ctx)
@@ -202,6 +223,7 @@ class PretrainStrategy(Strategy):
                 "pretrain_images": meta["pool_images"],
                 "pretrain_batch_size": meta["batch_size"],
                 "pretrain_dir": meta["dir"],
+                "pretrain_optimizer": meta.get("optimizer"),  # absent from runs made before it was recorded
                 "pretrain_final_loss": meta.get("final_loss"),
                 "pretrain_final_probe_auroc": meta.get("final_probe_auroc"),
                 "pretrain_test_patients_shared": leaked,  # > 0 only under allow_leakage
@@ -216,8 +238,6 @@ def ensure_pretrained(strategy: PretrainStrategy, cell: CellConfig, ctx: RunCont
     run_id = run_id_of(key)
     run_dir = Path(ctx.pretrain_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    from chexbench.bench import distributed as D
-
     # a second shard waits here, then finds the run done; a killed owner's lock goes stale
     with D.exclusive_across_jobs(run_dir / "pretrain.lck"):
         if not D.broadcast_object((run_dir / "done").exists()):
@@ -229,16 +249,8 @@ def ensure_pretrained(strategy: PretrainStrategy, cell: CellConfig, ctx: RunCont
     state = torch.load(run_dir / "encoder.pt", map_location="cpu", weights_only=True)
     results_history = Path(ctx.results_dir) / "pretrain" / f"{run_id}.parquet"
     if D.is_main() and not results_history.exists():
-        import pandas as pd
-
-        from chexbench.bench.store import atomic_write_parquet
-
         atomic_write_parquet(pd.read_parquet(run_dir / "history.parquet"), results_history)
     return run_id, state, meta
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    atomic_torch_save(obj, path)
 
 
 def _pool_fingerprint(images: np.ndarray, patient_ids: np.ndarray) -> str:
@@ -247,178 +259,223 @@ def _pool_fingerprint(images: np.ndarray, patient_ids: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def _make_optimizer(model: nn.Module, opts: dict[str, Any], device: torch.device) -> torch.optim.Optimizer:
-    # no weight decay on biases and norm parameters (1-d tensors), as in MoCo-v3 / timm
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
-    groups = [{"params": decay, "weight_decay": float(opts["pretrain_weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}]
-    lr = float(opts["pretrain_lr"])
-    from chexbench.bench.training import optimizer_implementation
+def _group_layout(groups: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    return [(len(g["params"]), float(g["weight_decay"])) for g in groups]
 
-    impl = optimizer_implementation(device)  # fused on CUDA, foreach elsewhere
-    if opts["pretrain_optimizer"] == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, **impl)
-    return torch.optim.SGD(groups, lr=lr, momentum=0.9, **impl)
+
+def _fit_group_order(saved: dict[str, Any], opt: torch.optim.Optimizer, path: Path) -> dict[str, Any]:
+    """``saved`` (an optimizer state dict) with its parameter groups in ``opt``'s order.
+
+    Checkpoints written before the optimizer factory hold the decayed group first, timm's
+    grouping puts it last; the groups are matched by (size, weight decay), never silently
+    by position (loading restores each group's weight decay from the checkpoint)."""
+    want = _group_layout(opt.param_groups)
+    if _group_layout(saved["param_groups"]) == want:
+        return saved
+    flipped = list(reversed(saved["param_groups"]))
+    if _group_layout(flipped) == want:
+        return {**saved, "param_groups": flipped}
+    raise ConfigError(f"pretraining checkpoint {path}: its optimizer's parameter groups {_group_layout(saved['param_groups'])} "
+                      f"do not fit this run's {want}; delete {path.parent} to pretrain again")
 
 
 def _pretrain(strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext, key: dict[str, Any], run_id: str, run_dir: Path) -> None:
-    import pandas as pd
+    """Train the run ``run_id`` in ``run_dir`` (resuming from its checkpoint) and write its files."""
+    PretrainRun(strategy, cell, ctx, key, run_id, run_dir).run()
 
-    from chexbench.bench import distributed as D
-    from chexbench.bench import training as T
-    from chexbench.bench.store import atomic_write_parquet, atomic_write_text
-    from chexbench.datasets.celldata import pretrain_pool
-    from chexbench.registry import BACKBONES
-    from chexbench.strategies.augment import view_pair
 
-    opts = strategy.resolved_options(cell)
-    st = cell.settings
-    device = ctx.device
-    seed = st.pretrain_seed
-    images, patient_ids = pretrain_pool(cell, max_images=int(opts["max_pretrain_images"]))
-    n = len(images)
-    if n < 2:
-        raise DataError(f"pretraining source '{st.pretrain_source}': {n} image(s) in its train split; need at least 2")
-    fingerprint = _pool_fingerprint(images, patient_ids)
-    notes: list[str] = []
-    batch_size = min(int(opts["pretrain_batch_size"]), n)
-    if batch_size < int(opts["pretrain_batch_size"]):
-        notes.append(f"pretrain batch size {opts['pretrain_batch_size']} capped at the pool size {n}")
-    steps_per_epoch = n // batch_size  # drop_last: every step sees a full batch (BN, negatives)
-    epochs = int(opts["pretrain_epochs"])
-    total = steps_per_epoch * epochs
+class PretrainRun:
+    """One pretraining run: :meth:`setup` (pool, model, optimizer, probe), :meth:`resume` (from
+    ``checkpoint.pt``), :meth:`train_epoch`, :meth:`checkpoint` after each epoch, :meth:`finish`
+    (encoder, meta, done marker). Under torchrun every rank runs it; rank 0 alone writes."""
 
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    encoder = BACKBONES.get(cell.backbone).build(st.image_size, cell.backbone_options)
-    model, model_notes = strategy.build_model(encoder, opts, n, gen)
-    notes += model_notes
-    model.to(device)
-    fast = ctx.fast_path  # bf16 autocast + channels_last on CUDA (see RunContext)
-    if fast.channels_last:
-        model.to(memory_format=torch.channels_last)
-    # data-parallel under torchrun (chexbench.bench.distributed): the loop feeds the global batch,
-    # the model keeps its rank's slice; SyncBN only where the method wants global BN (SimCLR)
-    train_model = D.wrap_ddp(D.LossForward(model), device, sync_bn=bool(getattr(model, "sync_bn", False)))
-    opt = _make_optimizer(model, opts, device)
-    sched = T.warmup_cosine(opt, total, round(float(opts["pretrain_warmup_epochs"]) * steps_per_epoch))
-    aug = view_augment(opts)
-    normalize = T.DEFAULT_NORMALIZE
-    probe = _ProbeData.build(cell, opts) if int(opts["probe_every"]) > 0 else None
-    if probe is not None and probe.note:
-        notes.append(probe.note)
+    def __init__(self, strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext, key: dict[str, Any], run_id: str, run_dir: Path):
+        self.strategy, self.cell, self.ctx, self.key, self.run_id, self.run_dir = strategy, cell, ctx, key, run_id, run_dir
+        self.opts = strategy.resolved_options(cell)
+        self.device = ctx.device
+        self.fast = ctx.fast_path  # bf16 autocast + channels_last on CUDA (see RunContext)
+        self.normalize = DEFAULT_NORMALIZE
+        self.notes: list[str] = []
+        self.start_epoch, self.step, self.history = 0, 0, []
+        self.t_train, self.images_seen = 0.0, 0
+        self.setup()
 
-    start_epoch, step, history = 0, 0, []
-    ckpt_path = run_dir / "checkpoint.pt"
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if ckpt["pool_fingerprint"] != fingerprint:
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    def setup(self) -> None:
+        """The pool, the strategy's model (DDP-wrapped), the optimizer and schedule, the augmentation, the probe."""
+        opts, st, cell = self.opts, self.cell.settings, self.cell
+        # called as celldata.X (not imported by name): tests replace the pool and the probe data there
+        self.images, self.patient_ids = celldata.pretrain_pool(cell, max_images=int(opts["max_pretrain_images"]))
+        n = self.n = len(self.images)
+        if n < 2:
+            raise DataError(f"pretraining source '{st.pretrain_source}': {n} image(s) in its train split; need at least 2")
+        self.fingerprint = _pool_fingerprint(self.images, self.patient_ids)
+        self.batch_size = min(int(opts["pretrain_batch_size"]), n)
+        if self.batch_size < int(opts["pretrain_batch_size"]):
+            self.notes.append(f"pretrain batch size {opts['pretrain_batch_size']} capped at the pool size {n}")
+        self.steps_per_epoch = n // self.batch_size  # drop_last: every step sees a full batch (BN, negatives)
+        self.epochs = int(opts["pretrain_epochs"])
+        self.total = self.steps_per_epoch * self.epochs
+
+        torch.manual_seed(st.pretrain_seed)
+        self.gen = torch.Generator().manual_seed(st.pretrain_seed)
+        encoder = BACKBONES.get(cell.backbone).build(st.image_size, cell.backbone_options)
+        self.model, model_notes = self.strategy.build_model(encoder, opts, n, self.gen)
+        self.notes += model_notes
+        self.model.to(self.device)
+        if self.fast.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        # data-parallel under torchrun (chexbench.core.distributed): the loop feeds the global batch,
+        # the model keeps its rank's slice; SyncBN only where the method wants global BN (SimCLR)
+        self.train_model = D.wrap_ddp(D.LossForward(self.model), self.device, sync_bn=bool(getattr(self.model, "sync_bn", False)))
+        self.opt = self.strategy.build_optimizer(self.model, opts, self.device)
+        self.sched = warmup_cosine(self.opt, self.total, round(float(opts["pretrain_warmup_epochs"]) * self.steps_per_epoch))
+        self.aug = view_augment(opts)
+        self.probe = _ProbeData.build(cell, opts) if int(opts["probe_every"]) > 0 else None
+        if self.probe is not None and self.probe.note:
+            self.notes.append(self.probe.note)
+
+    def resume(self) -> None:
+        """Model, optimizer, schedule, RNG states and history from ``checkpoint.pt``, when there is one."""
+        if not self.checkpoint_path.exists():
+            return
+        ckpt = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        if ckpt["pool_fingerprint"] != self.fingerprint:
             raise ConfigError(
-                f"pretraining checkpoint {ckpt_path} was made from a different pool of images; delete {run_dir} to pretrain again"
+                f"pretraining checkpoint {self.checkpoint_path} was made from a different pool of images; "
+                f"delete {self.run_dir} to pretrain again"
             )
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        gen.set_state(ckpt["data_rng"])
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(_fit_group_order(ckpt["optimizer"], self.opt, self.checkpoint_path))
+        self.sched.load_state_dict(ckpt["scheduler"])
+        self.gen.set_state(ckpt["data_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
-        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
-        start_epoch, step, history = int(ckpt["epoch"]), int(ckpt["step"]), list(ckpt["history"])
-        notes.append(f"resumed from epoch {start_epoch} (step {step})")
+        if self.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
+        self.start_epoch, self.step, self.history = int(ckpt["epoch"]), int(ckpt["step"]), list(ckpt["history"])
+        self.notes.append(f"resumed from epoch {self.start_epoch} (step {self.step})")
 
-    def write_history() -> None:
-        frame = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
-        atomic_write_parquet(frame, run_dir / "history.parquet")
-        atomic_write_parquet(frame, Path(ctx.results_dir) / "pretrain" / f"{run_id}.parquet")
+    def run(self) -> None:
+        self.resume()
+        self.ctx.progress.start(f"pretrain {self.strategy.name} {self.run_id}", self.total - self.step)
+        for epoch in range(self.start_epoch, self.epochs):
+            self.train_epoch(epoch)
+            probe_every = int(self.opts["probe_every"])
+            if D.is_main() and self.probe is not None and self.probe.ok and ((epoch + 1) % probe_every == 0 or epoch + 1 == self.epochs):
+                self.history[-1]["probe_auroc"] = self.probe.evaluate(
+                    self.model.encoder, self.device, self.normalize, int(self.opts["probe_k"]), self.cell.settings.eval_batch_size
+                )
+            self.checkpoint(epoch)
+            last = self.history[-1]
+            self.ctx.progress.message(
+                f"pretrain {self.strategy.name} epoch {epoch + 1}/{self.epochs}: loss {last['loss']:.4f}"
+                + ("" if math.isnan(last["probe_auroc"]) else f", kNN probe macro AUROC {last['probe_auroc']:.3f}")
+            )
+        self.finish()
 
-    log_every = max(1, steps_per_epoch // LOG_POINTS_PER_EPOCH)
-    ctx.progress.start(f"pretrain {strategy.name} {run_id}", total - step)
-    t_train, images_seen = 0.0, 0
-    for epoch in range(start_epoch, epochs):
-        model.train()
+    def train_epoch(self, epoch: int) -> None:
+        """One pass over the pool in full batches; a history row every ``steps_per_epoch / LOG_POINTS_PER_EPOCH`` steps."""
+        self.model.train()
         t0 = time.perf_counter()
+        log_every = max(1, self.steps_per_epoch // LOG_POINTS_PER_EPOCH)
         window: list[float] = []
-        for idx in T.batches(n, batch_size, gen, drop_last=True):
-            x01 = T.to_input(images[idx], device, (0.0, 1.0))
-            v1, v2 = view_pair(x01, aug, gen, normalize)
-            if fast.channels_last:
-                v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
-            with T.autocast(device, st.amp, fast.amp_dtype):
-                loss = train_model(v1, v2, step / max(total - 1, 1), gen)
-            loss_all = D.mean_over_ranks(loss.detach())
-            T.check_finite(loss_all, f"pretraining {run_id} epoch {epoch} step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if float(opts["grad_clip"]) > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), float(opts["grad_clip"]))
-            opt.step()
-            sched.step()
-            step += 1
-            images_seen += len(idx)
-            window.append(loss_all.item())
-            ctx.progress.advance()
+        for idx in batches(self.n, self.batch_size, self.gen, drop_last=True):
+            window.append(self.train_step(idx, epoch))
+            self.images_seen += len(idx)
+            self.ctx.progress.advance()
             if len(window) == log_every:
-                history.append(_row(run_id, strategy.name, cell.backbone, epoch, step, float(np.mean(window)), math.nan))
+                self.history.append(self._row(epoch, float(np.mean(window))))
                 window = []
         if window:
-            history.append(_row(run_id, strategy.name, cell.backbone, epoch, step, float(np.mean(window)), math.nan))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t_train += time.perf_counter() - t0
-        if D.is_main() and probe is not None and probe.ok and ((epoch + 1) % int(opts["probe_every"]) == 0 or epoch + 1 == epochs):
-            history[-1]["probe_auroc"] = probe.evaluate(model.encoder, device, normalize, int(opts["probe_k"]), st.eval_batch_size)
+            self.history.append(self._row(epoch, float(np.mean(window))))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.t_train += time.perf_counter() - t0
+
+    def train_step(self, idx: np.ndarray, epoch: int) -> float:
+        """One optimizer step on the batch ``idx`` (two augmented views of each image); the loss averaged over ranks."""
+        x01 = to_input(self.images[idx], self.device, (0.0, 1.0))
+        v1, v2 = view_pair(x01, self.aug, self.gen, self.normalize)
+        if self.fast.channels_last:
+            v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.cell.settings.amp, self.fast.amp_dtype):
+            loss = self.train_model(v1, v2, self.step / max(self.total - 1, 1), self.gen)
+        loss_all = D.mean_over_ranks(loss.detach())
+        T.check_finite(loss_all, f"pretraining {self.run_id} epoch {epoch} step {self.step}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if float(self.opts["grad_clip"]) > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), float(self.opts["grad_clip"]))
+        self.opt.step()
+        self.sched.step()
+        self.step += 1
+        return loss_all.item()
+
+    def checkpoint(self, epoch: int) -> None:
+        """After ``epoch``: everything :meth:`resume` needs, written atomically by rank 0, and the history so far."""
         ckpt = {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "data_rng": gen.get_state(),
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "data_rng": self.gen.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "epoch": epoch + 1,
-            "step": step,
-            "history": history,
-            "pool_fingerprint": fingerprint,
+            "step": self.step,
+            "history": self.history,
+            "pool_fingerprint": self.fingerprint,
         }
         if D.is_main():  # rank 0 alone writes; the others wait for it at the next collective
-            _atomic_torch_save(ckpt, ckpt_path)
-            write_history()
-        last = history[-1]
-        ctx.progress.message(
-            f"pretrain {strategy.name} epoch {epoch + 1}/{epochs}: loss {last['loss']:.4f}"
-            + ("" if math.isnan(last["probe_auroc"]) else f", kNN probe macro AUROC {last['probe_auroc']:.3f}")
-        )
+            atomic_torch_save(ckpt, self.checkpoint_path)
+            self.write_history()
 
-    if not D.is_main():
-        D.barrier()  # wait until rank 0 has written the finished run
-        return
-    write_history()
-    losses = [r["loss"] for r in history]
-    probes = [r["probe_auroc"] for r in history if not math.isnan(r["probe_auroc"])]
-    _atomic_torch_save(copy.deepcopy(model.encoder.model.state_dict()), run_dir / "encoder.pt")
-    meta = {
-        "run_id": run_id,
-        "key": key,
-        "strategy": strategy.name,
-        "backbone": cell.backbone,
-        "dir": str(run_dir),
-        "steps": step,
-        "epochs": epochs,
-        "steps_per_epoch": steps_per_epoch,
-        "batch_size": batch_size,
-        "pool_images": n,
-        "pool_patients": int(len(set(patient_ids.tolist()))),
-        "pool_fingerprint": fingerprint,
-        "normalize": list(normalize),
-        "notes": notes,
-        "final_loss": losses[-1] if losses else None,
-        "final_probe_auroc": probes[-1] if probes else None,
-        "train_seconds_this_session": t_train,
-        "images_per_second": images_seen / t_train if t_train > 0 else None,
-        "device": str(device),
-    }
-    atomic_write_text(json.dumps(meta, indent=2, default=str), run_dir / "meta.json")
-    atomic_write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + "\n", run_dir / "done")
-    D.barrier()
+    def write_history(self) -> None:
+        frame = pd.DataFrame(self.history, columns=list(HISTORY_COLUMNS))
+        atomic_write_parquet(frame, self.run_dir / "history.parquet")
+        atomic_write_parquet(frame, Path(self.ctx.results_dir) / "pretrain" / f"{self.run_id}.parquet")
+
+    def finish(self) -> None:
+        """Rank 0 writes the final encoder, ``meta.json`` and the ``done`` marker (last); the other ranks wait for it."""
+        if not D.is_main():
+            D.barrier()  # wait until rank 0 has written the finished run
+            return
+        self.write_history()
+        atomic_torch_save(copy.deepcopy(self.model.encoder.model.state_dict()), self.run_dir / "encoder.pt")
+        atomic_write_text(json.dumps(self.meta(), indent=2, default=str), self.run_dir / "meta.json")
+        atomic_write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + "\n", self.run_dir / "done")
+        D.barrier()
+
+    def meta(self) -> dict[str, Any]:
+        losses = [r["loss"] for r in self.history]
+        probes = [r["probe_auroc"] for r in self.history if not math.isnan(r["probe_auroc"])]
+        return {
+            "run_id": self.run_id,
+            "key": self.key,
+            "strategy": self.strategy.name,
+            "backbone": self.cell.backbone,
+            "dir": str(self.run_dir),
+            "steps": self.step,
+            "epochs": self.epochs,
+            "steps_per_epoch": self.steps_per_epoch,
+            "batch_size": self.batch_size,
+            "pool_images": self.n,
+            "pool_patients": int(len(set(self.patient_ids.tolist()))),
+            "pool_fingerprint": self.fingerprint,
+            "normalize": list(self.normalize),
+            "optimizer": self.strategy.optimizer_record(self.opts),
+            "notes": self.notes,
+            "final_loss": losses[-1] if losses else None,
+            "final_probe_auroc": probes[-1] if probes else None,
+            "train_seconds_this_session": self.t_train,
+            "images_per_second": self.images_seen / self.t_train if self.t_train > 0 else None,
+            "device": str(self.device),
+        }
+
+    def _row(self, epoch: int, loss: float) -> dict[str, Any]:
+        return _row(self.run_id, self.strategy.name, self.cell.backbone, epoch, self.step, loss, math.nan)
 
 
 def _row(run_id: str, strategy: str, backbone: str, epoch: int, step: int, loss: float, probe: float) -> dict[str, Any]:
@@ -445,9 +502,6 @@ class _ProbeData:
     @classmethod
     def build(cls, cell: CellConfig, opts: dict[str, Any]) -> _ProbeData:
         """Uses only fields of the pretraining key (source, root, size, views, seed), never the test split."""
-        from chexbench.datasets.celldata import build_cell_data
-        from chexbench.errors import ChexbenchError
-
         st = cell.settings
         source = st.pretrain_source
         ds_opts = pretrain_source_options(cell)
@@ -461,35 +515,19 @@ class _ProbeData:
             settings=dataclasses.replace(st, max_train_images=n, max_eval_images=n, uncertainty="ignore"),
         )
         try:
-            data = build_cell_data(probe_cell)
+            data = celldata.build_cell_data(probe_cell)
         except ChexbenchError as e:
             return cls(note=f"kNN probe off: {e}")
         return cls(data.train.images, data.train.targets, data.valid.images, data.valid.targets, data.labels, data.eval_labels)
 
     @torch.no_grad()
     def evaluate(self, encoder: Backbone, device: torch.device, normalize: tuple[float, float], k: int, batch_size: int) -> float:
-        from chexbench.bench.metrics import macro_auroc
-
-        bank = extract_features(encoder, self.train_images, device, normalize, batch_size)
-        queries = extract_features(encoder, self.valid_images, device, normalize, batch_size)
+        # rank 0 alone probes: no gather; the device's autocast on NCHW inputs
+        fast = FastPath(amp_dtype=fast_path_for(device).amp_dtype)
+        bank = extract_features(encoder, self.train_images, batch_size, device, normalize, fast=fast, split_over_ranks=False)
+        queries = extract_features(encoder, self.valid_images, batch_size, device, normalize, fast=fast, split_over_ranks=False)
         scores = knn_scores(bank, torch.as_tensor(self.train_targets), queries, k)
         return macro_auroc(self.valid_targets, scores.numpy(), self.labels, self.eval_labels)
-
-
-@torch.no_grad()
-def extract_features(encoder: nn.Module, images: np.ndarray, device: torch.device, normalize: tuple[float, float], batch_size: int) -> torch.Tensor:
-    """Pooled features (N, D) on CPU of uint8 images (N, S, S), encoder in eval mode (restored after)."""
-    from chexbench.bench import training as T
-
-    was_training = encoder.training
-    encoder.eval()
-    out = []
-    for idx in T.batches(len(images), batch_size):
-        x = T.to_input(images[idx], device, normalize)
-        with T.autocast(device, True):
-            out.append(encoder(x).float().cpu())
-    encoder.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, 0)
 
 
 def knn_scores(bank: torch.Tensor, bank_targets: torch.Tensor, queries: torch.Tensor, k: int, tau: float = 0.07) -> torch.Tensor:
@@ -512,11 +550,6 @@ def split_forward(module: nn.Module, x: torch.Tensor, splits: int) -> torch.Tens
     each chunk with its own statistics (single-device shuffle-BN, see mocov2). Chunk sizes
     differ by at most one when the batch is not divisible (never silently one chunk)."""
     splits = min(splits, x.shape[0])
-    if splits <= 1 or not has_batch_norm(module):
+    if splits <= 1 or not D.has_batch_norm(module):
         return module(x)
     return torch.cat([module(chunk) for chunk in x.tensor_split(splits)])
-
-
-def has_batch_norm(module: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
-

@@ -6,6 +6,7 @@ from chexbench.registry import STRATEGIES
 from chexbench.strategies.base import InitRecord, Strategy
 
 
+@STRATEGIES.register
 class Scratch(Strategy):
     name = "scratch"
     description = "random initialization (timm defaults); the baseline every strategy is compared with"
@@ -13,6 +14,3 @@ class Scratch(Strategy):
     def init_backbone(self, backbone, cell, ctx) -> InitRecord:
         n = len(backbone.model.state_dict())
         return InitRecord(source="random", loaded_keys=0, notes=[f"{n} tensors at timm's default initialization"])
-
-
-STRATEGIES.add("scratch", Scratch(), Scratch.description)

@@ -5,7 +5,7 @@ Two augmented views of each image go through the encoder and an MLP projection h
 NT-Xent loss pulls each pair together against the other ``2B − 2`` views of the batch.
 Both views pass the encoder as one batch, so BatchNorm normalizes over all ``2B`` views
 (the single-device equivalent of SimCLR's global BN; under torchrun negatives are gathered
-from every rank and BN is synchronized on CUDA, see :mod:`chexbench.bench.distributed`). The optimization recipe depends on the backbone family (:attr:`SimCLR.recipes`). Departure from the paper: AdamW
+from every rank and BN is synchronized on CUDA, see :mod:`chexbench.core.distributed`). The optimization recipe depends on the backbone family (:attr:`SimCLR.recipes`). Departure from the paper: AdamW
 instead of LARS (no LARS in torch; AdamW is the usual single-GPU substitute), and the
 augmentations are the radiograph set of :mod:`chexbench.strategies.augment` (no color).
 """
@@ -17,9 +17,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from chexbench.bench.distributed import local_rows, nt_xent_across_ranks
+from chexbench.core.distributed import local_rows
 from chexbench.registry import STRATEGIES
 from chexbench.strategies.heads import ProjectionHead
+from chexbench.strategies.losses import nt_xent_across_ranks
 from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy
 
 #: defaults: SimCLR's ResNet recipe (what ``options`` says when no backbone is known)
@@ -61,6 +62,7 @@ class SimCLRModel(nn.Module):
         return nt_xent_across_ranks(z1, z2, self.temperature)  # negatives from every rank
 
 
+@STRATEGIES.register
 class SimCLR(PretrainStrategy):
     name = "simclr"
     description = "SimCLR (Chen et al. 2020): two views, NT-Xent over the batch, MLP head; pretrained on unlabeled CXRs"
@@ -71,6 +73,3 @@ class SimCLR(PretrainStrategy):
     def build_model(self, encoder, opts, pool_size, generator):
         model = SimCLRModel(encoder, encoder.num_features, int(opts["proj_hidden_dim"]), int(opts["proj_dim"]), float(opts["temperature"]))
         return model, []
-
-
-STRATEGIES.add("simclr", SimCLR(), SimCLR.description)

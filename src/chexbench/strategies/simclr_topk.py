@@ -11,10 +11,8 @@ from chexbench.strategies.simclr import SimCLR
 from chexbench.strategies.topk import TOPK_OPTIONS, TopKPretrainMixin
 
 
+@STRATEGIES.register
 class SimCLRTopK(TopKPretrainMixin, SimCLR):
     name = "simclr_topk"
     description = "SimCLR with a top-K patch-scoring head: the view embedding pools the K best-scored ViT patch tokens"
     options: dict[str, Any] = {**SimCLR.options, **TOPK_OPTIONS}
-
-
-STRATEGIES.add("simclr_topk", SimCLRTopK(), SimCLRTopK.description)

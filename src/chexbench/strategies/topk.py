@@ -27,19 +27,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
-from chexbench.bench.store import atomic_torch_save
-from chexbench.errors import ConfigError, WeightsError
+from chexbench.core.atomic import atomic_torch_save
+from chexbench.core.errors import ConfigError, WeightsError
+from chexbench.registry import BACKBONES
 from chexbench.strategies.heads import copy_probe_head
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.bench.context import RunContext
     from chexbench.config import CellConfig
+    from chexbench.core.context import RunContext
     from chexbench.strategies.base import InitRecord
 
 #: options of the top-K pooling (strategies ``*_topk`` and protocols with ``head = "topk"``)
@@ -277,8 +278,6 @@ def load_scorer(model: TopKBackbone, path: str | Path) -> int:
 
 
 def is_vit_cell(cell: CellConfig) -> bool:
-    from chexbench.registry import BACKBONES
-
     return getattr(BACKBONES.get(cell.backbone), "kind", "") == "vit"
 
 
@@ -288,6 +287,7 @@ class TopKPretrainMixin:
 
     name: str
     option_help: dict[str, str] = TOPK_OPTIONS_HELP
+    makes_topk_scorer: ClassVar[bool] = True
 
     def invalid_reason(self, cell: CellConfig) -> str | None:
         if not is_vit_cell(cell):

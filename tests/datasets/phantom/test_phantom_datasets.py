@@ -6,9 +6,9 @@ import pytest
 from typer.testing import CliRunner
 
 from chexbench.cli import app
+from chexbench.core.errors import ConfigError
 from chexbench.datasets.phantom import PHANTOM_LABELS
 from chexbench.datasets.phantom._site_tables import SITE_STATS
-from chexbench.errors import ConfigError
 from chexbench.registry import DATASETS
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from chexbench.core.errors import ConfigError, DataError
 from chexbench.datasets.phantom.generate import generate
-from chexbench.errors import ConfigError, DataError
 
 
 def tree_digest(root: Path) -> dict[str, str]:

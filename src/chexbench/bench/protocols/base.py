@@ -1,22 +1,27 @@
-"""The protocol contract: train on the train split, select on validation, predict test.
+"""The evaluation protocol contract: train on the train split, select on validation, predict test.
 
 Model selection uses the validation split only; the test split is touched once, after
-selection, to produce the stored predictions.
+selection, to produce the stored predictions. :meth:`EvaluationProtocol.open_cell` is the
+opening every protocol shares (options, fast path, normalization, labels, schedule length).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import torch
 
 from chexbench.bench.cell_model import head_preflight
+from chexbench.core.inputs import DEFAULT_NORMALIZE
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.bench.context import RunContext
-    from chexbench.config import CellConfig
+    from chexbench.config import CellConfig, Settings
+    from chexbench.core.context import FastPath, RunContext
     from chexbench.datasets.celldata import CellData
     from chexbench.strategies.base import InitRecord
 
@@ -34,10 +39,42 @@ class ProtocolResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Protocol:
+@dataclass
+class CellSetup:
+    """What every protocol derives from a cell before it trains."""
+
+    opts: dict[str, Any]  # the protocol's options, the cell's over the defaults
+    settings: Settings
+    ctx: RunContext  # ``compile`` set when the run or the cell's settings ask for it
+    normalize: tuple[float, float]  # input normalization of the strategy's weights
+    eval_labels: list[str]  # the evaluation labels the model predicts
+    n_train: int
+    steps_per_epoch: int
+    total_steps: int
+    generator: torch.Generator  # data order and augmentation draws, seeded by the cell's seed
+
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+    @property
+    def fast(self) -> FastPath:
+        return self.ctx.fast_path
+
+    @property
+    def warmup_steps(self) -> int:
+        return round(self.settings.warmup_epochs * self.steps_per_epoch)
+
+
+class EvaluationProtocol:
+    """Base of the evaluation protocols (``finetune``, ``linear``, plugins): how a cell's
+    initialized backbone becomes validation-selected test predictions."""
+
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     options: ClassVar[dict[str, Any]] = {}
+    #: the protocol trains a head on frozen features (its saved model is a ``ProbeClassifier``)
+    freezes_backbone: ClassVar[bool] = False
 
     def invalid_reason(self, cell: CellConfig) -> str | None:
         return None
@@ -46,6 +83,29 @@ class Protocol:
         """Checks without training (the agreed pre-run hook): a top-K head whose scorer options
         differ from the ``*_topk`` pretraining's is refused with one line."""
         head_preflight(cell, self.name)
+
+    def open_cell(self, data: CellData, cell: CellConfig, ctx: RunContext, init: InitRecord) -> CellSetup:
+        """The shared opening: options, run context, normalization, labels and schedule length.
+
+        ``settings.compile`` (part of the cell's config, so of its id) and ``run --compile``
+        (an execution option) both end in the run context's ``compile`` field.
+        """
+        s = cell.settings
+        n_train = len(data.train.images)
+        if n_train == 0:
+            raise ValueError("the train split is empty after label-fraction sampling")
+        steps_per_epoch = math.ceil(n_train / s.batch_size)
+        return CellSetup(
+            opts={**self.options, **cell.protocol_options},
+            settings=s,
+            ctx=dataclasses.replace(ctx, compile=ctx.compile or s.compile),
+            normalize=tuple(init.extra.get("normalize", DEFAULT_NORMALIZE)),
+            eval_labels=[lbl for lbl in data.eval_labels if lbl in data.labels],
+            n_train=n_train,
+            steps_per_epoch=steps_per_epoch,
+            total_steps=steps_per_epoch * s.epochs,
+            generator=torch.Generator().manual_seed(cell.seed),
+        )
 
     def run(self, backbone: Backbone, data: CellData, cell: CellConfig, ctx: RunContext, init: InitRecord) -> ProtocolResult:
         raise NotImplementedError

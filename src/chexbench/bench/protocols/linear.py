@@ -17,15 +17,14 @@ class c is pooled from c's own top-K patch logits (same selection grid).
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from chexbench.bench import training as T
 from chexbench.bench.cell_model import (
     HEAD_OPTIONS,
     HEAD_OPTIONS_HELP,
@@ -34,47 +33,22 @@ from chexbench.bench.cell_model import (
     head_invalid_reason,
     make_classifier,
 )
-from chexbench.bench.context import FastPath, fast_path_for
-from chexbench.bench.metrics import macro_auroc
-from chexbench.bench.protocols.base import Protocol, ProtocolResult
+from chexbench.bench.protocols.base import CellSetup, EvaluationProtocol, ProtocolResult
 from chexbench.bench.protocols.options import LinearOptions
+from chexbench.core import training as T
+from chexbench.core.inference import extract_features
+from chexbench.core.inputs import batches
+from chexbench.core.metrics import macro_auroc, macro_auroc_per_head
+from chexbench.core.optim import warmup_cosine_factor
 from chexbench.registry import PROTOCOLS
 from chexbench.strategies.topk import classwise_topk_pool
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.bench.context import RunContext
     from chexbench.config import CellConfig
+    from chexbench.core.context import RunContext
     from chexbench.datasets.celldata import CellData
     from chexbench.strategies.base import InitRecord
-
-
-@torch.no_grad()
-def extract_features(
-    backbone: Backbone, images: np.ndarray, batch_size: int, device: torch.device, normalize: tuple[float, float], amp: bool,
-    fast: FastPath | None = None,
-    tokens: bool = False,
-) -> torch.Tensor:
-    """Pooled features (N, D) float32 on CPU of uint8 images (N, S, S) — or, with ``tokens``, the
-    patch tokens (N, T, D); backbone in eval mode.
-    ``fast``: autocast dtype and memory format (default: the device's policy).
-
-    Under torchrun each rank extracts a contiguous slice and the slices are gathered in order.
-    """
-    from chexbench.bench import distributed as D
-
-    fast = fast or fast_path_for(device)
-    backbone.eval()
-    lo, hi = D.rank_range(len(images))
-    out = []
-    for idx in T.batches(hi - lo, batch_size):
-        x = T.to_input(images[idx + lo], device, normalize, channels_last=fast.channels_last)
-        with T.autocast(device, amp, fast.amp_dtype):
-            out.append((backbone.forward_tokens(x) if tokens else backbone(x)).float().cpu())
-    if not out:
-        shape = (0, int(np.prod(backbone.token_grid())), backbone.num_features) if tokens else (0, backbone.num_features)
-        return D.gather_cpu_rows(torch.zeros(shape))
-    return D.gather_cpu_rows(torch.cat(out))
 
 
 class LinearHeads:
@@ -124,30 +98,32 @@ def masked_bce_per_head(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return (loss * mask).sum(dim=(1, 2)) / mask.sum().clamp(min=1)
 
 
-def macro_auroc_per_head(targets: np.ndarray, scores: np.ndarray, label_cols: list[int]) -> np.ndarray:
-    """Macro AUROC (G,) of scores (G, N, L) against targets (N, L) (NaN = masked) over ``label_cols``.
+@dataclass
+class HeadGridResult:
+    """The probe's (lr, λ) grid after training: per-epoch validation AUROC and train loss (epochs, G),
+    each head's best score and its weights at that epoch."""
 
-    Mann–Whitney form with average ranks for ties (equal to scikit-learn's ``roc_auc_score``),
-    vectorized over heads; labels with one class only are left out; NaN if none is defined.
-    """
-    from scipy.stats import rankdata
+    grid: list[tuple[float, float]]
+    val_auroc: np.ndarray
+    train_loss: np.ndarray
+    best_score: np.ndarray
+    best_state: list[tuple[torch.Tensor, torch.Tensor]]
 
-    per_label = []
-    for j in label_cols:
-        keep = ~np.isnan(targets[:, j])
-        t = targets[keep, j] == 1
-        n_pos, n_neg = int(t.sum()), int((~t).sum())
-        if n_pos == 0 or n_neg == 0:
-            continue
-        ranks = rankdata(scores[:, keep, j], axis=1)  # (G, n)
-        per_label.append((ranks[:, t].sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-    return np.mean(per_label, axis=0) if per_label else np.full(scores.shape[0], np.nan)
+    def chosen(self) -> int:
+        """The head with the best validation macro AUROC; ties: the smaller λ."""
+        return max(range(len(self.grid)), key=lambda g: (self.best_score[g], -self.grid[g][1]))
+
+    def best_epoch(self, g: int) -> int:
+        """The first epoch at which head ``g`` reached its maximum."""
+        return int(np.nan_to_num(self.val_auroc, nan=-1.0).argmax(axis=0)[g])
 
 
-class Linear(Protocol):
+@PROTOCOLS.register
+class Linear(EvaluationProtocol):
     name = "linear"
     description = "linear probe on frozen features, (lr, L2) selected on validation macro AUROC"
     option_model = LinearOptions
+    freezes_backbone = True
     options: dict[str, Any] = {"lr_grid": [1e-3, 1e-2], "l2_grid": [0.0, 1e-4, 1e-3, 1e-2, 1e-1], **HEAD_OPTIONS}
     option_help: dict[str, str] = {
         "lr_grid": "learning rates of the linear probe, chosen on validation macro AUROC",
@@ -159,90 +135,27 @@ class Linear(Protocol):
         return head_invalid_reason(cell, self.name)
 
     def run(self, backbone: Backbone, data: CellData, cell: CellConfig, ctx: RunContext, init: InitRecord) -> ProtocolResult:
-        s = cell.settings
-        opts = {**self.options, **cell.protocol_options}
-        device = ctx.device
-        normalize = tuple(init.extra.get("normalize", T.DEFAULT_NORMALIZE))
-        eval_labels = [lbl for lbl in data.eval_labels if lbl in data.labels]
-        n_train = len(data.train.images)
-        if n_train == 0:
-            raise ValueError("the train split is empty after label-fraction sampling")
+        setup = self.open_cell(data, cell, ctx, init)
+        opts = setup.opts
         backbone, head_notes = apply_head(backbone, opts, init)
-        backbone = backbone.to(device)
-        if ctx.fast_path.channels_last:
+        backbone = backbone.to(setup.device)
+        if setup.fast.channels_last:
             backbone = backbone.to(memory_format=torch.channels_last)
+        backbone.eval()  # frozen: BatchNorm keeps its running statistics, here and in the saved model
         for p in backbone.parameters():
             p.requires_grad_(False)
         classwise = opts["head"] == "topk_classwise"
-        selected = make_classifier(backbone, len(data.labels), opts, self.name).to(device)
+        selected = make_classifier(backbone, len(data.labels), opts, self.name).to(setup.device)
         pool = (lambda z: classwise_topk_pool(z, selected.k, selected.alpha, dim=-2)) if classwise else None
 
         t0 = time.perf_counter()
-        feats = {
-            name: extract_features(backbone, data.split(name).images, s.eval_batch_size, device, normalize, s.amp, ctx.fast_path, tokens=classwise)
-            for name in ("train", "valid", "test")
-        }
+        feats, mean, std = self._standardized_features(backbone, data, setup, tokens=classwise)
         extract_seconds = time.perf_counter() - t0
-        for name, f in feats.items():
-            T.check_finite_outputs(f, f"{name} features of the frozen backbone", "feature extraction (before the probe's first step)")
-        flat_train = feats["train"].reshape(-1, feats["train"].shape[-1])  # tokens: standardized per channel over all patches
-        mean = flat_train.mean(0, keepdim=True)
-        std = flat_train.std(0, keepdim=True).clamp(min=1e-6) if len(flat_train) > 1 else torch.ones_like(mean)
-        feats = {k: ((v - mean) / std).to(device) for k, v in feats.items()}
-
-        grid = [(float(lr), float(l2)) for l2 in opts["l2_grid"] for lr in opts["lr_grid"]]
-        heads = LinearHeads(
-            torch.tensor([lr for lr, _ in grid], device=device),
-            torch.tensor([l2 for _, l2 in grid], device=device),
-            backbone.num_features,
-            len(data.labels),
-            pool=pool,
-        )
-        steps_per_epoch = math.ceil(n_train / s.batch_size)
-        total = steps_per_epoch * s.epochs
-        # the shared warmup-cosine schedule, read as a factor on every head's lr
-        lr_factor = T.warmup_cosine(
-            torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), total, round(s.warmup_epochs * steps_per_epoch)
-        ).lr_lambdas[0]
-        gen = torch.Generator().manual_seed(cell.seed)
-        targets = torch.as_tensor(data.train.targets, dtype=torch.float32, device=device)
-        eval_cols = [data.labels.index(lbl) for lbl in eval_labels]
-
-        val_auroc = np.full((s.epochs, len(grid)), np.nan)  # (epochs, G)
-        train_loss = np.zeros((s.epochs, len(grid)))
-        best_score = np.full(len(grid), -np.inf)
-        best_state: list[tuple[torch.Tensor, torch.Tensor]] = [(heads.weight[g], heads.bias[g]) for g in range(len(grid))]
-        step = 0
-        ctx.progress.start("linear probe", total)
         t1 = time.perf_counter()
-        with _single_thread_on_cpu(device):  # many tiny matmuls
-            for epoch in range(s.epochs):
-                losses = []
-                for idx in T.batches(n_train, s.batch_size, gen):
-                    idx_t = torch.as_tensor(idx, device=device)
-                    per_head = heads.loss(feats["train"][idx_t], targets[idx_t])  # (G,)
-                    T.check_finite(per_head.sum(), f"linear probe epoch {epoch} step {step}")
-                    per_head.sum().backward()  # heads are independent: each gets its own gradient
-                    heads.step(lr_factor(step))
-                    step += 1
-                    losses.append(per_head.detach().cpu().numpy())
-                    ctx.progress.advance()
-                train_loss[epoch] = np.mean(losses, axis=0)
-                with torch.no_grad():
-                    val_probs = torch.sigmoid(heads(feats["valid"])).cpu().numpy()  # (G, N_valid, L)
-                for g in np.flatnonzero(~np.isfinite(val_probs).all(axis=(1, 2))):  # the first head that blew up
-                    lr, l2 = grid[g]
-                    T.check_finite_outputs(val_probs[g], f"validation outputs of the probe head lr={lr:g}, l2={l2:g}",
-                                           f"linear probe epoch {epoch} step {step}")
-                val_auroc[epoch] = macro_auroc_per_head(data.valid.targets, val_probs, eval_cols)
-                for g in np.flatnonzero(np.nan_to_num(val_auroc[epoch], nan=-1.0) > best_score):  # strictly better: ties keep the earlier epoch
-                    best_score[g] = np.nan_to_num(val_auroc[epoch, g], nan=-1.0)
-                    best_state[g] = (heads.weight[g].detach().clone(), heads.bias[g].detach().clone())
+        trained = self._train_heads(feats, data, setup, backbone.num_features, pool)
         train_seconds = time.perf_counter() - t1 + extract_seconds
-        best_epoch_per_head = np.nan_to_num(val_auroc, nan=-1.0).argmax(axis=0)  # first epoch reaching the maximum
-        chosen = max(range(len(grid)), key=lambda g: (best_score[g], -grid[g][1]))  # ties: the smaller λ
-        best_epoch = int(best_epoch_per_head[chosen])
-        w, b = best_state[chosen]
+        chosen = trained.chosen()
+        w, b = trained.best_state[chosen]
 
         t2 = time.perf_counter()
         with torch.no_grad():
@@ -253,29 +166,92 @@ class Linear(Protocol):
             valid_scores, test_scores = probs(feats["valid"]), probs(feats["test"])
         eval_seconds = time.perf_counter() - t2
         history = [
-            {"epoch": e, "train_loss": float(train_loss[e, chosen]), "val_macro_auroc": float(val_auroc[e, chosen])}
-            for e in range(s.epochs)
+            {"epoch": e, "train_loss": float(trained.train_loss[e, chosen]), "val_macro_auroc": float(trained.val_auroc[e, chosen])}
+            for e in range(setup.settings.epochs)
         ]
-        lr, l2 = grid[chosen]
+        lr, l2 = trained.grid[chosen]
         selected.set_head(mean, std, w, b)
-        extra = {**finish_cell(selected, data, cell, ctx, opts, normalize), "head_notes": head_notes}
+        extra = {**finish_cell(selected, data, cell, setup.ctx, opts, setup.normalize), "head_notes": head_notes}
         return ProtocolResult(
             valid_scores=valid_scores,
             test_scores=test_scores,
-            selected_epoch=best_epoch,
-            val_macro_auroc=macro_auroc(data.valid.targets, valid_scores, data.labels, eval_labels),
+            selected_epoch=trained.best_epoch(chosen),
+            val_macro_auroc=macro_auroc(data.valid.targets, valid_scores, data.labels, setup.eval_labels),
             history=history,
             train_seconds=train_seconds,
             eval_seconds=eval_seconds,
-            images_per_second=n_train / max(extract_seconds, 1e-9),
-            extra={
-                "selected_lr": lr,
-                "selected_l2": l2,
-                "feature_dim": backbone.num_features,
-                **extra,
-                "grid_val_macro_auroc": {f"lr={lr:g},l2={l2:g}": float(np.nanmax(val_auroc[:, g], initial=np.nan)) if not np.isnan(val_auroc[:, g]).all() else None for g, (lr, l2) in enumerate(grid)},
-            },
+            images_per_second=setup.n_train / max(extract_seconds, 1e-9),
+            extra={"selected_lr": lr, "selected_l2": l2, "feature_dim": backbone.num_features, **extra,
+                   "grid_val_macro_auroc": _grid_summary(trained)},
         )
+
+    def _standardized_features(self, backbone: Backbone, data: CellData, setup: CellSetup,
+                               tokens: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Each split's features on the device, standardized with the train split's mean and std (1, D)."""
+        s = setup.settings
+        feats = {
+            name: extract_features(backbone, data.split(name).images, s.eval_batch_size, setup.device, setup.normalize, s.amp,
+                                     setup.fast, tokens=tokens)
+            for name in ("train", "valid", "test")
+        }
+        for name, f in feats.items():
+            T.check_finite_outputs(f, f"{name} features of the frozen backbone", "feature extraction (before the probe's first step)")
+        flat_train = feats["train"].reshape(-1, feats["train"].shape[-1])  # tokens: standardized per channel over all patches
+        mean = flat_train.mean(0, keepdim=True)
+        std = flat_train.std(0, keepdim=True).clamp(min=1e-6) if len(flat_train) > 1 else torch.ones_like(mean)
+        return {k: ((v - mean) / std).to(setup.device) for k, v in feats.items()}, mean, std
+
+    def _train_heads(self, feats: dict[str, torch.Tensor], data: CellData, setup: CellSetup, dim: int,
+                     pool: Callable[[torch.Tensor], torch.Tensor] | None) -> HeadGridResult:
+        """Train every (lr, λ) head of the grid at once; keep each head's best epoch on validation."""
+        s, device, opts = setup.settings, setup.device, setup.opts
+        grid = [(float(lr), float(l2)) for l2 in opts["l2_grid"] for lr in opts["lr_grid"]]
+        heads = LinearHeads(torch.tensor([lr for lr, _ in grid], device=device), torch.tensor([l2 for _, l2 in grid], device=device),
+                            dim, len(data.labels), pool=pool)
+        lr_factor = warmup_cosine_factor(setup.total_steps, setup.warmup_steps)  # the shared schedule, a factor on every head's lr
+        targets = torch.as_tensor(data.train.targets, dtype=torch.float32, device=device)
+        eval_cols = [data.labels.index(lbl) for lbl in setup.eval_labels]
+        result = HeadGridResult(grid, np.full((s.epochs, len(grid)), np.nan), np.zeros((s.epochs, len(grid))),
+                                np.full(len(grid), -np.inf), [(heads.weight[g], heads.bias[g]) for g in range(len(grid))])
+        step = 0
+        setup.ctx.progress.start("linear probe", setup.total_steps)
+        with _single_thread_on_cpu(device):  # many tiny matmuls
+            for epoch in range(s.epochs):
+                losses = []
+                for idx in batches(setup.n_train, s.batch_size, setup.generator):
+                    idx_t = torch.as_tensor(idx, device=device)
+                    per_head = heads.loss(feats["train"][idx_t], targets[idx_t])  # (G,)
+                    T.check_finite(per_head.sum(), f"linear probe epoch {epoch} step {step}")
+                    per_head.sum().backward()  # heads are independent: each gets its own gradient
+                    heads.step(lr_factor(step))
+                    step += 1
+                    losses.append(per_head.detach().cpu().numpy())
+                    setup.ctx.progress.advance()
+                result.train_loss[epoch] = np.mean(losses, axis=0)
+                self._validate_heads(heads, feats["valid"], data, eval_cols, result, epoch, f"linear probe epoch {epoch} step {step}")
+        return result
+
+    @staticmethod
+    def _validate_heads(heads: LinearHeads, valid: torch.Tensor, data: CellData, eval_cols: list[int],
+                        result: HeadGridResult, epoch: int, where: str) -> None:
+        """Validation macro AUROC of every head after ``epoch``; a head strictly better than before keeps its weights."""
+        with torch.no_grad():
+            val_probs = torch.sigmoid(heads(valid)).cpu().numpy()  # (G, N_valid, L)
+        for g in np.flatnonzero(~np.isfinite(val_probs).all(axis=(1, 2))):  # the first head that blew up
+            lr, l2 = result.grid[g]
+            T.check_finite_outputs(val_probs[g], f"validation outputs of the probe head lr={lr:g}, l2={l2:g}", where)
+        result.val_auroc[epoch] = macro_auroc_per_head(data.valid.targets, val_probs, eval_cols)
+        for g in np.flatnonzero(np.nan_to_num(result.val_auroc[epoch], nan=-1.0) > result.best_score):  # ties keep the earlier epoch
+            result.best_score[g] = np.nan_to_num(result.val_auroc[epoch, g], nan=-1.0)
+            result.best_state[g] = (heads.weight[g].detach().clone(), heads.bias[g].detach().clone())
+
+
+def _grid_summary(trained: HeadGridResult) -> dict[str, float | None]:
+    """Each head's best validation macro AUROC over the epochs (None when it never had one)."""
+    return {
+        f"lr={lr:g},l2={l2:g}": float(np.nanmax(trained.val_auroc[:, g], initial=np.nan)) if not np.isnan(trained.val_auroc[:, g]).all() else None
+        for g, (lr, l2) in enumerate(trained.grid)
+    }
 
 
 @contextlib.contextmanager
@@ -290,6 +266,3 @@ def _single_thread_on_cpu(device: torch.device):
         yield
     finally:
         torch.set_num_threads(before)
-
-
-PROTOCOLS.add("linear", Linear(), Linear.description)

@@ -19,11 +19,13 @@ from typing import Any, ClassVar
 import pandas as pd
 from pydantic import Field
 
+from chexbench.core.paths import cache_dir
 from chexbench.datasets.base import Dataset, DatasetOptions
 from chexbench.datasets.chexpert import CheXpert
 from chexbench.datasets.indiana import Indiana
 from chexbench.datasets.labels import CHEXPERT_EVAL_LABELS, INDIANA_EVAL_LABELS, NIH_EVAL_LABELS
 from chexbench.datasets.nih import NIHChestXray14
+from chexbench.datasets.phantom.generate import cached_site
 from chexbench.options import Options
 from chexbench.registry import DATASETS
 
@@ -87,8 +89,6 @@ class PhantomDataset(Dataset):
     def resolve_root(self, options: dict[str, Any]) -> Path:
         if options.get("root"):
             return layout_root(self.layout, super().resolve_root(options))
-        from chexbench.datasets.phantom.generate import cached_site
-        from chexbench.paths import cache_dir
 
         full = {**self.options, **{k: v for k, v in options.items() if k != "root"}}
         return layout_root(self.layout, cached_site(cache_dir(), self.layout, full))

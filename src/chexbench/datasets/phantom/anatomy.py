@@ -188,7 +188,34 @@ def draw_frontal(anat: Anatomy, pose: Pose, height: int, width: int) -> Scene:
     drawn = [lung_mask(x, y, g, edge * 2, with_depth=True) for g in geoms]
     lungs = (drawn[0][0], drawn[1][0])
     lung_depth = np.maximum(drawn[0][1], drawn[1][1])
+    heart, mediastinum, above_diaphragm = _heart_and_mediastinum(x, y, anat, geoms, edge)
+    body = ellipse(x, y, 0.0, 0.25, anat.body_half_width, 1.5, edge * 3, power=4.0)
+    bones = _bones(x, y, anat, geoms, edge, mediastinum)
+    hila = ((-0.17, -0.08), (0.19, -0.06))
+    markings = _vascular_markings(x, y, rng, height, width, hila)
 
+    zeros = np.zeros_like(x)
+    scene = Scene(
+        x=x, y=y, anatomy=anat, body=body, lungs=lungs, heart=heart * above_diaphragm,
+        mediastinum=mediastinum * above_diaphragm,
+        bones=bones.astype(F32), markings=markings.astype(F32), opacity=zeros.copy(),
+        marking_scale=np.ones_like(x), extra_lucency=zeros.copy(), dense=zeros.copy(), soft=zeros.copy(),
+        hilum=hila, lung_geometry=geoms, lung_depth=lung_depth,
+    )
+    if anat.female:
+        for sgn in SIDE_SIGN:
+            scene.soft += 0.05 * ellipse(x, y, sgn * 0.45, geoms[0]["dome"] - 0.02, 0.33, 0.22, 0.06)
+    # gastric bubble under the left hemidiaphragm (image right)
+    g1 = geoms[1]
+    scene.extra_lucency += 0.10 * ellipse(x, y, g1["cx"] + 0.05, g1["dome"] + 0.10, 0.11, 0.06, edge * 3) * body
+    return scene
+
+
+def _heart_and_mediastinum(
+    x: np.ndarray, y: np.ndarray, anat: Anatomy, geoms: list[dict[str, float]], edge: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Heart, mediastinum (heart, great vessels, aortic knob) and the soft mask of what lies
+    above the diaphragm."""
     tw = anat.thorax_half_width
     dome_mid = 0.5 * (geoms[0]["dome"] + geoms[1]["dome"]) - 0.6 * anat.dome_height
     heart_hw = anat.ctr * tw
@@ -201,9 +228,14 @@ def draw_frontal(anat: Anatomy, pose: Pose, height: int, width: int) -> Scene:
     mediastinum = np.maximum(soft_step(mw - np.abs(x - 0.01), edge * 2) * upper, heart)
     aortic_knob = ellipse(x, y, mw + 0.015, -0.36, 0.065, 0.055, edge * 2)
     mediastinum = np.maximum(mediastinum, aortic_knob)
+    return heart, mediastinum, above_diaphragm
 
-    body = ellipse(x, y, 0.0, 0.25, anat.body_half_width, 1.5, edge * 3, power=4.0)
 
+def _bones(
+    x: np.ndarray, y: np.ndarray, anat: Anatomy, geoms: list[dict[str, float]], edge: float, mediastinum: np.ndarray
+) -> np.ndarray:
+    """Ribs (dimmed behind the mediastinum), clavicles and spine."""
+    tw = anat.thorax_half_width
     # ribs: posterior arcs (bright) and fainter anterior ribs sloping down medially
     ax = np.abs(x)
     rib_zone = soft_step(tw * 1.04 - ax, edge * 3) * soft_step(y - (anat.apex_y - 0.12), edge * 3)
@@ -224,30 +256,17 @@ def draw_frontal(anat: Anatomy, pose: Pose, height: int, width: int) -> Scene:
 
     vertebra = 0.85 + 0.15 * np.cos(2 * np.pi * (y / 0.105))
     spine = soft_step(0.075 - ax, edge * 2) * vertebra
-    bones = ribs * (1 - 0.6 * mediastinum) + 0.16 * clavicles + 0.06 * spine
+    return ribs * (1 - 0.6 * mediastinum) + 0.16 * clavicles + 0.06 * spine
 
-    # vascular markings: ridged noise, densest at the hila and fading to the periphery
-    hila = ((-0.17, -0.08), (0.19, -0.06))
+
+def _vascular_markings(
+    x: np.ndarray, y: np.ndarray, rng: np.random.Generator, height: int, width: int, hila: tuple[tuple[float, float], ...]
+) -> np.ndarray:
+    """Vascular markings: ridged noise, densest at the hila and fading to the periphery."""
     ridge = 1.0 - np.abs(smooth_noise(rng, height, width, 18)) * 0.9
     ridge = np.clip(ridge, 0, 1) ** 3
     rh = np.minimum(np.hypot(x - hila[0][0], y - hila[0][1]), np.hypot(x - hila[1][0], y - hila[1][1]))
-    markings = ridge * np.exp(-rh / 0.35) + 0.6 * np.exp(-((rh / 0.09) ** 2))
-
-    zeros = np.zeros_like(x)
-    scene = Scene(
-        x=x, y=y, anatomy=anat, body=body, lungs=lungs, heart=heart * above_diaphragm,
-        mediastinum=mediastinum * above_diaphragm,
-        bones=bones.astype(F32), markings=markings.astype(F32), opacity=zeros.copy(),
-        marking_scale=np.ones_like(x), extra_lucency=zeros.copy(), dense=zeros.copy(), soft=zeros.copy(),
-        hilum=hila, lung_geometry=geoms, lung_depth=lung_depth,
-    )
-    if anat.female:
-        for sgn in SIDE_SIGN:
-            scene.soft += 0.05 * ellipse(x, y, sgn * 0.45, geoms[0]["dome"] - 0.02, 0.33, 0.22, 0.06)
-    # gastric bubble under the left hemidiaphragm (image right)
-    g1 = geoms[1]
-    scene.extra_lucency += 0.10 * ellipse(x, y, g1["cx"] + 0.05, g1["dome"] + 0.10, 0.11, 0.06, edge * 3) * body
-    return scene
+    return ridge * np.exp(-rh / 0.35) + 0.6 * np.exp(-((rh / 0.09) ** 2))
 
 
 def compose(scene: Scene) -> np.ndarray:

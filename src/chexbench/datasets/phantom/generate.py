@@ -25,10 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chexbench.atomic import make_temp_dir
+from chexbench.core.atomic import atomic_write_text, make_temp_dir
+from chexbench.core.errors import ConfigError, DataError
 from chexbench.datasets.phantom.cohort import sample_cohort
 from chexbench.datasets.phantom.output import SiteTally, SiteWriter
-from chexbench.errors import ConfigError, DataError
+from chexbench.datasets.phantom.write_chexpert import CheXpertWriter
+from chexbench.datasets.phantom.write_indiana import IndianaWriter
+from chexbench.datasets.phantom.write_nih import NIHWriter
 
 #: bump when generated pixels or files change; part of the phantom cache key
 GENERATOR_VERSION = 4
@@ -42,16 +45,10 @@ _TMP_NAME = re.compile(r"^\.(?P<final>.+)\.tmp-(?:(?P<host>.+)-(?P<pid>\d+)-)?[^
 
 def writer_for(site: str, workers: int | None = None) -> SiteWriter:
     if site == "chexpert":
-        from chexbench.datasets.phantom.write_chexpert import CheXpertWriter
-
         return CheXpertWriter(workers)
     if site == "nih":
-        from chexbench.datasets.phantom.write_nih import NIHWriter
-
         return NIHWriter(workers)
     if site == "indiana":
-        from chexbench.datasets.phantom.write_indiana import IndianaWriter
-
         return IndianaWriter(workers)
     raise ConfigError(f"unknown phantom site '{site}' (known: {', '.join(SITE_NAMES)})")
 
@@ -84,7 +81,7 @@ def write_site(root: Path, site: str, patients: int, size: int, seed: int, worke
     writer.write(root, cohort, size, seed)
     manifest = {"generator": "chexbench phantom", "version": GENERATOR_VERSION, "site": site,
                 "patients": patients, "size": size, "seed": seed}
-    (root / "phantom_manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", root / "phantom_manifest.json")
     return writer.tally
 
 

@@ -13,8 +13,10 @@ The sidecar ``phantom_boxes.csv`` (CheXpert and Indiana layouts; NIH uses its na
 from __future__ import annotations
 
 import csv
+import multiprocessing as mp
 import os
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -23,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from chexbench.datasets.phantom.cohort import Patient, Study
-from chexbench.datasets.phantom.render import Box
+from chexbench.datasets.phantom.render import Box, render_study
 from chexbench.datasets.workers import die_with_parent
 
 JPEG_QUALITY = 92
@@ -93,8 +95,6 @@ class ImageJob:
 
 def render_and_save(job: ImageJob) -> tuple[tuple[int, int], list[Box]]:
     """Render one image, write it; returns its (H, W) and its lesion boxes."""
-    from chexbench.datasets.phantom.render import render_study
-
     image, boxes = render_study(job.patient, job.study, job.site, job.size, job.seed, view=job.view)
     (save_jpeg if job.fmt == "jpeg" else save_png)(image, job.path)
     return image.shape, boxes
@@ -115,8 +115,6 @@ def run_jobs(jobs: list[ImageJob], workers: int | None = None) -> list[tuple[tup
     workers = default_workers(len(jobs)) if workers is None else workers
     if workers <= 1:
         return [render_and_save(j) for j in jobs]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
 
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     # a killed generator takes its workers with it (no orphans writing into its temporary folder)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from chexbench.core.atomic import atomic_path
 from chexbench.datasets.phantom.cohort import Patient, Study
 from chexbench.datasets.phantom.findings import BILATERAL, DRAWN_FINDINGS, Finding
 from chexbench.datasets.phantom.render import render_study
@@ -76,8 +77,6 @@ def contact_sheet(path: str | Path, sites: tuple[str, ...] = ("chexpert", "nih",
         for j, tile in enumerate(line):
             sheet.paste(tile, (j * TILE, i * (TILE + CAPTION)))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    sheet.save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
     return path

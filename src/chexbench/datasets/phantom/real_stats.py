@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from chexbench.datasets.fixtures import real_label_file
 from chexbench.datasets.labels import CHEXPERT_COLUMNS as LOADER_CHEXPERT_COLUMNS
 from chexbench.datasets.labels import NIH_FINDINGS
 
@@ -62,8 +64,6 @@ MAX_PATTERNS = 400
 
 def torchxrayvision_data_dir() -> Path:
     """torchxrayvision's ``data/`` folder, found without importing the package."""
-    from chexbench.datasets.fixtures import real_label_file
-
     return real_label_file("chexpert").parent
 
 
@@ -74,8 +74,6 @@ def _patterns(present: np.ndarray) -> list[tuple[int, int]]:
 
 
 def chexpert_stats(data_dir: Path) -> dict[str, Any]:
-    import pandas as pd
-
     df = pd.read_csv(data_dir / "chexpert_train.csv.gz")
     frontal = df[df["Frontal/Lateral"] == "Frontal"]
     values = frontal[list(CHEXPERT_COLUMNS)].to_numpy(dtype=float)
@@ -98,8 +96,6 @@ def chexpert_stats(data_dir: Path) -> dict[str, Any]:
 
 
 def nih_stats(data_dir: Path) -> dict[str, Any]:
-    import pandas as pd
-
     df = pd.read_csv(data_dir / "Data_Entry_2017_v2020.csv.gz")
     names = list(NIH_LABELS)
     split = df["Finding Labels"].str.split("|")

@@ -14,6 +14,7 @@ from chexbench.datasets.phantom.anatomy import compose, draw_frontal, sample_ana
 from chexbench.datasets.phantom.cohort import SITE_CODES, Patient, Study
 from chexbench.datasets.phantom.fields import mask_box
 from chexbench.datasets.phantom.findings import Finding, adjust_anatomy, paint_findings
+from chexbench.datasets.phantom.lateral import draw_lateral
 from chexbench.datasets.phantom.sites import SITES, detector, image_shape
 
 VIEW_CODES = {"frontal": 1, "lateral": 2}
@@ -43,8 +44,6 @@ def render_study(patient: Patient, study: Study, site: str, size: int, seed: int
     anatomy = adjust_anatomy(anatomy, list(study.findings))
     pose = sample_pose(rng, spec.zoom * (1.04 if study.view == "AP" else 1.0), spec.pose_jitter)
     if view == "lateral":
-        from chexbench.datasets.phantom.lateral import draw_lateral
-
         scene = draw_lateral(anatomy, pose, height, width)
     else:
         scene = draw_frontal(anatomy, pose, height, width)

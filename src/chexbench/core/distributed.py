@@ -29,6 +29,7 @@ import datetime as _dt
 import gc
 import os
 import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -39,8 +40,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
+
+from chexbench.core.errors import SkipCell
+from chexbench.core.lock import FileLock
 
 #: minutes a collective may wait (data preparation by one rank can take a while)
 DEFAULT_TIMEOUT_MIN = 60
@@ -133,14 +136,12 @@ def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def exclusive_across_jobs(path: str | Path, poll_s: float = 0.2) -> Iterator[None]:
-    """A :class:`~chexbench.bench.lock.FileLock` on ``path`` held by the whole torchrun job.
+    """A :class:`~chexbench.core.lock.FileLock` on ``path`` held by the whole torchrun job.
 
     Rank 0 takes the lock (waiting for other jobs, e.g. other shards); the other ranks poll
     until the lock names their job, so nobody waits inside a collective (which would time
     out during a long wait). Everyone leaves together. In one process: just the lock.
     """
-    from chexbench.bench.lock import FileLock
-
     if not is_distributed():
         with FileLock(path):
             yield
@@ -238,30 +239,6 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(x)
 
 
-# -- contrastive losses across ranks ------------------------------------------------------
-def nt_xent_across_ranks(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    """SimCLR's NT-Xent for this rank's ``b`` pairs against the ``2·w·b − 2`` views of all ranks.
-
-    ``z1``, ``z2`` (b, D) are this rank's two views (equal b on every rank). The mean of the
-    ranks' values (and, through DDP's gradient average, the gradient) equals
-    :func:`chexbench.strategies.losses.nt_xent` on the concatenated global batch.
-    """
-    from chexbench.strategies.losses import nt_xent
-
-    if not is_distributed():
-        return nt_xent(z1, z2, temperature)
-    b, w, r = z1.shape[0], world_size(), rank()
-    z1_all = F.normalize(gather_with_grad(z1.float().contiguous()), dim=1)  # (B, D), B = w·b
-    z2_all = F.normalize(gather_with_grad(z2.float().contiguous()), dim=1)
-    n = w * b
-    everyone = torch.cat([z1_all, z2_all])  # (2B, D), the candidate set of every anchor
-    mine = torch.cat([torch.arange(r * b, (r + 1) * b), n + torch.arange(r * b, (r + 1) * b)]).to(z1.device)  # (2b,)
-    sim = everyone[mine] @ everyone.T / temperature  # (2b, 2B)
-    sim = sim.masked_fill(F.one_hot(mine, 2 * n).bool(), float("-inf"))  # no self-similarity
-    partner = torch.where(mine < n, mine + n, mine - n)
-    return F.cross_entropy(sim, partner)
-
-
 @torch.no_grad()
 def all_gather_keys(k: torch.Tensor) -> torch.Tensor:
     """MoCo: every rank's keys (b, D) in rank order (w·b, D), for one queue shared by all ranks."""
@@ -323,14 +300,12 @@ def cell_scope() -> Iterator[None]:
     default group (idle during cells), the ranks gather every rank's outcome: if any rank failed,
     every rank raises :class:`CellFailedOnRank` naming the first cause (errors that are only a
     consequence of a peer leaving, like "connection closed", are not taken as the cause), or
-    :class:`~chexbench.errors.SkipCell` if that cause was a skip. Rank 0 then records the cell
+    :class:`~chexbench.core.errors.SkipCell` if that cause was a skip. Rank 0 then records the cell
     once and every rank goes on with the next cell. Outside torchrun: a no-op.
     """
     if not is_distributed():
         yield
         return
-    from chexbench.errors import SkipCell
-
     global _cell_group, _cell_index
     _cell_index += 1
     minutes = float(os.environ.get("CHEXBENCH_CELL_TIMEOUT_MIN", DEFAULT_CELL_TIMEOUT_MIN))
@@ -415,8 +390,6 @@ def strip_option(argv: Sequence[str], name: str) -> list[str]:
 
 def relaunch_under_torchrun(nproc: int, argv: Sequence[str]) -> int:
     """Run this same ``chexbench`` command as ``nproc`` ranks; returns torchrun's exit code."""
-    import subprocess
-
     if shutil.which(sys.executable) is None:  # pragma: no cover - defensive
         raise RuntimeError("cannot find the Python interpreter to start torchrun")
     return subprocess.call(torchrun_command(nproc, list(argv)))

@@ -16,7 +16,7 @@ Four explainers, chosen by the model (:func:`explain_method`):
   token mean of ∂logit/∂A_{·,d}, on the token grid.
 
 Every map is scaled to [0, 1] per image (min–max) **unless it is flat**: a map on a 1×1 grid,
-or one whose range is within :data:`~chexbench.bench.localization.FLAT_RTOL` of its magnitude
+or one whose range is within :data:`~chexbench.explain.maxima.FLAT_RTOL` of its magnitude
 (an all-zero Grad-CAM after its ReLU, the scores of a constant model), is returned as zeros and
 flagged in ``Explanation.flat`` — never stretched into a false hot spot. The model is any
 ``nn.Module`` with a ``backbone`` attribute mapping (B, 1, H, W) to logits (B, L).
@@ -28,12 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.patches import Rectangle
 from torch import nn
 
-from chexbench.bench.localization import FLAT_RTOL
+from chexbench.core.atomic import atomic_path
+from chexbench.explain.maxima import FLAT_RTOL, is_flat, maximum_points
+from chexbench.strategies.topk import ClasswiseTopKClassifier, TopKBackbone
 
 
 @dataclass
@@ -48,8 +53,6 @@ class Explanation:
 def explain_method(model: nn.Module) -> str | None:
     """The heatmap method for ``model``: ``topk_classwise``, ``topk_scores``, ``gradcam`` (CNN),
     ``vit_gradcam`` (plain ViT), None otherwise."""
-    from chexbench.strategies.topk import ClasswiseTopKClassifier, TopKBackbone
-
     if isinstance(model, ClasswiseTopKClassifier):
         return "topk_classwise"
     backbone = getattr(model, "backbone", None)
@@ -214,8 +217,6 @@ def overlay_rgb(image: np.ndarray, heat: np.ndarray, alpha: float = 0.8, cmap: s
     ``top_fraction`` of the pixels is coloured (colour and weight rising from that quantile to
     the maximum, weight at most ``alpha``), so the radiograph stays readable and the region
     the model ranks highest stands out whatever the spread of its scores."""
-    import matplotlib
-
     heat = np.clip(np.asarray(heat, dtype=np.float64), 0, 1)
     floor = float(np.quantile(heat, 1.0 - top_fraction))
     top = float(heat.max())
@@ -237,10 +238,6 @@ def draw_panel(ax: Any, image: np.ndarray, heat: np.ndarray, *, patches: list[tu
                boxes: list[tuple[float, float, float, float]] = (), title: str = "", flat: bool = False) -> None:
     """One overlay on a matplotlib axis: heat, top-K patches (white), ground-truth boxes (lime, x0 y0 x1 y1).
     A flat map is not drawn (no heat, no maximum): the panel says "flat map" instead."""
-    from matplotlib.patches import Rectangle
-
-    from chexbench.bench.localization import is_flat, maximum_points
-
     h, w = image.shape
     flat = flat or is_flat(heat)
     if flat:
@@ -265,10 +262,7 @@ def draw_panel(ax: Any, image: np.ndarray, heat: np.ndarray, *, patches: list[tu
 def save_overlay_png(path: str | Path, image: np.ndarray, heat: np.ndarray, *, patches=(), boxes=(), title: str = "",
                      flat: bool = False) -> None:
     """Image beside its overlay, one PNG (written to a temp name, then renamed)."""
-    import matplotlib
-
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(5.2, 2.9), dpi=130)
     h, w = image.shape
@@ -283,10 +277,7 @@ def save_overlay_png(path: str | Path, image: np.ndarray, heat: np.ndarray, *, p
 
 def save_gallery_png(path: str | Path, panels: list[dict[str, Any]], columns: int = 4, title: str = "") -> None:
     """A grid of overlays; each panel is a dict of ``image``, ``heat`` and optional ``patches``, ``boxes``, ``title``."""
-    import matplotlib
-
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
     columns = max(1, min(columns, len(panels)))
     rows = max(1, -(-len(panels) // columns))
@@ -304,10 +295,6 @@ def save_gallery_png(path: str | Path, panels: list[dict[str, Any]], columns: in
 
 
 def _save_fig(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    from chexbench.atomic import atomic_path
-
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png")

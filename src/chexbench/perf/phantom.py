@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import io
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 from PIL import Image
+from threadpoolctl import threadpool_limits
 
 from chexbench.datasets.phantom.cohort import sample_cohort
 from chexbench.datasets.phantom.render import render_study
@@ -25,10 +25,6 @@ class GenerationSpeed:
 
 
 def _one_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-        return nullcontext()
     return threadpool_limits(1)
 
 

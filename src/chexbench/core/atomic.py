@@ -1,5 +1,8 @@
 """Atomic file writes: everything chexbench writes goes through :func:`atomic_path`.
 
+The content is flushed to disk (``fsync``) before the rename, so after a crash or power loss a
+final name holds either the old content or the complete new one, never an empty file.
+
 Temporary files and folders are created with the modes an ordinary ``open`` / ``mkdir``
 would give them (``0o666`` / ``0o777`` less the umask), so a group-shared results folder
 stays readable by the group (``tempfile.mkstemp`` would make every file ``0o600``).
@@ -19,6 +22,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 #: a temporary file untouched for this long is a leftover whatever its writer (other hosts' writers
 #: cannot be asked whether they live); a writer appends to its file, so a live one keeps it fresh
@@ -56,10 +64,61 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     tmp = _create_temp_file(path)
     try:
         yield str(tmp)
+        _fsync_file(tmp)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist a rename (the folder's entry); not every platform or file system allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def atomic_write_parquet(df: pd.DataFrame, path: str | Path, footer: dict[bytes, bytes] | None = None) -> None:
+    """Write ``df`` to ``path`` (pages with CRC checksums); ``footer`` entries go into the file's
+    key-value metadata beside pandas' own."""
+    if not footer:
+        with atomic_path(path) as tmp:
+            df.to_parquet(tmp, index=False, write_page_checksum=True)
+        return
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **footer})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, write_page_checksum=True)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` through :func:`atomic_path` (torch is imported here, not at module level,
+    so that the foundation stays importable without it for ``chexbench --help``)."""
+    import torch  # lazy: keeps chexbench --help fast (the CLI imports this module)
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def make_temp_dir(parent: str | Path, prefix: str) -> Path:

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import re
 from pathlib import Path
 
-from chexbench.bench.store import atomic_write_text
-from chexbench.paths import repo_root
+import torch
+
+from chexbench.core.atomic import atomic_write_text
+from chexbench.core.paths import repo_root
 
 HEADER = "# Performance\n\nMeasured by `chexbench bench …`; each section is rewritten when its benchmark runs again.\n"
 
 
 def machine_description() -> str:
-    import os
-
-    import torch
-
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
     return f"{dev}; Python {platform.python_version()}, torch {torch.__version__}"
 

@@ -7,8 +7,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
-from chexbench.reports.auroc import SortedLabel
+from chexbench.core.auroc import SortedLabel
 from chexbench.reports.bootstrap import draw_patient_resamples
 
 
@@ -55,8 +56,6 @@ def synthetic_test_set(n_images: int, n_patients: int, n_labels: int, seed: int 
 def run_stats_benchmark(n_boot: int = 2000, n_labels: int = 14, n_images: int = 20_000, n_patients: int = 6_000,
                         seed: int = 0, sklearn_resamples: int | None = None) -> StatsBenchmark:
     """Time both on the same resamples; ``sklearn_resamples`` limits the (slow) loop to the first N."""
-    from sklearn.metrics import roc_auc_score
-
     if n_images < n_patients:
         raise ValueError("need at least one image per patient")
     patient_ids, y, score = synthetic_test_set(n_images, n_patients, n_labels, seed)
@@ -116,7 +115,7 @@ def benchmark_markdown(b: StatsBenchmark) -> str:
         f"Patient-level bootstrap of AUROC: {b.n_boot} resamples × {b.n_labels} labels × {b.n_images:,} images "
         f"from {b.n_patients:,} patients (5% of labels masked, scores rounded to 3 decimals: heavy ties).\n\n"
         "| implementation | seconds | note |\n|---|---|---|\n"
-        f"| chexbench (`reports.auroc.SortedLabel`, sort once per label, sparse group sums) | {b.ours_seconds:.2f} | "
+        f"| chexbench (`core.auroc.SortedLabel`, sort once per label, sparse group sums) | {b.ours_seconds:.2f} | "
         "AUROC and AUPRC together; resample drawing and sorting included; mean of a run before and one after the loop |\n"
         f"| scikit-learn `roc_auc_score(sample_weight=…)` loop | {b.sklearn_seconds_full:.2f} | "
         f"AUROC only; measured on {measured} |\n\n"

@@ -3,7 +3,7 @@
 Boxes come from the dataset root: NIH's ``BBox_List_2017.csv`` (real NIH and the NIH-layout
 phantom) or a phantom's ``phantom_boxes.csv`` sidecar (CheXpert and Indiana layouts). They
 are given in pixels of the original image and mapped here onto the cell's images exactly as
-the prepared cache made them (shorter side resized to S, centre crop; see datasets/cache.py).
+the prepared cache made them (shorter side resized to S, centre crop; see datasets/decode.py).
 
 The unit of evaluation is an (image, label) pair of the **test split** whose target is
 positive and which has at least one box of that label. Metrics:
@@ -21,18 +21,26 @@ positive and which has at least one box of that label. Metrics:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from torch import nn
 
-from chexbench.datasets.cache import read_prepared_index
+from chexbench.core.errors import ConfigError, DataError
+from chexbench.core.inputs import to_input
+from chexbench.datasets.celldata import CellData
+from chexbench.datasets.nih import load_nih_boxes
+from chexbench.datasets.prepared import read_prepared_index
+from chexbench.datasets.tables import read_csv_checked
 
-if TYPE_CHECKING:
-    from chexbench.datasets.celldata import CellData
+# FLAT_RTOL and maximum_point: still imported from here by explain.heatmaps until it imports explain.maxima
+from chexbench.explain.heatmaps import explain, explain_method
+from chexbench.explain.maxima import is_flat, maximum_points
 
 #: (x0, y0, x1, y1) in pixels of the cell's (S × S) image
 Box = tuple[float, float, float, float]
@@ -42,13 +50,9 @@ def read_native_boxes(root: Path) -> pd.DataFrame | None:
     """Boxes of a dataset root as columns image_ref, label, x, y, w, h (original pixels), or None."""
     root = Path(root)
     if any((root / n).is_file() for n in ("BBox_List_2017.csv", "BBox_List_2017.csv.gz")):
-        from chexbench.datasets.nih import load_nih_boxes
-
         return load_nih_boxes(root).rename(columns={"image_id": "image_ref"})
     sidecar = root / "phantom_boxes.csv"
     if sidecar.is_file():
-        from chexbench.datasets.tables import read_csv_checked
-
         df = read_csv_checked(sidecar, ("image", "label", "x", "y", "w", "h"))
         return df.rename(columns={"image": "image_ref"})[["image_ref", "label", "x", "y", "w", "h"]]
     return None
@@ -106,10 +110,6 @@ def load_split_boxes(data: CellData, split: str = "test") -> dict[str, list[tupl
 
 def _image_size(root: Path, path: str) -> tuple[int, int]:
     """(width, height) of an original image, read from its header only."""
-    from PIL import Image
-
-    from chexbench.errors import DataError
-
     file = Path(path) if Path(path).is_absolute() else root / path
     try:
         with Image.open(file) as im:
@@ -129,8 +129,6 @@ def box_mask(boxes: list[Box], height: int, width: int) -> np.ndarray:
 
 #: Zhang et al. (2016) count a hit within 15 px of the box on images of about 224 px
 STANDARD_TOLERANCE_PX_AT_224 = 15.0
-#: a map whose range is at most this fraction of its magnitude is flat (no maximum to point with)
-FLAT_RTOL = 1e-6
 
 
 def standard_tolerance(size: int) -> float:
@@ -140,56 +138,11 @@ def standard_tolerance(size: int) -> float:
 
 def resolve_tolerance(option: Any, size: int) -> float:
     """``pointing_tolerance`` option → pixels of the cell's image: ``"standard"`` (15 px × size/224) or a number ≥ 0."""
-    from chexbench.errors import ConfigError
-
     if option == "standard":
         return standard_tolerance(size)
     if isinstance(option, bool) or not isinstance(option, (int, float)) or not np.isfinite(option) or option < 0:
         raise ConfigError(f"pointing_tolerance must be \"standard\" or a number of pixels ≥ 0, got {option!r}")
     return float(option)
-
-
-def is_flat(heat: np.ndarray, rtol: float = FLAT_RTOL) -> bool:
-    """A map with no maximum to point with: not finite, constant, or a range within ``rtol`` of its magnitude
-    (e.g. an all-zero Grad-CAM after its ReLU)."""
-    heat = np.asarray(heat, dtype=np.float64)
-    if heat.size == 0 or not np.isfinite(heat).all():
-        return True
-    hi, lo = float(heat.max()), float(heat.min())
-    return hi - lo <= rtol * max(abs(hi), abs(lo)) or hi == lo
-
-
-def maximum_points(heat: np.ndarray, rtol: float = FLAT_RTOL) -> list[tuple[float, float]]:
-    """The maxima of heat (H, W) as (y, x) pixel-centre coordinates (+0.5), one per connected
-    (8-neighbour) region of pixels within ``rtol`` of the maximum; [] for a flat map.
-
-    A connected plateau (an upsampled coarse cell) is one maximum, placed at its centroid, or
-    at its pixel nearest the centroid when the centroid falls outside it; separate tied regions
-    stay separate points, so two far-apart maxima never average into a point neither of them is.
-    """
-    from scipy import ndimage
-
-    heat = np.asarray(heat, dtype=np.float64)
-    if is_flat(heat, rtol):
-        return []
-    top = float(heat.max())
-    plateau = heat >= top - rtol * max(abs(top), 1e-12)
-    regions, n = ndimage.label(plateau, structure=np.ones((3, 3), dtype=bool))
-    points = []
-    for r in range(1, n + 1):
-        ys, xs = np.nonzero(regions == r)
-        cy, cx = ys.mean(), xs.mean()
-        if regions[int(round(cy)), int(round(cx))] != r:  # non-convex region: its pixel nearest the centroid
-            i = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
-            cy, cx = float(ys[i]), float(xs[i])
-        points.append((float(cy) + 0.5, float(cx) + 0.5))
-    return points
-
-
-def maximum_point(heat: np.ndarray, rtol: float = FLAT_RTOL) -> tuple[float, float] | None:
-    """The first of :func:`maximum_points` (for drawing a marker), None for a flat map."""
-    points = maximum_points(heat, rtol)
-    return points[0] if points else None
 
 
 def _inside(y: float, x: float, boxes: list[Box], tolerance: float) -> bool:
@@ -276,6 +229,27 @@ def curve_auc(probs: np.ndarray) -> float:
     return float(((p[:-1] + p[1:]) / 2).mean()) if len(p) > 1 else float(p[0])
 
 
+@dataclass
+class _PairScores:
+    """Per (image, label) pair results, in pair order."""
+
+    hit0: list[float] = field(default_factory=list)  # strict pointing hit
+    hit_t: list[float] = field(default_factory=list)  # pointing hit within the tolerance
+    chance0: list[float] = field(default_factory=list)  # random-heatmap hit probability, strict
+    chance_t: list[float] = field(default_factory=list)  # ... within the tolerance
+    flat: list[bool] = field(default_factory=list)
+    ties: list[bool] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    clusters: list[str] = field(default_factory=list)
+    del_auc: list[float] = field(default_factory=list)
+    rand_auc: list[float] = field(default_factory=list)
+    grid: Any = None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        names = ("hit0", "hit_t", "chance0", "chance_t", "labels", "clusters", "flat")
+        return {k: np.asarray(getattr(self, k)) for k in names}
+
+
 def evaluate_localization(
     model: nn.Module,
     data: CellData,
@@ -292,103 +266,124 @@ def evaluate_localization(
     patient-level bootstrap intervals, and deletion AUC, of the model's heatmaps on the test split,
     with their random baselines; None when the model has no heatmap method or no test image has
     a box of a positive label. Flat maps are misses and are counted (``flat_maps``)."""
-    from chexbench.bench import training as T
-    from chexbench.reports.heatmaps import explain, explain_method
-
     method = explain_method(model)
     if method is None:
         return None
+    pairs, rows = _positive_box_pairs(data, max_images)
+    if not pairs:
+        return None
+    model.eval()
+    test = data.test
+    tol = resolve_tolerance(tolerance, int(test.images.shape[-2]))
+    patient_ids = getattr(test, "patient_ids", None)
+    unit = "patient" if patient_ids is not None and len(patient_ids) == len(test.image_ids) else "image"
+    clusters = np.asarray(patient_ids if unit == "patient" else test.image_ids, dtype=str)
+    scores = _PairScores()
+    rng = np.random.default_rng(seed)
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        _score_batch(model, data, chunk, clusters, normalize, device, tol, deletion_steps, rng, scores)
+    a = scores.arrays()
+    return {
+        "method": method,
+        "split": "test",
+        "images": len(rows),
+        **_summary(a, np.ones(len(a["hit0"]), dtype=bool), tol, resamples, seed),
+        "random_ci": bootstrap_rate_interval(a["hit0"], a["chance0"], a["clusters"], resamples, seed=seed)["random_ci"],
+        "tolerance_px": 0,
+        "flat_rule": "miss",
+        "tied_maxima": int(np.sum(scores.ties)),
+        "map_grid": list(scores.grid) if scores.grid else None,
+        "interval": {"level": 0.95, "resamples": resamples, "unit": unit, "method": "percentile bootstrap"},
+        "deletion_auc": float(np.mean(scores.del_auc)) if scores.del_auc else None,
+        "random_deletion_auc": float(np.mean(scores.rand_auc)) if scores.rand_auc else None,
+        "deletion_steps": deletion_steps,
+        "per_label": {label: _summary(a, a["labels"] == label, tol, resamples, seed) for label in sorted(set(scores.labels))},
+        # one entry per pair, so a report can pool seeds of one configuration on the same pairs
+        "pair_detail": _pair_detail(test, pairs, a),
+    }
+
+
+def _positive_box_pairs(data: CellData, max_images: int) -> tuple[list[tuple[int, int, list[Box]]], list[int]]:
+    """(test row, label column, boxes) of every positive label with a box, on the first
+    ``max_images`` such images; and those rows."""
     boxes = load_split_boxes(data, "test")
     test = data.test
-    pairs: list[tuple[int, int, list[Box]]] = []  # (row, label column, boxes)
+    pairs: list[tuple[int, int, list[Box]]] = []
     for row, image_id in enumerate(np.asarray(test.image_ids, dtype=str)):
         for j, label in enumerate(data.labels):
             label_boxes = [b for lbl, b in boxes.get(image_id, []) if lbl == label]
             if label_boxes and test.targets[row, j] == 1.0:
                 pairs.append((row, j, label_boxes))
     rows = sorted({r for r, _, _ in pairs})[:max_images]
-    pairs = [p for p in pairs if p[0] in set(rows)]
-    if not pairs:
-        return None
-    model.eval()
-    rng = np.random.default_rng(seed)
+    return [p for p in pairs if p[0] in set(rows)], rows
+
+
+def _score_batch(
+    model: nn.Module,
+    data: CellData,
+    chunk: list[tuple[int, int, list[Box]]],
+    clusters: np.ndarray,
+    normalize: tuple[float, float],
+    device: torch.device,
+    tol: float,
+    deletion_steps: int,
+    rng: np.random.Generator,
+    scores: _PairScores,
+) -> None:
+    """Heatmaps of one batch of pairs; append their pointing, chance and deletion scores."""
+    test = data.test
     size = test.images.shape[-2:]
-    tol = resolve_tolerance(tolerance, int(size[0]))
-    patient_ids = getattr(test, "patient_ids", None)
-    unit = "patient" if patient_ids is not None and len(patient_ids) == len(test.image_ids) else "image"
-    clusters = np.asarray(patient_ids if unit == "patient" else test.image_ids, dtype=str)
-    hit0, hit_t, chance0, chance_t, flat, ties, labels_of, cluster_of = [], [], [], [], [], [], [], []
-    del_auc, rand_auc = [], []
-    grid = None
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        x = T.to_input(np.stack([test.images[r] for r, _, _ in chunk]), device, normalize)
-        labels = torch.as_tensor([j for _, j, _ in chunk], device=device)
-        expl = explain(model, x, labels)
-        grid = expl.grid
-        for i, (row, j, label_boxes) in enumerate(chunk):
-            heat = expl.heat[i]
-            is_flat_map = bool(expl.flat[i]) or is_flat(heat)
-            flat.append(is_flat_map)
-            ties.append(not is_flat_map and len(maximum_points(heat)) > 1)
-            hit0.append(0.0 if is_flat_map else pointing_score(heat, label_boxes, 0.0))
-            hit_t.append(0.0 if is_flat_map else pointing_score(heat, label_boxes, tol))
-            chance0.append(random_hit_probability(label_boxes, *size))
-            chance_t.append(random_hit_probability(label_boxes, *size, tolerance=tol))
-            labels_of.append(data.labels[j])
-            cluster_of.append(clusters[row])
-            if deletion_steps > 0:
-                order = np.argsort(-heat.reshape(-1), kind="stable")
-                del_auc.append(curve_auc(deletion_curve(model, x[i : i + 1], order, j, deletion_steps)))
-                rand_order = rng.permutation(order.size)
-                rand_auc.append(curve_auc(deletion_curve(model, x[i : i + 1], rand_order, j, deletion_steps)))
-    hit0, hit_t, chance0, chance_t = map(np.asarray, (hit0, hit_t, chance0, chance_t))
-    labels_arr, cluster_arr, flat_arr = np.asarray(labels_of), np.asarray(cluster_of), np.asarray(flat)
+    x = to_input(np.stack([test.images[r] for r, _, _ in chunk]), device, normalize)
+    expl = explain(model, x, torch.as_tensor([j for _, j, _ in chunk], device=device))
+    scores.grid = expl.grid
+    for i, (row, j, label_boxes) in enumerate(chunk):
+        heat = expl.heat[i]
+        is_flat_map = bool(expl.flat[i]) or is_flat(heat)
+        scores.flat.append(is_flat_map)
+        scores.ties.append(not is_flat_map and len(maximum_points(heat)) > 1)
+        scores.hit0.append(0.0 if is_flat_map else pointing_score(heat, label_boxes, 0.0))
+        scores.hit_t.append(0.0 if is_flat_map else pointing_score(heat, label_boxes, tol))
+        scores.chance0.append(random_hit_probability(label_boxes, *size))
+        scores.chance_t.append(random_hit_probability(label_boxes, *size, tolerance=tol))
+        scores.labels.append(data.labels[j])
+        scores.clusters.append(clusters[row])
+        if deletion_steps > 0:
+            order = np.argsort(-heat.reshape(-1), kind="stable")
+            scores.del_auc.append(curve_auc(deletion_curve(model, x[i : i + 1], order, j, deletion_steps)))
+            rand_order = rng.permutation(order.size)
+            scores.rand_auc.append(curve_auc(deletion_curve(model, x[i : i + 1], rand_order, j, deletion_steps)))
 
-    def summary(keep: np.ndarray) -> dict[str, Any]:
-        strict = bootstrap_rate_interval(hit0[keep], chance0[keep], cluster_arr[keep], resamples, seed=seed)
-        tolerant = bootstrap_rate_interval(hit_t[keep], chance_t[keep], cluster_arr[keep], resamples, seed=seed)
-        return {
-            "pairs": int(keep.sum()),
-            "pointing_hit_rate": float(hit0[keep].mean()),
-            "random_hit_rate": float(chance0[keep].mean()),
-            "pointing_ci": strict["pointing_ci"],
-            "difference_ci": strict["difference_ci"],
-            "flat_maps": int(flat_arr[keep].sum()),
-            "tolerant": {
-                "tolerance_px": tol,
-                "pointing_hit_rate": float(hit_t[keep].mean()),
-                "random_hit_rate": float(chance_t[keep].mean()),
-                "pointing_ci": tolerant["pointing_ci"],
-                "difference_ci": tolerant["difference_ci"],
-            },
-        }
 
-    overall = summary(np.ones(len(hit0), dtype=bool))
+def _summary(a: dict[str, np.ndarray], keep: np.ndarray, tol: float, resamples: int, seed: int) -> dict[str, Any]:
+    """Hit rates, baselines and bootstrap intervals (strict and tolerant) of the pairs in ``keep``."""
+    strict = bootstrap_rate_interval(a["hit0"][keep], a["chance0"][keep], a["clusters"][keep], resamples, seed=seed)
+    tolerant = bootstrap_rate_interval(a["hit_t"][keep], a["chance_t"][keep], a["clusters"][keep], resamples, seed=seed)
     return {
-        "method": method,
-        "split": "test",
-        "images": len(rows),
-        **overall,
-        "random_ci": bootstrap_rate_interval(hit0, chance0, cluster_arr, resamples, seed=seed)["random_ci"],
-        "tolerance_px": 0,
-        "flat_rule": "miss",
-        "tied_maxima": int(np.sum(ties)),
-        "map_grid": list(grid) if grid else None,
-        "interval": {"level": 0.95, "resamples": resamples, "unit": unit, "method": "percentile bootstrap"},
-        "deletion_auc": float(np.mean(del_auc)) if del_auc else None,
-        "random_deletion_auc": float(np.mean(rand_auc)) if rand_auc else None,
-        "deletion_steps": deletion_steps,
-        "per_label": {label: summary(labels_arr == label) for label in sorted(set(labels_of))},
-        # one entry per pair, so a report can pool seeds of one configuration on the same pairs
-        "pair_detail": {
-            "image_id": [str(test.image_ids[r]) for r, _, _ in pairs],
-            "cluster": [str(c) for c in cluster_arr],
-            "label": [str(v) for v in labels_arr],
-            "hit": [round(float(v), 6) for v in hit0],
-            "hit_tolerant": [round(float(v), 6) for v in hit_t],
-            "random": [round(float(v), 6) for v in chance0],
-            "random_tolerant": [round(float(v), 6) for v in chance_t],
-            "flat": [bool(v) for v in flat_arr],
+        "pairs": int(keep.sum()),
+        "pointing_hit_rate": float(a["hit0"][keep].mean()),
+        "random_hit_rate": float(a["chance0"][keep].mean()),
+        "pointing_ci": strict["pointing_ci"],
+        "difference_ci": strict["difference_ci"],
+        "flat_maps": int(a["flat"][keep].sum()),
+        "tolerant": {
+            "tolerance_px": tol,
+            "pointing_hit_rate": float(a["hit_t"][keep].mean()),
+            "random_hit_rate": float(a["chance_t"][keep].mean()),
+            "pointing_ci": tolerant["pointing_ci"],
+            "difference_ci": tolerant["difference_ci"],
         },
+    }
+
+
+def _pair_detail(test: Any, pairs: list[tuple[int, int, list[Box]]], a: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+    return {
+        "image_id": [str(test.image_ids[r]) for r, _, _ in pairs],
+        "cluster": [str(c) for c in a["clusters"]],
+        "label": [str(v) for v in a["labels"]],
+        "hit": [round(float(v), 6) for v in a["hit0"]],
+        "hit_tolerant": [round(float(v), 6) for v in a["hit_t"]],
+        "random": [round(float(v), 6) for v in a["chance0"]],
+        "random_tolerant": [round(float(v), 6) for v in a["chance_t"]],
+        "flat": [bool(v) for v in a["flat"]],
     }

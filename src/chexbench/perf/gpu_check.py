@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chexbench.bench.throughput import Measurement, input_bound
-from chexbench.bench.throughput import markdown as throughput_markdown
+from chexbench.perf.throughput import Measurement, input_bound
+from chexbench.perf.throughput import markdown as throughput_markdown
 
 BACKBONES = ("resnet50", "vit_b16", "vit_b16_convstem")
 STEP_MODES = ("finetune", "linear", "simclr", "mocov2", "plain:finetune", "plain:linear")
@@ -71,7 +71,7 @@ class CheckResult:
 
 # -- arguments -----------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m chexbench.bench.gpu_check", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m chexbench.perf.gpu_check", description=__doc__.splitlines()[0])
     p.add_argument("--budget-s", type=float, default=450.0, help="wall-clock budget in seconds (default 450)")
     p.add_argument("--batch-size", type=int, default=256, help="images per step (default 256)")
     p.add_argument("--image-size", type=int, default=224, help="pixels (default 224)")
@@ -164,7 +164,7 @@ def _summary_json(result: CheckResult) -> dict[str, Any]:
 
 
 def write_section(result: CheckResult, path: Path | None = None) -> Path:
-    from chexbench.bench.perf import record_section
+    from chexbench.perf.record import record_section
 
     return record_section(f"{SECTION_TITLE} ({result.gpu_name})", render_section(result), result.command, path)
 
@@ -194,7 +194,7 @@ def run_gpu_tests(repo: Path | None, timeout: float) -> tuple[str, bool | None]:
 def measure_all(args: argparse.Namespace, budget: Budget, result: CheckResult) -> None:
     import torch
 
-    from chexbench.bench.throughput import measure_loader
+    from chexbench.perf.throughput import measure_loader
 
     dev = torch.device(args.device)
     backbones = args.backbone or list(BACKBONES)
@@ -221,7 +221,7 @@ def measure_all(args: argparse.Namespace, budget: Budget, result: CheckResult) -
 def _measure(result: CheckResult, mode: str, backbone: str, args: argparse.Namespace, dev: Any, compiled: bool) -> None:
     import torch
 
-    from chexbench.bench.throughput import measure_mode
+    from chexbench.perf.throughput import measure_mode
 
     try:
         m = measure_mode(mode, backbone, args.batch_size, args.image_size, dev, args.steps, 3, compile_step=compiled)
@@ -330,11 +330,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from chexbench.paths import repo_root
+    from chexbench.core.paths import repo_root
 
     t0 = time.monotonic()
     budget = Budget(args.budget_s)
-    command = "make gpu-check  # python -m chexbench.bench.gpu_check " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "make gpu-check  # python -m chexbench.perf.gpu_check " + shlex.join(argv if argv is not None else sys.argv[1:])
     name = torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU rehearsal (not a GPU result)"
     result = CheckResult(gpu_name=name, command=command.strip())
     print(f"gpu-check on {result.gpu_name}, budget {args.budget_s:.0f} s", flush=True)

@@ -39,7 +39,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from chexbench.errors import ChexbenchError
+from chexbench.core.errors import ChexbenchError
 
 #: seconds between heartbeats of a held lock
 HEARTBEAT_S = 10.0

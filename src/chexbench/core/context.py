@@ -8,6 +8,8 @@ from typing import Protocol
 
 import torch
 
+from chexbench.core.errors import ConfigError
+
 
 class StepProgress(Protocol):
     def start(self, description: str, total: int) -> None: ...
@@ -39,7 +41,9 @@ class RunContext:
     progress: StepProgress = field(default_factory=NullProgress)
     amp_dtype: torch.dtype | None = None
     channels_last: bool | None = None
-    compile: bool = False  # also requested by ``--compile`` / settings.compile
+    #: ``torch.compile`` the training step: set by ``chexbench run --compile``; a cell whose
+    #: ``settings.compile`` is true gets a context with it set (``EvaluationProtocol.open_cell``)
+    compile: bool = False
 
     @property
     def pretrain_dir(self) -> Path:
@@ -79,8 +83,6 @@ def fast_path_for(device: torch.device) -> FastPath:
 
 
 def resolve_device(name: str) -> torch.device:
-    from chexbench.errors import ConfigError
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -32,8 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from chexbench.bench import training as T
-from chexbench.bench.context import fast_path_for
+from chexbench.core import training as T
+from chexbench.core.context import fast_path_for
+from chexbench.core.devices import autocast, device_name, peak_memory_mb, reset_peak_memory
+from chexbench.core.inputs import batches, to_input
+from chexbench.core.optim import build_optimizer, optimizer_implementation
 
 MODES = ("finetune", "linear", "simclr", "mocov2")
 #: a textbook PyTorch loop of the same model for the harness's own modes (the ratio says what the harness costs)
@@ -80,19 +83,21 @@ def _maybe_compile(fn: Any, compile_step: bool) -> Any:
 
 
 def _finetune_step(backbone: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, compile_step: bool, gen: torch.Generator) -> Callable[[], Any]:
-    from chexbench.bench.protocols.finetune import Classifier
+    from chexbench.bench.cell_model import Classifier
+    from chexbench.bench.protocols.finetune import Finetune
     from chexbench.config import Settings
 
     model = Classifier(backbone, 14).to(device)
     if fast_path_for(device).channels_last:
         model = model.to(memory_format=torch.channels_last)
     fwd = _maybe_compile(model, compile_step)
-    opt = T.build_optimizer(model.parameters(), Settings(), device)
+    st = Settings()
+    opt = build_optimizer(model, device, name=st.optimizer, lr=st.lr, weight_decay=st.weight_decay, choice=Finetune.optimizer_choice)
     x = _fake_batch(batch_size, image_size, device, gen)
     y = (torch.rand(batch_size, 14, generator=gen) < 0.3).float().to(device)
 
     def step() -> None:
-        with T.autocast(device):
+        with autocast(device):
             logits = fwd(x)
         loss = T.masked_bce(logits, y)
         opt.zero_grad(set_to_none=True)
@@ -111,14 +116,14 @@ def _linear_step(backbone: torch.nn.Module, batch_size: int, image_size: int, de
 
     @torch.no_grad()
     def step() -> None:
-        with T.autocast(device):
+        with autocast(device):
             fwd(x).float()
 
     return step
 
 
 def _contrastive_step(mode: str, backbone: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, compile_step: bool, gen: torch.Generator) -> Callable[[], Any]:
-    from chexbench.strategies.pretrain import _make_optimizer
+    from chexbench.registry import STRATEGIES
 
     if mode == "simclr":
         from chexbench.strategies.simclr import SimCLR, SimCLRModel
@@ -135,11 +140,11 @@ def _contrastive_step(mode: str, backbone: torch.nn.Module, batch_size: int, ima
     if fast_path_for(device).channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = _maybe_compile(model.loss, compile_step)
-    opt = _make_optimizer(model, opts, device)
+    opt = STRATEGIES.get(mode).build_optimizer(model, opts, device)  # the strategy's pretraining optimizer
     v1, v2 = _fake_batch(batch_size, image_size, device, gen), _fake_batch(batch_size, image_size, device, gen)
 
     def step() -> None:
-        with T.autocast(device):
+        with autocast(device):
             loss = loss_fn(v1, v2, 0.5, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -166,7 +171,7 @@ def _plain_step(mode: str, backbone: torch.nn.Module, batch_size: int, image_siz
         return extract
     net = torch.nn.Sequential(backbone, torch.nn.Linear(backbone.num_features, 14)).to(device).to(memory_format=fmt)
     fwd = torch.compile(net) if compile_step else net
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, **T.optimizer_implementation(device))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, **optimizer_implementation(device))
     y = (torch.rand(batch_size, 14, generator=gen) < 0.3).float().to(device)
     criterion = torch.nn.BCEWithLogitsLoss()
 
@@ -194,9 +199,9 @@ def measure_mode(mode: str, backbone_name: str, batch_size: int, image_size: int
         step = makers[mode](backbone, batch_size, image_size, device, compile_step, gen)
     else:
         step = _contrastive_step(mode, backbone, batch_size, image_size, device, compile_step, gen)
-    T.reset_peak_memory(device)
+    reset_peak_memory(device)
     seconds = _time_steps(step, device, steps, warmup + (5 if compile_step else 0))
-    return Measurement(T.device_name(device), backbone_name, mode, batch_size, image_size, batch_size / seconds, T.peak_memory_mb(device), compile_step)
+    return Measurement(device_name(device), backbone_name, mode, batch_size, image_size, batch_size / seconds, peak_memory_mb(device), compile_step)
 
 
 def measure_loader(kind: str, batch_size: int, image_size: int, device: torch.device, steps: int = 10, n_images: int = 0) -> Measurement:
@@ -216,20 +221,20 @@ def measure_loader(kind: str, batch_size: int, image_size: int, device: torch.de
         mm[:] = np.random.default_rng(0).integers(0, 256, mm.shape, dtype=np.uint8)
         mm.flush()
         images = np.load(path, mmap_mode="r")
-        order = iter(list(T.batches(n, batch_size, gen, drop_last=True)) * 2)
+        order = iter(list(batches(n, batch_size, gen, drop_last=True)) * 2)
 
         def step() -> None:
             idx = next(order)
             if kind == "plain":
-                T.to_input(images[idx], device)
+                to_input(images[idx], device)
             elif kind == "light":
-                light_augment(T.to_input(images[idx], device), gen)
+                light_augment(to_input(images[idx], device), gen)
             else:
-                view_pair(T.to_input(images[idx], device, (0.0, 1.0)), aug, gen)
+                view_pair(to_input(images[idx], device, (0.0, 1.0)), aug, gen)
 
-        T.reset_peak_memory(device)
+        reset_peak_memory(device)
         seconds = _time_steps(step, device, steps, 2)
-    return Measurement(T.device_name(device), "-", f"loader:{kind}", batch_size, image_size, batch_size / seconds, T.peak_memory_mb(device))
+    return Measurement(device_name(device), "-", f"loader:{kind}", batch_size, image_size, batch_size / seconds, peak_memory_mb(device))
 
 
 # -- reporting -------------------------------------------------------------------------------
@@ -323,7 +328,7 @@ def estimate_gpu_hours(planned: list[Any], measured: list[Measurement]) -> Estim
     train + valid + test once; pretraining: epochs × pool images at the method's rate. A
     backbone without a rate uses the slowest known rate of the same mode.
     """
-    from chexbench.registry import STRATEGIES
+    from chexbench.registry import PROTOCOLS, STRATEGIES
 
     rates, source = _rate_table(measured)
 
@@ -339,7 +344,7 @@ def estimate_gpu_hours(planned: list[Any], measured: list[Measurement]) -> Estim
             continue
         c, cells = p.cell, cells + 1
         n = _train_images(c)
-        if c.protocol == "finetune":
+        if not PROTOCOLS.get(c.protocol).freezes_backbone:  # the backbone trains: epochs of fine-tuning
             seconds += c.settings.epochs * (n / rate(c.backbone, "finetune") + 0.1 * n / rate(c.backbone, "linear"))
         else:
             seconds += 1.2 * n / rate(c.backbone, "linear")

@@ -1,12 +1,12 @@
 """CPU-time ratios of the training steps and the profiler's top operators of one step.
 
-``python -m chexbench.bench.step_profile [--backbone NAME …] [--mode mocov2] [--repeats 4]``
+``python -m chexbench.perf.step_profile [--backbone NAME …] [--mode mocov2] [--repeats 4]``
 
 Wall-clock rates on a shared machine measure the neighbours as much as the step; this
 measures process CPU time per step (one thread), alternating the modes within one run and
 keeping the fastest of ``--repeats`` rounds, then profiles one mode with ``torch.profiler``
 (operators grouped by input shape, share of the step's self CPU time). It uses the steps of
-:mod:`chexbench.bench.throughput`, so the numbers are those of ``chexbench bench throughput``
+:mod:`chexbench.perf.throughput`, so the numbers are those of ``chexbench bench throughput``
 without the noise.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from chexbench.bench.throughput import _contrastive_step, _finetune_step
+from chexbench.perf.throughput import _contrastive_step, _finetune_step
 
 
 def _step(mode: str, backbone: str, batch_size: int, image_size: int) -> Callable[[], Any]:
@@ -66,7 +66,7 @@ def top_ops(backbone: str, mode: str, batch_size: int, image_size: int, n: int =
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m chexbench.bench.step_profile", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m chexbench.perf.step_profile", description=__doc__.splitlines()[0])
     p.add_argument("--backbone", action="append", help="default: resnet_tiny and vit_tiny")
     p.add_argument("--mode", default="mocov2", help="the mode to profile (default mocov2)")
     p.add_argument("--batch-size", type=int, default=16)

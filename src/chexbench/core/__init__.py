@@ -1,0 +1,1 @@
+"""Foundation: atomic writes, the lock, distributed primitives, the run context, training primitives. Imports nothing else of chexbench."""
