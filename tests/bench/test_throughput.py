@@ -9,8 +9,10 @@ from typer.testing import CliRunner
 from chexbench.cli import app
 from chexbench.config import parse_grid
 from chexbench.perf.throughput import (
+    BENCH_POOL_IMAGES,
     H100_TARGETS,
     Measurement,
+    contrastive_model,
     estimate_gpu_hours,
     input_bound,
     markdown,
@@ -51,6 +53,17 @@ def test_the_plain_pytorch_loop_runs_and_is_reported_as_the_ratio(mode):
     text = markdown([harness, m])
     assert f"| resnet_tiny | {harness.mode} | 8 | 32 | {harness.images_per_second:,.0f} |" in text
     assert "| 2.00 |" in text  # the harness's step over the plain loop of the same model
+
+
+@pytest.mark.parametrize("backbone,optimizer", [("resnet_tiny", "sgd"), ("vit_tiny", "adamw")])
+def test_the_benchmarked_moco_is_the_model_and_recipe_a_run_of_that_backbone_gets(backbone, optimizer):
+    from chexbench.registry import BACKBONES, STRATEGIES
+
+    gen = torch.Generator().manual_seed(0)
+    model, opts = contrastive_model("mocov2", BACKBONES.get(backbone).build(32, {}), 16, gen)
+    assert opts["pretrain_optimizer"] == optimizer  # MoCo-v2's SGD on a ResNet, MoCo v3's AdamW on a ViT
+    assert opts["momentum"] == STRATEGIES.get("mocov2").recipe_for(backbone)["momentum"]
+    assert BENCH_POOL_IMAGES - 16 > 65_536 and model.queue.size == 65_536  # the default queue, not capped
 
 
 def test_loaders_run_and_light_is_faster_than_two_views():

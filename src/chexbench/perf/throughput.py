@@ -122,20 +122,24 @@ def _linear_step(backbone: torch.nn.Module, batch_size: int, image_size: int, de
     return step
 
 
+def contrastive_model(mode: str, backbone: Any, batch_size: int, gen: torch.Generator) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model and options of strategy ``mode`` (``simclr``, ``mocov2``) that a pretraining run of
+    this backbone builds: the strategy's defaults under the backbone family's recipe (optimizer,
+    momentum), the model built by the strategy for the default pretraining pool, CheXpert's train
+    split. MoCo's queue is therefore its default 65,536 keys whatever the backbone's size, as a run
+    on that pool gets (a pool under 65,536 + batch images caps it at pool − batch)."""
+    from chexbench.registry import STRATEGIES
+
+    strategy = STRATEGIES.get(mode)
+    opts = {**strategy.options, **strategy.recipe_for(backbone.spec_name), "pretrain_batch_size": batch_size}
+    model, _ = strategy.build_model(backbone, opts, BENCH_POOL_IMAGES, gen)
+    return model, opts
+
+
 def _contrastive_step(mode: str, backbone: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, compile_step: bool, gen: torch.Generator) -> Callable[[], Any]:
     from chexbench.registry import STRATEGIES
 
-    if mode == "simclr":
-        from chexbench.strategies.simclr import SimCLR, SimCLRModel
-
-        opts = SimCLR.options
-        model = SimCLRModel(backbone, backbone.num_features, int(opts["proj_hidden_dim"]), int(opts["proj_dim"]), float(opts["temperature"]))
-    else:
-        from chexbench.strategies.mocov2 import MoCoModel, MoCoV2
-
-        opts = MoCoV2.options
-        model = MoCoModel(backbone, backbone.num_features, int(opts["proj_hidden_dim"]), int(opts["proj_dim"]), int(opts["queue_size"]),
-                          float(opts["momentum"]), float(opts["temperature"]), int(opts["bn_splits"]), generator=gen)
+    model, opts = contrastive_model(mode, backbone, batch_size, gen)
     model = model.to(device)
     if fast_path_for(device).channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -291,6 +295,8 @@ H100_TARGETS = {"resnet50": 5000.0, "vit_b16": 3000.0, "vit_b16_convstem": 3000.
 TARGET_RATIO = {"finetune": 1.0, "linear": 3.0, "simclr": 0.5, "mocov2": 0.7}
 #: train-split images per dataset (frontal views), for datasets whose size is not in the cell
 NOMINAL_TRAIN_IMAGES = {"chexpert": 191_229, "nih": 86_524, "indiana": 3_300}
+#: the pretraining pool the benchmarked contrastive models are built for (the default pretrain_source's)
+BENCH_POOL_IMAGES = NOMINAL_TRAIN_IMAGES["chexpert"]
 
 
 @dataclass
