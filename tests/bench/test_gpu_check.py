@@ -110,3 +110,39 @@ def test_the_small_grid_is_valid_and_runs_every_strategy():
     assert all(p.cell.settings.image_size == 224 for p in planned)
     assert all(p.cell.settings.epochs == 1 for p in planned if p.cell.protocol == "finetune")
     assert all(p.cell.strategy_options.get("pretrain_epochs", 1) == 1 for p in planned)
+
+
+def test_plan_reads_the_gpu_check_section_and_names_every_rate_it_assumed(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from chexbench.cli import app
+    from chexbench.perf.throughput import markdown
+
+    monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path))
+    perf = tmp_path / "PERFORMANCE.md"
+    monkeypatch.setattr("chexbench.perf.record.performance_file", lambda path=None: perf)
+    grid = tmp_path / "g.toml"
+    grid.write_text('[axes]\nstrategy=["scratch","mocov2"]\nbackbone=["resnet50","vit_b16"]\ndataset=["chexpert"]\nprotocol=["finetune"]\n'
+                    'label_fraction=[0.1]\nseed=[0]\n[settings]\nepochs=2\n[dataset.chexpert]\nroot="/nowhere"\n')
+    planned = parse_grid(tomllib.loads(grid.read_text()), str(grid)).cells()
+
+    def plan() -> str:
+        res = CliRunner().invoke(app, ["plan", "--grid", str(grid), "--results", str(tmp_path / "r"), "--no-check"], terminal_width=300)
+        assert res.exit_code == 0, res.output
+        return " ".join(res.output.split())
+
+    G.write_section(_fake_result(), perf)  # what make gpu-check writes
+    est = estimate_gpu_hours(planned, _fake_result().measurements)
+    out = plan()
+    assert f"estimated {est.gpu_hours:,.1f} GPU-hours for 4 cells and 2 pretraining runs (measured on {GPU} (docs/PERFORMANCE.md), 1 rate(s) assumed" in out
+    # the fake check measured every mode but vit_b16's linear extraction (its validation passes): that one is named
+    assert est.assumed == ["vit_b16 linear at 224 px: not measured: the H100 target at 224 px × 3.0 for linear × (224/224)²"]
+    assert "assumed vit_b16 linear at 224 px: not measured" in out and "assumed resnet50" not in out
+    # measured rates, not targets: resnet50's MoCo pretraining at the measured 4,200 images/s (target 0.7 × 5,000)
+    targets = estimate_gpu_hours(planned, [])
+    assert est.gpu_hours != pytest.approx(targets.gpu_hours)
+
+    perf.write_text("# Performance\n\n## Throughput (CPU)\n\n" + markdown([Measurement("cpu (2 cores, 1 threads)", "resnet50", "finetune", 16, 64, 9.0, 900.0)]))
+    out = plan()  # CPU rates are never used for GPU-hours: it says it falls back to the targets
+    assert f"estimated {targets.gpu_hours:,.1f} GPU-hours" in out
+    assert "assumed H100 target rates: no GPU measurement recorded in docs/PERFORMANCE.md (make gpu-check writes them)" in out

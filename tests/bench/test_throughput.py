@@ -72,10 +72,10 @@ def test_loaders_run_and_light_is_faster_than_two_views():
     assert plain.images_per_second > views.images_per_second > 0  # two augmented views cost more than a copy
 
 
-def _planned(backbone: str = "resnet50", epochs: int = 2, fraction: float = 0.1):
+def _planned(backbone: str = "resnet50", epochs: int = 2, fraction: float = 0.1, image_size: int = 224):
     raw = {
         "axes": {"strategy": ["scratch", "simclr"], "backbone": [backbone], "dataset": ["chexpert"], "protocol": ["finetune"], "label_fraction": [fraction], "seed": [0, 1]},
-        "settings": {"epochs": epochs},
+        "settings": {"epochs": epochs, "image_size": image_size},
         "strategy": {"simclr": {"pretrain_epochs": 10}},
         "dataset": {"chexpert": {"root": "/nowhere"}},
     }
@@ -93,9 +93,32 @@ def test_gpu_hours_from_targets_and_from_measurements():
     assert est.gpu_hours == pytest.approx((4 * per_cell + pretrain) / 3600, rel=1e-6)
     # measured GPU rates replace the targets; CPU measurements are ignored
     gpu = "NVIDIA H100 80GB HBM3"
-    measured = [_m("resnet50", "finetune", rate / 2, gpu), _m("resnet50", "linear", 1.5 * rate, gpu), _m("resnet50", "simclr", rate / 4, gpu), _m("resnet50", "finetune", 1.0)]
+    measured = [Measurement(gpu, "resnet50", mode, 256, 224, r, 1.0) for mode, r in (("finetune", rate / 2), ("linear", 1.5 * rate), ("simclr", rate / 4))]
+    measured.append(_m("resnet50", "finetune", 1.0))
     slower = estimate_gpu_hours(planned, measured)
     assert gpu in slower.source and slower.gpu_hours == pytest.approx(2 * est.gpu_hours, rel=1e-6)
+
+
+def test_gpu_hours_scale_a_rate_measured_at_another_size_by_pixels_and_say_so():
+    gpu = "NVIDIA H100 80GB HBM3"
+    at_224 = [_m("resnet50", mode, rate, gpu) for mode, rate in (("finetune", 4000.0), ("linear", 12000.0), ("simclr", 2000.0))]
+    at_224 = [Measurement(m.device, m.backbone, m.mode, 256, 224, m.images_per_second, 1.0) for m in at_224]
+    half = [Measurement(m.device, m.backbone, m.mode, 256, 112, m.images_per_second, 1.0) for m in at_224]
+    big = _planned(image_size=448)
+    est_224, est_112 = estimate_gpu_hours(big, at_224), estimate_gpu_hours(big, half)
+    assert est_112.gpu_hours == pytest.approx(4 * est_224.gpu_hours, rel=1e-9)  # (112/448)² vs (224/448)² of the same rates
+    assert "resnet50 finetune at 448 px: the NVIDIA H100 80GB HBM3 rate at 224 px × (224/448)²" in est_224.assumed
+    assert len(est_224.assumed) == 3 and "3 rate(s) assumed" in est_224.source
+    exact = estimate_gpu_hours(_planned(), at_224)
+    assert exact.assumed == [] and exact.source == f"measured on {gpu} (docs/PERFORMANCE.md)"
+
+
+def test_pretraining_variants_are_timed_at_the_rate_of_the_method_they_run():
+    from chexbench.perf.throughput import pretrain_mode
+    from chexbench.registry import STRATEGIES
+
+    modes = {name: pretrain_mode(STRATEGIES.get(name)) for name in ("simclr", "simclr_topk", "mocov2", "mocov2_topk", "moco_convstem", "scratch")}
+    assert modes == {"simclr": "simclr", "simclr_topk": "simclr", "mocov2": "mocov2", "mocov2_topk": "mocov2", "moco_convstem": "mocov2", "scratch": None}
 
 
 def test_cli_bench_throughput_writes_a_section(tmp_path):

@@ -221,6 +221,10 @@ def _print_gpu_hours(planned) -> None:
             f"estimated [bold]{est.gpu_hours:,.1f} GPU-hours[/] for {est.cells} cells and {est.pretrain_runs} pretraining runs "
             f"({escape(est.source)}; nominal dataset sizes, one GPU per cell)"
         )
+        for line in est.assumed[:8]:
+            console.print(f"  [yellow]assumed[/] {escape(line)}")
+        if len(est.assumed) > 8:
+            console.print(f"  [yellow]assumed[/] … and {len(est.assumed) - 8} more rates")
 
 
 class _RichStepProgress:

@@ -25,7 +25,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -305,19 +305,52 @@ class Estimate:
     cells: int
     pretrain_runs: int
     source: str  # where the rates came from
+    #: every rate that was not measured at the cell's image size, and what stood in for it
+    assumed: list[str] = field(default_factory=list)
 
 
-def _rate_table(measured: list[Measurement]) -> tuple[dict[tuple[str, str], float], str]:
-    gpu = [m for m in measured if not m.device.startswith("cpu") and m.mode in MODES]
-    if gpu:
-        # the uncompiled rate (a run's default) where both were measured
-        gpu.sort(key=lambda m: not m.compiled)
-        best: dict[tuple[str, str], float] = {}
-        for m in gpu:
-            best[(m.backbone, m.mode)] = m.images_per_second
-        return best, f"measured on {gpu[-1].device} (docs/PERFORMANCE.md)"
-    table = {(b, mode): rate * TARGET_RATIO[mode] for b, rate in H100_TARGETS.items() for mode in MODES}
-    return table, "assumed H100 target rates (no GPU measurement recorded in docs/PERFORMANCE.md)"
+class _Rates:
+    """images/s of a mode on a backbone at an image size, for the estimate.
+
+    Measured: the uncompiled rate (a run's default) of the GPU recorded last in PERFORMANCE.md
+    (``make gpu-check`` or ``bench throughput`` on a GPU), at the cell's image size. Otherwise,
+    in this order, each noted in :attr:`assumed`: that GPU's measurement at another size, scaled
+    by the pixel count; the H100 target (224 px, scaled likewise); the slowest rate of the mode.
+    """
+
+    def __init__(self, measured: list[Measurement]):
+        gpu = [m for m in measured if not m.device.startswith("cpu") and m.mode in MODES]
+        self.device = gpu[-1].device if gpu else None
+        self.measured: dict[tuple[str, str, int], float] = {}
+        for m in sorted((m for m in gpu if m.device == self.device), key=lambda m: not m.compiled):  # uncompiled last, kept
+            self.measured[(m.backbone, m.mode, m.image_size)] = m.images_per_second
+        self.assumed: dict[str, str] = {}
+
+    def source(self) -> str:
+        if self.device is None:
+            return "assumed H100 target rates: no GPU measurement recorded in docs/PERFORMANCE.md (make gpu-check writes them)"
+        if self.assumed:
+            return f"measured on {self.device} (docs/PERFORMANCE.md), {len(self.assumed)} rate(s) assumed"
+        return f"measured on {self.device} (docs/PERFORMANCE.md)"
+
+    def __call__(self, backbone: str, mode: str, image_size: int) -> float:
+        if (backbone, mode, image_size) in self.measured:
+            return self.measured[(backbone, mode, image_size)]
+        what = f"{backbone} {mode} at {image_size} px"
+        sizes = [s for b, m, s in self.measured if (b, m) == (backbone, mode)]
+        if sizes:
+            size = min(sizes, key=lambda s: abs(s - image_size))
+            self.assumed.setdefault(what, f"the {self.device} rate at {size} px × ({size}/{image_size})²")
+            return self.measured[(backbone, mode, size)] * (size / image_size) ** 2
+        scale = (224 / image_size) ** 2
+        if backbone in H100_TARGETS:
+            if self.device is not None or image_size != 224:  # (with no GPU recorded, source() says targets are used)
+                self.assumed.setdefault(what, f"not measured: the H100 target at 224 px × {TARGET_RATIO[mode]} for {mode} × (224/{image_size})²")
+            return H100_TARGETS[backbone] * TARGET_RATIO[mode] * scale
+        known = [v * (s / image_size) ** 2 for (b, m, s), v in self.measured.items() if m == mode]
+        known += [rate * TARGET_RATIO[mode] * scale for rate in H100_TARGETS.values()]
+        self.assumed.setdefault(what, f"not measured, no target: the slowest {mode} rate known")
+        return min(known)
 
 
 def _train_images(cell: Any) -> int:
@@ -326,34 +359,38 @@ def _train_images(cell: Any) -> int:
     return min(n, cell.settings.max_train_images) if cell.settings.max_train_images > 0 else n
 
 
+def pretrain_mode(strategy: Any) -> str | None:
+    """The benchmarked pretraining mode (``simclr``, ``mocov2``) whose step ``strategy`` runs: the
+    strategy is it, or derives from it (top-K variants, aliases); None for another method."""
+    from chexbench.registry import STRATEGIES
+
+    for mode in ("simclr", "mocov2"):
+        if isinstance(strategy, type(STRATEGIES.get(mode))):
+            return mode
+    return None
+
+
 def estimate_gpu_hours(planned: list[Any], measured: list[Measurement]) -> Estimate:
     """GPU-hours of the runnable cells and their shared pretraining runs (each run once).
 
     Fine-tuning: epochs × train images at the fine-tune rate plus one validation pass per
     epoch at the extraction rate (validation taken as 10 % of train); linear: extracting
-    train + valid + test once; pretraining: epochs × pool images at the method's rate. A
-    backbone without a rate uses the slowest known rate of the same mode.
+    train + valid + test once; pretraining: epochs × pool images at the method's rate. Rates
+    come from :class:`_Rates`; every one that was assumed is listed in ``assumed``.
     """
     from chexbench.registry import PROTOCOLS, STRATEGIES
 
-    rates, source = _rate_table(measured)
-
-    def rate(backbone: str, mode: str) -> float:
-        if (backbone, mode) in rates:
-            return rates[(backbone, mode)]
-        same = [v for (b, m), v in rates.items() if m == mode]
-        return min(same) if same else 1.0
-
+    rate = _Rates(measured)
     seconds, runs, cells = 0.0, {}, 0
     for p in planned:
         if p.status != "run":
             continue
         c, cells = p.cell, cells + 1
-        n = _train_images(c)
+        n, px = _train_images(c), c.settings.image_size
         if not PROTOCOLS.get(c.protocol).freezes_backbone:  # the backbone trains: epochs of fine-tuning
-            seconds += c.settings.epochs * (n / rate(c.backbone, "finetune") + 0.1 * n / rate(c.backbone, "linear"))
+            seconds += c.settings.epochs * (n / rate(c.backbone, "finetune", px) + 0.1 * n / rate(c.backbone, "linear", px))
         else:
-            seconds += 1.2 * n / rate(c.backbone, "linear")
+            seconds += 1.2 * n / rate(c.backbone, "linear", px)
         strategy = STRATEGIES.get(c.strategy)
         key = strategy.pretrain_key(c) if hasattr(strategy, "pretrain_key") else None
         if key is not None:
@@ -361,7 +398,12 @@ def estimate_gpu_hours(planned: list[Any], measured: list[Measurement]) -> Estim
             pool = NOMINAL_TRAIN_IMAGES.get(key["pretrain_source"], n)
             if int(opts.get("max_pretrain_images", 0)) > 0:
                 pool = min(pool, int(opts["max_pretrain_images"]))
-            mode = "simclr" if "simclr" in c.strategy else "mocov2"
-            runs[json.dumps(key, sort_keys=True, default=str)] = int(opts.get("pretrain_epochs", 100)) * pool / rate(c.backbone, mode)
+            mode = pretrain_mode(strategy)
+            if mode is None:
+                rate.assumed.setdefault(f"{c.strategy} pretraining", "not benchmarked: the slower of the SimCLR and MoCo-v2 rates")
+                step = min(rate(c.backbone, "simclr", px), rate(c.backbone, "mocov2", px))
+            else:
+                step = rate(c.backbone, mode, px)
+            runs[json.dumps(key, sort_keys=True, default=str)] = int(opts.get("pretrain_epochs", 100)) * pool / step
     seconds += sum(runs.values())
-    return Estimate(seconds / 3600.0, cells, len(runs), source)
+    return Estimate(seconds / 3600.0, cells, len(runs), rate.source(), [f"{k}: {v}" for k, v in rate.assumed.items()])
