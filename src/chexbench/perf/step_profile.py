@@ -7,12 +7,15 @@ measures process CPU time per step (one thread), alternating the modes within on
 keeping the fastest of ``--repeats`` rounds, then profiles one mode with ``torch.profiler``
 (operators grouped by input shape, share of the step's self CPU time). It uses the steps of
 :mod:`chexbench.perf.throughput`, so the numbers are those of ``chexbench bench throughput``
-without the noise.
+without the noise. ``finetune+key`` is the ideal MoCo step (a fine-tune step plus one no-grad
+forward of the key encoder): what MoCo takes beyond it is the method's own work (projectors,
+momentum update, the queue's InfoNCE) and any waste.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +34,31 @@ def _step(mode: str, backbone: str, batch_size: int, image_size: int) -> Callabl
     device = torch.device("cpu")
     if mode == "finetune":
         return _finetune_step(bb, batch_size, image_size, device, False, gen)
+    if mode == FLOOR:
+        return _floor_step(bb, batch_size, image_size, device, gen)
     return _contrastive_step(mode, bb, batch_size, image_size, device, False, gen)
+
+
+#: the issue's ideal MoCo step: a fine-tune step plus one no-grad forward of a key encoder (train-mode
+#: BatchNorm in MoCo's shuffle-BN groups); no projector, momentum update, queue or loss
+FLOOR = "finetune+key"
+
+
+def _floor_step(bb: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, gen: torch.Generator) -> Callable[[], Any]:
+    from chexbench.strategies.mocov2 import MoCoV2
+    from chexbench.strategies.pretrain import split_forward
+
+    key = copy.deepcopy(bb).requires_grad_(False)
+    finetune = _finetune_step(bb, batch_size, image_size, device, False, gen)
+    x = torch.rand(batch_size, 1, image_size, image_size, generator=gen)
+    splits = int(MoCoV2.options["bn_splits"])
+
+    def step() -> None:
+        finetune()
+        with torch.no_grad():
+            split_forward(key, x, splits)
+
+    return step
 
 
 def cpu_ms_per_step(backbone: str, modes: list[str], batch_size: int, image_size: int, repeats: int, steps: int = 5) -> dict[str, float]:
@@ -75,8 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     for b in args.backbone or ["resnet_tiny", "vit_tiny"]:
-        ms = cpu_ms_per_step(b, ["finetune", "mocov2", "simclr"], args.batch_size, args.image_size, args.repeats)
-        ratios = ", ".join(f"{m} {ms['finetune'] / ms[m]:.2f}×" for m in ("mocov2", "simclr"))
+        ms = cpu_ms_per_step(b, ["finetune", FLOOR, "mocov2", "simclr"], args.batch_size, args.image_size, args.repeats)
+        ratios = ", ".join(f"{m} {ms['finetune'] / ms[m]:.2f}×" for m in (FLOOR, "mocov2", "simclr"))
         print(f"{b}: CPU ms/step " + ", ".join(f"{m} {v:.1f}" for m, v in ms.items()) + f"; of fine-tune: {ratios}")
         for op, share in top_ops(b, args.mode, args.batch_size, args.image_size):
             print(f"  {share:5.1%}  {op}")
