@@ -4,7 +4,7 @@
 
 Wall-clock rates on a shared machine measure the neighbours as much as the step; this
 measures process CPU time per step (one thread), alternating the modes within one run and
-keeping the fastest of ``--repeats`` rounds, then profiles one mode with ``torch.profiler``
+keeping the fastest step of ``--repeats`` rounds, then profiles one mode with ``torch.profiler``
 (operators grouped by input shape, share of the step's self CPU time). It uses the steps of
 :mod:`chexbench.perf.throughput`, so the numbers are those of ``chexbench bench throughput``
 without the noise. ``finetune+key`` is the ideal MoCo step (a fine-tune step plus one no-grad
@@ -62,7 +62,10 @@ def _floor_step(bb: torch.nn.Module, batch_size: int, image_size: int, device: t
 
 
 def cpu_ms_per_step(backbone: str, modes: list[str], batch_size: int, image_size: int, repeats: int, steps: int = 5) -> dict[str, float]:
-    """Fastest CPU milliseconds per step of each mode over ``repeats`` alternating rounds."""
+    """CPU milliseconds of the fastest single step of each mode, over ``repeats`` rounds that
+    alternate the modes (``steps`` steps of each, each step timed on its own). Neighbours on a
+    shared machine only ever add time (cache and memory-bandwidth contention), so the fastest
+    step is the least disturbed estimate; a round's total would carry every disturbance in it."""
     fns = {m: _step(m, backbone, batch_size, image_size) for m in modes}
     for fn in fns.values():
         for _ in range(3):
@@ -70,10 +73,10 @@ def cpu_ms_per_step(backbone: str, modes: list[str], batch_size: int, image_size
     best = {m: float("inf") for m in modes}
     for _ in range(repeats):
         for m, fn in fns.items():
-            t0 = time.process_time()
             for _ in range(steps):
+                t0 = time.process_time()
                 fn()
-            best[m] = min(best[m], (time.process_time() - t0) / steps * 1000)
+                best[m] = min(best[m], (time.process_time() - t0) * 1000)
     return best
 
 
