@@ -55,18 +55,17 @@ def info_nce(
 
 
 def queue_softmax(q: torch.Tensor, neg: torch.Tensor, fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``lse_i = log Σ_j exp(q_i·n_j)`` (B,) and ``o_i = Σ_j softmax_j(q_i·n)·n_j`` (B, D), in float32,
-    for queries ``q`` (B, D) against negatives ``neg`` (K, D).
+    """``lse_i = log Σ_j exp(q_i·n_j)`` (B,) and ``o_i = Σ_j softmax_j(q_i·n)·n_j`` (B, D) for queries
+    ``q`` (B, D) against negatives ``neg`` (K, D), both in float32.
 
     This is attention with the queue as keys and values, so on the CPU (``fused``, the default
-    there) it is PyTorch's flash-attention kernel (``torch._scaled_dot_product_flash_attention_for_cpu``,
-    the one op that returns the log-sum-exp too): one pass over the queue in cache-sized blocks
+    there) it is PyTorch's flash-attention kernel: one pass over the queue in cache-sized blocks
     with an online softmax, never holding the (B, K) logits. Elsewhere (``fused=False``) two
     matrix products around the (B, K) softmax. Under autocast the products run in the autocast
     dtype, the softmax and the results in float32. An empty queue gives ``lse = −inf``, ``o = 0``.
     """
     b, k = q.shape[0], neg.shape[0]
-    if k == 0:  # (the fused kernel kills the process on an empty sequence: SIGFPE)
+    if k == 0:  # (the fused kernel cannot take an empty sequence)
         return q.new_full((b,), float("-inf"), dtype=torch.float32), q.new_zeros(q.shape, dtype=torch.float32)
     if torch.is_autocast_enabled(q.device.type):
         dtype = torch.get_autocast_dtype(q.device.type)
