@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from chexbench.strategies import losses
-from chexbench.strategies.losses import info_nce, nt_xent, queue_softmax
+from chexbench.strategies.losses import info_nce, nt_xent
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
@@ -101,41 +100,3 @@ def test_info_nce_gradients_equal_cross_entropy_on_the_concatenated_logits(batch
     assert got.item() == pytest.approx(ref.item(), rel=1e-6)
     for a, b in ((q, qr), (k, kr), (n, nr)):
         torch.testing.assert_close(a.grad.double(), b.grad, rtol=1e-5, atol=1e-7)
-
-
-@pytest.mark.parametrize("fused", [True, False])
-@pytest.mark.parametrize("batch,queue_size,dim", [(1, 1, 5), (3, 7, 6), (16, 4096, 128)])
-def test_queue_softmax_is_the_log_sum_exp_and_the_softmax_average_of_the_queue(fused: bool, batch: int, queue_size: int, dim: int) -> None:
-    g = torch.Generator().manual_seed(queue_size)
-    q = torch.nn.functional.normalize(torch.randn(batch, dim, generator=g), dim=1) / 0.2
-    neg = torch.nn.functional.normalize(torch.randn(queue_size, dim, generator=g), dim=1)
-    lse, avg = queue_softmax(q, neg, fused=fused)
-    logits = q.double() @ neg.double().T
-    torch.testing.assert_close(lse.double(), torch.logsumexp(logits, dim=1), rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(avg.double(), torch.softmax(logits, dim=1) @ neg.double(), rtol=1e-6, atol=1e-6)
-    assert lse.shape == (batch,) and avg.shape == (batch, dim)
-
-
-@pytest.mark.parametrize("fused", [True, False])
-def test_info_nce_at_moco_scale_has_the_loss_and_gradients_of_the_concatenated_logits(fused: bool, monkeypatch) -> None:
-    """MoCo's shapes (16 queries, 128-d, a 4,096-key unit-norm queue), both forms of the queue softmax:
-    the value to 1e-6 and every gradient to 1e-6 of the plain ``cross_entropy`` in float32."""
-    import functools
-
-    import torch.nn.functional as F
-
-    monkeypatch.setattr(losses, "queue_softmax", functools.partial(queue_softmax, fused=fused))
-    g = torch.Generator().manual_seed(0)
-    b, d, k = 16, 128, 4096
-    q0, k0, n0 = torch.randn(b, d, generator=g), torch.randn(b, d, generator=g), F.normalize(torch.randn(k, d, generator=g), dim=1)
-    q, kk, n = (t.clone().requires_grad_(True) for t in (q0, k0, n0))
-    got = info_nce(q, kk, n, 0.2, queue_normalized=True)
-    got.backward()
-    qr, kr, nr = (t.clone().requires_grad_(True) for t in (q0, k0, n0))
-    qn, kn = F.normalize(qr, dim=1), F.normalize(kr, dim=1)
-    ref = F.cross_entropy(torch.cat([(qn * kn).sum(1, keepdim=True), qn @ nr.T], dim=1) / 0.2, torch.zeros(b, dtype=torch.long))
-    ref.backward()
-    assert got.item() == pytest.approx(ref.item(), rel=1e-6)
-    for a, r in ((q, qr), (kk, kr), (n, nr)):
-        torch.testing.assert_close(a.grad, r.grad, rtol=0, atol=1e-6)
-        assert r.grad.abs().max() > 1e-5  # (a gradient that is there to compare)

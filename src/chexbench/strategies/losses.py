@@ -54,68 +54,41 @@ def info_nce(
     return _QueueCrossEntropy.apply(q, k, neg)
 
 
-def queue_softmax(q: torch.Tensor, neg: torch.Tensor, fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``lse_i = log Σ_j exp(q_i·n_j)`` (B,) and ``o_i = Σ_j softmax_j(q_i·n)·n_j`` (B, D) for queries
-    ``q`` (B, D) against negatives ``neg`` (K, D), both in float32.
-
-    This is attention with the queue as keys and values, so on the CPU (``fused``, the default
-    there) it is PyTorch's flash-attention kernel: one pass over the queue in cache-sized blocks
-    with an online softmax, never holding the (B, K) logits. Elsewhere (``fused=False``) two
-    matrix products around the (B, K) softmax. Under autocast the products run in the autocast
-    dtype, the softmax and the results in float32. An empty queue gives ``lse = −inf``, ``o = 0``.
-    """
-    b, k = q.shape[0], neg.shape[0]
-    if k == 0:  # (the fused kernel cannot take an empty sequence)
-        return q.new_full((b,), float("-inf"), dtype=torch.float32), q.new_zeros(q.shape, dtype=torch.float32)
-    if torch.is_autocast_enabled(q.device.type):
-        dtype = torch.get_autocast_dtype(q.device.type)
-        q, neg = q.to(dtype), neg.to(dtype)
-    if fused is None:
-        fused = q.device.type == "cpu"
-    if fused:
-        o, lse = torch._scaled_dot_product_flash_attention_for_cpu(q[None, None], neg[None, None], neg[None, None], scale=1.0)
-        return lse.reshape(b).float(), o.reshape(q.shape).float()
-    logits = (q @ neg.T).float()  # (B, K)
-    lse = torch.logsumexp(logits, dim=1)
-    p = logits.sub_(lse[:, None]).exp_()  # the softmax, in place
-    return lse, (p.to(neg.dtype) @ neg).float()
-
-
 class _QueueCrossEntropy(torch.autograd.Function):
     """``mean_i −log softmax([q_i·k_i, q_i·n_1 … q_i·n_K])[0]`` for scaled queries ``q`` (B, D),
-    keys ``k`` (B, D) and negatives ``n`` (K, D), reading the queue once (in the forward pass).
+    keys ``k`` (B, D) and negatives ``n`` (K, D), without building the (B, 1+K) logits twice.
 
-    Equal to ``F.cross_entropy(cat([l_pos, l_neg]), 0)``. With ``lse_i`` the log-sum-exp of the
-    negative logits and ``o_i`` their softmax-weighted mean of the negatives (:func:`queue_softmax`),
-    ``d_i = lse_i − q_i·k_i``: the loss is ``softplus(d_i)`` and ``w_i = sigmoid(d_i)`` is the
-    negatives' share of the softmax (1 − p_pos), so the gradient of the mean loss is
-    ``∂/∂q_i = w_i·(o_i − k_i) / B``, ``∂/∂k_i = −w_i·q_i / B`` — no second pass over the
-    queue. ``∂/∂n_j = Σ_i w_i·softmax_j(q_i·n)·q_i / B`` is computed (again) only when asked
-    for (MoCo's queue is a buffer).
+    Equal to ``F.cross_entropy(cat([l_pos, l_neg]), 0)``; it keeps one (B, K) buffer (turned into
+    the softmax in place) instead of the concatenated logits, their log-softmax and its gradient:
+    with MoCo's K = 65536 those passes cost more than a small encoder. The gradient of the mean
+    loss: ``∂/∂q_i = ((p_i0 − 1)·k_i + Σ_j p_ij·n_j) / B``, ``∂/∂k_i = (p_i0 − 1)·q_i / B``,
+    ``∂/∂n_j = Σ_i p_ij·q_i / B``.
     """
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        l_pos = (q * k).sum(dim=1)  # (B,)
-        lse_neg, o_neg = queue_softmax(q, neg)  # (B,), (B, D)
-        d = lse_neg - l_pos
-        w = torch.sigmoid(d)
-        ctx.save_for_backward(q, k, neg, w, o_neg)
-        return F.softplus(d).mean()
+        l_pos = (q * k).sum(dim=1, keepdim=True)  # (B, 1)
+        p_neg = (q @ neg.T).float() if neg.shape[0] else q.new_zeros(q.shape[0], 0)  # (B, K) logits, then softmax
+        top = torch.maximum(l_pos, p_neg.amax(dim=1, keepdim=True)) if neg.shape[0] else l_pos
+        p_neg.sub_(top).exp_()
+        p_pos = (l_pos - top).exp()
+        z = p_pos + p_neg.sum(dim=1, keepdim=True)  # (B, 1)
+        loss = (z.log() + top - l_pos).mean()
+        p_neg.div_(z)
+        ctx.save_for_backward(q, k, neg, p_pos / z, p_neg)
+        return loss
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        q, k, neg, w, o_neg = ctx.saved_tensors
+        q, k, neg, p_pos, p_neg = ctx.saved_tensors
         scale = grad / q.shape[0]
-        w = w[:, None]
         grad_q = grad_k = grad_neg = None
         if ctx.needs_input_grad[0]:
-            grad_q = w * (o_neg - k) * scale
+            grad_q = ((p_pos - 1) * k + (p_neg @ neg.to(p_neg.dtype) if neg.shape[0] else 0)) * scale
         if ctx.needs_input_grad[1]:
-            grad_k = -w * q * scale
+            grad_k = (p_pos - 1) * q * scale
         if ctx.needs_input_grad[2]:
-            p_neg = torch.softmax(q @ neg.T.to(q.dtype), dim=1) * w  # (B, K)
-            grad_neg = p_neg.T @ q * scale
+            grad_neg = p_neg.T @ q.to(p_neg.dtype) * scale
         return grad_q, grad_k, grad_neg
 
 
