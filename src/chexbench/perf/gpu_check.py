@@ -31,8 +31,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chexbench.perf.throughput import Measurement, input_bound
+import pandas as pd
+import torch
+
+from chexbench.bench.store import ResultStore
+from chexbench.core.paths import repo_root
+from chexbench.perf.record import record_section
+from chexbench.perf.throughput import Measurement, input_bound, measure_loader, measure_mode
 from chexbench.perf.throughput import markdown as throughput_markdown
+from chexbench.registry import BACKBONES as REGISTERED
 
 BACKBONES = ("resnet50", "vit_b16", "vit_b16_convstem")
 STEP_MODES = ("finetune", "linear", "simclr", "mocov2", "plain:finetune", "plain:linear")
@@ -86,7 +93,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grid-backbone", action="append", help="backbones of the small grid (default: resnet50, vit_b16_convstem)")
     p.add_argument("--device", default="cuda", help="cuda (default); cpu only rehearses the script with tiny backbones")
     args = p.parse_args(argv)
-    from chexbench.registry import BACKBONES as REGISTERED
 
     for name in [*(args.backbone or []), *(args.grid_backbone or [])]:
         if name not in REGISTERED:
@@ -100,7 +106,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def cuda_problem() -> str | None:
     """Why this machine cannot run the check (one line), or None."""
-    import torch
 
     if not torch.cuda.is_available():
         why = "built without CUDA" if torch.version.cuda is None else "no CUDA device visible"
@@ -164,7 +169,6 @@ def _summary_json(result: CheckResult) -> dict[str, Any]:
 
 
 def write_section(result: CheckResult, path: Path | None = None) -> Path:
-    from chexbench.perf.record import record_section
 
     return record_section(f"{SECTION_TITLE} ({result.gpu_name})", render_section(result), result.command, path)
 
@@ -192,9 +196,7 @@ def run_gpu_tests(repo: Path | None, timeout: float) -> tuple[str, bool | None]:
 
 
 def measure_all(args: argparse.Namespace, budget: Budget, result: CheckResult) -> None:
-    import torch
 
-    from chexbench.perf.throughput import measure_loader
 
     dev = torch.device(args.device)
     backbones = args.backbone or list(BACKBONES)
@@ -219,9 +221,7 @@ def measure_all(args: argparse.Namespace, budget: Budget, result: CheckResult) -
 
 
 def _measure(result: CheckResult, mode: str, backbone: str, args: argparse.Namespace, dev: Any, compiled: bool) -> None:
-    import torch
 
-    from chexbench.perf.throughput import measure_mode
 
     try:
         m = measure_mode(mode, backbone, args.batch_size, args.image_size, dev, args.steps, 3, compile_step=compiled)
@@ -278,7 +278,6 @@ probe_every = 0
 
 
 def run_grid(args: argparse.Namespace, budget: Budget) -> GridOutcome:
-    import pandas as pd
 
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -303,7 +302,6 @@ def run_grid(args: argparse.Namespace, budget: Budget) -> GridOutcome:
     except subprocess.TimeoutExpired as e:
         outcome.error = f"timed out after {e.timeout:.0f} s"
     outcome.seconds = time.monotonic() - t0
-    from chexbench.bench.store import ResultStore
 
     records = ResultStore(results).records() if results.exists() else pd.DataFrame()
     for _, rec in records.iterrows():
@@ -328,9 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
-    import torch
 
-    from chexbench.core.paths import repo_root
 
     t0 = time.monotonic()
     budget = Budget(args.budget_s)

@@ -21,12 +21,15 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from chexbench.perf.throughput import _contrastive_step, _finetune_step
+from chexbench.registry import BACKBONES
+from chexbench.strategies.mocov2 import MoCoV2
+from chexbench.strategies.pretrain import split_forward
 
 
 def _step(mode: str, backbone: str, batch_size: int, image_size: int) -> Callable[[], Any]:
-    from chexbench.registry import BACKBONES
 
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
@@ -45,8 +48,6 @@ FLOOR = "finetune+key"
 
 
 def _floor_step(bb: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, gen: torch.Generator) -> Callable[[], Any]:
-    from chexbench.strategies.mocov2 import MoCoV2
-    from chexbench.strategies.pretrain import split_forward
 
     key = copy.deepcopy(bb).requires_grad_(False)
     finetune = _finetune_step(bb, batch_size, image_size, device, False, gen)
@@ -82,7 +83,6 @@ def cpu_ms_per_step(backbone: str, modes: list[str], batch_size: int, image_size
 
 def top_ops(backbone: str, mode: str, batch_size: int, image_size: int, n: int = 6) -> list[tuple[str, float]]:
     """The ``n`` operators (name and input shapes) with the largest share of self CPU time."""
-    from torch.profiler import ProfilerActivity, profile
 
     fn = _step(mode, backbone, batch_size, image_size)
     for _ in range(3):

@@ -32,11 +32,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from chexbench.bench.cell_model import Classifier
+from chexbench.bench.protocols.finetune import Finetune
+from chexbench.config import Settings
 from chexbench.core import training as T
 from chexbench.core.context import fast_path_for
 from chexbench.core.devices import autocast, device_name, peak_memory_mb, reset_peak_memory
 from chexbench.core.inputs import batches, to_input
 from chexbench.core.optim import build_optimizer, optimizer_implementation
+from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
+from chexbench.strategies.augment import ViewAugment, light_augment, view_pair
 
 MODES = ("finetune", "linear", "simclr", "mocov2")
 #: a textbook PyTorch loop of the same model for the harness's own modes (the ratio says what the harness costs)
@@ -83,9 +88,6 @@ def _maybe_compile(fn: Any, compile_step: bool) -> Any:
 
 
 def _finetune_step(backbone: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, compile_step: bool, gen: torch.Generator) -> Callable[[], Any]:
-    from chexbench.bench.cell_model import Classifier
-    from chexbench.bench.protocols.finetune import Finetune
-    from chexbench.config import Settings
 
     model = Classifier(backbone, 14).to(device)
     if fast_path_for(device).channels_last:
@@ -128,7 +130,6 @@ def contrastive_model(mode: str, backbone: Any, batch_size: int, gen: torch.Gene
     momentum), the model built by the strategy for the default pretraining pool, CheXpert's train
     split. MoCo's queue is therefore its default 65,536 keys whatever the backbone's size, as a run
     on that pool gets (a pool under 65,536 + batch images caps it at pool − batch)."""
-    from chexbench.registry import STRATEGIES
 
     strategy = STRATEGIES.get(mode)
     opts = {**strategy.options, **strategy.recipe_for(backbone.spec_name), "pretrain_batch_size": batch_size}
@@ -137,7 +138,6 @@ def contrastive_model(mode: str, backbone: Any, batch_size: int, gen: torch.Gene
 
 
 def _contrastive_step(mode: str, backbone: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, compile_step: bool, gen: torch.Generator) -> Callable[[], Any]:
-    from chexbench.registry import STRATEGIES
 
     model, opts = contrastive_model(mode, backbone, batch_size, gen)
     model = model.to(device)
@@ -191,7 +191,6 @@ def _plain_step(mode: str, backbone: torch.nn.Module, batch_size: int, image_siz
 
 def measure_mode(mode: str, backbone_name: str, batch_size: int, image_size: int, device: torch.device, steps: int = 10, warmup: int = 3, compile_step: bool = False) -> Measurement:
     """images/s and peak memory of one training mode (see the module docstring)."""
-    from chexbench.registry import BACKBONES
 
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
@@ -214,7 +213,6 @@ def measure_loader(kind: str, batch_size: int, image_size: int, device: torch.de
     ``kind``: ``plain`` (no augmentation), ``light`` (fine-tuning warp), ``views`` (two
     contrastive views, :class:`~chexbench.strategies.augment.ViewAugment` defaults).
     """
-    from chexbench.strategies.augment import ViewAugment, light_augment, view_pair
 
     n = n_images or batch_size * (steps + 2)
     gen = torch.Generator().manual_seed(0)
@@ -362,7 +360,6 @@ def _train_images(cell: Any) -> int:
 def pretrain_mode(strategy: Any) -> str | None:
     """The benchmarked pretraining mode (``simclr``, ``mocov2``) whose step ``strategy`` runs: the
     strategy is it, or derives from it (top-K variants, aliases); None for another method."""
-    from chexbench.registry import STRATEGIES
 
     for mode in ("simclr", "mocov2"):
         if isinstance(strategy, type(STRATEGIES.get(mode))):
@@ -378,7 +375,6 @@ def estimate_gpu_hours(planned: list[Any], measured: list[Measurement]) -> Estim
     train + valid + test once; pretraining: epochs × pool images at the method's rate. Rates
     come from :class:`_Rates`; every one that was assumed is listed in ``assumed``.
     """
-    from chexbench.registry import PROTOCOLS, STRATEGIES
 
     rate = _Rates(measured)
     seconds, runs, cells = 0.0, {}, 0
