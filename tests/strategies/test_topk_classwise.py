@@ -133,24 +133,34 @@ def test_head_topk_classwise_is_refused_on_a_cnn():
     assert head_invalid_reason(_cell("linear", 1), "linear") is None  # any ViT strategy: no pretrained scorer needed
 
 
-def test_local_source_patch_logits_depend_only_on_the_3x3_neighbourhood():
+@pytest.mark.parametrize("kernel", [3, 1])
+def test_local_source_patch_logits_depend_only_on_the_kernel_neighbourhood(kernel):
     """classwise_source = "local": changing the pixels of token (0, 0) moves every patch outside
-    its 3×3 neighbourhood by the same per-class offset (the class token's), so no far maximum moves;
-    the final-token source (global attention) moves far patches unequally."""
+    its kernel × kernel neighbourhood (3×3, or the token alone with local_kernel = 1) by the same
+    per-class offset (the class token's), so no far maximum moves; the final-token source (global
+    attention) moves far patches unequally. (vit_tiny's patch embedding sees its own 8×8 pixels only.)"""
     torch.manual_seed(0)
     x = torch.randn(1, 1, 64, 64)
     y = x.clone()
     y[..., :8, :8] += 3.0  # token (0, 0) of the 8×8 grid
-    far = torch.tensor([r * 8 + c for r in range(8) for c in range(8) if r > 1 or c > 1])
-    near = torch.tensor([0, 1, 8, 9])
+    reach = kernel // 2
+    far = torch.tensor([r * 8 + c for r in range(8) for c in range(8) if r > reach or c > reach])
+    near = torch.tensor([r * 8 + c for r in range(reach + 1) for c in range(reach + 1)])
     for source, local in (("local", True), ("tokens", False)):
-        model = ClasswiseTopKClassifier(BACKBONES.get("vit_tiny").build(64), 3, k=4, source=source).eval()
+        model = ClasswiseTopKClassifier(BACKBONES.get("vit_tiny").build(64), 3, k=4, source=source, local_kernel=kernel).eval()
         with torch.no_grad():
             delta = model.patch_logits(y) - model.patch_logits(x)  # (1, 64, 3)
         spread_far = (delta[0, far] - delta[0, far].mean(0)).abs().max().item()
-        spread_near = (delta[0, near] - delta[0, far].mean(0)).abs().max().item()
-        assert spread_near > 1e-3
+        spread_near = (delta[0, near] - delta[0, far].mean(0)).abs().max(0).values.min().item()  # every near patch moves
+        assert spread_near > 1e-3, (source, spread_near)
         assert (spread_far < 1e-5) == local, (source, spread_far)
+
+
+def test_local_kernel_must_be_odd():
+    from chexbench.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="local_kernel must be an odd number"):
+        ClasswiseTopKClassifier(BACKBONES.get("vit_tiny").build(32), 2, source="local", local_kernel=2)
 
 
 def test_local_source_is_refused_by_the_linear_probe_and_typos_are_named():
@@ -167,18 +177,19 @@ def test_local_source_is_refused_by_the_linear_probe_and_typos_are_named():
         ClasswiseTopKClassifier(BACKBONES.get("vit_tiny").build(32), 2, source="lokal")
 
 
-def test_local_source_model_is_rebuilt_from_its_saved_options(tmp_path):
-    """save_cell_model → load_cell_model gives the same local-source model (same logits)."""
+@pytest.mark.parametrize("kernel", [3, 1])
+def test_local_source_model_is_rebuilt_from_its_saved_options(tmp_path, kernel):
+    """save_cell_model → load_cell_model gives the same local-source model (same logits), whatever its local_kernel."""
     from chexbench.bench.cell_model import load_cell_model, make_classifier, save_cell_model
 
-    cell = _cell("finetune", 1, classwise_source="local", local_hidden=16, topk=2)
+    cell = _cell("finetune", 1, classwise_source="local", local_hidden=16, local_kernel=kernel, topk=2)
     opts = dict(cell.protocol_options)
     model = make_classifier(BACKBONES.get("vit_tiny").build(32), 2, opts, "finetune").eval()
-    assert model.source == "local" and model.local[0].out_channels == 16
+    assert model.source == "local" and model.local[0].out_channels == 16 and model.local[0].kernel_size == (kernel, kernel)
     ctx = RunContext(torch.device("cpu"), tmp_path / "r", tmp_path / "c")
     save_cell_model(model, cell, ctx, opts, ["a", "b"], (0.5, 0.25))
     loaded, _ = load_cell_model(ctx.results_dir, cell)
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(x), model(x))
-    assert loaded.source == "local"
+    assert loaded.source == "local" and loaded.local[0].kernel_size == (kernel, kernel)

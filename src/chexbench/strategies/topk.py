@@ -189,7 +189,7 @@ class ClasswiseTopKClassifier(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, num_labels: int, k: int | float = 0.25, alpha: float = 0.0,
-                 source: str = "tokens", local_hidden: int = 64):
+                 source: str = "tokens", local_hidden: int = 64, local_kernel: int = 3):
         super().__init__()
         if source not in CLASSWISE_SOURCES:
             raise ConfigError(f"classwise_source must be one of {', '.join(CLASSWISE_SOURCES)}, got {source!r}")
@@ -208,8 +208,11 @@ class ClasswiseTopKClassifier(nn.Module):
         self.head = nn.Linear(d, num_labels)
         self.source = source
         if source == "local":
-            hidden = int(local_hidden)
-            self.local = nn.Sequential(nn.Conv2d(d, hidden, 3, padding=1), nn.GELU(), nn.Conv2d(hidden, num_labels, 1))
+            hidden, kernel = int(local_hidden), int(local_kernel)
+            if kernel < 1 or kernel % 2 == 0:
+                raise ConfigError(f"local_kernel must be an odd number of tokens ≥ 1 (1: each patch's own embedding), got {local_kernel!r}")
+            self.local_kernel = kernel
+            self.local = nn.Sequential(nn.Conv2d(d, hidden, kernel, padding=kernel // 2), nn.GELU(), nn.Conv2d(hidden, num_labels, 1))
 
     def patch_logits(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 1, H, W) → per-class patch logits (B, N, L)."""
@@ -220,9 +223,11 @@ class ClasswiseTopKClassifier(nn.Module):
 
     def _local_patch_logits(self, x: torch.Tensor) -> torch.Tensor:
         """``classwise_source = "local"``: the evidence of class c at patch n is a small convolution
-        (3×3 tokens, then 1×1) of the patch embeddings (+ positional embeddings) around n, so a
-        patch's logit can only come from its neighbourhood; the ViT's class token adds one offset
-        per class, the same for every patch (it moves no maximum)."""
+        (``local_kernel`` × ``local_kernel`` tokens, then 1×1) of the patch embeddings (+ positional
+        embeddings) around n, so a patch's logit can only come from its neighbourhood — with
+        ``local_kernel = 1`` from its own embedding only, WILDCAT's 1×1 class-wise maps (Durand et
+        al. 2017); the ViT's class token adds one offset per class, the same for every patch (it
+        moves no maximum)."""
         vit = self.backbone.model
         embedded = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))  # (B, P + N, D)
         prefix = vit.num_prefix_tokens
