@@ -121,3 +121,17 @@ def test_cell_id_changes_when_any_field_changes(a, b):
     ca, cb = make(a), make(b)
     assert (ca.cell_id == cb.cell_id) == (a == b)
     assert CellConfig.from_dict(dataclasses.asdict(ca)).cell_id == ca.cell_id
+
+
+def test_only_filters_on_an_option_axis_and_names_an_axis_the_grid_lacks():
+    raw = {**BASE, "axes": {**BASE["axes"], "backbone": ["vit_tiny"], "protocol.head": ["linear", "topk_classwise"]}}
+    g = parse_grid(raw, "t.toml")
+    cells = g.cells(parse_only(["protocol.head=topk_classwise", "seed=0"]))
+    assert len(cells) == 2 * 2  # strategy × label_fraction
+    assert {p.cell.protocol_options["head"] for p in cells} == {"topk_classwise"}
+    with pytest.raises(ConfigError, match=r"--only protocol.head=topk: not a protocol.head of grid .*linear, topk_classwise"):
+        g.cells(parse_only(["protocol.head=topk"]))
+    with pytest.raises(ConfigError, match=r"--only protocol.topk: grid '.*' has no axis protocol.topk"):
+        parse_grid(BASE, "t.toml").cells(parse_only(["protocol.topk=4"]))
+    with pytest.raises(ConfigError, match="unknown axis 'heads'"):
+        parse_only(["heads=topk"])

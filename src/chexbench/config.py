@@ -293,7 +293,10 @@ class Grid:
     def check_only(self, only: dict[str, list[str]] | None) -> None:
         """Every ``--only`` value must be one of the grid's values of that axis (did-you-mean otherwise)."""
         for key, wanted in (only or {}).items():
-            values = self.axes.get(key, [])
+            if key not in self.axes:  # an option axis ("protocol.head") the grid does not sweep
+                raise ConfigError(f"--only {key}: grid '{self.name}' has no axis {key}{did_you_mean(key, list(self.axes))} "
+                                  f"(axes: {', '.join(self.axes)})")
+            values = self.axes[key]
             for v in wanted:
                 named = key == "strategy" and len(_with_named_instances([v], values)) > 1
                 if not named and not any(_equal(have, v) for have in values):
@@ -496,7 +499,8 @@ def _matches_only(values: dict[str, Any], only: dict[str, list[str]]) -> bool:
 
 
 def parse_only(items: list[str] | None) -> dict[str, list[str]]:
-    """``["strategy=scratch,simclr", "seed=0"]`` → ``{"strategy": ["scratch", "simclr"], "seed": ["0"]}``.
+    """``["strategy=scratch,simclr", "seed=0"]`` → ``{"strategy": ["scratch", "simclr"], "seed": ["0"]}``;
+    an option axis of the grid works too (``protocol.head=topk_classwise``).
 
     Values are checked against a grid's axes by :meth:`Grid.cells` (:meth:`Grid.check_only`).
     """
@@ -506,8 +510,9 @@ def parse_only(items: list[str] | None) -> dict[str, list[str]]:
             raise ConfigError(f"--only expects key=value, got '{item}'")
         key, value = item.split("=", 1)
         key = key.strip()
-        if key not in AXES:
-            raise ConfigError(f"--only: unknown axis '{key}'{did_you_mean(key, AXES)} (axes: {', '.join(AXES)})")
+        option_axis = "." in key and key.split(".", 1)[0] in (*SECTIONS, "settings")  # "protocol.head"
+        if key not in AXES and not option_axis:
+            raise ConfigError(f"--only: unknown axis '{key}'{did_you_mean(key, AXES)} (axes: {', '.join(AXES)}, or an option axis such as protocol.head)")
         values = [v.strip() for v in value.split(",") if v.strip()]
         if not values:
             raise ConfigError(f"--only {key}= names no value")

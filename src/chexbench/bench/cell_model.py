@@ -49,6 +49,7 @@ HEAD_OPTIONS: dict[str, Any] = {
     "classwise_source": "tokens",  # head = topk_classwise: per-class patch logits from the final tokens | local (patch embeddings, 3×3 tokens)
     "local_hidden": 64,  # head = topk_classwise, classwise_source = local: channels of the local convolution
     "local_kernel": 3,  # head = topk_classwise, classwise_source = local: its width in tokens (1 = each patch on its own)
+    "local_offset": True,  # head = topk_classwise, classwise_source = local: add the class token's per-class offset
     "scorer_hidden": 0,
     "topk_temperature": 1.0,
     "save_model": "auto",  # auto | true | false
@@ -64,6 +65,7 @@ HEAD_OPTIONS_HELP: dict[str, str] = {
     "classwise_source": "head = topk_classwise: tokens (a linear layer on the ViT's final patch tokens) | local (a 3×3-token convolution of the patch embeddings + positional embeddings, the class token adding one offset per class; finetune only)",
     "local_hidden": "head = topk_classwise, classwise_source = local: channels of the local convolution",
     "local_kernel": "head = topk_classwise, classwise_source = local: width of the local convolution in tokens (odd; 1 = each patch's logits from its own embedding only)",
+    "local_offset": "head = topk_classwise, classwise_source = local: add the class token's per-class offset to every patch (true), or classify from the local top-K evidence alone (false: the transformer blocks are unused)",
     "scorer_hidden": "hidden width of the head's patch scorer; 0 uses max(16, D // 4)",
     "topk_temperature": "temperature of the softmax over the kept patches' scores",
     "save_model": "save the trained model for `chexbench explain`: auto (small models only) | true | false",
@@ -134,6 +136,7 @@ def apply_head(backbone: Backbone, opts: dict[str, Any], init: InitRecord) -> tu
                  + (f" + {float(opts.get('wildcat_alpha', 0.0)):g} × its lowest" if opts.get("wildcat_alpha") else "")
                  + (f"; patch logits from a {int(opts.get('local_kernel', 3))}×{int(opts.get('local_kernel', 3))}-token convolution"
                     " of the patch embeddings (classwise_source = local)"
+                    + ("" if opts.get("local_offset", True) else ", no class-token offset: the transformer blocks are unused")
                     if opts.get("classwise_source", "tokens") == "local" else "")]
         return backbone, [*notes, "pretrained patch scorer not used (class-specific head)"] if scorer else notes
     notes: list[str] = []
@@ -225,7 +228,8 @@ def make_classifier(features: nn.Module, num_labels: int, opts: dict[str, Any], 
         if source != "tokens" and _freezes_backbone(protocol):
             raise ConfigError(f"classwise_source = {source!r} trains new layers on the patch embeddings: finetune only (linear keeps classwise_source = \"tokens\")")
         return ClasswiseTopKClassifier(features, num_labels, opts.get("topk", 0.25), float(opts.get("wildcat_alpha", 0.0)),
-                                       source, int(opts.get("local_hidden", 64)), int(opts.get("local_kernel", 3)))
+                                       source, int(opts.get("local_hidden", 64)), int(opts.get("local_kernel", 3)),
+                                       bool(opts.get("local_offset", True)))
     if _freezes_backbone(protocol):
         return ProbeClassifier(features, num_labels)
     return Classifier(features, num_labels)
@@ -255,7 +259,7 @@ def save_cell_model(model: nn.Module, cell: CellConfig, ctx: RunContext, opts: d
         "cell_id": cell.cell_id,
         "protocol": cell.protocol,
         "head": opts.get("head", "linear"),
-        "head_options": {k: opts[k] for k in ("topk", "scorer_hidden", "topk_temperature", "wildcat_alpha", "classwise_source", "local_hidden", "local_kernel") if k in opts},
+        "head_options": {k: opts[k] for k in ("topk", "scorer_hidden", "topk_temperature", "wildcat_alpha", "classwise_source", "local_hidden", "local_kernel", "local_offset") if k in opts},
         "labels": list(labels),
         "normalize": [float(v) for v in normalize],
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},

@@ -189,7 +189,7 @@ class ClasswiseTopKClassifier(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, num_labels: int, k: int | float = 0.25, alpha: float = 0.0,
-                 source: str = "tokens", local_hidden: int = 64, local_kernel: int = 3):
+                 source: str = "tokens", local_hidden: int = 64, local_kernel: int = 3, local_offset: bool = True):
         super().__init__()
         if source not in CLASSWISE_SOURCES:
             raise ConfigError(f"classwise_source must be one of {', '.join(CLASSWISE_SOURCES)}, got {source!r}")
@@ -212,6 +212,7 @@ class ClasswiseTopKClassifier(nn.Module):
             if kernel < 1 or kernel % 2 == 0:
                 raise ConfigError(f"local_kernel must be an odd number of tokens ≥ 1 (1: each patch's own embedding), got {local_kernel!r}")
             self.local_kernel = kernel
+            self.local_offset = bool(local_offset)
             self.local = nn.Sequential(nn.Conv2d(d, hidden, kernel, padding=kernel // 2), nn.GELU(), nn.Conv2d(hidden, num_labels, 1))
 
     def patch_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -226,8 +227,9 @@ class ClasswiseTopKClassifier(nn.Module):
         (``local_kernel`` × ``local_kernel`` tokens, then 1×1) of the patch embeddings (+ positional
         embeddings) around n, so a patch's logit can only come from its neighbourhood — with
         ``local_kernel = 1`` from its own embedding only, WILDCAT's 1×1 class-wise maps (Durand et
-        al. 2017); the ViT's class token adds one offset per class, the same for every patch (it
-        moves no maximum)."""
+        al. 2017). With ``local_offset`` the ViT's class token adds one offset per class, the same
+        for every patch (it moves no maximum); without it the image logit is the top-K evidence
+        alone (the transformer blocks are not used), so the map is all the classifier has."""
         vit = self.backbone.model
         embedded = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))  # (B, P + N, D)
         prefix = vit.num_prefix_tokens
@@ -236,6 +238,8 @@ class ClasswiseTopKClassifier(nn.Module):
         rows, cols = self.grid
         local = self.local(patches.transpose(1, 2).reshape(b, d, rows, cols))  # (B, L, rows, cols)
         local = local.flatten(2).transpose(1, 2)  # (B, N, L)
+        if not self.local_offset:
+            return local
         tokens = vit.norm(vit.blocks(embedded))
         offset = self.head(tokens[:, 0].float()) if prefix else self.head(tokens.float().mean(1))  # (B, L)
         return local + offset[:, None, :]

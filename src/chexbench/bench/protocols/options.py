@@ -27,6 +27,7 @@ class HeadOptions(Options):
     )
     local_hidden: int = Field(64, ge=1, description="head = topk_classwise, classwise_source = local: channels of the local convolution")
     local_kernel: int = Field(3, ge=1, description="head = topk_classwise, classwise_source = local: width of the local convolution in tokens (odd; 1 = each patch on its own)")
+    local_offset: bool = Field(True, description="head = topk_classwise, classwise_source = local: add the class token's per-class offset (false: local evidence alone)")
     scorer_hidden: int = Field(0, ge=0, description="hidden width of the patch scorer, 0 = max(16, D // 4)")
     topk_temperature: float = Field(1.0, gt=0, description="softmax temperature over the kept tokens' scores")
     save_model: Literal["auto", "true", "false"] | bool = Field(
