@@ -89,3 +89,15 @@ def test_the_local_classwise_source_is_its_own_named_row():
         "head": "topk_classwise", "topk": 8, "classwise_source": "local"}})
     summary = localization_summary(pd.DataFrame([plain, local]))
     assert sorted(summary["head"]) == ["topk_classwise", "topk_classwise (local)"]
+
+
+def test_the_local_head_rows_name_their_kernel_and_offset():
+    """local_kernel = 1 and local_offset = false are other head designs: each row says which it is."""
+    records = []
+    for cid, extra_opts in (("a", {}), ("b", {"local_kernel": 1}), ("c", {"local_kernel": 1, "local_offset": False})):
+        rec = _record(cid, "vit_tiny", "topk_classwise", {**LOC, "pair_detail": _detail([1.0, 0.0])})
+        rec["config_json"] = json.dumps({"backbone": "vit_tiny", "seed": 0, "protocol_options": {
+            "head": "topk_classwise", "topk": 8, "classwise_source": "local", **extra_opts}})
+        records.append(rec)
+    summary = localization_summary(pd.DataFrame(records))
+    assert sorted(summary["head"]) == ["topk_classwise (local)", "topk_classwise (local, 1×1)", "topk_classwise (local, 1×1, no offset)"]

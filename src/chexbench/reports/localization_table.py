@@ -44,7 +44,9 @@ def _cells(records: pd.DataFrame) -> list[dict[str, Any]]:
         proto_opts = config.get("protocol_options", {}) or {}
         head = extra.get("head", proto_opts.get("head", "linear"))
         if head == "topk_classwise" and proto_opts.get("classwise_source", "tokens") != "tokens":
-            head = f"{head} ({proto_opts['classwise_source']})"  # another head design: never read as the default one
+            kernel, offset = int(proto_opts.get("local_kernel", 3)), proto_opts.get("local_offset", True)
+            design = [proto_opts["classwise_source"], *([f"{kernel}×{kernel}"] if kernel != 3 else []), *([] if offset else ["no offset"])]
+            head = f"{head} ({', '.join(design)})"  # another head design: never read as the default one
         key = json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True, default=str)
         out.append({"record": r, "loc": loc, "head": head, "K": proto_opts.get("topk", 0.25) if head != "linear" else "",
                     "config_key": key})
