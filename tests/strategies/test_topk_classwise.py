@@ -156,6 +156,22 @@ def test_local_source_patch_logits_depend_only_on_the_kernel_neighbourhood(kerne
         assert (spread_far < 1e-5) == local, (source, spread_far)
 
 
+def test_without_the_offset_the_image_logit_is_the_local_top_k_evidence_alone():
+    """local_offset = false: far patches do not move at all when token (0, 0) changes (no class-token
+    offset), and the image logit is the top-K mean of the local patch logits."""
+    torch.manual_seed(0)
+    model = ClasswiseTopKClassifier(BACKBONES.get("vit_tiny").build(64), 3, k=4, source="local", local_kernel=1,
+                                    local_offset=False).eval()
+    x = torch.randn(2, 1, 64, 64)
+    y = x.clone()
+    y[..., :8, :8] += 3.0
+    with torch.no_grad():
+        delta = model.patch_logits(y) - model.patch_logits(x)  # (2, 64, 3)
+        assert delta[:, 1:].abs().max().item() == 0.0 and delta[:, 0].abs().min().item() > 1e-4
+        logits = model.patch_logits(x)
+        torch.testing.assert_close(model(x), logits.topk(4, dim=1).values.mean(1))
+
+
 def test_local_kernel_must_be_odd():
     from chexbench.core.errors import ConfigError
 

@@ -46,7 +46,7 @@ HEAD_OPTIONS: dict[str, Any] = {
     "head": "linear",  # linear | topk | topk_classwise
     "topk": 0.25,  # K of head = topk / topk_classwise: a count or a fraction of the tokens
     "wildcat_alpha": 0.0,  # head = topk_classwise: weight of the K lowest patches' mean (WILDCAT), 0 = top-K mean only
-    "classwise_source": "tokens",  # head = topk_classwise: per-class patch logits from the final tokens | local (patch embeddings, 3×3 tokens)
+    "classwise_source": "tokens",  # head = topk_classwise: per-class patch logits from the final tokens | local (patch embeddings, local_kernel × local_kernel tokens)
     "local_hidden": 64,  # head = topk_classwise, classwise_source = local: channels of the local convolution
     "local_kernel": 3,  # head = topk_classwise, classwise_source = local: its width in tokens (1 = each patch on its own)
     "local_offset": True,  # head = topk_classwise, classwise_source = local: add the class token's per-class offset
@@ -62,7 +62,7 @@ HEAD_OPTIONS_HELP: dict[str, str] = {
     "head": "classification head: linear (on pooled features) | topk (on the top-K scored patches; ViT only) | topk_classwise (per-class patch logits, each class pooled from its own top-K patches; ViT only)",
     "topk": "K of head = topk / topk_classwise: a count (int ≥ 1) or a fraction of the tokens",
     "wildcat_alpha": "head = topk_classwise: weight of the mean of each class's K lowest patch logits (WILDCAT); 0 = top-K mean only",
-    "classwise_source": "head = topk_classwise: tokens (a linear layer on the ViT's final patch tokens) | local (a 3×3-token convolution of the patch embeddings + positional embeddings, the class token adding one offset per class; finetune only)",
+    "classwise_source": "head = topk_classwise: tokens (a linear layer on the ViT's final patch tokens) | local (a local_kernel × local_kernel-token convolution of the patch embeddings + positional embeddings, the class token adding one offset per class; finetune only)",
     "local_hidden": "head = topk_classwise, classwise_source = local: channels of the local convolution",
     "local_kernel": "head = topk_classwise, classwise_source = local: width of the local convolution in tokens (odd; 1 = each patch's logits from its own embedding only)",
     "local_offset": "head = topk_classwise, classwise_source = local: add the class token's per-class offset to every patch (true), or classify from the local top-K evidence alone (false: the transformer blocks are unused)",

@@ -23,7 +23,7 @@ class HeadOptions(Options):
     topk: int | float = Field(0.25, gt=0, description="K of head = topk / topk_classwise: a count (int ≥ 1) or a fraction of the tokens")
     wildcat_alpha: float = Field(0.0, ge=0, description="head = topk_classwise: weight of each class's K lowest patch logits (WILDCAT)")
     classwise_source: Literal["tokens", "local"] = Field(
-        "tokens", description="head = topk_classwise: per-class patch logits from the final tokens, or local (3×3-token convolution of the patch embeddings; finetune only)"
+        "tokens", description="head = topk_classwise: per-class patch logits from the final tokens, or local (a local_kernel × local_kernel-token convolution of the patch embeddings; finetune only)"
     )
     local_hidden: int = Field(64, ge=1, description="head = topk_classwise, classwise_source = local: channels of the local convolution")
     local_kernel: int = Field(3, ge=1, description="head = topk_classwise, classwise_source = local: width of the local convolution in tokens (odd; 1 = each patch on its own)")
