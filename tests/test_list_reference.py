@@ -105,3 +105,20 @@ def test_every_backbone_says_its_profile_size():
     sizes = {name: BACKBONES.get(name).profile_size for name in BACKBONES.names()}
     assert sizes == {"resnet50": 224, "resnet_tiny": 64, "vit_b16": 224, "vit_b16_convstem": 224,
                      "vit_convstem_tiny": 64, "vit_tiny": 64}
+
+
+def test_help_and_list_import_neither_pandas_nor_pyarrow():
+    """The CLI imports the atomic writers at start-up; pandas/pyarrow (≈ 0.4 s) load only when a
+    Parquet file is written, not for `chexbench --help` or `chexbench list`."""
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from chexbench.cli import app\n"
+        "for args in (['--help'], ['list']):\n"
+        "    r = CliRunner().invoke(app, args)\n"
+        "    assert r.exit_code == 0, r.output\n"
+        "print(sorted(m for m in ('pandas', 'pyarrow') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

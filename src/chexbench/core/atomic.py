@@ -22,11 +22,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: a temporary file untouched for this long is a leftover whatever its writer (other hosts' writers
 #: cannot be asked whether they live); a writer appends to its file, so a live one keeps it fresh
@@ -102,6 +101,9 @@ def atomic_write_text(text: str, path: str | Path) -> None:
 def atomic_write_parquet(df: pd.DataFrame, path: str | Path, footer: dict[bytes, bytes] | None = None) -> None:
     """Write ``df`` to ``path`` (pages with CRC checksums); ``footer`` entries go into the file's
     key-value metadata beside pandas' own."""
+    import pyarrow as pa  # lazy: keeps chexbench --help fast (the CLI imports this module; pandas/pyarrow ≈ 0.4 s)
+    import pyarrow.parquet as pq
+
     if not footer:
         with atomic_path(path) as tmp:
             df.to_parquet(tmp, index=False, write_page_checksum=True)
