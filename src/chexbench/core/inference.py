@@ -4,6 +4,8 @@ ranks under torchrun and gather them in order, so every rank holds the whole res
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
 import torch
 from torch import nn
@@ -12,6 +14,31 @@ from chexbench.core import distributed as D
 from chexbench.core.context import FastPath, fast_path_for
 from chexbench.core.devices import autocast
 from chexbench.core.inputs import DEFAULT_NORMALIZE, batches, to_input
+
+
+def _eval_outputs(
+    model: nn.Module,
+    images: np.ndarray,
+    rows: tuple[int, int],
+    batch_size: int,
+    device: torch.device,
+    normalize: tuple[float, float],
+    amp: bool,
+    fast: FastPath,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+) -> Iterator[torch.Tensor]:
+    """``forward`` of each batch of ``images[lo:hi]`` (float32, still on the device), the model in
+    eval mode under the fast path's autocast and memory format; its mode is restored after."""
+    lo, hi = rows
+    was_training = model.training
+    model.eval()
+    try:
+        for idx in batches(hi - lo, batch_size):
+            x = to_input(images[idx + lo], device, normalize, channels_last=fast.channels_last)
+            with autocast(device, amp, fast.amp_dtype):
+                yield forward(x).float()
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -28,16 +55,11 @@ def predict_probs(
 
     ``fast``: autocast dtype and memory format of the inputs (default: the device's policy).
     """
-    fast = fast or fast_path_for(device)
-    was_training = model.training
-    model.eval()
-    lo, hi = D.rank_range(len(images))  # under torchrun each rank predicts its slice; gathered below
-    out = []
-    for idx in batches(hi - lo, batch_size):
-        x = to_input(images[idx + lo], device, normalize, channels_last=fast.channels_last)
-        with autocast(device, amp, fast.amp_dtype):
-            out.append(torch.sigmoid(model(x).float()).cpu().numpy())
-    model.train(was_training)
+    rows = D.rank_range(len(images))  # under torchrun each rank predicts its slice; gathered below
+    out = [
+        torch.sigmoid(logits).cpu().numpy()
+        for logits in _eval_outputs(model, images, rows, batch_size, device, normalize, amp, fast or fast_path_for(device), model)
+    ]
     if D.is_distributed():
         n_labels = D.broadcast_object(out[0].shape[1] if out else 0, src=D.world_size() - 1)  # the last rank has rows
         local = np.concatenate(out) if out else np.zeros((0, n_labels), dtype=np.float32)
@@ -65,16 +87,10 @@ def extract_features(
     ``split_over_ranks``: under torchrun each rank extracts a contiguous slice and the slices
     are gathered in order (every rank must call); ``False`` when one rank alone extracts.
     """
+    rows = D.rank_range(len(images)) if split_over_ranks else (0, len(images))
+    forward = encoder.forward_tokens if tokens else encoder
     fast = fast or fast_path_for(device)
-    was_training = encoder.training
-    encoder.eval()
-    lo, hi = D.rank_range(len(images)) if split_over_ranks else (0, len(images))
-    out = []
-    for idx in batches(hi - lo, batch_size):
-        x = to_input(images[idx + lo], device, normalize, channels_last=fast.channels_last)
-        with autocast(device, amp, fast.amp_dtype):
-            out.append((encoder.forward_tokens(x) if tokens else encoder(x)).float().cpu())
-    encoder.train(was_training)
+    out = [f.cpu() for f in _eval_outputs(encoder, images, rows, batch_size, device, normalize, amp, fast, forward)]
     if out:
         local = torch.cat(out)
     else:
