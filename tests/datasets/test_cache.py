@@ -228,6 +228,19 @@ def test_preparing_again_after_new_images_decodes_only_what_changed(root, tmp_pa
     assert verify(second).ok and len(second.index) == n + 1
 
 
+def _race(stop, *targets, seconds: float = 8.0) -> None:
+    """Run ``targets`` in threads until one sets ``stop`` (on a failure) or ``seconds`` pass."""
+    import threading
+
+    threads = [threading.Thread(target=t) for t in targets]
+    for t in threads:
+        t.start()
+    stop.wait(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+
+
 def test_readers_never_miss_the_index_while_two_configs_reindex_the_same_cache(root):
     """Two processes whose loader constants differ share one prepared folder (the cache key
     does not hold the index fingerprint) and re-index it back and forth; a third keeps opening
@@ -264,13 +277,7 @@ def test_readers_never_miss_the_index_while_two_configs_reindex_the_same_cache(r
                 errors.append(repr(e))
                 stop.set()
 
-    threads = [threading.Thread(target=writer), threading.Thread(target=reader), threading.Thread(target=reader)]
-    for t in threads:
-        t.start()
-    stop.wait(8.0)
-    stop.set()
-    for t in threads:
-        t.join()
+    _race(stop, writer, reader, reader)
     assert errors == []
     assert {"a" * 64, "b" * 64} <= set(opened)  # the readers did see both configs' indexes
 
@@ -301,11 +308,5 @@ def test_ensure_prepared_waits_for_a_rebuild_in_progress_instead_of_failing(root
                 errors.append(repr(e))
                 stop.set()
 
-    threads = [threading.Thread(target=rebuilder), threading.Thread(target=runner), threading.Thread(target=runner)]
-    for t in threads:
-        t.start()
-    stop.wait(8.0)
-    stop.set()
-    for t in threads:
-        t.join()
+    _race(stop, rebuilder, runner, runner)
     assert errors == [] and opened
