@@ -140,11 +140,11 @@ def test_cli_bench_throughput_writes_a_section(tmp_path):
 
 
 def test_step_profile_gives_cpu_times_and_operator_shares():
-    from chexbench.perf.step_profile import FLOOR, cpu_ms_per_step, top_ops
+    from chexbench.perf.step_profile import BOUND, FLOOR, cpu_ms_per_step, top_ops
 
     torch.set_num_threads(1)
-    ms = cpu_ms_per_step("resnet_tiny", ["finetune", FLOOR, "mocov2"], 4, 32, repeats=1, steps=1)
-    assert set(ms) == {"finetune", FLOOR, "mocov2"} and all(0 < v < float("inf") for v in ms.values())
+    ms = cpu_ms_per_step("resnet_tiny", ["finetune", FLOOR, BOUND, "mocov2"], 4, 32, repeats=1, steps=1)
+    assert set(ms) == {"finetune", FLOOR, BOUND, "mocov2"} and all(0 < v < float("inf") for v in ms.values())
     assert ms[FLOOR] > ms["finetune"]  # the ideal MoCo step is a fine-tune step and one more forward
     ops = top_ops("resnet_tiny", "mocov2", 4, 32, n=3)
     assert len(ops) == 3 and all(0 < share <= 1 for _, share in ops) and sum(s for _, s in ops) <= 1
