@@ -8,7 +8,7 @@ RESULTS ?= chexbench-results
 # torch/torchvision are pinned here (the versions this project is tested with); pyproject keeps ranges open.
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test lint clean gpu-check
+.PHONY: install demo test lint clean gpu-check gpu-wheels
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,11 +34,19 @@ test: install
 # On a CUDA machine, minutes, no download: gpu tests, throughput vs a plain loop, a small real grid → docs/PERFORMANCE.md
 gpu-check:
 	@$(PYTHON) -c "import shutil, sys; shutil.which('nvidia-smi') or sys.exit('make gpu-check: no NVIDIA GPU on this machine (nvidia-smi not found); run it on a CUDA machine')"
-	@test -x $(PY) || $(MAKE) install
-	$(PY) -m chexbench.perf.gpu_check $(GPU_CHECK_ARGS)
+	scripts/gpu-check $(GPU_CHECK_ARGS)
+
+# For an offline GPU machine whose python3 lacks some requirements (gpu-check names them):
+# their wheels for that python, into .whl/; copy it there and run `WHEELS=.whl make gpu-check`.
+GPU_PY_VERSION ?= 3.12
+PACKAGES ?= pydantic>=2.5,<3
+gpu-wheels:
+	$(PYTHON) -m pip download -q --only-binary=:all: --python-version $(GPU_PY_VERSION) --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl $(foreach p,$(PACKAGES),'$(p)')
 
 lint: install
 	$(VENV)/bin/ruff check src tests
 
 clean:
-	rm -rf $(VENV) .smoke-check $(RESULTS) gpu-check
+	rm -rf $(VENV) .smoke-check $(RESULTS) gpu-check .gpu-site .whl
