@@ -140,3 +140,29 @@ def test_a_checkpoint_whose_groups_do_not_fit_is_one_clear_error(tmp_path):
     opt = build_optimizer(model, CPU, name="sgd", lr=LR, weight_decay=WD, choice=PretrainStrategy.optimizer_choice)
     with pytest.raises(ConfigError, match="parameter groups .* do not fit"):
         _fit_group_order(saved, opt, tmp_path / "checkpoint.pt")
+
+
+def _timm_groups_with_exclude_arg():
+    import inspect
+
+    from timm.optim import param_groups_weight_decay
+
+    if "weight_decay_exclude_1d" not in inspect.signature(param_groups_weight_decay).parameters:
+        pytest.skip("this timm predates weight_decay_exclude_1d (1.0.27)")
+    return param_groups_weight_decay
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, WD])
+@pytest.mark.parametrize("exclude_1d", [True, False])
+def test_decay_groups_are_timms_for_every_choice(weight_decay, exclude_1d):
+    from chexbench.core.optim import weight_decay_groups
+    from chexbench.registry import BACKBONES
+
+    timm_groups = _timm_groups_with_exclude_arg()
+    for model in (_model(), BACKBONES.get("vit_tiny").build(32, {}), BACKBONES.get("resnet_tiny").build(32, {})):
+        model.requires_grad_(True)
+        next(model.parameters()).requires_grad_(False)  # a frozen parameter is left out by both
+        ours = weight_decay_groups(model, weight_decay, exclude_1d)
+        ref = timm_groups(model, weight_decay=weight_decay, weight_decay_exclude_1d=exclude_1d)
+        assert [g["weight_decay"] for g in ours] == [g["weight_decay"] for g in ref]
+        assert [[id(p) for p in g["params"]] for g in ours] == [[id(p) for p in g["params"]] for g in ref]

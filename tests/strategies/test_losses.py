@@ -100,3 +100,19 @@ def test_info_nce_gradients_equal_cross_entropy_on_the_concatenated_logits(batch
     assert got.item() == pytest.approx(ref.item(), rel=1e-6)
     for a, b in ((q, qr), (k, kr), (n, nr)):
         torch.testing.assert_close(a.grad.double(), b.grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_losses_inside_bf16_autocast_are_computed_in_fp32(seed: int) -> None:
+    # CPU autocast casts matrix products to bf16 as CUDA's does: the similarity products must not be
+    from chexbench.strategies.losses import nt_xent_across_ranks
+
+    g = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(16, 128, generator=g), torch.randn(16, 128, generator=g)
+    queue = torch.nn.functional.normalize(torch.randn(4096, 128, generator=g), dim=1)
+    for fn, args in ((nt_xent, (q, k, 0.1)), (nt_xent_across_ranks, (q, k, 0.1)), (info_nce, (q, k, queue, 0.2, True))):
+        want = fn(*args)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = fn(*args)
+            assert torch.is_autocast_enabled("cpu")  # the region is left as it was
+        assert got.dtype == torch.float32 and torch.allclose(got, want, rtol=1e-6, atol=0), (fn.__name__, got, want)

@@ -4,8 +4,11 @@ Fine-tuning and pretraining differ only in the arguments they pass, and each sta
 attributes of the component (:class:`~chexbench.bench.protocols.finetune.Finetune`,
 :class:`~chexbench.strategies.pretrain.PretrainStrategy`): Nesterov momentum or not, and
 whether biases and normalization parameters (1-d tensors) are decayed. Weight-decay groups are
-built by ``timm.optim.param_groups_weight_decay`` (biases and 1-d tensors without decay when
-asked, as in timm, MoCo-v3 and DeiT recipes).
+those of ``timm.optim.param_groups_weight_decay`` as of timm 1.0.27 (biases and 1-d tensors
+without decay when asked, as in timm, MoCo-v3 and DeiT recipes), built here: timm's function
+took ``weight_decay_exclude_1d`` only from 1.0.27 on (a TypeError on the timm of many GPU
+images) and returned empty groups before, which changes an optimizer state dict's layout with
+the installed timm. ``tests/core/test_optim.py`` compares with timm's where it has the argument.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from timm.optim import param_groups_weight_decay
 from torch import nn
 
 from chexbench.core.errors import ConfigError
@@ -53,16 +55,33 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """AdamW (decoupled decay) or SGD with momentum over ``model``'s trainable parameters.
 
-    Parameter groups come from ``timm.optim.param_groups_weight_decay`` (its order: the
-    undecayed group first); with ``choice.decay_norm_and_bias`` every parameter is decayed.
+    Parameter groups: :func:`weight_decay_groups` (the undecayed group first); with
+    ``choice.decay_norm_and_bias`` every parameter is decayed.
     """
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer '{name}' ({' or '.join(OPTIMIZERS)})")
-    groups = param_groups_weight_decay(model, weight_decay=weight_decay, weight_decay_exclude_1d=not choice.decay_norm_and_bias)
+    groups = weight_decay_groups(model, weight_decay, exclude_1d=not choice.decay_norm_and_bias)
     impl = optimizer_implementation(device)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, **impl)
     return torch.optim.SGD(groups, lr=lr, momentum=choice.momentum, weight_decay=weight_decay, nesterov=choice.nesterov, **impl)
+
+
+def weight_decay_groups(model: nn.Module, weight_decay: float, exclude_1d: bool) -> list[dict[str, Any]]:
+    """timm's weight-decay parameter groups (``param_groups_weight_decay``, timm ≥ 1.0.27):
+    trainable parameters only; with ``exclude_1d`` biases and 1-d tensors get no decay; with no
+    decay at all, one undecayed group. The undecayed group comes first, an empty group is left out."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if not weight_decay or (exclude_1d and (param.ndim <= 1 or name.endswith(".bias"))):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    groups = [{"params": no_decay, "weight_decay": 0.0}] if no_decay else []
+    return groups + ([{"params": decay, "weight_decay": weight_decay}] if decay else [])
 
 
 def optimizer_record(name: str, lr: float, weight_decay: float, choice: OptimizerChoice) -> dict[str, Any]:

@@ -5,17 +5,38 @@
 - :func:`info_nce`: MoCo's InfoNCE (He et al. 2020, eq. 1; van den Oord et al. 2018) with
   one positive key per query and negatives from a queue.
 
-Inputs need not be normalized; both functions L2-normalize (cosine similarity).
+Inputs need not be normalized; both functions L2-normalize (cosine similarity). Both compute
+in fp32 even inside an autocast region: CUDA autocast would run the similarity products in
+bf16 (8-bit mantissa: a logit of 10 off by up to 0.03, and with MoCo the positive logit in
+fp32 beside 65,536 rounded negatives); the encoders stay in bf16, the loss costs little.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 
 from chexbench.core import distributed as D
 
+_F = TypeVar("_F", bound=Callable[..., torch.Tensor])
 
+
+def in_fp32(fn: _F) -> _F:
+    """``fn`` with autocast switched off on its first argument's device (its inputs are cast to fp32 inside)."""
+
+    @functools.wraps(fn)
+    def wrapper(first: torch.Tensor, *args, **kwargs):
+        with torch.autocast(first.device.type, enabled=False):
+            return fn(first, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@in_fp32
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """NT-Xent over ``2B`` views: ``z1``, ``z2`` (B, D), row i of each is the same image.
 
@@ -33,6 +54,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> tor
     return F.cross_entropy(sim, partner)
 
 
+@in_fp32
 def info_nce(
     q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2, queue_normalized: bool = False
 ) -> torch.Tensor:
@@ -92,6 +114,7 @@ class _QueueCrossEntropy(torch.autograd.Function):
         return grad_q, grad_k, grad_neg
 
 
+@in_fp32
 def nt_xent_across_ranks(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """SimCLR's NT-Xent for this rank's ``b`` pairs against the ``2·w·b − 2`` views of all ranks.
 
