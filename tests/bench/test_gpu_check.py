@@ -178,3 +178,47 @@ def test_missing_requirements_names_only_what_this_python_lacks(tmp_path):
     res = _missing(tmp_path, ["torch<2.0", "pandas>=2.0"], "torch")
     assert res.returncode == 1 and res.stdout.strip() == ""
     assert f"torch {torch.__version__.split('+')[0]} does not satisfy torch<2.0" in res.stderr
+
+
+def _checkout_without_venv(tmp_path, extra_requirement: str | None = None):
+    """A copy of the checkout's scripts and pyproject (src linked), without a .venv: gpu-check's path on a GPU image."""
+    root = repo_root()
+    co = tmp_path / "co"
+    shutil.copytree(root / "scripts", co / "scripts")
+    text = (root / "pyproject.toml").read_text()
+    if extra_requirement:
+        text = text.replace('dependencies = [\n', f'dependencies = [\n    "{extra_requirement}",\n', 1)
+    (co / "pyproject.toml").write_text(text)
+    (co / "src").symlink_to(root / "src")
+    return co
+
+
+@pytest.mark.skipif(repo_root() is None, reason="needs the source checkout")
+def test_gpu_check_script_runs_on_the_machines_own_python_without_a_venv(tmp_path):
+    import os
+    import sys
+
+    co = _checkout_without_venv(tmp_path)
+    env = {**os.environ, "GPU_CHECK_PYTHON": sys.executable}
+    args = ["--device", "cpu", "--backbone", "resnet_tiny", "--image-size", "32", "--batch-size", "4", "--steps", "1",
+            "--no-compile", "--no-grid", "--no-tests", "--budget-s", "60", "--output", str(co / "PERF.md")]
+    res = subprocess.run([str(co / "scripts" / "gpu-check"), *args], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"gpu-check python: {sys.executable}" in res.stderr
+    assert "| resnet_tiny | finetune |" in (co / "PERF.md").read_text()
+    assert not (co / ".venv").exists() and not (co / ".gpu-site").exists()  # nothing installed: nothing was missing
+
+
+@pytest.mark.skipif(repo_root() is None, reason="needs the source checkout")
+def test_gpu_check_script_without_a_registry_names_what_is_missing_and_how_to_bring_it(tmp_path):
+    import os
+    import sys
+
+    co = _checkout_without_venv(tmp_path, "surely-not-installed-pkg>=1")
+    env = {**os.environ, "GPU_CHECK_PYTHON": sys.executable, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path / "none")}
+    res = subprocess.run([str(co / "scripts" / "gpu-check"), "--device", "cpu"], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 2
+    last = res.stderr.strip().splitlines()[-1]
+    assert "lacks surely-not-installed-pkg>=1 and pip could not install them" in last
+    assert "make gpu-wheels GPU_PY_VERSION=" in last and "PACKAGES='surely-not-installed-pkg>=1'" in last
+    assert not (co / "PERF.md").exists()
