@@ -222,3 +222,30 @@ def test_gpu_check_script_without_a_registry_names_what_is_missing_and_how_to_br
     assert "lacks surely-not-installed-pkg>=1 and pip could not install them" in last
     assert "make gpu-wheels GPU_PY_VERSION=" in last and "PACKAGES='surely-not-installed-pkg>=1'" in last
     assert not (co / "PERF.md").exists()
+
+
+def test_a_failing_measurement_fails_the_check_and_compiled_ones_come_after_the_grid(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_mode(mode, backbone, batch, size, dev, steps, warmup, compile_step=False):
+        calls.append(f"{mode}{' compiled' if compile_step else ''}")
+        if mode == "simclr" and not compile_step:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore")
+        return Measurement("cpu", backbone, mode, batch, size, 100.0, 1.0, compile_step)
+
+    def fake_grid(args, budget):
+        calls.append("grid")
+        return G.GridOutcome(cells_ok=3, image_size=args.image_size)
+
+    monkeypatch.setattr(G, "measure_mode", fake_mode)
+    monkeypatch.setattr(G, "measure_loader", lambda kind, *a, **k: (_ for _ in ()).throw(OSError("no shm")) if kind == "views"
+                        else Measurement("cpu", "-", f"loader:{kind}", 4, 32, 1e4, 1.0))
+    monkeypatch.setattr(G, "run_grid", fake_grid)
+    out = tmp_path / "PERFORMANCE.md"
+    code = G.main(["--device", "cpu", "--backbone", "resnet_tiny", "--no-tests", "--budget-s", "1000", "--output", str(out)])
+    assert code == 1  # a mode that raised is a failure, not "not measured"
+    assert calls.index("grid") > calls.index("plain:linear") and calls.index("grid") < calls.index("finetune compiled")
+    text = out.read_text()
+    assert "- resnet_tiny simclr: RuntimeError: CUDA error: an illegal memory access was encountered" in text
+    assert "- loader:views: OSError: no shm" in text and "| resnet_tiny | mocov2 |" in text  # the others still measured
+    assert text.index("**Failed**") < text.index("Small real grid")

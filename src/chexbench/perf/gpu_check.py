@@ -6,13 +6,15 @@ On a CUDA machine, with no download, within a time budget (default 7.5 minutes):
 2. ``chexbench bench throughput`` of ``resnet50``, ``vit_b16`` and ``vit_b16_convstem`` at
    224 px in bf16: fine-tune, linear, SimCLR and MoCo-v2 steps beside a textbook PyTorch
    loop of the same model (``plain:*``), the loader's rates and the input-bound flag, peak
-   memory per mode; then the same with ``torch.compile`` as far as the budget allows;
+   memory per mode;
 3. a small real grid — phantoms at 224 px, one epoch of pretraining and of fine-tuning per
-   strategy — run through the CLI, with its report;
-4. all numbers, the GPU's name and this command written to a ``docs/PERFORMANCE.md``
+   strategy — run through the CLI, with its report (a fresh results folder each run);
+4. the step modes again under ``torch.compile``, as far as the budget allows;
+5. all numbers, the GPU's name and this command written to a ``docs/PERFORMANCE.md``
    section whose embedded measurements ``chexbench plan`` uses for its GPU-hours estimate.
 
-Without CUDA it stops at once with one line (exit 2). The pieces that need no GPU (argument
+Without CUDA it stops at once with one line (exit 2). It exits 1 when a gpu test, a measurement
+(other than one the budget left out) or a grid cell failed, or the grid did not finish. The pieces that need no GPU (argument
 handling, the targets' verdicts, the section's text) are tested on the CPU; ``--device cpu``
 rehearses the whole script with tiny backbones (e.g. ``--backbone resnet_tiny --grid-backbone
 resnet_tiny --grid-backbone vit_convstem_tiny --image-size 32 --batch-size 4 --no-compile``).
@@ -24,6 +26,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -43,12 +46,16 @@ from chexbench.registry import BACKBONES as REGISTERED
 
 BACKBONES = ("resnet50", "vit_b16", "vit_b16_convstem")
 STEP_MODES = ("finetune", "linear", "simclr", "mocov2", "plain:finetune", "plain:linear")
-#: compiled measurements in this order, while the budget lasts (compiling costs ~30-60 s each)
-COMPILED_ORDER = tuple((b, m) for m in ("finetune", "plain:finetune", "linear", "mocov2", "simclr") for b in BACKBONES)
+#: compiled measurements, mode by mode over the backbones, while the budget lasts (compiling costs ~30-60 s each)
+COMPILED_MODES = ("finetune", "plain:finetune", "linear", "mocov2", "simclr")
 #: the issue's targets on an H100/H200 at 224 px, bf16 (images/s)
 FINETUNE_TARGETS = {"resnet50": 5000.0, "vit_b16": 3000.0}
 RATIO_TARGETS = {"mocov2": 0.7, "simclr": 0.5}
 SECTION_TITLE = "GPU check"
+#: seconds kept for the small grid (run and report) after the uncompiled measurements
+GRID_SECONDS = 150.0
+#: the least budget a compiled measurement starts with
+COMPILE_SECONDS = 75.0
 NO_CUDA = "gpu-check: CUDA is not available here (torch {torch}, {why}); run `make gpu-check` on a machine with an NVIDIA GPU"
 
 
@@ -71,9 +78,10 @@ class CheckResult:
     tests_summary: str = "not run"
     tests_ok: bool | None = None
     measurements: list[Measurement] = field(default_factory=list)
-    not_measured: list[str] = field(default_factory=list)  # "backbone mode (compiled): why"
+    not_measured: list[str] = field(default_factory=list)  # "backbone mode (compiled): time budget spent"
     grid: GridOutcome | None = None
     seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)  # "backbone mode (compiled): exception" — fails the check
 
 
 # -- arguments -----------------------------------------------------------------------------
@@ -148,8 +156,10 @@ def render_section(result: CheckResult) -> str:
         policy = "fp32, NCHW on the CPU" if cpu else "bf16, channels_last"
         lines += [f"Throughput ({policy}; `plain:*` = a textbook PyTorch loop of the same model):", "",
                   throughput_markdown(result.measurements), ""]
+    if result.errors:
+        lines += ["**Failed** (the check exits 1):", "", *[f"- {x}" for x in result.errors], ""]
     if result.not_measured:
-        lines += ["Not measured (time budget or error):", "", *[f"- {x}" for x in result.not_measured], ""]
+        lines += ["Not measured (time budget):", "", *[f"- {x}" for x in result.not_measured], ""]
     g = result.grid
     if g is not None:
         lines += [f"Small real grid (phantoms at {g.image_size} px, one epoch of pretraining and fine-tuning per strategy):", ""]
@@ -165,7 +175,7 @@ def render_section(result: CheckResult) -> str:
 
 def _summary_json(result: CheckResult) -> dict[str, Any]:
     return {"gpu": result.gpu_name, "tests_ok": result.tests_ok, "seconds": round(result.seconds, 1),
-            "grid": asdict(result.grid) if result.grid else None, "not_measured": result.not_measured}
+            "grid": asdict(result.grid) if result.grid else None, "not_measured": result.not_measured, "errors": result.errors}
 
 
 def write_section(result: CheckResult, path: Path | None = None) -> Path:
@@ -206,25 +216,30 @@ def run_gpu_tests(repo: Path | None, timeout: float) -> tuple[str, bool | None]:
 
 
 def measure_all(args: argparse.Namespace, budget: Budget, result: CheckResult) -> None:
-
+    """The loader's rates and every uncompiled step mode, while ``budget`` lasts."""
 
     dev = torch.device(args.device)
-    backbones = args.backbone or list(BACKBONES)
     for kind in ("plain", "light", "views"):
-        result.measurements.append(measure_loader(kind, args.batch_size, args.image_size, dev, args.steps))
-        _say(f"loader:{kind} {result.measurements[-1].images_per_second:,.0f} images/s")
-    for b in backbones:
+        try:
+            result.measurements.append(measure_loader(kind, args.batch_size, args.image_size, dev, args.steps))
+            _say(f"loader:{kind} {result.measurements[-1].images_per_second:,.0f} images/s")
+        except Exception as e:  # a loader failure must not cost the step measurements
+            result.errors.append(f"loader:{kind}: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+            _say(result.errors[-1])
+    for b in args.backbone or list(BACKBONES):
         for m in STEP_MODES:
             if budget.left() < 30:
                 result.not_measured.append(f"{b} {m}: time budget spent")
                 continue
             _measure(result, m, b, args, dev, compiled=False)
-    if args.no_compile:
-        return
-    for b, m in COMPILED_ORDER:
-        if b not in backbones:
-            continue
-        if budget.left() < 120:  # a compile can take a minute; leave room for the grid's report
+
+
+def measure_compiled(args: argparse.Namespace, budget: Budget, result: CheckResult) -> None:
+    """The ``torch.compile`` measurements, :data:`COMPILED_MODES` over the backbones, while ``budget`` lasts."""
+
+    dev = torch.device(args.device)
+    for b, m in ((b, m) for m in COMPILED_MODES for b in args.backbone or list(BACKBONES)):
+        if budget.left() < COMPILE_SECONDS:  # a compile of a ViT-B step can take a minute
             result.not_measured.append(f"{b} {m} (compiled): time budget spent")
             continue
         _measure(result, m, b, args, dev, compiled=True)
@@ -237,9 +252,10 @@ def _measure(result: CheckResult, mode: str, backbone: str, args: argparse.Names
         m = measure_mode(mode, backbone, args.batch_size, args.image_size, dev, args.steps, 3, compile_step=compiled)
         result.measurements.append(m)
         _say(f"{backbone} {mode}{' (compiled)' if compiled else ''}: {m.images_per_second:,.0f} images/s, peak {m.peak_memory_mb:,.0f} MB")
-    except Exception as e:  # one failing mode (e.g. out of memory) must not stop the others
-        result.not_measured.append(f"{backbone} {mode}{' (compiled)' if compiled else ''}: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
-        _say(result.not_measured[-1])
+    except Exception as e:  # one failing mode (e.g. out of memory) must not stop the others; it fails the check
+        first = str(e).splitlines()[0][:160] if str(e) else ""
+        result.errors.append(f"{backbone} {mode}{' (compiled)' if compiled else ''}: {type(e).__name__}: {first}")
+        _say(result.errors[-1])
     finally:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -294,23 +310,27 @@ def run_grid(args: argparse.Namespace, budget: Budget) -> GridOutcome:
     grid = work / "gpu_check.toml"
     grid.write_text(grid_toml(args.grid_patients, args.image_size, args.grid_backbone))
     results = work / "results"
+    shutil.rmtree(results, ignore_errors=True)  # this run's cells only: an earlier run's records are not counted
     env = {**os.environ, "CHEXBENCH_CACHE": str(work / "cache"), "HF_HUB_OFFLINE": "1"}
     chex = [sys.executable, "-m", "chexbench"]
     outcome = GridOutcome(image_size=args.image_size)
     t0 = time.monotonic()
     try:
+        if budget.left() < 60:
+            raise subprocess.TimeoutExpired("chexbench run", 0)
+        # the report needs ≈ 20 s: the run gets the rest, neither outlives the budget
         run = subprocess.run([*chex, "run", "--grid", str(grid), "--results", str(results), "--device", args.device],
-                             capture_output=True, text=True, env=env, timeout=max(budget.left() - 45, 20))
+                             capture_output=True, text=True, env=env, timeout=budget.left() - 25)
         if run.returncode != 0:
             outcome.error = f"chexbench run exited {run.returncode}: {(run.stderr.strip().splitlines() or [''])[-1][:200]}"
         rep = subprocess.run([*chex, "report", "--results", str(results)], capture_output=True, text=True, env=env,
-                             timeout=max(budget.left() - 5, 15))
+                             timeout=max(budget.left(), 1))
         if rep.returncode == 0 and (results / "report.md").exists():
             outcome.report = str(results / "report.md")
         elif not outcome.error:
             outcome.error = f"chexbench report exited {rep.returncode}: {(rep.stderr.strip().splitlines() or [''])[-1][:200]}"
     except subprocess.TimeoutExpired as e:
-        outcome.error = f"timed out after {e.timeout:.0f} s"
+        outcome.error = f"time budget spent ({e.timeout:.0f} s left for it)"
     outcome.seconds = time.monotonic() - t0
 
     records = ResultStore(results).records() if results.exists() else pd.DataFrame()
@@ -347,18 +367,22 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_tests:
         result.tests_summary, result.tests_ok = run_gpu_tests(repo_root(), min(90.0, budget.left() / 4))
         _say(f"gpu tests: {result.tests_summary}")
-    grid_reserve = 0.0 if args.no_grid else 150.0
-    measure_budget = Budget(max(budget.left() - grid_reserve, 60.0))
-    measure_all(args, measure_budget, result)
+    # the compiled measurements are last: what the budget leaves after the uncompiled ones and the grid
+    grid_reserve = 0.0 if args.no_grid else GRID_SECONDS
+    measure_all(args, Budget(max(budget.left() - grid_reserve, 30.0)), result)
     if not args.no_grid:
-        result.grid = run_grid(args, budget)
-        _say(f"grid: {result.grid.cells_ok} ok, {result.grid.cells_failed} failed, {result.grid.cells_skipped} skipped")
+        grid_budget = Budget(min(budget.left(), GRID_SECONDS + max(budget.left() - GRID_SECONDS - 2 * COMPILE_SECONDS, 0)))
+        result.grid = run_grid(args, grid_budget)
+        _say(f"grid: {result.grid.cells_ok} ok, {result.grid.cells_failed} failed, {result.grid.cells_skipped} skipped"
+             + (f" ({result.grid.error})" if result.grid.error else ""))
+    if not args.no_compile:
+        measure_compiled(args, budget, result)
     result.seconds = time.monotonic() - t0
     path = write_section(result, args.output)
     for v in target_verdicts(result.measurements):
         print(f"  {v}")
     print(f"written to {path}")
-    failed = result.tests_ok is False or (result.grid is not None and (result.grid.error or result.grid.cells_failed))
+    failed = result.tests_ok is False or bool(result.errors) or (result.grid is not None and (result.grid.error or result.grid.cells_failed))
     return 1 if failed else 0
 
 
