@@ -124,3 +124,17 @@ def test_unknown_option_and_bad_optimizer_are_config_errors() -> None:
         STRATEGIES.get("simclr").pretrain_key(cell)
     with pytest.raises(ConfigError, match="unknown key 'queue_size'"):
         STRATEGIES.get("simclr").pretrain_key(dataclasses.replace(cell, strategy_options={"queue_size": 3}))
+
+
+@pytest.mark.parametrize("strategy", ["simclr", "mocov2"])
+def test_a_pretraining_that_diverges_is_a_diverged_error_and_leaves_no_finished_run(strategy, fake_source, ctx) -> None:
+    # the loop checks the loss on the device without waiting each step: divergence is still caught,
+    # before any checkpoint of non-finite weights is written
+    from chexbench.core.training import DivergedError
+
+    cell = tiny_cell(strategy, pretrain_epochs=2, pretrain_lr=1e30, pretrain_optimizer="sgd", probe_every=0)
+    bb = BACKBONES.get("resnet_tiny").build(32)
+    with pytest.raises(DivergedError, match=r"loss became (nan|inf|-inf) at pretraining \w+ epoch 0, by step \d+"):
+        STRATEGIES.get(strategy).init_backbone(bb, cell, ctx)
+    run_dir = ctx.pretrain_dir / run_id_of(STRATEGIES.get(strategy).pretrain_key(cell))
+    assert run_dir.is_dir() and not (run_dir / "done").exists() and not (run_dir / "checkpoint.pt").exists()

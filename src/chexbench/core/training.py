@@ -40,6 +40,10 @@ def masked_bce_share(logits: torch.Tensor, y_local: torch.Tensor, y_global: torc
     return loss * n_local * world / n_global
 
 
+#: steps between divergence checks of a training loop; each check waits for the device, so not every step
+FINITE_CHECK_EVERY = 25
+
+
 def check_finite(loss: torch.Tensor, where: str) -> None:
     if not torch.isfinite(loss).all():
         raise DivergedError(f"loss became {loss.item()} at {where}")

@@ -381,30 +381,34 @@ class PretrainRun:
         self.model.train()
         t0 = time.perf_counter()
         log_every = max(1, self.steps_per_epoch // LOG_POINTS_PER_EPOCH)
-        window: list[float] = []
+        # losses stay on the device: the host waits for it only at a log point or a divergence
+        # check (every T.FINITE_CHECK_EVERY steps), not each step, so it prepares the next batch meanwhile
+        window: list[torch.Tensor] = []
         for idx in batches(self.n, self.batch_size, self.gen, drop_last=True):
             window.append(self.train_step(idx, epoch))
             self.images_seen += len(idx)
             self.ctx.progress.advance()
             if len(window) == log_every:
-                self.history.append(self._row(epoch, float(np.mean(window))))
+                self.history.append(self._row(epoch, self._window_mean(window, epoch)))
                 window = []
+            elif self.step % T.FINITE_CHECK_EVERY == 0:
+                T.check_finite(torch.stack(window).sum(), self._where(epoch))
         if window:
-            self.history.append(self._row(epoch, float(np.mean(window))))
+            self.history.append(self._row(epoch, self._window_mean(window, epoch)))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.t_train += time.perf_counter() - t0
 
-    def train_step(self, idx: np.ndarray, epoch: int) -> float:
-        """One optimizer step on the batch ``idx`` (two augmented views of each image); the loss averaged over ranks."""
+    def train_step(self, idx: np.ndarray, epoch: int) -> torch.Tensor:
+        """One optimizer step on the batch ``idx`` (two augmented views of each image); the loss averaged over
+        ranks, on the device (not yet checked: :meth:`train_epoch` does, without waiting each step)."""
         x01 = to_input(self.images[idx], self.device, (0.0, 1.0))
         v1, v2 = view_pair(x01, self.aug, self.gen, self.normalize)
         if self.fast.channels_last:
             v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.cell.settings.amp, self.fast.amp_dtype):
             loss = self.train_model(v1, v2, self.step / max(self.total - 1, 1), self.gen)
-        loss_all = D.mean_over_ranks(loss.detach())
-        T.check_finite(loss_all, f"pretraining {self.run_id} epoch {epoch} step {self.step}")
+        loss_all = D.mean_over_ranks(loss.detach())  # every rank sees a divergence together
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if float(self.opts["grad_clip"]) > 0:
@@ -412,7 +416,17 @@ class PretrainRun:
         self.opt.step()
         self.sched.step()
         self.step += 1
-        return loss_all.item()
+        return loss_all.float()
+
+    def _where(self, epoch: int) -> str:
+        return f"pretraining {self.run_id} epoch {epoch}, by step {self.step}"
+
+    def _window_mean(self, window: list[torch.Tensor], epoch: int) -> float:
+        """The mean loss of the steps since the last log point (one wait for the device); a non-finite one is divergence."""
+        values = torch.stack(window).double().cpu().numpy()  # float64 as the logged means always were
+        if not np.isfinite(values).all():
+            raise T.DivergedError(f"loss became {values[~np.isfinite(values)][0]} at {self._where(epoch)}")
+        return float(np.mean(values))
 
     def checkpoint(self, epoch: int) -> None:
         """After ``epoch``: everything :meth:`resume` needs, written atomically by rank 0, and the history so far."""

@@ -51,8 +51,7 @@ if TYPE_CHECKING:
     from chexbench.strategies.base import InitRecord
 
 
-#: steps between divergence checks; each check waits for the device, so not every step
-FINITE_CHECK_EVERY = 25
+FINITE_CHECK_EVERY = T.FINITE_CHECK_EVERY
 
 
 @PROTOCOLS.register
