@@ -27,12 +27,12 @@ def random_affine(
     dev = x.device
 
     def u(lo: float, hi: float) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(b, generator=generator).to(dev)
+        return (lo + (hi - lo) * torch.rand(b, generator=generator)).to(dev, non_blocking=True)
 
     s = torch.sqrt(u(*scale))  # fraction of the side kept (area scale → side)
     theta = u(-max_rotation_deg, max_rotation_deg) * math.pi / 180
     tx, ty = u(-max_translate, max_translate), u(-max_translate, max_translate)
-    flip = torch.where(torch.rand(b, generator=generator).to(dev) < flip_p, -1.0, 1.0)
+    flip = torch.where(torch.rand(b, generator=generator).to(dev, non_blocking=True) < flip_p, -1.0, 1.0)
     cos, sin = torch.cos(theta) * s, torch.sin(theta) * s
     mat = torch.stack(
         [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
@@ -80,7 +80,9 @@ class ViewAugment:
 
 
 def _uniform(b: int, lo: float, hi: float, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    return (lo + (hi - lo) * torch.rand(b, generator=generator)).to(device)
+    """Drawn on the CPU generator (reproducible on any device), then sent without making the host
+    wait for the device's queue (a blocking copy would, at each of a view's draws)."""
+    return (lo + (hi - lo) * torch.rand(b, generator=generator)).to(device, non_blocking=True)
 
 
 def random_resized_crop(
@@ -127,9 +129,11 @@ def adjust_intensity(
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Blur each sample of ``x`` (B, 1, H, W) with its own σ (B,) in pixels; σ ≤ 0 leaves it unchanged."""
+    """Blur each sample of ``x`` (B, 1, H, W) with its own σ (B,) in pixels; σ ≤ 0 leaves it unchanged.
+    ``sigma`` may be on the CPU (the kernel radius is then read without waiting for the device)."""
     b, c, h, w = x.shape
     radius = max(int(math.ceil(3 * float(sigma.max()))), 1)
+    sigma = sigma.to(x.device, non_blocking=True)
     offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
     s = sigma.to(x.dtype).clamp(min=1e-3).view(b, 1)
     kernel = torch.exp(-0.5 * (offsets.view(1, -1) / s) ** 2)
@@ -156,8 +160,9 @@ def contrastive_view(
     x = adjust_intensity(x, aug.brightness, aug.contrast, aug.gamma, generator)
     if aug.blur_p > 0:
         scale = x.shape[-1] / 224
-        sigma = _uniform(b, *aug.blur_sigma, generator, dev) * scale
-        sigma = torch.where(_uniform(b, 0.0, 1.0, generator, dev) < aug.blur_p, sigma, torch.zeros_like(sigma))
+        cpu = torch.device("cpu")  # σ stays on the CPU: the blur reads its maximum for the kernel size
+        sigma = _uniform(b, *aug.blur_sigma, generator, cpu) * scale
+        sigma = torch.where(_uniform(b, 0.0, 1.0, generator, cpu) < aug.blur_p, sigma, torch.zeros_like(sigma))
         x = gaussian_blur(x, sigma)
     if aug.noise_p > 0 and aug.noise_std > 0:
         std = _uniform(b, 0.0, aug.noise_std, generator, dev)

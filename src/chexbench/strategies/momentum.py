@@ -42,11 +42,11 @@ class KeyQueue(nn.Module):
         if b == 0:
             return
         new_keys = new_keys.detach().to(self.keys.dtype)
-        start = int(self.ptr) + max(b - k, 0)
         kept = new_keys[-k:]
-        slots = (start + torch.arange(kept.shape[0], device=self.keys.device)) % k
+        # pointer arithmetic on the device: reading the pointer (int(ptr)) would make the host wait for it
+        slots = (self.ptr + max(b - k, 0) + torch.arange(kept.shape[0], device=self.keys.device)) % k
         self.keys[slots] = kept
-        self.ptr.fill_((int(self.ptr) + b) % k)
+        self.ptr.copy_((self.ptr + b) % k)
         self.total_enqueued += b
 
 
