@@ -340,3 +340,35 @@ def test_cuda_ssl_loss_in_bf16_equals_fp32(kind):
         with autocast(dev, dtype is not None, dtype):
             losses.append(model.loss(v1, v2, 0.0, torch.Generator().manual_seed(3)).item())
     assert np.isfinite(losses[1]) and losses[1] == pytest.approx(losses[0], rel=BF16_LOSS_RTOL)
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("kind", ["simclr", "mocov2"])
+def test_cuda_contrastive_views_loss_and_backward_never_make_the_host_wait(kind):
+    # a blocking copy or a read of a device value in the step stalls the host each step, so it cannot
+    # prepare the next batch while the GPU works; sync debug mode "error" raises at any such wait
+    from chexbench.strategies.augment import ViewAugment, view_pair
+
+    dev = torch.device("cuda")
+    model = _ssl_model(kind).to(dev)
+    x01 = torch.rand(8, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(4)).to(dev)
+    aug, gen = ViewAugment(blur_p=1.0, noise_p=1.0), torch.Generator().manual_seed(5)
+
+    def step() -> None:
+        v1, v2 = view_pair(x01, aug, gen)
+        with autocast(dev):
+            loss = model.loss(v1, v2, 0.5, gen)
+        loss.backward()
+        if hasattr(model, "flush_queue"):
+            model.flush_queue()  # MoCo enqueues the last step's keys here
+
+    step()  # first calls (kernel selection, lazy initialization) may wait; the steps after must not
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()

@@ -140,7 +140,7 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     kernel = kernel / kernel.sum(dim=1, keepdim=True)
     identity = (offsets == 0).to(x.dtype).expand(b, -1)
     kernel = torch.where((sigma.view(b, 1) > 0), kernel, identity)  # (B, 2r+1)
-    kernel = kernel.repeat_interleave(c, dim=0)  # one kernel per (sample, channel)
+    kernel = kernel.unsqueeze(1).expand(b, c, -1).reshape(b * c, -1)  # one kernel per (sample, channel)
     flat = x.reshape(1, b * c, h, w)
     flat = F.pad(flat, (radius, radius, radius, radius), mode="replicate")
     flat = F.conv2d(flat, kernel.view(b * c, 1, 1, -1), groups=b * c)

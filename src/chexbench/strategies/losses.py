@@ -50,7 +50,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> tor
     z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # (2B, D)
     sim = z @ z.T / temperature  # (2B, 2B)
     sim = sim.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
-    partner = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    partner = torch.cat([torch.arange(b, 2 * b, device=z.device), torch.arange(0, b, device=z.device)])  # no blocking copy
     return F.cross_entropy(sim, partner)
 
 
@@ -129,7 +129,8 @@ def nt_xent_across_ranks(z1: torch.Tensor, z2: torch.Tensor, temperature: float 
     z2_all = F.normalize(D.gather_with_grad(z2.float().contiguous()), dim=1)
     n = w * b
     everyone = torch.cat([z1_all, z2_all])  # (2B, D), the candidate set of every anchor
-    mine = torch.cat([torch.arange(r * b, (r + 1) * b), n + torch.arange(r * b, (r + 1) * b)]).to(z1.device)  # (2b,)
+    rows = torch.arange(r * b, (r + 1) * b, device=z1.device)
+    mine = torch.cat([rows, n + rows])  # (2b,)
     sim = everyone[mine] @ everyone.T / temperature  # (2b, 2B)
     sim = sim.masked_fill(F.one_hot(mine, 2 * n).bool(), float("-inf"))  # no self-similarity
     partner = torch.where(mine < n, mine + n, mine - n)

@@ -131,7 +131,7 @@ class MoCoModel(nn.Module):
             m = self.momentum_at(progress)
             momentum_update(self.encoder, self.key_encoder, m)
             momentum_update(self.projector, self.key_projector, m)
-            perm = torch.randperm(v2.shape[0], generator=generator).to(v2.device)  # shuffle-BN, across ranks
+            perm = torch.randperm(v2.shape[0], generator=generator).to(v2.device, non_blocking=True)  # shuffle-BN, across ranks
             k = self.key_projector(split_forward(self.key_encoder, local_rows(v2[perm]), splits))
             k_all = all_gather_keys(F.normalize(k.float(), dim=1))[torch.argsort(perm)]  # (B, proj_dim), unshuffled
         # the queue itself (not a copy) is saved for backward, so this step's keys are enqueued only
