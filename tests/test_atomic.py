@@ -39,7 +39,7 @@ def test_atomic_writes_give_the_modes_an_ordinary_write_gives(tmp_path, group_um
     assert _mode(tmp_path / "a.txt") == 0o664
     assert _mode(tmp_path / "sub" / "b.parquet") == 0o664
     assert _mode(tmp_path / "sub") == 0o775
-    assert _mode(make_temp_dir(tmp_path, ".x.")) == 0o775
+    assert _mode(make_temp_dir(tmp_path, "x")) == 0o775
     os.umask(0o077)
     atomic_write_text("y", tmp_path / "private.txt")
     assert _mode(tmp_path / "private.txt") == 0o600

@@ -93,3 +93,27 @@ def test_localization_section_appears_when_cells_stored_one(tmp_path):
     text = write_report(tmp_path, n_boot=100, figures=False).read_text()
     assert "## Localization" in text and "| gradcam | 1 |" in text
     assert "| 12 | — | 0.500 | — | 0.100 |" in text  # a record of the older format: no flat-map count, no interval
+
+
+def test_a_report_killed_while_drawing_leaves_nothing_after_the_next_report(tmp_path):
+    # SIGKILL while the figures are staged: the staging folder survives the writer; the next report
+    # (or run) removes it because its writer is dead — and leaves a live writer's staging alone
+    import os
+    import subprocess
+    import sys
+
+    from synthetic_store import write_synthetic_results
+
+    root = write_synthetic_results(tmp_path / "r", seeds=(0,), n_patients=8)
+    code = (
+        "import os, sys; from chexbench.core.atomic import make_temp_dir\n"
+        "d = make_temp_dir(sys.argv[1], 'figures'); (d / 'forest.png').write_bytes(b'half'); os._exit(9)"
+    )
+    subprocess.run([sys.executable, "-c", code, str(root)], check=False, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    left = [p for p in root.iterdir() if p.name.startswith(".figures.")]
+    assert len(left) == 1 and (left[0] / "forest.png").exists()
+    from chexbench.core.atomic import make_temp_dir
+
+    live = make_temp_dir(root, "figures")  # this process's: still being written
+    write_report(root, n_boot=100, figures=False)
+    assert not left[0].exists() and live.is_dir()

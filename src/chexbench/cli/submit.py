@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import typer
 
 from chexbench.cli.app import GridOpt, OnlyOpt, ResultsOpt, Table, app, console
-from chexbench.core.atomic import atomic_path, atomic_write_text
+from chexbench.core.atomic import atomic_path, atomic_write_text, pid_alive
 from chexbench.core.errors import ConfigError
 from chexbench.core.lock import FileLock
 
@@ -126,13 +126,13 @@ def job_state(executor: str, folder: str, job_id: str) -> str:
     state = _read_state(Path(folder) / state_file_name(job_id))
     if state is not None:
         name = str(state.get("state", "UNKNOWN"))
-        if name == "RUNNING" and state.get("host") == socket.gethostname() and not _pid_alive(state.get("pid")):
+        if name == "RUNNING" and state.get("host") == socket.gethostname() and not pid_alive(state.get("pid")):
             return "LOST (ended without a result)"
         return name if name in ("RUNNING", "FINISHED", "FAILED") else "UNKNOWN"
     if executor == "slurm":
         return _sacct_state(job_id)
     pid = int(job_id.split("_")[0])
-    return "RUNNING" if _pid_alive(pid) else "LOST (no state)"
+    return "RUNNING" if pid_alive(pid) else "LOST (no state)"
 
 
 def _read_state(path: Path) -> dict[str, Any] | None:
@@ -141,18 +141,6 @@ def _read_state(path: Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     return state if isinstance(state, dict) else None
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _sacct_state(job_id: str) -> str:

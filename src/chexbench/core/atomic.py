@@ -7,9 +7,10 @@ Temporary files and folders are created with the modes an ordinary ``open`` / ``
 would give them (``0o666`` / ``0o777`` less the umask), so a group-shared results folder
 stays readable by the group (``tempfile.mkstemp`` would make every file ``0o600``).
 
-A temporary file's name carries its writer (``.<name>.<random>.<pid>@<host>.tmp``), so a
-later run can tell a leftover of a killed writer from one still being written:
-:func:`clean_stale_temporaries` removes the first kind only.
+A temporary file's or folder's name carries its writer (``.<name>.<random>.<pid>@<host>.tmp``),
+so a later run can tell a leftover of a killed writer from one still being written:
+:func:`clean_stale_temporaries` removes the first kind only (a report's staged figures, a
+gallery, a checkpoint, a record).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -42,7 +44,7 @@ def _host() -> str:
 def _create_temp_file(path: Path) -> Path:
     """Create an empty temporary file beside ``path`` (mode ``0o666`` less the umask)."""
     for _ in range(100):
-        tmp = path.with_name(f".{path.name[:120]}.{secrets.token_hex(4)}.{os.getpid()}@{_host()}.tmp")
+        tmp = path.with_name(temp_name(path.name))
         try:
             os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
         except FileExistsError:
@@ -123,12 +125,20 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         torch.save(obj, tmp)
 
 
-def make_temp_dir(parent: str | Path, prefix: str) -> Path:
-    """A new empty folder ``parent/<prefix><random>`` (mode ``0o777`` less the umask, as ``mkdir`` gives)."""
+def temp_name(name: str) -> str:
+    """``.<name>.<random>.<pid>@<host>.tmp``: a temporary sibling of ``name`` that names its writer."""
+    return f".{name[:120]}.{secrets.token_hex(4)}.{os.getpid()}@{_host()}.tmp"
+
+
+def make_temp_dir(parent: str | Path, name: str, *, prefix: str | None = None) -> Path:
+    """A new empty folder ``parent/.<name>.<random>.<pid>@<host>.tmp`` to be renamed to ``name``
+    (mode ``0o777`` less the umask, as ``mkdir`` gives); a leftover of a killed writer is removed
+    by :func:`clean_stale_temporaries`. ``prefix``: ``parent/<prefix><random>`` instead, for a
+    caller that names and cleans its folders itself (the phantom cache)."""
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
     for _ in range(100):
-        tmp = parent / f"{prefix}{secrets.token_hex(4)}"
+        tmp = parent / (temp_name(name) if prefix is None else f"{prefix}{secrets.token_hex(4)}")
         try:
             tmp.mkdir(mode=0o777)
         except FileExistsError:
@@ -137,41 +147,65 @@ def make_temp_dir(parent: str | Path, prefix: str) -> Path:
     raise FileExistsError(f"could not create a temporary folder in {parent}")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: object) -> bool:
+    """Whether process ``pid`` exists on this host (anything but a positive int: no — ``os.kill``
+    would signal a process group for 0 or a negative number)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone / larger than any pid
         return False
-    except (PermissionError, OverflowError):  # exists under another user / not a pid we can ask about
+    except PermissionError:  # exists, owned by another user
         return True
     return True
 
 
-def clean_stale_temporaries(folder: str | Path, max_age_s: float = STALE_TEMP_AGE_S, recursive: bool = True) -> list[Path]:
-    """Remove the temporary files of :func:`atomic_path` in ``folder`` whose writer is gone.
+def last_change(path: Path) -> float:
+    """The newest modification time of ``path`` and, for a folder, of everything under it."""
+    newest = path.stat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for dirpath, dirs, files in os.walk(path):
+            for name in (*dirs, *files):
+                try:
+                    newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
+                except OSError:
+                    continue
+    return newest
 
-    A temporary file is stale when its writer ran on this host and that process no longer
-    exists, or when it has not been modified for ``max_age_s`` seconds. Files of live
-    writers, and files that are not ours, are left alone. Returns the removed paths.
+
+def clean_stale_temporaries(folder: str | Path, max_age_s: float = STALE_TEMP_AGE_S, recursive: bool = True) -> list[Path]:
+    """Remove the temporary files and folders of :func:`atomic_path` / :func:`make_temp_dir` in
+    ``folder`` whose writer is gone.
+
+    A temporary is stale when its writer ran on this host and that process no longer exists,
+    or when nothing in it has been modified for ``max_age_s`` seconds. Those of live writers
+    (this process's too), and entries that are not ours, are left alone. Returns the removed paths.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
     host, now, removed = _host(), time.time(), []
-    candidates = folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")
+    candidates = list(folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp"))
     for tmp in candidates:
         m = _TEMP_NAME.match(tmp.name)
-        if m is None or not tmp.is_file() or tmp.is_symlink():
+        if m is None or tmp.is_symlink() or not (tmp.is_file() or tmp.is_dir()):
+            continue
+        mine = m["host"] == host
+        if mine and int(m["pid"]) == os.getpid():
             continue
         try:
-            age = now - tmp.stat().st_mtime
-        except FileNotFoundError:
+            stale = (mine and not pid_alive(int(m["pid"]))) or now - last_change(tmp) > max_age_s
+        except FileNotFoundError:  # removed meanwhile by another cleaner, or inside a folder removed above
             continue
-        writer_dead = m["host"] == host and not _pid_alive(int(m["pid"]))
-        if writer_dead or age > max_age_s:
+        if not stale:
+            continue
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
             try:
                 tmp.unlink()
             except FileNotFoundError:
                 continue
-            removed.append(tmp)
+        removed.append(tmp)
     return removed

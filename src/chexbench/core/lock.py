@@ -39,6 +39,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from chexbench.core.atomic import pid_alive
 from chexbench.core.errors import ChexbenchError
 
 #: seconds between heartbeats of a held lock
@@ -49,16 +50,6 @@ STALE_AFTER_S = 120.0
 
 class LockTimeout(ChexbenchError):
     """Waited longer than the caller's timeout for a live lock."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 class FileLock:
@@ -123,7 +114,7 @@ class FileLock:
             return owner or {}
         if owner is None:  # being written right now, or garbage: only the age can tell
             return None
-        if owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1))):
+        if owner.get("host") == socket.gethostname() and not pid_alive(int(owner.get("pid", -1))):
             return owner
         return None
 
@@ -152,7 +143,7 @@ class FileLock:
                 except FileNotFoundError:
                     continue
                 other = _read_json(breaker) or {}
-                dead = other.get("host") == socket.gethostname() and not _pid_alive(int(other.get("pid", -1)))
+                dead = other.get("host") == socket.gethostname() and not pid_alive(int(other.get("pid", -1)))
                 if not (dead or age > self.stale_after_s):
                     return False
                 breaker.unlink(missing_ok=True)  # breaking takes milliseconds: this one's owner died

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from chexbench.config import CellConfig
-from chexbench.core.atomic import atomic_write_text, make_temp_dir
+from chexbench.core.atomic import atomic_write_text, clean_stale_temporaries, make_temp_dir
 from chexbench.core.errors import ConfigError, DataError
 from chexbench.core.inputs import to_input
 from chexbench.datasets.celldata import CellData
@@ -121,7 +121,8 @@ def write_explanations(finished: FinishedCell, data: CellData, out_dir: Path, n:
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(out_dir.parent, f".{out_dir.name}.")
+    clean_stale_temporaries(out_dir.parent, recursive=False)  # galleries of killed runs
+    tmp = make_temp_dir(out_dir.parent, out_dir.name)
     try:
         panels, lines = [], _gallery_header(cell, cell_id, method, extra.get("localization"), note)
         for i, r in enumerate(rows):

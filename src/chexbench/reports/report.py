@@ -21,7 +21,13 @@ from pathlib import Path
 import pandas as pd
 
 from chexbench.bench.store import ResultStore
-from chexbench.core.atomic import atomic_write_parquet, atomic_write_text, make_temp_dir
+from chexbench.core.atomic import (
+    atomic_write_parquet,
+    atomic_write_text,
+    clean_stale_temporaries,
+    make_temp_dir,
+    temp_name,
+)
 from chexbench.core.errors import ConfigError
 from chexbench.reports.aggregate import LoadedResults, load_results
 from chexbench.reports.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED
@@ -160,7 +166,8 @@ def write_report(
     tables = build_tables(results, baseline=baseline)
     root = Path(results_dir)
     cross = delong_crosscheck(results, tables)
-    staged = make_temp_dir(root, ".figures.") if figures else None
+    clean_stale_temporaries(root, recursive=False)  # figures staged by a report that was killed
+    staged = make_temp_dir(root, "figures") if figures else None
     try:
         figures_md = ""
         if staged is not None:
@@ -189,8 +196,7 @@ def _swap_folder(staged: Path, final: Path) -> None:
     """Replace ``final`` by ``staged`` (two renames; stale figures of an earlier report go away)."""
     old = None
     if final.exists():
-        old = final.with_name(f".{final.name}.old.{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
+        old = final.with_name(temp_name(f"{final.name}.old"))
         final.rename(old)
     staged.rename(final)
     os.chmod(final, 0o755)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chexbench.core.atomic import atomic_write_text, make_temp_dir
+from chexbench.core.atomic import atomic_write_text, last_change, make_temp_dir, pid_alive
 from chexbench.core.errors import ConfigError, DataError
 from chexbench.datasets.phantom.cohort import sample_cohort
 from chexbench.datasets.phantom.output import SiteTally, SiteWriter
@@ -91,28 +91,7 @@ def _host() -> str:
 
 def _atomic_dir(final: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
-    return make_temp_dir(final.parent, f".{final.name}.tmp-{_host()}-{os.getpid()}-")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def _last_change(folder: Path) -> float:
-    newest = folder.stat().st_mtime
-    for dirpath, dirs, files in os.walk(folder):
-        for name in (*dirs, *files):
-            try:
-                newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
-            except OSError:
-                continue
-    return newest
+    return make_temp_dir(final.parent, final.name, prefix=f".{final.name}.tmp-{_host()}-{os.getpid()}-")
 
 
 def remove_stale_temporaries(parent: Path, final_name: str | None = None, now: float | None = None) -> list[Path]:
@@ -131,7 +110,7 @@ def remove_stale_temporaries(parent: Path, final_name: str | None = None, now: f
         if mine and int(m["pid"]) == os.getpid():
             continue
         try:
-            stale = (mine and not _pid_alive(int(m["pid"]))) or now - _last_change(entry) > STALE_AFTER_SECONDS
+            stale = (mine and not pid_alive(int(m["pid"]))) or now - last_change(entry) > STALE_AFTER_SECONDS
         except OSError:  # removed meanwhile by another cleaner
             continue
         if stale:
