@@ -135,3 +135,25 @@ def test_one_seed_is_flagged_on_the_forest_plot(tmp_path):
     plots.forest_plot(tables, "chexpert", "finetune", tmp_path / "forest.png")
     mp.undo()
     assert sum("1 seed" in t for t in seen["texts"]) == 4  # every comparison of the 1-seed folder
+
+
+def test_no_two_pretraining_runs_look_alike(tmp_path):
+    # same method on two backbones, and two runs of one method × backbone (another pretraining seed)
+    import pandas as pd
+
+    rows = []
+    for run, strategy, backbone in (("a1", "simclr", "resnet50"), ("a2", "simclr", "vit_b16"), ("a3", "simclr", "resnet50"),
+                                    ("b1", "mocov2", "resnet50"), ("b2", "mocov2", "vit_b16")):
+        rows += [{"run_id": run, "strategy": strategy, "backbone": backbone, "epoch": e, "step": e + 1, "loss": 5.0 - e,
+                  "probe_auroc": 0.6 + 0.01 * e} for e in range(4)]
+    seen = {}
+    mp = pytest.MonkeyPatch()
+    mp.setattr(plots, "save_figure", lambda fig, path: seen.setdefault("axes", fig.axes))
+    plots.pretrain_curves(pd.DataFrame(rows), tmp_path / "pretrain.png")
+    mp.undo()
+    for ax in seen["axes"]:
+        looks = [(str(line.get_color()), line.get_linestyle(), str(line.get_marker())) for line in ax.get_lines()]
+        assert len(looks) == 5 and len(set(looks)) == 5, looks
+        colors = {line.get_label(): str(line.get_color()) for line in ax.get_lines()}
+        simclr = [c for name, c in colors.items() if name.startswith("SimCLR")]
+        assert len(simclr) == 3 and len(set(simclr)) == 1  # the method keeps its colour across backbones

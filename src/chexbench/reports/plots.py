@@ -283,6 +283,10 @@ def reliability_figures(results: LoadedResults, tables: Tables, figures_dir: Pat
     return out
 
 
+PRETRAIN_LINE_STYLES = ("-", "--", ":", "-.")
+PRETRAIN_RUN_MARKERS = (None, "s", "^", "D", "v", "x")
+
+
 def pretrain_curves(pretrain: pd.DataFrame, path: Path) -> Path | None:
     """Pretraining loss vs optimizer step per run (and the kNN-probe AUROC vs epochs completed)."""
     if pretrain.empty:
@@ -292,15 +296,22 @@ def pretrain_curves(pretrain: pd.DataFrame, path: Path) -> Path | None:
     has_probe = pretrain["probe_auroc"].notna().any()
     fig, axes = plt.subplots(1, 2 if has_probe else 1, figsize=(10 if has_probe else 5.5, 3.6), squeeze=False)
     colors = strategy_colors(pretrain["strategy"])
+    # colour: the method; line style: the backbone; marker: further runs of the same pair
+    # (another pretraining seed or option), so that no two runs look alike
+    line_styles = {b: PRETRAIN_LINE_STYLES[i % len(PRETRAIN_LINE_STYLES)] for i, b in enumerate(sorted(pretrain["backbone"].unique()))}
+    runs_of: dict[tuple[str, str], int] = {}
     for run_id, g in pretrain.groupby("run_id", sort=True):
         g = g.sort_values("step")
-        name = f"{config_label(g['strategy'].iloc[0], g['backbone'].iloc[0])} (run {str(run_id)[:8]})"
-        c = colors[g["strategy"].iloc[0]]
-        axes[0][0].plot(g["step"], g["loss"], lw=1.2, color=c, label=name)
+        strategy, backbone = g["strategy"].iloc[0], g["backbone"].iloc[0]
+        name = f"{config_label(strategy, backbone)} (run {str(run_id)[:8]})"
+        nth = runs_of[(strategy, backbone)] = runs_of.get((strategy, backbone), -1) + 1
+        style = {"color": colors[strategy], "linestyle": line_styles[backbone], "lw": 1.3}
+        marker = PRETRAIN_RUN_MARKERS[nth % len(PRETRAIN_RUN_MARKERS)]
+        axes[0][0].plot(g["step"], g["loss"], marker=marker, markevery=max(len(g) // 6, 1), ms=4, label=name, **style)
         if has_probe:
             gp = g[g["probe_auroc"].notna()]
             # the history's epoch is 0-based and the probe runs at the end of it
-            axes[0][1].plot(gp["epoch"] + 1, gp["probe_auroc"], marker="o", lw=1.2, color=c, label=name)
+            axes[0][1].plot(gp["epoch"] + 1, gp["probe_auroc"], marker=marker or "o", ms=4, label=name, **style)
     axes[0][0].set_xlabel("optimizer step")
     axes[0][0].set_ylabel("pretraining loss")
     axes[0][0].set_title("Self-supervised pretraining loss", fontsize=10)
