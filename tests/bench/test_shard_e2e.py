@@ -3,16 +3,15 @@ every runnable cell is stored exactly once and a killed shard resumes."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from e2e_grid import run_command, tiny_grid, worker_env
 
 from chexbench.bench.runner import run_grid
 from chexbench.bench.shard import Shard, shard_cells
@@ -22,39 +21,11 @@ from chexbench.core.context import RunContext
 
 pytestmark = pytest.mark.slow
 
-GRID_TOML = """
-name = "tiny-shards"
-[axes]
-strategy = ["scratch", "imagenet"]
-backbone = ["resnet_tiny"]
-dataset = ["phantom-chexpert"]
-protocol = ["finetune"]
-seed = [0, 1, 2, 3]
-[settings]
-image_size = 32
-epochs = 1
-batch_size = 16
-max_train_images = 48
-max_eval_images = 48
-[dataset.phantom-chexpert]
-patients = 120
-size = 64
-"""
 
 
 @pytest.fixture()
 def grid_file(tmp_path) -> Path:
-    path = tmp_path / "tiny-shards.toml"
-    path.write_text(GRID_TOML)
-    return path
-
-
-def _shard_cmd(grid_file: Path, results: Path, shard: str) -> list[str]:
-    return [sys.executable, "-m", "chexbench", "run", "--grid", str(grid_file), "--results", str(results), "--device", "cpu", "--shard", shard]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    return tiny_grid(tmp_path, "tiny-shards", strategies=("scratch", "imagenet"))
 
 
 def _assert_exactly_once(results: Path, grid_file: Path) -> None:
@@ -82,7 +53,7 @@ def test_sequential_shards_with_a_killed_one_cover_the_grid_once(tmp_path, cache
     mine = [p.cell.cell_id for p in shard_cells(grid.cells(), Shard(2, 3))]
     assert len(mine) == 2
     # shard 2/3 in its own process, killed as soon as its first cell is stored
-    proc = subprocess.Popen(_shard_cmd(grid_file, results, "2/3"), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(run_command(grid_file, results, "--shard", "2/3"), env=worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     store = ResultStore(results)
     deadline = time.monotonic() + 300
     while not any(store.record_path(c).exists() for c in mine) and proc.poll() is None and time.monotonic() < deadline:
@@ -101,7 +72,7 @@ def test_sequential_shards_with_a_killed_one_cover_the_grid_once(tmp_path, cache
 def test_concurrent_shards_cover_the_grid_once(tmp_path, cache, grid_file):
     results = tmp_path / "results"
     procs = [
-        subprocess.Popen(_shard_cmd(grid_file, results, f"{i}/3"), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        subprocess.Popen(run_command(grid_file, results, "--shard", f"{i}/3"), env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for i in range(3)
     ]
     outputs = [p.communicate(timeout=600)[0].decode() for p in procs]

@@ -11,31 +11,13 @@ import subprocess
 import sys
 
 import pytest
+from e2e_grid import tiny_grid
 from typer.testing import CliRunner
 
 from chexbench.bench.store import ResultStore
 from chexbench.cli import app
 from chexbench.cli.submit import job_state, read_jobs, shard_command, state_file_name
 from chexbench.config import load_grid
-
-GRID_TOML = """
-name = "tiny-submit"
-[axes]
-strategy = ["scratch"]
-backbone = ["resnet_tiny"]
-dataset = ["phantom-chexpert"]
-protocol = ["finetune"]
-seed = [0, 1]
-[settings]
-image_size = 32
-epochs = 1
-batch_size = 16
-max_train_images = 48
-max_eval_images = 48
-[dataset.phantom-chexpert]
-patients = 120
-size = 64
-"""
 
 
 @pytest.fixture()
@@ -47,8 +29,7 @@ def cache(cache, monkeypatch):
 
 @pytest.mark.slow
 def test_local_executor_runs_a_two_job_array_and_status_follows_it(tmp_path, cache):
-    grid_file = tmp_path / "tiny-submit.toml"
-    grid_file.write_text(GRID_TOML)
+    grid_file = tiny_grid(tmp_path, "tiny-submit", seeds=(0, 1))
     results = tmp_path / "results"
     runner = CliRunner()
     out = runner.invoke(

@@ -4,52 +4,24 @@ leftovers are repaired by the next run."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from e2e_grid import run_command, tiny_grid, worker_env
 
 from chexbench.bench.store import ResultStore
 from chexbench.config import load_grid
 
 pytestmark = pytest.mark.slow
 
-GRID_TOML = """
-name = "tiny-workers"
-[axes]
-strategy = ["scratch"]
-backbone = ["resnet_tiny"]
-dataset = ["phantom-chexpert"]
-protocol = ["finetune"]
-seed = [0, 1, 2, 3]
-[settings]
-image_size = 32
-epochs = 1
-batch_size = 16
-max_train_images = 48
-max_eval_images = 48
-[dataset.phantom-chexpert]
-patients = 120
-size = 64
-"""
 
 
 @pytest.fixture()
 def grid_file(tmp_path) -> Path:
-    path = tmp_path / "tiny-workers.toml"
-    path.write_text(GRID_TOML)
-    return path
-
-
-def _run_cmd(grid_file: Path, results: Path) -> list[str]:
-    return [sys.executable, "-m", "chexbench", "run", "--grid", str(grid_file), "--results", str(results), "--device", "cpu"]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    return tiny_grid(tmp_path, "tiny-workers")
 
 
 def _trained(output: str) -> list[str]:
@@ -60,7 +32,7 @@ def _trained(output: str) -> list[str]:
 def test_two_workers_on_one_folder_train_each_cell_once(tmp_path, cache, grid_file):
     results = tmp_path / "results"
     procs = [
-        subprocess.Popen(_run_cmd(grid_file, results), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        subprocess.Popen(run_command(grid_file, results), env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=900)[0].decode() for p in procs]
@@ -76,7 +48,7 @@ def test_two_workers_on_one_folder_train_each_cell_once(tmp_path, cache, grid_fi
 
 def test_a_rerun_recomputes_damaged_cells_takes_over_dead_claims_and_cleans_temporaries(tmp_path, cache, grid_file):
     results = tmp_path / "results"
-    first = subprocess.run(_run_cmd(grid_file, results), env=_env(), capture_output=True, text=True, timeout=900)
+    first = subprocess.run(run_command(grid_file, results), env=worker_env(), capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:]
     store = ResultStore(results)
     ids = store.cell_ids()
@@ -96,7 +68,7 @@ def test_a_rerun_recomputes_damaged_cells_takes_over_dead_claims_and_cleans_temp
         json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "token": "killed", "since": 0})
     )
 
-    again = subprocess.run(_run_cmd(grid_file, results), env=_env(), capture_output=True, text=True, timeout=900)
+    again = subprocess.run(run_command(grid_file, results), env=worker_env(), capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:]
     assert "Traceback" not in again.stdout + again.stderr
     assert sorted(_trained(again.stdout)) == sorted(ids[:2])  # only the damaged cells are recomputed
