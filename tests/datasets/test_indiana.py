@@ -17,11 +17,12 @@ from chexbench.datasets.labels import (
 )
 
 # positive reports (with images) per label in the real collection, under the documented table
+# (manual MeSH terms only: the indexer's automatic terms include denied findings)
 REAL_POSITIVE_REPORTS = {
-    "no_finding": 1379, "lung_opacity": 602, "atelectasis": 374, "cardiomegaly": 364, "support_devices": 236,
-    "pleural_effusion": 177, "nodule": 121, "emphysema": 116, "edema": 115, "fracture": 98, "infiltration": 93,
-    "pneumonia": 82, "hernia": 50, "pleural_thickening": 47, "fibrosis": 37, "consolidation": 30,
-    "pneumothorax": 26, "enlarged_cardiomediastinum": 17, "mass": 15, "lung_lesion": 13,
+    "no_finding": 1379, "lung_opacity": 596, "cardiomegaly": 364, "atelectasis": 315, "support_devices": 236,
+    "pleural_effusion": 149, "nodule": 106, "emphysema": 100, "edema": 92, "fracture": 83, "infiltration": 60,
+    "hernia": 46, "pleural_thickening": 43, "pneumonia": 40, "fibrosis": 32, "consolidation": 30,
+    "pneumothorax": 26, "enlarged_cardiomediastinum": 17, "mass": 15, "lung_lesion": 10,
 }
 
 
@@ -42,7 +43,7 @@ def test_real_reports_images_patients_and_label_counts(real):
     for label, n in REAL_POSITIVE_REPORTS.items():
         assert int((reports[label] == 1).sum()) == n, label
     unindexed = reports[list(INDIANA_LABELS)].isna().all(axis=1)
-    assert int(unindexed.sum()) == 81
+    assert int(unindexed.sum()) == 92  # 'No Indexing' by hand, whatever the automatic indexer added
     indexed = reports[~unindexed]
     assert not indexed[list(INDIANA_LABELS)].isna().any().any()  # indexed reports: every label 1 or 0
     y = apply_uncertainty(idx[list(INDIANA_LABELS)].to_numpy(), INDIANA_LABELS, "ignore")
@@ -72,7 +73,8 @@ def test_seeded_patient_split_and_first_image_view_rule(real):
 def test_one_report_end_to_end_from_its_xml():
     name, data = next((n, d) for n, d in real_indiana_reports(40) if n.endswith("/1.xml"))
     rep = parse_report(name, data)
-    assert rep == {"report_id": "CXR1", "terms": ["normal"], "images": ["CXR1_1_IM-0001-3001", "CXR1_1_IM-0001-4001"]}
+    assert rep["report_id"] == "CXR1" and rep["terms"] == ["normal"]
+    assert rep["images"] == ["CXR1_1_IM-0001-3001", "CXR1_1_IM-0001-4001"]
     labels = report_labels(rep["terms"])
     assert labels["no_finding"] == 1 and sum(labels.values()) == 1
     assert report_labels(["Cardiomegaly/mild", "Pleural Effusion/right", "normal"]) == {
@@ -117,3 +119,54 @@ def test_views_from_the_real_dicom_metadata(tmp_path):
             assert idx.loc[image_id, "view"] == want, image_id
             checked += 1
     assert checked >= 10
+
+
+def test_findings_the_report_denies_are_not_positives(real):
+    # the automatic indexer tagged these reports with the finding their text denies
+    reports = {parse_report(n, d)["report_id"]: parse_report(n, d) for n, d in real_indiana_reports()}
+    idx = real[1].drop_duplicates("patient_id").set_index("patient_id")
+    for uid, label, term in (("CXR349", "pleural_effusion", "pleural effusion"), ("CXR1695", "pneumonia", "pneumonia")):
+        assert any(term in t.lower() for t in reports[uid]["automatic"]), uid  # the automatic term is there
+        assert not any(term in t.lower() for t in reports[uid]["terms"]), uid  # the manual indexing has none
+        assert idx.loc[uid, label] == 0.0, uid
+
+
+def test_views_follow_the_image_based_view_file_over_dicom_and_the_order_rule(real, tmp_path):
+    root = tmp_path / "ind"
+    root.mkdir()
+    shutil.copy(real_label_file("indiana"), root / "NLMCXR_reports.tgz")
+    shutil.copy(real_label_file("indiana_tsne"), root / "nlmcxr_tsne_pa.csv.gz")
+    idx = load_indiana_index(root)
+    tsne = pd.read_csv(root / "nlmcxr_tsne_pa.csv.gz").set_index("imageid")["tsne-view"]
+    views = idx.set_index("image_id")["view"]
+    assert (views[tsne.index] == tsne.map({"PA": "PA", "L": "LATERAL"})).all()
+    assert int((tsne == "L").sum()) == 584  # first images that the order rule alone calls frontal
+    # a report whose first image is lateral: its other image is the frontal one
+    cxr1 = idx[idx["patient_id"] == "CXR1"].set_index("image_id")["view"].to_dict()
+    assert cxr1 == {"CXR1_1_IM-0001-3001": "LATERAL", "CXR1_1_IM-0001-4001": "FRONTAL"}
+    multi = idx.groupby("patient_id")["view"].filter(lambda v: len(v) > 1)  # a lone image may be a lateral
+    assert (idx.loc[multi.index].groupby("patient_id")["view"].apply(lambda v: (v != "LATERAL").sum()) >= 1).all()
+    # with the DICOM metadata too, the image-based view wins where they disagree; DICOM names the rest
+    shutil.copy(real_label_file("indiana_dicom"), root / "nlmcxr_dicom_metadata.csv.gz")
+    both = load_indiana_index(root).set_index("image_id")["view"]
+    assert (both[tsne.index] == tsne.map({"PA": "PA", "L": "LATERAL"})).all()
+    meta = pd.read_csv(root / "nlmcxr_dicom_metadata.csv.gz", usecols=["imageid", "View Position"]).dropna()
+    rest = meta[~meta["imageid"].isin(tsne.index)].set_index("imageid")["View Position"]
+    rest = rest[rest.index.isin(both.index)]
+    assert len(rest) > 1000 and (both[rest.index] == rest.map(lambda v: v if v in ("PA", "AP") else "LATERAL")).all()
+
+
+def test_a_report_edited_in_place_changes_the_label_fingerprint(tmp_path):
+    # rewriting a file keeps its folder's size and mtime: the fingerprint must see the file itself
+    import os
+
+    from chexbench.datasets.indiana import Indiana
+    from chexbench.datasets.prepared import label_file_fingerprint
+
+    root = write_indiana_layout(tmp_path, real_indiana_reports(5))
+    before = label_file_fingerprint(Indiana(), root)
+    report = sorted((root / "ecgen-radiology").glob("*.xml"))[0]
+    folder_stat = os.stat(report.parent)
+    report.write_bytes(report.read_bytes().replace(b"</MeSH>", b"<major>Cardiomegaly</major></MeSH>"))
+    os.utime(report.parent, ns=(folder_stat.st_atime_ns, folder_stat.st_mtime_ns))
+    assert label_file_fingerprint(Indiana(), root) != before

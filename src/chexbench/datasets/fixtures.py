@@ -28,6 +28,7 @@ REAL_FILES = {
     "nih_boxes": "BBox_List_2017.csv.gz",
     "indiana": "NLMCXR_reports.tgz",
     "indiana_dicom": "nlmcxr_dicom_metadata.csv.gz",
+    "indiana_tsne": "nlmcxr_tsne_pa.csv.gz",
 }
 
 
