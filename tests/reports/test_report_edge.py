@@ -117,3 +117,35 @@ def test_a_report_killed_while_drawing_leaves_nothing_after_the_next_report(tmp_
     live = make_temp_dir(root, "figures")  # this process's: still being written
     write_report(root, n_boot=100, figures=False)
     assert not left[0].exists() and live.is_dir()
+
+
+def test_configurations_that_differ_only_invisibly_get_distinct_rows():
+    # a record written before a setting existed (key absent) beside one that sets it to null, and 5 vs 5.0:
+    # both used to show as "default" / "5", so one leaderboard row silently replaced the other
+    from chexbench.reports.leaderboard import display_values, varying_keys
+
+    configs = {"old": {"strategy": "scratch"}, "new": {"strategy": "scratch", "settings.pretrain_source": None},
+               "i": {"strategy": "scratch", "settings.epochs": 5}, "f": {"strategy": "scratch", "settings.epochs": 5.0}}
+    varying, split = varying_keys(configs)
+    assert varying == split == ["settings.epochs", "settings.pretrain_source"]
+    shown = display_values(configs, varying)
+    assert shown["old"]["settings.pretrain_source"] == "unset" and shown["new"]["settings.pretrain_source"] == "null"
+    assert shown["i"]["settings.epochs"] == "5" and shown["f"]["settings.epochs"] == "5.0"
+    assert len({tuple(v.values()) for v in shown.values()}) == 4
+    plain = display_values({"a": {"x": 0.1}, "b": {"x": 0.2}, "c": {}}, ["x"])  # no ambiguity: the usual display
+    assert [plain[h]["x"] for h in "abc"] == ["0.1", "0.2", "default"]
+
+
+def test_an_old_and_a_new_record_of_one_setting_are_both_in_the_leaderboard(tmp_path):
+    rows = [(f"t{p}", f"tp{p}", "a", float(p % 2), 0.3 + 0.05 * p + (0.2 if p % 2 else 0.0), "test") for p in range(12)]
+    preds = pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "y_score", "split"])
+    store = ResultStore(tmp_path)
+    for cell_id, seed, extra in (("old0", 0, {}), ("new1", 1, {"settings": {"pretrain_source": None}})):
+        rec = _record(cell_id, "scratch", "resnet50", "chexpert", "finetune", 1.0, seed)
+        cfg = json.loads(rec["config_json"]) | extra
+        rec["config_json"], rec["eval_labels_json"] = json.dumps(cfg, sort_keys=True), json.dumps(["a"])
+        store.write(rec, preds)
+    text = write_report(tmp_path, n_boot=100, figures=False).read_text()
+    board = text[text.index("## Leaderboards"):text.index("## Paired")]
+    assert "| `scratch` | unset |" in board and "| `scratch` | null |" in board
+    assert len(pd.read_parquet(tmp_path / "leaderboard.parquet")) == 2

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chexbench.core.errors import ChexbenchError
 from chexbench.reports.aggregate import CONFIG_AXES, LoadedResults, configuration_stream
 from chexbench.reports.bootstrap import macro_point, macro_replicates
 from chexbench.reports.compare import adjust_p_values, paired_delta
@@ -71,11 +72,38 @@ def display_value(value: Any) -> str:
     return str(value)
 
 
+#: how a key a configuration does not have at all shows where that must be told from ``null``
+#: (a record written before the key existed beside one that sets it to nothing)
+UNSET = "unset"
+
+
+def _canonical(config: dict[str, Any], key: str) -> str:
+    """The exact value of ``key`` in ``config``: absent, ``null``, ``5`` and ``5.0`` all differ."""
+    return "\x00absent" if key not in config else json.dumps(config[key], sort_keys=True, default=str)
+
+
+def display_values(configurations: dict[str, dict[str, Any]], keys: list[str]) -> dict[str, dict[str, str]]:
+    """``{hash: {key: shown value}}``: :func:`display_value`, except for a key where two different
+    values would show alike (absent and ``null`` both ``default``; ``5`` and ``5.0``; floats equal to 6
+    digits), which shows its exact values instead (``unset``, ``null``, ``5.0``, ``0.1000001``) —
+    otherwise two configurations get the same row label and one row hides the other."""
+    out: dict[str, dict[str, str]] = {h: {} for h in configurations}
+    for k in keys:
+        shown = {h: display_value(c.get(k)) for h, c in configurations.items()}
+        exact = {h: _canonical(c, k) for h, c in configurations.items()}
+        if len(set(shown.values())) < len(set(exact.values())):
+            shown = {h: UNSET if k not in c else json.dumps(c[k], sort_keys=True, default=str) for h, c in configurations.items()}
+        for h in configurations:
+            out[h][k] = shown[h]
+    return out
+
+
 def varying_keys(configurations: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
     """(every non-axis key whose value differs between configurations, the subset that differs
-    between two configurations with the same five axes: these must be shown to tell rows apart)."""
+    between two configurations with the same five axes: these must be shown to tell rows apart).
+    Values are compared exactly (absent ≠ ``null``, ``5`` ≠ ``5.0``), not as they are shown."""
     keys = sorted({k for c in configurations.values() for k in c} - AXIS_KEYS)
-    values = {h: {k: display_value(c.get(k)) for k in keys} for h, c in configurations.items()}
+    values = {h: {k: _canonical(c, k) for k in keys} for h, c in configurations.items()}
     varying = [k for k in keys if len({v[k] for v in values.values()}) > 1]
     by_axes: dict[tuple, list[str]] = {}
     for h, c in configurations.items():
@@ -173,6 +201,7 @@ def build_tables(results: LoadedResults, baseline: str = "scratch") -> Tables:
     ts_labels, ts_undefined = test_set_label_sets(results)
     varying, split = varying_keys(results.configurations)
     configs = _configurations(results, ts_labels, varying, split)
+    _check_rows_are_distinct(configs.values())
     order = sorted(configs.values(), key=lambda c: (*(c.axes[a] for a in CONFIG_AXES), *(c.keys[k] for k in split)))
     bases = {c.hash: _baseline_of(c, configs, split, baseline) for c in order}
 
@@ -198,14 +227,14 @@ def _configurations(
 ) -> dict[str, _Configuration]:
     """Every configuration of the successful cells, its seeds pooled, by configuration hash."""
     configs: dict[str, _Configuration] = {}
+    shown = display_values(results.configurations, varying)
     ok = results.ok.sort_values([*CONFIG_AXES, "seed", "cell_id"])
     for h, recs in ok.groupby("configuration_hash", sort=False):
         cell_ids = list(recs["cell_id"])
         test_keys = sorted({results.test_set_of[c] for c in cell_ids})
         labels = [k for k in ts_labels[test_keys[0]] if all(k in ts_labels[t] for t in test_keys)
                   and all(k in results.scores[c].labels for c in cell_ids)]  # only its own evaluation labels
-        cfg = results.configurations[h]
-        keys = {k: display_value(cfg.get(k)) for k in varying}
+        keys = shown[h]
         first = recs.iloc[0]
         configs[h] = _Configuration(
             hash=str(h),
@@ -220,6 +249,20 @@ def _configurations(
             summaries=_summaries(results, cell_ids, labels, str(h)),
         )
     return configs
+
+
+def _check_rows_are_distinct(configs: Any) -> None:
+    """Two configurations the tables would show as one row (same axes and shown keys) are an error,
+    never one row silently replacing the other."""
+    seen: dict[tuple, str] = {}
+    for c in configs:
+        row = (*(str(c.axes[a]) for a in CONFIG_AXES), c.label)
+        if row in seen:
+            raise ChexbenchError(
+                f"configurations {seen[row][:12]} and {c.hash[:12]} would show as the same row '{c.label}' "
+                f"({', '.join(f'{a}={c.axes[a]}' for a in CONFIG_AXES)}); their settings differ only where the report cannot show it"
+            )
+        seen[row] = c.hash
 
 
 def _leaderboard_row(

@@ -149,7 +149,8 @@ def leaderboard_section(t: Tables, results: LoadedResults) -> str:
     keys = key_columns(t)
     if keys:
         parts.append("Configurations that share strategy, backbone, dataset, protocol and label fraction but differ in "
-                     f"{', '.join(f'`{k}`' for k in keys)} are separate rows, never pooled (`default`: not set in the grid).\n")
+                     f"{', '.join(f'`{k}`' for k in keys)} are separate rows, never pooled (`default`: not set in the grid; "
+                     "`unset`: absent from a record written before the setting existed, beside `null` where it is set to nothing).\n")
     for (dataset, protocol), g in lb.groupby(["dataset", "protocol"], sort=True):
         parts.append(f"### {dataset} · {protocol}\n")
         test_keys = sorted({k for ks in g["test_set"] for k in ks.split(",")})
