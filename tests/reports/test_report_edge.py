@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from synthetic_store import _record
@@ -149,3 +150,22 @@ def test_an_old_and_a_new_record_of_one_setting_are_both_in_the_leaderboard(tmp_
     board = text[text.index("## Leaderboards"):text.index("## Paired")]
     assert "| `scratch` | unset |" in board and "| `scratch` | null |" in board
     assert len(pd.read_parquet(tmp_path / "leaderboard.parquet")) == 2
+
+
+def test_a_row_whose_macro_uses_other_labels_than_the_header_says_so(tmp_path):
+    # eval labels changed between versions: one strategy's records evaluate a, b; the other's a, b, c
+    rng = np.random.default_rng(3)
+    store = ResultStore(tmp_path)
+    for cell_id, strategy, labels in (("s0", "scratch", ["a", "b"]), ("c0", "simclr", ["a", "b", "c"])):
+        rows = [(f"i{p}", f"p{p}", lab, float((p + k) % 2), rng.random() + 0.5 * ((p + k) % 2), "test")
+                for p in range(30) for k, lab in enumerate("abc")]
+        rec = _record(cell_id, strategy, "resnet50", "chexpert", "finetune", 1.0, 0)
+        rec["eval_labels_json"] = json.dumps(labels)
+        store.write(rec, pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "y_score", "split"]))
+    text = write_report(tmp_path, n_boot=100, figures=False).read_text()
+    board = text[text.index("## Leaderboards"):text.index("## Paired")]
+    assert "macro over 3 label(s): a, b, c." in board
+    scratch_row = next(line for line in board.splitlines() if line.startswith("| `scratch`"))
+    simclr_row = next(line for line in board.splitlines() if line.startswith("| `simclr`"))
+    assert scratch_row.endswith("(see note 1) |") and "see note" not in simclr_row
+    assert "Note 1: `scratch` · resnet50: macro over 2 label(s): a, b — not the test set's list above." in board

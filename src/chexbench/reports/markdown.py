@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 
@@ -166,13 +167,26 @@ def leaderboard_section(t: Tables, results: LoadedResults) -> str:
         backbones = sorted(g["backbone"].unique())
         for fraction, gf in g.groupby("label_fraction", sort=True):
             parts.append(f"Label fraction {fmt_fraction(fraction)}:\n")
-            rows = []
+            rows, other_labels = [], []
             for _, gs in gf.groupby(["strategy", *keys], sort=True):
                 by_bb = {r["backbone"]: r for _, r in gs.iterrows()}
                 first = gs.iloc[0]
-                rows.append([f"`{first['strategy']}`", *[first[k] for k in keys]]
-                            + [leaderboard_cell(by_bb[b]) if b in by_bb else "—" for b in backbones])
-            parts.append(table(["strategy", *keys, *backbones], rows) + seeds_note(gf["n_seeds"]) + "\n")
+                cells = []
+                for b in backbones:
+                    if b not in by_bb:
+                        cells.append("—")
+                        continue
+                    cell = leaderboard_cell(by_bb[b])
+                    own = json.loads(by_bb[b]["labels"])
+                    header = [lab for k in str(by_bb[b]["test_set"]).split(",") for lab in t.test_set_labels.get(k, [])]
+                    if list(dict.fromkeys(header)) != own:  # its records evaluate other labels than the header lists
+                        other_labels.append(f"`{first['strategy']}` · {b}: macro over {len(own)} label(s): "
+                                            f"{', '.join(own) or 'none'} — not the test set's list above")
+                        cell += f" (see note {len(other_labels)})"
+                    cells.append(cell)
+                rows.append([f"`{first['strategy']}`", *[first[k] for k in keys], *cells])
+            notes = "".join(f"\nNote {i}: {text}." for i, text in enumerate(other_labels, 1))
+            parts.append(table(["strategy", *keys, *backbones], rows) + seeds_note(gf["n_seeds"]) + notes + "\n")
     return "\n".join(parts)
 
 
