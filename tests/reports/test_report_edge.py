@@ -96,6 +96,47 @@ def test_localization_section_appears_when_cells_stored_one(tmp_path):
     assert "| 12 | — | 0.500 | — | 0.100 |" in text  # a record of the older format: no flat-map count, no interval
 
 
+def _localization_cell(cell_id: str, created: str, hits: list[int], macro: float, warning: str = "") -> dict:
+    n = len(hits)
+    rec = _record(cell_id, "scratch", "vit_tiny", "phantom-nih", "finetune", 1.0, 0)
+    rec["eval_labels_json"] = json.dumps(["a"])
+    rec["created_at"], rec["macro_auroc"] = created, macro
+    rate = sum(hits) / n
+    rec["data_json"] = json.dumps({"protocol_extra": {
+        "head": "linear", "head_notes": [f"warning: {warning}"] if warning else [],
+        "localization": {"method": "gradcam", "pairs": n, "pointing_hit_rate": rate, "random_hit_rate": 0.1,
+                         "tolerant": {"tolerance_px": 15.0, "pointing_hit_rate": rate, "random_hit_rate": 0.2},
+                         "pair_detail": {"image_id": [f"i{k}" for k in range(n)], "cluster": [f"p{k}" for k in range(n)],
+                                         "label": ["a"] * n, "hit": hits, "hit_tolerant": hits, "random": [0.1] * n,
+                                         "random_tolerant": [0.2] * n, "flat": [0] * n}}}})
+    return rec
+
+
+def test_localization_and_warnings_leave_out_a_superseded_cell(tmp_path):
+    # the same configuration and seed ran twice: the tables keep the newer cell; the localization table
+    # must not pool the older one as a second seed, nor the warnings list it
+    store = ResultStore(tmp_path)
+    rows = [(f"i{p}", f"p{p}", "a", float(p % 2), 0.1 + 0.1 * p, "test") for p in range(8)]
+    preds = pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "y_score", "split"])
+    store.write(_localization_cell("old0001", "2026-01-01T00:00:00+00:00", [0, 0, 0, 0], 0.5, "old head caveat"), preds)
+    store.write(_localization_cell("new0001", "2026-02-01T00:00:00+00:00", [1, 1, 1, 1], 0.9), preds)
+    store.write(_record("f1", "scratch", "resnet50", "chexpert", "finetune", 1.0, 0, "failed", "CUDA out of memory")
+                | {"data_json": json.dumps({"protocol_extra": {"head_notes": ["warning: failed cell caveat"]}})}, None)
+    text = write_report(tmp_path, n_boot=50, figures=False).read_text()
+    assert "| `old0001` | `new0001` |" in text  # listed as superseded
+    loc = text[text.index("## Localization"):]
+    loc = loc[:loc.index("\n## ", 3)]
+    row = next(line for line in loc.splitlines() if line.startswith("| phantom-nih"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    header = next(line for line in loc.splitlines() if line.startswith("| dataset"))
+    col = {name.strip(): i for i, name in enumerate(header.strip("|").split("|"))}
+    assert cells[col["seeds"]] == "1" and cells[col["macro AUROC"]] == "0.900" and cells[col["pointing"]] == "1.000"
+    assert "0.500" not in row
+    warnings = text[text.index("## Warnings"):]
+    assert "failed cell caveat" in warnings  # failed cells keep their warnings
+    assert "old head caveat" not in text and "`old0001` | scratch" not in text
+
+
 def test_a_report_killed_while_drawing_leaves_nothing_after_the_next_report(tmp_path):
     # SIGKILL while the figures are staged: the staging folder survives the writer; the next report
     # (or run) removes it because its writer is dead — and leaves a live writer's staging alone

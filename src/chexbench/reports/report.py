@@ -104,6 +104,13 @@ def methods_section(results: LoadedResults) -> str:
     )
 
 
+def _without_superseded(records: pd.DataFrame, results: LoadedResults) -> pd.DataFrame:
+    """``records`` less the superseded cells (their configuration and seed has a newer run)."""
+    if results.superseded.empty:
+        return records
+    return records[~records["cell_id"].isin(set(results.superseded["cell_id"]))]
+
+
 def render_report(results: LoadedResults, tables: Tables, figures_md: str = "", cross: pd.DataFrame | None = None) -> str:
     """The full Markdown text of the report."""
     n_ok, n_failed, n_skipped = len(results.ok), len(results.failed), len(results.skipped)
@@ -122,8 +129,10 @@ def render_report(results: LoadedResults, tables: Tables, figures_md: str = "", 
         crosscheck_section(cross if cross is not None else pd.DataFrame(), tables, results),
         per_label_section(tables, results.n_boot),
         calibration_section(tables, results),
-        localization_section(results.records),  # "" unless cells stored a localization result
-        warnings_section(results.records),  # "" unless a cell recorded a warning (reports/cell_warnings.py)
+        # the cells the tables use: superseded cells (same configuration and seed, an older run) are out,
+        # else the localization table would count them as extra seeds; the warnings also keep failed cells
+        localization_section(results.ok),  # "" unless cells stored a localization result
+        warnings_section(_without_superseded(results.records, results)),  # "" unless a cell recorded a warning
     ]
     if figures_md:
         sections.append(figures_md)
