@@ -10,6 +10,7 @@ from scipy.stats import norm
 from chexbench.core.auroc import resampled_auroc_auprc
 from chexbench.core.errors import DataError
 from chexbench.reports.bootstrap import (
+    check_prediction_frame,
     draw_patient_resamples,
     patient_set_key,
     percentile_ci,
@@ -87,3 +88,16 @@ def test_coverage_patient_level_nominal_image_level_under_covers():
     print(f"coverage: patient-level {coverage_patient:.3f}, image-level {coverage_image:.3f}")
     assert 0.93 <= coverage_patient <= 0.97, coverage_patient
     assert coverage_image < 0.88, coverage_image
+
+
+@pytest.mark.parametrize("column", ["patient_id", "image_id"])
+@pytest.mark.parametrize("blank", [None, np.nan, "", "  "])
+def test_a_blank_patient_or_image_id_is_refused_naming_the_column_and_the_count(column, blank):
+    # "nan" (what astype(str) makes of a null) would otherwise become one fake patient holding every such image
+    df = pd.DataFrame({"image_id": [f"i{k}" for k in range(6)], "patient_id": [f"p{k}" for k in range(6)],
+                       "label": "a", "y_true": [0.0, 1.0] * 3, "y_score": np.linspace(0, 1, 6)})
+    check_prediction_frame(df, "preds.csv")
+    df[column] = df[column].astype(object)
+    df.loc[[1, 4], column] = blank
+    with pytest.raises(DataError, match=rf"^preds\.csv: column '{column}' is empty \(null or blank\) in 2 of 6 row\(s\)"):
+        check_prediction_frame(df, "preds.csv")

@@ -75,6 +75,27 @@ def test_an_image_under_two_patient_ids_is_an_error(three, tmp_path):
     assert r.exit_code == 2 and "img5_0" in r.output and "pat77" in r.output
 
 
+def test_a_blank_patient_id_is_one_line_naming_the_file_column_and_rows(three, tmp_path):
+    # blank in a CSV, null in a Parquet file: every such image would otherwise be one patient "nan"
+    a, b, _ = three
+    blank = tmp_path / "blank.csv"
+    df = pd.read_csv(a)
+    df.loc[:9, "patient_id"] = ""
+    df.to_csv(blank, index=False)
+    nulls = tmp_path / "nulls.parquet"
+    df = pd.read_csv(b)
+    df["image_id"] = df["image_id"].astype(object)
+    df.loc[[3, 7, 11], "image_id"] = None
+    df.to_parquet(nulls)
+    for cmd in (["score", str(blank)], ["compare", str(blank), str(b)], ["compare", str(a), str(blank)]):
+        r = CliRunner(env={"COLUMNS": "220"}).invoke(app, [*cmd, "--bootstrap", "100"])
+        assert r.exit_code == 2 and "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
+        assert f"{blank}: column 'patient_id' is empty (null or blank) in 10 of 240 row(s)" in " ".join(r.output.split())
+    r = CliRunner(env={"COLUMNS": "220"}).invoke(app, ["score", str(nulls), "--bootstrap", "100"])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert f"{nulls}: column 'image_id' is empty (null or blank) in 3 of 240 row(s)" in " ".join(r.output.split())
+
+
 def test_masked_in_one_file_and_known_in_the_other_is_not_paired(three, tmp_path):
     a, b, _ = three
     other = tmp_path / "ones.csv"

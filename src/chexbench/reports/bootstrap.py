@@ -140,6 +140,11 @@ def check_prediction_frame(df: pd.DataFrame, source: str) -> None:
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise DataError(f"{source}: missing column(s) {', '.join(missing)} (need {', '.join(need)})")
+    for col in ("image_id", "patient_id"):  # a blank id would turn into the string "nan": one fake patient / image
+        blank = df[col].isna() | (df[col].astype(str).str.strip() == "")
+        if blank.any():
+            raise DataError(f"{source}: column '{col}' is empty (null or blank) in {int(blank.sum())} of {len(df)} "
+                            f"row(s); every row needs one")
     for col in ("y_true", "y_score"):
         if not pd.api.types.is_numeric_dtype(df[col]):
             raise DataError(f"{source}: column '{col}' must be numeric")
