@@ -15,7 +15,9 @@ interval (the interval is conditional on both classes being present).
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -132,6 +134,29 @@ def percentile_ci(replicates: np.ndarray, level: float = CI_LEVEL) -> tuple[floa
     alpha = (1 - level) / 2
     lo, hi = np.quantile(r, [alpha, 1 - alpha])
     return float(lo), float(hi)
+
+
+def tail_rank(n: int, level: float = CI_LEVEL) -> int:
+    """Rank k of the lower bound of the paired interval on ``n`` finite replicates (Davison & Hinkley
+    1997 §5.2.1: the (n + 1)·α/2-th order statistic, strict), k = ⌈(n + 1)·α/2⌉ − 1 in exact arithmetic
+    so that a level of 0.95 means α/2 = 1/40, not the float 0.025000000000000022; ≤ 0 when n is too
+    small for an interval at this level."""
+    alpha_half = (1 - Fraction(level).limit_denominator(10**6)) / 2
+    return math.ceil((n + 1) * alpha_half) - 1
+
+
+def order_statistic_ci(replicates: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float]:
+    """Percentile interval [Δ_(k), Δ_(n+1−k)] of the finite replicates, k = :func:`tail_rank` (NaN, NaN
+    when k ≤ 0: fewer than 40 finite replicates for 95%). Paired Δ use it because it makes the
+    bootstrap p-value of :func:`chexbench.reports.compare.bootstrap_p_value` exact: the interval
+    excludes 0 exactly when that p < 1 − level."""
+    r = np.sort(np.asarray(replicates, dtype=float))
+    r = r[np.isfinite(r)]
+    n = len(r)
+    k = tail_rank(n, level)
+    if n == 0 or k <= 0:
+        return float("nan"), float("nan")
+    return float(r[k - 1]), float(r[n - k])
 
 
 def check_prediction_frame(df: pd.DataFrame, source: str) -> None:

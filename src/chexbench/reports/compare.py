@@ -1,12 +1,17 @@
 """Paired comparisons on shared resamples, and multiple-comparison corrections.
 
 Two configurations evaluated on the same test set are compared on the *same* patient
-resamples: Δ_b = A_b − B_b. The interval is the percentile interval of Δ_b; the two-sided
-p-value inverts it (p < 0.05 exactly when the 95% interval excludes 0):
+resamples: Δ_b = A_b − B_b, over the n finite Δ_b (resamples where either arm lost a class are
+counted and left out). The two-sided p-value (Davison & Hinkley 1997 §4.4; the +1 keeps a finite
+number of resamples from claiming p = 0, which a Holm correction would not penalise):
 
-    p = min(1, 2 · min(#{Δ_b ≤ 0} + 1, #{Δ_b ≥ 0} + 1) / (B + 1))
+    p = min(1, 2 · min(#{Δ_b ≤ 0} + 1, #{Δ_b ≥ 0} + 1) / (n + 1))
 
-(the +1 keeps a finite number of resamples from claiming p = 0; Davison & Hinkley 1997 §4.4).
+The interval is the percentile interval that this p inverts exactly, the order statistics
+[Δ_(k), Δ_(n+1−k)] with k = ⌈(n + 1)·α/2⌉ − 1 (α = 1 − level; :func:`order_statistic_ci`): it
+excludes 0 exactly when p < α (#{Δ_b ≤ 0} < k ⟺ Δ_(k) > 0). With fewer than 40 finite
+resamples (95%) k is 0: no interval (NaN) and p ≥ 0.05.
+
 Corrections use statsmodels: Holm (1979) controls the family-wise error, Benjamini &
 Hochberg (1995) the false-discovery rate; the caller states which comparisons form the family.
 """
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from statsmodels.stats.multitest import multipletests
 
-from chexbench.reports.bootstrap import CI_LEVEL, percentile_ci
+from chexbench.reports.bootstrap import CI_LEVEL, order_statistic_ci
 
 
 @dataclass(frozen=True)
@@ -40,13 +45,14 @@ def paired_delta(point_a: float, point_b: float, reps_a: np.ndarray, reps_b: np.
     delta = float(point_a - point_b)
     if not np.isfinite(delta) or len(finite) == 0:
         return PairedDelta(float("nan"), float("nan"), float("nan"), float("nan"), len(finite), len(d) - len(finite))
-    lo, hi = percentile_ci(finite, level)
+    lo, hi = order_statistic_ci(finite, level)
     return PairedDelta(delta, lo, hi, bootstrap_p_value(finite), len(finite), len(d) - len(finite))
 
 
 def bootstrap_p_value(delta_replicates: np.ndarray) -> float:
-    """Two-sided p-value for Δ = 0 by inverting the percentile interval (finite replicates)."""
+    """Two-sided p-value for Δ = 0 (module docstring); non-finite replicates are left out."""
     d = np.asarray(delta_replicates, dtype=float)
+    d = d[np.isfinite(d)]
     n = len(d)
     below = (np.sum(d <= 0) + 1) / (n + 1)
     above = (np.sum(d >= 0) + 1) / (n + 1)

@@ -98,8 +98,10 @@ def methods_section(results: LoadedResults) -> str:
         "of that interval (column `n_degenerate` of `leaderboard.csv`). A macro value needs every macro label defined.\n"
         "- Seeds: mean ± sd over seeds; the interval is a two-level bootstrap (seeds resampled inside each patient "
         "resample), so it covers test-sample and seed variation. With one seed it is the patient-level interval only.\n"
-        "- Paired Δ vs the baseline: same patient resamples for both arms; two-sided p by inverting the percentile "
-        "interval; Holm and Benjamini–Hochberg corrections over the family stated above.\n"
+        "- Paired Δ vs the baseline: same patient resamples for both arms; two-sided p = 2·min(#Δ ≤ 0 + 1, #Δ ≥ 0 + 1)"
+        " / (n + 1) over the n resamples with Δ defined, and the interval the percentile interval this p inverts "
+        "exactly (order statistics k and n + 1 − k, k = ⌈(n + 1)·0.025⌉ − 1), so p < 0.05 exactly when it excludes 0; "
+        "Holm and Benjamini–Hochberg corrections over the family stated above.\n"
         "- DeLong's test assumes independent images; it is a cross-check only (see `docs/STATISTICS.md`).\n"
     )
 
