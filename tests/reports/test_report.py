@@ -103,3 +103,14 @@ def test_per_label_table_deltas_and_undefined(report_dir):
     undefined = pl[pl["label"] == "pneumothorax"]
     assert undefined["auroc"].isna().all() and (undefined["undefined_reason"] == "no positive test image").all()
     assert (pl["p_bh"].dropna() >= pl["p_value"].dropna()).all()
+
+
+def test_fmt_delta_never_prints_a_negative_zero_and_says_when_there_is_no_interval():
+    from chexbench.reports.markdown import fmt_delta, fmt_signed
+
+    assert fmt_delta(-0.0004, -0.0009, -0.0001) == "+0.000 [-0.001, +0.000]"
+    assert fmt_delta(-0.0, -0.0004, 0.0004) == "+0.000 [+0.000, +0.000]"
+    assert fmt_delta(-0.0006, -0.0012, 0.0) == "-0.001 [-0.001, +0.000]"  # a real negative keeps its sign
+    assert fmt_delta(0.012, float("nan"), float("nan")) == "+0.012 [n/a]"  # too few resamples (compare.py)
+    assert fmt_delta(float("nan"), 0.0, 0.0) == "n/a"
+    assert fmt_signed(-0.0001) == "+0.000" and fmt_signed(-0.0005001) == "-0.001"  # the DeLong bounds use it too

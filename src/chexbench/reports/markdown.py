@@ -37,10 +37,19 @@ def fmt_ci(mean: float, low: float, high: float, digits: int = 3) -> str:
     return f"{fmt(mean, digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
 
 
+def fmt_signed(x: float) -> str:
+    """``+.3f`` without a negative zero: -0.0004 rounds to "+0.000", not "-0.000"."""
+    text = f"{float(x):+.3f}"
+    return "+0.000" if text == "-0.000" else text
+
+
 def fmt_delta(delta: float, low: float, high: float) -> str:
+    """Δ [low, high]; "[n/a]" when there is no interval (too few finite resamples, compare.py)."""
     if not math.isfinite(float(delta)):
         return "n/a"
-    return f"{delta:+.3f} [{low:+.3f}, {high:+.3f}]"
+    if not (math.isfinite(float(low)) and math.isfinite(float(high))):
+        return f"{fmt_signed(delta)} [n/a]"
+    return f"{fmt_signed(delta)} [{fmt_signed(low)}, {fmt_signed(high)}]"
 
 
 def fmt_p(p: float) -> str:
@@ -331,7 +340,8 @@ def crosscheck_section(cross: pd.DataFrame, t: Tables, results: LoadedResults) -
                  "shown only as a check, never as the result.\n")
     rows = [[r.dataset, r.protocol, fmt_fraction(r.label_fraction), r.backbone, f"`{r.configuration_label}`",
              fmt_delta(r.delta, r.bootstrap_ci_low, r.bootstrap_ci_high),
-             f"[{r.delong_ci_low:+.3f}, {r.delong_ci_high:+.3f}]", f"[{r.clustered_ci_low:+.3f}, {r.clustered_ci_high:+.3f}]",
+             f"[{fmt_signed(r.delong_ci_low)}, {fmt_signed(r.delong_ci_high)}]",
+             f"[{fmt_signed(r.clustered_ci_low)}, {fmt_signed(r.clustered_ci_high)}]",
              fmt(r.delong_width_ratio, 2), fmt(r.clustered_width_ratio, 2)] for r in cross.itertuples()]
     header = ["dataset", "protocol", "label fraction", "backbone", "strategy", "Δ [patient bootstrap 95% CI]",
               "DeLong 95% CI", "clustered DeLong 95% CI", "DeLong width ratio", "clustered width ratio"]

@@ -17,7 +17,7 @@ from chexbench.core.atomic import atomic_path
 from chexbench.reports.aggregate import LoadedResults
 from chexbench.reports.calibration import reliability
 from chexbench.reports.leaderboard import Tables
-from chexbench.reports.markdown import DEGENERATE_WARN, fmt, fmt_p
+from chexbench.reports.markdown import DEGENERATE_WARN, fmt, fmt_delta, fmt_p
 from chexbench.reports.names import config_label, display_name, fraction_words, row_label, setting_label
 
 
@@ -91,7 +91,7 @@ def forest_plot(tables: Tables, dataset: str, protocol: str, path: Path) -> Path
             significant = math.isfinite(r.p_holm) and r.p_holm < 0.05
             color = "tab:red" if significant else "tab:blue"
             ax.errorbar(r.delta, yi, xerr=[[r.delta - r.delta_ci_low], [r.delta_ci_high - r.delta]], fmt="o", color=color, capsize=3)
-            text = f"{r.delta:+.3f} [{r.delta_ci_low:+.3f}, {r.delta_ci_high:+.3f}]   p(Holm) {fmt_p(r.p_holm)}"
+            text = f"{fmt_delta(r.delta, r.delta_ci_low, r.delta_ci_high)}   p(Holm) {fmt_p(r.p_holm)}"
         else:
             text = f"n/a ({r.delta_note})"
         flags = _flags(r)
