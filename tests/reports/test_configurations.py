@@ -211,3 +211,29 @@ def test_one_seed_note_is_said_once_per_table_not_in_every_cell(tmp_path, seeds)
     text = write_report(tmp_path, n_boot=100, figures=False).read_text()
     board = text.split("## Leaderboards")[1].split("## Paired comparisons")[0]
     assert board.count("seed variation not estimated") == (1 if seeds == (0,) else 0)
+
+
+def test_seeds_pooled_across_code_versions_get_one_line_per_configuration(tmp_path):
+    store = ResultStore(tmp_path)
+    code = {("scratch", 0): ("0.1.0", "aaaaaaaaaaaa11"), ("scratch", 1): ("0.1.0", "bbbbbbbbbbbb22"),
+            ("simclr", 0): ("0.1.0", "cccccccccccc"), ("simclr", 1): ("0.1.0", "cccccccccccc"),  # same code: no line
+            ("mocov2", 0): ("0.1.0", ""), ("mocov2", 1): ("0.2.0", ""), ("mocov2", 2): ("0.2.0", "")}
+    for (strategy, seed), (version, sha) in code.items():
+        rec = _record(f"{strategy}{seed}", strategy, "resnet50", "chexpert", "finetune", 1.0, seed)
+        rec["chexbench_version"], rec["git_sha"] = version, sha
+        store.write(rec, _predictions(TRUTH, np.random.default_rng(seed + 10 * len(strategy)), 1.0))
+    text = write_report(tmp_path, n_boot=100, figures=False).read_text()
+    assert "**Seeds pooled across code versions.**" in text
+    lines = [line for line in text.splitlines() if "(seeds " in line and line.startswith("- `")]
+    assert lines == [
+        "- `mocov2` · resnet50 · chexpert · finetune · label fraction 1 (seeds 0,1,2): 0.1.0 no git sha: seed 0; "
+        "0.2.0 no git sha: seed 1,2",
+        "- `scratch` · resnet50 · chexpert · finetune · label fraction 1 (seeds 0,1): 0.1.0 aaaaaaaaaa: seed 0; "
+        "0.1.0 bbbbbbbbbb: seed 1",
+    ]
+    assert text.index("## Leaderboards") < text.index("**Seeds pooled across code versions.**") < text.index("## Paired comparisons")
+    # a failed cell (older code) is not pooled, so it does not count
+    store.write(_record("mocov2_2", "mocov2", "resnet50", "chexpert", "finetune", 1.0, 0) | {"status": "failed"}, None)
+    for strategy, seed in (("scratch", 1), ("mocov2", 0)):  # one code version per configuration now
+        store.record_path(f"{strategy}{seed}").unlink()
+    assert "across code versions" not in write_report(tmp_path, n_boot=100, figures=False).read_text()

@@ -168,6 +168,36 @@ def _drop_duplicate_seeds(candidates: pd.DataFrame) -> tuple[list[str], pd.DataF
     return kept, superseded.sort_values("cell_id").reset_index(drop=True)
 
 
+def mixed_code_versions(ok: pd.DataFrame) -> pd.DataFrame:
+    """The configurations whose pooled seeds were written by different code: one row per
+    configuration_hash whose ok cells differ in ``git_sha`` or ``chexbench_version`` (a blank value
+    counts as a value of its own), with ``seeds`` ("0,1") and ``versions`` ("0.1.0 aaaaaaaaaa: seed 0;
+    0.1.0 bbbbbbbbbb: seed 1"). Seeds of one configuration are pooled whatever code wrote them; a
+    change of code between seeds can change the numbers, so the report says so."""
+    columns = ["configuration_hash", "strategy", "backbone", "dataset", "protocol", "label_fraction", "seeds", "versions"]
+    if ok.empty or not {"git_sha", "chexbench_version"} <= set(ok.columns):
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for h, g in ok.groupby("configuration_hash", sort=False):
+        code = [(str(v or "").strip() or "?", str(sha or "").strip()[:10] or "no git sha")
+                for v, sha in zip(g["chexbench_version"], g["git_sha"], strict=True)]
+        if len(set(code)) < 2:
+            continue
+        by_code: dict[tuple[str, str], list[str]] = {}
+        for c, seed in zip(code, g["seed"], strict=True):
+            by_code.setdefault(c, []).append(str(seed))
+        versions = "; ".join(f"{v} {sha}: seed {','.join(sorted(seeds, key=_seed_order))}"
+                             for (v, sha), seeds in sorted(by_code.items()))
+        first = g.iloc[0]
+        rows.append({"configuration_hash": h, **{k: first[k] for k in CONFIG_AXES}, "versions": versions,
+                     "seeds": ",".join(sorted(map(str, g["seed"]), key=_seed_order))})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _seed_order(seed: str) -> tuple[int, str]:
+    return (int(seed), "") if seed.lstrip("-").isdigit() else (0, seed)
+
+
 def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResults:
     """Read records, skipped cells, pretraining logs; score every ok cell's test predictions."""
     root = Path(results_dir)

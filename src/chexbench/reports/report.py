@@ -29,7 +29,7 @@ from chexbench.core.atomic import (
     temp_name,
 )
 from chexbench.core.errors import ConfigError
-from chexbench.reports.aggregate import LoadedResults, load_results
+from chexbench.reports.aggregate import LoadedResults, load_results, mixed_code_versions
 from chexbench.reports.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED
 from chexbench.reports.cell_warnings import warnings_section
 from chexbench.reports.crosscheck import delong_crosscheck
@@ -113,6 +113,24 @@ def _without_superseded(records: pd.DataFrame, results: LoadedResults) -> pd.Dat
     return records[~records["cell_id"].isin(set(results.superseded["cell_id"]))]
 
 
+def code_versions_note(results: LoadedResults, tables: Tables) -> str:
+    """Under the leaderboards, one line per configuration whose pooled seeds come from different
+    code (``git_sha`` or ``chexbench_version``); "" when none."""
+    mixed = mixed_code_versions(results.ok)
+    if mixed.empty:
+        return ""
+    labels: dict[str, str] = {}
+    if not tables.leaderboard.empty and "configuration_label" in tables.leaderboard:
+        labels = dict(zip(tables.leaderboard["configuration_hash"].astype(str),
+                          tables.leaderboard["configuration_label"].astype(str), strict=False))
+    lines = [f"- `{labels.get(str(r.configuration_hash), r.strategy)}` · {r.backbone} · {r.dataset} · {r.protocol} · "
+             f"label fraction {float(r.label_fraction):g} (seeds {r.seeds}): {r.versions}"
+             for r in mixed.itertuples()]
+    return ("**Seeds pooled across code versions.** These rows pool seeds written by different code "
+            "(chexbench version and git sha); rerun the older seeds if the code changed what is measured.\n\n"
+            + "\n".join(lines) + "\n")
+
+
 def render_report(results: LoadedResults, tables: Tables, figures_md: str = "", cross: pd.DataFrame | None = None) -> str:
     """The full Markdown text of the report."""
     n_ok, n_failed, n_skipped = len(results.ok), len(results.failed), len(results.skipped)
@@ -127,6 +145,7 @@ def render_report(results: LoadedResults, tables: Tables, figures_md: str = "", 
         summary_section(tables),
         study_questions_section(results.ok, tables.baseline),
         leaderboard_section(tables, results),
+        code_versions_note(results, tables),  # "" unless a row pools seeds written by different code
         comparison_section(tables),
         crosscheck_section(cross if cross is not None else pd.DataFrame(), tables, results),
         per_label_section(tables, results.n_boot),
