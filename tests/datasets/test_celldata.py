@@ -274,3 +274,20 @@ def test_pretrain_pool_of_another_dataset_comes_from_pretrain_root(chexpert_root
     chexpert_train = build_cell_data(cell(chexpert_root)).train
     assert sorted(patients) == sorted(chexpert_train.patient_ids)
     assert images.shape == (len(chexpert_train), SIZE, SIZE)
+
+
+def test_a_rebuilt_cache_is_never_served_from_a_selection_of_the_old_one(chexpert_root, tmp_path, monkeypatch):
+    # the copied selection was keyed by the cache's name and rows only: after a rebuild under the same key
+    # (new pixels, e.g. a re-exported image) the old copy was served again
+    import os
+
+    monkeypatch.setattr(celldata, "IN_MEMORY_LIMIT_BYTES", 0)
+    before = build_cell_data(cell(chexpert_root, fraction=0.5))
+    assert len(list((tmp_path / "cache").glob("cells/*.u8"))) == 1
+    images = next((tmp_path / "cache").rglob("images.u8"))
+    new = images.with_name("images.u8.new")
+    new.write_bytes((255 - np.fromfile(images, dtype=np.uint8)).tobytes())  # a rebuild with other pixels
+    os.replace(new, images)
+    after = build_cell_data(cell(chexpert_root, fraction=0.5))
+    np.testing.assert_array_equal(after.train.image_ids, before.train.image_ids)
+    np.testing.assert_array_equal(np.asarray(after.train.images), 255 - np.asarray(before.train.images))

@@ -103,7 +103,11 @@ def _take_images(cache: PreparedCache, rows: np.ndarray) -> np.ndarray:
         return np.asarray(cache.images[rows])
     if rows[-1] - rows[0] + 1 == len(rows) and bool(np.all(np.diff(rows) == 1)):
         return cache.images[rows[0] : rows[-1] + 1]  # a contiguous block (see memmap_order): no copy
-    key = hashlib.sha256(cache.cache_id.encode() + rows.tobytes()).hexdigest()[:16]
+    # the pixels' identity, not only the cache's name: a rebuilt cache (same key, new images.u8) must not
+    # be served from a selection copied out of the old one
+    st = (cache.dir / "images.u8").stat()
+    pixels = f"{cache.cache_id}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+    key = hashlib.sha256(pixels.encode() + rows.tobytes()).hexdigest()[:16]
     path = cache_dir() / "cells" / f"{key}.u8"
     shape = (len(rows), s, s)
     if not path.is_file():
