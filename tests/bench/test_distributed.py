@@ -67,6 +67,13 @@ def _feature_net() -> nn.Module:
     return net
 
 
+def _bn_net() -> nn.Module:
+    torch.manual_seed(10)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    net.num_features = 2
+    return net
+
+
 def _worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
@@ -109,6 +116,15 @@ def _worker(rank: int, port: int, out: str) -> None:
     res["probs"] = predict_probs(probs_model, images, 3, torch.device("cpu"))
     res["features"] = extract_features(_feature_net(), images, 2, torch.device("cpu"), (0.5, 0.25), False)
     res["mean_over_ranks"] = D.mean_over_ranks(torch.tensor(float(rank))).item()
+
+    # BatchNorm statistics differ per rank after data-parallel training without SyncBN (CPU): every slice
+    # of the predictions must still come from one model, rank 0's (the one saved)
+    bn_model = _bn_net()
+    with torch.no_grad():
+        bn_model[1].running_mean.fill_(float(rank))
+        bn_model[1].running_var.fill_(1.0 + rank)
+    res["bn_probs"] = predict_probs(bn_model, images, 3, torch.device("cpu"))
+    res["bn_features"] = extract_features(bn_model, images, 2, torch.device("cpu"), (0.5, 0.25), False)
     torch.save(res, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -192,3 +208,16 @@ def test_torchrun_command_and_gpus_option_stripping():
     assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m"]
     assert cmd[6:] == ["chexbench", "run", "--grid", "smoke"]
     assert D.strip_option(["run", "--gpus", "2", "--grid", "g", "--gpus=3"], "--gpus") == ["run", "--grid", "g"]
+
+
+def test_predictions_split_over_ranks_all_come_from_rank_0s_model(ranks):
+    images = np.random.default_rng(8).integers(0, 255, (7, 6, 6), dtype=np.uint8)
+    rank0 = _bn_net()
+    with torch.no_grad():
+        rank0[1].running_mean.fill_(0.0)
+        rank0[1].running_var.fill_(1.0)
+    ref = predict_probs(rank0, images, 3, torch.device("cpu"))
+    feats = extract_features(rank0, images, 2, torch.device("cpu"), (0.5, 0.25), False)
+    for r in ranks:  # rank 1 predicted rows 4-6 with rank 0's statistics, not its own
+        np.testing.assert_allclose(r["bn_probs"], ref, rtol=1e-6)
+        torch.testing.assert_close(r["bn_features"], feats)

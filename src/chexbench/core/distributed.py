@@ -125,6 +125,18 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Rank ``src``'s buffers (BatchNorm running statistics) on every rank, in place; every rank must call.
+
+    Data-parallel training keeps BN statistics per rank (``broadcast_buffers=False``; no SyncBN on
+    the CPU or when switched off): before an evaluation split over ranks, each rank would predict its
+    rows with its own statistics — stored scores of several models, none of them the saved one."""
+    if not is_distributed():
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf.data, src=src, group=_group())
+
+
 def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
     """Mean of a tensor over ranks (a new tensor; ``x`` itself in a single process)."""
     if not is_distributed():

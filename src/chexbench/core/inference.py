@@ -56,6 +56,7 @@ def predict_probs(
     ``fast``: autocast dtype and memory format of the inputs (default: the device's policy).
     """
     rows = D.rank_range(len(images))  # under torchrun each rank predicts its slice; gathered below
+    D.broadcast_buffers(model)  # every slice by one model: rank 0's, the one that is saved
     out = [
         torch.sigmoid(logits).cpu().numpy()
         for logits in _eval_outputs(model, images, rows, batch_size, device, normalize, amp, fast or fast_path_for(device), model)
@@ -88,6 +89,8 @@ def extract_features(
     are gathered in order (every rank must call); ``False`` when one rank alone extracts.
     """
     rows = D.rank_range(len(images)) if split_over_ranks else (0, len(images))
+    if split_over_ranks:
+        D.broadcast_buffers(encoder)  # every slice by one model (rank 0's); a lone rank must not wait for the others
     forward = encoder.forward_tokens if tokens else encoder
     fast = fast or fast_path_for(device)
     out = [f.cpu() for f in _eval_outputs(encoder, images, rows, batch_size, device, normalize, amp, fast, forward)]
