@@ -210,3 +210,20 @@ def test_a_row_whose_macro_uses_other_labels_than_the_header_says_so(tmp_path):
     simclr_row = next(line for line in board.splitlines() if line.startswith("| `simclr`"))
     assert scratch_row.endswith("(see note 1) |") and "see note" not in simclr_row
     assert "Note 1: `scratch` · resnet50: macro over 2 label(s): a, b — not the test set's list above." in board
+
+
+def test_images_missing_when_a_dataset_was_prepared_are_stated(tmp_path):
+    rows = [(f"t{p}", f"tp{p}", "a", float(p % 2), 0.1 * p, "test") for p in range(10)]
+    preds = pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "y_score", "split"])
+    store = ResultStore(tmp_path)
+    for cell_id, strategy, skipped in (("s0", "scratch", 12), ("c0", "simclr", 12)):
+        rec = _record(cell_id, strategy, "resnet50", "chexpert", "finetune", 1.0, 0)
+        rec["eval_labels_json"] = json.dumps(["a"])
+        rec["data_json"] = json.dumps({"blank_is_negative": True, "skipped_images": skipped})
+        store.write(rec, preds)
+    text = write_report(tmp_path, n_boot=100, figures=False).read_text()
+    assert "missing or unreadable when it was prepared are left out of every split (**chexpert 12**;" in text
+    rec = _record("n0", "scratch", "resnet50", "nih", "finetune", 1.0, 0)
+    rec["eval_labels_json"], rec["data_json"] = json.dumps(["a"]), json.dumps({"blank_is_negative": True, "skipped_images": 0})
+    store.write(rec, preds)
+    assert "nih 0" not in write_report(tmp_path, n_boot=100, figures=False).read_text()

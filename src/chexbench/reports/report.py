@@ -59,12 +59,14 @@ def _blank_rule(results: LoadedResults) -> str:
     masked: set[str] = set()
     unknown: set[str] = set()
     excluded: dict[str, int] = {}
+    missing: dict[str, int] = {}
     for _, rec in results.ok.iterrows():
         try:
             manifest = json.loads(rec.get("data_json") or "{}")
         except (TypeError, json.JSONDecodeError):
             manifest = {}
         name = str(rec["dataset"])
+        missing[name] = max(missing.get(name, 0), int(manifest.get("skipped_images") or 0))
         if "blank_is_negative" not in manifest:
             unknown.add(name)
             continue
@@ -83,7 +85,10 @@ def _blank_rule(results: LoadedResults) -> str:
     if negative or masked:
         parts.append(f"images with no usable label are left out of every split{tail}")
     rule = "; ".join(parts) or "no cell scored"
-    return f"Targets: {rule}; masked labels (blank where masked, uncertain under U-Ignore) are dropped per label."
+    gone = ", ".join(f"{k} {v}" for k, v in sorted(missing.items()) if v)
+    skipped = (f" Images listed by a dataset but missing or unreadable when it was prepared are left out of every split "
+               f"(**{gone}**; `chexbench data prepare` again once they are restored).") if gone else ""
+    return f"Targets: {rule}; masked labels (blank where masked, uncertain under U-Ignore) are dropped per label.{skipped}"
 
 
 def methods_section(results: LoadedResults) -> str:
