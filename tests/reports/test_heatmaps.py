@@ -198,3 +198,47 @@ def test_a_flat_map_is_drawn_without_heat_or_maximum():
     assert len(shaped_ax.lines) == 1 and np.asarray(shaped_ax.images[0].get_array()).ndim == 3  # RGB overlay + marker
     assert any("flat map" in t.get_text() for t in flat_ax.texts)
     plt.close(fig)
+
+
+@pytest.mark.parametrize(("name", "size", "rule"), [("vit_tiny", 64, "patch"), ("vit_convstem_tiny", 64, "padded"),
+                                                    ("resnet_tiny", 128, "padded")])
+def test_a_map_cell_lands_where_the_network_looks(name, size, rule):
+    # the centroid of |∂ cell / ∂ input| (the cell's receptive field) is where the upsampled map must put the
+    # cell: a patch's centre for a patchify ViT, half a cell up-left of it for padded stride-2 convolutions
+    # (ResNet, conv stem) — bilinear align_corners=False placed those 7.5–15.5 px off at 224 px
+    from chexbench.explain.heatmaps import cell_origin, upsample
+    from chexbench.registry import BACKBONES
+
+    torch.manual_seed(0)
+    bb = BACKBONES.get(name).build(size, {}).eval()
+    assert cell_origin(bb) == rule
+    layer = bb.model.layer4 if hasattr(bb.model, "layer4") else bb.model.patch_embed
+    seen = {}
+    hook = layer.register_forward_hook(lambda m, i, o: seen.__setitem__("out", o))
+    acc = torch.zeros(size, size, dtype=torch.float64)
+    for seed in range(6):
+        x = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(seed), requires_grad=True)
+        bb(x)
+        out = seen["out"]
+        if out.dim() == 3:  # tokens (B, N, D) → (B, D, rows, cols)
+            g = int(round(out.shape[1] ** 0.5))
+            out = out.transpose(1, 2).reshape(1, -1, g, g)
+        out[0, :, 2, 2].sum().backward()
+        acc += x.grad[0, 0].abs().double()
+    hook.remove()
+    centre = torch.arange(size, dtype=torch.float64) + 0.5
+    look_y, look_x = float((acc.sum(1) * centre).sum() / acc.sum()), float((acc.sum(0) * centre).sum() / acc.sum())
+    one = torch.zeros(1, out.shape[-2], out.shape[-1])
+    one[0, 2, 2] = 1.0
+    up = upsample(one, (size, size), rule)[0].double()
+    put_y, put_x = float((up.sum(1) * centre).sum() / up.sum()), float((up.sum(0) * centre).sum() / up.sum())
+    assert abs(put_x - look_x) < 1.0 and abs(put_y - look_y) < 1.0, (put_x, put_y, look_x, look_y)
+    other = upsample(one, (size, size), "padded" if rule == "patch" else "patch")[0].double()
+    assert abs(float((other.sum(0) * centre).sum() / other.sum()) - look_x) > 3.0  # the other rule is off
+
+
+def test_patch_outlines_sit_around_the_cells_centre():
+    from chexbench.explain.heatmaps import patch_rects
+
+    assert patch_rects(np.array([0, 5]), (4, 4), (64, 64)) == [(0.0, 0.0, 16.0, 16.0), (16.0, 16.0, 16.0, 16.0)]
+    assert patch_rects(np.array([5]), (4, 4), (64, 64), "padded") == [(8.5, 8.5, 16.0, 16.0)]

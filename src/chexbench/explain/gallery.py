@@ -130,7 +130,7 @@ def write_explanations(finished: FinishedCell, data: CellData, out_dir: Path, n:
             image = np.asarray(data.test.images[r])
             j = int(labels[i])
             shown = [b for lbl, b in boxes.get(image_id, []) if lbl == data.labels[j]]
-            patches = patch_rects(expl.topk_indices[i], expl.grid, image.shape) if expl.topk_indices is not None else []
+            patches = patch_rects(expl.topk_indices[i], expl.grid, image.shape, expl.origin) if expl.topk_indices is not None else []
             positives = [lbl for k, lbl in enumerate(data.labels) if data.test.targets[r, k] == 1.0]
             title = f"{data.labels[j]} p={probs[i, j]:.2f}"
             name = f"{i:02d}_{_safe(Path(image_id).stem)}.png"
@@ -188,7 +188,7 @@ def write_method_comparison(cells: Sequence[FinishedCell], data: CellData, out: 
             x = to_input(data.test.images[r : r + 1], torch.device("cpu"), tuple(meta["normalize"]))
             expl = explain(model, x, torch.as_tensor([labels[i]]))
             flat = bool(expl.flat[0]) if expl.flat is not None else False
-            patches = patch_rects(expl.topk_indices[0], expl.grid, image.shape) if expl.topk_indices is not None else []
+            patches = patch_rects(expl.topk_indices[0], expl.grid, image.shape, expl.origin) if expl.topk_indices is not None else []
             hit = "flat" if flat else ("hit" if pointing_score(expl.heat[0], shown) == 1.0 else "miss") if shown else ""
             title = f"{cell.strategy} · {cell.backbone} · {meta['head']}\n{expl.method}: {data.labels[labels[i]]} {hit}"
             panels.append({"image": image, "heat": expl.heat[0], "patches": patches, "boxes": shown, "title": title, "flat": flat})

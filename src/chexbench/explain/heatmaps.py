@@ -48,6 +48,7 @@ class Explanation:
     topk_indices: np.ndarray | None = None  # (B, K) token indices, highest score first
     grid: tuple[int, int] | None = None  # (rows, cols) of the map before upsampling (token grid or CAM size)
     flat: np.ndarray | None = None  # (B,) bool: the map is degenerate (no maximum to point with)
+    origin: str = "patch"  # where the cells sit on the image (cell_origin): "patch" or "padded"
 
 
 def explain_method(model: nn.Module) -> str | None:
@@ -88,31 +89,57 @@ def normalize_maps(maps: torch.Tensor, flat: torch.Tensor | None = None) -> torc
     return torch.where(keep[:, None], out, torch.zeros_like(out)).view_as(maps)
 
 
-def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, h, w) → (B, H, W), bilinear (align_corners=False: each cell's centre keeps its value)."""
-    return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+def cell_origin(backbone: nn.Module) -> str:
+    """Where a backbone's map cell sits on the image: ``"patch"`` — a patchify ViT, cell i is the patch
+    of pixels ``[s·i, s·i + s)``, centred at ``s·i + s/2``; ``"padded"`` — a stack of 'same'-padded
+    stride-2 convolutions (ResNets, convolutional stems), whose cell i is centred on pixel ``s·i``
+    (each such layer maps output j to the centre of input 2j), half a cell up-left of a patch's centre."""
+    inner = getattr(backbone, "model", backbone)
+    proj = getattr(getattr(inner, "patch_embed", None), "proj", None)
+    if isinstance(proj, nn.Conv2d) and proj.kernel_size == proj.stride and proj.stride[0] > 1 and proj.padding == (0, 0):
+        return "patch"
+    return "padded"
 
 
-def _finish(coarse: torch.Tensor, size: tuple[int, int], method: str, indices: torch.Tensor | None = None) -> Explanation:
-    """Coarse maps (B, h, w) → flagged, upsampled, normalized :class:`Explanation`."""
+def upsample(maps: torch.Tensor, size: tuple[int, int], origin: str = "patch") -> torch.Tensor:
+    """(B, h, w) → (B, H, W), bilinear, each cell's value at its centre on the image (:func:`cell_origin`):
+    pixel p (centre p + ½) reads the map at cell coordinate ``(p + ½ − c₀) / s`` — ``c₀ = s/2`` for
+    patches (``align_corners=False`` interpolation), ``½`` for padded convolutions — clamped at the border."""
+    maps = maps[:, None].float()
+    if origin == "patch":
+        return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[:, 0]
+    (h, w), (H, W) = maps.shape[-2:], size
+
+    def coords(n: int, cells: int) -> torch.Tensor:
+        u = (torch.arange(n, dtype=torch.float64, device=maps.device) + 0.5 - 0.5) / (n / cells)  # cell coordinate
+        return (2 * u / (cells - 1) - 1 if cells > 1 else torch.zeros_like(u)).float()  # align_corners=True units
+
+    gy, gx = torch.meshgrid(coords(H, h), coords(W, w), indexing="ij")
+    grid = torch.stack([gx, gy], -1).expand(maps.shape[0], H, W, 2)
+    return F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=True)[:, 0]
+
+
+def _finish(coarse: torch.Tensor, size: tuple[int, int], method: str, indices: torch.Tensor | None = None,
+            origin: str = "patch") -> Explanation:
+    """Coarse maps (B, h, w) → flagged, upsampled (cells placed as ``origin`` says), normalized :class:`Explanation`."""
     flat = flat_maps(coarse)
-    heat = normalize_maps(upsample(coarse, size), flat)
+    heat = normalize_maps(upsample(coarse, size, origin), flat)
     return Explanation(heat.detach().cpu().numpy().astype(np.float32), method,
-                       None if indices is None else indices.cpu().numpy(), tuple(coarse.shape[-2:]), flat.cpu().numpy())
+                       None if indices is None else indices.cpu().numpy(), tuple(coarse.shape[-2:]), flat.cpu().numpy(), origin)
 
 
 @torch.no_grad()
 def topk_heatmaps(model: nn.Module, x: torch.Tensor) -> Explanation:
     """Score maps of a top-K ViT classifier for x (B, 1, H, W)."""
     grid, idx = model.backbone.score_map(x)  # (B, rows, cols), (B, K)
-    return _finish(grid, tuple(x.shape[-2:]), "topk_scores", idx)
+    return _finish(grid, tuple(x.shape[-2:]), "topk_scores", idx, cell_origin(model.backbone))
 
 
 @torch.no_grad()
 def classwise_heatmaps(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> Explanation:
     """Each image's label's patch logits for a class-specific top-K classifier: x (B, 1, H, W), labels (B,)."""
     grid, idx = model.class_maps(x, labels)  # (B, rows, cols), (B, K)
-    return _finish(grid, tuple(x.shape[-2:]), "topk_classwise", idx)
+    return _finish(grid, tuple(x.shape[-2:]), "topk_classwise", idx, cell_origin(model.backbone))
 def last_conv_stage(module: nn.Module) -> nn.Module:
     """The last convolutional stage of a CNN: ``layer4`` (timm/torchvision ResNets) if present,
     else the last child that contains a convolution."""
@@ -163,7 +190,7 @@ class GradCAM:
         act, grad = activation_and_gradient(self.model, self.layer, x, labels)  # (B, C, h, w)
         alpha = grad.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
         self.coarse = torch.relu((alpha * act).sum(1))  # (B, h, w)
-        return normalize_maps(upsample(self.coarse, tuple(x.shape[-2:])), flat_maps(self.coarse))
+        return normalize_maps(upsample(self.coarse, tuple(x.shape[-2:]), "padded"), flat_maps(self.coarse))
 
 
 def vit_last_block_input(model: nn.Module) -> nn.Module:
@@ -207,8 +234,8 @@ def explain(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = Non
     if method == "gradcam":
         cam = GradCAM(model)
         cam(x, labels)
-        return _finish(cam.coarse, tuple(x.shape[-2:]), "gradcam")
-    return _finish(ViTGradCAM(model)(x, labels), tuple(x.shape[-2:]), "vit_gradcam")
+        return _finish(cam.coarse, tuple(x.shape[-2:]), "gradcam", origin="padded")  # a CNN's last stage
+    return _finish(ViTGradCAM(model)(x, labels), tuple(x.shape[-2:]), "vit_gradcam", origin=cell_origin(model.backbone))
 
 
 # -- rendering ------------------------------------------------------------------------------
@@ -227,11 +254,14 @@ def overlay_rgb(image: np.ndarray, heat: np.ndarray, alpha: float = 0.8, cmap: s
     return (np.clip((1 - w) * gray + w * colors, 0, 1) * 255).astype(np.uint8)
 
 
-def patch_rects(indices: np.ndarray, grid: tuple[int, int], size: tuple[int, int]) -> list[tuple[float, float, float, float]]:
-    """Token indices → (x0, y0, w, h) rectangles in image pixels (row-major token order)."""
+def patch_rects(indices: np.ndarray, grid: tuple[int, int], size: tuple[int, int],
+                origin: str = "patch") -> list[tuple[float, float, float, float]]:
+    """Token indices → (x0, y0, w, h) rectangles in image pixels (row-major token order), one cell
+    around each cell's centre (:func:`cell_origin`: a padded convolution's cell is shifted half a cell)."""
     rows, cols = grid
     ph, pw = size[0] / rows, size[1] / cols
-    return [(float(i % cols) * pw, float(i // cols) * ph, pw, ph) for i in np.asarray(indices).tolist()]
+    dy, dx = (0.0, 0.0) if origin == "patch" else (0.5 - ph / 2, 0.5 - pw / 2)
+    return [(float(i % cols) * pw + dx, float(i // cols) * ph + dy, pw, ph) for i in np.asarray(indices).tolist()]
 
 
 def draw_panel(ax: Any, image: np.ndarray, heat: np.ndarray, *, patches: list[tuple[float, float, float, float]] = (),
