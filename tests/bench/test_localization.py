@@ -256,3 +256,19 @@ def test_evaluate_localization_counts_flat_maps_as_misses(tmp_path):
     assert result["pairs"] == 5 and result["flat_maps"] == 5 and result["flat_rule"] == "miss"
     assert result["pointing_hit_rate"] == 0.0 and result["tolerant"]["pointing_hit_rate"] == 0.0
     assert result["tolerant"]["tolerance_px"] == 2.0 and result["per_label"]["lesion"]["flat_maps"] == 5
+
+
+def test_deletion_order_is_highest_first_with_ties_and_flat_maps_in_random_order():
+    from chexbench.explain.localization import deletion_order
+
+    rng = np.random.default_rng(0)
+    heat = np.zeros((8, 8))
+    heat[6, 6] = 1.0  # one peak, the rest a tie at 0
+    orders = [deletion_order(heat, False, rng) for _ in range(20)]
+    assert all(o[0] == 6 * 8 + 6 and sorted(o.tolist()) == list(range(64)) for o in orders)
+    assert len({tuple(o[1:5]) for o in orders}) > 1  # the tied pixels are not deleted top row first every time
+    raster = np.arange(64)
+    flat = [deletion_order(np.zeros((8, 8)), True, rng) for _ in range(20)]
+    assert all(sorted(o.tolist()) == list(range(64)) for o in flat)
+    # a flat map's deletion does not start at the top: on average its first half is as low as its second
+    assert abs(np.mean([o[:32].mean() for o in flat]) - 31.5) < 4 and not any(np.array_equal(o, raster) for o in flat)

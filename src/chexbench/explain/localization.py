@@ -223,6 +223,14 @@ def deletion_curve(model: nn.Module, x: torch.Tensor, order: np.ndarray, label: 
     return probs.cpu().numpy()
 
 
+def deletion_order(heat: np.ndarray, flat: bool, rng: np.random.Generator) -> np.ndarray:
+    """Flat pixel indices of ``heat`` (H, W), highest heat first, ties in random order; a flat map
+    orders nothing, so its order is random as a whole (a stable sort deleted a flat or tied map from
+    the top row down: its deletion score then said where the lesion sits, not what the map knew)."""
+    noise = rng.random(heat.size)
+    return noise.argsort() if flat else np.lexsort((noise, -np.asarray(heat).reshape(-1)))
+
+
 def curve_auc(probs: np.ndarray) -> float:
     """Trapezoid area of probs over equally spaced fractions of [0, 1]."""
     p = np.asarray(probs, dtype=np.float64)
@@ -280,9 +288,10 @@ def evaluate_localization(
     clusters = np.asarray(patient_ids if unit == "patient" else test.image_ids, dtype=str)
     scores = _PairScores()
     rng = np.random.default_rng(seed)
+    tie_rng = np.random.default_rng([seed, 1])  # its own stream: the random baseline's orders stay as they were
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
-        _score_batch(model, data, chunk, clusters, normalize, device, tol, deletion_steps, rng, scores)
+        _score_batch(model, data, chunk, clusters, normalize, device, tol, deletion_steps, rng, scores, tie_rng)
     a = scores.arrays()
     return {
         "method": method,
@@ -330,8 +339,10 @@ def _score_batch(
     deletion_steps: int,
     rng: np.random.Generator,
     scores: _PairScores,
+    tie_rng: np.random.Generator,
 ) -> None:
-    """Heatmaps of one batch of pairs; append their pointing, chance and deletion scores."""
+    """Heatmaps of one batch of pairs; append their pointing, chance and deletion scores (``rng``: the
+    random deletion baseline's orders; ``tie_rng``: tie-breaking in the map's own order)."""
     test = data.test
     size = test.images.shape[-2:]
     x = to_input(np.stack([test.images[r] for r, _, _ in chunk]), device, normalize)
@@ -349,7 +360,7 @@ def _score_batch(
         scores.labels.append(data.labels[j])
         scores.clusters.append(clusters[row])
         if deletion_steps > 0:
-            order = np.argsort(-heat.reshape(-1), kind="stable")
+            order = deletion_order(heat, is_flat_map, tie_rng)
             scores.del_auc.append(curve_auc(deletion_curve(model, x[i : i + 1], order, j, deletion_steps)))
             rand_order = rng.permutation(order.size)
             scores.rand_auc.append(curve_auc(deletion_curve(model, x[i : i + 1], rand_order, j, deletion_steps)))
