@@ -53,7 +53,7 @@ def test_rows_and_markdown():
     assert rows.loc[1, "K"] == 8 and rows.loc[0, "K"] == ""
     md = localization_section(records)
     assert md.startswith("## Localization")
-    assert "| phantom-nih | scratch | vit_tiny | topk | 8 | topk_scores | 1 | 0.812 | 40 | 0 | 0.450 | [0.300, 0.600] | 0.083 | 0.500 | [0.350, 0.650] | 0.120 | 4.167 | — |" in md
+    assert "| phantom-nih | scratch | vit_tiny | topk | 8 | topk_scores | 1 | 0.812 | 40 | 0 | 0.450 | [0.300, 0.600] | 0.083 | 0.500 | [0.350, 0.650] | 0.120 | 4.167 | — | 0.310 | 0.400 |" in md
     assert "| gradcam | 1 | 0.812 | 40 | 3 | 0.200 | [0.300, 0.600] |" in md  # flat maps shown
 
 
@@ -101,3 +101,20 @@ def test_the_local_head_rows_name_their_kernel_and_offset():
         records.append(rec)
     summary = localization_summary(pd.DataFrame(records))
     assert sorted(summary["head"]) == ["topk_classwise (local)", "topk_classwise (local, 1×1)", "topk_classwise (local, 1×1, no offset)"]
+
+
+def test_a_seed_without_pair_detail_gives_the_mean_of_the_seeds_not_one_seeds_numbers():
+    # an older record (no pair_detail) beside a newer one: the row must not show seed 0's rate under "seeds 2"
+    old = {**LOC, "pointing_hit_rate": 1.0, "random_hit_rate": 0.1}
+    new = {**LOC, "pointing_hit_rate": 0.0, "random_hit_rate": 0.1, "pair_detail": _detail([0.0] * 40)}
+    summary = localization_summary(pd.DataFrame([_record("a", "vit_tiny", "topk", old, seed=0),
+                                                 _record("b", "vit_tiny", "topk", new, seed=1)]))
+    row = summary.iloc[0]
+    assert row["seeds"] == 2 and row["pointing"] == pytest.approx(0.5) and row["pointing CI"] is None
+
+
+def test_flat_maps_are_counted_per_seed_not_summed_over_seeds():
+    flat_detail = {**_detail([0.0] * 8), "flat": [True] * 8}
+    loc = {**LOC, "pairs": 8, "pointing_hit_rate": 0.0, "flat_maps": 8, "pair_detail": flat_detail}
+    summary = localization_summary(pd.DataFrame([_record(c, "vit_tiny", "topk", loc, seed=s) for s, c in enumerate("abc")]))
+    assert summary.iloc[0]["pairs"] == 8 and summary.iloc[0]["flat maps"] == 8  # not 24

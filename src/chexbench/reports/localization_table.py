@@ -26,7 +26,8 @@ COLUMNS = ("strategy", "backbone", "dataset", "protocol", "head", "K", "label_fr
            "tolerant pointing", "tolerant CI", "random tolerant", "deletion AUC", "random deletion AUC")
 SUMMARY_COLUMNS = ("dataset", "strategy", "backbone", "protocol", "head", "K", "label_fraction", "heatmap", "seeds",
                    "macro AUROC", "pairs", "flat maps", "pointing", "pointing CI", "random pointing", "tolerance px",
-                   "tolerant pointing", "tolerant CI", "random tolerant", "tolerant ÷ random", "seed range (tolerant)")
+                   "tolerant pointing", "tolerant CI", "random tolerant", "tolerant ÷ random", "seed range (tolerant)",
+                   "deletion AUC", "random deletion AUC")
 RESAMPLES = 2000
 
 
@@ -87,7 +88,7 @@ def _pooled_pairs(cells: list[dict[str, Any]]) -> pd.DataFrame | None:
     n_seeds = long["seed"].nunique()
     pooled = long.groupby(["image_id", "label"], sort=True).agg(
         cluster=("cluster", "first"), n=("seed", "nunique"), hit=("hit", "mean"), hit_tolerant=("hit_tolerant", "mean"),
-        random=("random", "first"), random_tolerant=("random_tolerant", "first"), flat=("flat", "sum"),
+        random=("random", "first"), random_tolerant=("random_tolerant", "first"), flat=("flat", "mean"),
     )
     return pooled[pooled["n"] == n_seeds].reset_index()
 
@@ -111,6 +112,11 @@ def _describe(cells: list[dict[str, Any]]) -> dict[str, Any]:
             "heatmap": cells[0]["loc"]["method"], "seeds": len(cells)}
 
 
+def _count(v: float | None) -> int | float | None:
+    """A count as an int when whole (one seed), else to one decimal (a mean over seeds)."""
+    return None if v is None else int(v) if float(v).is_integer() else round(float(v), 1)
+
+
 def localization_summary(records: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration, seeds pooled (columns :data:`SUMMARY_COLUMNS`)."""
     rows = []
@@ -121,18 +127,31 @@ def localization_summary(records: pd.DataFrame) -> pd.DataFrame:
         tol_rates = [c["loc"].get("tolerant", {}).get("pointing_hit_rate") for c in cells]
         row["seed range (tolerant)"] = ([min(tol_rates), max(tol_rates)] if None not in tol_rates and len(cells) > 1 else None)
         row["tolerance px"] = cells[0]["loc"].get("tolerant", {}).get("tolerance_px")
+        dels = [(c["loc"].get("deletion_auc"), c["loc"].get("random_deletion_auc")) for c in cells]
+        dels = [d for d in dels if d[0] is not None and d[1] is not None]
+        row["deletion AUC"] = float(np.mean([d[0] for d in dels])) if dels else None  # mean over the seeds that measured it
+        row["random deletion AUC"] = float(np.mean([d[1] for d in dels])) if dels else None
         pairs = _pooled_pairs(cells)
-        if pairs is None or pairs.empty:  # records of an older format: single-seed numbers only
-            loc = cells[0]["loc"]
-            tol = loc.get("tolerant") or {}
-            row.update({"pairs": loc["pairs"], "flat maps": loc.get("flat_maps"), "pointing": loc["pointing_hit_rate"],
-                        "pointing CI": loc.get("pointing_ci") if len(cells) == 1 else None,
-                        "random pointing": loc["random_hit_rate"], "tolerant pointing": tol.get("pointing_hit_rate"),
-                        "tolerant CI": tol.get("pointing_ci") if len(cells) == 1 else None,
-                        "random tolerant": tol.get("random_hit_rate")})
+        if pairs is None or pairs.empty:
+            # a seed without per-pair detail (an older record) or seeds without common pairs: the mean of the
+            # seeds' own rates, no interval — never one seed's numbers under the row's seed count
+            locs = [c["loc"] for c in cells]
+            tols = [loc.get("tolerant") or {} for loc in locs]
+
+            def mean(values: list[Any]) -> Any:
+                return float(np.mean(values)) if values and None not in values else None
+
+            row.update({"pairs": max(int(loc["pairs"]) for loc in locs),
+                        "flat maps": _count(mean([loc.get("flat_maps") for loc in locs])),
+                        "pointing": mean([loc["pointing_hit_rate"] for loc in locs]),
+                        "pointing CI": locs[0].get("pointing_ci") if len(cells) == 1 else None,
+                        "random pointing": mean([loc["random_hit_rate"] for loc in locs]),
+                        "tolerant pointing": mean([t.get("pointing_hit_rate") for t in tols]),
+                        "tolerant CI": tols[0].get("pointing_ci") if len(cells) == 1 else None,
+                        "random tolerant": mean([t.get("random_hit_rate") for t in tols])})
         else:
             row["pairs"] = len(pairs)
-            row["flat maps"] = int(pairs["flat"].sum())
+            row["flat maps"] = _count(float(pairs["flat"].sum()))  # per seed, averaged over the seeds
             row["pointing"], row["pointing CI"], row["random pointing"] = _rate_and_ci(pairs, "hit", "random")
             row["tolerant pointing"], row["tolerant CI"], row["random tolerant"] = _rate_and_ci(pairs, "hit_tolerant", "random_tolerant")
         tp, rt = row.get("tolerant pointing"), row.get("random tolerant")
@@ -188,17 +207,22 @@ def localization_section(records: pd.DataFrame, heading: str = "## Localization"
         "",
         "Test split, (image, label) pairs with a positive label and a ground-truth box. **Pointing game** (Zhang et al. "
         f"2016): the heatmap's maximum lies in a box of the label (0 px), or within {tol_text} of one (tolerant; the "
-        "standard 15 px at 224 px, scaled). A flat map (constant, all zero, 1×1) is a miss and counted under *flat maps*; "
+        "standard 15 px at 224 px, scaled). A flat map (constant, all zero, 1×1) is a miss and counted under *flat maps* "
+        "(per seed, averaged over the seeds); "
         "separate tied maxima count as the fraction of them that hit. **Random**: the hit rate of a map whose maximum is a "
         "uniformly random pixel (the boxes' area fraction, grown by the tolerance). Intervals: 95% percentile bootstrap "
         f"over patients ({RESAMPLES} resamples); seeds of one configuration are pooled on the same pairs (each pair's hit "
         "averaged over seeds), the seed range is shown beside. Heatmaps: `topk_classwise` (the label's own patch logits), "
         "`topk_scores` (class-agnostic patch scorer), `vit_gradcam` (Grad-CAM on a plain ViT's last-block tokens), "
-        "`gradcam` (ResNet, last stage).",
+        "`gradcam` (ResNet, last stage). Each map cell is placed at its receptive field's centre on the image. "
+        "**Deletion AUC** (Petsiuk et al. 2018; lower is better), where measured: the label's probability as the pixels "
+        "are set to 0 from the highest heat down (ties, and a flat map as a whole, in random order), area over the "
+        "deleted fraction; *random deletion AUC* deletes in random order. Mean over the seeds.",
         "",
     ]
-    summary_cols = [c for c in SUMMARY_COLUMNS if c not in ("protocol", "label_fraction", "tolerance px")
-                    or summary[c].astype(str).nunique() > 1]
+    summary_cols = [c for c in SUMMARY_COLUMNS if (c not in ("protocol", "label_fraction", "tolerance px")
+                    or summary[c].astype(str).nunique() > 1)
+                    and (c not in ("deletion AUC", "random deletion AUC") or summary[c].notna().any())]
     lines += _table(summary, summary_cols)
     labels = localization_label_rows(records)
     if not labels.empty:
