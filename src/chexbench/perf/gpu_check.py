@@ -224,7 +224,7 @@ def measure_all(args: argparse.Namespace, budget: Budget, result: CheckResult) -
             result.measurements.append(measure_loader(kind, args.batch_size, args.image_size, dev, args.steps))
             _say(f"loader:{kind} {result.measurements[-1].images_per_second:,.0f} images/s")
         except Exception as e:  # a loader failure must not cost the step measurements
-            result.errors.append(f"loader:{kind}: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+            result.errors.append(f"loader:{kind}: {_error_line(e)}")
             _say(result.errors[-1])
     for b in args.backbone or list(BACKBONES):
         for m in STEP_MODES:
@@ -253,8 +253,7 @@ def _measure(result: CheckResult, mode: str, backbone: str, args: argparse.Names
         result.measurements.append(m)
         _say(f"{backbone} {mode}{' (compiled)' if compiled else ''}: {m.images_per_second:,.0f} images/s, peak {m.peak_memory_mb:,.0f} MB")
     except Exception as e:  # one failing mode (e.g. out of memory) must not stop the others; it fails the check
-        first = str(e).splitlines()[0][:160] if str(e) else ""
-        result.errors.append(f"{backbone} {mode}{' (compiled)' if compiled else ''}: {type(e).__name__}: {first}")
+        result.errors.append(f"{backbone} {mode}{' (compiled)' if compiled else ''}: {_error_line(e)}")
         _say(result.errors[-1])
     finally:
         if torch.cuda.is_available():
@@ -344,6 +343,11 @@ def run_grid(args: argparse.Namespace, budget: Budget) -> GridOutcome:
     if skipped.exists():
         outcome.cells_skipped = len(pd.read_parquet(skipped))
     return outcome
+
+
+def _error_line(e: Exception) -> str:
+    """``Type: first line of the message`` (at most 160 characters of it)."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
 
 
 def _say(text: str) -> None:

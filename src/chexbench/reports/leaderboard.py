@@ -92,7 +92,7 @@ def display_values(configurations: dict[str, dict[str, Any]], keys: list[str]) -
         shown = {h: display_value(c.get(k)) for h, c in configurations.items()}
         exact = {h: _canonical(c, k) for h, c in configurations.items()}
         if len(set(shown.values())) < len(set(exact.values())):
-            shown = {h: UNSET if k not in c else json.dumps(c[k], sort_keys=True, default=str) for h, c in configurations.items()}
+            shown = {h: UNSET if k not in c else exact[h] for h, c in configurations.items()}
         for h in configurations:
             out[h][k] = shown[h]
     return out
