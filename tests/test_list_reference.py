@@ -26,20 +26,28 @@ def test_version_prints_the_package_version():
     assert result.output.strip() == f"chexbench {chexbench.__version__}"
 
 
-def test_list_imports_neither_torch_nor_timm():
-    """`chexbench list` answers from the built-in index: no torch import (seconds) on the way."""
+def _modules_loaded_by_cli(commands: list[list[str]], modules: tuple[str, ...], check: str = "") -> str:
+    """In a fresh interpreter: run each chexbench command (exit code 0, then ``check``, a Python
+    statement about ``r.output``), print which of ``modules`` got imported; returns that line."""
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "from chexbench.cli import app\n"
-        "r = CliRunner().invoke(app, ['list'])\n"
-        "assert r.exit_code == 0, r.output\n"
-        "assert 'simclr' in r.output and 'vit_b16' in r.output and 'phantom-nih' in r.output and 'finetune' in r.output\n"
-        "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))\n"
+        f"for args in {commands!r}:\n"
+        "    r = CliRunner().invoke(app, args)\n"
+        "    assert r.exit_code == 0, r.output\n"
+        f"    {check or 'pass'}\n"
+        f"print(sorted(m for m in {modules!r} if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_list_imports_neither_torch_nor_timm():
+    """`chexbench list` answers from the built-in index: no torch import (seconds) on the way."""
+    check = "assert 'simclr' in r.output and 'vit_b16' in r.output and 'phantom-nih' in r.output and 'finetune' in r.output"
+    assert _modules_loaded_by_cli([["list"]], ("torch", "timm"), check) == "[]"
 
 
 def test_builtin_index_matches_the_live_registries():
@@ -110,15 +118,4 @@ def test_every_backbone_says_its_profile_size():
 def test_help_and_list_import_neither_pandas_nor_pyarrow():
     """The CLI imports the atomic writers at start-up; pandas/pyarrow (≈ 0.4 s) load only when a
     Parquet file is written, not for `chexbench --help` or `chexbench list`."""
-    code = (
-        "import sys\n"
-        "from typer.testing import CliRunner\n"
-        "from chexbench.cli import app\n"
-        "for args in (['--help'], ['list']):\n"
-        "    r = CliRunner().invoke(app, args)\n"
-        "    assert r.exit_code == 0, r.output\n"
-        "print(sorted(m for m in ('pandas', 'pyarrow') if m in sys.modules))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert _modules_loaded_by_cli([["--help"], ["list"]], ("pandas", "pyarrow")) == "[]"
