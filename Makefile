@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 CHEX := $(VENV)/bin/chexbench
 RESULTS ?= chexbench-results
+# pytest-xdist workers for `make test` (auto: one per core; 0 runs the suite in one process)
+TEST_WORKERS ?= auto
 # torch/torchvision are pinned here (the versions this project is tested with); pyproject keeps ranges open.
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
@@ -25,7 +27,7 @@ demo: install
 
 test: install
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
 	rm -rf .smoke-check
 	$(CHEX) run --grid smoke --results .smoke-check
 	$(CHEX) report --results .smoke-check

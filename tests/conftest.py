@@ -1,0 +1,15 @@
+"""Suite-wide settings.
+
+Under pytest-xdist (``make test`` runs ``-n auto``) every worker is one process on one core: torch's
+intra-op pool is capped at one thread there, and so are the subprocesses the tests start (they
+inherit the environment), so two workers on a 2-core machine do not fight over four threads.
+"""
+
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+    import torch
+
+    torch.set_num_threads(1)
