@@ -256,6 +256,8 @@ def run(
     ] = None,
     gpus: Annotated[int, typer.Option(help="train each cell data-parallel on N GPUs (relaunches under torchrun)")] = 1,
     compile_step: Annotated[bool, typer.Option("--compile", help="torch.compile the training step (CUDA)")] = False,
+    log: Annotated[str | None, typer.Option("--log", help="experiment trackers, comma-separated: tensorboard | mlflow | wandb, "
+                                            "or none (default: the grid's [settings] log, else tensorboard); never part of a cell id")] = None,
 ) -> None:
     """Run every unfinished cell of a grid; finished cells are skipped (resume)."""
     # lazy: keeps chexbench --help fast
@@ -271,6 +273,10 @@ def run(
     if gpus < 1:
         raise ConfigError(f"--gpus must be ≥ 1, got {gpus}")
     dev = resolve_device(device)
+    # lazy: keeps chexbench --help fast
+    from chexbench.tracking import parse_log
+
+    trackers = parse_log(log, "--log") if log is not None else parse_log(g.log, f"{g.source}: [settings] log")
     planned = g.cells(only_map)
     preflight(planned)  # a missing data root is one clear error, before anything is printed or written
     if gpus > 1 and not D.launched_by_torchrun():
@@ -278,18 +284,23 @@ def run(
         sys.exit(code)
     dev = D.init_from_env(dev)
     try:
-        _run_ranks(g, planned, results, dev, the_shard, overwrite, shard_cells, compile_step)
+        _run_ranks(g, planned, results, dev, the_shard, overwrite, shard_cells, compile_step, trackers)
     finally:
         D.shutdown()
 
 
-def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard_cells, compile_step: bool = False) -> None:
+def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard_cells, compile_step: bool = False,
+               trackers: list[str] | None = None) -> None:
     # lazy: keeps chexbench --help fast
     from chexbench.bench.runner import run_grid
     from chexbench.bench.store import ResultStore
     from chexbench.core import distributed as D
     from chexbench.core.context import NullProgress, RunContext
+    from chexbench.core.devices import device_name
     from chexbench.core.paths import cache_dir
+    from chexbench.core.tracking import NullTracker
+    from chexbench.tracking import build_tracker
+    from chexbench.tracking.live import LiveStatus
 
     if the_shard is not None:
         planned = shard_cells(planned, the_shard)
@@ -311,16 +322,25 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
         grid_task = progress.add_task("cells", total=to_train)
         steps = _RichStepProgress(progress) if main else NullProgress()
         # --compile: an execution option in the run context, not part of any cell's config (or id)
-        ctx = RunContext(device=dev, results_dir=results, cache_dir=cache_dir(), progress=steps, compile=compile_step)
+        # experiment tracking and the live status file: rank 0 only; neither is part of any cell's config (or id)
+        live = LiveStatus(results, device_name(dev), g.name) if main else None
+        tracker = (build_tracker(trackers, results, lambda m: out.print(f"[yellow]warning[/]: {escape(m)}"), extra=[live])
+                   if live is not None else NullTracker())
+        ctx = RunContext(device=dev, results_dir=results, cache_dir=cache_dir(), progress=steps, compile=compile_step,
+                         tracker=tracker)
         started = [0]  # cells started in this run: the count the user sees ("cell 2/2", not "cell 6/6")
 
         def on_start(i: int, cell) -> None:
             started[0] += 1
             progress.update(grid_task, description=f"cell {started[0]}/{to_train} {cell.label()}")
+            if live is not None:
+                live.cell_started(f"{cell.cell_id} {cell.label()}", started[0], to_train)
 
         def on_end(i: int, cell, outcome) -> None:
             if outcome.status == "done-before":
                 return
+            if live is not None and outcome.status in ("ok", "failed"):
+                live.cell_ended(outcome.seconds)
             progress.advance(grid_task)
             if outcome.status == "ok":
                 progress.console.print(
@@ -333,7 +353,10 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
             elif outcome.status == "elsewhere":
                 progress.console.print(f"  [cyan]stored by another worker[/] {cell.cell_id} {cell.label()}")
 
-        summary = run_grid(g, results, ctx, cells=planned, overwrite=overwrite, on_cell_start=on_start, on_cell_end=on_end)
+        try:
+            summary = run_grid(g, results, ctx, cells=planned, overwrite=overwrite, on_cell_start=on_start, on_cell_end=on_end)
+        finally:
+            tracker.close()
     before = summary.count("done-before")
     ran = summary.count("ok") + summary.count("failed")
     if ran == 0 and before:
