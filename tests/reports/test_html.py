@@ -152,3 +152,19 @@ def test_no_html_writes_none_and_the_leaderboard_of_an_empty_folder_is_empty(tmp
     assert (root / "report.md").exists() and not (root / "report.html").exists()
     header, rows = leaderboard_rows(build_tables(load_results(root, n_boot=100, seed=0)))
     assert len(rows) == 6 and header[:5] == ["dataset", "protocol", "label fraction", "backbone", "strategy"]
+
+
+def test_report_cli_format_html_writes_the_page_and_no_html_contradicts_it(tmp_path):
+    from synthetic_store import write_synthetic_results
+    from typer.testing import CliRunner
+
+    from chexbench.cli import app
+
+    root = write_synthetic_results(tmp_path / "results", fractions=(1.0,), seeds=(0,), n_patients=12)
+    res = CliRunner().invoke(app, ["report", "--results", str(root), "--bootstrap", "100", "--no-figures", "--format", "html"],
+                             env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    assert str(root / "report.html") in res.output and (root / "report.html").read_text().startswith("<!DOCTYPE html>")
+    assert not (root / "tables").exists()  # html is the page, not a manuscript table
+    res = CliRunner().invoke(app, ["report", "--results", str(root), "--format", "html", "--no-html"])
+    assert res.exit_code != 0 and "--format html and --no-html contradict" in res.output

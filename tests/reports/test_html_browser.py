@@ -30,8 +30,8 @@ def page(tmp_path_factory):
     from synthetic_store import write_synthetic_results
 
     root = write_synthetic_results(tmp_path_factory.mktemp("html") / "results", fractions=(0.1, 1.0), seeds=(0,),
-                                   n_patients=24)
-    write_report(root, n_boot=200, seed=0, figures=True)
+                                   n_patients=16)
+    write_report(root, n_boot=100, seed=0, figures=True)
     return root / "report.html"
 
 
@@ -60,6 +60,7 @@ def test_page_renders_offline_without_console_errors(browser, page, tmp_path):
     assert browser.console_errors == []
     # the only request is the page itself: no script, font, style or image from anywhere else
     assert [u for u in browser.requests if not u.startswith(("file://", "data:"))] == []
+    assert browser.eval("document.querySelector('table').id") == "leaderboard"  # the first table a reader meets
     assert browser.eval("document.querySelectorAll('img.figure').length") >= 4  # inline SVG figures
     assert browser.eval("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
     shot = browser.screenshot(tmp_path / "report.png")
@@ -80,7 +81,7 @@ def test_sorting_by_auroc_orders_the_rows_both_ways(browser):
     header = _header(browser)
     auroc = _column(header, "macro AUROC")
     button = f"document.querySelectorAll('#leaderboard thead th button')[{auroc}]"
-    browser.eval(f"{button}.click()")
+    browser.eval(f"{button}.parentNode.click()")  # a click on the header cell (or on its button) sorts
     values = [float(r[auroc].split()[0]) for r in _visible(browser)]
     assert values == sorted(values) and len(set(values)) > 1
     assert browser.eval(f"{button}.parentNode.getAttribute('aria-sort')") == "ascending"

@@ -376,8 +376,14 @@ def status(
     only: OnlyOpt = None,
     failed: Annotated[bool, typer.Option("--failed", help="list only failed cells")] = False,
     pending: Annotated[bool, typer.Option("--pending", help="list only pending cells (needs --grid)")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="follow the running workers (host, pid, device, cell, epoch, loss) "
+                                        "and the time left, refreshed every --interval seconds until Ctrl-C")] = False,
+    interval: Annotated[float, typer.Option("--interval", help="seconds between refreshes of --watch", min=0.5)] = 5.0,
 ) -> None:
-    """Done / failed / pending / skipped counts per grid, then one line per cell with its id."""
+    """Done / failed / pending / skipped counts per grid, one line per cell with its id, and what is running now."""
+    if watch:
+        _watch(results, grid, only, interval)
+        return
     # lazy: keeps chexbench --help fast
     from chexbench.bench.status import cell_statuses
     from chexbench.bench.store import ResultStore
@@ -415,3 +421,73 @@ def status(
         console.print(f"  [red]{len(quarantined)} damaged file(s)[/] kept in {results / 'quarantine'} (reasons in log.jsonl)")
 
     print_jobs(results)  # the latest `chexbench submit` jobs of this results directory, if any
+    running = _running_view(results, sum(c.status == "pending" for c in cells) if grid else None)
+    if running is not None:
+        console.print(running)
+
+
+def _running_view(results: Path, pending: int | None, always: bool = False):
+    """A table of the running workers and a line with the grid's time left; None when nothing runs (unless ``always``)."""
+    # lazy: keeps chexbench --help fast
+    from rich.console import Group
+
+    from chexbench.bench.status import grid_eta, running_workers
+    from chexbench.bench.store import ResultStore
+
+    workers = running_workers(results)
+    if not workers and not always:
+        return None
+    table = Table(title=f"running now in {results}", title_justify="left")
+    for col in ("host", "pid", "device", "cell", "training", "epoch", "loss", "updated"):
+        table.add_column(col, justify="right" if col in ("pid", "epoch", "loss", "updated") else "left")
+    for w in workers:
+        place = f"{w.cell_index}/{w.cells_total} " if w.cells_total else ""
+        epoch = "—" if w.epoch is None else f"{w.epoch + 1}/{w.epochs}" if w.epochs else str(w.epoch + 1)
+        loss = "—" if w.loss is None else f"{w.loss:.4f}"
+        updated = f"{w.since_update_s:.0f}s ago" + (" [yellow](stale?)[/]" if w.stale else "")
+        table.add_row(escape(w.host), str(w.pid), escape(w.device), escape(place + (w.cell or "between cells")), escape(w.run or "—"),
+                      epoch, loss, updated)
+    eta = grid_eta(workers, ResultStore(results), pending)
+    if eta.seconds is None:
+        line = f"time left: unknown ({eta.cells_left} cell(s) left; {eta.basis})"
+    else:
+        line = (f"time left: about [bold]{_duration(eta.seconds)}[/] for {eta.cells_left} cell(s) at {_duration(eta.per_cell_s)} per cell "
+                f"on {max(1, sum(not w.stale for w in workers))} worker(s) ({escape(eta.basis)})")
+    if pending is None:
+        line += "; --grid counts the cells no worker has queued yet"
+    return Group(table if workers else "no worker is running in this results folder", line)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _watch(results: Path, grid: str | None, only, interval: float) -> None:
+    """``status --watch``: the running workers and the time left, redrawn every ``interval`` s until Ctrl-C."""
+    # lazy: keeps chexbench --help fast
+    import time
+
+    from rich.live import Live
+
+    from chexbench.bench.status import cell_statuses
+    from chexbench.bench.store import ResultStore
+    from chexbench.config import load_grid, parse_only
+
+    planned = load_grid(grid).cells(parse_only(only)) if grid else None
+
+    def view():
+        pending = None
+        if planned is not None:
+            pending = sum(c.status == "pending" for c in cell_statuses(ResultStore(results), planned))
+        return _running_view(results, pending, always=True)
+
+    try:
+        with Live(view(), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(view(), refresh=True)
+    except KeyboardInterrupt:
+        pass

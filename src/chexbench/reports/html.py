@@ -102,12 +102,12 @@ def _leaderboard_html(t: Tables) -> str:
     return (
         '<section id="all-configurations" aria-labelledby="all-configurations-h">\n'
         '<h2 id="all-configurations-h">Leaderboard: every configuration</h2>\n'
-        "<p>One row per configuration (seeds pooled). The numbers are those of the leaderboards below and of "
-        "report.md. Filter by any column that varies; sort with the column buttons.</p>\n"
+        "<p>One row per configuration (seeds pooled). The numbers are those of the leaderboards and paired "
+        "comparisons below, and of report.md. Filter by any column; sort with the column buttons.</p>\n"
         f'<div class="controls" role="group" aria-label="filters">{"".join(filters)}'
         '<button type="button" data-reset-filters>show all</button></div>\n'
         f'<p class="count" aria-live="polite" data-count-for="{LEADERBOARD_ID}"></p>\n'
-        f'<div class="table-wrap"><table id="{LEADERBOARD_ID}" class="data">\n<thead><tr>{head}</tr></thead>\n'
+        f'<div class="table-wrap"><table id="{LEADERBOARD_ID}" class="data leaderboard">\n<thead><tr>{head}</tr></thead>\n'
         f'<tbody>\n{chr(10).join(body)}\n</tbody></table></div>\n</section>\n'
     )
 
@@ -161,13 +161,14 @@ def render_html(sections: Sequence[str], tables: Tables, figures: Mapping[str, b
     leaderboard = _leaderboard_html(tables)
     for i, text in enumerate(sections):
         slug, heading, body = _section_html(md, text, figures, used)
-        if leaderboard and (heading == "Leaderboards" or i == len(sections) - 1):
+        if leaderboard and i == 1:  # first after the intro: the table a reader filters and sorts
             toc.append('<li><a href="#all-configurations">Leaderboard: every configuration</a></li>')
             parts.append(leaderboard)
-            leaderboard = ""
         if i > 0 and heading:
             toc.append(f'<li><a href="#{slug}">{html.escape(heading)}</a></li>')
         parts.append(f'<section id="{slug}">\n{body}</section>\n' if i > 0 else f'<header id="{slug}">\n{body}</header>\n')
+    if leaderboard and len(sections) < 2:
+        parts.append(leaderboard)
     nav = f'<nav aria-label="contents"><h2 class="toc">Contents</h2><ol>{"".join(toc)}</ol></nav>\n'
     head = parts[0] if parts else ""
     return (
@@ -265,7 +266,7 @@ _JS = r"""
       button.setAttribute("data-sort-column", th.textContent.trim());
       while (th.firstChild) button.appendChild(th.firstChild);
       th.appendChild(button);
-      button.addEventListener("click", function () { sortBy(table, column, th); });
+      th.addEventListener("click", function () { sortBy(table, column, th); });  // the button's clicks (and Enter) bubble here
     });
   }
   function updateCount(table) {
