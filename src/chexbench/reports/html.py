@@ -88,7 +88,7 @@ def _leaderboard_html(t: Tables) -> str:
     n_filters = len(_AXIS_COLUMNS) + len(key_columns(t))
     filters = []
     for i in range(n_filters):
-        values = sorted({r[i][0] for r in rows}, key=lambda v: (r_sort(v), v))
+        values = sorted({r[i][0] for r in rows}, key=lambda v: (_numbers_first(v), v))
         options = "".join(f'<option value="{html.escape(v)}">{html.escape(v)}</option>' for v in values)
         filters.append(
             f'<label>{html.escape(header[i])} <select data-filter-column="{i}">'
@@ -112,7 +112,7 @@ def _leaderboard_html(t: Tables) -> str:
     )
 
 
-def r_sort(v: str) -> float:
+def _numbers_first(v: str) -> float:
     """Numeric values first in numeric order (label fractions), then text."""
     try:
         return float(v)
