@@ -81,15 +81,19 @@ def test_sorting_by_auroc_orders_the_rows_both_ways(browser):
     header = _header(browser)
     auroc = _column(header, "macro AUROC")
     button = f"document.querySelectorAll('#leaderboard thead th button')[{auroc}]"
-    browser.eval(f"{button}.parentNode.click()")  # a click on the header cell (or on its button) sorts
+    browser.eval(f"{button}.parentNode.click()")  # a click on the header cell (or on its button): best first
     values = [float(r[auroc].split()[0]) for r in _visible(browser)]
-    assert values == sorted(values) and len(set(values)) > 1
-    assert browser.eval(f"{button}.parentNode.getAttribute('aria-sort')") == "ascending"
+    assert values == sorted(values, reverse=True) and len(set(values)) > 1
+    assert browser.eval(f"{button}.parentNode.getAttribute('aria-sort')") == "descending"
     browser.eval(f"{button}.focus()")  # the keyboard: Enter on the focused sort button sorts the other way
     browser.key("Enter", "Enter", 13)
     values = [float(r[auroc].split()[0]) for r in _visible(browser)]
-    assert values == sorted(values, reverse=True)
-    assert browser.eval(f"{button}.parentNode.getAttribute('aria-sort')") == "descending"
+    assert values == sorted(values)
+    assert browser.eval(f"{button}.parentNode.getAttribute('aria-sort')") == "ascending"
+    strategy = header.index("strategy")  # an axis sorts A→Z first
+    browser.eval(f"document.querySelectorAll('#leaderboard thead th button')[{strategy}].click()")
+    names = [r[strategy] for r in _visible(browser)]
+    assert names == sorted(names) and len(set(names)) == 3
 
 
 def test_a_filter_keeps_exactly_the_rows_of_that_value(browser):

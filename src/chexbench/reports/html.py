@@ -13,7 +13,8 @@ table rows:
 - figures inline as SVG (``figures/*.svg``, written beside each PNG), as ``data:`` images, so
   the page needs no other file and no network.
 
-Every table gets keyboard-operable sort buttons in its header (``aria-sort`` says the order);
+Every table gets keyboard-operable sort buttons in its header (``aria-sort`` says the order; a
+leaderboard metric sorts best-first on its first click, every other column A→Z / low→high);
 long tables get a text filter. No framework, no build step, no CDN: the script below is the
 whole of it, and without script the page is a plain, complete report. Printing shows every row.
 """
@@ -93,7 +94,9 @@ def _leaderboard_html(t: Tables) -> str:
         filters.append(
             f'<label>{html.escape(header[i])} <select data-filter-column="{i}">'
             f'<option value="">all ({len(values)})</option>{options}</select></label>')
-    head = "".join(f'<th scope="col">{html.escape(h)}</th>' for h in header)
+    metrics = set(header[n_filters:])  # a metric sorts best-first on its first click, an axis A→Z
+    first = ' data-sort-first="descending"'
+    head = "".join(f'<th scope="col"{first if h in metrics else ""}>{html.escape(h)}</th>' for h in header)
     body = []
     for r in rows:
         tds = "".join(f'<td data-value="{html.escape(v)}">{html.escape(text)}</td>' if v else f"<td>{html.escape(text)}</td>"
@@ -103,7 +106,7 @@ def _leaderboard_html(t: Tables) -> str:
         '<section id="all-configurations" aria-labelledby="all-configurations-h">\n'
         '<h2 id="all-configurations-h">Leaderboard: every configuration</h2>\n'
         "<p>One row per configuration (seeds pooled). The numbers are those of the leaderboards and paired "
-        "comparisons below, and of report.md. Filter by any column; sort with the column buttons.</p>\n"
+        "comparisons below, and of report.md. Filter by any column; sort with the column buttons (a metric sorts best first).</p>\n"
         f'<div class="controls" role="group" aria-label="filters">{"".join(filters)}'
         '<button type="button" data-reset-filters>show all</button></div>\n'
         f'<p class="count" aria-live="polite" data-count-for="{LEADERBOARD_ID}"></p>\n'
@@ -244,7 +247,8 @@ _JS = r"""
   }
   function sortBy(table, column, th) {
     var body = table.tBodies[0];
-    var ascending = th.getAttribute("aria-sort") !== "ascending";
+    var current = th.getAttribute("aria-sort");
+    var ascending = current ? current !== "ascending" : th.getAttribute("data-sort-first") !== "descending";
     var rows = Array.prototype.slice.call(body.rows).map(function (row, i) {
       return { row: row, i: i, v: sortValue(row.cells[column]) };
     });
