@@ -61,6 +61,10 @@ class LiveStatus:
 
     def close(self) -> None:
         self.path.unlink(missing_ok=True)
+        try:
+            self.path.parent.rmdir()  # the last worker out leaves no empty folder
+        except OSError:
+            pass
 
 
 class _Live:
