@@ -32,6 +32,9 @@ def report(
     from chexbench.reports.report import write_report
 
     wanted = list(formats or [])
+    for f in wanted:
+        if f != "html" and f not in FORMATS:
+            raise ConfigError(f"--format '{f}': choose from {', '.join(FORMATS)}, html")
     if "html" in wanted:  # the page is not a manuscript table: --format html asks for report.html
         if not html:
             raise ConfigError("--format html and --no-html contradict each other; pass one of them")
