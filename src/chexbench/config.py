@@ -289,6 +289,9 @@ class Grid:
     #: strategy name -> backbone family -> options (``[strategy.NAME.recipe.FAMILY]``)
     recipes: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     excludes: list[dict[str, Any]] = field(default_factory=list)
+    #: ``[settings] log``: the experiment trackers (``chexbench.tracking``); None: not set. Not a cell
+    #: setting: how a run is watched never changes what it computes, so it is no part of any cell id
+    log: str | list[str] | None = None
 
     def check_only(self, only: dict[str, list[str]] | None) -> None:
         """Every ``--only`` value must be one of the grid's values of that axis (did-you-mean otherwise)."""
@@ -752,6 +755,10 @@ def parse_grid(raw: dict[str, Any], source: str, default_name: str = "grid") -> 
     settings_raw = raw.get("settings", {})
     if not _is_table(settings_raw):
         raise ConfigError(f"{source}: [settings] must be a table")
+    settings_raw = dict(settings_raw)
+    log = settings_raw.pop("log", None)
+    if log is not None and not (isinstance(log, str) or (isinstance(log, list) and all(isinstance(x, str) for x in log))):
+        raise ConfigError(f"{source}: [settings] log must be a string such as \"tensorboard,mlflow\" or \"none\", got {log!r}")
     settings = _check_settings(settings_raw, "[settings]", source)
     sections, recipes = _parse_sections(raw, source)
     overrides = _parse_overrides(raw.get("override", []), axes, source)
@@ -766,6 +773,7 @@ def parse_grid(raw: dict[str, Any], source: str, default_name: str = "grid") -> 
         overrides=overrides,
         recipes=recipes,
         excludes=excludes,
+        log=log,
     )
 
 

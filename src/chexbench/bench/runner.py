@@ -9,6 +9,7 @@ skipped. Rerunning the same command skips every finished cell.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import subprocess
@@ -38,6 +39,7 @@ from chexbench.core.errors import SkipCell
 from chexbench.core.lock import FileLock
 from chexbench.core.metrics import macro, per_label_metrics
 from chexbench.core.seeding import seed_everything
+from chexbench.core.tracking import CountingRunLog, RunLog
 from chexbench.datasets import celldata  # called as celldata.build_cell_data: tests substitute it
 from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
 
@@ -132,7 +134,11 @@ def run_cell(cell: CellConfig, ctx: RunContext) -> tuple[dict[str, Any], pd.Data
     init = strategy.init_backbone(backbone, cell, ctx)
     seed_everything(cell.seed, cell.settings.deterministic)  # the protocol's randomness does not depend on pretraining
     protocol = PROTOCOLS.get(cell.protocol)
-    result = protocol.run(backbone, data, cell, ctx, init)
+    with ctx.tracker.run(f"cells/{cell.cell_id}", "cell", tracking_params(cell)) as log:
+        counted = CountingRunLog(log)
+        result = protocol.run(backbone, data, cell, dataclasses.replace(ctx, run_log=counted), init)
+        if not counted.calls:  # a protocol that does not log live (the linear probe selects its head at the end)
+            log_history(log, result.history, result.images_per_second)
 
     eval_labels = [lbl for lbl in data.eval_labels if lbl in data.labels]
     metrics = per_label_metrics(data.test.targets, result.test_scores, data.labels)
@@ -160,6 +166,22 @@ def run_cell(cell: CellConfig, ctx: RunContext) -> tuple[dict[str, Any], pd.Data
         peak_memory_mb=peak_memory_mb(ctx.device),
     )
     return record, predictions
+
+
+def tracking_params(cell: CellConfig) -> dict[str, Any]:
+    """What a tracker shows beside a cell's curves: its id, label, axes and resolved config."""
+    return {"cell_id": cell.cell_id, "label": cell.label(), **cell.axis_values(), "epochs": cell.settings.epochs,
+            "config": cell.canonical_json()}
+
+
+def log_history(log: RunLog, history: list[dict[str, Any]], images_per_second: float) -> None:
+    """A protocol's per-epoch history (``train_loss``, ``val_macro_auroc``) as curves, after the fact;
+    throughput, measured over the whole training, is logged once at the last epoch."""
+    for i, row in enumerate(history):
+        scalars = {"train/loss": row.get("train_loss"), "val/macro_auroc": row.get("val_macro_auroc")}
+        if i == len(history) - 1:
+            scalars["train/images_per_second"] = images_per_second
+        log.log_scalars(int(row.get("epoch", i)), {k: float(v) for k, v in scalars.items() if v is not None})
 
 
 def write_skipped(store: ResultStore, planned: list[PlannedCell], runtime_skips: dict[str, str] | None = None) -> None:

@@ -256,6 +256,8 @@ def run(
     ] = None,
     gpus: Annotated[int, typer.Option(help="train each cell data-parallel on N GPUs (relaunches under torchrun)")] = 1,
     compile_step: Annotated[bool, typer.Option("--compile", help="torch.compile the training step (CUDA)")] = False,
+    log: Annotated[str | None, typer.Option("--log", help="experiment trackers, comma-separated: tensorboard | mlflow | wandb, "
+                                            "or none (default: the grid's [settings] log, else tensorboard); never part of a cell id")] = None,
 ) -> None:
     """Run every unfinished cell of a grid; finished cells are skipped (resume)."""
     # lazy: keeps chexbench --help fast
@@ -271,6 +273,10 @@ def run(
     if gpus < 1:
         raise ConfigError(f"--gpus must be ≥ 1, got {gpus}")
     dev = resolve_device(device)
+    # lazy: keeps chexbench --help fast
+    from chexbench.tracking import parse_log
+
+    trackers = parse_log(log, "--log") if log is not None else parse_log(g.log, f"{g.source}: [settings] log")
     planned = g.cells(only_map)
     preflight(planned)  # a missing data root is one clear error, before anything is printed or written
     if gpus > 1 and not D.launched_by_torchrun():
@@ -278,18 +284,23 @@ def run(
         sys.exit(code)
     dev = D.init_from_env(dev)
     try:
-        _run_ranks(g, planned, results, dev, the_shard, overwrite, shard_cells, compile_step)
+        _run_ranks(g, planned, results, dev, the_shard, overwrite, shard_cells, compile_step, trackers)
     finally:
         D.shutdown()
 
 
-def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard_cells, compile_step: bool = False) -> None:
+def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard_cells, compile_step: bool = False,
+               trackers: list[str] | None = None) -> None:
     # lazy: keeps chexbench --help fast
     from chexbench.bench.runner import run_grid
     from chexbench.bench.store import ResultStore
     from chexbench.core import distributed as D
     from chexbench.core.context import NullProgress, RunContext
+    from chexbench.core.devices import device_name
     from chexbench.core.paths import cache_dir
+    from chexbench.core.tracking import NullTracker
+    from chexbench.tracking import build_tracker
+    from chexbench.tracking.live import LiveStatus
 
     if the_shard is not None:
         planned = shard_cells(planned, the_shard)
@@ -311,16 +322,25 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
         grid_task = progress.add_task("cells", total=to_train)
         steps = _RichStepProgress(progress) if main else NullProgress()
         # --compile: an execution option in the run context, not part of any cell's config (or id)
-        ctx = RunContext(device=dev, results_dir=results, cache_dir=cache_dir(), progress=steps, compile=compile_step)
+        # experiment tracking and the live status file: rank 0 only; neither is part of any cell's config (or id)
+        live = LiveStatus(results, device_name(dev), g.name) if main else None
+        tracker = (build_tracker(trackers, results, lambda m: out.print(f"[yellow]warning[/]: {escape(m)}"), extra=[live])
+                   if live is not None else NullTracker())
+        ctx = RunContext(device=dev, results_dir=results, cache_dir=cache_dir(), progress=steps, compile=compile_step,
+                         tracker=tracker)
         started = [0]  # cells started in this run: the count the user sees ("cell 2/2", not "cell 6/6")
 
         def on_start(i: int, cell) -> None:
             started[0] += 1
             progress.update(grid_task, description=f"cell {started[0]}/{to_train} {cell.label()}")
+            if live is not None:
+                live.cell_started(f"{cell.cell_id} {cell.label()}", started[0], to_train)
 
         def on_end(i: int, cell, outcome) -> None:
             if outcome.status == "done-before":
                 return
+            if live is not None and outcome.status in ("ok", "failed"):
+                live.cell_ended(outcome.seconds)
             progress.advance(grid_task)
             if outcome.status == "ok":
                 progress.console.print(
@@ -333,7 +353,10 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
             elif outcome.status == "elsewhere":
                 progress.console.print(f"  [cyan]stored by another worker[/] {cell.cell_id} {cell.label()}")
 
-        summary = run_grid(g, results, ctx, cells=planned, overwrite=overwrite, on_cell_start=on_start, on_cell_end=on_end)
+        try:
+            summary = run_grid(g, results, ctx, cells=planned, overwrite=overwrite, on_cell_start=on_start, on_cell_end=on_end)
+        finally:
+            tracker.close()
     before = summary.count("done-before")
     ran = summary.count("ok") + summary.count("failed")
     if ran == 0 and before:
@@ -353,8 +376,14 @@ def status(
     only: OnlyOpt = None,
     failed: Annotated[bool, typer.Option("--failed", help="list only failed cells")] = False,
     pending: Annotated[bool, typer.Option("--pending", help="list only pending cells (needs --grid)")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="follow the running workers (host, pid, device, cell, epoch, loss) "
+                                        "and the time left, refreshed every --interval seconds until Ctrl-C")] = False,
+    interval: Annotated[float, typer.Option("--interval", help="seconds between refreshes of --watch", min=0.5)] = 5.0,
 ) -> None:
-    """Done / failed / pending / skipped counts per grid, then one line per cell with its id."""
+    """Done / failed / pending / skipped counts per grid, one line per cell with its id, and what is running now."""
+    if watch:
+        _watch(results, grid, only, interval)
+        return
     # lazy: keeps chexbench --help fast
     from chexbench.bench.status import cell_statuses
     from chexbench.bench.store import ResultStore
@@ -392,3 +421,73 @@ def status(
         console.print(f"  [red]{len(quarantined)} damaged file(s)[/] kept in {results / 'quarantine'} (reasons in log.jsonl)")
 
     print_jobs(results)  # the latest `chexbench submit` jobs of this results directory, if any
+    running = _running_view(results, sum(c.status == "pending" for c in cells) if grid else None)
+    if running is not None:
+        console.print(running)
+
+
+def _running_view(results: Path, pending: int | None, always: bool = False):
+    """A table of the running workers and a line with the grid's time left; None when nothing runs (unless ``always``)."""
+    # lazy: keeps chexbench --help fast
+    from rich.console import Group
+
+    from chexbench.bench.status import grid_eta, running_workers
+    from chexbench.bench.store import ResultStore
+
+    workers = running_workers(results)
+    if not workers and not always:
+        return None
+    table = Table(title=f"running now in {results}", title_justify="left")
+    for col in ("host", "pid", "device", "cell", "training", "epoch", "loss", "updated"):
+        table.add_column(col, justify="right" if col in ("pid", "epoch", "loss", "updated") else "left")
+    for w in workers:
+        place = f"{w.cell_index}/{w.cells_total} " if w.cells_total else ""
+        epoch = "—" if w.epoch is None else f"{w.epoch + 1}/{w.epochs}" if w.epochs else str(w.epoch + 1)
+        loss = "—" if w.loss is None else f"{w.loss:.4f}"
+        updated = f"{w.since_update_s:.0f}s ago" + (" [yellow](stale?)[/]" if w.stale else "")
+        table.add_row(escape(w.host), str(w.pid), escape(w.device), escape(place + (w.cell or "between cells")), escape(w.run or "—"),
+                      epoch, loss, updated)
+    eta = grid_eta(workers, ResultStore(results), pending)
+    if eta.seconds is None:
+        line = f"time left: unknown ({eta.cells_left} cell(s) left; {eta.basis})"
+    else:
+        line = (f"time left: about [bold]{_duration(eta.seconds)}[/] for {eta.cells_left} cell(s) at {_duration(eta.per_cell_s)} per cell "
+                f"on {max(1, sum(not w.stale for w in workers))} worker(s) ({escape(eta.basis)})")
+    if pending is None:
+        line += "; --grid counts the cells no worker has queued yet"
+    return Group(table if workers else "no worker is running in this results folder", line)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _watch(results: Path, grid: str | None, only, interval: float) -> None:
+    """``status --watch``: the running workers and the time left, redrawn every ``interval`` s until Ctrl-C."""
+    # lazy: keeps chexbench --help fast
+    import time
+
+    from rich.live import Live
+
+    from chexbench.bench.status import cell_statuses
+    from chexbench.bench.store import ResultStore
+    from chexbench.config import load_grid, parse_only
+
+    planned = load_grid(grid).cells(parse_only(only)) if grid else None
+
+    def view():
+        pending = None
+        if planned is not None:
+            pending = sum(c.status == "pending" for c in cell_statuses(ResultStore(results), planned))
+        return _running_view(results, pending, always=True)
+
+    try:
+        with Live(view(), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(view(), refresh=True)
+    except KeyboardInterrupt:
+        pass

@@ -1,4 +1,4 @@
-"""What a cell's code may use from its surroundings: device, folders, progress reporting."""
+"""What a cell's code may use from its surroundings: device, folders, progress reporting, experiment tracking."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Protocol
 import torch
 
 from chexbench.core.errors import ConfigError
+from chexbench.core.tracking import NullRunLog, NullTracker, RunLog, Tracker
 
 
 class StepProgress(Protocol):
@@ -44,6 +45,10 @@ class RunContext:
     #: ``torch.compile`` the training step: set by ``chexbench run --compile``; a cell whose
     #: ``settings.compile`` is true gets a context with it set (``EvaluationProtocol.open_cell``)
     compile: bool = False
+    #: experiment tracking (``chexbench.tracking``): ``tracker`` opens a run per cell and pretraining run;
+    #: ``run_log`` is the run a loop logs its scalars to (the runner sets it for a cell's protocol)
+    tracker: Tracker = field(default_factory=NullTracker)
+    run_log: RunLog = field(default_factory=NullRunLog)
 
     @property
     def pretrain_dir(self) -> Path:

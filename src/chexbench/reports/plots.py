@@ -32,7 +32,7 @@ _PALETTE = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Save ``fig`` as PNG (for report.md) and, beside it, as PDF (vector, for a manuscript).
+    """Save ``fig`` as PNG (for report.md) and, beside it, as PDF (vector, for a manuscript) and SVG (report.html).
 
     Each file goes through a temp file + rename; the figure is closed. Returns the PNG path.
     """
@@ -42,6 +42,8 @@ def save_figure(fig, path: Path) -> Path:
             fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
         with atomic_path(path.with_suffix(".pdf")) as tmp:
             fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata={"Creator": None, "Producer": None, "CreationDate": None})
+        with atomic_path(path.with_suffix(".svg")) as tmp, plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": path.stem}):
+            fig.savefig(tmp, format="svg", bbox_inches="tight", metadata={"Date": None})  # inline in report.html
     finally:
         plt.close(fig)
     return path

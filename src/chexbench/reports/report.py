@@ -1,12 +1,13 @@
 """``write_report``: a pure function from a results directory to report.md, figures and tables.
 
 Outputs (in the results directory, each written atomically):
+    report.html               the same sections as one self-contained page (sortable, filterable tables, SVG figures)
     report.md                 summary, leaderboards, comparisons, per-label tables, calibration,
                               skipped / failed cells, methods, provenance
     leaderboard.parquet/.csv  one row per configuration (seeds pooled)
     tables/*.tex|md|csv       with ``table_formats``: leaderboard and paired table for a manuscript
     per_label.parquet/.csv    one row per configuration × label
-    figures/*.png + *.pdf     label-fraction curves, ROC curves, forest plot, reliability
+    figures/*.png + pdf + svg label-fraction curves, ROC curves, forest plot, reliability
                               diagrams, pretraining loss curves
 """
 
@@ -34,6 +35,7 @@ from chexbench.reports.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED
 from chexbench.reports.cell_warnings import warnings_section
 from chexbench.reports.crosscheck import delong_crosscheck
 from chexbench.reports.export import check_formats, write_tables
+from chexbench.reports.html import figure_svgs, render_html
 from chexbench.reports.leaderboard import Tables, build_tables
 from chexbench.reports.localization_table import localization_section
 from chexbench.reports.markdown import (
@@ -136,8 +138,10 @@ def code_versions_note(results: LoadedResults, tables: Tables) -> str:
             + "\n".join(lines) + "\n")
 
 
-def render_report(results: LoadedResults, tables: Tables, figures_md: str = "", cross: pd.DataFrame | None = None) -> str:
-    """The full Markdown text of the report."""
+def report_sections(results: LoadedResults, tables: Tables, figures_md: str = "",
+                    cross: pd.DataFrame | None = None) -> list[str]:
+    """The report's sections, each a Markdown string (the first the intro): report.md joins them,
+    report.html renders the same strings (``html.render_html``), so both show the same numbers."""
     n_ok, n_failed, n_skipped = len(results.ok), len(results.failed), len(results.skipped)
     intro = (
         "# chexbench report\n\n"
@@ -164,7 +168,16 @@ def render_report(results: LoadedResults, tables: Tables, figures_md: str = "", 
         sections.append(figures_md)
     sections += [skipped_section(results), failed_section(results), superseded_section(results), methods_section(results),
                  hyperparameter_section(results.ok), provenance_section(results)]
-    return "\n".join(s.rstrip() + "\n" for s in sections if s)
+    return [s for s in sections if s]
+
+
+def render_report(results: LoadedResults, tables: Tables, figures_md: str = "", cross: pd.DataFrame | None = None) -> str:
+    """The full Markdown text of the report."""
+    return join_sections(report_sections(results, tables, figures_md, cross))
+
+
+def join_sections(sections: list[str]) -> str:
+    return "\n".join(s.rstrip() + "\n" for s in sections)
 
 
 def check_baseline(results_dir: str | Path, baseline: str) -> None:
@@ -189,8 +202,11 @@ def write_report(
     seed: int = DEFAULT_SEED,
     figures: bool = True,
     table_formats: Sequence[str] = (),
+    html: bool = True,
 ) -> Path:
     """Score every finished cell of ``results_dir`` and write the report; returns report.md's path.
+
+    ``html``: also report.html beside it, rendered from the same sections (see ``reports/html.py``).
 
     Everything is computed (figures into a hidden temporary folder) before anything is
     replaced, so an error leaves the previous report, tables and figures as they were.
@@ -207,7 +223,9 @@ def write_report(
         figures_md = ""
         if staged is not None:
             figures_md = write_figures(results, tables, staged)
-        text = render_report(results, tables, figures_md, cross)
+        sections = report_sections(results, tables, figures_md, cross)
+        text = join_sections(sections)
+        page = render_html(sections, tables, figure_svgs(staged), title=f"chexbench report · {root.name}") if html else None
     except BaseException:
         if staged is not None:
             shutil.rmtree(staged, ignore_errors=True)
@@ -222,6 +240,8 @@ def write_report(
         atomic_write_text(tables.per_label.to_csv(index=False), root / "per_label.csv")
     path = root / "report.md"
     atomic_write_text(text, path)
+    if page is not None:
+        atomic_write_text(page, root / "report.html")
     if formats:
         write_tables(tables, root / "tables", formats)
     return path

@@ -48,6 +48,7 @@ from chexbench.core.inference import extract_features
 from chexbench.core.inputs import DEFAULT_NORMALIZE, batches, to_input
 from chexbench.core.metrics import macro_auroc
 from chexbench.core.optim import OptimizerChoice, build_optimizer, optimizer_record, warmup_cosine
+from chexbench.core.tracking import NullRunLog, RunLog
 from chexbench.datasets import celldata
 from chexbench.datasets.leakage import check_pretrain_leakage, pretrain_source_options
 from chexbench.options import Options, options_model, validate_table
@@ -281,7 +282,11 @@ def _fit_group_order(saved: dict[str, Any], opt: torch.optim.Optimizer, path: Pa
 
 def _pretrain(strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext, key: dict[str, Any], run_id: str, run_dir: Path) -> None:
     """Train the run ``run_id`` in ``run_dir`` (resuming from its checkpoint) and write its files."""
-    PretrainRun(strategy, cell, ctx, key, run_id, run_dir).run()
+    pre = PretrainRun(strategy, cell, ctx, key, run_id, run_dir)
+    params = {"run_id": run_id, "label": f"{cell.label()} · pretrain {run_id}", "epochs": pre.epochs,
+              "key": json.dumps(key, sort_keys=True, default=str)}
+    with ctx.tracker.run(f"pretrain/{run_id}", "pretrain", params, fresh=not pre.checkpoint_path.exists()) as pre.run_log:
+        pre.run()
 
 
 class PretrainRun:
@@ -298,6 +303,8 @@ class PretrainRun:
         self.notes: list[str] = []
         self.start_epoch, self.step, self.history = 0, 0, []
         self.t_train, self.images_seen = 0.0, 0
+        #: per-epoch curves (``ctx.tracker``); a strategy's own monitors go here too: ``run_log.log_scalars(epoch, {…})``
+        self.run_log: RunLog = NullRunLog()
         self.setup()
 
     @property
@@ -369,12 +376,27 @@ class PretrainRun:
                     self.model.encoder, self.device, self.normalize, int(self.opts["probe_k"]), self.cell.settings.eval_batch_size
                 )
             self.checkpoint(epoch)
+            self.log_epoch(epoch)
             last = self.history[-1]
             self.ctx.progress.message(
                 f"pretrain {self.strategy.name} epoch {epoch + 1}/{self.epochs}: loss {last['loss']:.4f}"
                 + ("" if math.isnan(last["probe_auroc"]) else f", kNN probe macro AUROC {last['probe_auroc']:.3f}")
             )
         self.finish()
+
+    def log_epoch(self, epoch: int) -> None:
+        """The epoch's mean loss, learning rate, throughput and kNN probe (when measured) to ``run_log``."""
+        rows = [r for r in self.history if r["epoch"] == epoch]
+        seen, seconds = self.images_seen - self._logged[0], self.t_train - self._logged[1]
+        self._logged = (self.images_seen, self.t_train)
+        scalars = {"pretrain/loss": float(np.mean([r["loss"] for r in rows])) if rows else math.nan,
+                   "pretrain/lr": float(self.opt.param_groups[0]["lr"]),
+                   "pretrain/images_per_second": seen / seconds if seconds > 0 else math.nan}
+        if rows and not math.isnan(rows[-1]["probe_auroc"]):
+            scalars["pretrain/probe_auroc"] = float(rows[-1]["probe_auroc"])
+        self.run_log.log_scalars(epoch, scalars)
+
+    _logged: tuple[int, float] = (0, 0.0)  # (images_seen, t_train) at the last log_epoch
 
     def train_epoch(self, epoch: int) -> None:
         """One pass over the pool in full batches; a history row every ``steps_per_epoch / LOG_POINTS_PER_EPOCH`` steps."""

@@ -92,12 +92,15 @@ class Finetune(EvaluationProtocol):
         for epoch in range(s.epochs):
             t0 = time.perf_counter()
             train_loss, where = self._train_epoch(model, step_model, opt, sched, data, setup, epoch)
-            train_seconds += time.perf_counter() - t0
+            epoch_seconds = time.perf_counter() - t0
+            train_seconds += epoch_seconds
             val_scores = predict_probs(model, data.valid.images, s.eval_batch_size, device, setup.normalize, s.amp, fast)
             T.check_finite_outputs(val_scores, "validation outputs", where)
             val_auroc = macro_auroc(data.valid.targets, val_scores, data.labels, setup.eval_labels)
             history.append({"epoch": epoch, "train_loss": train_loss, "val_macro_auroc": val_auroc})
             ctx.progress.message(f"epoch {epoch}: loss {train_loss:.4f}, val macro AUROC {val_auroc:.3f}")
+            ctx.run_log.log_scalars(epoch, {"train/loss": train_loss, "train/lr": opt.param_groups[0]["lr"],
+                                            "val/macro_auroc": val_auroc, "train/images_per_second": setup.n_train / max(epoch_seconds, 1e-9)})
             score = val_auroc if not math.isnan(val_auroc) else -1.0
             if score > best_auroc:
                 best_auroc, best_epoch = score, epoch
