@@ -93,6 +93,7 @@ def tiny_cell(strategy: str, backbone: str = "resnet_tiny", size: int = 32, **op
         "proj_hidden_dim": 32,
         "max_pretrain_images": 48,
         "probe_images": 32,
+        "pretrain_warmup_epochs": 0.0,  # the family recipes' 10 or 40 warmup epochs do not fit a tiny run (refused)
         **options,
     }
     if strategy != "simclr":

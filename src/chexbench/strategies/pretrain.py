@@ -47,7 +47,7 @@ from chexbench.core.errors import ChexbenchError, ConfigError, DataError
 from chexbench.core.inference import extract_features
 from chexbench.core.inputs import DEFAULT_NORMALIZE, batches, to_input
 from chexbench.core.metrics import macro_auroc
-from chexbench.core.optim import OptimizerChoice, build_optimizer, optimizer_record, warmup_cosine
+from chexbench.core.optim import OptimizerChoice, build_optimizer, check_warmup_fits, fit_schedule, optimizer_record, warmup_cosine
 from chexbench.datasets import celldata
 from chexbench.datasets.leakage import check_pretrain_leakage, pretrain_source_options
 from chexbench.options import Options, options_model, validate_table
@@ -69,7 +69,7 @@ class PretrainOptions(Options):
 
     pretrain_epochs: int = Field(100, ge=1, description="pretraining epochs over the unlabeled pool")
     pretrain_batch_size: int = Field(256, ge=2, description="pretraining batch size (capped at the pool size)")
-    pretrain_optimizer: Literal["sgd", "adamw"] = Field("sgd", description="pretraining optimizer (SGD momentum 0.9, or AdamW)")
+    pretrain_optimizer: Literal["sgd", "adamw", "lars"] = Field("sgd", description="pretraining optimizer (SGD momentum 0.9, AdamW, or LARS)")
     pretrain_lr: float = Field(0.03, gt=0, description="peak pretraining learning rate (not rescaled by batch size)")
     pretrain_weight_decay: float = Field(1e-4, ge=0, description="weight decay, none on biases and norms")
     pretrain_warmup_epochs: float = Field(0.0, ge=0, description="linear warmup before the cosine decay, in epochs")
@@ -96,7 +96,7 @@ COMMON_OPTIONS: dict[str, Any] = PretrainOptions.defaults()
 COMMON_OPTIONS_HELP: dict[str, str] = {
     "pretrain_epochs": "epochs of self-supervised pretraining over the pretraining pool",
     "pretrain_batch_size": "images per pretraining step (two views each)",
-    "pretrain_optimizer": "optimizer of the pretraining run: sgd | adamw",
+    "pretrain_optimizer": "optimizer of the pretraining run: sgd | adamw | lars (momentum 0.9, trust coefficient 0.001, as MoCo v3)",
     "pretrain_lr": "peak learning rate of the pretraining run (cosine schedule after warmup)",
     "pretrain_weight_decay": "weight decay of the pretraining run",
     "pretrain_warmup_epochs": "linear learning-rate warmup of the pretraining run, in epochs",
@@ -181,6 +181,13 @@ class PretrainStrategy(Strategy):
         return optimizer_record(str(opts["pretrain_optimizer"]), float(opts["pretrain_lr"]), float(opts["pretrain_weight_decay"]),
                                 self.optimizer_choice)
 
+    def preflight(self, cell: CellConfig) -> None:
+        """A pretraining warmup not shorter than the run (the family recipe's 40 warmup epochs in a
+        4-epoch run) is refused with one line at plan time, never clamped."""
+        opts = self.resolved_options(cell)
+        where = f"[strategy.{self.alias_of or self.name}] pretrain_warmup_epochs (backbone {cell.backbone}, recipe {backbone_family(cell.backbone)})"
+        check_warmup_fits(float(opts["pretrain_warmup_epochs"]), float(opts["pretrain_epochs"]), warmup_key=where, epochs_key="pretrain_epochs")
+
     def pretrain_key(self, cell: CellConfig) -> dict[str, Any]:
         st = cell.settings
         source = st.pretrain_source
@@ -224,6 +231,7 @@ class PretrainStrategy(Strategy):
                 "pretrain_batch_size": meta["batch_size"],
                 "pretrain_dir": meta["dir"],
                 "pretrain_optimizer": meta.get("optimizer"),  # absent from runs made before it was recorded
+                "pretrain_schedule": meta.get("schedule"),  # the effective schedule (absent from older runs)
                 "pretrain_final_loss": meta.get("final_loss"),
                 "pretrain_final_probe_auroc": meta.get("final_probe_auroc"),
                 "pretrain_test_patients_shared": leaked,  # > 0 only under allow_leakage
@@ -332,7 +340,10 @@ class PretrainRun:
         # the model keeps its rank's slice; SyncBN only where the method wants global BN (SimCLR)
         self.train_model = D.wrap_ddp(D.LossForward(self.model), self.device, sync_bn=bool(getattr(self.model, "sync_bn", False)))
         self.opt = self.strategy.build_optimizer(self.model, opts, self.device)
-        self.sched = warmup_cosine(self.opt, self.total, round(float(opts["pretrain_warmup_epochs"]) * self.steps_per_epoch))
+        self.schedule = fit_schedule(float(opts["pretrain_warmup_epochs"]), self.epochs, self.steps_per_epoch,
+                                     warmup_key=f"[strategy.{self.strategy.alias_of or self.strategy.name}] pretrain_warmup_epochs",
+                                     epochs_key="pretrain_epochs")
+        self.sched = warmup_cosine(self.opt, self.total, self.schedule.warmup_steps)
         self.aug = view_augment(opts)
         self.probe = _ProbeData.build(cell, opts) if int(opts["probe_every"]) > 0 else None
         if self.probe is not None and self.probe.note:
@@ -480,6 +491,7 @@ class PretrainRun:
             "pool_fingerprint": self.fingerprint,
             "normalize": list(self.normalize),
             "optimizer": self.strategy.optimizer_record(self.opts),
+            "schedule": self.schedule.record(),
             "notes": self.notes,
             "final_loss": losses[-1] if losses else None,
             "final_probe_auroc": probes[-1] if probes else None,
