@@ -59,7 +59,7 @@ def fake_source(monkeypatch):
     def pool(cell: CellConfig, max_images: int = 0):
         calls["pool"] += 1
         n = max_images or 64
-        images, _ = synth_images(n, cell.settings.image_size, seed=100 + cell.settings.pretrain_seed)
+        images, _ = synth_images(n, cell.settings.image_size, seed=100 + cell.effective_pretrain_seed)
         return images, np.array([f"u{i}" for i in range(n)])
 
     def data(cell: CellConfig):

@@ -205,7 +205,7 @@ class PretrainStrategy(Strategy):
             "split": "train",
             "views": st.views,
             "image_size": st.image_size,
-            "pretrain_seed": st.pretrain_seed,
+            "pretrain_seed": cell.effective_pretrain_seed,  # "per_seed": the cell's seed, one run per fine-tuning seed
             "options": {k: v for k, v in sorted(opts.items()) if k != "pretrain_root"},
         }
 
@@ -232,6 +232,9 @@ class PretrainStrategy(Strategy):
                 "pretrain_dir": meta["dir"],
                 "pretrain_optimizer": meta.get("optimizer"),  # absent from runs made before it was recorded
                 "pretrain_schedule": meta.get("schedule"),  # the effective schedule (absent from older runs)
+                # which pretraining run this seed got: one shared by every fine-tuning seed, or its own
+                "pretrain_seed": cell.effective_pretrain_seed,
+                "pretrain_seed_mode": "per_seed" if cell.settings.pretrain_seed == "per_seed" else "shared",
                 "pretrain_final_loss": meta.get("final_loss"),
                 "pretrain_final_probe_auroc": meta.get("final_probe_auroc"),
                 "pretrain_test_patients_shared": leaked,  # > 0 only under allow_leakage
@@ -328,8 +331,8 @@ class PretrainRun:
         self.epochs = int(opts["pretrain_epochs"])
         self.total = self.steps_per_epoch * self.epochs
 
-        torch.manual_seed(st.pretrain_seed)
-        self.gen = torch.Generator().manual_seed(st.pretrain_seed)
+        torch.manual_seed(cell.effective_pretrain_seed)
+        self.gen = torch.Generator().manual_seed(cell.effective_pretrain_seed)
         encoder = BACKBONES.get(cell.backbone).build(st.image_size, cell.backbone_options)
         self.model, model_notes = self.strategy.build_model(encoder, opts, n, self.gen)
         self.notes += model_notes
@@ -537,7 +540,7 @@ class _ProbeData:
             dataset=source,
             dataset_options=ds_opts,
             label_fraction=1.0,
-            seed=st.pretrain_seed,
+            seed=cell.effective_pretrain_seed,
             settings=dataclasses.replace(st, max_train_images=n, max_eval_images=n, uncertainty="ignore"),
         )
         try:
