@@ -8,7 +8,13 @@ import torch
 
 from chexbench.config import CellConfig, Settings, parse_grid
 from chexbench.core.errors import ConfigError
-from chexbench.core.optim import Schedule, check_warmup_fits, fit_schedule, warmup_cosine, warmup_cosine_factor
+from chexbench.core.optim import (
+    Schedule,
+    check_warmup_fits,
+    fit_schedule,
+    warmup_cosine,
+    warmup_cosine_factor,
+)
 from chexbench.registry import PROTOCOLS, STRATEGIES
 
 

@@ -47,7 +47,14 @@ from chexbench.core.errors import ChexbenchError, ConfigError, DataError
 from chexbench.core.inference import extract_features
 from chexbench.core.inputs import DEFAULT_NORMALIZE, batches, to_input
 from chexbench.core.metrics import macro_auroc
-from chexbench.core.optim import OptimizerChoice, build_optimizer, check_warmup_fits, fit_schedule, optimizer_record, warmup_cosine
+from chexbench.core.optim import (
+    OptimizerChoice,
+    build_optimizer,
+    check_warmup_fits,
+    fit_schedule,
+    optimizer_record,
+    warmup_cosine,
+)
 from chexbench.datasets import celldata
 from chexbench.datasets.leakage import check_pretrain_leakage, pretrain_source_options
 from chexbench.options import Options, options_model, validate_table
