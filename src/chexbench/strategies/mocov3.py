@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from chexbench.core.distributed import all_gather_keys, local_rows, rank
+from chexbench.core.distributed import all_gather_keys, local_rows, rank_range
 from chexbench.registry import STRATEGIES
 from chexbench.strategies.losses import in_fp32
 from chexbench.strategies.momentum import cosine_momentum, momentum_update
@@ -148,7 +148,7 @@ class MoCoV3Model(nn.Module):
             momentum_update(self.projector, self.key_projector, m)
             k1 = all_gather_keys(self.key_projector(self.key_encoder(x1)).float())  # (B, dim), every rank's keys
             k2 = all_gather_keys(self.key_projector(self.key_encoder(x2)).float())
-        offset = rank() * q1.shape[0]
+        offset = rank_range(v1.shape[0])[0]  # this rank's first row in the gathered keys
         return mocov3_contrastive(q1, k2, self.temperature, offset) + mocov3_contrastive(q2, k1, self.temperature, offset)
 
 
