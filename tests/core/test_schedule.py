@@ -85,8 +85,9 @@ def test_the_recipes_warmups_that_do_not_fit_a_short_run_are_refused_at_plan_tim
     for backbone, warmup, family in (("resnet_tiny", 10, "cnn"), ("vit_convstem_tiny", 40, "vit")):
         with pytest.raises(ConfigError) as e:
             STRATEGIES.get("simclr").preflight(cells[("simclr", backbone)])
-        assert str(e.value).startswith(f"[strategy.simclr] pretrain_warmup_epochs (backbone {backbone}, recipe {family}) = {warmup} "
-                                       "does not fit pretrain_epochs = 4")
+        msg = str(e.value)
+        assert msg.startswith(f"[strategy.simclr] on {backbone}: pretrain_warmup_epochs = {warmup} does not fit pretrain_epochs = 4")
+        assert msg.endswith(f"set pretrain_warmup_epochs below 4 (for this backbone family: [strategy.simclr.recipe.{family}])")
     # the grid's own ViT warmup fits; MoCo-v2's ResNet recipe has none
     STRATEGIES.get("moco_convstem").preflight(cells[("moco_convstem", "vit_convstem_tiny")])
     STRATEGIES.get("mocov2").preflight(cells[("mocov2", "resnet_tiny")])

@@ -151,13 +151,14 @@ def warmup_cosine_factor(total_steps: int, warmup_steps: int):
     return factor
 
 
-def check_warmup_fits(warmup_epochs: float, epochs: float, *, warmup_key: str, epochs_key: str) -> None:
+def check_warmup_fits(warmup_epochs: float, epochs: float, *, warmup_key: str, epochs_key: str, where: str = "", hint: str = "") -> None:
     """Refuse, with one line naming both keys and values, a warmup that is not shorter than its run
-    (checked at plan time by the components' ``preflight`` hooks)."""
+    (checked at plan time by the components' ``preflight`` hooks). ``where`` prefixes the keys (the
+    grid table), ``hint`` ends the line (where to set the warmup)."""
     if warmup_epochs > 0 and warmup_epochs >= epochs:
         raise ConfigError(
-            f"{warmup_key} = {warmup_epochs:g} does not fit {epochs_key} = {epochs:g}: the whole run would be warmup, "
-            f"with no cosine decay (a warmup is never clamped to the run); set {warmup_key} below {epochs:g}"
+            f"{where}{warmup_key} = {warmup_epochs:g} does not fit {epochs_key} = {epochs:g}: the whole run would be warmup, "
+            f"with no cosine decay (a warmup is never clamped to the run); set {warmup_key} below {epochs:g}{hint}"
         )
 
 

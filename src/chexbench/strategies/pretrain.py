@@ -192,8 +192,10 @@ class PretrainStrategy(Strategy):
         """A pretraining warmup not shorter than the run (the family recipe's 40 warmup epochs in a
         4-epoch run) is refused with one line at plan time, never clamped."""
         opts = self.resolved_options(cell)
-        where = f"[strategy.{self.alias_of or self.name}] pretrain_warmup_epochs (backbone {cell.backbone}, recipe {backbone_family(cell.backbone)})"
-        check_warmup_fits(float(opts["pretrain_warmup_epochs"]), float(opts["pretrain_epochs"]), warmup_key=where, epochs_key="pretrain_epochs")
+        table, family = f"strategy.{self.alias_of or self.name}", backbone_family(cell.backbone)
+        check_warmup_fits(float(opts["pretrain_warmup_epochs"]), float(opts["pretrain_epochs"]), warmup_key="pretrain_warmup_epochs",
+                          epochs_key="pretrain_epochs", where=f"[{table}] on {cell.backbone}: ",
+                          hint=f" (for this backbone family: [{table}.recipe.{family}])" if family else "")
 
     def pretrain_key(self, cell: CellConfig) -> dict[str, Any]:
         st = cell.settings
