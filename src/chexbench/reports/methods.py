@@ -18,7 +18,7 @@ import pandas as pd
 
 from chexbench import __version__
 from chexbench.config import Settings
-from chexbench.registry import STRATEGIES
+from chexbench.registry import BACKBONES, STRATEGIES
 from chexbench.reports.markdown import fmt_fraction, table
 from chexbench.reports.names import config_label, setting_label
 
@@ -75,11 +75,15 @@ def _configs(records: pd.DataFrame) -> list[dict[str, Any]]:
     return list(groups.values())
 
 
-def _strategy_options(strategy: str, recorded: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """The strategy's resolved options (its declared defaults + the recorded overrides), and whether
-    the defaults could be read (False for a strategy that is not installed here)."""
+def _strategy_options(strategy: str, recorded: dict[str, Any], backbone: str = "") -> tuple[dict[str, Any], bool]:
+    """The strategy's resolved options (its declared defaults < the backbone family's recipe < the
+    recorded overrides), and whether the defaults could be read (False for a strategy that is not
+    installed here). Without the family recipe a ViT's row would show the ResNet recipe's values."""
     if strategy in STRATEGIES:
-        return {**(getattr(STRATEGIES.get(strategy), "options", {}) or {}), **recorded}, True
+        component = STRATEGIES.get(strategy)
+        recipe_for = getattr(component, "recipe_for", None)
+        recipe = recipe_for(backbone) if recipe_for is not None and backbone in BACKBONES else {}
+        return {**(getattr(component, "options", {}) or {}), **recipe, **recorded}, True
     return dict(recorded), False
 
 
@@ -171,7 +175,7 @@ def _pretraining_part(groups: list[dict[str, Any]]) -> str:
         for run_id, e in sorted(runs.items(), key=lambda kv: (kv[1]["row"].strategy, kv[1]["row"].backbone, kv[0])):
             r, cfg = e["row"], e["config"]
             s = cfg.get("settings", {})
-            opts, known = _strategy_options(str(r.strategy), cfg.get("strategy_options") or {})
+            opts, known = _strategy_options(str(r.strategy), cfg.get("strategy_options") or {}, str(r.backbone))
             budget = ", ".join(f"{k.removeprefix('pretrain_')} {_value(opts[k]) if opts[k] != 0 else 'all'}"
                                if k == "max_pretrain_images" else f"{k.removeprefix('pretrain_')} {_value(opts[k])}"
                                for k in PRETRAIN_BUDGET if k in opts)
