@@ -51,7 +51,7 @@ CASES = [
     ("epochs-range", "", "epochs = 0", "", [], ["'epochs' must be int >= 1", "got 0"]),
     ("pretrain-source-typo", "", "", '[strategy.simclr]\npretrain_source = "phantom-chexpertt"', [], ["unknown dataset 'phantom-chexpertt'"]),
     ("strategy-option-type", "", "", '[strategy.simclr]\ntemperature = "hot"', [], ["[strategy.simclr] 'temperature' must be float"]),
-    ("strategy-option-choice", "", "", '[strategy.simclr]\npretrain_optimizer = "lars"', [], ["'pretrain_optimizer' must be one of 'sgd', 'adamw'"]),
+    ("strategy-option-choice", "", "", '[strategy.simclr]\npretrain_optimizer = "lamb"', [], ["'pretrain_optimizer' must be one of 'sgd', 'adamw', 'lars'"]),
     ("protocol-option-choice", "", "", '[protocol.linear]\nhead = "mlp"', [], ["[protocol.linear] 'head' must be one of 'linear', 'topk'"]),
     ("dataset-option-type", "", "", '[dataset.phantom-chexpert]\npatients = "many"', [], ["'patients' must be int"]),
     ("backbone-option-choice", "", "", "[backbone.vit_convstem_tiny]\nstem_convs = 5", [], ["'stem_convs' must be one of 3, 4"]),

@@ -27,7 +27,7 @@ def test_every_component_schema_matches_the_options_it_reads(kind: str) -> None:
 
 def test_the_schema_says_choices_bounds_and_meaning() -> None:
     rows = {r.name: r for r in option_schema(STRATEGIES.get("mocov2"))}
-    assert rows["pretrain_optimizer"].choices == ("sgd", "adamw") and rows["pretrain_optimizer"].type == "choice"
+    assert rows["pretrain_optimizer"].choices == ("sgd", "adamw", "lars") and rows["pretrain_optimizer"].type == "choice"
     assert rows["momentum"].bounds == ">= 0, <= 1" and rows["momentum"].meaning
     assert rows["pretrain_root"].type == "str | None"
     settings = {r.name: r for r in settings_schema()}

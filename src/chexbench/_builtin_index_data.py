@@ -78,6 +78,9 @@ INDEX: dict = {'backbone': {'entries': [['resnet50',
                           ['mocov2_topk',
                            'MoCo-v2 with a top-K patch-scoring head: query and key embeddings pool the K '
                            'best-scored ViT patch tokens'],
+                          ['mocov3',
+                           'MoCo v3 (Chen, Xie & He 2021): predictor, symmetric in-batch contrastive loss '
+                           '(2τ), no queue, cosine momentum'],
                           ['scratch',
                            'random initialization (timm defaults); the baseline every strategy is compared '
                            'with'],
@@ -96,6 +99,7 @@ INDEX: dict = {'backbone': {'entries': [['resnet50',
                           'chexbench.strategies.moco_convstem',
                           'chexbench.strategies.mocov2',
                           'chexbench.strategies.mocov2_topk',
+                          'chexbench.strategies.mocov3',
                           'chexbench.strategies.momentum',
                           'chexbench.strategies.pretrain',
                           'chexbench.strategies.scratch',

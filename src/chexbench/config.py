@@ -55,7 +55,7 @@ import tomllib
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, create_model
 
@@ -99,7 +99,9 @@ class Settings:
     pretrain_source: str = _setting(
         "chexpert", "dataset whose train split is the unlabeled pretraining pool (checked by plan: its root must resolve)"
     )
-    pretrain_seed: int = _setting(0, "seed of the shared pretraining run", ge=0)
+    pretrain_seed: Annotated[int, Field(ge=0)] | Literal["per_seed"] = _setting(
+        0, "seed of the shared pretraining run, or per_seed: each fine-tuning seed pretrains its own run (seed = the cell's seed)"
+    )
     allow_leakage: bool = _setting(False, "run even when test patients are in train/pretraining (recorded)")
     deterministic: bool = _setting(False, "torch.use_deterministic_algorithms")
     num_workers: int = _setting(0, "data-loader worker processes", ge=0)
@@ -109,7 +111,7 @@ class Settings:
 
 def _settings_model() -> type[Options]:
     """The pydantic model that validates a grid's settings values (types, choices, bounds)."""
-    hints = typing.get_type_hints(Settings)
+    hints = typing.get_type_hints(Settings, include_extras=True)  # keeps the bounds inside a union (pretrain_seed)
     fields_: dict[str, Any] = {}
     for f in fields(Settings):
         fields_[f.name] = (hints[f.name], Field(f.default, description=f.metadata.get("meaning", ""), **f.metadata.get("bounds", {})))
@@ -144,7 +146,8 @@ SETTINGS_HELP: dict[str, str] = {
     "max_eval_images": "cap on the validation and test images; 0: no cap",
     "pretrain_source": "dataset whose train split is the unlabeled pretraining pool of self-supervised strategies",
     "pretrain_seed": "seed of the shared pretraining run; one run per pretraining seed serves every fine-tuning seed "
-    "(sweep it as an axis, \"settings.pretrain_seed\" = [0, 1], to measure pretraining variance)",
+    "(sweep it as an axis, \"settings.pretrain_seed\" = [0, 1], to compare runs), or \"per_seed\": each fine-tuning seed "
+    "pretrains its own run with the cell's seed, inside one configuration, so seed-pooled intervals include pretraining variance",
     "allow_leakage": "run even when test patients are in the training split or pretraining pool (recorded in the cell)",
     "deterministic": "torch.use_deterministic_algorithms (slower; bitwise-reproducible where torch allows)",
     "num_workers": "data-loader worker processes",
@@ -203,6 +206,12 @@ class CellConfig:
         """sha256 of the resolved config *without* the seed: the cells that differ only in their
         fine-tuning seed share it, and only they are pooled over seeds by the report."""
         return configuration_hash(self.to_dict())
+
+    @property
+    def effective_pretrain_seed(self) -> int:
+        """The seed of this cell's pretraining run: ``settings.pretrain_seed``, or the cell's own
+        (fine-tuning) seed when it is ``"per_seed"`` (one pretraining run per seed, one configuration)."""
+        return self.seed if self.settings.pretrain_seed == "per_seed" else int(self.settings.pretrain_seed)
 
     def axis_values(self) -> dict[str, Any]:
         return {a: getattr(self, a) for a in AXES}

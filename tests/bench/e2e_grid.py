@@ -21,6 +21,7 @@ seed = {list(seeds)!r}
 [settings]
 image_size = 32
 epochs = 1
+warmup_epochs = 0.5  # a warmup as long as the run is refused
 batch_size = 16
 max_train_images = 48
 max_eval_images = 48

@@ -48,6 +48,7 @@ proj_hidden_dim = 64
 [[override]]
 match = { strategy = "mocov2", protocol = "finetune" }
 epochs = 1
+warmup_epochs = 0.5
 """
 ONLY = ["--only", "strategy=scratch", "--only", "backbone=vit_tiny", "--only", "protocol=finetune"]
 MOCO = ["--only", "strategy=mocov2", "--only", "backbone=resnet_tiny", "--only", "protocol=linear"]

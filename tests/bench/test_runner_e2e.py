@@ -115,7 +115,7 @@ def test_cli_rerun_says_nothing_to_train(tmp_path, cache):
     grid_file = tmp_path / "tiny.toml"
     grid_file.write_text(
         '[axes]\nstrategy=["scratch"]\nbackbone=["resnet_tiny"]\ndataset=["phantom-chexpert"]\nprotocol=["finetune"]\n'
-        "[settings]\nimage_size=32\nepochs=1\nmax_train_images=96\nmax_eval_images=64\n"
+        "[settings]\nimage_size=32\nepochs=1\nwarmup_epochs=0.5\nmax_train_images=96\nmax_eval_images=64\n"
         '[dataset.phantom-chexpert]\npatients=120\nsize=64\n'
     )
     runner = CliRunner()

@@ -70,3 +70,33 @@ def test_plugins_get_a_column_and_old_records_show_missing_values(tmp_path):
 
 def test_no_finished_cell_is_said():
     assert "No finished cells." in hyperparameter_section(pd.DataFrame(columns=["status"]))
+
+
+def test_the_report_says_which_configurations_pool_pretraining_seeds(tmp_path):
+    root = write_synthetic_results(tmp_path / "results", fractions=(1.0,), seeds=(0, 1), n_patients=8, full_config=True)
+    store = ResultStore(root)
+    recs = store.records()
+    # one configuration made with pretrain_seed = "per_seed": each seed had its own pretraining run
+    for r in recs[(recs["strategy"] == "simclr") & (recs["backbone"] == "resnet50")].itertuples():
+        cfg = json.loads(r.config_json)
+        cfg["settings"]["pretrain_seed"] = "per_seed"
+        init = json.loads(r.init_json)
+        init["pretrain_run"] = f"simclr-resnet50-seed{r.seed}"
+        row = recs[recs["cell_id"] == r.cell_id].assign(config_json=json.dumps(cfg), init_json=json.dumps(init))
+        atomic_write_parquet(row, store.record_path(r.cell_id))
+    text = hyperparameter_section(store.records())
+    assert "Pretraining variance is inside the seed spread of 1 of the 4 pretrained configurations" in text
+    assert "SimCLR · ResNet-50 · " in text.split("Pretraining variance is inside")[1].split("\n")[0]
+    runs = [r for r in _rows(text, "SimCLR · ResNet-50") if "`simclr-resnet50-seed" in " ".join(r)]
+    assert sorted(r[2] for r in runs) == ["per_seed (0)", "per_seed (1)"]
+
+
+def test_the_pretraining_recipe_shown_is_the_backbone_familys(tmp_path):
+    # SimCLR on a ViT runs MoCo v3's ViT optimizer recipe unless the grid says otherwise: the row must
+    # not show the strategy's ResNet defaults
+    root = write_synthetic_results(tmp_path / "results", fractions=(1.0,), seeds=(0,), n_patients=8, full_config=True)
+    text = hyperparameter_section(ResultStore(root).records())
+    vit, resnet = (next(r for r in _rows(text, label) if any(c.startswith("`") for c in r))  # the pretraining table's row
+                   for label in ("SimCLR · ViT-B/16", "SimCLR · ResNet-50"))
+    assert "weight_decay 0.1" in vit[4] and "warmup_epochs 40" in vit[4] and "lr 0.00015" in vit[4]
+    assert "weight_decay 1e-06" in resnet[4] and "warmup_epochs 10" in resnet[4]

@@ -120,7 +120,7 @@ def test_unknown_option_and_bad_optimizer_are_config_errors() -> None:
     from chexbench.core.errors import ConfigError
 
     cell = tiny_cell("simclr", pretrain_optimizer="lamb")
-    with pytest.raises(ConfigError, match="'pretrain_optimizer' must be one of 'sgd', 'adamw', got 'lamb'"):
+    with pytest.raises(ConfigError, match="'pretrain_optimizer' must be one of 'sgd', 'adamw', 'lars', got 'lamb'"):
         STRATEGIES.get("simclr").pretrain_key(cell)
     with pytest.raises(ConfigError, match="unknown key 'queue_size'"):
         STRATEGIES.get("simclr").pretrain_key(dataclasses.replace(cell, strategy_options={"queue_size": 3}))

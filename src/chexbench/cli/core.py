@@ -141,7 +141,7 @@ def plan(
                 from chexbench.strategies.pretrain import run_id_of
 
                 # grouped by the run's own hash, so runs differing only in an option are counted apart
-                run = f"{c.strategy}/{c.backbone}/{c.settings.pretrain_source}/seed{c.settings.pretrain_seed} ({run_id_of(key)})"
+                run = f"{c.strategy}/{c.backbone}/{c.settings.pretrain_source}/seed{c.effective_pretrain_seed} ({run_id_of(key)})"
                 pretrain.setdefault(run, []).append(c.cell_id)
         state = ("[green]done" if store.has(c.cell_id) else "run") if p.status == "run" else f"[yellow]skipped[/]: {escape(p.reason)}"
         table.add_row(c.cell_id, c.strategy, c.backbone, c.dataset, c.protocol, f"{c.label_fraction:g}", str(c.seed), state)

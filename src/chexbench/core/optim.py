@@ -22,7 +22,7 @@ from torch import nn
 
 from chexbench.core.errors import ConfigError
 
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "sgd", "lars")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def build_optimizer(
     weight_decay: float,
     choice: OptimizerChoice,
 ) -> torch.optim.Optimizer:
-    """AdamW (decoupled decay) or SGD with momentum over ``model``'s trainable parameters.
+    """AdamW (decoupled decay), SGD with momentum or :class:`LARS` over ``model``'s trainable parameters.
 
     Parameter groups: :func:`weight_decay_groups` (the undecayed group first); with
     ``choice.decay_norm_and_bias`` every parameter is decayed.
@@ -64,7 +64,39 @@ def build_optimizer(
     impl = optimizer_implementation(device)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, **impl)
+    if name == "lars":
+        return LARS(groups, lr=lr, weight_decay=weight_decay, momentum=choice.momentum)
     return torch.optim.SGD(groups, lr=lr, momentum=choice.momentum, weight_decay=weight_decay, nesterov=choice.nesterov, **impl)
+
+
+class LARS(torch.optim.Optimizer):
+    """LARS (You, Gitman & Ginsburg 2017) as MoCo v3's code release uses it: SGD with momentum whose
+    update of each matrix/kernel (``ndim > 1``) is ``g + wd·p`` scaled by the trust ratio
+    ``η·‖p‖ / ‖g + wd·p‖`` (1 where either norm is 0); biases and norm parameters (1-d) get the
+    plain gradient, no decay and no scaling. ``v ← μ·v + update``, ``p ← p − lr·v``."""
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, trust_coefficient: float = 0.001):
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "trust_coefficient": trust_coefficient})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                update = p.grad
+                if p.ndim > 1:
+                    update = update.add(p, alpha=group["weight_decay"])
+                    p_norm, u_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)
+                    ratio = torch.where((p_norm > 0) & (u_norm > 0), group["trust_coefficient"] * p_norm / u_norm, torch.ones_like(p_norm))
+                    update = update.mul(ratio)
+                state = self.state[p]
+                if "mu" not in state:
+                    state["mu"] = torch.zeros_like(p)
+                state["mu"].mul_(group["momentum"]).add_(update)
+                p.add_(state["mu"], alpha=-group["lr"])
+        return loss
 
 
 def weight_decay_groups(model: nn.Module, weight_decay: float, exclude_1d: bool) -> list[dict[str, Any]]:
@@ -88,8 +120,9 @@ def optimizer_record(name: str, lr: float, weight_decay: float, choice: Optimize
     """The optimizer as a cell's record states it (name, lr, decay and the component's choices)."""
     record: dict[str, Any] = {"name": name, "lr": lr, "weight_decay": weight_decay, **asdict(choice)}
     if name != "sgd":
-        record.pop("momentum")
         record.pop("nesterov")
+    if name not in ("sgd", "lars"):
+        record.pop("momentum")
     return record
 
 
@@ -99,9 +132,15 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
 
 
 def warmup_cosine_factor(total_steps: int, warmup_steps: int):
-    """The factor on the base lr at each step of :func:`warmup_cosine` (a function of the step)."""
+    """The factor on the base lr at each step of :func:`warmup_cosine` (a function of the step).
+
+    A warmup must leave at least one step of the run to the cosine phase: ``warmup_steps ≥
+    total_steps`` (with a warmup at all) is a ``ValueError``, never clamped to the run (a clamped
+    warmup runs a different recipe than the one stated). Callers check it first with the grid's
+    key names (:func:`check_warmup_fits`, :func:`fit_schedule`)."""
     total_steps = max(total_steps, 1)
-    warmup_steps = min(max(warmup_steps, 0), total_steps - 1) if total_steps > 1 else 0
+    if warmup_steps < 0 or (warmup_steps > 0 and warmup_steps >= total_steps):
+        raise ValueError(f"a warmup of {warmup_steps} steps does not fit a run of {total_steps} steps")
 
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -110,3 +149,51 @@ def warmup_cosine_factor(total_steps: int, warmup_steps: int):
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return factor
+
+
+def check_warmup_fits(warmup_epochs: float, epochs: float, *, warmup_key: str, epochs_key: str, where: str = "", hint: str = "") -> None:
+    """Refuse, with one line naming both keys and values, a warmup that is not shorter than its run
+    (checked at plan time by the components' ``preflight`` hooks). ``where`` prefixes the keys (the
+    grid table), ``hint`` ends the line (where to set the warmup)."""
+    if warmup_epochs > 0 and warmup_epochs >= epochs:
+        raise ConfigError(
+            f"{where}{warmup_key} = {warmup_epochs:g} does not fit {epochs_key} = {epochs:g}: the whole run would be warmup, "
+            f"with no cosine decay (a warmup is never clamped to the run); set {warmup_key} below {epochs:g}{hint}"
+        )
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The learning-rate schedule a run follows, in steps: linear warmup over ``warmup_steps``, then
+    cosine decay to zero over the remaining ``total_steps − warmup_steps`` (:func:`warmup_cosine`)."""
+
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+    def record(self) -> dict[str, Any]:
+        """The effective schedule as a record states it (what ran, after rounding epochs to steps)."""
+        return {
+            "warmup_steps": self.warmup_steps,
+            "warmup_epochs": self.warmup_steps / self.steps_per_epoch if self.steps_per_epoch else 0.0,
+            "total_steps": self.total_steps,
+            "steps_per_epoch": self.steps_per_epoch,
+            "decay": "cosine to 0",
+            "decay_steps": self.total_steps - self.warmup_steps,
+        }
+
+
+def fit_schedule(warmup_epochs: float, epochs: int, steps_per_epoch: int, *, warmup_key: str, epochs_key: str) -> Schedule:
+    """The run's schedule in steps (warmup rounded to whole steps), or a one-line
+    :class:`ConfigError` when the warmup leaves no step to the cosine phase — in epochs
+    (:func:`check_warmup_fits`) or, after rounding, in steps."""
+    check_warmup_fits(warmup_epochs, epochs, warmup_key=warmup_key, epochs_key=epochs_key)
+    total = steps_per_epoch * epochs
+    warmup = round(warmup_epochs * steps_per_epoch)
+    if warmup > 0 and warmup >= total:
+        raise ConfigError(
+            f"{warmup_key} = {warmup_epochs:g} is {warmup} warmup steps of a run of {total} steps "
+            f"({epochs_key} = {epochs} × {steps_per_epoch} steps per epoch): no step is left for the cosine decay "
+            f"(a warmup is never clamped to the run); lower {warmup_key}"
+        )
+    return Schedule(steps_per_epoch=steps_per_epoch, total_steps=total, warmup_steps=warmup)

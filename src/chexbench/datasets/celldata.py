@@ -276,6 +276,6 @@ def pretrain_pool(cell: CellConfig, max_images: int = 0) -> tuple[np.ndarray, np
     pool_leakage(cell, patients[mask], src_root, indexed_root(cell.dataset, cell.dataset_options))
     sel = np.flatnonzero(mask)
     if max_images > 0:
-        keep = sample_patients(patients[sel], np.zeros((len(sel), 0), bool), st.pretrain_seed, max_images=max_images)
+        keep = sample_patients(patients[sel], np.zeros((len(sel), 0), bool), cell.effective_pretrain_seed, max_images=max_images)
         sel = sel[keep]
     return _take_images(cache, cache.rows[sel]), patients[sel].astype(str)

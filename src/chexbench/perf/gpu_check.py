@@ -278,6 +278,7 @@ seed = [0]
 [settings]
 image_size = {image_size}
 epochs = 1
+warmup_epochs = 0.5                 # a warmup as long as the run is refused (never clamped)
 batch_size = 64
 eval_batch_size = 256
 uncertainty = "zeros"
@@ -292,11 +293,13 @@ epochs = 5
 
 [strategy.simclr]
 pretrain_epochs = 1
+pretrain_warmup_epochs = 0.5        # the recipes' 10 / 40 warmup epochs do not fit one epoch
 pretrain_batch_size = 64
 probe_every = 0
 
 [strategy.mocov2]                   # also moco_convstem's: an alias of mocov2 on the conv-stem ViT
 pretrain_epochs = 1
+pretrain_warmup_epochs = 0.5
 pretrain_batch_size = 64
 probe_every = 0
 """

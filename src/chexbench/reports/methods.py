@@ -18,7 +18,7 @@ import pandas as pd
 
 from chexbench import __version__
 from chexbench.config import Settings
-from chexbench.registry import STRATEGIES
+from chexbench.registry import BACKBONES, STRATEGIES
 from chexbench.reports.markdown import fmt_fraction, table
 from chexbench.reports.names import config_label, setting_label
 
@@ -75,11 +75,15 @@ def _configs(records: pd.DataFrame) -> list[dict[str, Any]]:
     return list(groups.values())
 
 
-def _strategy_options(strategy: str, recorded: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """The strategy's resolved options (its declared defaults + the recorded overrides), and whether
-    the defaults could be read (False for a strategy that is not installed here)."""
+def _strategy_options(strategy: str, recorded: dict[str, Any], backbone: str = "") -> tuple[dict[str, Any], bool]:
+    """The strategy's resolved options (its declared defaults < the backbone family's recipe < the
+    recorded overrides), and whether the defaults could be read (False for a strategy that is not
+    installed here). Without the family recipe a ViT's row would show the ResNet recipe's values."""
     if strategy in STRATEGIES:
-        return {**(getattr(STRATEGIES.get(strategy), "options", {}) or {}), **recorded}, True
+        component = STRATEGIES.get(strategy)
+        recipe_for = getattr(component, "recipe_for", None)
+        recipe = recipe_for(backbone) if recipe_for is not None and backbone in BACKBONES else {}
+        return {**(getattr(component, "options", {}) or {}), **recipe, **recorded}, True
     return dict(recorded), False
 
 
@@ -149,9 +153,21 @@ def _pretraining_part(groups: list[dict[str, Any]]) -> str:
         "every cell that needs it: every fine-tuning seed, label fraction and protocol. The fine-tuning seeds of a "
         "configuration vary the head initialization, the data order and the label-fraction subsample, but not the "
         "pretrained weights, so the seed standard deviation and the seed level of the intervals do not include "
-        "pretraining variance. To measure it, sweep the pretraining seed as a grid axis: "
+        "pretraining variance. To include it, set `pretrain_seed = \"per_seed\"`: each fine-tuning seed then "
+        "pretrains its own run (seeded with the cell's seed) inside one configuration, so the seed spread and the "
+        "seed level of the intervals include it; to compare pretraining seeds as configurations, sweep "
         "`\"settings.pretrain_seed\" = [0, 1, 2]` under `[axes]` (one pretraining run per value).\n",
     ]
+    pretrained = [g for g in groups if any(i.get("pretrain_run") for i in g["init"])]
+    if pretrained:
+        own = [g for g in pretrained if g["config"].get("settings", {}).get("pretrain_seed") == "per_seed"]
+        text.append(f"Pretraining variance is inside the seed spread of {len(own)} of the {len(pretrained)} pretrained "
+                    "configurations (`pretrain_seed = \"per_seed\"`)"
+                    + (": " + "; ".join(f"{config_label(g['row'].strategy, g['row'].backbone)} · "
+                                        f"{setting_label(g['row'].dataset, g['row'].protocol)} · {fmt_fraction(g['row'].label_fraction)}"
+                                        for g in own) if own else "")
+                    + (". In the others one pretraining run serves every seed: their seed spread and intervals hold "
+                       "fine-tuning variance only.\n" if len(own) < len(pretrained) else ".\n"))
     if runs:
         header = ["initialization", "pretraining source", "pretrain seed", "budget", "recipe", "other options",
                   "run id", "serves fine-tuning seeds", "cells"]
@@ -159,7 +175,7 @@ def _pretraining_part(groups: list[dict[str, Any]]) -> str:
         for run_id, e in sorted(runs.items(), key=lambda kv: (kv[1]["row"].strategy, kv[1]["row"].backbone, kv[0])):
             r, cfg = e["row"], e["config"]
             s = cfg.get("settings", {})
-            opts, known = _strategy_options(str(r.strategy), cfg.get("strategy_options") or {})
+            opts, known = _strategy_options(str(r.strategy), cfg.get("strategy_options") or {}, str(r.backbone))
             budget = ", ".join(f"{k.removeprefix('pretrain_')} {_value(opts[k]) if opts[k] != 0 else 'all'}"
                                if k == "max_pretrain_images" else f"{k.removeprefix('pretrain_')} {_value(opts[k])}"
                                for k in PRETRAIN_BUDGET if k in opts)
@@ -169,7 +185,8 @@ def _pretraining_part(groups: list[dict[str, Any]]) -> str:
             if not known:
                 recipe = (recipe + "; " if recipe else "") + "defaults unknown (strategy not installed here)"
             rows.append([config_label(r.strategy, r.backbone), _value(s.get("pretrain_source", MISSING)),
-                         _value(s.get("pretrain_seed", MISSING)), budget or MISSING, recipe or MISSING, other or "—",
+                         (f"per_seed ({', '.join(str(x) for x in sorted(e['seeds']))})" if s.get("pretrain_seed") == "per_seed"
+                          else _value(s.get("pretrain_seed", MISSING))), budget or MISSING, recipe or MISSING, other or "—",
                          f"`{run_id}`", ", ".join(str(x) for x in sorted(e["seeds"])), str(len(e["cells"]))])
         text.append(table(header, rows) + "\n")
         note = ("Budget and recipe: the strategy's declared defaults with the grid's overrides "

@@ -47,7 +47,14 @@ from chexbench.core.errors import ChexbenchError, ConfigError, DataError
 from chexbench.core.inference import extract_features
 from chexbench.core.inputs import DEFAULT_NORMALIZE, batches, to_input
 from chexbench.core.metrics import macro_auroc
-from chexbench.core.optim import OptimizerChoice, build_optimizer, optimizer_record, warmup_cosine
+from chexbench.core.optim import (
+    OptimizerChoice,
+    build_optimizer,
+    check_warmup_fits,
+    fit_schedule,
+    optimizer_record,
+    warmup_cosine,
+)
 from chexbench.core.tracking import NullRunLog, RunLog
 from chexbench.datasets import celldata
 from chexbench.datasets.leakage import check_pretrain_leakage, pretrain_source_options
@@ -70,7 +77,7 @@ class PretrainOptions(Options):
 
     pretrain_epochs: int = Field(100, ge=1, description="pretraining epochs over the unlabeled pool")
     pretrain_batch_size: int = Field(256, ge=2, description="pretraining batch size (capped at the pool size)")
-    pretrain_optimizer: Literal["sgd", "adamw"] = Field("sgd", description="pretraining optimizer (SGD momentum 0.9, or AdamW)")
+    pretrain_optimizer: Literal["sgd", "adamw", "lars"] = Field("sgd", description="pretraining optimizer (SGD momentum 0.9, AdamW, or LARS)")
     pretrain_lr: float = Field(0.03, gt=0, description="peak pretraining learning rate (not rescaled by batch size)")
     pretrain_weight_decay: float = Field(1e-4, ge=0, description="weight decay, none on biases and norms")
     pretrain_warmup_epochs: float = Field(0.0, ge=0, description="linear warmup before the cosine decay, in epochs")
@@ -97,7 +104,7 @@ COMMON_OPTIONS: dict[str, Any] = PretrainOptions.defaults()
 COMMON_OPTIONS_HELP: dict[str, str] = {
     "pretrain_epochs": "epochs of self-supervised pretraining over the pretraining pool",
     "pretrain_batch_size": "images per pretraining step (two views each)",
-    "pretrain_optimizer": "optimizer of the pretraining run: sgd | adamw",
+    "pretrain_optimizer": "optimizer of the pretraining run: sgd | adamw | lars (momentum 0.9, trust coefficient 0.001, as MoCo v3)",
     "pretrain_lr": "peak learning rate of the pretraining run (cosine schedule after warmup)",
     "pretrain_weight_decay": "weight decay of the pretraining run",
     "pretrain_warmup_epochs": "linear learning-rate warmup of the pretraining run, in epochs",
@@ -182,6 +189,15 @@ class PretrainStrategy(Strategy):
         return optimizer_record(str(opts["pretrain_optimizer"]), float(opts["pretrain_lr"]), float(opts["pretrain_weight_decay"]),
                                 self.optimizer_choice)
 
+    def preflight(self, cell: CellConfig) -> None:
+        """A pretraining warmup not shorter than the run (the family recipe's 40 warmup epochs in a
+        4-epoch run) is refused with one line at plan time, never clamped."""
+        opts = self.resolved_options(cell)
+        table, family = f"strategy.{self.alias_of or self.name}", backbone_family(cell.backbone)
+        check_warmup_fits(float(opts["pretrain_warmup_epochs"]), float(opts["pretrain_epochs"]), warmup_key="pretrain_warmup_epochs",
+                          epochs_key="pretrain_epochs", where=f"[{table}] on {cell.backbone}: ",
+                          hint=f" (for this backbone family: [{table}.recipe.{family}])" if family else "")
+
     def pretrain_key(self, cell: CellConfig) -> dict[str, Any]:
         st = cell.settings
         source = st.pretrain_source
@@ -199,7 +215,7 @@ class PretrainStrategy(Strategy):
             "split": "train",
             "views": st.views,
             "image_size": st.image_size,
-            "pretrain_seed": st.pretrain_seed,
+            "pretrain_seed": cell.effective_pretrain_seed,  # "per_seed": the cell's seed, one run per fine-tuning seed
             "options": {k: v for k, v in sorted(opts.items()) if k != "pretrain_root"},
         }
 
@@ -225,6 +241,10 @@ class PretrainStrategy(Strategy):
                 "pretrain_batch_size": meta["batch_size"],
                 "pretrain_dir": meta["dir"],
                 "pretrain_optimizer": meta.get("optimizer"),  # absent from runs made before it was recorded
+                "pretrain_schedule": meta.get("schedule"),  # the effective schedule (absent from older runs)
+                # which pretraining run this seed got: one shared by every fine-tuning seed, or its own
+                "pretrain_seed": cell.effective_pretrain_seed,
+                "pretrain_seed_mode": "per_seed" if cell.settings.pretrain_seed == "per_seed" else "shared",
                 "pretrain_final_loss": meta.get("final_loss"),
                 "pretrain_final_probe_auroc": meta.get("final_probe_auroc"),
                 "pretrain_test_patients_shared": leaked,  # > 0 only under allow_leakage
@@ -327,8 +347,8 @@ class PretrainRun:
         self.epochs = int(opts["pretrain_epochs"])
         self.total = self.steps_per_epoch * self.epochs
 
-        torch.manual_seed(st.pretrain_seed)
-        self.gen = torch.Generator().manual_seed(st.pretrain_seed)
+        torch.manual_seed(cell.effective_pretrain_seed)
+        self.gen = torch.Generator().manual_seed(cell.effective_pretrain_seed)
         encoder = BACKBONES.get(cell.backbone).build(st.image_size, cell.backbone_options)
         self.model, model_notes = self.strategy.build_model(encoder, opts, n, self.gen)
         self.notes += model_notes
@@ -339,7 +359,10 @@ class PretrainRun:
         # the model keeps its rank's slice; SyncBN only where the method wants global BN (SimCLR)
         self.train_model = D.wrap_ddp(D.LossForward(self.model), self.device, sync_bn=bool(getattr(self.model, "sync_bn", False)))
         self.opt = self.strategy.build_optimizer(self.model, opts, self.device)
-        self.sched = warmup_cosine(self.opt, self.total, round(float(opts["pretrain_warmup_epochs"]) * self.steps_per_epoch))
+        self.schedule = fit_schedule(float(opts["pretrain_warmup_epochs"]), self.epochs, self.steps_per_epoch,
+                                     warmup_key=f"[strategy.{self.strategy.alias_of or self.strategy.name}] pretrain_warmup_epochs",
+                                     epochs_key="pretrain_epochs")
+        self.sched = warmup_cosine(self.opt, self.total, self.schedule.warmup_steps)
         self.aug = view_augment(opts)
         self.probe = _ProbeData.build(cell, opts) if int(opts["probe_every"]) > 0 else None
         if self.probe is not None and self.probe.note:
@@ -502,6 +525,7 @@ class PretrainRun:
             "pool_fingerprint": self.fingerprint,
             "normalize": list(self.normalize),
             "optimizer": self.strategy.optimizer_record(self.opts),
+            "schedule": self.schedule.record(),
             "notes": self.notes,
             "final_loss": losses[-1] if losses else None,
             "final_probe_auroc": probes[-1] if probes else None,
@@ -547,7 +571,7 @@ class _ProbeData:
             dataset=source,
             dataset_options=ds_opts,
             label_fraction=1.0,
-            seed=st.pretrain_seed,
+            seed=cell.effective_pretrain_seed,
             settings=dataclasses.replace(st, max_train_images=n, max_eval_images=n, uncertainty="ignore"),
         )
         try:

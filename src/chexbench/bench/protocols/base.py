@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 from chexbench.bench.cell_model import head_preflight
+from chexbench.core.errors import DataError
 from chexbench.core.inputs import DEFAULT_NORMALIZE
+from chexbench.core.optim import Schedule, check_warmup_fits, fit_schedule
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
@@ -52,6 +54,10 @@ class CellSetup:
     steps_per_epoch: int
     total_steps: int
     generator: torch.Generator  # data order and augmentation draws, seeded by the cell's seed
+    #: the learning-rate schedule in steps (warmup, cosine decay); the record stores it
+    schedule: Schedule | None = None
+    #: the training batches are full ones only (the remainder batch of an epoch is dropped)
+    drop_last: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -63,6 +69,8 @@ class CellSetup:
 
     @property
     def warmup_steps(self) -> int:
+        if self.schedule is not None:
+            return self.schedule.warmup_steps
         return round(self.settings.warmup_epochs * self.steps_per_epoch)
 
 
@@ -75,14 +83,31 @@ class EvaluationProtocol:
     options: ClassVar[dict[str, Any]] = {}
     #: the protocol trains a head on frozen features (its saved model is a ``ProbeClassifier``)
     freezes_backbone: ClassVar[bool] = False
+    #: train on full batches only: an epoch's remainder batch is dropped (``finetune``: a batch of one
+    #: or two images would otherwise set BatchNorm's running statistics right before validation)
+    drop_last: ClassVar[bool] = False
 
     def invalid_reason(self, cell: CellConfig) -> str | None:
         return None
 
     def preflight(self, cell: CellConfig) -> None:
-        """Checks without training (the agreed pre-run hook): a top-K head whose scorer options
-        differ from the ``*_topk`` pretraining's is refused with one line."""
+        """Checks without training (the agreed pre-run hook): a warmup not shorter than the run
+        (``warmup_epochs`` ≥ ``epochs``), and a top-K head whose scorer options differ from the
+        ``*_topk`` pretraining's, are refused with one line."""
+        check_warmup_fits(cell.settings.warmup_epochs, cell.settings.epochs, warmup_key="warmup_epochs", epochs_key="epochs")
         head_preflight(cell, self.name)
+
+    def steps_per_epoch(self, n_train: int, batch_size: int) -> int:
+        """Optimizer steps per epoch over ``n_train`` images. With :attr:`drop_last`, full batches
+        only; a train split smaller than one batch is one batch of the whole split per epoch
+        (:func:`chexbench.core.inputs.batches`), and a split of one image is refused (a one-image
+        batch would set BatchNorm's statistics)."""
+        if not self.drop_last:
+            return math.ceil(n_train / batch_size)
+        if n_train < 2:
+            raise DataError(f"protocol {self.name}: the train split has {n_train} image after label-fraction sampling; "
+                            "need at least 2 (a one-image batch would set BatchNorm's statistics)")
+        return max(n_train // batch_size, 1)
 
     def open_cell(self, data: CellData, cell: CellConfig, ctx: RunContext, init: InitRecord) -> CellSetup:
         """The shared opening: options, run context, normalization, labels and schedule length.
@@ -94,7 +119,8 @@ class EvaluationProtocol:
         n_train = len(data.train.images)
         if n_train == 0:
             raise ValueError("the train split is empty after label-fraction sampling")
-        steps_per_epoch = math.ceil(n_train / s.batch_size)
+        steps_per_epoch = self.steps_per_epoch(n_train, s.batch_size)
+        schedule = fit_schedule(s.warmup_epochs, s.epochs, steps_per_epoch, warmup_key="warmup_epochs", epochs_key="epochs")
         return CellSetup(
             opts={**self.options, **cell.protocol_options},
             settings=s,
@@ -105,6 +131,8 @@ class EvaluationProtocol:
             steps_per_epoch=steps_per_epoch,
             total_steps=steps_per_epoch * s.epochs,
             generator=torch.Generator().manual_seed(cell.seed),
+            schedule=schedule,
+            drop_last=self.drop_last,
         )
 
     def run(self, backbone: Backbone, data: CellData, cell: CellConfig, ctx: RunContext, init: InitRecord) -> ProtocolResult:

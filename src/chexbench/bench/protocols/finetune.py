@@ -67,6 +67,10 @@ class Finetune(EvaluationProtocol):
     }
     #: ``settings.optimizer = "sgd"`` is Nesterov SGD (momentum 0.9); weight decay on every parameter
     optimizer_choice: ClassVar[OptimizerChoice] = OptimizerChoice(momentum=0.9, nesterov=True, decay_norm_and_bias=True)
+    #: full batches only: the remainder batch of an epoch (as small as one image) would set a CNN's
+    #: BatchNorm running statistics, which validation then uses; a train split smaller than one
+    #: batch trains on the whole split as one batch per epoch, a split of one image is refused
+    drop_last: ClassVar[bool] = True
 
     def invalid_reason(self, cell: CellConfig) -> str | None:
         return head_invalid_reason(cell, self.name)
@@ -121,7 +125,7 @@ class Finetune(EvaluationProtocol):
         targets = torch.as_tensor(data.train.targets, dtype=torch.float32)
         model.train()
         loss_sum, n_steps = torch.zeros((), device=device), 0  # summed on the device: no host sync per step
-        for step, idx in enumerate(batches(setup.n_train, s.batch_size, setup.generator)):
+        for step, idx in enumerate(batches(setup.n_train, s.batch_size, setup.generator, drop_last=setup.drop_last)):
             if world > 1 and len(idx) < 2 * world:
                 continue  # every rank needs ≥ 2 rows (BatchNorm); all ranks skip the same tail batch
             # every rank builds the global batch (same indices, same augmentation draws) and keeps its slice
@@ -162,6 +166,7 @@ class Finetune(EvaluationProtocol):
         eval_seconds = time.perf_counter() - t1
         extra = finish_cell(model, data, cell, setup.ctx, setup.opts, setup.normalize)
         extra["optimizer"] = optimizer_record(s.optimizer, s.lr, s.weight_decay, self.optimizer_choice)
+        extra["schedule"] = {**setup.schedule.record(), "drop_last": setup.drop_last} if setup.schedule else None
         return ProtocolResult(
             valid_scores=valid_scores,
             test_scores=test_scores,

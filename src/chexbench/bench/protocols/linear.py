@@ -171,7 +171,8 @@ class Linear(EvaluationProtocol):
         ]
         lr, l2 = trained.grid[chosen]
         selected.set_head(mean, std, w, b)
-        extra = {**finish_cell(selected, data, cell, setup.ctx, opts, setup.normalize), "head_notes": head_notes}
+        extra = {**finish_cell(selected, data, cell, setup.ctx, opts, setup.normalize), "head_notes": head_notes,
+                 "schedule": setup.schedule.record() if setup.schedule else None}
         return ProtocolResult(
             valid_scores=valid_scores,
             test_scores=test_scores,
