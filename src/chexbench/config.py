@@ -64,7 +64,10 @@ from chexbench.options import OptionInfo, Options, did_you_mean, options_model, 
 from chexbench.registry import BACKBONES, DATASETS, GRIDS, PROTOCOLS, STRATEGIES, RegistryError
 
 #: bump when the meaning of a stored record changes; it is part of every cell id.
-RESULTS_SCHEMA_VERSION = 1
+#: 2: fine-tuning trains on full batches only (the remainder batch set BatchNorm's statistics) and
+#:    records its effective schedule — a cell id of version 1 would otherwise be taken as finished
+#:    by a rerun and its old numbers reused under the new code.
+RESULTS_SCHEMA_VERSION = 2
 
 AXES: tuple[str, ...] = ("strategy", "backbone", "dataset", "protocol", "label_fraction", "seed")
 SECTIONS: tuple[str, ...] = ("dataset", "backbone", "strategy", "protocol")
