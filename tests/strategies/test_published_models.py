@@ -367,3 +367,41 @@ def test_weights_fetch_downloads_weights_and_configs_into_the_cache_a_run_reads(
     assert commit in out.output and "sha256" in out.output
     _, record = _init(_cell("hf-hub:lab/cxr-resnet", "resnet_tiny", 32), tmp_path)  # refs/main now names the commit
     assert record.extra["hub_revision"] == commit
+
+
+@pytest.mark.slow
+def test_open_clip_with_a_timm_trunk_biomedclip_layout_loads_into_vit_b16(tmp_path):
+    """BiomedCLIP's open_clip model: the image tower is timm's vit_base_patch16_224 (visual.trunk.*)
+    with a linear projection (visual.head.proj); the text tower (here a small one) is dropped."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    torch.manual_seed(5)
+    clip = CLIP(512, CLIPVisionCfg(timm_model_name="vit_base_patch16_224", timm_pool="", timm_proj="linear", image_size=224),
+                CLIPTextCfg(context_length=8, vocab_size=40, width=32, heads=2, layers=1)).eval()
+    path = tmp_path / "open_clip_pytorch_model.bin"
+    torch.save(clip.state_dict(), path)
+    backbone, record = _init(_cell(path, "vit_b16", 224), tmp_path)
+    assert record.extra["layout"] == "open_clip" and record.extra["dropped_reasons"]["visual.head.proj.weight"] == layouts.PROJECTION
+    _every_file_key_accounted(record, backbone, set(clip.state_dict()))
+    x = torch.randn(1, 1, 224, 224)
+    with torch.no_grad():
+        ref = clip.encode_image(x.repeat(1, 3, 1, 1))
+        got = clip.visual.head(backbone(x))
+    assert torch.allclose(got, ref, atol=TOL)
+
+
+def test_foundation_models_grid_puts_each_checkpoint_on_its_backbone_only():
+    from pathlib import Path
+
+    from chexbench.config import load_grid
+
+    planned = load_grid(str(Path(__file__).parents[2] / "docs" / "foundation_models.toml")).cells()
+    # ImageNet cells run where the weights are fetched, else are skipped with the fetch command
+    ready = [p for p in planned if p.status == "run" or "chexbench weights fetch" in p.reason]
+    run = {(p.cell.strategy, p.cell.backbone) for p in ready}
+    assert run == {("scratch", "densenet121"), ("scratch", "vit_b16"), ("imagenet", "densenet121"), ("imagenet", "vit_b16"),
+                   ("xrv-densenet121-all", "densenet121"), ("rad-dino", "vit_b14_dinov2"), ("biomedclip", "vit_b16"),
+                   ("chexzero", "vit_b32_clip"), ("cxr-mae", "vit_b16")}
+    cells = [p.cell for p in ready]
+    assert {c.protocol for c in cells} == {"linear", "finetune"} and {c.label_fraction for c in cells} == {0.01, 0.1, 1.0}
+    assert len(cells) == 9 * 2 * 3 * 3
