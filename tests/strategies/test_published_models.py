@@ -405,3 +405,85 @@ def test_foundation_models_grid_puts_each_checkpoint_on_its_backbone_only():
     cells = [p.cell for p in ready]
     assert {c.protocol for c in cells} == {"linear", "finetune"} and {c.label_fraction for c in cells} == {0.01, 0.1, 1.0}
     assert len(cells) == 9 * 2 * 3 * 3
+
+
+@pytest.mark.slow
+def test_library_built_models_on_one_leaderboard_and_the_saved_backbone_equals_the_library(tmp_path, tmp_path_factory, monkeypatch):
+    """`chexbench run` with a torchxrayvision DenseNet and an OpenAI-layout CLIP ViT-B/32 (the latter
+    through a fake hub cache): each saved frozen backbone gives the library's features."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from chexbench.bench.store import ResultStore
+    from chexbench.cli import app
+
+    monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "e2e-cache"))  # the phantom of test_checkpoint_grid
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    xrv_model = xrv_densenet(seed=7)
+    torch.save(xrv_model, tmp_path / "xrv.pt")
+    clip = open_clip_model("ViT-B-32-quickgelu", seed=8)
+    buf = tmp_path / "clip.bin"
+    torch.save(clip.state_dict(), buf)
+    fake_hub_cache(tmp_path / "hub", "lab/cxr-clip", {"pytorch_model.bin": buf.read_bytes()}, commit="f" * 40)
+    grid = tmp_path / "g.toml"
+    grid.write_text(f"""
+[axes]
+strategy = ["checkpoint"]
+backbone = ["densenet121", "vit_b32_clip"]
+dataset = ["phantom-chexpert"]
+protocol = ["linear"]
+[settings]
+image_size = 64
+max_train_images = 96
+max_eval_images = 64
+epochs = 1
+[dataset.phantom-chexpert]
+patients = 120
+size = 64
+[protocol.linear]
+save_model = true
+localize = false
+epochs = 2
+[[strategy.checkpoint]]
+name = "xrv"
+path = "{tmp_path / 'xrv.pt'}"
+backbone = "densenet121"
+[[strategy.checkpoint]]
+name = "cxr-clip"
+path = "hf-hub:lab/cxr-clip"
+format = "openai_clip"
+backbone = "vit_b32_clip"
+""")
+    results = tmp_path / "results"
+    runner = CliRunner()
+    out = runner.invoke(app, ["run", "--grid", str(grid), "--results", str(results), "--device", "cpu"])
+    assert out.exit_code == 0, out.output
+    recs = ResultStore(results).records().set_index("strategy")
+    assert set(recs.index) == {"xrv", "cxr-clip"} and set(recs["status"]) == {"ok"}
+    import open_clip
+    from open_clip.model import resize_pos_embed
+
+    clip64 = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None, force_image_size=64).eval()
+    state = dict(clip.state_dict())
+    resize_pos_embed(state, clip64)  # open_clip's own resampling of the 7×7 positions to 2×2
+    clip64.load_state_dict(state)
+    x = torch.rand(2, 1, 64, 64)
+    for name, reference in [("xrv", lambda x01: xrv_model.features2((x01 - 0.5) * 2048)),
+                            ("cxr-clip", lambda x01: clip64.encode_image(((x01 - 0.449164) / 0.26857).repeat(1, 3, 1, 1)))]:
+        init = json.loads(recs.loc[name, "init_json"])
+        payload = torch.load(results / "models" / f"{recs.loc[name, 'cell_id']}.pt", weights_only=True)
+        spec = BACKBONES.get(recs.loc[name, "backbone"])
+        backbone = spec.build(64, {}).eval()
+        backbone.model.load_state_dict({k[len("backbone.model."):]: v for k, v in payload["state_dict"].items()
+                                        if k.startswith("backbone.model.")})
+        mean, std = payload["normalize"]
+        assert [mean, std] == init["extra"]["normalize"]
+        with torch.no_grad():
+            got = backbone((x - mean) / std)
+            if name == "cxr-clip":
+                got = got @ clip.visual.proj
+                assert init["extra"]["hub_revision"] == "f" * 40
+            ref = reference(x)
+        assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item()), name
+    assert runner.invoke(app, ["report", "--results", str(results)]).exit_code == 0
+    assert {"xrv", "cxr-clip"} <= set(pd.read_parquet(results / "leaderboard.parquet")["strategy"])
