@@ -9,11 +9,11 @@ INDEX: dict = {'backbone': {'entries': [['densenet121',
                            'ResNet-10 (BasicBlock ×[1,1,1,1], widths 32–256): the ResNet family at CPU size, '
                            'for tests and smoke runs'],
                           ['vit_b14_dinov2',
-                           'DINOv2 ViT-B/14 (Oquab et al. 2024), timm vit_base_patch14_dinov2, 1 input '
-                           'channel, any size multiple of 14'],
+                           'DINOv2 ViT-B/14 (Oquab et al. 2024; RAD-DINO), timm vit_base_patch14_dinov2, 1 '
+                           'input channel, any size multiple of 14'],
                           ['vit_b14_reg4_dinov2',
-                           'DINOv2 ViT-B/14 with 4 register tokens (Darcet et al. 2024; RAD-DINO, CXformer), '
-                           'timm vit_base_patch14_reg4_dinov2'],
+                           'DINOv2 ViT-B/14 with 4 register tokens (Darcet et al. 2024; e.g. CXformer), timm '
+                           'vit_base_patch14_reg4_dinov2'],
                           ['vit_b16',
                            'ViT-B/16 (Dosovitskiy et al. 2021), timm vit_base_patch16_224, 1 input channel, '
                            'any size multiple of 16'],

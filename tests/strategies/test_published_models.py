@@ -277,6 +277,13 @@ def test_absent_hub_reference_is_one_line_naming_the_fetch_command(tmp_path, mon
     fake_hub_cache(tmp_path / "hub", "microsoft/rad-dino", {"config.json": "{}"})  # the repo is there, its weights are not
     with pytest.raises(WeightsError, match="is not in the local Hugging Face cache"):
         STRATEGY.preflight(_cell("hf-hub:microsoft/rad-dino", "vit_b14_dinov2", 224))
+    from chexbench.config import parse_grid
+    from chexbench.core.errors import ConfigError
+
+    raw = {"axes": {"strategy": ["checkpoint"], "backbone": ["vit_b14_dinov2"], "dataset": ["phantom-chexpert"], "protocol": ["linear"]},
+           "strategy": {"checkpoint": {"name": "x", "path": "hf-hub:rad-dino"}}}
+    with pytest.raises(ConfigError, match=r"malformed hub reference 'hf-hub:rad-dino': expected hf-hub:ORG/NAME\[@REVISION\]\[:FILE\]"):
+        parse_grid(raw, "g.toml")
 
 
 def test_run_with_an_absent_hub_reference_writes_nothing(tmp_path, tmp_path_factory, monkeypatch):
