@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field
 
 from chexbench.backbones import hub, layouts
 from chexbench.backbones.base import audit_checkpoint, load_checkpoint, timm_normalization
@@ -58,6 +59,7 @@ from chexbench.backbones.foreign import (
 )
 from chexbench.core.errors import ConfigError, WeightsError
 from chexbench.core.inputs import DEFAULT_NORMALIZE
+from chexbench.options import Options
 from chexbench.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.base import InitRecord, Strategy
 
@@ -65,21 +67,26 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 NORMALIZE_CHOICES = ("auto", "imagenet", "backbone", "chexbench")
 
 
+class CheckpointOptions(Options):
+    path: str | None = Field(None, description="the checkpoint file (.pth, .pth.tar, .ckpt, .safetensors, …), a model folder, "
+                             "or hf-hub:ORG/NAME[@REVISION][:FILE] (local cache only)")
+    format: str = Field("auto", description="its layout: " + " | ".join(FORMATS))
+    prefix: str = Field("", description="key prefix of the encoder inside the file (kept, stripped); unset: found from the layout")
+    name: str = Field("", description="the strategy's name in records and the leaderboard (one per [[strategy.checkpoint]] table)")
+    normalize: str | list[float] = Field("auto", description="input normalization the checkpoint was trained with: auto (a "
+                                         "published layout's own, else imagenet) | imagenet | backbone | chexbench | [mean, std]")
+    backbone: str | list[str] | None = Field(None, description="the architecture(s) the checkpoint fits; cells of other "
+                                             "backbones are skipped as not applicable")
+
+
 @STRATEGIES.register
 class Checkpoint(Strategy):
     name = "checkpoint"
     description = ("a published or your own pretrained checkpoint (MoCo, Lightning, torchvision, timm, torchxrayvision, "
                    "transformers DINOv2, open_clip/OpenAI CLIP, MAE; hf-hub: references), strict key audit")
-    options: dict[str, Any] = {"path": None, "format": "auto", "prefix": "", "name": "", "normalize": "auto", "backbone": None}
-    option_help: dict[str, str] = {
-        "path": "the checkpoint file (.pth, .pth.tar, .ckpt, .safetensors, …) or hf-hub:ORG/NAME[@REVISION][:FILE] (local cache only)",
-        "format": "its layout: " + " | ".join(FORMATS),
-        "prefix": "key prefix of the encoder inside the file (kept, stripped); unset: found from the layout",
-        "name": "the strategy's name in records and the leaderboard (one per [[strategy.checkpoint]] table)",
-        "normalize": "input normalization the checkpoint was trained with: auto (a published layout's own, else imagenet) "
-                     "| imagenet | backbone | chexbench | [mean, std]",
-        "backbone": "the architecture(s) the checkpoint fits; cells of other backbones are skipped as not applicable",
-    }
+    option_model = CheckpointOptions
+    options: dict[str, Any] = CheckpointOptions.defaults()
+    option_help: dict[str, str] = {k: str(f.description) for k, f in CheckpointOptions.model_fields.items()}
 
     def invalid_reason(self, cell) -> str | None:
         """A checkpoint that declares its architecture (``backbone = "resnet50"``) does not apply to others."""
