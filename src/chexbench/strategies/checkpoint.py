@@ -214,12 +214,17 @@ class Checkpoint(Strategy):
             raise WeightsError(f"{source}: torchvision names are mapped for ResNets only; {cell.backbone} needs timm names")
         tensors, wrapper = read_checkpoint(path)
         layout = opts["format"] if opts["format"] in layouts.LAYOUTS else None
+        ddp = bool(tensors) and all(k.startswith("module.") for k in tensors)  # saved from DistributedDataParallel
         if opts["format"] == "auto" and not opts["prefix"]:
-            layout = layouts.detect(tensors)
+            layout = layouts.detect({k.removeprefix("module."): v for k, v in tensors.items()} if ddp else tensors)
         if layout is not None:
             if opts["prefix"]:
                 raise WeightsError(f"{source}: prefix is not used with format '{layout}' (its layout places every key)")
-            mapped = layouts.convert(layout, tensors, backbone.model, source)
+            inner = {k.removeprefix("module."): v for k, v in tensors.items()} if ddp else tensors
+            mapped = layouts.convert(layout, inner, backbone.model, source)
+            if ddp:
+                mapped.dropped = {f"module.{k}": r for k, r in mapped.dropped.items()}
+                mapped.notes.insert(1, "keys under 'module.' (DistributedDataParallel; prefix stripped)")
             layouts.activation_check(layout, backbone.model, path, cell.backbone, source)
             found = ForeignState(mapped.state, layout, "", wrapper, sorted(mapped.dropped), list(mapped.notes),
                                  dropped_reasons=dict(mapped.dropped))
