@@ -310,9 +310,11 @@ def model_normalization(layout: str, weights_path: Path | None) -> Normalization
     if layout == "hf_transformers":
         cfg = _sibling_json(weights_path, "preprocessor_config.json")
         if cfg and "image_mean" in cfg and "image_std" in cfg:
-            if float(cfg.get("rescale_factor", 1 / 255)) * 255 != 1.0 and cfg.get("do_rescale", True):
+            if abs(float(cfg.get("rescale_factor", 1 / 255)) * 255 - 1) > 1e-6 and cfg.get("do_rescale", True):
                 raise WeightsError(f"{weights_path}: preprocessor_config.json rescales by {cfg['rescale_factor']}, not 1/255")
             rgb, source = (cfg["image_mean"], cfg["image_std"]), "the model's preprocessor_config.json"
+            if cfg.get("do_normalize", True) is False:
+                rgb, source = ((0.0,) * 3, (1.0,) * 3), "the model's preprocessor_config.json (do_normalize false)"
     if layout == "open_clip":
         cfg = _sibling_json(weights_path, "open_clip_config.json")
         pre = (cfg or {}).get("preprocess_cfg", {})
