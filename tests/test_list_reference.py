@@ -112,7 +112,8 @@ def test_every_backbone_says_its_profile_size():
     at 64 px, the study's backbones at 224 px), never by a test on its name."""
     sizes = {name: BACKBONES.get(name).profile_size for name in BACKBONES.names()}
     assert sizes == {"resnet50": 224, "resnet_tiny": 64, "vit_b16": 224, "vit_b16_convstem": 224,
-                     "vit_convstem_tiny": 64, "vit_tiny": 64}
+                     "vit_convstem_tiny": 64, "vit_tiny": 64, "densenet121": 224, "vit_b14_dinov2": 224,
+                     "vit_b14_reg4_dinov2": 224, "vit_b16_clip": 224, "vit_b32_clip": 224}
 
 
 def test_help_and_list_import_neither_pandas_nor_pyarrow():

@@ -50,7 +50,8 @@ from safetensors.torch import load_file
 
 from chexbench.core.errors import WeightsError
 
-FORMATS = ("auto", "timm", "torchvision", "moco", "lightning", "state_dict")
+FORMATS = ("auto", "timm", "torchvision", "moco", "lightning", "state_dict",
+           "torchxrayvision", "hf_transformers", "open_clip", "openai_clip", "mae")
 
 #: encoder prefixes of MoCo checkpoints, preferred in this order (the query / base encoder)
 MOCO_ENCODER_PREFIXES = ("module.encoder_q.", "encoder_q.", "module.base_encoder.", "base_encoder.")
@@ -70,6 +71,7 @@ class ForeignState:
     wrapper: str  # the container key the state dict was under ("" if the file is the state dict)
     outside: list[str] = field(default_factory=list)  # keys of the file's state dict not under the prefix (dropped)
     notes: list[str] = field(default_factory=list)
+    dropped_reasons: dict[str, str] = field(default_factory=dict)  # file key → why it was dropped (published layouts)
 
 
 _CHECKED: dict[str, str | None] = {}
@@ -166,13 +168,32 @@ def load_torch_file(path: Path) -> Any:
             foreign = _foreign_globals(path)
         except Exception:
             foreign = []
-        if not foreign:
+        if not foreign and not _refused_global(first):
             raise WeightsError(f"cannot read weights file {path}: {type(first).__name__}: {_first_line(first)}") from None
-        try:
-            with torch.serialization.safe_globals(foreign):
-                return torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
-        except Exception as e:
-            raise WeightsError(f"cannot read weights file {path}: {type(e).__name__}: {_first_line(e)}") from None
+        # a file in torch's legacy (non-zip) format cannot be listed up front: each global the
+        # unpickler refuses is named in its error, made inert, and the read tried again
+        for _ in range(256):
+            try:
+                with torch.serialization.safe_globals(foreign):
+                    return torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
+            except Exception as e:
+                name = _refused_global(e)
+                if "persistent_load" in str(e):  # torch < 1.6 pickled a whole module with its source code
+                    raise WeightsError(
+                        f"cannot read weights file {path}: a whole model pickled in torch's legacy format (with its source "
+                        "code) cannot be read without running it; load it with its library and save model.state_dict()"
+                    ) from None
+                if not name or any(n == name for _, n in foreign):
+                    raise WeightsError(f"cannot read weights file {path}: {type(e).__name__}: {_first_line(e)}") from None
+                obj = _numpy_data_global(name)
+                foreign.append((obj if obj is not None else _inert_class(name), name))
+        raise WeightsError(f"cannot read weights file {path}: too many foreign classes") from None
+
+
+def _refused_global(e: BaseException) -> str | None:
+    """The global torch's restricted unpickler refused (``Unsupported global: GLOBAL a.b.C``), if that was the error."""
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+    return m[1] if m else None
 
 
 def _is_zip(path: Path) -> bool:
@@ -201,6 +222,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
         except Exception as e:
             raise WeightsError(f"cannot read weights file {path}: {type(e).__name__}: {_first_line(e)}") from None
     obj = load_torch_file(path)
+    pickled = _pickled_module_state(obj)
+    if pickled:
+        return pickled, "pickled module"
     wrapper = ""
     for key in STATE_WRAPPERS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict) and _tensor_values(obj[key]):
@@ -220,6 +244,39 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     if others and not wrapper:
         raise WeightsError(f"{path}: entries that are not tensors beside the weights: {', '.join(others[:6])}")
     return tensors, wrapper
+
+
+def _pickled_module_state(obj: Any) -> dict[str, torch.Tensor] | None:
+    """The state dict of a whole pickled ``nn.Module`` (``torch.save(model)``, torchxrayvision's zoo).
+
+    Its classes were replaced by inert placeholders (:func:`load_torch_file`), which keep the
+    module's attributes: ``_parameters``, persistent ``_buffers`` and ``_modules`` are walked as
+    ``state_dict()`` would; nothing of the module's own code runs. None if ``obj`` is no module.
+    """
+
+    def attrs(m: Any) -> dict[str, Any] | None:
+        d = getattr(m, "__dict__", None)
+        return d if isinstance(d, dict) and isinstance(d.get("_parameters"), dict) and isinstance(d.get("_modules"), dict) else None
+
+    if attrs(obj) is None:
+        return None
+    out: dict[str, torch.Tensor] = {}
+
+    def walk(m: Any, prefix: str) -> None:
+        d = attrs(m) or {}
+        for name, p in d.get("_parameters", {}).items():
+            if isinstance(p, torch.Tensor):
+                out[prefix + name] = p.detach()
+        skip = d.get("_non_persistent_buffers_set") or set()
+        for name, b in (d.get("_buffers") or {}).items():
+            if isinstance(b, torch.Tensor) and name not in skip:
+                out[prefix + name] = b
+        for name, child in d.get("_modules", {}).items():
+            if child is not None:
+                walk(child, f"{prefix}{name}.")
+
+    walk(obj, "")
+    return out
 
 
 def _tensor_values(d: dict) -> bool:

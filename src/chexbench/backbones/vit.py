@@ -29,7 +29,8 @@ class VitSpec(BackboneSpec):
         if key in state and key in target and state[key].shape != target[key].shape:
             grid = tuple(model.patch_embed.grid_size)
             old = state[key].shape
-            state[key] = resample_abs_pos_embed(state[key], new_size=list(grid), num_prefix_tokens=model.num_prefix_tokens)
+            prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens  # reg4 DINOv2: patches only
+            state[key] = resample_abs_pos_embed(state[key], new_size=list(grid), num_prefix_tokens=prefix)
             notes.append(f"pos_embed resampled {tuple(old)}→{tuple(state[key].shape)} (bicubic) for a {grid[0]}×{grid[1]} token grid")
         return state, notes
 

@@ -14,7 +14,8 @@ from chexbench.cli.app import app, console
 from chexbench.core.errors import ConfigError
 from chexbench.registry import BACKBONES
 
-weights_app = typer.Typer(help="ImageNet weights: fetch them on request, list what is here.", no_args_is_help=True)
+weights_app = typer.Typer(help="ImageNet weights and hf-hub: checkpoints: fetch them on request, list what is here.",
+                          no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
 
 
@@ -24,16 +25,25 @@ def _backbones_with_weights() -> list[str]:
 
 @weights_app.command("fetch")
 def fetch_cmd(
-    backbones: Annotated[list[str] | None, typer.Argument(help="backbones whose ImageNet weights to download")] = None,
+    backbones: Annotated[list[str] | None, typer.Argument(
+        help="backbones whose ImageNet weights to download, or hub checkpoints hf-hub:ORG/NAME[@REVISION][:FILE]")] = None,
     all_: Annotated[bool, typer.Option("--all", help="every backbone that declares ImageNet weights")] = False,
     force: Annotated[bool, typer.Option("--force", help="download again even if the weights are already stored")] = False,
 ) -> None:
     """Download the ImageNet weights each backbone declares (timm / Hugging Face hub), verify
-    them against our one-channel model, store them where the imagenet strategy finds them."""
+    them against our one-channel model, store them where the imagenet strategy finds them.
+    An hf-hub: reference downloads that checkpoint (and its configuration files) into the local
+    Hugging Face cache, where a checkpoint cell with that path finds it."""
     # lazy: keeps chexbench --help fast
+    from chexbench.backbones import hub
     from chexbench.backbones.imagenet_weights import fetch, fetched
 
-    names = list(backbones or [])
+    refs = [hub.parse(n) for n in backbones or [] if hub.is_hub_ref(n)]  # every reference checked before any download
+    names = [n for n in backbones or [] if not hub.is_hub_ref(n)]
+    if refs and not names and not all_:
+        for ref in refs:
+            _fetch_hub(ref, force)
+        return
     if all_:
         names += [n for n in _backbones_with_weights() if n not in names]
     if not names:
@@ -52,6 +62,28 @@ def fetch_cmd(
         stored = fetch(n)
         console.print(f"stored {escape(stored.timm_name)} for {n}: {escape(str(stored.path))}  sha256 {stored.sha256}  "
                       f"(from {escape(stored.source)})", highlight=False, soft_wrap=True)
+    for ref in refs:
+        _fetch_hub(ref, force)
+
+
+def _fetch_hub(ref, force: bool) -> None:
+    from chexbench.backbones import hub
+    from chexbench.backbones.foreign import file_sha256
+    from chexbench.core.errors import WeightsError
+
+    if not force:
+        try:
+            have = hub.resolve_cached(ref)
+        except WeightsError:
+            have = None
+        if have is not None:
+            console.print(f"already cached {escape(str(ref))}: commit {have.commit} {escape(have.filename)} at "
+                          f"{escape(str(have.path))}  sha256 {file_sha256(have.path)}  (--force downloads it again)",
+                          highlight=False, soft_wrap=True)
+            return
+    got = hub.fetch(ref)
+    console.print(f"stored {escape(str(ref))}: commit {got.commit} {escape(got.filename)} at {escape(str(got.path))}  "
+                  f"sha256 {file_sha256(got.path)}", highlight=False, soft_wrap=True)
 
 
 @weights_app.command("list")
