@@ -1,7 +1,9 @@
 """The Typer application objects; command modules attach their commands to these.
 
 Domain errors (:class:`chexbench.core.errors.ChexbenchError`) raised anywhere under a command
-become one red line on stderr and exit code 2; nothing else is printed.
+become one red line on stderr and exit code 2; filesystem faults (``OSError``: read-only,
+permission, no space, missing folder) one line naming the path and what to do, exit code 1;
+nothing else is printed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from rich.table import Table as _RichTable
 from typer.core import TyperGroup
 
 from chexbench import __version__
-from chexbench.core.errors import ChexbenchError
+from chexbench.core.errors import ChexbenchError, os_error_line
 
 # options shared by several commands' signatures
 RESULTS_HELP = "results directory (one Parquet record + predictions per cell)"
@@ -65,6 +67,9 @@ class _ErrorsAsOneLine(TyperGroup):
         except ChexbenchError as e:
             err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             sys.exit(2)
+        except OSError as e:  # read-only folder, permissions, full disk, missing folder: the machine, not a bug
+            err_console.print(f"[bold red]error:[/] {escape(os_error_line(e))}", highlight=False, soft_wrap=True)
+            sys.exit(1)
 
 
 app = typer.Typer(

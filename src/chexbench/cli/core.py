@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from chexbench.cli.app import GridOpt, OnlyOpt, ResultsOpt, Table, app, console
 from chexbench.cli.submit import print_jobs
-from chexbench.core.errors import ConfigError
+from chexbench.core.errors import ConfigError, DataError
 from chexbench.registry import BACKBONES, REGISTRIES, STRATEGIES
 
 
@@ -362,7 +362,10 @@ def status(
 
     if pending and not grid:
         raise ConfigError("--pending needs --grid: a pending cell is a cell of a grid that has no record yet")
-    store = ResultStore(results, report=lambda message: console.print(f"[red]{escape(message)}[/]", soft_wrap=True))  # damaged: told once
+    if not results.is_dir():  # as `report` says it: a mistyped folder is not "no cells"
+        raise DataError(f"results directory not found: {results}" if not results.exists() else f"{results}: not a folder")
+    # read-only: status looks, it never moves a damaged file (the next `run` does); each is told once
+    store = ResultStore(results, report=lambda message: console.print(f"[red]{escape(message)}[/]", soft_wrap=True), read_only=True)
     planned = load_grid(grid).cells(parse_only(only)) if grid else None
     cells = cell_statuses(store, planned, grid_name=load_grid(grid).name if grid else None)
     table = Table(title=f"results in {results}", title_justify="left")

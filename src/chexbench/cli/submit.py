@@ -277,7 +277,7 @@ def print_jobs(results: Path) -> None:
     if not subs:
         return
     sub = subs[-1]
-    store = ResultStore(results)
+    store = ResultStore(results, read_only=True)  # status only looks: nothing is moved
     try:
         planned = load_grid(sub["grid"]).cells(parse_only(sub.get("only")))
     except ConfigError:

@@ -68,9 +68,22 @@ def atomic_path(path: str | Path) -> Iterator[str]:
         _fsync_file(tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename is None:  # a writer (pyarrow, torch) that does not say which file: name it
+            code = e.errno if e.errno is not None else _errno_in(str(e))
+            text = e.strerror or (os.strerror(code) if code else str(e))
+            raise OSError(code, text, str(path)) from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _errno_in(message: str) -> int | None:
+    """The errno a library quoted in its message ("... [errno 28] No space left on device"), if any."""
+    m = re.search(r"\[errno (\d+)\]", message, re.IGNORECASE)
+    return int(m.group(1)) if m else None
 
 
 def _fsync_file(path: Path) -> None:
