@@ -9,13 +9,13 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import synthetic_store
 from typer.testing import CliRunner
 
 from chexbench.cli import app
 from chexbench.reports.aggregate import load_results
 from chexbench.reports.leaderboard import build_tables
 from chexbench.reports.score import compare_predictions, score_file
-import synthetic_store
 
 EVAL = ["atelectasis", "edema"]  # a subset of the file's labels, as CheXpert's 5 of 13
 
