@@ -35,7 +35,14 @@ from typing import Any
 import torch
 
 from chexbench.backbones.base import audit_checkpoint, load_checkpoint, timm_normalization
-from chexbench.backbones.foreign import FORMATS, check_once, file_sha256, find_encoder, read_checkpoint
+from chexbench.backbones.foreign import (
+    FORMATS,
+    check_once,
+    checkpoint_path_problem,
+    file_sha256,
+    find_encoder,
+    read_checkpoint,
+)
 from chexbench.core.errors import ConfigError, WeightsError
 from chexbench.core.inputs import DEFAULT_NORMALIZE
 from chexbench.registry import BACKBONES, STRATEGIES
@@ -117,8 +124,8 @@ class Checkpoint(Strategy):
         """Refuse a missing file, an unreadable one or one that does not fit the backbone: one line."""
         opts = self._options(cell)
         path = Path(str(opts["path"])).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"strategy {cell.strategy}: checkpoint file not found: {path} (path under [strategy.checkpoint])")
+        if problem := checkpoint_path_problem(path):
+            raise WeightsError(f"strategy {cell.strategy}: {problem} (path under [strategy.checkpoint])")
 
         def check() -> None:
             with torch.device("meta"):  # keys and shapes only: no memory for the weights
@@ -132,8 +139,8 @@ class Checkpoint(Strategy):
     def init_backbone(self, backbone, cell, ctx) -> InitRecord:
         opts = self._options(cell)
         path = Path(str(opts["path"])).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"strategy {cell.strategy}: checkpoint file not found: {path}")
+        if problem := checkpoint_path_problem(path):
+            raise WeightsError(f"strategy {cell.strategy}: {problem}")
         found, report = self._map(backbone, cell, opts, path, load=True)
         norm = _normalization(opts["normalize"], cell.backbone)
         dropped = sorted(found.outside + [found.prefix + k for k in report.dropped_keys])  # by their names in the file
