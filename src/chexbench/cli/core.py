@@ -126,7 +126,10 @@ def plan(
     g = load_grid(grid)
     planned = g.cells(parse_only(only))
     if check:
-        preflight(planned)  # one line naming every affected cell group, before anything is printed
+        try:
+            preflight(planned)  # one line naming every affected cell group, before anything is printed
+        except DataError as e:  # plan can go on without the data: say how
+            raise DataError(f"{e} — or plan without reading the data: chexbench plan --no-check") from None
     store = ResultStore(results)
     table = Table(title=f"grid {g.name}: {g.description}", title_justify="left")
     for col in ("cell", "strategy", "backbone", "dataset", "protocol", "fraction", "seed", "status"):
