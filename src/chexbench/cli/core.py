@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from chexbench.cli.app import GridOpt, OnlyOpt, ResultsOpt, Table, app, console
 from chexbench.cli.submit import print_jobs
-from chexbench.core.errors import ConfigError, DataError
+from chexbench.core.errors import ChexbenchError, ConfigError, DataError
 from chexbench.registry import BACKBONES, REGISTRIES, STRATEGIES
 
 
@@ -128,8 +128,8 @@ def plan(
     if check:
         try:
             preflight(planned)  # one line naming every affected cell group, before anything is printed
-        except DataError as e:  # plan can go on without the data: say how
-            raise DataError(f"{e} — or plan without reading the data: chexbench plan --no-check") from None
+        except ChexbenchError as e:  # plan can go on without the data: say how
+            raise type(e)(f"{e} — or plan without checking data and weights: chexbench plan --no-check") from None
     store = ResultStore(results)
     table = Table(title=f"grid {g.name}: {g.description}", title_justify="left")
     for col in ("cell", "strategy", "backbone", "dataset", "protocol", "fraction", "seed", "status"):
@@ -193,20 +193,37 @@ def _print_split_summary(s) -> None:
         )
 
 
+def shard_costs(planned):
+    """The costs ``run --shard``, ``plan --shards`` and ``submit`` balance shards by (one place, so they agree)."""
+    # lazy: keeps chexbench --help fast
+    from chexbench.bench.shard import ShardCosts
+    from chexbench.perf.throughput import shard_costs as cell_costs
+    from chexbench.perf.throughput import shard_run_costs
+
+    return ShardCosts(cell_costs(planned), shard_run_costs(planned))
+
+
 def _print_shards(planned, count: int) -> None:
     # lazy: keeps chexbench --help fast
-    from chexbench.bench.shard import Shard, shard_cells
+    from chexbench.bench.shard import Shard, pretrain_group, shard_cells
     from chexbench.perf.record import performance_file
     from chexbench.perf.throughput import estimate_gpu_hours, recorded_measurements
 
     file = performance_file()
     measured = recorded_measurements(file.read_text()) if file.exists() else []
-    table = Table(title=f"--shard i/{count}", title_justify="left")
+    est = estimate_gpu_hours(planned, measured)
+    costs = shard_costs(planned)
+    table = Table(title=f"--shard i/{count}: balanced by estimated cost", title_justify="left")
     for col in ("shard", "cells", "pretraining runs", "GPU-hours"):
         table.add_column(col, justify="right")
+    total = 0.0
     for i in range(count):
-        est = estimate_gpu_hours(shard_cells(planned, Shard(i, count)), measured)
-        table.add_row(f"{i}/{count}", str(est.cells), str(est.pretrain_runs), f"{est.gpu_hours:,.1f}")
+        mine = [p for p in shard_cells(planned, Shard(i, count), costs) if p.status == "run"]
+        runs = {pretrain_group(p) for p in mine} - {""}
+        hours = (sum(est.cell_seconds[p.cell.cell_id] for p in mine) + sum(est.run_seconds[r] for r in runs)) / 3600
+        total += hours
+        table.add_row(f"{i}/{count}", str(len(mine)), str(len(runs)), f"{hours:,.1f}")
+    table.caption = f"sum {total:,.1f} GPU-hours = the estimate above (each pretraining run in the shard that trains it)"
     console.print(table)
 
 
@@ -222,12 +239,25 @@ def _print_gpu_hours(planned) -> None:
     if est.cells:
         console.print(
             f"estimated [bold]{est.gpu_hours:,.1f} GPU-hours[/] for {est.cells} cells and {est.pretrain_runs} pretraining runs "
-            f"({escape(est.source)}; nominal dataset sizes, one GPU per cell)"
+            f"({escape(est.source)}; nominal dataset sizes, one GPU per cell), made of:"
         )
+        shown = est.derivation[: est.pretrain_runs + 10]  # every pretraining run, then the costliest cell groups
+        for line in shown:
+            console.print(f"  {escape(line)}", highlight=False)
+        if len(est.derivation) > len(shown):
+            rest = sum(est.cell_seconds.values()) / 3600 - sum(_hours_of(line) for line in shown[est.pretrain_runs:])
+            console.print(f"  … {len(est.derivation) - len(shown)} more cell groups, {rest:,.2f} h together", highlight=False)
         for line in est.assumed[:8]:
             console.print(f"  [yellow]assumed[/] {escape(line)}")
         if len(est.assumed) > 8:
             console.print(f"  [yellow]assumed[/] … and {len(est.assumed) - 8} more rates")
+
+
+def _hours_of(line: str) -> float:
+    """The hours a derivation line totals ("… = 1.65 h — …" or "…, 1.65 h — …")."""
+    import re  # lazy: only plan needs it
+
+    return float(re.search(r"([\d,.]+) h — ", line).group(1).replace(",", ""))
 
 
 class _RichStepProgress:
@@ -295,7 +325,7 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
     from chexbench.core.paths import cache_dir
 
     if the_shard is not None:
-        planned = shard_cells(planned, the_shard)
+        planned = shard_cells(planned, the_shard, shard_costs(planned))
     main = D.is_main()
     out = console if main else Console(quiet=True)
     n_run = sum(p.status == "run" for p in planned)
