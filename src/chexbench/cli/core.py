@@ -253,6 +253,74 @@ def _print_gpu_hours(planned) -> None:
             console.print(f"  [yellow]assumed[/] … and {len(est.assumed) - 8} more rates")
 
 
+#: seconds between progress lines when the output is not a terminal (override: CHEXBENCH_PROGRESS_INTERVAL)
+PROGRESS_INTERVAL_S = 60.0
+
+
+def progress_interval() -> float:
+    import os  # lazy: only run needs it
+
+    raw = os.environ.get("CHEXBENCH_PROGRESS_INTERVAL", "")
+    try:
+        return max(0.0, float(raw)) if raw else PROGRESS_INTERVAL_S
+    except ValueError:
+        raise ConfigError(f"CHEXBENCH_PROGRESS_INTERVAL must be a number of seconds, got {raw!r}") from None
+
+
+def _clock() -> str:
+    import time  # lazy
+
+    return time.strftime("%H:%M:%S")
+
+
+class _LineProgress:
+    """The StepProgress of a run whose output is a file (a SLURM log, ``nohup``), where Rich draws
+    nothing until the end: a plain line when a phase starts (pretraining, fine-tuning, …) and then
+    at most every ``interval`` seconds: the phase, its steps done / total, the latest message and
+    the time the phase has taken."""
+
+    def __init__(self, out: Console, interval: float, clock=None):
+        import time  # lazy
+
+        self.out, self.interval, self.clock = out, interval, clock or time.monotonic
+        self.cell, self.phase, self.note, self.done, self.total = "", "", "", 0, 0
+        self.started = self.last = self.clock()
+
+    def start(self, description: str, total: int) -> None:
+        self.phase, self.total, self.done, self.note = description, total, 0, ""
+        self.started = self.clock()
+        self._line()
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        self._maybe()
+
+    def message(self, text: str) -> None:
+        self.note = text
+        self._maybe()
+
+    def _maybe(self) -> None:
+        if self.clock() - self.last >= self.interval:
+            self._line()
+
+    def _line(self) -> None:
+        self.last = now = self.clock()
+        steps = f" step {self.done}/{self.total}" if self.total else ""
+        note = f" · {self.note}" if self.note else ""
+        took = int(now - self.started)
+        self.out.print(f"{_clock()} {self.cell}{' · ' if self.cell else ''}{escape(self.phase)}:{steps}{escape(note)} "
+                       f"({took // 60}m{took % 60:02d}s)", highlight=False, soft_wrap=True)
+
+
+def _say_what_was_kept(out: Console, results: Path, ctx, stored: list[str], current) -> None:
+    """After Ctrl-C: what this run stored, what was lost, and how to go on."""
+    kept = f"{len(stored)} cell(s) finished by this run are stored in {results}" if stored else f"no cell finished by this run; {results} is unchanged"
+    lost = (f"; cell {current.cell_id} ({escape(current.label())}) was in progress and is not stored"
+            if current is not None else "")
+    out.print(f"[bold yellow]interrupted[/]: {kept}{lost}. Pretraining checkpoints (one per epoch) stay in "
+              f"{ctx.pretrain_dir}; run the same command again to resume.", highlight=False, soft_wrap=True)
+
+
 def _hours_of(line: str) -> float:
     """The hours a derivation line totals ("… = 1.65 h — …" or "…, 1.65 h — …")."""
     import re  # lazy: only plan needs it
@@ -336,24 +404,35 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
         f"grid [bold]{g.name}[/] → {results}: {n_run - done} to run ({done} already done){where}, "
         f"{len(planned) - n_run} skipped, device {dev}{ranks}"
     )
+    live = main and out.is_terminal  # a terminal gets Rich's bars; a log file (SLURM, nohup) gets timed lines
+    stored: list[str] = []  # cells this run finished and stored (ok or failed): what an interrupt keeps
+    current: list = [None]  # the cell being trained
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out, transient=False,
-        disable=not main,
+        disable=not live,
     ) as progress:
         to_train = n_run - done
         grid_task = progress.add_task("cells", total=to_train)
-        steps = _RichStepProgress(progress) if main else NullProgress()
+        steps = _RichStepProgress(progress) if live else _LineProgress(out, progress_interval()) if main else NullProgress()
         # --compile: an execution option in the run context, not part of any cell's config (or id)
         ctx = RunContext(device=dev, results_dir=results, cache_dir=cache_dir(), progress=steps, compile=compile_step)
         started = [0]  # cells started in this run: the count the user sees ("cell 2/2", not "cell 6/6")
 
         def on_start(i: int, cell) -> None:
             started[0] += 1
+            current[0] = cell
             progress.update(grid_task, description=f"cell {started[0]}/{to_train} {cell.label()}")
+            if isinstance(steps, _LineProgress):
+                steps.cell = f"cell {started[0]}/{to_train} {cell.cell_id}"
+                out.print(f"{_clock()} cell {started[0]}/{to_train} {cell.cell_id} {escape(cell.label())}: started",
+                          highlight=False, soft_wrap=True)
 
         def on_end(i: int, cell, outcome) -> None:
+            current[0] = None
             if outcome.status == "done-before":
                 return
+            if outcome.status in ("ok", "failed"):
+                stored.append(cell.cell_id)
             progress.advance(grid_task)
             if outcome.status == "ok":
                 progress.console.print(
@@ -366,7 +445,12 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
             elif outcome.status == "elsewhere":
                 progress.console.print(f"  [cyan]stored by another worker[/] {cell.cell_id} {cell.label()}")
 
-        summary = run_grid(g, results, ctx, cells=planned, overwrite=overwrite, on_cell_start=on_start, on_cell_end=on_end)
+        try:
+            summary = run_grid(g, results, ctx, cells=planned, overwrite=overwrite, on_cell_start=on_start, on_cell_end=on_end)
+        except KeyboardInterrupt:
+            progress.stop()
+            _say_what_was_kept(out, results, ctx, stored, current[0])
+            sys.exit(130)
     before = summary.count("done-before")
     ran = summary.count("ok") + summary.count("failed")
     if ran == 0 and before:
