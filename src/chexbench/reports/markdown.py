@@ -172,6 +172,11 @@ def leaderboard_section(t: Tables, results: LoadedResults) -> str:
                          f"macro over {len(labels)} label(s): {', '.join(labels) if labels else 'none'}.")
             for label, why in t.test_set_undefined.get(key, {}).items():
                 parts.append(f"Not in the macro: `{label}` is undefined on the test set — {why}.")
+            first = results.scores.get(ts.cell_ids[0]) if ts.cell_ids else None
+            for label in labels:
+                note = first.labels[label].interval_note if first is not None and label in first.labels else ""
+                if note:  # a point but no interval ("[n/a]"): one patient would make it a zero-width "[x, x]"
+                    parts.append(f"`{label}`: {note}; its rows and the macro's show the point with [n/a].")
         parts.append("")
         backbones = sorted(g["backbone"].unique())
         for fraction, gf in g.groupby("label_fraction", sort=True):
