@@ -102,3 +102,21 @@ def test_run_stops_on_a_full_disk(tmp_path, monkeypatch):
     assert "No space left on device" in _one_error_line(r.output)
     assert len(calls) == 1  # stopped at the first cell, not three cells recorded as failed
     assert not list(out.rglob("records/*.parquet"))
+
+
+def test_a_full_disk_under_torch_save_is_an_os_error(tmp_path, monkeypatch):
+    """torch.save reports a full disk as a RuntimeError; it becomes the OSError the CLI prints as one line."""
+    import shutil
+    from collections import namedtuple
+
+    import torch
+
+    def failing(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", failing)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: namedtuple("u", "total used free")(10, 10, 0))
+    with pytest.raises(OSError) as e:
+        atomic.atomic_torch_save({"w": 1}, tmp_path / "ckpt.pt")
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "ckpt.pt")
+    assert not list(tmp_path.iterdir())  # nothing partial

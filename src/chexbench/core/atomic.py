@@ -15,6 +15,7 @@ gallery, a checkpoint, a record).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -134,8 +135,19 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     so that the foundation stays importable without it for ``chexbench --help``)."""
     import torch  # lazy: keeps chexbench --help fast (the CLI imports this module)
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except RuntimeError as e:  # torch's writer reports a full disk as "PytorchStreamWriter failed writing file …"
+        if "writ" not in str(e).lower():
+            raise
+        try:
+            full = shutil.disk_usage(Path(path).parent).free < 256 * 2**20
+        except OSError:
+            full = False
+        code = errno.ENOSPC if full else errno.EIO
+        text = os.strerror(code) if full else f"cannot write: {str(e).splitlines()[0]}"
+        raise OSError(code, text, str(path)) from e
 
 
 def temp_name(name: str) -> str:
