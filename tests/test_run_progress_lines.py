@@ -53,3 +53,26 @@ def test_redirected_run_prints_lines_and_an_interrupt_says_what_was_kept(tmp_pat
     assert "interrupted" in r.output and "1 cell(s) finished by this run are stored" in r.output
     assert f"cell {calls[1]}" in r.output and "resume" in r.output
     assert len(list(Path(out / "records").glob("*.parquet"))) == 1
+
+
+def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path, monkeypatch):
+    """SLURM's time limit and scancel send SIGTERM: the log says what was kept, as for Ctrl-C."""
+    import os
+    import signal
+
+    from chexbench.bench import runner as bench_runner
+
+    grid = tmp_path / "g.toml"
+    grid.write_text(GRID)
+
+    def fake_cell(cell, ctx):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM should have ended the run")
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(bench_runner, "run_cell", fake_cell)
+    monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path / "cache"))
+    r = CliRunner().invoke(app, ["run", "--grid", str(grid), "--results", str(tmp_path / "res"), "--device", "cpu"])
+    assert r.exit_code == 130, r.output
+    assert "interrupted" in r.output and "no cell finished by this run" in r.output
+    assert signal.getsignal(signal.SIGTERM) is before  # restored

@@ -445,12 +445,21 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
             elif outcome.status == "elsewhere":
                 progress.console.print(f"  [cyan]stored by another worker[/] {cell.cell_id} {cell.label()}")
 
+        import signal  # lazy: only run needs it
+
+        def _terminated(signum, frame):  # SLURM's time limit / scancel send SIGTERM: end as Ctrl-C does, and say so
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, _terminated) if not D.is_distributed() else None
         try:
             summary = run_grid(g, results, ctx, cells=planned, overwrite=overwrite, on_cell_start=on_start, on_cell_end=on_end)
         except KeyboardInterrupt:
             progress.stop()
             _say_what_was_kept(out, results, ctx, stored, current[0])
             sys.exit(130)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     before = summary.count("done-before")
     ran = summary.count("ok") + summary.count("failed")
     if ran == 0 and before:
