@@ -50,8 +50,9 @@ def test_one_patient_gives_no_interval_and_no_significance(tmp_path):
     r = runner.invoke(app, ["compare", str(a), str(b), "--bootstrap", "200"])
     assert r.exit_code == 0, r.output
     assert "not estimable" in r.output and "<0.001" not in r.output
+    assert "[not estimable]" in r.output  # in the Δ cell itself (Rich markup must not eat it)
     r = runner.invoke(app, ["score", str(a), "--bootstrap", "200"])
-    assert r.exit_code == 0 and "not estimable" in r.output
+    assert r.exit_code == 0 and "[not estimable]" in r.output
 
 
 def test_one_positive_patient_is_not_estimable_but_others_are(tmp_path):

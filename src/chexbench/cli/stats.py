@@ -27,7 +27,7 @@ def _ci(m: float, lo: float, hi: float) -> str:
     if not math.isfinite(float(m)):
         return "n/a"
     if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
-        return f"{m:.3f} [not estimable]"
+        return escape(f"{m:.3f} [not estimable]")  # Rich would read "[not estimable]" as a style tag
     return f"{m:.3f} [{_num(lo)}, {_num(hi)}]"
 
 
@@ -115,7 +115,7 @@ def compare(
                 table.add_row(str(r.label), "n/a", "n/a", f"n/a ({r.note})", "", "", "", "", "")
                 continue
             if r.interval_note:  # a point Δ, but no interval and no p-value: not estimable
-                table.add_row(str(r.label), _num(r.auroc_a), _num(r.auroc_b), f"{r.delta:+.3f} [not estimable]", "n/a", "n/a",
+                table.add_row(str(r.label), _num(r.auroc_a), _num(r.auroc_b), escape(f"{r.delta:+.3f} [not estimable]"), "n/a", "n/a",
                               "n/a", "n/a", "n/a")
                 notes.append(f"{a} vs {b}, {r.label}: {r.interval_note}")
                 continue
