@@ -9,13 +9,24 @@ RESULTS ?= chexbench-results
 TEST_WORKERS ?= auto
 # torch/torchvision are pinned here (the versions this project is tested with); pyproject keeps ranges open.
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+# Where torch comes from. auto: without an NVIDIA GPU, PyTorch's CPU wheel index (a CPU build instead of
+# several GB of CUDA libraries) if it answers within 5 s, else the default index (scripts/torch-index);
+# TORCH_INDEX=URL forces an index, TORCH_INDEX= the default one (PyPI).
+TORCH_INDEX ?= auto
+export TORCH_INDEX
 
 .PHONY: install demo test lint clean gpu-check gpu-wheels browser
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH_PIN)
+	@index="$$($(PYTHON) scripts/torch-index)"; \
+	if [ -n "$$index" ]; then \
+	  echo "torch: $(TORCH_PIN) from $$index"; \
+	  $(PIP) install -q --index-url "$$index" $(TORCH_PIN) || $(PIP) install -q $(TORCH_PIN); \
+	else \
+	  $(PIP) install -q $(TORCH_PIN); \
+	fi
 	$(PIP) install -q -e ".[dev,slurm]" $(TORCH_PIN)
 	touch $@
 

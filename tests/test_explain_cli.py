@@ -96,3 +96,20 @@ def test_several_cells_are_compared_side_by_side_on_the_same_images(stored, tmp_
         assert im.size[0] > 300 and im.size[1] > 300  # 2 images × 2 cells
     res = CliRunner().invoke(app, ["explain", "-r", str(results), "--cell", cells["vit_tiny"], "--cell", "ffffffffffff"])
     assert res.exit_code == 2 and "no cell 'ffffffffffff'" in res.output
+
+
+@pytest.mark.slow
+def test_comparison_columns_name_protocol_and_head(stored, tmp_path, monkeypatch):
+    """`explain --cell A --cell B`: each column is headed by its cell's protocol and head (was the head alone)."""
+    import chexbench.explain.gallery as gallery
+
+    results, cells = stored
+    seen = {}
+    monkeypatch.setattr(gallery, "save_gallery_png", lambda out, panels, columns, title: seen.update(panels=panels, columns=columns))
+    res = CliRunner().invoke(app, ["explain", "-r", str(results), "--cell", cells["vit_tiny"], "--cell", cells["resnet_tiny"],
+                                   "--n", "2", "--out", str(tmp_path / "cmp")])
+    assert res.exit_code == 0, res.output
+    heads = [p["title"] for p in seen["panels"][: seen["columns"]]]
+    assert all(("linear probe" in t or "fine-tuning" in t) and " head" in t for t in heads), heads
+    rest = [p["title"] for p in seen["panels"][seen["columns"]:]]
+    assert rest and not any(" head" in t for t in rest)  # the heading once per column, not on every row

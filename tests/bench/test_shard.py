@@ -151,8 +151,11 @@ def test_plan_prints_gpu_hours_and_the_shard_split():
     res = CliRunner().invoke(app, ["plan", "--grid", "smoke", "--shards", "3", "--no-check"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "GPU-hours" in res.output and "--shard i/3" in res.output
+    from chexbench.cli.core import shard_costs
+
     planned = load_grid("smoke").cells()
-    sizes = [sum(p.status == "run" for p in shard_cells(planned, Shard(i, 3))) for i in range(3)]
+    costs = shard_costs(planned)  # the split `run --shard` makes
+    sizes = [sum(p.status == "run" for p in shard_cells(planned, Shard(i, 3), costs)) for i in range(3)]
     for i, n in enumerate(sizes):  # each shard's row: "i/3 │ n │ …"
         assert re.search(rf"{i}/3\W+{n}\W", res.output), (i, n)
 

@@ -219,12 +219,14 @@ def test_status_and_report_go_on_past_damaged_files(tmp_path):
     runner = CliRunner()
     status = runner.invoke(app, ["status", "--results", str(tmp_path)], env={"COLUMNS": "250"})
     assert status.exit_code == 0, status.output
-    assert "Traceback" not in status.output and status.output.count("moved to") == 3
-    assert "3 damaged file(s)" in status.output
+    # status only reads: each damaged file is named once and left where it is (the next run or report moves it)
+    assert "Traceback" not in status.output and status.output.count("left in place") == 3
+    assert not (tmp_path / "quarantine").exists()
     report = runner.invoke(app, ["report", "--results", str(tmp_path), "--no-figures"], env={"COLUMNS": "250"})
     assert report.exit_code == 0, report.output
     assert ok[0] not in (tmp_path / "report.md").read_text()
     assert (tmp_path / "quarantine" / "pretrain" / pretrain_log.name).exists()
+    assert (tmp_path / "quarantine" / "records" / f"{ok[0]}.parquet").exists()
     _truncate(tmp_path / "skipped.parquet")
     again = runner.invoke(app, ["report", "--results", str(tmp_path), "--no-figures"], env={"COLUMNS": "250"})
     assert again.exit_code == 0, again.output

@@ -32,17 +32,28 @@ def test_resamples_reproducible_and_patient_level():
 
 
 def test_degenerate_resamples_counted():
-    """One positive patient: resamples that miss it (≈ (1 − 1/n)^n ≈ 37%) have no AUROC."""
+    """Two positive patients: resamples that miss both (≈ (1 − 2/n)^n ≈ 13%) have no AUROC."""
     n = 30
     df = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "patient_id": [f"p{k}" for k in range(n)],
-                       "label": "edema", "y_true": [1.0] + [0.0] * (n - 1), "y_score": np.linspace(1, 0, n)})
+                       "label": "edema", "y_true": [1.0, 1.0] + [0.0] * (n - 2), "y_score": np.linspace(1, 0, n)})
     res = draw_patient_resamples(df["patient_id"], 2000, seed=0)
     s = score_predictions(df, res).labels["edema"]
-    assert s.auroc == 1.0
-    expected = 2000 * (1 - 1 / n) ** n
+    assert s.auroc == 1.0 and not s.interval_note
+    expected = 2000 * (1 - 2 / n) ** n
     assert abs(s.n_degenerate - expected) < 4 * np.sqrt(expected)
     lo, hi = percentile_ci(s.auroc_boot)
     assert lo == hi == 1.0  # the interval uses the defined resamples only
+
+
+def test_one_positive_patient_has_no_interval():
+    """One positive patient: every defined resample holds that patient, so the interval would be
+    [1.000, 1.000] from one patient: not estimable (the point stays), every resample degenerate."""
+    n = 30
+    df = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "patient_id": ["p0", "p0"] + [f"p{k}" for k in range(2, n)],
+                       "label": "edema", "y_true": [1.0, 1.0] + [0.0] * (n - 2), "y_score": np.linspace(1, 0, n)})
+    s = score_predictions(df, draw_patient_resamples(df["patient_id"], 500, seed=0)).labels["edema"]
+    assert s.auroc == 1.0 and s.n_degenerate == 500 and "1 patient(s) with a positive" in s.interval_note
+    assert np.isnan(percentile_ci(s.auroc_boot)).all()
 
 
 def test_undefined_label_has_reason_and_no_number():

@@ -3,6 +3,8 @@ tables, legends clear of the data, integer step axes."""
 
 from __future__ import annotations
 
+import re
+
 import matplotlib
 import pytest
 from synthetic_store import write_synthetic_results
@@ -30,6 +32,13 @@ def rendered(tmp_path_factory):
             "texts": [t.get_text() for t in fig.findobj(matplotlib.text.Text) if t.get_text()],
             "overlaps": [_legend_overlaps(ax) for ax in fig.axes if ax.get_legend() is not None],
             "xticks": [[t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes],
+            "figure_legends": len(fig.legends),
+            "axes_legends": sum(ax.get_legend() is not None for ax in fig.axes),
+            "line_colors": [[matplotlib.colors.to_hex(line.get_color()) for line in ax.get_lines() if line.get_color() != "grey"]
+                            for ax in fig.axes],
+            "rotated_numbers": [t.get_text() for t in fig.findobj(matplotlib.text.Text) if t.get_text().isdigit() and t.get_rotation()],
+            "bar_totals": [sum(p.get_height() for p in ax.patches) for ax in fig.axes],
+            "axes_boxes": [ax.get_position().bounds for ax in fig.axes],
         }
         return original(fig, path)
 
@@ -78,7 +87,7 @@ def test_forest_plot_prints_each_comparison_with_its_numbers(rendered):
     assert not any("resnet50" in t or "f=0.1" in t for t in texts)  # no internal strings
 
 
-def test_roc_curves_pool_seeds_and_show_the_tables_auroc_outside_the_axes(rendered):
+def test_roc_curves_pool_seeds_and_show_the_tables_auroc(rendered):
     _, seen, tables = rendered
     fig = seen["roc_chexpert_finetune"]
     assert any("mean over seeds; band: range across seeds" in t for t in fig["texts"])
@@ -86,8 +95,19 @@ def test_roc_curves_pool_seeds_and_show_the_tables_auroc_outside_the_axes(render
     top = pl[pl["label_fraction"] == pl["label_fraction"].max()]
     for r in top.itertuples():
         if r.label in tables.macro_labels["chexpert"]:
-            assert f"{config_label(r.strategy, r.backbone)}: {r.auroc:.3f} (2 seeds)" in fig["texts"], r
-    assert fig["overlaps"] and not any(fig["overlaps"])  # no legend covers its curves
+            assert f"{config_label(r.strategy, r.backbone)} (2 seeds)" in fig["texts"], r  # named once, in the legend
+            assert f"{r.auroc:.3f}" in fig["texts"], r  # the panel's AUROC, in the configuration's colour
+    # one legend for the figure, none repeated per panel (it took half the width)
+    assert fig["figure_legends"] == 1 and fig["axes_legends"] == 0
+
+
+def test_roc_curves_are_told_apart_by_colour(rendered):
+    _, seen, _ = rendered
+    panels = [c for c in seen["roc_chexpert_finetune"]["line_colors"] if c]
+    assert len(panels) == 3
+    for colors in panels:  # six configurations (2 backbones x 3 strategies): six colours, not three with two line styles
+        assert len(colors) == 6 and len(set(colors)) == 6, colors
+        assert set(colors) <= {c.lower() for c in plots._PALETTE}  # the colour-blind-safe palette
 
 
 def test_a_reliability_diagram_per_configuration_with_bin_counts(rendered):
@@ -95,12 +115,17 @@ def test_a_reliability_diagram_per_configuration_with_bin_counts(rendered):
     texts = seen["reliability_chexpert_finetune"]["texts"]
     lb = tables.leaderboard
     configs = lb[lb["label_fraction"] == 1.0]
-    titles = [t for t in texts if "pooled ECE" in t]
+    titles = [t for t in texts if "\nECE " in t]
     assert len(titles) == len(configs) == 6
     for r in configs.itertuples():
         assert any(t.startswith(config_label(r.strategy, r.backbone) + "\n") for t in titles)
-    counts = [int(t) for t in texts if t.isdigit()]
-    assert sum(counts) >= 6 * 100  # every panel's bins carry their counts
+    assert all(re.search(r"ECE \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", t) for t in titles)  # ECE with its interval
+    fig = seen["reliability_chexpert_finetune"]
+    assert not fig["rotated_numbers"]  # counts are a bar chart under each panel, not rotated text
+    pairs = 16 * 2 * 3 * 2 * 0.9  # patients x images x labels x seeds, ~10% masked
+    assert sum(1 for total in fig["bar_totals"] if total >= pairs * 0.9) == 6  # every panel's count bars
+    columns = {round(box[0], 2) for box in fig["axes_boxes"]}
+    assert len(columns) == 3  # a grid, not one tall column
 
 
 def test_pretraining_curves_have_integer_step_and_epoch_axes(tmp_path):
@@ -123,6 +148,25 @@ def test_pretraining_curves_have_integer_step_and_epoch_axes(tmp_path):
     for ticks in seen["xticks"]:
         shown = [t.replace("−", "-") for t in ticks if t]
         assert shown and all(t.lstrip("-").isdigit() for t in shown), ticks
+
+
+def test_a_probe_with_one_point_gets_one_tick(tmp_path):
+    """One probe at the end of epoch 1: the axis shows "1", not 0.945 … 1.050."""
+    import pandas as pd
+
+    pre = pd.DataFrame({"run_id": "r1", "strategy": "simclr", "backbone": "resnet50", "epoch": [0, 0, 0],
+                        "step": [0, 5, 10], "loss": [5.0, 4.0, 3.5], "probe_auroc": [float("nan"), float("nan"), 0.62]})
+    seen = {}
+
+    def keep(fig, path):
+        fig.canvas.draw()
+        seen["xticks"] = [[t.get_text() for t in ax.get_xticklabels() if t.get_text()] for ax in fig.axes]
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(plots, "save_figure", keep)
+    plots.pretrain_curves(pre, tmp_path / "pretrain.png")
+    mp.undo()
+    assert seen["xticks"][1] == ["1"]
 
 
 def test_one_seed_is_flagged_on_the_forest_plot(tmp_path):

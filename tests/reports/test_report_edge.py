@@ -32,7 +32,7 @@ def test_only_skipped_cells(tmp_path):
 
 
 def test_tiny_test_set_flags_unreliable_intervals(tmp_path):
-    """Three test patients, one positive: the interval exists but is flagged; label b is n/a."""
+    """Three test patients, one positive: no interval (not estimable), flagged; label b is n/a."""
     store = ResultStore(tmp_path)
     for i, strategy in enumerate(("scratch", "simclr")):
         rows = []
@@ -45,12 +45,13 @@ def test_tiny_test_set_flags_unreliable_intervals(tmp_path):
         rec["eval_labels_json"] = json.dumps(["a", "b"])
         store.write(rec, pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "y_score", "split"]))
     text = write_report(tmp_path, n_boot=200, figures=False).read_text()
-    assert "| `simclr` | 0.000 [0.000, 0.000] ⚠ |" in text  # flagged; the 1-seed note is under the table, once
+    assert "| `simclr` | 0.000 [n/a] ⚠ |" in text  # one positive patient: no interval (was [0.000, 0.000]), flagged
+    assert "`a`: interval not estimable: 1 patient(s) with a positive" in text  # and the report says why
     assert text.count("_Every row: 1 seed: seed variation not estimated") == 2  # leaderboard + per-label table
     assert "`b` is undefined on the test set — no positive test image (0 pos / 3 neg)" in text
     assert "no operating point" in text or "n/a" in text
     lb = pd.read_parquet(tmp_path / "leaderboard.parquet")
-    assert (lb["n_degenerate"] > 0.2 * 200).all()  # ≈ (2/3)^3 of resamples miss the one positive patient
+    assert (lb["n_degenerate"] == 200).all()  # one positive patient: no resample counts
 
 
 def test_failed_figure_keeps_previous_report(tmp_path, monkeypatch):

@@ -159,8 +159,36 @@ def _foreign_globals(path: Path) -> list[tuple[Any, str]]:
     return out
 
 
+def checkpoint_path_problem(path: Path) -> str:
+    """Why ``path`` cannot be a checkpoint file ("" when it can be read as one): missing, or a folder."""
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix in (".pt", ".pth", ".bin", ".ckpt", ".safetensors"))
+        hint = f" (it holds {', '.join(inside[:4])}{', …' if len(inside) > 4 else ''})" if inside else ""
+        return f"{path} is a folder, not a checkpoint file: give the weights file inside it{hint}"
+    if not path.exists():
+        return f"checkpoint file not found: {path}"
+    return ""
+
+
+def _format_problem(path: Path) -> str:
+    """Why ``path`` is no PyTorch file at all ("" when it looks like one: a zip archive or a pickle)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip archive / the legacy pickle format
+        return ""
+    if not head:
+        return "the file is empty"
+    text = head.decode("utf-8", errors="replace").splitlines()[0][:32] if head.strip() else ""
+    what = f"it starts with {text!r}, a text file?" if text.isprintable() and text else "unknown format"
+    return f"not a PyTorch checkpoint (.pt/.pth: a zip archive or pickle) nor safetensors ({what})"
+
+
 def load_torch_file(path: Path) -> Any:
     """``torch.load(weights_only=True)``; foreign pickled classes become inert placeholders."""
+    if problem := checkpoint_path_problem(path):
+        raise WeightsError(problem)
+    if problem := _format_problem(path):
+        raise WeightsError(f"cannot read weights file {path}: {problem}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
     except Exception as first:
@@ -207,15 +235,25 @@ def _first_line(e: BaseException) -> str:
     for i, line in enumerate(lines):
         if "WeightsUnpickler error" in line:
             rest = line.split("WeightsUnpickler error:", 1)[-1].strip()
-            return rest or (lines[i + 1] if i + 1 < len(lines) else line)
-    return lines[0] if lines else type(e).__name__
+            return _without_unsafe_advice(rest or (lines[i + 1] if i + 1 < len(lines) else line))
+    if lines and lines[0].startswith("Weights only load failed"):  # torch's refusal: its reason, never its advice
+        reason = next((x for x in lines[1:] if "GLOBAL" in x or "Unsupported" in x), "")
+        return (f"it holds pickled Python objects that chexbench will not run{f' ({reason.rstrip(chr(46))})' if reason else ''}; "
+                "save the weights alone: torch.save(model.state_dict(), PATH), or safetensors")
+    return _without_unsafe_advice(lines[0]) if lines else type(e).__name__
+
+
+def _without_unsafe_advice(text: str) -> str:
+    """``text`` without torch's sentences advising ``weights_only=False`` (that would run the file's code)."""
+    kept = [x for x in re.split(r"(?<=[.!?])\s+", text) if "weights_only" not in x]
+    return " ".join(kept) or "it holds pickled Python objects that chexbench will not run"
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     """The flat tensor mapping of a checkpoint file and the wrapper key it was under."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
+    if problem := checkpoint_path_problem(path):
+        raise WeightsError(problem)
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path)), ""

@@ -35,7 +35,7 @@ from chexbench.core import distributed as D
 from chexbench.core.atomic import atomic_write_parquet, clean_stale_temporaries
 from chexbench.core.context import RunContext
 from chexbench.core.devices import device_name, peak_memory_mb, reset_peak_memory
-from chexbench.core.errors import SkipCell
+from chexbench.core.errors import ENVIRONMENT_ERRNOS, SkipCell
 from chexbench.core.lock import FileLock
 from chexbench.core.metrics import macro, per_label_metrics
 from chexbench.core.seeding import seed_everything
@@ -305,6 +305,8 @@ def _run_claimed(
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:  # the cell failed; record why and go on with the grid
+        if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
+            raise  # full disk, read-only, permission: every next cell would fail alike (and so would its record): stop
         reason = f"{type(e).__name__}: {e}"
         record = base_record(cell, ctx.device)
         record["failure_reason"] = reason

@@ -116,9 +116,10 @@ def _report_to_stderr(message: str) -> None:
 
 
 class ResultStore:
-    def __init__(self, root: str | Path, report: Callable[[str], None] | None = None):
+    def __init__(self, root: str | Path, report: Callable[[str], None] | None = None, read_only: bool = False):
         self.root = Path(root)
         self.report = report or _report_to_stderr  # told once about every file moved to quarantine
+        self.read_only = read_only  # look only (``chexbench status``): damaged files are reported, never moved
         self.quarantined: list[tuple[Path, Path, str]] = []  # (file, moved to, reason) in this process
         self._claims: dict[str, FileLock] = {}
         self._unmovable: set[Path] = set()  # damaged files already reported as impossible to move
@@ -153,7 +154,8 @@ class ResultStore:
         cell_id = record["cell_id"]
         if record["status"] == "ok" and predictions is None:  # it would read back damaged and be quarantined
             raise ValueError(f"cell {cell_id}: a record with status ok needs its predictions (got none); nothing written")
-        pair: dict[str, Any] = {"cell_id": cell_id, "write_id": uuid.uuid4().hex, "rows": None, "labels": None}
+        pair: dict[str, Any] = {"cell_id": cell_id, "write_id": uuid.uuid4().hex, "rows": None, "labels": None,
+                                "eval_labels": _eval_labels(pd.DataFrame([record]))}  # `chexbench score` reads them
         if predictions is not None:
             missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
             if missing:
@@ -202,6 +204,13 @@ class ResultStore:
         """
         found = self.check(cell_id, full_record)
         if found.state != "damaged":
+            return found
+        if self.read_only:
+            for path, reason in found.problems:
+                if path not in self._unmovable:
+                    self._unmovable.add(path)
+                    self.report(f"damaged {path} ({reason}); left in place: the next `chexbench run` moves it to "
+                                "quarantine/ and recomputes its cell")
             return found
         claim = self.claim(cell_id)
         try:
@@ -255,7 +264,8 @@ class ResultStore:
         try:
             return pq.read_table(path).to_pandas()
         except Exception as e:  # noqa: BLE001
-            self._quarantine(path, _reason(e))
+            if not self.read_only:
+                self._quarantine(path, _reason(e))
             return None
 
     def _report_unmovable(self, path: Path, reason: str, error: OSError) -> None:
@@ -355,6 +365,30 @@ def _eval_labels(record: pd.DataFrame) -> list[str]:
         return [str(x) for x in json.loads(str(record["eval_labels_json"].iloc[0]))]
     except (json.JSONDecodeError, TypeError):
         return []
+
+
+def recorded_eval_labels(predictions_path: str | Path) -> tuple[list[str], str] | None:
+    """The evaluation labels recorded with a cell's predictions file, and where they were found:
+    its footer (written since the footer carries them) or the cell's record beside it
+    (``<results>/records/<cell_id>.parquet``). None for a file chexbench did not store."""
+    path = Path(predictions_path)
+    try:
+        pair = _pair(pq.read_metadata(path).metadata)
+    except Exception:  # noqa: BLE001 - not a Parquet file of ours: nothing recorded
+        pair = None
+    if pair and pair.get("eval_labels"):
+        return [str(x) for x in pair["eval_labels"]], f"recorded in {path.name}"
+    record_path = path.parent.parent / "records" / path.name
+    if path.parent.name != "predictions" or not record_path.is_file():
+        return None
+    try:
+        record = pq.read_table(record_path, columns=["cell_id", "eval_labels_json"]).to_pandas()
+    except Exception:  # noqa: BLE001
+        return None
+    if len(record) != 1 or str(record["cell_id"].iloc[0]) != path.stem:
+        return None
+    labels = _eval_labels(record)
+    return (labels, f"recorded in {record_path}") if labels else None
 
 
 def _pair(metadata: dict[bytes, bytes] | None) -> dict[str, Any] | None:

@@ -1,7 +1,9 @@
 """The Typer application objects; command modules attach their commands to these.
 
 Domain errors (:class:`chexbench.core.errors.ChexbenchError`) raised anywhere under a command
-become one red line on stderr and exit code 2; nothing else is printed.
+become one red line on stderr and exit code 2; filesystem faults (``OSError``: read-only,
+permission, no space, missing folder) one line naming the path and what to do, exit code 1;
+nothing else is printed.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as _RichTable
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from chexbench import __version__
-from chexbench.core.errors import ChexbenchError
+from chexbench.core.errors import ChexbenchError, os_error_line
 
 # options shared by several commands' signatures
 RESULTS_HELP = "results directory (one Parquet record + predictions per cell)"
@@ -65,8 +67,23 @@ class _ErrorsAsOneLine(TyperGroup):
         except ChexbenchError as e:
             err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             sys.exit(2)
+        except BrokenPipeError:  # `chexbench … | head`: the reader has gone; nothing to tell it
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
+        except OSError as e:  # read-only folder, permissions, full disk, missing folder: the machine, not a bug
+            err_console.print(f"[bold red]error:[/] {escape(os_error_line(e))}", highlight=False, soft_wrap=True)
+            sys.exit(1)
 
 
+def _flag_type(self: TyperOption, ctx: click.Context) -> str | None:
+    """A flag takes no value: its help row shows no ``<bool>`` type (typer shows one for every option)."""
+    return None if self.is_flag else _option_type(self, ctx)
+
+
+_option_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
+
+# help texts are Markdown: `code` shows as code, and "[settings]" stays text (Rich markup would eat it as a tag)
 app = typer.Typer(
     cls=_ErrorsAsOneLine,
     name="chexbench",
@@ -74,6 +91,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 data_app = typer.Typer(help="Generate phantom data, prepare and verify datasets.", no_args_is_help=True)
 bench_app = typer.Typer(help="Measure speed; results go to docs/PERFORMANCE.md.", no_args_is_help=True)

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from chexbench.cli.app import GridOpt, OnlyOpt, ResultsOpt, Table, app, console
 from chexbench.cli.submit import print_jobs
-from chexbench.core.errors import ConfigError
+from chexbench.core.errors import ChexbenchError, ConfigError, DataError
 from chexbench.registry import BACKBONES, REGISTRIES, STRATEGIES
 
 
@@ -126,7 +126,10 @@ def plan(
     g = load_grid(grid)
     planned = g.cells(parse_only(only))
     if check:
-        preflight(planned)  # one line naming every affected cell group, before anything is printed
+        try:
+            preflight(planned)  # one line naming every affected cell group, before anything is printed
+        except ChexbenchError as e:  # plan can go on without the data: say how
+            raise type(e)(f"{e} — or plan without checking data and weights: chexbench plan --no-check") from None
     store = ResultStore(results)
     table = Table(title=f"grid {g.name}: {g.description}", title_justify="left")
     for col in ("cell", "strategy", "backbone", "dataset", "protocol", "fraction", "seed", "status"):
@@ -190,20 +193,37 @@ def _print_split_summary(s) -> None:
         )
 
 
+def shard_costs(planned):
+    """The costs ``run --shard``, ``plan --shards`` and ``submit`` balance shards by (one place, so they agree)."""
+    # lazy: keeps chexbench --help fast
+    from chexbench.bench.shard import ShardCosts
+    from chexbench.perf.throughput import shard_costs as cell_costs
+    from chexbench.perf.throughput import shard_run_costs
+
+    return ShardCosts(cell_costs(planned), shard_run_costs(planned))
+
+
 def _print_shards(planned, count: int) -> None:
     # lazy: keeps chexbench --help fast
-    from chexbench.bench.shard import Shard, shard_cells
+    from chexbench.bench.shard import Shard, pretrain_group, shard_cells
     from chexbench.perf.record import performance_file
     from chexbench.perf.throughput import estimate_gpu_hours, recorded_measurements
 
     file = performance_file()
     measured = recorded_measurements(file.read_text()) if file.exists() else []
-    table = Table(title=f"--shard i/{count}", title_justify="left")
+    est = estimate_gpu_hours(planned, measured)
+    costs = shard_costs(planned)
+    table = Table(title=f"--shard i/{count}: balanced by estimated cost", title_justify="left")
     for col in ("shard", "cells", "pretraining runs", "GPU-hours"):
         table.add_column(col, justify="right")
+    total = 0.0
     for i in range(count):
-        est = estimate_gpu_hours(shard_cells(planned, Shard(i, count)), measured)
-        table.add_row(f"{i}/{count}", str(est.cells), str(est.pretrain_runs), f"{est.gpu_hours:,.1f}")
+        mine = [p for p in shard_cells(planned, Shard(i, count), costs) if p.status == "run"]
+        runs = {pretrain_group(p) for p in mine} - {""}
+        hours = (sum(est.cell_seconds[p.cell.cell_id] for p in mine) + sum(est.run_seconds[r] for r in runs)) / 3600
+        total += hours
+        table.add_row(f"{i}/{count}", str(len(mine)), str(len(runs)), f"{hours:,.1f}")
+    table.caption = f"sum {total:,.1f} GPU-hours = the estimate above (each pretraining run in the shard that trains it)"
     console.print(table)
 
 
@@ -219,12 +239,93 @@ def _print_gpu_hours(planned) -> None:
     if est.cells:
         console.print(
             f"estimated [bold]{est.gpu_hours:,.1f} GPU-hours[/] for {est.cells} cells and {est.pretrain_runs} pretraining runs "
-            f"({escape(est.source)}; nominal dataset sizes, one GPU per cell)"
+            f"({escape(est.source)}; nominal dataset sizes, one GPU per cell), made of:"
         )
+        shown = est.derivation[: est.pretrain_runs + 10]  # every pretraining run, then the costliest cell groups
+        for line in shown:
+            console.print(f"  {escape(line)}", highlight=False)
+        if len(est.derivation) > len(shown):
+            rest = sum(est.cell_seconds.values()) / 3600 - sum(_hours_of(line) for line in shown[est.pretrain_runs:])
+            console.print(f"  … {len(est.derivation) - len(shown)} more cell groups, {rest:,.2f} h together", highlight=False)
         for line in est.assumed[:8]:
             console.print(f"  [yellow]assumed[/] {escape(line)}")
         if len(est.assumed) > 8:
             console.print(f"  [yellow]assumed[/] … and {len(est.assumed) - 8} more rates")
+
+
+#: seconds between progress lines when the output is not a terminal (override: CHEXBENCH_PROGRESS_INTERVAL)
+PROGRESS_INTERVAL_S = 60.0
+
+
+def progress_interval() -> float:
+    import os  # lazy: only run needs it
+
+    raw = os.environ.get("CHEXBENCH_PROGRESS_INTERVAL", "")
+    try:
+        return max(0.0, float(raw)) if raw else PROGRESS_INTERVAL_S
+    except ValueError:
+        raise ConfigError(f"CHEXBENCH_PROGRESS_INTERVAL must be a number of seconds, got {raw!r}") from None
+
+
+def _clock() -> str:
+    import time  # lazy
+
+    return time.strftime("%H:%M:%S")
+
+
+class _LineProgress:
+    """The StepProgress of a run whose output is a file (a SLURM log, ``nohup``), where Rich draws
+    nothing until the end: a plain line when a phase starts (pretraining, fine-tuning, …) and then
+    at most every ``interval`` seconds: the phase, its steps done / total, the latest message and
+    the time the phase has taken."""
+
+    def __init__(self, out: Console, interval: float, clock=None):
+        import time  # lazy
+
+        self.out, self.interval, self.clock = out, interval, clock or time.monotonic
+        self.cell, self.phase, self.note, self.done, self.total = "", "", "", 0, 0
+        self.started = self.last = self.clock()
+
+    def start(self, description: str, total: int) -> None:
+        self.phase, self.total, self.done, self.note = description, total, 0, ""
+        self.started = self.clock()
+        self._line()
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        self._maybe()
+
+    def message(self, text: str) -> None:
+        self.note = text
+        self._maybe()
+
+    def _maybe(self) -> None:
+        if self.clock() - self.last >= self.interval:
+            self._line()
+
+    def _line(self) -> None:
+        self.last = now = self.clock()
+        steps = f" step {self.done}/{self.total}" if self.total else ""
+        note = f" · {self.note}" if self.note else ""
+        took = int(now - self.started)
+        self.out.print(f"{_clock()} {self.cell}{' · ' if self.cell else ''}{escape(self.phase)}:{steps}{escape(note)} "
+                       f"({took // 60}m{took % 60:02d}s)", highlight=False, soft_wrap=True)
+
+
+def _say_what_was_kept(out: Console, results: Path, ctx, stored: list[str], current) -> None:
+    """After Ctrl-C: what this run stored, what was lost, and how to go on."""
+    kept = f"{len(stored)} cell(s) finished by this run are stored in {results}" if stored else f"no cell finished by this run; {results} is unchanged"
+    lost = (f"; cell {current.cell_id} ({escape(current.label())}) was in progress and is not stored"
+            if current is not None else "")
+    out.print(f"[bold yellow]interrupted[/]: {kept}{lost}. Pretraining checkpoints (one per epoch) stay in "
+              f"{ctx.pretrain_dir}; run the same command again to resume.", highlight=False, soft_wrap=True)
+
+
+def _hours_of(line: str) -> float:
+    """The hours a derivation line totals ("… = 1.65 h — …" or "…, 1.65 h — …")."""
+    import re  # lazy: only plan needs it
+
+    return float(re.search(r"([\d,.]+) h — ", line).group(1).replace(",", ""))
 
 
 class _RichStepProgress:
@@ -303,7 +404,7 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
     from chexbench.tracking.live import LiveStatus
 
     if the_shard is not None:
-        planned = shard_cells(planned, the_shard)
+        planned = shard_cells(planned, the_shard, shard_costs(planned))
     main = D.is_main()
     out = console if main else Console(quiet=True)
     n_run = sum(p.status == "run" for p in planned)
@@ -314,33 +415,44 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
         f"grid [bold]{g.name}[/] → {results}: {n_run - done} to run ({done} already done){where}, "
         f"{len(planned) - n_run} skipped, device {dev}{ranks}"
     )
+    live = main and out.is_terminal  # a terminal gets Rich's bars; a log file (SLURM, nohup) gets timed lines
+    stored: list[str] = []  # cells this run finished and stored (ok or failed): what an interrupt keeps
+    current: list = [None]  # the cell being trained
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out, transient=False,
-        disable=not main,
+        disable=not live,
     ) as progress:
         to_train = n_run - done
         grid_task = progress.add_task("cells", total=to_train)
-        steps = _RichStepProgress(progress) if main else NullProgress()
+        steps = _RichStepProgress(progress) if live else _LineProgress(out, progress_interval()) if main else NullProgress()
         # --compile: an execution option in the run context, not part of any cell's config (or id)
         # experiment tracking and the live status file: rank 0 only; neither is part of any cell's config (or id)
-        live = LiveStatus(results, device_name(dev), g.name) if main else None
-        tracker = (build_tracker(trackers, results, lambda m: out.print(f"[yellow]warning[/]: {escape(m)}"), extra=[live])
-                   if live is not None else NullTracker())
+        live_status = LiveStatus(results, device_name(dev), g.name) if main else None
+        tracker = (build_tracker(trackers, results, lambda m: out.print(f"[yellow]warning[/]: {escape(m)}"), extra=[live_status])
+                   if live_status is not None else NullTracker())
         ctx = RunContext(device=dev, results_dir=results, cache_dir=cache_dir(), progress=steps, compile=compile_step,
                          tracker=tracker)
         started = [0]  # cells started in this run: the count the user sees ("cell 2/2", not "cell 6/6")
 
         def on_start(i: int, cell) -> None:
             started[0] += 1
+            current[0] = cell
             progress.update(grid_task, description=f"cell {started[0]}/{to_train} {cell.label()}")
-            if live is not None:
-                live.cell_started(f"{cell.cell_id} {cell.label()}", started[0], to_train)
+            if live_status is not None:
+                live_status.cell_started(f"{cell.cell_id} {cell.label()}", started[0], to_train)
+            if isinstance(steps, _LineProgress):
+                steps.cell = f"cell {started[0]}/{to_train} {cell.cell_id}"
+                out.print(f"{_clock()} cell {started[0]}/{to_train} {cell.cell_id} {escape(cell.label())}: started",
+                          highlight=False, soft_wrap=True)
 
         def on_end(i: int, cell, outcome) -> None:
+            current[0] = None
             if outcome.status == "done-before":
                 return
-            if live is not None and outcome.status in ("ok", "failed"):
-                live.cell_ended(outcome.seconds)
+            if outcome.status in ("ok", "failed"):
+                stored.append(cell.cell_id)
+                if live_status is not None:
+                    live_status.cell_ended(outcome.seconds)
             progress.advance(grid_task)
             if outcome.status == "ok":
                 progress.console.print(
@@ -353,10 +465,22 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
             elif outcome.status == "elsewhere":
                 progress.console.print(f"  [cyan]stored by another worker[/] {cell.cell_id} {cell.label()}")
 
+        import signal  # lazy: only run needs it
+
+        def _terminated(signum, frame):  # SLURM's time limit / scancel send SIGTERM: end as Ctrl-C does, and say so
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, _terminated) if not D.is_distributed() else None
         try:
             summary = run_grid(g, results, ctx, cells=planned, overwrite=overwrite, on_cell_start=on_start, on_cell_end=on_end)
+        except KeyboardInterrupt:
+            progress.stop()
+            _say_what_was_kept(out, results, ctx, stored, current[0])
+            sys.exit(130)
         finally:
             tracker.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     before = summary.count("done-before")
     ran = summary.count("ok") + summary.count("failed")
     if ran == 0 and before:
@@ -391,7 +515,10 @@ def status(
 
     if pending and not grid:
         raise ConfigError("--pending needs --grid: a pending cell is a cell of a grid that has no record yet")
-    store = ResultStore(results, report=lambda message: console.print(f"[red]{escape(message)}[/]", soft_wrap=True))  # damaged: told once
+    if not results.is_dir():  # as `report` says it: a mistyped folder is not "no cells"
+        raise DataError(f"results directory not found: {results}" if not results.exists() else f"{results}: not a folder")
+    # read-only: status looks, it never moves a damaged file (the next `run` does); each is told once
+    store = ResultStore(results, report=lambda message: console.print(f"[red]{escape(message)}[/]", soft_wrap=True), read_only=True)
     planned = load_grid(grid).cells(parse_only(only)) if grid else None
     cells = cell_statuses(store, planned, grid_name=load_grid(grid).name if grid else None)
     table = Table(title=f"results in {results}", title_justify="left")

@@ -41,7 +41,12 @@ def _root(dataset: str, root: Path | None, options: dict[str, object] | None = N
     opts = dict(options or {})
     if root:
         opts["root"] = str(root)
-    return Path(ds.resolve_root(opts))
+    try:
+        return Path(ds.resolve_root(opts))
+    except DataError as e:
+        if root is None and not opts.get("root"):  # this command has the option the grid's message cannot name
+            raise DataError(f"{e}, or pass --root PATH") from None
+        raise
 
 
 OptionList = Annotated[

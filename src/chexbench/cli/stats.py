@@ -7,9 +7,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from chexbench.cli.app import Table, app, console
+from chexbench.cli.app import Table, app, console, err_console
 from chexbench.core.errors import ConfigError
+
+LabelsOpt = Annotated[
+    str | None,
+    typer.Option("--labels", help="labels to score, comma-separated, or 'all' (default: the dataset's evaluation labels "
+                 "recorded with the predictions, as the report uses; else every label in the file)"),
+]
 
 
 def _num(x: float) -> str:
@@ -19,6 +26,8 @@ def _num(x: float) -> str:
 def _ci(m: float, lo: float, hi: float) -> str:
     if not math.isfinite(float(m)):
         return "n/a"
+    if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
+        return escape(f"{m:.3f} [not estimable]")  # Rich would read "[not estimable]" as a style tag
     return f"{m:.3f} [{_num(lo)}, {_num(hi)}]"
 
 
@@ -41,13 +50,18 @@ def score(
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="patient-level bootstrap resamples")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="seed of the resamples")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="write the table (.csv or .parquet)")] = None,
+    labels: LabelsOpt = None,
 ) -> None:
-    """Per-label and macro AUROC / AUPRC with patient-level bootstrap 95% intervals."""
+    """Per-label and macro AUROC / AUPRC with patient-level bootstrap 95% intervals.
+
+    By default over the dataset's evaluation labels recorded with the predictions (a cell's
+    predictions file of a results folder: the report's macro and interval, exactly)."""
     # lazy: keeps chexbench --help fast
-    from chexbench.reports.score import score_file, write_table
+    from chexbench.reports.score import degenerate_warnings, score_file, write_table
 
     _check(bootstrap, out)
-    df = score_file(pred, bootstrap, seed)
+    df = score_file(pred, bootstrap, seed, labels)
+    console.print(f"labels: {df.attrs['labels_source']}", highlight=False, soft_wrap=True)
     table = Table(title=f"{pred.name}: 95% patient-level bootstrap ({bootstrap} resamples, seed {seed})")
     for col in ("label", "pos / neg", "AUROC [95% CI]", "AUPRC [95% CI]", "degenerate", "note"):
         table.add_column(col)
@@ -56,8 +70,14 @@ def score(
         table.add_row(str(r.label), counts, _ci(r.auroc, r.auroc_ci_low, r.auroc_ci_high),
                       _ci(r.auprc, r.auprc_ci_low, r.auprc_ci_high), str(int(r.n_degenerate)), str(r.note))
     console.print(table)
+    _warn(degenerate_warnings(df, bootstrap))
     if out is not None:
         console.print(f"wrote {write_table(df, out)}", highlight=False)
+
+
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 @app.command("compare")
@@ -68,19 +88,22 @@ def compare(
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="patient-level bootstrap resamples")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="seed of the resamples")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="write the table (.csv or .parquet)")] = None,
+    labels: LabelsOpt = None,
 ) -> None:
     """Paired ΔAUROC and ΔAUPRC (A − B) per label and macro, for two files, all pairs of several, or each vs --baseline:
     patient-level bootstrap CI and p (primary), DeLong as cross-check, Holm over the family."""
     # lazy: keeps chexbench --help fast
-    from chexbench.reports.score import MACRO, compare_predictions, write_table
+    from chexbench.reports.score import MACRO, compare_predictions, degenerate_warnings, write_table
 
     _check(bootstrap, out)
-    c = compare_predictions(files, baseline=baseline, on_shared=on_shared, n_boot=bootstrap, seed=seed)
+    c = compare_predictions(files, baseline=baseline, on_shared=on_shared, n_boot=bootstrap, seed=seed, labels=labels)
+    console.print(f"labels: {c.labels_source}", highlight=False, soft_wrap=True)
     console.print(f"Paired on {c.n_rows} (image, label) rows from {c.n_patients} patients, {bootstrap} patient resamples "
                   f"(seed {seed}), the same for every model.", highlight=False, soft_wrap=True)
     if any(c.lost.values()):
         lost = "; ".join(f"{name} lost {c.lost[name]} of its {c.rows_of[name]} rows" for name in c.models)
         console.print(f"--on-shared: compared on the shared rows only: {lost}.", highlight=False, soft_wrap=True)
+    notes: list[str] = []
     for a, b in c.pairs:
         df = c.table[(c.table["model_a"] == a) & (c.table["model_b"] == b)]
         table = Table(title=f"A = {a}, B = {b}")
@@ -91,6 +114,11 @@ def compare(
             if not math.isfinite(float(r.delta)):
                 table.add_row(str(r.label), "n/a", "n/a", f"n/a ({r.note})", "", "", "", "", "")
                 continue
+            if r.interval_note:  # a point Δ, but no interval and no p-value: not estimable
+                table.add_row(str(r.label), _num(r.auroc_a), _num(r.auroc_b), escape(f"{r.delta:+.3f} [not estimable]"), "n/a", "n/a",
+                              "n/a", "n/a", "n/a")
+                notes.append(f"{a} vs {b}, {r.label}: {r.interval_note}")
+                continue
             if r.label == MACRO:
                 table.caption = f"macro: {r.note}; its DeLong p sums each image's influence over those labels"
             table.add_row(str(r.label), _ci(r.auroc_a, r.auroc_a_ci_low, r.auroc_a_ci_high),
@@ -98,6 +126,8 @@ def compare(
                           _p(r.p_value), _p(r.p_holm), _delta(r.auprc_delta, r.auprc_delta_ci_low, r.auprc_delta_ci_high),
                           _p(r.delong_p), _p(r.clustered_delong_p))
         console.print(table)
+        _warn(degenerate_warnings(df, bootstrap, prefix=f"{a} vs {b}, Δ "))
+    _warn(notes)
     console.print(c.family, highlight=False, soft_wrap=True)
     console.print("DeLong treats images as independent (too narrow when patients hold several images); the clustered "
                   "variant (Obuchowski 1997) does not. The macro DeLong sums each image's influence over labels.",

@@ -271,13 +271,14 @@ def print_jobs(results: Path) -> None:
     # lazy: keeps chexbench --help fast
     from chexbench.bench.shard import Shard, shard_cells
     from chexbench.bench.store import ResultStore
+    from chexbench.cli.core import shard_costs
     from chexbench.config import load_grid, parse_only
 
     subs = read_jobs(results)
     if not subs:
         return
     sub = subs[-1]
-    store = ResultStore(results)
+    store = ResultStore(results, read_only=True)  # status only looks: nothing is moved
     try:
         planned = load_grid(sub["grid"]).cells(parse_only(sub.get("only")))
     except ConfigError:
@@ -285,10 +286,11 @@ def print_jobs(results: Path) -> None:
     table = Table(title=f"{sub['executor']} jobs submitted {sub['submitted_at']} (grid {sub['grid_name']})", title_justify="left")
     for col in ("shard", "job", "state", "cells stored"):
         table.add_column(col)
+    costs = shard_costs(planned) if planned is not None else None  # the split `run --shard` makes
     for job in sub["jobs"]:
         cells = ""
         if planned is not None:
-            mine = [p.cell.cell_id for p in shard_cells(planned, Shard.parse(job["shard"])) if p.status == "run"]
+            mine = [p.cell.cell_id for p in shard_cells(planned, Shard.parse(job["shard"]), costs) if p.status == "run"]
             cells = f"{sum(store.has(c) for c in mine)}/{len(mine)}"
         table.add_row(job["shard"], job["job_id"], job_state(sub["executor"], job["folder"], job["job_id"]), cells)
     console.print(table)

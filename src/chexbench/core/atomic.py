@@ -15,6 +15,7 @@ gallery, a checkpoint, a record).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -68,9 +69,22 @@ def atomic_path(path: str | Path) -> Iterator[str]:
         _fsync_file(tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename is None:  # a writer (pyarrow, torch) that does not say which file: name it
+            code = e.errno if e.errno is not None else _errno_in(str(e))
+            text = e.strerror or (os.strerror(code) if code else str(e))
+            raise OSError(code, text, str(path)) from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _errno_in(message: str) -> int | None:
+    """The errno a library quoted in its message ("... [errno 28] No space left on device"), if any."""
+    m = re.search(r"\[errno (\d+)\]", message, re.IGNORECASE)
+    return int(m.group(1)) if m else None
 
 
 def _fsync_file(path: Path) -> None:
@@ -121,8 +135,19 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     so that the foundation stays importable without it for ``chexbench --help``)."""
     import torch  # lazy: keeps chexbench --help fast (the CLI imports this module)
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except RuntimeError as e:  # torch's writer reports a full disk as "PytorchStreamWriter failed writing file …"
+        if "writ" not in str(e).lower():
+            raise
+        try:
+            full = shutil.disk_usage(Path(path).parent).free < 256 * 2**20
+        except OSError:
+            full = False
+        code = errno.ENOSPC if full else errno.EIO
+        text = os.strerror(code) if full else f"cannot write: {str(e).splitlines()[0]}"
+        raise OSError(code, text, str(path)) from e
 
 
 def temp_name(name: str) -> str:

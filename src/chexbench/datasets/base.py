@@ -90,8 +90,7 @@ class Dataset:
         root = options.get("root")
         if not root:
             raise DataError(
-                f"dataset '{self.name}' needs a root: set root = \"/path\" under [dataset.{self.name}] "
-                f"in the grid, or pass --root"
+                f"dataset '{self.name}' needs a root: set root = \"/path\" under [dataset.{self.name}] in the grid"
             )
         path = Path(root).expanduser()
         if not path.exists():

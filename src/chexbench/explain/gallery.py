@@ -190,11 +190,20 @@ def write_method_comparison(cells: Sequence[FinishedCell], data: CellData, out: 
             flat = bool(expl.flat[0]) if expl.flat is not None else False
             patches = patch_rects(expl.topk_indices[0], expl.grid, image.shape, expl.origin) if expl.topk_indices is not None else []
             hit = "flat" if flat else ("hit" if pointing_score(expl.heat[0], shown) == 1.0 else "miss") if shown else ""
-            title = f"{cell.strategy} · {cell.backbone} · {meta['head']}\n{expl.method}: {data.labels[labels[i]]} {hit}"
+            title = f"{expl.method}: {data.labels[labels[i]]} {hit}"
+            if i == 0:  # the column's heading, once: what the cell is (its protocol, not only its head)
+                title = f"{column_title(cell, meta)}\n{title}"
             panels.append({"image": image, "heat": expl.heat[0], "patches": patches, "boxes": shown, "title": title, "flat": flat})
     out = Path(out)
     save_gallery_png(out, panels, columns=len(loaded), title=f"{first.dataset}: each column one cell, same images and label")
     return out
+
+
+def column_title(cell, meta: dict) -> str:
+    """A comparison column's heading: strategy · backbone, then the protocol and the head it trained
+    ("fine-tuning, linear head" and "linear probe, linear head" are different models)."""
+    protocol = {"finetune": "fine-tuning", "linear": "linear probe"}.get(cell.protocol, cell.protocol)
+    return f"{cell.strategy} · {cell.backbone}\n{protocol}, {meta.get('head', '?')} head"
 
 
 def _hit_text(score: float, flat: bool) -> str:

@@ -305,6 +305,10 @@ class Estimate:
     source: str  # where the rates came from
     #: every rate that was not measured at the cell's image size, and what stood in for it
     assumed: list[str] = field(default_factory=list)
+    #: how the total is made: one line per group of identical cells and per pretraining run, with its arithmetic
+    derivation: list[str] = field(default_factory=list)
+    cell_seconds: dict[str, float] = field(default_factory=dict)  # runnable cell id → its own seconds (no pretraining)
+    run_seconds: dict[str, float] = field(default_factory=dict)  # pretraining group (bench.shard.pretrain_group) → seconds
 
 
 class _Rates:
@@ -372,24 +376,41 @@ def estimate_gpu_hours(planned: list[Any], measured: list[Measurement]) -> Estim
 
     Fine-tuning: epochs × train images at the fine-tune rate plus one validation pass per
     epoch at the extraction rate (validation taken as 10 % of train); linear: extracting
-    train + valid + test once; pretraining: epochs × pool images at the method's rate. Rates
-    come from :class:`_Rates`; every one that was assumed is listed in ``assumed``.
+    train + valid + test once (1.2 × train); pretraining: epochs × pool images at the method's
+    rate. Rates come from :class:`_Rates`; every one that was assumed is listed in ``assumed``,
+    and ``derivation`` writes each group's arithmetic out (the lines sum to the total).
     """
+    from chexbench.bench.shard import (
+        pretrain_group,  # lazy: perf's estimate needs the shard's grouping only here
+    )
 
     rate = _Rates(measured)
-    seconds, runs, cells = 0.0, {}, 0
+    cell_seconds: dict[str, float] = {}
+    run_seconds: dict[str, float] = {}
+    groups: dict[str, list[float]] = {}  # a derivation line → the seconds of each cell it describes
+    run_lines: dict[str, str] = {}
     for p in planned:
         if p.status != "run":
             continue
-        c, cells = p.cell, cells + 1
+        c = p.cell
         n, px = _train_images(c), c.settings.image_size
+        where = f"{c.backbone} {c.protocol} on {c.dataset} ×{c.label_fraction:g} at {px} px"
         if not PROTOCOLS.get(c.protocol).freezes_backbone:  # the backbone trains: epochs of fine-tuning
-            seconds += c.settings.epochs * (n / rate(c.backbone, "finetune", px) + 0.1 * n / rate(c.backbone, "linear", px))
+            ft, ex = rate(c.backbone, "finetune", px), rate(c.backbone, "linear", px)
+            sec = c.settings.epochs * (n / ft + 0.1 * n / ex)
+            line = f"{where}: {c.settings.epochs} epochs × ({n:,} train images ÷ {ft:,.0f} img/s + 10% validation ÷ {ex:,.0f} img/s)"
         else:
-            seconds += 1.2 * n / rate(c.backbone, "linear", px)
+            ex = rate(c.backbone, "linear", px)
+            sec = 1.2 * n / ex
+            line = f"{where}: features of 1.2 × {n:,} images (train + valid + test) ÷ {ex:,.0f} img/s"
+        cell_seconds[c.cell_id] = sec
+        groups.setdefault(line, []).append(sec)
         strategy = STRATEGIES.get(c.strategy)
         key = strategy.pretrain_key(c) if hasattr(strategy, "pretrain_key") else None
         if key is not None:
+            group = pretrain_group(p)
+            if group in run_seconds:
+                continue
             opts = key["options"]
             pool = NOMINAL_TRAIN_IMAGES.get(key["pretrain_source"], n)
             if int(opts.get("max_pretrain_images", 0)) > 0:
@@ -400,6 +421,27 @@ def estimate_gpu_hours(planned: list[Any], measured: list[Measurement]) -> Estim
                 step = min(rate(c.backbone, "simclr", px), rate(c.backbone, "mocov2", px))
             else:
                 step = rate(c.backbone, mode, px)
-            runs[json.dumps(key, sort_keys=True, default=str)] = int(opts.get("pretrain_epochs", 100)) * pool / step
-    seconds += sum(runs.values())
-    return Estimate(seconds / 3600.0, cells, len(runs), rate.source(), [f"{k}: {v}" for k, v in rate.assumed.items()])
+            epochs = int(opts.get("pretrain_epochs", 100))
+            run_seconds[group] = epochs * pool / step
+            run_lines[group] = (f"pretraining {c.strategy}/{c.backbone} on {key['pretrain_source']} ({group}): {epochs} epochs × "
+                                f"{pool:,} images ÷ {step:,.0f} img/s = {run_seconds[group] / 3600:,.2f} h")
+    derivation = list(run_lines.values())
+    derivation += [f"{len(secs)} cell(s) × {secs[0] / 3600:,.3f} h = {sum(secs) / 3600:,.2f} h — {line}"
+                   if len(set(secs)) == 1 else f"{len(secs)} cell(s), {sum(secs) / 3600:,.2f} h — {line}"
+                   for line, secs in sorted(groups.items(), key=lambda kv: -sum(kv[1]))]  # costliest first
+    total = sum(cell_seconds.values()) + sum(run_seconds.values())
+    return Estimate(total / 3600.0, len(cell_seconds), len(run_seconds), rate.source(),
+                    [f"{k}: {v}" for k, v in rate.assumed.items()], derivation, cell_seconds, run_seconds)
+
+
+def shard_costs(planned: list[Any]) -> Callable[[Any], float]:
+    """The cost of each runnable cell for balancing ``--shard i/n`` (bench.shard.shard_cells):
+    the estimate's seconds at the H100 target rates. Targets, never this machine's measurements,
+    so every job of a submission computes the same split from the grid alone."""
+    est = estimate_gpu_hours(planned, [])
+    return lambda p: est.cell_seconds.get(p.cell.cell_id, 0.0)
+
+
+def shard_run_costs(planned: list[Any]) -> dict[str, float]:
+    """Seconds of each shared pretraining run (by bench.shard.pretrain_group), at the H100 target rates."""
+    return estimate_gpu_hours(planned, []).run_seconds

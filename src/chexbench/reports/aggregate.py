@@ -35,7 +35,7 @@ from chexbench.reports.bootstrap import (
     score_predictions,
     truth_key,
 )
-from chexbench.reports.calibration import cell_calibration
+from chexbench.reports.calibration import cell_calibration, cell_ece_replicates
 
 SKIPPED_COLUMNS = ("cell_id", "grid", "strategy", "backbone", "dataset", "protocol", "label_fraction", "seed", "reason")
 PRETRAIN_COLUMNS = ("run_id", "strategy", "backbone", "epoch", "step", "loss", "probe_auroc")
@@ -80,6 +80,7 @@ class LoadedResults:
     seed: int
     configurations: dict[str, dict[str, Any]] = field(default_factory=dict)  # configuration_hash → its grid keys
     superseded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(SUPERSEDED_COLUMNS)))
+    ece_boot: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # cell_id → label → (B,) test ECE per resample
 
     def predictions(self, cell_id: str) -> pd.DataFrame:
         return ResultStore(self.root).predictions(cell_id)
@@ -215,6 +216,7 @@ def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResul
     test_set_of: dict[str, str] = {}
     scores: dict[str, CellScores] = {}
     calibration: dict[str, pd.DataFrame] = {}
+    ece_boot: dict[str, dict[str, np.ndarray]] = {}
     resamples: dict[str, PatientResamples] = {}
     for rec in records.itertuples(index=False):
         if rec.status != "ok":
@@ -232,6 +234,7 @@ def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResul
         test_set_of[rec.cell_id] = ts.key
         scores[rec.cell_id] = score_predictions(test, ts.resamples, rec.eval_labels or None, name=rec.cell_id)
         calibration[rec.cell_id] = cell_calibration(preds, list(scores[rec.cell_id].labels))
+        ece_boot[rec.cell_id] = cell_ece_replicates(test, ts.resamples, list(scores[rec.cell_id].labels))
         ok_ids.append(rec.cell_id)
 
     ok = records[records["cell_id"].isin(ok_ids)].reset_index(drop=True)
@@ -250,6 +253,7 @@ def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResul
         seed=seed,
         configurations={h: c for h, c in configurations.items() if h in set(ok["configuration_hash"])},
         superseded=superseded,
+        ece_boot=ece_boot,
     )
 
 

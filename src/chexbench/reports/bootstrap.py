@@ -10,6 +10,13 @@ same resampled patients.
 A resample in which a label has no positive (or no negative) weight has no AUROC: it is
 recorded as NaN, *counted* (``n_degenerate``) and left out of that label's percentile
 interval (the interval is conditional on both classes being present).
+
+A patient-level interval needs at least two patients on each side of a label
+(:data:`MIN_PATIENTS_PER_CLASS`): with one patient holding every positive (or every negative)
+image, the resamples either keep that patient or lose the class, so the interval has zero
+width and carries no information about other patients. Such a label keeps its point estimate
+but no replicate (every resample counted as degenerate): its interval, its macro interval and
+every paired Δ / p-value built on it are "not estimable" (``LabelScores.interval_note``).
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from chexbench.core.errors import DataError
 DEFAULT_N_BOOT = 2000
 DEFAULT_SEED = 0
 CI_LEVEL = 0.95
+#: a patient-level interval needs at least this many patients with a positive and with a negative image
+MIN_PATIENTS_PER_CLASS = 2
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,7 @@ class LabelScores:
     auroc_boot: np.ndarray  # (B,), NaN where the resample lost a class
     auprc_boot: np.ndarray
     reason: str = ""  # why the point estimate is undefined ("" when defined)
+    interval_note: str = ""  # why no patient-level interval exists although the point is defined ("" when it does)
 
     @property
     def defined(self) -> bool:
@@ -223,9 +233,26 @@ def score_predictions(
         cluster = resamples.index_of(g["patient_id"].to_numpy())
         op = SortedLabel(y, g["y_score"].to_numpy(dtype=float), cluster, len(resamples.patient_ids))
         point_a, point_p = op.evaluate(np.ones((1, len(resamples.patient_ids))))
-        boot_a, boot_p = op.evaluate(resamples.weights)
-        out.labels[label] = LabelScores(label, n_pos, n_neg, n_pat, float(point_a[0]), float(point_p[0]), boot_a, boot_p)
+        note = not_estimable_note(g)
+        if note:
+            boot_a, boot_p = np.full(n_boot, np.nan), np.full(n_boot, np.nan)
+        else:
+            boot_a, boot_p = op.evaluate(resamples.weights)
+        out.labels[label] = LabelScores(label, n_pos, n_neg, n_pat, float(point_a[0]), float(point_p[0]), boot_a, boot_p,
+                                        interval_note=note)
     return out
+
+
+def not_estimable_note(rows: pd.DataFrame) -> str:
+    """Why a label's rows (known y_true) allow no patient-level interval: fewer than
+    :data:`MIN_PATIENTS_PER_CLASS` patients with a positive or with a negative image ("" if they allow one)."""
+    y = rows["y_true"].to_numpy(dtype=float)
+    pid = rows["patient_id"].astype(str).to_numpy()
+    n_pos_pat, n_neg_pat = len(np.unique(pid[y == 1])), len(np.unique(pid[y == 0]))
+    if min(n_pos_pat, n_neg_pat) >= MIN_PATIENTS_PER_CLASS:
+        return ""
+    return (f"interval not estimable: {n_pos_pat} patient(s) with a positive and {n_neg_pat} with a negative image "
+            f"(a patient-level interval needs at least {MIN_PATIENTS_PER_CLASS} of each)")
 
 
 def _undefined(label: str, n_pos: int, n_neg: int, n_pat: int, n_boot: int, reason: str) -> LabelScores:

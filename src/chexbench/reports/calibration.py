@@ -1,7 +1,8 @@
 """Calibration and an operating point chosen on validation, reported beside AUROC.
 
 - Expected calibration error (Naeini et al. 2015; Guo et al. 2017): 15 equal-width bins of the
-  predicted probability, ECE = Σ_bins (n_bin / n) · |mean(y) − mean(p)|, per label on test.
+  predicted probability, ECE = Σ_bins (n_bin / n) · |mean(y) − mean(p)|, per label on test, with a
+  patient-level bootstrap interval on the same resamples as AUROC's (:func:`ece_replicates`).
 - Operating point: the threshold maximizing Youden's J = sensitivity + specificity − 1
   (Youden 1950) on the *validation* split, then sensitivity and specificity at that threshold
   on test (never chosen on test). A label without both classes on validation has none.
@@ -47,6 +48,43 @@ def reliability(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = N_BINS) ->
         obs = np.where(count > 0, sum_y / count, np.nan)
     ece = float(np.nansum(count / len(y) * np.abs(obs - mean_p)))
     return Reliability(edges, count, mean_p, obs, ece)
+
+
+def ece_replicates(y_true: np.ndarray, y_prob: np.ndarray, cluster: np.ndarray, weights: np.ndarray,
+                   n_bins: int = N_BINS) -> np.ndarray:
+    """ECE under each patient resample, as AUROC's intervals are drawn (bootstrap.py): ``weights``
+    (B, n_patients) counts of each patient in each resample, ``cluster`` (n,) the column of each
+    row's patient. Per bin, n_b · |mean(y) − mean(p)| = |Σy − Σp|, so ECE_b = Σ_bins |W·Sy − W·Sp| / Σ W·C
+    with Sy, Sp, C the per-(patient, bin) sums and counts. → (B,), NaN where a resample holds no row."""
+    y = np.asarray(y_true, dtype=float)
+    p = np.asarray(y_prob, dtype=float)
+    w = np.asarray(weights, dtype=float)
+    n_clusters = w.shape[1]
+    if len(y) == 0:
+        return np.full(w.shape[0], np.nan)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    key = np.asarray(cluster, dtype=np.int64) * n_bins + np.clip(np.digitize(p, edges[1:-1], right=True), 0, n_bins - 1)
+    size = n_clusters * n_bins
+    count = np.bincount(key, minlength=size).reshape(n_clusters, n_bins).astype(float)
+    sum_p = np.bincount(key, weights=p, minlength=size).reshape(n_clusters, n_bins)
+    sum_y = np.bincount(key, weights=y, minlength=size).reshape(n_clusters, n_bins)
+    total = (w @ count).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, np.abs(w @ sum_y - w @ sum_p).sum(axis=1) / total, np.nan)
+
+
+def cell_ece_replicates(test: pd.DataFrame, resamples, labels: list[str]) -> dict[str, np.ndarray]:
+    """Per label: test ECE under the test set's patient resamples (:func:`ece_replicates`); a label
+    whose scores are not probabilities, or without test rows, is left out."""
+    df = test[test["y_true"].notna()]
+    out: dict[str, np.ndarray] = {}
+    if len(df) == 0 or df["y_score"].min() < 0 or df["y_score"].max() > 1:
+        return out
+    for label, g in df.groupby(df["label"].astype(str), sort=False):
+        if label in labels:
+            out[label] = ece_replicates(g["y_true"].to_numpy(dtype=float), g["y_score"].to_numpy(dtype=float),
+                                        resamples.index_of(g["patient_id"].to_numpy()), resamples.weights)
+    return out
 
 
 def expected_calibration_error(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = N_BINS) -> float:

@@ -441,5 +441,18 @@ def _calibration(results: LoadedResults, cell_ids: list[str], labels: list[str])
                          for m in ("ece", "sensitivity", "specificity")])
     arr = np.array(per_seed, dtype=float).reshape(-1, 3)
     means = arr.mean(axis=0) if len(arr) else np.full(3, np.nan)
-    return {"macro_ece": means[0], "macro_sensitivity": means[1], "macro_specificity": means[2]}
+    out = {"macro_ece": means[0], "macro_sensitivity": means[1], "macro_specificity": means[2],
+           "macro_ece_ci_low": np.nan, "macro_ece_ci_high": np.nan}
+    # the interval: each seed's macro ECE per patient resample (the resamples of its AUROC), pooled over seeds as AUROC's
+    reps = []
+    for c in cell_ids:
+        boot = results.ece_boot.get(c, {})
+        if not all(label in boot for label in labels) or not labels:
+            return out
+        reps.append(np.mean(np.vstack([boot[label] for label in labels]), axis=0))
+    if np.isfinite(means[0]) and reps:
+        stream = configuration_stream(results.seed, "ece:" + ",".join(cell_ids))
+        s = combine_seeds([p[0] for p in per_seed], reps, stream)
+        out.update(macro_ece_ci_low=s.ci_low, macro_ece_ci_high=s.ci_high)
+    return out
 

@@ -172,6 +172,11 @@ def leaderboard_section(t: Tables, results: LoadedResults) -> str:
                          f"macro over {len(labels)} label(s): {', '.join(labels) if labels else 'none'}.")
             for label, why in t.test_set_undefined.get(key, {}).items():
                 parts.append(f"Not in the macro: `{label}` is undefined on the test set — {why}.")
+            first = results.scores.get(ts.cell_ids[0]) if ts.cell_ids else None
+            for label in labels:
+                note = first.labels[label].interval_note if first is not None and label in first.labels else ""
+                if note:  # a point but no interval ("[n/a]"): one patient would make it a zero-width "[x, x]"
+                    parts.append(f"`{label}`: {note}; its rows and the macro's show the point with [n/a].")
         parts.append("")
         backbones = sorted(g["backbone"].unique())
         for fraction, gf in g.groupby("label_fraction", sort=True):
@@ -307,7 +312,7 @@ def provenance_section(results: LoadedResults) -> str:
 
 def calibration_section(t: Tables, results: LoadedResults) -> str:
     head = ("## AUPRC, calibration and operating point\n\n"
-            "Macro AUPRC (average precision; depends on prevalence, so compare within a dataset). Test ECE (15 equal-width bins) and sensitivity / specificity on test at the threshold maximizing "
+            "Macro AUPRC (average precision; depends on prevalence, so compare within a dataset). Test ECE (15 equal-width bins; its 95% interval: the percentile patient-level bootstrap on AUROC's resamples, pooled over seeds as AUROC's — ECE is biased upward on small test sets, so on those the interval can sit above the point itself) and sensitivity / specificity on test at the threshold maximizing "
             "Youden's J on *validation*, each averaged over the macro labels, then over seeds. n/a: scores are "
             "not probabilities, or a macro label has only one class on validation (listed below the table).\n")
     lb = t.leaderboard
@@ -316,10 +321,11 @@ def calibration_section(t: Tables, results: LoadedResults) -> str:
     rows = [[r.dataset, r.protocol, fmt_fraction(r.label_fraction), r.backbone, f"`{r.configuration_label}`",
              fmt_ci(r.macro_auroc, r.macro_auroc_ci_low, r.macro_auroc_ci_high),
              fmt_ci(r.macro_auprc, r.macro_auprc_ci_low, r.macro_auprc_ci_high),
-             fmt(r.macro_ece), fmt(r.macro_sensitivity), fmt(r.macro_specificity)] for r in lb.itertuples()]
+             fmt_ci(r.macro_ece, getattr(r, "macro_ece_ci_low", float("nan")), getattr(r, "macro_ece_ci_high", float("nan"))),
+             fmt(r.macro_sensitivity), fmt(r.macro_specificity)] for r in lb.itertuples()]
     notes = sorted({f"`{label}` ({n})" for cal in results.calibration.values() for label, n in zip(cal["label"], cal["note"], strict=True) if n})
     text = head + "\n" + table(["dataset", "protocol", "label fraction", "backbone", "strategy", "macro AUROC [95% CI]",
-                                "macro AUPRC [95% CI]", "macro ECE", "sensitivity", "specificity"], rows) + "\n"
+                                "macro AUPRC [95% CI]", "macro ECE [95% CI]", "sensitivity", "specificity"], rows) + "\n"
     if notes:
         text += "\nNot available for: " + "; ".join(notes) + ".\n"
     return text

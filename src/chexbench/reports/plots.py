@@ -15,7 +15,8 @@ from sklearn.metrics import roc_curve
 
 from chexbench.core.atomic import atomic_path
 from chexbench.reports.aggregate import LoadedResults
-from chexbench.reports.calibration import reliability
+from chexbench.reports.bootstrap import percentile_ci
+from chexbench.reports.calibration import ece_replicates, reliability
 from chexbench.reports.leaderboard import Tables
 from chexbench.reports.markdown import DEGENERATE_WARN, fmt, fmt_delta, fmt_p
 from chexbench.reports.names import config_label, display_name, fraction_words, row_label, setting_label
@@ -27,8 +28,9 @@ def _pyplot():
     return plt
 
 
-#: one colour per strategy, the same in every figure of a report
-_PALETTE = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+#: one colour per strategy, the same in every figure of a report: Okabe & Ito's colour-blind-safe
+#: palette (Okabe & Ito 2008, "Color Universal Design"), its yellow left last (faint on white)
+_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -173,8 +175,10 @@ def _on_grid(fpr: np.ndarray, tpr: np.ndarray) -> np.ndarray:
 
 def roc_curves(results: LoadedResults, tables: Tables, dataset: str, protocol: str, path: Path) -> Path | None:
     """Test ROC curves per macro label at the largest label fraction, one line per configuration:
-    the mean over its seeds of each seed's curve, with the range across seeds as a band. The AUROC
-    in the legend is the mean over seeds, the number of the per-label table."""
+    the mean over its seeds of each seed's curve, with the range across seeds as a band. Each
+    configuration has its own colour (colour-blind-safe palette) and its backbone's line style,
+    named once in the figure's legend; each panel lists its AUROCs (mean over seeds, the number of
+    the per-label table) in the configurations' colours."""
     lb = tables.leaderboard
     g = lb[(lb["dataset"] == dataset) & (lb["protocol"] == protocol)]
     labels = tables.macro_labels.get(dataset, [])
@@ -182,52 +186,78 @@ def roc_curves(results: LoadedResults, tables: Tables, dataset: str, protocol: s
         return None
     fraction = g["label_fraction"].max()
     g = g[g["label_fraction"] == fraction].sort_values(["backbone", *_configuration_order(g)])
-    colors = strategy_colors(lb["strategy"])
     styles = {bb: ls for bb, ls in zip(sorted(g["backbone"].unique()), ("-", "--", ":", "-."), strict=False)}
+    rows = list(g.itertuples())
+    colors = [_PALETTE[i % len(_PALETTE)] for i in range(len(rows))]
     plt = _pyplot()
-    ncol = min(2, len(labels))
+    ncol = min(3, len(labels))
     nrow = math.ceil(len(labels) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(5.6 * ncol, 3.0 * nrow), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 3.4 * nrow + 0.25 * len(rows) / 2 + 0.6), squeeze=False,
+                             layout="constrained")
     seed_counts = set()
-    for r in g.itertuples():
+    handles, names = [], []
+    aucs: dict[str, list[tuple[str, str]]] = {label: [] for label in labels}
+    for r, color in zip(rows, colors, strict=True):
         cell_ids = [c for c in str(r.cell_ids).split(",") if c]
         seed_counts.add(len(cell_ids))
         test = {c: results.predictions(c) for c in cell_ids}
         test = {c: p[(p["split"] == "test") & p["y_true"].notna()] for c, p in test.items()}
+        drawn = None
         for ax, label in zip(axes.flat, labels, strict=False):
             curves = [cv for cv in (_seed_roc(test[c], label) for c in cell_ids) if cv is not None]
             if not curves:
                 continue
             stack = np.vstack([_on_grid(*cv) for cv in curves])
             aurocs = [results.scores[c].labels[label].auroc for c in cell_ids if label in results.scores[c].labels]
-            auc = float(np.mean(aurocs)) if aurocs else float("nan")
-            seeds = f"{len(curves)} seeds" if len(curves) > 1 else "1 seed"
-            name = f"{row_label(r, fraction=False)}: {fmt(auc)} ({seeds})"
+            aucs[label].append((fmt(float(np.mean(aurocs)) if aurocs else float("nan")), color))
             # one seed: its exact curve; several: the mean of their curves on a common FPR grid
             x, yv = curves[0] if len(curves) == 1 else (np.r_[0.0, ROC_GRID], np.r_[0.0, stack.mean(axis=0)])
-            line = ax.plot(x, yv, lw=1.3, color=colors[r.strategy], ls=styles.get(r.backbone, "-"), label=name)[0]
+            drawn = ax.plot(x, yv, lw=1.4, color=color, ls=styles.get(r.backbone, "-"))[0]
             if len(curves) > 1:
-                ax.fill_between(ROC_GRID, stack.min(axis=0), stack.max(axis=0), color=line.get_color(), alpha=0.12, lw=0)
+                ax.fill_between(ROC_GRID, stack.min(axis=0), stack.max(axis=0), color=color, alpha=0.12, lw=0)
+        if drawn is not None:
+            seeds = f"{len(cell_ids)} seeds" if len(cell_ids) > 1 else "1 seed"
+            handles.append(drawn)
+            names.append(f"{row_label(r, fraction=False)} ({seeds})")
     for ax, label in zip(axes.flat, labels, strict=False):
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
         ax.set_title(label.replace("_", " "), fontsize=9)
         ax.set_xlabel("1 − specificity", fontsize=8)
         ax.set_ylabel("sensitivity", fontsize=8)
+        ax.tick_params(labelsize=7)
         ax.set_aspect("equal")
-        # outside the axes, so no curve is hidden behind it
-        ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False,
-                  title="AUROC (mean over seeds)" if max(seed_counts, default=1) > 1 else "AUROC", title_fontsize=7)
+        ax.grid(alpha=0.25)
+        # this panel's AUROCs, one per configuration in its colour, in the lower right (below the curves)
+        for k, (text, color) in enumerate(reversed(aucs[label])):
+            ax.text(0.97, 0.04 + 0.075 * k, text, transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color=color,
+                    fontweight="bold", bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 0.5})
+        ax.text(0.97, 0.04 + 0.075 * len(aucs[label]), "AUROC", transform=ax.transAxes, ha="right", va="bottom", fontsize=7,
+                color="0.3")
     for ax in list(axes.flat)[len(labels):]:
         ax.axis("off")
     how = ("mean over seeds; band: range across seeds" if max(seed_counts) > 1 else "one seed per configuration")
+    fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 3), fontsize=7.5, frameon=False)
     fig.suptitle(f"ROC curves on test · {setting_label(dataset, protocol)} · {fraction_words(fraction)} ({how})", fontsize=10)
     return save_figure(fig, path)
 
 
+def _pooled_ece_interval(results: LoadedResults, cell_ids: list[str], test: pd.DataFrame) -> tuple[float, float]:
+    """95% patient-level bootstrap interval of the pooled ECE of ``test`` (rows of ``cell_ids``, one
+    test set): the resamples of the cells' AUROC intervals; (NaN, NaN) without them."""
+    key = results.test_set_of.get(cell_ids[0]) if cell_ids else None
+    if key is None or key not in results.test_sets:
+        return float("nan"), float("nan")
+    res = results.test_sets[key].resamples
+    reps = ece_replicates(test["y_true"].to_numpy(dtype=float), test["y_score"].to_numpy(dtype=float),
+                          res.index_of(test["patient_id"].to_numpy()), res.weights)
+    return percentile_ci(reps)
+
+
 def reliability_figures(results: LoadedResults, tables: Tables, figures_dir: Path) -> list[tuple[str, Path]]:
     """One reliability diagram per configuration at the largest label fraction, one figure per
-    (dataset, protocol): test images of every macro label and every seed pooled, the image count
-    printed on each bin."""
+    (dataset, protocol), panels in a grid: test images of every macro label and every seed pooled;
+    above, observed frequency per bin against the diagonal; below, the number of image–label pairs
+    per bin; the title gives the pooled ECE with its 95% patient-level bootstrap interval."""
     lb = tables.leaderboard
     out: list[tuple[str, Path]] = []
     if lb.empty:
@@ -239,47 +269,54 @@ def reliability_figures(results: LoadedResults, tables: Tables, figures_dir: Pat
             continue
         panels = []
         for r in g.sort_values(["backbone", *_configuration_order(g)]).itertuples():
-            frames = [results.predictions(c) for c in str(r.cell_ids).split(",") if c]
-            test = pd.concat(frames, ignore_index=True)
+            cell_ids = [c for c in str(r.cell_ids).split(",") if c]
+            test = pd.concat([results.predictions(c) for c in cell_ids], ignore_index=True)
             test = test[(test["split"] == "test") & test["y_true"].notna() & test["label"].isin(labels)]
             if test.empty or test["y_score"].min() < 0 or test["y_score"].max() > 1:
                 continue
-            panels.append((r, reliability(test["y_true"].to_numpy(), test["y_score"].to_numpy()), len(frames)))
+            rel = reliability(test["y_true"].to_numpy(), test["y_score"].to_numpy())
+            panels.append((r, rel, len(cell_ids), _pooled_ece_interval(results, cell_ids, test)))
         if not panels:
             continue
-        backbones = sorted({p[0].backbone for p in panels})
-        strategies = list(dict.fromkeys(row_label(p[0], backbone=False, fraction=False) for p in panels))
         plt = _pyplot()
-        fig, axes = plt.subplots(len(backbones), len(strategies), figsize=(3.0 * len(strategies), 3.1 * len(backbones)),
-                                 squeeze=False, sharex=True, sharey=True)
-        for ax in axes.flat:
-            ax.axis("off")
-        for r, rel, n_seeds in panels:
-            ax = axes[backbones.index(r.backbone)][strategies.index(row_label(r, backbone=False, fraction=False))]
-            ax.axis("on")
+        ncol = min(3, len(panels)) if len(panels) != 4 else 2
+        nrow = math.ceil(len(panels) / ncol)
+        fig = plt.figure(figsize=(3.3 * ncol, 3.6 * nrow + 0.6), layout="constrained")
+        grid = fig.add_gridspec(2 * nrow, ncol, height_ratios=[3.2, 1.0] * nrow)
+        top_left = None
+        for k, (r, rel, n_seeds, (lo, hi)) in enumerate(panels):
+            row, col = divmod(k, ncol)
+            ax = fig.add_subplot(grid[2 * row, col], sharex=top_left, sharey=top_left)
+            counts = fig.add_subplot(grid[2 * row + 1, col], sharex=ax)
+            top_left = top_left or ax
             centers = (rel.edges[:-1] + rel.edges[1:]) / 2
             width = rel.edges[1] - rel.edges[0]
             filled = rel.count > 0  # an empty bin has no observed frequency: no bar, not a bar at 0
-            ax.bar(centers[filled], rel.observed[filled], width=width * 0.9, color="tab:blue", alpha=0.6)
+            ax.bar(centers[filled], rel.observed[filled], width=width * 0.9, color=_PALETTE[0], alpha=0.55)
             ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8)
-            ax.plot(rel.mean_predicted[filled], rel.observed[filled], "o-", color="tab:red", ms=2.5, lw=0.9)
-            for x, n in zip(centers[filled], rel.count[filled], strict=True):
-                ax.text(x, 0.015, str(int(n)), ha="center", va="bottom", fontsize=5.5, rotation=90, color="0.1")
+            ax.plot(rel.mean_predicted[filled], rel.observed[filled], "o-", color=_PALETTE[3], ms=2.5, lw=0.9)
+            interval = f" [{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) and math.isfinite(hi) else " [n/a]"
             seeds = f"{n_seeds} seeds" if n_seeds > 1 else "1 seed"
-            ax.set_title(f"{row_label(r, fraction=False)}\npooled ECE {rel.ece:.3f} · {int(rel.count.sum())} image–label pairs · {seeds}", fontsize=7.5)
+            ax.set_title(f"{row_label(r, fraction=False)}\nECE {rel.ece:.3f}{interval} · {seeds}", fontsize=8)
             ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1.08)
-        for ax in axes[-1]:
-            ax.set_xlabel("predicted probability", fontsize=8)
-        for row in axes:
-            row[0].set_ylabel("observed fraction positive", fontsize=8)
+            ax.set_ylim(0, 1.02)
+            ax.tick_params(labelsize=7, labelbottom=False)
+            ax.grid(alpha=0.25)
+            counts.bar(centers, rel.count, width=width * 0.9, color="0.45")
+            counts.set_ylim(0, max(float(rel.count.max()), 1.0) * 1.15)
+            counts.yaxis.set_major_locator(MaxNLocator(3, integer=True))
+            counts.tick_params(labelsize=7)
+            counts.set_xlabel("predicted probability", fontsize=8)
+            if col == 0:
+                ax.set_ylabel("observed fraction positive", fontsize=8)
+                counts.set_ylabel("pairs", fontsize=8)
         fig.suptitle(
-            f"Reliability on test · {setting_label(dataset, protocol)} · {fraction_words(g['label_fraction'].max())}\n"
-            f"bars: observed frequency per bin (number at the foot: image–label pairs in the bin); red: mean predicted → observed; "
-            f"{len(labels)} labels and all seeds pooled",
+            f"Reliability on test · {setting_label(dataset, protocol)} · {fraction_words(g['label_fraction'].max())} · "
+            f"{len(labels)} labels and all seeds pooled\n"
+            f"bars: observed frequency per bin, red: mean predicted → observed, grey: image–label pairs per bin; "
+            f"ECE [95% patient-level bootstrap interval]",
             fontsize=8.5,
         )
-        fig.tight_layout()
         path = save_figure(fig, figures_dir / f"reliability_{_slug(dataset, protocol)}.png")
         out.append((f"Reliability diagrams · {setting_label(dataset, protocol)}", path))
     return out
@@ -322,12 +359,25 @@ def pretrain_curves(pretrain: pd.DataFrame, path: Path) -> Path | None:
         axes[0][1].set_ylabel("kNN-probe AUROC (validation)")
         axes[0][1].set_title("Probe during pretraining", fontsize=10)
     for ax in axes[0]:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and epochs are counts
+        _count_axis(ax)  # steps and epochs are counts
         ax.grid(alpha=0.3)
     handles, names = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(names), 3), fontsize=8, frameon=False)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def _count_axis(ax) -> None:
+    """Integer ticks on an x axis of counts; a few distinct values (a probe run once or twice) get
+    exactly their own ticks and half a step of room, not matplotlib's 0.945 … 1.050."""
+    xs = sorted({float(x) for line in ax.get_lines() for x in np.asarray(line.get_xdata(), dtype=float) if np.isfinite(x)})
+    if 0 < len(xs) <= 6:
+        ax.xaxis.set_major_locator(FixedLocator(xs))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        pad = 0.5 if len(xs) == 1 else 0.05 * (xs[-1] - xs[0])
+        ax.set_xlim(xs[0] - pad, xs[-1] + pad)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def write_figures(results: LoadedResults, tables: Tables, figures_dir: Path) -> str:

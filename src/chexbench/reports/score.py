@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from chexbench.bench.store import recorded_eval_labels
 from chexbench.core.atomic import atomic_write_parquet, atomic_write_text
 from chexbench.core.errors import DataError
 from chexbench.reports.bootstrap import (
@@ -31,6 +32,63 @@ from chexbench.reports.delong import auroc_influence, influence_variance, paired
 
 MACRO = "macro"
 Z95 = float(norm.ppf(0.975))
+#: above this share of degenerate resamples an interval is flagged as unreliable (as in the report)
+DEGENERATE_WARN = 0.05
+
+
+@dataclass(frozen=True)
+class LabelChoice:
+    """The labels a score or comparison averages over, and where they came from (said in the output)."""
+
+    labels: list[str]
+    source: str
+
+
+def choose_labels(paths: list[Path], frames: list[pd.DataFrame], requested: str | None = None) -> LabelChoice:
+    """The evaluation labels: ``requested`` ("all", or comma-separated names that every file
+    must hold), else the dataset's evaluation labels recorded with the predictions (the labels
+    the report's macro averages over; files recorded with different ones are an error), else
+    every label of the first file."""
+    present = [list(dict.fromkeys(df["label"].astype(str))) for df in frames]
+    if requested is not None and requested.strip().lower() != "all":
+        wanted = list(dict.fromkeys(x.strip() for x in requested.split(",") if x.strip()))
+        if not wanted:
+            raise DataError("--labels: give label names separated by commas, or 'all'")
+        for p, have in zip(paths, present, strict=True):
+            missing = [x for x in wanted if x not in have]
+            if missing:
+                raise DataError(f"--labels: {p} has no row of label(s) {', '.join(missing)} (it has {', '.join(have)})")
+        return LabelChoice(wanted, "chosen with --labels")
+    if requested is None:
+        recorded = [recorded_eval_labels(p) for p in paths]
+        found = [(p, r) for p, r in zip(paths, recorded, strict=True) if r is not None]
+        if found:
+            first_path, (labels, source) = found[0]
+            for p, (other, _) in found[1:]:
+                if other != labels:
+                    raise DataError(f"{first_path} and {p} were recorded with different evaluation labels "
+                                    f"({', '.join(labels)} vs {', '.join(other)}); choose with --labels")
+            for p, have in zip(paths, present, strict=True):
+                if missing := [x for x in labels if x not in have]:
+                    raise DataError(f"{p} has no row of the evaluation label(s) {', '.join(missing)} ({source}); "
+                                    "choose with --labels")
+            return LabelChoice(labels, f"the dataset's evaluation labels, {source} (--labels all: every label)")
+    return LabelChoice(present[0], "every label in the file" + ("" if requested else " (no evaluation labels recorded with it)"))
+
+
+def degenerate_warnings(table: pd.DataFrame, n_boot: int, label_col: str = "label", prefix: str = "") -> list[str]:
+    """One line per row whose interval rests on fewer resamples than it was given, as the report
+    flags them: more than DEGENERATE_WARN of the resamples lost a class of a label."""
+    out = []
+    for r in table.itertuples(index=False):
+        n = getattr(r, "n_degenerate", float("nan"))
+        note = str(getattr(r, "interval_note", "") or "")
+        if note or not (n_boot and np.isfinite(float(n))) or float(n) / n_boot <= DEGENERATE_WARN:
+            continue
+        out.append(f"{prefix}{getattr(r, label_col)}: {int(n)} of {n_boot} resamples ({float(n) / n_boot:.0%}) lost every "
+                   "positive or every negative of a label; the interval is conditional on the rest and unreliable "
+                   "(the test set is too small for it)")
+    return out
 
 
 def read_prediction_file(path: str | Path) -> pd.DataFrame:
@@ -65,15 +123,24 @@ def _summary_rows(scores: CellScores) -> list[dict]:
         rows.append({"label": name, "n_pos": ls.n_pos, "n_neg": ls.n_neg, "n_patients": ls.n_patients,
                      "auroc": ls.auroc, "auroc_ci_low": a_lo, "auroc_ci_high": a_hi,
                      "auprc": ls.auprc, "auprc_ci_low": p_lo, "auprc_ci_high": p_hi,
-                     "n_degenerate": ls.n_degenerate, "note": ls.reason})
+                     "n_degenerate": ls.n_degenerate, "interval_note": ls.interval_note, "note": ls.reason or ls.interval_note})
     return rows
 
 
-def score_file(path: str | Path, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Per-label and macro AUROC / AUPRC with patient-level bootstrap 95% intervals."""
+def _macro_interval_note(scores: CellScores, labels: list[str]) -> str:
+    """Why the macro has no interval ("" when it has one): one of its labels has none."""
+    without = [k for k in labels if scores.labels[k].interval_note]
+    return f"interval not estimable: {', '.join(without)} {'has' if len(without) == 1 else 'have'} fewer than 2 patients per class" if without else ""
+
+
+def score_file(path: str | Path, n_boot: int = 2000, seed: int = 0, labels: str | None = None) -> pd.DataFrame:
+    """Per-label and macro AUROC / AUPRC with patient-level bootstrap 95% intervals, over the
+    labels of :func:`choose_labels` (by default the evaluation labels recorded with the
+    predictions, as the report; the table's ``attrs["labels_source"]`` says which)."""
     df = read_prediction_file(path)
+    choice = choose_labels([Path(path)], [df], labels)
     resamples = draw_patient_resamples(df["patient_id"], n_boot, seed)
-    scores = score_predictions(df, resamples)
+    scores = score_predictions(df, resamples, choice.labels)
     rows = _summary_rows(scores)
     defined = scores.defined_labels()
     macro = {"label": MACRO, "n_pos": sum(scores.labels[k].n_pos for k in defined),
@@ -83,8 +150,12 @@ def score_file(path: str | Path, n_boot: int = 2000, seed: int = 0) -> pd.DataFr
         lo, hi = percentile_ci(reps)
         macro.update({metric: macro_point(scores, defined, metric), f"{metric}_ci_low": lo, f"{metric}_ci_high": hi})
     macro["n_degenerate"] = int(np.isnan(macro_replicates(scores, defined)).sum()) if defined else n_boot
-    macro["note"] = f"mean over {len(defined)} defined label(s)" if defined else "no label has both classes"
-    return pd.DataFrame([*rows, macro])
+    macro["interval_note"] = _macro_interval_note(scores, defined)
+    macro["note"] = "; ".join(x for x in (f"mean over {len(defined)} defined label(s)" if defined else "no label has both classes",
+                                          macro["interval_note"]) if x)
+    out = pd.DataFrame([*rows, macro])
+    out.attrs["labels_source"] = choice.source
+    return out
 
 
 @dataclass
@@ -99,6 +170,8 @@ class Comparison:
     rows_of: dict[str, int]  # each model's (image, label) rows in its file
     lost: dict[str, int]  # rows of each file left out (only with on_shared)
     family: str  # the comparison family and correction, in words
+    labels_source: str = ""  # which labels were compared and why (choose_labels)
+    labels: list[str] | None = None
 
 
 def _row_keys(df: pd.DataFrame) -> pd.Index:
@@ -177,7 +250,7 @@ def _normal_test(delta: float, se: float) -> tuple[float, float, float]:
 
 
 def compare_predictions(paths: list[str | Path], baseline: str | Path | None = None, on_shared: bool = False,
-                        n_boot: int = 2000, seed: int = 0) -> Comparison:
+                        n_boot: int = 2000, seed: int = 0, labels: str | None = None) -> Comparison:
     """Paired ΔAUROC and ΔAUPRC for every pair of prediction files (or each vs ``baseline``) on
     their common test rows, with the same patient resamples for every model: bootstrap CI and p
     (primary), DeLong and clustered DeLong (cross-checks, per label and macro); Holm and BH over
@@ -191,11 +264,13 @@ def compare_predictions(paths: list[str | Path], baseline: str | Path | None = N
         raise DataError("compare needs at least two prediction files (or one and --baseline)")
     names = _names(paths)
     frames = {n: read_prediction_file(p) for n, p in zip(names, paths, strict=True)}
+    choice = choose_labels(paths, list(frames.values()), labels)
+    frames = {n: df[df["label"].astype(str).isin(choice.labels)].reset_index(drop=True) for n, df in frames.items()}
     rows_of = {n: len(df) for n, df in frames.items()}
     j, lost = align_predictions(frames, on_shared)
     resamples = draw_patient_resamples(j["patient_id"], n_boot, seed)
     truth = j[["image_id", "patient_id", "label", "y_true"]]
-    scores = {n: score_predictions(truth.assign(y_score=j[f"y_score::{n}"]), resamples, name=n) for n in names}
+    scores = {n: score_predictions(truth.assign(y_score=j[f"y_score::{n}"]), resamples, choice.labels, name=n) for n in names}
     if baseline is not None:
         base_name = names[paths.index(Path(baseline))]
         pairs = [(n, base_name) for n in names if n != base_name]
@@ -214,9 +289,11 @@ def compare_predictions(paths: list[str | Path], baseline: str | Path | None = N
         if defined:
             rows.append(_macro_row(a, b, sa, sb, defined, known))
     table = pd.DataFrame(rows)
-    for col in ("delta_ci_low", "delta_ci_high", "p_value", "n_degenerate", "delong_p", "clustered_delong_p"):
+    for col in ("delta_ci_low", "delta_ci_high", "p_value", "n_degenerate", "delong_p", "clustered_delong_p",
+                "auprc_delta", "auprc_delta_ci_low", "auprc_delta_ci_high"):
         if col not in table.columns:
             table[col] = np.nan
+    table["interval_note"] = table["interval_note"].fillna("") if "interval_note" in table.columns else ""
     is_macro = table["label"] == MACRO
     table["p_holm"] = np.nan
     table["p_bh"] = np.nan
@@ -228,7 +305,8 @@ def compare_predictions(paths: list[str | Path], baseline: str | Path | None = N
     n_label = int(table.loc[~is_macro, "p_value"].notna().sum())
     family_text = (f"Comparisons: {family}. Corrections (statsmodels multipletests): Holm over the {n_macro} macro "
                    f"comparison(s); Holm and Benjamini–Hochberg over the {n_label} per-label comparison(s) of all pairs.")
-    return Comparison(table, names, pairs, int(len(j)), int(j["patient_id"].nunique()), rows_of, lost, family_text)
+    return Comparison(table, names, pairs, int(len(j)), int(j["patient_id"].nunique()), rows_of, lost, family_text,
+                      choice.source, list(choice.labels))
 
 
 def _label_row(a: str, b: str, label: str, la: LabelScores, lb: LabelScores, g: pd.DataFrame | None) -> dict:
@@ -239,6 +317,9 @@ def _label_row(a: str, b: str, label: str, la: LabelScores, lb: LabelScores, g: 
            "auroc_b": lb.auroc, "auroc_b_ci_low": b_lo, "auroc_b_ci_high": b_hi, "auprc_a": la.auprc, "auprc_b": lb.auprc}
     if not la.defined or g is None:
         return {**row, "delta": np.nan, "note": la.reason}
+    if la.interval_note:  # fewer than 2 patients per class: no interval, no p (DeLong's included), only the point Δ
+        return {**row, "delta": la.auroc - lb.auroc, "auprc_delta": la.auprc - lb.auprc, "n_degenerate": len(la.auroc_boot),
+                "interval_note": la.interval_note, "note": la.interval_note}
     d = paired_delta(la.auroc, lb.auroc, la.auroc_boot, lb.auroc_boot)
     dp = paired_delta(la.auprc, lb.auprc, la.auprc_boot, lb.auprc_boot)
     y, s1, s2 = g["y_true"].to_numpy(), g[f"y_score::{a}"].to_numpy(), g[f"y_score::{b}"].to_numpy()
@@ -264,6 +345,11 @@ def _macro_row(a: str, b: str, sa: CellScores, sb: CellScores, defined: list[str
     d = paired_delta(macro_point(sa, defined), macro_point(sb, defined), macro_replicates(sa, defined), macro_replicates(sb, defined))
     dp = paired_delta(macro_point(sa, defined, "auprc"), macro_point(sb, defined, "auprc"),
                       macro_replicates(sa, defined, "auprc"), macro_replicates(sb, defined, "auprc"))
+    note = _macro_interval_note(sa, defined)
+    if note:  # a label without a patient-level interval: the macro has none either, nor a p-value
+        return {**row, "delta": macro_point(sa, defined) - macro_point(sb, defined),
+                "auprc_delta": macro_point(sa, defined, "auprc") - macro_point(sb, defined, "auprc"),
+                "n_degenerate": d.n_degenerate, "interval_note": note, "note": f"mean over {len(defined)} defined label(s); {note}"}
     try:
         se, se_c = _macro_delong(known[known["label"].isin(defined)], defined, a, b)
     except ValueError:
@@ -278,9 +364,9 @@ def _macro_row(a: str, b: str, sa: CellScores, sb: CellScores, defined: list[str
 
 
 def compare_files(path_a: str | Path, path_b: str | Path, n_boot: int = 2000, seed: int = 0,
-                  on_shared: bool = False) -> pd.DataFrame:
+                  on_shared: bool = False, labels: str | None = None) -> pd.DataFrame:
     """Paired Δ (A − B) per label and macro (see :func:`compare_predictions`), as one table."""
-    return compare_predictions([path_a, path_b], n_boot=n_boot, seed=seed, on_shared=on_shared).table
+    return compare_predictions([path_a, path_b], n_boot=n_boot, seed=seed, on_shared=on_shared, labels=labels).table
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:

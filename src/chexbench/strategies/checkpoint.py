@@ -53,6 +53,7 @@ from chexbench.backbones.foreign import (
     FORMATS,
     ForeignState,
     check_once,
+    checkpoint_path_problem,
     file_sha256,
     find_encoder,
     read_checkpoint,
@@ -253,9 +254,10 @@ def _locate(opts: dict[str, Any], strategy: str) -> tuple[Path, hub.Resolved | N
         for name in hub.WEIGHT_FILES:
             if (path / name).is_file():
                 return path / name, None
-        raise WeightsError(f"strategy {strategy}: {path} is a folder without {' or '.join(hub.WEIGHT_FILES)}")
-    if not path.is_file():
-        raise WeightsError(f"strategy {strategy}: checkpoint file not found: {path} (path under [strategy.checkpoint])")
+        raise WeightsError(f"strategy {strategy}: {checkpoint_path_problem(path)} "
+                           f"(a model folder would hold {' or '.join(hub.WEIGHT_FILES)})")
+    if problem := checkpoint_path_problem(path):
+        raise WeightsError(f"strategy {strategy}: {problem} (path under [strategy.checkpoint])")
     return path, None
 
 
