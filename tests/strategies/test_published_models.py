@@ -1,9 +1,10 @@
 """Published chest X-ray models through ``checkpoint``: each built with its own library (random weights),
 saved in that library's format, loaded strictly; the backbone's features equal the library's forward.
 
-The documented channel handling: the library sees the one-channel input repeated over RGB (a
-gray radiograph), the backbone the one channel with the RGB filters of its first convolution
-summed, so the two forwards see the same image. Fast tests use small configurations of each
+The documented channel handling: the library sees a gray [0, 1] image repeated over RGB and
+normalized with its own per-channel statistics; the backbone sees the one channel normalized
+with their RGB averages, the per-channel statistics folded exactly into its patch embedding
+(ViTs), so the two forwards see the same image. Fast tests use small configurations of each
 library mapped onto small timm models of the same structure; the ``slow`` ones use the
 published architectures through the registered backbones.
 """
@@ -117,6 +118,110 @@ def test_small_open_clip_tower_equals_timm_after_mapping(quick_gelu):
         assert torch.allclose(timm_vit(x) @ clip.visual.proj, clip.encode_image(x.repeat(1, 3, 1, 1)), atol=TOL)
 
 
+def _library_input(x01: torch.Tensor, rgb) -> torch.Tensor:
+    """The library's own preprocessing of a gray [0, 1] image: repeated over RGB, per-channel statistics."""
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in rgb)
+    return (x01.repeat(1, 3, 1, 1) - mean) / std
+
+
+def _folded_into(model, layout: str, tensors: dict[str, torch.Tensor], rgb):
+    """The mapping as ``checkpoint`` does it with normalize = auto: per-channel statistics folded, then loaded."""
+    norm = layouts.model_normalization(layout, None, folded=True)
+    mapped = layouts.convert(layout, tensors, model, "test")
+    notes = layouts.fold_rgb_normalization(mapped.state, model, list(rgb), norm)
+    _, state = audit_checkpoint(model, mapped.state, _SmallVit(), source="test", declared_unexpected=("head.",))
+    model.load_state_dict({**model.state_dict(), **state}, strict=True)
+    return norm, notes
+
+
+@pytest.mark.parametrize("registers", [0, 4])
+def test_imagenet_stats_dinov2_folded_equals_transformers_on_its_own_preprocessing(registers):
+    """DINOv2 with ImageNet statistics (differing per channel): the offset goes into the patch embedding's bias."""
+    from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
+    torch.manual_seed(10 + registers)
+    small = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=70, patch_size=14)
+    hf = (Dinov2WithRegistersModel(Dinov2WithRegistersConfig(**small, num_register_tokens=registers)) if registers
+          else Dinov2Model(Dinov2Config(**small))).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    timm_vit = VisionTransformer(img_size=42, patch_size=14, in_chans=1, num_classes=0, embed_dim=64, depth=2, num_heads=2,
+                                 init_values=1e-5, reg_tokens=registers, no_embed_class=bool(registers)).eval()
+    assert layouts.rgb_statistics("hf_transformers", None) == tuple(map(list, layouts.IMAGENET_RGB))
+    norm, notes = _folded_into(timm_vit, "hf_transformers", hf.state_dict(), layouts.IMAGENET_RGB)
+    assert (norm.mean, norm.std) == (0.449, 0.226) and "folded exactly" in norm.source and "approximation" not in norm.source
+    assert len(notes) == 1 and "patch_embed.proj.bias" in notes[0]
+    x01 = torch.rand(2, 1, 42, 42)
+    with torch.no_grad():
+        ref = hf(pixel_values=_library_input(x01, layouts.IMAGENET_RGB))
+        feats = timm_vit((x01 - norm.mean) / norm.std)
+    assert (feats - ref.pooler_output).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("size", [48, 32, 80])
+def test_openai_stats_clip_tower_folded_equals_open_clip_on_its_own_preprocessing(size):
+    """OpenAI CLIP statistics, a tower without patch-embedding bias: the offset goes into the patch tokens'
+    position embeddings; resampled to another grid (timm's bicubic, antialiased) it stays that constant."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    torch.manual_seed(size)
+    clip = CLIP(16, CLIPVisionCfg(layers=2, width=64, head_width=32, patch_size=16, image_size=48),
+                CLIPTextCfg(context_length=8, vocab_size=40, width=32, heads=2, layers=1)).eval()
+    with torch.no_grad():
+        for p in clip.visual.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    timm_vit = VisionTransformer(img_size=size, patch_size=16, in_chans=1, num_classes=0, embed_dim=64, depth=2, num_heads=2,
+                                 pre_norm=True, norm_layer=nn.LayerNorm).eval()
+    rgb = layouts.rgb_statistics("open_clip", None)
+    assert rgb == tuple(map(list, layouts.OPENAI_CLIP_RGB))
+    norm, notes = _folded_into(timm_vit, "open_clip", clip.state_dict(), rgb)
+    assert len(notes) == 1 and "pos_embed" in notes[0]
+    x01 = torch.rand(2, 1, size, size)
+    with torch.no_grad():
+        if size != 48:  # the library at this size: its positions resampled as timm does (the backbone's own path)
+            from timm.layers import resample_abs_pos_embed
+
+            pos = clip.visual.positional_embedding.data
+            clip.visual.positional_embedding.data = resample_abs_pos_embed(pos.unsqueeze(0), [size // 16] * 2)[0]
+            clip.visual.grid_size = (size // 16, size // 16)
+        ref = clip.encode_image(_library_input(x01, rgb))
+        got = timm_vit((x01 - norm.mean) / norm.std) @ clip.visual.proj
+    assert (got - ref).abs().max() < 1e-5
+
+
+def test_a_constant_offset_survives_position_resampling():
+    """The interpolations the position embeddings go through (timm's resample_abs_pos_embed with its defaults,
+    transformers' bicubic with and without antialiasing) have weights summing to 1: pos + δ → resampled + δ."""
+    from timm.layers import resample_abs_pos_embed
+
+    torch.manual_seed(0)
+    pos, delta = torch.randn(1, 1 + 25, 8), torch.randn(8) * 3
+    shifted = torch.cat([pos[:, :1], pos[:, 1:] + delta], dim=1)
+    for grid in ([3, 3], [8, 8], [4, 7]):
+        a, b = resample_abs_pos_embed(pos, grid), resample_abs_pos_embed(shifted, grid)
+        assert torch.allclose(b[:, 1:], a[:, 1:] + delta, atol=1e-5) and torch.equal(a[:, :1], b[:, :1])
+        img = pos[:, 1:].reshape(1, 5, 5, 8).permute(0, 3, 1, 2)
+        for antialias in (False, True):
+            r0 = nn.functional.interpolate(img, size=grid, mode="bicubic", align_corners=False, antialias=antialias)
+            r1 = nn.functional.interpolate(img + delta.view(1, 8, 1, 1), size=grid, mode="bicubic", align_corners=False,
+                                           antialias=antialias)
+            assert torch.allclose(r1, r0 + delta.view(1, 8, 1, 1), atol=1e-5)
+
+
+def test_padded_first_convolution_is_not_folded_and_says_approximation():
+    """A CNN stem pads its border: the per-channel offset is not constant there, so nothing is folded."""
+    import timm
+
+    model = timm.create_model("resnet18", pretrained=False, in_chans=1, num_classes=0)
+    vit = VisionTransformer(img_size=32, patch_size=16, in_chans=1, num_classes=0, embed_dim=16, depth=1, num_heads=2)
+    state = {"patch_embed.proj.weight": torch.randn(16, 3, 16, 16)}
+    assert layouts.foldable(vit) and not layouts.foldable(model)
+    assert layouts.fold_rgb_normalization(dict(state), model, list(layouts.IMAGENET_RGB), layouts.model_normalization("mae", None)) == []
+    assert "approximation" in layouts.model_normalization("mae", None).source
+    assert "approximation" not in layouts.model_normalization("mae", None, folded=True).source
+
+
 def test_unknown_keys_of_a_layout_are_one_line_naming_them():
     from transformers import Dinov2Config, Dinov2Model
 
@@ -194,16 +299,21 @@ def test_transformers_dinov2_vit_b14_features_equal_transformers(tmp_path, regis
     model = hf_dinov2(registers, seed=int(registers))  # RAD-DINO's configuration: 518 px, patch 14
     folder = tmp_path / "rad-dino"
     model.save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(preprocessor_config([0.5307] * 3, [0.2583] * 3))  # RAD-DINO's
+    # RAD-DINO's statistics (equal over RGB); the register model with ImageNet's (differing per channel)
+    rgb = (list(layouts.IMAGENET_RGB[0]), list(layouts.IMAGENET_RGB[1])) if registers else ([0.5307] * 3, [0.2583] * 3)
+    (folder / "preprocessor_config.json").write_text(preprocessor_config(*rgb))
     name = "vit_b14_reg4_dinov2" if registers else "vit_b14_dinov2"
     backbone, record = _init(_cell(folder, name, 56), tmp_path)  # a model folder: its model.safetensors
-    assert record.extra["layout"] == "hf_transformers" and record.extra["normalize"] == [0.5307, 0.2583]
+    mean, std = record.extra["normalize"]
+    assert record.extra["layout"] == "hf_transformers" and [mean, std] == ([0.449, 0.226] if registers else [0.5307, 0.2583])
     assert "preprocessor_config.json" in record.extra["normalize_source"] and "approximation" not in record.extra["normalize_source"]
+    assert "folded exactly" in record.extra["normalize_source"]
     _every_file_key_accounted(record, backbone, set(model.state_dict()))
     assert record.extra["dropped_keys"] == ["embeddings.mask_token"]
-    x = torch.randn(2, 1, 56, 56)
+    x01 = torch.rand(2, 1, 56, 56)
     with torch.no_grad():
-        ref = model(pixel_values=x.repeat(1, 3, 1, 1))  # transformers resamples 37×37 positions to 4×4 itself
+        ref = model(pixel_values=_library_input(x01, rgb))  # transformers resamples 37×37 positions to 4×4 itself
+        x = (x01 - mean) / std  # chexbench.core.inputs.to_input with the recorded pair
         feats, tokens = backbone(x), backbone.forward_tokens(x)
     assert torch.allclose(feats, ref.pooler_output, atol=TOL)
     assert torch.allclose(tokens, ref.last_hidden_state[:, 1 + 4 * registers :], atol=TOL)
@@ -222,16 +332,17 @@ def test_open_clip_vit_b16_tower_equals_its_encode_image(tmp_path):
     torch.save(model.state_dict(), path)
     ddp = {"epoch": 32, "name": "cxr-clip", "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}
     torch.save(ddp, tmp_path / "epoch_32.pt")
-    x = torch.randn(1, 1, 224, 224)
+    x01 = torch.rand(1, 1, 224, 224)
     with torch.no_grad():
-        ref = model.encode_image(x.repeat(1, 3, 1, 1))
+        ref = model.encode_image(_library_input(x01, layouts.OPENAI_CLIP_RGB))  # open_clip's own preprocessing
     for file, dropped in [(path, "visual.proj"), (tmp_path / "epoch_32.pt", "module.visual.proj")]:
         backbone, record = _init(_cell(file, "vit_b16_clip", 224), tmp_path)
         assert record.extra["layout"] == "open_clip" and dropped in record.extra["dropped_reasons"]
         _every_file_key_accounted(record, backbone, set(torch.load(file, weights_only=True).get("state_dict", model.state_dict())))
         assert record.extra["normalize"] == [0.449164, 0.26857] and "OpenAI CLIP" in record.extra["normalize_source"]
+        assert "folded exactly" in record.extra["normalize_source"]
         with torch.no_grad():
-            got = backbone(x) @ model.visual.proj  # the projection is dropped from the backbone: apply it to compare
+            got = backbone((x01 - 0.449164) / 0.26857) @ model.visual.proj  # the projection is dropped from the backbone: apply it to compare
         assert torch.allclose(got, ref, atol=TOL), (file, (got - ref).abs().max())
     with pytest.raises(WeightsError, match=r'OpenAI CLIP towers use QuickGELU; set act = "quick_gelu" under \[backbone.vit_b16_clip\]'):
         STRATEGY.preflight(_cell(path, "vit_b16_clip", 224, format="openai_clip"))
@@ -245,9 +356,11 @@ def test_mae_checkpoint_loads_its_encoder_into_vit_b16(tmp_path):
     dropped = record.extra["dropped_keys"]
     assert "mask_token" in dropped and any(k.startswith("decoder_blocks.7.") for k in dropped) and "decoder_pred.weight" in dropped
     assert not any(k.startswith(("blocks.", "patch_embed.", "cls_token")) for k in dropped)
-    x = torch.randn(1, 1, 224, 224)
+    mean, std = record.extra["normalize"]
+    assert [mean, std] == [0.449, 0.226] and "folded exactly" in record.extra["normalize_source"]  # ImageNet's, as MAE's
+    x01 = torch.rand(1, 1, 224, 224)
     with torch.no_grad():
-        assert torch.allclose(backbone(x), encoder(x.repeat(1, 3, 1, 1)), atol=TOL)
+        assert torch.allclose(backbone((x01 - mean) / std), encoder(_library_input(x01, layouts.IMAGENET_RGB)), atol=TOL)
 
 
 # -- hf-hub: references, from the local cache only ------------------------------------------------------
@@ -396,10 +509,12 @@ def test_open_clip_with_a_timm_trunk_biomedclip_layout_loads_into_vit_b16(tmp_pa
     backbone, record = _init(_cell(path, "vit_b16", 224), tmp_path)
     assert record.extra["layout"] == "open_clip" and record.extra["dropped_reasons"]["visual.head.proj.weight"] == layouts.PROJECTION
     _every_file_key_accounted(record, backbone, set(clip.state_dict()))
-    x = torch.randn(1, 1, 224, 224)
+    mean, std = record.extra["normalize"]
+    assert "folded exactly" in record.extra["normalize_source"]  # OpenAI CLIP's statistics, into the trunk's patch bias
+    x01 = torch.rand(1, 1, 224, 224)
     with torch.no_grad():
-        ref = clip.encode_image(x.repeat(1, 3, 1, 1))
-        got = clip.visual.head(backbone(x))
+        ref = clip.encode_image(_library_input(x01, layouts.OPENAI_CLIP_RGB))
+        got = clip.visual.head(backbone((x01 - mean) / std))
     assert torch.allclose(got, ref, atol=TOL)
 
 
@@ -482,7 +597,7 @@ backbone = "vit_b32_clip"
     clip64.load_state_dict(state)
     x = torch.rand(2, 1, 64, 64)
     for name, reference in [("xrv", lambda x01: xrv_model.features2((x01 - 0.5) * 2048)),
-                            ("cxr-clip", lambda x01: clip64.encode_image(((x01 - 0.449164) / 0.26857).repeat(1, 3, 1, 1)))]:
+                            ("cxr-clip", lambda x01: clip64.encode_image(_library_input(x01, layouts.OPENAI_CLIP_RGB)))]:
         init = json.loads(recs.loc[name, "init_json"])
         payload = torch.load(results / "models" / f"{recs.loc[name, 'cell_id']}.pt", weights_only=True)
         spec = BACKBONES.get(recs.loc[name, "backbone"])

@@ -25,9 +25,18 @@ filled, with the right shape.
 
 Input normalization: each layout's published preprocessing (:func:`model_normalization`), read
 from the model's own config beside the weights when there is one (``preprocessor_config.json``
-of a transformers model, ``open_clip_config.json``), averaged over RGB as the first
-convolution's RGB filters are summed: exact for a gray image when the three channel statistics
-are equal (torchxrayvision, RAD-DINO), an approximation otherwise (ImageNet, OpenAI CLIP).
+of a transformers model, ``open_clip_config.json``). The cell normalizes its one channel with
+the RGB averages ``u = (x - M) / S``; the library computes ``sum_c W_c * (x - m_c) / s_c (+ b)``
+on the gray image repeated over RGB. For a patch embedding (a convolution with stride = kernel,
+no padding) that is exactly ``(sum_c W_c S / s_c) * u + delta``, ``delta_k = sum_{c,i,j}
+W_{k,c,i,j} (M - m_c) / s_c`` a constant per output channel: :func:`fold_rgb_normalization`
+writes the rescaled filter and adds ``delta`` to the patch embedding's bias, or (CLIP towers have
+none) to the patch tokens' position embeddings (resampling them to another grid keeps a
+constant: the interpolation weights sum to 1). So every ViT layout sees exactly the library's
+per-channel preprocessing of a gray image (ImageNet, OpenAI CLIP statistics included). Only a
+first convolution that pads its border (a CNN stem) cannot take the offset exactly; there the
+RGB filters are summed and the averaged statistics are an approximation when the channel
+statistics differ (torchxrayvision's DenseNet has one channel and needs neither).
 """
 
 from __future__ import annotations
@@ -300,11 +309,85 @@ def activation_check(layout: str, model: nn.Module, weights_path: Path | None, b
 
 
 # -- input normalization -----------------------------------------------------------------------
-def model_normalization(layout: str, weights_path: Path | None) -> Normalization:
-    """The one-channel (mean, std) on [0, 1] pixels a ``layout`` model was trained with, and its source."""
+def model_normalization(layout: str, weights_path: Path | None, folded: bool = False) -> Normalization:
+    """The one-channel (mean, std) on [0, 1] pixels a ``layout`` model was trained with, and its source.
+
+    ``folded``: the per-channel statistics were folded into the model's patch embedding
+    (:func:`fold_rgb_normalization`); the source says so, else that the average is an approximation.
+    """
     if layout == "torchxrayvision":
         # xrv.datasets.normalize: (2 x / 255 - 1) · 1024, i.e. (x01 − 0.5) / (1 / 2048)
         return Normalization(0.5, 1 / 2048, "torchxrayvision's pixel range [-1024, 1024]")
+    rgb, source = _rgb(layout, weights_path)
+    mean, std = (list(map(float, v)) for v in rgb)
+    spread = max(mean) - min(mean) > 1e-6 or max(std) - min(std) > 1e-6
+    if folded:
+        note = "; the per-channel statistics folded exactly into the patch embedding (filters rescaled, offset added)"
+    elif spread:
+        note = (" (channel statistics differ: an approximation for gray images, the first convolution pads its border "
+                "so the per-channel offsets cannot be folded exactly)")
+    else:
+        note = ""
+    return Normalization(round(sum(mean) / len(mean), 6), round(sum(std) / len(std), 6),
+                         f"{source} {[round(m, 4) for m in mean]}/{[round(s, 4) for s in std]}, averaged over RGB{note}")
+
+
+def rgb_statistics(layout: str, weights_path: Path | None) -> tuple[list[float], list[float]] | None:
+    """The per-channel (mean, std) of a ``layout`` model's RGB preprocessing; None for a one-channel layout."""
+    if layout == "torchxrayvision":
+        return None
+    rgb = _rgb(layout, weights_path)[0]
+    return [float(v) for v in rgb[0]], [float(v) for v in rgb[1]]
+
+
+def foldable(model: nn.Module) -> bool:
+    """Whether ``model``'s one-channel input goes first through a ViT patch embedding (stride = kernel, no padding)."""
+    embed = getattr(model, "patch_embed", None)
+    proj = getattr(embed, "proj", None)
+    return (
+        isinstance(proj, nn.Conv2d) and proj.in_channels == 1 and proj.groups == 1
+        and tuple(proj.stride) == tuple(proj.kernel_size) and tuple(proj.padding) == (0, 0) and tuple(proj.dilation) == (1, 1)
+        and proj.padding_mode == "zeros" and not getattr(embed, "dynamic_img_pad", False)
+    )
+
+
+def fold_rgb_normalization(state: dict[str, torch.Tensor], model: nn.Module, rgb: tuple[list[float], list[float]],
+                           norm: Normalization) -> list[str]:
+    """Fold the per-channel ``rgb`` statistics into ``state``'s RGB patch embedding for the one-channel ``norm``.
+
+    In place; returns notes (none when ``model`` has no foldable patch embedding or the file's is not RGB:
+    then :meth:`BackboneSpec.adapt_checkpoint` sums the filters). Computed in float64.
+    """
+    key, bias_key = "patch_embed.proj.weight", "patch_embed.proj.bias"
+    w = state.get(key)
+    if w is None or w.ndim != 4 or w.shape[1] != 3 or not foldable(model):
+        return []
+    embed = model.patch_embed
+    to_bias = bias_key in state
+    if not to_bias and ("pos_embed" not in state or not isinstance(getattr(embed, "norm", nn.Identity()), nn.Identity)):
+        return []  # nowhere to add the offset before anything nonlinear: left to the summed filters
+    mean = torch.tensor(rgb[0], dtype=torch.float64, device=w.device).view(1, 3, 1, 1)
+    std = torch.tensor(rgb[1], dtype=torch.float64, device=w.device).view(1, 3, 1, 1)
+    w64 = w.to(torch.float64)
+    state[key] = (w64 * (norm.std / std)).sum(dim=1, keepdim=True).to(w.dtype)
+    delta = (w64 * ((norm.mean - mean) / std)).sum(dim=(1, 2, 3))
+    if to_bias:
+        b = state[bias_key]
+        state[bias_key] = (b.to(torch.float64) + delta).to(b.dtype)
+        where = f"{bias_key} (+offset per output channel)"
+    else:
+        pos = state["pos_embed"]
+        start = 0 if getattr(model, "no_embed_class", False) else int(model.num_prefix_tokens)
+        shifted = pos.clone()
+        shifted[:, start:] = (pos[:, start:].to(torch.float64) + delta).to(pos.dtype)
+        state["pos_embed"] = shifted
+        where = "the patch tokens' pos_embed (+offset per channel; the patch embedding has no bias)"
+    return [f"{key}: RGB filters folded to 1 channel with the per-channel statistics "
+            f"{[round(v, 4) for v in rgb[0]]}/{[round(v, 4) for v in rgb[1]]} (W_c·{norm.std:g}/s_c summed; "
+            f"offset into {where}): exact for a gray image under normalize {norm.mean:g}/{norm.std:g}"]
+
+
+def _rgb(layout: str, weights_path: Path | None) -> tuple[tuple, str]:
     rgb, source = (OPENAI_CLIP_RGB, "OpenAI CLIP mean/std") if layout in ("open_clip", "openai_clip") else (
         IMAGENET_RGB, "ImageNet mean/std (DINOv2's and MAE's preprocessing)")
     if layout == "hf_transformers":
@@ -320,11 +403,7 @@ def model_normalization(layout: str, weights_path: Path | None) -> Normalization
         pre = (cfg or {}).get("preprocess_cfg", {})
         if "mean" in pre and "std" in pre:
             rgb, source = (pre["mean"], pre["std"]), "the model's open_clip_config.json"
-    mean, std = (list(map(float, v)) for v in rgb)
-    spread = max(mean) - min(mean) > 1e-6 or max(std) - min(std) > 1e-6
-    note = " (channel statistics differ: an approximation for gray images)" if spread else ""
-    return Normalization(round(sum(mean) / len(mean), 6), round(sum(std) / len(std), 6),
-                         f"{source} {[round(m, 4) for m in mean]}/{[round(s, 4) for s in std]}, averaged over RGB{note}")
+    return rgb, source
 
 
 def _sibling_json(weights_path: Path | None, name: str) -> dict | None:

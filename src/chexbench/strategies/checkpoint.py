@@ -30,7 +30,9 @@ the name ``checkpoint``. Keys outside the encoder (a momentum encoder, a queue, 
 and the encoder's head are dropped; every other key must fit the backbone exactly, and the
 record lists what was dropped (with the reason) and adapted. Inputs are normalized as the
 checkpoint was trained: ``auto`` takes a published layout's own preprocessing
-(:func:`chexbench.backbones.layouts.model_normalization`) and ImageNet statistics otherwise
+(:func:`chexbench.backbones.layouts.model_normalization`; its per-channel RGB statistics folded
+exactly into a ViT's patch embedding, :func:`chexbench.backbones.layouts.fold_rgb_normalization`)
+and ImageNet statistics otherwise
 (MoCo, MoCo-CXR and torchvision all use them).
 
 Published layouts (:mod:`chexbench.backbones.layouts`: torchxrayvision, transformers DINOv2,
@@ -165,8 +167,8 @@ class Checkpoint(Strategy):
     def init_backbone(self, backbone, cell, ctx) -> InitRecord:
         opts = self._options(cell)
         path, resolved = _locate(opts, cell.strategy)
-        found, report = self._map(backbone, cell, opts, path, load=True)
-        norm = _normalization(opts["normalize"], cell.backbone, found.layout, path)
+        found, report, folded = self._map(backbone, cell, opts, path, load=True)
+        norm = _normalization(opts["normalize"], cell.backbone, found.layout, path, folded)
         dropped = sorted(found.outside + [found.prefix + k for k in report.dropped_keys])  # by their names in the file
         reasons = {**found.dropped_reasons, **{found.prefix + k: "classifier head of the encoder" for k in report.dropped_keys}}
         for k in found.outside:
@@ -209,6 +211,7 @@ class Checkpoint(Strategy):
         return opts
 
     def _map(self, backbone, cell, opts: dict[str, Any], path: Path, load: bool):
+        folded = False
         spec = BACKBONES.get(cell.backbone)
         source = f"strategy {cell.strategy}: {opts['path'] if hub.is_hub_ref(str(opts['path'])) else path}"
         if opts["format"] == "torchvision" and spec.kind != "cnn":
@@ -231,6 +234,11 @@ class Checkpoint(Strategy):
                                  dropped_reasons=dict(mapped.dropped))
             if mapped.dropped:
                 found.notes.append(f"dropped: {_reason_summary(mapped.dropped)}")
+            rgb = layouts.rgb_statistics(layout, path) if opts["normalize"] == "auto" else None
+            if rgb is not None:  # the library's per-channel preprocessing, folded exactly into a ViT patch embedding
+                fold = layouts.fold_rgb_normalization(found.state, backbone.model, rgb, layouts.model_normalization(layout, path))
+                found.notes.extend(fold)
+                folded = bool(fold)
         else:
             found = find_encoder(
                 tensors, list(backbone.model.state_dict()), fmt=opts["format"], prefix=opts["prefix"] or None,
@@ -240,7 +248,7 @@ class Checkpoint(Strategy):
             report = load_checkpoint(backbone, found.state, spec, source=source, declared_unexpected=spec.head_prefixes)
         else:
             report, _ = audit_checkpoint(backbone.model, found.state, spec, source=source, declared_unexpected=spec.head_prefixes)
-        return found, report
+        return found, report, folded
 
 
 def _locate(opts: dict[str, Any], strategy: str) -> tuple[Path, hub.Resolved | None]:
@@ -276,11 +284,11 @@ def _normalize_option(value: Any, where: str) -> None:
     raise ConfigError(f"{where}: normalize must be one of {', '.join(NORMALIZE_CHOICES)} or [mean, std], got {value!r}")
 
 
-def _normalization(value: Any, backbone: str, layout: str = "", weights: Path | None = None) -> dict[str, Any]:
+def _normalization(value: Any, backbone: str, layout: str = "", weights: Path | None = None, folded: bool = False) -> dict[str, Any]:
     """The one-channel (mean, std) the checkpoint's encoder expects, and where it came from."""
     if value == "auto":
         if layout in layouts.LAYOUTS:
-            return layouts.model_normalization(layout, weights).to_dict()
+            return layouts.model_normalization(layout, weights, folded).to_dict()
         value = "imagenet"
     if value == "imagenet":
         n = timm_normalization(None)
