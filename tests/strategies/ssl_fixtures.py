@@ -95,7 +95,7 @@ def tiny_cell(strategy: str, backbone: str = "resnet_tiny", size: int = 32, **op
         "probe_images": 32,
         **options,
     }
-    if strategy != "simclr":
+    if strategy.startswith("moco"):  # the queue of MoCo's strategies (the others have none)
         opts.setdefault("queue_size", 40)
     return CellConfig(
         strategy=strategy,
