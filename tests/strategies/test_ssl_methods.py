@@ -164,3 +164,16 @@ def test_kill_and_rerun_gives_the_same_encoder(strategy, backbone, fake_source, 
     ha = pd.read_parquet(whole.results_dir / "pretrain" / f"{rec_whole.pretrain_run}.parquet")
     hb = pd.read_parquet(killed.results_dir / "pretrain" / f"{rec.pretrain_run}.parquet")
     pd.testing.assert_frame_equal(ha, hb, atol=1e-5)
+
+
+@pytest.mark.parametrize(("strategy", "backbone"), [("dino", "resnet_tiny"), ("byol", "vit_tiny")])
+def test_a_learning_rate_far_too_high_is_marked_collapsed(strategy, backbone, fake_source, ctx) -> None:
+    from chexbench.core.training import DivergedError
+
+    cell = tiny_cell(strategy, backbone, **SMALL[strategy], pretrain_lr=1e30, pretrain_optimizer="sgd", probe_every=0, grad_clip=0.0)
+    try:
+        rec = STRATEGIES.get(strategy).init_backbone(BACKBONES.get(backbone).build(32), cell, ctx)
+    except DivergedError as e:  # the loss left the numbers: the error carries the monitors' verdict
+        assert "collapsed at epoch 1" in str(e), str(e)
+    else:  # finite but degenerate
+        assert rec.extra["pretrain_collapsed_at_epoch"] == 1

@@ -387,7 +387,10 @@ class PretrainRun:
         self.resume()
         self.ctx.progress.start(f"pretrain {self.strategy.name} {self.run_id}", self.total - self.step)
         for epoch in range(self.start_epoch, self.epochs):
-            self.train_epoch(epoch)
+            try:
+                self.train_epoch(epoch)
+            except T.DivergedError as e:  # a loss that left the numbers: what did the embeddings do?
+                raise T.DivergedError(f"{e}; {self.monitor_after_divergence(epoch)}") from e
             if D.is_main():
                 self.monitor(epoch)
             probe_every = int(self.opts["probe_every"])
@@ -428,8 +431,21 @@ class PretrainRun:
             self.collapse_note = (
                 f"collapsed at epoch {epoch + 1}: embedding std x sqrt(d) {row['embed_std_ratio']:.4f} "
                 f"< {COLLAPSE_STD_RATIO} (effective rank {row['embed_rank']:.2f})"
+                if math.isfinite(row["embed_std_ratio"]) else f"collapsed at epoch {epoch + 1}: embeddings not finite"
             )
         self.history[-1].update(row)
+
+    def monitor_after_divergence(self, epoch: int) -> str:
+        """The collapse verdict on the diverged model (its embeddings are usually not finite any more), for the error."""
+        if not D.is_main():
+            return "monitors on rank 0"
+        if not self.history or self.history[-1]["epoch"] != epoch:  # no row of this epoch yet: one for the monitors
+            self.history.append(self._row(epoch, math.nan))
+        try:
+            self.monitor(epoch)
+        except (RuntimeError, ValueError) as e:  # e.g. an SVD that does not converge on huge values
+            return f"collapse monitors failed on the diverged model ({type(e).__name__})"
+        return self.collapse_note or "the embeddings had not collapsed"
 
     def train_epoch(self, epoch: int) -> None:
         """One pass over the pool in full batches; a history row every ``steps_per_epoch / LOG_POINTS_PER_EPOCH`` steps."""
