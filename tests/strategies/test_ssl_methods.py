@@ -177,3 +177,11 @@ def test_a_learning_rate_far_too_high_is_marked_collapsed(strategy, backbone, fa
         assert "collapsed at epoch 1" in str(e), str(e)
     else:  # finite but degenerate
         assert rec.extra["pretrain_collapsed_at_epoch"] == 1
+
+
+def test_a_uniform_dino_teacher_is_collapse_even_when_its_outputs_still_differ_a_little() -> None:
+    import math
+
+    row = {"embed_std_ratio": 0.03, "teacher_entropy": 6.93}  # measured: τ_t 0.02, centre momentum 0.5, K = 1024
+    assert is_collapsed(row, math.log(1024)) and not is_collapsed(row)  # the entropy rule is DINO's only
+    assert not is_collapsed({"embed_std_ratio": 0.4, "teacher_entropy": 2.0}, math.log(1024))

@@ -194,7 +194,7 @@ class DINOModel(nn.Module):
         center = self.center if bool(self.opts["centering"]) else torch.zeros_like(self.center)
         probs = F.softmax((logits - center) / self.teacher_temp(self.progress), dim=-1)
         entropy = float(-(probs * probs.clamp(min=1e-30).log()).sum(-1).mean())
-        return {"embedding": probs, "teacher_entropy": entropy}
+        return {"embedding": probs, "teacher_entropy": entropy, "max_entropy": math.log(probs.shape[-1])}
 
 
 @STRATEGIES.register

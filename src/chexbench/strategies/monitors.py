@@ -16,7 +16,10 @@ and through centring). Recorded once per pretraining epoch on a fixed set of poo
 **Collapse rule** (:func:`is_collapsed`): an epoch's embeddings have collapsed when their
 std ratio ``std·√d`` is below :data:`COLLAPSE_STD_RATIO` = 0.01 — their mean pairwise
 cosine similarity is then above ``1 − 0.01² = 0.9999``, all images sit in one point — or when
-they are not finite. The threshold sits below every healthy value measured on CPU-size runs
+they are not finite; for DINO also when the teacher's entropy is above
+:data:`UNIFORM_ENTROPY_FRACTION` = 0.99 of ``log K`` (uniform collapse: the centred teacher says
+the same nothing about every image — its normalized outputs then still differ by rounding-size
+amounts, so the std alone misses it). The threshold sits below every healthy value measured on CPU-size runs
 (lowest 0.03: a BatchNorm projection head in eval mode after a few steps, whose running
 statistics are still near their initial values) and above a collapsed run's (a constant
 encoder gives 0; DINO without centring falls to one-hot teacher outputs). The run's record says "collapsed at epoch N" for the first such epoch.
@@ -31,6 +34,8 @@ import torch.nn.functional as F
 
 #: below this ``std·√d`` the embeddings are one point (mean pairwise cosine > 0.9999)
 COLLAPSE_STD_RATIO = 0.01
+#: a teacher entropy above this fraction of ``log K`` is uniform collapse (DINO)
+UNIFORM_ENTROPY_FRACTION = 0.99
 
 
 @torch.no_grad()
@@ -74,7 +79,11 @@ def monitor_row(embedding: torch.Tensor, features: torch.Tensor) -> dict[str, fl
     }
 
 
-def is_collapsed(row: dict[str, float]) -> bool:
-    """The documented rule: std ratio below :data:`COLLAPSE_STD_RATIO`, or not finite."""
+def is_collapsed(row: dict[str, float], max_entropy: float | None = None) -> bool:
+    """The documented rule: std ratio below :data:`COLLAPSE_STD_RATIO`, or not finite; with ``max_entropy``
+    (``log K`` of a DINO teacher), also a ``teacher_entropy`` above :data:`UNIFORM_ENTROPY_FRACTION` of it."""
     ratio = row.get("embed_std_ratio", math.nan)
-    return not math.isfinite(ratio) or ratio < COLLAPSE_STD_RATIO
+    if not math.isfinite(ratio) or ratio < COLLAPSE_STD_RATIO:
+        return True
+    entropy = row.get("teacher_entropy", math.nan)
+    return max_entropy is not None and math.isfinite(entropy) and entropy > UNIFORM_ENTROPY_FRACTION * max_entropy

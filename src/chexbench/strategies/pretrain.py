@@ -59,7 +59,12 @@ from chexbench.options import Options, options_model, validate_table
 from chexbench.registry import BACKBONES
 from chexbench.strategies.augment import ViewAugment, view_pair
 from chexbench.strategies.base import InitRecord, Strategy
-from chexbench.strategies.monitors import COLLAPSE_STD_RATIO, is_collapsed, monitor_row
+from chexbench.strategies.monitors import (
+    COLLAPSE_STD_RATIO,
+    UNIFORM_ENTROPY_FRACTION,
+    is_collapsed,
+    monitor_row,
+)
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
@@ -160,7 +165,7 @@ class PretrainStrategy(Strategy):
     notes for the record. A model that needs other views than a pair (DINO's multi-crop, MAE's
     one view) has ``make_views(x01, aug, generator, normalize)`` returning the tuple of
     arguments that ``loss`` takes before ``progress``; one with its own collapse read-out has
-    ``monitor_outputs(x)`` returning ``{"embedding": (B, D)[, "teacher_entropy": float]}``.
+    ``monitor_outputs(x)`` returning ``{"embedding": (B, D)[, "teacher_entropy": float, "max_entropy": log K]}``.
     """
 
     option_model: ClassVar[type[Options]] = PretrainOptions
@@ -425,14 +430,18 @@ class PretrainRun:
             row["teacher_entropy"] = float(out.get("teacher_entropy", math.nan))
         finally:
             self.model.train(was_training)
-        row["collapsed"] = is_collapsed(row)
+        max_entropy = out.get("max_entropy")
+        row["collapsed"] = is_collapsed(row, max_entropy)
         if row["collapsed"] and self.collapsed_at is None:
             self.collapsed_at = epoch + 1
-            self.collapse_note = (
-                f"collapsed at epoch {epoch + 1}: embedding std x sqrt(d) {row['embed_std_ratio']:.4f} "
-                f"< {COLLAPSE_STD_RATIO} (effective rank {row['embed_rank']:.2f})"
-                if math.isfinite(row["embed_std_ratio"]) else f"collapsed at epoch {epoch + 1}: embeddings not finite"
-            )
+            if not math.isfinite(row["embed_std_ratio"]):
+                why = "embeddings not finite"
+            elif row["embed_std_ratio"] < COLLAPSE_STD_RATIO:
+                why = f"embedding std x sqrt(d) {row['embed_std_ratio']:.4f} < {COLLAPSE_STD_RATIO} (effective rank {row['embed_rank']:.2f})"
+            else:
+                why = (f"teacher entropy {row['teacher_entropy']:.3f} nats > {UNIFORM_ENTROPY_FRACTION} x log K = "
+                       f"{UNIFORM_ENTROPY_FRACTION * max_entropy:.3f} (uniform outputs)")
+            self.collapse_note = f"collapsed at epoch {epoch + 1}: {why}"
         self.history[-1].update(row)
 
     def monitor_after_divergence(self, epoch: int) -> str:
