@@ -58,6 +58,7 @@ class DINOOptions(PretrainOptions):
     momentum: float = Field(0.996, ge=0, le=1, description="teacher EMA momentum at the start; rises to 1 on a cosine")
     local_crops: int = Field(8, ge=0, description="local (small) crops per image beside the 2 global crops")
     local_crop_scale_min: float = Field(0.05, gt=0, le=1, description="smallest area fraction of a local crop")
+    use_bn_in_head: bool = Field(False, description="BatchNorm after the head's hidden layers (an option of DINO's code)")
 
 
 DINO_OPTION_MODEL = DINOOptions.with_defaults(
@@ -98,11 +99,13 @@ class DINOHead(nn.Module):
     """``(B, in_dim) → (B, K)``: MLP (GELU) to a bottleneck, L2-normalized, then cosine to K unit prototypes
     (the weight-normalized last layer with its norm fixed to 1). ``bottleneck(x)`` is the normalized (B, proj_dim)."""
 
-    def __init__(self, in_dim: int, hidden_dim: int, bottleneck_dim: int, out_dim: int):
+    def __init__(self, in_dim: int, hidden_dim: int, bottleneck_dim: int, out_dim: int, batch_norm: bool = False):
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, bottleneck_dim)
-        )
+
+        def hidden(d_in: int) -> list[nn.Module]:
+            return [nn.Linear(d_in, hidden_dim), *([nn.BatchNorm1d(hidden_dim)] if batch_norm else []), nn.GELU()]
+
+        self.mlp = nn.Sequential(*hidden(in_dim), *hidden(hidden_dim), nn.Linear(hidden_dim, bottleneck_dim))
         for m in self.mlp:
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -127,7 +130,8 @@ class DINOModel(nn.Module):
     def __init__(self, encoder: nn.Module, opts: dict[str, Any]):
         super().__init__()
         self.encoder = encoder
-        self.head = DINOHead(encoder.num_features, int(opts["proj_hidden_dim"]), int(opts["proj_dim"]), int(opts["out_dim"]))
+        self.head = DINOHead(encoder.num_features, int(opts["proj_hidden_dim"]), int(opts["proj_dim"]), int(opts["out_dim"]),
+                             bool(opts.get("use_bn_in_head", False)))
         self.teacher_encoder = copy.deepcopy(encoder)
         self.teacher_head = copy.deepcopy(self.head)
         for p in [*self.teacher_encoder.parameters(), *self.teacher_head.parameters()]:
