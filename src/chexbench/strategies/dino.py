@@ -18,7 +18,9 @@ a weight-normalized linear layer with its norm fixed to 1 (``norm_last_layer``) 
 ``out_dim`` prototypes. Departures: weight decay fixed (the paper raises it 0.04 → 0.4 on a
 cosine), no frozen last layer in the first epoch, the radiograph views of
 :mod:`chexbench.strategies.augment` instead of colour jitter and solarization.
-``centering = false`` exists to show collapse (the monitors must catch it).
+``centering = false`` exists to show collapse (the monitors must catch it). ``use_bn_in_head``
+(an option of DINO's code, off by default as for their ViTs) puts BatchNorm after the head's
+hidden layers; at CPU scale it is what keeps the teacher from collapsing (docs/SELF_SUPERVISED.md).
 """
 
 from __future__ import annotations
