@@ -1,6 +1,7 @@
 """DINO and MAE at the CPU budget of the smoke grid's tables, on phantom radiographs: each records
 its collapse monitors every epoch, the DINO table's run is not marked collapsed, and DINO without
-centring is.
+centring is (with the table's BatchNorm head that took more than 2 epochs on this phantom and 2 on
+the held-out one; without it, one epoch).
 
 The linear-probe comparison with scratch is measured, not asserted: on the development phantom
 (seed 0) both beat scratch (+0.027, +0.026 macro AUROC), on the held-out phantom 11 neither does
@@ -43,6 +44,8 @@ def test_dino_and_mae_at_the_smoke_budget_record_monitors_and_dino_without_centr
         assert monitored["epoch"].tolist() == list(range(smoke_options(name)["pretrain_epochs"])), name
         assert rec.extra["pretrain_collapsed_at_epoch"] is None, (name, rec.notes)
         assert monitored["teacher_entropy"].notna().all() == (name == "dino")
-    rec, hist = pretrain("dino", {**smoke_options("dino"), "centering": False, "pretrain_epochs": 2}, ctx)
+    # without centring (and without the BatchNorm head, which delays it past 2 epochs here) the teacher's
+    # output is one prototype for every image within the first epoch (measured: collapsed at epoch 1)
+    rec, hist = pretrain("dino", {**smoke_options("dino"), "centering": False, "use_bn_in_head": False, "pretrain_epochs": 2}, ctx)
     assert rec.extra["pretrain_collapsed_at_epoch"] is not None
     assert any(n.startswith("collapsed at epoch") for n in rec.notes)
