@@ -201,3 +201,26 @@ def test_no_two_pretraining_runs_look_alike(tmp_path):
         colors = {line.get_label(): str(line.get_color()) for line in ax.get_lines()}
         simclr = [c for name, c in colors.items() if name.startswith("SimCLR")]
         assert len(simclr) == 3 and len(set(simclr)) == 1  # the method keeps its colour across backbones
+
+
+def test_pretraining_figure_shows_the_collapse_monitors_and_marks_collapsed_epochs(tmp_path):
+    import pandas as pd
+
+    rows = []
+    for run, strategy, ratios, entropy in (("h", "dino", [0.5, 0.4, 0.45], [2.0, 2.1, 2.2]), ("c", "dino", [0.2, 0.004, 0.0], [1.0, 0.05, 0.0]),
+                                           ("s", "simclr", [0.3, 0.3, 0.3], [float("nan")] * 3)):
+        rows += [{"run_id": run, "strategy": strategy, "backbone": "vit_tiny", "epoch": e, "step": e + 1, "loss": 3.0 - e,
+                  "probe_auroc": float("nan"), "embed_std_ratio": r, "embed_rank": 5.0 - e, "feature_std_ratio": 0.2,
+                  "feature_rank": 9.0, "teacher_entropy": h, "collapsed": r < 0.01} for e, (r, h) in enumerate(zip(ratios, entropy, strict=True))]
+    seen = {}
+    mp = pytest.MonkeyPatch()
+    mp.setattr(plots, "save_figure", lambda fig, path: seen.setdefault("axes", [a for a in fig.axes if a.get_visible()]))
+    plots.pretrain_curves(pd.DataFrame(rows), tmp_path / "pretrain.png")
+    mp.undo()
+    titles = [ax.get_title() for ax in seen["axes"]]
+    assert titles == ["Self-supervised pretraining loss", "Embedding spread (collapse → 0)", "Embedding effective rank", "DINO teacher entropy"]
+    spread = seen["axes"][1]
+    crosses = [line for line in spread.get_lines() if line.get_marker() == "x"]
+    assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [2, 3]  # run "c", epochs 2 and 3 (1-based)
+    curves = [line for line in seen["axes"][3].get_lines() if len(line.get_xdata()) and line.get_marker() != "x"]
+    assert len(curves) == 2  # the two DINO runs only

@@ -96,7 +96,7 @@ def tiny_cell(strategy: str, backbone: str = "resnet_tiny", size: int = 32, **op
         "pretrain_warmup_epochs": 0.0,  # the family recipes' 10 or 40 warmup epochs do not fit a tiny run (refused)
         **options,
     }
-    if strategy != "simclr":
+    if strategy.startswith("moco"):  # the queue of MoCo's strategies (the others have none)
         opts.setdefault("queue_size", 40)
     return CellConfig(
         strategy=strategy,

@@ -14,7 +14,7 @@ from chexbench.backbones.base import load_checkpoint
 from chexbench.core.context import NullProgress, RunContext
 from chexbench.core.errors import WeightsError
 from chexbench.registry import BACKBONES, STRATEGIES
-from chexbench.strategies.pretrain import HISTORY_COLUMNS, run_id_of
+from chexbench.strategies.pretrain import HISTORY_COLUMNS, MONITOR_COLUMNS, run_id_of
 
 
 class KillAfterEpochs(NullProgress):
@@ -79,7 +79,7 @@ def test_pretrain_once_transfer_exactly_and_reuse(strategy: str, fake_source, ct
     assert all(torch.equal(a, b) for a, b in zip(bb.model.state_dict().values(), bb2.model.state_dict().values(), strict=True))
     # the loss curve is stored in the results dir with its columns, the last row of an epoch carrying the probe
     hist = pd.read_parquet(ctx.results_dir / "pretrain" / f"{rec.pretrain_run}.parquet")
-    assert tuple(hist.columns) == HISTORY_COLUMNS and len(hist) == 3
+    assert tuple(hist.columns) == HISTORY_COLUMNS + MONITOR_COLUMNS and len(hist) == 3
     assert hist["step"].tolist() == [1, 2, 3] and hist["probe_auroc"].notna().tolist() == [False, False, True]
 
     # the encoder does not fit another architecture: the error names the keys

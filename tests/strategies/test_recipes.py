@@ -122,3 +122,20 @@ def test_the_report_names_the_comparison_for_each_study_question() -> None:
 def test_the_study_section_holds_when_no_conv_stem_vit_is_in_the_results() -> None:
     ok = pd.DataFrame([_record("mocov2", "vit_b16", 0.1, {}), _record("scratch", "resnet50", 0.1, {})])
     assert "not in these results" in study_questions_section(ok)
+
+
+def test_dino_mae_byol_in_the_full_grid_take_their_papers_recipe_per_family_and_mae_skips_non_patchify(full) -> None:
+    dino_vit = STRATEGIES.get("dino").resolved_options(_cell(full, "dino", "vit_b16").cell)
+    dino_rn = STRATEGIES.get("dino").resolved_options(_cell(full, "dino", "resnet50").cell)
+    # DINO (Caron et al. 2021): ViT AdamW 5e-4 · B/256, wd 0.04, τ_t 0.04 → 0.07 over 30 epochs; ResNet-50 SGD 0.03, wd 1e-4
+    assert {k: dino_vit[k] for k in RECIPE_KEYS} == {
+        "pretrain_optimizer": "adamw", "pretrain_lr": 5e-4, "pretrain_weight_decay": 0.04, "pretrain_warmup_epochs": 10.0}
+    assert (dino_vit["teacher_temp"], dino_vit["warmup_teacher_temp_epochs"], dino_vit["crop_scale_min"]) == (0.07, 30.0, 0.4)
+    assert (dino_rn["pretrain_optimizer"], dino_rn["pretrain_lr"], dino_rn["crop_scale_min"]) == ("sgd", 0.03, 0.14)
+    assert dino_vit["out_dim"] == 65536 and dino_vit["local_crops"] == 8 and dino_vit["centering"] is True
+    mae = STRATEGIES.get("mae").resolved_options(_cell(full, "mae", "vit_b16").cell)
+    assert (mae["mask_ratio"], mae["decoder_depth"], mae["decoder_dim"], mae["pretrain_weight_decay"]) == (0.75, 8, 512, 0.05)
+    for backbone in ("resnet50", "vit_b16_convstem"):
+        assert _cell(full, "mae", backbone).status == "skipped"
+    byol = STRATEGIES.get("byol").resolved_options(_cell(full, "byol", "resnet50").cell)
+    assert (byol["momentum"], byol["proj_dim"], byol["pred_hidden_dim"]) == (0.996, 256, 4096)

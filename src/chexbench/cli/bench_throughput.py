@@ -30,13 +30,20 @@ def bench_throughput_cmd(
     output: Annotated[Path | None, typer.Option(help="PERFORMANCE.md to update (default: docs/PERFORMANCE.md)")] = None,
     note: Annotated[str, typer.Option(help="a remark recorded with the numbers (e.g. the machine was busy)")] = "",
 ) -> None:
-    """Fine-tune / linear / SimCLR / MoCo step rates and the loader's rate; written to docs/PERFORMANCE.md."""
+    """Fine-tune / linear / SimCLR / MoCo / BYOL / DINO / MAE step rates and the loader's rate; written to docs/PERFORMANCE.md."""
     # lazy: keeps chexbench --help fast
     import torch
 
     from chexbench.core.context import resolve_device
     from chexbench.perf.record import record_section
-    from chexbench.perf.throughput import MODES, PLAIN_MODES, markdown, measure_loader, measure_mode
+    from chexbench.perf.throughput import (
+        MODES,
+        PLAIN_MODES,
+        markdown,
+        measure_loader,
+        measure_mode,
+        mode_invalid_reason,
+    )
 
     dev = resolve_device(device)
     if threads > 0:
@@ -61,6 +68,9 @@ def bench_throughput_cmd(
         console.print(f"  loader:{kind}: {rows[-1].images_per_second:,.0f} images/s")
     for b in backbones:
         for m in modes:
+            if (why := mode_invalid_reason(m, b)) is not None:
+                console.print(f"  {b} {m}: skipped ({why})")
+                continue
             rows.append(measure_mode(m, b, bs, size, dev, steps, warmup, compile_step))
             console.print(f"  {b} {m}: {rows[-1].images_per_second:,.0f} images/s, peak {rows[-1].peak_memory_mb:,.0f} MB")
     body = markdown(rows)

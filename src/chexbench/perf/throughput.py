@@ -6,6 +6,9 @@ For one backbone at one batch size and image size this measures images/s and pea
 - ``linear``: frozen-backbone feature extraction (no grad, eval mode);
 - ``simclr``: one SimCLR step (two views through encoder + projector, NT-Xent, backward, step);
 - ``mocov2``: one MoCo-v2 step (query + momentum key encoder, queue, InfoNCE, backward, step);
+- ``byol``, ``dino``, ``mae``: one step of that method, its views drawn as a run draws them
+  (DINO: 2 global + its default 8 local crops; MAE: one crop, 75 % of patches masked; ViTs
+  with a patchify stem only), the strategy's defaults under the backbone family's recipe;
 
 each with the fast path of the run on CUDA (bf16 autocast, channels_last, fused AdamW,
 optional ``torch.compile``), plus the loader: uint8 rows gathered from a memory-mapped cache,
@@ -43,11 +46,14 @@ from chexbench.core.optim import build_optimizer, optimizer_implementation
 from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
 from chexbench.strategies.augment import ViewAugment, light_augment, view_pair
 
-MODES = ("finetune", "linear", "simclr", "mocov2")
+MODES = ("finetune", "linear", "simclr", "mocov2", "byol", "dino", "mae")
+#: the modes that are one pretraining step of the strategy of that name
+PRETRAIN_MODES = ("simclr", "mocov2", "byol", "dino", "mae")
 #: a textbook PyTorch loop of the same model for the harness's own modes (the ratio says what the harness costs)
 PLAIN_MODES = ("plain:finetune", "plain:linear")
 #: which loader feeds which mode
-LOADER_OF_MODE = {"finetune": "light", "linear": "plain", "simclr": "views", "mocov2": "views"}
+LOADER_OF_MODE = {"finetune": "light", "linear": "plain", "simclr": "views", "mocov2": "views", "byol": "views", "dino": "views",
+                  "mae": "views"}
 JSON_MARK = "throughput-json"
 
 
@@ -137,6 +143,15 @@ def contrastive_model(mode: str, backbone: Any, batch_size: int, gen: torch.Gene
     return model, opts
 
 
+def mode_invalid_reason(mode: str, backbone_name: str) -> str | None:
+    """Why ``mode`` cannot run on ``backbone_name`` (MAE on a CNN or a conv stem), or None."""
+    if mode not in PRETRAIN_MODES:
+        return None
+    from types import SimpleNamespace
+
+    return STRATEGIES.get(mode).invalid_reason(SimpleNamespace(backbone=backbone_name))
+
+
 def _contrastive_step(mode: str, backbone: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, compile_step: bool, gen: torch.Generator) -> Callable[[], Any]:
 
     model, opts = contrastive_model(mode, backbone, batch_size, gen)
@@ -145,11 +160,17 @@ def _contrastive_step(mode: str, backbone: torch.nn.Module, batch_size: int, ima
         model = model.to(memory_format=torch.channels_last)
     loss_fn = _maybe_compile(model.loss, compile_step)
     opt = STRATEGIES.get(mode).build_optimizer(model, opts, device)  # the strategy's pretraining optimizer
-    v1, v2 = _fake_batch(batch_size, image_size, device, gen), _fake_batch(batch_size, image_size, device, gen)
+    if hasattr(model, "make_views"):  # the method's own views (DINO's multi-crop, MAE's one crop), drawn once
+        from chexbench.strategies.pretrain import view_augment
+
+        x01 = torch.rand(batch_size, 1, image_size, image_size, generator=gen).to(device)
+        views = model.make_views(x01, view_augment(opts), gen, (0.5, 0.25))
+    else:
+        views = (_fake_batch(batch_size, image_size, device, gen), _fake_batch(batch_size, image_size, device, gen))
 
     def step() -> None:
         with autocast(device):
-            loss = loss_fn(v1, v2, 0.5, gen)
+            loss = loss_fn(*views, 0.5, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -290,7 +311,11 @@ def recorded_measurements(text: str) -> list[Measurement]:
 # -- GPU-hours estimate ----------------------------------------------------------------------
 #: the issue's H100 targets (224 px, bf16), used when no GPU measurement is recorded
 H100_TARGETS = {"resnet50": 5000.0, "vit_b16": 3000.0, "vit_b16_convstem": 3000.0}
-TARGET_RATIO = {"finetune": 1.0, "linear": 3.0, "simclr": 0.5, "mocov2": 0.7}
+#: byol, dino, mae have no target of the issue: rough ratios from their work per image relative to one
+#: fine-tuning pass (BYOL: 2 online passes + 2 forward-only target passes; DINO: 2 global + 8 local crops
+#: at (96/224)² the pixels, + 2 teacher forwards; MAE: the encoder on 25 % of the tokens, He et al. 2022
+#: report ≥ 3× faster pretraining than the full-token encoder) — used only when nothing is measured
+TARGET_RATIO = {"finetune": 1.0, "linear": 3.0, "simclr": 0.5, "mocov2": 0.7, "byol": 0.4, "dino": 0.25, "mae": 2.0}
 #: train-split images per dataset (frontal views), for datasets whose size is not in the cell
 NOMINAL_TRAIN_IMAGES = {"chexpert": 191_229, "nih": 86_524, "indiana": 3_300}
 #: the pretraining pool the benchmarked contrastive models are built for (the default pretrain_source's)
@@ -362,10 +387,10 @@ def _train_images(cell: Any) -> int:
 
 
 def pretrain_mode(strategy: Any) -> str | None:
-    """The benchmarked pretraining mode (``simclr``, ``mocov2``) whose step ``strategy`` runs: the
+    """The benchmarked pretraining mode (:data:`PRETRAIN_MODES`) whose step ``strategy`` runs: the
     strategy is it, or derives from it (top-K variants, aliases); None for another method."""
 
-    for mode in ("simclr", "mocov2"):
+    for mode in PRETRAIN_MODES:
         if isinstance(strategy, type(STRATEGIES.get(mode))):
             return mode
     return None

@@ -39,6 +39,8 @@ from chexbench.reports.calibration import cell_calibration, cell_ece_replicates
 
 SKIPPED_COLUMNS = ("cell_id", "grid", "strategy", "backbone", "dataset", "protocol", "label_fraction", "seed", "reason")
 PRETRAIN_COLUMNS = ("run_id", "strategy", "backbone", "epoch", "step", "loss", "probe_auroc")
+#: the collapse monitors (chexbench.strategies.pretrain.MONITOR_COLUMNS): NaN in logs written before them
+PRETRAIN_MONITOR_COLUMNS = ("embed_std_ratio", "embed_rank", "feature_std_ratio", "feature_rank", "teacher_entropy", "collapsed")
 CONFIG_AXES = ("dataset", "protocol", "label_fraction", "backbone", "strategy")
 SUPERSEDED_COLUMNS = ("cell_id", "kept_cell_id", "configuration_hash", "strategy", "backbone", "dataset", "protocol",
                       "label_fraction", "seed", "created_at", "kept_created_at")
@@ -117,9 +119,9 @@ def read_pretrain(root: Path) -> pd.DataFrame:
         missing = [c for c in PRETRAIN_COLUMNS if c not in df.columns]
         if missing:
             raise DataError(f"{f}: missing column(s) {', '.join(missing)}")
-        frames.append(df[list(PRETRAIN_COLUMNS)])
+        frames.append(df.reindex(columns=[*PRETRAIN_COLUMNS, *PRETRAIN_MONITOR_COLUMNS]))
     if not frames:
-        return pd.DataFrame(columns=list(PRETRAIN_COLUMNS))
+        return pd.DataFrame(columns=[*PRETRAIN_COLUMNS, *PRETRAIN_MONITOR_COLUMNS])
     return pd.concat(frames, ignore_index=True)
 
 

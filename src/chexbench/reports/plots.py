@@ -326,14 +326,26 @@ PRETRAIN_LINE_STYLES = ("-", "--", ":", "-.")
 PRETRAIN_RUN_MARKERS = (None, "s", "^", "D", "v", "x")
 
 
+#: the collapse monitors drawn under the loss: (column, y label, title)
+MONITOR_PANELS = (
+    ("embed_std_ratio", "std of normalized embedding × √d", "Embedding spread (collapse → 0)"),
+    ("embed_rank", "effective rank", "Embedding effective rank"),
+    ("teacher_entropy", "teacher entropy (nats)", "DINO teacher entropy"),
+)
+
+
 def pretrain_curves(pretrain: pd.DataFrame, path: Path) -> Path | None:
-    """Pretraining loss vs optimizer step per run (and the kNN-probe AUROC vs epochs completed)."""
+    """Pretraining loss vs optimizer step per run (and the kNN-probe AUROC vs epochs completed); under them,
+    where the logs hold them, the collapse monitors per epoch (a collapsed epoch marked ×)."""
     if pretrain.empty:
         return None
     plt = _pyplot()
 
     has_probe = pretrain["probe_auroc"].notna().any()
-    fig, axes = plt.subplots(1, 2 if has_probe else 1, figsize=(10 if has_probe else 5.5, 3.6), squeeze=False)
+    panels = [p for p in MONITOR_PANELS if p[0] in pretrain.columns and pretrain[p[0]].notna().any()]
+    cols = max(2 if has_probe else 1, len(panels))
+    rows = 2 if panels else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
     colors = strategy_colors(pretrain["strategy"])
     # colour: the method; line style: the backbone; marker: further runs of the same pair
     # (another pretraining seed or option), so that no two runs look alike
@@ -351,6 +363,12 @@ def pretrain_curves(pretrain: pd.DataFrame, path: Path) -> Path | None:
             gp = g[g["probe_auroc"].notna()]
             # the history's epoch is 0-based and the probe runs at the end of it
             axes[0][1].plot(gp["epoch"] + 1, gp["probe_auroc"], marker=marker or "o", ms=4, label=name, **style)
+        for ax, (col, _, _) in zip(axes[1] if panels else [], panels, strict=False):
+            gm = g[g[col].notna()]
+            ax.plot(gm["epoch"] + 1, gm[col], marker=marker or "o", ms=4, **style)
+            bad = gm[gm["collapsed"].fillna(False).astype(bool)] if "collapsed" in gm else gm.iloc[:0]
+            if len(bad):
+                ax.plot(bad["epoch"] + 1, bad[col], linestyle="none", marker="x", ms=9, mew=2, color=colors[strategy])
     axes[0][0].set_xlabel("optimizer step")
     axes[0][0].set_ylabel("pretraining loss")
     axes[0][0].set_title("Self-supervised pretraining loss", fontsize=10)
@@ -358,7 +376,19 @@ def pretrain_curves(pretrain: pd.DataFrame, path: Path) -> Path | None:
         axes[0][1].set_xlabel("epochs completed")
         axes[0][1].set_ylabel("kNN-probe AUROC (validation)")
         axes[0][1].set_title("Probe during pretraining", fontsize=10)
-    for ax in axes[0]:
+    for ax, (col, ylabel, title) in zip(axes[1] if panels else [], panels, strict=False):
+        ax.set_xlabel("epochs completed")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        if col == "embed_std_ratio":  # the rule is the pretraining run's (its meta.json states it); × marks its verdict
+            ax.set_yscale("symlog", linthresh=0.01)
+            ax.text(0.01, 0.98, "× collapsed epoch (docs/SELF_SUPERVISED.md)", transform=ax.transAxes, va="top", fontsize=7, color="0.3")
+    used = {(0, 0)} | ({(0, 1)} if has_probe else set()) | {(1, i) for i in range(len(panels))}
+    for r in range(rows):
+        for c in range(cols):
+            if (r, c) not in used:
+                axes[r][c].set_visible(False)
+    for ax in [a for row in axes for a in row if a.get_visible()]:
         _count_axis(ax)  # steps and epochs are counts
         ax.grid(alpha=0.3)
     handles, names = axes[0][0].get_legend_handles_labels()

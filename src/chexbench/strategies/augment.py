@@ -92,8 +92,10 @@ def random_resized_crop(
     max_rotation_deg: float = 0.0,
     flip_p: float = 0.0,
     generator: torch.Generator | None = None,
+    out_size: int | None = None,
 ) -> torch.Tensor:
-    """Per-sample random resized crop (+ rotation, flip) of ``x`` (B, C, H, W), output same size.
+    """Per-sample random resized crop (+ rotation, flip) of ``x`` (B, C, H, W), output the same size
+    or ``out_size``² (DINO's small local crops).
 
     The crop covers a fraction ``scale`` of the area with aspect ``ratio`` and lies inside
     the image (Szegedy et al. 2015's crop, as in SimCLR), done as one bilinear affine warp.
@@ -111,7 +113,8 @@ def random_resized_crop(
     mat = torch.stack(
         [torch.stack([w * cos * flip, -h * sin, cx], 1), torch.stack([w * sin * flip, h * cos, cy], 1)], 1
     )  # (B, 2, 3): output coordinates → input sampling coordinates
-    grid = F.affine_grid(mat.to(x.dtype), list(x.shape), align_corners=False)
+    shape = list(x.shape) if out_size is None else [*x.shape[:2], out_size, out_size]
+    grid = F.affine_grid(mat.to(x.dtype), shape, align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -153,10 +156,12 @@ def contrastive_view(
     aug: ViewAugment,
     generator: torch.Generator | None = None,
     normalize: tuple[float, float] = (0.5, 0.25),
+    out_size: int | None = None,
 ) -> torch.Tensor:
-    """One augmented view of a batch ``x01`` (B, 1, H, W) in [0, 1] → normalized (B, 1, H, W)."""
+    """One augmented view of a batch ``x01`` (B, 1, H, W) in [0, 1] → normalized (B, 1, H, W),
+    or (B, 1, ``out_size``, ``out_size``)."""
     b, dev = x01.shape[0], x01.device
-    x = random_resized_crop(x01, aug.crop_scale, aug.crop_ratio, aug.max_rotation_deg, aug.flip_p, generator)
+    x = random_resized_crop(x01, aug.crop_scale, aug.crop_ratio, aug.max_rotation_deg, aug.flip_p, generator, out_size)
     x = adjust_intensity(x, aug.brightness, aug.contrast, aug.gamma, generator)
     if aug.blur_p > 0:
         scale = x.shape[-1] / 224

@@ -9,7 +9,7 @@ seed. Every cell needing that run reuses it. Layout of ``ctx.pretrain_dir / run_
                     optimizer, scheduler, RNG states, epoch, step, history → resume after a kill
     encoder.pt      the final encoder state dict (what cells load, strictly)
     meta.json       key, steps, epochs, pool size, notes, throughput
-    history.parquet loss curve and probe history (also copied to results_dir/pretrain/)
+    history.parquet loss curve, probe history and collapse monitors (also copied to results_dir/pretrain/)
     done            marker written last
 
 A file lock on ``pretrain.lck`` (:mod:`chexbench.core.lock`: cross-host, stale-lock recovery)
@@ -17,6 +17,11 @@ makes concurrent shards wait for one another instead of pretraining the same run
 under torchrun the ranks pretrain together and rank 0 alone writes. The probe: every ``probe_every`` epochs a weighted kNN classifier
 (Wu et al. 2018, k neighbours, weights exp(cos/0.07)) on frozen encoder features of a small
 labeled subset of the source's train split predicts its valid split; macro AUROC is stored.
+The collapse monitors (:mod:`chexbench.strategies.monitors`): after every epoch, on a fixed
+set of up to ``MONITOR_IMAGES`` pool images (unaugmented), the spread and effective rank of
+the method's embedding (its ``monitor_outputs``, else the projection head's output, else the
+encoder's features) and of the encoder's features, and DINO's teacher entropy; the first
+collapsed epoch is stated in ``meta.json``, the notes and so the cell's record.
 """
 
 from __future__ import annotations
@@ -62,6 +67,12 @@ from chexbench.options import Options, options_model, validate_table
 from chexbench.registry import BACKBONES
 from chexbench.strategies.augment import ViewAugment, view_pair
 from chexbench.strategies.base import InitRecord, Strategy
+from chexbench.strategies.monitors import (
+    COLLAPSE_STD_RATIO,
+    UNIFORM_ENTROPY_FRACTION,
+    is_collapsed,
+    monitor_row,
+)
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
@@ -70,6 +81,10 @@ if TYPE_CHECKING:
 
 #: columns of ``results_dir/pretrain/<run_id>.parquet``
 HISTORY_COLUMNS = ("run_id", "strategy", "backbone", "epoch", "step", "loss", "probe_auroc")
+#: the collapse monitors, on the last history row of each epoch (NaN elsewhere and in older runs)
+MONITOR_COLUMNS = ("embed_std_ratio", "embed_rank", "feature_std_ratio", "feature_rank", "teacher_entropy", "collapsed")
+#: pool images the monitors embed after each epoch (fixed at setup, unaugmented)
+MONITOR_IMAGES = 256
 
 
 class PretrainOptions(Options):
@@ -127,6 +142,11 @@ COMMON_OPTIONS_HELP: dict[str, str] = {
 LOG_POINTS_PER_EPOCH = 4
 
 
+def own_option_help(model: type[PretrainOptions]) -> dict[str, str]:
+    """``{option: description}`` of the options ``model`` adds to :class:`PretrainOptions` (their meanings, declared once)."""
+    return {k: str(f.description) for k, f in model.model_fields.items() if k not in PretrainOptions.model_fields}
+
+
 def run_id_of(key: dict[str, Any]) -> str:
     """Short hash of a pretraining key (canonical JSON)."""
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -150,7 +170,10 @@ class PretrainStrategy(Strategy):
     ``build_model(encoder, opts, pool_size, generator)`` returns a module with an ``encoder``
     attribute (the :class:`Backbone` whose weights are transferred) and
     ``loss(view1, view2, progress, generator)`` (``progress`` in [0, 1] along the run), plus
-    notes for the record.
+    notes for the record. A model that needs other views than a pair (DINO's multi-crop, MAE's
+    one view) has ``make_views(x01, aug, generator, normalize)`` returning the tuple of
+    arguments that ``loss`` takes before ``progress``; one with its own collapse read-out has
+    ``monitor_outputs(x)`` returning ``{"embedding": (B, D)[, "teacher_entropy": float, "max_entropy": log K]}``.
     """
 
     option_model: ClassVar[type[Options]] = PretrainOptions
@@ -247,6 +270,7 @@ class PretrainStrategy(Strategy):
                 "pretrain_seed_mode": "per_seed" if cell.settings.pretrain_seed == "per_seed" else "shared",
                 "pretrain_final_loss": meta.get("final_loss"),
                 "pretrain_final_probe_auroc": meta.get("final_probe_auroc"),
+                "pretrain_collapsed_at_epoch": meta.get("collapsed_at_epoch"),  # None: healthy (or made before monitors)
                 "pretrain_test_patients_shared": leaked,  # > 0 only under allow_leakage
             },
         )
@@ -365,6 +389,11 @@ class PretrainRun:
         self.sched = warmup_cosine(self.opt, self.total, self.schedule.warmup_steps)
         self.aug = view_augment(opts)
         self.probe = _ProbeData.build(cell, opts) if int(opts["probe_every"]) > 0 else None
+        # the monitor set comes from its own generator: the training stream is the same with or without it
+        pick = torch.randperm(n, generator=torch.Generator().manual_seed(st.pretrain_seed))[:MONITOR_IMAGES]
+        self.monitor_images = self.images[np.sort(pick.numpy())]
+        self.collapsed_at: int | None = None
+        self.collapse_note = ""
         if self.probe is not None and self.probe.note:
             self.notes.append(self.probe.note)
 
@@ -386,13 +415,19 @@ class PretrainRun:
         if self.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
         self.start_epoch, self.step, self.history = int(ckpt["epoch"]), int(ckpt["step"]), list(ckpt["history"])
+        self.collapsed_at, self.collapse_note = ckpt.get("collapsed_at"), str(ckpt.get("collapse_note", ""))
         self.notes.append(f"resumed from epoch {self.start_epoch} (step {self.step})")
 
     def run(self) -> None:
         self.resume()
         self.ctx.progress.start(f"pretrain {self.strategy.name} {self.run_id}", self.total - self.step)
         for epoch in range(self.start_epoch, self.epochs):
-            self.train_epoch(epoch)
+            try:
+                self.train_epoch(epoch)
+            except T.DivergedError as e:  # a loss that left the numbers: what did the embeddings do?
+                raise T.DivergedError(f"{e}; {self.monitor_after_divergence(epoch)}") from e
+            if D.is_main():
+                self.monitor(epoch)
             probe_every = int(self.opts["probe_every"])
             if D.is_main() and self.probe is not None and self.probe.ok and ((epoch + 1) % probe_every == 0 or epoch + 1 == self.epochs):
                 self.history[-1]["probe_auroc"] = self.probe.evaluate(
@@ -408,7 +443,8 @@ class PretrainRun:
         self.finish()
 
     def log_epoch(self, epoch: int) -> None:
-        """The epoch's mean loss, learning rate, throughput and kNN probe (when measured) to ``run_log``."""
+        """The epoch's mean loss, learning rate, throughput, kNN probe (when measured) and collapse
+        monitors (``monitor/*``: embedding std × √d, effective ranks, DINO's teacher entropy) to ``run_log``."""
         rows = [r for r in self.history if r["epoch"] == epoch]
         seen, seconds = self.images_seen - self._logged[0], self.t_train - self._logged[1]
         self._logged = (self.images_seen, self.t_train)
@@ -417,9 +453,58 @@ class PretrainRun:
                    "pretrain/images_per_second": seen / seconds if seconds > 0 else math.nan}
         if rows and not math.isnan(rows[-1]["probe_auroc"]):
             scalars["pretrain/probe_auroc"] = float(rows[-1]["probe_auroc"])
+        for key in ("embed_std_ratio", "embed_rank", "feature_std_ratio", "feature_rank", "teacher_entropy"):
+            value = rows[-1].get(key, math.nan) if rows else math.nan
+            if isinstance(value, int | float) and math.isfinite(value):
+                scalars[f"monitor/{key}"] = float(value)
         self.run_log.log_scalars(epoch, scalars)
 
     _logged: tuple[int, float] = (0, 0.0)  # (images_seen, t_train) at the last log_epoch
+
+    @torch.no_grad()
+    def monitor(self, epoch: int) -> None:
+        """The collapse monitors of the model after ``epoch``, onto its last history row; the first collapsed epoch noted."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            x = to_input(self.monitor_images, self.device, self.normalize)
+            with autocast(self.device, self.cell.settings.amp, self.fast.amp_dtype):
+                features = self.model.encoder(x).float()
+                if hasattr(self.model, "monitor_outputs"):
+                    out = self.model.monitor_outputs(x)
+                elif hasattr(self.model, "projector"):
+                    out = {"embedding": self.model.projector(self.model.encoder(x))}
+                else:
+                    out = {"embedding": features}
+            row = monitor_row(out["embedding"].float().cpu(), features.cpu())
+            row["teacher_entropy"] = float(out.get("teacher_entropy", math.nan))
+        finally:
+            self.model.train(was_training)
+        max_entropy = out.get("max_entropy")
+        row["collapsed"] = is_collapsed(row, max_entropy)
+        if row["collapsed"] and self.collapsed_at is None:
+            self.collapsed_at = epoch + 1
+            if not math.isfinite(row["embed_std_ratio"]):
+                why = "embeddings not finite"
+            elif row["embed_std_ratio"] < COLLAPSE_STD_RATIO:
+                why = f"embedding std x sqrt(d) {row['embed_std_ratio']:.4f} < {COLLAPSE_STD_RATIO} (effective rank {row['embed_rank']:.2f})"
+            else:
+                why = (f"teacher entropy {row['teacher_entropy']:.3f} nats > {UNIFORM_ENTROPY_FRACTION} x log K = "
+                       f"{UNIFORM_ENTROPY_FRACTION * max_entropy:.3f} (uniform outputs)")
+            self.collapse_note = f"collapsed at epoch {epoch + 1}: {why}"
+        self.history[-1].update(row)
+
+    def monitor_after_divergence(self, epoch: int) -> str:
+        """The collapse verdict on the diverged model (its embeddings are usually not finite any more), for the error."""
+        if not D.is_main():
+            return "monitors on rank 0"
+        if not self.history or self.history[-1]["epoch"] != epoch:  # no row of this epoch yet: one for the monitors
+            self.history.append(self._row(epoch, math.nan))
+        try:
+            self.monitor(epoch)
+        except (RuntimeError, ValueError) as e:  # e.g. an SVD that does not converge on huge values
+            return f"collapse monitors failed on the diverged model ({type(e).__name__})"
+        return self.collapse_note or "the embeddings had not collapsed"
 
     def train_epoch(self, epoch: int) -> None:
         """One pass over the pool in full batches; a history row every ``steps_per_epoch / LOG_POINTS_PER_EPOCH`` steps."""
@@ -448,11 +533,12 @@ class PretrainRun:
         """One optimizer step on the batch ``idx`` (two augmented views of each image); the loss averaged over
         ranks, on the device (not yet checked: :meth:`train_epoch` does, without waiting each step)."""
         x01 = to_input(self.images[idx], self.device, (0.0, 1.0))
-        v1, v2 = view_pair(x01, self.aug, self.gen, self.normalize)
+        make_views = getattr(self.model, "make_views", None)
+        views = make_views(x01, self.aug, self.gen, self.normalize) if make_views else view_pair(x01, self.aug, self.gen, self.normalize)
         if self.fast.channels_last:
-            v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+            views = tuple(_channels_last(v) for v in views)
         with autocast(self.device, self.cell.settings.amp, self.fast.amp_dtype):
-            loss = self.train_model(v1, v2, self.step / max(self.total - 1, 1), self.gen)
+            loss = self.train_model(*views, self.step / max(self.total - 1, 1), self.gen)
         loss_all = D.mean_over_ranks(loss.detach())  # every rank sees a divergence together
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -486,13 +572,16 @@ class PretrainRun:
             "step": self.step,
             "history": self.history,
             "pool_fingerprint": self.fingerprint,
+            "collapsed_at": self.collapsed_at,
+            "collapse_note": self.collapse_note,
         }
         if D.is_main():  # rank 0 alone writes; the others wait for it at the next collective
             atomic_torch_save(ckpt, self.checkpoint_path)
             self.write_history()
 
     def write_history(self) -> None:
-        frame = pd.DataFrame(self.history, columns=list(HISTORY_COLUMNS))
+        frame = pd.DataFrame(self.history, columns=[*HISTORY_COLUMNS, *MONITOR_COLUMNS])
+        frame["collapsed"] = frame["collapsed"].astype("boolean")  # NA on rows without monitors
         atomic_write_parquet(frame, self.run_dir / "history.parquet")
         atomic_write_parquet(frame, Path(self.ctx.results_dir) / "pretrain" / f"{self.run_id}.parquet")
 
@@ -526,9 +615,11 @@ class PretrainRun:
             "normalize": list(self.normalize),
             "optimizer": self.strategy.optimizer_record(self.opts),
             "schedule": self.schedule.record(),
-            "notes": self.notes,
+            "notes": self.notes + ([self.collapse_note] if self.collapse_note else []),
             "final_loss": losses[-1] if losses else None,
             "final_probe_auroc": probes[-1] if probes else None,
+            "collapsed_at_epoch": self.collapsed_at,
+            "collapse_rule": f"embedding std x sqrt(d) < {COLLAPSE_STD_RATIO} on {len(self.monitor_images)} pool images",
             "train_seconds_this_session": self.t_train,
             "images_per_second": self.images_seen / self.t_train if self.t_train > 0 else None,
             "device": str(self.device),
@@ -603,6 +694,14 @@ def knn_scores(bank: torch.Tensor, bank_targets: torch.Tensor, queries: torch.Te
     num = (w.unsqueeze(-1) * torch.nan_to_num(t) * known).sum(1)
     den = (w.unsqueeze(-1) * known).sum(1)
     return torch.where(den > 0, num / den.clamp(min=1e-12), torch.full_like(num, 0.5))
+
+
+def _channels_last(v: Any) -> Any:
+    if isinstance(v, torch.Tensor) and v.dim() == 4:
+        return v.contiguous(memory_format=torch.channels_last)
+    if isinstance(v, (list, tuple)):
+        return type(v)(_channels_last(t) for t in v)
+    return v
 
 
 def split_forward(module: nn.Module, x: torch.Tensor, splits: int) -> torch.Tensor:
