@@ -42,20 +42,26 @@ def score(
     seed: Annotated[int, typer.Option("--seed", help="seed of the resamples")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="write the table (.csv or .parquet)")] = None,
 ) -> None:
-    """Per-label and macro AUROC / AUPRC with patient-level bootstrap 95% intervals."""
+    """Per-label and macro AUROC / AUPRC with 95% intervals (logit scale, patient-bootstrap se, t quantile); ⚠ flags
+    a label with fewer than 10 positive test patients."""
     # lazy: keeps chexbench --help fast
-    from chexbench.reports.score import score_file, write_table
+    from chexbench.reports.score import MACRO, score_file, write_table
 
     _check(bootstrap, out)
     df = score_file(pred, bootstrap, seed)
-    table = Table(title=f"{pred.name}: 95% patient-level bootstrap ({bootstrap} resamples, seed {seed})")
-    for col in ("label", "pos / neg", "AUROC [95% CI]", "AUPRC [95% CI]", "degenerate", "note"):
+    table = Table(title=f"{pred.name}: 95% intervals, logit-t on the patient-level bootstrap se ({bootstrap} resamples, seed {seed})")
+    for col in ("label", "pos / neg", "pos patients", "AUROC [95% CI]", "AUPRC [95% CI]", "degenerate", "note"):
         table.add_column(col)
     for r in df.itertuples():
         counts = f"{int(r.n_pos)} / {int(r.n_neg)}"
-        table.add_row(str(r.label), counts, _ci(r.auroc, r.auroc_ci_low, r.auroc_ci_high),
-                      _ci(r.auprc, r.auprc_ci_low, r.auprc_ci_high), str(int(r.n_degenerate)), str(r.note))
+        pos_pat = "" if r.label == MACRO else str(int(r.n_pos_patients))
+        note = "; ".join(x for x in (str(r.flag), str(r.note)) if x)
+        table.add_row(str(r.label), counts, pos_pat, _ci(r.auroc, r.auroc_ci_low, r.auroc_ci_high),
+                      _ci(r.auprc, r.auprc_ci_low, r.auprc_ci_high), str(int(r.n_degenerate)), note)
     console.print(table)
+    if (df["flag"] != "").any():
+        console.print(f"⚠ {int((df['flag'] != '').sum())} row(s) rest on fewer than 10 positive test patients: read their "
+                      "intervals with care.", highlight=False, soft_wrap=True)
     if out is not None:
         console.print(f"wrote {write_table(df, out)}", highlight=False)
 
@@ -93,12 +99,19 @@ def compare(
                 continue
             if r.label == MACRO:
                 table.caption = f"macro: {r.note}; its DeLong p sums each image's influence over those labels"
-            table.add_row(str(r.label), _ci(r.auroc_a, r.auroc_a_ci_low, r.auroc_a_ci_high),
+            flag = " ⚠" if isinstance(r.flag, str) and r.flag else ""
+            table.add_row(str(r.label) + flag, _ci(r.auroc_a, r.auroc_a_ci_low, r.auroc_a_ci_high),
                           _ci(r.auroc_b, r.auroc_b_ci_low, r.auroc_b_ci_high), _delta(r.delta, r.delta_ci_low, r.delta_ci_high),
                           _p(r.p_value), _p(r.p_holm), _delta(r.auprc_delta, r.auprc_delta_ci_low, r.auprc_delta_ci_high),
                           _p(r.delong_p), _p(r.clustered_delong_p))
         console.print(table)
+        flagged = [f"{r.label}: {r.flag}" for r in df.itertuples() if isinstance(r.flag, str) and r.flag]
+        for line in flagged:
+            console.print(line, highlight=False, soft_wrap=True)
     console.print(c.family, highlight=False, soft_wrap=True)
+    console.print("Intervals: logit scale (AUROC) or Δ scale, patient-bootstrap se, Student-t quantile on min(positive, negative "
+                  "patients) − 1 df; p is that t test's, so the Δ interval excludes 0 exactly when p < 0.05 "
+                  "(docs/STATISTICS.md).", highlight=False, soft_wrap=True)
     console.print("DeLong treats images as independent (too narrow when patients hold several images); the clustered "
                   "variant (Obuchowski 1997) does not. The macro DeLong sums each image's influence over labels.",
                   highlight=False, soft_wrap=True)

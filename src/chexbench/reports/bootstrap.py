@@ -15,15 +15,20 @@ interval (the interval is conditional on both classes being present).
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 import numpy as np
 import pandas as pd
 
 from chexbench.core.auroc import SortedLabel
 from chexbench.core.errors import DataError
+from chexbench.reports.intervals import (
+    FEW_POSITIVE_PATIENTS,
+    class_df,
+    logit_t_interval,
+    macro_df,
+    macro_interval,
+)
 
 DEFAULT_N_BOOT = 2000
 DEFAULT_SEED = 0
@@ -102,10 +107,39 @@ class LabelScores:
     auroc_boot: np.ndarray  # (B,), NaN where the resample lost a class
     auprc_boot: np.ndarray
     reason: str = ""  # why the point estimate is undefined ("" when defined)
+    n_pos_patients: int = 0  # patients with at least one positive image of this label
+    n_neg_patients: int = 0  # patients with at least one negative image
 
     @property
     def defined(self) -> bool:
         return bool(np.isfinite(self.auroc))
+
+    @property
+    def df(self) -> float:
+        """Degrees of freedom of its AUROC variance (``intervals.class_df``)."""
+        return class_df(self.n_pos_patients, self.n_neg_patients)
+
+    @property
+    def k(self) -> int:
+        """The smaller class's patient count."""
+        return min(self.n_pos_patients, self.n_neg_patients)
+
+    @property
+    def few_positive_patients(self) -> bool:
+        """Fewer than ``FEW_POSITIVE_PATIENTS`` positive test patients: its interval rests on a handful."""
+        return self.n_pos_patients < FEW_POSITIVE_PATIENTS
+
+    def auroc_ci(self, level: float = CI_LEVEL) -> tuple[float, float]:
+        """The chosen AUROC interval (``intervals.logit_t_interval``)."""
+        if not self.defined:
+            return float("nan"), float("nan")
+        return logit_t_interval(self.auroc, self.auroc_boot, self.n_pos_patients, self.n_neg_patients, level)
+
+    def auprc_ci(self, level: float = CI_LEVEL) -> tuple[float, float]:
+        """AUPRC by the same method (its coverage was not simulated)."""
+        if not self.defined:
+            return float("nan"), float("nan")
+        return logit_t_interval(self.auprc, self.auprc_boot, self.n_pos_patients, self.n_neg_patients, level)
 
     @property
     def n_degenerate(self) -> int:
@@ -134,29 +168,6 @@ def percentile_ci(replicates: np.ndarray, level: float = CI_LEVEL) -> tuple[floa
     alpha = (1 - level) / 2
     lo, hi = np.quantile(r, [alpha, 1 - alpha])
     return float(lo), float(hi)
-
-
-def tail_rank(n: int, level: float = CI_LEVEL) -> int:
-    """Rank k of the lower bound of the paired interval on ``n`` finite replicates (Davison & Hinkley
-    1997 §5.2.1: the (n + 1)·α/2-th order statistic, strict), k = ⌈(n + 1)·α/2⌉ − 1 in exact arithmetic
-    so that a level of 0.95 means α/2 = 1/40, not the float 0.025000000000000022; ≤ 0 when n is too
-    small for an interval at this level."""
-    alpha_half = (1 - Fraction(level).limit_denominator(10**6)) / 2
-    return math.ceil((n + 1) * alpha_half) - 1
-
-
-def order_statistic_ci(replicates: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float]:
-    """Percentile interval [Δ_(k), Δ_(n+1−k)] of the finite replicates, k = :func:`tail_rank` (NaN, NaN
-    when k ≤ 0: fewer than 40 finite replicates for 95%). Paired Δ use it because it makes the
-    bootstrap p-value of :func:`chexbench.reports.compare.bootstrap_p_value` exact: the interval
-    excludes 0 exactly when that p < 1 − level."""
-    r = np.sort(np.asarray(replicates, dtype=float))
-    r = r[np.isfinite(r)]
-    n = len(r)
-    k = tail_rank(n, level)
-    if n == 0 or k <= 0:
-        return float("nan"), float("nan")
-    return float(r[k - 1]), float(r[n - k])
 
 
 def check_prediction_frame(df: pd.DataFrame, source: str) -> None:
@@ -216,21 +227,25 @@ def score_predictions(
         y = g["y_true"].to_numpy(dtype=float)
         n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
         n_pat = int(g["patient_id"].nunique())
+        pid = g["patient_id"].astype(str).to_numpy()
+        n_pos_pat, n_neg_pat = len(np.unique(pid[y == 1])), len(np.unique(pid[y == 0]))
         if n_pos == 0 or n_neg == 0:
             why = "no positive test image" if n_pos == 0 else "no negative test image"
-            out.labels[label] = _undefined(label, n_pos, n_neg, n_pat, n_boot, why)
+            out.labels[label] = _undefined(label, n_pos, n_neg, n_pat, n_boot, why, n_pos_pat, n_neg_pat)
             continue
         cluster = resamples.index_of(g["patient_id"].to_numpy())
         op = SortedLabel(y, g["y_score"].to_numpy(dtype=float), cluster, len(resamples.patient_ids))
         point_a, point_p = op.evaluate(np.ones((1, len(resamples.patient_ids))))
         boot_a, boot_p = op.evaluate(resamples.weights)
-        out.labels[label] = LabelScores(label, n_pos, n_neg, n_pat, float(point_a[0]), float(point_p[0]), boot_a, boot_p)
+        out.labels[label] = LabelScores(label, n_pos, n_neg, n_pat, float(point_a[0]), float(point_p[0]), boot_a, boot_p,
+                                        n_pos_patients=n_pos_pat, n_neg_patients=n_neg_pat)
     return out
 
 
-def _undefined(label: str, n_pos: int, n_neg: int, n_pat: int, n_boot: int, reason: str) -> LabelScores:
+def _undefined(label: str, n_pos: int, n_neg: int, n_pat: int, n_boot: int, reason: str, n_pos_pat: int = 0,
+               n_neg_pat: int = 0) -> LabelScores:
     nan = np.full(n_boot, np.nan)
-    return LabelScores(label, n_pos, n_neg, n_pat, float("nan"), float("nan"), nan, nan.copy(), reason)
+    return LabelScores(label, n_pos, n_neg, n_pat, float("nan"), float("nan"), nan, nan.copy(), reason, n_pos_pat, n_neg_pat)
 
 
 def macro_replicates(cell: CellScores, labels: list[str], metric: str = "auroc") -> np.ndarray:
@@ -244,3 +259,27 @@ def macro_replicates(cell: CellScores, labels: list[str], metric: str = "auroc")
 def macro_point(cell: CellScores, labels: list[str], metric: str = "auroc") -> float:
     vals = [getattr(cell.labels[k], metric) for k in labels]
     return float(np.mean(vals)) if vals else float("nan")
+
+
+def macro_df_of(cell: CellScores, labels: list[str], metric: str = "auroc") -> float:
+    """Satterthwaite degrees of freedom of the macro over ``labels`` (``intervals.macro_df``)."""
+    return macro_df([getattr(cell.labels[k], f"{metric}_boot") for k in labels], [cell.labels[k].df for k in labels])
+
+
+def macro_k(cell: CellScores, labels: list[str]) -> int:
+    return min((cell.labels[k].k for k in labels), default=0)
+
+
+def macro_ci(cell: CellScores, labels: list[str], metric: str = "auroc", level: float = CI_LEVEL) -> tuple[float, float]:
+    """The chosen macro interval (logit-t, Satterthwaite df over the labels)."""
+    if not labels:
+        return float("nan"), float("nan")
+    return macro_interval(macro_point(cell, labels, metric), macro_replicates(cell, labels, metric),
+                          [getattr(cell.labels[k], f"{metric}_boot") for k in labels],
+                          [cell.labels[k].df for k in labels], macro_k(cell, labels), level)
+
+
+def macro_delta_df(a: CellScores, b: CellScores, labels: list[str], metric: str = "auroc") -> float:
+    """Satterthwaite degrees of freedom of a paired macro Δ (A − B): each label's Δ-replicate variance on its df."""
+    return macro_df([getattr(a.labels[k], f"{metric}_boot") - getattr(b.labels[k], f"{metric}_boot") for k in labels],
+                    [a.labels[k].df for k in labels])

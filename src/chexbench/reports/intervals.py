@@ -1,0 +1,205 @@
+"""Interval methods for AUROC, macro AUROC and paired Δ, and the one chexbench uses.
+
+Every candidate works from the same patient-level bootstrap replicates (``bootstrap.py``), so the
+resamples stay shared between labels and cells. The candidates, compared by simulation
+(``chexbench bench coverage``, ``perf/coverage.py``; table in docs/STATISTICS.md):
+
+- ``percentile``: the 2.5 / 97.5 % quantiles of the replicates (Efron & Tibshirani 1993).
+- ``bca``: bias-corrected and accelerated percentile interval (Efron 1987), the acceleration from
+  each patient's empirical influence on the AUROC (Obuchowski's structural components summed per
+  patient, ``delong.auroc_influence``).
+- ``logit-z``: Wald interval on the logit scale, logit(Â) ± z · se / (Â (1 − Â)), se the standard
+  deviation of the bootstrap replicates (delta method), back-transformed: never leaves [0, 1] and is
+  asymmetric where the AUROC is near 1.
+- ``logit-t`` (**used**): the same with a Student-t quantile on ``df = min(positive patients,
+  negative patients) − 1`` degrees of freedom: the variance of an AUROC is estimated from the
+  smaller class, and with a handful of positive patients that estimate is itself noisy.
+- ``obuchowski-logit-z`` / ``-t``: the same on the logit scale with the clustered DeLong
+  (Obuchowski 1997) standard error instead of the bootstrap one.
+
+At a point estimate of exactly 1 (or 0: perfect separation) every resample is perfect too, so no
+variance is estimable; ``logit-t`` then gives [(α/2)^(1/k), 1] (or its mirror) with k = min(positive
+patients, negative patients): k disjoint (positive, negative) patient pairs are each ordered
+correctly with probability at most AUROC, independently, so perfect separation has probability at
+most AUROC^k and AUROC < (α/2)^(1/k) is rejected at one-sided level α/2.
+
+Macro AUROC: the same logit-t interval on the macro mean, with Welch–Satterthwaite degrees of
+freedom over its labels. Paired Δ (A − B, same patients): Δ ± t · se(Δ*), se from the shared
+replicates, df of the label (macro: Satterthwaite), and the two-sided p-value of the same t
+statistic, p = 2 · P(T_df ≥ |Δ| / se), so the interval excludes 0 exactly when p < 1 − level.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import expit, logit
+from scipy.stats import norm
+from scipy.stats import t as student_t
+
+CHOSEN = "logit-t"
+CANDIDATES = ("percentile", "bca", "logit-z", "logit-t", "obuchowski-logit-z", "obuchowski-logit-t")
+#: a label with fewer positive test patients than this is flagged in score, compare and the report
+FEW_POSITIVE_PATIENTS = 10
+
+
+def class_df(n_pos_patients: int, n_neg_patients: int) -> float:
+    """Degrees of freedom of one label's AUROC variance: min(positive, negative patients) − 1, at least 1."""
+    return float(max(min(int(n_pos_patients), int(n_neg_patients)) - 1, 1))
+
+
+def satterthwaite_df(variances: Sequence[float], dfs: Sequence[float]) -> float:
+    """Welch–Satterthwaite degrees of freedom of a sum of independent variance estimates (inf allowed)."""
+    v = np.asarray(variances, dtype=float)
+    d = np.asarray(dfs, dtype=float)
+    total = float(v.sum())
+    if not np.isfinite(total) or total <= 0:
+        return float(np.min(d)) if len(d) else float("nan")
+    denom = float(np.sum(np.where(np.isinf(d), 0.0, v**2 / np.where(np.isinf(d), 1.0, d))))
+    return float("inf") if denom == 0 else total**2 / denom
+
+
+def quantile(df: float, level: float) -> float:
+    """Two-sided critical value: Student-t on ``df`` degrees of freedom, normal when ``df`` is infinite."""
+    if not np.isfinite(df):
+        return float(norm.ppf(0.5 + level / 2))
+    return float(student_t.ppf(0.5 + level / 2, df))
+
+
+def _finite(replicates: np.ndarray) -> np.ndarray:
+    r = np.asarray(replicates, dtype=float)
+    return r[np.isfinite(r)]
+
+
+def replicate_sd(replicates: np.ndarray) -> float:
+    """Standard deviation of the finite replicates (NaN with fewer than two)."""
+    r = _finite(replicates)
+    return float(np.std(r, ddof=1)) if len(r) >= 2 else float("nan")
+
+
+def halfwidth(parts: Sequence[tuple[float, float]], level: float) -> float:
+    """Half-width √(Σ q(df_i)² v_i) of an interval from independent variance components (v_i, df_i),
+    each scaled by its own t quantile (one component: q · se). Used for seed-pooled means, where the
+    between-seed variance is estimated on S − 1 degrees of freedom and the test-sample variance on many."""
+    return float(np.sqrt(sum(quantile(df, level) ** 2 * v for v, df in parts if v > 0)))
+
+
+def logit_wald(point: float, se: float, df: float, level: float, k: int | None = None) -> tuple[float, float]:
+    """logit(point) ± q · se / (point (1 − point)), back-transformed. At a point of 0 or 1 the
+    perfect-separation bound on ``k`` class pairs (module docstring); NaN when nothing is defined."""
+    half = quantile(df, level) * se if np.isfinite(se) else float("nan")
+    return logit_interval(point, half, level, k)
+
+
+def logit_interval(point: float, half: float, level: float, k: int | None = None) -> tuple[float, float]:
+    """logit(point) ± half / (point (1 − point)) back-transformed (``half`` on the AUROC scale)."""
+    if not np.isfinite(point):
+        return float("nan"), float("nan")
+    alpha_half = (1 - level) / 2
+    if point >= 1 or point <= 0:
+        if not k or k < 1:
+            return float("nan"), float("nan")
+        bound = alpha_half ** (1 / k)
+        return (bound, 1.0) if point >= 1 else (0.0, 1 - bound)
+    if not np.isfinite(half):
+        return float("nan"), float("nan")
+    h = half / (point * (1 - point))
+    centre = float(logit(point))
+    return float(expit(centre - h)), float(expit(centre + h))
+
+
+def logit_t_interval(point: float, replicates: np.ndarray, n_pos_patients: int, n_neg_patients: int,
+                     level: float = 0.95) -> tuple[float, float]:
+    """The chosen per-label AUROC interval (``logit-t``): bootstrap se, t on min(class patients) − 1 df."""
+    k = min(int(n_pos_patients), int(n_neg_patients))
+    return logit_wald(point, replicate_sd(replicates), class_df(n_pos_patients, n_neg_patients), level, k)
+
+
+def macro_interval(point: float, replicates: np.ndarray, label_replicates: Sequence[np.ndarray],
+                   label_dfs: Sequence[float], k: int, level: float = 0.95) -> tuple[float, float]:
+    """Macro (mean over L labels) logit-t interval: se of the macro replicates, Satterthwaite df over
+    the labels' variances / L² (each on its own df); ``k`` the smallest class patient count of its
+    labels (used only at a macro of exactly 0 or 1)."""
+    return logit_wald(point, replicate_sd(replicates), macro_df(label_replicates, label_dfs), level, k)
+
+
+def macro_df(label_replicates: Sequence[np.ndarray], label_dfs: Sequence[float]) -> float:
+    """Satterthwaite degrees of freedom of a mean over labels from each label's replicates and df."""
+    if not label_replicates:
+        return float("nan")
+    variances = [replicate_sd(r) ** 2 for r in label_replicates]
+    variances = [v if np.isfinite(v) else 0.0 for v in variances]
+    return satterthwaite_df(variances, label_dfs)
+
+
+def t_interval_and_p(delta: float, se: float, df: float, level: float = 0.95) -> tuple[float, float, float]:
+    """(low, high, two-sided p) of Δ ± q · se with q the t quantile on ``df``; p = 2 P(T_df ≥ |Δ|/se)."""
+    return interval_and_p(delta, [(se**2 if np.isfinite(se) else float("nan"), df)], level)
+
+
+def interval_and_p(delta: float, parts: Sequence[tuple[float, float]], level: float = 0.95) -> tuple[float, float, float]:
+    """(low, high, two-sided p) of Δ ± :func:`halfwidth` (parts: (variance, df) components).
+
+    p is the level at which the half-width equals |Δ| (one component: 2 P(T_df ≥ |Δ|/se)), so the
+    interval excludes 0 exactly when p < 1 − level: both come from one comparison of |Δ| with the
+    half-width, and the float rounding at the boundary is settled by that comparison. All variances 0:
+    the interval is the point and p is 1 when Δ = 0, else NaN (no p from no variance)."""
+    nan = float("nan")
+    if not np.isfinite(delta) or any(not np.isfinite(v) or np.isnan(df) for v, df in parts):
+        return nan, nan, nan
+    half = halfwidth(parts, level)
+    if half <= 0:
+        return delta, delta, (1.0 if delta == 0 else nan)
+    live = [(v, df) for v, df in parts if v > 0]
+    if len(live) == 1:
+        v, df = live[0]
+        stat = abs(delta) / np.sqrt(v)
+        p = float(2 * (norm.sf(stat) if math.isinf(df) else student_t.sf(stat, df)))
+    elif delta == 0:
+        p = 1.0
+    else:
+        def excess(alpha: float) -> float:
+            return halfwidth(live, 1 - alpha) - abs(delta)
+        lo_alpha = 1e-12
+        p = lo_alpha if excess(lo_alpha) < 0 else float(brentq(excess, lo_alpha, 1 - 1e-12, xtol=1e-14, rtol=1e-12))
+    excludes = abs(delta) > half
+    alpha = float(1 - Fraction(level).limit_denominator(10**6))  # 0.05 exactly, not the float 1 - 0.95
+    if excludes and p >= alpha:
+        p = float(np.nextafter(alpha, 0))
+    elif not excludes and p < alpha:
+        p = alpha
+    return delta - half, delta + half, min(1.0, p)
+
+
+# ---- the other candidates (simulation only) -------------------------------------------------------------
+
+
+def percentile(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    r = _finite(replicates)
+    if len(r) == 0:
+        return float("nan"), float("nan")
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(r, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def bca(point: float, replicates: np.ndarray, patient_influence: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """BCa interval (Efron 1987) with acceleration a = Σ U³ / (6 (Σ U²)^{3/2}) from per-patient influence U."""
+    r = _finite(replicates)
+    if len(r) == 0 or not np.isfinite(point):
+        return float("nan"), float("nan")
+    below = (np.sum(r < point) + 0.5 * np.sum(r == point)) / len(r)
+    below = min(max(below, 0.5 / len(r)), 1 - 0.5 / len(r))
+    z0 = float(norm.ppf(below))
+    u = np.asarray(patient_influence, dtype=float)
+    s2 = float(np.sum(u**2))
+    a = float(np.sum(u**3) / (6 * s2**1.5)) if s2 > 0 else 0.0
+    alpha = (1 - level) / 2
+    zq = norm.ppf([alpha, 1 - alpha])
+    adj = norm.cdf(z0 + (z0 + zq) / (1 - a * (z0 + zq)))
+    lo, hi = np.quantile(r, adj)
+    return float(lo), float(hi)
