@@ -99,7 +99,7 @@ def test_adjustments_equal_statsmodels_and_skip_nan():
 def test_one_seed_interval_is_the_per_label_interval():
     rng = np.random.default_rng(2)
     reps = rng.normal(0.8, 0.01, 1000)
-    s = combine_seeds([0.8], [reps], df_test=12, k=13)
+    s = combine_seeds([0.8], [reps], df_test=12, k=13, factor_test=13 / 12)
     np.testing.assert_array_equal(s.replicates, reps)
     assert np.isnan(s.sd) and s.n_seeds == 1 and s.seed_var == 0
     assert (s.ci_low, s.ci_high) == pytest.approx(intervals.logit_t_interval(0.8, reps, 13, 200))
@@ -149,3 +149,21 @@ def test_seed_interval_covers_when_seed_variance_exceeds_test_variance():
     print(cov.to_string())
     assert (new >= 0.93).all(), new
     assert old[2] < 0.85, old  # the simulation does reproduce the former failure
+
+
+def test_pretraining_note_says_whether_pretraining_variance_is_in_the_interval():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from chexbench.reports.leaderboard import pretraining_note
+
+    ok = pd.DataFrame({"cell_id": ["a0", "a1", "b0", "b1", "s0", "o0"],
+                       "init_json": ['{"pretrain_run": "r1"}', '{"pretrain_run": "r2"}', '{"pretrain_run": "r9"}',
+                                     '{"pretrain_run": "r9"}', '{"source": "random"}', "not json"]})
+    results = SimpleNamespace(ok=ok, configurations={"A": {"settings.pretrain_seed": "per_seed"}, "B": {"settings.pretrain_seed": 0},
+                                                     "S": {}, "O": {}})
+    assert pretraining_note(results, "A", ["a0", "a1"]).startswith("included: each seed its own pretraining run (2 run(s) for 2")
+    assert pretraining_note(results, "B", ["b0", "b1"]) == "not included: 1 pretraining run(s) (pretrain_seed 0) shared by 2 seed(s)"
+    assert pretraining_note(results, "S", ["s0"]) == "no pretraining run"
+    assert pretraining_note(results, "O", ["o0"]) == "no pretraining run"  # an older record's unreadable init: no claim

@@ -45,7 +45,10 @@ def test_tiny_test_set_flags_unreliable_intervals(tmp_path):
         rec["eval_labels_json"] = json.dumps(["a", "b"])
         store.write(rec, pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "y_score", "split"]))
     text = write_report(tmp_path, n_boot=200, figures=False).read_text()
-    assert "| `simclr` | 0.000 [0.000, 0.000] ⚠ |" in text  # flagged; the 1-seed note is under the table, once
+    # one positive patient ordered below both negatives: AUROC 0, and the perfect-separation bound on k = 1
+    # patient pair, [0, 1 − 0.025], not the percentile interval's [0.000, 0.000]; flagged twice (degenerate
+    # resamples ⚠, fewer than 10 positive patients ⚑); the 1-seed note is under the table, once
+    assert "| `simclr` | 0.000 [0.000, 0.975] ⚠ ⚑ |" in text
     assert text.count("_Every row: 1 seed: seed variation not estimated") == 2  # leaderboard + per-label table
     assert "`b` is undefined on the test set — no positive test image (0 pos / 3 neg)" in text
     assert "no operating point" in text or "n/a" in text

@@ -82,7 +82,8 @@ def _label_intervals(y: np.ndarray, s: np.ndarray, cluster: np.ndarray, n_patien
         "percentile": intervals.percentile(reps, LEVEL),
         "bca": intervals.bca(point, reps, influence, LEVEL),
         "logit-z": intervals.logit_wald(point, se_boot, float("inf"), LEVEL, k),
-        "logit-t": intervals.logit_t_interval(point, reps, n_pos_pat, n_neg_pat, LEVEL),
+        "logit-t": intervals.logit_t_interval(point, reps, n_pos_pat, n_neg_pat, LEVEL, adjust=False),
+        "logit-t-adj": intervals.logit_t_interval(point, reps, n_pos_pat, n_neg_pat, LEVEL),
         "obuchowski-logit-z": intervals.logit_wald(point, se_obu, float("inf"), LEVEL, k),
         "obuchowski-logit-t": intervals.logit_wald(point, se_obu, df, LEVEL, k),
     }
@@ -122,10 +123,13 @@ def label_coverage(settings: tuple[Setting, ...] = DEFAULT_GRID, n_trials: int =
             d_reps = reps_a - reps_b
             d = point_a - point_b
             df = intervals.class_df(n_pos_pat, n_neg_pat)
-            lo_t, hi_t, _ = intervals.t_interval_and_p(d, intervals.replicate_sd(d_reps), df, LEVEL)
-            lo_z, hi_z, _ = intervals.t_interval_and_p(d, intervals.replicate_sd(d_reps), float("inf"), LEVEL)
-            lo_p, hi_p = intervals.percentile(d_reps, LEVEL)
-            for m, (lo, hi) in (("percentile", (lo_p, hi_p)), ("logit-z", (lo_z, hi_z)), ("logit-t", (lo_t, hi_t))):
+            se = intervals.replicate_sd(d_reps)
+            adj = se * np.sqrt(intervals.small_sample_factor(min(n_pos_pat, n_neg_pat)))
+            candidates = (("percentile", intervals.percentile(d_reps, LEVEL)),
+                          ("wald-z", intervals.t_interval_and_p(d, se, float("inf"), LEVEL)[:2]),
+                          ("wald-t", intervals.t_interval_and_p(d, se, df, LEVEL)[:2]),
+                          ("wald-t-adj", intervals.t_interval_and_p(d, adj, df, LEVEL)[:2]))
+            for m, (lo, hi) in candidates:
                 hits.setdefault(("delta", m), []).append(float(lo <= true_delta <= hi))
                 widths.setdefault(("delta", m), []).append(hi - lo)
             pos_patients.append(n_pos_pat)
@@ -190,7 +194,8 @@ def coverage_markdown(labels: pd.DataFrame, seeds: pd.DataFrame, seconds: float,
     parts = []
     for target, title in (("auroc", "Per-label AUROC"), ("delta", "Paired Δ AUROC (A − B, true Δ = 0.05)")):
         t = labels[labels["target"] == target]
-        methods = [m for m in intervals.CANDIDATES if m in set(t["method"])]
+        order = intervals.CANDIDATES if target == "auroc" else intervals.DELTA_CANDIDATES
+        methods = [m for m in order if m in set(t["method"])]
         head = ["prevalence", "AUROC", "patients × images", "positive patients (mean, min)", *methods]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for _, g in t.groupby(["n_patients", "per_patient", "prevalence", "auroc"], sort=False):

@@ -27,7 +27,9 @@ from chexbench.reports.intervals import (
     class_df,
     logit_t_interval,
     macro_df,
+    macro_factor,
     macro_interval,
+    small_sample_factor,
 )
 
 DEFAULT_N_BOOT = 2000
@@ -123,6 +125,11 @@ class LabelScores:
     def k(self) -> int:
         """The smaller class's patient count."""
         return min(self.n_pos_patients, self.n_neg_patients)
+
+    @property
+    def factor(self) -> float:
+        """Small-sample variance factor k / (k − 1) (``intervals.small_sample_factor``)."""
+        return small_sample_factor(self.k)
 
     @property
     def few_positive_patients(self) -> bool:
@@ -276,10 +283,21 @@ def macro_ci(cell: CellScores, labels: list[str], metric: str = "auroc", level: 
         return float("nan"), float("nan")
     return macro_interval(macro_point(cell, labels, metric), macro_replicates(cell, labels, metric),
                           [getattr(cell.labels[k], f"{metric}_boot") for k in labels],
-                          [cell.labels[k].df for k in labels], macro_k(cell, labels), level)
+                          [cell.labels[k].df for k in labels], [cell.labels[k].k for k in labels], level)
+
+
+def macro_factor_of(cell: CellScores, labels: list[str], metric: str = "auroc") -> float:
+    """The macro's small-sample variance factor (``intervals.macro_factor``)."""
+    return macro_factor([getattr(cell.labels[k], f"{metric}_boot") for k in labels], [cell.labels[k].k for k in labels])
 
 
 def macro_delta_df(a: CellScores, b: CellScores, labels: list[str], metric: str = "auroc") -> float:
     """Satterthwaite degrees of freedom of a paired macro Δ (A − B): each label's Δ-replicate variance on its df."""
     return macro_df([getattr(a.labels[k], f"{metric}_boot") - getattr(b.labels[k], f"{metric}_boot") for k in labels],
                     [a.labels[k].df for k in labels])
+
+
+def macro_delta_factor(a: CellScores, b: CellScores, labels: list[str], metric: str = "auroc") -> float:
+    """Small-sample variance factor of a paired macro Δ: the labels' factors weighted by their Δ variances."""
+    return macro_factor([getattr(a.labels[k], f"{metric}_boot") - getattr(b.labels[k], f"{metric}_boot") for k in labels],
+                        [a.labels[k].k for k in labels])

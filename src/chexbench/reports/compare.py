@@ -3,9 +3,10 @@
 Two configurations evaluated on the same test set are compared on the *same* patient
 resamples: Δ_b = A_b − B_b, over the n finite Δ_b (resamples where either arm lost a class are
 counted and left out). The interval is the t interval chosen by simulation (``intervals.py``,
-docs/STATISTICS.md): Δ ± q · se, se the standard deviation of the Δ_b, q the Student-t quantile on
-the label's degrees of freedom (min(positive, negative patients) − 1; macro: Welch–Satterthwaite
-over its labels). The two-sided p-value is that of the same t statistic, p = 2 · P(T_df ≥ |Δ| / se),
+docs/STATISTICS.md): Δ ± q · se, se the standard deviation of the Δ_b times √(k/(k − 1)) (k =
+min(positive, negative patients): the bootstrap's plug-in variance is (k − 1)/k of the unbiased one),
+q the Student-t quantile on k − 1 degrees of freedom (macro: variance-weighted factor and
+Welch–Satterthwaite df over its labels). The two-sided p-value is that of the same t statistic, p = 2 · P(T_df ≥ |Δ| / se),
 so the interval excludes 0 exactly when p < α (one comparison decides both). With fewer than
 ``MIN_FINITE`` finite resamples there is no interval and no p.
 
@@ -44,8 +45,9 @@ class PairedDelta:
 
 
 def paired_delta(point_a: float, point_b: float, reps_a: np.ndarray, reps_b: np.ndarray, level: float = CI_LEVEL,
-                 df: float = float("inf")) -> PairedDelta:
-    """Δ = A − B from point values and same-resample replicates (B,), (B,); t on ``df`` degrees of freedom."""
+                 df: float = float("inf"), factor: float = 1.0) -> PairedDelta:
+    """Δ = A − B from point values and same-resample replicates (B,), (B,): se(Δ*) × √factor (the label's
+    small-sample factor k/(k − 1)), t on ``df`` degrees of freedom."""
     d = np.asarray(reps_a, dtype=float) - np.asarray(reps_b, dtype=float)
     finite = d[np.isfinite(d)]
     delta = float(point_a - point_b)
@@ -54,7 +56,7 @@ def paired_delta(point_a: float, point_b: float, reps_a: np.ndarray, reps_b: np.
         return PairedDelta(nan, nan, nan, nan, len(finite), len(d) - len(finite))
     if len(finite) < MIN_FINITE:
         return PairedDelta(delta, nan, nan, nan, len(finite), len(d) - len(finite))
-    lo, hi, p = intervals.t_interval_and_p(delta, intervals.replicate_sd(finite), df, level)
+    lo, hi, p = intervals.t_interval_and_p(delta, intervals.replicate_sd(finite) * np.sqrt(factor), df, level)
     return PairedDelta(delta, lo, hi, p, len(finite), len(d) - len(finite))
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from chexbench.reports.aggregate import LoadedResults
-from chexbench.reports.bootstrap import macro_delta_df, macro_point, macro_replicates
+from chexbench.reports.bootstrap import macro_delta_df, macro_delta_factor, macro_point, macro_replicates
 from chexbench.reports.compare import paired_delta
 from chexbench.reports.delong import auroc_influence, influence_variance
 from chexbench.reports.leaderboard import Tables
@@ -51,7 +51,7 @@ def delong_crosscheck(results: LoadedResults, tables: Tables) -> pd.DataFrame:
         cell_a, cell_b = r["cell_ids"].split(",")[0], base["cell_ids"].split(",")[0]
         sa, sb = results.scores[cell_a], results.scores[cell_b]
         boot = paired_delta(macro_point(sa, labels), macro_point(sb, labels), macro_replicates(sa, labels), macro_replicates(sb, labels),
-                            df=macro_delta_df(sa, sb, labels))
+                            df=macro_delta_df(sa, sb, labels), factor=macro_delta_factor(sa, sb, labels))
         for c in (cell_a, cell_b):
             if c not in cache:
                 cache[c] = cell_influence(results, c, labels)

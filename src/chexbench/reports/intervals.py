@@ -32,8 +32,8 @@ statistic, p = 2 · P(T_df ≥ |Δ| / se), so the interval excludes 0 exactly wh
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from collections.abc import Sequence
+from fractions import Fraction
 
 import numpy as np
 from scipy.optimize import brentq
@@ -41,10 +41,18 @@ from scipy.special import expit, logit
 from scipy.stats import norm
 from scipy.stats import t as student_t
 
-CHOSEN = "logit-t"
-CANDIDATES = ("percentile", "bca", "logit-z", "logit-t", "obuchowski-logit-z", "obuchowski-logit-t")
+CHOSEN = "logit-t-adj"
+CANDIDATES = ("percentile", "bca", "logit-z", "logit-t", "logit-t-adj", "obuchowski-logit-z", "obuchowski-logit-t")
+DELTA_CANDIDATES = ("percentile", "wald-z", "wald-t", "wald-t-adj")
 #: a label with fewer positive test patients than this is flagged in score, compare and the report
 FEW_POSITIVE_PATIENTS = 10
+
+
+def small_sample_factor(k: int) -> float:
+    """k / (k − 1) for the smaller class's k patients (1 when k ≤ 1): the bootstrap's plug-in variance of a
+    mean over k clusters is (k − 1)/k of the unbiased one, and with few positive patients that class's
+    component dominates an AUROC's variance."""
+    return float(k / (k - 1)) if k > 1 else 1.0
 
 
 def class_df(n_pos_patients: int, n_neg_patients: int) -> float:
@@ -113,18 +121,30 @@ def logit_interval(point: float, half: float, level: float, k: int | None = None
 
 
 def logit_t_interval(point: float, replicates: np.ndarray, n_pos_patients: int, n_neg_patients: int,
-                     level: float = 0.95) -> tuple[float, float]:
-    """The chosen per-label AUROC interval (``logit-t``): bootstrap se, t on min(class patients) − 1 df."""
+                     level: float = 0.95, adjust: bool = True) -> tuple[float, float]:
+    """The chosen per-label AUROC interval (``logit-t-adj``): bootstrap se × √(k/(k − 1)), t on k − 1 df,
+    k = min(positive, negative patients), on the logit scale (``adjust=False``: the ``logit-t`` candidate)."""
     k = min(int(n_pos_patients), int(n_neg_patients))
-    return logit_wald(point, replicate_sd(replicates), class_df(n_pos_patients, n_neg_patients), level, k)
+    factor = small_sample_factor(k) if adjust else 1.0
+    return logit_wald(point, replicate_sd(replicates) * np.sqrt(factor), class_df(n_pos_patients, n_neg_patients), level, k)
 
 
 def macro_interval(point: float, replicates: np.ndarray, label_replicates: Sequence[np.ndarray],
-                   label_dfs: Sequence[float], k: int, level: float = 0.95) -> tuple[float, float]:
-    """Macro (mean over L labels) logit-t interval: se of the macro replicates, Satterthwaite df over
-    the labels' variances / L² (each on its own df); ``k`` the smallest class patient count of its
-    labels (used only at a macro of exactly 0 or 1)."""
-    return logit_wald(point, replicate_sd(replicates), macro_df(label_replicates, label_dfs), level, k)
+                   label_dfs: Sequence[float], label_ks: Sequence[int], level: float = 0.95) -> tuple[float, float]:
+    """Macro (mean over L labels) logit-t-adj interval: se of the macro replicates × √(the labels'
+    variance-weighted small-sample factor), Satterthwaite df over the labels' variances (each on its own
+    df); the smallest class patient count of its labels is used only at a macro of exactly 0 or 1."""
+    factor = macro_factor(label_replicates, label_ks)
+    return logit_wald(point, replicate_sd(replicates) * np.sqrt(factor), macro_df(label_replicates, label_dfs), level,
+                      min(label_ks, default=0))
+
+
+def macro_factor(label_replicates: Sequence[np.ndarray], label_ks: Sequence[int]) -> float:
+    """Variance-weighted mean of the labels' :func:`small_sample_factor` (1 when no variance)."""
+    v = np.array([replicate_sd(r) ** 2 for r in label_replicates], dtype=float)
+    v = np.where(np.isfinite(v), v, 0.0)
+    f = np.array([small_sample_factor(int(k)) for k in label_ks], dtype=float)
+    return float(np.sum(v * f) / np.sum(v)) if np.sum(v) > 0 else 1.0
 
 
 def macro_df(label_replicates: Sequence[np.ndarray], label_dfs: Sequence[float]) -> float:
@@ -203,3 +223,33 @@ def bca(point: float, replicates: np.ndarray, patient_influence: np.ndarray, lev
     adj = norm.cdf(z0 + (z0 + zq) / (1 - a * (z0 + zq)))
     lo, hi = np.quantile(r, adj)
     return float(lo), float(hi)
+
+
+def hanley_mcneil_variance(a: float, m: float, n: float) -> float:
+    """Hanley & McNeil (1982) variance of the AUROC ``a`` with m positives and n negatives (exponential model)."""
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    return max((a * (1 - a) + (m - 1) * (q1 - a * a) + (n - 1) * (q2 - a * a)) / (m * n), 0.0)
+
+
+def score_interval(point: float, se: float, m: float, n: float, df: float, level: float = 0.95,
+                   k: int | None = None) -> tuple[float, float]:
+    """Score-type (Wilson-like) AUROC interval: the set of A with (Â − A)² ≤ q² · D · V_HM(A; m, n), where
+    V_HM is Hanley & McNeil's variance as a function of the AUROC (on m positive and n negative patients)
+    and D = se² / V_HM(Â) the design effect measured at the estimate (clustering, the real score
+    distribution). The variance is taken at each candidate A, not at Â: an Â that came out too close to 1
+    has a small variance at Â but not at the lower bound, which is what a Wald interval misses."""
+    if not np.isfinite(point):
+        return float("nan"), float("nan")
+    if point >= 1 or point <= 0 or not (np.isfinite(se) and se > 0):
+        return logit_wald(point, se, df, level, k)
+    v_hat = hanley_mcneil_variance(point, m, n)
+    if v_hat <= 0:
+        return logit_wald(point, se, df, level, k)
+    c = quantile(df, level) ** 2 * se**2 / v_hat
+
+    def f(a: float) -> float:
+        return (point - a) ** 2 - c * hanley_mcneil_variance(a, m, n)
+
+    lo = 0.0 if f(0.0) <= 0 else float(brentq(f, 0.0, point))
+    hi = 1.0 if f(1.0) <= 0 else float(brentq(f, point, 1.0))
+    return lo, hi

@@ -33,7 +33,7 @@ import pandas as pd
 
 from chexbench.core.errors import ChexbenchError
 from chexbench.reports.aggregate import CONFIG_AXES, LoadedResults
-from chexbench.reports.bootstrap import macro_df_of, macro_k, macro_point, macro_replicates
+from chexbench.reports.bootstrap import macro_df_of, macro_factor_of, macro_k, macro_point, macro_replicates
 from chexbench.reports.compare import adjust_p_values
 from chexbench.reports.seeds import SeedSummary, combine_seeds, paired_seed_delta
 
@@ -163,6 +163,7 @@ def _summaries(results: LoadedResults, cell_ids: list[str], labels: list[str]) -
             [macro_replicates(c, labels, metric) for c in cells],
             df_test=macro_df_of(cells[0], labels, metric) if labels else float("inf"),
             k=macro_k(cells[0], labels),
+            factor_test=macro_factor_of(cells[0], labels, metric) if labels else 1.0,
         )
         for label in cells[0].labels:
             if all(label in c.labels for c in cells):
@@ -170,7 +171,7 @@ def _summaries(results: LoadedResults, cell_ids: list[str], labels: list[str]) -
                 out[f"{label}:{metric}"] = combine_seeds(
                     [getattr(c.labels[label], metric) for c in cells],
                     [getattr(c.labels[label], f"{metric}_boot") for c in cells],
-                    df_test=first.df, k=first.k,
+                    df_test=first.df, k=first.k, factor_test=first.factor,
                 )
     return out
 

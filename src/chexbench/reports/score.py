@@ -23,6 +23,7 @@ from chexbench.reports.bootstrap import (
     draw_patient_resamples,
     macro_ci,
     macro_delta_df,
+    macro_delta_factor,
     macro_point,
     macro_replicates,
     score_predictions,
@@ -257,8 +258,8 @@ def _label_row(a: str, b: str, label: str, la: LabelScores, lb: LabelScores, g: 
            "auroc_b": lb.auroc, "auroc_b_ci_low": b_lo, "auroc_b_ci_high": b_hi, "auprc_a": la.auprc, "auprc_b": lb.auprc}
     if not la.defined or g is None:
         return {**row, "delta": np.nan, "note": la.reason}
-    d = paired_delta(la.auroc, lb.auroc, la.auroc_boot, lb.auroc_boot, df=la.df)
-    dp = paired_delta(la.auprc, lb.auprc, la.auprc_boot, lb.auprc_boot, df=la.df)
+    d = paired_delta(la.auroc, lb.auroc, la.auroc_boot, lb.auroc_boot, df=la.df, factor=la.factor)
+    dp = paired_delta(la.auprc, lb.auprc, la.auprc_boot, lb.auprc_boot, df=la.df, factor=la.factor)
     y, s1, s2 = g["y_true"].to_numpy(), g[f"y_score::{a}"].to_numpy(), g[f"y_score::{b}"].to_numpy()
     dl = paired_delong_test(y, s1, s2)
     try:
@@ -279,11 +280,11 @@ def _macro_row(a: str, b: str, sa: CellScores, sb: CellScores, defined: list[str
         lo, hi = macro_ci(s, defined)
         row.update({f"auroc_{m}": macro_point(s, defined), f"auroc_{m}_ci_low": lo, f"auroc_{m}_ci_high": hi,
                     f"auprc_{m}": macro_point(s, defined, "auprc")})
-    df = macro_delta_df(sa, sb, defined)
+    df, factor = macro_delta_df(sa, sb, defined), macro_delta_factor(sa, sb, defined)
     d = paired_delta(macro_point(sa, defined), macro_point(sb, defined), macro_replicates(sa, defined), macro_replicates(sb, defined),
-                     df=df)
+                     df=df, factor=factor)
     dp = paired_delta(macro_point(sa, defined, "auprc"), macro_point(sb, defined, "auprc"),
-                      macro_replicates(sa, defined, "auprc"), macro_replicates(sb, defined, "auprc"), df=df)
+                      macro_replicates(sa, defined, "auprc"), macro_replicates(sb, defined, "auprc"), df=df, factor=factor)
     try:
         se, se_c = _macro_delong(known[known["label"].isin(defined)], defined, a, b)
     except ValueError:

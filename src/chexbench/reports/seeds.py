@@ -7,7 +7,8 @@ seeds (on the population the test patients come from). With S seeds θ_s:
     θ̄ = mean_s θ_s,   Var(θ̄) ≈ V_test + s²/S
 
 V_test: the variance, over the shared patient resamples, of the seed mean in each resample (the
-test-sample variation of θ̄, seeds' shared test patients included); s²: the sample variance of the
+test-sample variation of θ̄, seeds' shared test patients included), times the label's small-sample
+factor k/(k − 1) as for one seed; s²: the sample variance of the
 θ_s (between-seed variation; it also holds the part of the test noise the seeds do not share, so
 the sum is slightly conservative). The interval is the random-effects t interval on the logit scale
 (the per-label method of ``intervals.py``) whose half-width scales each component by its own
@@ -51,10 +52,11 @@ class SeedSummary:
     seed_var: float = 0.0  # s² / S: between-seed variance of the mean (0 with one seed)
     df_test: float = float("inf")  # degrees of freedom of the test-sample variance (its label's)
     k: int | None = None  # smallest class patient count (for a mean of exactly 0 or 1)
+    factor_test: float = 1.0  # small-sample factor k/(k − 1) of the test-sample variance (intervals.py)
 
     @property
     def test_var(self) -> float:
-        return intervals.replicate_sd(self.replicates) ** 2
+        return intervals.replicate_sd(self.replicates) ** 2 * self.factor_test
 
     @property
     def parts(self) -> list[tuple[float, float]]:
@@ -68,6 +70,7 @@ def combine_seeds(
     df_test: float = float("inf"),
     level: float = CI_LEVEL,
     k: int | None = None,
+    factor_test: float = 1.0,
 ) -> SeedSummary:
     """Seed-level summary from per-seed point values (S,) and shared-resample replicates (S, B)."""
     pts = np.asarray(points, dtype=float)
@@ -81,10 +84,11 @@ def combine_seeds(
     if not finite:
         combined = np.full(n_boot, np.nan)
     summary = SeedSummary(mean, sd, n_seeds, float("nan"), float("nan"), combined, int(np.isnan(combined).sum()),
-                          float(seed_var), float(df_test), k)
+                          float(seed_var), float(df_test), k, float(factor_test))
     if np.isfinite(mean) and int(np.isfinite(combined).sum()) >= MIN_FINITE:
         lo, hi = intervals.logit_interval(mean, intervals.halfwidth(summary.parts, level), level, k)
-        summary = SeedSummary(mean, sd, n_seeds, lo, hi, combined, summary.n_degenerate, float(seed_var), float(df_test), k)
+        summary = SeedSummary(mean, sd, n_seeds, lo, hi, combined, summary.n_degenerate, float(seed_var), float(df_test), k,
+                              float(factor_test))
     return summary
 
 
@@ -96,7 +100,8 @@ def paired_seed_delta(a: SeedSummary, b: SeedSummary, level: float = CI_LEVEL) -
     nan = float("nan")
     if not np.isfinite(delta) or len(finite) < MIN_FINITE:
         return PairedDelta(delta if np.isfinite(delta) and len(finite) else nan, nan, nan, nan, len(finite), len(d) - len(finite))
-    parts = [(intervals.replicate_sd(finite) ** 2, min(a.df_test, b.df_test)), *a.parts[1:], *b.parts[1:]]
+    test_var = intervals.replicate_sd(finite) ** 2 * max(a.factor_test, b.factor_test)
+    parts = [(test_var, min(a.df_test, b.df_test)), *a.parts[1:], *b.parts[1:]]
     lo, hi, p = intervals.interval_and_p(delta, parts, level)
     return PairedDelta(delta, lo, hi, p, len(finite), len(d) - len(finite))
 
