@@ -57,7 +57,7 @@ def paired_delta(point_a: float, point_b: float, reps_a: np.ndarray, reps_b: np.
     if len(finite) < MIN_FINITE:
         return PairedDelta(delta, nan, nan, nan, len(finite), len(d) - len(finite))
     lo, hi, p = intervals.t_interval_and_p(delta, intervals.replicate_sd(finite) * np.sqrt(factor), df, level)
-    return PairedDelta(delta, lo, hi, p, len(finite), len(d) - len(finite))
+    return PairedDelta(delta, max(lo, -1.0), min(hi, 1.0), p, len(finite), len(d) - len(finite))  # a Δ of AUROCs is in [−1, 1]
 
 
 def adjust_p_values(p_values: list[float] | np.ndarray, method: str) -> np.ndarray:

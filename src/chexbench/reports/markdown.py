@@ -100,8 +100,8 @@ INTERVAL_SENTENCE = (
     "The interval is for the configuration's expected macro AUROC over fine-tuning seeds, on the population the test "
     "patients come from: test-sample variance (patient-level bootstrap) and between-seed variance (s²/S, on S − 1 "
     "degrees of freedom) each scaled by its own t quantile, on the logit scale. In simulation it covered 0.95–0.99 with "
-    "2, 3 and 5 seeds, whether the seed spread exceeded the test-sample spread or the reverse, and each per-label "
-    "interval covered at least 0.93 down to 5 % prevalence and AUROC 0.96 (docs/STATISTICS.md, `chexbench bench "
+    "2, 3 and 5 seeds, whether the seed spread exceeded the test-sample spread or the reverse, and the per-label "
+    "interval covered 0.92–0.98 down to ≈ 7 positive patients and AUROC 0.96 (docs/STATISTICS.md, `chexbench bench "
     "coverage`). With one seed it covers test-sample variation only. Pretraining variance is in it only where the "
     "line under the table says so."
 )

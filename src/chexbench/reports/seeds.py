@@ -103,7 +103,7 @@ def paired_seed_delta(a: SeedSummary, b: SeedSummary, level: float = CI_LEVEL) -
     test_var = intervals.replicate_sd(finite) ** 2 * max(a.factor_test, b.factor_test)
     parts = [(test_var, min(a.df_test, b.df_test)), *a.parts[1:], *b.parts[1:]]
     lo, hi, p = intervals.interval_and_p(delta, parts, level)
-    return PairedDelta(delta, lo, hi, p, len(finite), len(d) - len(finite))
+    return PairedDelta(delta, max(lo, -1.0), min(hi, 1.0), p, len(finite), len(d) - len(finite))  # a Δ is in [−1, 1]
 
 
 def hierarchical_bootstrap(points: np.ndarray, replicates: np.ndarray, rng: np.random.Generator,
