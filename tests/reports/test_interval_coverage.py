@@ -66,3 +66,22 @@ def test_score_interval_covers_at_about_nine_positive_patients_and_auroc_096(tmp
     print(f"coverage: chosen {hits / n:.3f}, percentile {hits_pct / n:.3f}")
     assert hits / n >= 0.92
     assert hits_pct / n < hits / n  # the simulation does show the former interval's shortfall
+
+
+def test_bench_coverage_command_prints_every_candidate_and_writes_the_tables(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import chexbench.perf.coverage as coverage
+    from chexbench.cli import app
+
+    monkeypatch.setattr(coverage, "DEFAULT_GRID", (coverage.Setting(0.3, 0.9, 40, 2),))
+    monkeypatch.setattr(coverage, "DEFAULT_SEED_GRID", (coverage.SeedSetting(2, 0.01, 0.003),))
+    out = tmp_path / "coverage.md"
+    result = CliRunner().invoke(app, ["bench", "coverage", "--trials", "4", "--resamples", "100", "--seed-trials", "20",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    for name in (*intervals.CANDIDATES, *intervals.DELTA_CANDIDATES, "two-level bootstrap", "random-effects t"):
+        assert f"| {name} " in text or f" {name} |" in text, name
+    assert "| 0.3 | 0.9 | 40 × 2 |" in text and "| 2 | 0.01 | 0.003 |" in text
+    assert "chexbench bench coverage --trials 4 --resamples 100 --seed-trials 20 --seed 0" in text

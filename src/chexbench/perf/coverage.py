@@ -90,9 +90,10 @@ def _label_intervals(y: np.ndarray, s: np.ndarray, cluster: np.ndarray, n_patien
     return point, reps, out
 
 
-def label_coverage(settings: tuple[Setting, ...] = DEFAULT_GRID, n_trials: int = 300, n_boot: int = 2000,
+def label_coverage(settings: tuple[Setting, ...] | None = None, n_trials: int = 300, n_boot: int = 2000,
                    seed: int = 0) -> pd.DataFrame:
     """One row per (setting, method, target ∈ {auroc, delta}): coverage, mean width, trials."""
+    settings = DEFAULT_GRID if settings is None else settings
     rows = []
     for i, st in enumerate(settings):
         rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
@@ -164,9 +165,10 @@ def simulate_seeds(rng: np.random.Generator, st: SeedSetting, n_boot: int, mu: f
     return points, reps
 
 
-def seed_coverage(settings: tuple[SeedSetting, ...] = DEFAULT_SEED_GRID, n_trials: int = 2000, n_boot: int = 500,
+def seed_coverage(settings: tuple[SeedSetting, ...] | None = None, n_trials: int = 2000, n_boot: int = 500,
                   seed: int = 0, mu: float = 0.85) -> pd.DataFrame:
     """One row per (setting, method): coverage of μ by the seed-pooled 95 % interval, mean width."""
+    settings = DEFAULT_SEED_GRID if settings is None else settings
     rows = []
     for i, st in enumerate(settings):
         rng = np.random.default_rng(np.random.SeedSequence([seed, 7, i]))
@@ -222,7 +224,7 @@ def coverage_markdown(labels: pd.DataFrame, seeds: pd.DataFrame, seconds: float,
 
 
 def run_coverage(n_trials: int = 300, n_boot: int = 2000, seed_trials: int = 2000, seed: int = 0,
-                 settings: tuple[Setting, ...] = DEFAULT_GRID) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+                 settings: tuple[Setting, ...] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     t0 = time.perf_counter()
     labels = label_coverage(settings, n_trials, n_boot, seed)
     seeds = seed_coverage(n_trials=seed_trials, seed=seed)

@@ -96,17 +96,21 @@ def methods_section(results: LoadedResults) -> str:
         "## Methods\n\n"
         f"- Per-label AUROC (exact Mann–Whitney with midranks for ties) and AUPRC (average precision) on the test split. "
         f"{_blank_rule(results)}\n"
-        f"- 95% intervals: patient-level (cluster) bootstrap, {results.n_boot} resamples, seed {results.seed}, percentile. "
-        "Patients are resampled, not images, because images of one patient are correlated. The same resamples serve every "
-        "label and every cell evaluated on the same test set.\n"
+        f"- 95% intervals: patient-level (cluster) bootstrap, {results.n_boot} resamples, seed {results.seed}, for the standard "
+        "error; the interval is logit(AUROC) ± t · se · √(k/(k − 1)) on k − 1 degrees of freedom, k = min(positive, negative "
+        "test patients) of the label (macro: Satterthwaite over its labels), chosen by a coverage simulation "
+        "(`chexbench bench coverage`, table in docs/STATISTICS.md). Patients are resampled, not images, because images "
+        "of one patient are correlated. The same resamples serve every label and every cell evaluated on the same test "
+        "set. ⚑ marks a number resting on a label with fewer than 10 positive test patients.\n"
         "- Resamples in which a label has no positive or no negative image have no AUROC; they are counted and left out "
         "of that interval (column `n_degenerate` of `leaderboard.csv`). A macro value needs every macro label defined.\n"
-        "- Seeds: mean ± sd over seeds; the interval is a two-level bootstrap (seeds resampled inside each patient "
-        "resample), so it covers test-sample and seed variation. With one seed it is the patient-level interval only.\n"
-        "- Paired Δ vs the baseline: same patient resamples for both arms; two-sided p = 2·min(#Δ ≤ 0 + 1, #Δ ≥ 0 + 1)"
-        " / (n + 1) over the n resamples with Δ defined, and the interval the percentile interval this p inverts "
-        "exactly (order statistics k and n + 1 − k, k = ⌈(n + 1)·0.025⌉ − 1), so p < 0.05 exactly when it excludes 0; "
-        "Holm and Benjamini–Hochberg corrections over the family stated above.\n"
+        "- Seeds: mean ± between-seed sd; the interval is for the mean over fine-tuning seeds: test-sample variance and "
+        "between-seed variance s²/S each scaled by its own t quantile (S − 1 df for the seeds), so it covers test-sample and "
+        "seed variation, not pretraining variation unless each seed has its own pretraining run (the line under each "
+        "leaderboard says). With one seed it is the per-label (or macro) interval only.\n"
+        "- Paired Δ vs the baseline: same patient resamples for both arms; Δ ± the same kind of half-width (paired "
+        "test-sample variance, plus each arm's between-seed variance), and p the two-sided p of that t test, so p < 0.05 "
+        "exactly when the interval excludes 0; Holm and Benjamini–Hochberg corrections over the family stated above.\n"
         "- DeLong's test assumes independent images; it is a cross-check only (see `docs/STATISTICS.md`).\n"
     )
 
@@ -142,8 +146,8 @@ def render_report(results: LoadedResults, tables: Tables, figures_md: str = "", 
     intro = (
         "# chexbench report\n\n"
         f"Results: `{results.root.name}` — {n_ok} cell(s) scored, {n_failed} failed, {n_skipped} skipped. "
-        f"Baseline: `{tables.baseline}`. Intervals: 95%, patient-level bootstrap with {results.n_boot} resamples "
-        f"(seed {results.seed}); seeds pooled by a two-level bootstrap (see Methods).\n"
+        f"Baseline: `{tables.baseline}`. Intervals: 95%, logit-t on the patient-level bootstrap se ({results.n_boot} "
+        f"resamples, seed {results.seed}); seeds pooled by a random-effects t interval (see Methods).\n"
     )
     sections = [
         intro,
