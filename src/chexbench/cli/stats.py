@@ -30,7 +30,7 @@ def _p(p: float) -> str:
 
 def _check(bootstrap: int, out: Path | None) -> None:
     if bootstrap < 100:
-        raise ConfigError(f"--bootstrap must be at least 100 for a 95% percentile interval, got {bootstrap}")
+        raise ConfigError(f"--bootstrap must be at least 100 for the interval's bootstrap standard error, got {bootstrap}")
     if out is not None and out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise ConfigError(f"--out {out}: expected a .csv or .parquet file name")
 

@@ -1,15 +1,17 @@
 """Patient-level (cluster) bootstrap of per-label AUROC and AUPRC, shared across labels and cells.
 
 Images of one patient are correlated, so the resampling unit is the patient (Field & Welsh
-2007, cluster bootstrap; Efron & Tibshirani 1993 ch. 13 percentile intervals): draw the test
+2007, cluster bootstrap): draw the test
 set's patients with replacement, each image inherits its patient's count as a weight. One set
 of resamples is drawn per test set (its sorted patient ids and a seed) and reused for every
 label and every cell evaluated on that test set, so paired differences are computed on the
-same resampled patients.
+same resampled patients. The resamples give each estimate's standard error; the interval built
+from it (logit-t-adj, chosen by a coverage simulation) is in ``intervals.py``
+(:meth:`LabelScores.auroc_ci`, :func:`macro_ci`). ``percentile_ci`` remains for the comparison.
 
 A resample in which a label has no positive (or no negative) weight has no AUROC: it is
-recorded as NaN, *counted* (``n_degenerate``) and left out of that label's percentile
-interval (the interval is conditional on both classes being present).
+recorded as NaN, *counted* (``n_degenerate``) and left out of that label's standard error
+(the interval is conditional on both classes being present).
 """
 
 from __future__ import annotations
