@@ -101,7 +101,7 @@ INTERVAL_SENTENCE = (
     "patients come from: test-sample variance (patient-level bootstrap) and between-seed variance (s²/S, on S − 1 "
     "degrees of freedom) each scaled by its own t quantile, on the logit scale. In simulation it covered 0.95–0.99 with "
     "2, 3 and 5 seeds, whether the seed spread exceeded the test-sample spread or the reverse, and the per-label "
-    "interval covered 0.92–0.98 down to ≈ 7 positive patients and AUROC 0.96 (docs/STATISTICS.md, `chexbench bench "
+    "interval covered 0.91–0.98 down to ≈ 7 positive patients and AUROC 0.96 (docs/STATISTICS.md, `chexbench bench "
     "coverage`). With one seed it covers test-sample variation only. Pretraining variance is in it only where the "
     "line under the table says so."
 )
