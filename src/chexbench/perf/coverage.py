@@ -30,6 +30,7 @@ from scipy.stats import norm
 
 from chexbench.core.auroc import SortedLabel
 from chexbench.reports import intervals
+from chexbench.reports.bootstrap import design_effect
 from chexbench.reports.delong import auroc_influence, delong
 from chexbench.reports.seeds import combine_seeds, hierarchical_bootstrap
 
@@ -46,11 +47,18 @@ class Setting:
     per_patient: int
 
 
-#: the published grid: prevalence × AUROC at two test-set shapes, and the issue's hard cases
-DEFAULT_GRID = tuple(
+#: the first grid: prevalence × AUROC at two test-set shapes, and the issue's hard cases
+FIRST_GRID = tuple(
     [Setting(p, a, 150, 4) for p in (0.05, 0.1, 0.3) for a in (0.76, 0.9, 0.96)]
     + [Setting(p, a, 400, 1) for p in (0.05, 0.3) for a in (0.76, 0.96)]
     + [Setting(0.03, 0.9, 300, 3), Setting(0.06, 0.96, 150, 4)]
+)
+#: the published grid: prevalence 2–10 %, AUROC 0.85–0.98, 100–600 patients × 1–5 images, ≈ 5–48
+#: positive patients (where the first grid's chosen interval fell to 0.90), and one easy control row
+DEFAULT_GRID = (
+    Setting(0.05, 0.96, 400, 1), Setting(0.06, 0.96, 150, 4), Setting(0.05, 0.98, 200, 2), Setting(0.02, 0.90, 300, 2),
+    Setting(0.03, 0.96, 200, 3), Setting(0.05, 0.85, 100, 5), Setting(0.10, 0.98, 100, 1), Setting(0.10, 0.90, 150, 4),
+    Setting(0.02, 0.96, 600, 1), Setting(0.08, 0.96, 600, 2), Setting(0.10, 0.96, 150, 4), Setting(0.30, 0.76, 150, 4),
 )
 
 
@@ -62,6 +70,14 @@ def _resample_weights(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarr
     draws = rng.integers(0, n, size=(n_boot, n))
     offsets = (np.arange(n_boot, dtype=np.int64) * n)[:, None]
     return np.bincount((draws + offsets).ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
+
+
+def _hm_score(point: float, y: np.ndarray, s: np.ndarray, cluster: np.ndarray, reps: np.ndarray, k: int):
+    """level → the arm's hm-score interval (what ``LabelScores.auroc_ci`` computes)."""
+    se = intervals.replicate_sd(reps) * np.sqrt(intervals.small_sample_factor(k))
+    n_pos = int((y > 0.5).sum())
+    deff = design_effect(y, s, cluster)
+    return lambda level: intervals.hm_score_interval(point, n_pos, len(y) - n_pos, deff, se, k, level)
 
 
 def _label_intervals(y: np.ndarray, s: np.ndarray, cluster: np.ndarray, n_patients: int, weights: np.ndarray,
@@ -86,6 +102,7 @@ def _label_intervals(y: np.ndarray, s: np.ndarray, cluster: np.ndarray, n_patien
         "logit-t-adj": intervals.logit_t_interval(point, reps, n_pos_pat, n_neg_pat, LEVEL),
         "obuchowski-logit-z": intervals.logit_wald(point, se_obu, float("inf"), LEVEL, k),
         "obuchowski-logit-t": intervals.logit_wald(point, se_obu, df, LEVEL, k),
+        "hm-score": _hm_score(point, y, s, cluster, reps, k)(LEVEL),
     }
     return point, reps, out
 
@@ -126,10 +143,18 @@ def label_coverage(settings: tuple[Setting, ...] | None = None, n_trials: int = 
             df = intervals.class_df(n_pos_pat, n_neg_pat)
             se = intervals.replicate_sd(d_reps)
             adj = se * np.sqrt(intervals.small_sample_factor(min(n_pos_pat, n_neg_pat)))
+            k = min(n_pos_pat, n_neg_pat)
+            ok = np.isfinite(reps_a) & np.isfinite(reps_b)
+            r = float(np.corrcoef(reps_a[ok], reps_b[ok])[0, 1]) if np.std(reps_a[ok]) > 0 and np.std(reps_b[ok]) > 0 else 0.0
+            lt_a = lambda lev: intervals.logit_t_interval(point_a, reps_a, n_pos_pat, n_neg_pat, lev)  # noqa: E731
+            lt_b = lambda lev: intervals.logit_t_interval(point_b, reps_b, n_pos_pat, n_neg_pat, lev)  # noqa: E731
+            hm_a, hm_b = _hm_score(point_a, y, s_a, cluster, reps_a, k), _hm_score(point_b, y, s_b, cluster, reps_b, k)
             candidates = (("percentile", intervals.percentile(d_reps, LEVEL)),
                           ("wald-z", intervals.t_interval_and_p(d, se, float("inf"), LEVEL)[:2]),
                           ("wald-t", intervals.t_interval_and_p(d, se, df, LEVEL)[:2]),
-                          ("wald-t-adj", intervals.t_interval_and_p(d, adj, df, LEVEL)[:2]))
+                          ("wald-t-adj", intervals.t_interval_and_p(d, adj, df, LEVEL)[:2]),
+                          ("mover-logit-t-adj", intervals.mover(d, (point_a, *lt_a(LEVEL)), (point_b, *lt_b(LEVEL)), r)),
+                          ("mover-hm-score", intervals.mover(d, (point_a, *hm_a(LEVEL)), (point_b, *hm_b(LEVEL)), r)))
             for m, (lo, hi) in candidates:
                 hits.setdefault(("delta", m), []).append(float(lo <= true_delta <= hi))
                 widths.setdefault(("delta", m), []).append(hi - lo)

@@ -6,7 +6,7 @@ set's patients with replacement, each image inherits its patient's count as a we
 of resamples is drawn per test set (its sorted patient ids and a seed) and reused for every
 label and every cell evaluated on that test set, so paired differences are computed on the
 same resampled patients. The resamples give each estimate's standard error; the interval built
-from it (logit-t-adj, chosen by a coverage simulation) is in ``intervals.py``
+from it (per-label AUROC: hm-score; macro and AUPRC: logit-t-adj; chosen by a coverage simulation) is in ``intervals.py``
 (:meth:`LabelScores.auroc_ci`, :func:`macro_ci`). ``percentile_ci`` remains for the comparison.
 
 A resample in which a label has no positive (or no negative) weight has no AUROC: it is
@@ -24,13 +24,16 @@ import pandas as pd
 
 from chexbench.core.auroc import SortedLabel
 from chexbench.core.errors import DataError
+from chexbench.reports.delong import delong
 from chexbench.reports.intervals import (
     FEW_POSITIVE_PATIENTS,
     class_df,
+    hm_score_interval,
     logit_t_interval,
     macro_df,
     macro_factor,
     macro_interval,
+    replicate_sd,
     small_sample_factor,
 )
 
@@ -113,6 +116,7 @@ class LabelScores:
     reason: str = ""  # why the point estimate is undefined ("" when defined)
     n_pos_patients: int = 0  # patients with at least one positive image of this label
     n_neg_patients: int = 0  # patients with at least one negative image
+    design_effect: float = float("nan")  # clustered / independent DeLong variance at the point (NaN: 1)
 
     @property
     def defined(self) -> bool:
@@ -139,10 +143,13 @@ class LabelScores:
         return self.n_pos_patients < FEW_POSITIVE_PATIENTS
 
     def auroc_ci(self, level: float = CI_LEVEL) -> tuple[float, float]:
-        """The chosen AUROC interval (``intervals.logit_t_interval``)."""
+        """The chosen AUROC interval (``intervals.hm_score_interval``): Hanley–McNeil score interval on the
+        label's images times a design effect, the larger of the clustered DeLong one and the adjusted
+        patient-bootstrap variance's."""
         if not self.defined:
             return float("nan"), float("nan")
-        return logit_t_interval(self.auroc, self.auroc_boot, self.n_pos_patients, self.n_neg_patients, level)
+        se = replicate_sd(self.auroc_boot) * np.sqrt(self.factor)
+        return hm_score_interval(self.auroc, self.n_pos, self.n_neg, self.design_effect, se, self.k, level)
 
     def auprc_ci(self, level: float = CI_LEVEL) -> tuple[float, float]:
         """AUPRC by the same method (its coverage was not simulated)."""
@@ -247,8 +254,24 @@ def score_predictions(
         point_a, point_p = op.evaluate(np.ones((1, len(resamples.patient_ids))))
         boot_a, boot_p = op.evaluate(resamples.weights)
         out.labels[label] = LabelScores(label, n_pos, n_neg, n_pat, float(point_a[0]), float(point_p[0]), boot_a, boot_p,
-                                        n_pos_patients=n_pos_pat, n_neg_patients=n_neg_pat)
+                                        n_pos_patients=n_pos_pat, n_neg_patients=n_neg_pat,
+                                        design_effect=design_effect(y, g["y_score"].to_numpy(dtype=float), cluster))
     return out
+
+
+def design_effect(y: np.ndarray, s: np.ndarray, cluster: np.ndarray) -> float:
+    """Clustered (Obuchowski) over independent (DeLong) AUROC variance at the point: what the patients'
+    correlated images add. Fewer than two positive (or negative) patients: the positive (negative) images
+    per patient of that class (as if its images were copies); no independent variance (perfect order): NaN."""
+    y = np.asarray(y, dtype=float)
+    v_iid = float(delong(y, s[None, :]).covariance[0, 0])
+    try:
+        v_clu = float(delong(y, s[None, :], cluster).covariance[0, 0])
+    except ValueError:
+        pos, neg = y > 0.5, y <= 0.5
+        per = [pos.sum() / len(np.unique(cluster[pos])), neg.sum() / len(np.unique(cluster[neg]))]
+        return float(max(per))
+    return v_clu / v_iid if v_iid > 0 else float("nan")
 
 
 def _undefined(label: str, n_pos: int, n_neg: int, n_pat: int, n_boot: int, reason: str, n_pos_pat: int = 0,

@@ -26,7 +26,7 @@ import numpy as np
 from statsmodels.stats.multitest import multipletests
 
 from chexbench.reports import intervals
-from chexbench.reports.bootstrap import CI_LEVEL
+from chexbench.reports.bootstrap import CI_LEVEL, LabelScores
 
 #: fewer finite paired resamples than this give no interval and no p-value
 MIN_FINITE = 40
@@ -58,6 +58,25 @@ def paired_delta(point_a: float, point_b: float, reps_a: np.ndarray, reps_b: np.
         return PairedDelta(delta, nan, nan, nan, len(finite), len(d) - len(finite))
     lo, hi, p = intervals.t_interval_and_p(delta, intervals.replicate_sd(finite) * np.sqrt(factor), df, level)
     return PairedDelta(delta, max(lo, -1.0), min(hi, 1.0), p, len(finite), len(d) - len(finite))  # a Δ of AUROCs is in [−1, 1]
+
+
+def paired_label_delta(la: LabelScores, lb: LabelScores, level: float = CI_LEVEL) -> PairedDelta:
+    """Per-label AUROC Δ = A − B on the same patients: MOVER from the two arms' chosen (hm-score) intervals
+    and the correlation of their shared-resample replicates (``intervals.mover_interval_and_p``); p inverts
+    the same interval over the level, so it is below 1 − level exactly when the interval excludes 0."""
+    ra, rb = np.asarray(la.auroc_boot, dtype=float), np.asarray(lb.auroc_boot, dtype=float)
+    ok = np.isfinite(ra) & np.isfinite(rb)
+    n_used, n_deg = int(ok.sum()), int(len(ok) - ok.sum())
+    delta = float(la.auroc - lb.auroc)
+    nan = float("nan")
+    if not np.isfinite(delta) or n_used == 0:
+        return PairedDelta(nan, nan, nan, nan, n_used, n_deg)
+    if n_used < MIN_FINITE:
+        return PairedDelta(delta, nan, nan, nan, n_used, n_deg)
+    sa, sb = np.std(ra[ok]), np.std(rb[ok])
+    r = float(np.corrcoef(ra[ok], rb[ok])[0, 1]) if sa > 0 and sb > 0 else 0.0
+    lo, hi, p = intervals.mover_interval_and_p(la.auroc, lb.auroc, la.auroc_ci, lb.auroc_ci, r, level)
+    return PairedDelta(delta, max(lo, -1.0), min(hi, 1.0), p, n_used, n_deg)
 
 
 def adjust_p_values(p_values: list[float] | np.ndarray, method: str) -> np.ndarray:

@@ -14,11 +14,17 @@ resamples stay shared between labels and cells. The candidates, compared by simu
 - ``logit-t``: the same with a Student-t quantile on ``df = k − 1`` degrees of freedom, k =
   min(positive patients, negative patients): the variance of an AUROC is estimated from the
   smaller class, and with a handful of positive patients that estimate is itself noisy.
-- ``logit-t-adj`` (**used**): ``logit-t`` with the bootstrap variance times k / (k − 1) (the
+- ``logit-t-adj`` (used for macro AUROC, AUPRC and the macro Δ): ``logit-t`` with the bootstrap variance times k / (k − 1) (the
   bootstrap's plug-in variance over k clusters is (k − 1)/k of the unbiased one). The only
-  candidate that covered ≥ 0.92 in every simulated setting (0.920–0.980; docs/STATISTICS.md).
+  candidate of the first grid that covered ≥ 0.92 in every setting (0.920–0.980), but 0.90–0.92 in
+  a wider one (docs/STATISTICS.md).
 - ``obuchowski-logit-z`` / ``-t``: the same on the logit scale with the clustered DeLong
   (Obuchowski 1997) standard error instead of the bootstrap one.
+- ``hm-score`` (**used** for per-label AUROC): a score (Wilson-type) interval on Hanley & McNeil's
+  variance function of the AUROC times a design effect (:func:`hm_score_interval`). ``logit-t-adj``
+  covered 0.90–0.92 at AUROC 0.96 with 12–20 positive patients (misses one-sided: the truth below the
+  lower bound); hm-score covered ≥ 0.96 at every setting of a wider grid (docs/STATISTICS.md), at
+  0.9–1.6 × logit-t-adj's width.
 
 At a point estimate of exactly 1 (or 0: perfect separation) every resample is perfect too, so no
 variance is estimable; the logit intervals then give [(α/2)^(1/k), 1] (or its mirror) with k = min(positive
@@ -26,9 +32,12 @@ patients, negative patients): k disjoint (positive, negative) patient pairs are 
 correctly with probability at most AUROC, independently, so perfect separation has probability at
 most AUROC^k and AUROC < (α/2)^(1/k) is rejected at one-sided level α/2.
 
-Macro AUROC: the same interval on the macro mean, with the labels' factors weighted by their
-variances and Welch–Satterthwaite degrees of freedom over its labels. Paired Δ (A − B, same
-patients): Δ ± t · se(Δ*) · √(k/(k − 1)), se from the shared replicates, df of the label (macro:
+Per-label paired Δ (A − B): MOVER (:func:`mover`) from the two arms' hm-score intervals and the
+correlation of their shared-resample replicates, p by inverting it over the level
+(``mover-hm-score``; wald-t-adj covered 0.89–0.91 at ≤ 20 positive patients and AUROC ≥ 0.96).
+Macro AUROC: the logit-t-adj interval on the macro mean, with the labels' factors weighted by their
+variances and Welch–Satterthwaite degrees of freedom over its labels. Macro and AUPRC paired Δ
+(A − B, same patients): Δ ± t · se(Δ*) · √(k/(k − 1)), se from the shared replicates, df of the label (macro:
 Satterthwaite), and the two-sided p-value of the same t statistic, p = 2 · P(T_df ≥ |Δ| / se),
 so the interval excludes 0 exactly when p < 1 − level. Seed-pooled means combine several variance
 components, each with its own t quantile (:func:`halfwidth`, ``seeds.py``).
@@ -46,9 +55,10 @@ from scipy.special import expit, logit
 from scipy.stats import norm
 from scipy.stats import t as student_t
 
-CHOSEN = "logit-t-adj"
-CANDIDATES = ("percentile", "bca", "logit-z", "logit-t", "logit-t-adj", "obuchowski-logit-z", "obuchowski-logit-t")
-DELTA_CANDIDATES = ("percentile", "wald-z", "wald-t", "wald-t-adj")
+CHOSEN = "hm-score"
+CANDIDATES = ("percentile", "bca", "logit-z", "logit-t", "logit-t-adj", "obuchowski-logit-z", "obuchowski-logit-t",
+              "hm-score")
+DELTA_CANDIDATES = ("percentile", "wald-z", "wald-t", "wald-t-adj", "mover-logit-t-adj", "mover-hm-score")
 #: a label with fewer positive test patients than this is flagged in score, compare and the report
 FEW_POSITIVE_PATIENTS = 10
 
@@ -234,6 +244,85 @@ def hanley_mcneil_variance(a: float, m: float, n: float) -> float:
     """Hanley & McNeil (1982) variance of the AUROC ``a`` with m positives and n negatives (exponential model)."""
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
     return max((a * (1 - a) + (m - 1) * (q1 - a * a) + (n - 1) * (q2 - a * a)) / (m * n), 0.0)
+
+
+def hm_score_interval(point: float, n_pos: int, n_neg: int, design_effect: float, se_boot: float, k: int,
+                      level: float = 0.95) -> tuple[float, float]:
+    """The chosen per-label AUROC interval (``hm-score``): the set of A with (Â − A)² ≤ z² · D · V_HM(A; m, n).
+
+    V_HM is Hanley & McNeil's (1982) variance as a function of the AUROC on the label's m positive and
+    n negative *images*; the design effect D = max(clustered / independent DeLong variance at Â (Obuchowski
+    1997: what the patient clustering adds), se_boot² / V_HM(Â) (the adjusted patient-bootstrap variance
+    relative to the model's)). The variance is a model's, evaluated at each candidate A, not the sample's:
+    at high AUROC with few positive patients the sample's variance (bootstrap or DeLong) is small exactly
+    when Â came out too high — its placements lack the rare badly-ranked positive — which is why Wald
+    intervals on it (logit-t-adj) missed on the low side (docs/STATISTICS.md). Newcombe (2006) recommends
+    this score form for the AUROC. At a point of 0 or 1 the perfect-separation bound on ``k`` pairs."""
+    if not np.isfinite(point):
+        return float("nan"), float("nan")
+    if point >= 1 or point <= 0:
+        return logit_interval(point, float("nan"), level, k)
+    v_hat = hanley_mcneil_variance(point, n_pos, n_neg)
+    d = design_effect if np.isfinite(design_effect) and design_effect > 0 else 1.0
+    if v_hat > 0 and np.isfinite(se_boot):
+        d = max(d, se_boot**2 / v_hat)
+    z2 = float(norm.ppf(0.5 + level / 2)) ** 2
+
+    def f(a: float) -> float:
+        return (point - a) ** 2 - z2 * d * hanley_mcneil_variance(a, n_pos, n_neg)
+
+    lo = 0.0 if f(0.0) <= 0 else float(brentq(f, 0.0, point, xtol=1e-12))
+    hi = 1.0 if f(1.0) <= 0 else float(brentq(f, point, 1.0, xtol=1e-12))
+    return lo, hi
+
+
+def mover(delta: float, a: tuple[float, float, float], b: tuple[float, float, float], r: float) -> tuple[float, float]:
+    """MOVER interval of Δ = A − B (Zou & Donner 2008; Newcombe 2006 for AUROCs) from each arm's
+    (point, low, high) and the correlation r of the arms' estimates (shared patient resamples)."""
+    (pa, la, ua), (pb, lb, ub) = a, b
+    r = float(r) if np.isfinite(r) else 0.0
+    low = delta - math.sqrt(max((pa - la) ** 2 + (ub - pb) ** 2 - 2 * r * (pa - la) * (ub - pb), 0.0))
+    high = delta + math.sqrt(max((ua - pa) ** 2 + (pb - lb) ** 2 - 2 * r * (ua - pa) * (pb - lb), 0.0))
+    return low, high
+
+
+def mover_interval_and_p(point_a: float, point_b: float, arm_a, arm_b, r: float,
+                         level: float = 0.95) -> tuple[float, float, float]:
+    """(low, high, two-sided p) of the MOVER Δ interval; ``arm_a``/``arm_b``: level → (low, high) of each arm.
+
+    p is the smallest 1 − level whose interval excludes 0 (found by root finding over the level), so the
+    interval excludes 0 exactly when p < 1 − level, boundary settled as in :func:`interval_and_p`."""
+    nan = float("nan")
+    delta = float(point_a - point_b)
+
+    def at(lev: float) -> tuple[float, float]:
+        la, ua = arm_a(lev)
+        lb, ub = arm_b(lev)
+        return mover(delta, (point_a, la, ua), (point_b, lb, ub), r)
+
+    lo, hi = at(level)
+    if not (np.isfinite(delta) and np.isfinite(lo) and np.isfinite(hi)):
+        return nan, nan, nan
+    if delta == 0:
+        p = 1.0
+    else:
+        def inside(alpha: float) -> float:  # > 0 while the interval at level 1 − alpha still excludes 0
+            lo_, hi_ = at(1 - alpha)
+            return lo_ if delta > 0 else -hi_
+        tiny = 1e-10
+        if inside(tiny) > 0:
+            p = tiny
+        elif inside(1 - tiny) <= 0:
+            p = 1.0
+        else:
+            p = float(brentq(inside, tiny, 1 - tiny, xtol=1e-12))
+    excludes = lo > 0 or hi < 0
+    alpha = float(1 - Fraction(level).limit_denominator(10**6))
+    if excludes and p >= alpha:
+        p = float(np.nextafter(alpha, 0))
+    elif not excludes and p < alpha:
+        p = alpha
+    return lo, hi, min(1.0, p)
 
 
 def score_interval(point: float, se: float, m: float, n: float, df: float, level: float = 0.95,

@@ -28,7 +28,7 @@ from chexbench.reports.bootstrap import (
     macro_replicates,
     score_predictions,
 )
-from chexbench.reports.compare import adjust_p_values, paired_delta
+from chexbench.reports.compare import adjust_p_values, paired_delta, paired_label_delta
 from chexbench.reports.delong import auroc_influence, influence_variance, paired_delong_test
 from chexbench.reports.intervals import FEW_POSITIVE_PATIENTS
 
@@ -258,7 +258,7 @@ def _label_row(a: str, b: str, label: str, la: LabelScores, lb: LabelScores, g: 
            "auroc_b": lb.auroc, "auroc_b_ci_low": b_lo, "auroc_b_ci_high": b_hi, "auprc_a": la.auprc, "auprc_b": lb.auprc}
     if not la.defined or g is None:
         return {**row, "delta": np.nan, "note": la.reason}
-    d = paired_delta(la.auroc, lb.auroc, la.auroc_boot, lb.auroc_boot, df=la.df, factor=la.factor)
+    d = paired_label_delta(la, lb)
     dp = paired_delta(la.auprc, lb.auprc, la.auprc_boot, lb.auprc_boot, df=la.df, factor=la.factor)
     y, s1, s2 = g["y_true"].to_numpy(), g[f"y_score::{a}"].to_numpy(), g[f"y_score::{b}"].to_numpy()
     dl = paired_delong_test(y, s1, s2)
