@@ -146,14 +146,14 @@ def label_coverage(settings: tuple[Setting, ...] | None = None, n_trials: int = 
             k = min(n_pos_pat, n_neg_pat)
             ok = np.isfinite(reps_a) & np.isfinite(reps_b)
             r = float(np.corrcoef(reps_a[ok], reps_b[ok])[0, 1]) if np.std(reps_a[ok]) > 0 and np.std(reps_b[ok]) > 0 else 0.0
-            lt_a = lambda lev: intervals.logit_t_interval(point_a, reps_a, n_pos_pat, n_neg_pat, lev)  # noqa: E731
-            lt_b = lambda lev: intervals.logit_t_interval(point_b, reps_b, n_pos_pat, n_neg_pat, lev)  # noqa: E731
+            lt_a = intervals.logit_t_interval(point_a, reps_a, n_pos_pat, n_neg_pat, LEVEL)
+            lt_b = intervals.logit_t_interval(point_b, reps_b, n_pos_pat, n_neg_pat, LEVEL)
             hm_a, hm_b = _hm_score(point_a, y, s_a, cluster, reps_a, k), _hm_score(point_b, y, s_b, cluster, reps_b, k)
             candidates = (("percentile", intervals.percentile(d_reps, LEVEL)),
                           ("wald-z", intervals.t_interval_and_p(d, se, float("inf"), LEVEL)[:2]),
                           ("wald-t", intervals.t_interval_and_p(d, se, df, LEVEL)[:2]),
                           ("wald-t-adj", intervals.t_interval_and_p(d, adj, df, LEVEL)[:2]),
-                          ("mover-logit-t-adj", intervals.mover(d, (point_a, *lt_a(LEVEL)), (point_b, *lt_b(LEVEL)), r)),
+                          ("mover-logit-t-adj", intervals.mover(d, (point_a, *lt_a), (point_b, *lt_b), r)),
                           ("mover-hm-score", intervals.mover(d, (point_a, *hm_a(LEVEL)), (point_b, *hm_b(LEVEL)), r)))
             for m, (lo, hi) in candidates:
                 hits.setdefault(("delta", m), []).append(float(lo <= true_delta <= hi))
