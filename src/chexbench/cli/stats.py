@@ -49,7 +49,7 @@ def score(
 
     _check(bootstrap, out)
     df = score_file(pred, bootstrap, seed)
-    table = Table(title=f"{pred.name}: 95% intervals, logit-t on the patient-level bootstrap se ({bootstrap} resamples, seed {seed})")
+    table = Table(title=f"{pred.name}: 95% intervals (AUROC: Hanley–McNeil score form; AUPRC, macro: logit-t), patient-level bootstrap ({bootstrap} resamples, seed {seed})")
     for col in ("label", "pos / neg", "pos patients", "AUROC [95% CI]", "AUPRC [95% CI]", "degenerate", "note"):
         table.add_column(col)
     for r in df.itertuples():

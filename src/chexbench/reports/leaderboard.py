@@ -35,7 +35,7 @@ from chexbench.core.errors import ChexbenchError
 from chexbench.reports.aggregate import CONFIG_AXES, LoadedResults
 from chexbench.reports.bootstrap import macro_df_of, macro_factor_of, macro_k, macro_point, macro_replicates
 from chexbench.reports.compare import adjust_p_values
-from chexbench.reports.seeds import SeedSummary, combine_seeds, paired_seed_delta
+from chexbench.reports.seeds import SeedSummary, combine_seeds, paired_seed_delta, with_label_interval
 
 #: the axes every table already shows; other varying keys get their own column
 AXIS_KEYS = frozenset(CONFIG_AXES)
@@ -153,7 +153,7 @@ def macro_label_sets(results: LoadedResults) -> tuple[dict[str, list[str]], dict
 
 def _summaries(results: LoadedResults, cell_ids: list[str], labels: list[str]) -> dict[str, SeedSummary]:
     """Macro AUROC/AUPRC and per-label AUROC/AUPRC summaries over the seeds ``cell_ids``: the
-    random-effects t interval of ``seeds.combine_seeds``, the test-sample variance on the label's
+    random-effects t interval of ``seeds.combine_seeds`` (per-label AUROC: ``seeds.with_label_interval``), the test-sample variance on the label's
     degrees of freedom (the macro's: Satterthwaite over its labels, from the first seed)."""
     cells = [results.scores[c] for c in cell_ids]
     out: dict[str, SeedSummary] = {}
@@ -168,11 +168,13 @@ def _summaries(results: LoadedResults, cell_ids: list[str], labels: list[str]) -
         for label in cells[0].labels:
             if all(label in c.labels for c in cells):
                 first = cells[0].labels[label]
-                out[f"{label}:{metric}"] = combine_seeds(
+                summary = combine_seeds(
                     [getattr(c.labels[label], metric) for c in cells],
                     [getattr(c.labels[label], f"{metric}_boot") for c in cells],
                     df_test=first.df, k=first.k, factor_test=first.factor,
                 )
+                # per-label AUROC: the chosen per-label interval (hm-score) as the test-sample part
+                out[f"{label}:{metric}"] = with_label_interval(summary, first) if metric == "auroc" else summary
     return out
 
 

@@ -97,8 +97,11 @@ def methods_section(results: LoadedResults) -> str:
         f"- Per-label AUROC (exact Mann–Whitney with midranks for ties) and AUPRC (average precision) on the test split. "
         f"{_blank_rule(results)}\n"
         f"- 95% intervals: patient-level (cluster) bootstrap, {results.n_boot} resamples, seed {results.seed}, for the standard "
-        "error; the interval is logit(AUROC) ± t · se · √(k/(k − 1)) on k − 1 degrees of freedom, k = min(positive, negative "
-        "test patients) of the label (macro: Satterthwaite over its labels), chosen by a coverage simulation "
+        "error. Per-label AUROC: the score interval {A : (AUROC − A)² ≤ z² · D · V(A)}, V Hanley & McNeil's variance of an "
+        "AUROC A on the label's positive and negative images, D the larger of the clustered-over-independent DeLong "
+        "variance ratio and the bootstrap variance · k/(k − 1) over V(AUROC) (k = min(positive, negative test patients)); "
+        "macro AUROC and AUPRC: logit(value) ± t · se · √(k/(k − 1)) on k − 1 degrees of freedom (macro: Satterthwaite "
+        "over its labels); both chosen by a coverage simulation "
         "(`chexbench bench coverage`, table in docs/STATISTICS.md). Patients are resampled, not images, because images "
         "of one patient are correlated. The same resamples serve every label and every cell evaluated on the same test "
         "set. ⚑ marks a number resting on a label with fewer than 10 positive test patients.\n"
@@ -146,7 +149,7 @@ def render_report(results: LoadedResults, tables: Tables, figures_md: str = "", 
     intro = (
         "# chexbench report\n\n"
         f"Results: `{results.root.name}` — {n_ok} cell(s) scored, {n_failed} failed, {n_skipped} skipped. "
-        f"Baseline: `{tables.baseline}`. Intervals: 95%, logit-t on the patient-level bootstrap se ({results.n_boot} "
+        f"Baseline: `{tables.baseline}`. Intervals: 95%, from the patient-level bootstrap ({results.n_boot} "
         f"resamples, seed {results.seed}); seeds pooled by a random-effects t interval (see Methods).\n"
     )
     sections = [

@@ -88,7 +88,7 @@ def _summary_rows(scores: CellScores) -> list[dict]:
 
 
 def score_file(path: str | Path, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Per-label and macro AUROC / AUPRC with 95% intervals (logit-t on the patient-bootstrap se, intervals.py)."""
+    """Per-label and macro AUROC / AUPRC with 95% intervals (intervals.py: per-label AUROC hm-score, the rest logit-t-adj)."""
     df = read_prediction_file(path)
     resamples = draw_patient_resamples(df["patient_id"], n_boot, seed)
     scores = score_predictions(df, resamples)

@@ -29,12 +29,13 @@ With one seed the interval is the per-label (or macro) interval, seed variation 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy.special import expit, logit
 
 from chexbench.reports import intervals
-from chexbench.reports.bootstrap import CI_LEVEL, percentile_ci
+from chexbench.reports.bootstrap import CI_LEVEL, LabelScores, percentile_ci
 from chexbench.reports.compare import MIN_FINITE, PairedDelta
 
 
@@ -90,6 +91,27 @@ def combine_seeds(
         summary = SeedSummary(mean, sd, n_seeds, lo, hi, combined, summary.n_degenerate, float(seed_var), float(df_test), k,
                               float(factor_test))
     return summary
+
+
+def with_label_interval(summary: SeedSummary, first: LabelScores, level: float = CI_LEVEL) -> SeedSummary:
+    """A per-label AUROC summary with the chosen per-label interval (hm-score, ``intervals.py``) as its
+    test-sample part: the hm-score interval of the seed mean (the first seed's image counts, design effect
+    and bootstrap variance of the mean), each side widened on the logit scale by the between-seed part in
+    quadrature: logit low = logit mean − √((logit mean − logit low_hm)² + (q_{S−1} s/√S / (mean (1 − mean)))²),
+    likewise high. One seed: the hm-score interval."""
+    if not (np.isfinite(summary.mean) and np.isfinite(summary.ci_low)):
+        return summary
+    se = intervals.replicate_sd(summary.replicates) * np.sqrt(first.factor)
+    lo_hm, hi_hm = intervals.hm_score_interval(summary.mean, first.n_pos, first.n_neg, first.design_effect, se,
+                                               first.k, level)
+    seed = intervals.halfwidth([(summary.seed_var, float(max(summary.n_seeds - 1, 1)))], level)
+    if seed == 0 or not 0 < summary.mean < 1:
+        return replace(summary, ci_low=lo_hm, ci_high=hi_hm)
+    with np.errstate(divide="ignore"):
+        c, l_hm, h_hm = (float(logit(x)) for x in (summary.mean, lo_hm, hi_hm))
+    h_seed = seed / (summary.mean * (1 - summary.mean))  # on the logit scale, as combine_seeds
+    lo, hi = expit(c - np.hypot(c - l_hm, h_seed)), expit(c + np.hypot(h_hm - c, h_seed))
+    return replace(summary, ci_low=float(lo), ci_high=float(hi))
 
 
 def paired_seed_delta(a: SeedSummary, b: SeedSummary, level: float = CI_LEVEL) -> PairedDelta:
