@@ -126,3 +126,24 @@ def test_bench_coverage_command_prints_every_candidate_and_writes_the_tables(tmp
         assert f"| {name} " in text or f" {name} |" in text, name
     assert "| 0.3 | 0.9 | 40 × 2 |" in text and "| 2 | 0.01 | 0.003 |" in text
     assert "chexbench bench coverage --trials 4 --resamples 100 --seed-trials 20 --seed 0" in text
+
+
+def test_report_uses_the_score_interval_and_widens_it_by_the_seed_part():
+    """One seed: the leaderboard's per-label interval is exactly `chexbench score`'s (hm-score); several seeds
+    with a between-seed spread: wider on both sides; the paired per-label Δ's p agrees with its interval."""
+    from chexbench.reports.bootstrap import draw_patient_resamples, score_predictions
+    from chexbench.reports.compare import paired_label_delta
+    from chexbench.reports.seeds import combine_seeds, with_label_interval
+
+    df = _clustered(np.random.default_rng(3), 150, 3, 0.1, 0.9)
+    la = score_predictions(df, draw_patient_resamples(df["patient_id"], 300, 0)).labels["effusion"]
+    assert np.isfinite(la.design_effect) and la.design_effect > 1  # three correlated images per patient
+    one = with_label_interval(combine_seeds([la.auroc], [la.auroc_boot], df_test=la.df, k=la.k, factor_test=la.factor), la)
+    assert (one.ci_low, one.ci_high) == pytest.approx(la.auroc_ci())
+    pts = [la.auroc - 0.02, la.auroc, la.auroc + 0.02]
+    three = with_label_interval(combine_seeds(pts, [la.auroc_boot] * 3, df_test=la.df, k=la.k, factor_test=la.factor), la)
+    assert three.ci_low < one.ci_low and three.ci_high > one.ci_high
+    df_b = df.assign(y_score=df["y_score"] + np.random.default_rng(4).normal(0, 1.0, len(df)))
+    lb = score_predictions(df_b, draw_patient_resamples(df["patient_id"], 300, 0)).labels["effusion"]
+    d = paired_label_delta(la, lb)
+    assert d.ci_low < d.delta < d.ci_high and (d.ci_low > 0 or d.ci_high < 0) == (d.p_value < 0.05)
