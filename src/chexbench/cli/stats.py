@@ -42,7 +42,8 @@ def score(
     seed: Annotated[int, typer.Option("--seed", help="seed of the resamples")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="write the table (.csv or .parquet)")] = None,
 ) -> None:
-    """Per-label and macro AUROC / AUPRC with 95% intervals (logit scale, patient-bootstrap se, t quantile); ⚠ flags
+    """Per-label and macro AUROC / AUPRC with 95% intervals (per-label AUROC: Hanley–McNeil score interval with a
+    design effect; AUPRC and macro: logit scale, patient-bootstrap se, t quantile); ⚠ flags
     a label with fewer than 10 positive test patients."""
     # lazy: keeps chexbench --help fast
     from chexbench.reports.score import MACRO, score_file, write_table
@@ -109,8 +110,10 @@ def compare(
         for line in flagged:
             console.print(line, highlight=False, soft_wrap=True)
     console.print(c.family, highlight=False, soft_wrap=True)
-    console.print("Intervals: logit scale (AUROC) or Δ scale, patient-bootstrap se, Student-t quantile on min(positive, negative "
-                  "patients) − 1 df; p is that t test's, so the Δ interval excludes 0 exactly when p < 0.05 "
+    console.print("Intervals: per-label AUROC, Hanley–McNeil score interval with a design effect; per-label Δ AUROC, "
+                  "MOVER from the two arms' intervals, p where that interval touches 0; macro and AUPRC, logit scale "
+                  "(values) or Δ scale, patient-bootstrap se, Student-t quantile on min(positive, negative patients) − 1 "
+                  "df, p that t test's. Either way the Δ interval excludes 0 exactly when p < 0.05 "
                   "(docs/STATISTICS.md).", highlight=False, soft_wrap=True)
     console.print("DeLong treats images as independent (too narrow when patients hold several images); the clustered "
                   "variant (Obuchowski 1997) does not. The macro DeLong sums each image's influence over labels.",
