@@ -45,7 +45,7 @@ def test_tiny_test_set_flags_unreliable_intervals(tmp_path):
         rec["eval_labels_json"] = json.dumps(["a", "b"])
         store.write(rec, pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "y_score", "split"]))
     text = write_report(tmp_path, n_boot=200, figures=False).read_text()
-    assert "| `simclr` | 0.000 [n/a] ⚠ |" in text  # one positive patient: no interval (was [0.000, 0.000]), flagged
+    assert "| `simclr` | 0.000 [n/a] ⚠ ⚑ |" in text  # one positive patient: no interval (was [0.000, 0.000]); flagged (⚑: < 10 positive patients)
     assert "`a`: interval not estimable: 1 patient(s) with a positive" in text  # and the report says why
     assert text.count("_Every row: 1 seed: seed variation not estimated") == 2  # leaderboard + per-label table
     assert "`b` is undefined on the test set — no positive test image (0 pos / 3 neg)" in text

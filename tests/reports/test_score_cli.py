@@ -104,3 +104,30 @@ def test_bench_stats_small_agrees_with_sklearn(tmp_path):
     assert r.exit_code == 0, r.output
     text = perf.read_text()
     assert "## bench stats: patient-level bootstrap vs scikit-learn" in text and "Speed-up" in text
+
+
+def test_a_label_with_fewer_than_ten_positive_patients_is_flagged_in_score_and_compare(tmp_path):
+    """7 positive patients for `rare`, 30 for `common`: only `rare` (and the macro that holds it) is flagged,
+    in the table written, the printed output of score and in compare's."""
+    rng = np.random.default_rng(4)
+    rows = []
+    for p in range(60):
+        for i in range(2):
+            rows.append((f"i{p}_{i}", f"p{p}", "rare", float(p < 7)))
+            rows.append((f"i{p}_{i}", f"p{p}", "common", float(p % 2 == 0)))
+    df = pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true"])
+    df["y_score"] = df["y_true"] + rng.normal(0, 1, len(df))
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    df.to_csv(a, index=False)
+    df.assign(y_score=df["y_true"] * 0.5 + rng.normal(0, 1, len(df))).to_csv(b, index=False)
+    table = score_file(a, n_boot=200).set_index("label")
+    assert table.loc["rare", "n_pos_patients"] == 7 and table.loc["common", "n_pos_patients"] == 30
+    assert table.loc["rare", "flag"].startswith("⚠ 7 positive patient(s) (< 10)")
+    assert table.loc["common", "flag"] == ""
+    assert "rare" in table.loc["macro", "flag"]
+    result = CliRunner().invoke(app, ["score", str(a), "--bootstrap", "200"])
+    assert result.exit_code == 0, result.output
+    assert "⚠ 7 positive patient(s)" in result.output and "fewer than 10 positive test patients" in result.output
+    result = CliRunner().invoke(app, ["compare", str(a), str(b), "--bootstrap", "200"])
+    assert result.exit_code == 0, result.output
+    assert "rare: ⚠ 7 positive patient(s)" in result.output and "common: ⚠" not in result.output

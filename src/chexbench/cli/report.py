@@ -41,7 +41,7 @@ def report(
         wanted = [f for f in wanted if f != "html"]
     formats = check_formats(wanted)
     if bootstrap < 100:
-        raise ConfigError(f"--bootstrap must be at least 100 for a 95% percentile interval, got {bootstrap}")
+        raise ConfigError(f"--bootstrap must be at least 100 for the interval's bootstrap standard error, got {bootstrap}")
     with console.status("scoring cells and bootstrapping…"):
         path = write_report(results, baseline=baseline, n_boot=bootstrap, seed=seed, figures=figures, table_formats=formats,
                             html=html)

@@ -39,7 +39,7 @@ def _p(p: float) -> str:
 
 def _check(bootstrap: int, out: Path | None) -> None:
     if bootstrap < 100:
-        raise ConfigError(f"--bootstrap must be at least 100 for a 95% percentile interval, got {bootstrap}")
+        raise ConfigError(f"--bootstrap must be at least 100 for the interval's bootstrap standard error, got {bootstrap}")
     if out is not None and out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise ConfigError(f"--out {out}: expected a .csv or .parquet file name")
 
@@ -52,25 +52,32 @@ def score(
     out: Annotated[Path | None, typer.Option("--out", help="write the table (.csv or .parquet)")] = None,
     labels: LabelsOpt = None,
 ) -> None:
-    """Per-label and macro AUROC / AUPRC with patient-level bootstrap 95% intervals.
+    """Per-label and macro AUROC / AUPRC with 95% intervals (per-label AUROC: Hanley–McNeil score interval with a
+    design effect; AUPRC and macro: logit scale, patient-bootstrap se, t quantile); ⚠ flags
+    a label with fewer than 10 positive test patients.
 
     By default over the dataset's evaluation labels recorded with the predictions (a cell's
     predictions file of a results folder: the report's macro and interval, exactly)."""
     # lazy: keeps chexbench --help fast
-    from chexbench.reports.score import degenerate_warnings, score_file, write_table
+    from chexbench.reports.score import MACRO, degenerate_warnings, score_file, write_table
 
     _check(bootstrap, out)
     df = score_file(pred, bootstrap, seed, labels)
     console.print(f"labels: {df.attrs['labels_source']}", highlight=False, soft_wrap=True)
-    table = Table(title=f"{pred.name}: 95% patient-level bootstrap ({bootstrap} resamples, seed {seed})")
-    for col in ("label", "pos / neg", "AUROC [95% CI]", "AUPRC [95% CI]", "degenerate", "note"):
+    table = Table(title=f"{pred.name}: 95% intervals (AUROC: Hanley–McNeil score form; AUPRC, macro: logit-t), patient-level bootstrap ({bootstrap} resamples, seed {seed})")
+    for col in ("label", "pos / neg", "pos patients", "AUROC [95% CI]", "AUPRC [95% CI]", "degenerate", "note"):
         table.add_column(col)
     for r in df.itertuples():
         counts = f"{int(r.n_pos)} / {int(r.n_neg)}"
-        table.add_row(str(r.label), counts, _ci(r.auroc, r.auroc_ci_low, r.auroc_ci_high),
-                      _ci(r.auprc, r.auprc_ci_low, r.auprc_ci_high), str(int(r.n_degenerate)), str(r.note))
+        pos_pat = "" if r.label == MACRO else str(int(r.n_pos_patients))
+        note = "; ".join(x for x in (str(r.flag), str(r.note)) if x)
+        table.add_row(str(r.label), counts, pos_pat, _ci(r.auroc, r.auroc_ci_low, r.auroc_ci_high),
+                      _ci(r.auprc, r.auprc_ci_low, r.auprc_ci_high), str(int(r.n_degenerate)), note)
     console.print(table)
     _warn(degenerate_warnings(df, bootstrap))
+    if (df["flag"] != "").any():
+        console.print(f"⚠ {int((df['flag'] != '').sum())} row(s) rest on fewer than 10 positive test patients: read their "
+                      "intervals with care.", highlight=False, soft_wrap=True)
     if out is not None:
         console.print(f"wrote {write_table(df, out)}", highlight=False)
 
@@ -121,14 +128,23 @@ def compare(
                 continue
             if r.label == MACRO:
                 table.caption = f"macro: {r.note}; its DeLong p sums each image's influence over those labels"
-            table.add_row(str(r.label), _ci(r.auroc_a, r.auroc_a_ci_low, r.auroc_a_ci_high),
+            flag = " ⚠" if isinstance(r.flag, str) and r.flag else ""
+            table.add_row(str(r.label) + flag, _ci(r.auroc_a, r.auroc_a_ci_low, r.auroc_a_ci_high),
                           _ci(r.auroc_b, r.auroc_b_ci_low, r.auroc_b_ci_high), _delta(r.delta, r.delta_ci_low, r.delta_ci_high),
                           _p(r.p_value), _p(r.p_holm), _delta(r.auprc_delta, r.auprc_delta_ci_low, r.auprc_delta_ci_high),
                           _p(r.delong_p), _p(r.clustered_delong_p))
         console.print(table)
         _warn(degenerate_warnings(df, bootstrap, prefix=f"{a} vs {b}, Δ "))
+        flagged = [f"{r.label}: {r.flag}" for r in df.itertuples() if isinstance(r.flag, str) and r.flag]
+        for line in flagged:
+            console.print(line, highlight=False, soft_wrap=True)
     _warn(notes)
     console.print(c.family, highlight=False, soft_wrap=True)
+    console.print("Intervals: per-label AUROC, Hanley–McNeil score interval with a design effect; per-label Δ AUROC, "
+                  "MOVER from the two arms' intervals, p where that interval touches 0; macro and AUPRC, logit scale "
+                  "(values) or Δ scale, patient-bootstrap se, Student-t quantile on min(positive, negative patients) − 1 "
+                  "df, p that t test's. Either way the Δ interval excludes 0 exactly when p < 0.05 "
+                  "(docs/STATISTICS.md).", highlight=False, soft_wrap=True)
     console.print("DeLong treats images as independent (too narrow when patients hold several images); the clustered "
                   "variant (Obuchowski 1997) does not. The macro DeLong sums each image's influence over labels.",
                   highlight=False, soft_wrap=True)

@@ -4,8 +4,9 @@ Modules, bottom up (methods and citations: docs/STATISTICS.md):
     auroc        exact AUROC / AUPRC for one sample or thousands of weighted resamples at once
     bootstrap    patient-level (cluster) resamples shared per test set; per-label scores
     delong       DeLong (Sun & Xu fast algorithm) and the clustered variant (Obuchowski 1997)
-    compare      paired Δ on shared resamples, bootstrap p-values, Holm / BH
-    seeds        mean ± sd over seeds and the two-level (seeds × patients) interval
+    compare      paired Δ on shared resamples, t interval and its p-value, Holm / BH
+    intervals    the interval methods and the one chosen by simulation (bench coverage)
+    seeds        mean ± sd over seeds and the random-effects t interval (test-sample + between-seed variance)
     calibration  ECE, reliability diagrams, operating point chosen on validation
     aggregate    results directory → scored cells;  leaderboard: → tables
     crosscheck   DeLong vs bootstrap for every paired comparison

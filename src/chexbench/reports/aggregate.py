@@ -14,13 +14,11 @@ results folder.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from chexbench.bench.store import ResultStore, record_configuration_hash
@@ -301,11 +299,3 @@ def _test_set(
             n_patients=int(test["patient_id"].nunique()),
         )
     return test_sets[key]
-
-
-def configuration_stream(seed: int, configuration_hash: str) -> np.random.Generator:
-    """The random stream of one configuration's seed level (two-level bootstrap): derived from
-    the report's seed and the configuration alone, so a configuration's interval (and a
-    comparison of two configurations) does not depend on what else is in the results folder."""
-    digest = int(hashlib.sha256(str(configuration_hash).encode()).hexdigest()[:16], 16)
-    return np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED, digest]))

@@ -1,15 +1,17 @@
 """Patient-level (cluster) bootstrap of per-label AUROC and AUPRC, shared across labels and cells.
 
 Images of one patient are correlated, so the resampling unit is the patient (Field & Welsh
-2007, cluster bootstrap; Efron & Tibshirani 1993 ch. 13 percentile intervals): draw the test
+2007, cluster bootstrap): draw the test
 set's patients with replacement, each image inherits its patient's count as a weight. One set
 of resamples is drawn per test set (its sorted patient ids and a seed) and reused for every
 label and every cell evaluated on that test set, so paired differences are computed on the
-same resampled patients.
+same resampled patients. The resamples give each estimate's standard error; the interval built
+from it (per-label AUROC: hm-score; macro and AUPRC: logit-t-adj; chosen by a coverage simulation) is in ``intervals.py``
+(:meth:`LabelScores.auroc_ci`, :func:`macro_ci`). ``percentile_ci`` remains for the comparison.
 
 A resample in which a label has no positive (or no negative) weight has no AUROC: it is
-recorded as NaN, *counted* (``n_degenerate``) and left out of that label's percentile
-interval (the interval is conditional on both classes being present).
+recorded as NaN, *counted* (``n_degenerate``) and left out of that label's standard error
+(the interval is conditional on both classes being present).
 
 A patient-level interval needs at least two patients on each side of a label
 (:data:`MIN_PATIENTS_PER_CLASS`): with one patient holding every positive (or every negative)
@@ -22,15 +24,25 @@ every paired Δ / p-value built on it are "not estimable" (``LabelScores.interva
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 import numpy as np
 import pandas as pd
 
 from chexbench.core.auroc import SortedLabel
 from chexbench.core.errors import DataError
+from chexbench.reports.delong import delong
+from chexbench.reports.intervals import (
+    FEW_POSITIVE_PATIENTS,
+    class_df,
+    hm_score_interval,
+    logit_t_interval,
+    macro_df,
+    macro_factor,
+    macro_interval,
+    replicate_sd,
+    small_sample_factor,
+)
 
 DEFAULT_N_BOOT = 2000
 DEFAULT_SEED = 0
@@ -111,11 +123,49 @@ class LabelScores:
     auroc_boot: np.ndarray  # (B,), NaN where the resample lost a class
     auprc_boot: np.ndarray
     reason: str = ""  # why the point estimate is undefined ("" when defined)
+    n_pos_patients: int = 0  # patients with at least one positive image of this label
+    n_neg_patients: int = 0  # patients with at least one negative image
+    design_effect: float = float("nan")  # clustered / independent DeLong variance at the point (NaN: 1)
     interval_note: str = ""  # why no patient-level interval exists although the point is defined ("" when it does)
 
     @property
     def defined(self) -> bool:
         return bool(np.isfinite(self.auroc))
+
+    @property
+    def df(self) -> float:
+        """Degrees of freedom of its AUROC variance (``intervals.class_df``)."""
+        return class_df(self.n_pos_patients, self.n_neg_patients)
+
+    @property
+    def k(self) -> int:
+        """The smaller class's patient count."""
+        return min(self.n_pos_patients, self.n_neg_patients)
+
+    @property
+    def factor(self) -> float:
+        """Small-sample variance factor k / (k − 1) (``intervals.small_sample_factor``)."""
+        return small_sample_factor(self.k)
+
+    @property
+    def few_positive_patients(self) -> bool:
+        """Fewer than ``FEW_POSITIVE_PATIENTS`` positive test patients: its interval rests on a handful."""
+        return self.n_pos_patients < FEW_POSITIVE_PATIENTS
+
+    def auroc_ci(self, level: float = CI_LEVEL) -> tuple[float, float]:
+        """The chosen AUROC interval (``intervals.hm_score_interval``): Hanley–McNeil score interval on the
+        label's images times a design effect, the larger of the clustered DeLong one and the adjusted
+        patient-bootstrap variance's. NaN when not estimable (``interval_note``: fewer than two patients in a class)."""
+        if not self.defined or self.interval_note:
+            return float("nan"), float("nan")
+        se = replicate_sd(self.auroc_boot) * np.sqrt(self.factor)
+        return hm_score_interval(self.auroc, self.n_pos, self.n_neg, self.design_effect, se, self.k, level)
+
+    def auprc_ci(self, level: float = CI_LEVEL) -> tuple[float, float]:
+        """AUPRC by the same method (its coverage was not simulated)."""
+        if not self.defined or self.interval_note:
+            return float("nan"), float("nan")
+        return logit_t_interval(self.auprc, self.auprc_boot, self.n_pos_patients, self.n_neg_patients, level)
 
     @property
     def n_degenerate(self) -> int:
@@ -144,29 +194,6 @@ def percentile_ci(replicates: np.ndarray, level: float = CI_LEVEL) -> tuple[floa
     alpha = (1 - level) / 2
     lo, hi = np.quantile(r, [alpha, 1 - alpha])
     return float(lo), float(hi)
-
-
-def tail_rank(n: int, level: float = CI_LEVEL) -> int:
-    """Rank k of the lower bound of the paired interval on ``n`` finite replicates (Davison & Hinkley
-    1997 §5.2.1: the (n + 1)·α/2-th order statistic, strict), k = ⌈(n + 1)·α/2⌉ − 1 in exact arithmetic
-    so that a level of 0.95 means α/2 = 1/40, not the float 0.025000000000000022; ≤ 0 when n is too
-    small for an interval at this level."""
-    alpha_half = (1 - Fraction(level).limit_denominator(10**6)) / 2
-    return math.ceil((n + 1) * alpha_half) - 1
-
-
-def order_statistic_ci(replicates: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float]:
-    """Percentile interval [Δ_(k), Δ_(n+1−k)] of the finite replicates, k = :func:`tail_rank` (NaN, NaN
-    when k ≤ 0: fewer than 40 finite replicates for 95%). Paired Δ use it because it makes the
-    bootstrap p-value of :func:`chexbench.reports.compare.bootstrap_p_value` exact: the interval
-    excludes 0 exactly when that p < 1 − level."""
-    r = np.sort(np.asarray(replicates, dtype=float))
-    r = r[np.isfinite(r)]
-    n = len(r)
-    k = tail_rank(n, level)
-    if n == 0 or k <= 0:
-        return float("nan"), float("nan")
-    return float(r[k - 1]), float(r[n - k])
 
 
 def check_prediction_frame(df: pd.DataFrame, source: str) -> None:
@@ -226,9 +253,11 @@ def score_predictions(
         y = g["y_true"].to_numpy(dtype=float)
         n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
         n_pat = int(g["patient_id"].nunique())
+        pid = g["patient_id"].astype(str).to_numpy()
+        n_pos_pat, n_neg_pat = len(np.unique(pid[y == 1])), len(np.unique(pid[y == 0]))
         if n_pos == 0 or n_neg == 0:
             why = "no positive test image" if n_pos == 0 else "no negative test image"
-            out.labels[label] = _undefined(label, n_pos, n_neg, n_pat, n_boot, why)
+            out.labels[label] = _undefined(label, n_pos, n_neg, n_pat, n_boot, why, n_pos_pat, n_neg_pat)
             continue
         cluster = resamples.index_of(g["patient_id"].to_numpy())
         op = SortedLabel(y, g["y_score"].to_numpy(dtype=float), cluster, len(resamples.patient_ids))
@@ -239,6 +268,8 @@ def score_predictions(
         else:
             boot_a, boot_p = op.evaluate(resamples.weights)
         out.labels[label] = LabelScores(label, n_pos, n_neg, n_pat, float(point_a[0]), float(point_p[0]), boot_a, boot_p,
+                                        n_pos_patients=n_pos_pat, n_neg_patients=n_neg_pat,
+                                        design_effect=float("nan") if note else design_effect(y, g["y_score"].to_numpy(dtype=float), cluster),
                                         interval_note=note)
     return out
 
@@ -255,9 +286,25 @@ def not_estimable_note(rows: pd.DataFrame) -> str:
             f"(a patient-level interval needs at least {MIN_PATIENTS_PER_CLASS} of each)")
 
 
-def _undefined(label: str, n_pos: int, n_neg: int, n_pat: int, n_boot: int, reason: str) -> LabelScores:
+def design_effect(y: np.ndarray, s: np.ndarray, cluster: np.ndarray) -> float:
+    """Clustered (Obuchowski) over independent (DeLong) AUROC variance at the point: what the patients'
+    correlated images add. Fewer than two positive (or negative) patients: the positive (negative) images
+    per patient of that class (as if its images were copies); no independent variance (perfect order): NaN."""
+    y = np.asarray(y, dtype=float)
+    v_iid = float(delong(y, s[None, :]).covariance[0, 0])
+    try:
+        v_clu = float(delong(y, s[None, :], cluster).covariance[0, 0])
+    except ValueError:
+        pos, neg = y > 0.5, y <= 0.5
+        per = [pos.sum() / len(np.unique(cluster[pos])), neg.sum() / len(np.unique(cluster[neg]))]
+        return float(max(per))
+    return v_clu / v_iid if v_iid > 0 else float("nan")
+
+
+def _undefined(label: str, n_pos: int, n_neg: int, n_pat: int, n_boot: int, reason: str, n_pos_pat: int = 0,
+               n_neg_pat: int = 0) -> LabelScores:
     nan = np.full(n_boot, np.nan)
-    return LabelScores(label, n_pos, n_neg, n_pat, float("nan"), float("nan"), nan, nan.copy(), reason)
+    return LabelScores(label, n_pos, n_neg, n_pat, float("nan"), float("nan"), nan, nan.copy(), reason, n_pos_pat, n_neg_pat)
 
 
 def macro_replicates(cell: CellScores, labels: list[str], metric: str = "auroc") -> np.ndarray:
@@ -271,3 +318,38 @@ def macro_replicates(cell: CellScores, labels: list[str], metric: str = "auroc")
 def macro_point(cell: CellScores, labels: list[str], metric: str = "auroc") -> float:
     vals = [getattr(cell.labels[k], metric) for k in labels]
     return float(np.mean(vals)) if vals else float("nan")
+
+
+def macro_df_of(cell: CellScores, labels: list[str], metric: str = "auroc") -> float:
+    """Satterthwaite degrees of freedom of the macro over ``labels`` (``intervals.macro_df``)."""
+    return macro_df([getattr(cell.labels[k], f"{metric}_boot") for k in labels], [cell.labels[k].df for k in labels])
+
+
+def macro_k(cell: CellScores, labels: list[str]) -> int:
+    return min((cell.labels[k].k for k in labels), default=0)
+
+
+def macro_ci(cell: CellScores, labels: list[str], metric: str = "auroc", level: float = CI_LEVEL) -> tuple[float, float]:
+    """The chosen macro interval (logit-t, Satterthwaite df over the labels)."""
+    if not labels:
+        return float("nan"), float("nan")
+    return macro_interval(macro_point(cell, labels, metric), macro_replicates(cell, labels, metric),
+                          [getattr(cell.labels[k], f"{metric}_boot") for k in labels],
+                          [cell.labels[k].df for k in labels], [cell.labels[k].k for k in labels], level)
+
+
+def macro_factor_of(cell: CellScores, labels: list[str], metric: str = "auroc") -> float:
+    """The macro's small-sample variance factor (``intervals.macro_factor``)."""
+    return macro_factor([getattr(cell.labels[k], f"{metric}_boot") for k in labels], [cell.labels[k].k for k in labels])
+
+
+def macro_delta_df(a: CellScores, b: CellScores, labels: list[str], metric: str = "auroc") -> float:
+    """Satterthwaite degrees of freedom of a paired macro Δ (A − B): each label's Δ-replicate variance on its df."""
+    return macro_df([getattr(a.labels[k], f"{metric}_boot") - getattr(b.labels[k], f"{metric}_boot") for k in labels],
+                    [a.labels[k].df for k in labels])
+
+
+def macro_delta_factor(a: CellScores, b: CellScores, labels: list[str], metric: str = "auroc") -> float:
+    """Small-sample variance factor of a paired macro Δ: the labels' factors weighted by their Δ variances."""
+    return macro_factor([getattr(a.labels[k], f"{metric}_boot") - getattr(b.labels[k], f"{metric}_boot") for k in labels],
+                        [a.labels[k].k for k in labels])

@@ -2,7 +2,7 @@
 
 Both tables are long (one row per configuration), with names in words, intervals and marks:
 
-    ↑ / ↓   better / worse than the baseline: paired bootstrap, Holm-corrected over the
+    ↑ / ↓   better / worse than the baseline: seed-aware paired t test, Holm-corrected over the
             report's headline family, p < 0.05 (LaTeX: $\\uparrow$ / $\\downarrow$)
     †       interval unreliable: more than 5% of the resamples lost every positive or every
             negative of a label (the test set is too small for it)
@@ -108,11 +108,11 @@ def _caption(t: Tables, kind: str, latex: bool) -> str:
     n = int(t.leaderboard["p_value"].notna().sum()) if not t.leaderboard.empty else 0
     base = display_name("strategy", t.baseline)
     up, down, dagger = ("$\\uparrow$", "$\\downarrow$", "$^\\dagger$") if latex else ("↑", "↓", "†")
-    marks = (f"{up}/{down}: better/worse than {base} (paired patient-level bootstrap, Holm-corrected over the {n} "
+    marks = (f"{up}/{down}: better/worse than {base} (seed-aware paired test, Holm-corrected over the {n} "
              f"macro-AUROC comparisons of the report, p < 0.05).")
     if kind == "leaderboard":
-        return ("Macro AUROC, mean over fine-tuning seeds, with 95% patient-level bootstrap intervals (seeds pooled by a "
-                f"two-level bootstrap). {marks} {dagger}: interval unreliable (more than 5% of resamples lost a class of a label).")
+        return ("Macro AUROC, mean over fine-tuning seeds, with 95% intervals for that mean (test-sample variance from a "
+                f"patient-level bootstrap plus between-seed variance, t quantiles, logit scale). {marks} {dagger}: interval unreliable (more than 5% of resamples lost a class of a label).")
     return (f"Paired difference in macro AUROC vs {base} on the same test images and patient resamples, with 95% interval "
             f"and two-sided p; Holm and Benjamini–Hochberg corrections over the {n} comparisons. {marks}")
 

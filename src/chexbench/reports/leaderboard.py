@@ -17,10 +17,9 @@ Comparison families (for the corrections):
   options), the top point estimate vs each other one — Holm over all of them;
 - *per-label*: every per-label AUROC Δ vs the baseline — BH over that family (exploratory).
 
-Every random stream is derived from what it belongs to: patient resamples from the test set's
-patients, the seed level of the two-level bootstrap from the configuration
-(``aggregate.configuration_stream``). A number is therefore reproduced exactly by any report
-that contains its cells.
+Patient resamples are derived from the test set's patients alone, and the seed-pooled interval
+(``seeds.py``: random-effects t over the seeds, no random draws) from the configuration's own
+cells, so a number is reproduced exactly by any report that contains its cells.
 """
 
 from __future__ import annotations
@@ -33,10 +32,10 @@ import numpy as np
 import pandas as pd
 
 from chexbench.core.errors import ChexbenchError
-from chexbench.reports.aggregate import CONFIG_AXES, LoadedResults, configuration_stream
-from chexbench.reports.bootstrap import macro_point, macro_replicates
-from chexbench.reports.compare import adjust_p_values, paired_delta
-from chexbench.reports.seeds import SeedSummary, combine_seeds
+from chexbench.reports.aggregate import CONFIG_AXES, LoadedResults
+from chexbench.reports.bootstrap import macro_df_of, macro_factor_of, macro_k, macro_point, macro_replicates
+from chexbench.reports.compare import adjust_p_values
+from chexbench.reports.seeds import SeedSummary, combine_seeds, paired_seed_delta, with_label_interval
 
 #: the axes every table already shows; other varying keys get their own column
 AXIS_KEYS = frozenset(CONFIG_AXES)
@@ -152,30 +151,30 @@ def macro_label_sets(results: LoadedResults) -> tuple[dict[str, list[str]], dict
     return labels, undefined
 
 
-def _summaries(results: LoadedResults, cell_ids: list[str], labels: list[str], configuration_hash: str) -> dict[str, SeedSummary]:
-    """Macro AUROC/AUPRC and per-label AUROC/AUPRC summaries over the seeds ``cell_ids``.
-
-    Every summary of a configuration draws its seeds from the configuration's own stream
-    (the same draws for every metric), never from a stream shared with other configurations."""
+def _summaries(results: LoadedResults, cell_ids: list[str], labels: list[str]) -> dict[str, SeedSummary]:
+    """Macro AUROC/AUPRC and per-label AUROC/AUPRC summaries over the seeds ``cell_ids``: the
+    random-effects t interval of ``seeds.combine_seeds`` (per-label AUROC: ``seeds.with_label_interval``), the test-sample variance on the label's
+    degrees of freedom (the macro's: Satterthwaite over its labels, from the first seed)."""
     cells = [results.scores[c] for c in cell_ids]
     out: dict[str, SeedSummary] = {}
-
-    def stream() -> np.random.Generator:
-        return configuration_stream(results.seed, configuration_hash)
-
     for metric in ("auroc", "auprc"):
         out[f"macro_{metric}"] = combine_seeds(
             [macro_point(c, labels, metric) for c in cells],
             [macro_replicates(c, labels, metric) for c in cells],
-            stream(),
+            df_test=macro_df_of(cells[0], labels, metric) if labels else float("inf"),
+            k=macro_k(cells[0], labels),
+            factor_test=macro_factor_of(cells[0], labels, metric) if labels else 1.0,
         )
         for label in cells[0].labels:
             if all(label in c.labels for c in cells):
-                out[f"{label}:{metric}"] = combine_seeds(
+                first = cells[0].labels[label]
+                summary = combine_seeds(
                     [getattr(c.labels[label], metric) for c in cells],
                     [getattr(c.labels[label], f"{metric}_boot") for c in cells],
-                    stream(),
+                    df_test=first.df, k=first.k, factor_test=first.factor,
                 )
+                # per-label AUROC: the chosen per-label interval (hm-score) as the test-sample part
+                out[f"{label}:{metric}"] = with_label_interval(summary, first) if metric == "auroc" else summary
     return out
 
 
@@ -246,7 +245,7 @@ def _configurations(
             seeds=[int(s) for s in recs["seed"]],
             test_set=",".join(test_keys),
             labels=labels,
-            summaries=_summaries(results, cell_ids, labels, str(h)),
+            summaries=_summaries(results, cell_ids, labels),
         )
     return configs
 
@@ -279,6 +278,9 @@ def _leaderboard_row(
         s = summ[metric]
         row.update({metric: s.mean, f"{metric}_sd": s.sd, f"{metric}_ci_low": s.ci_low, f"{metric}_ci_high": s.ci_high})
     row["n_degenerate"] = summ["macro_auroc"].n_degenerate
+    first = results.scores[c.cell_ids[0]]
+    row["few_positive_labels"] = ",".join(k for k in c.labels if first.labels[k].few_positive_patients)
+    row["pretraining"] = pretraining_note(results, c.hash, c.cell_ids)
     row.update(_calibration(results, c.cell_ids, c.labels))
     row["n_boot"] = results.n_boot
     row["labels"] = json.dumps(c.labels)
@@ -310,14 +312,41 @@ def _label_rows(c: _Configuration, results: LoadedResults, base: _Configuration 
             "auprc": p.mean,
             "auprc_ci_low": p.ci_low,
             "auprc_ci_high": p.ci_high,
+            "auprc_sd": p.sd,
             "n_pos": first.n_pos,
             "n_neg": first.n_neg,
+            "n_pos_patients": first.n_pos_patients,
+            "few_positive_patients": bool(first.defined and first.few_positive_patients),
             "n_degenerate": a.n_degenerate,
             "undefined_reason": first.reason,
         }
         lrow.update(_delta(c, base, base_note, f"{label}:auroc", results))
         out.append(lrow)
     return out
+
+
+def pretraining_note(results: LoadedResults, configuration_hash: str, cell_ids: list[str]) -> str:
+    """Whether a configuration's interval includes pretraining variance, in words: ``settings.pretrain_seed =
+    "per_seed"`` gives each fine-tuning seed its own pretraining run (included); otherwise its seeds share one
+    run (not included). Cells without a pretraining run (``init_json``'s ``pretrain_run``) have none to vary."""
+    runs = set()
+    for cell in cell_ids:
+        rec = results.ok.loc[results.ok["cell_id"] == cell]
+        try:
+            init = json.loads(str(rec["init_json"].iloc[0])) if len(rec) and "init_json" in rec else {}
+        except (TypeError, ValueError):
+            init = {}
+        run = init.get("pretrain_run") if isinstance(init, dict) else None
+        if run:
+            runs.add(str(run))
+    if not runs:
+        return "no pretraining run"
+    setting = results.configurations.get(configuration_hash, {}).get("settings.pretrain_seed")
+    n = len(cell_ids)
+    if setting == "per_seed":
+        return f"included: each seed its own pretraining run ({len(runs)} run(s) for {n} seed(s))"
+    shown = "default" if setting is None else str(setting)
+    return f"not included: {len(runs)} pretraining run(s) (pretrain_seed {shown}) shared by {n} seed(s)"
 
 
 def _shared_keys(split: list[str]) -> list[str]:
@@ -370,7 +399,7 @@ def _delta(c: _Configuration, base: _Configuration | None, note: str, metric: st
         return {**empty, "delta_note": "undefined"}
     if metric == "macro_auroc" and c.labels != base.labels:
         return {**empty, "delta_note": "macro over different labels: not paired"}
-    d = paired_delta(a.mean, b.mean, a.replicates, b.replicates)
+    d = paired_seed_delta(a, b)
     return {"delta": d.delta, "delta_ci_low": d.ci_low, "delta_ci_high": d.ci_high, "p_value": d.p_value, "delta_note": ""}
 
 
@@ -393,7 +422,8 @@ def _summary(order: list[_Configuration], split: list[str], results: LoadedResul
             top = sorted(defined, key=lambda c: (-c.summaries["macro_auroc"].mean, c.label))[0]
             s = top.summaries["macro_auroc"]
             row.update({"top_label": top.strategy_label, "top_strategy": top.axes["strategy"], "top_hash": top.hash,
-                        "macro_auroc": s.mean, "macro_auroc_ci_low": s.ci_low, "macro_auroc_ci_high": s.ci_high})
+                        "macro_auroc": s.mean, "macro_auroc_ci_low": s.ci_low, "macro_auroc_ci_high": s.ci_high,
+                        "macro_auroc_sd": s.sd, "n_seeds": s.n_seeds})
             for other in defined:
                 if other is top:
                     continue
@@ -404,7 +434,7 @@ def _summary(order: list[_Configuration], split: list[str], results: LoadedResul
                      "ci_high": np.nan, "p_value": np.nan}
                 if not why:
                     o = other.summaries["macro_auroc"]
-                    d = paired_delta(s.mean, o.mean, s.replicates, o.replicates)
+                    d = paired_seed_delta(s, o)
                     t.update({"delta": d.delta, "ci_low": d.ci_low, "ci_high": d.ci_high, "p_value": d.p_value})
                 tests.append(t)
         rows.append(row)
@@ -451,8 +481,7 @@ def _calibration(results: LoadedResults, cell_ids: list[str], labels: list[str])
             return out
         reps.append(np.mean(np.vstack([boot[label] for label in labels]), axis=0))
     if np.isfinite(means[0]) and reps:
-        stream = configuration_stream(results.seed, "ece:" + ",".join(cell_ids))
-        s = combine_seeds([p[0] for p in per_seed], reps, stream)
+        s = combine_seeds([p[0] for p in per_seed], reps)  # as AUPRC's: logit scale, bootstrap se + between-seed part
         out.update(macro_ece_ci_low=s.ci_low, macro_ece_ci_high=s.ci_high)
     return out
 

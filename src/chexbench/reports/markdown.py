@@ -20,6 +20,22 @@ DEGENERATE_NOTE = (
 )
 
 
+FEW_NOTE = (
+    "⚑: the number rests on a label with fewer than 10 positive test patients; its interval is wide and "
+    "depends on a handful of patients."
+)
+
+
+def few_mark(few: object) -> str:
+    """`` ⚑`` for a label (bool) or a macro (comma-separated labels) with < 10 positive test patients."""
+    return " ⚑" if (few is True or (isinstance(few, str) and few)) else ""
+
+
+def sd_text(sd: float, n_seeds: int) -> str:
+    """`` ±0.012 sd`` beside a seed-pooled number (between-seed sd); "" with one seed."""
+    return f" ±{fmt(sd)} sd" if int(n_seeds) > 1 and math.isfinite(float(sd)) else ""
+
+
 def degenerate_mark(n_degenerate: float, n_boot: int) -> str:
     return " ⚠" if n_boot and float(n_degenerate) / n_boot > DEGENERATE_WARN else ""
 
@@ -80,13 +96,23 @@ def significance_mark(row: pd.Series) -> str:
     return " ↑" if row["delta"] > 0 else " ↓"
 
 
+INTERVAL_SENTENCE = (
+    "The interval is for the configuration's expected macro AUROC over fine-tuning seeds, on the population the test "
+    "patients come from: test-sample variance (patient-level bootstrap) and between-seed variance (s²/S, on S − 1 "
+    "degrees of freedom) each scaled by its own t quantile, on the logit scale. In simulation it covered 0.95–0.99 with "
+    "2, 3 and 5 seeds, whether the seed spread exceeded the test-sample spread or the reverse; the per-label AUROC "
+    "interval (Hanley–McNeil score form, Methods) covered at least 0.94 down to ≈ 5 positive patients and AUROC 0.98, "
+    "the logit-t form this macro interval uses 0.88–0.98 per label there (docs/STATISTICS.md, `chexbench bench "
+    "coverage`). With one seed it covers test-sample variation only. Pretraining variance is in it only where the "
+    "line under the table says so."
+)
 ONE_SEED_NOTE = "1 seed: seed variation not estimated (the interval covers test-sample variation only)."
 
 
 def leaderboard_cell(row: pd.Series) -> str:
     text = fmt_ci(row["macro_auroc"], row["macro_auroc_ci_low"], row["macro_auroc_ci_high"]) + significance_mark(row)
     if math.isfinite(row["macro_auroc"]):
-        text += degenerate_mark(row["n_degenerate"], row["n_boot"])
+        text += degenerate_mark(row["n_degenerate"], row["n_boot"]) + few_mark(row.get("few_positive_labels", ""))
     if row["n_seeds"] > 1:
         text += f" (±{fmt(row['macro_auroc_sd'])} sd, {row['n_seeds']} seeds)"
     return text
@@ -115,7 +141,8 @@ def summary_section(t: Tables) -> str:
     n_family = int(sm["n_family"].iloc[0])
     head = ("## Summary\n\n"
             "Per row, the strategy with the highest macro AUROC is named **best** only when it is better than every "
-            "other strategy of the row in the paired bootstrap test on macro AUROC, after Holm correction over all "
+            "other strategy of the row in the paired test on macro AUROC (the seed-aware interval's t test: test-sample and "
+            "between-seed variance of both arms), after Holm correction over all "
             f"{n_family} such comparison(s) of this summary (p < 0.05). Otherwise the row says "
             "\"no significant difference\" and gives the top point estimate. Closest competitor: the comparison with "
             "the largest corrected p.\n")
@@ -126,7 +153,7 @@ def summary_section(t: Tables) -> str:
             rows.append([*lead, "n/a (no defined macro AUROC)", "n/a", "n/a", "n/a"])
             continue
         top = f"`{r['top_label']}`"
-        auroc = fmt_ci(r["macro_auroc"], r["macro_auroc_ci_low"], r["macro_auroc_ci_high"])
+        auroc = fmt_ci(r["macro_auroc"], r["macro_auroc_ci_low"], r["macro_auroc_ci_high"]) + sd_text(r["macro_auroc_sd"], r["n_seeds"])
         verdict = r["verdict"]
         if verdict == "best":
             best = f"**{top}**"
@@ -152,8 +179,9 @@ def summary_section(t: Tables) -> str:
 def leaderboard_section(t: Tables, results: LoadedResults) -> str:
     lb = t.leaderboard
     parts = ["## Leaderboards\n",
-             f"Macro AUROC, mean over seeds, with its 95% interval. ↑/↓: better/worse than `{t.baseline}` "
-             "(paired bootstrap, Holm-corrected over the headline family, p < 0.05). " + DEGENERATE_NOTE + "\n"]
+             "Macro AUROC, mean over fine-tuning seeds [95% interval] ±between-seed sd. " + INTERVAL_SENTENCE
+             + f" ↑/↓: better/worse than `{t.baseline}` (the same seed-aware paired test, Holm-corrected over the headline "
+             "family, p < 0.05). " + DEGENERATE_NOTE + " " + FEW_NOTE + "\n"]
     if lb.empty:
         return "\n".join(parts) + "\nNo finished cells.\n"
     keys = key_columns(t)
@@ -200,6 +228,10 @@ def leaderboard_section(t: Tables, results: LoadedResults) -> str:
                     cells.append(cell)
                 rows.append([f"`{first['strategy']}`", *[first[k] for k in keys], *cells])
             notes = "".join(f"\nNote {i}: {text}." for i, text in enumerate(other_labels, 1))
+            pretraining = "; ".join(f"`{r['strategy']}` · {r['backbone']}: {r['pretraining']}"
+                                    for _, r in gf.sort_values(["strategy", *keys, "backbone"]).iterrows() if "pretraining" in r)
+            if pretraining:
+                notes += f"\n\nPretraining variance in the interval — {pretraining}."
             parts.append(table(["strategy", *keys, *backbones], rows) + seeds_note(gf["n_seeds"]) + notes + "\n")
     return "\n".join(parts)
 
@@ -211,7 +243,9 @@ def comparison_section(t: Tables) -> str:
         f"## Paired comparisons vs `{t.baseline}`\n\n"
         "Δ macro AUROC = strategy − baseline on the same patient resamples (seeds resampled "
         "independently in each arm). Paired only on the same test images with the same `y_true`, and with the "
-        "baseline configuration that shares every other varying key. p: two-sided bootstrap p-value. Family for both corrections: "
+        "baseline configuration that shares every other varying key. The interval adds the between-seed variance of both "
+        "arms to the paired test-sample variance (seeds.py); p: two-sided, from the same t statistic, so the interval "
+        "excludes 0 exactly when p < 0.05. Family for both corrections: "
         f"all {int(comp['p_value'].notna().sum()) if not comp.empty else 0} macro-AUROC comparisons "
         f"vs `{t.baseline}` in this report (every dataset, protocol, label fraction and backbone). "
         "Holm controls the family-wise error rate, BH the false discovery rate.\n"
@@ -233,9 +267,11 @@ def comparison_section(t: Tables) -> str:
 def per_label_section(t: Tables, n_boot: int) -> str:
     pl = t.per_label
     parts = ["## Per-label AUROC\n",
-             "Mean over seeds [95% interval]; n/a where the label has only one class on the test set. "
+             "Mean over seeds [95% interval] ±between-seed sd (the per-label AUROC interval of Methods, widened by the "
+             "between-seed part as in the leaderboards); n/a where the label has "
+             "only one class on the test set. Test counts: positive / negative images (positive patients). "
              f"Δ vs `{t.baseline}` per label is in `leaderboard.parquet`'s companion `per_label.csv` "
-             "(BH-corrected over all per-label comparisons: exploratory). " + DEGENERATE_NOTE + "\n"]
+             "(BH-corrected over all per-label comparisons: exploratory). " + DEGENERATE_NOTE + " " + FEW_NOTE + "\n"]
     if pl.empty:
         return "\n".join(parts) + "\nNo finished cells.\n"
     for (dataset, protocol, fraction, backbone), g in pl.groupby(["dataset", "protocol", "label_fraction", "backbone"], sort=True):
@@ -244,7 +280,8 @@ def per_label_section(t: Tables, n_boot: int) -> str:
         rows = []
         for label in list(dict.fromkeys(g["label"])):
             gl = g[g["label"] == label]
-            counts = sorted({f"{r['n_pos']} / {r['n_neg']}" for _, r in gl.iterrows()})
+            counts = sorted({f"{r['n_pos']} / {r['n_neg']} ({r.get('n_pos_patients', '?')} pos patients)"
+                             + few_mark(bool(r.get("few_positive_patients", False))) for _, r in gl.iterrows()})
             by_c = {r["configuration_label"]: r for _, r in gl.iterrows()}
             cells = []
             for c in configurations:
@@ -253,6 +290,7 @@ def per_label_section(t: Tables, n_boot: int) -> str:
                     continue
                 r = by_c[c]
                 cells.append(fmt_ci(r["auroc"], r["auroc_ci_low"], r["auroc_ci_high"]) + degenerate_mark(r["n_degenerate"], n_boot)
+                             + few_mark(bool(r.get("few_positive_patients", False))) + sd_text(r["auroc_sd"], r["n_seeds"])
                              if math.isfinite(r["auroc"]) else f"n/a ({r['undefined_reason']})")
             rows.append([label, "; ".join(counts), *cells])
         parts.append(table(["label", "test pos / neg", *[f"`{c}`" for c in configurations]], rows)
@@ -312,15 +350,15 @@ def provenance_section(results: LoadedResults) -> str:
 
 def calibration_section(t: Tables, results: LoadedResults) -> str:
     head = ("## AUPRC, calibration and operating point\n\n"
-            "Macro AUPRC (average precision; depends on prevalence, so compare within a dataset). Test ECE (15 equal-width bins; its 95% interval: the percentile patient-level bootstrap on AUROC's resamples, pooled over seeds as AUROC's — ECE is biased upward on small test sets, so on those the interval can sit above the point itself) and sensitivity / specificity on test at the threshold maximizing "
+            "Macro AUPRC (average precision; depends on prevalence, so compare within a dataset). Test ECE (15 equal-width bins; its 95% interval: logit scale around the seed mean, with the standard error of ECE over AUROC's patient resamples and the between-seed part, as AUPRC's — ECE is biased upward on small test sets, and this interval, centred on the estimate, does not correct that bias; its coverage was not simulated) and sensitivity / specificity on test at the threshold maximizing "
             "Youden's J on *validation*, each averaged over the macro labels, then over seeds. n/a: scores are "
             "not probabilities, or a macro label has only one class on validation (listed below the table).\n")
     lb = t.leaderboard
     if lb.empty:
         return head + "\nNo finished cells.\n"
     rows = [[r.dataset, r.protocol, fmt_fraction(r.label_fraction), r.backbone, f"`{r.configuration_label}`",
-             fmt_ci(r.macro_auroc, r.macro_auroc_ci_low, r.macro_auroc_ci_high),
-             fmt_ci(r.macro_auprc, r.macro_auprc_ci_low, r.macro_auprc_ci_high),
+             fmt_ci(r.macro_auroc, r.macro_auroc_ci_low, r.macro_auroc_ci_high) + sd_text(r.macro_auroc_sd, r.n_seeds),
+             fmt_ci(r.macro_auprc, r.macro_auprc_ci_low, r.macro_auprc_ci_high) + sd_text(r.macro_auprc_sd, r.n_seeds),
              fmt_ci(r.macro_ece, getattr(r, "macro_ece_ci_low", float("nan")), getattr(r, "macro_ece_ci_high", float("nan"))),
              fmt(r.macro_sensitivity), fmt(r.macro_specificity)] for r in lb.itertuples()]
     notes = sorted({f"`{label}` ({n})" for cal in results.calibration.values() for label, n in zip(cal["label"], cal["note"], strict=True) if n})
@@ -333,8 +371,8 @@ def calibration_section(t: Tables, results: LoadedResults) -> str:
 
 def crosscheck_section(cross: pd.DataFrame, t: Tables, results: LoadedResults) -> str:
     head = ("## Cross-check: DeLong vs the patient-level bootstrap\n\n"
-            f"Δ macro AUROC vs `{t.baseline}` for the first seed of each arm. The patient-level bootstrap interval is "
-            "the primary one. DeLong's interval treats every image as independent; the clustered variant "
+            f"Δ macro AUROC vs `{t.baseline}` for the first seed of each arm. The primary interval (t on the "
+            "patient-level bootstrap se) is the one the report uses. DeLong's interval treats every image as independent; the clustered variant "
             "(Obuchowski 1997) sums each patient's structural components. Width ratio: analytic width / bootstrap width.\n")
     if cross.empty:
         return head + "\nNo paired comparison to check.\n"
@@ -349,6 +387,6 @@ def crosscheck_section(cross: pd.DataFrame, t: Tables, results: LoadedResults) -
              f"[{fmt_signed(r.delong_ci_low)}, {fmt_signed(r.delong_ci_high)}]",
              f"[{fmt_signed(r.clustered_ci_low)}, {fmt_signed(r.clustered_ci_high)}]",
              fmt(r.delong_width_ratio, 2), fmt(r.clustered_width_ratio, 2)] for r in cross.itertuples()]
-    header = ["dataset", "protocol", "label fraction", "backbone", "strategy", "Δ [patient bootstrap 95% CI]",
+    header = ["dataset", "protocol", "label fraction", "backbone", "strategy", "Δ [primary 95% CI]",
               "DeLong 95% CI", "clustered DeLong 95% CI", "DeLong width ratio", "clustered width ratio"]
     return head + "\n" + table(header, rows) + "\n"

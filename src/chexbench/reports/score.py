@@ -22,13 +22,16 @@ from chexbench.reports.bootstrap import (
     LabelScores,
     check_prediction_frame,
     draw_patient_resamples,
+    macro_ci,
+    macro_delta_df,
+    macro_delta_factor,
     macro_point,
     macro_replicates,
-    percentile_ci,
     score_predictions,
 )
-from chexbench.reports.compare import adjust_p_values, paired_delta
+from chexbench.reports.compare import adjust_p_values, paired_delta, paired_label_delta
 from chexbench.reports.delong import auroc_influence, influence_variance, paired_delong_test
+from chexbench.reports.intervals import FEW_POSITIVE_PATIENTS
 
 MACRO = "macro"
 Z95 = float(norm.ppf(0.975))
@@ -115,15 +118,31 @@ def read_prediction_file(path: str | Path) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def few_patients_flag(ls: LabelScores) -> str:
+    """The visible flag of a label with fewer than 10 positive test patients ("" otherwise)."""
+    if not ls.few_positive_patients:
+        return ""
+    return f"⚠ {ls.n_pos_patients} positive patient(s) (< {FEW_POSITIVE_PATIENTS}): interval rests on few patients"
+
+
+def macro_flag(scores: CellScores, labels: list[str]) -> str:
+    few = [k for k in labels if scores.labels[k].few_positive_patients]
+    if not few:
+        return ""
+    return f"⚠ includes {len(few)} label(s) with < {FEW_POSITIVE_PATIENTS} positive patients ({', '.join(few)})"
+
+
 def _summary_rows(scores: CellScores) -> list[dict]:
     rows = []
     for name, ls in scores.labels.items():
-        a_lo, a_hi = percentile_ci(ls.auroc_boot)
-        p_lo, p_hi = percentile_ci(ls.auprc_boot)
+        a_lo, a_hi = ls.auroc_ci()
+        p_lo, p_hi = ls.auprc_ci()
         rows.append({"label": name, "n_pos": ls.n_pos, "n_neg": ls.n_neg, "n_patients": ls.n_patients,
+                     "n_pos_patients": ls.n_pos_patients, "n_neg_patients": ls.n_neg_patients,
                      "auroc": ls.auroc, "auroc_ci_low": a_lo, "auroc_ci_high": a_hi,
                      "auprc": ls.auprc, "auprc_ci_low": p_lo, "auprc_ci_high": p_hi,
-                     "n_degenerate": ls.n_degenerate, "interval_note": ls.interval_note, "note": ls.reason or ls.interval_note})
+                     "n_degenerate": ls.n_degenerate, "flag": few_patients_flag(ls), "interval_note": ls.interval_note,
+                     "note": ls.reason or ls.interval_note})
     return rows
 
 
@@ -134,7 +153,8 @@ def _macro_interval_note(scores: CellScores, labels: list[str]) -> str:
 
 
 def score_file(path: str | Path, n_boot: int = 2000, seed: int = 0, labels: str | None = None) -> pd.DataFrame:
-    """Per-label and macro AUROC / AUPRC with patient-level bootstrap 95% intervals, over the
+    """Per-label and macro AUROC / AUPRC with 95% intervals (intervals.py: per-label AUROC hm-score, the rest
+    logit-t-adj, on patient-level bootstrap standard errors), over the
     labels of :func:`choose_labels` (by default the evaluation labels recorded with the
     predictions, as the report; the table's ``attrs["labels_source"]`` says which)."""
     df = read_prediction_file(path)
@@ -146,10 +166,10 @@ def score_file(path: str | Path, n_boot: int = 2000, seed: int = 0, labels: str 
     macro = {"label": MACRO, "n_pos": sum(scores.labels[k].n_pos for k in defined),
              "n_neg": sum(scores.labels[k].n_neg for k in defined), "n_patients": scores.n_patients}
     for metric in ("auroc", "auprc"):
-        reps = macro_replicates(scores, defined, metric)
-        lo, hi = percentile_ci(reps)
+        lo, hi = macro_ci(scores, defined, metric)
         macro.update({metric: macro_point(scores, defined, metric), f"{metric}_ci_low": lo, f"{metric}_ci_high": hi})
     macro["n_degenerate"] = int(np.isnan(macro_replicates(scores, defined)).sum()) if defined else n_boot
+    macro["flag"] = macro_flag(scores, defined)
     macro["interval_note"] = _macro_interval_note(scores, defined)
     macro["note"] = "; ".join(x for x in (f"mean over {len(defined)} defined label(s)" if defined else "no label has both classes",
                                           macro["interval_note"]) if x)
@@ -310,9 +330,10 @@ def compare_predictions(paths: list[str | Path], baseline: str | Path | None = N
 
 
 def _label_row(a: str, b: str, label: str, la: LabelScores, lb: LabelScores, g: pd.DataFrame | None) -> dict:
-    a_lo, a_hi = percentile_ci(la.auroc_boot)
-    b_lo, b_hi = percentile_ci(lb.auroc_boot)
+    a_lo, a_hi = la.auroc_ci()
+    b_lo, b_hi = lb.auroc_ci()
     row = {"model_a": a, "model_b": b, "label": label, "n_pos": la.n_pos, "n_neg": la.n_neg, "n_patients": la.n_patients,
+           "n_pos_patients": la.n_pos_patients, "flag": few_patients_flag(la),
            "auroc_a": la.auroc, "auroc_a_ci_low": a_lo, "auroc_a_ci_high": a_hi,
            "auroc_b": lb.auroc, "auroc_b_ci_low": b_lo, "auroc_b_ci_high": b_hi, "auprc_a": la.auprc, "auprc_b": lb.auprc}
     if not la.defined or g is None:
@@ -320,8 +341,8 @@ def _label_row(a: str, b: str, label: str, la: LabelScores, lb: LabelScores, g: 
     if la.interval_note:  # fewer than 2 patients per class: no interval, no p (DeLong's included), only the point Δ
         return {**row, "delta": la.auroc - lb.auroc, "auprc_delta": la.auprc - lb.auprc, "n_degenerate": len(la.auroc_boot),
                 "interval_note": la.interval_note, "note": la.interval_note}
-    d = paired_delta(la.auroc, lb.auroc, la.auroc_boot, lb.auroc_boot)
-    dp = paired_delta(la.auprc, lb.auprc, la.auprc_boot, lb.auprc_boot)
+    d = paired_label_delta(la, lb)
+    dp = paired_delta(la.auprc, lb.auprc, la.auprc_boot, lb.auprc_boot, df=la.df, factor=la.factor)
     y, s1, s2 = g["y_true"].to_numpy(), g[f"y_score::{a}"].to_numpy(), g[f"y_score::{b}"].to_numpy()
     dl = paired_delong_test(y, s1, s2)
     try:
@@ -337,14 +358,16 @@ def _label_row(a: str, b: str, label: str, la: LabelScores, lb: LabelScores, g: 
 
 
 def _macro_row(a: str, b: str, sa: CellScores, sb: CellScores, defined: list[str], known: pd.DataFrame) -> dict:
-    row = {"model_a": a, "model_b": b, "label": MACRO, "n_patients": sa.n_patients}
+    row = {"model_a": a, "model_b": b, "label": MACRO, "n_patients": sa.n_patients, "flag": macro_flag(sa, defined)}
     for m, s in (("a", sa), ("b", sb)):
-        lo, hi = percentile_ci(macro_replicates(s, defined))
+        lo, hi = macro_ci(s, defined)
         row.update({f"auroc_{m}": macro_point(s, defined), f"auroc_{m}_ci_low": lo, f"auroc_{m}_ci_high": hi,
                     f"auprc_{m}": macro_point(s, defined, "auprc")})
-    d = paired_delta(macro_point(sa, defined), macro_point(sb, defined), macro_replicates(sa, defined), macro_replicates(sb, defined))
+    df, factor = macro_delta_df(sa, sb, defined), macro_delta_factor(sa, sb, defined)
+    d = paired_delta(macro_point(sa, defined), macro_point(sb, defined), macro_replicates(sa, defined), macro_replicates(sb, defined),
+                     df=df, factor=factor)
     dp = paired_delta(macro_point(sa, defined, "auprc"), macro_point(sb, defined, "auprc"),
-                      macro_replicates(sa, defined, "auprc"), macro_replicates(sb, defined, "auprc"))
+                      macro_replicates(sa, defined, "auprc"), macro_replicates(sb, defined, "auprc"), df=df, factor=factor)
     note = _macro_interval_note(sa, defined)
     if note:  # a label without a patient-level interval: the macro has none either, nor a p-value
         return {**row, "delta": macro_point(sa, defined) - macro_point(sb, defined),
