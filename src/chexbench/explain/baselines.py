@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from chexbench.explain.maxima import maximum_points
+
 Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) in pixels of the cell's image
 BASELINES = ("random", "label_prior", "shuffled")
 
@@ -45,11 +47,20 @@ def points_score(points: Sequence[Sequence[float]], boxes: Iterable[Box], tolera
     return float(np.mean([_inside(float(y), float(x), boxes, tolerance) for y, x in points]))
 
 
+def tolerance_mask(boxes: list[Box], height: int, width: int, tolerance: float = 0.0) -> np.ndarray:
+    """Boolean (H, W): pixels whose centre lies within ``tolerance`` px (Euclidean) of any box."""
+    yy, xx = np.mgrid[0:height, 0:width] + 0.5
+    mask = np.zeros((height, width), dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        dx = np.maximum(np.maximum(x0 - xx, 0.0), xx - x1)
+        dy = np.maximum(np.maximum(y0 - yy, 0.0), yy - y1)
+        mask |= dx * dx + dy * dy <= tolerance * tolerance
+    return mask
+
+
 def prior_map(train_boxes: Iterable[list[Box]], height: int, width: int, tolerance: float = 0.0) -> np.ndarray:
     """Label-prior map (H, W): at each pixel centre, the number of training images (one list of boxes of
     the label per image) with a box within ``tolerance`` of it. Its maximum hits the most training images."""
-    from chexbench.explain.localization import tolerance_mask
-
     count = np.zeros((height, width), dtype=np.float64)
     for boxes in train_boxes:
         if boxes:
@@ -61,8 +72,6 @@ def fit_label_priors(train: dict[str, list[tuple[str, Box]]], labels: Iterable[s
                      tolerance: float) -> dict[str, dict[str, Any]]:
     """Per label, from the training split's boxes only (image_id → [(label, box)]): the strict (0 px) and
     tolerant prior maps, their maxima and how many training images and boxes they were fitted on."""
-    from chexbench.explain.maxima import maximum_points
-
     out: dict[str, dict[str, Any]] = {}
     for label in labels:
         per_image = [[b for lbl, b in items if lbl == label] for _, items in sorted(train.items())]

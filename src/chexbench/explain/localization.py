@@ -37,7 +37,13 @@ from chexbench.datasets.celldata import CellData
 from chexbench.datasets.nih import load_nih_boxes
 from chexbench.datasets.prepared import read_prepared_index
 from chexbench.datasets.tables import read_csv_checked
-from chexbench.explain.baselines import baseline_summary, fit_label_priors, points_score, shuffle_partners
+from chexbench.explain.baselines import (
+    baseline_summary,
+    fit_label_priors,
+    points_score,
+    shuffle_partners,
+    tolerance_mask,
+)
 
 # FLAT_RTOL and maximum_point: still imported from here by explain.heatmaps until it imports explain.maxima
 from chexbench.explain.heatmaps import explain, explain_method
@@ -168,17 +174,6 @@ def pointing_score(heat: np.ndarray, boxes: list[Box], tolerance: float = 0.0) -
 def pointing_hit(heat: np.ndarray, boxes: list[Box], tolerance: float = 0.0) -> bool:
     """Does the map's (unique) maximum hit a box? False for a flat map or a tie that is not all hits."""
     return pointing_score(heat, boxes, tolerance) == 1.0
-
-
-def tolerance_mask(boxes: list[Box], height: int, width: int, tolerance: float = 0.0) -> np.ndarray:
-    """Boolean (H, W): pixels whose centre lies within ``tolerance`` px (Euclidean) of any box."""
-    yy, xx = np.mgrid[0:height, 0:width] + 0.5
-    mask = np.zeros((height, width), dtype=bool)
-    for x0, y0, x1, y1 in boxes:
-        dx = np.maximum(np.maximum(x0 - xx, 0.0), xx - x1)
-        dy = np.maximum(np.maximum(y0 - yy, 0.0), yy - y1)
-        mask |= dx * dx + dy * dy <= tolerance * tolerance
-    return mask
 
 
 def random_hit_probability(boxes: list[Box], height: int, width: int, tolerance: float = 0.0) -> float:
