@@ -137,8 +137,11 @@ def test_vit_gradcam_equals_a_manual_forward_through_the_blocks():
     torch.testing.assert_close(logits, model(x), rtol=1e-5, atol=1e-5)  # the manual pass is the model
     g = torch.autograd.grad(logits[torch.arange(2), labels].sum(), a)[0][:, 1:]  # patch tokens
     ref = torch.relu((g.mean(1, keepdim=True) * a.detach()[:, 1:]).sum(-1)).view(2, 4, 4)
-    ref = F.interpolate(ref[:, None], size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
-    torch.testing.assert_close(torch.as_tensor(out.heat), normalize_maps(ref), rtol=1e-4, atol=1e-4)
+    up = upsample(ref, (32, 32), "patch")
+    torch.testing.assert_close(torch.as_tensor(out.heat), normalize_maps(up), rtol=1e-4, atol=1e-4)
+    # between the outermost patch centres (4 px of 8-px patches) the placement is plain bilinear upsampling
+    plain = F.interpolate(ref[:, None], size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(up[:, 4:28, 4:28], plain[:, 4:28, 4:28], rtol=1e-4, atol=1e-5)
     assert not out.flat.any()
 
 
@@ -242,3 +245,63 @@ def test_patch_outlines_sit_around_the_cells_centre():
 
     assert patch_rects(np.array([0, 5]), (4, 4), (64, 64)) == [(0.0, 0.0, 16.0, 16.0), (16.0, 16.0, 16.0, 16.0)]
     assert patch_rects(np.array([5]), (4, 4), (64, 64), "padded") == [(8.5, 8.5, 16.0, 16.0)]
+
+
+@pytest.mark.parametrize(("name", "size"), [("vit_tiny", 64), ("vit_convstem_tiny", 64), ("resnet_tiny", 64), ("resnet_tiny", 128)])
+def test_every_cell_edges_included_points_at_its_receptive_field_centroid(name, size):
+    # for every cell: the maximum of the upsampled one-hot map must be the centroid of |∂ cell / ∂ input| (its
+    # receptive field, averaged over other noise images than the placement's probes). Clamping at the border made an
+    # edge cell a plateau: ConvStem's last cell at 60.0 px instead of 56.5, a 2×2 ResNet map's far cell at 48 instead
+    # of 32.5, a patchify ViT's edge cells 2 px out; the padded first cell sat at 0.5 px, its field's centroid ~3 px in
+    from chexbench.explain.heatmaps import _cell_layer, cell_centres, upsample
+    from chexbench.explain.maxima import maximum_points
+    from chexbench.registry import BACKBONES
+
+    torch.manual_seed(0)
+    bb = BACKBONES.get(name).build(size, {}).eval()
+    seen = {}
+    hook = _cell_layer(bb).register_forward_hook(lambda m, i, o: seen.__setitem__("out", o))
+    probes = 2
+    bb(torch.zeros(1, 1, size, size))
+    out = seen["out"]
+    rows, cols = (out.shape[-2:] if out.dim() == 4 else (int(round(out.shape[1] ** 0.5)),) * 2)
+    n = rows * cols
+    x = torch.rand(n * probes, 1, size, size, generator=torch.Generator().manual_seed(100), requires_grad=True)
+    bb(x)
+    out = seen["out"]
+    if out.dim() == 3:  # tokens (B, N, D) → (B, D, rows, cols)
+        out = out.transpose(1, 2).reshape(out.shape[0], -1, rows, cols)
+    cell = torch.arange(n * probes) % n  # sample b backpropagates its own cell: every cell measured in one pass
+    out[torch.arange(n * probes), :, cell // cols, cell % cols].sum().backward()
+    hook.remove()
+    grad = x.grad[:, 0].abs().double().view(probes, n, size, size).sum(0)  # (cells, H, W)
+    centre = torch.arange(size, dtype=torch.float64) + 0.5
+    look_y = (grad.sum(2) * centre).sum(1) / grad.sum((1, 2))
+    look_x = (grad.sum(1) * centre).sum(1) / grad.sum((1, 2))
+    placement = cell_centres(bb, (size, size), (rows, cols))
+    worst = 0.0
+    for k in range(n):
+        one = torch.zeros(1, rows, cols)
+        one[0, k // cols, k % cols] = 1.0
+        points = maximum_points(upsample(one, (size, size), placement)[0].numpy())
+        assert len(points) == 1, (k, points)  # one maximum, never a second one at the border
+        (py, px), = points
+        worst = max(worst, abs(py - float(look_y[k])), abs(px - float(look_x[k])))
+    assert worst < 1.0, worst
+    if name == "vit_convstem_tiny":
+        assert placement[1][-1] == pytest.approx(56.5)  # the last cell's field ends inside the image
+    if name == "resnet_tiny" and size == 64:
+        assert placement[1][-1] == pytest.approx(32.5)  # not the corner
+
+
+def test_an_edge_maximum_is_not_a_plateau_to_the_border():
+    from chexbench.explain.heatmaps import upsample
+    from chexbench.explain.maxima import maximum_points
+
+    one = torch.zeros(1, 8, 8)
+    one[0, 7, 7] = 1.0
+    assert maximum_points(upsample(one, (64, 64), "patch")[0].numpy()) == [(60.0, 60.0)]  # the patch's centre, not 62
+    assert maximum_points(upsample(one, (64, 64), "padded")[0].numpy()) == [(56.5, 56.5)]  # not 60.0
+    two = torch.tensor([[[0.2, 0.0], [0.0, 1.0]]])
+    up = upsample(two, (64, 64), "padded")[0].numpy()
+    assert maximum_points(up) == [(32.5, 32.5)] and up[-1, -1] < 1.0  # the far corner is below the cell's peak

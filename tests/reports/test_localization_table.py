@@ -53,7 +53,7 @@ def test_rows_and_markdown():
     assert rows.loc[1, "K"] == 8 and rows.loc[0, "K"] == ""
     md = localization_section(records)
     assert md.startswith("## Localization")
-    assert "| phantom-nih | scratch | vit_tiny | topk | 8 | topk_scores | 1 | 0.812 | 40 | 0 | 0.450 | [0.300, 0.600] | 0.083 | 0.500 | [0.350, 0.650] | 0.120 | 4.167 | — | 0.310 | 0.400 |" in md
+    assert "| phantom-nih | scratch | vit_tiny | topk | 8 | topk_scores | 1 | 0.812 | 40 | 0 | 0.450 | [0.300, 0.600] | 0.083 | — | — | — | — | — | 0.500 | [0.350, 0.650] | 0.120 | 4.167 | — | — | — | — | — | 0.310 | 0.400 |" in md
     assert "| gradcam | 1 | 0.812 | 40 | 3 | 0.200 | [0.300, 0.600] |" in md  # flat maps shown
 
 
@@ -118,3 +118,30 @@ def test_flat_maps_are_counted_per_seed_not_summed_over_seeds():
     loc = {**LOC, "pairs": 8, "pointing_hit_rate": 0.0, "flat_maps": 8, "pair_detail": flat_detail}
     summary = localization_summary(pd.DataFrame([_record(c, "vit_tiny", "topk", loc, seed=s) for s, c in enumerate("abc")]))
     assert summary.iloc[0]["pairs"] == 8 and summary.iloc[0]["flat maps"] == 8  # not 24
+
+
+def _detail_with_baselines(hits: list[float], prior: list[float], shuffled: list[float]) -> dict:
+    n = len(hits)
+    return {**_detail(hits, [f"p{i // 2}" for i in range(n)]), "label_prior": prior, "label_prior_tolerant": prior,
+            "shuffled": shuffled, "shuffled_tolerant": shuffled}
+
+
+def test_the_pointing_rate_is_a_ratio_to_the_strongest_baseline_with_a_patient_interval():
+    # the label prior (0.5) beats random (0.1) and shuffled (0.25): the ratio is to it, seeds pooled on the same pairs
+    hits_a, hits_b = [1.0, 1.0, 0.0, 1.0] * 5, [1.0, 0.0, 0.0, 1.0] * 5
+    prior, shuffled = [1.0, 0.0] * 10, [1.0, 0.0, 0.0, 0.0] * 5
+    records = pd.DataFrame([
+        _record("a", "vit_tiny", "topk", {**LOC, "pair_detail": _detail_with_baselines(hits_a, prior, shuffled)}, seed=0),
+        _record("b", "vit_tiny", "topk", {**LOC, "pair_detail": _detail_with_baselines(hits_b, prior, shuffled)}, seed=1),
+    ])
+    row = localization_summary(records).iloc[0]
+    pooled = (np.mean(hits_a) + np.mean(hits_b)) / 2
+    assert row["label prior"] == pytest.approx(0.5) and row["shuffled"] == pytest.approx(0.25)
+    assert row["strongest baseline"] == "label prior" and row["÷ strongest"] == pytest.approx(pooled / 0.5)
+    lo, hi = row["÷ strongest CI"]
+    assert lo < pooled / 0.5 < hi and hi - lo > 0.1
+    md = localization_section(records)
+    assert "| label prior | 1.250 | [" in md
+    labels = localization_label_rows(records)
+    eff = labels[labels["label"] == "pleural_effusion"].iloc[0]  # even pairs: prior 1.0, the strongest
+    assert eff["label prior"] == 1.0 and eff["strongest baseline"] == "label prior" and eff["÷ strongest"] == pytest.approx(0.5)

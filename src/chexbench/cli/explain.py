@@ -29,6 +29,7 @@ def explain_cmd(
     # lazy: keeps chexbench --help fast
     from chexbench.bench.finished import load_finished_cell, rebuild_cell_data
     from chexbench.bench.store import ResultStore
+    from chexbench.explain.baselines import baselines_text
     from chexbench.explain.gallery import heatmap_method, write_explanations, write_method_comparison
 
     known = ResultStore(results).cell_ids()
@@ -62,3 +63,5 @@ def explain_cmd(
             f"pointing game {loc['pointing_hit_rate']:.3f}{ci} vs random {loc['random_hit_rate']:.3f} "
             f"on {loc['pairs']} test image–label pairs{tol_text}{flat}"
         )
+        if baselines_text(loc):
+            console.print(escape(baselines_text(loc)))

@@ -32,6 +32,7 @@ from chexbench.core.atomic import atomic_write_text, clean_stale_temporaries, ma
 from chexbench.core.errors import ConfigError, DataError
 from chexbench.core.inputs import to_input
 from chexbench.datasets.celldata import CellData
+from chexbench.explain.baselines import baselines_text
 from chexbench.explain.heatmaps import (
     explain,
     explain_method,
@@ -254,7 +255,8 @@ def _gallery_header(cell, cell_id: str, method: str, loc: dict[str, Any] | None,
         lines += [
             f"Localization on the test split ({loc['pairs']} image–label pairs): pointing game {loc['pointing_hit_rate']:.3f}"
             + (" [{:.3f}, {:.3f}]".format(*loc["pointing_ci"]) if loc.get("pointing_ci") else "")
-            + f" (random heatmap {loc['random_hit_rate']:.3f})"
+            + f" (random heatmap {loc['random_hit_rate']:.3f}"
+            + (f"; {baselines_text(loc)})" if baselines_text(loc) else ")")
             + (f", flat maps {loc['flat_maps']}" if loc.get("flat_maps") is not None else "")
             + (f", deletion AUC {loc['deletion_auc']:.3f} (random order {loc['random_deletion_auc']:.3f})" if loc.get("deletion_auc") is not None else "")
             + ".",

@@ -101,45 +101,137 @@ def cell_origin(backbone: nn.Module) -> str:
     return "padded"
 
 
-def upsample(maps: torch.Tensor, size: tuple[int, int], origin: str = "patch") -> torch.Tensor:
-    """(B, h, w) → (B, H, W), bilinear, each cell's value at its centre on the image (:func:`cell_origin`):
-    pixel p (centre p + ½) reads the map at cell coordinate ``(p + ½ − c₀) / s`` — ``c₀ = s/2`` for
-    patches (``align_corners=False`` interpolation), ``½`` for padded convolutions — clamped at the border."""
+#: per-axis pixel coordinates of the cells' centres (rows' y, columns' x), or a rule of :func:`cell_origin`
+Placement = str | tuple[np.ndarray, np.ndarray]
+
+
+def rule_centres(cells: int, n: int, origin: str, first: float | None = None) -> np.ndarray:
+    """Centres (pixel coordinates, a pixel's centre at p + ½) of ``cells`` cells over ``n`` pixels by a rule of
+    :func:`cell_origin`: ``s·i + s/2`` for patches; ``s·i + ½`` for padded convolutions, except the first cell
+    (``first``, when given): its receptive field is cut by the zero padding, so it looks further in than pixel 0."""
+    s = n / cells
+    c = np.arange(cells, dtype=np.float64) * s + (s / 2 if origin == "patch" else 0.5)
+    if origin != "patch" and first is not None and cells > 1:
+        c[0] = min(max(first, 0.0), c[1] - 0.25 * s)  # stays before the second cell
+    return c
+
+
+def cell_centres(backbone: nn.Module, size: tuple[int, int], grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Where each cell of ``backbone``'s (rows, cols) map looks on an image of ``size``: its receptive field's
+    centroid, edges included. A patchify ViT's cell is its patch (exact). In a stack of padded stride-2
+    convolutions cell i is centred on pixel s·i — the far edge included (the last cell's field ends inside the
+    image) — but the first cell's field is cut by the zero padding at the near edge: its centroid is measured
+    (:func:`first_cell_centroid`) — at 64 px 3.8 px for the ConvStem, 2.8 for a ResNet, not 0.5."""
+    rule = cell_origin(backbone)
+    if rule == "patch":
+        return rule_centres(grid[0], size[0], rule), rule_centres(grid[1], size[1], rule)
+    fy, fx = first_cell_centroid(backbone, size)
+    return rule_centres(grid[0], size[0], rule, fy), rule_centres(grid[1], size[1], rule, fx)
+
+
+def _cell_layer(backbone: nn.Module) -> nn.Module:
+    """The module whose output is the backbone's map grid: a ViT's patch embedding (stem), else the last conv stage."""
+    inner = getattr(backbone, "model", backbone)
+    return inner.patch_embed if hasattr(inner, "patch_embed") else last_conv_stage(backbone)
+
+
+def first_cell_centroid(backbone: nn.Module, size: tuple[int, int], probes: int = 4) -> tuple[float, float]:
+    """(y, x) centroid of |∂ cell (0, 0) / ∂ input| — the first cell's receptive field as this network weighs
+    it — averaged over ``probes`` fixed uniform-noise images (eval mode; cached on the backbone per size)."""
+    cache = backbone.__dict__.setdefault("_first_cell_centroid", {})
+    key = tuple(int(v) for v in size)
+    if key in cache:
+        return cache[key]
+    layer = _cell_layer(backbone)
+    seen: dict[str, torch.Tensor] = {}
+    handle = layer.register_forward_hook(lambda _m, _i, out: seen.__setitem__("out", out))
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        param = next(backbone.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        gen = torch.Generator().manual_seed(0)
+        with torch.enable_grad():
+            x = torch.rand(probes, 1, *key, generator=gen).to(device).requires_grad_(True)
+            backbone(x)
+            out = seen["out"]  # (B, C, h, w) or tokens (B, N, D), the cell (0, 0) first either way
+            cell = out[:, :, 0, 0] if out.dim() == 4 else out[:, 0, :]
+            cell.float().sum().backward()
+    finally:
+        handle.remove()
+        backbone.train(was_training)
+    g = x.grad.detach().abs().double().sum(dim=(0, 1)).cpu()  # (H, W)
+    total = float(g.sum())
+    if total <= 0 or not np.isfinite(total):  # a dead corner (no gradient): the rule's centre
+        cache[key] = (0.5, 0.5)
+        return cache[key]
+    ys, xs = torch.arange(key[0], dtype=torch.float64) + 0.5, torch.arange(key[1], dtype=torch.float64) + 0.5
+    cache[key] = (float((g.sum(1) * ys).sum()) / total, float((g.sum(0) * xs).sum()) / total)
+    return cache[key]
+
+
+def _pad_edges(maps: torch.Tensor) -> torch.Tensor:
+    """(B, 1, h, w) → (B, 1, h + 2, w + 2): one virtual cell beyond each edge (one cell spacing out) holding the
+    smaller of the edge cell and its inner neighbour — an edge maximum falls off towards the border and stays a
+    point at its cell's centre; an edge below its neighbour is held flat; a zero edge adds no heat."""
+
+    def pad(m: torch.Tensor, dim: int) -> torch.Tensor:
+        n = m.shape[dim]
+        first, last = m.narrow(dim, 0, 1), m.narrow(dim, n - 1, 1)
+        if n > 1:
+            first, last = torch.minimum(first, m.narrow(dim, 1, 1)), torch.minimum(last, m.narrow(dim, n - 2, 1))
+        return torch.cat([first, m, last], dim)
+
+    return pad(pad(maps, -1), -2)
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int], origin: Placement = "patch") -> torch.Tensor:
+    """(B, h, w) → (B, H, W), bilinear between the cells' centres on the image: ``origin`` is a rule of
+    :func:`cell_origin` (``"patch"``: cell i at ``s·i + s/2``; ``"padded"``: at ``s·i + ½``) or the per-axis centres
+    of :func:`cell_centres`. Between the outermost centres and the border the map runs to a virtual edge cell
+    (:func:`_pad_edges`): clamping there made an edge maximum a plateau up to the border, whose centroid was 2–16 px
+    from the cell's centre (ConvStem's last cell at 60.0 px instead of 56.5 at 64 px)."""
     maps = maps[:, None].float()
-    if origin == "patch":
-        return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[:, 0]
     (h, w), (H, W) = maps.shape[-2:], size
+    cy, cx = (rule_centres(h, H, origin), rule_centres(w, W, origin)) if isinstance(origin, str) else origin
 
-    def coords(n: int, cells: int) -> torch.Tensor:
-        u = (torch.arange(n, dtype=torch.float64, device=maps.device) + 0.5 - 0.5) / (n / cells)  # cell coordinate
-        return (2 * u / (cells - 1) - 1 if cells > 1 else torch.zeros_like(u)).float()  # align_corners=True units
+    def coords(n: int, centres: np.ndarray) -> torch.Tensor:
+        c = np.asarray(centres, dtype=np.float64)
+        step_lo, step_hi = (c[1] - c[0], c[-1] - c[-2]) if len(c) > 1 else (float(n), float(n))
+        ext = np.concatenate([[c[0] - step_lo], c, [c[-1] + step_hi]])  # virtual cells one step out: a mirror
+        u = np.interp(np.arange(n, dtype=np.float64) + 0.5, ext, np.arange(len(ext), dtype=np.float64))
+        return torch.as_tensor(2 * u / (len(ext) - 1) - 1, dtype=torch.float32, device=maps.device)  # align_corners=True
 
-    gy, gx = torch.meshgrid(coords(H, h), coords(W, w), indexing="ij")
+    gy, gx = torch.meshgrid(coords(H, cy), coords(W, cx), indexing="ij")
     grid = torch.stack([gx, gy], -1).expand(maps.shape[0], H, W, 2)
-    return F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=True)[:, 0]
+    return F.grid_sample(_pad_edges(maps), grid, mode="bilinear", padding_mode="border", align_corners=True)[:, 0]
 
 
 def _finish(coarse: torch.Tensor, size: tuple[int, int], method: str, indices: torch.Tensor | None = None,
-            origin: str = "patch") -> Explanation:
-    """Coarse maps (B, h, w) → flagged, upsampled (cells placed as ``origin`` says), normalized :class:`Explanation`."""
+            backbone: nn.Module | None = None) -> Explanation:
+    """Coarse maps (B, h, w) → flagged, upsampled (cells at ``backbone``'s receptive-field centres,
+    :func:`cell_centres`), normalized :class:`Explanation`."""
     flat = flat_maps(coarse)
-    heat = normalize_maps(upsample(coarse, size, origin), flat)
+    grid = tuple(coarse.shape[-2:])
+    origin = "padded" if backbone is None else cell_origin(backbone)
+    centres = cell_centres(backbone, size, grid) if backbone is not None else origin
+    heat = normalize_maps(upsample(coarse, size, centres), flat)
     return Explanation(heat.detach().cpu().numpy().astype(np.float32), method,
-                       None if indices is None else indices.cpu().numpy(), tuple(coarse.shape[-2:]), flat.cpu().numpy(), origin)
+                       None if indices is None else indices.cpu().numpy(), grid, flat.cpu().numpy(), origin)
 
 
 @torch.no_grad()
 def topk_heatmaps(model: nn.Module, x: torch.Tensor) -> Explanation:
     """Score maps of a top-K ViT classifier for x (B, 1, H, W)."""
     grid, idx = model.backbone.score_map(x)  # (B, rows, cols), (B, K)
-    return _finish(grid, tuple(x.shape[-2:]), "topk_scores", idx, cell_origin(model.backbone))
+    return _finish(grid, tuple(x.shape[-2:]), "topk_scores", idx, model.backbone)
 
 
 @torch.no_grad()
 def classwise_heatmaps(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> Explanation:
     """Each image's label's patch logits for a class-specific top-K classifier: x (B, 1, H, W), labels (B,)."""
     grid, idx = model.class_maps(x, labels)  # (B, rows, cols), (B, K)
-    return _finish(grid, tuple(x.shape[-2:]), "topk_classwise", idx, cell_origin(model.backbone))
+    return _finish(grid, tuple(x.shape[-2:]), "topk_classwise", idx, model.backbone)
 def last_conv_stage(module: nn.Module) -> nn.Module:
     """The last convolutional stage of a CNN: ``layer4`` (timm/torchvision ResNets) if present,
     else the last child that contains a convolution."""
@@ -190,7 +282,9 @@ class GradCAM:
         act, grad = activation_and_gradient(self.model, self.layer, x, labels)  # (B, C, h, w)
         alpha = grad.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
         self.coarse = torch.relu((alpha * act).sum(1))  # (B, h, w)
-        return normalize_maps(upsample(self.coarse, tuple(x.shape[-2:]), "padded"), flat_maps(self.coarse))
+        size = tuple(x.shape[-2:])
+        centres = cell_centres(self.model.backbone, size, tuple(self.coarse.shape[-2:]))
+        return normalize_maps(upsample(self.coarse, size, centres), flat_maps(self.coarse))
 
 
 def vit_last_block_input(model: nn.Module) -> nn.Module:
@@ -234,8 +328,8 @@ def explain(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = Non
     if method == "gradcam":
         cam = GradCAM(model)
         cam(x, labels)
-        return _finish(cam.coarse, tuple(x.shape[-2:]), "gradcam", origin="padded")  # a CNN's last stage
-    return _finish(ViTGradCAM(model)(x, labels), tuple(x.shape[-2:]), "vit_gradcam", origin=cell_origin(model.backbone))
+        return _finish(cam.coarse, tuple(x.shape[-2:]), "gradcam", backbone=model.backbone)  # a CNN's last stage
+    return _finish(ViTGradCAM(model)(x, labels), tuple(x.shape[-2:]), "vit_gradcam", backbone=model.backbone)
 
 
 # -- rendering ------------------------------------------------------------------------------

@@ -37,6 +37,13 @@ from chexbench.datasets.celldata import CellData
 from chexbench.datasets.nih import load_nih_boxes
 from chexbench.datasets.prepared import read_prepared_index
 from chexbench.datasets.tables import read_csv_checked
+from chexbench.explain.baselines import (
+    baseline_summary,
+    fit_label_priors,
+    points_score,
+    shuffle_partners,
+    tolerance_mask,
+)
 
 # FLAT_RTOL and maximum_point: still imported from here by explain.heatmaps until it imports explain.maxima
 from chexbench.explain.heatmaps import explain, explain_method
@@ -169,17 +176,6 @@ def pointing_hit(heat: np.ndarray, boxes: list[Box], tolerance: float = 0.0) -> 
     return pointing_score(heat, boxes, tolerance) == 1.0
 
 
-def tolerance_mask(boxes: list[Box], height: int, width: int, tolerance: float = 0.0) -> np.ndarray:
-    """Boolean (H, W): pixels whose centre lies within ``tolerance`` px (Euclidean) of any box."""
-    yy, xx = np.mgrid[0:height, 0:width] + 0.5
-    mask = np.zeros((height, width), dtype=bool)
-    for x0, y0, x1, y1 in boxes:
-        dx = np.maximum(np.maximum(x0 - xx, 0.0), xx - x1)
-        dy = np.maximum(np.maximum(y0 - yy, 0.0), yy - y1)
-        mask |= dx * dx + dy * dy <= tolerance * tolerance
-    return mask
-
-
 def random_hit_probability(boxes: list[Box], height: int, width: int, tolerance: float = 0.0) -> float:
     """Pointing-game hit probability of a heatmap whose maximum is a uniformly random pixel:
     the fraction of pixels within ``tolerance`` of the label's boxes."""
@@ -251,11 +247,33 @@ class _PairScores:
     clusters: list[str] = field(default_factory=list)
     del_auc: list[float] = field(default_factory=list)
     rand_auc: list[float] = field(default_factory=list)
+    prior_auc: list[float] = field(default_factory=list)  # deletion in the label prior's order
+    prior0: list[float] = field(default_factory=list)  # label-prior map's hit, strict
+    prior_t: list[float] = field(default_factory=list)  # ... within the tolerance
+    points: list[list[tuple[float, float]]] = field(default_factory=list)  # the map's maxima (y, x)
+    boxes: list[list[Box]] = field(default_factory=list)
+    shuf0: list[float] = field(default_factory=list)  # the map against another test image's boxes, strict
+    shuf_t: list[float] = field(default_factory=list)  # ... within the tolerance
     grid: Any = None
 
     def arrays(self) -> dict[str, np.ndarray]:
-        names = ("hit0", "hit_t", "chance0", "chance_t", "labels", "clusters", "flat")
+        names = ("hit0", "hit_t", "chance0", "chance_t", "labels", "clusters", "flat", "prior0", "prior_t")
         return {k: np.asarray(getattr(self, k)) for k in names}
+
+    def add_shuffled(self, seed: int, tol: float) -> np.ndarray:
+        """Each pair's map scored against the boxes of its partner (another test image, same label); a label with
+        one pair has no partner and scores the area-random expectation. Sets shuf0, shuf_t; returns the partners."""
+        partner = shuffle_partners(self.labels, seed)
+        self.shuf0.clear()
+        self.shuf_t.clear()
+        for i, p in enumerate(partner):
+            if p < 0:
+                self.shuf0.append(self.chance0[i])
+                self.shuf_t.append(self.chance_t[i])
+            else:
+                self.shuf0.append(points_score(self.points[i], self.boxes[p], 0.0))
+                self.shuf_t.append(points_score(self.points[i], self.boxes[p], tol))
+        return partner
 
 
 def evaluate_localization(
@@ -286,13 +304,19 @@ def evaluate_localization(
     patient_ids = getattr(test, "patient_ids", None)
     unit = "patient" if patient_ids is not None and len(patient_ids) == len(test.image_ids) else "image"
     clusters = np.asarray(patient_ids if unit == "patient" else test.image_ids, dtype=str)
+    height, width = (int(v) for v in test.images.shape[-2:])
+    # the label prior sees the training split's boxes only: moving a test box cannot move it
+    priors = fit_label_priors(load_split_boxes(data, "train"), data.labels, height, width, tol)
     scores = _PairScores()
     rng = np.random.default_rng(seed)
     tie_rng = np.random.default_rng([seed, 1])  # its own stream: the random baseline's orders stay as they were
+    prior_rng = np.random.default_rng([seed, 3])
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
-        _score_batch(model, data, chunk, clusters, normalize, device, tol, deletion_steps, rng, scores, tie_rng)
-    a = scores.arrays()
+        _score_batch(model, data, chunk, clusters, normalize, device, tol, deletion_steps, rng, scores, tie_rng,
+                     priors, prior_rng)
+    partners = scores.add_shuffled(seed, tol)
+    a = {**scores.arrays(), "shuf0": np.asarray(scores.shuf0), "shuf_t": np.asarray(scores.shuf_t)}
     return {
         "method": method,
         "split": "test",
@@ -306,10 +330,15 @@ def evaluate_localization(
         "interval": {"level": 0.95, "resamples": resamples, "unit": unit, "method": "percentile bootstrap"},
         "deletion_auc": float(np.mean(scores.del_auc)) if scores.del_auc else None,
         "random_deletion_auc": float(np.mean(scores.rand_auc)) if scores.rand_auc else None,
+        "prior_deletion_auc": float(np.mean(scores.prior_auc)) if scores.prior_auc else None,
         "deletion_steps": deletion_steps,
+        "label_prior": {label: {k: v for k, v in p.items() if k != "map"} for label, p in priors.items()
+                        if label in set(scores.labels)},
+        "baselines_note": "label prior: per label, the map counting training-split images whose boxes hold each pixel, "
+                          "scored on the test pairs; shuffled: each map against another test image's boxes of the label",
         "per_label": {label: _summary(a, a["labels"] == label, tol, resamples, seed) for label in sorted(set(scores.labels))},
         # one entry per pair, so a report can pool seeds of one configuration on the same pairs
-        "pair_detail": _pair_detail(test, pairs, a),
+        "pair_detail": _pair_detail(test, pairs, a, scores, partners),
     }
 
 
@@ -340,9 +369,11 @@ def _score_batch(
     rng: np.random.Generator,
     scores: _PairScores,
     tie_rng: np.random.Generator,
+    priors: dict[str, dict[str, Any]],
+    prior_rng: np.random.Generator,
 ) -> None:
-    """Heatmaps of one batch of pairs; append their pointing, chance and deletion scores (``rng``: the
-    random deletion baseline's orders; ``tie_rng``: tie-breaking in the map's own order)."""
+    """Heatmaps of one batch of pairs; append their pointing, chance, label-prior and deletion scores (``rng``: the
+    random deletion baseline's orders; ``tie_rng``: tie-breaking in the map's own order; ``prior_rng``: in the prior's)."""
     test = data.test
     size = test.images.shape[-2:]
     x = to_input(np.stack([test.images[r] for r, _, _ in chunk]), device, normalize)
@@ -359,17 +390,30 @@ def _score_batch(
         scores.chance_t.append(random_hit_probability(label_boxes, *size, tolerance=tol))
         scores.labels.append(data.labels[j])
         scores.clusters.append(clusters[row])
+        scores.points.append([] if is_flat_map else maximum_points(heat))
+        scores.boxes.append(label_boxes)
+        prior = priors[data.labels[j]]
+        if prior["train_images"]:
+            scores.prior0.append(points_score(prior["points"], label_boxes, 0.0))
+            scores.prior_t.append(points_score(prior["points_tolerant"], label_boxes, tol))
+        else:  # no training box of the label: no prior, a random point's expectation
+            scores.prior0.append(scores.chance0[-1])
+            scores.prior_t.append(scores.chance_t[-1])
         if deletion_steps > 0:
             order = deletion_order(heat, is_flat_map, tie_rng)
             scores.del_auc.append(curve_auc(deletion_curve(model, x[i : i + 1], order, j, deletion_steps)))
             rand_order = rng.permutation(order.size)
             scores.rand_auc.append(curve_auc(deletion_curve(model, x[i : i + 1], rand_order, j, deletion_steps)))
+            prior_order = deletion_order(prior["map"], not prior["train_images"] or is_flat(prior["map"]), prior_rng)
+            scores.prior_auc.append(curve_auc(deletion_curve(model, x[i : i + 1], prior_order, j, deletion_steps)))
 
 
 def _summary(a: dict[str, np.ndarray], keep: np.ndarray, tol: float, resamples: int, seed: int) -> dict[str, Any]:
     """Hit rates, baselines and bootstrap intervals (strict and tolerant) of the pairs in ``keep``."""
     strict = bootstrap_rate_interval(a["hit0"][keep], a["chance0"][keep], a["clusters"][keep], resamples, seed=seed)
     tolerant = bootstrap_rate_interval(a["hit_t"][keep], a["chance_t"][keep], a["clusters"][keep], resamples, seed=seed)
+    base0 = {"random": a["chance0"][keep], "label_prior": a["prior0"][keep], "shuffled": a["shuf0"][keep]}
+    base_t = {"random": a["chance_t"][keep], "label_prior": a["prior_t"][keep], "shuffled": a["shuf_t"][keep]}
     return {
         "pairs": int(keep.sum()),
         "pointing_hit_rate": float(a["hit0"][keep].mean()),
@@ -377,17 +421,22 @@ def _summary(a: dict[str, np.ndarray], keep: np.ndarray, tol: float, resamples: 
         "pointing_ci": strict["pointing_ci"],
         "difference_ci": strict["difference_ci"],
         "flat_maps": int(a["flat"][keep].sum()),
+        "baselines": baseline_summary(a["hit0"][keep], base0, a["clusters"][keep], resamples, seed),
         "tolerant": {
             "tolerance_px": tol,
             "pointing_hit_rate": float(a["hit_t"][keep].mean()),
             "random_hit_rate": float(a["chance_t"][keep].mean()),
             "pointing_ci": tolerant["pointing_ci"],
             "difference_ci": tolerant["difference_ci"],
+            "baselines": baseline_summary(a["hit_t"][keep], base_t, a["clusters"][keep], resamples, seed),
         },
     }
 
 
-def _pair_detail(test: Any, pairs: list[tuple[int, int, list[Box]]], a: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+def _pair_detail(test: Any, pairs: list[tuple[int, int, list[Box]]], a: dict[str, np.ndarray], scores: _PairScores,
+                 partners: np.ndarray) -> dict[str, list[Any]]:
+    """One entry per pair: hits and baselines, and what recomputes the baselines from the test boxes (the
+    pair's boxes, the map's maxima, the shuffled partner's index; the label prior's points are per label)."""
     return {
         "image_id": [str(test.image_ids[r]) for r, _, _ in pairs],
         "cluster": [str(c) for c in a["clusters"]],
@@ -397,4 +446,11 @@ def _pair_detail(test: Any, pairs: list[tuple[int, int, list[Box]]], a: dict[str
         "random": [round(float(v), 6) for v in a["chance0"]],
         "random_tolerant": [round(float(v), 6) for v in a["chance_t"]],
         "flat": [bool(v) for v in a["flat"]],
+        "label_prior": [round(float(v), 6) for v in a["prior0"]],
+        "label_prior_tolerant": [round(float(v), 6) for v in a["prior_t"]],
+        "shuffled": [round(float(v), 6) for v in a["shuf0"]],
+        "shuffled_tolerant": [round(float(v), 6) for v in a["shuf_t"]],
+        "shuffled_partner": [int(p) for p in partners],
+        "maxima": [[[round(float(y), 3), round(float(x), 3)] for y, x in pts] for pts in scores.points],
+        "boxes": [[[round(float(c), 4) for c in b] for b in boxes] for boxes in scores.boxes],
     }

@@ -7,6 +7,9 @@
   bootstrap interval, the random-heatmap baselines, their ratio and the flat-map count. Seeds
   are pooled on the same (image, label) pairs: each pair's hit is averaged over the seeds, then
   patients are resampled — the interval covers the test sample, the seed spread is shown beside it.
+  Beside the area-random map, the label prior (fitted on the training boxes) and shuffled maps (each
+  map against another test image's boxes of its label); each rate is given as a ratio to the
+  **strongest** of the three, with its patient-level interval (:mod:`chexbench.explain.baselines`).
 - :func:`localization_label_rows`: the same per label.
 - :func:`localization_rows`: one row per cell, numbers as stored.
 """
@@ -19,15 +22,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chexbench.explain.baselines import bootstrap_rates, strongest
 from chexbench.explain.localization import bootstrap_rate_interval
 
 COLUMNS = ("strategy", "backbone", "dataset", "protocol", "head", "K", "label_fraction", "seed", "macro AUROC",
            "heatmap", "pairs", "flat maps", "pointing", "pointing CI", "random pointing", "tolerance px",
-           "tolerant pointing", "tolerant CI", "random tolerant", "deletion AUC", "random deletion AUC")
+           "tolerant pointing", "tolerant CI", "random tolerant", "label prior", "shuffled", "÷ strongest",
+           "deletion AUC", "random deletion AUC")
 SUMMARY_COLUMNS = ("dataset", "strategy", "backbone", "protocol", "head", "K", "label_fraction", "heatmap", "seeds",
-                   "macro AUROC", "pairs", "flat maps", "pointing", "pointing CI", "random pointing", "tolerance px",
-                   "tolerant pointing", "tolerant CI", "random tolerant", "tolerant ÷ random", "seed range (tolerant)",
-                   "deletion AUC", "random deletion AUC")
+                   "macro AUROC", "pairs", "flat maps", "pointing", "pointing CI", "random pointing", "label prior",
+                   "shuffled", "strongest baseline", "÷ strongest", "÷ strongest CI", "tolerance px",
+                   "tolerant pointing", "tolerant CI", "random tolerant", "tolerant ÷ random", "label prior tolerant",
+                   "shuffled tolerant", "tolerant ÷ strongest", "tolerant ÷ strongest CI", "seed range (tolerant)",
+                   "deletion AUC", "random deletion AUC", "prior deletion AUC")
+#: the baselines' names in the stored records → the report's words
+BASELINE_NAMES = {"random": "random", "label_prior": "label prior", "shuffled": "shuffled"}
 RESAMPLES = 2000
 
 
@@ -69,10 +78,40 @@ def localization_rows(records: pd.DataFrame) -> pd.DataFrame:
             "tolerant pointing": tol.get("pointing_hit_rate"), "tolerant CI": tol.get("pointing_ci"),
             "random tolerant": tol.get("random_hit_rate"), "deletion AUC": loc.get("deletion_auc"),
             "random deletion AUC": loc.get("random_deletion_auc"),
+            **_stored_baselines(loc.get("baselines")),
         })
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     return frame.sort_values(["dataset", "backbone", "strategy", "protocol", "head", "label_fraction", "seed"], kind="stable",
                              key=lambda s: s.astype(str)).reset_index(drop=True)
+
+
+def _stored_baselines(base: dict[str, Any] | None) -> dict[str, Any]:
+    """A cell's stored baselines (0 px) → the per-cell columns; dashes for a record written before they existed."""
+    if not base:
+        return {"label prior": None, "shuffled": None, "÷ strongest": None}
+    ratio = base.get("ratio_to_strongest")
+    return {"label prior": base["label_prior"]["rate"], "shuffled": base["shuffled"]["rate"],
+            "÷ strongest": None if ratio is None else f"{ratio:.2f} ({BASELINE_NAMES[base['strongest']]})"}
+
+
+BASELINE_COLUMNS = ("label_prior", "label_prior_tolerant", "shuffled", "shuffled_tolerant")
+
+
+def _baselines(pairs: pd.DataFrame, hit: str, suffix: str = "") -> dict[str, Any]:
+    """The three baselines' rates on ``pairs``, the strongest, and the map's ratio to it with a patient-level
+    interval (the same resamples as the rate's); dashes when the pairs carry no stored baselines (older records)."""
+    cols = {"random": "random" + suffix, "label_prior": "label_prior" + suffix, "shuffled": "shuffled" + suffix}
+    if any(c not in pairs or pairs[c].isna().any() for c in cols.values()):
+        return {"label_prior": None, "shuffled": None, "strongest": None, "ratio": None, "ratio_ci": None}
+    rates = {k: float(pairs[c].mean()) for k, c in cols.items()}
+    best = strongest(rates)
+    out = {"label_prior": rates["label_prior"], "shuffled": rates["shuffled"], "strongest": BASELINE_NAMES[best],
+           "ratio": None, "ratio_ci": None}
+    if rates[best] > 0:
+        ci = bootstrap_rates({"hit": pairs[hit].to_numpy(), "base": pairs[cols[best]].to_numpy()}, pairs["cluster"].to_numpy(),
+                             RESAMPLES, ratio_to={"ratio": "hit/base"})
+        out["ratio"], out["ratio_ci"] = float(pairs[hit].mean()) / rates[best], ci["ratio"]
+    return out
 
 
 def _pooled_pairs(cells: list[dict[str, Any]]) -> pd.DataFrame | None:
@@ -86,9 +125,14 @@ def _pooled_pairs(cells: list[dict[str, Any]]) -> pd.DataFrame | None:
         frames.append(pd.DataFrame(detail).assign(seed=c["record"]["seed"]))
     long = pd.concat(frames, ignore_index=True)
     n_seeds = long["seed"].nunique()
+    for c in BASELINE_COLUMNS:  # a record from before the baselines: NaN, shown as a dash
+        if c not in long:
+            long[c] = np.nan
     pooled = long.groupby(["image_id", "label"], sort=True).agg(
         cluster=("cluster", "first"), n=("seed", "nunique"), hit=("hit", "mean"), hit_tolerant=("hit_tolerant", "mean"),
         random=("random", "first"), random_tolerant=("random_tolerant", "first"), flat=("flat", "mean"),
+        # a seed's prior (its own training subsample) and its shuffled maps are averaged over the seeds like its hits
+        **{c: (c, lambda v: v.mean(skipna=False)) for c in BASELINE_COLUMNS},
     )
     return pooled[pooled["n"] == n_seeds].reset_index()
 
@@ -131,6 +175,8 @@ def localization_summary(records: pd.DataFrame) -> pd.DataFrame:
         dels = [d for d in dels if d[0] is not None and d[1] is not None]
         row["deletion AUC"] = float(np.mean([d[0] for d in dels])) if dels else None  # mean over the seeds that measured it
         row["random deletion AUC"] = float(np.mean([d[1] for d in dels])) if dels else None
+        prior_dels = [c["loc"].get("prior_deletion_auc") for c in cells]
+        row["prior deletion AUC"] = float(np.mean(prior_dels)) if dels and None not in prior_dels else None
         pairs = _pooled_pairs(cells)
         if pairs is None or pairs.empty:
             # a seed without per-pair detail (an older record) or seeds without common pairs: the mean of the
@@ -149,11 +195,21 @@ def localization_summary(records: pd.DataFrame) -> pd.DataFrame:
                         "tolerant pointing": mean([t.get("pointing_hit_rate") for t in tols]),
                         "tolerant CI": tols[0].get("pointing_ci") if len(cells) == 1 else None,
                         "random tolerant": mean([t.get("random_hit_rate") for t in tols])})
+            base = locs[0].get("baselines") if len(cells) == 1 else None
+            if base:  # one seed: its stored baselines as they are
+                row.update({"label prior": base["label_prior"]["rate"], "shuffled": base["shuffled"]["rate"],
+                            "strongest baseline": BASELINE_NAMES[base["strongest"]], "÷ strongest": base.get("ratio_to_strongest"),
+                            "÷ strongest CI": base.get("ratio_ci")})
         else:
             row["pairs"] = len(pairs)
             row["flat maps"] = _count(float(pairs["flat"].sum()))  # per seed, averaged over the seeds
             row["pointing"], row["pointing CI"], row["random pointing"] = _rate_and_ci(pairs, "hit", "random")
             row["tolerant pointing"], row["tolerant CI"], row["random tolerant"] = _rate_and_ci(pairs, "hit_tolerant", "random_tolerant")
+            b0, bt = _baselines(pairs, "hit"), _baselines(pairs, "hit_tolerant", "_tolerant")
+            row.update({"label prior": b0["label_prior"], "shuffled": b0["shuffled"], "strongest baseline": b0["strongest"],
+                        "÷ strongest": b0["ratio"], "÷ strongest CI": b0["ratio_ci"],
+                        "label prior tolerant": bt["label_prior"], "shuffled tolerant": bt["shuffled"],
+                        "tolerant ÷ strongest": bt["ratio"], "tolerant ÷ strongest CI": bt["ratio_ci"]})
         tp, rt = row.get("tolerant pointing"), row.get("random tolerant")
         row["tolerant ÷ random"] = tp / rt if tp is not None and rt else None
         rows.append(row)
@@ -172,8 +228,11 @@ def localization_label_rows(records: pd.DataFrame) -> pd.DataFrame:
         for label, sub in pairs.groupby("label", sort=True):
             p0, ci0, r0 = _rate_and_ci(sub, "hit", "random")
             pt, cit, rt = _rate_and_ci(sub, "hit_tolerant", "random_tolerant")
+            b0 = _baselines(sub, "hit")
             rows.append({**_describe(cells), "label": label, "pairs": len(sub), "pointing": p0, "pointing CI": ci0,
-                         "random pointing": r0, "tolerant pointing": pt, "tolerant CI": cit, "random tolerant": rt})
+                         "random pointing": r0, "label prior": b0["label_prior"], "shuffled": b0["shuffled"],
+                         "strongest baseline": b0["strongest"], "÷ strongest": b0["ratio"], "÷ strongest CI": b0["ratio_ci"],
+                         "tolerant pointing": pt, "tolerant CI": cit, "random tolerant": rt})
     return pd.DataFrame(rows)
 
 
@@ -217,23 +276,31 @@ def localization_section(records: pd.DataFrame, heading: str = "## Localization"
         "`gradcam` (ResNet, last stage). Each map cell is placed at its receptive field's centre on the image. "
         "**Deletion AUC** (Petsiuk et al. 2018; lower is better), where measured: the label's probability as the pixels "
         "are set to 0 from the highest heat down (ties, and a flat map as a whole, in random order), area over the "
-        "deleted fraction; *random deletion AUC* deletes in random order. Mean over the seeds.",
+        "deleted fraction; *random deletion AUC* deletes in random order, *prior deletion AUC* in the order of the "
+        "label prior's map. Mean over the seeds. "
+        "**Baselines that never see the test lesion:** *label prior* — per label, the point that hits the most boxes of "
+        "the cell's training split, scored on the test pairs; *shuffled* — each map scored against the boxes of another "
+        "test image with the same label. **÷ strongest**: the pointing rate divided by the highest of the three baselines "
+        "(named in *strongest baseline*), with its 95% patient-level bootstrap interval; a map that does not beat the "
+        "strongest baseline (ratio ≤ 1, or an interval reaching 1) has not been shown to find the lesion.",
         "",
     ]
     summary_cols = [c for c in SUMMARY_COLUMNS if (c not in ("protocol", "label_fraction", "tolerance px")
                     or summary[c].astype(str).nunique() > 1)
-                    and (c not in ("deletion AUC", "random deletion AUC") or summary[c].notna().any())]
+                    and (c not in ("deletion AUC", "random deletion AUC", "prior deletion AUC") or summary[c].notna().any())]
     lines += _table(summary, summary_cols)
     labels = localization_label_rows(records)
     if not labels.empty:
         lines += ["", "Per label (seeds pooled):", ""]
-        label_cols = ["dataset", "strategy", "backbone", "head", "K", "label", "pairs", "pointing", "random pointing",
+        label_cols = ["dataset", "strategy", "backbone", "head", "K", "label", "pairs", "pointing", "pointing CI",
+                      "random pointing", "label prior", "shuffled", "÷ strongest", "÷ strongest CI",
                       "tolerant pointing", "tolerant CI", "random tolerant"]
         lines += _table(labels, label_cols)
     cells = localization_rows(records)
     if len(cells) > len(summary):
         lines += ["", "<details><summary>Per cell</summary>", ""]
-        lines += _table(cells, [c for c in COLUMNS if c not in ("deletion AUC", "random deletion AUC")
+        lines += _table(cells, [c for c in COLUMNS if c not in ("deletion AUC", "random deletion AUC", "label prior",
+                                                                   "shuffled", "÷ strongest")
                                 or cells[c].notna().any()])
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ import numpy as np
 
 from chexbench.datasets.phantom._site_tables import SITE_STATS
 from chexbench.datasets.phantom.findings import BILATERAL, SUBTLE, Finding
+from chexbench.datasets.phantom.placement import draw_side
 
 SITE_CODES: dict[str, int] = {"chexpert": 1, "nih": 2, "indiana": 3}
 
@@ -26,7 +27,7 @@ PERSIST: dict[str, float] = {
     "pleural_effusion": 0.65, "edema": 0.55, "consolidation": 0.6, "pneumonia": 0.5, "atelectasis": 0.6,
     "pneumothorax": 0.4, "lung_opacity": 0.55, "infiltration": 0.5, "support_devices": 0.7,
 }
-#: chance that a finding may occur on both sides
+#: chance that a finding may occur on both sides (the real NIH box file cannot tell: one box per image and finding)
 BILATERAL_RATE: dict[str, float] = {
     "pleural_effusion": 0.4, "atelectasis": 0.3, "consolidation": 0.15, "pneumonia": 0.15,
     "infiltration": 0.3, "lung_opacity": 0.3, "pleural_thickening": 0.3,
@@ -109,12 +110,13 @@ def _subtle_rate(site: str, name: str) -> float:
 def _new_finding(site: str, name: str, rng: np.random.Generator) -> Finding:
     subtle = rng.random() < _subtle_rate(site, name)
     severity = rng.uniform(0.08, SUBTLE - 0.02) if subtle else rng.uniform(SUBTLE + 0.05, 1.0)
+    # one side: in the proportion of the real NIH boxes of the finding (placement.draw_side; even without boxes)
     if name in GLOBAL:
         side = BILATERAL
     elif name in UNILATERAL_ONLY:
-        side = int(rng.integers(2))
+        side = draw_side(name, rng)
     else:
-        side = BILATERAL if rng.random() < BILATERAL_RATE.get(name, 0.0) else int(rng.integers(2))
+        side = BILATERAL if rng.random() < BILATERAL_RATE.get(name, 0.0) else draw_side(name, rng)
     return Finding(name, float(severity), side, int(rng.integers(2**31)))
 
 

@@ -26,6 +26,7 @@ from chexbench.datasets.phantom.fields import (
     soft_step,
     tube,
 )
+from chexbench.datasets.phantom.placement import draw_centre, draw_size
 
 SUBTLE = 0.3  # severity below which a finding is "subtle" (uncertain in CheXpert)
 BILATERAL = 2
@@ -91,6 +92,25 @@ def _point_in_lung(scene: Scene, side: int, rng: np.random.Generator, zone: tupl
     return float(x), float(y)
 
 
+def _place(scene: Scene, name: str, side: int, rng: np.random.Generator, zone: tuple[float, float],
+           lateral: tuple[float, float] = (-0.55, 0.6)) -> tuple[float, float]:
+    """A focal lesion's centre: drawn from the real NIH boxes of ``name`` inside ``side``'s lung field
+    (:func:`~chexbench.datasets.phantom.placement.draw_centre`); a lateral view, or a finding without real
+    boxes, falls back to a point in the lung's ``zone``."""
+    placed = draw_centre(name, scene, side, rng)
+    return placed if placed is not None else _point_in_lung(scene, side, rng, zone, lateral)
+
+
+def _extent(scene: Scene, name: str, rng: np.random.Generator, default: tuple[float, float], scale: float,
+            lo: float, hi: float) -> tuple[float, float]:
+    """Half extents (x, y) in scene units: a real box of ``name`` (times ``scale``, the painter's box per unit of
+    its radius), clipped to [lo, hi]; ``default`` without real boxes."""
+    size = draw_size(name, scene, rng)
+    if size is None:
+        return default
+    return float(np.clip(size[0] * scale, lo, hi)), float(np.clip(size[1] * scale, lo, hi))
+
+
 def _opacify(scene: Scene, amount: np.ndarray) -> None:
     """Replace a fraction ``amount`` of lung air by fluid/tissue (opacities never exceed 1)."""
     np.maximum(scene.opacity, np.clip(amount, 0, 1) * scene.lung, out=scene.opacity)
@@ -128,6 +148,11 @@ def paint_pneumothorax(scene: Scene, f: Finding, rng: np.random.Generator) -> li
         edge = 1.5 / x.shape[1]
         collapsed = lung_mask(x, y, gc, edge, shrink=shrink)
         rim = np.clip(scene.lungs[side] - collapsed, 0, 1)
+        # how far down the free air reaches: to the bottom of a real pneumothorax box (mostly apical), drawn on this side
+        placed, size = draw_centre("pneumothorax", scene, side, rng), draw_size("pneumothorax", scene, rng)
+        if placed is not None and size is not None:
+            reach = max(placed[1] + size[1], g["apex"] + 0.3 * (g["dome"] - g["apex"]))
+            rim = rim * soft_step(reach - y, 0.02)
         scene.marking_scale *= 1 - rim
         scene.extra_lucency += (0.05 + 0.05 * f.severity) * rim
         # pleural line: the boundary of the collapsed lung, inside the rim
@@ -151,8 +176,9 @@ def paint_consolidation(scene: Scene, f: Finding, rng: np.random.Generator) -> l
     out = []
     for side in _sides(f):
         lower = rng.random() < 0.65
-        cx, cy = _point_in_lung(scene, side, rng, (0.62, 0.8) if lower else (0.2, 0.4), (-0.3, 0.4))
-        rx, ry = 0.14 + 0.08 * f.severity, 0.11 + 0.07 * f.severity
+        cx, cy = _place(scene, "consolidation", side, rng, (0.62, 0.8) if lower else (0.2, 0.4), (-0.3, 0.4))
+        lower = cy > scene.lung_geometry[side]["cy"]  # the fissure bounds the lobe it is in
+        rx, ry = _extent(scene, "consolidation", rng, (0.14 + 0.08 * f.severity, 0.11 + 0.07 * f.severity), 0.8, 0.06, 0.3)
         patch = np.clip(_blotch(scene, rng, cx, cy, rx, ry, 10, 0.55) * 2.5, 0, 1)
         # fissure: a straight, sharp upper margin for lower-lobe, lower margin for upper-lobe disease
         fissure_y = cy - 0.6 * ry if lower else cy + 0.6 * ry
@@ -169,11 +195,12 @@ def paint_pneumonia(scene: Scene, f: Finding, rng: np.random.Generator) -> list[
     """Patchy, fluffy, multifocal air-space opacities in one zone."""
     out = []
     for side in _sides(f):
-        cx, cy = _point_in_lung(scene, side, rng, (0.4, 0.7), (-0.1, 0.3))
+        cx, cy = _place(scene, "pneumonia", side, rng, (0.4, 0.7), (-0.1, 0.3))
+        sx, sy = _extent(scene, "pneumonia", rng, (0.2, 0.24), 0.5, 0.04, 0.2)  # spread of the foci
         total = np.zeros_like(scene.x)
         for _ in range(int(rng.integers(4, 7))):
-            px = cx + rng.normal(0, 0.10)
-            py = cy + rng.normal(0, 0.12)
+            px = cx + rng.normal(0, sx)
+            py = cy + rng.normal(0, sy)
             r = rng.uniform(0.05, 0.075) * (0.8 + 0.4 * f.severity)
             total = np.maximum(total, gaussian_blob(scene.x, scene.y, px, py, r, r))
         total = np.clip(total * 1.3 * (0.85 + 0.25 * smooth_noise(rng, *scene.x.shape, 20)), 0, 1)
@@ -186,8 +213,9 @@ def paint_infiltration(scene: Scene, f: Finding, rng: np.random.Generator, label
     """Ill-defined hazy opacity (nonspecific 'infiltrate' / 'lung opacity')."""
     out = []
     for side in _sides(f):
-        cx, cy = _point_in_lung(scene, side, rng, (0.3, 0.85), (-0.3, 0.5))
-        patch = _blotch(scene, rng, cx, cy, 0.16, 0.14, 6, 0.4)
+        cx, cy = _place(scene, label, side, rng, (0.3, 0.85), (-0.3, 0.5))
+        rx, ry = _extent(scene, label, rng, (0.16, 0.14), 0.7, 0.06, 0.3)
+        patch = _blotch(scene, rng, cx, cy, rx, ry, 6, 0.4)
         _opacify(scene, (0.25 + 0.3 * f.severity) * patch)
         out.append((label, patch * scene.lungs[side]))
     return out
@@ -219,8 +247,8 @@ def paint_atelectasis(scene: Scene, f: Finding, rng: np.random.Generator) -> lis
     """Plate-like (discoid) band opacity at a base; volume loss was applied to the anatomy."""
     out = []
     for side in _sides(f):
-        cx, cy = _point_in_lung(scene, side, rng, (0.68, 0.82), (-0.2, 0.3))
-        length = 0.20 + 0.10 * f.severity
+        cx, cy = _place(scene, "atelectasis", side, rng, (0.68, 0.82), (-0.2, 0.3))
+        length = _extent(scene, "atelectasis", rng, (0.20 + 0.10 * f.severity, 0.0), 1.0, 0.08, 0.35)[0]
         thick = 0.022 + 0.025 * f.severity
         band = ellipse(scene.x, scene.y, cx, cy, length, thick, 0.008, angle=float(rng.normal(0, 0.15)))
         _opacify(scene, (0.55 + 0.4 * f.severity) * band)
@@ -231,8 +259,8 @@ def paint_atelectasis(scene: Scene, f: Finding, rng: np.random.Generator) -> lis
 def paint_nodule(scene: Scene, f: Finding, rng: np.random.Generator) -> list[Lesion]:
     """Small (<3 cm) well-defined round opacity."""
     side = f.side if f.side != BILATERAL else int(rng.integers(2))
-    cx, cy = _point_in_lung(scene, side, rng, (0.15, 0.75))
-    r = 0.05 + 0.03 * f.severity
+    cx, cy = _place(scene, "nodule", side, rng, (0.15, 0.75))
+    r = float(np.mean(_extent(scene, "nodule", rng, (0.05 + 0.03 * f.severity,) * 2, 1.0, 0.035, 0.12)))
     blob = ellipse(scene.x, scene.y, cx, cy, r, r * rng.uniform(0.85, 1.0), 0.006)
     _opacify(scene, (0.65 + 0.35 * f.severity) * blob)
     scene.dense += 0.06 * blob * scene.lung
@@ -242,8 +270,8 @@ def paint_nodule(scene: Scene, f: Finding, rng: np.random.Generator) -> list[Les
 def paint_mass(scene: Scene, f: Finding, rng: np.random.Generator) -> list[Lesion]:
     """Large (>3 cm) lobulated opacity."""
     side = f.side if f.side != BILATERAL else int(rng.integers(2))
-    cx, cy = _point_in_lung(scene, side, rng, (0.2, 0.7), (-0.3, 0.3))
-    r = 0.09 + 0.07 * f.severity
+    cx, cy = _place(scene, "mass", side, rng, (0.2, 0.7), (-0.3, 0.3))
+    r = float(np.mean(_extent(scene, "mass", rng, (0.09 + 0.07 * f.severity,) * 2, 0.8, 0.07, 0.3)))
     lobes = ellipse(scene.x, scene.y, cx, cy, r, r * rng.uniform(0.75, 1.0), 0.01, angle=float(rng.uniform(0, 3)))
     for _ in range(2):
         lobes = np.maximum(lobes, ellipse(scene.x, scene.y, cx + rng.normal(0, r * 0.5), cy + rng.normal(0, r * 0.5),

@@ -34,7 +34,7 @@ from chexbench.datasets.phantom.write_indiana import IndianaWriter
 from chexbench.datasets.phantom.write_nih import NIHWriter
 
 #: bump when generated pixels or files change; part of the phantom cache key
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5  # 5: lesions placed (side, centre, size) as the real NIH boxes are
 SITE_NAMES: tuple[str, ...] = ("chexpert", "nih", "indiana")
 MAX_SIZE = 2048
 #: a temporary folder untouched this long is abandoned, whoever made it (a day: generous
