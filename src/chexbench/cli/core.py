@@ -196,11 +196,9 @@ def _print_split_summary(s) -> None:
 def shard_costs(planned):
     """The costs ``run --shard``, ``plan --shards`` and ``submit`` balance shards by (one place, so they agree)."""
     # lazy: keeps chexbench --help fast
-    from chexbench.bench.shard import ShardCosts
-    from chexbench.perf.throughput import shard_costs as cell_costs
-    from chexbench.perf.throughput import shard_run_costs
+    from chexbench.perf.throughput import split_costs
 
-    return ShardCosts(cell_costs(planned), shard_run_costs(planned))
+    return split_costs(planned)
 
 
 def _print_shards(planned, count: int) -> None:

@@ -271,8 +271,8 @@ def print_jobs(results: Path) -> None:
     # lazy: keeps chexbench --help fast
     from chexbench.bench.shard import Shard, shard_cells
     from chexbench.bench.store import ResultStore
-    from chexbench.cli.core import shard_costs
     from chexbench.config import load_grid, parse_only
+    from chexbench.perf.throughput import split_costs as shard_costs
 
     subs = read_jobs(results)
     if not subs:

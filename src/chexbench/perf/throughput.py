@@ -470,3 +470,10 @@ def shard_costs(planned: list[Any]) -> Callable[[Any], float]:
 def shard_run_costs(planned: list[Any]) -> dict[str, float]:
     """Seconds of each shared pretraining run (by bench.shard.pretrain_group), at the H100 target rates."""
     return estimate_gpu_hours(planned, []).run_seconds
+
+
+def split_costs(planned: list[Any]):
+    """The costs ``run --shard``, ``plan --shards`` and ``submit`` balance shards by (one place, so they agree)."""
+    from chexbench.bench.shard import ShardCosts
+
+    return ShardCosts(shard_costs(planned), shard_run_costs(planned))
