@@ -40,6 +40,7 @@ patients = 120
 size = 64
 [strategy.simclr]
 pretrain_epochs = {PRETRAIN_EPOCHS}
+pretrain_warmup_epochs = 1.0
 pretrain_batch_size = 16
 proj_dim = 16
 proj_hidden_dim = 32

@@ -390,7 +390,7 @@ class PretrainRun:
         self.aug = view_augment(opts)
         self.probe = _ProbeData.build(cell, opts) if int(opts["probe_every"]) > 0 else None
         # the monitor set comes from its own generator: the training stream is the same with or without it
-        pick = torch.randperm(n, generator=torch.Generator().manual_seed(st.pretrain_seed))[:MONITOR_IMAGES]
+        pick = torch.randperm(n, generator=torch.Generator().manual_seed(cell.effective_pretrain_seed))[:MONITOR_IMAGES]
         self.monitor_images = self.images[np.sort(pick.numpy())]
         self.collapsed_at: int | None = None
         self.collapse_note = ""
