@@ -152,23 +152,11 @@ def resolve_tolerance(option: Any, size: int) -> float:
     return float(option)
 
 
-def _inside(y: float, x: float, boxes: list[Box], tolerance: float) -> bool:
-    """Is (y, x) within Euclidean distance ``tolerance`` of one of the boxes?"""
-    for x0, y0, x1, y1 in boxes:
-        dx, dy = max(x0 - x, 0.0, x - x1), max(y0 - y, 0.0, y - y1)
-        if dx * dx + dy * dy <= tolerance * tolerance:
-            return True
-    return False
-
-
 def pointing_score(heat: np.ndarray, boxes: list[Box], tolerance: float = 0.0) -> float:
     """Pointing-game score of one map (Zhang et al. 2016): 1 when its maximum lies within
     ``tolerance`` px of a box, else 0. A flat map scores 0 (a miss). With k separate tied maxima
     the score is the fraction of them that hit: the expected hit of breaking the tie at random."""
-    points = maximum_points(heat)
-    if not points:
-        return 0.0
-    return float(np.mean([_inside(y, x, boxes, tolerance) for y, x in points]))
+    return points_score(maximum_points(heat), boxes, tolerance)
 
 
 def pointing_hit(heat: np.ndarray, boxes: list[Box], tolerance: float = 0.0) -> bool:
