@@ -67,6 +67,23 @@ class _SmallVit(VitSpec):
     name = "small_test_vit"
 
 
+def _small_dinov2_pair(registers: int, seed: int):
+    """A small transformers DINOv2 (± registers; 70 px, a 5×5 grid; weights perturbed off their init) and the
+    one-channel timm ViT of the same shape at 42 px (a 3×3 grid) to map it into."""
+    from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
+    torch.manual_seed(seed)
+    small = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=70, patch_size=14)
+    hf = (Dinov2WithRegistersModel(Dinov2WithRegistersConfig(**small, num_register_tokens=registers)) if registers
+          else Dinov2Model(Dinov2Config(**small))).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    timm_vit = VisionTransformer(img_size=42, patch_size=14, in_chans=1, num_classes=0, embed_dim=64, depth=2, num_heads=2,
+                                 init_values=1e-5, reg_tokens=registers, no_embed_class=bool(registers)).eval()
+    return hf, timm_vit
+
+
 def _mapped_into(model, layout: str, tensors: dict[str, torch.Tensor]):
     mapped = layouts.convert(layout, tensors, model, "test")
     report, state = audit_checkpoint(model, mapped.state, _SmallVit(), source="test", declared_unexpected=("head.",))
@@ -76,17 +93,7 @@ def _mapped_into(model, layout: str, tensors: dict[str, torch.Tensor]):
 
 @pytest.mark.parametrize("registers", [0, 4])
 def test_small_transformers_dinov2_equals_timm_after_mapping_and_resampling(registers):
-    from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
-
-    torch.manual_seed(registers)
-    small = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=70, patch_size=14)  # a 5×5 grid
-    hf = (Dinov2WithRegistersModel(Dinov2WithRegistersConfig(**small, num_register_tokens=registers)) if registers
-          else Dinov2Model(Dinov2Config(**small))).eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    timm_vit = VisionTransformer(img_size=42, patch_size=14, in_chans=1, num_classes=0, embed_dim=64, depth=2, num_heads=2,
-                                 init_values=1e-5, reg_tokens=registers, no_embed_class=bool(registers)).eval()
+    hf, timm_vit = _small_dinov2_pair(registers, seed=registers)
     mapped, report = _mapped_into(timm_vit, "hf_transformers", hf.state_dict())
     assert set(mapped.dropped) == {"embeddings.mask_token"}
     assert any("5×5→3×3" in n for n in mapped.notes)  # the model is used at 42 px: a 3×3 grid
@@ -137,17 +144,7 @@ def _folded_into(model, layout: str, tensors: dict[str, torch.Tensor], rgb):
 @pytest.mark.parametrize("registers", [0, 4])
 def test_imagenet_stats_dinov2_folded_equals_transformers_on_its_own_preprocessing(registers):
     """DINOv2 with ImageNet statistics (differing per channel): the offset goes into the patch embedding's bias."""
-    from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
-
-    torch.manual_seed(10 + registers)
-    small = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=70, patch_size=14)
-    hf = (Dinov2WithRegistersModel(Dinov2WithRegistersConfig(**small, num_register_tokens=registers)) if registers
-          else Dinov2Model(Dinov2Config(**small))).eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    timm_vit = VisionTransformer(img_size=42, patch_size=14, in_chans=1, num_classes=0, embed_dim=64, depth=2, num_heads=2,
-                                 init_values=1e-5, reg_tokens=registers, no_embed_class=bool(registers)).eval()
+    hf, timm_vit = _small_dinov2_pair(registers, seed=10 + registers)
     assert layouts.rgb_statistics("hf_transformers", None) == tuple(map(list, layouts.IMAGENET_RGB))
     norm, notes = _folded_into(timm_vit, "hf_transformers", hf.state_dict(), layouts.IMAGENET_RGB)
     assert (norm.mean, norm.std) == (0.449, 0.226) and "folded exactly" in norm.source and "approximation" not in norm.source
