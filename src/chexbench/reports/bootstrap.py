@@ -262,7 +262,7 @@ def score_predictions(
         cluster = resamples.index_of(g["patient_id"].to_numpy())
         op = SortedLabel(y, g["y_score"].to_numpy(dtype=float), cluster, len(resamples.patient_ids))
         point_a, point_p = op.evaluate(np.ones((1, len(resamples.patient_ids))))
-        note = not_estimable_note(g)
+        note = not_estimable_note(n_pos_pat, n_neg_pat)
         if note:
             boot_a, boot_p = np.full(n_boot, np.nan), np.full(n_boot, np.nan)
         else:
@@ -274,12 +274,9 @@ def score_predictions(
     return out
 
 
-def not_estimable_note(rows: pd.DataFrame) -> str:
-    """Why a label's rows (known y_true) allow no patient-level interval: fewer than
-    :data:`MIN_PATIENTS_PER_CLASS` patients with a positive or with a negative image ("" if they allow one)."""
-    y = rows["y_true"].to_numpy(dtype=float)
-    pid = rows["patient_id"].astype(str).to_numpy()
-    n_pos_pat, n_neg_pat = len(np.unique(pid[y == 1])), len(np.unique(pid[y == 0]))
+def not_estimable_note(n_pos_pat: int, n_neg_pat: int) -> str:
+    """Why a label with ``n_pos_pat`` patients with a positive image and ``n_neg_pat`` with a negative one
+    allows no patient-level interval: fewer than :data:`MIN_PATIENTS_PER_CLASS` of either ("" if it allows one)."""
     if min(n_pos_pat, n_neg_pat) >= MIN_PATIENTS_PER_CLASS:
         return ""
     return (f"interval not estimable: {n_pos_pat} patient(s) with a positive and {n_neg_pat} with a negative image "
