@@ -11,8 +11,8 @@ Scalar names are ``section/name``; the built-in ones:
     train/loss, train/lr, train/images_per_second, val/macro_auroc      every cell, per epoch
     pretrain/loss, pretrain/lr, pretrain/images_per_second,             every pretraining run,
     pretrain/probe_auroc (epochs with a kNN probe)                      per epoch
-
-A strategy adds its own monitors (``pretrain/<name>``) through the same call.
+    monitor/embed_std_ratio, monitor/embed_rank, monitor/feature_*,     every pretraining run,
+    monitor/teacher_entropy (DINO)                                      per epoch (collapse monitors)
 """
 
 from __future__ import annotations
