@@ -469,11 +469,12 @@ class PretrainRun:
         try:
             x = to_input(self.monitor_images, self.device, self.normalize)
             with autocast(self.device, self.cell.settings.amp, self.fast.amp_dtype):
-                features = self.model.encoder(x).float()
+                encoded = self.model.encoder(x)
+                features = encoded.float()
                 if hasattr(self.model, "monitor_outputs"):
                     out = self.model.monitor_outputs(x)
                 elif hasattr(self.model, "projector"):
-                    out = {"embedding": self.model.projector(self.model.encoder(x))}
+                    out = {"embedding": self.model.projector(encoded)}  # the features just computed (eval mode)
                 else:
                     out = {"embedding": features}
             row = monitor_row(out["embedding"].float().cpu(), features.cpu())
