@@ -59,7 +59,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, create_model
 
-from chexbench.core.errors import ConfigError
+from chexbench.core.errors import ChexbenchError, ConfigError
 from chexbench.options import OptionInfo, Options, did_you_mean, options_model, schema_of, validate_table
 from chexbench.registry import BACKBONES, DATASETS, GRIDS, PROTOCOLS, STRATEGIES, RegistryError
 
@@ -395,6 +395,7 @@ class Grid:
             elif key in _declared_options(registries[section].get(str(values[section]))):
                 options[section][key] = v
         resolved = Settings(**settings)
+        options["dataset"] = self._identity_options(str(values["dataset"]), options["dataset"])
         return CellConfig(
             plugins=plugin_versions(values),
             pretrain_source_options=self._pretrain_source_options(strategy, resolved, str(values["dataset"]),
@@ -426,7 +427,19 @@ class Grid:
         table = {k: v for k, v in self.sections.get("dataset", {}).get(source, {}).items() if k not in SETTINGS_KEYS}
         if source == dataset or not table:
             return {}
+        table = self._identity_options(source, table)
         return resolve_pretrain_source_options(source, dataset, dataset_options, table, strategy_options.get("pretrain_root"))
+
+    def _identity_options(self, dataset: str, options: dict[str, Any]) -> dict[str, Any]:
+        """A dataset's options as a cell stores them: the dataset's ``identity_options`` adds what its
+        id must hold beyond the grid's table (a split file's sha256); a table without one is unchanged."""
+        hook = getattr(DATASETS.get(dataset), "identity_options", None)
+        if hook is None or not options:
+            return options
+        try:
+            return hook(options)
+        except ChexbenchError as e:
+            raise ConfigError(f"{self.source}: [dataset.{dataset}] {e}") from None
 
 
 def resolve_pretrain_source_options(source: str, dataset: str, dataset_options: dict[str, Any],

@@ -28,6 +28,7 @@ import pandas as pd
 
 from chexbench.config import AXES, CellConfig, PlannedCell
 from chexbench.core.errors import ChexbenchError, ConfigError, DataError, SkipCell
+from chexbench.datasets import split_files
 from chexbench.datasets.base import FRONTAL_VIEWS, SPLITS, label_columns
 from chexbench.datasets.celldata import EVAL_CAP_SEED
 from chexbench.datasets.labels import apply_uncertainty
@@ -73,7 +74,7 @@ def dataset_index(name: str, options: dict[str, Any]) -> tuple[Path, pd.DataFram
         if len(index) == 0:
             raise DataError(f"dataset '{name}' at {root}: the index lists no image")
         _INDEX_CACHE[key] = index
-    return root, _INDEX_CACHE[key]
+    return root, split_files.apply(_INDEX_CACHE[key], name, options, root)[0]  # a split file's splits, if named
 
 
 @dataclass

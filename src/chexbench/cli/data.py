@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from chexbench.cli.app import Table, console, data_app, err_console
+from chexbench.config import CellConfig
 from chexbench.core.errors import ConfigError, DataError
 from chexbench.core.paths import cache_dir
 from chexbench.registry import DATASETS
@@ -145,3 +146,72 @@ def verify_cmd(
     if not report.ok:
         raise DataError(f"prepared cache {folder} does not match its sources; rerun chexbench data prepare {dataset}")
     console.print("[green]ok[/]: the cache matches its sources")
+
+
+@data_app.command("splits")
+def splits_cmd(
+    dataset: Annotated[str, typer.Argument(help="registered dataset name (chexbench list datasets)")],
+    out: Annotated[Path, typer.Option(help="folder to write <dataset>-splits-<sha256[:12]>.csv into")],
+    grid: Annotated[
+        str | None,
+        typer.Option(help="grid (preset or TOML file): its cells of DATASET give the seeds, label fractions, settings and options"),
+    ] = None,
+    root: Annotated[Path | None, typer.Option(help="dataset root folder (without --grid)")] = None,
+    seed: Annotated[list[int] | None, typer.Option("--seed", help="fine-tuning seed (without --grid; repeatable; default 0)")] = None,
+    fraction: Annotated[
+        list[float] | None, typer.Option("--fraction", help="label fraction in (0, 1] (without --grid; repeatable; default 1)")
+    ] = None,
+    size: Annotated[int, typer.Option(help="image size of the prepared cache read (without --grid)")] = 224,
+    option: OptionList = None,
+) -> None:
+    """Write the patient-level splits and label-fraction samples the cells use, as citable split files."""
+    # lazy: keeps chexbench --help fast
+    from chexbench.datasets import split_files
+    from chexbench.datasets.celldata import split_exports
+
+    if dataset not in DATASETS:
+        raise ConfigError(DATASETS.unknown_message(dataset))
+    cells = _split_cells(dataset, grid, root, seed, fraction, option, size)
+    exports = split_exports(cells)  # everything is computed before the first file is written
+    for e in exports:
+        path = split_files.write(e.rows, dataset, out)
+        counts = e.rows["split"].value_counts()
+        table = Table(title=str(path), show_header=False)
+        table.add_row("sha256", split_files.file_sha256(path))
+        for name in ("train", "valid", "test"):
+            table.add_row(f"{name} patients", f"{int(counts.get(name, 0)):,}")
+        for column in e.rows.columns[2:]:
+            table.add_row(column, f"{int(e.rows[column].sum()):,} train patients")
+        table.add_row("cells", f"{len(e.cells)} of grid '{e.cells[0].grid}'" if grid else "(no grid)")
+        console.print(table)
+        for note in split_files.nesting_notes(e.rows):
+            console.print(f"[yellow]not nested[/]: {note}", highlight=False)
+
+
+def _split_cells(dataset: str, grid: str | None, root: Path | None, seeds: list[int] | None,
+                 fractions: list[float] | None, option: list[str] | None, size: int) -> list[CellConfig]:
+    """The cells of ``dataset`` in ``grid``, or one cell per seed and fraction with default settings."""
+    from chexbench.config import Settings, load_grid
+
+    if grid is not None:
+        given = [flag for flag, v in (("--root", root), ("--seed", seeds), ("--fraction", fractions), ("--option", option)) if v]
+        if given:
+            raise ConfigError(f"{', '.join(given)} cannot be combined with --grid (the grid sets them)")
+        g = load_grid(grid)
+        cells = [p.cell for p in g.cells() if p.cell.dataset == dataset]
+        if not cells:
+            raise ConfigError(f"grid '{g.name}' has no cell of dataset '{dataset}' (datasets: {', '.join(map(str, g.axes['dataset']))})")
+        return cells
+    for f in fractions or []:
+        if not 0 < f <= 1:
+            raise ConfigError(f"--fraction must be in (0, 1], got {f:g}")
+    options = parse_dataset_options(dataset, option)
+    if root is not None:
+        options["root"] = str(root)
+    identity = getattr(DATASETS.get(dataset), "identity_options", None)
+    options = identity(options) if identity and options else options
+    return [
+        CellConfig(strategy="scratch", backbone="resnet50", dataset=dataset, protocol="linear", label_fraction=float(f),
+                   seed=int(s), settings=Settings(image_size=size), dataset_options=options)
+        for s in (seeds or [0]) for f in (fractions or [1.0])
+    ]

@@ -29,7 +29,7 @@ import pandas as pd
 from pydantic import Field
 
 from chexbench.core.errors import DataError
-from chexbench.datasets import leakage
+from chexbench.datasets import leakage, split_files
 from chexbench.datasets.labels import BLANK_UNKNOWN
 from chexbench.datasets.splits import FRONTAL_VIEWS, SPLITS
 from chexbench.options import Options
@@ -60,6 +60,10 @@ class DatasetOptions(Options):
     """Options every dataset accepts under ``[dataset.<name>]``."""
 
     root: str | None = Field(None, description="folder of the dataset in its native layout")
+    splits: str | None = Field(
+        None, description="split file (or a folder holding one) to read the patient splits and label-fraction samples from "
+        "instead of deriving them (docs/DATASETS.md, Split files); its sha256 enters the cell id"
+    )
 
 
 class Dataset:
@@ -81,8 +85,11 @@ class Dataset:
     labels: ClassVar[tuple[str, ...]] = ()
     eval_labels: ClassVar[tuple[str, ...]] = ()
     option_model: ClassVar[type[Options]] = DatasetOptions
-    options: ClassVar[dict[str, Any]] = {"root": None}
-    option_help: ClassVar[dict[str, str]] = {"root": "folder holding the dataset in its native layout"}
+    options: ClassVar[dict[str, Any]] = DatasetOptions.defaults()
+    option_help: ClassVar[dict[str, str]] = {
+        "root": "folder holding the dataset in its native layout",
+        "splits": "split file, or a folder holding one, read instead of deriving the splits (docs/DATASETS.md)",
+    }
     blank_label_means: ClassVar[str] = BLANK_UNKNOWN
 
     def resolve_root(self, options: dict[str, Any]) -> Path:
@@ -99,6 +106,11 @@ class Dataset:
 
     def load_index(self, root: Path) -> pd.DataFrame:
         raise NotImplementedError
+
+    def identity_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The options a cell stores (its id holds them): ``options`` plus, when they name a split
+        file, its content's sha256 (``splits_sha256``), so editing the file makes new cells."""
+        return split_files.identity(self.name, options)
 
     def invalid_reason(self, cell: CellConfig) -> str | None:
         return None

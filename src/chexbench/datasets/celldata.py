@@ -15,6 +15,7 @@ refuses (LeakageError) when a patient of the cell's test split is in it.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from chexbench.config import CellConfig
 from chexbench.core.atomic import atomic_path
 from chexbench.core.errors import ConfigError, DataError, LeakageError
 from chexbench.core.paths import cache_dir
+from chexbench.datasets import split_files
 from chexbench.datasets.base import FRONTAL_VIEWS, SPLITS
 from chexbench.datasets.cache import PreparedCache, ensure_prepared
 from chexbench.datasets.labels import (
@@ -137,11 +139,32 @@ def _split_summary(index: pd.DataFrame, mask: np.ndarray) -> dict[str, Any]:
     }
 
 
-def build_cell_data(cell: CellConfig) -> CellData:
-    """Images and targets of the cell's train / valid / test splits, with a manifest."""
+@dataclass
+class RowSelection:
+    """The index rows of a cell's splits, as :func:`build_cell_data` selects them (no image read)."""
+
+    dataset: Any  # the registered dataset
+    root: Path
+    cache: PreparedCache
+    index: pd.DataFrame  # the cache's index; its split column from the split file when one is named
+    labels: list[str]
+    eval_labels: list[str]
+    targets: np.ndarray  # float64 (N, L) training targets of every index row
+    patients: np.ndarray  # str (N,)
+    before: dict[str, np.ndarray]  # split → bool (N,): usable images, before label fraction and caps
+    masks: dict[str, np.ndarray]  # split → bool (N,): the images the cell uses
+    unlabeled: dict[str, int]
+    overlaps: Any
+    split_file: split_files.SplitFile | None
+    split_column: str  # the split file's column that gave the train patients ("" when sampled)
+
+
+def select_rows(cell: CellConfig) -> RowSelection:
+    """Split masks of ``cell``: views, labels, leakage check, label fraction and caps (module docstring);
+    with ``[dataset.NAME] splits``, the split file's splits and train patients (docs/DATASETS.md)."""
     st = cell.settings
     ds, root, cache = resolve_prepared(cell.dataset, cell.dataset_options, st.image_size)
-    index = cache.index
+    index, split_file = split_files.apply(cache.index, cell.dataset, cell.dataset_options, root)
     labels = _ordered_labels(ds, index)
     if not labels:
         raise DataError(f"dataset '{cell.dataset}' at {root}: the index has no label columns")
@@ -153,11 +176,22 @@ def build_cell_data(cell: CellConfig) -> CellData:
     blank_means = getattr(ds, "blank_label_means", BLANK_UNKNOWN)
     targets = training_targets(raw, labels, st.uncertainty, st.not_mentioned, blank_means)
     patients = index["patient_id"].astype(str).to_numpy()
-    masks, unlabeled, overlaps = _split_masks(cell, root, index, view_ok, has_usable_label(targets))
-    before = {name: _split_summary(index, m) for name, m in masks.items()}
+    before, unlabeled, overlaps = _split_masks(cell, root, index, view_ok, has_usable_label(targets))
     positives = targets[:, [labels.index(lab) for lab in eval_labels]] == 1.0
-    masks = _sample_masks(cell, masks, patients, positives)
-    parts = {name: _split_data(cache, targets, patients, np.flatnonzero(m)) for name, m in masks.items()}
+    masks, column = _sample_masks(cell, before, patients, positives, split_file, root)
+    return RowSelection(ds, root, cache, index, labels, eval_labels, targets, patients, before, masks, unlabeled,
+                        overlaps, split_file, column)
+
+
+def build_cell_data(cell: CellConfig) -> CellData:
+    """Images and targets of the cell's train / valid / test splits, with a manifest."""
+    st = cell.settings
+    sel = select_rows(cell)
+    ds, root, cache, index, labels, eval_labels = sel.dataset, sel.root, sel.cache, sel.index, sel.labels, sel.eval_labels
+    blank_means = getattr(ds, "blank_label_means", BLANK_UNKNOWN)
+    masks, unlabeled, overlaps = sel.masks, sel.unlabeled, sel.overlaps
+    before = {name: _split_summary(index, m) for name, m in sel.before.items()}
+    parts = {name: _split_data(cache, sel.targets, sel.patients, np.flatnonzero(m)) for name, m in masks.items()}
     manifest = {
         "dataset": cell.dataset,
         "root": str(root.resolve()),
@@ -186,6 +220,7 @@ def build_cell_data(cell: CellConfig) -> CellData:
         "splits_before_sampling": before,
         "splits": {name: _split_summary(index, m) for name, m in masks.items()},
         "train_positives": {lab: int(np.nansum(parts["train"].targets[:, i] == 1.0)) for i, lab in enumerate(labels)},
+        "split_file": _split_file_summary(sel),
     }
     return CellData(labels, eval_labels, parts["train"], parts["valid"], parts["test"], manifest)
 
@@ -221,17 +256,27 @@ def _split_masks(
 
 
 def _sample_masks(
-    cell: CellConfig, masks: dict[str, np.ndarray], patients: np.ndarray, positives: np.ndarray
-) -> dict[str, np.ndarray]:
-    """The train split subsampled by whole patients to the label fraction (seed: the cell's);
-    valid and test capped at ``max_eval_images`` (fixed seed, the same for every cell)."""
+    cell: CellConfig, masks: dict[str, np.ndarray], patients: np.ndarray, positives: np.ndarray,
+    split_file: split_files.SplitFile | None = None, root: Path | None = None,
+) -> tuple[dict[str, np.ndarray], str]:
+    """The train split subsampled by whole patients to the label fraction (seed: the cell's),
+    or the split file's train patients of the cell's fraction and seed (no sampling, no cap:
+    the file states the sample); valid and test capped at ``max_eval_images`` (fixed seed, the
+    same for every cell). Also returns the split file's column used ("" when sampled)."""
     st = cell.settings
     n = len(patients)
     out = dict(masks)
     sub = np.flatnonzero(masks["train"])
-    keep = sample_patients(
-        patients[sub], positives[sub], cell.seed, fraction=cell.label_fraction, max_images=st.max_train_images
-    )
+    column, members = split_file.train_members(cell.label_fraction, cell.seed) if split_file else ("", None)
+    if members is None:
+        keep = sample_patients(
+            patients[sub], positives[sub], cell.seed, fraction=cell.label_fraction, max_images=st.max_train_images
+        )
+    else:
+        keep = np.isin(patients[sub], np.array(sorted(members), dtype=object))
+        if not keep.any():
+            raise DataError(f"dataset '{cell.dataset}' at {root}: no patient marked in column {column} of split file "
+                            f"{split_file.path} has a usable train image (views = {st.views})")
     out["train"] = np.zeros(n, dtype=bool)
     out["train"][sub[keep]] = True
     if st.max_eval_images > 0:
@@ -240,7 +285,21 @@ def _sample_masks(
             keep = sample_patients(patients[sub], positives[sub], EVAL_CAP_SEED, max_images=st.max_eval_images)
             out[name] = np.zeros(n, dtype=bool)
             out[name][sub[keep]] = True
-    return out
+    return out, column
+
+
+def _split_file_summary(sel: RowSelection) -> dict[str, Any] | None:
+    """The manifest's account of a split file: which file (path, sha256), which column, how many patients."""
+    f = sel.split_file
+    if f is None:
+        return None
+    return {
+        "path": str(f.path.resolve()),
+        "sha256": f.sha256,
+        "column": sel.split_column or "(none: every train patient, sampled as without a file)",
+        "patients_listed": len(f.patients),
+        "index_patients_not_listed": int(len(set(sel.patients) - set(f.patients.tolist()))),
+    }
 
 
 def _split_data(cache: PreparedCache, targets: np.ndarray, patients: np.ndarray, sel: np.ndarray) -> SplitData:
@@ -267,8 +326,9 @@ def pretrain_pool(cell: CellConfig, max_images: int = 0) -> tuple[np.ndarray, np
     """
     st = cell.settings
     source = st.pretrain_source
-    _, src_root, cache = resolve_prepared(source, pretrain_source_options(cell), st.image_size)
-    index = cache.index
+    src_options = pretrain_source_options(cell)
+    _, src_root, cache = resolve_prepared(source, src_options, st.image_size)
+    index, _ = split_files.apply(cache.index, source, src_options, src_root)
     mask = (index["split"].astype(str).to_numpy() == "train") & _view_mask(index, st.views)
     patients = index["patient_id"].astype(str).to_numpy()
     if not mask.any():
@@ -279,3 +339,48 @@ def pretrain_pool(cell: CellConfig, max_images: int = 0) -> tuple[np.ndarray, np
         keep = sample_patients(patients[sel], np.zeros((len(sel), 0), bool), cell.effective_pretrain_seed, max_images=max_images)
         sel = sel[keep]
     return _take_images(cache, cache.rows[sel]), patients[sel].astype(str)
+
+
+@dataclass
+class SplitExport:
+    """One split file's rows and the cells it serves (cells of one dataset whose data rules agree)."""
+
+    rows: pd.DataFrame  # patient_id, split, fraction_<f>_seed_<s>… (split_files.table)
+    cells: list[CellConfig]
+
+
+def split_exports(cells: list[CellConfig]) -> list[SplitExport]:
+    """The split files that describe what ``cells`` (one dataset) train, select and test on.
+
+    Cells whose dataset options, views, label policies, train cap and image size agree share
+    one file, with a column per (label fraction, seed); cells that differ in those get their
+    own. The train patients of each column are the cell's own selection (:func:`select_rows`),
+    so a grid reading the file back trains on the same images. Nothing is written here.
+    """
+    groups: dict[str, list[CellConfig]] = {}
+    for cell in cells:
+        st = cell.settings
+        rules = [cell.dataset, cell.dataset_options, st.views, st.uncertainty, st.not_mentioned, st.max_train_images,
+                 st.image_size]
+        groups.setdefault(json.dumps(rules, sort_keys=True, default=str), []).append(cell)
+    out: list[SplitExport] = []
+    seen: set[bytes] = set()
+    for group in groups.values():
+        members: dict[tuple[float, int], set[str]] = {}
+        rows = None
+        for cell in group:
+            key = (cell.label_fraction, cell.seed)
+            if key in members:
+                continue
+            sel = select_rows(cell)
+            if rows is None:
+                rows = split_files.patient_splits(sel.index, cell.dataset)
+            members[key] = set(sel.patients[sel.masks["train"]].tolist())
+        table = split_files.table(rows, members)
+        data = split_files.to_bytes(table)
+        if data not in seen:  # e.g. two image sizes of one dataset: the same patients
+            seen.add(data)
+            out.append(SplitExport(table, group))
+        else:
+            next(e for e in out if split_files.to_bytes(e.rows) == data).cells.extend(group)
+    return out

@@ -118,7 +118,6 @@ class CheXpert(Dataset):
     description = "CheXpert v1.0 / -small (Irvin et al. 2019): 14 observations, 5 competition labels"
     labels = tuple(CHEXPERT_COLUMNS.values())
     eval_labels = CHEXPERT_EVAL_LABELS
-    options = {"root": None}
     blank_label_means = BLANK_NOT_MENTIONED  # the labeler's blank: the report does not mention it
     split_rule = (
         f"test_labels.csv/test.csv as test and valid.csv as valid if present; else valid.csv as test and "

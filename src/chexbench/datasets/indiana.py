@@ -231,7 +231,6 @@ class Indiana(Dataset):
     description = "Indiana University / OpenI NLMCXR (Demner-Fushman et al. 2016): MeSH-derived labels"
     labels = INDIANA_LABELS
     eval_labels = INDIANA_EVAL_LABELS
-    options = {"root": None}
     # blanks are only those of unindexed reports: no label information, never a negative
     blank_label_means = BLANK_UNKNOWN
     split_rule = f"patients split train/valid/test {INDIANA_SPLIT} (seed {INDIANA_SPLIT_SEED})"

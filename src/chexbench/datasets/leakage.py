@@ -31,6 +31,7 @@ import pandas as pd
 
 from chexbench.config import resolve_pretrain_source_options
 from chexbench.core.errors import DataError, LeakageError
+from chexbench.datasets import split_files
 from chexbench.datasets.prepared import label_file_fingerprint
 from chexbench.datasets.splits import FRONTAL_VIEWS, SPLITS, patient_overlaps
 from chexbench.registry import DATASETS, STRATEGIES
@@ -70,14 +71,17 @@ _INDEXES: dict[tuple[str, str, str], IndexedRoot] = {}
 
 
 def indexed_root(dataset: str, options: dict[str, Any]) -> IndexedRoot:
-    """The index of ``dataset`` located by ``options``, read once per root and label-file state."""
+    """The index of ``dataset`` located by ``options``, read once per root and label-file state;
+    its splits from the split file the options name, if any (:mod:`chexbench.datasets.split_files`)."""
     ds = DATASETS.get(dataset)
     root = Path(ds.resolve_root(options))
     stamp = json.dumps(label_file_fingerprint(ds, root), sort_keys=True)
     key = (dataset, str(root.resolve()), stamp)
     if key not in _INDEXES:
         _INDEXES[key] = IndexedRoot(dataset, root, ds.load_index(root))
-    return _INDEXES[key]
+    # a split file (``splits`` option) replaces the loader's split column: it is read and checked each time
+    index, split_file = split_files.apply(_INDEXES[key].index, dataset, options, root)
+    return _INDEXES[key] if split_file is None else IndexedRoot(dataset, root, index)
 
 
 def check_split_overlaps(cell: CellConfig, target: IndexedRoot) -> dict[str, int]:

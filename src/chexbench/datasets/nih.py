@@ -226,7 +226,6 @@ class NIHChestXray14(Dataset):
     description = "NIH ChestX-ray14 (Wang et al. 2017): 14 findings, official train_val/test lists"
     labels = NIH_LABELS
     eval_labels = NIH_EVAL_LABELS
-    options = {"root": None}
     # a finding absent from 'Finding Labels' is not mentioned; the loader already writes it as 0
     blank_label_means = BLANK_NOT_MENTIONED
     split_rule = (
