@@ -166,17 +166,20 @@ def _parse(path: Path, data: bytes, sha: str) -> SplitFile:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(f"split file {path}: not UTF-8 text (byte {e.start})") from None
-    header = next(csv.reader(io.StringIO(text)), [])
-    header = [h.strip() for h in header]
-    fractions = _check_header(path, header)
+    reader = csv.reader(io.StringIO(text))
     try:
-        table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
-    except (pd.errors.ParserError, ValueError) as e:
-        raise DataError(f"split file {path}: not a well-formed CSV ({str(e).strip().splitlines()[-1]})") from None
-    table.columns = header
-    if table.empty:
+        records = [(reader.line_num, row) for row in reader if row]  # blank lines skipped
+    except csv.Error as e:
+        raise DataError(f"split file {path} line {reader.line_num}: not well-formed CSV ({e})") from None
+    header = [h.strip() for h in records[0][1]] if records else []
+    fractions = _check_header(path, header)
+    for n, row in records[1:]:
+        if len(row) != len(header):  # pandas would quietly take surplus fields as an index
+            raise DataError(f"split file {path} line {n}: {len(row)} fields, the header has {len(header)}")
+    if len(records) < 2:
         raise DataError(f"split file {path}: lists no patient")
-    lines = np.arange(len(table)) + 2
+    table = pd.DataFrame([row for _, row in records[1:]], columns=header, dtype=str)
+    lines = np.array([n for n, _ in records[1:]])
     patients = table["patient_id"].str.strip().to_numpy(dtype=object)
     blank = np.flatnonzero(patients == "")
     if len(blank):
