@@ -87,15 +87,16 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def identity(dataset: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options`` with the split file's sha256 added (:data:`HASH_KEY`) when they set ``splits``;
-    unchanged otherwise, so cells without a split file keep their ids."""
+    """``options`` with the split file's sha256 added (:data:`HASH_KEY`) when they set ``splits``
+    (the file's format is checked here: :func:`read`); unchanged otherwise, so cells without a
+    split file keep their ids."""
     if not options.get(OPTION):
         return dict(options)
     path = locate(dataset, str(options[OPTION]))
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:  # a grid resolves many cells of one dataset: the file is hashed once
-        _HASHES[key] = hashlib.sha256(_read_bytes(path)).hexdigest()
+    if key not in _HASHES:  # a grid resolves many cells of one dataset: the file is read and checked once
+        _HASHES[key] = read(path).sha256  # a malformed file fails when the grid is read, before any cell
     return {**options, HASH_KEY: _HASHES[key]}
 
 
