@@ -165,3 +165,32 @@ def test_compare_by_gives_each_subgroups_paired_delta_and_each_models_gaps(tmp_p
                                 env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(out)) == 2 * len(LABELS) and len(pd.read_csv(tmp_path / "by_sex_gaps.csv")) == 2 * len(LABELS)
+
+
+def test_the_report_gains_a_subgroup_section_and_artefacts_only_for_variables_with_two_subgroups(tmp_path):
+    from tests.reports.synthetic_store import _record
+
+    from chexbench.bench.store import ResultStore
+    from chexbench.reports.report import write_report
+
+    store = ResultStore(tmp_path)
+    truth = _predictions(seed=21, n_patients=200, worse=None)
+    for i, (strategy, worse) in enumerate((("scratch", None), ("simclr", ("sex", "F")))):
+        preds = _predictions(seed=21, n_patients=200, worse=worse).assign(split="test", site="one site")
+        assert preds[["image_id", "label", "y_true"]].equals(truth[["image_id", "label", "y_true"]])
+        record = _record(f"c{i:011d}", strategy, "resnet50", "chexpert", "finetune", 1.0, 0)
+        record["eval_labels_json"] = '["cardiomegaly", "edema"]'
+        store.write(record, preds)
+    stored = store.predictions("c00000000001")
+    assert {"sex", "age", "view", "site"} <= set(stored.columns)  # the store keeps the subgroup columns
+    text = write_report(tmp_path, n_boot=300, figures=False, html=False).read_text()
+    section = text.split("## Subgroups", 1)[1].split("\n## ", 1)[0]
+    assert "**sex**" in section and "**view**" in section and "**age**" in section
+    assert "**site**" not in section  # one site: not a comparison
+    gaps = pd.read_csv(tmp_path / "subgroup_gaps.csv")
+    sub = pd.read_parquet(tmp_path / "subgroups.parquet")
+    assert set(gaps["variable"]) == {"sex", "age", "view"} and len(sub) == 2 * len(LABELS) * (2 + 4 + 2)
+    simclr = gaps[(gaps["strategy"] == "simclr") & (gaps["variable"] == "sex")]
+    assert (simclr["p_holm"] < 0.05).all() and (simclr["lower"] == "F").all()
+    assert (gaps[(gaps["strategy"] == "simclr") & (gaps["variable"] == "view")]["p_holm"] >= 0.05).all()
+    assert "M − F +0." in section
