@@ -14,6 +14,7 @@ from chexbench.bench.store import ResultStore
 from chexbench.cli import app
 from chexbench.config import parse_grid
 from chexbench.core.context import RunContext
+from chexbench.datasets.celldata import resolve_prepared
 
 GRID = {
     "name": "tiny",
@@ -48,6 +49,7 @@ def test_tiny_grid_runs_resumes_and_records(tmp_path, cache):
         assert set(preds["split"]) == {"valid", "test"}
         assert preds["y_score"].between(0, 1).all()
         assert r["device_name"].startswith("cpu") and r["torch_version"] == torch.__version__
+        _check_subgroup_columns(preds)
     skipped = pd.read_parquet(results / "skipped.parquet")
     assert set(skipped["strategy"]) == {"imagenet"} and skipped["reason"].str.contains("no ImageNet weights").all()
 
@@ -64,6 +66,16 @@ def test_tiny_grid_runs_resumes_and_records(tmp_path, cache):
     assert third.count("ok") == 1 and third.count("done-before") == 1
     assert [o.cell.cell_id for o in third.outcomes if o.status == "ok"] == [victim]
     assert sorted(store.cell_ids()) == sorted(recs["cell_id"])
+
+
+def _check_subgroup_columns(preds: pd.DataFrame) -> None:
+    """Every prediction row carries its image's sex, age and view, exactly as the dataset's index has them."""
+    _, _, cache = resolve_prepared("phantom-chexpert", GRID["dataset"]["phantom-chexpert"], GRID["settings"]["image_size"])
+    index = cache.index.set_index("image_id")
+    assert {"sex", "age", "view"} <= set(preds.columns)
+    expected = index.loc[preds["image_id"], ["sex", "age", "view"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(preds[["sex", "age", "view"]].reset_index(drop=True), expected, check_dtype=False)
+    assert preds["view"].nunique() >= 2 and preds["sex"].nunique() >= 2
 
 
 def test_interrupt_mid_grid_then_resume(tmp_path, cache):

@@ -108,7 +108,10 @@ def base_record(cell: CellConfig, device: torch.device) -> dict[str, Any]:
 
 
 def _long_predictions(split: str, data_split: Any, scores: np.ndarray, labels: list[str]) -> pd.DataFrame:
+    """One row per (image, label) of ``data_split`` (``store.PREDICTION_COLUMNS``), then each image's
+    subgroup attributes that the split carries (``SplitData.attributes``: sex, age, view, site)."""
     n, n_labels = scores.shape
+    attributes = getattr(data_split, "attributes", None) or {}
     return pd.DataFrame(
         {
             "image_id": np.repeat(np.asarray(data_split.image_ids, dtype=str), n_labels),
@@ -117,6 +120,7 @@ def _long_predictions(split: str, data_split: Any, scores: np.ndarray, labels: l
             "y_true": np.asarray(data_split.targets, dtype=np.float64).reshape(-1),
             "y_score": scores.astype(np.float64).reshape(-1),
             "split": split,
+            **{col: np.repeat(np.asarray(values), n_labels) for col, values in attributes.items()},
         }
     )
 

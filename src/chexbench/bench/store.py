@@ -45,6 +45,7 @@ from chexbench.config import RESULTS_SCHEMA_VERSION, configuration_hash
 from chexbench.core.atomic import atomic_write_parquet
 from chexbench.core.errors import DataError
 from chexbench.core.lock import FileLock
+from chexbench.datasets.base import SUBGROUP_COLUMNS
 
 #: Columns of a cell record, in order. ``*_json`` columns hold JSON strings.
 RECORD_COLUMNS: tuple[str, ...] = (
@@ -92,6 +93,13 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "y_score",  # float: predicted probability
     "split",  # "valid" | "test"
 )
+#: then, where the dataset's index has them, each image's subgroup attributes (``datasets.base.SUBGROUP_COLUMNS``:
+#: sex str, age float years, view str, site str), read by ``chexbench score --by`` and the report's subgroup section
+
+
+def prediction_columns(predictions: pd.DataFrame) -> list[str]:
+    """The columns a stored predictions file keeps: ``PREDICTION_COLUMNS``, then the subgroup attributes it has."""
+    return [*PREDICTION_COLUMNS, *(c for c in SUBGROUP_COLUMNS if c in predictions.columns)]
 
 
 #: key of chexbench's entry in a record's / predictions file's Parquet key-value metadata
@@ -162,7 +170,8 @@ class ResultStore:
                 raise ValueError(f"predictions lack columns: {missing}")
             pair.update(rows=len(predictions), labels=sorted(map(str, predictions["label"].unique())))
             atomic_write_parquet(
-                predictions[list(PREDICTION_COLUMNS)].reset_index(drop=True), self.predictions_path(cell_id), footer={PAIR_KEY: json.dumps(pair).encode()}
+                predictions[prediction_columns(predictions)].reset_index(drop=True), self.predictions_path(cell_id),
+                footer={PAIR_KEY: json.dumps(pair).encode()}
             )
         atomic_write_parquet(pd.DataFrame([record]), self.record_path(cell_id), footer={PAIR_KEY: json.dumps(pair).encode()})
 

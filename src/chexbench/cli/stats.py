@@ -18,6 +18,13 @@ LabelsOpt = Annotated[
                  "recorded with the predictions, as the report uses; else every label in the file)"),
 ]
 
+ByOpt = Annotated[
+    str | None,
+    typer.Option("--by", help="per subgroup instead: sex, age (bands <40, 40–59, 60–79, ≥80), view or site — the file's "
+                 "column of that name; per-subgroup AUROC with intervals and each label's largest gap between subgroups "
+                 "with its test (docs/STATISTICS.md, Subgroups)"),
+]
+
 
 def _num(x: float) -> str:
     return "n/a" if x is None or not math.isfinite(float(x)) else f"{float(x):.3f}"
@@ -51,6 +58,7 @@ def score(
     seed: Annotated[int, typer.Option("--seed", help="seed of the resamples")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="write the table (.csv or .parquet)")] = None,
     labels: LabelsOpt = None,
+    by: ByOpt = None,
 ) -> None:
     """Per-label and macro AUROC / AUPRC with 95% intervals (per-label AUROC: Hanley–McNeil score interval with a
     design effect; AUPRC and macro: logit scale, patient-bootstrap se, t quantile); ⚠ flags
@@ -62,6 +70,9 @@ def score(
     from chexbench.reports.score import MACRO, degenerate_warnings, score_file, write_table
 
     _check(bootstrap, out)
+    if by is not None:
+        _score_by(pred, by, bootstrap, seed, out, labels)
+        return
     df = score_file(pred, bootstrap, seed, labels)
     console.print(f"labels: {df.attrs['labels_source']}", highlight=False, soft_wrap=True)
     table = Table(title=f"{pred.name}: 95% intervals (AUROC: Hanley–McNeil score form; AUPRC, macro: logit-t), patient-level bootstrap ({bootstrap} resamples, seed {seed})")
@@ -96,6 +107,7 @@ def compare(
     seed: Annotated[int, typer.Option("--seed", help="seed of the resamples")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="write the table (.csv or .parquet)")] = None,
     labels: LabelsOpt = None,
+    by: ByOpt = None,
 ) -> None:
     """Paired ΔAUROC and ΔAUPRC (A − B) per label and macro, for two files, all pairs of several, or each vs --baseline:
     patient-level bootstrap CI and p (primary), DeLong as cross-check, Holm over the family."""
@@ -103,6 +115,9 @@ def compare(
     from chexbench.reports.score import MACRO, compare_predictions, degenerate_warnings, write_table
 
     _check(bootstrap, out)
+    if by is not None:
+        _compare_by(files, by, baseline, on_shared, bootstrap, seed, out, labels)
+        return
     c = compare_predictions(files, baseline=baseline, on_shared=on_shared, n_boot=bootstrap, seed=seed, labels=labels)
     console.print(f"labels: {c.labels_source}", highlight=False, soft_wrap=True)
     console.print(f"Paired on {c.n_rows} (image, label) rows from {c.n_patients} patients, {bootstrap} patient resamples "
@@ -156,3 +171,84 @@ def _delta(d: float, lo: float, hi: float) -> str:
     if d is None or not math.isfinite(float(d)):
         return "n/a"
     return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _flagged(text: str, flag: str) -> str:
+    return f"{text} ⚠" if isinstance(flag, str) and flag else text
+
+
+def _print_subgroups(a, title: str) -> None:
+    """One table of per-subgroup AUROC per label, one of each label's largest gap (``reports.subgroups``)."""
+    from chexbench.reports.subgroups import PATIENT_BOOTSTRAP
+
+    table = Table(title=f"{title}: AUROC [95% CI] by {a.variable} (pos / neg images, positive patients / patients)")
+    table.add_column("label")
+    for g in a.subgroups:
+        table.add_column(g)
+    for label, rows in a.table.groupby("label", sort=False):
+        cells = []
+        for r in rows.itertuples():
+            value = _ci(r.auroc, r.auroc_ci_low, r.auroc_ci_high) if math.isfinite(float(r.auroc)) else f"n/a ({r.note})"
+            cells.append(_flagged(f"{value} ({int(r.n_pos)}/{int(r.n_neg)}, {int(r.n_pos_patients)}/{int(r.n_patients)})", r.flag))
+        table.add_row(str(label), *cells)
+    console.print(table)
+    gaps = Table(title=f"{title}: largest gap per label between {a.variable} subgroups")
+    for col in ("label", "higher − lower", "gap [95% CI]", "p", "p Holm", "test", "note"):
+        gaps.add_column(col)
+    for r in a.gaps.itertuples():
+        if not isinstance(r.higher, str):
+            gaps.add_row(str(r.label), "", "n/a", "", "", "", str(r.note))
+            continue
+        gaps.add_row(_flagged(str(r.label), r.flag), f"{r.higher} − {r.lower}", _delta(r.gap, r.gap_ci_low, r.gap_ci_high),
+                     _p(r.p_value), _p(r.p_holm), str(r.test), str(r.note))
+    console.print(gaps)
+    if a.n_without:
+        console.print(f"{a.n_without} image(s) have no {a.variable} value and are in no subgroup.", highlight=False, soft_wrap=True)
+    few = a.table[a.table["flag"] != ""]
+    if len(few):
+        console.print(f"⚠ {len(few)} subgroup × label row(s) rest on fewer than 10 positive patients: read their intervals "
+                      "and gaps with care.", highlight=False, soft_wrap=True)
+    console.print(f"Gap test: MOVER on the two subgroups' Hanley–McNeil score intervals; independent (correlation 0) when "
+                  f"the two subgroups share no patient, else '{PATIENT_BOOTSTRAP}' (both AUROCs recomputed on each patient "
+                  "resample, their correlation used). Holm over every pair of subgroups of every label.",
+                  highlight=False, soft_wrap=True)
+
+
+def _score_by(pred: Path, by: str, bootstrap: int, seed: int, out: Path | None, labels: str | None) -> None:
+    from chexbench.reports.score import write_table
+    from chexbench.reports.subgroups import score_file_by
+
+    a, source = score_file_by(pred, by, bootstrap, seed, labels)
+    console.print(f"labels: {source}", highlight=False, soft_wrap=True)
+    _print_subgroups(a, f"{pred.name} ({bootstrap} patient resamples, seed {seed})")
+    if out is not None:
+        gaps_out = out.with_name(f"{out.stem}_gaps{out.suffix}")
+        console.print(f"wrote {write_table(a.table, out)} and {write_table(a.gaps, gaps_out)}", highlight=False)
+
+
+def _compare_by(files: list[Path], by: str, baseline: Path | None, on_shared: bool, bootstrap: int, seed: int,
+                out: Path | None, labels: str | None) -> None:
+    from chexbench.reports.score import write_table
+    from chexbench.reports.subgroups import compare_files_by
+
+    c = compare_files_by(files, by, baseline=baseline, on_shared=on_shared, n_boot=bootstrap, seed=seed, labels=labels)
+    console.print(f"labels: {c.labels_source}", highlight=False, soft_wrap=True)
+    for (a, b), df in c.table.groupby(["model_a", "model_b"], sort=False):
+        table = Table(title=f"A = {a}, B = {b}: ΔAUROC (A − B) within each {by} subgroup, paired on the same patient resamples")
+        for col in ("subgroup", "label", "pos patients", "AUROC A [95% CI]", "AUROC B [95% CI]", "ΔAUROC [95% CI]", "p", "p Holm"):
+            table.add_column(col)
+        for r in df.itertuples():
+            table.add_row(str(r.subgroup), _flagged(str(r.label), r.flag), str(int(r.n_pos_patients)),
+                          _ci(r.auroc_a, r.auroc_a_ci_low, r.auroc_a_ci_high), _ci(r.auroc_b, r.auroc_b_ci_low, r.auroc_b_ci_high),
+                          _delta(r.delta, r.delta_ci_low, r.delta_ci_high) if math.isfinite(float(r.delta_ci_low))
+                          else f"n/a ({r.note})" if r.note else "n/a", _p(r.p_value), _p(r.p_holm))
+        console.print(table)
+    console.print(c.family, highlight=False, soft_wrap=True)
+    for name, a in c.analyses.items():
+        _print_subgroups(a, name)
+    if out is not None:
+        import pandas as pd
+
+        gaps = pd.concat([a.gaps.assign(model=name) for name, a in c.analyses.items()], ignore_index=True)
+        gaps_out = out.with_name(f"{out.stem}_gaps{out.suffix}")
+        console.print(f"wrote {write_table(c.table, out)} and {write_table(gaps, gaps_out)}", highlight=False)

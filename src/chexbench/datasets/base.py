@@ -34,7 +34,7 @@ from chexbench.datasets.labels import BLANK_UNKNOWN
 from chexbench.datasets.splits import FRONTAL_VIEWS, SPLITS
 from chexbench.options import Options
 
-__all__ = ["FRONTAL_VIEWS", "INDEX_META_COLUMNS", "SPLITS", "Dataset", "label_columns"]
+__all__ = ["FRONTAL_VIEWS", "INDEX_META_COLUMNS", "SPLITS", "SUBGROUP_COLUMNS", "Dataset", "label_columns"]
 
 if TYPE_CHECKING:
     from chexbench.config import CellConfig
@@ -49,6 +49,11 @@ INDEX_META_COLUMNS: tuple[str, ...] = (
     "age",
     "split",
 )
+
+#: Per-image attributes a cell's predictions file carries beside each row, for subgroup analysis
+#: (``chexbench score --by``, the report's subgroup section): each one the index has (``site``: only
+#: where a dataset's index carries it).
+SUBGROUP_COLUMNS: tuple[str, ...] = ("sex", "age", "view", "site")
 
 
 def label_columns(index: pd.DataFrame) -> list[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from chexbench.core.atomic import atomic_path
 from chexbench.core.errors import ConfigError, DataError, LeakageError
 from chexbench.core.paths import cache_dir
 from chexbench.datasets import split_files
-from chexbench.datasets.base import FRONTAL_VIEWS, SPLITS
+from chexbench.datasets.base import FRONTAL_VIEWS, SPLITS, SUBGROUP_COLUMNS
 from chexbench.datasets.cache import PreparedCache, ensure_prepared
 from chexbench.datasets.labels import (
     BLANK_UNKNOWN,
@@ -59,6 +59,8 @@ class SplitData:
     targets: np.ndarray  # float32 (N, L): 1 / 0, NaN = masked; uncertainty policy applied
     image_ids: np.ndarray  # str (N,)
     patient_ids: np.ndarray  # str (N,)
+    #: per-image subgroup attributes from the index (``SUBGROUP_COLUMNS`` it has: sex, age, view, site), each (N,)
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -309,6 +311,7 @@ def _split_data(cache: PreparedCache, targets: np.ndarray, patients: np.ndarray,
         targets=np.ascontiguousarray(targets[sel]),
         image_ids=cache.index["image_id"].to_numpy()[sel].astype(str),
         patient_ids=patients[sel].astype(str),
+        attributes={col: cache.index[col].to_numpy()[sel] for col in SUBGROUP_COLUMNS if col in cache.index.columns},
     )
 
 

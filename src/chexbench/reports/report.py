@@ -7,6 +7,8 @@ Outputs (in the results directory, each written atomically):
     leaderboard.parquet/.csv  one row per configuration (seeds pooled)
     tables/*.tex|md|csv       with ``table_formats``: leaderboard and paired table for a manuscript
     per_label.parquet/.csv    one row per configuration × label
+    subgroups.parquet/.csv, subgroup_gaps.parquet/.csv
+                              per cell × subgroup variable × subgroup × label, and each label's largest gap
     figures/*.png + pdf + svg label-fraction curves, ROC curves, forest plot, reliability
                               diagrams, pretraining loss curves
 """
@@ -53,6 +55,7 @@ from chexbench.reports.markdown import (
 from chexbench.reports.methods import hyperparameter_section
 from chexbench.reports.plots import write_figures
 from chexbench.reports.study import study_questions_section
+from chexbench.reports.subgroup_section import SubgroupTables, subgroup_section, subgroup_tables
 
 
 def _blank_rule(results: LoadedResults) -> str:
@@ -146,7 +149,7 @@ def code_versions_note(results: LoadedResults, tables: Tables) -> str:
 
 
 def report_sections(results: LoadedResults, tables: Tables, figures_md: str = "",
-                    cross: pd.DataFrame | None = None) -> list[str]:
+                    cross: pd.DataFrame | None = None, subgroups: SubgroupTables | None = None) -> list[str]:
     """The report's sections, each a Markdown string (the first the intro): report.md joins them,
     report.html renders the same strings (``html.render_html``), so both show the same numbers."""
     n_ok, n_failed, n_skipped = len(results.ok), len(results.failed), len(results.skipped)
@@ -165,6 +168,7 @@ def report_sections(results: LoadedResults, tables: Tables, figures_md: str = ""
         comparison_section(tables),
         crosscheck_section(cross if cross is not None else pd.DataFrame(), tables, results),
         per_label_section(tables, results.n_boot),
+        subgroup_section(subgroups or SubgroupTables(), results.n_boot),  # "" unless predictions carry sex/age/view/site
         calibration_section(tables, results),
         # the cells the tables use: superseded cells (same configuration and seed, an older run) are out,
         # else the localization table would count them as extra seeds; the warnings also keep failed cells
@@ -224,13 +228,14 @@ def write_report(
     tables = build_tables(results, baseline=baseline)
     root = Path(results_dir)
     cross = delong_crosscheck(results, tables)
+    subgroups = subgroup_tables(results, tables)
     clean_stale_temporaries(root, recursive=False)  # figures staged by a report that was killed
     staged = make_temp_dir(root, "figures") if figures else None
     try:
         figures_md = ""
         if staged is not None:
             figures_md = write_figures(results, tables, staged)
-        sections = report_sections(results, tables, figures_md, cross)
+        sections = report_sections(results, tables, figures_md, cross, subgroups)
         text = join_sections(sections)
         page = render_html(sections, tables, figure_svgs(staged), title=f"chexbench report · {root.name}") if html else None
     except BaseException:
@@ -245,6 +250,10 @@ def write_report(
     if not tables.per_label.empty:
         atomic_write_parquet(tables.per_label, root / "per_label.parquet")
         atomic_write_text(tables.per_label.to_csv(index=False), root / "per_label.csv")
+    if not subgroups.empty:
+        for name, frame in (("subgroups", subgroups.subgroups), ("subgroup_gaps", subgroups.gaps)):
+            atomic_write_parquet(frame, root / f"{name}.parquet")
+            atomic_write_text(frame.to_csv(index=False), root / f"{name}.csv")
     path = root / "report.md"
     atomic_write_text(text, path)
     if page is not None:
