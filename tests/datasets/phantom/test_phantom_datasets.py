@@ -21,7 +21,7 @@ def cache(tmp_path, monkeypatch):
 @pytest.mark.parametrize("layout", ["chexpert", "nih", "indiana"])
 def test_registered_phantom_generates_once_and_loads_with_the_real_loader(cache, layout):
     ds = DATASETS.get(f"phantom-{layout}")
-    assert set(ds.options) == {"root", "patients", "size", "seed"}
+    assert set(ds.options) == {"root", "patients", "size", "seed", "splits"}
     options = {"patients": 12, "size": 32, "seed": 1}
     root = ds.resolve_root(options)
     assert root.is_relative_to(cache / "phantom")
