@@ -27,8 +27,9 @@ retraining, or, when the model was not saved, reported and left (a rerun with ``
 retrains the cell and makes it).
 
 **Leakage across datasets** (:func:`check_leakage`): the target's test patients are compared,
-by patient id, with the patients the model learned from — the source's train and valid splits
-and, for a self-supervised strategy, its pretraining pool. Phantom layouts draw each site's
+by patient id, with every patient of the source dataset (a patient in both makes the target no
+external test: trained on, or the source's own test) and, for a self-supervised strategy, with
+its pretraining pool. Phantom layouts draw each site's
 cohort from its own random stream (seed, site, patient), so phantoms of different layouts never
 share a patient even with one seed; the same generated set read under two names or roots does,
 and is refused. Real collections (CheXpert, NIH, Indiana) come from different hospitals under
@@ -115,26 +116,26 @@ def label_sets(source_labels: list[str], source_eval: list[str], target_labels: 
 
 
 def check_leakage(cell: CellConfig, target: ExternalTarget) -> dict[str, int]:
-    """Target test patients among the patients the model learned from (module docstring), by patient id.
+    """Target test patients who are also patients of the cell's dataset (any split, any view: a patient in
+    two datasets makes the second no external test) or of its pretraining pool, compared by patient id.
 
-    Returns the counts (``shared_with_training``, ``shared_with_pretraining``), nonzero only under
+    Returns the counts (``shared_with_source``, ``shared_with_pretraining``), nonzero only under
     ``allow_leakage``; raises LeakageError (one line) otherwise."""
-    views = cell.settings.views
     tgt = indexed_root(target.name, target.data_cell.dataset_options)
     test = tgt.patients(["test"], target.data_cell.settings.views)
     src = indexed_root(cell.dataset, cell.dataset_options)
-    counts = {"shared_with_training": len(src.patients(["train", "valid"], views) & test), "shared_with_pretraining": 0}
+    counts = {"shared_with_source": len(src.patients(["train", "valid", "test"]) & test), "shared_with_pretraining": 0}
     pool_root = None
     if pretrains(cell):
         pool = indexed_root(cell.settings.pretrain_source, pretrain_source_options(cell))
-        counts["shared_with_pretraining"] = len(pool.patients(["train"], views) & test)
+        counts["shared_with_pretraining"] = len(pool.patients(["train"], cell.settings.views) & test)
         pool_root = pool.root
     if any(counts.values()) and not cell.settings.allow_leakage:
         where = []
-        if counts["shared_with_training"]:
-            where.append(f"{counts['shared_with_training']} in the train/valid splits of '{cell.dataset}' at {src.root}")
+        if counts["shared_with_source"]:
+            where.append(f"{counts['shared_with_source']} are patients of '{cell.dataset}' at {src.root}, the cells' own dataset")
         if counts["shared_with_pretraining"]:
-            where.append(f"{counts['shared_with_pretraining']} in the pretraining pool of '{cell.settings.pretrain_source}' at {pool_root}")
+            where.append(f"{counts['shared_with_pretraining']} are in the pretraining pool of '{cell.settings.pretrain_source}' at {pool_root}")
         raise LeakageError(
             f"evaluate_on '{target.name}' at {tgt.root}: of its {len(test)} test patients, {' and '.join(where)} "
             f"(same patient ids: the datasets share patients, e.g. one phantom generation read under two names or roots); "

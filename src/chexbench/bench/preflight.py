@@ -7,8 +7,8 @@ checks, for every runnable cell, once per distinct configuration:
   strategy): the root resolves and the index builds through the dataset's own loader (bad
   CSV columns or values, an empty folder, no image listed);
 * each ``settings.evaluate_on`` target (external validation, ``bench/external.py``): its index builds,
-  its test split has images, and none of its test patients is one the cell's model learned from
-  (train/valid of the cell's dataset, its pretraining pool): one line per refused pair;
+  its test split has images, and none of its test patients is a patient of the cell's dataset or
+  of its pretraining pool (compared by patient id): one line per refused pair;
 * each component's own ``preflight(cell)`` hook (dataset: index and leakage; strategy: weight
   files; backbone; protocol), called once per distinct ``preflight_key(cell)`` when the
   component defines one, else once per configuration without the seed.

@@ -446,6 +446,8 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
         def on_end(i: int, cell, outcome) -> None:
             current[0] = None
             if outcome.status == "done-before":
+                if outcome.reason:  # evaluate_on: external predictions completed (or not) for a finished cell
+                    progress.console.print(f"  [cyan]done before[/] {cell.cell_id} {cell.label()}: {escape(outcome.reason)}")
                 return
             if outcome.status in ("ok", "failed"):
                 stored.append(cell.cell_id)
@@ -455,6 +457,7 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
             if outcome.status == "ok":
                 progress.console.print(
                     f"  [green]ok[/] {cell.cell_id} {cell.label()}  macro AUROC {outcome.macro_auroc:.3f}  ({outcome.seconds:.1f}s)"
+                    + (f"  {escape(outcome.reason)}" if outcome.reason else "")
                 )
             elif outcome.status == "failed":
                 progress.console.print(f"  [red]failed[/] {cell.cell_id} {cell.label()}: {escape(outcome.reason)}")

@@ -7,6 +7,7 @@ Outputs (in the results directory, each written atomically):
     leaderboard.parquet/.csv  one row per configuration (seeds pooled)
     tables/*.tex|md|csv       with ``table_formats``: leaderboard and paired table for a manuscript
     per_label.parquet/.csv    one row per configuration × label
+    external.parquet/.csv     with ``evaluate_on`` predictions: one row per (cell, target, label or macro)
     figures/*.png + pdf + svg label-fraction curves, ROC curves, forest plot, reliability
                               diagrams, pretraining loss curves
 """
@@ -35,6 +36,7 @@ from chexbench.reports.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED
 from chexbench.reports.cell_warnings import warnings_section
 from chexbench.reports.crosscheck import delong_crosscheck
 from chexbench.reports.export import check_formats, write_tables
+from chexbench.reports.external import ExternalResults, external_results, external_section
 from chexbench.reports.html import figure_svgs, render_html
 from chexbench.reports.leaderboard import Tables, build_tables
 from chexbench.reports.localization_table import localization_section
@@ -146,9 +148,10 @@ def code_versions_note(results: LoadedResults, tables: Tables) -> str:
 
 
 def report_sections(results: LoadedResults, tables: Tables, figures_md: str = "",
-                    cross: pd.DataFrame | None = None) -> list[str]:
+                    cross: pd.DataFrame | None = None, external: ExternalResults | None = None) -> list[str]:
     """The report's sections, each a Markdown string (the first the intro): report.md joins them,
-    report.html renders the same strings (``html.render_html``), so both show the same numbers."""
+    report.html renders the same strings (``html.render_html``), so both show the same numbers.
+    ``external``: the scored ``evaluate_on`` predictions (default: scored here)."""
     n_ok, n_failed, n_skipped = len(results.ok), len(results.failed), len(results.skipped)
     intro = (
         "# chexbench report\n\n"
@@ -166,6 +169,7 @@ def report_sections(results: LoadedResults, tables: Tables, figures_md: str = ""
         crosscheck_section(cross if cross is not None else pd.DataFrame(), tables, results),
         per_label_section(tables, results.n_boot),
         calibration_section(tables, results),
+        external_section(external if external is not None else external_results(results), results),  # "" without evaluate_on
         # the cells the tables use: superseded cells (same configuration and seed, an older run) are out,
         # else the localization table would count them as extra seeds; the warnings also keep failed cells
         localization_section(results.ok),  # "" unless cells stored a localization result
@@ -224,13 +228,14 @@ def write_report(
     tables = build_tables(results, baseline=baseline)
     root = Path(results_dir)
     cross = delong_crosscheck(results, tables)
+    external = external_results(results)
     clean_stale_temporaries(root, recursive=False)  # figures staged by a report that was killed
     staged = make_temp_dir(root, "figures") if figures else None
     try:
         figures_md = ""
         if staged is not None:
             figures_md = write_figures(results, tables, staged)
-        sections = report_sections(results, tables, figures_md, cross)
+        sections = report_sections(results, tables, figures_md, cross, external)
         text = join_sections(sections)
         page = render_html(sections, tables, figure_svgs(staged), title=f"chexbench report · {root.name}") if html else None
     except BaseException:
@@ -245,6 +250,9 @@ def write_report(
     if not tables.per_label.empty:
         atomic_write_parquet(tables.per_label, root / "per_label.parquet")
         atomic_write_text(tables.per_label.to_csv(index=False), root / "per_label.csv")
+    if not external.rows.empty:
+        atomic_write_parquet(external.rows, root / "external.parquet")
+        atomic_write_text(external.rows.to_csv(index=False), root / "external.csv")
     path = root / "report.md"
     atomic_write_text(text, path)
     if page is not None:
