@@ -1,9 +1,8 @@
 """External validation (``settings.evaluate_on``): the setting, the label lists, cross-dataset
-leakage at plan time, and one tiny grid end to end (predict, resume, report's matrix)."""
+leakage at plan time, and one tiny grid end to end (predict, resume, report's matrix; the
+matrix's intervals and Δ on controlled data: tests/reports/test_external_report.py)."""
 
 from __future__ import annotations
-
-import re
 
 import numpy as np
 import pandas as pd
@@ -21,7 +20,7 @@ from chexbench.datasets.phantom.generate import write_site
 from chexbench.registry import DATASETS
 from chexbench.reports.report import write_report
 
-PHANTOM = {"patients": 120, "size": 32}
+PHANTOM = {"patients": 60, "size": 32}
 
 
 def _grid(**settings) -> dict:
@@ -29,8 +28,9 @@ def _grid(**settings) -> dict:
         "name": "ext",
         "axes": {"strategy": ["scratch"], "backbone": ["resnet_tiny"], "dataset": ["phantom-chexpert", "phantom-nih"],
                  "protocol": ["finetune"], "seed": [0]},
-        "settings": {"image_size": 32, "epochs": 2, "warmup_epochs": 0.5, "batch_size": 32, **settings},
+        "settings": {"image_size": 32, "epochs": 1, "warmup_epochs": 0.5, "batch_size": 32, "max_train_images": 96, **settings},
         "dataset": {"phantom-chexpert": dict(PHANTOM), "phantom-nih": dict(PHANTOM), "phantom-indiana": dict(PHANTOM)},
+        "protocol": {"finetune": {"localize": False}},
     }
 
 
@@ -101,6 +101,7 @@ def _ctx(results, cache) -> RunContext:
     return RunContext(torch.device("cpu"), results, cache)
 
 
+@pytest.mark.slow  # ~10 s on one core: three 60-patient phantoms generated, two cells of one epoch at 32 px
 def test_external_predictions_are_stored_resumed_without_retraining_and_reported(tmp_path, cache) -> None:
     results = tmp_path / "results"
     grid = parse_grid(_grid(evaluate_on=["phantom-nih", "phantom-indiana"]), "ext.toml")
@@ -135,11 +136,11 @@ def test_external_predictions_are_stored_resumed_without_retraining_and_reported
     for p in grown.cells():
         assert pending_targets(store, p.cell.cell_id, external_targets(p.cell, p.external)) == []
 
-    report = write_report(results, n_boot=200, figures=False, html=False).read_text()
+    report = write_report(results, n_boot=100, figures=False, html=False).read_text()
     section = report[report.index("## External validation"):]
     assert "### Matrix: macro AUROC, source × target" in section
     matrix_row = next(ln for ln in section.splitlines() if ln.startswith("| scratch") and "| phantom-chexpert |" in ln)
-    assert re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", matrix_row)  # a macro AUROC with its interval
+    assert "(internal)" in matrix_row and matrix_row.count("|") == 6  # source, model, and the three datasets
     assert ", ".join(rec["shared_labels"]) in section and ", ".join(rec["dropped_labels"]) in section
     table = pd.read_csv(results / "external.csv")
     pair = table[(table["cell_id"] == source.cell_id) & (table["target"] == "phantom-nih") & (table["label"] != "macro")]

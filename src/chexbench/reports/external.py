@@ -3,7 +3,8 @@
 Reads the external predictions files (``external/<cell_id>/<target>.parquet``, ``bench/external.py``)
 of the folder's scored cells and scores them like internal predictions: per-label AUROC with the
 chosen patient-level interval, the macro over the labels the record names (shared evaluation
-labels) with the chosen macro interval — the functions of ``bootstrap.py`` and ``compare.py``,
+labels; those with no AUROC or no patient-level interval on the target left out and named) with
+the chosen macro interval — the functions of ``bootstrap.py`` and ``compare.py``,
 called, never re-derived here. Resamples are drawn on the target's test patients, so they are the
 ones the target's own cells get.
 
@@ -142,24 +143,26 @@ def _label_row(scores: CellScores, internal: CellScores | None, label: str, note
 
 
 def _macro_row(scores: CellScores, internal: CellScores | None, labels: list[str], note: str) -> dict[str, Any]:
-    defined = [k for k in labels if scores.labels[k].defined and (internal is None or internal.labels[k].defined)]
-    lo, hi = macro_ci(scores, defined)
-    undefined = [k for k in labels if k not in defined]
-    flag = "; ".join(x for x in (macro_flag(scores, defined), f"undefined, left out: {', '.join(undefined)}" if undefined else "") if x)
-    row = {"label": MACRO, "auroc": macro_point(scores, defined), "auroc_ci_low": lo, "auroc_ci_high": hi,
-           "n_pos_patients": min((scores.labels[k].n_pos_patients for k in defined), default=0), "flag": flag}
+    """The macro over ``labels`` that have an AUROC and a patient-level interval in every arm (the others are
+    named in ``flag``): a label with one positive patient on the target would leave the macro without an interval."""
+    arms = [scores] if internal is None else [scores, internal]
+    used = [k for k in labels if all(a.labels[k].defined and not a.labels[k].interval_note for a in arms)]
+    left = [k for k in labels if k not in used]
+    lo, hi = macro_ci(scores, used)
+    flag = "; ".join(x for x in (macro_flag(scores, used),
+                                 f"left out of the macro (no AUROC or no patient-level interval on the target): {', '.join(left)}"
+                                 if left else "") if x)
+    row = {"label": MACRO, "auroc": macro_point(scores, used), "auroc_ci_low": lo, "auroc_ci_high": hi,
+           "n_pos_patients": min((scores.labels[k].n_pos_patients for k in used), default=0), "flag": flag,
+           "macro_labels": ", ".join(used)}
     if internal is None:
         return {**row, **_no_delta(note)}
-    ilo, ihi = macro_ci(internal, defined)
-    d = paired_delta(macro_point(scores, defined), macro_point(internal, defined), macro_replicates(scores, defined),
-                     macro_replicates(internal, defined), df=macro_delta_df(scores, internal, defined),
-                     factor=macro_delta_factor(scores, internal, defined))
-    delta, why = d.delta, ""
-    no_interval = [k for k in defined if scores.labels[k].interval_note or internal.labels[k].interval_note]
-    if no_interval:  # a label without a patient-level interval: the macro Δ has none either, only its point
-        delta, why = macro_point(scores, defined) - macro_point(internal, defined), f"no interval: too few patients in a class of {', '.join(no_interval)}"
-    return {**row, "internal_auroc": macro_point(internal, defined), "internal_ci_low": ilo, "internal_ci_high": ihi,
-            "delta": delta, "delta_ci_low": d.ci_low, "delta_ci_high": d.ci_high, "p_value": d.p_value, "delta_note": why}
+    ilo, ihi = macro_ci(internal, used)
+    d = paired_delta(macro_point(scores, used), macro_point(internal, used), macro_replicates(scores, used),
+                     macro_replicates(internal, used), df=macro_delta_df(scores, internal, used),
+                     factor=macro_delta_factor(scores, internal, used))
+    return {**row, "internal_auroc": macro_point(internal, used), "internal_ci_low": ilo, "internal_ci_high": ihi,
+            "delta": d.delta, "delta_ci_low": d.ci_low, "delta_ci_high": d.ci_high, "p_value": d.p_value, "delta_note": ""}
 
 
 def _no_delta(note: str) -> dict[str, Any]:
