@@ -143,11 +143,15 @@ def split_summary(cell: CellConfig) -> SplitSummary:
 
 
 def split_summaries(planned: list[PlannedCell]) -> list[SplitSummary]:
-    """One :class:`SplitSummary` per distinct (dataset, options, views, uncertainty, cap) of the runnable cells."""
+    """One :class:`SplitSummary` per distinct (dataset, options, views, uncertainty, cap) of the runnable cells
+    and of their ``evaluate_on`` targets (whose test splits the cells predict too)."""
     out: dict[str, SplitSummary] = {}
     for p in planned:
-        if p.status == "run" and summary_key(p.cell) not in out:
-            out[summary_key(p.cell)] = split_summary(p.cell)
+        if p.status != "run":
+            continue
+        for cell in (p.cell, *(t.data_cell for t in external_targets(p.cell, p.external))):
+            if summary_key(cell) not in out:
+                out[summary_key(cell)] = split_summary(cell)
     return list(out.values())
 
 

@@ -327,7 +327,14 @@ def run_grid(
         if decision in ("done", "elsewhere"):
             outcome = CellOutcome(cell, "done-before" if decision == "done" else "elsewhere")
             if decision == "done" and targets:  # evaluate_on gained a target, or a run was killed before writing one
-                outcome.reason = complete_external(cell, targets, ctx, store)
+                try:
+                    outcome.reason = complete_external(cell, targets, ctx, store)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as e:  # the finished cell stays as it is; the grid goes on
+                    if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
+                        raise
+                    outcome.reason = f"external predictions failed: {type(e).__name__}: {e}"
         else:
             outcome = _run_claimed(cell, ctx, store, claim, planned, runtime_skips, on_cell_start, i, targets)
         summary.outcomes.append(outcome)

@@ -161,6 +161,9 @@ def plan(
         console.print(f"  [yellow]skipped ×{n}[/]: {escape(reason)}")
     for run, ids in sorted(pretrain.items()):
         console.print(f"  pretraining [cyan]{run}[/] serves {len(ids)} cells")
+    external = Counter(t for p in planned if p.status == "run" for t in p.external)
+    if external:  # settings.evaluate_on: predictions beside the cells', no cells of their own
+        console.print("  evaluate_on: " + ", ".join(f"{n} cell(s) also predict the test split of [cyan]{t}[/]" for t, n in external.items()))
     if check:
         for summary in split_summaries(planned):
             _print_split_summary(summary)
