@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 import torch
 
+from chexbench.bench import runner
 from chexbench.bench.external import external_targets, label_sets, pending_targets
-from chexbench.bench.preflight import PreflightError, preflight
-from chexbench.bench.runner import run_grid
+from chexbench.bench.preflight import PreflightError, external_leakage, preflight
+from chexbench.bench.runner import predict_external, run_grid
 from chexbench.bench.store import ResultStore
 from chexbench.config import load_grid, parse_grid
 from chexbench.core.context import RunContext
-from chexbench.core.errors import ConfigError
+from chexbench.core.errors import ConfigError, DataError
 from chexbench.datasets.phantom.generate import write_site
 from chexbench.registry import DATASETS
 from chexbench.reports.report import write_report
@@ -87,14 +88,23 @@ def test_a_target_sharing_patients_with_the_source_is_refused_at_plan_time(tmp_p
     assert "evaluate_on 'nih'" in str(e.value) and "are patients of 'phantom-nih'" in str(e.value)
     assert "\n" not in str(e.value)
     raw["settings"]["allow_leakage"] = True  # the override is honoured (and recorded by the run)
-    preflight(parse_grid(raw, "ext.toml").cells())
+    planned = parse_grid(raw, "ext.toml").cells()
+    preflight(planned)
+    (leak,) = external_leakage(planned)  # what plan prints: every test patient of the copy is one of the source's
+    assert (leak.source, leak.target) == ("phantom-nih", "nih")
+    assert leak.shared_with_source == leak.target_test_patients > 0
 
 
 def test_phantom_layouts_of_one_seed_share_no_patient_so_plan_accepts_them(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path / "cache"))
     raw = _grid(evaluate_on=["phantom-nih", "phantom-indiana"])
     raw["dataset"] = {name: {"patients": 24, "size": 32, "seed": 0} for name in ("phantom-chexpert", "phantom-nih", "phantom-indiana")}
-    preflight(parse_grid(raw, "ext.toml").cells())  # no LeakageError: each site's cohort is its own random stream
+    planned = parse_grid(raw, "ext.toml").cells()
+    preflight(planned)  # no LeakageError: each site's cohort is its own random stream
+    leaks = external_leakage(planned)
+    assert {(x.source, x.target) for x in leaks} == {("phantom-chexpert", "phantom-nih"), ("phantom-chexpert", "phantom-indiana"),
+                                                    ("phantom-nih", "phantom-indiana")}
+    assert all(x.target_test_patients > 0 and x.shared_with_source == x.shared_with_pretraining == 0 for x in leaks)
 
 
 def _ctx(results, cache) -> RunContext:
@@ -102,14 +112,25 @@ def _ctx(results, cache) -> RunContext:
 
 
 @pytest.mark.slow  # ~10 s on one core: three 60-patient phantoms generated, two cells of one epoch at 32 px
-def test_external_predictions_are_stored_resumed_without_retraining_and_reported(tmp_path, cache) -> None:
+def test_external_predictions_are_stored_resumed_without_retraining_and_reported(tmp_path, cache, monkeypatch) -> None:
     results = tmp_path / "results"
     grid = parse_grid(_grid(evaluate_on=["phantom-nih", "phantom-indiana"]), "ext.toml")
-    summary = run_grid(grid, results, _ctx(results, cache))
+
+    def indiana_fails(model, normalize, cell, labels, eval_labels, target, *args):
+        if target.name == "phantom-indiana":
+            raise DataError("phantom-indiana: unreadable (test)")
+        return predict_external(model, normalize, cell, labels, eval_labels, target, *args)
+
+    with monkeypatch.context() as m:  # one target failing costs the cell nothing: it is noted and redone on the rerun
+        m.setattr(runner, "predict_external", indiana_fails)
+        summary = run_grid(grid, results, _ctx(results, cache))
     assert summary.count("ok") == 2
     store = ResultStore(results)
     planned = {p.cell.dataset: p for p in grid.cells()}
     source = planned["phantom-chexpert"].cell
+    reason = next(o.reason for o in summary.outcomes if o.cell.cell_id == source.cell_id)
+    assert "external predictions: phantom-nih (" in reason and "external predictions on phantom-indiana failed" in reason
+    assert store.external_record(source.cell_id, "phantom-indiana") is None
     ext_path = store.external_path(source.cell_id, "phantom-nih")
     rec = store.external_record(source.cell_id, "phantom-nih")
     assert rec["internal_cell_id"] == planned["phantom-nih"].cell.cell_id
@@ -130,6 +151,7 @@ def test_external_predictions_are_stored_resumed_without_retraining_and_reported
     assert again.count("done-before") == 2 and again.count("ok") == 0
     assert {p: p.stat().st_mtime_ns for p in (results / "records").iterdir()} == records
     assert "saved model" in " ".join(o.reason for o in again.outcomes)
+    assert store.external_record(source.cell_id, "phantom-indiana")["origin"] == "saved model"
     redone = store.external_predictions(source.cell_id, "phantom-nih")
     pd.testing.assert_frame_equal(redone, first, check_exact=False, atol=1e-6)
     assert store.external_record(planned["phantom-nih"].cell.cell_id, "phantom-chexpert")["origin"] == "saved model"

@@ -42,15 +42,16 @@ def _scores(truth: pd.DataFrame, strength: float, seed: int) -> pd.DataFrame:
     return truth.assign(y_score=1 / (1 + np.exp(-logit)))
 
 
-def _write_cell(store: ResultStore, cell_id: str, dataset: str, preds: pd.DataFrame, labels: list[str]) -> str:
-    rec = _record(cell_id, "scratch", "resnet_tiny", dataset, "finetune", 1.0, 0)
+def _write_cell(store: ResultStore, cell_id: str, dataset: str, preds: pd.DataFrame, labels: list[str], seed: int = 0) -> str:
+    rec = _record(cell_id, "scratch", "resnet_tiny", dataset, "finetune", 1.0, seed)
     rec["eval_labels_json"] = json.dumps(labels)
     return store.write(rec, preds)
 
 
-def _external(store: ResultStore, cell_id: str, target: str, preds: pd.DataFrame, write_id: str, internal: str) -> None:
-    record = {"format": 1, "cell_id": cell_id, "cell_write_id": write_id, "source_dataset": "phantom-chexpert",
-              "strategy": "scratch", "backbone": "resnet_tiny", "protocol": "finetune", "label_fraction": 1.0, "seed": 0,
+def _external(store: ResultStore, cell_id: str, target: str, preds: pd.DataFrame, write_id: str, internal: str,
+              source: str = "phantom-chexpert", seed: int = 0) -> None:
+    record = {"format": 1, "cell_id": cell_id, "cell_write_id": write_id, "source_dataset": source,
+              "strategy": "scratch", "backbone": "resnet_tiny", "protocol": "finetune", "label_fraction": 1.0, "seed": seed,
               "target": target, "target_key": "k" * 64, "target_config": {"dataset": target}, "target_data": {},
               "internal_cell_id": internal, "shared_labels": SHARED, "dropped_labels": ["support_devices"],
               "not_predicted_labels": ["nodule"], "macro_labels": SHARED, "metrics": {}, "macro_auroc": float("nan"),
@@ -109,3 +110,15 @@ def test_an_external_file_of_an_earlier_run_of_its_cell_is_left_out_and_listed(t
     ext = external_results(load_results(tmp_path, n_boot=200, seed=0))
     assert set(ext.rows["target"]) == {"phantom-nih"}
     assert len(ext.left_out) == 1 and "phantom-indiana" in ext.left_out[0] and "earlier run" in ext.left_out[0]
+
+
+def test_rows_are_grouped_by_source_dataset_whatever_the_cell_ids(tmp_path) -> None:
+    store, _, target_truth = _folder(tmp_path)
+    # a phantom-nih cell (seed 1) whose id sorts before the phantom-chexpert one, validated on phantom-chexpert
+    source_truth = _truth("c", 40, [*SHARED, "support_devices"], 1)
+    write = _write_cell(store, "aaa000000000", "phantom-nih", _scores(target_truth, 2.0, 6), [*SHARED, "nodule"], seed=1)
+    on_chexpert = source_truth[(source_truth["split"] == "test") & source_truth["label"].isin(SHARED)]
+    _external(store, "aaa000000000", "phantom-chexpert", _scores(on_chexpert, 1.0, 7), write, "", source="phantom-nih", seed=1)
+    rows = external_results(load_results(tmp_path, n_boot=200, seed=0)).rows
+    assert list(rows.drop_duplicates("cell_id")["source"]) == ["phantom-chexpert", "phantom-nih"]
+    assert list(rows[rows["cell_id"] == "aaa000000000"]["label"]) == ["macro", *SHARED]  # each pair: macro, then its labels

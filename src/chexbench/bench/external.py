@@ -119,8 +119,8 @@ def check_leakage(cell: CellConfig, target: ExternalTarget) -> dict[str, int]:
     """Target test patients who are also patients of the cell's dataset (any split, any view: a patient in
     two datasets makes the second no external test) or of its pretraining pool, compared by patient id.
 
-    Returns the counts (``shared_with_source``, ``shared_with_pretraining``), nonzero only under
-    ``allow_leakage``; raises LeakageError (one line) otherwise."""
+    Returns the counts (``shared_with_source``, ``shared_with_pretraining``, nonzero only under
+    ``allow_leakage``, and ``target_test_patients``); raises LeakageError (one line) otherwise."""
     tgt = indexed_root(target.name, target.data_cell.dataset_options)
     test = tgt.patients(["test"], target.data_cell.settings.views)
     src = indexed_root(cell.dataset, cell.dataset_options)
@@ -130,10 +130,10 @@ def check_leakage(cell: CellConfig, target: ExternalTarget) -> dict[str, int]:
         pool = indexed_root(cell.settings.pretrain_source, pretrain_source_options(cell))
         counts["shared_with_pretraining"] = len(pool.patients(["train"], cell.settings.views) & test)
         pool_root = pool.root
-    if any(counts.values()) and not cell.settings.allow_leakage:
+    if (counts["shared_with_source"] or counts["shared_with_pretraining"]) and not cell.settings.allow_leakage:
         where = []
         if counts["shared_with_source"]:
-            where.append(f"{counts['shared_with_source']} are patients of '{cell.dataset}' at {src.root}, the cells' own dataset")
+            where.append(f"{counts['shared_with_source']} are patients of '{cell.dataset}' at {src.root}, the cell's own dataset")
         if counts["shared_with_pretraining"]:
             where.append(f"{counts['shared_with_pretraining']} are in the pretraining pool of '{cell.settings.pretrain_source}' at {pool_root}")
         raise LeakageError(
@@ -141,7 +141,7 @@ def check_leakage(cell: CellConfig, target: ExternalTarget) -> dict[str, int]:
             f"(same patient ids: the datasets share patients, e.g. one phantom generation read under two names or roots); "
             f"drop it from evaluate_on, or set allow_leakage = true (the record will say so)"
         )
-    return counts
+    return {**counts, "target_test_patients": len(test)}
 
 
 def external_record(cell: CellConfig, target: ExternalTarget, labels: LabelSets, manifest: dict[str, Any],

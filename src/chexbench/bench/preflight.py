@@ -189,16 +189,46 @@ def _configuration_key(cell: CellConfig) -> str:
     return json.dumps(d, sort_keys=True, default=str)
 
 
+def _learned_key(cell: CellConfig) -> str:
+    """What a cell's model learned from, as far as cross-dataset leakage goes (its dataset, its pretraining pool)."""
+    return json.dumps([cell.dataset, cell.dataset_options, cell.settings.views, cell.settings.allow_leakage,
+                       pretrain_source_options(cell) if STRATEGIES.get(cell.strategy).pretrain_key(cell) is not None else None,
+                       cell.settings.pretrain_source], sort_keys=True, default=str)
+
+
 def _external_checks(p: PlannedCell) -> Iterable[tuple[Hashable, Callable[[], None]]]:
     """(cache key, check) pairs of the cell's ``evaluate_on`` targets: the target's test split, and
     leakage between what the model learned from and the target's test patients."""
-    cell = p.cell
-    learned = json.dumps([cell.dataset, cell.dataset_options, cell.settings.views, cell.settings.allow_leakage,
-                          pretrain_source_options(cell) if STRATEGIES.get(cell.strategy).pretrain_key(cell) is not None else None,
-                          cell.settings.pretrain_source], sort_keys=True, default=str)
+    cell, learned = p.cell, _learned_key(p.cell)
     for t in external_targets(cell, p.external):
         yield ("summary", summary_key(t.data_cell)), lambda t=t: _check_target(t)
         yield ("external", t.key, learned), lambda t=t: check_leakage(cell, t)
+
+
+@dataclass(frozen=True)
+class ExternalLeakage:
+    """Cross-dataset leakage counts of one (source, ``evaluate_on`` target) pair, by patient id."""
+
+    source: str
+    target: str
+    target_test_patients: int
+    shared_with_source: int
+    shared_with_pretraining: int
+
+
+def external_leakage(planned: list[PlannedCell]) -> list[ExternalLeakage]:
+    """The leakage counts of each distinct (what a model learned from, target) of the runnable cells (``plan``
+    prints them). Raises LeakageError where :func:`preflight` refuses; after it, a count is nonzero only under
+    ``allow_leakage``."""
+    out: dict[Hashable, ExternalLeakage] = {}
+    for p in planned:
+        if p.status != "run":
+            continue
+        for t in external_targets(p.cell, p.external):
+            key = (t.key, _learned_key(p.cell))
+            if key not in out:
+                out[key] = ExternalLeakage(p.cell.dataset, t.name, **check_leakage(p.cell, t))
+    return list(out.values())
 
 
 def _check_target(target: Any) -> None:

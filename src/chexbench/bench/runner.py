@@ -186,9 +186,25 @@ def run_cell(cell: CellConfig, ctx: RunContext, external: ExternalRun | None = N
             external.note = f"protocol {cell.protocol} returns no model: no external predictions"
         else:
             normalize = tuple(init.extra.get("normalize", DEFAULT_NORMALIZE))
-            external.results = [predict_external(model, normalize, cell, data.labels, data.eval_labels, t, ctx, "cell")
-                                for t in external.targets]
+            failed = []
+            for t in external.targets:
+                try:
+                    external.results.append(predict_external(model, normalize, cell, data.labels, data.eval_labels, t, ctx, "cell"))
+                except Exception as e:  # the cell's own result stands: a target that fails is noted, and a rerun retries it
+                    if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
+                        raise
+                    failed.append(f"external predictions on {t.name} failed ({type(e).__name__}: {e}); a rerun retries them")
+            external.note = "; ".join(failed)
     return record, predictions
+
+
+def _external_summary(external: ExternalRun | None) -> str:
+    """What a cell's ``evaluate_on`` wrote (the scores are the report's), and what failed: for the run's output."""
+    if external is None:
+        return ""
+    written = ", ".join(f"{r['target']} ({r['target_data']['test_images']} test images, {len(r['shared_labels'])} shared labels)"
+                        for r, _ in external.results)
+    return "; ".join(x for x in (f"external predictions: {written}" if written else "", external.note) if x)
 
 
 def predict_external(model: torch.nn.Module, normalize: tuple[float, float], cell: CellConfig, labels: list[str],
@@ -370,7 +386,7 @@ def _run_claimed(
             write_id = store.cell_write_id(cell.cell_id)
             for rec, preds in external.results:
                 store.write_external({**rec, "cell_write_id": write_id}, preds)
-        outcome = CellOutcome(cell, "ok", time.perf_counter() - t0, record["macro_auroc"], reason=external.note if external else "")
+        outcome = CellOutcome(cell, "ok", time.perf_counter() - t0, record["macro_auroc"], reason=_external_summary(external))
         if not stored:
             outcome = CellOutcome(cell, "failed", outcome.seconds, reason=f"claim {claim.path} taken over by {claim.owner()}; not stored")
     except SkipCell as e:

@@ -80,7 +80,11 @@ def external_results(results: LoadedResults) -> ExternalResults:
             left_out.append(f"`{rec['path']}`: made by an earlier run of cell {cell_id}; `chexbench run` redoes it")
             continue
         rows += _rows_of(rec, store, results, ok)
-    return ExternalResults(pd.DataFrame(rows, columns=list(EXTERNAL_COLUMNS)), left_out)
+    frame = pd.DataFrame(rows, columns=list(EXTERNAL_COLUMNS))
+    # grouped by source dataset and configuration, seeds together; a stable sort keeps each pair's label order (macro first)
+    frame = frame.sort_values(["source", "strategy", "backbone", "protocol", "label_fraction", "seed", "cell_id", "target"],
+                              kind="stable", ignore_index=True)
+    return ExternalResults(frame, left_out)
 
 
 def _internal_cell(rec: dict[str, Any], ok: pd.DataFrame) -> tuple[str, str]:
