@@ -95,6 +95,16 @@ def test_a_target_sharing_patients_with_the_source_is_refused_at_plan_time(tmp_p
     assert leak.shared_with_source == leak.target_test_patients > 0
 
 
+def test_a_target_that_cannot_be_read_is_one_problem_naming_evaluate_on(cache) -> None:
+    raw = _grid(evaluate_on=["chexpert"])  # no [dataset.chexpert] root
+    raw["axes"]["dataset"] = ["phantom-chexpert"]
+    with pytest.raises(PreflightError) as e:
+        preflight(parse_grid(raw, "ext.toml").cells())
+    message = str(e.value)
+    assert message.startswith("1 problem") and "evaluate_on 'chexpert'" in message and "needs a root" in message
+    assert "\n" not in message
+
+
 def test_phantom_layouts_of_one_seed_share_no_patient_so_plan_accepts_them(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path / "cache"))
     raw = _grid(evaluate_on=["phantom-nih", "phantom-indiana"])
