@@ -122,3 +122,14 @@ def test_rows_are_grouped_by_source_dataset_whatever_the_cell_ids(tmp_path) -> N
     rows = external_results(load_results(tmp_path, n_boot=200, seed=0)).rows
     assert list(rows.drop_duplicates("cell_id")["source"]) == ["phantom-chexpert", "phantom-nih"]
     assert list(rows[rows["cell_id"] == "aaa000000000"]["label"]) == ["macro", *SHARED]  # each pair: macro, then its labels
+
+
+def test_a_damaged_external_file_is_listed_not_silently_dropped(tmp_path) -> None:
+    store, _, _ = _folder(tmp_path)
+    path = store.external_path("src000000000", "phantom-nih")
+    path.write_bytes(path.read_bytes()[:200])  # a truncated copy (e.g. a disk that filled up outside chexbench)
+    ext = external_results(load_results(tmp_path, n_boot=200, seed=0))
+    assert ext.rows.empty
+    assert len(ext.left_out) == 1 and "phantom-nih" in ext.left_out[0] and "unreadable" in ext.left_out[0]
+    report = write_report(tmp_path, n_boot=200, figures=False, html=False).read_text()
+    assert "unreadable" in report[report.index("## External validation"):]

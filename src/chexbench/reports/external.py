@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,11 +67,13 @@ def external_results(results: LoadedResults) -> ExternalResults:
     """Score every current external predictions file of the folder's scored cells."""
     store = ResultStore(results.root, read_only=True)
     records = store.external_records()
+    readable = {(Path(rec["path"]).parent.name, Path(rec["path"]).stem) for rec in records}
+    left_out = [f"`{path}`: unreadable (damaged, or no chexbench record in its footer); `chexbench run` redoes it"
+                for path in sorted((results.root / "external").glob("*/*.parquet")) if (path.parent.name, path.stem) not in readable]
     if not records:
-        return ExternalResults(pd.DataFrame(columns=list(EXTERNAL_COLUMNS)))
+        return ExternalResults(pd.DataFrame(columns=list(EXTERNAL_COLUMNS)), left_out)
     ok = results.ok.set_index("cell_id", drop=False)
     rows: list[dict[str, Any]] = []
-    left_out: list[str] = []
     for rec in records:
         cell_id = str(rec.get("cell_id"))
         if cell_id not in ok.index:
