@@ -110,6 +110,10 @@ class Settings:
     num_workers: int = _setting(0, "data-loader worker processes", ge=0)
     compile: bool = _setting(False, "torch.compile the model")
     amp: bool = _setting(True, "bf16 autocast on CUDA; ignored on CPU")
+    evaluate_on: Annotated[tuple[str, ...], Field(strict=False)] = _setting(  # a TOML list becomes a tuple
+        (), "datasets whose test split each cell also predicts (external validation, on the labels both share); "
+        "not part of the cell id"
+    )
 
 
 def _settings_model() -> type[Options]:
@@ -156,7 +160,15 @@ SETTINGS_HELP: dict[str, str] = {
     "num_workers": "data-loader worker processes",
     "compile": "torch.compile the model (CUDA)",
     "amp": "bf16 autocast on CUDA; ignored on CPU",
+    "evaluate_on": "external validation: datasets (registered names, e.g. [\"nih\", \"indiana\"]) whose test split each "
+    "finetune/linear cell also predicts with its selected model, on the labels both share (stored under "
+    "external/<cell_id>/; the report's external-validation matrix); the cell's own dataset is skipped; not part of "
+    "the cell id: adding a target predicts it without retraining",
 }
+
+#: settings that do not change what a cell computes: left out of its config JSON, hence of its id
+#: (``evaluate_on`` adds predictions beside the cell's own; a new target must not retrain it)
+NOT_CELL_SETTINGS = frozenset({"evaluate_on"})
 
 
 @dataclass(frozen=True)
@@ -186,6 +198,8 @@ class CellConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("grid")  # the grid name does not change what the cell computes
+        for key in NOT_CELL_SETTINGS:
+            d["settings"].pop(key, None)
         for key in ("plugins", "pretrain_source_options"):
             if not d[key]:
                 d.pop(key)  # cells without them keep the ids they had before these fields existed
@@ -228,7 +242,10 @@ class CellConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CellConfig:
         d = dict(d)
-        d["settings"] = Settings(**d.get("settings", {}))
+        settings = dict(d.get("settings", {}))
+        if "evaluate_on" in settings:
+            settings["evaluate_on"] = tuple(settings["evaluate_on"])
+        d["settings"] = Settings(**settings)
         return cls(**d)
 
 
@@ -278,6 +295,9 @@ class PlannedCell:
     cell: CellConfig
     status: str  # "run" | "skipped"
     reason: str = ""
+    #: ``settings.evaluate_on``: target dataset → the cell the grid resolves for the same axis values on that
+    #: dataset (its internal twin: its dataset options and settings define the target's test split)
+    external: dict[str, CellConfig] = field(default_factory=dict)
 
 
 def _registries() -> dict[str, Any]:
@@ -356,8 +376,13 @@ class Grid:
                 reason = self._excluded(values)
             if not reason:
                 reason = registries["strategy"].get(cell.strategy).unavailable_reason(cell) or ""
-            out.append(PlannedCell(cell, "skipped" if reason else "run", reason))
+            out.append(PlannedCell(cell, "skipped" if reason else "run", reason, self._external_twins(values, cell)))
         return _alias_takes_target_cells(out)
+
+    def _external_twins(self, values: dict[str, Any], cell: CellConfig) -> dict[str, CellConfig]:
+        """``settings.evaluate_on`` of ``cell``: each target (not the cell's own dataset) → the cell this grid
+        resolves for the same axis values with the target as dataset (see :class:`PlannedCell`)."""
+        return {t: self._resolve({**values, "dataset": t}) for t in cell.settings.evaluate_on if t != cell.dataset}
 
     def _excluded(self, values: dict[str, Any]) -> str:
         """The skip reason of the first [[exclude]] table matching ``values``, or ""."""
@@ -560,6 +585,11 @@ def _check_settings(table: dict[str, Any], where: str, source: str) -> dict[str,
     out = validate_table(SETTINGS_MODEL, table, where, source)
     if "pretrain_source" in out and out["pretrain_source"] not in DATASETS:
         raise ConfigError(f"{source}: {where} 'pretrain_source': {DATASETS.unknown_message(out['pretrain_source'])}")
+    for name in out.get("evaluate_on", ()):
+        if name not in DATASETS:
+            raise ConfigError(f"{source}: {where} 'evaluate_on': {DATASETS.unknown_message(name)}")
+    if len(set(out.get("evaluate_on", ()))) != len(out.get("evaluate_on", ())):
+        raise ConfigError(f"{source}: {where} 'evaluate_on' lists a dataset twice: {list(out['evaluate_on'])}")
     return out
 
 
@@ -665,6 +695,9 @@ def _parse_axes(raw_axes: Any, source: str) -> dict[str, list[Any]]:
         where = f"[axes] '{k}'"
         if section == "settings":
             _check_keys({key: None}, SETTINGS_KEYS, "[axes] settings.*", source)
+            if key in NOT_CELL_SETTINGS:
+                raise ConfigError(f"{source}: {where}: {key} is not part of a cell (it adds predictions beside each cell's own); "
+                                  f"set it under [settings] instead of sweeping it")
             for v in vals:
                 _check_settings({key: v}, where, source)
             continue

@@ -6,6 +6,9 @@ checks, for every runnable cell, once per distinct configuration:
 * every dataset the cell reads (its target, and the pretraining source of a self-supervised
   strategy): the root resolves and the index builds through the dataset's own loader (bad
   CSV columns or values, an empty folder, no image listed);
+* each ``settings.evaluate_on`` target (external validation, ``bench/external.py``): its index builds,
+  its test split has images, and none of its test patients is a patient of the cell's dataset or
+  of its pretraining pool (compared by patient id): one line per refused pair;
 * each component's own ``preflight(cell)`` hook (dataset: index and leakage; strategy: weight
   files; backbone; protocol), called once per distinct ``preflight_key(cell)`` when the
   component defines one, else once per configuration without the seed.
@@ -26,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chexbench.bench.external import check_leakage, external_targets
 from chexbench.config import AXES, CellConfig, PlannedCell
 from chexbench.core.errors import ChexbenchError, ConfigError, DataError, SkipCell
 from chexbench.datasets import split_files
@@ -140,11 +144,15 @@ def split_summary(cell: CellConfig) -> SplitSummary:
 
 
 def split_summaries(planned: list[PlannedCell]) -> list[SplitSummary]:
-    """One :class:`SplitSummary` per distinct (dataset, options, views, uncertainty, cap) of the runnable cells."""
+    """One :class:`SplitSummary` per distinct (dataset, options, views, uncertainty, cap) of the runnable cells
+    and of their ``evaluate_on`` targets (whose test splits the cells predict too)."""
     out: dict[str, SplitSummary] = {}
     for p in planned:
-        if p.status == "run" and summary_key(p.cell) not in out:
-            out[summary_key(p.cell)] = split_summary(p.cell)
+        if p.status != "run":
+            continue
+        for cell in (p.cell, *(t.data_cell for t in external_targets(p.cell, p.external))):
+            if summary_key(cell) not in out:
+                out[summary_key(cell)] = split_summary(cell)
     return list(out.values())
 
 
@@ -182,8 +190,66 @@ def _configuration_key(cell: CellConfig) -> str:
     return json.dumps(d, sort_keys=True, default=str)
 
 
-def _checks(cell: CellConfig) -> Iterable[tuple[Hashable, Callable[[], None]]]:
+def _learned_key(cell: CellConfig) -> str:
+    """What a cell's model learned from, as far as cross-dataset leakage goes (its dataset, its pretraining pool)."""
+    return json.dumps([cell.dataset, cell.dataset_options, cell.settings.views, cell.settings.allow_leakage,
+                       pretrain_source_options(cell) if STRATEGIES.get(cell.strategy).pretrain_key(cell) is not None else None,
+                       cell.settings.pretrain_source], sort_keys=True, default=str)
+
+
+def _external_checks(p: PlannedCell) -> Iterable[tuple[Hashable, Callable[[], None]]]:
+    """(cache key, check) pairs of the cell's ``evaluate_on`` targets: the target's test split, and
+    leakage between what the model learned from and the target's test patients."""
+    cell, learned = p.cell, _learned_key(p.cell)
+    for t in external_targets(cell, p.external):
+        yield ("summary", summary_key(t.data_cell)), lambda t=t: _check_target(t)
+        yield ("external", t.key, learned), lambda t=t: _check_external_leakage(cell, t)
+
+
+def _check_external_leakage(cell: CellConfig, target: Any) -> None:
+    try:
+        check_leakage(cell, target)
+    except (DataError, ConfigError):
+        pass  # a dataset that cannot be read is the target's own check's line (or the source's), not a second one
+
+
+@dataclass(frozen=True)
+class ExternalLeakage:
+    """Cross-dataset leakage counts of one (source, ``evaluate_on`` target) pair, by patient id."""
+
+    source: str
+    target: str
+    target_test_patients: int
+    shared_with_source: int
+    shared_with_pretraining: int
+
+
+def external_leakage(planned: list[PlannedCell]) -> list[ExternalLeakage]:
+    """The leakage counts of each distinct (what a model learned from, target) of the runnable cells (``plan``
+    prints them). Raises LeakageError where :func:`preflight` refuses; after it, a count is nonzero only under
+    ``allow_leakage``."""
+    out: dict[Hashable, ExternalLeakage] = {}
+    for p in planned:
+        if p.status != "run":
+            continue
+        for t in external_targets(p.cell, p.external):
+            key = (t.key, _learned_key(p.cell))
+            if key not in out:
+                out[key] = ExternalLeakage(p.cell.dataset, t.name, **check_leakage(p.cell, t))
+    return list(out.values())
+
+
+def _check_target(target: Any) -> None:
+    try:
+        split_summary(target.data_cell)
+    except DataError as e:
+        raise DataError(f"evaluate_on '{target.name}': {e}") from None
+
+
+def _checks(cell: CellConfig, planned: PlannedCell | None = None) -> Iterable[tuple[Hashable, Callable[[], None]]]:
     """(cache key, check) pairs of ``cell``; a key seen before is not checked again."""
+    if planned is not None:
+        yield from _external_checks(planned)
     for name, options, role in _datasets_of(cell):
         key = ("summary", summary_key(cell)) if role == "target" else ("source", name, json.dumps(options, sort_keys=True, default=str), cell.settings.views)
         yield key, lambda name=name, options=options, role=role: _check_dataset(cell, name, options, role)
@@ -215,8 +281,9 @@ def preflight(planned: list[PlannedCell]) -> None:
     runnable = [p.cell for p in planned if p.status == "run"]
     outcome: dict[Hashable, str] = {}
     affected: dict[str, list[CellConfig]] = {}
-    for cell in runnable:
-        for key, check in _checks(cell):
+    for p in (p for p in planned if p.status == "run"):
+        cell = p.cell
+        for key, check in _checks(cell, p):
             if key not in outcome:
                 try:
                     check()

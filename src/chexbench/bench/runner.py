@@ -27,6 +27,8 @@ import timm
 import torch
 
 import chexbench
+from chexbench.bench import external as X
+from chexbench.bench.cell_model import load_cell_model, model_path
 from chexbench.bench.preflight import preflight  # the pre-run checks (plan, run, submit)
 from chexbench.bench.shard import Shard, shard_cells
 from chexbench.bench.store import ResultStore
@@ -36,6 +38,8 @@ from chexbench.core.atomic import atomic_write_parquet, clean_stale_temporaries
 from chexbench.core.context import RunContext
 from chexbench.core.devices import device_name, peak_memory_mb, reset_peak_memory
 from chexbench.core.errors import ENVIRONMENT_ERRNOS, SkipCell
+from chexbench.core.inference import predict_probs
+from chexbench.core.inputs import DEFAULT_NORMALIZE
 from chexbench.core.lock import FileLock
 from chexbench.core.metrics import macro, per_label_metrics
 from chexbench.core.seeding import seed_everything
@@ -125,8 +129,19 @@ def _long_predictions(split: str, data_split: Any, scores: np.ndarray, labels: l
     )
 
 
-def run_cell(cell: CellConfig, ctx: RunContext) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Run one cell; returns (record, predictions). Raises on failure (the caller records it)."""
+@dataclass
+class ExternalRun:
+    """``settings.evaluate_on`` of one cell: its targets, and (after :func:`run_cell`) each target's
+    (record, predictions), or why there are none."""
+
+    targets: list[X.ExternalTarget]
+    results: list[tuple[dict[str, Any], pd.DataFrame]] = field(default_factory=list)
+    note: str = ""
+
+
+def run_cell(cell: CellConfig, ctx: RunContext, external: ExternalRun | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Run one cell; returns (record, predictions). Raises on failure (the caller records it).
+    ``external``: also predict these targets' test splits with the selected model (into ``external.results``)."""
     record = base_record(cell, ctx.device)
     seed_everything(cell.seed, cell.settings.deterministic)
     reset_peak_memory(ctx.device)
@@ -169,7 +184,67 @@ def run_cell(cell: CellConfig, ctx: RunContext) -> tuple[dict[str, Any], pd.Data
         images_per_second=result.images_per_second,
         peak_memory_mb=peak_memory_mb(ctx.device),
     )
+    if external is not None and external.targets:
+        model = getattr(result, "model", None)
+        if model is None:
+            external.note = f"protocol {cell.protocol} returns no model: no external predictions"
+        else:
+            normalize = tuple(init.extra.get("normalize", DEFAULT_NORMALIZE))
+            failed = []
+            for t in external.targets:
+                try:
+                    external.results.append(predict_external(model, normalize, cell, data.labels, data.eval_labels, t, ctx, "cell"))
+                except Exception as e:  # the cell's own result stands: a target that fails is noted, and a rerun retries it
+                    if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
+                        raise
+                    failed.append(f"external predictions on {t.name} failed ({type(e).__name__}: {e}); a rerun retries them")
+            external.note = "; ".join(failed)
     return record, predictions
+
+
+def _external_summary(external: ExternalRun | None) -> str:
+    """What a cell's ``evaluate_on`` wrote (the scores are the report's), and what failed: for the run's output."""
+    if external is None:
+        return ""
+    written = ", ".join(f"{r['target']} ({r['target_data']['test_images']} test images, {len(r['shared_labels'])} shared labels)"
+                        for r, _ in external.results)
+    return "; ".join(x for x in (f"external predictions: {written}" if written else "", external.note) if x)
+
+
+def predict_external(model: torch.nn.Module, normalize: tuple[float, float], cell: CellConfig, labels: list[str],
+                     eval_labels: list[str], target: X.ExternalTarget, ctx: RunContext, origin: str) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The selected model (outputs ``labels``) on ``target``'s test split, shared labels only: (record, predictions)."""
+    leakage = X.check_leakage(cell, target)  # again at run time (plan checked it): the data may have changed since
+    data = celldata.build_cell_data(target.data_cell)
+    sets = X.label_sets(labels, eval_labels, data.labels, data.eval_labels)
+    st = cell.settings
+    scores = predict_probs(model, data.test.images, st.eval_batch_size, ctx.device, normalize, st.amp, ctx.fast_path)
+    scores = scores[:, [labels.index(lab) for lab in sets.shared]]
+    test = dataclasses.replace(data.test, targets=data.test.targets[:, [data.labels.index(lab) for lab in sets.shared]])
+    record = X.external_record(cell, target, sets, data.manifest, test.targets, scores, leakage, origin)
+    return record, _long_predictions("test", test, scores, sets.shared)
+
+
+def complete_external(cell: CellConfig, targets: list[X.ExternalTarget], ctx: RunContext, store: ResultStore) -> str:
+    """A finished cell's missing or stale external predictions, made from its saved model (no retraining).
+    Returns a note for the run's output ("" when every file was current)."""
+    pending = D.broadcast_object(X.pending_targets(store, cell.cell_id, targets) if D.is_main() else None)
+    if not pending:
+        return ""
+    names = ", ".join(f"{t.name} ({why})" for t, why in pending)
+    if not model_path(ctx.results_dir, cell.cell_id).is_file():
+        return (f"external predictions not made for {names}: the cell's model was not saved ([protocol.{cell.protocol}] "
+                f"save_model), so only retraining can make them: rerun with --overwrite --only for this cell")
+    model, meta = load_cell_model(ctx.results_dir, cell)
+    record = store.records([cell.cell_id])
+    eval_labels = json.loads(str(record["eval_labels_json"].iloc[0])) if len(record) else list(meta["labels"])
+    model = model.to(ctx.device)
+    write_id = store.cell_write_id(cell.cell_id)
+    for t, _ in pending:
+        rec, preds = predict_external(model, tuple(meta["normalize"]), cell, list(meta["labels"]), eval_labels, t, ctx, "saved model")
+        if D.is_main():
+            store.write_external({**rec, "cell_write_id": write_id}, preds)
+    return f"external predictions made from the saved model: {names}"
 
 
 def tracking_params(cell: CellConfig) -> dict[str, Any]:
@@ -268,10 +343,20 @@ def run_grid(
                 busy_in_a_row = 0
             continue
         busy_in_a_row = 0
+        targets = X.external_targets(cell, p.external)
         if decision in ("done", "elsewhere"):
             outcome = CellOutcome(cell, "done-before" if decision == "done" else "elsewhere")
+            if decision == "done" and targets:  # evaluate_on gained a target, or a run was killed before writing one
+                try:
+                    outcome.reason = complete_external(cell, targets, ctx, store)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as e:  # the finished cell stays as it is; the grid goes on
+                    if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
+                        raise
+                    outcome.reason = f"external predictions failed: {type(e).__name__}: {e}"
         else:
-            outcome = _run_claimed(cell, ctx, store, claim, planned, runtime_skips, on_cell_start, i)
+            outcome = _run_claimed(cell, ctx, store, claim, planned, runtime_skips, on_cell_start, i, targets)
         summary.outcomes.append(outcome)
         if on_cell_end:
             on_cell_end(i, cell, outcome)
@@ -288,6 +373,7 @@ def _run_claimed(
     runtime_skips: dict[str, str],
     on_cell_start: Callable[[int, CellConfig], Any] | None,
     i: int,
+    targets: list[X.ExternalTarget] | None = None,
 ) -> CellOutcome:
     """Run one cell this worker has claimed and store its record (a failure's too); the claim
     is released whatever happens (``on_cell_start(i, cell)`` runs under that guarantee too).
@@ -296,10 +382,15 @@ def _run_claimed(
     try:
         if on_cell_start:
             on_cell_start(i, cell)
+        external = ExternalRun(targets) if targets else None
         with D.cell_scope():  # under torchrun: a failure on one rank fails the cell on every rank, nobody hangs
-            record, predictions = run_cell(cell, ctx)
+            record, predictions = run_cell(cell, ctx, external) if external else run_cell(cell, ctx)
         stored = _write_claimed(store, claim, record, predictions) if D.is_main() else True
-        outcome = CellOutcome(cell, "ok", time.perf_counter() - t0, record["macro_auroc"])
+        if external is not None and stored and D.is_main():  # after the cell's record: they name its write
+            write_id = store.cell_write_id(cell.cell_id)
+            for rec, preds in external.results:
+                store.write_external({**rec, "cell_write_id": write_id}, preds)
+        outcome = CellOutcome(cell, "ok", time.perf_counter() - t0, record["macro_auroc"], reason=_external_summary(external))
         if not stored:
             outcome = CellOutcome(cell, "failed", outcome.seconds, reason=f"claim {claim.path} taken over by {claim.owner()}; not stored")
     except SkipCell as e:

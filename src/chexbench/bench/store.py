@@ -5,6 +5,9 @@ Layout of a results directory::
     records/<cell_id>.parquet       one row, columns RECORD_COLUMNS (schema version in each row)
     predictions/<cell_id>.parquet   long form, PREDICTION_COLUMNS; valid and test splits
     pretrain/<run_id>.parquet       loss curve / probe history of a shared pretraining run
+    external/<cell_id>/<target>.parquet   ``settings.evaluate_on``: the cell's selected model on another
+                                    dataset's test split (PREDICTION_COLUMNS, shared labels only); its
+                                    record (target identity, label lists, metrics) in the footer
     report.md, figures/, leaderboard.parquet   written by ``chexbench report``
 
 Every write goes to a temporary file in the same folder and is renamed into place, so a
@@ -104,6 +107,8 @@ def prediction_columns(predictions: pd.DataFrame) -> list[str]:
 
 #: key of chexbench's entry in a record's / predictions file's Parquet key-value metadata
 PAIR_KEY = b"chexbench.pair"
+#: key of an external predictions file's record (``bench.external``) in its Parquet footer
+EXTERNAL_KEY = b"chexbench.external"
 
 
 class DamagedResultError(DataError):
@@ -145,13 +150,14 @@ class ResultStore:
         return self._claims[cell_id]
 
     # -- writing --------------------------------------------------------------------------
-    def write(self, record: dict[str, Any], predictions: pd.DataFrame | None) -> None:
+    def write(self, record: dict[str, Any], predictions: pd.DataFrame | None) -> str:
         """Store one finished (or failed) cell: predictions first, then the record.
 
         An ``ok`` record must come with its predictions (only a failed one may have none): a
         lone ``ok`` record would be judged damaged by the next :meth:`check`, so it is refused here.
 
-        ``configuration_hash`` may be left out: it is derived from ``config_json``."""
+        ``configuration_hash`` may be left out: it is derived from ``config_json``. Returns the write id
+        that pairs the two files (an external predictions file names the write of the model it used)."""
         if "configuration_hash" not in record and isinstance(record.get("config_json"), str):
             record = {**record, "configuration_hash": record_configuration_hash(record["config_json"])}
         missing = [c for c in RECORD_COLUMNS if c not in record]
@@ -174,6 +180,56 @@ class ResultStore:
                 footer={PAIR_KEY: json.dumps(pair).encode()}
             )
         atomic_write_parquet(pd.DataFrame([record]), self.record_path(cell_id), footer={PAIR_KEY: json.dumps(pair).encode()})
+        return str(pair["write_id"])
+
+    # -- external validation (``settings.evaluate_on``) -----------------------------------
+    def external_path(self, cell_id: str, target: str) -> Path:
+        return self.root / "external" / cell_id / f"{target}.parquet"
+
+    def cell_write_id(self, cell_id: str) -> str | None:
+        """The write id of the cell's stored record (its footer), None without one."""
+        try:
+            return _pair(pq.read_metadata(self.record_path(cell_id)).metadata).get("write_id")  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - missing, unreadable or unpaired: no write to tie to
+            return None
+
+    def write_external(self, record: dict[str, Any], predictions: pd.DataFrame) -> Path:
+        """One external predictions file, its record in the footer, in one atomic write: a killed run
+        leaves the file whole or absent, never a file without its record."""
+        missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
+        if missing:
+            raise ValueError(f"external predictions lack columns: {missing}")
+        path = self.external_path(record["cell_id"], record["target"])
+        extra = [c for c in predictions.columns if c not in PREDICTION_COLUMNS]  # e.g. subgroup columns
+        atomic_write_parquet(predictions[[*PREDICTION_COLUMNS, *extra]].reset_index(drop=True), path,
+                             footer={EXTERNAL_KEY: json.dumps(record, default=str, allow_nan=True).encode()})
+        return path
+
+    def external_record(self, cell_id: str, target: str) -> dict[str, Any] | None:
+        """The record of the cell's external file for ``target`` (footer only); None if missing or unreadable."""
+        path = self.external_path(cell_id, target)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(pq.read_metadata(path).metadata[EXTERNAL_KEY])
+        except Exception:  # noqa: BLE001 - unreadable or written by something else: as good as missing
+            return None
+
+    def external_records(self) -> list[dict[str, Any]]:
+        """Records of every readable external predictions file of the folder (``path`` added)."""
+        out = []
+        for path in sorted((self.root / "external").glob("*/*.parquet")):
+            rec = self.external_record(path.parent.name, path.stem)
+            if rec is not None:
+                out.append({**rec, "path": str(path)})
+        return out
+
+    def external_predictions(self, cell_id: str, target: str) -> pd.DataFrame:
+        path = self.external_path(cell_id, target)
+        try:
+            return pq.read_table(path, page_checksum_verification=True).to_pandas()
+        except Exception as e:  # noqa: BLE001
+            raise DataError(f"{path}: cannot read external predictions ({_reason(e)}); rerun `chexbench run` to redo them") from None
 
     # -- checking -------------------------------------------------------------------------
     def check(self, cell_id: str, full_record: bool = False) -> CellCheck:

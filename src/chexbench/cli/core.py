@@ -119,7 +119,7 @@ def plan(
     """Print the cells of a grid, what is skipped and why, the shared pretraining runs, each dataset's
     splits and test positives, and a GPU-hours estimate. Refuses (exit 2) what run would refuse."""
     # lazy: keeps chexbench --help fast
-    from chexbench.bench.preflight import preflight, split_summaries
+    from chexbench.bench.preflight import external_leakage, preflight, split_summaries
     from chexbench.bench.store import ResultStore
     from chexbench.config import load_grid, parse_only
 
@@ -161,6 +161,14 @@ def plan(
         console.print(f"  [yellow]skipped ×{n}[/]: {escape(reason)}")
     for run, ids in sorted(pretrain.items()):
         console.print(f"  pretraining [cyan]{run}[/] serves {len(ids)} cells")
+    external = Counter(t for p in planned if p.status == "run" for t in p.external)
+    if external:  # settings.evaluate_on: predictions beside the cells', no cells of their own
+        console.print("  evaluate_on: " + ", ".join(f"{n} cell(s) also predict the test split of [cyan]{t}[/]" for t, n in external.items()))
+    if external and check:
+        for leak in external_leakage(planned):  # preflight has refused what leaks: these are zeros unless allow_leakage
+            pool = f", {leak.shared_with_pretraining} in the pretraining pool" if leak.shared_with_pretraining else ""
+            console.print(f"  evaluate_on {escape(leak.source)} → {escape(leak.target)}: of the target's {leak.target_test_patients} "
+                          f"test patients, {leak.shared_with_source} are patients of {escape(leak.source)}{pool} (compared by patient id)")
     if check:
         for summary in split_summaries(planned):
             _print_split_summary(summary)
@@ -446,6 +454,8 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
         def on_end(i: int, cell, outcome) -> None:
             current[0] = None
             if outcome.status == "done-before":
+                if outcome.reason:  # evaluate_on: external predictions completed (or not) for a finished cell
+                    progress.console.print(f"  [cyan]done before[/] {cell.cell_id} {cell.label()}: {escape(outcome.reason)}")
                 return
             if outcome.status in ("ok", "failed"):
                 stored.append(cell.cell_id)
@@ -455,6 +465,7 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
             if outcome.status == "ok":
                 progress.console.print(
                     f"  [green]ok[/] {cell.cell_id} {cell.label()}  macro AUROC {outcome.macro_auroc:.3f}  ({outcome.seconds:.1f}s)"
+                    + (f"  {escape(outcome.reason)}" if outcome.reason else "")
                 )
             elif outcome.status == "failed":
                 progress.console.print(f"  [red]failed[/] {cell.cell_id} {cell.label()}: {escape(outcome.reason)}")

@@ -9,6 +9,7 @@ Outputs (in the results directory, each written atomically):
     per_label.parquet/.csv    one row per configuration × label
     subgroups.parquet/.csv, subgroup_gaps.parquet/.csv
                               per cell × subgroup variable × subgroup × label, and each label's largest gap
+    external.parquet/.csv     with ``evaluate_on`` predictions: one row per (cell, target, label or macro)
     figures/*.png + pdf + svg label-fraction curves, ROC curves, forest plot, reliability
                               diagrams, pretraining loss curves
 """
@@ -37,6 +38,7 @@ from chexbench.reports.bootstrap import DEFAULT_N_BOOT, DEFAULT_SEED
 from chexbench.reports.cell_warnings import warnings_section
 from chexbench.reports.crosscheck import delong_crosscheck
 from chexbench.reports.export import check_formats, write_tables
+from chexbench.reports.external import ExternalResults, external_results, external_section
 from chexbench.reports.html import figure_svgs, render_html
 from chexbench.reports.leaderboard import Tables, build_tables
 from chexbench.reports.localization_table import localization_section
@@ -149,9 +151,11 @@ def code_versions_note(results: LoadedResults, tables: Tables) -> str:
 
 
 def report_sections(results: LoadedResults, tables: Tables, figures_md: str = "",
-                    cross: pd.DataFrame | None = None, subgroups: SubgroupTables | None = None) -> list[str]:
+                    cross: pd.DataFrame | None = None, subgroups: SubgroupTables | None = None,
+                    external: ExternalResults | None = None) -> list[str]:
     """The report's sections, each a Markdown string (the first the intro): report.md joins them,
-    report.html renders the same strings (``html.render_html``), so both show the same numbers."""
+    report.html renders the same strings (``html.render_html``), so both show the same numbers.
+    ``external``: the scored ``evaluate_on`` predictions (default: scored here)."""
     n_ok, n_failed, n_skipped = len(results.ok), len(results.failed), len(results.skipped)
     intro = (
         "# chexbench report\n\n"
@@ -170,6 +174,7 @@ def report_sections(results: LoadedResults, tables: Tables, figures_md: str = ""
         per_label_section(tables, results.n_boot),
         subgroup_section(subgroups or SubgroupTables(), results.n_boot),  # "" unless predictions carry sex/age/view/site
         calibration_section(tables, results),
+        external_section(external if external is not None else external_results(results), results),  # "" without evaluate_on
         # the cells the tables use: superseded cells (same configuration and seed, an older run) are out,
         # else the localization table would count them as extra seeds; the warnings also keep failed cells
         localization_section(results.ok),  # "" unless cells stored a localization result
@@ -229,13 +234,14 @@ def write_report(
     root = Path(results_dir)
     cross = delong_crosscheck(results, tables)
     subgroups = subgroup_tables(results, tables)
+    external = external_results(results)
     clean_stale_temporaries(root, recursive=False)  # figures staged by a report that was killed
     staged = make_temp_dir(root, "figures") if figures else None
     try:
         figures_md = ""
         if staged is not None:
             figures_md = write_figures(results, tables, staged)
-        sections = report_sections(results, tables, figures_md, cross, subgroups)
+        sections = report_sections(results, tables, figures_md, cross, subgroups, external)
         text = join_sections(sections)
         page = render_html(sections, tables, figure_svgs(staged), title=f"chexbench report · {root.name}") if html else None
     except BaseException:
@@ -254,6 +260,9 @@ def write_report(
         for name, frame in (("subgroups", subgroups.subgroups), ("subgroup_gaps", subgroups.gaps)):
             atomic_write_parquet(frame, root / f"{name}.parquet")
             atomic_write_text(frame.to_csv(index=False), root / f"{name}.csv")
+    if not external.rows.empty:
+        atomic_write_parquet(external.rows, root / "external.parquet")
+        atomic_write_text(external.rows.to_csv(index=False), root / "external.csv")
     path = root / "report.md"
     atomic_write_text(text, path)
     if page is not None:

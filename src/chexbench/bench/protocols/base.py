@@ -39,6 +39,9 @@ class ProtocolResult:
     eval_seconds: float = 0.0
     images_per_second: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the selected model as one module, (B, 1, H, W) → logits (B, L) (``settings.evaluate_on`` predicts other
+    #: datasets with it); None for a protocol that does not hand it out
+    model: torch.nn.Module | None = None
 
 
 @dataclass

@@ -175,4 +175,5 @@ class Finetune(EvaluationProtocol):
             history=history,
             eval_seconds=eval_seconds,
             extra=extra,
+            model=model,
         )

@@ -184,6 +184,7 @@ class Linear(EvaluationProtocol):
             images_per_second=setup.n_train / max(extract_seconds, 1e-9),
             extra={"selected_lr": lr, "selected_l2": l2, "feature_dim": backbone.num_features, **extra,
                    "grid_val_macro_auroc": _grid_summary(trained)},
+            model=selected,
         )
 
     def _standardized_features(self, backbone: Backbone, data: CellData, setup: CellSetup,
