@@ -13,7 +13,11 @@ A label whose positive test patients are too few for any patient resample (k < 2
 that keeps it is degenerate) has no bootstrap, and a macro that includes it has no interval; such
 labels are left out of the macro and named in the output (``--labels`` chooses them explicitly).
 
-    python scripts/topk_pretraining_delta.py RESULTS [--plain simclr] [--topk simclr_topk] [--labels a,b,…]
+    python scripts/topk_pretraining_delta.py RESULTS [--pair simclr:simclr_topk ...] [--labels a,b,…]
+
+``--pair B:A`` (repeatable; default simclr:simclr_topk and mocov2:mocov2_topk) prints A − B for each
+read-out A has, B read through its class token; ``--pair scratch:simclr`` gives plain SimCLR against
+the frozen random initialization.
 """
 
 from __future__ import annotations
@@ -32,12 +36,15 @@ from chexbench.reports.seeds import combine_seeds, paired_seed_delta
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results")
-    parser.add_argument("--plain", default="simclr")
-    parser.add_argument("--topk", default="simclr_topk")
+    parser.add_argument("--pair", action="append", default=None, metavar="B:A",
+                        help="baseline strategy B (head linear) : compared strategy A (every head); repeatable")
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--labels", default=None, help="comma-separated macro labels (default: the test set's defined "
                         "evaluation labels that have a bootstrap)")
     args = parser.parse_args()
+    pairs = [tuple(x.split(":", 1)) for x in (args.pair or ["simclr:simclr_topk", "mocov2:mocov2_topk"])]
+    if any(len(pair) != 2 for pair in pairs):
+        raise SystemExit(f"--pair: expected BASELINE:STRATEGY, got {args.pair}")
 
     results = load_results(args.results, n_boot=args.bootstrap, seed=0)
     ts_labels, _ = test_set_label_sets(results)
@@ -69,24 +76,26 @@ def main() -> None:
         return s, per_seed, labels
 
     left_out: set[str] = set()
-    print("| fraction | top-K (read-out) | seeds | top-K macro AUROC [95% CI] | plain (class token) | Δ top-K − plain [95% CI] | p |")
-    print("|---|---|---|---|---|---|---|")
-    for fraction in sorted({k[2] for k in groups}):
-        plain_key = (args.plain, "linear", fraction)
-        if plain_key not in groups:
-            continue
-        b, b_seeds, b_labels = summary(plain_key)
-        for head in ("topk", "linear"):
-            key = (args.topk, head, fraction)
-            if key not in groups:
+    b_labels: list[str] = []
+    print("| fraction | A (read-out) | seeds | A macro AUROC [95% CI] | B (class token) | B macro AUROC [95% CI] | Δ A − B [95% CI] | p |")
+    print("|---|---|---|---|---|---|---|---|")
+    for plain, other in pairs:
+        for fraction in sorted({k[2] for k in groups}):
+            plain_key = (plain, "linear", fraction)
+            if plain_key not in groups:
                 continue
-            a, a_seeds, a_labels = summary(key)
-            if a_labels != b_labels:  # a macro Δ is paired only over one label set
-                raise SystemExit(f"{key}: macro over {a_labels}, the plain configuration's over {b_labels}: not paired")
-            d = paired_seed_delta(a, b)
-            print(f"| {fraction:g} | {args.topk} ({head}) | {a.n_seeds} vs {b.n_seeds} | {a.mean:.3f} [{a.ci_low:.3f}, {a.ci_high:.3f}] "
-                  f"(seeds {a_seeds}) | {b.mean:.3f} [{b.ci_low:.3f}, {b.ci_high:.3f}] (seeds {b_seeds}) | "
-                  f"{d.delta:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}] | {d.p_value:.3g} |")
+            b, b_seeds, b_labels = summary(plain_key)
+            for head in ("topk", "linear"):
+                key = (other, head, fraction)
+                if key not in groups:
+                    continue
+                a, a_seeds, a_labels = summary(key)
+                if a_labels != b_labels:  # a macro Δ is paired only over one label set
+                    raise SystemExit(f"{key}: macro over {a_labels}, the baseline's over {b_labels}: not paired")
+                d = paired_seed_delta(a, b)
+                print(f"| {fraction:g} | {other} ({head}) | {a.n_seeds} vs {b.n_seeds} | {a.mean:.3f} [{a.ci_low:.3f}, {a.ci_high:.3f}] "
+                      f"(seeds {a_seeds}) | {plain} | {b.mean:.3f} [{b.ci_low:.3f}, {b.ci_high:.3f}] (seeds {b_seeds}) | "
+                      f"{d.delta:+.3f} [{d.ci_low:+.3f}, {d.ci_high:+.3f}] | {d.p_value:.3g} |")
     print(f"\nmacro over {len(b_labels)} evaluation labels defined on the test set"
           + (f" (left out, no bootstrap or not chosen: {', '.join(sorted(left_out))})" if left_out else "")
           + f"; {args.bootstrap} patient resamples; seed sd inside each interval (reports.seeds)")
