@@ -56,3 +56,38 @@ def test_plan_without_data_names_an_option_plan_has():
     r = CliRunner().invoke(app, ["plan", "--grid", "full"], env={"COLUMNS": "300", "CHEXBENCH_CACHE": "/nonexistent-cache"})
     assert r.exit_code == 2
     assert "--root" not in r.output and "--no-check" in r.output  # was "pass --root", an option plan does not have
+
+
+def _phantom_transfer_grid(tmp_path, fractions: str):
+    path = tmp_path / "g.toml"
+    path.write_text(f"""
+name = "pool"
+[axes]
+strategy = ["simclr"]
+backbone = ["vit_tiny"]
+dataset = ["phantom-nih"]
+protocol = ["linear"]
+label_fraction = [{fractions}]
+seed = [0]
+[settings]
+image_size = 64
+pretrain_source = "phantom-chexpert"
+[dataset.phantom-nih]
+patients = 4400
+[dataset.phantom-chexpert]
+patients = 1500
+[strategy.simclr]
+pretrain_epochs = 2
+[strategy.simclr.recipe.vit]
+pretrain_warmup_epochs = 0.5
+""")
+    return load_grid(str(path)).cells()
+
+
+def test_a_pretraining_pool_is_estimated_from_its_source_not_from_the_first_cells_label_fraction(tmp_path):
+    # the pool was the target's nominal train images × the label fraction of the first cell planned
+    # (88 images for a 1 % cell of a 4,400-patient target), not the 1,500-patient source's
+    for fractions in ("0.01, 1.0", "1.0, 0.01"):
+        est = estimate_gpu_hours(_phantom_transfer_grid(tmp_path, fractions), [])
+        (line,) = [x for x in est.derivation if x.startswith("pretraining ")]
+        assert "2 epochs × 3,000 images" in line, line

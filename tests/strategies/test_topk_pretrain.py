@@ -111,3 +111,30 @@ def test_k_is_a_grid_axis_and_invalid_heads_are_skipped():
     assert len({p.cell.cell_id for p in cells}) == len(cells) == 16
     reasons = " ".join(p.reason for p in cells if p.status == "skipped")
     assert "needs a ViT" in reasons and "pretrained patch scorer" in reasons
+
+
+def test_the_documented_topk_pretraining_grid_decays_and_pretrains_once_per_seed_at_every_label_fraction():
+    # docs/TOPK.md's pretraining hypothesis: the old grid ran a 4-epoch pretraining inside a 40-epoch warmup
+    # and pretrained once for every seed; this one must leave warmup early and give each seed its own run
+    from pathlib import Path
+
+    from chexbench.bench.shard import pretrain_group
+    from chexbench.config import load_grid
+
+    grid = load_grid(str(Path(__file__).parents[2] / "docs" / "topk_pretraining_decay.toml"))
+    run = [p for p in grid.cells() if p.status == "run"]
+    runs: dict[tuple[str, float], set[str]] = {}
+    for p in run:
+        cell = p.cell
+        if cell.strategy == "scratch":
+            assert pretrain_group(p) == ""
+            continue
+        opts = STRATEGIES.get(cell.strategy).resolved_options(cell)
+        assert float(opts["pretrain_warmup_epochs"]) <= 0.1 * float(opts["pretrain_epochs"]), cell.strategy
+        runs.setdefault((cell.strategy, cell.label_fraction), set()).add(pretrain_group(p))
+    assert {f for _, f in runs} == {0.01, 0.1, 1.0}
+    assert {s for s, _ in runs} == {"simclr", "simclr_topk", "mocov2", "mocov2_topk"}
+    assert all(len(groups) == 3 for groups in runs.values())  # one pretraining run per seed
+    # the same three runs serve every label fraction and read-out of a strategy
+    for strategy in ("simclr", "simclr_topk", "mocov2", "mocov2_topk"):
+        assert runs[(strategy, 0.01)] == runs[(strategy, 0.1)] == runs[(strategy, 1.0)]

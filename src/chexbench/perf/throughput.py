@@ -380,8 +380,13 @@ class _Rates:
         return min(known)
 
 
+def _nominal_images(dataset: str, options: dict[str, Any]) -> int:
+    """Nominal train images of ``dataset``: the real dataset's size, else two per patient of its options (a phantom)."""
+    return NOMINAL_TRAIN_IMAGES.get(dataset, 2 * int(options.get("patients", 1000)))
+
+
 def _train_images(cell: Any) -> int:
-    n = NOMINAL_TRAIN_IMAGES.get(cell.dataset, 2 * int(cell.dataset_options.get("patients", 1000)))
+    n = _nominal_images(cell.dataset, cell.dataset_options)
     n = int(math.ceil(n * cell.label_fraction))
     return min(n, cell.settings.max_train_images) if cell.settings.max_train_images > 0 else n
 
@@ -437,7 +442,8 @@ def estimate_gpu_hours(planned: list[Any], measured: list[Measurement]) -> Estim
             if group in run_seconds:
                 continue
             opts = key["options"]
-            pool = NOMINAL_TRAIN_IMAGES.get(key["pretrain_source"], n)
+            # the source's own pool: neither the target's size nor the label fraction of whichever cell came first
+            pool = _nominal_images(key["pretrain_source"], key.get("pretrain_source_options", {}))
             if int(opts.get("max_pretrain_images", 0)) > 0:
                 pool = min(pool, int(opts["max_pretrain_images"]))
             mode = pretrain_mode(strategy)
