@@ -10,7 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chexbench.datasets.phantom.anatomy import compose, draw_frontal, sample_anatomy, sample_pose
+from chexbench.datasets.phantom.anatomy import (
+    compose,
+    draw_frontal,
+    sample_anatomy,
+    sample_pose,
+    with_changes,
+)
 from chexbench.datasets.phantom.cohort import SITE_CODES, Patient, Study
 from chexbench.datasets.phantom.fields import mask_box
 from chexbench.datasets.phantom.findings import Finding, adjust_anatomy, paint_findings
@@ -42,6 +48,8 @@ def render_study(patient: Patient, study: Study, site: str, size: int, seed: int
     height, width = image_shape(spec, size, rng)
     anatomy = sample_anatomy(np.random.default_rng(patient.anatomy_seed), patient.female)
     anatomy = adjust_anatomy(anatomy, list(study.findings))
+    if view == "frontal" and study.cardiac_magnification != 1.0:  # AP: the heart far from the detector
+        anatomy = with_changes(anatomy, ctr=anatomy.ctr * study.cardiac_magnification)
     pose = sample_pose(rng, spec.zoom * (1.04 if study.view == "AP" else 1.0), spec.pose_jitter)
     if view == "lateral":
         scene = draw_lateral(anatomy, pose, height, width)
