@@ -24,6 +24,7 @@ from chexbench.datasets.phantom.dependencies import (
     dependency_rng,
     draw_age,
     draw_view,
+    unseen_on_film,
 )
 from chexbench.datasets.phantom.findings import BILATERAL, SUBTLE, Finding
 from chexbench.datasets.phantom.placement import draw_side
@@ -65,6 +66,10 @@ class Study:
     findings: tuple[Finding, ...]
     #: factor on the cardiothoracic ratio of the frontal film (AP magnification; 1: none)
     cardiac_magnification: float = 1.0
+    #: findings present but not visible on the frontal film (a bedside AP film under "published")
+    unseen: frozenset[str] = frozenset()
+    #: breast shadows drawn for a woman (off under "published": sex is the deliberately null variable)
+    sex_in_pixels: bool = True
 
     @property
     def names(self) -> frozenset[str]:
@@ -188,10 +193,12 @@ def sample_cohort(site: str, n_patients: int, seed: int,
                 age += int(rng.random() < 0.4)
             view = "AP" if rng.random() < stats.get("ap_given_frontal", 0.0) else "PA"
             lateral = bool(rng.random() < stats.get("lateral_per_study", 0.0))
-            magnification = 1.0
+            magnification, unseen = 1.0, frozenset()
             if dep is not None:
                 view = draw_view(site, (f.name for f in findings), dep, default=view)
                 magnification = cardiac_magnification(view, dep)
-            studies.append(Study(p, k + 1, age, female, view, lateral, findings, magnification))
+                unseen = unseen_on_film(view, findings, dep)
+            studies.append(Study(p, k + 1, age, female, view, lateral, findings, magnification, unseen,
+                                 sex_in_pixels=dep is None))
         patients.append(Patient(p, female, int(rng.integers(2**31)), tuple(studies)))
     return patients

@@ -37,6 +37,7 @@ import numpy as np
 
 from chexbench.core.errors import ConfigError
 from chexbench.datasets.phantom._site_tables import SITE_STATS
+from chexbench.datasets.phantom.findings import SUBTLE, Finding
 
 Dependencies = Literal["published", "none"]
 DEPENDENCY_CHOICES: tuple[str, ...] = get_args(Dependencies)
@@ -54,6 +55,13 @@ _PARENTS: dict[str, frozenset[str]] = {
     "lung_lesion": frozenset({"nodule", "mass"}),
 }
 AGE_RANGE = (18, 90)
+#: share of findings seen on a bedside (AP) film, CT as the reference (Kitazono et al., AJR 2010;
+#: 194:407-412, 100 ICU patients): effusions 53 % small, 71 % moderate, 92 % large; parenchymal
+#: opacities 65 %. Severity bands: below SUBTLE (0.3) small, below 0.65 moderate, else large
+EFFUSION_SEEN_BEDSIDE: tuple[float, float, float] = (0.53, 0.71, 0.92)
+OPACITY_SEEN_BEDSIDE = 0.65
+PARENCHYMAL_OPACITIES = frozenset({"consolidation", "pneumonia", "atelectasis", "lung_opacity", "infiltration"})
+LARGE_EFFUSION = 0.65
 
 
 def check_dependencies(value: object) -> Dependencies:
@@ -101,3 +109,19 @@ def draw_age(site: str, names: Iterable[str], rng: np.random.Generator, default:
 def cardiac_magnification(view: str, rng: np.random.Generator) -> float:
     """Factor on the cardiothoracic ratio of one frontal film: 1 for PA, :data:`AP_CTR_FACTOR` for AP."""
     return float(rng.uniform(*AP_CTR_FACTOR)) if view == "AP" else 1.0
+
+
+
+def seen_on_bedside_film(f: Finding) -> float:
+    """Probability that finding ``f`` shows on an AP bedside film (1 for what the study above did not measure)."""
+    if f.name == "pleural_effusion":
+        small, moderate, large = EFFUSION_SEEN_BEDSIDE
+        return small if f.severity < SUBTLE else moderate if f.severity < LARGE_EFFUSION else large
+    return OPACITY_SEEN_BEDSIDE if f.name in PARENCHYMAL_OPACITIES else 1.0
+
+
+def unseen_on_film(view: str, findings: Iterable[Finding], rng: np.random.Generator) -> frozenset[str]:
+    """Findings an AP (bedside) film does not show: each drawn with :func:`seen_on_bedside_film`; none on PA."""
+    if view != "AP":
+        return frozenset()
+    return frozenset(f.name for f in findings if rng.random() >= seen_on_bedside_film(f))
