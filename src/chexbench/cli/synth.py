@@ -37,13 +37,17 @@ def synth_cmd(
     seed: Annotated[int, typer.Option(help="random seed; same seed, same bytes")] = 0,
     preview: Annotated[bool, typer.Option(help="also write OUT/contact_sheet.png, a labelled tile per finding")] = False,
     workers: Annotated[int, typer.Option(help="processes (0: one per CPU for big runs)")] = 0,
+    dependencies: Annotated[str, typer.Option(
+        help='"published": view, age and AP magnification follow the findings as in the real data; '
+             '"none": independent (generator version 5\'s files)')] = "published",
 ) -> None:
     """Phantom chest radiographs written in the CheXpert, NIH and Indiana native layouts."""
     # lazy: keeps chexbench --help fast
     from chexbench.datasets.phantom.generate import generate
 
     site_list = parse_sites(sites)
-    result = generate(out, site_list, patients=patients, size=size, seed=seed, workers=workers or None)
+    result = generate(out, site_list, patients=patients, size=size, seed=seed, workers=workers or None,
+                      dependencies=dependencies)  # type: ignore[arg-type]  # checked by generate
     table = Table(title=f"phantom data in {result.root} ({result.seconds:.1f} s)")
     for col in ("site", "images", "patients", "studies", "boxes", "folder"):
         table.add_column(col, justify="left" if col in ("site", "folder") else "right")

@@ -21,7 +21,8 @@ def cache(tmp_path, monkeypatch):
 @pytest.mark.parametrize("layout", ["chexpert", "nih", "indiana"])
 def test_registered_phantom_generates_once_and_loads_with_the_real_loader(cache, layout):
     ds = DATASETS.get(f"phantom-{layout}")
-    assert set(ds.options) == {"root", "patients", "size", "seed", "splits"}
+    assert set(ds.options) == {"root", "patients", "size", "seed", "dependencies", "splits"}
+    assert ds.options["dependencies"] == "published"
     options = {"patients": 12, "size": 32, "seed": 1}
     root = ds.resolve_root(options)
     assert root.is_relative_to(cache / "phantom")
@@ -29,6 +30,7 @@ def test_registered_phantom_generates_once_and_loads_with_the_real_loader(cache,
     assert ds.resolve_root(dict(options)) == root  # reused, not regenerated
     assert (next(root.rglob("*.csv"), None) or next(root.rglob("*.xml"))).stat().st_mtime_ns == stamp
     assert ds.resolve_root({**options, "seed": 2}) != root
+    assert ds.resolve_root({**options, "dependencies": "none"}) != root  # its own cached folder
     index = ds.load_index(root)
     reference = DATASETS.get(layout).load_index(root)
     assert index.equals(reference)
@@ -49,6 +51,8 @@ def test_bad_options_are_config_errors(cache):
         DATASETS.get("phantom-nih").resolve_root({"patients": 0})
     with pytest.raises(ConfigError, match="size"):
         DATASETS.get("phantom-nih").resolve_root({"size": "big"})
+    with pytest.raises(ConfigError, match="dependencies.*'real'"):
+        DATASETS.get("phantom-nih").resolve_root({"dependencies": "real"})
 
 
 def test_phantom_labels_are_labels_the_real_tables_carry():
@@ -70,6 +74,8 @@ def test_cli_synth_writes_every_site_and_refuses_a_non_empty_folder(tmp_path):
     assert again.exit_code == 2 and "not empty" in again.output
     bad = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "x"), "--sites", "chexpert,mimic"])
     assert bad.exit_code == 2 and "mimic" in bad.output and not (tmp_path / "x").exists()
+    bad = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "y"), "--dependencies", "real"])
+    assert bad.exit_code == 2 and "dependencies" in bad.output and not (tmp_path / "y").exists()
 
 
 def test_cli_synth_preview_writes_a_contact_sheet(tmp_path):

@@ -25,6 +25,7 @@ from chexbench.datasets.chexpert import CheXpert
 from chexbench.datasets.indiana import Indiana
 from chexbench.datasets.labels import CHEXPERT_EVAL_LABELS, INDIANA_EVAL_LABELS, NIH_EVAL_LABELS
 from chexbench.datasets.nih import NIHChestXray14
+from chexbench.datasets.phantom.dependencies import DEFAULT_DEPENDENCIES, Dependencies
 from chexbench.datasets.phantom.generate import cached_site
 from chexbench.options import Options
 from chexbench.registry import DATASETS
@@ -74,6 +75,9 @@ class PhantomOptions(DatasetOptions):
     patients: int = Field(500, ge=1, description="patients generated (several studies each)")
     size: int = Field(128, ge=16, le=2048, description="generated image size in pixels")
     seed: int = Field(0, ge=0, description="generation seed")
+    dependencies: Dependencies = Field(
+        DEFAULT_DEPENDENCIES, description='"published": view, age and AP magnification depend on the findings as in the real '
+        'data (docs/PHANTOM.md); "none": independent, the files of generator version 5 exactly')
 
 
 class PhantomDataset(Dataset):
@@ -87,6 +91,8 @@ class PhantomDataset(Dataset):
         "patients": "phantom patients generated (each with several studies)",
         "size": "side of the generated images, in pixels",
         "seed": "seed of the phantom cohort and images",
+        "dependencies": '"published" (view, age, AP magnification follow the findings as in the real data) or '
+                        '"none" (independent: generator version 5\'s files exactly)',
     }
 
     def resolve_root(self, options: dict[str, Any]) -> Path:

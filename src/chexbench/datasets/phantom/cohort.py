@@ -3,8 +3,9 @@
 A patient has 1–5 studies over time (the real studies-per-patient distribution, tail folded
 into 5). The first study's findings are one label *pattern* drawn from the real co-occurrence
 table of the site (:mod:`._site_tables`); later studies evolve: chronic findings persist,
-acute ones resolve or appear, severities drift. Nothing here looks at pixels, and nothing
-about the acquisition (view, site markers, image size) depends on the findings.
+acute ones resolve or appear, severities drift. Nothing here looks at pixels. Under
+``dependencies = "none"`` (generator version 5) view and age are drawn independently of the
+findings; under ``"published"`` they follow the real files (:mod:`.dependencies`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,16 @@ from functools import lru_cache
 import numpy as np
 
 from chexbench.datasets.phantom._site_tables import SITE_STATS
+from chexbench.datasets.phantom.dependencies import (
+    DEFAULT_DEPENDENCIES,
+    Dependencies,
+    cardiac_magnification,
+    check_dependencies,
+    dependency_rng,
+    draw_age,
+    draw_view,
+    unseen_on_film,
+)
 from chexbench.datasets.phantom.findings import BILATERAL, SUBTLE, Finding
 from chexbench.datasets.phantom.placement import draw_side
 
@@ -53,6 +64,12 @@ class Study:
     view: str  # "PA" | "AP" (the frontal view)
     lateral: bool  # also a lateral view (CheXpert layout only)
     findings: tuple[Finding, ...]
+    #: factor on the cardiothoracic ratio of the frontal film (AP magnification; 1: none)
+    cardiac_magnification: float = 1.0
+    #: findings present but not visible on the frontal film (a bedside AP film under "published")
+    unseen: frozenset[str] = frozenset()
+    #: breast shadows drawn for a woman (off under "published": sex is the deliberately null variable)
+    sex_in_pixels: bool = True
 
     @property
     def names(self) -> frozenset[str]:
@@ -146,19 +163,29 @@ def _marginals(site: str) -> dict[str, float]:
     return out
 
 
-def sample_cohort(site: str, n_patients: int, seed: int) -> list[Patient]:
-    """``n_patients`` patients of one site, each with 1–5 studies; deterministic for ``seed``."""
+def sample_cohort(site: str, n_patients: int, seed: int,
+                  dependencies: Dependencies = DEFAULT_DEPENDENCIES) -> list[Patient]:
+    """``n_patients`` patients of one site, each with 1–5 studies; deterministic for ``seed``.
+
+    ``dependencies = "published"`` redraws age and view from their own stream as the real data
+    relate them to the findings (:mod:`.dependencies`); every draw of ``"none"`` (version 5) is
+    still made, in the same order, so the findings and anatomy are the same under both.
+    """
+    published = check_dependencies(dependencies) == "published"
     stats = SITE_STATS[site]
     hist = np.array(stats.get("studies_per_patient", [1.0]), dtype=float)
     marginal = _marginals(site)
     patients = []
     for p in range(n_patients):
         rng = np.random.default_rng([seed, SITE_CODES[site], p])
+        dep = dependency_rng(seed, SITE_CODES[site], p) if published else None
         female = bool(rng.random() < stats.get("female", 0.5))
         age = int(np.clip(rng.normal(stats.get("age_mean", 55), stats.get("age_sd", 17)), 18, 90))
         n_studies = int(rng.choice(len(hist), p=hist / hist.sum())) + 1
         findings = tuple(sorted((_new_finding(site, n, rng) for n in sorted(_drawn_names(site, _draw_pattern(rng, site), rng))),
                                 key=lambda f: f.name))
+        if dep is not None:
+            age = draw_age(site, (f.name for f in findings), dep, default=age)
         studies = []
         for k in range(n_studies):
             if k:
@@ -166,6 +193,12 @@ def sample_cohort(site: str, n_patients: int, seed: int) -> list[Patient]:
                 age += int(rng.random() < 0.4)
             view = "AP" if rng.random() < stats.get("ap_given_frontal", 0.0) else "PA"
             lateral = bool(rng.random() < stats.get("lateral_per_study", 0.0))
-            studies.append(Study(p, k + 1, age, female, view, lateral, findings))
+            magnification, unseen = 1.0, frozenset()
+            if dep is not None:
+                view = draw_view(site, (f.name for f in findings), dep, default=view)
+                magnification = cardiac_magnification(view, dep)
+                unseen = unseen_on_film(view, findings, dep)
+            studies.append(Study(p, k + 1, age, female, view, lateral, findings, magnification, unseen,
+                                 sex_in_pixels=dep is None))
         patients.append(Patient(p, female, int(rng.integers(2**31)), tuple(studies)))
     return patients

@@ -1,10 +1,11 @@
 """Generate phantom datasets: one native-layout folder per site, written atomically.
 
-``generate(out, sites=("chexpert",), patients=500, size=128, seed=0)`` writes
+``generate(out, sites=("chexpert",), patients=500, size=128, seed=0, dependencies="published")`` writes
 ``out/<site>/`` for each site (the layout of :mod:`.write_chexpert`, :mod:`.write_nih`,
 :mod:`.write_indiana`) plus ``out/<site>/phantom_manifest.json``. Everything is written into
 a temporary sibling folder first and renamed into place, so ``out`` is either complete or
-absent. Deterministic for a seed: the same arguments give byte-identical files.
+absent. Deterministic for a seed: the same arguments give byte-identical files;
+``dependencies="none"`` gives the files of generator version 5 (:mod:`.dependencies`).
 
 A temporary folder is named ``.<final>.tmp-<host>-<pid>-<random>``. A process killed while
 generating (SIGKILL, power loss) leaves it behind; the next generation next to it removes it
@@ -28,13 +29,16 @@ from typing import Any
 from chexbench.core.atomic import atomic_write_text, last_change, make_temp_dir, pid_alive
 from chexbench.core.errors import ConfigError, DataError
 from chexbench.datasets.phantom.cohort import sample_cohort
+from chexbench.datasets.phantom.dependencies import DEFAULT_DEPENDENCIES, Dependencies, check_dependencies
 from chexbench.datasets.phantom.output import SiteTally, SiteWriter
 from chexbench.datasets.phantom.write_chexpert import CheXpertWriter
 from chexbench.datasets.phantom.write_indiana import IndianaWriter
 from chexbench.datasets.phantom.write_nih import NIHWriter
 
 #: bump when generated pixels or files change; part of the phantom cache key
-GENERATOR_VERSION = 5  # 5: lesions placed (side, centre, size) as the real NIH boxes are
+# 5: lesions placed (side, centre, size) as the real NIH boxes are; 6: the `dependencies` option
+# ("published": view, age and AP magnification follow the findings; "none": version 5's files)
+GENERATOR_VERSION = 6
 SITE_NAMES: tuple[str, ...] = ("chexpert", "nih", "indiana")
 MAX_SIZE = 2048
 #: a temporary folder untouched this long is abandoned, whoever made it (a day: generous
@@ -60,27 +64,29 @@ class GenerationResult:
     seconds: float
 
 
-def check_options(patients: int, size: int, seed: int) -> None:
+def check_options(patients: int, size: int, seed: int, dependencies: object = DEFAULT_DEPENDENCIES) -> None:
     if not isinstance(patients, int) or isinstance(patients, bool) or patients < 1:
         raise ConfigError(f"phantom: patients must be a positive integer, got {patients!r}")
     if not isinstance(size, int) or isinstance(size, bool) or not 16 <= size <= MAX_SIZE:
         raise ConfigError(f"phantom: size must be an integer in [16, {MAX_SIZE}], got {size!r}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"phantom: seed must be a non-negative integer, got {seed!r}")
+    check_dependencies(dependencies)
 
 
-def write_site(root: Path, site: str, patients: int, size: int, seed: int, workers: int | None = None) -> SiteTally:
+def write_site(root: Path, site: str, patients: int, size: int, seed: int, workers: int | None = None,
+               dependencies: Dependencies = DEFAULT_DEPENDENCIES) -> SiteTally:
     """Write one site's native layout into ``root`` (which must exist); returns the tally.
 
     ``workers``: processes rendering images (None: one per CPU for big runs); the files do
     not depend on it.
     """
-    check_options(patients, size, seed)
+    check_options(patients, size, seed, dependencies)
     writer = writer_for(site, workers)
-    cohort = sample_cohort(site, patients, seed)
+    cohort = sample_cohort(site, patients, seed, dependencies)
     writer.write(root, cohort, size, seed)
     manifest = {"generator": "chexbench phantom", "version": GENERATOR_VERSION, "site": site,
-                "patients": patients, "size": size, "seed": seed}
+                "patients": patients, "size": size, "seed": seed, "dependencies": dependencies}
     atomic_write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", root / "phantom_manifest.json")
     return writer.tally
 
@@ -120,10 +126,11 @@ def remove_stale_temporaries(parent: Path, final_name: str | None = None, now: f
 
 
 def generate(out: str | Path, sites: tuple[str, ...] = ("chexpert",), patients: int = 500, size: int = 128,
-             seed: int = 0, workers: int | None = None) -> GenerationResult:
+             seed: int = 0, workers: int | None = None,
+             dependencies: Dependencies = DEFAULT_DEPENDENCIES) -> GenerationResult:
     """Write ``out/<site>/`` for every site; ``out`` must not exist or be empty."""
     out = Path(out).expanduser()
-    check_options(patients, size, seed)
+    check_options(patients, size, seed, dependencies)
     for site in sites:
         writer_for(site)  # unknown sites fail before anything is written
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -135,7 +142,7 @@ def generate(out: str | Path, sites: tuple[str, ...] = ("chexpert",), patients: 
         tallies = {}
         for site in sites:
             (tmp / site).mkdir()
-            tallies[site] = write_site(tmp / site, site, patients, size, seed, workers)
+            tallies[site] = write_site(tmp / site, site, patients, size, seed, workers, dependencies)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -146,9 +153,10 @@ def generate(out: str | Path, sites: tuple[str, ...] = ("chexpert",), patients: 
 
 
 def options_key(layout: str, options: dict[str, Any]) -> str:
-    """Short hash naming a cached phantom: layout, patients, size, seed, generator version."""
+    """Short hash naming a cached phantom: layout, patients, size, seed, dependencies, generator version."""
     payload = json.dumps({"layout": layout, "patients": options["patients"], "size": options["size"],
-                          "seed": options["seed"], "version": GENERATOR_VERSION}, sort_keys=True)
+                          "seed": options["seed"], "version": GENERATOR_VERSION,
+                          "dependencies": options.get("dependencies", DEFAULT_DEPENDENCIES)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
 
@@ -158,14 +166,15 @@ def cached_site(cache: Path, layout: str, options: dict[str, Any]) -> Path:
     Concurrent callers each generate into their own temporary folder; the first rename wins
     and the others discard theirs.
     """
-    check_options(options["patients"], options["size"], options["seed"])
+    dependencies = options.get("dependencies", DEFAULT_DEPENDENCIES)
+    check_options(options["patients"], options["size"], options["seed"], dependencies)
     final = cache / "phantom" / f"{layout}-{options_key(layout, options)}"
     if (final / "phantom_manifest.json").exists():
         return final
     remove_stale_temporaries(final.parent)  # every abandoned phantom of the cache, not only this one
     tmp = _atomic_dir(final)
     try:
-        write_site(tmp, layout, options["patients"], options["size"], options["seed"])
+        write_site(tmp, layout, options["patients"], options["size"], options["seed"], dependencies=dependencies)
         try:
             os.replace(tmp, final)
         except OSError:

@@ -81,7 +81,9 @@ def chexpert_stats(data_dir: Path) -> dict[str, Any]:
     absent = ~present
     study = df["Path"].str.extract(r"(patient\d+/study\d+)/")[0]
     per_patient = df.assign(study=study, patient=study.str.split("/").str[0]).groupby("patient")["study"].nunique()
+    view_age = _view_and_age_models(present, frontal["AP/PA"].eq("AP").to_numpy(), frontal["Age"].to_numpy())
     return {
+        **view_age,
         "labels": list(CHEXPERT_COLUMNS.values()),
         "patterns": _patterns(present),
         "uncertain_given_present": np.round((values == -1).sum(0) / np.maximum(present.sum(0), 1), 4).tolist(),
@@ -100,7 +102,10 @@ def nih_stats(data_dir: Path) -> dict[str, Any]:
     names = list(NIH_LABELS)
     split = df["Finding Labels"].str.split("|")
     present = np.array([[n in labels for n in names] for labels in split], dtype=bool)
+    view_age = _view_and_age_models(present, df["View Position"].eq("AP").to_numpy(),
+                                    df["Patient Age"].clip(upper=100).to_numpy())
     return {
+        **view_age,
         "labels": list(NIH_LABELS.values()),
         "patterns": _patterns(present),
         "female": round(float((df["Patient Gender"] == "F").mean()), 4),
@@ -145,6 +150,29 @@ def indiana_stats(data_dir: Path) -> dict[str, Any]:
         "normal": round(float(np.mean([terms == ["normal"] for terms in reports])), 4),
         "lateral_per_study": round(float(np.mean(n_images >= 2)), 4),
         "top_modifiers": [m for m, _ in modifiers.most_common(12)],
+    }
+
+
+def _view_and_age_models(present: np.ndarray, ap: np.ndarray, age: np.ndarray) -> dict[str, Any]:
+    """How view and age depend on the findings in a real file: one row per frontal image.
+
+    ``view_logit``: intercept, then one coefficient per label, of a logistic regression of
+    "AP" on the labels present (maximum likelihood, statsmodels); ``age_given_labels``:
+    intercept, one coefficient per label, and the residual standard deviation of a least-squares
+    fit of age on the labels present. The phantom draws a frontal view and a patient's age from
+    these (cohort.py, ``dependencies = "published"``), so AP films carry more support devices,
+    edema and effusion, and cardiomegaly and effusion rise with age, by the real amounts.
+    """
+    import statsmodels.api as sm
+
+    design = sm.add_constant(present.astype(float), has_constant="add")
+    view = sm.Logit(ap.astype(float), design).fit(method="newton", disp=False, maxiter=100)
+    keep = np.isfinite(age)
+    ols = sm.OLS(age[keep].astype(float), design[keep]).fit()
+    return {
+        "view_logit": np.round(view.params, 3).tolist(),
+        "age_given_labels": np.round(ols.params, 2).tolist(),
+        "age_residual_sd": round(float(np.sqrt(ols.scale)), 2),
     }
 
 

@@ -10,7 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chexbench.datasets.phantom.anatomy import compose, draw_frontal, sample_anatomy, sample_pose
+from chexbench.datasets.phantom.anatomy import (
+    compose,
+    draw_frontal,
+    sample_anatomy,
+    sample_pose,
+    with_changes,
+)
 from chexbench.datasets.phantom.cohort import SITE_CODES, Patient, Study
 from chexbench.datasets.phantom.fields import mask_box
 from chexbench.datasets.phantom.findings import Finding, adjust_anatomy, paint_findings
@@ -40,8 +46,12 @@ def render_study(patient: Patient, study: Study, site: str, size: int, seed: int
     rng = study_rng(seed, site, patient.index, study.number, view)
     spec = SITES[site]
     height, width = image_shape(spec, size, rng)
-    anatomy = sample_anatomy(np.random.default_rng(patient.anatomy_seed), patient.female)
-    anatomy = adjust_anatomy(anatomy, list(study.findings))
+    anatomy = sample_anatomy(np.random.default_rng(patient.anatomy_seed), patient.female and study.sex_in_pixels)
+    # a finding the frontal film does not show (bedside AP, dependencies = "published") is not drawn on it
+    shown = [f for f in study.findings if view != "frontal" or f.name not in study.unseen]
+    anatomy = adjust_anatomy(anatomy, shown)
+    if view == "frontal" and study.cardiac_magnification != 1.0:  # AP: the heart far from the detector
+        anatomy = with_changes(anatomy, ctr=anatomy.ctr * study.cardiac_magnification)
     pose = sample_pose(rng, spec.zoom * (1.04 if study.view == "AP" else 1.0), spec.pose_jitter)
     if view == "lateral":
         scene = draw_lateral(anatomy, pose, height, width)
@@ -52,7 +62,7 @@ def render_study(patient: Patient, study: Study, site: str, size: int, seed: int
         # location is fixed per patient (place); appearance detail varies per image
         return np.random.default_rng([f.place, VIEW_CODES[view]])
 
-    lesions = paint_findings(scene, list(study.findings), rng_for)
+    lesions = paint_findings(scene, shown, rng_for)
     image = detector(spec, compose(scene), rng)
     boxes = []
     for label, mask in lesions:
