@@ -16,6 +16,8 @@ from chexbench.strategies.base import Strategy
 from chexbench.strategies.pretrain import run_id_of
 
 PHANTOM_SOURCE = {"patients": 120, "size": 16, "seed": 3}
+# as a cell stores a generated phantom's options: the default dependencies written out (they identify the data)
+STORED_SOURCE = {**PHANTOM_SOURCE, "dependencies": "published"}
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +49,7 @@ def test_one_pretraining_run_per_strategy_and_backbone_from_the_configured_phant
     runs: dict[str, set[str]] = {}
     for c in cells:
         key = STRATEGIES.get(c.strategy).pretrain_key(c)
-        assert key["pretrain_source_options"] == PHANTOM_SOURCE, c.dataset
+        assert key["pretrain_source_options"] == STORED_SOURCE, c.dataset
         runs.setdefault(run_id_of(key), set()).add(c.dataset)
     # simclr and mocov2 each pretrain once, and that run serves both targets
     assert sorted(runs.values(), key=sorted) == [{"phantom-chexpert", "phantom-nih"}] * 2
@@ -56,7 +58,7 @@ def test_one_pretraining_run_per_strategy_and_backbone_from_the_configured_phant
 def test_the_nih_cells_pool_is_the_configured_phantom():
     nih, = [c for c in _grid(["phantom-nih"], {"phantom-chexpert": PHANTOM_SOURCE, "phantom-nih": {"patients": 40, "size": 16}},
                              strategies=("simclr",), pretrain_source="phantom-chexpert")]
-    assert nih.pretrain_source_options == PHANTOM_SOURCE
+    assert nih.pretrain_source_options == STORED_SOURCE
     _, patients = pretrain_pool(nih)
     index = resolve_prepared("phantom-chexpert", PHANTOM_SOURCE, 16)[2].index
     configured = set(index["patient_id"].astype(str)[index["split"].astype(str) == "train"])
@@ -122,3 +124,22 @@ def test_the_grid_asks_the_strategy_object_whether_it_pretrains():
     assert [n for n in STRATEGIES.names() if _has_pretraining_run(STRATEGIES.get(n))] == [
         n for n in STRATEGIES.names() if type(STRATEGIES.get(n)).pretrain_key is not Strategy.pretrain_key
     ]
+
+
+def test_a_default_phantom_cell_and_its_pretraining_run_name_the_phantoms_dependencies():
+    # generator version 6 changed the default phantom ("published" dependencies); a cell or pretraining run made
+    # on version-5 files (now dependencies = "none") must not be found as finished under the new default
+    def cells(table, source_table=None):
+        tables = {"phantom-nih": table, **({"phantom-chexpert": source_table} if source_table is not None else {})}
+        return _grid(["phantom-nih"], tables, strategies=("simclr",), pretrain_source="phantom-chexpert")[0]
+
+    default, published, none = cells({}), cells({"dependencies": "published"}), cells({"dependencies": "none"})
+    assert default.dataset_options["dependencies"] == "published"
+    assert default.cell_id == published.cell_id != none.cell_id
+    # the source without a table of its own: its default dependencies still enter the run's key
+    keys = {dep: STRATEGIES.get("simclr").pretrain_key(cells({}, {"dependencies": dep} if dep else None))
+            for dep in (None, "published", "none")}
+    assert keys[None]["pretrain_source_options"]["dependencies"] == "published"
+    assert run_id_of(keys[None]) == run_id_of(keys["published"]) != run_id_of(keys["none"])
+    # a phantom read from a folder is identified by the folder, as any dataset
+    assert "dependencies" not in cells({"root": "/somewhere"}).dataset_options

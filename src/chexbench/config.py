@@ -457,9 +457,9 @@ class Grid:
 
     def _identity_options(self, dataset: str, options: dict[str, Any]) -> dict[str, Any]:
         """A dataset's options as a cell stores them: the dataset's ``identity_options`` adds what its
-        id must hold beyond the grid's table (a split file's sha256); a table without one is unchanged."""
+        id must hold beyond the grid's table (a split file's sha256, a generated phantom's ``dependencies``)."""
         hook = getattr(DATASETS.get(dataset), "identity_options", None)
-        if hook is None or not options:
+        if hook is None:
             return options
         try:
             return hook(options)

@@ -47,8 +47,12 @@ def pretrain_source_options(cell: CellConfig) -> dict[str, Any]:
     source is the target, ``pretrain_root`` as root; :func:`chexbench.config.resolve_pretrain_source_options`)."""
     if cell.pretrain_source_options:
         return dict(cell.pretrain_source_options)
-    return resolve_pretrain_source_options(cell.settings.pretrain_source, cell.dataset, cell.dataset_options, {},
+    source = cell.settings.pretrain_source
+    opts = resolve_pretrain_source_options(source, cell.dataset, cell.dataset_options, {},
                                            cell.strategy_options.get("pretrain_root"))
+    # as a grid's table would be: what identifies the source's data (a generated phantom's dependencies)
+    # enters the pretraining run's key, so a run made on other data is never reused
+    return DATASETS.get(source).identity_options(opts)
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,16 @@ class PhantomDataset(Dataset):
     def load_index(self, root: Path) -> pd.DataFrame:
         return DATASETS.get(self.layout).load_index(root)
 
+    def identity_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """A generated phantom's cell stores its ``dependencies`` explicitly, the default included: the
+        default changed in generator version 6 (published dependencies; version 5's files are ``"none"``),
+        and a cell (or pretraining run) computed on version-5 files must not be taken as finished for the
+        new default. A phantom read from a ``root`` folder is identified by that folder, as any dataset."""
+        out = super().identity_options(options)
+        if out.get("root"):
+            return out
+        return {**out, "dependencies": out.get("dependencies", DEFAULT_DEPENDENCIES)}
+
 
 def _make(layout: str, name: str, description: str) -> PhantomDataset:
     cls = type(
