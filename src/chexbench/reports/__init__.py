@@ -6,7 +6,7 @@ Modules, bottom up (methods and citations: docs/STATISTICS.md):
     delong       DeLong (Sun & Xu fast algorithm) and the clustered variant (Obuchowski 1997)
     compare      paired Δ on shared resamples, t interval and its p-value, Holm / BH
     intervals    the interval methods and the one chosen by simulation (bench coverage)
-    seeds        mean ± sd over seeds and the random-effects t interval (test-sample + between-seed variance)
+    seeds        mean ± sd over seeds and the seed-pooled interval (test-sample interval widened by the between-seed part)
     calibration  ECE, reliability diagrams, operating point chosen on validation
     aggregate    results directory → scored cells;  leaderboard: → tables
     crosscheck   DeLong vs bootstrap for every paired comparison
