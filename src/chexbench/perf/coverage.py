@@ -330,6 +330,7 @@ DEFAULT_MACRO_GRID = (
     MacroSetting(300, 2, ((0.3, 0.8), (0.04, 0.96))),
 )
 RHO_DISEASE, RHO_SCORE = 0.3, 0.5  # latent correlation of the labels' diseases / of their patient and image effects
+LABEL_AUPRC = "every label's auprc (lowest over the labels)"
 MACRO_AUROC_CANDIDATES = ("logit-t-adj", "hm-var-logit", "macro-mover-logit-t-adj", "macro-mover-hm")
 MACRO_DELTA_CANDIDATES = ("wald-t-adj", "mover-macro-logit-t-adj", "mover-macro-hm", "mover-labels-hm")
 
@@ -473,6 +474,10 @@ def macro_coverage(settings: tuple[MacroSetting, ...] | None = None, n_trials: i
                     intervals.macro_factor(pd_reps, ks)), intervals.macro_df(pd_reps, dfs), LEVEL)[:2],
                 "mover-macro-logit-t-adj": intervals.mover(pdelta, (pmacro_a, *plt_a), (pmacro_b, *plt_b),
                                                            intervals.replicate_corr([pm_reps_a, pm_reps_b])[0, 1])}
+            for j in range(n_lab):  # every label's own AUPRC interval (draws nothing: earlier targets unchanged)
+                true[f"{LABEL_AUPRC} {j}"] = true.get(f"{LABEL_AUPRC} {j}", true_average_precision(*st.labels[j]))
+                out[f"{LABEL_AUPRC} {j}"] = {"percentile": intervals.percentile(A["preps"][j], LEVEL),
+                                             "logit-t-adj": A["lt_p"][j](LEVEL)}
             for target, ivs in out.items():
                 for m, (lo, hi) in ivs.items():
                     hits.setdefault((target, m), []).append(float(lo <= true[target] <= hi))
@@ -480,12 +485,17 @@ def macro_coverage(settings: tuple[MacroSetting, ...] | None = None, n_trials: i
             rare_pos.append(int(n_pos_pat[-1]))
             done += 1
         desc = ", ".join(f"{p:g}/{a:g}" for p, a in st.labels)
+        summary: dict[tuple[str, str], tuple[float, float, int]] = {}
         for (target, m), h in hits.items():
             w = np.asarray(widths[(target, m)], dtype=float)
+            summary[(target, m)] = (float(np.mean(h)), float(np.nanmean(w)) if np.isfinite(w).any() else np.nan, len(h))
+        for m in ("percentile", "logit-t-adj"):  # every label's AUPRC: the lowest coverage over the labels, mean width
+            per = [summary.pop((f"{LABEL_AUPRC} {j}", m)) for j in range(n_lab)]
+            summary[(LABEL_AUPRC, m)] = (min(c for c, _, _ in per), float(np.mean([w for _, w, _ in per])), per[0][2])
+        for (target, m), (cov, width, n) in summary.items():
             rows.append({"labels": desc, "n_patients": st.n_patients, "per_patient": st.per_patient,
                          "mean_rare_pos_patients": float(np.mean(rare_pos)), "min_rare_pos_patients": int(np.min(rare_pos)),
-                         "target": target, "method": m, "coverage": float(np.mean(h)),
-                         "mean_width": float(np.nanmean(w)) if np.isfinite(w).any() else np.nan, "trials": len(h)})
+                         "target": target, "method": m, "coverage": cov, "mean_width": width, "trials": n})
     return pd.DataFrame(rows)
 
 

@@ -14,7 +14,7 @@ resamples stay shared between labels and cells. The candidates, compared by simu
 - ``logit-t``: the same with a Student-t quantile on ``df = k − 1`` degrees of freedom, k =
   min(positive patients, negative patients): the variance of an AUROC is estimated from the
   smaller class, and with a handful of positive patients that estimate is itself noisy.
-- ``logit-t-adj`` (used for macro AUROC, AUPRC and the macro Δ): ``logit-t`` with the bootstrap variance times k / (k − 1) (the
+- ``logit-t-adj`` (used for per-label AUPRC and ECE): ``logit-t`` with the bootstrap variance times k / (k − 1) (the
   bootstrap's plug-in variance over k clusters is (k − 1)/k of the unbiased one). The only
   candidate of the first grid that covered ≥ 0.92 in every setting (0.920–0.980), but 0.90–0.92 in
   a wider one (docs/STATISTICS.md).
@@ -33,15 +33,17 @@ patients, negative patients): k disjoint (positive, negative) patient pairs are 
 correctly with probability at most AUROC, independently, so perfect separation has probability at
 most AUROC^k and AUROC < (α/2)^(1/k) is rejected at one-sided level α/2.
 
-Per-label paired Δ (A − B): MOVER (:func:`mover`) from the two arms' hm-score intervals and the
-correlation of their shared-resample replicates, p by inverting it over the level
-(``mover-hm-score``: ≥ 0.95 in the wider grid, where wald-t-adj fell to 0.86 at AUROC 0.98).
-Macro AUROC: the logit-t-adj interval on the macro mean, with the labels' factors weighted by their
-variances and Welch–Satterthwaite degrees of freedom over its labels. Macro and AUPRC paired Δ
-(A − B, same patients): Δ ± t · se(Δ*) · √(k/(k − 1)), se from the shared replicates, df of the label (macro:
-Satterthwaite), and the two-sided p-value of the same t statistic, p = 2 · P(T_df ≥ |Δ| / se),
-so the interval excludes 0 exactly when p < 1 − level. Seed-pooled means combine several variance
-components, each with its own t quantile (:func:`halfwidth`, ``seeds.py``).
+Macro AUROC and AUPRC: MOVER for the mean of the labels' own intervals (:func:`macro_mover_interval`,
+``macro-mover-hm`` for AUROC) with the correlation of the labels' shared-resample replicates. Every paired
+Δ (A − B, same patients; per label and macro, AUROC and AUPRC, one seed or seed-pooled): MOVER
+(:func:`mover`) from the two arms' intervals and the correlation of their estimates, p by inverting it
+over the level (:func:`mover_interval_and_p`), so the interval excludes 0 exactly when p < 1 − level.
+Coverage in the several-labels grid (one rare high-AUROC label): macro-mover-hm ≥ 0.97 where logit-t-adj
+on the macro fell to 0.94, macro Δ on hm-score arms ≥ 0.99 (1.5–1.7 × wider) where the Wald-t form fell to
+0.925 in a two-label row, the rare label's Δ ≥ 0.99 where Wald-t fell to 0.86 (docs/STATISTICS.md).
+Seed-pooled intervals widen the test-sample interval of the seed mean by the between-seed part
+(:func:`widen_logit`, ``seeds.py``). The former macro logit-t-adj (:func:`macro_interval`, Satterthwaite
+df over the labels) and the Wald-t Δ remain as simulation candidates.
 """
 
 from __future__ import annotations
