@@ -115,7 +115,7 @@ def methods_section(results: LoadedResults) -> str:
         "of the seed mean (as above), each side widened on the logit scale in quadrature by t_{S−1} · s/√S, so it covers test-sample and "
         "seed variation, not pretraining variation unless each seed has its own pretraining run (the line under each "
         "leaderboard says). Checked by simulation on clustered test sets with 2, 3 and 5 seeds and a seed spread larger "
-        "or smaller than the test-sample spread: per-label AUROC and its Δ covered at least 0.98 (conservative; the "
+        "or smaller than the test-sample spread: per-label AUROC and its Δ covered at least 0.97 (conservative; the "
         "macro is built from the same parts), docs/STATISTICS.md. With one seed it is the per-label (or macro) interval only.\n"
         "- Paired Δ vs the baseline (macro and per label): same patient resamples for both arms; MOVER (Zou & Donner "
         "2008) on the two arms' intervals, L = Δ − √((A − l_A)² + (u_B − B)² − 2r (A − l_A)(u_B − B)), U likewise, r the "
