@@ -169,3 +169,18 @@ def test_seed_pooled_label_interval_covers_on_clustered_test_sets_with_seed_vari
     assert first["sd_seed"] > first["sd_test"]  # the setting is the one it claims
     chosen = cov[cov["method"].isin(["hm-score + seed", "mover-seed-hm"])]
     assert len(chosen) == 4 and (chosen["coverage"] >= 0.9).all(), chosen
+
+
+@pytest.mark.slow
+def test_seed_pooled_macro_interval_and_delta_cover_with_seed_variance_above_the_test_variance():
+    """The report's seed-pooled macro AUROC (MOVER over the labels' seed-pooled intervals, widened by the macro's
+    seed spread) and its Δ, 3 labels (one rare, AUROC 0.96), 2 seeds, per-label seed sd 0.03 > the macro's test sd:
+    80 configurations."""
+    from chexbench.perf.coverage import SeedMacroSetting, seed_macro_coverage
+
+    st = SeedMacroSetting(300, 2, ((0.3, 0.8), (0.15, 0.85), (0.05, 0.96)), 2, 0.03)
+    cov = seed_macro_coverage((st,), n_trials=80, n_boot=200, seed=5)
+    print(cov.to_string())
+    assert (cov["sd_seed"] > cov["sd_test"]).all()
+    got = cov.set_index(["target", "method"])["coverage"]
+    assert got["macro auroc", "mover-hm + seed"] >= 0.9 and got["macro delta", "mover-seed-macro-hm"] >= 0.9

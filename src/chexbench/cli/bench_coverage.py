@@ -17,9 +17,9 @@ def bench_coverage(
     resamples: Annotated[int, typer.Option("--resamples", help="patient resamples per test set")] = 2000,
     seed_trials: Annotated[int, typer.Option("--seed-trials", help="simulated configurations per seed setting")] = 2000,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    part: Annotated[list[str] | None, typer.Option("--part", help="label, seeds, macro, seed-label (repeat; default: all)")] = None,
-    macro_trials: Annotated[int, typer.Option("--macro-trials", help="trials per setting of 'macro' and 'seed-label'")] = 300,
-    macro_resamples: Annotated[int, typer.Option("--macro-resamples", help="patient resamples of 'macro' and 'seed-label'")] = 1000,
+    part: Annotated[list[str] | None, typer.Option("--part", help="label, seeds, macro, seed-label, seed-macro (repeat; default: all)")] = None,
+    macro_trials: Annotated[int, typer.Option("--macro-trials", help="trials per setting of 'macro', 'seed-label' and 'seed-macro'")] = 300,
+    macro_resamples: Annotated[int, typer.Option("--macro-resamples", help="patient resamples of 'macro', 'seed-label' and 'seed-macro'")] = 1000,
     out: Annotated[Path | None, typer.Option("--out", help="also write the tables (Markdown) to this file")] = None,
 ) -> None:
     """Simulate clustered test sets and seeds; print how often each 95% interval method covers the truth."""

@@ -248,7 +248,7 @@ def coverage_markdown(labels: pd.DataFrame, seeds: pd.DataFrame, seconds: float,
     return "\n".join(parts)
 
 
-PARTS = ("label", "seeds", "macro", "seed-label")
+PARTS = ("label", "seeds", "macro", "seed-label", "seed-macro")
 
 
 def run_coverage(n_trials: int = 300, n_boot: int = 2000, seed_trials: int = 2000, seed: int = 0,
@@ -256,7 +256,7 @@ def run_coverage(n_trials: int = 300, n_boot: int = 2000, seed_trials: int = 200
                  macro_trials: int = 300, macro_boot: int = 1000) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """The chosen ``parts`` of the simulation and their Markdown tables: ``label`` per-label AUROC and Δ,
     ``seeds`` the Gaussian seed-replicate model, ``macro`` several correlated labels (macro AUROC / AUPRC / Δ),
-    ``seed-label`` seed-pooled per-label AUROC and Δ on clustered test sets (``macro_trials`` trials and
+    ``seed-label`` / ``seed-macro`` seed-pooled per-label / macro AUROC and Δ on clustered test sets (``macro_trials`` trials and
     ``macro_boot`` resamples each for the last two)."""
     t0 = time.perf_counter()
     labels = label_coverage(settings, n_trials, n_boot, seed) if "label" in parts else pd.DataFrame()
@@ -276,6 +276,14 @@ def run_coverage(n_trials: int = 300, n_boot: int = 2000, seed_trials: int = 200
                                  f"**Seed-pooled per-label AUROC and Δ** on clustered test sets: coverage of the configuration's "
                                  f"mean over seeds (mean width) over {macro_trials} trials per row, {macro_boot} resamples each"))
         seeds = pd.concat([seeds, sl.assign(part="seed-label")], ignore_index=True)
+    if "seed-macro" in parts:
+        sm = seed_macro_coverage(n_trials=macro_trials, n_boot=macro_boot, seed=seed)
+        extra.append(_wide_table(sm, ["labels", "n_patients", "per_patient", "n_seeds", "sd_seed"], _seed_macro_row_head,
+                                 f"**Seed-pooled macro AUROC and macro Δ** on clustered test sets: coverage of the configuration's "
+                                 f"mean over seeds (mean width) over {macro_trials} trials per row, {macro_boot} resamples each",
+                                 head=["labels (prevalence/AUROC)", "patients × images", "seeds", "seed sd (per label)",
+                                       "test sd (macro)"]))
+        seeds = pd.concat([seeds, sm.assign(part="seed-macro")], ignore_index=True)
     body = "\n".join([text, *extra])
     return labels, seeds, body + f"\nRun time: {time.perf_counter() - t0:.0f} s on one thread.\n"
 
@@ -292,12 +300,18 @@ def _seed_row_head(g: pd.DataFrame) -> list[str]:
             f"{f['sd_seed']:.3f}", f"{f['sd_test']:.3f}"]
 
 
-def _wide_table(df: pd.DataFrame, keys: list[str], row_head, title: str) -> str:
+def _seed_macro_row_head(g: pd.DataFrame) -> list[str]:
+    f = g.iloc[0]
+    return [f["labels"], f"{int(f['n_patients'])} × {int(f['per_patient'])}", str(int(f["n_seeds"])), f"{f['sd_seed']:.3f}",
+            f"{f['sd_test']:.3f}"]
+
+
+def _wide_table(df: pd.DataFrame, keys: list[str], row_head, title: str, head: list[str] | None = None) -> str:
     """One Markdown table per target: settings as rows, methods as columns, 'coverage (width)' cells."""
     parts = [title + "."]
     heads = {"macro": ["labels (prevalence/AUROC)", "patients × images", "rare label's positive patients (mean, min)"],
              "seed": ["test set (patients × images, prevalence, AUROC)", "seeds", "seed sd", "test sd"]}
-    head0 = heads["macro"] if "labels" in keys else heads["seed"]
+    head0 = head if head is not None else (heads["macro"] if "labels" in keys else heads["seed"])
     for target, t in df.groupby("target", sort=False):
         methods = list(dict.fromkeys(t["method"]))
         lines = ["| " + " | ".join([*head0, *methods]) + " |", "|" + "---|" * (len(head0) + len(methods))]
@@ -607,3 +621,113 @@ def _wald_components_delta(a, b) -> tuple[float, float]:
     parts = [(test_var, min(a.df_test, b.df_test)), *a.parts[1:], *b.parts[1:]]
     lo, hi, _ = intervals.interval_and_p(a.mean - b.mean, parts, LEVEL)
     return lo, hi
+
+
+# ---- seed-pooled macro AUROC and its Δ (the report's leaderboard numbers), with seed variance ---------------
+
+
+@dataclass(frozen=True)
+class SeedMacroSetting:
+    n_patients: int
+    per_patient: int
+    labels: tuple[tuple[float, float], ...]  # (prevalence, AUROC) per label; the last rare with a high AUROC
+    n_seeds: int
+    sd_seed: float  # between-seed sd of each label's true AUROC (approximately), correlated 0.5 across labels
+
+
+#: three labels on 300 patients × 2 images, seed sd above (0.03) and below (0.003) the macro's test sd, 2 / 3 / 5 seeds
+DEFAULT_SEED_MACRO_GRID = tuple(
+    SeedMacroSetting(300, 2, ((0.3, 0.8), (0.15, 0.85), (0.05, 0.96)), s, sd) for sd in (0.03, 0.003) for s in (2, 3, 5)
+)
+SEED_MACRO_CANDIDATES = ("logit-t-adj + seed", "mover-hm + seed")
+SEED_MACRO_DELTA_CANDIDATES = ("wald components", "mover-seed-macro-hm")
+RHO_SEED = 0.5  # correlation of a seed's effects on the labels (a seed that helps one label tends to help all)
+
+
+def seed_macro_coverage(settings: tuple[SeedMacroSetting, ...] | None = None, n_trials: int = 150, n_boot: int = 500,
+                        seed: int = 0) -> pd.DataFrame:
+    """One row per (setting, target ∈ {macro auroc, macro delta}, method): coverage of a configuration's mean
+    macro AUROC over seeds by the report's seed-pooled macro interval (``leaderboard._summaries``: per label
+    ``seeds.with_label_interval``, the macro ``seeds.with_macro_interval``) and of the macro Δ between two
+    configurations (``seeds.paired_seed_delta``; B 0.05 lower on every label, own seeds), beside the former
+    forms (logit-t-adj with Satterthwaite df over the labels, Wald components). Data as ``seed_label_coverage``
+    with correlated labels as ``macro_coverage``."""
+    from chexbench.reports.bootstrap import LabelScores
+    from chexbench.reports.seeds import (
+        combine_seeds,
+        paired_seed_delta,
+        with_label_interval,
+        with_macro_interval,
+    )
+
+    settings = DEFAULT_SEED_MACRO_GRID if settings is None else settings
+    rows = []
+    for i, st in enumerate(settings):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 17, i]))
+        n_lab = len(st.labels)
+        prev = np.array([p for p, _ in st.labels])
+        moments = {name: [_seed_auroc_moments(a - gap, st.sd_seed) for _, a in st.labels]
+                   for name, gap in (("a", 0.0), ("b", DELTA_GAP))}
+        true_a = float(np.mean([m[1] for m in moments["a"]]))
+        true_d = true_a - float(np.mean([m[1] for m in moments["b"]]))
+        cluster = np.repeat(np.arange(st.n_patients), st.per_patient)
+        hits: dict[tuple[str, str], list[float]] = {}
+        widths: dict[tuple[str, str], list[float]] = {}
+        test_sd = []
+        done = 0
+        while done < n_trials:
+            disease = _correlated_normal(rng, (st.n_patients, n_lab), RHO_DISEASE) < norm.ppf(prev)
+            n_pos = disease.sum(axis=0)
+            if (n_pos < 2).any() or (st.n_patients - n_pos < 2).any():
+                continue
+            patient = _correlated_normal(rng, (st.n_patients, n_lab), RHO_SCORE)[cluster] * SD_PATIENT
+            weights = _resample_weights(rng, st.n_patients, n_boot)
+            arms = {}
+            for name in ("a", "b"):
+                noise_shared = _correlated_normal(rng, (len(cluster), n_lab), RHO_SCORE) * SD_IMAGE * np.sqrt(0.5)
+                seed_effect = _correlated_normal(rng, (st.n_seeds, n_lab), RHO_SEED)
+                pts = np.zeros((st.n_seeds, n_lab))
+                reps = np.zeros((st.n_seeds, n_lab, n_boot))
+                firsts = []
+                for s_i in range(st.n_seeds):
+                    noise = noise_shared + _correlated_normal(rng, (len(cluster), n_lab), RHO_SCORE) * SD_IMAGE * np.sqrt(0.5)
+                    for j, (_, auc) in enumerate(st.labels):
+                        y = disease[cluster, j].astype(float)
+                        mu = _mu(auc - (DELTA_GAP if name == "b" else 0.0)) + moments[name][j][0] * seed_effect[s_i, j]
+                        sc = mu * y + patient[:, j] + noise[:, j]
+                        op = SortedLabel(y, sc, cluster, st.n_patients)
+                        pts[s_i, j] = float(op.evaluate(np.ones((1, st.n_patients)))[0][0])
+                        reps[s_i, j] = op.evaluate(weights)[0]
+                        if s_i == 0:
+                            m = int(y.sum())
+                            firsts.append(LabelScores(f"l{j}", m, len(y) - m, st.n_patients, pts[0, j], float("nan"), reps[0, j],
+                                                      reps[0, j], n_pos_patients=int(n_pos[j]),
+                                                      n_neg_patients=int(st.n_patients - n_pos[j]),
+                                                      design_effect=design_effect(y, sc, cluster)))
+                labels = [with_label_interval(combine_seeds(pts[:, j], reps[:, j], df_test=f.df, k=f.k, factor_test=f.factor), f)
+                          for j, f in enumerate(firsts)]
+                first_reps = [reps[0, j] for j in range(n_lab)]
+                old = combine_seeds(pts.mean(axis=1), reps.mean(axis=1), k=min(f.k for f in firsts),
+                                    df_test=intervals.macro_df(first_reps, [f.df for f in firsts]),
+                                    factor_test=intervals.macro_factor(first_reps, [f.k for f in firsts]))
+                new = with_macro_interval(combine_seeds(pts.mean(axis=1), reps.mean(axis=1), k=min(f.k for f in firsts)), labels)
+                arms[name] = (old, new)
+            (old_a, new_a), (old_b, new_b) = arms["a"], arms["b"]
+            test_sd.append(intervals.replicate_sd(new_a.replicates))
+            for mth, s_ in (("logit-t-adj + seed", old_a), ("mover-hm + seed", new_a)):
+                hits.setdefault(("macro auroc", mth), []).append(float(s_.ci_low <= true_a <= s_.ci_high))
+                widths.setdefault(("macro auroc", mth), []).append(s_.ci_high - s_.ci_low)
+            d_new = paired_seed_delta(new_a, new_b)
+            for mth, (lo, hi) in (("wald components", _wald_components_delta(old_a, old_b)),
+                                  ("mover-seed-macro-hm", (d_new.ci_low, d_new.ci_high))):
+                hits.setdefault(("macro delta", mth), []).append(float(lo <= true_d <= hi))
+                widths.setdefault(("macro delta", mth), []).append(hi - lo)
+            done += 1
+        desc = ", ".join(f"{p:g}/{a:g}" for p, a in st.labels)
+        for (target, mth), h in hits.items():
+            w = np.asarray(widths[(target, mth)], dtype=float)
+            rows.append({"labels": desc, "n_patients": st.n_patients, "per_patient": st.per_patient, "n_seeds": st.n_seeds,
+                         "sd_seed": float(np.mean([m[2] for m in moments["a"]])), "sd_test": float(np.nanmean(test_sd)),
+                         "target": target, "method": mth, "coverage": float(np.mean(h)),
+                         "mean_width": float(np.nanmean(w)) if np.isfinite(w).any() else np.nan, "trials": len(h)})
+    return pd.DataFrame(rows)
