@@ -117,13 +117,23 @@ def test_bench_coverage_command_prints_every_candidate_and_writes_the_tables(tmp
 
     monkeypatch.setattr(coverage, "DEFAULT_GRID", (coverage.Setting(0.3, 0.9, 40, 2),))
     monkeypatch.setattr(coverage, "DEFAULT_SEED_GRID", (coverage.SeedSetting(2, 0.01, 0.003),))
+    monkeypatch.setattr(coverage, "DEFAULT_MACRO_GRID", (coverage.MacroSetting(60, 2, ((0.3, 0.8), (0.15, 0.95))),))
+    monkeypatch.setattr(coverage, "DEFAULT_SEED_LABEL_GRID", (coverage.SeedLabelSetting(60, 2, 0.2, 0.85, 2, 0.02),))
+    monkeypatch.setattr(coverage, "DEFAULT_SEED_MACRO_GRID",
+                        (coverage.SeedMacroSetting(60, 2, ((0.3, 0.8), (0.2, 0.9)), 2, 0.02),))
     out = tmp_path / "coverage.md"
     result = CliRunner().invoke(app, ["bench", "coverage", "--trials", "4", "--resamples", "100", "--seed-trials", "20",
-                                      "--out", str(out)])
+                                      "--macro-trials", "3", "--macro-resamples", "100", "--out", str(out)])
     assert result.exit_code == 0, result.output
     text = out.read_text()
-    for name in (*intervals.CANDIDATES, *intervals.DELTA_CANDIDATES, "two-level bootstrap", "random-effects t"):
+    for name in (*intervals.CANDIDATES, *intervals.DELTA_CANDIDATES, "two-level bootstrap", "random-effects t",
+                 *coverage.MACRO_AUROC_CANDIDATES, *coverage.MACRO_DELTA_CANDIDATES, *coverage.SEED_LABEL_CANDIDATES,
+                 *coverage.SEED_DELTA_CANDIDATES, *coverage.SEED_MACRO_CANDIDATES, *coverage.SEED_MACRO_DELTA_CANDIDATES):
         assert f"| {name} " in text or f" {name} |" in text, name
+    assert "| 0.3/0.8, 0.15/0.95 | 60 × 2 |" in text and "| 60 × 2, 0.2, 0.85 | 2 |" in text
+    assert "| 0.3/0.8, 0.2/0.9 | 60 × 2 | 2 |" in text
+    bad = CliRunner().invoke(app, ["bench", "coverage", "--part", "macros"])
+    assert bad.exit_code != 0 and "--part macros" in bad.output
     assert "| 0.3 | 0.9 | 40 × 2 |" in text and "| 2 | 0.01 | 0.003 |" in text
     assert "chexbench bench coverage --trials 4 --resamples 100 --seed-trials 20 --seed 0" in text
 

@@ -61,7 +61,8 @@ def score(
     by: ByOpt = None,
 ) -> None:
     """Per-label and macro AUROC / AUPRC with 95% intervals (per-label AUROC: Hanley–McNeil score interval with a
-    design effect; AUPRC and macro: logit scale, patient-bootstrap se, t quantile); ⚠ flags
+    design effect; per-label AUPRC: logit scale, patient-bootstrap se, t quantile; macro: MOVER over its labels'
+    intervals); ⚠ flags
     a label with fewer than 10 positive test patients.
 
     By default over the dataset's evaluation labels recorded with the predictions (a cell's
@@ -75,7 +76,8 @@ def score(
         return
     df = score_file(pred, bootstrap, seed, labels)
     console.print(f"labels: {df.attrs['labels_source']}", highlight=False, soft_wrap=True)
-    table = Table(title=f"{pred.name}: 95% intervals (AUROC: Hanley–McNeil score form; AUPRC, macro: logit-t), patient-level bootstrap ({bootstrap} resamples, seed {seed})")
+    table = Table(title=f"{pred.name}: 95% intervals (AUROC: Hanley–McNeil score form; AUPRC: logit-t; macro: MOVER over "
+                        f"its labels), patient-level bootstrap ({bootstrap} resamples, seed {seed})")
     for col in ("label", "pos / neg", "pos patients", "AUROC [95% CI]", "AUPRC [95% CI]", "degenerate", "note"):
         table.add_column(col)
     for r in df.itertuples():
@@ -155,11 +157,11 @@ def compare(
             console.print(line, highlight=False, soft_wrap=True)
     _warn(notes)
     console.print(c.family, highlight=False, soft_wrap=True)
-    console.print("Intervals: per-label AUROC, Hanley–McNeil score interval with a design effect; per-label Δ AUROC, "
-                  "MOVER from the two arms' intervals, p where that interval touches 0; macro and AUPRC, logit scale "
-                  "(values) or Δ scale, patient-bootstrap se, Student-t quantile on min(positive, negative patients) − 1 "
-                  "df, p that t test's. Either way the Δ interval excludes 0 exactly when p < 0.05 "
-                  "(docs/STATISTICS.md).", highlight=False, soft_wrap=True)
+    console.print("Intervals: per-label AUROC, Hanley–McNeil score interval with a design effect; per-label AUPRC, logit "
+                  "scale, patient-bootstrap se, Student-t quantile on min(positive, negative patients) − 1 df; macro, "
+                  "MOVER over its labels' intervals with their bootstrap correlation; every Δ (per label and macro, "
+                  "AUROC and AUPRC), MOVER from the two arms' intervals, p where that interval touches 0, so the Δ "
+                  "interval excludes 0 exactly when p < 0.05 (docs/STATISTICS.md).", highlight=False, soft_wrap=True)
     console.print("DeLong treats images as independent (too narrow when patients hold several images); the clustered "
                   "variant (Obuchowski 1997) does not. The macro DeLong sums each image's influence over labels.",
                   highlight=False, soft_wrap=True)

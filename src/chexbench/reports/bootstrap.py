@@ -6,7 +6,8 @@ set's patients with replacement, each image inherits its patient's count as a we
 of resamples is drawn per test set (its sorted patient ids and a seed) and reused for every
 label and every cell evaluated on that test set, so paired differences are computed on the
 same resampled patients. The resamples give each estimate's standard error; the interval built
-from it (per-label AUROC: hm-score; macro and AUPRC: logit-t-adj; chosen by a coverage simulation) is in ``intervals.py``
+from it (per-label AUROC: hm-score; per-label AUPRC: logit-t-adj; macro: MOVER over its labels' intervals; chosen by a
+coverage simulation) is in ``intervals.py``
 (:meth:`LabelScores.auroc_ci`, :func:`macro_ci`). ``percentile_ci`` remains for the comparison.
 
 A resample in which a label has no positive (or no negative) weight has no AUROC: it is
@@ -37,9 +38,7 @@ from chexbench.reports.intervals import (
     class_df,
     hm_score_interval,
     logit_t_interval,
-    macro_df,
-    macro_factor,
-    macro_interval,
+    macro_mover_interval,
     replicate_sd,
     small_sample_factor,
 )
@@ -162,7 +161,8 @@ class LabelScores:
         return hm_score_interval(self.auroc, self.n_pos, self.n_neg, self.design_effect, se, self.k, level)
 
     def auprc_ci(self, level: float = CI_LEVEL) -> tuple[float, float]:
-        """AUPRC by the same method (its coverage was not simulated)."""
+        """The AUPRC interval, logit-t-adj (``intervals.logit_t_interval``): coverage by simulation ≥ 0.96 at rare
+        labels, about 0.94 at common ones (docs/STATISTICS.md, "Several labels")."""
         if not self.defined or self.interval_note:
             return float("nan"), float("nan")
         return logit_t_interval(self.auprc, self.auprc_boot, self.n_pos_patients, self.n_neg_patients, level)
@@ -317,36 +317,15 @@ def macro_point(cell: CellScores, labels: list[str], metric: str = "auroc") -> f
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def macro_df_of(cell: CellScores, labels: list[str], metric: str = "auroc") -> float:
-    """Satterthwaite degrees of freedom of the macro over ``labels`` (``intervals.macro_df``)."""
-    return macro_df([getattr(cell.labels[k], f"{metric}_boot") for k in labels], [cell.labels[k].df for k in labels])
-
-
 def macro_k(cell: CellScores, labels: list[str]) -> int:
     return min((cell.labels[k].k for k in labels), default=0)
 
 
 def macro_ci(cell: CellScores, labels: list[str], metric: str = "auroc", level: float = CI_LEVEL) -> tuple[float, float]:
-    """The chosen macro interval (logit-t, Satterthwaite df over the labels)."""
+    """The chosen macro interval (``intervals.macro_mover_interval``): MOVER for the mean of the labels' own
+    intervals (AUROC: hm-score; AUPRC: logit-t-adj) with the correlation of their shared-resample replicates."""
     if not labels:
         return float("nan"), float("nan")
-    return macro_interval(macro_point(cell, labels, metric), macro_replicates(cell, labels, metric),
-                          [getattr(cell.labels[k], f"{metric}_boot") for k in labels],
-                          [cell.labels[k].df for k in labels], [cell.labels[k].k for k in labels], level)
-
-
-def macro_factor_of(cell: CellScores, labels: list[str], metric: str = "auroc") -> float:
-    """The macro's small-sample variance factor (``intervals.macro_factor``)."""
-    return macro_factor([getattr(cell.labels[k], f"{metric}_boot") for k in labels], [cell.labels[k].k for k in labels])
-
-
-def macro_delta_df(a: CellScores, b: CellScores, labels: list[str], metric: str = "auroc") -> float:
-    """Satterthwaite degrees of freedom of a paired macro Δ (A − B): each label's Δ-replicate variance on its df."""
-    return macro_df([getattr(a.labels[k], f"{metric}_boot") - getattr(b.labels[k], f"{metric}_boot") for k in labels],
-                    [a.labels[k].df for k in labels])
-
-
-def macro_delta_factor(a: CellScores, b: CellScores, labels: list[str], metric: str = "auroc") -> float:
-    """Small-sample variance factor of a paired macro Δ: the labels' factors weighted by their Δ variances."""
-    return macro_factor([getattr(a.labels[k], f"{metric}_boot") - getattr(b.labels[k], f"{metric}_boot") for k in labels],
-                        [a.labels[k].k for k in labels])
+    return macro_mover_interval([getattr(cell.labels[k], metric) for k in labels],
+                                [getattr(cell.labels[k], f"{metric}_ci") for k in labels],
+                                [getattr(cell.labels[k], f"{metric}_boot") for k in labels], level)

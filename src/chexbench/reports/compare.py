@@ -2,13 +2,13 @@
 
 Two configurations evaluated on the same test set are compared on the *same* patient
 resamples: Δ_b = A_b − B_b, over the n finite Δ_b (resamples where either arm lost a class are
-counted and left out). The interval is the t interval chosen by simulation (``intervals.py``,
-docs/STATISTICS.md): Δ ± q · se, se the standard deviation of the Δ_b times √(k/(k − 1)) (k =
-min(positive, negative patients): the bootstrap's plug-in variance is (k − 1)/k of the unbiased one),
-q the Student-t quantile on k − 1 degrees of freedom (macro: variance-weighted factor and
-Welch–Satterthwaite df over its labels). The two-sided p-value is that of the same t statistic, p = 2 · P(T_df ≥ |Δ| / se),
-so the interval excludes 0 exactly when p < α (one comparison decides both). With fewer than
-``MIN_FINITE`` finite resamples there is no interval and no p.
+counted and left out). The interval is the one chosen by simulation (``intervals.py``, docs/STATISTICS.md) for
+every Δ chexbench prints — per label and macro, AUROC and AUPRC, one seed or seed-pooled:
+:func:`paired_mover_delta`, MOVER (Zou & Donner 2008) on the two arms' own intervals with r the correlation of
+the arms' estimates from their shared-resample replicates. The two-sided p-value is the level at which that
+interval touches 0, so the interval excludes 0 exactly when p < α (one comparison decides both). With fewer
+than ``MIN_FINITE`` finite resamples there is no interval and no p. :func:`paired_delta` (the Wald-t form
+Δ ± t_{k−1} · sd(Δ_b) · √(k/(k − 1)), used until the macro simulation) remains as a simulation candidate.
 
 (Before the interval was chosen by coverage, Δ used the percentile interval that a +1-smoothed
 bootstrap p inverted exactly; with ~9 positive patients and AUROC near 0.96 it covered less than
@@ -20,13 +20,21 @@ Hochberg (1995) the false-discovery rate; the caller states which comparisons fo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from statsmodels.stats.multitest import multipletests
 
 from chexbench.reports import intervals
-from chexbench.reports.bootstrap import CI_LEVEL, LabelScores
+from chexbench.reports.bootstrap import (
+    CI_LEVEL,
+    CellScores,
+    LabelScores,
+    macro_ci,
+    macro_point,
+    macro_replicates,
+)
 
 #: fewer finite paired resamples than this give no interval and no p-value
 MIN_FINITE = 40
@@ -46,8 +54,9 @@ class PairedDelta:
 
 def paired_delta(point_a: float, point_b: float, reps_a: np.ndarray, reps_b: np.ndarray, level: float = CI_LEVEL,
                  df: float = float("inf"), factor: float = 1.0) -> PairedDelta:
-    """Δ = A − B from point values and same-resample replicates (B,), (B,): se(Δ*) × √factor (the label's
-    small-sample factor k/(k − 1)), t on ``df`` degrees of freedom."""
+    """The former Wald-t Δ (simulation candidate ``wald-t-adj``; nothing printed uses it): Δ = A − B from point
+    values and same-resample replicates (B,), (B,): se(Δ*) × √factor (the label's small-sample factor k/(k − 1)),
+    t on ``df`` degrees of freedom."""
     d = np.asarray(reps_a, dtype=float) - np.asarray(reps_b, dtype=float)
     finite = d[np.isfinite(d)]
     delta = float(point_a - point_b)
@@ -60,23 +69,45 @@ def paired_delta(point_a: float, point_b: float, reps_a: np.ndarray, reps_b: np.
     return PairedDelta(delta, max(lo, -1.0), min(hi, 1.0), p, len(finite), len(d) - len(finite))  # a Δ of AUROCs is in [−1, 1]
 
 
-def paired_label_delta(la: LabelScores, lb: LabelScores, level: float = CI_LEVEL) -> PairedDelta:
-    """Per-label AUROC Δ = A − B on the same patients: MOVER from the two arms' chosen (hm-score) intervals
-    and the correlation of their shared-resample replicates (``intervals.mover_interval_and_p``); p inverts
-    the same interval over the level, so it is below 1 − level exactly when the interval excludes 0."""
-    ra, rb = np.asarray(la.auroc_boot, dtype=float), np.asarray(lb.auroc_boot, dtype=float)
+def paired_mover_delta(point_a: float, point_b: float, arm_a: Callable[[float], tuple[float, float]],
+                       arm_b: Callable[[float], tuple[float, float]], reps_a: np.ndarray, reps_b: np.ndarray,
+                       extra_var_a: float = 0.0, extra_var_b: float = 0.0, level: float = CI_LEVEL) -> PairedDelta:
+    """The chosen paired Δ = A − B (every AUROC Δ chexbench prints: per label, macro, seed-pooled): MOVER
+    (``intervals.mover``) on the two arms' own intervals (``arm_*``: level → (low, high); per label hm-score,
+    macro its MOVER over labels, seed-pooled widened by the seed part) with r the correlation of the arms'
+    estimates: the covariance of their shared-resample replicates (B,) over √((var_A + extra_A)(var_B + extra_B)),
+    ``extra`` a variance the replicates do not hold (between-seed, independent between configurations; 0 for
+    one seed: r is the replicates' correlation). p inverts the same interval over the level
+    (``intervals.mover_interval_and_p``), so p < 1 − level exactly when the interval excludes 0."""
+    ra, rb = np.asarray(reps_a, dtype=float), np.asarray(reps_b, dtype=float)
     ok = np.isfinite(ra) & np.isfinite(rb)
     n_used, n_deg = int(ok.sum()), int(len(ok) - ok.sum())
-    delta = float(la.auroc - lb.auroc)
+    delta = float(point_a - point_b)
     nan = float("nan")
     if not np.isfinite(delta) or n_used == 0:
         return PairedDelta(nan, nan, nan, nan, n_used, n_deg)
     if n_used < MIN_FINITE:
         return PairedDelta(delta, nan, nan, nan, n_used, n_deg)
-    sa, sb = np.std(ra[ok]), np.std(rb[ok])
-    r = float(np.corrcoef(ra[ok], rb[ok])[0, 1]) if sa > 0 and sb > 0 else 0.0
-    lo, hi, p = intervals.mover_interval_and_p(la.auroc, lb.auroc, la.auroc_ci, lb.auroc_ci, r, level)
-    return PairedDelta(delta, max(lo, -1.0), min(hi, 1.0), p, n_used, n_deg)
+    cov = np.cov(ra[ok], rb[ok])
+    total = (cov[0, 0] + max(extra_var_a, 0.0)) * (cov[1, 1] + max(extra_var_b, 0.0))
+    r = float(cov[0, 1] / np.sqrt(total)) if total > 0 else 0.0
+    lo, hi, p = intervals.mover_interval_and_p(point_a, point_b, arm_a, arm_b, r, level)
+    return PairedDelta(delta, max(lo, -1.0), min(hi, 1.0), p, n_used, n_deg)  # a Δ of AUROCs is in [−1, 1]
+
+
+def paired_label_delta(la: LabelScores, lb: LabelScores, level: float = CI_LEVEL) -> PairedDelta:
+    """Per-label AUROC Δ = A − B on the same patients: :func:`paired_mover_delta` on the two arms' chosen
+    (hm-score) intervals."""
+    return paired_mover_delta(la.auroc, lb.auroc, la.auroc_ci, lb.auroc_ci, la.auroc_boot, lb.auroc_boot, level=level)
+
+
+def paired_macro_delta(sa: CellScores, sb: CellScores, labels: list[str], metric: str = "auroc",
+                       level: float = CI_LEVEL) -> PairedDelta:
+    """Macro Δ = A − B of two cells on the same patients: :func:`paired_mover_delta` on the two macro intervals
+    (``bootstrap.macro_ci``) and the correlation of the macro replicates."""
+    return paired_mover_delta(macro_point(sa, labels, metric), macro_point(sb, labels, metric),
+                              lambda lev: macro_ci(sa, labels, metric, lev), lambda lev: macro_ci(sb, labels, metric, lev),
+                              macro_replicates(sa, labels, metric), macro_replicates(sb, labels, metric), level=level)
 
 
 def adjust_p_values(p_values: list[float] | np.ndarray, method: str) -> np.ndarray:

@@ -1,7 +1,7 @@
 """DeLong as an analytic cross-check of the headline comparisons (never the primary interval).
 
 For each comparison vs the baseline, the first seed of each arm: Δ macro AUROC with
-(1) the primary interval (t on the patient-bootstrap se, ``intervals.py``), (2) DeLong's normal interval, which
+(1) the primary interval (MOVER on the two macro intervals, ``compare.paired_macro_delta``), (2) DeLong's normal interval, which
 treats images as independent, and (3) the clustered variant (Obuchowski 1997), which sums
 structural components per patient. Labels of one image are correlated too, so the macro
 variance sums each image's influence over labels before squaring (``delong.auroc_influence``).
@@ -16,8 +16,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from chexbench.reports.aggregate import LoadedResults
-from chexbench.reports.bootstrap import macro_delta_df, macro_delta_factor, macro_point, macro_replicates
-from chexbench.reports.compare import paired_delta
+from chexbench.reports.compare import paired_macro_delta
 from chexbench.reports.delong import auroc_influence, influence_variance
 from chexbench.reports.leaderboard import Tables
 
@@ -50,8 +49,7 @@ def delong_crosscheck(results: LoadedResults, tables: Tables) -> pd.DataFrame:
         labels = json.loads(r["labels"])
         cell_a, cell_b = r["cell_ids"].split(",")[0], base["cell_ids"].split(",")[0]
         sa, sb = results.scores[cell_a], results.scores[cell_b]
-        boot = paired_delta(macro_point(sa, labels), macro_point(sb, labels), macro_replicates(sa, labels), macro_replicates(sb, labels),
-                            df=macro_delta_df(sa, sb, labels), factor=macro_delta_factor(sa, sb, labels))
+        boot = paired_macro_delta(sa, sb, labels)
         for c in (cell_a, cell_b):
             if c not in cache:
                 cache[c] = cell_influence(results, c, labels)

@@ -14,7 +14,7 @@ resamples stay shared between labels and cells. The candidates, compared by simu
 - ``logit-t``: the same with a Student-t quantile on ``df = k − 1`` degrees of freedom, k =
   min(positive patients, negative patients): the variance of an AUROC is estimated from the
   smaller class, and with a handful of positive patients that estimate is itself noisy.
-- ``logit-t-adj`` (used for macro AUROC, AUPRC and the macro Δ): ``logit-t`` with the bootstrap variance times k / (k − 1) (the
+- ``logit-t-adj`` (used for per-label AUPRC and ECE): ``logit-t`` with the bootstrap variance times k / (k − 1) (the
   bootstrap's plug-in variance over k clusters is (k − 1)/k of the unbiased one). The only
   candidate of the first grid that covered ≥ 0.92 in every setting (0.920–0.980), but 0.90–0.92 in
   a wider one (docs/STATISTICS.md).
@@ -33,15 +33,17 @@ patients, negative patients): k disjoint (positive, negative) patient pairs are 
 correctly with probability at most AUROC, independently, so perfect separation has probability at
 most AUROC^k and AUROC < (α/2)^(1/k) is rejected at one-sided level α/2.
 
-Per-label paired Δ (A − B): MOVER (:func:`mover`) from the two arms' hm-score intervals and the
-correlation of their shared-resample replicates, p by inverting it over the level
-(``mover-hm-score``: ≥ 0.95 in the wider grid, where wald-t-adj fell to 0.86 at AUROC 0.98).
-Macro AUROC: the logit-t-adj interval on the macro mean, with the labels' factors weighted by their
-variances and Welch–Satterthwaite degrees of freedom over its labels. Macro and AUPRC paired Δ
-(A − B, same patients): Δ ± t · se(Δ*) · √(k/(k − 1)), se from the shared replicates, df of the label (macro:
-Satterthwaite), and the two-sided p-value of the same t statistic, p = 2 · P(T_df ≥ |Δ| / se),
-so the interval excludes 0 exactly when p < 1 − level. Seed-pooled means combine several variance
-components, each with its own t quantile (:func:`halfwidth`, ``seeds.py``).
+Macro AUROC and AUPRC: MOVER for the mean of the labels' own intervals (:func:`macro_mover_interval`,
+``macro-mover-hm`` for AUROC) with the correlation of the labels' shared-resample replicates. Every paired
+Δ (A − B, same patients; per label and macro, AUROC and AUPRC, one seed or seed-pooled): MOVER
+(:func:`mover`) from the two arms' intervals and the correlation of their estimates, p by inverting it
+over the level (:func:`mover_interval_and_p`), so the interval excludes 0 exactly when p < 1 − level.
+Coverage in the several-labels grid (one rare high-AUROC label): macro-mover-hm ≥ 0.97 where logit-t-adj
+on the macro fell to 0.91, macro Δ on hm-score arms ≥ 0.99 (1.5–1.6 × wider) where the Wald-t form fell to
+0.915, the rare label's Δ ≥ 0.975 where Wald-t fell to 0.82 (docs/STATISTICS.md).
+Seed-pooled intervals widen the test-sample interval of the seed mean by the between-seed part
+(:func:`widen_logit`, ``seeds.py``). The former macro logit-t-adj (:func:`macro_interval`, Satterthwaite
+df over the labels) and the Wald-t Δ remain as simulation candidates.
 """
 
 from __future__ import annotations
@@ -279,12 +281,80 @@ def hm_score_interval(point: float, n_pos: int, n_neg: int, design_effect: float
 
 def mover(delta: float, a: tuple[float, float, float], b: tuple[float, float, float], r: float) -> tuple[float, float]:
     """MOVER interval of Δ = A − B (Zou & Donner 2008; Newcombe 2006 for AUROCs) from each arm's
-    (point, low, high) and the correlation r of the arms' estimates (shared patient resamples)."""
+    (point, low, high) and the correlation r of the arms' estimates (shared patient resamples):
+    L = Δ − √((Â − l_A)² + (u_B − B̂)² − 2 r (Â − l_A)(u_B − B̂)), U likewise (:func:`mover_sum` with
+    weights (1, −1); ``delta`` is Â − B̂)."""
     (pa, la, ua), (pb, lb, ub) = a, b
     r = float(r) if np.isfinite(r) else 0.0
-    low = delta - math.sqrt(max((pa - la) ** 2 + (ub - pb) ** 2 - 2 * r * (pa - la) * (ub - pb), 0.0))
-    high = delta + math.sqrt(max((ua - pa) ** 2 + (pb - lb) ** 2 - 2 * r * (ua - pa) * (pb - lb), 0.0))
-    return low, high
+    low, high = mover_sum([1.0, -1.0], [pa, pb], [la, lb], [ua, ub], np.array([[1.0, r], [r, 1.0]]))
+    return delta - (pa - pb - low), delta + (high - (pa - pb))
+
+
+def mover_sum(weights: Sequence[float], points: Sequence[float], lows: Sequence[float], highs: Sequence[float],
+              corr: np.ndarray) -> tuple[float, float]:
+    """MOVER interval of the linear combination Σ c_i θ_i (Zou & Donner 2008, Zou 2008 for sums) from each
+    component's (point θ̂_i, low l_i, high u_i) and the correlation matrix R (L×L) of the estimates.
+
+    The lower bound's distance of component i is e_i = c_i θ̂_i − min(c_i l_i, c_i u_i) (the side of its own
+    interval that lowers the sum), the upper one's f_i = max(c_i l_i, c_i u_i) − c_i θ̂_i; then
+    L = Σ c_i θ̂_i − √(Σ_ij s_ij R_ij e_i e_j), U = Σ c_i θ̂_i + √(Σ_ij s_ij R_ij f_i f_j), s_ij = sign(c_i c_j).
+    With independent components this is √(Σ e_i²), with perfectly correlated ones of one sign Σ e_i.
+    Macro AUROC: c_i = 1/L over the labels' hm-score intervals; a paired Δ: (1, −1) over the two arms."""
+    c = np.asarray(weights, dtype=float)
+    p, lo, hi = (np.asarray(x, dtype=float) for x in (points, lows, highs))
+    point = float(c @ p)
+    if not (np.isfinite(point) and np.isfinite(lo).all() and np.isfinite(hi).all()):
+        return float("nan"), float("nan")
+    r = np.where(np.isfinite(corr), np.asarray(corr, dtype=float), 0.0)
+    np.fill_diagonal(r, 1.0)
+    signed = r * np.sign(np.outer(c, c))
+    e = c * p - np.minimum(c * lo, c * hi)
+    f = np.maximum(c * lo, c * hi) - c * p
+    return point - math.sqrt(max(float(e @ signed @ e), 0.0)), point + math.sqrt(max(float(f @ signed @ f), 0.0))
+
+
+def replicate_corr(replicates: Sequence[np.ndarray]) -> np.ndarray:
+    """Correlation matrix (L×L) of L estimates from their shared-resample replicates (rows where every one is
+    finite); a constant replicate row is uncorrelated with the others."""
+    reps = np.vstack([np.asarray(r, dtype=float) for r in replicates])
+    ok = np.isfinite(reps).all(axis=0)
+    out = np.eye(len(reps))
+    if ok.sum() < 2:
+        return out
+    x = reps[:, ok]
+    sd = x.std(axis=1)
+    live = sd > 0
+    if live.sum() >= 2:
+        out[np.ix_(live, live)] = np.corrcoef(x[live])
+    return out
+
+
+def macro_mover_interval(points: Sequence[float], arms: Sequence, replicates: Sequence[np.ndarray],
+                         level: float = 0.95) -> tuple[float, float]:
+    """The chosen macro interval (``macro-mover-hm``): MOVER for the mean of L labels from each label's own
+    interval at ``level`` (``arms``: level → (low, high); per-label AUROC: hm-score) and the correlation of the
+    labels' shared-resample replicates (:func:`mover_sum` with c_i = 1/L). It inherits each label's score
+    interval (a rare high-AUROC label keeps its asymmetric, model-variance bounds) and the bootstrap's
+    between-label correlation."""
+    if not len(points):
+        return float("nan"), float("nan")
+    bounds = [arm(level) for arm in arms]
+    c = np.full(len(points), 1.0 / len(points))
+    return mover_sum(c, points, [b[0] for b in bounds], [b[1] for b in bounds], replicate_corr(replicates))
+
+
+def widen_logit(point: float, low: float, high: float, half: float) -> tuple[float, float]:
+    """Each side of (low, high) around ``point`` widened in quadrature on the logit scale by a further
+    independent component of half-width ``half`` (on the point's scale, delta method):
+    logit L' = logit p − √((logit p − logit L)² + h²), h = half / (p (1 − p)), likewise U'. The seed-pooled
+    intervals add their between-seed part this way; with a logit-Wald test part it equals the one interval
+    logit p ± √(q² V + t² s²/S) / (p (1 − p)). ``half`` 0, or a point of 0 or 1: (low, high) unchanged."""
+    if not (np.isfinite(point) and np.isfinite(low) and np.isfinite(high)) or half <= 0 or not 0 < point < 1:
+        return low, high
+    with np.errstate(divide="ignore"):
+        c, lo, hi = (float(logit(x)) for x in (point, low, high))
+    h = half / (point * (1 - point))
+    return float(expit(c - math.hypot(c - lo, h))), float(expit(c + math.hypot(hi - c, h)))
 
 
 def mover_interval_and_p(point_a: float, point_b: float, arm_a, arm_b, r: float,

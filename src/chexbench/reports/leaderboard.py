@@ -18,7 +18,7 @@ Comparison families (for the corrections):
 - *per-label*: every per-label AUROC Δ vs the baseline — BH over that family (exploratory).
 
 Patient resamples are derived from the test set's patients alone, and the seed-pooled interval
-(``seeds.py``: random-effects t over the seeds, no random draws) from the configuration's own
+(``seeds.py``: the test-sample interval widened by a t-based between-seed part, no random draws) from the configuration's own
 cells, so a number is reproduced exactly by any report that contains its cells.
 """
 
@@ -33,9 +33,15 @@ import pandas as pd
 
 from chexbench.core.errors import ChexbenchError
 from chexbench.reports.aggregate import CONFIG_AXES, LoadedResults
-from chexbench.reports.bootstrap import macro_df_of, macro_factor_of, macro_k, macro_point, macro_replicates
+from chexbench.reports.bootstrap import macro_k, macro_point, macro_replicates
 from chexbench.reports.compare import adjust_p_values
-from chexbench.reports.seeds import SeedSummary, combine_seeds, paired_seed_delta, with_label_interval
+from chexbench.reports.seeds import (
+    SeedSummary,
+    combine_seeds,
+    paired_seed_delta,
+    with_label_interval,
+    with_macro_interval,
+)
 
 #: the axes every table already shows; other varying keys get their own column
 AXIS_KEYS = frozenset(CONFIG_AXES)
@@ -152,19 +158,13 @@ def macro_label_sets(results: LoadedResults) -> tuple[dict[str, list[str]], dict
 
 
 def _summaries(results: LoadedResults, cell_ids: list[str], labels: list[str]) -> dict[str, SeedSummary]:
-    """Macro AUROC/AUPRC and per-label AUROC/AUPRC summaries over the seeds ``cell_ids``: the
-    random-effects t interval of ``seeds.combine_seeds`` (per-label AUROC: ``seeds.with_label_interval``), the test-sample variance on the label's
-    degrees of freedom (the macro's: Satterthwaite over its labels, from the first seed)."""
+    """Macro AUROC/AUPRC and per-label AUROC/AUPRC summaries over the seeds ``cell_ids``: each a test-sample
+    interval of the seed mean widened by the between-seed part (``seeds.py``); the test-sample part per label
+    hm-score (AUROC, ``seeds.with_label_interval``) or logit-t-adj (AUPRC), the macro's MOVER over its labels'
+    (``seeds.with_macro_interval``)."""
     cells = [results.scores[c] for c in cell_ids]
     out: dict[str, SeedSummary] = {}
     for metric in ("auroc", "auprc"):
-        out[f"macro_{metric}"] = combine_seeds(
-            [macro_point(c, labels, metric) for c in cells],
-            [macro_replicates(c, labels, metric) for c in cells],
-            df_test=macro_df_of(cells[0], labels, metric) if labels else float("inf"),
-            k=macro_k(cells[0], labels),
-            factor_test=macro_factor_of(cells[0], labels, metric) if labels else 1.0,
-        )
         for label in cells[0].labels:
             if all(label in c.labels for c in cells):
                 first = cells[0].labels[label]
@@ -175,6 +175,14 @@ def _summaries(results: LoadedResults, cell_ids: list[str], labels: list[str]) -
                 )
                 # per-label AUROC: the chosen per-label interval (hm-score) as the test-sample part
                 out[f"{label}:{metric}"] = with_label_interval(summary, first) if metric == "auroc" else summary
+        macro = combine_seeds(
+            [macro_point(c, labels, metric) for c in cells],
+            [macro_replicates(c, labels, metric) for c in cells],
+            k=macro_k(cells[0], labels),
+        )
+        # the chosen macro interval (MOVER over its labels' test-sample intervals) widened by the macro's seed part
+        parts = [out.get(f"{k}:{metric}") for k in labels]
+        out[f"macro_{metric}"] = with_macro_interval(macro, parts) if labels and all(parts) else macro
     return out
 
 

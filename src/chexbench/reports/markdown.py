@@ -141,8 +141,8 @@ def summary_section(t: Tables) -> str:
     n_family = int(sm["n_family"].iloc[0])
     head = ("## Summary\n\n"
             "Per row, the strategy with the highest macro AUROC is named **best** only when it is better than every "
-            "other strategy of the row in the paired test on macro AUROC (the seed-aware interval's t test: test-sample and "
-            "between-seed variance of both arms), after Holm correction over all "
+            "other strategy of the row in the paired test on macro AUROC (the seed-aware Δ interval, MOVER on both arms' "
+            "intervals, each holding test-sample and between-seed variance; p where it touches 0), after Holm correction over all "
             f"{n_family} such comparison(s) of this summary (p < 0.05). Otherwise the row says "
             "\"no significant difference\" and gives the top point estimate. Closest competitor: the comparison with "
             "the largest corrected p.\n")
@@ -243,8 +243,9 @@ def comparison_section(t: Tables) -> str:
         f"## Paired comparisons vs `{t.baseline}`\n\n"
         "Δ macro AUROC = strategy − baseline on the same patient resamples (seeds resampled "
         "independently in each arm). Paired only on the same test images with the same `y_true`, and with the "
-        "baseline configuration that shares every other varying key. The interval adds the between-seed variance of both "
-        "arms to the paired test-sample variance (seeds.py); p: two-sided, from the same t statistic, so the interval "
+        "baseline configuration that shares every other varying key. The interval is MOVER on the two arms' seed-pooled "
+        "intervals (each test-sample and between-seed variance), their correlation from the shared resamples (seeds.py); "
+        "p: two-sided, the level at which that interval touches 0, so the interval "
         "excludes 0 exactly when p < 0.05. Family for both corrections: "
         f"all {int(comp['p_value'].notna().sum()) if not comp.empty else 0} macro-AUROC comparisons "
         f"vs `{t.baseline}` in this report (every dataset, protocol, label fraction and backbone). "
@@ -371,8 +372,8 @@ def calibration_section(t: Tables, results: LoadedResults) -> str:
 
 def crosscheck_section(cross: pd.DataFrame, t: Tables, results: LoadedResults) -> str:
     head = ("## Cross-check: DeLong vs the patient-level bootstrap\n\n"
-            f"Δ macro AUROC vs `{t.baseline}` for the first seed of each arm. The primary interval (t on the "
-            "patient-level bootstrap se) is the one the report uses. DeLong's interval treats every image as independent; the clustered variant "
+            f"Δ macro AUROC vs `{t.baseline}` for the first seed of each arm. The primary interval (MOVER on the two "
+            "macro intervals, their correlation from the shared patient resamples) is the one the report uses. DeLong's interval treats every image as independent; the clustered variant "
             "(Obuchowski 1997) sums each patient's structural components. Width ratio: analytic width / bootstrap width.\n")
     if cross.empty:
         return head + "\nNo paired comparison to check.\n"

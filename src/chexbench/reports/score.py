@@ -23,13 +23,16 @@ from chexbench.reports.bootstrap import (
     check_prediction_frame,
     draw_patient_resamples,
     macro_ci,
-    macro_delta_df,
-    macro_delta_factor,
     macro_point,
     macro_replicates,
     score_predictions,
 )
-from chexbench.reports.compare import adjust_p_values, paired_delta, paired_label_delta
+from chexbench.reports.compare import (
+    adjust_p_values,
+    paired_label_delta,
+    paired_macro_delta,
+    paired_mover_delta,
+)
 from chexbench.reports.delong import auroc_influence, influence_variance, paired_delong_test
 from chexbench.reports.intervals import FEW_POSITIVE_PATIENTS
 
@@ -153,8 +156,8 @@ def _macro_interval_note(scores: CellScores, labels: list[str]) -> str:
 
 
 def score_file(path: str | Path, n_boot: int = 2000, seed: int = 0, labels: str | None = None) -> pd.DataFrame:
-    """Per-label and macro AUROC / AUPRC with 95% intervals (intervals.py: per-label AUROC hm-score, the rest
-    logit-t-adj, on patient-level bootstrap standard errors), over the
+    """Per-label and macro AUROC / AUPRC with 95% intervals (intervals.py: per-label AUROC hm-score, per-label AUPRC
+    logit-t-adj on patient-level bootstrap standard errors, macro MOVER over its labels' intervals), over the
     labels of :func:`choose_labels` (by default the evaluation labels recorded with the
     predictions, as the report; the table's ``attrs["labels_source"]`` says which)."""
     df = read_prediction_file(path)
@@ -342,7 +345,7 @@ def _label_row(a: str, b: str, label: str, la: LabelScores, lb: LabelScores, g: 
         return {**row, "delta": la.auroc - lb.auroc, "auprc_delta": la.auprc - lb.auprc, "n_degenerate": len(la.auroc_boot),
                 "interval_note": la.interval_note, "note": la.interval_note}
     d = paired_label_delta(la, lb)
-    dp = paired_delta(la.auprc, lb.auprc, la.auprc_boot, lb.auprc_boot, df=la.df, factor=la.factor)
+    dp = paired_mover_delta(la.auprc, lb.auprc, la.auprc_ci, lb.auprc_ci, la.auprc_boot, lb.auprc_boot)
     y, s1, s2 = g["y_true"].to_numpy(), g[f"y_score::{a}"].to_numpy(), g[f"y_score::{b}"].to_numpy()
     dl = paired_delong_test(y, s1, s2)
     try:
@@ -363,11 +366,7 @@ def _macro_row(a: str, b: str, sa: CellScores, sb: CellScores, defined: list[str
         lo, hi = macro_ci(s, defined)
         row.update({f"auroc_{m}": macro_point(s, defined), f"auroc_{m}_ci_low": lo, f"auroc_{m}_ci_high": hi,
                     f"auprc_{m}": macro_point(s, defined, "auprc")})
-    df, factor = macro_delta_df(sa, sb, defined), macro_delta_factor(sa, sb, defined)
-    d = paired_delta(macro_point(sa, defined), macro_point(sb, defined), macro_replicates(sa, defined), macro_replicates(sb, defined),
-                     df=df, factor=factor)
-    dp = paired_delta(macro_point(sa, defined, "auprc"), macro_point(sb, defined, "auprc"),
-                      macro_replicates(sa, defined, "auprc"), macro_replicates(sb, defined, "auprc"), df=df, factor=factor)
+    d, dp = paired_macro_delta(sa, sb, defined), paired_macro_delta(sa, sb, defined, "auprc")
     note = _macro_interval_note(sa, defined)
     if note:  # a label without a patient-level interval: the macro has none either, nor a p-value
         return {**row, "delta": macro_point(sa, defined) - macro_point(sb, defined),

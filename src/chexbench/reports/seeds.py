@@ -10,33 +10,37 @@ V_test: the variance, over the shared patient resamples, of the seed mean in eac
 test-sample variation of θ̄, seeds' shared test patients included), times the label's small-sample
 factor k/(k − 1) as for one seed; s²: the sample variance of the
 θ_s (between-seed variation; it also holds the part of the test noise the seeds do not share, so
-the sum is slightly conservative). The interval is the random-effects t interval on the logit scale
-(the per-label method of ``intervals.py``) whose half-width scales each component by its own
-t quantile, √(q_test² V_test + t_{S−1}² s²/S) (q_test on the label's df): the between-seed part is
-estimated from S values, so with few seeds and a seed spread larger than the test-sample spread its
-t quantile on S − 1 df keeps the interval honest (S = 2: t₁ = 12.7). A single pooled t on
+the sum is slightly conservative). The interval is the test-sample interval of θ̄ — the form chosen for one
+seed (per-label AUROC: hm-score on the seed mean; macro: MOVER over its labels' test-sample intervals;
+AUPRC and ECE: logit-t-adj, logit(θ̄) ± q_test √V_test / (θ̄ (1 − θ̄))) — with each side widened in quadrature
+on the logit scale by the between-seed half-width t_{S−1} s/√S / (θ̄ (1 − θ̄)) (``intervals.widen_logit``;
+for a logit-Wald test part exactly the random-effects half-width √(q_test² V_test + t_{S−1}² s²/S)). The
+between-seed part is estimated from S values, so with few seeds and a seed spread larger than the test-sample
+spread its t quantile on S − 1 df keeps the interval honest (S = 2: t₁ = 12.7). A single pooled t on
 Welch–Satterthwaite df covered only 0.89 with 2 seeds (a chance-small s² makes df large). The former
 two-level bootstrap (``hierarchical_bootstrap``: resample seeds within each patient resample)
 under-states the seed part by (S − 1)/S and uses a normal quantile: it covered 0.74 with 2 seeds.
-Coverage of both by simulation: ``chexbench bench coverage`` (docs/STATISTICS.md).
+Coverage by simulation, also on clustered test sets with seed variance: ``chexbench bench coverage``
+(docs/STATISTICS.md).
 
-A paired Δ between configurations A and B on the same test set: components V_test(Ā − B̄) (shared
-resamples), s²_A/S_A (S_A − 1 df), s²_B/S_B (S_B − 1 df); p is the level at which that half-width
-equals |Δ| (``intervals.interval_and_p``), so interval and p agree exactly.
+A paired Δ between configurations A and B on the same test set: MOVER on the two arms' seed-pooled
+intervals, r = Cov_test(Ā, B̄) / √((V_A + s²_A/S_A)(V_B + s²_B/S_B)) from the shared resamples (seeds of two
+configurations are independent); p is the level at which that interval touches 0
+(``intervals.mover_interval_and_p``), so interval and p agree exactly.
 
 With one seed the interval is the per-label (or macro) interval, seed variation not estimated.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy.special import expit, logit
 
 from chexbench.reports import intervals
 from chexbench.reports.bootstrap import CI_LEVEL, LabelScores, percentile_ci
-from chexbench.reports.compare import MIN_FINITE, PairedDelta
+from chexbench.reports.compare import MIN_FINITE, PairedDelta, paired_mover_delta
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,9 @@ class SeedSummary:
     df_test: float = float("inf")  # degrees of freedom of the test-sample variance (its label's)
     k: int | None = None  # smallest class patient count (for a mean of exactly 0 or 1)
     factor_test: float = 1.0  # small-sample factor k/(k − 1) of the test-sample variance (intervals.py)
+    #: level → the test-sample interval of the seed mean (per-label AUROC: hm-score; macro: MOVER over its labels;
+    #: None: logit-t-adj on the replicates); :meth:`interval` widens it by the between-seed part
+    test_interval: Callable[[float], tuple[float, float]] | None = field(default=None, compare=False, repr=False)
 
     @property
     def test_var(self) -> float:
@@ -64,6 +71,26 @@ class SeedSummary:
         """(variance, df) components of the mean: test-sample (its label's df), between-seed (S − 1)."""
         return [(self.test_var, self.df_test), (self.seed_var, float(max(self.n_seeds - 1, 1)))]
 
+    @property
+    def estimable(self) -> bool:
+        return bool(np.isfinite(self.mean)) and int(np.isfinite(self.replicates).sum()) >= MIN_FINITE
+
+    def test_part(self, level: float = CI_LEVEL) -> tuple[float, float]:
+        """The test-sample interval of the seed mean at ``level`` (``test_interval``, default logit-t-adj on the
+        seed mean's replicates: logit(mean) ± q_test √V_test / (mean (1 − mean)))."""
+        if self.test_interval is not None:
+            return self.test_interval(level)
+        return intervals.logit_wald(self.mean, np.sqrt(self.test_var), self.df_test, level, self.k)
+
+    def interval(self, level: float = CI_LEVEL) -> tuple[float, float]:
+        """The seed-pooled interval at ``level``: the test-sample interval of the mean, each side widened in
+        quadrature on the logit scale by t_{S−1} s/√S (``intervals.widen_logit``); NaN when not estimable."""
+        if not self.estimable:
+            return float("nan"), float("nan")
+        lo, hi = self.test_part(level)
+        seed = intervals.halfwidth([(self.seed_var, float(max(self.n_seeds - 1, 1)))], level)
+        return intervals.widen_logit(self.mean, lo, hi, seed)
+
 
 def combine_seeds(
     points: list[float] | np.ndarray,
@@ -72,8 +99,10 @@ def combine_seeds(
     level: float = CI_LEVEL,
     k: int | None = None,
     factor_test: float = 1.0,
+    test_interval: Callable[[float], tuple[float, float]] | None = None,
 ) -> SeedSummary:
-    """Seed-level summary from per-seed point values (S,) and shared-resample replicates (S, B)."""
+    """Seed-level summary from per-seed point values (S,) and shared-resample replicates (S, B); the interval
+    is ``test_interval`` (default: logit-t-adj on the seed mean's replicates) widened by the between-seed part."""
     pts = np.asarray(points, dtype=float)
     reps = np.atleast_2d(np.asarray(replicates, dtype=float))
     n_seeds, n_boot = reps.shape
@@ -85,12 +114,9 @@ def combine_seeds(
     if not finite:
         combined = np.full(n_boot, np.nan)
     summary = SeedSummary(mean, sd, n_seeds, float("nan"), float("nan"), combined, int(np.isnan(combined).sum()),
-                          float(seed_var), float(df_test), k, float(factor_test))
-    if np.isfinite(mean) and int(np.isfinite(combined).sum()) >= MIN_FINITE:
-        lo, hi = intervals.logit_interval(mean, intervals.halfwidth(summary.parts, level), level, k)
-        summary = SeedSummary(mean, sd, n_seeds, lo, hi, combined, summary.n_degenerate, float(seed_var), float(df_test), k,
-                              float(factor_test))
-    return summary
+                          float(seed_var), float(df_test), k, float(factor_test), test_interval)
+    lo, hi = summary.interval(level)
+    return replace(summary, ci_low=lo, ci_high=hi)
 
 
 def with_label_interval(summary: SeedSummary, first: LabelScores, level: float = CI_LEVEL) -> SeedSummary:
@@ -99,33 +125,38 @@ def with_label_interval(summary: SeedSummary, first: LabelScores, level: float =
     and bootstrap variance of the mean), each side widened on the logit scale by the between-seed part in
     quadrature: logit low = logit mean − √((logit mean − logit low_hm)² + (q_{S−1} s/√S / (mean (1 − mean)))²),
     likewise high. One seed: the hm-score interval."""
-    if not (np.isfinite(summary.mean) and np.isfinite(summary.ci_low)):
-        return summary
     se = intervals.replicate_sd(summary.replicates) * np.sqrt(first.factor)
-    lo_hm, hi_hm = intervals.hm_score_interval(summary.mean, first.n_pos, first.n_neg, first.design_effect, se,
-                                               first.k, level)
-    seed = intervals.halfwidth([(summary.seed_var, float(max(summary.n_seeds - 1, 1)))], level)
-    if seed == 0 or not 0 < summary.mean < 1:
-        return replace(summary, ci_low=lo_hm, ci_high=hi_hm)
-    with np.errstate(divide="ignore"):
-        c, l_hm, h_hm = (float(logit(x)) for x in (summary.mean, lo_hm, hi_hm))
-    h_seed = seed / (summary.mean * (1 - summary.mean))  # on the logit scale, as combine_seeds
-    lo, hi = expit(c - np.hypot(c - l_hm, h_seed)), expit(c + np.hypot(h_hm - c, h_seed))
-    return replace(summary, ci_low=float(lo), ci_high=float(hi))
+
+    def hm(lev: float) -> tuple[float, float]:
+        return intervals.hm_score_interval(summary.mean, first.n_pos, first.n_neg, first.design_effect, se, first.k, lev)
+
+    out = replace(summary, test_interval=hm)
+    lo, hi = out.interval(level)
+    return replace(out, ci_low=lo, ci_high=hi)
+
+
+def with_macro_interval(summary: SeedSummary, labels: list[SeedSummary], level: float = CI_LEVEL) -> SeedSummary:
+    """A macro summary whose test-sample part is the chosen macro interval (``intervals.macro_mover_interval``)
+    over its labels' seed-pooled test-sample intervals and their seed-mean replicates; the between-seed part
+    is the macro's own (the spread of the seeds' macro values, so seeds that move every label together count)."""
+    if not labels:
+        return summary
+    points, arms, reps = [s.mean for s in labels], [s.test_part for s in labels], [s.replicates for s in labels]
+
+    def macro(lev: float) -> tuple[float, float]:
+        return intervals.macro_mover_interval(points, arms, reps, lev)
+
+    out = replace(summary, test_interval=macro)
+    lo, hi = out.interval(level)
+    return replace(out, ci_low=lo, ci_high=hi)
 
 
 def paired_seed_delta(a: SeedSummary, b: SeedSummary, level: float = CI_LEVEL) -> PairedDelta:
-    """Δ = mean_A − mean_B over seeds on shared patient resamples (module docstring)."""
-    d = np.asarray(a.replicates, dtype=float) - np.asarray(b.replicates, dtype=float)
-    finite = d[np.isfinite(d)]
-    delta = float(a.mean - b.mean)
-    nan = float("nan")
-    if not np.isfinite(delta) or len(finite) < MIN_FINITE:
-        return PairedDelta(delta if np.isfinite(delta) and len(finite) else nan, nan, nan, nan, len(finite), len(d) - len(finite))
-    test_var = intervals.replicate_sd(finite) ** 2 * max(a.factor_test, b.factor_test)
-    parts = [(test_var, min(a.df_test, b.df_test)), *a.parts[1:], *b.parts[1:]]
-    lo, hi, p = intervals.interval_and_p(delta, parts, level)
-    return PairedDelta(delta, max(lo, -1.0), min(hi, 1.0), p, len(finite), len(d) - len(finite))  # a Δ is in [−1, 1]
+    """Δ = mean_A − mean_B over seeds on shared patient resamples: MOVER on the two arms' seed-pooled intervals
+    (``compare.paired_mover_delta``), their correlation the shared-resample covariance over each arm's total
+    variance (replicate variance + between-seed variance: seeds of two configurations are independent)."""
+    return paired_mover_delta(a.mean, b.mean, a.interval, b.interval, a.replicates, b.replicates, a.seed_var, b.seed_var,
+                              level)
 
 
 def hierarchical_bootstrap(points: np.ndarray, replicates: np.ndarray, rng: np.random.Generator,
