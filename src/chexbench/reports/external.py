@@ -35,14 +35,11 @@ from chexbench.reports.bootstrap import (
     check_prediction_frame,
     draw_patient_resamples,
     macro_ci,
-    macro_delta_df,
-    macro_delta_factor,
     macro_point,
-    macro_replicates,
     score_predictions,
     truth_key,
 )
-from chexbench.reports.compare import paired_delta, paired_label_delta
+from chexbench.reports.compare import paired_label_delta, paired_macro_delta
 from chexbench.reports.markdown import few_mark, fmt_ci, fmt_delta, fmt_fraction, fmt_p, table
 from chexbench.reports.score import few_patients_flag, macro_flag
 
@@ -165,9 +162,7 @@ def _macro_row(scores: CellScores, internal: CellScores | None, labels: list[str
     if internal is None:
         return {**row, **_no_delta(note)}
     ilo, ihi = macro_ci(internal, used)
-    d = paired_delta(macro_point(scores, used), macro_point(internal, used), macro_replicates(scores, used),
-                     macro_replicates(internal, used), df=macro_delta_df(scores, internal, used),
-                     factor=macro_delta_factor(scores, internal, used))
+    d = paired_macro_delta(scores, internal, used)  # the report's macro Δ: MOVER on the two macro intervals
     return {**row, "internal_auroc": macro_point(internal, used), "internal_ci_low": ilo, "internal_ci_high": ihi,
             "delta": d.delta, "delta_ci_low": d.ci_low, "delta_ci_high": d.ci_high, "p_value": d.p_value, "delta_note": ""}
 
