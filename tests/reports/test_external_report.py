@@ -133,3 +133,27 @@ def test_a_damaged_external_file_is_listed_not_silently_dropped(tmp_path) -> Non
     assert len(ext.left_out) == 1 and "phantom-nih" in ext.left_out[0] and "unreadable" in ext.left_out[0]
     report = write_report(tmp_path, n_boot=200, figures=False, html=False).read_text()
     assert "unreadable" in report[report.index("## External validation"):]
+
+
+def test_the_matrix_diagonal_has_an_interval_when_one_label_has_a_single_positive_patient() -> None:
+    # one label with a single positive patient has no patient-level interval: the diagonal uses the matrix's rule
+    # (the label left out and named), as off the diagonal, instead of printing the whole macro as "[n/a]"
+    from types import SimpleNamespace
+
+    from chexbench.reports.external import _internal_macro
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for p in range(120):
+        for label in ("a", "b", "rare"):
+            y = float(rng.random() < 0.3) if label != "rare" else float(p == 0)
+            rows.append({"image_id": f"i{p}", "patient_id": f"p{p}", "label": label, "y_true": y,
+                         "y_score": y + rng.normal(0, 0.8)})
+    preds = pd.DataFrame(rows)
+    scores = score_predictions(preds, draw_patient_resamples(preds["patient_id"], n_boot=300, seed=0))
+    assert scores.labels["rare"].defined and scores.labels["rare"].interval_note  # the case: an AUROC, no interval
+    assert np.isnan(macro_ci(scores, ["a", "b", "rare"])[0])  # the leaderboard's macro over every defined label
+    text = _internal_macro(SimpleNamespace(scores={"c1": scores}), "c1")
+    assert "n/a" not in text and "without rare: no interval" in text and "(internal" in text
+    lo, hi = macro_ci(scores, ["a", "b"])
+    assert f"{lo:.3f}" in text and f"{hi:.3f}" in text

@@ -200,7 +200,7 @@ def external_section(ext: ExternalResults, results: LoadedResults) -> str:
             for t in targets:
                 hit = g[g["target"] == t]
                 if t == source:
-                    cells.append(f"{internal} (internal)")
+                    cells.append(internal)
                 elif hit.empty:
                     cells.append("—")
                 else:
@@ -209,7 +209,10 @@ def external_section(ext: ExternalResults, results: LoadedResults) -> str:
             body.append([_source_label(first).rsplit(" · on ", 1)[0], source, *cells])
         out += ["### Matrix: macro AUROC, source × target\n",
                 "Rows: the source cell; columns: the target dataset (internal: the cell's own test split, over its "
-                "evaluation labels). Off the diagonal, the macro runs over the shared evaluation labels listed below.\n",
+                "evaluation labels). Off the diagonal, the macro runs over the shared evaluation labels listed below. "
+                "Everywhere in this matrix a label without a patient-level interval (too few positive or negative "
+                "test patients) is left out of the macro and named, so every macro has an interval; the "
+                "leaderboard's macro keeps every defined label.\n",
                 table(header, body), ""]
         detail = []
         for r in macro.itertuples(index=False):
@@ -233,10 +236,15 @@ def external_section(ext: ExternalResults, results: LoadedResults) -> str:
 
 
 def _internal_macro(results: LoadedResults, cell_id: str) -> str:
-    """The cell's own test macro AUROC [CI] over its evaluation labels (as the leaderboard's, for one seed)."""
+    """The cell's own test macro AUROC [CI], by the matrix's one rule (as off the diagonal): over its evaluation
+    labels that have an AUROC and a patient-level interval, the others named — a label with one positive test
+    patient would leave the macro without an interval (the leaderboard's macro keeps every defined label)."""
     scores = results.scores.get(cell_id)
     if scores is None:
-        return "n/a"
-    labels = [k for k in scores.labels if scores.labels[k].defined]
+        return "n/a (internal)"
+    defined = [k for k in scores.labels if scores.labels[k].defined]
+    labels = [k for k in defined if not scores.labels[k].interval_note]
+    left = [k for k in defined if k not in labels]
     lo, hi = macro_ci(scores, labels)
-    return fmt_ci(macro_point(scores, labels), lo, hi)
+    without = f"; without {', '.join(left)}: no interval" if left else ""
+    return fmt_ci(macro_point(scores, labels), lo, hi) + few_mark(macro_flag(scores, labels)) + f" (internal{without})"
