@@ -15,19 +15,25 @@ TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 TORCH_INDEX ?= auto
 export TORCH_INDEX
 
-.PHONY: install demo test lint clean gpu-check gpu-wheels browser
+.PHONY: install demo test test-fast lint clean gpu-check gpu-wheels browser
 
-$(VENV)/.installed: pyproject.toml Makefile
+# Who installs the packages: uv (from the package index; parallel downloads, about half of pip's time for
+# the CUDA torch build and the dev extras) with pip's settings translated (scripts/pip-install), or pip
+# itself with INSTALLER=pip, where uv cannot be installed, or where a pip setting has no uv translation.
+INSTALLER ?= uv
+export INSTALLER
+INSTALL := $(PY) scripts/pip-install
+
+$(VENV)/.installed: pyproject.toml Makefile scripts/pip-install
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	@if [ "$(INSTALLER)" = uv ]; then $(PIP) install -q uv || echo "note: uv could not be installed; installing with pip"; fi
+	@[ "$(INSTALLER)" = uv ] && [ -x $(VENV)/bin/uv ] || $(PIP) install -q --upgrade pip
 	@index="$$($(PYTHON) scripts/torch-index)"; \
 	if [ -n "$$index" ]; then \
 	  echo "torch: $(TORCH_PIN) from $$index"; \
-	  $(PIP) install -q --index-url "$$index" $(TORCH_PIN) || $(PIP) install -q $(TORCH_PIN); \
-	else \
-	  $(PIP) install -q $(TORCH_PIN); \
+	  $(INSTALL) -q --index-url "$$index" $(TORCH_PIN) || $(INSTALL) -q $(TORCH_PIN); \
 	fi
-	$(PIP) install -q -e ".[dev,slurm]" $(TORCH_PIN)
+	$(INSTALL) -q -e ".[dev,slurm]" $(TORCH_PIN)
 	touch $@
 
 install: $(VENV)/.installed
@@ -36,13 +42,30 @@ demo: install
 	$(CHEX) run --grid smoke --results $(RESULTS)
 	$(CHEX) report --results $(RESULTS)
 
+# The smoke grid runs as SMOKE_SHARDS processes at once (`run --shard i/n`: balanced by estimated cost, a shared
+# pretraining run stays with its cells), each with its share of the cores: on 2 cores, two one-thread processes
+# finish it sooner than one two-thread process, whose tiny models gain little from a second thread. The last,
+# unsharded `run` finds every cell done (or runs any a shard left), so the check sees the grid of a single run.
+SMOKE_SHARDS ?= 2
+
 test: install browser
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
 	rm -rf .smoke-check
+	@threads=$$(( $$($(PY) -c 'import os; print(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())') / $(SMOKE_SHARDS) )); \
+	[ $$threads -ge 1 ] || threads=1; pids=""; \
+	for i in $$(seq 0 $$(( $(SMOKE_SHARDS) - 1 ))); do \
+	  echo "$(CHEX) run --grid smoke --results .smoke-check --shard $$i/$(SMOKE_SHARDS)  ($$threads thread(s))"; \
+	  OMP_NUM_THREADS=$$threads MKL_NUM_THREADS=$$threads $(CHEX) run --grid smoke --results .smoke-check --shard $$i/$(SMOKE_SHARDS) & pids="$$pids $$!"; \
+	done; status=0; for p in $$pids; do wait $$p || status=1; done; exit $$status
 	$(CHEX) run --grid smoke --results .smoke-check
 	$(CHEX) report --results .smoke-check
 	$(PY) -m chexbench.bench.smoke_check .smoke-check
+
+# For developers between edits: the suite without the `slow` tier (end-to-end runs, learnability and
+# coverage checks) and without the smoke grid. CI runs `make test`, which runs everything.
+test-fast: install
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow" tests
 
 # Headless Chromium for the browser test of report.html (Debian's package; never a downloaded browser).
 # Where it is missing and apt is not available (or not root), nothing fails: that test is skipped with its reason.
