@@ -115,7 +115,8 @@ def test_the_cell_id_follows_the_file_content_and_is_unchanged_without_a_file(tm
     grid = {"axes": {"strategy": ["scratch"], "backbone": ["resnet_tiny"], "dataset": ["phantom-chexpert"],
                      "protocol": ["linear"]}, "dataset": {"phantom-chexpert": dict(PHANTOM)}}
     plain = parse_grid(grid, "g.toml").cells()[0].cell
-    assert plain.dataset_options == PHANTOM  # nothing added: ids of grids without a split file are unchanged
+    # nothing of a split file added (the phantom names its default dependencies, as every generated phantom cell does)
+    assert plain.dataset_options == {**PHANTOM, "dependencies": "published"}
     with_file = {**grid, "dataset": {"phantom-chexpert": {**PHANTOM, "splits": str(path)}}}
     first = parse_grid(with_file, "g.toml").cells()[0].cell
     path.write_text("patient_id,split\npatient00001,train\npatient00002,test\npatient00003,valid\n")
