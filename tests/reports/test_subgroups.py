@@ -178,7 +178,7 @@ def test_the_report_gains_a_subgroup_section_and_artefacts_only_for_variables_wi
     for i, (strategy, worse) in enumerate((("scratch", None), ("simclr", ("sex", "F")))):
         preds = _predictions(seed=21, n_patients=200, worse=worse).assign(split="test", site="one site")
         assert preds[["image_id", "label", "y_true"]].equals(truth[["image_id", "label", "y_true"]])
-        record = _record(f"c{i:011d}", strategy, "resnet50", "chexpert", "finetune", 1.0, 0)
+        record = _record(f"c{1 - i:011d}", strategy, "resnet50", "chexpert", "finetune", 1.0, 0)  # ids against the order
         record["eval_labels_json"] = '["cardiomegaly", "edema"]'
         store.write(record, preds)
     stored = store.predictions("c00000000001")
@@ -194,3 +194,4 @@ def test_the_report_gains_a_subgroup_section_and_artefacts_only_for_variables_wi
     assert (simclr["p_holm"] < 0.05).all() and (simclr["lower"] == "F").all()
     assert (gaps[(gaps["strategy"] == "simclr") & (gaps["variable"] == "view")]["p_holm"] >= 0.05).all()
     assert "M − F +0." in section
+    assert section.index("### `scratch`") < section.index("### `simclr`")  # the leaderboards' order, not the cell ids

@@ -99,7 +99,9 @@ def subgroup_section(st: SubgroupTables, n_boot: int) -> str:
              f"first seed (subgroup statistics are per cell, seeds not pooled; every cell in `subgroups.csv` and "
              f"`subgroup_gaps.csv`); only variables with at least two subgroups. {n_boot} resamples.\n"]
     sub, gaps = st.subgroups, st.gaps
-    first = sub.sort_values(["seed", "cell_id"], kind="stable").drop_duplicates("configuration_hash")["cell_id"]
+    # in the leaderboards' order (dataset, protocol, fraction, backbone, configuration), each configuration's first seed
+    order = ["dataset", "protocol", "label_fraction", "backbone", "configuration_label", "seed", "cell_id"]
+    first = sub.sort_values(order, kind="stable").drop_duplicates("configuration_hash")["cell_id"]
     for cell_id in first:
         cs = sub[sub["cell_id"] == cell_id]
         head = cs.iloc[0]
