@@ -107,6 +107,26 @@ def _label_intervals(y: np.ndarray, s: np.ndarray, cluster: np.ndarray, n_patien
     return point, reps, out
 
 
+class _Tally:
+    """Each candidate interval's hits (the truth inside) and widths over the trials of one setting, keyed by
+    (target, method); ``summary`` gives (coverage, mean width, trials) per key, in first-seen order."""
+
+    def __init__(self) -> None:
+        self.hits: dict[tuple[str, str], list[float]] = {}
+        self.widths: dict[tuple[str, str], list[float]] = {}
+
+    def add(self, key: tuple[str, str], low: float, high: float, truth: float) -> None:
+        self.hits.setdefault(key, []).append(float(low <= truth <= high))
+        self.widths.setdefault(key, []).append(high - low)
+
+    def summary(self) -> dict[tuple[str, str], tuple[float, float, int]]:
+        out = {}
+        for key, h in self.hits.items():
+            w = np.asarray(self.widths[key], dtype=float)
+            out[key] = (float(np.mean(h)), float(np.nanmean(w)) if np.isfinite(w).any() else np.nan, len(h))
+        return out
+
+
 def label_coverage(settings: tuple[Setting, ...] | None = None, n_trials: int = 300, n_boot: int = 2000,
                    seed: int = 0) -> pd.DataFrame:
     """One row per (setting, method, target ∈ {auroc, delta}): coverage, mean width, trials."""
@@ -117,8 +137,7 @@ def label_coverage(settings: tuple[Setting, ...] | None = None, n_trials: int = 
         cluster = np.repeat(np.arange(st.n_patients), st.per_patient)
         mu_a, mu_b = _mu(st.auroc), _mu(st.auroc - DELTA_GAP)
         true_delta = st.auroc - (st.auroc - DELTA_GAP)
-        hits: dict[tuple[str, str], list[float]] = {}
-        widths: dict[tuple[str, str], list[float]] = {}
+        tally = _Tally()
         pos_patients = []
         done = 0
         while done < n_trials:
@@ -134,8 +153,7 @@ def label_coverage(settings: tuple[Setting, ...] | None = None, n_trials: int = 
             n_neg_pat = st.n_patients - n_pos_pat
             point_a, reps_a, ivs = _label_intervals(y, s_a, cluster, st.n_patients, weights, n_pos_pat, n_neg_pat)
             for m, (lo, hi) in ivs.items():
-                hits.setdefault(("auroc", m), []).append(float(lo <= st.auroc <= hi))
-                widths.setdefault(("auroc", m), []).append(hi - lo)
+                tally.add(("auroc", m), lo, hi, st.auroc)
             point_b = float(SortedLabel(y, s_b, cluster, st.n_patients).evaluate(np.ones((1, st.n_patients)))[0][0])
             reps_b = SortedLabel(y, s_b, cluster, st.n_patients).evaluate(weights)[0]
             d_reps = reps_a - reps_b
@@ -156,17 +174,14 @@ def label_coverage(settings: tuple[Setting, ...] | None = None, n_trials: int = 
                           ("mover-logit-t-adj", intervals.mover(d, (point_a, *lt_a), (point_b, *lt_b), r)),
                           ("mover-hm-score", intervals.mover(d, (point_a, *hm_a(LEVEL)), (point_b, *hm_b(LEVEL)), r)))
             for m, (lo, hi) in candidates:
-                hits.setdefault(("delta", m), []).append(float(lo <= true_delta <= hi))
-                widths.setdefault(("delta", m), []).append(hi - lo)
+                tally.add(("delta", m), lo, hi, true_delta)
             pos_patients.append(n_pos_pat)
             done += 1
-        for (target, m), h in hits.items():
-            w = np.asarray(widths[(target, m)], dtype=float)
+        for (target, m), (cov, width, n) in tally.summary().items():
             rows.append({"prevalence": st.prevalence, "auroc": st.auroc, "n_patients": st.n_patients,
                          "per_patient": st.per_patient, "mean_pos_patients": float(np.mean(pos_patients)),
                          "min_pos_patients": int(np.min(pos_patients)), "target": target, "method": m,
-                         "coverage": float(np.mean(h)), "mean_width": float(np.nanmean(w)) if np.isfinite(w).any() else np.nan,
-                         "trials": len(h)})
+                         "coverage": cov, "mean_width": width, "trials": n})
     return pd.DataFrame(rows)
 
 
@@ -394,8 +409,7 @@ def macro_coverage(settings: tuple[MacroSetting, ...] | None = None, n_trials: i
                 - true_average_precision(st.labels[-1][0], st.labels[-1][1] - DELTA_GAP), "macro auprc delta": float(np.mean(
                     [true_average_precision(p, a) - true_average_precision(p, a - DELTA_GAP) for p, a in st.labels]))}
         cluster = np.repeat(np.arange(st.n_patients), st.per_patient)
-        hits: dict[tuple[str, str], list[float]] = {}
-        widths: dict[tuple[str, str], list[float]] = {}
+        tally = _Tally()
         rare_pos = []
         done = 0
         while done < n_trials:
@@ -494,15 +508,11 @@ def macro_coverage(settings: tuple[MacroSetting, ...] | None = None, n_trials: i
                                              "logit-t-adj": A["lt_p"][j](LEVEL)}
             for target, ivs in out.items():
                 for m, (lo, hi) in ivs.items():
-                    hits.setdefault((target, m), []).append(float(lo <= true[target] <= hi))
-                    widths.setdefault((target, m), []).append(hi - lo)
+                    tally.add((target, m), lo, hi, true[target])
             rare_pos.append(int(n_pos_pat[-1]))
             done += 1
         desc = ", ".join(f"{p:g}/{a:g}" for p, a in st.labels)
-        summary: dict[tuple[str, str], tuple[float, float, int]] = {}
-        for (target, m), h in hits.items():
-            w = np.asarray(widths[(target, m)], dtype=float)
-            summary[(target, m)] = (float(np.mean(h)), float(np.nanmean(w)) if np.isfinite(w).any() else np.nan, len(h))
+        summary = tally.summary()
         for m in ("percentile", "logit-t-adj"):  # every label's AUPRC: the lowest coverage over the labels, mean width
             per = [summary.pop((f"{LABEL_AUPRC} {j}", m)) for j in range(n_lab)]
             summary[(LABEL_AUPRC, m)] = (min(c for c, _, _ in per), float(np.mean([w for _, w, _ in per])), per[0][2])
@@ -565,8 +575,7 @@ def seed_label_coverage(settings: tuple[SeedLabelSetting, ...] | None = None, n_
         sd_mu_a, true_a, sd_a = _seed_auroc_moments(st.auroc, st.sd_seed)
         sd_mu_b, true_b, _ = _seed_auroc_moments(st.auroc - DELTA_GAP, st.sd_seed)
         cluster = np.repeat(np.arange(st.n_patients), st.per_patient)
-        hits: dict[tuple[str, str], list[float]] = {}
-        widths: dict[tuple[str, str], list[float]] = {}
+        tally = _Tally()
         test_sd = []
         done = 0
         while done < n_trials:
@@ -597,20 +606,16 @@ def seed_label_coverage(settings: tuple[SeedLabelSetting, ...] | None = None, n_
             (plain_a, hm_a), (plain_b, hm_b) = arms["a"], arms["b"]
             test_sd.append(intervals.replicate_sd(plain_a.replicates))
             for mth, s_ in (("logit-t-adj + seed", plain_a), ("hm-score + seed", hm_a)):
-                hits.setdefault(("auroc", mth), []).append(float(s_.ci_low <= true_a <= s_.ci_high))
-                widths.setdefault(("auroc", mth), []).append(s_.ci_high - s_.ci_low)
+                tally.add(("auroc", mth), s_.ci_low, s_.ci_high, true_a)
             d_old = _wald_components_delta(plain_a, plain_b)
             d_new = paired_seed_delta(hm_a, hm_b)
             for mth, (lo, hi) in (("wald components", d_old), ("mover-seed-hm", (d_new.ci_low, d_new.ci_high))):
-                hits.setdefault(("delta", mth), []).append(float(lo <= true_a - true_b <= hi))
-                widths.setdefault(("delta", mth), []).append(hi - lo)
+                tally.add(("delta", mth), lo, hi, true_a - true_b)
             done += 1
-        for (target, mth), h in hits.items():
-            w = np.asarray(widths[(target, mth)], dtype=float)
+        for (target, mth), (cov, width, n) in tally.summary().items():
             rows.append({"n_patients": st.n_patients, "per_patient": st.per_patient, "prevalence": st.prevalence,
                          "auroc": st.auroc, "n_seeds": st.n_seeds, "sd_seed": sd_a, "sd_test": float(np.nanmean(test_sd)),
-                         "target": target, "method": mth, "coverage": float(np.mean(h)),
-                         "mean_width": float(np.nanmean(w)) if np.isfinite(w).any() else np.nan, "trials": len(h)})
+                         "target": target, "method": mth, "coverage": cov, "mean_width": width, "trials": n})
     return pd.DataFrame(rows)
 
 
@@ -671,8 +676,7 @@ def seed_macro_coverage(settings: tuple[SeedMacroSetting, ...] | None = None, n_
         true_a = float(np.mean([m[1] for m in moments["a"]]))
         true_d = true_a - float(np.mean([m[1] for m in moments["b"]]))
         cluster = np.repeat(np.arange(st.n_patients), st.per_patient)
-        hits: dict[tuple[str, str], list[float]] = {}
-        widths: dict[tuple[str, str], list[float]] = {}
+        tally = _Tally()
         test_sd = []
         done = 0
         while done < n_trials:
@@ -715,19 +719,15 @@ def seed_macro_coverage(settings: tuple[SeedMacroSetting, ...] | None = None, n_
             (old_a, new_a), (old_b, new_b) = arms["a"], arms["b"]
             test_sd.append(intervals.replicate_sd(new_a.replicates))
             for mth, s_ in (("logit-t-adj + seed", old_a), ("mover-hm + seed", new_a)):
-                hits.setdefault(("macro auroc", mth), []).append(float(s_.ci_low <= true_a <= s_.ci_high))
-                widths.setdefault(("macro auroc", mth), []).append(s_.ci_high - s_.ci_low)
+                tally.add(("macro auroc", mth), s_.ci_low, s_.ci_high, true_a)
             d_new = paired_seed_delta(new_a, new_b)
             for mth, (lo, hi) in (("wald components", _wald_components_delta(old_a, old_b)),
                                   ("mover-seed-macro-hm", (d_new.ci_low, d_new.ci_high))):
-                hits.setdefault(("macro delta", mth), []).append(float(lo <= true_d <= hi))
-                widths.setdefault(("macro delta", mth), []).append(hi - lo)
+                tally.add(("macro delta", mth), lo, hi, true_d)
             done += 1
         desc = ", ".join(f"{p:g}/{a:g}" for p, a in st.labels)
-        for (target, mth), h in hits.items():
-            w = np.asarray(widths[(target, mth)], dtype=float)
+        for (target, mth), (cov, width, n) in tally.summary().items():
             rows.append({"labels": desc, "n_patients": st.n_patients, "per_patient": st.per_patient, "n_seeds": st.n_seeds,
                          "sd_seed": float(np.mean([m[2] for m in moments["a"]])), "sd_test": float(np.nanmean(test_sd)),
-                         "target": target, "method": mth, "coverage": float(np.mean(h)),
-                         "mean_width": float(np.nanmean(w)) if np.isfinite(w).any() else np.nan, "trials": len(h)})
+                         "target": target, "method": mth, "coverage": cov, "mean_width": width, "trials": n})
     return pd.DataFrame(rows)
