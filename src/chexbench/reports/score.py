@@ -242,6 +242,19 @@ def align_predictions(frames: dict[str, pd.DataFrame], on_shared: bool = False) 
     return out, lost
 
 
+def read_compared_files(paths: list[str | Path], baseline: str | Path | None = None) -> tuple[list[Path], dict[str, pd.DataFrame]]:
+    """The files ``compare`` reads (``baseline`` appended when not among them), each read and checked, keyed by
+    file name (by path when two names collide); one line for a file given twice or fewer than two files."""
+    paths = [Path(p) for p in paths]
+    if baseline is not None and Path(baseline) not in paths:
+        paths.append(Path(baseline))
+    if len(set(paths)) != len(paths):
+        raise DataError("the same prediction file is given twice")
+    if len(paths) < 2:
+        raise DataError("compare needs at least two prediction files (or one and --baseline)")
+    return paths, {n: read_prediction_file(p) for n, p in zip(_names(paths), paths, strict=True)}
+
+
 def _names(paths: list[Path]) -> list[str]:
     short = [p.name for p in paths]
     return short if len(set(short)) == len(short) else [str(p) for p in paths]
@@ -278,15 +291,8 @@ def compare_predictions(paths: list[str | Path], baseline: str | Path | None = N
     their common test rows, with the same patient resamples for every model: bootstrap CI and p
     (primary), DeLong and clustered DeLong (cross-checks, per label and macro); Holm and BH over
     the per-label comparisons of all pairs, Holm over the macro comparisons of all pairs."""
-    paths = [Path(p) for p in paths]
-    if baseline is not None and Path(baseline) not in paths:
-        paths.append(Path(baseline))
-    if len(set(paths)) != len(paths):
-        raise DataError("the same prediction file is given twice")
-    if len(paths) < 2:
-        raise DataError("compare needs at least two prediction files (or one and --baseline)")
-    names = _names(paths)
-    frames = {n: read_prediction_file(p) for n, p in zip(names, paths, strict=True)}
+    paths, frames = read_compared_files(paths, baseline)
+    names = list(frames)
     choice = choose_labels(paths, list(frames.values()), labels)
     frames = {n: df[df["label"].astype(str).isin(choice.labels)].reset_index(drop=True) for n, df in frames.items()}
     rows_of = {n: len(df) for n, df in frames.items()}

@@ -46,7 +46,13 @@ from chexbench.reports.bootstrap import (
 )
 from chexbench.reports.compare import adjust_p_values, paired_label_delta
 from chexbench.reports.intervals import FEW_POSITIVE_PATIENTS, mover_interval_and_p
-from chexbench.reports.score import align_predictions, choose_labels, few_patients_flag, read_prediction_file
+from chexbench.reports.score import (
+    align_predictions,
+    choose_labels,
+    few_patients_flag,
+    read_compared_files,
+    read_prediction_file,
+)
 
 #: the variables ``--by`` accepts (the prediction file's column of the same name)
 VARIABLES: tuple[str, ...] = SUBGROUP_COLUMNS
@@ -232,16 +238,8 @@ def compare_files_by(paths: list[str | Path], by: str, baseline: str | Path | No
     BH over every (pair, subgroup, label); and each model's own subgroup table and largest gaps. Every
     file must carry the column, with the same value for an image in each."""
     check_variable(by)
-    paths = [Path(p) for p in paths]
-    if baseline is not None and Path(baseline) not in paths:
-        paths.append(Path(baseline))
-    if len(set(paths)) != len(paths):
-        raise DataError("the same prediction file is given twice")
-    if len(paths) < 2:
-        raise DataError("compare needs at least two prediction files (or one and --baseline)")
-    short = [p.name for p in paths]
-    names = short if len(set(short)) == len(short) else [str(p) for p in paths]
-    frames = {n: read_prediction_file(p) for n, p in zip(names, paths, strict=True)}
+    paths, frames = read_compared_files(paths, baseline)
+    names = list(frames)
     for df, p in zip(frames.values(), paths, strict=True):
         subgroup_values(df, by, str(p))
     choice = choose_labels(paths, list(frames.values()), labels)
