@@ -9,6 +9,8 @@ COLUMNS=80 / LINES=24 from execnet, which would make the CLI's console measure a
 
 import os
 
+import pytest
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
@@ -17,3 +19,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture()
+def cache(tmp_path_factory, monkeypatch):
+    """One chexbench cache per test session (per xdist worker): a tiny phantom is generated and prepared once."""
+    path = tmp_path_factory.getbasetemp() / "e2e-cache"
+    monkeypatch.setenv("CHEXBENCH_CACHE", str(path))
+    return path

@@ -10,8 +10,9 @@ from torch import nn
 
 from chexbench.backbones.convstem import ConvStem, convstem_channels
 from chexbench.backbones.profile import profile_backbone
-from chexbench.config import CellConfig, Settings
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.settings import Settings
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 
 
 @pytest.mark.slow

@@ -7,9 +7,10 @@ import timm
 import torch
 from timm.models import get_pretrained_cfg
 
-from chexbench.config import CellConfig, Settings
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.settings import Settings
 from chexbench.core.context import RunContext
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 
 WITH_WEIGHTS = [n for n in BACKBONES.names() if BACKBONES.get(n).has_imagenet_weights]
 

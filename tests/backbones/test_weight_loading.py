@@ -6,10 +6,10 @@ from timm.models.resnet import BasicBlock, ResNet
 from timm.models.vision_transformer import VisionTransformer
 
 from chexbench.backbones.base import load_checkpoint, read_state_dict
-from chexbench.config import CellConfig
+from chexbench.spec.cell import CellConfig
 from chexbench.core.context import RunContext
 from chexbench.core.errors import SkipCell, WeightsError
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 
 
 def _rgb_resnet_tiny() -> ResNet:

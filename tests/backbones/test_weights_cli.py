@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 from chexbench.backbones import imagenet_weights
 from chexbench.cli import app
-from chexbench.config import CellConfig, Settings
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.settings import Settings
 from chexbench.core.context import RunContext
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 
 runner = CliRunner()
 

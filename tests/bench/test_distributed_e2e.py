@@ -15,7 +15,7 @@ import torch
 
 from chexbench.bench.runner import run_grid
 from chexbench.bench.store import ResultStore
-from chexbench.config import load_grid
+from chexbench.spec.parse import load_grid
 from chexbench.core.context import RunContext
 
 pytestmark = pytest.mark.slow

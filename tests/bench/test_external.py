@@ -14,11 +14,11 @@ from chexbench.bench.external import external_targets, label_sets, pending_targe
 from chexbench.bench.preflight import PreflightError, external_leakage, preflight
 from chexbench.bench.runner import predict_external, run_grid
 from chexbench.bench.store import ResultStore
-from chexbench.config import load_grid, parse_grid
+from chexbench.spec.parse import load_grid, parse_grid
 from chexbench.core.context import RunContext
 from chexbench.core.errors import ConfigError, DataError
 from chexbench.datasets.phantom.generate import write_site
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 from chexbench.reports.report import write_report
 
 PHANTOM = {"patients": 60, "size": 32}

@@ -19,14 +19,15 @@ from torch import nn
 
 from chexbench.backbones.base import Backbone
 from chexbench.bench.protocols.finetune import Finetune
-from chexbench.config import CellConfig, Settings
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.settings import Settings
 from chexbench.core.context import FastPath, RunContext, fast_path_for
 from chexbench.core.devices import autocast
 from chexbench.core.inference import extract_features
 from chexbench.core.inputs import DEFAULT_NORMALIZE, to_input
 from chexbench.core.optim import build_optimizer, optimizer_implementation
 from chexbench.datasets.celldata import CellData, SplitData
-from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
+from chexbench.spec.registry import BACKBONES, PROTOCOLS, STRATEGIES
 from chexbench.strategies.base import InitRecord
 
 FAMILIES = ["resnet_tiny", "vit_tiny", "vit_convstem_tiny"]

@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from chexbench.backbones.base import Backbone
-from chexbench.config import CellConfig, Settings
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.settings import Settings
 from chexbench.core.context import RunContext
 from chexbench.core.errors import DataError
 from chexbench.datasets.celldata import CellData, SplitData
-from chexbench.registry import BACKBONES, PROTOCOLS
+from chexbench.spec.registry import BACKBONES, PROTOCOLS
 from chexbench.strategies.base import InitRecord
 
 LABELS = ["Atelectasis", "Cardiomegaly"]

@@ -9,11 +9,12 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from chexbench.backbones.base import Backbone
-from chexbench.config import CellConfig, Settings
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.settings import Settings
 from chexbench.core.context import RunContext
 from chexbench.core.metrics import macro_auroc, macro_auroc_per_head
 from chexbench.datasets.celldata import CellData, SplitData
-from chexbench.registry import BACKBONES, PROTOCOLS
+from chexbench.spec.registry import BACKBONES, PROTOCOLS
 from chexbench.strategies.base import InitRecord
 
 LABELS = ["Atelectasis", "Cardiomegaly", "Edema"]

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from chexbench.bench.preflight import PreflightError, group_label, preflight, split_summary
 from chexbench.cli import app
-from chexbench.config import load_grid
+from chexbench.spec.parse import load_grid
 from chexbench.datasets.phantom.generate import write_site
 
 runner = CliRunner()
@@ -92,7 +92,7 @@ def test_plan_prints_split_sizes_and_test_positives_and_warns_on_thin_labels(tmp
     # against the loader's own index: frontal images per split, and U-Ones positives per label
     import numpy as np
 
-    from chexbench.registry import DATASETS
+    from chexbench.spec.registry import DATASETS
 
     index = DATASETS.get("chexpert").load_index(roots["good"])
     frontal = index[index["view"].isin(["PA", "AP"])]
@@ -136,7 +136,7 @@ def test_a_component_hook_is_called_once_per_configuration_and_its_error_names_t
     tmp_path: Path, roots: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from chexbench.core.errors import WeightsError
-    from chexbench.registry import BACKBONES
+    from chexbench.spec.registry import BACKBONES
 
     calls: list[str] = []
     spec = BACKBONES.get("resnet_tiny")
@@ -160,7 +160,7 @@ def test_a_component_hook_is_called_once_per_configuration_and_its_error_names_t
 
 
 def test_group_label_names_what_sets_the_group_apart() -> None:
-    from chexbench.config import CellConfig
+    from chexbench.spec.cell import CellConfig
 
     universe = [CellConfig(s, "resnet_tiny", d, "linear", 1.0, 0) for s in ("scratch", "simclr") for d in ("nih", "chexpert")]
     assert group_label([c for c in universe if c.dataset == "nih"], universe) == "dataset=nih: 2 cells"

@@ -26,7 +26,7 @@ def _free_port() -> int:
 
 
 def _grid():
-    from chexbench.config import parse_grid
+    from chexbench.spec.parse import parse_grid
 
     raw = {
         "axes": {"strategy": ["scratch"], "backbone": ["resnet_tiny"], "dataset": ["chexpert"], "protocol": ["finetune"],

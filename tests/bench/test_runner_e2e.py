@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from chexbench.bench.runner import run_grid
 from chexbench.bench.store import ResultStore
 from chexbench.cli import app
-from chexbench.config import parse_grid
+from chexbench.spec.parse import parse_grid
 from chexbench.core.context import RunContext
 from chexbench.datasets.celldata import resolve_prepared
 

@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chexbench.bench.shard import Shard, pretrain_group, shard_cells, shard_of
-from chexbench.config import PlannedCell, load_grid, parse_grid
+from chexbench.spec.grid import PlannedCell
+from chexbench.spec.parse import load_grid, parse_grid
 from chexbench.core.errors import ConfigError
 from chexbench.core.lock import FileLock, LockTimeout
 
@@ -166,9 +167,9 @@ def test_a_pretraining_run_needed_by_two_shards_runs_once(tmp_path, monkeypatch)
     import pandas as pd
     import torch
 
-    from chexbench.config import CellConfig
+    from chexbench.spec.cell import CellConfig
     from chexbench.core.context import RunContext
-    from chexbench.registry import STRATEGIES
+    from chexbench.spec.registry import STRATEGIES
     from chexbench.strategies import pretrain as P
 
     calls: list[str] = []

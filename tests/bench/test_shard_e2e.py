@@ -16,7 +16,7 @@ from e2e_grid import run_command, tiny_grid, worker_env
 from chexbench.bench.runner import run_grid
 from chexbench.bench.shard import Shard, shard_cells
 from chexbench.bench.store import ResultStore
-from chexbench.config import load_grid
+from chexbench.spec.parse import load_grid
 from chexbench.core.context import RunContext
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 
 from chexbench.bench.runner import base_record
 from chexbench.bench.store import PREDICTION_COLUMNS, RECORD_COLUMNS, ResultStore
-from chexbench.config import CellConfig
+from chexbench.spec.cell import CellConfig
 from chexbench.core.atomic import atomic_write_parquet
 
 
@@ -264,7 +264,7 @@ def test_a_damaged_file_that_cannot_be_moved_is_reported_once_and_left_out(tmp_p
 
 def test_a_damaged_skipped_file_is_quarantined_and_rebuilt_by_the_next_plan(tmp_path):
     from chexbench.bench.runner import write_skipped
-    from chexbench.config import PlannedCell
+    from chexbench.spec.grid import PlannedCell
 
     store, _, messages = _stored(tmp_path)
     cell, _ = _record(5)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from chexbench.bench.store import ResultStore
 from chexbench.cli import app
 from chexbench.cli.submit import job_state, read_jobs, shard_command, state_file_name
-from chexbench.config import load_grid
+from chexbench.spec.parse import load_grid
 
 
 @pytest.fixture()

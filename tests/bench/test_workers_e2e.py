@@ -13,7 +13,7 @@ import pytest
 from e2e_grid import run_command, tiny_grid, worker_env
 
 from chexbench.bench.store import ResultStore
-from chexbench.config import load_grid
+from chexbench.spec.parse import load_grid
 
 pytestmark = pytest.mark.slow
 

@@ -11,12 +11,13 @@ from typer.testing import CliRunner
 from chexbench.bench.cell_model import head_invalid_reason, make_classifier
 from chexbench.bench.protocols.base import EvaluationProtocol
 from chexbench.cli import app
-from chexbench.config import CellConfig, Settings
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.settings import Settings
 from chexbench.core.context import RunContext
 from chexbench.core.inference import extract_features
 from chexbench.core.inputs import to_input
 from chexbench.datasets.celldata import CellData, SplitData
-from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES, Entry
+from chexbench.spec.registry import BACKBONES, PROTOCOLS, STRATEGIES, Entry
 from chexbench.strategies.base import InitRecord, Strategy
 
 CPU = torch.device("cpu")

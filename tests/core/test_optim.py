@@ -156,7 +156,7 @@ def _timm_groups_with_exclude_arg():
 @pytest.mark.parametrize("exclude_1d", [True, False])
 def test_decay_groups_are_timms_for_every_choice(weight_decay, exclude_1d):
     from chexbench.core.optim import weight_decay_groups
-    from chexbench.registry import BACKBONES
+    from chexbench.spec.registry import BACKBONES
 
     timm_groups = _timm_groups_with_exclude_arg()
     for model in (_model(), BACKBONES.get("vit_tiny").build(32, {}), BACKBONES.get("resnet_tiny").build(32, {})):

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chexbench.config import CellConfig, Settings, parse_grid
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.parse import parse_grid
+from chexbench.spec.settings import Settings
 from chexbench.core.errors import ConfigError
 from chexbench.core.optim import (
     Schedule,
@@ -15,7 +17,7 @@ from chexbench.core.optim import (
     warmup_cosine,
     warmup_cosine_factor,
 )
-from chexbench.registry import PROTOCOLS, STRATEGIES
+from chexbench.spec.registry import PROTOCOLS, STRATEGIES
 
 
 def test_a_warmup_as_long_as_the_run_is_a_value_error_not_a_clamp():

@@ -248,7 +248,7 @@ def test_readers_never_miss_the_index_while_two_configs_reindex_the_same_cache(r
     import threading
 
     from chexbench.datasets.reuse import reindex
-    from chexbench.registry import DATASETS
+    from chexbench.spec.registry import DATASETS
 
     folder = ensure_prepared("chexpert", root, SIZE).dir
     ds = DATASETS.get("chexpert")

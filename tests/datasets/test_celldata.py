@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexbench.config import CellConfig, Settings
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.settings import Settings
 from chexbench.core.errors import LeakageError
 from chexbench.datasets import celldata
 from chexbench.datasets.celldata import build_cell_data, pretrain_pool
@@ -257,7 +258,7 @@ def test_chexpert_blanks_stay_negative_by_default_and_nothing_is_excluded(chexpe
 
 
 def test_phantom_datasets_take_their_layouts_label_convention():
-    from chexbench.registry import DATASETS
+    from chexbench.spec.registry import DATASETS
 
     for layout in ("chexpert", "nih", "indiana"):
         assert DATASETS.get(f"phantom-{layout}").blank_label_means == DATASETS.get(layout).blank_label_means

@@ -14,7 +14,7 @@ from chexbench.datasets.base import INDEX_META_COLUMNS
 from chexbench.datasets.chexpert import CHEXPERT_VALID_FRACTION, load_chexpert_index
 from chexbench.datasets.fixtures import real_label_file
 from chexbench.datasets.labels import apply_uncertainty
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 # value counts of the real file (CheXpert-v1.0-small train.csv), per competition label:
 # (positive 1.0, negative 0.0, uncertain -1.0, blank)

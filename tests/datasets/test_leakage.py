@@ -7,13 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexbench.config import CellConfig, Settings
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.settings import Settings
 from chexbench.core.errors import DataError, LeakageError
 from chexbench.datasets.celldata import pretrain_pool
 from chexbench.datasets.fixtures import real_label_file, write_nih_layout
 from chexbench.datasets.leakage import check_pretrain_leakage, pretrain_source_options
 from chexbench.datasets.nih import load_nih_index
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 SIZE = 16
 

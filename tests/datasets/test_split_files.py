@@ -15,7 +15,9 @@ from typer.testing import CliRunner
 from chexbench.bench.runner import run_grid
 from chexbench.bench.store import ResultStore
 from chexbench.cli import app
-from chexbench.config import CellConfig, Settings, parse_grid
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.parse import parse_grid
+from chexbench.spec.settings import Settings
 from chexbench.core.context import RunContext
 from chexbench.core.errors import ChexbenchError, ConfigError, DataError, LeakageError
 from chexbench.datasets import split_files

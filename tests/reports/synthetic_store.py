@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from chexbench.bench.store import ResultStore
-from chexbench.config import Settings
+from chexbench.spec.settings import Settings
 from chexbench.core.atomic import atomic_write_parquet
 
 LABELS = ["atelectasis", "cardiomegaly", "edema", "pneumothorax"]

@@ -15,7 +15,8 @@ from synthetic_store import _predictions, _record, _truth
 
 from chexbench.bench.runner import base_record
 from chexbench.bench.store import RECORD_COLUMNS, ResultStore, record_configuration_hash
-from chexbench.config import CellConfig, Settings, configuration_keys
+from chexbench.spec.cell import CellConfig, configuration_keys
+from chexbench.spec.settings import Settings
 from chexbench.reports.aggregate import load_results
 from chexbench.reports.leaderboard import build_tables
 from chexbench.reports.report import write_report

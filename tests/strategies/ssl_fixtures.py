@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from chexbench.config import CellConfig, Settings
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.settings import Settings
 from chexbench.core.context import RunContext
 from chexbench.datasets.celldata import CellData, SplitData
 

@@ -10,10 +10,10 @@ from checkpoint_fixtures import expected_transfer, lightning_checkpoint, moco_ch
 from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
-from chexbench.config import CellConfig
+from chexbench.spec.cell import CellConfig
 from chexbench.core.context import RunContext
 from chexbench.core.errors import ConfigError, WeightsError
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 
 STRATEGY = STRATEGIES.get("checkpoint")
 
@@ -161,7 +161,7 @@ def test_reading_never_runs_code_from_the_file(tmp_path):
 
 
 def test_grid_declares_several_named_checkpoints(tmp_path):
-    from chexbench.config import parse_grid
+    from chexbench.spec.parse import parse_grid
 
     raw = {
         "axes": {"strategy": ["scratch", "checkpoint"], "backbone": ["resnet_tiny"], "dataset": ["phantom-chexpert"], "protocol": ["linear"]},

@@ -16,7 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from chexbench.bench.cell_model import apply_head
 from chexbench.core.errors import RECORD_WARNING_PREFIX, ConfigError
-from chexbench.registry import BACKBONES
+from chexbench.spec.registry import BACKBONES
 from chexbench.reports.cell_warnings import warnings_section
 from chexbench.strategies.base import InitRecord
 from chexbench.strategies.mocov2 import MoCoModel, MoCoV2
@@ -136,8 +136,9 @@ def test_topk_head_takes_scorer_temperature_and_width_from_pretraining_or_refuse
 
 
 def test_preflight_refuses_topk_scorer_options_that_differ_from_pretraining():
-    from chexbench.config import CellConfig, Settings
-    from chexbench.registry import PROTOCOLS
+    from chexbench.spec.cell import CellConfig
+    from chexbench.spec.settings import Settings
+    from chexbench.spec.registry import PROTOCOLS
 
     def cell(protocol_options):
         return CellConfig("mocov2_topk", "vit_tiny", "phantom-chexpert", "finetune", 1.0, 0, Settings(image_size=32),

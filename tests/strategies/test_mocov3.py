@@ -14,7 +14,7 @@ import torch
 from ssl_fixtures import tiny_cell
 from torch import nn
 
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.mocov3 import MoCoV3Model, mocov3_contrastive
 
 
@@ -111,7 +111,7 @@ def test_the_recipe_follows_the_backbone_family():
 
 
 def _bare(backbone: str):
-    from chexbench.config import CellConfig
+    from chexbench.spec.cell import CellConfig
 
     return CellConfig("mocov3", backbone, "phantom-chexpert", "linear", 1.0, 0)
 

@@ -13,7 +13,7 @@ from ssl_fixtures import tiny_cell
 from chexbench.backbones.base import load_checkpoint
 from chexbench.core.context import NullProgress, RunContext
 from chexbench.core.errors import WeightsError
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.pretrain import HISTORY_COLUMNS, MONITOR_COLUMNS, run_id_of
 
 

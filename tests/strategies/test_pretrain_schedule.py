@@ -8,7 +8,7 @@ import pytest
 from ssl_fixtures import tiny_cell
 
 from chexbench.core.errors import ConfigError
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 
 
 def test_the_pretraining_record_states_the_effective_schedule(fake_source, ctx):

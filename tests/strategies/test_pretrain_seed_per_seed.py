@@ -9,9 +9,10 @@ import tomllib
 import pytest
 from ssl_fixtures import tiny_cell
 
-from chexbench.config import Settings, parse_grid
+from chexbench.spec.parse import parse_grid
+from chexbench.spec.settings import Settings
 from chexbench.core.errors import ConfigError
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.pretrain import run_id_of
 
 GRID = """

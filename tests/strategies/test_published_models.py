@@ -30,10 +30,10 @@ from torch import nn
 from chexbench.backbones import layouts
 from chexbench.backbones.base import audit_checkpoint
 from chexbench.backbones.vit import VitSpec
-from chexbench.config import CellConfig
+from chexbench.spec.cell import CellConfig
 from chexbench.core.context import RunContext
 from chexbench.core.errors import WeightsError
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 
 STRATEGY = STRATEGIES.get("checkpoint")
 TOL = 1e-4  # float32 reductions in another order (fused vs separate q/k/v, attention kernels); measured ≤ 5e-6
@@ -393,7 +393,7 @@ def test_absent_hub_reference_is_one_line_naming_the_fetch_command(tmp_path, mon
     fake_hub_cache(tmp_path / "hub", "microsoft/rad-dino", {"config.json": "{}"})  # the repo is there, its weights are not
     with pytest.raises(WeightsError, match="is not in the local Hugging Face cache"):
         STRATEGY.preflight(_cell("hf-hub:microsoft/rad-dino", "vit_b14_dinov2", 224))
-    from chexbench.config import parse_grid
+    from chexbench.spec.parse import parse_grid
     from chexbench.core.errors import ConfigError
 
     raw = {"axes": {"strategy": ["checkpoint"], "backbone": ["vit_b14_dinov2"], "dataset": ["phantom-chexpert"], "protocol": ["linear"]},
@@ -518,7 +518,7 @@ def test_open_clip_with_a_timm_trunk_biomedclip_layout_loads_into_vit_b16(tmp_pa
 def test_foundation_models_grid_puts_each_checkpoint_on_its_backbone_only():
     from pathlib import Path
 
-    from chexbench.config import load_grid
+    from chexbench.spec.parse import load_grid
 
     planned = load_grid(str(Path(__file__).parents[2] / "docs" / "foundation_models.toml")).cells()
     # ImageNet cells run where the weights are fetched, else are skipped with the fetch command

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from chexbench.backbones.vit import VitTiny
-from chexbench.config import load_grid
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.parse import load_grid
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 from chexbench.reports.study import study_questions_section
 
 RECIPE_KEYS = ("pretrain_optimizer", "pretrain_lr", "pretrain_weight_decay", "pretrain_warmup_epochs")
@@ -75,7 +75,7 @@ def test_the_recipe_is_chosen_by_the_backbone_family_attribute_not_its_name(monk
         kind = "cnn"
 
     BACKBONES._ensure_loaded()
-    from chexbench.registry import Entry
+    from chexbench.spec.registry import Entry
 
     for cls in (PluginViT, PluginCNN):
         monkeypatch.setitem(BACKBONES._entries, cls.name, Entry(cls.name, cls(), "", "test"))

@@ -14,10 +14,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chexbench.config import CellConfig, Settings
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.settings import Settings
 from chexbench.core.context import RunContext
 from chexbench.core.metrics import macro_auroc
-from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
+from chexbench.spec.registry import BACKBONES, PROTOCOLS, STRATEGIES
 
 #: the CPU-scale pretraining recipe of the check (milder crops than the defaults: 8 epochs only)
 SSL_OPTIONS = {

@@ -12,7 +12,7 @@ from ssl_fixtures import tiny_cell
 from test_pretrain import KillAfterEpochs
 
 from chexbench.core.context import NullProgress, RunContext
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.dino import DINOModel
 from chexbench.strategies.mae import MAEModel, random_masking
 from chexbench.strategies.monitors import effective_rank, is_collapsed, monitor_row, normalized_std

@@ -17,9 +17,11 @@ import pandas as pd
 import pytest
 import torch
 
-from chexbench.config import CellConfig, Settings, load_grid
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.parse import load_grid
+from chexbench.spec.settings import Settings
 from chexbench.core.context import RunContext
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 
 
 def smoke_options(strategy: str) -> dict:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chexbench.core.errors import ConfigError
-from chexbench.registry import BACKBONES
+from chexbench.spec.registry import BACKBONES
 from chexbench.strategies.topk import TopKBackbone, resolve_k, topk_indices, topk_pool, wrap_topk
 
 

@@ -8,13 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from chexbench.config import CellConfig, Settings
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.settings import Settings
 from chexbench.core.context import RunContext
 from chexbench.core.inputs import to_input
 from chexbench.core.metrics import macro_auroc
 from chexbench.datasets.celldata import CellData, SplitData
 from chexbench.explain.heatmaps import explain
-from chexbench.registry import BACKBONES, PROTOCOLS
+from chexbench.spec.registry import BACKBONES, PROTOCOLS
 from chexbench.strategies.base import InitRecord
 from chexbench.strategies.topk import ClasswiseTopKClassifier, classwise_topk_pool
 

@@ -11,9 +11,9 @@ import torch
 from ssl_fixtures import tiny_cell as _tiny_cell
 
 from chexbench.bench.cell_model import apply_head, head_invalid_reason
-from chexbench.config import CellConfig
+from chexbench.spec.cell import CellConfig
 from chexbench.core.errors import RECORD_WARNING_PREFIX, WeightsError
-from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
+from chexbench.spec.registry import BACKBONES, PROTOCOLS, STRATEGIES
 from chexbench.strategies.topk import TopKBackbone, load_scorer, wrap_topk
 
 
@@ -94,7 +94,7 @@ def test_head_option_validity():
 
 
 def test_k_is_a_grid_axis_and_invalid_heads_are_skipped():
-    from chexbench.config import parse_grid
+    from chexbench.spec.parse import parse_grid
 
     grid = parse_grid({
         "axes": {"strategy": ["scratch", "simclr_topk"], "backbone": ["vit_tiny", "resnet_tiny"], "dataset": ["phantom-chexpert"],
@@ -119,7 +119,7 @@ def test_the_documented_topk_pretraining_grid_decays_and_pretrains_once_per_seed
     from pathlib import Path
 
     from chexbench.bench.shard import pretrain_group
-    from chexbench.config import load_grid
+    from chexbench.spec.parse import load_grid
 
     grid = load_grid(str(Path(__file__).parents[2] / "docs" / "topk_pretraining_decay.toml"))
     run = [p for p in grid.cells() if p.status == "run"]

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from chexbench.cli import app
-from chexbench.config import parse_grid
+from chexbench.spec.parse import parse_grid
 from chexbench.core.errors import ConfigError
 from chexbench.tracking import build_tracker, parse_log
 

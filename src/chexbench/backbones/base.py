@@ -23,7 +23,7 @@ from chexbench.backbones.foreign import read_checkpoint
 from chexbench.core.errors import WeightsError
 
 if TYPE_CHECKING:
-    from chexbench.config import CellConfig
+    from chexbench.spec.cell import CellConfig
 
 
 class Backbone(nn.Module):

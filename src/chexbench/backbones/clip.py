@@ -18,8 +18,8 @@ from pydantic import Field
 from torch import nn
 
 from chexbench.backbones.vit import VitSpec
-from chexbench.options import Options
-from chexbench.registry import BACKBONES
+from chexbench.spec.options import Options
+from chexbench.spec.registry import BACKBONES
 
 ACT_HELP = "the MLP activation: gelu (open_clip's own models) or quick_gelu (OpenAI CLIP and models trained from it)"
 

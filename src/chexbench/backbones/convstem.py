@@ -20,8 +20,8 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from chexbench.backbones.vit import VitSpec
-from chexbench.options import Options
-from chexbench.registry import BACKBONES
+from chexbench.spec.options import Options
+from chexbench.spec.registry import BACKBONES
 
 
 class ConvStem(nn.Module):

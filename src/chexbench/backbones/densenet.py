@@ -16,7 +16,7 @@ import timm
 from torch import nn
 
 from chexbench.backbones.base import BackboneSpec
-from chexbench.registry import BACKBONES
+from chexbench.spec.registry import BACKBONES
 
 
 @BACKBONES.register

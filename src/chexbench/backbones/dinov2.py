@@ -16,7 +16,7 @@ import timm
 from torch import nn
 
 from chexbench.backbones.vit import VitSpec
-from chexbench.registry import BACKBONES
+from chexbench.spec.registry import BACKBONES
 
 
 class _Dinov2Spec(VitSpec):

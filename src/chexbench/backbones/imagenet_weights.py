@@ -37,7 +37,7 @@ from chexbench.backbones.foreign import file_sha256, read_checkpoint
 from chexbench.core.atomic import atomic_path
 from chexbench.core.errors import WeightsError
 from chexbench.core.paths import cache_dir
-from chexbench.registry import BACKBONES
+from chexbench.spec.registry import BACKBONES
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 

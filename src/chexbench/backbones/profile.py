@@ -10,7 +10,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from chexbench.registry import BACKBONES
+from chexbench.spec.registry import BACKBONES
 
 
 @functools.lru_cache(maxsize=64)

@@ -9,7 +9,7 @@ from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
 from chexbench.backbones.base import BackboneSpec
-from chexbench.registry import BACKBONES
+from chexbench.spec.registry import BACKBONES
 
 
 class _ResNetSpec(BackboneSpec):

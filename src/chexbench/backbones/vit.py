@@ -11,7 +11,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from chexbench.backbones.base import BackboneSpec
-from chexbench.registry import BACKBONES
+from chexbench.spec.registry import BACKBONES
 
 
 class VitSpec(BackboneSpec):

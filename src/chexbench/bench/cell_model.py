@@ -30,13 +30,13 @@ from chexbench.core import distributed
 from chexbench.core.atomic import atomic_torch_save
 from chexbench.core.errors import RECORD_WARNING_PREFIX, ConfigError, DataError, WeightsError
 from chexbench.explain.localization import evaluate_localization
-from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
+from chexbench.spec.registry import BACKBONES, PROTOCOLS, STRATEGIES
 from chexbench.strategies.heads import copy_probe_head
 from chexbench.strategies.topk import ClasswiseTopKClassifier, is_vit_cell, load_scorer, wrap_topk
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.config import CellConfig
+    from chexbench.spec.cell import CellConfig
     from chexbench.core.context import RunContext
     from chexbench.datasets.celldata import CellData
     from chexbench.strategies.base import InitRecord

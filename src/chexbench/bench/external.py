@@ -3,7 +3,7 @@
 A cell trained on dataset S with ``evaluate_on = ["T1", "T2"]`` also predicts the test split of
 each Tk (not S itself: that is its internal test) with the model its protocol selected on S's
 validation split. What each target is comes from the grid: the cell the grid resolves for the
-same axis values with Tk as dataset (its *internal twin*, :attr:`chexbench.config.PlannedCell.external`)
+same axis values with Tk as dataset (its *internal twin*, :attr:`chexbench.spec.grid.PlannedCell.external`)
 gives Tk's dataset options (root, a phantom's generation options) and the settings that define
 Tk's test split (:data:`TARGET_DATA_SETTINGS`); the image size stays the source cell's (the model's
 input). So the external test images are the twin's own test images, and the report pairs the
@@ -54,7 +54,7 @@ from chexbench.datasets.leakage import indexed_root, pretrain_source_options, pr
 
 if TYPE_CHECKING:
     from chexbench.bench.store import ResultStore
-    from chexbench.config import CellConfig
+    from chexbench.spec.cell import CellConfig
 
 #: bump when the meaning of an external record changes
 EXTERNAL_FORMAT = 1
@@ -79,7 +79,7 @@ class ExternalTarget:
 
 
 def external_targets(cell: CellConfig, twins: dict[str, CellConfig]) -> list[ExternalTarget]:
-    """The targets of ``cell`` from its planned twins (:attr:`chexbench.config.PlannedCell.external`)."""
+    """The targets of ``cell`` from its planned twins (:attr:`chexbench.spec.grid.PlannedCell.external`)."""
     out = []
     for name, twin in twins.items():
         settings = dataclasses.replace(twin.settings, image_size=cell.settings.image_size)

@@ -14,7 +14,7 @@ from typing import Any
 
 from chexbench.bench.cell_model import load_cell_model
 from chexbench.bench.store import ResultStore
-from chexbench.config import CellConfig
+from chexbench.spec.cell import CellConfig
 from chexbench.core.errors import DataError
 from chexbench.datasets.celldata import CellData, build_cell_data
 from chexbench.explain.gallery import FinishedCell

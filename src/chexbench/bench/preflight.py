@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from chexbench.bench.external import check_leakage, external_targets
-from chexbench.config import AXES, CellConfig, PlannedCell
+from chexbench.spec.cell import AXES, CellConfig
+from chexbench.spec.grid import PlannedCell
 from chexbench.core.errors import ChexbenchError, ConfigError, DataError, SkipCell
 from chexbench.datasets import split_files
 from chexbench.datasets.base import FRONTAL_VIEWS, SPLITS, label_columns
@@ -39,7 +40,7 @@ from chexbench.datasets.labels import apply_uncertainty
 from chexbench.datasets.leakage import pretrain_source_options
 from chexbench.datasets.prepared import label_file_fingerprint
 from chexbench.datasets.splits import sample_patients
-from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
+from chexbench.spec.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
 
 #: components whose ``preflight(cell)`` hook is called, in this order
 HOOKED: tuple[tuple[str, Any], ...] = (

@@ -32,7 +32,8 @@ from chexbench.bench.cell_model import load_cell_model, model_path
 from chexbench.bench.preflight import preflight  # the pre-run checks (plan, run, submit)
 from chexbench.bench.shard import Shard, shard_cells
 from chexbench.bench.store import ResultStore
-from chexbench.config import CellConfig, Grid, PlannedCell
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.grid import Grid, PlannedCell
 from chexbench.core import distributed as D
 from chexbench.core.atomic import atomic_write_parquet, clean_stale_temporaries
 from chexbench.core.context import RunContext
@@ -45,7 +46,7 @@ from chexbench.core.metrics import macro, per_label_metrics
 from chexbench.core.seeding import seed_everything
 from chexbench.core.tracking import CountingRunLog, RunLog
 from chexbench.datasets import celldata  # called as celldata.build_cell_data: tests substitute it
-from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
+from chexbench.spec.registry import BACKBONES, PROTOCOLS, STRATEGIES
 
 SKIPPED_COLUMNS = ("cell_id", "grid", "strategy", "backbone", "dataset", "protocol", "label_fraction", "seed", "reason")
 

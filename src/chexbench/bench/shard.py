@@ -20,9 +20,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chexbench.config import PlannedCell
+from chexbench.spec.grid import PlannedCell
 from chexbench.core.errors import ConfigError
-from chexbench.registry import STRATEGIES
+from chexbench.spec.registry import STRATEGIES
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from chexbench.bench.store import ResultStore
-from chexbench.config import load_grid
+from chexbench.spec.parse import load_grid
 
 #: Best macro AUROC (over a dataset's finished cells, any protocol) that a working pipeline
 #: exceeds on each phantom layout under the smoke grid's budget. A broken pipeline (labels

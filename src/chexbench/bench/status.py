@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chexbench.bench.store import ResultStore
-from chexbench.config import PlannedCell
+from chexbench.spec.grid import PlannedCell
 from chexbench.core.atomic import pid_alive
 from chexbench.tracking.live import read_live
 

@@ -44,7 +44,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from chexbench.config import RESULTS_SCHEMA_VERSION, configuration_hash
+from chexbench.spec.cell import configuration_hash, RESULTS_SCHEMA_VERSION
 from chexbench.core.atomic import atomic_write_parquet
 from chexbench.core.errors import DataError
 from chexbench.core.lock import FileLock

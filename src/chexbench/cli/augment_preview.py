@@ -10,7 +10,7 @@ import typer
 from chexbench.cli.app import console, data_app
 from chexbench.core.atomic import atomic_path
 from chexbench.core.errors import ConfigError
-from chexbench.registry import STRATEGIES
+from chexbench.spec.registry import STRATEGIES
 
 
 def _parse_options(strategy: str, items: list[str] | None) -> dict[str, object]:
@@ -40,7 +40,8 @@ def augment_preview_cmd(
     import torch
     from PIL import Image
 
-    from chexbench.config import CellConfig, Settings
+    from chexbench.spec.cell import CellConfig
+    from chexbench.spec.settings import Settings
     from chexbench.datasets.celldata import pretrain_pool
 
     # lazy: keeps chexbench --help fast

@@ -10,7 +10,7 @@ import typer
 
 from chexbench.cli.app import bench_app, console
 from chexbench.core.errors import ConfigError
-from chexbench.registry import BACKBONES
+from chexbench.spec.registry import BACKBONES
 
 GPU_BACKBONES = ["resnet50", "vit_b16"]
 CPU_BACKBONES = ["resnet_tiny", "vit_tiny"]

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from chexbench.cli.app import GridOpt, OnlyOpt, ResultsOpt, Table, app, console
 from chexbench.cli.submit import print_jobs
 from chexbench.core.errors import ChexbenchError, ConfigError, DataError
-from chexbench.registry import BACKBONES, REGISTRIES, STRATEGIES
+from chexbench.spec.registry import BACKBONES, REGISTRIES, STRATEGIES
 
 
 @app.command("list")
@@ -60,7 +60,7 @@ def list_cmd(
 
 def _print_settings() -> None:
     # lazy: keeps chexbench --help fast
-    from chexbench.reference import settings_rows
+    from chexbench.spec.reference import settings_rows
 
     title = "[settings] keys (any level of a grid: [settings], [dataset.NAME], …, [[override]])"
     table = Table(title=escape(title), title_justify="left")
@@ -74,7 +74,7 @@ def _print_settings() -> None:
 
 def _print_options(name: str | None) -> None:
     # lazy: keeps chexbench --help fast
-    from chexbench.reference import OPTION_KINDS, find_components, option_rows, unknown_component_message
+    from chexbench.spec.reference import OPTION_KINDS, find_components, option_rows, unknown_component_message
 
     if name is None:
         found = [(section, e.obj, e.name) for kind, section in OPTION_KINDS.items() for e in REGISTRIES[kind].entries()]
@@ -121,7 +121,8 @@ def plan(
     # lazy: keeps chexbench --help fast
     from chexbench.bench.preflight import external_leakage, preflight, split_summaries
     from chexbench.bench.store import ResultStore
-    from chexbench.config import load_grid, parse_only
+    from chexbench.spec.grid import parse_only
+    from chexbench.spec.parse import load_grid
 
     g = load_grid(grid)
     planned = g.cells(parse_only(only))
@@ -370,7 +371,8 @@ def run(
     # lazy: keeps chexbench --help fast
     from chexbench.bench.runner import preflight
     from chexbench.bench.shard import Shard, shard_cells
-    from chexbench.config import load_grid, parse_only
+    from chexbench.spec.grid import parse_only
+    from chexbench.spec.parse import load_grid
     from chexbench.core import distributed as D
     from chexbench.core.context import resolve_device
 
@@ -520,7 +522,8 @@ def status(
     # lazy: keeps chexbench --help fast
     from chexbench.bench.status import cell_statuses
     from chexbench.bench.store import ResultStore
-    from chexbench.config import load_grid, parse_only
+    from chexbench.spec.grid import parse_only
+    from chexbench.spec.parse import load_grid
 
     if pending and not grid:
         raise ConfigError("--pending needs --grid: a pending cell is a cell of a grid that has no record yet")
@@ -610,7 +613,8 @@ def _watch(results: Path, grid: str | None, only, interval: float) -> None:
 
     from chexbench.bench.status import cell_statuses
     from chexbench.bench.store import ResultStore
-    from chexbench.config import load_grid, parse_only
+    from chexbench.spec.grid import parse_only
+    from chexbench.spec.parse import load_grid
 
     planned = load_grid(grid).cells(parse_only(only)) if grid else None
 

@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 
 from chexbench.cli.app import Table, console, data_app, err_console
-from chexbench.config import CellConfig
+from chexbench.spec.cell import CellConfig
 from chexbench.core.errors import ConfigError, DataError
 from chexbench.core.paths import cache_dir
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 
 def parse_dataset_options(dataset: str, items: list[str] | None) -> dict[str, object]:
@@ -191,7 +191,8 @@ def splits_cmd(
 def _split_cells(dataset: str, grid: str | None, root: Path | None, seeds: list[int] | None,
                  fractions: list[float] | None, option: list[str] | None, size: int) -> list[CellConfig]:
     """The cells of ``dataset`` in ``grid``, or one cell per seed and fraction with default settings."""
-    from chexbench.config import Settings, load_grid
+    from chexbench.spec.parse import load_grid
+    from chexbench.spec.settings import Settings
 
     if grid is not None:
         given = [flag for flag, v in (("--root", root), ("--seed", seeds), ("--fraction", fractions), ("--option", option)) if v]

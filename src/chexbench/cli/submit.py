@@ -177,7 +177,8 @@ def submit(
     import submitit
 
     from chexbench.bench.runner import preflight
-    from chexbench.config import load_grid, parse_only
+    from chexbench.spec.grid import parse_only
+    from chexbench.spec.parse import load_grid
 
     _check_submit_options(executor, jobs, gpus_per_job)
     g = load_grid(grid)
@@ -271,7 +272,8 @@ def print_jobs(results: Path) -> None:
     # lazy: keeps chexbench --help fast
     from chexbench.bench.shard import Shard, shard_cells
     from chexbench.bench.store import ResultStore
-    from chexbench.config import load_grid, parse_only
+    from chexbench.spec.grid import parse_only
+    from chexbench.spec.parse import load_grid
     from chexbench.perf.throughput import split_costs as shard_costs
 
     subs = read_jobs(results)

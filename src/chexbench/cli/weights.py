@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from chexbench.cli.app import app, console
 from chexbench.core.errors import ConfigError
-from chexbench.registry import BACKBONES
+from chexbench.spec.registry import BACKBONES
 
 weights_app = typer.Typer(help="ImageNet weights and hf-hub: checkpoints: fetch them on request, list what is here.",
                           no_args_is_help=True)

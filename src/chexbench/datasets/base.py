@@ -32,12 +32,12 @@ from chexbench.core.errors import DataError
 from chexbench.datasets import leakage, split_files
 from chexbench.datasets.labels import BLANK_UNKNOWN
 from chexbench.datasets.splits import FRONTAL_VIEWS, SPLITS
-from chexbench.options import Options
+from chexbench.spec.options import Options
 
 __all__ = ["FRONTAL_VIEWS", "INDEX_META_COLUMNS", "SPLITS", "SUBGROUP_COLUMNS", "Dataset", "label_columns"]
 
 if TYPE_CHECKING:
-    from chexbench.config import CellConfig
+    from chexbench.spec.cell import CellConfig
 
 INDEX_META_COLUMNS: tuple[str, ...] = (
     "image_id",

@@ -47,7 +47,7 @@ from chexbench.datasets.prepared import (
 )
 from chexbench.datasets.reuse import copy_unchanged_pixels, derive, larger_prepared, reindex
 from chexbench.datasets.workers import die_with_parent
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 CHUNK = 128
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chexbench.config import CellConfig
+from chexbench.spec.cell import CellConfig
 from chexbench.core.atomic import atomic_path
 from chexbench.core.errors import ConfigError, DataError, LeakageError
 from chexbench.core.paths import cache_dir
@@ -44,7 +44,7 @@ from chexbench.datasets.leakage import (
     split_leakage_message,
 )
 from chexbench.datasets.splits import ids_sha256, patient_overlaps, sample_patients
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 #: Seed of the valid/test image caps: fixed, so paired comparisons see identical test sets.
 EVAL_CAP_SEED = 0

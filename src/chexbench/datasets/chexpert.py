@@ -32,7 +32,7 @@ from chexbench.datasets.base import INDEX_META_COLUMNS, Dataset
 from chexbench.datasets.labels import BLANK_NOT_MENTIONED, CHEXPERT_COLUMNS, CHEXPERT_EVAL_LABELS
 from chexbench.datasets.splits import carve_patients
 from chexbench.datasets.tables import parse_label_column, read_csv_checked
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 CHEXPERT_VALID_FRACTION = 0.05
 CHEXPERT_VALID_SEED = 20190121  # CheXpert's arXiv date; fixed so every user gets the same split

@@ -60,7 +60,7 @@ from chexbench.datasets.labels import (
     indiana_term_label,
 )
 from chexbench.datasets.splits import assign_patient_splits
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 INDIANA_SPLIT = {"train": 0.7, "valid": 0.1, "test": 0.2}
 INDIANA_SPLIT_SEED = 2016

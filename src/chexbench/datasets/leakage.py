@@ -29,22 +29,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from chexbench.config import resolve_pretrain_source_options
+from chexbench.spec.grid import resolve_pretrain_source_options
 from chexbench.core.errors import DataError, LeakageError
 from chexbench.datasets import split_files
 from chexbench.datasets.prepared import label_file_fingerprint
 from chexbench.datasets.splits import FRONTAL_VIEWS, SPLITS, patient_overlaps
-from chexbench.registry import DATASETS, STRATEGIES
+from chexbench.spec.registry import DATASETS, STRATEGIES
 
 if TYPE_CHECKING:
-    from chexbench.config import CellConfig
+    from chexbench.spec.cell import CellConfig
 
 
 def pretrain_source_options(cell: CellConfig) -> dict[str, Any]:
     """The dataset options of the cell's pretraining source, the one place that decides them:
     ``cell.pretrain_source_options`` when the grid resolved a ``[dataset.<source>]`` table into
     it; else the same resolution without such a table (the cell's own dataset options when the
-    source is the target, ``pretrain_root`` as root; :func:`chexbench.config.resolve_pretrain_source_options`)."""
+    source is the target, ``pretrain_root`` as root; :func:`chexbench.spec.grid.resolve_pretrain_source_options`)."""
     if cell.pretrain_source_options:
         return dict(cell.pretrain_source_options)
     source = cell.settings.pretrain_source

@@ -34,7 +34,7 @@ from chexbench.datasets.base import INDEX_META_COLUMNS, Dataset
 from chexbench.datasets.labels import BLANK_NOT_MENTIONED, NIH_EVAL_LABELS, NIH_FINDINGS, NIH_NO_FINDING
 from chexbench.datasets.splits import carve_patients
 from chexbench.datasets.tables import read_csv_checked
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 NIH_VALID_FRACTION = 0.1
 NIH_VALID_SEED = 20170101

@@ -10,7 +10,7 @@ import pandas as pd
 
 from chexbench.datasets.decode import decode_image, resize_square
 from chexbench.datasets.prepared import PreparedCache, label_file_fingerprint
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 
 def expected_pixels(cache: PreparedCache, path: Path) -> np.ndarray:

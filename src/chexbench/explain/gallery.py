@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from chexbench.config import CellConfig
+from chexbench.spec.cell import CellConfig
 from chexbench.core.atomic import atomic_write_text, clean_stale_temporaries, make_temp_dir
 from chexbench.core.errors import ConfigError, DataError
 from chexbench.core.inputs import to_input

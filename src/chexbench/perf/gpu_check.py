@@ -42,7 +42,7 @@ from chexbench.core.paths import repo_root
 from chexbench.perf.record import record_section
 from chexbench.perf.throughput import Measurement, input_bound, measure_loader, measure_mode
 from chexbench.perf.throughput import markdown as throughput_markdown
-from chexbench.registry import BACKBONES as REGISTERED
+from chexbench.spec.registry import BACKBONES as REGISTERED
 
 BACKBONES = ("resnet50", "vit_b16", "vit_b16_convstem")
 STEP_MODES = ("finetune", "linear", "simclr", "mocov2", "plain:finetune", "plain:linear")

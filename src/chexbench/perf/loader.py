@@ -28,7 +28,7 @@ from chexbench.core.inputs import batches, to_input
 from chexbench.datasets.cache import prepare
 from chexbench.datasets.decode import decode_image
 from chexbench.datasets.splits import FRONTAL_VIEWS
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 from chexbench.strategies.augment import light_augment
 
 

@@ -27,7 +27,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from chexbench.perf.throughput import _contrastive_step, _finetune_step, contrastive_model
-from chexbench.registry import BACKBONES
+from chexbench.spec.registry import BACKBONES
 from chexbench.strategies.losses import info_nce
 from chexbench.strategies.mocov2 import MoCoV2
 from chexbench.strategies.pretrain import split_forward

@@ -37,13 +37,13 @@ import torch
 
 from chexbench.bench.cell_model import Classifier
 from chexbench.bench.protocols.finetune import Finetune
-from chexbench.config import Settings
+from chexbench.spec.settings import Settings
 from chexbench.core import training as T
 from chexbench.core.context import fast_path_for
 from chexbench.core.devices import autocast, device_name, peak_memory_mb, reset_peak_memory
 from chexbench.core.inputs import batches, to_input
 from chexbench.core.optim import build_optimizer, optimizer_implementation
-from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
+from chexbench.spec.registry import BACKBONES, PROTOCOLS, STRATEGIES
 from chexbench.strategies.augment import ViewAugment, light_augment, view_pair
 
 MODES = ("finetune", "linear", "simclr", "mocov2", "byol", "dino", "mae")

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from chexbench.bench.store import ResultStore, record_configuration_hash
-from chexbench.config import configuration_keys
+from chexbench.spec.cell import configuration_keys
 from chexbench.core.errors import DataError
 from chexbench.reports.bootstrap import (
     CellScores,

@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 
 from chexbench import __version__
-from chexbench.config import Settings
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.settings import Settings
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 from chexbench.reports.markdown import fmt_fraction, table
 from chexbench.reports.names import config_label, setting_label
 

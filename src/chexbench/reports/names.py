@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
+from chexbench.spec.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
 
 #: display names of the built-in components, by axis
 DISPLAY_NAMES: dict[str, dict[str, str]] = {

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 from chexbench.reports.markdown import table
 
 

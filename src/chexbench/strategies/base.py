@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.config import CellConfig
+    from chexbench.spec.cell import CellConfig
     from chexbench.core.context import RunContext
 
 
@@ -43,7 +43,7 @@ class InitRecord:
 
 
 class Strategy:
-    """Base class. Subclasses are registered in ``chexbench.registry.STRATEGIES``."""
+    """Base class. Subclasses are registered in ``chexbench.spec.registry.STRATEGIES``."""
 
     name: str = ""
     description: str = ""

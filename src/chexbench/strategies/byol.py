@@ -20,7 +20,7 @@ from pydantic import Field
 from torch import nn
 
 from chexbench.core.distributed import local_rows
-from chexbench.registry import STRATEGIES
+from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.heads import ProjectionHead
 from chexbench.strategies.losses import byol_loss
 from chexbench.strategies.momentum import cosine_momentum, momentum_update

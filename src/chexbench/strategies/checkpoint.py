@@ -62,8 +62,8 @@ from chexbench.backbones.foreign import (
 )
 from chexbench.core.errors import ConfigError, WeightsError
 from chexbench.core.inputs import DEFAULT_NORMALIZE
-from chexbench.options import Options
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.options import Options
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.base import InitRecord, Strategy
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")

@@ -36,7 +36,7 @@ from pydantic import Field
 from torch import nn
 
 from chexbench.core import distributed as D
-from chexbench.registry import STRATEGIES
+from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.augment import ViewAugment, contrastive_view
 from chexbench.strategies.losses import dino_center_update, dino_loss
 from chexbench.strategies.momentum import cosine_momentum, momentum_update

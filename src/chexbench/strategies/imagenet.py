@@ -27,8 +27,8 @@ from chexbench.backbones.base import audit_checkpoint, load_checkpoint, read_sta
 from chexbench.backbones.foreign import check_once, file_sha256
 from chexbench.backbones.imagenet_weights import find_local, local_candidates
 from chexbench.core.errors import SkipCell
-from chexbench.options import Options
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.options import Options
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.base import InitRecord, Strategy
 
 

@@ -31,7 +31,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from chexbench.core.distributed import local_rows
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.augment import ViewAugment, random_resized_crop
 from chexbench.strategies.losses import mae_loss
 from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy, own_option_help

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.mocov2 import MoCoV2
 
 

@@ -40,7 +40,7 @@ from pydantic import Field
 from torch import nn
 
 from chexbench.core.distributed import all_gather_keys, has_batch_norm, local_rows, world_size
-from chexbench.registry import STRATEGIES
+from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.heads import ProjectionHead
 from chexbench.strategies.losses import info_nce
 from chexbench.strategies.momentum import KeyQueue, cosine_momentum, momentum_update

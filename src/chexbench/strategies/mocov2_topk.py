@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chexbench.registry import STRATEGIES
+from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.mocov2 import MoCoV2
 from chexbench.strategies.topk import TOPK_OPTIONS, TopKPretrainMixin
 

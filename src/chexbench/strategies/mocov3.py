@@ -37,7 +37,7 @@ from pydantic import Field
 from torch import nn
 
 from chexbench.core.distributed import all_gather_keys, local_rows, rank_range
-from chexbench.registry import STRATEGIES
+from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.losses import in_fp32
 from chexbench.strategies.momentum import cosine_momentum, momentum_update
 from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy

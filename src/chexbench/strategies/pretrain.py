@@ -42,7 +42,7 @@ from pydantic import Field
 from torch import nn
 
 from chexbench.backbones.base import load_checkpoint
-from chexbench.config import backbone_family
+from chexbench.spec.grid import backbone_family
 from chexbench.core import distributed as D
 from chexbench.core import training as T
 from chexbench.core.atomic import atomic_torch_save, atomic_write_parquet, atomic_write_text
@@ -63,8 +63,8 @@ from chexbench.core.optim import (
 from chexbench.core.tracking import NullRunLog, RunLog
 from chexbench.datasets import celldata
 from chexbench.datasets.leakage import check_pretrain_leakage, pretrain_source_options
-from chexbench.options import Options, options_model, validate_table
-from chexbench.registry import BACKBONES
+from chexbench.spec.options import Options, options_model, validate_table
+from chexbench.spec.registry import BACKBONES
 from chexbench.strategies.augment import ViewAugment, view_pair
 from chexbench.strategies.base import InitRecord, Strategy
 from chexbench.strategies.monitors import (
@@ -76,7 +76,7 @@ from chexbench.strategies.monitors import (
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.config import CellConfig
+    from chexbench.spec.cell import CellConfig
     from chexbench.core.context import RunContext
 
 #: columns of ``results_dir/pretrain/<run_id>.parquet``

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chexbench.registry import STRATEGIES
+from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.base import InitRecord, Strategy
 
 

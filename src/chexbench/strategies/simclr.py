@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from chexbench.core.distributed import local_rows
-from chexbench.registry import STRATEGIES
+from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.heads import ProjectionHead
 from chexbench.strategies.losses import nt_xent_across_ranks
 from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy

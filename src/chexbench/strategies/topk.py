@@ -34,12 +34,12 @@ from torch import nn
 
 from chexbench.core.atomic import atomic_torch_save
 from chexbench.core.errors import ConfigError, WeightsError
-from chexbench.registry import BACKBONES
+from chexbench.spec.registry import BACKBONES
 from chexbench.strategies.heads import copy_probe_head
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.config import CellConfig
+    from chexbench.spec.cell import CellConfig
     from chexbench.core.context import RunContext
     from chexbench.strategies.base import InitRecord
 

@@ -104,7 +104,7 @@ if __name__ == "__main__":
 
     from chexbench.datasets.phantom import PHANTOM_LABELS
     from chexbench.datasets.phantom.generate import write_site
-    from chexbench.registry import DATASETS
+    from chexbench.spec.registry import DATASETS
 
     torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 2)
     patients = int(sys.argv[1]) if len(sys.argv) > 1 else 600

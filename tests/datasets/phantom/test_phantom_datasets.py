@@ -9,7 +9,7 @@ from chexbench.cli import app
 from chexbench.core.errors import ConfigError
 from chexbench.datasets.phantom import PHANTOM_LABELS
 from chexbench.datasets.phantom._site_tables import SITE_STATS
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 
 @pytest.fixture

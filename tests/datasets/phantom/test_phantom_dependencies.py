@@ -27,7 +27,7 @@ from chexbench.datasets.phantom.dependencies import (
 from chexbench.datasets.phantom.findings import BILATERAL, Finding
 from chexbench.datasets.phantom.generate import generate
 from chexbench.datasets.phantom.render import render_study
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 #: sha256 (first 16 hex) over the relative path and bytes of every file but phantom_manifest.json under ``out`` of
 #: generate(out, (site,), patients=24, size=32, seed=7, workers=1), computed with generator

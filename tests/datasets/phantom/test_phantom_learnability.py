@@ -27,7 +27,7 @@ from phantom_learnability import (
 
 from chexbench.datasets.phantom import PHANTOM_LABELS
 from chexbench.datasets.phantom.generate import write_site
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 PATIENTS = 1000
 EPOCHS = 12

@@ -16,7 +16,7 @@ from PIL import Image
 
 from chexbench.datasets.fixtures import real_label_file
 from chexbench.datasets.phantom import PHANTOM_LABELS, layout_root
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 
 def _real_header(which: str) -> str:

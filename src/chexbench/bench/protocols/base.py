@@ -22,7 +22,8 @@ from chexbench.core.optim import Schedule, check_warmup_fits, fit_schedule
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.config import CellConfig, Settings
+    from chexbench.spec.cell import CellConfig
+    from chexbench.spec.settings import Settings
     from chexbench.core.context import FastPath, RunContext
     from chexbench.datasets.celldata import CellData
     from chexbench.strategies.base import InitRecord

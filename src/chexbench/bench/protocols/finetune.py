@@ -40,12 +40,12 @@ from chexbench.core.inference import predict_probs
 from chexbench.core.inputs import batches, to_input
 from chexbench.core.metrics import macro_auroc
 from chexbench.core.optim import OptimizerChoice, build_optimizer, optimizer_record, warmup_cosine
-from chexbench.registry import PROTOCOLS
+from chexbench.spec.registry import PROTOCOLS
 from chexbench.strategies.augment import light_augment
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.config import CellConfig
+    from chexbench.spec.cell import CellConfig
     from chexbench.core.context import RunContext
     from chexbench.datasets.celldata import CellData
     from chexbench.strategies.base import InitRecord

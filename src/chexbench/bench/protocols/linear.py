@@ -40,12 +40,12 @@ from chexbench.core.inference import extract_features
 from chexbench.core.inputs import batches
 from chexbench.core.metrics import macro_auroc, macro_auroc_per_head
 from chexbench.core.optim import warmup_cosine_factor
-from chexbench.registry import PROTOCOLS
+from chexbench.spec.registry import PROTOCOLS
 from chexbench.strategies.topk import classwise_topk_pool
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.config import CellConfig
+    from chexbench.spec.cell import CellConfig
     from chexbench.core.context import RunContext
     from chexbench.datasets.celldata import CellData
     from chexbench.strategies.base import InitRecord

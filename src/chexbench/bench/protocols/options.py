@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from chexbench.options import Options
+from chexbench.spec.options import Options
 
 
 class HeadOptions(Options):

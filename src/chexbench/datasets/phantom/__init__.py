@@ -27,8 +27,8 @@ from chexbench.datasets.labels import CHEXPERT_EVAL_LABELS, INDIANA_EVAL_LABELS,
 from chexbench.datasets.nih import NIHChestXray14
 from chexbench.datasets.phantom.dependencies import DEFAULT_DEPENDENCIES, Dependencies
 from chexbench.datasets.phantom.generate import cached_site
-from chexbench.options import Options
-from chexbench.registry import DATASETS
+from chexbench.spec.options import Options
+from chexbench.spec.registry import DATASETS
 
 #: labels each layout carries *and* the phantom draws (harmonized names)
 PHANTOM_LABELS: dict[str, tuple[str, ...]] = {

@@ -8,10 +8,11 @@ import hashlib
 import pandas as pd
 import pytest
 
-from chexbench.config import _has_pretraining_run, parse_grid
+from chexbench.spec.grid import _has_pretraining_run
+from chexbench.spec.parse import parse_grid
 from chexbench.datasets.celldata import pretrain_pool, resolve_prepared
 from chexbench.datasets.fixtures import real_label_file, write_chexpert_layout, write_nih_layout
-from chexbench.registry import STRATEGIES
+from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.base import Strategy
 from chexbench.strategies.pretrain import run_id_of
 

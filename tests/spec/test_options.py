@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from chexbench.config import Settings, settings_schema
+from chexbench.spec.settings import Settings, settings_schema
 from chexbench.core.errors import ConfigError
-from chexbench.options import option_schema, options_model, validate_table
-from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
+from chexbench.spec.options import option_schema, options_model, validate_table
+from chexbench.spec.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
 
 REGISTRIES = {"strategy": STRATEGIES, "backbone": BACKBONES, "dataset": DATASETS, "protocol": PROTOCOLS}
 
@@ -59,8 +59,8 @@ def test_a_subclass_that_adds_options_in_its_dict_keeps_the_declared_types() -> 
 
 
 def test_every_packaged_grid_passes_the_typed_validation() -> None:
-    from chexbench.config import load_grid
-    from chexbench.registry import GRIDS
+    from chexbench.spec.parse import load_grid
+    from chexbench.spec.registry import GRIDS
 
     for name in GRIDS.names():
         assert load_grid(name).cells(), name

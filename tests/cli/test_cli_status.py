@@ -12,10 +12,10 @@ from chexbench.bench.cell_ids import resolve_cell_id
 from chexbench.bench.runner import base_record
 from chexbench.bench.store import ResultStore
 from chexbench.cli import app
-from chexbench.config import load_grid
+from chexbench.spec.parse import load_grid
 from chexbench.core.errors import DataError
 
-sys.path.insert(0, str(Path(__file__).parent / "reports"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "reports"))
 from synthetic_store import write_synthetic_results  # noqa: E402
 
 runner = CliRunner()

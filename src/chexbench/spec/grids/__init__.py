@@ -3,7 +3,7 @@
 import tomllib
 from pathlib import Path
 
-from chexbench.registry import GRIDS
+from chexbench.spec.registry import GRIDS
 
 for _path in sorted(Path(__file__).parent.glob("*.toml")):
     _desc = tomllib.loads(_path.read_text()).get("description", "")

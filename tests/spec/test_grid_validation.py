@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from chexbench.cli import app
-from chexbench.config import load_grid, parse_only
+from chexbench.spec.grid import parse_only
+from chexbench.spec.parse import load_grid
 from chexbench.core.errors import ConfigError
 
 runner = CliRunner()

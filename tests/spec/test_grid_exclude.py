@@ -2,7 +2,7 @@
 
 import pytest
 
-from chexbench.config import load_grid, parse_grid
+from chexbench.spec.parse import load_grid, parse_grid
 from chexbench.core.errors import ConfigError
 
 BASE = {
@@ -41,7 +41,7 @@ def test_a_mistyped_exclude_is_one_line_not_a_silent_no_op(table, message):
 
 
 def test_the_smoke_grid_evaluates_every_layout_and_pretrains_once_per_strategy_and_backbone():
-    from chexbench.registry import STRATEGIES
+    from chexbench.spec.registry import STRATEGIES
     from chexbench.strategies.pretrain import run_id_of
 
     cells = [p.cell for p in load_grid("smoke").cells() if p.status == "run"]

@@ -8,12 +8,12 @@ from dataclasses import fields
 
 from typer.testing import CliRunner
 
-from chexbench._builtin_index_data import INDEX
-from chexbench.builtin_index import build_index
+from chexbench.spec._builtin_index_data import INDEX
+from chexbench.spec.builtin_index import build_index
 from chexbench.cli import app
-from chexbench.config import Settings
-from chexbench.reference import option_rows, undocumented_options
-from chexbench.registry import BACKBONES, STRATEGIES, cached_listing
+from chexbench.spec.settings import Settings
+from chexbench.spec.reference import option_rows, undocumented_options
+from chexbench.spec.registry import BACKBONES, STRATEGIES, cached_listing
 
 runner = CliRunner()
 
@@ -51,7 +51,7 @@ def test_list_imports_neither_torch_nor_timm():
 
 
 def test_builtin_index_matches_the_live_registries():
-    """The generated index must say what the registries say (regenerate: see chexbench.builtin_index)."""
+    """The generated index must say what the registries say (regenerate: see chexbench.spec.builtin_index)."""
     assert build_index() == INDEX
 
 

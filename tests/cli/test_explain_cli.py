@@ -16,7 +16,8 @@ from chexbench.bench.cell_model import build_classifier, save_cell_model
 from chexbench.bench.runner import base_record
 from chexbench.bench.store import ResultStore
 from chexbench.cli import app
-from chexbench.config import CellConfig, Settings
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.settings import Settings
 from chexbench.core.context import RunContext
 from chexbench.datasets.celldata import CellData, SplitData
 

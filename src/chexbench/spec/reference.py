@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
-from chexbench.config import SETTINGS_HELP, Settings
-from chexbench.registry import REGISTRIES
+from chexbench.spec.settings import Settings, SETTINGS_HELP
+from chexbench.spec.registry import REGISTRIES
 
 #: registry kinds whose components take options, with their grid section
 OPTION_KINDS: dict[str, str] = {"strategies": "strategy", "backbones": "backbone", "datasets": "dataset", "protocols": "protocol"}

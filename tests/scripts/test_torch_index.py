@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "torch-index"
+SCRIPT = Path(__file__).parents[2] / "scripts" / "torch-index"
 
 
 def _load():

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from chexbench._builtin_index_data import INDEX
+from chexbench.spec._builtin_index_data import INDEX
 from chexbench.core.errors import ChexbenchError
 
 T = TypeVar("T")
@@ -180,7 +180,7 @@ class Registry(Generic[T]):
         """``(name, description, source)`` of every entry, for ``chexbench list``.
 
         Without plugins and with an up-to-date index of the built-ins (see
-        :mod:`chexbench.builtin_index`) this imports nothing heavy (no torch, no timm), so
+        :mod:`chexbench.spec.builtin_index`) this imports nothing heavy (no torch, no timm), so
         ``chexbench list`` answers at once; otherwise it loads the registry.
         """
         if not self._loaded and not self.has_plugins():
@@ -215,7 +215,7 @@ STRATEGIES: Registry[Any] = Registry(
 BACKBONES: Registry[Any] = Registry("backbone", ("chexbench.backbones",), "chexbench.backbones")
 DATASETS: Registry[Any] = Registry("dataset", ("chexbench.datasets",), "chexbench.datasets")
 PROTOCOLS: Registry[Any] = Registry("protocol", ("chexbench.bench.protocols",))
-GRIDS: Registry[Any] = Registry("grid", ("chexbench.grids",))
+GRIDS: Registry[Any] = Registry("grid", ("chexbench.spec.grids",))
 
 REGISTRIES: dict[str, Registry[Any]] = {
     "strategies": STRATEGIES,

@@ -9,8 +9,8 @@ import hashlib
 from typer.testing import CliRunner
 
 from chexbench.cli import app
-from chexbench.config import parse_grid
-from chexbench.registry import STRATEGIES
+from chexbench.spec.parse import parse_grid
+from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.pretrain import run_id_of
 
 RAW = {

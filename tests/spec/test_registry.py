@@ -3,7 +3,7 @@ import textwrap
 
 import pytest
 
-from chexbench.registry import BACKBONES, DATASETS, STRATEGIES, Registry, RegistryError
+from chexbench.spec.registry import BACKBONES, DATASETS, STRATEGIES, Registry, RegistryError
 
 
 def test_decorator_registration_and_lookup():

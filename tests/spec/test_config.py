@@ -4,7 +4,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chexbench.config import CellConfig, Settings, load_grid, parse_grid, parse_only
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.grid import parse_only
+from chexbench.spec.parse import load_grid, parse_grid
+from chexbench.spec.settings import Settings
 from chexbench.core.errors import ConfigError
 
 BASE = {

@@ -11,7 +11,7 @@ import tomllib
 import pytest
 import torch
 
-from chexbench.config import parse_grid
+from chexbench.spec.parse import parse_grid
 from chexbench.core.paths import repo_root
 from chexbench.perf import gpu_check as G
 from chexbench.perf.throughput import Measurement, estimate_gpu_hours, recorded_measurements

@@ -23,7 +23,7 @@ from chexbench.explain.heatmaps import (
     save_overlay_png,
     upsample,
 )
-from chexbench.registry import BACKBONES
+from chexbench.spec.registry import BACKBONES
 from chexbench.strategies.topk import ClasswiseTopKClassifier, wrap_topk
 
 
@@ -210,7 +210,7 @@ def test_a_map_cell_lands_where_the_network_looks(name, size, rule):
     # cell: a patch's centre for a patchify ViT, half a cell up-left of it for padded stride-2 convolutions
     # (ResNet, conv stem) — bilinear align_corners=False placed those 7.5–15.5 px off at 224 px
     from chexbench.explain.heatmaps import cell_origin, upsample
-    from chexbench.registry import BACKBONES
+    from chexbench.spec.registry import BACKBONES
 
     torch.manual_seed(0)
     bb = BACKBONES.get(name).build(size, {}).eval()
@@ -255,7 +255,7 @@ def test_every_cell_edges_included_points_at_its_receptive_field_centroid(name, 
     # of 32.5, a patchify ViT's edge cells 2 px out; the padded first cell sat at 0.5 px, its field's centroid ~3 px in
     from chexbench.explain.heatmaps import _cell_layer, cell_centres, upsample
     from chexbench.explain.maxima import maximum_points
-    from chexbench.registry import BACKBONES
+    from chexbench.spec.registry import BACKBONES
 
     torch.manual_seed(0)
     bb = BACKBONES.get(name).build(size, {}).eval()

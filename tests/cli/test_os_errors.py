@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from chexbench.cli import app
 from chexbench.core import atomic
 
-sys.path.insert(0, str(Path(__file__).parent / "reports"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "reports"))
 from synthetic_store import write_synthetic_results  # noqa: E402
 
 runner = CliRunner()

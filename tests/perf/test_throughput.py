@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from chexbench.cli import app
-from chexbench.config import parse_grid
+from chexbench.spec.parse import parse_grid
 from chexbench.perf.throughput import (
     BENCH_POOL_IMAGES,
     H100_TARGETS,
@@ -42,7 +42,7 @@ def test_markdown_embeds_measurements_that_read_back_and_flags_input_bound():
 def test_every_mode_runs_on_a_tiny_backbone(mode, backbone, monkeypatch):
     torch.set_num_threads(1)
     if mode == "dino":  # DINO's 65,536 prototypes (and their AdamW state) cost ~20 s on a busy CPU: fewer here
-        from chexbench.registry import STRATEGIES
+        from chexbench.spec.registry import STRATEGIES
 
         monkeypatch.setitem(STRATEGIES.get("dino").options, "out_dim", 1024)
     m = measure_mode(mode, backbone, 4, 32, CPU, steps=1, warmup=1)
@@ -70,7 +70,7 @@ def test_the_plain_pytorch_loop_runs_and_is_reported_as_the_ratio(mode):
 
 @pytest.mark.parametrize("backbone,optimizer", [("resnet_tiny", "sgd"), ("vit_tiny", "adamw")])
 def test_the_benchmarked_moco_is_the_model_and_recipe_a_run_of_that_backbone_gets(backbone, optimizer):
-    from chexbench.registry import BACKBONES, STRATEGIES
+    from chexbench.spec.registry import BACKBONES, STRATEGIES
 
     gen = torch.Generator().manual_seed(0)
     model, opts = contrastive_model("mocov2", BACKBONES.get(backbone).build(32, {}), 16, gen)
@@ -128,7 +128,7 @@ def test_gpu_hours_scale_a_rate_measured_at_another_size_by_pixels_and_say_so():
 
 def test_pretraining_variants_are_timed_at_the_rate_of_the_method_they_run():
     from chexbench.perf.throughput import pretrain_mode
-    from chexbench.registry import STRATEGIES
+    from chexbench.spec.registry import STRATEGIES
 
     names = ("simclr", "simclr_topk", "mocov2", "mocov2_topk", "moco_convstem", "scratch", "byol", "dino", "mae")
     modes = {name: pretrain_mode(STRATEGIES.get(name)) for name in names}
