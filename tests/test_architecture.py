@@ -44,6 +44,29 @@ def test_the_layer_check_fails_when_datasets_imports_the_harness(tmp_path):
     assert "chexbench.datasets.base -> chexbench.bench.store" in out.stdout
 
 
+def test_the_contract_is_exhaustive_a_new_top_level_module_fails_it(tmp_path):
+    """Every top-level module or package must have a layer: a planted ``chexbench/planted.py`` (which
+    imports nothing) breaks the contract until it is named in pyproject.toml."""
+    shutil.copytree(PACKAGE, tmp_path / "src" / "chexbench", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "src" / "chexbench" / "planted.py").write_text("VALUE = 1\n")
+    out = _lint_imports(tmp_path / "src", tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "chexbench.planted" in out.stdout + out.stderr
+    assert "exhaustive" in out.stdout + out.stderr
+
+
+def test_the_tests_mirror_the_package():
+    """tests/<name>/ exists for each package of src/chexbench, and every test folder names one (the
+    root holds only this whole-package check and conftest.py)."""
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    tests = REPO / "tests"
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and p.name not in ("__pycache__", "scripts")}
+    assert packages - folders == set(), f"packages without tests/<name>/: {sorted(packages - folders)}"
+    assert folders - packages == set(), f"test folders that mirror no package: {sorted(folders - packages)}"
+    loose = sorted(p.name for p in tests.glob("test_*.py") if p.name != Path(__file__).name)
+    assert loose == [], f"test files outside a package folder: {loose}"
+
+
 def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
     """Tarjan's strongly connected components of ``graph`` (module -> modules it imports), iteratively."""
     index: dict[str, int] = {}
