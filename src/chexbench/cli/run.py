@@ -1,4 +1,4 @@
-"""Core commands: list, plan, run, status."""
+"""The commands that plan, run and follow a grid: list, plan, run, status."""
 
 from __future__ import annotations
 
