@@ -60,7 +60,7 @@ test: install browser
 	done; status=0; for p in $$pids; do wait $$p || status=1; done; exit $$status
 	$(CHEX) run --grid smoke --results .smoke-check
 	$(CHEX) report --results .smoke-check
-	$(PY) -m chexbench.bench.smoke_check .smoke-check
+	$(PY) tests/bench/smoke_check.py .smoke-check
 
 # For developers between edits: the suite without the `slow` tier (end-to-end runs, learnability and
 # coverage checks) and without the smoke grid. CI runs `make test`, which runs everything.

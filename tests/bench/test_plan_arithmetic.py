@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from chexbench.bench.shard import Shard, pretrain_group, shard_cells
 from chexbench.cli import app
-from chexbench.cli.core import shard_costs
+from chexbench.cli.run import shard_costs
 from chexbench.spec.parse import load_grid
 from chexbench.perf.throughput import estimate_gpu_hours
 

@@ -152,7 +152,7 @@ def test_plan_prints_gpu_hours_and_the_shard_split():
     res = CliRunner().invoke(app, ["plan", "--grid", "smoke", "--shards", "3", "--no-check"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "GPU-hours" in res.output and "--shard i/3" in res.output
-    from chexbench.cli.core import shard_costs
+    from chexbench.cli.run import shard_costs
 
     planned = load_grid("smoke").cells()
     costs = shard_costs(planned)  # the split `run --shard` makes

@@ -1,8 +1,13 @@
 """The smoke check of ``make test``: every layout of the smoke grid ran, is in the report, and learned."""
 
-import pandas as pd
+import re
+import subprocess
+import sys
+from pathlib import Path
 
-from chexbench.bench.smoke_check import MIN_FINETUNE_AUROC, check, smoke_datasets
+import pandas as pd
+from smoke_check import MIN_FINETUNE_AUROC, check, smoke_datasets
+
 from chexbench.bench.store import RECORD_COLUMNS, ResultStore
 
 DATASETS = ["phantom-chexpert", "phantom-indiana", "phantom-nih"]
@@ -36,3 +41,15 @@ def test_a_sane_run_passes_and_each_missing_or_unlearned_dataset_is_named(tmp_pa
     assert len(problems) == 1 and problems[0].startswith("dataset phantom-nih: best macro AUROC 0.550 <")
     linear_only = [c for c in good if not (c[0] == "phantom-chexpert" and c[1] == "finetune")]
     assert check(_store(tmp_path / "linear", linear_only), DATASETS) == ["dataset phantom-chexpert: no finished finetune cell"]
+
+
+def test_make_test_runs_this_helper_as_a_script_and_a_bad_folder_fails_it(tmp_path):
+    """`make test` runs the file it names after the smoke grid (a test helper, outside the package):
+    the path exists, it runs as a script, and a folder without a report fails it with the reason."""
+    repo = Path(__file__).parents[2]
+    lines = [ln for ln in (repo / "Makefile").read_text().splitlines() if "smoke_check" in ln]
+    assert len(lines) == 1 and ".smoke-check" in lines[0], lines
+    script = re.search(r"(\S*smoke_check\.py)", lines[0]).group(1)
+    assert (repo / script).is_file() and not (repo / "src" / "chexbench" / "bench" / "smoke_check.py").exists()
+    proc = subprocess.run([sys.executable, str(repo / script), str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "report.md was not written" in proc.stderr, proc.stderr

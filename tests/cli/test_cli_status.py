@@ -124,12 +124,12 @@ def test_a_narrow_console_folds_table_cells_instead_of_cutting_them(tmp_path, mo
 
     from rich.console import Console
 
-    import chexbench.cli.core as core
+    import chexbench.cli.run as run_commands
 
     monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path / "cache"))
     grid, results, ids = _grid_with_done_cells(tmp_path, done=1, failed=1)
     buf = io.StringIO()
-    monkeypatch.setattr(core, "console", Console(file=buf, width=60, color_system=None))
+    monkeypatch.setattr(run_commands, "console", Console(file=buf, width=60, color_system=None))
     result = runner.invoke(app, ["status", "--results", str(results), "--grid", str(grid)])
     assert result.exit_code == 0, result.output
     out = buf.getvalue()

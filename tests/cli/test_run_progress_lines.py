@@ -8,7 +8,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from chexbench.cli import app
-from chexbench.cli.core import _LineProgress
+from chexbench.cli.run import _LineProgress
 
 GRID = ('[axes]\nstrategy=["scratch"]\nbackbone=["resnet_tiny"]\ndataset=["phantom-chexpert"]\nprotocol=["linear"]\n'
         "seed=[0,1,2]\n[dataset.phantom-chexpert]\npatients = 20\nsize = 32\n")

@@ -203,13 +203,6 @@ def test_helpers_are_the_identity_in_one_process():
     assert D.wrap_ddp(m, torch.device("cpu")) is m
 
 
-def test_torchrun_command_and_gpus_option_stripping():
-    cmd = D.torchrun_command(4, ["run", "--grid", "smoke"])
-    assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m"]
-    assert cmd[6:] == ["chexbench", "run", "--grid", "smoke"]
-    assert D.strip_option(["run", "--gpus", "2", "--grid", "g", "--gpus=3"], "--gpus") == ["run", "--grid", "g"]
-
-
 def test_predictions_split_over_ranks_all_come_from_rank_0s_model(ranks):
     images = np.random.default_rng(8).integers(0, 255, (7, 6, 6), dtype=np.uint8)
     rank0 = _bn_net()

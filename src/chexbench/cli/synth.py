@@ -1,15 +1,13 @@
-"""``chexbench data synth`` (phantom radiographs in native layouts) and ``chexbench bench phantom``."""
+"""``chexbench data synth``: phantom radiographs in native layouts."""
 
 from __future__ import annotations
 
-import shlex
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from chexbench.cli.app import Table, bench_app, console, data_app
+from chexbench.cli.app import Table, console, data_app
 from chexbench.core.errors import ConfigError
 
 
@@ -69,31 +67,3 @@ def synth_cmd(
 
         sheet = contact_sheet(result.root / "contact_sheet.png", site_list, size=max(size, 128), seed=seed)
         console.print(f"contact sheet: {sheet}")
-
-
-@bench_app.command("phantom")
-def bench_phantom_cmd(
-    size: Annotated[int, typer.Option(help="image width in pixels")] = 256,
-    images: Annotated[int, typer.Option(help="images to render per site")] = 100,
-    output: Annotated[Path | None, typer.Option(help="PERFORMANCE.md to update (default: docs/PERFORMANCE.md)")] = None,
-) -> None:
-    """Phantom generation speed (images/s on one core, render + encode) per site."""
-    # lazy: keeps chexbench --help fast
-    from chexbench.perf.phantom import measure_generation
-    from chexbench.perf.record import record_section
-
-    start = time.perf_counter()
-    rows = measure_generation(size=size, images=images)
-    lines = ["| site | format | images | render img/s | render + encode img/s |", "|---|---|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r.site} | {r.fmt} | {r.images} | {r.render_per_s:.1f} | {r.total_per_s:.1f} |")
-    body = "\n".join(lines) + (
-        f"\n\nImages per CPU-second (one process, one BLAS thread) of {size} px wide frontal images of a"
-        " sampled cohort (findings as in the site's real label statistics); encode = JPEG (CheXpert) or"
-        " PNG (NIH, Indiana) to memory. `chexbench data synth` renders in one process per core."
-    )
-    command = f"chexbench bench phantom --size {size} --images {images}" + (
-        f" --output {shlex.quote(str(output))}" if output else "")
-    file = record_section("Phantom generation", body, command, output)
-    console.print(body, highlight=False)
-    console.print(f"written to {file} ({time.perf_counter() - start:.1f} s)")

@@ -19,7 +19,8 @@ BatchNorm: fine-tuning and SimCLR convert BN to SyncBatchNorm on CUDA (SimCLR's 
 torch has no SyncBatchNorm on CPU, so gloo runs keep per-rank statistics. MoCo never uses
 SyncBN (it would reopen the shortcut shuffle-BN closes).
 
-Outside torchrun every helper degrades to the single-process identity.
+Outside torchrun every helper degrades to the single-process identity. Starting the ranks (the
+torchrun relaunch of ``run --gpus N``) is the harness's: :mod:`chexbench.bench.launch`.
 """
 
 from __future__ import annotations
@@ -28,12 +29,9 @@ import contextlib
 import datetime as _dt
 import gc
 import os
-import shutil
-import subprocess
-import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -377,31 +375,3 @@ def _close_group(group: Any, failed: bool) -> None:
             return
     dist.destroy_process_group(group)
 
-
-# -- launching -----------------------------------------------------------------------------
-def torchrun_command(nproc: int, chexbench_args: Sequence[str]) -> list[str]:
-    """``python -m torch.distributed.run --standalone --nproc-per-node N -m chexbench ARGS``."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "chexbench", *chexbench_args]
-
-
-def strip_option(argv: Sequence[str], name: str) -> list[str]:
-    """``argv`` without ``--name VALUE`` / ``--name=VALUE`` (to relaunch without ``--gpus``)."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a == name:
-            skip = True
-            continue
-        if a.startswith(name + "="):
-            continue
-        out.append(a)
-    return out
-
-
-def relaunch_under_torchrun(nproc: int, argv: Sequence[str]) -> int:
-    """Run this same ``chexbench`` command as ``nproc`` ranks; returns torchrun's exit code."""
-    if shutil.which(sys.executable) is None:  # pragma: no cover - defensive
-        raise RuntimeError("cannot find the Python interpreter to start torchrun")
-    return subprocess.call(torchrun_command(nproc, list(argv)))

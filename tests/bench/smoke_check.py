@@ -1,6 +1,6 @@
-"""``python -m chexbench.bench.smoke_check DIR``: check that a smoke run produced a sane report.
+"""``python tests/bench/smoke_check.py DIR``: check that a smoke run produced a sane report.
 
-Used by ``make test`` after the smoke grid: the report exists and names every strategy
+A test helper, not part of the package. Used by ``make test`` after the smoke grid: the report exists and names every strategy
 that ran and every dataset of the smoke grid, the store holds exactly one record per cell
 with no failures, each dataset of the grid has a finished finetune cell, and the pipeline
 learned something on each of them (best macro AUROC of its cells well above chance; the bar

@@ -1,11 +1,11 @@
-"""Core commands: list, plan, run, status."""
+"""The commands that plan, run and follow a grid: list, plan, run, status."""
 
 from __future__ import annotations
 
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +16,11 @@ from chexbench.cli.app import GridOpt, OnlyOpt, ResultsOpt, Table, app, console
 from chexbench.cli.submit import print_jobs
 from chexbench.core.errors import ChexbenchError, ConfigError, DataError
 from chexbench.spec.registry import BACKBONES, REGISTRIES, STRATEGIES
+
+if TYPE_CHECKING:
+    import torch
+
+    from chexbench.bench.launch import GridLaunch
 
 
 @app.command("list")
@@ -369,11 +374,11 @@ def run(
 ) -> None:
     """Run every unfinished cell of a grid; finished cells are skipped (resume)."""
     # lazy: keeps chexbench --help fast
+    from chexbench.bench.launch import GridLaunch, ranks
     from chexbench.bench.runner import preflight
-    from chexbench.bench.shard import Shard, shard_cells
+    from chexbench.bench.shard import Shard
     from chexbench.spec.grid import parse_only
     from chexbench.spec.parse import load_grid
-    from chexbench.core import distributed as D
     from chexbench.core.context import resolve_device
 
     g = load_grid(grid)
@@ -388,19 +393,19 @@ def run(
     trackers = parse_log(log, "--log") if log is not None else parse_log(g.log, f"{g.source}: [settings] log")
     planned = g.cells(only_map)
     preflight(planned)  # a missing data root is one clear error, before anything is printed or written
-    if gpus > 1 and not D.launched_by_torchrun():
-        code = D.relaunch_under_torchrun(gpus, D.strip_option(sys.argv[1:], "--gpus"))
-        sys.exit(code)
-    dev = D.init_from_env(dev)
-    try:
-        _run_ranks(g, planned, results, dev, the_shard, overwrite, shard_cells, compile_step, trackers)
-    finally:
-        D.shutdown()
+    launch = GridLaunch(g, planned, results, dev, argv=tuple(sys.argv[1:]), gpus=gpus, shard=the_shard,
+                        costs=shard_costs(planned) if the_shard is not None else None, overwrite=overwrite,
+                        compile=compile_step, trackers=None if trackers is None else tuple(trackers))
+    if launch.needs_relaunch:
+        sys.exit(launch.relaunch())
+    with ranks(dev) as rank_device:
+        _run_ranks(launch, rank_device)
 
 
-def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard_cells, compile_step: bool = False,
-               trackers: list[str] | None = None) -> None:
+def _run_ranks(launch: GridLaunch, dev: torch.device) -> None:
+    """Run ``launch``'s cells on this rank (``dev``: its device), with progress and a summary on rank 0."""
     # lazy: keeps chexbench --help fast
+    from chexbench.bench.launch import sigterm_as_interrupt
     from chexbench.bench.runner import run_grid
     from chexbench.bench.store import ResultStore
     from chexbench.core import distributed as D
@@ -411,8 +416,8 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
     from chexbench.tracking import build_tracker
     from chexbench.tracking.live import LiveStatus
 
-    if the_shard is not None:
-        planned = shard_cells(planned, the_shard, shard_costs(planned))
+    g, planned, results, the_shard, overwrite = launch.grid, launch.cells(), launch.results, launch.shard, launch.overwrite
+    compile_step, trackers = launch.compile, None if launch.trackers is None else list(launch.trackers)
     main = D.is_main()
     out = console if main else Console(quiet=True)
     n_run = sum(p.status == "run" for p in planned)
@@ -476,22 +481,15 @@ def _run_ranks(g, planned, results: Path, dev, the_shard, overwrite: bool, shard
             elif outcome.status == "elsewhere":
                 progress.console.print(f"  [cyan]stored by another worker[/] {cell.cell_id} {cell.label()}")
 
-        import signal  # lazy: only run needs it
-
-        def _terminated(signum, frame):  # SLURM's time limit / scancel send SIGTERM: end as Ctrl-C does, and say so
-            raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGTERM, _terminated) if not D.is_distributed() else None
         try:
-            summary = run_grid(g, results, ctx, cells=planned, overwrite=overwrite, on_cell_start=on_start, on_cell_end=on_end)
+            with sigterm_as_interrupt():  # SLURM's time limit / scancel: end as Ctrl-C does, and say so
+                summary = run_grid(g, results, ctx, cells=planned, overwrite=overwrite, on_cell_start=on_start, on_cell_end=on_end)
         except KeyboardInterrupt:
             progress.stop()
             _say_what_was_kept(out, results, ctx, stored, current[0])
             sys.exit(130)
         finally:
             tracker.close()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
     before = summary.count("done-before")
     ran = summary.count("ok") + summary.count("failed")
     if ran == 0 and before:
