@@ -20,16 +20,19 @@ rebuilds the model from the cell's config and loads that file strictly.
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from chexbench.core import distributed
 from chexbench.core.atomic import atomic_torch_save
 from chexbench.core.errors import RECORD_WARNING_PREFIX, ConfigError, DataError, WeightsError
 from chexbench.explain.localization import evaluate_localization
+from chexbench.spec.options import Options
 from chexbench.spec.registry import BACKBONES, PROTOCOLS, STRATEGIES
 from chexbench.strategies.heads import copy_probe_head
 from chexbench.strategies.topk import ClasswiseTopKClassifier, is_vit_cell, load_scorer, wrap_topk
@@ -41,41 +44,56 @@ if TYPE_CHECKING:
     from chexbench.datasets.celldata import CellData
     from chexbench.strategies.base import InitRecord
 
-#: protocol options for the head, the saved model and the localization at the end of a cell
-HEAD_OPTIONS: dict[str, Any] = {
-    "head": "linear",  # linear | topk | topk_classwise
-    "topk": 0.25,  # K of head = topk / topk_classwise: a count or a fraction of the tokens
-    "wildcat_alpha": 0.0,  # head = topk_classwise: weight of the K lowest patches' mean (WILDCAT), 0 = top-K mean only
-    "classwise_source": "tokens",  # head = topk_classwise: per-class patch logits from the final tokens | local (patch embeddings, local_kernel × local_kernel tokens)
-    "local_hidden": 64,  # head = topk_classwise, classwise_source = local: channels of the local convolution
-    "local_kernel": 3,  # head = topk_classwise, classwise_source = local: its width in tokens (1 = each patch on its own)
-    "local_offset": True,  # head = topk_classwise, classwise_source = local: add the class token's per-class offset
-    "scorer_hidden": 0,
-    "topk_temperature": 1.0,
-    "save_model": "auto",  # auto | true | false
-    "localize": True,  # pointing game + deletion AUC when the test split has boxes
-    "localize_images": 64,
-    "deletion_steps": 10,
-    "pointing_tolerance": "standard",  # the tolerant pointing game: "standard" = 15 px × S/224, or pixels
-}
-HEAD_OPTIONS_HELP: dict[str, str] = {
-    "head": "classification head: linear (on pooled features) | topk (on the top-K scored patches; ViT only) | topk_classwise (per-class patch logits, each class pooled from its own top-K patches; ViT only)",
-    "topk": "K of head = topk / topk_classwise: a count (int ≥ 1) or a fraction of the tokens",
-    "wildcat_alpha": "head = topk_classwise: weight of the mean of each class's K lowest patch logits (WILDCAT); 0 = top-K mean only",
-    "classwise_source": "head = topk_classwise: tokens (a linear layer on the ViT's final patch tokens) | local (a local_kernel × local_kernel-token convolution of the patch embeddings + positional embeddings, the class token adding one offset per class; finetune only)",
-    "local_hidden": "head = topk_classwise, classwise_source = local: channels of the local convolution",
-    "local_kernel": "head = topk_classwise, classwise_source = local: width of the local convolution in tokens (odd; 1 = each patch's logits from its own embedding only)",
-    "local_offset": "head = topk_classwise, classwise_source = local: add the class token's per-class offset to every patch (true), or classify from the local top-K evidence alone (false: the transformer blocks are unused)",
-    "scorer_hidden": "hidden width of the head's patch scorer; 0 uses max(16, D // 4)",
-    "topk_temperature": "temperature of the softmax over the kept patches' scores",
-    "save_model": "save the trained model for `chexbench explain`: auto (small models only) | true | false",
-    "localize": "measure the pointing game and deletion AUC when the test split has lesion boxes",
-    "localize_images": "test images used for localization",
-    "deletion_steps": "steps of the deletion curve",
-    "pointing_tolerance": "tolerance of the tolerant pointing game: standard (15 px at 224 px, scaled to the image) or pixels",
-}
-HEADS = ("linear", "topk", "topk_classwise")
-CLASSWISE_SOURCES = ("tokens", "local")  # the same as chexbench.strategies.topk.CLASSWISE_SOURCES (tested)
+class HeadOptions(Options):
+    """Protocol options for the classification head, the saved model and the localization at the
+    end of a cell (``[protocol.linear]``, ``[protocol.finetune]``): each declared here once."""
+
+    head: Literal["linear", "topk", "topk_classwise"] = Field(
+        "linear", description="classification head: linear (on pooled features) | topk (on the top-K scored patches; ViT only) | "
+        "topk_classwise (per-class patch logits, each class pooled from its own top-K patches; ViT only)"
+    )
+    topk: int | float = Field(0.25, gt=0, description="K of head = topk / topk_classwise: a count (int ≥ 1) or a fraction of the tokens")
+    wildcat_alpha: float = Field(
+        0.0, ge=0, description="head = topk_classwise: weight of the mean of each class's K lowest patch logits (WILDCAT); 0 = top-K mean only"
+    )
+    classwise_source: Literal["tokens", "local"] = Field(
+        "tokens", description="head = topk_classwise: tokens (a linear layer on the ViT's final patch tokens) | local (a "
+        "local_kernel × local_kernel-token convolution of the patch embeddings + positional embeddings, the class token adding "
+        "one offset per class; finetune only)"
+    )
+    local_hidden: int = Field(64, ge=1, description="head = topk_classwise, classwise_source = local: channels of the local convolution")
+    local_kernel: int = Field(
+        3, ge=1, description="head = topk_classwise, classwise_source = local: width of the local convolution in tokens (odd; 1 = each "
+        "patch's logits from its own embedding only)"
+    )
+    local_offset: bool = Field(
+        True, description="head = topk_classwise, classwise_source = local: add the class token's per-class offset to every patch "
+        "(true), or classify from the local top-K evidence alone (false: the transformer blocks are unused)"
+    )
+    scorer_hidden: int = Field(
+        0, ge=0, description="head = topk: hidden width of the head's patch scorer; 0 uses max(16, D // 4) (a pretrained "
+        "scorer's own when left at 0)"
+    )
+    topk_temperature: float = Field(
+        1.0, gt=0, description="head = topk: temperature of the softmax over the head's kept patch scores (a pretrained "
+        "scorer's own when left at 1.0)"
+    )
+    save_model: Literal["auto", "true", "false"] | bool = Field(
+        "auto", description="save the selected model to <results>/models for `chexbench explain`: auto (small models only) | true | false"
+    )
+    localize: bool = Field(True, description="measure the pointing game and deletion AUC when the test split has lesion boxes")
+    localize_images: int = Field(64, ge=1, description="test images with lesion boxes used for localization")
+    deletion_steps: int = Field(10, ge=0, description="steps of the deletion curve; 0 = no deletion AUC")
+    pointing_tolerance: Literal["standard"] | float = Field(
+        "standard", description="tolerance of the tolerant pointing game: standard (15 px at 224 px, scaled to the image) or pixels ≥ 0"
+    )
+
+
+#: the head options' defaults (read where an option may be unset)
+HEAD_OPTIONS: dict[str, Any] = HeadOptions.defaults()
+HEADS: tuple[str, ...] = typing.get_args(HeadOptions.model_fields["head"].annotation)
+#: the same as chexbench.strategies.topk.CLASSWISE_SOURCES (tested)
+CLASSWISE_SOURCES: tuple[str, ...] = typing.get_args(HeadOptions.model_fields["classwise_source"].annotation)
 SMALL_MODEL_PARAMS = 5_000_000
 MODEL_FORMAT = 1
 
