@@ -50,6 +50,12 @@ def test_list_imports_neither_torch_nor_timm():
     assert _modules_loaded_by_cli([["list"]], ("torch", "timm"), check) == "[]"
 
 
+def test_list_settings_imports_neither_torch_nor_timm():
+    """The settings reference is read from the Settings fields (chexbench.spec): no component loads."""
+    check = "assert 'pretrain_seed' in r.output and 'int >= 1' in r.output"
+    assert _modules_loaded_by_cli([["list", "settings"]], ("torch", "timm"), check) == "[]"
+
+
 def test_builtin_index_matches_the_live_registries():
     """The generated index must say what the registries say (regenerate: see chexbench.spec.builtin_index)."""
     assert build_index() == INDEX

@@ -136,3 +136,23 @@ def test_a_changed_description_changes_the_printed_row(monkeypatch, section: str
     result = runner.invoke(app, ["list", "options", name])
     assert result.exit_code == 0, result.output
     assert _table_rows(result.output)[f"[{section}.{name}]"][key][2] == "a meaning only this test writes"
+
+
+def test_the_docs_name_exactly_each_strategys_options() -> None:
+    """docs/SELF_SUPERVISED.md names the options (their defaults and meanings come from `list options`):
+    the names it gives per strategy must be the fields, no more, no fewer."""
+    from chexbench.strategies.pretrain import PretrainOptions
+
+    text = (SRC.parents[1] / "docs" / "SELF_SUPERVISED.md").read_text()
+    section = text[text.index("## Options (`[strategy.<name>]` in a grid)"):text.index("## Collapse monitors")]
+    common, *adds = re.split(r"\n- ", section.split("Common to every self-supervised strategy:")[1])
+    assert set(re.findall(r"`(\w+)`", common)) == set(PretrainOptions.model_fields)
+    strategies = {"MoCo-v2": "mocov2", "MoCo v3": "mocov3", "BYOL": "byol", "DINO": "dino", "MAE": "mae"}
+    named = {}
+    for line in adds:
+        label, rest = line.split(" adds ", 1)
+        named[strategies[label]] = set(re.findall(r"`(\w+)`", rest.split(";")[0]))
+    assert set(named) == set(strategies.values())
+    for name, options in named.items():
+        own = set(options_model(REGISTRIES["strategies"].get(name)).model_fields) - set(PretrainOptions.model_fields)
+        assert options == own, name
