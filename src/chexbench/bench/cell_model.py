@@ -89,8 +89,13 @@ class HeadOptions(Options):
     )
 
 
-#: the head options' defaults (read where an option may be unset)
+#: the head options' defaults (read where an option may be unset: a cell's own table, a saved model's options)
 HEAD_OPTIONS: dict[str, Any] = HeadOptions.defaults()
+
+
+def head_option(opts: dict[str, Any], key: str) -> Any:
+    """``opts[key]``, or the option's declared default when ``opts`` does not set it."""
+    return opts.get(key, HEAD_OPTIONS[key])
 HEADS: tuple[str, ...] = typing.get_args(HeadOptions.model_fields["head"].annotation)
 #: the same as chexbench.strategies.topk.CLASSWISE_SOURCES (tested)
 CLASSWISE_SOURCES: tuple[str, ...] = typing.get_args(HeadOptions.model_fields["classwise_source"].annotation)
@@ -100,14 +105,14 @@ MODEL_FORMAT = 1
 
 def head_invalid_reason(cell: CellConfig, protocol: str) -> str | None:
     """Why the cell's head option cannot work for this (protocol, backbone, strategy), or None."""
-    head = cell.protocol_options.get("head", "linear")
+    head = head_option(cell.protocol_options, "head")
     if head not in HEADS:
         return f"[protocol.{protocol}] head must be one of {', '.join(HEADS)}, got {head!r}"
     if head in ("topk", "topk_classwise") and not is_vit_cell(cell):
         return f"head = {head} needs a ViT backbone (it scores patch tokens); got {cell.backbone}"
     if head == "topk" and _freezes_backbone(protocol) and not _makes_topk_scorer(cell.strategy):
         return f"linear probe with head = topk needs a pretrained patch scorer (a *_topk strategy); got {cell.strategy}"
-    source = cell.protocol_options.get("classwise_source", "tokens")
+    source = head_option(cell.protocol_options, "classwise_source")
     if head == "topk_classwise" and source not in CLASSWISE_SOURCES:
         return f"[protocol.{protocol}] classwise_source must be one of {', '.join(CLASSWISE_SOURCES)}, got {source!r}"
     if head == "topk_classwise" and source != "tokens" and _freezes_backbone(protocol):
@@ -118,7 +123,7 @@ def head_invalid_reason(cell: CellConfig, protocol: str) -> str | None:
 def head_preflight(cell: CellConfig, protocol: str) -> None:
     """Refuse, before anything runs, a ``head = "topk"`` whose ``scorer_hidden`` / ``topk_temperature``
     set under ``[protocol.*]`` differ from the values the cell's ``*_topk`` pretraining uses."""
-    if cell.protocol_options.get("head", "linear") != "topk" or cell.strategy not in STRATEGIES:
+    if head_option(cell.protocol_options, "head") != "topk" or cell.strategy not in STRATEGIES:
         return
     strategy = STRATEGIES.get(cell.strategy)
     if not hasattr(strategy, "resolved_options"):
@@ -137,7 +142,7 @@ def apply_head(backbone: Backbone, opts: dict[str, Any], init: InitRecord) -> tu
     scorer (pretrained scorer loaded strictly when ``init`` names one). Returns notes; a note starting with
     :data:`~chexbench.core.errors.RECORD_WARNING_PREFIX` is a warning the report lists. With a pretrained scorer,
     ``opts``' ``scorer_hidden`` and ``topk_temperature`` are set to the pretraining's (in place)."""
-    head = opts.get("head", "linear")
+    head = head_option(opts, "head")
     if head not in HEADS:
         raise ConfigError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
     scorer = init.extra.get("topk_scorer")
@@ -151,11 +156,11 @@ def apply_head(backbone: Backbone, opts: dict[str, Any], init: InitRecord) -> tu
         ]
     if head == "topk_classwise":
         notes = [f"head = topk_classwise: per-class patch logits, each class pooled from its own top-{opts.get('topk')} patches"
-                 + (f" + {float(opts.get('wildcat_alpha', 0.0)):g} × its lowest" if opts.get("wildcat_alpha") else "")
-                 + (f"; patch logits from a {int(opts.get('local_kernel', 3))}×{int(opts.get('local_kernel', 3))}-token convolution"
+                 + (f" + {float(head_option(opts, 'wildcat_alpha')):g} × its lowest" if opts.get("wildcat_alpha") else "")
+                 + (f"; patch logits from a {int(head_option(opts, 'local_kernel'))}×{int(head_option(opts, 'local_kernel'))}-token convolution"
                     " of the patch embeddings (classwise_source = local)"
-                    + ("" if opts.get("local_offset", True) else ", no class-token offset: the transformer blocks are unused")
-                    if opts.get("classwise_source", "tokens") == "local" else "")]
+                    + ("" if head_option(opts, "local_offset") else ", no class-token offset: the transformer blocks are unused")
+                    if head_option(opts, "classwise_source") == "local" else "")]
         return backbone, [*notes, "pretrained patch scorer not used (class-specific head)"] if scorer else notes
     notes: list[str] = []
     if scorer:  # in place: the saved model's head options (save_cell_model) must be the ones used
@@ -241,13 +246,13 @@ class ProbeClassifier(nn.Module):
 
 def make_classifier(features: nn.Module, num_labels: int, opts: dict[str, Any], protocol: str) -> nn.Module:
     """The trainable classifier of ``features`` (what :func:`apply_head` returned) for the protocol's head."""
-    if opts.get("head", "linear") == "topk_classwise":
-        source = opts.get("classwise_source", "tokens")
+    if head_option(opts, "head") == "topk_classwise":
+        source = head_option(opts, "classwise_source")
         if source != "tokens" and _freezes_backbone(protocol):
             raise ConfigError(f"classwise_source = {source!r} trains new layers on the patch embeddings: finetune only (linear keeps classwise_source = \"tokens\")")
-        return ClasswiseTopKClassifier(features, num_labels, opts.get("topk", 0.25), float(opts.get("wildcat_alpha", 0.0)),
-                                       source, int(opts.get("local_hidden", 64)), int(opts.get("local_kernel", 3)),
-                                       bool(opts.get("local_offset", True)))
+        return ClasswiseTopKClassifier(features, num_labels, head_option(opts, "topk"), float(head_option(opts, "wildcat_alpha")),
+                                       source, int(head_option(opts, "local_hidden")), int(head_option(opts, "local_kernel")),
+                                       bool(head_option(opts, "local_offset")))
     if _freezes_backbone(protocol):
         return ProbeClassifier(features, num_labels)
     return Classifier(features, num_labels)
@@ -276,7 +281,7 @@ def save_cell_model(model: nn.Module, cell: CellConfig, ctx: RunContext, opts: d
         "format": MODEL_FORMAT,
         "cell_id": cell.cell_id,
         "protocol": cell.protocol,
-        "head": opts.get("head", "linear"),
+        "head": head_option(opts, "head"),
         "head_options": {k: opts[k] for k in ("topk", "scorer_hidden", "topk_temperature", "wildcat_alpha", "classwise_source", "local_hidden", "local_kernel", "local_offset") if k in opts},
         "labels": list(labels),
         "normalize": [float(v) for v in normalize],
@@ -323,15 +328,15 @@ def finish_cell(model: nn.Module, data: CellData, cell: CellConfig, ctx: RunCont
                 normalize: tuple[float, float]) -> dict[str, Any]:
     """After selection: save the model (per ``save_model``) and localize on the test split's boxes.
     Returns entries for ``ProtocolResult.extra``."""
-    extra: dict[str, Any] = {"head": opts.get("head", "linear")}
+    extra: dict[str, Any] = {"head": head_option(opts, "head")}
     if not distributed.is_main():  # under torchrun only rank 0 writes and measures
         return extra
-    if should_save(model, opts.get("save_model", "auto")):
+    if should_save(model, head_option(opts, "save_model")):
         extra["model_path"] = str(save_cell_model(model, cell, ctx, opts, data.labels, normalize))
-    if opts.get("localize", True):
+    if head_option(opts, "localize"):
         loc = evaluate_localization(
-            model, data, normalize, ctx.device, int(opts.get("localize_images", 64)), int(opts.get("deletion_steps", 10)),
-            seed=cell.seed, tolerance=opts.get("pointing_tolerance", "standard"),
+            model, data, normalize, ctx.device, int(head_option(opts, "localize_images")), int(head_option(opts, "deletion_steps")),
+            seed=cell.seed, tolerance=head_option(opts, "pointing_tolerance"),
         )
         if loc is not None:
             extra["localization"] = loc
