@@ -103,6 +103,7 @@ def test_example_plugin_is_listed_documented_and_runs_in_a_tiny_grid(tmp_path):
     out = chexbench(site, cache, "list", "options", "orthogonal")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "[strategy.orthogonal] options" in out.stdout and "norm-preserving" in out.stdout
+    assert "float > 0" in next(ln for ln in out.stdout.splitlines() if " gain " in ln)  # from its option_model's field
 
     out = chexbench(site, cache, "run", "--grid", str(grid), "--results", str(results), "--device", "cpu")
     assert out.returncode == 0, out.stdout + out.stderr

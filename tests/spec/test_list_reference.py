@@ -50,6 +50,12 @@ def test_list_imports_neither_torch_nor_timm():
     assert _modules_loaded_by_cli([["list"]], ("torch", "timm"), check) == "[]"
 
 
+def test_list_settings_imports_neither_torch_nor_timm():
+    """The settings reference is read from the Settings fields (chexbench.spec): no component loads."""
+    check = "assert 'pretrain_seed' in r.output and 'int >= 1' in r.output"
+    assert _modules_loaded_by_cli([["list", "settings"]], ("torch", "timm"), check) == "[]"
+
+
 def test_builtin_index_matches_the_live_registries():
     """The generated index must say what the registries say (regenerate: see chexbench.spec.builtin_index)."""
     assert build_index() == INDEX
@@ -74,7 +80,7 @@ def test_list_settings_shows_every_key_with_default_and_meaning():
     for f in fields(Settings):
         line = next((ln for ln in result.output.splitlines() if f" {f.name} " in ln), None)
         assert line is not None, f.name
-        assert len(line.split("│")[3].strip()) > 10, f"no meaning for {f.name}: {line}"
+        assert len(line.split("│")[4].strip()) > 10, f"no meaning for {f.name}: {line}"
     assert "settings.pretrain_seed" in result.output  # the axis for pretraining variance is documented
 
 
@@ -91,6 +97,9 @@ def test_list_options_of_a_strategy_shows_defaults_and_meanings():
     # inherited defaults are the strategy's own (MoCo-v2 pretrains with SGD)
     assert '"sgd"' in next(ln for ln in result.output.splitlines() if " pretrain_optimizer " in ln)
     assert [r.key for r in option_rows(STRATEGIES.get("mocov2"))] == list(STRATEGIES.get("mocov2").options)
+    # the type column shows the field's type and bounds, or its choices
+    assert "int >= 1" in queue
+    assert '"sgd" | "adamw" | "lars"' in next(ln for ln in result.output.splitlines() if " pretrain_optimizer " in ln)
 
 
 def test_list_options_of_unknown_component_is_one_line():

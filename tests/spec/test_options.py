@@ -64,3 +64,27 @@ def test_every_packaged_grid_passes_the_typed_validation() -> None:
 
     for name in GRIDS.names():
         assert load_grid(name).cells(), name
+
+
+def test_a_component_declares_its_option_model_once_and_reads_options_from_it() -> None:
+    from pydantic import Field
+
+    from chexbench.spec.options import Options
+    from chexbench.spec.reference import option_rows
+    from chexbench.strategies.base import Strategy
+
+    class GainOptions(Options):
+        gain: float = Field(1.0, gt=0, description="scale of the weights")
+
+    class Declared(Strategy):
+        option_model = GainOptions
+
+    class PlainDict(Strategy):
+        options = {"gain": 1.0}
+
+    assert Declared.options == Declared().options == {"gain": 1.0}
+    Declared().options["gain"] = 5.0  # a copy: the declaration is not changed through it
+    assert Declared.options == {"gain": 1.0}
+    assert [(r.key, r.type, r.default, r.meaning) for r in option_rows(Declared())] == [("gain", "float > 0", "1.0", "scale of the weights")]
+    # a plugin's plain dict still validates (typed from its default) but has no meaning to print
+    assert [(r.key, r.meaning) for r in option_rows(PlainDict())] == [("gain", "")]

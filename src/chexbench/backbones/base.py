@@ -21,6 +21,7 @@ from torch import nn
 
 from chexbench.backbones.foreign import read_checkpoint
 from chexbench.core.errors import WeightsError
+from chexbench.spec.options import OptionDefaults, Options
 
 if TYPE_CHECKING:
     from chexbench.spec.cell import CellConfig
@@ -116,8 +117,10 @@ class BackboneSpec:
     size_multiple: ClassVar[int] = 32
     #: image size at which ``chexbench list backbones`` profiles parameters and GFLOPs (the size it is built for)
     profile_size: ClassVar[int] = 224
-    #: option names a grid may set under [backbone.<name>], with defaults
-    options: ClassVar[dict[str, Any]] = {}
+    #: the options a grid may set under [backbone.<name>], each a pydantic field (type, bounds, default, meaning)
+    option_model: ClassVar[type[Options]] = Options
+    #: ``{option: default}``, derived from ``option_model``
+    options = OptionDefaults()
 
     def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
         raise NotImplementedError

@@ -21,11 +21,11 @@ from chexbench.backbones.vit import VitSpec
 from chexbench.spec.options import Options
 from chexbench.spec.registry import BACKBONES
 
-ACT_HELP = "the MLP activation: gelu (open_clip's own models) or quick_gelu (OpenAI CLIP and models trained from it)"
-
 
 class ClipOptions(Options):
-    act: Literal["gelu", "quick_gelu"] = Field("gelu", description=ACT_HELP)
+    act: Literal["gelu", "quick_gelu"] = Field(
+        "gelu", description="the MLP activation: gelu (open_clip's own models) or quick_gelu (OpenAI CLIP and models trained from it)"
+    )
 
 
 class _ClipSpec(VitSpec):
@@ -43,8 +43,6 @@ class VitB16Clip(_ClipSpec):
     timm_arch = "vit_base_patch16_clip_224"
     size_multiple = 16
     option_model = ClipOptions
-    options: dict[str, Any] = ClipOptions.defaults()
-    option_help: dict[str, str] = {"act": ACT_HELP}
 
 
 @BACKBONES.register
@@ -54,5 +52,3 @@ class VitB32Clip(_ClipSpec):
     timm_arch = "vit_base_patch32_clip_224"
     size_multiple = 32
     option_model = ClipOptions.with_defaults("ClipB32Options", act="quick_gelu")
-    options: dict[str, Any] = option_model.defaults()
-    option_help: dict[str, str] = {"act": ACT_HELP}

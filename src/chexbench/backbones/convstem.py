@@ -76,8 +76,10 @@ def convstem_channels(stem_convs: int, first: int, cap: int) -> tuple[int, ...]:
 
 
 class ConvStemOptions(Options):
-    stem_convs: Literal[3, 4] = Field(4, description="stride-2 3×3 convolutions of the stem: 4 (stride 16) or 3 (stride 8)")
-    depth: int = Field(11, ge=1, description="transformer blocks (11: one block's compute goes to the stem, Xiao et al. 2021)")
+    stem_convs: Literal[3, 4] = Field(4, description="stride-2 3×3 convolutions in the stem: 4 gives patch stride 16, 3 gives stride 8")
+    depth: int = Field(
+        11, ge=1, description="transformer blocks after the stem (11, one fewer than ViT-B's 12, keeps the compute equal: Xiao et al. 2021)"
+    )
 
 
 class _ConvStemSpec(VitSpec):
@@ -115,11 +117,6 @@ class VitB16ConvStem(_ConvStemSpec):
         "depth 11; stem_convs = 3 gives the stride-8 variant"
     )
     option_model = ConvStemOptions
-    options: dict[str, Any] = ConvStemOptions.defaults()
-    option_help: dict[str, str] = {
-        "stem_convs": "stride-2 3×3 convolutions in the stem: 4 gives patch stride 16, 3 gives stride 8",
-        "depth": "transformer blocks after the stem (one fewer than ViT-B's 12 keeps the compute equal)",
-    }
 
 
 @BACKBONES.register
@@ -129,8 +126,6 @@ class VitConvStemTiny(_ConvStemSpec):
     size_multiple = 8
     profile_size = 64
     option_model = ConvStemOptions.with_defaults("ConvStemTinyOptions", stem_convs=3, depth=3)
-    options: dict[str, Any] = option_model.defaults()
-    option_help: dict[str, str] = VitB16ConvStem.option_help
     embed_dim = 96
     num_heads = 3
     mlp_ratio = 2.0

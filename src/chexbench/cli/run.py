@@ -70,10 +70,11 @@ def _print_settings() -> None:
     title = "[settings] keys (any level of a grid: [settings], [dataset.NAME], …, [[override]])"
     table = Table(title=escape(title), title_justify="left")
     table.add_column("key", style="bold cyan", no_wrap=True)
+    table.add_column("type")
     table.add_column("default", no_wrap=True)
     table.add_column("meaning")
     for r in settings_rows():
-        table.add_row(r.key, escape(r.default), escape(r.meaning))
+        table.add_row(r.key, escape(r.type), escape(r.default), escape(r.meaning))
     console.print(table)
 
 
@@ -95,10 +96,11 @@ def _print_options(name: str | None) -> None:
             continue
         table = Table(title=escape(title), title_justify="left")
         table.add_column("option", style="bold cyan", no_wrap=True)
+        table.add_column("type")
         table.add_column("default")
         table.add_column("meaning")
         for r in rows:
-            table.add_row(r.key, escape(r.default), escape(r.meaning or "(undocumented)"))
+            table.add_row(r.key, escape(r.type), escape(r.default), escape(r.meaning or "(undocumented)"))
         console.print(table)
 
 

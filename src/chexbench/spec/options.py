@@ -8,12 +8,15 @@ under ``[<section>.<name>]`` as a pydantic model next to the component::
         momentum: float = Field(0.999, ge=0, le=1, description="key-encoder EMA momentum")
 
     class MoCoV2(PretrainStrategy):
-        option_model = MoCoOptions
-        options = MoCoOptions.defaults()        # the plain dict the component reads
+        option_model = MoCoOptions              # ``options`` (the plain dict it reads) follows
 
-Models forbid unknown keys and are strict (``"ten"`` is not an int, ``true`` is not a number;
-an int is accepted where a float is declared). A plugin that declares only a plain
-``options`` dict gets a model inferred from the defaults' types (see :func:`options_model`).
+Each field is the one place an option is declared: its type, bounds, default and meaning
+(``description``) feed grid validation, ``chexbench list options`` and the docs alike; the
+component's ``options`` dict is derived from it (:class:`OptionDefaults`). Models forbid unknown
+keys and are strict (``"ten"`` is not an int, ``true`` is not a number; an int is accepted where
+a float is declared). A plugin that declares only a plain ``options`` dict gets a model inferred
+from the defaults' types, with no meanings (see :func:`options_model`;
+``chexbench.spec.reference.undocumented_options`` lists them).
 :func:`option_schema` gives the machine-readable rows ``chexbench list options`` prints.
 """
 
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic.fields import FieldInfo
 
 from chexbench.core.errors import ConfigError
 
@@ -57,6 +61,18 @@ class Options(BaseModel):
         return model
 
 
+class OptionDefaults:
+    """A component's ``options`` read from its ``option_model``: ``{name: default}`` of every field,
+    a fresh copy on each read (a caller that changes it cannot change the declaration). The base
+    classes of strategies, backbones, datasets and protocols set ``options = OptionDefaults()``, so
+    a component declares its options once, as its ``option_model``; a plugin may still assign a
+    plain ``options`` dict instead (see :func:`options_model`)."""
+
+    def __get__(self, obj: Any, owner: type) -> dict[str, Any]:
+        model = getattr(owner if obj is None else obj, "option_model", Options)
+        return model.defaults()
+
+
 @dataclass(frozen=True)
 class OptionInfo:
     """One row of a component's option schema."""
@@ -83,18 +99,27 @@ def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     if origin is Literal:
         return "choice"
-    if origin is typing.Annotated:
-        return _type_name(typing.get_args(annotation)[0])
+    if origin is typing.Annotated:  # a union member with its own bounds (settings.pretrain_seed)
+        base, *meta = typing.get_args(annotation)
+        inner = [m for item in meta for m in (item.metadata if isinstance(item, FieldInfo) else [item])]
+        return f"{_type_name(base)} {_bounds(inner)}".strip()
     if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(annotation))
-    if origin is list:
-        args = typing.get_args(annotation)
+        return " | ".join(_member_name(a) for a in typing.get_args(annotation))
+    if origin in (list, tuple):  # a TOML list (a tuple field takes one too)
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
         return f"list[{_type_name(args[0])}]" if args else "list"
     if annotation is type(None):
         return "None"
     if annotation is Any:
         return "any"
     return getattr(annotation, "__name__", str(annotation))
+
+
+def _member_name(annotation: Any) -> str:
+    """A union member: a Literal spelled as its values (``"per_seed"``), any other type by name."""
+    if typing.get_origin(annotation) is Literal:
+        return " | ".join(json.dumps(v) for v in typing.get_args(annotation))
+    return _type_name(annotation)
 
 
 def _choices(annotation: Any) -> tuple[Any, ...] | None:

@@ -1,22 +1,23 @@
 """The configuration reference, generated from the code: every ``[settings]`` key and every
-component option, with its default and its meaning.
+component option, with its type, bounds, default and meaning.
 
 ``chexbench list settings`` and ``chexbench list options NAME`` print it, so the reference
-cannot drift from what the code accepts. A component declares its options as
-``options = {name: default}`` and their meanings as ``option_help = {name: meaning}``; each
-class declares the meanings of the options it introduces, and :func:`option_meanings`
-merges them along the class hierarchy (so a subclass inherits its base's meanings).
+cannot drift from what the code accepts. Each row is read from one pydantic field: a setting's
+from :data:`~chexbench.spec.settings.SETTINGS_MODEL` (built from the :class:`Settings` fields),
+a component option's from its ``option_model`` (:func:`~chexbench.spec.options.option_schema`),
+the same fields that validate a grid. Nothing else declares what an option means.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from chexbench.spec.settings import Settings, SETTINGS_HELP
+from chexbench.spec.options import OptionInfo, option_schema
 from chexbench.spec.registry import REGISTRIES
+from chexbench.spec.settings import settings_schema
 
 #: registry kinds whose components take options, with their grid section
 OPTION_KINDS: dict[str, str] = {"strategies": "strategy", "backbones": "backbone", "datasets": "dataset", "protocols": "protocol"}
@@ -24,9 +25,11 @@ OPTION_KINDS: dict[str, str] = {"strategies": "strategy", "backbones": "backbone
 
 @dataclass(frozen=True)
 class OptionRow:
-    """One documented key: where it goes in a grid, its default and what it means."""
+    """One documented key as ``chexbench list`` prints it: where it goes in a grid, its type
+    (with choices or bounds), its default and what it means."""
 
     key: str
+    type: str
     default: str
     meaning: str
 
@@ -38,29 +41,30 @@ def format_default(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else f'"{value}"'
 
 
+def format_type(info: OptionInfo) -> str:
+    """``int >= 1``, ``float > 0``, ``"adamw" | "sgd"``, ``int >= 0 | "per_seed"``: the type column."""
+    if info.choices is not None:
+        return " | ".join(json.dumps(c) for c in info.choices)
+    return f"{info.type} {info.bounds}".strip()
+
+
+def _row(info: OptionInfo) -> OptionRow:
+    return OptionRow(info.name, format_type(info), format_default(info.default), info.meaning)
+
+
 def settings_rows() -> list[OptionRow]:
     """Every :class:`Settings` key in declaration order."""
-    return [OptionRow(f.name, format_default(f.default), SETTINGS_HELP.get(f.name, "")) for f in fields(Settings)]
-
-
-def option_meanings(component: Any) -> dict[str, str]:
-    """``option_help`` merged over the component's class hierarchy (subclasses win) and the instance."""
-    merged: dict[str, str] = {}
-    for cls in reversed(type(component).__mro__):
-        merged.update(cls.__dict__.get("option_help", {}) or {})
-    merged.update(component.__dict__.get("option_help", {}) if hasattr(component, "__dict__") else {})
-    return merged
+    return [_row(r) for r in settings_schema()]
 
 
 def option_rows(component: Any) -> list[OptionRow]:
-    """Every option the component accepts, with its default and meaning ("" when undocumented)."""
-    meanings = option_meanings(component)
-    options = getattr(component, "options", {}) or {}
-    return [OptionRow(k, format_default(v), meanings.get(k, "")) for k, v in options.items()]
+    """Every option the component accepts, with its type, default and meaning ("" when undocumented)."""
+    return [_row(r) for r in option_schema(component)]
 
 
 def undocumented_options() -> list[str]:
-    """``kind/name: key`` for every registered option without a meaning (a test keeps this empty)."""
+    """``kind/name: key`` for every registered option without a meaning (a test keeps this empty;
+    a plugin that declares a plain ``options`` dict gets a model typed from its defaults, with no meanings)."""
     missing = []
     for kind in OPTION_KINDS:
         for e in REGISTRIES[kind].entries():

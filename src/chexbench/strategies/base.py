@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from chexbench.spec.options import OptionDefaults, Options
+
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
     from chexbench.spec.cell import CellConfig
@@ -47,9 +49,12 @@ class Strategy:
 
     name: str = ""
     description: str = ""
-    #: option names this strategy accepts under ``[strategy.<name>]`` in a grid (besides
-    #: the training settings); unknown options are config errors.
-    options: dict[str, Any] = {}
+    #: the options this strategy accepts under ``[strategy.<name>]`` in a grid (besides the
+    #: training settings), each a pydantic field (type, bounds, default, meaning); unknown options
+    #: are config errors
+    option_model: ClassVar[type[Options]] = Options
+    #: ``{option: default}``, derived from ``option_model``
+    options = OptionDefaults()
     #: the strategy pretrains a top-K patch scorer (``init.extra["topk_scorer"]``) that a frozen
     #: linear probe with ``head = "topk"`` can use
     makes_topk_scorer: ClassVar[bool] = False

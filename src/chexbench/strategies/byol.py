@@ -24,7 +24,7 @@ from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.heads import ProjectionHead
 from chexbench.strategies.losses import byol_loss
 from chexbench.strategies.momentum import cosine_momentum, momentum_update
-from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy, own_option_help
+from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy
 
 
 class BYOLOptions(PretrainOptions):
@@ -36,7 +36,6 @@ class BYOLOptions(PretrainOptions):
 
 #: the paper's head widths (4096 hidden, 256 out) as defaults
 BYOL_OPTION_MODEL = BYOLOptions.with_defaults("BYOLOptions", proj_dim=256, proj_hidden_dim=4096)
-BYOL_OPTIONS: dict[str, Any] = BYOL_OPTION_MODEL.defaults()
 #: BYOL on a ResNet (Grill et al. 2020, sec. 3.2 and appendix C): τ_base 0.996, wd 1.5e-6, 10 warmup
 #: epochs; AdamW 1e-3 stands in for LARS (lr 0.2 × B/256), as for SimCLR
 BYOL_RESNET_RECIPE: dict[str, Any] = {
@@ -88,8 +87,6 @@ class BYOL(PretrainStrategy):
     description = "BYOL (Grill et al. 2020): online network + predictor regress an EMA target's projection, no negatives"
     option_model = BYOL_OPTION_MODEL
     #: the meanings of its own options, from their field descriptions (declared once)
-    option_help: dict[str, str] = {**PretrainStrategy.option_help, **own_option_help(BYOLOptions)}
-    options: dict[str, Any] = BYOL_OPTIONS
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"cnn": BYOL_RESNET_RECIPE, "vit": BYOL_VIT_RECIPE}
 
     def build_model(self, encoder, opts, pool_size, generator):

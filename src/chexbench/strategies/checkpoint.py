@@ -88,8 +88,6 @@ class Checkpoint(Strategy):
     description = ("a published or your own pretrained checkpoint (MoCo, Lightning, torchvision, timm, torchxrayvision, "
                    "transformers DINOv2, open_clip/OpenAI CLIP, MAE; hf-hub: references), strict key audit")
     option_model = CheckpointOptions
-    options: dict[str, Any] = CheckpointOptions.defaults()
-    option_help: dict[str, str] = {k: str(f.description) for k, f in CheckpointOptions.model_fields.items()}
 
     def invalid_reason(self, cell) -> str | None:
         """A checkpoint that declares its architecture (``backbone = "resnet50"``) does not apply to others."""

@@ -40,7 +40,7 @@ from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.augment import ViewAugment, contrastive_view
 from chexbench.strategies.losses import dino_center_update, dino_loss
 from chexbench.strategies.momentum import cosine_momentum, momentum_update
-from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy, own_option_help
+from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy
 from chexbench.strategies.vit_tokens import vit_features
 
 #: DINO's local crops are 96 px beside 224 px global crops
@@ -67,7 +67,6 @@ DINO_OPTION_MODEL = DINOOptions.with_defaults(
     "DINOOptions", proj_dim=256, proj_hidden_dim=2048, crop_scale_min=0.4, grad_clip=3.0,
     pretrain_optimizer="adamw", pretrain_lr=5e-4, pretrain_weight_decay=0.04, pretrain_warmup_epochs=10.0,
 )
-DINO_OPTIONS: dict[str, Any] = DINO_OPTION_MODEL.defaults()
 #: DINO on a ViT (Caron et al. 2021, sec. 4 / appendix and the ViT-S/16 recipe of their code):
 #: AdamW lr 5e-4 × B/256, wd 0.04, 10 warmup epochs, grad clip 3, teacher momentum 0.996 → 1,
 #: teacher temperature 0.04 → 0.07 over 30 epochs, global crops of area ≥ 0.4, local 0.05-0.4
@@ -209,8 +208,6 @@ class DINO(PretrainStrategy):
     description = "DINO (Caron et al. 2021): self-distillation, EMA teacher centred and sharpened, multi-crop"
     option_model = DINO_OPTION_MODEL
     #: the meanings of its own options, from their field descriptions (declared once)
-    option_help: dict[str, str] = {**PretrainStrategy.option_help, **own_option_help(DINOOptions)}
-    options: dict[str, Any] = DINO_OPTIONS
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"cnn": DINO_RESNET_RECIPE, "vit": DINO_VIT_RECIPE}
 
     def build_model(self, encoder, opts, pool_size, generator):

@@ -59,7 +59,10 @@ def find_weights(backbone_name: str, options: dict[str, Any]) -> tuple[Path | No
 
 
 class ImageNetOptions(Options):
-    weights: str | None = Field(None, description="local weights file (.safetensors/.pth); default: <cache>/weights, then the Hugging Face cache")
+    weights: str | None = Field(
+        None, description="local timm checkpoint (.safetensors / .pth) of this backbone's ImageNet weights; "
+        "unset: ~/.cache/chexbench/weights/<timm name>.safetensors or timm's local Hugging Face cache"
+    )
 
 
 @STRATEGIES.register
@@ -67,11 +70,6 @@ class ImageNet(Strategy):
     name = "imagenet"
     description = "supervised ImageNet-1k weights (timm) from a local file, strict key audit"
     option_model = ImageNetOptions
-    options: dict[str, Any] = ImageNetOptions.defaults()
-    option_help: dict[str, str] = {
-        "weights": "local timm checkpoint (.safetensors / .pth) of this backbone's ImageNet weights; "
-        "unset: ~/.cache/chexbench/weights/<timm name>.safetensors or timm's local Hugging Face cache",
-    }
 
     def invalid_reason(self, cell) -> str | None:
         if {**self.options, **cell.strategy_options}.get("weights"):

@@ -34,7 +34,7 @@ from chexbench.core.distributed import local_rows
 from chexbench.spec.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.augment import ViewAugment, random_resized_crop
 from chexbench.strategies.losses import mae_loss
-from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy, own_option_help
+from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy
 from chexbench.strategies.vit_tokens import embed_patches, encode_tokens, patch_size
 
 
@@ -52,7 +52,6 @@ MAE_OPTION_MODEL = MAEOptions.with_defaults(
     "MAEOptions", pretrain_optimizer="adamw", pretrain_lr=1.5e-4, pretrain_weight_decay=0.05, pretrain_warmup_epochs=40.0,
     crop_scale_min=0.2,
 )
-MAE_OPTIONS: dict[str, Any] = MAE_OPTION_MODEL.defaults()
 #: MAE's pretraining recipe (He et al. 2022, appendix A.1, table 8): AdamW (β2 0.95) base lr 1.5e-4 × B/256,
 #: wd 0.05, 40 warmup epochs, cosine decay, random resized crop (0.2-1) only, mask ratio 0.75,
 #: decoder 8 blocks × 512
@@ -142,8 +141,6 @@ class MAE(PretrainStrategy):
     description = "MAE (He et al. 2022): 75 % of patches masked, encoder on the visible ones, small decoder, normalized pixels"
     option_model = MAE_OPTION_MODEL
     #: the meanings of its own options, from their field descriptions (declared once)
-    option_help: dict[str, str] = {**PretrainStrategy.option_help, **own_option_help(MAEOptions)}
-    options: dict[str, Any] = MAE_OPTIONS
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"vit": MAE_VIT_RECIPE}
 
     def invalid_reason(self, cell) -> str | None:

@@ -50,14 +50,21 @@ from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy, spl
 class MoCoOptions(PretrainOptions):
     """MoCo's options, over the common pretraining options."""
 
-    queue_size: int = Field(65536, ge=1, description="keys in the FIFO queue of negatives (capped at the pool size minus the batch size)")
-    momentum: float = Field(0.999, ge=0, le=1, description="key-encoder EMA momentum (the start value with cosine_momentum)")
-    cosine_momentum: bool = Field(False, description="momentum rises to 1 along a half cosine (BYOL / MoCo v3)")
-    bn_splits: int = Field(2, ge=1, description="BatchNorm groups of the single-device shuffle-BN")
+    queue_size: int = Field(
+        65536, ge=1, description="negative keys kept in the FIFO queue (capped at the pretraining-pool size minus the batch size)"
+    )
+    momentum: float = Field(
+        0.999, ge=0, le=1, description="momentum of the key encoder's exponential moving average (the start value with cosine_momentum)"
+    )
+    cosine_momentum: bool = Field(
+        False, description="raise the momentum to 1 on a half-cosine schedule (BYOL / MoCo v3) instead of keeping it fixed"
+    )
+    bn_splits: int = Field(
+        2, ge=1, description="groups of the shuffled / split batch norm that stops the key encoder from cheating on one device"
+    )
     temperature: float = Field(0.2, gt=0, description="softmax temperature of InfoNCE")
 
 
-MOCO_OPTIONS: dict[str, Any] = MoCoOptions.defaults()
 #: MoCo-v2 on a ResNet (Chen, Fan, Girshick & He 2020): SGD lr 0.03 at batch 256, wd 1e-4, m 0.999
 MOCO_V2_RECIPE: dict[str, Any] = {
     "pretrain_optimizer": "sgd",
@@ -76,12 +83,6 @@ MOCO_V3_VIT_RECIPE: dict[str, Any] = {
     "pretrain_warmup_epochs": 40.0,
     "momentum": 0.99,
     "cosine_momentum": True,
-}
-MOCO_OPTIONS_HELP: dict[str, str] = {
-    "queue_size": "negative keys kept in the queue (capped at the pretraining-pool size)",
-    "momentum": "momentum of the key encoder's exponential moving average",
-    "cosine_momentum": "raise the momentum to 1 on a cosine schedule (MoCo-v3) instead of keeping it fixed",
-    "bn_splits": "groups of the shuffled / split batch norm that stops the key encoder from cheating on one device",
 }
 
 
@@ -153,9 +154,7 @@ class MoCoV2(PretrainStrategy):
     name = "mocov2"
     description = "MoCo-v2 (He et al. 2020; Chen et al. 2020): momentum encoder, key queue, MLP head, shuffle-BN"
     option_model = MoCoOptions
-    options: dict[str, Any] = MOCO_OPTIONS
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"cnn": MOCO_V2_RECIPE, "vit": MOCO_V3_VIT_RECIPE}
-    option_help: dict[str, str] = MOCO_OPTIONS_HELP
 
     def build_model(self, encoder, opts, pool_size, generator):
         notes = []

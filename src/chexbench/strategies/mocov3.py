@@ -48,13 +48,14 @@ class MoCoV3Options(PretrainOptions.with_defaults(
 )):
     """MoCo v3's options, over the common pretraining options (defaults: the ViT recipe's optimizer and heads)."""
 
-    momentum: float = Field(0.99, ge=0, le=1, description="key-encoder EMA momentum at the start; it rises to 1 on a half cosine")
+    momentum: float = Field(
+        0.99, ge=0, le=1, description="start value of the key encoder's EMA momentum; it rises to 1 on a half cosine over the run"
+    )
     temperature: float = Field(0.2, gt=0, description="softmax temperature τ of the contrastive loss (the loss is scaled by 2τ)")
-    proj_layers: int = Field(3, ge=1, description="layers of the projection MLP (3 on a ViT, 2 on a ResNet)")
-    pred_hidden_dim: int = Field(4096, ge=1, description="hidden width of the prediction MLP")
+    proj_layers: int = Field(3, ge=1, description="layers of the projection MLP (MoCo v3: 3 on a ViT, 2 on a ResNet)")
+    pred_hidden_dim: int = Field(4096, ge=1, description="hidden width of the prediction MLP (query side only)")
 
 
-MOCOV3_OPTIONS: dict[str, Any] = MoCoV3Options.defaults()
 #: MoCo v3 on a ViT (Chen, Xie & He 2021, sec. 4 and appendix; the ViT-B 300-epoch recipe)
 MOCOV3_VIT_RECIPE: dict[str, Any] = {
     "pretrain_optimizer": "adamw",
@@ -74,11 +75,6 @@ MOCOV3_RESNET_RECIPE: dict[str, Any] = {
     "temperature": 1.0,
     "momentum": 0.99,
     "proj_layers": 2,
-}
-MOCOV3_OPTIONS_HELP: dict[str, str] = {
-    "momentum": "start value of the key encoder's EMA momentum; it rises to 1 on a half cosine over the run",
-    "proj_layers": "layers of the projection MLP (MoCo v3: 3 on a ViT, 2 on a ResNet)",
-    "pred_hidden_dim": "hidden width of the prediction MLP (query side only)",
 }
 
 
@@ -157,9 +153,7 @@ class MoCoV3(PretrainStrategy):
     name = "mocov3"
     description = "MoCo v3 (Chen, Xie & He 2021): predictor, symmetric in-batch contrastive loss (2τ), no queue, cosine momentum"
     option_model = MoCoV3Options
-    options: dict[str, Any] = MOCOV3_OPTIONS
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"cnn": MOCOV3_RESNET_RECIPE, "vit": MOCOV3_VIT_RECIPE}
-    option_help: dict[str, str] = MOCOV3_OPTIONS_HELP
 
     def build_model(self, encoder, opts, pool_size, generator):
         model = MoCoV3Model(

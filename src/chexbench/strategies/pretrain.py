@@ -90,61 +90,40 @@ MONITOR_IMAGES = 256
 class PretrainOptions(Options):
     """Options every self-supervised strategy accepts under ``[strategy.<name>]`` (defaults per strategy)."""
 
-    pretrain_epochs: int = Field(100, ge=1, description="pretraining epochs over the unlabeled pool")
-    pretrain_batch_size: int = Field(256, ge=2, description="pretraining batch size (capped at the pool size)")
-    pretrain_optimizer: Literal["sgd", "adamw", "lars"] = Field("sgd", description="pretraining optimizer (SGD momentum 0.9, AdamW, or LARS)")
-    pretrain_lr: float = Field(0.03, gt=0, description="peak pretraining learning rate (not rescaled by batch size)")
-    pretrain_weight_decay: float = Field(1e-4, ge=0, description="weight decay, none on biases and norms")
-    pretrain_warmup_epochs: float = Field(0.0, ge=0, description="linear warmup before the cosine decay, in epochs")
-    grad_clip: float = Field(0.0, ge=0, description="max gradient norm, 0 = off")
-    temperature: float = Field(0.2, gt=0, description="softmax temperature of the contrastive loss")
+    pretrain_epochs: int = Field(100, ge=1, description="epochs of self-supervised pretraining over the unlabeled pool")
+    pretrain_batch_size: int = Field(256, ge=2, description="pretraining batch size: images per step (capped at the pool size)")
+    pretrain_optimizer: Literal["sgd", "adamw", "lars"] = Field(
+        "sgd", description="optimizer of the pretraining run: sgd (momentum 0.9) | adamw | lars (momentum 0.9, trust coefficient 0.001, as MoCo v3)"
+    )
+    pretrain_lr: float = Field(
+        0.03, gt=0, description="peak learning rate of the pretraining run (cosine schedule after warmup; not rescaled by batch size)"
+    )
+    pretrain_weight_decay: float = Field(1e-4, ge=0, description="weight decay of the pretraining run (none on biases and norms)")
+    pretrain_warmup_epochs: float = Field(
+        0.0, ge=0, description="linear learning-rate warmup of the pretraining run before the cosine decay, in epochs"
+    )
+    grad_clip: float = Field(0.0, ge=0, description="maximum gradient norm during pretraining; 0 turns clipping off")
+    temperature: float = Field(0.2, gt=0, description="temperature of the contrastive (InfoNCE / NT-Xent) softmax")
     proj_dim: int = Field(128, ge=1, description="output width of the projection head")
     proj_hidden_dim: int = Field(2048, ge=1, description="hidden width of the projection head")
-    max_pretrain_images: int = Field(0, ge=0, description="cap on the pool (whole patients), 0 = the whole pool")
-    pretrain_root: str | None = Field(None, description="root of the pretraining source (overrides its [dataset.SOURCE] root)")
-    crop_scale_min: float = Field(0.35, gt=0, le=1, description="smallest random-resized-crop area fraction")
-    max_rotation_deg: float = Field(10.0, ge=0, description="largest random rotation, degrees")
-    flip_p: float = Field(0.0, ge=0, le=1, description="horizontal flip probability")
-    intensity: float = Field(0.2, ge=0, description="brightness and contrast jitter amplitude")
-    blur_p: float = Field(0.5, ge=0, le=1, description="Gaussian blur probability")
-    noise_std: float = Field(0.03, ge=0, description="additive Gaussian noise std (intensities in [0, 1])")
-    probe_every: int = Field(1, ge=0, description="epochs between kNN probes, 0 = off")
-    probe_images: int = Field(512, ge=1, description="labeled images of the kNN probe's memory bank and queries")
+    max_pretrain_images: int = Field(0, ge=0, description="cap on the pretraining pool (images, whole patients); 0 uses the whole pool")
+    pretrain_root: str | None = Field(
+        None, description="root of the pretraining source dataset (overrides the root of its [dataset.SOURCE] table)"
+    )
+    crop_scale_min: float = Field(0.35, gt=0, le=1, description="smallest area fraction of a random resized crop")
+    max_rotation_deg: float = Field(10.0, ge=0, description="largest random rotation of a view, in degrees")
+    flip_p: float = Field(
+        0.0, ge=0, le=1, description="probability of a horizontal flip (0 by default: a flipped chest swaps heart and situs)"
+    )
+    intensity: float = Field(0.2, ge=0, description="amplitude of random brightness and contrast changes")
+    blur_p: float = Field(0.5, ge=0, le=1, description="probability of a Gaussian blur")
+    noise_std: float = Field(0.03, ge=0, description="standard deviation of additive Gaussian noise (intensities in [0, 1])")
+    probe_every: int = Field(1, ge=0, description="epochs between kNN probes of the encoder during pretraining; 0 turns them off")
+    probe_images: int = Field(512, ge=1, description="labeled images of each kNN probe (its memory bank and queries)")
     probe_k: int = Field(20, ge=1, description="neighbours of the kNN probe")
 
 
-#: every self-supervised strategy accepts these under [strategy.<name>] (defaults per strategy)
-COMMON_OPTIONS: dict[str, Any] = PretrainOptions.defaults()
-#: what each of :data:`COMMON_OPTIONS` means (``chexbench list options STRATEGY`` shows it)
-COMMON_OPTIONS_HELP: dict[str, str] = {
-    "pretrain_epochs": "epochs of self-supervised pretraining over the pretraining pool",
-    "pretrain_batch_size": "images per pretraining step (two views each)",
-    "pretrain_optimizer": "optimizer of the pretraining run: sgd | adamw | lars (momentum 0.9, trust coefficient 0.001, as MoCo v3)",
-    "pretrain_lr": "peak learning rate of the pretraining run (cosine schedule after warmup)",
-    "pretrain_weight_decay": "weight decay of the pretraining run",
-    "pretrain_warmup_epochs": "linear learning-rate warmup of the pretraining run, in epochs",
-    "grad_clip": "maximum gradient norm during pretraining; 0 turns clipping off",
-    "temperature": "temperature of the contrastive (InfoNCE / NT-Xent) softmax",
-    "proj_dim": "output width of the projection head",
-    "proj_hidden_dim": "hidden width of the projection head",
-    "max_pretrain_images": "cap on the pretraining pool (images); 0 uses the whole pool",
-    "pretrain_root": "root of the pretraining source dataset (overrides the root of its [dataset.SOURCE] table)",
-    "crop_scale_min": "smallest area fraction of a random resized crop",
-    "max_rotation_deg": "largest random rotation of a view, in degrees",
-    "flip_p": "probability of a horizontal flip (0 by default: a flipped chest swaps heart and situs)",
-    "intensity": "amplitude of random brightness and contrast changes",
-    "blur_p": "probability of a Gaussian blur",
-    "noise_std": "standard deviation of additive Gaussian noise",
-    "probe_every": "epochs between kNN probes of the encoder during pretraining; 0 turns them off",
-    "probe_images": "images used by each kNN probe",
-    "probe_k": "neighbours of the kNN probe",
-}
 LOG_POINTS_PER_EPOCH = 4
-
-
-def own_option_help(model: type[PretrainOptions]) -> dict[str, str]:
-    """``{option: description}`` of the options ``model`` adds to :class:`PretrainOptions` (their meanings, declared once)."""
-    return {k: str(f.description) for k, f in model.model_fields.items() if k not in PretrainOptions.model_fields}
 
 
 def run_id_of(key: dict[str, Any]) -> str:
@@ -177,8 +156,6 @@ class PretrainStrategy(Strategy):
     """
 
     option_model: ClassVar[type[Options]] = PretrainOptions
-    options: dict[str, Any] = COMMON_OPTIONS
-    option_help: dict[str, str] = COMMON_OPTIONS_HELP
     #: backbone family (the backbone's ``kind``: "cnn", "vit", …) -> option defaults of that
     #: family's recipe, over ``options``; a grid's [strategy.NAME] and its
     #: [strategy.NAME.recipe.FAMILY] tables override them

@@ -67,7 +67,6 @@ class SimCLR(PretrainStrategy):
     name = "simclr"
     description = "SimCLR (Chen et al. 2020): two views, NT-Xent over the batch, MLP head; pretrained on unlabeled CXRs"
     option_model = SIMCLR_OPTIONS
-    options: dict[str, Any] = SIMCLR_OPTIONS.defaults()
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"cnn": SIMCLR_RESNET_RECIPE, "vit": SIMCLR_VIT_RECIPE}
 
     def build_model(self, encoder, opts, pool_size, generator):

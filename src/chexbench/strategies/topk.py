@@ -30,10 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from chexbench.core.atomic import atomic_torch_save
 from chexbench.core.errors import ConfigError, WeightsError
+from chexbench.spec.options import Options
 from chexbench.spec.registry import BACKBONES
 from chexbench.strategies.heads import copy_probe_head
 
@@ -43,17 +45,18 @@ if TYPE_CHECKING:
     from chexbench.core.context import RunContext
     from chexbench.strategies.base import InitRecord
 
-#: options of the top-K pooling (strategies ``*_topk`` and protocols with ``head = "topk"``)
-TOPK_OPTIONS: dict[str, Any] = {
-    "topk": 0.25,  # K: a count (int ≥ 1) or a fraction of the tokens (float in (0, 1])
-    "scorer_hidden": 0,  # hidden width of the scorer MLP, 0 = max(16, D // 4)
-    "topk_temperature": 1.0,  # τ of the softmax over the kept tokens' scores
-}
-TOPK_OPTIONS_HELP: dict[str, str] = {
-    "topk": "K patches kept: a count (int ≥ 1) or a fraction of the tokens (float in (0, 1])",
-    "scorer_hidden": "hidden width of the patch-scorer MLP; 0 uses max(16, D // 4)",
-    "topk_temperature": "temperature of the softmax over the kept patches' scores",
-}
+class TopKOptions(Options):
+    """Options of the top-K pooling a ``*_topk`` strategy pretrains (its ``option_model`` adds them
+    to the contrastive strategy's own)."""
+
+    topk: int | float = Field(0.25, gt=0, description="K patches kept: a count (int ≥ 1) or a fraction of the tokens (float in (0, 1])")
+    scorer_hidden: int = Field(0, ge=0, description="hidden width of the patch-scorer MLP; 0 uses max(16, D // 4)")
+    # an int stays an int, as before this option had a declared type (a grid's ``= 1`` keeps its cell id)
+    topk_temperature: float | int = Field(1.0, gt=0, description="temperature of the softmax over the kept patches' scores")
+
+
+#: the top-K pooling's defaults (strategies ``*_topk``; protocols with ``head = "topk"`` share the names)
+TOPK_OPTIONS: dict[str, Any] = TopKOptions.defaults()
 SCORER_FILE = "scorer.pt"
 
 
@@ -295,7 +298,6 @@ class TopKPretrainMixin:
     variant: the encoder is a :class:`TopKBackbone`, the scorer is kept for transfer."""
 
     name: str
-    option_help: dict[str, str] = TOPK_OPTIONS_HELP
     makes_topk_scorer: ClassVar[bool] = True
 
     def invalid_reason(self, cell: CellConfig) -> str | None:

@@ -19,6 +19,7 @@ from chexbench.bench.cell_model import head_preflight
 from chexbench.core.errors import DataError
 from chexbench.core.inputs import DEFAULT_NORMALIZE
 from chexbench.core.optim import Schedule, check_warmup_fits, fit_schedule
+from chexbench.spec.options import OptionDefaults, Options
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
@@ -84,7 +85,10 @@ class EvaluationProtocol:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    options: ClassVar[dict[str, Any]] = {}
+    #: the options a grid may set under [protocol.<name>], each a pydantic field (type, bounds, default, meaning)
+    option_model: ClassVar[type[Options]] = Options
+    #: ``{option: default}``, derived from ``option_model``
+    options = OptionDefaults()
     #: the protocol trains a head on frozen features (its saved model is a ``ProbeClassifier``)
     freezes_backbone: ClassVar[bool] = False
     #: train on full batches only: an epoch's remainder batch is dropped (``finetune``: a batch of one

@@ -24,8 +24,6 @@ import torch
 from torch import nn
 
 from chexbench.bench.cell_model import (
-    HEAD_OPTIONS,
-    HEAD_OPTIONS_HELP,
     apply_head,
     finish_cell,
     head_invalid_reason,
@@ -59,12 +57,6 @@ class Finetune(EvaluationProtocol):
     name = "finetune"
     description = "end-to-end fine-tuning, AdamW + warmup-cosine, selection on validation macro AUROC"
     option_model = FinetuneOptions
-    options: dict[str, Any] = {"augment": True, "sync_bn": True, **HEAD_OPTIONS}
-    option_help: dict[str, str] = {
-        "augment": "light augmentation (crop, small rotation, intensity) of the training images",
-        "sync_bn": "synchronize batch-norm statistics across ranks under --gpus N",
-        **HEAD_OPTIONS_HELP,
-    }
     #: ``settings.optimizer = "sgd"`` is Nesterov SGD (momentum 0.9); weight decay on every parameter
     optimizer_choice: ClassVar[OptimizerChoice] = OptimizerChoice(momentum=0.9, nesterov=True, decay_norm_and_bias=True)
     #: full batches only: the remainder batch of an epoch (as small as one image) would set a CNN's

@@ -20,14 +20,12 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from chexbench.bench.cell_model import (
-    HEAD_OPTIONS,
-    HEAD_OPTIONS_HELP,
     apply_head,
     finish_cell,
     head_invalid_reason,
@@ -124,12 +122,6 @@ class Linear(EvaluationProtocol):
     description = "linear probe on frozen features, (lr, L2) selected on validation macro AUROC"
     option_model = LinearOptions
     freezes_backbone = True
-    options: dict[str, Any] = {"lr_grid": [1e-3, 1e-2], "l2_grid": [0.0, 1e-4, 1e-3, 1e-2, 1e-1], **HEAD_OPTIONS}
-    option_help: dict[str, str] = {
-        "lr_grid": "learning rates of the linear probe, chosen on validation macro AUROC",
-        "l2_grid": "L2 penalties of the linear probe, chosen on validation macro AUROC",
-        **HEAD_OPTIONS_HELP,
-    }
 
     def invalid_reason(self, cell: CellConfig) -> str | None:
         return head_invalid_reason(cell, self.name)

@@ -72,9 +72,10 @@ def layout_root(layout: str, folder: Path) -> Path:
 class PhantomOptions(DatasetOptions):
     """Options of a phantom: a root to read, or the generation parameters of the cached set."""
 
-    patients: int = Field(500, ge=1, description="patients generated (several studies each)")
-    size: int = Field(128, ge=16, le=2048, description="generated image size in pixels")
-    seed: int = Field(0, ge=0, description="generation seed")
+    root: str | None = Field(None, description="read an existing phantom set from this folder instead of generating one into the cache")
+    patients: int = Field(500, ge=1, description="phantom patients generated (each with several studies)")
+    size: int = Field(128, ge=16, le=2048, description="side of the generated images, in pixels")
+    seed: int = Field(0, ge=0, description="seed of the phantom cohort and images")
     dependencies: Dependencies = Field(
         DEFAULT_DEPENDENCIES, description='"published": view, age and AP magnification depend on the findings as in the real '
         'data (docs/PHANTOM.md); "none": independent, the files of generator version 5 exactly')
@@ -85,15 +86,6 @@ class PhantomDataset(Dataset):
 
     layout: ClassVar[str] = ""
     option_model: ClassVar[type[Options]] = PhantomOptions
-    options: ClassVar[dict[str, Any]] = PhantomOptions.defaults()
-    option_help: ClassVar[dict[str, str]] = {
-        "root": "read an existing phantom set from this folder instead of generating one into the cache",
-        "patients": "phantom patients generated (each with several studies)",
-        "size": "side of the generated images, in pixels",
-        "seed": "seed of the phantom cohort and images",
-        "dependencies": '"published" (view, age, AP magnification follow the findings as in the real data) or '
-                        '"none" (independent: generator version 5\'s files exactly)',
-    }
 
     def resolve_root(self, options: dict[str, Any]) -> Path:
         if options.get("root"):
