@@ -6,13 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.mocov2 import MoCoV2
 from chexbench.strategies.topk import TOPK_OPTIONS, TopKPretrainMixin
 
 
-@STRATEGIES.register
 class MoCoV2TopK(TopKPretrainMixin, MoCoV2):
     name = "mocov2_topk"
-    description = "MoCo-v2 with a top-K patch-scoring head: query and key embeddings pool the K best-scored ViT patch tokens"
     options: dict[str, Any] = {**MoCoV2.options, **TOPK_OPTIONS}

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.simclr import SimCLR
 from chexbench.strategies.topk import TOPK_OPTIONS, TopKPretrainMixin
 
 
-@STRATEGIES.register
 class SimCLRTopK(TopKPretrainMixin, SimCLR):
     name = "simclr_topk"
-    description = "SimCLR with a top-K patch-scoring head: the view embedding pools the K best-scored ViT patch tokens"
     options: dict[str, Any] = {**SimCLR.options, **TOPK_OPTIONS}
