@@ -180,11 +180,11 @@ class Registry(Generic[T]):
 
     def entry(self, name: str) -> Entry[T]:
         self._ensure_loaded()
-        name = self._aliases.get(name, name)
-        if name in self._entries:
-            return self._entries[name]
-        if name in self._declared:
-            return self._import(name)
+        target = self._aliases.get(name, name)
+        if target in self._entries:
+            return self._entries[target]
+        if target in self._declared:
+            return self._import(target)
         raise RegistryError(self.unknown_message(name))
 
     def unknown_message(self, name: str) -> str:
