@@ -1,10 +1,9 @@
 """Phantom chest radiographs: the embedded default datasets (see docs/PHANTOM.md).
 
 Defines ``phantom-chexpert``, ``phantom-nih`` and ``phantom-indiana`` (one class per layout,
-declared in :mod:`chexbench.datasets`). Each generates its
-site's native layout on first use into ``cache_dir()/phantom/<layout>-<hash of options>``
-(unless ``root`` is given) and reads it with the *real* loader of that layout, so phantoms
-and real data travel the same path.
+declared in :mod:`chexbench.datasets`). Each generates its site's native layout on first use
+into ``cache_dir()/phantom/<layout>-<hash of options>`` (unless ``root`` is given) and reads it
+with the *real* loader of that layout, so phantoms and real data travel the same path.
 
 Modules: :mod:`.fields` (drawing primitives), :mod:`.anatomy`, :mod:`.findings`,
 :mod:`.sites` (acquisition), :mod:`.cohort` (patients, studies, label sampling),
