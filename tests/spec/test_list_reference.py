@@ -8,12 +8,10 @@ from dataclasses import fields
 
 from typer.testing import CliRunner
 
-from chexbench.spec._builtin_index_data import INDEX
-from chexbench.spec.builtin_index import build_index
 from chexbench.cli import app
-from chexbench.spec.settings import Settings
 from chexbench.spec.reference import option_rows, undocumented_options
-from chexbench.spec.registry import BACKBONES, STRATEGIES, cached_listing
+from chexbench.spec.registry import BACKBONES, REGISTRIES, STRATEGIES, Registry
+from chexbench.spec.settings import Settings
 
 runner = CliRunner()
 
@@ -44,10 +42,14 @@ def _modules_loaded_by_cli(commands: list[list[str]], modules: tuple[str, ...], 
     return out.stdout.strip().splitlines()[-1]
 
 
-def test_list_imports_neither_torch_nor_timm():
-    """`chexbench list` answers from the built-in index: no torch import (seconds) on the way."""
+def test_help_and_list_import_neither_torch_nor_timm():
+    """`chexbench --help` and `chexbench list` (every kind) list the built-ins from their declarations:
+    no torch or timm import (seconds) on the way."""
     check = "assert 'simclr' in r.output and 'vit_b16' in r.output and 'phantom-nih' in r.output and 'finetune' in r.output"
     assert _modules_loaded_by_cli([["list"]], ("torch", "timm"), check) == "[]"
+    kinds = ("strategies", "backbones", "datasets", "protocols", "grids")
+    commands = [["--help"], *(["list", kind] for kind in kinds)]
+    assert _modules_loaded_by_cli(commands, ("torch", "timm")) == "[]"
 
 
 def test_list_settings_imports_neither_torch_nor_timm():
@@ -56,14 +58,21 @@ def test_list_settings_imports_neither_torch_nor_timm():
     assert _modules_loaded_by_cli([["list", "settings"]], ("torch", "timm"), check) == "[]"
 
 
-def test_builtin_index_matches_the_live_registries():
-    """The generated index must say what the registries say (regenerate: see chexbench.spec.builtin_index)."""
-    assert build_index() == INDEX
 
-
-def test_list_gives_the_same_rows_as_the_loaded_registry():
-    rows = cached_listing("strategy", ("chexbench.strategies",))
-    assert rows == [(e.name, e.description, e.source) for e in STRATEGIES.entries() if e.source == "builtin"]
+def test_list_shows_what_the_loaded_registries_hold():
+    """What `list` shows of each built-in before its module is imported (name, description, source)
+    is what the registry holds once it is loaded, and every declaration loads (a fresh registry per kind,
+    so nothing looked up earlier in this process hides a declaration)."""
+    total = 0
+    for reg in REGISTRIES.values():
+        fresh: Registry = Registry(reg.kind)
+        for name, declared in reg.declarations().items():
+            fresh.declare(name, declared.target, declared.description)
+        listed = fresh.listing()
+        assert listed == [(e.name, e.description, e.source) for e in fresh.entries()]
+        assert all(e.obj.name == e.name and e.description for e in fresh.entries())
+        total += len(listed)
+    assert total == 12 + 11 + 6 + 2  # strategies, backbones, datasets, protocols (grids: files, added)
 
 
 def test_flops_only_when_asked():

@@ -1,9 +1,20 @@
+import importlib
+import inspect
+import pkgutil
 import sys
 import textwrap
 
 import pytest
 
-from chexbench.spec.registry import BACKBONES, DATASETS, STRATEGIES, Registry, RegistryError
+import chexbench.backbones
+import chexbench.bench.protocols
+import chexbench.datasets
+import chexbench.strategies
+from chexbench.backbones.base import BackboneSpec
+from chexbench.bench.protocols.base import EvaluationProtocol
+from chexbench.datasets.base import Dataset
+from chexbench.spec.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES, Registry, RegistryError
+from chexbench.strategies.base import Strategy
 
 
 def test_decorator_registration_and_lookup():
@@ -61,7 +72,7 @@ def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cxr-plugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[chexbench.test_plugins]\nmine = cxr_plugin_mod:register\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    reg: Registry = Registry("strategy", (), "chexbench.test_plugins")
+    reg: Registry = Registry("strategy", "chexbench.test_plugins")
     assert reg.names() == ["plugin_strategy"]
     assert reg.entry("plugin_strategy").source.startswith("plugin")
     sys.modules.pop("cxr_plugin_mod", None)
@@ -88,3 +99,87 @@ def test_class_decorator_needs_a_name_attribute():
         @reg.register
         class Nameless:
             pass
+
+
+@pytest.fixture
+def lazy_module(tmp_path, monkeypatch):
+    """A module ``cxr_lazy_mod`` on the path, not imported yet, with a class named ``gamma``."""
+    (tmp_path / "cxr_lazy_mod.py").write_text(
+        textwrap.dedent(
+            """
+            class Gamma:
+                name = "gamma"
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("cxr_lazy_mod", None)
+    yield "cxr_lazy_mod"
+    sys.modules.pop("cxr_lazy_mod", None)
+
+
+def test_a_declared_entry_is_listed_without_import_and_imported_once_on_lookup(lazy_module):
+    reg: Registry = Registry("thing")
+    reg.declare("gamma", f"{lazy_module}:Gamma", "the third")
+    assert reg.names() == ["gamma"] and "gamma" in reg
+    assert reg.listing() == [("gamma", "the third", "builtin")]
+    assert lazy_module not in sys.modules  # listed, looked up by name: nothing imported
+    obj = reg.get("gamma")
+    assert lazy_module in sys.modules and type(obj).__name__ == "Gamma"
+    assert reg.get("gamma") is obj  # one instance
+    assert reg.entry("gamma").description == "the third" and reg.entry("gamma").source == "builtin"
+    assert reg.listing() == [("gamma", "the third", "builtin")]
+
+
+def test_a_declaration_must_match_the_name_of_what_it_points_at(lazy_module):
+    reg: Registry = Registry("thing")
+    reg.declare("gama", f"{lazy_module}:Gamma", "a typo")
+    message = "'gama' is declared as cxr_lazy_mod:Gamma, whose name is 'gamma'$"
+    with pytest.raises(RegistryError, match=message):
+        reg.get("gama")
+
+
+def test_a_declared_name_is_taken():
+    reg: Registry = Registry("thing")
+    reg.declare("gamma", "nowhere:Gamma", "the third")
+    with pytest.raises(RegistryError, match="'gamma' is registered twice"):
+        reg.add("gamma", object(), "again")
+    with pytest.raises(RegistryError, match="'gamma' is registered twice"):
+        reg.declare("gamma", "elsewhere:Gamma", "again")
+    with pytest.raises(RegistryError, match="cannot shadow"):
+        reg.alias("gamma", "other")
+    with pytest.raises(RegistryError, match="did you mean 'gamma'"):
+        reg.get("gamm")
+
+
+def test_a_declaration_needs_a_target_and_a_description():
+    reg: Registry = Registry("thing")
+    with pytest.raises(RegistryError, match="module:attribute"):
+        reg.declare("gamma", "cxr_lazy_mod.Gamma", "no colon")
+    with pytest.raises(RegistryError, match="module:attribute"):
+        reg.declare("gamma", "cxr_lazy_mod:Gamma", "")
+
+
+COMPONENT_PACKAGES = [
+    (STRATEGIES, chexbench.strategies, Strategy),
+    (BACKBONES, chexbench.backbones, BackboneSpec),
+    (DATASETS, chexbench.datasets, Dataset),
+    (PROTOCOLS, chexbench.bench.protocols, EvaluationProtocol),
+]
+
+
+@pytest.mark.parametrize("registry,package,base", COMPONENT_PACKAGES,
+                         ids=["strategies", "backbones", "datasets", "protocols"])
+def test_every_named_component_of_a_package_is_declared(registry, package, base):
+    """A component class with a ``name`` of its own in a built-in package is declared under that name in
+    the package's ``__init__`` (not registered when its module happens to be imported: ``list`` would miss
+    it), and the registry gives an instance of it."""
+    found = {}
+    for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and issubclass(cls, base) and cls.__dict__.get("name"):
+                found[cls.__dict__["name"]] = cls
+    assert found and sorted(found) == sorted(registry.declarations())
+    for name, cls in found.items():
+        assert type(registry.get(name)) is cls

@@ -86,7 +86,7 @@ def test_the_recipe_is_chosen_by_the_backbone_family_attribute_not_its_name(monk
 
 def test_moco_convstem_is_an_alias_that_runs_once_and_shares_mocov2s_pretraining(full) -> None:
     alias = STRATEGIES.get("moco_convstem")
-    assert alias.alias_of == "mocov2" and "mocov2" in alias.description
+    assert alias.alias_of == "mocov2" and "mocov2" in STRATEGIES.entry("moco_convstem").description
     conv_alias = _cell(full, "moco_convstem", "vit_b16_convstem")
     conv_target = _cell(full, "mocov2", "vit_b16_convstem")
     assert conv_alias.status == "run"

@@ -19,7 +19,6 @@ from torch import nn
 
 from chexbench.backbones.vit import VitSpec
 from chexbench.spec.options import Options
-from chexbench.spec.registry import BACKBONES
 
 
 class ClipOptions(Options):
@@ -36,19 +35,15 @@ class _ClipSpec(VitSpec):
                                  act_layer=str(options["act"]))
 
 
-@BACKBONES.register
 class VitB16Clip(_ClipSpec):
     name = "vit_b16_clip"
-    description = "CLIP image tower ViT-B/16 (Radford et al. 2021), timm vit_base_patch16_clip_224, 1 input channel, act gelu|quick_gelu"
     timm_arch = "vit_base_patch16_clip_224"
     size_multiple = 16
     option_model = ClipOptions
 
 
-@BACKBONES.register
 class VitB32Clip(_ClipSpec):
     name = "vit_b32_clip"
-    description = "CLIP image tower ViT-B/32 (Radford et al. 2021; CheXzero), timm vit_base_patch32_clip_224, 1 input channel"
     timm_arch = "vit_base_patch32_clip_224"
     size_multiple = 32
     option_model = ClipOptions.with_defaults("ClipB32Options", act="quick_gelu")

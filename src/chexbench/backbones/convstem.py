@@ -21,7 +21,6 @@ from torch import nn
 
 from chexbench.backbones.vit import VitSpec
 from chexbench.spec.options import Options
-from chexbench.spec.registry import BACKBONES
 
 
 class ConvStem(nn.Module):
@@ -109,20 +108,13 @@ class _ConvStemSpec(VitSpec):
         )
 
 
-@BACKBONES.register
 class VitB16ConvStem(_ConvStemSpec):
     name = "vit_b16_convstem"
-    description = (
-        "ViT-B with a convolutional stem (Xiao et al. 2021): 4× [3×3 s2 conv, BN, ReLU] (64–512) + 1×1 → 768, "
-        "depth 11; stem_convs = 3 gives the stride-8 variant"
-    )
     option_model = ConvStemOptions
 
 
-@BACKBONES.register
 class VitConvStemTiny(_ConvStemSpec):
     name = "vit_convstem_tiny"
-    description = "ConvStem ViT at CPU size (3× conv stem stride 8, 24–96 channels, width 96, depth 3): for tests and smoke runs"
     size_multiple = 8
     profile_size = 64
     option_model = ConvStemOptions.with_defaults("ConvStemTinyOptions", stem_convs=3, depth=3)

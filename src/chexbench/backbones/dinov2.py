@@ -16,7 +16,6 @@ import timm
 from torch import nn
 
 from chexbench.backbones.vit import VitSpec
-from chexbench.spec.registry import BACKBONES
 
 
 class _Dinov2Spec(VitSpec):
@@ -27,15 +26,11 @@ class _Dinov2Spec(VitSpec):
         return timm.create_model(self.timm_arch, pretrained=False, img_size=image_size, in_chans=1, num_classes=0)
 
 
-@BACKBONES.register
 class VitB14Dinov2(_Dinov2Spec):
     name = "vit_b14_dinov2"
-    description = "DINOv2 ViT-B/14 (Oquab et al. 2024; RAD-DINO), timm vit_base_patch14_dinov2, 1 input channel, any size multiple of 14"
     timm_arch = "vit_base_patch14_dinov2"
 
 
-@BACKBONES.register
 class VitB14Reg4Dinov2(_Dinov2Spec):
     name = "vit_b14_reg4_dinov2"
-    description = "DINOv2 ViT-B/14 with 4 register tokens (Darcet et al. 2024; e.g. CXformer), timm vit_base_patch14_reg4_dinov2"
     timm_arch = "vit_base_patch14_reg4_dinov2"

@@ -11,7 +11,6 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from chexbench.backbones.base import BackboneSpec
-from chexbench.spec.registry import BACKBONES
 
 
 class VitSpec(BackboneSpec):
@@ -35,10 +34,8 @@ class VitSpec(BackboneSpec):
         return state, notes
 
 
-@BACKBONES.register
 class VitB16(VitSpec):
     name = "vit_b16"
-    description = "ViT-B/16 (Dosovitskiy et al. 2021), timm vit_base_patch16_224, 1 input channel, any size multiple of 16"
     imagenet_weights = "vit_base_patch16_224.augreg2_in21k_ft_in1k"
 
     def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
@@ -47,10 +44,8 @@ class VitB16(VitSpec):
         )
 
 
-@BACKBONES.register
 class VitTiny(VitSpec):
     name = "vit_tiny"
-    description = "ViT at CPU size (patch 8, width 96, depth 4, 3 heads): the ViT family for tests and smoke runs"
     size_multiple = 8
     profile_size = 64
 

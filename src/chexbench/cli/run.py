@@ -55,7 +55,7 @@ def list_cmd(
             table.add_column("GFLOPs", justify="right")
         table.add_column("description")
         table.add_column("source", style="dim")
-        # the cached listing needs no torch; the profile needs the real backbones
+        # the listing needs no torch (built-ins from their declarations); the profile needs the real backbones
         rows = REGISTRIES[kind].listing() if not show_profile else [(e.name, e.description, e.source) for e in REGISTRIES[kind].entries()]
         for entry_name, description, source in rows:
             extra = _profile_cells(entry_name) if show_profile else []

@@ -60,7 +60,6 @@ from chexbench.datasets.labels import (
     indiana_term_label,
 )
 from chexbench.datasets.splits import assign_patient_splits
-from chexbench.spec.registry import DATASETS
 
 INDIANA_SPLIT = {"train": 0.7, "valid": 0.1, "test": 0.2}
 INDIANA_SPLIT_SEED = 2016
@@ -223,12 +222,10 @@ def load_indiana_index(root: Path, seed: int = INDIANA_SPLIT_SEED) -> pd.DataFra
     return index[[*INDEX_META_COLUMNS, *INDIANA_LABELS]]
 
 
-@DATASETS.register
 class Indiana(Dataset):
     """Indiana University / OpenI chest X-rays: 3,955 reports, ~7.5k images, MeSH-coded findings."""
 
     name = "indiana"
-    description = "Indiana University / OpenI NLMCXR (Demner-Fushman et al. 2016): MeSH-derived labels"
     labels = INDIANA_LABELS
     eval_labels = INDIANA_EVAL_LABELS
     # blanks are only those of unindexed reports: no label information, never a negative

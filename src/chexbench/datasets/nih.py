@@ -34,7 +34,6 @@ from chexbench.datasets.base import INDEX_META_COLUMNS, Dataset
 from chexbench.datasets.labels import BLANK_NOT_MENTIONED, NIH_EVAL_LABELS, NIH_FINDINGS, NIH_NO_FINDING
 from chexbench.datasets.splits import carve_patients
 from chexbench.datasets.tables import read_csv_checked
-from chexbench.spec.registry import DATASETS
 
 NIH_VALID_FRACTION = 0.1
 NIH_VALID_SEED = 20170101
@@ -218,12 +217,10 @@ def load_nih_boxes(root: Path) -> pd.DataFrame:
     )
 
 
-@DATASETS.register
 class NIHChestXray14(Dataset):
     """NIH ChestX-ray14: 112,120 frontal radiographs, 30,805 patients, 14 text-mined findings."""
 
     name = "nih"
-    description = "NIH ChestX-ray14 (Wang et al. 2017): 14 findings, official train_val/test lists"
     labels = NIH_LABELS
     eval_labels = NIH_EVAL_LABELS
     # a finding absent from 'Finding Labels' is not mentioned; the loader already writes it as 0

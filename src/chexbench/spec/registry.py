@@ -1,13 +1,20 @@
-"""One generic registry for strategies, backbones, datasets and grids.
+"""One generic registry for strategies, backbones, datasets, protocols and grids.
 
-Registration is by decorator on the component's class: ``@STRATEGIES.register`` registers one
-instance of the class under its ``name`` attribute, described by its ``description`` attribute
-(else the first line of its docstring). ``add(name, obj, description)`` registers an object that
-is not a class of its own (the phantom datasets made per layout, the grid files). Third-party packages add entries through Python entry points in the groups
-``chexbench.strategies``, ``chexbench.backbones`` and ``chexbench.datasets``. An entry point
-may point at a module (importing it registers its entries) or at a callable that is called
-with the registry. Built-in modules are imported lazily the first time a registry is read,
-so ``import chexbench`` stays cheap.
+Built-in entries are *declared*, not imported: each component package's ``__init__`` says
+``STRATEGIES.declare("simclr", "chexbench.strategies.simclr:SimCLR", "SimCLR (Chen et al. …")``
+— name, where the object lives, description — and the module is imported on the first
+:meth:`Registry.get` / :meth:`Registry.entry` of that name (a class is instantiated once). So
+``chexbench list`` and ``--help`` import no component (no torch, no timm), and a description is
+written once, in its declaration. The registry names no package above it: the package root
+(``chexbench/__init__.py``) imports the component packages, whose declarations fill the
+registries before anything can read them.
+
+Third-party packages add entries through Python entry points in the groups
+``chexbench.strategies``, ``chexbench.backbones`` and ``chexbench.datasets``, loaded the first
+time a registry is read. An entry point may point at a module (importing it registers its
+entries: ``@STRATEGIES.register`` on a class registers one instance under its ``name``, described
+by its ``description`` attribute, else its docstring's first line) or at a callable that is
+called with the registry (``add(name, obj, description)``).
 """
 
 from __future__ import annotations
@@ -15,14 +22,11 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
-import importlib.util
-import pkgutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from chexbench.spec._builtin_index_data import INDEX
 from chexbench.core.errors import ChexbenchError
 
 T = TypeVar("T")
@@ -51,14 +55,22 @@ class Entry(Generic[T]):
         return str(getattr(self.obj, "display_name", "") or self.name)
 
 
-class Registry(Generic[T]):
-    """A named collection of objects with did-you-mean lookup and entry-point plugins."""
+@dataclass(frozen=True)
+class Declared:
+    """A built-in entry as its package declares it: where it lives (``"module:attribute"``), what it is."""
 
-    def __init__(self, kind: str, builtin_modules: tuple[str, ...] = (), entry_point_group: str | None = None):
+    target: str
+    description: str
+
+
+class Registry(Generic[T]):
+    """A named collection of objects with did-you-mean lookup, lazy built-ins and entry-point plugins."""
+
+    def __init__(self, kind: str, entry_point_group: str | None = None):
         self.kind = kind
-        self._builtin_modules = builtin_modules
         self._group = entry_point_group
-        self._entries: dict[str, Entry[T]] = {}
+        self._declared: dict[str, Declared] = {}  # built-ins, as declared
+        self._entries: dict[str, Entry[T]] = {}  # plugins, and the built-ins looked up so far
         self._aliases: dict[str, str] = {}
         self._loaded = False
         self._loading = False
@@ -66,6 +78,17 @@ class Registry(Generic[T]):
         self._dist: tuple[str, str] = ("", "")
 
     # -- registration -------------------------------------------------------------------
+    def declare(self, name: str, target: str, description: str) -> None:
+        """Declare the built-in entry ``name`` without importing it: ``target`` is ``"module:attribute"``,
+        imported on the first lookup of ``name`` (a class is instantiated once, and its ``name``
+        attribute must be ``name``); ``description`` is what ``chexbench list`` shows."""
+        module, _, attr = target.partition(":")
+        if not module or not attr or not description:
+            raise RegistryError(f"{self.kind} '{name}': declare(name, \"module:attribute\", description), "
+                                f"got {target!r}, {description!r}")
+        self._check_new(name)
+        self._declared[name] = Declared(target, description)
+
     def register(self, target: Any, description: str = "") -> Any:
         """Class decorator ``@REGISTRY.register``: register ``cls()`` under ``cls.name``, described by
         ``cls.description`` (else its docstring's first line). ``@REGISTRY.register("name", "description")``
@@ -87,15 +110,17 @@ class Registry(Generic[T]):
         return target
 
     def add(self, name: str, obj: T, description: str = "") -> None:
-        if name in self._entries:
-            prev = self._entries[name]
-            raise RegistryError(
-                f"{self.kind} '{name}' is registered twice (first by {prev.source}, again by {self._source})"
-            )
+        self._check_new(name)
         if not description:
             doc = getattr(obj, "__doc__", None) or ""
             description = doc.strip().splitlines()[0] if doc.strip() else ""
         self._entries[name] = Entry(name, obj, description, self._source, *self._dist)
+
+    def _check_new(self, name: str) -> None:
+        if name in self._entries or name in self._declared:
+            first = "builtin" if name in self._declared else self._entries[name].source
+            raise RegistryError(f"{self.kind} '{name}' is registered twice (first by {first}, "
+                                f"again by {self._source})")
 
     def alias(self, name: str, target: str) -> None:
         """Let ``name`` resolve to the entry ``target`` (e.g. a named checkpoint → ``checkpoint``).
@@ -104,7 +129,7 @@ class Registry(Generic[T]):
         again to the same target, never shadow an entry or point elsewhere.
         """
         self._ensure_loaded()
-        if name in self._entries and name != target:
+        if (name in self._entries or name in self._declared) and name != target:
             raise RegistryError(f"{self.kind} '{name}' is already registered; an alias cannot shadow it")
         if self._aliases.get(name, target) != target:
             raise RegistryError(f"{self.kind} alias '{name}' already stands for '{self._aliases[name]}', not '{target}'")
@@ -114,12 +139,11 @@ class Registry(Generic[T]):
 
     # -- loading ------------------------------------------------------------------------
     def _ensure_loaded(self) -> None:
+        """Load the plugins (entry points) once; the built-ins are declared already."""
         if self._loaded or self._loading:
             return
         self._loading = True
         try:
-            for mod in self._builtin_modules:
-                importlib.import_module(mod)
             if self._group:
                 for ep in entry_points(group=self._group):
                     self._source = f"plugin {ep.value}"
@@ -136,86 +160,78 @@ class Registry(Generic[T]):
         finally:
             self._loading = False
 
+    def _import(self, name: str) -> Entry[T]:
+        """Import the declared built-in ``name`` (once) and make it an entry."""
+        declared = self._declared[name]
+        module, _, attr = declared.target.partition(":")
+        obj = getattr(importlib.import_module(module), attr)
+        if isinstance(obj, type):
+            obj = obj()
+        if getattr(obj, "name", name) != name:
+            raise RegistryError(f"{self.kind} '{name}' is declared as {declared.target}, "
+                                f"whose name is {obj.name!r}")
+        entry: Entry[T] = Entry(name, obj, declared.description, "builtin")
+        self._entries[name] = entry
+        return entry
+
     # -- lookup -------------------------------------------------------------------------
     def get(self, name: str) -> T:
         return self.entry(name).obj
 
     def entry(self, name: str) -> Entry[T]:
         self._ensure_loaded()
-        try:
-            return self._entries[self._aliases.get(name, name)]
-        except KeyError:
-            raise RegistryError(self.unknown_message(name)) from None
+        target = self._aliases.get(name, name)
+        if target in self._entries:
+            return self._entries[target]
+        if target in self._declared:
+            return self._import(target)
+        raise RegistryError(self.unknown_message(name))
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
+        known = list({**self._declared, **self._entries})
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        return f"unknown {self.kind} '{name}'{hint} (known: {', '.join(sorted(self._entries))})"
+        return f"unknown {self.kind} '{name}'{hint} (known: {', '.join(sorted(known))})"
 
     def __contains__(self, name: object) -> bool:
         self._ensure_loaded()
-        return name in self._entries or name in self._aliases
+        return name in self._entries or name in self._declared or name in self._aliases
 
     def names(self, pattern: str = "*") -> list[str]:
+        """Every entry's name matching ``pattern`` (built-ins are not imported)."""
         self._ensure_loaded()
-        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+        return sorted(n for n in {**self._declared, **self._entries} if fnmatch.fnmatch(n, pattern))
 
     def entries(self) -> list[Entry[T]]:
-        self._ensure_loaded()
-        return [self._entries[n] for n in sorted(self._entries)]
+        """Every entry, each object loaded (imports every built-in module)."""
+        return [self.entry(n) for n in self.names()]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+    def declarations(self) -> dict[str, Declared]:
+        """The built-in entries as their packages declare them (name → target, description)."""
+        return dict(self._declared)
 
     def plugin_version(self, name: str) -> str | None:
         """``"distribution==version"`` of a plugin component; None for a built-in one."""
         e = self.entry(name)
         return f"{e.distribution}=={e.version}" if e.is_plugin else None
 
-    def has_plugins(self) -> bool:
-        """Whether any installed distribution declares an entry point of this registry (cheap: metadata only)."""
-        return bool(self._group) and bool(list(entry_points(group=self._group)))
-
     def listing(self) -> list[tuple[str, str, str]]:
-        """``(name, description, source)`` of every entry, for ``chexbench list``.
-
-        Without plugins and with an up-to-date index of the built-ins (see
-        :mod:`chexbench.spec.builtin_index`) this imports nothing heavy (no torch, no timm), so
-        ``chexbench list`` answers at once; otherwise it loads the registry.
-        """
-        if not self._loaded and not self.has_plugins():
-            rows = cached_listing(self.kind, self._builtin_modules)
-            if rows is not None:
-                return rows
-        return [(e.name, e.description, e.source) for e in self.entries()]
+        """``(name, description, source)`` of every entry, for ``chexbench list``: a built-in not
+        looked up yet is listed from its declaration, without importing it (no torch, no timm)."""
+        self._ensure_loaded()
+        rows = {n: (n, d.description, "builtin") for n, d in self._declared.items()}
+        rows.update({n: (n, e.description, e.source) for n, e in self._entries.items()})
+        return [rows[n] for n in sorted(rows)]
 
 
-def builtin_module_names(packages: tuple[str, ...]) -> list[str]:
-    """Module names inside the built-in packages, found without importing them."""
-    names: list[str] = []
-    for package in packages:
-        spec = importlib.util.find_spec(package)
-        if spec is None or spec.submodule_search_locations is None:
-            continue
-        names += sorted(f"{package}.{m.name}" for m in pkgutil.iter_modules(list(spec.submodule_search_locations)))
-    return names
-
-
-def cached_listing(kind: str, packages: tuple[str, ...]) -> list[tuple[str, str, str]] | None:
-    """The indexed ``(name, description, "builtin")`` rows of registry ``kind``, or None when stale."""
-    entry = INDEX.get(kind)
-    if entry is None or entry["modules"] != builtin_module_names(packages):
-        return None
-    return [(name, description, "builtin") for name, description in entry["entries"]]
-
-
-STRATEGIES: Registry[Any] = Registry(
-    "strategy", ("chexbench.strategies",), "chexbench.strategies"
-)
-BACKBONES: Registry[Any] = Registry("backbone", ("chexbench.backbones",), "chexbench.backbones")
-DATASETS: Registry[Any] = Registry("dataset", ("chexbench.datasets",), "chexbench.datasets")
-PROTOCOLS: Registry[Any] = Registry("protocol", ("chexbench.bench.protocols",))
-GRIDS: Registry[Any] = Registry("grid", ("chexbench.spec.grids",))
+STRATEGIES: Registry[Any] = Registry("strategy", "chexbench.strategies")
+BACKBONES: Registry[Any] = Registry("backbone", "chexbench.backbones")
+DATASETS: Registry[Any] = Registry("dataset", "chexbench.datasets")
+PROTOCOLS: Registry[Any] = Registry("protocol")
+GRIDS: Registry[Any] = Registry("grid")
 
 REGISTRIES: dict[str, Registry[Any]] = {
     "strategies": STRATEGIES,

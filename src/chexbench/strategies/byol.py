@@ -20,7 +20,6 @@ from pydantic import Field
 from torch import nn
 
 from chexbench.core.distributed import local_rows
-from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.heads import ProjectionHead
 from chexbench.strategies.losses import byol_loss
 from chexbench.strategies.momentum import cosine_momentum, momentum_update
@@ -81,10 +80,8 @@ class BYOLModel(nn.Module):
         return byol_loss(p1, p2, z1, z2)
 
 
-@STRATEGIES.register
 class BYOL(PretrainStrategy):
     name = "byol"
-    description = "BYOL (Grill et al. 2020): online network + predictor regress an EMA target's projection, no negatives"
     option_model = BYOL_OPTION_MODEL
     #: the meanings of its own options, from their field descriptions (declared once)
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"cnn": BYOL_RESNET_RECIPE, "vit": BYOL_VIT_RECIPE}

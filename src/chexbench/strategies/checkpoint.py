@@ -82,11 +82,8 @@ class CheckpointOptions(Options):
                                              "backbones are skipped as not applicable")
 
 
-@STRATEGIES.register
 class Checkpoint(Strategy):
     name = "checkpoint"
-    description = ("a published or your own pretrained checkpoint (MoCo, Lightning, torchvision, timm, torchxrayvision, "
-                   "transformers DINOv2, open_clip/OpenAI CLIP, MAE; hf-hub: references), strict key audit")
     option_model = CheckpointOptions
 
     def invalid_reason(self, cell) -> str | None:

@@ -36,7 +36,6 @@ from pydantic import Field
 from torch import nn
 
 from chexbench.core import distributed as D
-from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.augment import ViewAugment, contrastive_view
 from chexbench.strategies.losses import dino_center_update, dino_loss
 from chexbench.strategies.momentum import cosine_momentum, momentum_update
@@ -202,10 +201,8 @@ class DINOModel(nn.Module):
         return {"embedding": probs, "teacher_entropy": entropy, "max_entropy": math.log(probs.shape[-1])}
 
 
-@STRATEGIES.register
 class DINO(PretrainStrategy):
     name = "dino"
-    description = "DINO (Caron et al. 2021): self-distillation, EMA teacher centred and sharpened, multi-crop"
     option_model = DINO_OPTION_MODEL
     #: the meanings of its own options, from their field descriptions (declared once)
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"cnn": DINO_RESNET_RECIPE, "vit": DINO_VIT_RECIPE}

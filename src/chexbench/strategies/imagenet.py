@@ -28,7 +28,7 @@ from chexbench.backbones.foreign import check_once, file_sha256
 from chexbench.backbones.imagenet_weights import find_local, local_candidates
 from chexbench.core.errors import SkipCell
 from chexbench.spec.options import Options
-from chexbench.spec.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES
 from chexbench.strategies.base import InitRecord, Strategy
 
 
@@ -65,10 +65,8 @@ class ImageNetOptions(Options):
     )
 
 
-@STRATEGIES.register
 class ImageNet(Strategy):
     name = "imagenet"
-    description = "supervised ImageNet-1k weights (timm) from a local file, strict key audit"
     option_model = ImageNetOptions
 
     def invalid_reason(self, cell) -> str | None:

@@ -31,7 +31,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from chexbench.core.distributed import local_rows
-from chexbench.spec.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES
 from chexbench.strategies.augment import ViewAugment, random_resized_crop
 from chexbench.strategies.losses import mae_loss
 from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy
@@ -135,10 +135,8 @@ class MAEModel(nn.Module):
         return mae_loss(pred, patchify(x, self.patch), mask, self.norm_pix)
 
 
-@STRATEGIES.register
 class MAE(PretrainStrategy):
     name = "mae"
-    description = "MAE (He et al. 2022): 75 % of patches masked, encoder on the visible ones, small decoder, normalized pixels"
     option_model = MAE_OPTION_MODEL
     #: the meanings of its own options, from their field descriptions (declared once)
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"vit": MAE_VIT_RECIPE}

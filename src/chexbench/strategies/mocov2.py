@@ -40,7 +40,6 @@ from pydantic import Field
 from torch import nn
 
 from chexbench.core.distributed import all_gather_keys, has_batch_norm, local_rows, world_size
-from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.heads import ProjectionHead
 from chexbench.strategies.losses import info_nce
 from chexbench.strategies.momentum import KeyQueue, cosine_momentum, momentum_update
@@ -149,10 +148,8 @@ class MoCoModel(nn.Module):
             self._pending_keys = None
 
 
-@STRATEGIES.register
 class MoCoV2(PretrainStrategy):
     name = "mocov2"
-    description = "MoCo-v2 (He et al. 2020; Chen et al. 2020): momentum encoder, key queue, MLP head, shuffle-BN"
     option_model = MoCoOptions
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"cnn": MOCO_V2_RECIPE, "vit": MOCO_V3_VIT_RECIPE}
 

@@ -4,7 +4,6 @@ query's (see :mod:`chexbench.strategies.topk`). Valid only for ViT backbones."""
 
 from __future__ import annotations
 
-from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.mocov2 import MoCoOptions, MoCoV2
 from chexbench.strategies.topk import TopKOptions, TopKPretrainMixin
 
@@ -13,8 +12,6 @@ class MoCoV2TopKOptions(TopKOptions, MoCoOptions):
     """MoCo-v2's options, then the top-K pooling's."""
 
 
-@STRATEGIES.register
 class MoCoV2TopK(TopKPretrainMixin, MoCoV2):
     name = "mocov2_topk"
-    description = "MoCo-v2 with a top-K patch-scoring head: query and key embeddings pool the K best-scored ViT patch tokens"
     option_model = MoCoV2TopKOptions

@@ -37,7 +37,6 @@ from pydantic import Field
 from torch import nn
 
 from chexbench.core.distributed import all_gather_keys, local_rows, rank_range
-from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.losses import in_fp32
 from chexbench.strategies.momentum import cosine_momentum, momentum_update
 from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy
@@ -148,10 +147,8 @@ class MoCoV3Model(nn.Module):
         return mocov3_contrastive(q1, k2, self.temperature, offset) + mocov3_contrastive(q2, k1, self.temperature, offset)
 
 
-@STRATEGIES.register
 class MoCoV3(PretrainStrategy):
     name = "mocov3"
-    description = "MoCo v3 (Chen, Xie & He 2021): predictor, symmetric in-batch contrastive loss (2τ), no queue, cosine momentum"
     option_model = MoCoV3Options
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"cnn": MOCOV3_RESNET_RECIPE, "vit": MOCOV3_VIT_RECIPE}
 

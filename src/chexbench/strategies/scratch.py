@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.base import InitRecord, Strategy
 
 
-@STRATEGIES.register
 class Scratch(Strategy):
     name = "scratch"
-    description = "random initialization (timm defaults); the baseline every strategy is compared with"
 
     def init_backbone(self, backbone, cell, ctx) -> InitRecord:
         n = len(backbone.model.state_dict())

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from chexbench.core.distributed import local_rows
-from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.heads import ProjectionHead
 from chexbench.strategies.losses import nt_xent_across_ranks
 from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy
@@ -62,10 +61,8 @@ class SimCLRModel(nn.Module):
         return nt_xent_across_ranks(z1, z2, self.temperature)  # negatives from every rank
 
 
-@STRATEGIES.register
 class SimCLR(PretrainStrategy):
     name = "simclr"
-    description = "SimCLR (Chen et al. 2020): two views, NT-Xent over the batch, MLP head; pretrained on unlabeled CXRs"
     option_model = SIMCLR_OPTIONS
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"cnn": SIMCLR_RESNET_RECIPE, "vit": SIMCLR_VIT_RECIPE}
 

@@ -4,7 +4,6 @@ patch scorer is transferred). Valid only for ViT backbones."""
 
 from __future__ import annotations
 
-from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.simclr import SIMCLR_OPTIONS, SimCLR
 from chexbench.strategies.topk import TopKOptions, TopKPretrainMixin
 
@@ -13,8 +12,6 @@ class SimCLRTopKOptions(TopKOptions, SIMCLR_OPTIONS):  # type: ignore[misc,valid
     """SimCLR's options, then the top-K pooling's."""
 
 
-@STRATEGIES.register
 class SimCLRTopK(TopKPretrainMixin, SimCLR):
     name = "simclr_topk"
-    description = "SimCLR with a top-K patch-scoring head: the view embedding pools the K best-scored ViT patch tokens"
     option_model = SimCLRTopKOptions

@@ -38,7 +38,6 @@ from chexbench.core.inference import predict_probs
 from chexbench.core.inputs import batches, to_input
 from chexbench.core.metrics import macro_auroc
 from chexbench.core.optim import OptimizerChoice, build_optimizer, optimizer_record, warmup_cosine
-from chexbench.spec.registry import PROTOCOLS
 from chexbench.strategies.augment import light_augment
 
 if TYPE_CHECKING:
@@ -52,10 +51,8 @@ if TYPE_CHECKING:
 FINITE_CHECK_EVERY = T.FINITE_CHECK_EVERY
 
 
-@PROTOCOLS.register
 class Finetune(EvaluationProtocol):
     name = "finetune"
-    description = "end-to-end fine-tuning, AdamW + warmup-cosine, selection on validation macro AUROC"
     option_model = FinetuneOptions
     #: ``settings.optimizer = "sgd"`` is Nesterov SGD (momentum 0.9); weight decay on every parameter
     optimizer_choice: ClassVar[OptimizerChoice] = OptimizerChoice(momentum=0.9, nesterov=True, decay_norm_and_bias=True)

@@ -38,7 +38,6 @@ from chexbench.core.inference import extract_features
 from chexbench.core.inputs import batches
 from chexbench.core.metrics import macro_auroc, macro_auroc_per_head
 from chexbench.core.optim import warmup_cosine_factor
-from chexbench.spec.registry import PROTOCOLS
 from chexbench.strategies.topk import classwise_topk_pool
 
 if TYPE_CHECKING:
@@ -116,10 +115,8 @@ class HeadGridResult:
         return int(np.nan_to_num(self.val_auroc, nan=-1.0).argmax(axis=0)[g])
 
 
-@PROTOCOLS.register
 class Linear(EvaluationProtocol):
     name = "linear"
-    description = "linear probe on frozen features, (lr, L2) selected on validation macro AUROC"
     option_model = LinearOptions
     freezes_backbone = True
 

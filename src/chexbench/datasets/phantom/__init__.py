@@ -1,9 +1,9 @@
 """Phantom chest radiographs: the embedded default datasets (see docs/PHANTOM.md).
 
-Registers ``phantom-chexpert``, ``phantom-nih`` and ``phantom-indiana``. Each generates its
-site's native layout on first use into ``cache_dir()/phantom/<layout>-<hash of options>``
-(unless ``root`` is given) and reads it with the *real* loader of that layout, so phantoms
-and real data travel the same path.
+Defines ``phantom-chexpert``, ``phantom-nih`` and ``phantom-indiana`` (one class per layout,
+declared in :mod:`chexbench.datasets`). Each generates its site's native layout on first use
+into ``cache_dir()/phantom/<layout>-<hash of options>`` (unless ``root`` is given) and reads it
+with the *real* loader of that layout, so phantoms and real data travel the same path.
 
 Modules: :mod:`.fields` (drawing primitives), :mod:`.anatomy`, :mod:`.findings`,
 :mod:`.sites` (acquisition), :mod:`.cohort` (patients, studies, label sampling),
@@ -108,25 +108,22 @@ class PhantomDataset(Dataset):
         return {**out, "dependencies": out.get("dependencies", DEFAULT_DEPENDENCIES)}
 
 
-def _make(layout: str, name: str, description: str) -> PhantomDataset:
-    cls = type(
+def _layout_class(layout: str) -> type[PhantomDataset]:
+    """The phantom dataset ``phantom-<layout>``: generated, then read by that layout's loader."""
+    return type(
         f"Phantom{layout.capitalize()}",
         (PhantomDataset,),
         {
-            "name": name,
-            "description": description,
+            "name": f"phantom-{layout}",
             "layout": layout,
             "labels": PHANTOM_LABELS[layout],
             "eval_labels": PHANTOM_EVAL_LABELS[layout],
             "blank_label_means": LAYOUT_DATASETS[layout].blank_label_means,
         },
     )
-    return cls()
 
 
-for _layout, _desc in (
-    ("chexpert", "phantom radiographs in the CheXpert-v1.0-small layout (generated on first use)"),
-    ("nih", "phantom radiographs in the NIH ChestX-ray14 layout (generated on first use)"),
-    ("indiana", "phantom radiographs in the Indiana/OpenI layout (generated on first use)"),
-):
-    DATASETS.add(f"phantom-{_layout}", _make(_layout, f"phantom-{_layout}", _desc), _desc)
+# one class per layout, declared in chexbench.datasets (with their descriptions)
+PhantomChexpert = _layout_class("chexpert")
+PhantomNih = _layout_class("nih")
+PhantomIndiana = _layout_class("indiana")
