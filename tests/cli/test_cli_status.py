@@ -36,7 +36,7 @@ def _grid_with_done_cells(tmp_path: Path, done: int, failed: int = 0) -> tuple[P
     store = ResultStore(results)
     cells = [p.cell for p in load_grid(str(grid)).cells()]
     for i, cell in enumerate(cells[: done + failed]):
-        rec = base_record(cell, torch.device("cpu"))
+        rec = base_record(cell, torch.device("cpu")).as_dict()
         rec["status"] = "ok" if i < done else "failed"
         rec["failure_reason"] = "" if i < done else "RuntimeError: loss became NaN at epoch 2 step 17 " + "x" * 120
         store.write(rec, _one_prediction() if i < done else None)  # an ok record always has its predictions
