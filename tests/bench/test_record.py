@@ -118,3 +118,10 @@ def test_every_status_is_an_enum_and_equals_its_stored_string(tmp_path, cache, m
     assert all(type(c.status) is ListedStatus for c in listed) and sorted(c.status for c in listed) == ["done", "failed"]
     stored = sorted(pq.read_table(view.record_path(p.cell.cell_id)).column("status")[0].as_py() for p in planned)
     assert stored == ["failed", "ok"] and np.all([type(s) is str for s in stored])
+
+
+def test_a_value_of_the_wrong_type_is_refused_naming_its_column_and_nothing_is_written(tmp_path):
+    rec = base_record(_cell(), torch.device("cpu")).replace(status=RecordStatus.FAILED, macro_auprc="")
+    with pytest.raises(ValueError, match="macro_auprc"):
+        ResultStore(tmp_path).write(rec, None)
+    assert not ResultStore(tmp_path).record_path(rec.cell_id).exists()

@@ -89,7 +89,10 @@ class CellRecord:
     def to_table(self) -> pa.Table:
         """The record as a one-row table of :data:`RECORD_SCHEMA` (status written as its plain string)."""
         row = {**self.as_dict(), "status": str(self.status)}  # through pandas, as records were always written
-        return pa.Table.from_pandas(pd.DataFrame([row]), schema=RECORD_SCHEMA, preserve_index=False)
+        try:
+            return pa.Table.from_pandas(pd.DataFrame([row]), schema=RECORD_SCHEMA, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:  # e.g. "" where a number belongs: refused, nothing written
+            raise ValueError(f"record of cell {self.cell_id}: a value does not fit its column's type ({e})") from None
 
 
 _ARROW_TYPES: dict[type, pa.DataType] = {int: pa.int64(), float: pa.float64(), str: pa.large_string()}
