@@ -76,7 +76,8 @@ def test_a_record_written_before_the_typed_record_reads_back_identically(tmp_pat
     old_store.write(rec, _preds())  # predictions and footer as a write makes them ...
     path = old_store.record_path(rec.cell_id)
     footer = pq.read_metadata(path).metadata[PAIR_KEY]
-    table = pa.Table.from_pandas(pd.DataFrame([{**rec.as_dict(), "status": "ok"}]), preserve_index=False)  # ... the record as before
+    old_frame = pd.DataFrame([{**rec.as_dict(), "status": "ok"}])  # ... then the record as the previous store wrote it
+    table = pa.Table.from_pandas(old_frame, preserve_index=False)
     pq.write_table(table.replace_schema_metadata({**table.schema.metadata, PAIR_KEY: footer}), path)
     assert pq.read_table(path).schema.remove_metadata() == RECORD_SCHEMA  # what pandas inferred is what the schema says
     old, new = ResultsView(tmp_path / "old").records(), ResultsView(tmp_path / "new").records()

@@ -44,7 +44,7 @@ class CellRecord:
     seed: int
     config_json: str  # resolved CellConfig as canonical JSON
     config_hash: str  # sha256 of config_json
-    configuration_hash: str  # sha256 of config_json without the seed (spec.cell.configuration_hash): seeds of one configuration share it
+    configuration_hash: str  # sha256 of config_json without the seed: seeds of one configuration share it
     status: str  # RecordStatus
     failure_reason: str  # "" when ok
     eval_labels_json: str  # list of the dataset's evaluation labels

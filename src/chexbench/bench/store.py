@@ -185,9 +185,11 @@ class ResultsView:
             raise DataError(f"{path}: no predictions stored for cell {cell_id}") from None
         except Exception as e:  # noqa: BLE001
             reason = _reason(e)
-            self._tell(path, "full read", f"damaged {path} ({reason}); left in place, its cell left out. A run checks only the "
-                       "footer, which reads: move the file out of the folder (or rerun the cell with --overwrite) to recompute it")
-            raise DamagedResultError(f"{path}: damaged ({reason}); move it away or rerun its cell with `chexbench run --overwrite`") from None
+            self._tell(path, "full read", f"damaged {path} ({reason}); left in place, its cell left out. A run checks "
+                       "only the footer, which reads: move the file out of the folder (or rerun the cell with "
+                       "--overwrite) to recompute it")
+            raise DamagedResultError(f"{path}: damaged ({reason}); move it away or rerun its cell with "
+                                     "`chexbench run --overwrite`") from None
         if self._cache:
             self._predictions[cell_id] = frame
         return frame
