@@ -69,8 +69,7 @@ def _worker(rank: int, port: int, out: str) -> None:
             with D.exclusive_across_jobs(Path(out) / "pretrain.lck"):
                 pass
         value = D.mean_over_ranks(torch.tensor(float(D.rank()))).item()  # the ranks still talk to each other
-        record = runner.base_record(cell, ctx.device)
-        record.update(status="ok", macro_auroc=value)
+        record = runner.base_record(cell, ctx.device).replace(status="ok", macro_auroc=value)
         # an ok cell comes with its predictions, like the real run_cell's (the store refuses an ok record alone)
         predictions = pd.DataFrame({"image_id": ["a", "b"], "patient_id": ["p", "q"], "label": "edema",
                                     "y_true": [1.0, 0.0], "y_score": [0.9, 0.1], "split": "test"})

@@ -6,9 +6,11 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 from smoke_check import MIN_FINETUNE_AUROC, check, smoke_datasets
 
-from chexbench.bench.store import RECORD_COLUMNS, ResultStore
+from chexbench.bench.record import RECORD_SCHEMA
+from chexbench.bench.store import ResultStore
 
 DATASETS = ["phantom-chexpert", "phantom-indiana", "phantom-nih"]
 
@@ -16,7 +18,7 @@ DATASETS = ["phantom-chexpert", "phantom-indiana", "phantom-nih"]
 def _store(root, cells):
     store = ResultStore(root)
     for k, (dataset, protocol, auroc) in enumerate(cells):
-        rec = {c: "" for c in RECORD_COLUMNS}
+        rec = {f.name: "" if pa.types.is_large_string(f.type) else 0 for f in RECORD_SCHEMA}  # typed blanks
         rec.update(cell_id=f"c{k:03d}", strategy="scratch", backbone="resnet_tiny", dataset=dataset, protocol=protocol,
                    label_fraction=1.0, seed=0, status="ok", macro_auroc=auroc)
         preds = pd.DataFrame({"image_id": ["a", "b"], "patient_id": ["p", "q"], "label": "edema", "y_true": [1.0, 0.0],

@@ -36,7 +36,7 @@ def _grid_with_done_cells(tmp_path: Path, done: int, failed: int = 0) -> tuple[P
     store = ResultStore(results)
     cells = [p.cell for p in load_grid(str(grid)).cells()]
     for i, cell in enumerate(cells[: done + failed]):
-        rec = base_record(cell, torch.device("cpu"))
+        rec = base_record(cell, torch.device("cpu")).as_dict()
         rec["status"] = "ok" if i < done else "failed"
         rec["failure_reason"] = "" if i < done else "RuntimeError: loss became NaN at epoch 2 step 17 " + "x" * 120
         store.write(rec, _one_prediction() if i < done else None)  # an ok record always has its predictions
@@ -139,3 +139,37 @@ def test_a_narrow_console_folds_table_cells_instead_of_cutting_them(tmp_path, mo
     table_lines = [ln for ln in out.splitlines() if ln.startswith("│")]
     reason = "".join(ln.split("│")[-2].strip() for ln in table_lines if ids[1] in ln or ln.split("│")[1].strip() == "")
     assert reason.replace(" ", "") == ("RuntimeError: loss became NaN at epoch 2 step 17 " + "x" * 120).replace(" ", "")
+
+
+def test_a_run_preflights_once_and_scans_the_store_once(tmp_path, monkeypatch):
+    """`chexbench run` checks its cells once and reads the store's state once: a finished cell is looked
+    at by the run's one scan only; a cell to train once more, under its claim, before it trains."""
+    from collections import Counter
+
+    from chexbench.bench import runner as bench_runner
+    from chexbench.bench import store as store_module
+
+    monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path / "cache"))
+    grid, results, ids = _grid_with_done_cells(tmp_path, done=4)
+    preflights, checked = [], Counter()
+    real_preflight, real_check = bench_runner.preflight, store_module._check_files
+
+    def counting_preflight(planned):
+        preflights.append(len(planned))
+        return real_preflight(planned)
+
+    def counting_check(rec_path, pred_path, cell_id, full_record):
+        checked[cell_id] += 1
+        return real_check(rec_path, pred_path, cell_id, full_record)
+
+    def fake_cell(cell, ctx):
+        return base_record(cell, ctx.device).replace(status="ok"), _one_prediction()
+
+    monkeypatch.setattr(bench_runner, "preflight", counting_preflight)
+    monkeypatch.setattr(store_module, "_check_files", counting_check)
+    monkeypatch.setattr(bench_runner, "run_cell", fake_cell)
+    result = runner.invoke(app, ["run", "--grid", str(grid), "--results", str(results), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "2 to run (4 already done)" in result.output and "2 ok" in result.output
+    assert preflights == [6]  # once, for the whole plan
+    assert [checked[i] for i in ids] == [1, 1, 1, 1, 2, 2]

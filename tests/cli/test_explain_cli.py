@@ -41,7 +41,7 @@ def stored(tmp_path, monkeypatch):
     cells = {}
     for backbone, opts in (("vit_tiny", {"head": "topk", "topk": 3}), ("resnet_tiny", {})):
         cell = CellConfig("scratch", backbone, "phantom-chexpert", "finetune", 1.0, 0, Settings(image_size=32), protocol_options=opts)
-        record = base_record(cell, torch.device("cpu"))
+        record = base_record(cell, torch.device("cpu")).as_dict()
         record.update(status="ok", data_json=json.dumps({"protocol_extra": {"localization": {
             "pairs": 4, "pointing_hit_rate": 0.5, "random_hit_rate": 0.1, "deletion_auc": 0.2, "random_deletion_auc": 0.3}}}))
         predictions = pd.DataFrame({"image_id": ["i0"], "patient_id": ["p0"], "label": [LABELS[0]], "y_true": [1.0],

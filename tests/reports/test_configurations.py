@@ -49,7 +49,7 @@ def test_configuration_hash_ignores_only_the_seed_and_is_derived_from_the_stored
     assert record_configuration_hash(c.canonical_json()) == c.configuration_hash  # old records: derived on load
     keys = configuration_keys(json.loads(c.canonical_json()))
     assert keys["strategy.temperature"] == 0.2 and keys["settings.epochs"] == 10 and "seed" not in keys
-    rec = base_record(c, torch.device("cpu"))
+    rec = base_record(c, torch.device("cpu")).as_dict()
     assert rec["configuration_hash"] == c.configuration_hash
     assert list(RECORD_COLUMNS).index("configuration_hash") == list(RECORD_COLUMNS).index("config_hash") + 1
 

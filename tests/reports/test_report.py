@@ -78,7 +78,7 @@ def test_report_cli_missing_dir_one_line(tmp_path):
     assert "results directory not found" in result.output
 
 
-def test_malformed_predictions_are_quarantined_and_left_out_of_the_report(tmp_path, capsys):
+def test_malformed_predictions_are_left_out_of_the_report_and_quarantined_by_the_run(tmp_path, capsys):
     from synthetic_store import write_synthetic_results
 
     root = write_synthetic_results(tmp_path / "r", seeds=(0,), n_patients=8)
@@ -87,10 +87,13 @@ def test_malformed_predictions_are_quarantined_and_left_out_of_the_report(tmp_pa
     bad = store.predictions(victim).drop(columns=["y_score"])
     bad.to_parquet(store.predictions_path(victim))
     write_report(root, n_boot=100)
-    assert "lacks columns ['y_score']" in capsys.readouterr().err  # reported, with the file
-    assert (root / "quarantine" / "predictions" / f"{victim}.parquet").exists()
+    err = capsys.readouterr().err
+    assert "lacks columns ['y_score']" in err and "left in place" in err  # reported, with the file
+    assert store.predictions_path(victim).exists() and not (root / "quarantine").exists()  # the report moves nothing
     assert (root / "report.md").exists()
-    assert victim not in ResultStore(root).cell_ids()  # pending: the next run recomputes it
+    assert store.quarantine_damaged(victim).state == "pending"  # what the next run does first
+    assert (root / "quarantine" / "predictions" / f"{victim}.parquet").exists()
+    assert victim not in ResultStore(root).cell_ids()  # pending: the run recomputes it
 
 
 def test_per_label_table_deltas_and_undefined(report_dir):

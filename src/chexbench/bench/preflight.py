@@ -31,7 +31,7 @@ import pandas as pd
 
 from chexbench.bench.external import check_leakage, external_targets
 from chexbench.spec.cell import AXES, CellConfig
-from chexbench.spec.grid import PlannedCell
+from chexbench.spec.grid import PlanStatus, PlannedCell
 from chexbench.core.errors import ChexbenchError, ConfigError, DataError, SkipCell
 from chexbench.datasets import split_files
 from chexbench.datasets.base import FRONTAL_VIEWS, SPLITS, label_columns
@@ -149,7 +149,7 @@ def split_summaries(planned: list[PlannedCell]) -> list[SplitSummary]:
     and of their ``evaluate_on`` targets (whose test splits the cells predict too)."""
     out: dict[str, SplitSummary] = {}
     for p in planned:
-        if p.status != "run":
+        if p.status != PlanStatus.RUN:
             continue
         for cell in (p.cell, *(t.data_cell for t in external_targets(p.cell, p.external))):
             if summary_key(cell) not in out:
@@ -231,7 +231,7 @@ def external_leakage(planned: list[PlannedCell]) -> list[ExternalLeakage]:
     ``allow_leakage``."""
     out: dict[Hashable, ExternalLeakage] = {}
     for p in planned:
-        if p.status != "run":
+        if p.status != PlanStatus.RUN:
             continue
         for t in external_targets(p.cell, p.external):
             key = (t.key, _learned_key(p.cell))
@@ -279,10 +279,10 @@ def group_label(cells: list[CellConfig], universe: list[CellConfig]) -> str:
 def preflight(planned: list[PlannedCell]) -> None:
     """Check every runnable cell of ``planned`` before anything is written; raise one
     :class:`PreflightError` naming every problem and the cell group it affects."""
-    runnable = [p.cell for p in planned if p.status == "run"]
+    runnable = [p.cell for p in planned if p.status == PlanStatus.RUN]
     outcome: dict[Hashable, str] = {}
     affected: dict[str, list[CellConfig]] = {}
-    for p in (p for p in planned if p.status == "run"):
+    for p in (p for p in planned if p.status == PlanStatus.RUN):
         cell = p.cell
         for key, check in _checks(cell, p):
             if key not in outcome:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from chexbench.bench.shard import Shard, ShardCosts, shard_cells
-from chexbench.bench.store import ResultStore
+from chexbench.bench.store import ResultsView
 from chexbench.core.atomic import atomic_path, atomic_write_text, pid_alive
 from chexbench.core.errors import ConfigError
 from chexbench.core.lock import FileLock
@@ -325,7 +325,7 @@ class JobRow:
 def job_rows(results: Path, sub: Submission, planned: list[PlannedCell] | None, costs: ShardCosts | None) -> list[JobRow]:
     """Each job of ``sub``: its state and how many of its shard's runnable cells are stored (``costs``:
     the split ``run --shard`` makes of ``planned``). Reads only: nothing in ``results`` is moved."""
-    store = ResultStore(results, read_only=True)
+    store = ResultsView(results, cache=False)
     rows = []
     for job in sub.jobs:
         stored = total = None

@@ -394,7 +394,7 @@ def run(
 
     trackers = parse_log(log, "--log") if log is not None else parse_log(g.log, f"{g.source}: [settings] log")
     planned = g.cells(only_map)
-    preflight(planned)  # a missing data root is one clear error, before anything is printed or written
+    preflight(planned)  # the run's one preflight: a missing data root is one clear error, before anything is printed or written
     launch = GridLaunch(g, planned, results, dev, argv=tuple(sys.argv[1:]), gpus=gpus, shard=the_shard,
                         costs=shard_costs(planned) if the_shard is not None else None, overwrite=overwrite,
                         compile=compile_step, trackers=None if trackers is None else tuple(trackers))
@@ -408,13 +408,14 @@ def _run_ranks(launch: GridLaunch, dev: torch.device) -> None:
     """Run ``launch``'s cells on this rank (``dev``: its device), with progress and a summary on rank 0."""
     # lazy: keeps chexbench --help fast
     from chexbench.bench.launch import sigterm_as_interrupt
-    from chexbench.bench.runner import run_grid
-    from chexbench.bench.store import ResultStore
+    from chexbench.bench.runner import OutcomeStatus, run_grid
+    from chexbench.bench.store import CellState, ResultStore
     from chexbench.core import distributed as D
     from chexbench.core.context import NullProgress, RunContext
     from chexbench.core.devices import device_name
     from chexbench.core.paths import cache_dir
     from chexbench.core.tracking import NullTracker
+    from chexbench.spec.grid import PlanStatus
     from chexbench.tracking import build_tracker
     from chexbench.tracking.live import LiveStatus
 
@@ -422,10 +423,12 @@ def _run_ranks(launch: GridLaunch, dev: torch.device) -> None:
     compile_step, trackers = launch.compile, None if launch.trackers is None else list(launch.trackers)
     main = D.is_main()
     out = console if main else Console(quiet=True)
-    n_run = sum(p.status == "run" for p in planned)
+    n_run = sum(p.status == PlanStatus.RUN for p in planned)
     where = f", shard {the_shard}" if the_shard is not None else ""
     ranks = f" × {D.world_size()} ranks" if D.is_distributed() else ""
-    done = 0 if overwrite else sum(ResultStore(results).has(p.cell.cell_id) for p in planned if p.status == "run")
+    # the run's one scan of the store: counted here, decided from in run_grid
+    scan = None if overwrite else ResultStore(results).scan(p.cell.cell_id for p in planned if p.status == PlanStatus.RUN)
+    done = sum(state == CellState.OK for state in (scan or {}).values())
     out.print(
         f"grid [bold]{g.name}[/] → {results}: {n_run - done} to run ({done} already done){where}, "
         f"{len(planned) - n_run} skipped, device {dev}{ranks}"
@@ -462,45 +465,47 @@ def _run_ranks(launch: GridLaunch, dev: torch.device) -> None:
 
         def on_end(i: int, cell, outcome) -> None:
             current[0] = None
-            if outcome.status == "done-before":
+            if outcome.status == OutcomeStatus.DONE_BEFORE:
                 if outcome.reason:  # evaluate_on: external predictions completed (or not) for a finished cell
                     progress.console.print(f"  [cyan]done before[/] {cell.cell_id} {cell.label()}: {escape(outcome.reason)}")
                 return
-            if outcome.status in ("ok", "failed"):
+            if outcome.status in (OutcomeStatus.OK, OutcomeStatus.FAILED):
                 stored.append(cell.cell_id)
                 if live_status is not None:
                     live_status.cell_ended(outcome.seconds)
             progress.advance(grid_task)
-            if outcome.status == "ok":
+            if outcome.status == OutcomeStatus.OK:
                 progress.console.print(
                     f"  [green]ok[/] {cell.cell_id} {cell.label()}  macro AUROC {outcome.macro_auroc:.3f}  ({outcome.seconds:.1f}s)"
                     + (f"  {escape(outcome.reason)}" if outcome.reason else "")
                 )
-            elif outcome.status == "failed":
+            elif outcome.status == OutcomeStatus.FAILED:
                 progress.console.print(f"  [red]failed[/] {cell.cell_id} {cell.label()}: {escape(outcome.reason)}")
-            elif outcome.status == "skipped":
+            elif outcome.status == OutcomeStatus.SKIPPED:
                 progress.console.print(f"  [yellow]skipped[/] {cell.cell_id} {cell.label()}: {escape(outcome.reason)}")
-            elif outcome.status == "elsewhere":
+            elif outcome.status == OutcomeStatus.ELSEWHERE:
                 progress.console.print(f"  [cyan]stored by another worker[/] {cell.cell_id} {cell.label()}")
 
         try:
             with sigterm_as_interrupt():  # SLURM's time limit / scancel: end as Ctrl-C does, and say so
-                summary = run_grid(g, results, ctx, cells=planned, overwrite=overwrite, on_cell_start=on_start, on_cell_end=on_end)
+                summary = run_grid(g, results, ctx, cells=planned, overwrite=overwrite, on_cell_start=on_start, on_cell_end=on_end,
+                                   checked=True, scan=scan)
         except KeyboardInterrupt:
             progress.stop()
             _say_what_was_kept(out, results, ctx, stored, current[0])
             sys.exit(130)
         finally:
             tracker.close()
-    before = summary.count("done-before")
-    ran = summary.count("ok") + summary.count("failed")
+    before = summary.count(OutcomeStatus.DONE_BEFORE)
+    ran = summary.count(OutcomeStatus.OK) + summary.count(OutcomeStatus.FAILED)
     if ran == 0 and before:
         out.print(f"nothing to train: all {before} runnable cells already finished in {results}")
     out.print(
-        f"[bold]done[/]: {summary.count('ok')} ok, {summary.count('failed')} failed, "
-        f"{before} finished before, {summary.count('elsewhere')} by other workers, {summary.count('skipped')} skipped → {results}"
+        f"[bold]done[/]: {summary.count(OutcomeStatus.OK)} ok, {summary.count(OutcomeStatus.FAILED)} failed, "
+        f"{before} finished before, {summary.count(OutcomeStatus.ELSEWHERE)} by other workers, "
+        f"{summary.count(OutcomeStatus.SKIPPED)} skipped → {results}"
     )
-    if summary.count("failed"):
+    if summary.count(OutcomeStatus.FAILED):
         sys.exit(1)
 
 
@@ -520,8 +525,8 @@ def status(
         _watch(results, grid, only, interval)
         return
     # lazy: keeps chexbench --help fast
-    from chexbench.bench.status import cell_statuses
-    from chexbench.bench.store import ResultStore
+    from chexbench.bench.status import ListedStatus, cell_statuses
+    from chexbench.bench.store import ResultsView
     from chexbench.spec.grid import parse_only
     from chexbench.spec.parse import load_grid
 
@@ -530,7 +535,7 @@ def status(
     if not results.is_dir():  # as `report` says it: a mistyped folder is not "no cells"
         raise DataError(f"results directory not found: {results}" if not results.exists() else f"{results}: not a folder")
     # read-only: status looks, it never moves a damaged file (the next `run` does); each is told once
-    store = ResultStore(results, report=lambda message: console.print(f"[red]{escape(message)}[/]", soft_wrap=True), read_only=True)
+    store = ResultsView(results, report=lambda message: console.print(f"[red]{escape(message)}[/]", soft_wrap=True))
     planned = load_grid(grid).cells(parse_only(only)) if grid else None
     cells = cell_statuses(store, planned, grid_name=load_grid(grid).name if grid else None)
     table = Table(title=f"results in {results}", title_justify="left")
@@ -540,9 +545,10 @@ def status(
     for c in cells:
         counts.setdefault(c.grid, Counter())[c.status] += 1
     for name, c in sorted(counts.items()):
-        table.add_row(name, str(c["done"]), str(c["failed"]), str(c["pending"]) if grid else "-", str(c["skipped"]) if grid else "-")
+        table.add_row(name, str(c[ListedStatus.DONE]), str(c[ListedStatus.FAILED]), str(c[ListedStatus.PENDING]) if grid else "-",
+                      str(c[ListedStatus.SKIPPED]) if grid else "-")
     console.print(table)
-    wanted = {s for s, on in (("failed", failed), ("pending", pending)) if on}
+    wanted = {s for s, on in ((ListedStatus.FAILED, failed), (ListedStatus.PENDING, pending)) if on}
     shown = [c for c in cells if not wanted or c.status in wanted]
     if not shown:
         console.print(f"no {' or '.join(sorted(wanted))} cells" if wanted else "no cells")
@@ -550,7 +556,7 @@ def status(
         cell_table = Table(title="cells", title_justify="left")
         for col in ("cell", "status", "strategy", "backbone", "dataset", "protocol", "fraction", "seed", "reason"):
             cell_table.add_column(col, no_wrap=col in ("cell", "status"))
-        colors = {"done": "green", "failed": "red", "pending": "white", "skipped": "yellow"}
+        colors = {ListedStatus.DONE: "green", ListedStatus.FAILED: "red", ListedStatus.PENDING: "white", ListedStatus.SKIPPED: "yellow"}
         for c in shown:
             cell_table.add_row(c.cell_id, f"[{colors[c.status]}]{c.status}[/]", c.strategy, c.backbone, c.dataset, c.protocol,
                                f"{c.label_fraction:g}", str(c.seed), escape(c.reason))
@@ -560,18 +566,19 @@ def status(
         console.print(f"  [red]{len(quarantined)} damaged file(s)[/] kept in {results / 'quarantine'} (reasons in log.jsonl)")
 
     print_jobs(results)  # the latest `chexbench submit` jobs of this results directory, if any
-    running = _running_view(results, sum(c.status == "pending" for c in cells) if grid else None)
+    running = _running_view(results, sum(c.status == ListedStatus.PENDING for c in cells) if grid else None, store)
     if running is not None:
         console.print(running)
 
 
-def _running_view(results: Path, pending: int | None, always: bool = False):
-    """A table of the running workers and a line with the grid's time left; None when nothing runs (unless ``always``)."""
+def _running_view(results: Path, pending: int | None, view=None, always: bool = False):
+    """A table of the running workers and a line with the grid's time left; None when nothing runs (unless ``always``).
+    ``view``: the status's :class:`~chexbench.bench.store.ResultsView` (its records are read once)."""
     # lazy: keeps chexbench --help fast
     from rich.console import Group
 
     from chexbench.bench.status import grid_eta, running_workers
-    from chexbench.bench.store import ResultStore
+    from chexbench.bench.store import ResultsView
 
     workers = running_workers(results)
     if not workers and not always:
@@ -586,7 +593,7 @@ def _running_view(results: Path, pending: int | None, always: bool = False):
         updated = f"{w.since_update_s:.0f}s ago" + (" [yellow](stale?)[/]" if w.stale else "")
         table.add_row(escape(w.host), str(w.pid), escape(w.device), escape(place + (w.cell or "between cells")), escape(w.run or "—"),
                       epoch, loss, updated)
-    eta = grid_eta(workers, ResultStore(results), pending)
+    eta = grid_eta(workers, view if view is not None else ResultsView(results), pending)
     if eta.seconds is None:
         line = f"time left: unknown ({eta.cells_left} cell(s) left; {eta.basis})"
     else:
@@ -611,18 +618,19 @@ def _watch(results: Path, grid: str | None, only, interval: float) -> None:
 
     from rich.live import Live
 
-    from chexbench.bench.status import cell_statuses
-    from chexbench.bench.store import ResultStore
+    from chexbench.bench.status import ListedStatus, cell_statuses
+    from chexbench.bench.store import ResultsView
     from chexbench.spec.grid import parse_only
     from chexbench.spec.parse import load_grid
 
     planned = load_grid(grid).cells(parse_only(only)) if grid else None
 
     def view():
+        store = ResultsView(results)  # read-only, one per refresh: each refresh reads the folder once
         pending = None
         if planned is not None:
-            pending = sum(c.status == "pending" for c in cell_statuses(ResultStore(results), planned))
-        return _running_view(results, pending, always=True)
+            pending = sum(c.status == ListedStatus.PENDING for c in cell_statuses(store, planned))
+        return _running_view(results, pending, store, always=True)
 
     try:
         with Live(view(), console=console, auto_refresh=False) as live:

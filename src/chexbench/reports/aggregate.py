@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chexbench.bench.store import ResultStore, record_configuration_hash
+from chexbench.bench.record import RecordStatus
+from chexbench.bench.store import DamagedResultError, ResultsView, record_configuration_hash
 from chexbench.spec.cell import configuration_keys
 from chexbench.core.errors import DataError
 from chexbench.reports.bootstrap import (
@@ -65,7 +66,8 @@ class TestSet:
 
 @dataclass
 class LoadedResults:
-    """Everything the report needs, read once from a results directory."""
+    """Everything the report needs, read once from a results directory (through ``view``: each record
+    and each predictions file is read once per report, and nothing in the folder is moved)."""
 
     root: Path
     records: pd.DataFrame  # every record, RECORD_COLUMNS plus decoded ``eval_labels`` (list)
@@ -82,9 +84,16 @@ class LoadedResults:
     configurations: dict[str, dict[str, Any]] = field(default_factory=dict)  # configuration_hash → its grid keys
     superseded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(SUPERSEDED_COLUMNS)))
     ece_boot: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # cell_id → label → (B,) test ECE per resample
+    view: ResultsView | None = None  # the read-only view the results were read through (its reads are cached)
+
+    def __post_init__(self) -> None:
+        if self.view is None:
+            self.view = ResultsView(self.root)
 
     def predictions(self, cell_id: str) -> pd.DataFrame:
-        return ResultStore(self.root).predictions(cell_id)
+        """The cell's stored predictions (read once per report; do not modify the frame)."""
+        view = self.view if self.view is not None else ResultsView(self.root)
+        return view.predictions(cell_id)
 
 
 def _eval_labels(value: Any) -> list[str]:
@@ -97,9 +106,9 @@ def _eval_labels(value: Any) -> list[str]:
     return []
 
 
-def read_skipped(root: Path) -> pd.DataFrame:
+def read_skipped(root: Path, view: ResultsView | None = None) -> pd.DataFrame:
     path = root / "skipped.parquet"
-    df = ResultStore(root).read_side_file(path)  # a damaged one is quarantined (the next run rebuilds it)
+    df = (view or ResultsView(root)).read_side_file(path)  # a damaged one is told and left out (the next run rebuilds it)
     if df is None:
         return pd.DataFrame(columns=list(SKIPPED_COLUMNS))
     missing = [c for c in SKIPPED_COLUMNS if c not in df.columns]
@@ -108,11 +117,12 @@ def read_skipped(root: Path) -> pd.DataFrame:
     return df[list(SKIPPED_COLUMNS)].drop_duplicates("cell_id").reset_index(drop=True)
 
 
-def read_pretrain(root: Path) -> pd.DataFrame:
+def read_pretrain(root: Path, view: ResultsView | None = None) -> pd.DataFrame:
     files = sorted((root / "pretrain").glob("*.parquet")) if (root / "pretrain").exists() else []
     frames = []
+    view = view or ResultsView(root)
     for f in files:
-        df = ResultStore(root).read_side_file(f)  # a damaged log is quarantined, the report goes on without it
+        df = view.read_side_file(f)  # a damaged log is told and left out, the report goes on without it
         if df is None:
             continue
         missing = [c for c in PRETRAIN_COLUMNS if c not in df.columns]
@@ -124,11 +134,15 @@ def read_pretrain(root: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _read_predictions(path: Path) -> pd.DataFrame | str:
+def _read_predictions(view: ResultsView, cell_id: str) -> pd.DataFrame | str:
     """A predictions file with at least one test row, or the reason it cannot be used."""
+    path = view.predictions_path(cell_id)
     if not path.exists():
         return f"status ok but predictions file missing: {path}"
-    preds = pd.read_parquet(path)
+    try:
+        preds = view.predictions(cell_id)
+    except DamagedResultError as e:  # told once by the view; the cell is listed with the failed ones
+        return str(e)
     check_prediction_frame(preds, str(path))
     if "split" not in preds.columns:
         preds = preds.assign(split="test")
@@ -200,14 +214,17 @@ def _seed_order(seed: str) -> tuple[int, str]:
     return (int(seed), "") if seed.lstrip("-").isdigit() else (0, seed)
 
 
-def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResults:
-    """Read records, skipped cells, pretraining logs; score every ok cell's test predictions."""
+def load_results(results_dir: str | Path, n_boot: int, seed: int, view: ResultsView | None = None) -> LoadedResults:
+    """Read records, skipped cells, pretraining logs; score every ok cell's test predictions.
+
+    ``view``: the read-only view to read through (a report passes its own, so that what it read
+    before is not read again); nothing in the folder is written or moved."""
     root = Path(results_dir)
     if not root.is_dir():
         raise DataError(f"results directory not found: {root}")
-    store = ResultStore(root)
+    store = view if view is not None else ResultsView(root)
     records, skipped, configurations = _read_records(store, root)
-    ok_records = records[records["status"] == "ok"]
+    ok_records = records[records["status"] == RecordStatus.OK]
     has_predictions = ok_records["cell_id"].map(lambda c: store.predictions_path(c).exists())
     kept, superseded = _drop_duplicate_seeds(ok_records[has_predictions.astype(bool)])
     superseded_ids = set(superseded["cell_id"])
@@ -220,12 +237,12 @@ def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResul
     ece_boot: dict[str, dict[str, np.ndarray]] = {}
     resamples: dict[str, PatientResamples] = {}
     for rec in records.itertuples(index=False):
-        if rec.status != "ok":
+        if rec.status != RecordStatus.OK:
             failed_rows.append(rec._asdict())
             continue
         if rec.cell_id in superseded_ids:
             continue
-        preds = _read_predictions(store.predictions_path(rec.cell_id))
+        preds = _read_predictions(store, rec.cell_id)
         if isinstance(preds, str):
             failed_rows.append({**rec._asdict(), "failure_reason": preds})
             continue
@@ -245,7 +262,7 @@ def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResul
         ok=ok,
         failed=pd.DataFrame(failed_rows, columns=list(records.columns)),
         skipped=skipped,
-        pretrain=read_pretrain(root),
+        pretrain=read_pretrain(root, store),
         scores=scores,
         calibration=calibration,
         test_sets=test_sets,
@@ -255,14 +272,15 @@ def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResul
         configurations={h: c for h, c in configurations.items() if h in set(ok["configuration_hash"])},
         superseded=superseded,
         ece_boot=ece_boot,
+        view=store,
     )
 
 
-def _read_records(store: ResultStore, root: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, Any]]]:
+def _read_records(store: ResultsView, root: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, Any]]]:
     """Cell records in configuration order (with eval labels and configuration hash), the
     skipped cells that have not run since, and the configurations by hash."""
     records = store.records()
-    skipped = read_skipped(root)
+    skipped = read_skipped(root, store)
     if records.empty and skipped.empty:
         raise DataError(f"{root}: no cell records and no skipped.parquet (run `chexbench run` first)")
     records = records.sort_values(list(CONFIG_AXES) + ["seed", "cell_id"]).reset_index(drop=True)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chexbench.bench.store import ResultStore
+from chexbench.bench.store import ResultsView
 from chexbench.reports.aggregate import LoadedResults
 from chexbench.reports.bootstrap import (
     CellScores,
@@ -62,7 +62,7 @@ class ExternalResults:
 
 def external_results(results: LoadedResults) -> ExternalResults:
     """Score every current external predictions file of the folder's scored cells."""
-    store = ResultStore(results.root, read_only=True)
+    store = results.view if results.view is not None else ResultsView(results.root)
     records = store.external_records()
     readable = {(Path(rec["path"]).parent.name, Path(rec["path"]).stem) for rec in records}
     left_out = [f"`{path}`: unreadable (damaged, or no chexbench record in its footer); `chexbench run` redoes it"
@@ -102,7 +102,7 @@ def _internal_cell(rec: dict[str, Any], ok: pd.DataFrame) -> tuple[str, str]:
     return "", f"no internal cell on {rec['target']} in this folder (twin {twin})"
 
 
-def _rows_of(rec: dict[str, Any], store: ResultStore, results: LoadedResults, ok: pd.DataFrame) -> list[dict[str, Any]]:
+def _rows_of(rec: dict[str, Any], store: ResultsView, results: LoadedResults, ok: pd.DataFrame) -> list[dict[str, Any]]:
     shared = [str(x) for x in rec["shared_labels"]]
     ext = store.external_predictions(rec["cell_id"], rec["target"])
     check_prediction_frame(ext, rec["path"])

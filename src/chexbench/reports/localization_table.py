@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chexbench.bench.record import RecordStatus
 from chexbench.explain.baselines import bootstrap_rates, strongest
 from chexbench.explain.localization import bootstrap_rate_interval
 
@@ -44,7 +45,7 @@ def _cells(records: pd.DataFrame) -> list[dict[str, Any]]:
     """Finished cells that stored a localization result, with their parsed config and result."""
     out = []
     for _, r in records.iterrows():
-        if r.get("status") != "ok":
+        if r.get("status") != RecordStatus.OK:
             continue
         extra = json.loads(r.get("data_json") or "{}").get("protocol_extra", {}) or {}
         loc = extra.get("localization")

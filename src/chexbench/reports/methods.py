@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from chexbench import __version__
+from chexbench.bench.record import RecordStatus
 from chexbench.spec.settings import Settings
 from chexbench.spec.registry import BACKBONES, STRATEGIES
 from chexbench.reports.markdown import fmt_fraction, table
@@ -90,7 +91,7 @@ def _strategy_options(strategy: str, recorded: dict[str, Any], backbone: str = "
 def hyperparameter_section(records: pd.DataFrame) -> str:
     """Markdown: the two hyperparameter tables and what is shared across seeds."""
     head = "## Methods: hyperparameters\n\nRead from each cell's resolved config (`config_json` of its record).\n"
-    ok = records[records["status"] == "ok"] if len(records) else records
+    ok = records[records["status"] == RecordStatus.OK] if len(records) else records
     if ok.empty:
         return head + "\nNo finished cells.\n"
     groups = _configs(ok)

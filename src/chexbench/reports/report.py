@@ -1,5 +1,9 @@
 """``write_report``: a pure function from a results directory to report.md, figures and tables.
 
+It reads the stored results through one read-only :class:`~chexbench.bench.store.ResultsView`
+(each record and predictions file once; a damaged file is told and left out, never moved) and
+writes only the outputs below.
+
 Outputs (in the results directory, each written atomically):
     report.html               the same sections as one self-contained page (sortable, filterable tables, SVG figures)
     report.md                 summary, leaderboards, comparisons, per-label tables, calibration,
@@ -24,7 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from chexbench.bench.store import ResultStore
+from chexbench.bench.record import RecordStatus
+from chexbench.bench.store import ResultsView
 from chexbench.core.atomic import (
     atomic_write_parquet,
     atomic_write_text,
@@ -202,14 +207,15 @@ def join_sections(sections: list[str]) -> str:
     return "\n".join(s.rstrip() + "\n" for s in sections)
 
 
-def check_baseline(results_dir: str | Path, baseline: str) -> None:
+def check_baseline(results_dir: str | Path, baseline: str, view: ResultsView | None = None) -> None:
     """Refuse (one line) a baseline strategy that no finished cell of ``results_dir`` used.
 
     Every Δ and p of the report is relative to the baseline; without it they would all be n/a.
-    A folder with no finished cell has nothing to compare, so it passes.
+    A folder with no finished cell has nothing to compare, so it passes. ``view``: read through it
+    (the report's own, so that its records are read once).
     """
-    recs = ResultStore(results_dir).records()
-    strategies = sorted({str(s) for s in recs.loc[recs["status"] == "ok", "strategy"]}) if len(recs) else []
+    recs = (view if view is not None else ResultsView(results_dir)).records()
+    strategies = sorted({str(s) for s in recs.loc[recs["status"] == RecordStatus.OK, "strategy"]}) if len(recs) else []
     if strategies and baseline not in strategies:
         raise ConfigError(
             f"--baseline '{baseline}': no finished cell of {results_dir} used that strategy "
@@ -234,8 +240,9 @@ def write_report(
     replaced, so an error leaves the previous report, tables and figures as they were.
     """
     formats = check_formats(list(table_formats))
-    check_baseline(results_dir, baseline)
-    results = load_results(results_dir, n_boot=n_boot, seed=seed)
+    view = ResultsView(results_dir)  # read-only and cached: each record and predictions file is read once
+    check_baseline(results_dir, baseline, view)
+    results = load_results(results_dir, n_boot=n_boot, seed=seed, view=view)
     tables = build_tables(results, baseline=baseline)
     root = Path(results_dir)
     cross = delong_crosscheck(results, tables)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from chexbench.core.errors import ChexbenchError, ConfigError
@@ -15,10 +16,17 @@ from chexbench.spec.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
 from chexbench.spec.settings import SETTINGS_KEYS, Settings
 
 
+class PlanStatus(StrEnum):
+    """A planned cell runs, or is skipped with its reason."""
+
+    RUN = "run"
+    SKIPPED = "skipped"
+
+
 @dataclass
 class PlannedCell:
     cell: CellConfig
-    status: str  # "run" | "skipped"
+    status: PlanStatus
     reason: str = ""
     #: ``settings.evaluate_on``: target dataset → the cell the grid resolves for the same axis values on that
     #: dataset (its internal twin: its dataset options and settings define the target's test split)
@@ -101,7 +109,7 @@ class Grid:
                 reason = self._excluded(values)
             if not reason:
                 reason = registries["strategy"].get(cell.strategy).unavailable_reason(cell) or ""
-            out.append(PlannedCell(cell, "skipped" if reason else "run", reason, self._external_twins(values, cell)))
+            out.append(PlannedCell(cell, PlanStatus.SKIPPED if reason else PlanStatus.RUN, reason, self._external_twins(values, cell)))
         return _alias_takes_target_cells(out)
 
     def _external_twins(self, values: dict[str, Any], cell: CellConfig) -> dict[str, CellConfig]:
@@ -246,11 +254,11 @@ def _alias_takes_target_cells(planned: list[PlannedCell]) -> list[PlannedCell]:
     by_id = {p.cell.cell_id: p for p in planned}
     for p in planned:
         target = getattr(STRATEGIES.get(p.cell.strategy), "alias_of", None)
-        if p.status != "run" or not target:
+        if p.status != PlanStatus.RUN or not target:
             continue
         twin = by_id.get(dataclasses.replace(p.cell, strategy=target).cell_id)
-        if twin is not None and twin.status == "run":
-            twin.status = "skipped"
+        if twin is not None and twin.status == PlanStatus.RUN:
+            twin.status = PlanStatus.SKIPPED
             twin.reason = f"runs as {p.cell.strategy}, the study's name for {target} on {p.cell.backbone} (same computation)"
     return planned
 
