@@ -127,8 +127,8 @@ def plan(
     splits and test positives, and a GPU-hours estimate. Refuses (exit 2) what run would refuse."""
     # lazy: keeps chexbench --help fast
     from chexbench.bench.preflight import external_leakage, preflight, split_summaries
-    from chexbench.bench.store import ResultStore
-    from chexbench.spec.grid import parse_only
+    from chexbench.bench.store import CellState, ResultsView
+    from chexbench.spec.grid import PlanStatus, parse_only
     from chexbench.spec.parse import load_grid
 
     g = load_grid(grid)
@@ -138,7 +138,9 @@ def plan(
             preflight(planned)  # one line naming every affected cell group, before anything is printed
         except ChexbenchError as e:  # plan can go on without the data: say how
             raise type(e)(f"{e} — or plan without checking data and weights: chexbench plan --no-check") from None
-    store = ResultStore(results)
+    # one read-only pass over the store (plan moves nothing; a damaged cell shows as to run)
+    view = ResultsView(results, cache=False)
+    stored = {p.cell.cell_id for p in planned if p.status == PlanStatus.RUN and view.status_of(p.cell.cell_id) == CellState.OK}
     table = Table(title=f"grid {g.name}: {g.description}", title_justify="left")
     for col in ("cell", "strategy", "backbone", "dataset", "protocol", "fraction", "seed", "status"):
         table.add_column(col)
@@ -154,12 +156,12 @@ def plan(
                 # grouped by the run's own hash, so runs differing only in an option are counted apart
                 run = f"{c.strategy}/{c.backbone}/{c.settings.pretrain_source}/seed{c.effective_pretrain_seed} ({run_id_of(key)})"
                 pretrain.setdefault(run, []).append(c.cell_id)
-        state = ("[green]done" if store.has(c.cell_id) else "run") if p.status == "run" else f"[yellow]skipped[/]: {escape(p.reason)}"
+        state = ("[green]done" if c.cell_id in stored else "run") if p.status == PlanStatus.RUN else f"[yellow]skipped[/]: {escape(p.reason)}"
         table.add_row(c.cell_id, c.strategy, c.backbone, c.dataset, c.protocol, f"{c.label_fraction:g}", str(c.seed), state)
     if len(planned) <= 400:
         console.print(table)
     counts = Counter(p.status for p in planned)
-    done = sum(store.has(p.cell.cell_id) for p in planned if p.status == "run")
+    done = len(stored)
     console.print(
         f"[bold]{len(planned)} cells[/]: {counts.get('run', 0) - done} to run ({done} already done), "
         f"{counts.get('skipped', 0)} skipped; {len(pretrain)} shared pretraining runs"
