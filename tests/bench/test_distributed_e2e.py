@@ -77,8 +77,10 @@ def test_torchrun_grid_writes_each_record_once_and_matches_one_process(tmp_path,
     recs = store.records()
     assert sorted(recs["cell_id"]) == sorted(c.cell_id for c in wanted) and set(recs["status"]) == {"ok"}
     assert not list(results.rglob("*.tmp"))
-    pretrain_runs = [d for d in (cache / "pretrain").iterdir() if (d / "done").exists()]
-    assert pretrain_runs and not list((cache / "pretrain").rglob("*.lck"))  # lock released
+    # the MoCo cell's pretraining run is finished and its lock released (the cache is the session's, shared with
+    # other tests running at the same time: only this test's run is looked at)
+    (moco_run,) = [json.loads(i)["pretrain_run"] for i in recs["init_json"] if json.loads(i).get("pretrain_run")]
+    assert (cache / "pretrain" / moco_run / "done").exists() and not list((cache / "pretrain" / moco_run).rglob("*.lck"))
 
     # the same fine-tuning cell in one process: same global batches and augmentations → same model
     ft = next(c for c in wanted if c.protocol == "finetune")
