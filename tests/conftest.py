@@ -57,16 +57,21 @@ def cache(tmp_path_factory, monkeypatch):
 #: a stale number costs some wall time, nothing else. A module marked slow that is not listed counts as 10 s.
 HEAVY_MODULES = {
     "tests/strategies/test_ssl_beats_scratch.py": 101,
-    "tests/bench/test_distributed_e2e.py": 61,
+    "tests/bench/test_distributed_e2e.py": 41,  # 61 s with two torchrun launches; one since (-33 % alone)
     "tests/strategies/test_ssl_methods_beat_scratch.py": 58,
     "tests/bench/test_workers_e2e.py": 44,
     "tests/bench/test_shard_e2e.py": 39,
-    "tests/spec/test_example_plugin.py": 30,
+    "tests/spec/test_example_plugin.py": 30,  # 62 s with a subprocess per command; two since (-45 % alone)
     "tests/strategies/test_published_models.py": 27,
     "tests/bench/test_rank_failure.py": 27,
     "tests/datasets/phantom/test_phantom_learnability.py": 22,
     "tests/bench/test_submit.py": 20,
     "tests/perf/test_gpu_check.py": 14,
+    "tests/datasets/test_cache.py": 17,
+    "tests/core/test_distributed.py": 15,
+    "tests/tracking/test_trackers.py": 9,
+    "tests/reports/test_figures.py": 9,
+    "tests/reports/test_html_browser.py": 9,
 }
 SLOW_MODULE_SECONDS = 10
 
@@ -94,18 +99,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     root = Path(str(config.rootpath))
     modules: dict[str, list[pytest.Item]] = {}
     for item in items:
-        modules.setdefault(Path(str(item.path)).relative_to(root).as_posix(), []).append(item)
+        path = Path(str(item.path))
+        modules.setdefault(path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix(), []).append(item)
     seconds = {path: _module_seconds(path, its) for path, its in modules.items()}
+    items[:] = worksteal_layout(modules, seconds, workers)
+
+
+def worksteal_layout(modules: dict[str, list], seconds: dict[str, float], workers: int) -> list:
+    """The tests of ``modules`` (path → its tests, in file order) in the order that gives each of ``workers``
+    worksteal workers a share beginning with its heavy modules (``seconds`` > 0, dealt longest first to the
+    least loaded share), then light tests in file order up to the share's size."""
     heavy = sorted((p for p in modules if seconds[p] > 0), key=lambda p: -seconds[p])
     light = [item for p, its in modules.items() if seconds[p] == 0 for item in its]
-    shares: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    shares: list[list] = [[] for _ in range(workers)]
     load = [0.0] * workers
     for path in heavy:
         k = load.index(min(load))
         shares[k].extend(modules[path])
         load[k] += seconds[path]
     # the share sizes worksteal will cut; light tests fill each share up to its size, in file order
-    left, sizes = len(items), []
+    left, sizes = sum(len(its) for its in modules.values()), []
     for i in range(workers):
         sizes.append(left // (workers - i))
         left -= sizes[-1]
@@ -114,4 +127,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         share.extend(light[:take])
         light = light[take:]
     shares[-1].extend(light)  # only where heavy modules alone overfill a share
-    items[:] = [item for share in shares for item in share]
+    return [item for share in shares for item in share]
