@@ -23,6 +23,7 @@ import zipfile
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "chexbench-example-plugin"
@@ -99,6 +100,7 @@ def chexbench(site: Path, cache: Path, *commands: list[str]) -> list[tuple[int, 
     return [(code, output) for code, output in json.loads(proc.stdout.splitlines()[-1])]
 
 
+@pytest.mark.slow  # a wheel built twice, two interpreters, a grid run: 15-30 s
 def test_example_plugin_is_listed_documented_and_runs_in_a_tiny_grid(tmp_path):
     site, cache, results = tmp_path / "site", tmp_path / "cache", tmp_path / "results"
     dist = install(site, tmp_path)
