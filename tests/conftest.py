@@ -8,7 +8,7 @@ COLUMNS=80 / LINES=24 from execnet, which would make the CLI's console measure a
 
 Two things keep ``make test`` inside its budget on two cores (issue 28):
 - one warm cache for the whole session (:func:`cache`): every xdist worker's end-to-end tests read
-  and fill the same folder, so each tiny phantom is generated, prepared and pretrained on once;
+  and fill the same folder, so each tiny phantom is generated and prepared once, not once per worker;
 - the heaviest test modules start first, spread over the workers (:func:`pytest_collection_modifyitems`),
   so that no worker is left alone with a two-minute test at the end while the other idles.
 """
@@ -34,8 +34,8 @@ def session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     A worker's base temp folder is ``<session>/popen-gwN``; the cache lives in ``<session>``. Workers
     share it the way chexbench's own workers share a cache: a phantom is generated into a temporary
     folder and renamed (a concurrent loser discards its copy), a prepared cache and a pretraining run
-    are made under their file locks, and nothing already there is written again, so no test can see
-    another one's half-made files."""
+    are made under their file locks, so no test sees another one's half-made files. No test using it
+    edits or deletes what is in it (checked for every user of :func:`cache` when it became shared)."""
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent
