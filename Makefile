@@ -15,7 +15,7 @@ TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 TORCH_INDEX ?= auto
 export TORCH_INDEX
 
-.PHONY: install demo test test-fast lint clean gpu-check gpu-wheels browser
+.PHONY: install demo test smoke-check test-fast lint clean gpu-check gpu-wheels browser
 
 # Who installs the packages: uv (from the package index; parallel downloads, about half of pip's time for
 # the CUDA torch build and the dev extras) with pip's settings translated (scripts/pip-install), or pip
@@ -48,9 +48,28 @@ demo: install
 # unsharded `run` finds every cell done (or runs any a shard left), so the check sees the grid of a single run.
 SMOKE_SHARDS ?= 2
 
+# `make test` runs EVERYTHING: the whole suite, its `slow` tier included (end-to-end runs, learnability and
+# coverage checks; one pytest call, TEST_WORKERS workers, the heaviest modules dealt out first by
+# tests/conftest.py), and the smoke grid with its report and check. The suite and the smoke grid run AT THE SAME
+# TIME: each alone leaves a core idle for long stretches (the smoke grid's last run, report and check are one
+# process, about 80 s on this project's 2-core CI machine; the suite ends on one worker), and neither reads what
+# the other writes (the suite works in its own temp folders; both may fill the chexbench cache, whose phantoms,
+# prepared images and pretraining runs are made under locks and atomic renames). The smoke grid's output is
+# kept in .smoke-check.log and printed after the suite's; `make test` fails if either fails.
 test: install browser
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
+	rm -rf .smoke-check .smoke-check.log
+	@$(MAKE) --no-print-directory smoke-check >.smoke-check.log 2>&1 & smoke=$$!; \
+	echo "smoke grid started in the background (output: .smoke-check.log, printed after the tests)"; \
+	echo "$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests"; \
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests; status=$$?; \
+	wait $$smoke; smoke_status=$$?; \
+	echo "---- smoke grid (.smoke-check.log) ----"; cat .smoke-check.log; \
+	[ $$smoke_status -eq 0 ] || { echo "make test: the smoke grid or its check failed (exit $$smoke_status)"; status=1; }; \
+	exit $$status
+
+# The smoke grid, its report and its check (part of `make test`; on its own: `make smoke-check`).
+smoke-check: install
 	rm -rf .smoke-check
 	@threads=$$(( $$($(PY) -c 'import os; print(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())') / $(SMOKE_SHARDS) )); \
 	[ $$threads -ge 1 ] || threads=1; pids=""; \
@@ -93,4 +112,4 @@ lint: install
 	$(VENV)/bin/ruff check src tests
 
 clean:
-	rm -rf $(VENV) .smoke-check $(RESULTS) gpu-check .gpu-site .whl
+	rm -rf $(VENV) .smoke-check .smoke-check.log $(RESULTS) gpu-check .gpu-site .whl

@@ -63,7 +63,8 @@ def test_the_tests_mirror_the_package():
     folders = {p.name for p in tests.iterdir() if p.is_dir() and p.name not in ("__pycache__", "scripts")}
     assert packages - folders == set(), f"packages without tests/<name>/: {sorted(packages - folders)}"
     assert folders - packages == set(), f"test folders that mirror no package: {sorted(folders - packages)}"
-    loose = sorted(p.name for p in tests.glob("test_*.py") if p.name != Path(__file__).name)
+    suite = {Path(__file__).name, "test_suite_layout.py"}  # checks of the package as a whole, and of the suite
+    loose = sorted(p.name for p in tests.glob("test_*.py") if p.name not in suite)
     assert loose == [], f"test files outside a package folder: {loose}"
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.multiprocessing as mp
 
 WORLD = 2
+pytestmark = pytest.mark.slow  # two spawned interpreters importing torch: ~25 s in the suite
 
 
 def _free_port() -> int:

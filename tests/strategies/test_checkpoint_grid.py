@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import pytest
 import torch
 from checkpoint_fixtures import expected_transfer, lightning_checkpoint, moco_checkpoint, rgb_resnet_tiny
 from safetensors.torch import save_file
@@ -15,13 +14,6 @@ from typer.testing import CliRunner
 
 from chexbench.bench.store import ResultStore
 from chexbench.cli import app
-
-
-@pytest.fixture()
-def cache(tmp_path_factory, monkeypatch):
-    path = tmp_path_factory.getbasetemp() / "e2e-cache"  # the tiny phantom is generated once per session
-    monkeypatch.setenv("CHEXBENCH_CACHE", str(path))
-    return path
 
 
 def test_three_checkpoints_on_one_leaderboard(tmp_path, cache):

@@ -402,13 +402,12 @@ def test_absent_hub_reference_is_one_line_naming_the_fetch_command(tmp_path, mon
         parse_grid(raw, "g.toml")
 
 
-def test_run_with_an_absent_hub_reference_writes_nothing(tmp_path, tmp_path_factory, monkeypatch):
+def test_run_with_an_absent_hub_reference_writes_nothing(tmp_path, cache, monkeypatch):
     from typer.testing import CliRunner
 
     from chexbench.cli import app
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "e2e-cache"))  # the phantom of test_checkpoint_grid
     grid = tmp_path / "g.toml"
     grid.write_text("""
 [axes]
@@ -533,7 +532,7 @@ def test_foundation_models_grid_puts_each_checkpoint_on_its_backbone_only():
 
 
 @pytest.mark.slow
-def test_library_built_models_on_one_leaderboard_and_the_saved_backbone_equals_the_library(tmp_path, tmp_path_factory, monkeypatch):
+def test_library_built_models_on_one_leaderboard_and_the_saved_backbone_equals_the_library(tmp_path, cache, monkeypatch):
     """`chexbench run` with a torchxrayvision DenseNet and an OpenAI-layout CLIP ViT-B/32 (the latter
     through a fake hub cache): each saved frozen backbone gives the library's features."""
     import pandas as pd
@@ -542,7 +541,6 @@ def test_library_built_models_on_one_leaderboard_and_the_saved_backbone_equals_t
     from chexbench.bench.store import ResultStore
     from chexbench.cli import app
 
-    monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "e2e-cache"))  # the phantom of test_checkpoint_grid
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     xrv_model = xrv_densenet(seed=7)
     torch.save(xrv_model, tmp_path / "xrv.pt")
