@@ -9,6 +9,8 @@ RESULTS ?= chexbench-results
 TEST_WORKERS ?= auto
 # torch/torchvision are pinned here (the versions this project is tested with); pyproject keeps ranges open.
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+# ruff is pinned too: `make test` checks the formatting, and another ruff version formats differently.
+RUFF_PIN := ruff==0.17.6
 # Where torch comes from. auto: without an NVIDIA GPU, PyTorch's CPU wheel index (a CPU build instead of
 # several GB of CUDA libraries) if it answers within 5 s, else the default index (scripts/torch-index);
 # TORCH_INDEX=URL forces an index, TORCH_INDEX= the default one (PyPI).
@@ -33,7 +35,7 @@ $(VENV)/.installed: pyproject.toml Makefile scripts/pip-install
 	  echo "torch: $(TORCH_PIN) from $$index"; \
 	  $(INSTALL) -q --index-url "$$index" $(TORCH_PIN) || $(INSTALL) -q $(TORCH_PIN); \
 	fi
-	$(INSTALL) -q -e ".[dev,slurm]" $(TORCH_PIN)
+	$(INSTALL) -q -e ".[dev,slurm]" $(TORCH_PIN) $(RUFF_PIN)
 	touch $@
 
 install: $(VENV)/.installed
@@ -58,6 +60,8 @@ SMOKE_SHARDS ?= 2
 # kept in .smoke-check.log and printed after the suite's; `make test` fails if either fails.
 test: install browser
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
 	rm -rf .smoke-check .smoke-check.log
 	@$(MAKE) --no-print-directory smoke-check >.smoke-check.log 2>&1 & smoke=$$!; \
 	echo "smoke grid started in the background (output: .smoke-check.log, printed after the tests)"; \
@@ -110,6 +114,7 @@ gpu-wheels:
 
 lint: install
 	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
 
 clean:
 	rm -rf $(VENV) .smoke-check .smoke-check.log $(RESULTS) gpu-check .gpu-site .whl

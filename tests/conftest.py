@@ -2,7 +2,8 @@
 
 Under pytest-xdist (``make test`` runs ``-n auto``) every worker is one process on one core: torch's
 intra-op pool is capped at one thread there, and so are the subprocesses the tests start (they
-inherit the environment), so two workers on a 2-core machine do not fight over four threads. xdist's workers also inherit
+inherit the environment), so two workers on a 2-core machine do not fight over four threads. xdist's workers
+also inherit
 COLUMNS=80 / LINES=24 from execnet, which would make the CLI's console measure an 80-column
 "terminal" instead of taking the pipe width the tests check: they are removed.
 
@@ -44,7 +45,8 @@ def session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def cache(tmp_path_factory, monkeypatch):
-    """The session's shared chexbench cache (:func:`session_cache_dir`): a tiny phantom is generated and prepared
+    """The session's shared chexbench cache (:func:`session_cache_dir`): a tiny phantom is generated and
+    prepared
     once per session, not once per worker."""
     path = session_cache_dir(tmp_path_factory)
     monkeypatch.setenv("CHEXBENCH_CACHE", str(path))
@@ -91,7 +93,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     one worker when the other has seconds left (a long tail on one core). Here the heavy modules are dealt to
     the workers longest first, each to the least loaded (LPT), and each worker's share begins with them; the
     light tests fill the rest, and are what gets stolen. A module's tests stay together, so a module-scoped
-    fixture is built once. Every worker computes the same order (xdist requires identical collections). Without
+    fixture is built once. Every worker computes the same order (xdist requires identical collections).
+    Without
     xdist the file order is kept."""
     workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
     if workers < 2:  # (a worker's own `dist` option reads "no": the layout assumes make test's worksteal)
@@ -100,7 +103,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     modules: dict[str, list[pytest.Item]] = {}
     for item in items:
         path = Path(str(item.path))
-        modules.setdefault(path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix(), []).append(item)
+        modules.setdefault(
+            path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix(), []
+        ).append(item)
     seconds = {path: _module_seconds(path, its) for path, its in modules.items()}
     items[:] = worksteal_layout(modules, seconds, workers)
 

@@ -22,8 +22,14 @@ def _lint_imports(source_root: Path, cwd: Path) -> subprocess.CompletedProcess[s
     """``lint-imports`` with the repo's contract on the ``chexbench`` package found under ``source_root``."""
     code = "from importlinter.cli import lint_imports_command; lint_imports_command()"
     env = {**os.environ, "PYTHONPATH": str(source_root)}
-    return subprocess.run([sys.executable, "-c", code, "--no-cache", str(CONFIG)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code, "--no-cache", str(CONFIG)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_the_layer_contract_holds(tmp_path):
@@ -63,7 +69,10 @@ def test_the_tests_mirror_the_package():
     folders = {p.name for p in tests.iterdir() if p.is_dir() and p.name not in ("__pycache__", "scripts")}
     assert packages - folders == set(), f"packages without tests/<name>/: {sorted(packages - folders)}"
     assert folders - packages == set(), f"test folders that mirror no package: {sorted(folders - packages)}"
-    suite = {Path(__file__).name, "test_suite_layout.py"}  # checks of the package as a whole, and of the suite
+    suite = {
+        Path(__file__).name,
+        "test_suite_layout.py",
+    }  # checks of the package as a whole, and of the suite
     loose = sorted(p.name for p in tests.glob("test_*.py") if p.name not in suite)
     assert loose == [], f"test files outside a package folder: {loose}"
 

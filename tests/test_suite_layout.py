@@ -25,8 +25,11 @@ def test_worksteal_layout_starts_each_share_with_its_heavy_modules_longest_first
     seconds = {p: 0 for p in modules} | {"a": 100, "b": 60, "c": 55, "d": 40}
     order = worksteal_layout(modules, seconds, workers=2)
     assert sorted(order) == sorted(t for its in modules.values() for t in its)  # every test once
-    first, second = order[: len(order) // 2], order[len(order) // 2:]  # worksteal's two shares
-    assert first[:2] == ["a::1", "a::2"] and first[2:4] == ["d::1", "d::2"]  # 100 + 40 (a module's tests together)
+    first, second = order[: len(order) // 2], order[len(order) // 2 :]  # worksteal's two shares
+    assert first[:2] == ["a::1", "a::2"] and first[2:4] == [
+        "d::1",
+        "d::2",
+    ]  # 100 + 40 (a module's tests together)
     assert second[:2] == ["b::1", "c::1"]  # 60 + 55
     lights = [t for t in order if t.startswith("light")]
     assert lights == [t for i in range(6) for t in modules[f"light{i}"]]  # light tests keep file order

@@ -1,6 +1,7 @@
 """``python tests/bench/smoke_check.py DIR``: check that a smoke run produced a sane report.
 
-A test helper, not part of the package. Used by ``make test`` after the smoke grid: the report exists and names every strategy
+A test helper, not part of the package. Used by ``make test`` after the smoke grid: the report exists and
+names every strategy
 that ran and every dataset of the smoke grid, the store holds exactly one record per cell
 with no failures, each dataset of the grid has a finished finetune cell, and the pipeline
 learned something on each of them (best macro AUROC of its cells well above chance; the bar
@@ -72,7 +73,9 @@ def check(results: Path, datasets: list[str] | None = None) -> list[str]:
         best = mine["macro_auroc"].max()
         bar = MIN_FINETUNE_AUROC.get(dataset, DEFAULT_MIN_FINETUNE_AUROC)
         if not best >= bar:
-            problems.append(f"dataset {dataset}: best macro AUROC {best:.3f} < {bar}: the pipeline learned nothing")
+            problems.append(
+                f"dataset {dataset}: best macro AUROC {best:.3f} < {bar}: the pipeline learned nothing"
+            )
     return problems
 
 
@@ -84,7 +87,10 @@ def main() -> None:
             print(f"smoke check: {p}", file=sys.stderr)
         sys.exit(1)
     recs = ResultStore(results).records()
-    print(f"smoke check: ok ({len(recs)} cells on {recs['dataset'].nunique()} datasets, report at {results / 'report.md'})")
+    print(
+        f"smoke check: ok ({len(recs)} cells on {recs['dataset'].nunique()} datasets, report at"
+        f" {results / 'report.md'})"
+    )
 
 
 if __name__ == "__main__":

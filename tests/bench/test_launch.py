@@ -20,7 +20,11 @@ def test_torchrun_command_and_gpus_option_stripping():
     cmd = L.torchrun_command(4, ["run", "--grid", "smoke"])
     assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m"]
     assert cmd[6:] == ["chexbench", "run", "--grid", "smoke"]
-    assert L.strip_option(["run", "--gpus", "2", "--grid", "g", "--gpus=3"], "--gpus") == ["run", "--grid", "g"]
+    assert L.strip_option(["run", "--gpus", "2", "--grid", "g", "--gpus=3"], "--gpus") == [
+        "run",
+        "--grid",
+        "g",
+    ]
 
 
 def test_core_keeps_only_primitives():

@@ -23,8 +23,10 @@ from chexbench.spec.cell import RESULTS_SCHEMA_VERSION, CellConfig
 from chexbench.spec.grid import PlanStatus
 from chexbench.spec.parse import load_grid
 
-GRID = ('[axes]\nstrategy=["scratch"]\nbackbone=["resnet_tiny"]\ndataset=["phantom-chexpert"]\nprotocol=["linear"]\n'
-        "seed=[0,1]\n[dataset.phantom-chexpert]\npatients = 20\nsize = 32\n")
+GRID = (
+    '[axes]\nstrategy=["scratch"]\nbackbone=["resnet_tiny"]\ndataset=["phantom-chexpert"]\nprotocol=["linear"]\nseed=[0,1]\n[dataset.phantom-chexpert]\npatients'
+    " = 20\nsize = 32\n"
+)
 
 
 def _cell(seed: int = 0) -> CellConfig:
@@ -32,8 +34,16 @@ def _cell(seed: int = 0) -> CellConfig:
 
 
 def _preds() -> pd.DataFrame:
-    return pd.DataFrame({"image_id": ["i0", "i1"], "patient_id": ["p0", "p1"], "label": "edema", "y_true": [1.0, 0.0],
-                         "y_score": [0.7, 0.2], "split": "test"})
+    return pd.DataFrame(
+        {
+            "image_id": ["i0", "i1"],
+            "patient_id": ["p0", "p1"],
+            "label": "edema",
+            "y_true": [1.0, 0.0],
+            "y_score": [0.7, 0.2],
+            "split": "test",
+        }
+    )
 
 
 def test_the_schema_is_the_record_fields_in_order_with_their_types():
@@ -53,18 +63,27 @@ def test_a_new_record_carries_the_current_schema_version_from_the_start():
 
 def test_a_record_round_trips_through_the_store_with_the_schema_types(tmp_path):
     store = ResultStore(tmp_path)
-    rec = base_record(_cell(), torch.device("cpu")).replace(status=RecordStatus.OK, macro_auroc=0.8, selected_epoch=3,
-                                                             train_seconds=2)  # an int where a float belongs is cast
+    rec = base_record(_cell(), torch.device("cpu")).replace(
+        status=RecordStatus.OK, macro_auroc=0.8, selected_epoch=3, train_seconds=2
+    )  # an int where a float belongs is cast
     store.write(rec, _preds())
     table = pq.read_table(store.record_path(rec.cell_id))
     assert table.schema.remove_metadata() == RECORD_SCHEMA
     back = CellRecord.from_mapping(table.to_pandas().iloc[0].to_dict()).as_dict()
     expected = rec.replace(status="ok", train_seconds=2.0).as_dict()
     for column, value in expected.items():  # NaN (no AUPRC yet) reads back as NaN
-        assert back[column] == value or (isinstance(value, float) and np.isnan(value) and np.isnan(back[column])), column
-        assert isinstance(back[column], {"int": (int, np.integer), "float": (float, np.floating), "str": str}[
-            {f.name: f.type for f in dataclasses.fields(CellRecord)}[column]]), column
-    assert type(table.column("status")[0].as_py()) is str and table.column("status")[0].as_py() == "ok"  # the same string on disk
+        assert back[column] == value or (
+            isinstance(value, float) and np.isnan(value) and np.isnan(back[column])
+        ), column
+        assert isinstance(
+            back[column],
+            {"int": (int, np.integer), "float": (float, np.floating), "str": str}[
+                {f.name: f.type for f in dataclasses.fields(CellRecord)}[column]
+            ],
+        ), column
+    assert (
+        type(table.column("status")[0].as_py()) is str and table.column("status")[0].as_py() == "ok"
+    )  # the same string on disk
 
 
 def test_a_record_written_before_the_typed_record_reads_back_identically(tmp_path):
@@ -76,10 +95,14 @@ def test_a_record_written_before_the_typed_record_reads_back_identically(tmp_pat
     old_store.write(rec, _preds())  # predictions and footer as a write makes them ...
     path = old_store.record_path(rec.cell_id)
     footer = pq.read_metadata(path).metadata[PAIR_KEY]
-    old_frame = pd.DataFrame([{**rec.as_dict(), "status": "ok"}])  # ... then the record as the previous store wrote it
+    old_frame = pd.DataFrame(
+        [{**rec.as_dict(), "status": "ok"}]
+    )  # ... then the record as the previous store wrote it
     table = pa.Table.from_pandas(old_frame, preserve_index=False)
     pq.write_table(table.replace_schema_metadata({**table.schema.metadata, PAIR_KEY: footer}), path)
-    assert pq.read_table(path).schema.remove_metadata() == RECORD_SCHEMA  # what pandas inferred is what the schema says
+    assert (
+        pq.read_table(path).schema.remove_metadata() == RECORD_SCHEMA
+    )  # what pandas inferred is what the schema says
     old, new = ResultsView(tmp_path / "old").records(), ResultsView(tmp_path / "new").records()
     pd.testing.assert_frame_equal(old, new)
     assert list(new.columns) == list(RECORD_COLUMNS) and ResultsView(tmp_path / "old").has(rec.cell_id)
@@ -114,10 +137,17 @@ def test_every_status_is_an_enum_and_equals_its_stored_string(tmp_path, cache, m
     assert sorted(o.status for o in summary.outcomes) == ["failed", "ok"]
     view = ResultsView(results)
     states = {p.cell.seed: view.check(p.cell.cell_id).state for p in planned}
-    assert states == {0: CellState.OK, 1: CellState.FAILED} and all(type(s) is CellState for s in states.values())
+    assert states == {0: CellState.OK, 1: CellState.FAILED} and all(
+        type(s) is CellState for s in states.values()
+    )
     listed = cell_statuses(view, planned)
-    assert all(type(c.status) is ListedStatus for c in listed) and sorted(c.status for c in listed) == ["done", "failed"]
-    stored = sorted(pq.read_table(view.record_path(p.cell.cell_id)).column("status")[0].as_py() for p in planned)
+    assert all(type(c.status) is ListedStatus for c in listed) and sorted(c.status for c in listed) == [
+        "done",
+        "failed",
+    ]
+    stored = sorted(
+        pq.read_table(view.record_path(p.cell.cell_id)).column("status")[0].as_py() for p in planned
+    )
     assert stored == ["failed", "ok"] and np.all([type(s) is str for s in stored])
 
 

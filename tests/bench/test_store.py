@@ -9,8 +9,8 @@ import pytest
 
 from chexbench.bench.runner import base_record
 from chexbench.bench.store import PREDICTION_COLUMNS, RECORD_COLUMNS, ResultStore
-from chexbench.spec.cell import CellConfig
 from chexbench.core.atomic import atomic_write_parquet
+from chexbench.spec.cell import CellConfig
 
 
 def _record(cell_id_seed: int = 0, status: str = "ok"):
@@ -124,7 +124,12 @@ def test_a_truncated_file_is_reported_once_quarantined_and_its_cell_pending(tmp_
     assert store.quarantine_damaged(bad).state == "pending"  # the run's explicit step
     assert store.status_of(bad) == "pending"
     moved_told = messages[n:]
-    assert len(moved_told) == n and str(victim) in moved_told[0] and "moved to" in moved_told[0] and "quarantine" in moved_told[0]
+    assert (
+        len(moved_told) == n
+        and str(victim) in moved_told[0]
+        and "moved to" in moved_told[0]
+        and "quarantine" in moved_told[0]
+    )
     moved = tmp_path / "quarantine" / victim.parent.name / victim.name
     assert moved.read_bytes() == original[: len(original) // 2]  # kept, byte for byte
     log = [json.loads(line) for line in (tmp_path / "quarantine" / "log.jsonl").read_text().splitlines()]
@@ -198,7 +203,9 @@ def test_full_read_of_damaged_predictions_is_one_error_naming_the_file(tmp_path)
         with pytest.raises(DamagedResultError, match=a):
             store.predictions(a)
     # a reader moves nothing: told once, with what to do
-    assert path.exists() and len(messages) == 1 and str(path) in messages[0] and "left in place" in messages[0]
+    assert (
+        path.exists() and len(messages) == 1 and str(path) in messages[0] and "left in place" in messages[0]
+    )
 
 
 def test_records_written_before_pairing_still_count(tmp_path):
@@ -217,7 +224,9 @@ def test_status_and_report_go_on_past_damaged_files(tmp_path):
 
     from chexbench.cli import app
 
-    spec = importlib.util.spec_from_file_location("synthetic_store", Path(__file__).parents[1] / "reports" / "synthetic_store.py")
+    spec = importlib.util.spec_from_file_location(
+        "synthetic_store", Path(__file__).parents[1] / "reports" / "synthetic_store.py"
+    )
     synthetic = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(synthetic)
     synthetic.write_synthetic_results(tmp_path, seeds=(0, 1))
@@ -233,13 +242,17 @@ def test_status_and_report_go_on_past_damaged_files(tmp_path):
     # status only reads: each damaged file is named once and left where it is (the next run moves it)
     assert "Traceback" not in status.output and status.output.count("left in place") == 3
     assert not (tmp_path / "quarantine").exists()
-    report = runner.invoke(app, ["report", "--results", str(tmp_path), "--no-figures"], env={"COLUMNS": "250"})
+    report = runner.invoke(
+        app, ["report", "--results", str(tmp_path), "--no-figures"], env={"COLUMNS": "250"}
+    )
     assert report.exit_code == 0, report.output
     text = (tmp_path / "report.md").read_text()
     assert ok[0] not in text and ok[1] not in text  # both damaged cells left out, the rest reported
     assert "left in place" in report.output and str(pretrain_log) in report.output
     # the report only reads too: nothing moved
-    assert not (tmp_path / "quarantine").exists() and pretrain_log.exists() and store.record_path(ok[0]).exists()
+    assert (
+        not (tmp_path / "quarantine").exists() and pretrain_log.exists() and store.record_path(ok[0]).exists()
+    )
     _truncate(tmp_path / "skipped.parquet")
     again = runner.invoke(app, ["report", "--results", str(tmp_path), "--no-figures"], env={"COLUMNS": "250"})
     assert again.exit_code == 0, again.output
@@ -261,7 +274,10 @@ def test_quarantine_works_on_a_filesystem_without_hard_links(tmp_path, monkeypat
         store.write(rec, _preds())
         _truncate(store.record_path(bad))
         assert store.quarantine_damaged(bad).state == "pending"
-    assert sorted(p.name for p in (tmp_path / "quarantine" / "records").iterdir()) == [f"{bad}.1.parquet", f"{bad}.parquet"]
+    assert sorted(p.name for p in (tmp_path / "quarantine" / "records").iterdir()) == [
+        f"{bad}.1.parquet",
+        f"{bad}.parquet",
+    ]
 
 
 def test_a_damaged_file_that_cannot_be_moved_is_reported_once_and_left_out(tmp_path):

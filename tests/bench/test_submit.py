@@ -42,7 +42,20 @@ def test_local_executor_runs_a_two_job_array_and_status_follows_it(tmp_path, cac
     runner = CliRunner()
     out = runner.invoke(
         app,
-        ["submit", "--grid", str(grid_file), "--results", str(results), "--jobs", "2", "--executor", "local", "--device", "cpu", "--wait"],
+        [
+            "submit",
+            "--grid",
+            str(grid_file),
+            "--results",
+            str(results),
+            "--jobs",
+            "2",
+            "--executor",
+            "local",
+            "--device",
+            "cpu",
+            "--wait",
+        ],
     )
     assert out.exit_code == 0, out.output
     assert "2/2 jobs finished" in out.output
@@ -55,7 +68,9 @@ def test_local_executor_runs_a_two_job_array_and_status_follows_it(tmp_path, cac
 
     runnable = sorted(p.cell.cell_id for p in load_grid(str(grid_file)).cells() if p.status == "run")
     recs = ResultStore(results).records()
-    assert sorted(recs["cell_id"]) == runnable and set(recs["status"]) == {"ok"}  # each cell once, by its shard's job
+    assert sorted(recs["cell_id"]) == runnable and set(recs["status"]) == {
+        "ok"
+    }  # each cell once, by its shard's job
 
     status = runner.invoke(app, ["status", "--results", str(results)], env={"COLUMNS": "200"})
     assert status.exit_code == 0, status.output
@@ -90,7 +105,9 @@ def test_job_state_comes_from_the_jobs_own_json_never_from_a_pickle(tmp_path):
     (tmp_path / state_file_name("9_1")).write_text(json.dumps({"state": "FINISHED", "host": "n1", "pid": 1}))
     assert job_state("slurm", str(tmp_path), "9_1") == JobStatus(JobState.FINISHED)
     # a job that said RUNNING on this host and whose process is gone was lost
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     (tmp_path / state_file_name("10")).write_text(
         json.dumps({"state": "RUNNING", "host": socket.gethostname(), "pid": int(gone.stdout)})
     )
@@ -98,13 +115,20 @@ def test_job_state_comes_from_the_jobs_own_json_never_from_a_pickle(tmp_path):
 
 
 def test_sacct_lines_become_a_state_and_slurm_s_word_is_what_status_shows():
-    """``sacct --parsable2`` lists the job and its steps; only the job's own line counts, by its first word."""
+    """``sacct --parsable2`` lists the job and its steps; only the job's own line counts, by its first
+    word."""
     text = "123_4|CANCELLED by 1000\n123_4.batch|CANCELLED\n123_5|PENDING\n"
     assert parse_sacct(text, "123_4") == "CANCELLED" and parse_sacct(text, "123_5") == "PENDING"
     assert parse_sacct(text, "123_6") == "UNKNOWN" and parse_sacct("", "1") == "UNKNOWN"
     assert JobStatus.from_slurm("PENDING").state is JobState.QUEUED
     assert JobStatus.from_slurm("COMPLETING").state is JobState.RUNNING
-    for ended in ("CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "COMPLETED"):  # over, and no state file written
+    for ended in (
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "COMPLETED",
+    ):  # over, and no state file written
         status = JobStatus.from_slurm(ended)
         assert status.state is JobState.LOST and not status.finished and str(status) == ended
     assert JobStatus.from_slurm("UNKNOWN (OSError)").state is JobState.UNKNOWN
@@ -143,8 +167,14 @@ class _Planted:
 def _plant(results, folder, job_id, marker):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{job_id}_0_result.pkl").write_bytes(pickle.dumps(("success", _Planted(marker))))
-    sub = {"grid": "smoke", "grid_name": "smoke", "only": [], "executor": "local", "submitted_at": "2026-01-01T00:00:00+00:00",
-           "jobs": [{"shard": "0/1", "job_id": job_id, "folder": str(folder)}]}
+    sub = {
+        "grid": "smoke",
+        "grid_name": "smoke",
+        "only": [],
+        "executor": "local",
+        "submitted_at": "2026-01-01T00:00:00+00:00",
+        "jobs": [{"shard": "0/1", "job_id": job_id, "folder": str(folder)}],
+    }
     (results / "jobs.json").write_text(json.dumps({"submissions": [sub]}))
 
 
@@ -162,7 +192,11 @@ def test_status_refuses_job_folders_outside_the_results_folder(tmp_path, where):
     results, marker = tmp_path / "results", tmp_path / "pwned"
     results.mkdir()
     elsewhere = tmp_path / "elsewhere" / "999999999"
-    folder = {"outside": elsewhere, "dotdot": results / ".." / "elsewhere" / "999999999", "symlink": results / "jobs" / "link"}[where]
+    folder = {
+        "outside": elsewhere,
+        "dotdot": results / ".." / "elsewhere" / "999999999",
+        "symlink": results / "jobs" / "link",
+    }[where]
     _plant(results, elsewhere, "999999999", marker)
     if where == "symlink":
         folder.parent.mkdir()

@@ -30,7 +30,9 @@ def test_list_unknown_registry():
 
 def test_unknown_strategy_exits_with_one_line_and_writes_nothing(tmp_path):
     grid = tmp_path / "g.toml"
-    grid.write_text('[axes]\nstrategy=["scrach"]\nbackbone=["resnet_tiny"]\ndataset=["chexpert"]\nprotocol=["finetune"]\n')
+    grid.write_text(
+        '[axes]\nstrategy=["scrach"]\nbackbone=["resnet_tiny"]\ndataset=["chexpert"]\nprotocol=["finetune"]\n'
+    )
     out = tmp_path / "results"
     result = runner.invoke(app, ["run", "--grid", str(grid), "--results", str(out)])
     assert result.exit_code == 2
@@ -42,8 +44,8 @@ def test_unknown_strategy_exits_with_one_line_and_writes_nothing(tmp_path):
 def test_misspelled_grid_key(tmp_path):
     grid = tmp_path / "g.toml"
     grid.write_text(
-        '[axes]\nstrategy=["scratch"]\nbackbone=["resnet_tiny"]\ndataset=["chexpert"]\nprotocol=["finetune"]\n'
-        "[settings]\nepocs = 3\n"
+        '[axes]\nstrategy=["scratch"]\nbackbone=["resnet_tiny"]\ndataset=["chexpert"]\nprotocol=["finetune"]\n[settings]\nepocs'
+        " = 3\n"
     )
     out = tmp_path / "results"
     result = runner.invoke(app, ["run", "--grid", str(grid), "--results", str(out)])
@@ -56,8 +58,8 @@ def test_missing_data_root_exits_with_one_line_and_writes_nothing(tmp_path):
     grid = tmp_path / "g.toml"
     missing = tmp_path / "no-such-chexpert"
     grid.write_text(
-        '[axes]\nstrategy=["scratch"]\nbackbone=["resnet_tiny"]\ndataset=["chexpert"]\nprotocol=["finetune"]\n'
-        f'[dataset.chexpert]\nroot = "{missing}"\n'
+        '[axes]\nstrategy=["scratch"]\nbackbone=["resnet_tiny"]\ndataset=["chexpert"]\nprotocol=["finetune"]\n[dataset.chexpert]\nroot'
+        f' = "{missing}"\n'
     )
     out = tmp_path / "results"
     result = runner.invoke(app, ["run", "--grid", str(grid), "--results", str(out)])
@@ -70,8 +72,12 @@ def test_missing_data_root_exits_with_one_line_and_writes_nothing(tmp_path):
 def test_plan_lists_skipped_with_reason(tmp_path, monkeypatch):
     monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path))
     grid = tmp_path / "g.toml"
-    grid.write_text('[axes]\nstrategy=["scratch","imagenet"]\nbackbone=["resnet_tiny"]\ndataset=["chexpert"]\nprotocol=["finetune"]\nseed=[0,1]\n')
-    result = runner.invoke(app, ["plan", "--grid", str(grid), "--results", str(tmp_path / "r"), "--no-check"])  # no CheXpert here
+    grid.write_text(
+        '[axes]\nstrategy=["scratch","imagenet"]\nbackbone=["resnet_tiny"]\ndataset=["chexpert"]\nprotocol=["finetune"]\nseed=[0,1]\n'
+    )
+    result = runner.invoke(
+        app, ["plan", "--grid", str(grid), "--results", str(tmp_path / "r"), "--no-check"]
+    )  # no CheXpert here
     assert result.exit_code == 0, result.output
     assert "4 cells" in result.output and "2 to run" in result.output and "2 skipped" in result.output
     assert "no ImageNet weights" in result.output
@@ -81,8 +87,8 @@ def test_missing_pretraining_source_root_is_one_line_before_anything_runs(tmp_pa
     monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path / "cache"))
     grid = tmp_path / "g.toml"
     grid.write_text(
-        '[axes]\nstrategy=["simclr"]\nbackbone=["resnet_tiny"]\ndataset=["phantom-chexpert"]\nprotocol=["linear"]\n'
-        '[settings]\npretrain_source = "nih"\n[dataset.phantom-chexpert]\npatients = 20\nsize = 48\n'
+        '[axes]\nstrategy=["simclr"]\nbackbone=["resnet_tiny"]\ndataset=["phantom-chexpert"]\nprotocol=["linear"]\n[settings]\npretrain_source'
+        ' = "nih"\n[dataset.phantom-chexpert]\npatients = 20\nsize = 48\n'
     )
     out = tmp_path / "results"
     result = runner.invoke(app, ["run", "--grid", str(grid), "--results", str(out)])

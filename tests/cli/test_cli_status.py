@@ -12,8 +12,8 @@ from chexbench.bench.cell_ids import resolve_cell_id
 from chexbench.bench.runner import base_record
 from chexbench.bench.store import ResultStore
 from chexbench.cli import app
-from chexbench.spec.parse import load_grid
 from chexbench.core.errors import DataError
+from chexbench.spec.parse import load_grid
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "reports"))
 from synthetic_store import write_synthetic_results  # noqa: E402
@@ -21,8 +21,8 @@ from synthetic_store import write_synthetic_results  # noqa: E402
 runner = CliRunner()
 
 GRID = (
-    '[axes]\nstrategy=["scratch"]\nbackbone=["resnet_tiny"]\ndataset=["phantom-chexpert"]\nprotocol=["linear"]\n'
-    "seed=[0,1,2,3,4,5]\n[dataset.phantom-chexpert]\npatients = 20\nsize = 32\n"
+    '[axes]\nstrategy=["scratch"]\nbackbone=["resnet_tiny"]\ndataset=["phantom-chexpert"]\nprotocol=["linear"]\nseed=[0,1,2,3,4,5]\n[dataset.phantom-chexpert]\npatients'
+    " = 20\nsize = 32\n"
 )
 
 
@@ -38,7 +38,9 @@ def _grid_with_done_cells(tmp_path: Path, done: int, failed: int = 0) -> tuple[P
     for i, cell in enumerate(cells[: done + failed]):
         rec = base_record(cell, torch.device("cpu")).as_dict()
         rec["status"] = "ok" if i < done else "failed"
-        rec["failure_reason"] = "" if i < done else "RuntimeError: loss became NaN at epoch 2 step 17 " + "x" * 120
+        rec["failure_reason"] = (
+            "" if i < done else "RuntimeError: loss became NaN at epoch 2 step 17 " + "x" * 120
+        )
         store.write(rec, _one_prediction() if i < done else None)  # an ok record always has its predictions
     return grid, results, [c.cell_id for c in cells]
 
@@ -46,8 +48,16 @@ def _grid_with_done_cells(tmp_path: Path, done: int, failed: int = 0) -> tuple[P
 def _one_prediction():
     import pandas as pd
 
-    return pd.DataFrame({"image_id": ["i0"], "patient_id": ["p0"], "label": ["Edema"], "y_true": [1.0], "y_score": [0.5],
-                         "split": ["test"]})
+    return pd.DataFrame(
+        {
+            "image_id": ["i0"],
+            "patient_id": ["p0"],
+            "label": ["Edema"],
+            "y_true": [1.0],
+            "y_score": [0.5],
+            "split": ["test"],
+        }
+    )
 
 
 def test_plan_counts_only_the_cells_left_to_run(tmp_path, monkeypatch):
@@ -81,7 +91,9 @@ def test_status_lists_every_cell_id_and_filters(tmp_path, monkeypatch):
 
     result = runner.invoke(app, ["status", "--results", str(results), "--grid", str(grid), "--pending"])
     assert result.exit_code == 0, result.output
-    assert ids[4] in result.output and ids[5] in result.output and not any(i in result.output for i in ids[:4])
+    assert (
+        ids[4] in result.output and ids[5] in result.output and not any(i in result.output for i in ids[:4])
+    )
 
     result = runner.invoke(app, ["status", "--results", str(results), "--pending"])
     assert result.exit_code == 2 and "--pending needs --grid" in result.output
@@ -111,7 +123,9 @@ def test_explain_accepts_a_prefix_and_refuses_an_ambiguous_one(tmp_path, monkeyp
 
 def test_report_with_a_baseline_not_in_the_results_is_one_line(tmp_path):
     root = write_synthetic_results(tmp_path / "results", seeds=(0,), n_patients=10)
-    result = runner.invoke(app, ["report", "--results", str(root), "--baseline", "imagenett", "--bootstrap", "100"])
+    result = runner.invoke(
+        app, ["report", "--results", str(root), "--baseline", "imagenett", "--bootstrap", "100"]
+    )
     assert result.exit_code == 2
     lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "--baseline 'imagenett'" in lines[0] and "mocov2, scratch, simclr" in lines[0]
@@ -137,8 +151,12 @@ def test_a_narrow_console_folds_table_cells_instead_of_cutting_them(tmp_path, mo
     assert all(i in out for i in ids)  # ids are never folded (no_wrap) …
     # … and the failure reason (last column) folds onto more lines: read back, every character is there
     table_lines = [ln for ln in out.splitlines() if ln.startswith("│")]
-    reason = "".join(ln.split("│")[-2].strip() for ln in table_lines if ids[1] in ln or ln.split("│")[1].strip() == "")
-    assert reason.replace(" ", "") == ("RuntimeError: loss became NaN at epoch 2 step 17 " + "x" * 120).replace(" ", "")
+    reason = "".join(
+        ln.split("│")[-2].strip() for ln in table_lines if ids[1] in ln or ln.split("│")[1].strip() == ""
+    )
+    assert reason.replace(" ", "") == (
+        "RuntimeError: loss became NaN at epoch 2 step 17 " + "x" * 120
+    ).replace(" ", "")
 
 
 def test_a_run_preflights_once_and_scans_the_store_once(tmp_path, monkeypatch):

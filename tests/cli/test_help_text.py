@@ -33,7 +33,9 @@ def test_help_keeps_its_words():
         assert "<bool>" not in out, (path, "a flag shown as taking a <bool> value")
         sources = [cmd.help or "", *(getattr(p, "help", "") or "" for p in cmd.params)]
         for text in sources:
-            for bracket in re.findall(r"\[[a-z_.]+\]", text):  # "[settings]", "[strategy.checkpoint]": text, not markup
+            for bracket in re.findall(
+                r"\[[a-z_.]+\]", text
+            ):  # "[settings]", "[strategy.checkpoint]": text, not markup
                 assert bracket in out, (path, bracket)
         checked += 1
     assert checked > 10

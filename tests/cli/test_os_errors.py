@@ -63,7 +63,9 @@ def test_os_error_line_names_path_and_advice():
 
     line = os_error_line(PermissionError(errno.EACCES, "Permission denied", "/data/x"))
     assert line.startswith("/data/x: Permission denied") and "permissions" in line
-    assert "check the path" in os_error_line(FileNotFoundError(errno.ENOENT, "No such file or directory", "/nope"))
+    assert "check the path" in os_error_line(
+        FileNotFoundError(errno.ENOENT, "No such file or directory", "/nope")
+    )
 
 
 def test_status_of_a_missing_folder_is_an_error(tmp_path):
@@ -78,7 +80,9 @@ def test_status_only_reads(results):
     r = runner.invoke(app, ["status", "--results", str(results)])
     assert r.exit_code == 0, r.output
     assert "damaged" in r.output and victim.name in r.output
-    assert sorted(p.relative_to(results) for p in results.rglob("*")) == before  # nothing moved to quarantine/
+    assert (
+        sorted(p.relative_to(results) for p in results.rglob("*")) == before
+    )  # nothing moved to quarantine/
     assert victim.read_bytes() == b"not parquet"
 
 
@@ -86,8 +90,10 @@ def test_run_stops_on_a_full_disk(tmp_path, monkeypatch):
     from chexbench.bench import runner as bench_runner
 
     grid = tmp_path / "g.toml"
-    grid.write_text('[axes]\nstrategy=["scratch"]\nbackbone=["resnet_tiny"]\ndataset=["phantom-chexpert"]\nprotocol=["linear"]\n'
-                    "seed=[0,1,2]\n[dataset.phantom-chexpert]\npatients = 20\nsize = 32\n")
+    grid.write_text(
+        '[axes]\nstrategy=["scratch"]\nbackbone=["resnet_tiny"]\ndataset=["phantom-chexpert"]\nprotocol=["linear"]\nseed=[0,1,2]\n[dataset.phantom-chexpert]\npatients'
+        " = 20\nsize = 32\n"
+    )
     out = tmp_path / "results"
     calls = []
 
@@ -112,7 +118,10 @@ def test_a_full_disk_under_torch_save_is_an_os_error(tmp_path, monkeypatch):
     import torch
 
     def failing(obj, f):
-        raise RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file data/0: file write failed")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file data/0: file"
+            " write failed"
+        )
 
     monkeypatch.setattr(torch, "save", failing)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: namedtuple("u", "total used free")(10, 10, 0))

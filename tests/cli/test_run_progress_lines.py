@@ -10,8 +10,10 @@ from typer.testing import CliRunner
 from chexbench.cli import app
 from chexbench.cli.run import _LineProgress
 
-GRID = ('[axes]\nstrategy=["scratch"]\nbackbone=["resnet_tiny"]\ndataset=["phantom-chexpert"]\nprotocol=["linear"]\n'
-        "seed=[0,1,2]\n[dataset.phantom-chexpert]\npatients = 20\nsize = 32\n")
+GRID = (
+    '[axes]\nstrategy=["scratch"]\nbackbone=["resnet_tiny"]\ndataset=["phantom-chexpert"]\nprotocol=["linear"]\nseed=[0,1,2]\n[dataset.phantom-chexpert]\npatients'
+    " = 20\nsize = 32\n"
+)
 
 
 def test_line_progress_prints_at_a_steady_interval():
@@ -72,7 +74,9 @@ def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path, monkeypatch):
     before = signal.getsignal(signal.SIGTERM)
     monkeypatch.setattr(bench_runner, "run_cell", fake_cell)
     monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path / "cache"))
-    r = CliRunner().invoke(app, ["run", "--grid", str(grid), "--results", str(tmp_path / "res"), "--device", "cpu"])
+    r = CliRunner().invoke(
+        app, ["run", "--grid", str(grid), "--results", str(tmp_path / "res"), "--device", "cpu"]
+    )
     assert r.exit_code == 130, r.output
     assert "interrupted" in r.output and "no cell finished by this run" in r.output
     assert signal.getsignal(signal.SIGTERM) is before  # restored

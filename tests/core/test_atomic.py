@@ -47,7 +47,9 @@ def test_atomic_writes_give_the_modes_an_ordinary_write_gives(tmp_path, group_um
 
 def test_data_synth_out_folder_is_group_readable(tmp_path, group_umask):
     out = tmp_path / "synth"
-    result = CliRunner().invoke(app, ["data", "synth", "--out", str(out), "--patients", "2", "--size", "32", "--sites", "chexpert"])
+    result = CliRunner().invoke(
+        app, ["data", "synth", "--out", str(out), "--patients", "2", "--size", "32", "--sites", "chexpert"]
+    )
     assert result.exit_code == 0, result.output
     assert _mode(out) == 0o775
     files = [p for p in out.rglob("*") if p.is_file()]

@@ -39,12 +39,23 @@ def _embeddings() -> tuple[torch.Tensor, torch.Tensor]:
 def _encoder() -> nn.Module:
     """A small conv encoder with BatchNorm (the case where shuffle-BN matters)."""
     torch.manual_seed(1)
-    return nn.Sequential(nn.Conv2d(1, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+    )
 
 
 def _moco() -> MoCoModel:
-    return MoCoModel(_encoder(), 8, 16, DIM, queue_size=12, momentum=0.9, temperature=0.2, bn_splits=2,
-                     generator=torch.Generator().manual_seed(2))
+    return MoCoModel(
+        _encoder(),
+        8,
+        16,
+        DIM,
+        queue_size=12,
+        momentum=0.9,
+        temperature=0.2,
+        bn_splits=2,
+        generator=torch.Generator().manual_seed(2),
+    )
 
 
 def _views() -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,8 +106,12 @@ def _worker(rank: int, port: int, out: str) -> None:
     loss = ddp(v1, v2, 0.0, torch.Generator().manual_seed(5))
     loss.backward()
     model.flush_queue()  # the step's keys enter the queue once backward is done with it
-    res.update(moco_loss=loss.item(), moco_queue=model.queue.keys.clone(), moco_ptr=int(model.queue.ptr),
-               moco_grads={n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    res.update(
+        moco_loss=loss.item(),
+        moco_queue=model.queue.keys.clone(),
+        moco_ptr=int(model.queue.ptr),
+        moco_grads={n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
+    )
 
     # fine-tuning loss share: DDP gradient = global masked BCE gradient
     torch.manual_seed(6)
@@ -146,7 +161,9 @@ def test_simclr_negatives_across_ranks_equal_the_concatenated_batch(ranks):
     g2 = torch.cat([r["simclr_g2"] for r in ranks]) / WORLD
     torch.testing.assert_close(g1, z1.grad, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(g2, z2.grad, rtol=1e-5, atol=1e-7)
-    assert ranks[0]["simclr_loss"] != pytest.approx(ranks[1]["simclr_loss"])  # the ranks did hold different pairs
+    assert ranks[0]["simclr_loss"] != pytest.approx(
+        ranks[1]["simclr_loss"]
+    )  # the ranks did hold different pairs
 
 
 def test_moco_step_across_ranks_equals_single_process(ranks):

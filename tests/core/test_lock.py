@@ -13,7 +13,9 @@ from chexbench.core.lock import FileLock
 
 
 def _dead_pid() -> int:
-    out = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     return int(out.stdout)
 
 
@@ -86,7 +88,12 @@ def test_three_processes_racing_to_break_one_stale_lock_hold_it_one_at_a_time(tm
         "print(json.dumps(len(lock.broken_stale)))\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(3)
+    ]
     time.sleep(1.5)  # all three are polling for the go file
     go.write_text("")
     outs = [p.communicate(timeout=60) for p in procs]

@@ -78,7 +78,11 @@ def test_topk_heatmap_peaks_in_the_best_scored_patch():
 
 
 def test_patch_rects_follow_row_major_token_order():
-    assert patch_rects(np.array([0, 5, 15]), (4, 4), (32, 32)) == [(0.0, 0.0, 8.0, 8.0), (8.0, 8.0, 8.0, 8.0), (24.0, 24.0, 8.0, 8.0)]
+    assert patch_rects(np.array([0, 5, 15]), (4, 4), (32, 32)) == [
+        (0.0, 0.0, 8.0, 8.0),
+        (8.0, 8.0, 8.0, 8.0),
+        (24.0, 24.0, 8.0, 8.0),
+    ]
 
 
 def test_overlay_keeps_cold_pixels_and_colours_hot_ones():
@@ -94,8 +98,12 @@ def test_overlay_keeps_cold_pixels_and_colours_hot_ones():
 def test_pngs_are_written_and_readable(tmp_path):
     image = (np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8)
     heat = np.random.default_rng(1).random((32, 32))
-    save_overlay_png(tmp_path / "one.png", image, heat, patches=[(0, 0, 8, 8)], boxes=[(4, 4, 20, 12)], title="t")
-    save_gallery_png(tmp_path / "g.png", [{"image": image, "heat": heat, "title": f"{i}"} for i in range(5)], columns=3)
+    save_overlay_png(
+        tmp_path / "one.png", image, heat, patches=[(0, 0, 8, 8)], boxes=[(4, 4, 20, 12)], title="t"
+    )
+    save_gallery_png(
+        tmp_path / "g.png", [{"image": image, "heat": heat, "title": f"{i}"} for i in range(5)], columns=3
+    )
     for name in ("one.png", "g.png"):
         with Image.open(tmp_path / name) as im:
             assert im.size[0] > 100 and im.size[1] > 100
@@ -197,14 +205,20 @@ def test_a_flat_map_is_drawn_without_heat_or_maximum():
     fig, (flat_ax, shaped_ax) = plt.subplots(1, 2)
     draw_panel(flat_ax, image, heat, flat=True)  # flagged upstream: no heat, no '+'
     draw_panel(shaped_ax, image, heat)
-    assert len(flat_ax.lines) == 0 and np.asarray(flat_ax.images[0].get_array()).ndim == 2  # the gray image only
-    assert len(shaped_ax.lines) == 1 and np.asarray(shaped_ax.images[0].get_array()).ndim == 3  # RGB overlay + marker
+    assert (
+        len(flat_ax.lines) == 0 and np.asarray(flat_ax.images[0].get_array()).ndim == 2
+    )  # the gray image only
+    assert (
+        len(shaped_ax.lines) == 1 and np.asarray(shaped_ax.images[0].get_array()).ndim == 3
+    )  # RGB overlay + marker
     assert any("flat map" in t.get_text() for t in flat_ax.texts)
     plt.close(fig)
 
 
-@pytest.mark.parametrize(("name", "size", "rule"), [("vit_tiny", 64, "patch"), ("vit_convstem_tiny", 64, "padded"),
-                                                    ("resnet_tiny", 128, "padded")])
+@pytest.mark.parametrize(
+    ("name", "size", "rule"),
+    [("vit_tiny", 64, "patch"), ("vit_convstem_tiny", 64, "padded"), ("resnet_tiny", 128, "padded")],
+)
 def test_a_map_cell_lands_where_the_network_looks(name, size, rule):
     # the centroid of |∂ cell / ∂ input| (the cell's receptive field) is where the upsampled map must put the
     # cell: a patch's centre for a patchify ViT, half a cell up-left of it for padded stride-2 convolutions
@@ -230,7 +244,10 @@ def test_a_map_cell_lands_where_the_network_looks(name, size, rule):
         acc += x.grad[0, 0].abs().double()
     hook.remove()
     centre = torch.arange(size, dtype=torch.float64) + 0.5
-    look_y, look_x = float((acc.sum(1) * centre).sum() / acc.sum()), float((acc.sum(0) * centre).sum() / acc.sum())
+    look_y, look_x = (
+        float((acc.sum(1) * centre).sum() / acc.sum()),
+        float((acc.sum(0) * centre).sum() / acc.sum()),
+    )
     one = torch.zeros(1, out.shape[-2], out.shape[-1])
     one[0, 2, 2] = 1.0
     up = upsample(one, (size, size), rule)[0].double()
@@ -243,16 +260,24 @@ def test_a_map_cell_lands_where_the_network_looks(name, size, rule):
 def test_patch_outlines_sit_around_the_cells_centre():
     from chexbench.explain.heatmaps import patch_rects
 
-    assert patch_rects(np.array([0, 5]), (4, 4), (64, 64)) == [(0.0, 0.0, 16.0, 16.0), (16.0, 16.0, 16.0, 16.0)]
+    assert patch_rects(np.array([0, 5]), (4, 4), (64, 64)) == [
+        (0.0, 0.0, 16.0, 16.0),
+        (16.0, 16.0, 16.0, 16.0),
+    ]
     assert patch_rects(np.array([5]), (4, 4), (64, 64), "padded") == [(8.5, 8.5, 16.0, 16.0)]
 
 
-@pytest.mark.parametrize(("name", "size"), [("vit_tiny", 64), ("vit_convstem_tiny", 64), ("resnet_tiny", 64), ("resnet_tiny", 128)])
+@pytest.mark.parametrize(
+    ("name", "size"), [("vit_tiny", 64), ("vit_convstem_tiny", 64), ("resnet_tiny", 64), ("resnet_tiny", 128)]
+)
 def test_every_cell_edges_included_points_at_its_receptive_field_centroid(name, size):
     # for every cell: the maximum of the upsampled one-hot map must be the centroid of |∂ cell / ∂ input| (its
-    # receptive field, averaged over other noise images than the placement's probes). Clamping at the border made an
-    # edge cell a plateau: ConvStem's last cell at 60.0 px instead of 56.5, a 2×2 ResNet map's far cell at 48 instead
-    # of 32.5, a patchify ViT's edge cells 2 px out; the padded first cell sat at 0.5 px, its field's centroid ~3 px in
+    # receptive field, averaged over other noise images than the placement's probes). Clamping at the border
+    # made an
+    # edge cell a plateau: ConvStem's last cell at 60.0 px instead of 56.5, a 2×2 ResNet map's far cell at 48
+    # instead
+    # of 32.5, a patchify ViT's edge cells 2 px out; the padded first cell sat at 0.5 px, its field's centroid
+    # ~3 px in
     from chexbench.explain.heatmaps import _cell_layer, cell_centres, upsample
     from chexbench.explain.maxima import maximum_points
     from chexbench.spec.registry import BACKBONES
@@ -264,14 +289,18 @@ def test_every_cell_edges_included_points_at_its_receptive_field_centroid(name, 
     probes = 2
     bb(torch.zeros(1, 1, size, size))
     out = seen["out"]
-    rows, cols = (out.shape[-2:] if out.dim() == 4 else (int(round(out.shape[1] ** 0.5)),) * 2)
+    rows, cols = out.shape[-2:] if out.dim() == 4 else (int(round(out.shape[1] ** 0.5)),) * 2
     n = rows * cols
-    x = torch.rand(n * probes, 1, size, size, generator=torch.Generator().manual_seed(100), requires_grad=True)
+    x = torch.rand(
+        n * probes, 1, size, size, generator=torch.Generator().manual_seed(100), requires_grad=True
+    )
     bb(x)
     out = seen["out"]
     if out.dim() == 3:  # tokens (B, N, D) → (B, D, rows, cols)
         out = out.transpose(1, 2).reshape(out.shape[0], -1, rows, cols)
-    cell = torch.arange(n * probes) % n  # sample b backpropagates its own cell: every cell measured in one pass
+    cell = (
+        torch.arange(n * probes) % n
+    )  # sample b backpropagates its own cell: every cell measured in one pass
     out[torch.arange(n * probes), :, cell // cols, cell % cols].sum().backward()
     hook.remove()
     grad = x.grad[:, 0].abs().double().view(probes, n, size, size).sum(0)  # (cells, H, W)
@@ -285,7 +314,7 @@ def test_every_cell_edges_included_points_at_its_receptive_field_centroid(name, 
         one[0, k // cols, k % cols] = 1.0
         points = maximum_points(upsample(one, (size, size), placement)[0].numpy())
         assert len(points) == 1, (k, points)  # one maximum, never a second one at the border
-        (py, px), = points
+        ((py, px),) = points
         worst = max(worst, abs(py - float(look_y[k])), abs(px - float(look_x[k])))
     assert worst < 1.0, worst
     if name == "vit_convstem_tiny":
@@ -300,8 +329,12 @@ def test_an_edge_maximum_is_not_a_plateau_to_the_border():
 
     one = torch.zeros(1, 8, 8)
     one[0, 7, 7] = 1.0
-    assert maximum_points(upsample(one, (64, 64), "patch")[0].numpy()) == [(60.0, 60.0)]  # the patch's centre, not 62
+    assert maximum_points(upsample(one, (64, 64), "patch")[0].numpy()) == [
+        (60.0, 60.0)
+    ]  # the patch's centre, not 62
     assert maximum_points(upsample(one, (64, 64), "padded")[0].numpy()) == [(56.5, 56.5)]  # not 60.0
     two = torch.tensor([[[0.2, 0.0], [0.0, 1.0]]])
     up = upsample(two, (64, 64), "padded")[0].numpy()
-    assert maximum_points(up) == [(32.5, 32.5)] and up[-1, -1] < 1.0  # the far corner is below the cell's peak
+    assert (
+        maximum_points(up) == [(32.5, 32.5)] and up[-1, -1] < 1.0
+    )  # the far corner is below the cell's peak

@@ -80,7 +80,9 @@ def test_deletion_curve_and_auc():
     order = np.argsort(-heat.reshape(-1), kind="stable")
     probs = deletion_curve(RegionLogit(), x, order, 0, steps=4)
     assert probs[0] == pytest.approx(torch.sigmoid(torch.tensor(6.0)).item())
-    assert probs[1] == pytest.approx(torch.sigmoid(torch.tensor(-2.0)).item())  # the first quarter is the region
+    assert probs[1] == pytest.approx(
+        torch.sigmoid(torch.tensor(-2.0)).item()
+    )  # the first quarter is the region
     assert probs[-1] == pytest.approx(torch.sigmoid(torch.tensor(-2.0)).item())
     rand = deletion_curve(RegionLogit(), x, np.random.default_rng(0).permutation(64), 0, steps=4)
     assert curve_auc(probs) < curve_auc(rand)
@@ -124,7 +126,9 @@ def _boxed_data(tmp_path):
     rng = np.random.default_rng(0)
     ids, paths, images, rows = [], [], [], []
     for i in range(6):
-        img = (40 + 10 * rng.random((48, 64))).astype(np.uint8)  # W 64 × H 48 → resized to 43 × 32, 5 px cropped on the left
+        img = (40 + 10 * rng.random((48, 64))).astype(
+            np.uint8
+        )  # W 64 × H 48 → resized to 43 × 32, 5 px cropped on the left
         x, y = 14 + 5 * i, 10 + 3 * i
         img[y : y + 8, x : x + 8] = 230
         path = f"img/{i}.png"
@@ -138,8 +142,14 @@ def _boxed_data(tmp_path):
     pd.DataFrame({"image_id": ids, "path": paths}).to_parquet(cache / "index.parquet")
     targets = np.array([[1.0, 0.0]] * 5 + [[0.0, 0.0]], dtype=np.float32)  # the last image is negative
     test = SplitData(np.stack(images), targets, np.array(ids), np.array(ids))
-    data = CellData(["lesion", "other"], ["lesion"], test, test, test,
-                    {"root": str(root), "cache_dir": str(cache), "image_size": 32})
+    data = CellData(
+        ["lesion", "other"],
+        ["lesion"],
+        test,
+        test,
+        test,
+        {"root": str(root), "cache_dir": str(cache), "image_size": 32},
+    )
     return data, test
 
 
@@ -149,22 +159,42 @@ def test_evaluate_localization_on_files(tmp_path):
     boxes = load_split_boxes(data)
     assert set(boxes) == {f"id{i}" for i in range(6)}
     lbl, (x0, y0, x1, y1) = boxes["id0"][0]
-    assert lbl == "lesion" and (x0, y0, x1, y1) == pytest.approx((14 * 43 / 64 - 5, 10 * 32 / 48, 22 * 43 / 64 - 5, 18 * 32 / 48))
+    assert lbl == "lesion" and (x0, y0, x1, y1) == pytest.approx(
+        (14 * 43 / 64 - 5, 10 * 32 / 48, 22 * 43 / 64 - 5, 18 * 32 / 48)
+    )
 
-    result = evaluate_localization(BrightClassifier(), data, (0.0, 1.0), torch.device("cpu"), deletion_steps=4)
+    result = evaluate_localization(
+        BrightClassifier(), data, (0.0, 1.0), torch.device("cpu"), deletion_steps=4
+    )
     assert result["method"] == "gradcam" and result["pairs"] == 5 and result["images"] == 5
     assert result["pointing_hit_rate"] == 1.0 and result["flat_maps"] == 0
     assert result["pointing_ci"] == [1.0, 1.0] and result["interval"]["unit"] == "patient"
     assert result["tolerant"]["tolerance_px"] == pytest.approx(15 * 32 / 224)
     assert result["tolerant"]["pointing_hit_rate"] == 1.0
     assert result["tolerant"]["random_hit_rate"] > result["random_hit_rate"]
-    assert set(result["per_label"]["lesion"]) >= {"pairs", "pointing_hit_rate", "random_hit_rate", "pointing_ci", "flat_maps", "tolerant"}
+    assert set(result["per_label"]["lesion"]) >= {
+        "pairs",
+        "pointing_hit_rate",
+        "random_hit_rate",
+        "pointing_ci",
+        "flat_maps",
+        "tolerant",
+    }
     lesion_boxes = [[b for lbl, b in boxes[f"id{i}"] if lbl == "lesion"] for i in range(5)]
-    assert result["random_hit_rate"] == pytest.approx(np.mean([random_hit_probability(b, 32, 32) for b in lesion_boxes]))
+    assert result["random_hit_rate"] == pytest.approx(
+        np.mean([random_hit_probability(b, 32, 32) for b in lesion_boxes])
+    )
     assert 25 / 1024 <= result["random_hit_rate"] <= 36 / 1024  # an 8 px box is ~5.4 px at 2/3 scale
     assert result["deletion_auc"] < result["random_deletion_auc"]
-    assert evaluate_localization(BrightClassifier(), CellData(["lesion"], ["lesion"], test, test, test, {}),
-                                 (0.0, 1.0), torch.device("cpu")) is None  # no boxes: nothing to measure
+    assert (
+        evaluate_localization(
+            BrightClassifier(),
+            CellData(["lesion"], ["lesion"], test, test, test, {}),
+            (0.0, 1.0),
+            torch.device("cpu"),
+        )
+        is None
+    )  # no boxes: nothing to measure
 
 
 def test_boxes_are_found_through_the_index_a_reindexed_cache_names(tmp_path):
@@ -176,7 +206,9 @@ def test_boxes_are_found_through_the_index_a_reindexed_cache_names(tmp_path):
     data, _ = _boxed_data(tmp_path)
     cache = Path(data.manifest["cache_dir"])
     (cache / "index.parquet").rename(cache / "index.0123456789ab.parquet")
-    (cache / "manifest.json").write_text(json.dumps({"index_file": "index.0123456789ab.parquet", "reindexed": True}))
+    (cache / "manifest.json").write_text(
+        json.dumps({"index_file": "index.0123456789ab.parquet", "reindexed": True})
+    )
     assert set(load_split_boxes(data)) == {f"id{i}" for i in range(6)}
 
 
@@ -189,7 +221,11 @@ def test_a_maximal_plateau_points_at_its_centroid():
 
 def test_a_flat_map_is_not_a_hit_at_the_centre():
     centre_box = [(12.0, 12.0, 20.0, 20.0)]  # covers the image centre, as cardiomegaly does
-    for heat in (np.zeros((32, 32)), np.full((32, 32), 0.3), 1.0 + 1e-9 * np.random.default_rng(0).random((32, 32))):
+    for heat in (
+        np.zeros((32, 32)),
+        np.full((32, 32), 0.3),
+        1.0 + 1e-9 * np.random.default_rng(0).random((32, 32)),
+    ):
         assert not pointing_hit(heat, centre_box)
         assert pointing_score(heat, centre_box) == 0.0
         assert not pointing_hit(heat, centre_box, tolerance=standard_tolerance(32))
@@ -201,7 +237,9 @@ def test_two_far_apart_tied_maxima_do_not_average_into_a_point_between_them():
     middle = [(12.0, 12.0, 20.0, 20.0)]
     assert not pointing_hit(heat, middle)
     assert pointing_score(heat, middle) == 0.0
-    assert pointing_score(heat, [(0.0, 0.0, 5.0, 5.0)]) == 0.5  # one of two: the expected hit of a random tie-break
+    assert (
+        pointing_score(heat, [(0.0, 0.0, 5.0, 5.0)]) == 0.5
+    )  # one of two: the expected hit of a random tie-break
     assert pointing_score(heat, [(0.0, 0.0, 5.0, 5.0), (27.0, 27.0, 32.0, 32.0)]) == 1.0
 
 
@@ -218,8 +256,15 @@ def test_tolerance_is_euclidean_and_the_standard_one_scales_with_the_image():
     p_strict = random_hit_probability(box, 64, 64)
     p_tol = random_hit_probability(box, 64, 64, tolerance=5.0)
     assert p_strict == pytest.approx(16 * 16 / 64**2)
-    ref = sum(1 for y in range(64) for x in range(64)
-              if np.hypot(max(34 - (x + 0.5), 0, x + 0.5 - 50), max(34 - (y + 0.5), 0, y + 0.5 - 50)) <= 5.0) / 64**2
+    ref = (
+        sum(
+            1
+            for y in range(64)
+            for x in range(64)
+            if np.hypot(max(34 - (x + 0.5), 0, x + 0.5 - 50), max(34 - (y + 0.5), 0, y + 0.5 - 50)) <= 5.0
+        )
+        / 64**2
+    )
     assert p_tol == pytest.approx(ref) and p_tol > p_strict
 
 
@@ -235,7 +280,9 @@ def test_bootstrap_interval_resamples_patients_and_covers_the_rate():
     assert per_image["difference_ci"] == pytest.approx([lo - 0.05, hi - 0.05])
     # 20 patients of 10 pairs each that all hit or all miss: far wider than 200 independent pairs
     clustered = np.repeat((rng.random(20) < 0.3).astype(float), 10)
-    by_patient = bootstrap_rate_interval(clustered, np.full(200, 0.05), np.repeat(np.arange(20), 10), resamples=4000)
+    by_patient = bootstrap_rate_interval(
+        clustered, np.full(200, 0.05), np.repeat(np.arange(20), 10), resamples=4000
+    )
     by_image = bootstrap_rate_interval(clustered, np.full(200, 0.05), np.arange(200), resamples=4000)
     width = lambda r: r["pointing_ci"][1] - r["pointing_ci"][0]  # noqa: E731
     assert width(by_patient) > 2.5 * width(by_image)
@@ -252,7 +299,9 @@ class FlatClassifier(BrightClassifier):
 
 def test_evaluate_localization_counts_flat_maps_as_misses(tmp_path):
     data, _ = _boxed_data(tmp_path)
-    result = evaluate_localization(FlatClassifier(), data, (0.0, 1.0), torch.device("cpu"), deletion_steps=0, tolerance=2.0)
+    result = evaluate_localization(
+        FlatClassifier(), data, (0.0, 1.0), torch.device("cpu"), deletion_steps=0, tolerance=2.0
+    )
     assert result["pairs"] == 5 and result["flat_maps"] == 5 and result["flat_rule"] == "miss"
     assert result["pointing_hit_rate"] == 0.0 and result["tolerant"]["pointing_hit_rate"] == 0.0
     assert result["tolerant"]["tolerance_px"] == 2.0 and result["per_label"]["lesion"]["flat_maps"] == 5
@@ -266,9 +315,13 @@ def test_deletion_order_is_highest_first_with_ties_and_flat_maps_in_random_order
     heat[6, 6] = 1.0  # one peak, the rest a tie at 0
     orders = [deletion_order(heat, False, rng) for _ in range(20)]
     assert all(o[0] == 6 * 8 + 6 and sorted(o.tolist()) == list(range(64)) for o in orders)
-    assert len({tuple(o[1:5]) for o in orders}) > 1  # the tied pixels are not deleted top row first every time
+    assert (
+        len({tuple(o[1:5]) for o in orders}) > 1
+    )  # the tied pixels are not deleted top row first every time
     raster = np.arange(64)
     flat = [deletion_order(np.zeros((8, 8)), True, rng) for _ in range(20)]
     assert all(sorted(o.tolist()) == list(range(64)) for o in flat)
     # a flat map's deletion does not start at the top: on average its first half is as low as its second
-    assert abs(np.mean([o[:32].mean() for o in flat]) - 31.5) < 4 and not any(np.array_equal(o, raster) for o in flat)
+    assert abs(np.mean([o[:32].mean() for o in flat]) - 31.5) < 4 and not any(
+        np.array_equal(o, raster) for o in flat
+    )

@@ -25,7 +25,12 @@ N, S = 400, 32
 def _image() -> np.ndarray:
     """A [0, 1] image with structure in position and intensity: a ramp, a disk and a bar."""
     yy, xx = np.mgrid[0:S, 0:S] / S
-    img = 0.2 + 0.3 * xx + 0.4 * (((xx - 0.65) ** 2 + (yy - 0.35) ** 2) < 0.02) + 0.3 * (np.abs(yy - 0.75) < 0.05)
+    img = (
+        0.2
+        + 0.3 * xx
+        + 0.4 * (((xx - 0.65) ** 2 + (yy - 0.35) ** 2) < 0.02)
+        + 0.3 * (np.abs(yy - 0.75) < 0.05)
+    )
     return np.clip(img, 0, 1)
 
 
@@ -46,7 +51,12 @@ def _reference_view(img: np.ndarray, aug: ViewAugment, rng: np.random.Generator)
     cx, cy = (1 - w) * rng.uniform(-1, 1), (1 - h) * rng.uniform(-1, 1)
     th = math.radians(rng.uniform(-aug.max_rotation_deg, aug.max_rotation_deg))
     f = -1.0 if rng.uniform() < aug.flip_p else 1.0
-    x = _warp(img, np.array([[w * math.cos(th) * f, -h * math.sin(th), cx], [w * math.sin(th) * f, h * math.cos(th), cy]]))
+    x = _warp(
+        img,
+        np.array(
+            [[w * math.cos(th) * f, -h * math.sin(th), cx], [w * math.sin(th) * f, h * math.cos(th), cy]]
+        ),
+    )
     g = math.exp(rng.uniform(-aug.gamma, aug.gamma))
     con = rng.uniform(1 - aug.contrast, 1 + aug.contrast)
     bri = rng.uniform(-aug.brightness, aug.brightness)
@@ -59,7 +69,9 @@ def _reference_view(img: np.ndarray, aug: ViewAugment, rng: np.random.Generator)
     return x
 
 
-def _reference_affine(img: np.ndarray, rng: np.random.Generator, scale=(0.85, 1.0), rot=5.0, shift=0.05) -> np.ndarray:
+def _reference_affine(
+    img: np.ndarray, rng: np.random.Generator, scale=(0.85, 1.0), rot=5.0, shift=0.05
+) -> np.ndarray:
     s = math.sqrt(rng.uniform(*scale))
     th = math.radians(rng.uniform(-rot, rot))
     tx, ty = rng.uniform(-shift, shift), rng.uniform(-shift, shift)
@@ -88,7 +100,13 @@ def _assert_same_distributions(batched: np.ndarray, reference: np.ndarray) -> No
         assert p > 1e-3, f"{name}: batched vs per-sample KS p = {p:.2e}"
 
 
-@pytest.mark.parametrize("aug", [ViewAugment(), ViewAugment(crop_scale=(0.2, 0.6), max_rotation_deg=30, flip_p=0.5, blur_p=1.0, noise_std=0.1)])
+@pytest.mark.parametrize(
+    "aug",
+    [
+        ViewAugment(),
+        ViewAugment(crop_scale=(0.2, 0.6), max_rotation_deg=30, flip_p=0.5, blur_p=1.0, noise_std=0.1),
+    ],
+)
 def test_contrastive_view_matches_per_sample_reference(aug):
     img = _image()
     x01 = torch.as_tensor(img, dtype=torch.float32).expand(N, 1, S, S).contiguous()
@@ -112,7 +130,9 @@ def test_the_reference_detects_a_wrong_distribution():
     """The check has power: a crop scale the batched code was not given is rejected."""
     img = _image()
     x01 = torch.as_tensor(img, dtype=torch.float32).expand(N, 1, S, S).contiguous()
-    batched = contrastive_view(x01, ViewAugment(crop_scale=(0.2, 0.4)), torch.Generator().manual_seed(0), normalize=(0.0, 1.0))[:, 0].numpy()
+    batched = contrastive_view(
+        x01, ViewAugment(crop_scale=(0.2, 0.4)), torch.Generator().manual_seed(0), normalize=(0.0, 1.0)
+    )[:, 0].numpy()
     rng = np.random.default_rng(1)
     reference = np.stack([_reference_view(img, ViewAugment(), rng) for _ in range(N)])
     with pytest.raises(AssertionError, match="KS p"):
@@ -127,6 +147,9 @@ def test_each_sample_gets_its_own_transform():
     out = random_affine(imgs, generator=torch.Generator().manual_seed(3))
     swapped = random_affine(imgs.flip(0), generator=torch.Generator().manual_seed(3))
     # same parameter stream, images in reverse order: sample i's parameters now act on image 5-i
-    alone = [random_affine(imgs[i : i + 1].expand(6, 1, S, S), generator=torch.Generator().manual_seed(3))[i] for i in range(6)]
+    alone = [
+        random_affine(imgs[i : i + 1].expand(6, 1, S, S), generator=torch.Generator().manual_seed(3))[i]
+        for i in range(6)
+    ]
     torch.testing.assert_close(out, torch.stack(alone))
     assert not torch.allclose(out, swapped.flip(0))

@@ -14,12 +14,25 @@ from chexbench.cli import app
 from chexbench.reports.report import write_report
 
 #: what a report writes into the results folder (everything else there is the run's)
-REPORT_OUTPUTS = {"report.md", "report.html", "leaderboard.parquet", "leaderboard.csv", "per_label.parquet", "per_label.csv",
-                  "subgroups.parquet", "subgroups.csv", "subgroup_gaps.parquet", "subgroup_gaps.csv", "figures"}
+REPORT_OUTPUTS = {
+    "report.md",
+    "report.html",
+    "leaderboard.parquet",
+    "leaderboard.csv",
+    "per_label.parquet",
+    "per_label.csv",
+    "subgroups.parquet",
+    "subgroups.csv",
+    "subgroup_gaps.parquet",
+    "subgroup_gaps.csv",
+    "figures",
+}
 
 
 def _snapshot(root: Path) -> dict[Path, tuple[int, int]]:
-    return {p.relative_to(root): (p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*") if p.is_file()}
+    return {
+        p.relative_to(root): (p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*") if p.is_file()
+    }
 
 
 def _truncate(path: Path) -> None:
@@ -60,7 +73,11 @@ def test_a_report_reads_each_record_and_predictions_file_once(tmp_path, monkeypa
     monkeypatch.setattr(pq, "read_table", read_table)
     monkeypatch.setattr(pq, "read_metadata", read_metadata)
     write_report(root, n_boot=100, seed=0)  # figures too: the ROC curves read predictions
-    stored = {p.relative_to(root) for folder in ("records", "predictions") for p in (root / folder).glob("*.parquet")}
+    stored = {
+        p.relative_to(root)
+        for folder in ("records", "predictions")
+        for p in (root / folder).glob("*.parquet")
+    }
     assert {p for p in tables if p.parts[0] in ("records", "predictions")} == stored
     over = {str(p): n for p, n in tables.items() if n > 1}
     assert not over, f"read more than once: {over}"

@@ -27,7 +27,9 @@ def _run(monkeypatch, capsys, *, env: str | None, gpu: bool, reachable: bool) ->
         monkeypatch.delenv("TORCH_INDEX", raising=False)
     else:
         monkeypatch.setenv("TORCH_INDEX", env)
-    monkeypatch.setattr(m.shutil, "which", lambda name: "/usr/bin/nvidia-smi" if gpu and name == "nvidia-smi" else None)
+    monkeypatch.setattr(
+        m.shutil, "which", lambda name: "/usr/bin/nvidia-smi" if gpu and name == "nvidia-smi" else None
+    )
     asked = []
 
     class _Answer:
@@ -57,7 +59,9 @@ def test_unreachable_index_falls_back_and_says_so(monkeypatch, capsys):
     assert index == "" and "not reachable" in err and "TORCH_INDEX" in err
 
 
-@pytest.mark.parametrize(("env", "expected"), [("", ""), ("https://mirror.example/simple", "https://mirror.example/simple")])
+@pytest.mark.parametrize(
+    ("env", "expected"), [("", ""), ("https://mirror.example/simple", "https://mirror.example/simple")]
+)
 def test_the_users_choice_wins(monkeypatch, capsys, env, expected):
     assert _run(monkeypatch, capsys, env=env, gpu=False, reachable=True)[0] == expected
 

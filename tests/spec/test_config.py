@@ -4,11 +4,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chexbench.core.errors import ConfigError
 from chexbench.spec.cell import CellConfig
 from chexbench.spec.grid import parse_only
 from chexbench.spec.parse import load_grid, parse_grid
 from chexbench.spec.settings import Settings
-from chexbench.core.errors import ConfigError
 
 BASE = {
     "axes": {
@@ -24,7 +24,14 @@ BASE = {
 
 
 def _cell(**kw) -> CellConfig:
-    base = dict(strategy="scratch", backbone="resnet_tiny", dataset="chexpert", protocol="finetune", label_fraction=1.0, seed=0)
+    base = dict(
+        strategy="scratch",
+        backbone="resnet_tiny",
+        dataset="chexpert",
+        protocol="finetune",
+        label_fraction=1.0,
+        seed=0,
+    )
     base.update(kw)
     return CellConfig(**base)
 
@@ -56,9 +63,13 @@ def test_only_filters():
 def test_misspelled_keys_name_key_and_file():
     with pytest.raises(ConfigError, match=r"my.toml: unknown key 'lrr' in \[settings\]; did you mean 'lr'"):
         parse_grid({**BASE, "settings": {"lrr": 1}}, "my.toml")
-    with pytest.raises(ConfigError, match=r"my.toml: unknown key 'stratgy' in \[axes\]; did you mean 'strategy'"):
+    with pytest.raises(
+        ConfigError, match=r"my.toml: unknown key 'stratgy' in \[axes\]; did you mean 'strategy'"
+    ):
         parse_grid({"axes": {**BASE["axes"], "stratgy": ["x"]}}, "my.toml")
-    with pytest.raises(ConfigError, match=r"unknown key 'weigths' in \[strategy.imagenet\]; did you mean 'weights'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'weigths' in \[strategy.imagenet\]; did you mean 'weights'"
+    ):
         parse_grid({**BASE, "strategy": {"imagenet": {"weigths": "x"}}}, "my.toml")
     with pytest.raises(ConfigError, match="unknown strategy 'simclrr'"):
         parse_grid({"axes": {**BASE["axes"], "strategy": ["simclrr"]}}, "my.toml")
@@ -81,7 +92,9 @@ def test_grid_file_errors(tmp_path):
 
 def test_imagenet_without_weights_is_skipped_not_failed(tmp_path, monkeypatch):
     monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path))
-    cells = parse_grid({**BASE, "axes": {**BASE["axes"], "backbone": ["resnet50", "vit_b16"]}}, "t.toml").cells()
+    cells = parse_grid(
+        {**BASE, "axes": {**BASE["axes"], "backbone": ["resnet50", "vit_b16"]}}, "t.toml"
+    ).cells()
     skipped = [p for p in cells if p.status == "skipped"]
     assert skipped and all(p.cell.strategy == "imagenet" for p in skipped)
     assert all("no ImageNet weights" in p.reason and str(tmp_path / "weights") in p.reason for p in skipped)
@@ -116,9 +129,14 @@ _fields = {
 def test_cell_id_changes_when_any_field_changes(a, b):
     def make(d):
         return _cell(
-            strategy=d["strategy"], backbone=d["backbone"], dataset=d["dataset"], protocol=d["protocol"],
-            label_fraction=d["label_fraction"], seed=d["seed"],
-            settings=Settings(epochs=d["epochs"], lr=d["lr"]), strategy_options={"temperature": d["temperature"]},
+            strategy=d["strategy"],
+            backbone=d["backbone"],
+            dataset=d["dataset"],
+            protocol=d["protocol"],
+            label_fraction=d["label_fraction"],
+            seed=d["seed"],
+            settings=Settings(epochs=d["epochs"], lr=d["lr"]),
+            strategy_options={"temperature": d["temperature"]},
         )
 
     ca, cb = make(a), make(b)
@@ -127,12 +145,17 @@ def test_cell_id_changes_when_any_field_changes(a, b):
 
 
 def test_only_filters_on_an_option_axis_and_names_an_axis_the_grid_lacks():
-    raw = {**BASE, "axes": {**BASE["axes"], "backbone": ["vit_tiny"], "protocol.head": ["linear", "topk_classwise"]}}
+    raw = {
+        **BASE,
+        "axes": {**BASE["axes"], "backbone": ["vit_tiny"], "protocol.head": ["linear", "topk_classwise"]},
+    }
     g = parse_grid(raw, "t.toml")
     cells = g.cells(parse_only(["protocol.head=topk_classwise", "seed=0"]))
     assert len(cells) == 2 * 2  # strategy × label_fraction
     assert {p.cell.protocol_options["head"] for p in cells} == {"topk_classwise"}
-    with pytest.raises(ConfigError, match=r"--only protocol.head=topk: not a protocol.head of grid .*linear, topk_classwise"):
+    with pytest.raises(
+        ConfigError, match=r"--only protocol.head=topk: not a protocol.head of grid .*linear, topk_classwise"
+    ):
         g.cells(parse_only(["protocol.head=topk"]))
     with pytest.raises(ConfigError, match=r"--only protocol.topk: grid '.*' has no axis protocol.topk"):
         parse_grid(BASE, "t.toml").cells(parse_only(["protocol.topk=4"]))

@@ -60,10 +60,27 @@ def install(site: Path, work: Path, version: str | None = None) -> str:
     pyproject = src / "pyproject.toml"
     project = tomllib.loads(pyproject.read_text())["project"]
     if version:
-        pyproject.write_text(pyproject.read_text().replace(f'version = "{project["version"]}"', f'version = "{version}"'))
+        pyproject.write_text(
+            pyproject.read_text().replace(f'version = "{project["version"]}"', f'version = "{version}"')
+        )
     wheels = work / f"wheels-{version or 'orig'}"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(src)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     shutil.rmtree(site, ignore_errors=True)
     site.mkdir(parents=True)
     (wheel,) = wheels.glob("*.whl")
@@ -74,12 +91,14 @@ def install(site: Path, work: Path, version: str | None = None) -> str:
 
 
 def chexbench(site: Path, cache: Path, *commands: list[str]) -> list[tuple[int, str]]:
-    """Each of ``commands`` (a chexbench command line) through Typer's CliRunner, one after another, in ONE fresh
-    Python process whose ``sys.path`` holds ``site``: the plugin is found as an installed distribution, the way a
-    user's shell finds it, while the interpreter and the CLI are imported once (each process start costs seconds).
+    """Each of ``commands`` (a chexbench command line) through Typer's CliRunner, one after another, in ONE
+    fresh
+    Python process whose ``sys.path`` holds ``site``: the plugin is found as an installed distribution, the
+    way a
+    user's shell finds it, while the interpreter and the CLI are imported once (each process start costs
+    seconds).
     Returns each command's (exit code, output)."""
-    code = textwrap.dedent(
-        """
+    code = textwrap.dedent("""
         import json, sys
         from typer.testing import CliRunner
         from chexbench.cli import app
@@ -88,14 +107,19 @@ def chexbench(site: Path, cache: Path, *commands: list[str]) -> list[tuple[int, 
             r = CliRunner().invoke(app, argv)
             results.append([r.exit_code, r.output])
         print(json.dumps(results))
-        """
-    )
+        """)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(site), str(REPO / "src")]),
         "CHEXBENCH_CACHE": str(cache),
     }
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(commands)], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(commands)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return [(code, output) for code, output in json.loads(proc.stdout.splitlines()[-1])]
 
@@ -108,7 +132,8 @@ def test_example_plugin_is_listed_documented_and_runs_in_a_tiny_grid(tmp_path):
     grid.write_text(GRID)
 
     listed, options, run, report = chexbench(
-        site, cache,
+        site,
+        cache,
         ["list", "strategies"],
         ["list", "options", "orthogonal"],
         ["run", "--grid", str(grid), "--results", str(results), "--device", "cpu"],
@@ -120,12 +145,16 @@ def test_example_plugin_is_listed_documented_and_runs_in_a_tiny_grid(tmp_path):
     assert "plugin chexbench_example_plugin.strategy:register" in row and "Saxe et al. 2014" in row
     assert "[strategy.orthogonal] options" in options[1] and "norm-preserving" in options[1]
 
-    assert "float > 0" in next(ln for ln in options[1].splitlines() if " gain " in ln)  # from its option_model's field
+    assert "float > 0" in next(
+        ln for ln in options[1].splitlines() if " gain " in ln
+    )  # from its option_model's field
     records = pd.concat([pd.read_parquet(p) for p in (results / "records").glob("*.parquet")])
     assert sorted(records["status"]) == ["ok", "ok"]
     by_strategy = {r.strategy: r for r in records.itertuples()}
     plugin_config = json.loads(by_strategy["orthogonal"].config_json)
-    assert plugin_config["plugins"] == {"strategy": f"{dist}==0.1.0"}  # name and version in every plugin record
+    assert plugin_config["plugins"] == {
+        "strategy": f"{dist}==0.1.0"
+    }  # name and version in every plugin record
     assert "plugins" not in json.loads(by_strategy["scratch"].config_json)
     assert "orthogonal init (gain 1)" in by_strategy["orthogonal"].init_json
 

@@ -1,9 +1,10 @@
-"""[[exclude]]: a grid trades cells (e.g. one backbone on the transfer datasets); excluded cells are listed as skipped."""
+"""[[exclude]]: a grid trades cells (e.g. one backbone on the transfer datasets); excluded cells are listed as
+skipped."""
 
 import pytest
 
-from chexbench.spec.parse import load_grid, parse_grid
 from chexbench.core.errors import ConfigError
+from chexbench.spec.parse import load_grid, parse_grid
 
 BASE = {
     "axes": {
@@ -16,23 +17,48 @@ BASE = {
 
 
 def test_excluded_cells_are_skipped_with_the_reason_and_lists_mean_any_of():
-    raw = {**BASE, "exclude": [{"match": {"dataset": ["phantom-nih", "phantom-indiana"], "backbone": "vit_tiny"},
-                                "reason": "transfer datasets on the ResNet only"}]}
+    raw = {
+        **BASE,
+        "exclude": [
+            {
+                "match": {"dataset": ["phantom-nih", "phantom-indiana"], "backbone": "vit_tiny"},
+                "reason": "transfer datasets on the ResNet only",
+            }
+        ],
+    }
     cells = parse_grid(raw, "g.toml").cells()
     assert len(cells) == 2 * 2 * 3 * 2
     skipped = [p for p in cells if p.status == "skipped"]
-    assert {(p.cell.dataset, p.cell.backbone) for p in skipped} == {("phantom-nih", "vit_tiny"), ("phantom-indiana", "vit_tiny")}
+    assert {(p.cell.dataset, p.cell.backbone) for p in skipped} == {
+        ("phantom-nih", "vit_tiny"),
+        ("phantom-indiana", "vit_tiny"),
+    }
     assert len(skipped) == 2 * 2 * 2
-    assert all(p.reason == "excluded by the grid ([[exclude]] #1): transfer datasets on the ResNet only" for p in skipped)
+    assert all(
+        p.reason == "excluded by the grid ([[exclude]] #1): transfer datasets on the ResNet only"
+        for p in skipped
+    )
 
 
 @pytest.mark.parametrize(
     "table,message",
     [
-        ({"match": {"dataset": "phantom-nh"}}, r"\[\[exclude\]\] #1 match dataset = 'phantom-nh' is not a value of axis 'dataset'; did you mean 'phantom-nih'"),
-        ({"match": {"backbon": "vit_tiny"}}, r"unknown key 'backbon' in \[\[exclude\]\] #1 match; did you mean 'backbone'"),
+        (
+            {"match": {"dataset": "phantom-nh"}},
+            (
+                r"\[\[exclude\]\] #1 match dataset = 'phantom-nh' is not a value of axis 'dataset'; did you"
+                r" mean 'phantom-nih'"
+            ),
+        ),
+        (
+            {"match": {"backbon": "vit_tiny"}},
+            r"unknown key 'backbon' in \[\[exclude\]\] #1 match; did you mean 'backbone'",
+        ),
         ({"match": {}}, r"\[\[exclude\]\] #1 needs a non-empty 'match' table"),
-        ({"match": {"seed": 0}, "reasn": "x"}, r"unknown key 'reasn' in \[\[exclude\]\] #1; did you mean 'reason'"),
+        (
+            {"match": {"seed": 0}, "reasn": "x"},
+            r"unknown key 'reasn' in \[\[exclude\]\] #1; did you mean 'reason'",
+        ),
     ],
 )
 def test_a_mistyped_exclude_is_one_line_not_a_silent_no_op(table, message):
@@ -51,6 +77,8 @@ def test_the_smoke_grid_evaluates_every_layout_and_pretrains_once_per_strategy_a
         key = STRATEGIES.get(c.strategy).pretrain_key(c)
         if key is not None:
             runs.setdefault((c.strategy, c.backbone), set()).add(run_id_of(key))
-    assert runs and all(len(ids) == 1 for ids in runs.values())  # the transfer cells reuse the CheXpert-layout run
+    assert runs and all(
+        len(ids) == 1 for ids in runs.values()
+    )  # the transfer cells reuse the CheXpert-layout run
     for c in cells:
         assert c.settings.pretrain_source == "phantom-chexpert"

@@ -45,7 +45,10 @@ def _modules_loaded_by_cli(commands: list[list[str]], modules: tuple[str, ...], 
 def test_help_and_list_import_neither_torch_nor_timm():
     """`chexbench --help` and `chexbench list` (every kind) list the built-ins from their declarations:
     no torch or timm import (seconds) on the way."""
-    check = "assert 'simclr' in r.output and 'vit_b16' in r.output and 'phantom-nih' in r.output and 'finetune' in r.output"
+    check = (
+        "assert 'simclr' in r.output and 'vit_b16' in r.output and 'phantom-nih' in r.output and 'finetune'"
+        " in r.output"
+    )
     assert _modules_loaded_by_cli([["list"]], ("torch", "timm"), check) == "[]"
     kinds = ("strategies", "backbones", "datasets", "protocols", "grids")
     commands = [["--help"], *(["list", kind] for kind in kinds)]
@@ -56,7 +59,6 @@ def test_list_settings_imports_neither_torch_nor_timm():
     """The settings reference is read from the Settings fields (chexbench.spec): no component loads."""
     check = "assert 'pretrain_seed' in r.output and 'int >= 1' in r.output"
     assert _modules_loaded_by_cli([["list", "settings"]], ("torch", "timm"), check) == "[]"
-
 
 
 def test_list_shows_what_the_loaded_registries_hold():
@@ -108,7 +110,9 @@ def test_list_options_of_a_strategy_shows_defaults_and_meanings():
     assert [r.key for r in option_rows(STRATEGIES.get("mocov2"))] == list(STRATEGIES.get("mocov2").options)
     # the type column shows the field's type and bounds, or its choices
     assert "int >= 1" in queue
-    assert '"sgd" | "adamw" | "lars"' in next(ln for ln in result.output.splitlines() if " pretrain_optimizer " in ln)
+    assert '"sgd" | "adamw" | "lars"' in next(
+        ln for ln in result.output.splitlines() if " pretrain_optimizer " in ln
+    )
 
 
 def test_list_options_of_unknown_component_is_one_line():
@@ -121,7 +125,10 @@ def test_piped_tables_are_not_cut():
     """Under a pipe (CliRunner is not a terminal) a long description is printed whole, on one line."""
     result = runner.invoke(app, ["list", "options", "imagenet"])
     assert result.exit_code == 0
-    assert "~/.cache/chexbench/weights/<timm name>.safetensors or timm's local Hugging Face cache" in result.output
+    assert (
+        "~/.cache/chexbench/weights/<timm name>.safetensors or timm's local Hugging Face cache"
+        in result.output
+    )
     assert "…" not in result.output
 
 
@@ -129,9 +136,19 @@ def test_every_backbone_says_its_profile_size():
     """`list --flops` profiles a backbone at its own ``profile_size`` (the CPU-sized test variants
     at 64 px, the study's backbones at 224 px), never by a test on its name."""
     sizes = {name: BACKBONES.get(name).profile_size for name in BACKBONES.names()}
-    assert sizes == {"resnet50": 224, "resnet_tiny": 64, "vit_b16": 224, "vit_b16_convstem": 224,
-                     "vit_convstem_tiny": 64, "vit_tiny": 64, "densenet121": 224, "vit_b14_dinov2": 224,
-                     "vit_b14_reg4_dinov2": 224, "vit_b16_clip": 224, "vit_b32_clip": 224}
+    assert sizes == {
+        "resnet50": 224,
+        "resnet_tiny": 64,
+        "vit_b16": 224,
+        "vit_b16_convstem": 224,
+        "vit_convstem_tiny": 64,
+        "vit_tiny": 64,
+        "densenet121": 224,
+        "vit_b14_dinov2": 224,
+        "vit_b14_reg4_dinov2": 224,
+        "vit_b16_clip": 224,
+        "vit_b32_clip": 224,
+    }
 
 
 def test_help_and_list_import_neither_pandas_nor_pyarrow():

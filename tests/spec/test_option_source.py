@@ -50,13 +50,19 @@ def _bound_words(field: Any) -> list[str]:
 
 def _assert_row_is_the_field(where: str, key: str, row: list[str], field: Any) -> None:
     type_, default, meaning = row
-    assert meaning == (field.description or "").strip() and meaning, f"{where} {key}: meaning {meaning!r} is not its field's"
-    assert default == format_default(field.default), f"{where} {key}: default {default} is not its field's {field.default!r}"
+    assert meaning == (field.description or "").strip() and meaning, (
+        f"{where} {key}: meaning {meaning!r} is not its field's"
+    )
+    assert default == format_default(field.default), (
+        f"{where} {key}: default {default} is not its field's {field.default!r}"
+    )
     for word in _bound_words(field):
         assert word in type_, f"{where} {key}: type column {type_!r} lacks the bound {word}"
     annotation = field.annotation
     if typing.get_origin(annotation) is typing.Literal:
-        assert type_ == " | ".join(f'"{c}"' if isinstance(c, str) else str(c) for c in typing.get_args(annotation)), (where, key)
+        assert type_ == " | ".join(
+            f'"{c}"' if isinstance(c, str) else str(c) for c in typing.get_args(annotation)
+        ), (where, key)
     elif annotation in (int, float, bool, str):
         assert type_.split(" ")[0] == annotation.__name__, (where, key, type_)
 
@@ -71,11 +77,15 @@ def test_every_list_options_row_is_its_pydantic_field() -> None:
             model = options_model(entry.obj)
             title = f"[{section}.{entry.name}]"
             rows = tables.get(title, {})
-            assert list(rows) == list(model.model_fields), f"{title}: rows {list(rows)} vs fields {list(model.model_fields)}"
+            assert list(rows) == list(model.model_fields), (
+                f"{title}: rows {list(rows)} vs fields {list(model.model_fields)}"
+            )
             for key, field in model.model_fields.items():
                 _assert_row_is_the_field(title, key, rows[key], field)
                 checked += 1
-            assert entry.obj.options == model.defaults(), f"{title}: the options it reads are not its fields' defaults"
+            assert entry.obj.options == model.defaults(), (
+                f"{title}: the options it reads are not its fields' defaults"
+            )
     assert checked > 200  # every option of every built-in strategy, backbone, dataset and protocol
 
 
@@ -106,7 +116,9 @@ def test_no_meaning_is_written_twice_in_the_sources() -> None:
     meanings = {f.description.strip() for f in SETTINGS_MODEL.model_fields.values()}
     for kind in OPTION_KINDS:
         for entry in REGISTRIES[kind].entries():
-            meanings |= {f.description.strip() for f in options_model(entry.obj).model_fields.values() if f.description}
+            meanings |= {
+                f.description.strip() for f in options_model(entry.obj).model_fields.values() if f.description
+            }
     twice = {m: constants[m] for m in meanings if len(constants.get(m, [])) > 1}
     assert twice == {}
 
@@ -122,11 +134,16 @@ def test_no_component_carries_option_help_and_no_help_dict_remains() -> None:
         if "option_help" in text:
             offenders.append(f"{path.relative_to(SRC)}: option_help")
         # a module-level dict of meanings (SETTINGS_HELP, HEAD_OPTIONS_HELP, TOPK_OPTIONS_HELP, …)
-        offenders += [f"{path.relative_to(SRC)}: {m}" for m in re.findall(r"^\s*(\w+_HELP)\s*(?::[^=\n]*)?=\s*[{(]?\s*(?:\{|dict\()", text, re.M)]
+        offenders += [
+            f"{path.relative_to(SRC)}: {m}"
+            for m in re.findall(r"^\s*(\w+_HELP)\s*(?::[^=\n]*)?=\s*[{(]?\s*(?:\{|dict\()", text, re.M)
+        ]
     assert offenders == []
 
 
-@pytest.mark.parametrize("section, name", [("strategy", "mocov2_topk"), ("protocol", "linear"), ("dataset", "phantom-nih")])
+@pytest.mark.parametrize(
+    "section, name", [("strategy", "mocov2_topk"), ("protocol", "linear"), ("dataset", "phantom-nih")]
+)
 def test_a_changed_description_changes_the_printed_row(monkeypatch, section: str, name: str) -> None:
     """The rows are read from the fields at print time, not from a copy."""
     kind = next(k for k, s in OPTION_KINDS.items() if s == section)
@@ -144,7 +161,9 @@ def test_the_docs_name_exactly_each_strategys_options() -> None:
     from chexbench.strategies.pretrain import PretrainOptions
 
     text = (SRC.parents[1] / "docs" / "SELF_SUPERVISED.md").read_text()
-    section = text[text.index("## Options (`[strategy.<name>]` in a grid)"):text.index("## Collapse monitors")]
+    section = text[
+        text.index("## Options (`[strategy.<name>]` in a grid)") : text.index("## Collapse monitors")
+    ]
     common, *adds = re.split(r"\n- ", section.split("Common to every self-supervised strategy:")[1])
     assert set(re.findall(r"`(\w+)`", common)) == set(PretrainOptions.model_fields)
     strategies = {"MoCo-v2": "mocov2", "MoCo v3": "mocov3", "BYOL": "byol", "DINO": "dino", "MAE": "mae"}
@@ -154,5 +173,7 @@ def test_the_docs_name_exactly_each_strategys_options() -> None:
         named[strategies[label]] = set(re.findall(r"`(\w+)`", rest.split(";")[0]))
     assert set(named) == set(strategies.values())
     for name, options in named.items():
-        own = set(options_model(REGISTRIES["strategies"].get(name)).model_fields) - set(PretrainOptions.model_fields)
+        own = set(options_model(REGISTRIES["strategies"].get(name)).model_fields) - set(
+            PretrainOptions.model_fields
+        )
         assert options == own, name

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from chexbench.spec.settings import Settings, settings_schema
 from chexbench.core.errors import ConfigError
 from chexbench.spec.options import option_schema, options_model, validate_table
 from chexbench.spec.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
+from chexbench.spec.settings import Settings, settings_schema
 
 REGISTRIES = {"strategy": STRATEGIES, "backbone": BACKBONES, "dataset": DATASETS, "protocol": PROTOCOLS}
 
@@ -27,7 +27,10 @@ def test_every_component_schema_matches_the_options_it_reads(kind: str) -> None:
 
 def test_the_schema_says_choices_bounds_and_meaning() -> None:
     rows = {r.name: r for r in option_schema(STRATEGIES.get("mocov2"))}
-    assert rows["pretrain_optimizer"].choices == ("sgd", "adamw", "lars") and rows["pretrain_optimizer"].type == "choice"
+    assert (
+        rows["pretrain_optimizer"].choices == ("sgd", "adamw", "lars")
+        and rows["pretrain_optimizer"].type == "choice"
+    )
     assert rows["momentum"].bounds == ">= 0, <= 1" and rows["momentum"].meaning
     assert rows["pretrain_root"].type == "str | None"
     settings = {r.name: r for r in settings_schema()}
@@ -43,7 +46,9 @@ def test_a_plugin_with_a_plain_options_dict_gets_types_from_its_defaults() -> No
 
     model = options_model(Plugin())
     assert validate_table(model, {"depth": 4, "scale": 2, "path": "/x"}, "[strategy.plugin]", "g.toml") == {
-        "depth": 4, "scale": 2, "path": "/x"  # an int where the default is a float stays an int
+        "depth": 4,
+        "scale": 2,
+        "path": "/x",  # an int where the default is a float stays an int
     }
     with pytest.raises(ConfigError, match=r"g.toml: \[strategy.plugin\] 'depth' must be int, got 'deep'"):
         validate_table(model, {"depth": "deep"}, "[strategy.plugin]", "g.toml")
@@ -85,6 +90,8 @@ def test_a_component_declares_its_option_model_once_and_reads_options_from_it() 
     assert Declared.options == Declared().options == {"gain": 1.0}
     Declared().options["gain"] = 5.0  # a copy: the declaration is not changed through it
     assert Declared.options == {"gain": 1.0}
-    assert [(r.key, r.type, r.default, r.meaning) for r in option_rows(Declared())] == [("gain", "float > 0", "1.0", "scale of the weights")]
+    assert [(r.key, r.type, r.default, r.meaning) for r in option_rows(Declared())] == [
+        ("gain", "float > 0", "1.0", "scale of the weights")
+    ]
     # a plugin's plain dict still validates (typed from its default) but has no meaning to print
     assert [(r.key, r.meaning) for r in option_rows(PlainDict())] == [("gain", "")]

@@ -14,8 +14,14 @@ from chexbench.spec.registry import STRATEGIES
 from chexbench.strategies.pretrain import run_id_of
 
 RAW = {
-    "axes": {"strategy": ["simclr"], "backbone": ["resnet_tiny"], "dataset": ["phantom-chexpert"], "protocol": ["linear"],
-             "label_fraction": [0.1], "seed": [1]},
+    "axes": {
+        "strategy": ["simclr"],
+        "backbone": ["resnet_tiny"],
+        "dataset": ["phantom-chexpert"],
+        "protocol": ["linear"],
+        "label_fraction": [0.1],
+        "seed": [1],
+    },
     "settings": {"epochs": 2},
     "strategy": {"simclr": {"temperature": 0.5}},
 }
@@ -43,7 +49,9 @@ def test_a_plugin_version_is_in_the_config_and_a_new_version_is_a_new_cell(monke
     builtin = parse_grid(RAW, "t.toml").cells()[0].cell.cell_id
     ids = []
     for version in ("1.0.0", "1.1.0"):
-        fake = dataclasses.replace(entry, source="plugin x:register", distribution="cxr-plugin", version=version)
+        fake = dataclasses.replace(
+            entry, source="plugin x:register", distribution="cxr-plugin", version=version
+        )
         monkeypatch.setitem(STRATEGIES._entries, "simclr", fake)
         cell = parse_grid(RAW, "t.toml").cells()[0].cell
         assert cell.plugins == {"strategy": f"cxr-plugin=={version}"}
@@ -60,7 +68,9 @@ def test_pretrain_seed_is_a_grid_axis_with_one_pretraining_run_per_pretraining_s
     assert sorted({c.settings.pretrain_seed for c in cells}) == [0, 1]
     runs = {}
     for c in cells:
-        runs.setdefault(run_id_of(STRATEGIES.get("simclr").pretrain_key(c)), set()).add((c.settings.pretrain_seed, c.seed))
+        runs.setdefault(run_id_of(STRATEGIES.get("simclr").pretrain_key(c)), set()).add(
+            (c.settings.pretrain_seed, c.seed)
+        )
     # two runs, one per pretraining seed, each serving all three fine-tuning seeds
     assert sorted(runs.values(), key=sorted) == [{(0, 0), (0, 1), (0, 2)}, {(1, 0), (1, 1), (1, 2)}]
 
@@ -70,7 +80,11 @@ def test_pretrain_seed_is_a_grid_axis_with_one_pretraining_run_per_pretraining_s
         'seed=[0,1,2]\n"settings.pretrain_seed"=[0,1]\n'
     )
     # --no-check: the CheXpert pretraining source has no root here (plan's checks would refuse, as run does)
-    result = CliRunner().invoke(app, ["plan", "--grid", str(grid), "--results", str(tmp_path / "r"), "--no-check"])
+    result = CliRunner().invoke(
+        app, ["plan", "--grid", str(grid), "--results", str(tmp_path / "r"), "--no-check"]
+    )
     assert result.exit_code == 0, result.output
     assert "2 shared pretraining runs" in result.output
-    assert "seed0" in result.output and "seed1" in result.output and result.output.count("serves 3 cells") == 2
+    assert (
+        "seed0" in result.output and "seed1" in result.output and result.output.count("serves 3 cells") == 2
+    )

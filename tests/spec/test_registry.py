@@ -60,12 +60,10 @@ def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch):
     """A third-party distribution's entry point registers a strategy without touching chexbench."""
     pkg = tmp_path / "cxr_plugin_mod.py"
     pkg.write_text(
-        textwrap.dedent(
-            """
+        textwrap.dedent("""
             def register(registry):
                 registry.add("plugin_strategy", object(), "a strategy from a plugin")
-            """
-        )
+            """)
     )
     dist = tmp_path / "cxr_plugin-0.1.dist-info"
     dist.mkdir()
@@ -105,12 +103,10 @@ def test_class_decorator_needs_a_name_attribute():
 def lazy_module(tmp_path, monkeypatch):
     """A module ``cxr_lazy_mod`` on the path, not imported yet, with a class named ``gamma``."""
     (tmp_path / "cxr_lazy_mod.py").write_text(
-        textwrap.dedent(
-            """
+        textwrap.dedent("""
             class Gamma:
                 name = "gamma"
-            """
-        )
+            """)
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("cxr_lazy_mod", None)
@@ -168,8 +164,9 @@ COMPONENT_PACKAGES = [
 ]
 
 
-@pytest.mark.parametrize("registry,package,base", COMPONENT_PACKAGES,
-                         ids=["strategies", "backbones", "datasets", "protocols"])
+@pytest.mark.parametrize(
+    "registry,package,base", COMPONENT_PACKAGES, ids=["strategies", "backbones", "datasets", "protocols"]
+)
 def test_every_named_component_of_a_package_is_declared(registry, package, base):
     """A component class with a ``name`` of its own in a built-in package is declared under that name in
     the package's ``__init__`` (not registered when its module happens to be imported: ``list`` would miss

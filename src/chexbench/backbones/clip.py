@@ -23,7 +23,11 @@ from chexbench.spec.options import Options
 
 class ClipOptions(Options):
     act: Literal["gelu", "quick_gelu"] = Field(
-        "gelu", description="the MLP activation: gelu (open_clip's own models) or quick_gelu (OpenAI CLIP and models trained from it)"
+        "gelu",
+        description=(
+            "the MLP activation: gelu (open_clip's own models) or quick_gelu (OpenAI CLIP and models trained"
+            " from it)"
+        ),
     )
 
 
@@ -31,8 +35,14 @@ class _ClipSpec(VitSpec):
     timm_arch = ""
 
     def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
-        return timm.create_model(self.timm_arch, pretrained=False, img_size=image_size, in_chans=1, num_classes=0,
-                                 act_layer=str(options["act"]))
+        return timm.create_model(
+            self.timm_arch,
+            pretrained=False,
+            img_size=image_size,
+            in_chans=1,
+            num_classes=0,
+            act_layer=str(options["act"]),
+        )
 
 
 class VitB16Clip(_ClipSpec):

@@ -43,7 +43,10 @@ class ConvStem(nn.Module):
         super().__init__()
         stride = 2 ** len(channels)
         if patch_size != stride:
-            raise ValueError(f"ConvStem with {len(channels)} stride-2 convolutions has stride {stride}, not patch size {patch_size}")
+            raise ValueError(
+                f"ConvStem with {len(channels)} stride-2 convolutions has stride {stride}, not patch size"
+                f" {patch_size}"
+            )
         if img_size % stride:
             raise ValueError(f"ConvStem: image size {img_size} is not a multiple of its stride {stride}")
         self.img_size = (img_size, img_size)
@@ -54,7 +57,11 @@ class ConvStem(nn.Module):
         layers: list[nn.Module] = []
         prev = in_chans
         for width in channels:
-            layers += [nn.Conv2d(prev, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(prev, width, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
             prev = width
         layers.append(nn.Conv2d(prev, embed_dim, 1, bias=bias))
         self.stem = nn.Sequential(*layers)
@@ -75,9 +82,16 @@ def convstem_channels(stem_convs: int, first: int, cap: int) -> tuple[int, ...]:
 
 
 class ConvStemOptions(Options):
-    stem_convs: Literal[3, 4] = Field(4, description="stride-2 3×3 convolutions in the stem: 4 gives patch stride 16, 3 gives stride 8")
+    stem_convs: Literal[3, 4] = Field(
+        4, description="stride-2 3×3 convolutions in the stem: 4 gives patch stride 16, 3 gives stride 8"
+    )
     depth: int = Field(
-        11, ge=1, description="transformer blocks after the stem (11, one fewer than ViT-B's 12, keeps the compute equal: Xiao et al. 2021)"
+        11,
+        ge=1,
+        description=(
+            "transformer blocks after the stem (11, one fewer than ViT-B's 12, keeps the compute equal: Xiao"
+            " et al. 2021)"
+        ),
     )
 
 

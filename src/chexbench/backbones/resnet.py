@@ -31,4 +31,11 @@ class ResNetTiny(_ResNetSpec):
     profile_size = 64
 
     def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
-        return ResNet(BasicBlock, layers=(1, 1, 1, 1), channels=(32, 64, 128, 256), stem_width=32, in_chans=1, num_classes=0)
+        return ResNet(
+            BasicBlock,
+            layers=(1, 1, 1, 1),
+            channels=(32, 64, 128, 256),
+            stem_width=32,
+            in_chans=1,
+            num_classes=0,
+        )

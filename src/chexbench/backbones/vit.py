@@ -21,16 +21,23 @@ class VitSpec(BackboneSpec):
     first_conv_keys = ("patch_embed.proj.weight",)
     size_multiple = 16
 
-    def adapt_checkpoint(self, state: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    def adapt_checkpoint(
+        self, state: dict[str, torch.Tensor], model: nn.Module
+    ) -> tuple[dict[str, torch.Tensor], list[str]]:
         state, notes = super().adapt_checkpoint(state, model)
         target = model.state_dict()
         key = "pos_embed"
         if key in state and key in target and state[key].shape != target[key].shape:
             grid = tuple(model.patch_embed.grid_size)
             old = state[key].shape
-            prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens  # reg4 DINOv2: patches only
+            prefix = (
+                0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+            )  # reg4 DINOv2: patches only
             state[key] = resample_abs_pos_embed(state[key], new_size=list(grid), num_prefix_tokens=prefix)
-            notes.append(f"pos_embed resampled {tuple(old)}→{tuple(state[key].shape)} (bicubic) for a {grid[0]}×{grid[1]} token grid")
+            notes.append(
+                f"pos_embed resampled {tuple(old)}→{tuple(state[key].shape)} (bicubic) for a"
+                f" {grid[0]}×{grid[1]} token grid"
+            )
         return state, notes
 
 
@@ -51,5 +58,12 @@ class VitTiny(VitSpec):
 
     def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
         return VisionTransformer(
-            img_size=image_size, patch_size=8, in_chans=1, num_classes=0, embed_dim=96, depth=4, num_heads=3, mlp_ratio=2.0
+            img_size=image_size,
+            patch_size=8,
+            in_chans=1,
+            num_classes=0,
+            embed_dim=96,
+            depth=4,
+            num_heads=3,
+            mlp_ratio=2.0,
         )

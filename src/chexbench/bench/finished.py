@@ -15,10 +15,10 @@ from typing import Any
 from chexbench.bench.cell_model import load_cell_model
 from chexbench.bench.record import RecordStatus
 from chexbench.bench.store import ResultsView
-from chexbench.spec.cell import CellConfig
 from chexbench.core.errors import DataError
 from chexbench.datasets.celldata import CellData, build_cell_data
 from chexbench.explain.gallery import FinishedCell
+from chexbench.spec.cell import CellConfig
 
 
 def load_cell_config(results_dir: Path, cell_id: str) -> tuple[CellConfig, dict[str, Any]]:
@@ -32,7 +32,9 @@ def load_cell_config(results_dir: Path, cell_id: str) -> tuple[CellConfig, dict[
         raise DataError(f"no cell '{cell_id}' in {results_dir}{hint}")
     rec = recs.iloc[0]
     if rec["status"] != RecordStatus.OK:
-        raise DataError(f"cell {cell_id} in {results_dir} did not finish (status {rec['status']}): nothing to explain")
+        raise DataError(
+            f"cell {cell_id} in {results_dir} did not finish (status {rec['status']}): nothing to explain"
+        )
     return CellConfig.from_dict(json.loads(rec["config_json"])), json.loads(rec["data_json"])
 
 

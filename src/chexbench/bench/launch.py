@@ -25,7 +25,16 @@ from chexbench.spec.grid import Grid, PlannedCell
 
 def torchrun_command(nproc: int, chexbench_args: Sequence[str]) -> list[str]:
     """``python -m torch.distributed.run --standalone --nproc-per-node N -m chexbench ARGS``."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "chexbench", *chexbench_args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "chexbench",
+        *chexbench_args,
+    ]
 
 
 def strip_option(argv: Sequence[str], name: str) -> list[str]:

@@ -91,8 +91,13 @@ class CellRecord:
         row = {**self.as_dict(), "status": str(self.status)}  # through pandas, as records were always written
         try:
             return pa.Table.from_pandas(pd.DataFrame([row]), schema=RECORD_SCHEMA, preserve_index=False)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:  # e.g. "" where a number belongs: refused, nothing written
-            raise ValueError(f"record of cell {self.cell_id}: a value does not fit its column's type ({e})") from None
+        except (
+            pa.ArrowInvalid,
+            pa.ArrowTypeError,
+        ) as e:  # e.g. "" where a number belongs: refused, nothing written
+            raise ValueError(
+                f"record of cell {self.cell_id}: a value does not fit its column's type ({e})"
+            ) from None
 
 
 _ARROW_TYPES: dict[type, pa.DataType] = {int: pa.int64(), float: pa.float64(), str: pa.large_string()}

@@ -20,8 +20,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chexbench.spec.grid import PlanStatus, PlannedCell
 from chexbench.core.errors import ConfigError
+from chexbench.spec.grid import PlannedCell, PlanStatus
 from chexbench.spec.registry import STRATEGIES
 
 
@@ -69,18 +69,24 @@ class ShardCosts:
     run: dict[str, float]
 
 
-def shard_cells(planned: list[PlannedCell], shard: Shard, costs: ShardCosts | None = None) -> list[PlannedCell]:
+def shard_cells(
+    planned: list[PlannedCell], shard: Shard, costs: ShardCosts | None = None
+) -> list[PlannedCell]:
     """The cells of ``planned`` that shard ``shard`` runs (plus, for shard 0, the skipped ones).
 
     With ``costs``: balanced by estimated cost (:func:`_balanced`); without: contiguous blocks of
     equal cell counts."""
     if shard.count == 1:
         return list(planned)
-    return (_balanced(planned, shard.count, costs) if costs is not None else _blocks(planned, shard.count))[shard.index]
+    return (_balanced(planned, shard.count, costs) if costs is not None else _blocks(planned, shard.count))[
+        shard.index
+    ]
 
 
 def _blocks(planned: list[PlannedCell], count: int) -> list[list[PlannedCell]]:
-    runnable = sorted((p for p in planned if p.status == PlanStatus.RUN), key=lambda p: (pretrain_group(p), p.cell.cell_id))
+    runnable = sorted(
+        (p for p in planned if p.status == PlanStatus.RUN), key=lambda p: (pretrain_group(p), p.cell.cell_id)
+    )
     n = len(runnable)
     blocks = [runnable[i * n // count : (i + 1) * n // count] for i in range(count)]
     blocks[0] = [p for p in planned if p.status != PlanStatus.RUN] + blocks[0]
@@ -93,7 +99,9 @@ def _balanced(planned: list[PlannedCell], count: int, costs: ShardCosts) -> list
     unit alone; the units, costliest first, each go to the shard with the least cost so far
     (longest-processing-time first; ties: the lower index). Deterministic from the grid alone."""
     units: dict[str, list[PlannedCell]] = {}
-    for p in sorted((p for p in planned if p.status == PlanStatus.RUN), key=lambda p: (pretrain_group(p), p.cell.cell_id)):
+    for p in sorted(
+        (p for p in planned if p.status == PlanStatus.RUN), key=lambda p: (pretrain_group(p), p.cell.cell_id)
+    ):
         group = pretrain_group(p)
         units.setdefault(group or f"cell:{p.cell.cell_id}", []).append(p)
     cost = {u: costs.run.get(u, 0.0) + sum(costs.cell(p) for p in ps) for u, ps in units.items()}

@@ -60,7 +60,9 @@ class JobState(StrEnum):
 
 
 #: SLURM states (``sacct``) of a job that has not started, and of one that runs
-_SLURM_QUEUED = frozenset({"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"})
+_SLURM_QUEUED = frozenset(
+    {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"}
+)
 _SLURM_RUNNING = frozenset({"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"})
 
 
@@ -91,7 +93,9 @@ class JobStatus:
             state = JobState.RUNNING
         elif word.startswith("UNKNOWN"):
             state = JobState.UNKNOWN
-        else:  # COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, …: over, and no state written
+        # COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, …: over, and no state
+        # written
+        else:
             state = JobState.LOST
         return cls(state, slurm=word)
 
@@ -117,14 +121,26 @@ class Submission:
     jobs: tuple[JobEntry, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
-        return {"grid": self.grid, "grid_name": self.grid_name, "only": list(self.only), "executor": str(self.executor),
-                "submitted_at": self.submitted_at, "jobs": [asdict(j) for j in self.jobs]}
+        return {
+            "grid": self.grid,
+            "grid_name": self.grid_name,
+            "only": list(self.only),
+            "executor": str(self.executor),
+            "submitted_at": self.submitted_at,
+            "jobs": [asdict(j) for j in self.jobs],
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Submission:
         jobs = tuple(JobEntry(str(j["shard"]), str(j["job_id"]), str(j["folder"])) for j in data["jobs"])
-        return cls(str(data["grid"]), str(data["grid_name"]), tuple(str(o) for o in data.get("only") or ()),
-                   Executor(data["executor"]), str(data["submitted_at"]), jobs)
+        return cls(
+            str(data["grid"]),
+            str(data["grid_name"]),
+            tuple(str(o) for o in data.get("only") or ()),
+            Executor(data["executor"]),
+            str(data["submitted_at"]),
+            jobs,
+        )
 
     def cells(self) -> list[PlannedCell] | None:
         """The cells of the submitted grid (None when the grid can no longer be read)."""
@@ -134,9 +150,24 @@ class Submission:
             return None
 
 
-def shard_command(grid: str, results: Path, shard: str, gpus: int, device: str, only: Sequence[str]) -> list[str]:
+def shard_command(
+    grid: str, results: Path, shard: str, gpus: int, device: str, only: Sequence[str]
+) -> list[str]:
     """The ``chexbench run`` command line job ``shard`` executes."""
-    cmd = [sys.executable, "-m", "chexbench", "run", "--grid", grid, "--results", str(results), "--shard", shard, "--device", device]
+    cmd = [
+        sys.executable,
+        "-m",
+        "chexbench",
+        "run",
+        "--grid",
+        grid,
+        "--results",
+        str(results),
+        "--shard",
+        shard,
+        "--device",
+        device,
+    ]
     if gpus > 1:
         cmd += ["--gpus", str(gpus)]
     for o in only:
@@ -155,9 +186,13 @@ def run_shard_job(cmd: list[str]) -> int:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)
-    _write_state(state_file, JobState.FINISHED if proc.returncode == 0 else JobState.FAILED, returncode=proc.returncode)
+    _write_state(
+        state_file, JobState.FINISHED if proc.returncode == 0 else JobState.FAILED, returncode=proc.returncode
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[2:])} exited with {proc.returncode}: {(proc.stdout + proc.stderr)[-2000:]}")
+        raise RuntimeError(
+            f"{' '.join(cmd[2:])} exited with {proc.returncode}: {(proc.stdout + proc.stderr)[-2000:]}"
+        )
     return 0
 
 
@@ -167,8 +202,13 @@ def state_file_name(job_id: str) -> str:
 
 
 def _write_state(path: Path, state: JobState, **extra: Any) -> None:
-    info = {"state": str(state), "host": socket.gethostname(), "pid": os.getpid(), **extra,
-            "updated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+    info = {
+        "state": str(state),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        **extra,
+        "updated_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(info))
 
@@ -196,7 +236,9 @@ def _check_job_entry(path: Path, results: Path, job: JobEntry) -> None:
         raise ConfigError(f"{path}: job id {job.job_id!r} is not a scheduler job id; refusing to read it")
     inside = folder if folder.is_absolute() else results / folder
     if not inside.resolve().is_relative_to(results.resolve()):
-        raise ConfigError(f"{path}: job folder {folder} lies outside the results folder {results}; refusing to read it")
+        raise ConfigError(
+            f"{path}: job folder {folder} lies outside the results folder {results}; refusing to read it"
+        )
 
 
 def record_submission(results: Path, submission: Submission) -> Path:
@@ -211,7 +253,8 @@ def record_submission(results: Path, submission: Submission) -> Path:
 
 # -- a job's state --------------------------------------------------------------------------
 def job_state(executor: Executor | str, folder: str, job_id: str) -> JobStatus:
-    """The job's state from the JSON it writes (never from submitit's pickles); else SLURM's, or the local pid's.
+    """The job's state from the JSON it writes (never from submitit's pickles); else SLURM's, or the local
+    pid's.
 
     FINISHED / FAILED once the job ended; RUNNING while it runs (LOST if its process is gone);
     before the job started: SLURM's state from ``sacct``, or for a local job whether its pid lives.
@@ -221,9 +264,17 @@ def job_state(executor: Executor | str, folder: str, job_id: str) -> JobStatus:
     state = _read_state(Path(folder) / state_file_name(job_id))
     if state is not None:
         name = str(state.get("state", "UNKNOWN"))
-        if name == JobState.RUNNING and state.get("host") == socket.gethostname() and not pid_alive(state.get("pid")):
+        if (
+            name == JobState.RUNNING
+            and state.get("host") == socket.gethostname()
+            and not pid_alive(state.get("pid"))
+        ):
             return JobStatus(JobState.LOST, "ended without a result")
-        return JobStatus(JobState(name)) if name in (JobState.RUNNING, JobState.FINISHED, JobState.FAILED) else JobStatus(JobState.UNKNOWN)
+        return (
+            JobStatus(JobState(name))
+            if name in (JobState.RUNNING, JobState.FINISHED, JobState.FAILED)
+            else JobStatus(JobState.UNKNOWN)
+        )
     if Executor(executor) is Executor.SLURM:
         return JobStatus.from_slurm(sacct_state(job_id))
     pid = int(job_id.split("_")[0])
@@ -241,8 +292,12 @@ def _read_state(path: Path) -> dict[str, Any] | None:
 def sacct_state(job_id: str) -> str:
     """SLURM's state of ``job_id`` (``sacct``), or UNKNOWN when it cannot be asked."""
     try:
-        out = subprocess.run(["sacct", "-j", job_id, "-o", "JobID,State", "--parsable2", "--noheader"],
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            ["sacct", "-j", job_id, "-o", "JobID,State", "--parsable2", "--noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.SubprocessError) as e:
         return f"UNKNOWN ({type(e).__name__})"
     return parse_sacct(out.stdout, job_id)
@@ -259,13 +314,27 @@ def parse_sacct(text: str, job_id: str) -> str:
 
 
 # -- submitting and following ---------------------------------------------------------------
-def job_parameters(executor: Executor, name: str, timeout_min: int, jobs: int, partition: str | None,
-                   gpus_per_job: int, cpus_per_job: int, mem_gb: int, local_gpus: int) -> dict[str, Any]:
+def job_parameters(
+    executor: Executor,
+    name: str,
+    timeout_min: int,
+    jobs: int,
+    partition: str | None,
+    gpus_per_job: int,
+    cpus_per_job: int,
+    mem_gb: int,
+    local_gpus: int,
+) -> dict[str, Any]:
     """submitit parameters shared by every shard job of one submission (``local_gpus``: GPUs a local
     job may use; 0 keeps local jobs on the CPU)."""
     params: dict[str, Any] = {"timeout_min": timeout_min, "name": name, "tasks_per_node": 1}
     if executor is Executor.SLURM:
-        params.update(gpus_per_node=gpus_per_job, cpus_per_task=cpus_per_job, mem_gb=mem_gb, slurm_array_parallelism=jobs)
+        params.update(
+            gpus_per_node=gpus_per_job,
+            cpus_per_task=cpus_per_job,
+            mem_gb=mem_gb,
+            slurm_array_parallelism=jobs,
+        )
         if partition:
             params["slurm_partition"] = partition
     elif local_gpus > 0:
@@ -285,7 +354,9 @@ class SubmittedJob:
         return JobEntry(self.shard, str(self.handle.job_id), str(self.handle.paths.folder))
 
 
-def submit_shards(executor: Executor, folder: Path, params: dict[str, Any], commands: dict[str, list[str]]) -> list[SubmittedJob]:
+def submit_shards(
+    executor: Executor, folder: Path, params: dict[str, Any], commands: dict[str, list[str]]
+) -> list[SubmittedJob]:
     """Submit one array job per shard (``commands``: shard → its ``chexbench run`` command)."""
     # lazy: submitit is optional (the slurm extra)
     import submitit
@@ -296,9 +367,17 @@ def submit_shards(executor: Executor, folder: Path, params: dict[str, Any], comm
     return [SubmittedJob(s, h) for s, h in zip(commands, handles, strict=True)]
 
 
-def new_submission(grid: str, grid_name: str, only: Sequence[str], executor: Executor, jobs: Sequence[SubmittedJob]) -> Submission:
-    return Submission(grid, grid_name, tuple(only), executor, _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-                      tuple(j.entry for j in jobs))
+def new_submission(
+    grid: str, grid_name: str, only: Sequence[str], executor: Executor, jobs: Sequence[SubmittedJob]
+) -> Submission:
+    return Submission(
+        grid,
+        grid_name,
+        tuple(only),
+        executor,
+        _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        tuple(j.entry for j in jobs),
+    )
 
 
 def wait_for(executor: Executor, jobs: Sequence[SubmittedJob]) -> list[tuple[SubmittedJob, JobStatus]]:
@@ -322,7 +401,9 @@ class JobRow:
     cells: int | None
 
 
-def job_rows(results: Path, sub: Submission, planned: list[PlannedCell] | None, costs: ShardCosts | None) -> list[JobRow]:
+def job_rows(
+    results: Path, sub: Submission, planned: list[PlannedCell] | None, costs: ShardCosts | None
+) -> list[JobRow]:
     """Each job of ``sub``: its state and how many of its shard's runnable cells are stored (``costs``:
     the split ``run --shard`` makes of ``planned``). Reads only: nothing in ``results`` is moved."""
     store = ResultsView(results, cache=False)
@@ -330,7 +411,13 @@ def job_rows(results: Path, sub: Submission, planned: list[PlannedCell] | None, 
     for job in sub.jobs:
         stored = total = None
         if planned is not None:
-            mine = [p.cell.cell_id for p in shard_cells(planned, Shard.parse(job.shard), costs) if p.status == "run"]
+            mine = [
+                p.cell.cell_id
+                for p in shard_cells(planned, Shard.parse(job.shard), costs)
+                if p.status == "run"
+            ]
             stored, total = sum(store.has(c) for c in mine), len(mine)
-        rows.append(JobRow(job.shard, job.job_id, job_state(sub.executor, job.folder, job.job_id), stored, total))
+        rows.append(
+            JobRow(job.shard, job.job_id, job_state(sub.executor, job.folder, job.job_id), stored, total)
+        )
     return rows

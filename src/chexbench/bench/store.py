@@ -2,7 +2,8 @@
 
 Layout of a results directory::
 
-    records/<cell_id>.parquet       one row, a :class:`~chexbench.bench.record.CellRecord` (schema version in each row)
+    records/<cell_id>.parquet       one row, a :class:`~chexbench.bench.record.CellRecord` (schema version in
+    each row)
     predictions/<cell_id>.parquet   long form, PREDICTION_COLUMNS; valid and test splits
     pretrain/<run_id>.parquet       loss curve / probe history of a shared pretraining run
     external/<cell_id>/<target>.parquet   ``settings.evaluate_on``: the cell's selected model on another
@@ -47,11 +48,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from chexbench.bench.record import RECORD_COLUMNS, CellRecord, RecordStatus
-from chexbench.spec.cell import configuration_hash, RESULTS_SCHEMA_VERSION
 from chexbench.core.atomic import atomic_path, atomic_write_parquet
 from chexbench.core.errors import DataError
 from chexbench.core.lock import FileLock
 from chexbench.datasets.base import SUBGROUP_COLUMNS
+from chexbench.spec.cell import RESULTS_SCHEMA_VERSION, configuration_hash
 
 #: Columns of a predictions file: one row per (image, label).
 PREDICTION_COLUMNS: tuple[str, ...] = (
@@ -62,12 +63,15 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "y_score",  # float: predicted probability
     "split",  # "valid" | "test"
 )
-#: then, where the dataset's index has them, each image's subgroup attributes (``datasets.base.SUBGROUP_COLUMNS``:
-#: sex str, age float years, view str, site str), read by ``chexbench score --by`` and the report's subgroup section
+#: then, where the dataset's index has them, each image's subgroup attributes
+#: (``datasets.base.SUBGROUP_COLUMNS``:
+#: sex str, age float years, view str, site str), read by ``chexbench score --by`` and the report's subgroup
+#: section
 
 
 def prediction_columns(predictions: pd.DataFrame) -> list[str]:
-    """The columns a stored predictions file keeps: ``PREDICTION_COLUMNS``, then the subgroup attributes it has."""
+    """The columns a stored predictions file keeps: ``PREDICTION_COLUMNS``, then the subgroup attributes it
+    has."""
     return [*PREDICTION_COLUMNS, *(c for c in SUBGROUP_COLUMNS if c in predictions.columns)]
 
 
@@ -185,11 +189,16 @@ class ResultsView:
             raise DataError(f"{path}: no predictions stored for cell {cell_id}") from None
         except Exception as e:  # noqa: BLE001
             reason = _reason(e)
-            self._tell(path, "full read", f"damaged {path} ({reason}); left in place, its cell left out. A run checks "
-                       "only the footer, which reads: move the file out of the folder (or rerun the cell with "
-                       "--overwrite) to recompute it")
-            raise DamagedResultError(f"{path}: damaged ({reason}); move it away or rerun its cell with "
-                                     "`chexbench run --overwrite`") from None
+            self._tell(
+                path,
+                "full read",
+                f"damaged {path} ({reason}); left in place, its cell left out. A run checks "
+                "only the footer, which reads: move the file out of the folder (or rerun the cell with "
+                "--overwrite) to recompute it",
+            )
+            raise DamagedResultError(
+                f"{path}: damaged ({reason}); move it away or rerun its cell with `chexbench run --overwrite`"
+            ) from None
         if self._cache:
             self._predictions[cell_id] = frame
         return frame
@@ -207,12 +216,14 @@ class ResultsView:
     def cell_write_id(self, cell_id: str) -> str | None:
         """The write id of the cell's stored record (its footer), None without one."""
         try:
-            return _pair(pq.read_metadata(self.record_path(cell_id)).metadata).get("write_id")  # type: ignore[union-attr]
+            # type: ignore[union-attr]
+            return _pair(pq.read_metadata(self.record_path(cell_id)).metadata).get("write_id")
         except Exception:  # noqa: BLE001 - missing, unreadable or unpaired: no write to tie to
             return None
 
     def external_record(self, cell_id: str, target: str) -> dict[str, Any] | None:
-        """The record of the cell's external file for ``target`` (footer only); None if missing or unreadable."""
+        """The record of the cell's external file for ``target`` (footer only); None if missing or
+        unreadable."""
         path = self.external_path(cell_id, target)
         if not path.is_file():
             return None
@@ -235,7 +246,9 @@ class ResultsView:
         try:
             return pq.read_table(path, page_checksum_verification=True).to_pandas()
         except Exception as e:  # noqa: BLE001
-            raise DataError(f"{path}: cannot read external predictions ({_reason(e)}); rerun `chexbench run` to redo them") from None
+            raise DataError(
+                f"{path}: cannot read external predictions ({_reason(e)}); rerun `chexbench run` to redo them"
+            ) from None
 
     # -- telling --------------------------------------------------------------------------
     def _tell(self, path: Path, kind: str, message: str) -> None:
@@ -245,8 +258,12 @@ class ResultsView:
             self.report(message)
 
     def _tell_left_in_place(self, path: Path, reason: str) -> None:
-        self._tell(path, "left in place", f"damaged {path} ({reason}); left in place: the next `chexbench run` moves it to "
-                         "quarantine/ and recomputes its cell")
+        self._tell(
+            path,
+            "left in place",
+            f"damaged {path} ({reason}); left in place: the next `chexbench run` moves it to "
+            "quarantine/ and recomputes its cell",
+        )
 
 
 class ResultStore(ResultsView):
@@ -280,26 +297,40 @@ class ResultStore(ResultsView):
 
         ``record``: a :class:`CellRecord`, or a dict of its columns (``configuration_hash`` may be left
         out: it is derived from ``config_json``); it is stored in the current schema version. Returns
-        the write id that pairs the two files (an external predictions file names the write of the model it used)."""
+        the write id that pairs the two files (an external predictions file names the write of the model it
+        used).
+        """
         if not isinstance(record, CellRecord):
             record = CellRecord.from_mapping(record)
         record = record.replace(schema_version=RESULTS_SCHEMA_VERSION)
         cell_id = record.cell_id
-        if record.status == RecordStatus.OK and predictions is None:  # it would read back damaged and be quarantined
-            raise ValueError(f"cell {cell_id}: a record with status ok needs its predictions (got none); nothing written")
-        pair: dict[str, Any] = {"cell_id": cell_id, "write_id": uuid.uuid4().hex, "rows": None, "labels": None,
-                                "eval_labels": _labels_of(record.eval_labels_json)}  # `chexbench score` reads them
+        if (
+            record.status == RecordStatus.OK and predictions is None
+        ):  # it would read back damaged and be quarantined
+            raise ValueError(
+                f"cell {cell_id}: a record with status ok needs its predictions (got none); nothing written"
+            )
+        pair: dict[str, Any] = {
+            "cell_id": cell_id,
+            "write_id": uuid.uuid4().hex,
+            "rows": None,
+            "labels": None,
+            "eval_labels": _labels_of(record.eval_labels_json),
+        }  # `chexbench score` reads them
         if predictions is not None:
             missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
             if missing:
                 raise ValueError(f"predictions lack columns: {missing}")
             pair.update(rows=len(predictions), labels=sorted(map(str, predictions["label"].unique())))
             atomic_write_parquet(
-                predictions[prediction_columns(predictions)].reset_index(drop=True), self.predictions_path(cell_id),
-                footer={PAIR_KEY: json.dumps(pair).encode()}
+                predictions[prediction_columns(predictions)].reset_index(drop=True),
+                self.predictions_path(cell_id),
+                footer={PAIR_KEY: json.dumps(pair).encode()},
             )
         table = record.to_table()
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), PAIR_KEY: json.dumps(pair).encode()})
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), PAIR_KEY: json.dumps(pair).encode()}
+        )
         with atomic_path(self.record_path(cell_id)) as tmp:
             pq.write_table(table, tmp, write_page_checksum=True)
         return str(pair["write_id"])
@@ -312,8 +343,11 @@ class ResultStore(ResultsView):
             raise ValueError(f"external predictions lack columns: {missing}")
         path = self.external_path(record["cell_id"], record["target"])
         extra = [c for c in predictions.columns if c not in PREDICTION_COLUMNS]  # e.g. subgroup columns
-        atomic_write_parquet(predictions[[*PREDICTION_COLUMNS, *extra]].reset_index(drop=True), path,
-                             footer={EXTERNAL_KEY: json.dumps(record, default=str, allow_nan=True).encode()})
+        atomic_write_parquet(
+            predictions[[*PREDICTION_COLUMNS, *extra]].reset_index(drop=True),
+            path,
+            footer={EXTERNAL_KEY: json.dumps(record, default=str, allow_nan=True).encode()},
+        )
         return path
 
     def remove(self, cell_id: str) -> None:
@@ -350,7 +384,8 @@ class ResultStore(ResultsView):
             claim.release()
 
     def read_side_file_or_quarantine(self, path: Path) -> pd.DataFrame | None:
-        """A Parquet file the run rebuilds (e.g. ``skipped.parquet``); None if missing or damaged (then quarantined)."""
+        """A Parquet file the run rebuilds (e.g. ``skipped.parquet``); None if missing or damaged (then
+        quarantined)."""
         found = _read_side(path)
         if isinstance(found, str):
             self._quarantine(path, found)
@@ -361,7 +396,9 @@ class ResultStore(ResultsView):
         """Move ``path`` to ``quarantine/<its folder's name>/`` under a free name; log and report it."""
         if not path.exists():
             return
-        folder = self.root / "quarantine" / path.parent.relative_to(self.root)  # records/, predictions/, or the top
+        folder = (
+            self.root / "quarantine" / path.parent.relative_to(self.root)
+        )  # records/, predictions/, or the top
         try:
             folder.mkdir(parents=True, exist_ok=True)
             for n in range(10_000):
@@ -373,18 +410,28 @@ class ResultStore(ResultsView):
                 break
             else:
                 raise DataError(f"{folder}: no free name to quarantine {path.name}")
-            entry = {"file": str(path.relative_to(self.root)), "moved_to": str(target.relative_to(self.root)),
-                     "reason": reason, "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+            entry = {
+                "file": str(path.relative_to(self.root)),
+                "moved_to": str(target.relative_to(self.root)),
+                "reason": reason,
+                "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            }
             with open(self.root / "quarantine" / "log.jsonl", "a") as log:
                 log.write(json.dumps(entry) + "\n")
         except OSError as e:  # e.g. a read-only folder that is not ours: the cell stays damaged
             self._report_unmovable(path, reason, e)
             return
         self.quarantined.append((path, target, reason))
-        self.report(f"damaged {path} ({reason}): moved to {target}; its cell will be recomputed by the next run")
+        self.report(
+            f"damaged {path} ({reason}): moved to {target}; its cell will be recomputed by the next run"
+        )
 
     def _report_unmovable(self, path: Path, reason: str, error: OSError) -> None:
-        self._tell(path, "unmovable", f"damaged {path} ({reason}); could not move it to quarantine: {error.strerror or error}")
+        self._tell(
+            path,
+            "unmovable",
+            f"damaged {path} ({reason}); could not move it to quarantine: {error.strerror or error}",
+        )
 
 
 def _check_files(rec_path: Path, pred_path: Path, cell_id: str, full_record: bool) -> CellCheck:
@@ -406,10 +453,14 @@ def _check_files(rec_path: Path, pred_path: Path, cell_id: str, full_record: boo
     try:
         footer = pq.read_metadata(pred_path)
     except Exception as e:  # noqa: BLE001
-        return CellCheck(CellState.DAMAGED, [(pred_path, _reason(e)), (rec_path, "its predictions file is damaged")])
+        return CellCheck(
+            CellState.DAMAGED, [(pred_path, _reason(e)), (rec_path, "its predictions file is damaged")]
+        )
     problem = _pair_problem(table.schema.metadata, footer, cell_id, _eval_labels(record))
     if problem:
-        return CellCheck(CellState.DAMAGED, [(pred_path, problem), (rec_path, "does not match its predictions file")])
+        return CellCheck(
+            CellState.DAMAGED, [(pred_path, problem), (rec_path, "does not match its predictions file")]
+        )
     return CellCheck(CellState.OK, record=record)
 
 
@@ -507,7 +558,9 @@ def _pair(metadata: dict[bytes, bytes] | None) -> dict[str, Any] | None:
         return None
 
 
-def _pair_problem(record_meta: dict[bytes, bytes] | None, footer: pq.FileMetaData, cell_id: str, eval_labels: list[str]) -> str:
+def _pair_problem(
+    record_meta: dict[bytes, bytes] | None, footer: pq.FileMetaData, cell_id: str, eval_labels: list[str]
+) -> str:
     """Why a predictions file's footer does not belong to its record ("" if it does)."""
     columns = set(footer.schema.names)
     if missing := [c for c in PREDICTION_COLUMNS if c not in columns]:

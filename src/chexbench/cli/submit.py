@@ -23,13 +23,20 @@ def submit(
     grid: GridOpt = "smoke",
     results: ResultsOpt = Path("chexbench-results"),
     only: OnlyOpt = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-n", help="number of shard jobs (the grid is split into this many shards)")] = 1,
+    jobs: Annotated[
+        int,
+        typer.Option("--jobs", "-n", help="number of shard jobs (the grid is split into this many shards)"),
+    ] = 1,
     partition: Annotated[str | None, typer.Option(help="SLURM partition")] = None,
-    gpus_per_job: Annotated[int, typer.Option(help="GPUs per job; > 1 trains each cell data-parallel (torchrun)")] = 1,
+    gpus_per_job: Annotated[
+        int, typer.Option(help="GPUs per job; > 1 trains each cell data-parallel (torchrun)")
+    ] = 1,
     cpus_per_job: Annotated[int, typer.Option(help="CPU cores per job")] = 8,
     mem_gb: Annotated[int, typer.Option(help="memory per job (GB)")] = 64,
     timeout_min: Annotated[int, typer.Option(help="wall-clock limit per job (minutes)")] = 24 * 60,
-    executor: Annotated[str, typer.Option(help="slurm | local (local processes, for testing the setup)")] = "slurm",
+    executor: Annotated[
+        str, typer.Option(help="slurm | local (local processes, for testing the setup)")
+    ] = "slurm",
     device: Annotated[str, typer.Option(help="device inside each job: auto | cpu | cuda")] = "auto",
     wait: Annotated[bool, typer.Option(help="block until every job ends; exit 1 if one failed")] = False,
 ) -> None:
@@ -55,8 +62,21 @@ def submit(
     grid_arg = str(Path(grid).resolve()) if Path(grid).exists() else grid
     where = Executor(executor)
     local_gpus = _cuda_count() if where is Executor.LOCAL and device != "cpu" else 0
-    params = job_parameters(where, f"chexbench-{g.name}", timeout_min, jobs, partition, gpus_per_job, cpus_per_job, mem_gb, local_gpus)
-    commands = {s: shard_command(grid_arg, results, s, gpus_per_job, device, list(only or [])) for s in (f"{i}/{jobs}" for i in range(jobs))}
+    params = job_parameters(
+        where,
+        f"chexbench-{g.name}",
+        timeout_min,
+        jobs,
+        partition,
+        gpus_per_job,
+        cpus_per_job,
+        mem_gb,
+        local_gpus,
+    )
+    commands = {
+        s: shard_command(grid_arg, results, s, gpus_per_job, device, list(only or []))
+        for s in (f"{i}/{jobs}" for i in range(jobs))
+    }
     submitted = submit_shards(where, results / "jobs" / "%j", params, commands)
     path = record_submission(results, new_submission(grid_arg, g.name, list(only or []), where, submitted))
     table = Table(title=f"{len(submitted)} {executor} job(s) for grid {g.name}", title_justify="left")
@@ -76,7 +96,9 @@ def _check_submit_options(executor: str, jobs: int, gpus_per_job: int) -> None:
     if jobs < 1 or gpus_per_job < 1:
         raise ConfigError(f"--jobs and --gpus-per-job must be ≥ 1 (got {jobs}, {gpus_per_job})")
     if executor == "slurm" and shutil.which("sbatch") is None:
-        raise ConfigError("--executor slurm: no SLURM here (sbatch not found); use --executor local to try the setup")
+        raise ConfigError(
+            "--executor slurm: no SLURM here (sbatch not found); use --executor local to try the setup"
+        )
 
 
 def _wait_for_jobs(executor, submitted) -> int:
@@ -85,7 +107,9 @@ def _wait_for_jobs(executor, submitted) -> int:
     from chexbench.bench.slurm import wait_for
 
     ended = wait_for(executor, submitted)
-    failed = [(job, status) for job, status in ended if not status.finished]  # the job's own JSON state, as `status` reads it
+    failed = [
+        (job, status) for job, status in ended if not status.finished
+    ]  # the job's own JSON state, as `status` reads it
     for job, status in failed:
         console.print(f"  [red]shard {job.shard} failed[/] ({status}); its output: {job.handle.paths.stderr}")
     console.print(f"{len(ended) - len(failed)}/{len(ended)} jobs finished")
@@ -111,9 +135,13 @@ def print_jobs(results: Path) -> None:
     sub = subs[-1]
     planned = sub.cells()
     costs = shard_costs(planned) if planned is not None else None  # the split `run --shard` makes
-    table = Table(title=f"{sub.executor} jobs submitted {sub.submitted_at} (grid {sub.grid_name})", title_justify="left")
+    table = Table(
+        title=f"{sub.executor} jobs submitted {sub.submitted_at} (grid {sub.grid_name})", title_justify="left"
+    )
     for col in ("shard", "job", "state", "cells stored"):
         table.add_column(col)
     for row in job_rows(results, sub, planned, costs):  # status only looks: nothing is moved
-        table.add_row(row.shard, row.job_id, str(row.status), "" if row.cells is None else f"{row.stored}/{row.cells}")
+        table.add_row(
+            row.shard, row.job_id, str(row.status), "" if row.cells is None else f"{row.stored}/{row.cells}"
+        )
     console.print(table)

@@ -28,30 +28,53 @@ def parse_sites(text: str) -> tuple[str, ...]:
 
 @data_app.command("synth")
 def synth_cmd(
-    out: Annotated[Path, typer.Option(help="output folder (must not exist or be empty); one sub-folder per site")],
-    sites: Annotated[str, typer.Option(help="comma-separated: chexpert, nih, indiana")] = "chexpert,nih,indiana",
+    out: Annotated[
+        Path, typer.Option(help="output folder (must not exist or be empty); one sub-folder per site")
+    ],
+    sites: Annotated[
+        str, typer.Option(help="comma-separated: chexpert, nih, indiana")
+    ] = "chexpert,nih,indiana",
     patients: Annotated[int, typer.Option(help="patients per site (each with 1-5 studies)")] = 200,
     size: Annotated[int, typer.Option(help="image width in pixels")] = 256,
     seed: Annotated[int, typer.Option(help="random seed; same seed, same bytes")] = 0,
-    preview: Annotated[bool, typer.Option(help="also write OUT/contact_sheet.png, a labelled tile per finding")] = False,
+    preview: Annotated[
+        bool, typer.Option(help="also write OUT/contact_sheet.png, a labelled tile per finding")
+    ] = False,
     workers: Annotated[int, typer.Option(help="processes (0: one per CPU for big runs)")] = 0,
-    dependencies: Annotated[str, typer.Option(
-        help='"published": view, age and AP magnification follow the findings as in the real data; '
-             '"none": independent (generator version 5\'s files)')] = "published",
+    dependencies: Annotated[
+        str,
+        typer.Option(
+            help='"published": view, age and AP magnification follow the findings as in the real data; '
+            '"none": independent (generator version 5\'s files)'
+        ),
+    ] = "published",
 ) -> None:
     """Phantom chest radiographs written in the CheXpert, NIH and Indiana native layouts."""
     # lazy: keeps chexbench --help fast
     from chexbench.datasets.phantom.generate import generate
 
     site_list = parse_sites(sites)
-    result = generate(out, site_list, patients=patients, size=size, seed=seed, workers=workers or None,
-                      dependencies=dependencies)  # type: ignore[arg-type]  # checked by generate
+    result = generate(
+        out,
+        site_list,
+        patients=patients,
+        size=size,
+        seed=seed,
+        workers=workers or None,
+        dependencies=dependencies,
+    )  # type: ignore[arg-type]  # checked by generate
     table = Table(title=f"phantom data in {result.root} ({result.seconds:.1f} s)")
     for col in ("site", "images", "patients", "studies", "boxes", "folder"):
         table.add_column(col, justify="left" if col in ("site", "folder") else "right")
     for site, tally in result.tallies.items():
-        table.add_row(site, str(tally.images), str(len(tally.patients)), str(tally.studies), str(tally.boxes),
-                      str(result.root / site))
+        table.add_row(
+            site,
+            str(tally.images),
+            str(len(tally.patients)),
+            str(tally.studies),
+            str(tally.boxes),
+            str(result.root / site),
+        )
     console.print(table)
     prevalence = Table(title="label prevalence (share of frontal images showing each finding)")
     prevalence.add_column("finding")

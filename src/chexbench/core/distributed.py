@@ -177,7 +177,8 @@ def exclusive_across_jobs(path: str | Path, poll_s: float = 0.2) -> Iterator[Non
 
 # -- slices of a global batch -------------------------------------------------------------
 def rank_range(n: int, r: int | None = None, w: int | None = None) -> tuple[int, int]:
-    """Rows ``[lo, hi)`` of ``n`` global rows that rank ``r`` of ``w`` owns (contiguous, sizes differ by ≤ 1)."""
+    """Rows ``[lo, hi)`` of ``n`` global rows that rank ``r`` of ``w`` owns (contiguous, sizes differ by ≤
+    1)."""
     r = rank() if r is None else r
     w = world_size() if w is None else w
     return r * n // w, (r + 1) * n // w
@@ -206,7 +207,11 @@ def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def _backend_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
 
 
 def gather_cpu_rows(x: torch.Tensor) -> torch.Tensor:
@@ -271,7 +276,9 @@ def wrap_ddp(module: nn.Module, device: torch.device, sync_bn: bool = True) -> n
     if sync_bn and device.type == "cuda" and has_batch_norm(module):
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group=_group())
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False, process_group=_group())
+    return nn.parallel.DistributedDataParallel(
+        module, device_ids=ids, broadcast_buffers=False, process_group=_group()
+    )
 
 
 class LossForward(nn.Module):
@@ -294,7 +301,14 @@ def _is_collective_error(e: BaseException) -> bool:
     """An error a rank gets because *another* rank left a collective (not the cause)."""
     text = str(e)
     return isinstance(e, (CellFailedOnRank, getattr(dist, "DistError", ()))) or any(
-        m in text for m in ("Connection closed by peer", "Connection reset by peer", "Timed out waiting", "gloo", "NCCL")
+        m in text
+        for m in (
+            "Connection closed by peer",
+            "Connection reset by peer",
+            "Timed out waiting",
+            "gloo",
+            "NCCL",
+        )
     )
 
 
@@ -336,7 +350,9 @@ def cell_scope() -> Iterator[None]:
         }
         traceback.clear_frames(e.__traceback__)  # the frames hold the DDP model, which holds the group
         del e
-        dist.distributed_c10d._get_default_store().set(_failure_key(), "1")  # for ranks polling outside collectives
+        dist.distributed_c10d._get_default_store().set(
+            _failure_key(), "1"
+        )  # for ranks polling outside collectives
     finally:
         group, _cell_group = _cell_group, None
         _close_group(group, failed=mine is not None)
@@ -374,4 +390,3 @@ def _close_group(group: Any, failed: bool) -> None:
             dist.distributed_c10d._abort_process_group(group)
             return
     dist.destroy_process_group(group)
-

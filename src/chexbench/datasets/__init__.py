@@ -6,26 +6,32 @@ are one class per layout (:mod:`.phantom`)."""
 from chexbench.spec.registry import DATASETS
 
 DATASETS.declare(
-    "chexpert", "chexbench.datasets.chexpert:CheXpert",
+    "chexpert",
+    "chexbench.datasets.chexpert:CheXpert",
     "CheXpert v1.0 / -small (Irvin et al. 2019): 14 observations, 5 competition labels",
 )
 DATASETS.declare(
-    "indiana", "chexbench.datasets.indiana:Indiana",
+    "indiana",
+    "chexbench.datasets.indiana:Indiana",
     "Indiana University / OpenI NLMCXR (Demner-Fushman et al. 2016): MeSH-derived labels",
 )
 DATASETS.declare(
-    "nih", "chexbench.datasets.nih:NIHChestXray14",
+    "nih",
+    "chexbench.datasets.nih:NIHChestXray14",
     "NIH ChestX-ray14 (Wang et al. 2017): 14 findings, official train_val/test lists",
 )
 DATASETS.declare(
-    "phantom-chexpert", "chexbench.datasets.phantom:PhantomChexpert",
+    "phantom-chexpert",
+    "chexbench.datasets.phantom:PhantomChexpert",
     "phantom radiographs in the CheXpert-v1.0-small layout (generated on first use)",
 )
 DATASETS.declare(
-    "phantom-indiana", "chexbench.datasets.phantom:PhantomIndiana",
+    "phantom-indiana",
+    "chexbench.datasets.phantom:PhantomIndiana",
     "phantom radiographs in the Indiana/OpenI layout (generated on first use)",
 )
 DATASETS.declare(
-    "phantom-nih", "chexbench.datasets.phantom:PhantomNih",
+    "phantom-nih",
+    "chexbench.datasets.phantom:PhantomNih",
     "phantom radiographs in the NIH ChestX-ray14 layout (generated on first use)",
 )

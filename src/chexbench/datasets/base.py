@@ -66,8 +66,11 @@ class DatasetOptions(Options):
 
     root: str | None = Field(None, description="folder holding the dataset in its native layout")
     splits: str | None = Field(
-        None, description="split file (or a folder holding one) to read the patient splits and label-fraction samples from "
-        "instead of deriving them (docs/DATASETS.md, Split files); its sha256 enters the cell id"
+        None,
+        description=(
+            "split file (or a folder holding one) to read the patient splits and label-fraction samples from "
+            "instead of deriving them (docs/DATASETS.md, Split files); its sha256 enters the cell id"
+        ),
     )
 
 
@@ -99,7 +102,8 @@ class Dataset:
         root = options.get("root")
         if not root:
             raise DataError(
-                f"dataset '{self.name}' needs a root: set root = \"/path\" under [dataset.{self.name}] in the grid"
+                f"dataset '{self.name}' needs a root: set root = \"/path\" under [dataset.{self.name}] in the"
+                " grid"
             )
         path = Path(root).expanduser()
         if not path.exists():

@@ -49,7 +49,8 @@ def _relative_paths(paths: pd.Series, file: Path) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{file}: column 'Path' value {paths.iloc[i]!r} is not '<root>/<split>/patientN/studyN/<view>.jpg'"
+            f"{file}: column 'Path' value {paths.iloc[i]!r} is not"
+            " '<root>/<split>/patientN/studyN/<view>.jpg'"
         )
     return rel
 
@@ -117,7 +118,7 @@ class CheXpert(Dataset):
     eval_labels = CHEXPERT_EVAL_LABELS
     blank_label_means = BLANK_NOT_MENTIONED  # the labeler's blank: the report does not mention it
     split_rule = (
-        f"test_labels.csv/test.csv as test and valid.csv as valid if present; else valid.csv as test and "
+        "test_labels.csv/test.csv as test and valid.csv as valid if present; else valid.csv as test and "
         f"{CHEXPERT_VALID_FRACTION:g} of train patients as valid (seed {CHEXPERT_VALID_SEED})"
     )
 

@@ -24,7 +24,6 @@ import pandas as pd
 
 from chexbench.bench.record import RecordStatus
 from chexbench.bench.store import DamagedResultError, ResultsView, record_configuration_hash
-from chexbench.spec.cell import configuration_keys
 from chexbench.core.errors import DataError
 from chexbench.reports.bootstrap import (
     CellScores,
@@ -36,14 +35,43 @@ from chexbench.reports.bootstrap import (
     truth_key,
 )
 from chexbench.reports.calibration import cell_calibration, cell_ece_replicates
+from chexbench.spec.cell import configuration_keys
 
-SKIPPED_COLUMNS = ("cell_id", "grid", "strategy", "backbone", "dataset", "protocol", "label_fraction", "seed", "reason")
+SKIPPED_COLUMNS = (
+    "cell_id",
+    "grid",
+    "strategy",
+    "backbone",
+    "dataset",
+    "protocol",
+    "label_fraction",
+    "seed",
+    "reason",
+)
 PRETRAIN_COLUMNS = ("run_id", "strategy", "backbone", "epoch", "step", "loss", "probe_auroc")
 #: the collapse monitors (chexbench.strategies.pretrain.MONITOR_COLUMNS): NaN in logs written before them
-PRETRAIN_MONITOR_COLUMNS = ("embed_std_ratio", "embed_rank", "feature_std_ratio", "feature_rank", "teacher_entropy", "collapsed")
+PRETRAIN_MONITOR_COLUMNS = (
+    "embed_std_ratio",
+    "embed_rank",
+    "feature_std_ratio",
+    "feature_rank",
+    "teacher_entropy",
+    "collapsed",
+)
 CONFIG_AXES = ("dataset", "protocol", "label_fraction", "backbone", "strategy")
-SUPERSEDED_COLUMNS = ("cell_id", "kept_cell_id", "configuration_hash", "strategy", "backbone", "dataset", "protocol",
-                      "label_fraction", "seed", "created_at", "kept_created_at")
+SUPERSEDED_COLUMNS = (
+    "cell_id",
+    "kept_cell_id",
+    "configuration_hash",
+    "strategy",
+    "backbone",
+    "dataset",
+    "protocol",
+    "label_fraction",
+    "seed",
+    "created_at",
+    "kept_created_at",
+)
 
 
 @dataclass
@@ -81,9 +109,13 @@ class LoadedResults:
     test_set_of: dict[str, str]  # cell_id → test set key
     n_boot: int
     seed: int
-    configurations: dict[str, dict[str, Any]] = field(default_factory=dict)  # configuration_hash → its grid keys
+    configurations: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # configuration_hash → its grid keys
     superseded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(SUPERSEDED_COLUMNS)))
-    ece_boot: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # cell_id → label → (B,) test ECE per resample
+    ece_boot: dict[str, dict[str, np.ndarray]] = field(
+        default_factory=dict
+    )  # cell_id → label → (B,) test ECE per resample
     view: ResultsView | None = None  # the read-only view the results were read through (its reads are cached)
 
     def __post_init__(self) -> None:
@@ -108,7 +140,9 @@ def _eval_labels(value: Any) -> list[str]:
 
 def read_skipped(root: Path, view: ResultsView | None = None) -> pd.DataFrame:
     path = root / "skipped.parquet"
-    df = (view or ResultsView(root)).read_side_file(path)  # a damaged one is told and left out (the next run rebuilds it)
+    df = (view or ResultsView(root)).read_side_file(
+        path
+    )  # a damaged one is told and left out (the next run rebuilds it)
     if df is None:
         return pd.DataFrame(columns=list(SKIPPED_COLUMNS))
     missing = [c for c in SKIPPED_COLUMNS if c not in df.columns]
@@ -161,7 +195,10 @@ def _configurations(records: pd.DataFrame, root: Path) -> tuple[pd.Series, dict[
             if not isinstance(config, dict):
                 raise ValueError("not a JSON object")
         except (TypeError, ValueError) as e:
-            raise DataError(f"{root / 'records' / (str(rec.cell_id) + '.parquet')}: column 'config_json' is not a config ({e})") from None
+            raise DataError(
+                f"{root / 'records' / (str(rec.cell_id) + '.parquet')}: column 'config_json' is not a config"
+                f" ({e})"
+            ) from None
         h = record_configuration_hash(rec.config_json)
         hashes.append(h)
         configs.setdefault(h, configuration_keys(config))
@@ -178,8 +215,13 @@ def _drop_duplicate_seeds(candidates: pd.DataFrame) -> tuple[list[str], pd.DataF
         winner = g.iloc[-1]
         kept.append(str(winner["cell_id"]))
         for _, r in g.iloc[:-1].iterrows():
-            dropped.append({**{c: r[c] for c in SUPERSEDED_COLUMNS if c in r.index and c != "kept_cell_id"},
-                            "kept_cell_id": winner["cell_id"], "kept_created_at": winner["created_at"]})
+            dropped.append(
+                {
+                    **{c: r[c] for c in SUPERSEDED_COLUMNS if c in r.index and c != "kept_cell_id"},
+                    "kept_cell_id": winner["cell_id"],
+                    "kept_created_at": winner["created_at"],
+                }
+            )
     superseded = pd.DataFrame(dropped, columns=list(SUPERSEDED_COLUMNS))
     return kept, superseded.sort_values("cell_id").reset_index(drop=True)
 
@@ -190,23 +232,42 @@ def mixed_code_versions(ok: pd.DataFrame) -> pd.DataFrame:
     counts as a value of its own), with ``seeds`` ("0,1") and ``versions`` ("0.1.0 aaaaaaaaaa: seed 0;
     0.1.0 bbbbbbbbbb: seed 1"). Seeds of one configuration are pooled whatever code wrote them; a
     change of code between seeds can change the numbers, so the report says so."""
-    columns = ["configuration_hash", "strategy", "backbone", "dataset", "protocol", "label_fraction", "seeds", "versions"]
+    columns = [
+        "configuration_hash",
+        "strategy",
+        "backbone",
+        "dataset",
+        "protocol",
+        "label_fraction",
+        "seeds",
+        "versions",
+    ]
     if ok.empty or not {"git_sha", "chexbench_version"} <= set(ok.columns):
         return pd.DataFrame(columns=columns)
     rows = []
     for h, g in ok.groupby("configuration_hash", sort=False):
-        code = [(str(v or "").strip() or "?", str(sha or "").strip()[:10] or "no git sha")
-                for v, sha in zip(g["chexbench_version"], g["git_sha"], strict=True)]
+        code = [
+            (str(v or "").strip() or "?", str(sha or "").strip()[:10] or "no git sha")
+            for v, sha in zip(g["chexbench_version"], g["git_sha"], strict=True)
+        ]
         if len(set(code)) < 2:
             continue
         by_code: dict[tuple[str, str], list[str]] = {}
         for c, seed in zip(code, g["seed"], strict=True):
             by_code.setdefault(c, []).append(str(seed))
-        versions = "; ".join(f"{v} {sha}: seed {','.join(sorted(seeds, key=_seed_order))}"
-                             for (v, sha), seeds in sorted(by_code.items()))
+        versions = "; ".join(
+            f"{v} {sha}: seed {','.join(sorted(seeds, key=_seed_order))}"
+            for (v, sha), seeds in sorted(by_code.items())
+        )
         first = g.iloc[0]
-        rows.append({"configuration_hash": h, **{k: first[k] for k in CONFIG_AXES}, "versions": versions,
-                     "seeds": ",".join(sorted(map(str, g["seed"]), key=_seed_order))})
+        rows.append(
+            {
+                "configuration_hash": h,
+                **{k: first[k] for k in CONFIG_AXES},
+                "versions": versions,
+                "seeds": ",".join(sorted(map(str, g["seed"]), key=_seed_order)),
+            }
+        )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -214,7 +275,9 @@ def _seed_order(seed: str) -> tuple[int, str]:
     return (int(seed), "") if seed.lstrip("-").isdigit() else (0, seed)
 
 
-def load_results(results_dir: str | Path, n_boot: int, seed: int, view: ResultsView | None = None) -> LoadedResults:
+def load_results(
+    results_dir: str | Path, n_boot: int, seed: int, view: ResultsView | None = None
+) -> LoadedResults:
     """Read records, skipped cells, pretraining logs; score every ok cell's test predictions.
 
     ``view``: the read-only view to read through (a report passes its own, so that what it read
@@ -276,7 +339,9 @@ def load_results(results_dir: str | Path, n_boot: int, seed: int, view: ResultsV
     )
 
 
-def _read_records(store: ResultsView, root: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, Any]]]:
+def _read_records(
+    store: ResultsView, root: Path
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, Any]]]:
     """Cell records in configuration order (with eval labels and configuration hash), the
     skipped cells that have not run since, and the configurations by hash."""
     records = store.records()

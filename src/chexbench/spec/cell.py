@@ -102,15 +102,22 @@ class CellConfig:
 #: keys of a resolved config that are not part of its configuration (seeds are pooled over)
 NOT_CONFIGURATION_KEYS = frozenset({"seed", "grid"})
 #: resolved-config sections and the grid key prefix that sets them (``strategy_options`` ← ``strategy.X``)
-_GRID_PREFIX = {"settings": "settings", "strategy_options": "strategy", "backbone_options": "backbone",
-                "dataset_options": "dataset", "protocol_options": "protocol"}
+_GRID_PREFIX = {
+    "settings": "settings",
+    "strategy_options": "strategy",
+    "backbone_options": "backbone",
+    "dataset_options": "dataset",
+    "protocol_options": "protocol",
+}
 
 
 def configuration_hash(config: dict[str, Any]) -> str:
     """sha256 of a resolved config dict (``CellConfig.to_dict()`` or a record's parsed
     ``config_json``) without its seed and grid name: the identity of a configuration."""
     rest = {k: v for k, v in config.items() if k not in NOT_CONFIGURATION_KEYS}
-    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(rest, sort_keys=True, separators=(",", ":"), default=str).encode()
+    ).hexdigest()
 
 
 def configuration_keys(config: dict[str, Any]) -> dict[str, Any]:
@@ -138,5 +145,3 @@ def _flatten(d: dict[str, Any], prefix: str) -> dict[str, Any]:
         else:
             out[name] = v
     return out
-
-

@@ -62,16 +62,18 @@ class Grid:
         """Every ``--only`` value must be one of the grid's values of that axis (did-you-mean otherwise)."""
         for key, wanted in (only or {}).items():
             if key not in self.axes:  # an option axis ("protocol.head") the grid does not sweep
-                raise ConfigError(f"--only {key}: grid '{self.name}' has no axis {key}{did_you_mean(key, list(self.axes))} "
-                                  f"(axes: {', '.join(self.axes)})")
+                raise ConfigError(
+                    f"--only {key}: grid '{self.name}' has no axis {key}{did_you_mean(key, list(self.axes))} "
+                    f"(axes: {', '.join(self.axes)})"
+                )
             values = self.axes[key]
             for v in wanted:
                 named = key == "strategy" and len(_with_named_instances([v], values)) > 1
                 if not named and not any(_equal(have, v) for have in values):
                     shown = ", ".join(_show(x) for x in values)
                     raise ConfigError(
-                        f"--only {key}={v}: not a {key} of grid '{self.name}'{did_you_mean(v, [_show(x) for x in values])} "
-                        f"({key} values: {shown})"
+                        f"--only {key}={v}: not a {key} of grid"
+                        f" '{self.name}'{did_you_mean(v, [_show(x) for x in values])} ({key} values: {shown})"
                     )
 
     def cells(self, only: dict[str, list[str]] | None = None) -> list[PlannedCell]:
@@ -109,19 +111,30 @@ class Grid:
                 reason = self._excluded(values)
             if not reason:
                 reason = registries["strategy"].get(cell.strategy).unavailable_reason(cell) or ""
-            out.append(PlannedCell(cell, PlanStatus.SKIPPED if reason else PlanStatus.RUN, reason, self._external_twins(values, cell)))
+            out.append(
+                PlannedCell(
+                    cell,
+                    PlanStatus.SKIPPED if reason else PlanStatus.RUN,
+                    reason,
+                    self._external_twins(values, cell),
+                )
+            )
         return _alias_takes_target_cells(out)
 
     def _external_twins(self, values: dict[str, Any], cell: CellConfig) -> dict[str, CellConfig]:
         """``settings.evaluate_on`` of ``cell``: each target (not the cell's own dataset) → the cell this grid
         resolves for the same axis values with the target as dataset (see :class:`PlannedCell`)."""
-        return {t: self._resolve({**values, "dataset": t}) for t in cell.settings.evaluate_on if t != cell.dataset}
+        return {
+            t: self._resolve({**values, "dataset": t}) for t in cell.settings.evaluate_on if t != cell.dataset
+        }
 
     def _excluded(self, values: dict[str, Any]) -> str:
         """The skip reason of the first [[exclude]] table matching ``values``, or ""."""
         for i, ex in enumerate(self.excludes):
             if all(any(_equal(values.get(k), v) for v in allowed) for k, allowed in ex["match"].items()):
-                return f"excluded by the grid ([[exclude]] #{i + 1})" + (f": {ex['reason']}" if ex["reason"] else "")
+                return f"excluded by the grid ([[exclude]] #{i + 1})" + (
+                    f": {ex['reason']}" if ex["reason"] else ""
+                )
         return ""
 
     def _resolve(self, values: dict[str, Any]) -> CellConfig:
@@ -141,8 +154,11 @@ class Grid:
         recipe = self.recipes.get(table_of["strategy"], {}).get(backbone_family(str(values["backbone"])), {})
         options["strategy"].update(recipe)
         for ov in self.overrides:  # match = {strategy = "checkpoint"} also matches each named checkpoint
-            if all(_equal(values.get(k), v) or (k == "strategy" and str(values[k]) in _with_named_instances([str(v)], [values[k]]))
-                   for k, v in ov["match"].items()):
+            if all(
+                _equal(values.get(k), v)
+                or (k == "strategy" and str(values[k]) in _with_named_instances([str(v)], [values[k]]))
+                for k, v in ov["match"].items()
+            ):
                 settings.update(ov["settings"])
         for axis, v in values.items():  # extra axes such as "strategy.temperature"
             if axis in AXES:
@@ -156,8 +172,9 @@ class Grid:
         options["dataset"] = self._identity_options(str(values["dataset"]), options["dataset"])
         return CellConfig(
             plugins=plugin_versions(values),
-            pretrain_source_options=self._pretrain_source_options(strategy, resolved, str(values["dataset"]),
-                                                                  options["dataset"], options["strategy"]),
+            pretrain_source_options=self._pretrain_source_options(
+                strategy, resolved, str(values["dataset"]), options["dataset"], options["strategy"]
+            ),
             strategy=str(values["strategy"]),
             backbone=str(values["backbone"]),
             dataset=str(values["dataset"]),
@@ -172,9 +189,14 @@ class Grid:
             grid=self.name,
         )
 
-
-    def _pretrain_source_options(self, strategy: Any, settings: Settings, dataset: str,
-                                 dataset_options: dict[str, Any], strategy_options: dict[str, Any]) -> dict[str, Any]:
+    def _pretrain_source_options(
+        self,
+        strategy: Any,
+        settings: Settings,
+        dataset: str,
+        dataset_options: dict[str, Any],
+        strategy_options: dict[str, Any],
+    ) -> dict[str, Any]:
         """The pretraining source's dataset options from its ``[dataset.<source>]`` table, for a strategy
         that pretrains on another dataset than the cell's; else ``{}``: the source is then read with
         what the cell already holds (its own dataset options, ``pretrain_root``), so cells of grids
@@ -182,15 +204,22 @@ class Grid:
         if not _has_pretraining_run(strategy):
             return {}  # no pretraining run: the source plays no part in the cell
         source = settings.pretrain_source
-        table = {k: v for k, v in self.sections.get("dataset", {}).get(source, {}).items() if k not in SETTINGS_KEYS}
+        table = {
+            k: v
+            for k, v in self.sections.get("dataset", {}).get(source, {}).items()
+            if k not in SETTINGS_KEYS
+        }
         if source == dataset or not table:
             return {}
         table = self._identity_options(source, table)
-        return resolve_pretrain_source_options(source, dataset, dataset_options, table, strategy_options.get("pretrain_root"))
+        return resolve_pretrain_source_options(
+            source, dataset, dataset_options, table, strategy_options.get("pretrain_root")
+        )
 
     def _identity_options(self, dataset: str, options: dict[str, Any]) -> dict[str, Any]:
         """A dataset's options as a cell stores them: the dataset's ``identity_options`` adds what its
-        id must hold beyond the grid's table (a split file's sha256, a generated phantom's ``dependencies``)."""
+        id must hold beyond the grid's table (a split file's sha256, a generated phantom's ``dependencies``).
+        """
         hook = getattr(DATASETS.get(dataset), "identity_options", None)
         if hook is None:
             return options
@@ -200,8 +229,13 @@ class Grid:
             raise ConfigError(f"{self.source}: [dataset.{dataset}] {e}") from None
 
 
-def resolve_pretrain_source_options(source: str, dataset: str, dataset_options: dict[str, Any],
-                                    source_table: dict[str, Any], pretrain_root: Any = None) -> dict[str, Any]:
+def resolve_pretrain_source_options(
+    source: str,
+    dataset: str,
+    dataset_options: dict[str, Any],
+    source_table: dict[str, Any],
+    pretrain_root: Any = None,
+) -> dict[str, Any]:
     """The dataset options that locate and define a pretraining source's data.
 
     The cell's own dataset options when the source is the cell's dataset; else the grid's
@@ -213,7 +247,6 @@ def resolve_pretrain_source_options(source: str, dataset: str, dataset_options: 
     if pretrain_root:
         opts["root"] = str(pretrain_root)
     return {k: v for k, v in sorted(opts.items()) if v is not None}
-
 
 
 def _has_pretraining_run(strategy: Any) -> bool:
@@ -230,7 +263,11 @@ def _with_named_instances(selected: list[str], axis: list[Any]) -> list[str]:
     out = list(selected)
     for v in selected:
         if v in STRATEGIES and STRATEGIES.get(v).name == v:
-            out += [str(a) for a in axis if str(a) != v and str(a) in STRATEGIES and STRATEGIES.get(str(a)) is STRATEGIES.get(v)]
+            out += [
+                str(a)
+                for a in axis
+                if str(a) != v and str(a) in STRATEGIES and STRATEGIES.get(str(a)) is STRATEGIES.get(v)
+            ]
     return list(dict.fromkeys(out))
 
 
@@ -259,7 +296,10 @@ def _alias_takes_target_cells(planned: list[PlannedCell]) -> list[PlannedCell]:
         twin = by_id.get(dataclasses.replace(p.cell, strategy=target).cell_id)
         if twin is not None and twin.status == PlanStatus.RUN:
             twin.status = PlanStatus.SKIPPED
-            twin.reason = f"runs as {p.cell.strategy}, the study's name for {target} on {p.cell.backbone} (same computation)"
+            twin.reason = (
+                f"runs as {p.cell.strategy}, the study's name for {target} on {p.cell.backbone} (same"
+                " computation)"
+            )
     return planned
 
 
@@ -298,11 +338,12 @@ def parse_only(items: list[str] | None) -> dict[str, list[str]]:
         key = key.strip()
         option_axis = "." in key and key.split(".", 1)[0] in (*SECTIONS, "settings")  # "protocol.head"
         if key not in AXES and not option_axis:
-            raise ConfigError(f"--only: unknown axis '{key}'{did_you_mean(key, AXES)} (axes: {', '.join(AXES)}, or an option axis such as protocol.head)")
+            raise ConfigError(
+                f"--only: unknown axis '{key}'{did_you_mean(key, AXES)} (axes: {', '.join(AXES)}, or an"
+                " option axis such as protocol.head)"
+            )
         values = [v.strip() for v in value.split(",") if v.strip()]
         if not values:
             raise ConfigError(f"--only {key}= names no value")
         out.setdefault(key, []).extend(values)
     return out
-
-

@@ -208,7 +208,11 @@ def options_model(component: Any) -> type[Options]:
     changed = {k: v for k, v in defaults.items() if k in fields and _differs(fields[k].default, v)}
     if base is not Options and not extra and not changed:
         return base
-    key = json.dumps([f"{base.__module__}.{base.__qualname__}", type(component).__name__, extra, changed], sort_keys=True, default=repr)
+    key = json.dumps(
+        [f"{base.__module__}.{base.__qualname__}", type(component).__name__, extra, changed],
+        sort_keys=True,
+        default=repr,
+    )
     if key not in _DERIVED:
         parent = base.with_defaults(**changed) if changed else base
         new = {k: (_inferred_type(v), copy.deepcopy(v)) for k, v in extra.items()}
@@ -221,7 +225,8 @@ def _differs(a: Any, b: Any) -> bool:
 
 
 def option_schema(component: Any) -> list[OptionInfo]:
-    """Machine-readable option rows of a registered component (name, type, default, choices, bounds, meaning)."""
+    """Machine-readable option rows of a registered component (name, type, default, choices, bounds,
+    meaning)."""
     return schema_of(options_model(component))
 
 
@@ -238,15 +243,23 @@ def validation_message(error: ValidationError, model: type[BaseModel], where: st
     value = e.get("input")
     if e["type"] == "extra_forbidden":
         known = list(model.model_fields)
-        return f"unknown key '{top}' in {where}{did_you_mean(top, known)} (known: {', '.join(known) or 'none'})"
+        return (
+            f"unknown key '{top}' in {where}{did_you_mean(top, known)} (known: {', '.join(known) or 'none'})"
+        )
     field = model.model_fields.get(top)
     choices = _choices(field.annotation) if field is not None else None
     mixed = _literal_union(field.annotation) if field is not None else None
     if mixed is not None:
         literals, others = mixed
-        return f"{where} '{top}' must be one of {', '.join(repr(c) for c in literals)} or a {' or '.join(others)}, got {value!r}"
+        return (
+            f"{where} '{top}' must be one of {', '.join(repr(c) for c in literals)} or a"
+            f" {' or '.join(others)}, got {value!r}"
+        )
     if choices is not None:
-        return f"{where} '{key}' must be one of {', '.join(repr(c) for c in choices)}, got {value!r}{did_you_mean(str(value), choices)}"
+        return (
+            f"{where} '{key}' must be one of {', '.join(repr(c) for c in choices)}, got"
+            f" {value!r}{did_you_mean(str(value), choices)}"
+        )
     want = _type_name(field.annotation) if field is not None else "valid"
     bounds = _bounds(list(field.metadata)) if field is not None else ""
     need = want + (f" {bounds}" if bounds and e["type"] in _BOUND_ERRORS else "")

@@ -78,12 +78,16 @@ def _check_settings(table: dict[str, Any], where: str, source: str) -> dict[str,
     _check_keys(table, SETTINGS_KEYS, where, source)
     out = validate_table(SETTINGS_MODEL, table, where, source)
     if "pretrain_source" in out and out["pretrain_source"] not in DATASETS:
-        raise ConfigError(f"{source}: {where} 'pretrain_source': {DATASETS.unknown_message(out['pretrain_source'])}")
+        raise ConfigError(
+            f"{source}: {where} 'pretrain_source': {DATASETS.unknown_message(out['pretrain_source'])}"
+        )
     for name in out.get("evaluate_on", ()):
         if name not in DATASETS:
             raise ConfigError(f"{source}: {where} 'evaluate_on': {DATASETS.unknown_message(name)}")
     if len(set(out.get("evaluate_on", ()))) != len(out.get("evaluate_on", ())):
-        raise ConfigError(f"{source}: {where} 'evaluate_on' lists a dataset twice: {list(out['evaluate_on'])}")
+        raise ConfigError(
+            f"{source}: {where} 'evaluate_on' lists a dataset twice: {list(out['evaluate_on'])}"
+        )
     return out
 
 
@@ -126,8 +130,14 @@ def _expand_named_strategies(raw: dict[str, Any], source: str) -> dict[str, Any]
     axis = axis if isinstance(axis, list) else [axis]
     if not isinstance(tables, dict):
         return raw
-    bases = [n for n in dict.fromkeys([*tables, *axis]) if isinstance(n, str) and n in STRATEGIES
-             and hasattr(STRATEGIES.get(n), "named_tables") and STRATEGIES.get(n).name == n]
+    bases = [
+        n
+        for n in dict.fromkeys([*tables, *axis])
+        if isinstance(n, str)
+        and n in STRATEGIES
+        and hasattr(STRATEGIES.get(n), "named_tables")
+        and STRATEGIES.get(n).name == n
+    ]
     if not bases:
         return raw
     tables, axis = dict(tables), list(axis)
@@ -135,7 +145,9 @@ def _expand_named_strategies(raw: dict[str, Any], source: str) -> dict[str, Any]
         named = STRATEGIES.get(base).named_tables(tables.pop(base, None), source)
         for name, table in named.items():
             if name in tables:
-                raise ConfigError(f"{source}: [strategy.{name}] is given twice (as a table and as a {base} name)")
+                raise ConfigError(
+                    f"{source}: [strategy.{name}] is given twice (as a table and as a {base} name)"
+                )
             try:
                 STRATEGIES.alias(name, base)
             except RegistryError as e:
@@ -190,8 +202,10 @@ def _parse_axes(raw_axes: Any, source: str) -> dict[str, list[Any]]:
         if section == "settings":
             _check_keys({key: None}, SETTINGS_KEYS, "[axes] settings.*", source)
             if key in NOT_CELL_SETTINGS:
-                raise ConfigError(f"{source}: {where}: {key} is not part of a cell (it adds predictions beside each cell's own); "
-                                  f"set it under [settings] instead of sweeping it")
+                raise ConfigError(
+                    f"{source}: {where}: {key} is not part of a cell (it adds predictions beside each cell's"
+                    " own); set it under [settings] instead of sweeping it"
+                )
             for v in vals:
                 _check_settings({key: v}, where, source)
             continue
@@ -200,10 +214,12 @@ def _parse_axes(raw_axes: Any, source: str) -> dict[str, list[Any]]:
         takers = [registries[section].get(name) for name in axes[section]]
         takers = [c for c in takers if key in _declared_options(c)]
         if not takers:
-            known = sorted(set().union(*(_declared_options(registries[section].get(n)) for n in axes[section])))
+            known = sorted(
+                set().union(*(_declared_options(registries[section].get(n)) for n in axes[section]))
+            )
             raise ConfigError(
-                f"{source}: {where}: no {section} of the grid ({', '.join(axes[section])}) has an option '{key}'"
-                f"{did_you_mean(key, known)}"
+                f"{source}: {where}: no {section} of the grid ({', '.join(axes[section])}) has an option"
+                f" '{key}'{did_you_mean(key, known)}"
             )
         for c in takers:
             for v in vals:
@@ -215,7 +231,9 @@ def _same_value(a: Any, b: Any) -> bool:
     return isinstance(a, bool) == isinstance(b, bool) and a == b
 
 
-def _parse_sections(raw: dict[str, Any], source: str) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, dict[str, Any]]]]:
+def _parse_sections(
+    raw: dict[str, Any], source: str
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, dict[str, Any]]]]:
     registries = _registries()
     families = sorted({backbone_family(n) for n in registries["backbone"].names()} - {""})
     sections: dict[str, dict[str, dict[str, Any]]] = {}
@@ -227,7 +245,9 @@ def _parse_sections(raw: dict[str, Any], source: str) -> tuple[dict[str, dict[st
         sections[section] = {}
         for name, table in tables.items():
             if name not in registries[section]:
-                raise ConfigError(f"{source}: [{section}.{name}]: {registries[section].unknown_message(name)}")
+                raise ConfigError(
+                    f"{source}: [{section}.{name}]: {registries[section].unknown_message(name)}"
+                )
             if not _is_table(table):
                 raise ConfigError(f"{source}: [{section}.{name}] must be a table")
             obj = registries[section].get(name)
@@ -242,21 +262,27 @@ def _parse_sections(raw: dict[str, Any], source: str) -> tuple[dict[str, dict[st
             if section == "strategy" and "recipe" in table and "recipe" not in _declared_options(obj):
                 recipe = table.pop("recipe")
                 if not _is_table(recipe):
-                    raise ConfigError(f"{source}: {where} recipe must be a table of [{where[1:-1]}.recipe.FAMILY] tables")
+                    raise ConfigError(
+                        f"{source}: {where} recipe must be a table of [{where[1:-1]}.recipe.FAMILY] tables"
+                    )
                 recipes[name] = {}
                 for family, opts in recipe.items():
                     if family not in families:
                         raise ConfigError(
-                            f"{source}: [{section}.{name}.recipe.{family}]: unknown backbone family '{family}'"
-                            f"{did_you_mean(family, families)} (families: {', '.join(families)})"
+                            f"{source}: [{section}.{name}.recipe.{family}]: unknown backbone family"
+                            f" '{family}'{did_you_mean(family, families)} (families: {', '.join(families)})"
                         )
                     if not _is_table(opts):
                         raise ConfigError(f"{source}: [{section}.{name}.recipe.{family}] must be a table")
-                    recipes[name][family] = _check_options(obj, opts, f"[{section}.{name}.recipe.{family}]", source)
+                    recipes[name][family] = _check_options(
+                        obj, opts, f"[{section}.{name}.recipe.{family}]", source
+                    )
             declared = _declared_options(obj)
             _check_keys(table, SETTINGS_KEYS | declared, where, source)
             st = _check_settings({k: v for k, v in table.items() if k in SETTINGS_KEYS}, where, source)
-            opts = _check_options(obj, {k: v for k, v in table.items() if k not in SETTINGS_KEYS}, where, source)
+            opts = _check_options(
+                obj, {k: v for k, v in table.items() if k not in SETTINGS_KEYS}, where, source
+            )
             sections[section][name] = {**opts, **st}
     return sections, recipes
 
@@ -275,15 +301,17 @@ def _parse_overrides(raw: Any, axes: dict[str, list[Any]], source: str) -> list[
             if not named and not any(_equal(have, value) for have in axes[key]):
                 shown = [_show(x) for x in axes[key]]
                 raise ConfigError(
-                    f"{source}: {where} match {key} = {value!r} matches no cell: not among the grid's {key} values "
-                    f"({', '.join(shown)}){did_you_mean(str(value), shown)}"
+                    f"{source}: {where} match {key} = {value!r} matches no cell: not among the grid's {key}"
+                    f" values ({', '.join(shown)}){did_you_mean(str(value), shown)}"
                 )
         rest = {k: v for k, v in ov.items() if k != "match"}
         for k in rest:
-            if k not in SETTINGS_KEYS and any(k in _declared_options(e.obj) for r in _registries().values() for e in r.entries()):
+            if k not in SETTINGS_KEYS and any(
+                k in _declared_options(e.obj) for r in _registries().values() for e in r.entries()
+            ):
                 raise ConfigError(
                     f"{source}: {where}: '{k}' is a component option; [[override]] sets settings only — "
-                    f"set options under [SECTION.NAME] (or [strategy.NAME.recipe.FAMILY])"
+                    "set options under [SECTION.NAME] (or [strategy.NAME.recipe.FAMILY])"
                 )
         if not rest:
             raise ConfigError(f"{source}: {where} sets nothing besides 'match'")
@@ -309,8 +337,12 @@ def parse_grid(raw: dict[str, Any], source: str, default_name: str = "grid") -> 
         raise ConfigError(f"{source}: [settings] must be a table")
     settings_raw = dict(settings_raw)
     log = settings_raw.pop("log", None)
-    if log is not None and not (isinstance(log, str) or (isinstance(log, list) and all(isinstance(x, str) for x in log))):
-        raise ConfigError(f"{source}: [settings] log must be a string such as \"tensorboard,mlflow\" or \"none\", got {log!r}")
+    if log is not None and not (
+        isinstance(log, str) or (isinstance(log, list) and all(isinstance(x, str) for x in log))
+    ):
+        raise ConfigError(
+            f'{source}: [settings] log must be a string such as "tensorboard,mlflow" or "none", got {log!r}'
+        )
     settings = _check_settings(settings_raw, "[settings]", source)
     sections, recipes = _parse_sections(raw, source)
     overrides = _parse_overrides(raw.get("override", []), axes, source)

@@ -20,7 +20,12 @@ from chexbench.spec.registry import REGISTRIES
 from chexbench.spec.settings import settings_schema
 
 #: registry kinds whose components take options, with their grid section
-OPTION_KINDS: dict[str, str] = {"strategies": "strategy", "backbones": "backbone", "datasets": "dataset", "protocols": "protocol"}
+OPTION_KINDS: dict[str, str] = {
+    "strategies": "strategy",
+    "backbones": "backbone",
+    "datasets": "dataset",
+    "protocols": "protocol",
+}
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,8 @@ def option_rows(component: Any) -> list[OptionRow]:
 
 def undocumented_options() -> list[str]:
     """``kind/name: key`` for every registered option without a meaning (a test keeps this empty;
-    a plugin that declares a plain ``options`` dict gets a model typed from its defaults, with no meanings)."""
+    a plugin that declares a plain ``options`` dict gets a model typed from its defaults, with no meanings).
+    """
     missing = []
     for kind in OPTION_KINDS:
         for e in REGISTRIES[kind].entries():
@@ -74,7 +80,11 @@ def undocumented_options() -> list[str]:
 
 def find_components(name: str) -> list[tuple[str, Any]]:
     """``(grid section, component)`` of every registry entry called ``name``."""
-    return [(section, REGISTRIES[kind].get(name)) for kind, section in OPTION_KINDS.items() if name in REGISTRIES[kind]]
+    return [
+        (section, REGISTRIES[kind].get(name))
+        for kind, section in OPTION_KINDS.items()
+        if name in REGISTRIES[kind]
+    ]
 
 
 def unknown_component_message(name: str) -> str:

@@ -84,8 +84,10 @@ class Registry(Generic[T]):
         attribute must be ``name``); ``description`` is what ``chexbench list`` shows."""
         module, _, attr = target.partition(":")
         if not module or not attr or not description:
-            raise RegistryError(f"{self.kind} '{name}': declare(name, \"module:attribute\", description), "
-                                f"got {target!r}, {description!r}")
+            raise RegistryError(
+                f"{self.kind} '{name}': declare(name, \"module:attribute\", description), "
+                f"got {target!r}, {description!r}"
+            )
         self._check_new(name)
         self._declared[name] = Declared(target, description)
 
@@ -105,7 +107,9 @@ class Registry(Generic[T]):
             raise RegistryError(f"{self.kind}: register decorates a class, or takes a name (got {target!r})")
         name = getattr(target, "name", None)
         if not isinstance(name, str) or not name:
-            raise RegistryError(f"{self.kind} class {target.__qualname__} has no `name` attribute to register it under")
+            raise RegistryError(
+                f"{self.kind} class {target.__qualname__} has no `name` attribute to register it under"
+            )
         self.add(name, target(), str(getattr(target, "description", "") or ""))
         return target
 
@@ -119,8 +123,9 @@ class Registry(Generic[T]):
     def _check_new(self, name: str) -> None:
         if name in self._entries or name in self._declared:
             first = "builtin" if name in self._declared else self._entries[name].source
-            raise RegistryError(f"{self.kind} '{name}' is registered twice (first by {first}, "
-                                f"again by {self._source})")
+            raise RegistryError(
+                f"{self.kind} '{name}' is registered twice (first by {first}, again by {self._source})"
+            )
 
     def alias(self, name: str, target: str) -> None:
         """Let ``name`` resolve to the entry ``target`` (e.g. a named checkpoint → ``checkpoint``).
@@ -132,7 +137,9 @@ class Registry(Generic[T]):
         if (name in self._entries or name in self._declared) and name != target:
             raise RegistryError(f"{self.kind} '{name}' is already registered; an alias cannot shadow it")
         if self._aliases.get(name, target) != target:
-            raise RegistryError(f"{self.kind} alias '{name}' already stands for '{self._aliases[name]}', not '{target}'")
+            raise RegistryError(
+                f"{self.kind} alias '{name}' already stands for '{self._aliases[name]}', not '{target}'"
+            )
         self.entry(target)
         if name != target:
             self._aliases[name] = target
@@ -148,7 +155,9 @@ class Registry(Generic[T]):
                 for ep in entry_points(group=self._group):
                     self._source = f"plugin {ep.value}"
                     dist = getattr(ep, "dist", None)
-                    self._dist = (str(dist.name), str(dist.version)) if dist is not None else (ep.value, "unknown")
+                    self._dist = (
+                        (str(dist.name), str(dist.version)) if dist is not None else (ep.value, "unknown")
+                    )
                     try:
                         loaded = ep.load()
                         if callable(loaded) and not isinstance(loaded, type):
@@ -168,8 +177,9 @@ class Registry(Generic[T]):
         if isinstance(obj, type):
             obj = obj()
         if getattr(obj, "name", name) != name:
-            raise RegistryError(f"{self.kind} '{name}' is declared as {declared.target}, "
-                                f"whose name is {obj.name!r}")
+            raise RegistryError(
+                f"{self.kind} '{name}' is declared as {declared.target}, whose name is {obj.name!r}"
+            )
         entry: Entry[T] = Entry(name, obj, declared.description, "builtin")
         self._entries[name] = entry
         return entry

@@ -16,8 +16,8 @@ from chexbench.spec.options import OptionDefaults, Options
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.spec.cell import CellConfig
     from chexbench.core.context import RunContext
+    from chexbench.spec.cell import CellConfig
 
 
 @dataclass
@@ -27,7 +27,9 @@ class InitRecord:
     source: str  # "random", a weights file path, or "pretrain:<run id>"
     loaded_keys: int = 0
     reinitialized_keys: list[str] = field(default_factory=list)
-    dropped_keys: list[str] = field(default_factory=list)  # keys of the source file not loaded (heads, momentum encoder …)
+    dropped_keys: list[str] = field(
+        default_factory=list
+    )  # keys of the source file not loaded (heads, momentum encoder …)
     notes: list[str] = field(default_factory=list)
     pretrain_run: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -29,7 +29,9 @@ from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy
 class BYOLOptions(PretrainOptions):
     """BYOL's options, over the common pretraining options."""
 
-    momentum: float = Field(0.996, ge=0, le=1, description="target-network EMA momentum at the start; rises to 1 on a cosine")
+    momentum: float = Field(
+        0.996, ge=0, le=1, description="target-network EMA momentum at the start; rises to 1 on a cosine"
+    )
     pred_hidden_dim: int = Field(4096, ge=1, description="hidden width of the predictor")
 
 
@@ -58,7 +60,15 @@ BYOL_VIT_RECIPE: dict[str, Any] = {
 class BYOLModel(nn.Module):
     """Online encoder + projector + predictor, EMA target encoder + projector; ``loss(v1, v2, progress)``."""
 
-    def __init__(self, encoder: nn.Module, num_features: int, hidden_dim: int, proj_dim: int, pred_hidden_dim: int, momentum: float):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        num_features: int,
+        hidden_dim: int,
+        proj_dim: int,
+        pred_hidden_dim: int,
+        momentum: float,
+    ):
         super().__init__()
         self.encoder = encoder
         self.projector = ProjectionHead(num_features, hidden_dim, proj_dim, batch_norm=True)
@@ -69,7 +79,13 @@ class BYOLModel(nn.Module):
             p.requires_grad_(False)
         self.base_momentum = momentum
 
-    def loss(self, v1: torch.Tensor, v2: torch.Tensor, progress: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        v1: torch.Tensor,
+        v2: torch.Tensor,
+        progress: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         v = torch.cat([local_rows(v1), local_rows(v2)])  # (2b, 1, H, W)
         p1, p2 = self.predictor(self.projector(self.encoder(v))).chunk(2)  # (b, proj_dim) each
         with torch.no_grad():
@@ -88,7 +104,11 @@ class BYOL(PretrainStrategy):
 
     def build_model(self, encoder, opts, pool_size, generator):
         model = BYOLModel(
-            encoder, encoder.num_features, int(opts["proj_hidden_dim"]), int(opts["proj_dim"]),
-            int(opts["pred_hidden_dim"]), float(opts["momentum"]),
+            encoder,
+            encoder.num_features,
+            int(opts["proj_hidden_dim"]),
+            int(opts["proj_dim"]),
+            int(opts["pred_hidden_dim"]),
+            float(opts["momentum"]),
         )
         return model, []

@@ -30,6 +30,8 @@ class MoCoConvStem(MoCoV2):
     def invalid_reason(self, cell) -> str | None:
         spec = BACKBONES.get(cell.backbone)
         if not getattr(spec, "conv_stem", False):
-            with_stem = ", ".join(n for n in BACKBONES.names() if getattr(BACKBONES.get(n), "conv_stem", False))
+            with_stem = ", ".join(
+                n for n in BACKBONES.names() if getattr(BACKBONES.get(n), "conv_stem", False)
+            )
             return f"moco_convstem needs a ViT with a convolutional stem ({with_stem}); got {cell.backbone}"
         return None

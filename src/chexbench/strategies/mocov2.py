@@ -50,16 +50,32 @@ class MoCoOptions(PretrainOptions):
     """MoCo's options, over the common pretraining options."""
 
     queue_size: int = Field(
-        65536, ge=1, description="negative keys kept in the FIFO queue (capped at the pretraining-pool size minus the batch size)"
+        65536,
+        ge=1,
+        description=(
+            "negative keys kept in the FIFO queue (capped at the pretraining-pool size minus the batch size)"
+        ),
     )
     momentum: float = Field(
-        0.999, ge=0, le=1, description="momentum of the key encoder's exponential moving average (the start value with cosine_momentum)"
+        0.999,
+        ge=0,
+        le=1,
+        description=(
+            "momentum of the key encoder's exponential moving average (the start value with cosine_momentum)"
+        ),
     )
     cosine_momentum: bool = Field(
-        False, description="raise the momentum to 1 on a half-cosine schedule (BYOL / MoCo v3) instead of keeping it fixed"
+        False,
+        description=(
+            "raise the momentum to 1 on a half-cosine schedule (BYOL / MoCo v3) instead of keeping it fixed"
+        ),
     )
     bn_splits: int = Field(
-        2, ge=1, description="groups of the shuffled / split batch norm that stops the key encoder from cheating on one device"
+        2,
+        ge=1,
+        description=(
+            "groups of the shuffled / split batch norm that stops the key encoder from cheating on one device"
+        ),
     )
     temperature: float = Field(0.2, gt=0, description="softmax temperature of InfoNCE")
 
@@ -122,7 +138,13 @@ class MoCoModel(nn.Module):
             return self.base_momentum
         return cosine_momentum(progress, self.base_momentum)
 
-    def loss(self, v1: torch.Tensor, v2: torch.Tensor, progress: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        v1: torch.Tensor,
+        v2: torch.Tensor,
+        progress: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         # v1, v2: the global batch (B, 1, H, W); under torchrun each rank keeps its slice (b = B / w)
         self.flush_queue()
         splits = max(1, self.bn_splits // world_size())  # BN groups over all ranks: max(bn_splits, w)
@@ -131,9 +153,13 @@ class MoCoModel(nn.Module):
             m = self.momentum_at(progress)
             momentum_update(self.encoder, self.key_encoder, m)
             momentum_update(self.projector, self.key_projector, m)
-            perm = torch.randperm(v2.shape[0], generator=generator).to(v2.device, non_blocking=True)  # shuffle-BN, across ranks
+            perm = torch.randperm(v2.shape[0], generator=generator).to(
+                v2.device, non_blocking=True
+            )  # shuffle-BN, across ranks
             k = self.key_projector(split_forward(self.key_encoder, local_rows(v2[perm]), splits))
-            k_all = all_gather_keys(F.normalize(k.float(), dim=1))[torch.argsort(perm)]  # (B, proj_dim), unshuffled
+            k_all = all_gather_keys(F.normalize(k.float(), dim=1))[
+                torch.argsort(perm)
+            ]  # (B, proj_dim), unshuffled
         # the queue itself (not a copy) is saved for backward, so this step's keys are enqueued only
         # when the next step starts (or a state dict is taken): by then backward is done with it
         loss = info_nce(q, local_rows(k_all), self.queue.keys, self.temperature, queue_normalized=True)
@@ -162,15 +188,18 @@ class MoCoV2(PretrainStrategy):
         cap = max(pool_size - batch, 1)
         if queue_size > cap:
             notes.append(
-                f"queue size {queue_size} capped at {cap} (pretraining-set size {pool_size} − batch {batch}), "
-                "so that the queue cannot hold a key of every image"
+                f"queue size {queue_size} capped at {cap} (pretraining-set size {pool_size} − batch {batch}),"
+                " so that the queue cannot hold a key of every image"
             )
             queue_size = cap
         splits = int(opts["bn_splits"])
         local = batch // world_size()
         if splits > 1 and has_batch_norm(encoder) and local % min(splits, local):
             sizes = [len(c) for c in torch.arange(local).tensor_split(min(splits, local))]
-            notes.append(f"shuffle-BN: batch {local} is not divisible by bn_splits {splits}; BN groups of {sizes} images")
+            notes.append(
+                f"shuffle-BN: batch {local} is not divisible by bn_splits {splits}; BN groups of {sizes}"
+                " images"
+            )
         model = MoCoModel(
             encoder,
             encoder.num_features,

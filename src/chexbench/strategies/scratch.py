@@ -10,4 +10,6 @@ class Scratch(Strategy):
 
     def init_backbone(self, backbone, cell, ctx) -> InitRecord:
         n = len(backbone.model.state_dict())
-        return InitRecord(source="random", loaded_keys=0, notes=[f"{n} tensors at timm's default initialization"])
+        return InitRecord(
+            source="random", loaded_keys=0, notes=[f"{n} tensors at timm's default initialization"]
+        )

@@ -14,9 +14,14 @@ from chexbench.bench.cell_model import HeadOptions
 class FinetuneOptions(HeadOptions):
     """End-to-end fine-tuning."""
 
-    augment: bool = Field(True, description="light augmentation (crop, small rotation, intensity) of the training images")
+    augment: bool = Field(
+        True, description="light augmentation (crop, small rotation, intensity) of the training images"
+    )
     sync_bn: bool = Field(
-        True, description="synchronize batch-norm statistics across ranks (SyncBatchNorm) under --gpus N / torchrun on CUDA"
+        True,
+        description=(
+            "synchronize batch-norm statistics across ranks (SyncBatchNorm) under --gpus N / torchrun on CUDA"
+        ),
     )
 
 
@@ -24,9 +29,12 @@ class LinearOptions(HeadOptions):
     """Linear probe on frozen features."""
 
     lr_grid: list[float] = Field(
-        [1e-3, 1e-2], min_length=1, description="learning rates of the linear probe; the best on validation macro AUROC is kept"
+        [1e-3, 1e-2],
+        min_length=1,
+        description="learning rates of the linear probe; the best on validation macro AUROC is kept",
     )
     l2_grid: list[float] = Field(
-        [0.0, 1e-4, 1e-3, 1e-2, 1e-1], min_length=1,
+        [0.0, 1e-4, 1e-3, 1e-2, 1e-1],
+        min_length=1,
         description="L2 penalties of the linear probe; the best on validation macro AUROC is kept",
     )

@@ -33,19 +33,55 @@ from chexbench.spec.registry import DATASETS
 #: labels each layout carries *and* the phantom draws (harmonized names)
 PHANTOM_LABELS: dict[str, tuple[str, ...]] = {
     "chexpert": (
-        "no_finding", "enlarged_cardiomediastinum", "cardiomegaly", "lung_opacity", "lung_lesion", "edema",
-        "consolidation", "pneumonia", "atelectasis", "pneumothorax", "pleural_effusion", "fracture",
+        "no_finding",
+        "enlarged_cardiomediastinum",
+        "cardiomegaly",
+        "lung_opacity",
+        "lung_lesion",
+        "edema",
+        "consolidation",
+        "pneumonia",
+        "atelectasis",
+        "pneumothorax",
+        "pleural_effusion",
+        "fracture",
         "support_devices",
     ),
     "nih": (
-        "atelectasis", "cardiomegaly", "pleural_effusion", "infiltration", "mass", "nodule", "pneumonia",
-        "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural_thickening", "hernia",
+        "atelectasis",
+        "cardiomegaly",
+        "pleural_effusion",
+        "infiltration",
+        "mass",
+        "nodule",
+        "pneumonia",
+        "pneumothorax",
+        "consolidation",
+        "edema",
+        "emphysema",
+        "fibrosis",
+        "pleural_thickening",
+        "hernia",
         "no_finding",
     ),
     "indiana": (
-        "atelectasis", "cardiomegaly", "consolidation", "edema", "emphysema", "fibrosis", "fracture", "hernia",
-        "infiltration", "lung_opacity", "mass", "nodule", "pleural_effusion", "pneumonia", "pneumothorax",
-        "support_devices", "no_finding",
+        "atelectasis",
+        "cardiomegaly",
+        "consolidation",
+        "edema",
+        "emphysema",
+        "fibrosis",
+        "fracture",
+        "hernia",
+        "infiltration",
+        "lung_opacity",
+        "mass",
+        "nodule",
+        "pleural_effusion",
+        "pneumonia",
+        "pneumothorax",
+        "support_devices",
+        "no_finding",
     ),
 }
 #: the real datasets' evaluation labels (all of them are drawn); Indiana's as the real collection's rule
@@ -64,7 +100,8 @@ LAYOUT_SUBDIR: dict[str, str] = {"chexpert": "CheXpert-v1.0-small", "nih": "", "
 
 
 def layout_root(layout: str, folder: Path) -> Path:
-    """The folder the real loader of ``layout`` reads, given a generated site folder (or that folder itself)."""
+    """The folder the real loader of ``layout`` reads, given a generated site folder (or that folder
+    itself)."""
     sub = LAYOUT_SUBDIR[layout]
     return folder / sub if sub and (folder / sub).is_dir() else folder
 
@@ -72,13 +109,20 @@ def layout_root(layout: str, folder: Path) -> Path:
 class PhantomOptions(DatasetOptions):
     """Options of a phantom: a root to read, or the generation parameters of the cached set."""
 
-    root: str | None = Field(None, description="read an existing phantom set from this folder instead of generating one into the cache")
+    root: str | None = Field(
+        None,
+        description="read an existing phantom set from this folder instead of generating one into the cache",
+    )
     patients: int = Field(500, ge=1, description="phantom patients generated (each with several studies)")
     size: int = Field(128, ge=16, le=2048, description="side of the generated images, in pixels")
     seed: int = Field(0, ge=0, description="seed of the phantom cohort and images")
     dependencies: Dependencies = Field(
-        DEFAULT_DEPENDENCIES, description='"published": view, age and AP magnification depend on the findings as in the real '
-        'data (docs/PHANTOM.md); "none": independent, the files of generator version 5 exactly')
+        DEFAULT_DEPENDENCIES,
+        description=(
+            '"published": view, age and AP magnification depend on the findings as in the real '
+            'data (docs/PHANTOM.md); "none": independent, the files of generator version 5 exactly'
+        ),
+    )
 
 
 class PhantomDataset(Dataset):
