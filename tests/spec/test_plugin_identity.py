@@ -36,7 +36,7 @@ def _id_under_schema_1(cell) -> str:
 def test_a_built_in_cell_keeps_the_id_it_had_before_plugins_were_versioned():
     # 66a8c26a28bd: this cell's id computed by the code before plugin versions entered the config (the parent
     # of 19b5c12). A real dataset's cell: a default phantom's cell id moved with generator version 6, whose
-    # default dependencies the cell now names (tests/test_pretrain_source_options.py)
+    # default dependencies the cell now names (tests/spec/test_pretrain_source_options.py)
     raw = {**RAW, "axes": {**RAW["axes"], "dataset": ["chexpert"]}}
     cell = parse_grid(raw, "t.toml").cells()[0].cell
     assert cell.plugins == {}
