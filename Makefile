@@ -9,13 +9,15 @@ RESULTS ?= chexbench-results
 TEST_WORKERS ?= auto
 # torch/torchvision are pinned here (the versions this project is tested with); pyproject keeps ranges open.
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+# ruff is pinned too: `make test` checks the formatting, and another ruff version formats differently.
+RUFF_PIN := ruff==0.17.6
 # Where torch comes from. auto: without an NVIDIA GPU, PyTorch's CPU wheel index (a CPU build instead of
 # several GB of CUDA libraries) if it answers within 5 s, else the default index (scripts/torch-index);
 # TORCH_INDEX=URL forces an index, TORCH_INDEX= the default one (PyPI).
 TORCH_INDEX ?= auto
 export TORCH_INDEX
 
-.PHONY: install demo test test-fast lint clean gpu-check gpu-wheels browser
+.PHONY: install demo test smoke-check test-fast lint clean gpu-check gpu-wheels browser
 
 # Who installs the packages: uv (from the package index; parallel downloads, about half of pip's time for
 # the CUDA torch build and the dev extras) with pip's settings translated (scripts/pip-install), or pip
@@ -33,7 +35,7 @@ $(VENV)/.installed: pyproject.toml Makefile scripts/pip-install
 	  echo "torch: $(TORCH_PIN) from $$index"; \
 	  $(INSTALL) -q --index-url "$$index" $(TORCH_PIN) || $(INSTALL) -q $(TORCH_PIN); \
 	fi
-	$(INSTALL) -q -e ".[dev,slurm]" $(TORCH_PIN)
+	$(INSTALL) -q -e ".[dev,slurm]" $(TORCH_PIN) $(RUFF_PIN)
 	touch $@
 
 install: $(VENV)/.installed
@@ -48,9 +50,30 @@ demo: install
 # unsharded `run` finds every cell done (or runs any a shard left), so the check sees the grid of a single run.
 SMOKE_SHARDS ?= 2
 
+# `make test` runs EVERYTHING: the whole suite, its `slow` tier included (end-to-end runs, learnability and
+# coverage checks; one pytest call, TEST_WORKERS workers, the heaviest modules dealt out first by
+# tests/conftest.py), and the smoke grid with its report and check. The suite and the smoke grid run AT THE SAME
+# TIME: each alone leaves a core idle for long stretches (the smoke grid's last run, report and check are one
+# process, about 80 s on this project's 2-core CI machine; the suite ends on one worker), and neither reads what
+# the other writes (the suite works in its own temp folders; both may fill the chexbench cache, whose phantoms,
+# prepared images and pretraining runs are made under locks and atomic renames). The smoke grid's output is
+# kept in .smoke-check.log and printed after the suite's; `make test` fails if either fails.
 test: install browser
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	rm -rf .smoke-check .smoke-check.log
+	@$(MAKE) --no-print-directory smoke-check >.smoke-check.log 2>&1 & smoke=$$!; \
+	echo "smoke grid started in the background (output: .smoke-check.log, printed after the tests)"; \
+	echo "$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests"; \
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests; status=$$?; \
+	wait $$smoke; smoke_status=$$?; \
+	echo "---- smoke grid (.smoke-check.log) ----"; cat .smoke-check.log; \
+	[ $$smoke_status -eq 0 ] || { echo "make test: the smoke grid or its check failed (exit $$smoke_status)"; status=1; }; \
+	exit $$status
+
+# The smoke grid, its report and its check (part of `make test`; on its own: `make smoke-check`).
+smoke-check: install
 	rm -rf .smoke-check
 	@threads=$$(( $$($(PY) -c 'import os; print(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())') / $(SMOKE_SHARDS) )); \
 	[ $$threads -ge 1 ] || threads=1; pids=""; \
@@ -60,7 +83,7 @@ test: install browser
 	done; status=0; for p in $$pids; do wait $$p || status=1; done; exit $$status
 	$(CHEX) run --grid smoke --results .smoke-check
 	$(CHEX) report --results .smoke-check
-	$(PY) -m chexbench.bench.smoke_check .smoke-check
+	$(PY) tests/bench/smoke_check.py .smoke-check
 
 # For developers between edits: the suite without the `slow` tier (end-to-end runs, learnability and
 # coverage checks) and without the smoke grid. CI runs `make test`, which runs everything.
@@ -91,6 +114,7 @@ gpu-wheels:
 
 lint: install
 	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
 
 clean:
-	rm -rf $(VENV) .smoke-check $(RESULTS) gpu-check .gpu-site .whl
+	rm -rf $(VENV) .smoke-check .smoke-check.log $(RESULTS) gpu-check .gpu-site .whl

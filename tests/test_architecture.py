@@ -22,8 +22,14 @@ def _lint_imports(source_root: Path, cwd: Path) -> subprocess.CompletedProcess[s
     """``lint-imports`` with the repo's contract on the ``chexbench`` package found under ``source_root``."""
     code = "from importlinter.cli import lint_imports_command; lint_imports_command()"
     env = {**os.environ, "PYTHONPATH": str(source_root)}
-    return subprocess.run([sys.executable, "-c", code, "--no-cache", str(CONFIG)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code, "--no-cache", str(CONFIG)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_the_layer_contract_holds(tmp_path):
@@ -42,6 +48,33 @@ def test_the_layer_check_fails_when_datasets_imports_the_harness(tmp_path):
     assert "BROKEN" in out.stdout
     assert "chexbench.datasets is not allowed to import chexbench.bench" in out.stdout
     assert "chexbench.datasets.base -> chexbench.bench.store" in out.stdout
+
+
+def test_the_contract_is_exhaustive_a_new_top_level_module_fails_it(tmp_path):
+    """Every top-level module or package must have a layer: a planted ``chexbench/planted.py`` (which
+    imports nothing) breaks the contract until it is named in pyproject.toml."""
+    shutil.copytree(PACKAGE, tmp_path / "src" / "chexbench", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "src" / "chexbench" / "planted.py").write_text("VALUE = 1\n")
+    out = _lint_imports(tmp_path / "src", tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "chexbench.planted" in out.stdout + out.stderr
+    assert "exhaustive" in out.stdout + out.stderr
+
+
+def test_the_tests_mirror_the_package():
+    """tests/<name>/ exists for each package of src/chexbench, and every test folder names one (the
+    root holds only this whole-package check and conftest.py)."""
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    tests = REPO / "tests"
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and p.name not in ("__pycache__", "scripts")}
+    assert packages - folders == set(), f"packages without tests/<name>/: {sorted(packages - folders)}"
+    assert folders - packages == set(), f"test folders that mirror no package: {sorted(folders - packages)}"
+    suite = {
+        Path(__file__).name,
+        "test_suite_layout.py",
+    }  # checks of the package as a whole, and of the suite
+    loose = sorted(p.name for p in tests.glob("test_*.py") if p.name not in suite)
+    assert loose == [], f"test files outside a package folder: {loose}"
 
 
 def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:

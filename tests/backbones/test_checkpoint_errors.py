@@ -22,7 +22,9 @@ def _message(path) -> str:
 def test_a_folder_is_named_as_a_folder(tmp_path):
     torch.save({"w": torch.zeros(1)}, tmp_path / "model.pt")
     text = _message(tmp_path)
-    assert "is a folder" in text and "model.pt" in text and "not found" not in text  # was "checkpoint file not found"
+    assert (
+        "is a folder" in text and "model.pt" in text and "not found" not in text
+    )  # was "checkpoint file not found"
 
 
 @pytest.mark.parametrize("content", [b"epoch,loss\n1,0.5\n", b"eeee", b"\x00\x01\x02garbage"])
@@ -30,12 +32,16 @@ def test_a_file_of_another_kind_is_named(tmp_path, content):
     path = tmp_path / "weights.pt"
     path.write_bytes(content)
     text = _message(path)
-    assert "not a PyTorch checkpoint" in text and str(path) in text and "KeyError" not in text  # was "KeyError: 101"
+    assert (
+        "not a PyTorch checkpoint" in text and str(path) in text and "KeyError" not in text
+    )  # was "KeyError: 101"
 
 
 def test_a_pickled_payload_is_refused_without_unsafe_advice(tmp_path):
     path = tmp_path / "pickled.pt"
-    torch.save({"call": os.system, "w": torch.zeros(1)}, path)  # a reference to a function of a blocked module
+    torch.save(
+        {"call": os.system, "w": torch.zeros(1)}, path
+    )  # a reference to a function of a blocked module
     text = _message(path)
     assert "pickled Python objects" in text and "state_dict()" in text
 

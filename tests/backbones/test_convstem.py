@@ -1,4 +1,5 @@
-"""ConvStem ViT (Xiao et al. 2021): token grid, stem structure, compute match with ViT-B/16, profile helper."""
+"""ConvStem ViT (Xiao et al. 2021): token grid, stem structure, compute match with ViT-B/16, profile
+helper."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from torch import nn
 
 from chexbench.backbones.convstem import ConvStem, convstem_channels
 from chexbench.backbones.profile import profile_backbone
-from chexbench.config import CellConfig, Settings
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.registry import BACKBONES, STRATEGIES
+from chexbench.spec.settings import Settings
 
 
 @pytest.mark.slow
@@ -33,7 +35,9 @@ def test_vit_b16_convstem_has_the_vit_b16_token_grid_and_matched_compute() -> No
 
 
 def test_stem_is_four_strided_conv_bn_relu_then_pointwise_projection() -> None:
-    stem = ConvStem(img_size=64, patch_size=16, in_chans=1, embed_dim=768, channels=convstem_channels(4, 64, 512))
+    stem = ConvStem(
+        img_size=64, patch_size=16, in_chans=1, embed_dim=768, channels=convstem_channels(4, 64, 512)
+    )
     convs = [m for m in stem.stem if isinstance(m, nn.Conv2d)]
     assert [c.kernel_size for c in convs] == [(3, 3)] * 4 + [(1, 1)]
     assert [c.stride for c in convs] == [(2, 2)] * 4 + [(1, 1)]
@@ -71,7 +75,9 @@ def test_moco_convstem_is_valid_only_with_a_conv_stem() -> None:
     assert strategy.invalid_reason(dataclasses.replace(cell, backbone="vit_convstem_tiny")) is None
     for other in ("resnet50", "vit_b16", "vit_tiny", "resnet_tiny"):
         reason = strategy.invalid_reason(dataclasses.replace(cell, backbone=other))
-        assert reason.startswith("moco_convstem needs a ViT with a convolutional stem (vit_b16_convstem") and reason.endswith(other)
+        assert reason.startswith(
+            "moco_convstem needs a ViT with a convolutional stem (vit_b16_convstem"
+        ) and reason.endswith(other)
 
 
 def test_profile_of_a_cnn_matches_the_reference() -> None:

@@ -6,20 +6,33 @@ from timm.models.resnet import BasicBlock, ResNet
 from timm.models.vision_transformer import VisionTransformer
 
 from chexbench.backbones.base import load_checkpoint, read_state_dict
-from chexbench.config import CellConfig
 from chexbench.core.context import RunContext
 from chexbench.core.errors import SkipCell, WeightsError
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 
 
 def _rgb_resnet_tiny() -> ResNet:
-    # the same architecture as resnet_tiny, but 3 input channels and a 1000-way head, like an ImageNet checkpoint
-    return ResNet(BasicBlock, layers=(1, 1, 1, 1), channels=(32, 64, 128, 256), stem_width=32, in_chans=3, num_classes=1000)
+    # the same architecture as resnet_tiny, but 3 input channels and a 1000-way head, like an ImageNet
+    # checkpoint
+    return ResNet(
+        BasicBlock,
+        layers=(1, 1, 1, 1),
+        channels=(32, 64, 128, 256),
+        stem_width=32,
+        in_chans=3,
+        num_classes=1000,
+    )
 
 
 def _cell(backbone: str, weights: str | None) -> CellConfig:
     return CellConfig(
-        strategy="imagenet", backbone=backbone, dataset="chexpert", protocol="finetune", label_fraction=1.0, seed=0,
+        strategy="imagenet",
+        backbone=backbone,
+        dataset="chexpert",
+        protocol="finetune",
+        label_fraction=1.0,
+        seed=0,
         strategy_options={"weights": weights} if weights else {},
     )
 
@@ -64,22 +77,43 @@ def test_wrong_architecture_fails_naming_keys(tmp_path):
     wrong = ResNet(BasicBlock, layers=(2, 1, 1, 1), channels=(32, 64, 128, 256), in_chans=3, num_classes=10)
     spec = BACKBONES.get("resnet_tiny")
     with pytest.raises(WeightsError, match=r"unexpected keys \[layer1\.1\.") as e:
-        load_checkpoint(spec.build(64), wrong.state_dict(), spec, source="wrong.pth", declared_unexpected=spec.head_prefixes)
+        load_checkpoint(
+            spec.build(64),
+            wrong.state_dict(),
+            spec,
+            source="wrong.pth",
+            declared_unexpected=spec.head_prefixes,
+        )
     assert "does not fit resnet_tiny" in str(e.value)
     state = _rgb_resnet_tiny().state_dict()
     del state["layer4.0.bn2.weight"]
     with pytest.raises(WeightsError, match=r"missing keys \[layer4\.0\.bn2\.weight\]"):
-        load_checkpoint(spec.build(64), state, spec, source="partial.pth", declared_unexpected=spec.head_prefixes)
+        load_checkpoint(
+            spec.build(64), state, spec, source="partial.pth", declared_unexpected=spec.head_prefixes
+        )
     wide = ResNet(BasicBlock, layers=(1, 1, 1, 1), channels=(32, 64, 128, 512), in_chans=3, num_classes=10)
     with pytest.raises(WeightsError, match="shape mismatches"):
-        load_checkpoint(spec.build(64), wide.state_dict(), spec, source="wide.pth", declared_unexpected=spec.head_prefixes)
+        load_checkpoint(
+            spec.build(64), wide.state_dict(), spec, source="wide.pth", declared_unexpected=spec.head_prefixes
+        )
 
 
 def test_vit_pos_embed_resampled_to_image_size(tmp_path):
-    src = VisionTransformer(img_size=32, patch_size=8, in_chans=3, num_classes=5, embed_dim=96, depth=4, num_heads=3, mlp_ratio=2.0)
+    src = VisionTransformer(
+        img_size=32,
+        patch_size=8,
+        in_chans=3,
+        num_classes=5,
+        embed_dim=96,
+        depth=4,
+        num_heads=3,
+        mlp_ratio=2.0,
+    )
     spec = BACKBONES.get("vit_tiny")
     backbone = spec.build(64)
-    report = load_checkpoint(backbone, src.state_dict(), spec, source="vit.pth", declared_unexpected=spec.head_prefixes)
+    report = load_checkpoint(
+        backbone, src.state_dict(), spec, source="vit.pth", declared_unexpected=spec.head_prefixes
+    )
     assert backbone.model.pos_embed.shape == (1, 1 + 64, 96)
     assert torch.equal(backbone.model.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight)
     assert any("pos_embed resampled" in n for n in report.notes)
@@ -92,8 +126,14 @@ def test_missing_weights_skip_with_instructions(tmp_path, monkeypatch):
     reason = strategy.unavailable_reason(_cell("resnet50", None))
     assert reason and str(tmp_path / "weights" / "resnet50.a1_in1k.safetensors") in reason
     with pytest.raises(SkipCell):
-        strategy.init_backbone(BACKBONES.get("resnet_tiny").build(64), _cell("resnet_tiny", None), RunContext(torch.device("cpu"), tmp_path, tmp_path))
-    assert "weights file not found" in strategy.unavailable_reason(_cell("resnet50", str(tmp_path / "nope.pth")))
+        strategy.init_backbone(
+            BACKBONES.get("resnet_tiny").build(64),
+            _cell("resnet_tiny", None),
+            RunContext(torch.device("cpu"), tmp_path, tmp_path),
+        )
+    assert "weights file not found" in strategy.unavailable_reason(
+        _cell("resnet50", str(tmp_path / "nope.pth"))
+    )
 
 
 def test_conventional_cache_location_is_found(tmp_path, monkeypatch):

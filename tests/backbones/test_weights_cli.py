@@ -14,16 +14,19 @@ from typer.testing import CliRunner
 
 from chexbench.backbones import imagenet_weights
 from chexbench.cli import app
-from chexbench.config import CellConfig, Settings
 from chexbench.core.context import RunContext
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.registry import BACKBONES, STRATEGIES
+from chexbench.spec.settings import Settings
 
 runner = CliRunner()
 
 
 def _rgb_tiny(layers=(1, 1, 1, 1)) -> ResNet:
     torch.manual_seed(0)
-    return ResNet(BasicBlock, layers=layers, channels=(32, 64, 128, 256), stem_width=32, in_chans=3, num_classes=1000)
+    return ResNet(
+        BasicBlock, layers=layers, channels=(32, 64, 128, 256), stem_width=32, in_chans=3, num_classes=1000
+    )
 
 
 @pytest.fixture
@@ -70,10 +73,20 @@ def test_fetch_verifies_stores_and_imagenet_then_loads_it(hub):
     assert listed.exit_code == 0 and sha in listed.output and "timm/resnet18.a1_in1k" in listed.output
     again = runner.invoke(app, ["weights", "fetch", "resnet_tiny"])
     assert again.exit_code == 0 and "already stored" in again.output and len(hub["calls"]) == 1
-    assert runner.invoke(app, ["weights", "fetch", "resnet_tiny", "--force"]).exit_code == 0 and len(hub["calls"]) == 2
+    assert (
+        runner.invoke(app, ["weights", "fetch", "resnet_tiny", "--force"]).exit_code == 0
+        and len(hub["calls"]) == 2
+    )
 
-    cell = CellConfig(strategy="imagenet", backbone="resnet_tiny", dataset="chexpert", protocol="linear", label_fraction=1.0,
-                      seed=0, settings=Settings(image_size=32))
+    cell = CellConfig(
+        strategy="imagenet",
+        backbone="resnet_tiny",
+        dataset="chexpert",
+        protocol="linear",
+        label_fraction=1.0,
+        seed=0,
+        settings=Settings(image_size=32),
+    )
     imagenet = STRATEGIES.get("imagenet")
     assert imagenet.invalid_reason(cell) is None and imagenet.unavailable_reason(cell) is None
     backbone = BACKBONES.get("resnet_tiny").build(32)
@@ -111,7 +124,10 @@ def test_offline_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: refused at once
     out = runner.invoke(app, ["weights", "fetch", "resnet50"])
     assert out.exit_code == 2
-    assert len(out.output.strip().splitlines()) == 1 and "cannot download ImageNet weights of resnet50" in out.output
+    assert (
+        len(out.output.strip().splitlines()) == 1
+        and "cannot download ImageNet weights of resnet50" in out.output
+    )
     assert "unreachable" in out.output
     assert not (tmp_path / "cache").exists()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -134,12 +150,20 @@ def test_backbones_without_weights_are_refused_by_name(tmp_path, monkeypatch):
 def test_plan_says_not_applicable_and_names_no_weights_file(tmp_path, monkeypatch):
     monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path / "cache"))
     grid = tmp_path / "g.toml"
-    grid.write_text('[axes]\nstrategy=["imagenet"]\nbackbone=["resnet_tiny","vit_b16_convstem","resnet50"]\n'
-                    'dataset=["chexpert"]\nprotocol=["linear"]\n')
-    out = runner.invoke(app, ["plan", "--grid", str(grid), "--results", str(tmp_path / "r")], terminal_width=400)
+    grid.write_text(
+        '[axes]\nstrategy=["imagenet"]\nbackbone=["resnet_tiny","vit_b16_convstem","resnet50"]\n'
+        'dataset=["chexpert"]\nprotocol=["linear"]\n'
+    )
+    out = runner.invoke(
+        app, ["plan", "--grid", str(grid), "--results", str(tmp_path / "r")], terminal_width=400
+    )
     assert out.exit_code == 0, out.output
     text = " ".join(out.output.split())  # the summary lines, unwrapped
     assert "skipped ×1: not applicable: resnet_tiny has no ImageNet weights" in text
     assert "skipped ×1: not applicable: vit_b16_convstem has no ImageNet weights" in text
     assert "run `chexbench weights fetch resnet50`" in text
-    assert "resnet_tiny.safetensors" not in text and "'resnet_tiny' state dict" not in text and "convstem.safetensors" not in text
+    assert (
+        "resnet_tiny.safetensors" not in text
+        and "'resnet_tiny' state dict" not in text
+        and "convstem.safetensors" not in text
+    )

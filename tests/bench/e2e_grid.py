@@ -8,10 +8,14 @@ import sys
 from pathlib import Path
 
 
-def tiny_grid(folder: Path, name: str, strategies: tuple[str, ...] = ("scratch",), seeds: tuple[int, ...] = (0, 1, 2, 3)) -> Path:
-    """``folder/<name>.toml``: fine-tuning of resnet_tiny on a small CheXpert phantom, one cell per strategy × seed."""
+def tiny_grid(
+    folder: Path, name: str, strategies: tuple[str, ...] = ("scratch",), seeds: tuple[int, ...] = (0, 1, 2, 3)
+) -> Path:
+    """``folder/<name>.toml``: fine-tuning of resnet_tiny on a small CheXpert phantom, one cell per strategy ×
+    seed."""
     path = folder / f"{name}.toml"
-    path.write_text(f"""name = "{name}"
+    path.write_text(
+        f"""name = "{name}"
 [axes]
 strategy = {list(strategies)!r}
 backbone = ["resnet_tiny"]
@@ -28,13 +32,27 @@ max_eval_images = 48
 [dataset.phantom-chexpert]
 patients = 120
 size = 64
-""".replace("'", '"'))
+""".replace("'", '"')
+    )
     return path
 
 
 def run_command(grid: Path, results: Path, *extra: str) -> list[str]:
-    """``python -m chexbench run`` of ``grid`` into ``results`` on the CPU (``extra``: e.g. ``--shard 1/3``)."""
-    return [sys.executable, "-m", "chexbench", "run", "--grid", str(grid), "--results", str(results), "--device", "cpu", *extra]
+    """``python -m chexbench run`` of ``grid`` into ``results`` on the CPU (``extra``: e.g. ``--shard
+    1/3``)."""
+    return [
+        sys.executable,
+        "-m",
+        "chexbench",
+        "run",
+        "--grid",
+        str(grid),
+        "--results",
+        str(results),
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def worker_env() -> dict[str, str]:

@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 from chexbench.backbones.base import Backbone
-from chexbench.config import CellConfig, Settings
 from chexbench.core.context import RunContext
 from chexbench.core.training import DivergedError
 from chexbench.datasets.celldata import CellData, SplitData
-from chexbench.registry import BACKBONES, PROTOCOLS
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.registry import BACKBONES, PROTOCOLS
+from chexbench.spec.settings import Settings
 from chexbench.strategies.base import InitRecord
 
 LABELS = ["Atelectasis", "Cardiomegaly", "Edema"]
@@ -59,7 +60,9 @@ def _data() -> CellData:
 
 def _cell(protocol: str, lr: float, **options) -> CellConfig:
     settings = Settings(image_size=16, epochs=3, batch_size=16, warmup_epochs=0.0, lr=lr)
-    return CellConfig("scratch", "resnet_tiny", "phantom-chexpert", protocol, 1.0, 0, settings, protocol_options=options)
+    return CellConfig(
+        "scratch", "resnet_tiny", "phantom-chexpert", protocol, 1.0, 0, settings, protocol_options=options
+    )
 
 
 def _run(protocol: str, module: nn.Module, cell: CellConfig, tmp_path):

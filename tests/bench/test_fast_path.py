@@ -19,14 +19,15 @@ from torch import nn
 
 from chexbench.backbones.base import Backbone
 from chexbench.bench.protocols.finetune import Finetune
-from chexbench.config import CellConfig, Settings
 from chexbench.core.context import FastPath, RunContext, fast_path_for
 from chexbench.core.devices import autocast
 from chexbench.core.inference import extract_features
 from chexbench.core.inputs import DEFAULT_NORMALIZE, to_input
 from chexbench.core.optim import build_optimizer, optimizer_implementation
 from chexbench.datasets.celldata import CellData, SplitData
-from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.registry import BACKBONES, PROTOCOLS, STRATEGIES
+from chexbench.spec.settings import Settings
 from chexbench.strategies.base import InitRecord
 
 FAMILIES = ["resnet_tiny", "vit_tiny", "vit_convstem_tiny"]
@@ -53,13 +54,27 @@ def _data(n_train: int = 8) -> CellData:
 
 def _cell(backbone: str, protocol: str = "finetune", **settings) -> CellConfig:
     s = Settings(image_size=SIZE, epochs=1, batch_size=4, eval_batch_size=4, warmup_epochs=0.0, **settings)
-    return CellConfig("scratch", backbone, "phantom-chexpert", protocol, 1.0, 0, s,
-                      protocol_options={"localize": False, "save_model": "false", "augment": False})
+    return CellConfig(
+        "scratch",
+        backbone,
+        "phantom-chexpert",
+        protocol,
+        1.0,
+        0,
+        s,
+        protocol_options={"localize": False, "save_model": "false", "augment": False},
+    )
 
 
 def _ctx(tmp_path, fast: FastPath = BF16) -> RunContext:
-    return RunContext(CPU, tmp_path / "results", tmp_path / "cache", amp_dtype=fast.amp_dtype,
-                      channels_last=fast.channels_last, compile=fast.compile)
+    return RunContext(
+        CPU,
+        tmp_path / "results",
+        tmp_path / "cache",
+        amp_dtype=fast.amp_dtype,
+        channels_last=fast.channels_last,
+        compile=fast.compile,
+    )
 
 
 class StepProbe:
@@ -76,8 +91,15 @@ class StepProbe:
 
     def _record(self, module: nn.Module, inputs, output: torch.Tensor) -> None:
         dtype, channels_last = self._conv[-1]
-        self.calls.append({"training": module.training, "dtype": dtype, "channels_last": channels_last,
-                           "out_finite": bool(torch.isfinite(output).all()), "grad": torch.is_grad_enabled()})
+        self.calls.append(
+            {
+                "training": module.training,
+                "dtype": dtype,
+                "channels_last": channels_last,
+                "out_finite": bool(torch.isfinite(output).all()),
+                "grad": torch.is_grad_enabled(),
+            }
+        )
 
     def of(self, training: bool) -> list[dict]:
         return [c for c in self.calls if c["training"] == training]
@@ -112,7 +134,9 @@ def test_the_device_policy_is_bf16_channels_last_on_cuda_and_fp32_on_cpu(tmp_pat
 def test_finetune_train_and_eval_steps_run_bf16_channels_last(name, tmp_path):
     backbone = _backbone(name)
     probe = StepProbe(backbone)
-    result = PROTOCOLS.get("finetune").run(backbone, _data(), _cell(name), _ctx(tmp_path), InitRecord(source="scratch"))
+    result = PROTOCOLS.get("finetune").run(
+        backbone, _data(), _cell(name), _ctx(tmp_path), InitRecord(source="scratch")
+    )
     train, evals = probe.of(True), probe.of(False)
     assert len(train) == 2 and evals, "one epoch of 8 images at batch 4: two training steps, then evaluation"
     for call in train + evals:
@@ -127,16 +151,24 @@ def test_finetune_train_and_eval_steps_run_bf16_channels_last(name, tmp_path):
 def test_the_default_cpu_policy_keeps_fp32_and_nchw(name, tmp_path):
     backbone = _backbone(name)
     probe = StepProbe(backbone)
-    PROTOCOLS.get("finetune").run(backbone, _data(), _cell(name), _ctx(tmp_path, FastPath()), InitRecord(source="scratch"))
-    assert probe.calls and all(c["dtype"] == torch.float32 and c["channels_last"] is False for c in probe.calls)
+    PROTOCOLS.get("finetune").run(
+        backbone, _data(), _cell(name), _ctx(tmp_path, FastPath()), InitRecord(source="scratch")
+    )
+    assert probe.calls and all(
+        c["dtype"] == torch.float32 and c["channels_last"] is False for c in probe.calls
+    )
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_linear_probe_extraction_runs_bf16_channels_last_and_returns_fp32(name, tmp_path):
     backbone = _backbone(name)
     probe = StepProbe(backbone)
-    result = PROTOCOLS.get("linear").run(backbone, _data(), _cell(name, "linear"), _ctx(tmp_path), InitRecord(source="scratch"))
-    assert probe.calls and all(c["dtype"] == torch.bfloat16 and c["channels_last"] and not c["training"] for c in probe.calls)
+    result = PROTOCOLS.get("linear").run(
+        backbone, _data(), _cell(name, "linear"), _ctx(tmp_path), InitRecord(source="scratch")
+    )
+    assert probe.calls and all(
+        c["dtype"] == torch.bfloat16 and c["channels_last"] and not c["training"] for c in probe.calls
+    )
     assert np.isfinite(result.test_scores).all()
     feats = extract_features(backbone, _split(5, 3).images, 2, CPU, DEFAULT_NORMALIZE, True, BF16)
     assert feats.dtype == torch.float32 and feats.shape == (5, backbone.num_features)
@@ -149,7 +181,9 @@ class TinyConvNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -169,7 +203,9 @@ def test_finetune_step_under_torch_compile_runs_compiled_graphs(tmp_path):
     counters.clear()
     backbone = Backbone(TinyConvNet(), BACKBONES.get("resnet_tiny"), SIZE)
     fast = FastPath(amp_dtype=torch.bfloat16, channels_last=True, compile=True)
-    result = PROTOCOLS.get("finetune").run(backbone, _data(), _cell("resnet_tiny"), _ctx(tmp_path, fast), InitRecord(source="scratch"))
+    result = PROTOCOLS.get("finetune").run(
+        backbone, _data(), _cell("resnet_tiny"), _ctx(tmp_path, fast), InitRecord(source="scratch")
+    )
     # dynamo captured the training step's graph and inductor compiled it
     assert counters["stats"]["unique_graphs"] >= 1, dict(counters["stats"])
     assert sum(counters["inductor"].values()) > 0 or counters["stats"]["calls_captured"] > 0
@@ -183,7 +219,9 @@ def test_without_compile_no_graph_is_captured(tmp_path):
     torch._dynamo.reset()
     counters.clear()
     backbone = Backbone(TinyConvNet(), BACKBONES.get("resnet_tiny"), SIZE)
-    PROTOCOLS.get("finetune").run(backbone, _data(), _cell("resnet_tiny"), _ctx(tmp_path), InitRecord(source="scratch"))
+    PROTOCOLS.get("finetune").run(
+        backbone, _data(), _cell("resnet_tiny"), _ctx(tmp_path), InitRecord(source="scratch")
+    )
     assert counters["stats"]["unique_graphs"] == 0
 
 
@@ -193,8 +231,14 @@ def test_optimizers_are_foreach_on_cpu_and_fused_on_cuda():
     params = [nn.Parameter(torch.randn(3, 2))]
     for optimizer in ("adamw", "sgd"):
         st = Settings(optimizer=optimizer)
-        opt = build_optimizer(nn.ParameterList(params), CPU, name=st.optimizer, lr=st.lr, weight_decay=st.weight_decay,
-                              choice=Finetune.optimizer_choice)
+        opt = build_optimizer(
+            nn.ParameterList(params),
+            CPU,
+            name=st.optimizer,
+            lr=st.lr,
+            weight_decay=st.weight_decay,
+            choice=Finetune.optimizer_choice,
+        )
         assert opt.defaults["foreach"] is True and not opt.defaults.get("fused"), optimizer
         params[0].grad = torch.ones_like(params[0])
         before = params[0].detach().clone()
@@ -218,7 +262,9 @@ def _ssl_model(kind: str):
         return SimCLRModel(enc, enc.num_features, 32, 16, 0.1)
     if kind == "mocov2":
         enc = BACKBONES.get("resnet_tiny").build(SIZE, {})
-        return MoCoModel(enc, enc.num_features, 32, 16, 24, 0.99, 0.2, 2, generator=torch.Generator().manual_seed(1))
+        return MoCoModel(
+            enc, enc.num_features, 32, 16, 24, 0.99, 0.2, 2, generator=torch.Generator().manual_seed(1)
+        )
     enc = wrap_topk(BACKBONES.get("vit_tiny").build(SIZE, {}), {"topk": 0.25})
     return SimCLRModel(enc, enc.num_features, 32, 16, 0.1)
 
@@ -234,8 +280,12 @@ def test_ssl_step_loss_under_bf16_autocast_is_finite_and_equals_fp32(kind):
         conv = next(m for m in model.encoder.modules() if isinstance(m, nn.Conv2d))
         conv.register_forward_hook(lambda m, i, o, seen=seen: seen.append(o.dtype))
         with autocast(CPU, dtype is not None, dtype):
-            loss = model.loss(v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last),
-                              0.0, torch.Generator().manual_seed(3))
+            loss = model.loss(
+                v1.contiguous(memory_format=torch.channels_last),
+                v2.contiguous(memory_format=torch.channels_last),
+                0.0,
+                torch.Generator().manual_seed(3),
+            )
         loss.backward()
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         assert grads and all(torch.isfinite(gr).all() for gr in grads), name
@@ -260,10 +310,27 @@ def test_pretraining_loop_runs_its_steps_under_the_contexts_autocast(tmp_path, m
 
     monkeypatch.setattr(MoCoModel, "loss", spy)
     images = np.random.default_rng(0).integers(0, 256, (16, SIZE, SIZE), dtype=np.uint8)
-    monkeypatch.setattr("chexbench.datasets.celldata.pretrain_pool", lambda cell, max_images=0: (images, np.array([str(i) for i in range(16)])))
-    cell = CellConfig("mocov2", "resnet_tiny", "phantom-chexpert", "finetune", 1.0, 0, Settings(image_size=SIZE),
-                      strategy_options={"pretrain_epochs": 1, "pretrain_batch_size": 8, "proj_hidden_dim": 32, "proj_dim": 16,
-                                        "queue_size": 8, "probe_every": 0})
+    monkeypatch.setattr(
+        "chexbench.datasets.celldata.pretrain_pool",
+        lambda cell, max_images=0: (images, np.array([str(i) for i in range(16)])),
+    )
+    cell = CellConfig(
+        "mocov2",
+        "resnet_tiny",
+        "phantom-chexpert",
+        "finetune",
+        1.0,
+        0,
+        Settings(image_size=SIZE),
+        strategy_options={
+            "pretrain_epochs": 1,
+            "pretrain_batch_size": 8,
+            "proj_hidden_dim": 32,
+            "proj_dim": 16,
+            "queue_size": 8,
+            "probe_every": 0,
+        },
+    )
     ctx = _ctx(tmp_path)
     run_id, state, meta = P.ensure_pretrained(STRATEGIES.get("mocov2"), cell, ctx)
     assert meta["steps"] == 2 and np.isfinite(meta["final_loss"])
@@ -281,8 +348,14 @@ def test_cuda_adamw_and_sgd_are_fused_and_step():
     params = [nn.Parameter(torch.randn(4, 4, device=dev))]
     for optimizer in ("adamw", "sgd"):
         st = Settings(optimizer=optimizer)
-        opt = build_optimizer(nn.ParameterList(params), dev, name=st.optimizer, lr=st.lr, weight_decay=st.weight_decay,
-                              choice=Finetune.optimizer_choice)
+        opt = build_optimizer(
+            nn.ParameterList(params),
+            dev,
+            name=st.optimizer,
+            lr=st.lr,
+            weight_decay=st.weight_decay,
+            choice=Finetune.optimizer_choice,
+        )
         assert opt.defaults["fused"] is True
         params[0].grad = torch.ones_like(params[0])
         opt.step()
@@ -333,7 +406,10 @@ def test_cuda_syncbn_conversion_under_ddp_keeps_the_forward():
 def test_cuda_ssl_loss_in_bf16_equals_fp32(kind):
     dev = torch.device("cuda")
     g = torch.Generator().manual_seed(2)
-    v1, v2 = torch.rand(8, 1, SIZE, SIZE, generator=g).to(dev), torch.rand(8, 1, SIZE, SIZE, generator=g).to(dev)
+    v1, v2 = (
+        torch.rand(8, 1, SIZE, SIZE, generator=g).to(dev),
+        torch.rand(8, 1, SIZE, SIZE, generator=g).to(dev),
+    )
     losses = []
     for dtype in (None, torch.bfloat16):
         model = _ssl_model(kind).to(dev)

@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from chexbench.backbones.base import Backbone
-from chexbench.config import CellConfig, Settings
 from chexbench.core.context import RunContext
 from chexbench.core.errors import DataError
 from chexbench.datasets.celldata import CellData, SplitData
-from chexbench.registry import BACKBONES, PROTOCOLS
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.registry import BACKBONES, PROTOCOLS
+from chexbench.spec.settings import Settings
 from chexbench.strategies.base import InitRecord
 
 LABELS = ["Atelectasis", "Cardiomegaly"]
@@ -51,14 +52,23 @@ def _data(n_train: int) -> CellData:
 
 
 def _cell(batch_size: int = 16, epochs: int = 2) -> CellConfig:
-    return CellConfig("scratch", "resnet_tiny", "phantom-chexpert", "finetune", 1.0, 0,
-                      Settings(image_size=16, epochs=epochs, batch_size=batch_size, warmup_epochs=0.5, eval_batch_size=64),
-                      protocol_options={"augment": False})
+    return CellConfig(
+        "scratch",
+        "resnet_tiny",
+        "phantom-chexpert",
+        "finetune",
+        1.0,
+        0,
+        Settings(image_size=16, epochs=epochs, batch_size=batch_size, warmup_epochs=0.5, eval_batch_size=64),
+        protocol_options={"augment": False},
+    )
 
 
 @pytest.fixture
 def ctx(tmp_path) -> RunContext:
-    return RunContext(device=torch.device("cpu"), results_dir=tmp_path / "results", cache_dir=tmp_path / "cache")
+    return RunContext(
+        device=torch.device("cpu"), results_dir=tmp_path / "results", cache_dir=tmp_path / "cache"
+    )
 
 
 def test_finetuning_never_trains_on_the_remainder_batch(ctx):
@@ -68,13 +78,20 @@ def test_finetuning_never_trains_on_the_remainder_batch(ctx):
     # 33 images at batch 16: two full batches per epoch; the 33rd image of each epoch's order is dropped
     assert net.train_batches == [16, 16, 16, 16]
     sched = result.extra["schedule"]
-    assert sched["steps_per_epoch"] == 2 and sched["total_steps"] == 4 and sched["warmup_steps"] == 1 and sched["drop_last"] is True
+    assert (
+        sched["steps_per_epoch"] == 2
+        and sched["total_steps"] == 4
+        and sched["warmup_steps"] == 1
+        and sched["drop_last"] is True
+    )
 
 
 def test_a_train_split_smaller_than_one_batch_is_one_batch_of_the_whole_split(ctx):
     net = TinyCNN()
     backbone = Backbone(net, BACKBONES.get("resnet_tiny"), 16)
-    result = PROTOCOLS.get("finetune").run(backbone, _data(5), _cell(batch_size=16), ctx, InitRecord(source="random"))
+    result = PROTOCOLS.get("finetune").run(
+        backbone, _data(5), _cell(batch_size=16), ctx, InitRecord(source="random")
+    )
     assert net.train_batches == [5, 5] and result.extra["schedule"]["total_steps"] == 2
 
 

@@ -9,11 +9,12 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from chexbench.backbones.base import Backbone
-from chexbench.config import CellConfig, Settings
 from chexbench.core.context import RunContext
 from chexbench.core.metrics import macro_auroc, macro_auroc_per_head
 from chexbench.datasets.celldata import CellData, SplitData
-from chexbench.registry import BACKBONES, PROTOCOLS
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.registry import BACKBONES, PROTOCOLS
+from chexbench.spec.settings import Settings
 from chexbench.strategies.base import InitRecord
 
 LABELS = ["Atelectasis", "Cardiomegaly", "Edema"]
@@ -53,8 +54,14 @@ def _backbone() -> Backbone:
 
 def _cell(**protocol_options) -> CellConfig:
     return CellConfig(
-        "scratch", "resnet_tiny", "phantom-chexpert", "linear", 1.0, 0,
-        Settings(image_size=16, epochs=8, batch_size=32, warmup_epochs=0.0), protocol_options=protocol_options,
+        "scratch",
+        "resnet_tiny",
+        "phantom-chexpert",
+        "linear",
+        1.0,
+        0,
+        Settings(image_size=16, epochs=8, batch_size=32, warmup_epochs=0.0),
+        protocol_options=protocol_options,
     )
 
 
@@ -90,16 +97,26 @@ def test_linear_probe_learns_keeps_backbone_frozen_and_selects_on_validation(tmp
         assert torch.equal(v, before[k]), k
     assert result.valid_scores.shape == (120, 3) and result.test_scores.shape == (120, 3)
     assert macro_auroc(data.test.targets, result.test_scores, LABELS, LABELS) > 0.9
-    assert result.val_macro_auroc == pytest.approx(macro_auroc(data.valid.targets, result.valid_scores, LABELS, LABELS))
+    assert result.val_macro_auroc == pytest.approx(
+        macro_auroc(data.valid.targets, result.valid_scores, LABELS, LABELS)
+    )
     assert len(result.history) == 8 and 0 <= result.selected_epoch < 8
-    assert result.extra["selected_l2"] in (0.0, 1e-4, 1e-3, 1e-2, 1e-1) and len(result.extra["grid_val_macro_auroc"]) == 10
+    assert (
+        result.extra["selected_l2"] in (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
+        and len(result.extra["grid_val_macro_auroc"]) == 10
+    )
 
     # the test split never influences selection: other test targets → identical selection and scores
     scrambled = _split(120, 3)
     scrambled.targets = np.random.default_rng(9).permutation(scrambled.targets)
     data2 = CellData(list(LABELS), list(LABELS), _split(200, 1), _split(120, 2), scrambled, {})
-    result2 = PROTOCOLS.get("linear").run(_backbone_like(before), data2, _cell(), _ctx(tmp_path), InitRecord("random"))
-    assert result2.extra["selected_l2"] == result.extra["selected_l2"] and result2.selected_epoch == result.selected_epoch
+    result2 = PROTOCOLS.get("linear").run(
+        _backbone_like(before), data2, _cell(), _ctx(tmp_path), InitRecord("random")
+    )
+    assert (
+        result2.extra["selected_l2"] == result.extra["selected_l2"]
+        and result2.selected_epoch == result.selected_epoch
+    )
     np.testing.assert_array_equal(result2.test_scores, result.test_scores)
 
 

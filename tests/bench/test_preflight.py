@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from chexbench.bench.preflight import PreflightError, group_label, preflight, split_summary
 from chexbench.cli import app
-from chexbench.config import load_grid
 from chexbench.datasets.phantom.generate import write_site
+from chexbench.spec.parse import load_grid
 
 runner = CliRunner()
 
@@ -48,10 +48,10 @@ def roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
 def _grid(tmp_path: Path, roots: dict[str, Path]) -> Path:
     path = tmp_path / "grid.toml"
     path.write_text(
-        'name = "pre"\n[axes]\nstrategy = ["scratch", "imagenet"]\nbackbone = ["resnet_tiny"]\n'
-        'dataset = ["chexpert", "nih", "phantom-chexpert"]\nprotocol = ["linear", "finetune"]\nseed = [0, 1]\n'
-        f'[settings]\nimage_size = 32\n[dataset.chexpert]\nroot = "{roots["bad"]}"\n[dataset.nih]\nroot = "{roots["empty"]}"\n'
-        f'[dataset.phantom-chexpert]\nroot = "{roots["good"].parent}"\n'
+        'name = "pre"\n[axes]\nstrategy = ["scratch", "imagenet"]\nbackbone = ["resnet_tiny"]\ndataset ='
+        ' ["chexpert", "nih", "phantom-chexpert"]\nprotocol = ["linear", "finetune"]\nseed = [0,'
+        f' 1]\n[settings]\nimage_size = 32\n[dataset.chexpert]\nroot = "{roots["bad"]}"\n[dataset.nih]\nroot'
+        f' = "{roots["empty"]}"\n[dataset.phantom-chexpert]\nroot = "{roots["good"].parent}"\n'
     )
     return path
 
@@ -74,25 +74,30 @@ def test_a_bad_csv_value_and_an_empty_root_stop_plan_and_run_naming_the_cell_gro
     assert not out.exists()
 
 
-def test_plan_no_check_still_plans_a_grid_whose_data_is_not_here(tmp_path: Path, roots: dict[str, Path]) -> None:
+def test_plan_no_check_still_plans_a_grid_whose_data_is_not_here(
+    tmp_path: Path, roots: dict[str, Path]
+) -> None:
     grid = _grid(tmp_path, roots)
     result = runner.invoke(app, ["plan", "--grid", str(grid), "--no-check"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "12 to run" in result.output
 
 
-def test_plan_prints_split_sizes_and_test_positives_and_warns_on_thin_labels(tmp_path: Path, roots: dict[str, Path]) -> None:
+def test_plan_prints_split_sizes_and_test_positives_and_warns_on_thin_labels(
+    tmp_path: Path, roots: dict[str, Path]
+) -> None:
     path = tmp_path / "g.toml"
     path.write_text(
-        '[axes]\nstrategy = ["scratch"]\nbackbone = ["resnet_tiny"]\ndataset = ["chexpert"]\nprotocol = ["linear"]\n'
-        f'[settings]\nimage_size = 32\nuncertainty = "ones"\n[dataset.chexpert]\nroot = "{roots["good"]}"\n'
+        '[axes]\nstrategy = ["scratch"]\nbackbone = ["resnet_tiny"]\ndataset = ["chexpert"]\nprotocol ='
+        ' ["linear"]\n[settings]\nimage_size = 32\nuncertainty = "ones"\n[dataset.chexpert]\nroot ='
+        f' "{roots["good"]}"\n'
     )
     cell = load_grid(str(path)).cells()[0].cell
     summary = split_summary(cell)
     # against the loader's own index: frontal images per split, and U-Ones positives per label
     import numpy as np
 
-    from chexbench.registry import DATASETS
+    from chexbench.spec.registry import DATASETS
 
     index = DATASETS.get("chexpert").load_index(roots["good"])
     frontal = index[index["view"].isin(["PA", "AP"])]
@@ -120,8 +125,9 @@ def test_a_phantom_grid_without_pretrain_source_is_refused_by_plan_as_by_run(
     monkeypatch.setenv("CHEXBENCH_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "g.toml"
     path.write_text(
-        '[axes]\nstrategy = ["scratch", "simclr"]\nbackbone = ["resnet_tiny"]\ndataset = ["phantom-nih"]\nprotocol = ["linear"]\n'
-        "[settings]\nimage_size = 32\n[dataset.phantom-nih]\npatients = 20\nsize = 32\n"
+        '[axes]\nstrategy = ["scratch", "simclr"]\nbackbone = ["resnet_tiny"]\ndataset ='
+        ' ["phantom-nih"]\nprotocol = ["linear"]\n[settings]\nimage_size ='
+        " 32\n[dataset.phantom-nih]\npatients = 20\nsize = 32\n"
     )
     out = tmp_path / "results"
     result = runner.invoke(app, [command, "--grid", str(path), "--results", str(out)])
@@ -136,7 +142,7 @@ def test_a_component_hook_is_called_once_per_configuration_and_its_error_names_t
     tmp_path: Path, roots: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from chexbench.core.errors import WeightsError
-    from chexbench.registry import BACKBONES
+    from chexbench.spec.registry import BACKBONES
 
     calls: list[str] = []
     spec = BACKBONES.get("resnet_tiny")
@@ -149,20 +155,27 @@ def test_a_component_hook_is_called_once_per_configuration_and_its_error_names_t
     monkeypatch.setattr(spec, "preflight", hook, raising=False)
     path = tmp_path / "g.toml"
     path.write_text(
-        '[axes]\nstrategy = ["scratch"]\nbackbone = ["resnet_tiny"]\ndataset = ["chexpert"]\nprotocol = ["linear", "finetune"]\n'
-        f'seed = [0, 1, 2]\n[settings]\nimage_size = 32\n[dataset.chexpert]\nroot = "{roots["good"]}"\n'
+        '[axes]\nstrategy = ["scratch"]\nbackbone = ["resnet_tiny"]\ndataset = ["chexpert"]\nprotocol ='
+        ' ["linear", "finetune"]\nseed = [0, 1, 2]\n[settings]\nimage_size = 32\n[dataset.chexpert]\nroot ='
+        f' "{roots["good"]}"\n'
     )
     planned = load_grid(str(path)).cells()
     with pytest.raises(PreflightError) as err:
         preflight(planned)
     assert len(calls) == 2  # one configuration per protocol; the three seeds share it
-    assert str(err.value).endswith("weights file has keys of another architecture [protocol=finetune: 3 cells]")
+    assert str(err.value).endswith(
+        "weights file has keys of another architecture [protocol=finetune: 3 cells]"
+    )
 
 
 def test_group_label_names_what_sets_the_group_apart() -> None:
-    from chexbench.config import CellConfig
+    from chexbench.spec.cell import CellConfig
 
-    universe = [CellConfig(s, "resnet_tiny", d, "linear", 1.0, 0) for s in ("scratch", "simclr") for d in ("nih", "chexpert")]
+    universe = [
+        CellConfig(s, "resnet_tiny", d, "linear", 1.0, 0)
+        for s in ("scratch", "simclr")
+        for d in ("nih", "chexpert")
+    ]
     assert group_label([c for c in universe if c.dataset == "nih"], universe) == "dataset=nih: 2 cells"
     assert group_label(universe[:1], universe) == "strategy=scratch, dataset=nih: 1 cell"
     assert group_label(universe, universe) == "all 4 cells"

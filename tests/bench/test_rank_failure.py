@@ -17,6 +17,7 @@ import torch
 import torch.multiprocessing as mp
 
 WORLD = 2
+pytestmark = pytest.mark.slow  # two spawned interpreters importing torch: ~25 s in the suite
 
 
 def _free_port() -> int:
@@ -26,11 +27,17 @@ def _free_port() -> int:
 
 
 def _grid():
-    from chexbench.config import parse_grid
+    from chexbench.spec.parse import parse_grid
 
     raw = {
-        "axes": {"strategy": ["scratch"], "backbone": ["resnet_tiny"], "dataset": ["chexpert"], "protocol": ["finetune"],
-                 "label_fraction": [1.0], "seed": [0, 1, 2, 3]},
+        "axes": {
+            "strategy": ["scratch"],
+            "backbone": ["resnet_tiny"],
+            "dataset": ["chexpert"],
+            "protocol": ["finetune"],
+            "label_fraction": [1.0],
+            "seed": [0, 1, 2, 3],
+        },
         "dataset": {"chexpert": {"root": "/nowhere"}},
     }
     return parse_grid(raw, "g.toml")
@@ -50,8 +57,13 @@ def _worker(rank: int, port: int, out: str) -> None:
     os.environ["CHEXBENCH_CELL_TIMEOUT_MIN"] = "1"  # the fallback; the disconnect must be much faster
     torch.set_num_threads(1)
     # a short default timeout, so that without the agreement the test fails after 40 s instead of hanging
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=40))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=40),
+    )
 
     def fake_run_cell(cell, ctx):
         if cell.seed == 0:
@@ -69,11 +81,19 @@ def _worker(rank: int, port: int, out: str) -> None:
             with D.exclusive_across_jobs(Path(out) / "pretrain.lck"):
                 pass
         value = D.mean_over_ranks(torch.tensor(float(D.rank()))).item()  # the ranks still talk to each other
-        record = runner.base_record(cell, ctx.device)
-        record.update(status="ok", macro_auroc=value)
-        # an ok cell comes with its predictions, like the real run_cell's (the store refuses an ok record alone)
-        predictions = pd.DataFrame({"image_id": ["a", "b"], "patient_id": ["p", "q"], "label": "edema",
-                                    "y_true": [1.0, 0.0], "y_score": [0.9, 0.1], "split": "test"})
+        record = runner.base_record(cell, ctx.device).replace(status="ok", macro_auroc=value)
+        # an ok cell comes with its predictions, like the real run_cell's (the store refuses an ok record
+        # alone)
+        predictions = pd.DataFrame(
+            {
+                "image_id": ["a", "b"],
+                "patient_id": ["p", "q"],
+                "label": "edema",
+                "y_true": [1.0, 0.0],
+                "y_score": [0.9, 0.1],
+                "split": "test",
+            }
+        )
         return record, predictions
 
     runner.run_cell = fake_run_cell
@@ -106,7 +126,10 @@ def test_a_rank_that_raises_fails_the_cell_on_every_rank_within_seconds(ranks):
         assert seeds[0] == ("failed", "CellFailedOnRank: rank 1 of 2: ValueError: rank 1 broke")
         assert seeds[1] == ("ok", "")
         assert seeds[2][0] == "skipped" and "no weights" in seeds[2][1]
-        assert seeds[3] == ("failed", "CellFailedOnRank: rank 0 of 2: ValueError: rank 0 broke before the lock")
+        assert seeds[3] == (
+            "failed",
+            "CellFailedOnRank: rank 0 of 2: ValueError: rank 0 broke before the lock",
+        )
 
 
 def test_the_failed_cell_is_recorded_once_and_the_next_cell_ran(ranks):
@@ -121,6 +144,8 @@ def test_the_failed_cell_is_recorded_once_and_the_next_cell_ran(ranks):
     by_seed = records.set_index("seed")
     assert by_seed.loc[0, "status"] == "failed"
     assert by_seed.loc[0, "failure_reason"] == "CellFailedOnRank: rank 1 of 2: ValueError: rank 1 broke"
-    assert by_seed.loc[1, "status"] == "ok" and by_seed.loc[1, "macro_auroc"] == pytest.approx(0.5)  # mean of ranks 0, 1
+    assert by_seed.loc[1, "status"] == "ok" and by_seed.loc[1, "macro_auroc"] == pytest.approx(
+        0.5
+    )  # mean of ranks 0, 1
     skipped = pd.read_parquet(out / "results" / "skipped.parquet")
     assert skipped["seed"].tolist() == [2]

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from chexbench.bench.runner import run_grid
 from chexbench.bench.store import ResultStore
 from chexbench.cli import app
-from chexbench.config import parse_grid
 from chexbench.core.context import RunContext
 from chexbench.datasets.celldata import resolve_prepared
+from chexbench.spec.parse import parse_grid
 
 GRID = {
     "name": "tiny",
@@ -25,7 +25,14 @@ GRID = {
         "protocol": ["finetune"],
         "seed": [0],
     },
-    "settings": {"image_size": 32, "epochs": 2, "batch_size": 32, "lr": 1e-3, "max_train_images": 160, "max_eval_images": 80},
+    "settings": {
+        "image_size": 32,
+        "epochs": 2,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "max_train_images": 160,
+        "max_eval_images": 80,
+    },
     "dataset": {"phantom-chexpert": {"patients": 120, "size": 64}},
 }
 
@@ -51,7 +58,10 @@ def test_tiny_grid_runs_resumes_and_records(tmp_path, cache):
         assert r["device_name"].startswith("cpu") and r["torch_version"] == torch.__version__
         _check_subgroup_columns(preds)
     skipped = pd.read_parquet(results / "skipped.parquet")
-    assert set(skipped["strategy"]) == {"imagenet"} and skipped["reason"].str.contains("no ImageNet weights").all()
+    assert (
+        set(skipped["strategy"]) == {"imagenet"}
+        and skipped["reason"].str.contains("no ImageNet weights").all()
+    )
 
     # rerun: nothing trains, nothing is rewritten
     mtimes = {p: p.stat().st_mtime_ns for p in (results / "records").iterdir()}
@@ -70,11 +80,15 @@ def test_tiny_grid_runs_resumes_and_records(tmp_path, cache):
 
 def _check_subgroup_columns(preds: pd.DataFrame) -> None:
     """Every prediction row carries its image's sex, age and view, exactly as the dataset's index has them."""
-    _, _, cache = resolve_prepared("phantom-chexpert", GRID["dataset"]["phantom-chexpert"], GRID["settings"]["image_size"])
+    _, _, cache = resolve_prepared(
+        "phantom-chexpert", GRID["dataset"]["phantom-chexpert"], GRID["settings"]["image_size"]
+    )
     index = cache.index.set_index("image_id")
     assert {"sex", "age", "view"} <= set(preds.columns)
     expected = index.loc[preds["image_id"], ["sex", "age", "view"]].reset_index(drop=True)
-    pd.testing.assert_frame_equal(preds[["sex", "age", "view"]].reset_index(drop=True), expected, check_dtype=False)
+    pd.testing.assert_frame_equal(
+        preds[["sex", "age", "view"]].reset_index(drop=True), expected, check_dtype=False
+    )
     assert preds["view"].nunique() >= 2 and preds["sex"].nunique() >= 2
 
 
@@ -111,7 +125,9 @@ def test_diverging_cell_is_failed_and_grid_goes_on(tmp_path, cache, monkeypatch)
 
     _current = {"backbone": ""}
     monkeypatch.setattr(training, "masked_bce", nan_for_vit)
-    summary = run_grid(grid, results, _ctx(results, cache), on_cell_start=lambda i, c: _current.update(backbone=c.backbone))
+    summary = run_grid(
+        grid, results, _ctx(results, cache), on_cell_start=lambda i, c: _current.update(backbone=c.backbone)
+    )
     assert summary.count("failed") == 1 and summary.count("ok") == 1
     recs = ResultStore(results).records()
     failed = recs[recs["status"] == "failed"].iloc[0]
@@ -128,14 +144,18 @@ def test_cli_rerun_says_nothing_to_train(tmp_path, cache):
     grid_file.write_text(
         '[axes]\nstrategy=["scratch"]\nbackbone=["resnet_tiny"]\ndataset=["phantom-chexpert"]\nprotocol=["finetune"]\n'
         "[settings]\nimage_size=32\nepochs=1\nwarmup_epochs=0.5\nmax_train_images=96\nmax_eval_images=64\n"
-        '[dataset.phantom-chexpert]\npatients=120\nsize=64\n'
+        "[dataset.phantom-chexpert]\npatients=120\nsize=64\n"
     )
     runner = CliRunner()
     results = tmp_path / "r"
-    first = runner.invoke(app, ["run", "--grid", str(grid_file), "--results", str(results), "--device", "cpu"])
+    first = runner.invoke(
+        app, ["run", "--grid", str(grid_file), "--results", str(results), "--device", "cpu"]
+    )
     assert first.exit_code == 0, first.output
     assert "1 ok" in first.output
-    second = runner.invoke(app, ["run", "--grid", str(grid_file), "--results", str(results), "--device", "cpu"])
+    second = runner.invoke(
+        app, ["run", "--grid", str(grid_file), "--results", str(results), "--device", "cpu"]
+    )
     assert second.exit_code == 0 and "nothing to train" in second.output
     status = runner.invoke(app, ["status", "--results", str(results), "--grid", str(grid_file)])
     assert status.exit_code == 0 and "tiny" in status.output

@@ -33,7 +33,14 @@ def test_a_worker_s_live_file_follows_its_cell_run_epoch_and_loss_and_goes_with_
         (w,) = running_workers(tmp_path)
     assert (w.host, w.pid, w.device) == (socket.gethostname(), os.getpid(), "NVIDIA H100 80GB HBM3")
     assert (w.cell, w.cell_index, w.cells_total, w.run, w.epoch, w.epochs, w.loss) == (
-        "abc123 simclr/resnet_tiny/…", 2, 5, "pretrain/r1", 1, 4, 4.25)
+        "abc123 simclr/resnet_tiny/…",
+        2,
+        5,
+        "pretrain/r1",
+        1,
+        4,
+        4.25,
+    )
     live.cell_ended(30.0)
     assert running_workers(tmp_path)[0].cell_seconds == (30.0,)
     live.close()
@@ -44,10 +51,23 @@ def test_a_dead_worker_is_left_out_and_a_silent_one_elsewhere_is_stale(tmp_path)
     folder = tmp_path / FOLDER
     folder.mkdir()
     now = time.time()
-    base = {"device": "cpu", "cell": "c", "cell_index": 1, "cells_total": 1, "run": "cells/c", "epoch": 0, "epochs": 1,
-            "scalars": {}, "cell_seconds": []}
-    (folder / "a.json").write_text(json.dumps({**base, "host": socket.gethostname(), "pid": _dead_pid(), "updated_at": now}))
-    (folder / "b.json").write_text(json.dumps({**base, "host": "node-7", "pid": 12, "updated_at": now - STALE_S - 5}))
+    base = {
+        "device": "cpu",
+        "cell": "c",
+        "cell_index": 1,
+        "cells_total": 1,
+        "run": "cells/c",
+        "epoch": 0,
+        "epochs": 1,
+        "scalars": {},
+        "cell_seconds": [],
+    }
+    (folder / "a.json").write_text(
+        json.dumps({**base, "host": socket.gethostname(), "pid": _dead_pid(), "updated_at": now})
+    )
+    (folder / "b.json").write_text(
+        json.dumps({**base, "host": "node-7", "pid": 12, "updated_at": now - STALE_S - 5})
+    )
     (folder / "c.json").write_text(json.dumps({**base, "host": "node-8", "pid": 13, "updated_at": now - 10}))
     workers = {w.host: w for w in running_workers(tmp_path, now=now)}
     assert sorted(workers) == ["node-7", "node-8"]
@@ -77,15 +97,25 @@ def test_status_shows_the_running_worker_and_watch_redraws_until_ctrl_c(tmp_path
         log.log_scalars(6, {"train/loss": 0.4321})
         res = CliRunner().invoke(app, ["status", "--results", str(tmp_path)], env={"COLUMNS": "250"})
         assert res.exit_code == 0, res.output
-        for text in ("running now", socket.gethostname(), str(os.getpid()), "cuda:0 NVIDIA A100", "abc123", "7/10", "0.4321",
-                     "time left: about 4m00s for 4 cell(s)"):
+        for text in (
+            "running now",
+            socket.gethostname(),
+            str(os.getpid()),
+            "cuda:0 NVIDIA A100",
+            "abc123",
+            "7/10",
+            "0.4321",
+            "time left: about 4m00s for 4 cell(s)",
+        ):
             assert text in res.output, text
 
         def interrupt(_):
             raise KeyboardInterrupt
 
         monkeypatch.setattr(time, "sleep", interrupt)
-        res = CliRunner().invoke(app, ["status", "--results", str(tmp_path), "--watch"], env={"COLUMNS": "250"})
+        res = CliRunner().invoke(
+            app, ["status", "--results", str(tmp_path), "--watch"], env={"COLUMNS": "250"}
+        )
         assert res.exit_code == 0, res.output
         assert "0.4321" in res.output and "time left" in res.output
     live.close()

@@ -16,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chexbench.bench.shard import Shard, pretrain_group, shard_cells, shard_of
-from chexbench.config import PlannedCell, load_grid, parse_grid
 from chexbench.core.errors import ConfigError
 from chexbench.core.lock import FileLock, LockTimeout
+from chexbench.spec.grid import PlannedCell
+from chexbench.spec.parse import load_grid, parse_grid
 
 
 def test_parse_shard():
@@ -62,7 +63,13 @@ def test_cells_sharing_a_pretraining_run_stay_together():
 
 def _tiny_planned(n_cells: int) -> list[PlannedCell]:
     raw = {
-        "axes": {"strategy": ["scratch"], "backbone": ["resnet_tiny"], "dataset": ["phantom-chexpert"], "protocol": ["finetune"], "seed": list(range(n_cells))},
+        "axes": {
+            "strategy": ["scratch"],
+            "backbone": ["resnet_tiny"],
+            "dataset": ["phantom-chexpert"],
+            "protocol": ["finetune"],
+            "seed": list(range(n_cells)),
+        },
         "settings": {"image_size": 32},
     }
     return parse_grid(raw, "t.toml").cells()
@@ -148,10 +155,12 @@ def test_plan_prints_gpu_hours_and_the_shard_split():
 
     from chexbench.cli import app
 
-    res = CliRunner().invoke(app, ["plan", "--grid", "smoke", "--shards", "3", "--no-check"], env={"COLUMNS": "200"})
+    res = CliRunner().invoke(
+        app, ["plan", "--grid", "smoke", "--shards", "3", "--no-check"], env={"COLUMNS": "200"}
+    )
     assert res.exit_code == 0, res.output
     assert "GPU-hours" in res.output and "--shard i/3" in res.output
-    from chexbench.cli.core import shard_costs
+    from chexbench.cli.run import shard_costs
 
     planned = load_grid("smoke").cells()
     costs = shard_costs(planned)  # the split `run --shard` makes
@@ -166,9 +175,9 @@ def test_a_pretraining_run_needed_by_two_shards_runs_once(tmp_path, monkeypatch)
     import pandas as pd
     import torch
 
-    from chexbench.config import CellConfig
     from chexbench.core.context import RunContext
-    from chexbench.registry import STRATEGIES
+    from chexbench.spec.cell import CellConfig
+    from chexbench.spec.registry import STRATEGIES
     from chexbench.strategies import pretrain as P
 
     calls: list[str] = []
@@ -187,8 +196,12 @@ def test_a_pretraining_run_needed_by_two_shards_runs_once(tmp_path, monkeypatch)
     run_dir = tmp_path / "cache" / "pretrain" / P.run_id_of(strategy.pretrain_key(cell))
     run_dir.mkdir(parents=True)
     # a lock left behind by a shard that was killed (a pid that no longer exists on this host)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
-    (run_dir / "pretrain.lck").write_text(json.dumps({"host": __import__("socket").gethostname(), "pid": int(dead), "token": "old"}))
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+    (run_dir / "pretrain.lck").write_text(
+        json.dumps({"host": __import__("socket").gethostname(), "pid": int(dead), "token": "old"})
+    )
 
     got: list[str] = []
 

@@ -16,11 +16,10 @@ from e2e_grid import run_command, tiny_grid, worker_env
 from chexbench.bench.runner import run_grid
 from chexbench.bench.shard import Shard, shard_cells
 from chexbench.bench.store import ResultStore
-from chexbench.config import load_grid
 from chexbench.core.context import RunContext
+from chexbench.spec.parse import load_grid
 
 pytestmark = pytest.mark.slow
-
 
 
 @pytest.fixture()
@@ -49,14 +48,25 @@ def test_sequential_shards_with_a_killed_one_cover_the_grid_once(tmp_path, cache
     ctx = RunContext(torch.device("cpu"), results, cache)
     for i in (0, 1):
         summary = run_grid(grid, results, ctx, shard=Shard(i, 3))
-        assert summary.count("ok") == len([p for p in shard_cells(grid.cells(), Shard(i, 3)) if p.status == "run"])
+        assert summary.count("ok") == len(
+            [p for p in shard_cells(grid.cells(), Shard(i, 3)) if p.status == "run"]
+        )
     mine = [p.cell.cell_id for p in shard_cells(grid.cells(), Shard(2, 3))]
     assert len(mine) == 2
     # shard 2/3 in its own process, killed as soon as its first cell is stored
-    proc = subprocess.Popen(run_command(grid_file, results, "--shard", "2/3"), env=worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        run_command(grid_file, results, "--shard", "2/3"),
+        env=worker_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     store = ResultStore(results)
     deadline = time.monotonic() + 300
-    while not any(store.record_path(c).exists() for c in mine) and proc.poll() is None and time.monotonic() < deadline:
+    while (
+        not any(store.record_path(c).exists() for c in mine)
+        and proc.poll() is None
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -65,14 +75,21 @@ def test_sequential_shards_with_a_killed_one_cover_the_grid_once(tmp_path, cache
     # rerunning the shard trains only what the kill lost
     resumed = run_grid(grid, results, ctx, shard=Shard(2, 3))
     assert resumed.count("done-before") == 1 and resumed.count("ok") == 1
-    assert [o.cell.cell_id for o in resumed.outcomes if o.status == "ok"] == [c for c in mine if c not in done_before]
+    assert [o.cell.cell_id for o in resumed.outcomes if o.status == "ok"] == [
+        c for c in mine if c not in done_before
+    ]
     _assert_exactly_once(results, grid_file)
 
 
 def test_concurrent_shards_cover_the_grid_once(tmp_path, cache, grid_file):
     results = tmp_path / "results"
     procs = [
-        subprocess.Popen(run_command(grid_file, results, "--shard", f"{i}/3"), env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        subprocess.Popen(
+            run_command(grid_file, results, "--shard", f"{i}/3"),
+            env=worker_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         for i in range(3)
     ]
     outputs = [p.communicate(timeout=600)[0].decode() for p in procs]

@@ -13,10 +13,9 @@ import pytest
 from e2e_grid import run_command, tiny_grid, worker_env
 
 from chexbench.bench.store import ResultStore
-from chexbench.config import load_grid
+from chexbench.spec.parse import load_grid
 
 pytestmark = pytest.mark.slow
-
 
 
 @pytest.fixture()
@@ -32,7 +31,12 @@ def _trained(output: str) -> list[str]:
 def test_two_workers_on_one_folder_train_each_cell_once(tmp_path, cache, grid_file):
     results = tmp_path / "results"
     procs = [
-        subprocess.Popen(run_command(grid_file, results), env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        subprocess.Popen(
+            run_command(grid_file, results),
+            env=worker_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=900)[0].decode() for p in procs]
@@ -46,9 +50,13 @@ def test_two_workers_on_one_folder_train_each_cell_once(tmp_path, cache, grid_fi
     assert not list((results / "claims").glob("*.lock"))  # every claim released
 
 
-def test_a_rerun_recomputes_damaged_cells_takes_over_dead_claims_and_cleans_temporaries(tmp_path, cache, grid_file):
+def test_a_rerun_recomputes_damaged_cells_takes_over_dead_claims_and_cleans_temporaries(
+    tmp_path, cache, grid_file
+):
     results = tmp_path / "results"
-    first = subprocess.run(run_command(grid_file, results), env=worker_env(), capture_output=True, text=True, timeout=900)
+    first = subprocess.run(
+        run_command(grid_file, results), env=worker_env(), capture_output=True, text=True, timeout=900
+    )
     assert first.returncode == 0, first.stdout[-3000:]
     store = ResultStore(results)
     ids = store.cell_ids()
@@ -56,23 +64,30 @@ def test_a_rerun_recomputes_damaged_cells_takes_over_dead_claims_and_cleans_temp
     for path in (bad_record, bad_predictions):
         path.write_bytes(path.read_bytes()[:200])
     code = (
-        "import os; from chexbench.core.atomic import atomic_path\n"
-        f"tmp = atomic_path({str(store.record_path(ids[2]))!r}).__enter__(); open(tmp, 'w').write('half'); os._exit(9)"
+        "import os; from chexbench.core.atomic import atomic_path\ntmp ="
+        f" atomic_path({str(store.record_path(ids[2]))!r}).__enter__(); open(tmp, 'w').write('half');"
+        " os._exit(9)"
     )
     subprocess.run([sys.executable, "-c", code], check=False)
     assert len(list((results / "records").glob(".*.tmp"))) == 1
     # the damaged cell's claim was left by a worker killed while holding it: taken over, not waited for
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     (results / "claims").mkdir(exist_ok=True)
     (results / "claims" / f"{ids[0]}.lock").write_text(
         json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "token": "killed", "since": 0})
     )
 
-    again = subprocess.run(run_command(grid_file, results), env=worker_env(), capture_output=True, text=True, timeout=900)
+    again = subprocess.run(
+        run_command(grid_file, results), env=worker_env(), capture_output=True, text=True, timeout=900
+    )
     assert again.returncode == 0, again.stdout[-3000:]
     assert "Traceback" not in again.stdout + again.stderr
     assert sorted(_trained(again.stdout)) == sorted(ids[:2])  # only the damaged cells are recomputed
-    assert again.stderr.count("moved to") == 3  # the truncated record, the truncated predictions and their record
+    assert (
+        again.stderr.count("moved to") == 3
+    )  # the truncated record, the truncated predictions and their record
     assert all(store.check(c).state == "ok" for c in ids)
     assert not list(results.rglob(".*.tmp"))
     assert len(list((results / "quarantine").rglob("*.parquet"))) == 3

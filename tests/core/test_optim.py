@@ -22,7 +22,9 @@ def _old_finetune_optimizer(model: nn.Module, name: str) -> torch.optim.Optimize
     """core.training.build_optimizer before the factory: every parameter decayed, Nesterov SGD."""
     if name == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WD, foreach=True)
-    return torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=WD, nesterov=True, foreach=True)
+    return torch.optim.SGD(
+        model.parameters(), lr=LR, momentum=0.9, weight_decay=WD, nesterov=True, foreach=True
+    )
 
 
 def _old_pretrain_optimizer(model: nn.Module, name: str) -> torch.optim.Optimizer:
@@ -37,7 +39,14 @@ def _old_pretrain_optimizer(model: nn.Module, name: str) -> torch.optim.Optimize
 
 def _model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LayerNorm(4 * 6 * 6), nn.Linear(4 * 6 * 6, 3))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.LayerNorm(4 * 6 * 6),
+        nn.Linear(4 * 6 * 6, 3),
+    )
 
 
 def _train_three_steps(make_optimizer) -> list[torch.Tensor]:
@@ -54,11 +63,18 @@ def _train_three_steps(make_optimizer) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", ["adamw", "sgd"])
-@pytest.mark.parametrize(("choice", "old"), [(Finetune.optimizer_choice, _old_finetune_optimizer),
-                                             (PretrainStrategy.optimizer_choice, _old_pretrain_optimizer)],
-                         ids=["finetune", "pretrain"])
+@pytest.mark.parametrize(
+    ("choice", "old"),
+    [
+        (Finetune.optimizer_choice, _old_finetune_optimizer),
+        (PretrainStrategy.optimizer_choice, _old_pretrain_optimizer),
+    ],
+    ids=["finetune", "pretrain"],
+)
 def test_three_steps_with_the_factory_give_the_same_weights_bit_for_bit_as_the_old_builder(name, choice, old):
-    new = _train_three_steps(lambda m: build_optimizer(m, CPU, name=name, lr=LR, weight_decay=WD, choice=choice))
+    new = _train_three_steps(
+        lambda m: build_optimizer(m, CPU, name=name, lr=LR, weight_decay=WD, choice=choice)
+    )
     ref = _train_three_steps(lambda m: old(m, name))
     assert len(new) == len(ref)
     for i, (a, b) in enumerate(zip(new, ref, strict=True)):
@@ -68,19 +84,26 @@ def test_three_steps_with_the_factory_give_the_same_weights_bit_for_bit_as_the_o
 def test_the_other_components_choice_trains_differently():
     """The comparison above can fail: swapping the two choices changes the weights."""
     for name in ("adamw", "sgd"):
-        swapped = _train_three_steps(lambda m, n=name: build_optimizer(m, CPU, name=n, lr=LR, weight_decay=WD,
-                                                                        choice=PretrainStrategy.optimizer_choice))
+        swapped = _train_three_steps(
+            lambda m, n=name: build_optimizer(
+                m, CPU, name=n, lr=LR, weight_decay=WD, choice=PretrainStrategy.optimizer_choice
+            )
+        )
         ref = _train_three_steps(lambda m, n=name: _old_finetune_optimizer(m, n))
         assert not all(torch.equal(a, b) for a, b in zip(swapped, ref, strict=True)), name
 
 
 def test_groups_leave_exactly_biases_and_norm_parameters_undecayed_when_asked():
     model = _model()
-    opt = build_optimizer(model, CPU, name="sgd", lr=LR, weight_decay=WD, choice=OptimizerChoice(decay_norm_and_bias=False))
+    opt = build_optimizer(
+        model, CPU, name="sgd", lr=LR, weight_decay=WD, choice=OptimizerChoice(decay_norm_and_bias=False)
+    )
     undecayed = {id(p) for grp in opt.param_groups if grp["weight_decay"] == 0.0 for p in grp["params"]}
     assert undecayed == {id(p) for p in model.parameters() if p.dim() <= 1}
     assert sum(len(grp["params"]) for grp in opt.param_groups) == len(list(model.parameters()))
-    everything = build_optimizer(model, CPU, name="adamw", lr=LR, weight_decay=WD, choice=OptimizerChoice(decay_norm_and_bias=True))
+    everything = build_optimizer(
+        model, CPU, name="adamw", lr=LR, weight_decay=WD, choice=OptimizerChoice(decay_norm_and_bias=True)
+    )
     assert [grp["weight_decay"] for grp in everything.param_groups] == [WD]
 
 
@@ -93,9 +116,19 @@ def test_frozen_parameters_are_left_out():
 
 def test_the_record_states_the_components_choices():
     assert optimizer_record("sgd", 0.1, 1e-4, Finetune.optimizer_choice) == {
-        "name": "sgd", "lr": 0.1, "weight_decay": 1e-4, "momentum": 0.9, "nesterov": True, "decay_norm_and_bias": True}
+        "name": "sgd",
+        "lr": 0.1,
+        "weight_decay": 1e-4,
+        "momentum": 0.9,
+        "nesterov": True,
+        "decay_norm_and_bias": True,
+    }
     assert optimizer_record("adamw", 1e-3, 1e-6, PretrainStrategy.optimizer_choice) == {
-        "name": "adamw", "lr": 1e-3, "weight_decay": 1e-6, "decay_norm_and_bias": False}
+        "name": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 1e-6,
+        "decay_norm_and_bias": False,
+    }
 
 
 def test_an_unknown_optimizer_is_one_clear_error():
@@ -119,12 +152,17 @@ def test_a_pretraining_checkpoint_of_the_old_builder_resumes_to_the_same_weights
     ref_model = _model()
     ref_opt = _old_pretrain_optimizer(ref_model, name)
     steps(ref_model, ref_opt, 1, 2)
-    saved_model, saved_opt = copy.deepcopy(ref_model.state_dict()), copy.deepcopy(ref_opt.state_dict())  # as torch.save would
+    saved_model, saved_opt = (
+        copy.deepcopy(ref_model.state_dict()),
+        copy.deepcopy(ref_opt.state_dict()),
+    )  # as torch.save would
     steps(ref_model, ref_opt, 2, 2)
 
     model = _model()
     model.load_state_dict(saved_model)
-    opt = PretrainStrategy().build_optimizer(model, {"pretrain_optimizer": name, "pretrain_lr": LR, "pretrain_weight_decay": WD}, CPU)
+    opt = PretrainStrategy().build_optimizer(
+        model, {"pretrain_optimizer": name, "pretrain_lr": LR, "pretrain_weight_decay": WD}, CPU
+    )
     opt.load_state_dict(_fit_group_order(saved_opt, opt, tmp_path / "checkpoint.pt"))
     steps(model, opt, 2, 2)
     for a, b in zip(model.parameters(), ref_model.parameters(), strict=True):
@@ -137,7 +175,9 @@ def test_a_checkpoint_whose_groups_do_not_fit_is_one_clear_error(tmp_path):
 
     model = _model()
     saved = torch.optim.SGD(model.parameters(), lr=LR, weight_decay=WD).state_dict()  # one group
-    opt = build_optimizer(model, CPU, name="sgd", lr=LR, weight_decay=WD, choice=PretrainStrategy.optimizer_choice)
+    opt = build_optimizer(
+        model, CPU, name="sgd", lr=LR, weight_decay=WD, choice=PretrainStrategy.optimizer_choice
+    )
     with pytest.raises(ConfigError, match="parameter groups .* do not fit"):
         _fit_group_order(saved, opt, tmp_path / "checkpoint.pt")
 
@@ -156,10 +196,14 @@ def _timm_groups_with_exclude_arg():
 @pytest.mark.parametrize("exclude_1d", [True, False])
 def test_decay_groups_are_timms_for_every_choice(weight_decay, exclude_1d):
     from chexbench.core.optim import weight_decay_groups
-    from chexbench.registry import BACKBONES
+    from chexbench.spec.registry import BACKBONES
 
     timm_groups = _timm_groups_with_exclude_arg()
-    for model in (_model(), BACKBONES.get("vit_tiny").build(32, {}), BACKBONES.get("resnet_tiny").build(32, {})):
+    for model in (
+        _model(),
+        BACKBONES.get("vit_tiny").build(32, {}),
+        BACKBONES.get("resnet_tiny").build(32, {}),
+    ):
         model.requires_grad_(True)
         next(model.parameters()).requires_grad_(False)  # a frozen parameter is left out by both
         ours = weight_decay_groups(model, weight_decay, exclude_1d)

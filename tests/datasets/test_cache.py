@@ -223,7 +223,9 @@ def test_preparing_again_after_new_images_decodes_only_what_changed(root, tmp_pa
     monkeypatch.setattr(cache_mod, "decode_image", lambda p, s: decoded.append(str(p)) or real_decode(p, s))
     second = prepare("chexpert", root, SIZE, out, workers=1)
     assert second.manifest["reused_images"] == n - 1
-    assert sorted(decoded) == sorted([str(root / changed), str(root / extra["Path"].iloc[0].split("/", 1)[1])])
+    assert sorted(decoded) == sorted(
+        [str(root / changed), str(root / extra["Path"].iloc[0].split("/", 1)[1])]
+    )
     monkeypatch.setattr(cache_mod, "decode_image", real_decode)
     assert verify(second).ok and len(second.index) == n + 1
 
@@ -248,7 +250,7 @@ def test_readers_never_miss_the_index_while_two_configs_reindex_the_same_cache(r
     import threading
 
     from chexbench.datasets.reuse import reindex
-    from chexbench.registry import DATASETS
+    from chexbench.spec.registry import DATASETS
 
     folder = ensure_prepared("chexpert", root, SIZE).dir
     ds = DATASETS.get("chexpert")

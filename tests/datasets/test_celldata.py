@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexbench.config import CellConfig, Settings
 from chexbench.core.errors import LeakageError
 from chexbench.datasets import celldata
 from chexbench.datasets.celldata import build_cell_data, pretrain_pool
@@ -24,6 +23,8 @@ from chexbench.datasets.fixtures import (
     write_nih_layout,
 )
 from chexbench.datasets.labels import CHEXPERT_COLUMNS, NIH_FINDINGS
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.settings import Settings
 
 SIZE = 16
 U_ONES = {"ones": set(CHEXPERT_COLUMNS.values()), "zeros": set(), "mixed": {"atelectasis", "edema"}}
@@ -48,8 +49,14 @@ def chexpert_root(tmp_path):
 
 def cell(root, dataset="chexpert", fraction=1.0, seed=0, **settings):
     return CellConfig(
-        strategy="scratch", backbone="resnet50", dataset=dataset, protocol="finetune", label_fraction=fraction,
-        seed=seed, settings=Settings(image_size=SIZE, **settings), dataset_options={"root": str(root)},
+        strategy="scratch",
+        backbone="resnet50",
+        dataset=dataset,
+        protocol="finetune",
+        label_fraction=fraction,
+        seed=seed,
+        settings=Settings(image_size=SIZE, **settings),
+        dataset_options={"root": str(root)},
     )
 
 
@@ -69,7 +76,14 @@ def expected_chexpert_targets(root, image_ids, labels, policy, not_mentioned="ne
 
 @pytest.mark.parametrize(
     "policy,not_mentioned",
-    [("ignore", "negative"), ("zeros", "negative"), ("ones", "negative"), ("mixed", "negative"), ("ignore", "ignore"), ("zeros", "ignore")],
+    [
+        ("ignore", "negative"),
+        ("zeros", "negative"),
+        ("ones", "negative"),
+        ("mixed", "negative"),
+        ("ignore", "ignore"),
+        ("zeros", "ignore"),
+    ],
 )
 def test_targets_and_images_match_the_source_rows(chexpert_root, policy, not_mentioned):
     data = build_cell_data(cell(chexpert_root, uncertainty=policy, not_mentioned=not_mentioned))
@@ -80,10 +94,13 @@ def test_targets_and_images_match_the_source_rows(chexpert_root, policy, not_men
         assert split.images.dtype == np.uint8 and split.images.shape == (len(split), SIZE, SIZE)
         assert split.targets.dtype == np.float32
         np.testing.assert_array_equal(
-            split.targets, expected_chexpert_targets(chexpert_root, split.image_ids, data.labels, policy, not_mentioned)
+            split.targets,
+            expected_chexpert_targets(chexpert_root, split.image_ids, data.labels, policy, not_mentioned),
         )
     for i in (0, len(data.train) - 1):
-        np.testing.assert_array_equal(data.train.images[i], decode_image(chexpert_root / data.train.image_ids[i], SIZE))
+        np.testing.assert_array_equal(
+            data.train.images[i], decode_image(chexpert_root / data.train.image_ids[i], SIZE)
+        )
     assert data.manifest["uncertainty"] == policy
     assert "valid.csv as test" in data.manifest["split_rule"]
     json.dumps(data.manifest)  # JSON-able
@@ -92,7 +109,11 @@ def test_targets_and_images_match_the_source_rows(chexpert_root, policy, not_men
 def test_splits_share_no_patient_and_valid_csv_is_the_test_set(chexpert_root):
     data = build_cell_data(cell(chexpert_root, views="all"))
     groups = {n: set(data.split(n).patient_ids) for n in ("train", "valid", "test")}
-    assert not (groups["train"] & groups["valid"] or groups["train"] & groups["test"] or groups["valid"] & groups["test"])
+    assert not (
+        groups["train"] & groups["valid"]
+        or groups["train"] & groups["test"]
+        or groups["valid"] & groups["test"]
+    )
     valid_csv = pd.read_csv(chexpert_root / "valid.csv")
     assert len(data.test) == len(valid_csv)
     assert all(i.startswith("valid/") for i in data.test.image_ids)
@@ -122,7 +143,9 @@ def test_label_fraction_is_patient_level_seeded_and_keeps_eval_positives(chexper
         if lab in full.eval_labels and (full.train.targets[:, j] == 1).any():
             assert (a.train.targets[:, j] == 1).any(), lab
     assert a.manifest["splits"]["test"] == full.manifest["splits"]["test"]  # the test set never moves
-    assert a.manifest["splits"]["train"]["image_ids_sha256"] != b.manifest["splits"]["train"]["image_ids_sha256"]
+    assert (
+        a.manifest["splits"]["train"]["image_ids_sha256"] != b.manifest["splits"]["train"]["image_ids_sha256"]
+    )
 
 
 def test_caps_take_whole_patients_and_eval_caps_ignore_the_seed(chexpert_root):
@@ -150,12 +173,16 @@ def test_large_selections_are_cache_views_or_memmap_files(chexpert_root, tmp_pat
 @pytest.fixture
 def leaky_root(tmp_path):
     train, valid = _split_rows(400, "patient00095")
-    valid = pd.concat([valid, train[train["Path"].str.contains("/patient00001/")]])  # patient00001 now also in test
+    valid = pd.concat(
+        [valid, train[train["Path"].str.contains("/patient00001/")]]
+    )  # patient00001 now also in test
     return write_chexpert_layout(tmp_path / "leaky", train, valid)
 
 
 def test_a_test_patient_in_train_is_refused_with_dataset_and_count(leaky_root):
-    with pytest.raises(LeakageError, match=r"dataset 'chexpert': 1 patients appear in more than one split \(train&test: 1\)"):
+    with pytest.raises(
+        LeakageError, match=r"dataset 'chexpert': 1 patients appear in more than one split \(train&test: 1\)"
+    ):
         build_cell_data(cell(leaky_root))
 
 
@@ -174,12 +201,20 @@ def test_pretrain_pool_is_the_train_split_and_refuses_test_patients(chexpert_roo
     assert not set(patients) & set(data.test.patient_ids)
     capped, capped_patients = pretrain_pool(c, max_images=20)
     assert len(capped) <= 20 + 5 and set(capped_patients) <= set(patients)
-    with pytest.raises(LeakageError, match=r"dataset 'chexpert' at .*: 1 of its \d+ test patients are in the pretraining pool of 'chexpert' at "):
+    with pytest.raises(
+        LeakageError,
+        match=(
+            r"dataset 'chexpert' at .*: 1 of its \d+ test patients are in the pretraining pool of"
+            r" 'chexpert' at "
+        ),
+    ):
         pretrain_pool(cell(leaky_root))
     leaked = cell(leaky_root, allow_leakage=True)
     assert "patient00001" in set(pretrain_pool(leaked)[1])
     with pytest.raises(LeakageError):
-        pretrain_pool(dataclasses.replace(leaked, settings=dataclasses.replace(leaked.settings, allow_leakage=False)))
+        pretrain_pool(
+            dataclasses.replace(leaked, settings=dataclasses.replace(leaked.settings, allow_leakage=False))
+        )
 
 
 def test_nih_fixture_end_to_end(tmp_path):
@@ -216,7 +251,12 @@ def _unindexed_images(reports):
     out = set()
     for _name, data in reports:
         doc = ET.fromstring(data)
-        terms = {t.text.strip().lower() for tag in ("major", "automatic") for t in doc.iter(tag) if t.text and t.text.strip()}
+        terms = {
+            t.text.strip().lower()
+            for tag in ("major", "automatic")
+            for t in doc.iter(tag)
+            if t.text and t.text.strip()
+        }
         if not terms - {"no indexing"}:
             out |= {p.get("id") for p in doc.findall("parentImage")}
     return out
@@ -228,7 +268,9 @@ def test_unindexed_indiana_reports_are_never_negatives_in_any_split(tmp_path, no
     unindexed = _unindexed_images(reports)
     assert len(unindexed) >= 5  # the real collection's first 200 reports hold a few "No Indexing" ones
     root = write_indiana_layout(tmp_path / "iu", reports)
-    data = build_cell_data(cell(root, dataset="indiana", views="all", uncertainty="zeros", not_mentioned=not_mentioned))
+    data = build_cell_data(
+        cell(root, dataset="indiana", views="all", uncertainty="zeros", not_mentioned=not_mentioned)
+    )
     index = pd.concat([pd.Series(data.split(s).image_ids) for s in ("train", "valid", "test")])
     assert not set(index) & unindexed
     for s in ("train", "valid", "test"):
@@ -250,14 +292,21 @@ def test_chexpert_blanks_stay_negative_by_default_and_nothing_is_excluded(chexpe
     src = pd.read_csv(chexpert_root / "train.csv")
     assert src["Pneumothorax"].isna().sum() > 0
     j = data.labels.index("pneumothorax")
-    n_blank_train = int(src.set_index(src["Path"].str.split("/", n=1).str[1]).loc[list(data.train.image_ids), "Pneumothorax"].isna().sum())
+    n_blank_train = int(
+        src.set_index(src["Path"].str.split("/", n=1).str[1])
+        .loc[list(data.train.image_ids), "Pneumothorax"]
+        .isna()
+        .sum()
+    )
     assert n_blank_train > 0 and (data.train.targets[:, j] == 0).sum() >= n_blank_train
-    assert data.manifest["blank_is_negative"] is True and data.manifest["blank_label_means"] == "not_mentioned"
+    assert (
+        data.manifest["blank_is_negative"] is True and data.manifest["blank_label_means"] == "not_mentioned"
+    )
     assert data.manifest["unlabeled_images_excluded"] == {"train": 0, "valid": 0, "test": 0}
 
 
 def test_phantom_datasets_take_their_layouts_label_convention():
-    from chexbench.registry import DATASETS
+    from chexbench.spec.registry import DATASETS
 
     for layout in ("chexpert", "nih", "indiana"):
         assert DATASETS.get(f"phantom-{layout}").blank_label_means == DATASETS.get(layout).blank_label_means
@@ -276,7 +325,9 @@ def test_pretrain_pool_of_another_dataset_comes_from_pretrain_root(chexpert_root
     assert images.shape == (len(chexpert_train), SIZE, SIZE)
 
 
-def test_a_rebuilt_cache_is_never_served_from_a_selection_of_the_old_one(chexpert_root, tmp_path, monkeypatch):
+def test_a_rebuilt_cache_is_never_served_from_a_selection_of_the_old_one(
+    chexpert_root, tmp_path, monkeypatch
+):
     # the copied selection was keyed by the cache's name and rows only: after a rebuild under the same key
     # (new pixels, e.g. a re-exported image) the old copy was served again
     import os

@@ -14,7 +14,7 @@ from chexbench.datasets.base import INDEX_META_COLUMNS
 from chexbench.datasets.chexpert import CHEXPERT_VALID_FRACTION, load_chexpert_index
 from chexbench.datasets.fixtures import real_label_file
 from chexbench.datasets.labels import apply_uncertainty
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 # value counts of the real file (CheXpert-v1.0-small train.csv), per competition label:
 # (positive 1.0, negative 0.0, uncertain -1.0, blank)
@@ -25,11 +25,37 @@ REAL_COUNTS = {
     "edema": (52246, 20726, 12984, 137458),
     "pleural_effusion": (86187, 35396, 11628, 90203),
 }
-VALID_CSV = """Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,Pleural Other,Fracture,Support Devices
+HEADER = ",".join(
+    [
+        "Path",
+        "Sex",
+        "Age",
+        "Frontal/Lateral",
+        "AP/PA",
+        "No Finding",
+        "Enlarged Cardiomediastinum",
+        "Cardiomegaly",
+        "Lung Opacity",
+        "Lung Lesion",
+        "Edema",
+        "Consolidation",
+        "Pneumonia",
+        "Atelectasis",
+        "Pneumothorax",
+        "Pleural Effusion",
+        "Pleural Other",
+        "Fracture",
+        "Support Devices",
+    ]
+)
+VALID_CSV = (
+    HEADER
+    + """
 CheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg,Male,73,Frontal,AP,0.0,1.0,1.0,1.0,0.0,1.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0
 CheXpert-v1.0-small/valid/patient64542/study1/view1_frontal.jpg,Male,70,Frontal,PA,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,1.0
 CheXpert-v1.0-small/valid/patient64542/study1/view2_lateral.jpg,Male,70,Lateral,,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,1.0
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +85,11 @@ def test_real_file_counts_images_patients_and_schema(real_index):
     assert first["image_id"] == "train/patient00001/study1/view1_frontal.jpg"
     assert first["path"] == first["image_id"]
     assert (first["patient_id"], first["study_id"], first["view"], first["sex"], first["age"]) == (
-        "patient00001", "patient00001/study1", "AP", "F", 68.0
+        "patient00001",
+        "patient00001/study1",
+        "AP",
+        "F",
+        68.0,
     )
     assert idx["view"].value_counts()["LATERAL"] == 32387 + 1
     assert idx["sex"].value_counts().to_dict() == {"M": 132636 + 3, "F": 90777, "U": 1}
@@ -70,7 +100,12 @@ def test_real_file_label_counts_under_every_policy(real_index, label):
     train = real_index[real_index["split"] != "test"]
     raw = train[[label]].to_numpy()
     pos, neg, unc, blank = REAL_COUNTS[label]
-    assert ((raw == 1).sum(), (raw == 0).sum(), (raw == -1).sum(), np.isnan(raw).sum()) == (pos, neg, unc, blank)
+    assert ((raw == 1).sum(), (raw == 0).sum(), (raw == -1).sum(), np.isnan(raw).sum()) == (
+        pos,
+        neg,
+        unc,
+        blank,
+    )
     expected = {
         "ignore": (pos, neg, unc + blank),
         "zeros": (pos, neg + unc, blank),
@@ -97,12 +132,18 @@ def test_a_labelled_test_file_makes_valid_csv_the_validation_split(tmp_path):
     root = tmp_path / "CheXpert-v1.0"
     root.mkdir()
     header, *rows = VALID_CSV.strip().splitlines()
-    (root / "train.csv").write_text(header + "\n" + rows[0].replace("valid/patient64541", "train/patient00001") + "\n")
+    (root / "train.csv").write_text(
+        header + "\n" + rows[0].replace("valid/patient64541", "train/patient00001") + "\n"
+    )
     (root / "valid.csv").write_text(header + "\n" + rows[0] + "\n")
-    (root / "test_labels.csv").write_text(header + "\n" + rows[1].replace("CheXpert-v1.0-small/valid", "test") + "\n")
+    (root / "test_labels.csv").write_text(
+        header + "\n" + rows[1].replace("CheXpert-v1.0-small/valid", "test") + "\n"
+    )
     idx = load_chexpert_index(root)
     assert idx.set_index("patient_id")["split"].to_dict() == {
-        "patient00001": "train", "patient64541": "valid", "patient64542": "test"
+        "patient00001": "train",
+        "patient64541": "valid",
+        "patient64542": "test",
     }
     assert idx["path"].tolist()[2] == "test/patient64542/study1/view1_frontal.jpg"
 
@@ -126,7 +167,9 @@ def test_missing_column_is_one_line_naming_file_and_column(tmp_path):
 def test_unknown_label_value_names_file_column_and_value(tmp_path):
     text = VALID_CSV.replace("Male,70,Frontal,PA,0.0,0.0,0.0", "Male,70,Frontal,PA,0.0,0.0,2.0", 1)
     root = _write(tmp_path, text)
-    with pytest.raises(DataError, match=r"train\.csv: column 'Cardiomegaly' has unknown label value '2\.0' on data row 2"):
+    with pytest.raises(
+        DataError, match=r"train\.csv: column 'Cardiomegaly' has unknown label value '2\.0' on data row 2"
+    ):
         load_chexpert_index(root)
     root = _write(tmp_path, VALID_CSV.replace("Male,73,Frontal,AP,0.0,1.0", "Male,73,Frontal,AP,0.0,yes"))
     with pytest.raises(DataError, match=r"column 'Enlarged Cardiomediastinum' has unknown label value 'yes'"):
@@ -137,7 +180,9 @@ def test_unknown_label_value_names_file_column_and_value(tmp_path):
 def test_an_unknown_label_value_is_echoed_as_the_file_writes_it(tmp_path, written):
     text = VALID_CSV.replace("Male,70,Frontal,PA,0.0,0.0,0.0", f"Male,70,Frontal,PA,0.0,0.0,{written}", 1)
     root = _write(tmp_path, text)
-    with pytest.raises(DataError, match=rf"column 'Cardiomegaly' has unknown label value '{written}' on data row 2"):
+    with pytest.raises(
+        DataError, match=rf"column 'Cardiomegaly' has unknown label value '{written}' on data row 2"
+    ):
         load_chexpert_index(root)
 
 
@@ -161,4 +206,6 @@ def test_valid_label_values_are_read_however_they_are_written():
     from chexbench.datasets.tables import parse_label_column
 
     df = pd.DataFrame({"Edema": ["1", "1.00", " 0.0", "-1", "", None, "-1.0"]}, dtype=object)
-    np.testing.assert_array_equal(parse_label_column(df, "Edema", Path("x.csv")), [1, 1, 0, -1, np.nan, np.nan, -1])
+    np.testing.assert_array_equal(
+        parse_label_column(df, "Edema", Path("x.csv")), [1, 1, 0, -1, np.nan, np.nan, -1]
+    )

@@ -21,7 +21,9 @@ def root(tmp_path, monkeypatch):
 
 
 def test_prepare_then_verify(root, tmp_path):
-    r = runner.invoke(app, ["data", "prepare", "chexpert", "--root", str(root), "--size", "16", "--workers", "1"])
+    r = runner.invoke(
+        app, ["data", "prepare", "chexpert", "--root", str(root), "--size", "16", "--workers", "1"]
+    )
     assert r.exit_code == 0, r.output
     assert "skipped" in r.output and "40" in r.output
     folders = list((tmp_path / "cache" / "prepared").glob("chexpert-s16-*"))
@@ -29,7 +31,10 @@ def test_prepare_then_verify(root, tmp_path):
     r = runner.invoke(app, ["data", "verify", "chexpert"])  # the only prepared cache: found without --size
     assert r.exit_code == 0, r.output
     assert "matches its sources" in r.output
-    assert runner.invoke(app, ["data", "prepare", "chexpert", "--root", str(root), "--size", "12"]).exit_code == 0
+    assert (
+        runner.invoke(app, ["data", "prepare", "chexpert", "--root", str(root), "--size", "12"]).exit_code
+        == 0
+    )
     r = runner.invoke(app, ["data", "verify", "chexpert"])
     assert r.exit_code == 2 and "2 prepared caches of 'chexpert'" in r.output
     assert runner.invoke(app, ["data", "verify", "chexpert", "--size", "12"]).exit_code == 0
@@ -45,10 +50,15 @@ def test_bad_input_is_one_line_and_exit_2(root, tmp_path):
     assert r.exit_code == 2 and "needs a root" in r.output
     (root / index_path(root)).unlink()
     out = tmp_path / "strict"
-    r = runner.invoke(app, ["data", "prepare", "chexpert", "--root", str(root), "--size", "16", "--strict", "--out", str(out)])
+    r = runner.invoke(
+        app,
+        ["data", "prepare", "chexpert", "--root", str(root), "--size", "16", "--strict", "--out", str(out)],
+    )
     assert r.exit_code == 2 and "missing file" in r.output and "Traceback" not in r.output
     assert not out.exists()
-    r = runner.invoke(app, ["data", "prepare", "chexpert", "--root", str(root), "--size", "16", "--out", str(out)])
+    r = runner.invoke(
+        app, ["data", "prepare", "chexpert", "--root", str(root), "--size", "16", "--out", str(out)]
+    )
     assert r.exit_code == 0 and "skipped" in r.output and index_path(root) in r.output
     r = runner.invoke(app, ["data", "verify", "nih", "--size", "16"])
     assert r.exit_code == 2 and "no prepared cache of 'nih'" in r.output
@@ -62,8 +72,23 @@ def test_bench_data_writes_its_section(root, tmp_path):
     perf = tmp_path / "PERFORMANCE.md"
     r = runner.invoke(
         app,
-        ["bench", "data", "chexpert", "--root", str(root), "--size", "16", "--images", "24", "--batch-size", "8",
-         "--epochs", "1", "--output", str(perf)],
+        [
+            "bench",
+            "data",
+            "chexpert",
+            "--root",
+            str(root),
+            "--size",
+            "16",
+            "--images",
+            "24",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "1",
+            "--output",
+            str(perf),
+        ],
     )
     assert r.exit_code == 0, r.output
     text = perf.read_text()

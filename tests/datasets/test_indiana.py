@@ -19,10 +19,26 @@ from chexbench.datasets.labels import (
 # positive reports (with images) per label in the real collection, under the documented table
 # (manual MeSH terms only: the indexer's automatic terms include denied findings)
 REAL_POSITIVE_REPORTS = {
-    "no_finding": 1379, "lung_opacity": 596, "cardiomegaly": 364, "atelectasis": 315, "support_devices": 236,
-    "pleural_effusion": 149, "nodule": 106, "emphysema": 100, "edema": 92, "fracture": 83, "infiltration": 60,
-    "hernia": 46, "pleural_thickening": 43, "pneumonia": 40, "fibrosis": 32, "consolidation": 30,
-    "pneumothorax": 26, "enlarged_cardiomediastinum": 17, "mass": 15, "lung_lesion": 10,
+    "no_finding": 1379,
+    "lung_opacity": 596,
+    "cardiomegaly": 364,
+    "atelectasis": 315,
+    "support_devices": 236,
+    "pleural_effusion": 149,
+    "nodule": 106,
+    "emphysema": 100,
+    "edema": 92,
+    "fracture": 83,
+    "infiltration": 60,
+    "hernia": 46,
+    "pleural_thickening": 43,
+    "pneumonia": 40,
+    "fibrosis": 32,
+    "consolidation": 30,
+    "pneumothorax": 26,
+    "enlarged_cardiomediastinum": 17,
+    "mass": 15,
+    "lung_lesion": 10,
 }
 
 
@@ -78,7 +94,9 @@ def test_one_report_end_to_end_from_its_xml():
     labels = report_labels(rep["terms"])
     assert labels["no_finding"] == 1 and sum(labels.values()) == 1
     assert report_labels(["Cardiomegaly/mild", "Pleural Effusion/right", "normal"]) == {
-        **{lab: 0.0 for lab in INDIANA_LABELS}, "cardiomegaly": 1.0, "pleural_effusion": 1.0
+        **{lab: 0.0 for lab in INDIANA_LABELS},
+        "cardiomegaly": 1.0,
+        "pleural_effusion": 1.0,
     }
     assert all(np.isnan(v) for v in report_labels(["No Indexing"]).values())
 
@@ -111,7 +129,9 @@ def test_views_from_the_real_dicom_metadata(tmp_path):
     root = write_indiana_layout(tmp_path, reports)
     shutil.copy(real_label_file("indiana_dicom"), root / "nlmcxr_dicom_metadata.csv.gz")
     idx = load_indiana_index(root).set_index("image_id")
-    meta = pd.read_csv(root / "nlmcxr_dicom_metadata.csv.gz", usecols=["imageid", "View Position"]).set_index("imageid")
+    meta = pd.read_csv(root / "nlmcxr_dicom_metadata.csv.gz", usecols=["imageid", "View Position"]).set_index(
+        "imageid"
+    )
     checked = 0
     for image_id, vp in meta["View Position"].dropna().items():
         if image_id in idx.index:
@@ -125,7 +145,10 @@ def test_findings_the_report_denies_are_not_positives(real):
     # the automatic indexer tagged these reports with the finding their text denies
     reports = {parse_report(n, d)["report_id"]: parse_report(n, d) for n, d in real_indiana_reports()}
     idx = real[1].drop_duplicates("patient_id").set_index("patient_id")
-    for uid, label, term in (("CXR349", "pleural_effusion", "pleural effusion"), ("CXR1695", "pneumonia", "pneumonia")):
+    for uid, label, term in (
+        ("CXR349", "pleural_effusion", "pleural effusion"),
+        ("CXR1695", "pneumonia", "pneumonia"),
+    ):
         assert any(term in t.lower() for t in reports[uid]["automatic"]), uid  # the automatic term is there
         assert not any(term in t.lower() for t in reports[uid]["terms"]), uid  # the manual indexing has none
         assert idx.loc[uid, label] == 0.0, uid
@@ -145,7 +168,9 @@ def test_views_follow_the_image_based_view_file_over_dicom_and_the_order_rule(re
     cxr1 = idx[idx["patient_id"] == "CXR1"].set_index("image_id")["view"].to_dict()
     assert cxr1 == {"CXR1_1_IM-0001-3001": "LATERAL", "CXR1_1_IM-0001-4001": "FRONTAL"}
     multi = idx.groupby("patient_id")["view"].filter(lambda v: len(v) > 1)  # a lone image may be a lateral
-    assert (idx.loc[multi.index].groupby("patient_id")["view"].apply(lambda v: (v != "LATERAL").sum()) >= 1).all()
+    assert (
+        idx.loc[multi.index].groupby("patient_id")["view"].apply(lambda v: (v != "LATERAL").sum()) >= 1
+    ).all()
     # with the DICOM metadata too, the image-based view wins where they disagree; DICOM names the rest
     shutil.copy(real_label_file("indiana_dicom"), root / "nlmcxr_dicom_metadata.csv.gz")
     both = load_indiana_index(root).set_index("image_id")["view"]
@@ -153,7 +178,10 @@ def test_views_follow_the_image_based_view_file_over_dicom_and_the_order_rule(re
     meta = pd.read_csv(root / "nlmcxr_dicom_metadata.csv.gz", usecols=["imageid", "View Position"]).dropna()
     rest = meta[~meta["imageid"].isin(tsne.index)].set_index("imageid")["View Position"]
     rest = rest[rest.index.isin(both.index)]
-    assert len(rest) > 1000 and (both[rest.index] == rest.map(lambda v: v if v in ("PA", "AP") else "LATERAL")).all()
+    assert (
+        len(rest) > 1000
+        and (both[rest.index] == rest.map(lambda v: v if v in ("PA", "AP") else "LATERAL")).all()
+    )
 
 
 def test_a_report_edited_in_place_changes_the_label_fingerprint(tmp_path):

@@ -29,7 +29,13 @@ def test_vocabulary_is_the_21_snake_case_labels_and_mappings_land_in_it():
         assert set(table.values()) <= set(HARMONIZED_LABELS)
     assert len(set(CHEXPERT_COLUMNS.values())) == 14
     assert len(set(NIH_FINDINGS.values())) == 14
-    assert set(CHEXPERT_EVAL_LABELS) == {"atelectasis", "cardiomegaly", "consolidation", "edema", "pleural_effusion"}
+    assert set(CHEXPERT_EVAL_LABELS) == {
+        "atelectasis",
+        "cardiomegaly",
+        "consolidation",
+        "edema",
+        "pleural_effusion",
+    }
     assert set(NIH_EVAL_LABELS) == set(NIH_FINDINGS.values())
     assert set(INDIANA_EVAL_LABELS) <= set(INDIANA_LABELS)
 
@@ -99,17 +105,27 @@ def test_blanks_follow_the_dataset_convention_after_the_uncertainty_policy(uncer
     expected = after_policy.copy()
     expected[np.isnan(RAW)] = 0.0  # CheXpert: a blank (not mentioned) is a negative by default
     np.testing.assert_array_equal(negative, expected)
-    np.testing.assert_array_equal(training_targets(RAW, LABELS, uncertainty, "ignore", BLANK_NOT_MENTIONED), after_policy)
+    np.testing.assert_array_equal(
+        training_targets(RAW, LABELS, uncertainty, "ignore", BLANK_NOT_MENTIONED), after_policy
+    )
     # "unknown" blanks (no label information) are masked whatever not_mentioned says
     for not_mentioned in ("negative", "ignore"):
-        np.testing.assert_array_equal(training_targets(RAW, LABELS, uncertainty, not_mentioned, BLANK_UNKNOWN), after_policy)
+        np.testing.assert_array_equal(
+            training_targets(RAW, LABELS, uncertainty, not_mentioned, BLANK_UNKNOWN), after_policy
+        )
 
 
 def test_rows_without_any_usable_target_are_found():
     raw = np.array([[np.nan, np.nan], [np.nan, 0.0], [-1.0, np.nan]])
-    assert has_usable_label(training_targets(raw, LABELS[:2], "ignore", "negative", BLANK_UNKNOWN)).tolist() == [False, True, False]
-    assert has_usable_label(training_targets(raw, LABELS[:2], "zeros", "negative", BLANK_UNKNOWN)).tolist() == [False, True, True]
-    assert has_usable_label(training_targets(raw, LABELS[:2], "ignore", "negative", BLANK_NOT_MENTIONED)).all()
+    assert has_usable_label(
+        training_targets(raw, LABELS[:2], "ignore", "negative", BLANK_UNKNOWN)
+    ).tolist() == [False, True, False]
+    assert has_usable_label(
+        training_targets(raw, LABELS[:2], "zeros", "negative", BLANK_UNKNOWN)
+    ).tolist() == [False, True, True]
+    assert has_usable_label(
+        training_targets(raw, LABELS[:2], "ignore", "negative", BLANK_NOT_MENTIONED)
+    ).all()
 
 
 def test_unknown_not_mentioned_setting_is_a_config_error():

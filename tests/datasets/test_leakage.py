@@ -7,13 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexbench.config import CellConfig, Settings
 from chexbench.core.errors import DataError, LeakageError
 from chexbench.datasets.celldata import pretrain_pool
 from chexbench.datasets.fixtures import real_label_file, write_nih_layout
 from chexbench.datasets.leakage import check_pretrain_leakage, pretrain_source_options
 from chexbench.datasets.nih import load_nih_index
-from chexbench.registry import DATASETS
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.registry import DATASETS
+from chexbench.spec.settings import Settings
 
 SIZE = 16
 
@@ -32,9 +33,16 @@ def nih(tmp_path):
     return root, n_test
 
 
-def ssl_cell(target_root, dataset="nih", source="phantom-nih", pretrain_root=None, strategy="simclr", **settings):
+def ssl_cell(
+    target_root, dataset="nih", source="phantom-nih", pretrain_root=None, strategy="simclr", **settings
+):
     return CellConfig(
-        strategy=strategy, backbone="resnet_tiny", dataset=dataset, protocol="linear", label_fraction=1.0, seed=0,
+        strategy=strategy,
+        backbone="resnet_tiny",
+        dataset=dataset,
+        protocol="linear",
+        label_fraction=1.0,
+        seed=0,
         settings=Settings(image_size=SIZE, pretrain_source=source, views="all", **settings),
         dataset_options={"root": str(target_root)},
         strategy_options={"pretrain_root": str(pretrain_root)} if pretrain_root else {},
@@ -53,7 +61,10 @@ def _copy_with_test_as_train(root, dest):
 def _leaked(pool_root, target_root):
     """Target test patients in the pool root's train split, from the loader's splits."""
     pool, target = load_nih_index(pool_root), load_nih_index(target_root)
-    return len(set(pool["patient_id"][pool["split"] == "train"]) & set(target["patient_id"][target["split"] == "test"]))
+    return len(
+        set(pool["patient_id"][pool["split"] == "train"])
+        & set(target["patient_id"][target["split"] == "test"])
+    )
 
 
 def test_a_copy_of_the_target_under_another_name_is_refused_with_roots_and_count(nih, tmp_path):
@@ -84,7 +95,9 @@ def test_pretrain_root_is_used_even_when_the_source_is_the_target(nih, tmp_path)
     allowed = dataclasses.replace(cell, settings=dataclasses.replace(cell.settings, allow_leakage=True))
     _, patients = pretrain_pool(allowed)
     train_val = pd.read_csv(copy / "Data_Entry_2017_v2020.csv")
-    assert len(set(patients)) > len(set(pretrain_pool(ssl_cell(root, source="nih"))[1]))  # the copy's larger pool
+    assert len(set(patients)) > len(
+        set(pretrain_pool(ssl_cell(root, source="nih"))[1])
+    )  # the copy's larger pool
     assert set(patients) <= {f"{p:08d}" for p in train_val["Patient ID"]}
 
 
@@ -97,7 +110,9 @@ def test_disjoint_patients_pass_and_strategies_without_pretraining_skip_the_pool
     DATASETS.get("nih").preflight(cell)
     assert check_pretrain_leakage(cell) == 0
     leaky = _copy_with_test_as_train(root, tmp_path / "leaky")
-    DATASETS.get("nih").preflight(ssl_cell(root, source="phantom-nih", pretrain_root=leaky, strategy="scratch"))
+    DATASETS.get("nih").preflight(
+        ssl_cell(root, source="phantom-nih", pretrain_root=leaky, strategy="scratch")
+    )
 
 
 def test_preflight_names_bad_label_files_and_split_leakage_before_any_cell(nih, tmp_path):
@@ -128,8 +143,14 @@ def test_phantom_pool_of_another_layout_shares_no_patient_ids(tmp_path):
     opts = {"patients": 40, "size": 32}
     for target in ("phantom-nih", "phantom-indiana"):
         cell = CellConfig(
-            strategy="mocov2", backbone="resnet_tiny", dataset=target, protocol="linear", label_fraction=1.0, seed=0,
-            settings=Settings(image_size=SIZE, pretrain_source="phantom-chexpert"), dataset_options=opts,
+            strategy="mocov2",
+            backbone="resnet_tiny",
+            dataset=target,
+            protocol="linear",
+            label_fraction=1.0,
+            seed=0,
+            settings=Settings(image_size=SIZE, pretrain_source="phantom-chexpert"),
+            dataset_options=opts,
         )
         DATASETS.get(target).preflight(cell)
         assert check_pretrain_leakage(cell) == 0

@@ -15,9 +15,20 @@ from chexbench.datasets.nih import NIH_VALID_FRACTION, _parse_age, load_nih_boxe
 
 # positives per finding in the real file (Wang et al. 2017, v2020 release)
 REAL_POSITIVES = {
-    "Atelectasis": 11559, "Cardiomegaly": 2776, "Effusion": 13317, "Infiltration": 19894, "Mass": 5782,
-    "Nodule": 6331, "Pneumonia": 1431, "Pneumothorax": 5302, "Consolidation": 4667, "Edema": 2303,
-    "Emphysema": 2516, "Fibrosis": 1686, "Pleural_Thickening": 3385, "Hernia": 227,
+    "Atelectasis": 11559,
+    "Cardiomegaly": 2776,
+    "Effusion": 13317,
+    "Infiltration": 19894,
+    "Mass": 5782,
+    "Nodule": 6331,
+    "Pneumonia": 1431,
+    "Pneumothorax": 5302,
+    "Consolidation": 4667,
+    "Edema": 2303,
+    "Emphysema": 2516,
+    "Fibrosis": 1686,
+    "Pleural_Thickening": 3385,
+    "Hernia": 227,
 }
 
 
@@ -114,8 +125,10 @@ def test_lists_sharing_patients_warn_loudly_with_the_count(tmp_path, caplog):
             load_nih_index(root)
             load_nih_index(root)
     lines = [r.getMessage() for r in caplog.records if "share" in r.getMessage()]
-    assert lines == [f"NIH {root}: the split lists share {shared} patients between train_val and test; "
-                     "cells on this dataset are refused unless allow_leakage = true"]  # once, one line
+    assert lines == [
+        f"NIH {root}: the split lists share {shared} patients between train_val and test; "
+        "cells on this dataset are refused unless allow_leakage = true"
+    ]  # once, one line
 
 
 def test_an_image_in_both_lists_and_unlisted_images(tmp_path, caplog):
@@ -142,7 +155,13 @@ def test_bad_label_file_errors_name_file_and_column(tmp_path):
     bad = rows.copy()
     bad.loc[3, "Finding Labels"] = "Cardiomegaly|Pneumonitis"
     bad.to_csv(root / "Data_Entry_2017_v2020.csv", index=False)
-    with pytest.raises(DataError, match=r"Data_Entry_2017_v2020.csv: column 'Finding Labels' has unknown label value 'Pneumonitis' on data row 4"):
+    with pytest.raises(
+        DataError,
+        match=(
+            r"Data_Entry_2017_v2020.csv: column 'Finding Labels' has unknown label value 'Pneumonitis' on"
+            r" data row 4"
+        ),
+    ):
         load_nih_index(root)
     rows.drop(columns=["View Position"]).to_csv(root / "Data_Entry_2017_v2020.csv", index=False)
     with pytest.raises(DataError, match="Data_Entry_2017_v2020.csv: missing column 'View Position'"):

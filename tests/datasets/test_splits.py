@@ -100,7 +100,9 @@ def test_carve_is_deterministic_and_order_free():
 
 
 def test_overlaps_and_hashes():
-    assert patient_overlaps({"train": np.array(["a", "b"]), "test": np.array(["b", "c"]), "valid": np.array(["c"])}) == {
+    assert patient_overlaps(
+        {"train": np.array(["a", "b"]), "test": np.array(["b", "c"]), "valid": np.array(["c"])}
+    ) == {
         "train&test": 1,
         "test&valid": 1,
     }

@@ -53,7 +53,8 @@ class BrightClassifier(nn.Module):
 
 
 def _split(root, prefix: str, spots: list[tuple[int, int, str]], rows: list[dict]) -> SplitData:
-    """Images (SIZE × SIZE, written at native size) with one bright 6-px lesion each at (x, y) of ``label``."""
+    """Images (SIZE × SIZE, written at native size) with one bright 6-px lesion each at (x, y) of
+    ``label``."""
     rng = np.random.default_rng(len(rows))
     ids, images, targets = [], [], []
     for i, (x, y, label) in enumerate(spots):
@@ -79,7 +80,14 @@ def _data(tmp_path, train_spots, test_spots) -> CellData:
     pd.DataFrame(rows).to_csv(root / "phantom_boxes.csv", index=False)
     ids = [*train.image_ids, *test.image_ids]
     pd.DataFrame({"image_id": ids, "path": [f"img/{i}.png" for i in ids]}).to_parquet(cache / "index.parquet")
-    return CellData(["a", "b"], ["a", "b"], train, train, test, {"root": str(root), "cache_dir": str(cache), "image_size": SIZE})
+    return CellData(
+        ["a", "b"],
+        ["a", "b"],
+        train,
+        train,
+        test,
+        {"root": str(root), "cache_dir": str(cache), "image_size": SIZE},
+    )
 
 
 TRAIN = [(2, 2, "a"), (3, 2, "a"), (2, 3, "a"), (24, 24, "b"), (23, 24, "b"), (20, 20, "a")]
@@ -87,14 +95,23 @@ TEST = [(14, 14, "a"), (16, 6, "a"), (6, 18, "a"), (20, 4, "b"), (4, 20, "b"), (
 
 
 def _run(data: CellData) -> dict:
-    return evaluate_localization(BrightClassifier(), data, (0.0, 1.0), torch.device("cpu"), deletion_steps=0, tolerance=0.0,
-                                 resamples=200)
+    return evaluate_localization(
+        BrightClassifier(),
+        data,
+        (0.0, 1.0),
+        torch.device("cpu"),
+        deletion_steps=0,
+        tolerance=0.0,
+        resamples=200,
+    )
 
 
 def test_the_label_prior_is_fitted_on_the_training_split_only(tmp_path):
     loc = _run(_data(tmp_path / "one", TRAIN, TEST))
     prior_a = loc["label_prior"]["a"]
-    assert prior_a["train_images"] == 4 and prior_a["hit_fraction"] == pytest.approx(3 / 4)  # three overlap at (3..8)
+    assert prior_a["train_images"] == 4 and prior_a["hit_fraction"] == pytest.approx(
+        3 / 4
+    )  # three overlap at (3..8)
     y, x = prior_a["points"][0]
     assert 3 <= x <= 8 and 3 <= y <= 8
     # move every test box (and its lesion): the prior does not move, its hits on the test pairs do
@@ -104,7 +121,9 @@ def test_the_label_prior_is_fitted_on_the_training_split_only(tmp_path):
     assert loc["baselines"]["label_prior"]["rate"] == 0.0
     assert loc2["baselines"]["label_prior"]["rate"] == pytest.approx(4 / 6)  # a: 2 of 3 test boxes, b: 2 of 3
     # move the training boxes instead: the prior follows them
-    loc3 = _run(_data(tmp_path / "three", [(14, 14, s) if s == "a" else (x, y, s) for x, y, s in TRAIN], TEST))
+    loc3 = _run(
+        _data(tmp_path / "three", [(14, 14, s) if s == "a" else (x, y, s) for x, y, s in TRAIN], TEST)
+    )
     assert loc3["label_prior"]["a"]["points"] != loc["label_prior"]["a"]["points"]
     assert loc3["per_label"]["a"]["baselines"]["label_prior"]["rate"] == pytest.approx(1 / 3)
 
@@ -117,7 +136,9 @@ def test_shuffled_maps_keep_the_label_and_borrow_another_images_boxes(tmp_path):
             assert p == -1  # alone with its label: no partner
         else:
             assert p != i and labels[p] == labels[i]
-    assert sorted(p for p in partner if p >= 0) == [i for i, lbl in enumerate(labels) if lbl != "c"]  # a derangement
+    assert sorted(p for p in partner if p >= 0) == [
+        i for i, lbl in enumerate(labels) if lbl != "c"
+    ]  # a derangement
     assert np.array_equal(shuffle_partners(labels, seed=5), partner)  # deterministic
     loc = _run(_data(tmp_path, TRAIN, TEST))
     d = loc["pair_detail"]
@@ -132,23 +153,32 @@ def test_stored_baselines_recompute_from_the_test_boxes(tmp_path):
     loc = _run(_data(tmp_path, TRAIN, moved))
     d = loc["pair_detail"]
     boxes = [[tuple(b) for b in bb] for bb in d["boxes"]]
-    prior = [points_score(loc["label_prior"][lbl]["points"], b) for lbl, b in zip(d["label"], boxes, strict=True)]
+    prior = [
+        points_score(loc["label_prior"][lbl]["points"], b) for lbl, b in zip(d["label"], boxes, strict=True)
+    ]
     shuffled = [points_score(d["maxima"][i], boxes[p]) for i, p in enumerate(d["shuffled_partner"])]
     random = [random_hit_probability(b, SIZE, SIZE) for b in boxes]
     assert d["label_prior"] == pytest.approx(prior) and d["shuffled"] == pytest.approx(shuffled)
     assert d["random"] == pytest.approx(random, abs=1e-6)  # stored to 6 decimals
     base = loc["baselines"]
-    assert base["label_prior"]["rate"] == pytest.approx(np.mean(prior)) and base["shuffled"]["rate"] == pytest.approx(np.mean(shuffled))
+    assert base["label_prior"]["rate"] == pytest.approx(np.mean(prior)) and base["shuffled"][
+        "rate"
+    ] == pytest.approx(np.mean(shuffled))
     assert base["random"]["rate"] == pytest.approx(loc["random_hit_rate"])
-    assert base["strongest"] == "label_prior" and base["ratio_to_strongest"] == pytest.approx(1.0 / np.mean(prior))
+    assert base["strongest"] == "label_prior" and base["ratio_to_strongest"] == pytest.approx(
+        1.0 / np.mean(prior)
+    )
     lo, hi = base["ratio_ci"]
     assert lo <= base["ratio_to_strongest"] <= hi
     assert loc["tolerant"]["baselines"]["strongest"] in ("random", "label_prior", "shuffled")
 
 
 def test_prior_map_counts_images_and_its_maximum_hits_most_training_boxes():
-    train = {"i0": [("a", (0.0, 0.0, 4.0, 4.0))], "i1": [("a", (2.0, 2.0, 6.0, 6.0)), ("a", (2.0, 2.0, 5.0, 5.0))],
-             "i2": [("b", (10.0, 10.0, 12.0, 12.0))]}
+    train = {
+        "i0": [("a", (0.0, 0.0, 4.0, 4.0))],
+        "i1": [("a", (2.0, 2.0, 6.0, 6.0)), ("a", (2.0, 2.0, 5.0, 5.0))],
+        "i2": [("b", (10.0, 10.0, 12.0, 12.0))],
+    }
     priors = fit_label_priors(train, ["a", "b", "c"], 16, 16, tolerance=0.0)
     assert priors["a"]["map"].max() == 2  # an image with two overlapping boxes counts once
     assert priors["a"]["train_images"] == 2 and priors["a"]["train_boxes"] == 3

@@ -18,10 +18,21 @@ from pathlib import Path
 from typing import Any
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-extensions", "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
-         "--remote-debugging-port=0", "--window-size=1280,900")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--proxy-server=127.0.0.1:9",
+    "--proxy-bypass-list=<-loopback>",
+    "--remote-debugging-port=0",
+    "--window-size=1280,900",
+)
 
 
 def find_chromium() -> str | None:
@@ -43,8 +54,12 @@ class Browser:
             raise RuntimeError("no Chromium on this machine")
         self.timeout_s = timeout_s
         self.profile = tempfile.mkdtemp(prefix="chexbench-chromium-")
-        self.proc = subprocess.Popen([self.executable, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [self.executable, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         browser_ws = self._devtools_url()
         port = browser_ws.split(":")[2].split("/")[0]
         page_ws = self._page_target(port)
@@ -82,10 +97,14 @@ class Browser:
     def _record(self, msg: dict[str, Any]) -> None:
         method, params = msg.get("method"), msg.get("params", {})
         if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-            self.console_errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
+            self.console_errors.append(
+                " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+            )
         elif method == "Runtime.exceptionThrown":
             d = params.get("exceptionDetails", {})
-            self.console_errors.append(d.get("exception", {}).get("description") or d.get("text", "exception"))
+            self.console_errors.append(
+                d.get("exception", {}).get("description") or d.get("text", "exception")
+            )
         elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
             self.console_errors.append(params["entry"].get("text", ""))
         elif method == "Network.requestWillBeSent":
@@ -124,8 +143,18 @@ class Browser:
     def key(self, key: str, code: str, key_code: int) -> None:
         """A real key press on the focused element (Enter, Space …)."""
         for kind in ("keyDown", "keyUp"):
-            self.send("Input.dispatchKeyEvent", type=kind, key=key, code=code, windowsVirtualKeyCode=key_code,
-                      **({"text": "\r" if key == "Enter" else key} if kind == "keyDown" and key in ("Enter", " ") else {}))
+            self.send(
+                "Input.dispatchKeyEvent",
+                type=kind,
+                key=key,
+                code=code,
+                windowsVirtualKeyCode=key_code,
+                **(
+                    {"text": "\r" if key == "Enter" else key}
+                    if kind == "keyDown" and key in ("Enter", " ")
+                    else {}
+                ),
+            )
 
     def screenshot(self, path: Path, full_page: bool = False) -> Path:
         params: dict[str, Any] = {"format": "png"}

@@ -34,8 +34,15 @@ def test_resamples_reproducible_and_patient_level():
 def test_degenerate_resamples_counted():
     """Two positive patients: resamples that miss both (≈ (1 − 2/n)^n ≈ 13%) have no AUROC."""
     n = 30
-    df = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "patient_id": [f"p{k}" for k in range(n)],
-                       "label": "edema", "y_true": [1.0, 1.0] + [0.0] * (n - 2), "y_score": np.linspace(1, 0, n)})
+    df = pd.DataFrame(
+        {
+            "image_id": [f"i{k}" for k in range(n)],
+            "patient_id": [f"p{k}" for k in range(n)],
+            "label": "edema",
+            "y_true": [1.0, 1.0] + [0.0] * (n - 2),
+            "y_score": np.linspace(1, 0, n),
+        }
+    )
     res = draw_patient_resamples(df["patient_id"], 2000, seed=0)
     s = score_predictions(df, res).labels["edema"]
     assert s.auroc == 1.0 and not s.interval_note
@@ -49,23 +56,39 @@ def test_one_positive_patient_has_no_interval():
     """One positive patient: every defined resample holds that patient, so the interval would be
     [1.000, 1.000] from one patient: not estimable (the point stays), every resample degenerate."""
     n = 30
-    df = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "patient_id": ["p0", "p0"] + [f"p{k}" for k in range(2, n)],
-                       "label": "edema", "y_true": [1.0, 1.0] + [0.0] * (n - 2), "y_score": np.linspace(1, 0, n)})
+    df = pd.DataFrame(
+        {
+            "image_id": [f"i{k}" for k in range(n)],
+            "patient_id": ["p0", "p0"] + [f"p{k}" for k in range(2, n)],
+            "label": "edema",
+            "y_true": [1.0, 1.0] + [0.0] * (n - 2),
+            "y_score": np.linspace(1, 0, n),
+        }
+    )
     s = score_predictions(df, draw_patient_resamples(df["patient_id"], 500, seed=0)).labels["edema"]
     assert s.auroc == 1.0 and s.n_degenerate == 500 and "1 patient(s) with a positive" in s.interval_note
     assert np.isnan(percentile_ci(s.auroc_boot)).all()
 
 
 def test_undefined_label_has_reason_and_no_number():
-    df = pd.DataFrame({"image_id": ["a", "b", "c"], "patient_id": ["p", "q", "r"], "label": "edema",
-                       "y_true": [0.0, 0.0, np.nan], "y_score": [0.2, 0.4, 0.9]})
+    df = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c"],
+            "patient_id": ["p", "q", "r"],
+            "label": "edema",
+            "y_true": [0.0, 0.0, np.nan],
+            "y_score": [0.2, 0.4, 0.9],
+        }
+    )
     s = score_predictions(df, draw_patient_resamples(df["patient_id"], 100), ["edema", "nodule"])
     assert not s.labels["edema"].defined and s.labels["edema"].reason == "no positive test image"
     assert s.labels["edema"].n_neg == 2  # the masked row was dropped
     assert s.labels["nodule"].reason.startswith("no test image")
 
 
-def _simulated_test_set(rng: np.random.Generator, n_patients: int, per_patient: int, mu: float, sd_patient: float, sd_image: float):
+def _simulated_test_set(
+    rng: np.random.Generator, n_patients: int, per_patient: int, mu: float, sd_patient: float, sd_image: float
+):
     """Disease is a patient property; scores share a patient effect (correlated images)."""
     disease = (rng.random(n_patients) < 0.3).astype(float)
     cluster = np.repeat(np.arange(n_patients), per_patient)
@@ -90,7 +113,9 @@ def test_coverage_patient_level_nominal_image_level_under_covers():
     for t in range(n_sets):
         cluster, y, s = _simulated_test_set(rng, n_patients, per_patient, mu, sd_p, sd_i)
         by_patient = draw_patient_resamples(patient_ids, n_boot, seed=t)
-        lo, hi = percentile_ci(resampled_auroc_auprc(y, s, by_patient.index_of(patient_ids), by_patient.weights)[0])
+        lo, hi = percentile_ci(
+            resampled_auroc_auprc(y, s, by_patient.index_of(patient_ids), by_patient.weights)[0]
+        )
         hit_patient += lo <= truth <= hi
         by_image = draw_patient_resamples(image_ids, 300, seed=t)  # images as if independent
         lo, hi = percentile_ci(resampled_auroc_auprc(y, s, by_image.index_of(image_ids), by_image.weights)[0])
@@ -104,11 +129,21 @@ def test_coverage_patient_level_nominal_image_level_under_covers():
 @pytest.mark.parametrize("column", ["patient_id", "image_id"])
 @pytest.mark.parametrize("blank", [None, np.nan, "", "  "])
 def test_a_blank_patient_or_image_id_is_refused_naming_the_column_and_the_count(column, blank):
-    # "nan" (what astype(str) makes of a null) would otherwise become one fake patient holding every such image
-    df = pd.DataFrame({"image_id": [f"i{k}" for k in range(6)], "patient_id": [f"p{k}" for k in range(6)],
-                       "label": "a", "y_true": [0.0, 1.0] * 3, "y_score": np.linspace(0, 1, 6)})
+    # "nan" (what astype(str) makes of a null) would otherwise become one fake patient holding every such
+    # image
+    df = pd.DataFrame(
+        {
+            "image_id": [f"i{k}" for k in range(6)],
+            "patient_id": [f"p{k}" for k in range(6)],
+            "label": "a",
+            "y_true": [0.0, 1.0] * 3,
+            "y_score": np.linspace(0, 1, 6),
+        }
+    )
     check_prediction_frame(df, "preds.csv")
     df[column] = df[column].astype(object)
     df.loc[[1, 4], column] = blank
-    with pytest.raises(DataError, match=rf"^preds\.csv: column '{column}' is empty \(null or blank\) in 2 of 6 row\(s\)"):
+    with pytest.raises(
+        DataError, match=rf"^preds\.csv: column '{column}' is empty \(null or blank\) in 2 of 6 row\(s\)"
+    ):
         check_prediction_frame(df, "preds.csv")

@@ -65,7 +65,9 @@ def test_an_image_under_two_patient_ids_is_an_error(three, tmp_path):
     df.to_csv(within, index=False)
     r = _invoke(str(within), str(b), "--bootstrap", "100")
     assert r.exit_code == 2 and "img3_1" in r.output and "two patient ids" in r.output
-    r = CliRunner().invoke(app, ["score", str(within), "--bootstrap", "100"])  # within one file, nothing to compare with
+    r = CliRunner().invoke(
+        app, ["score", str(within), "--bootstrap", "100"]
+    )  # within one file, nothing to compare with
     assert r.exit_code == 2 and "within.csv: image 'img3_1' appears under two patient ids" in r.output
     across = tmp_path / "across.csv"
     df = pd.read_csv(b)
@@ -89,11 +91,17 @@ def test_a_blank_patient_id_is_one_line_naming_the_file_column_and_rows(three, t
     df.to_parquet(nulls)
     for cmd in (["score", str(blank)], ["compare", str(blank), str(b)], ["compare", str(a), str(blank)]):
         r = CliRunner(env={"COLUMNS": "220"}).invoke(app, [*cmd, "--bootstrap", "100"])
-        assert r.exit_code == 2 and "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
-        assert f"{blank}: column 'patient_id' is empty (null or blank) in 10 of 240 row(s)" in " ".join(r.output.split())
+        assert r.exit_code == 2 and "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, (
+            r.output
+        )
+        assert f"{blank}: column 'patient_id' is empty (null or blank) in 10 of 240 row(s)" in " ".join(
+            r.output.split()
+        )
     r = CliRunner(env={"COLUMNS": "220"}).invoke(app, ["score", str(nulls), "--bootstrap", "100"])
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
-    assert f"{nulls}: column 'image_id' is empty (null or blank) in 3 of 240 row(s)" in " ".join(r.output.split())
+    assert f"{nulls}: column 'image_id' is empty (null or blank) in 3 of 240 row(s)" in " ".join(
+        r.output.split()
+    )
 
 
 def test_masked_in_one_file_and_known_in_the_other_is_not_paired(three, tmp_path):
@@ -114,15 +122,25 @@ def test_output_shows_each_auroc_with_its_interval_auprc_delta_and_macro_delong(
     assert r.exit_code == 0, r.output
     t = pd.read_parquet(out)
     macro = t[t["label"] == "macro"].iloc[0]
-    for col in ("auroc_a_ci_low", "auroc_b_ci_high", "auprc_delta", "auprc_delta_ci_low", "delong_p", "clustered_delong_p"):
+    for col in (
+        "auroc_a_ci_low",
+        "auroc_b_ci_high",
+        "auprc_delta",
+        "auprc_delta_ci_low",
+        "delong_p",
+        "clustered_delong_p",
+    ):
         assert np.isfinite(macro[col]), col
     assert macro["delong_ci_low"] < macro["delta"] < macro["delong_ci_high"]
     assert macro["delta"] == pytest.approx(t[t["label"] != "macro"]["delta"].mean(), abs=1e-12)
     assert "AUROC A [95% CI]" in r.output and "ΔAUPRC" in r.output
-    # the macro DeLong cross-check agrees with the patient bootstrap here (2 images per patient, weak clustering)
+    # the macro DeLong cross-check agrees with the patient bootstrap here (2 images per patient, weak
+    # clustering)
     m = compare_predictions([a, b], n_boot=1000).table.query("label == 'macro'").iloc[0]
     width = m["delta_ci_high"] - m["delta_ci_low"]
-    assert (m["clustered_delong_ci_high"] - m["clustered_delong_ci_low"]) / width == pytest.approx(1.0, abs=0.25)
+    assert (m["clustered_delong_ci_high"] - m["clustered_delong_ci_low"]) / width == pytest.approx(
+        1.0, abs=0.25
+    )
 
 
 def test_three_files_all_pairs_or_each_vs_baseline_with_the_family_stated(three):
@@ -134,12 +152,17 @@ def test_three_files_all_pairs_or_each_vs_baseline_with_the_family_stated(three)
     vs = compare_predictions([a, c], baseline=b, n_boot=200)
     assert vs.pairs == [("a.csv", "b.csv"), ("c.csv", "b.csv")]
     # the same pair on the same rows gives the same numbers whatever else is compared
-    ab_all = everything.table[(everything.table["model_a"] == "a.csv") & (everything.table["model_b"] == "b.csv")]
+    ab_all = everything.table[
+        (everything.table["model_a"] == "a.csv") & (everything.table["model_b"] == "b.csv")
+    ]
     ab_vs = vs.table[(vs.table["model_a"] == "a.csv") & (vs.table["model_b"] == "b.csv")]
     np.testing.assert_array_equal(ab_all["delta_ci_low"].to_numpy(), ab_vs["delta_ci_low"].to_numpy())
     r = _invoke(str(a), str(c), "--baseline", str(b), "--bootstrap", "100")
     assert r.exit_code == 0, r.output
-    assert "each of the 2 model(s) vs the baseline b.csv" in r.output and "Holm over the 2 macro comparison(s)" in r.output
+    assert (
+        "each of the 2 model(s) vs the baseline b.csv" in r.output
+        and "Holm over the 2 macro comparison(s)" in r.output
+    )
     r = _invoke(str(a), str(b), str(c), "--bootstrap", "100")
     assert r.exit_code == 0 and "all 3 pair(s) of the 3 models" in r.output
     r = _invoke(str(a), "--bootstrap", "100")

@@ -38,12 +38,21 @@ def test_p_value_and_interval_agree_exactly_at_the_boundary(level, alpha):
     for df in (1, 2, 3, 8, 30, np.inf):
         for se in (1e-4, 0.003, 0.01, 0.05):
             half = intervals.halfwidth([(se**2, df)], level)
-            for delta in (half, np.nextafter(half, 0), np.nextafter(half, 1), -half, half * rng.uniform(0.5, 1.5)):
+            for delta in (
+                half,
+                np.nextafter(half, 0),
+                np.nextafter(half, 1),
+                -half,
+                half * rng.uniform(0.5, 1.5),
+            ):
                 lo, hi, p = intervals.interval_and_p(delta, [(se**2, df)], level)
                 assert ((lo > 0) or (hi < 0)) == (p < alpha), (df, se, delta, lo, hi, p)
     for _ in range(25):
-        parts = [(rng.uniform(1e-6, 1e-3), float(rng.choice([np.inf, 40.0]))),
-                 (rng.uniform(0, 1e-3), float(rng.integers(1, 5))), (rng.uniform(0, 1e-3), float(rng.integers(1, 5)))]
+        parts = [
+            (rng.uniform(1e-6, 1e-3), float(rng.choice([np.inf, 40.0]))),
+            (rng.uniform(0, 1e-3), float(rng.integers(1, 5))),
+            (rng.uniform(0, 1e-3), float(rng.integers(1, 5))),
+        ]
         half = intervals.halfwidth(parts, level)
         for delta in (half, np.nextafter(half, 0), np.nextafter(half, 1), half * rng.uniform(0.3, 2.0)):
             lo, hi, p = intervals.interval_and_p(delta, parts, level)
@@ -66,14 +75,19 @@ def test_random_replicates_give_agreeing_interval_and_p():
 
 def test_too_few_resamples_for_an_interval_give_none_and_no_p():
     r = paired_delta(0.02, 0.0, np.linspace(0.01, 0.03, 39), np.zeros(39))
-    assert np.isnan(r.ci_low) and np.isnan(r.ci_high) and np.isnan(r.p_value) and r.delta == pytest.approx(0.02)
+    assert (
+        np.isnan(r.ci_low) and np.isnan(r.ci_high) and np.isnan(r.p_value) and r.delta == pytest.approx(0.02)
+    )
     r = paired_delta(0.02, 0.0, np.linspace(0.01, 0.03, 40), np.zeros(40))
     assert r.ci_low < 0.02 < r.ci_high and r.p_value < 0.05
 
 
 def test_p_values_reach_holm_and_bh_unchanged():
     rng = np.random.default_rng(3)
-    deltas = [paired_delta(mu, 0.0, rng.normal(mu, 0.01, 500), np.zeros(500), df=20) for mu in (0.0, 0.005, 0.02, 0.03)]
+    deltas = [
+        paired_delta(mu, 0.0, rng.normal(mu, 0.01, 500), np.zeros(500), df=20)
+        for mu in (0.0, 0.005, 0.02, 0.03)
+    ]
     p = np.array([d.p_value for d in deltas])
     assert p.min() > 0
     np.testing.assert_allclose(adjust_p_values(p, "holm"), multipletests(p, method="holm")[1])
@@ -133,7 +147,9 @@ def test_seed_delta_adds_both_arms_seed_variance_and_agrees_with_its_p():
     assert d.delta == pytest.approx(0.04)
     no_spread = paired_seed_delta(combine_seeds([0.84, 0.84], [0.84 + noise] * 2, df_test=50), b)
     assert d.ci_low < no_spread.ci_low and d.ci_high > no_spread.ci_high  # A's seed spread widens both sides
-    assert d.ci_high - d.ci_low > 2 * student_t.ppf(0.975, 1) * 0.01 * 0.8  # t on 1 df × s/√S, at least mostly
+    assert (
+        d.ci_high - d.ci_low > 2 * student_t.ppf(0.975, 1) * 0.01 * 0.8
+    )  # t on 1 df × s/√S, at least mostly
     assert (d.ci_low > 0) == (d.p_value < 0.05)
 
 
@@ -159,12 +175,36 @@ def test_pretraining_note_says_whether_pretraining_variance_is_in_the_interval()
 
     from chexbench.reports.leaderboard import pretraining_note
 
-    ok = pd.DataFrame({"cell_id": ["a0", "a1", "b0", "b1", "s0", "o0"],
-                       "init_json": ['{"pretrain_run": "r1"}', '{"pretrain_run": "r2"}', '{"pretrain_run": "r9"}',
-                                     '{"pretrain_run": "r9"}', '{"source": "random"}', "not json"]})
-    results = SimpleNamespace(ok=ok, configurations={"A": {"settings.pretrain_seed": "per_seed"}, "B": {"settings.pretrain_seed": 0},
-                                                     "S": {}, "O": {}})
-    assert pretraining_note(results, "A", ["a0", "a1"]).startswith("included: each seed its own pretraining run (2 run(s) for 2")
-    assert pretraining_note(results, "B", ["b0", "b1"]) == "not included: 1 pretraining run(s) (pretrain_seed 0) shared by 2 seed(s)"
+    ok = pd.DataFrame(
+        {
+            "cell_id": ["a0", "a1", "b0", "b1", "s0", "o0"],
+            "init_json": [
+                '{"pretrain_run": "r1"}',
+                '{"pretrain_run": "r2"}',
+                '{"pretrain_run": "r9"}',
+                '{"pretrain_run": "r9"}',
+                '{"source": "random"}',
+                "not json",
+            ],
+        }
+    )
+    results = SimpleNamespace(
+        ok=ok,
+        configurations={
+            "A": {"settings.pretrain_seed": "per_seed"},
+            "B": {"settings.pretrain_seed": 0},
+            "S": {},
+            "O": {},
+        },
+    )
+    assert pretraining_note(results, "A", ["a0", "a1"]).startswith(
+        "included: each seed its own pretraining run (2 run(s) for 2"
+    )
+    assert (
+        pretraining_note(results, "B", ["b0", "b1"])
+        == "not included: 1 pretraining run(s) (pretrain_seed 0) shared by 2 seed(s)"
+    )
     assert pretraining_note(results, "S", ["s0"]) == "no pretraining run"
-    assert pretraining_note(results, "O", ["o0"]) == "no pretraining run"  # an older record's unreadable init: no claim
+    assert (
+        pretraining_note(results, "O", ["o0"]) == "no pretraining run"
+    )  # an older record's unreadable init: no claim

@@ -15,17 +15,27 @@ from synthetic_store import _predictions, _record, _truth
 
 from chexbench.bench.runner import base_record
 from chexbench.bench.store import RECORD_COLUMNS, ResultStore, record_configuration_hash
-from chexbench.config import CellConfig, Settings, configuration_keys
 from chexbench.reports.aggregate import load_results
 from chexbench.reports.leaderboard import build_tables
 from chexbench.reports.report import write_report
+from chexbench.spec.cell import CellConfig, configuration_keys
+from chexbench.spec.settings import Settings
 
 TRUTH = _truth(30, 2)
 
 
-def _cell(store: ResultStore, cell_id: str, strategy: str, seed: int, strength: float, extra: dict | None = None,
-          backbone: str = "resnet50", truth: pd.DataFrame = TRUTH, created: str = "2026-01-01T00:00:00+00:00",
-          noise_seed: int | None = None) -> None:
+def _cell(
+    store: ResultStore,
+    cell_id: str,
+    strategy: str,
+    seed: int,
+    strength: float,
+    extra: dict | None = None,
+    backbone: str = "resnet50",
+    truth: pd.DataFrame = TRUTH,
+    created: str = "2026-01-01T00:00:00+00:00",
+    noise_seed: int | None = None,
+) -> None:
     rec = _record(cell_id, strategy, backbone, "chexpert", "finetune", 1.0, seed)
     config = {**json.loads(rec["config_json"]), **(extra or {})}
     rec["config_json"] = json.dumps(config, sort_keys=True)
@@ -41,14 +51,18 @@ def _tables(root, n_boot=200, seed=0):
 def test_configuration_hash_ignores_only_the_seed_and_is_derived_from_the_stored_config():
     a = CellConfig("simclr", "resnet50", "chexpert", "finetune", 1.0, 0, grid="one")
     b = CellConfig("simclr", "resnet50", "chexpert", "finetune", 1.0, 1, grid="two")
-    c = CellConfig("simclr", "resnet50", "chexpert", "finetune", 1.0, 0, strategy_options={"temperature": 0.2})
+    c = CellConfig(
+        "simclr", "resnet50", "chexpert", "finetune", 1.0, 0, strategy_options={"temperature": 0.2}
+    )
     d = CellConfig("simclr", "resnet50", "chexpert", "finetune", 1.0, 0, settings=Settings(epochs=2))
     assert a.configuration_hash == b.configuration_hash and a.cell_id != b.cell_id
     assert len({a.configuration_hash, c.configuration_hash, d.configuration_hash}) == 3
-    assert record_configuration_hash(c.canonical_json()) == c.configuration_hash  # old records: derived on load
+    assert (
+        record_configuration_hash(c.canonical_json()) == c.configuration_hash
+    )  # old records: derived on load
     keys = configuration_keys(json.loads(c.canonical_json()))
     assert keys["strategy.temperature"] == 0.2 and keys["settings.epochs"] == 10 and "seed" not in keys
-    rec = base_record(c, torch.device("cpu"))
+    rec = base_record(c, torch.device("cpu")).as_dict()
     assert rec["configuration_hash"] == c.configuration_hash
     assert list(RECORD_COLUMNS).index("configuration_hash") == list(RECORD_COLUMNS).index("config_hash") + 1
 
@@ -165,11 +179,24 @@ def _folder(root, others: tuple[str, ...]):
 def test_a_comparison_does_not_depend_on_the_other_cells_in_the_folder(tmp_path, others):
     small = _tables(_folder(tmp_path / "small", ()))
     large = _tables(_folder(tmp_path / "large", others))
-    cols = ["macro_auroc", "macro_auroc_ci_low", "macro_auroc_ci_high", "macro_auprc_ci_low", "macro_auprc_ci_high",
-            "delta", "delta_ci_low", "delta_ci_high", "p_value"]
+    cols = [
+        "macro_auroc",
+        "macro_auroc_ci_low",
+        "macro_auroc_ci_high",
+        "macro_auprc_ci_low",
+        "macro_auprc_ci_high",
+        "delta",
+        "delta_ci_low",
+        "delta_ci_high",
+        "p_value",
+    ]
     for strategy in ("scratch", "simclr"):
-        a = small.leaderboard[(small.leaderboard["strategy"] == strategy) & (small.leaderboard["backbone"] == "resnet50")]
-        b = large.leaderboard[(large.leaderboard["strategy"] == strategy) & (large.leaderboard["backbone"] == "resnet50")]
+        a = small.leaderboard[
+            (small.leaderboard["strategy"] == strategy) & (small.leaderboard["backbone"] == "resnet50")
+        ]
+        b = large.leaderboard[
+            (large.leaderboard["strategy"] == strategy) & (large.leaderboard["backbone"] == "resnet50")
+        ]
         for col in cols:
             x, y = a[col].iloc[0], b[col].iloc[0]
             assert (np.isnan(x) and np.isnan(y)) or x == y, (strategy, col, x, y)  # bitwise, not approx
@@ -215,9 +242,15 @@ def test_one_seed_note_is_said_once_per_table_not_in_every_cell(tmp_path, seeds)
 
 def test_seeds_pooled_across_code_versions_get_one_line_per_configuration(tmp_path):
     store = ResultStore(tmp_path)
-    code = {("scratch", 0): ("0.1.0", "aaaaaaaaaaaa11"), ("scratch", 1): ("0.1.0", "bbbbbbbbbbbb22"),
-            ("simclr", 0): ("0.1.0", "cccccccccccc"), ("simclr", 1): ("0.1.0", "cccccccccccc"),  # same code: no line
-            ("mocov2", 0): ("0.1.0", ""), ("mocov2", 1): ("0.2.0", ""), ("mocov2", 2): ("0.2.0", "")}
+    code = {
+        ("scratch", 0): ("0.1.0", "aaaaaaaaaaaa11"),
+        ("scratch", 1): ("0.1.0", "bbbbbbbbbbbb22"),
+        ("simclr", 0): ("0.1.0", "cccccccccccc"),
+        ("simclr", 1): ("0.1.0", "cccccccccccc"),  # same code: no line
+        ("mocov2", 0): ("0.1.0", ""),
+        ("mocov2", 1): ("0.2.0", ""),
+        ("mocov2", 2): ("0.2.0", ""),
+    }
     for (strategy, seed), (version, sha) in code.items():
         rec = _record(f"{strategy}{seed}", strategy, "resnet50", "chexpert", "finetune", 1.0, seed)
         rec["chexbench_version"], rec["git_sha"] = version, sha
@@ -226,14 +259,24 @@ def test_seeds_pooled_across_code_versions_get_one_line_per_configuration(tmp_pa
     assert "**Seeds pooled across code versions.**" in text
     lines = [line for line in text.splitlines() if "(seeds " in line and line.startswith("- `")]
     assert lines == [
-        "- `mocov2` · resnet50 · chexpert · finetune · label fraction 1 (seeds 0,1,2): 0.1.0 no git sha: seed 0; "
-        "0.2.0 no git sha: seed 1,2",
-        "- `scratch` · resnet50 · chexpert · finetune · label fraction 1 (seeds 0,1): 0.1.0 aaaaaaaaaa: seed 0; "
-        "0.1.0 bbbbbbbbbb: seed 1",
+        (
+            "- `mocov2` · resnet50 · chexpert · finetune · label fraction 1 (seeds 0,1,2): 0.1.0 no git sha:"
+            " seed 0; 0.2.0 no git sha: seed 1,2"
+        ),
+        (
+            "- `scratch` · resnet50 · chexpert · finetune · label fraction 1 (seeds 0,1): 0.1.0 aaaaaaaaaa:"
+            " seed 0; 0.1.0 bbbbbbbbbb: seed 1"
+        ),
     ]
-    assert text.index("## Leaderboards") < text.index("**Seeds pooled across code versions.**") < text.index("## Paired comparisons")
+    assert (
+        text.index("## Leaderboards")
+        < text.index("**Seeds pooled across code versions.**")
+        < text.index("## Paired comparisons")
+    )
     # a failed cell (older code) is not pooled, so it does not count
-    store.write(_record("mocov2_2", "mocov2", "resnet50", "chexpert", "finetune", 1.0, 0) | {"status": "failed"}, None)
+    store.write(
+        _record("mocov2_2", "mocov2", "resnet50", "chexpert", "finetune", 1.0, 0) | {"status": "failed"}, None
+    )
     for strategy, seed in (("scratch", 1), ("mocov2", 0)):  # one code version per configuration now
         store.record_path(f"{strategy}{seed}").unlink()
     assert "across code versions" not in write_report(tmp_path, n_boot=100, figures=False).read_text()

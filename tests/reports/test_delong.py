@@ -89,4 +89,6 @@ def test_influence_form_matches_delong_and_clustered():
     assert auc == pytest.approx(delong(y, s).auroc[0], abs=1e-12)
     # Σψ² drops DeLong's m/(m−1), n/(n−1) factors: equal to within them
     assert influence_variance(psi) == pytest.approx(delong(y, s).covariance[0, 0], rel=1.5 / min(m, n))
-    assert influence_variance(psi, cluster) == pytest.approx(delong(y, s, cluster).covariance[0, 0], rel=3.0 / min(m, n))
+    assert influence_variance(psi, cluster) == pytest.approx(
+        delong(y, s, cluster).covariance[0, 0], rel=3.0 / min(m, n)
+    )

@@ -39,5 +39,8 @@ def test_report_prints_the_ece_interval(tmp_path):
     assert "macro ECE [95% CI]" in text
     lb = pd.read_parquet(root / "leaderboard.parquet")
     assert lb["macro_ece_ci_low"].notna().all()
-    assert ((lb["macro_ece_ci_low"] <= lb["macro_ece"] + 0.05) & (lb["macro_ece"] - 0.05 <= lb["macro_ece_ci_high"])).all()
+    assert (
+        (lb["macro_ece_ci_low"] <= lb["macro_ece"] + 0.05)
+        & (lb["macro_ece"] - 0.05 <= lb["macro_ece_ci_high"])
+    ).all()
     assert (lb["macro_ece_ci_high"] > lb["macro_ece_ci_low"]).all()

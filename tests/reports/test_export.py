@@ -15,10 +15,28 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    # 5 seeds: with 2 the between-seed variance is estimated on 1 df (t₁ = 12.7) and nothing here is significant
-    root = write_synthetic_results(tmp_path_factory.mktemp("tab") / "results", seeds=(0, 1, 2, 3, 4), n_patients=40)
-    result = runner.invoke(app, ["report", "--results", str(root), "--bootstrap", "200", "--no-figures",
-                                 "--format", "latex", "--format", "markdown", "--format", "csv"])
+    # 5 seeds: with 2 the between-seed variance is estimated on 1 df (t₁ = 12.7) and nothing here is
+    # significant
+    root = write_synthetic_results(
+        tmp_path_factory.mktemp("tab") / "results", seeds=(0, 1, 2, 3, 4), n_patients=40
+    )
+    result = runner.invoke(
+        app,
+        [
+            "report",
+            "--results",
+            str(root),
+            "--bootstrap",
+            "200",
+            "--no-figures",
+            "--format",
+            "latex",
+            "--format",
+            "markdown",
+            "--format",
+            "csv",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return root, pd.read_parquet(root / "leaderboard.parquet")
 
@@ -51,7 +69,14 @@ def test_significance_marks_follow_the_holm_p(exported):
     assert md.count("↑") + md.count("↓") == n_sig + 2  # + "↑/↓" in the caption
     assert tex.count("$\\uparrow$") + tex.count("$\\downarrow$") == n_sig + 2
     for r in comp.itertuples():
-        line = next(ln for ln in md.splitlines() if ln.startswith(f"| CheXpert | fine-tuning | 100% | {'ResNet-50' if r.backbone == 'resnet50' else 'ViT-B/16'} | {'SimCLR' if r.strategy == 'simclr' else 'MoCo-v2'} |"))
+        line = next(
+            ln
+            for ln in md.splitlines()
+            if ln.startswith(
+                f"| CheXpert | fine-tuning | 100% | {'ResNet-50' if r.backbone == 'resnet50' else 'ViT-B/16'}"
+                f" | {'SimCLR' if r.strategy == 'simclr' else 'MoCo-v2'} |"
+            )
+        )
         assert f"{r.delta:+.3f} [{r.delta_ci_low:+.3f}, {r.delta_ci_high:+.3f}]" in line
         assert ("↑" in line or "↓" in line) == (r.p_holm < 0.05)
         assert latex_escape(f"{r.delta:+.3f} [{r.delta_ci_low:+.3f}, {r.delta_ci_high:+.3f}]") in tex
@@ -60,7 +85,12 @@ def test_significance_marks_follow_the_holm_p(exported):
 def test_latex_is_a_booktabs_table_with_specials_escaped(exported):
     root, _ = exported
     tex = (root / "tables" / "leaderboard.tex").read_text()
-    assert tex.startswith("\\begin{table}") and "\\toprule" in tex and "\\bottomrule" in tex and "\\end{table}" in tex
+    assert (
+        tex.startswith("\\begin{table}")
+        and "\\toprule" in tex
+        and "\\bottomrule" in tex
+        and "\\end{table}" in tex
+    )
     assert "95\\% CI" in tex and "\\label{tab:chexbench-leaderboard}" in tex
     assert latex_escape("a_b & 10% −0.1 -0.047 $\\uparrow$") == "a\\_b \\& 10\\% $-$0.1 $-$0.047 $\\uparrow$"
 

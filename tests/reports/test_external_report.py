@@ -31,8 +31,15 @@ def _truth(prefix: str, n_patients: int, labels: list[str], seed: int) -> pd.Dat
         for p in range(n_patients):
             for i in range(2):
                 for label in labels:
-                    rows.append((f"{prefix}{split[0]}{p:03d}_{i}", f"{prefix}{split[0]}p{p:03d}", label,
-                                 float(rng.random() < 0.35), split))
+                    rows.append(
+                        (
+                            f"{prefix}{split[0]}{p:03d}_{i}",
+                            f"{prefix}{split[0]}p{p:03d}",
+                            label,
+                            float(rng.random() < 0.35),
+                            split,
+                        )
+                    )
     return pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "split"])
 
 
@@ -42,30 +49,63 @@ def _scores(truth: pd.DataFrame, strength: float, seed: int) -> pd.DataFrame:
     return truth.assign(y_score=1 / (1 + np.exp(-logit)))
 
 
-def _write_cell(store: ResultStore, cell_id: str, dataset: str, preds: pd.DataFrame, labels: list[str], seed: int = 0) -> str:
+def _write_cell(
+    store: ResultStore, cell_id: str, dataset: str, preds: pd.DataFrame, labels: list[str], seed: int = 0
+) -> str:
     rec = _record(cell_id, "scratch", "resnet_tiny", dataset, "finetune", 1.0, seed)
     rec["eval_labels_json"] = json.dumps(labels)
     return store.write(rec, preds)
 
 
-def _external(store: ResultStore, cell_id: str, target: str, preds: pd.DataFrame, write_id: str, internal: str,
-              source: str = "phantom-chexpert", seed: int = 0) -> None:
-    record = {"format": 1, "cell_id": cell_id, "cell_write_id": write_id, "source_dataset": source,
-              "strategy": "scratch", "backbone": "resnet_tiny", "protocol": "finetune", "label_fraction": 1.0, "seed": seed,
-              "target": target, "target_key": "k" * 64, "target_config": {"dataset": target}, "target_data": {},
-              "internal_cell_id": internal, "shared_labels": SHARED, "dropped_labels": ["support_devices"],
-              "not_predicted_labels": ["nodule"], "macro_labels": SHARED, "metrics": {}, "macro_auroc": float("nan"),
-              "leakage": {}, "origin": "cell", "created_at": "2026-01-01T00:00:00+00:00"}
+def _external(
+    store: ResultStore,
+    cell_id: str,
+    target: str,
+    preds: pd.DataFrame,
+    write_id: str,
+    internal: str,
+    source: str = "phantom-chexpert",
+    seed: int = 0,
+) -> None:
+    record = {
+        "format": 1,
+        "cell_id": cell_id,
+        "cell_write_id": write_id,
+        "source_dataset": source,
+        "strategy": "scratch",
+        "backbone": "resnet_tiny",
+        "protocol": "finetune",
+        "label_fraction": 1.0,
+        "seed": seed,
+        "target": target,
+        "target_key": "k" * 64,
+        "target_config": {"dataset": target},
+        "target_data": {},
+        "internal_cell_id": internal,
+        "shared_labels": SHARED,
+        "dropped_labels": ["support_devices"],
+        "not_predicted_labels": ["nodule"],
+        "macro_labels": SHARED,
+        "metrics": {},
+        "macro_auroc": float("nan"),
+        "leakage": {},
+        "origin": "cell",
+        "created_at": "2026-01-01T00:00:00+00:00",
+    }
     store.write_external(record, preds)
 
 
 def _folder(tmp_path):
     store = ResultStore(tmp_path)
     source_truth = _truth("c", 40, [*SHARED, "support_devices"], 1)
-    source_write = _write_cell(store, "src000000000", "phantom-chexpert", _scores(source_truth, 2.0, 2), [*SHARED, "support_devices"])
+    source_write = _write_cell(
+        store, "src000000000", "phantom-chexpert", _scores(source_truth, 2.0, 2), [*SHARED, "support_devices"]
+    )
     target_truth = _truth("n", 40, [*SHARED, "nodule"], 3)
     _write_cell(store, "tgt000000000", "phantom-nih", _scores(target_truth, 2.5, 4), [*SHARED, "nodule"])
-    external = _scores(target_truth[(target_truth["split"] == "test") & target_truth["label"].isin(SHARED)], 1.0, 5)
+    external = _scores(
+        target_truth[(target_truth["split"] == "test") & target_truth["label"].isin(SHARED)], 1.0, 5
+    )
     _external(store, "src000000000", "phantom-nih", external, source_write, "tgt000000000")
     return store, external, target_truth
 
@@ -73,9 +113,13 @@ def _folder(tmp_path):
 def test_matrix_has_intervals_shared_labels_and_a_paired_delta(tmp_path) -> None:
     store, external, _ = _folder(tmp_path)
     report = write_report(tmp_path, n_boot=300, figures=False, html=False).read_text()
-    section = report[report.index("## External validation"):]
-    row = next(ln for ln in section.splitlines() if ln.startswith("| scratch") and "| phantom-chexpert |" in ln)
-    assert re.search(r"\| \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \|", row)  # → phantom-nih: macro AUROC with its interval
+    section = report[report.index("## External validation") :]
+    row = next(
+        ln for ln in section.splitlines() if ln.startswith("| scratch") and "| phantom-chexpert |" in ln
+    )
+    assert re.search(
+        r"\| \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \|", row
+    )  # → phantom-nih: macro AUROC with its interval
     assert ", ".join(SHARED) in section and "support_devices" in section
 
     table = pd.read_csv(tmp_path / "external.csv")
@@ -84,7 +128,11 @@ def test_matrix_has_intervals_shared_labels_and_a_paired_delta(tmp_path) -> None
     results = load_results(tmp_path, n_boot=300, seed=0)
     mine = score_predictions(external, draw_patient_resamples(external["patient_id"], 300, 0), SHARED)
     lo, hi = macro_ci(mine, SHARED)
-    assert np.isclose(macro["auroc_ci_low"], lo) and np.isclose(macro["auroc_ci_high"], hi) and lo < macro["auroc"] < hi
+    assert (
+        np.isclose(macro["auroc_ci_low"], lo)
+        and np.isclose(macro["auroc_ci_high"], hi)
+        and lo < macro["auroc"] < hi
+    )
     # Δ vs the target's internal cell: same images, same resamples; the weaker external model is lower
     assert macro["internal_cell_id"] == "tgt000000000"
     assert np.isclose(macro["delta"], macro["auroc"] - macro["internal_auroc"]) and macro["delta_ci_high"] < 0
@@ -109,34 +157,54 @@ def test_an_external_file_of_an_earlier_run_of_its_cell_is_left_out_and_listed(t
     _external(store, "src000000000", "phantom-indiana", external, "an-earlier-write", "")
     ext = external_results(load_results(tmp_path, n_boot=200, seed=0))
     assert set(ext.rows["target"]) == {"phantom-nih"}
-    assert len(ext.left_out) == 1 and "phantom-indiana" in ext.left_out[0] and "earlier run" in ext.left_out[0]
+    assert (
+        len(ext.left_out) == 1 and "phantom-indiana" in ext.left_out[0] and "earlier run" in ext.left_out[0]
+    )
 
 
 def test_rows_are_grouped_by_source_dataset_whatever_the_cell_ids(tmp_path) -> None:
     store, _, target_truth = _folder(tmp_path)
-    # a phantom-nih cell (seed 1) whose id sorts before the phantom-chexpert one, validated on phantom-chexpert
+    # a phantom-nih cell (seed 1) whose id sorts before the phantom-chexpert one, validated on
+    # phantom-chexpert
     source_truth = _truth("c", 40, [*SHARED, "support_devices"], 1)
-    write = _write_cell(store, "aaa000000000", "phantom-nih", _scores(target_truth, 2.0, 6), [*SHARED, "nodule"], seed=1)
+    write = _write_cell(
+        store, "aaa000000000", "phantom-nih", _scores(target_truth, 2.0, 6), [*SHARED, "nodule"], seed=1
+    )
     on_chexpert = source_truth[(source_truth["split"] == "test") & source_truth["label"].isin(SHARED)]
-    _external(store, "aaa000000000", "phantom-chexpert", _scores(on_chexpert, 1.0, 7), write, "", source="phantom-nih", seed=1)
+    _external(
+        store,
+        "aaa000000000",
+        "phantom-chexpert",
+        _scores(on_chexpert, 1.0, 7),
+        write,
+        "",
+        source="phantom-nih",
+        seed=1,
+    )
     rows = external_results(load_results(tmp_path, n_boot=200, seed=0)).rows
     assert list(rows.drop_duplicates("cell_id")["source"]) == ["phantom-chexpert", "phantom-nih"]
-    assert list(rows[rows["cell_id"] == "aaa000000000"]["label"]) == ["macro", *SHARED]  # each pair: macro, then its labels
+    assert list(rows[rows["cell_id"] == "aaa000000000"]["label"]) == [
+        "macro",
+        *SHARED,
+    ]  # each pair: macro, then its labels
 
 
 def test_a_damaged_external_file_is_listed_not_silently_dropped(tmp_path) -> None:
     store, _, _ = _folder(tmp_path)
     path = store.external_path("src000000000", "phantom-nih")
-    path.write_bytes(path.read_bytes()[:200])  # a truncated copy (e.g. a disk that filled up outside chexbench)
+    path.write_bytes(
+        path.read_bytes()[:200]
+    )  # a truncated copy (e.g. a disk that filled up outside chexbench)
     ext = external_results(load_results(tmp_path, n_boot=200, seed=0))
     assert ext.rows.empty
     assert len(ext.left_out) == 1 and "phantom-nih" in ext.left_out[0] and "unreadable" in ext.left_out[0]
     report = write_report(tmp_path, n_boot=200, figures=False, html=False).read_text()
-    assert "unreadable" in report[report.index("## External validation"):]
+    assert "unreadable" in report[report.index("## External validation") :]
 
 
 def test_the_matrix_diagonal_has_an_interval_when_one_label_has_a_single_positive_patient() -> None:
-    # one label with a single positive patient has no patient-level interval: the diagonal uses the matrix's rule
+    # one label with a single positive patient has no patient-level interval: the diagonal uses the matrix's
+    # rule
     # (the label left out and named), as off the diagonal, instead of printing the whole macro as "[n/a]"
     from types import SimpleNamespace
 
@@ -147,12 +215,23 @@ def test_the_matrix_diagonal_has_an_interval_when_one_label_has_a_single_positiv
     for p in range(120):
         for label in ("a", "b", "rare"):
             y = float(rng.random() < 0.3) if label != "rare" else float(p == 0)
-            rows.append({"image_id": f"i{p}", "patient_id": f"p{p}", "label": label, "y_true": y,
-                         "y_score": y + rng.normal(0, 0.8)})
+            rows.append(
+                {
+                    "image_id": f"i{p}",
+                    "patient_id": f"p{p}",
+                    "label": label,
+                    "y_true": y,
+                    "y_score": y + rng.normal(0, 0.8),
+                }
+            )
     preds = pd.DataFrame(rows)
     scores = score_predictions(preds, draw_patient_resamples(preds["patient_id"], n_boot=300, seed=0))
-    assert scores.labels["rare"].defined and scores.labels["rare"].interval_note  # the case: an AUROC, no interval
-    assert np.isnan(macro_ci(scores, ["a", "b", "rare"])[0])  # the leaderboard's macro over every defined label
+    assert (
+        scores.labels["rare"].defined and scores.labels["rare"].interval_note
+    )  # the case: an AUROC, no interval
+    assert np.isnan(
+        macro_ci(scores, ["a", "b", "rare"])[0]
+    )  # the leaderboard's macro over every defined label
     text = _internal_macro(SimpleNamespace(scores={"c1": scores}), "c1")
     assert "n/a" not in text and "without rare: no interval" in text and "(internal" in text
     lo, hi = macro_ci(scores, ["a", "b"])

@@ -1,4 +1,5 @@
-"""report.html from the same sections as report.md (no browser: tests/reports/test_html_browser.py opens it)."""
+"""report.html from the same sections as report.md (no browser: tests/reports/test_html_browser.py opens
+it)."""
 
 from __future__ import annotations
 
@@ -67,7 +68,12 @@ def _swept_results(root):
                         config["strategy_options"] = {"temperature": temp}
                     rec["config_json"] = json.dumps(config, sort_keys=True)
                     strength = 0.6 if strategy == "scratch" else 0.8 + temp
-                    store.write(rec, _predictions(truth, np.random.default_rng(zlib.crc32(rec["cell_id"].encode())), strength))
+                    store.write(
+                        rec,
+                        _predictions(
+                            truth, np.random.default_rng(zlib.crc32(rec["cell_id"].encode())), strength
+                        ),
+                    )
     return root
 
 
@@ -94,7 +100,7 @@ def test_leaderboard_rows_show_report_md_s_strings_and_the_swept_key(swept):
     md = (swept / "report.md").read_text()
     parser = _Tables()
     parser.feed(page)
-    (header, *rows), = [t for i, t in parser.tables if i == LEADERBOARD_ID]
+    ((header, *rows),) = [t for i, t in parser.tables if i == LEADERBOARD_ID]
     assert "strategy.temperature" in header  # a swept axis is a column, and a filter
     assert f'data-filter-column="{header.index("strategy.temperature")}"' in page
     assert len(rows) == 2 * 3  # backbones × (scratch, simclr at two temperatures): never pooled
@@ -118,7 +124,9 @@ def test_a_section_another_module_adds_appears_on_the_page_without_html_work(swe
     page = render_html([*sections, added], tables)
     assert '<h2 id="collapse-monitors">Collapse monitors</h2>' in page
     assert "<td><code>r1</code></td>\n<td>0.123</td>" in page
-    assert join_sections(sections) == (swept / "report.md").read_text()  # report.md is the join of the same sections
+    assert (
+        join_sections(sections) == (swept / "report.md").read_text()
+    )  # report.md is the join of the same sections
 
 
 def test_figures_are_inline_svg_beside_their_png_and_pdf(swept, tmp_path):
@@ -161,10 +169,15 @@ def test_report_cli_format_html_writes_the_page_and_no_html_contradicts_it(tmp_p
     from chexbench.cli import app
 
     root = write_synthetic_results(tmp_path / "results", fractions=(1.0,), seeds=(0,), n_patients=12)
-    res = CliRunner().invoke(app, ["report", "--results", str(root), "--bootstrap", "100", "--no-figures", "--format", "html"],
-                             env={"COLUMNS": "300"})
+    res = CliRunner().invoke(
+        app,
+        ["report", "--results", str(root), "--bootstrap", "100", "--no-figures", "--format", "html"],
+        env={"COLUMNS": "300"},
+    )
     assert res.exit_code == 0, res.output
-    assert str(root / "report.html") in res.output and (root / "report.html").read_text().startswith("<!DOCTYPE html>")
+    assert str(root / "report.html") in res.output and (root / "report.html").read_text().startswith(
+        "<!DOCTYPE html>"
+    )
     assert not (root / "tables").exists()  # html is the page, not a manuscript table
     res = CliRunner().invoke(app, ["report", "--results", str(root), "--format", "html", "--no-html"])
     assert res.exit_code != 0 and "--format html and --no-html contradict" in res.output

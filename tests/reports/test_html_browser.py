@@ -15,8 +15,10 @@ from chexbench.reports.report import write_report
 pytest.importorskip("websocket", reason="websocket-client (dev extra) drives Chromium's DevTools protocol")
 from headless_chromium import Browser, find_chromium  # noqa: E402
 
-pytestmark = pytest.mark.skipif(find_chromium() is None,
-                                reason="no Chromium on this machine (Debian: apt-get install chromium; `make test` does it)")
+pytestmark = pytest.mark.skipif(
+    find_chromium() is None,
+    reason="no Chromium on this machine (Debian: apt-get install chromium; `make test` does it)",
+)
 
 ROWS = "Array.from(document.querySelectorAll('#leaderboard tbody tr')).filter(r => r.offsetParent !== null)"
 
@@ -29,8 +31,9 @@ def _column(header: list[str], name: str) -> int:
 def page(tmp_path_factory):
     from synthetic_store import write_synthetic_results
 
-    root = write_synthetic_results(tmp_path_factory.mktemp("html") / "results", fractions=(0.1, 1.0), seeds=(0,),
-                                   n_patients=16)
+    root = write_synthetic_results(
+        tmp_path_factory.mktemp("html") / "results", fractions=(0.1, 1.0), seeds=(0,), n_patients=16
+    )
     write_report(root, n_boot=100, seed=0, figures=True)
     return root / "report.html"
 
@@ -44,8 +47,10 @@ def browser(page):
 
 def _choose(b: Browser, column: int, value: str) -> None:
     """Pick ``value`` in the filter of ``column`` as a user does (a change event)."""
-    b.eval(f"(() => {{ const s = document.querySelector('select[data-filter-column=\"{column}\"]'); "
-           f"s.value = '{value}'; s.dispatchEvent(new Event('change')); }})()")
+    b.eval(
+        f"(() => {{ const s = document.querySelector('select[data-filter-column=\"{column}\"]'); "
+        f"s.value = '{value}'; s.dispatchEvent(new Event('change')); }})()"
+    )
 
 
 def _visible(b: Browser) -> list[list[str]]:
@@ -53,14 +58,18 @@ def _visible(b: Browser) -> list[list[str]]:
 
 
 def _header(b: Browser) -> list[str]:
-    return b.eval("Array.from(document.querySelectorAll('#leaderboard thead th')).map(t => t.textContent.trim())")
+    return b.eval(
+        "Array.from(document.querySelectorAll('#leaderboard thead th')).map(t => t.textContent.trim())"
+    )
 
 
 def test_page_renders_offline_without_console_errors(browser, page, tmp_path):
     assert browser.console_errors == []
     # the only request is the page itself: no script, font, style or image from anywhere else
     assert [u for u in browser.requests if not u.startswith(("file://", "data:"))] == []
-    assert browser.eval("document.querySelector('table').id") == "leaderboard"  # the first table a reader meets
+    assert (
+        browser.eval("document.querySelector('table').id") == "leaderboard"
+    )  # the first table a reader meets
     assert browser.eval("document.querySelectorAll('img.figure').length") >= 4  # inline SVG figures
     assert browser.eval("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
     shot = browser.screenshot(tmp_path / "report.png")
@@ -103,7 +112,10 @@ def test_a_filter_keeps_exactly_the_rows_of_that_value(browser):
     _choose(browser, col, "vit_b16")
     after = _visible(browser)
     assert after == [r for r in before if r[col] == "vit_b16"] and len(after) == 6
-    assert browser.eval("document.querySelector('[data-count-for=leaderboard]').textContent") == "Showing 6 of 12 rows"
+    assert (
+        browser.eval("document.querySelector('[data-count-for=leaderboard]').textContent")
+        == "Showing 6 of 12 rows"
+    )
     fraction = header.index("label fraction")
     _choose(browser, fraction, "0.1")
     assert _visible(browser) == [r for r in after if r[fraction] == "0.1"] and len(_visible(browser)) == 3

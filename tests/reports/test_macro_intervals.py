@@ -1,4 +1,5 @@
-"""The macro and Δ interval forms (intervals.mover_sum / macro_mover_interval / widen_logit, compare.paired_mover_delta,
+"""The macro and Δ interval forms (intervals.mover_sum / macro_mover_interval / widen_logit,
+compare.paired_mover_delta,
 seeds.with_macro_interval) against hand computations, and the places that print them."""
 
 from __future__ import annotations
@@ -18,18 +19,25 @@ from chexbench.reports.seeds import combine_seeds, paired_seed_delta, with_label
 
 
 def test_mover_sum_of_a_mean_is_the_hand_formula():
-    lo, hi = intervals.mover_sum([0.5, 0.5], [0.8, 0.9], [0.7, 0.85], [0.86, 0.93], np.array([[1, 0.3], [0.3, 1]]))
+    lo, hi = intervals.mover_sum(
+        [0.5, 0.5], [0.8, 0.9], [0.7, 0.85], [0.86, 0.93], np.array([[1, 0.3], [0.3, 1]])
+    )
     assert lo == pytest.approx(0.85 - math.sqrt(0.05**2 + 0.025**2 + 2 * 0.3 * 0.05 * 0.025))
     assert hi == pytest.approx(0.85 + math.sqrt(0.03**2 + 0.015**2 + 2 * 0.3 * 0.03 * 0.015))
     # independent: root of the sum of squares; perfectly correlated: the sum of the distances
-    assert intervals.mover_sum([0.5, 0.5], [0.8, 0.9], [0.7, 0.85], [0.86, 0.93], np.eye(2))[0] == pytest.approx(
-        0.85 - math.hypot(0.05, 0.025))
-    assert intervals.mover_sum([0.5, 0.5], [0.8, 0.9], [0.7, 0.85], [0.86, 0.93], np.ones((2, 2)))[0] == pytest.approx(0.775)
+    assert intervals.mover_sum([0.5, 0.5], [0.8, 0.9], [0.7, 0.85], [0.86, 0.93], np.eye(2))[
+        0
+    ] == pytest.approx(0.85 - math.hypot(0.05, 0.025))
+    assert intervals.mover_sum([0.5, 0.5], [0.8, 0.9], [0.7, 0.85], [0.86, 0.93], np.ones((2, 2)))[
+        0
+    ] == pytest.approx(0.775)
 
 
 def test_mover_sum_of_a_difference_is_the_two_arm_mover():
     """Weights (1, −1): the lower bound takes A's lower and B's upper distance, the cross term with −r."""
-    lo, hi = intervals.mover_sum([1, -1], [0.9, 0.85], [0.8, 0.78], [0.95, 0.9], np.array([[1, 0.6], [0.6, 1]]))
+    lo, hi = intervals.mover_sum(
+        [1, -1], [0.9, 0.85], [0.8, 0.78], [0.95, 0.9], np.array([[1, 0.6], [0.6, 1]])
+    )
     assert lo == pytest.approx(0.05 - math.sqrt(0.1**2 + 0.05**2 - 2 * 0.6 * 0.1 * 0.05))
     assert hi == pytest.approx(0.05 + math.sqrt(0.05**2 + 0.07**2 - 2 * 0.6 * 0.05 * 0.07))
     assert intervals.mover(0.05, (0.9, 0.8, 0.95), (0.85, 0.78, 0.9), 0.6) == pytest.approx((lo, hi))
@@ -53,8 +61,17 @@ def _two_labels(rng: np.random.Generator, shift: float = 0.0) -> pd.DataFrame:
         disease[:3] = True
         y = disease[cluster].astype(float)
         s = (mu + shift) * y + patient[cluster] + rng.normal(0, 0.7, len(y))
-        frames.append(pd.DataFrame({"image_id": [f"i{i}" for i in range(len(y))], "patient_id": [f"p{c:03d}" for c in cluster],
-                                    "label": label, "y_true": y, "y_score": s}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "image_id": [f"i{i}" for i in range(len(y))],
+                    "patient_id": [f"p{c:03d}" for c in cluster],
+                    "label": label,
+                    "y_true": y,
+                    "y_score": s,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -66,8 +83,12 @@ def test_macro_ci_is_mover_over_the_labels_score_intervals_with_their_bootstrap_
     ok = np.isfinite(e.auroc_boot) & np.isfinite(h.auroc_boot)
     r = np.corrcoef(e.auroc_boot[ok], h.auroc_boot[ok])[0, 1]
     centre = (e.auroc + h.auroc) / 2
-    want_lo = centre - 0.5 * math.sqrt((e.auroc - le) ** 2 + (h.auroc - lh) ** 2 + 2 * r * (e.auroc - le) * (h.auroc - lh))
-    want_hi = centre + 0.5 * math.sqrt((ue - e.auroc) ** 2 + (uh - h.auroc) ** 2 + 2 * r * (ue - e.auroc) * (uh - h.auroc))
+    want_lo = centre - 0.5 * math.sqrt(
+        (e.auroc - le) ** 2 + (h.auroc - lh) ** 2 + 2 * r * (e.auroc - le) * (h.auroc - lh)
+    )
+    want_hi = centre + 0.5 * math.sqrt(
+        (ue - e.auroc) ** 2 + (uh - h.auroc) ** 2 + 2 * r * (ue - e.auroc) * (uh - h.auroc)
+    )
     assert macro_ci(cell, ["effusion", "hernia"]) == pytest.approx((want_lo, want_hi))
     # AUPRC: the same MOVER over the labels' logit-t-adj intervals
     (pe_lo, _), (ph_lo, _) = e.auprc_ci(), h.auprc_ci()
@@ -75,7 +96,8 @@ def test_macro_ci_is_mover_over_the_labels_score_intervals_with_their_bootstrap_
     rp = np.corrcoef(e.auprc_boot[ok], h.auprc_boot[ok])[0, 1]
     d1, d2 = e.auprc - pe_lo, h.auprc - ph_lo
     assert macro_ci(cell, ["effusion", "hernia"], "auprc")[0] == pytest.approx(
-        (e.auprc + h.auprc) / 2 - 0.5 * math.sqrt(d1**2 + d2**2 + 2 * rp * d1 * d2))
+        (e.auprc + h.auprc) / 2 - 0.5 * math.sqrt(d1**2 + d2**2 + 2 * rp * d1 * d2)
+    )
 
 
 def test_macro_delta_is_mover_on_the_two_macro_intervals_and_its_p_agrees():
@@ -92,8 +114,12 @@ def test_macro_delta_is_mover_on_the_two_macro_intervals_and_its_p_agrees():
     la, ua = macro_ci(sa, labels)
     lb, ub = macro_ci(sb, labels)
     assert d.delta == pytest.approx(pa - pb)
-    assert d.ci_low == pytest.approx(pa - pb - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2 - 2 * r * (pa - la) * (ub - pb)))
-    assert d.ci_high == pytest.approx(pa - pb + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2 - 2 * r * (ua - pa) * (pb - lb)))
+    assert d.ci_low == pytest.approx(
+        pa - pb - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2 - 2 * r * (pa - la) * (ub - pb))
+    )
+    assert d.ci_high == pytest.approx(
+        pa - pb + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2 - 2 * r * (ua - pa) * (pb - lb))
+    )
     assert (d.ci_low > 0 or d.ci_high < 0) == (d.p_value < 0.05)
 
 
@@ -103,12 +129,23 @@ def test_seed_delta_is_mover_on_the_seed_pooled_arms_with_the_seed_variance_outs
     a = combine_seeds([0.83, 0.85], [0.83 + noise, 0.85 + noise], df_test=50)
     b = combine_seeds([0.80, 0.80, 0.80], [0.80 + noise * 0.9] * 3, df_test=50)
     d = paired_seed_delta(a, b)
-    va, vb, cov = np.var(0.84 + noise, ddof=1), np.var(0.8 + 0.9 * noise, ddof=1), np.cov(noise, 0.9 * noise)[0, 1]
-    r = cov / math.sqrt((va + 0.02**2 / 2 / 2) * vb)  # arm A's seed variance s²/S = (0.02² / 2) / 2; B has none
+    va, vb, cov = (
+        np.var(0.84 + noise, ddof=1),
+        np.var(0.8 + 0.9 * noise, ddof=1),
+        np.cov(noise, 0.9 * noise)[0, 1],
+    )
+    r = cov / math.sqrt(
+        (va + 0.02**2 / 2 / 2) * vb
+    )  # arm A's seed variance s²/S = (0.02² / 2) / 2; B has none
     (la, ua), (lb, ub) = a.interval(), b.interval()
-    assert d.ci_low == pytest.approx(0.04 - math.sqrt((0.84 - la) ** 2 + (ub - 0.8) ** 2 - 2 * r * (0.84 - la) * (ub - 0.8)))
-    assert d.ci_high == pytest.approx(0.04 + math.sqrt((ua - 0.84) ** 2 + (0.8 - lb) ** 2 - 2 * r * (ua - 0.84) * (0.8 - lb)))
-    # arm A's seed part: t on 1 df × s/√S, on the logit scale around its mean, in quadrature with its test part
+    assert d.ci_low == pytest.approx(
+        0.04 - math.sqrt((0.84 - la) ** 2 + (ub - 0.8) ** 2 - 2 * r * (0.84 - la) * (ub - 0.8))
+    )
+    assert d.ci_high == pytest.approx(
+        0.04 + math.sqrt((ua - 0.84) ** 2 + (0.8 - lb) ** 2 - 2 * r * (ua - 0.84) * (0.8 - lb))
+    )
+    # arm A's seed part: t on 1 df × s/√S, on the logit scale around its mean, in quadrature with its test
+    # part
     h = student_t.ppf(0.975, 1) * math.sqrt(0.02**2 / 2 / 2) / (0.84 * 0.16)
     lt, _ = a.test_part()
     assert la == pytest.approx(expit(logit(0.84) - math.hypot(logit(0.84) - logit(lt), h)))
@@ -122,28 +159,44 @@ def test_seed_delta_is_mover_on_the_seed_pooled_arms_with_the_seed_variance_outs
 def test_seed_pooled_macro_uses_the_macro_interval_widened_by_the_macros_own_seed_spread():
     df = _two_labels(np.random.default_rng(5))
     res = draw_patient_resamples(df["patient_id"], 400, 0)
-    cells = [score_predictions(df.assign(y_score=df["y_score"] + 0.3 * s * df["y_true"]), res) for s in range(3)]
+    cells = [
+        score_predictions(df.assign(y_score=df["y_score"] + 0.3 * s * df["y_true"]), res) for s in range(3)
+    ]
     labels = ["effusion", "hernia"]
     per_label = []
     for k in labels:
         first = cells[0].labels[k]
-        s = combine_seeds([c.labels[k].auroc for c in cells], [c.labels[k].auroc_boot for c in cells], df_test=first.df, k=first.k,
-                          factor_test=first.factor)
+        s = combine_seeds(
+            [c.labels[k].auroc for c in cells],
+            [c.labels[k].auroc_boot for c in cells],
+            df_test=first.df,
+            k=first.k,
+            factor_test=first.factor,
+        )
         per_label.append(with_label_interval(s, first))
     macro_points = [np.mean([c.labels[k].auroc for k in labels]) for c in cells]
-    macro = with_macro_interval(combine_seeds(macro_points, [macro_replicates(c, labels) for c in cells]), per_label)
-    test_lo, test_hi = intervals.macro_mover_interval([s.mean for s in per_label], [s.test_part for s in per_label],
-                                                      [s.replicates for s in per_label])
+    macro = with_macro_interval(
+        combine_seeds(macro_points, [macro_replicates(c, labels) for c in cells]), per_label
+    )
+    test_lo, test_hi = intervals.macro_mover_interval(
+        [s.mean for s in per_label], [s.test_part for s in per_label], [s.replicates for s in per_label]
+    )
     seed_half = student_t.ppf(0.975, 2) * np.std(macro_points, ddof=1) / math.sqrt(3)
-    assert (macro.ci_low, macro.ci_high) == pytest.approx(intervals.widen_logit(macro.mean, test_lo, test_hi, seed_half))
+    assert (macro.ci_low, macro.ci_high) == pytest.approx(
+        intervals.widen_logit(macro.mean, test_lo, test_hi, seed_half)
+    )
     assert macro.ci_low < test_lo and macro.ci_high > test_hi
 
 
 @pytest.mark.slow
 def test_macro_and_macro_delta_cover_when_one_rare_high_auroc_label_dominates():
-    """Two labels on 300 patients × 2 images, the second at 4 % prevalence and AUROC 0.96 (≈ 12 positive patients):
-    the chosen macro AUROC interval and macro Δ (MOVER on hm-score) against the truth, 80 simulated test sets of
-    200 resamples (docs/STATISTICS.md has the full grid; Monte-Carlo sd of a coverage near 0.97 at 80 trials: 0.02)."""
+    """Two labels on 300 patients × 2 images, the second at 4 % prevalence and AUROC 0.96 (≈ 12 positive
+    patients):
+    the chosen macro AUROC interval and macro Δ (MOVER on hm-score) against the truth, 80 simulated test sets
+    of
+    200 resamples (docs/STATISTICS.md has the full grid; Monte-Carlo sd of a coverage near 0.97 at 80 trials:
+        0.02).
+    """
     from chexbench.perf.coverage import LABEL_AUPRC, MacroSetting, macro_coverage
 
     cov = macro_coverage((MacroSetting(300, 2, ((0.3, 0.8), (0.04, 0.96))),), n_trials=80, n_boot=200, seed=5)
@@ -153,13 +206,17 @@ def test_macro_and_macro_delta_cover_when_one_rare_high_auroc_label_dominates():
     assert got["macro delta", "mover-macro-hm"] >= 0.9
     assert got["rare delta", "mover-hm-score"] >= 0.9
     assert got["macro auprc", "macro-mover-logit-t-adj"] >= 0.88
-    assert got[LABEL_AUPRC, "logit-t-adj"] >= 0.88  # each label's own AUPRC interval, the worse of the two labels
+    assert (
+        got[LABEL_AUPRC, "logit-t-adj"] >= 0.88
+    )  # each label's own AUPRC interval, the worse of the two labels
 
 
 @pytest.mark.slow
 def test_seed_pooled_label_interval_covers_on_clustered_test_sets_with_seed_variance():
     """The report's seed-pooled per-label AUROC (hm-score of the seed mean widened by t_{S−1} s/√S) and its Δ,
-    on clustered test sets with seed sd larger than test sd (2 seeds) and smaller (3 seeds): 80 configurations each."""
+    on clustered test sets with seed sd larger than test sd (2 seeds) and smaller (3 seeds): 80 configurations
+    each.
+    """
     from chexbench.perf.coverage import SeedLabelSetting, seed_label_coverage
 
     grid = (SeedLabelSetting(400, 1, 0.05, 0.96, 2, 0.04), SeedLabelSetting(150, 4, 0.1, 0.85, 3, 0.01))
@@ -173,8 +230,10 @@ def test_seed_pooled_label_interval_covers_on_clustered_test_sets_with_seed_vari
 
 @pytest.mark.slow
 def test_seed_pooled_macro_interval_and_delta_cover_with_seed_variance_above_the_test_variance():
-    """The report's seed-pooled macro AUROC (MOVER over the labels' seed-pooled intervals, widened by the macro's
-    seed spread) and its Δ, 3 labels (one rare, AUROC 0.96), 2 seeds, per-label seed sd 0.03 > the macro's test sd:
+    """The report's seed-pooled macro AUROC (MOVER over the labels' seed-pooled intervals, widened by the
+    macro's
+    seed spread) and its Δ, 3 labels (one rare, AUROC 0.96), 2 seeds, per-label seed sd 0.03 > the macro's
+    test sd:
     80 configurations."""
     from chexbench.perf.coverage import SeedMacroSetting, seed_macro_coverage
 

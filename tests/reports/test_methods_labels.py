@@ -16,15 +16,23 @@ def _results(*rows):
 def test_methods_names_where_blanks_are_negatives_masked_and_images_left_out():
     text = methods_section(
         _results(
-            ("phantom-chexpert", {"blank_is_negative": True, "unlabeled_images_excluded": {"train": 0, "test": 0}}),
-            ("phantom-indiana", {"blank_is_negative": False, "unlabeled_images_excluded": {"train": 4, "test": 2}}),
+            (
+                "phantom-chexpert",
+                {"blank_is_negative": True, "unlabeled_images_excluded": {"train": 0, "test": 0}},
+            ),
+            (
+                "phantom-indiana",
+                {"blank_is_negative": False, "unlabeled_images_excluded": {"train": 4, "test": 2}},
+            ),
             ("chexpert", {"blank_is_negative": False, "unlabeled_images_excluded": {"test": 0}}),
         )
     )
     assert "a blank (not mentioned) label is a negative on phantom-chexpert (CheXpert convention)" in text
     assert "a blank label is masked on chexpert, phantom-indiana" in text
     assert "(test images left out: phantom-indiana 2)" in text
-    assert "not mentioned, or uncertain under U-Ignore" not in text  # the old claim that blanks are always masked
+    assert (
+        "not mentioned, or uncertain under U-Ignore" not in text
+    )  # the old claim that blanks are always masked
 
 
 def test_methods_says_when_old_records_do_not_record_the_rule():

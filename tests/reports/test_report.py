@@ -26,9 +26,17 @@ def report_dir(tmp_path_factory):
 
 def test_report_sections_and_files(report_dir):
     text = (report_dir / "report.md").read_text()
-    for heading in ("## Summary", "## Leaderboards", "### chexpert · finetune", "## Paired comparisons vs `scratch`",
-                    "## Per-label AUROC", "## AUPRC, calibration and operating point", "## Skipped cells",
-                    "## Failed cells", "## Appendix: provenance"):
+    for heading in (
+        "## Summary",
+        "## Leaderboards",
+        "### chexpert · finetune",
+        "## Paired comparisons vs `scratch`",
+        "## Per-label AUROC",
+        "## AUPRC, calibration and operating point",
+        "## Skipped cells",
+        "## Failed cells",
+        "## Appendix: provenance",
+    ):
         assert heading in text, heading
     assert "no ImageNet weights file" in text  # skipped reason
     assert "loss became NaN at epoch 2 step 17" in text  # failure reason
@@ -42,19 +50,30 @@ def test_leaderboard_numbers_match_sklearn(report_dir):
     lb = pd.read_parquet(report_dir / "leaderboard.parquet")
     assert len(lb) == 2 * 3 * 2  # backbones × strategies × fractions
     store = ResultStore(report_dir)
-    row = lb[(lb["strategy"] == "simclr") & (lb["backbone"] == "resnet50") & (lb["label_fraction"] == 1.0)].iloc[0]
+    row = lb[
+        (lb["strategy"] == "simclr") & (lb["backbone"] == "resnet50") & (lb["label_fraction"] == 1.0)
+    ].iloc[0]
     labels = json.loads(row["labels"])
     assert labels == ["atelectasis", "cardiomegaly", "edema"]  # pneumothorax undefined on test
     per_seed = []
     for cell_id in row["cell_ids"].split(","):
         p = store.predictions(cell_id)
         p = p[(p["split"] == "test") & p["y_true"].notna()]
-        per_seed.append(np.mean([roc_auc_score(g["y_true"], g["y_score"]) for _, g in p[p["label"].isin(labels)].groupby("label")]))
+        per_seed.append(
+            np.mean(
+                [
+                    roc_auc_score(g["y_true"], g["y_score"])
+                    for _, g in p[p["label"].isin(labels)].groupby("label")
+                ]
+            )
+        )
     assert row["macro_auroc"] == pytest.approx(np.mean(per_seed), abs=1e-12)
     assert row["macro_auroc_sd"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-12)
     assert row["macro_auroc_ci_low"] < row["macro_auroc"] < row["macro_auroc_ci_high"]
     assert row["n_seeds"] == 2
-    base = lb[(lb["strategy"] == "scratch") & (lb["backbone"] == "resnet50") & (lb["label_fraction"] == 1.0)].iloc[0]
+    base = lb[
+        (lb["strategy"] == "scratch") & (lb["backbone"] == "resnet50") & (lb["label_fraction"] == 1.0)
+    ].iloc[0]
     assert row["delta"] == pytest.approx(row["macro_auroc"] - base["macro_auroc"], abs=1e-12)
     assert row["delta_ci_low"] <= row["delta"] <= row["delta_ci_high"]
     assert (lb["p_holm"].dropna() >= lb["p_value"].dropna()).all()
@@ -78,7 +97,7 @@ def test_report_cli_missing_dir_one_line(tmp_path):
     assert "results directory not found" in result.output
 
 
-def test_malformed_predictions_are_quarantined_and_left_out_of_the_report(tmp_path, capsys):
+def test_malformed_predictions_are_left_out_of_the_report_and_quarantined_by_the_run(tmp_path, capsys):
     from synthetic_store import write_synthetic_results
 
     root = write_synthetic_results(tmp_path / "r", seeds=(0,), n_patients=8)
@@ -87,10 +106,15 @@ def test_malformed_predictions_are_quarantined_and_left_out_of_the_report(tmp_pa
     bad = store.predictions(victim).drop(columns=["y_score"])
     bad.to_parquet(store.predictions_path(victim))
     write_report(root, n_boot=100)
-    assert "lacks columns ['y_score']" in capsys.readouterr().err  # reported, with the file
-    assert (root / "quarantine" / "predictions" / f"{victim}.parquet").exists()
+    err = capsys.readouterr().err
+    assert "lacks columns ['y_score']" in err and "left in place" in err  # reported, with the file
+    assert (
+        store.predictions_path(victim).exists() and not (root / "quarantine").exists()
+    )  # the report moves nothing
     assert (root / "report.md").exists()
-    assert victim not in ResultStore(root).cell_ids()  # pending: the next run recomputes it
+    assert store.quarantine_damaged(victim).state == "pending"  # what the next run does first
+    assert (root / "quarantine" / "predictions" / f"{victim}.parquet").exists()
+    assert victim not in ResultStore(root).cell_ids()  # pending: the run recomputes it
 
 
 def test_per_label_table_deltas_and_undefined(report_dir):
@@ -99,9 +123,13 @@ def test_per_label_table_deltas_and_undefined(report_dir):
     base = pl[pl["strategy"] == "scratch"].set_index(key)["auroc"]
     other = pl[pl["strategy"] == "simclr"].set_index(key)
     defined = other["auroc"].notna()
-    np.testing.assert_allclose(other.loc[defined, "delta"], other.loc[defined, "auroc"] - base.loc[other.index[defined]], atol=1e-12)
+    np.testing.assert_allclose(
+        other.loc[defined, "delta"], other.loc[defined, "auroc"] - base.loc[other.index[defined]], atol=1e-12
+    )
     undefined = pl[pl["label"] == "pneumothorax"]
-    assert undefined["auroc"].isna().all() and (undefined["undefined_reason"] == "no positive test image").all()
+    assert (
+        undefined["auroc"].isna().all() and (undefined["undefined_reason"] == "no positive test image").all()
+    )
     assert (pl["p_bh"].dropna() >= pl["p_value"].dropna()).all()
 
 
@@ -113,4 +141,6 @@ def test_fmt_delta_never_prints_a_negative_zero_and_says_when_there_is_no_interv
     assert fmt_delta(-0.0006, -0.0012, 0.0) == "-0.001 [-0.001, +0.000]"  # a real negative keeps its sign
     assert fmt_delta(0.012, float("nan"), float("nan")) == "+0.012 [n/a]"  # too few resamples (compare.py)
     assert fmt_delta(float("nan"), 0.0, 0.0) == "n/a"
-    assert fmt_signed(-0.0001) == "+0.000" and fmt_signed(-0.0005001) == "-0.001"  # the DeLong bounds use it too
+    assert (
+        fmt_signed(-0.0001) == "+0.000" and fmt_signed(-0.0005001) == "-0.001"
+    )  # the DeLong bounds use it too

@@ -16,7 +16,10 @@ from chexbench.reports.report import write_report
 
 def test_only_failed_cells(tmp_path):
     store = ResultStore(tmp_path)
-    store.write(_record("f1", "scratch", "resnet50", "chexpert", "finetune", 1.0, 0, "failed", "CUDA out of memory"), None)
+    store.write(
+        _record("f1", "scratch", "resnet50", "chexpert", "finetune", 1.0, 0, "failed", "CUDA out of memory"),
+        None,
+    )
     text = write_report(tmp_path, n_boot=100).read_text()
     assert "No cell finished, so there is nothing to rank." in text
     assert "CUDA out of memory" in text
@@ -24,9 +27,24 @@ def test_only_failed_cells(tmp_path):
 
 
 def test_only_skipped_cells(tmp_path):
-    atomic_write_parquet(pd.DataFrame([{"cell_id": "s1", "grid": "g", "strategy": "imagenet", "backbone": "resnet50",
-                                        "dataset": "nih", "protocol": "linear", "label_fraction": 0.1, "seed": 2,
-                                        "reason": "imagenet: no weights file"}]), tmp_path / "skipped.parquet")
+    atomic_write_parquet(
+        pd.DataFrame(
+            [
+                {
+                    "cell_id": "s1",
+                    "grid": "g",
+                    "strategy": "imagenet",
+                    "backbone": "resnet50",
+                    "dataset": "nih",
+                    "protocol": "linear",
+                    "label_fraction": 0.1,
+                    "seed": 2,
+                    "reason": "imagenet: no weights file",
+                }
+            ]
+        ),
+        tmp_path / "skipped.parquet",
+    )
     text = write_report(tmp_path, n_boot=100).read_text()
     assert "0 cell(s) scored, 0 failed, 1 skipped" in text and "imagenet: no weights file" in text
 
@@ -43,11 +61,17 @@ def test_tiny_test_set_flags_unreliable_intervals(tmp_path):
                 rows.append((f"v{p}", f"q{p}", label, y, 0.5, "valid"))
         rec = _record(f"c{i}", strategy, "resnet50", "chexpert", "finetune", 1.0, 0)
         rec["eval_labels_json"] = json.dumps(["a", "b"])
-        store.write(rec, pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "y_score", "split"]))
+        store.write(
+            rec, pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "y_score", "split"])
+        )
     text = write_report(tmp_path, n_boot=200, figures=False).read_text()
-    assert "| `simclr` | 0.000 [n/a] ⚠ ⚑ |" in text  # one positive patient: no interval (was [0.000, 0.000]); flagged (⚑: < 10 positive patients)
+    assert (
+        "| `simclr` | 0.000 [n/a] ⚠ ⚑ |" in text
+    )  # one positive patient: no interval (was [0.000, 0.000]); flagged (⚑: < 10 positive patients)
     assert "`a`: interval not estimable: 1 patient(s) with a positive" in text  # and the report says why
-    assert text.count("_Every row: 1 seed: seed variation not estimated") == 2  # leaderboard + per-label table
+    assert (
+        text.count("_Every row: 1 seed: seed variation not estimated") == 2
+    )  # leaderboard + per-label table
     assert "`b` is undefined on the test set — no positive test image (0 pos / 3 neg)" in text
     assert "no operating point" in text or "n/a" in text
     lb = pd.read_parquet(tmp_path / "leaderboard.parquet")
@@ -85,16 +109,36 @@ def test_failed_figure_keeps_previous_report(tmp_path, monkeypatch):
 
 def test_localization_section_appears_when_cells_stored_one(tmp_path):
     store = ResultStore(tmp_path)
-    rows = [(f"{split}{p}", f"{split}p{p}", "a", float(p % 2), 0.1 + 0.1 * p, split) for p in range(6) for split in ("test", "valid")]
+    rows = [
+        (f"{split}{p}", f"{split}p{p}", "a", float(p % 2), 0.1 + 0.1 * p, split)
+        for p in range(6)
+        for split in ("test", "valid")
+    ]
     rec = _record("c1", "scratch", "vit_tiny", "phantom-nih", "finetune", 1.0, 0)
     rec["eval_labels_json"] = json.dumps(["a"])
-    rec["data_json"] = json.dumps({"protocol_extra": {"head": "linear", "localization": {
-        "method": "gradcam", "pairs": 12, "pointing_hit_rate": 0.5, "random_hit_rate": 0.1,
-        "deletion_auc": 0.3, "random_deletion_auc": 0.4}}})
-    store.write(rec, pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "y_score", "split"]))
+    rec["data_json"] = json.dumps(
+        {
+            "protocol_extra": {
+                "head": "linear",
+                "localization": {
+                    "method": "gradcam",
+                    "pairs": 12,
+                    "pointing_hit_rate": 0.5,
+                    "random_hit_rate": 0.1,
+                    "deletion_auc": 0.3,
+                    "random_deletion_auc": 0.4,
+                },
+            }
+        }
+    )
+    store.write(
+        rec, pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "y_score", "split"])
+    )
     text = write_report(tmp_path, n_boot=100, figures=False).read_text()
     assert "## Localization" in text and "| gradcam | 1 |" in text
-    assert "| 12 | — | 0.500 | — | 0.100 |" in text  # a record of the older format: no flat-map count, no interval
+    assert (
+        "| 12 | — | 0.500 | — | 0.100 |" in text
+    )  # a record of the older format: no flat-map count, no interval
 
 
 def _localization_cell(cell_id: str, created: str, hits: list[int], macro: float, warning: str = "") -> dict:
@@ -103,13 +147,31 @@ def _localization_cell(cell_id: str, created: str, hits: list[int], macro: float
     rec["eval_labels_json"] = json.dumps(["a"])
     rec["created_at"], rec["macro_auroc"] = created, macro
     rate = sum(hits) / n
-    rec["data_json"] = json.dumps({"protocol_extra": {
-        "head": "linear", "head_notes": [f"warning: {warning}"] if warning else [],
-        "localization": {"method": "gradcam", "pairs": n, "pointing_hit_rate": rate, "random_hit_rate": 0.1,
-                         "tolerant": {"tolerance_px": 15.0, "pointing_hit_rate": rate, "random_hit_rate": 0.2},
-                         "pair_detail": {"image_id": [f"i{k}" for k in range(n)], "cluster": [f"p{k}" for k in range(n)],
-                                         "label": ["a"] * n, "hit": hits, "hit_tolerant": hits, "random": [0.1] * n,
-                                         "random_tolerant": [0.2] * n, "flat": [0] * n}}}})
+    rec["data_json"] = json.dumps(
+        {
+            "protocol_extra": {
+                "head": "linear",
+                "head_notes": [f"warning: {warning}"] if warning else [],
+                "localization": {
+                    "method": "gradcam",
+                    "pairs": n,
+                    "pointing_hit_rate": rate,
+                    "random_hit_rate": 0.1,
+                    "tolerant": {"tolerance_px": 15.0, "pointing_hit_rate": rate, "random_hit_rate": 0.2},
+                    "pair_detail": {
+                        "image_id": [f"i{k}" for k in range(n)],
+                        "cluster": [f"p{k}" for k in range(n)],
+                        "label": ["a"] * n,
+                        "hit": hits,
+                        "hit_tolerant": hits,
+                        "random": [0.1] * n,
+                        "random_tolerant": [0.2] * n,
+                        "flat": [0] * n,
+                    },
+                },
+            }
+        }
+    )
     return rec
 
 
@@ -119,21 +181,31 @@ def test_localization_and_warnings_leave_out_a_superseded_cell(tmp_path):
     store = ResultStore(tmp_path)
     rows = [(f"i{p}", f"p{p}", "a", float(p % 2), 0.1 + 0.1 * p, "test") for p in range(8)]
     preds = pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "y_score", "split"])
-    store.write(_localization_cell("old0001", "2026-01-01T00:00:00+00:00", [0, 0, 0, 0], 0.5, "old head caveat"), preds)
+    store.write(
+        _localization_cell("old0001", "2026-01-01T00:00:00+00:00", [0, 0, 0, 0], 0.5, "old head caveat"),
+        preds,
+    )
     store.write(_localization_cell("new0001", "2026-02-01T00:00:00+00:00", [1, 1, 1, 1], 0.9), preds)
-    store.write(_record("f1", "scratch", "resnet50", "chexpert", "finetune", 1.0, 0, "failed", "CUDA out of memory")
-                | {"data_json": json.dumps({"protocol_extra": {"head_notes": ["warning: failed cell caveat"]}})}, None)
+    store.write(
+        _record("f1", "scratch", "resnet50", "chexpert", "finetune", 1.0, 0, "failed", "CUDA out of memory")
+        | {"data_json": json.dumps({"protocol_extra": {"head_notes": ["warning: failed cell caveat"]}})},
+        None,
+    )
     text = write_report(tmp_path, n_boot=50, figures=False).read_text()
     assert "| `old0001` | `new0001` |" in text  # listed as superseded
-    loc = text[text.index("## Localization"):]
-    loc = loc[:loc.index("\n## ", 3)]
+    loc = text[text.index("## Localization") :]
+    loc = loc[: loc.index("\n## ", 3)]
     row = next(line for line in loc.splitlines() if line.startswith("| phantom-nih"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     header = next(line for line in loc.splitlines() if line.startswith("| dataset"))
     col = {name.strip(): i for i, name in enumerate(header.strip("|").split("|"))}
-    assert cells[col["seeds"]] == "1" and cells[col["macro AUROC"]] == "0.900" and cells[col["pointing"]] == "1.000"
+    assert (
+        cells[col["seeds"]] == "1"
+        and cells[col["macro AUROC"]] == "0.900"
+        and cells[col["pointing"]] == "1.000"
+    )
     assert "0.500" not in row
-    warnings = text[text.index("## Warnings"):]
+    warnings = text[text.index("## Warnings") :]
     assert "failed cell caveat" in warnings  # failed cells keep their warnings
     assert "old head caveat" not in text and "`old0001` | scratch" not in text
 
@@ -152,7 +224,11 @@ def test_a_report_killed_while_drawing_leaves_nothing_after_the_next_report(tmp_
         "import os, sys; from chexbench.core.atomic import make_temp_dir\n"
         "d = make_temp_dir(sys.argv[1], 'figures'); (d / 'forest.png').write_bytes(b'half'); os._exit(9)"
     )
-    subprocess.run([sys.executable, "-c", code, str(root)], check=False, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    subprocess.run(
+        [sys.executable, "-c", code, str(root)],
+        check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     left = [p for p in root.iterdir() if p.name.startswith(".figures.")]
     assert len(left) == 1 and (left[0] / "forest.png").exists()
     from chexbench.core.atomic import make_temp_dir
@@ -167,20 +243,32 @@ def test_configurations_that_differ_only_invisibly_get_distinct_rows():
     # both used to show as "default" / "5", so one leaderboard row silently replaced the other
     from chexbench.reports.leaderboard import display_values, varying_keys
 
-    configs = {"old": {"strategy": "scratch"}, "new": {"strategy": "scratch", "settings.pretrain_source": None},
-               "i": {"strategy": "scratch", "settings.epochs": 5}, "f": {"strategy": "scratch", "settings.epochs": 5.0}}
+    configs = {
+        "old": {"strategy": "scratch"},
+        "new": {"strategy": "scratch", "settings.pretrain_source": None},
+        "i": {"strategy": "scratch", "settings.epochs": 5},
+        "f": {"strategy": "scratch", "settings.epochs": 5.0},
+    }
     varying, split = varying_keys(configs)
     assert varying == split == ["settings.epochs", "settings.pretrain_source"]
     shown = display_values(configs, varying)
-    assert shown["old"]["settings.pretrain_source"] == "unset" and shown["new"]["settings.pretrain_source"] == "null"
+    assert (
+        shown["old"]["settings.pretrain_source"] == "unset"
+        and shown["new"]["settings.pretrain_source"] == "null"
+    )
     assert shown["i"]["settings.epochs"] == "5" and shown["f"]["settings.epochs"] == "5.0"
     assert len({tuple(v.values()) for v in shown.values()}) == 4
-    plain = display_values({"a": {"x": 0.1}, "b": {"x": 0.2}, "c": {}}, ["x"])  # no ambiguity: the usual display
+    plain = display_values(
+        {"a": {"x": 0.1}, "b": {"x": 0.2}, "c": {}}, ["x"]
+    )  # no ambiguity: the usual display
     assert [plain[h]["x"] for h in "abc"] == ["0.1", "0.2", "default"]
 
 
 def test_an_old_and_a_new_record_of_one_setting_are_both_in_the_leaderboard(tmp_path):
-    rows = [(f"t{p}", f"tp{p}", "a", float(p % 2), 0.3 + 0.05 * p + (0.2 if p % 2 else 0.0), "test") for p in range(12)]
+    rows = [
+        (f"t{p}", f"tp{p}", "a", float(p % 2), 0.3 + 0.05 * p + (0.2 if p % 2 else 0.0), "test")
+        for p in range(12)
+    ]
     preds = pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "y_score", "split"])
     store = ResultStore(tmp_path)
     for cell_id, seed, extra in (("old0", 0, {}), ("new1", 1, {"settings": {"pretrain_source": None}})):
@@ -189,7 +277,7 @@ def test_an_old_and_a_new_record_of_one_setting_are_both_in_the_leaderboard(tmp_
         rec["config_json"], rec["eval_labels_json"] = json.dumps(cfg, sort_keys=True), json.dumps(["a"])
         store.write(rec, preds)
     text = write_report(tmp_path, n_boot=100, figures=False).read_text()
-    board = text[text.index("## Leaderboards"):text.index("## Paired")]
+    board = text[text.index("## Leaderboards") : text.index("## Paired")]
     assert "| `scratch` | unset |" in board and "| `scratch` | null |" in board
     assert len(pd.read_parquet(tmp_path / "leaderboard.parquet")) == 2
 
@@ -199,18 +287,25 @@ def test_a_row_whose_macro_uses_other_labels_than_the_header_says_so(tmp_path):
     rng = np.random.default_rng(3)
     store = ResultStore(tmp_path)
     for cell_id, strategy, labels in (("s0", "scratch", ["a", "b"]), ("c0", "simclr", ["a", "b", "c"])):
-        rows = [(f"i{p}", f"p{p}", lab, float((p + k) % 2), rng.random() + 0.5 * ((p + k) % 2), "test")
-                for p in range(30) for k, lab in enumerate("abc")]
+        rows = [
+            (f"i{p}", f"p{p}", lab, float((p + k) % 2), rng.random() + 0.5 * ((p + k) % 2), "test")
+            for p in range(30)
+            for k, lab in enumerate("abc")
+        ]
         rec = _record(cell_id, strategy, "resnet50", "chexpert", "finetune", 1.0, 0)
         rec["eval_labels_json"] = json.dumps(labels)
-        store.write(rec, pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "y_score", "split"]))
+        store.write(
+            rec, pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true", "y_score", "split"])
+        )
     text = write_report(tmp_path, n_boot=100, figures=False).read_text()
-    board = text[text.index("## Leaderboards"):text.index("## Paired")]
+    board = text[text.index("## Leaderboards") : text.index("## Paired")]
     assert "macro over 3 label(s): a, b, c." in board
     scratch_row = next(line for line in board.splitlines() if line.startswith("| `scratch`"))
     simclr_row = next(line for line in board.splitlines() if line.startswith("| `simclr`"))
     assert scratch_row.endswith("(see note 1) |") and "see note" not in simclr_row
-    assert "Note 1: `scratch` · resnet50: macro over 2 label(s): a, b — not the test set's list above." in board
+    assert (
+        "Note 1: `scratch` · resnet50: macro over 2 label(s): a, b — not the test set's list above." in board
+    )
 
 
 def test_images_missing_when_a_dataset_was_prepared_are_stated(tmp_path):
@@ -225,6 +320,9 @@ def test_images_missing_when_a_dataset_was_prepared_are_stated(tmp_path):
     text = write_report(tmp_path, n_boot=100, figures=False).read_text()
     assert "missing or unreadable when it was prepared are left out of every split (**chexpert 12**;" in text
     rec = _record("n0", "scratch", "resnet50", "nih", "finetune", 1.0, 0)
-    rec["eval_labels_json"], rec["data_json"] = json.dumps(["a"]), json.dumps({"blank_is_negative": True, "skipped_images": 0})
+    rec["eval_labels_json"], rec["data_json"] = (
+        json.dumps(["a"]),
+        json.dumps({"blank_is_negative": True, "skipped_images": 0}),
+    )
     store.write(rec, preds)
     assert "nih 0" not in write_report(tmp_path, n_boot=100, figures=False).read_text()

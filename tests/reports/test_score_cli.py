@@ -99,8 +99,25 @@ def test_bench_stats_small_agrees_with_sklearn(tmp_path):
     assert b.max_abs_diff <= 1e-12
     assert b.sklearn_resamples == 10
     perf = tmp_path / "PERFORMANCE.md"
-    r = CliRunner().invoke(app, ["bench", "stats", "--resamples", "20", "--labels", "1", "--images", "300", "--patients", "100",
-                                 "--sklearn-resamples", "3", "--out", str(perf)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "stats",
+            "--resamples",
+            "20",
+            "--labels",
+            "1",
+            "--images",
+            "300",
+            "--patients",
+            "100",
+            "--sklearn-resamples",
+            "3",
+            "--out",
+            str(perf),
+        ],
+    )
     assert r.exit_code == 0, r.output
     text = perf.read_text()
     assert "## bench stats: patient-level bootstrap vs scikit-learn" in text and "Speed-up" in text
@@ -127,7 +144,9 @@ def test_a_label_with_fewer_than_ten_positive_patients_is_flagged_in_score_and_c
     assert "rare" in table.loc["macro", "flag"]
     result = CliRunner().invoke(app, ["score", str(a), "--bootstrap", "200"])
     assert result.exit_code == 0, result.output
-    assert "⚠ 7 positive patient(s)" in result.output and "fewer than 10 positive test patients" in result.output
+    assert (
+        "⚠ 7 positive patient(s)" in result.output and "fewer than 10 positive test patients" in result.output
+    )
     result = CliRunner().invoke(app, ["compare", str(a), str(b), "--bootstrap", "200"])
     assert result.exit_code == 0, result.output
     assert "rare: ⚠ 7 positive patient(s)" in result.output and "common: ⚠" not in result.output

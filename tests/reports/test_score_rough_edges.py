@@ -20,13 +20,22 @@ from chexbench.reports.score import compare_predictions, score_file
 EVAL = ["atelectasis", "edema"]  # a subset of the file's labels, as CheXpert's 5 of 13
 
 
-def _file(tmp_path, name: str, n_patients: int, seed: int, one_patient: bool = False, prevalence: float = 0.4):
+def _file(
+    tmp_path, name: str, n_patients: int, seed: int, one_patient: bool = False, prevalence: float = 0.4
+):
     rng = np.random.default_rng(7)  # the same truth for every model
     rows = []
     for p in range(n_patients):
         for i in range(2):
             for label in ("edema", "effusion"):
-                rows.append((f"img{p}_{i}", "P0" if one_patient else f"pat{p}", label, float(rng.random() < prevalence)))
+                rows.append(
+                    (
+                        f"img{p}_{i}",
+                        "P0" if one_patient else f"pat{p}",
+                        label,
+                        float(rng.random() < prevalence),
+                    )
+                )
     df = pd.DataFrame(rows, columns=["image_id", "patient_id", "label", "y_true"])
     noise = np.random.default_rng(seed).normal(0, 1, len(df))
     df["y_score"] = 1 / (1 + np.exp(-(1.5 * df["y_true"] + noise)))
@@ -63,7 +72,9 @@ def test_one_positive_patient_is_not_estimable_but_others_are(tmp_path):
     path = tmp_path / "one_pos.csv"
     df.to_csv(path, index=False)
     t = score_file(path, n_boot=200).set_index("label")
-    assert np.isnan(t.loc["edema", "auroc_ci_low"]) and "1 patient(s) with a positive" in t.loc["edema", "note"]
+    assert (
+        np.isnan(t.loc["edema", "auroc_ci_low"]) and "1 patient(s) with a positive" in t.loc["edema", "note"]
+    )
     assert np.isfinite(t.loc["effusion", "auroc_ci_low"])
     assert np.isnan(t.loc["macro", "auroc_ci_low"]) and "edema" in t.loc["macro", "note"]
 
@@ -72,7 +83,9 @@ def test_degenerate_share_is_warned(tmp_path):
     def rare(name: str, seed: int):
         df = pd.read_csv(_file(tmp_path, name, 30, seed))
         e = df["label"] == "edema"
-        df.loc[e, "y_true"] = df.loc[e, "patient_id"].isin(["pat1", "pat2"]).astype(float)  # two positive patients
+        df.loc[e, "y_true"] = (
+            df.loc[e, "patient_id"].isin(["pat1", "pat2"]).astype(float)
+        )  # two positive patients
         df.to_csv(tmp_path / name, index=False)  # a resample loses both in (28/30)^30 = 13% of draws
         return tmp_path / name
 
@@ -109,7 +122,10 @@ def test_score_of_a_cell_reproduces_the_report(results, tmp_path):
         assert list(t["label"]) == [*EVAL, "macro"]
         macro = t[t["label"] == "macro"].iloc[0]
         assert macro["auroc"] == row.macro_auroc
-        assert (macro["auroc_ci_low"], macro["auroc_ci_high"]) == (row.macro_auroc_ci_low, row.macro_auroc_ci_high)
+        assert (macro["auroc_ci_low"], macro["auroc_ci_high"]) == (
+            row.macro_auroc_ci_low,
+            row.macro_auroc_ci_high,
+        )
     # the labels travel with the file (its footer), and --labels chooses others
     first = results / "predictions" / f"{board['cell_ids'].iloc[0]}.parquet"
     copy = tmp_path / "copied.parquet"

@@ -1,4 +1,5 @@
-"""Subgroup analysis (`reports/subgroups.py`, `chexbench score|compare --by`) on synthetic prediction files."""
+"""Subgroup analysis (`reports/subgroups.py`, `chexbench score|compare --by`) on synthetic prediction
+files."""
 
 from __future__ import annotations
 
@@ -24,8 +25,14 @@ from chexbench.reports.subgroups import (
 LABELS = ["cardiomegaly", "edema"]
 
 
-def _predictions(seed: int, n_patients: int = 240, worse: tuple[str, str] | None = None, both_views: bool = False,
-                 separation: float = 2.0, prevalence: float = 0.3) -> pd.DataFrame:
+def _predictions(
+    seed: int,
+    n_patients: int = 240,
+    worse: tuple[str, str] | None = None,
+    both_views: bool = False,
+    separation: float = 2.0,
+    prevalence: float = 0.3,
+) -> pd.DataFrame:
     """Patients with a sex, an age and one or two images (AP and/or PA); a score = separation · y + a patient
     effect + image noise. In the subgroup ``worse`` (column, value) the separation is 0.3 instead."""
     rng = np.random.default_rng(seed)
@@ -40,8 +47,16 @@ def _predictions(seed: int, n_patients: int = 240, worse: tuple[str, str] | None
             attrs = {"sex": sex, "age": age, "view": view}
             sep = 0.3 if worse is not None and attrs[worse[0]] == worse[1] else separation
             for label, y in truth.items():
-                rows.append({"image_id": f"img{p}_{i}", "patient_id": f"pat{p}", "label": label, "y_true": y,
-                             "y_score": sep * y + effect + rng.normal(0, 0.7), **attrs})
+                rows.append(
+                    {
+                        "image_id": f"img{p}_{i}",
+                        "patient_id": f"pat{p}",
+                        "label": label,
+                        "y_true": y,
+                        "y_score": sep * y + effect + rng.normal(0, 0.7),
+                        **attrs,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -101,8 +116,9 @@ def test_a_subgroup_with_fewer_than_10_positive_patients_is_flagged():
         gap = a.gaps.set_index("label").loc[label]
         assert ("≥80" in (gap["higher"], gap["lower"])) == ("≥80" in gap["flag"])
         assert gap["n_pairs"] == 6  # every pair of the 4 bands, Holm over all of them
-    result = CliRunner().invoke(app, ["score", _write(df, "few.csv"), "--by", "age", "--bootstrap", "200"],
-                                env={"COLUMNS": "250"})
+    result = CliRunner().invoke(
+        app, ["score", _write(df, "few.csv"), "--by", "age", "--bootstrap", "200"], env={"COLUMNS": "250"}
+    )
     assert result.exit_code == 0, result.output
     assert "⚠" in result.output and "fewer than 10 positive patients" in result.output
 
@@ -127,7 +143,10 @@ def test_a_file_without_the_column_is_one_clear_error_naming_file_and_column(tmp
     path = _write(df, "old.csv")
     with pytest.raises(DataError, match=r"old\.csv: no column 'view' for --by view"):
         score_file_by(path, "view", n_boot=200)
-    for args in (["score", path, "--by", "view"], ["compare", path, _write(_predictions(2, 40), "new.csv"), "--by", "view"]):
+    for args in (
+        ["score", path, "--by", "view"],
+        ["compare", path, _write(_predictions(2, 40), "new.csv"), "--by", "view"],
+    ):
         result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
         assert result.exit_code != 0
         lines = [x for x in result.output.splitlines() if x.strip()]
@@ -159,12 +178,17 @@ def test_compare_by_gives_each_subgroups_paired_delta_and_each_models_gaps(tmp_p
     for label in LABELS:
         assert t.loc[("F", label), "p_holm"] < 0.05 and t.loc[("F", label), "delta"] > 0.2
         assert t.loc[("M", label), "delta"] == pytest.approx(0.0, abs=1e-12)
-    assert (c.analyses["b.csv"].gaps["p_holm"] < 0.05).all() and (c.analyses["a.csv"].gaps["p_holm"] >= 0.05).all()
+    assert (c.analyses["b.csv"].gaps["p_holm"] < 0.05).all() and (
+        c.analyses["a.csv"].gaps["p_holm"] >= 0.05
+    ).all()
     out = tmp_path / "by_sex.csv"
-    result = CliRunner().invoke(app, ["compare", a, b, "--by", "sex", "--bootstrap", "200", "--out", str(out)],
-                                env={"COLUMNS": "250"})
+    result = CliRunner().invoke(
+        app, ["compare", a, b, "--by", "sex", "--bootstrap", "200", "--out", str(out)], env={"COLUMNS": "250"}
+    )
     assert result.exit_code == 0, result.output
-    assert len(pd.read_csv(out)) == 2 * len(LABELS) and len(pd.read_csv(tmp_path / "by_sex_gaps.csv")) == 2 * len(LABELS)
+    assert len(pd.read_csv(out)) == 2 * len(LABELS) and len(
+        pd.read_csv(tmp_path / "by_sex_gaps.csv")
+    ) == 2 * len(LABELS)
 
 
 def test_the_report_gains_a_subgroup_section_and_artefacts_only_for_variables_with_two_subgroups(tmp_path):
@@ -178,7 +202,9 @@ def test_the_report_gains_a_subgroup_section_and_artefacts_only_for_variables_wi
     for i, (strategy, worse) in enumerate((("scratch", None), ("simclr", ("sex", "F")))):
         preds = _predictions(seed=21, n_patients=200, worse=worse).assign(split="test", site="one site")
         assert preds[["image_id", "label", "y_true"]].equals(truth[["image_id", "label", "y_true"]])
-        record = _record(f"c{1 - i:011d}", strategy, "resnet50", "chexpert", "finetune", 1.0, 0)  # ids against the order
+        record = _record(
+            f"c{1 - i:011d}", strategy, "resnet50", "chexpert", "finetune", 1.0, 0
+        )  # ids against the order
         record["eval_labels_json"] = '["cardiomegaly", "edema"]'
         store.write(record, preds)
     stored = store.predictions("c00000000001")
@@ -194,4 +220,6 @@ def test_the_report_gains_a_subgroup_section_and_artefacts_only_for_variables_wi
     assert (simclr["p_holm"] < 0.05).all() and (simclr["lower"] == "F").all()
     assert (gaps[(gaps["strategy"] == "simclr") & (gaps["variable"] == "view")]["p_holm"] >= 0.05).all()
     assert "M − F +0." in section
-    assert section.index("### `scratch`") < section.index("### `simclr`")  # the leaderboards' order, not the cell ids
+    assert section.index("### `scratch`") < section.index(
+        "### `simclr`"
+    )  # the leaderboards' order, not the cell ids

@@ -23,7 +23,14 @@ from torch import nn
 
 def rgb_resnet_tiny(num_classes: int = 1000, seed: int = 0) -> ResNet:
     torch.manual_seed(seed)
-    return ResNet(BasicBlock, layers=(1, 1, 1, 1), channels=(32, 64, 128, 256), stem_width=32, in_chans=3, num_classes=num_classes)
+    return ResNet(
+        BasicBlock,
+        layers=(1, 1, 1, 1),
+        channels=(32, 64, 128, 256),
+        stem_width=32,
+        in_chans=3,
+        num_classes=num_classes,
+    )
 
 
 def _mlp_head(encoder: ResNet, dim: int = 16) -> ResNet:
@@ -58,7 +65,10 @@ def moco_checkpoint(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
     loss = sum(p.sum() for p in model.module.encoder_q.parameters())
     loss.backward()
     opt.step()
-    torch.save({"epoch": 200, "arch": "resnet50", "state_dict": model.state_dict(), "optimizer": opt.state_dict()}, path)
+    torch.save(
+        {"epoch": 200, "arch": "resnet50", "state_dict": model.state_dict(), "optimizer": opt.state_dict()},
+        path,
+    )
     return {k: v.clone() for k, v in model.module.encoder_q.state_dict().items()}
 
 
@@ -84,8 +94,12 @@ def lightning_checkpoint(path: Path, attr: str = "model", seed: int = 0) -> dict
             "optimizer_states": [{"state": {}, "param_groups": [{"lr": 1e-3, "params": [0, 1]}]}],
             "lr_schedulers": [],
             "hparams_name": "kwargs",
-            "hyper_parameters": HParams(lr=1e-3, args=argparse.Namespace(data="/data/cxr"), out=Path("/runs/x")),
-            "callbacks": {"ModelCheckpoint": {"best_model_score": np.float64(0.81), "scores": np.array([0.7, 0.81])}},
+            "hyper_parameters": HParams(
+                lr=1e-3, args=argparse.Namespace(data="/data/cxr"), out=Path("/runs/x")
+            ),
+            "callbacks": {
+                "ModelCheckpoint": {"best_model_score": np.float64(0.81), "scores": np.array([0.7, 0.81])}
+            },
         },
         path,
     )

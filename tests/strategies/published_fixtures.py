@@ -45,7 +45,9 @@ def hf_dinov2(registers: bool, seed: int = 0, image_size: int = 518):
 
     torch.manual_seed(seed)
     if registers:
-        model = Dinov2WithRegistersModel(Dinov2WithRegistersConfig(image_size=image_size, patch_size=14, num_register_tokens=4))
+        model = Dinov2WithRegistersModel(
+            Dinov2WithRegistersConfig(image_size=image_size, patch_size=14, num_register_tokens=4)
+        )
     else:
         model = Dinov2Model(Dinov2Config(image_size=image_size))
     with torch.no_grad():  # LayerScale starts at 1 and biases at 0: give them values a load could get wrong
@@ -77,7 +79,12 @@ class _MaeLike(nn.Module):
         super().__init__()
         vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
         self.patch_embed, self.cls_token, self.pos_embed, self.blocks, self.norm = (
-            vit.patch_embed, vit.cls_token, vit.pos_embed, vit.blocks, vit.norm)
+            vit.patch_embed,
+            vit.cls_token,
+            vit.pos_embed,
+            vit.blocks,
+            vit.norm,
+        )
         self.decoder_embed = nn.Linear(768, 512)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 512))
         self.decoder_pos_embed = nn.Parameter(torch.zeros(1, 197, 512), requires_grad=False)
@@ -88,7 +95,8 @@ class _MaeLike(nn.Module):
 
 
 def mae_checkpoint(path: Path, seed: int = 0) -> nn.Module:
-    """Write ``{"model": MaskedAutoencoderViT.state_dict()}``; return the encoder as a timm ViT (3 channels)."""
+    """Write ``{"model": MaskedAutoencoderViT.state_dict()}``; return the encoder as a timm ViT (3
+    channels)."""
     torch.manual_seed(seed)
     mae = _MaeLike()
     state = {k: v for k, v in mae.state_dict().items() if not k.startswith("encoder.")}
@@ -96,8 +104,11 @@ def mae_checkpoint(path: Path, seed: int = 0) -> nn.Module:
     return mae.encoder.eval()
 
 
-def fake_hub_cache(root: Path, repo: str, files: dict[str, bytes | str], commit: str = "a" * 40, ref: str = "main") -> Path:
-    """huggingface_hub's cache layout: ``models--ORG--NAME/{refs/<ref>, snapshots/<commit>/<file>, blobs/}``."""
+def fake_hub_cache(
+    root: Path, repo: str, files: dict[str, bytes | str], commit: str = "a" * 40, ref: str = "main"
+) -> Path:
+    """huggingface_hub's cache layout: ``models--ORG--NAME/{refs/<ref>, snapshots/<commit>/<file>,
+    blobs/}``."""
     repo_dir = root / f"models--{repo.replace('/', '--')}"
     snap = repo_dir / "snapshots" / commit
     snap.mkdir(parents=True, exist_ok=True)
@@ -110,5 +121,13 @@ def fake_hub_cache(root: Path, repo: str, files: dict[str, bytes | str], commit:
 
 
 def preprocessor_config(mean: list[float], std: list[float]) -> str:
-    return json.dumps({"image_processor_type": "BitImageProcessor", "do_rescale": True, "rescale_factor": 1 / 255,
-                       "do_normalize": True, "image_mean": mean, "image_std": std})
+    return json.dumps(
+        {
+            "image_processor_type": "BitImageProcessor",
+            "do_rescale": True,
+            "rescale_factor": 1 / 255,
+            "do_normalize": True,
+            "image_mean": mean,
+            "image_std": std,
+        }
+    )

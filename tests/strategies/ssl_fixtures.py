@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from chexbench.config import CellConfig, Settings
 from chexbench.core.context import RunContext
 from chexbench.datasets.celldata import CellData, SplitData
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.settings import Settings
 
 LABELS = ["Cardiomegaly", "Pleural Effusion", "Support Devices"]
 
@@ -24,7 +25,11 @@ def synth_images(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.
     y = (rng.random((n, 3)) < 0.4).astype(np.float32)
     imgs = np.empty((n, size, size), np.float32)
     for i in range(n):
-        img = 0.4 + 0.1 * np.sin(xx * rng.uniform(2, 6) + rng.uniform(0, 6)) + 0.05 * rng.standard_normal((size, size))
+        img = (
+            0.4
+            + 0.1 * np.sin(xx * rng.uniform(2, 6) + rng.uniform(0, 6))
+            + 0.05 * rng.standard_normal((size, size))
+        )
         if y[i, 0]:
             cx, cy = rng.uniform(0.3, 0.7, 2)
             r = rng.uniform(0.1, 0.2)
@@ -45,7 +50,12 @@ def split_data(n: int, size: int, seed: int) -> SplitData:
 
 def cell_data(n_train: int = 96, n_eval: int = 64, size: int = 32) -> CellData:
     return CellData(
-        list(LABELS), list(LABELS), split_data(n_train, size, 1), split_data(n_eval, size, 2), split_data(n_eval, size, 3), {}
+        list(LABELS),
+        list(LABELS),
+        split_data(n_train, size, 1),
+        split_data(n_eval, size, 2),
+        split_data(n_eval, size, 3),
+        {},
     )
 
 
@@ -82,7 +92,9 @@ def one_thread():
 
 @pytest.fixture
 def ctx(tmp_path: Path, one_thread) -> RunContext:
-    return RunContext(device=torch.device("cpu"), results_dir=tmp_path / "results", cache_dir=tmp_path / "cache")
+    return RunContext(
+        device=torch.device("cpu"), results_dir=tmp_path / "results", cache_dir=tmp_path / "cache"
+    )
 
 
 def tiny_cell(strategy: str, backbone: str = "resnet_tiny", size: int = 32, **options) -> CellConfig:
@@ -93,7 +105,9 @@ def tiny_cell(strategy: str, backbone: str = "resnet_tiny", size: int = 32, **op
         "proj_hidden_dim": 32,
         "max_pretrain_images": 48,
         "probe_images": 32,
-        "pretrain_warmup_epochs": 0.0,  # the family recipes' 10 or 40 warmup epochs do not fit a tiny run (refused)
+        "pretrain_warmup_epochs": (
+            0.0
+        ),  # the family recipes' 10 or 40 warmup epochs do not fit a tiny run (refused)
         **options,
     }
     if strategy.startswith("moco"):  # the queue of MoCo's strategies (the others have none)

@@ -38,7 +38,9 @@ def test_flip_probability_one_mirrors_and_zero_never_does() -> None:
 def test_crop_zooms_in_on_a_known_pattern() -> None:
     # a left-to-right ramp: a crop of half the width spans half the intensity range
     ramp = torch.linspace(0, 1, 64).view(1, 1, 1, 64).expand(4, 1, 64, 64).contiguous()
-    y = random_resized_crop(ramp, scale=(0.25, 0.25), ratio=(1.0, 1.0), generator=torch.Generator().manual_seed(1))
+    y = random_resized_crop(
+        ramp, scale=(0.25, 0.25), ratio=(1.0, 1.0), generator=torch.Generator().manual_seed(1)
+    )
     spans = y[:, 0, 32].amax(-1) - y[:, 0, 32].amin(-1)
     torch.testing.assert_close(spans, torch.full((4,), 0.5), atol=0.03, rtol=0)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import pytest
 import torch
 from checkpoint_fixtures import expected_transfer, lightning_checkpoint, moco_checkpoint, rgb_resnet_tiny
 from safetensors.torch import save_file
@@ -15,13 +14,6 @@ from typer.testing import CliRunner
 
 from chexbench.bench.store import ResultStore
 from chexbench.cli import app
-
-
-@pytest.fixture()
-def cache(tmp_path_factory, monkeypatch):
-    path = tmp_path_factory.getbasetemp() / "e2e-cache"  # the tiny phantom is generated once per session
-    monkeypatch.setenv("CHEXBENCH_CACHE", str(path))
-    return path
 
 
 def test_three_checkpoints_on_one_leaderboard(tmp_path, cache):
@@ -51,31 +43,39 @@ save_model = true
 localize = false
 [[strategy.checkpoint]]
 name = "moco-cxr"
-path = "{tmp_path / 'moco.pth.tar'}"
+path = "{tmp_path / "moco.pth.tar"}"
 format = "moco"
 [[strategy.checkpoint]]
 name = "lab-lightning"
-path = "{tmp_path / 'lab.ckpt'}"
+path = "{tmp_path / "lab.ckpt"}"
 format = "lightning"
 [[strategy.checkpoint]]
 name = "timm-st"
-path = "{tmp_path / 'timm.safetensors'}"
+path = "{tmp_path / "timm.safetensors"}"
 """)
     results = tmp_path / "results"
     runner = CliRunner()
     out = runner.invoke(app, ["run", "--grid", str(grid), "--results", str(results), "--device", "cpu"])
     assert out.exit_code == 0, out.output
     recs = ResultStore(results).records().set_index("strategy")
-    assert set(recs.index) == {"scratch", *expected} and set(recs["status"]) == {"ok"}, recs[["status", "failure_reason"]]
+    assert set(recs.index) == {"scratch", *expected} and set(recs["status"]) == {"ok"}, recs[
+        ["status", "failure_reason"]
+    ]
     for name, tensors in expected.items():
         init = json.loads(recs.loc[name, "init_json"])
         assert init["reinitialized_keys"] == [] and init["loaded_keys"] == len(tensors)
         assert init["dropped_keys"] == init["extra"]["dropped_keys"]
         assert init["extra"]["dropped_keys"] and init["extra"]["checkpoint_name"] == name
         payload = torch.load(results / "models" / f"{recs.loc[name, 'cell_id']}.pt", weights_only=True)
-        backbone = {k[len("backbone.model."):]: v for k, v in payload["state_dict"].items() if k.startswith("backbone.model.")}
+        backbone = {
+            k[len("backbone.model.") :]: v
+            for k, v in payload["state_dict"].items()
+            if k.startswith("backbone.model.")
+        }
         assert set(backbone) == set(tensors)
-        assert payload["normalize"] == init["extra"]["normalize"] == [0.449, 0.226]  # ImageNet statistics, gray
+        assert (
+            payload["normalize"] == init["extra"]["normalize"] == [0.449, 0.226]
+        )  # ImageNet statistics, gray
         for k, v in tensors.items():  # frozen under the linear probe: what was loaded is what was saved
             assert torch.equal(backbone[k], v), (name, k)
     moco = json.loads(recs.loc["moco-cxr", "init_json"])["extra"]["dropped_keys"]

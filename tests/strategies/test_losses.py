@@ -51,7 +51,9 @@ def test_nt_xent_matches_numpy_reference(batch: int, temperature: float) -> None
 def test_info_nce_matches_numpy_reference(batch: int, queue_size: int, temperature: float) -> None:
     rng = np.random.default_rng(batch + queue_size)
     q, k, queue = rng.normal(size=(batch, 6)), rng.normal(size=(batch, 6)), rng.normal(size=(queue_size, 6))
-    got = info_nce(torch.tensor(q), torch.tensor(k), torch.tensor(queue).reshape(queue_size, 6), temperature).item()
+    got = info_nce(
+        torch.tensor(q), torch.tensor(k), torch.tensor(queue).reshape(queue_size, 6), temperature
+    ).item()
     assert got == pytest.approx(info_nce_reference(q, k, queue, temperature), rel=1e-5, abs=1e-6)
 
 
@@ -68,7 +70,9 @@ def test_closed_forms() -> None:
     assert info_nce(q, q, torch.ones(9, 4), 0.2).item() == pytest.approx(math.log(10), rel=1e-6)
     # and it is invariant to the scale of its inputs (cosine similarity)
     qs, ks, qu = torch.randn(5, 4), torch.randn(5, 4), torch.randn(7, 4)
-    assert info_nce(qs * 3, ks * 0.1, qu * 7, 0.2).item() == pytest.approx(info_nce(qs, ks, qu, 0.2).item(), rel=1e-5)
+    assert info_nce(qs * 3, ks * 0.1, qu * 7, 0.2).item() == pytest.approx(
+        info_nce(qs, ks, qu, 0.2).item(), rel=1e-5
+    )
 
 
 def test_gradients_flow_to_both_views_and_shapes_are_checked() -> None:
@@ -83,12 +87,18 @@ def test_gradients_flow_to_both_views_and_shapes_are_checked() -> None:
 
 
 @pytest.mark.parametrize("batch,queue_size", [(1, 1), (4, 9), (6, 0)])
-def test_info_nce_gradients_equal_cross_entropy_on_the_concatenated_logits(batch: int, queue_size: int) -> None:
+def test_info_nce_gradients_equal_cross_entropy_on_the_concatenated_logits(
+    batch: int, queue_size: int
+) -> None:
     """The fused queue loss has the value and the gradients (queries, keys, queue) of the textbook form."""
     import torch.nn.functional as F
 
     g = torch.Generator().manual_seed(batch + queue_size)
-    q0, k0, n0 = torch.randn(batch, 5, generator=g), torch.randn(batch, 5, generator=g), torch.randn(queue_size, 5, generator=g)
+    q0, k0, n0 = (
+        torch.randn(batch, 5, generator=g),
+        torch.randn(batch, 5, generator=g),
+        torch.randn(queue_size, 5, generator=g),
+    )
     q, k, n = (t.clone().double().requires_grad_(True) for t in (q0, k0, n0))
     got = info_nce(q, k, n, 0.2)
     got.backward()
@@ -110,9 +120,17 @@ def test_losses_inside_bf16_autocast_are_computed_in_fp32(seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     q, k = torch.randn(16, 128, generator=g), torch.randn(16, 128, generator=g)
     queue = torch.nn.functional.normalize(torch.randn(4096, 128, generator=g), dim=1)
-    for fn, args in ((nt_xent, (q, k, 0.1)), (nt_xent_across_ranks, (q, k, 0.1)), (info_nce, (q, k, queue, 0.2, True))):
+    for fn, args in (
+        (nt_xent, (q, k, 0.1)),
+        (nt_xent_across_ranks, (q, k, 0.1)),
+        (info_nce, (q, k, queue, 0.2, True)),
+    ):
         want = fn(*args)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             got = fn(*args)
             assert torch.is_autocast_enabled("cpu")  # the region is left as it was
-        assert got.dtype == torch.float32 and torch.allclose(got, want, rtol=1e-6, atol=0), (fn.__name__, got, want)
+        assert got.dtype == torch.float32 and torch.allclose(got, want, rtol=1e-6, atol=0), (
+            fn.__name__,
+            got,
+            want,
+        )

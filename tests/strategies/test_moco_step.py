@@ -16,8 +16,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from chexbench.bench.cell_model import apply_head
 from chexbench.core.errors import RECORD_WARNING_PREFIX, ConfigError
-from chexbench.registry import BACKBONES
 from chexbench.reports.cell_warnings import warnings_section
+from chexbench.spec.registry import BACKBONES
 from chexbench.strategies.base import InitRecord
 from chexbench.strategies.mocov2 import MoCoModel, MoCoV2
 from chexbench.strategies.pretrain import split_forward
@@ -28,7 +28,9 @@ K, D = 4096, 16
 
 def _encoder() -> nn.Module:
     torch.manual_seed(1)
-    net = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+    )
     net.num_features = 8
     return net
 
@@ -47,9 +49,17 @@ def test_the_step_neither_copies_nor_renormalizes_the_queue():
     v1, v2 = _views()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         model.loss(v1, v2, 0.0, torch.Generator().manual_seed(5)).backward()
-    whole_queue = [e for e in prof.events() if any(list(s) == [K, D] for s in e.input_shapes if isinstance(s, list))]
+    whole_queue = [
+        e for e in prof.events() if any(list(s) == [K, D] for s in e.input_shapes if isinstance(s, list))
+    ]
     names = {e.name for e in whole_queue}
-    assert not names & {"aten::clone", "aten::copy_", "aten::div", "aten::linalg_vector_norm", "aten::norm"}, names
+    assert not names & {
+        "aten::clone",
+        "aten::copy_",
+        "aten::div",
+        "aten::linalg_vector_norm",
+        "aten::norm",
+    }, names
     assert "aten::mm" in names  # the queue is read once forward, once backward
 
 
@@ -62,21 +72,37 @@ def test_after_a_step_the_state_dict_holds_that_steps_keys():
     assert not torch.equal(state["queue.keys"][:8], ref.queue.keys[:8])
     assert torch.equal(state["queue.keys"][8:], ref.queue.keys[8:])
     norms = state["queue.keys"].norm(dim=1)
-    torch.testing.assert_close(norms, torch.ones_like(norms))  # enqueued keys are unit vectors: no re-normalization needed
-    model.loss(v1, v2, 0.0, torch.Generator().manual_seed(6)).backward()  # the next step finds the queue consistent
+    torch.testing.assert_close(
+        norms, torch.ones_like(norms)
+    )  # enqueued keys are unit vectors: no re-normalization needed
+    model.loss(
+        v1, v2, 0.0, torch.Generator().manual_seed(6)
+    ).backward()  # the next step finds the queue consistent
     assert int(model.state_dict()["queue.ptr"]) == 16 % 12
 
 
 @pytest.mark.parametrize("pool,batch,queue", [(48, 16, 1000), (100, 32, 100), (40, 8, 65536)])
 def test_the_queue_is_capped_below_pool_minus_batch(pool, batch, queue):
-    opts = {**MoCoV2.options, "queue_size": queue, "pretrain_batch_size": batch, "proj_hidden_dim": 16, "proj_dim": D}
+    opts = {
+        **MoCoV2.options,
+        "queue_size": queue,
+        "pretrain_batch_size": batch,
+        "proj_hidden_dim": 16,
+        "proj_dim": D,
+    }
     model, notes = MoCoV2().build_model(_encoder(), opts, pool, torch.Generator().manual_seed(0))
     assert model.queue.size == pool - batch < pool
     assert any(f"capped at {pool - batch}" in n for n in notes)
 
 
 def test_a_queue_below_the_cap_is_kept_and_not_noted():
-    opts = {**MoCoV2.options, "queue_size": 20, "pretrain_batch_size": 16, "proj_hidden_dim": 16, "proj_dim": D}
+    opts = {
+        **MoCoV2.options,
+        "queue_size": 20,
+        "pretrain_batch_size": 16,
+        "proj_hidden_dim": 16,
+        "proj_dim": D,
+    }
     model, notes = MoCoV2().build_model(_encoder(), opts, 48, torch.Generator().manual_seed(0))
     assert model.queue.size == 20 and not any("capped" in n for n in notes)
 
@@ -100,8 +126,15 @@ def _scorer_file(tmp_path, hidden: int = 0):
 
 
 def _topk_init(path, temperature: float = 0.5, hidden: int = 0) -> InitRecord:
-    return InitRecord(source="pretrain:abc", extra={"topk_scorer": str(path), "topk_pretrain_k": 0.25,
-                                                     "scorer_hidden": hidden, "topk_temperature": temperature})
+    return InitRecord(
+        source="pretrain:abc",
+        extra={
+            "topk_scorer": str(path),
+            "topk_pretrain_k": 0.25,
+            "scorer_hidden": hidden,
+            "topk_temperature": temperature,
+        },
+    )
 
 
 def test_a_topk_pretraining_probed_with_the_linear_head_is_a_warning_in_record_and_report(tmp_path):
@@ -110,14 +143,31 @@ def test_a_topk_pretraining_probed_with_the_linear_head_is_a_warning_in_record_a
     assert features is backbone
     warnings = [n for n in notes if n.startswith(RECORD_WARNING_PREFIX)]
     assert len(warnings) == 1 and "CLS token" in warnings[0] and "never trained" in warnings[0]
-    records = pd.DataFrame([
-        {"cell_id": "c1", "strategy": "mocov2_topk", "backbone": "vit_tiny", "protocol": "linear",
-         "data_json": json.dumps({"protocol_extra": {"head_notes": notes}})},
-        {"cell_id": "c2", "strategy": "mocov2", "backbone": "vit_tiny", "protocol": "linear",
-         "data_json": json.dumps({"protocol_extra": {"head_notes": []}})},
-    ])
+    records = pd.DataFrame(
+        [
+            {
+                "cell_id": "c1",
+                "strategy": "mocov2_topk",
+                "backbone": "vit_tiny",
+                "protocol": "linear",
+                "data_json": json.dumps({"protocol_extra": {"head_notes": notes}}),
+            },
+            {
+                "cell_id": "c2",
+                "strategy": "mocov2",
+                "backbone": "vit_tiny",
+                "protocol": "linear",
+                "data_json": json.dumps({"protocol_extra": {"head_notes": []}}),
+            },
+        ]
+    )
     section = warnings_section(records)
-    assert section.startswith("## Warnings") and "`c1`" in section and "`c2`" not in section and "CLS token" in section
+    assert (
+        section.startswith("## Warnings")
+        and "`c1`" in section
+        and "`c2`" not in section
+        and "CLS token" in section
+    )
     assert warnings_section(records.iloc[1:]) == ""  # no warning, no section
     _, plain = apply_head(backbone, {"head": "linear"}, InitRecord(source="random"))
     assert plain == []
@@ -126,25 +176,43 @@ def test_a_topk_pretraining_probed_with_the_linear_head_is_a_warning_in_record_a
 def test_topk_head_takes_scorer_temperature_and_width_from_pretraining_or_refuses(tmp_path):
     path = _scorer_file(tmp_path, hidden=24)
     opts = {"head": "topk", "topk": 0.25, "scorer_hidden": 0, "topk_temperature": 1.0}  # protocol defaults
-    wrapped, notes = apply_head(BACKBONES.get("vit_tiny").build(32, {}), opts, _topk_init(path, 0.5, hidden=24))
+    wrapped, notes = apply_head(
+        BACKBONES.get("vit_tiny").build(32, {}), opts, _topk_init(path, 0.5, hidden=24)
+    )
     assert wrapped.temperature == 0.5 and wrapped.scorer.net[0].out_features == 24
     assert opts["topk_temperature"] == 0.5 and opts["scorer_hidden"] == 24  # what save_cell_model records
     assert any("topk_temperature = 0.5 taken from the top-K pretraining" in n for n in notes)
     asked = {"head": "topk", "topk": 0.25, "scorer_hidden": 24, "topk_temperature": 2.0}
-    with pytest.raises(ConfigError, match="topk_temperature = 2.0 differs from the top-K pretraining's topk_temperature = 0.5"):
+    with pytest.raises(
+        ConfigError,
+        match="topk_temperature = 2.0 differs from the top-K pretraining's topk_temperature = 0.5",
+    ):
         apply_head(BACKBONES.get("vit_tiny").build(32, {}), asked, _topk_init(path, 0.5, hidden=24))
 
 
 def test_preflight_refuses_topk_scorer_options_that_differ_from_pretraining():
-    from chexbench.config import CellConfig, Settings
-    from chexbench.registry import PROTOCOLS
+    from chexbench.spec.cell import CellConfig
+    from chexbench.spec.registry import PROTOCOLS
+    from chexbench.spec.settings import Settings
 
     def cell(protocol_options):
-        return CellConfig("mocov2_topk", "vit_tiny", "phantom-chexpert", "finetune", 1.0, 0, Settings(image_size=32),
-                          strategy_options={"topk_temperature": 0.5}, protocol_options=protocol_options)
+        return CellConfig(
+            "mocov2_topk",
+            "vit_tiny",
+            "phantom-chexpert",
+            "finetune",
+            1.0,
+            0,
+            Settings(image_size=32),
+            strategy_options={"topk_temperature": 0.5},
+            protocol_options=protocol_options,
+        )
 
     finetune = PROTOCOLS.get("finetune")
-    with pytest.raises(ConfigError, match=r"\[protocol.finetune\] topk_temperature = 2.0 differs from \[strategy.mocov2_topk\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"\[protocol.finetune\] topk_temperature = 2.0 differs from \[strategy.mocov2_topk\]",
+    ):
         finetune.preflight(cell({"head": "topk", "topk_temperature": 2.0}))
     finetune.preflight(cell({"head": "topk", "topk_temperature": 0.5}))  # the same value: fine
     finetune.preflight(cell({"head": "topk"}))  # unset: taken from pretraining at run time

@@ -8,14 +8,21 @@ import pytest
 from ssl_fixtures import tiny_cell
 
 from chexbench.core.errors import ConfigError
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 
 
 def test_the_pretraining_record_states_the_effective_schedule(fake_source, ctx):
     cell = tiny_cell("simclr", pretrain_epochs=2, pretrain_warmup_epochs=1.0, probe_every=0)
     rec = STRATEGIES.get("simclr").init_backbone(BACKBONES.get("resnet_tiny").build(32), cell, ctx)
     # 48 images at batch 16: 3 steps per epoch, 6 in all, the first 3 warm up
-    want = {"warmup_steps": 3, "warmup_epochs": 1.0, "total_steps": 6, "steps_per_epoch": 3, "decay": "cosine to 0", "decay_steps": 3}
+    want = {
+        "warmup_steps": 3,
+        "warmup_epochs": 1.0,
+        "total_steps": 6,
+        "steps_per_epoch": 3,
+        "decay": "cosine to 0",
+        "decay_steps": 3,
+    }
     assert rec.extra["pretrain_schedule"] == want
     assert json.loads((ctx.pretrain_dir / rec.pretrain_run / "meta.json").read_text())["schedule"] == want
 

@@ -9,9 +9,10 @@ import tomllib
 import pytest
 from ssl_fixtures import tiny_cell
 
-from chexbench.config import Settings, parse_grid
 from chexbench.core.errors import ConfigError
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.parse import parse_grid
+from chexbench.spec.registry import BACKBONES, STRATEGIES
+from chexbench.spec.settings import Settings
 from chexbench.strategies.pretrain import run_id_of
 
 GRID = """
@@ -36,15 +37,24 @@ def test_per_seed_gives_each_seed_its_own_pretraining_run_in_one_configuration()
     assert a.configuration_hash == b.configuration_hash  # pooled over seeds by the report
     assert run_id_of(s.pretrain_key(a)) != run_id_of(s.pretrain_key(b))
     assert (s.pretrain_key(a)["pretrain_seed"], s.pretrain_key(b)["pretrain_seed"]) == (0, 1)
-    assert a.to_dict()["settings"]["pretrain_seed"] == "per_seed"  # the record's config says which is the case
+    assert (
+        a.to_dict()["settings"]["pretrain_seed"] == "per_seed"
+    )  # the record's config says which is the case
 
 
 def test_the_default_shares_one_pretraining_run_and_keeps_its_cell_ids():
     a, b = _cells("0")
     s = STRATEGIES.get("mocov2")
-    assert a.configuration_hash == b.configuration_hash and run_id_of(s.pretrain_key(a)) == run_id_of(s.pretrain_key(b))
+    assert a.configuration_hash == b.configuration_hash and run_id_of(s.pretrain_key(a)) == run_id_of(
+        s.pretrain_key(b)
+    )
     assert Settings().pretrain_seed == 0
-    default = [p.cell for p in parse_grid(tomllib.loads(GRID.replace("[settings]\npretrain_seed = {seed}\n", "")), "g.toml").cells()]
+    default = [
+        p.cell
+        for p in parse_grid(
+            tomllib.loads(GRID.replace("[settings]\npretrain_seed = {seed}\n", "")), "g.toml"
+        ).cells()
+    ]
     assert [c.cell_id for c in default] == [a.cell_id, b.cell_id]  # an unset pretrain_seed is 0, as before
     # per_seed with seed 0 computes exactly the run of pretrain_seed = 0 (the cache serves both)
     per_seed = _cells('"per_seed"')
@@ -67,5 +77,11 @@ def test_two_seeds_of_a_per_seed_configuration_pretrain_twice_and_record_it(fake
     assert recs[0].pretrain_run != recs[1].pretrain_run and fake_source["pool"] == 2
     assert [r.extra["pretrain_seed"] for r in recs] == [0, 1]
     assert {r.extra["pretrain_seed_mode"] for r in recs} == {"per_seed"}
-    shared = STRATEGIES.get("mocov2").init_backbone(BACKBONES.get("resnet_tiny").build(32), dataclasses.replace(tiny_cell("mocov2", pretrain_epochs=1, probe_every=0), seed=1), ctx)
-    assert shared.extra["pretrain_seed_mode"] == "shared" and shared.pretrain_run == recs[0].pretrain_run  # pretrain seed 0
+    shared = STRATEGIES.get("mocov2").init_backbone(
+        BACKBONES.get("resnet_tiny").build(32),
+        dataclasses.replace(tiny_cell("mocov2", pretrain_epochs=1, probe_every=0), seed=1),
+        ctx,
+    )
+    assert (
+        shared.extra["pretrain_seed_mode"] == "shared" and shared.pretrain_run == recs[0].pretrain_run
+    )  # pretrain seed 0

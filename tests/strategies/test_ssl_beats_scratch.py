@@ -14,10 +14,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chexbench.config import CellConfig, Settings
 from chexbench.core.context import RunContext
 from chexbench.core.metrics import macro_auroc
-from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.registry import BACKBONES, PROTOCOLS, STRATEGIES
+from chexbench.spec.settings import Settings
 
 #: the CPU-scale pretraining recipe of the check (milder crops than the defaults: 8 epochs only)
 SSL_OPTIONS = {
@@ -47,20 +48,40 @@ STRATEGY_OPTIONS = {
     # MoCo needs more steps than SimCLR at this scale (its key encoder is a moving average and its
     # queue starts as noise): 12 epochs, a faster-moving key encoder, a short queue, τ = 0.1
     "mocov2": {
-        **SSL_OPTIONS, "pretrain_epochs": 12, "probe_every": 6, "queue_size": 256, "momentum": 0.95, "temperature": 0.1,
-        "pretrain_optimizer": "adamw", "pretrain_lr": 1e-3, "pretrain_weight_decay": 1e-4,
+        **SSL_OPTIONS,
+        "pretrain_epochs": 12,
+        "probe_every": 6,
+        "queue_size": 256,
+        "momentum": 0.95,
+        "temperature": 0.1,
+        "pretrain_optimizer": "adamw",
+        "pretrain_lr": 1e-3,
+        "pretrain_weight_decay": 1e-4,
     },
 }
 
 
 def probe_auroc(strategy: str, seed: int, ctx: RunContext) -> float:
-    """Test macro AUROC of the linear probe on ``strategy``'s vit_tiny at a 10% label fraction (seed = pretraining seed)."""
+    """Test macro AUROC of the linear probe on ``strategy``'s vit_tiny at a 10% label fraction (seed =
+    pretraining seed)."""
     from chexbench.datasets.celldata import build_cell_data
 
     cell = CellConfig(
-        strategy, "vit_tiny", "phantom-chexpert", "linear", 0.1, seed,
-        settings=Settings(image_size=64, epochs=30, batch_size=32, warmup_epochs=0.0, uncertainty="zeros",
-                 pretrain_source="phantom-chexpert", pretrain_seed=seed),
+        strategy,
+        "vit_tiny",
+        "phantom-chexpert",
+        "linear",
+        0.1,
+        seed,
+        settings=Settings(
+            image_size=64,
+            epochs=30,
+            batch_size=32,
+            warmup_epochs=0.0,
+            uncertainty="zeros",
+            pretrain_source="phantom-chexpert",
+            pretrain_seed=seed,
+        ),
         strategy_options=STRATEGY_OPTIONS[strategy],
         dataset_options={"patients": 1500},
     )

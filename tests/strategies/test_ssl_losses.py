@@ -17,7 +17,9 @@ def _softmax(a: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def dino_reference(student: list[np.ndarray], teacher: list[np.ndarray], center: np.ndarray, ts: float, tt: float) -> float:
+def dino_reference(
+    student: list[np.ndarray], teacher: list[np.ndarray], center: np.ndarray, ts: float, tt: float
+) -> float:
     """Caron et al. 2021 eq. 1-3 as loops: H(P_t(x_i), P_s(x_v)) over i global, v any crop, v ≠ i."""
     total, pairs = 0.0, 0
     for i, t in enumerate(teacher):
@@ -39,7 +41,13 @@ def test_dino_loss_equals_the_float64_reference_over_multi_crop_pairs(n_global, 
     teacher = [torch.randn(batch, k, generator=g) * 3 for _ in range(n_global)]
     center = torch.randn(1, k, generator=g)
     got = dino_loss(student, teacher, center, student_temp=0.1, teacher_temp=0.04)
-    want = dino_reference([s.double().numpy() for s in student], [t.double().numpy() for t in teacher], center.double().numpy(), 0.1, 0.04)
+    want = dino_reference(
+        [s.double().numpy() for s in student],
+        [t.double().numpy() for t in teacher],
+        center.double().numpy(),
+        0.1,
+        0.04,
+    )
     assert float(got) == pytest.approx(want, rel=1e-5)
 
 
@@ -53,7 +61,9 @@ def test_dino_loss_excludes_same_view_pairs_and_gives_no_gradient_to_the_teacher
     loss = dino_loss(s, t, torch.zeros(8), 0.1, 0.1)
     want = dino_reference([a.numpy(), b.numpy()], [a.numpy(), b.numpy()], np.zeros(8), 0.1, 0.1)
     assert float(loss.detach()) == pytest.approx(want, rel=1e-5)
-    assert float(loss.detach()) != pytest.approx(float(dino_loss([a, b, a], [a, b], torch.zeros(8), 0.1, 0.1)), rel=1e-3)
+    assert float(loss.detach()) != pytest.approx(
+        float(dino_loss([a, b, a], [a, b], torch.zeros(8), 0.1, 0.1)), rel=1e-3
+    )
     with pytest.raises(ValueError, match="pair"):
         dino_loss([a], [a], torch.zeros(8))
     loss.backward()
@@ -65,7 +75,9 @@ def test_dino_center_is_an_ema_of_the_teacher_batch_mean() -> None:
     g = torch.Generator().manual_seed(1)
     teacher = [torch.randn(6, 5, generator=g) for _ in range(2)]
     c0 = torch.randn(1, 5, generator=g)
-    want = 0.9 * c0.double().numpy() + 0.1 * np.concatenate([t.double().numpy() for t in teacher]).mean(axis=0, keepdims=True)
+    want = 0.9 * c0.double().numpy() + 0.1 * np.concatenate([t.double().numpy() for t in teacher]).mean(
+        axis=0, keepdims=True
+    )
     np.testing.assert_allclose(dino_center_update(c0, teacher, 0.9).numpy(), want, rtol=1e-6)
 
 

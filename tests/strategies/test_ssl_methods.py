@@ -12,7 +12,7 @@ from ssl_fixtures import tiny_cell
 from test_pretrain import KillAfterEpochs
 
 from chexbench.core.context import NullProgress, RunContext
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.dino import DINOModel
 from chexbench.strategies.mae import MAEModel, random_masking
 from chexbench.strategies.monitors import effective_rank, is_collapsed, monitor_row, normalized_std
@@ -78,7 +78,10 @@ def test_dino_teacher_is_an_ema_of_the_student_and_the_centre_follows_the_teache
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     x = torch.rand(4, 1, 32, 32)
     g, loc = model.make_views(x, view_augment(_opts("dino")), torch.Generator(), (0.5, 0.25))
-    assert [v.shape[-1] for v in g] == [32, 32] and [v.shape[-1] for v in loc] == [model.local_size] * 2 == [16, 16]
+    assert [v.shape[-1] for v in g] == [32, 32] and [v.shape[-1] for v in loc] == [model.local_size] * 2 == [
+        16,
+        16,
+    ]
     model.loss(g, loc, 0.0).backward()  # first step: teacher = student (EMA of equal weights)
     opt.step()
     teacher_before = [p.clone() for p in model.teacher_head.parameters()]
@@ -92,13 +95,24 @@ def test_dino_teacher_is_an_ema_of_the_student_and_the_centre_follows_the_teache
     # the centre moved towards the teacher's batch mean (computed after this step's EMA)
     with torch.no_grad():
         t_after = model.teacher_head(model.teacher_encoder(torch.cat(g)))
-    torch.testing.assert_close(model.center, 0.9 * center_before + 0.1 * t_after.mean(0, keepdim=True), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        model.center, 0.9 * center_before + 0.1 * t_after.mean(0, keepdim=True), rtol=1e-4, atol=1e-5
+    )
     assert not torch.allclose(t_logits.mean(0), t_after.mean(0))  # (the EMA did change the teacher)
 
 
 def test_dino_teacher_temperature_warms_up_linearly_per_epoch() -> None:
-    model = DINOModel(BACKBONES.get("resnet_tiny").build(32),
-                      _opts("dino", "resnet_tiny", pretrain_epochs=10, warmup_teacher_temp=0.04, teacher_temp=0.07, warmup_teacher_temp_epochs=3))
+    model = DINOModel(
+        BACKBONES.get("resnet_tiny").build(32),
+        _opts(
+            "dino",
+            "resnet_tiny",
+            pretrain_epochs=10,
+            warmup_teacher_temp=0.04,
+            teacher_temp=0.07,
+            warmup_teacher_temp_epochs=3,
+        ),
+    )
     temps = [model.teacher_temp(e / 10 + 0.01) for e in range(5)]
     assert temps == pytest.approx([0.04, 0.05, 0.06, 0.07, 0.07])
 
@@ -110,7 +124,9 @@ def test_monitors_closed_forms() -> None:
     assert effective_rank(iso) == pytest.approx(d - 1, rel=0.02)  # centring removes one direction
     const = torch.ones(32, d)
     assert normalized_std(const) == 0.0 and effective_rank(const) == 1.0
-    assert is_collapsed(monitor_row(const, const)) and not is_collapsed(monitor_row(torch.randn(64, d), torch.randn(64, d)))
+    assert is_collapsed(monitor_row(const, const)) and not is_collapsed(
+        monitor_row(torch.randn(64, d), torch.randn(64, d))
+    )
     assert is_collapsed(monitor_row(torch.full((4, d), float("nan")), const))
 
 
@@ -121,13 +137,20 @@ def _run(strategy, backbone, ctx, **over):
     return rec, hist
 
 
-@pytest.mark.parametrize(("strategy", "backbone"), [("dino", "vit_tiny"), ("mae", "vit_tiny"), ("byol", "resnet_tiny"), ("mocov2", "resnet_tiny")])
-def test_every_method_pretrains_and_records_its_monitors_per_epoch(strategy, backbone, fake_source, ctx) -> None:
+@pytest.mark.parametrize(
+    ("strategy", "backbone"),
+    [("dino", "vit_tiny"), ("mae", "vit_tiny"), ("byol", "resnet_tiny"), ("mocov2", "resnet_tiny")],
+)
+def test_every_method_pretrains_and_records_its_monitors_per_epoch(
+    strategy, backbone, fake_source, ctx
+) -> None:
     rec, hist = _run(strategy, backbone, ctx, probe_every=0)
     per_epoch = hist.dropna(subset=["embed_std_ratio"])
     assert per_epoch["epoch"].tolist() == [0, 1]
     assert (per_epoch["embed_rank"] > 1.5).all() and (per_epoch["feature_rank"] > 1.5).all()
-    assert per_epoch["collapsed"].tolist() == [False, False] and rec.extra["pretrain_collapsed_at_epoch"] is None
+    assert (
+        per_epoch["collapsed"].tolist() == [False, False] and rec.extra["pretrain_collapsed_at_epoch"] is None
+    )
     assert per_epoch["teacher_entropy"].notna().all() == (strategy == "dino")
 
 
@@ -148,10 +171,14 @@ def test_a_constant_encoder_is_marked_collapsed_in_the_record(fake_source, ctx, 
 
 @pytest.mark.parametrize(("strategy", "backbone"), [("dino", "resnet_tiny"), ("mae", "vit_tiny")])
 def test_kill_and_rerun_gives_the_same_encoder(strategy, backbone, fake_source, tmp_path, one_thread) -> None:
-    cell = tiny_cell(strategy, backbone, **SMALL[strategy], pretrain_epochs=3, probe_every=0, max_pretrain_images=32)
+    cell = tiny_cell(
+        strategy, backbone, **SMALL[strategy], pretrain_epochs=3, probe_every=0, max_pretrain_images=32
+    )
     whole = RunContext(torch.device("cpu"), tmp_path / "a" / "results", tmp_path / "a" / "cache")
     rec_whole = STRATEGIES.get(strategy).init_backbone(BACKBONES.get(backbone).build(32), cell, whole)
-    killed = RunContext(torch.device("cpu"), tmp_path / "b" / "results", tmp_path / "b" / "cache", progress=KillAfterEpochs(2))
+    killed = RunContext(
+        torch.device("cpu"), tmp_path / "b" / "results", tmp_path / "b" / "cache", progress=KillAfterEpochs(2)
+    )
     with pytest.raises(KeyboardInterrupt):
         STRATEGIES.get(strategy).init_backbone(BACKBONES.get(backbone).build(32), cell, killed)
     killed.progress = NullProgress()
@@ -170,7 +197,15 @@ def test_kill_and_rerun_gives_the_same_encoder(strategy, backbone, fake_source, 
 def test_a_learning_rate_far_too_high_is_marked_collapsed(strategy, backbone, fake_source, ctx) -> None:
     from chexbench.core.training import DivergedError
 
-    cell = tiny_cell(strategy, backbone, **SMALL[strategy], pretrain_lr=1e30, pretrain_optimizer="sgd", probe_every=0, grad_clip=0.0)
+    cell = tiny_cell(
+        strategy,
+        backbone,
+        **SMALL[strategy],
+        pretrain_lr=1e30,
+        pretrain_optimizer="sgd",
+        probe_every=0,
+        grad_clip=0.0,
+    )
     try:
         rec = STRATEGIES.get(strategy).init_backbone(BACKBONES.get(backbone).build(32), cell, ctx)
     except DivergedError as e:  # the loss left the numbers: the error carries the monitors' verdict
@@ -182,6 +217,9 @@ def test_a_learning_rate_far_too_high_is_marked_collapsed(strategy, backbone, fa
 def test_a_uniform_dino_teacher_is_collapse_even_when_its_outputs_still_differ_a_little() -> None:
     import math
 
-    row = {"embed_std_ratio": 0.03, "teacher_entropy": 6.93}  # measured: τ_t 0.02, centre momentum 0.5, K = 1024
+    row = {
+        "embed_std_ratio": 0.03,
+        "teacher_entropy": 6.93,
+    }  # measured: τ_t 0.02, centre momentum 0.5, K = 1024
     assert is_collapsed(row, math.log(1024)) and not is_collapsed(row)  # the entropy rule is DINO's only
     assert not is_collapsed({"embed_std_ratio": 0.4, "teacher_entropy": 2.0}, math.log(1024))

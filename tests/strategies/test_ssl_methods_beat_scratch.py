@@ -17,26 +17,42 @@ import pandas as pd
 import pytest
 import torch
 
-from chexbench.config import CellConfig, Settings, load_grid
 from chexbench.core.context import RunContext
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.parse import load_grid
+from chexbench.spec.registry import BACKBONES, STRATEGIES
+from chexbench.spec.settings import Settings
 
 
 def smoke_options(strategy: str) -> dict:
     grid = load_grid("smoke")
-    return {**grid.sections["strategy"][strategy], **grid.recipes.get(strategy, {}).get("vit", {}), "probe_every": 0}
+    return {
+        **grid.sections["strategy"][strategy],
+        **grid.recipes.get(strategy, {}).get("vit", {}),
+        "probe_every": 0,
+    }
 
 
 def pretrain(strategy: str, options: dict, ctx: RunContext):
-    cell = CellConfig(strategy, "vit_tiny", "phantom-chexpert", "linear", 0.1, 0,
-                      settings=Settings(image_size=64, pretrain_source="phantom-chexpert", pretrain_seed=0),
-                      strategy_options=options, dataset_options={"patients": 1500})
+    cell = CellConfig(
+        strategy,
+        "vit_tiny",
+        "phantom-chexpert",
+        "linear",
+        0.1,
+        0,
+        settings=Settings(image_size=64, pretrain_source="phantom-chexpert", pretrain_seed=0),
+        strategy_options=options,
+        dataset_options={"patients": 1500},
+    )
     rec = STRATEGIES.get(strategy).init_backbone(BACKBONES.get("vit_tiny").build(64), cell, ctx)
     return rec, pd.read_parquet(ctx.results_dir / "pretrain" / f"{rec.pretrain_run}.parquet")
 
 
 @pytest.mark.slow
-def test_dino_and_mae_at_the_smoke_budget_record_monitors_and_dino_without_centring_is_marked_collapsed(tmp_path, one_thread) -> None:
+def test_dino_and_mae_at_the_smoke_budget_record_monitors_and_dino_without_centring_is_marked_collapsed(
+    tmp_path, one_thread
+) -> None:
     ctx = RunContext(torch.device("cpu"), tmp_path / "results", tmp_path / "cache")
     for name in ("dino", "mae"):
         rec, hist = pretrain(name, smoke_options(name), ctx)
@@ -46,6 +62,10 @@ def test_dino_and_mae_at_the_smoke_budget_record_monitors_and_dino_without_centr
         assert monitored["teacher_entropy"].notna().all() == (name == "dino")
     # without centring (and without the BatchNorm head, which delays it past 2 epochs here) the teacher's
     # output is one prototype for every image within the first epoch (measured: collapsed at epoch 1)
-    rec, hist = pretrain("dino", {**smoke_options("dino"), "centering": False, "use_bn_in_head": False, "pretrain_epochs": 2}, ctx)
+    rec, hist = pretrain(
+        "dino",
+        {**smoke_options("dino"), "centering": False, "use_bn_in_head": False, "pretrain_epochs": 2},
+        ctx,
+    )
     assert rec.extra["pretrain_collapsed_at_epoch"] is not None
     assert any(n.startswith("collapsed at epoch") for n in rec.notes)

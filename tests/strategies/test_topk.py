@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chexbench.core.errors import ConfigError
-from chexbench.registry import BACKBONES
+from chexbench.spec.registry import BACKBONES
 from chexbench.strategies.topk import TopKBackbone, resolve_k, topk_indices, topk_pool, wrap_topk
 
 
@@ -53,7 +53,9 @@ def test_backbone_with_a_constant_scorer_and_k_all_equals_mean_of_tokens():
 @given(st.integers(1, 30), st.integers(0, 10_000), st.data())
 def test_selected_indices_are_the_k_highest_scores(n, seed, data):
     k = data.draw(st.integers(1, n))
-    scores = torch.as_tensor(np.random.default_rng(seed).permutation(n * 3)[:n], dtype=torch.float32).view(1, n)
+    scores = torch.as_tensor(np.random.default_rng(seed).permutation(n * 3)[:n], dtype=torch.float32).view(
+        1, n
+    )
     idx = topk_indices(scores, k)[0].tolist()
     expected = np.argsort(-scores[0].numpy())[:k].tolist()
     assert idx == expected  # distinct scores: exactly the K largest, highest first
@@ -67,10 +69,15 @@ def test_pool_weights_are_softmax_of_kept_scores():
     ref_w = np.exp(np.array([2.0, 1.0]) / 0.5)
     ref_w /= ref_w.sum()
     np.testing.assert_allclose(w.numpy()[0], ref_w, rtol=1e-6)
-    np.testing.assert_allclose(pooled.numpy()[0], ref_w[0] * tokens[0, 1].numpy() + ref_w[1] * tokens[0, 3].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        pooled.numpy()[0], ref_w[0] * tokens[0, 1].numpy() + ref_w[1] * tokens[0, 3].numpy(), rtol=1e-5
+    )
 
 
-@pytest.mark.parametrize(("k", "n", "expected"), [(4, 16, 4), (40, 16, 16), (0.25, 64, 16), (1.0, 64, 64), (0.001, 64, 1), (1, 64, 1)])
+@pytest.mark.parametrize(
+    ("k", "n", "expected"),
+    [(4, 16, 4), (40, 16, 16), (0.25, 64, 16), (1.0, 64, 64), (0.001, 64, 1), (1, 64, 1)],
+)
 def test_k_as_count_or_fraction(k, n, expected):
     assert resolve_k(k, n) == expected
 

@@ -8,22 +8,26 @@ import pytest
 import torch
 from torch import nn
 
-from chexbench.config import CellConfig, Settings
 from chexbench.core.context import RunContext
 from chexbench.core.inputs import to_input
 from chexbench.core.metrics import macro_auroc
 from chexbench.datasets.celldata import CellData, SplitData
 from chexbench.explain.heatmaps import explain
-from chexbench.registry import BACKBONES, PROTOCOLS
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.registry import BACKBONES, PROTOCOLS
+from chexbench.spec.settings import Settings
 from chexbench.strategies.base import InitRecord
 from chexbench.strategies.topk import ClasswiseTopKClassifier, classwise_topk_pool
 
 
 def test_classwise_pooling_equals_a_hand_computation():
     logits = torch.tensor([[[3.0, -1.0], [1.0, 0.0], [4.0, 2.0], [1.0, -3.0], [5.0, 0.5]]])  # (1, N=5, L=2)
-    # class 0: top-2 {5, 4} → 4.5; bottom-2 {1, 1} → 1.  class 1: top-2 {2, 0.5} → 1.25; bottom-2 {-3, -1} → -2
+    # class 0: top-2 {5, 4} → 4.5; bottom-2 {1, 1} → 1.  class 1: top-2 {2, 0.5} → 1.25; bottom-2 {-3, -1} →
+    # -2
     torch.testing.assert_close(classwise_topk_pool(logits, 2), torch.tensor([[4.5, 1.25]]))
-    torch.testing.assert_close(classwise_topk_pool(logits, 2, alpha=0.5), torch.tensor([[4.5 + 0.5 * 1.0, 1.25 + 0.5 * -2.0]]))
+    torch.testing.assert_close(
+        classwise_topk_pool(logits, 2, alpha=0.5), torch.tensor([[4.5 + 0.5 * 1.0, 1.25 + 0.5 * -2.0]])
+    )
     torch.testing.assert_close(classwise_topk_pool(logits, 5), logits.mean(1))  # K = all: mean pooling
 
 
@@ -43,10 +47,14 @@ class FixedTokens(nn.Module):
 def test_classifier_pools_each_class_from_its_own_patches():
     model = ClasswiseTopKClassifier(FixedTokens(), 2, k=1, alpha=0.0)
     with torch.no_grad():
-        model.head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))  # class 0 reads feature 0, class 1 feature 1
+        model.head.weight.copy_(
+            torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        )  # class 0 reads feature 0, class 1 feature 1
         model.head.bias.zero_()
     x = torch.zeros(1, 1, 4, 4)
-    x.view(-1)[:8] = torch.tensor([0.0, 0.0, 9.0, 0.0, 0.0, 0.0, 0.0, 7.0])  # token 1: feature 0 = 9; token 3: feature 1 = 7
+    x.view(-1)[:8] = torch.tensor(
+        [0.0, 0.0, 9.0, 0.0, 0.0, 0.0, 0.0, 7.0]
+    )  # token 1: feature 0 = 9; token 3: feature 1 = 7
     torch.testing.assert_close(model(x), torch.tensor([[9.0, 7.0]]))
     maps, idx = model.class_maps(x, torch.tensor([0]))
     assert maps.shape == (1, 2, 2) and idx.tolist() == [[1]]
@@ -73,7 +81,12 @@ def _lesion_split(n: int, seed: int, size: int = 32) -> tuple[SplitData, np.ndar
 
 def _cell(protocol: str, epochs: int, **options) -> CellConfig:
     return CellConfig(
-        "scratch", "vit_tiny", "phantom-chexpert", protocol, 1.0, 0,
+        "scratch",
+        "vit_tiny",
+        "phantom-chexpert",
+        protocol,
+        1.0,
+        0,
         Settings(image_size=32, epochs=epochs, batch_size=32, warmup_epochs=0.0, lr=2e-3),
         protocol_options={"head": "topk_classwise", "topk": 1, "save_model": "false", **options},
     )
@@ -105,7 +118,12 @@ def test_maps_of_two_classes_differ_where_their_lesions_differ(tmp_path, protoco
     valid, _ = _lesion_split(100, 2)
     test, cells = _lesion_split(120, 3)
     data = CellData(["bright", "dark"], ["bright", "dark"], train, valid, test, {})
-    cell = _cell(protocol, 6 if protocol == "finetune" else 30, save_model="true", **({"augment": False} if protocol == "finetune" else {}))
+    cell = _cell(
+        protocol,
+        6 if protocol == "finetune" else 30,
+        save_model="true",
+        **({"augment": False} if protocol == "finetune" else {}),
+    )
     ctx = RunContext(torch.device("cpu"), tmp_path / "r", tmp_path / "c")
     backbone = BACKBONES.get("vit_tiny").build(32)
     frozen = {k: v.clone() for k, v in backbone.state_dict().items()}
@@ -114,7 +132,11 @@ def test_maps_of_two_classes_differ_where_their_lesions_differ(tmp_path, protoco
     model, meta = load_cell_model(ctx.results_dir, cell)
     assert meta["head"] == "topk_classwise" and isinstance(model, ClasswiseTopKClassifier)
 
-    probs = torch.sigmoid(model(to_input(test.images, torch.device("cpu"), tuple(meta["normalize"])))).detach().numpy()
+    probs = (
+        torch.sigmoid(model(to_input(test.images, torch.device("cpu"), tuple(meta["normalize"]))))
+        .detach()
+        .numpy()
+    )
     np.testing.assert_allclose(probs, result.test_scores, atol=1e-5)  # the saved model is the evaluated one
     if protocol == "linear":
         assert all(torch.equal(v, frozen[k]) for k, v in backbone.state_dict().items())
@@ -127,10 +149,20 @@ def test_maps_of_two_classes_differ_where_their_lesions_differ(tmp_path, protoco
 def test_head_topk_classwise_is_refused_on_a_cnn():
     from chexbench.bench.cell_model import head_invalid_reason
 
-    cell = CellConfig("scratch", "resnet_tiny", "phantom-chexpert", "linear", 1.0, 0, Settings(image_size=32),
-                      protocol_options={"head": "topk_classwise"})
+    cell = CellConfig(
+        "scratch",
+        "resnet_tiny",
+        "phantom-chexpert",
+        "linear",
+        1.0,
+        0,
+        Settings(image_size=32),
+        protocol_options={"head": "topk_classwise"},
+    )
     assert "needs a ViT" in head_invalid_reason(cell, "linear")
-    assert head_invalid_reason(_cell("linear", 1), "linear") is None  # any ViT strategy: no pretrained scorer needed
+    assert (
+        head_invalid_reason(_cell("linear", 1), "linear") is None
+    )  # any ViT strategy: no pretrained scorer needed
 
 
 @pytest.mark.parametrize("kernel", [3, 1])
@@ -147,11 +179,15 @@ def test_local_source_patch_logits_depend_only_on_the_kernel_neighbourhood(kerne
     far = torch.tensor([r * 8 + c for r in range(8) for c in range(8) if r > reach or c > reach])
     near = torch.tensor([r * 8 + c for r in range(reach + 1) for c in range(reach + 1)])
     for source, local in (("local", True), ("tokens", False)):
-        model = ClasswiseTopKClassifier(BACKBONES.get("vit_tiny").build(64), 3, k=4, source=source, local_kernel=kernel).eval()
+        model = ClasswiseTopKClassifier(
+            BACKBONES.get("vit_tiny").build(64), 3, k=4, source=source, local_kernel=kernel
+        ).eval()
         with torch.no_grad():
             delta = model.patch_logits(y) - model.patch_logits(x)  # (1, 64, 3)
         spread_far = (delta[0, far] - delta[0, far].mean(0)).abs().max().item()
-        spread_near = (delta[0, near] - delta[0, far].mean(0)).abs().max(0).values.min().item()  # every near patch moves
+        spread_near = (
+            (delta[0, near] - delta[0, far].mean(0)).abs().max(0).values.min().item()
+        )  # every near patch moves
         assert spread_near > 1e-3, (source, spread_near)
         assert (spread_far < 1e-5) == local, (source, spread_far)
 
@@ -160,8 +196,9 @@ def test_without_the_offset_the_image_logit_is_the_local_top_k_evidence_alone():
     """local_offset = false: far patches do not move at all when token (0, 0) changes (no class-token
     offset), and the image logit is the top-K mean of the local patch logits."""
     torch.manual_seed(0)
-    model = ClasswiseTopKClassifier(BACKBONES.get("vit_tiny").build(64), 3, k=4, source="local", local_kernel=1,
-                                    local_offset=False).eval()
+    model = ClasswiseTopKClassifier(
+        BACKBONES.get("vit_tiny").build(64), 3, k=4, source="local", local_kernel=1, local_offset=False
+    ).eval()
     x = torch.randn(2, 1, 64, 64)
     y = x.clone()
     y[..., :8, :8] += 3.0
@@ -195,13 +232,18 @@ def test_local_source_is_refused_by_the_linear_probe_and_typos_are_named():
 
 @pytest.mark.parametrize("kernel", [3, 1])
 def test_local_source_model_is_rebuilt_from_its_saved_options(tmp_path, kernel):
-    """save_cell_model → load_cell_model gives the same local-source model (same logits), whatever its local_kernel."""
+    """save_cell_model → load_cell_model gives the same local-source model (same logits), whatever its
+    local_kernel."""
     from chexbench.bench.cell_model import load_cell_model, make_classifier, save_cell_model
 
     cell = _cell("finetune", 1, classwise_source="local", local_hidden=16, local_kernel=kernel, topk=2)
     opts = dict(cell.protocol_options)
     model = make_classifier(BACKBONES.get("vit_tiny").build(32), 2, opts, "finetune").eval()
-    assert model.source == "local" and model.local[0].out_channels == 16 and model.local[0].kernel_size == (kernel, kernel)
+    assert (
+        model.source == "local"
+        and model.local[0].out_channels == 16
+        and model.local[0].kernel_size == (kernel, kernel)
+    )
     ctx = RunContext(torch.device("cpu"), tmp_path / "r", tmp_path / "c")
     save_cell_model(model, cell, ctx, opts, ["a", "b"], (0.5, 0.25))
     loaded, _ = load_cell_model(ctx.results_dir, cell)

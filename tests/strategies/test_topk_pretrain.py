@@ -11,9 +11,9 @@ import torch
 from ssl_fixtures import tiny_cell as _tiny_cell
 
 from chexbench.bench.cell_model import apply_head, head_invalid_reason
-from chexbench.config import CellConfig
 from chexbench.core.errors import RECORD_WARNING_PREFIX, WeightsError
-from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.registry import BACKBONES, PROTOCOLS, STRATEGIES
 from chexbench.strategies.topk import TopKBackbone, load_scorer, wrap_topk
 
 
@@ -68,7 +68,9 @@ def test_pretrained_scorer_transfers_to_topk_head_and_not_to_linear(fake_source,
         assert torch.equal(wrapped.scorer.state_dict()[k.removeprefix("encoder.scorer.")], ckpt[k])
     same, notes = apply_head(backbone, {"head": "linear"}, init)
     assert same is backbone and len(notes) == 1
-    assert notes[0].startswith(RECORD_WARNING_PREFIX + "pretrained patch scorer not used (head = linear)")  # a warning
+    assert notes[0].startswith(
+        RECORD_WARNING_PREFIX + "pretrained patch scorer not used (head = linear)"
+    )  # a warning
 
     other = wrap_topk(BACKBONES.get("vit_tiny").build(32), {"scorer_hidden": 7})
     with pytest.raises(WeightsError, match="scorer_hidden"):
@@ -76,16 +78,26 @@ def test_pretrained_scorer_transfers_to_topk_head_and_not_to_linear(fake_source,
 
     # a linear probe over the frozen pretrained scorer's top-K pooling runs and saves its model
     cell = dataclasses.replace(cell, protocol_options={"head": "topk", "topk": 4, "save_model": "true"})
-    result = PROTOCOLS.get("linear").run(BACKBONES.get("vit_tiny").build(32), celldata.build_cell_data(cell), cell, ctx, init)
+    result = PROTOCOLS.get("linear").run(
+        BACKBONES.get("vit_tiny").build(32), celldata.build_cell_data(cell), cell, ctx, init
+    )
     assert result.test_scores.shape[1] == 3 and result.extra["head"] == "topk"
     assert (ctx.results_dir / "models" / f"{cell.cell_id}.pt").is_file()
 
 
 def test_head_option_validity():
-    vit = CellConfig("scratch", "vit_tiny", "phantom-chexpert", "finetune", 1.0, 0, protocol_options={"head": "topk"})
-    cnn = CellConfig("scratch", "resnet_tiny", "phantom-chexpert", "finetune", 1.0, 0, protocol_options={"head": "topk"})
-    lin = CellConfig("scratch", "vit_tiny", "phantom-chexpert", "linear", 1.0, 0, protocol_options={"head": "topk"})
-    bad = CellConfig("scratch", "vit_tiny", "phantom-chexpert", "finetune", 1.0, 0, protocol_options={"head": "attention"})
+    vit = CellConfig(
+        "scratch", "vit_tiny", "phantom-chexpert", "finetune", 1.0, 0, protocol_options={"head": "topk"}
+    )
+    cnn = CellConfig(
+        "scratch", "resnet_tiny", "phantom-chexpert", "finetune", 1.0, 0, protocol_options={"head": "topk"}
+    )
+    lin = CellConfig(
+        "scratch", "vit_tiny", "phantom-chexpert", "linear", 1.0, 0, protocol_options={"head": "topk"}
+    )
+    bad = CellConfig(
+        "scratch", "vit_tiny", "phantom-chexpert", "finetune", 1.0, 0, protocol_options={"head": "attention"}
+    )
     assert head_invalid_reason(vit, "finetune") is None
     assert "ViT" in head_invalid_reason(cnn, "finetune")
     assert "pretrained patch scorer" in head_invalid_reason(lin, "linear")
@@ -94,20 +106,37 @@ def test_head_option_validity():
 
 
 def test_k_is_a_grid_axis_and_invalid_heads_are_skipped():
-    from chexbench.config import parse_grid
+    from chexbench.spec.parse import parse_grid
 
-    grid = parse_grid({
-        "axes": {"strategy": ["scratch", "simclr_topk"], "backbone": ["vit_tiny", "resnet_tiny"], "dataset": ["phantom-chexpert"],
-                 "protocol": ["finetune", "linear"], "protocol.topk": [4, 16]},
-        "protocol": {"finetune": {"head": "topk"}, "linear": {"head": "topk"}},
-    }, "k.toml")
+    grid = parse_grid(
+        {
+            "axes": {
+                "strategy": ["scratch", "simclr_topk"],
+                "backbone": ["vit_tiny", "resnet_tiny"],
+                "dataset": ["phantom-chexpert"],
+                "protocol": ["finetune", "linear"],
+                "protocol.topk": [4, 16],
+            },
+            "protocol": {"finetune": {"head": "topk"}, "linear": {"head": "topk"}},
+        },
+        "k.toml",
+    )
     cells = grid.cells()
-    run = [(p.cell.strategy, p.cell.backbone, p.cell.protocol, p.cell.protocol_options["topk"]) for p in cells if p.status == "run"]
-    assert sorted(run) == sorted([
-        ("scratch", "vit_tiny", "finetune", 4), ("scratch", "vit_tiny", "finetune", 16),
-        ("simclr_topk", "vit_tiny", "finetune", 4), ("simclr_topk", "vit_tiny", "finetune", 16),
-        ("simclr_topk", "vit_tiny", "linear", 4), ("simclr_topk", "vit_tiny", "linear", 16),
-    ])
+    run = [
+        (p.cell.strategy, p.cell.backbone, p.cell.protocol, p.cell.protocol_options["topk"])
+        for p in cells
+        if p.status == "run"
+    ]
+    assert sorted(run) == sorted(
+        [
+            ("scratch", "vit_tiny", "finetune", 4),
+            ("scratch", "vit_tiny", "finetune", 16),
+            ("simclr_topk", "vit_tiny", "finetune", 4),
+            ("simclr_topk", "vit_tiny", "finetune", 16),
+            ("simclr_topk", "vit_tiny", "linear", 4),
+            ("simclr_topk", "vit_tiny", "linear", 16),
+        ]
+    )
     assert len({p.cell.cell_id for p in cells}) == len(cells) == 16
     reasons = " ".join(p.reason for p in cells if p.status == "skipped")
     assert "needs a ViT" in reasons and "pretrained patch scorer" in reasons
@@ -119,7 +148,7 @@ def test_the_documented_topk_pretraining_grid_decays_and_pretrains_once_per_seed
     from pathlib import Path
 
     from chexbench.bench.shard import pretrain_group
-    from chexbench.config import load_grid
+    from chexbench.spec.parse import load_grid
 
     grid = load_grid(str(Path(__file__).parents[2] / "docs" / "topk_pretraining_decay.toml"))
     run = [p for p in grid.cells() if p.status == "run"]

@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from chexbench.cli import app
-from chexbench.config import parse_grid
 from chexbench.core.errors import ConfigError
+from chexbench.spec.parse import parse_grid
 from chexbench.tracking import build_tracker, parse_log
 
 EPOCHS, PRETRAIN_EPOCHS = 2, 3
@@ -53,7 +53,9 @@ def _run(tmp: Path, name: str, *log: str) -> Path:
     grid = tmp / "tracked.toml"
     grid.write_text(GRID)
     results = tmp / name
-    res = CliRunner().invoke(app, ["run", "--grid", str(grid), "--results", str(results), "--device", "cpu", *log])
+    res = CliRunner().invoke(
+        app, ["run", "--grid", str(grid), "--results", str(results), "--device", "cpu", *log]
+    )
     assert res.exit_code == 0, res.output
     return results
 
@@ -79,7 +81,9 @@ def runs(tmp_path_factory):
 
 
 def _records(results: Path) -> pd.DataFrame:
-    return pd.concat([pd.read_parquet(p) for p in sorted((results / "records").glob("*.parquet"))]).set_index("cell_id")
+    return pd.concat([pd.read_parquet(p) for p in sorted((results / "records").glob("*.parquet"))]).set_index(
+        "cell_id"
+    )
 
 
 def _pretrain_run_ids(results: Path) -> list[str]:
@@ -104,9 +108,14 @@ def test_tensorboard_event_files_hold_one_series_per_cell_and_pretraining_run(ru
         assert [e.step for e in loss] == list(range(EPOCHS))
         history = json.loads(recs.loc[cell_id, "history_json"])
         assert [e.value for e in loss] == pytest.approx([h["train_loss"] for h in history], rel=1e-6)
-        assert [e.value for e in acc.Scalars("val/macro_auroc")] == pytest.approx([h["val_macro_auroc"] for h in history], rel=1e-6)
+        assert [e.value for e in acc.Scalars("val/macro_auroc")] == pytest.approx(
+            [h["val_macro_auroc"] for h in history], rel=1e-6
+        )
         if recs.loc[cell_id, "protocol"] == "finetune":  # live: learning rate and throughput every epoch
-            assert len(acc.Scalars("train/lr")) == EPOCHS and len(acc.Scalars("train/images_per_second")) == EPOCHS
+            assert (
+                len(acc.Scalars("train/lr")) == EPOCHS
+                and len(acc.Scalars("train/images_per_second")) == EPOCHS
+            )
     (run_id,) = _pretrain_run_ids(logged)
     assert sorted(p.name for p in (logged / "tensorboard" / "pretrain").iterdir()) == [run_id]
     acc = EventAccumulator(str(logged / "tensorboard" / "pretrain" / run_id))
@@ -122,13 +131,17 @@ def test_mlflow_file_store_holds_one_run_per_cell_and_pretraining_run(runs):
     from mlflow.tracking import MlflowClient
 
     logged, _ = runs
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # recent MLflow keeps the file store behind this switch
+    os.environ.setdefault(
+        "MLFLOW_ALLOW_FILE_STORE", "true"
+    )  # recent MLflow keeps the file store behind this switch
     client = MlflowClient(tracking_uri=(logged / "mlruns").resolve().as_uri())
     experiment = client.get_experiment_by_name("chexbench")
     found = client.search_runs([experiment.experiment_id], max_results=100)
     names = sorted(r.info.run_name for r in found)
     recs = _records(logged)
-    assert names == sorted([f"cells/{c}" for c in recs.index] + [f"pretrain/{r}" for r in _pretrain_run_ids(logged)])
+    assert names == sorted(
+        [f"cells/{c}" for c in recs.index] + [f"pretrain/{r}" for r in _pretrain_run_ids(logged)]
+    )
     for r in found:
         assert r.info.status == "FINISHED"
         if r.data.tags["kind"] == "cell":
@@ -142,22 +155,47 @@ def test_mlflow_file_store_holds_one_run_per_cell_and_pretraining_run(runs):
 @pytest.mark.slow
 def test_logging_off_writes_no_event_file_and_changes_no_number_or_cell_id(runs):
     logged, silent = runs
-    assert not list(silent.rglob("*tfevents*")) and not (silent / "mlruns").exists() and not (silent / "tensorboard").exists()
+    assert (
+        not list(silent.rglob("*tfevents*"))
+        and not (silent / "mlruns").exists()
+        and not (silent / "tensorboard").exists()
+    )
     assert list(logged.rglob("*tfevents*"))
     a, b = _records(logged), _records(silent)
     assert sorted(a.index) == sorted(b.index)
     b = b.loc[a.index]
-    for col in ("macro_auroc", "macro_auprc", "val_macro_auroc", "selected_epoch", "metrics_json", "history_json", "config_json"):
+    for col in (
+        "macro_auroc",
+        "macro_auprc",
+        "val_macro_auroc",
+        "selected_epoch",
+        "metrics_json",
+        "history_json",
+        "config_json",
+    ):
         assert a[col].tolist() == b[col].tolist(), col
     final = [json.loads(i).get("extra", {}).get("pretrain_final_loss") for i in a["init_json"]]
-    assert [json.loads(i).get("extra", {}).get("pretrain_final_loss") for i in b["init_json"]] == final  # pretrained again, alike
+    assert [
+        json.loads(i).get("extra", {}).get("pretrain_final_loss") for i in b["init_json"]
+    ] == final  # pretrained again, alike
     assert any(f is not None for f in final)
-    assert not (logged / "live").exists() or not list((logged / "live").glob("*.json"))  # the live file goes with its worker
+    assert not (logged / "live").exists() or not list(
+        (logged / "live").glob("*.json")
+    )  # the live file goes with its worker
 
 
 def test_the_grid_s_log_key_is_no_part_of_any_cell_id():
-    raw = {"name": "g", "axes": {"strategy": ["scratch"], "backbone": ["resnet_tiny"], "dataset": ["phantom-chexpert"],
-                                 "protocol": ["finetune"], "seed": [0, 1]}, "settings": {"epochs": 2}}
+    raw = {
+        "name": "g",
+        "axes": {
+            "strategy": ["scratch"],
+            "backbone": ["resnet_tiny"],
+            "dataset": ["phantom-chexpert"],
+            "protocol": ["finetune"],
+            "seed": [0, 1],
+        },
+        "settings": {"epochs": 2},
+    }
     plain = parse_grid(raw, "g.toml")
     logged = parse_grid({**raw, "settings": {"epochs": 2, "log": "tensorboard,mlflow"}}, "g.toml")
     assert logged.log == "tensorboard,mlflow" and plain.log is None
@@ -206,7 +244,9 @@ def test_wandb_runs_offline_unless_the_user_says_online(tmp_path, monkeypatch):
     with WandbTracker(tmp_path).run("cells/abc", "cell", {"epochs": 2}) as log:
         log.log_scalars(0, {"train/loss": 0.5})
     init = calls[0][1]
-    assert init["mode"] == "offline" and init["name"] == "cells/abc" and init["dir"] == str(tmp_path / "wandb")
+    assert (
+        init["mode"] == "offline" and init["name"] == "cells/abc" and init["dir"] == str(tmp_path / "wandb")
+    )
     assert calls[1:] == [("log", (0, {"train/loss": 0.5})), ("finish", 0)]
     monkeypatch.setenv("WANDB_MODE", "online")
     with WandbTracker(tmp_path).run("cells/abc", "cell", {}):

@@ -21,9 +21,10 @@ from torch import nn
 
 from chexbench.backbones.foreign import read_checkpoint
 from chexbench.core.errors import WeightsError
+from chexbench.spec.options import OptionDefaults, Options
 
 if TYPE_CHECKING:
-    from chexbench.config import CellConfig
+    from chexbench.spec.cell import CellConfig
 
 
 class Backbone(nn.Module):
@@ -83,7 +84,9 @@ def timm_normalization(timm_name: str | None) -> Normalization:
             raise WeightsError(f"timm has no pretrained config '{timm_name}' (timm {_timm_version()})")
         data = resolve_data_config(pretrained_cfg=cfg.to_dict())
         mean, std, source = data["mean"], data["std"], f"timm pretrained_cfg {timm_name}"
-    return Normalization(round(sum(mean) / len(mean), 6), round(sum(std) / len(std), 6), f"{source}, averaged over RGB")
+    return Normalization(
+        round(sum(mean) / len(mean), 6), round(sum(std) / len(std), 6), f"{source}, averaged over RGB"
+    )
 
 
 def _timm_version() -> str:
@@ -114,10 +117,14 @@ class BackboneSpec:
     first_conv_keys: ClassVar[tuple[str, ...]] = ()
     #: image sizes must be a multiple of this
     size_multiple: ClassVar[int] = 32
-    #: image size at which ``chexbench list backbones`` profiles parameters and GFLOPs (the size it is built for)
+    #: image size at which ``chexbench list backbones`` profiles parameters and GFLOPs (the size it is built
+    #: for)
     profile_size: ClassVar[int] = 224
-    #: option names a grid may set under [backbone.<name>], with defaults
-    options: ClassVar[dict[str, Any]] = {}
+    #: the options a grid may set under [backbone.<name>], each a pydantic field (type, bounds, default,
+    #: meaning)
+    option_model: ClassVar[type[Options]] = Options
+    #: ``{option: default}``, derived from ``option_model``
+    options = OptionDefaults()
 
     def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
         raise NotImplementedError
@@ -125,7 +132,9 @@ class BackboneSpec:
     def build(self, image_size: int, options: dict[str, Any] | None = None) -> Backbone:
         opts = {**self.options, **(options or {})}
         if image_size % self.size_multiple:
-            raise ValueError(f"{self.name}: image size {image_size} is not a multiple of {self.size_multiple}")
+            raise ValueError(
+                f"{self.name}: image size {image_size} is not a multiple of {self.size_multiple}"
+            )
         return Backbone(self.create(image_size, opts), self, image_size)
 
     @property
@@ -154,7 +163,9 @@ class BackboneSpec:
         one line. Called by ``bench.runner.preflight`` once per distinct configuration. The
         default checks nothing."""
 
-    def adapt_checkpoint(self, state: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    def adapt_checkpoint(
+        self, state: dict[str, torch.Tensor], model: nn.Module
+    ) -> tuple[dict[str, torch.Tensor], list[str]]:
         """Map a foreign checkpoint's tensors onto ``model``: 3→1 channel first conv, and
         (for ViTs) position embeddings resampled to this image size. Returns notes."""
         notes = []
@@ -194,7 +205,12 @@ def load_checkpoint(
     :class:`WeightsError` naming the keys — never a silent partial load.
     """
     report, filtered = audit_checkpoint(
-        backbone.model, state, spec, source=source, declared_unexpected=declared_unexpected, declared_missing=declared_missing
+        backbone.model,
+        state,
+        spec,
+        source=source,
+        declared_unexpected=declared_unexpected,
+        declared_missing=declared_missing,
     )
     model = backbone.model
     model.load_state_dict({**model.state_dict(), **filtered}, strict=True)

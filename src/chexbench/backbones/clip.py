@@ -18,41 +18,42 @@ from pydantic import Field
 from torch import nn
 
 from chexbench.backbones.vit import VitSpec
-from chexbench.options import Options
-from chexbench.registry import BACKBONES
-
-ACT_HELP = "the MLP activation: gelu (open_clip's own models) or quick_gelu (OpenAI CLIP and models trained from it)"
+from chexbench.spec.options import Options
 
 
 class ClipOptions(Options):
-    act: Literal["gelu", "quick_gelu"] = Field("gelu", description=ACT_HELP)
+    act: Literal["gelu", "quick_gelu"] = Field(
+        "gelu",
+        description=(
+            "the MLP activation: gelu (open_clip's own models) or quick_gelu (OpenAI CLIP and models trained"
+            " from it)"
+        ),
+    )
 
 
 class _ClipSpec(VitSpec):
     timm_arch = ""
 
     def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
-        return timm.create_model(self.timm_arch, pretrained=False, img_size=image_size, in_chans=1, num_classes=0,
-                                 act_layer=str(options["act"]))
+        return timm.create_model(
+            self.timm_arch,
+            pretrained=False,
+            img_size=image_size,
+            in_chans=1,
+            num_classes=0,
+            act_layer=str(options["act"]),
+        )
 
 
-@BACKBONES.register
 class VitB16Clip(_ClipSpec):
     name = "vit_b16_clip"
-    description = "CLIP image tower ViT-B/16 (Radford et al. 2021), timm vit_base_patch16_clip_224, 1 input channel, act gelu|quick_gelu"
     timm_arch = "vit_base_patch16_clip_224"
     size_multiple = 16
     option_model = ClipOptions
-    options: dict[str, Any] = ClipOptions.defaults()
-    option_help: dict[str, str] = {"act": ACT_HELP}
 
 
-@BACKBONES.register
 class VitB32Clip(_ClipSpec):
     name = "vit_b32_clip"
-    description = "CLIP image tower ViT-B/32 (Radford et al. 2021; CheXzero), timm vit_base_patch32_clip_224, 1 input channel"
     timm_arch = "vit_base_patch32_clip_224"
     size_multiple = 32
     option_model = ClipOptions.with_defaults("ClipB32Options", act="quick_gelu")
-    options: dict[str, Any] = option_model.defaults()
-    option_help: dict[str, str] = {"act": ACT_HELP}

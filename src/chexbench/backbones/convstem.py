@@ -20,8 +20,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from chexbench.backbones.vit import VitSpec
-from chexbench.options import Options
-from chexbench.registry import BACKBONES
+from chexbench.spec.options import Options
 
 
 class ConvStem(nn.Module):
@@ -44,7 +43,10 @@ class ConvStem(nn.Module):
         super().__init__()
         stride = 2 ** len(channels)
         if patch_size != stride:
-            raise ValueError(f"ConvStem with {len(channels)} stride-2 convolutions has stride {stride}, not patch size {patch_size}")
+            raise ValueError(
+                f"ConvStem with {len(channels)} stride-2 convolutions has stride {stride}, not patch size"
+                f" {patch_size}"
+            )
         if img_size % stride:
             raise ValueError(f"ConvStem: image size {img_size} is not a multiple of its stride {stride}")
         self.img_size = (img_size, img_size)
@@ -55,7 +57,11 @@ class ConvStem(nn.Module):
         layers: list[nn.Module] = []
         prev = in_chans
         for width in channels:
-            layers += [nn.Conv2d(prev, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(prev, width, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
             prev = width
         layers.append(nn.Conv2d(prev, embed_dim, 1, bias=bias))
         self.stem = nn.Sequential(*layers)
@@ -76,8 +82,17 @@ def convstem_channels(stem_convs: int, first: int, cap: int) -> tuple[int, ...]:
 
 
 class ConvStemOptions(Options):
-    stem_convs: Literal[3, 4] = Field(4, description="stride-2 3×3 convolutions of the stem: 4 (stride 16) or 3 (stride 8)")
-    depth: int = Field(11, ge=1, description="transformer blocks (11: one block's compute goes to the stem, Xiao et al. 2021)")
+    stem_convs: Literal[3, 4] = Field(
+        4, description="stride-2 3×3 convolutions in the stem: 4 gives patch stride 16, 3 gives stride 8"
+    )
+    depth: int = Field(
+        11,
+        ge=1,
+        description=(
+            "transformer blocks after the stem (11, one fewer than ViT-B's 12, keeps the compute equal: Xiao"
+            " et al. 2021)"
+        ),
+    )
 
 
 class _ConvStemSpec(VitSpec):
@@ -107,30 +122,16 @@ class _ConvStemSpec(VitSpec):
         )
 
 
-@BACKBONES.register
 class VitB16ConvStem(_ConvStemSpec):
     name = "vit_b16_convstem"
-    description = (
-        "ViT-B with a convolutional stem (Xiao et al. 2021): 4× [3×3 s2 conv, BN, ReLU] (64–512) + 1×1 → 768, "
-        "depth 11; stem_convs = 3 gives the stride-8 variant"
-    )
     option_model = ConvStemOptions
-    options: dict[str, Any] = ConvStemOptions.defaults()
-    option_help: dict[str, str] = {
-        "stem_convs": "stride-2 3×3 convolutions in the stem: 4 gives patch stride 16, 3 gives stride 8",
-        "depth": "transformer blocks after the stem (one fewer than ViT-B's 12 keeps the compute equal)",
-    }
 
 
-@BACKBONES.register
 class VitConvStemTiny(_ConvStemSpec):
     name = "vit_convstem_tiny"
-    description = "ConvStem ViT at CPU size (3× conv stem stride 8, 24–96 channels, width 96, depth 3): for tests and smoke runs"
     size_multiple = 8
     profile_size = 64
     option_model = ConvStemOptions.with_defaults("ConvStemTinyOptions", stem_convs=3, depth=3)
-    options: dict[str, Any] = option_model.defaults()
-    option_help: dict[str, str] = VitB16ConvStem.option_help
     embed_dim = 96
     num_heads = 3
     mlp_ratio = 2.0

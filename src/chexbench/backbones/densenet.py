@@ -16,13 +16,10 @@ import timm
 from torch import nn
 
 from chexbench.backbones.base import BackboneSpec
-from chexbench.registry import BACKBONES
 
 
-@BACKBONES.register
 class DenseNet121(BackboneSpec):
     name = "densenet121"
-    description = "DenseNet-121 (Huang et al. 2017), timm densenet121, 1 input channel, 1024-d features (torchxrayvision's layout)"
     kind = "cnn"
     imagenet_weights = "densenet121.tv_in1k"
     head_prefixes = ("classifier.",)

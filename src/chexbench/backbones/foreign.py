@@ -50,8 +50,19 @@ from safetensors.torch import load_file
 
 from chexbench.core.errors import WeightsError
 
-FORMATS = ("auto", "timm", "torchvision", "moco", "lightning", "state_dict",
-           "torchxrayvision", "hf_transformers", "open_clip", "openai_clip", "mae")
+FORMATS = (
+    "auto",
+    "timm",
+    "torchvision",
+    "moco",
+    "lightning",
+    "state_dict",
+    "torchxrayvision",
+    "hf_transformers",
+    "open_clip",
+    "openai_clip",
+    "mae",
+)
 
 #: encoder prefixes of MoCo checkpoints, preferred in this order (the query / base encoder)
 MOCO_ENCODER_PREFIXES = ("module.encoder_q.", "encoder_q.", "module.base_encoder.", "base_encoder.")
@@ -69,9 +80,13 @@ class ForeignState:
     layout: str  # moco | lightning | torchvision | timm | state_dict
     prefix: str  # stripped from every kept key ("" if none)
     wrapper: str  # the container key the state dict was under ("" if the file is the state dict)
-    outside: list[str] = field(default_factory=list)  # keys of the file's state dict not under the prefix (dropped)
+    outside: list[str] = field(
+        default_factory=list
+    )  # keys of the file's state dict not under the prefix (dropped)
     notes: list[str] = field(default_factory=list)
-    dropped_reasons: dict[str, str] = field(default_factory=dict)  # file key → why it was dropped (published layouts)
+    dropped_reasons: dict[str, str] = field(
+        default_factory=dict
+    )  # file key → why it was dropped (published layouts)
 
 
 _CHECKED: dict[str, str | None] = {}
@@ -119,7 +134,9 @@ def _inert_class(full_name: str) -> type:
     module, _, name = full_name.rpartition(".")
 
     def __new__(cls, *args: Any, **kwargs: Any) -> collections.OrderedDict:  # noqa: N807
-        return collections.OrderedDict()  # a placeholder torch's unpickler can fill and build; no foreign code
+        return (
+            collections.OrderedDict()
+        )  # a placeholder torch's unpickler can fill and build; no foreign code
 
     return type(name, (), {"__new__": __new__, "__module__": module, "__qualname__": name})
 
@@ -154,15 +171,20 @@ def _foreign_globals(path: Path) -> list[tuple[Any, str]]:
         out.append((obj if obj is not None else _inert_class(name), name))
     if any(name == "numpy.dtype" for _, name in out) and hasattr(np, "dtypes"):
         # a rebuilt dtype is an instance of its DType class: BUILD needs that class allowed too
-        out += [(cls, f"numpy.dtypes.{cls.__name__}") for cls in vars(np.dtypes).values()
-                if isinstance(cls, type) and cls.__name__.endswith("DType")]
+        out += [
+            (cls, f"numpy.dtypes.{cls.__name__}")
+            for cls in vars(np.dtypes).values()
+            if isinstance(cls, type) and cls.__name__.endswith("DType")
+        ]
     return out
 
 
 def checkpoint_path_problem(path: Path) -> str:
     """Why ``path`` cannot be a checkpoint file ("" when it can be read as one): missing, or a folder."""
     if path.is_dir():
-        inside = sorted(p.name for p in path.iterdir() if p.suffix in (".pt", ".pth", ".bin", ".ckpt", ".safetensors"))
+        inside = sorted(
+            p.name for p in path.iterdir() if p.suffix in (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+        )
         hint = f" (it holds {', '.join(inside[:4])}{', …' if len(inside) > 4 else ''})" if inside else ""
         return f"{path} is a folder, not a checkpoint file: give the weights file inside it{hint}"
     if not path.exists():
@@ -174,7 +196,9 @@ def _format_problem(path: Path) -> str:
     """Why ``path`` is no PyTorch file at all ("" when it looks like one: a zip archive or a pickle)."""
     with open(path, "rb") as f:
         head = f.read(64)
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip archive / the legacy pickle format
+    if (
+        head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"
+    ):  # torch.save's zip archive / the legacy pickle format
         return ""
     if not head:
         return "the file is empty"
@@ -197,7 +221,9 @@ def load_torch_file(path: Path) -> Any:
         except Exception:
             foreign = []
         if not foreign and not _refused_global(first):
-            raise WeightsError(f"cannot read weights file {path}: {type(first).__name__}: {_first_line(first)}") from None
+            raise WeightsError(
+                f"cannot read weights file {path}: {type(first).__name__}: {_first_line(first)}"
+            ) from None
         # a file in torch's legacy (non-zip) format cannot be listed up front: each global the
         # unpickler refuses is named in its error, made inert, and the read tried again
         for _ in range(256):
@@ -208,18 +234,22 @@ def load_torch_file(path: Path) -> Any:
                 name = _refused_global(e)
                 if "persistent_load" in str(e):  # torch < 1.6 pickled a whole module with its source code
                     raise WeightsError(
-                        f"cannot read weights file {path}: a whole model pickled in torch's legacy format (with its source "
-                        "code) cannot be read without running it; load it with its library and save model.state_dict()"
+                        f"cannot read weights file {path}: a whole model pickled in torch's legacy format"
+                        " (with its source code) cannot be read without running it; load it with its library"
+                        " and save model.state_dict()"
                     ) from None
                 if not name or any(n == name for _, n in foreign):
-                    raise WeightsError(f"cannot read weights file {path}: {type(e).__name__}: {_first_line(e)}") from None
+                    raise WeightsError(
+                        f"cannot read weights file {path}: {type(e).__name__}: {_first_line(e)}"
+                    ) from None
                 obj = _numpy_data_global(name)
                 foreign.append((obj if obj is not None else _inert_class(name), name))
         raise WeightsError(f"cannot read weights file {path}: too many foreign classes") from None
 
 
 def _refused_global(e: BaseException) -> str | None:
-    """The global torch's restricted unpickler refused (``Unsupported global: GLOBAL a.b.C``), if that was the error."""
+    """The global torch's restricted unpickler refused (``Unsupported global: GLOBAL a.b.C``), if that was the
+    error."""
     m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
     return m[1] if m else None
 
@@ -236,10 +266,15 @@ def _first_line(e: BaseException) -> str:
         if "WeightsUnpickler error" in line:
             rest = line.split("WeightsUnpickler error:", 1)[-1].strip()
             return _without_unsafe_advice(rest or (lines[i + 1] if i + 1 < len(lines) else line))
-    if lines and lines[0].startswith("Weights only load failed"):  # torch's refusal: its reason, never its advice
+    if lines and lines[0].startswith(
+        "Weights only load failed"
+    ):  # torch's refusal: its reason, never its advice
         reason = next((x for x in lines[1:] if "GLOBAL" in x or "Unsupported" in x), "")
-        return (f"it holds pickled Python objects that chexbench will not run{f' ({reason.rstrip(chr(46))})' if reason else ''}; "
-                "save the weights alone: torch.save(model.state_dict(), PATH), or safetensors")
+        return (
+            "it holds pickled Python objects that chexbench will not"
+            f" run{f' ({reason.rstrip(chr(46))})' if reason else ''}; save the weights alone:"
+            " torch.save(model.state_dict(), PATH), or safetensors"
+        )
     return _without_unsafe_advice(lines[0]) if lines else type(e).__name__
 
 
@@ -258,7 +293,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
         try:
             return load_file(str(path)), ""
         except Exception as e:
-            raise WeightsError(f"cannot read weights file {path}: {type(e).__name__}: {_first_line(e)}") from None
+            raise WeightsError(
+                f"cannot read weights file {path}: {type(e).__name__}: {_first_line(e)}"
+            ) from None
     obj = load_torch_file(path)
     pickled = _pickled_module_state(obj)
     if pickled:
@@ -270,7 +307,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
             break
     if not isinstance(obj, dict) or not obj:
         raise WeightsError(
-            f"{path} does not hold a state dict of tensors (a pickled model object? save model.state_dict() instead)"
+            f"{path} does not hold a state dict of tensors (a pickled model object? save model.state_dict()"
+            " instead)"
         )
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
@@ -280,7 +318,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
         )
     others = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if others and not wrapper:
-        raise WeightsError(f"{path}: entries that are not tensors beside the weights: {', '.join(others[:6])}")
+        raise WeightsError(
+            f"{path}: entries that are not tensors beside the weights: {', '.join(others[:6])}"
+        )
     return tensors, wrapper
 
 
@@ -294,7 +334,13 @@ def _pickled_module_state(obj: Any) -> dict[str, torch.Tensor] | None:
 
     def attrs(m: Any) -> dict[str, Any] | None:
         d = getattr(m, "__dict__", None)
-        return d if isinstance(d, dict) and isinstance(d.get("_parameters"), dict) and isinstance(d.get("_modules"), dict) else None
+        return (
+            d
+            if isinstance(d, dict)
+            and isinstance(d.get("_parameters"), dict)
+            and isinstance(d.get("_modules"), dict)
+            else None
+        )
 
     if attrs(obj) is None:
         return None
@@ -335,8 +381,13 @@ def _coverage(keys: set[str], prefix: str, target: list[str]) -> int:
 
 
 def find_encoder(
-    tensors: dict[str, torch.Tensor], target_keys: list[str], *, fmt: str = "auto", prefix: str | None = None,
-    wrapper: str = "", source: str = "",
+    tensors: dict[str, torch.Tensor],
+    target_keys: list[str],
+    *,
+    fmt: str = "auto",
+    prefix: str | None = None,
+    wrapper: str = "",
+    source: str = "",
 ) -> ForeignState:
     """Pick the encoder's keys out of ``tensors`` for a model whose keys are ``target_keys``.
 
@@ -365,8 +416,11 @@ def find_encoder(
         else:
             prefix = _best_prefix(keyset, target_keys, source)
             if fmt == "lightning" and prefix == "" and wrapper != "state_dict":
-                raise WeightsError(f"{source}: format 'lightning' expects a 'state_dict' entry whose keys carry a module prefix")
-    kept = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+                raise WeightsError(
+                    f"{source}: format 'lightning' expects a 'state_dict' entry whose keys carry a module"
+                    " prefix"
+                )
+    kept = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     if not kept:
         raise WeightsError(f"{source}: no key starts with prefix '{prefix}' (first keys: {_first(keys)})")
     outside = sorted(k for k in keys if not k.startswith(prefix))
@@ -382,26 +436,34 @@ def _best_prefix(keyset: set[str], target_keys: list[str], source: str) -> str:
     best = max(scores.values())
     if best == 0:
         raise WeightsError(
-            f"{source}: no key matches the architecture under any prefix (first keys: {_first(sorted(keyset))}; "
-            f"expected keys such as {_first(target_keys)})"
+            f"{source}: no key matches the architecture under any prefix (first keys:"
+            f" {_first(sorted(keyset))}; expected keys such as {_first(target_keys)})"
         )
     tops = sorted(p for p, s in scores.items() if s == best)
     if len(tops) == 1:
         return tops[0]
-    preferred = [p for p in tops if _is_moco_encoder(p)]  # MoCo's query (v1/v2) or base (v3) encoder, wherever it sits
+    preferred = [
+        p for p in tops if _is_moco_encoder(p)
+    ]  # MoCo's query (v1/v2) or base (v3) encoder, wherever it sits
     if len(preferred) == 1:
         return preferred[0]
-    online = [p for p in tops if not MOMENTUM_COPY.search(p)]  # lightly's backbone vs backbone_momentum, BYOL's online vs target
+    online = [
+        p for p in tops if not MOMENTUM_COPY.search(p)
+    ]  # lightly's backbone vs backbone_momentum, BYOL's online vs target
     if len(online) == 1:
         return online[0]
     raise WeightsError(
-        f"{source}: several key prefixes each hold a matching encoder ({', '.join(repr(p) for p in tops[:4])}); "
-        "set prefix = \"…\" to choose one"
+        f"{source}: several key prefixes each hold a matching encoder"
+        f' ({", ".join(repr(p) for p in tops[:4])}); set prefix = "…" to choose one'
     )
 
 
 def _is_moco_encoder(prefix: str) -> bool:
-    return prefix == "encoder_q." or prefix == "base_encoder." or prefix.endswith((".encoder_q.", ".base_encoder."))
+    return (
+        prefix == "encoder_q."
+        or prefix == "base_encoder."
+        or prefix.endswith((".encoder_q.", ".base_encoder."))
+    )
 
 
 def _layout_name(fmt: str, prefix: str, wrapper: str) -> str:

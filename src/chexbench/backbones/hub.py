@@ -1,4 +1,5 @@
-"""``hf-hub:ORG/NAME[@REVISION][:FILE]``: a checkpoint on the Hugging Face Hub, read from the local cache only.
+"""``hf-hub:ORG/NAME[@REVISION][:FILE]``: a checkpoint on the Hugging Face Hub, read from the local cache
+only.
 
 A grid run never downloads: a reference resolves through ``huggingface_hub``'s cache layout
 (``models--ORG--NAME/refs/<branch>`` → ``snapshots/<commit>/<file>``) as with
@@ -24,10 +25,17 @@ from chexbench.core.errors import WeightsError
 
 PREFIX = "hf-hub:"
 #: the weights file of a model repo, in order: transformers / timm, open_clip, then their pickled forms
-WEIGHT_FILES = ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "open_clip_model.safetensors",
+    "pytorch_model.bin",
+    "open_clip_pytorch_model.bin",
+)
 #: small files fetched beside the weights (the model's configuration and preprocessing)
 CONFIG_FILES = ("config.json", "preprocessor_config.json", "open_clip_config.json")
-_REF = re.compile(r"^hf-hub:(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)(?:@(?P<rev>[^:@\s]+))?(?::(?P<file>[^:\s]+))?$")
+_REF = re.compile(
+    r"^hf-hub:(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)(?:@(?P<rev>[^:@\s]+))?(?::(?P<file>[^:\s]+))?$"
+)
 
 
 @dataclass(frozen=True)
@@ -37,7 +45,11 @@ class HubRef:
     filename: str | None = None  # None: the first of WEIGHT_FILES present
 
     def __str__(self) -> str:
-        return f"{PREFIX}{self.repo}" + (f"@{self.revision}" if self.revision else "") + (f":{self.filename}" if self.filename else "")
+        return (
+            f"{PREFIX}{self.repo}"
+            + (f"@{self.revision}" if self.revision else "")
+            + (f":{self.filename}" if self.filename else "")
+        )
 
     @property
     def fetch_command(self) -> str:
@@ -86,15 +98,19 @@ def resolve_cached(ref: HubRef, what: str = "") -> Resolved:
         try:
             found = try_to_load_from_cache(ref.repo, name, cache_dir=cache, revision=ref.revision)
         except Exception as e:  # a malformed repo id or revision
-            raise WeightsError(f"{what}{ref}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+            raise WeightsError(
+                f"{what}{ref}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            ) from None
         if isinstance(found, str) and Path(found).is_file():
             path = Path(found)
             snapshots = cache / f"models--{ref.repo.replace('/', '--')}" / "snapshots"
             commit = path.relative_to(snapshots).parts[0] if path.is_relative_to(snapshots) else ""
             return Resolved(ref, path, commit, name)
     wanted = ref.filename or " or ".join(WEIGHT_FILES)
-    raise WeightsError(f"{what}{ref} is not in the local Hugging Face cache ({cache}; {wanted}); "
-                       f"on a machine with network run: {ref.fetch_command}")
+    raise WeightsError(
+        f"{what}{ref} is not in the local Hugging Face cache ({cache}; {wanted}); "
+        f"on a machine with network run: {ref.fetch_command}"
+    )
 
 
 def fetch(ref: HubRef) -> Resolved:
@@ -111,15 +127,20 @@ def fetch(ref: HubRef) -> Resolved:
         info = huggingface_hub.HfApi().model_info(ref.repo, revision=ref.revision)
     except Exception as e:  # unreachable hub, unknown repo or revision, gated repo
         raise WeightsError(f"cannot download {ref}: {type(e).__name__}: {_one_line(e)}") from None
-    present = {s.rfilename for s in (info.siblings or [])}
+    present = {s.rfilename for s in info.siblings or []}
     names = [ref.filename] if ref.filename else [n for n in WEIGHT_FILES if n in present][:1]
     if not names or names[0] not in present:
-        raise WeightsError(f"cannot download {ref}: the repo at {info.sha} has none of {ref.filename or ', '.join(WEIGHT_FILES)}")
+        raise WeightsError(
+            f"cannot download {ref}: the repo at {info.sha} has none of"
+            f" {ref.filename or ', '.join(WEIGHT_FILES)}"
+        )
     for name in [*names, *(c for c in CONFIG_FILES if c in present)]:
         try:
             huggingface_hub.hf_hub_download(ref.repo, name, revision=info.sha, cache_dir=cache)
         except Exception as e:
-            raise WeightsError(f"cannot download {ref} ({name}): {type(e).__name__}: {_one_line(e)}") from None
+            raise WeightsError(
+                f"cannot download {ref} ({name}): {type(e).__name__}: {_one_line(e)}"
+            ) from None
     if ref.revision is None or ref.revision != info.sha:  # resolving the ref later finds this commit
         _write_ref(cache, ref, info.sha)
     return resolve_cached(HubRef(ref.repo, info.sha, names[0]))

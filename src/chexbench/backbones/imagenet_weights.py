@@ -37,7 +37,7 @@ from chexbench.backbones.foreign import file_sha256, read_checkpoint
 from chexbench.core.atomic import atomic_path
 from chexbench.core.errors import WeightsError
 from chexbench.core.paths import cache_dir
-from chexbench.registry import BACKBONES
+from chexbench.spec.registry import BACKBONES
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -119,7 +119,9 @@ def fetched(backbone: str) -> WeightsFile | None:
     record = _read_record(spec.imagenet_weights)
     if not record or not Path(record.get("path", "")).is_file():
         return None
-    return WeightsFile(backbone, spec.imagenet_weights, Path(record["path"]), record["source"], record["sha256"])
+    return WeightsFile(
+        backbone, spec.imagenet_weights, Path(record["path"]), record["source"], record["sha256"]
+    )
 
 
 # -- fetch ----------------------------------------------------------------------------------
@@ -127,20 +129,29 @@ def fetch(backbone: str) -> WeightsFile:
     """Download, verify and store the ImageNet weights ``backbone`` declares. Network: yes."""
     spec = BACKBONES.get(backbone)
     if not spec.has_imagenet_weights:
-        raise WeightsError(f"{backbone} has no ImageNet weights to fetch (the imagenet strategy does not apply to it)")
+        raise WeightsError(
+            f"{backbone} has no ImageNet weights to fetch (the imagenet strategy does not apply to it)"
+        )
     name = spec.imagenet_weights
     cfg = get_pretrained_cfg(name)
     if cfg is None:
         raise WeightsError(f"timm has no pretrained config '{name}' (declared by {backbone})")
     target = weights_dir() / f"{name}.safetensors"
-    with tempfile.TemporaryDirectory(prefix="chexbench-fetch-") as tmp:  # nothing under the cache until verified
+    with tempfile.TemporaryDirectory(
+        prefix="chexbench-fetch-"
+    ) as tmp:  # nothing under the cache until verified
         downloaded, origin = _download(cfg, Path(tmp), backbone)
         state, _ = read_checkpoint(downloaded)
         with torch.device("meta"):
             model = spec.build(224)
-        report, _ = audit_checkpoint(model.model, state, spec, source=f"{origin} (for {backbone})", declared_unexpected=spec.head_prefixes)
+        report, _ = audit_checkpoint(
+            model.model,
+            state,
+            spec,
+            source=f"{origin} (for {backbone})",
+            declared_unexpected=spec.head_prefixes,
+        )
         if downloaded.suffix != ".safetensors":  # store tensors only: later reads never unpickle
-
             converted = Path(tmp) / "converted.safetensors"
             save_file({k: v.contiguous() for k, v in state.items()}, str(converted))
             downloaded = converted
@@ -205,7 +216,9 @@ def _require_reachable(url: str, what: str, timeout: float = 5.0) -> None:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as e:
-        raise WeightsError(f"cannot download {what}: {host}:{port} is unreachable (offline? {e.__class__.__name__}: {e})") from None
+        raise WeightsError(
+            f"cannot download {what}: {host}:{port} is unreachable (offline? {e.__class__.__name__}: {e})"
+        ) from None
 
 
 def _one_line(e: BaseException) -> str:

@@ -80,14 +80,18 @@ def detect(tensors: dict[str, torch.Tensor]) -> str | None:
     keys = set(tensors)
     if any(k.endswith("embeddings.patch_embeddings.projection.weight") for k in keys):
         return "hf_transformers"
-    if {"visual.conv1.weight", "visual.class_embedding"} <= keys or any(k.startswith("visual.trunk.") for k in keys) or (
-        {"conv1.weight", "class_embedding", "ln_post.weight"} <= keys
+    if (
+        {"visual.conv1.weight", "visual.class_embedding"} <= keys
+        or any(k.startswith("visual.trunk.") for k in keys)
+        or ({"conv1.weight", "class_embedding", "ln_post.weight"} <= keys)
     ):
         return "openai_clip" if any(k in keys for k in OPENAI_METADATA) else "open_clip"
     conv0, head = tensors.get("features.conv0.weight"), tensors.get("classifier.weight")
     one_channel = conv0 is not None and conv0.ndim == 4 and conv0.shape[1] == 1
-    if one_channel and any(k.startswith("features.denseblock1.") for k in keys) and (
-        "op_threshs" in keys or head is not None and head.shape[0] == 18  # the zoo's 18 pathologies
+    if (
+        one_channel
+        and any(k.startswith("features.denseblock1.") for k in keys)
+        and ("op_threshs" in keys or head is not None and head.shape[0] == 18)  # the zoo's 18 pathologies
     ):
         return "torchxrayvision"
     if any(k.startswith(("decoder_blocks.", "decoder_embed.")) for k in keys):
@@ -96,10 +100,16 @@ def detect(tensors: dict[str, torch.Tensor]) -> str | None:
 
 
 # -- the rules ---------------------------------------------------------------------------------
-Rule = tuple[str, "str | None", str]  # (regex on the file key, timm key template or None = dropped, reason if dropped)
+Rule = tuple[
+    str, "str | None", str
+]  # (regex on the file key, timm key template or None = dropped, reason if dropped)
 
 _XRV: list[Rule] = [
-    (r"^features\.(.*)\.(norm|relu|conv)\.([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$", r"features.\1.\2\3.\4", ""),
+    (
+        r"^features\.(.*)\.(norm|relu|conv)\.([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$",
+        r"features.\1.\2\3.\4",
+        "",
+    ),
     (r"^(features\..*)$", r"\1", ""),
     (r"^classifier\..*$", None, "torchxrayvision's 18-pathology classifier head"),
     (r"^op_threshs$", None, "operating-point thresholds of that classifier head"),
@@ -111,7 +121,11 @@ _HF: list[Rule] = [
     (r"^embeddings\.register_tokens$", "reg_token", ""),
     (r"^embeddings\.position_embeddings$", "pos_embed", ""),
     (r"^embeddings\.patch_embeddings\.projection\.(weight|bias)$", r"patch_embed.proj.\1", ""),
-    (r"^embeddings\.mask_token$", None, "mask token of masked-image pretraining (no patch is masked when features are taken)"),
+    (
+        r"^embeddings\.mask_token$",
+        None,
+        "mask token of masked-image pretraining (no patch is masked when features are taken)",
+    ),
     (_HF_BLOCK + r"(norm1|norm2)\.(weight|bias)$", r"blocks.\1.\2.\3", ""),
     (_HF_BLOCK + r"attention\.attention\.(query|key|value)\.(weight|bias)$", r"blocks.\1.attn.\2.\3", ""),
     (_HF_BLOCK + r"attention\.(q|k|v)_proj\.(weight|bias)$", r"blocks.\1.attn.\2.\3", ""),
@@ -149,7 +163,9 @@ _MAE: list[Rule] = [
 ]
 
 
-def _apply(rules: list[Rule], tensors: dict[str, torch.Tensor], layout: str, source: str, prefix: str = "") -> Mapped:
+def _apply(
+    rules: list[Rule], tensors: dict[str, torch.Tensor], layout: str, source: str, prefix: str = ""
+) -> Mapped:
     out = Mapped(layout, {})
     unknown = []
     compiled = [(re.compile(p), t, r) for p, t, r in rules]
@@ -175,15 +191,21 @@ def _apply(rules: list[Rule], tensors: dict[str, torch.Tensor], layout: str, sou
 def convert(layout: str, tensors: dict[str, torch.Tensor], model: nn.Module, source: str) -> Mapped:
     """``tensors`` (a file in ``layout``) in timm's names for ``model``; raises WeightsError with one line."""
     converters: dict[str, Callable[..., Mapped]] = {
-        "torchxrayvision": _torchxrayvision, "hf_transformers": _hf_transformers,
-        "open_clip": _clip, "openai_clip": _clip, "mae": _mae,
+        "torchxrayvision": _torchxrayvision,
+        "hf_transformers": _hf_transformers,
+        "open_clip": _clip,
+        "openai_clip": _clip,
+        "mae": _mae,
     }
     return converters[layout](tensors, model, source, layout)
 
 
 def _torchxrayvision(tensors, model, source, layout) -> Mapped:
     if not any(k.startswith("features.") for k in tensors):
-        raise WeightsError(f"{source}: format 'torchxrayvision' expects DenseNet keys features.* (found {_first(list(tensors))})")
+        raise WeightsError(
+            f"{source}: format 'torchxrayvision' expects DenseNet keys features.* (found"
+            f" {_first(list(tensors))})"
+        )
     out = _apply(_XRV, tensors, layout, source)
     out.notes.append("layout torchxrayvision (DenseNet features.* kept, 18-way classifier dropped)")
     return out
@@ -191,10 +213,12 @@ def _torchxrayvision(tensors, model, source, layout) -> Mapped:
 
 def _hf_transformers(tensors, model, source, layout) -> Mapped:
     prefix = "dinov2." if any(k.startswith("dinov2.") for k in tensors) else ""
-    inner = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    inner = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     if "embeddings.patch_embeddings.projection.weight" not in inner:
-        raise WeightsError(f"{source}: format 'hf_transformers' expects a Dinov2 model's keys "
-                           f"(embeddings.patch_embeddings.projection.weight; found {_first(list(tensors))})")
+        raise WeightsError(
+            f"{source}: format 'hf_transformers' expects a Dinov2 model's keys "
+            f"(embeddings.patch_embeddings.projection.weight; found {_first(list(tensors))})"
+        )
     out = _apply(_HF, inner, layout, source, prefix)
     for k in tensors:  # Dinov2ForImageClassification: the head sits beside the dinov2. prefix
         if prefix and not k.startswith(prefix):
@@ -205,11 +229,17 @@ def _hf_transformers(tensors, model, source, layout) -> Mapped:
     n_reg = int(out.state["reg_token"].shape[1]) if "reg_token" in out.state else 0
     want_reg = int(model.reg_token.shape[1]) if getattr(model, "reg_token", None) is not None else 0
     if n_reg != want_reg:
-        raise WeightsError(f"{source}: the checkpoint has {n_reg} register tokens (embeddings.register_tokens), "
-                           f"the backbone {want_reg}: use {'vit_b14_reg4_dinov2' if n_reg else 'vit_b14_dinov2'}")
+        raise WeightsError(
+            f"{source}: the checkpoint has {n_reg} register tokens (embeddings.register_tokens), "
+            f"the backbone {want_reg}: use {'vit_b14_reg4_dinov2' if n_reg else 'vit_b14_dinov2'}"
+        )
     _hf_position_embeddings(out, model)
-    out.notes.insert(0, f"layout hf_transformers (Dinov2{'WithRegisters' if n_reg else ''}Model names → timm"
-                        + (f", keys under '{prefix}'" if prefix else "") + ")")
+    out.notes.insert(
+        0,
+        f"layout hf_transformers (Dinov2{'WithRegisters' if n_reg else ''}Model names → timm"
+        + (f", keys under '{prefix}'" if prefix else "")
+        + ")",
+    )
     return out
 
 
@@ -234,7 +264,8 @@ def _hf_position_embeddings(out: Mapped, model: nn.Module) -> None:
     transformers interpolates the patch positions at every forward to the input's grid
     (bicubic, ``align_corners=False``, in float32; antialiased in
     ``Dinov2WithRegistersEmbeddings`` but not in ``Dinov2Embeddings``, as of transformers 5);
-    done once here the same way, the features equal its forward at that size. timm's register variant adds no position to prefix tokens: the class
+    done once here the same way, the features equal its forward at that size. timm's register variant adds no
+    position to prefix tokens: the class
     position is added to the class token (what transformers' forward adds to it).
     """
     pos = out.state["pos_embed"]
@@ -248,14 +279,20 @@ def _hf_position_embeddings(out: Mapped, model: nn.Module) -> None:
         dim = patch_pos.shape[-1]
         img = patch_pos.reshape(1, side, side, dim).permute(0, 3, 1, 2).float()
         antialias = "reg_token" in out.state
-        img = nn.functional.interpolate(img, size=grid, mode="bicubic", align_corners=False, antialias=antialias)
+        img = nn.functional.interpolate(
+            img, size=grid, mode="bicubic", align_corners=False, antialias=antialias
+        )
         patch_pos = img.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], dim).to(pos.dtype)
-        out.notes.append(f"pos_embed resampled {side}×{side}→{grid[0]}×{grid[1]} (bicubic{', antialiased' if antialias else ''}, "
-                         "as transformers' forward)")
+        out.notes.append(
+            f"pos_embed resampled {side}×{side}→{grid[0]}×{grid[1]}"
+            f" (bicubic{', antialiased' if antialias else ''}, as transformers' forward)"
+        )
     if getattr(model, "no_embed_class", False):
         out.state["cls_token"] = out.state["cls_token"] + cls_pos
         out.state["pos_embed"] = patch_pos
-        out.notes.append("class position embedding added to the class token (timm's register ViT embeds patches only)")
+        out.notes.append(
+            "class position embedding added to the class token (timm's register ViT embeds patches only)"
+        )
     else:
         out.state["pos_embed"] = torch.cat([cls_pos, patch_pos], dim=1)
 
@@ -266,8 +303,11 @@ def _clip(tensors, model, source, layout) -> Mapped:
     elif "conv1.weight" in tensors or any(k.startswith("trunk.") for k in tensors):
         prefix = ""  # the image tower's own state dict (model.visual.state_dict())
     else:
-        raise WeightsError(f"{source}: format '{layout}' expects a CLIP image tower under visual. (found {_first(list(tensors))})")
-    tower = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        raise WeightsError(
+            f"{source}: format '{layout}' expects a CLIP image tower under visual. (found"
+            f" {_first(list(tensors))})"
+        )
+    tower = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     timm_tower = any(k.startswith("trunk.") for k in tower)
     out = _apply(_CLIP_TIMM_TOWER if timm_tower else _CLIP, tower, layout, source, prefix)
     for k in tensors:
@@ -278,7 +318,11 @@ def _clip(tensors, model, source, layout) -> Mapped:
             out.state["cls_token"] = out.state["cls_token"].reshape(1, 1, -1)
         if "pos_embed" in out.state:
             out.state["pos_embed"] = out.state["pos_embed"].unsqueeze(0)
-    kind = "timm trunk (visual.trunk.*)" if timm_tower else "visual transformer (visual.conv1, transformer.resblocks …)"
+    kind = (
+        "timm trunk (visual.trunk.*)"
+        if timm_tower
+        else "visual transformer (visual.conv1, transformer.resblocks …)"
+    )
     out.notes.insert(0, f"layout {layout}: image tower, {kind} → timm; text tower and projection dropped")
     return out
 
@@ -289,7 +333,9 @@ def _mae(tensors, model, source, layout) -> Mapped:
     return out
 
 
-def activation_check(layout: str, model: nn.Module, weights_path: Path | None, backbone: str, source: str) -> None:
+def activation_check(
+    layout: str, model: nn.Module, weights_path: Path | None, backbone: str, source: str
+) -> None:
     """Refuse a CLIP tower built with another MLP activation than the checkpoint's (not visible in keys).
 
     OpenAI CLIP layouts always use QuickGELU; an open_clip model says so in its
@@ -304,8 +350,12 @@ def activation_check(layout: str, model: nn.Module, weights_path: Path | None, b
         want = bool(cfg.get("model_cfg", {}).get("quick_gelu", False))
     if want is not None and want != quick:
         act = "quick_gelu" if want else "gelu"
-        why = "OpenAI CLIP towers use QuickGELU" if layout == "openai_clip" else f"open_clip_config.json says quick_gelu = {want}"
-        raise WeightsError(f"{source}: {why}; set act = \"{act}\" under [backbone.{backbone}]")
+        why = (
+            "OpenAI CLIP towers use QuickGELU"
+            if layout == "openai_clip"
+            else f"open_clip_config.json says quick_gelu = {want}"
+        )
+        raise WeightsError(f'{source}: {why}; set act = "{act}" under [backbone.{backbone}]')
 
 
 # -- input normalization -----------------------------------------------------------------------
@@ -322,18 +372,27 @@ def model_normalization(layout: str, weights_path: Path | None, folded: bool = F
     mean, std = (list(map(float, v)) for v in rgb)
     spread = max(mean) - min(mean) > 1e-6 or max(std) - min(std) > 1e-6
     if folded:
-        note = "; the per-channel statistics folded exactly into the patch embedding (filters rescaled, offset added)"
+        note = (
+            "; the per-channel statistics folded exactly into the patch embedding (filters rescaled, offset"
+            " added)"
+        )
     elif spread:
-        note = (" (channel statistics differ: an approximation for gray images, the first convolution pads its border "
-                "so the per-channel offsets cannot be folded exactly)")
+        note = (
+            " (channel statistics differ: an approximation for gray images, the first convolution pads its"
+            " border so the per-channel offsets cannot be folded exactly)"
+        )
     else:
         note = ""
-    return Normalization(round(sum(mean) / len(mean), 6), round(sum(std) / len(std), 6),
-                         f"{source} {[round(m, 4) for m in mean]}/{[round(s, 4) for s in std]}, averaged over RGB{note}")
+    return Normalization(
+        round(sum(mean) / len(mean), 6),
+        round(sum(std) / len(std), 6),
+        f"{source} {[round(m, 4) for m in mean]}/{[round(s, 4) for s in std]}, averaged over RGB{note}",
+    )
 
 
 def rgb_statistics(layout: str, weights_path: Path | None) -> tuple[list[float], list[float]] | None:
-    """The per-channel (mean, std) of a ``layout`` model's RGB preprocessing; None for a one-channel layout."""
+    """The per-channel (mean, std) of a ``layout`` model's RGB preprocessing; None for a one-channel
+    layout."""
     if layout == "torchxrayvision":
         return None
     rgb = _rgb(layout, weights_path)[0]
@@ -341,19 +400,30 @@ def rgb_statistics(layout: str, weights_path: Path | None) -> tuple[list[float],
 
 
 def foldable(model: nn.Module) -> bool:
-    """Whether ``model``'s one-channel input goes first through a ViT patch embedding (stride = kernel, no padding)."""
+    """Whether ``model``'s one-channel input goes first through a ViT patch embedding (stride = kernel, no
+    padding)."""
     embed = getattr(model, "patch_embed", None)
     proj = getattr(embed, "proj", None)
     return (
-        isinstance(proj, nn.Conv2d) and proj.in_channels == 1 and proj.groups == 1
-        and tuple(proj.stride) == tuple(proj.kernel_size) and tuple(proj.padding) == (0, 0) and tuple(proj.dilation) == (1, 1)
-        and proj.padding_mode == "zeros" and not getattr(embed, "dynamic_img_pad", False)
+        isinstance(proj, nn.Conv2d)
+        and proj.in_channels == 1
+        and proj.groups == 1
+        and tuple(proj.stride) == tuple(proj.kernel_size)
+        and tuple(proj.padding) == (0, 0)
+        and tuple(proj.dilation) == (1, 1)
+        and proj.padding_mode == "zeros"
+        and not getattr(embed, "dynamic_img_pad", False)
     )
 
 
-def fold_rgb_normalization(state: dict[str, torch.Tensor], model: nn.Module, rgb: tuple[list[float], list[float]],
-                           norm: Normalization) -> list[str]:
-    """Fold the per-channel ``rgb`` statistics into ``state``'s RGB patch embedding for the one-channel ``norm``.
+def fold_rgb_normalization(
+    state: dict[str, torch.Tensor],
+    model: nn.Module,
+    rgb: tuple[list[float], list[float]],
+    norm: Normalization,
+) -> list[str]:
+    """Fold the per-channel ``rgb`` statistics into ``state``'s RGB patch embedding for the one-channel
+    ``norm``.
 
     In place; returns notes (none when ``model`` has no foldable patch embedding or the file's is not RGB:
     then :meth:`BackboneSpec.adapt_checkpoint` sums the filters). Computed in float64.
@@ -364,7 +434,9 @@ def fold_rgb_normalization(state: dict[str, torch.Tensor], model: nn.Module, rgb
         return []
     embed = model.patch_embed
     to_bias = bias_key in state
-    if not to_bias and ("pos_embed" not in state or not isinstance(getattr(embed, "norm", nn.Identity()), nn.Identity)):
+    if not to_bias and (
+        "pos_embed" not in state or not isinstance(getattr(embed, "norm", nn.Identity()), nn.Identity)
+    ):
         return []  # nowhere to add the offset before anything nonlinear: left to the summed filters
     mean = torch.tensor(rgb[0], dtype=torch.float64, device=w.device).view(1, 3, 1, 1)
     std = torch.tensor(rgb[1], dtype=torch.float64, device=w.device).view(1, 3, 1, 1)
@@ -382,22 +454,34 @@ def fold_rgb_normalization(state: dict[str, torch.Tensor], model: nn.Module, rgb
         shifted[:, start:] = (pos[:, start:].to(torch.float64) + delta).to(pos.dtype)
         state["pos_embed"] = shifted
         where = "the patch tokens' pos_embed (+offset per channel; the patch embedding has no bias)"
-    return [f"{key}: RGB filters folded to 1 channel with the per-channel statistics "
-            f"{[round(v, 4) for v in rgb[0]]}/{[round(v, 4) for v in rgb[1]]} (W_c·{norm.std:g}/s_c summed; "
-            f"offset into {where}): exact for a gray image under normalize {norm.mean:g}/{norm.std:g}"]
+    return [
+        f"{key}: RGB filters folded to 1 channel with the per-channel statistics "
+        f"{[round(v, 4) for v in rgb[0]]}/{[round(v, 4) for v in rgb[1]]} (W_c·{norm.std:g}/s_c summed; "
+        f"offset into {where}): exact for a gray image under normalize {norm.mean:g}/{norm.std:g}"
+    ]
 
 
 def _rgb(layout: str, weights_path: Path | None) -> tuple[tuple, str]:
-    rgb, source = (OPENAI_CLIP_RGB, "OpenAI CLIP mean/std") if layout in ("open_clip", "openai_clip") else (
-        IMAGENET_RGB, "ImageNet mean/std (DINOv2's and MAE's preprocessing)")
+    rgb, source = (
+        (OPENAI_CLIP_RGB, "OpenAI CLIP mean/std")
+        if layout in ("open_clip", "openai_clip")
+        else (IMAGENET_RGB, "ImageNet mean/std (DINOv2's and MAE's preprocessing)")
+    )
     if layout == "hf_transformers":
         cfg = _sibling_json(weights_path, "preprocessor_config.json")
         if cfg and "image_mean" in cfg and "image_std" in cfg:
-            if abs(float(cfg.get("rescale_factor", 1 / 255)) * 255 - 1) > 1e-6 and cfg.get("do_rescale", True):
-                raise WeightsError(f"{weights_path}: preprocessor_config.json rescales by {cfg['rescale_factor']}, not 1/255")
+            if abs(float(cfg.get("rescale_factor", 1 / 255)) * 255 - 1) > 1e-6 and cfg.get(
+                "do_rescale", True
+            ):
+                raise WeightsError(
+                    f"{weights_path}: preprocessor_config.json rescales by {cfg['rescale_factor']}, not 1/255"
+                )
             rgb, source = (cfg["image_mean"], cfg["image_std"]), "the model's preprocessor_config.json"
             if cfg.get("do_normalize", True) is False:
-                rgb, source = ((0.0,) * 3, (1.0,) * 3), "the model's preprocessor_config.json (do_normalize false)"
+                rgb, source = (
+                    ((0.0,) * 3, (1.0,) * 3),
+                    "the model's preprocessor_config.json (do_normalize false)",
+                )
     if layout == "open_clip":
         cfg = _sibling_json(weights_path, "open_clip_config.json")
         pre = (cfg or {}).get("preprocess_cfg", {})

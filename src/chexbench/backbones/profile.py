@@ -10,7 +10,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from chexbench.registry import BACKBONES
+from chexbench.spec.registry import BACKBONES
 
 
 @functools.lru_cache(maxsize=64)
@@ -26,7 +26,9 @@ def _profile(name: str, image_size: int, options_json: str) -> tuple[float, floa
     return params / 1e6, counter.get_total_flops() / 2 / 1e9
 
 
-def profile_backbone(name: str, image_size: int, options: dict[str, Any] | None = None) -> tuple[float, float]:
+def profile_backbone(
+    name: str, image_size: int, options: dict[str, Any] | None = None
+) -> tuple[float, float]:
     """``(params_millions, gflops)`` of backbone ``name`` on one (1, 1, S, S) image.
 
     GFLOPs follow the vision-paper convention of multiply-accumulates (ViT-B/16 at 224 px:

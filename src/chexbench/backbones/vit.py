@@ -11,7 +11,6 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from chexbench.backbones.base import BackboneSpec
-from chexbench.registry import BACKBONES
 
 
 class VitSpec(BackboneSpec):
@@ -22,23 +21,28 @@ class VitSpec(BackboneSpec):
     first_conv_keys = ("patch_embed.proj.weight",)
     size_multiple = 16
 
-    def adapt_checkpoint(self, state: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    def adapt_checkpoint(
+        self, state: dict[str, torch.Tensor], model: nn.Module
+    ) -> tuple[dict[str, torch.Tensor], list[str]]:
         state, notes = super().adapt_checkpoint(state, model)
         target = model.state_dict()
         key = "pos_embed"
         if key in state and key in target and state[key].shape != target[key].shape:
             grid = tuple(model.patch_embed.grid_size)
             old = state[key].shape
-            prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens  # reg4 DINOv2: patches only
+            prefix = (
+                0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+            )  # reg4 DINOv2: patches only
             state[key] = resample_abs_pos_embed(state[key], new_size=list(grid), num_prefix_tokens=prefix)
-            notes.append(f"pos_embed resampled {tuple(old)}→{tuple(state[key].shape)} (bicubic) for a {grid[0]}×{grid[1]} token grid")
+            notes.append(
+                f"pos_embed resampled {tuple(old)}→{tuple(state[key].shape)} (bicubic) for a"
+                f" {grid[0]}×{grid[1]} token grid"
+            )
         return state, notes
 
 
-@BACKBONES.register
 class VitB16(VitSpec):
     name = "vit_b16"
-    description = "ViT-B/16 (Dosovitskiy et al. 2021), timm vit_base_patch16_224, 1 input channel, any size multiple of 16"
     imagenet_weights = "vit_base_patch16_224.augreg2_in21k_ft_in1k"
 
     def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
@@ -47,14 +51,19 @@ class VitB16(VitSpec):
         )
 
 
-@BACKBONES.register
 class VitTiny(VitSpec):
     name = "vit_tiny"
-    description = "ViT at CPU size (patch 8, width 96, depth 4, 3 heads): the ViT family for tests and smoke runs"
     size_multiple = 8
     profile_size = 64
 
     def create(self, image_size: int, options: dict[str, Any]) -> nn.Module:
         return VisionTransformer(
-            img_size=image_size, patch_size=8, in_chans=1, num_classes=0, embed_dim=96, depth=4, num_heads=3, mlp_ratio=2.0
+            img_size=image_size,
+            patch_size=8,
+            in_chans=1,
+            num_classes=0,
+            embed_dim=96,
+            depth=4,
+            num_heads=3,
+            mlp_ratio=2.0,
         )

@@ -30,5 +30,7 @@ def resolve_cell_id(prefix: str, known: Iterable[str], where: str) -> str:
             f"no cell '{prefix}' in {where} (no cell id starts with it; {len(ids)} cells there, "
             f"see `chexbench status --results {where}`)"
         )
-    shown = ", ".join(matches[:SHOW_CANDIDATES]) + (f", … ({len(matches)} in all)" if len(matches) > SHOW_CANDIDATES else "")
+    shown = ", ".join(matches[:SHOW_CANDIDATES]) + (
+        f", … ({len(matches)} in all)" if len(matches) > SHOW_CANDIDATES else ""
+    )
     raise DataError(f"cell id prefix '{prefix}' is ambiguous in {where}: {shown}; give more characters")

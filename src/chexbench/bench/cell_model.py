@@ -20,106 +20,193 @@ rebuilds the model from the cell's config and loads that file strictly.
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from chexbench.core import distributed
 from chexbench.core.atomic import atomic_torch_save
 from chexbench.core.errors import RECORD_WARNING_PREFIX, ConfigError, DataError, WeightsError
 from chexbench.explain.localization import evaluate_localization
-from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
+from chexbench.spec.options import Options
+from chexbench.spec.registry import BACKBONES, PROTOCOLS, STRATEGIES
 from chexbench.strategies.heads import copy_probe_head
 from chexbench.strategies.topk import ClasswiseTopKClassifier, is_vit_cell, load_scorer, wrap_topk
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.config import CellConfig
     from chexbench.core.context import RunContext
     from chexbench.datasets.celldata import CellData
+    from chexbench.spec.cell import CellConfig
     from chexbench.strategies.base import InitRecord
 
-#: protocol options for the head, the saved model and the localization at the end of a cell
-HEAD_OPTIONS: dict[str, Any] = {
-    "head": "linear",  # linear | topk | topk_classwise
-    "topk": 0.25,  # K of head = topk / topk_classwise: a count or a fraction of the tokens
-    "wildcat_alpha": 0.0,  # head = topk_classwise: weight of the K lowest patches' mean (WILDCAT), 0 = top-K mean only
-    "classwise_source": "tokens",  # head = topk_classwise: per-class patch logits from the final tokens | local (patch embeddings, local_kernel × local_kernel tokens)
-    "local_hidden": 64,  # head = topk_classwise, classwise_source = local: channels of the local convolution
-    "local_kernel": 3,  # head = topk_classwise, classwise_source = local: its width in tokens (1 = each patch on its own)
-    "local_offset": True,  # head = topk_classwise, classwise_source = local: add the class token's per-class offset
-    "scorer_hidden": 0,
-    "topk_temperature": 1.0,
-    "save_model": "auto",  # auto | true | false
-    "localize": True,  # pointing game + deletion AUC when the test split has boxes
-    "localize_images": 64,
-    "deletion_steps": 10,
-    "pointing_tolerance": "standard",  # the tolerant pointing game: "standard" = 15 px × S/224, or pixels
-}
-HEAD_OPTIONS_HELP: dict[str, str] = {
-    "head": "classification head: linear (on pooled features) | topk (on the top-K scored patches; ViT only) | topk_classwise (per-class patch logits, each class pooled from its own top-K patches; ViT only)",
-    "topk": "K of head = topk / topk_classwise: a count (int ≥ 1) or a fraction of the tokens",
-    "wildcat_alpha": "head = topk_classwise: weight of the mean of each class's K lowest patch logits (WILDCAT); 0 = top-K mean only",
-    "classwise_source": "head = topk_classwise: tokens (a linear layer on the ViT's final patch tokens) | local (a local_kernel × local_kernel-token convolution of the patch embeddings + positional embeddings, the class token adding one offset per class; finetune only)",
-    "local_hidden": "head = topk_classwise, classwise_source = local: channels of the local convolution",
-    "local_kernel": "head = topk_classwise, classwise_source = local: width of the local convolution in tokens (odd; 1 = each patch's logits from its own embedding only)",
-    "local_offset": "head = topk_classwise, classwise_source = local: add the class token's per-class offset to every patch (true), or classify from the local top-K evidence alone (false: the transformer blocks are unused)",
-    "scorer_hidden": "hidden width of the head's patch scorer; 0 uses max(16, D // 4)",
-    "topk_temperature": "temperature of the softmax over the kept patches' scores",
-    "save_model": "save the trained model for `chexbench explain`: auto (small models only) | true | false",
-    "localize": "measure the pointing game and deletion AUC when the test split has lesion boxes",
-    "localize_images": "test images used for localization",
-    "deletion_steps": "steps of the deletion curve",
-    "pointing_tolerance": "tolerance of the tolerant pointing game: standard (15 px at 224 px, scaled to the image) or pixels",
-}
-HEADS = ("linear", "topk", "topk_classwise")
-CLASSWISE_SOURCES = ("tokens", "local")  # the same as chexbench.strategies.topk.CLASSWISE_SOURCES (tested)
+
+class HeadOptions(Options):
+    """Protocol options for the classification head, the saved model and the localization at the
+    end of a cell (``[protocol.linear]``, ``[protocol.finetune]``): each declared here once."""
+
+    head: Literal["linear", "topk", "topk_classwise"] = Field(
+        "linear",
+        description=(
+            "classification head: linear (on pooled features) | topk (on the top-K scored patches; ViT only)"
+            " | topk_classwise (per-class patch logits, each class pooled from its own top-K patches; ViT"
+            " only)"
+        ),
+    )
+    topk: int | float = Field(
+        0.25,
+        gt=0,
+        description="K of head = topk / topk_classwise: a count (int ≥ 1) or a fraction of the tokens",
+    )
+    wildcat_alpha: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "head = topk_classwise: weight of the mean of each class's K lowest patch logits (WILDCAT); 0 ="
+            " top-K mean only"
+        ),
+    )
+    classwise_source: Literal["tokens", "local"] = Field(
+        "tokens",
+        description=(
+            "head = topk_classwise: tokens (a linear layer on the ViT's final patch tokens) | local (a"
+            " local_kernel × local_kernel-token convolution of the patch embeddings + positional embeddings,"
+            " the class token adding one offset per class; finetune only)"
+        ),
+    )
+    local_hidden: int = Field(
+        64,
+        ge=1,
+        description="head = topk_classwise, classwise_source = local: channels of the local convolution",
+    )
+    local_kernel: int = Field(
+        3,
+        ge=1,
+        description=(
+            "head = topk_classwise, classwise_source = local: width of the local convolution in tokens (odd;"
+            " 1 = each patch's logits from its own embedding only)"
+        ),
+    )
+    local_offset: bool = Field(
+        True,
+        description=(
+            "head = topk_classwise, classwise_source = local: add the class token's per-class offset to every"
+            " patch (true), or classify from the local top-K evidence alone (false: the transformer blocks"
+            " are unused)"
+        ),
+    )
+    scorer_hidden: int = Field(
+        0,
+        ge=0,
+        description=(
+            "head = topk: hidden width of the head's patch scorer; 0 uses max(16, D // 4) (a pretrained "
+            "scorer's own when left at 0)"
+        ),
+    )
+    topk_temperature: float = Field(
+        1.0,
+        gt=0,
+        description=(
+            "head = topk: temperature of the softmax over the head's kept patch scores (a pretrained "
+            "scorer's own when left at 1.0)"
+        ),
+    )
+    save_model: Literal["auto", "true", "false"] | bool = Field(
+        "auto",
+        description=(
+            "save the selected model to <results>/models for `chexbench explain`: auto (small models only) |"
+            " true | false"
+        ),
+    )
+    localize: bool = Field(
+        True, description="measure the pointing game and deletion AUC when the test split has lesion boxes"
+    )
+    localize_images: int = Field(64, ge=1, description="test images with lesion boxes used for localization")
+    deletion_steps: int = Field(10, ge=0, description="steps of the deletion curve; 0 = no deletion AUC")
+    pointing_tolerance: Literal["standard"] | float = Field(
+        "standard",
+        description=(
+            "tolerance of the tolerant pointing game: standard (15 px at 224 px, scaled to the image) or"
+            " pixels ≥ 0"
+        ),
+    )
+
+
+#: the head options' defaults (read where an option may be unset: a cell's own table, a saved model's options)
+HEAD_OPTIONS: dict[str, Any] = HeadOptions.defaults()
+
+
+def head_option(opts: dict[str, Any], key: str) -> Any:
+    """``opts[key]``, or the option's declared default when ``opts`` does not set it."""
+    return opts.get(key, HEAD_OPTIONS[key])
+
+
+HEADS: tuple[str, ...] = typing.get_args(HeadOptions.model_fields["head"].annotation)
+#: the same as chexbench.strategies.topk.CLASSWISE_SOURCES (tested)
+CLASSWISE_SOURCES: tuple[str, ...] = typing.get_args(HeadOptions.model_fields["classwise_source"].annotation)
 SMALL_MODEL_PARAMS = 5_000_000
 MODEL_FORMAT = 1
 
 
 def head_invalid_reason(cell: CellConfig, protocol: str) -> str | None:
     """Why the cell's head option cannot work for this (protocol, backbone, strategy), or None."""
-    head = cell.protocol_options.get("head", "linear")
+    head = head_option(cell.protocol_options, "head")
     if head not in HEADS:
         return f"[protocol.{protocol}] head must be one of {', '.join(HEADS)}, got {head!r}"
     if head in ("topk", "topk_classwise") and not is_vit_cell(cell):
         return f"head = {head} needs a ViT backbone (it scores patch tokens); got {cell.backbone}"
     if head == "topk" and _freezes_backbone(protocol) and not _makes_topk_scorer(cell.strategy):
-        return f"linear probe with head = topk needs a pretrained patch scorer (a *_topk strategy); got {cell.strategy}"
-    source = cell.protocol_options.get("classwise_source", "tokens")
+        return (
+            "linear probe with head = topk needs a pretrained patch scorer (a *_topk strategy); got"
+            f" {cell.strategy}"
+        )
+    source = head_option(cell.protocol_options, "classwise_source")
     if head == "topk_classwise" and source not in CLASSWISE_SOURCES:
-        return f"[protocol.{protocol}] classwise_source must be one of {', '.join(CLASSWISE_SOURCES)}, got {source!r}"
+        return (
+            f"[protocol.{protocol}] classwise_source must be one of {', '.join(CLASSWISE_SOURCES)}, got"
+            f" {source!r}"
+        )
     if head == "topk_classwise" and source != "tokens" and _freezes_backbone(protocol):
-        return f"classwise_source = {source} trains a convolution on the patch embeddings: finetune only (the linear probe reads the frozen final tokens)"
+        return (
+            f"classwise_source = {source} trains a convolution on the patch embeddings: finetune only (the"
+            " linear probe reads the frozen final tokens)"
+        )
     return None
 
 
 def head_preflight(cell: CellConfig, protocol: str) -> None:
     """Refuse, before anything runs, a ``head = "topk"`` whose ``scorer_hidden`` / ``topk_temperature``
     set under ``[protocol.*]`` differ from the values the cell's ``*_topk`` pretraining uses."""
-    if cell.protocol_options.get("head", "linear") != "topk" or cell.strategy not in STRATEGIES:
+    if head_option(cell.protocol_options, "head") != "topk" or cell.strategy not in STRATEGIES:
         return
     strategy = STRATEGIES.get(cell.strategy)
     if not hasattr(strategy, "resolved_options"):
         return
     pretraining = strategy.resolved_options(cell)
     for key in ("scorer_hidden", "topk_temperature"):
-        if key in pretraining and key in cell.protocol_options and float(cell.protocol_options[key]) != float(pretraining[key]):
+        if (
+            key in pretraining
+            and key in cell.protocol_options
+            and float(cell.protocol_options[key]) != float(pretraining[key])
+        ):
             raise ConfigError(
-                f"[protocol.{protocol}] {key} = {cell.protocol_options[key]} differs from [strategy.{cell.strategy}] "
-                f"{key} = {pretraining[key]}: the pretrained patch scorer would run with another {key}; leave it unset"
+                f"[protocol.{protocol}] {key} = {cell.protocol_options[key]} differs from"
+                f" [strategy.{cell.strategy}] {key} = {pretraining[key]}: the pretrained patch scorer would"
+                f" run with another {key}; leave it unset"
             )
 
 
 def apply_head(backbone: Backbone, opts: dict[str, Any], init: InitRecord) -> tuple[nn.Module, list[str]]:
     """The feature extractor for ``opts["head"]``: the backbone itself, or it wrapped with the top-K
     scorer (pretrained scorer loaded strictly when ``init`` names one). Returns notes; a note starting with
-    :data:`~chexbench.core.errors.RECORD_WARNING_PREFIX` is a warning the report lists. With a pretrained scorer,
+    :data:`~chexbench.core.errors.RECORD_WARNING_PREFIX` is a warning the report lists. With a pretrained
+    scorer,
     ``opts``' ``scorer_hidden`` and ``topk_temperature`` are set to the pretraining's (in place)."""
-    head = opts.get("head", "linear")
+    head = head_option(opts, "head")
     if head not in HEADS:
         raise ConfigError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
     scorer = init.extra.get("topk_scorer")
@@ -127,18 +214,41 @@ def apply_head(backbone: Backbone, opts: dict[str, Any], init: InitRecord) -> tu
         if not scorer:
             return backbone, []
         return backbone, [
-            f"{RECORD_WARNING_PREFIX}pretrained patch scorer not used (head = linear): the head reads the backbone's own "
-            "pooled output (a ViT's CLS token), which this top-K pretraining never trained as an embedding (its views "
-            "were embedded by the scorer's top-K pooling); head = topk evaluates what was pretrained"
+            f"{RECORD_WARNING_PREFIX}pretrained patch scorer not used (head = linear): the head reads the"
+            " backbone's own pooled output (a ViT's CLS token), which this top-K pretraining never trained"
+            " as an embedding (its views were embedded by the scorer's top-K pooling); head = topk evaluates"
+            " what was pretrained"
         ]
     if head == "topk_classwise":
-        notes = [f"head = topk_classwise: per-class patch logits, each class pooled from its own top-{opts.get('topk')} patches"
-                 + (f" + {float(opts.get('wildcat_alpha', 0.0)):g} × its lowest" if opts.get("wildcat_alpha") else "")
-                 + (f"; patch logits from a {int(opts.get('local_kernel', 3))}×{int(opts.get('local_kernel', 3))}-token convolution"
-                    " of the patch embeddings (classwise_source = local)"
-                    + ("" if opts.get("local_offset", True) else ", no class-token offset: the transformer blocks are unused")
-                    if opts.get("classwise_source", "tokens") == "local" else "")]
-        return backbone, [*notes, "pretrained patch scorer not used (class-specific head)"] if scorer else notes
+        notes = [
+            "head = topk_classwise: per-class patch logits, each class pooled from its own"
+            f" top-{opts.get('topk')} patches"
+            + (
+                f" + {float(head_option(opts, 'wildcat_alpha')):g} × its lowest"
+                if opts.get("wildcat_alpha")
+                else ""
+            )
+            + (
+                "; patch logits from a"
+                f" {int(head_option(opts, 'local_kernel'))}×{int(head_option(opts, 'local_kernel'))}-token"
+                " convolution of the patch embeddings (classwise_source = local)"
+                + (
+                    ""
+                    if head_option(opts, "local_offset")
+                    else ", no class-token offset: the transformer blocks are unused"
+                )
+                if head_option(opts, "classwise_source") == "local"
+                else ""
+            )
+        ]
+        return backbone, (
+            [
+                *notes,
+                "pretrained patch scorer not used (class-specific head)",
+            ]
+            if scorer
+            else notes
+        )
     notes: list[str] = []
     if scorer:  # in place: the saved model's head options (save_cell_model) must be the ones used
         notes = _scorer_options_from_pretraining(opts, init)
@@ -146,7 +256,10 @@ def apply_head(backbone: Backbone, opts: dict[str, Any], init: InitRecord) -> tu
     notes = [f"head = topk: score-weighted top-{wrapped.k} of {wrapped.num_tokens} patch tokens", *notes]
     if scorer:
         n = load_scorer(wrapped, scorer)
-        notes.append(f"patch scorer loaded from {scorer} ({n} tensors; pretrained with topk = {init.extra.get('topk_pretrain_k')})")
+        notes.append(
+            f"patch scorer loaded from {scorer} ({n} tensors; pretrained with topk ="
+            f" {init.extra.get('topk_pretrain_k')})"
+        )
     else:
         notes.append("patch scorer initialized fresh (no pretrained scorer)")
     return wrapped, notes
@@ -212,7 +325,9 @@ class ProbeClassifier(nn.Module):
         self.register_buffer("feature_std", torch.ones(1, d))
         self.head = nn.Linear(d, num_labels)
 
-    def set_head(self, mean: torch.Tensor, std: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> ProbeClassifier:
+    def set_head(
+        self, mean: torch.Tensor, std: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+    ) -> ProbeClassifier:
         """mean, std (1, D); weight (D, L); bias (1, L) or (L,) — as the linear protocol holds them."""
         copy_probe_head(self, mean, std, weight, bias)
         return self
@@ -223,13 +338,23 @@ class ProbeClassifier(nn.Module):
 
 def make_classifier(features: nn.Module, num_labels: int, opts: dict[str, Any], protocol: str) -> nn.Module:
     """The trainable classifier of ``features`` (what :func:`apply_head` returned) for the protocol's head."""
-    if opts.get("head", "linear") == "topk_classwise":
-        source = opts.get("classwise_source", "tokens")
+    if head_option(opts, "head") == "topk_classwise":
+        source = head_option(opts, "classwise_source")
         if source != "tokens" and _freezes_backbone(protocol):
-            raise ConfigError(f"classwise_source = {source!r} trains new layers on the patch embeddings: finetune only (linear keeps classwise_source = \"tokens\")")
-        return ClasswiseTopKClassifier(features, num_labels, opts.get("topk", 0.25), float(opts.get("wildcat_alpha", 0.0)),
-                                       source, int(opts.get("local_hidden", 64)), int(opts.get("local_kernel", 3)),
-                                       bool(opts.get("local_offset", True)))
+            raise ConfigError(
+                f"classwise_source = {source!r} trains new layers on the patch embeddings: finetune only"
+                ' (linear keeps classwise_source = "tokens")'
+            )
+        return ClasswiseTopKClassifier(
+            features,
+            num_labels,
+            head_option(opts, "topk"),
+            float(head_option(opts, "wildcat_alpha")),
+            source,
+            int(head_option(opts, "local_hidden")),
+            int(head_option(opts, "local_kernel")),
+            bool(head_option(opts, "local_offset")),
+        )
     if _freezes_backbone(protocol):
         return ProbeClassifier(features, num_labels)
     return Classifier(features, num_labels)
@@ -249,8 +374,14 @@ def should_save(model: nn.Module, option: Any) -> bool:
     return sum(p.numel() for p in model.parameters()) <= SMALL_MODEL_PARAMS
 
 
-def save_cell_model(model: nn.Module, cell: CellConfig, ctx: RunContext, opts: dict[str, Any],
-                    labels: list[str], normalize: tuple[float, float]) -> Path:
+def save_cell_model(
+    model: nn.Module,
+    cell: CellConfig,
+    ctx: RunContext,
+    opts: dict[str, Any],
+    labels: list[str],
+    normalize: tuple[float, float],
+) -> Path:
     """Write the selected model's state dict and what is needed to rebuild it (atomically)."""
     path = model_path(ctx.results_dir, cell.cell_id)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -258,8 +389,21 @@ def save_cell_model(model: nn.Module, cell: CellConfig, ctx: RunContext, opts: d
         "format": MODEL_FORMAT,
         "cell_id": cell.cell_id,
         "protocol": cell.protocol,
-        "head": opts.get("head", "linear"),
-        "head_options": {k: opts[k] for k in ("topk", "scorer_hidden", "topk_temperature", "wildcat_alpha", "classwise_source", "local_hidden", "local_kernel", "local_offset") if k in opts},
+        "head": head_option(opts, "head"),
+        "head_options": {
+            k: opts[k]
+            for k in (
+                "topk",
+                "scorer_hidden",
+                "topk_temperature",
+                "wildcat_alpha",
+                "classwise_source",
+                "local_hidden",
+                "local_kernel",
+                "local_offset",
+            )
+            if k in opts
+        },
         "labels": list(labels),
         "normalize": [float(v) for v in normalize],
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -276,7 +420,9 @@ def build_classifier(cell: CellConfig, head: str, head_options: dict[str, Any], 
     return make_classifier(backbone, num_labels, {**head_options, "head": head}, cell.protocol)
 
 
-def load_cell_model(results_dir: str | Path, cell: CellConfig, cell_id: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def load_cell_model(
+    results_dir: str | Path, cell: CellConfig, cell_id: str | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
     """The saved model of ``cell`` (eval mode, CPU) and its metadata (labels, normalize, head).
     ``cell_id``: the id the record was stored under (default: ``cell.cell_id``, which a later
     change of the config schema may alter)."""
@@ -284,7 +430,8 @@ def load_cell_model(results_dir: str | Path, cell: CellConfig, cell_id: str | No
     path = model_path(results_dir, cell_id)
     if not path.is_file():
         raise DataError(
-            f"no saved model for cell {cell_id} ({path}); rerun it with [protocol.{cell.protocol}] save_model = true"
+            f"no saved model for cell {cell_id} ({path}); rerun it with [protocol.{cell.protocol}] save_model"
+            " = true"
         )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -301,21 +448,32 @@ def load_cell_model(results_dir: str | Path, cell: CellConfig, cell_id: str | No
     return model, {k: v for k, v in payload.items() if k != "state_dict"}
 
 
-def finish_cell(model: nn.Module, data: CellData, cell: CellConfig, ctx: RunContext, opts: dict[str, Any],
-                normalize: tuple[float, float]) -> dict[str, Any]:
+def finish_cell(
+    model: nn.Module,
+    data: CellData,
+    cell: CellConfig,
+    ctx: RunContext,
+    opts: dict[str, Any],
+    normalize: tuple[float, float],
+) -> dict[str, Any]:
     """After selection: save the model (per ``save_model``) and localize on the test split's boxes.
     Returns entries for ``ProtocolResult.extra``."""
-    extra: dict[str, Any] = {"head": opts.get("head", "linear")}
+    extra: dict[str, Any] = {"head": head_option(opts, "head")}
     if not distributed.is_main():  # under torchrun only rank 0 writes and measures
         return extra
-    if should_save(model, opts.get("save_model", "auto")):
+    if should_save(model, head_option(opts, "save_model")):
         extra["model_path"] = str(save_cell_model(model, cell, ctx, opts, data.labels, normalize))
-    if opts.get("localize", True):
+    if head_option(opts, "localize"):
         loc = evaluate_localization(
-            model, data, normalize, ctx.device, int(opts.get("localize_images", 64)), int(opts.get("deletion_steps", 10)),
-            seed=cell.seed, tolerance=opts.get("pointing_tolerance", "standard"),
+            model,
+            data,
+            normalize,
+            ctx.device,
+            int(head_option(opts, "localize_images")),
+            int(head_option(opts, "deletion_steps")),
+            seed=cell.seed,
+            tolerance=head_option(opts, "pointing_tolerance"),
         )
         if loc is not None:
             extra["localization"] = loc
     return extra
-

@@ -3,7 +3,7 @@
 A cell trained on dataset S with ``evaluate_on = ["T1", "T2"]`` also predicts the test split of
 each Tk (not S itself: that is its internal test) with the model its protocol selected on S's
 validation split. What each target is comes from the grid: the cell the grid resolves for the
-same axis values with Tk as dataset (its *internal twin*, :attr:`chexbench.config.PlannedCell.external`)
+same axis values with Tk as dataset (its *internal twin*, :attr:`chexbench.spec.grid.PlannedCell.external`)
 gives Tk's dataset options (root, a phantom's generation options) and the settings that define
 Tk's test split (:data:`TARGET_DATA_SETTINGS`); the image size stays the source cell's (the model's
 input). So the external test images are the twin's own test images, and the report pairs the
@@ -54,7 +54,7 @@ from chexbench.datasets.leakage import indexed_root, pretrain_source_options, pr
 
 if TYPE_CHECKING:
     from chexbench.bench.store import ResultStore
-    from chexbench.config import CellConfig
+    from chexbench.spec.cell import CellConfig
 
 #: bump when the meaning of an external record changes
 EXTERNAL_FORMAT = 1
@@ -64,7 +64,8 @@ TARGET_DATA_SETTINGS = ("views", "uncertainty", "not_mentioned", "max_eval_image
 
 @dataclass(frozen=True)
 class ExternalTarget:
-    """One dataset a cell is validated on: its name, its internal twin, and the config that builds its test split."""
+    """One dataset a cell is validated on: its name, its internal twin, and the config that builds its test
+    split."""
 
     name: str
     twin: CellConfig  # the grid's cell of the same axis values on this dataset
@@ -79,7 +80,7 @@ class ExternalTarget:
 
 
 def external_targets(cell: CellConfig, twins: dict[str, CellConfig]) -> list[ExternalTarget]:
-    """The targets of ``cell`` from its planned twins (:attr:`chexbench.config.PlannedCell.external`)."""
+    """The targets of ``cell`` from its planned twins (:attr:`chexbench.spec.grid.PlannedCell.external`)."""
     out = []
     for name, twin in twins.items():
         settings = dataclasses.replace(twin.settings, image_size=cell.settings.image_size)
@@ -88,15 +89,23 @@ def external_targets(cell: CellConfig, twins: dict[str, CellConfig]) -> list[Ext
 
 
 def target_identity(data_cell: CellConfig) -> dict[str, Any]:
-    """What defines a target's external test split: dataset, its options, the split-defining settings, image size."""
+    """What defines a target's external test split: dataset, its options, the split-defining settings, image
+    size."""
     st = data_cell.settings
-    return {"dataset": data_cell.dataset, "dataset_options": dict(sorted(data_cell.dataset_options.items())),
-            "image_size": st.image_size, **{k: getattr(st, k) for k in TARGET_DATA_SETTINGS}}
+    return {
+        "dataset": data_cell.dataset,
+        "dataset_options": dict(sorted(data_cell.dataset_options.items())),
+        "image_size": st.image_size,
+        **{k: getattr(st, k) for k in TARGET_DATA_SETTINGS},
+    }
 
 
 def target_key(data_cell: CellConfig) -> str:
-    """sha256 of :func:`target_identity`: a changed target (another root, cap or policy) is predicted again."""
-    return hashlib.sha256(json.dumps(target_identity(data_cell), sort_keys=True, default=str).encode()).hexdigest()
+    """sha256 of :func:`target_identity`: a changed target (another root, cap or policy) is predicted
+    again."""
+    return hashlib.sha256(
+        json.dumps(target_identity(data_cell), sort_keys=True, default=str).encode()
+    ).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -107,12 +116,18 @@ class LabelSets:
     macro: list[str]  # shared labels the macro averages over
 
 
-def label_sets(source_labels: list[str], source_eval: list[str], target_labels: list[str], target_eval: list[str]) -> LabelSets:
+def label_sets(
+    source_labels: list[str], source_eval: list[str], target_labels: list[str], target_eval: list[str]
+) -> LabelSets:
     """The label lists of one (source, target) pair, harmonized names compared as they are."""
     shared = [lab for lab in source_labels if lab in target_labels]
     both_eval = [lab for lab in shared if lab in source_eval and lab in target_eval]
-    return LabelSets(shared, [lab for lab in source_labels if lab not in target_labels],
-                     [lab for lab in target_labels if lab not in source_labels], both_eval or list(shared))
+    return LabelSets(
+        shared,
+        [lab for lab in source_labels if lab not in target_labels],
+        [lab for lab in target_labels if lab not in source_labels],
+        both_eval or list(shared),
+    )
 
 
 def check_leakage(cell: CellConfig, target: ExternalTarget) -> dict[str, int]:
@@ -124,28 +139,48 @@ def check_leakage(cell: CellConfig, target: ExternalTarget) -> dict[str, int]:
     tgt = indexed_root(target.name, target.data_cell.dataset_options)
     test = tgt.patients(["test"], target.data_cell.settings.views)
     src = indexed_root(cell.dataset, cell.dataset_options)
-    counts = {"shared_with_source": len(src.patients(["train", "valid", "test"]) & test), "shared_with_pretraining": 0}
+    counts = {
+        "shared_with_source": len(src.patients(["train", "valid", "test"]) & test),
+        "shared_with_pretraining": 0,
+    }
     pool_root = None
     if pretrains(cell):
         pool = indexed_root(cell.settings.pretrain_source, pretrain_source_options(cell))
         counts["shared_with_pretraining"] = len(pool.patients(["train"], cell.settings.views) & test)
         pool_root = pool.root
-    if (counts["shared_with_source"] or counts["shared_with_pretraining"]) and not cell.settings.allow_leakage:
+    if (
+        counts["shared_with_source"] or counts["shared_with_pretraining"]
+    ) and not cell.settings.allow_leakage:
         where = []
         if counts["shared_with_source"]:
-            where.append(f"{counts['shared_with_source']} are patients of '{cell.dataset}' at {src.root}, the cell's own dataset")
+            where.append(
+                f"{counts['shared_with_source']} are patients of '{cell.dataset}' at {src.root}, the cell's"
+                " own dataset"
+            )
         if counts["shared_with_pretraining"]:
-            where.append(f"{counts['shared_with_pretraining']} are in the pretraining pool of '{cell.settings.pretrain_source}' at {pool_root}")
+            where.append(
+                f"{counts['shared_with_pretraining']} are in the pretraining pool of"
+                f" '{cell.settings.pretrain_source}' at {pool_root}"
+            )
         raise LeakageError(
-            f"evaluate_on '{target.name}' at {tgt.root}: of its {len(test)} test patients, {' and '.join(where)} "
-            f"(same patient ids: the datasets share patients, e.g. one phantom generation read under two names or roots); "
-            f"drop it from evaluate_on, or set allow_leakage = true (the record will say so)"
+            f"evaluate_on '{target.name}' at {tgt.root}: of its {len(test)} test patients,"
+            f" {' and '.join(where)} (same patient ids: the datasets share patients, e.g. one phantom"
+            " generation read under two names or roots); drop it from evaluate_on, or set allow_leakage ="
+            " true (the record will say so)"
         )
     return {**counts, "target_test_patients": len(test)}
 
 
-def external_record(cell: CellConfig, target: ExternalTarget, labels: LabelSets, manifest: dict[str, Any],
-                    y_true: np.ndarray, y_score: np.ndarray, leakage: dict[str, int], origin: str) -> dict[str, Any]:
+def external_record(
+    cell: CellConfig,
+    target: ExternalTarget,
+    labels: LabelSets,
+    manifest: dict[str, Any],
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    leakage: dict[str, int],
+    origin: str,
+) -> dict[str, Any]:
     """The record of one external predictions file. ``y_true``/``y_score``: (N, len(labels.shared)).
     ``origin``: "cell" (predicted right after training) | "saved model" (completed later)."""
     metrics = per_label_metrics(y_true, y_score, labels.shared)
@@ -164,10 +199,26 @@ def external_record(cell: CellConfig, target: ExternalTarget, labels: LabelSets,
         "target": target.name,
         "target_key": target.key,
         "target_config": target.identity(),
-        "target_data": {k: manifest.get(k) for k in ("root", "cache_id", "index_fingerprint", "loader_version", "split_rule",
-                                                      "labels", "eval_labels", "blank_is_negative")}
-        | {"test_images": split.get("images"), "test_patients": split.get("patients"),
-           "test_image_ids_sha256": split.get("image_ids_sha256")},
+        "target_data": (
+            {
+                k: manifest.get(k)
+                for k in (
+                    "root",
+                    "cache_id",
+                    "index_fingerprint",
+                    "loader_version",
+                    "split_rule",
+                    "labels",
+                    "eval_labels",
+                    "blank_is_negative",
+                )
+            }
+            | {
+                "test_images": split.get("images"),
+                "test_patients": split.get("patients"),
+                "test_image_ids_sha256": split.get("image_ids_sha256"),
+            }
+        ),
         "internal_cell_id": target.twin.cell_id,
         "shared_labels": labels.shared,
         "dropped_labels": labels.dropped,
@@ -181,7 +232,9 @@ def external_record(cell: CellConfig, target: ExternalTarget, labels: LabelSets,
     }
 
 
-def pending_targets(store: ResultStore, cell_id: str, targets: list[ExternalTarget]) -> list[tuple[ExternalTarget, str]]:
+def pending_targets(
+    store: ResultStore, cell_id: str, targets: list[ExternalTarget]
+) -> list[tuple[ExternalTarget, str]]:
     """The targets whose external file is missing or stale, each with why (``[]``: all current)."""
     write_id = store.cell_write_id(cell_id)
     out = []

@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from chexbench.bench.cell_model import load_cell_model
-from chexbench.bench.store import ResultStore
-from chexbench.config import CellConfig
+from chexbench.bench.record import RecordStatus
+from chexbench.bench.store import ResultsView
 from chexbench.core.errors import DataError
 from chexbench.datasets.celldata import CellData, build_cell_data
 from chexbench.explain.gallery import FinishedCell
+from chexbench.spec.cell import CellConfig
 
 
 def load_cell_config(results_dir: Path, cell_id: str) -> tuple[CellConfig, dict[str, Any]]:
     """The stored config and record data of a finished (status ok) cell."""
-    store = ResultStore(results_dir)
+    store = ResultsView(results_dir)  # looks only: a damaged record is told and left for the next run
     recs = store.records([cell_id])
     if recs.empty:
         known = store.cell_ids()
@@ -30,8 +31,10 @@ def load_cell_config(results_dir: Path, cell_id: str) -> tuple[CellConfig, dict[
         hint = f" (close: {', '.join(close)})" if close else ""
         raise DataError(f"no cell '{cell_id}' in {results_dir}{hint}")
     rec = recs.iloc[0]
-    if rec["status"] != "ok":
-        raise DataError(f"cell {cell_id} in {results_dir} did not finish (status {rec['status']}): nothing to explain")
+    if rec["status"] != RecordStatus.OK:
+        raise DataError(
+            f"cell {cell_id} in {results_dir} did not finish (status {rec['status']}): nothing to explain"
+        )
     return CellConfig.from_dict(json.loads(rec["config_json"])), json.loads(rec["data_json"])
 
 

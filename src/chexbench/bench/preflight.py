@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 
 from chexbench.bench.external import check_leakage, external_targets
-from chexbench.config import AXES, CellConfig, PlannedCell
 from chexbench.core.errors import ChexbenchError, ConfigError, DataError, SkipCell
 from chexbench.datasets import split_files
 from chexbench.datasets.base import FRONTAL_VIEWS, SPLITS, label_columns
@@ -39,7 +38,9 @@ from chexbench.datasets.labels import apply_uncertainty
 from chexbench.datasets.leakage import pretrain_source_options
 from chexbench.datasets.prepared import label_file_fingerprint
 from chexbench.datasets.splits import sample_patients
-from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
+from chexbench.spec.cell import AXES, CellConfig
+from chexbench.spec.grid import PlannedCell, PlanStatus
+from chexbench.spec.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
 
 #: components whose ``preflight(cell)`` hook is called, in this order
 HOOKED: tuple[tuple[str, Any], ...] = (
@@ -59,7 +60,9 @@ class PreflightError(ConfigError):
 
 def dataset_options_for_source(cell: CellConfig) -> tuple[str, dict[str, Any]]:
     """The pretraining source of ``cell`` and the options its root is resolved with, as
-    ``datasets.celldata.pretrain_pool`` resolves them (:func:`chexbench.datasets.leakage.pretrain_source_options`)."""
+    ``datasets.celldata.pretrain_pool`` resolves them
+    (:func:`chexbench.datasets.leakage.pretrain_source_options`).
+    """
     return cell.settings.pretrain_source, pretrain_source_options(cell)
 
 
@@ -74,11 +77,16 @@ def dataset_index(name: str, options: dict[str, Any]) -> tuple[Path, pd.DataFram
         except ChexbenchError:
             raise
         except Exception as e:  # a loader's unexpected failure is still one line, naming the dataset
-            raise DataError(f"dataset '{name}' at {root}: the index does not build: {type(e).__name__}: {e}") from None
+            raise DataError(
+                f"dataset '{name}' at {root}: the index does not build: {type(e).__name__}: {e}"
+            ) from None
         if len(index) == 0:
             raise DataError(f"dataset '{name}' at {root}: the index lists no image")
         _INDEX_CACHE[key] = index
-    return root, split_files.apply(_INDEX_CACHE[key], name, options, root)[0]  # a split file's splits, if named
+    return (
+        root,
+        split_files.apply(_INDEX_CACHE[key], name, options, root)[0],
+    )  # a split file's splits, if named
 
 
 @dataclass
@@ -101,7 +109,9 @@ class SplitSummary:
 def summary_key(cell: CellConfig) -> str:
     st = cell.settings
     return json.dumps(
-        [cell.dataset, cell.dataset_options, st.views, st.uncertainty, st.max_eval_images], sort_keys=True, default=str
+        [cell.dataset, cell.dataset_options, st.views, st.uncertainty, st.max_eval_images],
+        sort_keys=True,
+        default=str,
     )
 
 
@@ -114,18 +124,28 @@ def split_summary(cell: CellConfig) -> SplitSummary:
     root, index = dataset_index(cell.dataset, cell.dataset_options)
     labels = [lab for lab in ds.labels if lab in index.columns] or label_columns(index)
     eval_labels = [lab for lab in ds.eval_labels if lab in labels] or labels
-    view_ok = np.ones(len(index), bool) if st.views == "all" else index["view"].astype(str).isin(FRONTAL_VIEWS).to_numpy()
+    view_ok = (
+        np.ones(len(index), bool)
+        if st.views == "all"
+        else index["view"].astype(str).isin(FRONTAL_VIEWS).to_numpy()
+    )
     split = index["split"].astype(str).to_numpy()
     patients = index["patient_id"].astype(str).to_numpy()
-    positives = apply_uncertainty(index[eval_labels].to_numpy(dtype=np.float64), eval_labels, st.uncertainty) == 1.0
+    positives = (
+        apply_uncertainty(index[eval_labels].to_numpy(dtype=np.float64), eval_labels, st.uncertainty) == 1.0
+    )
     masks = {name: (split == name) & view_ok for name in SPLITS}
     for name, m in masks.items():
         if not m.any():
-            raise DataError(f"dataset '{cell.dataset}' at {root}: the {name} split has no images (views = {st.views})")
+            raise DataError(
+                f"dataset '{cell.dataset}' at {root}: the {name} split has no images (views = {st.views})"
+            )
     if st.max_eval_images > 0:
         for name in ("valid", "test"):
             sub = np.flatnonzero(masks[name])
-            keep = sample_patients(patients[sub], positives[sub], EVAL_CAP_SEED, max_images=st.max_eval_images)
+            keep = sample_patients(
+                patients[sub], positives[sub], EVAL_CAP_SEED, max_images=st.max_eval_images
+            )
             masks[name] = np.zeros(len(index), dtype=bool)
             masks[name][sub[keep]] = True
     test = masks["test"]
@@ -144,11 +164,12 @@ def split_summary(cell: CellConfig) -> SplitSummary:
 
 
 def split_summaries(planned: list[PlannedCell]) -> list[SplitSummary]:
-    """One :class:`SplitSummary` per distinct (dataset, options, views, uncertainty, cap) of the runnable cells
+    """One :class:`SplitSummary` per distinct (dataset, options, views, uncertainty, cap) of the runnable
+    cells
     and of their ``evaluate_on`` targets (whose test splits the cells predict too)."""
     out: dict[str, SplitSummary] = {}
     for p in planned:
-        if p.status != "run":
+        if p.status != PlanStatus.RUN:
             continue
         for cell in (p.cell, *(t.data_cell for t in external_targets(p.cell, p.external))):
             if summary_key(cell) not in out:
@@ -176,7 +197,9 @@ def _check_dataset(cell: CellConfig, name: str, options: dict[str, Any], role: s
         root, index = dataset_index(name, options)
         frontal = index["view"].astype(str).isin(FRONTAL_VIEWS) | (cell.settings.views == "all")
         if not ((index["split"].astype(str) == "train") & frontal).any():
-            raise DataError(f"dataset '{name}' at {root}: its train split has no images (views = {cell.settings.views})")
+            raise DataError(
+                f"dataset '{name}' at {root}: its train split has no images (views = {cell.settings.views})"
+            )
     except DataError as e:
         raise DataError(
             f"pretraining source '{name}' of {cell.strategy} (settings.pretrain_source): {e}; "
@@ -191,10 +214,24 @@ def _configuration_key(cell: CellConfig) -> str:
 
 
 def _learned_key(cell: CellConfig) -> str:
-    """What a cell's model learned from, as far as cross-dataset leakage goes (its dataset, its pretraining pool)."""
-    return json.dumps([cell.dataset, cell.dataset_options, cell.settings.views, cell.settings.allow_leakage,
-                       pretrain_source_options(cell) if STRATEGIES.get(cell.strategy).pretrain_key(cell) is not None else None,
-                       cell.settings.pretrain_source], sort_keys=True, default=str)
+    """What a cell's model learned from, as far as cross-dataset leakage goes (its dataset, its pretraining
+    pool)."""
+    return json.dumps(
+        [
+            cell.dataset,
+            cell.dataset_options,
+            cell.settings.views,
+            cell.settings.allow_leakage,
+            (
+                pretrain_source_options(cell)
+                if STRATEGIES.get(cell.strategy).pretrain_key(cell) is not None
+                else None
+            ),
+            cell.settings.pretrain_source,
+        ],
+        sort_keys=True,
+        default=str,
+    )
 
 
 def _external_checks(p: PlannedCell) -> Iterable[tuple[Hashable, Callable[[], None]]]:
@@ -210,7 +247,9 @@ def _check_external_leakage(cell: CellConfig, target: Any) -> None:
     try:
         check_leakage(cell, target)
     except (DataError, ConfigError):
-        pass  # a dataset that cannot be read is the target's own check's line (or the source's), not a second one
+        # a dataset that cannot be read is the target's own check's line (or the source's), not a
+        # second one
+        pass
 
 
 @dataclass(frozen=True)
@@ -230,7 +269,7 @@ def external_leakage(planned: list[PlannedCell]) -> list[ExternalLeakage]:
     ``allow_leakage``."""
     out: dict[Hashable, ExternalLeakage] = {}
     for p in planned:
-        if p.status != "run":
+        if p.status != PlanStatus.RUN:
             continue
         for t in external_targets(p.cell, p.external):
             key = (t.key, _learned_key(p.cell))
@@ -246,12 +285,18 @@ def _check_target(target: Any) -> None:
         raise DataError(f"evaluate_on '{target.name}': {e}") from None
 
 
-def _checks(cell: CellConfig, planned: PlannedCell | None = None) -> Iterable[tuple[Hashable, Callable[[], None]]]:
+def _checks(
+    cell: CellConfig, planned: PlannedCell | None = None
+) -> Iterable[tuple[Hashable, Callable[[], None]]]:
     """(cache key, check) pairs of ``cell``; a key seen before is not checked again."""
     if planned is not None:
         yield from _external_checks(planned)
     for name, options, role in _datasets_of(cell):
-        key = ("summary", summary_key(cell)) if role == "target" else ("source", name, json.dumps(options, sort_keys=True, default=str), cell.settings.views)
+        key = (
+            ("summary", summary_key(cell))
+            if role == "target"
+            else ("source", name, json.dumps(options, sort_keys=True, default=str), cell.settings.views)
+        )
         yield key, lambda name=name, options=options, role=role: _check_dataset(cell, name, options, role)
     for axis, registry in HOOKED:
         obj = registry.get(getattr(cell, axis))
@@ -278,10 +323,10 @@ def group_label(cells: list[CellConfig], universe: list[CellConfig]) -> str:
 def preflight(planned: list[PlannedCell]) -> None:
     """Check every runnable cell of ``planned`` before anything is written; raise one
     :class:`PreflightError` naming every problem and the cell group it affects."""
-    runnable = [p.cell for p in planned if p.status == "run"]
+    runnable = [p.cell for p in planned if p.status == PlanStatus.RUN]
     outcome: dict[Hashable, str] = {}
     affected: dict[str, list[CellConfig]] = {}
-    for p in (p for p in planned if p.status == "run"):
+    for p in (p for p in planned if p.status == PlanStatus.RUN):
         cell = p.cell
         for key, check in _checks(cell, p):
             if key not in outcome:

@@ -20,9 +20,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chexbench.config import PlannedCell
 from chexbench.core.errors import ConfigError
-from chexbench.registry import STRATEGIES
+from chexbench.spec.grid import PlannedCell, PlanStatus
+from chexbench.spec.registry import STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ ALL = Shard(0, 1)
 
 def pretrain_group(planned: PlannedCell) -> str:
     """Hash of the cell's shared pretraining run ("" for strategies that do not pretrain)."""
-    if planned.status != "run":
+    if planned.status != PlanStatus.RUN:
         return ""
     key_of = getattr(STRATEGIES.get(planned.cell.strategy), "pretrain_key", None)
     key = key_of(planned.cell) if key_of is not None else None
@@ -69,21 +69,27 @@ class ShardCosts:
     run: dict[str, float]
 
 
-def shard_cells(planned: list[PlannedCell], shard: Shard, costs: ShardCosts | None = None) -> list[PlannedCell]:
+def shard_cells(
+    planned: list[PlannedCell], shard: Shard, costs: ShardCosts | None = None
+) -> list[PlannedCell]:
     """The cells of ``planned`` that shard ``shard`` runs (plus, for shard 0, the skipped ones).
 
     With ``costs``: balanced by estimated cost (:func:`_balanced`); without: contiguous blocks of
     equal cell counts."""
     if shard.count == 1:
         return list(planned)
-    return (_balanced(planned, shard.count, costs) if costs is not None else _blocks(planned, shard.count))[shard.index]
+    return (_balanced(planned, shard.count, costs) if costs is not None else _blocks(planned, shard.count))[
+        shard.index
+    ]
 
 
 def _blocks(planned: list[PlannedCell], count: int) -> list[list[PlannedCell]]:
-    runnable = sorted((p for p in planned if p.status == "run"), key=lambda p: (pretrain_group(p), p.cell.cell_id))
+    runnable = sorted(
+        (p for p in planned if p.status == PlanStatus.RUN), key=lambda p: (pretrain_group(p), p.cell.cell_id)
+    )
     n = len(runnable)
     blocks = [runnable[i * n // count : (i + 1) * n // count] for i in range(count)]
-    blocks[0] = [p for p in planned if p.status != "run"] + blocks[0]
+    blocks[0] = [p for p in planned if p.status != PlanStatus.RUN] + blocks[0]
     return blocks
 
 
@@ -93,7 +99,9 @@ def _balanced(planned: list[PlannedCell], count: int, costs: ShardCosts) -> list
     unit alone; the units, costliest first, each go to the shard with the least cost so far
     (longest-processing-time first; ties: the lower index). Deterministic from the grid alone."""
     units: dict[str, list[PlannedCell]] = {}
-    for p in sorted((p for p in planned if p.status == "run"), key=lambda p: (pretrain_group(p), p.cell.cell_id)):
+    for p in sorted(
+        (p for p in planned if p.status == PlanStatus.RUN), key=lambda p: (pretrain_group(p), p.cell.cell_id)
+    ):
         group = pretrain_group(p)
         units.setdefault(group or f"cell:{p.cell.cell_id}", []).append(p)
     cost = {u: costs.run.get(u, 0.0) + sum(costs.cell(p) for p in ps) for u, ps in units.items()}
@@ -105,11 +113,11 @@ def _balanced(planned: list[PlannedCell], count: int, costs: ShardCosts) -> list
         blocks[i].extend(units[u])
     for block in blocks:
         block.sort(key=lambda p: (pretrain_group(p), p.cell.cell_id))
-    blocks[0] = [p for p in planned if p.status != "run"] + blocks[0]
+    blocks[0] = [p for p in planned if p.status != PlanStatus.RUN] + blocks[0]
     return blocks
 
 
 def shard_of(planned: list[PlannedCell], count: int, costs: ShardCosts | None = None) -> dict[str, int]:
     """``cell_id → shard index`` for every runnable cell."""
     blocks = _balanced(planned, count, costs) if costs is not None else _blocks(planned, count)
-    return {p.cell.cell_id: i for i, block in enumerate(blocks) for p in block if p.status == "run"}
+    return {p.cell.cell_id: i for i, block in enumerate(blocks) for p in block if p.status == PlanStatus.RUN}

@@ -5,22 +5,34 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
-from chexbench.bench.store import ResultStore
-from chexbench.config import PlannedCell
+from chexbench.bench.record import RecordStatus
+from chexbench.bench.store import ResultsView
 from chexbench.core.atomic import pid_alive
+from chexbench.spec.grid import PlannedCell, PlanStatus
 from chexbench.tracking.live import read_live
 
+
+class ListedStatus(StrEnum):
+    """A cell's line in ``chexbench status``."""
+
+    DONE = "done"
+    FAILED = "failed"
+    PENDING = "pending"
+    SKIPPED = "skipped"
+
+
 #: order of the statuses in listings
-STATUS_ORDER = ("failed", "pending", "skipped", "done")
+STATUS_ORDER = (ListedStatus.FAILED, ListedStatus.PENDING, ListedStatus.SKIPPED, ListedStatus.DONE)
 
 
 @dataclass(frozen=True)
 class CellStatus:
     cell_id: str
     grid: str
-    status: str  # done | failed | pending | skipped
+    status: ListedStatus
     strategy: str
     backbone: str
     dataset: str
@@ -30,8 +42,11 @@ class CellStatus:
     reason: str = ""
 
 
-def cell_statuses(store: ResultStore, planned: list[PlannedCell] | None = None, grid_name: str | None = None) -> list[CellStatus]:
-    """Every stored cell (done or failed), plus the grid's pending and skipped cells when ``planned`` is given.
+def cell_statuses(
+    store: ResultsView, planned: list[PlannedCell] | None = None, grid_name: str | None = None
+) -> list[CellStatus]:
+    """Every stored cell (done or failed), plus the grid's pending and skipped cells when ``planned`` is
+    given.
 
     Sorted by status (failed first), then grid, strategy, backbone, dataset, protocol, fraction, seed.
     """
@@ -39,25 +54,53 @@ def cell_statuses(store: ResultStore, planned: list[PlannedCell] | None = None, 
     recs = store.records()
     for r in recs.itertuples():
         out[str(r.cell_id)] = CellStatus(
-            str(r.cell_id), str(r.grid), "done" if r.status == "ok" else "failed", str(r.strategy), str(r.backbone),
-            str(r.dataset), str(r.protocol), float(r.label_fraction), int(r.seed), str(r.failure_reason or ""),
+            str(r.cell_id),
+            str(r.grid),
+            ListedStatus.DONE if r.status == RecordStatus.OK else ListedStatus.FAILED,
+            str(r.strategy),
+            str(r.backbone),
+            str(r.dataset),
+            str(r.protocol),
+            float(r.label_fraction),
+            int(r.seed),
+            str(r.failure_reason or ""),
         )
     for p in planned or []:
         c = p.cell
         if c.cell_id in out:
             continue
-        status = "skipped" if p.status == "skipped" else "pending"
-        out[c.cell_id] = CellStatus(c.cell_id, grid_name or c.grid, status, c.strategy, c.backbone, c.dataset, c.protocol,
-                                    c.label_fraction, c.seed, p.reason)
+        status = ListedStatus.SKIPPED if p.status == PlanStatus.SKIPPED else ListedStatus.PENDING
+        out[c.cell_id] = CellStatus(
+            c.cell_id,
+            grid_name or c.grid,
+            status,
+            c.strategy,
+            c.backbone,
+            c.dataset,
+            c.protocol,
+            c.label_fraction,
+            c.seed,
+            p.reason,
+        )
 
     def key(c: CellStatus):
-        return (STATUS_ORDER.index(c.status), c.grid, c.strategy, c.backbone, c.dataset, c.protocol, c.label_fraction, c.seed)
+        return (
+            STATUS_ORDER.index(c.status),
+            c.grid,
+            c.strategy,
+            c.backbone,
+            c.dataset,
+            c.protocol,
+            c.label_fraction,
+            c.seed,
+        )
 
     return sorted(out.values(), key=key)
 
 
 # -- what is running now (``chexbench status`` / ``--watch``) ----------------------------------------
-#: a worker file on another host not updated for this long is shown as stale (its pid cannot be checked from here)
+#: a worker file on another host not updated for this long is shown as stale (its pid cannot be checked from
+#: here)
 STALE_S = 3600.0
 
 
@@ -93,10 +136,23 @@ def running_workers(results_dir: Path, now: float | None = None) -> list[Worker]
         scalars = s.get("scalars") or {}
         loss = next((scalars[k] for k in ("train/loss", "pretrain/loss") if k in scalars), None)
         epoch = s.get("epoch")
-        out.append(Worker(str(s.get("host")), int(s.get("pid") or 0), str(s.get("device") or ""), str(s.get("cell") or ""),
-                          int(s.get("cell_index") or 0), int(s.get("cells_total") or 0), str(s.get("run") or ""),
-                          None if epoch is None else int(epoch), s.get("epochs"), loss,
-                          tuple(float(x) for x in s.get("cell_seconds") or ()), since, s.get("host") != here and since > STALE_S))
+        out.append(
+            Worker(
+                str(s.get("host")),
+                int(s.get("pid") or 0),
+                str(s.get("device") or ""),
+                str(s.get("cell") or ""),
+                int(s.get("cell_index") or 0),
+                int(s.get("cells_total") or 0),
+                str(s.get("run") or ""),
+                None if epoch is None else int(epoch),
+                s.get("epochs"),
+                loss,
+                tuple(float(x) for x in s.get("cell_seconds") or ()),
+                since,
+                s.get("host") != here and since > STALE_S,
+            )
+        )
     return out
 
 
@@ -108,7 +164,7 @@ class Eta:
     basis: str  # how per_cell_s was measured
 
 
-def grid_eta(workers: list[Worker], store: ResultStore, pending: int | None = None) -> Eta:
+def grid_eta(workers: list[Worker], store: ResultsView, pending: int | None = None) -> Eta:
     """Time left for the grid from measured cell times.
 
     Per cell: the mean wall-clock time of the cells the running workers finished (everything a
@@ -120,13 +176,19 @@ def grid_eta(workers: list[Worker], store: ResultStore, pending: int | None = No
     live = [w for w in workers if not w.stale]
     walls = [s for w in live for s in w.cell_seconds]
     if walls:
-        per_cell, basis = sum(walls) / len(walls), f"mean wall-clock time of the {len(walls)} cell(s) the running workers finished"
+        per_cell, basis = (
+            sum(walls) / len(walls),
+            f"mean wall-clock time of the {len(walls)} cell(s) the running workers finished",
+        )
     else:
         recs = store.records()
-        ok = recs[recs["status"] == "ok"] if len(recs) else recs
+        ok = recs[recs["status"] == RecordStatus.OK] if len(recs) else recs
         if len(ok):
             per_cell = float((ok["train_seconds"].astype(float) + ok["eval_seconds"].astype(float)).median())
-            basis = f"median training + prediction time of {len(ok)} stored cell(s) (data preparation and pretraining not included)"
+            basis = (
+                f"median training + prediction time of {len(ok)} stored cell(s) (data preparation and"
+                " pretraining not included)"
+            )
         else:
             per_cell, basis = None, "no cell measured yet"
     if pending is None:

@@ -25,10 +25,14 @@ from chexbench.core.errors import ChexbenchError, os_error_line
 
 # options shared by several commands' signatures
 RESULTS_HELP = "results directory (one Parquet record + predictions per cell)"
-GridOpt = Annotated[str, typer.Option("--grid", "-g", help="grid preset name (smoke, full) or path to a TOML file")]
+GridOpt = Annotated[
+    str, typer.Option("--grid", "-g", help="grid preset name (smoke, full) or path to a TOML file")
+]
 OnlyOpt = Annotated[
     list[str] | None,
-    typer.Option("--only", help="keep cells whose axis matches, e.g. --only strategy=scratch,simclr --only seed=0"),
+    typer.Option(
+        "--only", help="keep cells whose axis matches, e.g. --only strategy=scratch,simclr --only seed=0"
+    ),
 ]
 ResultsOpt = Annotated[Path, typer.Option("--results", "-r", help=RESULTS_HELP)]
 
@@ -70,8 +74,12 @@ class _ErrorsAsOneLine(TyperGroup):
         except BrokenPipeError:  # `chexbench … | head`: the reader has gone; nothing to tell it
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
-        except OSError as e:  # read-only folder, permissions, full disk, missing folder: the machine, not a bug
-            err_console.print(f"[bold red]error:[/] {escape(os_error_line(e))}", highlight=False, soft_wrap=True)
+        except (
+            OSError
+        ) as e:  # read-only folder, permissions, full disk, missing folder: the machine, not a bug
+            err_console.print(
+                f"[bold red]error:[/] {escape(os_error_line(e))}", highlight=False, soft_wrap=True
+            )
             sys.exit(1)
 
 
@@ -83,7 +91,8 @@ def _flag_type(self: TyperOption, ctx: click.Context) -> str | None:
 _option_type = TyperOption.display_type_rich
 TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
-# help texts are Markdown: `code` shows as code, and "[settings]" stays text (Rich markup would eat it as a tag)
+# help texts are Markdown: `code` shows as code, and "[settings]" stays text (Rich markup would eat it as a
+# tag)
 app = typer.Typer(
     cls=_ErrorsAsOneLine,
     name="chexbench",
@@ -107,9 +116,14 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _main(
     version: bool = typer.Option(
-        False, "--version", help="print the chexbench version and exit", callback=_print_version, is_eager=True
+        False,
+        "--version",
+        help="print the chexbench version and exit",
+        callback=_print_version,
+        is_eager=True,
     ),
 ) -> None:
     """Benchmark pretraining strategies for chest X-ray classifiers, with honest statistics."""
+
 
 app.add_typer(bench_app, name="bench")

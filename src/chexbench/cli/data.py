@@ -9,14 +9,15 @@ from typing import Annotated
 import typer
 
 from chexbench.cli.app import Table, console, data_app, err_console
-from chexbench.config import CellConfig
 from chexbench.core.errors import ConfigError, DataError
 from chexbench.core.paths import cache_dir
-from chexbench.registry import DATASETS
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.registry import DATASETS
 
 
 def parse_dataset_options(dataset: str, items: list[str] | None) -> dict[str, object]:
-    """``["patients=200", "size=320"]`` → ``{"patients": 200, "size": 320}``, checked against the dataset's options."""
+    """``["patients=200", "size=320"]`` → ``{"patients": 200, "size": 320}``, checked against the dataset's
+    options."""
     allowed = set(getattr(DATASETS.get(dataset), "options", {}) or {})
     out: dict[str, object] = {}
     for item in items or []:
@@ -25,7 +26,9 @@ def parse_dataset_options(dataset: str, items: list[str] | None) -> dict[str, ob
         if not sep or not key:
             raise ConfigError(f"--option expects key=value, got '{item}'")
         if key not in allowed:
-            raise ConfigError(f"dataset '{dataset}' has no option '{key}' (options: {', '.join(sorted(allowed))})")
+            raise ConfigError(
+                f"dataset '{dataset}' has no option '{key}' (options: {', '.join(sorted(allowed))})"
+            )
         value: object = raw.strip()
         for cast in (int, float):
             try:
@@ -45,7 +48,9 @@ def _root(dataset: str, root: Path | None, options: dict[str, object] | None = N
     try:
         return Path(ds.resolve_root(opts))
     except DataError as e:
-        if root is None and not opts.get("root"):  # this command has the option the grid's message cannot name
+        if root is None and not opts.get(
+            "root"
+        ):  # this command has the option the grid's message cannot name
             raise DataError(f"{e}, or pass --root PATH") from None
         raise
 
@@ -60,12 +65,16 @@ OptionList = Annotated[
 def prepare_cmd(
     dataset: Annotated[str, typer.Argument(help="registered dataset name (chexbench list datasets)")],
     root: Annotated[Path | None, typer.Option(help="dataset root folder (native layout)")] = None,
-    size: Annotated[int, typer.Option(help="side of the square uint8 images; runs use settings.image_size")] = 256,
+    size: Annotated[
+        int, typer.Option(help="side of the square uint8 images; runs use settings.image_size")
+    ] = 256,
     out: Annotated[
         Path | None, typer.Option(help="write here instead of the cache folder that runs read")
     ] = None,
     workers: Annotated[int, typer.Option(help="decoding processes (0 = all cores)")] = 0,
-    strict: Annotated[bool, typer.Option(help="a missing or corrupt image is fatal instead of skipped")] = False,
+    strict: Annotated[
+        bool, typer.Option(help="a missing or corrupt image is fatal instead of skipped")
+    ] = False,
     option: OptionList = None,
 ) -> None:
     """Index a dataset and decode its images once into a uint8 cache (resumable)."""
@@ -76,7 +85,9 @@ def prepare_cmd(
     try:
         cache = prepare(dataset, path, size, out, workers=workers or None, strict=strict, progress=True)
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]: finished chunks are kept; rerun the same command to resume")
+        err_console.print(
+            "[yellow]interrupted[/]: finished chunks are kept; rerun the same command to resume"
+        )
         raise typer.Exit(130) from None
     m = cache.manifest
     table = Table(title=f"{dataset} prepared at {size}px", show_header=False)
@@ -90,11 +101,14 @@ def prepare_cmd(
     for item in m["skipped"][:10]:
         console.print(f"[yellow]skipped[/] {item['path']}: {item['reason']}", highlight=False)
     if m["n_skipped"] > 10:
-        console.print(f"[yellow]… {m['n_skipped'] - 10} more skipped images listed in {cache.dir / 'manifest.json'}[/]")
+        console.print(
+            f"[yellow]… {m['n_skipped'] - 10} more skipped images listed in {cache.dir / 'manifest.json'}[/]"
+        )
 
 
 def _find_prepared(dataset: str, root: Path | None, size: int | None, out: Path | None) -> Path:
-    """The prepared folder to verify: ``--out``, else the one matching root and size (either may be left out)."""
+    """The prepared folder to verify: ``--out``, else the one matching root and size (either may be left
+    out)."""
     if out is not None:
         return out
     want_root = str(_root(dataset, root).resolve()) if root is not None else None
@@ -107,16 +121,22 @@ def _find_prepared(dataset: str, root: Path | None, size: int | None, out: Path 
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        raise DataError(f"no prepared cache of '{dataset}'{at} (run: chexbench data prepare {dataset} --root PATH)")
+        raise DataError(
+            f"no prepared cache of '{dataset}'{at} (run: chexbench data prepare {dataset} --root PATH)"
+        )
     names = ", ".join(c.name for c in candidates)
-    raise DataError(f"{len(candidates)} prepared caches of '{dataset}'{at} ({names}); pass --size, --root or --out")
+    raise DataError(
+        f"{len(candidates)} prepared caches of '{dataset}'{at} ({names}); pass --size, --root or --out"
+    )
 
 
 @data_app.command("verify")
 def verify_cmd(
     dataset: Annotated[str, typer.Argument(help="registered dataset name")],
     root: Annotated[Path | None, typer.Option(help="dataset root the cache was prepared from")] = None,
-    size: Annotated[int | None, typer.Option(help="image size of the cache to check (needed if several)")] = None,
+    size: Annotated[
+        int | None, typer.Option(help="image size of the cache to check (needed if several)")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="a prepared folder written with prepare --out")] = None,
     sample: Annotated[int, typer.Option(help="re-decode this many random images (0 = all)")] = 0,
 ) -> None:
@@ -144,7 +164,9 @@ def verify_cmd(
         for item in items[:5]:
             console.print(f"[red]{what}[/] {item}", highlight=False)
     if not report.ok:
-        raise DataError(f"prepared cache {folder} does not match its sources; rerun chexbench data prepare {dataset}")
+        raise DataError(
+            f"prepared cache {folder} does not match its sources; rerun chexbench data prepare {dataset}"
+        )
     console.print("[green]ok[/]: the cache matches its sources")
 
 
@@ -154,12 +176,21 @@ def splits_cmd(
     out: Annotated[Path, typer.Option(help="folder to write <dataset>-splits-<sha256[:12]>.csv into")],
     grid: Annotated[
         str | None,
-        typer.Option(help="grid (preset or TOML file): its cells of DATASET give the seeds, label fractions, settings and options"),
+        typer.Option(
+            help=(
+                "grid (preset or TOML file): its cells of DATASET give the seeds, label fractions, settings"
+                " and options"
+            )
+        ),
     ] = None,
     root: Annotated[Path | None, typer.Option(help="dataset root folder (without --grid)")] = None,
-    seed: Annotated[list[int] | None, typer.Option("--seed", help="fine-tuning seed (without --grid; repeatable; default 0)")] = None,
+    seed: Annotated[
+        list[int] | None,
+        typer.Option("--seed", help="fine-tuning seed (without --grid; repeatable; default 0)"),
+    ] = None,
     fraction: Annotated[
-        list[float] | None, typer.Option("--fraction", help="label fraction in (0, 1] (without --grid; repeatable; default 1)")
+        list[float] | None,
+        typer.Option("--fraction", help="label fraction in (0, 1] (without --grid; repeatable; default 1)"),
     ] = None,
     size: Annotated[int, typer.Option(help="image size of the prepared cache read (without --grid)")] = 224,
     option: OptionList = None,
@@ -188,19 +219,39 @@ def splits_cmd(
             console.print(f"[yellow]not nested[/]: {note}", highlight=False)
 
 
-def _split_cells(dataset: str, grid: str | None, root: Path | None, seeds: list[int] | None,
-                 fractions: list[float] | None, option: list[str] | None, size: int) -> list[CellConfig]:
+def _split_cells(
+    dataset: str,
+    grid: str | None,
+    root: Path | None,
+    seeds: list[int] | None,
+    fractions: list[float] | None,
+    option: list[str] | None,
+    size: int,
+) -> list[CellConfig]:
     """The cells of ``dataset`` in ``grid``, or one cell per seed and fraction with default settings."""
-    from chexbench.config import Settings, load_grid
+    from chexbench.spec.parse import load_grid
+    from chexbench.spec.settings import Settings
 
     if grid is not None:
-        given = [flag for flag, v in (("--root", root), ("--seed", seeds), ("--fraction", fractions), ("--option", option)) if v]
+        given = [
+            flag
+            for flag, v in (
+                ("--root", root),
+                ("--seed", seeds),
+                ("--fraction", fractions),
+                ("--option", option),
+            )
+            if v
+        ]
         if given:
             raise ConfigError(f"{', '.join(given)} cannot be combined with --grid (the grid sets them)")
         g = load_grid(grid)
         cells = [p.cell for p in g.cells() if p.cell.dataset == dataset]
         if not cells:
-            raise ConfigError(f"grid '{g.name}' has no cell of dataset '{dataset}' (datasets: {', '.join(map(str, g.axes['dataset']))})")
+            raise ConfigError(
+                f"grid '{g.name}' has no cell of dataset '{dataset}' (datasets:"
+                f" {', '.join(map(str, g.axes['dataset']))})"
+            )
         return cells
     for f in fractions or []:
         if not 0 < f <= 1:
@@ -211,7 +262,16 @@ def _split_cells(dataset: str, grid: str | None, root: Path | None, seeds: list[
     identity = getattr(DATASETS.get(dataset), "identity_options", None)
     options = identity(options) if identity and options else options
     return [
-        CellConfig(strategy="scratch", backbone="resnet50", dataset=dataset, protocol="linear", label_fraction=float(f),
-                   seed=int(s), settings=Settings(image_size=size), dataset_options=options)
-        for s in (seeds or [0]) for f in (fractions or [1.0])
+        CellConfig(
+            strategy="scratch",
+            backbone="resnet50",
+            dataset=dataset,
+            protocol="linear",
+            label_fraction=float(f),
+            seed=int(s),
+            settings=Settings(image_size=size),
+            dataset_options=options,
+        )
+        for s in seeds or [0]
+        for f in fractions or [1.0]
     ]

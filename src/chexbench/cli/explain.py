@@ -14,13 +14,31 @@ from chexbench.cli.app import app, console
 
 @app.command("explain")
 def explain_cmd(
-    cell: Annotated[list[str], typer.Option("--cell", "-c", help="cell id or a unique prefix of it (see `chexbench status`); repeat it to compare cells' maps side by side")],
-    results: Annotated[Path, typer.Option("--results", "-r", help="results directory")] = Path("chexbench-results"),
+    cell: Annotated[
+        list[str],
+        typer.Option(
+            "--cell",
+            "-c",
+            help=(
+                "cell id or a unique prefix of it (see `chexbench status`); repeat it to compare cells' maps"
+                " side by side"
+            ),
+        ),
+    ],
+    results: Annotated[Path, typer.Option("--results", "-r", help="results directory")] = Path(
+        "chexbench-results"
+    ),
     n: Annotated[int, typer.Option("--n", help="how many test images (boxed positives first)")] = 8,
-    ids: Annotated[list[str] | None, typer.Option("--ids", help="explain these test image ids instead (repeatable)")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder (default RESULTS/explain/CELL)")] = None,
+    ids: Annotated[
+        list[str] | None, typer.Option("--ids", help="explain these test image ids instead (repeatable)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="output folder (default RESULTS/explain/CELL)")
+    ] = None,
     columns: Annotated[int, typer.Option(help="overlays per row in gallery.png")] = 4,
-    root: Annotated[Path | None, typer.Option("--root", help="read the cell's dataset from this root instead")] = None,
+    root: Annotated[
+        Path | None, typer.Option("--root", help="read the cell's dataset from this root instead")
+    ] = None,
 ) -> None:
     """Write heatmap overlays (top-K patch scores, per-class top-K patch logits, ViT or CNN Grad-CAM),
     gallery.png and gallery.md for a finished cell whose model was saved; with several --cell, one
@@ -47,17 +65,30 @@ def explain_cmd(
     one = load_finished_cell(results, cell[0])
     heatmap_method(one)
     data = rebuild_cell_data(one.cell, root)
-    summary = write_explanations(one, data, out or results / "explain" / cell[0], n=n, ids=ids, columns=columns,
-                                 same_root_expected=root is None)
+    summary = write_explanations(
+        one,
+        data,
+        out or results / "explain" / cell[0],
+        n=n,
+        ids=ids,
+        columns=columns,
+        same_root_expected=root is None,
+    )
     if summary.note:
         console.print(f"[yellow]warning:[/] {escape(summary.note)}")
-    console.print(f"{len(summary.images)} overlays ({summary.method}) → {escape(str(summary.out_dir))}/gallery.md")
+    console.print(
+        f"{len(summary.images)} overlays ({summary.method}) → {escape(str(summary.out_dir))}/gallery.md"
+    )
     loc = summary.localization
     if loc:
         ci = " [{:.3f}, {:.3f}]".format(*loc["pointing_ci"]) if loc.get("pointing_ci") else ""
         tol = loc.get("tolerant") or {}
-        tol_text = (f"; within {tol['tolerance_px']:.2f} px {tol['pointing_hit_rate']:.3f} vs random {tol['random_hit_rate']:.3f}"
-                    if tol else "")
+        tol_text = (
+            f"; within {tol['tolerance_px']:.2f} px {tol['pointing_hit_rate']:.3f} vs random"
+            f" {tol['random_hit_rate']:.3f}"
+            if tol
+            else ""
+        )
         flat = f"; {loc['flat_maps']} flat map(s) counted as misses" if loc.get("flat_maps") else ""
         console.print(
             f"pointing game {loc['pointing_hit_rate']:.3f}{ci} vs random {loc['random_hit_rate']:.3f} "

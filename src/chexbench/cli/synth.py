@@ -1,15 +1,13 @@
-"""``chexbench data synth`` (phantom radiographs in native layouts) and ``chexbench bench phantom``."""
+"""``chexbench data synth``: phantom radiographs in native layouts."""
 
 from __future__ import annotations
 
-import shlex
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from chexbench.cli.app import Table, bench_app, console, data_app
+from chexbench.cli.app import Table, console, data_app
 from chexbench.core.errors import ConfigError
 
 
@@ -30,30 +28,53 @@ def parse_sites(text: str) -> tuple[str, ...]:
 
 @data_app.command("synth")
 def synth_cmd(
-    out: Annotated[Path, typer.Option(help="output folder (must not exist or be empty); one sub-folder per site")],
-    sites: Annotated[str, typer.Option(help="comma-separated: chexpert, nih, indiana")] = "chexpert,nih,indiana",
+    out: Annotated[
+        Path, typer.Option(help="output folder (must not exist or be empty); one sub-folder per site")
+    ],
+    sites: Annotated[
+        str, typer.Option(help="comma-separated: chexpert, nih, indiana")
+    ] = "chexpert,nih,indiana",
     patients: Annotated[int, typer.Option(help="patients per site (each with 1-5 studies)")] = 200,
     size: Annotated[int, typer.Option(help="image width in pixels")] = 256,
     seed: Annotated[int, typer.Option(help="random seed; same seed, same bytes")] = 0,
-    preview: Annotated[bool, typer.Option(help="also write OUT/contact_sheet.png, a labelled tile per finding")] = False,
+    preview: Annotated[
+        bool, typer.Option(help="also write OUT/contact_sheet.png, a labelled tile per finding")
+    ] = False,
     workers: Annotated[int, typer.Option(help="processes (0: one per CPU for big runs)")] = 0,
-    dependencies: Annotated[str, typer.Option(
-        help='"published": view, age and AP magnification follow the findings as in the real data; '
-             '"none": independent (generator version 5\'s files)')] = "published",
+    dependencies: Annotated[
+        str,
+        typer.Option(
+            help='"published": view, age and AP magnification follow the findings as in the real data; '
+            '"none": independent (generator version 5\'s files)'
+        ),
+    ] = "published",
 ) -> None:
     """Phantom chest radiographs written in the CheXpert, NIH and Indiana native layouts."""
     # lazy: keeps chexbench --help fast
     from chexbench.datasets.phantom.generate import generate
 
     site_list = parse_sites(sites)
-    result = generate(out, site_list, patients=patients, size=size, seed=seed, workers=workers or None,
-                      dependencies=dependencies)  # type: ignore[arg-type]  # checked by generate
+    result = generate(
+        out,
+        site_list,
+        patients=patients,
+        size=size,
+        seed=seed,
+        workers=workers or None,
+        dependencies=dependencies,
+    )  # type: ignore[arg-type]  # checked by generate
     table = Table(title=f"phantom data in {result.root} ({result.seconds:.1f} s)")
     for col in ("site", "images", "patients", "studies", "boxes", "folder"):
         table.add_column(col, justify="left" if col in ("site", "folder") else "right")
     for site, tally in result.tallies.items():
-        table.add_row(site, str(tally.images), str(len(tally.patients)), str(tally.studies), str(tally.boxes),
-                      str(result.root / site))
+        table.add_row(
+            site,
+            str(tally.images),
+            str(len(tally.patients)),
+            str(tally.studies),
+            str(tally.boxes),
+            str(result.root / site),
+        )
     console.print(table)
     prevalence = Table(title="label prevalence (share of frontal images showing each finding)")
     prevalence.add_column("finding")
@@ -69,31 +90,3 @@ def synth_cmd(
 
         sheet = contact_sheet(result.root / "contact_sheet.png", site_list, size=max(size, 128), seed=seed)
         console.print(f"contact sheet: {sheet}")
-
-
-@bench_app.command("phantom")
-def bench_phantom_cmd(
-    size: Annotated[int, typer.Option(help="image width in pixels")] = 256,
-    images: Annotated[int, typer.Option(help="images to render per site")] = 100,
-    output: Annotated[Path | None, typer.Option(help="PERFORMANCE.md to update (default: docs/PERFORMANCE.md)")] = None,
-) -> None:
-    """Phantom generation speed (images/s on one core, render + encode) per site."""
-    # lazy: keeps chexbench --help fast
-    from chexbench.perf.phantom import measure_generation
-    from chexbench.perf.record import record_section
-
-    start = time.perf_counter()
-    rows = measure_generation(size=size, images=images)
-    lines = ["| site | format | images | render img/s | render + encode img/s |", "|---|---|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r.site} | {r.fmt} | {r.images} | {r.render_per_s:.1f} | {r.total_per_s:.1f} |")
-    body = "\n".join(lines) + (
-        f"\n\nImages per CPU-second (one process, one BLAS thread) of {size} px wide frontal images of a"
-        " sampled cohort (findings as in the site's real label statistics); encode = JPEG (CheXpert) or"
-        " PNG (NIH, Indiana) to memory. `chexbench data synth` renders in one process per core."
-    )
-    command = f"chexbench bench phantom --size {size} --images {images}" + (
-        f" --output {shlex.quote(str(output))}" if output else "")
-    file = record_section("Phantom generation", body, command, output)
-    console.print(body, highlight=False)
-    console.print(f"written to {file} ({time.perf_counter() - start:.1f} s)")

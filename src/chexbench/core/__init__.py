@@ -1,1 +1,2 @@
-"""Foundation: atomic writes, the lock, distributed primitives, the run context, training primitives. Imports nothing else of chexbench."""
+"""Foundation: atomic writes, the lock, distributed primitives, the run context, training primitives. Imports
+nothing else of chexbench."""

@@ -114,10 +114,13 @@ def atomic_write_text(text: str, path: str | Path) -> None:
         Path(tmp).write_text(text)
 
 
-def atomic_write_parquet(df: pd.DataFrame, path: str | Path, footer: dict[bytes, bytes] | None = None) -> None:
+def atomic_write_parquet(
+    df: pd.DataFrame, path: str | Path, footer: dict[bytes, bytes] | None = None
+) -> None:
     """Write ``df`` to ``path`` (pages with CRC checksums); ``footer`` entries go into the file's
     key-value metadata beside pandas' own."""
-    import pyarrow as pa  # lazy: keeps chexbench --help fast (the CLI imports this module; pandas/pyarrow ≈ 0.4 s)
+    # lazy: keeps chexbench --help fast (the CLI imports this module; pandas/pyarrow ≈ 0.4 s)
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not footer:
@@ -138,7 +141,9 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     try:
         with atomic_path(path) as tmp:
             torch.save(obj, tmp)
-    except RuntimeError as e:  # torch's writer reports a full disk as "PytorchStreamWriter failed writing file …"
+    except (
+        RuntimeError
+    ) as e:  # torch's writer reports a full disk as "PytorchStreamWriter failed writing file …"
         if "writ" not in str(e).lower():
             raise
         try:
@@ -199,7 +204,9 @@ def last_change(path: Path) -> float:
     return newest
 
 
-def clean_stale_temporaries(folder: str | Path, max_age_s: float = STALE_TEMP_AGE_S, recursive: bool = True) -> list[Path]:
+def clean_stale_temporaries(
+    folder: str | Path, max_age_s: float = STALE_TEMP_AGE_S, recursive: bool = True
+) -> list[Path]:
     """Remove the temporary files and folders of :func:`atomic_path` / :func:`make_temp_dir` in
     ``folder`` whose writer is gone.
 

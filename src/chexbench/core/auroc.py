@@ -97,7 +97,8 @@ class SortedLabel:
             neg_cum = np.cumsum(above[:k] + tie, axis=0)
             # AUROC numerator: Σ_k P_k (negatives strictly below + ½ tied) = Σ_k P_k (neg_cum_k − ½ T_k)
             numerator = np.einsum("kb,kb->b", pos, neg_cum) - 0.5 * np.einsum("kb,kb->b", pos, tie)
-            # AP, thresholds at positive groups from the top: TP_k = W_pos − Σ_{s<k} P_s, FP_k = W_neg − below_k
+            # AP, thresholds at positive groups from the top: TP_k = W_pos − Σ_{s<k} P_s, FP_k = W_neg −
+            # below_k
             tp = np.cumsum(pos, axis=0)
             tp -= pos
             np.subtract(w_pos, tp, out=tp)

@@ -1,4 +1,5 @@
-"""What a cell's code may use from its surroundings: device, folders, progress reporting, experiment tracking."""
+"""What a cell's code may use from its surroundings: device, folders, progress reporting, experiment
+tracking."""
 
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ def autocast(device: torch.device, enabled: bool = True, dtype: torch.dtype | No
 
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.init()  # the reset does not start CUDA itself: "did you call init?" for cuda:0 before any use
+        # the reset does not start CUDA itself: "did you call init?" for cuda:0 before any use
+        torch.cuda.init()
         torch.cuda.reset_peak_memory_stats(device)
 
 

@@ -19,7 +19,8 @@ BatchNorm: fine-tuning and SimCLR convert BN to SyncBatchNorm on CUDA (SimCLR's 
 torch has no SyncBatchNorm on CPU, so gloo runs keep per-rank statistics. MoCo never uses
 SyncBN (it would reopen the shortcut shuffle-BN closes).
 
-Outside torchrun every helper degrades to the single-process identity.
+Outside torchrun every helper degrades to the single-process identity. Starting the ranks (the
+torchrun relaunch of ``run --gpus N``) is the harness's: :mod:`chexbench.bench.launch`.
 """
 
 from __future__ import annotations
@@ -28,12 +29,9 @@ import contextlib
 import datetime as _dt
 import gc
 import os
-import shutil
-import subprocess
-import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +177,8 @@ def exclusive_across_jobs(path: str | Path, poll_s: float = 0.2) -> Iterator[Non
 
 # -- slices of a global batch -------------------------------------------------------------
 def rank_range(n: int, r: int | None = None, w: int | None = None) -> tuple[int, int]:
-    """Rows ``[lo, hi)`` of ``n`` global rows that rank ``r`` of ``w`` owns (contiguous, sizes differ by ≤ 1)."""
+    """Rows ``[lo, hi)`` of ``n`` global rows that rank ``r`` of ``w`` owns (contiguous, sizes differ by ≤
+    1)."""
     r = rank() if r is None else r
     w = world_size() if w is None else w
     return r * n // w, (r + 1) * n // w
@@ -208,7 +207,11 @@ def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def _backend_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
 
 
 def gather_cpu_rows(x: torch.Tensor) -> torch.Tensor:
@@ -273,7 +276,9 @@ def wrap_ddp(module: nn.Module, device: torch.device, sync_bn: bool = True) -> n
     if sync_bn and device.type == "cuda" and has_batch_norm(module):
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group=_group())
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False, process_group=_group())
+    return nn.parallel.DistributedDataParallel(
+        module, device_ids=ids, broadcast_buffers=False, process_group=_group()
+    )
 
 
 class LossForward(nn.Module):
@@ -296,7 +301,14 @@ def _is_collective_error(e: BaseException) -> bool:
     """An error a rank gets because *another* rank left a collective (not the cause)."""
     text = str(e)
     return isinstance(e, (CellFailedOnRank, getattr(dist, "DistError", ()))) or any(
-        m in text for m in ("Connection closed by peer", "Connection reset by peer", "Timed out waiting", "gloo", "NCCL")
+        m in text
+        for m in (
+            "Connection closed by peer",
+            "Connection reset by peer",
+            "Timed out waiting",
+            "gloo",
+            "NCCL",
+        )
     )
 
 
@@ -338,7 +350,9 @@ def cell_scope() -> Iterator[None]:
         }
         traceback.clear_frames(e.__traceback__)  # the frames hold the DDP model, which holds the group
         del e
-        dist.distributed_c10d._get_default_store().set(_failure_key(), "1")  # for ranks polling outside collectives
+        dist.distributed_c10d._get_default_store().set(
+            _failure_key(), "1"
+        )  # for ranks polling outside collectives
     finally:
         group, _cell_group = _cell_group, None
         _close_group(group, failed=mine is not None)
@@ -376,32 +390,3 @@ def _close_group(group: Any, failed: bool) -> None:
             dist.distributed_c10d._abort_process_group(group)
             return
     dist.destroy_process_group(group)
-
-
-# -- launching -----------------------------------------------------------------------------
-def torchrun_command(nproc: int, chexbench_args: Sequence[str]) -> list[str]:
-    """``python -m torch.distributed.run --standalone --nproc-per-node N -m chexbench ARGS``."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "chexbench", *chexbench_args]
-
-
-def strip_option(argv: Sequence[str], name: str) -> list[str]:
-    """``argv`` without ``--name VALUE`` / ``--name=VALUE`` (to relaunch without ``--gpus``)."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a == name:
-            skip = True
-            continue
-        if a.startswith(name + "="):
-            continue
-        out.append(a)
-    return out
-
-
-def relaunch_under_torchrun(nproc: int, argv: Sequence[str]) -> int:
-    """Run this same ``chexbench`` command as ``nproc`` ranks; returns torchrun's exit code."""
-    if shutil.which(sys.executable) is None:  # pragma: no cover - defensive
-        raise RuntimeError("cannot find the Python interpreter to start torchrun")
-    return subprocess.call(torchrun_command(nproc, list(argv)))

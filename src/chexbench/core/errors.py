@@ -45,8 +45,12 @@ def os_error_line(error: OSError) -> str:
         errno.ENOSPC: "free some space there or point chexbench at another disk (--results, CHEXBENCH_CACHE)",
         errno.EDQUOT: "your disk quota is used up: free some space or point chexbench at another disk",
         errno.EROFS: "the file system is read-only: choose a writable folder (--results, CHEXBENCH_CACHE)",
-        errno.EACCES: "check its permissions (ls -ld), or choose a folder you can write to (--results, CHEXBENCH_CACHE)",
-        errno.EPERM: "check its permissions (ls -ld), or choose a folder you can write to (--results, CHEXBENCH_CACHE)",
+        errno.EACCES: (
+            "check its permissions (ls -ld), or choose a folder you can write to (--results, CHEXBENCH_CACHE)"
+        ),
+        errno.EPERM: (
+            "check its permissions (ls -ld), or choose a folder you can write to (--results, CHEXBENCH_CACHE)"
+        ),
         errno.ENOENT: "check the path; a parent folder may be missing",
         errno.ENOTDIR: "a part of the path is a file, not a folder: check the path",
         errno.EISDIR: "it is a folder: give a file",

@@ -59,10 +59,14 @@ def predict_probs(
     D.broadcast_buffers(model)  # every slice by one model: rank 0's, the one that is saved
     out = [
         torch.sigmoid(logits).cpu().numpy()
-        for logits in _eval_outputs(model, images, rows, batch_size, device, normalize, amp, fast or fast_path_for(device), model)
+        for logits in _eval_outputs(
+            model, images, rows, batch_size, device, normalize, amp, fast or fast_path_for(device), model
+        )
     ]
     if D.is_distributed():
-        n_labels = D.broadcast_object(out[0].shape[1] if out else 0, src=D.world_size() - 1)  # the last rank has rows
+        n_labels = D.broadcast_object(
+            out[0].shape[1] if out else 0, src=D.world_size() - 1
+        )  # the last rank has rows
         local = np.concatenate(out) if out else np.zeros((0, n_labels), dtype=np.float32)
         return D.gather_numpy_rows(local)
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
@@ -90,10 +94,15 @@ def extract_features(
     """
     rows = D.rank_range(len(images)) if split_over_ranks else (0, len(images))
     if split_over_ranks:
-        D.broadcast_buffers(encoder)  # every slice by one model (rank 0's); a lone rank must not wait for the others
+        D.broadcast_buffers(
+            encoder
+        )  # every slice by one model (rank 0's); a lone rank must not wait for the others
     forward = encoder.forward_tokens if tokens else encoder
     fast = fast or fast_path_for(device)
-    out = [f.cpu() for f in _eval_outputs(encoder, images, rows, batch_size, device, normalize, amp, fast, forward)]
+    out = [
+        f.cpu()
+        for f in _eval_outputs(encoder, images, rows, batch_size, device, normalize, amp, fast, forward)
+    ]
     if out:
         local = torch.cat(out)
     else:

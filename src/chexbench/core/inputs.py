@@ -32,7 +32,9 @@ def to_input(
     return x
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[np.ndarray]:
+def batches(
+    n: int, batch_size: int, generator: torch.Generator | None = None, drop_last: bool = False
+) -> Iterator[np.ndarray]:
     """Index batches over ``range(n)``, shuffled when a generator is given."""
     order = torch.randperm(n, generator=generator).numpy() if generator is not None else np.arange(n)
     stop = n - (n % batch_size) if drop_last and n >= batch_size else n

@@ -72,7 +72,12 @@ class FileLock:
         if stale_after_s <= heartbeat_s:
             raise ValueError(f"stale_after_s ({stale_after_s}) must exceed heartbeat_s ({heartbeat_s})")
         self.path = Path(path)
-        self.heartbeat_s, self.stale_after_s, self.poll_s, self.timeout_s = heartbeat_s, stale_after_s, poll_s, timeout_s
+        self.heartbeat_s, self.stale_after_s, self.poll_s, self.timeout_s = (
+            heartbeat_s,
+            stale_after_s,
+            poll_s,
+            timeout_s,
+        )
         self.info = dict(info or {})  # extra fields written into the lock file (e.g. the torchrun job)
         self.token = ""
         self._depth = 0
@@ -89,7 +94,16 @@ class FileLock:
         except FileExistsError:
             return False
         with os.fdopen(fd, "w") as f:
-            json.dump({**self.info, "host": socket.gethostname(), "pid": os.getpid(), "token": token, "since": time.time()}, f)
+            json.dump(
+                {
+                    **self.info,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "token": token,
+                    "since": time.time(),
+                },
+                f,
+            )
         self.token = token
         return True
 
@@ -180,14 +194,18 @@ class FileLock:
         start = time.monotonic()
         while not self._attempt():
             if self.timeout_s is not None and time.monotonic() - start > self.timeout_s:
-                raise LockTimeout(f"lock {self.path} is held by {self.owner()} for longer than {self.timeout_s:g}s")
+                raise LockTimeout(
+                    f"lock {self.path} is held by {self.owner()} for longer than {self.timeout_s:g}s"
+                )
             time.sleep(self.poll_s)
         self._start_heartbeat()
 
     def _start_heartbeat(self) -> None:
         self._depth = 1
         self._stop.clear()
-        self._beat = threading.Thread(target=self._heartbeat, name=f"lock-heartbeat {self.path.name}", daemon=True)
+        self._beat = threading.Thread(
+            target=self._heartbeat, name=f"lock-heartbeat {self.path.name}", daemon=True
+        )
         self._beat.start()
 
     def _heartbeat(self) -> None:

@@ -66,7 +66,9 @@ def build_optimizer(
         return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, **impl)
     if name == "lars":
         return LARS(groups, lr=lr, weight_decay=weight_decay, momentum=choice.momentum)
-    return torch.optim.SGD(groups, lr=lr, momentum=choice.momentum, weight_decay=weight_decay, nesterov=choice.nesterov, **impl)
+    return torch.optim.SGD(
+        groups, lr=lr, momentum=choice.momentum, weight_decay=weight_decay, nesterov=choice.nesterov, **impl
+    )
 
 
 class LARS(torch.optim.Optimizer):
@@ -75,8 +77,23 @@ class LARS(torch.optim.Optimizer):
     ``η·‖p‖ / ‖g + wd·p‖`` (1 where either norm is 0); biases and norm parameters (1-d) get the
     plain gradient, no decay and no scaling. ``v ← μ·v + update``, ``p ← p − lr·v``."""
 
-    def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, trust_coefficient: float = 0.001):
-        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "trust_coefficient": trust_coefficient})
+    def __init__(
+        self,
+        params,
+        lr: float,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        trust_coefficient: float = 0.001,
+    ):
+        super().__init__(
+            params,
+            {
+                "lr": lr,
+                "weight_decay": weight_decay,
+                "momentum": momentum,
+                "trust_coefficient": trust_coefficient,
+            },
+        )
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -89,7 +106,11 @@ class LARS(torch.optim.Optimizer):
                 if p.ndim > 1:
                     update = update.add(p, alpha=group["weight_decay"])
                     p_norm, u_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)
-                    ratio = torch.where((p_norm > 0) & (u_norm > 0), group["trust_coefficient"] * p_norm / u_norm, torch.ones_like(p_norm))
+                    ratio = torch.where(
+                        (p_norm > 0) & (u_norm > 0),
+                        group["trust_coefficient"] * p_norm / u_norm,
+                        torch.ones_like(p_norm),
+                    )
                     update = update.mul(ratio)
                 state = self.state[p]
                 if "mu" not in state:
@@ -126,7 +147,9 @@ def optimizer_record(name: str, lr: float, weight_decay: float, choice: Optimize
     return record
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup to the base lr, then cosine decay to zero (Loshchilov & Hutter 2017)."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine_factor(total_steps, warmup_steps))
 
@@ -151,14 +174,17 @@ def warmup_cosine_factor(total_steps: int, warmup_steps: int):
     return factor
 
 
-def check_warmup_fits(warmup_epochs: float, epochs: float, *, warmup_key: str, epochs_key: str, where: str = "", hint: str = "") -> None:
+def check_warmup_fits(
+    warmup_epochs: float, epochs: float, *, warmup_key: str, epochs_key: str, where: str = "", hint: str = ""
+) -> None:
     """Refuse, with one line naming both keys and values, a warmup that is not shorter than its run
     (checked at plan time by the components' ``preflight`` hooks). ``where`` prefixes the keys (the
     grid table), ``hint`` ends the line (where to set the warmup)."""
     if warmup_epochs > 0 and warmup_epochs >= epochs:
         raise ConfigError(
-            f"{where}{warmup_key} = {warmup_epochs:g} does not fit {epochs_key} = {epochs:g}: the whole run would be warmup, "
-            f"with no cosine decay (a warmup is never clamped to the run); set {warmup_key} below {epochs:g}{hint}"
+            f"{where}{warmup_key} = {warmup_epochs:g} does not fit {epochs_key} = {epochs:g}: the whole run"
+            f" would be warmup, with no cosine decay (a warmup is never clamped to the run); set {warmup_key}"
+            f" below {epochs:g}{hint}"
         )
 
 
@@ -183,7 +209,9 @@ class Schedule:
         }
 
 
-def fit_schedule(warmup_epochs: float, epochs: int, steps_per_epoch: int, *, warmup_key: str, epochs_key: str) -> Schedule:
+def fit_schedule(
+    warmup_epochs: float, epochs: int, steps_per_epoch: int, *, warmup_key: str, epochs_key: str
+) -> Schedule:
     """The run's schedule in steps (warmup rounded to whole steps), or a one-line
     :class:`ConfigError` when the warmup leaves no step to the cosine phase — in epochs
     (:func:`check_warmup_fits`) or, after rounding, in steps."""
@@ -192,8 +220,8 @@ def fit_schedule(warmup_epochs: float, epochs: int, steps_per_epoch: int, *, war
     warmup = round(warmup_epochs * steps_per_epoch)
     if warmup > 0 and warmup >= total:
         raise ConfigError(
-            f"{warmup_key} = {warmup_epochs:g} is {warmup} warmup steps of a run of {total} steps "
-            f"({epochs_key} = {epochs} × {steps_per_epoch} steps per epoch): no step is left for the cosine decay "
-            f"(a warmup is never clamped to the run); lower {warmup_key}"
+            f"{warmup_key} = {warmup_epochs:g} is {warmup} warmup steps of a run of {total} steps"
+            f" ({epochs_key} = {epochs} × {steps_per_epoch} steps per epoch): no step is left for the cosine"
+            f" decay (a warmup is never clamped to the run); lower {warmup_key}"
         )
     return Schedule(steps_per_epoch=steps_per_epoch, total_steps=total, warmup_steps=warmup)

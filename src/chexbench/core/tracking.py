@@ -55,7 +55,8 @@ class NullTracker:
 
 
 class CountingRunLog:
-    """Passes scalars on and counts the calls (the runner replays a protocol's history when it logged none)."""
+    """Passes scalars on and counts the calls (the runner replays a protocol's history when it logged
+    none)."""
 
     def __init__(self, inner: RunLog):
         self.inner = inner

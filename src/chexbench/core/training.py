@@ -14,7 +14,8 @@ from torch import nn
 
 
 class DivergedError(RuntimeError):
-    """The loss, or the model's outputs, became NaN or infinite; the cell is recorded as failed with this message."""
+    """The loss, or the model's outputs, became NaN or infinite; the cell is recorded as failed with this
+    message."""
 
 
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -25,7 +26,9 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (loss * mask).sum() / mask.sum().clamp(min=1)
 
 
-def masked_bce_share(logits: torch.Tensor, y_local: torch.Tensor, y_global: torch.Tensor, world: int) -> torch.Tensor:
+def masked_bce_share(
+    logits: torch.Tensor, y_local: torch.Tensor, y_global: torch.Tensor, world: int
+) -> torch.Tensor:
     """This rank's share of the global batch's masked BCE (logits, y_local: (b, L); y_global: (B, L)).
 
     ``masked_bce`` of the rank's rows, rescaled by (its unmasked count × world / the global
@@ -56,8 +59,8 @@ def check_finite_outputs(values: np.ndarray | torch.Tensor, what: str, where: st
     while, or its outputs can overflow first; scoring them would fail later, far from the cause
     (scikit-learn's "Input contains NaN"), so the protocols check what they evaluate.
     """
-    bad = ~np.isfinite(values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values))
+    bad = ~np.isfinite(
+        values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    )
     if bad.any():
         raise DivergedError(f"{what} became non-finite ({int(bad.sum())} of {bad.size} values) at {where}")
-
-

@@ -32,12 +32,12 @@ from chexbench.core.errors import DataError
 from chexbench.datasets import leakage, split_files
 from chexbench.datasets.labels import BLANK_UNKNOWN
 from chexbench.datasets.splits import FRONTAL_VIEWS, SPLITS
-from chexbench.options import Options
+from chexbench.spec.options import OptionDefaults, Options
 
 __all__ = ["FRONTAL_VIEWS", "INDEX_META_COLUMNS", "SPLITS", "SUBGROUP_COLUMNS", "Dataset", "label_columns"]
 
 if TYPE_CHECKING:
-    from chexbench.config import CellConfig
+    from chexbench.spec.cell import CellConfig
 
 INDEX_META_COLUMNS: tuple[str, ...] = (
     "image_id",
@@ -64,10 +64,13 @@ def label_columns(index: pd.DataFrame) -> list[str]:
 class DatasetOptions(Options):
     """Options every dataset accepts under ``[dataset.<name>]``."""
 
-    root: str | None = Field(None, description="folder of the dataset in its native layout")
+    root: str | None = Field(None, description="folder holding the dataset in its native layout")
     splits: str | None = Field(
-        None, description="split file (or a folder holding one) to read the patient splits and label-fraction samples from "
-        "instead of deriving them (docs/DATASETS.md, Split files); its sha256 enters the cell id"
+        None,
+        description=(
+            "split file (or a folder holding one) to read the patient splits and label-fraction samples from "
+            "instead of deriving them (docs/DATASETS.md, Split files); its sha256 enters the cell id"
+        ),
     )
 
 
@@ -90,11 +93,8 @@ class Dataset:
     labels: ClassVar[tuple[str, ...]] = ()
     eval_labels: ClassVar[tuple[str, ...]] = ()
     option_model: ClassVar[type[Options]] = DatasetOptions
-    options: ClassVar[dict[str, Any]] = DatasetOptions.defaults()
-    option_help: ClassVar[dict[str, str]] = {
-        "root": "folder holding the dataset in its native layout",
-        "splits": "split file, or a folder holding one, read instead of deriving the splits (docs/DATASETS.md)",
-    }
+    #: ``{option: default}``, derived from ``option_model``
+    options = OptionDefaults()
     blank_label_means: ClassVar[str] = BLANK_UNKNOWN
 
     def resolve_root(self, options: dict[str, Any]) -> Path:
@@ -102,7 +102,8 @@ class Dataset:
         root = options.get("root")
         if not root:
             raise DataError(
-                f"dataset '{self.name}' needs a root: set root = \"/path\" under [dataset.{self.name}] in the grid"
+                f"dataset '{self.name}' needs a root: set root = \"/path\" under [dataset.{self.name}] in the"
+                " grid"
             )
         path = Path(root).expanduser()
         if not path.exists():

@@ -47,7 +47,7 @@ from chexbench.datasets.prepared import (
 )
 from chexbench.datasets.reuse import copy_unchanged_pixels, derive, larger_prepared, reindex
 from chexbench.datasets.workers import die_with_parent
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 CHUNK = 128
 
@@ -195,11 +195,19 @@ def _start_partial(lay: _Layout, final: Path, size: int) -> tuple[dict[str, Any]
     shutil.rmtree(lay.partial, ignore_errors=True)
     lay.partial.mkdir(parents=True)
     mm = np.memmap(lay.partial / "images.u8", dtype=np.uint8, mode="w+", shape=lay.shape)
-    reused = copy_unchanged_pixels(final, size, [lay.paths[i] for i in lay.order], lay.index["path"].iloc[lay.order], mm)
+    reused = copy_unchanged_pixels(
+        final, size, [lay.paths[i] for i in lay.order], lay.index["path"].iloc[lay.order], mm
+    )
     mm.flush()
     del mm
     done = [c for c, rows in enumerate(lay.chunks) if all(m in reused for m in rows)]
-    state = {"ids_sha256": lay.ids_hash, "shape": list(lay.shape), "done_chunks": done, "failures": {}, "reused": len(reused)}
+    state = {
+        "ids_sha256": lay.ids_hash,
+        "shape": list(lay.shape),
+        "done_chunks": done,
+        "failures": {},
+        "reused": len(reused),
+    }
     atomic_write_text(json.dumps(state), lay.partial / "state.json")
     return state, reused
 
@@ -222,7 +230,10 @@ def _decode_remaining(
     report(done_images, lay.n)
     todo_rows = {c: [m for m in lay.chunks[c] if m not in reused] for c in todo}
     mm_path = str(lay.partial / "images.u8")
-    tasks = [(mm_path, lay.shape, todo_rows[c], [lay.paths[lay.order[m]] for m in todo_rows[c]], size) for c in todo]
+    tasks = [
+        (mm_path, lay.shape, todo_rows[c], [lay.paths[lay.order[m]] for m in todo_rows[c]], size)
+        for c in todo
+    ]
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
     results = _map(tasks, n_workers)
     strict_failure: tuple[int, str] | None = None
@@ -242,7 +253,10 @@ def _decode_remaining(
     if strict_failure is not None:
         shutil.rmtree(lay.partial, ignore_errors=True)  # bad input under --strict: leave nothing behind
         row, reason = strict_failure
-        raise DataError(f"image {lay.paths[lay.order[row]]}: {reason} (--strict; without it bad images are skipped and counted)")
+        raise DataError(
+            f"image {lay.paths[lay.order[row]]}: {reason} (--strict; without it bad images are skipped and"
+            " counted)"
+        )
 
 
 def _write_prepared_files(
@@ -257,11 +271,15 @@ def _write_prepared_files(
     keep[failed_rows] = False
     kept = np.flatnonzero(keep)
     if len(kept) == 0:
-        raise DataError(f"dataset '{dataset}' at {root}: no image could be read (first: {lay.paths[failed_rows[0]]})")
+        raise DataError(
+            f"dataset '{dataset}' at {root}: no image could be read (first: {lay.paths[failed_rows[0]]})"
+        )
     rows = lay.slot[kept]
     index.iloc[kept].reset_index(drop=True).to_parquet(lay.partial / "index.parquet", index=False)
     np.save(lay.partial / "rows.npy", rows)
-    _source_table(index.iloc[order], [lay.paths[i] for i in order]).to_parquet(lay.partial / "sources.parquet", index=False)
+    _source_table(index.iloc[order], [lay.paths[i] for i in order]).to_parquet(
+        lay.partial / "sources.parquet", index=False
+    )
     skipped = [{"path": str(index["path"].iloc[r]), "reason": reasons[r]} for r in failed_rows]
     return {
         "dataset": dataset,
@@ -301,7 +319,9 @@ def _map(tasks: list[Any], n_workers: int) -> Any:
     ctx = mp.get_context("fork") if sys.platform.startswith("linux") else mp.get_context()
 
     def gen() -> Any:
-        pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),))
+        pool = ProcessPoolExecutor(
+            max_workers=n_workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
+        )
         try:
             yield from pool.map(_decode_chunk, tasks)
         finally:
@@ -330,7 +350,9 @@ def _progress_reporter(
         return progress, lambda: None
     if not progress:
         return (lambda done, total: None), lambda: None
-    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    bar = Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+    )
     task = bar.add_task(title, total=total)
     bar.start()
     return (lambda done, _total: bar.update(task, completed=done)), bar.stop

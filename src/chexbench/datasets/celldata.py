@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chexbench.config import CellConfig
 from chexbench.core.atomic import atomic_path
 from chexbench.core.errors import ConfigError, DataError, LeakageError
 from chexbench.core.paths import cache_dir
@@ -44,7 +43,8 @@ from chexbench.datasets.leakage import (
     split_leakage_message,
 )
 from chexbench.datasets.splits import ids_sha256, patient_overlaps, sample_patients
-from chexbench.registry import DATASETS
+from chexbench.spec.cell import CellConfig
+from chexbench.spec.registry import DATASETS
 
 #: Seed of the valid/test image caps: fixed, so paired comparisons see identical test sets.
 EVAL_CAP_SEED = 0
@@ -59,7 +59,8 @@ class SplitData:
     targets: np.ndarray  # float32 (N, L): 1 / 0, NaN = masked; uncertainty policy applied
     image_ids: np.ndarray  # str (N,)
     patient_ids: np.ndarray  # str (N,)
-    #: per-image subgroup attributes from the index (``SUBGROUP_COLUMNS`` it has: sex, age, view, site), each (N,)
+    #: per-image subgroup attributes from the index (``SUBGROUP_COLUMNS`` it has: sex, age, view, site), each
+    #: (N,)
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -181,19 +182,42 @@ def select_rows(cell: CellConfig) -> RowSelection:
     before, unlabeled, overlaps = _split_masks(cell, root, index, view_ok, has_usable_label(targets))
     positives = targets[:, [labels.index(lab) for lab in eval_labels]] == 1.0
     masks, column = _sample_masks(cell, before, patients, positives, split_file, root)
-    return RowSelection(ds, root, cache, index, labels, eval_labels, targets, patients, before, masks, unlabeled,
-                        overlaps, split_file, column)
+    return RowSelection(
+        ds,
+        root,
+        cache,
+        index,
+        labels,
+        eval_labels,
+        targets,
+        patients,
+        before,
+        masks,
+        unlabeled,
+        overlaps,
+        split_file,
+        column,
+    )
 
 
 def build_cell_data(cell: CellConfig) -> CellData:
     """Images and targets of the cell's train / valid / test splits, with a manifest."""
     st = cell.settings
     sel = select_rows(cell)
-    ds, root, cache, index, labels, eval_labels = sel.dataset, sel.root, sel.cache, sel.index, sel.labels, sel.eval_labels
+    ds, root, cache, index, labels, eval_labels = (
+        sel.dataset,
+        sel.root,
+        sel.cache,
+        sel.index,
+        sel.labels,
+        sel.eval_labels,
+    )
     blank_means = getattr(ds, "blank_label_means", BLANK_UNKNOWN)
     masks, unlabeled, overlaps = sel.masks, sel.unlabeled, sel.overlaps
     before = {name: _split_summary(index, m) for name, m in sel.before.items()}
-    parts = {name: _split_data(cache, sel.targets, sel.patients, np.flatnonzero(m)) for name, m in masks.items()}
+    parts = {
+        name: _split_data(cache, sel.targets, sel.patients, np.flatnonzero(m)) for name, m in masks.items()
+    }
     manifest = {
         "dataset": cell.dataset,
         "root": str(root.resolve()),
@@ -221,7 +245,9 @@ def build_cell_data(cell: CellConfig) -> CellData:
         "skipped_images": cache.manifest.get("n_skipped", 0),
         "splits_before_sampling": before,
         "splits": {name: _split_summary(index, m) for name, m in masks.items()},
-        "train_positives": {lab: int(np.nansum(parts["train"].targets[:, i] == 1.0)) for i, lab in enumerate(labels)},
+        "train_positives": {
+            lab: int(np.nansum(parts["train"].targets[:, i] == 1.0)) for i, lab in enumerate(labels)
+        },
         "split_file": _split_file_summary(sel),
     }
     return CellData(labels, eval_labels, parts["train"], parts["valid"], parts["test"], manifest)
@@ -238,7 +264,9 @@ def _split_masks(
     masks = {name: (split == name) & view_ok for name in SPLITS}
     for name, m in masks.items():
         if not m.any():
-            raise DataError(f"dataset '{cell.dataset}' at {root}: the {name} split has no images (views = {st.views})")
+            raise DataError(
+                f"dataset '{cell.dataset}' at {root}: the {name} split has no images (views = {st.views})"
+            )
     # the split rule is checked on every image of a split, labelled or not
     overlaps = patient_overlaps({name: patients[m] for name, m in masks.items()})
     if overlaps and not st.allow_leakage:
@@ -258,8 +286,12 @@ def _split_masks(
 
 
 def _sample_masks(
-    cell: CellConfig, masks: dict[str, np.ndarray], patients: np.ndarray, positives: np.ndarray,
-    split_file: split_files.SplitFile | None = None, root: Path | None = None,
+    cell: CellConfig,
+    masks: dict[str, np.ndarray],
+    patients: np.ndarray,
+    positives: np.ndarray,
+    split_file: split_files.SplitFile | None = None,
+    root: Path | None = None,
 ) -> tuple[dict[str, np.ndarray], str]:
     """The train split subsampled by whole patients to the label fraction (seed: the cell's),
     or the split file's train patients of the cell's fraction and seed (no sampling, no cap:
@@ -272,19 +304,27 @@ def _sample_masks(
     column, members = split_file.train_members(cell.label_fraction, cell.seed) if split_file else ("", None)
     if members is None:
         keep = sample_patients(
-            patients[sub], positives[sub], cell.seed, fraction=cell.label_fraction, max_images=st.max_train_images
+            patients[sub],
+            positives[sub],
+            cell.seed,
+            fraction=cell.label_fraction,
+            max_images=st.max_train_images,
         )
     else:
         keep = np.isin(patients[sub], np.array(sorted(members), dtype=object))
         if not keep.any():
-            raise DataError(f"dataset '{cell.dataset}' at {root}: no patient marked in column {column} of split file "
-                            f"{split_file.path} has a usable train image (views = {st.views})")
+            raise DataError(
+                f"dataset '{cell.dataset}' at {root}: no patient marked in column {column} of split file "
+                f"{split_file.path} has a usable train image (views = {st.views})"
+            )
     out["train"] = np.zeros(n, dtype=bool)
     out["train"][sub[keep]] = True
     if st.max_eval_images > 0:
         for name in ("valid", "test"):
             sub = np.flatnonzero(masks[name])
-            keep = sample_patients(patients[sub], positives[sub], EVAL_CAP_SEED, max_images=st.max_eval_images)
+            keep = sample_patients(
+                patients[sub], positives[sub], EVAL_CAP_SEED, max_images=st.max_eval_images
+            )
             out[name] = np.zeros(n, dtype=bool)
             out[name][sub[keep]] = True
     return out, column
@@ -304,14 +344,18 @@ def _split_file_summary(sel: RowSelection) -> dict[str, Any] | None:
     }
 
 
-def _split_data(cache: PreparedCache, targets: np.ndarray, patients: np.ndarray, sel: np.ndarray) -> SplitData:
+def _split_data(
+    cache: PreparedCache, targets: np.ndarray, patients: np.ndarray, sel: np.ndarray
+) -> SplitData:
     """The images, targets and ids of index rows ``sel``."""
     return SplitData(
         images=_take_images(cache, cache.rows[sel]),
         targets=np.ascontiguousarray(targets[sel]),
         image_ids=cache.index["image_id"].to_numpy()[sel].astype(str),
         patient_ids=patients[sel].astype(str),
-        attributes={col: cache.index[col].to_numpy()[sel] for col in SUBGROUP_COLUMNS if col in cache.index.columns},
+        attributes={
+            col: cache.index[col].to_numpy()[sel] for col in SUBGROUP_COLUMNS if col in cache.index.columns
+        },
     )
 
 
@@ -339,7 +383,9 @@ def pretrain_pool(cell: CellConfig, max_images: int = 0) -> tuple[np.ndarray, np
     pool_leakage(cell, patients[mask], src_root, indexed_root(cell.dataset, cell.dataset_options))
     sel = np.flatnonzero(mask)
     if max_images > 0:
-        keep = sample_patients(patients[sel], np.zeros((len(sel), 0), bool), cell.effective_pretrain_seed, max_images=max_images)
+        keep = sample_patients(
+            patients[sel], np.zeros((len(sel), 0), bool), cell.effective_pretrain_seed, max_images=max_images
+        )
         sel = sel[keep]
     return _take_images(cache, cache.rows[sel]), patients[sel].astype(str)
 
@@ -363,8 +409,15 @@ def split_exports(cells: list[CellConfig]) -> list[SplitExport]:
     groups: dict[str, list[CellConfig]] = {}
     for cell in cells:
         st = cell.settings
-        rules = [cell.dataset, cell.dataset_options, st.views, st.uncertainty, st.not_mentioned, st.max_train_images,
-                 st.image_size]
+        rules = [
+            cell.dataset,
+            cell.dataset_options,
+            st.views,
+            st.uncertainty,
+            st.not_mentioned,
+            st.max_train_images,
+            st.image_size,
+        ]
         groups.setdefault(json.dumps(rules, sort_keys=True, default=str), []).append(cell)
     out: list[SplitExport] = []
     seen: set[bytes] = set()

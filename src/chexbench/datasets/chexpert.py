@@ -32,7 +32,6 @@ from chexbench.datasets.base import INDEX_META_COLUMNS, Dataset
 from chexbench.datasets.labels import BLANK_NOT_MENTIONED, CHEXPERT_COLUMNS, CHEXPERT_EVAL_LABELS
 from chexbench.datasets.splits import carve_patients
 from chexbench.datasets.tables import parse_label_column, read_csv_checked
-from chexbench.registry import DATASETS
 
 CHEXPERT_VALID_FRACTION = 0.05
 CHEXPERT_VALID_SEED = 20190121  # CheXpert's arXiv date; fixed so every user gets the same split
@@ -50,7 +49,8 @@ def _relative_paths(paths: pd.Series, file: Path) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{file}: column 'Path' value {paths.iloc[i]!r} is not '<root>/<split>/patientN/studyN/<view>.jpg'"
+            f"{file}: column 'Path' value {paths.iloc[i]!r} is not"
+            " '<root>/<split>/patientN/studyN/<view>.jpg'"
         )
     return rel
 
@@ -110,17 +110,15 @@ def load_chexpert_index(
     return index[[*INDEX_META_COLUMNS, *labels]]
 
 
-@DATASETS.register
 class CheXpert(Dataset):
     """CheXpert v1.0 (Stanford): 224k radiographs, 65k patients, 14 labeler observations."""
 
     name = "chexpert"
-    description = "CheXpert v1.0 / -small (Irvin et al. 2019): 14 observations, 5 competition labels"
     labels = tuple(CHEXPERT_COLUMNS.values())
     eval_labels = CHEXPERT_EVAL_LABELS
     blank_label_means = BLANK_NOT_MENTIONED  # the labeler's blank: the report does not mention it
     split_rule = (
-        f"test_labels.csv/test.csv as test and valid.csv as valid if present; else valid.csv as test and "
+        "test_labels.csv/test.csv as test and valid.csv as valid if present; else valid.csv as test and "
         f"{CHEXPERT_VALID_FRACTION:g} of train patients as valid (seed {CHEXPERT_VALID_SEED})"
     )
 

@@ -36,7 +36,9 @@ def real_label_file(which: str) -> Path:
     """Path of a real label file shipped by torchxrayvision (without importing it)."""
     spec = importlib.util.find_spec("torchxrayvision")
     if spec is None or not spec.submodule_search_locations:
-        raise DataError("torchxrayvision is not installed (pip install torchxrayvision): it ships the real label files")
+        raise DataError(
+            "torchxrayvision is not installed (pip install torchxrayvision): it ships the real label files"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / REAL_FILES[which]
     if not path.is_file():
         raise DataError(f"real label file not found: {path}")
@@ -55,7 +57,9 @@ def write_image(path: Path, k: int, shape: tuple[int, int] = (48, 40)) -> None:
     arr[:2, :] = arr[-2:, :] = arr[:, :2] = arr[:, -2:] = fixture_level(k) // 2
     jpeg = path.suffix.lower() in (".jpg", ".jpeg")
     with atomic_path(path) as tmp:
-        Image.fromarray(arr, mode="L").save(tmp, format="JPEG" if jpeg else "PNG", **({"quality": 95} if jpeg else {}))
+        Image.fromarray(arr, mode="L").save(
+            tmp, format="JPEG" if jpeg else "PNG", **({"quality": 95} if jpeg else {})
+        )
 
 
 def write_chexpert_layout(
@@ -98,7 +102,9 @@ def real_indiana_reports(n: int | None = None) -> list[tuple[str, bytes]]:
     """(member name, XML bytes) of the real Indiana reports, sorted by name; the first ``n``."""
     out = []
     with tarfile.open(real_label_file("indiana")) as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".xml")), key=lambda m: m.name)
+        members = sorted(
+            (m for m in tar.getmembers() if m.isfile() and m.name.endswith(".xml")), key=lambda m: m.name
+        )
         for m in members[: n if n is not None else len(members)]:
             f = tar.extractfile(m)
             if f is not None:

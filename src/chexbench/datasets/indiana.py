@@ -60,7 +60,6 @@ from chexbench.datasets.labels import (
     indiana_term_label,
 )
 from chexbench.datasets.splits import assign_patient_splits
-from chexbench.registry import DATASETS
 
 INDIANA_SPLIT = {"train": 0.7, "valid": 0.1, "test": 0.2}
 INDIANA_SPLIT_SEED = 2016
@@ -70,7 +69,12 @@ _LATERAL = {"LL", "RL", "LATERAL", "LARGE LATERAL", "LAT"}
 #: the MeSH tags labels come from: the manual indexing only (module docstring)
 INDIANA_LABEL_TAGS = ("major",)
 #: the view sources, most trusted first (module docstring); part of the index fingerprint
-INDIANA_VIEW_SOURCES = ("indiana_projections.csv", "nlmcxr_tsne_pa.csv", "nlmcxr_dicom_metadata.csv", "order rule")
+INDIANA_VIEW_SOURCES = (
+    "indiana_projections.csv",
+    "nlmcxr_tsne_pa.csv",
+    "nlmcxr_dicom_metadata.csv",
+    "order rule",
+)
 
 
 def _iter_reports(root: Path) -> Iterator[tuple[str, bytes]]:
@@ -103,11 +107,17 @@ def parse_report(name: str, data: bytes) -> dict:
     uid = doc.find("uId")
     if uid is None or not uid.get("id"):
         raise DataError(f"{name}: no <uId id=...> element")
+
     def texts(tags: tuple[str, ...]) -> list[str]:
         return [t.text.strip() for tag in tags for t in doc.iter(tag) if t.text and t.text.strip()]
 
     images = [p.get("id") for p in doc.findall("parentImage") if p.get("id")]
-    return {"report_id": uid.get("id"), "terms": texts(INDIANA_LABEL_TAGS), "automatic": texts(("automatic",)), "images": images}
+    return {
+        "report_id": uid.get("id"),
+        "terms": texts(INDIANA_LABEL_TAGS),
+        "automatic": texts(("automatic",)),
+        "images": images,
+    }
 
 
 def report_labels(terms: list[str]) -> dict[str, float]:
@@ -121,7 +131,9 @@ def report_labels(terms: list[str]) -> dict[str, float]:
         if lab is not None:
             out[lab] = 1.0
     others = any(v == 1.0 for k, v in out.items() if k != "no_finding")
-    out["no_finding"] = 1.0 if INDIANA_NORMAL_TERM in {t.split("/")[0] for t in lowered} and not others else 0.0
+    out["no_finding"] = (
+        1.0 if INDIANA_NORMAL_TERM in {t.split("/")[0] for t in lowered} and not others else 0.0
+    )
     return out
 
 
@@ -138,9 +150,13 @@ def _find_pngs(root: Path) -> dict[str, str]:
 
 
 def _view_table(root: Path) -> dict[str, str]:
-    """``{image id: view}`` from the view files present, the more trusted source winning (module docstring)."""
+    """``{image id: view}`` from the view files present, the more trusted source winning (module
+    docstring)."""
     out: dict[str, str] = {}
-    for name in ("nlmcxr_dicom_metadata.csv", "nlmcxr_dicom_metadata.csv.gz"):  # least trusted first: overwritten
+    for name in (
+        "nlmcxr_dicom_metadata.csv",
+        "nlmcxr_dicom_metadata.csv.gz",
+    ):  # least trusted first: overwritten
         meta = root / name
         if meta.is_file():
             df = pd.read_csv(meta, usecols=["imageid", "View Position"], dtype=str)
@@ -170,7 +186,9 @@ def _view_table(root: Path) -> dict[str, str]:
             raise DataError(f"{proj}: missing column 'filename' or 'projection'")
         stems = df["filename"].str.replace(r"(\.dcm)?\.png$", "", regex=True)
         views = np.where(df["projection"].str.strip().str.lower().eq("lateral"), "LATERAL", "FRONTAL")
-        out.update({("CXR" + s if not s.startswith("CXR") else s): v for s, v in zip(stems, views, strict=True)})
+        out.update(
+            {("CXR" + s if not s.startswith("CXR") else s): v for s, v in zip(stems, views, strict=True)}
+        )
     return out
 
 
@@ -218,17 +236,17 @@ def load_indiana_index(root: Path, seed: int = INDIANA_SPLIT_SEED) -> pd.DataFra
     index = pd.DataFrame(rows)
     dup = index["image_id"].duplicated()
     if dup.any():
-        raise DataError(f"Indiana root {root}: image '{index['image_id'][dup].iloc[0]}' is listed by two reports")
+        raise DataError(
+            f"Indiana root {root}: image '{index['image_id'][dup].iloc[0]}' is listed by two reports"
+        )
     index["split"] = assign_patient_splits(index["patient_id"].to_numpy(), INDIANA_SPLIT, seed)
     return index[[*INDEX_META_COLUMNS, *INDIANA_LABELS]]
 
 
-@DATASETS.register
 class Indiana(Dataset):
     """Indiana University / OpenI chest X-rays: 3,955 reports, ~7.5k images, MeSH-coded findings."""
 
     name = "indiana"
-    description = "Indiana University / OpenI NLMCXR (Demner-Fushman et al. 2016): MeSH-derived labels"
     labels = INDIANA_LABELS
     eval_labels = INDIANA_EVAL_LABELS
     # blanks are only those of unindexed reports: no label information, never a negative

@@ -248,9 +248,13 @@ NOT_MENTIONED_SETTINGS: tuple[str, ...] = ("negative", "ignore")
 def blank_is_negative(blank_label_means: str, not_mentioned: str) -> bool:
     """Whether a blank label becomes 0 under a dataset's convention and ``settings.not_mentioned``."""
     if not_mentioned not in NOT_MENTIONED_SETTINGS:
-        raise ConfigError(f"unknown not_mentioned setting '{not_mentioned}' (known: {', '.join(NOT_MENTIONED_SETTINGS)})")
+        raise ConfigError(
+            f"unknown not_mentioned setting '{not_mentioned}' (known: {', '.join(NOT_MENTIONED_SETTINGS)})"
+        )
     if blank_label_means not in BLANK_MEANINGS:
-        raise ConfigError(f"unknown blank_label_means '{blank_label_means}' (known: {', '.join(BLANK_MEANINGS)})")
+        raise ConfigError(
+            f"unknown blank_label_means '{blank_label_means}' (known: {', '.join(BLANK_MEANINGS)})"
+        )
     return blank_label_means == BLANK_NOT_MENTIONED and not_mentioned == "negative"
 
 

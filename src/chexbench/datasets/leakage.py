@@ -29,27 +29,30 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from chexbench.config import resolve_pretrain_source_options
 from chexbench.core.errors import DataError, LeakageError
 from chexbench.datasets import split_files
 from chexbench.datasets.prepared import label_file_fingerprint
 from chexbench.datasets.splits import FRONTAL_VIEWS, SPLITS, patient_overlaps
-from chexbench.registry import DATASETS, STRATEGIES
+from chexbench.spec.grid import resolve_pretrain_source_options
+from chexbench.spec.registry import DATASETS, STRATEGIES
 
 if TYPE_CHECKING:
-    from chexbench.config import CellConfig
+    from chexbench.spec.cell import CellConfig
 
 
 def pretrain_source_options(cell: CellConfig) -> dict[str, Any]:
     """The dataset options of the cell's pretraining source, the one place that decides them:
     ``cell.pretrain_source_options`` when the grid resolved a ``[dataset.<source>]`` table into
     it; else the same resolution without such a table (the cell's own dataset options when the
-    source is the target, ``pretrain_root`` as root; :func:`chexbench.config.resolve_pretrain_source_options`)."""
+    source is the target, ``pretrain_root`` as root;
+    :func:`chexbench.spec.grid.resolve_pretrain_source_options`).
+    """
     if cell.pretrain_source_options:
         return dict(cell.pretrain_source_options)
     source = cell.settings.pretrain_source
-    opts = resolve_pretrain_source_options(source, cell.dataset, cell.dataset_options, {},
-                                           cell.strategy_options.get("pretrain_root"))
+    opts = resolve_pretrain_source_options(
+        source, cell.dataset, cell.dataset_options, {}, cell.strategy_options.get("pretrain_root")
+    )
     # as a grid's table would be: what identifies the source's data (a generated phantom's dependencies)
     # enters the pretraining run's key, so a run made on other data is never reused
     return DATASETS.get(source).identity_options(opts)
@@ -94,7 +97,9 @@ def check_split_overlaps(cell: CellConfig, target: IndexedRoot) -> dict[str, int
     by_split = {name: np.array(sorted(target.patients([name], views)), dtype=object) for name in SPLITS}
     for name, ids in by_split.items():
         if len(ids) == 0:
-            raise DataError(f"dataset '{cell.dataset}' at {target.root}: the {name} split has no images (views = {views})")
+            raise DataError(
+                f"dataset '{cell.dataset}' at {target.root}: the {name} split has no images (views = {views})"
+            )
     overlaps = patient_overlaps(by_split)
     if overlaps and not cell.settings.allow_leakage:
         raise LeakageError(split_leakage_message(cell.dataset, overlaps))
@@ -105,7 +110,7 @@ def split_leakage_message(dataset: str, overlaps: dict[str, int]) -> str:
     detail = ", ".join(f"{k}: {v}" for k, v in overlaps.items())
     return (
         f"dataset '{dataset}': {sum(overlaps.values())} patients appear in more than one split ({detail}); "
-        f"set allow_leakage = true to override (the record will say so)"
+        "set allow_leakage = true to override (the record will say so)"
     )
 
 
@@ -116,9 +121,9 @@ def pool_leakage(cell: CellConfig, pool_patients: Iterable[str], pool_root: Path
     if shared and not cell.settings.allow_leakage:
         source = cell.settings.pretrain_source
         raise LeakageError(
-            f"dataset '{cell.dataset}' at {target.root}: {shared} of its {len(test)} test patients are in the "
-            f"pretraining pool of '{source}' at {pool_root} (same patient ids); set allow_leakage = true to "
-            f"override (the record will say so)"
+            f"dataset '{cell.dataset}' at {target.root}: {shared} of its {len(test)} test patients are in the"
+            f" pretraining pool of '{source}' at {pool_root} (same patient ids); set allow_leakage = true to"
+            " override (the record will say so)"
         )
     return shared
 

@@ -34,7 +34,6 @@ from chexbench.datasets.base import INDEX_META_COLUMNS, Dataset
 from chexbench.datasets.labels import BLANK_NOT_MENTIONED, NIH_EVAL_LABELS, NIH_FINDINGS, NIH_NO_FINDING
 from chexbench.datasets.splits import carve_patients
 from chexbench.datasets.tables import read_csv_checked
-from chexbench.registry import DATASETS
 
 NIH_VALID_FRACTION = 0.1
 NIH_VALID_SEED = 20170101
@@ -106,11 +105,15 @@ def _parse_age(values: pd.Series) -> np.ndarray:
     return age
 
 
-def load_nih_index(root: Path, valid_fraction: float = NIH_VALID_FRACTION, seed: int = NIH_VALID_SEED) -> pd.DataFrame:
+def load_nih_index(
+    root: Path, valid_fraction: float = NIH_VALID_FRACTION, seed: int = NIH_VALID_SEED
+) -> pd.DataFrame:
     """The NIH index of ``root`` (schema in :mod:`chexbench.datasets.base`)."""
     root = Path(root)
     file = entry_file(root)
-    df = read_csv_checked(file, REQUIRED, dtype={"Image Index": str, "Finding Labels": str, "Patient Gender": str})
+    df = read_csv_checked(
+        file, REQUIRED, dtype={"Image Index": str, "Finding Labels": str, "Patient Gender": str}
+    )
     names = df["Image Index"].astype(str).str.strip()
     if names.duplicated().any():
         raise DataError(f"{file}: column 'Image Index' lists '{names[names.duplicated()].iloc[0]}' twice")
@@ -161,7 +164,10 @@ def _patient_ids(file: Path, df: pd.DataFrame) -> np.ndarray:
     pid = pd.to_numeric(df["Patient ID"], errors="coerce")
     if pid.isna().any():
         i = int(np.flatnonzero(pid.isna().to_numpy())[0])
-        raise DataError(f"{file}: column 'Patient ID' has non-numeric value {df['Patient ID'].iloc[i]!r} on data row {i + 1}")
+        raise DataError(
+            f"{file}: column 'Patient ID' has non-numeric value {df['Patient ID'].iloc[i]!r} on data row"
+            f" {i + 1}"
+        )
     return np.array([f"{v:08d}" for v in pid.astype(np.int64)], dtype=object)
 
 
@@ -180,12 +186,14 @@ def _listed_split(
     split = np.where(in_test, "test", np.where(in_trainval, "train", ""))
     listed = split != ""
     if not listed.all():
-        _warn_once(f"NIH {root}: {int((~listed).sum())} images of {file.name} are in neither split list; left out")
+        _warn_once(
+            f"NIH {root}: {int((~listed).sum())} images of {file.name} are in neither split list; left out"
+        )
     shared = set(patient[split == "test"]) & set(patient[split == "train"])
     if shared:
         _warn_once(
             f"NIH {root}: the split lists share {len(shared)} patients between train_val and test; "
-            f"cells on this dataset are refused unless allow_leakage = true"
+            "cells on this dataset are refused unless allow_leakage = true"
         )
     carved = carve_patients(patient[split == "train"], valid_fraction, seed)
     is_carved = np.fromiter((p in carved for p in patient), dtype=bool, count=len(patient))
@@ -194,7 +202,14 @@ def _listed_split(
 
 def load_nih_boxes(root: Path) -> pd.DataFrame:
     """``BBox_List_2017.csv`` as columns image_id, label (harmonized), x, y, w, h (pixels of the original)."""
-    file = next((Path(root) / n for n in ("BBox_List_2017.csv", "BBox_List_2017.csv.gz") if (Path(root) / n).is_file()), None)
+    file = next(
+        (
+            Path(root) / n
+            for n in ("BBox_List_2017.csv", "BBox_List_2017.csv.gz")
+            if (Path(root) / n).is_file()
+        ),
+        None,
+    )
     if file is None:
         raise DataError(f"NIH root {root}: BBox_List_2017.csv not found")
     df = read_csv_checked(file, ("Image Index", "Finding Label"))
@@ -218,12 +233,10 @@ def load_nih_boxes(root: Path) -> pd.DataFrame:
     )
 
 
-@DATASETS.register
 class NIHChestXray14(Dataset):
     """NIH ChestX-ray14: 112,120 frontal radiographs, 30,805 patients, 14 text-mined findings."""
 
     name = "nih"
-    description = "NIH ChestX-ray14 (Wang et al. 2017): 14 findings, official train_val/test lists"
     labels = NIH_LABELS
     eval_labels = NIH_EVAL_LABELS
     # a finding absent from 'Finding Labels' is not mentioned; the loader already writes it as 0

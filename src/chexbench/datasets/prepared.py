@@ -73,7 +73,13 @@ def label_file_fingerprint(dataset_obj: Any, root: Path) -> dict[str, list[int]]
     """
     declared = getattr(dataset_obj, "label_files", None)
     root = Path(root)
-    files = declared(root) if declared else sorted(p for p in root.iterdir() if p.is_file()) if root.is_dir() else []
+    files = (
+        declared(root)
+        if declared
+        else sorted(p for p in root.iterdir() if p.is_file())
+        if root.is_dir()
+        else []
+    )
     out: dict[str, list[int]] = {}
     for f in files:
         st = Path(f).stat()
@@ -94,6 +100,7 @@ def index_fingerprint(dataset_obj: Any) -> str:
     """sha256 of what shapes an index besides the files: the loaders' UPPER_CASE constants
     (label mapping tables, split fractions and seeds), the dataset's labels and its module's
     constants. A change re-indexes a prepared cache without decoding its images again."""
+
     def plain(v: Any) -> Any:
         return sorted(v) if isinstance(v, (set, frozenset)) else str(v)
 
@@ -101,10 +108,16 @@ def index_fingerprint(dataset_obj: Any) -> str:
     for name in dict.fromkeys((*INDEX_MODULES, type(dataset_obj).__module__)):
         mod = importlib.import_module(name)
         consts[name] = {
-            k: v for k, v in vars(mod).items()
+            k: v
+            for k, v in vars(mod).items()
             if k.isupper() and isinstance(v, (int, float, str, tuple, list, dict, frozenset))
         }
-    payload = [type(dataset_obj).__qualname__, list(dataset_obj.labels), list(dataset_obj.eval_labels), consts]
+    payload = [
+        type(dataset_obj).__qualname__,
+        list(dataset_obj.labels),
+        list(dataset_obj.eval_labels),
+        consts,
+    ]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=plain).encode()).hexdigest()
 
 
@@ -129,7 +142,10 @@ def open_prepared(folder: Path) -> PreparedCache:
         except FileNotFoundError as e:
             newer = _read_manifest_text(mf, folder)
             if newer == text:
-                raise DataError(f"prepared cache {folder}: {Path(e.filename or '?').name} named by manifest.json is missing") from e
+                raise DataError(
+                    f"prepared cache {folder}: {Path(e.filename or '?').name} named by manifest.json is"
+                    " missing"
+                ) from e
             text = newer  # replaced meanwhile (re-index or rebuild): read what it names now
             continue
         return PreparedCache(folder, index, rows, images, manifest)
@@ -159,8 +175,9 @@ def _read_manifest_text(mf: Path, folder: Path) -> str:
     try:
         return mf.read_text()
     except FileNotFoundError:
-        raise DataError(f"no prepared cache at {folder} (run: chexbench data prepare DATASET --root PATH)") from None
-
+        raise DataError(
+            f"no prepared cache at {folder} (run: chexbench data prepare DATASET --root PATH)"
+        ) from None
 
 
 def memmap_order(index: pd.DataFrame) -> np.ndarray:

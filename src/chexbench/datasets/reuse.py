@@ -43,7 +43,11 @@ def copy_unchanged_pixels(
         sources = pd.read_parquet(final / "sources.parquet")
     except (OSError, ValueError, KeyError):
         return set()
-    if old.size != size or old.manifest.get("loader_version") != LOADER_VERSION or old.manifest.get("derived_from"):
+    if (
+        old.size != size
+        or old.manifest.get("loader_version") != LOADER_VERSION
+        or old.manifest.get("derived_from")
+    ):
         return set()
     decoded = np.zeros(len(sources), dtype=bool)
     decoded[old.rows] = True
@@ -154,7 +158,10 @@ def reindex(cache: PreparedCache, ds: Any, root: Path, want: tuple[dict, str]) -
         kept.to_parquet(tmp, index=False)
     with atomic_path(cache.dir / f"rows.{tag}.npy") as tmp, open(tmp, "wb") as fh:
         np.save(fh, np.array(rows, dtype=np.int64))
-    old_files = (cache.manifest.get("index_file", "index.parquet"), cache.manifest.get("rows_file", "rows.npy"))
+    old_files = (
+        cache.manifest.get("index_file", "index.parquet"),
+        cache.manifest.get("rows_file", "rows.npy"),
+    )
     manifest = {
         **cache.manifest,
         "label_files": want[0],

@@ -70,10 +70,14 @@ def locate(dataset: str, value: str | Path) -> Path:
         if len(found) == 1:
             return found[0]
         if not found:
-            raise DataError(f"split folder {path} holds no split file of '{dataset}' ({dataset}-splits-<hash>.csv); "
-                            f"write one with: chexbench data splits {dataset} --out {path}, or name a file")
+            raise DataError(
+                f"split folder {path} holds no split file of '{dataset}' ({dataset}-splits-<hash>.csv); "
+                f"write one with: chexbench data splits {dataset} --out {path}, or name a file"
+            )
         names = ", ".join(p.name for p in found)
-        raise DataError(f"split folder {path} holds {len(found)} split files of '{dataset}' ({names}); name one file")
+        raise DataError(
+            f"split folder {path} holds {len(found)} split files of '{dataset}' ({names}); name one file"
+        )
     if not path.is_file():
         raise DataError(f"split file not found: {path}")
     return path
@@ -161,8 +165,10 @@ def read(path: Path) -> SplitFile:
 def _parse(path: Path, data: bytes, sha: str) -> SplitFile:
     named = _HASHED_NAME.search(path.name)
     if named and named["digest"] != sha[:12]:
-        raise DataError(f"split file {path}: its content's sha256 begins {sha[:12]}, its name says {named['digest']} "
-                        f"(edited after export?): re-export it or rename it")
+        raise DataError(
+            f"split file {path}: its content's sha256 begins {sha[:12]}, its name says {named['digest']} "
+            "(edited after export?): re-export it or rename it"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -189,25 +195,33 @@ def _parse(path: Path, data: bytes, sha: str) -> SplitFile:
     bad = np.flatnonzero(~raw_split.isin(list(SPLIT_NAMES)).to_numpy())
     if len(bad):
         value = table["split"].iloc[bad[0]]
-        raise DataError(f"split file {path} line {lines[bad[0]]}: split '{value}' is not train, valid (or val) or test")
+        raise DataError(
+            f"split file {path} line {lines[bad[0]]}: split '{value}' is not train, valid (or val) or test"
+        )
     split = raw_split.map(SPLIT_NAMES).to_numpy(dtype=object)
     _check_one_split_per_patient(path, patients, split, lines)
     for name in SPLITS:
         if not (split == name).any():
-            raise DataError(f"split file {path}: no patient in the {name} split (train, valid and test each need one)")
+            raise DataError(
+                f"split file {path}: no patient in the {name} split (train, valid and test each need one)"
+            )
     members = {}
     for column, key in fractions.items():
         values = table[column].str.strip().str.lower()
         wrong = np.flatnonzero(~values.isin(_ONE | _ZERO).to_numpy())
         if len(wrong):
-            raise DataError(f"split file {path} line {lines[wrong[0]]}: column {column} has "
-                            f"'{table[column].iloc[wrong[0]]}' (expected 1, 0 or blank)")
+            raise DataError(
+                f"split file {path} line {lines[wrong[0]]}: column {column} has "
+                f"'{table[column].iloc[wrong[0]]}' (expected 1, 0 or blank)"
+            )
         marked = values.isin(_ONE).to_numpy()
         outside = np.flatnonzero(marked & (split != "train"))
         if len(outside):
             i = outside[0]
-            raise DataError(f"split file {path} line {lines[i]}: patient '{patients[i]}' is in the {split[i]} split "
-                            f"but marked 1 in {column} (only train patients can be in a label fraction)")
+            raise DataError(
+                f"split file {path} line {lines[i]}: patient '{patients[i]}' is in the {split[i]} split "
+                f"but marked 1 in {column} (only train patients can be in a label fraction)"
+            )
         if not marked.any():
             raise DataError(f"split file {path}: column {column} marks no patient")
         members[key] = marked
@@ -218,7 +232,9 @@ def _check_header(path: Path, header: list[str]) -> dict[str, tuple[float, int |
     """The fraction columns of a header, each as (fraction, seed or None); DataError on anything else."""
     for required in ("patient_id", "split"):
         if required not in header:
-            raise DataError(f"split file {path}: no '{required}' column (header: {','.join(header) or 'empty'})")
+            raise DataError(
+                f"split file {path}: no '{required}' column (header: {','.join(header) or 'empty'})"
+            )
     fractions: dict[str, tuple[float, int | None]] = {}
     for i, column in enumerate(header):
         if column in header[:i]:
@@ -228,18 +244,28 @@ def _check_header(path: Path, header: list[str]) -> dict[str, tuple[float, int |
         m = _COLUMN.match(column)
         fraction = _as_fraction(m["fraction"]) if m else None
         if fraction is None:
-            raise DataError(f"split file {path}: unknown column '{column}' (expected patient_id, split, then "
-                            f"fraction_<f> or fraction_<f>_seed_<s> with 0 < f <= 1)")
+            raise DataError(
+                f"split file {path}: unknown column '{column}' (expected patient_id, split, then "
+                "fraction_<f> or fraction_<f>_seed_<s> with 0 < f <= 1)"
+            )
         key = (fraction, int(m["seed"]) if m["seed"] is not None else None)
         twin = next((c for c, k in fractions.items() if math.isclose(k[0], key[0]) and k[1] == key[1]), None)
         if twin:
-            raise DataError(f"split file {path}: columns '{twin}' and '{column}' name the same fraction and seed")
+            raise DataError(
+                f"split file {path}: columns '{twin}' and '{column}' name the same fraction and seed"
+            )
         fractions[column] = key
     for column, (fraction, seed) in fractions.items():
-        mixed = [c for c, k in fractions.items() if math.isclose(k[0], fraction) and (k[1] is None) != (seed is None)]
+        mixed = [
+            c
+            for c, k in fractions.items()
+            if math.isclose(k[0], fraction) and (k[1] is None) != (seed is None)
+        ]
         if mixed:
-            raise DataError(f"split file {path}: label fraction {fraction:g} has a column for every seed ('{column}') "
-                            f"and one for a single seed ('{mixed[0]}'): use one kind")
+            raise DataError(
+                f"split file {path}: label fraction {fraction:g} has a column for every seed ('{column}') "
+                f"and one for a single seed ('{mixed[0]}'): use one kind"
+            )
     return fractions
 
 
@@ -251,7 +277,9 @@ def _as_fraction(text: str) -> float | None:
     return value if 0 < value <= 1 else None
 
 
-def _check_one_split_per_patient(path: Path, patients: np.ndarray, split: np.ndarray, lines: np.ndarray) -> None:
+def _check_one_split_per_patient(
+    path: Path, patients: np.ndarray, split: np.ndarray, lines: np.ndarray
+) -> None:
     first: dict[str, int] = {}
     leaked: list[tuple[int, int]] = []
     for i, p in enumerate(patients.tolist()):
@@ -259,13 +287,21 @@ def _check_one_split_per_patient(path: Path, patients: np.ndarray, split: np.nda
         if j == i:
             continue
         if split[j] == split[i]:
-            raise DataError(f"split file {path}: patient '{p}' is listed twice (lines {lines[j]} and {lines[i]})")
+            raise DataError(
+                f"split file {path}: patient '{p}' is listed twice (lines {lines[j]} and {lines[i]})"
+            )
         leaked.append((j, i))
     if leaked:
         j, i = leaked[0]
-        more = f"; {len({patients[a] for a, _ in leaked})} patients in more than one split" if len(leaked) > 1 else ""
-        raise LeakageError(f"split file {path}: patient '{patients[i]}' is in two splits ({split[j]} on line {lines[j]}, "
-                           f"{split[i]} on line {lines[i]}){more}")
+        more = (
+            f"; {len({patients[a] for a, _ in leaked})} patients in more than one split"
+            if len(leaked) > 1
+            else ""
+        )
+        raise LeakageError(
+            f"split file {path}: patient '{patients[i]}' is in two splits ({split[j]} on line {lines[j]}, "
+            f"{split[i]} on line {lines[i]}){more}"
+        )
 
 
 def for_options(dataset: str, options: Mapping[str, Any]) -> SplitFile | None:
@@ -275,12 +311,16 @@ def for_options(dataset: str, options: Mapping[str, Any]) -> SplitFile | None:
     found = read(locate(dataset, str(options[OPTION])))
     recorded = options.get(HASH_KEY)
     if recorded and recorded != found.sha256:
-        raise DataError(f"split file {found.path} changed since the grid was read (sha256 {str(recorded)[:12]}… "
-                        f"in the cell, {found.sha256[:12]}… now): plan and run again so the cell id names the file it reads")
+        raise DataError(
+            f"split file {found.path} changed since the grid was read (sha256 {str(recorded)[:12]}… in the"
+            f" cell, {found.sha256[:12]}… now): plan and run again so the cell id names the file it reads"
+        )
     return found
 
 
-def apply(index: pd.DataFrame, dataset: str, options: Mapping[str, Any], root: Path | str) -> tuple[pd.DataFrame, SplitFile | None]:
+def apply(
+    index: pd.DataFrame, dataset: str, options: Mapping[str, Any], root: Path | str
+) -> tuple[pd.DataFrame, SplitFile | None]:
     """The index with its ``split`` column taken from the options' split file (patients the file
     does not list: ``""``, in no split), and the file; the index itself when no file is named."""
     found = for_options(dataset, options)
@@ -296,12 +336,19 @@ def apply(index: pd.DataFrame, dataset: str, options: Mapping[str, Any], root: P
 def patient_splits(index: pd.DataFrame, dataset: str) -> pd.DataFrame:
     """One row per patient with a split: ``patient_id, split`` (sorted by patient); DataError when
     an index puts one patient in two splits (a split file gives each patient one)."""
-    rows = index.loc[index["split"].astype(str).isin(SPLITS), ["patient_id", "split"]].astype(str).drop_duplicates()
+    rows = (
+        index.loc[index["split"].astype(str).isin(SPLITS), ["patient_id", "split"]]
+        .astype(str)
+        .drop_duplicates()
+    )
     twice = rows["patient_id"].duplicated(keep=False)
     if twice.any():
         p = rows.loc[twice, "patient_id"].iloc[0]
-        raise DataError(f"dataset '{dataset}': patient '{p}' has images in {twice.sum()} splits "
-                        f"({', '.join(sorted(rows.loc[rows['patient_id'] == p, 'split']))}); a split file gives each patient one")
+        raise DataError(
+            f"dataset '{dataset}': patient '{p}' has images in {twice.sum()} splits"
+            f" ({', '.join(sorted(rows.loc[rows['patient_id'] == p, 'split']))}); a split file gives each"
+            " patient one"
+        )
     return rows.sort_values("patient_id", kind="stable").reset_index(drop=True)
 
 

@@ -14,7 +14,9 @@ from chexbench.core.errors import DataError
 LABEL_VALUES: frozenset[float] = frozenset({1.0, 0.0, -1.0})
 
 
-def read_csv_checked(path: Path, required: Iterable[str], dtype: dict[str, object] | None = None) -> pd.DataFrame:
+def read_csv_checked(
+    path: Path, required: Iterable[str], dtype: dict[str, object] | None = None
+) -> pd.DataFrame:
     """Read a CSV (``.csv`` or ``.csv.gz``) and check that every ``required`` column is present."""
     if not path.is_file():
         raise DataError(f"label file not found: {path}")
@@ -43,7 +45,7 @@ def parse_label_column(df: pd.DataFrame, column: str, path: Path) -> np.ndarray:
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
             f"{path}: column '{column}' has unknown label value {str(raw.iloc[i])!r} on data row {i + 1} "
-            f"(expected 1.0, 0.0, -1.0 or blank)"
+            "(expected 1.0, 0.0, -1.0 or blank)"
         )
     values[blank] = np.nan
     return values

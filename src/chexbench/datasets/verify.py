@@ -10,7 +10,7 @@ import pandas as pd
 
 from chexbench.datasets.decode import decode_image, resize_square
 from chexbench.datasets.prepared import PreparedCache, label_file_fingerprint
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 
 def expected_pixels(cache: PreparedCache, path: Path) -> np.ndarray:
@@ -31,7 +31,9 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.changed_sources or self.missing_sources or self.mismatched_pixels or self.stale_label_files)
+        return not (
+            self.changed_sources or self.missing_sources or self.mismatched_pixels or self.stale_label_files
+        )
 
 
 def verify(cache: PreparedCache, root: Path | None = None, sample: int = 0, seed: int = 0) -> VerifyReport:
@@ -50,7 +52,11 @@ def verify(cache: PreparedCache, root: Path | None = None, sample: int = 0, seed
             stale.append(f)
     sources = pd.read_parquet(cache.dir / "sources.parquet")
     n = len(cache.index)
-    pick = np.arange(n) if sample <= 0 or sample >= n else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+    pick = (
+        np.arange(n)
+        if sample <= 0 or sample >= n
+        else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+    )
     changed, missing, mismatched = [], [], []
     for i in pick:
         rel = str(cache.index["path"].iloc[i])
@@ -61,7 +67,10 @@ def verify(cache: PreparedCache, root: Path | None = None, sample: int = 0, seed
         except OSError:
             missing.append(rel)
             continue
-        if [st.st_size, st.st_mtime_ns] != [int(sources["size"].iloc[row]), int(sources["mtime_ns"].iloc[row])]:
+        if [st.st_size, st.st_mtime_ns] != [
+            int(sources["size"].iloc[row]),
+            int(sources["mtime_ns"].iloc[row]),
+        ]:
             changed.append(rel)
         try:
             same = np.array_equal(expected_pixels(cache, src), cache.images[row])

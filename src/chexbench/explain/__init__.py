@@ -1,1 +1,2 @@
-"""Explanations: heatmaps of a model's decision (top-K patch scores, Grad-CAM), the pointing game, and the gallery of ``chexbench explain``."""
+"""Explanations: heatmaps of a model's decision (top-K patch scores, Grad-CAM), the pointing game, and the
+gallery of ``chexbench explain``."""

@@ -58,7 +58,9 @@ def tolerance_mask(boxes: list[Box], height: int, width: int, tolerance: float =
     return mask
 
 
-def prior_map(train_boxes: Iterable[list[Box]], height: int, width: int, tolerance: float = 0.0) -> np.ndarray:
+def prior_map(
+    train_boxes: Iterable[list[Box]], height: int, width: int, tolerance: float = 0.0
+) -> np.ndarray:
     """Label-prior map (H, W): at each pixel centre, the number of training images (one list of boxes of
     the label per image) with a box within ``tolerance`` of it. Its maximum hits the most training images."""
     count = np.zeros((height, width), dtype=np.float64)
@@ -68,18 +70,24 @@ def prior_map(train_boxes: Iterable[list[Box]], height: int, width: int, toleran
     return count
 
 
-def fit_label_priors(train: dict[str, list[tuple[str, Box]]], labels: Iterable[str], height: int, width: int,
-                     tolerance: float) -> dict[str, dict[str, Any]]:
+def fit_label_priors(
+    train: dict[str, list[tuple[str, Box]]], labels: Iterable[str], height: int, width: int, tolerance: float
+) -> dict[str, dict[str, Any]]:
     """Per label, from the training split's boxes only (image_id → [(label, box)]): the strict (0 px) and
     tolerant prior maps, their maxima and how many training images and boxes they were fitted on."""
     out: dict[str, dict[str, Any]] = {}
     for label in labels:
         per_image = [[b for lbl, b in items if lbl == label] for _, items in sorted(train.items())]
         per_image = [b for b in per_image if b]
-        strict, tolerant = prior_map(per_image, height, width, 0.0), prior_map(per_image, height, width, tolerance)
+        strict, tolerant = (
+            prior_map(per_image, height, width, 0.0),
+            prior_map(per_image, height, width, tolerance),
+        )
         out[label] = {
-            "train_images": len(per_image), "train_boxes": int(sum(len(b) for b in per_image)),
-            "map": strict, "points": [list(p) for p in maximum_points(strict)] if per_image else [],
+            "train_images": len(per_image),
+            "train_boxes": int(sum(len(b) for b in per_image)),
+            "map": strict,
+            "points": [list(p) for p in maximum_points(strict)] if per_image else [],
             "points_tolerant": [list(p) for p in maximum_points(tolerant)] if per_image else [],
             "hit_fraction": float(strict.max() / len(per_image)) if per_image else None,
         }
@@ -101,8 +109,14 @@ def shuffle_partners(labels: Sequence[str], seed: int) -> np.ndarray:
     return partner
 
 
-def bootstrap_rates(values: dict[str, np.ndarray], clusters: np.ndarray, resamples: int = 2000, level: float = 0.95,
-                    seed: int = 0, ratio_to: dict[str, str] | None = None) -> dict[str, list[float]]:
+def bootstrap_rates(
+    values: dict[str, np.ndarray],
+    clusters: np.ndarray,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+    ratio_to: dict[str, str] | None = None,
+) -> dict[str, list[float]]:
     """Percentile intervals of the mean of each column of ``values`` (name → (n,)), resampling ``clusters``
     (patients) with replacement — the same resamples for every column, as in
     :func:`chexbench.explain.localization.bootstrap_rate_interval` (same seed, same draws). ``ratio_to``
@@ -110,9 +124,14 @@ def bootstrap_rates(values: dict[str, np.ndarray], clusters: np.ndarray, resampl
     _, inverse = np.unique(np.asarray(clusters).astype(str), return_inverse=True)
     c = int(inverse.max()) + 1
     count = np.bincount(inverse, minlength=c).astype(np.float64)
-    w = np.random.default_rng(seed).multinomial(c, np.full(c, 1.0 / c), size=resamples).astype(np.float64)  # (R, C)
+    w = (
+        np.random.default_rng(seed).multinomial(c, np.full(c, 1.0 / c), size=resamples).astype(np.float64)
+    )  # (R, C)
     n = w @ count
-    means = {k: (w @ np.bincount(inverse, weights=np.asarray(v, dtype=np.float64), minlength=c)) / n for k, v in values.items()}
+    means = {
+        k: (w @ np.bincount(inverse, weights=np.asarray(v, dtype=np.float64), minlength=c)) / n
+        for k, v in values.items()
+    }
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     out = {k: [float(x) for x in np.percentile(m, q)] for k, m in means.items()}
     for name, spec in (ratio_to or {}).items():
@@ -130,24 +149,29 @@ def strongest(rates: dict[str, float]) -> str:
     return max(present, key=lambda b: (rates[b], -BASELINES.index(b)))
 
 
-def baseline_summary(hits: np.ndarray, base: dict[str, np.ndarray], clusters: np.ndarray, resamples: int,
-                     seed: int) -> dict[str, Any]:
+def baseline_summary(
+    hits: np.ndarray, base: dict[str, np.ndarray], clusters: np.ndarray, resamples: int, seed: int
+) -> dict[str, Any]:
     """Rates and patient-level intervals of the three baselines on the same pairs as ``hits``, the strongest
     of them, and the map's ratio to it with its interval."""
     rates = {k: float(np.mean(v)) for k, v in base.items()}
     best = strongest(rates)
-    ci = bootstrap_rates({"hit": hits, **base}, clusters, resamples, seed=seed, ratio_to={"ratio": f"hit/{best}"})
+    ci = bootstrap_rates(
+        {"hit": hits, **base}, clusters, resamples, seed=seed, ratio_to={"ratio": f"hit/{best}"}
+    )
     rate = float(np.mean(hits))
     return {
         **{k: {"rate": rates[k], "ci": ci[k]} for k in base},
-        "strongest": best, "strongest_rate": rates[best],
+        "strongest": best,
+        "strongest_rate": rates[best],
         "ratio_to_strongest": rate / rates[best] if rates[best] > 0 else None,
         "ratio_ci": ci["ratio"] if rates[best] > 0 else None,
     }
 
 
 def baselines_text(loc: dict[str, Any]) -> str:
-    """One sentence for a stored localization result: the label prior and shuffled maps with their intervals and
+    """One sentence for a stored localization result: the label prior and shuffled maps with their intervals
+    and
     the ratio to the strongest baseline; "" for a record written before the baselines existed."""
     base = loc.get("baselines")
     if not base:
@@ -161,4 +185,6 @@ def baselines_text(loc: dict[str, Any]) -> str:
     text = f"{rate('label_prior')}, {rate('shuffled')}"
     if ratio is None:
         return text + f"; strongest baseline {words[base['strongest']]} (rate 0)"
-    return text + "; ÷ strongest baseline ({}) {:.2f} [{:.2f}, {:.2f}]".format(words[base["strongest"]], ratio, *base["ratio_ci"])
+    return text + "; ÷ strongest baseline ({}) {:.2f} [{:.2f}, {:.2f}]".format(
+        words[base["strongest"]], ratio, *base["ratio_ci"]
+    )

@@ -2,7 +2,8 @@
 
 The harness hands over the finished cell (:mod:`chexbench.bench.finished`: its stored config,
 its model rebuilt from ``<results>/models/<cell_id>.pt``, its test split rebuilt from the
-prepared cache); this module computes the maps and draws. For each chosen test image: the image, its positive labels,
+prepared cache); this module computes the maps and draws. For each chosen test image: the image, its positive
+labels,
 the predicted probabilities and the heatmap (top-K patch scores for ViT top-K cells, Grad-CAM
 for CNN cells), with the top-K patches outlined in white and ground-truth boxes in lime.
 
@@ -27,7 +28,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from chexbench.config import CellConfig
 from chexbench.core.atomic import atomic_write_text, clean_stale_temporaries, make_temp_dir
 from chexbench.core.errors import ConfigError, DataError
 from chexbench.core.inputs import to_input
@@ -41,6 +41,7 @@ from chexbench.explain.heatmaps import (
     save_overlay_png,
 )
 from chexbench.explain.localization import load_split_boxes, pointing_score
+from chexbench.spec.cell import CellConfig
 
 
 @dataclass
@@ -74,15 +75,20 @@ def choose_images(data, boxes: dict[str, list], n: int, ids: list[str] | None) -
         where = {iid: i for i, iid in enumerate(image_ids)}
         missing = [i for i in ids if i not in where]
         if missing:
-            raise DataError(f"--ids: image {missing[0]!r} is not in the cell's test split ({len(image_ids)} images)")
+            raise DataError(
+                f"--ids: image {missing[0]!r} is not in the cell's test split ({len(image_ids)} images)"
+            )
         return [where[i] for i in ids]
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
     positive = np.nan_to_num(data.test.targets, nan=0.0) == 1.0
 
     def rank(i: int) -> tuple[int, str]:
-        boxed = any(data.labels.index(lbl) < positive.shape[1] and positive[i, data.labels.index(lbl)]
-                    for lbl, _ in boxes.get(image_ids[i], []) if lbl in data.labels)
+        boxed = any(
+            data.labels.index(lbl) < positive.shape[1] and positive[i, data.labels.index(lbl)]
+            for lbl, _ in boxes.get(image_ids[i], [])
+            if lbl in data.labels
+        )
         return (0 if boxed else 1 if positive[i].any() else 2, image_ids[i])
 
     return sorted(range(len(image_ids)), key=rank)[:n]
@@ -92,12 +98,21 @@ def heatmap_method(finished: FinishedCell, why: str = "heatmaps need a ViT or a 
     """The heatmap method of the finished cell's model; a ConfigError saying ``why`` when it has none."""
     method = explain_method(finished.model)
     if method is None:
-        raise ConfigError(f"cell {finished.cell_id} ({finished.cell.backbone}, head = {finished.meta['head']}): {why}")
+        raise ConfigError(
+            f"cell {finished.cell_id} ({finished.cell.backbone}, head = {finished.meta['head']}): {why}"
+        )
     return method
 
 
-def write_explanations(finished: FinishedCell, data: CellData, out_dir: Path, n: int = 8, ids: list[str] | None = None,
-                       columns: int = 4, same_root_expected: bool = True) -> ExplainSummary:
+def write_explanations(
+    finished: FinishedCell,
+    data: CellData,
+    out_dir: Path,
+    n: int = 8,
+    ids: list[str] | None = None,
+    columns: int = 4,
+    same_root_expected: bool = True,
+) -> ExplainSummary:
     """Overlays, gallery.png and gallery.md for the finished cell into ``out_dir`` (see module docstring).
 
     ``data``: the cell's rebuilt splits; ``same_root_expected`` is False when they were read from a
@@ -131,19 +146,37 @@ def write_explanations(finished: FinishedCell, data: CellData, out_dir: Path, n:
             image = np.asarray(data.test.images[r])
             j = int(labels[i])
             shown = [b for lbl, b in boxes.get(image_id, []) if lbl == data.labels[j]]
-            patches = patch_rects(expl.topk_indices[i], expl.grid, image.shape, expl.origin) if expl.topk_indices is not None else []
+            patches = (
+                patch_rects(expl.topk_indices[i], expl.grid, image.shape, expl.origin)
+                if expl.topk_indices is not None
+                else []
+            )
             positives = [lbl for k, lbl in enumerate(data.labels) if data.test.targets[r, k] == 1.0]
             title = f"{data.labels[j]} p={probs[i, j]:.2f}"
             name = f"{i:02d}_{_safe(Path(image_id).stem)}.png"
             flat = bool(expl.flat[i]) if expl.flat is not None else False
             if flat:
                 title += " (flat map)"
-            save_overlay_png(tmp / name, image, expl.heat[i], patches=patches, boxes=shown, title=title, flat=flat)
-            panels.append({"image": image, "heat": expl.heat[i], "patches": patches, "boxes": shown, "title": title, "flat": flat})
+            save_overlay_png(
+                tmp / name, image, expl.heat[i], patches=patches, boxes=shown, title=title, flat=flat
+            )
+            panels.append(
+                {
+                    "image": image,
+                    "heat": expl.heat[i],
+                    "patches": patches,
+                    "boxes": shown,
+                    "title": title,
+                    "flat": flat,
+                }
+            )
             top = sorted(range(len(data.labels)), key=lambda k: -probs[i, k])[:3]
             prob_text = ", ".join(f"{data.labels[k]} {probs[i, k]:.2f}" for k in top)
             hit = _hit_text(pointing_score(expl.heat[i], shown), flat) if shown else "—"
-            lines.append(f"| `{image_id}` | {', '.join(positives) or '—'} | {data.labels[j]} | {hit} | {prob_text} | ![{image_id}]({name}) |")
+            lines.append(
+                f"| `{image_id}` | {', '.join(positives) or '—'} | {data.labels[j]} | {hit} | {prob_text} |"
+                f" ![{image_id}]({name}) |"
+            )
         save_gallery_png(tmp / "gallery.png", panels, columns=columns, title=f"{cell.label()} — {method}")
         atomic_write_text("\n".join([*lines, "", "![gallery](gallery.png)", ""]), tmp / "gallery.md")
         if out_dir.exists():
@@ -152,7 +185,9 @@ def write_explanations(finished: FinishedCell, data: CellData, out_dir: Path, n:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ExplainSummary(out_dir, cell_id, method, [str(data.test.image_ids[r]) for r in rows], extra.get("localization"), note)
+    return ExplainSummary(
+        out_dir, cell_id, method, [str(data.test.image_ids[r]) for r in rows], extra.get("localization"), note
+    )
 
 
 def check_comparable(cells: Sequence[FinishedCell], data: CellData) -> None:
@@ -162,12 +197,18 @@ def check_comparable(cells: Sequence[FinishedCell], data: CellData) -> None:
         raise ConfigError("a comparison needs at least two cells (--cell A --cell B …)")
     first = cells[0].cell
     for f in cells[1:]:
-        if (f.cell.dataset, f.cell.settings.image_size) != (first.dataset, first.settings.image_size) or list(f.meta["labels"]) != list(data.labels):
-            raise DataError(f"cell {f.cell_id} has another dataset, image size or label set than {cells[0].cell_id}: not comparable")
+        if (f.cell.dataset, f.cell.settings.image_size) != (first.dataset, first.settings.image_size) or list(
+            f.meta["labels"]
+        ) != list(data.labels):
+            raise DataError(
+                f"cell {f.cell_id} has another dataset, image size or label set than {cells[0].cell_id}: not"
+                " comparable"
+            )
 
 
-def write_method_comparison(cells: Sequence[FinishedCell], data: CellData, out: Path, n: int = 6,
-                            ids: list[str] | None = None) -> Path:
+def write_method_comparison(
+    cells: Sequence[FinishedCell], data: CellData, out: Path, n: int = 6, ids: list[str] | None = None
+) -> Path:
     """One PNG with each cell's heatmap side by side on the same test images (rows: images, columns:
     cells), each explaining the same label (a positive label with a box). The cells must share their
     test split (``data``, see :func:`check_comparable`). Returns the PNG's path ``out``."""
@@ -189,14 +230,38 @@ def write_method_comparison(cells: Sequence[FinishedCell], data: CellData, out: 
             x = to_input(data.test.images[r : r + 1], torch.device("cpu"), tuple(meta["normalize"]))
             expl = explain(model, x, torch.as_tensor([labels[i]]))
             flat = bool(expl.flat[0]) if expl.flat is not None else False
-            patches = patch_rects(expl.topk_indices[0], expl.grid, image.shape, expl.origin) if expl.topk_indices is not None else []
-            hit = "flat" if flat else ("hit" if pointing_score(expl.heat[0], shown) == 1.0 else "miss") if shown else ""
+            patches = (
+                patch_rects(expl.topk_indices[0], expl.grid, image.shape, expl.origin)
+                if expl.topk_indices is not None
+                else []
+            )
+            hit = (
+                "flat"
+                if flat
+                else ("hit" if pointing_score(expl.heat[0], shown) == 1.0 else "miss")
+                if shown
+                else ""
+            )
             title = f"{expl.method}: {data.labels[labels[i]]} {hit}"
             if i == 0:  # the column's heading, once: what the cell is (its protocol, not only its head)
                 title = f"{column_title(cell, meta)}\n{title}"
-            panels.append({"image": image, "heat": expl.heat[0], "patches": patches, "boxes": shown, "title": title, "flat": flat})
+            panels.append(
+                {
+                    "image": image,
+                    "heat": expl.heat[0],
+                    "patches": patches,
+                    "boxes": shown,
+                    "title": title,
+                    "flat": flat,
+                }
+            )
     out = Path(out)
-    save_gallery_png(out, panels, columns=len(loaded), title=f"{first.dataset}: each column one cell, same images and label")
+    save_gallery_png(
+        out,
+        panels,
+        columns=len(loaded),
+        title=f"{first.dataset}: each column one cell, same images and label",
+    )
     return out
 
 
@@ -220,7 +285,10 @@ def _data_note(stored: dict[str, Any], manifest: dict[str, Any], same_root_expec
     old_ids = (stored.get("splits") or {}).get("test", {}).get("image_ids_sha256")
     new_ids = (manifest.get("splits") or {}).get("test", {}).get("image_ids_sha256")
     if same_root_expected and old_cache and new_cache and old_cache != new_cache:
-        return f"the rebuilt test images come from prepared cache {new_cache}, not {old_cache} that the cell was evaluated on"
+        return (
+            f"the rebuilt test images come from prepared cache {new_cache}, not {old_cache} that the cell was"
+            " evaluated on"
+        )
     if old_ids and new_ids and old_ids != new_ids:
         return "the rebuilt test split has other image ids than the cell was evaluated on"
     return ""
@@ -246,23 +314,34 @@ def _gallery_header(cell, cell_id: str, method: str, loc: dict[str, Any] | None,
     lines = [
         f"# Heatmaps of cell `{cell_id}`",
         "",
-        f"`{cell.label()}` — heatmap: {what}; lime dashed: ground-truth boxes of the explained label; + marks the maximum.",
+        (
+            f"`{cell.label()}` — heatmap: {what}; lime dashed: ground-truth boxes of the explained label; +"
+            " marks the maximum."
+        ),
         "",
     ]
     if note:
         lines += [f"**Warning:** {note}.", ""]
     if loc:
         lines += [
-            f"Localization on the test split ({loc['pairs']} image–label pairs): pointing game {loc['pointing_hit_rate']:.3f}"
+            f"Localization on the test split ({loc['pairs']} image–label pairs): pointing game"
+            f" {loc['pointing_hit_rate']:.3f}"
             + (" [{:.3f}, {:.3f}]".format(*loc["pointing_ci"]) if loc.get("pointing_ci") else "")
             + f" (random heatmap {loc['random_hit_rate']:.3f}"
             + (f"; {baselines_text(loc)})" if baselines_text(loc) else ")")
             + (f", flat maps {loc['flat_maps']}" if loc.get("flat_maps") is not None else "")
-            + (f", deletion AUC {loc['deletion_auc']:.3f} (random order {loc['random_deletion_auc']:.3f})" if loc.get("deletion_auc") is not None else "")
+            + (
+                f", deletion AUC {loc['deletion_auc']:.3f} (random order {loc['random_deletion_auc']:.3f})"
+                if loc.get("deletion_auc") is not None
+                else ""
+            )
             + ".",
             "",
         ]
-    return lines + ["| image | positive labels | explained | maximum in its box | top probabilities | overlay |", "|---|---|---|---|---|---|"]
+    return lines + [
+        "| image | positive labels | explained | maximum in its box | top probabilities | overlay |",
+        "|---|---|---|---|---|---|",
+    ]
 
 
 def _safe(image_id: str) -> str:

@@ -96,7 +96,12 @@ def cell_origin(backbone: nn.Module) -> str:
     (each such layer maps output j to the centre of input 2j), half a cell up-left of a patch's centre."""
     inner = getattr(backbone, "model", backbone)
     proj = getattr(getattr(inner, "patch_embed", None), "proj", None)
-    if isinstance(proj, nn.Conv2d) and proj.kernel_size == proj.stride and proj.stride[0] > 1 and proj.padding == (0, 0):
+    if (
+        isinstance(proj, nn.Conv2d)
+        and proj.kernel_size == proj.stride
+        and proj.stride[0] > 1
+        and proj.padding == (0, 0)
+    ):
         return "patch"
     return "padded"
 
@@ -106,9 +111,12 @@ Placement = str | tuple[np.ndarray, np.ndarray]
 
 
 def rule_centres(cells: int, n: int, origin: str, first: float | None = None) -> np.ndarray:
-    """Centres (pixel coordinates, a pixel's centre at p + ½) of ``cells`` cells over ``n`` pixels by a rule of
+    """Centres (pixel coordinates, a pixel's centre at p + ½) of ``cells`` cells over ``n`` pixels by a rule
+    of
     :func:`cell_origin`: ``s·i + s/2`` for patches; ``s·i + ½`` for padded convolutions, except the first cell
-    (``first``, when given): its receptive field is cut by the zero padding, so it looks further in than pixel 0."""
+    (``first``, when given): its receptive field is cut by the zero padding, so it looks further in than pixel
+    0.
+    """
     s = n / cells
     c = np.arange(cells, dtype=np.float64) * s + (s / 2 if origin == "patch" else 0.5)
     if origin != "patch" and first is not None and cells > 1:
@@ -116,7 +124,9 @@ def rule_centres(cells: int, n: int, origin: str, first: float | None = None) ->
     return c
 
 
-def cell_centres(backbone: nn.Module, size: tuple[int, int], grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def cell_centres(
+    backbone: nn.Module, size: tuple[int, int], grid: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Where each cell of ``backbone``'s (rows, cols) map looks on an image of ``size``: its receptive field's
     centroid, edges included. A patchify ViT's cell is its patch (exact). In a stack of padded stride-2
     convolutions cell i is centred on pixel s·i — the far edge included (the last cell's field ends inside the
@@ -130,7 +140,8 @@ def cell_centres(backbone: nn.Module, size: tuple[int, int], grid: tuple[int, in
 
 
 def _cell_layer(backbone: nn.Module) -> nn.Module:
-    """The module whose output is the backbone's map grid: a ViT's patch embedding (stem), else the last conv stage."""
+    """The module whose output is the backbone's map grid: a ViT's patch embedding (stem), else the last conv
+    stage."""
     inner = getattr(backbone, "model", backbone)
     return inner.patch_embed if hasattr(inner, "patch_embed") else last_conv_stage(backbone)
 
@@ -171,15 +182,20 @@ def first_cell_centroid(backbone: nn.Module, size: tuple[int, int], probes: int 
 
 
 def _pad_edges(maps: torch.Tensor) -> torch.Tensor:
-    """(B, 1, h, w) → (B, 1, h + 2, w + 2): one virtual cell beyond each edge (one cell spacing out) holding the
-    smaller of the edge cell and its inner neighbour — an edge maximum falls off towards the border and stays a
+    """(B, 1, h, w) → (B, 1, h + 2, w + 2): one virtual cell beyond each edge (one cell spacing out) holding
+    the
+    smaller of the edge cell and its inner neighbour — an edge maximum falls off towards the border and stays
+    a
     point at its cell's centre; an edge below its neighbour is held flat; a zero edge adds no heat."""
 
     def pad(m: torch.Tensor, dim: int) -> torch.Tensor:
         n = m.shape[dim]
         first, last = m.narrow(dim, 0, 1), m.narrow(dim, n - 1, 1)
         if n > 1:
-            first, last = torch.minimum(first, m.narrow(dim, 1, 1)), torch.minimum(last, m.narrow(dim, n - 2, 1))
+            first, last = (
+                torch.minimum(first, m.narrow(dim, 1, 1)),
+                torch.minimum(last, m.narrow(dim, n - 2, 1)),
+            )
         return torch.cat([first, m, last], dim)
 
     return pad(pad(maps, -1), -2)
@@ -187,9 +203,11 @@ def _pad_edges(maps: torch.Tensor) -> torch.Tensor:
 
 def upsample(maps: torch.Tensor, size: tuple[int, int], origin: Placement = "patch") -> torch.Tensor:
     """(B, h, w) → (B, H, W), bilinear between the cells' centres on the image: ``origin`` is a rule of
-    :func:`cell_origin` (``"patch"``: cell i at ``s·i + s/2``; ``"padded"``: at ``s·i + ½``) or the per-axis centres
+    :func:`cell_origin` (``"patch"``: cell i at ``s·i + s/2``; ``"padded"``: at ``s·i + ½``) or the per-axis
+    centres
     of :func:`cell_centres`. Between the outermost centres and the border the map runs to a virtual edge cell
-    (:func:`_pad_edges`): clamping there made an edge maximum a plateau up to the border, whose centroid was 2–16 px
+    (:func:`_pad_edges`): clamping there made an edge maximum a plateau up to the border, whose centroid was
+    2–16 px
     from the cell's centre (ConvStem's last cell at 60.0 px instead of 56.5 at 64 px)."""
     maps = maps[:, None].float()
     (h, w), (H, W) = maps.shape[-2:], size
@@ -200,15 +218,24 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], origin: Placement = "pat
         step_lo, step_hi = (c[1] - c[0], c[-1] - c[-2]) if len(c) > 1 else (float(n), float(n))
         ext = np.concatenate([[c[0] - step_lo], c, [c[-1] + step_hi]])  # virtual cells one step out: a mirror
         u = np.interp(np.arange(n, dtype=np.float64) + 0.5, ext, np.arange(len(ext), dtype=np.float64))
-        return torch.as_tensor(2 * u / (len(ext) - 1) - 1, dtype=torch.float32, device=maps.device)  # align_corners=True
+        return torch.as_tensor(
+            2 * u / (len(ext) - 1) - 1, dtype=torch.float32, device=maps.device
+        )  # align_corners=True
 
     gy, gx = torch.meshgrid(coords(H, cy), coords(W, cx), indexing="ij")
     grid = torch.stack([gx, gy], -1).expand(maps.shape[0], H, W, 2)
-    return F.grid_sample(_pad_edges(maps), grid, mode="bilinear", padding_mode="border", align_corners=True)[:, 0]
+    return F.grid_sample(_pad_edges(maps), grid, mode="bilinear", padding_mode="border", align_corners=True)[
+        :, 0
+    ]
 
 
-def _finish(coarse: torch.Tensor, size: tuple[int, int], method: str, indices: torch.Tensor | None = None,
-            backbone: nn.Module | None = None) -> Explanation:
+def _finish(
+    coarse: torch.Tensor,
+    size: tuple[int, int],
+    method: str,
+    indices: torch.Tensor | None = None,
+    backbone: nn.Module | None = None,
+) -> Explanation:
     """Coarse maps (B, h, w) → flagged, upsampled (cells at ``backbone``'s receptive-field centres,
     :func:`cell_centres`), normalized :class:`Explanation`."""
     flat = flat_maps(coarse)
@@ -216,8 +243,14 @@ def _finish(coarse: torch.Tensor, size: tuple[int, int], method: str, indices: t
     origin = "padded" if backbone is None else cell_origin(backbone)
     centres = cell_centres(backbone, size, grid) if backbone is not None else origin
     heat = normalize_maps(upsample(coarse, size, centres), flat)
-    return Explanation(heat.detach().cpu().numpy().astype(np.float32), method,
-                       None if indices is None else indices.cpu().numpy(), grid, flat.cpu().numpy(), origin)
+    return Explanation(
+        heat.detach().cpu().numpy().astype(np.float32),
+        method,
+        None if indices is None else indices.cpu().numpy(),
+        grid,
+        flat.cpu().numpy(),
+        origin,
+    )
 
 
 @torch.no_grad()
@@ -229,9 +262,12 @@ def topk_heatmaps(model: nn.Module, x: torch.Tensor) -> Explanation:
 
 @torch.no_grad()
 def classwise_heatmaps(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> Explanation:
-    """Each image's label's patch logits for a class-specific top-K classifier: x (B, 1, H, W), labels (B,)."""
+    """Each image's label's patch logits for a class-specific top-K classifier: x (B, 1, H, W), labels
+    (B,)."""
     grid, idx = model.class_maps(x, labels)  # (B, rows, cols), (B, K)
     return _finish(grid, tuple(x.shape[-2:]), "topk_classwise", idx, model.backbone)
+
+
 def last_conv_stage(module: nn.Module) -> nn.Module:
     """The last convolutional stage of a CNN: ``layer4`` (timm/torchvision ResNets) if present,
     else the last child that contains a convolution."""
@@ -270,7 +306,6 @@ def activation_and_gradient(
 
 
 class GradCAM:
-
     """Grad-CAM on ``layer`` of ``model`` (Selvaraju et al. 2017): call with x (B, 1, H, W) and
     one label index per image (B,) → maps (B, H, W) in [0, 1]."""
 
@@ -328,12 +363,16 @@ def explain(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = Non
     if method == "gradcam":
         cam = GradCAM(model)
         cam(x, labels)
-        return _finish(cam.coarse, tuple(x.shape[-2:]), "gradcam", backbone=model.backbone)  # a CNN's last stage
+        return _finish(
+            cam.coarse, tuple(x.shape[-2:]), "gradcam", backbone=model.backbone
+        )  # a CNN's last stage
     return _finish(ViTGradCAM(model)(x, labels), tuple(x.shape[-2:]), "vit_gradcam", backbone=model.backbone)
 
 
 # -- rendering ------------------------------------------------------------------------------
-def overlay_rgb(image: np.ndarray, heat: np.ndarray, alpha: float = 0.8, cmap: str = "jet", top_fraction: float = 0.15) -> np.ndarray:
+def overlay_rgb(
+    image: np.ndarray, heat: np.ndarray, alpha: float = 0.8, cmap: str = "jet", top_fraction: float = 0.15
+) -> np.ndarray:
     """uint8 gray (H, W) + heat (H, W) in [0, 1] → uint8 RGB (H, W, 3). Only the hottest
     ``top_fraction`` of the pixels is coloured (colour and weight rising from that quantile to
     the maximum, weight at most ``alpha``), so the radiograph stays readable and the region
@@ -343,23 +382,36 @@ def overlay_rgb(image: np.ndarray, heat: np.ndarray, alpha: float = 0.8, cmap: s
     top = float(heat.max())
     rel = np.clip((heat - floor) / max(top - floor, 1e-9), 0, 1) if top > floor else np.zeros_like(heat)
     w = alpha * np.sqrt(rel)[..., None]
-    colors = matplotlib.colormaps[cmap](0.35 + 0.65 * rel)[..., :3]  # (H, W, 3): cyan at the edge → red at the maximum
+    colors = matplotlib.colormaps[cmap](0.35 + 0.65 * rel)[
+        ..., :3
+    ]  # (H, W, 3): cyan at the edge → red at the maximum
     gray = np.repeat(image[..., None].astype(np.float32) / 255.0, 3, axis=2)
     return (np.clip((1 - w) * gray + w * colors, 0, 1) * 255).astype(np.uint8)
 
 
-def patch_rects(indices: np.ndarray, grid: tuple[int, int], size: tuple[int, int],
-                origin: str = "patch") -> list[tuple[float, float, float, float]]:
+def patch_rects(
+    indices: np.ndarray, grid: tuple[int, int], size: tuple[int, int], origin: str = "patch"
+) -> list[tuple[float, float, float, float]]:
     """Token indices → (x0, y0, w, h) rectangles in image pixels (row-major token order), one cell
     around each cell's centre (:func:`cell_origin`: a padded convolution's cell is shifted half a cell)."""
     rows, cols = grid
     ph, pw = size[0] / rows, size[1] / cols
     dy, dx = (0.0, 0.0) if origin == "patch" else (0.5 - ph / 2, 0.5 - pw / 2)
-    return [(float(i % cols) * pw + dx, float(i // cols) * ph + dy, pw, ph) for i in np.asarray(indices).tolist()]
+    return [
+        (float(i % cols) * pw + dx, float(i // cols) * ph + dy, pw, ph) for i in np.asarray(indices).tolist()
+    ]
 
 
-def draw_panel(ax: Any, image: np.ndarray, heat: np.ndarray, *, patches: list[tuple[float, float, float, float]] = (),
-               boxes: list[tuple[float, float, float, float]] = (), title: str = "", flat: bool = False) -> None:
+def draw_panel(
+    ax: Any,
+    image: np.ndarray,
+    heat: np.ndarray,
+    *,
+    patches: list[tuple[float, float, float, float]] = (),
+    boxes: list[tuple[float, float, float, float]] = (),
+    title: str = "",
+    flat: bool = False,
+) -> None:
     """One overlay on a matplotlib axis: heat, top-K patches (white), ground-truth boxes (lime, x0 y0 x1 y1).
     A flat map is not drawn (no heat, no maximum): the panel says "flat map" instead."""
     h, w = image.shape
@@ -372,8 +424,10 @@ def draw_panel(ax: Any, image: np.ndarray, heat: np.ndarray, *, patches: list[tu
     for x0, y0, pw, ph in patches:
         ax.add_patch(Rectangle((x0, y0), pw, ph, fill=False, edgecolor="white", linewidth=0.8, alpha=0.9))
     for x0, y0, x1, y1 in boxes:
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.6, linestyle="--"))
-    for y, x in ([] if flat else maximum_points(heat)):
+        ax.add_patch(
+            Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.6, linestyle="--")
+        )
+    for y, x in [] if flat else maximum_points(heat):
         ax.plot([x], [y], marker="+", color="white", markersize=9, markeredgewidth=2)
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
@@ -383,8 +437,16 @@ def draw_panel(ax: Any, image: np.ndarray, heat: np.ndarray, *, patches: list[tu
         ax.set_title(title, fontsize=7)
 
 
-def save_overlay_png(path: str | Path, image: np.ndarray, heat: np.ndarray, *, patches=(), boxes=(), title: str = "",
-                     flat: bool = False) -> None:
+def save_overlay_png(
+    path: str | Path,
+    image: np.ndarray,
+    heat: np.ndarray,
+    *,
+    patches=(),
+    boxes=(),
+    title: str = "",
+    flat: bool = False,
+) -> None:
     """Image beside its overlay, one PNG (written to a temp name, then renamed)."""
     matplotlib.use("Agg", force=False)
 
@@ -399,19 +461,31 @@ def save_overlay_png(path: str | Path, image: np.ndarray, heat: np.ndarray, *, p
     _save_fig(fig, Path(path))
 
 
-def save_gallery_png(path: str | Path, panels: list[dict[str, Any]], columns: int = 4, title: str = "") -> None:
-    """A grid of overlays; each panel is a dict of ``image``, ``heat`` and optional ``patches``, ``boxes``, ``title``."""
+def save_gallery_png(
+    path: str | Path, panels: list[dict[str, Any]], columns: int = 4, title: str = ""
+) -> None:
+    """A grid of overlays; each panel is a dict of ``image``, ``heat`` and optional ``patches``, ``boxes``,
+    ``title``."""
     matplotlib.use("Agg", force=False)
 
     columns = max(1, min(columns, len(panels)))
     rows = max(1, -(-len(panels) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.5 * rows + (0.3 if title else 0)), dpi=130, squeeze=False)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(2.3 * columns, 2.5 * rows + (0.3 if title else 0)), dpi=130, squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     for ax, p in zip(axes.flat, panels, strict=False):
         ax.axis("on")
-        draw_panel(ax, p["image"], p["heat"], patches=p.get("patches", ()), boxes=p.get("boxes", ()), title=p.get("title", ""),
-                   flat=bool(p.get("flat", False)))
+        draw_panel(
+            ax,
+            p["image"],
+            p["heat"],
+            patches=p.get("patches", ()),
+            boxes=p.get("boxes", ()),
+            title=p.get("title", ""),
+            flat=bool(p.get("flat", False)),
+        )
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

@@ -65,7 +65,9 @@ def read_native_boxes(root: Path) -> pd.DataFrame | None:
     return None
 
 
-def map_box_to_cache(x: float, y: float, w: float, h: float, width: int, height: int, size: int) -> Box | None:
+def map_box_to_cache(
+    x: float, y: float, w: float, h: float, width: int, height: int, size: int
+) -> Box | None:
     """A box in an original (width × height) image → the prepared (size × size) image
     (shorter side → size, centre crop), clipped; None when nothing of it is left."""
     scale = size / min(width, height)
@@ -144,11 +146,17 @@ def standard_tolerance(size: int) -> float:
 
 
 def resolve_tolerance(option: Any, size: int) -> float:
-    """``pointing_tolerance`` option → pixels of the cell's image: ``"standard"`` (15 px × size/224) or a number ≥ 0."""
+    """``pointing_tolerance`` option → pixels of the cell's image: ``"standard"`` (15 px × size/224) or a
+    number ≥ 0."""
     if option == "standard":
         return standard_tolerance(size)
-    if isinstance(option, bool) or not isinstance(option, (int, float)) or not np.isfinite(option) or option < 0:
-        raise ConfigError(f"pointing_tolerance must be \"standard\" or a number of pixels ≥ 0, got {option!r}")
+    if (
+        isinstance(option, bool)
+        or not isinstance(option, (int, float))
+        or not np.isfinite(option)
+        or option < 0
+    ):
+        raise ConfigError(f'pointing_tolerance must be "standard" or a number of pixels ≥ 0, got {option!r}')
     return float(option)
 
 
@@ -171,7 +179,12 @@ def random_hit_probability(boxes: list[Box], height: int, width: int, tolerance:
 
 
 def bootstrap_rate_interval(
-    hits: np.ndarray, chance: np.ndarray, clusters: np.ndarray, resamples: int = 2000, level: float = 0.95, seed: int = 0
+    hits: np.ndarray,
+    chance: np.ndarray,
+    clusters: np.ndarray,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> dict[str, list[float]]:
     """Percentile intervals of the mean hit rate, of the random baseline and of their difference,
     resampling ``clusters`` (patients, or images) with replacement: hits, chance, clusters (n,).
@@ -182,7 +195,9 @@ def bootstrap_rate_interval(
     count = np.bincount(inverse, minlength=c).astype(np.float64)  # (C,)
     sum_hit = np.bincount(inverse, weights=hits, minlength=c)
     sum_chance = np.bincount(inverse, weights=chance, minlength=c)
-    w = np.random.default_rng(seed).multinomial(c, np.full(c, 1.0 / c), size=resamples).astype(np.float64)  # (R, C)
+    w = (
+        np.random.default_rng(seed).multinomial(c, np.full(c, 1.0 / c), size=resamples).astype(np.float64)
+    )  # (R, C)
     n = w @ count  # (R,), > 0: every cluster holds at least one pair
     rate, base = (w @ sum_hit) / n, (w @ sum_chance) / n
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
@@ -194,7 +209,9 @@ def bootstrap_rate_interval(
 
 
 @torch.no_grad()
-def deletion_curve(model: nn.Module, x: torch.Tensor, order: np.ndarray, label: int, steps: int) -> np.ndarray:
+def deletion_curve(
+    model: nn.Module, x: torch.Tensor, order: np.ndarray, label: int, steps: int
+) -> np.ndarray:
     """Probabilities (steps + 1,) of ``label`` as the pixels of x (1, 1, H, W) are set to 0
     in ``order`` (flat pixel indices), a fraction k/steps deleted at step k."""
     h, w = x.shape[-2:]
@@ -249,8 +266,11 @@ class _PairScores:
         return {k: np.asarray(getattr(self, k)) for k in names}
 
     def add_shuffled(self, seed: int, tol: float) -> np.ndarray:
-        """Each pair's map scored against the boxes of its partner (another test image, same label); a label with
-        one pair has no partner and scores the area-random expectation. Sets shuf0, shuf_t; returns the partners."""
+        """Each pair's map scored against the boxes of its partner (another test image, same label); a label
+        with
+        one pair has no partner and scores the area-random expectation. Sets shuf0, shuf_t; returns the
+        partners.
+        """
         partner = shuffle_partners(self.labels, seed)
         self.shuf0.clear()
         self.shuf_t.clear()
@@ -297,12 +317,27 @@ def evaluate_localization(
     priors = fit_label_priors(load_split_boxes(data, "train"), data.labels, height, width, tol)
     scores = _PairScores()
     rng = np.random.default_rng(seed)
-    tie_rng = np.random.default_rng([seed, 1])  # its own stream: the random baseline's orders stay as they were
+    tie_rng = np.random.default_rng(
+        [seed, 1]
+    )  # its own stream: the random baseline's orders stay as they were
     prior_rng = np.random.default_rng([seed, 3])
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
-        _score_batch(model, data, chunk, clusters, normalize, device, tol, deletion_steps, rng, scores, tie_rng,
-                     priors, prior_rng)
+        _score_batch(
+            model,
+            data,
+            chunk,
+            clusters,
+            normalize,
+            device,
+            tol,
+            deletion_steps,
+            rng,
+            scores,
+            tie_rng,
+            priors,
+            prior_rng,
+        )
     partners = scores.add_shuffled(seed, tol)
     a = {**scores.arrays(), "shuf0": np.asarray(scores.shuf0), "shuf_t": np.asarray(scores.shuf_t)}
     return {
@@ -310,7 +345,9 @@ def evaluate_localization(
         "split": "test",
         "images": len(rows),
         **_summary(a, np.ones(len(a["hit0"]), dtype=bool), tol, resamples, seed),
-        "random_ci": bootstrap_rate_interval(a["hit0"], a["chance0"], a["clusters"], resamples, seed=seed)["random_ci"],
+        "random_ci": bootstrap_rate_interval(a["hit0"], a["chance0"], a["clusters"], resamples, seed=seed)[
+            "random_ci"
+        ],
         "tolerance_px": 0,
         "flat_rule": "miss",
         "tied_maxima": int(np.sum(scores.ties)),
@@ -320,17 +357,27 @@ def evaluate_localization(
         "random_deletion_auc": float(np.mean(scores.rand_auc)) if scores.rand_auc else None,
         "prior_deletion_auc": float(np.mean(scores.prior_auc)) if scores.prior_auc else None,
         "deletion_steps": deletion_steps,
-        "label_prior": {label: {k: v for k, v in p.items() if k != "map"} for label, p in priors.items()
-                        if label in set(scores.labels)},
-        "baselines_note": "label prior: per label, the map counting training-split images whose boxes hold each pixel, "
-                          "scored on the test pairs; shuffled: each map against another test image's boxes of the label",
-        "per_label": {label: _summary(a, a["labels"] == label, tol, resamples, seed) for label in sorted(set(scores.labels))},
+        "label_prior": {
+            label: {k: v for k, v in p.items() if k != "map"}
+            for label, p in priors.items()
+            if label in set(scores.labels)
+        },
+        "baselines_note": (
+            "label prior: per label, the map counting training-split images whose boxes hold each pixel, "
+            "scored on the test pairs; shuffled: each map against another test image's boxes of the label"
+        ),
+        "per_label": {
+            label: _summary(a, a["labels"] == label, tol, resamples, seed)
+            for label in sorted(set(scores.labels))
+        },
         # one entry per pair, so a report can pool seeds of one configuration on the same pairs
         "pair_detail": _pair_detail(test, pairs, a, scores, partners),
     }
 
 
-def _positive_box_pairs(data: CellData, max_images: int) -> tuple[list[tuple[int, int, list[Box]]], list[int]]:
+def _positive_box_pairs(
+    data: CellData, max_images: int
+) -> tuple[list[tuple[int, int, list[Box]]], list[int]]:
     """(test row, label column, boxes) of every positive label with a box, on the first
     ``max_images`` such images; and those rows."""
     boxes = load_split_boxes(data, "test")
@@ -360,8 +407,11 @@ def _score_batch(
     priors: dict[str, dict[str, Any]],
     prior_rng: np.random.Generator,
 ) -> None:
-    """Heatmaps of one batch of pairs; append their pointing, chance, label-prior and deletion scores (``rng``: the
-    random deletion baseline's orders; ``tie_rng``: tie-breaking in the map's own order; ``prior_rng``: in the prior's)."""
+    """Heatmaps of one batch of pairs; append their pointing, chance, label-prior and deletion scores
+    (``rng``: the
+    random deletion baseline's orders; ``tie_rng``: tie-breaking in the map's own order; ``prior_rng``: in the
+    prior's).
+    """
     test = data.test
     size = test.images.shape[-2:]
     x = to_input(np.stack([test.images[r] for r, _, _ in chunk]), device, normalize)
@@ -391,15 +441,27 @@ def _score_batch(
             order = deletion_order(heat, is_flat_map, tie_rng)
             scores.del_auc.append(curve_auc(deletion_curve(model, x[i : i + 1], order, j, deletion_steps)))
             rand_order = rng.permutation(order.size)
-            scores.rand_auc.append(curve_auc(deletion_curve(model, x[i : i + 1], rand_order, j, deletion_steps)))
-            prior_order = deletion_order(prior["map"], not prior["train_images"] or is_flat(prior["map"]), prior_rng)
-            scores.prior_auc.append(curve_auc(deletion_curve(model, x[i : i + 1], prior_order, j, deletion_steps)))
+            scores.rand_auc.append(
+                curve_auc(deletion_curve(model, x[i : i + 1], rand_order, j, deletion_steps))
+            )
+            prior_order = deletion_order(
+                prior["map"], not prior["train_images"] or is_flat(prior["map"]), prior_rng
+            )
+            scores.prior_auc.append(
+                curve_auc(deletion_curve(model, x[i : i + 1], prior_order, j, deletion_steps))
+            )
 
 
-def _summary(a: dict[str, np.ndarray], keep: np.ndarray, tol: float, resamples: int, seed: int) -> dict[str, Any]:
+def _summary(
+    a: dict[str, np.ndarray], keep: np.ndarray, tol: float, resamples: int, seed: int
+) -> dict[str, Any]:
     """Hit rates, baselines and bootstrap intervals (strict and tolerant) of the pairs in ``keep``."""
-    strict = bootstrap_rate_interval(a["hit0"][keep], a["chance0"][keep], a["clusters"][keep], resamples, seed=seed)
-    tolerant = bootstrap_rate_interval(a["hit_t"][keep], a["chance_t"][keep], a["clusters"][keep], resamples, seed=seed)
+    strict = bootstrap_rate_interval(
+        a["hit0"][keep], a["chance0"][keep], a["clusters"][keep], resamples, seed=seed
+    )
+    tolerant = bootstrap_rate_interval(
+        a["hit_t"][keep], a["chance_t"][keep], a["clusters"][keep], resamples, seed=seed
+    )
     base0 = {"random": a["chance0"][keep], "label_prior": a["prior0"][keep], "shuffled": a["shuf0"][keep]}
     base_t = {"random": a["chance_t"][keep], "label_prior": a["prior_t"][keep], "shuffled": a["shuf_t"][keep]}
     return {
@@ -421,8 +483,13 @@ def _summary(a: dict[str, np.ndarray], keep: np.ndarray, tol: float, resamples: 
     }
 
 
-def _pair_detail(test: Any, pairs: list[tuple[int, int, list[Box]]], a: dict[str, np.ndarray], scores: _PairScores,
-                 partners: np.ndarray) -> dict[str, list[Any]]:
+def _pair_detail(
+    test: Any,
+    pairs: list[tuple[int, int, list[Box]]],
+    a: dict[str, np.ndarray],
+    scores: _PairScores,
+    partners: np.ndarray,
+) -> dict[str, list[Any]]:
     """One entry per pair: hits and baselines, and what recomputes the baselines from the test boxes (the
     pair's boxes, the map's maxima, the shuffled partner's index; the label prior's points are per label)."""
     return {

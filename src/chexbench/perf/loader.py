@@ -28,7 +28,7 @@ from chexbench.core.inputs import batches, to_input
 from chexbench.datasets.cache import prepare
 from chexbench.datasets.decode import decode_image
 from chexbench.datasets.splits import FRONTAL_VIEWS
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 from chexbench.strategies.augment import light_augment
 
 
@@ -56,23 +56,32 @@ class LoaderBench:
 
     def markdown(self) -> str:
         rows = [
-            ("(a) PIL decode + resize from native files", self.pil_images_per_s, self.pil_no_aug_images_per_s),
+            (
+                "(a) PIL decode + resize from native files",
+                self.pil_images_per_s,
+                self.pil_no_aug_images_per_s,
+            ),
             ("(b) prepared uint8 cache (memmap)", self.cache_images_per_s, self.cache_no_aug_images_per_s),
         ]
         lines = [
-            f"Dataset `{self.dataset}`, {self.images} images (native {self.source_resolution}) → {self.size}×{self.size}, "
-            f"batch {self.batch_size}, {self.epochs} passes, one process, `torch.set_num_threads(2)`.",
+            (
+                f"Dataset `{self.dataset}`, {self.images} images (native {self.source_resolution}) →"
+                f" {self.size}×{self.size}, batch {self.batch_size}, {self.epochs} passes, one process,"
+                " `torch.set_num_threads(2)`."
+            ),
             "",
             "| loader | img/s loader only (uint8 batches) | img/s + to_input + light_augment on CPU |",
             "|---|---:|---:|",
             *[f"| {name} | {b:,.0f} | {a:,.0f} |" for name, a, b in rows],
             f"| **ratio (b) / (a)** | **{self.ratio_no_aug:.1f}×** | {self.ratio:.1f}× |",
             "",
-            f"Preparing the cache once took {self.prepare_seconds:.2f} s "
-            f"({self.images / max(self.prepare_seconds, 1e-9):,.0f} img/s, all cores). "
-            "The right column is bounded by the CPU augmentation (one affine warp per image), the "
-            "same work on both paths; on a GPU it runs on the device and the loader column is what "
-            "the training loop sees.",
+            (
+                f"Preparing the cache once took {self.prepare_seconds:.2f} s "
+                f"({self.images / max(self.prepare_seconds, 1e-9):,.0f} img/s, all cores). "
+                "The right column is bounded by the CPU augmentation (one affine warp per image), the "
+                "same work on both paths; on a GPU it runs on the device and the loader column is what "
+                "the training loop sees."
+            ),
         ]
         return "\n".join(lines)
 
@@ -149,7 +158,12 @@ def _frontal_images(dataset: str, root: Path, n_images: int) -> tuple[pd.DataFra
 
 
 def _images_per_s(
-    load: Callable[[np.ndarray], np.ndarray], n_images: int, batch_size: int, epochs: int, seed: int, augment: bool
+    load: Callable[[np.ndarray], np.ndarray],
+    n_images: int,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    augment: bool,
 ) -> float:
     """Images/s of ``epochs`` shuffled passes of ``load`` (uint8 (B, S, S) of index positions),
     followed by ``to_input`` + ``light_augment`` on CPU when ``augment``."""

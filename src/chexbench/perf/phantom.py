@@ -28,8 +28,9 @@ def _one_thread():
     return threadpool_limits(1)
 
 
-def measure_generation(size: int = 256, images: int = 100, seed: int = 0,
-                       sites: tuple[str, ...] = ("chexpert", "nih", "indiana")) -> list[GenerationSpeed]:
+def measure_generation(
+    size: int = 256, images: int = 100, seed: int = 0, sites: tuple[str, ...] = ("chexpert", "nih", "indiana")
+) -> list[GenerationSpeed]:
     """Render ``images`` frontal images per site in this process with one BLAS thread; encode to memory.
 
     Rates are images per CPU-second of this process (``time.process_time``), i.e. per core,
@@ -46,7 +47,9 @@ def measure_generation(size: int = 256, images: int = 100, seed: int = 0,
                 image, _ = render_study(patient, study, site, size, seed)
                 t1 = time.process_time()
                 buf = io.BytesIO()
-                Image.fromarray(image).save(buf, format=FORMATS[site], **({"quality": 92} if site == "chexpert" else {}))
+                Image.fromarray(image).save(
+                    buf, format=FORMATS[site], **({"quality": 92} if site == "chexpert" else {})
+                )
                 encode_s += time.process_time() - t1
                 render_s += t1 - t0
             n = len(studies)

@@ -13,11 +13,18 @@ import torch
 from chexbench.core.atomic import atomic_write_text
 from chexbench.core.paths import repo_root
 
-HEADER = "# Performance\n\nMeasured by `chexbench bench …`; each section is rewritten when its benchmark runs again.\n"
+HEADER = (
+    "# Performance\n\nMeasured by `chexbench bench …`; each section is rewritten when its benchmark runs"
+    " again.\n"
+)
 
 
 def machine_description() -> str:
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    dev = (
+        torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    )
     return f"{dev}; Python {platform.python_version()}, torch {torch.__version__}"
 
 

@@ -53,8 +53,14 @@ def synthetic_test_set(n_images: int, n_patients: int, n_labels: int, seed: int 
     return patient_ids, y, score
 
 
-def run_stats_benchmark(n_boot: int = 2000, n_labels: int = 14, n_images: int = 20_000, n_patients: int = 6_000,
-                        seed: int = 0, sklearn_resamples: int | None = None) -> StatsBenchmark:
+def run_stats_benchmark(
+    n_boot: int = 2000,
+    n_labels: int = 14,
+    n_images: int = 20_000,
+    n_patients: int = 6_000,
+    seed: int = 0,
+    sklearn_resamples: int | None = None,
+) -> StatsBenchmark:
     """Time both on the same resamples; ``sklearn_resamples`` limits the (slow) loop to the first N."""
     if n_images < n_patients:
         raise ValueError("need at least one image per patient")
@@ -89,7 +95,9 @@ def run_stats_benchmark(n_boot: int = 2000, n_labels: int = 14, n_images: int = 
                 ref[j, b] = roc_auc_score(yj, sj, sample_weight=w)
     sklearn_seconds = time.perf_counter() - t0
     again, _, after = vectorized()
-    if not np.array_equal(np.isnan(again), np.isnan(ours)) or not np.allclose(again, ours, equal_nan=True, rtol=0, atol=0):
+    if not np.array_equal(np.isnan(again), np.isnan(ours)) or not np.allclose(
+        again, ours, equal_nan=True, rtol=0, atol=0
+    ):
         raise AssertionError("the vectorized bootstrap is not deterministic")
     ours_seconds = (before + after) / 2
     sub = ours[:, :n_sk]
@@ -97,8 +105,19 @@ def run_stats_benchmark(n_boot: int = 2000, n_labels: int = 14, n_images: int = 
         raise AssertionError("degenerate resamples differ between the two implementations")
     finite = np.isfinite(ref)
     diff = float(np.max(np.abs(sub[finite] - ref[finite]))) if finite.any() else float("nan")
-    return StatsBenchmark(n_boot, n_labels, n_images, n_patients, ours_seconds, sklearn_seconds, n_sk, diff,
-                          int(np.isnan(ours).sum()), load_before, _load_average())
+    return StatsBenchmark(
+        n_boot,
+        n_labels,
+        n_images,
+        n_patients,
+        ours_seconds,
+        sklearn_seconds,
+        n_sk,
+        diff,
+        int(np.isnan(ours).sum()),
+        load_before,
+        _load_average(),
+    )
 
 
 def _load_average() -> float:
@@ -109,19 +128,21 @@ def _load_average() -> float:
 
 
 def benchmark_markdown(b: StatsBenchmark) -> str:
-    measured = "all resamples" if b.sklearn_resamples == b.n_boot else (
-        f"the first {b.sklearn_resamples} resamples, scaled ×{b.n_boot / b.sklearn_resamples:g} to all")
+    measured = (
+        "all resamples"
+        if b.sklearn_resamples == b.n_boot
+        else (f"the first {b.sklearn_resamples} resamples, scaled ×{b.n_boot / b.sklearn_resamples:g} to all")
+    )
     return (
-        f"Patient-level bootstrap of AUROC: {b.n_boot} resamples × {b.n_labels} labels × {b.n_images:,} images "
-        f"from {b.n_patients:,} patients (5% of labels masked, scores rounded to 3 decimals: heavy ties).\n\n"
-        "| implementation | seconds | note |\n|---|---|---|\n"
-        f"| chexbench (`core.auroc.SortedLabel`, sort once per label, sparse group sums) | {b.ours_seconds:.2f} | "
-        "AUROC and AUPRC together; resample drawing and sorting included; mean of a run before and one after the loop |\n"
-        f"| scikit-learn `roc_auc_score(sample_weight=…)` loop | {b.sklearn_seconds_full:.2f} | "
-        f"AUROC only; measured on {measured} |\n\n"
-        f"Speed-up: **{b.speedup:.0f}×**. Max |Δ AUROC| over every compared (label, resample): "
-        f"**{b.max_abs_diff:.1e}**. Degenerate resamples (a label without positives or negatives): {b.n_degenerate}, "
-        "identical in both.\n"
-        f"\nOne thread each. 1-minute load average at start / end: {b.load_before:.1f} / {b.load_after:.1f} "
-        f"(a shared machine: other processes competed for the {os.cpu_count()} cores, slowing both sides).\n"
+        f"Patient-level bootstrap of AUROC: {b.n_boot} resamples × {b.n_labels} labels × {b.n_images:,}"
+        f" images from {b.n_patients:,} patients (5% of labels masked, scores rounded to 3 decimals: heavy"
+        " ties).\n\n| implementation | seconds | note |\n|---|---|---|\n| chexbench"
+        f" (`core.auroc.SortedLabel`, sort once per label, sparse group sums) | {b.ours_seconds:.2f} | AUROC"
+        " and AUPRC together; resample drawing and sorting included; mean of a run before and one after the"
+        f" loop |\n| scikit-learn `roc_auc_score(sample_weight=…)` loop | {b.sklearn_seconds_full:.2f} |"
+        f" AUROC only; measured on {measured} |\n\nSpeed-up: **{b.speedup:.0f}×**. Max |Δ AUROC| over every"
+        f" compared (label, resample): **{b.max_abs_diff:.1e}**. Degenerate resamples (a label without"
+        f" positives or negatives): {b.n_degenerate}, identical in both.\n\nOne thread each. 1-minute load"
+        f" average at start / end: {b.load_before:.1f} / {b.load_after:.1f} (a shared machine: other"
+        f" processes competed for the {os.cpu_count()} cores, slowing both sides).\n"
     )

@@ -27,7 +27,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from chexbench.perf.throughput import _contrastive_step, _finetune_step, contrastive_model
-from chexbench.registry import BACKBONES
+from chexbench.spec.registry import BACKBONES
 from chexbench.strategies.losses import info_nce
 from chexbench.strategies.mocov2 import MoCoV2
 from chexbench.strategies.pretrain import split_forward
@@ -53,7 +53,9 @@ def _step(mode: str, backbone: str, batch_size: int, image_size: int) -> Callabl
 FLOOR = "finetune+key"
 
 
-def _floor_step(bb: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, gen: torch.Generator) -> Callable[[], Any]:
+def _floor_step(
+    bb: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, gen: torch.Generator
+) -> Callable[[], Any]:
 
     key = copy.deepcopy(bb).requires_grad_(False)
     finetune = _finetune_step(bb, batch_size, image_size, device, False, gen)
@@ -73,9 +75,13 @@ def _floor_step(bb: torch.nn.Module, batch_size: int, image_size: int, device: t
 BOUND = "finetune+key+queue"
 
 
-def _bound_step(bb: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, gen: torch.Generator) -> Callable[[], Any]:
+def _bound_step(
+    bb: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, gen: torch.Generator
+) -> Callable[[], Any]:
 
-    model, opts = contrastive_model("mocov2", copy.deepcopy(bb), batch_size, gen)  # the queue a run of this backbone gets
+    model, opts = contrastive_model(
+        "mocov2", copy.deepcopy(bb), batch_size, gen
+    )  # the queue a run of this backbone gets
     floor = _floor_step(bb, batch_size, image_size, device, gen)
     dim = model.queue.keys.shape[1]
     q = torch.randn(batch_size, dim, generator=gen).requires_grad_(True)
@@ -90,7 +96,9 @@ def _bound_step(bb: torch.nn.Module, batch_size: int, image_size: int, device: t
     return step
 
 
-def cpu_ms_per_step(backbone: str, modes: list[str], batch_size: int, image_size: int, repeats: int, steps: int = 5) -> dict[str, float]:
+def cpu_ms_per_step(
+    backbone: str, modes: list[str], batch_size: int, image_size: int, repeats: int, steps: int = 5
+) -> dict[str, float]:
     """CPU milliseconds of the fastest single step of each mode, over ``repeats`` rounds that
     alternate the modes (``steps`` steps of each, each step timed on its own). Neighbours on a
     shared machine only ever add time (cache and memory-bandwidth contention), so the fastest
@@ -109,7 +117,9 @@ def cpu_ms_per_step(backbone: str, modes: list[str], batch_size: int, image_size
     return best
 
 
-def top_ops(backbone: str, mode: str, batch_size: int, image_size: int, n: int = 6) -> list[tuple[str, float]]:
+def top_ops(
+    backbone: str, mode: str, batch_size: int, image_size: int, n: int = 6
+) -> list[tuple[str, float]]:
     """The ``n`` operators (name and input shapes) with the largest share of self CPU time."""
 
     fn = _step(mode, backbone, batch_size, image_size)
@@ -124,7 +134,9 @@ def top_ops(backbone: str, mode: str, batch_size: int, image_size: int, n: int =
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m chexbench.perf.step_profile", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m chexbench.perf.step_profile", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--backbone", action="append", help="default: resnet_tiny and vit_tiny")
     p.add_argument("--mode", default="mocov2", help="the mode to profile (default mocov2)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -133,9 +145,15 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     for b in args.backbone or ["resnet_tiny", "vit_tiny"]:
-        ms = cpu_ms_per_step(b, ["finetune", FLOOR, BOUND, "mocov2", "simclr"], args.batch_size, args.image_size, args.repeats)
+        ms = cpu_ms_per_step(
+            b, ["finetune", FLOOR, BOUND, "mocov2", "simclr"], args.batch_size, args.image_size, args.repeats
+        )
         ratios = ", ".join(f"{m} {ms['finetune'] / ms[m]:.2f}×" for m in (FLOOR, BOUND, "mocov2", "simclr"))
-        print(f"{b}: CPU ms/step " + ", ".join(f"{m} {v:.1f}" for m, v in ms.items()) + f"; of fine-tune: {ratios}")
+        print(
+            f"{b}: CPU ms/step "
+            + ", ".join(f"{m} {v:.1f}" for m, v in ms.items())
+            + f"; of fine-tune: {ratios}"
+        )
         for op, share in top_ops(b, args.mode, args.batch_size, args.image_size):
             print(f"  {share:5.1%}  {op}")
 

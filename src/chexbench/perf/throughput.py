@@ -37,23 +37,31 @@ import torch
 
 from chexbench.bench.cell_model import Classifier
 from chexbench.bench.protocols.finetune import Finetune
-from chexbench.config import Settings
 from chexbench.core import training as T
 from chexbench.core.context import fast_path_for
 from chexbench.core.devices import autocast, device_name, peak_memory_mb, reset_peak_memory
 from chexbench.core.inputs import batches, to_input
 from chexbench.core.optim import build_optimizer, optimizer_implementation
-from chexbench.registry import BACKBONES, PROTOCOLS, STRATEGIES
+from chexbench.spec.registry import BACKBONES, PROTOCOLS, STRATEGIES
+from chexbench.spec.settings import Settings
 from chexbench.strategies.augment import ViewAugment, light_augment, view_pair
 
 MODES = ("finetune", "linear", "simclr", "mocov2", "byol", "dino", "mae")
 #: the modes that are one pretraining step of the strategy of that name
 PRETRAIN_MODES = ("simclr", "mocov2", "byol", "dino", "mae")
-#: a textbook PyTorch loop of the same model for the harness's own modes (the ratio says what the harness costs)
+#: a textbook PyTorch loop of the same model for the harness's own modes (the ratio says what the harness
+#: costs)
 PLAIN_MODES = ("plain:finetune", "plain:linear")
 #: which loader feeds which mode
-LOADER_OF_MODE = {"finetune": "light", "linear": "plain", "simclr": "views", "mocov2": "views", "byol": "views", "dino": "views",
-                  "mae": "views"}
+LOADER_OF_MODE = {
+    "finetune": "light",
+    "linear": "plain",
+    "simclr": "views",
+    "mocov2": "views",
+    "byol": "views",
+    "dino": "views",
+    "mae": "views",
+}
 JSON_MARK = "throughput-json"
 
 
@@ -93,14 +101,28 @@ def _maybe_compile(fn: Any, compile_step: bool) -> Any:
     return torch.compile(fn) if compile_step else fn
 
 
-def _finetune_step(backbone: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, compile_step: bool, gen: torch.Generator) -> Callable[[], Any]:
+def _finetune_step(
+    backbone: torch.nn.Module,
+    batch_size: int,
+    image_size: int,
+    device: torch.device,
+    compile_step: bool,
+    gen: torch.Generator,
+) -> Callable[[], Any]:
 
     model = Classifier(backbone, 14).to(device)
     if fast_path_for(device).channels_last:
         model = model.to(memory_format=torch.channels_last)
     fwd = _maybe_compile(model, compile_step)
     st = Settings()
-    opt = build_optimizer(model, device, name=st.optimizer, lr=st.lr, weight_decay=st.weight_decay, choice=Finetune.optimizer_choice)
+    opt = build_optimizer(
+        model,
+        device,
+        name=st.optimizer,
+        lr=st.lr,
+        weight_decay=st.weight_decay,
+        choice=Finetune.optimizer_choice,
+    )
     x = _fake_batch(batch_size, image_size, device, gen)
     y = (torch.rand(batch_size, 14, generator=gen) < 0.3).float().to(device)
 
@@ -115,7 +137,14 @@ def _finetune_step(backbone: torch.nn.Module, batch_size: int, image_size: int, 
     return step
 
 
-def _linear_step(backbone: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, compile_step: bool, gen: torch.Generator) -> Callable[[], Any]:
+def _linear_step(
+    backbone: torch.nn.Module,
+    batch_size: int,
+    image_size: int,
+    device: torch.device,
+    compile_step: bool,
+    gen: torch.Generator,
+) -> Callable[[], Any]:
     backbone = backbone.to(device).eval()
     if fast_path_for(device).channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
@@ -130,7 +159,9 @@ def _linear_step(backbone: torch.nn.Module, batch_size: int, image_size: int, de
     return step
 
 
-def contrastive_model(mode: str, backbone: Any, batch_size: int, gen: torch.Generator) -> tuple[torch.nn.Module, dict[str, Any]]:
+def contrastive_model(
+    mode: str, backbone: Any, batch_size: int, gen: torch.Generator
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model and options of strategy ``mode`` (``simclr``, ``mocov2``) that a pretraining run of
     this backbone builds: the strategy's defaults under the backbone family's recipe (optimizer,
     momentum), the model built by the strategy for the default pretraining pool, CheXpert's train
@@ -152,7 +183,15 @@ def mode_invalid_reason(mode: str, backbone_name: str) -> str | None:
     return STRATEGIES.get(mode).invalid_reason(SimpleNamespace(backbone=backbone_name))
 
 
-def _contrastive_step(mode: str, backbone: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, compile_step: bool, gen: torch.Generator) -> Callable[[], Any]:
+def _contrastive_step(
+    mode: str,
+    backbone: torch.nn.Module,
+    batch_size: int,
+    image_size: int,
+    device: torch.device,
+    compile_step: bool,
+    gen: torch.Generator,
+) -> Callable[[], Any]:
 
     model, opts = contrastive_model(mode, backbone, batch_size, gen)
     model = model.to(device)
@@ -166,7 +205,10 @@ def _contrastive_step(mode: str, backbone: torch.nn.Module, batch_size: int, ima
         x01 = torch.rand(batch_size, 1, image_size, image_size, generator=gen).to(device)
         views = model.make_views(x01, view_augment(opts), gen, (0.5, 0.25))
     else:
-        views = (_fake_batch(batch_size, image_size, device, gen), _fake_batch(batch_size, image_size, device, gen))
+        views = (
+            _fake_batch(batch_size, image_size, device, gen),
+            _fake_batch(batch_size, image_size, device, gen),
+        )
 
     def step() -> None:
         with autocast(device):
@@ -178,13 +220,29 @@ def _contrastive_step(mode: str, backbone: torch.nn.Module, batch_size: int, ima
     return step
 
 
-def _plain_step(mode: str, backbone: torch.nn.Module, batch_size: int, image_size: int, device: torch.device, compile_step: bool, gen: torch.Generator) -> Callable[[], Any]:
+def _plain_step(
+    mode: str,
+    backbone: torch.nn.Module,
+    batch_size: int,
+    image_size: int,
+    device: torch.device,
+    compile_step: bool,
+    gen: torch.Generator,
+) -> Callable[[], Any]:
     """The reference: a textbook PyTorch loop of the same model, dtype and memory format
     (``timm``-style: ``nn.Linear`` head, ``BCEWithLogitsLoss``, ``AdamW``), none of the harness's code."""
     fast = fast_path_for(device)
     fmt = torch.channels_last if fast.channels_last else torch.contiguous_format
-    x = torch.rand(batch_size, 1, image_size, image_size, generator=gen).to(device).contiguous(memory_format=fmt)
-    amp = torch.autocast(device.type, dtype=fast.amp_dtype) if fast.amp_dtype is not None else torch.autocast(device.type, enabled=False)
+    x = (
+        torch.rand(batch_size, 1, image_size, image_size, generator=gen)
+        .to(device)
+        .contiguous(memory_format=fmt)
+    )
+    amp = (
+        torch.autocast(device.type, dtype=fast.amp_dtype)
+        if fast.amp_dtype is not None
+        else torch.autocast(device.type, enabled=False)
+    )
     if mode == "linear":
         net = backbone.to(device).eval().to(memory_format=fmt)
         fwd = torch.compile(net) if compile_step else net
@@ -194,7 +252,11 @@ def _plain_step(mode: str, backbone: torch.nn.Module, batch_size: int, image_siz
                 fwd(x).float()
 
         return extract
-    net = torch.nn.Sequential(backbone, torch.nn.Linear(backbone.num_features, 14)).to(device).to(memory_format=fmt)
+    net = (
+        torch.nn.Sequential(backbone, torch.nn.Linear(backbone.num_features, 14))
+        .to(device)
+        .to(memory_format=fmt)
+    )
     fwd = torch.compile(net) if compile_step else net
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, **optimizer_implementation(device))
     y = (torch.rand(batch_size, 14, generator=gen) < 0.3).float().to(device)
@@ -210,7 +272,16 @@ def _plain_step(mode: str, backbone: torch.nn.Module, batch_size: int, image_siz
     return train
 
 
-def measure_mode(mode: str, backbone_name: str, batch_size: int, image_size: int, device: torch.device, steps: int = 10, warmup: int = 3, compile_step: bool = False) -> Measurement:
+def measure_mode(
+    mode: str,
+    backbone_name: str,
+    batch_size: int,
+    image_size: int,
+    device: torch.device,
+    steps: int = 10,
+    warmup: int = 3,
+    compile_step: bool = False,
+) -> Measurement:
     """images/s and peak memory of one training mode (see the module docstring)."""
 
     gen = torch.Generator().manual_seed(0)
@@ -225,10 +296,21 @@ def measure_mode(mode: str, backbone_name: str, batch_size: int, image_size: int
         step = _contrastive_step(mode, backbone, batch_size, image_size, device, compile_step, gen)
     reset_peak_memory(device)
     seconds = _time_steps(step, device, steps, warmup + (5 if compile_step else 0))
-    return Measurement(device_name(device), backbone_name, mode, batch_size, image_size, batch_size / seconds, peak_memory_mb(device), compile_step)
+    return Measurement(
+        device_name(device),
+        backbone_name,
+        mode,
+        batch_size,
+        image_size,
+        batch_size / seconds,
+        peak_memory_mb(device),
+        compile_step,
+    )
 
 
-def measure_loader(kind: str, batch_size: int, image_size: int, device: torch.device, steps: int = 10, n_images: int = 0) -> Measurement:
+def measure_loader(
+    kind: str, batch_size: int, image_size: int, device: torch.device, steps: int = 10, n_images: int = 0
+) -> Measurement:
     """images/s of the input path: memmap uint8 rows → device → batched augmentation.
 
     ``kind``: ``plain`` (no augmentation), ``light`` (fine-tuning warp), ``views`` (two
@@ -257,7 +339,15 @@ def measure_loader(kind: str, batch_size: int, image_size: int, device: torch.de
 
         reset_peak_memory(device)
         seconds = _time_steps(step, device, steps, 2)
-    return Measurement(device_name(device), "-", f"loader:{kind}", batch_size, image_size, batch_size / seconds, peak_memory_mb(device))
+    return Measurement(
+        device_name(device),
+        "-",
+        f"loader:{kind}",
+        batch_size,
+        image_size,
+        batch_size / seconds,
+        peak_memory_mb(device),
+    )
 
 
 # -- reporting -------------------------------------------------------------------------------
@@ -292,8 +382,8 @@ def markdown(rows: list[Measurement]) -> str:
         verdict = {True: "**yes**", False: "no"}.get(bound.get((r.backbone, r.mode)), "")
         mode = r.mode + (" (compiled)" if r.compiled else "")
         lines.append(
-            f"| {r.backbone} | {mode} | {r.batch_size} | {r.image_size} | {r.images_per_second:,.0f} | {ratio} | {vs_plain} "
-            f"| {r.peak_memory_mb:,.0f} | {verdict} |"
+            f"| {r.backbone} | {mode} | {r.batch_size} | {r.image_size} | {r.images_per_second:,.0f} |"
+            f" {ratio} | {vs_plain} | {r.peak_memory_mb:,.0f} | {verdict} |"
         )
     payload = json.dumps([asdict(r) for r in rows], separators=(",", ":"))
     lines += ["", f"<!-- {JSON_MARK} {payload} -->"]
@@ -315,7 +405,15 @@ H100_TARGETS = {"resnet50": 5000.0, "vit_b16": 3000.0, "vit_b16_convstem": 3000.
 #: fine-tuning pass (BYOL: 2 online passes + 2 forward-only target passes; DINO: 2 global + 8 local crops
 #: at (96/224)² the pixels, + 2 teacher forwards; MAE: the encoder on 25 % of the tokens, He et al. 2022
 #: report ≥ 3× faster pretraining than the full-token encoder) — used only when nothing is measured
-TARGET_RATIO = {"finetune": 1.0, "linear": 3.0, "simclr": 0.5, "mocov2": 0.7, "byol": 0.4, "dino": 0.25, "mae": 2.0}
+TARGET_RATIO = {
+    "finetune": 1.0,
+    "linear": 3.0,
+    "simclr": 0.5,
+    "mocov2": 0.7,
+    "byol": 0.4,
+    "dino": 0.25,
+    "mae": 2.0,
+}
 #: train-split images per dataset (frontal views), for datasets whose size is not in the cell
 NOMINAL_TRAIN_IMAGES = {"chexpert": 191_229, "nih": 86_524, "indiana": 3_300}
 #: the pretraining pool the benchmarked contrastive models are built for (the default pretrain_source's)
@@ -330,10 +428,15 @@ class Estimate:
     source: str  # where the rates came from
     #: every rate that was not measured at the cell's image size, and what stood in for it
     assumed: list[str] = field(default_factory=list)
-    #: how the total is made: one line per group of identical cells and per pretraining run, with its arithmetic
+    #: how the total is made: one line per group of identical cells and per pretraining run, with its
+    #: arithmetic
     derivation: list[str] = field(default_factory=list)
-    cell_seconds: dict[str, float] = field(default_factory=dict)  # runnable cell id → its own seconds (no pretraining)
-    run_seconds: dict[str, float] = field(default_factory=dict)  # pretraining group (bench.shard.pretrain_group) → seconds
+    cell_seconds: dict[str, float] = field(
+        default_factory=dict
+    )  # runnable cell id → its own seconds (no pretraining)
+    run_seconds: dict[str, float] = field(
+        default_factory=dict
+    )  # pretraining group (bench.shard.pretrain_group) → seconds
 
 
 class _Rates:
@@ -349,13 +452,18 @@ class _Rates:
         gpu = [m for m in measured if not m.device.startswith("cpu") and m.mode in MODES]
         self.device = gpu[-1].device if gpu else None
         self.measured: dict[tuple[str, str, int], float] = {}
-        for m in sorted((m for m in gpu if m.device == self.device), key=lambda m: not m.compiled):  # uncompiled last, kept
+        for m in sorted(
+            (m for m in gpu if m.device == self.device), key=lambda m: not m.compiled
+        ):  # uncompiled last, kept
             self.measured[(m.backbone, m.mode, m.image_size)] = m.images_per_second
         self.assumed: dict[str, str] = {}
 
     def source(self) -> str:
         if self.device is None:
-            return "assumed H100 target rates: no GPU measurement recorded in docs/PERFORMANCE.md (make gpu-check writes them)"
+            return (
+                "assumed H100 target rates: no GPU measurement recorded in docs/PERFORMANCE.md (make"
+                " gpu-check writes them)"
+            )
         if self.assumed:
             return f"measured on {self.device} (docs/PERFORMANCE.md), {len(self.assumed)} rate(s) assumed"
         return f"measured on {self.device} (docs/PERFORMANCE.md)"
@@ -371,8 +479,14 @@ class _Rates:
             return self.measured[(backbone, mode, size)] * (size / image_size) ** 2
         scale = (224 / image_size) ** 2
         if backbone in H100_TARGETS:
-            if self.device is not None or image_size != 224:  # (with no GPU recorded, source() says targets are used)
-                self.assumed.setdefault(what, f"not measured: the H100 target at 224 px × {TARGET_RATIO[mode]} for {mode} × (224/{image_size})²")
+            if (
+                self.device is not None or image_size != 224
+            ):  # (with no GPU recorded, source() says targets are used)
+                self.assumed.setdefault(
+                    what,
+                    f"not measured: the H100 target at 224 px × {TARGET_RATIO[mode]} for {mode} ×"
+                    f" (224/{image_size})²",
+                )
             return H100_TARGETS[backbone] * TARGET_RATIO[mode] * scale
         known = [v * (s / image_size) ** 2 for (b, m, s), v in self.measured.items() if m == mode]
         known += [rate * TARGET_RATIO[mode] * scale for rate in H100_TARGETS.values()]
@@ -381,7 +495,8 @@ class _Rates:
 
 
 def _nominal_images(dataset: str, options: dict[str, Any]) -> int:
-    """Nominal train images of ``dataset``: the real dataset's size, else two per patient of its options (a phantom)."""
+    """Nominal train images of ``dataset``: the real dataset's size, else two per patient of its options (a
+    phantom)."""
     return NOMINAL_TRAIN_IMAGES.get(dataset, 2 * int(options.get("patients", 1000)))
 
 
@@ -428,7 +543,10 @@ def estimate_gpu_hours(planned: list[Any], measured: list[Measurement]) -> Estim
         if not PROTOCOLS.get(c.protocol).freezes_backbone:  # the backbone trains: epochs of fine-tuning
             ft, ex = rate(c.backbone, "finetune", px), rate(c.backbone, "linear", px)
             sec = c.settings.epochs * (n / ft + 0.1 * n / ex)
-            line = f"{where}: {c.settings.epochs} epochs × ({n:,} train images ÷ {ft:,.0f} img/s + 10% validation ÷ {ex:,.0f} img/s)"
+            line = (
+                f"{where}: {c.settings.epochs} epochs × ({n:,} train images ÷ {ft:,.0f} img/s + 10%"
+                f" validation ÷ {ex:,.0f} img/s)"
+            )
         else:
             ex = rate(c.backbone, "linear", px)
             sec = 1.2 * n / ex
@@ -442,27 +560,45 @@ def estimate_gpu_hours(planned: list[Any], measured: list[Measurement]) -> Estim
             if group in run_seconds:
                 continue
             opts = key["options"]
-            # the source's own pool: neither the target's size nor the label fraction of whichever cell came first
+            # the source's own pool: neither the target's size nor the label fraction of whichever cell came
+            # first
             pool = _nominal_images(key["pretrain_source"], key.get("pretrain_source_options", {}))
             if int(opts.get("max_pretrain_images", 0)) > 0:
                 pool = min(pool, int(opts["max_pretrain_images"]))
             mode = pretrain_mode(strategy)
             if mode is None:
-                rate.assumed.setdefault(f"{c.strategy} pretraining", "not benchmarked: the slower of the SimCLR and MoCo-v2 rates")
+                rate.assumed.setdefault(
+                    f"{c.strategy} pretraining", "not benchmarked: the slower of the SimCLR and MoCo-v2 rates"
+                )
                 step = min(rate(c.backbone, "simclr", px), rate(c.backbone, "mocov2", px))
             else:
                 step = rate(c.backbone, mode, px)
             epochs = int(opts.get("pretrain_epochs", 100))
             run_seconds[group] = epochs * pool / step
-            run_lines[group] = (f"pretraining {c.strategy}/{c.backbone} on {key['pretrain_source']} ({group}): {epochs} epochs × "
-                                f"{pool:,} images ÷ {step:,.0f} img/s = {run_seconds[group] / 3600:,.2f} h")
+            run_lines[group] = (
+                f"pretraining {c.strategy}/{c.backbone} on {key['pretrain_source']} ({group}): {epochs}"
+                f" epochs × {pool:,} images ÷ {step:,.0f} img/s = {run_seconds[group] / 3600:,.2f} h"
+            )
     derivation = list(run_lines.values())
-    derivation += [f"{len(secs)} cell(s) × {secs[0] / 3600:,.3f} h = {sum(secs) / 3600:,.2f} h — {line}"
-                   if len(set(secs)) == 1 else f"{len(secs)} cell(s), {sum(secs) / 3600:,.2f} h — {line}"
-                   for line, secs in sorted(groups.items(), key=lambda kv: -sum(kv[1]))]  # costliest first
+    derivation += [
+        (
+            f"{len(secs)} cell(s) × {secs[0] / 3600:,.3f} h = {sum(secs) / 3600:,.2f} h — {line}"
+            if len(set(secs)) == 1
+            else f"{len(secs)} cell(s), {sum(secs) / 3600:,.2f} h — {line}"
+        )
+        for line, secs in sorted(groups.items(), key=lambda kv: -sum(kv[1]))
+    ]  # costliest first
     total = sum(cell_seconds.values()) + sum(run_seconds.values())
-    return Estimate(total / 3600.0, len(cell_seconds), len(run_seconds), rate.source(),
-                    [f"{k}: {v}" for k, v in rate.assumed.items()], derivation, cell_seconds, run_seconds)
+    return Estimate(
+        total / 3600.0,
+        len(cell_seconds),
+        len(run_seconds),
+        rate.source(),
+        [f"{k}: {v}" for k, v in rate.assumed.items()],
+        derivation,
+        cell_seconds,
+        run_seconds,
+    )
 
 
 def shard_costs(planned: list[Any]) -> Callable[[Any], float]:
@@ -479,7 +615,8 @@ def shard_run_costs(planned: list[Any]) -> dict[str, float]:
 
 
 def split_costs(planned: list[Any]):
-    """The costs ``run --shard``, ``plan --shards`` and ``submit`` balance shards by (one place, so they agree)."""
+    """The costs ``run --shard``, ``plan --shards`` and ``submit`` balance shards by (one place, so they
+    agree)."""
     from chexbench.bench.shard import ShardCosts
 
     return ShardCosts(shard_costs(planned), shard_run_costs(planned))

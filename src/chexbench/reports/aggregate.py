@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chexbench.bench.store import ResultStore, record_configuration_hash
-from chexbench.config import configuration_keys
+from chexbench.bench.record import RecordStatus
+from chexbench.bench.store import DamagedResultError, ResultsView, record_configuration_hash
 from chexbench.core.errors import DataError
 from chexbench.reports.bootstrap import (
     CellScores,
@@ -35,14 +35,43 @@ from chexbench.reports.bootstrap import (
     truth_key,
 )
 from chexbench.reports.calibration import cell_calibration, cell_ece_replicates
+from chexbench.spec.cell import configuration_keys
 
-SKIPPED_COLUMNS = ("cell_id", "grid", "strategy", "backbone", "dataset", "protocol", "label_fraction", "seed", "reason")
+SKIPPED_COLUMNS = (
+    "cell_id",
+    "grid",
+    "strategy",
+    "backbone",
+    "dataset",
+    "protocol",
+    "label_fraction",
+    "seed",
+    "reason",
+)
 PRETRAIN_COLUMNS = ("run_id", "strategy", "backbone", "epoch", "step", "loss", "probe_auroc")
 #: the collapse monitors (chexbench.strategies.pretrain.MONITOR_COLUMNS): NaN in logs written before them
-PRETRAIN_MONITOR_COLUMNS = ("embed_std_ratio", "embed_rank", "feature_std_ratio", "feature_rank", "teacher_entropy", "collapsed")
+PRETRAIN_MONITOR_COLUMNS = (
+    "embed_std_ratio",
+    "embed_rank",
+    "feature_std_ratio",
+    "feature_rank",
+    "teacher_entropy",
+    "collapsed",
+)
 CONFIG_AXES = ("dataset", "protocol", "label_fraction", "backbone", "strategy")
-SUPERSEDED_COLUMNS = ("cell_id", "kept_cell_id", "configuration_hash", "strategy", "backbone", "dataset", "protocol",
-                      "label_fraction", "seed", "created_at", "kept_created_at")
+SUPERSEDED_COLUMNS = (
+    "cell_id",
+    "kept_cell_id",
+    "configuration_hash",
+    "strategy",
+    "backbone",
+    "dataset",
+    "protocol",
+    "label_fraction",
+    "seed",
+    "created_at",
+    "kept_created_at",
+)
 
 
 @dataclass
@@ -65,7 +94,8 @@ class TestSet:
 
 @dataclass
 class LoadedResults:
-    """Everything the report needs, read once from a results directory."""
+    """Everything the report needs, read once from a results directory (through ``view``: each record
+    and each predictions file is read once per report, and nothing in the folder is moved)."""
 
     root: Path
     records: pd.DataFrame  # every record, RECORD_COLUMNS plus decoded ``eval_labels`` (list)
@@ -79,12 +109,23 @@ class LoadedResults:
     test_set_of: dict[str, str]  # cell_id → test set key
     n_boot: int
     seed: int
-    configurations: dict[str, dict[str, Any]] = field(default_factory=dict)  # configuration_hash → its grid keys
+    configurations: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # configuration_hash → its grid keys
     superseded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(SUPERSEDED_COLUMNS)))
-    ece_boot: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # cell_id → label → (B,) test ECE per resample
+    ece_boot: dict[str, dict[str, np.ndarray]] = field(
+        default_factory=dict
+    )  # cell_id → label → (B,) test ECE per resample
+    view: ResultsView | None = None  # the read-only view the results were read through (its reads are cached)
+
+    def __post_init__(self) -> None:
+        if self.view is None:
+            self.view = ResultsView(self.root)
 
     def predictions(self, cell_id: str) -> pd.DataFrame:
-        return ResultStore(self.root).predictions(cell_id)
+        """The cell's stored predictions (read once per report; do not modify the frame)."""
+        view = self.view if self.view is not None else ResultsView(self.root)
+        return view.predictions(cell_id)
 
 
 def _eval_labels(value: Any) -> list[str]:
@@ -97,9 +138,11 @@ def _eval_labels(value: Any) -> list[str]:
     return []
 
 
-def read_skipped(root: Path) -> pd.DataFrame:
+def read_skipped(root: Path, view: ResultsView | None = None) -> pd.DataFrame:
     path = root / "skipped.parquet"
-    df = ResultStore(root).read_side_file(path)  # a damaged one is quarantined (the next run rebuilds it)
+    df = (view or ResultsView(root)).read_side_file(
+        path
+    )  # a damaged one is told and left out (the next run rebuilds it)
     if df is None:
         return pd.DataFrame(columns=list(SKIPPED_COLUMNS))
     missing = [c for c in SKIPPED_COLUMNS if c not in df.columns]
@@ -108,11 +151,12 @@ def read_skipped(root: Path) -> pd.DataFrame:
     return df[list(SKIPPED_COLUMNS)].drop_duplicates("cell_id").reset_index(drop=True)
 
 
-def read_pretrain(root: Path) -> pd.DataFrame:
+def read_pretrain(root: Path, view: ResultsView | None = None) -> pd.DataFrame:
     files = sorted((root / "pretrain").glob("*.parquet")) if (root / "pretrain").exists() else []
     frames = []
+    view = view or ResultsView(root)
     for f in files:
-        df = ResultStore(root).read_side_file(f)  # a damaged log is quarantined, the report goes on without it
+        df = view.read_side_file(f)  # a damaged log is told and left out, the report goes on without it
         if df is None:
             continue
         missing = [c for c in PRETRAIN_COLUMNS if c not in df.columns]
@@ -124,11 +168,15 @@ def read_pretrain(root: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _read_predictions(path: Path) -> pd.DataFrame | str:
+def _read_predictions(view: ResultsView, cell_id: str) -> pd.DataFrame | str:
     """A predictions file with at least one test row, or the reason it cannot be used."""
+    path = view.predictions_path(cell_id)
     if not path.exists():
         return f"status ok but predictions file missing: {path}"
-    preds = pd.read_parquet(path)
+    try:
+        preds = view.predictions(cell_id)
+    except DamagedResultError as e:  # told once by the view; the cell is listed with the failed ones
+        return str(e)
     check_prediction_frame(preds, str(path))
     if "split" not in preds.columns:
         preds = preds.assign(split="test")
@@ -147,7 +195,10 @@ def _configurations(records: pd.DataFrame, root: Path) -> tuple[pd.Series, dict[
             if not isinstance(config, dict):
                 raise ValueError("not a JSON object")
         except (TypeError, ValueError) as e:
-            raise DataError(f"{root / 'records' / (str(rec.cell_id) + '.parquet')}: column 'config_json' is not a config ({e})") from None
+            raise DataError(
+                f"{root / 'records' / (str(rec.cell_id) + '.parquet')}: column 'config_json' is not a config"
+                f" ({e})"
+            ) from None
         h = record_configuration_hash(rec.config_json)
         hashes.append(h)
         configs.setdefault(h, configuration_keys(config))
@@ -164,8 +215,13 @@ def _drop_duplicate_seeds(candidates: pd.DataFrame) -> tuple[list[str], pd.DataF
         winner = g.iloc[-1]
         kept.append(str(winner["cell_id"]))
         for _, r in g.iloc[:-1].iterrows():
-            dropped.append({**{c: r[c] for c in SUPERSEDED_COLUMNS if c in r.index and c != "kept_cell_id"},
-                            "kept_cell_id": winner["cell_id"], "kept_created_at": winner["created_at"]})
+            dropped.append(
+                {
+                    **{c: r[c] for c in SUPERSEDED_COLUMNS if c in r.index and c != "kept_cell_id"},
+                    "kept_cell_id": winner["cell_id"],
+                    "kept_created_at": winner["created_at"],
+                }
+            )
     superseded = pd.DataFrame(dropped, columns=list(SUPERSEDED_COLUMNS))
     return kept, superseded.sort_values("cell_id").reset_index(drop=True)
 
@@ -176,23 +232,42 @@ def mixed_code_versions(ok: pd.DataFrame) -> pd.DataFrame:
     counts as a value of its own), with ``seeds`` ("0,1") and ``versions`` ("0.1.0 aaaaaaaaaa: seed 0;
     0.1.0 bbbbbbbbbb: seed 1"). Seeds of one configuration are pooled whatever code wrote them; a
     change of code between seeds can change the numbers, so the report says so."""
-    columns = ["configuration_hash", "strategy", "backbone", "dataset", "protocol", "label_fraction", "seeds", "versions"]
+    columns = [
+        "configuration_hash",
+        "strategy",
+        "backbone",
+        "dataset",
+        "protocol",
+        "label_fraction",
+        "seeds",
+        "versions",
+    ]
     if ok.empty or not {"git_sha", "chexbench_version"} <= set(ok.columns):
         return pd.DataFrame(columns=columns)
     rows = []
     for h, g in ok.groupby("configuration_hash", sort=False):
-        code = [(str(v or "").strip() or "?", str(sha or "").strip()[:10] or "no git sha")
-                for v, sha in zip(g["chexbench_version"], g["git_sha"], strict=True)]
+        code = [
+            (str(v or "").strip() or "?", str(sha or "").strip()[:10] or "no git sha")
+            for v, sha in zip(g["chexbench_version"], g["git_sha"], strict=True)
+        ]
         if len(set(code)) < 2:
             continue
         by_code: dict[tuple[str, str], list[str]] = {}
         for c, seed in zip(code, g["seed"], strict=True):
             by_code.setdefault(c, []).append(str(seed))
-        versions = "; ".join(f"{v} {sha}: seed {','.join(sorted(seeds, key=_seed_order))}"
-                             for (v, sha), seeds in sorted(by_code.items()))
+        versions = "; ".join(
+            f"{v} {sha}: seed {','.join(sorted(seeds, key=_seed_order))}"
+            for (v, sha), seeds in sorted(by_code.items())
+        )
         first = g.iloc[0]
-        rows.append({"configuration_hash": h, **{k: first[k] for k in CONFIG_AXES}, "versions": versions,
-                     "seeds": ",".join(sorted(map(str, g["seed"]), key=_seed_order))})
+        rows.append(
+            {
+                "configuration_hash": h,
+                **{k: first[k] for k in CONFIG_AXES},
+                "versions": versions,
+                "seeds": ",".join(sorted(map(str, g["seed"]), key=_seed_order)),
+            }
+        )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -200,14 +275,19 @@ def _seed_order(seed: str) -> tuple[int, str]:
     return (int(seed), "") if seed.lstrip("-").isdigit() else (0, seed)
 
 
-def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResults:
-    """Read records, skipped cells, pretraining logs; score every ok cell's test predictions."""
+def load_results(
+    results_dir: str | Path, n_boot: int, seed: int, view: ResultsView | None = None
+) -> LoadedResults:
+    """Read records, skipped cells, pretraining logs; score every ok cell's test predictions.
+
+    ``view``: the read-only view to read through (a report passes its own, so that what it read
+    before is not read again); nothing in the folder is written or moved."""
     root = Path(results_dir)
     if not root.is_dir():
         raise DataError(f"results directory not found: {root}")
-    store = ResultStore(root)
+    store = view if view is not None else ResultsView(root)
     records, skipped, configurations = _read_records(store, root)
-    ok_records = records[records["status"] == "ok"]
+    ok_records = records[records["status"] == RecordStatus.OK]
     has_predictions = ok_records["cell_id"].map(lambda c: store.predictions_path(c).exists())
     kept, superseded = _drop_duplicate_seeds(ok_records[has_predictions.astype(bool)])
     superseded_ids = set(superseded["cell_id"])
@@ -220,12 +300,12 @@ def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResul
     ece_boot: dict[str, dict[str, np.ndarray]] = {}
     resamples: dict[str, PatientResamples] = {}
     for rec in records.itertuples(index=False):
-        if rec.status != "ok":
+        if rec.status != RecordStatus.OK:
             failed_rows.append(rec._asdict())
             continue
         if rec.cell_id in superseded_ids:
             continue
-        preds = _read_predictions(store.predictions_path(rec.cell_id))
+        preds = _read_predictions(store, rec.cell_id)
         if isinstance(preds, str):
             failed_rows.append({**rec._asdict(), "failure_reason": preds})
             continue
@@ -245,7 +325,7 @@ def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResul
         ok=ok,
         failed=pd.DataFrame(failed_rows, columns=list(records.columns)),
         skipped=skipped,
-        pretrain=read_pretrain(root),
+        pretrain=read_pretrain(root, store),
         scores=scores,
         calibration=calibration,
         test_sets=test_sets,
@@ -255,14 +335,17 @@ def load_results(results_dir: str | Path, n_boot: int, seed: int) -> LoadedResul
         configurations={h: c for h, c in configurations.items() if h in set(ok["configuration_hash"])},
         superseded=superseded,
         ece_boot=ece_boot,
+        view=store,
     )
 
 
-def _read_records(store: ResultStore, root: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, Any]]]:
+def _read_records(
+    store: ResultsView, root: Path
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, Any]]]:
     """Cell records in configuration order (with eval labels and configuration hash), the
     skipped cells that have not run since, and the configurations by hash."""
     records = store.records()
-    skipped = read_skipped(root)
+    skipped = read_skipped(root, store)
     if records.empty and skipped.empty:
         raise DataError(f"{root}: no cell records and no skipped.parquet (run `chexbench run` first)")
     records = records.sort_values(list(CONFIG_AXES) + ["seed", "cell_id"]).reset_index(drop=True)

@@ -6,7 +6,8 @@ set's patients with replacement, each image inherits its patient's count as a we
 of resamples is drawn per test set (its sorted patient ids and a seed) and reused for every
 label and every cell evaluated on that test set, so paired differences are computed on the
 same resampled patients. The resamples give each estimate's standard error; the interval built
-from it (per-label AUROC: hm-score; per-label AUPRC: logit-t-adj; macro: MOVER over its labels' intervals; chosen by a
+from it (per-label AUROC: hm-score; per-label AUPRC: logit-t-adj; macro: MOVER over its labels' intervals;
+chosen by a
 coverage simulation) is in ``intervals.py``
 (:meth:`LabelScores.auroc_ci`, :func:`macro_ci`). ``percentile_ci`` remains for the comparison.
 
@@ -83,15 +84,21 @@ def truth_key(predictions: pd.DataFrame) -> str:
     """A short hash of a test split's (image_id, label, y_true) rows, masked values included:
     two cells are paired only when it agrees (same images *and* the same truth: two
     uncertainty policies give different truths on the same images)."""
-    df = pd.DataFrame({"image_id": predictions["image_id"].astype(str).to_numpy(),
-                       "label": predictions["label"].astype(str).to_numpy(),
-                       "y_true": predictions["y_true"].to_numpy(dtype=float)})
+    df = pd.DataFrame(
+        {
+            "image_id": predictions["image_id"].astype(str).to_numpy(),
+            "label": predictions["label"].astype(str).to_numpy(),
+            "y_true": predictions["y_true"].to_numpy(dtype=float),
+        }
+    )
     df = df.sort_values(["image_id", "label"], kind="stable")
     hashed = pd.util.hash_pandas_object(df, index=False).to_numpy()
     return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
 
 
-def draw_patient_resamples(patient_ids: np.ndarray | pd.Series, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) -> PatientResamples:
+def draw_patient_resamples(
+    patient_ids: np.ndarray | pd.Series, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED
+) -> PatientResamples:
     """Draw ``n_boot`` resamples of the unique patients; reproducible from (patient set, seed).
 
     The random stream is seeded by ``seed`` and the test set's key, so a test set gets the
@@ -125,7 +132,9 @@ class LabelScores:
     n_pos_patients: int = 0  # patients with at least one positive image of this label
     n_neg_patients: int = 0  # patients with at least one negative image
     design_effect: float = float("nan")  # clustered / independent DeLong variance at the point (NaN: 1)
-    interval_note: str = ""  # why no patient-level interval exists although the point is defined ("" when it does)
+    interval_note: str = (
+        ""  # why no patient-level interval exists although the point is defined ("" when it does)
+    )
 
     @property
     def defined(self) -> bool:
@@ -154,14 +163,17 @@ class LabelScores:
     def auroc_ci(self, level: float = CI_LEVEL) -> tuple[float, float]:
         """The chosen AUROC interval (``intervals.hm_score_interval``): Hanley–McNeil score interval on the
         label's images times a design effect, the larger of the clustered DeLong one and the adjusted
-        patient-bootstrap variance's. NaN when not estimable (``interval_note``: fewer than two patients in a class)."""
+        patient-bootstrap variance's. NaN when not estimable (``interval_note``: fewer than two patients in a
+        class).
+        """
         if not self.defined or self.interval_note:
             return float("nan"), float("nan")
         se = replicate_sd(self.auroc_boot) * np.sqrt(self.factor)
         return hm_score_interval(self.auroc, self.n_pos, self.n_neg, self.design_effect, se, self.k, level)
 
     def auprc_ci(self, level: float = CI_LEVEL) -> tuple[float, float]:
-        """The AUPRC interval, logit-t-adj (``intervals.logit_t_interval``): coverage by simulation ≥ 0.96 at rare
+        """The AUPRC interval, logit-t-adj (``intervals.logit_t_interval``): coverage by simulation ≥ 0.96 at
+        rare
         labels, about 0.94 at common ones (docs/STATISTICS.md, "Several labels")."""
         if not self.defined or self.interval_note:
             return float("nan"), float("nan")
@@ -202,11 +214,16 @@ def check_prediction_frame(df: pd.DataFrame, source: str) -> None:
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise DataError(f"{source}: missing column(s) {', '.join(missing)} (need {', '.join(need)})")
-    for col in ("image_id", "patient_id"):  # a blank id would turn into the string "nan": one fake patient / image
+    for col in (
+        "image_id",
+        "patient_id",
+    ):  # a blank id would turn into the string "nan": one fake patient / image
         blank = df[col].isna() | (df[col].astype(str).str.strip() == "")
         if blank.any():
-            raise DataError(f"{source}: column '{col}' is empty (null or blank) in {int(blank.sum())} of {len(df)} "
-                            f"row(s); every row needs one")
+            raise DataError(
+                f"{source}: column '{col}' is empty (null or blank) in {int(blank.sum())} of {len(df)} "
+                "row(s); every row needs one"
+            )
     for col in ("y_true", "y_score"):
         if not pd.api.types.is_numeric_dtype(df[col]):
             raise DataError(f"{source}: column '{col}' must be numeric")
@@ -216,12 +233,17 @@ def check_prediction_frame(df: pd.DataFrame, source: str) -> None:
         raise DataError(f"{source}: column 'y_true' must be 0, 1 or empty (masked), found {v!r}")
     bad_score = df["y_true"].notna() & ~np.isfinite(df["y_score"].to_numpy(dtype=float))
     if bad_score.any():
-        raise DataError(f"{source}: column 'y_score' has a non-finite value at image '{df.loc[bad_score, 'image_id'].iloc[0]}'")
+        raise DataError(
+            f"{source}: column 'y_score' has a non-finite value at image"
+            f" '{df.loc[bad_score, 'image_id'].iloc[0]}'"
+        )
     patients = df.groupby(df["image_id"].astype(str), sort=False)["patient_id"].nunique()
     if (patients > 1).any():
         image = patients.index[patients > 1][0]
         ids = sorted(df.loc[df["image_id"].astype(str) == image, "patient_id"].astype(str).unique())
-        raise DataError(f"{source}: image '{image}' appears under two patient ids ({', '.join(repr(i) for i in ids)})")
+        raise DataError(
+            f"{source}: image '{image}' appears under two patient ids ({', '.join(repr(i) for i in ids)})"
+        )
     dup = df.duplicated(["image_id", "label", "split"] if "split" in df.columns else ["image_id", "label"])
     if dup.any():
         r = df.loc[dup].iloc[0]
@@ -242,13 +264,17 @@ def score_predictions(
     df = predictions[predictions["y_true"].notna()]
     if labels is None:
         labels = list(dict.fromkeys(predictions["label"].astype(str)))
-    out = CellScores(name=name, n_images=int(df["image_id"].nunique()), n_patients=int(df["patient_id"].nunique()))
+    out = CellScores(
+        name=name, n_images=int(df["image_id"].nunique()), n_patients=int(df["patient_id"].nunique())
+    )
     grouped = {str(k): g for k, g in df.groupby("label", sort=False)}
     n_boot = resamples.n_boot
     for label in labels:
         g = grouped.get(label)
         if g is None or len(g) == 0:
-            out.labels[label] = _undefined(label, 0, 0, 0, n_boot, "no test image has a known value for this label")
+            out.labels[label] = _undefined(
+                label, 0, 0, 0, n_boot, "no test image has a known value for this label"
+            )
             continue
         y = g["y_true"].to_numpy(dtype=float)
         n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
@@ -267,20 +293,36 @@ def score_predictions(
             boot_a, boot_p = np.full(n_boot, np.nan), np.full(n_boot, np.nan)
         else:
             boot_a, boot_p = op.evaluate(resamples.weights)
-        out.labels[label] = LabelScores(label, n_pos, n_neg, n_pat, float(point_a[0]), float(point_p[0]), boot_a, boot_p,
-                                        n_pos_patients=n_pos_pat, n_neg_patients=n_neg_pat,
-                                        design_effect=float("nan") if note else design_effect(y, g["y_score"].to_numpy(dtype=float), cluster),
-                                        interval_note=note)
+        out.labels[label] = LabelScores(
+            label,
+            n_pos,
+            n_neg,
+            n_pat,
+            float(point_a[0]),
+            float(point_p[0]),
+            boot_a,
+            boot_p,
+            n_pos_patients=n_pos_pat,
+            n_neg_patients=n_neg_pat,
+            design_effect=(
+                float("nan") if note else design_effect(y, g["y_score"].to_numpy(dtype=float), cluster)
+            ),
+            interval_note=note,
+        )
     return out
 
 
 def not_estimable_note(n_pos_pat: int, n_neg_pat: int) -> str:
     """Why a label with ``n_pos_pat`` patients with a positive image and ``n_neg_pat`` with a negative one
-    allows no patient-level interval: fewer than :data:`MIN_PATIENTS_PER_CLASS` of either ("" if it allows one)."""
+    allows no patient-level interval: fewer than :data:`MIN_PATIENTS_PER_CLASS` of either ("" if it allows
+    one).
+    """
     if min(n_pos_pat, n_neg_pat) >= MIN_PATIENTS_PER_CLASS:
         return ""
-    return (f"interval not estimable: {n_pos_pat} patient(s) with a positive and {n_neg_pat} with a negative image "
-            f"(a patient-level interval needs at least {MIN_PATIENTS_PER_CLASS} of each)")
+    return (
+        f"interval not estimable: {n_pos_pat} patient(s) with a positive and {n_neg_pat} with a negative"
+        f" image (a patient-level interval needs at least {MIN_PATIENTS_PER_CLASS} of each)"
+    )
 
 
 def design_effect(y: np.ndarray, s: np.ndarray, cluster: np.ndarray) -> float:
@@ -298,10 +340,20 @@ def design_effect(y: np.ndarray, s: np.ndarray, cluster: np.ndarray) -> float:
     return v_clu / v_iid if v_iid > 0 else float("nan")
 
 
-def _undefined(label: str, n_pos: int, n_neg: int, n_pat: int, n_boot: int, reason: str, n_pos_pat: int = 0,
-               n_neg_pat: int = 0) -> LabelScores:
+def _undefined(
+    label: str,
+    n_pos: int,
+    n_neg: int,
+    n_pat: int,
+    n_boot: int,
+    reason: str,
+    n_pos_pat: int = 0,
+    n_neg_pat: int = 0,
+) -> LabelScores:
     nan = np.full(n_boot, np.nan)
-    return LabelScores(label, n_pos, n_neg, n_pat, float("nan"), float("nan"), nan, nan.copy(), reason, n_pos_pat, n_neg_pat)
+    return LabelScores(
+        label, n_pos, n_neg, n_pat, float("nan"), float("nan"), nan, nan.copy(), reason, n_pos_pat, n_neg_pat
+    )
 
 
 def macro_replicates(cell: CellScores, labels: list[str], metric: str = "auroc") -> np.ndarray:
@@ -321,11 +373,17 @@ def macro_k(cell: CellScores, labels: list[str]) -> int:
     return min((cell.labels[k].k for k in labels), default=0)
 
 
-def macro_ci(cell: CellScores, labels: list[str], metric: str = "auroc", level: float = CI_LEVEL) -> tuple[float, float]:
+def macro_ci(
+    cell: CellScores, labels: list[str], metric: str = "auroc", level: float = CI_LEVEL
+) -> tuple[float, float]:
     """The chosen macro interval (``intervals.macro_mover_interval``): MOVER for the mean of the labels' own
-    intervals (AUROC: hm-score; AUPRC: logit-t-adj) with the correlation of their shared-resample replicates."""
+    intervals (AUROC: hm-score; AUPRC: logit-t-adj) with the correlation of their shared-resample replicates.
+    """
     if not labels:
         return float("nan"), float("nan")
-    return macro_mover_interval([getattr(cell.labels[k], metric) for k in labels],
-                                [getattr(cell.labels[k], f"{metric}_ci") for k in labels],
-                                [getattr(cell.labels[k], f"{metric}_boot") for k in labels], level)
+    return macro_mover_interval(
+        [getattr(cell.labels[k], metric) for k in labels],
+        [getattr(cell.labels[k], f"{metric}_ci") for k in labels],
+        [getattr(cell.labels[k], f"{metric}_boot") for k in labels],
+        level,
+    )

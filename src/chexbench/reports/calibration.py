@@ -50,8 +50,9 @@ def reliability(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = N_BINS) ->
     return Reliability(edges, count, mean_p, obs, ece)
 
 
-def ece_replicates(y_true: np.ndarray, y_prob: np.ndarray, cluster: np.ndarray, weights: np.ndarray,
-                   n_bins: int = N_BINS) -> np.ndarray:
+def ece_replicates(
+    y_true: np.ndarray, y_prob: np.ndarray, cluster: np.ndarray, weights: np.ndarray, n_bins: int = N_BINS
+) -> np.ndarray:
     """ECE under each patient resample, as AUROC's intervals are drawn (bootstrap.py): ``weights``
     (B, n_patients) counts of each patient in each resample, ``cluster`` (n,) the column of each
     row's patient. Per bin, n_b · |mean(y) − mean(p)| = |Σy − Σp|, so ECE_b = Σ_bins |W·Sy − W·Sp| / Σ W·C
@@ -63,7 +64,9 @@ def ece_replicates(y_true: np.ndarray, y_prob: np.ndarray, cluster: np.ndarray, 
     if len(y) == 0:
         return np.full(w.shape[0], np.nan)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    key = np.asarray(cluster, dtype=np.int64) * n_bins + np.clip(np.digitize(p, edges[1:-1], right=True), 0, n_bins - 1)
+    key = np.asarray(cluster, dtype=np.int64) * n_bins + np.clip(
+        np.digitize(p, edges[1:-1], right=True), 0, n_bins - 1
+    )
     size = n_clusters * n_bins
     count = np.bincount(key, minlength=size).reshape(n_clusters, n_bins).astype(float)
     sum_p = np.bincount(key, weights=p, minlength=size).reshape(n_clusters, n_bins)
@@ -82,8 +85,12 @@ def cell_ece_replicates(test: pd.DataFrame, resamples, labels: list[str]) -> dic
         return out
     for label, g in df.groupby(df["label"].astype(str), sort=False):
         if label in labels:
-            out[label] = ece_replicates(g["y_true"].to_numpy(dtype=float), g["y_score"].to_numpy(dtype=float),
-                                        resamples.index_of(g["patient_id"].to_numpy()), resamples.weights)
+            out[label] = ece_replicates(
+                g["y_true"].to_numpy(dtype=float),
+                g["y_score"].to_numpy(dtype=float),
+                resamples.index_of(g["patient_id"].to_numpy()),
+                resamples.weights,
+            )
     return out
 
 
@@ -142,6 +149,17 @@ def cell_calibration(predictions: pd.DataFrame, labels: list[str]) -> pd.DataFra
         if np.isfinite(thr):
             sens, spec = sensitivity_specificity(y_all[test], s_all[test], thr)
         else:
-            note.append("no operating point: validation lacks a class" if len(valid) else "no validation predictions")
-        out.append({"label": label, "ece": ece, "threshold": thr, "sensitivity": sens, "specificity": spec, "note": "; ".join(note)})
+            note.append(
+                "no operating point: validation lacks a class" if len(valid) else "no validation predictions"
+            )
+        out.append(
+            {
+                "label": label,
+                "ece": ece,
+                "threshold": thr,
+                "sensitivity": sens,
+                "specificity": spec,
+                "note": "; ".join(note),
+            }
+        )
     return pd.DataFrame(out, columns=["label", "ece", "threshold", "sensitivity", "specificity", "note"])

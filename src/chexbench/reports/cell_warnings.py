@@ -24,7 +24,11 @@ def record_warnings(data_json: str) -> list[str]:
     except (ValueError, AttributeError):
         return []
     notes = extra.get("head_notes", []) or []
-    return [n[len(RECORD_WARNING_PREFIX):] for n in notes if isinstance(n, str) and n.startswith(RECORD_WARNING_PREFIX)]
+    return [
+        n[len(RECORD_WARNING_PREFIX) :]
+        for n in notes
+        if isinstance(n, str) and n.startswith(RECORD_WARNING_PREFIX)
+    ]
 
 
 def init_warnings(init_json: str) -> list[str]:
@@ -37,7 +41,10 @@ def init_warnings(init_json: str) -> list[str]:
     epoch = extra.get("pretrain_collapsed_at_epoch")
     if epoch is None:
         return []
-    note = next((n for n in init.get("notes", []) or [] if isinstance(n, str) and n.startswith("collapsed at epoch")), "")
+    note = next(
+        (n for n in init.get("notes", []) or [] if isinstance(n, str) and n.startswith("collapsed at epoch")),
+        "",
+    )
     detail = note.split(":", 1)[1].strip() if ":" in note else "its embeddings collapsed"
     return [f"pretraining run {init.get('pretrain_run')} collapsed at epoch {epoch} ({detail})"]
 
@@ -52,5 +59,9 @@ def warnings_section(records: pd.DataFrame) -> str:
             rows.append(f"| `{r.cell_id}` | {r.strategy} | {r.backbone} | {r.protocol} | {w} |")
     if not rows:
         return ""
-    return ("## Warnings\n\nCells that ran, but whose number needs this caveat.\n\n"
-            "| cell | strategy | backbone | protocol | warning |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    return (
+        "## Warnings\n\nCells that ran, but whose number needs this caveat.\n\n"
+        "| cell | strategy | backbone | protocol | warning |\n|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n"
+    )

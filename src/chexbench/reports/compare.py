@@ -52,10 +52,19 @@ class PairedDelta:
     n_degenerate: int
 
 
-def paired_delta(point_a: float, point_b: float, reps_a: np.ndarray, reps_b: np.ndarray, level: float = CI_LEVEL,
-                 df: float = float("inf"), factor: float = 1.0) -> PairedDelta:
-    """The former Wald-t Δ (simulation candidate ``wald-t-adj``; nothing printed uses it): Δ = A − B from point
-    values and same-resample replicates (B,), (B,): se(Δ*) × √factor (the label's small-sample factor k/(k − 1)),
+def paired_delta(
+    point_a: float,
+    point_b: float,
+    reps_a: np.ndarray,
+    reps_b: np.ndarray,
+    level: float = CI_LEVEL,
+    df: float = float("inf"),
+    factor: float = 1.0,
+) -> PairedDelta:
+    """The former Wald-t Δ (simulation candidate ``wald-t-adj``; nothing printed uses it): Δ = A − B from
+    point
+    values and same-resample replicates (B,), (B,): se(Δ*) × √factor (the label's small-sample factor k/(k −
+    1)),
     t on ``df`` degrees of freedom."""
     d = np.asarray(reps_a, dtype=float) - np.asarray(reps_b, dtype=float)
     finite = d[np.isfinite(d)]
@@ -66,16 +75,27 @@ def paired_delta(point_a: float, point_b: float, reps_a: np.ndarray, reps_b: np.
     if len(finite) < MIN_FINITE:
         return PairedDelta(delta, nan, nan, nan, len(finite), len(d) - len(finite))
     lo, hi, p = intervals.t_interval_and_p(delta, intervals.replicate_sd(finite) * np.sqrt(factor), df, level)
-    return PairedDelta(delta, max(lo, -1.0), min(hi, 1.0), p, len(finite), len(d) - len(finite))  # a Δ of AUROCs is in [−1, 1]
+    return PairedDelta(
+        delta, max(lo, -1.0), min(hi, 1.0), p, len(finite), len(d) - len(finite)
+    )  # a Δ of AUROCs is in [−1, 1]
 
 
-def paired_mover_delta(point_a: float, point_b: float, arm_a: Callable[[float], tuple[float, float]],
-                       arm_b: Callable[[float], tuple[float, float]], reps_a: np.ndarray, reps_b: np.ndarray,
-                       extra_var_a: float = 0.0, extra_var_b: float = 0.0, level: float = CI_LEVEL) -> PairedDelta:
+def paired_mover_delta(
+    point_a: float,
+    point_b: float,
+    arm_a: Callable[[float], tuple[float, float]],
+    arm_b: Callable[[float], tuple[float, float]],
+    reps_a: np.ndarray,
+    reps_b: np.ndarray,
+    extra_var_a: float = 0.0,
+    extra_var_b: float = 0.0,
+    level: float = CI_LEVEL,
+) -> PairedDelta:
     """The chosen paired Δ = A − B (every AUROC Δ chexbench prints: per label, macro, seed-pooled): MOVER
     (``intervals.mover``) on the two arms' own intervals (``arm_*``: level → (low, high); per label hm-score,
     macro its MOVER over labels, seed-pooled widened by the seed part) with r the correlation of the arms'
-    estimates: the covariance of their shared-resample replicates (B,) over √((var_A + extra_A)(var_B + extra_B)),
+    estimates: the covariance of their shared-resample replicates (B,) over √((var_A + extra_A)(var_B +
+    extra_B)),
     ``extra`` a variance the replicates do not hold (between-seed, independent between configurations; 0 for
     one seed: r is the replicates' correlation). p inverts the same interval over the level
     (``intervals.mover_interval_and_p``), so p < 1 − level exactly when the interval excludes 0."""
@@ -98,16 +118,26 @@ def paired_mover_delta(point_a: float, point_b: float, arm_a: Callable[[float], 
 def paired_label_delta(la: LabelScores, lb: LabelScores, level: float = CI_LEVEL) -> PairedDelta:
     """Per-label AUROC Δ = A − B on the same patients: :func:`paired_mover_delta` on the two arms' chosen
     (hm-score) intervals."""
-    return paired_mover_delta(la.auroc, lb.auroc, la.auroc_ci, lb.auroc_ci, la.auroc_boot, lb.auroc_boot, level=level)
+    return paired_mover_delta(
+        la.auroc, lb.auroc, la.auroc_ci, lb.auroc_ci, la.auroc_boot, lb.auroc_boot, level=level
+    )
 
 
-def paired_macro_delta(sa: CellScores, sb: CellScores, labels: list[str], metric: str = "auroc",
-                       level: float = CI_LEVEL) -> PairedDelta:
-    """Macro Δ = A − B of two cells on the same patients: :func:`paired_mover_delta` on the two macro intervals
+def paired_macro_delta(
+    sa: CellScores, sb: CellScores, labels: list[str], metric: str = "auroc", level: float = CI_LEVEL
+) -> PairedDelta:
+    """Macro Δ = A − B of two cells on the same patients: :func:`paired_mover_delta` on the two macro
+    intervals
     (``bootstrap.macro_ci``) and the correlation of the macro replicates."""
-    return paired_mover_delta(macro_point(sa, labels, metric), macro_point(sb, labels, metric),
-                              lambda lev: macro_ci(sa, labels, metric, lev), lambda lev: macro_ci(sb, labels, metric, lev),
-                              macro_replicates(sa, labels, metric), macro_replicates(sb, labels, metric), level=level)
+    return paired_mover_delta(
+        macro_point(sa, labels, metric),
+        macro_point(sb, labels, metric),
+        lambda lev: macro_ci(sa, labels, metric, lev),
+        lambda lev: macro_ci(sb, labels, metric, lev),
+        macro_replicates(sa, labels, metric),
+        macro_replicates(sb, labels, metric),
+        level=level,
+    )
 
 
 def adjust_p_values(p_values: list[float] | np.ndarray, method: str) -> np.ndarray:

@@ -1,7 +1,8 @@
 """DeLong as an analytic cross-check of the headline comparisons (never the primary interval).
 
 For each comparison vs the baseline, the first seed of each arm: Δ macro AUROC with
-(1) the primary interval (MOVER on the two macro intervals, ``compare.paired_macro_delta``), (2) DeLong's normal interval, which
+(1) the primary interval (MOVER on the two macro intervals, ``compare.paired_macro_delta``), (2) DeLong's
+normal interval, which
 treats images as independent, and (3) the clustered variant (Obuchowski 1997), which sums
 structural components per patient. Labels of one image are correlated too, so the macro
 variance sums each image's influence over labels before squaring (``delong.auroc_influence``).
@@ -31,7 +32,11 @@ def cell_influence(results: LoadedResults, cell_id: str, labels: list[str]) -> p
     for _, g in preds.groupby("label", sort=True):
         _, psi = auroc_influence(g["y_true"].to_numpy(), g["y_score"].to_numpy())
         frames.append(g[["image_id", "patient_id", "label"]].assign(psi=psi / len(labels)))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image_id", "patient_id", "label", "psi"])
+    return (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["image_id", "patient_id", "label", "psi"])
+    )
 
 
 def delong_crosscheck(results: LoadedResults, tables: Tables) -> pd.DataFrame:
@@ -59,13 +64,25 @@ def delong_crosscheck(results: LoadedResults, tables: Tables) -> pd.DataFrame:
         se_images = np.sqrt(influence_variance(per_image.to_numpy()))
         se_patients = np.sqrt(influence_variance(per_image.to_numpy(), patient_of.to_numpy()))
         boot_width = boot.ci_high - boot.ci_low
-        rows.append({
-            "dataset": r["dataset"], "protocol": r["protocol"], "label_fraction": r["label_fraction"],
-            "backbone": r["backbone"], "strategy": r["strategy"], "configuration_label": r["configuration_label"], "cell_a": cell_a, "cell_b": cell_b,
-            "delta": boot.delta, "bootstrap_ci_low": boot.ci_low, "bootstrap_ci_high": boot.ci_high,
-            "delong_ci_low": boot.delta - Z95 * se_images, "delong_ci_high": boot.delta + Z95 * se_images,
-            "clustered_ci_low": boot.delta - Z95 * se_patients, "clustered_ci_high": boot.delta + Z95 * se_patients,
-            "delong_width_ratio": 2 * Z95 * se_images / boot_width if boot_width > 0 else np.nan,
-            "clustered_width_ratio": 2 * Z95 * se_patients / boot_width if boot_width > 0 else np.nan,
-        })
+        rows.append(
+            {
+                "dataset": r["dataset"],
+                "protocol": r["protocol"],
+                "label_fraction": r["label_fraction"],
+                "backbone": r["backbone"],
+                "strategy": r["strategy"],
+                "configuration_label": r["configuration_label"],
+                "cell_a": cell_a,
+                "cell_b": cell_b,
+                "delta": boot.delta,
+                "bootstrap_ci_low": boot.ci_low,
+                "bootstrap_ci_high": boot.ci_high,
+                "delong_ci_low": boot.delta - Z95 * se_images,
+                "delong_ci_high": boot.delta + Z95 * se_images,
+                "clustered_ci_low": boot.delta - Z95 * se_patients,
+                "clustered_ci_high": boot.delta + Z95 * se_patients,
+                "delong_width_ratio": 2 * Z95 * se_images / boot_width if boot_width > 0 else np.nan,
+                "clustered_width_ratio": 2 * Z95 * se_patients / boot_width if boot_width > 0 else np.nan,
+            }
+        )
     return pd.DataFrame(rows)

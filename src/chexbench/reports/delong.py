@@ -97,8 +97,13 @@ def _cov(v: np.ndarray) -> np.ndarray:
     return np.atleast_2d(np.cov(v, ddof=1))
 
 
-def paired_delong_test(y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray,
-                       cluster: np.ndarray | None = None, level: float = 0.95) -> DeLongTest:
+def paired_delong_test(
+    y_true: np.ndarray,
+    score_a: np.ndarray,
+    score_b: np.ndarray,
+    cluster: np.ndarray | None = None,
+    level: float = 0.95,
+) -> DeLongTest:
     """Δ = AUROC(a) − AUROC(b) on the same images, normal CI and two-sided p (DeLong 1988)."""
     res = delong(y_true, np.vstack([score_a, score_b]), cluster)
     delta = float(res.auroc[0] - res.auroc[1])

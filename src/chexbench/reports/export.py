@@ -50,7 +50,12 @@ def check_formats(formats: list[str] | tuple[str, ...]) -> list[str]:
 
 def _mark(row, latex: bool) -> str:
     p = row.get("p_holm", float("nan"))
-    if p is None or not math.isfinite(float(p)) or p >= SIGNIFICANCE or not math.isfinite(float(row["delta"])):
+    if (
+        p is None
+        or not math.isfinite(float(p))
+        or p >= SIGNIFICANCE
+        or not math.isfinite(float(row["delta"]))
+    ):
         return ""
     up = row["delta"] > 0
     return ("$\\uparrow$" if up else "$\\downarrow$") if latex else ("↑" if up else "↓")
@@ -77,11 +82,22 @@ def leaderboard_frame(t: Tables, latex: bool = False) -> pd.DataFrame:
         text = fmt_ci(r["macro_auroc"], r["macro_auroc_ci_low"], r["macro_auroc_ci_high"]) + _mark(r, latex)
         if math.isfinite(r["macro_auroc"]) and _unreliable(r):
             text += "$^\\dagger$" if latex else "†"
-        rows.append({**_names(r), "Seeds": int(r["n_seeds"]), "Macro AUROC [95% CI]": text,
-                     "Macro AUPRC [95% CI]": fmt_ci(r["macro_auprc"], r["macro_auprc_ci_low"], r["macro_auprc_ci_high"]),
-                     "macro_auroc": r["macro_auroc"], "macro_auroc_ci_low": r["macro_auroc_ci_low"],
-                     "macro_auroc_ci_high": r["macro_auroc_ci_high"], "macro_auroc_sd": r["macro_auroc_sd"],
-                     "p_holm": r["p_holm"], "unreliable_interval": _unreliable(r)})
+        rows.append(
+            {
+                **_names(r),
+                "Seeds": int(r["n_seeds"]),
+                "Macro AUROC [95% CI]": text,
+                "Macro AUPRC [95% CI]": fmt_ci(
+                    r["macro_auprc"], r["macro_auprc_ci_low"], r["macro_auprc_ci_high"]
+                ),
+                "macro_auroc": r["macro_auroc"],
+                "macro_auroc_ci_low": r["macro_auroc_ci_low"],
+                "macro_auroc_ci_high": r["macro_auroc_ci_high"],
+                "macro_auroc_sd": r["macro_auroc_sd"],
+                "p_holm": r["p_holm"],
+                "unreliable_interval": _unreliable(r),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -91,35 +107,86 @@ def paired_frame(t: Tables, latex: bool = False) -> pd.DataFrame:
     comp = lb[lb["strategy"] != t.baseline].sort_values(_sort_keys(lb)) if not lb.empty else lb
     rows = []
     for _, r in comp.iterrows():
-        delta = fmt_delta(r["delta"], r["delta_ci_low"], r["delta_ci_high"]) if math.isfinite(r["delta"]) else f"n/a ({r['delta_note']})"
-        rows.append({**_names(r), "Seeds": int(r["n_seeds"]), f"Δ macro AUROC vs {display_name('strategy', t.baseline)} [95% CI]":
-                     delta + _mark(r, latex), "p": fmt_p(r["p_value"]), "p (Holm)": fmt_p(r["p_holm"]), "p (BH)": fmt_p(r["p_bh"]),
-                     "delta": r["delta"], "delta_ci_low": r["delta_ci_low"], "delta_ci_high": r["delta_ci_high"],
-                     "p_value": r["p_value"], "p_holm": r["p_holm"], "p_bh": r["p_bh"]})
+        delta = (
+            fmt_delta(r["delta"], r["delta_ci_low"], r["delta_ci_high"])
+            if math.isfinite(r["delta"])
+            else f"n/a ({r['delta_note']})"
+        )
+        rows.append(
+            {
+                **_names(r),
+                "Seeds": int(r["n_seeds"]),
+                f"Δ macro AUROC vs {display_name('strategy', t.baseline)} [95% CI]": delta + _mark(r, latex),
+                "p": fmt_p(r["p_value"]),
+                "p (Holm)": fmt_p(r["p_holm"]),
+                "p (BH)": fmt_p(r["p_bh"]),
+                "delta": r["delta"],
+                "delta_ci_low": r["delta_ci_low"],
+                "delta_ci_high": r["delta_ci_high"],
+                "p_value": r["p_value"],
+                "p_holm": r["p_holm"],
+                "p_bh": r["p_bh"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
 #: raw-number columns: in the CSV only
-RAW_COLUMNS = frozenset({"macro_auroc", "macro_auroc_ci_low", "macro_auroc_ci_high", "macro_auroc_sd", "p_holm",
-                         "unreliable_interval", "delta", "delta_ci_low", "delta_ci_high", "p_value", "p_bh"})
+RAW_COLUMNS = frozenset(
+    {
+        "macro_auroc",
+        "macro_auroc_ci_low",
+        "macro_auroc_ci_high",
+        "macro_auroc_sd",
+        "p_holm",
+        "unreliable_interval",
+        "delta",
+        "delta_ci_low",
+        "delta_ci_high",
+        "p_value",
+        "p_bh",
+    }
+)
 
 
 def _caption(t: Tables, kind: str, latex: bool) -> str:
     n = int(t.leaderboard["p_value"].notna().sum()) if not t.leaderboard.empty else 0
     base = display_name("strategy", t.baseline)
     up, down, dagger = ("$\\uparrow$", "$\\downarrow$", "$^\\dagger$") if latex else ("↑", "↓", "†")
-    marks = (f"{up}/{down}: better/worse than {base} (seed-aware paired test, Holm-corrected over the {n} "
-             f"macro-AUROC comparisons of the report, p < 0.05).")
+    marks = (
+        f"{up}/{down}: better/worse than {base} (seed-aware paired test, Holm-corrected over the {n} "
+        "macro-AUROC comparisons of the report, p < 0.05)."
+    )
     if kind == "leaderboard":
-        return ("Macro AUROC, mean over fine-tuning seeds, with 95% intervals for that mean (test-sample variance from a "
-                f"patient-level bootstrap plus between-seed variance, t quantiles, logit scale). {marks} {dagger}: interval unreliable (more than 5% of resamples lost a class of a label).")
-    return (f"Paired difference in macro AUROC vs {base} on the same test images and patient resamples, with 95% interval "
-            f"and two-sided p; Holm and Benjamini–Hochberg corrections over the {n} comparisons. {marks}")
+        return (
+            "Macro AUROC, mean over fine-tuning seeds, with 95% intervals for that mean (test-sample"
+            " variance from a patient-level bootstrap plus between-seed variance, t quantiles, logit scale)."
+            f" {marks} {dagger}: interval unreliable (more than 5% of resamples lost a class of a label)."
+        )
+    return (
+        f"Paired difference in macro AUROC vs {base} on the same test images and patient resamples, with 95%"
+        f" interval and two-sided p; Holm and Benjamini–Hochberg corrections over the {n} comparisons."
+        f" {marks}"
+    )
 
 
-_LATEX_ESCAPES = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "#": "\\#", "_": "\\_", "{": "\\{", "}": "\\}",
-                  "~": "\\textasciitilde{}", "^": "\\textasciicircum{}", "$": "\\$", "Δ": "$\\Delta$", "−": "$-$",
-                  "–": "--", "<": "$<$", ">": "$>$"}
+_LATEX_ESCAPES = {
+    "\\": "\\textbackslash{}",
+    "&": "\\&",
+    "%": "\\%",
+    "#": "\\#",
+    "_": "\\_",
+    "{": "\\{",
+    "}": "\\}",
+    "~": "\\textasciitilde{}",
+    "^": "\\textasciicircum{}",
+    "$": "\\$",
+    "Δ": "$\\Delta$",
+    "−": "$-$",
+    "–": "--",
+    "<": "$<$",
+    ">": "$>$",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -136,10 +203,23 @@ def to_latex(df: pd.DataFrame, caption: str, label: str) -> str:
     """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
     cols = [c for c in df.columns if c not in RAW_COLUMNS]
     align = "".join("r" if c in ("Seeds", "Labels", "p", "p (Holm)", "p (BH)") else "l" for c in cols)
-    lines = ["\\begin{table}[t]", "\\centering", "\\small", f"\\begin{{tabular}}{{{align}}}", "\\toprule",
-             " & ".join(latex_escape(c) for c in cols) + " \\\\", "\\midrule"]
+    lines = [
+        "\\begin{table}[t]",
+        "\\centering",
+        "\\small",
+        f"\\begin{{tabular}}{{{align}}}",
+        "\\toprule",
+        " & ".join(latex_escape(c) for c in cols) + " \\\\",
+        "\\midrule",
+    ]
     lines += [" & ".join(latex_escape(str(v)) for v in r) + " \\\\" for r in df[cols].itertuples(index=False)]
-    lines += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{latex_escape(caption)}}}", f"\\label{{{label}}}", "\\end{table}"]
+    lines += [
+        "\\bottomrule",
+        "\\end{tabular}",
+        f"\\caption{{{latex_escape(caption)}}}",
+        f"\\label{{{label}}}",
+        "\\end{table}",
+    ]
     return "\n".join(lines) + "\n"
 
 

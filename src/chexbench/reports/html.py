@@ -37,8 +37,13 @@ LEADERBOARD_ID = "leaderboard"
 #: a table with more rows than this gets a text filter above it
 FILTER_MIN_ROWS = 8
 
-_AXIS_COLUMNS = (("dataset", "dataset"), ("protocol", "protocol"), ("label_fraction", "label fraction"),
-                 ("backbone", "backbone"), ("strategy", "strategy"))
+_AXIS_COLUMNS = (
+    ("dataset", "dataset"),
+    ("protocol", "protocol"),
+    ("label_fraction", "label fraction"),
+    ("backbone", "backbone"),
+    ("strategy", "strategy"),
+)
 
 
 def _slug(text: str, used: set[str]) -> str:
@@ -56,16 +61,23 @@ def leaderboard_rows(t: Tables) -> tuple[list[str], list[list[tuple[str, str]]]]
     The shown text of each number is made by the same function as report.md's cell for it."""
     lb = t.leaderboard
     keys = key_columns(t)
-    header = [name for _, name in _AXIS_COLUMNS] + keys + [
-        "macro AUROC [95% CI]", "seeds", f"Δ vs {t.baseline} [95% CI]", "p Holm"]
+    header = (
+        [name for _, name in _AXIS_COLUMNS]
+        + keys
+        + ["macro AUROC [95% CI]", "seeds", f"Δ vs {t.baseline} [95% CI]", "p Holm"]
+    )
     if lb.empty:
         return header, []
     rows = []
     order = ["dataset", "protocol", "label_fraction", "backbone", "strategy", *keys]
     for _, r in lb.sort_values(order, kind="stable").iterrows():
-        cells = [(str(r["dataset"]), ""), (str(r["protocol"]), ""),
-                 (fmt_fraction(r["label_fraction"]), repr(float(r["label_fraction"]))),
-                 (str(r["backbone"]), ""), (str(r["strategy"]), "")]
+        cells = [
+            (str(r["dataset"]), ""),
+            (str(r["protocol"]), ""),
+            (fmt_fraction(r["label_fraction"]), repr(float(r["label_fraction"]))),
+            (str(r["backbone"]), ""),
+            (str(r["strategy"]), ""),
+        ]
         cells += [(str(r[k]), "") for k in keys]
         auroc = float(r["macro_auroc"])
         cells.append((leaderboard_cell(r), repr(auroc) if math.isfinite(auroc) else ""))
@@ -74,10 +86,16 @@ def leaderboard_rows(t: Tables) -> tuple[list[str], list[list[tuple[str, str]]]]
             cells += [("baseline", ""), ("—", "")]
         else:
             delta = float(r["delta"])
-            shown = (fmt_delta(delta, r["delta_ci_low"], r["delta_ci_high"]) if math.isfinite(delta)
-                     else f"n/a ({r.get('delta_note', '')})")
+            shown = (
+                fmt_delta(delta, r["delta_ci_low"], r["delta_ci_high"])
+                if math.isfinite(delta)
+                else f"n/a ({r.get('delta_note', '')})"
+            )
             p = float(r["p_holm"])
-            cells += [(shown, repr(delta) if math.isfinite(delta) else ""), (fmt_p(p), repr(p) if math.isfinite(p) else "")]
+            cells += [
+                (shown, repr(delta) if math.isfinite(delta) else ""),
+                (fmt_p(p), repr(p) if math.isfinite(p) else ""),
+            ]
         rows.append(cells)
     return header, rows
 
@@ -93,25 +111,34 @@ def _leaderboard_html(t: Tables) -> str:
         options = "".join(f'<option value="{html.escape(v)}">{html.escape(v)}</option>' for v in values)
         filters.append(
             f'<label>{html.escape(header[i])} <select data-filter-column="{i}">'
-            f'<option value="">all ({len(values)})</option>{options}</select></label>')
+            f'<option value="">all ({len(values)})</option>{options}</select></label>'
+        )
     metrics = set(header[n_filters:])  # a metric sorts best-first on its first click, an axis A→Z
     first = ' data-sort-first="descending"'
     head = "".join(f'<th scope="col"{first if h in metrics else ""}>{html.escape(h)}</th>' for h in header)
     body = []
     for r in rows:
-        tds = "".join(f'<td data-value="{html.escape(v)}">{html.escape(text)}</td>' if v else f"<td>{html.escape(text)}</td>"
-                      for text, v in r)
+        tds = "".join(
+            (
+                f'<td data-value="{html.escape(v)}">{html.escape(text)}</td>'
+                if v
+                else f"<td>{html.escape(text)}</td>"
+            )
+            for text, v in r
+        )
         body.append(f"<tr>{tds}</tr>")
     return (
         '<section id="all-configurations" aria-labelledby="all-configurations-h">\n'
         '<h2 id="all-configurations-h">Leaderboard: every configuration</h2>\n'
         "<p>One row per configuration (seeds pooled). The numbers are those of the leaderboards and paired "
-        "comparisons below, and of report.md. Filter by any column; sort with the column buttons (a metric sorts best first).</p>\n"
+        "comparisons below, and of report.md. Filter by any column; sort with the column buttons (a metric"
+        " sorts best first).</p>\n"
         f'<div class="controls" role="group" aria-label="filters">{"".join(filters)}'
         '<button type="button" data-reset-filters>show all</button></div>\n'
         f'<p class="count" aria-live="polite" data-count-for="{LEADERBOARD_ID}"></p>\n'
-        f'<div class="table-wrap"><table id="{LEADERBOARD_ID}" class="data leaderboard">\n<thead><tr>{head}</tr></thead>\n'
-        f'<tbody>\n{chr(10).join(body)}\n</tbody></table></div>\n</section>\n'
+        f'<div class="table-wrap"><table id="{LEADERBOARD_ID}" class="data'
+        f' leaderboard">\n<thead><tr>{head}</tr></thead>\n'
+        f"<tbody>\n{chr(10).join(body)}\n</tbody></table></div>\n</section>\n"
     )
 
 
@@ -127,7 +154,9 @@ def _markdown() -> MarkdownIt:
     return MarkdownIt("commonmark", {"html": False}).enable("table")
 
 
-def _section_html(md: MarkdownIt, text: str, figures: Mapping[str, bytes], used: set[str]) -> tuple[str, str, str]:
+def _section_html(
+    md: MarkdownIt, text: str, figures: Mapping[str, bytes], used: set[str]
+) -> tuple[str, str, str]:
     """(slug, title, HTML) of one Markdown section; headings get ids, images become inline SVG."""
     tokens = md.parse(text)
     title = ""
@@ -138,14 +167,20 @@ def _section_html(md: MarkdownIt, text: str, figures: Mapping[str, bytes], used:
             if not title and tok.tag in ("h1", "h2"):
                 title = inline.replace("`", "")
     rendered = md.renderer.render(tokens, md.options, {})
-    rendered = re.sub(r'<img src="([^"]*)" alt="([^"]*)" />',
-                      lambda m: _figure(html.unescape(m.group(1)), m.group(2), figures), rendered)
-    rendered = rendered.replace("<table>", '<div class="table-wrap"><table class="data">').replace("</table>", "</table></div>")
+    rendered = re.sub(
+        r'<img src="([^"]*)" alt="([^"]*)" />',
+        lambda m: _figure(html.unescape(m.group(1)), m.group(2), figures),
+        rendered,
+    )
+    rendered = rendered.replace("<table>", '<div class="table-wrap"><table class="data">').replace(
+        "</table>", "</table></div>"
+    )
     return _slug(title or "section", used), title, rendered
 
 
 def _figure(src: str, alt: str, figures: Mapping[str, bytes]) -> str:
-    """A figure as an inline SVG ``data:`` image (no other file, no network); its name where there is no SVG."""
+    """A figure as an inline SVG ``data:`` image (no other file, no network); its name where there is no
+    SVG."""
     svg = figures.get(src.rsplit("/", 1)[-1].rsplit(".", 1)[0])
     if svg is None:
         return f'<span class="missing-figure">[figure not embedded: {html.escape(src)}]</span>'
@@ -153,8 +188,12 @@ def _figure(src: str, alt: str, figures: Mapping[str, bytes]) -> str:
     return f'<img class="figure" src="data:image/svg+xml;base64,{data}" alt="{alt}" />'
 
 
-def render_html(sections: Sequence[str], tables: Tables, figures: Mapping[str, bytes] | None = None,
-                title: str = "chexbench report") -> str:
+def render_html(
+    sections: Sequence[str],
+    tables: Tables,
+    figures: Mapping[str, bytes] | None = None,
+    title: str = "chexbench report",
+) -> str:
     """The whole page from report.md's ``sections`` (Markdown strings, the first the intro) and the
     tables they were made from; ``figures``: figure stem → SVG bytes."""
     md = _markdown()
@@ -169,15 +208,19 @@ def render_html(sections: Sequence[str], tables: Tables, figures: Mapping[str, b
             parts.append(leaderboard)
         if i > 0 and heading:
             toc.append(f'<li><a href="#{slug}">{html.escape(heading)}</a></li>')
-        parts.append(f'<section id="{slug}">\n{body}</section>\n' if i > 0 else f'<header id="{slug}">\n{body}</header>\n')
+        parts.append(
+            f'<section id="{slug}">\n{body}</section>\n'
+            if i > 0
+            else f'<header id="{slug}">\n{body}</header>\n'
+        )
     if leaderboard and len(sections) < 2:
         parts.append(leaderboard)
     nav = f'<nav aria-label="contents"><h2 class="toc">Contents</h2><ol>{"".join(toc)}</ol></nav>\n'
     head = parts[0] if parts else ""
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
         "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">\n"
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
         f"{head}{nav}{''.join(parts[1:])}</main>\n<script>{_JS}</script>\n</body>\n</html>\n"
@@ -186,24 +229,63 @@ def render_html(sections: Sequence[str], tables: Tables, figures: Mapping[str, b
 
 def figure_svgs(folder) -> dict[str, bytes]:
     """``{stem: SVG bytes}`` of the figures in ``folder`` (empty when there is none)."""
-    return {p.stem: p.read_bytes() for p in sorted(folder.glob("*.svg"))} if folder is not None and folder.is_dir() else {}
+    return (
+        {p.stem: p.read_bytes() for p in sorted(folder.glob("*.svg"))}
+        if folder is not None and folder.is_dir()
+        else {}
+    )
 
 
 _CSS = """
-:root { color-scheme: light; --fg: #1b1b1b; --bg: #fff; --muted: #4a4a4a; --line: #c8c8c8; --head: #eef1f4; --focus: #0b57d0; }
+:root {
+  color-scheme: light;
+  --fg: #1b1b1b;
+  --bg: #fff;
+  --muted: #4a4a4a;
+  --line: #c8c8c8;
+  --head: #eef1f4;
+  --focus: #0b57d0;
+}
 * { box-sizing: border-box; }
-body { margin: 0; color: var(--fg); background: var(--bg); font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+body {
+  margin: 0;
+  color: var(--fg);
+  background: var(--bg);
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+}
 main { max-width: 1200px; margin: 0 auto; padding: 1rem 1.25rem 3rem; }
-h1 { font-size: 1.6rem; } h2 { font-size: 1.3rem; margin-top: 2.2rem; border-bottom: 1px solid var(--line); } h3 { font-size: 1.05rem; }
-code { font: 0.92em ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; background: #f3f3f3; padding: 0 .2em; border-radius: 3px; }
-a { color: #0b4fa8; } a:focus, button:focus, select:focus, input:focus { outline: 3px solid var(--focus); outline-offset: 1px; }
+h1 { font-size: 1.6rem; }
+h2 { font-size: 1.3rem; margin-top: 2.2rem; border-bottom: 1px solid var(--line); }
+h3 { font-size: 1.05rem; }
+code {
+  font: 0.92em ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+  background: #f3f3f3;
+  padding: 0 .2em;
+  border-radius: 3px;
+}
+a { color: #0b4fa8; }
+a:focus, button:focus, select:focus, input:focus { outline: 3px solid var(--focus); outline-offset: 1px; }
 nav ol { columns: 2; margin: 0; } nav .toc { border: 0; margin-top: 1rem; }
 .table-wrap { overflow-x: auto; margin: .6rem 0 1rem; }
 table.data { border-collapse: collapse; font-size: 13.5px; }
-table.data th, table.data td { border: 1px solid var(--line); padding: .25rem .5rem; text-align: left; vertical-align: top; }
+table.data th, table.data td {
+  border: 1px solid var(--line);
+  padding: .25rem .5rem;
+  text-align: left;
+  vertical-align: top;
+}
 table.data thead th { background: var(--head); position: sticky; top: 0; }
 table.data tbody tr:nth-child(even) { background: #f8f9fa; }
-th button.sort { font: inherit; font-weight: 600; color: inherit; background: none; border: 0; padding: 0; cursor: pointer; text-align: left; }
+th button.sort {
+  font: inherit;
+  font-weight: 600;
+  color: inherit;
+  background: none;
+  border: 0;
+  padding: 0;
+  cursor: pointer;
+  text-align: left;
+}
 th button.sort::after { content: " \\2195"; color: var(--muted); }
 th[aria-sort="ascending"] button.sort::after { content: " \\25B2"; color: var(--fg); }
 th[aria-sort="descending"] button.sort::after { content: " \\25BC"; color: var(--fg); }
@@ -258,7 +340,9 @@ _JS = r"""
       return (ascending ? c : -c) || x.i - y.i;
     });
     rows.forEach(function (r) { body.appendChild(r.row); });
-    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (cell) { cell.removeAttribute("aria-sort"); });
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (cell) {
+      cell.removeAttribute("aria-sort");
+    });
     th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
   }
   function makeSortable(table) {
@@ -270,7 +354,8 @@ _JS = r"""
       button.setAttribute("data-sort-column", th.textContent.trim());
       while (th.firstChild) button.appendChild(th.firstChild);
       th.appendChild(button);
-      th.addEventListener("click", function () { sortBy(table, column, th); });  // the button's clicks (and Enter) bubble here
+      // the button's clicks (and Enter) bubble here
+      th.addEventListener("click", function () { sortBy(table, column, th); });
     });
   }
   function updateCount(table) {
@@ -310,7 +395,8 @@ _JS = r"""
   var tables = document.querySelectorAll("table.data");
   Array.prototype.forEach.call(tables, function (table) {
     makeSortable(table);
-    if (table.id !== "__LEADERBOARD__" && table.tBodies.length && table.tBodies[0].rows.length > __FILTER_MIN_ROWS__) {
+    if (table.id !== "__LEADERBOARD__" && table.tBodies.length
+        && table.tBodies[0].rows.length > __FILTER_MIN_ROWS__) {
       addTextFilter(table, table.tBodies[0].rows.length);
     }
   });
@@ -318,7 +404,9 @@ _JS = r"""
   if (board) {
     var section = board.closest("section");
     var selects = Array.prototype.slice.call(section.querySelectorAll("select[data-filter-column]"));
-    selects.forEach(function (s) { s.addEventListener("change", function () { applyFilters(board, selects); }); });
+    selects.forEach(function (s) {
+      s.addEventListener("change", function () { applyFilters(board, selects); });
+    });
     var reset = section.querySelector("[data-reset-filters]");
     if (reset) reset.addEventListener("click", function () {
       selects.forEach(function (s) { s.value = ""; });

@@ -14,7 +14,8 @@ resamples stay shared between labels and cells. The candidates, compared by simu
 - ``logit-t``: the same with a Student-t quantile on ``df = k − 1`` degrees of freedom, k =
   min(positive patients, negative patients): the variance of an AUROC is estimated from the
   smaller class, and with a handful of positive patients that estimate is itself noisy.
-- ``logit-t-adj`` (used for per-label AUPRC and ECE): ``logit-t`` with the bootstrap variance times k / (k − 1) (the
+- ``logit-t-adj`` (used for per-label AUPRC and ECE): ``logit-t`` with the bootstrap variance times k / (k −
+  1) (the
   bootstrap's plug-in variance over k clusters is (k − 1)/k of the unbiased one). The only
   candidate of the first grid that covered ≥ 0.92 in every setting (0.920–0.980), but 0.90–0.92 in
   a wider one (docs/STATISTICS.md).
@@ -59,8 +60,16 @@ from scipy.stats import norm
 from scipy.stats import t as student_t
 
 CHOSEN = "hm-score"
-CANDIDATES = ("percentile", "bca", "logit-z", "logit-t", "logit-t-adj", "obuchowski-logit-z", "obuchowski-logit-t",
-              "hm-score")
+CANDIDATES = (
+    "percentile",
+    "bca",
+    "logit-z",
+    "logit-t",
+    "logit-t-adj",
+    "obuchowski-logit-z",
+    "obuchowski-logit-t",
+    "hm-score",
+)
 DELTA_CANDIDATES = ("percentile", "wald-z", "wald-t", "wald-t-adj", "mover-logit-t-adj", "mover-hm-score")
 #: a label with fewer positive test patients than this is flagged in score, compare and the report
 FEW_POSITIVE_PATIENTS = 10
@@ -138,23 +147,42 @@ def logit_interval(point: float, half: float, level: float, k: int | None = None
     return float(expit(centre - h)), float(expit(centre + h))
 
 
-def logit_t_interval(point: float, replicates: np.ndarray, n_pos_patients: int, n_neg_patients: int,
-                     level: float = 0.95, adjust: bool = True) -> tuple[float, float]:
+def logit_t_interval(
+    point: float,
+    replicates: np.ndarray,
+    n_pos_patients: int,
+    n_neg_patients: int,
+    level: float = 0.95,
+    adjust: bool = True,
+) -> tuple[float, float]:
     """The chosen per-label AUROC interval (``logit-t-adj``): bootstrap se × √(k/(k − 1)), t on k − 1 df,
     k = min(positive, negative patients), on the logit scale (``adjust=False``: the ``logit-t`` candidate)."""
     k = min(int(n_pos_patients), int(n_neg_patients))
     factor = small_sample_factor(k) if adjust else 1.0
-    return logit_wald(point, replicate_sd(replicates) * np.sqrt(factor), class_df(n_pos_patients, n_neg_patients), level, k)
+    return logit_wald(
+        point, replicate_sd(replicates) * np.sqrt(factor), class_df(n_pos_patients, n_neg_patients), level, k
+    )
 
 
-def macro_interval(point: float, replicates: np.ndarray, label_replicates: Sequence[np.ndarray],
-                   label_dfs: Sequence[float], label_ks: Sequence[int], level: float = 0.95) -> tuple[float, float]:
+def macro_interval(
+    point: float,
+    replicates: np.ndarray,
+    label_replicates: Sequence[np.ndarray],
+    label_dfs: Sequence[float],
+    label_ks: Sequence[int],
+    level: float = 0.95,
+) -> tuple[float, float]:
     """Macro (mean over L labels) logit-t-adj interval: se of the macro replicates × √(the labels'
     variance-weighted small-sample factor), Satterthwaite df over the labels' variances (each on its own
     df); the smallest class patient count of its labels is used only at a macro of exactly 0 or 1."""
     factor = macro_factor(label_replicates, label_ks)
-    return logit_wald(point, replicate_sd(replicates) * np.sqrt(factor), macro_df(label_replicates, label_dfs), level,
-                      min(label_ks, default=0))
+    return logit_wald(
+        point,
+        replicate_sd(replicates) * np.sqrt(factor),
+        macro_df(label_replicates, label_dfs),
+        level,
+        min(label_ks, default=0),
+    )
 
 
 def macro_factor(label_replicates: Sequence[np.ndarray], label_ks: Sequence[int]) -> float:
@@ -179,7 +207,9 @@ def t_interval_and_p(delta: float, se: float, df: float, level: float = 0.95) ->
     return interval_and_p(delta, [(se**2 if np.isfinite(se) else float("nan"), df)], level)
 
 
-def interval_and_p(delta: float, parts: Sequence[tuple[float, float]], level: float = 0.95) -> tuple[float, float, float]:
+def interval_and_p(
+    delta: float, parts: Sequence[tuple[float, float]], level: float = 0.95
+) -> tuple[float, float, float]:
     """(low, high, two-sided p) of Δ ± :func:`halfwidth` (parts: (variance, df) components).
 
     p is the level at which the half-width equals |Δ| (one component: 2 P(T_df ≥ |Δ|/se)), so the
@@ -200,10 +230,16 @@ def interval_and_p(delta: float, parts: Sequence[tuple[float, float]], level: fl
     elif delta == 0:
         p = 1.0
     else:
+
         def excess(alpha: float) -> float:
             return halfwidth(live, 1 - alpha) - abs(delta)
+
         lo_alpha = 1e-12
-        p = lo_alpha if excess(lo_alpha) < 0 else float(brentq(excess, lo_alpha, 1 - 1e-12, xtol=1e-14, rtol=1e-12))
+        p = (
+            lo_alpha
+            if excess(lo_alpha) < 0
+            else float(brentq(excess, lo_alpha, 1 - 1e-12, xtol=1e-14, rtol=1e-12))
+        )
     excludes = abs(delta) > half
     alpha = float(1 - Fraction(level).limit_denominator(10**6))  # 0.05 exactly, not the float 1 - 0.95
     if excludes and p >= alpha:
@@ -225,8 +261,11 @@ def percentile(replicates: np.ndarray, level: float = 0.95) -> tuple[float, floa
     return float(lo), float(hi)
 
 
-def bca(point: float, replicates: np.ndarray, patient_influence: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """BCa interval (Efron 1987) with acceleration a = Σ U³ / (6 (Σ U²)^{3/2}) from per-patient influence U."""
+def bca(
+    point: float, replicates: np.ndarray, patient_influence: np.ndarray, level: float = 0.95
+) -> tuple[float, float]:
+    """BCa interval (Efron 1987) with acceleration a = Σ U³ / (6 (Σ U²)^{3/2}) from per-patient influence
+    U."""
     r = _finite(replicates)
     if len(r) == 0 or not np.isfinite(point):
         return float("nan"), float("nan")
@@ -244,14 +283,17 @@ def bca(point: float, replicates: np.ndarray, patient_influence: np.ndarray, lev
 
 
 def hanley_mcneil_variance(a: float, m: float, n: float) -> float:
-    """Hanley & McNeil (1982) variance of the AUROC ``a`` with m positives and n negatives (exponential model)."""
+    """Hanley & McNeil (1982) variance of the AUROC ``a`` with m positives and n negatives (exponential
+    model)."""
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
     return max((a * (1 - a) + (m - 1) * (q1 - a * a) + (n - 1) * (q2 - a * a)) / (m * n), 0.0)
 
 
-def hm_score_interval(point: float, n_pos: int, n_neg: int, design_effect: float, se_boot: float, k: int,
-                      level: float = 0.95) -> tuple[float, float]:
-    """The chosen per-label AUROC interval (``hm-score``): the set of A with (Â − A)² ≤ z² · D · V_HM(A; m, n).
+def hm_score_interval(
+    point: float, n_pos: int, n_neg: int, design_effect: float, se_boot: float, k: int, level: float = 0.95
+) -> tuple[float, float]:
+    """The chosen per-label AUROC interval (``hm-score``): the set of A with (Â − A)² ≤ z² · D · V_HM(A; m,
+    n).
 
     V_HM is Hanley & McNeil's (1982) variance as a function of the AUROC on the label's m positive and
     n negative *images*; the design effect D = max(clustered / independent DeLong variance at Â (Obuchowski
@@ -279,7 +321,9 @@ def hm_score_interval(point: float, n_pos: int, n_neg: int, design_effect: float
     return lo, hi
 
 
-def mover(delta: float, a: tuple[float, float, float], b: tuple[float, float, float], r: float) -> tuple[float, float]:
+def mover(
+    delta: float, a: tuple[float, float, float], b: tuple[float, float, float], r: float
+) -> tuple[float, float]:
     """MOVER interval of Δ = A − B (Zou & Donner 2008; Newcombe 2006 for AUROCs) from each arm's
     (point, low, high) and the correlation r of the arms' estimates (shared patient resamples):
     L = Δ − √((Â − l_A)² + (u_B − B̂)² − 2 r (Â − l_A)(u_B − B̂)), U likewise (:func:`mover_sum` with
@@ -290,14 +334,20 @@ def mover(delta: float, a: tuple[float, float, float], b: tuple[float, float, fl
     return delta - (pa - pb - low), delta + (high - (pa - pb))
 
 
-def mover_sum(weights: Sequence[float], points: Sequence[float], lows: Sequence[float], highs: Sequence[float],
-              corr: np.ndarray) -> tuple[float, float]:
+def mover_sum(
+    weights: Sequence[float],
+    points: Sequence[float],
+    lows: Sequence[float],
+    highs: Sequence[float],
+    corr: np.ndarray,
+) -> tuple[float, float]:
     """MOVER interval of the linear combination Σ c_i θ_i (Zou & Donner 2008, Zou 2008 for sums) from each
     component's (point θ̂_i, low l_i, high u_i) and the correlation matrix R (L×L) of the estimates.
 
     The lower bound's distance of component i is e_i = c_i θ̂_i − min(c_i l_i, c_i u_i) (the side of its own
     interval that lowers the sum), the upper one's f_i = max(c_i l_i, c_i u_i) − c_i θ̂_i; then
-    L = Σ c_i θ̂_i − √(Σ_ij s_ij R_ij e_i e_j), U = Σ c_i θ̂_i + √(Σ_ij s_ij R_ij f_i f_j), s_ij = sign(c_i c_j).
+    L = Σ c_i θ̂_i − √(Σ_ij s_ij R_ij e_i e_j), U = Σ c_i θ̂_i + √(Σ_ij s_ij R_ij f_i f_j), s_ij = sign(c_i
+    c_j).
     With independent components this is √(Σ e_i²), with perfectly correlated ones of one sign Σ e_i.
     Macro AUROC: c_i = 1/L over the labels' hm-score intervals; a paired Δ: (1, −1) over the two arms."""
     c = np.asarray(weights, dtype=float)
@@ -310,7 +360,9 @@ def mover_sum(weights: Sequence[float], points: Sequence[float], lows: Sequence[
     signed = r * np.sign(np.outer(c, c))
     e = c * p - np.minimum(c * lo, c * hi)
     f = np.maximum(c * lo, c * hi) - c * p
-    return point - math.sqrt(max(float(e @ signed @ e), 0.0)), point + math.sqrt(max(float(f @ signed @ f), 0.0))
+    return point - math.sqrt(max(float(e @ signed @ e), 0.0)), point + math.sqrt(
+        max(float(f @ signed @ f), 0.0)
+    )
 
 
 def replicate_corr(replicates: Sequence[np.ndarray]) -> np.ndarray:
@@ -329,10 +381,12 @@ def replicate_corr(replicates: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-def macro_mover_interval(points: Sequence[float], arms: Sequence, replicates: Sequence[np.ndarray],
-                         level: float = 0.95) -> tuple[float, float]:
+def macro_mover_interval(
+    points: Sequence[float], arms: Sequence, replicates: Sequence[np.ndarray], level: float = 0.95
+) -> tuple[float, float]:
     """The chosen macro interval (``macro-mover-hm``): MOVER for the mean of L labels from each label's own
-    interval at ``level`` (``arms``: level → (low, high); per-label AUROC: hm-score) and the correlation of the
+    interval at ``level`` (``arms``: level → (low, high); per-label AUROC: hm-score) and the correlation of
+    the
     labels' shared-resample replicates (:func:`mover_sum` with c_i = 1/L). It inherits each label's score
     interval (a rare high-AUROC label keeps its asymmetric, model-variance bounds) and the bootstrap's
     between-label correlation."""
@@ -357,8 +411,9 @@ def widen_logit(point: float, low: float, high: float, half: float) -> tuple[flo
     return float(expit(c - math.hypot(c - lo, h))), float(expit(c + math.hypot(hi - c, h)))
 
 
-def mover_interval_and_p(point_a: float, point_b: float, arm_a, arm_b, r: float,
-                         level: float = 0.95) -> tuple[float, float, float]:
+def mover_interval_and_p(
+    point_a: float, point_b: float, arm_a, arm_b, r: float, level: float = 0.95
+) -> tuple[float, float, float]:
     """(low, high, two-sided p) of the MOVER Δ interval; ``arm_a``/``arm_b``: level → (low, high) of each arm.
 
     p is the smallest 1 − level whose interval excludes 0 (found by root finding over the level), so the
@@ -377,9 +432,11 @@ def mover_interval_and_p(point_a: float, point_b: float, arm_a, arm_b, r: float,
     if delta == 0:
         p = 1.0
     else:
+
         def inside(alpha: float) -> float:  # > 0 while the interval at level 1 − alpha still excludes 0
             lo_, hi_ = at(1 - alpha)
             return lo_ if delta > 0 else -hi_
+
         tiny = 1e-10
         if inside(tiny) > 0:
             p = tiny
@@ -396,8 +453,9 @@ def mover_interval_and_p(point_a: float, point_b: float, arm_a, arm_b, r: float,
     return lo, hi, min(1.0, p)
 
 
-def score_interval(point: float, se: float, m: float, n: float, df: float, level: float = 0.95,
-                   k: int | None = None) -> tuple[float, float]:
+def score_interval(
+    point: float, se: float, m: float, n: float, df: float, level: float = 0.95, k: int | None = None
+) -> tuple[float, float]:
     """Score-type (Wilson-like) AUROC interval: the set of A with (Â − A)² ≤ q² · D · V_HM(A; m, n), where
     V_HM is Hanley & McNeil's variance as a function of the AUROC (on m positive and n negative patients)
     and D = se² / V_HM(Â) the design effect measured at the estimate (clustering, the real score

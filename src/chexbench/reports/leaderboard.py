@@ -18,7 +18,8 @@ Comparison families (for the corrections):
 - *per-label*: every per-label AUROC Δ vs the baseline — BH over that family (exploratory).
 
 Patient resamples are derived from the test set's patients alone, and the seed-pooled interval
-(``seeds.py``: the test-sample interval widened by a t-based between-seed part, no random draws) from the configuration's own
+(``seeds.py``: the test-sample interval widened by a t-based between-seed part, no random draws) from the
+configuration's own
 cells, so a number is reproduced exactly by any report that contains its cells.
 """
 
@@ -57,11 +58,17 @@ class Tables:
     macro_labels: dict[str, list[str]]  # dataset → labels in the macro of every test set of that dataset
     undefined_labels: dict[str, dict[str, str]]  # dataset → label → why it is left out (of some test set)
     baseline: str
-    split_keys: list[str] = field(default_factory=list)  # grid keys telling configurations of the same axes apart
-    varying_keys: list[str] = field(default_factory=list)  # every non-axis grid key that varies (leaderboard.csv)
+    split_keys: list[str] = field(
+        default_factory=list
+    )  # grid keys telling configurations of the same axes apart
+    varying_keys: list[str] = field(
+        default_factory=list
+    )  # every non-axis grid key that varies (leaderboard.csv)
     summary: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per group of competing strategies
     test_set_labels: dict[str, list[str]] = field(default_factory=dict)  # test set key → macro labels
-    test_set_undefined: dict[str, dict[str, str]] = field(default_factory=dict)  # test set key → label → why not
+    test_set_undefined: dict[str, dict[str, str]] = field(
+        default_factory=dict
+    )  # test set key → label → why not
 
 
 def display_value(value: Any) -> str:
@@ -171,16 +178,21 @@ def _summaries(results: LoadedResults, cell_ids: list[str], labels: list[str]) -
                 summary = combine_seeds(
                     [getattr(c.labels[label], metric) for c in cells],
                     [getattr(c.labels[label], f"{metric}_boot") for c in cells],
-                    df_test=first.df, k=first.k, factor_test=first.factor,
+                    df_test=first.df,
+                    k=first.k,
+                    factor_test=first.factor,
                 )
                 # per-label AUROC: the chosen per-label interval (hm-score) as the test-sample part
-                out[f"{label}:{metric}"] = with_label_interval(summary, first) if metric == "auroc" else summary
+                out[f"{label}:{metric}"] = (
+                    with_label_interval(summary, first) if metric == "auroc" else summary
+                )
         macro = combine_seeds(
             [macro_point(c, labels, metric) for c in cells],
             [macro_replicates(c, labels, metric) for c in cells],
             k=macro_k(cells[0], labels),
         )
-        # the chosen macro interval (MOVER over its labels' test-sample intervals) widened by the macro's seed part
+        # the chosen macro interval (MOVER over its labels' test-sample intervals) widened by the macro's seed
+        # part
         parts = [out.get(f"{k}:{metric}") for k in labels]
         out[f"macro_{metric}"] = with_macro_interval(macro, parts) if labels and all(parts) else macro
     return out
@@ -209,7 +221,9 @@ def build_tables(results: LoadedResults, baseline: str = "scratch") -> Tables:
     varying, split = varying_keys(results.configurations)
     configs = _configurations(results, ts_labels, varying, split)
     _check_rows_are_distinct(configs.values())
-    order = sorted(configs.values(), key=lambda c: (*(c.axes[a] for a in CONFIG_AXES), *(c.keys[k] for k in split)))
+    order = sorted(
+        configs.values(), key=lambda c: (*(c.axes[a] for a in CONFIG_AXES), *(c.keys[k] for k in split))
+    )
     bases = {c.hash: _baseline_of(c, configs, split, baseline) for c in order}
 
     rows, label_rows = [], []
@@ -226,7 +240,18 @@ def build_tables(results: LoadedResults, baseline: str = "scratch") -> Tables:
     if not per_label.empty:
         per_label["p_bh"] = adjust_p_values(per_label["p_value"], "bh")
     summary = _summary(order, split, results)
-    return Tables(leaderboard, per_label, macro_labels, undefined, baseline, split, varying, summary, ts_labels, ts_undefined)
+    return Tables(
+        leaderboard,
+        per_label,
+        macro_labels,
+        undefined,
+        baseline,
+        split,
+        varying,
+        summary,
+        ts_labels,
+        ts_undefined,
+    )
 
 
 def _configurations(
@@ -239,8 +264,12 @@ def _configurations(
     for h, recs in ok.groupby("configuration_hash", sort=False):
         cell_ids = list(recs["cell_id"])
         test_keys = sorted({results.test_set_of[c] for c in cell_ids})
-        labels = [k for k in ts_labels[test_keys[0]] if all(k in ts_labels[t] for t in test_keys)
-                  and all(k in results.scores[c].labels for c in cell_ids)]  # only its own evaluation labels
+        labels = [
+            k
+            for k in ts_labels[test_keys[0]]
+            if all(k in ts_labels[t] for t in test_keys)
+            and all(k in results.scores[c].labels for c in cell_ids)
+        ]  # only its own evaluation labels
         keys = shown[h]
         first = recs.iloc[0]
         configs[h] = _Configuration(
@@ -248,7 +277,9 @@ def _configurations(
             axes={a: first[a] for a in CONFIG_AXES},
             keys=keys,
             label=configuration_label(str(first["strategy"]), keys, split),
-            strategy_label=configuration_label(str(first["strategy"]), keys, [k for k in split if k.startswith("strategy.")]),
+            strategy_label=configuration_label(
+                str(first["strategy"]), keys, [k for k in split if k.startswith("strategy.")]
+            ),
             cell_ids=cell_ids,
             seeds=[int(s) for s in recs["seed"]],
             test_set=",".join(test_keys),
@@ -266,25 +297,48 @@ def _check_rows_are_distinct(configs: Any) -> None:
         row = (*(str(c.axes[a]) for a in CONFIG_AXES), c.label)
         if row in seen:
             raise ChexbenchError(
-                f"configurations {seen[row][:12]} and {c.hash[:12]} would show as the same row '{c.label}' "
-                f"({', '.join(f'{a}={c.axes[a]}' for a in CONFIG_AXES)}); their settings differ only where the report cannot show it"
+                f"configurations {seen[row][:12]} and {c.hash[:12]} would show as the same row '{c.label}'"
+                f" ({', '.join(f'{a}={c.axes[a]}' for a in CONFIG_AXES)}); their settings differ only where"
+                " the report cannot show it"
             )
         seen[row] = c.hash
 
 
 def _leaderboard_row(
-    c: _Configuration, results: LoadedResults, baseline: str, base_hash: str, base: _Configuration | None, base_note: str
+    c: _Configuration,
+    results: LoadedResults,
+    baseline: str,
+    base_hash: str,
+    base: _Configuration | None,
+    base_note: str,
 ) -> dict[str, Any]:
     """One configuration's leaderboard row: macro AUROC/AUPRC over seeds, calibration, Δ vs its baseline."""
     summ = c.summaries
     ts = results.test_sets[c.test_set.split(",")[0]]
-    row = {**c.axes, **c.keys, "configuration_label": c.label, "configuration_hash": c.hash,
-           "seeds": ",".join(str(s) for s in c.seeds), "cell_ids": ",".join(c.cell_ids), "test_set": c.test_set,
-           "n_test_images": ts.n_images, "n_test_patients": ts.n_patients,
-           "n_seeds": summ["macro_auroc"].n_seeds, "baseline": baseline, "baseline_configuration": base_hash}
+    row = {
+        **c.axes,
+        **c.keys,
+        "configuration_label": c.label,
+        "configuration_hash": c.hash,
+        "seeds": ",".join(str(s) for s in c.seeds),
+        "cell_ids": ",".join(c.cell_ids),
+        "test_set": c.test_set,
+        "n_test_images": ts.n_images,
+        "n_test_patients": ts.n_patients,
+        "n_seeds": summ["macro_auroc"].n_seeds,
+        "baseline": baseline,
+        "baseline_configuration": base_hash,
+    }
     for metric in ("macro_auroc", "macro_auprc"):
         s = summ[metric]
-        row.update({metric: s.mean, f"{metric}_sd": s.sd, f"{metric}_ci_low": s.ci_low, f"{metric}_ci_high": s.ci_high})
+        row.update(
+            {
+                metric: s.mean,
+                f"{metric}_sd": s.sd,
+                f"{metric}_ci_low": s.ci_low,
+                f"{metric}_ci_high": s.ci_high,
+            }
+        )
     row["n_degenerate"] = summ["macro_auroc"].n_degenerate
     first = results.scores[c.cell_ids[0]]
     row["few_positive_labels"] = ",".join(k for k in c.labels if first.labels[k].few_positive_patients)
@@ -296,7 +350,9 @@ def _leaderboard_row(
     return row
 
 
-def _label_rows(c: _Configuration, results: LoadedResults, base: _Configuration | None, base_note: str) -> list[dict[str, Any]]:
+def _label_rows(
+    c: _Configuration, results: LoadedResults, base: _Configuration | None, base_note: str
+) -> list[dict[str, Any]]:
     """One configuration's per-label rows (the labels its first cell scored and its seeds pooled)."""
     summ = c.summaries
     first_cell = results.scores[c.cell_ids[0]]
@@ -336,7 +392,8 @@ def _label_rows(c: _Configuration, results: LoadedResults, base: _Configuration 
 def pretraining_note(results: LoadedResults, configuration_hash: str, cell_ids: list[str]) -> str:
     """Whether a configuration's interval includes pretraining variance, in words: ``settings.pretrain_seed =
     "per_seed"`` gives each fine-tuning seed its own pretraining run (included); otherwise its seeds share one
-    run (not included). Cells without a pretraining run (``init_json``'s ``pretrain_run``) have none to vary."""
+    run (not included). Cells without a pretraining run (``init_json``'s ``pretrain_run``) have none to vary.
+    """
     runs = set()
     for cell in cell_ids:
         rec = results.ok.loc[results.ok["cell_id"] == cell]
@@ -362,12 +419,18 @@ def _shared_keys(split: list[str]) -> list[str]:
     return [k for k in split if not k.startswith("strategy.")]
 
 
-def _baseline_of(c: _Configuration, configs: dict[str, _Configuration], split: list[str], baseline: str) -> tuple[str, str]:
+def _baseline_of(
+    c: _Configuration, configs: dict[str, _Configuration], split: list[str], baseline: str
+) -> tuple[str, str]:
     """(hash of the baseline configuration that ``c`` is compared with, or "", and a note)."""
     if c.axes["strategy"] == baseline:
         return "", "baseline"
-    same_axes = [b for b in configs.values() if b.axes["strategy"] == baseline
-                 and all(b.axes[a] == c.axes[a] for a in ("dataset", "protocol", "label_fraction", "backbone"))]
+    same_axes = [
+        b
+        for b in configs.values()
+        if b.axes["strategy"] == baseline
+        and all(b.axes[a] == c.axes[a] for a in ("dataset", "protocol", "label_fraction", "backbone"))
+    ]
     if not same_axes:
         return "", f"no '{baseline}' cell for this backbone/fraction"
     shared = _shared_keys(split)
@@ -378,7 +441,13 @@ def _baseline_of(c: _Configuration, configs: dict[str, _Configuration], split: l
         want = ", ".join(f"{k}={c.keys[k]}" for k in shared)
         return "", f"no '{baseline}' configuration with {want}"
     if len(match) > 1:
-        return "", f"{len(match)} '{baseline}' configurations match ({'; '.join(b.label for b in match)}): ambiguous"
+        return (
+            "",
+            (
+                f"{len(match)} '{baseline}' configurations match ({'; '.join(b.label for b in match)}):"
+                " ambiguous"
+            ),
+        )
     return match[0].hash, ""
 
 
@@ -394,7 +463,9 @@ def unpaired_reason(results: LoadedResults, test_set_a: str, test_set_b: str) ->
     return "same test images but different y_true (another label policy): not paired"
 
 
-def _delta(c: _Configuration, base: _Configuration | None, note: str, metric: str, results: LoadedResults) -> dict:
+def _delta(
+    c: _Configuration, base: _Configuration | None, note: str, metric: str, results: LoadedResults
+) -> dict:
     """Δ vs baseline columns; NaN with a reason when there is nothing to compare."""
     empty = {"delta": np.nan, "delta_ci_low": np.nan, "delta_ci_high": np.nan, "p_value": np.nan}
     if base is None:
@@ -408,7 +479,13 @@ def _delta(c: _Configuration, base: _Configuration | None, note: str, metric: st
     if metric == "macro_auroc" and c.labels != base.labels:
         return {**empty, "delta_note": "macro over different labels: not paired"}
     d = paired_seed_delta(a, b)
-    return {"delta": d.delta, "delta_ci_low": d.ci_low, "delta_ci_high": d.ci_high, "p_value": d.p_value, "delta_note": ""}
+    return {
+        "delta": d.delta,
+        "delta_ci_low": d.ci_low,
+        "delta_ci_high": d.ci_high,
+        "p_value": d.p_value,
+        "delta_note": "",
+    }
 
 
 def _summary(order: list[_Configuration], split: list[str], results: LoadedResults) -> pd.DataFrame:
@@ -418,35 +495,59 @@ def _summary(order: list[_Configuration], split: list[str], results: LoadedResul
     shared = _shared_keys(split)
     groups: dict[tuple, list[_Configuration]] = {}
     for c in order:
-        key = tuple(c.axes[a] for a in ("backbone", "dataset", "protocol", "label_fraction")) + tuple(c.keys[k] for k in shared)
+        key = tuple(c.axes[a] for a in ("backbone", "dataset", "protocol", "label_fraction")) + tuple(
+            c.keys[k] for k in shared
+        )
         groups.setdefault(key, []).append(c)
     rows, tests = [], []
     for key, members in groups.items():
-        row: dict[str, Any] = dict(zip(("backbone", "dataset", "protocol", "label_fraction"), key[:4], strict=True))
+        row: dict[str, Any] = dict(
+            zip(("backbone", "dataset", "protocol", "label_fraction"), key[:4], strict=True)
+        )
         row.update(dict(zip(shared, key[4:], strict=True)))
         defined = [c for c in members if np.isfinite(c.summaries["macro_auroc"].mean)]
         row.update({"n_candidates": len(defined), "top_label": "", "top_hash": "", "verdict": "undefined"})
         if defined:
             top = sorted(defined, key=lambda c: (-c.summaries["macro_auroc"].mean, c.label))[0]
             s = top.summaries["macro_auroc"]
-            row.update({"top_label": top.strategy_label, "top_strategy": top.axes["strategy"], "top_hash": top.hash,
-                        "macro_auroc": s.mean, "macro_auroc_ci_low": s.ci_low, "macro_auroc_ci_high": s.ci_high,
-                        "macro_auroc_sd": s.sd, "n_seeds": s.n_seeds})
+            row.update(
+                {
+                    "top_label": top.strategy_label,
+                    "top_strategy": top.axes["strategy"],
+                    "top_hash": top.hash,
+                    "macro_auroc": s.mean,
+                    "macro_auroc_ci_low": s.ci_low,
+                    "macro_auroc_ci_high": s.ci_high,
+                    "macro_auroc_sd": s.sd,
+                    "n_seeds": s.n_seeds,
+                }
+            )
             for other in defined:
                 if other is top:
                     continue
                 why = unpaired_reason(results, top.test_set, other.test_set)
                 if not why and top.labels != other.labels:
                     why = "macro over different labels: not paired"
-                t = {"group": len(rows), "other": other.strategy_label, "note": why, "delta": np.nan, "ci_low": np.nan,
-                     "ci_high": np.nan, "p_value": np.nan}
+                t = {
+                    "group": len(rows),
+                    "other": other.strategy_label,
+                    "note": why,
+                    "delta": np.nan,
+                    "ci_low": np.nan,
+                    "ci_high": np.nan,
+                    "p_value": np.nan,
+                }
                 if not why:
                     o = other.summaries["macro_auroc"]
                     d = paired_seed_delta(s, o)
-                    t.update({"delta": d.delta, "ci_low": d.ci_low, "ci_high": d.ci_high, "p_value": d.p_value})
+                    t.update(
+                        {"delta": d.delta, "ci_low": d.ci_low, "ci_high": d.ci_high, "p_value": d.p_value}
+                    )
                 tests.append(t)
         rows.append(row)
-    tests_df = pd.DataFrame(tests, columns=["group", "other", "note", "delta", "ci_low", "ci_high", "p_value"])
+    tests_df = pd.DataFrame(
+        tests, columns=["group", "other", "note", "delta", "ci_low", "ci_high", "p_value"]
+    )
     tests_df["p_holm"] = adjust_p_values(tests_df["p_value"], "holm") if len(tests_df) else []
     n_family = int(tests_df["p_value"].notna().sum())
     for i, row in enumerate(rows):
@@ -455,16 +556,39 @@ def _summary(order: list[_Configuration], split: list[str], results: LoadedResul
             continue
         mine = tests_df[tests_df["group"] == i]
         if mine.empty:
-            row.update({"verdict": "only one", "closest": "", "closest_delta": np.nan, "closest_ci_low": np.nan,
-                        "closest_ci_high": np.nan, "closest_p_holm": np.nan, "closest_note": ""})
+            row.update(
+                {
+                    "verdict": "only one",
+                    "closest": "",
+                    "closest_delta": np.nan,
+                    "closest_ci_low": np.nan,
+                    "closest_ci_high": np.nan,
+                    "closest_p_holm": np.nan,
+                    "closest_note": "",
+                }
+            )
             continue
         unpaired = mine[mine["note"] != ""]
         # the closest competitor: the untestable one first, else the one with the largest corrected p
-        worst = unpaired.iloc[0] if len(unpaired) else mine.sort_values(["p_holm", "other"], ascending=[False, True]).iloc[0]
-        row.update({"closest": worst["other"], "closest_delta": worst["delta"], "closest_ci_low": worst["ci_low"],
-                    "closest_ci_high": worst["ci_high"], "closest_p_holm": worst["p_holm"], "closest_note": worst["note"]})
+        worst = (
+            unpaired.iloc[0]
+            if len(unpaired)
+            else mine.sort_values(["p_holm", "other"], ascending=[False, True]).iloc[0]
+        )
+        row.update(
+            {
+                "closest": worst["other"],
+                "closest_delta": worst["delta"],
+                "closest_ci_low": worst["ci_low"],
+                "closest_ci_high": worst["ci_high"],
+                "closest_p_holm": worst["p_holm"],
+                "closest_note": worst["note"],
+            }
+        )
         significant = unpaired.empty and bool(((mine["p_holm"] < SIGNIFICANCE) & (mine["delta"] > 0)).all())
-        row["verdict"] = "best" if significant else ("not tested" if len(unpaired) else "no significant difference")
+        row["verdict"] = (
+            "best" if significant else ("not tested" if len(unpaired) else "no significant difference")
+        )
     return pd.DataFrame(rows)
 
 
@@ -475,13 +599,23 @@ def _calibration(results: LoadedResults, cell_ids: list[str], labels: list[str])
     for c in cell_ids:
         cal = results.calibration[c]
         cal = cal[cal["label"].isin(labels)]
-        per_seed.append([cal[m].mean() if len(cal) and cal[m].notna().all() else np.nan
-                         for m in ("ece", "sensitivity", "specificity")])
+        per_seed.append(
+            [
+                cal[m].mean() if len(cal) and cal[m].notna().all() else np.nan
+                for m in ("ece", "sensitivity", "specificity")
+            ]
+        )
     arr = np.array(per_seed, dtype=float).reshape(-1, 3)
     means = arr.mean(axis=0) if len(arr) else np.full(3, np.nan)
-    out = {"macro_ece": means[0], "macro_sensitivity": means[1], "macro_specificity": means[2],
-           "macro_ece_ci_low": np.nan, "macro_ece_ci_high": np.nan}
-    # the interval: each seed's macro ECE per patient resample (the resamples of its AUROC), pooled over seeds as AUROC's
+    out = {
+        "macro_ece": means[0],
+        "macro_sensitivity": means[1],
+        "macro_specificity": means[2],
+        "macro_ece_ci_low": np.nan,
+        "macro_ece_ci_high": np.nan,
+    }
+    # the interval: each seed's macro ECE per patient resample (the resamples of its AUROC), pooled over seeds
+    # as AUROC's
     reps = []
     for c in cell_ids:
         boot = results.ece_boot.get(c, {})
@@ -489,7 +623,8 @@ def _calibration(results: LoadedResults, cell_ids: list[str], labels: list[str])
             return out
         reps.append(np.mean(np.vstack([boot[label] for label in labels]), axis=0))
     if np.isfinite(means[0]) and reps:
-        s = combine_seeds([p[0] for p in per_seed], reps)  # as AUPRC's: logit scale, bootstrap se + between-seed part
+        s = combine_seeds(
+            [p[0] for p in per_seed], reps
+        )  # as AUPRC's: logit scale, bootstrap se + between-seed part
         out.update(macro_ece_ci_low=s.ci_low, macro_ece_ci_high=s.ci_high)
     return out
-

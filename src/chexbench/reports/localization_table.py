@@ -22,19 +22,71 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chexbench.bench.record import RecordStatus
 from chexbench.explain.baselines import bootstrap_rates, strongest
 from chexbench.explain.localization import bootstrap_rate_interval
 
-COLUMNS = ("strategy", "backbone", "dataset", "protocol", "head", "K", "label_fraction", "seed", "macro AUROC",
-           "heatmap", "pairs", "flat maps", "pointing", "pointing CI", "random pointing", "tolerance px",
-           "tolerant pointing", "tolerant CI", "random tolerant", "label prior", "shuffled", "÷ strongest",
-           "deletion AUC", "random deletion AUC")
-SUMMARY_COLUMNS = ("dataset", "strategy", "backbone", "protocol", "head", "K", "label_fraction", "heatmap", "seeds",
-                   "macro AUROC", "pairs", "flat maps", "pointing", "pointing CI", "random pointing", "label prior",
-                   "shuffled", "strongest baseline", "÷ strongest", "÷ strongest CI", "tolerance px",
-                   "tolerant pointing", "tolerant CI", "random tolerant", "tolerant ÷ random", "label prior tolerant",
-                   "shuffled tolerant", "tolerant ÷ strongest", "tolerant ÷ strongest CI", "seed range (tolerant)",
-                   "deletion AUC", "random deletion AUC", "prior deletion AUC")
+COLUMNS = (
+    "strategy",
+    "backbone",
+    "dataset",
+    "protocol",
+    "head",
+    "K",
+    "label_fraction",
+    "seed",
+    "macro AUROC",
+    "heatmap",
+    "pairs",
+    "flat maps",
+    "pointing",
+    "pointing CI",
+    "random pointing",
+    "tolerance px",
+    "tolerant pointing",
+    "tolerant CI",
+    "random tolerant",
+    "label prior",
+    "shuffled",
+    "÷ strongest",
+    "deletion AUC",
+    "random deletion AUC",
+)
+SUMMARY_COLUMNS = (
+    "dataset",
+    "strategy",
+    "backbone",
+    "protocol",
+    "head",
+    "K",
+    "label_fraction",
+    "heatmap",
+    "seeds",
+    "macro AUROC",
+    "pairs",
+    "flat maps",
+    "pointing",
+    "pointing CI",
+    "random pointing",
+    "label prior",
+    "shuffled",
+    "strongest baseline",
+    "÷ strongest",
+    "÷ strongest CI",
+    "tolerance px",
+    "tolerant pointing",
+    "tolerant CI",
+    "random tolerant",
+    "tolerant ÷ random",
+    "label prior tolerant",
+    "shuffled tolerant",
+    "tolerant ÷ strongest",
+    "tolerant ÷ strongest CI",
+    "seed range (tolerant)",
+    "deletion AUC",
+    "random deletion AUC",
+    "prior deletion AUC",
+)
 #: the baselines' names in the stored records → the report's words
 BASELINE_NAMES = {"random": "random", "label_prior": "label prior", "shuffled": "shuffled"}
 RESAMPLES = 2000
@@ -44,7 +96,7 @@ def _cells(records: pd.DataFrame) -> list[dict[str, Any]]:
     """Finished cells that stored a localization result, with their parsed config and result."""
     out = []
     for _, r in records.iterrows():
-        if r.get("status") != "ok":
+        if r.get("status") != RecordStatus.OK:
             continue
         extra = json.loads(r.get("data_json") or "{}").get("protocol_extra", {}) or {}
         loc = extra.get("localization")
@@ -55,11 +107,22 @@ def _cells(records: pd.DataFrame) -> list[dict[str, Any]]:
         head = extra.get("head", proto_opts.get("head", "linear"))
         if head == "topk_classwise" and proto_opts.get("classwise_source", "tokens") != "tokens":
             kernel, offset = int(proto_opts.get("local_kernel", 3)), proto_opts.get("local_offset", True)
-            design = [proto_opts["classwise_source"], *([f"{kernel}×{kernel}"] if kernel != 3 else []), *([] if offset else ["no offset"])]
+            design = [
+                proto_opts["classwise_source"],
+                *([f"{kernel}×{kernel}"] if kernel != 3 else []),
+                *([] if offset else ["no offset"]),
+            ]
             head = f"{head} ({', '.join(design)})"  # another head design: never read as the default one
         key = json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True, default=str)
-        out.append({"record": r, "loc": loc, "head": head, "K": proto_opts.get("topk", 0.25) if head != "linear" else "",
-                    "config_key": key})
+        out.append(
+            {
+                "record": r,
+                "loc": loc,
+                "head": head,
+                "K": proto_opts.get("topk", 0.25) if head != "linear" else "",
+                "config_key": key,
+            }
+        )
     return out
 
 
@@ -69,29 +132,51 @@ def localization_rows(records: pd.DataFrame) -> pd.DataFrame:
     for c in _cells(records):
         r, loc = c["record"], c["loc"]
         tol = loc.get("tolerant") or {}
-        rows.append({
-            "strategy": r["strategy"], "backbone": r["backbone"], "dataset": r["dataset"], "protocol": r["protocol"],
-            "head": c["head"], "K": c["K"], "label_fraction": r["label_fraction"], "seed": r["seed"],
-            "macro AUROC": r["macro_auroc"], "heatmap": loc["method"], "pairs": loc["pairs"],
-            "flat maps": loc.get("flat_maps"), "pointing": loc["pointing_hit_rate"], "pointing CI": loc.get("pointing_ci"),
-            "random pointing": loc["random_hit_rate"], "tolerance px": tol.get("tolerance_px"),
-            "tolerant pointing": tol.get("pointing_hit_rate"), "tolerant CI": tol.get("pointing_ci"),
-            "random tolerant": tol.get("random_hit_rate"), "deletion AUC": loc.get("deletion_auc"),
-            "random deletion AUC": loc.get("random_deletion_auc"),
-            **_stored_baselines(loc.get("baselines")),
-        })
+        rows.append(
+            {
+                "strategy": r["strategy"],
+                "backbone": r["backbone"],
+                "dataset": r["dataset"],
+                "protocol": r["protocol"],
+                "head": c["head"],
+                "K": c["K"],
+                "label_fraction": r["label_fraction"],
+                "seed": r["seed"],
+                "macro AUROC": r["macro_auroc"],
+                "heatmap": loc["method"],
+                "pairs": loc["pairs"],
+                "flat maps": loc.get("flat_maps"),
+                "pointing": loc["pointing_hit_rate"],
+                "pointing CI": loc.get("pointing_ci"),
+                "random pointing": loc["random_hit_rate"],
+                "tolerance px": tol.get("tolerance_px"),
+                "tolerant pointing": tol.get("pointing_hit_rate"),
+                "tolerant CI": tol.get("pointing_ci"),
+                "random tolerant": tol.get("random_hit_rate"),
+                "deletion AUC": loc.get("deletion_auc"),
+                "random deletion AUC": loc.get("random_deletion_auc"),
+                **_stored_baselines(loc.get("baselines")),
+            }
+        )
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    return frame.sort_values(["dataset", "backbone", "strategy", "protocol", "head", "label_fraction", "seed"], kind="stable",
-                             key=lambda s: s.astype(str)).reset_index(drop=True)
+    return frame.sort_values(
+        ["dataset", "backbone", "strategy", "protocol", "head", "label_fraction", "seed"],
+        kind="stable",
+        key=lambda s: s.astype(str),
+    ).reset_index(drop=True)
 
 
 def _stored_baselines(base: dict[str, Any] | None) -> dict[str, Any]:
-    """A cell's stored baselines (0 px) → the per-cell columns; dashes for a record written before they existed."""
+    """A cell's stored baselines (0 px) → the per-cell columns; dashes for a record written before they
+    existed."""
     if not base:
         return {"label prior": None, "shuffled": None, "÷ strongest": None}
     ratio = base.get("ratio_to_strongest")
-    return {"label prior": base["label_prior"]["rate"], "shuffled": base["shuffled"]["rate"],
-            "÷ strongest": None if ratio is None else f"{ratio:.2f} ({BASELINE_NAMES[base['strongest']]})"}
+    return {
+        "label prior": base["label_prior"]["rate"],
+        "shuffled": base["shuffled"]["rate"],
+        "÷ strongest": None if ratio is None else f"{ratio:.2f} ({BASELINE_NAMES[base['strongest']]})",
+    }
 
 
 BASELINE_COLUMNS = ("label_prior", "label_prior_tolerant", "shuffled", "shuffled_tolerant")
@@ -99,17 +184,32 @@ BASELINE_COLUMNS = ("label_prior", "label_prior_tolerant", "shuffled", "shuffled
 
 def _baselines(pairs: pd.DataFrame, hit: str, suffix: str = "") -> dict[str, Any]:
     """The three baselines' rates on ``pairs``, the strongest, and the map's ratio to it with a patient-level
-    interval (the same resamples as the rate's); dashes when the pairs carry no stored baselines (older records)."""
-    cols = {"random": "random" + suffix, "label_prior": "label_prior" + suffix, "shuffled": "shuffled" + suffix}
+    interval (the same resamples as the rate's); dashes when the pairs carry no stored baselines (older
+    records).
+    """
+    cols = {
+        "random": "random" + suffix,
+        "label_prior": "label_prior" + suffix,
+        "shuffled": "shuffled" + suffix,
+    }
     if any(c not in pairs or pairs[c].isna().any() for c in cols.values()):
         return {"label_prior": None, "shuffled": None, "strongest": None, "ratio": None, "ratio_ci": None}
     rates = {k: float(pairs[c].mean()) for k, c in cols.items()}
     best = strongest(rates)
-    out = {"label_prior": rates["label_prior"], "shuffled": rates["shuffled"], "strongest": BASELINE_NAMES[best],
-           "ratio": None, "ratio_ci": None}
+    out = {
+        "label_prior": rates["label_prior"],
+        "shuffled": rates["shuffled"],
+        "strongest": BASELINE_NAMES[best],
+        "ratio": None,
+        "ratio_ci": None,
+    }
     if rates[best] > 0:
-        ci = bootstrap_rates({"hit": pairs[hit].to_numpy(), "base": pairs[cols[best]].to_numpy()}, pairs["cluster"].to_numpy(),
-                             RESAMPLES, ratio_to={"ratio": "hit/base"})
+        ci = bootstrap_rates(
+            {"hit": pairs[hit].to_numpy(), "base": pairs[cols[best]].to_numpy()},
+            pairs["cluster"].to_numpy(),
+            RESAMPLES,
+            ratio_to={"ratio": "hit/base"},
+        )
         out["ratio"], out["ratio_ci"] = float(pairs[hit].mean()) / rates[best], ci["ratio"]
     return out
 
@@ -129,16 +229,24 @@ def _pooled_pairs(cells: list[dict[str, Any]]) -> pd.DataFrame | None:
         if c not in long:
             long[c] = np.nan
     pooled = long.groupby(["image_id", "label"], sort=True).agg(
-        cluster=("cluster", "first"), n=("seed", "nunique"), hit=("hit", "mean"), hit_tolerant=("hit_tolerant", "mean"),
-        random=("random", "first"), random_tolerant=("random_tolerant", "first"), flat=("flat", "mean"),
-        # a seed's prior (its own training subsample) and its shuffled maps are averaged over the seeds like its hits
+        cluster=("cluster", "first"),
+        n=("seed", "nunique"),
+        hit=("hit", "mean"),
+        hit_tolerant=("hit_tolerant", "mean"),
+        random=("random", "first"),
+        random_tolerant=("random_tolerant", "first"),
+        flat=("flat", "mean"),
+        # a seed's prior (its own training subsample) and its shuffled maps are averaged over the seeds like
+        # its hits
         **{c: (c, lambda v: v.mean(skipna=False)) for c in BASELINE_COLUMNS},
     )
     return pooled[pooled["n"] == n_seeds].reset_index()
 
 
 def _rate_and_ci(pairs: pd.DataFrame, hit: str, chance: str) -> tuple[float, list[float], float]:
-    ci = bootstrap_rate_interval(pairs[hit].to_numpy(), pairs[chance].to_numpy(), pairs["cluster"].to_numpy(), RESAMPLES)
+    ci = bootstrap_rate_interval(
+        pairs[hit].to_numpy(), pairs[chance].to_numpy(), pairs["cluster"].to_numpy(), RESAMPLES
+    )
     return float(pairs[hit].mean()), ci["pointing_ci"], float(pairs[chance].mean())
 
 
@@ -151,9 +259,17 @@ def _groups(records: pd.DataFrame) -> list[list[dict[str, Any]]]:
 
 def _describe(cells: list[dict[str, Any]]) -> dict[str, Any]:
     r = cells[0]["record"]
-    return {"dataset": r["dataset"], "strategy": r["strategy"], "backbone": r["backbone"], "protocol": r["protocol"],
-            "head": cells[0]["head"], "K": cells[0]["K"], "label_fraction": r["label_fraction"],
-            "heatmap": cells[0]["loc"]["method"], "seeds": len(cells)}
+    return {
+        "dataset": r["dataset"],
+        "strategy": r["strategy"],
+        "backbone": r["backbone"],
+        "protocol": r["protocol"],
+        "head": cells[0]["head"],
+        "K": cells[0]["K"],
+        "label_fraction": r["label_fraction"],
+        "heatmap": cells[0]["loc"]["method"],
+        "seeds": len(cells),
+    }
 
 
 def _count(v: float | None) -> int | float | None:
@@ -167,13 +283,19 @@ def localization_summary(records: pd.DataFrame) -> pd.DataFrame:
     for cells in _groups(records):
         row = _describe(cells)
         aurocs = np.array([float(c["record"]["macro_auroc"]) for c in cells], dtype=np.float64)
-        row["macro AUROC"] = float(aurocs[~np.isnan(aurocs)].mean()) if (~np.isnan(aurocs)).any() else float("nan")
+        row["macro AUROC"] = (
+            float(aurocs[~np.isnan(aurocs)].mean()) if (~np.isnan(aurocs)).any() else float("nan")
+        )
         tol_rates = [c["loc"].get("tolerant", {}).get("pointing_hit_rate") for c in cells]
-        row["seed range (tolerant)"] = ([min(tol_rates), max(tol_rates)] if None not in tol_rates and len(cells) > 1 else None)
+        row["seed range (tolerant)"] = (
+            [min(tol_rates), max(tol_rates)] if None not in tol_rates and len(cells) > 1 else None
+        )
         row["tolerance px"] = cells[0]["loc"].get("tolerant", {}).get("tolerance_px")
         dels = [(c["loc"].get("deletion_auc"), c["loc"].get("random_deletion_auc")) for c in cells]
         dels = [d for d in dels if d[0] is not None and d[1] is not None]
-        row["deletion AUC"] = float(np.mean([d[0] for d in dels])) if dels else None  # mean over the seeds that measured it
+        row["deletion AUC"] = (
+            float(np.mean([d[0] for d in dels])) if dels else None
+        )  # mean over the seeds that measured it
         row["random deletion AUC"] = float(np.mean([d[1] for d in dels])) if dels else None
         prior_dels = [c["loc"].get("prior_deletion_auc") for c in cells]
         row["prior deletion AUC"] = float(np.mean(prior_dels)) if dels and None not in prior_dels else None
@@ -187,39 +309,64 @@ def localization_summary(records: pd.DataFrame) -> pd.DataFrame:
             def mean(values: list[Any]) -> Any:
                 return float(np.mean(values)) if values and None not in values else None
 
-            row.update({"pairs": max(int(loc["pairs"]) for loc in locs),
-                        "flat maps": _count(mean([loc.get("flat_maps") for loc in locs])),
-                        "pointing": mean([loc["pointing_hit_rate"] for loc in locs]),
-                        "pointing CI": locs[0].get("pointing_ci") if len(cells) == 1 else None,
-                        "random pointing": mean([loc["random_hit_rate"] for loc in locs]),
-                        "tolerant pointing": mean([t.get("pointing_hit_rate") for t in tols]),
-                        "tolerant CI": tols[0].get("pointing_ci") if len(cells) == 1 else None,
-                        "random tolerant": mean([t.get("random_hit_rate") for t in tols])})
+            row.update(
+                {
+                    "pairs": max(int(loc["pairs"]) for loc in locs),
+                    "flat maps": _count(mean([loc.get("flat_maps") for loc in locs])),
+                    "pointing": mean([loc["pointing_hit_rate"] for loc in locs]),
+                    "pointing CI": locs[0].get("pointing_ci") if len(cells) == 1 else None,
+                    "random pointing": mean([loc["random_hit_rate"] for loc in locs]),
+                    "tolerant pointing": mean([t.get("pointing_hit_rate") for t in tols]),
+                    "tolerant CI": tols[0].get("pointing_ci") if len(cells) == 1 else None,
+                    "random tolerant": mean([t.get("random_hit_rate") for t in tols]),
+                }
+            )
             base = locs[0].get("baselines") if len(cells) == 1 else None
             if base:  # one seed: its stored baselines as they are
-                row.update({"label prior": base["label_prior"]["rate"], "shuffled": base["shuffled"]["rate"],
-                            "strongest baseline": BASELINE_NAMES[base["strongest"]], "÷ strongest": base.get("ratio_to_strongest"),
-                            "÷ strongest CI": base.get("ratio_ci")})
+                row.update(
+                    {
+                        "label prior": base["label_prior"]["rate"],
+                        "shuffled": base["shuffled"]["rate"],
+                        "strongest baseline": BASELINE_NAMES[base["strongest"]],
+                        "÷ strongest": base.get("ratio_to_strongest"),
+                        "÷ strongest CI": base.get("ratio_ci"),
+                    }
+                )
         else:
             row["pairs"] = len(pairs)
             row["flat maps"] = _count(float(pairs["flat"].sum()))  # per seed, averaged over the seeds
             row["pointing"], row["pointing CI"], row["random pointing"] = _rate_and_ci(pairs, "hit", "random")
-            row["tolerant pointing"], row["tolerant CI"], row["random tolerant"] = _rate_and_ci(pairs, "hit_tolerant", "random_tolerant")
+            row["tolerant pointing"], row["tolerant CI"], row["random tolerant"] = _rate_and_ci(
+                pairs, "hit_tolerant", "random_tolerant"
+            )
             b0, bt = _baselines(pairs, "hit"), _baselines(pairs, "hit_tolerant", "_tolerant")
-            row.update({"label prior": b0["label_prior"], "shuffled": b0["shuffled"], "strongest baseline": b0["strongest"],
-                        "÷ strongest": b0["ratio"], "÷ strongest CI": b0["ratio_ci"],
-                        "label prior tolerant": bt["label_prior"], "shuffled tolerant": bt["shuffled"],
-                        "tolerant ÷ strongest": bt["ratio"], "tolerant ÷ strongest CI": bt["ratio_ci"]})
+            row.update(
+                {
+                    "label prior": b0["label_prior"],
+                    "shuffled": b0["shuffled"],
+                    "strongest baseline": b0["strongest"],
+                    "÷ strongest": b0["ratio"],
+                    "÷ strongest CI": b0["ratio_ci"],
+                    "label prior tolerant": bt["label_prior"],
+                    "shuffled tolerant": bt["shuffled"],
+                    "tolerant ÷ strongest": bt["ratio"],
+                    "tolerant ÷ strongest CI": bt["ratio_ci"],
+                }
+            )
         tp, rt = row.get("tolerant pointing"), row.get("random tolerant")
         row["tolerant ÷ random"] = tp / rt if tp is not None and rt else None
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
-    return frame.sort_values(["dataset", "backbone", "strategy", "protocol", "head", "K", "label_fraction"], kind="stable",
-                             key=lambda s: s.astype(str)).reset_index(drop=True)
+    return frame.sort_values(
+        ["dataset", "backbone", "strategy", "protocol", "head", "K", "label_fraction"],
+        kind="stable",
+        key=lambda s: s.astype(str),
+    ).reset_index(drop=True)
 
 
 def localization_label_rows(records: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration and label, seeds pooled: pairs, pointing (0 px and tolerant, with intervals) and random."""
+    """Per configuration and label, seeds pooled: pairs, pointing (0 px and tolerant, with intervals) and
+    random."""
     rows = []
     for cells in _groups(records):
         pairs = _pooled_pairs(cells)
@@ -229,10 +376,24 @@ def localization_label_rows(records: pd.DataFrame) -> pd.DataFrame:
             p0, ci0, r0 = _rate_and_ci(sub, "hit", "random")
             pt, cit, rt = _rate_and_ci(sub, "hit_tolerant", "random_tolerant")
             b0 = _baselines(sub, "hit")
-            rows.append({**_describe(cells), "label": label, "pairs": len(sub), "pointing": p0, "pointing CI": ci0,
-                         "random pointing": r0, "label prior": b0["label_prior"], "shuffled": b0["shuffled"],
-                         "strongest baseline": b0["strongest"], "÷ strongest": b0["ratio"], "÷ strongest CI": b0["ratio_ci"],
-                         "tolerant pointing": pt, "tolerant CI": cit, "random tolerant": rt})
+            rows.append(
+                {
+                    **_describe(cells),
+                    "label": label,
+                    "pairs": len(sub),
+                    "pointing": p0,
+                    "pointing CI": ci0,
+                    "random pointing": r0,
+                    "label prior": b0["label_prior"],
+                    "shuffled": b0["shuffled"],
+                    "strongest baseline": b0["strongest"],
+                    "÷ strongest": b0["ratio"],
+                    "÷ strongest CI": b0["ratio_ci"],
+                    "tolerant pointing": pt,
+                    "tolerant CI": cit,
+                    "random tolerant": rt,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -249,7 +410,11 @@ def _fmt(v: Any) -> str:
 def _table(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(f"{row[c]:g}" if c == "label_fraction" else _fmt(row[c]) for c in columns) + " |")
+        lines.append(
+            "| "
+            + " | ".join(f"{row[c]:g}" if c == "label_fraction" else _fmt(row[c]) for c in columns)
+            + " |"
+        )
     return lines
 
 
@@ -264,43 +429,75 @@ def localization_section(records: pd.DataFrame, heading: str = "## Localization"
     lines = [
         heading,
         "",
-        "Test split, (image, label) pairs with a positive label and a ground-truth box. **Pointing game** (Zhang et al. "
-        f"2016): the heatmap's maximum lies in a box of the label (0 px), or within {tol_text} of one (tolerant; the "
-        "standard 15 px at 224 px, scaled). A flat map (constant, all zero, 1×1) is a miss and counted under *flat maps* "
-        "(per seed, averaged over the seeds); "
-        "separate tied maxima count as the fraction of them that hit. **Random**: the hit rate of a map whose maximum is a "
-        "uniformly random pixel (the boxes' area fraction, grown by the tolerance). Intervals: 95% percentile bootstrap "
-        f"over patients ({RESAMPLES} resamples); seeds of one configuration are pooled on the same pairs (each pair's hit "
-        "averaged over seeds), the seed range is shown beside. Heatmaps: `topk_classwise` (the label's own patch logits), "
-        "`topk_scores` (class-agnostic patch scorer), `vit_gradcam` (Grad-CAM on a plain ViT's last-block tokens), "
-        "`gradcam` (ResNet, last stage). Each map cell is placed at its receptive field's centre on the image. "
-        "**Deletion AUC** (Petsiuk et al. 2018; lower is better), where measured: the label's probability as the pixels "
-        "are set to 0 from the highest heat down (ties, and a flat map as a whole, in random order), area over the "
-        "deleted fraction; *random deletion AUC* deletes in random order, *prior deletion AUC* in the order of the "
-        "label prior's map. Mean over the seeds. "
-        "**Baselines that never see the test lesion:** *label prior* — per label, the point that hits the most boxes of "
-        "the cell's training split, scored on the test pairs; *shuffled* — each map scored against the boxes of another "
-        "test image with the same label. **÷ strongest**: the pointing rate divided by the highest of the three baselines "
-        "(named in *strongest baseline*), with its 95% patient-level bootstrap interval; a map that does not beat the "
-        "strongest baseline (ratio ≤ 1, or an interval reaching 1) has not been shown to find the lesion.",
+        (
+            "Test split, (image, label) pairs with a positive label and a ground-truth box. **Pointing"
+            " game** (Zhang et al. 2016): the heatmap's maximum lies in a box of the label (0 px), or within"
+            f" {tol_text} of one (tolerant; the standard 15 px at 224 px, scaled). A flat map (constant, all"
+            " zero, 1×1) is a miss and counted under *flat maps* (per seed, averaged over the seeds);"
+            " separate tied maxima count as the fraction of them that hit. **Random**: the hit rate of a map"
+            " whose maximum is a uniformly random pixel (the boxes' area fraction, grown by the tolerance)."
+            f" Intervals: 95% percentile bootstrap over patients ({RESAMPLES} resamples); seeds of one"
+            " configuration are pooled on the same pairs (each pair's hit averaged over seeds), the seed"
+            " range is shown beside. Heatmaps: `topk_classwise` (the label's own patch logits),"
+            " `topk_scores` (class-agnostic patch scorer), `vit_gradcam` (Grad-CAM on a plain ViT's"
+            " last-block tokens), `gradcam` (ResNet, last stage). Each map cell is placed at its receptive"
+            " field's centre on the image. **Deletion AUC** (Petsiuk et al. 2018; lower is better), where"
+            " measured: the label's probability as the pixels are set to 0 from the highest heat down (ties,"
+            " and a flat map as a whole, in random order), area over the deleted fraction; *random deletion"
+            " AUC* deletes in random order, *prior deletion AUC* in the order of the label prior's map. Mean"
+            " over the seeds. **Baselines that never see the test lesion:** *label prior* — per label, the"
+            " point that hits the most boxes of the cell's training split, scored on the test pairs;"
+            " *shuffled* — each map scored against the boxes of another test image with the same label. **÷"
+            " strongest**: the pointing rate divided by the highest of the three baselines (named in"
+            " *strongest baseline*), with its 95% patient-level bootstrap interval; a map that does not beat"
+            " the strongest baseline (ratio ≤ 1, or an interval reaching 1) has not been shown to find the"
+            " lesion."
+        ),
         "",
     ]
-    summary_cols = [c for c in SUMMARY_COLUMNS if (c not in ("protocol", "label_fraction", "tolerance px")
-                    or summary[c].astype(str).nunique() > 1)
-                    and (c not in ("deletion AUC", "random deletion AUC", "prior deletion AUC") or summary[c].notna().any())]
+    summary_cols = [
+        c
+        for c in SUMMARY_COLUMNS
+        if (c not in ("protocol", "label_fraction", "tolerance px") or summary[c].astype(str).nunique() > 1)
+        and (
+            c not in ("deletion AUC", "random deletion AUC", "prior deletion AUC") or summary[c].notna().any()
+        )
+    ]
     lines += _table(summary, summary_cols)
     labels = localization_label_rows(records)
     if not labels.empty:
         lines += ["", "Per label (seeds pooled):", ""]
-        label_cols = ["dataset", "strategy", "backbone", "head", "K", "label", "pairs", "pointing", "pointing CI",
-                      "random pointing", "label prior", "shuffled", "÷ strongest", "÷ strongest CI",
-                      "tolerant pointing", "tolerant CI", "random tolerant"]
+        label_cols = [
+            "dataset",
+            "strategy",
+            "backbone",
+            "head",
+            "K",
+            "label",
+            "pairs",
+            "pointing",
+            "pointing CI",
+            "random pointing",
+            "label prior",
+            "shuffled",
+            "÷ strongest",
+            "÷ strongest CI",
+            "tolerant pointing",
+            "tolerant CI",
+            "random tolerant",
+        ]
         lines += _table(labels, label_cols)
     cells = localization_rows(records)
     if len(cells) > len(summary):
         lines += ["", "<details><summary>Per cell</summary>", ""]
-        lines += _table(cells, [c for c in COLUMNS if c not in ("deletion AUC", "random deletion AUC", "label prior",
-                                                                   "shuffled", "÷ strongest")
-                                or cells[c].notna().any()])
+        lines += _table(
+            cells,
+            [
+                c
+                for c in COLUMNS
+                if c not in ("deletion AUC", "random deletion AUC", "label prior", "shuffled", "÷ strongest")
+                or cells[c].notna().any()
+            ],
+        )
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from chexbench.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
+from chexbench.spec.registry import BACKBONES, DATASETS, PROTOCOLS, STRATEGIES
 
 #: display names of the built-in components, by axis
 DISPLAY_NAMES: dict[str, dict[str, str]] = {
@@ -45,7 +45,9 @@ DISPLAY_NAMES: dict[str, dict[str, str]] = {
 
 def display_name(axis: str, name: str) -> str:
     """The words for ``name`` on ``axis`` (strategy, backbone, dataset, protocol)."""
-    registry = {"strategy": STRATEGIES, "backbone": BACKBONES, "dataset": DATASETS, "protocol": PROTOCOLS}[axis]
+    registry = {"strategy": STRATEGIES, "backbone": BACKBONES, "dataset": DATASETS, "protocol": PROTOCOLS}[
+        axis
+    ]
     declared = getattr(registry.get(name), "display_name", "") if name in registry else ""
     return str(declared or DISPLAY_NAMES[axis].get(name, name))
 
@@ -71,10 +73,11 @@ def config_label(strategy: str, backbone: str | None = None, label_fraction: flo
 def row_label(row, backbone: bool = True, fraction: bool = True) -> str:
     """A leaderboard row in words: the strategy, the keys that tell configurations with the same
     axes apart (its ``configuration_label`` beyond the strategy, e.g. ``strategy.temperature=0.1``),
-    then the backbone and the label budget: ``"SimCLR · strategy.temperature=0.1 · ResNet-50 · 10% labels"``."""
+    then the backbone and the label budget: ``"SimCLR · strategy.temperature=0.1 · ResNet-50 · 10% labels"``.
+    """
     strategy = str(row.strategy)
     label = str(getattr(row, "configuration_label", strategy) or strategy)
-    extra = label[len(strategy):].lstrip(" ·") if label.startswith(strategy) else ""
+    extra = label[len(strategy) :].lstrip(" ·") if label.startswith(strategy) else ""
     parts = [display_name("strategy", strategy)] + ([extra] if extra else [])
     if backbone:
         parts.append(display_name("backbone", str(row.backbone)))

@@ -34,7 +34,8 @@ _PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Save ``fig`` as PNG (for report.md) and, beside it, as PDF (vector, for a manuscript) and SVG (report.html).
+    """Save ``fig`` as PNG (for report.md) and, beside it, as PDF (vector, for a manuscript) and SVG
+    (report.html).
 
     Each file goes through a temp file + rename; the figure is closed. Returns the PNG path.
     """
@@ -43,9 +44,19 @@ def save_figure(fig, path: Path) -> Path:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
         with atomic_path(path.with_suffix(".pdf")) as tmp:
-            fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata={"Creator": None, "Producer": None, "CreationDate": None})
-        with atomic_path(path.with_suffix(".svg")) as tmp, plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": path.stem}):
-            fig.savefig(tmp, format="svg", bbox_inches="tight", metadata={"Date": None})  # inline in report.html
+            fig.savefig(
+                tmp,
+                format="pdf",
+                bbox_inches="tight",
+                metadata={"Creator": None, "Producer": None, "CreationDate": None},
+            )
+        with (
+            atomic_path(path.with_suffix(".svg")) as tmp,
+            plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": path.stem}),
+        ):
+            fig.savefig(
+                tmp, format="svg", bbox_inches="tight", metadata={"Date": None}
+            )  # inline in report.html
     finally:
         plt.close(fig)
     return path
@@ -61,7 +72,8 @@ def strategy_colors(strategies) -> dict[str, str]:
 
 
 def _configuration_order(frame: pd.DataFrame) -> list[str]:
-    """Sort keys telling configurations apart: the strategy, then its configuration label if the tables have one."""
+    """Sort keys telling configurations apart: the strategy, then its configuration label if the tables have
+    one."""
     return ["strategy", "configuration_label"] if "configuration_label" in frame.columns else ["strategy"]
 
 
@@ -94,21 +106,45 @@ def forest_plot(tables: Tables, dataset: str, protocol: str, path: Path) -> Path
         if math.isfinite(r.delta):
             significant = math.isfinite(r.p_holm) and r.p_holm < 0.05
             color = "tab:red" if significant else "tab:blue"
-            ax.errorbar(r.delta, yi, xerr=[[r.delta - r.delta_ci_low], [r.delta_ci_high - r.delta]], fmt="o", color=color, capsize=3)
+            ax.errorbar(
+                r.delta,
+                yi,
+                xerr=[[r.delta - r.delta_ci_low], [r.delta_ci_high - r.delta]],
+                fmt="o",
+                color=color,
+                capsize=3,
+            )
             text = f"{fmt_delta(r.delta, r.delta_ci_low, r.delta_ci_high)}   p(Holm) {fmt_p(r.p_holm)}"
         else:
             text = f"n/a ({r.delta_note})"
         flags = _flags(r)
         if flags:
             text += "   " + "; ".join(flags)
-        ax.text(1.03, yi, text, transform=ax.get_yaxis_transform(), va="center", ha="left", fontsize=8, family="DejaVu Sans")
+        ax.text(
+            1.03,
+            yi,
+            text,
+            transform=ax.get_yaxis_transform(),
+            va="center",
+            ha="left",
+            fontsize=8,
+            family="DejaVu Sans",
+        )
     ax.axvline(0, color="grey", lw=1, ls="--")
     ax.set_ylim(-0.7, n + 0.3)  # a free row on top holds the column header of the printed numbers
     ax.set_yticks(y, [row_label(r) for r in comp.itertuples()], fontsize=8)
     base = display_name("strategy", tables.baseline)
     ax.set_xlabel(f"Δ macro AUROC vs {base} (95% interval; red: Holm-corrected p < 0.05)", fontsize=9)
-    ax.text(1.03, n - 0.1, "Δ [95% CI] · Holm-corrected p · flags", transform=ax.get_yaxis_transform(), va="center", ha="left",
-            fontsize=8, fontweight="bold")
+    ax.text(
+        1.03,
+        n - 0.1,
+        "Δ [95% CI] · Holm-corrected p · flags",
+        transform=ax.get_yaxis_transform(),
+        va="center",
+        ha="left",
+        fontsize=8,
+        fontweight="bold",
+    )
     ax.set_title(f"Paired differences vs {base} · {setting_label(dataset, protocol)}", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     return save_figure(fig, path)
@@ -125,15 +161,30 @@ def fraction_curves(tables: Tables, dataset: str, protocol: str, path: Path) -> 
     colors = strategy_colors(g["strategy"])
     backbones = sorted(g["backbone"].unique())
     fractions = sorted(g["label_fraction"].unique())
-    fig, axes = plt.subplots(1, len(backbones), figsize=(4.0 * len(backbones), 3.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, len(backbones), figsize=(4.0 * len(backbones), 3.4), squeeze=False, sharey=True
+    )
     for ax, bb in zip(axes[0], backbones, strict=True):
         gb = g[g["backbone"] == bb]
         for _, gs in gb.groupby(_configuration_order(gb), sort=True):  # one line per configuration
             gs = gs.sort_values("label_fraction")
             first = next(gs.itertuples())
             c = colors[first.strategy]
-            ax.plot(gs["label_fraction"], gs["macro_auroc"], marker="o", color=c, label=row_label(first, backbone=False, fraction=False))
-            ax.fill_between(gs["label_fraction"], gs["macro_auroc_ci_low"], gs["macro_auroc_ci_high"], color=c, alpha=0.15, lw=0)
+            ax.plot(
+                gs["label_fraction"],
+                gs["macro_auroc"],
+                marker="o",
+                color=c,
+                label=row_label(first, backbone=False, fraction=False),
+            )
+            ax.fill_between(
+                gs["label_fraction"],
+                gs["macro_auroc_ci_low"],
+                gs["macro_auroc_ci_high"],
+                color=c,
+                alpha=0.15,
+                lw=0,
+            )
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(FixedLocator(fractions))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{100 * v:.3g}%"))
@@ -148,7 +199,15 @@ def fraction_curves(tables: Tables, dataset: str, protocol: str, path: Path) -> 
             if name not in names:
                 handles.append(h)
                 names.append(name)
-    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(names), 5), fontsize=8, frameon=False)
+    fig.legend(
+        handles,
+        names,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=min(len(names), 5),
+        fontsize=8,
+        frameon=False,
+    )
     fig.suptitle(f"Macro AUROC vs label budget · {setting_label(dataset, protocol)}", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
@@ -173,7 +232,9 @@ def _on_grid(fpr: np.ndarray, tpr: np.ndarray) -> np.ndarray:
     return tpr[np.clip(idx, 0, len(tpr) - 1)]
 
 
-def roc_curves(results: LoadedResults, tables: Tables, dataset: str, protocol: str, path: Path) -> Path | None:
+def roc_curves(
+    results: LoadedResults, tables: Tables, dataset: str, protocol: str, path: Path
+) -> Path | None:
     """Test ROC curves per macro label at the largest label fraction, one line per configuration:
     the mean over its seeds of each seed's curve, with the range across seeds as a band. Each
     configuration has its own colour (colour-blind-safe palette) and its backbone's line style,
@@ -192,8 +253,13 @@ def roc_curves(results: LoadedResults, tables: Tables, dataset: str, protocol: s
     plt = _pyplot()
     ncol = min(3, len(labels))
     nrow = math.ceil(len(labels) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 3.4 * nrow + 0.25 * len(rows) / 2 + 0.6), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        nrow,
+        ncol,
+        figsize=(3.4 * ncol, 3.4 * nrow + 0.25 * len(rows) / 2 + 0.6),
+        squeeze=False,
+        layout="constrained",
+    )
     seed_counts = set()
     handles, names = [], []
     aucs: dict[str, list[tuple[str, str]]] = {label: [] for label in labels}
@@ -208,7 +274,9 @@ def roc_curves(results: LoadedResults, tables: Tables, dataset: str, protocol: s
             if not curves:
                 continue
             stack = np.vstack([_on_grid(*cv) for cv in curves])
-            aurocs = [results.scores[c].labels[label].auroc for c in cell_ids if label in results.scores[c].labels]
+            aurocs = [
+                results.scores[c].labels[label].auroc for c in cell_ids if label in results.scores[c].labels
+            ]
             aucs[label].append((fmt(float(np.mean(aurocs)) if aurocs else float("nan")), color))
             # one seed: its exact curve; several: the mean of their curves on a common FPR grid
             x, yv = curves[0] if len(curves) == 1 else (np.r_[0.0, ROC_GRID], np.r_[0.0, stack.mean(axis=0)])
@@ -229,27 +297,58 @@ def roc_curves(results: LoadedResults, tables: Tables, dataset: str, protocol: s
         ax.grid(alpha=0.25)
         # this panel's AUROCs, one per configuration in its colour, in the lower right (below the curves)
         for k, (text, color) in enumerate(reversed(aucs[label])):
-            ax.text(0.97, 0.04 + 0.075 * k, text, transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color=color,
-                    fontweight="bold", bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 0.5})
-        ax.text(0.97, 0.04 + 0.075 * len(aucs[label]), "AUROC", transform=ax.transAxes, ha="right", va="bottom", fontsize=7,
-                color="0.3")
-    for ax in list(axes.flat)[len(labels):]:
+            ax.text(
+                0.97,
+                0.04 + 0.075 * k,
+                text,
+                transform=ax.transAxes,
+                ha="right",
+                va="bottom",
+                fontsize=7,
+                color=color,
+                fontweight="bold",
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 0.5},
+            )
+        ax.text(
+            0.97,
+            0.04 + 0.075 * len(aucs[label]),
+            "AUROC",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=7,
+            color="0.3",
+        )
+    for ax in list(axes.flat)[len(labels) :]:
         ax.axis("off")
-    how = ("mean over seeds; band: range across seeds" if max(seed_counts) > 1 else "one seed per configuration")
-    fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 3), fontsize=7.5, frameon=False)
-    fig.suptitle(f"ROC curves on test · {setting_label(dataset, protocol)} · {fraction_words(fraction)} ({how})", fontsize=10)
+    how = (
+        "mean over seeds; band: range across seeds" if max(seed_counts) > 1 else "one seed per configuration"
+    )
+    fig.legend(
+        handles, names, loc="outside lower center", ncol=min(len(names), 3), fontsize=7.5, frameon=False
+    )
+    fig.suptitle(
+        f"ROC curves on test · {setting_label(dataset, protocol)} · {fraction_words(fraction)} ({how})",
+        fontsize=10,
+    )
     return save_figure(fig, path)
 
 
-def _pooled_ece_interval(results: LoadedResults, cell_ids: list[str], test: pd.DataFrame) -> tuple[float, float]:
+def _pooled_ece_interval(
+    results: LoadedResults, cell_ids: list[str], test: pd.DataFrame
+) -> tuple[float, float]:
     """95% patient-level bootstrap interval of the pooled ECE of ``test`` (rows of ``cell_ids``, one
     test set): the resamples of the cells' AUROC intervals; (NaN, NaN) without them."""
     key = results.test_set_of.get(cell_ids[0]) if cell_ids else None
     if key is None or key not in results.test_sets:
         return float("nan"), float("nan")
     res = results.test_sets[key].resamples
-    reps = ece_replicates(test["y_true"].to_numpy(dtype=float), test["y_score"].to_numpy(dtype=float),
-                          res.index_of(test["patient_id"].to_numpy()), res.weights)
+    reps = ece_replicates(
+        test["y_true"].to_numpy(dtype=float),
+        test["y_score"].to_numpy(dtype=float),
+        res.index_of(test["patient_id"].to_numpy()),
+        res.weights,
+    )
     return percentile_ci(reps)
 
 
@@ -311,10 +410,10 @@ def reliability_figures(results: LoadedResults, tables: Tables, figures_dir: Pat
                 ax.set_ylabel("observed fraction positive", fontsize=8)
                 counts.set_ylabel("pairs", fontsize=8)
         fig.suptitle(
-            f"Reliability on test · {setting_label(dataset, protocol)} · {fraction_words(g['label_fraction'].max())} · "
-            f"{len(labels)} labels and all seeds pooled\n"
-            f"bars: observed frequency per bin, red: mean predicted → observed, grey: image–label pairs per bin; "
-            f"ECE [95% patient-level bootstrap interval]",
+            f"Reliability on test · {setting_label(dataset, protocol)} ·"
+            f" {fraction_words(g['label_fraction'].max())} · {len(labels)} labels and all seeds pooled\nbars:"
+            " observed frequency per bin, red: mean predicted → observed, grey: image–label pairs per bin;"
+            " ECE [95% patient-level bootstrap interval]",
             fontsize=8.5,
         )
         path = save_figure(fig, figures_dir / f"reliability_{_slug(dataset, protocol)}.png")
@@ -349,7 +448,10 @@ def pretrain_curves(pretrain: pd.DataFrame, path: Path) -> Path | None:
     colors = strategy_colors(pretrain["strategy"])
     # colour: the method; line style: the backbone; marker: further runs of the same pair
     # (another pretraining seed or option), so that no two runs look alike
-    line_styles = {b: PRETRAIN_LINE_STYLES[i % len(PRETRAIN_LINE_STYLES)] for i, b in enumerate(sorted(pretrain["backbone"].unique()))}
+    line_styles = {
+        b: PRETRAIN_LINE_STYLES[i % len(PRETRAIN_LINE_STYLES)]
+        for i, b in enumerate(sorted(pretrain["backbone"].unique()))
+    }
     runs_of: dict[tuple[str, str], int] = {}
     for run_id, g in pretrain.groupby("run_id", sort=True):
         g = g.sort_values("step")
@@ -358,17 +460,29 @@ def pretrain_curves(pretrain: pd.DataFrame, path: Path) -> Path | None:
         nth = runs_of[(strategy, backbone)] = runs_of.get((strategy, backbone), -1) + 1
         style = {"color": colors[strategy], "linestyle": line_styles[backbone], "lw": 1.3}
         marker = PRETRAIN_RUN_MARKERS[nth % len(PRETRAIN_RUN_MARKERS)]
-        axes[0][0].plot(g["step"], g["loss"], marker=marker, markevery=max(len(g) // 6, 1), ms=4, label=name, **style)
+        axes[0][0].plot(
+            g["step"], g["loss"], marker=marker, markevery=max(len(g) // 6, 1), ms=4, label=name, **style
+        )
         if has_probe:
             gp = g[g["probe_auroc"].notna()]
             # the history's epoch is 0-based and the probe runs at the end of it
-            axes[0][1].plot(gp["epoch"] + 1, gp["probe_auroc"], marker=marker or "o", ms=4, label=name, **style)
+            axes[0][1].plot(
+                gp["epoch"] + 1, gp["probe_auroc"], marker=marker or "o", ms=4, label=name, **style
+            )
         for ax, (col, _, _) in zip(axes[1] if panels else [], panels, strict=False):
             gm = g[g[col].notna()]
             ax.plot(gm["epoch"] + 1, gm[col], marker=marker or "o", ms=4, **style)
             bad = gm[gm["collapsed"].fillna(False).astype(bool)] if "collapsed" in gm else gm.iloc[:0]
             if len(bad):
-                ax.plot(bad["epoch"] + 1, bad[col], linestyle="none", marker="x", ms=9, mew=2, color=colors[strategy])
+                ax.plot(
+                    bad["epoch"] + 1,
+                    bad[col],
+                    linestyle="none",
+                    marker="x",
+                    ms=9,
+                    mew=2,
+                    color=colors[strategy],
+                )
     axes[0][0].set_xlabel("optimizer step")
     axes[0][0].set_ylabel("pretraining loss")
     axes[0][0].set_title("Self-supervised pretraining loss", fontsize=10)
@@ -380,9 +494,19 @@ def pretrain_curves(pretrain: pd.DataFrame, path: Path) -> Path | None:
         ax.set_xlabel("epochs completed")
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=10)
-        if col == "embed_std_ratio":  # the rule is the pretraining run's (its meta.json states it); × marks its verdict
+        if (
+            col == "embed_std_ratio"
+        ):  # the rule is the pretraining run's (its meta.json states it); × marks its verdict
             ax.set_yscale("symlog", linthresh=0.01)
-            ax.text(0.01, 0.98, "× collapsed epoch (docs/SELF_SUPERVISED.md)", transform=ax.transAxes, va="top", fontsize=7, color="0.3")
+            ax.text(
+                0.01,
+                0.98,
+                "× collapsed epoch (docs/SELF_SUPERVISED.md)",
+                transform=ax.transAxes,
+                va="top",
+                fontsize=7,
+                color="0.3",
+            )
     used = {(0, 0)} | ({(0, 1)} if has_probe else set()) | {(1, i) for i in range(len(panels))}
     for r in range(rows):
         for c in range(cols):
@@ -392,7 +516,15 @@ def pretrain_curves(pretrain: pd.DataFrame, path: Path) -> Path | None:
         _count_axis(ax)  # steps and epochs are counts
         ax.grid(alpha=0.3)
     handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(names), 3), fontsize=8, frameon=False)
+    fig.legend(
+        handles,
+        names,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=min(len(names), 3),
+        fontsize=8,
+        frameon=False,
+    )
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -400,7 +532,14 @@ def pretrain_curves(pretrain: pd.DataFrame, path: Path) -> Path | None:
 def _count_axis(ax) -> None:
     """Integer ticks on an x axis of counts; a few distinct values (a probe run once or twice) get
     exactly their own ticks and half a step of room, not matplotlib's 0.945 … 1.050."""
-    xs = sorted({float(x) for line in ax.get_lines() for x in np.asarray(line.get_xdata(), dtype=float) if np.isfinite(x)})
+    xs = sorted(
+        {
+            float(x)
+            for line in ax.get_lines()
+            for x in np.asarray(line.get_xdata(), dtype=float)
+            if np.isfinite(x)
+        }
+    )
     if 0 < len(xs) <= 6:
         ax.xaxis.set_major_locator(FixedLocator(xs))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
@@ -419,13 +558,28 @@ def write_figures(results: LoadedResults, tables: Tables, figures_dir: Path) -> 
     for dataset, protocol in pairs:
         p = forest_plot(tables, dataset, protocol, figures_dir / f"forest_{_slug(dataset, protocol)}.png")
         if p:
-            made.append((f"Δ macro AUROC vs {display_name('strategy', tables.baseline)} · {setting_label(dataset, protocol)}", p))
-        p = fraction_curves(tables, dataset, protocol, figures_dir / f"fraction_{_slug(dataset, protocol)}.png")
+            made.append(
+                (
+                    (
+                        f"Δ macro AUROC vs {display_name('strategy', tables.baseline)} ·"
+                        f" {setting_label(dataset, protocol)}"
+                    ),
+                    p,
+                )
+            )
+        p = fraction_curves(
+            tables, dataset, protocol, figures_dir / f"fraction_{_slug(dataset, protocol)}.png"
+        )
         if p:
             made.append((f"Label-fraction curves · {setting_label(dataset, protocol)}", p))
         else:
-            notes.append(f"No label-fraction curve for {setting_label(dataset, protocol)}: only one label fraction was run.")
-        p = roc_curves(results, tables, dataset, protocol, figures_dir / f"roc_{_slug(dataset, protocol)}.png")
+            notes.append(
+                f"No label-fraction curve for {setting_label(dataset, protocol)}: only one label fraction was"
+                " run."
+            )
+        p = roc_curves(
+            results, tables, dataset, protocol, figures_dir / f"roc_{_slug(dataset, protocol)}.png"
+        )
         if p:
             made.append((f"ROC curves · {setting_label(dataset, protocol)}", p))
     made += reliability_figures(results, tables, figures_dir)
@@ -433,8 +587,13 @@ def write_figures(results: LoadedResults, tables: Tables, figures_dir: Path) -> 
     if p:
         made.append(("Pretraining loss curves", p))
     else:
-        notes.append("No pretraining loss curve: no self-supervised pretraining log in this results directory.")
-    lines = ["## Figures\n", "Each figure is also written as a vector PDF beside its PNG (`figures/*.pdf`), for a manuscript.\n"]
+        notes.append(
+            "No pretraining loss curve: no self-supervised pretraining log in this results directory."
+        )
+    lines = [
+        "## Figures\n",
+        "Each figure is also written as a vector PDF beside its PNG (`figures/*.pdf`), for a manuscript.\n",
+    ]
     for title, path in made:
         lines.append(f"**{title}**\n\n![{title}](figures/{path.name})\n")
     lines += [f"- {n}" for n in notes]

@@ -1,7 +1,12 @@
 """``write_report``: a pure function from a results directory to report.md, figures and tables.
 
+It reads the stored results through one read-only :class:`~chexbench.bench.store.ResultsView`
+(each record and predictions file once; a damaged file is told and left out, never moved) and
+writes only the outputs below.
+
 Outputs (in the results directory, each written atomically):
-    report.html               the same sections as one self-contained page (sortable, filterable tables, SVG figures)
+    report.html               the same sections as one self-contained page (sortable, filterable tables, SVG
+    figures)
     report.md                 summary, leaderboards, comparisons, per-label tables, calibration,
                               skipped / failed cells, methods, provenance
     leaderboard.parquet/.csv  one row per configuration (seeds pooled)
@@ -24,7 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from chexbench.bench.store import ResultStore
+from chexbench.bench.record import RecordStatus
+from chexbench.bench.store import ResultsView
 from chexbench.core.atomic import (
     atomic_write_parquet,
     atomic_write_text,
@@ -82,7 +88,10 @@ def _blank_rule(results: LoadedResults) -> str:
         excluded[name] = max(excluded.get(name, 0), n)
     parts = []
     if negative:
-        parts.append(f"a blank (not mentioned) label is a negative on {', '.join(sorted(negative))} (CheXpert convention)")
+        parts.append(
+            f"a blank (not mentioned) label is a negative on {', '.join(sorted(negative))} (CheXpert"
+            " convention)"
+        )
     if masked:
         parts.append(f"a blank label is masked on {', '.join(sorted(masked))}")
     if unknown:
@@ -93,41 +102,50 @@ def _blank_rule(results: LoadedResults) -> str:
         parts.append(f"images with no usable label are left out of every split{tail}")
     rule = "; ".join(parts) or "no cell scored"
     gone = ", ".join(f"{k} {v}" for k, v in sorted(missing.items()) if v)
-    skipped = (f" Images listed by a dataset but missing or unreadable when it was prepared are left out of every split "
-               f"(**{gone}**; `chexbench data prepare` again once they are restored).") if gone else ""
-    return f"Targets: {rule}; masked labels (blank where masked, uncertain under U-Ignore) are dropped per label.{skipped}"
+    skipped = (
+        " Images listed by a dataset but missing or unreadable when it was prepared are left out of every"
+        f" split (**{gone}**; `chexbench data prepare` again once they are restored)."
+        if gone
+        else ""
+    )
+    return (
+        f"Targets: {rule}; masked labels (blank where masked, uncertain under U-Ignore) are dropped per"
+        f" label.{skipped}"
+    )
 
 
 def methods_section(results: LoadedResults) -> str:
     return (
-        "## Methods\n\n"
-        f"- Per-label AUROC (exact Mann–Whitney with midranks for ties) and AUPRC (average precision) on the test split. "
-        f"{_blank_rule(results)}\n"
-        f"- 95% intervals: patient-level (cluster) bootstrap, {results.n_boot} resamples, seed {results.seed}, for the standard "
-        "error. Per-label AUROC: the score interval {A : (AUROC − A)² ≤ z² · D · V(A)}, V Hanley & McNeil's variance of an "
-        "AUROC A on the label's positive and negative images, D the larger of the clustered-over-independent DeLong "
-        "variance ratio and the bootstrap variance · k/(k − 1) over V(AUROC) (k = min(positive, negative test patients)); "
-        "per-label AUPRC: logit(value) ± t · se · √(k/(k − 1)) on k − 1 degrees of freedom; macro AUROC and AUPRC: "
-        "MOVER for the mean of its labels' intervals, L = mean − √(Σ_ij r_ij e_i e_j) / n (n labels, e_i each label's distance "
-        "to its own lower bound, r_ij the labels' bootstrap correlation; likewise the upper bound); all chosen by a "
-        "coverage simulation "
-        "(`chexbench bench coverage`, table in docs/STATISTICS.md). Patients are resampled, not images, because images "
-        "of one patient are correlated. The same resamples serve every label and every cell evaluated on the same test "
-        "set. ⚑ marks a number resting on a label with fewer than 10 positive test patients.\n"
-        "- Resamples in which a label has no positive or no negative image have no AUROC; they are counted and left out "
-        "of that interval (column `n_degenerate` of `leaderboard.csv`). A macro value needs every macro label defined.\n"
-        "- Seeds: mean ± between-seed sd; the interval is for the mean over fine-tuning seeds: the test-sample interval "
-        "of the seed mean (as above), each side widened on the logit scale in quadrature by t_{S−1} · s/√S, so it covers test-sample and "
-        "seed variation, not pretraining variation unless each seed has its own pretraining run (the line under each "
-        "leaderboard says). Checked by simulation on clustered test sets with 2, 3 and 5 seeds and a seed spread larger "
-        "or smaller than the test-sample spread: per-label and macro AUROC and their Δ covered at least 0.96 "
-        "(conservative), docs/STATISTICS.md. With one seed it is the per-label (or macro) interval only.\n"
-        "- Paired Δ vs the baseline (macro and per label): same patient resamples for both arms; MOVER (Zou & Donner "
-        "2008) on the two arms' intervals, L = Δ − √((A − l_A)² + (u_B − B)² − 2r (A − l_A)(u_B − B)), U likewise, r the "
-        "arms' correlation (shared-resample covariance over each arm's variance plus its between-seed variance), and p "
-        "the level at which that interval touches 0, so p < 0.05 exactly when the interval excludes 0; Holm and "
-        "Benjamini–Hochberg corrections over the family stated above.\n"
-        "- DeLong's test assumes independent images; it is a cross-check only (see `docs/STATISTICS.md`).\n"
+        "## Methods\n\n- Per-label AUROC (exact Mann–Whitney with midranks for ties) and AUPRC (average"
+        f" precision) on the test split. {_blank_rule(results)}\n- 95% intervals: patient-level (cluster)"
+        f" bootstrap, {results.n_boot} resamples, seed {results.seed}, for the standard error. Per-label"
+        " AUROC: the score interval {A : (AUROC − A)² ≤ z² · D · V(A)}, V Hanley & McNeil's variance of an"
+        " AUROC A on the label's positive and negative images, D the larger of the"
+        " clustered-over-independent DeLong variance ratio and the bootstrap variance · k/(k − 1) over"
+        " V(AUROC) (k = min(positive, negative test patients)); per-label AUPRC: logit(value) ± t · se ·"
+        " √(k/(k − 1)) on k − 1 degrees of freedom; macro AUROC and AUPRC: MOVER for the mean of its labels'"
+        " intervals, L = mean − √(Σ_ij r_ij e_i e_j) / n (n labels, e_i each label's distance to its own"
+        " lower bound, r_ij the labels' bootstrap correlation; likewise the upper bound); all chosen by a"
+        " coverage simulation (`chexbench bench coverage`, table in docs/STATISTICS.md). Patients are"
+        " resampled, not images, because images of one patient are correlated. The same resamples serve"
+        " every label and every cell evaluated on the same test set. ⚑ marks a number resting on a label"
+        " with fewer than 10 positive test patients.\n- Resamples in which a label has no positive or no"
+        " negative image have no AUROC; they are counted and left out of that interval (column"
+        " `n_degenerate` of `leaderboard.csv`). A macro value needs every macro label defined.\n- Seeds:"
+        " mean ± between-seed sd; the interval is for the mean over fine-tuning seeds: the test-sample"
+        " interval of the seed mean (as above), each side widened on the logit scale in quadrature by"
+        " t_{S−1} · s/√S, so it covers test-sample and seed variation, not pretraining variation unless"
+        " each seed has its own pretraining run (the line under each leaderboard says). Checked by"
+        " simulation on clustered test sets with 2, 3 and 5 seeds and a seed spread larger or smaller than"
+        " the test-sample spread: per-label and macro AUROC and their Δ covered at least 0.96"
+        " (conservative), docs/STATISTICS.md. With one seed it is the per-label (or macro) interval only.\n-"
+        " Paired Δ vs the baseline (macro and per label): same patient resamples for both arms; MOVER (Zou &"
+        " Donner 2008) on the two arms' intervals, L = Δ − √((A − l_A)² + (u_B − B)² − 2r (A − l_A)(u_B −"
+        " B)), U likewise, r the arms' correlation (shared-resample covariance over each arm's variance plus"
+        " its between-seed variance), and p the level at which that interval touches 0, so p < 0.05 exactly"
+        " when the interval excludes 0; Holm and Benjamini–Hochberg corrections over the family stated"
+        " above.\n- DeLong's test assumes independent images; it is a cross-check only (see"
+        " `docs/STATISTICS.md`).\n"
     )
 
 
@@ -146,28 +164,43 @@ def code_versions_note(results: LoadedResults, tables: Tables) -> str:
         return ""
     labels: dict[str, str] = {}
     if not tables.leaderboard.empty and "configuration_label" in tables.leaderboard:
-        labels = dict(zip(tables.leaderboard["configuration_hash"].astype(str),
-                          tables.leaderboard["configuration_label"].astype(str), strict=False))
-    lines = [f"- `{labels.get(str(r.configuration_hash), r.strategy)}` · {r.backbone} · {r.dataset} · {r.protocol} · "
-             f"label fraction {float(r.label_fraction):g} (seeds {r.seeds}): {r.versions}"
-             for r in mixed.itertuples()]
-    return ("**Seeds pooled across code versions.** These rows pool seeds written by different code "
-            "(chexbench version and git sha); rerun the older seeds if the code changed what is measured.\n\n"
-            + "\n".join(lines) + "\n")
+        labels = dict(
+            zip(
+                tables.leaderboard["configuration_hash"].astype(str),
+                tables.leaderboard["configuration_label"].astype(str),
+                strict=False,
+            )
+        )
+    lines = [
+        f"- `{labels.get(str(r.configuration_hash), r.strategy)}` · {r.backbone} · {r.dataset} · {r.protocol}"
+        f" · label fraction {float(r.label_fraction):g} (seeds {r.seeds}): {r.versions}"
+        for r in mixed.itertuples()
+    ]
+    return (
+        "**Seeds pooled across code versions.** These rows pool seeds written by different code "
+        "(chexbench version and git sha); rerun the older seeds if the code changed what is measured.\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
-def report_sections(results: LoadedResults, tables: Tables, figures_md: str = "",
-                    cross: pd.DataFrame | None = None, subgroups: SubgroupTables | None = None,
-                    external: ExternalResults | None = None) -> list[str]:
+def report_sections(
+    results: LoadedResults,
+    tables: Tables,
+    figures_md: str = "",
+    cross: pd.DataFrame | None = None,
+    subgroups: SubgroupTables | None = None,
+    external: ExternalResults | None = None,
+) -> list[str]:
     """The report's sections, each a Markdown string (the first the intro): report.md joins them,
     report.html renders the same strings (``html.render_html``), so both show the same numbers.
     ``external``: the scored ``evaluate_on`` predictions (default: scored here)."""
     n_ok, n_failed, n_skipped = len(results.ok), len(results.failed), len(results.skipped)
     intro = (
-        "# chexbench report\n\n"
-        f"Results: `{results.root.name}` — {n_ok} cell(s) scored, {n_failed} failed, {n_skipped} skipped. "
-        f"Baseline: `{tables.baseline}`. Intervals: 95%, from the patient-level bootstrap ({results.n_boot} "
-        f"resamples, seed {results.seed}); seeds pooled by widening the test-sample interval with a t-based between-seed part (see Methods).\n"
+        f"# chexbench report\n\nResults: `{results.root.name}` — {n_ok} cell(s) scored, {n_failed} failed,"
+        f" {n_skipped} skipped. Baseline: `{tables.baseline}`. Intervals: 95%, from the patient-level"
+        f" bootstrap ({results.n_boot} resamples, seed {results.seed}); seeds pooled by widening the"
+        " test-sample interval with a t-based between-seed part (see Methods).\n"
     )
     sections = [
         intro,
@@ -178,22 +211,36 @@ def report_sections(results: LoadedResults, tables: Tables, figures_md: str = ""
         comparison_section(tables),
         crosscheck_section(cross if cross is not None else pd.DataFrame(), tables, results),
         per_label_section(tables, results.n_boot),
-        subgroup_section(subgroups or SubgroupTables(), results.n_boot),  # "" unless predictions carry sex/age/view/site
+        subgroup_section(
+            subgroups or SubgroupTables(), results.n_boot
+        ),  # "" unless predictions carry sex/age/view/site
         calibration_section(tables, results),
-        external_section(external if external is not None else external_results(results), results),  # "" without evaluate_on
+        external_section(
+            external if external is not None else external_results(results), results
+        ),  # "" without evaluate_on
         # the cells the tables use: superseded cells (same configuration and seed, an older run) are out,
         # else the localization table would count them as extra seeds; the warnings also keep failed cells
         localization_section(results.ok),  # "" unless cells stored a localization result
-        warnings_section(_without_superseded(results.records, results)),  # "" unless a cell recorded a warning
+        warnings_section(
+            _without_superseded(results.records, results)
+        ),  # "" unless a cell recorded a warning
     ]
     if figures_md:
         sections.append(figures_md)
-    sections += [skipped_section(results), failed_section(results), superseded_section(results), methods_section(results),
-                 hyperparameter_section(results.ok), provenance_section(results)]
+    sections += [
+        skipped_section(results),
+        failed_section(results),
+        superseded_section(results),
+        methods_section(results),
+        hyperparameter_section(results.ok),
+        provenance_section(results),
+    ]
     return [s for s in sections if s]
 
 
-def render_report(results: LoadedResults, tables: Tables, figures_md: str = "", cross: pd.DataFrame | None = None) -> str:
+def render_report(
+    results: LoadedResults, tables: Tables, figures_md: str = "", cross: pd.DataFrame | None = None
+) -> str:
     """The full Markdown text of the report."""
     return join_sections(report_sections(results, tables, figures_md, cross))
 
@@ -202,14 +249,17 @@ def join_sections(sections: list[str]) -> str:
     return "\n".join(s.rstrip() + "\n" for s in sections)
 
 
-def check_baseline(results_dir: str | Path, baseline: str) -> None:
+def check_baseline(results_dir: str | Path, baseline: str, view: ResultsView | None = None) -> None:
     """Refuse (one line) a baseline strategy that no finished cell of ``results_dir`` used.
 
     Every Δ and p of the report is relative to the baseline; without it they would all be n/a.
-    A folder with no finished cell has nothing to compare, so it passes.
+    A folder with no finished cell has nothing to compare, so it passes. ``view``: read through it
+    (the report's own, so that its records are read once).
     """
-    recs = ResultStore(results_dir).records()
-    strategies = sorted({str(s) for s in recs.loc[recs["status"] == "ok", "strategy"]}) if len(recs) else []
+    recs = (view if view is not None else ResultsView(results_dir)).records()
+    strategies = (
+        sorted({str(s) for s in recs.loc[recs["status"] == RecordStatus.OK, "strategy"]}) if len(recs) else []
+    )
     if strategies and baseline not in strategies:
         raise ConfigError(
             f"--baseline '{baseline}': no finished cell of {results_dir} used that strategy "
@@ -234,8 +284,9 @@ def write_report(
     replaced, so an error leaves the previous report, tables and figures as they were.
     """
     formats = check_formats(list(table_formats))
-    check_baseline(results_dir, baseline)
-    results = load_results(results_dir, n_boot=n_boot, seed=seed)
+    view = ResultsView(results_dir)  # read-only and cached: each record and predictions file is read once
+    check_baseline(results_dir, baseline, view)
+    results = load_results(results_dir, n_boot=n_boot, seed=seed, view=view)
     tables = build_tables(results, baseline=baseline)
     root = Path(results_dir)
     cross = delong_crosscheck(results, tables)
@@ -249,7 +300,11 @@ def write_report(
             figures_md = write_figures(results, tables, staged)
         sections = report_sections(results, tables, figures_md, cross, subgroups, external)
         text = join_sections(sections)
-        page = render_html(sections, tables, figure_svgs(staged), title=f"chexbench report · {root.name}") if html else None
+        page = (
+            render_html(sections, tables, figure_svgs(staged), title=f"chexbench report · {root.name}")
+            if html
+            else None
+        )
     except BaseException:
         if staged is not None:
             shutil.rmtree(staged, ignore_errors=True)

@@ -58,9 +58,12 @@ class SeedSummary:
     df_test: float = float("inf")  # degrees of freedom of the test-sample variance (its label's)
     k: int | None = None  # smallest class patient count (for a mean of exactly 0 or 1)
     factor_test: float = 1.0  # small-sample factor k/(k − 1) of the test-sample variance (intervals.py)
-    #: level → the test-sample interval of the seed mean (per-label AUROC: hm-score; macro: MOVER over its labels;
+    #: level → the test-sample interval of the seed mean (per-label AUROC: hm-score; macro: MOVER over its
+    #: labels;
     #: None: logit-t-adj on the replicates); :meth:`interval` widens it by the between-seed part
-    test_interval: Callable[[float], tuple[float, float]] | None = field(default=None, compare=False, repr=False)
+    test_interval: Callable[[float], tuple[float, float]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def test_var(self) -> float:
@@ -76,7 +79,8 @@ class SeedSummary:
         return bool(np.isfinite(self.mean)) and int(np.isfinite(self.replicates).sum()) >= MIN_FINITE
 
     def test_part(self, level: float = CI_LEVEL) -> tuple[float, float]:
-        """The test-sample interval of the seed mean at ``level`` (``test_interval``, default logit-t-adj on the
+        """The test-sample interval of the seed mean at ``level`` (``test_interval``, default logit-t-adj on
+        the
         seed mean's replicates: logit(mean) ± q_test √V_test / (mean (1 − mean)))."""
         if self.test_interval is not None:
             return self.test_interval(level)
@@ -102,7 +106,9 @@ def combine_seeds(
     test_interval: Callable[[float], tuple[float, float]] | None = None,
 ) -> SeedSummary:
     """Seed-level summary from per-seed point values (S,) and shared-resample replicates (S, B); the interval
-    is ``test_interval`` (default: logit-t-adj on the seed mean's replicates) widened by the between-seed part."""
+    is ``test_interval`` (default: logit-t-adj on the seed mean's replicates) widened by the between-seed
+    part.
+    """
     pts = np.asarray(points, dtype=float)
     reps = np.atleast_2d(np.asarray(replicates, dtype=float))
     n_seeds, n_boot = reps.shape
@@ -113,8 +119,20 @@ def combine_seeds(
     seed_var = sd**2 / n_seeds if n_seeds > 1 and finite else 0.0
     if not finite:
         combined = np.full(n_boot, np.nan)
-    summary = SeedSummary(mean, sd, n_seeds, float("nan"), float("nan"), combined, int(np.isnan(combined).sum()),
-                          float(seed_var), float(df_test), k, float(factor_test), test_interval)
+    summary = SeedSummary(
+        mean,
+        sd,
+        n_seeds,
+        float("nan"),
+        float("nan"),
+        combined,
+        int(np.isnan(combined).sum()),
+        float(seed_var),
+        float(df_test),
+        k,
+        float(factor_test),
+        test_interval,
+    )
     lo, hi = summary.interval(level)
     return replace(summary, ci_low=lo, ci_high=hi)
 
@@ -123,25 +141,36 @@ def with_label_interval(summary: SeedSummary, first: LabelScores, level: float =
     """A per-label AUROC summary with the chosen per-label interval (hm-score, ``intervals.py``) as its
     test-sample part: the hm-score interval of the seed mean (the first seed's image counts, design effect
     and bootstrap variance of the mean), each side widened on the logit scale by the between-seed part in
-    quadrature: logit low = logit mean − √((logit mean − logit low_hm)² + (q_{S−1} s/√S / (mean (1 − mean)))²),
+    quadrature: logit low = logit mean − √((logit mean − logit low_hm)² + (q_{S−1} s/√S / (mean (1 −
+    mean)))²),
     likewise high. One seed: the hm-score interval."""
     se = intervals.replicate_sd(summary.replicates) * np.sqrt(first.factor)
 
     def hm(lev: float) -> tuple[float, float]:
-        return intervals.hm_score_interval(summary.mean, first.n_pos, first.n_neg, first.design_effect, se, first.k, lev)
+        return intervals.hm_score_interval(
+            summary.mean, first.n_pos, first.n_neg, first.design_effect, se, first.k, lev
+        )
 
     out = replace(summary, test_interval=hm)
     lo, hi = out.interval(level)
     return replace(out, ci_low=lo, ci_high=hi)
 
 
-def with_macro_interval(summary: SeedSummary, labels: list[SeedSummary], level: float = CI_LEVEL) -> SeedSummary:
-    """A macro summary whose test-sample part is the chosen macro interval (``intervals.macro_mover_interval``)
+def with_macro_interval(
+    summary: SeedSummary, labels: list[SeedSummary], level: float = CI_LEVEL
+) -> SeedSummary:
+    """A macro summary whose test-sample part is the chosen macro interval
+    (``intervals.macro_mover_interval``)
     over its labels' seed-pooled test-sample intervals and their seed-mean replicates; the between-seed part
-    is the macro's own (the spread of the seeds' macro values, so seeds that move every label together count)."""
+    is the macro's own (the spread of the seeds' macro values, so seeds that move every label together count).
+    """
     if not labels:
         return summary
-    points, arms, reps = [s.mean for s in labels], [s.test_part for s in labels], [s.replicates for s in labels]
+    points, arms, reps = (
+        [s.mean for s in labels],
+        [s.test_part for s in labels],
+        [s.replicates for s in labels],
+    )
 
     def macro(lev: float) -> tuple[float, float]:
         return intervals.macro_mover_interval(points, arms, reps, lev)
@@ -152,15 +181,18 @@ def with_macro_interval(summary: SeedSummary, labels: list[SeedSummary], level: 
 
 
 def paired_seed_delta(a: SeedSummary, b: SeedSummary, level: float = CI_LEVEL) -> PairedDelta:
-    """Δ = mean_A − mean_B over seeds on shared patient resamples: MOVER on the two arms' seed-pooled intervals
+    """Δ = mean_A − mean_B over seeds on shared patient resamples: MOVER on the two arms' seed-pooled
+    intervals
     (``compare.paired_mover_delta``), their correlation the shared-resample covariance over each arm's total
     variance (replicate variance + between-seed variance: seeds of two configurations are independent)."""
-    return paired_mover_delta(a.mean, b.mean, a.interval, b.interval, a.replicates, b.replicates, a.seed_var, b.seed_var,
-                              level)
+    return paired_mover_delta(
+        a.mean, b.mean, a.interval, b.interval, a.replicates, b.replicates, a.seed_var, b.seed_var, level
+    )
 
 
-def hierarchical_bootstrap(points: np.ndarray, replicates: np.ndarray, rng: np.random.Generator,
-                           level: float = CI_LEVEL) -> tuple[float, float]:
+def hierarchical_bootstrap(
+    points: np.ndarray, replicates: np.ndarray, rng: np.random.Generator, level: float = CI_LEVEL
+) -> tuple[float, float]:
     """The former interval (for the coverage comparison only): in resample b draw S seeds with
     replacement and average their resample-b values; percentile interval."""
     reps = np.atleast_2d(np.asarray(replicates, dtype=float))

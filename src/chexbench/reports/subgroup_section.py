@@ -19,8 +19,17 @@ from chexbench.reports.leaderboard import Tables
 from chexbench.reports.markdown import fmt_ci, fmt_delta, fmt_p, table
 from chexbench.reports.subgroups import VARIABLES, analyse_subgroups, subgroup_order, subgroup_values
 
-CELL_COLUMNS = ("cell_id", "configuration_hash", "configuration_label", "strategy", "backbone", "dataset", "protocol",
-                "label_fraction", "seed")
+CELL_COLUMNS = (
+    "cell_id",
+    "configuration_hash",
+    "configuration_label",
+    "strategy",
+    "backbone",
+    "dataset",
+    "protocol",
+    "label_fraction",
+    "seed",
+)
 
 
 @dataclass
@@ -40,11 +49,14 @@ def _labels(tables: Tables) -> dict[str, str]:
     lb = tables.leaderboard
     if lb.empty or "configuration_label" not in lb.columns:
         return {}
-    return dict(zip(lb["configuration_hash"].astype(str), lb["configuration_label"].astype(str), strict=False))
+    return dict(
+        zip(lb["configuration_hash"].astype(str), lb["configuration_label"].astype(str), strict=False)
+    )
 
 
 def subgroup_tables(results: LoadedResults, tables: Tables) -> SubgroupTables:
-    """Subgroup analyses of every scored cell, for each variable its test predictions carry with ≥ 2 subgroups."""
+    """Subgroup analyses of every scored cell, for each variable its test predictions carry with ≥ 2
+    subgroups."""
     labels_of = _labels(tables)
     rows, gaps = [], []
     for rec in results.ok.itertuples(index=False):
@@ -53,15 +65,26 @@ def subgroup_tables(results: LoadedResults, tables: Tables) -> SubgroupTables:
             continue
         preds = results.predictions(cell_id)
         test = preds[preds["split"] == "test"].reset_index(drop=True) if "split" in preds.columns else preds
-        present = [v for v in VARIABLES if v in test.columns and len(subgroup_order(v, subgroup_values(test, v, cell_id))) >= 2]
+        present = [
+            v
+            for v in VARIABLES
+            if v in test.columns and len(subgroup_order(v, subgroup_values(test, v, cell_id))) >= 2
+        ]
         if not present:
             continue
         resamples = results.test_sets[results.test_set_of[cell_id]].resamples
         configuration = str(rec.configuration_hash)
-        cell = {"cell_id": cell_id, "configuration_hash": configuration,
-                "configuration_label": labels_of.get(configuration, str(rec.strategy)), "strategy": rec.strategy,
-                "backbone": rec.backbone, "dataset": rec.dataset, "protocol": rec.protocol,
-                "label_fraction": rec.label_fraction, "seed": rec.seed}
+        cell = {
+            "cell_id": cell_id,
+            "configuration_hash": configuration,
+            "configuration_label": labels_of.get(configuration, str(rec.strategy)),
+            "strategy": rec.strategy,
+            "backbone": rec.backbone,
+            "dataset": rec.dataset,
+            "protocol": rec.protocol,
+            "label_fraction": rec.label_fraction,
+            "seed": rec.seed,
+        }
         labels = list(results.scores[cell_id].labels)
         for variable in present:
             a = analyse_subgroups(test, variable, resamples, labels, cell_id)
@@ -72,15 +95,20 @@ def subgroup_tables(results: LoadedResults, tables: Tables) -> SubgroupTables:
     sub = pd.concat(rows, ignore_index=True)
     gap = pd.concat(gaps, ignore_index=True)
     front = list(CELL_COLUMNS)
-    return SubgroupTables(sub[front + [c for c in sub.columns if c not in front]],
-                          gap[front + [c for c in gap.columns if c not in front]])
+    return SubgroupTables(
+        sub[front + [c for c in sub.columns if c not in front]],
+        gap[front + [c for c in gap.columns if c not in front]],
+    )
 
 
 def _cell(r: pd.Series) -> str:
     if pd.isna(r["auroc"]):
         return f"n/a ({r['note']})"
     few = " ⚑" if r["n_pos_patients"] < FEW_POSITIVE_PATIENTS else ""
-    return f"{fmt_ci(r['auroc'], r['auroc_ci_low'], r['auroc_ci_high'])} ({int(r['n_pos_patients'])}/{int(r['n_patients'])}){few}"
+    return (
+        f"{fmt_ci(r['auroc'], r['auroc_ci_low'], r['auroc_ci_high'])}"
+        f" ({int(r['n_pos_patients'])}/{int(r['n_patients'])}){few}"
+    )
 
 
 def subgroup_section(st: SubgroupTables, n_boot: int) -> str:
@@ -88,27 +116,36 @@ def subgroup_section(st: SubgroupTables, n_boot: int) -> str:
     largest gap with its interval, Holm p and test; "" when no cell carries a variable with ≥ 2 subgroups."""
     if st.empty:
         return ""
-    parts = ["## Subgroups\n",
-             "Per-label AUROC [95% interval] in each subgroup (the per-label interval of Methods on the subgroup's test "
-             "images, under the test set's shared patient resamples) and (positive patients / patients); ⚑ fewer than "
-             f"{FEW_POSITIVE_PATIENTS} positive patients. Age in bands <40, 40–59, 60–79, ≥80 years. *Largest gap*: the "
-             "highest minus the lowest subgroup AUROC of the label, 95% interval and p by MOVER on the two subgroups' "
-             "intervals — *independent* when they share no patient, *patient bootstrap* (both AUROCs on the same patient "
-             "resamples, their correlation used) when a patient has images in both (docs/STATISTICS.md, Subgroups); p "
-             "Holm-corrected over every pair of subgroups of every label of the variable. Shown: each configuration's "
-             f"first seed (subgroup statistics are per cell, seeds not pooled; every cell in `subgroups.csv` and "
-             f"`subgroup_gaps.csv`); only variables with at least two subgroups. {n_boot} resamples.\n"]
+    parts = [
+        "## Subgroups\n",
+        (
+            "Per-label AUROC [95% interval] in each subgroup (the per-label interval of Methods on the"
+            " subgroup's test images, under the test set's shared patient resamples) and (positive patients"
+            f" / patients); ⚑ fewer than {FEW_POSITIVE_PATIENTS} positive patients. Age in bands <40, 40–59,"
+            " 60–79, ≥80 years. *Largest gap*: the highest minus the lowest subgroup AUROC of the label, 95%"
+            " interval and p by MOVER on the two subgroups' intervals — *independent* when they share no"
+            " patient, *patient bootstrap* (both AUROCs on the same patient resamples, their correlation"
+            " used) when a patient has images in both (docs/STATISTICS.md, Subgroups); p Holm-corrected over"
+            " every pair of subgroups of every label of the variable. Shown: each configuration's first seed"
+            " (subgroup statistics are per cell, seeds not pooled; every cell in `subgroups.csv` and"
+            f" `subgroup_gaps.csv`); only variables with at least two subgroups. {n_boot} resamples.\n"
+        ),
+    ]
     sub, gaps = st.subgroups, st.gaps
-    # in the leaderboards' order (dataset, protocol, fraction, backbone, configuration), each configuration's first seed
+    # in the leaderboards' order (dataset, protocol, fraction, backbone, configuration), each configuration's
+    # first seed
     order = ["dataset", "protocol", "label_fraction", "backbone", "configuration_label", "seed", "cell_id"]
     first = sub.sort_values(order, kind="stable").drop_duplicates("configuration_hash")["cell_id"]
     for cell_id in first:
         cs = sub[sub["cell_id"] == cell_id]
         head = cs.iloc[0]
         seeds = sorted(sub.loc[sub["configuration_hash"] == head["configuration_hash"], "seed"].unique())
-        parts.append(f"### `{head['configuration_label']}` · {head['backbone']} · {head['dataset']} · {head['protocol']} · "
-                     f"label fraction {float(head['label_fraction']):g} — seed {head['seed']}"
-                     + (f" (of seeds {', '.join(map(str, seeds))})" if len(seeds) > 1 else "") + "\n")
+        parts.append(
+            f"### `{head['configuration_label']}` · {head['backbone']} · {head['dataset']} ·"
+            f" {head['protocol']} · label fraction {float(head['label_fraction']):g} — seed {head['seed']}"
+            + (f" (of seeds {', '.join(map(str, seeds))})" if len(seeds) > 1 else "")
+            + "\n"
+        )
         for variable, cv in cs.groupby("variable", sort=False):
             groups = list(dict.fromkeys(cv["subgroup"]))
             gv = gaps[(gaps["cell_id"] == cell_id) & (gaps["variable"] == variable)].set_index("label")
@@ -119,11 +156,19 @@ def subgroup_section(st: SubgroupTables, n_boot: int) -> str:
                 if g is None or not isinstance(g["higher"], str):
                     gap_text, p_text, test = (str(g["note"]) if g is not None else "n/a"), "", ""
                 else:
-                    gap_text = (f"{g['higher']} − {g['lower']} {fmt_delta(g['gap'], g['gap_ci_low'], g['gap_ci_high'])}"
-                                + (" ⚑" if g["flag"] else ""))
+                    gap_text = (
+                        f"{g['higher']} − {g['lower']}"
+                        f" {fmt_delta(g['gap'], g['gap_ci_low'], g['gap_ci_high'])}"
+                        + (" ⚑" if g["flag"] else "")
+                    )
                     p_text, test = fmt_p(g["p_holm"]), str(g["test"]).split(" (")[0]
                 out.append([label, *[_cell(by_group[s]) for s in groups], gap_text, p_text, test])
             without = int(cv["n_without"].iloc[0])
-            parts.append(f"**{variable}**" + (f" ({without} test image(s) without a value, in no subgroup)" if without else "")
-                         + "\n\n" + table(["label", *groups, "largest gap [95% CI]", "p Holm", "test"], out) + "\n")
+            parts.append(
+                f"**{variable}**"
+                + (f" ({without} test image(s) without a value, in no subgroup)" if without else "")
+                + "\n\n"
+                + table(["label", *groups, "largest gap [95% CI]", "p Holm", "test"], out)
+                + "\n"
+            )
     return "\n".join(parts)

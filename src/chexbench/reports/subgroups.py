@@ -18,7 +18,8 @@ rows without a value (sex ``U``, view ``UNKNOWN``, age NaN, blank) belong to no 
   share no patient (sex; age bands of one visit each)   **independent**: MOVER with correlation 0 (two
                                                         independent samples; Newcombe 2006's unpaired form)
   share a patient (AP and PA images of one patient;     **patient bootstrap**: both AUROCs recomputed on each
-  a patient aged across a band boundary)                resample of the patients, MOVER with the correlation of
+  a patient aged across a band boundary)                resample of the patients, MOVER with the correlation
+  of
                                                         those replicates (``compare.paired_label_delta``)
   ====================================================  ======================================================
 
@@ -57,17 +58,52 @@ from chexbench.reports.score import (
 #: the variables ``--by`` accepts (the prediction file's column of the same name)
 VARIABLES: tuple[str, ...] = SUBGROUP_COLUMNS
 #: age bands in years: [low, high) and their names
-AGE_BANDS: tuple[tuple[float, float, str], ...] = ((0.0, 40.0, "<40"), (40.0, 60.0, "40–59"), (60.0, 80.0, "60–79"),
-                                                   (80.0, float("inf"), "≥80"))
+AGE_BANDS: tuple[tuple[float, float, str], ...] = (
+    (0.0, 40.0, "<40"),
+    (40.0, 60.0, "40–59"),
+    (60.0, 80.0, "60–79"),
+    (80.0, float("inf"), "≥80"),
+)
 #: values that say "unknown" (no subgroup), compared case-insensitively after stripping
 UNKNOWN_VALUES = frozenset({"", "u", "unknown", "nan", "none", "null"})
 INDEPENDENT = "independent (no shared patient)"
 PATIENT_BOOTSTRAP = "patient bootstrap (shared patients)"
 
-SUBGROUP_COLUMNS_OUT = ("variable", "subgroup", "label", "n_images", "n_pos", "n_neg", "n_patients", "n_pos_patients",
-                        "n_neg_patients", "auroc", "auroc_ci_low", "auroc_ci_high", "n_degenerate", "flag", "note")
-GAP_COLUMNS = ("variable", "label", "higher", "lower", "auroc_higher", "auroc_lower", "gap", "gap_ci_low", "gap_ci_high",
-               "p_value", "p_holm", "test", "shared_patients", "n_pairs", "flag", "note")
+SUBGROUP_COLUMNS_OUT = (
+    "variable",
+    "subgroup",
+    "label",
+    "n_images",
+    "n_pos",
+    "n_neg",
+    "n_patients",
+    "n_pos_patients",
+    "n_neg_patients",
+    "auroc",
+    "auroc_ci_low",
+    "auroc_ci_high",
+    "n_degenerate",
+    "flag",
+    "note",
+)
+GAP_COLUMNS = (
+    "variable",
+    "label",
+    "higher",
+    "lower",
+    "auroc_higher",
+    "auroc_lower",
+    "gap",
+    "gap_ci_low",
+    "gap_ci_high",
+    "p_value",
+    "p_holm",
+    "test",
+    "shared_patients",
+    "n_pairs",
+    "flag",
+    "note",
+)
 
 
 def check_variable(by: str) -> str:
@@ -91,8 +127,10 @@ def subgroup_values(df: pd.DataFrame, by: str, source: str) -> pd.Series:
     file does not carry it."""
     check_variable(by)
     if by not in df.columns:
-        raise DataError(f"{source}: no column '{by}' for --by {by} (it has {', '.join(map(str, df.columns))}); "
-                        "predictions written before subgroup columns existed lack it: rerun the cell, or add the column")
+        raise DataError(
+            f"{source}: no column '{by}' for --by {by} (it has {', '.join(map(str, df.columns))}); "
+            "predictions written before subgroup columns existed lack it: rerun the cell, or add the column"
+        )
     if by == "age":
         return age_band(df[by])
     values = df[by].astype(object).where(df[by].notna())
@@ -122,12 +160,28 @@ class SubgroupAnalysis:
 
 def _label_row(by: str, group: str, ls: LabelScores, n_images: int) -> dict:
     lo, hi = ls.auroc_ci()
-    flag = (f"⚠ {ls.n_pos_patients} positive patient(s) (< {FEW_POSITIVE_PATIENTS})"
-            if ls.n_pos_patients < FEW_POSITIVE_PATIENTS else "")
-    return {"variable": by, "subgroup": group, "label": ls.label, "n_images": n_images, "n_pos": ls.n_pos,
-            "n_neg": ls.n_neg, "n_patients": ls.n_patients, "n_pos_patients": ls.n_pos_patients,
-            "n_neg_patients": ls.n_neg_patients, "auroc": ls.auroc, "auroc_ci_low": lo, "auroc_ci_high": hi,
-            "n_degenerate": ls.n_degenerate, "flag": flag, "note": ls.reason or ls.interval_note}
+    flag = (
+        f"⚠ {ls.n_pos_patients} positive patient(s) (< {FEW_POSITIVE_PATIENTS})"
+        if ls.n_pos_patients < FEW_POSITIVE_PATIENTS
+        else ""
+    )
+    return {
+        "variable": by,
+        "subgroup": group,
+        "label": ls.label,
+        "n_images": n_images,
+        "n_pos": ls.n_pos,
+        "n_neg": ls.n_neg,
+        "n_patients": ls.n_patients,
+        "n_pos_patients": ls.n_pos_patients,
+        "n_neg_patients": ls.n_neg_patients,
+        "auroc": ls.auroc,
+        "auroc_ci_low": lo,
+        "auroc_ci_high": hi,
+        "n_degenerate": ls.n_degenerate,
+        "flag": flag,
+        "note": ls.reason or ls.interval_note,
+    }
 
 
 def _label_patients(rows: pd.DataFrame, label: str) -> set[str]:
@@ -141,13 +195,30 @@ def pair_gap(a: LabelScores, b: LabelScores, shared_patients: int) -> dict:
     replicates (``compare.paired_label_delta``). Returns delta, ci_low, ci_high, p_value, test."""
     if shared_patients > 0:
         d = paired_label_delta(a, b)
-        return {"delta": d.delta, "ci_low": d.ci_low, "ci_high": d.ci_high, "p_value": d.p_value, "test": PATIENT_BOOTSTRAP}
+        return {
+            "delta": d.delta,
+            "ci_low": d.ci_low,
+            "ci_high": d.ci_high,
+            "p_value": d.p_value,
+            "test": PATIENT_BOOTSTRAP,
+        }
     lo, hi, p = mover_interval_and_p(a.auroc, b.auroc, a.auroc_ci, b.auroc_ci, 0.0)
-    return {"delta": a.auroc - b.auroc, "ci_low": max(lo, -1.0), "ci_high": min(hi, 1.0), "p_value": p, "test": INDEPENDENT}
+    return {
+        "delta": a.auroc - b.auroc,
+        "ci_low": max(lo, -1.0),
+        "ci_high": min(hi, 1.0),
+        "p_value": p,
+        "test": INDEPENDENT,
+    }
 
 
-def analyse_subgroups(predictions: pd.DataFrame, by: str, resamples: PatientResamples, labels: list[str],
-                      source: str = "predictions") -> SubgroupAnalysis:
+def analyse_subgroups(
+    predictions: pd.DataFrame,
+    by: str,
+    resamples: PatientResamples,
+    labels: list[str],
+    source: str = "predictions",
+) -> SubgroupAnalysis:
     """Per-subgroup AUROC of every label in ``labels`` and each label's largest gap between subgroups.
 
     ``predictions``: one split's long-form rows with the column ``by``; ``resamples``: the patient
@@ -172,19 +243,37 @@ def analyse_subgroups(predictions: pd.DataFrame, by: str, resamples: PatientResa
             shared = len(patients[hi_g][label] & patients[lo_g][label])
             gap = pair_gap(scores[hi_g][label], scores[lo_g][label], shared)
             few = [g for g in (hi_g, lo_g) if scores[g][label].n_pos_patients < FEW_POSITIVE_PATIENTS]
-            pairs.append({"variable": by, "label": label, "higher": hi_g, "lower": lo_g,
-                          "auroc_higher": scores[hi_g][label].auroc, "auroc_lower": scores[lo_g][label].auroc,
-                          "gap": gap["delta"], "gap_ci_low": gap["ci_low"], "gap_ci_high": gap["ci_high"],
-                          "p_value": gap["p_value"], "test": gap["test"], "shared_patients": shared,
-                          "flag": (f"⚠ {', '.join(few)}: < {FEW_POSITIVE_PATIENTS} positive patients" if few else "")})
+            pairs.append(
+                {
+                    "variable": by,
+                    "label": label,
+                    "higher": hi_g,
+                    "lower": lo_g,
+                    "auroc_higher": scores[hi_g][label].auroc,
+                    "auroc_lower": scores[lo_g][label].auroc,
+                    "gap": gap["delta"],
+                    "gap_ci_low": gap["ci_low"],
+                    "gap_ci_high": gap["ci_high"],
+                    "p_value": gap["p_value"],
+                    "test": gap["test"],
+                    "shared_patients": shared,
+                    "flag": f"⚠ {', '.join(few)}: < {FEW_POSITIVE_PATIENTS} positive patients" if few else "",
+                }
+            )
     all_pairs = pd.DataFrame(pairs)
     gaps = _largest_gaps(all_pairs, labels, by, scores, groups)
     return SubgroupAnalysis(by, groups, scores, table, gaps, n_without)
 
 
-def _largest_gaps(all_pairs: pd.DataFrame, labels: list[str], by: str, scores: dict[str, dict[str, LabelScores]],
-                  groups: list[str]) -> pd.DataFrame:
-    """Each label's largest gap, with Holm over every pair of every label (the family the largest is picked from)."""
+def _largest_gaps(
+    all_pairs: pd.DataFrame,
+    labels: list[str],
+    by: str,
+    scores: dict[str, dict[str, LabelScores]],
+    groups: list[str],
+) -> pd.DataFrame:
+    """Each label's largest gap, with Holm over every pair of every label (the family the largest is picked
+    from)."""
     if all_pairs.empty:
         out = []
     else:
@@ -194,22 +283,34 @@ def _largest_gaps(all_pairs: pd.DataFrame, labels: list[str], by: str, scores: d
         out = []
         for _, g in all_pairs.groupby("label", sort=False):
             best = g.loc[g["gap"].idxmax()].to_dict()
-            best["note"] = f"largest of {int(best['n_pairs'])} pair(s); Holm over {family} pair(s) of {len(labels)} label(s)"
+            best["note"] = (
+                f"largest of {int(best['n_pairs'])} pair(s); Holm over {family} pair(s) of {len(labels)}"
+                " label(s)"
+            )
             out.append(best)
     have = {r["label"] for r in out}
     for label in labels:
         if label not in have:
             usable = [g for g in groups if scores[g][label].defined and not scores[g][label].interval_note]
-            out.append({"variable": by, "label": label, "n_pairs": 0,
-                        "note": f"no gap: {len(usable)} subgroup(s) with an interval (needs 2)", "flag": "",
-                        "test": "", "shared_patients": 0})
+            out.append(
+                {
+                    "variable": by,
+                    "label": label,
+                    "n_pairs": 0,
+                    "note": f"no gap: {len(usable)} subgroup(s) with an interval (needs 2)",
+                    "flag": "",
+                    "test": "",
+                    "shared_patients": 0,
+                }
+            )
     order = {k: i for i, k in enumerate(labels)}
     frame = pd.DataFrame(out).reindex(columns=list(GAP_COLUMNS))
     return frame.sort_values("label", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
 
 
-def score_file_by(path: str | Path, by: str, n_boot: int = 2000, seed: int = 0,
-                  labels: str | None = None) -> tuple[SubgroupAnalysis, str]:
+def score_file_by(
+    path: str | Path, by: str, n_boot: int = 2000, seed: int = 0, labels: str | None = None
+) -> tuple[SubgroupAnalysis, str]:
     """``chexbench score PRED --by VAR``: the subgroup analysis of one prediction file (test rows), over the
     labels ``score`` would use; returns it and where the labels came from."""
     check_variable(by)
@@ -222,7 +323,8 @@ def score_file_by(path: str | Path, by: str, n_boot: int = 2000, seed: int = 0,
 
 @dataclass
 class SubgroupComparison:
-    """``chexbench compare --by``: per pair of models, the paired Δ (A − B) in each subgroup; each model's gaps."""
+    """``chexbench compare --by``: per pair of models, the paired Δ (A − B) in each subgroup; each model's
+    gaps."""
 
     variable: str
     table: pd.DataFrame  # one row per pair × subgroup × label
@@ -231,8 +333,15 @@ class SubgroupComparison:
     family: str
 
 
-def compare_files_by(paths: list[str | Path], by: str, baseline: str | Path | None = None, on_shared: bool = False,
-                     n_boot: int = 2000, seed: int = 0, labels: str | None = None) -> SubgroupComparison:
+def compare_files_by(
+    paths: list[str | Path],
+    by: str,
+    baseline: str | Path | None = None,
+    on_shared: bool = False,
+    n_boot: int = 2000,
+    seed: int = 0,
+    labels: str | None = None,
+) -> SubgroupComparison:
     """Paired ΔAUROC (A − B) of every pair of prediction files (or each vs ``baseline``) within each subgroup
     of ``by`` (``compare.paired_label_delta``: MOVER on the hm-score arms, same patient resamples), Holm and
     BH over every (pair, subgroup, label); and each model's own subgroup table and largest gaps. Every
@@ -243,7 +352,9 @@ def compare_files_by(paths: list[str | Path], by: str, baseline: str | Path | No
     for df, p in zip(frames.values(), paths, strict=True):
         subgroup_values(df, by, str(p))
     choice = choose_labels(paths, list(frames.values()), labels)
-    frames = {n: df[df["label"].astype(str).isin(choice.labels)].reset_index(drop=True) for n, df in frames.items()}
+    frames = {
+        n: df[df["label"].astype(str).isin(choice.labels)].reset_index(drop=True) for n, df in frames.items()
+    }
     j, _ = align_predictions(frames, on_shared)
     key = pd.MultiIndex.from_arrays([j["image_id"], j["label"]])
     for df, p in zip(frames.values(), paths, strict=True):
@@ -256,11 +367,16 @@ def compare_files_by(paths: list[str | Path], by: str, baseline: str | Path | No
         same = (v.to_numpy() == j[by].to_numpy()) | (pd.isna(v.to_numpy()) & pd.isna(j[by].to_numpy()))
         if not same.all():
             i = int(np.flatnonzero(~same)[0])
-            raise DataError(f"image '{j['image_id'].iloc[i]}': column '{by}' is {j[by].iloc[i]!r} in {first} but "
-                            f"{v.iloc[i]!r} in {p}")
+            raise DataError(
+                f"image '{j['image_id'].iloc[i]}': column '{by}' is {j[by].iloc[i]!r} in {first} but "
+                f"{v.iloc[i]!r} in {p}"
+            )
     resamples = draw_patient_resamples(j["patient_id"], n_boot, seed)
     truth = j[["image_id", "patient_id", "label", "y_true", by]]
-    analyses = {n: analyse_subgroups(truth.assign(y_score=j[f"y_score::{n}"]), by, resamples, choice.labels, n) for n in names}
+    analyses = {
+        n: analyse_subgroups(truth.assign(y_score=j[f"y_score::{n}"]), by, resamples, choice.labels, n)
+        for n in names
+    }
     if baseline is not None:
         base = names[paths.index(Path(baseline))]
         pairs = [(n, base) for n in names if n != base]
@@ -274,16 +390,39 @@ def compare_files_by(paths: list[str | Path], by: str, baseline: str | Path | No
                 la, lb = sa.scores[g][label], sb.scores[g][label]
                 a_lo, a_hi = la.auroc_ci()
                 b_lo, b_hi = lb.auroc_ci()
-                row = {"model_a": a, "model_b": b, "variable": by, "subgroup": g, "label": label, "n_pos": la.n_pos,
-                       "n_neg": la.n_neg, "n_patients": la.n_patients, "n_pos_patients": la.n_pos_patients,
-                       "flag": few_patients_flag(la), "auroc_a": la.auroc, "auroc_a_ci_low": a_lo, "auroc_a_ci_high": a_hi,
-                       "auroc_b": lb.auroc, "auroc_b_ci_low": b_lo, "auroc_b_ci_high": b_hi}
+                row = {
+                    "model_a": a,
+                    "model_b": b,
+                    "variable": by,
+                    "subgroup": g,
+                    "label": label,
+                    "n_pos": la.n_pos,
+                    "n_neg": la.n_neg,
+                    "n_patients": la.n_patients,
+                    "n_pos_patients": la.n_pos_patients,
+                    "flag": few_patients_flag(la),
+                    "auroc_a": la.auroc,
+                    "auroc_a_ci_low": a_lo,
+                    "auroc_a_ci_high": a_hi,
+                    "auroc_b": lb.auroc,
+                    "auroc_b_ci_low": b_lo,
+                    "auroc_b_ci_high": b_hi,
+                }
                 if not la.defined or la.interval_note:
                     rows.append({**row, "delta": la.auroc - lb.auroc, "note": la.reason or la.interval_note})
                     continue
                 d = paired_label_delta(la, lb)
-                rows.append({**row, "delta": d.delta, "delta_ci_low": d.ci_low, "delta_ci_high": d.ci_high,
-                             "p_value": d.p_value, "n_degenerate": d.n_degenerate, "note": ""})
+                rows.append(
+                    {
+                        **row,
+                        "delta": d.delta,
+                        "delta_ci_low": d.ci_low,
+                        "delta_ci_high": d.ci_high,
+                        "p_value": d.p_value,
+                        "n_degenerate": d.n_degenerate,
+                        "note": "",
+                    }
+                )
     table = pd.DataFrame(rows)
     for col in ("delta_ci_low", "delta_ci_high", "p_value", "n_degenerate"):
         if col not in table.columns:
@@ -291,6 +430,8 @@ def compare_files_by(paths: list[str | Path], by: str, baseline: str | Path | No
     table["p_holm"] = adjust_p_values(table["p_value"], "holm") if len(table) else []
     table["p_bh"] = adjust_p_values(table["p_value"], "bh") if len(table) else []
     n = int(table["p_value"].notna().sum()) if len(table) else 0
-    family = (f"Within-subgroup comparisons: {len(pairs)} pair(s) × subgroups of {by} × labels; Holm and "
-              f"Benjamini–Hochberg over the {n} with a p (statsmodels multipletests).")
+    family = (
+        f"Within-subgroup comparisons: {len(pairs)} pair(s) × subgroups of {by} × labels; Holm and "
+        f"Benjamini–Hochberg over the {n} with a p (statsmodels multipletests)."
+    )
     return SubgroupComparison(by, table, analyses, choice.source, family)

@@ -79,7 +79,9 @@ class ViewAugment:
     noise_std: float = 0.03
 
 
-def _uniform(b: int, lo: float, hi: float, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+def _uniform(
+    b: int, lo: float, hi: float, generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
     """Drawn on the CPU generator (reproducible on any device), then sent without making the host
     wait for the device's queue (a blocking copy would, at each of a view's draws)."""
     return (lo + (hi - lo) * torch.rand(b, generator=generator)).to(device, non_blocking=True)
@@ -119,7 +121,11 @@ def random_resized_crop(
 
 
 def adjust_intensity(
-    x: torch.Tensor, brightness: float, contrast: float, gamma: float, generator: torch.Generator | None = None
+    x: torch.Tensor,
+    brightness: float,
+    contrast: float,
+    gamma: float,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Random gamma, contrast and brightness per sample of ``x`` (B, 1, H, W) in [0, 1]; stays in [0, 1]."""
     b, dev = x.shape[0], x.device
@@ -161,20 +167,26 @@ def contrastive_view(
     """One augmented view of a batch ``x01`` (B, 1, H, W) in [0, 1] → normalized (B, 1, H, W),
     or (B, 1, ``out_size``, ``out_size``)."""
     b, dev = x01.shape[0], x01.device
-    x = random_resized_crop(x01, aug.crop_scale, aug.crop_ratio, aug.max_rotation_deg, aug.flip_p, generator, out_size)
+    x = random_resized_crop(
+        x01, aug.crop_scale, aug.crop_ratio, aug.max_rotation_deg, aug.flip_p, generator, out_size
+    )
     x = adjust_intensity(x, aug.brightness, aug.contrast, aug.gamma, generator)
     if aug.blur_p > 0:
         scale = x.shape[-1] / 224
         cpu = torch.device("cpu")  # σ stays on the CPU: the blur reads its maximum for the kernel size
         sigma = _uniform(b, *aug.blur_sigma, generator, cpu) * scale
-        sigma = torch.where(_uniform(b, 0.0, 1.0, generator, cpu) < aug.blur_p, sigma, torch.zeros_like(sigma))
+        sigma = torch.where(
+            _uniform(b, 0.0, 1.0, generator, cpu) < aug.blur_p, sigma, torch.zeros_like(sigma)
+        )
         x = gaussian_blur(x, sigma)
     if aug.noise_p > 0 and aug.noise_std > 0:
         std = _uniform(b, 0.0, aug.noise_std, generator, dev)
         std = torch.where(_uniform(b, 0.0, 1.0, generator, dev) < aug.noise_p, std, torch.zeros_like(std))
         # noise drawn on the device from a seed taken from the CPU generator: reproducible and cheap
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        noise = torch.randn(x.shape, generator=torch.Generator(device=dev).manual_seed(seed), device=dev, dtype=x.dtype)
+        noise = torch.randn(
+            x.shape, generator=torch.Generator(device=dev).manual_seed(seed), device=dev, dtype=x.dtype
+        )
         x = (x + noise * std.view(b, 1, 1, 1)).clamp(0, 1)
     mean, sd = normalize
     return (x - mean) / sd

@@ -12,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from chexbench.spec.options import OptionDefaults, Options
+
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.config import CellConfig
     from chexbench.core.context import RunContext
+    from chexbench.spec.cell import CellConfig
 
 
 @dataclass
@@ -25,7 +27,9 @@ class InitRecord:
     source: str  # "random", a weights file path, or "pretrain:<run id>"
     loaded_keys: int = 0
     reinitialized_keys: list[str] = field(default_factory=list)
-    dropped_keys: list[str] = field(default_factory=list)  # keys of the source file not loaded (heads, momentum encoder …)
+    dropped_keys: list[str] = field(
+        default_factory=list
+    )  # keys of the source file not loaded (heads, momentum encoder …)
     notes: list[str] = field(default_factory=list)
     pretrain_run: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -43,13 +47,16 @@ class InitRecord:
 
 
 class Strategy:
-    """Base class. Subclasses are registered in ``chexbench.registry.STRATEGIES``."""
+    """Base class. Subclasses are registered in ``chexbench.spec.registry.STRATEGIES``."""
 
     name: str = ""
     description: str = ""
-    #: option names this strategy accepts under ``[strategy.<name>]`` in a grid (besides
-    #: the training settings); unknown options are config errors.
-    options: dict[str, Any] = {}
+    #: the options this strategy accepts under ``[strategy.<name>]`` in a grid (besides the
+    #: training settings), each a pydantic field (type, bounds, default, meaning); unknown options
+    #: are config errors
+    option_model: ClassVar[type[Options]] = Options
+    #: ``{option: default}``, derived from ``option_model``
+    options = OptionDefaults()
     #: the strategy pretrains a top-K patch scorer (``init.extra["topk_scorer"]``) that a frozen
     #: linear probe with ``head = "topk"`` can use
     makes_topk_scorer: ClassVar[bool] = False

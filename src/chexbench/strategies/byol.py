@@ -20,23 +20,23 @@ from pydantic import Field
 from torch import nn
 
 from chexbench.core.distributed import local_rows
-from chexbench.registry import STRATEGIES
 from chexbench.strategies.heads import ProjectionHead
 from chexbench.strategies.losses import byol_loss
 from chexbench.strategies.momentum import cosine_momentum, momentum_update
-from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy, own_option_help
+from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy
 
 
 class BYOLOptions(PretrainOptions):
     """BYOL's options, over the common pretraining options."""
 
-    momentum: float = Field(0.996, ge=0, le=1, description="target-network EMA momentum at the start; rises to 1 on a cosine")
+    momentum: float = Field(
+        0.996, ge=0, le=1, description="target-network EMA momentum at the start; rises to 1 on a cosine"
+    )
     pred_hidden_dim: int = Field(4096, ge=1, description="hidden width of the predictor")
 
 
 #: the paper's head widths (4096 hidden, 256 out) as defaults
 BYOL_OPTION_MODEL = BYOLOptions.with_defaults("BYOLOptions", proj_dim=256, proj_hidden_dim=4096)
-BYOL_OPTIONS: dict[str, Any] = BYOL_OPTION_MODEL.defaults()
 #: BYOL on a ResNet (Grill et al. 2020, sec. 3.2 and appendix C): τ_base 0.996, wd 1.5e-6, 10 warmup
 #: epochs; AdamW 1e-3 stands in for LARS (lr 0.2 × B/256), as for SimCLR
 BYOL_RESNET_RECIPE: dict[str, Any] = {
@@ -60,7 +60,15 @@ BYOL_VIT_RECIPE: dict[str, Any] = {
 class BYOLModel(nn.Module):
     """Online encoder + projector + predictor, EMA target encoder + projector; ``loss(v1, v2, progress)``."""
 
-    def __init__(self, encoder: nn.Module, num_features: int, hidden_dim: int, proj_dim: int, pred_hidden_dim: int, momentum: float):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        num_features: int,
+        hidden_dim: int,
+        proj_dim: int,
+        pred_hidden_dim: int,
+        momentum: float,
+    ):
         super().__init__()
         self.encoder = encoder
         self.projector = ProjectionHead(num_features, hidden_dim, proj_dim, batch_norm=True)
@@ -71,7 +79,13 @@ class BYOLModel(nn.Module):
             p.requires_grad_(False)
         self.base_momentum = momentum
 
-    def loss(self, v1: torch.Tensor, v2: torch.Tensor, progress: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        v1: torch.Tensor,
+        v2: torch.Tensor,
+        progress: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         v = torch.cat([local_rows(v1), local_rows(v2)])  # (2b, 1, H, W)
         p1, p2 = self.predictor(self.projector(self.encoder(v))).chunk(2)  # (b, proj_dim) each
         with torch.no_grad():
@@ -82,19 +96,19 @@ class BYOLModel(nn.Module):
         return byol_loss(p1, p2, z1, z2)
 
 
-@STRATEGIES.register
 class BYOL(PretrainStrategy):
     name = "byol"
-    description = "BYOL (Grill et al. 2020): online network + predictor regress an EMA target's projection, no negatives"
     option_model = BYOL_OPTION_MODEL
     #: the meanings of its own options, from their field descriptions (declared once)
-    option_help: dict[str, str] = {**PretrainStrategy.option_help, **own_option_help(BYOLOptions)}
-    options: dict[str, Any] = BYOL_OPTIONS
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"cnn": BYOL_RESNET_RECIPE, "vit": BYOL_VIT_RECIPE}
 
     def build_model(self, encoder, opts, pool_size, generator):
         model = BYOLModel(
-            encoder, encoder.num_features, int(opts["proj_hidden_dim"]), int(opts["proj_dim"]),
-            int(opts["pred_hidden_dim"]), float(opts["momentum"]),
+            encoder,
+            encoder.num_features,
+            int(opts["proj_hidden_dim"]),
+            int(opts["proj_dim"]),
+            int(opts["pred_hidden_dim"]),
+            float(opts["momentum"]),
         )
         return model, []

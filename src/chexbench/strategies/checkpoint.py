@@ -9,7 +9,8 @@ In a grid::
     name = "moco-cxr"                       # the strategy's name in records and the leaderboard
     path = "/models/moco-cxr-r50.pth.tar"
     format = "moco"                         # auto | timm | torchvision | moco | lightning | state_dict
-                                            # | torchxrayvision | hf_transformers | open_clip | openai_clip | mae
+                                            # | torchxrayvision | hf_transformers | open_clip | openai_clip |
+                                            mae
     # prefix = "module.encoder_q."          # keys kept (stripped); found from the layout when unset
     # normalize = "auto"                    # auto | imagenet | backbone | chexbench | [mean, std]
     backbone = "resnet50"                   # the architecture it fits; other backbones: not applicable
@@ -62,8 +63,8 @@ from chexbench.backbones.foreign import (
 )
 from chexbench.core.errors import ConfigError, WeightsError
 from chexbench.core.inputs import DEFAULT_NORMALIZE
-from chexbench.options import Options
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.options import Options
+from chexbench.spec.registry import BACKBONES, STRATEGIES
 from chexbench.strategies.base import InitRecord, Strategy
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -71,28 +72,48 @@ NORMALIZE_CHOICES = ("auto", "imagenet", "backbone", "chexbench")
 
 
 class CheckpointOptions(Options):
-    path: str | None = Field(None, description="the checkpoint file (.pth, .pth.tar, .ckpt, .safetensors, …), a model folder, "
-                             "or hf-hub:ORG/NAME[@REVISION][:FILE] (local cache only)")
+    path: str | None = Field(
+        None,
+        description=(
+            "the checkpoint file (.pth, .pth.tar, .ckpt, .safetensors, …), a model folder, "
+            "or hf-hub:ORG/NAME[@REVISION][:FILE] (local cache only)"
+        ),
+    )
     format: str = Field("auto", description="its layout: " + " | ".join(FORMATS))
-    prefix: str = Field("", description="key prefix of the encoder inside the file (kept, stripped); unset: found from the layout")
-    name: str = Field("", description="the strategy's name in records and the leaderboard (one per [[strategy.checkpoint]] table)")
-    normalize: str | list[float] = Field("auto", description="input normalization the checkpoint was trained with: auto (a "
-                                         "published layout's own, else imagenet) | imagenet | backbone | chexbench | [mean, std]")
-    backbone: str | list[str] | None = Field(None, description="the architecture(s) the checkpoint fits; cells of other "
-                                             "backbones are skipped as not applicable")
+    prefix: str = Field(
+        "",
+        description=(
+            "key prefix of the encoder inside the file (kept, stripped); unset: found from the layout"
+        ),
+    )
+    name: str = Field(
+        "",
+        description=(
+            "the strategy's name in records and the leaderboard (one per [[strategy.checkpoint]] table)"
+        ),
+    )
+    normalize: str | list[float] = Field(
+        "auto",
+        description=(
+            "input normalization the checkpoint was trained with: auto (a "
+            "published layout's own, else imagenet) | imagenet | backbone | chexbench | [mean, std]"
+        ),
+    )
+    backbone: str | list[str] | None = Field(
+        None,
+        description=(
+            "the architecture(s) the checkpoint fits; cells of other backbones are skipped as not applicable"
+        ),
+    )
 
 
-@STRATEGIES.register
 class Checkpoint(Strategy):
     name = "checkpoint"
-    description = ("a published or your own pretrained checkpoint (MoCo, Lightning, torchvision, timm, torchxrayvision, "
-                   "transformers DINOv2, open_clip/OpenAI CLIP, MAE; hf-hub: references), strict key audit")
     option_model = CheckpointOptions
-    options: dict[str, Any] = CheckpointOptions.defaults()
-    option_help: dict[str, str] = {k: str(f.description) for k, f in CheckpointOptions.model_fields.items()}
 
     def invalid_reason(self, cell) -> str | None:
-        """A checkpoint that declares its architecture (``backbone = "resnet50"``) does not apply to others."""
+        """A checkpoint that declares its architecture (``backbone = "resnet50"``) does not apply to
+        others."""
         fits = cell.strategy_options.get("backbone")
         if fits is None:
             return None
@@ -110,7 +131,7 @@ class Checkpoint(Strategy):
         """
         where = f"{source}: [strategy.checkpoint]"
         if value is None:
-            raise ConfigError(f"{where} is missing: the checkpoint strategy needs path = \"FILE\" (and a name)")
+            raise ConfigError(f'{where} is missing: the checkpoint strategy needs path = "FILE" (and a name)')
         if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
             entries = [{**table, "name": table.get("name", key)} for key, table in value.items()]
         elif isinstance(value, dict):
@@ -119,7 +140,9 @@ class Checkpoint(Strategy):
             entries = list(value)
             for i, e in enumerate(entries):
                 if not e.get("name"):
-                    raise ConfigError(f"{where} #{i + 1} needs a name (several checkpoints are told apart by name)")
+                    raise ConfigError(
+                        f"{where} #{i + 1} needs a name (several checkpoints are told apart by name)"
+                    )
         else:
             raise ConfigError(f"{where} must be a table or an array of tables, got {type(value).__name__}")
         out: dict[str, dict[str, Any]] = {}
@@ -132,7 +155,7 @@ class Checkpoint(Strategy):
             if name != self.name and name in STRATEGIES and STRATEGIES.get(name) is not self:
                 raise ConfigError(f"{where}: name {name!r} is already a strategy; choose another")
             if not e.get("path"):
-                raise ConfigError(f"{where} {name!r}: path = \"FILE\" is required")
+                raise ConfigError(f'{where} {name!r}: path = "FILE" is required')
             if hub.is_hub_ref(str(e["path"])):
                 try:
                     hub.parse(str(e["path"]))
@@ -140,7 +163,9 @@ class Checkpoint(Strategy):
                     raise ConfigError(f"{where} {name!r}: {err}") from None
             fmt = e.get("format", "auto")
             if fmt not in FORMATS:
-                raise ConfigError(f"{where} {name!r}: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+                raise ConfigError(
+                    f"{where} {name!r}: format must be one of {', '.join(FORMATS)}, got {fmt!r}"
+                )
             _normalize_option(e.get("normalize", "auto"), f"{where} {name!r}")
             fits = e.get("backbone")
             for b in [fits] if isinstance(fits, str) else list(fits or []):
@@ -160,7 +185,13 @@ class Checkpoint(Strategy):
                 backbone = BACKBONES.get(cell.backbone).build(cell.settings.image_size, cell.backbone_options)
             self._map(backbone, cell, opts, path, load=False)
 
-        context = (cell.strategy, sorted(opts.items()), cell.backbone, cell.settings.image_size, sorted(cell.backbone_options.items()))
+        context = (
+            cell.strategy,
+            sorted(opts.items()),
+            cell.backbone,
+            cell.settings.image_size,
+            sorted(cell.backbone_options.items()),
+        )
         check_once(path, context, check)
 
     # -- the cell -----------------------------------------------------------------------
@@ -169,22 +200,44 @@ class Checkpoint(Strategy):
         path, resolved = _locate(opts, cell.strategy)
         found, report, folded = self._map(backbone, cell, opts, path, load=True)
         norm = _normalization(opts["normalize"], cell.backbone, found.layout, path, folded)
-        dropped = sorted(found.outside + [found.prefix + k for k in report.dropped_keys])  # by their names in the file
-        reasons = {**found.dropped_reasons, **{found.prefix + k: "classifier head of the encoder" for k in report.dropped_keys}}
+        dropped = sorted(
+            found.outside + [found.prefix + k for k in report.dropped_keys]
+        )  # by their names in the file
+        reasons = {
+            **found.dropped_reasons,
+            **{found.prefix + k: "classifier head of the encoder" for k in report.dropped_keys},
+        }
         for k in found.outside:
             reasons.setdefault(k, f"outside the encoder (keys under '{found.prefix}' kept)")
-        hub_info = {} if resolved is None else {
-            "hub_reference": str(resolved.ref), "hub_repo": resolved.ref.repo, "hub_revision": resolved.commit,
-            "hub_file": resolved.filename,
-        }
+        hub_info = (
+            {}
+            if resolved is None
+            else {
+                "hub_reference": str(resolved.ref),
+                "hub_repo": resolved.ref.repo,
+                "hub_revision": resolved.commit,
+                "hub_file": resolved.filename,
+            }
+        )
         return InitRecord(
             source=str(opts["path"]) if resolved is not None else str(path),
             loaded_keys=report.loaded_keys,
             reinitialized_keys=report.reinitialized_keys,
             dropped_keys=dropped,
-            notes=found.notes + report.notes + [f"dropped (head): {', '.join(report.dropped_keys) or 'none'}",
-                                                f"normalize {norm['mean']:g}/{norm['std']:g} ({norm['source']})"]
-            + ([f"{resolved.ref} resolved in the local cache to commit {resolved.commit}, file {resolved.filename}"] if resolved else []),
+            notes=found.notes
+            + report.notes
+            + [
+                f"dropped (head): {', '.join(report.dropped_keys) or 'none'}",
+                f"normalize {norm['mean']:g}/{norm['std']:g} ({norm['source']})",
+            ]
+            + (
+                [
+                    f"{resolved.ref} resolved in the local cache to commit {resolved.commit}, file"
+                    f" {resolved.filename}"
+                ]
+                if resolved
+                else []
+            ),
             extra={
                 "checkpoint_name": cell.strategy,
                 "checkpoint_sha256": file_sha256(path),
@@ -207,7 +260,7 @@ class Checkpoint(Strategy):
             raise ConfigError(f"[strategy.{cell.strategy}]: unknown option(s) {sorted(unknown)}")
         opts = {**self.options, **cell.strategy_options}
         if not opts["path"]:
-            raise ConfigError(f"strategy {cell.strategy}: set path = \"FILE\" under [strategy.checkpoint]")
+            raise ConfigError(f'strategy {cell.strategy}: set path = "FILE" under [strategy.checkpoint]')
         return opts
 
     def _map(self, backbone, cell, opts: dict[str, Any], path: Path, load: bool):
@@ -215,44 +268,72 @@ class Checkpoint(Strategy):
         spec = BACKBONES.get(cell.backbone)
         source = f"strategy {cell.strategy}: {opts['path'] if hub.is_hub_ref(str(opts['path'])) else path}"
         if opts["format"] == "torchvision" and spec.kind != "cnn":
-            raise WeightsError(f"{source}: torchvision names are mapped for ResNets only; {cell.backbone} needs timm names")
+            raise WeightsError(
+                f"{source}: torchvision names are mapped for ResNets only; {cell.backbone} needs timm names"
+            )
         tensors, wrapper = read_checkpoint(path)
         layout = opts["format"] if opts["format"] in layouts.LAYOUTS else None
-        ddp = bool(tensors) and all(k.startswith("module.") for k in tensors)  # saved from DistributedDataParallel
+        ddp = bool(tensors) and all(
+            k.startswith("module.") for k in tensors
+        )  # saved from DistributedDataParallel
         if opts["format"] == "auto" and not opts["prefix"]:
-            layout = layouts.detect({k.removeprefix("module."): v for k, v in tensors.items()} if ddp else tensors)
+            layout = layouts.detect(
+                {k.removeprefix("module."): v for k, v in tensors.items()} if ddp else tensors
+            )
         if layout is not None:
             if opts["prefix"]:
-                raise WeightsError(f"{source}: prefix is not used with format '{layout}' (its layout places every key)")
+                raise WeightsError(
+                    f"{source}: prefix is not used with format '{layout}' (its layout places every key)"
+                )
             inner = {k.removeprefix("module."): v for k, v in tensors.items()} if ddp else tensors
             mapped = layouts.convert(layout, inner, backbone.model, source)
             if ddp:
                 mapped.dropped = {f"module.{k}": r for k, r in mapped.dropped.items()}
                 mapped.notes.insert(1, "keys under 'module.' (DistributedDataParallel; prefix stripped)")
             layouts.activation_check(layout, backbone.model, path, cell.backbone, source)
-            found = ForeignState(mapped.state, layout, "", wrapper, sorted(mapped.dropped), list(mapped.notes),
-                                 dropped_reasons=dict(mapped.dropped))
+            found = ForeignState(
+                mapped.state,
+                layout,
+                "",
+                wrapper,
+                sorted(mapped.dropped),
+                list(mapped.notes),
+                dropped_reasons=dict(mapped.dropped),
+            )
             if mapped.dropped:
                 found.notes.append(f"dropped: {_reason_summary(mapped.dropped)}")
             rgb = layouts.rgb_statistics(layout, path) if opts["normalize"] == "auto" else None
-            if rgb is not None:  # the library's per-channel preprocessing, folded exactly into a ViT patch embedding
-                fold = layouts.fold_rgb_normalization(found.state, backbone.model, rgb, layouts.model_normalization(layout, path))
+            if (
+                rgb is not None
+            ):  # the library's per-channel preprocessing, folded exactly into a ViT patch embedding
+                fold = layouts.fold_rgb_normalization(
+                    found.state, backbone.model, rgb, layouts.model_normalization(layout, path)
+                )
                 found.notes.extend(fold)
                 folded = bool(fold)
         else:
             found = find_encoder(
-                tensors, list(backbone.model.state_dict()), fmt=opts["format"], prefix=opts["prefix"] or None,
-                wrapper=wrapper, source=source,
+                tensors,
+                list(backbone.model.state_dict()),
+                fmt=opts["format"],
+                prefix=opts["prefix"] or None,
+                wrapper=wrapper,
+                source=source,
             )
         if load:
-            report = load_checkpoint(backbone, found.state, spec, source=source, declared_unexpected=spec.head_prefixes)
+            report = load_checkpoint(
+                backbone, found.state, spec, source=source, declared_unexpected=spec.head_prefixes
+            )
         else:
-            report, _ = audit_checkpoint(backbone.model, found.state, spec, source=source, declared_unexpected=spec.head_prefixes)
+            report, _ = audit_checkpoint(
+                backbone.model, found.state, spec, source=source, declared_unexpected=spec.head_prefixes
+            )
         return found, report, folded
 
 
 def _locate(opts: dict[str, Any], strategy: str) -> tuple[Path, hub.Resolved | None]:
-    """The local file of ``path``: a file, or an ``hf-hub:`` reference found in the local cache (never downloaded)."""
+    """The local file of ``path``: a file, or an ``hf-hub:`` reference found in the local cache (never
+    downloaded)."""
     text = str(opts["path"])
     if hub.is_hub_ref(text):
         resolved = hub.resolve_cached(hub.parse(text), what=f"strategy {strategy}: ")
@@ -262,8 +343,10 @@ def _locate(opts: dict[str, Any], strategy: str) -> tuple[Path, hub.Resolved | N
         for name in hub.WEIGHT_FILES:
             if (path / name).is_file():
                 return path / name, None
-        raise WeightsError(f"strategy {strategy}: {checkpoint_path_problem(path)} "
-                           f"(a model folder would hold {' or '.join(hub.WEIGHT_FILES)})")
+        raise WeightsError(
+            f"strategy {strategy}: {checkpoint_path_problem(path)} "
+            f"(a model folder would hold {' or '.join(hub.WEIGHT_FILES)})"
+        )
     if problem := checkpoint_path_problem(path):
         raise WeightsError(f"strategy {strategy}: {problem} (path under [strategy.checkpoint])")
     return path, None
@@ -279,12 +362,21 @@ def _reason_summary(dropped: dict[str, str]) -> str:
 def _normalize_option(value: Any, where: str) -> None:
     if isinstance(value, str) and value in NORMALIZE_CHOICES:
         return
-    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) and value[1] > 0:
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        and value[1] > 0
+    ):
         return
-    raise ConfigError(f"{where}: normalize must be one of {', '.join(NORMALIZE_CHOICES)} or [mean, std], got {value!r}")
+    raise ConfigError(
+        f"{where}: normalize must be one of {', '.join(NORMALIZE_CHOICES)} or [mean, std], got {value!r}"
+    )
 
 
-def _normalization(value: Any, backbone: str, layout: str = "", weights: Path | None = None, folded: bool = False) -> dict[str, Any]:
+def _normalization(
+    value: Any, backbone: str, layout: str = "", weights: Path | None = None, folded: bool = False
+) -> dict[str, Any]:
     """The one-channel (mean, std) the checkpoint's encoder expects, and where it came from."""
     if value == "auto":
         if layout in layouts.LAYOUTS:
@@ -295,7 +387,11 @@ def _normalization(value: Any, backbone: str, layout: str = "", weights: Path | 
     elif value == "backbone":
         n = BACKBONES.get(backbone).imagenet_normalize()
     elif value == "chexbench":
-        return {"mean": DEFAULT_NORMALIZE[0], "std": DEFAULT_NORMALIZE[1], "source": "chexbench's own pretraining normalization"}
+        return {
+            "mean": DEFAULT_NORMALIZE[0],
+            "std": DEFAULT_NORMALIZE[1],
+            "source": "chexbench's own pretraining normalization",
+        }
     else:
         return {"mean": float(value[0]), "std": float(value[1]), "source": "set in the grid"}
     return n.to_dict()

@@ -36,11 +36,10 @@ from pydantic import Field
 from torch import nn
 
 from chexbench.core import distributed as D
-from chexbench.registry import STRATEGIES
 from chexbench.strategies.augment import ViewAugment, contrastive_view
 from chexbench.strategies.losses import dino_center_update, dino_loss
 from chexbench.strategies.momentum import cosine_momentum, momentum_update
-from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy, own_option_help
+from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy
 from chexbench.strategies.vit_tokens import vit_features
 
 #: DINO's local crops are 96 px beside 224 px global crops
@@ -48,26 +47,47 @@ LOCAL_SIZE_RATIO = 96 / 224
 
 
 class DINOOptions(PretrainOptions):
-    """DINO's options, over the common pretraining options (``crop_scale_min`` is the global crops' smallest area)."""
+    """DINO's options, over the common pretraining options (``crop_scale_min`` is the global crops' smallest
+    area)."""
 
     out_dim: int = Field(65536, ge=2, description="prototypes K of the DINO head's last layer")
     student_temp: float = Field(0.1, gt=0, description="student softmax temperature τ_s")
     teacher_temp: float = Field(0.04, gt=0, description="teacher softmax temperature τ_t after its warmup")
-    warmup_teacher_temp: float = Field(0.04, gt=0, description="teacher temperature at the start of its linear warmup")
-    warmup_teacher_temp_epochs: float = Field(0.0, ge=0, description="epochs of the teacher-temperature warmup")
-    center_momentum: float = Field(0.9, ge=0, le=1, description="momentum of the teacher centre's running mean")
-    centering: bool = Field(True, description="centre the teacher's logits (false only to demonstrate collapse)")
-    momentum: float = Field(0.996, ge=0, le=1, description="teacher EMA momentum at the start; rises to 1 on a cosine")
+    warmup_teacher_temp: float = Field(
+        0.04, gt=0, description="teacher temperature at the start of its linear warmup"
+    )
+    warmup_teacher_temp_epochs: float = Field(
+        0.0, ge=0, description="epochs of the teacher-temperature warmup"
+    )
+    center_momentum: float = Field(
+        0.9, ge=0, le=1, description="momentum of the teacher centre's running mean"
+    )
+    centering: bool = Field(
+        True, description="centre the teacher's logits (false only to demonstrate collapse)"
+    )
+    momentum: float = Field(
+        0.996, ge=0, le=1, description="teacher EMA momentum at the start; rises to 1 on a cosine"
+    )
     local_crops: int = Field(8, ge=0, description="local (small) crops per image beside the 2 global crops")
-    local_crop_scale_min: float = Field(0.05, gt=0, le=1, description="smallest area fraction of a local crop")
-    use_bn_in_head: bool = Field(False, description="BatchNorm after the head's hidden layers (an option of DINO's code)")
+    local_crop_scale_min: float = Field(
+        0.05, gt=0, le=1, description="smallest area fraction of a local crop"
+    )
+    use_bn_in_head: bool = Field(
+        False, description="BatchNorm after the head's hidden layers (an option of DINO's code)"
+    )
 
 
 DINO_OPTION_MODEL = DINOOptions.with_defaults(
-    "DINOOptions", proj_dim=256, proj_hidden_dim=2048, crop_scale_min=0.4, grad_clip=3.0,
-    pretrain_optimizer="adamw", pretrain_lr=5e-4, pretrain_weight_decay=0.04, pretrain_warmup_epochs=10.0,
+    "DINOOptions",
+    proj_dim=256,
+    proj_hidden_dim=2048,
+    crop_scale_min=0.4,
+    grad_clip=3.0,
+    pretrain_optimizer="adamw",
+    pretrain_lr=5e-4,
+    pretrain_weight_decay=0.04,
+    pretrain_warmup_epochs=10.0,
 )
-DINO_OPTIONS: dict[str, Any] = DINO_OPTION_MODEL.defaults()
 #: DINO on a ViT (Caron et al. 2021, sec. 4 / appendix and the ViT-S/16 recipe of their code):
 #: AdamW lr 5e-4 × B/256, wd 0.04, 10 warmup epochs, grad clip 3, teacher momentum 0.996 → 1,
 #: teacher temperature 0.04 → 0.07 over 30 epochs, global crops of area ≥ 0.4, local 0.05-0.4
@@ -99,13 +119,21 @@ DINO_RESNET_RECIPE: dict[str, Any] = {
 
 class DINOHead(nn.Module):
     """``(B, in_dim) → (B, K)``: MLP (GELU) to a bottleneck, L2-normalized, then cosine to K unit prototypes
-    (the weight-normalized last layer with its norm fixed to 1). ``bottleneck(x)`` is the normalized (B, proj_dim)."""
+    (the weight-normalized last layer with its norm fixed to 1). ``bottleneck(x)`` is the normalized (B,
+    proj_dim).
+    """
 
-    def __init__(self, in_dim: int, hidden_dim: int, bottleneck_dim: int, out_dim: int, batch_norm: bool = False):
+    def __init__(
+        self, in_dim: int, hidden_dim: int, bottleneck_dim: int, out_dim: int, batch_norm: bool = False
+    ):
         super().__init__()
 
         def hidden(d_in: int) -> list[nn.Module]:
-            return [nn.Linear(d_in, hidden_dim), *([nn.BatchNorm1d(hidden_dim)] if batch_norm else []), nn.GELU()]
+            return [
+                nn.Linear(d_in, hidden_dim),
+                *([nn.BatchNorm1d(hidden_dim)] if batch_norm else []),
+                nn.GELU(),
+            ]
 
         self.mlp = nn.Sequential(*hidden(in_dim), *hidden(hidden_dim), nn.Linear(hidden_dim, bottleneck_dim))
         for m in self.mlp:
@@ -132,8 +160,13 @@ class DINOModel(nn.Module):
     def __init__(self, encoder: nn.Module, opts: dict[str, Any]):
         super().__init__()
         self.encoder = encoder
-        self.head = DINOHead(encoder.num_features, int(opts["proj_hidden_dim"]), int(opts["proj_dim"]), int(opts["out_dim"]),
-                             bool(opts.get("use_bn_in_head", False)))
+        self.head = DINOHead(
+            encoder.num_features,
+            int(opts["proj_hidden_dim"]),
+            int(opts["proj_dim"]),
+            int(opts["out_dim"]),
+            bool(opts.get("use_bn_in_head", False)),
+        )
         self.teacher_encoder = copy.deepcopy(encoder)
         self.teacher_head = copy.deepcopy(self.head)
         for p in [*self.teacher_encoder.parameters(), *self.teacher_head.parameters()]:
@@ -146,7 +179,8 @@ class DINOModel(nn.Module):
         self.progress = 0.0
 
     def teacher_temp(self, progress: float) -> float:
-        """Linear warmup per epoch from ``warmup_teacher_temp`` to ``teacher_temp`` (DINO's schedule), then constant."""
+        """Linear warmup per epoch from ``warmup_teacher_temp`` to ``teacher_temp`` (DINO's schedule), then
+        constant."""
         warm = float(self.opts["warmup_teacher_temp_epochs"])
         epoch = math.floor(progress * self.epochs)
         if warm <= 0 or epoch >= warm:
@@ -159,15 +193,28 @@ class DINOModel(nn.Module):
             return vit_features(encoder.model, x)  # a local crop: position embedding resampled to its grid
         return encoder(x)
 
-    def make_views(self, x01: torch.Tensor, aug: ViewAugment, generator: torch.Generator | None, normalize: tuple[float, float]):
+    def make_views(
+        self,
+        x01: torch.Tensor,
+        aug: ViewAugment,
+        generator: torch.Generator | None,
+        normalize: tuple[float, float],
+    ):
         """(2 global crops, ``local_crops`` local crops), each (B, 1, S, S), drawn on ``x01``'s device."""
         glob = dataclasses.replace(aug, crop_scale=(float(self.opts["crop_scale_min"]), 1.0))
-        loc = dataclasses.replace(aug, crop_scale=(float(self.opts["local_crop_scale_min"]), float(self.opts["crop_scale_min"])))
+        loc = dataclasses.replace(
+            aug, crop_scale=(float(self.opts["local_crop_scale_min"]), float(self.opts["crop_scale_min"]))
+        )
         globals_ = [contrastive_view(x01, glob, generator, normalize) for _ in range(2)]
-        locals_ = [contrastive_view(x01, loc, generator, normalize, self.local_size) for _ in range(int(self.opts["local_crops"]))]
+        locals_ = [
+            contrastive_view(x01, loc, generator, normalize, self.local_size)
+            for _ in range(int(self.opts["local_crops"]))
+        ]
         return globals_, locals_
 
-    def loss(self, globals_: list[torch.Tensor], locals_: list[torch.Tensor], progress: float = 0.0, generator=None) -> torch.Tensor:
+    def loss(
+        self, globals_: list[torch.Tensor], locals_: list[torch.Tensor], progress: float = 0.0, generator=None
+    ) -> torch.Tensor:
         self.progress = progress
         g = torch.cat([D.local_rows(v) for v in globals_])  # (2b, 1, S, S)
         n_global = len(globals_)
@@ -182,18 +229,25 @@ class DINOModel(nn.Module):
             student += list(self.head(self.features(self.encoder, loc)).chunk(len(locals_)))
         centering = bool(self.opts["centering"])
         center = self.center if centering else torch.zeros_like(self.center)
-        loss = dino_loss(student, teacher, center, float(self.opts["student_temp"]), self.teacher_temp(progress))
+        loss = dino_loss(
+            student, teacher, center, float(self.opts["student_temp"]), self.teacher_temp(progress)
+        )
         if centering:
             # the centre follows the global batch's teacher mean: each rank's mean, averaged over ranks
-            new = dino_center_update(self.center, [D.mean_over_ranks(torch.cat(teacher).float().mean(0, keepdim=True))],
-                                     float(self.opts["center_momentum"]))
+            new = dino_center_update(
+                self.center,
+                [D.mean_over_ranks(torch.cat(teacher).float().mean(0, keepdim=True))],
+                float(self.opts["center_momentum"]),
+            )
             self.center.copy_(new)
         return loss
 
     @torch.no_grad()
     def monitor_outputs(self, x: torch.Tensor) -> dict[str, Any]:
-        """The teacher's output distribution (B, K), centred and sharpened as the loss uses it — the embedding whose
-        collapse matters: one prototype for every image (no centring) or uniform (no sharpening) both make every row
+        """The teacher's output distribution (B, K), centred and sharpened as the loss uses it — the embedding
+        whose
+        collapse matters: one prototype for every image (no centring) or uniform (no sharpening) both make
+        every row
         the same — and its mean entropy (nats)."""
         f = self.teacher_encoder(x)
         logits = self.teacher_head(f).float()
@@ -203,17 +257,16 @@ class DINOModel(nn.Module):
         return {"embedding": probs, "teacher_entropy": entropy, "max_entropy": math.log(probs.shape[-1])}
 
 
-@STRATEGIES.register
 class DINO(PretrainStrategy):
     name = "dino"
-    description = "DINO (Caron et al. 2021): self-distillation, EMA teacher centred and sharpened, multi-crop"
     option_model = DINO_OPTION_MODEL
     #: the meanings of its own options, from their field descriptions (declared once)
-    option_help: dict[str, str] = {**PretrainStrategy.option_help, **own_option_help(DINOOptions)}
-    options: dict[str, Any] = DINO_OPTIONS
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"cnn": DINO_RESNET_RECIPE, "vit": DINO_VIT_RECIPE}
 
     def build_model(self, encoder, opts, pool_size, generator):
         model = DINOModel(encoder, opts)
-        notes = [f"DINO multi-crop: 2 global crops at {encoder.image_size} px, {opts['local_crops']} local crops at {model.local_size} px"]
+        notes = [
+            f"DINO multi-crop: 2 global crops at {encoder.image_size} px, {opts['local_crops']} local crops"
+            f" at {model.local_size} px"
+        ]
         return model, notes

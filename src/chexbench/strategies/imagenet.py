@@ -27,8 +27,8 @@ from chexbench.backbones.base import audit_checkpoint, load_checkpoint, read_sta
 from chexbench.backbones.foreign import check_once, file_sha256
 from chexbench.backbones.imagenet_weights import find_local, local_candidates
 from chexbench.core.errors import SkipCell
-from chexbench.options import Options
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.options import Options
+from chexbench.spec.registry import BACKBONES
 from chexbench.strategies.base import InitRecord, Strategy
 
 
@@ -36,7 +36,10 @@ def not_applicable_reason(backbone_name: str) -> str | None:
     """Why ``imagenet`` does not apply to this backbone (it declares no ImageNet checkpoint), or None."""
     if BACKBONES.get(backbone_name).has_imagenet_weights:
         return None
-    return f"not applicable: {backbone_name} has no ImageNet weights (its architecture declares no pretrained checkpoint)"
+    return (
+        f"not applicable: {backbone_name} has no ImageNet weights (its architecture declares no pretrained"
+        " checkpoint)"
+    )
 
 
 def find_weights(backbone_name: str, options: dict[str, Any]) -> tuple[Path | None, str]:
@@ -53,25 +56,26 @@ def find_weights(backbone_name: str, options: dict[str, Any]) -> tuple[Path | No
     if found:
         return found, ""
     return None, (
-        f"no ImageNet weights for {backbone_name} on this machine: run `chexbench weights fetch {backbone_name}` "
-        f"(stores {local_candidates(spec.imagenet_weights)[0]}), or set weights = \"FILE\" under [strategy.imagenet]"
+        f"no ImageNet weights for {backbone_name} on this machine: run `chexbench weights fetch"
+        f" {backbone_name}` "
+        f'(stores {local_candidates(spec.imagenet_weights)[0]}), or set weights = "FILE" under'
+        " [strategy.imagenet]"
     )
 
 
 class ImageNetOptions(Options):
-    weights: str | None = Field(None, description="local weights file (.safetensors/.pth); default: <cache>/weights, then the Hugging Face cache")
+    weights: str | None = Field(
+        None,
+        description=(
+            "local timm checkpoint (.safetensors / .pth) of this backbone's ImageNet weights; "
+            "unset: ~/.cache/chexbench/weights/<timm name>.safetensors or timm's local Hugging Face cache"
+        ),
+    )
 
 
-@STRATEGIES.register
 class ImageNet(Strategy):
     name = "imagenet"
-    description = "supervised ImageNet-1k weights (timm) from a local file, strict key audit"
     option_model = ImageNetOptions
-    options: dict[str, Any] = ImageNetOptions.defaults()
-    option_help: dict[str, str] = {
-        "weights": "local timm checkpoint (.safetensors / .pth) of this backbone's ImageNet weights; "
-        "unset: ~/.cache/chexbench/weights/<timm name>.safetensors or timm's local Hugging Face cache",
-    }
 
     def invalid_reason(self, cell) -> str | None:
         if {**self.options, **cell.strategy_options}.get("weights"):
@@ -94,9 +98,17 @@ class ImageNet(Strategy):
         def check() -> None:
             with torch.device("meta"):
                 backbone = spec.build(cell.settings.image_size, cell.backbone_options)
-            audit_checkpoint(backbone.model, read_state_dict(path), spec, source=str(path), declared_unexpected=spec.head_prefixes)
+            audit_checkpoint(
+                backbone.model,
+                read_state_dict(path),
+                spec,
+                source=str(path),
+                declared_unexpected=spec.head_prefixes,
+            )
 
-        check_once(path, (cell.backbone, cell.settings.image_size, sorted(cell.backbone_options.items())), check)
+        check_once(
+            path, (cell.backbone, cell.settings.image_size, sorted(cell.backbone_options.items())), check
+        )
 
     def init_backbone(self, backbone, cell, ctx) -> InitRecord:
         spec = BACKBONES.get(cell.backbone)
@@ -112,7 +124,8 @@ class ImageNet(Strategy):
             loaded_keys=report.loaded_keys,
             reinitialized_keys=report.reinitialized_keys,
             dropped_keys=report.dropped_keys,
-            notes=report.notes + [
+            notes=report.notes
+            + [
                 f"dropped (classifier head): {', '.join(report.dropped_keys) or 'none'}",
                 f"normalize {norm.mean:g}/{norm.std:g} ({norm.source})",
             ],

@@ -30,7 +30,8 @@ _F = TypeVar("_F", bound=Callable[..., torch.Tensor])
 
 
 def in_fp32(fn: _F) -> _F:
-    """``fn`` with autocast switched off on its first argument's device (its inputs are cast to fp32 inside)."""
+    """``fn`` with autocast switched off on its first argument's device (its inputs are cast to fp32
+    inside)."""
 
     @functools.wraps(fn)
     def wrapper(first: torch.Tensor, *args, **kwargs):
@@ -49,18 +50,26 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> tor
     with the self-similarity excluded from the denominator.
     """
     if z1.shape != z2.shape or z1.dim() != 2:
-        raise ValueError(f"nt_xent expects two (B, D) tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"nt_xent expects two (B, D) tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     b = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # (2B, D)
     sim = z @ z.T / temperature  # (2B, 2B)
     sim = sim.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
-    partner = torch.cat([torch.arange(b, 2 * b, device=z.device), torch.arange(0, b, device=z.device)])  # no blocking copy
+    partner = torch.cat(
+        [torch.arange(b, 2 * b, device=z.device), torch.arange(0, b, device=z.device)]
+    )  # no blocking copy
     return F.cross_entropy(sim, partner)
 
 
 @in_fp32
 def info_nce(
-    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2, queue_normalized: bool = False
+    q: torch.Tensor,
+    k: torch.Tensor,
+    queue: torch.Tensor,
+    temperature: float = 0.2,
+    queue_normalized: bool = False,
 ) -> torch.Tensor:
     """InfoNCE with a queue: ``q``, ``k`` (B, D) queries and their positive keys, ``queue`` (K, D) negatives.
 
@@ -71,10 +80,14 @@ def info_nce(
     (K, D) normalization is skipped — with K = 65536 it costs more than a small encoder.
     """
     if q.shape != k.shape or q.dim() != 2:
-        raise ValueError(f"info_nce expects q and k of equal (B, D) shape, got {tuple(q.shape)} and {tuple(k.shape)}")
+        raise ValueError(
+            f"info_nce expects q and k of equal (B, D) shape, got {tuple(q.shape)} and {tuple(k.shape)}"
+        )
     if queue.dim() != 2 or queue.shape[1] != q.shape[1]:
         raise ValueError(f"info_nce expects a (K, {q.shape[1]}) queue, got {tuple(queue.shape)}")
-    q = F.normalize(q.float(), dim=1) / temperature  # τ folded into the (B, D) queries, not the (B, 1+K) logits
+    q = (
+        F.normalize(q.float(), dim=1) / temperature
+    )  # τ folded into the (B, D) queries, not the (B, 1+K) logits
     k = F.normalize(k.float(), dim=1)
     neg = queue.float() if queue_normalized else F.normalize(queue.float(), dim=1)
     return _QueueCrossEntropy.apply(q, k, neg)
@@ -92,9 +105,12 @@ class _QueueCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    # type: ignore[override]
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         l_pos = (q * k).sum(dim=1, keepdim=True)  # (B, 1)
-        p_neg = (q @ neg.T).float() if neg.shape[0] else q.new_zeros(q.shape[0], 0)  # (B, K) logits, then softmax
+        p_neg = (
+            (q @ neg.T).float() if neg.shape[0] else q.new_zeros(q.shape[0], 0)
+        )  # (B, K) logits, then softmax
         top = torch.maximum(l_pos, p_neg.amax(dim=1, keepdim=True)) if neg.shape[0] else l_pos
         p_neg.sub_(top).exp_()
         p_pos = (l_pos - top).exp()
@@ -143,7 +159,11 @@ def nt_xent_across_ranks(z1: torch.Tensor, z2: torch.Tensor, temperature: float 
 
 # -- negative-free and reconstruction losses ------------------------------------------------
 def dino_loss(
-    student: list[torch.Tensor], teacher: list[torch.Tensor], center: torch.Tensor, student_temp: float = 0.1, teacher_temp: float = 0.04
+    student: list[torch.Tensor],
+    teacher: list[torch.Tensor],
+    center: torch.Tensor,
+    student_temp: float = 0.1,
+    teacher_temp: float = 0.04,
 ) -> torch.Tensor:
     """DINO's self-distillation cross entropy (Caron et al. 2021, eq. 1-3 and Algorithm 1).
 
@@ -155,12 +175,21 @@ def dino_loss(
     ``mean_b Σ_k −P_t[b, k] · log P_s[b, k]``. The teacher's probabilities carry no gradient.
     """
     if not student or not teacher or len(teacher) > len(student):
-        raise ValueError(f"dino_loss expects ≥ 1 teacher (global) crops and at least as many student crops, got {len(teacher)} and {len(student)}")
+        raise ValueError(
+            "dino_loss expects ≥ 1 teacher (global) crops and at least as many student crops, got"
+            f" {len(teacher)} and {len(student)}"
+        )
     with torch.autocast(student[0].device.type, enabled=False):
         return _dino_loss(student, teacher, center, student_temp, teacher_temp)
 
 
-def _dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center: torch.Tensor, student_temp: float, teacher_temp: float) -> torch.Tensor:
+def _dino_loss(
+    student: list[torch.Tensor],
+    teacher: list[torch.Tensor],
+    center: torch.Tensor,
+    student_temp: float,
+    teacher_temp: float,
+) -> torch.Tensor:
     c = center.float().reshape(1, -1)
     targets = [F.softmax((t.float().detach() - c) / teacher_temp, dim=-1) for t in teacher]  # G × (B, K)
     log_p = [F.log_softmax(s.float() / student_temp, dim=-1) for s in student]  # V × (B, K)
@@ -172,13 +201,19 @@ def _dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center:
             total = total + (-q * lp).sum(dim=-1).mean()
             pairs += 1
     if pairs == 0:
-        raise ValueError("dino_loss needs at least one pair of different crops (one global crop and no other crop gives none)")
+        raise ValueError(
+            "dino_loss needs at least one pair of different crops (one global crop and no other crop gives"
+            " none)"
+        )
     return total / pairs
 
 
 @torch.no_grad()
-def dino_center_update(center: torch.Tensor, teacher: list[torch.Tensor], momentum: float = 0.9) -> torch.Tensor:
-    """DINO's centre: ``c ← m·c + (1 − m)·mean of the teacher logits`` over the batch and its global crops (eq. 4).
+def dino_center_update(
+    center: torch.Tensor, teacher: list[torch.Tensor], momentum: float = 0.9
+) -> torch.Tensor:
+    """DINO's centre: ``c ← m·c + (1 − m)·mean of the teacher logits`` over the batch and its global crops
+    (eq. 4).
 
     ``center`` (1, K); ``teacher`` G × (B, K). Returns the new centre (fp32); the caller keeps it.
     Under torchrun the batch mean must be the global one: the caller averages over ranks.
@@ -197,7 +232,10 @@ def byol_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Te
     vectors; the result is ``mean_b [(2 − 2 cos(p1, z2)) + (2 − 2 cos(p2, z1))]``, in [0, 8].
     """
     if not (p1.shape == p2.shape == z1.shape == z2.shape) or p1.dim() != 2:
-        raise ValueError(f"byol_loss expects four (B, D) tensors of equal shape, got {[tuple(t.shape) for t in (p1, p2, z1, z2)]}")
+        raise ValueError(
+            "byol_loss expects four (B, D) tensors of equal shape, got"
+            f" {[tuple(t.shape) for t in (p1, p2, z1, z2)]}"
+        )
 
     def regress(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return 2.0 - 2.0 * (F.normalize(p.float(), dim=-1) * F.normalize(z.float(), dim=-1)).sum(dim=-1)
@@ -206,7 +244,9 @@ def byol_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Te
 
 
 @in_fp32
-def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix: bool = True) -> torch.Tensor:
+def mae_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix: bool = True
+) -> torch.Tensor:
     """MAE's reconstruction loss (He et al. 2022, sec. 3 "Reconstruction target").
 
     ``pred``, ``target`` (B, N, P): the decoder's pixels and the image's pixels per patch
@@ -217,7 +257,10 @@ def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_
     patches only: ``Σ_{b,n} mask·mean_p (pred − target)² / Σ mask``.
     """
     if pred.shape != target.shape or pred.dim() != 3 or mask.shape != pred.shape[:2]:
-        raise ValueError(f"mae_loss expects pred and target (B, N, P) and mask (B, N), got {tuple(pred.shape)}, {tuple(target.shape)}, {tuple(mask.shape)}")
+        raise ValueError(
+            f"mae_loss expects pred and target (B, N, P) and mask (B, N), got {tuple(pred.shape)},"
+            f" {tuple(target.shape)}, {tuple(mask.shape)}"
+        )
     target = target.float()
     if norm_pix:
         mean = target.mean(dim=-1, keepdim=True)

@@ -31,28 +31,35 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from chexbench.core.distributed import local_rows
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES
 from chexbench.strategies.augment import ViewAugment, random_resized_crop
 from chexbench.strategies.losses import mae_loss
-from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy, own_option_help
+from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy
 from chexbench.strategies.vit_tokens import embed_patches, encode_tokens, patch_size
 
 
 class MAEOptions(PretrainOptions):
     """MAE's options, over the common pretraining options."""
 
-    mask_ratio: float = Field(0.75, gt=0, lt=1, description="fraction of patches masked (hidden from the encoder) per image")
+    mask_ratio: float = Field(
+        0.75, gt=0, lt=1, description="fraction of patches masked (hidden from the encoder) per image"
+    )
     decoder_dim: int = Field(512, ge=1, description="width of the decoder")
     decoder_depth: int = Field(8, ge=1, description="transformer blocks of the decoder")
     decoder_heads: int = Field(16, ge=1, description="attention heads of the decoder")
-    norm_pix_loss: bool = Field(True, description="regress per-patch normalized pixels (the paper's better target)")
+    norm_pix_loss: bool = Field(
+        True, description="regress per-patch normalized pixels (the paper's better target)"
+    )
 
 
 MAE_OPTION_MODEL = MAEOptions.with_defaults(
-    "MAEOptions", pretrain_optimizer="adamw", pretrain_lr=1.5e-4, pretrain_weight_decay=0.05, pretrain_warmup_epochs=40.0,
+    "MAEOptions",
+    pretrain_optimizer="adamw",
+    pretrain_lr=1.5e-4,
+    pretrain_weight_decay=0.05,
+    pretrain_warmup_epochs=40.0,
     crop_scale_min=0.2,
 )
-MAE_OPTIONS: dict[str, Any] = MAE_OPTION_MODEL.defaults()
 #: MAE's pretraining recipe (He et al. 2022, appendix A.1, table 8): AdamW (β2 0.95) base lr 1.5e-4 × B/256,
 #: wd 0.05, 40 warmup epochs, cosine decay, random resized crop (0.2-1) only, mask ratio 0.75,
 #: decoder 8 blocks × 512
@@ -101,26 +108,39 @@ class MAEModel(nn.Module):
         self.decoder_embed = nn.Linear(dim, dec)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dec))
         self.decoder_pos = nn.Parameter(torch.zeros(1, 1 + n, dec))
-        self.decoder_blocks = nn.Sequential(*[Block(dec, int(opts["decoder_heads"]), mlp_ratio=4.0, qkv_bias=True)
-                                              for _ in range(int(opts["decoder_depth"]))])
+        self.decoder_blocks = nn.Sequential(
+            *[
+                Block(dec, int(opts["decoder_heads"]), mlp_ratio=4.0, qkv_bias=True)
+                for _ in range(int(opts["decoder_depth"]))
+            ]
+        )
         self.decoder_norm = nn.LayerNorm(dec)
         self.decoder_pred = nn.Linear(dec, self.patch * self.patch * 1)
         nn.init.normal_(self.mask_token, std=0.02)
         nn.init.trunc_normal_(self.decoder_pos, std=0.02)
 
-    def make_views(self, x01: torch.Tensor, aug: ViewAugment, generator: torch.Generator | None, normalize: tuple[float, float]):
+    def make_views(
+        self,
+        x01: torch.Tensor,
+        aug: ViewAugment,
+        generator: torch.Generator | None,
+        normalize: tuple[float, float],
+    ):
         """One view: MAE's random resized crop (no intensity changes), normalized."""
         x = random_resized_crop(x01, (self.crop_scale_min, 1.0), aug.crop_ratio, 0.0, aug.flip_p, generator)
         mean, sd = normalize
         return ((x - mean) / sd,)
 
     def encode_visible(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """All tokens after the encoder (B, P + n_keep, D) for the visible patches ``keep`` (B, n_keep) of ``x``."""
+        """All tokens after the encoder (B, P + n_keep, D) for the visible patches ``keep`` (B, n_keep) of
+        ``x``."""
         tokens, prefix_pos = embed_patches(self.encoder.model, x)  # (B, N, D)
         visible = torch.gather(tokens, 1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
         return encode_tokens(self.encoder.model, visible, prefix_pos, pooled=False)
 
-    def loss(self, x: torch.Tensor, progress: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        self, x: torch.Tensor, progress: float = 0.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         x = local_rows(x)
         b = x.shape[0]
         n = (x.shape[-2] // self.patch) * (x.shape[-1] // self.patch)
@@ -129,21 +149,19 @@ class MAEModel(nn.Module):
         n_prefix = latent.shape[1] - keep.shape[1]
         y = self.decoder_embed(latent)
         full = self.mask_token.expand(b, n, -1).clone()  # every position a mask token …
-        full.scatter_(1, keep.unsqueeze(-1).expand(-1, -1, y.shape[-1]), y[:, n_prefix:])  # … but the visible ones
+        full.scatter_(
+            1, keep.unsqueeze(-1).expand(-1, -1, y.shape[-1]), y[:, n_prefix:]
+        )  # … but the visible ones
         z = torch.cat([y[:, :1], full], dim=1) + self.decoder_pos  # the class token leads, as in MAE
         z = self.decoder_norm(self.decoder_blocks(z))
         pred = self.decoder_pred(z[:, 1:])  # (B, N, p²)
         return mae_loss(pred, patchify(x, self.patch), mask, self.norm_pix)
 
 
-@STRATEGIES.register
 class MAE(PretrainStrategy):
     name = "mae"
-    description = "MAE (He et al. 2022): 75 % of patches masked, encoder on the visible ones, small decoder, normalized pixels"
     option_model = MAE_OPTION_MODEL
     #: the meanings of its own options, from their field descriptions (declared once)
-    option_help: dict[str, str] = {**PretrainStrategy.option_help, **own_option_help(MAEOptions)}
-    options: dict[str, Any] = MAE_OPTIONS
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"vit": MAE_VIT_RECIPE}
 
     def invalid_reason(self, cell) -> str | None:
@@ -151,8 +169,11 @@ class MAE(PretrainStrategy):
         if getattr(spec, "kind", "") != "vit":
             return f"mae masks the patches of a ViT; {cell.backbone} is not one"
         if getattr(spec, "conv_stem", False):
-            return (f"mae needs a patchify ViT: {cell.backbone}'s convolutional stem mixes neighbouring patches and "
-                    "normalizes over the whole image before masking, so masked pixels would reach the encoder")
+            return (
+                f"mae needs a patchify ViT: {cell.backbone}'s convolutional stem mixes neighbouring patches"
+                " and normalizes over the whole image before masking, so masked pixels would reach the"
+                " encoder"
+            )
         return None
 
     def build_model(self, encoder, opts, pool_size, generator):

@@ -19,19 +19,19 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from chexbench.registry import BACKBONES, STRATEGIES
+from chexbench.spec.registry import BACKBONES
 from chexbench.strategies.mocov2 import MoCoV2
 
 
-@STRATEGIES.register
 class MoCoConvStem(MoCoV2):
     name = "moco_convstem"
-    description = "the study's name for mocov2 on a ConvStem ViT (Xiao et al. 2021): same objective, same ViT recipe (MoCo v3)"
     alias_of: ClassVar[str | None] = "mocov2"
 
     def invalid_reason(self, cell) -> str | None:
         spec = BACKBONES.get(cell.backbone)
         if not getattr(spec, "conv_stem", False):
-            with_stem = ", ".join(n for n in BACKBONES.names() if getattr(BACKBONES.get(n), "conv_stem", False))
+            with_stem = ", ".join(
+                n for n in BACKBONES.names() if getattr(BACKBONES.get(n), "conv_stem", False)
+            )
             return f"moco_convstem needs a ViT with a convolutional stem ({with_stem}); got {cell.backbone}"
         return None

@@ -40,7 +40,6 @@ from pydantic import Field
 from torch import nn
 
 from chexbench.core.distributed import all_gather_keys, has_batch_norm, local_rows, world_size
-from chexbench.registry import STRATEGIES
 from chexbench.strategies.heads import ProjectionHead
 from chexbench.strategies.losses import info_nce
 from chexbench.strategies.momentum import KeyQueue, cosine_momentum, momentum_update
@@ -50,14 +49,37 @@ from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy, spl
 class MoCoOptions(PretrainOptions):
     """MoCo's options, over the common pretraining options."""
 
-    queue_size: int = Field(65536, ge=1, description="keys in the FIFO queue of negatives (capped at the pool size minus the batch size)")
-    momentum: float = Field(0.999, ge=0, le=1, description="key-encoder EMA momentum (the start value with cosine_momentum)")
-    cosine_momentum: bool = Field(False, description="momentum rises to 1 along a half cosine (BYOL / MoCo v3)")
-    bn_splits: int = Field(2, ge=1, description="BatchNorm groups of the single-device shuffle-BN")
+    queue_size: int = Field(
+        65536,
+        ge=1,
+        description=(
+            "negative keys kept in the FIFO queue (capped at the pretraining-pool size minus the batch size)"
+        ),
+    )
+    momentum: float = Field(
+        0.999,
+        ge=0,
+        le=1,
+        description=(
+            "momentum of the key encoder's exponential moving average (the start value with cosine_momentum)"
+        ),
+    )
+    cosine_momentum: bool = Field(
+        False,
+        description=(
+            "raise the momentum to 1 on a half-cosine schedule (BYOL / MoCo v3) instead of keeping it fixed"
+        ),
+    )
+    bn_splits: int = Field(
+        2,
+        ge=1,
+        description=(
+            "groups of the shuffled / split batch norm that stops the key encoder from cheating on one device"
+        ),
+    )
     temperature: float = Field(0.2, gt=0, description="softmax temperature of InfoNCE")
 
 
-MOCO_OPTIONS: dict[str, Any] = MoCoOptions.defaults()
 #: MoCo-v2 on a ResNet (Chen, Fan, Girshick & He 2020): SGD lr 0.03 at batch 256, wd 1e-4, m 0.999
 MOCO_V2_RECIPE: dict[str, Any] = {
     "pretrain_optimizer": "sgd",
@@ -76,12 +98,6 @@ MOCO_V3_VIT_RECIPE: dict[str, Any] = {
     "pretrain_warmup_epochs": 40.0,
     "momentum": 0.99,
     "cosine_momentum": True,
-}
-MOCO_OPTIONS_HELP: dict[str, str] = {
-    "queue_size": "negative keys kept in the queue (capped at the pretraining-pool size)",
-    "momentum": "momentum of the key encoder's exponential moving average",
-    "cosine_momentum": "raise the momentum to 1 on a cosine schedule (MoCo-v3) instead of keeping it fixed",
-    "bn_splits": "groups of the shuffled / split batch norm that stops the key encoder from cheating on one device",
 }
 
 
@@ -122,7 +138,13 @@ class MoCoModel(nn.Module):
             return self.base_momentum
         return cosine_momentum(progress, self.base_momentum)
 
-    def loss(self, v1: torch.Tensor, v2: torch.Tensor, progress: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        v1: torch.Tensor,
+        v2: torch.Tensor,
+        progress: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         # v1, v2: the global batch (B, 1, H, W); under torchrun each rank keeps its slice (b = B / w)
         self.flush_queue()
         splits = max(1, self.bn_splits // world_size())  # BN groups over all ranks: max(bn_splits, w)
@@ -131,9 +153,13 @@ class MoCoModel(nn.Module):
             m = self.momentum_at(progress)
             momentum_update(self.encoder, self.key_encoder, m)
             momentum_update(self.projector, self.key_projector, m)
-            perm = torch.randperm(v2.shape[0], generator=generator).to(v2.device, non_blocking=True)  # shuffle-BN, across ranks
+            perm = torch.randperm(v2.shape[0], generator=generator).to(
+                v2.device, non_blocking=True
+            )  # shuffle-BN, across ranks
             k = self.key_projector(split_forward(self.key_encoder, local_rows(v2[perm]), splits))
-            k_all = all_gather_keys(F.normalize(k.float(), dim=1))[torch.argsort(perm)]  # (B, proj_dim), unshuffled
+            k_all = all_gather_keys(F.normalize(k.float(), dim=1))[
+                torch.argsort(perm)
+            ]  # (B, proj_dim), unshuffled
         # the queue itself (not a copy) is saved for backward, so this step's keys are enqueued only
         # when the next step starts (or a state dict is taken): by then backward is done with it
         loss = info_nce(q, local_rows(k_all), self.queue.keys, self.temperature, queue_normalized=True)
@@ -148,14 +174,10 @@ class MoCoModel(nn.Module):
             self._pending_keys = None
 
 
-@STRATEGIES.register
 class MoCoV2(PretrainStrategy):
     name = "mocov2"
-    description = "MoCo-v2 (He et al. 2020; Chen et al. 2020): momentum encoder, key queue, MLP head, shuffle-BN"
     option_model = MoCoOptions
-    options: dict[str, Any] = MOCO_OPTIONS
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"cnn": MOCO_V2_RECIPE, "vit": MOCO_V3_VIT_RECIPE}
-    option_help: dict[str, str] = MOCO_OPTIONS_HELP
 
     def build_model(self, encoder, opts, pool_size, generator):
         notes = []
@@ -166,15 +188,18 @@ class MoCoV2(PretrainStrategy):
         cap = max(pool_size - batch, 1)
         if queue_size > cap:
             notes.append(
-                f"queue size {queue_size} capped at {cap} (pretraining-set size {pool_size} − batch {batch}), "
-                "so that the queue cannot hold a key of every image"
+                f"queue size {queue_size} capped at {cap} (pretraining-set size {pool_size} − batch {batch}),"
+                " so that the queue cannot hold a key of every image"
             )
             queue_size = cap
         splits = int(opts["bn_splits"])
         local = batch // world_size()
         if splits > 1 and has_batch_norm(encoder) and local % min(splits, local):
             sizes = [len(c) for c in torch.arange(local).tensor_split(min(splits, local))]
-            notes.append(f"shuffle-BN: batch {local} is not divisible by bn_splits {splits}; BN groups of {sizes} images")
+            notes.append(
+                f"shuffle-BN: batch {local} is not divisible by bn_splits {splits}; BN groups of {sizes}"
+                " images"
+            )
         model = MoCoModel(
             encoder,
             encoder.num_features,

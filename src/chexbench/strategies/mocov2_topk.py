@@ -4,15 +4,14 @@ query's (see :mod:`chexbench.strategies.topk`). Valid only for ViT backbones."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from chexbench.registry import STRATEGIES
-from chexbench.strategies.mocov2 import MoCoV2
-from chexbench.strategies.topk import TOPK_OPTIONS, TopKPretrainMixin
+from chexbench.strategies.mocov2 import MoCoOptions, MoCoV2
+from chexbench.strategies.topk import TopKOptions, TopKPretrainMixin
 
 
-@STRATEGIES.register
+class MoCoV2TopKOptions(TopKOptions, MoCoOptions):
+    """MoCo-v2's options, then the top-K pooling's."""
+
+
 class MoCoV2TopK(TopKPretrainMixin, MoCoV2):
     name = "mocov2_topk"
-    description = "MoCo-v2 with a top-K patch-scoring head: query and key embeddings pool the K best-scored ViT patch tokens"
-    options: dict[str, Any] = {**MoCoV2.options, **TOPK_OPTIONS}
+    option_model = MoCoV2TopKOptions

@@ -37,24 +37,43 @@ from pydantic import Field
 from torch import nn
 
 from chexbench.core.distributed import all_gather_keys, local_rows, rank_range
-from chexbench.registry import STRATEGIES
 from chexbench.strategies.losses import in_fp32
 from chexbench.strategies.momentum import cosine_momentum, momentum_update
 from chexbench.strategies.pretrain import PretrainOptions, PretrainStrategy
 
 
-class MoCoV3Options(PretrainOptions.with_defaults(
-    "MoCoV3Base", pretrain_optimizer="adamw", pretrain_lr=1.5e-4, pretrain_weight_decay=0.1, proj_dim=256, proj_hidden_dim=4096
-)):
-    """MoCo v3's options, over the common pretraining options (defaults: the ViT recipe's optimizer and heads)."""
+class MoCoV3Options(
+    PretrainOptions.with_defaults(
+        "MoCoV3Base",
+        pretrain_optimizer="adamw",
+        pretrain_lr=1.5e-4,
+        pretrain_weight_decay=0.1,
+        proj_dim=256,
+        proj_hidden_dim=4096,
+    )
+):
+    """MoCo v3's options, over the common pretraining options (defaults: the ViT recipe's optimizer and
+    heads)."""
 
-    momentum: float = Field(0.99, ge=0, le=1, description="key-encoder EMA momentum at the start; it rises to 1 on a half cosine")
-    temperature: float = Field(0.2, gt=0, description="softmax temperature τ of the contrastive loss (the loss is scaled by 2τ)")
-    proj_layers: int = Field(3, ge=1, description="layers of the projection MLP (3 on a ViT, 2 on a ResNet)")
-    pred_hidden_dim: int = Field(4096, ge=1, description="hidden width of the prediction MLP")
+    momentum: float = Field(
+        0.99,
+        ge=0,
+        le=1,
+        description=(
+            "start value of the key encoder's EMA momentum; it rises to 1 on a half cosine over the run"
+        ),
+    )
+    temperature: float = Field(
+        0.2, gt=0, description="softmax temperature τ of the contrastive loss (the loss is scaled by 2τ)"
+    )
+    proj_layers: int = Field(
+        3, ge=1, description="layers of the projection MLP (MoCo v3: 3 on a ViT, 2 on a ResNet)"
+    )
+    pred_hidden_dim: int = Field(
+        4096, ge=1, description="hidden width of the prediction MLP (query side only)"
+    )
 
 
-MOCOV3_OPTIONS: dict[str, Any] = MoCoV3Options.defaults()
 #: MoCo v3 on a ViT (Chen, Xie & He 2021, sec. 4 and appendix; the ViT-B 300-epoch recipe)
 MOCOV3_VIT_RECIPE: dict[str, Any] = {
     "pretrain_optimizer": "adamw",
@@ -74,11 +93,6 @@ MOCOV3_RESNET_RECIPE: dict[str, Any] = {
     "temperature": 1.0,
     "momentum": 0.99,
     "proj_layers": 2,
-}
-MOCOV3_OPTIONS_HELP: dict[str, str] = {
-    "momentum": "start value of the key encoder's EMA momentum; it rises to 1 on a half cosine over the run",
-    "proj_layers": "layers of the projection MLP (MoCo v3: 3 on a ViT, 2 on a ResNet)",
-    "pred_hidden_dim": "hidden width of the prediction MLP (query side only)",
 }
 
 
@@ -107,7 +121,10 @@ def mocov3_contrastive(q: torch.Tensor, k: torch.Tensor, temperature: float, off
     L2-normalized. The factor 2τ makes the gradient's scale independent of τ (paper, Alg. 1).
     """
     if q.dim() != 2 or k.dim() != 2 or q.shape[1] != k.shape[1] or k.shape[0] < offset + q.shape[0]:
-        raise ValueError(f"mocov3_contrastive expects q (b, D) and k (B ≥ offset + b, D), got {tuple(q.shape)}, {tuple(k.shape)}, offset {offset}")
+        raise ValueError(
+            f"mocov3_contrastive expects q (b, D) and k (B ≥ offset + b, D), got {tuple(q.shape)},"
+            f" {tuple(k.shape)}, offset {offset}"
+        )
     q = F.normalize(q.float(), dim=1)
     k = F.normalize(k.float(), dim=1)
     logits = q @ k.T / temperature  # (b, B)
@@ -116,13 +133,24 @@ def mocov3_contrastive(q: torch.Tensor, k: torch.Tensor, temperature: float, off
 
 
 class MoCoV3Model(nn.Module):
-    """Query side (encoder → projector → predictor), momentum key side (encoder → projector); ``loss(v1, v2, progress)``."""
+    """Query side (encoder → projector → predictor), momentum key side (encoder → projector); ``loss(v1, v2,
+    progress)``."""
 
-    #: under DDP on CUDA, BatchNorm is synchronized across ranks (MoCo v3 uses SyncBN; no queue, no shuffle-BN)
+    #: under DDP on CUDA, BatchNorm is synchronized across ranks (MoCo v3 uses SyncBN; no queue, no
+    #: shuffle-BN)
     sync_bn = True
 
-    def __init__(self, encoder: nn.Module, num_features: int, proj_layers: int, hidden_dim: int, pred_hidden_dim: int,
-                 dim: int, momentum: float, temperature: float):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        num_features: int,
+        proj_layers: int,
+        hidden_dim: int,
+        pred_hidden_dim: int,
+        dim: int,
+        momentum: float,
+        temperature: float,
+    ):
         super().__init__()
         self.encoder = encoder
         self.projector = mlp(proj_layers, num_features, hidden_dim, dim, last_bn=True)
@@ -137,7 +165,13 @@ class MoCoV3Model(nn.Module):
     def momentum_at(self, progress: float) -> float:
         return cosine_momentum(progress, self.base_momentum)
 
-    def loss(self, v1: torch.Tensor, v2: torch.Tensor, progress: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        v1: torch.Tensor,
+        v2: torch.Tensor,
+        progress: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         # v1, v2: the global batch (B, 1, H, W); under torchrun each rank keeps its slice (b = B / w)
         x1, x2 = local_rows(v1), local_rows(v2)
         q1 = self.predictor(self.projector(self.encoder(x1)))  # (b, dim)
@@ -146,20 +180,20 @@ class MoCoV3Model(nn.Module):
             m = self.momentum_at(progress)
             momentum_update(self.encoder, self.key_encoder, m)
             momentum_update(self.projector, self.key_projector, m)
-            k1 = all_gather_keys(self.key_projector(self.key_encoder(x1)).float())  # (B, dim), every rank's keys
+            k1 = all_gather_keys(
+                self.key_projector(self.key_encoder(x1)).float()
+            )  # (B, dim), every rank's keys
             k2 = all_gather_keys(self.key_projector(self.key_encoder(x2)).float())
         offset = rank_range(v1.shape[0])[0]  # this rank's first row in the gathered keys
-        return mocov3_contrastive(q1, k2, self.temperature, offset) + mocov3_contrastive(q2, k1, self.temperature, offset)
+        return mocov3_contrastive(q1, k2, self.temperature, offset) + mocov3_contrastive(
+            q2, k1, self.temperature, offset
+        )
 
 
-@STRATEGIES.register
 class MoCoV3(PretrainStrategy):
     name = "mocov3"
-    description = "MoCo v3 (Chen, Xie & He 2021): predictor, symmetric in-batch contrastive loss (2τ), no queue, cosine momentum"
     option_model = MoCoV3Options
-    options: dict[str, Any] = MOCOV3_OPTIONS
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"cnn": MOCOV3_RESNET_RECIPE, "vit": MOCOV3_VIT_RECIPE}
-    option_help: dict[str, str] = MOCOV3_OPTIONS_HELP
 
     def build_model(self, encoder, opts, pool_size, generator):
         model = MoCoV3Model(

@@ -59,13 +59,16 @@ def momentum_update(online: nn.Module, target: nn.Module, momentum: float) -> No
     """
     online_params, target_params = list(online.parameters()), list(target.parameters())
     if len(online_params) != len(target_params):
-        raise ValueError(f"momentum update: {len(online_params)} online parameters but {len(target_params)} target ones")
+        raise ValueError(
+            f"momentum update: {len(online_params)} online parameters but {len(target_params)} target ones"
+        )
     # one multi-tensor kernel per op instead of two small kernels per parameter (ResNet-50: 161 tensors)
     torch._foreach_mul_(target_params, momentum)
     torch._foreach_add_(target_params, [p.detach() for p in online_params], alpha=1.0 - momentum)
 
 
 def cosine_momentum(progress: float, base: float) -> float:
-    """BYOL / MoCo-v3 schedule: ``m`` rises from ``base`` (progress 0) to 1 (progress 1) along a half cosine."""
+    """BYOL / MoCo-v3 schedule: ``m`` rises from ``base`` (progress 0) to 1 (progress 1) along a half
+    cosine."""
     progress = min(max(progress, 0.0), 1.0)
     return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0

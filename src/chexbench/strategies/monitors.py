@@ -22,7 +22,8 @@ the same nothing about every image — its normalized outputs then still differ 
 amounts, so the std alone misses it). The threshold sits below every healthy value measured on CPU-size runs
 (lowest 0.03: a BatchNorm projection head in eval mode after a few steps, whose running
 statistics are still near their initial values) and above a collapsed run's (a constant
-encoder gives 0; DINO without centring falls to one-hot teacher outputs). The run's record says "collapsed at epoch N" for the first such epoch.
+encoder gives 0; DINO without centring falls to one-hot teacher outputs). The run's record says "collapsed at
+epoch N" for the first such epoch.
 """
 
 from __future__ import annotations
@@ -86,4 +87,8 @@ def is_collapsed(row: dict[str, float], max_entropy: float | None = None) -> boo
     if not math.isfinite(ratio) or ratio < COLLAPSE_STD_RATIO:
         return True
     entropy = row.get("teacher_entropy", math.nan)
-    return max_entropy is not None and math.isfinite(entropy) and entropy > UNIFORM_ENTROPY_FRACTION * max_entropy
+    return (
+        max_entropy is not None
+        and math.isfinite(entropy)
+        and entropy > UNIFORM_ENTROPY_FRACTION * max_entropy
+    )

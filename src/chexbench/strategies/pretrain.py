@@ -14,7 +14,8 @@ seed. Every cell needing that run reuses it. Layout of ``ctx.pretrain_dir / run_
 
 A file lock on ``pretrain.lck`` (:mod:`chexbench.core.lock`: cross-host, stale-lock recovery)
 makes concurrent shards wait for one another instead of pretraining the same run twice;
-under torchrun the ranks pretrain together and rank 0 alone writes. The probe: every ``probe_every`` epochs a weighted kNN classifier
+under torchrun the ranks pretrain together and rank 0 alone writes. The probe: every ``probe_every`` epochs a
+weighted kNN classifier
 (Wu et al. 2018, k neighbours, weights exp(cos/0.07)) on frozen encoder features of a small
 labeled subset of the source's train split predicts its valid split; macro AUROC is stored.
 The collapse monitors (:mod:`chexbench.strategies.monitors`): after every epoch, on a fixed
@@ -42,7 +43,6 @@ from pydantic import Field
 from torch import nn
 
 from chexbench.backbones.base import load_checkpoint
-from chexbench.config import backbone_family
 from chexbench.core import distributed as D
 from chexbench.core import training as T
 from chexbench.core.atomic import atomic_torch_save, atomic_write_parquet, atomic_write_text
@@ -63,8 +63,9 @@ from chexbench.core.optim import (
 from chexbench.core.tracking import NullRunLog, RunLog
 from chexbench.datasets import celldata
 from chexbench.datasets.leakage import check_pretrain_leakage, pretrain_source_options
-from chexbench.options import Options, options_model, validate_table
-from chexbench.registry import BACKBONES
+from chexbench.spec.grid import backbone_family
+from chexbench.spec.options import Options, options_model, validate_table
+from chexbench.spec.registry import BACKBONES
 from chexbench.strategies.augment import ViewAugment, view_pair
 from chexbench.strategies.base import InitRecord, Strategy
 from chexbench.strategies.monitors import (
@@ -76,13 +77,20 @@ from chexbench.strategies.monitors import (
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.config import CellConfig
     from chexbench.core.context import RunContext
+    from chexbench.spec.cell import CellConfig
 
 #: columns of ``results_dir/pretrain/<run_id>.parquet``
 HISTORY_COLUMNS = ("run_id", "strategy", "backbone", "epoch", "step", "loss", "probe_auroc")
 #: the collapse monitors, on the last history row of each epoch (NaN elsewhere and in older runs)
-MONITOR_COLUMNS = ("embed_std_ratio", "embed_rank", "feature_std_ratio", "feature_rank", "teacher_entropy", "collapsed")
+MONITOR_COLUMNS = (
+    "embed_std_ratio",
+    "embed_rank",
+    "feature_std_ratio",
+    "feature_rank",
+    "teacher_entropy",
+    "collapsed",
+)
 #: pool images the monitors embed after each epoch (fixed at setup, unaugmented)
 MONITOR_IMAGES = 256
 
@@ -90,61 +98,77 @@ MONITOR_IMAGES = 256
 class PretrainOptions(Options):
     """Options every self-supervised strategy accepts under ``[strategy.<name>]`` (defaults per strategy)."""
 
-    pretrain_epochs: int = Field(100, ge=1, description="pretraining epochs over the unlabeled pool")
-    pretrain_batch_size: int = Field(256, ge=2, description="pretraining batch size (capped at the pool size)")
-    pretrain_optimizer: Literal["sgd", "adamw", "lars"] = Field("sgd", description="pretraining optimizer (SGD momentum 0.9, AdamW, or LARS)")
-    pretrain_lr: float = Field(0.03, gt=0, description="peak pretraining learning rate (not rescaled by batch size)")
-    pretrain_weight_decay: float = Field(1e-4, ge=0, description="weight decay, none on biases and norms")
-    pretrain_warmup_epochs: float = Field(0.0, ge=0, description="linear warmup before the cosine decay, in epochs")
-    grad_clip: float = Field(0.0, ge=0, description="max gradient norm, 0 = off")
-    temperature: float = Field(0.2, gt=0, description="softmax temperature of the contrastive loss")
+    pretrain_epochs: int = Field(
+        100, ge=1, description="epochs of self-supervised pretraining over the unlabeled pool"
+    )
+    pretrain_batch_size: int = Field(
+        256, ge=2, description="pretraining batch size: images per step (capped at the pool size)"
+    )
+    pretrain_optimizer: Literal["sgd", "adamw", "lars"] = Field(
+        "sgd",
+        description=(
+            "optimizer of the pretraining run: sgd (momentum 0.9) | adamw | lars (momentum 0.9, trust"
+            " coefficient 0.001, as MoCo v3)"
+        ),
+    )
+    pretrain_lr: float = Field(
+        0.03,
+        gt=0,
+        description=(
+            "peak learning rate of the pretraining run (cosine schedule after warmup; not rescaled by batch"
+            " size)"
+        ),
+    )
+    pretrain_weight_decay: float = Field(
+        1e-4, ge=0, description="weight decay of the pretraining run (none on biases and norms)"
+    )
+    pretrain_warmup_epochs: float = Field(
+        0.0,
+        ge=0,
+        description="linear learning-rate warmup of the pretraining run before the cosine decay, in epochs",
+    )
+    grad_clip: float = Field(
+        0.0, ge=0, description="maximum gradient norm during pretraining; 0 turns clipping off"
+    )
+    temperature: float = Field(
+        0.2, gt=0, description="temperature of the contrastive (InfoNCE / NT-Xent) softmax"
+    )
     proj_dim: int = Field(128, ge=1, description="output width of the projection head")
     proj_hidden_dim: int = Field(2048, ge=1, description="hidden width of the projection head")
-    max_pretrain_images: int = Field(0, ge=0, description="cap on the pool (whole patients), 0 = the whole pool")
-    pretrain_root: str | None = Field(None, description="root of the pretraining source (overrides its [dataset.SOURCE] root)")
-    crop_scale_min: float = Field(0.35, gt=0, le=1, description="smallest random-resized-crop area fraction")
-    max_rotation_deg: float = Field(10.0, ge=0, description="largest random rotation, degrees")
-    flip_p: float = Field(0.0, ge=0, le=1, description="horizontal flip probability")
-    intensity: float = Field(0.2, ge=0, description="brightness and contrast jitter amplitude")
-    blur_p: float = Field(0.5, ge=0, le=1, description="Gaussian blur probability")
-    noise_std: float = Field(0.03, ge=0, description="additive Gaussian noise std (intensities in [0, 1])")
-    probe_every: int = Field(1, ge=0, description="epochs between kNN probes, 0 = off")
-    probe_images: int = Field(512, ge=1, description="labeled images of the kNN probe's memory bank and queries")
+    max_pretrain_images: int = Field(
+        0, ge=0, description="cap on the pretraining pool (images, whole patients); 0 uses the whole pool"
+    )
+    pretrain_root: str | None = Field(
+        None,
+        description=(
+            "root of the pretraining source dataset (overrides the root of its [dataset.SOURCE] table)"
+        ),
+    )
+    crop_scale_min: float = Field(
+        0.35, gt=0, le=1, description="smallest area fraction of a random resized crop"
+    )
+    max_rotation_deg: float = Field(10.0, ge=0, description="largest random rotation of a view, in degrees")
+    flip_p: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability of a horizontal flip (0 by default: a flipped chest swaps heart and situs)",
+    )
+    intensity: float = Field(0.2, ge=0, description="amplitude of random brightness and contrast changes")
+    blur_p: float = Field(0.5, ge=0, le=1, description="probability of a Gaussian blur")
+    noise_std: float = Field(
+        0.03, ge=0, description="standard deviation of additive Gaussian noise (intensities in [0, 1])"
+    )
+    probe_every: int = Field(
+        1, ge=0, description="epochs between kNN probes of the encoder during pretraining; 0 turns them off"
+    )
+    probe_images: int = Field(
+        512, ge=1, description="labeled images of each kNN probe (its memory bank and queries)"
+    )
     probe_k: int = Field(20, ge=1, description="neighbours of the kNN probe")
 
 
-#: every self-supervised strategy accepts these under [strategy.<name>] (defaults per strategy)
-COMMON_OPTIONS: dict[str, Any] = PretrainOptions.defaults()
-#: what each of :data:`COMMON_OPTIONS` means (``chexbench list options STRATEGY`` shows it)
-COMMON_OPTIONS_HELP: dict[str, str] = {
-    "pretrain_epochs": "epochs of self-supervised pretraining over the pretraining pool",
-    "pretrain_batch_size": "images per pretraining step (two views each)",
-    "pretrain_optimizer": "optimizer of the pretraining run: sgd | adamw | lars (momentum 0.9, trust coefficient 0.001, as MoCo v3)",
-    "pretrain_lr": "peak learning rate of the pretraining run (cosine schedule after warmup)",
-    "pretrain_weight_decay": "weight decay of the pretraining run",
-    "pretrain_warmup_epochs": "linear learning-rate warmup of the pretraining run, in epochs",
-    "grad_clip": "maximum gradient norm during pretraining; 0 turns clipping off",
-    "temperature": "temperature of the contrastive (InfoNCE / NT-Xent) softmax",
-    "proj_dim": "output width of the projection head",
-    "proj_hidden_dim": "hidden width of the projection head",
-    "max_pretrain_images": "cap on the pretraining pool (images); 0 uses the whole pool",
-    "pretrain_root": "root of the pretraining source dataset (overrides the root of its [dataset.SOURCE] table)",
-    "crop_scale_min": "smallest area fraction of a random resized crop",
-    "max_rotation_deg": "largest random rotation of a view, in degrees",
-    "flip_p": "probability of a horizontal flip (0 by default: a flipped chest swaps heart and situs)",
-    "intensity": "amplitude of random brightness and contrast changes",
-    "blur_p": "probability of a Gaussian blur",
-    "noise_std": "standard deviation of additive Gaussian noise",
-    "probe_every": "epochs between kNN probes of the encoder during pretraining; 0 turns them off",
-    "probe_images": "images used by each kNN probe",
-    "probe_k": "neighbours of the kNN probe",
-}
 LOG_POINTS_PER_EPOCH = 4
-
-
-def own_option_help(model: type[PretrainOptions]) -> dict[str, str]:
-    """``{option: description}`` of the options ``model`` adds to :class:`PretrainOptions` (their meanings, declared once)."""
-    return {k: str(f.description) for k, f in model.model_fields.items() if k not in PretrainOptions.model_fields}
 
 
 def run_id_of(key: dict[str, Any]) -> str:
@@ -173,12 +197,11 @@ class PretrainStrategy(Strategy):
     notes for the record. A model that needs other views than a pair (DINO's multi-crop, MAE's
     one view) has ``make_views(x01, aug, generator, normalize)`` returning the tuple of
     arguments that ``loss`` takes before ``progress``; one with its own collapse read-out has
-    ``monitor_outputs(x)`` returning ``{"embedding": (B, D)[, "teacher_entropy": float, "max_entropy": log K]}``.
+    ``monitor_outputs(x)`` returning ``{"embedding": (B, D)[, "teacher_entropy": float, "max_entropy": log
+    K]}``.
     """
 
     option_model: ClassVar[type[Options]] = PretrainOptions
-    options: dict[str, Any] = COMMON_OPTIONS
-    option_help: dict[str, str] = COMMON_OPTIONS_HELP
     #: backbone family (the backbone's ``kind``: "cnn", "vit", …) -> option defaults of that
     #: family's recipe, over ``options``; a grid's [strategy.NAME] and its
     #: [strategy.NAME.recipe.FAMILY] tables override them
@@ -192,41 +215,65 @@ class PretrainStrategy(Strategy):
 
     def resolved_options(self, cell: CellConfig) -> dict[str, Any]:
         """Defaults < the backbone family's recipe < the cell's options (validated by the grid)."""
-        given = validate_table(options_model(self), cell.strategy_options, f"[strategy.{self.name}]", f"cell {cell.cell_id}")
+        given = validate_table(
+            options_model(self), cell.strategy_options, f"[strategy.{self.name}]", f"cell {cell.cell_id}"
+        )
         return {**self.options, **self.recipe_for(cell.backbone), **given}
 
     #: the pretraining optimizer's choices beyond ``pretrain_optimizer`` / ``_lr`` / ``_weight_decay``:
     #: SGD with plain momentum 0.9, no weight decay on biases and norm parameters (MoCo-v3 / timm)
-    optimizer_choice: ClassVar[OptimizerChoice] = OptimizerChoice(momentum=0.9, nesterov=False, decay_norm_and_bias=False)
+    optimizer_choice: ClassVar[OptimizerChoice] = OptimizerChoice(
+        momentum=0.9, nesterov=False, decay_norm_and_bias=False
+    )
 
-    def build_model(self, encoder: Backbone, opts: dict[str, Any], pool_size: int, generator: torch.Generator) -> tuple[nn.Module, list[str]]:
+    def build_model(
+        self, encoder: Backbone, opts: dict[str, Any], pool_size: int, generator: torch.Generator
+    ) -> tuple[nn.Module, list[str]]:
         raise NotImplementedError
 
-    def build_optimizer(self, model: nn.Module, opts: dict[str, Any], device: torch.device) -> torch.optim.Optimizer:
+    def build_optimizer(
+        self, model: nn.Module, opts: dict[str, Any], device: torch.device
+    ) -> torch.optim.Optimizer:
         """The pretraining optimizer of ``model`` (:func:`chexbench.core.optim.build_optimizer`)."""
-        return build_optimizer(model, device, name=str(opts["pretrain_optimizer"]), lr=float(opts["pretrain_lr"]),
-                               weight_decay=float(opts["pretrain_weight_decay"]), choice=self.optimizer_choice)
+        return build_optimizer(
+            model,
+            device,
+            name=str(opts["pretrain_optimizer"]),
+            lr=float(opts["pretrain_lr"]),
+            weight_decay=float(opts["pretrain_weight_decay"]),
+            choice=self.optimizer_choice,
+        )
 
     def optimizer_record(self, opts: dict[str, Any]) -> dict[str, Any]:
         """The pretraining optimizer as the run's ``meta.json`` and the cell's record state it."""
-        return optimizer_record(str(opts["pretrain_optimizer"]), float(opts["pretrain_lr"]), float(opts["pretrain_weight_decay"]),
-                                self.optimizer_choice)
+        return optimizer_record(
+            str(opts["pretrain_optimizer"]),
+            float(opts["pretrain_lr"]),
+            float(opts["pretrain_weight_decay"]),
+            self.optimizer_choice,
+        )
 
     def preflight(self, cell: CellConfig) -> None:
         """A pretraining warmup not shorter than the run (the family recipe's 40 warmup epochs in a
         4-epoch run) is refused with one line at plan time, never clamped."""
         opts = self.resolved_options(cell)
         table, family = f"strategy.{self.alias_of or self.name}", backbone_family(cell.backbone)
-        check_warmup_fits(float(opts["pretrain_warmup_epochs"]), float(opts["pretrain_epochs"]), warmup_key="pretrain_warmup_epochs",
-                          epochs_key="pretrain_epochs", where=f"[{table}] on {cell.backbone}: ",
-                          hint=f" (for this backbone family: [{table}.recipe.{family}])" if family else "")
+        check_warmup_fits(
+            float(opts["pretrain_warmup_epochs"]),
+            float(opts["pretrain_epochs"]),
+            warmup_key="pretrain_warmup_epochs",
+            epochs_key="pretrain_epochs",
+            where=f"[{table}] on {cell.backbone}: ",
+            hint=f" (for this backbone family: [{table}.recipe.{family}])" if family else "",
+        )
 
     def pretrain_key(self, cell: CellConfig) -> dict[str, Any]:
         st = cell.settings
         source = st.pretrain_source
         opts = self.resolved_options(cell)
         # the options that identify the source's data (the grid's [dataset.<source>] table or the cell's own
-        # dataset options, e.g. a phantom's generation options; pretrain_root as root): one run per source data
+        # dataset options, e.g. a phantom's generation options; pretrain_root as root): one run per source
+        # data
         raw = pretrain_source_options(cell)
         source_options = {k: str(v) if k == "root" else v for k, v in sorted(raw.items()) if v is not None}
         return {
@@ -238,7 +285,9 @@ class PretrainStrategy(Strategy):
             "split": "train",
             "views": st.views,
             "image_size": st.image_size,
-            "pretrain_seed": cell.effective_pretrain_seed,  # "per_seed": the cell's seed, one run per fine-tuning seed
+            "pretrain_seed": (
+                cell.effective_pretrain_seed
+            ),  # "per_seed": the cell's seed, one run per fine-tuning seed
             "options": {k: v for k, v in sorted(opts.items()) if k != "pretrain_root"},
         }
 
@@ -248,7 +297,9 @@ class PretrainStrategy(Strategy):
         run_id, state, meta = ensure_pretrained(self, cell, ctx)
         spec = BACKBONES.get(cell.backbone)
         if meta.get("backbone") != cell.backbone:
-            raise ConfigError(f"pretraining run {run_id} was made for backbone {meta.get('backbone')}, not {cell.backbone}")
+            raise ConfigError(
+                f"pretraining run {run_id} was made for backbone {meta.get('backbone')}, not {cell.backbone}"
+            )
         report = load_checkpoint(backbone, state, spec, source=f"pretrain:{run_id}")
         return InitRecord(
             source=f"pretrain:{run_id}",
@@ -270,15 +321,20 @@ class PretrainStrategy(Strategy):
                 "pretrain_seed_mode": "per_seed" if cell.settings.pretrain_seed == "per_seed" else "shared",
                 "pretrain_final_loss": meta.get("final_loss"),
                 "pretrain_final_probe_auroc": meta.get("final_probe_auroc"),
-                "pretrain_collapsed_at_epoch": meta.get("collapsed_at_epoch"),  # None: healthy (or made before monitors)
+                "pretrain_collapsed_at_epoch": meta.get(
+                    "collapsed_at_epoch"
+                ),  # None: healthy (or made before monitors)
                 "pretrain_test_patients_shared": leaked,  # > 0 only under allow_leakage
             },
         )
 
 
 # -- the cache ------------------------------------------------------------------------------
-def ensure_pretrained(strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
-    """The finished run for ``cell`` — from the cache, resumed, or trained now. Returns (run_id, encoder state, meta)."""
+def ensure_pretrained(
+    strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext
+) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
+    """The finished run for ``cell`` — from the cache, resumed, or trained now. Returns (run_id, encoder
+    state, meta)."""
     key = strategy.pretrain_key(cell)
     run_id = run_id_of(key)
     run_dir = Path(ctx.pretrain_dir) / run_id
@@ -320,16 +376,32 @@ def _fit_group_order(saved: dict[str, Any], opt: torch.optim.Optimizer, path: Pa
     flipped = list(reversed(saved["param_groups"]))
     if _group_layout(flipped) == want:
         return {**saved, "param_groups": flipped}
-    raise ConfigError(f"pretraining checkpoint {path}: its optimizer's parameter groups {_group_layout(saved['param_groups'])} "
-                      f"do not fit this run's {want}; delete {path.parent} to pretrain again")
+    raise ConfigError(
+        f"pretraining checkpoint {path}: its optimizer's parameter groups"
+        f" {_group_layout(saved['param_groups'])} do not fit this run's {want}; delete {path.parent} to"
+        " pretrain again"
+    )
 
 
-def _pretrain(strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext, key: dict[str, Any], run_id: str, run_dir: Path) -> None:
+def _pretrain(
+    strategy: PretrainStrategy,
+    cell: CellConfig,
+    ctx: RunContext,
+    key: dict[str, Any],
+    run_id: str,
+    run_dir: Path,
+) -> None:
     """Train the run ``run_id`` in ``run_dir`` (resuming from its checkpoint) and write its files."""
     pre = PretrainRun(strategy, cell, ctx, key, run_id, run_dir)
-    params = {"run_id": run_id, "label": f"{cell.label()} · pretrain {run_id}", "epochs": pre.epochs,
-              "key": json.dumps(key, sort_keys=True, default=str)}
-    with ctx.tracker.run(f"pretrain/{run_id}", "pretrain", params, fresh=not pre.checkpoint_path.exists()) as pre.run_log:
+    params = {
+        "run_id": run_id,
+        "label": f"{cell.label()} · pretrain {run_id}",
+        "epochs": pre.epochs,
+        "key": json.dumps(key, sort_keys=True, default=str),
+    }
+    with ctx.tracker.run(
+        f"pretrain/{run_id}", "pretrain", params, fresh=not pre.checkpoint_path.exists()
+    ) as pre.run_log:
         pre.run()
 
 
@@ -338,8 +410,23 @@ class PretrainRun:
     ``checkpoint.pt``), :meth:`train_epoch`, :meth:`checkpoint` after each epoch, :meth:`finish`
     (encoder, meta, done marker). Under torchrun every rank runs it; rank 0 alone writes."""
 
-    def __init__(self, strategy: PretrainStrategy, cell: CellConfig, ctx: RunContext, key: dict[str, Any], run_id: str, run_dir: Path):
-        self.strategy, self.cell, self.ctx, self.key, self.run_id, self.run_dir = strategy, cell, ctx, key, run_id, run_dir
+    def __init__(
+        self,
+        strategy: PretrainStrategy,
+        cell: CellConfig,
+        ctx: RunContext,
+        key: dict[str, Any],
+        run_id: str,
+        run_dir: Path,
+    ):
+        self.strategy, self.cell, self.ctx, self.key, self.run_id, self.run_dir = (
+            strategy,
+            cell,
+            ctx,
+            key,
+            run_id,
+            run_dir,
+        )
         self.opts = strategy.resolved_options(cell)
         self.device = ctx.device
         self.fast = ctx.fast_path  # bf16 autocast + channels_last on CUDA (see RunContext)
@@ -347,7 +434,8 @@ class PretrainRun:
         self.notes: list[str] = []
         self.start_epoch, self.step, self.history = 0, 0, []
         self.t_train, self.images_seen = 0.0, 0
-        #: per-epoch curves (``ctx.tracker``); a strategy's own monitors go here too: ``run_log.log_scalars(epoch, {…})``
+        #: per-epoch curves (``ctx.tracker``); a strategy's own monitors go here too:
+        #: ``run_log.log_scalars(epoch, {…})``
         self.run_log: RunLog = NullRunLog()
         self.setup()
 
@@ -356,17 +444,24 @@ class PretrainRun:
         return self.run_dir / "checkpoint.pt"
 
     def setup(self) -> None:
-        """The pool, the strategy's model (DDP-wrapped), the optimizer and schedule, the augmentation, the probe."""
+        """The pool, the strategy's model (DDP-wrapped), the optimizer and schedule, the augmentation, the
+        probe."""
         opts, st, cell = self.opts, self.cell.settings, self.cell
         # called as celldata.X (not imported by name): tests replace the pool and the probe data there
-        self.images, self.patient_ids = celldata.pretrain_pool(cell, max_images=int(opts["max_pretrain_images"]))
+        self.images, self.patient_ids = celldata.pretrain_pool(
+            cell, max_images=int(opts["max_pretrain_images"])
+        )
         n = self.n = len(self.images)
         if n < 2:
-            raise DataError(f"pretraining source '{st.pretrain_source}': {n} image(s) in its train split; need at least 2")
+            raise DataError(
+                f"pretraining source '{st.pretrain_source}': {n} image(s) in its train split; need at least 2"
+            )
         self.fingerprint = _pool_fingerprint(self.images, self.patient_ids)
         self.batch_size = min(int(opts["pretrain_batch_size"]), n)
         if self.batch_size < int(opts["pretrain_batch_size"]):
-            self.notes.append(f"pretrain batch size {opts['pretrain_batch_size']} capped at the pool size {n}")
+            self.notes.append(
+                f"pretrain batch size {opts['pretrain_batch_size']} capped at the pool size {n}"
+            )
         self.steps_per_epoch = n // self.batch_size  # drop_last: every step sees a full batch (BN, negatives)
         self.epochs = int(opts["pretrain_epochs"])
         self.total = self.steps_per_epoch * self.epochs
@@ -381,16 +476,24 @@ class PretrainRun:
             self.model.to(memory_format=torch.channels_last)
         # data-parallel under torchrun (chexbench.core.distributed): the loop feeds the global batch,
         # the model keeps its rank's slice; SyncBN only where the method wants global BN (SimCLR)
-        self.train_model = D.wrap_ddp(D.LossForward(self.model), self.device, sync_bn=bool(getattr(self.model, "sync_bn", False)))
+        self.train_model = D.wrap_ddp(
+            D.LossForward(self.model), self.device, sync_bn=bool(getattr(self.model, "sync_bn", False))
+        )
         self.opt = self.strategy.build_optimizer(self.model, opts, self.device)
-        self.schedule = fit_schedule(float(opts["pretrain_warmup_epochs"]), self.epochs, self.steps_per_epoch,
-                                     warmup_key=f"[strategy.{self.strategy.alias_of or self.strategy.name}] pretrain_warmup_epochs",
-                                     epochs_key="pretrain_epochs")
+        self.schedule = fit_schedule(
+            float(opts["pretrain_warmup_epochs"]),
+            self.epochs,
+            self.steps_per_epoch,
+            warmup_key=f"[strategy.{self.strategy.alias_of or self.strategy.name}] pretrain_warmup_epochs",
+            epochs_key="pretrain_epochs",
+        )
         self.sched = warmup_cosine(self.opt, self.total, self.schedule.warmup_steps)
         self.aug = view_augment(opts)
         self.probe = _ProbeData.build(cell, opts) if int(opts["probe_every"]) > 0 else None
         # the monitor set comes from its own generator: the training stream is the same with or without it
-        pick = torch.randperm(n, generator=torch.Generator().manual_seed(cell.effective_pretrain_seed))[:MONITOR_IMAGES]
+        pick = torch.randperm(n, generator=torch.Generator().manual_seed(cell.effective_pretrain_seed))[
+            :MONITOR_IMAGES
+        ]
         self.monitor_images = self.images[np.sort(pick.numpy())]
         self.collapsed_at: int | None = None
         self.collapse_note = ""
@@ -414,7 +517,11 @@ class PretrainRun:
         torch.set_rng_state(ckpt["torch_rng"])
         if self.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
-        self.start_epoch, self.step, self.history = int(ckpt["epoch"]), int(ckpt["step"]), list(ckpt["history"])
+        self.start_epoch, self.step, self.history = (
+            int(ckpt["epoch"]),
+            int(ckpt["step"]),
+            list(ckpt["history"]),
+        )
         self.collapsed_at, self.collapse_note = ckpt.get("collapsed_at"), str(ckpt.get("collapse_note", ""))
         self.notes.append(f"resumed from epoch {self.start_epoch} (step {self.step})")
 
@@ -429,28 +536,44 @@ class PretrainRun:
             if D.is_main():
                 self.monitor(epoch)
             probe_every = int(self.opts["probe_every"])
-            if D.is_main() and self.probe is not None and self.probe.ok and ((epoch + 1) % probe_every == 0 or epoch + 1 == self.epochs):
+            if (
+                D.is_main()
+                and self.probe is not None
+                and self.probe.ok
+                and ((epoch + 1) % probe_every == 0 or epoch + 1 == self.epochs)
+            ):
                 self.history[-1]["probe_auroc"] = self.probe.evaluate(
-                    self.model.encoder, self.device, self.normalize, int(self.opts["probe_k"]), self.cell.settings.eval_batch_size
+                    self.model.encoder,
+                    self.device,
+                    self.normalize,
+                    int(self.opts["probe_k"]),
+                    self.cell.settings.eval_batch_size,
                 )
             self.checkpoint(epoch)
             self.log_epoch(epoch)
             last = self.history[-1]
             self.ctx.progress.message(
                 f"pretrain {self.strategy.name} epoch {epoch + 1}/{self.epochs}: loss {last['loss']:.4f}"
-                + ("" if math.isnan(last["probe_auroc"]) else f", kNN probe macro AUROC {last['probe_auroc']:.3f}")
+                + (
+                    ""
+                    if math.isnan(last["probe_auroc"])
+                    else f", kNN probe macro AUROC {last['probe_auroc']:.3f}"
+                )
             )
         self.finish()
 
     def log_epoch(self, epoch: int) -> None:
         """The epoch's mean loss, learning rate, throughput, kNN probe (when measured) and collapse
-        monitors (``monitor/*``: embedding std × √d, effective ranks, DINO's teacher entropy) to ``run_log``."""
+        monitors (``monitor/*``: embedding std × √d, effective ranks, DINO's teacher entropy) to ``run_log``.
+        """
         rows = [r for r in self.history if r["epoch"] == epoch]
         seen, seconds = self.images_seen - self._logged[0], self.t_train - self._logged[1]
         self._logged = (self.images_seen, self.t_train)
-        scalars = {"pretrain/loss": float(np.mean([r["loss"] for r in rows])) if rows else math.nan,
-                   "pretrain/lr": float(self.opt.param_groups[0]["lr"]),
-                   "pretrain/images_per_second": seen / seconds if seconds > 0 else math.nan}
+        scalars = {
+            "pretrain/loss": float(np.mean([r["loss"] for r in rows])) if rows else math.nan,
+            "pretrain/lr": float(self.opt.param_groups[0]["lr"]),
+            "pretrain/images_per_second": seen / seconds if seconds > 0 else math.nan,
+        }
         if rows and not math.isnan(rows[-1]["probe_auroc"]):
             scalars["pretrain/probe_auroc"] = float(rows[-1]["probe_auroc"])
         for key in ("embed_std_ratio", "embed_rank", "feature_std_ratio", "feature_rank", "teacher_entropy"):
@@ -463,7 +586,8 @@ class PretrainRun:
 
     @torch.no_grad()
     def monitor(self, epoch: int) -> None:
-        """The collapse monitors of the model after ``epoch``, onto its last history row; the first collapsed epoch noted."""
+        """The collapse monitors of the model after ``epoch``, onto its last history row; the first collapsed
+        epoch noted."""
         was_training = self.model.training
         self.model.eval()
         try:
@@ -474,7 +598,9 @@ class PretrainRun:
                 if hasattr(self.model, "monitor_outputs"):
                     out = self.model.monitor_outputs(x)
                 elif hasattr(self.model, "projector"):
-                    out = {"embedding": self.model.projector(encoded)}  # the features just computed (eval mode)
+                    out = {
+                        "embedding": self.model.projector(encoded)
+                    }  # the features just computed (eval mode)
                 else:
                     out = {"embedding": features}
             row = monitor_row(out["embedding"].float().cpu(), features.cpu())
@@ -488,18 +614,26 @@ class PretrainRun:
             if not math.isfinite(row["embed_std_ratio"]):
                 why = "embeddings not finite"
             elif row["embed_std_ratio"] < COLLAPSE_STD_RATIO:
-                why = f"embedding std x sqrt(d) {row['embed_std_ratio']:.4f} < {COLLAPSE_STD_RATIO} (effective rank {row['embed_rank']:.2f})"
+                why = (
+                    f"embedding std x sqrt(d) {row['embed_std_ratio']:.4f} < {COLLAPSE_STD_RATIO} (effective"
+                    f" rank {row['embed_rank']:.2f})"
+                )
             else:
-                why = (f"teacher entropy {row['teacher_entropy']:.3f} nats > {UNIFORM_ENTROPY_FRACTION} x log K = "
-                       f"{UNIFORM_ENTROPY_FRACTION * max_entropy:.3f} (uniform outputs)")
+                why = (
+                    f"teacher entropy {row['teacher_entropy']:.3f} nats > {UNIFORM_ENTROPY_FRACTION} x log K"
+                    f" = {UNIFORM_ENTROPY_FRACTION * max_entropy:.3f} (uniform outputs)"
+                )
             self.collapse_note = f"collapsed at epoch {epoch + 1}: {why}"
         self.history[-1].update(row)
 
     def monitor_after_divergence(self, epoch: int) -> str:
-        """The collapse verdict on the diverged model (its embeddings are usually not finite any more), for the error."""
+        """The collapse verdict on the diverged model (its embeddings are usually not finite any more), for
+        the error."""
         if not D.is_main():
             return "monitors on rank 0"
-        if not self.history or self.history[-1]["epoch"] != epoch:  # no row of this epoch yet: one for the monitors
+        if (
+            not self.history or self.history[-1]["epoch"] != epoch
+        ):  # no row of this epoch yet: one for the monitors
             self.history.append(self._row(epoch, math.nan))
         try:
             self.monitor(epoch)
@@ -508,7 +642,8 @@ class PretrainRun:
         return self.collapse_note or "the embeddings had not collapsed"
 
     def train_epoch(self, epoch: int) -> None:
-        """One pass over the pool in full batches; a history row every ``steps_per_epoch / LOG_POINTS_PER_EPOCH`` steps."""
+        """One pass over the pool in full batches; a history row every ``steps_per_epoch /
+        LOG_POINTS_PER_EPOCH`` steps."""
         self.model.train()
         t0 = time.perf_counter()
         log_every = max(1, self.steps_per_epoch // LOG_POINTS_PER_EPOCH)
@@ -535,7 +670,11 @@ class PretrainRun:
         ranks, on the device (not yet checked: :meth:`train_epoch` does, without waiting each step)."""
         x01 = to_input(self.images[idx], self.device, (0.0, 1.0))
         make_views = getattr(self.model, "make_views", None)
-        views = make_views(x01, self.aug, self.gen, self.normalize) if make_views else view_pair(x01, self.aug, self.gen, self.normalize)
+        views = (
+            make_views(x01, self.aug, self.gen, self.normalize)
+            if make_views
+            else view_pair(x01, self.aug, self.gen, self.normalize)
+        )
         if self.fast.channels_last:
             views = tuple(_channels_last(v) for v in views)
         with autocast(self.device, self.cell.settings.amp, self.fast.amp_dtype):
@@ -554,14 +693,16 @@ class PretrainRun:
         return f"pretraining {self.run_id} epoch {epoch}, by step {self.step}"
 
     def _window_mean(self, window: list[torch.Tensor], epoch: int) -> float:
-        """The mean loss of the steps since the last log point (one wait for the device); a non-finite one is divergence."""
+        """The mean loss of the steps since the last log point (one wait for the device); a non-finite one is
+        divergence."""
         values = torch.stack(window).double().cpu().numpy()  # float64 as the logged means always were
         if not np.isfinite(values).all():
             raise T.DivergedError(f"loss became {values[~np.isfinite(values)][0]} at {self._where(epoch)}")
         return float(np.mean(values))
 
     def checkpoint(self, epoch: int) -> None:
-        """After ``epoch``: everything :meth:`resume` needs, written atomically by rank 0, and the history so far."""
+        """After ``epoch``: everything :meth:`resume` needs, written atomically by rank 0, and the history so
+        far."""
         ckpt = {
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
@@ -587,7 +728,8 @@ class PretrainRun:
         atomic_write_parquet(frame, Path(self.ctx.results_dir) / "pretrain" / f"{self.run_id}.parquet")
 
     def finish(self) -> None:
-        """Rank 0 writes the final encoder, ``meta.json`` and the ``done`` marker (last); the other ranks wait for it."""
+        """Rank 0 writes the final encoder, ``meta.json`` and the ``done`` marker (last); the other ranks wait
+        for it."""
         if not D.is_main():
             D.barrier()  # wait until rank 0 has written the finished run
             return
@@ -620,7 +762,9 @@ class PretrainRun:
             "final_loss": losses[-1] if losses else None,
             "final_probe_auroc": probes[-1] if probes else None,
             "collapsed_at_epoch": self.collapsed_at,
-            "collapse_rule": f"embedding std x sqrt(d) < {COLLAPSE_STD_RATIO} on {len(self.monitor_images)} pool images",
+            "collapse_rule": (
+                f"embedding std x sqrt(d) < {COLLAPSE_STD_RATIO} on {len(self.monitor_images)} pool images"
+            ),
             "train_seconds_this_session": self.t_train,
             "images_per_second": self.images_seen / self.t_train if self.t_train > 0 else None,
             "device": str(self.device),
@@ -630,8 +774,18 @@ class PretrainRun:
         return _row(self.run_id, self.strategy.name, self.cell.backbone, epoch, self.step, loss, math.nan)
 
 
-def _row(run_id: str, strategy: str, backbone: str, epoch: int, step: int, loss: float, probe: float) -> dict[str, Any]:
-    return {"run_id": run_id, "strategy": strategy, "backbone": backbone, "epoch": epoch, "step": step, "loss": loss, "probe_auroc": probe}
+def _row(
+    run_id: str, strategy: str, backbone: str, epoch: int, step: int, loss: float, probe: float
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "strategy": strategy,
+        "backbone": backbone,
+        "epoch": epoch,
+        "step": step,
+        "loss": loss,
+        "probe_auroc": probe,
+    }
 
 
 # -- the kNN probe --------------------------------------------------------------------------
@@ -670,19 +824,34 @@ class _ProbeData:
             data = celldata.build_cell_data(probe_cell)
         except ChexbenchError as e:
             return cls(note=f"kNN probe off: {e}")
-        return cls(data.train.images, data.train.targets, data.valid.images, data.valid.targets, data.labels, data.eval_labels)
+        return cls(
+            data.train.images,
+            data.train.targets,
+            data.valid.images,
+            data.valid.targets,
+            data.labels,
+            data.eval_labels,
+        )
 
     @torch.no_grad()
-    def evaluate(self, encoder: Backbone, device: torch.device, normalize: tuple[float, float], k: int, batch_size: int) -> float:
+    def evaluate(
+        self, encoder: Backbone, device: torch.device, normalize: tuple[float, float], k: int, batch_size: int
+    ) -> float:
         # rank 0 alone probes: no gather; the device's autocast on NCHW inputs
         fast = FastPath(amp_dtype=fast_path_for(device).amp_dtype)
-        bank = extract_features(encoder, self.train_images, batch_size, device, normalize, fast=fast, split_over_ranks=False)
-        queries = extract_features(encoder, self.valid_images, batch_size, device, normalize, fast=fast, split_over_ranks=False)
+        bank = extract_features(
+            encoder, self.train_images, batch_size, device, normalize, fast=fast, split_over_ranks=False
+        )
+        queries = extract_features(
+            encoder, self.valid_images, batch_size, device, normalize, fast=fast, split_over_ranks=False
+        )
         scores = knn_scores(bank, torch.as_tensor(self.train_targets), queries, k)
         return macro_auroc(self.valid_targets, scores.numpy(), self.labels, self.eval_labels)
 
 
-def knn_scores(bank: torch.Tensor, bank_targets: torch.Tensor, queries: torch.Tensor, k: int, tau: float = 0.07) -> torch.Tensor:
+def knn_scores(
+    bank: torch.Tensor, bank_targets: torch.Tensor, queries: torch.Tensor, k: int, tau: float = 0.07
+) -> torch.Tensor:
     """Weighted kNN multi-label scores (Q, L): mean of the k nearest (cosine) bank targets,
     weighted by exp(cos/τ), over bank rows whose target is not NaN; 0.5 where none is."""
     bank = torch.nn.functional.normalize(bank.float(), dim=1)

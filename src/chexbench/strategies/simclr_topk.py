@@ -4,15 +4,14 @@ patch scorer is transferred). Valid only for ViT backbones."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from chexbench.registry import STRATEGIES
-from chexbench.strategies.simclr import SimCLR
-from chexbench.strategies.topk import TOPK_OPTIONS, TopKPretrainMixin
+from chexbench.strategies.simclr import SIMCLR_OPTIONS, SimCLR
+from chexbench.strategies.topk import TopKOptions, TopKPretrainMixin
 
 
-@STRATEGIES.register
+class SimCLRTopKOptions(TopKOptions, SIMCLR_OPTIONS):  # type: ignore[misc,valid-type]
+    """SimCLR's options, then the top-K pooling's."""
+
+
 class SimCLRTopK(TopKPretrainMixin, SimCLR):
     name = "simclr_topk"
-    description = "SimCLR with a top-K patch-scoring head: the view embedding pools the K best-scored ViT patch tokens"
-    options: dict[str, Any] = {**SimCLR.options, **TOPK_OPTIONS}
+    option_model = SimCLRTopKOptions

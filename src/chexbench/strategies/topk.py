@@ -30,30 +30,42 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from chexbench.core.atomic import atomic_torch_save
 from chexbench.core.errors import ConfigError, WeightsError
-from chexbench.registry import BACKBONES
+from chexbench.spec.options import Options
+from chexbench.spec.registry import BACKBONES
 from chexbench.strategies.heads import copy_probe_head
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.config import CellConfig
     from chexbench.core.context import RunContext
+    from chexbench.spec.cell import CellConfig
     from chexbench.strategies.base import InitRecord
 
-#: options of the top-K pooling (strategies ``*_topk`` and protocols with ``head = "topk"``)
-TOPK_OPTIONS: dict[str, Any] = {
-    "topk": 0.25,  # K: a count (int ≥ 1) or a fraction of the tokens (float in (0, 1])
-    "scorer_hidden": 0,  # hidden width of the scorer MLP, 0 = max(16, D // 4)
-    "topk_temperature": 1.0,  # τ of the softmax over the kept tokens' scores
-}
-TOPK_OPTIONS_HELP: dict[str, str] = {
-    "topk": "K patches kept: a count (int ≥ 1) or a fraction of the tokens (float in (0, 1])",
-    "scorer_hidden": "hidden width of the patch-scorer MLP; 0 uses max(16, D // 4)",
-    "topk_temperature": "temperature of the softmax over the kept patches' scores",
-}
+
+class TopKOptions(Options):
+    """Options of the top-K pooling a ``*_topk`` strategy pretrains (its ``option_model`` adds them
+    to the contrastive strategy's own)."""
+
+    topk: int | float = Field(
+        0.25,
+        gt=0,
+        description="K patches kept: a count (int ≥ 1) or a fraction of the tokens (float in (0, 1])",
+    )
+    scorer_hidden: int = Field(
+        0, ge=0, description="hidden width of the patch-scorer MLP; 0 uses max(16, D // 4)"
+    )
+    # an int stays an int, as before this option had a declared type (a grid's ``= 1`` keeps its cell id)
+    topk_temperature: float | int = Field(
+        1.0, gt=0, description="temperature of the softmax over the kept patches' scores"
+    )
+
+
+#: the top-K pooling's defaults (strategies ``*_topk``; protocols with ``head = "topk"`` share the names)
+TOPK_OPTIONS: dict[str, Any] = TopKOptions.defaults()
 SCORER_FILE = "scorer.pt"
 
 
@@ -88,8 +100,11 @@ def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
     return scores.topk(k, dim=1, largest=True, sorted=True).indices
 
 
-def topk_pool(tokens: torch.Tensor, scores: torch.Tensor, k: int, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pool the K best tokens: tokens (B, N, D), scores (B, N) → pooled (B, D), indices (B, K), weights (B, K).
+def topk_pool(
+    tokens: torch.Tensor, scores: torch.Tensor, k: int, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pool the K best tokens: tokens (B, N, D), scores (B, N) → pooled (B, D), indices (B, K), weights (B,
+    K).
 
     The weights are ``softmax(score_i / τ)`` over the kept tokens; gradient reaches ``scores``
     through them. With K = N and equal scores this is mean pooling.
@@ -121,7 +136,9 @@ class TopKBackbone(nn.Module):
     def __init__(self, backbone: Backbone, k: int | float = 0.25, hidden: int = 0, temperature: float = 1.0):
         super().__init__()
         if not backbone.is_vit:
-            raise ConfigError(f"top-K patch pooling needs a ViT backbone (patch tokens); got {backbone.spec_name}")
+            raise ConfigError(
+                f"top-K patch pooling needs a ViT backbone (patch tokens); got {backbone.spec_name}"
+            )
         self.model = backbone.model
         self.spec_name = backbone.spec_name
         self.kind = backbone.kind
@@ -188,13 +205,27 @@ class ClasswiseTopKClassifier(nn.Module):
     linear protocol sets them from its frozen train-split tokens).
     """
 
-    def __init__(self, backbone: nn.Module, num_labels: int, k: int | float = 0.25, alpha: float = 0.0,
-                 source: str = "tokens", local_hidden: int = 64, local_kernel: int = 3, local_offset: bool = True):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_labels: int,
+        k: int | float = 0.25,
+        alpha: float = 0.0,
+        source: str = "tokens",
+        local_hidden: int = 64,
+        local_kernel: int = 3,
+        local_offset: bool = True,
+    ):
         super().__init__()
         if source not in CLASSWISE_SOURCES:
-            raise ConfigError(f"classwise_source must be one of {', '.join(CLASSWISE_SOURCES)}, got {source!r}")
+            raise ConfigError(
+                f"classwise_source must be one of {', '.join(CLASSWISE_SOURCES)}, got {source!r}"
+            )
         if not getattr(backbone, "is_vit", False):
-            raise ConfigError(f"head = topk_classwise needs a ViT backbone (patch tokens); got {getattr(backbone, 'spec_name', type(backbone).__name__)}")
+            raise ConfigError(
+                "head = topk_classwise needs a ViT backbone (patch tokens); got"
+                f" {getattr(backbone, 'spec_name', type(backbone).__name__)}"
+            )
         self.backbone = backbone
         rows, cols = backbone.token_grid()
         self.grid = (int(rows), int(cols))
@@ -210,10 +241,15 @@ class ClasswiseTopKClassifier(nn.Module):
         if source == "local":
             hidden, kernel = int(local_hidden), int(local_kernel)
             if kernel < 1 or kernel % 2 == 0:
-                raise ConfigError(f"local_kernel must be an odd number of tokens ≥ 1 (1: each patch's own embedding), got {local_kernel!r}")
+                raise ConfigError(
+                    "local_kernel must be an odd number of tokens ≥ 1 (1: each patch's own embedding), got"
+                    f" {local_kernel!r}"
+                )
             self.local_kernel = kernel
             self.local_offset = bool(local_offset)
-            self.local = nn.Sequential(nn.Conv2d(d, hidden, kernel, padding=kernel // 2), nn.GELU(), nn.Conv2d(hidden, num_labels, 1))
+            self.local = nn.Sequential(
+                nn.Conv2d(d, hidden, kernel, padding=kernel // 2), nn.GELU(), nn.Conv2d(hidden, num_labels, 1)
+            )
 
     def patch_logits(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 1, H, W) → per-class patch logits (B, N, L)."""
@@ -252,10 +288,14 @@ class ClasswiseTopKClassifier(nn.Module):
         """The patch logits of each image's label on the token grid (B, rows, cols) and that
         label's K pooled patches (B, K), highest first."""
         logits = self.patch_logits(x)  # (B, N, L)
-        chosen = logits.gather(2, labels.view(-1, 1, 1).to(logits.device).expand(-1, logits.shape[1], 1))[..., 0]  # (B, N)
+        chosen = logits.gather(2, labels.view(-1, 1, 1).to(logits.device).expand(-1, logits.shape[1], 1))[
+            ..., 0
+        ]  # (B, N)
         return chosen.view(-1, *self.grid), topk_indices(chosen, self.k)
 
-    def set_head(self, mean: torch.Tensor, std: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> ClasswiseTopKClassifier:
+    def set_head(
+        self, mean: torch.Tensor, std: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+    ) -> ClasswiseTopKClassifier:
         """mean, std (1, D); weight (D, L); bias (1, L) or (L,) — as the linear protocol holds them."""
         copy_probe_head(self, mean, std, weight, bias)
         return self
@@ -276,11 +316,15 @@ def load_scorer(model: TopKBackbone, path: str | Path) -> int:
     target = model.scorer.state_dict()
     missing = sorted(set(target) - set(state))
     unexpected = sorted(set(state) - set(target))
-    mismatched = [f"{k} {tuple(state[k].shape)}→{tuple(target[k].shape)}" for k in target if k in state and state[k].shape != target[k].shape]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)}→{tuple(target[k].shape)}"
+        for k in target
+        if k in state and state[k].shape != target[k].shape
+    ]
     if missing or unexpected or mismatched:
         raise WeightsError(
-            f"patch scorer {path} does not fit: missing {missing}, unexpected {unexpected}, shape mismatches {mismatched}"
-            " (scorer_hidden must match pretraining)"
+            f"patch scorer {path} does not fit: missing {missing}, unexpected {unexpected}, shape mismatches"
+            f" {mismatched} (scorer_hidden must match pretraining)"
         )
     model.scorer.load_state_dict(state, strict=True)
     return len(state)
@@ -295,7 +339,6 @@ class TopKPretrainMixin:
     variant: the encoder is a :class:`TopKBackbone`, the scorer is kept for transfer."""
 
     name: str
-    option_help: dict[str, str] = TOPK_OPTIONS_HELP
     makes_topk_scorer: ClassVar[bool] = True
 
     def invalid_reason(self, cell: CellConfig) -> str | None:
@@ -303,10 +346,15 @@ class TopKPretrainMixin:
             return f"{self.name} needs a ViT backbone (it scores patch tokens); got {cell.backbone}"
         return super().invalid_reason(cell)  # type: ignore[misc]
 
-    def build_model(self, encoder: Backbone, opts: dict[str, Any], pool_size: int, generator: torch.Generator):
+    def build_model(
+        self, encoder: Backbone, opts: dict[str, Any], pool_size: int, generator: torch.Generator
+    ):
         wrapped = wrap_topk(encoder, {k: opts[k] for k in TOPK_OPTIONS})
         model, notes = super().build_model(wrapped, opts, pool_size, generator)  # type: ignore[misc]
-        return model, [*notes, f"view embedding: score-weighted top-{wrapped.k} of {wrapped.num_tokens} patch tokens"]
+        return model, [
+            *notes,
+            f"view embedding: score-weighted top-{wrapped.k} of {wrapped.num_tokens} patch tokens",
+        ]
 
     def init_backbone(self, backbone: Backbone, cell: CellConfig, ctx: RunContext) -> InitRecord:
         init = super().init_backbone(backbone, cell, ctx)  # type: ignore[misc]
@@ -319,12 +367,15 @@ class TopKPretrainMixin:
             scorer_hidden=int(opts["scorer_hidden"]),
             topk_temperature=float(opts["topk_temperature"]),
         )
-        init.notes.append(f"patch scorer saved to {path}: used by protocols with head = topk, not by head = linear")
+        init.notes.append(
+            f"patch scorer saved to {path}: used by protocols with head = topk, not by head = linear"
+        )
         return init
 
 
 def extract_scorer(run_dir: Path) -> Path:
-    """``run_dir/scorer.pt``: the scorer tensors of the finished run's ``checkpoint.pt`` (written once, atomically)."""
+    """``run_dir/scorer.pt``: the scorer tensors of the finished run's ``checkpoint.pt`` (written once,
+    atomically)."""
     path = run_dir / SCORER_FILE
     if path.is_file():
         return path

@@ -32,11 +32,15 @@ def embed_patches(vit: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.
     n_prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
     pos = vit.pos_embed
     if grid != tuple(pe.grid_size):
-        pos = resample_abs_pos_embed(pos, new_size=list(grid), old_size=list(pe.grid_size), num_prefix_tokens=n_prefix)
+        pos = resample_abs_pos_embed(
+            pos, new_size=list(grid), old_size=list(pe.grid_size), num_prefix_tokens=n_prefix
+        )
     return tokens + pos[:, n_prefix:], pos[:, :n_prefix]
 
 
-def encode_tokens(vit: nn.Module, tokens: torch.Tensor, prefix_pos: torch.Tensor, pooled: bool = True) -> torch.Tensor:
+def encode_tokens(
+    vit: nn.Module, tokens: torch.Tensor, prefix_pos: torch.Tensor, pooled: bool = True
+) -> torch.Tensor:
     """``tokens`` (B, n, D) (position embedding included) → pooled features (B, D), or all tokens
     after the final norm (B, P + n, D) with ``pooled=False``."""
     prefix = []

@@ -13,8 +13,10 @@ by name (``--log`` or the grid) that is not installed stops the run before any c
 Where they write (inside the results folder unless the user points them elsewhere):
     tensorboard   RESULTS/tensorboard/cells/<cell id>/, RESULTS/tensorboard/pretrain/<run id>/
     mlflow        a local file store, RESULTS/mlruns (``MLFLOW_TRACKING_URI`` overrides), experiment
-                  ``chexbench`` (``MLFLOW_EXPERIMENT_NAME`` overrides); one MLflow run per cell / pretraining run
-    wandb         offline, RESULTS/wandb (``WANDB_MODE=online`` to upload; ``WANDB_PROJECT``, default chexbench)
+                  ``chexbench`` (``MLFLOW_EXPERIMENT_NAME`` overrides); one MLflow run per cell / pretraining
+                  run
+    wandb         offline, RESULTS/wandb (``WANDB_MODE=online`` to upload; ``WANDB_PROJECT``, default
+    chexbench)
 """
 
 from __future__ import annotations
@@ -100,15 +102,16 @@ class _Fanout:
             log.log_scalars(step, clean)
 
 
-def build_tracker(names: Sequence[str] | None, results_dir: Path, warn: Callable[[str], None],
-                  extra: Sequence[Tracker] = ()) -> Tracker:
+def build_tracker(
+    names: Sequence[str] | None, results_dir: Path, warn: Callable[[str], None], extra: Sequence[Tracker] = ()
+) -> Tracker:
     """The trackers ``names`` (None: the default) writing under ``results_dir``, plus ``extra``.
 
     A tracker asked for by name whose package is missing is a ConfigError; the default one is
     dropped with one warning."""
     explicit = names is not None
     chosen: list[Tracker] = list(extra)
-    for name in (names if explicit else DEFAULT):
+    for name in names if explicit else DEFAULT:
         why = missing_package(name)
         if why:
             if explicit:

@@ -31,10 +31,23 @@ class LiveStatus:
     def __init__(self, results_dir: Path, device: str, grid: str = ""):
         self.path = live_path(results_dir)
         self.state: dict[str, Any] = {
-            "host": socket.gethostname(), "pid": os.getpid(), "device": device, "grid": grid,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "started_at": time.time(),
-            "cell": None, "cell_index": 0, "cells_total": 0, "cell_started_at": None, "cell_seconds": [],
-            "run": None, "kind": None, "epoch": None, "epochs": None, "scalars": {}, "updated_at": time.time(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "device": device,
+            "grid": grid,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+            "started_at": time.time(),
+            "cell": None,
+            "cell_index": 0,
+            "cells_total": 0,
+            "cell_started_at": None,
+            "cell_seconds": [],
+            "run": None,
+            "kind": None,
+            "epoch": None,
+            "epochs": None,
+            "scalars": {},
+            "updated_at": time.time(),
         }
         self._write()
 
@@ -44,13 +57,24 @@ class LiveStatus:
         atomic_write_text(json.dumps(self.state, default=str), self.path)
 
     def cell_started(self, label: str, index: int, total: int) -> None:
-        self.state.update(cell=label, cell_index=index, cells_total=total, cell_started_at=time.time(),
-                          run=None, kind=None, epoch=None, epochs=None, scalars={})
+        self.state.update(
+            cell=label,
+            cell_index=index,
+            cells_total=total,
+            cell_started_at=time.time(),
+            run=None,
+            kind=None,
+            epoch=None,
+            epochs=None,
+            scalars={},
+        )
         self._write()
 
     def cell_ended(self, seconds: float) -> None:
         self.state["cell_seconds"] = [*self.state["cell_seconds"], round(float(seconds), 3)]
-        self.state.update(cell=None, cell_started_at=None, run=None, kind=None, epoch=None, epochs=None, scalars={})
+        self.state.update(
+            cell=None, cell_started_at=None, run=None, kind=None, epoch=None, epochs=None, scalars={}
+        )
         self._write()
 
     @contextmanager
@@ -72,7 +96,10 @@ class _Live:
         self.owner = owner
 
     def log_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-        self.owner.state.update(epoch=int(step), scalars={**self.owner.state["scalars"], **{k: float(v) for k, v in scalars.items()}})
+        self.owner.state.update(
+            epoch=int(step),
+            scalars={**self.owner.state["scalars"], **{k: float(v) for k, v in scalars.items()}},
+        )
         self.owner._write()
 
 

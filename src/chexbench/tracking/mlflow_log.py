@@ -33,7 +33,11 @@ class MlflowTracker:
 
     @contextmanager
     def run(self, name: str, kind: str, params: Mapping[str, Any], fresh: bool = True) -> Iterator[_Run]:
-        tags = {"kind": kind, "chexbench.name": name, "config": json.dumps(dict(params), sort_keys=True, default=str)[:5000]}
+        tags = {
+            "kind": kind,
+            "chexbench.name": name,
+            "config": json.dumps(dict(params), sort_keys=True, default=str)[:5000],
+        }
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         status = "FAILED"
         try:
@@ -54,4 +58,6 @@ class _Run:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, int(step)) for k, v in scalars.items()])
+        self.client.log_batch(
+            self.run_id, metrics=[Metric(k, float(v), now, int(step)) for k, v in scalars.items()]
+        )

@@ -1,4 +1,5 @@
-"""TensorBoard event files: one folder per run under RESULTS/tensorboard (``tensorboard --logdir RESULTS/tensorboard``)."""
+"""TensorBoard event files: one folder per run under RESULTS/tensorboard (``tensorboard --logdir
+RESULTS/tensorboard``)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,15 @@ class TensorBoardTracker:
         from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
 
         folder = self.root / name
-        if fresh and folder.exists():  # a rerun (--overwrite, a failed cell retried): its old curves are stale
+        if (
+            fresh and folder.exists()
+        ):  # a rerun (--overwrite, a failed cell retried): its old curves are stale
             shutil.rmtree(folder)
         writer = SummaryWriter(log_dir=str(folder))
         if fresh:
-            writer.add_text("config", "```\n" + json.dumps(dict(params), indent=1, sort_keys=True, default=str) + "\n```")
+            writer.add_text(
+                "config", "```\n" + json.dumps(dict(params), indent=1, sort_keys=True, default=str) + "\n```"
+            )
         try:
             yield _Writer(writer)
         finally:

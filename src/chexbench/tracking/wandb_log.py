@@ -21,8 +21,16 @@ class WandbTracker:
         import wandb
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        run = wandb.init(project=os.environ.get("WANDB_PROJECT", "chexbench"), name=name, group=kind, job_type=kind,
-                         config=dict(params), dir=str(self.dir), mode=os.environ.get("WANDB_MODE", "offline"), reinit=True)
+        run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "chexbench"),
+            name=name,
+            group=kind,
+            job_type=kind,
+            config=dict(params),
+            dir=str(self.dir),
+            mode=os.environ.get("WANDB_MODE", "offline"),
+            reinit=True,
+        )
         exit_code = 1
         try:
             yield _Run(run)

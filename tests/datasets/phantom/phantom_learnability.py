@@ -1,6 +1,7 @@
 """Shared helper of the learnability tests: a small CNN trained from scratch on phantom pixels.
 
-Kept out of the test module so it can be run by hand (``python tests/datasets/phantom/phantom_learnability.py``)
+Kept out of the test module so it can be run by hand (``python
+tests/datasets/phantom/phantom_learnability.py``)
 to print per-label AUROCs and timings.
 """
 
@@ -20,13 +21,21 @@ from torch import nn
 SIZE = 64
 
 
-def load_frontal(root: Path, index: pd.DataFrame, labels: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frontal images (N, 1, S, S) float32 in [0, 1], targets (N, L) (drawn = 1, incl. uncertain), patient ids."""
+def load_frontal(
+    root: Path, index: pd.DataFrame, labels: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frontal images (N, 1, S, S) float32 in [0, 1], targets (N, L) (drawn = 1, incl. uncertain), patient
+    ids."""
     frontal = index[index["view"].isin(["AP", "PA", "FRONTAL"])].reset_index(drop=True)
-    images = np.stack([
-        np.asarray(Image.open(root / p).convert("L").resize((SIZE, SIZE), Image.BILINEAR), dtype=np.float32) / 255.0
-        for p in frontal["path"]
-    ])[:, None]
+    images = np.stack(
+        [
+            np.asarray(
+                Image.open(root / p).convert("L").resize((SIZE, SIZE), Image.BILINEAR), dtype=np.float32
+            )
+            / 255.0
+            for p in frontal["path"]
+        ]
+    )[:, None]
     values = frontal[labels].to_numpy(dtype=float)
     targets = ((values == 1) | (values == -1)).astype(np.float32)
     return images, targets, frontal["patient_id"].to_numpy()
@@ -34,12 +43,17 @@ def load_frontal(root: Path, index: pd.DataFrame, labels: list[str]) -> tuple[np
 
 def small_cnn(n_labels: int) -> nn.Module:
     def block(c_in: int, c_out: int) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-                nn.MaxPool2d(2)]
+        return [
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        ]
 
     stem = [nn.Conv2d(1, 12, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(12), nn.ReLU(inplace=True)]
-    return nn.Sequential(*stem, *block(12, 16), *block(16, 32), *block(32, 48), AvgMaxPool(),
-                         nn.Linear(96, n_labels))
+    return nn.Sequential(
+        *stem, *block(12, 16), *block(16, 32), *block(32, 48), AvgMaxPool(), nn.Linear(96, n_labels)
+    )
 
 
 class AvgMaxPool(nn.Module):
@@ -49,8 +63,15 @@ class AvgMaxPool(nn.Module):
         return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
 
 
-def train_and_score(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-                    epochs: int, seed: int = 0, model: nn.Module | None = None) -> dict[int, float]:
+def train_and_score(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    epochs: int,
+    seed: int = 0,
+    model: nn.Module | None = None,
+) -> dict[int, float]:
     """Train from scratch (AdamW, BCE); per-label test AUROC (index → value), NaN when undefined.
 
     Pass a freshly built ``model`` to train several in parallel threads (the global torch seed
@@ -71,7 +92,7 @@ def train_and_score(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
     for _ in range(epochs):
         order = torch.randperm(len(xt), generator=gen)
         for i in range(0, len(xt), 64):
-            idx = order[i:i + 64]
+            idx = order[i : i + 64]
             loss = loss_fn(model(xt[idx]), yt[idx])
             opt.zero_grad()
             loss.backward()
@@ -79,7 +100,9 @@ def train_and_score(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
             sched.step()
     model.eval()
     with torch.no_grad():
-        scores = torch.cat([model(torch.from_numpy(x_test[i:i + 256])) for i in range(0, len(x_test), 256)]).numpy()
+        scores = torch.cat(
+            [model(torch.from_numpy(x_test[i : i + 256])) for i in range(0, len(x_test), 256)]
+        ).numpy()
     out = {}
     for j in range(y_test.shape[1]):
         y = y_test[:, j]
@@ -87,7 +110,9 @@ def train_and_score(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
     return out
 
 
-def patient_split(patients: np.ndarray, test_size: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def patient_split(
+    patients: np.ndarray, test_size: float = 0.3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     split = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
     train, test = next(split.split(np.zeros(len(patients)), groups=patients))
     return train, test
@@ -104,7 +129,7 @@ if __name__ == "__main__":
 
     from chexbench.datasets.phantom import PHANTOM_LABELS
     from chexbench.datasets.phantom.generate import write_site
-    from chexbench.registry import DATASETS
+    from chexbench.spec.registry import DATASETS
 
     torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 2)
     patients = int(sys.argv[1]) if len(sys.argv) > 1 else 600

@@ -26,8 +26,13 @@ from chexbench.datasets.phantom.render import render_study
 SITE = "nih"  # 40 % AP films: both views well represented (CheXpert: 85 % AP)
 
 
-def probe_gaps(patients: int, seed: int, dependencies: Dependencies = "published",
-               label: str = "pleural_effusion", size: int = 24) -> dict[str, float]:
+def probe_gaps(
+    patients: int,
+    seed: int,
+    dependencies: Dependencies = "published",
+    label: str = "pleural_effusion",
+    size: int = 24,
+) -> dict[str, float]:
     """AUROC of a logistic probe on the pixels of NIH-site phantom films, by view and by sex.
 
     The cohort of ``patients`` is sampled (cheap); every frontal film positive for ``label`` and
@@ -60,8 +65,18 @@ LABELS = ("cardiomegaly", "pleural_effusion", "support_devices", "edema", "atele
 def cohort_table(site: str, patients: int, seed: int, dependencies: Dependencies) -> pd.DataFrame:
     """One row per study: view, age, sex, each of :data:`LABELS` present (drawn or not), effusion unseen."""
     studies = [s for p in sample_cohort(site, patients, seed, dependencies) for s in p.studies]
-    return pd.DataFrame([{"view": s.view, "age": s.age, "female": s.female, **{k: k in s.names for k in LABELS},
-                          "effusion_unseen": "pleural_effusion" in s.unseen} for s in studies])
+    return pd.DataFrame(
+        [
+            {
+                "view": s.view,
+                "age": s.age,
+                "female": s.female,
+                **{k: k in s.names for k in LABELS},
+                "effusion_unseen": "pleural_effusion" in s.unseen,
+            }
+            for s in studies
+        ]
+    )
 
 
 def print_cohort(patients: int, seed: int) -> None:
@@ -70,11 +85,14 @@ def print_cohort(patients: int, seed: int) -> None:
         for dependencies in ("published", "none"):
             df = cohort_table(site, patients, seed, dependencies)  # type: ignore[arg-type]
             ap, female = df["view"] == "AP", df["female"]
-            band = pd.cut(df["age"], [0, 40, 60, 80, 200], right=False,
-                          labels=["<40", "40-59", "60-79", "80+"])
+            band = pd.cut(
+                df["age"], [0, 40, 60, 80, 200], right=False, labels=["<40", "40-59", "60-79", "80+"]
+            )
             unseen = df.loc[ap & df["pleural_effusion"], "effusion_unseen"].mean()
-            print(f"{site} {dependencies}: {len(df)} studies, AP {ap.mean():.3f}, "
-                  f"AP effusions not drawn {unseen:.3f}")
+            print(
+                f"{site} {dependencies}: {len(df)} studies, AP {ap.mean():.3f}, "
+                f"AP effusions not drawn {unseen:.3f}"
+            )
             for label in LABELS:
                 shares = df.groupby(band, observed=True)[label].mean()
                 bands = " ".join(f"{b} {v:.3f}" for b, v in shares.items())
@@ -90,13 +108,17 @@ def print_gaps(patients: int, size: int, dependencies: Dependencies, label: str,
         start = time.perf_counter()
         g = probe_gaps(patients, seed, dependencies, label, size)
         rows.append((g["view_gap"], g["sex_gap"]))
-        print(f"seed {seed}: AP {g['AP']:.3f} PA {g['PA']:.3f} F {g['F']:.3f} M {g['M']:.3f} "
-              f"PA-AP {g['view_gap']:+.3f} M-F {g['sex_gap']:+.3f} test positives AP/PA "
-              f"{g['positives_AP']:.0f}/{g['positives_PA']:.0f} ({time.perf_counter() - start:.1f} s)",
-              flush=True)
+        print(
+            f"seed {seed}: AP {g['AP']:.3f} PA {g['PA']:.3f} F {g['F']:.3f} M {g['M']:.3f} "
+            f"PA-AP {g['view_gap']:+.3f} M-F {g['sex_gap']:+.3f} test positives AP/PA "
+            f"{g['positives_AP']:.0f}/{g['positives_PA']:.0f} ({time.perf_counter() - start:.1f} s)",
+            flush=True,
+        )
     for name, gaps in zip(("PA-AP", "M-F"), np.array(rows).T, strict=True):
-        print(f"{dependencies} {label} {patients} patients {size} px, {len(rows)} seeds: {name} mean "
-              f"{gaps.mean():+.3f} sd {gaps.std(ddof=1):.3f} [{gaps.min():+.3f}, {gaps.max():+.3f}]")
+        print(
+            f"{dependencies} {label} {patients} patients {size} px, {len(rows)} seeds: {name} mean "
+            f"{gaps.mean():+.3f} sd {gaps.std(ddof=1):.3f} [{gaps.min():+.3f}, {gaps.max():+.3f}]"
+        )
 
 
 if __name__ == "__main__":
@@ -105,5 +127,10 @@ if __name__ == "__main__":
     if sys.argv[1] == "cohort":
         print_cohort(int(sys.argv[2]), int(sys.argv[3]))
     else:
-        print_gaps(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4],  # type: ignore[arg-type]
-                   [int(a) for a in sys.argv[5:]])
+        print_gaps(
+            int(sys.argv[1]),
+            int(sys.argv[2]),
+            sys.argv[3],
+            sys.argv[4],  # type: ignore[arg-type]
+            [int(a) for a in sys.argv[5:]],
+        )

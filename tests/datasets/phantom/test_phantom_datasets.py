@@ -1,4 +1,5 @@
-"""The registered phantom datasets: generated on first use into the cache, reused, read by the real loaders."""
+"""The registered phantom datasets: generated on first use into the cache, reused, read by the real
+loaders."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from chexbench.cli import app
 from chexbench.core.errors import ConfigError
 from chexbench.datasets.phantom import PHANTOM_LABELS
 from chexbench.datasets.phantom._site_tables import SITE_STATS
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 
 @pytest.fixture
@@ -64,8 +65,21 @@ def test_phantom_labels_are_labels_the_real_tables_carry():
 def test_cli_synth_writes_every_site_and_refuses_a_non_empty_folder(tmp_path):
     runner = CliRunner()
     out = tmp_path / "synth"
-    result = runner.invoke(app, ["data", "synth", "--out", str(out), "--patients", "4", "--size", "32",
-                                 "--sites", "chexpert,indiana"])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "synth",
+            "--out",
+            str(out),
+            "--patients",
+            "4",
+            "--size",
+            "32",
+            "--sites",
+            "chexpert,indiana",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "chexpert" in result.output and "indiana" in result.output
     assert (out / "chexpert" / "CheXpert-v1.0-small" / "train.csv").is_file()
@@ -82,8 +96,22 @@ def test_cli_synth_preview_writes_a_contact_sheet(tmp_path):
     from PIL import Image
 
     out = tmp_path / "synth"
-    result = CliRunner().invoke(app, ["data", "synth", "--out", str(out), "--patients", "2", "--size", "32",
-                                      "--sites", "nih", "--preview"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "data",
+            "synth",
+            "--out",
+            str(out),
+            "--patients",
+            "2",
+            "--size",
+            "32",
+            "--sites",
+            "nih",
+            "--preview",
+        ],
+    )
     assert result.exit_code == 0, result.output
     with Image.open(out / "contact_sheet.png") as im:
         assert im.width >= 10 * 128 and im.height > 128
@@ -91,7 +119,9 @@ def test_cli_synth_preview_writes_a_contact_sheet(tmp_path):
 
 def test_bench_phantom_records_a_section(tmp_path):
     perf = tmp_path / "PERFORMANCE.md"
-    result = CliRunner().invoke(app, ["bench", "phantom", "--size", "32", "--images", "3", "--output", str(perf)])
+    result = CliRunner().invoke(
+        app, ["bench", "phantom", "--size", "32", "--images", "3", "--output", str(perf)]
+    )
     assert result.exit_code == 0, result.output
     text = perf.read_text()
     assert "## Phantom generation" in text and "| chexpert | JPEG | 3 |" in text

@@ -27,9 +27,10 @@ from chexbench.datasets.phantom.dependencies import (
 from chexbench.datasets.phantom.findings import BILATERAL, Finding
 from chexbench.datasets.phantom.generate import generate
 from chexbench.datasets.phantom.render import render_study
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
-#: sha256 (first 16 hex) over the relative path and bytes of every file but phantom_manifest.json under ``out`` of
+#: sha256 (first 16 hex) over the relative path and bytes of every file but phantom_manifest.json under
+#: ``out`` of
 #: generate(out, (site,), patients=24, size=32, seed=7, workers=1), computed with generator
 #: version 5 (commit ece6998, before the option existed)
 VERSION_5_FILES = {"chexpert": "d84436a7cc8caca6", "nih": "b1576e71d4101fa2", "indiana": "bee8fc7810ef276c"}
@@ -57,8 +58,13 @@ def test_none_writes_the_files_of_generator_version_5_and_published_does_not(tmp
 def _frame(site: str, patients: int, seed: int, dependencies: str) -> pd.DataFrame:
     """One row per study: view, age, sex and whether each finding is present (the label, seen or not)."""
     names = ("cardiomegaly", "pleural_effusion", "support_devices", "edema", "atelectasis")
-    return pd.DataFrame([{"view": s.view, "age": s.age, "female": s.female, **{n: n in s.names for n in names}}
-                         for p in sample_cohort(site, patients, seed, dependencies) for s in p.studies])
+    return pd.DataFrame(
+        [
+            {"view": s.view, "age": s.age, "female": s.female, **{n: n in s.names for n in names}}
+            for p in sample_cohort(site, patients, seed, dependencies)
+            for s in p.studies
+        ]
+    )
 
 
 def _gap(df: pd.DataFrame, group: pd.Series, label: str) -> float:
@@ -71,7 +77,8 @@ def chexpert_cohorts() -> dict[str, pd.DataFrame]:
 
 
 def test_ap_films_carry_more_devices_edema_effusion_and_atelectasis_only_when_published(chexpert_cohorts):
-    # real CheXpert train.csv frontal images, AP − PA: devices +0.34, edema +0.28, effusion +0.14, atelectasis +0.11
+    # real CheXpert train.csv frontal images, AP − PA: devices +0.34, edema +0.28, effusion +0.14, atelectasis
+    # +0.11
     published, none = chexpert_cohorts["published"], chexpert_cohorts["none"]
     minimum = {"support_devices": 0.2, "edema": 0.15, "pleural_effusion": 0.04, "atelectasis": 0.05}
     for label, least in minimum.items():
@@ -160,8 +167,11 @@ def test_written_files_carry_the_published_view_and_age(tmp_path):
             assert (row["view"], int(row["age"]), row["sex"]) == (s.view, s.age, "F" if s.female else "M")
     chexpert = DATASETS.get("chexpert").load_index(out / "chexpert" / "CheXpert-v1.0-small")
     valid = split_patients(30, 4)
-    expected = sorted((s.view, s.age) for p in sample_cohort("chexpert", 30, 4)
-                      for s in (p.studies[:1] if valid[p.index] else p.studies))
+    expected = sorted(
+        (s.view, s.age)
+        for p in sample_cohort("chexpert", 30, 4)
+        for s in (p.studies[:1] if valid[p.index] else p.studies)
+    )
     frontal = chexpert[chexpert["view"].isin(["AP", "PA"])]
     assert sorted(zip(frontal["view"], frontal["age"].astype(int), strict=True)) == expected
 

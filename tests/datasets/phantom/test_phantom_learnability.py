@@ -27,7 +27,7 @@ from phantom_learnability import (
 
 from chexbench.datasets.phantom import PHANTOM_LABELS
 from chexbench.datasets.phantom.generate import write_site
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 PATIENTS = 1000
 EPOCHS = 12
@@ -65,8 +65,10 @@ def scores(data):
         models.append(small_cnn(len(labels)))
     targets = (y[train], shuffled_within(y[train], seed=1))
     with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = [pool.submit(train_and_score, x[train], t, x[test], y[test], EPOCHS, 0, m)
-                for t, m in zip(targets, models, strict=True)]
+        runs = [
+            pool.submit(train_and_score, x[train], t, x[test], y[test], EPOCHS, 0, m)
+            for t, m in zip(targets, models, strict=True)
+        ]
         return [r.result() for r in runs]
 
 

@@ -78,5 +78,9 @@ def test_only_dead_or_long_untouched_temporaries_are_removed(tmp_path):
     assert sorted(removed) == sorted([dead, old_legacy])
     assert live.is_dir() and other_host.is_dir() and new_legacy.is_dir() and unrelated.is_dir()
     # a foreign host's folder goes once nothing in it changed for the safe age
-    assert remove_stale_temporaries(tmp_path, now=time.time() + STALE_AFTER_SECONDS + 60).count(other_host) == 1
-    assert not remove_stale_temporaries(tmp_path, final_name="nih-zzz", now=time.time() + 2 * STALE_AFTER_SECONDS)
+    assert (
+        remove_stale_temporaries(tmp_path, now=time.time() + STALE_AFTER_SECONDS + 60).count(other_host) == 1
+    )
+    assert not remove_stale_temporaries(
+        tmp_path, final_name="nih-zzz", now=time.time() + 2 * STALE_AFTER_SECONDS
+    )

@@ -16,7 +16,7 @@ from PIL import Image
 
 from chexbench.datasets.fixtures import real_label_file
 from chexbench.datasets.phantom import PHANTOM_LABELS, layout_root
-from chexbench.registry import DATASETS
+from chexbench.spec.registry import DATASETS
 
 
 def _real_header(which: str) -> str:
@@ -64,7 +64,9 @@ def test_chexpert_loader_reads_the_phantom_and_labels_match_the_csv(phantom_root
     raw = pd.read_csv(root / "train.csv")
     assert len(index) == len(raw) + len(pd.read_csv(root / "valid.csv"))
     row = index.set_index("path").loc[raw["Path"].str.split("/", n=1).str[1]]
-    np.testing.assert_array_equal(row["pleural_effusion"].to_numpy(), raw["Pleural Effusion"].fillna(np.nan).to_numpy())
+    np.testing.assert_array_equal(
+        row["pleural_effusion"].to_numpy(), raw["Pleural Effusion"].fillna(np.nan).to_numpy()
+    )
     assert set(PHANTOM_LABELS["chexpert"]) <= set(index.columns)
 
 
@@ -77,7 +79,9 @@ def test_nih_files_have_the_real_headers_and_vocabulary(phantom_root: Path):
     real = pd.read_csv(real_label_file("nih"), nrows=5000)
     assert list(ours.columns) == list(real.columns)
     assert list(ours.dtypes) == list(real.dtypes)
-    real_vocab = set("|".join(pd.read_csv(real_label_file("nih"), usecols=["Finding Labels"])["Finding Labels"]).split("|"))
+    real_vocab = set(
+        "|".join(pd.read_csv(real_label_file("nih"), usecols=["Finding Labels"])["Finding Labels"]).split("|")
+    )
     assert set("|".join(ours["Finding Labels"]).split("|")) <= real_vocab
     assert ours["Image Index"].str.fullmatch(r"\d{8}_\d{3}\.png").all()
     boxes = pd.read_csv(root / "BBox_List_2017.csv")

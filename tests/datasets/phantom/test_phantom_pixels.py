@@ -50,7 +50,9 @@ def test_radiograph_contrast_dark_lungs_bright_mediastinum_and_bones():
     assert outside < lungs < mediastinum
 
 
-@pytest.mark.parametrize("name", ["nodule", "mass", "consolidation", "pleural_effusion", "pneumonia", "fracture"])
+@pytest.mark.parametrize(
+    "name", ["nodule", "mass", "consolidation", "pleural_effusion", "pneumonia", "fracture"]
+)
 def test_focal_findings_brighten_the_image_inside_their_boxes(name):
     base, _ = _render(())
     img, boxes = _render((Finding(name, 0.8, 0, 7),))
@@ -58,7 +60,7 @@ def test_focal_findings_brighten_the_image_inside_their_boxes(name):
     diff = img - base
     inside = np.zeros_like(diff, dtype=bool)
     for b in boxes:
-        inside[max(b.y - 3, 0):b.y + b.h + 3, max(b.x - 3, 0):b.x + b.w + 3] = True
+        inside[max(b.y - 3, 0) : b.y + b.h + 3, max(b.x - 3, 0) : b.x + b.w + 3] = True
     signal = np.clip(diff, 0, None)
     assert signal[inside].mean() > 8  # grey levels
     assert signal[inside].sum() > 0.8 * signal.sum()  # the change is where the box says
@@ -74,7 +76,7 @@ def test_atelectasis_draws_a_band_and_loses_volume_on_its_side():
     img, boxes = _render((Finding("atelectasis", 0.8, 0, 7),))
     (b,) = boxes
     assert b.w > 2 * b.h  # plate-like
-    assert (img - base)[b.y:b.y + b.h, b.x:b.x + b.w].mean() > 8
+    assert (img - base)[b.y : b.y + b.h, b.x : b.x + b.w].mean() > 8
 
 
 def test_pneumothorax_darkens_its_rim():

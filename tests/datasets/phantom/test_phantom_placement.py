@@ -26,11 +26,23 @@ def test_embedded_box_statistics_re_derive_from_the_real_nih_file():
 
 
 def test_fit_reads_sides_centres_and_sizes():
-    boxes = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "label": ["Nodule"] * 4,
-                          "x": [100.0, 110.0, 90.0, 800.0], "y": [500.0, 520.0, 480.0, 300.0], "w": [50.0] * 4, "h": [40.0] * 4})
+    boxes = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c", "d"],
+            "label": ["Nodule"] * 4,
+            "x": [100.0, 110.0, 90.0, 800.0],
+            "y": [500.0, 520.0, 480.0, 300.0],
+            "w": [50.0] * 4,
+            "h": [40.0] * 4,
+        }
+    )
     fit = box_stats.fit_box_stats(boxes)["nodule"]
-    assert fit["side0"] == 0.75 and fit["boxes"] == 4 and "1" not in fit["centre"]  # one right box: too few for a Gaussian
-    assert fit["centre"]["0"]["mean"] == pytest.approx([125 / 1024, 520 / 1024], abs=1e-4)  # centres (125, 520) ± 10
+    assert (
+        fit["side0"] == 0.75 and fit["boxes"] == 4 and "1" not in fit["centre"]
+    )  # one right box: too few for a Gaussian
+    assert fit["centre"]["0"]["mean"] == pytest.approx(
+        [125 / 1024, 520 / 1024], abs=1e-4
+    )  # centres (125, 520) ± 10
     assert fit["log_size"]["mean"] == pytest.approx([np.log(50 / 1024), np.log(40 / 1024)], abs=1e-4)
 
 
@@ -50,8 +62,14 @@ def nih_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _boxes(root: Path) -> pd.DataFrame:
     raw = pd.read_csv(next(root.glob("BBox_List_2017.csv*")))
     xywh = raw.iloc[:, 2:6].to_numpy(dtype=np.float64)
-    return pd.DataFrame({"image": raw.iloc[:, 0], "name": raw.iloc[:, 1].map(NIH_BOX_LABELS),
-                         "cx": (xywh[:, 0] + xywh[:, 2] / 2) / 64, "cy": (xywh[:, 1] + xywh[:, 3] / 2) / 64})
+    return pd.DataFrame(
+        {
+            "image": raw.iloc[:, 0],
+            "name": raw.iloc[:, 1].map(NIH_BOX_LABELS),
+            "cx": (xywh[:, 0] + xywh[:, 2] / 2) / 64,
+            "cy": (xywh[:, 1] + xywh[:, 3] / 2) / 64,
+        }
+    )
 
 
 def test_lesions_vary_in_side_and_place_as_real_ones_do(nih_phantom):
@@ -73,8 +91,12 @@ def test_pixels_still_carry_the_labels_a_logistic_probe_beats_a_shuffled_label_p
     from sklearn.metrics import roc_auc_score
 
     entries = pd.read_csv(nih_phantom / "Data_Entry_2017.csv")
-    images = np.stack([np.asarray(Image.open(nih_phantom / "images" / f), dtype=np.float32)[::2, ::2].ravel() / 255
-                       for f in entries["Image Index"]])  # 32 × 32
+    images = np.stack(
+        [
+            np.asarray(Image.open(nih_phantom / "images" / f), dtype=np.float32)[::2, ::2].ravel() / 255
+            for f in entries["Image Index"]
+        ]
+    )  # 32 × 32
     patients = entries["Patient ID"].to_numpy()
     train = patients % 4 != 0  # patient-level split
     rng = np.random.default_rng(0)

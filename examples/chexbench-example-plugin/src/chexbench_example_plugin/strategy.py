@@ -8,22 +8,27 @@ the record is stored with every cell.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
+from pydantic import Field
 from torch import nn
 
+from chexbench.spec.options import Options
 from chexbench.strategies.base import InitRecord, Strategy
+
+
+class OrthogonalOptions(Options):
+    """What a grid may set under [strategy.orthogonal]: each option's type, bounds, default and
+    meaning, declared once (`chexbench list options orthogonal` prints them; a grid is checked
+    against them)."""
+
+    gain: float = Field(1.0, gt=0, description="scale of the orthogonal matrices (1.0: norm-preserving)")
 
 
 class Orthogonal(Strategy):
     name = "orthogonal"
     display_name = "Orthogonal init"  # what figures and tables call it
     description = "orthogonal initialization of every conv / linear weight (Saxe et al. 2014), no pretraining"
-    #: options a grid may set under [strategy.orthogonal], with their defaults …
-    options: dict[str, Any] = {"gain": 1.0}
-    #: … and what each one means (`chexbench list options orthogonal` prints both)
-    option_help: dict[str, str] = {"gain": "scale of the orthogonal matrices (1.0: norm-preserving)"}
+    option_model = OrthogonalOptions  # self.options ({"gain": 1.0}) follows from it
 
     def init_backbone(self, backbone, cell, ctx) -> InitRecord:
         gain = float({**self.options, **cell.strategy_options}["gain"])

@@ -1,7 +1,16 @@
-"""Importing this package registers every built-in module in it (one module per entry)."""
+"""The built-in protocols, declared without importing them (no torch here): each is imported on
+its first lookup in ``PROTOCOLS`` (:mod:`chexbench.spec.registry`); its description is written
+here only."""
 
-import importlib
-import pkgutil
+from chexbench.spec.registry import PROTOCOLS
 
-for _info in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_info.name}")
+PROTOCOLS.declare(
+    "finetune",
+    "chexbench.bench.protocols.finetune:Finetune",
+    "end-to-end fine-tuning, AdamW + warmup-cosine, selection on validation macro AUROC",
+)
+PROTOCOLS.declare(
+    "linear",
+    "chexbench.bench.protocols.linear:Linear",
+    "linear probe on frozen features, (lr, L2) selected on validation macro AUROC",
+)

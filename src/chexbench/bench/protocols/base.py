@@ -19,12 +19,14 @@ from chexbench.bench.cell_model import head_preflight
 from chexbench.core.errors import DataError
 from chexbench.core.inputs import DEFAULT_NORMALIZE
 from chexbench.core.optim import Schedule, check_warmup_fits, fit_schedule
+from chexbench.spec.options import OptionDefaults, Options
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.config import CellConfig, Settings
     from chexbench.core.context import FastPath, RunContext
     from chexbench.datasets.celldata import CellData
+    from chexbench.spec.cell import CellConfig
+    from chexbench.spec.settings import Settings
     from chexbench.strategies.base import InitRecord
 
 
@@ -83,7 +85,11 @@ class EvaluationProtocol:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    options: ClassVar[dict[str, Any]] = {}
+    #: the options a grid may set under [protocol.<name>], each a pydantic field (type, bounds, default,
+    #: meaning)
+    option_model: ClassVar[type[Options]] = Options
+    #: ``{option: default}``, derived from ``option_model``
+    options = OptionDefaults()
     #: the protocol trains a head on frozen features (its saved model is a ``ProbeClassifier``)
     freezes_backbone: ClassVar[bool] = False
     #: train on full batches only: an epoch's remainder batch is dropped (``finetune``: a batch of one
@@ -97,7 +103,9 @@ class EvaluationProtocol:
         """Checks without training (the agreed pre-run hook): a warmup not shorter than the run
         (``warmup_epochs`` ≥ ``epochs``), and a top-K head whose scorer options differ from the
         ``*_topk`` pretraining's, are refused with one line."""
-        check_warmup_fits(cell.settings.warmup_epochs, cell.settings.epochs, warmup_key="warmup_epochs", epochs_key="epochs")
+        check_warmup_fits(
+            cell.settings.warmup_epochs, cell.settings.epochs, warmup_key="warmup_epochs", epochs_key="epochs"
+        )
         head_preflight(cell, self.name)
 
     def steps_per_epoch(self, n_train: int, batch_size: int) -> int:
@@ -108,8 +116,10 @@ class EvaluationProtocol:
         if not self.drop_last:
             return math.ceil(n_train / batch_size)
         if n_train < 2:
-            raise DataError(f"protocol {self.name}: the train split has {n_train} image after label-fraction sampling; "
-                            "need at least 2 (a one-image batch would set BatchNorm's statistics)")
+            raise DataError(
+                f"protocol {self.name}: the train split has {n_train} image after label-fraction sampling; "
+                "need at least 2 (a one-image batch would set BatchNorm's statistics)"
+            )
         return max(n_train // batch_size, 1)
 
     def open_cell(self, data: CellData, cell: CellConfig, ctx: RunContext, init: InitRecord) -> CellSetup:
@@ -123,7 +133,9 @@ class EvaluationProtocol:
         if n_train == 0:
             raise ValueError("the train split is empty after label-fraction sampling")
         steps_per_epoch = self.steps_per_epoch(n_train, s.batch_size)
-        schedule = fit_schedule(s.warmup_epochs, s.epochs, steps_per_epoch, warmup_key="warmup_epochs", epochs_key="epochs")
+        schedule = fit_schedule(
+            s.warmup_epochs, s.epochs, steps_per_epoch, warmup_key="warmup_epochs", epochs_key="epochs"
+        )
         return CellSetup(
             opts={**self.options, **cell.protocol_options},
             settings=s,
@@ -138,5 +150,7 @@ class EvaluationProtocol:
             drop_last=self.drop_last,
         )
 
-    def run(self, backbone: Backbone, data: CellData, cell: CellConfig, ctx: RunContext, init: InitRecord) -> ProtocolResult:
+    def run(
+        self, backbone: Backbone, data: CellData, cell: CellConfig, ctx: RunContext, init: InitRecord
+    ) -> ProtocolResult:
         raise NotImplementedError

@@ -20,14 +20,12 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from chexbench.bench.cell_model import (
-    HEAD_OPTIONS,
-    HEAD_OPTIONS_HELP,
     apply_head,
     finish_cell,
     head_invalid_reason,
@@ -40,14 +38,13 @@ from chexbench.core.inference import extract_features
 from chexbench.core.inputs import batches
 from chexbench.core.metrics import macro_auroc, macro_auroc_per_head
 from chexbench.core.optim import warmup_cosine_factor
-from chexbench.registry import PROTOCOLS
 from chexbench.strategies.topk import classwise_topk_pool
 
 if TYPE_CHECKING:
     from chexbench.backbones.base import Backbone
-    from chexbench.config import CellConfig
     from chexbench.core.context import RunContext
     from chexbench.datasets.celldata import CellData
+    from chexbench.spec.cell import CellConfig
     from chexbench.strategies.base import InitRecord
 
 
@@ -56,8 +53,16 @@ class LinearHeads:
     (Kingma & Ba 2015) with a learning rate per head; plain tensors, no autograd graph
     beyond the logits."""
 
-    def __init__(self, lrs: torch.Tensor, l2s: torch.Tensor, dim: int, num_labels: int, betas=(0.9, 0.999), eps=1e-8,
-                 pool: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        lrs: torch.Tensor,
+        l2s: torch.Tensor,
+        dim: int,
+        num_labels: int,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        pool: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         g, dev = len(lrs), lrs.device
         self.pool = pool  # token features: (G, N, T, L) patch logits → (G, N, L)
         self.weight = torch.zeros(g, dim, num_labels, device=dev, requires_grad=True)
@@ -94,7 +99,9 @@ def masked_bce_per_head(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     """Mean BCE over unmasked targets, per head: logits (G, B, L), targets (B, L) NaN = masked → (G,)."""
     mask = ~torch.isnan(targets)
     safe = torch.where(mask, targets, torch.zeros_like(targets))
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, safe.expand_as(logits), reduction="none")
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, safe.expand_as(logits), reduction="none"
+    )
     return (loss * mask).sum(dim=(1, 2)) / mask.sum().clamp(min=1)
 
 
@@ -118,23 +125,17 @@ class HeadGridResult:
         return int(np.nan_to_num(self.val_auroc, nan=-1.0).argmax(axis=0)[g])
 
 
-@PROTOCOLS.register
 class Linear(EvaluationProtocol):
     name = "linear"
-    description = "linear probe on frozen features, (lr, L2) selected on validation macro AUROC"
     option_model = LinearOptions
     freezes_backbone = True
-    options: dict[str, Any] = {"lr_grid": [1e-3, 1e-2], "l2_grid": [0.0, 1e-4, 1e-3, 1e-2, 1e-1], **HEAD_OPTIONS}
-    option_help: dict[str, str] = {
-        "lr_grid": "learning rates of the linear probe, chosen on validation macro AUROC",
-        "l2_grid": "L2 penalties of the linear probe, chosen on validation macro AUROC",
-        **HEAD_OPTIONS_HELP,
-    }
 
     def invalid_reason(self, cell: CellConfig) -> str | None:
         return head_invalid_reason(cell, self.name)
 
-    def run(self, backbone: Backbone, data: CellData, cell: CellConfig, ctx: RunContext, init: InitRecord) -> ProtocolResult:
+    def run(
+        self, backbone: Backbone, data: CellData, cell: CellConfig, ctx: RunContext, init: InitRecord
+    ) -> ProtocolResult:
         setup = self.open_cell(data, cell, ctx, init)
         opts = setup.opts
         backbone, head_notes = apply_head(backbone, opts, init)
@@ -159,6 +160,7 @@ class Linear(EvaluationProtocol):
 
         t2 = time.perf_counter()
         with torch.no_grad():
+
             def probs(f: torch.Tensor) -> np.ndarray:
                 z = f @ w + b  # (N, L), or patch logits (N, T, L)
                 return torch.sigmoid(pool(z) if classwise else z).cpu().numpy()
@@ -166,13 +168,20 @@ class Linear(EvaluationProtocol):
             valid_scores, test_scores = probs(feats["valid"]), probs(feats["test"])
         eval_seconds = time.perf_counter() - t2
         history = [
-            {"epoch": e, "train_loss": float(trained.train_loss[e, chosen]), "val_macro_auroc": float(trained.val_auroc[e, chosen])}
+            {
+                "epoch": e,
+                "train_loss": float(trained.train_loss[e, chosen]),
+                "val_macro_auroc": float(trained.val_auroc[e, chosen]),
+            }
             for e in range(setup.settings.epochs)
         ]
         lr, l2 = trained.grid[chosen]
         selected.set_head(mean, std, w, b)
-        extra = {**finish_cell(selected, data, cell, setup.ctx, opts, setup.normalize), "head_notes": head_notes,
-                 "schedule": setup.schedule.record() if setup.schedule else None}
+        extra = {
+            **finish_cell(selected, data, cell, setup.ctx, opts, setup.normalize),
+            "head_notes": head_notes,
+            "schedule": setup.schedule.record() if setup.schedule else None,
+        }
         return ProtocolResult(
             valid_scores=valid_scores,
             test_scores=test_scores,
@@ -182,39 +191,79 @@ class Linear(EvaluationProtocol):
             train_seconds=train_seconds,
             eval_seconds=eval_seconds,
             images_per_second=setup.n_train / max(extract_seconds, 1e-9),
-            extra={"selected_lr": lr, "selected_l2": l2, "feature_dim": backbone.num_features, **extra,
-                   "grid_val_macro_auroc": _grid_summary(trained)},
+            extra={
+                "selected_lr": lr,
+                "selected_l2": l2,
+                "feature_dim": backbone.num_features,
+                **extra,
+                "grid_val_macro_auroc": _grid_summary(trained),
+            },
             model=selected,
         )
 
-    def _standardized_features(self, backbone: Backbone, data: CellData, setup: CellSetup,
-                               tokens: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    def _standardized_features(
+        self, backbone: Backbone, data: CellData, setup: CellSetup, tokens: bool
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """Each split's features on the device, standardized with the train split's mean and std (1, D)."""
         s = setup.settings
         feats = {
-            name: extract_features(backbone, data.split(name).images, s.eval_batch_size, setup.device, setup.normalize, s.amp,
-                                     setup.fast, tokens=tokens)
+            name: extract_features(
+                backbone,
+                data.split(name).images,
+                s.eval_batch_size,
+                setup.device,
+                setup.normalize,
+                s.amp,
+                setup.fast,
+                tokens=tokens,
+            )
             for name in ("train", "valid", "test")
         }
         for name, f in feats.items():
-            T.check_finite_outputs(f, f"{name} features of the frozen backbone", "feature extraction (before the probe's first step)")
-        flat_train = feats["train"].reshape(-1, feats["train"].shape[-1])  # tokens: standardized per channel over all patches
+            T.check_finite_outputs(
+                f,
+                f"{name} features of the frozen backbone",
+                "feature extraction (before the probe's first step)",
+            )
+        flat_train = feats["train"].reshape(
+            -1, feats["train"].shape[-1]
+        )  # tokens: standardized per channel over all patches
         mean = flat_train.mean(0, keepdim=True)
-        std = flat_train.std(0, keepdim=True).clamp(min=1e-6) if len(flat_train) > 1 else torch.ones_like(mean)
+        std = (
+            flat_train.std(0, keepdim=True).clamp(min=1e-6) if len(flat_train) > 1 else torch.ones_like(mean)
+        )
         return {k: ((v - mean) / std).to(setup.device) for k, v in feats.items()}, mean, std
 
-    def _train_heads(self, feats: dict[str, torch.Tensor], data: CellData, setup: CellSetup, dim: int,
-                     pool: Callable[[torch.Tensor], torch.Tensor] | None) -> HeadGridResult:
+    def _train_heads(
+        self,
+        feats: dict[str, torch.Tensor],
+        data: CellData,
+        setup: CellSetup,
+        dim: int,
+        pool: Callable[[torch.Tensor], torch.Tensor] | None,
+    ) -> HeadGridResult:
         """Train every (lr, λ) head of the grid at once; keep each head's best epoch on validation."""
         s, device, opts = setup.settings, setup.device, setup.opts
         grid = [(float(lr), float(l2)) for l2 in opts["l2_grid"] for lr in opts["lr_grid"]]
-        heads = LinearHeads(torch.tensor([lr for lr, _ in grid], device=device), torch.tensor([l2 for _, l2 in grid], device=device),
-                            dim, len(data.labels), pool=pool)
-        lr_factor = warmup_cosine_factor(setup.total_steps, setup.warmup_steps)  # the shared schedule, a factor on every head's lr
+        heads = LinearHeads(
+            torch.tensor([lr for lr, _ in grid], device=device),
+            torch.tensor([l2 for _, l2 in grid], device=device),
+            dim,
+            len(data.labels),
+            pool=pool,
+        )
+        lr_factor = warmup_cosine_factor(
+            setup.total_steps, setup.warmup_steps
+        )  # the shared schedule, a factor on every head's lr
         targets = torch.as_tensor(data.train.targets, dtype=torch.float32, device=device)
         eval_cols = [data.labels.index(lbl) for lbl in setup.eval_labels]
-        result = HeadGridResult(grid, np.full((s.epochs, len(grid)), np.nan), np.zeros((s.epochs, len(grid))),
-                                np.full(len(grid), -np.inf), [(heads.weight[g], heads.bias[g]) for g in range(len(grid))])
+        result = HeadGridResult(
+            grid,
+            np.full((s.epochs, len(grid)), np.nan),
+            np.zeros((s.epochs, len(grid))),
+            np.full(len(grid), -np.inf),
+            [(heads.weight[g], heads.bias[g]) for g in range(len(grid))],
+        )
         step = 0
         setup.ctx.progress.start("linear probe", setup.total_steps)
         with _single_thread_on_cpu(device):  # many tiny matmuls
@@ -230,20 +279,40 @@ class Linear(EvaluationProtocol):
                     losses.append(per_head.detach().cpu().numpy())
                     setup.ctx.progress.advance()
                 result.train_loss[epoch] = np.mean(losses, axis=0)
-                self._validate_heads(heads, feats["valid"], data, eval_cols, result, epoch, f"linear probe epoch {epoch} step {step}")
+                self._validate_heads(
+                    heads,
+                    feats["valid"],
+                    data,
+                    eval_cols,
+                    result,
+                    epoch,
+                    f"linear probe epoch {epoch} step {step}",
+                )
         return result
 
     @staticmethod
-    def _validate_heads(heads: LinearHeads, valid: torch.Tensor, data: CellData, eval_cols: list[int],
-                        result: HeadGridResult, epoch: int, where: str) -> None:
-        """Validation macro AUROC of every head after ``epoch``; a head strictly better than before keeps its weights."""
+    def _validate_heads(
+        heads: LinearHeads,
+        valid: torch.Tensor,
+        data: CellData,
+        eval_cols: list[int],
+        result: HeadGridResult,
+        epoch: int,
+        where: str,
+    ) -> None:
+        """Validation macro AUROC of every head after ``epoch``; a head strictly better than before keeps its
+        weights."""
         with torch.no_grad():
             val_probs = torch.sigmoid(heads(valid)).cpu().numpy()  # (G, N_valid, L)
         for g in np.flatnonzero(~np.isfinite(val_probs).all(axis=(1, 2))):  # the first head that blew up
             lr, l2 = result.grid[g]
-            T.check_finite_outputs(val_probs[g], f"validation outputs of the probe head lr={lr:g}, l2={l2:g}", where)
+            T.check_finite_outputs(
+                val_probs[g], f"validation outputs of the probe head lr={lr:g}, l2={l2:g}", where
+            )
         result.val_auroc[epoch] = macro_auroc_per_head(data.valid.targets, val_probs, eval_cols)
-        for g in np.flatnonzero(np.nan_to_num(result.val_auroc[epoch], nan=-1.0) > result.best_score):  # ties keep the earlier epoch
+        for g in np.flatnonzero(
+            np.nan_to_num(result.val_auroc[epoch], nan=-1.0) > result.best_score
+        ):  # ties keep the earlier epoch
             result.best_score[g] = np.nan_to_num(result.val_auroc[epoch, g], nan=-1.0)
             result.best_state[g] = (heads.weight[g].detach().clone(), heads.bias[g].detach().clone())
 
@@ -251,14 +320,19 @@ class Linear(EvaluationProtocol):
 def _grid_summary(trained: HeadGridResult) -> dict[str, float | None]:
     """Each head's best validation macro AUROC over the epochs (None when it never had one)."""
     return {
-        f"lr={lr:g},l2={l2:g}": float(np.nanmax(trained.val_auroc[:, g], initial=np.nan)) if not np.isnan(trained.val_auroc[:, g]).all() else None
+        f"lr={lr:g},l2={l2:g}": (
+            float(np.nanmax(trained.val_auroc[:, g], initial=np.nan))
+            if not np.isnan(trained.val_auroc[:, g]).all()
+            else None
+        )
         for g, (lr, l2) in enumerate(trained.grid)
     }
 
 
 @contextlib.contextmanager
 def _single_thread_on_cpu(device: torch.device):
-    """Head training is many tiny matmuls: on CPU one thread beats several (no sync cost; 15× on a busy machine)."""
+    """Head training is many tiny matmuls: on CPU one thread beats several (no sync cost; 15× on a busy
+    machine)."""
     if device.type != "cpu":
         yield
         return

@@ -1,9 +1,9 @@
 """Phantom chest radiographs: the embedded default datasets (see docs/PHANTOM.md).
 
-Registers ``phantom-chexpert``, ``phantom-nih`` and ``phantom-indiana``. Each generates its
-site's native layout on first use into ``cache_dir()/phantom/<layout>-<hash of options>``
-(unless ``root`` is given) and reads it with the *real* loader of that layout, so phantoms
-and real data travel the same path.
+Defines ``phantom-chexpert``, ``phantom-nih`` and ``phantom-indiana`` (one class per layout,
+declared in :mod:`chexbench.datasets`). Each generates its site's native layout on first use
+into ``cache_dir()/phantom/<layout>-<hash of options>`` (unless ``root`` is given) and reads it
+with the *real* loader of that layout, so phantoms and real data travel the same path.
 
 Modules: :mod:`.fields` (drawing primitives), :mod:`.anatomy`, :mod:`.findings`,
 :mod:`.sites` (acquisition), :mod:`.cohort` (patients, studies, label sampling),
@@ -27,25 +27,61 @@ from chexbench.datasets.labels import CHEXPERT_EVAL_LABELS, INDIANA_EVAL_LABELS,
 from chexbench.datasets.nih import NIHChestXray14
 from chexbench.datasets.phantom.dependencies import DEFAULT_DEPENDENCIES, Dependencies
 from chexbench.datasets.phantom.generate import cached_site
-from chexbench.options import Options
-from chexbench.registry import DATASETS
+from chexbench.spec.options import Options
+from chexbench.spec.registry import DATASETS
 
 #: labels each layout carries *and* the phantom draws (harmonized names)
 PHANTOM_LABELS: dict[str, tuple[str, ...]] = {
     "chexpert": (
-        "no_finding", "enlarged_cardiomediastinum", "cardiomegaly", "lung_opacity", "lung_lesion", "edema",
-        "consolidation", "pneumonia", "atelectasis", "pneumothorax", "pleural_effusion", "fracture",
+        "no_finding",
+        "enlarged_cardiomediastinum",
+        "cardiomegaly",
+        "lung_opacity",
+        "lung_lesion",
+        "edema",
+        "consolidation",
+        "pneumonia",
+        "atelectasis",
+        "pneumothorax",
+        "pleural_effusion",
+        "fracture",
         "support_devices",
     ),
     "nih": (
-        "atelectasis", "cardiomegaly", "pleural_effusion", "infiltration", "mass", "nodule", "pneumonia",
-        "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural_thickening", "hernia",
+        "atelectasis",
+        "cardiomegaly",
+        "pleural_effusion",
+        "infiltration",
+        "mass",
+        "nodule",
+        "pneumonia",
+        "pneumothorax",
+        "consolidation",
+        "edema",
+        "emphysema",
+        "fibrosis",
+        "pleural_thickening",
+        "hernia",
         "no_finding",
     ),
     "indiana": (
-        "atelectasis", "cardiomegaly", "consolidation", "edema", "emphysema", "fibrosis", "fracture", "hernia",
-        "infiltration", "lung_opacity", "mass", "nodule", "pleural_effusion", "pneumonia", "pneumothorax",
-        "support_devices", "no_finding",
+        "atelectasis",
+        "cardiomegaly",
+        "consolidation",
+        "edema",
+        "emphysema",
+        "fibrosis",
+        "fracture",
+        "hernia",
+        "infiltration",
+        "lung_opacity",
+        "mass",
+        "nodule",
+        "pleural_effusion",
+        "pneumonia",
+        "pneumothorax",
+        "support_devices",
+        "no_finding",
     ),
 }
 #: the real datasets' evaluation labels (all of them are drawn); Indiana's as the real collection's rule
@@ -64,7 +100,8 @@ LAYOUT_SUBDIR: dict[str, str] = {"chexpert": "CheXpert-v1.0-small", "nih": "", "
 
 
 def layout_root(layout: str, folder: Path) -> Path:
-    """The folder the real loader of ``layout`` reads, given a generated site folder (or that folder itself)."""
+    """The folder the real loader of ``layout`` reads, given a generated site folder (or that folder
+    itself)."""
     sub = LAYOUT_SUBDIR[layout]
     return folder / sub if sub and (folder / sub).is_dir() else folder
 
@@ -72,12 +109,20 @@ def layout_root(layout: str, folder: Path) -> Path:
 class PhantomOptions(DatasetOptions):
     """Options of a phantom: a root to read, or the generation parameters of the cached set."""
 
-    patients: int = Field(500, ge=1, description="patients generated (several studies each)")
-    size: int = Field(128, ge=16, le=2048, description="generated image size in pixels")
-    seed: int = Field(0, ge=0, description="generation seed")
+    root: str | None = Field(
+        None,
+        description="read an existing phantom set from this folder instead of generating one into the cache",
+    )
+    patients: int = Field(500, ge=1, description="phantom patients generated (each with several studies)")
+    size: int = Field(128, ge=16, le=2048, description="side of the generated images, in pixels")
+    seed: int = Field(0, ge=0, description="seed of the phantom cohort and images")
     dependencies: Dependencies = Field(
-        DEFAULT_DEPENDENCIES, description='"published": view, age and AP magnification depend on the findings as in the real '
-        'data (docs/PHANTOM.md); "none": independent, the files of generator version 5 exactly')
+        DEFAULT_DEPENDENCIES,
+        description=(
+            '"published": view, age and AP magnification depend on the findings as in the real '
+            'data (docs/PHANTOM.md); "none": independent, the files of generator version 5 exactly'
+        ),
+    )
 
 
 class PhantomDataset(Dataset):
@@ -85,15 +130,6 @@ class PhantomDataset(Dataset):
 
     layout: ClassVar[str] = ""
     option_model: ClassVar[type[Options]] = PhantomOptions
-    options: ClassVar[dict[str, Any]] = PhantomOptions.defaults()
-    option_help: ClassVar[dict[str, str]] = {
-        "root": "read an existing phantom set from this folder instead of generating one into the cache",
-        "patients": "phantom patients generated (each with several studies)",
-        "size": "side of the generated images, in pixels",
-        "seed": "seed of the phantom cohort and images",
-        "dependencies": '"published" (view, age, AP magnification follow the findings as in the real data) or '
-                        '"none" (independent: generator version 5\'s files exactly)',
-    }
 
     def resolve_root(self, options: dict[str, Any]) -> Path:
         if options.get("root"):
@@ -116,25 +152,22 @@ class PhantomDataset(Dataset):
         return {**out, "dependencies": out.get("dependencies", DEFAULT_DEPENDENCIES)}
 
 
-def _make(layout: str, name: str, description: str) -> PhantomDataset:
-    cls = type(
+def _layout_class(layout: str) -> type[PhantomDataset]:
+    """The phantom dataset ``phantom-<layout>``: generated, then read by that layout's loader."""
+    return type(
         f"Phantom{layout.capitalize()}",
         (PhantomDataset,),
         {
-            "name": name,
-            "description": description,
+            "name": f"phantom-{layout}",
             "layout": layout,
             "labels": PHANTOM_LABELS[layout],
             "eval_labels": PHANTOM_EVAL_LABELS[layout],
             "blank_label_means": LAYOUT_DATASETS[layout].blank_label_means,
         },
     )
-    return cls()
 
 
-for _layout, _desc in (
-    ("chexpert", "phantom radiographs in the CheXpert-v1.0-small layout (generated on first use)"),
-    ("nih", "phantom radiographs in the NIH ChestX-ray14 layout (generated on first use)"),
-    ("indiana", "phantom radiographs in the Indiana/OpenI layout (generated on first use)"),
-):
-    DATASETS.add(f"phantom-{_layout}", _make(_layout, f"phantom-{_layout}", _desc), _desc)
+# one class per layout, declared in chexbench.datasets (with their descriptions)
+PhantomChexpert = _layout_class("chexpert")
+PhantomNih = _layout_class("nih")
+PhantomIndiana = _layout_class("indiana")

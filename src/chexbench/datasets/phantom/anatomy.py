@@ -152,8 +152,14 @@ def lung_geometry(anat: Anatomy, side: int, inspiration: float = 0.0) -> dict[st
     }
 
 
-def lung_mask(x: np.ndarray, y: np.ndarray, g: dict[str, float], edge: float, shrink: float = 1.0,
-              with_depth: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def lung_mask(
+    x: np.ndarray,
+    y: np.ndarray,
+    g: dict[str, float],
+    edge: float,
+    shrink: float = 1.0,
+    with_depth: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Soft lung field: an ellipse (boxier towards the base) cut by the diaphragm dome.
 
     With ``with_depth`` also returns the relative lung thickness along the beam, in [0, 1]
@@ -196,18 +202,32 @@ def draw_frontal(anat: Anatomy, pose: Pose, height: int, width: int) -> Scene:
 
     zeros = np.zeros_like(x)
     scene = Scene(
-        x=x, y=y, anatomy=anat, body=body, lungs=lungs, heart=heart * above_diaphragm,
+        x=x,
+        y=y,
+        anatomy=anat,
+        body=body,
+        lungs=lungs,
+        heart=heart * above_diaphragm,
         mediastinum=mediastinum * above_diaphragm,
-        bones=bones.astype(F32), markings=markings.astype(F32), opacity=zeros.copy(),
-        marking_scale=np.ones_like(x), extra_lucency=zeros.copy(), dense=zeros.copy(), soft=zeros.copy(),
-        hilum=hila, lung_geometry=geoms, lung_depth=lung_depth,
+        bones=bones.astype(F32),
+        markings=markings.astype(F32),
+        opacity=zeros.copy(),
+        marking_scale=np.ones_like(x),
+        extra_lucency=zeros.copy(),
+        dense=zeros.copy(),
+        soft=zeros.copy(),
+        hilum=hila,
+        lung_geometry=geoms,
+        lung_depth=lung_depth,
     )
     if anat.female:
         for sgn in SIDE_SIGN:
             scene.soft += 0.05 * ellipse(x, y, sgn * 0.45, geoms[0]["dome"] - 0.02, 0.33, 0.22, 0.06)
     # gastric bubble under the left hemidiaphragm (image right)
     g1 = geoms[1]
-    scene.extra_lucency += 0.10 * ellipse(x, y, g1["cx"] + 0.05, g1["dome"] + 0.10, 0.11, 0.06, edge * 3) * body
+    scene.extra_lucency += (
+        0.10 * ellipse(x, y, g1["cx"] + 0.05, g1["dome"] + 0.10, 0.11, 0.06, edge * 3) * body
+    )
     return scene
 
 
@@ -221,7 +241,9 @@ def _heart_and_mediastinum(
     heart_hw = anat.ctr * tw
     heart_hh = 0.62 * heart_hw + 0.07
     # the heart sits on the diaphragm: below the dome tops its border merges with the liver
-    heart = ellipse(x, y, 0.30 * heart_hw, dome_mid - 0.45 * heart_hh, heart_hw, heart_hh, edge * 2, angle=-0.30)
+    heart = ellipse(
+        x, y, 0.30 * heart_hw, dome_mid - 0.45 * heart_hh, heart_hw, heart_hh, edge * 2, angle=-0.30
+    )
     above_diaphragm = soft_step(dome_mid + 0.02 - y, 0.03)
     mw = anat.mediastinum_half_width
     upper = soft_step(dome_mid - 0.3 * heart_hh - y, edge * 4)
@@ -232,7 +254,12 @@ def _heart_and_mediastinum(
 
 
 def _bones(
-    x: np.ndarray, y: np.ndarray, anat: Anatomy, geoms: list[dict[str, float]], edge: float, mediastinum: np.ndarray
+    x: np.ndarray,
+    y: np.ndarray,
+    anat: Anatomy,
+    geoms: list[dict[str, float]],
+    edge: float,
+    mediastinum: np.ndarray,
 ) -> np.ndarray:
     """Ribs (dimmed behind the mediastinum), clavicles and spine."""
     tw = anat.thorax_half_width
@@ -248,11 +275,22 @@ def _bones(
 
     # clavicles: slender bones rising laterally from the sternal notch
     half_len = 0.5 * (tw - 0.02)
-    clavicles = np.maximum(*(
-        ellipse(x, y, sgn * (0.07 + half_len), anat.clavicle_y - 0.04, half_len, 0.026, edge * 1.5,
-                angle=-sgn * 0.16, power=2.4)
-        for sgn in SIDE_SIGN
-    ))
+    clavicles = np.maximum(
+        *(
+            ellipse(
+                x,
+                y,
+                sgn * (0.07 + half_len),
+                anat.clavicle_y - 0.04,
+                half_len,
+                0.026,
+                edge * 1.5,
+                angle=-sgn * 0.16,
+                power=2.4,
+            )
+            for sgn in SIDE_SIGN
+        )
+    )
 
     vertebra = 0.85 + 0.15 * np.cos(2 * np.pi * (y / 0.105))
     spine = soft_step(0.075 - ax, edge * 2) * vertebra
@@ -260,7 +298,12 @@ def _bones(
 
 
 def _vascular_markings(
-    x: np.ndarray, y: np.ndarray, rng: np.random.Generator, height: int, width: int, hila: tuple[tuple[float, float], ...]
+    x: np.ndarray,
+    y: np.ndarray,
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    hila: tuple[tuple[float, float], ...],
 ) -> np.ndarray:
     """Vascular markings: ridged noise, densest at the hila and fading to the periphery."""
     ridge = 1.0 - np.abs(smooth_noise(rng, height, width, 18)) * 0.9

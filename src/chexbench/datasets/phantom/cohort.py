@@ -33,26 +33,56 @@ SITE_CODES: dict[str, int] = {"chexpert": 1, "nih": 2, "indiana": 3}
 
 #: probability that a finding present in one study is still there in the next
 PERSIST: dict[str, float] = {
-    "cardiomegaly": 0.95, "enlarged_cardiomediastinum": 0.9, "emphysema": 1.0, "fibrosis": 1.0,
-    "hernia": 1.0, "pleural_thickening": 1.0, "fracture": 1.0, "nodule": 0.97, "mass": 0.97,
-    "pleural_effusion": 0.65, "edema": 0.55, "consolidation": 0.6, "pneumonia": 0.5, "atelectasis": 0.6,
-    "pneumothorax": 0.4, "lung_opacity": 0.55, "infiltration": 0.5, "support_devices": 0.7,
+    "cardiomegaly": 0.95,
+    "enlarged_cardiomediastinum": 0.9,
+    "emphysema": 1.0,
+    "fibrosis": 1.0,
+    "hernia": 1.0,
+    "pleural_thickening": 1.0,
+    "fracture": 1.0,
+    "nodule": 0.97,
+    "mass": 0.97,
+    "pleural_effusion": 0.65,
+    "edema": 0.55,
+    "consolidation": 0.6,
+    "pneumonia": 0.5,
+    "atelectasis": 0.6,
+    "pneumothorax": 0.4,
+    "lung_opacity": 0.55,
+    "infiltration": 0.5,
+    "support_devices": 0.7,
 }
-#: chance that a finding may occur on both sides (the real NIH box file cannot tell: one box per image and finding)
+#: chance that a finding may occur on both sides (the real NIH box file cannot tell: one box per image and
+#: finding)
 BILATERAL_RATE: dict[str, float] = {
-    "pleural_effusion": 0.4, "atelectasis": 0.3, "consolidation": 0.15, "pneumonia": 0.15,
-    "infiltration": 0.3, "lung_opacity": 0.3, "pleural_thickening": 0.3,
+    "pleural_effusion": 0.4,
+    "atelectasis": 0.3,
+    "consolidation": 0.15,
+    "pneumonia": 0.15,
+    "infiltration": 0.3,
+    "lung_opacity": 0.3,
+    "pleural_thickening": 0.3,
 }
 UNILATERAL_ONLY = frozenset({"pneumothorax", "nodule", "mass", "fracture"})
-GLOBAL = frozenset({"cardiomegaly", "enlarged_cardiomediastinum", "edema", "emphysema", "fibrosis",
-                    "hernia", "support_devices"})
+GLOBAL = frozenset(
+    {
+        "cardiomegaly",
+        "enlarged_cardiomediastinum",
+        "edema",
+        "emphysema",
+        "fibrosis",
+        "hernia",
+        "support_devices",
+    }
+)
 #: subtle (uncertain) rate for sites whose files carry no uncertainty
 DEFAULT_SUBTLE_RATE = 0.15
 #: lesions whose CheXpert label is "Lung Lesion": drawn as a nodule or a mass (half each)
 LESION_AS_MASS = 0.5
 #: CheXpert parent label "Lung Opacity" covers these drawn findings
-OPACITIES = frozenset({"lung_opacity", "consolidation", "pneumonia", "edema", "atelectasis", "nodule",
-                       "mass", "infiltration"})
+OPACITIES = frozenset(
+    {"lung_opacity", "consolidation", "pneumonia", "edema", "atelectasis", "nodule", "mass", "infiltration"}
+)
 
 
 @dataclass(frozen=True)
@@ -127,7 +157,8 @@ def _subtle_rate(site: str, name: str) -> float:
 def _new_finding(site: str, name: str, rng: np.random.Generator) -> Finding:
     subtle = rng.random() < _subtle_rate(site, name)
     severity = rng.uniform(0.08, SUBTLE - 0.02) if subtle else rng.uniform(SUBTLE + 0.05, 1.0)
-    # one side: in the proportion of the real NIH boxes of the finding (placement.draw_side; even without boxes)
+    # one side: in the proportion of the real NIH boxes of the finding (placement.draw_side; even without
+    # boxes)
     if name in GLOBAL:
         side = BILATERAL
     elif name in UNILATERAL_ONLY:
@@ -137,7 +168,9 @@ def _new_finding(site: str, name: str, rng: np.random.Generator) -> Finding:
     return Finding(name, float(severity), side, int(rng.integers(2**31)))
 
 
-def _evolve(site: str, prev: tuple[Finding, ...], rng: np.random.Generator, marginal: dict[str, float]) -> tuple[Finding, ...]:
+def _evolve(
+    site: str, prev: tuple[Finding, ...], rng: np.random.Generator, marginal: dict[str, float]
+) -> tuple[Finding, ...]:
     out = []
     have = set()
     for f in prev:
@@ -158,13 +191,14 @@ def _marginals(site: str) -> dict[str, float]:
     out = {}
     for i, name in enumerate(stats["labels"]):
         p = sum(c for m, c in stats["patterns"] if m >> i & 1) / total
-        for drawn in (("nodule", "mass") if name == "lung_lesion" else (name,)):
+        for drawn in ("nodule", "mass") if name == "lung_lesion" else (name,):
             out[drawn] = p
     return out
 
 
-def sample_cohort(site: str, n_patients: int, seed: int,
-                  dependencies: Dependencies = DEFAULT_DEPENDENCIES) -> list[Patient]:
+def sample_cohort(
+    site: str, n_patients: int, seed: int, dependencies: Dependencies = DEFAULT_DEPENDENCIES
+) -> list[Patient]:
     """``n_patients`` patients of one site, each with 1–5 studies; deterministic for ``seed``.
 
     ``dependencies = "published"`` redraws age and view from their own stream as the real data
@@ -182,8 +216,15 @@ def sample_cohort(site: str, n_patients: int, seed: int,
         female = bool(rng.random() < stats.get("female", 0.5))
         age = int(np.clip(rng.normal(stats.get("age_mean", 55), stats.get("age_sd", 17)), 18, 90))
         n_studies = int(rng.choice(len(hist), p=hist / hist.sum())) + 1
-        findings = tuple(sorted((_new_finding(site, n, rng) for n in sorted(_drawn_names(site, _draw_pattern(rng, site), rng))),
-                                key=lambda f: f.name))
+        findings = tuple(
+            sorted(
+                (
+                    _new_finding(site, n, rng)
+                    for n in sorted(_drawn_names(site, _draw_pattern(rng, site), rng))
+                ),
+                key=lambda f: f.name,
+            )
+        )
         if dep is not None:
             age = draw_age(site, (f.name for f in findings), dep, default=age)
         studies = []
@@ -198,7 +239,19 @@ def sample_cohort(site: str, n_patients: int, seed: int,
                 view = draw_view(site, (f.name for f in findings), dep, default=view)
                 magnification = cardiac_magnification(view, dep)
                 unseen = unseen_on_film(view, findings, dep)
-            studies.append(Study(p, k + 1, age, female, view, lateral, findings, magnification, unseen,
-                                 sex_in_pixels=dep is None))
+            studies.append(
+                Study(
+                    p,
+                    k + 1,
+                    age,
+                    female,
+                    view,
+                    lateral,
+                    findings,
+                    magnification,
+                    unseen,
+                    sex_in_pixels=dep is None,
+                )
+            )
         patients.append(Patient(p, female, int(rng.integers(2**31)), tuple(studies)))
     return patients

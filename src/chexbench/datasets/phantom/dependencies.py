@@ -50,8 +50,18 @@ DEPENDENCY_STREAM = 26_003
 AP_CTR_FACTOR: tuple[float, float] = (1.08, 1.20)
 #: CheXpert's "Lung Opacity" and "Lung Lesion" are parents of several drawn findings
 _PARENTS: dict[str, frozenset[str]] = {
-    "lung_opacity": frozenset({"lung_opacity", "consolidation", "pneumonia", "edema", "atelectasis", "nodule",
-                               "mass", "infiltration"}),
+    "lung_opacity": frozenset(
+        {
+            "lung_opacity",
+            "consolidation",
+            "pneumonia",
+            "edema",
+            "atelectasis",
+            "nodule",
+            "mass",
+            "infiltration",
+        }
+    ),
     "lung_lesion": frozenset({"nodule", "mass"}),
 }
 AGE_RANGE = (18, 90)
@@ -60,13 +70,17 @@ AGE_RANGE = (18, 90)
 #: opacities 65 %. Severity bands: below SUBTLE (0.3) small, below 0.65 moderate, else large
 EFFUSION_SEEN_BEDSIDE: tuple[float, float, float] = (0.53, 0.71, 0.92)
 OPACITY_SEEN_BEDSIDE = 0.65
-PARENCHYMAL_OPACITIES = frozenset({"consolidation", "pneumonia", "atelectasis", "lung_opacity", "infiltration"})
+PARENCHYMAL_OPACITIES = frozenset(
+    {"consolidation", "pneumonia", "atelectasis", "lung_opacity", "infiltration"}
+)
 LARGE_EFFUSION = 0.65
 
 
 def check_dependencies(value: object) -> Dependencies:
     if value not in DEPENDENCY_CHOICES:
-        raise ConfigError(f"phantom: dependencies must be one of {', '.join(DEPENDENCY_CHOICES)}, got {value!r}")
+        raise ConfigError(
+            f"phantom: dependencies must be one of {', '.join(DEPENDENCY_CHOICES)}, got {value!r}"
+        )
     return value  # type: ignore[return-value]
 
 
@@ -78,8 +92,10 @@ def dependency_rng(seed: int, site_code: int, patient: int) -> np.random.Generat
 def label_vector(site: str, names: Iterable[str]) -> np.ndarray:
     """(L,) 0/1 of the site's real labels (``SITE_STATS[site]["labels"]``) given the drawn findings."""
     drawn = set(names)
-    return np.array([bool(drawn & _PARENTS.get(label, frozenset({label}))) for label in SITE_STATS[site]["labels"]],
-                    dtype=float)
+    return np.array(
+        [bool(drawn & _PARENTS.get(label, frozenset({label}))) for label in SITE_STATS[site]["labels"]],
+        dtype=float,
+    )
 
 
 def ap_probability(site: str, names: Iterable[str]) -> float | None:
@@ -97,7 +113,8 @@ def draw_view(site: str, names: Iterable[str], rng: np.random.Generator, default
 
 
 def draw_age(site: str, names: Iterable[str], rng: np.random.Generator, default: int) -> int:
-    """A patient's age given the first study's findings (the site's real regression); ``default`` without one."""
+    """A patient's age given the first study's findings (the site's real regression); ``default`` without
+    one."""
     stats = SITE_STATS[site]
     coef = stats.get("age_given_labels")
     if coef is None:
@@ -111,9 +128,9 @@ def cardiac_magnification(view: str, rng: np.random.Generator) -> float:
     return float(rng.uniform(*AP_CTR_FACTOR)) if view == "AP" else 1.0
 
 
-
 def seen_on_bedside_film(f: Finding) -> float:
-    """Probability that finding ``f`` shows on an AP bedside film (1 for what the study above did not measure)."""
+    """Probability that finding ``f`` shows on an AP bedside film (1 for what the study above did not
+    measure)."""
     if f.name == "pleural_effusion":
         small, moderate, large = EFFUSION_SEEN_BEDSIDE
         return small if f.severity < SUBTLE else moderate if f.severity < LARGE_EFFUSION else large
@@ -121,7 +138,8 @@ def seen_on_bedside_film(f: Finding) -> float:
 
 
 def unseen_on_film(view: str, findings: Iterable[Finding], rng: np.random.Generator) -> frozenset[str]:
-    """Findings an AP (bedside) film does not show: each drawn with :func:`seen_on_bedside_film`; none on PA."""
+    """Findings an AP (bedside) film does not show: each drawn with :func:`seen_on_bedside_film`; none on
+    PA."""
     if view != "AP":
         return frozenset()
     return frozenset(f.name for f in findings if rng.random() >= seen_on_bedside_film(f))

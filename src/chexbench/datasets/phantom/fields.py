@@ -22,8 +22,9 @@ def soft_step(signed_distance: np.ndarray, width: float) -> np.ndarray:
     return t.astype(F32, copy=False)
 
 
-def affine_window(x: np.ndarray, y: np.ndarray, x0: float, x1: float, y0: float, y1: float
-                  ) -> tuple[slice, slice] | None:
+def affine_window(
+    x: np.ndarray, y: np.ndarray, x0: float, x1: float, y0: float, y1: float
+) -> tuple[slice, slice] | None:
     """Rows and columns of an affine grid (x, y) that can hold points with x0<=x<=x1 and y0<=y<=y1.
 
     For an affine grid the pixels with x in range form, in every row, one run of columns that
@@ -46,18 +47,42 @@ def windowed(x: np.ndarray, y: np.ndarray, cx: float, cy: float, radius: float, 
     return out
 
 
-def ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, a: float, b: float,
-            edge: float, angle: float = 0.0, power: float = 2.0) -> np.ndarray:
+def ellipse(
+    x: np.ndarray,
+    y: np.ndarray,
+    cx: float,
+    cy: float,
+    a: float,
+    b: float,
+    edge: float,
+    angle: float = 0.0,
+    power: float = 2.0,
+) -> np.ndarray:
     """Soft (super-)ellipse mask centred at (cx, cy) with semi-axes (a, b), rotated by ``angle`` rad.
 
     ``x``, ``y`` must be an affine coordinate grid (as every grid of the phantom is).
     """
-    return windowed(x, y, cx, cy, float(np.hypot(a, b)) + 2 * edge,
-                    lambda xw, yw: _ellipse(xw, yw, cx, cy, a, b, edge, angle, power))
+    return windowed(
+        x,
+        y,
+        cx,
+        cy,
+        float(np.hypot(a, b)) + 2 * edge,
+        lambda xw, yw: _ellipse(xw, yw, cx, cy, a, b, edge, angle, power),
+    )
 
 
-def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, a: float, b: float,
-             edge: float, angle: float, power: float) -> np.ndarray:
+def _ellipse(
+    x: np.ndarray,
+    y: np.ndarray,
+    cx: float,
+    cy: float,
+    a: float,
+    b: float,
+    edge: float,
+    angle: float,
+    power: float,
+) -> np.ndarray:
     dx, dy = x - cx, y - cy
     if angle:
         c, s = np.cos(angle), np.sin(angle)
@@ -71,8 +96,14 @@ def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, a: float, b: fl
 
 def gaussian_blob(x: np.ndarray, y: np.ndarray, cx: float, cy: float, sx: float, sy: float) -> np.ndarray:
     """exp(-r²/2) bump (cut at 4 sigma), shape (H, W)."""
-    return windowed(x, y, cx, cy, 4 * max(sx, sy), lambda xw, yw: np.exp(
-        -0.5 * (((xw - cx) / sx) ** 2 + ((yw - cy) / sy) ** 2)).astype(F32, copy=False))
+    return windowed(
+        x,
+        y,
+        cx,
+        cy,
+        4 * max(sx, sy),
+        lambda xw, yw: np.exp(-0.5 * (((xw - cx) / sx) ** 2 + ((yw - cy) / sy) ** 2)).astype(F32, copy=False),
+    )
 
 
 def polyline_distance(x: np.ndarray, y: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -134,7 +165,7 @@ def _shift_sum(img: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
     n = img.shape[axis]
     out = np.zeros_like(img)
     for k, wk in enumerate(weights):
-        out += wk * (padded[k:k + n] if axis == 0 else padded[:, k:k + n])
+        out += wk * (padded[k : k + n] if axis == 0 else padded[:, k : k + n])
     return out
 
 
@@ -144,7 +175,7 @@ def _box_blur(img: np.ndarray, r: int, axis: int) -> np.ndarray:
     pad[axis] = (r + 1, r)
     c = np.cumsum(np.pad(img, pad, mode="edge"), axis=axis, dtype=F32)
     n = img.shape[axis]
-    hi = c[2 * r + 1:2 * r + 1 + n] if axis == 0 else c[:, 2 * r + 1:2 * r + 1 + n]
+    hi = c[2 * r + 1 : 2 * r + 1 + n] if axis == 0 else c[:, 2 * r + 1 : 2 * r + 1 + n]
     lo = c[:n] if axis == 0 else c[:, :n]
     return (hi - lo) / (2 * r + 1)
 
@@ -171,7 +202,7 @@ def coordinate_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
 
     Read-only (H, W) arrays, cached per shape.
     """
-    xs = ((np.arange(width, dtype=F32) + 0.5) / width * 2 - 1)
+    xs = (np.arange(width, dtype=F32) + 0.5) / width * 2 - 1
     ys = ((np.arange(height, dtype=F32) + 0.5) - height / 2) / width * 2
     x = np.ascontiguousarray(np.broadcast_to(xs[None, :], (height, width)))
     y = np.ascontiguousarray(np.broadcast_to(ys[:, None], (height, width)))

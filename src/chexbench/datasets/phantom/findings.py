@@ -82,9 +82,15 @@ def _sides(f: Finding) -> tuple[int, ...]:
     return (0, 1) if f.side == BILATERAL else (f.side,)
 
 
-def _point_in_lung(scene: Scene, side: int, rng: np.random.Generator, zone: tuple[float, float],
-                   lateral: tuple[float, float] = (-0.55, 0.6)) -> tuple[float, float]:
-    """A point inside one lung: ``zone`` is the apex→dome fraction range, ``lateral`` the medial→lateral one."""
+def _point_in_lung(
+    scene: Scene,
+    side: int,
+    rng: np.random.Generator,
+    zone: tuple[float, float],
+    lateral: tuple[float, float] = (-0.55, 0.6),
+) -> tuple[float, float]:
+    """A point inside one lung: ``zone`` is the apex→dome fraction range, ``lateral`` the medial→lateral
+    one."""
     g = scene.lung_geometry[side]
     frac = rng.uniform(*zone)
     y = g["apex"] + frac * (g["dome"] - g["dome_height"] - g["apex"])
@@ -92,8 +98,14 @@ def _point_in_lung(scene: Scene, side: int, rng: np.random.Generator, zone: tupl
     return float(x), float(y)
 
 
-def _place(scene: Scene, name: str, side: int, rng: np.random.Generator, zone: tuple[float, float],
-           lateral: tuple[float, float] = (-0.55, 0.6)) -> tuple[float, float]:
+def _place(
+    scene: Scene,
+    name: str,
+    side: int,
+    rng: np.random.Generator,
+    zone: tuple[float, float],
+    lateral: tuple[float, float] = (-0.55, 0.6),
+) -> tuple[float, float]:
     """A focal lesion's centre: drawn from the real NIH boxes of ``name`` inside ``side``'s lung field
     (:func:`~chexbench.datasets.phantom.placement.draw_centre`); a lateral view, or a finding without real
     boxes, falls back to a point in the lung's ``zone``."""
@@ -101,9 +113,17 @@ def _place(scene: Scene, name: str, side: int, rng: np.random.Generator, zone: t
     return placed if placed is not None else _point_in_lung(scene, side, rng, zone, lateral)
 
 
-def _extent(scene: Scene, name: str, rng: np.random.Generator, default: tuple[float, float], scale: float,
-            lo: float, hi: float) -> tuple[float, float]:
-    """Half extents (x, y) in scene units: a real box of ``name`` (times ``scale``, the painter's box per unit of
+def _extent(
+    scene: Scene,
+    name: str,
+    rng: np.random.Generator,
+    default: tuple[float, float],
+    scale: float,
+    lo: float,
+    hi: float,
+) -> tuple[float, float]:
+    """Half extents (x, y) in scene units: a real box of ``name`` (times ``scale``, the painter's box per unit
+    of
     its radius), clipped to [lo, hi]; ``default`` without real boxes."""
     size = draw_size(name, scene, rng)
     if size is None:
@@ -148,7 +168,8 @@ def paint_pneumothorax(scene: Scene, f: Finding, rng: np.random.Generator) -> li
         edge = 1.5 / x.shape[1]
         collapsed = lung_mask(x, y, gc, edge, shrink=shrink)
         rim = np.clip(scene.lungs[side] - collapsed, 0, 1)
-        # how far down the free air reaches: to the bottom of a real pneumothorax box (mostly apical), drawn on this side
+        # how far down the free air reaches: to the bottom of a real pneumothorax box (mostly apical), drawn
+        # on this side
         placed, size = draw_centre("pneumothorax", scene, side, rng), draw_size("pneumothorax", scene, rng)
         if placed is not None and size is not None:
             reach = max(placed[1] + size[1], g["apex"] + 0.3 * (g["dome"] - g["apex"]))
@@ -162,8 +183,16 @@ def paint_pneumothorax(scene: Scene, f: Finding, rng: np.random.Generator) -> li
     return out
 
 
-def _blotch(scene: Scene, rng: np.random.Generator, cx: float, cy: float, rx: float, ry: float,
-            cells: int, threshold: float) -> np.ndarray:
+def _blotch(
+    scene: Scene,
+    rng: np.random.Generator,
+    cx: float,
+    cy: float,
+    rx: float,
+    ry: float,
+    cells: int,
+    threshold: float,
+) -> np.ndarray:
     """An irregular soft patch: an elliptic envelope times thresholded smooth noise."""
     h, w = scene.x.shape
     env = gaussian_blob(scene.x, scene.y, cx, cy, rx, ry)
@@ -178,7 +207,9 @@ def paint_consolidation(scene: Scene, f: Finding, rng: np.random.Generator) -> l
         lower = rng.random() < 0.65
         cx, cy = _place(scene, "consolidation", side, rng, (0.62, 0.8) if lower else (0.2, 0.4), (-0.3, 0.4))
         lower = cy > scene.lung_geometry[side]["cy"]  # the fissure bounds the lobe it is in
-        rx, ry = _extent(scene, "consolidation", rng, (0.14 + 0.08 * f.severity, 0.11 + 0.07 * f.severity), 0.8, 0.06, 0.3)
+        rx, ry = _extent(
+            scene, "consolidation", rng, (0.14 + 0.08 * f.severity, 0.11 + 0.07 * f.severity), 0.8, 0.06, 0.3
+        )
         patch = np.clip(_blotch(scene, rng, cx, cy, rx, ry, 10, 0.55) * 2.5, 0, 1)
         # fissure: a straight, sharp upper margin for lower-lobe, lower margin for upper-lobe disease
         fissure_y = cy - 0.6 * ry if lower else cy + 0.6 * ry
@@ -209,7 +240,9 @@ def paint_pneumonia(scene: Scene, f: Finding, rng: np.random.Generator) -> list[
     return out
 
 
-def paint_infiltration(scene: Scene, f: Finding, rng: np.random.Generator, label: str = "infiltration") -> list[Lesion]:
+def paint_infiltration(
+    scene: Scene, f: Finding, rng: np.random.Generator, label: str = "infiltration"
+) -> list[Lesion]:
     """Ill-defined hazy opacity (nonspecific 'infiltrate' / 'lung opacity')."""
     out = []
     for side in _sides(f):
@@ -225,8 +258,10 @@ def paint_edema(scene: Scene, f: Finding, rng: np.random.Generator) -> list[Lesi
     """Bilateral perihilar ('bat-wing') haze, vascular blurring, Kerley B lines when marked."""
     x, y = scene.x, scene.y
     (lx, ly), (rx, ry) = scene.hilum
-    haze = np.maximum(gaussian_blob(x, y, lx - 0.08, ly + 0.05, 0.20, 0.26),
-                      gaussian_blob(x, y, rx + 0.08, ry + 0.05, 0.20, 0.26))
+    haze = np.maximum(
+        gaussian_blob(x, y, lx - 0.08, ly + 0.05, 0.20, 0.26),
+        gaussian_blob(x, y, rx + 0.08, ry + 0.05, 0.20, 0.26),
+    )
     haze = haze * (0.85 + 0.15 * smooth_noise(rng, *x.shape, 12))
     _opacify(scene, (0.30 + 0.40 * f.severity) * haze)
     scene.marking_scale *= 1 + 0.8 * f.severity * haze  # indistinct, engorged vessels
@@ -272,10 +307,22 @@ def paint_mass(scene: Scene, f: Finding, rng: np.random.Generator) -> list[Lesio
     side = f.side if f.side != BILATERAL else int(rng.integers(2))
     cx, cy = _place(scene, "mass", side, rng, (0.2, 0.7), (-0.3, 0.3))
     r = float(np.mean(_extent(scene, "mass", rng, (0.09 + 0.07 * f.severity,) * 2, 0.8, 0.07, 0.3)))
-    lobes = ellipse(scene.x, scene.y, cx, cy, r, r * rng.uniform(0.75, 1.0), 0.01, angle=float(rng.uniform(0, 3)))
+    lobes = ellipse(
+        scene.x, scene.y, cx, cy, r, r * rng.uniform(0.75, 1.0), 0.01, angle=float(rng.uniform(0, 3))
+    )
     for _ in range(2):
-        lobes = np.maximum(lobes, ellipse(scene.x, scene.y, cx + rng.normal(0, r * 0.5), cy + rng.normal(0, r * 0.5),
-                                          r * 0.6, r * 0.55, 0.01))
+        lobes = np.maximum(
+            lobes,
+            ellipse(
+                scene.x,
+                scene.y,
+                cx + rng.normal(0, r * 0.5),
+                cy + rng.normal(0, r * 0.5),
+                r * 0.6,
+                r * 0.55,
+                0.01,
+            ),
+        )
     _opacify(scene, (0.65 + 0.3 * f.severity) * lobes)
     scene.dense += 0.05 * lobes * scene.lung
     return [("mass", lobes * scene.lungs[side])]
@@ -295,12 +342,16 @@ def paint_emphysema(scene: Scene, f: Finding, rng: np.random.Generator) -> list[
 def paint_fibrosis(scene: Scene, f: Finding, rng: np.random.Generator) -> list[Lesion]:
     """Reticular (net-like) peripheral and basal opacities."""
     h, w = scene.x.shape
-    net = np.maximum(soft_step(0.08 - np.abs(smooth_noise(rng, h, w, 30)), 0.04),
-                     soft_step(0.08 - np.abs(smooth_noise(rng, h, w, 30)), 0.04))
+    net = np.maximum(
+        soft_step(0.08 - np.abs(smooth_noise(rng, h, w, 30)), 0.04),
+        soft_step(0.08 - np.abs(smooth_noise(rng, h, w, 30)), 0.04),
+    )
     zone = np.zeros_like(scene.x)
     for side in (0, 1):
         g = scene.lung_geometry[side]
-        zone = np.maximum(zone, gaussian_blob(scene.x, scene.y, g["lateral"] * 0.9, g["dome"] - 0.15, 0.3, 0.35))
+        zone = np.maximum(
+            zone, gaussian_blob(scene.x, scene.y, g["lateral"] * 0.9, g["dome"] - 0.15, 0.3, 0.35)
+        )
     _opacify(scene, (0.25 + 0.3 * f.severity) * net * zone)
     return []
 
@@ -336,7 +387,9 @@ def paint_fracture(scene: Scene, f: Finding, rng: np.random.Generator) -> list[L
     cx = g["lateral"] - SIDE_SIGN[side] * 0.10
     cy = float(rng.uniform(g["apex"] + 0.25, g["dome"] - 0.25))
     # a spindle of callus along the rib, cut by the dark fracture line
-    callus = ellipse(scene.x, scene.y, cx, cy, 0.10 + 0.03 * f.severity, 0.04, 0.008, angle=-SIDE_SIGN[side] * 0.5)
+    callus = ellipse(
+        scene.x, scene.y, cx, cy, 0.10 + 0.03 * f.severity, 0.04, 0.008, angle=-SIDE_SIGN[side] * 0.5
+    )
     cleft = ellipse(scene.x, scene.y, cx, cy, 0.012, 0.06, 0.006, angle=-SIDE_SIGN[side] * 0.5)
     scene.dense += (0.28 + 0.12 * f.severity) * callus - 0.12 * cleft * callus
     return [("fracture", callus)]
@@ -346,8 +399,12 @@ def paint_support_devices(scene: Scene, f: Finding, rng: np.random.Generator) ->
     """Radio-opaque lines and tubes: ET tube, central venous line, NG tube, ECG leads, pacemaker."""
     x, y = scene.x, scene.y
     edge = 1.2 / x.shape[1]
-    kinds = rng.choice(["ett", "cvc", "ng", "ecg", "pacer"], size=int(rng.integers(1, 4)), replace=False,
-                       p=[0.25, 0.3, 0.15, 0.2, 0.1])
+    kinds = rng.choice(
+        ["ett", "cvc", "ng", "ecg", "pacer"],
+        size=int(rng.integers(1, 4)),
+        replace=False,
+        p=[0.25, 0.3, 0.15, 0.2, 0.1],
+    )
     dense = np.zeros_like(x)
     for kind in kinds:
         if kind == "ett":
@@ -356,7 +413,15 @@ def paint_support_devices(scene: Scene, f: Finding, rng: np.random.Generator) ->
             dense = np.maximum(dense, tube(x, y, pts, 0.016, edge) - tube(x, y, pts, 0.009, edge) * 0.6)
         elif kind == "cvc":
             sgn = SIDE_SIGN[int(rng.integers(2))]
-            pts = np.array([[sgn * 0.62, -0.95], [sgn * 0.30, -0.74], [sgn * 0.08, -0.55], [0.05 * sgn, -0.25 + rng.normal(0, 0.04)]], F32)
+            pts = np.array(
+                [
+                    [sgn * 0.62, -0.95],
+                    [sgn * 0.30, -0.74],
+                    [sgn * 0.08, -0.55],
+                    [0.05 * sgn, -0.25 + rng.normal(0, 0.04)],
+                ],
+                F32,
+            )
             dense = np.maximum(dense, tube(x, y, pts, 0.007, edge))
         elif kind == "ng":
             pts = np.array([[0.01, -1.6], [0.02, -0.2], [0.08, 0.35], [0.28, 0.62]], F32)
@@ -364,7 +429,9 @@ def paint_support_devices(scene: Scene, f: Finding, rng: np.random.Generator) ->
         elif kind == "ecg":
             for _ in range(3):
                 ex, ey = rng.uniform(-0.6, 0.6), rng.uniform(-0.7, 0.3)
-                ring = ellipse(x, y, ex, ey, 0.03, 0.03, edge) - 0.6 * ellipse(x, y, ex, ey, 0.017, 0.017, edge)
+                ring = ellipse(x, y, ex, ey, 0.03, 0.03, edge) - 0.6 * ellipse(
+                    x, y, ex, ey, 0.017, 0.017, edge
+                )
                 dense = np.maximum(dense, ring)
         else:  # pacemaker box in the left upper chest with a lead to the heart
             px, py = 0.45, -0.72
@@ -400,7 +467,9 @@ are drawn only through the anatomy)."""
 DRAWN_FINDINGS: tuple[str, ...] = ("cardiomegaly", "enlarged_cardiomediastinum", *PAINTERS)
 
 
-def paint_findings(scene: Scene, findings: list[Finding], rng_for: Callable[[Finding], np.random.Generator]) -> list[Lesion]:
+def paint_findings(
+    scene: Scene, findings: list[Finding], rng_for: Callable[[Finding], np.random.Generator]
+) -> list[Lesion]:
     """Paint every finding onto ``scene``; returns the focal lesions (label, soft mask) drawn."""
     lesions: list[Lesion] = []
     for f in findings:
@@ -409,4 +478,3 @@ def paint_findings(scene: Scene, findings: list[Finding], rng_for: Callable[[Fin
         elif f.name in PAINTERS:
             lesions.extend(PAINTERS[f.name](scene, f, rng_for(f)))
     return lesions
-

@@ -74,8 +74,15 @@ def check_options(patients: int, size: int, seed: int, dependencies: object = DE
     check_dependencies(dependencies)
 
 
-def write_site(root: Path, site: str, patients: int, size: int, seed: int, workers: int | None = None,
-               dependencies: Dependencies = DEFAULT_DEPENDENCIES) -> SiteTally:
+def write_site(
+    root: Path,
+    site: str,
+    patients: int,
+    size: int,
+    seed: int,
+    workers: int | None = None,
+    dependencies: Dependencies = DEFAULT_DEPENDENCIES,
+) -> SiteTally:
     """Write one site's native layout into ``root`` (which must exist); returns the tally.
 
     ``workers``: processes rendering images (None: one per CPU for big runs); the files do
@@ -85,8 +92,15 @@ def write_site(root: Path, site: str, patients: int, size: int, seed: int, worke
     writer = writer_for(site, workers)
     cohort = sample_cohort(site, patients, seed, dependencies)
     writer.write(root, cohort, size, seed)
-    manifest = {"generator": "chexbench phantom", "version": GENERATOR_VERSION, "site": site,
-                "patients": patients, "size": size, "seed": seed, "dependencies": dependencies}
+    manifest = {
+        "generator": "chexbench phantom",
+        "version": GENERATOR_VERSION,
+        "site": site,
+        "patients": patients,
+        "size": size,
+        "seed": seed,
+        "dependencies": dependencies,
+    }
     atomic_write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", root / "phantom_manifest.json")
     return writer.tally
 
@@ -100,7 +114,9 @@ def _atomic_dir(final: Path) -> Path:
     return make_temp_dir(final.parent, final.name, prefix=f".{final.name}.tmp-{_host()}-{os.getpid()}-")
 
 
-def remove_stale_temporaries(parent: Path, final_name: str | None = None, now: float | None = None) -> list[Path]:
+def remove_stale_temporaries(
+    parent: Path, final_name: str | None = None, now: float | None = None
+) -> list[Path]:
     """Remove abandoned generation folders under ``parent`` (only those of ``final_name`` when
     given): owner pid dead on this host, or nothing changed for :data:`STALE_AFTER_SECONDS`.
     Returns the removed folders."""
@@ -110,7 +126,12 @@ def remove_stale_temporaries(parent: Path, final_name: str | None = None, now: f
         return removed
     for entry in parent.iterdir():
         m = _TMP_NAME.match(entry.name)
-        if m is None or (final_name is not None and m["final"] != final_name) or not entry.is_dir() or entry.is_symlink():
+        if (
+            m is None
+            or (final_name is not None and m["final"] != final_name)
+            or not entry.is_dir()
+            or entry.is_symlink()
+        ):
             continue
         mine = m["pid"] is not None and m["host"] == _host()
         if mine and int(m["pid"]) == os.getpid():
@@ -125,9 +146,15 @@ def remove_stale_temporaries(parent: Path, final_name: str | None = None, now: f
     return removed
 
 
-def generate(out: str | Path, sites: tuple[str, ...] = ("chexpert",), patients: int = 500, size: int = 128,
-             seed: int = 0, workers: int | None = None,
-             dependencies: Dependencies = DEFAULT_DEPENDENCIES) -> GenerationResult:
+def generate(
+    out: str | Path,
+    sites: tuple[str, ...] = ("chexpert",),
+    patients: int = 500,
+    size: int = 128,
+    seed: int = 0,
+    workers: int | None = None,
+    dependencies: Dependencies = DEFAULT_DEPENDENCIES,
+) -> GenerationResult:
     """Write ``out/<site>/`` for every site; ``out`` must not exist or be empty."""
     out = Path(out).expanduser()
     check_options(patients, size, seed, dependencies)
@@ -154,9 +181,17 @@ def generate(out: str | Path, sites: tuple[str, ...] = ("chexpert",), patients: 
 
 def options_key(layout: str, options: dict[str, Any]) -> str:
     """Short hash naming a cached phantom: layout, patients, size, seed, dependencies, generator version."""
-    payload = json.dumps({"layout": layout, "patients": options["patients"], "size": options["size"],
-                          "seed": options["seed"], "version": GENERATOR_VERSION,
-                          "dependencies": options.get("dependencies", DEFAULT_DEPENDENCIES)}, sort_keys=True)
+    payload = json.dumps(
+        {
+            "layout": layout,
+            "patients": options["patients"],
+            "size": options["size"],
+            "seed": options["seed"],
+            "version": GENERATOR_VERSION,
+            "dependencies": options.get("dependencies", DEFAULT_DEPENDENCIES),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
 
@@ -174,7 +209,9 @@ def cached_site(cache: Path, layout: str, options: dict[str, Any]) -> Path:
     remove_stale_temporaries(final.parent)  # every abandoned phantom of the cache, not only this one
     tmp = _atomic_dir(final)
     try:
-        write_site(tmp, layout, options["patients"], options["size"], options["seed"], dependencies=dependencies)
+        write_site(
+            tmp, layout, options["patients"], options["size"], options["seed"], dependencies=dependencies
+        )
         try:
             os.replace(tmp, final)
         except OSError:

@@ -33,30 +33,66 @@ CHEXPERT_LABEL_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 #: harmonized labels a CheXpert-layout phantom carries (drawn, with a column)
 CHEXPERT_HARMONIZED: tuple[str, ...] = (
-    "no_finding", "enlarged_cardiomediastinum", "cardiomegaly", "lung_opacity", "lung_lesion", "edema",
-    "consolidation", "pneumonia", "atelectasis", "pneumothorax", "pleural_effusion", "fracture", "support_devices",
+    "no_finding",
+    "enlarged_cardiomediastinum",
+    "cardiomegaly",
+    "lung_opacity",
+    "lung_lesion",
+    "edema",
+    "consolidation",
+    "pneumonia",
+    "atelectasis",
+    "pneumothorax",
+    "pleural_effusion",
+    "fracture",
+    "support_devices",
 )
 #: NIH names (Data_Entry ``Finding Labels``) for each drawn finding
 NIH_NAMES: dict[str, str] = {
-    "atelectasis": "Atelectasis", "cardiomegaly": "Cardiomegaly", "pleural_effusion": "Effusion",
-    "infiltration": "Infiltration", "mass": "Mass", "nodule": "Nodule", "pneumonia": "Pneumonia",
-    "pneumothorax": "Pneumothorax", "consolidation": "Consolidation", "edema": "Edema",
-    "emphysema": "Emphysema", "fibrosis": "Fibrosis", "pleural_thickening": "Pleural_Thickening",
+    "atelectasis": "Atelectasis",
+    "cardiomegaly": "Cardiomegaly",
+    "pleural_effusion": "Effusion",
+    "infiltration": "Infiltration",
+    "mass": "Mass",
+    "nodule": "Nodule",
+    "pneumonia": "Pneumonia",
+    "pneumothorax": "Pneumothorax",
+    "consolidation": "Consolidation",
+    "edema": "Edema",
+    "emphysema": "Emphysema",
+    "fibrosis": "Fibrosis",
+    "pleural_thickening": "Pleural_Thickening",
     "hernia": "Hernia",
 }
 #: NIH BBox_List_2017.csv names (the box file says "Infiltrate")
 NIH_BOX_NAMES: dict[str, str] = {
-    "atelectasis": "Atelectasis", "cardiomegaly": "Cardiomegaly", "pleural_effusion": "Effusion",
-    "infiltration": "Infiltrate", "mass": "Mass", "nodule": "Nodule", "pneumonia": "Pneumonia",
+    "atelectasis": "Atelectasis",
+    "cardiomegaly": "Cardiomegaly",
+    "pleural_effusion": "Effusion",
+    "infiltration": "Infiltrate",
+    "mass": "Mass",
+    "nodule": "Nodule",
+    "pneumonia": "Pneumonia",
     "pneumothorax": "Pneumothorax",
 }
 #: Indiana MeSH major term heads for each drawn finding
 INDIANA_TERMS: dict[str, str] = {
-    "cardiomegaly": "Cardiomegaly", "atelectasis": "Pulmonary Atelectasis", "pleural_effusion": "Pleural Effusion",
-    "lung_opacity": "Opacity", "nodule": "Nodule", "mass": "Mass", "consolidation": "Consolidation",
-    "pneumonia": "Pneumonia", "pneumothorax": "Pneumothorax", "edema": "Pulmonary Edema",
-    "emphysema": "Pulmonary Emphysema", "hernia": "Hernia, Hiatal", "fracture": "Fractures, Bone",
-    "infiltration": "Infiltrate", "fibrosis": "Pulmonary Fibrosis", "support_devices": "Catheters, Indwelling",
+    "cardiomegaly": "Cardiomegaly",
+    "atelectasis": "Pulmonary Atelectasis",
+    "pleural_effusion": "Pleural Effusion",
+    "lung_opacity": "Opacity",
+    "nodule": "Nodule",
+    "mass": "Mass",
+    "consolidation": "Consolidation",
+    "pneumonia": "Pneumonia",
+    "pneumothorax": "Pneumothorax",
+    "edema": "Pulmonary Edema",
+    "emphysema": "Pulmonary Emphysema",
+    "hernia": "Hernia, Hiatal",
+    "fracture": "Fractures, Bone",
+    "infiltration": "Infiltrate",
+    "fibrosis": "Pulmonary Fibrosis",
+    "support_devices": "Catheters, Indwelling",
 }
 
 
@@ -82,7 +118,11 @@ def chexpert_values(study: Study, rng: np.random.Generator, certain: bool = Fals
             pathology |= column != "Support Devices"
         else:
             harmonized = _chexpert_harmonized(column)
-            p0 = stats["negative_given_absent"][stats["labels"].index(harmonized)] if harmonized in stats["labels"] else 0.0
+            p0 = (
+                stats["negative_given_absent"][stats["labels"].index(harmonized)]
+                if harmonized in stats["labels"]
+                else 0.0
+            )
             out[column] = "0.0" if certain or rng.random() < p0 else ""
     no_finding = "1.0" if not pathology else ("0.0" if certain else "")
     return {"No Finding": no_finding, **out}

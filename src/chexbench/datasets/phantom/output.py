@@ -104,7 +104,9 @@ def default_workers(n_jobs: int) -> int:
     """Processes to use: one per CPU (at most 8) for big batches, else 1 (no start-up cost)."""
     if n_jobs < 200:
         return 1
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    return max(
+        1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    )
 
 
 def run_jobs(jobs: list[ImageJob], workers: int | None = None) -> list[tuple[tuple[int, int], list[Box]]]:
@@ -118,7 +120,9 @@ def run_jobs(jobs: list[ImageJob], workers: int | None = None) -> list[tuple[tup
 
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     # a killed generator takes its workers with it (no orphans writing into its temporary folder)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         return list(pool.map(render_and_save, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
 
 
@@ -136,14 +140,22 @@ class SiteWriter:
         raise NotImplementedError
 
     def render_all(self, jobs: list[ImageJob], refs: list[str]) -> list[tuple[tuple[int, int], list[Box]]]:
-        """Render and write ``jobs``; tally them under ``refs`` (path or id); returns (H, W) and boxes per job."""
+        """Render and write ``jobs``; tally them under ``refs`` (path or id); returns (H, W) and boxes per
+        job."""
         results = run_jobs(jobs, self.workers)
         for job, ref, (shape, boxes) in zip(jobs, refs, results, strict=True):
             self.record(ref, job.patient, job.study, job.view, shape, boxes)
         return results
 
-    def record(self, image_ref: str, patient: Patient, study: Study, view: str, shape: tuple[int, int],
-               boxes: list[Box]) -> None:
+    def record(
+        self,
+        image_ref: str,
+        patient: Patient,
+        study: Study,
+        view: str,
+        shape: tuple[int, int],
+        boxes: list[Box],
+    ) -> None:
         t = self.tally
         t.images += 1
         t.patients.add(patient.index)

@@ -23,7 +23,8 @@ def is_frontal(scene: Scene) -> bool:
 
 
 def draw_side(name: str, rng: np.random.Generator) -> int:
-    """Side 0 (image left = patient right) or 1, with the real boxes' proportion for ``name`` (0.5 without one)."""
+    """Side 0 (image left = patient right) or 1, with the real boxes' proportion for ``name`` (0.5 without
+    one)."""
     stats = stats_for(name)
     side0 = 0.5 if stats is None else float(stats["side0"])
     return 0 if rng.random() < side0 else 1
@@ -31,11 +32,14 @@ def draw_side(name: str, rng: np.random.Generator) -> int:
 
 def _scene_units_per_pixel(scene: Scene) -> float:
     h, w = scene.x.shape
-    return float(np.hypot(scene.x[h // 2, -1] - scene.x[h // 2, 0], scene.y[h // 2, -1] - scene.y[h // 2, 0])) / max(w - 1, 1)
+    return float(
+        np.hypot(scene.x[h // 2, -1] - scene.x[h // 2, 0], scene.y[h // 2, -1] - scene.y[h // 2, 0])
+    ) / max(w - 1, 1)
 
 
 def draw_centre(name: str, scene: Scene, side: int, rng: np.random.Generator) -> tuple[float, float] | None:
-    """A lesion centre (scene x, y) inside ``side``'s lung field, drawn from the real box centres of ``name`` on that
+    """A lesion centre (scene x, y) inside ``side``'s lung field, drawn from the real box centres of ``name``
+    on that
     side; None when there is no fit (or no lung pixel), and the painter places it its own way."""
     stats = stats_for(name)
     fit = None if stats is None else stats["centre"].get(str(side))
@@ -57,7 +61,8 @@ def draw_centre(name: str, scene: Scene, side: int, rng: np.random.Generator) ->
 
 
 def draw_size(name: str, scene: Scene, rng: np.random.Generator) -> tuple[float, float] | None:
-    """Half width and half height (scene units) of a real box of ``name``, drawn from its log-normal; None without a fit."""
+    """Half width and half height (scene units) of a real box of ``name``, drawn from its log-normal; None
+    without a fit."""
     stats = stats_for(name)
     if stats is None:
         return None

@@ -27,8 +27,17 @@ def example_studies(seed: int) -> list[tuple[str, Patient, Study]]:
     out = []
     for k, name in enumerate(("normal", *DRAWN_FINDINGS)):
         rng = np.random.default_rng([seed, 99, k])
-        findings = () if name == "normal" else (
-            Finding(name, 0.85, BILATERAL if name == "pleural_effusion" else int(rng.integers(2)), int(rng.integers(2**31))),
+        findings = (
+            ()
+            if name == "normal"
+            else (
+                Finding(
+                    name,
+                    0.85,
+                    BILATERAL if name == "pleural_effusion" else int(rng.integers(2)),
+                    int(rng.integers(2**31)),
+                ),
+            )
         )
         female = bool(k % 2)
         study = Study(k, 1, 60, female, "PA", False, findings)
@@ -45,14 +54,21 @@ def _tile(image: np.ndarray, boxes: list, caption: str) -> Image.Image:
     draw = ImageDraw.Draw(canvas)
     ox = (TILE - tile.width) // 2
     for b in boxes:
-        draw.rectangle([ox + b.x * scale, b.y * scale, ox + (b.x + b.w) * scale, (b.y + b.h) * scale],
-                       outline=(255, 64, 64))
+        draw.rectangle(
+            [ox + b.x * scale, b.y * scale, ox + (b.x + b.w) * scale, (b.y + b.h) * scale],
+            outline=(255, 64, 64),
+        )
     draw.text((3, TILE + 1), caption, fill=(255, 255, 0))
     return canvas
 
 
-def contact_sheet(path: str | Path, sites: tuple[str, ...] = ("chexpert", "nih", "indiana"), size: int = 256,
-                  seed: int = 0, lateral: bool = True) -> Path:
+def contact_sheet(
+    path: str | Path,
+    sites: tuple[str, ...] = ("chexpert", "nih", "indiana"),
+    size: int = 256,
+    seed: int = 0,
+    lateral: bool = True,
+) -> Path:
     """Write a PNG grid: one row per site (finding tiles), plus lateral views of the first site."""
     rows = []
     examples = example_studies(seed)
@@ -71,7 +87,7 @@ def contact_sheet(path: str | Path, sites: tuple[str, ...] = ("chexpert", "nih",
     n_cols = max(len(r) for r in rows)
     # wrap each site's row into lines of 10 tiles
     per_line = min(10, n_cols)
-    lines = [r[i:i + per_line] for r in rows for i in range(0, len(r), per_line)]
+    lines = [r[i : i + per_line] for r in rows for i in range(0, len(r), per_line)]
     sheet = Image.new("RGB", (per_line * TILE, len(lines) * (TILE + CAPTION)), (0, 0, 0))
     for i, line in enumerate(lines):
         for j, tile in enumerate(line):

@@ -29,7 +29,9 @@ from chexbench.datasets.labels import NIH_FINDINGS
 #: CheXpert native label columns → harmonized names (findings the phantom draws: the loader's
 #: table without "No Finding", which follows from the others, and "Pleural Other")
 CHEXPERT_COLUMNS: dict[str, str] = {
-    column: label for column, label in LOADER_CHEXPERT_COLUMNS.items() if label not in ("no_finding", "pleural_other")
+    column: label
+    for column, label in LOADER_CHEXPERT_COLUMNS.items()
+    if label not in ("no_finding", "pleural_other")
 }
 #: NIH ``Finding Labels`` names → harmonized names
 NIH_LABELS: dict[str, str] = NIH_FINDINGS
@@ -80,13 +82,17 @@ def chexpert_stats(data_dir: Path) -> dict[str, Any]:
     present = (values == 1) | (values == -1)
     absent = ~present
     study = df["Path"].str.extract(r"(patient\d+/study\d+)/")[0]
-    per_patient = df.assign(study=study, patient=study.str.split("/").str[0]).groupby("patient")["study"].nunique()
+    per_patient = (
+        df.assign(study=study, patient=study.str.split("/").str[0]).groupby("patient")["study"].nunique()
+    )
     view_age = _view_and_age_models(present, frontal["AP/PA"].eq("AP").to_numpy(), frontal["Age"].to_numpy())
     return {
         **view_age,
         "labels": list(CHEXPERT_COLUMNS.values()),
         "patterns": _patterns(present),
-        "uncertain_given_present": np.round((values == -1).sum(0) / np.maximum(present.sum(0), 1), 4).tolist(),
+        "uncertain_given_present": (
+            np.round((values == -1).sum(0) / np.maximum(present.sum(0), 1), 4).tolist()
+        ),
         "negative_given_absent": np.round((values == 0).sum(0) / np.maximum(absent.sum(0), 1), 4).tolist(),
         "female": round(float((frontal["Sex"] == "Female").mean()), 4),
         "age_mean": round(float(frontal["Age"].mean()), 2),
@@ -102,8 +108,9 @@ def nih_stats(data_dir: Path) -> dict[str, Any]:
     names = list(NIH_LABELS)
     split = df["Finding Labels"].str.split("|")
     present = np.array([[n in labels for n in names] for labels in split], dtype=bool)
-    view_age = _view_and_age_models(present, df["View Position"].eq("AP").to_numpy(),
-                                    df["Patient Age"].clip(upper=100).to_numpy())
+    view_age = _view_and_age_models(
+        present, df["View Position"].eq("AP").to_numpy(), df["Patient Age"].clip(upper=100).to_numpy()
+    )
     return {
         **view_age,
         "labels": list(NIH_LABELS.values()),
@@ -142,7 +149,11 @@ def indiana_stats(data_dir: Path) -> dict[str, Any]:
             if head in INDIANA_TERMS:
                 present[i, labels.index(INDIANA_TERMS[head])] = True
     modifiers = Counter(
-        part for terms in reports for t in terms for part in t.split("/")[1:] if re.fullmatch(r"[a-z ]+", part)
+        part
+        for terms in reports
+        for t in terms
+        for part in t.split("/")[1:]
+        if re.fullmatch(r"[a-z ]+", part)
     )
     return {
         "labels": labels,

@@ -40,13 +40,16 @@ def study_rng(seed: int, site: str, patient: int, study: int, view: str) -> np.r
     return np.random.default_rng([seed, SITE_CODES[site], patient, study, VIEW_CODES[view]])
 
 
-def render_study(patient: Patient, study: Study, site: str, size: int, seed: int,
-                 view: str = "frontal") -> tuple[np.ndarray, list[Box]]:
+def render_study(
+    patient: Patient, study: Study, site: str, size: int, seed: int, view: str = "frontal"
+) -> tuple[np.ndarray, list[Box]]:
     """The uint8 (H, W) image of one study's ``view`` as ``site`` writes it, and its lesion boxes."""
     rng = study_rng(seed, site, patient.index, study.number, view)
     spec = SITES[site]
     height, width = image_shape(spec, size, rng)
-    anatomy = sample_anatomy(np.random.default_rng(patient.anatomy_seed), patient.female and study.sex_in_pixels)
+    anatomy = sample_anatomy(
+        np.random.default_rng(patient.anatomy_seed), patient.female and study.sex_in_pixels
+    )
     # a finding the frontal film does not show (bedside AP, dependencies = "published") is not drawn on it
     shown = [f for f in study.findings if view != "frontal" or f.name not in study.unseen]
     anatomy = adjust_anatomy(anatomy, shown)

@@ -35,14 +35,50 @@ class Site:
 
 SITES: dict[str, Site] = {
     # CheXpert: portable AP-heavy inpatient films, JPEG, soft contrast, visible noise
-    "chexpert": Site("chexpert", window=(0.0, 0.88), gamma=1.10, noise=0.035, blur=0.0030, zoom=1.06,
-                     aspect=(1.0, 1.25), marker="R", marker_corner="tl", text_band=True, heel=0.06, pose_jitter=1.5),
+    "chexpert": Site(
+        "chexpert",
+        window=(0.0, 0.88),
+        gamma=1.10,
+        noise=0.035,
+        blur=0.0030,
+        zoom=1.06,
+        aspect=(1.0, 1.25),
+        marker="R",
+        marker_corner="tl",
+        text_band=True,
+        heel=0.06,
+        pose_jitter=1.5,
+    ),
     # NIH: PA-heavy, wide field of view (shoulders in frame), bright, low noise, PNG
-    "nih": Site("nih", window=(0.0, 0.85), gamma=0.95, noise=0.015, blur=0.0020, zoom=0.90,
-                aspect=(1.0, 1.0), marker="L", marker_corner="tr", text_band=False, heel=0.0, pose_jitter=0.8),
+    "nih": Site(
+        "nih",
+        window=(0.0, 0.85),
+        gamma=0.95,
+        noise=0.015,
+        blur=0.0020,
+        zoom=0.90,
+        aspect=(1.0, 1.0),
+        marker="L",
+        marker_corner="tr",
+        text_band=False,
+        heel=0.0,
+        pose_jitter=0.8,
+    ),
     # Indiana: outpatient PA films, hard contrast, blurrier (downsampled) PNGs
-    "indiana": Site("indiana", window=(0.04, 0.90), gamma=1.35, noise=0.022, blur=0.0045, zoom=0.98,
-                    aspect=(0.92, 1.08), marker="", marker_corner="tr", text_band=True, heel=-0.04, pose_jitter=1.0),
+    "indiana": Site(
+        "indiana",
+        window=(0.04, 0.90),
+        gamma=1.35,
+        noise=0.022,
+        blur=0.0045,
+        zoom=0.98,
+        aspect=(0.92, 1.08),
+        marker="",
+        marker_corner="tr",
+        text_band=True,
+        heel=-0.04,
+        pose_jitter=1.0,
+    ),
 }
 
 # strokes of the marker letters in a unit box (x right, y down)

@@ -37,7 +37,7 @@ def split_patients(n_patients: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng([seed, 11])
     n_valid = int(round(n_patients * VALID_FRACTION)) if n_patients >= 5 else 0
     mask = np.zeros(n_patients, dtype=bool)
-    mask[rng.permutation(n_patients)[:max(n_valid, 1 if n_patients >= 5 else 0)]] = True
+    mask[rng.permutation(n_patients)[: max(n_valid, 1 if n_patients >= 5 else 0)]] = True
     return mask
 
 
@@ -56,11 +56,15 @@ class CheXpertWriter(SiteWriter):
             split = "valid" if valid[patient.index] else "train"
             studies = patient.studies[:1] if split == "valid" else patient.studies
             for study in studies:
-                labels = chexpert_values(study, np.random.default_rng([seed, 12, patient.index, study.number]),
-                                         certain=split == "valid")
+                labels = chexpert_values(
+                    study,
+                    np.random.default_rng([seed, 12, patient.index, study.number]),
+                    certain=split == "valid",
+                )
                 views = ["frontal", "lateral"] if study.lateral else ["frontal"]
                 for k, view in enumerate(views, start=1):
-                    rel = f"{PREFIX}/{split}/patient{number[patient.index]:05d}/study{study.number}/view{k}_{view}.jpg"
+                    folder = f"{PREFIX}/{split}/patient{number[patient.index]:05d}/study{study.number}"
+                    rel = f"{folder}/view{k}_{view}.jpg"
                     rows[split].append(self._row(rel, study, view, labels))
                     jobs.append(ImageJob(patient, study, view, root / rel, "jpeg", self.site, size, seed))
                     refs.append(rel)
@@ -75,7 +79,11 @@ class CheXpertWriter(SiteWriter):
     @staticmethod
     def _row(rel: str, study: Study, view: str, labels: dict[str, str]) -> list[str]:
         frontal = view == "frontal"
-        meta = [rel, "Female" if study.female else "Male", str(study.age),
-                "Frontal" if frontal else "Lateral", study.view if frontal else ""]
+        meta = [
+            rel,
+            "Female" if study.female else "Male",
+            str(study.age),
+            "Frontal" if frontal else "Lateral",
+            study.view if frontal else "",
+        ]
         return meta + [labels[c] for c in CHEXPERT_LABEL_COLUMNS]
-

@@ -49,7 +49,8 @@ _SIDE = {0: "right", 1: "left", 2: "bilateral"}
 
 
 def image_ids(report: int, lateral: bool) -> list[str]:
-    """OpenI image ids of one report: ``CXR<report>_1_IM-<report:04d>-3001`` (frontal), ``-4001`` (lateral)."""
+    """OpenI image ids of one report: ``CXR<report>_1_IM-<report:04d>-3001`` (frontal), ``-4001``
+    (lateral)."""
     base = f"CXR{report}_1_IM-{report:04d}"
     return [f"{base}-3001", f"{base}-4001"] if lateral else [f"{base}-3001"]
 
@@ -65,15 +66,20 @@ def report_xml(report: int, study: Study, images: list[str]) -> bytes:
     ET.SubElement(root, "licenseType").text = "open-access"
     ET.SubElement(root, "publisher").text = "chexbench phantom (synthetic)"
     ET.SubElement(root, "title").text = "Phantom chest X-ray collection in the Indiana University layout"
-    article = ET.SubElement(ET.SubElement(root, "MedlineCitation", Owner="chexbench", Status="synthetic"),
-                            "Article", PubModel="Electronic")
+    article = ET.SubElement(
+        ET.SubElement(root, "MedlineCitation", Owner="chexbench", Status="synthetic"),
+        "Article",
+        PubModel="Electronic",
+    )
     abstract = ET.SubElement(article, "Abstract")
     findings = [f for f in study.findings if f.name in _SENTENCES]
     text = " ".join(_SENTENCES[f.name].format(side=_SIDE[f.side]) for f in findings)
     sections = {
         "COMPARISON": "None." if study.number == 1 else "Prior study.",
         "INDICATION": "Chest pain.",
-        "FINDINGS": text or "The heart is normal in size. The mediastinum is unremarkable. The lungs are clear.",
+        "FINDINGS": (
+            text or "The heart is normal in size. The mediastinum is unremarkable. The lungs are clear."
+        ),
         "IMPRESSION": text.split(".")[0] + "." if text else "No acute cardiopulmonary disease.",
     }
     for label, value in sections.items():
@@ -84,7 +90,9 @@ def report_xml(report: int, study: Study, images: list[str]) -> bytes:
     for k, image_id in enumerate(images):
         parent = ET.SubElement(root, "parentImage", id=image_id)
         ET.SubElement(parent, "figureId").text = f"F{k + 1}"
-        ET.SubElement(parent, "caption").text = "Xray Chest PA and Lateral" if len(images) > 1 else "Xray Chest PA"
+        ET.SubElement(parent, "caption").text = (
+            "Xray Chest PA and Lateral" if len(images) > 1 else "Xray Chest PA"
+        )
         panel = ET.SubElement(parent, "panel", type="single")
         ET.SubElement(panel, "url").text = f"/hadoop/storage/radiology/extract/{image_id}.jpg"
         ET.SubElement(panel, "imgModality").text = "7"
@@ -105,8 +113,18 @@ class IndianaWriter(SiteWriter):
                 ids = image_ids(report, study.lateral)
                 (root / REPORT_DIR / f"{report}.xml").write_bytes(report_xml(report, study, ids))
                 for image_id, view in zip(ids, ("frontal", "lateral"), strict=False):
-                    jobs.append(ImageJob(patient, study, view, root / PNG_DIR / f"{image_id}.png", "png",
-                                         self.site, size, seed))
+                    jobs.append(
+                        ImageJob(
+                            patient,
+                            study,
+                            view,
+                            root / PNG_DIR / f"{image_id}.png",
+                            "png",
+                            self.site,
+                            size,
+                            seed,
+                        )
+                    )
                     refs.append(image_id)
         self.render_all(jobs, refs)
         self.write_boxes(root / "phantom_boxes.csv")
