@@ -58,12 +58,15 @@ SMOKE_SHARDS ?= 2
 # the other writes (the suite works in its own temp folders; both may fill the chexbench cache, whose phantoms,
 # prepared images and pretraining runs are made under locks and atomic renames). The smoke grid's output is
 # kept in .smoke-check.log and printed after the suite's; `make test` fails if either fails.
+# Beside the suite every smoke process runs on one thread, as each pytest worker does: a second OpenMP/BLAS
+# thread per process would only spin-wait for a core the other processes hold.
 test: install browser
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
 	rm -rf .smoke-check .smoke-check.log
-	@$(MAKE) --no-print-directory smoke-check >.smoke-check.log 2>&1 & smoke=$$!; \
+	@OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+	  $(MAKE) --no-print-directory smoke-check >.smoke-check.log 2>&1 & smoke=$$!; \
 	echo "smoke grid started in the background (output: .smoke-check.log, printed after the tests)"; \
 	echo "$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests"; \
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests; status=$$?; \
