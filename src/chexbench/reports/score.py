@@ -447,13 +447,12 @@ def compare_predictions(
     )
 
 
-def _label_row(a: str, b: str, label: str, la: LabelScores, lb: LabelScores, g: pd.DataFrame | None) -> dict:
+def label_pair_columns(la: LabelScores, lb: LabelScores) -> dict:
+    """The columns of one label scored by two models on the same images: counts (from ``la``: both
+    score the same rows), the few-patients flag, and each model's AUROC with its interval."""
     a_lo, a_hi = la.auroc_ci()
     b_lo, b_hi = lb.auroc_ci()
-    row = {
-        "model_a": a,
-        "model_b": b,
-        "label": label,
+    return {
         "n_pos": la.n_pos,
         "n_neg": la.n_neg,
         "n_patients": la.n_patients,
@@ -465,6 +464,15 @@ def _label_row(a: str, b: str, label: str, la: LabelScores, lb: LabelScores, g: 
         "auroc_b": lb.auroc,
         "auroc_b_ci_low": b_lo,
         "auroc_b_ci_high": b_hi,
+    }
+
+
+def _label_row(a: str, b: str, label: str, la: LabelScores, lb: LabelScores, g: pd.DataFrame | None) -> dict:
+    row = {
+        "model_a": a,
+        "model_b": b,
+        "label": label,
+        **label_pair_columns(la, lb),
         "auprc_a": la.auprc,
         "auprc_b": lb.auprc,
     }

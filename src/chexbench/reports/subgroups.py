@@ -50,7 +50,7 @@ from chexbench.reports.intervals import FEW_POSITIVE_PATIENTS, mover_interval_an
 from chexbench.reports.score import (
     align_predictions,
     choose_labels,
-    few_patients_flag,
+    label_pair_columns,
     read_compared_files,
     read_prediction_file,
 )
@@ -388,25 +388,13 @@ def compare_files_by(
         for g in sa.subgroups:
             for label in choice.labels:
                 la, lb = sa.scores[g][label], sb.scores[g][label]
-                a_lo, a_hi = la.auroc_ci()
-                b_lo, b_hi = lb.auroc_ci()
                 row = {
                     "model_a": a,
                     "model_b": b,
                     "variable": by,
                     "subgroup": g,
                     "label": label,
-                    "n_pos": la.n_pos,
-                    "n_neg": la.n_neg,
-                    "n_patients": la.n_patients,
-                    "n_pos_patients": la.n_pos_patients,
-                    "flag": few_patients_flag(la),
-                    "auroc_a": la.auroc,
-                    "auroc_a_ci_low": a_lo,
-                    "auroc_a_ci_high": a_hi,
-                    "auroc_b": lb.auroc,
-                    "auroc_b_ci_low": b_lo,
-                    "auroc_b_ci_high": b_hi,
+                    **label_pair_columns(la, lb),
                 }
                 if not la.defined or la.interval_note:
                     rows.append({**row, "delta": la.auroc - lb.auroc, "note": la.reason or la.interval_note})
