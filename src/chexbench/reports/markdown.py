@@ -442,11 +442,8 @@ def superseded_section(results: LoadedResults) -> str:
     )
 
 
-def skipped_section(results: LoadedResults) -> str:
-    sk = results.skipped
-    head = "## Skipped cells\n\nCells the plan did not run, with the reason (skipped is not failed).\n"
-    if sk.empty:
-        return head + "\nNone.\n"
+def _cells_with_reasons(cells: pd.DataFrame, reason: str) -> str:
+    """One row per cell (id, axis values) with the text of its ``reason`` column."""
     rows = [
         [
             f"`{r.cell_id}`",
@@ -456,20 +453,21 @@ def skipped_section(results: LoadedResults) -> str:
             r.protocol,
             fmt_fraction(r.label_fraction),
             r.seed,
-            r.reason,
+            getattr(r, reason),
         ]
-        for r in sk.sort_values(
-            ["strategy", "backbone", "dataset", "protocol", "label_fraction", "seed"]
-        ).itertuples()
+        for r in cells.itertuples()
     ]
-    return (
-        head
-        + "\n"
-        + table(
-            ["cell", "strategy", "backbone", "dataset", "protocol", "label fraction", "seed", "reason"], rows
-        )
-        + "\n"
-    )
+    header = ["cell", "strategy", "backbone", "dataset", "protocol", "label fraction", "seed", "reason"]
+    return table(header, rows) + "\n"
+
+
+def skipped_section(results: LoadedResults) -> str:
+    sk = results.skipped
+    head = "## Skipped cells\n\nCells the plan did not run, with the reason (skipped is not failed).\n"
+    if sk.empty:
+        return head + "\nNone.\n"
+    order = ["strategy", "backbone", "dataset", "protocol", "label_fraction", "seed"]
+    return head + "\n" + _cells_with_reasons(sk.sort_values(order), "reason")
 
 
 def failed_section(results: LoadedResults) -> str:
@@ -480,27 +478,7 @@ def failed_section(results: LoadedResults) -> str:
     )
     if fa.empty:
         return head + "\nNone.\n"
-    rows = [
-        [
-            f"`{r.cell_id}`",
-            r.strategy,
-            r.backbone,
-            r.dataset,
-            r.protocol,
-            fmt_fraction(r.label_fraction),
-            r.seed,
-            r.failure_reason,
-        ]
-        for r in fa.itertuples()
-    ]
-    return (
-        head
-        + "\n"
-        + table(
-            ["cell", "strategy", "backbone", "dataset", "protocol", "label fraction", "seed", "reason"], rows
-        )
-        + "\n"
-    )
+    return head + "\n" + _cells_with_reasons(fa, "failure_reason")
 
 
 def provenance_section(results: LoadedResults) -> str:
