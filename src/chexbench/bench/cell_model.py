@@ -276,7 +276,7 @@ def _scorer_options_from_pretraining(opts: dict[str, Any], init: InitRecord) -> 
     for key in ("scorer_hidden", "topk_temperature"):
         if key not in init.extra:
             continue
-        pretrained, asked = init.extra[key], opts.get(key, HEAD_OPTIONS[key])
+        pretrained, asked = init.extra[key], head_option(opts, key)
         if float(asked) == float(pretrained):
             continue
         if float(asked) != float(HEAD_OPTIONS[key]):

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chexbench.bench.cell_model import HEAD_OPTIONS, head_option
 from chexbench.bench.record import RecordStatus
 from chexbench.explain.baselines import bootstrap_rates, strongest
 from chexbench.explain.localization import bootstrap_rate_interval
@@ -104,12 +105,18 @@ def _cells(records: pd.DataFrame) -> list[dict[str, Any]]:
             continue
         config = json.loads(r.get("config_json") or "{}")
         proto_opts = config.get("protocol_options", {}) or {}
-        head = extra.get("head", proto_opts.get("head", "linear"))
-        if head == "topk_classwise" and proto_opts.get("classwise_source", "tokens") != "tokens":
-            kernel, offset = int(proto_opts.get("local_kernel", 3)), proto_opts.get("local_offset", True)
+        head = extra.get("head", head_option(proto_opts, "head"))
+        if (
+            head == "topk_classwise"
+            and head_option(proto_opts, "classwise_source") != HEAD_OPTIONS["classwise_source"]
+        ):
+            kernel, offset = (
+                int(head_option(proto_opts, "local_kernel")),
+                head_option(proto_opts, "local_offset"),
+            )
             design = [
                 proto_opts["classwise_source"],
-                *([f"{kernel}×{kernel}"] if kernel != 3 else []),
+                *([f"{kernel}×{kernel}"] if kernel != HEAD_OPTIONS["local_kernel"] else []),
                 *([] if offset else ["no offset"]),
             ]
             head = f"{head} ({', '.join(design)})"  # another head design: never read as the default one
@@ -119,7 +126,7 @@ def _cells(records: pd.DataFrame) -> list[dict[str, Any]]:
                 "record": r,
                 "loc": loc,
                 "head": head,
-                "K": proto_opts.get("topk", 0.25) if head != "linear" else "",
+                "K": head_option(proto_opts, "topk") if head != "linear" else "",
                 "config_key": key,
             }
         )
