@@ -22,6 +22,8 @@ export TORCH_INDEX
 # Who installs the packages: uv (from the package index; parallel downloads, about half of pip's time for
 # the CUDA torch build and the dev extras) with pip's settings translated (scripts/pip-install), or pip
 # itself with INSTALLER=pip, where uv cannot be installed, or where a pip setting has no uv translation.
+# Either way the installed modules are compiled to bytecode at install (pip's default, uv's --compile-bytecode):
+# where PYTHONDONTWRITEBYTECODE is set, nothing would write them later and every process would compile torch again.
 INSTALLER ?= uv
 export INSTALLER
 INSTALL := $(PY) scripts/pip-install
