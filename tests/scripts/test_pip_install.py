@@ -1,5 +1,5 @@
-"""`make install`'s installer (scripts/pip-install): uv with pip's settings translated, modules compiled to
-bytecode as pip compiles them, and pip wherever a setting has no translation."""
+"""`make install`'s installer (scripts/pip-install): uv with pip's settings translated, and pip wherever a
+setting has no translation."""
 
 from __future__ import annotations
 
@@ -15,14 +15,6 @@ def _load():
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     return module
-
-
-def test_uv_compiles_bytecode_as_pip_does():
-    """Where PYTHONDONTWRITEBYTECODE is set nothing writes .pyc files after the install: without them every
-    process compiles torch and the rest from source again (12 instead of 5 CPU-s per process here)."""
-    cmd, _ = _load().uv_command("uv", "/venv/bin/python", {}, ["-e", "."])
-    assert "--compile-bytecode" in cmd
-    assert cmd[:3] == ["uv", "pip", "install"]
 
 
 def test_pip_settings_are_translated_and_an_index_in_the_arguments_wins():
