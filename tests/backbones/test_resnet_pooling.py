@@ -37,6 +37,13 @@ def test_the_gradient_reaches_the_layer_below_in_nchw_layout():
     assert seen["contiguous"]
 
 
+def test_a_channels_last_input_keeps_its_layout():
+    x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    y = CpuChannelsLastMaxPool2d(3, 2, 1)(x)
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    assert torch.equal(y, nn.MaxPool2d(3, 2, 1)(x))
+
+
 def test_resnet_tiny_trains_to_the_same_weights_as_with_plain_max_pooling():
     torch.manual_seed(0)
     fast = BACKBONES.get("resnet_tiny").build(64)

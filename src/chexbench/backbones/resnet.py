@@ -23,8 +23,8 @@ class CpuChannelsLastMaxPool2d(nn.MaxPool2d):
     :class:`torch.nn.MaxPool2d`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dim() != 4 or torch.compiler.is_compiling():
-            return super().forward(x)
+        if x.device.type != "cpu" or x.dim() != 4 or torch.compiler.is_compiling() or not x.is_contiguous():
+            return super().forward(x)  # (a channels-last input, as under a channels-last fast path, stays so)
         if x.requires_grad:  # the gradient leaves the pooling channels-last: give it back as NCHW
             x.register_hook(lambda grad: grad.contiguous())
         return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
