@@ -3,22 +3,11 @@ setting has no translation."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).parents[2] / "scripts" / "pip-install"
-
-
-def _load():
-    loader = importlib.machinery.SourceFileLoader("pip_install", str(SCRIPT))
-    spec = importlib.util.spec_from_loader("pip_install", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+from script_module import load_script
 
 
 def test_pip_settings_are_translated_and_an_index_in_the_arguments_wins():
-    m = _load()
+    m = load_script("pip-install")
     settings = {"find-links": "/opt/a /opt/b", "index-url": "https://mirror/simple", "timeout": "180"}
     cmd, env = m.uv_command("uv", "/venv/bin/python", settings, [])
     assert cmd.count("--find-links") == 2 and "/opt/b" in cmd
@@ -29,5 +18,5 @@ def test_pip_settings_are_translated_and_an_index_in_the_arguments_wins():
 
 
 def test_a_setting_without_a_translation_is_named_and_pip_installs():
-    reason = _load().uv_command("uv", "/venv/bin/python", {"trusted-host": "mirror"}, [])
+    reason = load_script("pip-install").uv_command("uv", "/venv/bin/python", {"trusted-host": "mirror"}, [])
     assert isinstance(reason, str) and "trusted-host" in reason

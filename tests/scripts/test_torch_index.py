@@ -3,26 +3,15 @@ stall on an index that does not answer, and the user's TORCH_INDEX as given."""
 
 from __future__ import annotations
 
-import importlib.util
 import time
 import urllib.error
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).parents[2] / "scripts" / "torch-index"
-
-
-def _load():
-    loader = importlib.machinery.SourceFileLoader("torch_index", str(SCRIPT))
-    spec = importlib.util.spec_from_loader("torch_index", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+from script_module import load_script
 
 
 def _run(monkeypatch, capsys, *, env: str | None, gpu: bool, reachable: bool) -> tuple[str, str]:
-    m = _load()
+    m = load_script("torch-index")
     if env is None:
         monkeypatch.delenv("TORCH_INDEX", raising=False)
     else:
@@ -72,7 +61,7 @@ def test_gpu_machine_keeps_the_default(monkeypatch, capsys):
 
 def test_a_hanging_index_is_abandoned_after_the_timeout(monkeypatch):
     """A name lookup that hangs (no DNS) is not bounded by urlopen's timeout: the probe gives up anyway."""
-    m = _load()
+    m = load_script("torch-index")
     monkeypatch.setattr(m, "PROBE_TIMEOUT_S", 0.3)
     monkeypatch.setattr(m.urllib.request, "urlopen", lambda url, timeout: time.sleep(30))
     t0 = time.perf_counter()

@@ -108,6 +108,20 @@ RECORD_SCHEMA: pa.Schema = pa.schema(
     [(name, _ARROW_TYPES[hint]) for name, hint in typing.get_type_hints(CellRecord).items()]
 )
 
+#: columns of ``skipped.parquet`` (cells a grid excludes or a component finds invalid, with the reason):
+#: written by the runner, read by the report
+SKIPPED_COLUMNS: tuple[str, ...] = (
+    "cell_id",
+    "grid",
+    "strategy",
+    "backbone",
+    "dataset",
+    "protocol",
+    "label_fraction",
+    "seed",
+    "reason",
+)
+
 
 def new_record(**values: Any) -> CellRecord:
     """A record of the current results-schema version (``schema_version`` set here, never a placeholder)."""

@@ -31,7 +31,7 @@ import chexbench
 from chexbench.bench import external as X
 from chexbench.bench.cell_model import load_cell_model, model_path
 from chexbench.bench.preflight import preflight  # the pre-run checks (plan, run, submit)
-from chexbench.bench.record import CellRecord, RecordStatus, new_record
+from chexbench.bench.record import SKIPPED_COLUMNS, CellRecord, RecordStatus, new_record
 from chexbench.bench.shard import Shard, shard_cells
 from chexbench.bench.store import CellState, ResultStore
 from chexbench.core import distributed as D
@@ -49,18 +49,6 @@ from chexbench.datasets import celldata  # called as celldata.build_cell_data: t
 from chexbench.spec.cell import CellConfig
 from chexbench.spec.grid import Grid, PlannedCell, PlanStatus
 from chexbench.spec.registry import BACKBONES, PROTOCOLS, STRATEGIES
-
-SKIPPED_COLUMNS = (
-    "cell_id",
-    "grid",
-    "strategy",
-    "backbone",
-    "dataset",
-    "protocol",
-    "label_fraction",
-    "seed",
-    "reason",
-)
 
 
 class OutcomeStatus(StrEnum):

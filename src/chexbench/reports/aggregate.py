@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chexbench.bench.record import RecordStatus
+from chexbench.bench.record import SKIPPED_COLUMNS, RecordStatus
 from chexbench.bench.store import DamagedResultError, ResultsView, record_configuration_hash
 from chexbench.core.errors import DataError
 from chexbench.reports.bootstrap import (
@@ -37,17 +37,6 @@ from chexbench.reports.bootstrap import (
 from chexbench.reports.calibration import cell_calibration, cell_ece_replicates
 from chexbench.spec.cell import configuration_keys
 
-SKIPPED_COLUMNS = (
-    "cell_id",
-    "grid",
-    "strategy",
-    "backbone",
-    "dataset",
-    "protocol",
-    "label_fraction",
-    "seed",
-    "reason",
-)
 PRETRAIN_COLUMNS = ("run_id", "strategy", "backbone", "epoch", "step", "loss", "probe_auroc")
 #: the collapse monitors (chexbench.strategies.pretrain.MONITOR_COLUMNS): NaN in logs written before them
 PRETRAIN_MONITOR_COLUMNS = (

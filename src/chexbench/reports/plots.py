@@ -44,9 +44,9 @@ def save_figure(fig, path: Path) -> Path:
     The figure is laid out once, at the PNG's resolution, and the three files are drawn from that
     layout: ``savefig`` would run the layout engine again for each file (constrained layout was a quarter
     of a report's time). Each file is cropped to its own tight bounding box, as
-    ``savefig(bbox_inches="tight")`` does (a vector backend measures text a few per cent wider than Agg);
-    the PNG's, measured in the layout's own pass, is the one that pass gives. Each file goes through a temp
-    file + rename; the figure is closed. Returns the PNG path.
+    ``savefig(bbox_inches="tight")`` does: the PNG's is measured in the layout pass itself, the PDF's and
+    the SVG's by their own backends (which measure text a few per cent wider than Agg). Each file goes
+    through a temp file + rename; the figure is closed. Returns the PNG path.
     """
     plt = _pyplot()
     try:
