@@ -11,6 +11,11 @@ A temporary folder is named ``.<final>.tmp-<host>-<pid>-<random>``. A process ki
 generating (SIGKILL, power loss) leaves it behind; the next generation next to it removes it
 (:func:`remove_stale_temporaries`) when its owner is a dead process on this host, or when
 nothing in it changed for :data:`STALE_AFTER_SECONDS` (owners on other hosts, older names).
+
+A cached phantom (:func:`cached_site`) is generated under a file lock (``.<final>.lck``, the lock of
+the prepared and pretraining caches): processes that need the same phantom at once (two shards, two
+workers, two test workers) wait for the first to finish and read its folder, instead of each rendering
+the whole site and all but one throwing it away.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 
 from chexbench.core.atomic import atomic_write_text, last_change, make_temp_dir, pid_alive
 from chexbench.core.errors import ConfigError, DataError
+from chexbench.core.lock import FileLock
 from chexbench.datasets.phantom.cohort import sample_cohort
 from chexbench.datasets.phantom.dependencies import DEFAULT_DEPENDENCIES, Dependencies, check_dependencies
 from chexbench.datasets.phantom.output import SiteTally, SiteWriter
@@ -198,14 +204,25 @@ def options_key(layout: str, options: dict[str, Any]) -> str:
 def cached_site(cache: Path, layout: str, options: dict[str, Any]) -> Path:
     """The generated root of ``layout`` under ``cache``; generated on first use, then reused.
 
-    Concurrent callers each generate into their own temporary folder; the first rename wins
-    and the others discard theirs.
+    One caller generates, under the folder's lock; concurrent callers wait for it and reuse its
+    folder (a killed generator's lock is broken as stale, :mod:`chexbench.core.lock`). The folder is
+    still written under a temporary name and renamed into place, so it is complete or absent; should
+    another process rename first all the same (a lock broken by mistake), the later copy is discarded.
     """
     dependencies = options.get("dependencies", DEFAULT_DEPENDENCIES)
     check_options(options["patients"], options["size"], options["seed"], dependencies)
     final = cache / "phantom" / f"{layout}-{options_key(layout, options)}"
     if (final / "phantom_manifest.json").exists():
         return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(final.parent / f".{final.name}.lck"):
+        if not (final / "phantom_manifest.json").exists():  # not generated while this one waited
+            _generate_cached(final, layout, options, dependencies)
+    return final
+
+
+def _generate_cached(final: Path, layout: str, options: dict[str, Any], dependencies: str) -> None:
+    """Write ``final`` through a temporary folder (the caller holds its lock)."""
     remove_stale_temporaries(final.parent)  # every abandoned phantom of the cache, not only this one
     tmp = _atomic_dir(final)
     try:
@@ -221,4 +238,3 @@ def cached_site(cache: Path, layout: str, options: dict[str, Any]) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final
