@@ -28,12 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.patches import Rectangle
 from torch import nn
 
 from chexbench.core.atomic import atomic_path
@@ -382,6 +379,8 @@ def overlay_rgb(
     top = float(heat.max())
     rel = np.clip((heat - floor) / max(top - floor, 1e-9), 0, 1) if top > floor else np.zeros_like(heat)
     w = alpha * np.sqrt(rel)[..., None]
+    import matplotlib  # here, not at the top: a grid run imports this module but draws nothing
+
     colors = matplotlib.colormaps[cmap](0.35 + 0.65 * rel)[
         ..., :3
     ]  # (H, W, 3): cyan at the edge → red at the maximum
@@ -414,6 +413,8 @@ def draw_panel(
 ) -> None:
     """One overlay on a matplotlib axis: heat, top-K patches (white), ground-truth boxes (lime, x0 y0 x1 y1).
     A flat map is not drawn (no heat, no maximum): the panel says "flat map" instead."""
+    from matplotlib.patches import Rectangle
+
     h, w = image.shape
     flat = flat or is_flat(heat)
     if flat:
@@ -448,7 +449,7 @@ def save_overlay_png(
     flat: bool = False,
 ) -> None:
     """Image beside its overlay, one PNG (written to a temp name, then renamed)."""
-    matplotlib.use("Agg", force=False)
+    plt = _pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(5.2, 2.9), dpi=130)
     h, w = image.shape
@@ -466,7 +467,7 @@ def save_gallery_png(
 ) -> None:
     """A grid of overlays; each panel is a dict of ``image``, ``heat`` and optional ``patches``, ``boxes``,
     ``title``."""
-    matplotlib.use("Agg", force=False)
+    plt = _pyplot()
 
     columns = max(1, min(columns, len(panels)))
     rows = max(1, -(-len(panels) // columns))
@@ -492,7 +493,18 @@ def save_gallery_png(
     _save_fig(fig, Path(path))
 
 
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend unless one was chosen (imported on first drawing)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _save_fig(fig: Any, path: Path) -> None:
+    plt = _pyplot()
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png")
