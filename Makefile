@@ -32,6 +32,18 @@ export INSTALLER
 # report, 826 instead of 629 CPU-s for the suite. Writing it lazily compiles only what is imported, once
 # (compiling the whole venv at install, uv's --compile-bytecode, took 27 s on 2 cores).
 unexport PYTHONDONTWRITEBYTECODE
+
+# glibc's malloc gives each block above its mmap threshold (128 KiB, rising to at most 32 MiB as blocks are
+# freed) its own mapping and unmaps it when freed, so a training step's activation buffers (a 256-image eval
+# batch of the smoke ResNet: 67 MB) came back as fresh pages, zeroed by the kernel, every step: 7.1 M page
+# faults and 14 s of system time in one smoke shard. With blocks up to 256 MiB served from the heap and
+# 256 MiB of freed heap kept, the same shard made 0.66 M faults, 2.6 s system and 8 s less user time
+# (docs/PERFORMANCE.md). Results do not change (the smoke predictions are identical); memory peaks ~5 % higher.
+# Applies to every command run here (make demo, make test); set them in your shell for chexbench on a CPU.
+MALLOC_MMAP_THRESHOLD_ ?= 268435456
+MALLOC_TRIM_THRESHOLD_ ?= 268435456
+MALLOC_TOP_PAD_ ?= 67108864
+export MALLOC_MMAP_THRESHOLD_ MALLOC_TRIM_THRESHOLD_ MALLOC_TOP_PAD_
 INSTALL := $(PY) scripts/pip-install
 
 $(VENV)/.installed: pyproject.toml Makefile scripts/pip-install
