@@ -223,3 +223,14 @@ def test_a_uniform_dino_teacher_is_collapse_even_when_its_outputs_still_differ_a
     }  # measured: τ_t 0.02, centre momentum 0.5, K = 1024
     assert is_collapsed(row, math.log(1024)) and not is_collapsed(row)  # the entropy rule is DINO's only
     assert not is_collapsed({"embed_std_ratio": 0.4, "teacher_entropy": 2.0}, math.log(1024))
+
+
+def test_a_bad_option_of_a_cell_is_one_line_naming_the_cell_and_its_table() -> None:
+    from chexbench.core.errors import ConfigError
+
+    cell = tiny_cell("dino", "vit_tiny", **{**SMALL["dino"], "out_dim": -1})
+    with pytest.raises(ConfigError) as err:
+        STRATEGIES.get("dino").resolved_options(cell)
+    message = str(err.value)
+    assert message.startswith(f"cell {cell.cell_id}: ") and "[strategy.dino]" in message, message
+    assert "out_dim" in message and "\n" not in message

@@ -27,6 +27,7 @@ import difflib
 import json
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -269,11 +270,15 @@ def validation_message(error: ValidationError, model: type[BaseModel], where: st
 _BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
 
 
-def validate_table(model: type[BaseModel], table: dict[str, Any], where: str, source: str) -> dict[str, Any]:
+def validate_table(
+    model: type[BaseModel], table: dict[str, Any], where: str, source: str | Callable[[], str]
+) -> dict[str, Any]:
     """``table`` checked against ``model`` (only the keys it sets); returns the values (an int
-    declared float becomes a float). Raises ConfigError with one line naming file, section and key."""
+    declared float becomes a float). Raises ConfigError with one line naming file, section and key.
+    ``source`` may be a function, called only for the message (a cell id is a hash of the whole cell)."""
     try:
         validated = model.model_validate(table)
     except ValidationError as e:
-        raise ConfigError(f"{source}: {validation_message(e, model, where)}") from None
+        where_from = source() if callable(source) else source
+        raise ConfigError(f"{where_from}: {validation_message(e, model, where)}") from None
     return {k: getattr(validated, k) for k in table}

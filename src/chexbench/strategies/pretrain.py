@@ -216,7 +216,10 @@ class PretrainStrategy(Strategy):
     def resolved_options(self, cell: CellConfig) -> dict[str, Any]:
         """Defaults < the backbone family's recipe < the cell's options (validated by the grid)."""
         given = validate_table(
-            options_model(self), cell.strategy_options, f"[strategy.{self.name}]", f"cell {cell.cell_id}"
+            options_model(self),
+            cell.strategy_options,
+            f"[strategy.{self.name}]",
+            lambda: f"cell {cell.cell_id}",
         )
         return {**self.options, **self.recipe_for(cell.backbone), **given}
 
