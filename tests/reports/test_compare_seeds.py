@@ -208,3 +208,22 @@ def test_pretraining_note_says_whether_pretraining_variance_is_in_the_interval()
     assert (
         pretraining_note(results, "O", ["o0"]) == "no pretraining run"
     )  # an older record's unreadable init: no claim
+
+
+def test_holm_leaves_the_collectors_frozen_state_as_it_found_it():
+    import gc
+
+    p = np.array([0.01, 0.04, 0.03])
+    before = gc.get_freeze_count()
+    adjust_p_values(p, "holm")
+    assert gc.get_freeze_count() == before
+    kept = [object() for _ in range(3)]
+    gc.freeze()  # a host process that froze its own objects
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen >= len(kept)
+        adjust_p_values(p, "holm")
+        assert gc.get_freeze_count() == frozen  # not released by the report's unfreeze
+    finally:
+        if before == 0:
+            gc.unfreeze()

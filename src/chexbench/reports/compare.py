@@ -152,10 +152,14 @@ def adjust_p_values(p_values: list[float] | np.ndarray, method: str) -> np.ndarr
         # statsmodels' Holm branch calls gc.collect() each time: in a report's process (pandas,
         # matplotlib, every cell's predictions) that is a full collection per call, 0.15 s, 70 calls in
         # the smoke grid's report. Objects made before the call are frozen (left out of collections)
-        # for its duration; its own garbage is still collected.
-        gc.freeze()
+        # for its duration; its own garbage is still collected. Where the host process has frozen
+        # objects itself (gc.freeze after its imports), they stay frozen: unfreeze would release them all.
+        own_freeze = gc.get_freeze_count() == 0
+        if own_freeze:
+            gc.freeze()
         try:
             out[ok] = multipletests(p[ok], method=sm_method)[1]
         finally:
-            gc.unfreeze()
+            if own_freeze:
+                gc.unfreeze()
     return out
