@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from chexbench.spec.cell import RESULTS_SCHEMA_VERSION, configuration_hash
+from chexbench.spec.cell import AXES, RESULTS_SCHEMA_VERSION, configuration_hash
 
 
 class RecordStatus(StrEnum):
@@ -110,17 +110,7 @@ RECORD_SCHEMA: pa.Schema = pa.schema(
 
 #: columns of ``skipped.parquet`` (cells a grid excludes or a component finds invalid, with the reason):
 #: written by the runner, read by the report
-SKIPPED_COLUMNS: tuple[str, ...] = (
-    "cell_id",
-    "grid",
-    "strategy",
-    "backbone",
-    "dataset",
-    "protocol",
-    "label_fraction",
-    "seed",
-    "reason",
-)
+SKIPPED_COLUMNS: tuple[str, ...] = ("cell_id", "grid", *AXES, "reason")
 
 
 def new_record(**values: Any) -> CellRecord:
