@@ -17,7 +17,7 @@ RUFF_PIN := ruff==0.17.6
 TORCH_INDEX ?= auto
 export TORCH_INDEX
 
-.PHONY: install demo test smoke-check test-fast lint clean gpu-check gpu-wheels browser
+.PHONY: install demo test smoke-check smoke-shards smoke-report test-fast lint clean gpu-check gpu-wheels browser
 
 # Who installs the packages: uv (from the package index; parallel downloads, about half of pip's time for
 # the CUDA torch build and the dev extras) with pip's settings translated (scripts/pip-install), or pip
@@ -72,17 +72,18 @@ SMOKE_SHARDS ?= 2
 
 # `make test` runs EVERYTHING: the whole suite, its `slow` tier included (end-to-end runs, learnability and
 # coverage checks; one pytest call, TEST_WORKERS workers, the heaviest modules dealt out first by
-# tests/conftest.py), and the smoke grid with its report and check. The suite and the smoke grid run AT THE SAME
-# TIME: each alone leaves a core idle for long stretches (the smoke grid's last run, report and check are one
-# process, about 80 s on this project's 2-core CI machine; the suite ends on one worker), and neither reads what
-# the other writes (the suite works in its own temp folders; both may fill the chexbench cache, whose phantoms,
-# prepared images and pretraining runs are made under locks and atomic renames). The smoke grid's output is
-# kept in .smoke-check.log and printed after the suite's; `make test` fails if either fails.
-# Beside the suite every smoke process runs on one thread, as each pytest worker does: a second OpenMP/BLAS
-# thread per process would only spin-wait for a core the other processes hold.
-# Before the suite and the smoke grid start (four processes at once, each importing torch, timm, pandas...),
-# one process imports what they all import, while the lint runs: each module is compiled to bytecode once, not
-# four times over (see PYTHONDONTWRITEBYTECODE above).
+# tests/conftest.py), and the smoke grid with its report and check. It keeps about as many busy processes as
+# cores: first the smoke grid's SMOKE_SHARDS one-thread shards, alone; then the suite, with the smoke grid's last
+# run, report and check (one process on one thread, under a minute) beside it. Until 2026-12-07 the suite and the
+# shards ran at the same time, four one-thread processes on two cores, and the same work took about 5 % more
+# CPU-seconds (time-sliced processes evict each other's caches): 514 and 521 s against 494, 501 and 516 s in this
+# order, runs alternated in the same hour on a 2-core machine (docs/PERFORMANCE.md). Neither part reads what the
+# other writes (the suite works in its own temp folders; both may fill the chexbench cache, whose phantoms,
+# prepared images and pretraining runs are made under locks and atomic renames). The smoke grid's output is kept
+# in .smoke-check.log and printed after the suite's; the suite runs even when a shard failed, and `make test`
+# fails if either fails.
+# While the lint runs, one process imports what the later processes all import: each module is compiled to
+# bytecode once, not once per process (see PYTHONDONTWRITEBYTECODE above).
 WARM_IMPORTS := chexbench.cli.run, chexbench.bench.runner, chexbench.reports.report, chexbench.strategies.simclr, \
   pytest, xdist
 test: install browser
@@ -91,18 +92,23 @@ test: install browser
 	$(VENV)/bin/lint-imports && $(VENV)/bin/ruff check src tests && $(VENV)/bin/ruff format --check src tests; \
 	lint=$$?; wait $$warm; exit $$lint
 	rm -rf .smoke-check .smoke-check.log
-	@OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
-	  $(MAKE) --no-print-directory smoke-check >.smoke-check.log 2>&1 & smoke=$$!; \
-	echo "smoke grid started in the background (output: .smoke-check.log, printed after the tests)"; \
-	echo "$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests"; \
+	@echo "smoke grid: its $(SMOKE_SHARDS) shards first, alone on the cores (output: .smoke-check.log, printed after the tests)"; \
+	$(MAKE) --no-print-directory smoke-shards >.smoke-check.log 2>&1; shards=$$?; \
+	{ [ $$shards -eq 0 ] && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+	  $(MAKE) --no-print-directory smoke-report >>.smoke-check.log 2>&1; } & smoke=$$!; \
+	echo "$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests  (the smoke grid's report and check beside it)"; \
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests; status=$$?; \
 	wait $$smoke; smoke_status=$$?; \
 	echo "---- smoke grid (.smoke-check.log) ----"; cat .smoke-check.log; \
 	[ $$smoke_status -eq 0 ] || { echo "make test: the smoke grid or its check failed (exit $$smoke_status)"; status=1; }; \
 	exit $$status
 
-# The smoke grid, its report and its check (part of `make test`; on its own: `make smoke-check`).
-smoke-check: install
+# The smoke grid, its report and its check (part of `make test`; on its own: `make smoke-check`): the shards
+# (SMOKE_SHARDS above), then the last unsharded `run`, the report and the check (smoke-report).
+smoke-check: smoke-shards
+	$(MAKE) --no-print-directory smoke-report
+
+smoke-shards: install
 	rm -rf .smoke-check
 	@threads=$$(( $$($(PY) -c 'import os; print(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())') / $(SMOKE_SHARDS) )); \
 	[ $$threads -ge 1 ] || threads=1; pids=""; \
@@ -110,6 +116,8 @@ smoke-check: install
 	  echo "$(CHEX) run --grid smoke --results .smoke-check --shard $$i/$(SMOKE_SHARDS)  ($$threads thread(s))"; \
 	  OMP_NUM_THREADS=$$threads MKL_NUM_THREADS=$$threads $(CHEX) run --grid smoke --results .smoke-check --shard $$i/$(SMOKE_SHARDS) & pids="$$pids $$!"; \
 	done; status=0; for p in $$pids; do wait $$p || status=1; done; exit $$status
+
+smoke-report: install
 	$(CHEX) run --grid smoke --results .smoke-check
 	$(CHEX) report --results .smoke-check
 	$(PY) tests/bench/smoke_check.py .smoke-check
