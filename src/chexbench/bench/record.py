@@ -108,8 +108,9 @@ RECORD_SCHEMA: pa.Schema = pa.schema(
     [(name, _ARROW_TYPES[hint]) for name, hint in typing.get_type_hints(CellRecord).items()]
 )
 
-#: columns of ``skipped.parquet`` (cells a grid excludes or a component finds invalid, with the reason):
-#: written by the runner, read by the report
+#: the file of a results folder that lists the cells a grid excludes or a component finds invalid, with the
+#: reason, and its columns: written by the runner, read by the report and the GPU check
+SKIPPED_FILE = "skipped.parquet"
 SKIPPED_COLUMNS: tuple[str, ...] = ("cell_id", "grid", *AXES, "reason")
 
 

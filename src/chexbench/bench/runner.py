@@ -31,7 +31,7 @@ import chexbench
 from chexbench.bench import external as X
 from chexbench.bench.cell_model import load_cell_model, model_path
 from chexbench.bench.preflight import preflight  # the pre-run checks (plan, run, submit)
-from chexbench.bench.record import SKIPPED_COLUMNS, CellRecord, RecordStatus, new_record
+from chexbench.bench.record import SKIPPED_COLUMNS, SKIPPED_FILE, CellRecord, RecordStatus, new_record
 from chexbench.bench.shard import Shard, shard_cells
 from chexbench.bench.store import CellState, ResultStore
 from chexbench.core import distributed as D
@@ -357,7 +357,7 @@ def write_skipped(
 def _merge_skipped(
     store: ResultStore, planned: list[PlannedCell], runtime_skips: dict[str, str] | None
 ) -> None:
-    path = store.root / "skipped.parquet"
+    path = store.root / SKIPPED_FILE
     old = store.read_side_file_or_quarantine(path)  # a damaged one is quarantined and rebuilt from this plan
     if old is None:
         old = pd.DataFrame(columns=list(SKIPPED_COLUMNS))

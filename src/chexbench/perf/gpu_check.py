@@ -38,6 +38,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from chexbench.bench.record import SKIPPED_FILE
 from chexbench.bench.store import ResultStore
 from chexbench.core.paths import repo_root
 from chexbench.perf.record import record_section
@@ -448,7 +449,7 @@ def run_grid(args: argparse.Namespace, budget: Budget) -> GridOutcome:
                 f"{rec['strategy']} × {rec['backbone']} × {rec['protocol']}:"
                 f" {str(rec['failure_reason'])[:160]}"
             )
-    skipped = results / "skipped.parquet"
+    skipped = results / SKIPPED_FILE
     if skipped.exists():
         outcome.cells_skipped = len(pd.read_parquet(skipped))
     return outcome

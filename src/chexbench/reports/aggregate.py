@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chexbench.bench.record import SKIPPED_COLUMNS, RecordStatus
+from chexbench.bench.record import SKIPPED_COLUMNS, SKIPPED_FILE, RecordStatus
 from chexbench.bench.store import DamagedResultError, ResultsView, record_configuration_hash
 from chexbench.core.errors import DataError
 from chexbench.reports.bootstrap import (
@@ -35,7 +35,7 @@ from chexbench.reports.bootstrap import (
     truth_key,
 )
 from chexbench.reports.calibration import cell_calibration, cell_ece_replicates
-from chexbench.spec.cell import configuration_keys
+from chexbench.spec.cell import AXES, configuration_keys
 
 PRETRAIN_COLUMNS = ("run_id", "strategy", "backbone", "epoch", "step", "loss", "probe_auroc")
 #: the collapse monitors (chexbench.strategies.pretrain.MONITOR_COLUMNS): NaN in logs written before them
@@ -48,19 +48,7 @@ PRETRAIN_MONITOR_COLUMNS = (
     "collapsed",
 )
 CONFIG_AXES = ("dataset", "protocol", "label_fraction", "backbone", "strategy")
-SUPERSEDED_COLUMNS = (
-    "cell_id",
-    "kept_cell_id",
-    "configuration_hash",
-    "strategy",
-    "backbone",
-    "dataset",
-    "protocol",
-    "label_fraction",
-    "seed",
-    "created_at",
-    "kept_created_at",
-)
+SUPERSEDED_COLUMNS = ("cell_id", "kept_cell_id", "configuration_hash", *AXES, "created_at", "kept_created_at")
 
 
 @dataclass
@@ -128,7 +116,7 @@ def _eval_labels(value: Any) -> list[str]:
 
 
 def read_skipped(root: Path, view: ResultsView | None = None) -> pd.DataFrame:
-    path = root / "skipped.parquet"
+    path = root / SKIPPED_FILE
     df = (view or ResultsView(root)).read_side_file(
         path
     )  # a damaged one is told and left out (the next run rebuilds it)
@@ -336,7 +324,7 @@ def _read_records(
     records = store.records()
     skipped = read_skipped(root, store)
     if records.empty and skipped.empty:
-        raise DataError(f"{root}: no cell records and no skipped.parquet (run `chexbench run` first)")
+        raise DataError(f"{root}: no cell records and no {SKIPPED_FILE} (run `chexbench run` first)")
     records = records.sort_values(list(CONFIG_AXES) + ["seed", "cell_id"]).reset_index(drop=True)
     skipped = skipped[~skipped["cell_id"].isin(records["cell_id"])].reset_index(drop=True)  # ran since
     records["eval_labels"] = records["eval_labels_json"].map(_eval_labels)

@@ -18,18 +18,9 @@ from chexbench.reports.intervals import FEW_POSITIVE_PATIENTS
 from chexbench.reports.leaderboard import Tables
 from chexbench.reports.markdown import fmt_ci, fmt_delta, fmt_p, table
 from chexbench.reports.subgroups import VARIABLES, analyse_subgroups, subgroup_order, subgroup_values
+from chexbench.spec.cell import AXES
 
-CELL_COLUMNS = (
-    "cell_id",
-    "configuration_hash",
-    "configuration_label",
-    "strategy",
-    "backbone",
-    "dataset",
-    "protocol",
-    "label_fraction",
-    "seed",
-)
+CELL_COLUMNS = ("cell_id", "configuration_hash", "configuration_label", *AXES)
 
 
 @dataclass
