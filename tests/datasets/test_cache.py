@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from chexbench.core.errors import DataError
+from chexbench.core.lock import folder_lock
 from chexbench.datasets import cache as cache_mod
 from chexbench.datasets.cache import ensure_prepared, open_prepared, prepare
 from chexbench.datasets.chexpert import load_chexpert_index
@@ -262,7 +263,7 @@ def test_readers_never_miss_the_index_while_two_configs_reindex_the_same_cache(r
         i = 0
         while not stop.is_set():
             try:
-                with cache_mod._folder_lock(folder):
+                with folder_lock(folder):
                     assert reindex(open_prepared(folder), ds, root, configs[i % 2]) is not None
             except Exception as e:  # noqa: BLE001
                 errors.append(f"writer: {e!r}")

@@ -23,8 +23,9 @@ Why not ``filelock``: its ``FileLock`` is ``flock``-based, which NFS and Lustre 
 like this one. This module keeps its own because the torchrun ranks read the owner's
 ``info`` (the job) from the file, and the tests read which stale owners were broken.
 
-Used by the shared pretraining cache and the prepared-data cache, so concurrent shards do
-the work once and the others wait, then reuse the result.
+Used by the shared pretraining cache, the prepared-data cache and the phantom cache (the last two
+through :func:`folder_lock`), so concurrent shards do the work once and the others wait, then reuse
+the result.
 """
 
 from __future__ import annotations
@@ -247,6 +248,15 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError, OSError):
         return None
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Exclusive lock on a cache folder that is made once (``.<name>.lck`` beside it; the parent is
+    created), so concurrent runs (shards, workers) make it only once: the others wait, then reuse it."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(folder.parent / f".{folder.name}.lck"):
+        yield
 
 
 @contextlib.contextmanager

@@ -14,14 +14,13 @@ A lock on the folder makes concurrent runs (shards) prepare it once.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import multiprocessing as mp
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 
 from chexbench.core.atomic import atomic_write_text
 from chexbench.core.errors import DataError
-from chexbench.core.lock import FileLock
+from chexbench.core.lock import folder_lock
 from chexbench.datasets.decode import decode_image
 from chexbench.datasets.prepared import (
     LOADER_VERSION,
@@ -70,18 +69,6 @@ def _decode_chunk(task: tuple[str, tuple[int, int, int], list[int], list[str], i
     return failures
 
 
-@contextlib.contextmanager
-def _folder_lock(final: Path) -> Iterator[None]:
-    """Exclusive lock on a prepared folder, so concurrent runs (shards) prepare it only once.
-
-    The lock type shared with the pretraining cache: works across hosts on a shared
-    filesystem and recovers from a killed owner (:mod:`chexbench.core.lock`).
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(final.parent / f".{final.name}.lck"):
-        yield
-
-
 def prepare(
     dataset: str,
     root: Path,
@@ -103,7 +90,7 @@ def prepare(
     if size < 8:
         raise DataError(f"image size must be at least 8 pixels, got {size}")
     final = Path(out) if out is not None else default_prepared_dir(dataset, Path(root), size)
-    with _folder_lock(final):
+    with folder_lock(final):
         return _prepare(dataset, Path(root), size, final, workers, strict, progress, index)
 
 
@@ -390,7 +377,7 @@ def ensure_prepared(dataset: str, root: Path, size: int, *, progress: bool = Fal
         return cache
     if size < 8:
         raise DataError(f"image size must be at least 8 pixels, got {size}")
-    with _folder_lock(folder):
+    with folder_lock(folder):
         locked = True
         cache = current()
         if cache is None and (folder / "manifest.json").is_file():

@@ -33,7 +33,7 @@ from typing import Any
 
 from chexbench.core.atomic import atomic_write_text, last_change, make_temp_dir, pid_alive
 from chexbench.core.errors import ConfigError, DataError
-from chexbench.core.lock import FileLock
+from chexbench.core.lock import folder_lock
 from chexbench.datasets.phantom.cohort import sample_cohort
 from chexbench.datasets.phantom.dependencies import DEFAULT_DEPENDENCIES, Dependencies, check_dependencies
 from chexbench.datasets.phantom.output import SiteTally, SiteWriter
@@ -214,8 +214,7 @@ def cached_site(cache: Path, layout: str, options: dict[str, Any]) -> Path:
     final = cache / "phantom" / f"{layout}-{options_key(layout, options)}"
     if (final / "phantom_manifest.json").exists():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(final.parent / f".{final.name}.lck"):
+    with folder_lock(final):
         if not (final / "phantom_manifest.json").exists():  # not generated while this one waited
             _generate_cached(final, layout, options, dependencies)
     return final
