@@ -76,12 +76,11 @@ SMOKE_SHARDS ?= 2
 # cores: first the smoke grid's SMOKE_SHARDS one-thread shards, alone; then the suite, with the smoke grid's last
 # run, report and check (one process on one thread, under a minute) beside it. Until 2026-12-07 the suite and the
 # shards ran at the same time, four one-thread processes on two cores, and the same work took about 5 % more
-# CPU-seconds (time-sliced processes evict each other's caches): 514 and 521 s against 494, 501 and 516 s in this
-# order, runs alternated in the same hour on a 2-core machine (docs/PERFORMANCE.md). Neither part reads what the
-# other writes (the suite works in its own temp folders; both may fill the chexbench cache, whose phantoms,
-# prepared images and pretraining runs are made under locks and atomic renames). The smoke grid's output is kept
-# in .smoke-check.log and printed after the suite's; the suite runs even when a shard failed, and `make test`
-# fails if either fails.
+# CPU-seconds and some 15 s more (time-sliced processes evict each other's caches; runs in docs/PERFORMANCE.md).
+# Neither part reads what the other writes (the suite works in its own temp folders; both may fill the chexbench
+# cache, whose phantoms, prepared images and pretraining runs are made under locks and atomic renames). The smoke
+# grid's output is kept in .smoke-check.log and printed after the suite's; the suite runs even when a shard
+# failed, and `make test` fails if either fails.
 # While the lint runs, one process imports what the later processes all import: each module is compiled to
 # bytecode once, not once per process (see PYTHONDONTWRITEBYTECODE above).
 WARM_IMPORTS := chexbench.cli.run, chexbench.bench.runner, chexbench.reports.report, chexbench.strategies.simclr, \
